@@ -1,0 +1,185 @@
+//! Authentication and authorization at the edge of the API: the `Auth<Scope>` extractor
+//! and the per-address throttle on failed token checks. Handlers receive an `Actor` that
+//! has already passed both; nothing deeper re-checks scopes.
+
+use std::{
+    collections::HashMap,
+    marker::PhantomData,
+    net::{IpAddr, SocketAddr},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    extract::{ConnectInfo, FromRequestParts},
+    http::{header, request::Parts},
+};
+
+use crate::{accounts, accounts::Actor, error::Error, names::Scope, state::AppState};
+
+use super::error::ApiError;
+
+/// A scope a handler requires, as a type so the requirement is visible in its signature.
+pub trait RequiredScope {
+    const SCOPE: Scope;
+}
+
+#[derive(Debug)]
+pub struct ReadScope;
+#[derive(Debug)]
+pub struct DeployScope;
+#[derive(Debug)]
+pub struct AdminScope;
+
+impl RequiredScope for ReadScope {
+    const SCOPE: Scope = Scope::Read;
+}
+impl RequiredScope for DeployScope {
+    const SCOPE: Scope = Scope::Deploy;
+}
+impl RequiredScope for AdminScope {
+    const SCOPE: Scope = Scope::Admin;
+}
+
+/// An authenticated caller holding at least scope `S`.
+#[derive(Debug)]
+pub struct Auth<S> {
+    pub actor: Actor,
+    scope: PhantomData<S>,
+}
+
+impl<S: RequiredScope + Send + Sync> FromRequestParts<AppState> for Auth<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let client_addr = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip());
+        if let Some(addr) = client_addr {
+            if let Some(retry_after_secs) = app.auth_throttle.retry_after(addr) {
+                return Err(Error::RateLimited { retry_after_secs }.into());
+            }
+        }
+        let secret = bearer_secret(parts)?;
+        let actor = match accounts::authenticate(&app.store, secret, client_addr).await {
+            Ok(actor) => actor,
+            Err(err) => {
+                if let (Error::Unauthenticated(_), Some(addr)) = (&err, client_addr) {
+                    app.auth_throttle.record_failure(addr);
+                }
+                return Err(err.into());
+            }
+        };
+        if actor.scope < S::SCOPE {
+            return Err(Error::Forbidden(format!(
+                "this endpoint requires the `{}` scope; the token has `{}`",
+                S::SCOPE,
+                actor.scope
+            ))
+            .into());
+        }
+        Ok(Auth {
+            actor,
+            scope: PhantomData,
+        })
+    }
+}
+
+/// The token from `Authorization: Bearer <token>`.
+fn bearer_secret(parts: &Parts) -> Result<&str, Error> {
+    let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        Error::Unauthenticated(
+            "this endpoint requires an `Authorization: Bearer <token>` header".to_owned(),
+        )
+    })?;
+    let malformed =
+        || Error::Unauthenticated("the Authorization header must be `Bearer <token>`".to_owned());
+    let value = value.to_str().map_err(|_| malformed())?;
+    let (scheme, secret) = value.split_once(' ').ok_or_else(malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || secret.trim().is_empty() {
+        return Err(malformed());
+    }
+    Ok(secret.trim())
+}
+
+/// Counts failed token checks per client address in fixed one-minute windows. Past the
+/// limit, every authenticated request from that address gets 429 until the window ends.
+pub struct AuthThrottle {
+    limit: u32,
+    window: Duration,
+    failures: Mutex<HashMap<IpAddr, Window>>,
+}
+
+struct Window {
+    started: Instant,
+    failures: u32,
+}
+
+/// Past this many tracked addresses, expired windows are dropped so memory stays bounded.
+const PRUNE_ABOVE: usize = 4096;
+
+impl AuthThrottle {
+    pub fn new(failures_per_minute: u32) -> Self {
+        Self {
+            limit: failures_per_minute,
+            window: Duration::from_secs(60),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Seconds until `addr` may try again, when it is over the limit.
+    pub fn retry_after(&self, addr: IpAddr) -> Option<u64> {
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let window = failures.get(&addr)?;
+        let elapsed = window.started.elapsed();
+        if window.failures >= self.limit && elapsed < self.window {
+            Some((self.window - elapsed).as_secs().max(1))
+        } else {
+            None
+        }
+    }
+
+    pub fn record_failure(&self, addr: IpAddr) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if failures.len() > PRUNE_ABOVE {
+            let window = self.window;
+            failures.retain(|_, w| w.started.elapsed() < window);
+        }
+        let now = Instant::now();
+        let entry = failures.entry(addr).or_insert(Window {
+            started: now,
+            failures: 0,
+        });
+        if entry.started.elapsed() >= self.window {
+            *entry = Window {
+                started: now,
+                failures: 0,
+            };
+        }
+        entry.failures += 1;
+        if entry.failures == self.limit {
+            tracing::warn!(client = %addr, "too many failed token checks; throttling this address");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttles_after_the_limit_per_address() {
+        let throttle = AuthThrottle::new(3);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        for _ in 0..2 {
+            throttle.record_failure(a);
+        }
+        assert_eq!(throttle.retry_after(a), None);
+        throttle.record_failure(a);
+        let retry = throttle.retry_after(a).unwrap();
+        assert!((1..=60).contains(&retry), "{retry}");
+        assert_eq!(throttle.retry_after(b), None);
+    }
+}

@@ -1,0 +1,226 @@
+//! `/v1/projects`: list, create, fetch (by id or by handle and name), update, delete.
+
+use axum::{extract::State, http::StatusCode};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    names::{ProjectName, Runtime},
+    pagination::PageRequest,
+    projects::{self, NewProject, Project, ProjectChanges},
+    state::AppState,
+};
+
+use super::{
+    auth::{Auth, DeployScope, ReadScope},
+    error::{ApiResult, Json, Path, Query},
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get, update, delete))
+        .routes(routes!(get_by_handle))
+}
+
+/// A project as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectView {
+    #[schema(example = "prj_3kTq9ZbW1xYpLm0aVc7D")]
+    pub id: String,
+    #[schema(example = "marketing-site")]
+    pub name: String,
+    /// The owning account's handle.
+    #[schema(example = "your-handle")]
+    pub handle: String,
+    /// `created` (never deployed), `building`, `running`, `failed` or `stopped`.
+    #[schema(example = "running")]
+    pub status: String,
+    /// The runtime hint, or null when the runtime is detected from the source.
+    pub runtime: Option<String>,
+    /// The hostname the project is served on: `<name>.<handle>.<base_domain>`.
+    pub hostname: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl ProjectView {
+    fn new(project: &Project, app: &AppState) -> Self {
+        Self {
+            id: project.id.clone(),
+            name: project.name.to_string(),
+            handle: project.handle.to_string(),
+            status: project.status.as_str().to_owned(),
+            runtime: project.runtime.map(|r| r.as_str().to_owned()),
+            hostname: project.default_hostname(&app.config.base_domain),
+            created_at: project.created_at.clone(),
+            updated_at: project.updated_at.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectList {
+    pub projects: Vec<ProjectView>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Paging parameters shared by list endpoints.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Items per page (default 50, at most 200 unless configured otherwise).
+    pub limit: Option<u32>,
+    /// The `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl ListQuery {
+    pub fn page(&self, app: &AppState) -> Result<PageRequest, crate::error::Error> {
+        PageRequest::parse(
+            self.limit,
+            self.cursor.as_deref(),
+            app.config.api.default_page_size,
+            app.config.api.max_page_size,
+        )
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProject {
+    /// Unique within the account; a lowercase DNS label (1-63 of `a-z`, `0-9`, `-`).
+    #[schema(example = "marketing-site")]
+    pub name: String,
+    /// Optional runtime hint: dockerfile, static, node, python, go, rust, ruby or php.
+    pub runtime: Option<String>,
+}
+
+impl TryFrom<CreateProject> for NewProject {
+    type Error = crate::error::Error;
+
+    fn try_from(request: CreateProject) -> Result<Self, Self::Error> {
+        Ok(NewProject {
+            name: ProjectName::parse(&request.name)?,
+            runtime: request.runtime.as_deref().map(Runtime::parse).transpose()?,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProject {
+    /// A new name, unique within the account.
+    pub name: Option<String>,
+    /// A new runtime hint; `null` clears it so the runtime is detected again.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub runtime: Option<Option<String>>,
+}
+
+/// Tells an explicit `null` (`Some(None)`) from an absent field (`None`).
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(deserializer).map(Some)
+}
+
+impl TryFrom<UpdateProject> for ProjectChanges {
+    type Error = crate::error::Error;
+
+    fn try_from(request: UpdateProject) -> Result<Self, Self::Error> {
+        Ok(ProjectChanges {
+            name: request.name.as_deref().map(ProjectName::parse).transpose()?,
+            runtime: request
+                .runtime
+                .map(|runtime| runtime.as_deref().map(Runtime::parse).transpose())
+                .transpose()?,
+        })
+    }
+}
+
+/// List the projects in the current account, oldest first.
+#[utoipa::path(get, path = "/v1/projects", tag = "projects",
+    security(("bearer" = ["read"])), params(ListQuery),
+    responses((status = 200, body = ProjectList)))]
+async fn list(
+    auth: Auth<ReadScope>,
+    State(app): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<ProjectList>> {
+    let page = projects::list(&app.store, &auth.actor, query.page(&app)?).await?;
+    Ok(Json(ProjectList {
+        projects: page.items.iter().map(|p| ProjectView::new(p, &app)).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Create a new project.
+#[utoipa::path(post, path = "/v1/projects", tag = "projects",
+    security(("bearer" = ["deploy"])), request_body = CreateProject,
+    responses((status = 201, body = ProjectView), (status = 409, description = "name taken", body = super::error::ErrorBody)))]
+async fn create(
+    auth: Auth<DeployScope>,
+    State(app): State<AppState>,
+    Json(request): Json<CreateProject>,
+) -> ApiResult<(StatusCode, Json<ProjectView>)> {
+    let project = projects::create(&app.store, &auth.actor, request.try_into()?).await?;
+    Ok((StatusCode::CREATED, Json(ProjectView::new(&project, &app))))
+}
+
+/// Fetch one project by its id.
+#[utoipa::path(get, path = "/v1/projects/{id}", tag = "projects",
+    security(("bearer" = ["read"])), params(("id" = String, Path, description = "project id")),
+    responses((status = 200, body = ProjectView)))]
+async fn get(
+    auth: Auth<ReadScope>,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ProjectView>> {
+    let project = projects::get(&app.store, &auth.actor, id).await?;
+    Ok(Json(ProjectView::new(&project, &app)))
+}
+
+/// Rename a project or change its runtime hint.
+#[utoipa::path(patch, path = "/v1/projects/{id}", tag = "projects",
+    security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "project id")),
+    request_body = UpdateProject,
+    responses((status = 200, body = ProjectView), (status = 409, description = "name taken", body = super::error::ErrorBody)))]
+async fn update(
+    auth: Auth<DeployScope>,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Json(request): Json<UpdateProject>,
+) -> ApiResult<Json<ProjectView>> {
+    let project = projects::update(&app.store, &auth.actor, id, request.try_into()?).await?;
+    Ok(Json(ProjectView::new(&project, &app)))
+}
+
+/// Delete a project and everything attached to it.
+#[utoipa::path(delete, path = "/v1/projects/{id}", tag = "projects",
+    security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "project id")),
+    responses((status = 204, description = "deleted")))]
+async fn delete(
+    auth: Auth<DeployScope>,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    projects::delete(&app.store, &auth.actor, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Look a project up by account handle and project name.
+#[utoipa::path(get, path = "/v1/projects/by-handle/{handle}/{name}", tag = "projects",
+    security(("bearer" = ["read"])),
+    params(("handle" = String, Path, description = "account handle"), ("name" = String, Path, description = "project name")),
+    responses((status = 200, body = ProjectView)))]
+async fn get_by_handle(
+    auth: Auth<ReadScope>,
+    State(app): State<AppState>,
+    Path((handle, name)): Path<(String, String)>,
+) -> ApiResult<Json<ProjectView>> {
+    let project = projects::get_by_handle(&app.store, &auth.actor, &handle, name).await?;
+    Ok(Json(ProjectView::new(&project, &app)))
+}

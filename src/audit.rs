@@ -1,0 +1,51 @@
+//! The audit log: one entry per mutation (who, what, target, when, from where), written in
+//! the same transaction as the mutation so the log and the state never disagree.
+
+use crate::{
+    accounts::Actor,
+    clock,
+    error::Result,
+    pagination::{Page, PageRequest},
+    store::{self, Store},
+};
+
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub account_id: String,
+    /// The token id, or `admin-cli` for the operator on the server.
+    pub actor: String,
+    /// A dotted verb such as `project.create`.
+    pub action: String,
+    pub target: Option<String>,
+    pub client_addr: Option<String>,
+    pub at: String,
+}
+
+/// Appends an entry inside the caller's transaction.
+pub fn record(
+    connection: &rusqlite::Connection,
+    actor: &Actor,
+    action: &str,
+    target: Option<&str>,
+) -> Result<()> {
+    store::audit::insert(
+        connection,
+        &AuditEntry {
+            account_id: actor.account_id.clone(),
+            actor: actor.label(),
+            action: action.to_owned(),
+            target: target.map(str::to_owned),
+            client_addr: actor.client_addr.map(|addr| addr.to_string()),
+            at: clock::now(),
+        },
+    )
+}
+
+/// The actor's account's entries, newest first. Here the cursor counts down.
+pub async fn list(store: &Store, actor: &Actor, page: PageRequest) -> Result<Page<AuditEntry>> {
+    let account_id = actor.account_id.clone();
+    let rows = store
+        .call(move |connection| store::audit::page(connection, &account_id, page.after, page.limit + 1))
+        .await?;
+    Ok(page.finish(rows))
+}

@@ -1,0 +1,140 @@
+//! The command line: `cantila serve`, `cantila admin ...` (direct on the data dir), and the
+//! API client commands (`projects`, `tokens`, `whoami`).
+
+mod admin;
+mod client;
+mod output;
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Overrides};
+
+#[derive(Debug, Parser)]
+#[command(name = "cantila", version, about = "A self-hosted PaaS in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon: the API, the edge and the background workers.
+    Serve(ServeArgs),
+    /// Work on the data directory directly (on the server, even while the daemon runs).
+    Admin(AdminArgs),
+    /// Manage projects through the API.
+    Projects(client::ProjectsArgs),
+    /// Manage API tokens through the API.
+    Tokens(client::TokensArgs),
+    /// Show which account and scope the token has.
+    Whoami(client::ClientArgs),
+}
+
+/// Where the configuration and data directory are; shared by `serve`, `admin` and the
+/// client's token fallback.
+#[derive(Debug, Clone, Args)]
+pub struct DataDirArgs {
+    /// A TOML config file (see config.example.toml).
+    #[arg(long, env = "CANTILA_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// The data directory [default: cantila-data].
+    #[arg(long, env = "CANTILA_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DataDirArgs {
+    fn load(&self, overrides: Overrides) -> anyhow::Result<Config> {
+        let overrides = Overrides {
+            data_dir: self.data_dir.clone(),
+            ..overrides
+        };
+        Ok(Config::load(self.config.as_deref(), overrides)?)
+    }
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    paths: DataDirArgs,
+    /// Address of the /v1 API [default: 127.0.0.1:7070].
+    #[arg(long, env = "CANTILA_API_LISTEN")]
+    api_listen: Option<SocketAddr>,
+    /// Address of the public HTTP edge [default: 0.0.0.0:80].
+    #[arg(long, env = "CANTILA_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
+    /// Address of the public HTTPS edge [default: 0.0.0.0:443].
+    #[arg(long, env = "CANTILA_HTTPS_LISTEN")]
+    https_listen: Option<SocketAddr>,
+    /// Projects are served at <name>.<handle>.<base-domain> [default: localhost].
+    #[arg(long, env = "CANTILA_BASE_DOMAIN")]
+    base_domain: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    paths: DataDirArgs,
+    #[command(subcommand)]
+    command: admin::AdminCommand,
+}
+
+/// Parses the command line and runs it; errors are printed as one line on stderr.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Admin(args) => admin::run(args),
+        Command::Projects(args) => client::projects(args),
+        Command::Tokens(args) => client::tokens(args),
+        Command::Whoami(args) => client::whoami(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.paths.load(Overrides {
+        data_dir: None,
+        api_listen: args.api_listen,
+        http_listen: args.http_listen,
+        https_listen: args.https_listen,
+        base_domain: args.base_domain,
+    })?;
+    crate::init_logging(&config.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listeners = crate::Listeners::bind(&config).await?;
+        crate::run(config, listeners, shutdown_signal()).await
+    })
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+}

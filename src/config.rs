@@ -1,0 +1,264 @@
+//! Configuration: built-in defaults, overridden by the TOML file, overridden by flags and
+//! `CANTILA_*` environment variables. Unknown keys are errors, so a typo never passes silently.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+use crate::names::Handle;
+
+/// The daemon's whole configuration. Every path the daemon touches derives from `data_dir`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the store, the admin token and (later) repositories and certificates live.
+    pub data_dir: PathBuf,
+    /// The `/v1` API listener. Loopback by default: the API is for the CLI and console on
+    /// the server, or behind the operator's own tunnel.
+    pub api_listen: SocketAddr,
+    /// The public HTTP listener of the edge.
+    pub http_listen: SocketAddr,
+    /// The public HTTPS listener of the edge.
+    pub https_listen: SocketAddr,
+    /// Projects are served at `<name>.<handle>.<base_domain>`.
+    pub base_domain: String,
+    /// The account created on first start with an admin token in `<data_dir>/admin-token`.
+    pub default_handle: String,
+    /// Logging output.
+    pub log: LogConfig,
+    /// API limits.
+    pub api: ApiConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log shippers.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `cantila=debug,tower_http=info`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Failed token checks one client address may make per minute before getting 429.
+    pub auth_failures_per_minute: u32,
+    /// The largest request body the API accepts, in bytes (413 above it).
+    pub max_body_bytes: usize,
+    /// A request taking longer than this is answered 503 and abandoned.
+    pub request_timeout_secs: u64,
+    /// Page size when a list request names no `limit`.
+    pub default_page_size: u32,
+    /// The largest `limit` a list request may ask for.
+    pub max_page_size: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("cantila-data"),
+            api_listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            http_listen: SocketAddr::from(([0, 0, 0, 0], 80)),
+            https_listen: SocketAddr::from(([0, 0, 0, 0], 443)),
+            base_domain: "localhost".to_owned(),
+            default_handle: "admin".to_owned(),
+            log: LogConfig::default(),
+            api: ApiConfig::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            auth_failures_per_minute: 10,
+            max_body_bytes: 1024 * 1024,
+            request_timeout_secs: 30,
+            default_page_size: 50,
+            max_page_size: 200,
+        }
+    }
+}
+
+/// Values given on the command line or in the environment; each wins over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub api_listen: Option<SocketAddr>,
+    pub http_listen: Option<SocketAddr>,
+    pub https_listen: Option<SocketAddr>,
+    pub base_domain: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, then the file at `path` if given, then `overrides`; validated.
+    pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Self::parse(&text).map_err(|message| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message,
+                })?
+            }
+            None => Self::default(),
+        };
+        if let Some(data_dir) = overrides.data_dir {
+            config.data_dir = data_dir;
+        }
+        if let Some(addr) = overrides.api_listen {
+            config.api_listen = addr;
+        }
+        if let Some(addr) = overrides.http_listen {
+            config.http_listen = addr;
+        }
+        if let Some(addr) = overrides.https_listen {
+            config.https_listen = addr;
+        }
+        if let Some(domain) = overrides.base_domain {
+            config.base_domain = domain;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; the error names the offending key and its line.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|err| err.to_string().trim_end().to_owned())
+    }
+
+    /// Checks the values serde cannot: names and limits.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        Handle::parse(&self.default_handle)
+            .map_err(|err| ConfigError::Invalid(format!("default_handle: {err}")))?;
+        validate_base_domain(&self.base_domain)?;
+        if self.api.default_page_size == 0 || self.api.default_page_size > self.api.max_page_size
+        {
+            return Err(ConfigError::Invalid(format!(
+                "api.default_page_size must be between 1 and api.max_page_size ({})",
+                self.api.max_page_size
+            )));
+        }
+        if self.api.auth_failures_per_minute == 0 {
+            return Err(ConfigError::Invalid(
+                "api.auth_failures_per_minute must be at least 1".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The SQLite file holding all desired state.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("cantila.db")
+    }
+
+    /// The file the first start writes the bootstrap admin token to.
+    pub fn admin_token_path(&self) -> PathBuf {
+        self.data_dir.join("admin-token")
+    }
+}
+
+fn validate_base_domain(domain: &str) -> Result<(), ConfigError> {
+    let valid = !domain.is_empty()
+        && domain.len() <= 200
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "base_domain `{domain}` is not a lowercase DNS name such as `apps.example.com`"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_parses_to_the_defaults() {
+        let text = include_str!("../config.example.toml");
+        let parsed = Config::parse(text).expect("config.example.toml parses");
+        parsed.validate().expect("config.example.toml is valid");
+        let defaults = Config::default();
+        assert_eq!(format!("{parsed:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name_and_line() {
+        let err = Config::parse("data_dir = \"/tmp/x\"\n\n[api]\nmax_body_byte = 5\n").unwrap_err();
+        assert!(err.contains("max_body_byte"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "base_domain = \"file.example\"\ndata_dir = \"/from/file\"\n").unwrap();
+        let config = Config::load(
+            Some(&path),
+            Overrides {
+                data_dir: Some("/from/flag".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(config.base_domain, "file.example");
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let mut config = Config::default();
+        config.base_domain = "Bad_Domain".into();
+        assert!(config.validate().unwrap_err().to_string().contains("base_domain"));
+        let mut config = Config::default();
+        config.default_handle = "Admin".into();
+        assert!(config.validate().unwrap_err().to_string().contains("default_handle"));
+    }
+}

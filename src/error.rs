@@ -1,0 +1,39 @@
+//! The domain error: every failure a domain function can report, independent of HTTP.
+//! The API maps it to a status in one exhaustive match (`api::error`).
+
+use crate::store::StoreError;
+
+/// A failure of a domain operation. Messages are lowercase sentences that say what was
+/// wrong and, where it helps, what is accepted; they are shown to API clients as is.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The target does not exist, or belongs to another account (never revealed).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is well-formed but clashes with existing state (a taken name).
+    #[error("{0}")]
+    Conflict(String),
+    /// A field failed validation.
+    #[error("{0}")]
+    Invalid(String),
+    /// The request itself is malformed (a bad cursor, a bad query parameter).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No credentials, or credentials that are unknown or revoked.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Valid credentials without the scope the operation needs.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many failed attempts from one client address.
+    #[error("too many failed authentication attempts; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    /// The store failed; the detail is logged, never shown to the client.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// A bug or an unexpected state; the detail is logged, never shown to the client.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,155 @@
+//! Cantila: a self-hosted PaaS in one binary. `run` starts the whole daemon on listeners
+//! the caller has already bound, so tests run the real daemon in-process on port 0.
+
+#![forbid(unsafe_code)]
+
+pub mod accounts;
+pub mod api;
+pub mod audit;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod edge;
+pub mod error;
+pub mod ids;
+pub mod names;
+pub mod pagination;
+pub mod projects;
+pub mod state;
+pub mod store;
+
+use std::{future::Future, net::SocketAddr};
+
+use anyhow::Context;
+use tokio::{net::TcpListener, sync::watch};
+
+use crate::{config::Config, state::AppState, store::Store};
+
+/// The daemon's bound sockets. Binding is separate from `run` so a caller can bind port 0
+/// and learn the addresses first.
+#[derive(Debug)]
+pub struct Listeners {
+    pub api: TcpListener,
+    pub http: TcpListener,
+    pub https: TcpListener,
+}
+
+impl Listeners {
+    /// Binds every listener the config names. A failure names the address and the flag
+    /// that changes it.
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        Ok(Self {
+            api: bind_one(config.api_listen, "the API", "--api-listen / CANTILA_API_LISTEN").await?,
+            http: bind_one(config.http_listen, "the HTTP edge", "--http-listen / CANTILA_HTTP_LISTEN").await?,
+            https: bind_one(config.https_listen, "the HTTPS edge", "--https-listen / CANTILA_HTTPS_LISTEN").await?,
+        })
+    }
+
+    /// Binds all three on `127.0.0.1:0`, for tests.
+    pub async fn ephemeral() -> anyhow::Result<Self> {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Ok(Self {
+            api: TcpListener::bind(any).await?,
+            http: TcpListener::bind(any).await?,
+            https: TcpListener::bind(any).await?,
+        })
+    }
+}
+
+async fn bind_one(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|err| {
+        let hint = match err.kind() {
+            std::io::ErrorKind::PermissionDenied => {
+                " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+            }
+            std::io::ErrorKind::AddrInUse => " (another program is using this port)",
+            _ => "",
+        };
+        anyhow::anyhow!("cannot listen on {addr} for {what}: {err}{hint}; choose another address with {flag}")
+    })
+}
+
+/// Runs the daemon until `shutdown` completes, then stops accepting, lets in-flight
+/// requests finish, and closes the store.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
+        .await
+        .context("opening the store")??;
+    let bootstrap_store = store.clone();
+    let bootstrap_config = config.clone();
+    let token_path = tokio::task::spawn_blocking(move || {
+        accounts::bootstrap(&bootstrap_store, &bootstrap_config)
+    })
+    .await??;
+    if let Some(path) = token_path {
+        tracing::info!(
+            path = %path.display(),
+            handle = %config.default_handle,
+            "first start: created the default account and wrote its admin token"
+        );
+    }
+
+    let app = AppState::new(config, store.clone());
+    let api_addr = listeners.api.local_addr()?;
+    let http_addr = listeners.http.local_addr()?;
+    let https_addr = listeners.https.local_addr()?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut stop_rx = stop_rx.clone();
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    let api_service = api::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let api_graceful = stopped();
+    let api_server = tokio::spawn(async move {
+        axum::serve(listeners.api, api_service)
+            .with_graceful_shutdown(api_graceful)
+            .await
+    });
+    let edge_server = tokio::spawn(edge::serve(
+        app.clone(),
+        listeners.http,
+        listeners.https,
+        stopped(),
+    ));
+
+    tracing::info!(api = %api_addr, http = %http_addr, https = %https_addr, "cantila is listening");
+    // Tell systemd (Type=notify) we are ready; a no-op when not run under systemd.
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+
+    shutdown.await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    let _ = stop_tx.send(true);
+    api_server.await?.context("API server")?;
+    edge_server.await?.context("edge")?;
+    tokio::task::spawn_blocking(move || store.close()).await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Installs the tracing subscriber for `cantila serve`: text or JSON to stderr, filtered
+/// by `RUST_LOG` or the config's level.
+pub fn init_logging(config: &config::LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match config.format {
+        config::LogFormat::Text => builder.try_init(),
+        config::LogFormat::Json => builder.json().try_init(),
+    };
+    // Already installed (a test harness); keep the first.
+    drop(result);
+}

@@ -1,0 +1,243 @@
+//! Validated names parsed once at the boundary: project names, account handles, scopes,
+//! runtime hints, token names. After parsing, the type is the proof; nothing re-checks.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// Checks the rules shared by project names and handles: a lowercase DNS label.
+fn check_dns_label(what: &str, value: &str) -> Result<(), Error> {
+    let invalid = |why: &str| {
+        Error::Invalid(format!(
+            "{what} `{value}` is invalid: {why}; use 1-63 lowercase letters, digits and hyphens, starting and ending with a letter or digit"
+        ))
+    };
+    if value.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{what} must not be empty; use 1-63 lowercase letters, digits and hyphens"
+        )));
+    }
+    if value.len() > 63 {
+        return Err(invalid("it is longer than 63 characters"));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Err(invalid(&format!("`{bad}` is not allowed")));
+    }
+    if value.starts_with('-') || value.ends_with('-') {
+        return Err(invalid("it starts or ends with a hyphen"));
+    }
+    Ok(())
+}
+
+/// A project's name. Invariant: a lowercase DNS label (1-63 of `a-z0-9-`, no leading or
+/// trailing hyphen), so `<name>.<handle>.<base_domain>` is always a valid hostname.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ProjectName(String);
+
+impl ProjectName {
+    pub fn parse(value: &str) -> Result<Self, Error> {
+        check_dns_label("project name", value)?;
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ProjectName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An account's handle. Invariant: a lowercase DNS label, like a project name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Handle(String);
+
+impl Handle {
+    pub fn parse(value: &str) -> Result<Self, Error> {
+        check_dns_label("handle", value)?;
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a token may do. The derive order is the privilege order: `Read < Deploy < Admin`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Read,
+    Deploy,
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 3] = [Scope::Read, Scope::Deploy, Scope::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Deploy => "deploy",
+            Scope::Admin => "admin",
+        }
+    }
+
+    pub fn parse(value: &str) -> Result<Self, Error> {
+        Self::ALL
+            .into_iter()
+            .find(|scope| scope.as_str() == value)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "scope `{value}` is unknown; use one of: read, deploy, admin"
+                ))
+            })
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A runtime hint on a project. Invariant: one of the runtimes detection knows, so a hint
+/// can always be honoured by the planner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    Dockerfile,
+    Static,
+    Node,
+    Python,
+    Go,
+    Rust,
+    Ruby,
+    Php,
+}
+
+impl Runtime {
+    pub const ALL: [Runtime; 8] = [
+        Runtime::Dockerfile,
+        Runtime::Static,
+        Runtime::Node,
+        Runtime::Python,
+        Runtime::Go,
+        Runtime::Rust,
+        Runtime::Ruby,
+        Runtime::Php,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Dockerfile => "dockerfile",
+            Runtime::Static => "static",
+            Runtime::Node => "node",
+            Runtime::Python => "python",
+            Runtime::Go => "go",
+            Runtime::Rust => "rust",
+            Runtime::Ruby => "ruby",
+            Runtime::Php => "php",
+        }
+    }
+
+    pub fn parse(value: &str) -> Result<Self, Error> {
+        Self::ALL
+            .into_iter()
+            .find(|runtime| runtime.as_str() == value)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Self::ALL.iter().map(|r| r.as_str()).collect();
+                Error::Invalid(format!(
+                    "runtime `{value}` is unknown; use one of: {}",
+                    known.join(", ")
+                ))
+            })
+    }
+}
+
+/// A token's human label. Invariant: 1-64 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenName(String);
+
+impl TokenName {
+    pub fn parse(value: &str) -> Result<Self, Error> {
+        let length = value.chars().count();
+        if length == 0 || length > 64 || value.chars().any(char::is_control) {
+            return Err(Error::Invalid(format!(
+                "token name {value:?} is invalid; use 1-64 characters without control characters"
+            )));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(input: &str, ok: bool) {
+        assert_eq!(ProjectName::parse(input).is_ok(), ok, "project name {input:?}");
+        assert_eq!(Handle::parse(input).is_ok(), ok, "handle {input:?}");
+    }
+
+    #[test]
+    fn dns_label_rules() {
+        check("blog", true);
+        check("a", true);
+        check("marketing-site-2", true);
+        check(&"a".repeat(63), true);
+        check(&"a".repeat(64), false);
+        check("", false);
+        check("Blog", false);
+        check("-blog", false);
+        check("blog-", false);
+        check("my_blog", false);
+        check("my.blog", false);
+        check("blög", false);
+        check("a b", false);
+    }
+
+    #[test]
+    fn scopes_are_ordered_by_privilege() {
+        assert!(Scope::Read < Scope::Deploy && Scope::Deploy < Scope::Admin);
+        assert_eq!(Scope::parse("deploy").unwrap(), Scope::Deploy);
+        let message = Scope::parse("root").unwrap_err().to_string();
+        assert!(message.contains("read, deploy, admin"), "{message}");
+    }
+
+    #[test]
+    fn runtimes_are_validated() {
+        assert_eq!(Runtime::parse("node").unwrap(), Runtime::Node);
+        assert!(Runtime::parse("cobol").unwrap_err().to_string().contains("python"));
+    }
+
+    #[test]
+    fn token_names() {
+        assert!(TokenName::parse("ci").is_ok());
+        assert!(TokenName::parse("").is_err());
+        assert!(TokenName::parse("a\nb").is_err());
+        assert!(TokenName::parse(&"x".repeat(65)).is_err());
+    }
+}

@@ -1,0 +1,192 @@
+//! Projects: the unit Cantila deploys and runs. Creation, lookup, renaming, deletion.
+//! Invariant: a project is only ever visible to tokens of its own account.
+
+use crate::{
+    accounts::Actor,
+    audit, clock,
+    error::{Error, Result},
+    ids,
+    names::{Handle, ProjectName, Runtime},
+    pagination::{Page, PageRequest},
+    store::{self, Store},
+};
+
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub id: String,
+    pub account_id: String,
+    pub handle: Handle,
+    pub name: ProjectName,
+    /// The runtime hint; `None` means detect from the source.
+    pub runtime: Option<Runtime>,
+    pub status: ProjectStatus,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Project {
+    /// The hostname every project gets: `<name>.<handle>.<base_domain>`. Two labels keep
+    /// it unambiguous (`a-b` of `c` and `a` of `b-c` never collide).
+    pub fn default_hostname(&self, base_domain: &str) -> String {
+        format!("{}.{}.{base_domain}", self.name, self.handle)
+    }
+}
+
+/// Where a project stands, as the API and the edge's 503 page report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProjectStatus {
+    /// Never deployed.
+    Created,
+    Building,
+    Running,
+    Failed,
+    Stopped,
+}
+
+impl ProjectStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProjectStatus::Created => "created",
+            ProjectStatus::Building => "building",
+            ProjectStatus::Running => "running",
+            ProjectStatus::Failed => "failed",
+            ProjectStatus::Stopped => "stopped",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        [
+            ProjectStatus::Created,
+            ProjectStatus::Building,
+            ProjectStatus::Running,
+            ProjectStatus::Failed,
+            ProjectStatus::Stopped,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == value)
+    }
+}
+
+/// A validated request to create a project.
+#[derive(Debug)]
+pub struct NewProject {
+    pub name: ProjectName,
+    pub runtime: Option<Runtime>,
+}
+
+/// A validated partial update; `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct ProjectChanges {
+    pub name: Option<ProjectName>,
+    /// `Some(None)` clears the hint so the runtime is detected again.
+    pub runtime: Option<Option<Runtime>>,
+}
+
+fn not_found(id: &str) -> Error {
+    Error::NotFound(format!("project `{id}` not found"))
+}
+
+pub async fn create(store: &Store, actor: &Actor, new: NewProject) -> Result<Project> {
+    let now = clock::now();
+    let project = Project {
+        id: ids::new_id("prj"),
+        account_id: actor.account_id.clone(),
+        handle: actor.handle.clone(),
+        name: new.name,
+        runtime: new.runtime,
+        status: ProjectStatus::Created,
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    let actor = actor.clone();
+    store
+        .call(move |connection| {
+            let tx = connection.transaction()?;
+            store::projects::insert(&tx, &project)?;
+            audit::record(&tx, &actor, "project.create", Some(&project.id))?;
+            tx.commit()?;
+            Ok(project)
+        })
+        .await
+}
+
+pub async fn get(store: &Store, actor: &Actor, id: String) -> Result<Project> {
+    let account_id = actor.account_id.clone();
+    store
+        .call(move |connection| {
+            store::projects::by_id(connection, &account_id, &id)?.ok_or_else(|| not_found(&id))
+        })
+        .await
+}
+
+/// Looks a project up by its human identifiers. Another account's handle answers 404
+/// exactly like a missing project.
+pub async fn get_by_handle(
+    store: &Store,
+    actor: &Actor,
+    handle: &str,
+    name: String,
+) -> Result<Project> {
+    let missing = || Error::NotFound(format!("project `{handle}/{name}` not found"));
+    if handle != actor.handle.as_str() {
+        return Err(missing());
+    }
+    let account_id = actor.account_id.clone();
+    let lookup_name = name.clone();
+    store
+        .call(move |connection| store::projects::by_name(connection, &account_id, &lookup_name))
+        .await?
+        .ok_or_else(missing)
+}
+
+pub async fn list(store: &Store, actor: &Actor, page: PageRequest) -> Result<Page<Project>> {
+    let account_id = actor.account_id.clone();
+    let rows = store
+        .call(move |connection| {
+            store::projects::page(connection, &account_id, page.after, page.limit + 1)
+        })
+        .await?;
+    Ok(page.finish(rows))
+}
+
+pub async fn update(
+    store: &Store,
+    actor: &Actor,
+    id: String,
+    changes: ProjectChanges,
+) -> Result<Project> {
+    let actor = actor.clone();
+    store
+        .call(move |connection| {
+            let tx = connection.transaction()?;
+            let mut project = store::projects::by_id(&tx, &actor.account_id, &id)?
+                .ok_or_else(|| not_found(&id))?;
+            if let Some(name) = changes.name {
+                project.name = name;
+            }
+            if let Some(runtime) = changes.runtime {
+                project.runtime = runtime;
+            }
+            project.updated_at = clock::now();
+            store::projects::update(&tx, &project)?;
+            audit::record(&tx, &actor, "project.update", Some(&project.id))?;
+            tx.commit()?;
+            Ok(project)
+        })
+        .await
+}
+
+pub async fn delete(store: &Store, actor: &Actor, id: String) -> Result<()> {
+    let actor = actor.clone();
+    store
+        .call(move |connection| {
+            let tx = connection.transaction()?;
+            if !store::projects::delete(&tx, &actor.account_id, &id)? {
+                return Err(not_found(&id));
+            }
+            audit::record(&tx, &actor, "project.delete", Some(&id))?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+}

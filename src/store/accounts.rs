@@ -1,0 +1,152 @@
+//! SQL for accounts and API tokens.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::{
+    accounts::{Account, TokenRecord},
+    error::{Error, Result},
+    names::{Handle, Scope},
+};
+
+use super::is_unique_violation;
+
+fn account_from_row(row: &Row<'_>) -> rusqlite::Result<(String, String, String)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+}
+
+fn to_account((id, handle, created_at): (String, String, String)) -> Result<Account> {
+    Ok(Account {
+        id,
+        handle: Handle::parse(&handle)
+            .map_err(|_| Error::Internal(format!("stored handle `{handle}` is invalid")))?,
+        created_at,
+    })
+}
+
+pub fn count_accounts(connection: &Connection) -> Result<i64> {
+    Ok(connection.query_row("SELECT COUNT(*) FROM accounts", [], |row| row.get(0))?)
+}
+
+pub fn insert_account(connection: &Connection, account: &Account) -> Result<()> {
+    connection
+        .execute(
+            "INSERT INTO accounts (id, handle, created_at) VALUES (?1, ?2, ?3)",
+            params![account.id, account.handle.as_str(), account.created_at],
+        )
+        .map_err(|err| {
+            if is_unique_violation(&err) {
+                Error::Conflict(format!("handle `{}` is taken", account.handle))
+            } else {
+                err.into()
+            }
+        })?;
+    Ok(())
+}
+
+pub fn account_by_handle(connection: &Connection, handle: &str) -> Result<Option<Account>> {
+    connection
+        .query_row(
+            "SELECT id, handle, created_at FROM accounts WHERE handle = ?1",
+            [handle],
+            account_from_row,
+        )
+        .optional()?
+        .map(to_account)
+        .transpose()
+}
+
+const TOKEN_COLUMNS: &str =
+    "id, account_id, name, scope, prefix, created_at, last_used_at, revoked_at";
+
+fn token_from_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
+    let scope: String = row.get(3)?;
+    Ok(TokenRecord {
+        id: row.get(0)?,
+        account_id: row.get(1)?,
+        name: row.get(2)?,
+        // The CHECK constraint admits only the three scope names.
+        scope: Scope::parse(&scope).unwrap_or(Scope::Read),
+        prefix: row.get(4)?,
+        created_at: row.get(5)?,
+        last_used_at: row.get(6)?,
+        revoked_at: row.get(7)?,
+    })
+}
+
+pub fn insert_token(connection: &Connection, token: &TokenRecord, secret_hash: &[u8]) -> Result<()> {
+    connection.execute(
+        "INSERT INTO tokens (id, account_id, name, scope, prefix, secret_hash, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            token.id,
+            token.account_id,
+            token.name,
+            token.scope.as_str(),
+            token.prefix,
+            secret_hash,
+            token.created_at
+        ],
+    )?;
+    Ok(())
+}
+
+/// The token with this secret hash, with its account's handle.
+pub fn token_by_hash(
+    connection: &Connection,
+    secret_hash: &[u8],
+) -> Result<Option<(TokenRecord, Handle)>> {
+    let found = connection
+        .query_row(
+            &format!(
+                "SELECT {TOKEN_COLUMNS}, (SELECT handle FROM accounts WHERE accounts.id = tokens.account_id)
+                 FROM tokens WHERE secret_hash = ?1"
+            ),
+            [secret_hash],
+            |row| Ok((token_from_row(row)?, row.get::<_, String>(8)?)),
+        )
+        .optional()?;
+    found
+        .map(|(token, handle)| {
+            let handle = Handle::parse(&handle)
+                .map_err(|_| Error::Internal(format!("stored handle `{handle}` is invalid")))?;
+            Ok((token, handle))
+        })
+        .transpose()
+}
+
+pub fn touch_token(connection: &Connection, id: &str, at: &str) -> Result<()> {
+    connection.execute("UPDATE tokens SET last_used_at = ?2 WHERE id = ?1", params![id, at])?;
+    Ok(())
+}
+
+pub fn tokens_of_account(connection: &Connection, account_id: &str) -> Result<Vec<TokenRecord>> {
+    let mut statement = connection.prepare(&format!(
+        "SELECT {TOKEN_COLUMNS} FROM tokens WHERE account_id = ?1 ORDER BY created_at, id"
+    ))?;
+    let tokens = statement
+        .query_map([account_id], token_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(tokens)
+}
+
+pub fn token_of_account(
+    connection: &Connection,
+    account_id: &str,
+    token_id: &str,
+) -> Result<Option<TokenRecord>> {
+    Ok(connection
+        .query_row(
+            &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE account_id = ?1 AND id = ?2"),
+            [account_id, token_id],
+            token_from_row,
+        )
+        .optional()?)
+}
+
+pub fn revoke_token(connection: &Connection, token_id: &str, at: &str) -> Result<()> {
+    connection.execute(
+        "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+        params![token_id, at],
+    )?;
+    Ok(())
+}

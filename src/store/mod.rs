@@ -1,0 +1,231 @@
+//! The store: the one SQLite file holding all desired state. Sole user of rusqlite.
+//! Invariant: every connection runs WAL, `synchronous=FULL` and foreign keys, on a schema
+//! migrated to exactly `migrations::LATEST`; a newer schema is refused, never "fixed".
+
+mod migrations;
+
+pub mod accounts;
+pub mod audit;
+pub mod projects;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use crate::error::Error;
+
+/// A failure inside SQLite or the file system under it. Opaque outside this module so no
+/// rusqlite type leaks; its message is logged, never sent to clients.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct StoreError(#[from] rusqlite::Error);
+
+impl From<rusqlite::Error> for Error {
+    fn from(err: rusqlite::Error) -> Self {
+        Error::Store(StoreError(err))
+    }
+}
+
+/// Why the store could not be opened. Shown to the operator at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open database {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "database {path} has schema version {found}, newer than this binary knows ({known}); \
+         it was written by a newer Cantila. Run that version, or restore a backup made for this one"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+}
+
+/// A cheap-clone handle to the database. One connection behind a mutex: SQLite serialises
+/// writers anyway, and every call is short. Calls run on the blocking pool (`call`).
+#[derive(Clone)]
+pub struct Store {
+    connection: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `data_dir`, with owner-only permissions
+    /// on the directory and the file, and migrates it to the latest schema.
+    pub fn open(data_dir: &Path) -> Result<Self, OpenError> {
+        create_private_dir(data_dir).map_err(|source| OpenError::DataDir {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        let path = data_dir.join("cantila.db");
+        let sqlite_error = |source| OpenError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let mut connection = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sqlite_error)?;
+        restrict_to_owner(&path).map_err(|source| OpenError::DataDir {
+            path: path.clone(),
+            source,
+        })?;
+        connection
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(sqlite_error)?;
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = FULL;
+                 PRAGMA foreign_keys = ON;",
+            )
+            .map_err(sqlite_error)?;
+        migrations::migrate(&mut connection, &path)?;
+        Ok(Self {
+            connection: Arc::new(Mutex::new(connection)),
+        })
+    }
+
+    /// Runs `work` with the connection on the blocking pool, so SQLite never stalls the
+    /// async threads.
+    pub async fn call<T, F>(&self, work: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.call_blocking(work))
+            .await
+            .map_err(|join| Error::Internal(format!("store task failed: {join}")))?
+    }
+
+    /// Runs `work` on the current thread; for the CLI's `admin` commands and start-up.
+    pub fn call_blocking<T>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        // A poisoned lock means a panic mid-call; SQLite rolled the transaction back, so
+        // the connection itself is still sound.
+        let mut connection = self
+            .connection
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        work(&mut connection)
+    }
+
+    /// Checkpoints the WAL into the main file so a clean stop leaves one self-contained file.
+    pub fn close(&self) {
+        let result = self.call_blocking(|connection| {
+            connection.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA optimize;")?;
+            Ok(())
+        });
+        if let Err(err) = result {
+            tracing::warn!(error = %err, "closing the store");
+        }
+    }
+}
+
+/// True when `err` is a UNIQUE or PRIMARY KEY violation, for mapping to a 409.
+pub(crate) fn is_unique_violation(err: &rusqlite::Error) -> bool {
+    matches!(err, rusqlite::Error::SqliteFailure(failure, _)
+        if failure.code == ErrorCode::ConstraintViolation
+            && matches!(failure.extended_code,
+                rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY))
+}
+
+fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    if !path.exists() {
+        fs::create_dir_all(path)?;
+    }
+    restrict_to_owner(path)
+}
+
+#[cfg(unix)]
+fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = if path.is_dir() { 0o700 } else { 0o600 };
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+}
+
+#[cfg(not(unix))]
+fn restrict_to_owner(_path: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_with_the_house_pragmas_and_private_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let store = Store::open(&data_dir).unwrap();
+        let (journal, synchronous, foreign_keys): (String, i64, i64) = store
+            .call_blocking(|c| {
+                Ok(c.query_row(
+                    "SELECT (SELECT journal_mode FROM pragma_journal_mode), \
+                            (SELECT synchronous FROM pragma_synchronous), \
+                            (SELECT foreign_keys FROM pragma_foreign_keys)",
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )?)
+            })
+            .unwrap();
+        assert_eq!((journal.as_str(), synchronous, foreign_keys), ("wal", 2, 1));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&data_dir), 0o700);
+            assert_eq!(mode(&data_dir.join("cantila.db")), 0o600);
+        }
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let connection = Connection::open(dir.path().join("cantila.db")).unwrap();
+        connection
+            .pragma_update(None, "user_version", migrations::LATEST + 1)
+            .unwrap();
+        drop(connection);
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, OpenError::TooNew { .. }), "{err}");
+        assert!(err.to_string().contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn reopening_keeps_the_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let store = Store::open(dir.path()).unwrap();
+        let version: i64 = store
+            .call_blocking(|c| Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(version, migrations::LATEST);
+    }
+}

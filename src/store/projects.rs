@@ -1,0 +1,146 @@
+//! SQL for projects. Every query is scoped by account id, so another account's project
+//! is indistinguishable from a missing one.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::{
+    error::{Error, Result},
+    names::{Handle, ProjectName, Runtime},
+    projects::{Project, ProjectStatus},
+};
+
+use super::is_unique_violation;
+
+const COLUMNS: &str = "p.seq, p.id, p.account_id, a.handle, p.name, p.runtime, p.status, p.created_at, p.updated_at";
+const FROM: &str = "projects p JOIN accounts a ON a.id = p.account_id";
+
+fn corrupt(what: &str, value: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        format!("stored {what} `{value}` is invalid").into(),
+    )
+}
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Project)> {
+    let handle: String = row.get(3)?;
+    let name: String = row.get(4)?;
+    let runtime: Option<String> = row.get(5)?;
+    let status: String = row.get(6)?;
+    Ok((
+        row.get(0)?,
+        Project {
+            id: row.get(1)?,
+            account_id: row.get(2)?,
+            handle: Handle::parse(&handle).map_err(|_| corrupt("handle", &handle))?,
+            name: ProjectName::parse(&name).map_err(|_| corrupt("project name", &name))?,
+            runtime: runtime
+                .map(|r| Runtime::parse(&r).map_err(|_| corrupt("runtime", &r)))
+                .transpose()?,
+            status: ProjectStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
+            created_at: row.get(7)?,
+            updated_at: row.get(8)?,
+        },
+    ))
+}
+
+fn name_taken(name: &ProjectName) -> Error {
+    Error::Conflict(format!(
+        "a project named `{name}` already exists in this account; choose another name"
+    ))
+}
+
+pub fn insert(connection: &Connection, project: &Project) -> Result<()> {
+    connection
+        .execute(
+            "INSERT INTO projects (id, account_id, name, runtime, status, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                project.id,
+                project.account_id,
+                project.name.as_str(),
+                project.runtime.map(Runtime::as_str),
+                project.status.as_str(),
+                project.created_at,
+                project.updated_at
+            ],
+        )
+        .map_err(|err| {
+            if is_unique_violation(&err) {
+                name_taken(&project.name)
+            } else {
+                err.into()
+            }
+        })?;
+    Ok(())
+}
+
+pub fn by_id(connection: &Connection, account_id: &str, id: &str) -> Result<Option<Project>> {
+    Ok(connection
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM {FROM} WHERE p.account_id = ?1 AND p.id = ?2"),
+            [account_id, id],
+            from_row,
+        )
+        .optional()?
+        .map(|(_, project)| project))
+}
+
+pub fn by_name(connection: &Connection, account_id: &str, name: &str) -> Result<Option<Project>> {
+    Ok(connection
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM {FROM} WHERE p.account_id = ?1 AND p.name = ?2"),
+            [account_id, name],
+            from_row,
+        )
+        .optional()?
+        .map(|(_, project)| project))
+}
+
+/// Up to `limit` projects of the account in creation order, after sequence `after`.
+pub fn page(
+    connection: &Connection,
+    account_id: &str,
+    after: Option<i64>,
+    limit: u32,
+) -> Result<Vec<(i64, Project)>> {
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM {FROM} WHERE p.account_id = ?1 AND p.seq > ?2 ORDER BY p.seq LIMIT ?3"
+    ))?;
+    let rows = statement
+        .query_map(params![account_id, after.unwrap_or(0), limit], from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+pub fn update(connection: &Connection, project: &Project) -> Result<()> {
+    connection
+        .execute(
+            "UPDATE projects SET name = ?3, runtime = ?4, status = ?5, updated_at = ?6
+             WHERE account_id = ?1 AND id = ?2",
+            params![
+                project.account_id,
+                project.id,
+                project.name.as_str(),
+                project.runtime.map(Runtime::as_str),
+                project.status.as_str(),
+                project.updated_at
+            ],
+        )
+        .map_err(|err| {
+            if is_unique_violation(&err) {
+                name_taken(&project.name)
+            } else {
+                err.into()
+            }
+        })?;
+    Ok(())
+}
+
+pub fn delete(connection: &Connection, account_id: &str, id: &str) -> Result<bool> {
+    let deleted = connection.execute(
+        "DELETE FROM projects WHERE account_id = ?1 AND id = ?2",
+        [account_id, id],
+    )?;
+    Ok(deleted > 0)
+}
