@@ -114,7 +114,12 @@ pub fn create_account(store: &Store, handle: Handle) -> Result<Account> {
     store.call_blocking(|connection| {
         let tx = connection.transaction()?;
         store::accounts::insert_account(&tx, &account)?;
-        audit::record(&tx, &Actor::operator(&account), "account.create", Some(&account.id))?;
+        audit::record(
+            &tx,
+            &Actor::operator(&account),
+            "account.create",
+            Some(&account.id),
+        )?;
         tx.commit()?;
         Ok(())
     })?;
@@ -189,8 +194,10 @@ pub async fn authenticate(
     let hash = hash_secret(secret);
     store
         .call(move |connection| {
-            let (token, handle) = store::accounts::token_by_hash(connection, &hash)?
-                .ok_or_else(|| Error::Unauthenticated("the bearer token is not valid".to_owned()))?;
+            let (token, handle) =
+                store::accounts::token_by_hash(connection, &hash)?.ok_or_else(|| {
+                    Error::Unauthenticated("the bearer token is not valid".to_owned())
+                })?;
             if token.revoked_at.is_some() {
                 return Err(Error::Unauthenticated(
                     "the bearer token has been revoked".to_owned(),
@@ -198,7 +205,11 @@ pub async fn authenticate(
             }
             let now = OffsetDateTime::now_utc();
             let stale = clock::format(now - TOUCH_INTERVAL);
-            if token.last_used_at.as_deref().is_none_or(|last| last < stale.as_str()) {
+            if token
+                .last_used_at
+                .as_deref()
+                .is_none_or(|last| last < stale.as_str())
+            {
                 store::accounts::touch_token(connection, &token.id, &clock::format(now))?;
             }
             Ok(Actor {
@@ -228,7 +239,9 @@ pub fn list_tokens_blocking(store: &Store, account: &Account) -> Result<Vec<Toke
 /// Revoking twice is harmless and keeps the first revocation time.
 pub async fn revoke_token(store: &Store, actor: &Actor, token_id: String) -> Result<TokenRecord> {
     let actor = actor.clone();
-    store.call(move |connection| revoke_in(connection, &actor, &token_id)).await
+    store
+        .call(move |connection| revoke_in(connection, &actor, &token_id))
+        .await
 }
 
 pub fn revoke_token_blocking(store: &Store, actor: &Actor, token_id: &str) -> Result<TokenRecord> {
@@ -316,7 +329,9 @@ mod tests {
         assert_eq!(actor.scope, Scope::Deploy);
         assert_eq!(actor.handle.as_str(), "ada");
 
-        revoke_token(&store, &operator, token.record.id.clone()).await.unwrap();
+        revoke_token(&store, &operator, token.record.id.clone())
+            .await
+            .unwrap();
         let err = authenticate(&store, &token.secret, None).await.unwrap_err();
         assert!(err.to_string().contains("revoked"), "{err}");
     }
@@ -325,7 +340,8 @@ mod tests {
     async fn the_secret_is_not_stored() {
         let (_dir, store) = store();
         let account = create_account(&store, Handle::parse("ada").unwrap()).unwrap();
-        let token = create_token_blocking(&store, &Actor::operator(&account), Scope::Read, None).unwrap();
+        let token =
+            create_token_blocking(&store, &Actor::operator(&account), Scope::Read, None).unwrap();
         let secret = token.secret.clone();
         let found: i64 = store
             .call_blocking(move |c| {
@@ -349,6 +365,8 @@ mod tests {
             create_token(&store, &actor, Scope::Admin, None).await,
             Err(Error::Forbidden(_))
         ));
-        assert!(create_token(&store, &actor, Scope::Read, None).await.is_ok());
+        assert!(create_token(&store, &actor, Scope::Read, None)
+            .await
+            .is_ok());
     }
 }

@@ -45,7 +45,9 @@ pub fn record(
 pub async fn list(store: &Store, actor: &Actor, page: PageRequest) -> Result<Page<AuditEntry>> {
     let account_id = actor.account_id.clone();
     let rows = store
-        .call(move |connection| store::audit::page(connection, &account_id, page.after, page.limit + 1))
+        .call(move |connection| {
+            store::audit::page(connection, &account_id, page.after, page.limit + 1)
+        })
         .await?;
     Ok(page.finish(rows))
 }

@@ -168,8 +168,7 @@ impl Config {
         Handle::parse(&self.default_handle)
             .map_err(|err| ConfigError::Invalid(format!("default_handle: {err}")))?;
         validate_base_domain(&self.base_domain)?;
-        if self.api.default_page_size == 0 || self.api.default_page_size > self.api.max_page_size
-        {
+        if self.api.default_page_size == 0 || self.api.default_page_size > self.api.max_page_size {
             return Err(ConfigError::Invalid(format!(
                 "api.default_page_size must be between 1 and api.max_page_size ({})",
                 self.api.max_page_size
@@ -239,7 +238,11 @@ mod tests {
     fn overrides_win_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "base_domain = \"file.example\"\ndata_dir = \"/from/file\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "base_domain = \"file.example\"\ndata_dir = \"/from/file\"\n",
+        )
+        .unwrap();
         let config = Config::load(
             Some(&path),
             Overrides {
@@ -254,11 +257,23 @@ mod tests {
 
     #[test]
     fn invalid_values_are_named() {
-        let mut config = Config::default();
-        config.base_domain = "Bad_Domain".into();
-        assert!(config.validate().unwrap_err().to_string().contains("base_domain"));
-        let mut config = Config::default();
-        config.default_handle = "Admin".into();
-        assert!(config.validate().unwrap_err().to_string().contains("default_handle"));
+        let config = Config {
+            base_domain: "Bad_Domain".into(),
+            ..Config::default()
+        };
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("base_domain"));
+        let config = Config {
+            default_handle: "Admin".into(),
+            ..Config::default()
+        };
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("default_handle"));
     }
 }

@@ -39,9 +39,24 @@ impl Listeners {
     /// that changes it.
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
         Ok(Self {
-            api: bind_one(config.api_listen, "the API", "--api-listen / CANTILA_API_LISTEN").await?,
-            http: bind_one(config.http_listen, "the HTTP edge", "--http-listen / CANTILA_HTTP_LISTEN").await?,
-            https: bind_one(config.https_listen, "the HTTPS edge", "--https-listen / CANTILA_HTTPS_LISTEN").await?,
+            api: bind_one(
+                config.api_listen,
+                "the API",
+                "--api-listen / CANTILA_API_LISTEN",
+            )
+            .await?,
+            http: bind_one(
+                config.http_listen,
+                "the HTTP edge",
+                "--http-listen / CANTILA_HTTP_LISTEN",
+            )
+            .await?,
+            https: bind_one(
+                config.https_listen,
+                "the HTTPS edge",
+                "--https-listen / CANTILA_HTTPS_LISTEN",
+            )
+            .await?,
         })
     }
 
@@ -65,7 +80,9 @@ async fn bind_one(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<Tc
             std::io::ErrorKind::AddrInUse => " (another program is using this port)",
             _ => "",
         };
-        anyhow::anyhow!("cannot listen on {addr} for {what}: {err}{hint}; choose another address with {flag}")
+        anyhow::anyhow!(
+            "cannot listen on {addr} for {what}: {err}{hint}; choose another address with {flag}"
+        )
     })
 }
 
@@ -143,8 +160,11 @@ pub fn init_logging(config: &config::LogConfig) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: journald and log files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let result = match config.format {
         config::LogFormat::Text => builder.try_init(),

@@ -81,7 +81,17 @@ impl fmt::Display for Handle {
 
 /// What a token may do. The derive order is the privilege order: `Read < Deploy < Admin`.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
@@ -198,7 +208,11 @@ mod tests {
     use super::*;
 
     fn check(input: &str, ok: bool) {
-        assert_eq!(ProjectName::parse(input).is_ok(), ok, "project name {input:?}");
+        assert_eq!(
+            ProjectName::parse(input).is_ok(),
+            ok,
+            "project name {input:?}"
+        );
         assert_eq!(Handle::parse(input).is_ok(), ok, "handle {input:?}");
     }
 
@@ -230,7 +244,10 @@ mod tests {
     #[test]
     fn runtimes_are_validated() {
         assert_eq!(Runtime::parse("node").unwrap(), Runtime::Node);
-        assert!(Runtime::parse("cobol").unwrap_err().to_string().contains("python"));
+        assert!(Runtime::parse("cobol")
+            .unwrap_err()
+            .to_string()
+            .contains("python"));
     }
 
     #[test]

@@ -58,7 +58,10 @@ pub fn router(app: AppState) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn_with_state(app.clone(), request_envelope))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            request_envelope,
+        ))
         .layer(CatchPanicLayer::custom(|_panic| {
             tracing::error!("a request handler panicked");
             error_response(
@@ -100,7 +103,9 @@ async fn request_envelope(State(app): State<AppState>, request: Request, next: N
         .filter(|id| {
             !id.is_empty()
                 && id.len() <= 64
-                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
         .map(str::to_owned)
         .unwrap_or_else(|| ids::new_id("req"));
@@ -119,7 +124,10 @@ async fn request_envelope(State(app): State<AppState>, request: Request, next: N
                 Ok(response) => response,
                 Err(_) => error_response(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    format!("the request took longer than {} s and was abandoned", timeout.as_secs()),
+                    format!(
+                        "the request took longer than {} s and was abandoned",
+                        timeout.as_secs()
+                    ),
                 ),
             }
         })

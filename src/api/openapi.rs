@@ -87,18 +87,38 @@ pub fn add_common_responses(document: &mut OpenApi) {
                     .entry(status.to_owned())
                     .or_insert_with(|| error_response(description));
             };
-            add(operation, "400", "malformed request (bad query, path or JSON syntax)");
-            add(operation, "500", "internal error; the body carries a request id");
+            add(
+                operation,
+                "400",
+                "malformed request (bad query, path or JSON syntax)",
+            );
+            add(
+                operation,
+                "500",
+                "internal error; the body carries a request id",
+            );
             if authenticated {
                 add(operation, "401", "missing, unknown or revoked token");
-                add(operation, "403", "the token lacks the scope this operation needs");
+                add(
+                    operation,
+                    "403",
+                    "the token lacks the scope this operation needs",
+                );
                 add(operation, "404", "no such resource in this account");
-                add(operation, "429", "too many failed token checks from this address; see Retry-After");
+                add(
+                    operation,
+                    "429",
+                    "too many failed token checks from this address; see Retry-After",
+                );
             }
             if operation.request_body.is_some() {
                 add(operation, "413", "body larger than api.max_body_bytes");
                 add(operation, "415", "body is not application/json");
-                add(operation, "422", "a field failed validation; the message says which");
+                add(
+                    operation,
+                    "422",
+                    "a field failed validation; the message says which",
+                );
             }
         }
     }

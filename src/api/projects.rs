@@ -132,7 +132,11 @@ impl TryFrom<UpdateProject> for ProjectChanges {
 
     fn try_from(request: UpdateProject) -> Result<Self, Self::Error> {
         Ok(ProjectChanges {
-            name: request.name.as_deref().map(ProjectName::parse).transpose()?,
+            name: request
+                .name
+                .as_deref()
+                .map(ProjectName::parse)
+                .transpose()?,
             runtime: request
                 .runtime
                 .map(|runtime| runtime.as_deref().map(Runtime::parse).transpose())
@@ -152,7 +156,11 @@ async fn list(
 ) -> ApiResult<Json<ProjectList>> {
     let page = projects::list(&app.store, &auth.actor, query.page(&app)?).await?;
     Ok(Json(ProjectList {
-        projects: page.items.iter().map(|p| ProjectView::new(p, &app)).collect(),
+        projects: page
+            .items
+            .iter()
+            .map(|p| ProjectView::new(p, &app))
+            .collect(),
         next_cursor: page.next_cursor,
     }))
 }

@@ -79,9 +79,15 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Token(TokenCommand::List { account, json }) => {
             let account = accounts::account_by_handle(&store, &Handle::parse(&account)?)?;
             let tokens = accounts::list_tokens_blocking(&store, &account)?;
-            let views: Vec<_> = tokens.iter().map(crate::api::tokens::TokenView::from).collect();
+            let views: Vec<_> = tokens
+                .iter()
+                .map(crate::api::tokens::TokenView::from)
+                .collect();
             if json {
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "tokens": views }))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "tokens": views }))?
+                );
             } else {
                 output::print_tokens(&serde_json::to_value(&views)?);
             }

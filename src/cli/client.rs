@@ -15,7 +15,12 @@ use super::{output, DataDirArgs};
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
     /// The API's base URL.
-    #[arg(long, env = "CANTILA_URL", default_value = "http://127.0.0.1:7070", global = true)]
+    #[arg(
+        long,
+        env = "CANTILA_URL",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
     url: String,
     /// An API token; defaults to <data_dir>/admin-token when readable.
     #[arg(long, env = "CANTILA_TOKEN", global = true, hide_env_values = true)]
@@ -116,7 +121,10 @@ impl Client {
             request = request.json(&body);
         }
         let response = request.send().await.with_context(|| {
-            format!("cannot reach the Cantila API at {}; is `cantila serve` running?", self.base)
+            format!(
+                "cannot reach the Cantila API at {}; is `cantila serve` running?",
+                self.base
+            )
         })?;
         let status = response.status();
         let text = response.text().await?;
@@ -141,7 +149,11 @@ impl Client {
         let account = self.send(Method::GET, "/v1/account", None).await?;
         let handle = account["handle"].as_str().unwrap_or_default();
         let found = self
-            .send(Method::GET, &format!("/v1/projects/by-handle/{handle}/{project}"), None)
+            .send(
+                Method::GET,
+                &format!("/v1/projects/by-handle/{handle}/{project}"),
+                None,
+            )
             .await?;
         found["id"]
             .as_str()
@@ -166,7 +178,16 @@ fn print_project(project: &Value, json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(project);
     }
-    for field in ["id", "name", "handle", "status", "runtime", "hostname", "createdAt", "updatedAt"] {
+    for field in [
+        "id",
+        "name",
+        "handle",
+        "status",
+        "runtime",
+        "hostname",
+        "createdAt",
+        "updatedAt",
+    ] {
         println!("{field:<10} {}", output::cell(project, field));
     }
     Ok(())
@@ -204,17 +225,23 @@ pub fn projects(args: ProjectsArgs) -> anyhow::Result<()> {
                 if let Some(runtime) = runtime {
                     body["runtime"] = json!(runtime);
                 }
-                let project = client.send(Method::POST, "/v1/projects", Some(body)).await?;
+                let project = client
+                    .send(Method::POST, "/v1/projects", Some(body))
+                    .await?;
                 print_project(&project, json)
             }
             ProjectsCommand::Get { project } => {
                 let id = client.resolve_project(&project).await?;
-                let project = client.send(Method::GET, &format!("/v1/projects/{id}"), None).await?;
+                let project = client
+                    .send(Method::GET, &format!("/v1/projects/{id}"), None)
+                    .await?;
                 print_project(&project, json)
             }
             ProjectsCommand::Delete { project } => {
                 let id = client.resolve_project(&project).await?;
-                client.send(Method::DELETE, &format!("/v1/projects/{id}"), None).await?;
+                client
+                    .send(Method::DELETE, &format!("/v1/projects/{id}"), None)
+                    .await?;
                 if json {
                     print_json(&json!({ "deleted": id }))
                 } else {
@@ -254,7 +281,9 @@ pub fn tokens(args: TokensArgs) -> anyhow::Result<()> {
                 }
             }
             TokensCommand::Revoke { id } => {
-                let revoked = client.send(Method::DELETE, &format!("/v1/tokens/{id}"), None).await?;
+                let revoked = client
+                    .send(Method::DELETE, &format!("/v1/tokens/{id}"), None)
+                    .await?;
                 if json {
                     print_json(&revoked)
                 } else {

@@ -53,14 +53,30 @@ pub fn print_tokens(tokens: &Value) {
         .unwrap_or_default()
         .iter()
         .map(|t| {
-            ["id", "prefix", "scope", "name", "createdAt", "lastUsedAt", "revokedAt"]
-                .iter()
-                .map(|f| cell(t, f))
-                .collect()
+            [
+                "id",
+                "prefix",
+                "scope",
+                "name",
+                "createdAt",
+                "lastUsedAt",
+                "revokedAt",
+            ]
+            .iter()
+            .map(|f| cell(t, f))
+            .collect()
         })
         .collect();
     print_table(
-        &["ID", "PREFIX", "SCOPE", "NAME", "CREATED", "LAST USED", "REVOKED"],
+        &[
+            "ID",
+            "PREFIX",
+            "SCOPE",
+            "NAME",
+            "CREATED",
+            "LAST USED",
+            "REVOKED",
+        ],
         &rows,
     );
 }

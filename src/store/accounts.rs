@@ -73,7 +73,11 @@ fn token_from_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
     })
 }
 
-pub fn insert_token(connection: &Connection, token: &TokenRecord, secret_hash: &[u8]) -> Result<()> {
+pub fn insert_token(
+    connection: &Connection,
+    token: &TokenRecord,
+    secret_hash: &[u8],
+) -> Result<()> {
     connection.execute(
         "INSERT INTO tokens (id, account_id, name, scope, prefix, secret_hash, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -115,7 +119,10 @@ pub fn token_by_hash(
 }
 
 pub fn touch_token(connection: &Connection, id: &str, at: &str) -> Result<()> {
-    connection.execute("UPDATE tokens SET last_used_at = ?2 WHERE id = ?1", params![id, at])?;
+    connection.execute(
+        "UPDATE tokens SET last_used_at = ?2 WHERE id = ?1",
+        params![id, at],
+    )?;
     Ok(())
 }
 

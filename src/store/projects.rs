@@ -11,7 +11,8 @@ use crate::{
 
 use super::is_unique_violation;
 
-const COLUMNS: &str = "p.seq, p.id, p.account_id, a.handle, p.name, p.runtime, p.status, p.created_at, p.updated_at";
+const COLUMNS: &str =
+    "p.seq, p.id, p.account_id, a.handle, p.name, p.runtime, p.status, p.created_at, p.updated_at";
 const FROM: &str = "projects p JOIN accounts a ON a.id = p.account_id";
 
 fn corrupt(what: &str, value: &str) -> rusqlite::Error {

@@ -1,0 +1,242 @@
+//! The real `cantila` binary: admin commands on the data dir while the daemon runs, and the
+//! API client commands against the daemon.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::support::TestDaemon;
+
+/// Runs the binary off the async threads (the daemon shares this runtime).
+pub async fn cantila(args: Vec<String>, envs: Vec<(&'static str, String)>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_cantila"))
+            .args(&args)
+            .env_remove("CANTILA_TOKEN")
+            .env_remove("CANTILA_URL")
+            .env_remove("CANTILA_DATA_DIR")
+            .env_remove("CANTILA_CONFIG")
+            .envs(envs)
+            .output()
+            .expect("run cantila")
+    })
+    .await
+    .unwrap()
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).trim().to_owned()
+}
+
+#[tokio::test]
+async fn admin_commands_work_while_the_daemon_runs() {
+    let daemon = TestDaemon::start().await;
+    let data_dir = daemon.data_dir().display().to_string();
+
+    let out = cantila(
+        args(&["admin", "account", "create", "bob", "--data-dir", &data_dir]),
+        vec![],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("acc_"));
+    let out = cantila(
+        args(&["admin", "account", "create", "bob", "--data-dir", &data_dir]),
+        vec![],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("taken"), "{}", stderr(&out));
+
+    let out = cantila(
+        args(&[
+            "admin",
+            "token",
+            "create",
+            "--account",
+            "bob",
+            "--scope",
+            "deploy",
+            "--name",
+            "laptop",
+            "--data-dir",
+            &data_dir,
+        ]),
+        vec![],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = stdout(&out);
+    assert!(
+        token.starts_with("sk_live_") && !token.contains(char::is_whitespace),
+        "only the token: {token}"
+    );
+
+    // The running daemon accepts it at once.
+    let me = daemon.get("/v1/account", &token).await.expect(200).body;
+    assert_eq!(
+        (me["handle"].as_str(), me["scope"].as_str()),
+        (Some("bob"), Some("deploy"))
+    );
+
+    let out = cantila(
+        args(&[
+            "admin",
+            "token",
+            "list",
+            "--account",
+            "bob",
+            "--json",
+            "--data-dir",
+            &data_dir,
+        ]),
+        vec![],
+    )
+    .await;
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = list["tokens"][0]["id"].as_str().unwrap().to_owned();
+    assert!(!stdout(&out).contains(&token));
+    let out = cantila(
+        args(&[
+            "admin",
+            "token",
+            "revoke",
+            "--account",
+            "bob",
+            &id,
+            "--data-dir",
+            &data_dir,
+        ]),
+        vec![],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    daemon.get("/v1/account", &token).await.expect(401);
+
+    let out = cantila(
+        args(&[
+            "admin",
+            "token",
+            "create",
+            "--account",
+            "nobody",
+            "--scope",
+            "read",
+            "--data-dir",
+            &data_dir,
+        ]),
+        vec![],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("nobody"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn client_commands_drive_the_api() {
+    let daemon = TestDaemon::start().await;
+    let url = format!("http://{}", daemon.api);
+    let env = || {
+        vec![
+            ("CANTILA_URL", url.clone()),
+            ("CANTILA_TOKEN", daemon.admin_token.clone()),
+        ]
+    };
+
+    let out = cantila(
+        args(&["projects", "create", "site", "--runtime", "static"]),
+        env(),
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("site.admin.test.local"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = cantila(args(&["projects", "list", "--json"]), env()).await;
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["projects"][0]["name"], "site");
+    let out = cantila(args(&["projects", "list"]), env()).await;
+    let table = stdout(&out);
+    assert!(
+        table.starts_with("ID") && table.contains("site") && table.contains("created"),
+        "{table}"
+    );
+
+    let out = cantila(args(&["projects", "get", "site", "--json"]), env()).await;
+    let project: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(project["runtime"], "static");
+
+    // An API error: non-zero exit and the API's message.
+    let out = cantila(args(&["projects", "create", "site"]), env()).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("already exists") && stderr(&out).contains("409"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cantila(args(&["projects", "create", "Bad_Name"]), env()).await;
+    assert!(stderr(&out).contains("invalid"), "{}", stderr(&out));
+
+    let out = cantila(args(&["tokens", "create", "--scope", "read"]), env()).await;
+    let read_token = stdout(&out);
+    assert!(read_token.starts_with("sk_live_"));
+    let out = cantila(
+        args(&["whoami", "--token", &read_token, "--url", &url]),
+        vec![],
+    )
+    .await;
+    assert!(stdout(&out).contains("scope read"), "{}", stdout(&out));
+    let out = cantila(args(&["tokens", "list", "--json"]), env()).await;
+    let tokens: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(tokens["tokens"].as_array().unwrap().len(), 2);
+
+    let out = cantila(args(&["projects", "delete", "site"]), env()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cantila(args(&["projects", "get", "site"]), env()).await;
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn the_client_falls_back_to_the_admin_token_file_and_explains_failures() {
+    let daemon = TestDaemon::start().await;
+    let url = format!("http://{}", daemon.api);
+    let data_dir = daemon.data_dir().display().to_string();
+    let out = cantila(
+        args(&["whoami", "--url", &url, "--data-dir", &data_dir]),
+        vec![],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("admin"), "{}", stdout(&out));
+
+    let out = cantila(
+        args(&["whoami", "--url", &url, "--data-dir", "/nonexistent"]),
+        vec![],
+    )
+    .await;
+    assert!(stderr(&out).contains("--token"), "{}", stderr(&out));
+
+    let out = cantila(
+        args(&[
+            "whoami",
+            "--url",
+            "http://127.0.0.1:1",
+            "--token",
+            "sk_live_x",
+        ]),
+        vec![],
+    )
+    .await;
+    assert!(stderr(&out).contains("cannot reach"), "{}", stderr(&out));
+}

@@ -1,0 +1,11 @@
+//! Integration tests: each starts the real daemon in-process on 127.0.0.1:0 against a temp
+//! data dir (see `support`) and talks HTTP to it, or runs the real `cantila` binary.
+
+mod support;
+
+mod api_auth;
+mod api_projects;
+mod api_tokens;
+mod cli;
+mod lifecycle;
+mod openapi;
