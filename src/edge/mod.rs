@@ -51,20 +51,19 @@ pub async fn serve(
     result
 }
 
+/// The page for a host no project answers to; `{host}` is replaced, escaped.
+const UNKNOWN_HOST_PAGE: &str = include_str!("../../assets/edge/unknown-host.html");
+
 /// The plain 404 page for a host no project answers to.
 async fn unknown_host(headers: HeaderMap) -> Response {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("this host");
-    let host = html_escape(host);
     (
         StatusCode::NOT_FOUND,
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        format!(
-            "<!doctype html><title>404 Not Found</title><h1>404 Not Found</h1>\
-             <p>No app is served at <code>{host}</code> by this Cantila server.</p>\n"
-        ),
+        UNKNOWN_HOST_PAGE.replace("{host}", &html_escape(host)),
     )
         .into_response()
 }

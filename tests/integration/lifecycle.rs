@@ -326,3 +326,46 @@ async fn the_edge_answers_unknown_hosts_with_a_plain_404() {
     let body = res.text().await.unwrap();
     assert!(body.contains("nothing.example.com"), "{body}");
 }
+
+#[tokio::test]
+async fn systemd_is_told_ready_once_listening() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path());
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_cantila"))
+        .args([
+            "serve",
+            "--data-dir",
+            &config.data_dir.display().to_string(),
+        ])
+        .args([
+            "--api-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--https-listen",
+            "127.0.0.1:0",
+        ])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _child = KillOnDrop(child);
+    let message = tokio::task::spawn_blocking(move || {
+        let mut buffer = [0u8; 256];
+        let size = socket
+            .recv(&mut buffer)
+            .expect("a notification within 20 s");
+        String::from_utf8_lossy(&buffer[..size]).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(message.contains("READY=1"), "{message}");
+    // READY is sent after the store is open and the token written.
+    assert!(config.admin_token_path().exists());
+}
