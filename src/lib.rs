@@ -14,7 +14,9 @@ pub mod error;
 pub mod ids;
 pub mod names;
 pub mod pagination;
+pub mod plan;
 pub mod projects;
+pub mod source;
 pub mod state;
 pub mod store;
 
