@@ -10,6 +10,9 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 step "Docker engine"
 scripts/ensure-docker.sh
 
+step "local base images (busybox, node:22-slim, python:3.12-slim)"
+scripts/base-images.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

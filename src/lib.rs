@@ -9,6 +9,7 @@ pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod docker;
 pub mod edge;
 pub mod error;
 pub mod ids;

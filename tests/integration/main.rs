@@ -7,5 +7,6 @@ mod api_auth;
 mod api_projects;
 mod api_tokens;
 mod cli;
+mod docker;
 mod lifecycle;
 mod openapi;

@@ -1,0 +1,482 @@
+//! The Docker engine: builds, containers, networks, logs. Sole user of bollard.
+//! Invariant: no bollard type appears outside this module; the API version is negotiated
+//! with the engine (Debian's 20.10 speaks 1.41), never hard-wired.
+
+use std::{collections::HashMap, net::IpAddr, time::Duration};
+
+use bollard::{
+    models::{
+        ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
+        RestartPolicy, RestartPolicyNameEnum,
+    },
+    query_parameters::{
+        BuildImageOptions, CreateContainerOptions, ListContainersOptions, LogsOptions,
+        RemoveContainerOptions, RemoveImageOptions, StopContainerOptions,
+    },
+    Docker,
+};
+use futures_util::StreamExt;
+
+/// A failure talking to the engine, or a failure the engine reports.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("cannot reach the Docker engine: {0}")]
+    Unreachable(String),
+    /// The build ran and failed; the message is the builder's own error line.
+    #[error("the image build failed: {0}")]
+    BuildFailed(String),
+    #[error("no such container or image: {0}")]
+    NotFound(String),
+    #[error("docker: {0}")]
+    Engine(String),
+}
+
+impl From<bollard::errors::Error> for DockerError {
+    fn from(err: bollard::errors::Error) -> Self {
+        match err {
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 404,
+                message,
+            } => DockerError::NotFound(message),
+            bollard::errors::Error::DockerResponseServerError { message, .. } => {
+                DockerError::Engine(message)
+            }
+            other => DockerError::Unreachable(other.to_string()),
+        }
+    }
+}
+
+impl From<DockerError> for crate::error::Error {
+    fn from(err: DockerError) -> Self {
+        crate::error::Error::Internal(err.to_string())
+    }
+}
+
+/// A cheap-clone handle to the engine.
+#[derive(Clone)]
+pub struct Engine {
+    client: Docker,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+/// What to build: a tar of the context, the Dockerfile's path inside it, the tag.
+#[derive(Debug)]
+pub struct BuildRequest {
+    pub context_tar: Vec<u8>,
+    pub dockerfile: String,
+    pub tag: String,
+    pub labels: HashMap<String, String>,
+    /// Memory limit of the build's containers, so a build cannot take the host down.
+    pub memory_bytes: Option<i64>,
+    /// CPU limit of the build's containers, in CPUs (1.5 = one and a half cores).
+    pub cpus: Option<f64>,
+}
+
+/// The container to start for an instance or a one-off command.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    /// Overrides the image's CMD when set.
+    pub command: Option<Vec<String>>,
+    pub env: Vec<(String, String)>,
+    pub labels: HashMap<String, String>,
+    pub network: String,
+    pub memory_bytes: Option<i64>,
+    pub cpus: Option<f64>,
+    /// Restart on crash (instances) or never (one-off commands).
+    pub restart: bool,
+}
+
+/// A container as listed: id, name, labels, state.
+#[derive(Debug, Clone)]
+pub struct ContainerSummary {
+    pub id: String,
+    pub name: String,
+    pub labels: HashMap<String, String>,
+    /// Docker's state word: `created`, `running`, `exited`, ...
+    pub state: String,
+}
+
+/// What `inspect` tells about one container.
+#[derive(Debug, Clone)]
+pub struct ContainerStatus {
+    pub id: String,
+    pub running: bool,
+    pub exit_code: Option<i64>,
+    pub restart_count: i64,
+    pub started_at: Option<String>,
+    /// The address on `network`, when attached.
+    pub ip: Option<IpAddr>,
+}
+
+const CPU_PERIOD_MICROS: i64 = 100_000;
+
+impl Engine {
+    /// Connects to the local engine (`DOCKER_HOST` or the default socket) and negotiates the
+    /// API version down to what the engine speaks.
+    pub async fn connect() -> Result<Self, DockerError> {
+        let client = Docker::connect_with_local_defaults()
+            .map_err(|err| DockerError::Unreachable(err.to_string()))?;
+        let client = client
+            .negotiate_version()
+            .await
+            .map_err(|err| DockerError::Unreachable(err.to_string()))?;
+        client
+            .ping()
+            .await
+            .map_err(|err| DockerError::Unreachable(err.to_string()))?;
+        Ok(Self { client })
+    }
+
+    /// The engine's version and API version, for logs and diagnostics.
+    pub async fn version(&self) -> Result<(String, String), DockerError> {
+        let version = self.client.version().await?;
+        Ok((
+            version.version.unwrap_or_default(),
+            version.api_version.unwrap_or_default(),
+        ))
+    }
+
+    /// Builds an image, handing every output line to `on_line` as it arrives. Returns the
+    /// image id.
+    pub async fn build(
+        &self,
+        request: BuildRequest,
+        mut on_line: impl FnMut(&str) + Send,
+    ) -> Result<String, DockerError> {
+        let options = BuildImageOptions {
+            dockerfile: request.dockerfile,
+            t: Some(request.tag.clone()),
+            rm: true,
+            forcerm: true,
+            labels: Some(request.labels),
+            memory: request
+                .memory_bytes
+                .map(|bytes| i32::try_from(bytes).unwrap_or(i32::MAX)),
+            memswap: request
+                .memory_bytes
+                .map(|bytes| i32::try_from(bytes).unwrap_or(i32::MAX)),
+            cpuperiod: request.cpus.map(|_| CPU_PERIOD_MICROS as i32),
+            cpuquota: request
+                .cpus
+                .map(|cpus| (cpus * CPU_PERIOD_MICROS as f64) as i32),
+            ..Default::default()
+        };
+        let body = bollard::body_full(request.context_tar.into());
+        let mut stream = self.client.build_image(options, None, Some(body));
+        let mut image_id = None;
+        while let Some(item) = stream.next().await {
+            let info = match item {
+                Ok(info) => info,
+                Err(bollard::errors::Error::DockerStreamError { error }) => {
+                    return Err(DockerError::BuildFailed(error));
+                }
+                Err(err) => return Err(err.into()),
+            };
+            if let Some(error) = info.error.or(info.error_detail.and_then(|d| d.message)) {
+                on_line(&error);
+                return Err(DockerError::BuildFailed(error.trim().to_owned()));
+            }
+            if let Some(text) = info.stream {
+                for line in text.lines() {
+                    if !line.trim().is_empty() {
+                        on_line(line);
+                    }
+                }
+            }
+            if let Some(status) = info.status {
+                on_line(&status);
+            }
+            if let Some(id) = info.aux.and_then(|aux| aux.id) {
+                image_id = Some(id);
+            }
+        }
+        match image_id {
+            Some(id) => Ok(id),
+            None => Ok(self.image_id(&request.tag).await?.ok_or_else(|| {
+                DockerError::BuildFailed("the build ended without producing an image".to_owned())
+            })?),
+        }
+    }
+
+    /// The id of an image by tag, or `None` when there is no such image.
+    pub async fn image_id(&self, tag: &str) -> Result<Option<String>, DockerError> {
+        match self.client.inspect_image(tag).await {
+            Ok(image) => Ok(image.id),
+            Err(err) => match DockerError::from(err) {
+                DockerError::NotFound(_) => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    pub async fn remove_image(&self, tag: &str) -> Result<(), DockerError> {
+        match self
+            .client
+            .remove_image(
+                tag,
+                Some(RemoveImageOptions {
+                    force: false,
+                    noprune: false,
+                }),
+                None,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) => match DockerError::from(err) {
+                DockerError::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Creates the bridge network instances join, when it does not exist yet.
+    pub async fn ensure_network(&self, name: &str) -> Result<(), DockerError> {
+        match self
+            .client
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(err) => match DockerError::from(err) {
+                DockerError::NotFound(_) => {}
+                other => return Err(other),
+            },
+        }
+        let mut labels = HashMap::new();
+        labels.insert("cantila.kind".to_owned(), "network".to_owned());
+        let result = self
+            .client
+            .create_network(NetworkCreateRequest {
+                name: name.to_owned(),
+                driver: Some("bridge".to_owned()),
+                labels: Some(labels),
+                ..Default::default()
+            })
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Created concurrently by another caller: fine.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Creates and starts a container; returns its status (with its address).
+    pub async fn start(&self, spec: &ContainerSpec) -> Result<ContainerStatus, DockerError> {
+        let env = spec
+            .env
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect();
+        let mut endpoints = HashMap::new();
+        endpoints.insert(spec.network.clone(), EndpointSettings::default());
+        let host_config = HostConfig {
+            network_mode: Some(spec.network.clone()),
+            memory: spec.memory_bytes,
+            nano_cpus: spec.cpus.map(|cpus| (cpus * 1e9) as i64),
+            restart_policy: Some(RestartPolicy {
+                name: Some(if spec.restart {
+                    RestartPolicyNameEnum::UNLESS_STOPPED
+                } else {
+                    RestartPolicyNameEnum::NO
+                }),
+                maximum_retry_count: None,
+            }),
+            init: Some(true),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: spec.command.clone(),
+            env: Some(env),
+            labels: Some(spec.labels.clone()),
+            host_config: Some(host_config),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(endpoints),
+            }),
+            ..Default::default()
+        };
+        let created = self
+            .client
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(spec.name.clone()),
+                    platform: String::new(),
+                }),
+                body,
+            )
+            .await?;
+        self.client
+            .start_container(
+                &created.id,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await?;
+        self.inspect(&created.id, &spec.network).await
+    }
+
+    /// The state and address of one container.
+    pub async fn inspect(&self, id: &str, network: &str) -> Result<ContainerStatus, DockerError> {
+        let details = self
+            .client
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await?;
+        let state = details.state.unwrap_or_default();
+        let ip = details
+            .network_settings
+            .and_then(|settings| settings.networks)
+            .and_then(|mut networks| networks.remove(network))
+            .and_then(|endpoint| endpoint.ip_address)
+            .and_then(|ip| ip.parse().ok());
+        Ok(ContainerStatus {
+            id: details.id.unwrap_or_else(|| id.to_owned()),
+            running: state.running.unwrap_or(false),
+            exit_code: state.exit_code,
+            restart_count: details.restart_count.unwrap_or(0),
+            started_at: state.started_at,
+            ip,
+        })
+    }
+
+    /// Stops a container (SIGTERM, then SIGKILL after `grace`) and removes it. A container
+    /// that is already gone is not an error.
+    pub async fn stop_and_remove(&self, id: &str, grace: Duration) -> Result<(), DockerError> {
+        let stopped = self
+            .client
+            .stop_container(
+                id,
+                Some(StopContainerOptions {
+                    signal: None,
+                    t: Some(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX)),
+                }),
+            )
+            .await;
+        match stopped {
+            Ok(()) => {}
+            // 304: already stopped.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => {}
+            Err(err) => match DockerError::from(err) {
+                DockerError::NotFound(_) => return Ok(()),
+                other => return Err(other),
+            },
+        }
+        match self
+            .client
+            .remove_container(
+                id,
+                Some(RemoveContainerOptions {
+                    v: false,
+                    force: true,
+                    link: false,
+                }),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(err) => match DockerError::from(err) {
+                DockerError::NotFound(_) => Ok(()),
+                // Removal already in progress (a concurrent stop): fine.
+                DockerError::Engine(message) if message.contains("already in progress") => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Containers whose labels match every `key=value` given, running or not.
+    pub async fn containers(
+        &self,
+        labels: &[(&str, &str)],
+    ) -> Result<Vec<ContainerSummary>, DockerError> {
+        let mut filters = HashMap::new();
+        filters.insert(
+            "label".to_owned(),
+            labels
+                .iter()
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect(),
+        );
+        let found = self
+            .client
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await?;
+        Ok(found
+            .into_iter()
+            .map(|container| ContainerSummary {
+                id: container.id.unwrap_or_default(),
+                name: container
+                    .names
+                    .and_then(|names| names.into_iter().next())
+                    .map(|name| name.trim_start_matches('/').to_owned())
+                    .unwrap_or_default(),
+                labels: container.labels.unwrap_or_default(),
+                state: container
+                    .state
+                    .map(|state| state.to_string())
+                    .unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// The last `lines` lines a container wrote (stdout and stderr).
+    pub async fn tail_logs(&self, id: &str, lines: usize) -> Result<Vec<String>, DockerError> {
+        let mut stream = self.client.logs(
+            id,
+            Some(LogsOptions {
+                follow: false,
+                stdout: true,
+                stderr: true,
+                tail: lines.to_string(),
+                ..Default::default()
+            }),
+        );
+        let mut output = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            for line in chunk.to_string().lines() {
+                output.push(line.to_owned());
+            }
+        }
+        Ok(output)
+    }
+
+    /// Waits for a one-off container to exit; returns its exit code.
+    pub async fn wait(&self, id: &str) -> Result<i64, DockerError> {
+        let mut stream = self
+            .client
+            .wait_container(id, None::<bollard::query_parameters::WaitContainerOptions>);
+        let mut code = 0;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(response) => code = response.status_code,
+                // A non-zero exit surfaces as an error carrying the code.
+                Err(bollard::errors::Error::DockerContainerWaitError { code: exit, .. }) => {
+                    code = exit;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(code)
+    }
+}

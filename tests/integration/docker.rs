@@ -1,0 +1,149 @@
+//! The docker module against the real engine: build from a tar context with streamed
+//! output, run on a network, reach the container by its address, stop and remove.
+
+use std::{collections::HashMap, time::Duration};
+
+use cantila::docker::{BuildRequest, ContainerSpec, DockerError, Engine};
+
+/// A build context tar holding the given files.
+pub fn context(files: &[(&str, &str, u32)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, content, mode) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(*mode);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, path, content.as_bytes())
+            .unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+async fn http_get(ip: std::net::IpAddr, port: u16) -> Option<String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let res = client
+        .get(format!("http://{ip}:{port}/"))
+        .send()
+        .await
+        .ok()?;
+    res.text().await.ok()
+}
+
+#[tokio::test]
+async fn builds_runs_reaches_and_removes_a_container() {
+    let engine = Engine::connect()
+        .await
+        .expect("a Docker engine (scripts/test.sh starts one)");
+    let (version, api) = engine.version().await.unwrap();
+    assert!(!version.is_empty() && !api.is_empty());
+
+    let tag = format!("cantila-test/docker-module:{}", std::process::id());
+    let mut lines = Vec::new();
+    let image = engine
+        .build(
+            BuildRequest {
+                context_tar: context(&[
+                    ("Dockerfile", "FROM busybox:latest\nCOPY www /www\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n", 0o644),
+                    ("www/index.html", "hello from busybox\n", 0o644),
+                ]),
+                dockerfile: "Dockerfile".to_owned(),
+                tag: tag.clone(),
+                labels: HashMap::from([("cantila.kind".to_owned(), "test".to_owned())]),
+                memory_bytes: Some(256 * 1024 * 1024),
+                cpus: Some(1.0),
+            },
+            |line| lines.push(line.to_owned()),
+        )
+        .await
+        .expect("build");
+    assert!(image.starts_with("sha256:"), "{image}");
+    assert!(
+        lines.iter().any(|l| l.contains("Step 1/")),
+        "build output streamed: {lines:?}"
+    );
+    assert_eq!(
+        engine.image_id(&tag).await.unwrap().as_deref(),
+        Some(image.as_str())
+    );
+
+    let network = "cantila-test-net";
+    engine.ensure_network(network).await.unwrap();
+    engine.ensure_network(network).await.unwrap();
+    let name = format!("cantila-test-docker-{}", std::process::id());
+    let spec = ContainerSpec {
+        name: name.clone(),
+        image: tag.clone(),
+        command: None,
+        env: vec![("GREETING".to_owned(), "hi".to_owned())],
+        labels: HashMap::from([
+            ("cantila.kind".to_owned(), "test".to_owned()),
+            ("cantila.test".to_owned(), name.clone()),
+        ]),
+        network: network.to_owned(),
+        memory_bytes: Some(64 * 1024 * 1024),
+        cpus: Some(0.5),
+        restart: true,
+    };
+    let status = engine.start(&spec).await.expect("start");
+    assert!(status.running);
+    let ip = status.ip.expect("an address on the network");
+    let mut body = None;
+    for _ in 0..50 {
+        body = http_get(ip, 8080).await;
+        if body.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(body.as_deref(), Some("hello from busybox\n"));
+
+    let listed = engine.containers(&[("cantila.test", &name)]).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].state, "running");
+
+    engine
+        .stop_and_remove(&status.id, Duration::from_secs(2))
+        .await
+        .unwrap();
+    engine
+        .stop_and_remove(&status.id, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(engine
+        .containers(&[("cantila.test", &name)])
+        .await
+        .unwrap()
+        .is_empty());
+    engine.remove_image(&tag).await.unwrap();
+    assert_eq!(engine.image_id(&tag).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_broken_dockerfile_fails_with_the_builders_error() {
+    let engine = Engine::connect().await.expect("a Docker engine");
+    let err = engine
+        .build(
+            BuildRequest {
+                context_tar: context(&[("Dockerfile", "FROM busybox:latest\nRUN exit 3\n", 0o644)]),
+                dockerfile: "Dockerfile".to_owned(),
+                tag: format!("cantila-test/broken:{}", std::process::id()),
+                labels: HashMap::new(),
+                memory_bytes: None,
+                cpus: None,
+            },
+            |_| {},
+        )
+        .await
+        .expect_err("the build must fail");
+    match err {
+        DockerError::BuildFailed(message) => assert!(
+            message.contains("exit") || message.contains("non-zero"),
+            "{message}"
+        ),
+        other => panic!("expected BuildFailed, got {other:?}"),
+    }
+}
