@@ -1,1 +1,6 @@
-//! Source: git repositories through git2 (mirrors, fetch, refs, tree export) and webhook verification.
+//! Source: git repositories through git2 (mirrors, fetch, refs, tree export) and webhook
+//! verification. The only module that uses git2; no git2 type appears in its API.
+
+mod refs;
+
+pub use refs::GitRef;
