@@ -2,5 +2,7 @@
 //! verification. The only module that uses git2; no git2 type appears in its API.
 
 mod refs;
+mod repo;
 
 pub use refs::GitRef;
+pub use repo::{HttpsUrl, LocalPath, RepoLocation};
