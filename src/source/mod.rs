@@ -3,6 +3,8 @@
 
 mod refs;
 mod repo;
+mod webhook;
 
 pub use refs::GitRef;
 pub use repo::{HttpsUrl, LocalPath, RepoLocation};
+pub use webhook::{verify_github, verify_gitea, verify_gitlab, PushEvent, SignatureError};
