@@ -62,10 +62,10 @@ impl From<SourceError> for Error {
     }
 }
 
-impl From<git2::Error> for SourceError {
-    fn from(error: git2::Error) -> Self {
-        SourceError::Git(error.message().to_owned())
-    }
+/// Wraps an unexpected git2 failure. A function rather than a `From` impl, so no git2
+/// type shows in this module's public API.
+fn git_failure(error: git2::Error) -> SourceError {
+    SourceError::Git(error.message().to_owned())
 }
 
 /// What a fetch found on the remote.
@@ -122,12 +122,12 @@ impl Mirror {
     /// Opens the bare repository at `path`, creating it (and its parents) when missing.
     pub fn open_or_init(path: &Path) -> Result<Mirror, SourceError> {
         let repo = if path.join("HEAD").is_file() {
-            Repository::open_bare(path)?
+            Repository::open_bare(path).map_err(git_failure)?
         } else {
             fs::create_dir_all(path).map_err(|error| {
                 SourceError::Io(format!("cannot create {}: {error}", path.display()))
             })?;
-            Repository::init_bare(path)?
+            Repository::init_bare(path).map_err(git_failure)?
         };
         Ok(Mirror {
             path: path.to_owned(),
@@ -214,7 +214,7 @@ impl Mirror {
                     return Ok(describe(&commit));
                 }
                 Err(error) if error.code() == ErrorCode::NotFound => {}
-                Err(error) => return Err(error.into()),
+                Err(error) => return Err(git_failure(error)),
             }
         }
         let is_full_name = git_ref.full_branch().is_some() || git_ref.full_tag().is_some();
@@ -228,7 +228,7 @@ impl Mirror {
             Err(error) if error.code() == ErrorCode::Ambiguous => {
                 return Err(SourceError::AmbiguousRef(git_ref.to_string()))
             }
-            Err(error) => return Err(error.into()),
+            Err(error) => return Err(git_failure(error)),
         };
         // A sha may name an annotated tag object; anything that does not lead to a commit
         // (a blob, a tree) is not something a deploy can build.
@@ -251,11 +251,11 @@ impl Mirror {
             Err(error) if error.code() == ErrorCode::NotFound => {
                 return Err(SourceError::RefNotFound(sha.to_owned()))
             }
-            Err(error) => return Err(error.into()),
+            Err(error) => return Err(git_failure(error)),
         };
         prepare_empty_directory(dest)?;
         let mut summary = ExportSummary::default();
-        self.export_tree(&commit.tree()?, dest, "", &mut summary)?;
+        self.export_tree(&commit.tree().map_err(git_failure)?, dest, "", &mut summary)?;
         Ok(summary)
     }
 
@@ -285,7 +285,7 @@ impl Mirror {
                     // including a symlink, so a crafted tree cannot redirect writes.
                     fs::create_dir(&target).map_err(io_error)?;
                     summary.directories += 1;
-                    let subtree = self.repo.find_tree(entry.id())?;
+                    let subtree = self.repo.find_tree(entry.id()).map_err(git_failure)?;
                     self.export_tree(&subtree, &target, &format!("{shown}/"), summary)?;
                 }
                 0o160000 => {
@@ -295,7 +295,7 @@ impl Mirror {
                     summary.skipped_submodules.push(shown);
                 }
                 0o120000 => {
-                    let blob = self.repo.find_blob(entry.id())?;
+                    let blob = self.repo.find_blob(entry.id()).map_err(git_failure)?;
                     if blob.content().is_empty() || blob.content().contains(&0) {
                         return Err(SourceError::UnsafePath(format!(
                             "the symlink `{shown}` has an empty or binary target"
@@ -311,7 +311,7 @@ impl Mirror {
                             "`{shown}` has unexpected mode {mode:o}"
                         )));
                     }
-                    let blob = self.repo.find_blob(entry.id())?;
+                    let blob = self.repo.find_blob(entry.id()).map_err(git_failure)?;
                     // `create_new` refuses an existing path, so a name listed twice in a
                     // crafted tree cannot overwrite a file or write through a symlink.
                     let mut file = OpenOptions::new()
@@ -346,7 +346,7 @@ struct FetchJob {
 
 impl FetchJob {
     fn run(self) -> Result<FetchOutcome, SourceError> {
-        let repo = Repository::open_bare(&self.mirror_path)?;
+        let repo = Repository::open_bare(&self.mirror_path).map_err(git_failure)?;
         let timed_out = AtomicBool::new(false);
         let auth_rejected = AtomicBool::new(false);
         self.fetch_into(&repo, &timed_out, &auth_rejected)
@@ -1027,6 +1027,12 @@ mod tests {
             .unwrap_err();
         assert!(matches!(error, SourceError::UnsafePath(_)), "{error:?}");
         assert!(matches!(Error::from(error), Error::Invalid(_)));
+    }
+
+    #[test]
+    fn a_mirror_can_move_into_spawn_blocking() {
+        fn assert_send<T: Send + 'static>() {}
+        assert_send::<Mirror>();
     }
 
     #[test]
