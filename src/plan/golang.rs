@@ -11,6 +11,9 @@ use super::{
 /// The most read of a .go file when looking for its package clause.
 const SOURCE_SCAN_LIMIT: u64 = 256 * 1024;
 
+/// The most .go files read in one directory; a main package is found long before.
+const GO_FILES_SCANNED: usize = 200;
+
 /// Whether a directory holds a Go file of `package main`.
 fn has_main_package(planner: &mut Planner<'_>, directory: &str) -> bool {
     let files: Vec<String> = planner
@@ -18,6 +21,7 @@ fn has_main_package(planner: &mut Planner<'_>, directory: &str) -> bool {
         .list_dir(directory)
         .into_iter()
         .filter(|name| name.ends_with(".go") && !name.ends_with("_test.go"))
+        .take(GO_FILES_SCANNED)
         .collect();
     files.iter().any(|file| {
         let path = if directory == "." {

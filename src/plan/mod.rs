@@ -138,30 +138,12 @@ pub fn plan_tree(tree: &Path, options: &PlanOptions<'_>) -> Result<SourcePlan, E
     let mut plan = match runtime {
         Runtime::Dockerfile => plan_user_dockerfile(&mut planner, procfile)?,
         Runtime::Static => plan_static(&mut planner, procfile)?,
-        Runtime::Node => {
-            let recipe = node::plan(&mut planner)?;
-            finish_generated(&mut planner, runtime, recipe, procfile)?
-        }
-        Runtime::Python => {
-            let recipe = python::plan(&mut planner)?;
-            finish_generated(&mut planner, runtime, recipe, procfile)?
-        }
-        Runtime::Go => {
-            let recipe = golang::plan(&mut planner)?;
-            finish_generated(&mut planner, runtime, recipe, procfile)?
-        }
-        Runtime::Rust => {
-            let recipe = rust::plan(&mut planner)?;
-            finish_generated(&mut planner, runtime, recipe, procfile)?
-        }
-        Runtime::Ruby => {
-            let recipe = ruby::plan(&mut planner)?;
-            finish_generated(&mut planner, runtime, recipe, procfile)?
-        }
-        Runtime::Php => {
-            let recipe = php::plan(&mut planner)?;
-            finish_generated(&mut planner, runtime, recipe, procfile)?
-        }
+        Runtime::Node => plan_generated(&mut planner, runtime, node::plan, procfile)?,
+        Runtime::Python => plan_generated(&mut planner, runtime, python::plan, procfile)?,
+        Runtime::Go => plan_generated(&mut planner, runtime, golang::plan, procfile)?,
+        Runtime::Rust => plan_generated(&mut planner, runtime, rust::plan, procfile)?,
+        Runtime::Ruby => plan_generated(&mut planner, runtime, ruby::plan, procfile)?,
+        Runtime::Php => plan_generated(&mut planner, runtime, php::plan, procfile)?,
     };
     plan.warnings = std::mem::take(&mut planner.warnings);
     plan.warnings.extend(planner.tree.take_warnings());
@@ -187,10 +169,17 @@ impl Planner<'_> {
         match self.tree.read_text(name, MANIFEST_LIMIT)? {
             None => Ok(None),
             Some(Ok(text)) => Ok(Some(text)),
-            Some(Err(failure)) => Err(Error::Invalid(format!(
-                "{}; fix it or add a Dockerfile",
-                failure.describe(name)
-            ))),
+            Some(Err(failure)) => {
+                let advice = if name == "Dockerfile" {
+                    "fix it"
+                } else {
+                    "fix it or add a Dockerfile"
+                };
+                Err(Error::Invalid(format!(
+                    "{}; {advice}",
+                    failure.describe(name)
+                )))
+            }
         }
     }
 
@@ -210,7 +199,8 @@ impl Planner<'_> {
         text.parse::<toml::Table>().map(Some).map_err(|err| {
             let line = err
                 .span()
-                .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+                .and_then(|span| text.get(..span.start))
+                .map(|before| before.matches('\n').count() + 1);
             let at = line
                 .map(|line| format!(" (line {line})"))
                 .unwrap_or_default();
@@ -435,17 +425,18 @@ pub(crate) struct Recipe {
     missing_start: &'static str,
 }
 
-fn finish_generated(
+/// Runs a runtime's planner, then applies the Procfile, the port and the start command.
+fn plan_generated(
     planner: &mut Planner<'_>,
     runtime: Runtime,
-    recipe: Recipe,
+    runtime_planner: fn(&mut Planner<'_>) -> Result<Recipe, Error>,
     procfile: Option<Procfile>,
 ) -> Result<SourcePlan, Error> {
     let Recipe {
         mut dockerfile,
         start,
         missing_start,
-    } = recipe;
+    } = runtime_planner(planner)?;
     let (mut processes, release_command) = match procfile {
         Some(procfile) => (procfile.processes, procfile.release),
         None => (BTreeMap::new(), None),

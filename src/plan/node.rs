@@ -12,7 +12,8 @@ use super::{
 };
 
 /// npm runs these during install, and they may need the whole source, so their presence
-/// means the source is copied before installing (giving up the dependency layer cache).
+/// means the source is copied before installing (giving up the dependency layer cache),
+/// as do local dependencies and workspaces.
 const INSTALL_LIFECYCLE_SCRIPTS: [&str; 4] = ["preinstall", "install", "postinstall", "prepare"];
 
 /// Where a front-end build usually writes its site, in the order they are tried.
@@ -23,6 +24,9 @@ struct PackageJson {
     main: Option<String>,
     dependency_count: usize,
     dev_dependency_count: usize,
+    /// Local dependencies (`file:`, `link:`) or workspaces: the install reads files
+    /// beyond the manifests.
+    installs_from_source: bool,
 }
 
 impl PackageJson {
@@ -36,6 +40,13 @@ impl PackageJson {
             |value: Option<&Value>| value.and_then(Value::as_object).map_or(0, |map| map.len());
         let dependency_count = count(object.get("dependencies"));
         let dev_dependency_count = count(object.get("devDependencies"));
+        let local_dependency = ["dependencies", "devDependencies", "optionalDependencies"]
+            .iter()
+            .filter_map(|section| object.get(*section)?.as_object())
+            .flat_map(|dependencies| dependencies.values())
+            .filter_map(Value::as_str)
+            .any(|spec| spec.starts_with("file:") || spec.starts_with("link:"));
+        let installs_from_source = local_dependency || object.contains_key("workspaces");
         let scripts = match object.remove("scripts") {
             Some(Value::Object(scripts)) => scripts,
             _ => serde_json::Map::new(),
@@ -49,6 +60,7 @@ impl PackageJson {
             main,
             dependency_count,
             dev_dependency_count,
+            installs_from_source,
         })
     }
 
@@ -113,7 +125,8 @@ pub fn plan(planner: &mut Planner<'_>) -> Result<Recipe, Error> {
         Some(Start::Exec(vec!["npm".to_owned(), "start".to_owned()]))
     } else if let Some(main) = &package.main {
         check_command("package.json `main`", main)?;
-        if main.starts_with('/') || main.split(['/', '\\']).any(|part| part == "..") {
+        // A leading '-' would make the entry point an option of node's.
+        if main.starts_with(['/', '-']) || main.split(['/', '\\']).any(|part| part == "..") {
             return Err(Error::Invalid(format!(
                 "package.json `main` {main:?} must be a path inside the repository"
             )));
@@ -138,6 +151,7 @@ pub fn plan(planner: &mut Planner<'_>) -> Result<Recipe, Error> {
     dockerfile
         .line("ENV NPM_CONFIG_UPDATE_NOTIFIER=false NPM_CONFIG_FUND=false NPM_CONFIG_AUDIT=false");
     let install_first = installs
+        && !package.installs_from_source
         && !INSTALL_LIFECYCLE_SCRIPTS
             .iter()
             .any(|script| package.has_script(script));

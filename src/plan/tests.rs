@@ -234,8 +234,14 @@ fn start_script_with_a_newline_cannot_add_instructions() {
         message.contains("`main`") && message.contains("newline"),
         "{message}"
     );
-    let message = invalid(&[("package.json", r#"{"main": "../../etc/x.js"}"#)], None);
-    assert!(message.contains("inside the repository"), "{message}");
+    for main in ["../../etc/x.js", "/etc/x.js", "--require=/x"] {
+        let package = format!("{{\"main\": {main:?}}}");
+        let message = invalid(&[("package.json", &package)], None);
+        assert!(
+            message.contains("inside the repository"),
+            "{main}: {message}"
+        );
+    }
 
     let planned = plan(&[("package.json", r#"{"main": "lib/my app \"v2\".js"}"#)]);
     assert_eq!(cmd_args(&planned), ["node", "lib/my app \"v2\".js"]);
@@ -421,6 +427,14 @@ fn node_lockfiles_choose_the_install() {
     // A postinstall script may need the source, so install after copying it.
     let with_hook = r#"{"scripts": {"start": "node a.js", "postinstall": "node setup.js"}, "dependencies": {"x": "1"}}"#;
     let planned = plan(&[("package.json", with_hook), ("package-lock.json", "{}")]);
+    assert!(
+        dockerfile(&planned).contains("COPY . .\nRUN npm ci\n"),
+        "{}",
+        dockerfile(&planned)
+    );
+
+    let local = r#"{"scripts": {"start": "node a.js"}, "dependencies": {"lib": "file:./lib"}}"#;
+    let planned = plan(&[("package.json", local), ("package-lock.json", "{}")]);
     assert!(
         dockerfile(&planned).contains("COPY . .\nRUN npm ci\n"),
         "{}",
