@@ -131,7 +131,7 @@ impl fmt::Display for Scope {
 
 /// A runtime hint on a project. Invariant: one of the runtimes detection knows, so a hint
 /// can always be honoured by the planner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Runtime {
     Dockerfile,
