@@ -52,15 +52,18 @@ pub struct NewToken {
     pub secret: String,
 }
 
-/// Who is acting: an authenticated token, or the operator on the server's shell.
+/// Who is acting: an authenticated token, the operator on the server's shell, or a
+/// verified webhook delivery.
 #[derive(Debug, Clone)]
 pub struct Actor {
     pub account_id: String,
     pub handle: Handle,
-    /// The token used, or `None` for `cantila admin` on the server.
+    /// The token used, or `None` for the operator and webhooks.
     pub token_id: Option<String>,
     pub scope: Scope,
     pub client_addr: Option<IpAddr>,
+    /// Set when a signed webhook delivery acts for the project's account.
+    pub via_webhook: bool,
 }
 
 impl Actor {
@@ -72,14 +75,28 @@ impl Actor {
             token_id: None,
             scope: Scope::Admin,
             client_addr: None,
+            via_webhook: false,
+        }
+    }
+
+    /// A verified webhook delivery, acting with deploy scope for the project's account.
+    pub fn webhook(account_id: String, handle: Handle, client_addr: Option<IpAddr>) -> Self {
+        Self {
+            account_id,
+            handle,
+            token_id: None,
+            scope: Scope::Deploy,
+            client_addr,
+            via_webhook: true,
         }
     }
 
     /// How the audit log names this actor.
     pub fn label(&self) -> String {
-        match &self.token_id {
-            Some(id) => id.clone(),
-            None => "admin-cli".to_owned(),
+        match (&self.token_id, self.via_webhook) {
+            (Some(id), _) => id.clone(),
+            (None, true) => "webhook".to_owned(),
+            (None, false) => "admin-cli".to_owned(),
         }
     }
 }
@@ -218,6 +235,7 @@ pub async fn authenticate(
                 token_id: Some(token.id),
                 scope: token.scope,
                 client_addr,
+                via_webhook: false,
             })
         })
         .await

@@ -31,6 +31,59 @@ pub struct Config {
     pub log: LogConfig,
     /// API limits.
     pub api: ApiConfig,
+    /// Builds and releases.
+    pub deploy: DeployConfig,
+    /// What generated Dockerfiles build from.
+    pub build: BuildConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuildConfig {
+    /// Base images of generated Dockerfiles, per runtime.
+    pub images: crate::plan::BuildImages,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeployConfig {
+    /// The Docker network instances join; created when missing.
+    pub network: String,
+    /// Builds that may run at once across all projects.
+    pub concurrent_builds: usize,
+    /// Memory limit of a build, in MiB (at most 2047: the build API takes a 32-bit size).
+    pub build_memory_mb: u32,
+    /// CPU limit of a build, in cores.
+    pub build_cpus: f64,
+    /// The largest build context accepted, in MiB.
+    pub max_context_mb: u64,
+    /// How long a git fetch may take, in seconds.
+    pub fetch_timeout_secs: u64,
+    /// How long a new instance has to pass its health check, in seconds.
+    pub health_timeout_secs: u64,
+    /// Memory limit of each instance, in MiB.
+    pub instance_memory_mb: u32,
+    /// CPU limit of each instance, in cores.
+    pub instance_cpus: f64,
+    /// Seconds between SIGTERM and SIGKILL when an old instance is stopped.
+    pub stop_grace_secs: u64,
+}
+
+impl Default for DeployConfig {
+    fn default() -> Self {
+        Self {
+            network: "cantila".to_owned(),
+            concurrent_builds: 1,
+            build_memory_mb: 1536,
+            build_cpus: 1.0,
+            max_context_mb: 512,
+            fetch_timeout_secs: 120,
+            health_timeout_secs: 60,
+            instance_memory_mb: 512,
+            instance_cpus: 1.0,
+            stop_grace_secs: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -75,6 +128,8 @@ impl Default for Config {
             default_handle: "admin".to_owned(),
             log: LogConfig::default(),
             api: ApiConfig::default(),
+            deploy: DeployConfig::default(),
+            build: BuildConfig::default(),
         }
     }
 }
@@ -174,6 +229,20 @@ impl Config {
                 self.api.max_page_size
             )));
         }
+        self.build
+            .images
+            .validate()
+            .map_err(|err| ConfigError::Invalid(err.to_string()))?;
+        if self.deploy.build_memory_mb == 0 || self.deploy.build_memory_mb > 2047 {
+            return Err(ConfigError::Invalid(
+                "deploy.build_memory_mb must be between 1 and 2047".to_owned(),
+            ));
+        }
+        if self.deploy.concurrent_builds == 0 {
+            return Err(ConfigError::Invalid(
+                "deploy.concurrent_builds must be at least 1".to_owned(),
+            ));
+        }
         if self.api.auth_failures_per_minute == 0 {
             return Err(ConfigError::Invalid(
                 "api.auth_failures_per_minute must be at least 1".to_owned(),
@@ -185,6 +254,21 @@ impl Config {
     /// The SQLite file holding all desired state.
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("cantila.db")
+    }
+
+    /// Bare git mirrors, one per project.
+    pub fn repos_dir(&self) -> PathBuf {
+        self.data_dir.join("repos")
+    }
+
+    /// Scratch space of running builds (exported source trees).
+    pub fn builds_dir(&self) -> PathBuf {
+        self.data_dir.join("builds")
+    }
+
+    /// Static sites, served by the edge from disk.
+    pub fn sites_dir(&self) -> PathBuf {
+        self.data_dir.join("sites")
     }
 
     /// The file the first start writes the bootstrap admin token to.

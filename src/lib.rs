@@ -9,14 +9,18 @@ pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod deploy;
 pub mod docker;
 pub mod edge;
+pub mod env;
 pub mod error;
+pub mod git_connection;
 pub mod ids;
 pub mod names;
 pub mod pagination;
 pub mod plan;
 pub mod projects;
+pub mod secrets;
 pub mod source;
 pub mod state;
 pub mod store;
@@ -114,7 +118,13 @@ pub async fn run(
         );
     }
 
-    let app = AppState::new(config, store.clone());
+    let secrets_dir = config.data_dir.clone();
+    let secrets = tokio::task::spawn_blocking(move || {
+        crate::secrets::SecretBox::load_or_create(&secrets_dir)
+    })
+    .await?
+    .context("loading the secret key")?;
+    let app = AppState::new(config, store.clone(), secrets);
     let api_addr = listeners.api.local_addr()?;
     let http_addr = listeners.http.local_addr()?;
     let https_addr = listeners.https.local_addr()?;
@@ -141,6 +151,8 @@ pub async fn run(
         stopped(),
     ));
 
+    let worker = tokio::spawn(deploy::worker::run(app.clone(), stopped()));
+
     tracing::info!(api = %api_addr, http = %http_addr, https = %https_addr, "cantila is listening");
     // Tell systemd (Type=notify) we are ready; a no-op when not run under systemd.
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
@@ -151,6 +163,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     api_server.await?.context("API server")?;
     edge_server.await?.context("edge")?;
+    let _ = worker.await;
     tokio::task::spawn_blocking(move || store.close()).await?;
     tracing::info!("stopped cleanly");
     Ok(())

@@ -258,3 +258,75 @@ mod tests {
         assert!(TokenName::parse(&"x".repeat(65)).is_err());
     }
 }
+
+/// An environment variable name. Invariant: `[A-Za-z_][A-Za-z0-9_]*`, at most 128 bytes,
+/// and not one Cantila sets itself (`PORT`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct EnvKey(String);
+
+/// Keys Cantila sets in every container; a project may not override them.
+pub const RESERVED_ENV_KEYS: &[&str] = &["PORT"];
+
+impl EnvKey {
+    pub fn parse(value: &str) -> Result<Self, Error> {
+        let valid_start = value
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        if !valid_start
+            || value.len() > 128
+            || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(Error::Invalid(format!(
+                "env key {value:?} is invalid; use letters, digits and underscores, not starting with a digit, at most 128 characters"
+            )));
+        }
+        if RESERVED_ENV_KEYS.contains(&value) {
+            return Err(Error::Invalid(format!(
+                "env key `{value}` is set by Cantila itself and cannot be overridden"
+            )));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the name suggests a secret (`API_KEY`, `DB_PASSWORD`, ...), so its value is
+    /// masked unless the caller says otherwise.
+    pub fn looks_secret(&self) -> bool {
+        let upper = self.0.to_ascii_uppercase();
+        [
+            "SECRET",
+            "TOKEN",
+            "PASSWORD",
+            "PASSWD",
+            "KEY",
+            "CREDENTIAL",
+            "PRIVATE",
+            "DATABASE_URL",
+            "DSN",
+        ]
+        .iter()
+        .any(|marker| upper.contains(marker))
+    }
+}
+
+#[cfg(test)]
+mod env_key_tests {
+    use super::*;
+
+    #[test]
+    fn env_keys() {
+        for good in ["API_BASE", "_x", "a1"] {
+            assert!(EnvKey::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["", "1A", "A-B", "A B", "PORT", "É"] {
+            assert!(EnvKey::parse(bad).is_err(), "{bad}");
+        }
+        assert!(EnvKey::parse("STRIPE_API_KEY").unwrap().looks_secret());
+        assert!(!EnvKey::parse("API_BASE").unwrap().looks_secret());
+    }
+}

@@ -3,7 +3,12 @@
 
 use std::{ops::Deref, sync::Arc};
 
-use crate::{api::auth::AuthThrottle, config::Config, store::Store};
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::{
+    api::auth::AuthThrottle, config::Config, deploy::DeployHub, docker::Engine, error::Error,
+    secrets::SecretBox, store::Store,
+};
 
 /// A cheap-clone handle (`Arc`) to everything the daemon shares.
 #[derive(Clone)]
@@ -16,16 +21,40 @@ pub struct Inner {
     pub store: Store,
     /// Counts failed token checks per client address, to slow down token guessing.
     pub auth_throttle: AuthThrottle,
+    /// Seals secrets at rest with the key in the data dir.
+    pub secrets: SecretBox,
+    /// Live deploy logs, cancel switches and the worker's wake-up.
+    pub deploys: DeployHub,
+    /// The Docker engine, connected on first use so the API runs without one.
+    engine: AsyncMutex<Option<Engine>>,
 }
 
 impl AppState {
-    pub fn new(config: Config, store: Store) -> Self {
+    pub fn new(config: Config, store: Store, secrets: SecretBox) -> Self {
         let auth_throttle = AuthThrottle::new(config.api.auth_failures_per_minute);
         Self(Arc::new(Inner {
             config,
             store,
             auth_throttle,
+            secrets,
+            deploys: DeployHub::default(),
+            engine: AsyncMutex::new(None),
         }))
+    }
+
+    /// The Docker engine, connecting (and negotiating the API version) on first use.
+    pub async fn engine(&self) -> Result<Engine, Error> {
+        let mut engine = self.0.engine.lock().await;
+        if let Some(engine) = engine.as_ref() {
+            return Ok(engine.clone());
+        }
+        let connected = Engine::connect().await.map_err(|err| {
+            Error::Invalid(format!(
+                "{err}; is Docker installed and running, and may Cantila use its socket?"
+            ))
+        })?;
+        *engine = Some(connected.clone());
+        Ok(connected)
     }
 }
 

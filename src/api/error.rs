@@ -203,3 +203,30 @@ pub struct Query<T>(pub T);
 #[derive(Debug, FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct Path<T>(pub T);
+
+/// A JSON body that may be absent: an empty body is `None`; anything else must be JSON
+/// (`Content-Type: application/json`) of type `T`, with the same errors as `Json`.
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T, S> FromRequest<S> for OptionalJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let has_body = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v != "0")
+            .unwrap_or_else(|| request.headers().contains_key(header::TRANSFER_ENCODING));
+        if !has_body {
+            return Ok(Self(None));
+        }
+        let Json(value) = Json::<T>::from_request(request, state).await?;
+        Ok(Self(Some(value)))
+    }
+}

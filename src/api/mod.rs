@@ -6,7 +6,10 @@
 pub mod account;
 pub mod audit;
 pub mod auth;
+pub mod deploys;
+pub mod env;
 pub mod error;
+pub mod git;
 pub mod openapi;
 pub mod projects;
 pub mod tokens;
@@ -35,6 +38,9 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(openapi::router())
         .merge(account::router())
         .merge(projects::router())
+        .merge(git::router())
+        .merge(deploys::router())
+        .merge(env::router())
         .merge(tokens::router())
         .merge(audit::router())
 }

@@ -29,6 +29,9 @@ use super::error::{ErrorBody, ErrorDetail};
     components(schemas(ErrorBody, ErrorDetail)),
     tags(
         (name = "projects", description = "Projects are the unit Cantila deploys and runs."),
+        (name = "deploys", description = "Deploys: build and release a project's source."),
+        (name = "git", description = "The project's git connection and its webhook."),
+        (name = "env", description = "The project's environment variables."),
         (name = "tokens", description = "API tokens of the account."),
         (name = "audit", description = "The account's audit log."),
         (name = "account", description = "The calling token's account."),

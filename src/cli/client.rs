@@ -314,3 +314,422 @@ pub fn whoami(args: super::client::ClientArgs) -> anyhow::Result<()> {
         }
     })
 }
+
+#[derive(Debug, Args)]
+pub struct GitArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    command: GitCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum GitCommand {
+    /// Connect (or reconnect) a repository; prints the webhook secret once.
+    Connect {
+        /// Project id or name.
+        project: String,
+        /// https URL, owner/name, local path or file:// URL.
+        repo: String,
+        #[arg(long, default_value = "main")]
+        branch: String,
+        /// Access token for a private https repository.
+        #[arg(long, env = "CANTILA_GIT_TOKEN", hide_env_values = true)]
+        access_token: Option<String>,
+    },
+    /// Show the connection and the last webhook delivery.
+    Show { project: String },
+    /// Replace the webhook secret; prints the new one once.
+    RotateSecret { project: String },
+}
+
+pub fn git(args: GitArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.client)?;
+    let json = args.client.json;
+    block_on(async move {
+        match args.command {
+            GitCommand::Connect {
+                project,
+                repo,
+                branch,
+                access_token,
+            } => {
+                let id = client.resolve_project(&project).await?;
+                let mut body = json!({ "repo": repo, "branch": branch });
+                if let Some(token) = access_token {
+                    body["accessToken"] = json!(token);
+                }
+                let connected = client
+                    .send(Method::POST, &format!("/v1/projects/{id}/git"), Some(body))
+                    .await?;
+                if json {
+                    return print_json(&connected);
+                }
+                println!(
+                    "connected {} ({})",
+                    output::cell(&connected, "repo"),
+                    output::cell(&connected, "branch")
+                );
+                println!(
+                    "webhook URL path: {}",
+                    output::cell(&connected, "webhookPath")
+                );
+                println!(
+                    "webhook secret (shown once): {}",
+                    output::cell(&connected, "webhookSecret")
+                );
+                Ok(())
+            }
+            GitCommand::Show { project } => {
+                let id = client.resolve_project(&project).await?;
+                let view = client
+                    .send(Method::GET, &format!("/v1/projects/{id}/git"), None)
+                    .await?;
+                print_json(&view)
+            }
+            GitCommand::RotateSecret { project } => {
+                let id = client.resolve_project(&project).await?;
+                let rotated = client
+                    .send(
+                        Method::POST,
+                        &format!("/v1/projects/{id}/git/rotate-secret"),
+                        None,
+                    )
+                    .await?;
+                if json {
+                    print_json(&rotated)
+                } else {
+                    println!("{}", output::cell(&rotated, "webhookSecret"));
+                    Ok(())
+                }
+            }
+        }
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Project id or name.
+    project: String,
+    /// Branch, tag or commit (default: the connected branch).
+    #[arg(long = "ref")]
+    git_ref: Option<String>,
+    /// Stream the build and release log until the deploy ends; the exit code is the outcome.
+    #[arg(long, short)]
+    follow: bool,
+}
+
+pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.client)?;
+    let json = args.client.json;
+    block_on(async move {
+        let id = client.resolve_project(&args.project).await?;
+        let body = match &args.git_ref {
+            Some(git_ref) => json!({ "ref": git_ref }),
+            None => json!({}),
+        };
+        if !args.follow {
+            let created = client
+                .send(
+                    Method::POST,
+                    &format!("/v1/projects/{id}/deploy"),
+                    Some(body),
+                )
+                .await?;
+            if json {
+                return print_json(&created);
+            }
+            println!(
+                "{} {}",
+                output::cell(&created, "deployId"),
+                output::cell(&created, "status")
+            );
+            return Ok(());
+        }
+        let status = client
+            .follow(&format!("/v1/projects/{id}/deploy/stream"), body, json)
+            .await?;
+        if status == "running" {
+            Ok(())
+        } else {
+            bail!("the deploy ended {status}")
+        }
+    })
+}
+
+impl Client {
+    /// POSTs and prints the SSE stream; returns the final status from `done`.
+    async fn follow(&self, path: &str, body: Value, json: bool) -> anyhow::Result<String> {
+        let url = format!("{}{path}", self.base);
+        let mut response = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .header("accept", "text/event-stream")
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the Cantila API at {}", self.base))?;
+        if !response.status().is_success() {
+            let status = response.status().as_u16();
+            let text = response.text().await.unwrap_or_default();
+            let message = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            bail!("{message} (HTTP {status})");
+        }
+        let mut buffer = String::new();
+        let mut final_status = String::from("unknown");
+        while let Some(chunk) = response.chunk().await? {
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                let mut event = "message";
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(rest) = line.strip_prefix("event:") {
+                        event = if rest.trim() == "status" {
+                            "status"
+                        } else if rest.trim() == "log" {
+                            "log"
+                        } else if rest.trim() == "done" {
+                            "done"
+                        } else {
+                            "other"
+                        };
+                    } else if let Some(rest) = line.strip_prefix("data:") {
+                        data.push_str(rest.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue;
+                }
+                let value: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+                if json {
+                    println!("{}", json!({ "event": event, "data": value }));
+                }
+                match event {
+                    "log" if !json => println!("{}", value["line"].as_str().unwrap_or_default()),
+                    "status" if !json => {
+                        let detail = value["detail"]
+                            .as_str()
+                            .map(|d| format!(": {d}"))
+                            .unwrap_or_default();
+                        eprintln!(
+                            "==> {}{detail}",
+                            value["status"].as_str().unwrap_or_default()
+                        );
+                    }
+                    "done" => {
+                        final_status = value["status"].as_str().unwrap_or("unknown").to_owned()
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(final_status)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DeploysArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Project id or name.
+    project: String,
+}
+
+pub fn deploys(args: DeploysArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.client)?;
+    let json = args.client.json;
+    block_on(async move {
+        let id = client.resolve_project(&args.project).await?;
+        let list = client
+            .send(
+                Method::GET,
+                &format!("/v1/projects/{id}/deploys?limit=50"),
+                None,
+            )
+            .await?;
+        if json {
+            return print_json(&list);
+        }
+        let rows: Vec<Vec<String>> = list["deploys"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|d| {
+                let sha = output::cell(d, "commitSha");
+                vec![
+                    output::cell(d, "id"),
+                    output::cell(d, "status"),
+                    sha.chars().take(12).collect(),
+                    output::cell(d, "trigger"),
+                    output::cell(d, "createdAt"),
+                    output::cell(d, "error"),
+                ]
+            })
+            .collect();
+        output::print_table(
+            &["ID", "STATUS", "COMMIT", "TRIGGER", "CREATED", "ERROR"],
+            &rows,
+        );
+        Ok(())
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Project id or name (plans its connected repository).
+    #[arg(required_unless_present = "repo")]
+    project: Option<String>,
+    /// Plan any repository instead: https URL, owner/name, local path or file:// URL.
+    #[arg(long)]
+    repo: Option<String>,
+    #[arg(long = "ref")]
+    git_ref: Option<String>,
+}
+
+pub fn plan(args: PlanArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.client)?;
+    let json = args.client.json;
+    block_on(async move {
+        let mut body = json!({});
+        if let Some(project) = &args.project {
+            body["projectId"] = json!(client.resolve_project(project).await?);
+        }
+        if let Some(repo) = &args.repo {
+            body["repo"] = json!(repo);
+        }
+        if let Some(git_ref) = &args.git_ref {
+            body["ref"] = json!(git_ref);
+        }
+        let plan = client
+            .send(Method::POST, "/v1/deploy/plan", Some(body))
+            .await?;
+        if json {
+            return print_json(&plan);
+        }
+        for field in [
+            "runtime",
+            "builder",
+            "port",
+            "startCommand",
+            "instances",
+            "hostnames",
+            "envKeys",
+            "warnings",
+        ] {
+            println!("{field:<13} {}", output::cell(&plan, field));
+        }
+        if let Some(dockerfile) = plan["dockerfile"].as_str() {
+            println!("\n{dockerfile}");
+        }
+        Ok(())
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct EnvArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    command: EnvCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum EnvCommand {
+    /// List variables (secret values masked); pending ones apply on the next deploy.
+    List { project: String },
+    /// Set KEY=VALUE pairs.
+    Set {
+        project: String,
+        #[arg(required = true)]
+        pairs: Vec<String>,
+        /// Mark the values secret (masked when listed).
+        #[arg(long)]
+        secret: bool,
+    },
+    /// Remove keys.
+    Unset {
+        project: String,
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+}
+
+pub fn env(args: EnvArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.client)?;
+    let json = args.client.json;
+    block_on(async move {
+        let (project, body) = match &args.command {
+            EnvCommand::List { project } => (project, None),
+            EnvCommand::Set {
+                project,
+                pairs,
+                secret,
+            } => {
+                let mut vars = serde_json::Map::new();
+                for pair in pairs {
+                    let (key, value) = pair
+                        .split_once('=')
+                        .ok_or_else(|| anyhow!("`{pair}` is not KEY=VALUE"))?;
+                    let value = if *secret {
+                        json!({ "value": value, "secret": true })
+                    } else {
+                        json!(value)
+                    };
+                    vars.insert(key.to_owned(), value);
+                }
+                (project, Some(json!({ "vars": vars })))
+            }
+            EnvCommand::Unset { project, keys } => {
+                let vars: serde_json::Map<String, Value> =
+                    keys.iter().map(|k| (k.clone(), Value::Null)).collect();
+                (project, Some(json!({ "vars": vars })))
+            }
+        };
+        let id = client.resolve_project(project).await?;
+        let method = if body.is_some() {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        let listing = client
+            .send(method, &format!("/v1/projects/{id}/env"), body)
+            .await?;
+        if json {
+            return print_json(&listing);
+        }
+        let pending: Vec<&str> = listing["pending"]
+            .as_array()
+            .map(|p| p.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let rows: Vec<Vec<String>> = listing["vars"]
+            .as_object()
+            .map(|vars| {
+                vars.iter()
+                    .map(|(key, value)| {
+                        vec![
+                            key.clone(),
+                            value.as_str().unwrap_or_default().to_owned(),
+                            if pending.contains(&key.as_str()) {
+                                "next deploy".to_owned()
+                            } else {
+                                "-".to_owned()
+                            },
+                        ]
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        output::print_table(&["KEY", "VALUE", "PENDING"], &rows);
+        Ok(())
+    })
+}

@@ -30,6 +30,16 @@ enum Command {
     Tokens(client::TokensArgs),
     /// Show which account and scope the token has.
     Whoami(client::ClientArgs),
+    /// Connect a project to a git repository.
+    Git(client::GitArgs),
+    /// Deploy a project (optionally following the live log).
+    Deploy(client::DeployArgs),
+    /// List a project's deploys.
+    Deploys(client::DeploysArgs),
+    /// Show what a deploy would build and run, without deploying.
+    Plan(client::PlanArgs),
+    /// A project's environment variables.
+    Env(client::EnvArgs),
 }
 
 /// Where the configuration and data directory are; shared by `serve`, `admin` and the
@@ -89,6 +99,11 @@ pub fn main() -> ExitCode {
         Command::Projects(args) => client::projects(args),
         Command::Tokens(args) => client::tokens(args),
         Command::Whoami(args) => client::whoami(args),
+        Command::Git(args) => client::git(args),
+        Command::Deploy(args) => client::deploy(args),
+        Command::Deploys(args) => client::deploys(args),
+        Command::Plan(args) => client::plan(args),
+        Command::Env(args) => client::env(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

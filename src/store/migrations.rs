@@ -49,6 +49,62 @@ const STEPS: &[&str] = &[
         at           TEXT NOT NULL
     );
     CREATE INDEX audit_by_account ON audit_log(account_id, seq);",
+    // 2: git connections, webhook deliveries, deploys and their logs, env vars.
+    "CREATE TABLE git_connections (
+        project_id            TEXT PRIMARY KEY REFERENCES projects(id) ON DELETE CASCADE,
+        repo                  TEXT NOT NULL,
+        branch                TEXT NOT NULL,
+        webhook_secret        BLOB NOT NULL,
+        access_token          BLOB,
+        created_at            TEXT NOT NULL,
+        updated_at            TEXT NOT NULL,
+        last_delivery_at      TEXT,
+        last_delivery_event   TEXT,
+        last_delivery_result  TEXT
+    );
+    CREATE TABLE webhook_deliveries (
+        project_id   TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        delivery_id  TEXT NOT NULL,
+        received_at  TEXT NOT NULL,
+        PRIMARY KEY (project_id, delivery_id)
+    );
+    CREATE TABLE deploys (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        id              TEXT NOT NULL UNIQUE,
+        project_id      TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        status          TEXT NOT NULL,
+        trigger         TEXT NOT NULL,
+        git_ref         TEXT,
+        commit_sha      TEXT,
+        commit_message  TEXT,
+        plan            TEXT,
+        image           TEXT,
+        env             BLOB,
+        failed_step     TEXT,
+        error           TEXT,
+        created_at      TEXT NOT NULL,
+        building_at     TEXT,
+        releasing_at    TEXT,
+        finished_at     TEXT
+    );
+    CREATE INDEX deploys_by_project ON deploys(project_id, seq);
+    CREATE INDEX deploys_by_status ON deploys(status);
+    CREATE TABLE deploy_logs (
+        deploy_id  TEXT NOT NULL REFERENCES deploys(id) ON DELETE CASCADE,
+        seq        INTEGER NOT NULL,
+        at         TEXT NOT NULL,
+        kind       TEXT NOT NULL,
+        line       TEXT NOT NULL,
+        PRIMARY KEY (deploy_id, seq)
+    );
+    CREATE TABLE env_vars (
+        project_id  TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        key         TEXT NOT NULL,
+        value       BLOB NOT NULL,
+        secret      INTEGER NOT NULL,
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (project_id, key)
+    );",
 ];
 
 /// The schema version this binary writes.

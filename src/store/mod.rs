@@ -6,6 +6,9 @@ mod migrations;
 
 pub mod accounts;
 pub mod audit;
+pub mod deploys;
+pub mod env;
+pub mod git;
 pub mod projects;
 
 use std::{

@@ -145,3 +145,30 @@ pub fn delete(connection: &Connection, account_id: &str, id: &str) -> Result<boo
     )?;
     Ok(deleted > 0)
 }
+
+/// Sets a project's status without an account check; for the deploy pipeline.
+pub fn set_status(
+    connection: &Connection,
+    id: &str,
+    status: ProjectStatus,
+    at: &str,
+) -> Result<()> {
+    connection.execute(
+        "UPDATE projects SET status = ?2, updated_at = ?3 WHERE id = ?1",
+        params![id, status.as_str(), at],
+    )?;
+    Ok(())
+}
+
+/// A project by id without an account check; for webhooks (verified by signature) and
+/// the deploy pipeline.
+pub fn by_id_unscoped(connection: &Connection, id: &str) -> Result<Option<Project>> {
+    Ok(connection
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM {FROM} WHERE p.id = ?1"),
+            [id],
+            from_row,
+        )
+        .optional()?
+        .map(|(_, project)| project))
+}

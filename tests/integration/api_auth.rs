@@ -16,6 +16,17 @@ enum Target {
     Project,
     /// A fresh token of the bootstrap account: `{token}` substituted.
     Token,
+    /// A fresh project connected to a local repository: `{id}` substituted.
+    ConnectedProject,
+    /// A deploy of a fresh project (it fails at once: no repository): `{deploy}`.
+    Deploy,
+}
+
+/// What a request body may refer to.
+struct BodyInput<'a> {
+    n: usize,
+    repo: &'a str,
+    project_id: &'a str,
 }
 
 struct Endpoint {
@@ -23,13 +34,13 @@ struct Endpoint {
     path: &'static str,
     scope: Scope,
     target: Target,
-    body: Option<fn(usize) -> Value>,
+    body: Option<fn(&BodyInput) -> Value>,
     /// Status for a caller with enough scope.
     ok: u16,
 }
 
 fn endpoints() -> Vec<Endpoint> {
-    let e = |method, path, scope, target, body, ok| Endpoint {
+    let e = |method, path, scope, target, body: Option<fn(&BodyInput) -> Value>, ok| Endpoint {
         method,
         path,
         scope,
@@ -59,7 +70,7 @@ fn endpoints() -> Vec<Endpoint> {
             "/v1/projects",
             Scope::Deploy,
             Target::None,
-            Some(|n| json!({ "name": format!("created-{n}") })),
+            Some(|b| json!({ "name": format!("created-{}", b.n) })),
             201,
         ),
         e(
@@ -126,6 +137,86 @@ fn endpoints() -> Vec<Endpoint> {
             None,
             200,
         ),
+        e(
+            Method::GET,
+            "/v1/projects/{id}/git",
+            Scope::Read,
+            Target::ConnectedProject,
+            None,
+            200,
+        ),
+        e(
+            Method::POST,
+            "/v1/projects/{id}/git",
+            Scope::Deploy,
+            Target::Project,
+            Some(|b| json!({ "repo": b.repo, "branch": "main" })),
+            200,
+        ),
+        e(
+            Method::POST,
+            "/v1/projects/{id}/git/rotate-secret",
+            Scope::Deploy,
+            Target::ConnectedProject,
+            None,
+            200,
+        ),
+        e(
+            Method::POST,
+            "/v1/projects/{id}/deploy",
+            Scope::Deploy,
+            Target::Project,
+            None,
+            202,
+        ),
+        e(
+            Method::GET,
+            "/v1/projects/{id}/deploys",
+            Scope::Read,
+            Target::Project,
+            None,
+            200,
+        ),
+        e(
+            Method::GET,
+            "/v1/deploys/{deploy}",
+            Scope::Read,
+            Target::Deploy,
+            None,
+            200,
+        ),
+        e(
+            Method::GET,
+            "/v1/deploys/{deploy}/events",
+            Scope::Read,
+            Target::Deploy,
+            None,
+            200,
+        ),
+        e(
+            Method::POST,
+            "/v1/deploy/plan",
+            Scope::Deploy,
+            Target::ConnectedProject,
+            Some(|b| json!({ "projectId": b.project_id, "ref": "main" })),
+            200,
+        ),
+        e(
+            Method::GET,
+            "/v1/projects/{id}/env",
+            Scope::Read,
+            Target::Project,
+            None,
+            200,
+        ),
+        e(
+            Method::POST,
+            "/v1/projects/{id}/env",
+            Scope::Deploy,
+            Target::Project,
+            Some(|_| json!({ "vars": { "API_BASE": "https://api.example.com" } })),
+            200,
+        ),
     ]
 }
 
@@ -160,6 +251,8 @@ async fn every_endpoint_enforces_authentication_scope_and_account() {
         .expect(200);
     assert_eq!(daemon.get("/v1/account", &revoked).await.status, 401);
     let other = daemon.other_account_token("mallory", Scope::Admin);
+    let repo = crate::deploys::Repo::new(&[("index.html", "hi")]);
+    let repo_path = repo.path().display().to_string();
 
     let callers = [
         Caller::NoToken,
@@ -176,14 +269,36 @@ async fn every_endpoint_enforces_authentication_scope_and_account() {
         for caller in callers {
             counter += 1;
             let mut path = endpoint.path.to_owned();
+            let mut project_id = String::new();
             match endpoint.target {
                 Target::None => {}
                 Target::Project => {
                     let project = daemon.create_project(&format!("p{counter}")).await;
+                    project_id = project["id"].as_str().unwrap().to_owned();
                     path = path
                         .replace("{id}", project["id"].as_str().unwrap())
                         .replace("{handle}", project["handle"].as_str().unwrap())
                         .replace("{name}", project["name"].as_str().unwrap());
+                }
+                Target::ConnectedProject => {
+                    let project = daemon.create_project(&format!("p{counter}")).await;
+                    let id = project["id"].as_str().unwrap();
+                    daemon
+                        .post(
+                            &format!("/v1/projects/{id}/git"),
+                            &daemon.admin_token,
+                            json!({ "repo": repo_path }),
+                        )
+                        .await
+                        .expect(200);
+                    project_id = id.to_owned();
+                    path = path.replace("{id}", id);
+                }
+                Target::Deploy => {
+                    let project = daemon.create_project(&format!("p{counter}")).await;
+                    let id = project["id"].as_str().unwrap();
+                    let deploy = daemon.deploy(id, None).await;
+                    path = path.replace("{deploy}", deploy["id"].as_str().unwrap());
                 }
                 Target::Token => {
                     let created = daemon
@@ -219,7 +334,13 @@ async fn every_endpoint_enforces_authentication_scope_and_account() {
                     endpoint.method.clone(),
                     &path,
                     token,
-                    endpoint.body.map(|b| b(counter)),
+                    endpoint.body.map(|b| {
+                        b(&BodyInput {
+                            n: counter,
+                            repo: &repo_path,
+                            project_id: &project_id,
+                        })
+                    }),
                 )
                 .await;
             assert_eq!(

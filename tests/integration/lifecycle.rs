@@ -191,7 +191,7 @@ async fn flags_and_environment_override_the_config_file() {
 }
 
 /// Kills the child process on drop, so a failed assertion leaves no daemon behind.
-struct KillOnDrop(std::process::Child);
+pub struct KillOnDrop(pub std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -202,7 +202,7 @@ impl Drop for KillOnDrop {
 
 /// Reads the daemon's log until the "listening" line and returns the API address; the
 /// rest of the log is drained on a thread so the daemon never blocks on a full pipe.
-async fn wait_for_api_address(stderr: std::process::ChildStderr) -> String {
+pub async fn wait_for_api_address(stderr: std::process::ChildStderr) -> String {
     let (address_tx, address_rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let mut address_tx = Some(address_tx);

@@ -7,6 +7,7 @@ mod api_auth;
 mod api_projects;
 mod api_tokens;
 mod cli;
+mod deploys;
 mod docker;
 mod lifecycle;
 mod openapi;

@@ -1,0 +1,299 @@
+//! Deploys: trigger (plain or streamed over SSE), list, fetch, cancel, replay events, and
+//! plan without deploying.
+
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{
+        sse::{Event, KeepAlive, Sse},
+        IntoResponse, Response,
+    },
+};
+use futures_util::{stream, Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio_stream::wrappers::ReceiverStream;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    deploy::{self, planning, Deploy, LogLine},
+    source::{GitRef, RepoLocation},
+    state::AppState,
+};
+
+use super::{
+    auth::{Auth, DeployScope, ReadScope},
+    error::{ApiResult, Json, OptionalJson, Path, Query},
+    projects::ListQuery,
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(create_streamed))
+        .routes(routes!(list))
+        .routes(routes!(get))
+        .routes(routes!(cancel))
+        .routes(routes!(events))
+        .routes(routes!(plan))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDeploy {
+    /// A branch, tag or commit; default the connected branch's head.
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployCreated {
+    #[schema(example = "dep_77c1")]
+    pub deploy_id: String,
+    #[schema(example = "queued")]
+    pub status: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployView {
+    pub id: String,
+    pub project_id: String,
+    /// queued, building, releasing, running, failed, canceled or superseded.
+    pub status: String,
+    pub trigger: String,
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+    pub commit_sha: Option<String>,
+    pub commit_message: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub plan: Option<serde_json::Value>,
+    pub image: Option<String>,
+    /// The step that failed: fetch, plan, build or release.
+    pub failed_step: Option<String>,
+    pub error: Option<String>,
+    pub created_at: String,
+    pub building_at: Option<String>,
+    pub releasing_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+impl From<Deploy> for DeployView {
+    fn from(deploy: Deploy) -> Self {
+        Self {
+            id: deploy.id,
+            project_id: deploy.project_id,
+            status: deploy.status.as_str().to_owned(),
+            trigger: deploy.trigger,
+            git_ref: deploy.git_ref,
+            commit_sha: deploy.commit_sha,
+            commit_message: deploy.commit_message,
+            plan: deploy.plan,
+            image: deploy.image,
+            failed_step: deploy.failed_step,
+            error: deploy.error,
+            created_at: deploy.created_at,
+            building_at: deploy.building_at,
+            releasing_at: deploy.releasing_at,
+            finished_at: deploy.finished_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployList {
+    pub deploys: Vec<DeployView>,
+    pub next_cursor: Option<String>,
+}
+
+fn parse_ref(request: &CreateDeploy) -> Result<Option<String>, crate::error::Error> {
+    request
+        .git_ref
+        .as_deref()
+        .map(|r| GitRef::parse(r).map(|r| r.as_str().to_owned()))
+        .transpose()
+}
+
+/// Trigger a deploy of the project's current source.
+#[utoipa::path(post, path = "/v1/projects/{id}/deploy", tag = "deploys",
+    security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "project id")),
+    request_body(content = CreateDeploy, description = "optional"),
+    responses((status = 202, body = DeployCreated)))]
+async fn create(
+    auth: Auth<DeployScope>,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<CreateDeploy>,
+) -> ApiResult<(StatusCode, Json<DeployCreated>)> {
+    let request = body.unwrap_or_default();
+    let deploy = deploy::enqueue(&app, &auth.actor, id, parse_ref(&request)?, "api").await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(DeployCreated {
+            deploy_id: deploy.id,
+            status: deploy.status.as_str().to_owned(),
+        }),
+    ))
+}
+
+/// Trigger a deploy and stream its build and release log as Server-Sent Events:
+/// `status`, `log` and a final `done`, each with an `id`. Disconnecting does not cancel.
+#[utoipa::path(post, path = "/v1/projects/{id}/deploy/stream", tag = "deploys",
+    security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "project id")),
+    request_body(content = CreateDeploy, description = "optional"),
+    responses((status = 200, description = "an SSE stream of the deploy", content_type = "text/event-stream")))]
+async fn create_streamed(
+    auth: Auth<DeployScope>,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<CreateDeploy>,
+) -> ApiResult<Response> {
+    let request = body.unwrap_or_default();
+    let deploy = deploy::enqueue(&app, &auth.actor, id, parse_ref(&request)?, "api").await?;
+    Ok(sse(&app, deploy.id, 0).into_response())
+}
+
+/// List the project's deploys, newest first.
+#[utoipa::path(get, path = "/v1/projects/{id}/deploys", tag = "deploys",
+    security(("bearer" = ["read"])), params(("id" = String, Path, description = "project id"), ListQuery),
+    responses((status = 200, body = DeployList)))]
+async fn list(
+    auth: Auth<ReadScope>,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<DeployList>> {
+    let page = deploy::list(&app.store, &auth.actor, id, query.page(&app)?).await?;
+    Ok(Json(DeployList {
+        deploys: page.items.into_iter().map(DeployView::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Fetch one deploy: status, ref, commit, plan, image, timings, error.
+#[utoipa::path(get, path = "/v1/deploys/{id}", tag = "deploys",
+    security(("bearer" = ["read"])), params(("id" = String, Path, description = "deploy id")),
+    responses((status = 200, body = DeployView)))]
+async fn get(
+    auth: Auth<ReadScope>,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DeployView>> {
+    Ok(Json(deploy::get(&app.store, &auth.actor, id).await?.into()))
+}
+
+/// Cancel a queued or running deploy; the previous release keeps serving.
+#[utoipa::path(post, path = "/v1/deploys/{id}/cancel", tag = "deploys",
+    security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "deploy id")),
+    responses((status = 200, body = DeployView), (status = 409, description = "already finished", body = super::error::ErrorBody)))]
+async fn cancel(
+    auth: Auth<DeployScope>,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DeployView>> {
+    Ok(Json(deploy::cancel(&app, &auth.actor, id).await?.into()))
+}
+
+/// Replay a deploy's events from the start, or from `Last-Event-ID`, then follow it live.
+#[utoipa::path(get, path = "/v1/deploys/{id}/events", tag = "deploys",
+    security(("bearer" = ["read"])), params(("id" = String, Path, description = "deploy id")),
+    responses((status = 200, description = "an SSE stream of the deploy", content_type = "text/event-stream")))]
+async fn events(
+    auth: Auth<ReadScope>,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let deploy = deploy::get(&app.store, &auth.actor, id).await?;
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(0);
+    Ok(sse(&app, deploy.id, after).into_response())
+}
+
+fn event_of(line: &LogLine) -> Event {
+    let event = Event::default().id(line.seq.to_string());
+    match line.kind.as_str() {
+        "status" => {
+            let mut words = line.text.splitn(2, ' ');
+            let status = words.next().unwrap_or_default();
+            let detail = words.next();
+            event.event("status").json_data(serde_json::json!({
+                "status": status,
+                "detail": detail,
+                "at": line.at,
+            }))
+        }
+        _ => event
+            .event("log")
+            .json_data(serde_json::json!({ "line": line.text, "at": line.at })),
+    }
+    .unwrap_or_else(|_| Event::default().comment("unserializable line"))
+}
+
+/// The SSE stream of a deploy: replay, live lines, then `done` with the final status.
+fn sse(
+    app: &AppState,
+    deploy_id: String,
+    after: i64,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let lines = ReceiverStream::new(deploy::follow(app, deploy_id.clone(), after));
+    let app = app.clone();
+    let events = lines
+        .map(|line| Ok(event_of(&line)))
+        .chain(stream::once(async move {
+            let final_status = deploy::get_unscoped(&app.store, deploy_id)
+                .await
+                .map(|d| d.status.as_str().to_owned())
+                .unwrap_or_else(|_| "unknown".to_owned());
+            Ok(Event::default()
+                .event("done")
+                .json_data(serde_json::json!({ "status": final_status }))
+                .unwrap_or_default())
+        }));
+    Sse::new(events).keep_alive(
+        KeepAlive::new()
+            .interval(Duration::from_secs(10))
+            .text("heartbeat"),
+    )
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PlanRequest {
+    /// Plan this project's connected repository (with its runtime hint, env and hostnames).
+    pub project_id: Option<String>,
+    /// Or plan any repository: https URL, `owner/name`, local path or `file://` URL.
+    pub repo: Option<String>,
+    /// A branch, tag or commit; default the connected branch (or `main`).
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+}
+
+/// Compute the deploy plan for a source without executing it: what would be built, how it
+/// would be wired, and the resources it would need.
+#[utoipa::path(post, path = "/v1/deploy/plan", tag = "deploys",
+    security(("bearer" = ["deploy"])), request_body = PlanRequest,
+    responses((status = 200, body = planning::DeployPlan)))]
+async fn plan(
+    auth: Auth<DeployScope>,
+    State(app): State<AppState>,
+    Json(request): Json<PlanRequest>,
+) -> ApiResult<Json<planning::DeployPlan>> {
+    let target = planning::PlanTarget {
+        project_id: request.project_id,
+        repo: request
+            .repo
+            .as_deref()
+            .map(RepoLocation::parse)
+            .transpose()?,
+        git_ref: request.git_ref.as_deref().map(GitRef::parse).transpose()?,
+    };
+    Ok(Json(planning::preview(&app, &auth.actor, target).await?))
+}

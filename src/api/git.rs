@@ -1,0 +1,216 @@
+//! `/v1/projects/:id/git`: the git connection, its webhook secret, and the inbound webhook.
+
+use std::net::SocketAddr;
+
+use axum::{
+    body::Bytes,
+    extract::{ConnectInfo, State},
+    http::{HeaderMap, StatusCode},
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    git_connection::{self, ConnectRequest, ConnectionView, Delivery, DeliveryOutcome},
+    source::{GitRef, RepoLocation},
+    state::AppState,
+};
+
+use super::{
+    auth::{Auth, DeployScope, ReadScope},
+    error::{ApiResult, Json, Path},
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get, connect))
+        .routes(routes!(rotate_secret))
+        .routes(routes!(webhook))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitView {
+    pub repo: String,
+    pub branch: String,
+    /// Whether a webhook signing secret is set (the secret itself is never shown again).
+    pub secret_set: bool,
+    pub access_token_set: bool,
+    /// The webhook URL path to configure at the git provider.
+    pub webhook_path: String,
+    pub last_delivery: Option<DeliveryView>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryView {
+    pub at: String,
+    pub event: Option<String>,
+    pub result: Option<String>,
+}
+
+impl GitView {
+    fn new(project_id: &str, view: ConnectionView) -> Self {
+        Self {
+            repo: view.repo,
+            branch: view.branch,
+            secret_set: view.secret_set,
+            access_token_set: view.access_token_set,
+            webhook_path: format!("/v1/projects/{project_id}/git/webhook"),
+            last_delivery: view.last_delivery_at.map(|at| DeliveryView {
+                at,
+                event: view.last_delivery_event,
+                result: view.last_delivery_result,
+            }),
+            created_at: view.created_at,
+            updated_at: view.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConnectGit {
+    /// An https URL, `owner/name` (GitHub), a local path or a `file://` URL.
+    #[schema(example = "owner/name")]
+    pub repo: String,
+    /// The branch to deploy from (default `main`).
+    pub branch: Option<String>,
+    /// An access token for a private https repository; stored encrypted.
+    pub access_token: Option<String>,
+}
+
+/// A newly set webhook secret: shown in this response only.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitConnected {
+    #[serde(flatten)]
+    pub connection: GitView,
+    pub webhook_secret: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotatedSecret {
+    pub webhook_secret: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookAnswer {
+    /// `pong`, `duplicate`, `ignored` or `queued`.
+    pub status: String,
+    pub reason: Option<String>,
+    pub deploy_id: Option<String>,
+}
+
+/// Read the project's git connection: repository, branch, webhook status.
+#[utoipa::path(get, path = "/v1/projects/{id}/git", tag = "git",
+    security(("bearer" = ["read"])), params(("id" = String, Path, description = "project id")),
+    responses((status = 200, body = GitView)))]
+async fn get(
+    auth: Auth<ReadScope>,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<GitView>> {
+    let view = git_connection::get(&app, &auth.actor, id.clone()).await?;
+    Ok(Json(GitView::new(&id, view)))
+}
+
+/// Connect or update the git repository. The repository is fetched once to check it;
+/// the response carries the webhook signing secret, shown only here.
+#[utoipa::path(post, path = "/v1/projects/{id}/git", tag = "git",
+    security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "project id")),
+    request_body = ConnectGit, responses((status = 200, body = GitConnected)))]
+async fn connect(
+    auth: Auth<DeployScope>,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Json(request): Json<ConnectGit>,
+) -> ApiResult<Json<GitConnected>> {
+    let request = ConnectRequest {
+        repo: RepoLocation::parse(&request.repo)?,
+        branch: GitRef::parse(request.branch.as_deref().unwrap_or("main"))?,
+        access_token: request.access_token.filter(|token| !token.is_empty()),
+    };
+    let (view, secret) = git_connection::connect(&app, &auth.actor, id.clone(), request).await?;
+    Ok(Json(GitConnected {
+        connection: GitView::new(&id, view),
+        webhook_secret: secret,
+    }))
+}
+
+/// Rotate the webhook signing secret; the new secret is shown only here.
+#[utoipa::path(post, path = "/v1/projects/{id}/git/rotate-secret", tag = "git",
+    security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "project id")),
+    responses((status = 200, body = RotatedSecret)))]
+async fn rotate_secret(
+    auth: Auth<DeployScope>,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RotatedSecret>> {
+    let secret = git_connection::rotate_secret(&app, &auth.actor, id).await?;
+    Ok(Json(RotatedSecret {
+        webhook_secret: secret,
+    }))
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The inbound webhook git providers call. Verified by the project's signing secret
+/// (`X-Hub-Signature-256`, `X-Gitea-Signature`/`X-Forgejo-Signature`, or
+/// `X-Gitlab-Token`), not an API token. A push to the connected branch queues a deploy of
+/// the pushed commit.
+#[utoipa::path(post, path = "/v1/projects/{id}/git/webhook", tag = "git",
+    params(("id" = String, Path, description = "project id")),
+    request_body(content = Object, description = "the provider's push or ping payload"),
+    responses((status = 202, description = "a deploy was queued", body = WebhookAnswer),
+        (status = 200, description = "acknowledged: ping, duplicate or ignored", body = WebhookAnswer),
+        (status = 401, description = "missing or wrong signature", body = super::error::ErrorBody)))]
+async fn webhook(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<WebhookAnswer>)> {
+    let delivery = Delivery {
+        event: header(&headers, "x-github-event")
+            .or_else(|| header(&headers, "x-gitea-event"))
+            .or_else(|| header(&headers, "x-forgejo-event"))
+            .or_else(|| header(&headers, "x-gitlab-event")),
+        delivery_id: header(&headers, "x-github-delivery")
+            .or_else(|| header(&headers, "x-gitea-delivery"))
+            .or_else(|| header(&headers, "x-forgejo-delivery"))
+            .or_else(|| header(&headers, "x-gitlab-event-uuid")),
+        github_signature: header(&headers, "x-hub-signature-256"),
+        gitea_signature: header(&headers, "x-gitea-signature")
+            .or_else(|| header(&headers, "x-forgejo-signature")),
+        gitlab_token: header(&headers, "x-gitlab-token"),
+        client_addr: Some(client.ip()),
+    };
+    let outcome = git_connection::handle_delivery(&app, id, delivery, &body).await?;
+    let answer = |status: &str, reason: Option<String>, deploy_id: Option<String>| WebhookAnswer {
+        status: status.to_owned(),
+        reason,
+        deploy_id,
+    };
+    Ok(match outcome {
+        DeliveryOutcome::Pong => (StatusCode::OK, Json(answer("pong", None, None))),
+        DeliveryOutcome::Duplicate => (StatusCode::OK, Json(answer("duplicate", None, None))),
+        DeliveryOutcome::Ignored(reason) => {
+            (StatusCode::OK, Json(answer("ignored", Some(reason), None)))
+        }
+        DeliveryOutcome::Queued { deploy_id } => (
+            StatusCode::ACCEPTED,
+            Json(answer("queued", None, Some(deploy_id))),
+        ),
+    })
+}

@@ -1,0 +1,523 @@
+//! Deploys: the durable queue in the store, the lifecycle
+//! `queued → building → releasing → running` (or `failed` / `canceled` / `superseded`),
+//! the ordered log of each deploy, and live streams of it.
+//! Invariant: a deploy's status changes and log lines are written by one writer per deploy,
+//! in order, to the store first and to live subscribers second, so a replay from the store
+//! followed by the live stream never loses or reorders a line.
+
+pub mod context;
+pub mod pipeline;
+pub mod planning;
+pub mod worker;
+
+use std::{collections::HashMap, sync::Mutex, time::Duration};
+
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, watch, Notify};
+
+use crate::{
+    accounts::Actor,
+    audit, clock,
+    error::{Error, Result},
+    ids,
+    pagination::{Page, PageRequest},
+    state::AppState,
+    store::{self, Store},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeployStatus {
+    Queued,
+    Building,
+    Releasing,
+    Running,
+    Failed,
+    Canceled,
+    Superseded,
+}
+
+impl DeployStatus {
+    const ALL: [DeployStatus; 7] = [
+        DeployStatus::Queued,
+        DeployStatus::Building,
+        DeployStatus::Releasing,
+        DeployStatus::Running,
+        DeployStatus::Failed,
+        DeployStatus::Canceled,
+        DeployStatus::Superseded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployStatus::Queued => "queued",
+            DeployStatus::Building => "building",
+            DeployStatus::Releasing => "releasing",
+            DeployStatus::Running => "running",
+            DeployStatus::Failed => "failed",
+            DeployStatus::Canceled => "canceled",
+            DeployStatus::Superseded => "superseded",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == value)
+    }
+
+    /// Whether the deploy's pipeline is over (`running` counts: the release is done).
+    pub fn is_final(self) -> bool {
+        match self {
+            DeployStatus::Queued | DeployStatus::Building | DeployStatus::Releasing => false,
+            DeployStatus::Running
+            | DeployStatus::Failed
+            | DeployStatus::Canceled
+            | DeployStatus::Superseded => true,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Deploy {
+    pub id: String,
+    pub project_id: String,
+    pub status: DeployStatus,
+    /// What asked for it: `api`, `webhook`, `cli`.
+    pub trigger: String,
+    /// The ref asked for; `None` means the connected branch's head.
+    pub git_ref: Option<String>,
+    pub commit_sha: Option<String>,
+    pub commit_message: Option<String>,
+    pub plan: Option<serde_json::Value>,
+    pub image: Option<String>,
+    pub failed_step: Option<String>,
+    pub error: Option<String>,
+    pub created_at: String,
+    pub building_at: Option<String>,
+    pub releasing_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+/// One stored line of a deploy's log: build output (`log`) or a status change (`status`).
+#[derive(Debug, Clone, Serialize)]
+pub struct LogLine {
+    pub seq: i64,
+    pub at: String,
+    pub kind: String,
+    pub text: String,
+}
+
+impl LogLine {
+    /// The final status this line records, if it is one.
+    pub fn final_status(&self) -> Option<DeployStatus> {
+        if self.kind != "status" {
+            return None;
+        }
+        let word = self.text.split_whitespace().next().unwrap_or_default();
+        DeployStatus::parse(word).filter(|status| status.is_final())
+    }
+}
+
+/// Follows a deploy's log from after `after`: stored lines first, then live ones, ending
+/// after the final status. Lines arrive exactly once and in order.
+pub fn follow(app: &AppState, deploy_id: String, after: i64) -> mpsc::Receiver<LogLine> {
+    let (tx, rx) = mpsc::channel(256);
+    let app = app.clone();
+    tokio::spawn(async move {
+        // Subscribe before reading the store: a line is stored before it is published, so
+        // everything is either in the replay or still to come live.
+        let live = app.deploys.subscribe(&deploy_id);
+        let mut last = after;
+        let replay = logs_after(&app.store, deploy_id.clone(), last)
+            .await
+            .unwrap_or_default();
+        for line in replay {
+            last = line.seq;
+            let done = line.final_status().is_some();
+            if tx.send(line).await.is_err() || done {
+                return;
+            }
+        }
+        let Some(mut live) = live else { return };
+        loop {
+            let lines = match live.recv().await {
+                Ok(line) => vec![line],
+                // Fell behind or the writer finished: catch up from the store.
+                Err(broadcast::error::RecvError::Lagged(_))
+                | Err(broadcast::error::RecvError::Closed) => {
+                    let rest = logs_after(&app.store, deploy_id.clone(), last)
+                        .await
+                        .unwrap_or_default();
+                    if rest.is_empty() {
+                        if app.deploys.subscribe(&deploy_id).is_none() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    rest
+                }
+            };
+            for line in lines {
+                if line.seq <= last {
+                    continue;
+                }
+                last = line.seq;
+                let done = line.final_status().is_some();
+                if tx.send(line).await.is_err() || done {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Live channels and cancel switches of deploys in progress, and the worker's wake-up.
+#[derive(Default)]
+pub struct DeployHub {
+    live: Mutex<HashMap<String, broadcast::Sender<LogLine>>>,
+    cancels: Mutex<HashMap<String, watch::Sender<bool>>>,
+    /// Wakes the worker when a deploy is queued.
+    pub wake: Notify,
+}
+
+impl DeployHub {
+    /// Opens the live channel of a deploy that has not finished.
+    fn open(&self, deploy_id: &str) {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.entry(deploy_id.to_owned())
+            .or_insert_with(|| broadcast::channel(1024).0);
+    }
+
+    /// A receiver of the deploy's future lines, or `None` when it has finished.
+    pub fn subscribe(&self, deploy_id: &str) -> Option<broadcast::Receiver<LogLine>> {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.get(deploy_id).map(broadcast::Sender::subscribe)
+    }
+
+    fn publish(&self, deploy_id: &str, line: LogLine) {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sender) = live.get(deploy_id) {
+            let _ = sender.send(line);
+        }
+    }
+
+    fn close(&self, deploy_id: &str) {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(deploy_id);
+        self.cancels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(deploy_id);
+    }
+
+    /// A switch the pipeline watches; flipped by `cancel`.
+    fn cancel_switch(&self, deploy_id: &str) -> watch::Receiver<bool> {
+        let mut cancels = self.cancels.lock().unwrap_or_else(|p| p.into_inner());
+        cancels
+            .entry(deploy_id.to_owned())
+            .or_insert_with(|| watch::channel(false).0)
+            .subscribe()
+    }
+
+    fn request_cancel(&self, deploy_id: &str) -> bool {
+        let cancels = self.cancels.lock().unwrap_or_else(|p| p.into_inner());
+        match cancels.get(deploy_id) {
+            Some(switch) => {
+                let _ = switch.send(true);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// What the writer task is told, in order.
+enum LogMessage {
+    Line(String),
+    Status {
+        status: DeployStatus,
+        failure: Option<(String, String)>,
+    },
+}
+
+/// The pipeline's handle on its deploy's log. Lines are batched into the store (one
+/// transaction per batch, so a chatty build does not fsync per line), then published.
+#[derive(Clone)]
+pub struct DeployLog {
+    tx: mpsc::UnboundedSender<LogMessage>,
+}
+
+impl DeployLog {
+    pub fn line(&self, text: impl Into<String>) {
+        let _ = self.tx.send(LogMessage::Line(text.into()));
+    }
+
+    pub fn status(&self, status: DeployStatus) {
+        let _ = self.tx.send(LogMessage::Status {
+            status,
+            failure: None,
+        });
+    }
+
+    pub fn failed(&self, step: &str, error: &str) {
+        let _ = self.tx.send(LogMessage::Status {
+            status: DeployStatus::Failed,
+            failure: Some((step.to_owned(), error.to_owned())),
+        });
+    }
+}
+
+const BATCH_LINES: usize = 200;
+const BATCH_WAIT: Duration = Duration::from_millis(150);
+
+/// Starts the writer of one deploy's log; the returned task ends when every `DeployLog`
+/// clone is dropped and all lines are stored.
+pub fn start_log(app: &AppState, deploy_id: &str) -> (DeployLog, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<LogMessage>();
+    let app = app.clone();
+    let deploy_id = deploy_id.to_owned();
+    app.deploys.open(&deploy_id);
+    let task = tokio::spawn(async move {
+        let deploy_for_seq = deploy_id.clone();
+        let mut next_seq = app
+            .store
+            .call(move |c| store::deploys::last_log_seq(c, &deploy_for_seq))
+            .await
+            .unwrap_or(0)
+            + 1;
+        let mut finished = false;
+        loop {
+            let Some(first) = rx.recv().await else { break };
+            let mut batch = vec![first];
+            let deadline = tokio::time::Instant::now() + BATCH_WAIT;
+            while batch.len() < BATCH_LINES {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(message)) => batch.push(message),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let mut lines = Vec::with_capacity(batch.len());
+            let mut statuses = Vec::new();
+            for message in batch {
+                let at = clock::now();
+                let (kind, text) = match message {
+                    LogMessage::Line(text) => ("log", text),
+                    LogMessage::Status { status, failure } => {
+                        finished |= status.is_final();
+                        let text = match &failure {
+                            Some((step, error)) => format!("failed at {step}: {error}"),
+                            None => status.as_str().to_owned(),
+                        };
+                        statuses.push((lines.len(), status, failure, at.clone()));
+                        ("status", text)
+                    }
+                };
+                lines.push(LogLine {
+                    seq: next_seq,
+                    at,
+                    kind: kind.to_owned(),
+                    text,
+                });
+                next_seq += 1;
+            }
+            let stored = lines.clone();
+            let id = deploy_id.clone();
+            let result = app
+                .store
+                .call(move |connection| {
+                    let tx = connection.transaction()?;
+                    store::deploys::append_logs(&tx, &id, &stored)?;
+                    for (_, status, failure, at) in &statuses {
+                        store::deploys::set_status(&tx, &id, *status, at)?;
+                        if let Some((step, error)) = failure {
+                            store::deploys::set_failure(&tx, &id, step, error)?;
+                        }
+                    }
+                    tx.commit()?;
+                    Ok(())
+                })
+                .await;
+            if let Err(err) = result {
+                tracing::error!(deploy = %deploy_id, error = %err, "storing deploy log lines");
+            }
+            for line in lines {
+                app.deploys.publish(&deploy_id, line);
+            }
+        }
+        if finished {
+            app.deploys.close(&deploy_id);
+        }
+    });
+    (DeployLog { tx }, task)
+}
+
+/// Queues a deploy of the project at `git_ref` (or the connected branch's head). A deploy
+/// still queued for the project is superseded by this one.
+pub async fn enqueue(
+    app: &AppState,
+    actor: &Actor,
+    project_id: String,
+    git_ref: Option<String>,
+    trigger: &str,
+) -> Result<Deploy> {
+    let deploy = Deploy {
+        id: ids::new_id("dep"),
+        project_id: project_id.clone(),
+        status: DeployStatus::Queued,
+        trigger: trigger.to_owned(),
+        git_ref,
+        commit_sha: None,
+        commit_message: None,
+        plan: None,
+        image: None,
+        failed_step: None,
+        error: None,
+        created_at: clock::now(),
+        building_at: None,
+        releasing_at: None,
+        finished_at: None,
+    };
+    let actor = actor.clone();
+    let queued = deploy.clone();
+    let superseded = app
+        .store
+        .call(move |connection| {
+            let tx = connection.transaction()?;
+            if store::projects::by_id(&tx, &actor.account_id, &project_id)?.is_none() {
+                return Err(Error::NotFound(format!("project `{project_id}` not found")));
+            }
+            let older =
+                store::deploys::of_project_with_status(&tx, &project_id, &[DeployStatus::Queued])?;
+            let now = clock::now();
+            let mut superseded = Vec::new();
+            for old in older {
+                store::deploys::set_status(&tx, &old.id, DeployStatus::Superseded, &now)?;
+                let seq = store::deploys::last_log_seq(&tx, &old.id)? + 1;
+                let line = LogLine {
+                    seq,
+                    at: now.clone(),
+                    kind: "status".to_owned(),
+                    text: DeployStatus::Superseded.as_str().to_owned(),
+                };
+                store::deploys::append_logs(&tx, &old.id, std::slice::from_ref(&line))?;
+                superseded.push((old.id, line));
+            }
+            store::deploys::insert(&tx, &queued)?;
+            let line = LogLine {
+                seq: 1,
+                at: queued.created_at.clone(),
+                kind: "status".to_owned(),
+                text: DeployStatus::Queued.as_str().to_owned(),
+            };
+            store::deploys::append_logs(&tx, &queued.id, &[line])?;
+            audit::record(&tx, &actor, "deploy.create", Some(&queued.id))?;
+            tx.commit()?;
+            Ok(superseded)
+        })
+        .await?;
+    for (id, line) in superseded {
+        app.deploys.publish(&id, line);
+        app.deploys.close(&id);
+    }
+    app.deploys.open(&deploy.id);
+    app.deploys.wake.notify_one();
+    Ok(deploy)
+}
+
+/// A deploy of one of the actor's projects; another account's answers 404.
+pub async fn get(store: &Store, actor: &Actor, deploy_id: String) -> Result<Deploy> {
+    let account_id = actor.account_id.clone();
+    store
+        .call(move |connection| {
+            let missing = || Error::NotFound(format!("deploy `{deploy_id}` not found"));
+            let deploy = store::deploys::by_id(connection, &deploy_id)?.ok_or_else(missing)?;
+            store::projects::by_id(connection, &account_id, &deploy.project_id)?
+                .ok_or_else(missing)?;
+            Ok(deploy)
+        })
+        .await
+}
+
+pub async fn list(
+    store: &Store,
+    actor: &Actor,
+    project_id: String,
+    page: PageRequest,
+) -> Result<Page<Deploy>> {
+    let account_id = actor.account_id.clone();
+    let rows = store
+        .call(move |connection| {
+            if store::projects::by_id(connection, &account_id, &project_id)?.is_none() {
+                return Err(Error::NotFound(format!("project `{project_id}` not found")));
+            }
+            store::deploys::page(connection, &project_id, page.after, page.limit + 1)
+        })
+        .await?;
+    Ok(page.finish(rows))
+}
+
+/// Cancels a queued or in-progress deploy. A finished deploy answers 409.
+pub async fn cancel(app: &AppState, actor: &Actor, deploy_id: String) -> Result<Deploy> {
+    let deploy = get(&app.store, actor, deploy_id.clone()).await?;
+    if deploy.status.is_final() {
+        return Err(Error::Conflict(format!(
+            "deploy `{deploy_id}` is already {}; only queued, building or releasing deploys can be canceled",
+            deploy.status.as_str()
+        )));
+    }
+    let actor = actor.clone();
+    let id = deploy_id.clone();
+    app.store
+        .call(move |connection| {
+            let tx = connection.transaction()?;
+            audit::record(&tx, &actor, "deploy.cancel", Some(&id))?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await?;
+    if !app.deploys.request_cancel(&deploy_id) {
+        // Not picked up by the worker yet: cancel it in the queue through its own writer.
+        let (log, writer) = start_log(app, &deploy_id);
+        log.status(DeployStatus::Canceled);
+        drop(log);
+        let _ = writer.await;
+    }
+    // Wait briefly for the pipeline to stop so the answer shows the outcome; ownership
+    // was checked above.
+    for _ in 0..100 {
+        let current = get_unscoped(&app.store, deploy_id.clone()).await?;
+        if current.status.is_final() {
+            return Ok(current);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    get_unscoped(&app.store, deploy_id).await
+}
+
+/// A deploy by id without the account check; only for callers that did the check.
+pub(crate) async fn get_unscoped(store: &Store, deploy_id: String) -> Result<Deploy> {
+    store
+        .call(move |connection| {
+            store::deploys::by_id(connection, &deploy_id)?
+                .ok_or_else(|| Error::NotFound(format!("deploy `{deploy_id}` not found")))
+        })
+        .await
+}
+
+/// Stored lines after `after`, for replays.
+pub async fn logs_after(store: &Store, deploy_id: String, after: i64) -> Result<Vec<LogLine>> {
+    store
+        .call(move |connection| store::deploys::logs_after(connection, &deploy_id, after))
+        .await
+}
+
+/// Shared so tests and the worker agree on what a cancel looks like.
+pub type CancelSwitch = watch::Receiver<bool>;
+
+pub(crate) fn cancel_switch(app: &AppState, deploy_id: &str) -> CancelSwitch {
+    app.deploys.cancel_switch(deploy_id)
+}

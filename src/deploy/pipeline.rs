@@ -1,0 +1,738 @@
+//! One deploy from start to end: fetch (git2) ► plan ► build (Docker) ► release (start,
+//! health-check, switch, stop the old release). Every step logs what it does; a failure
+//! records the step and why, and leaves the previous release serving.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use crate::{
+    clock,
+    docker::{BuildRequest, ContainerSpec, Engine},
+    env,
+    error::Error,
+    plan::{self, Builder, PlanOptions, SourcePlan},
+    projects::{Project, ProjectStatus},
+    source::{GitRef, Mirror, RepoLocation},
+    state::AppState,
+    store,
+};
+
+use super::{context, start_log, Deploy, DeployLog, DeployStatus};
+
+/// Why a deploy stopped short of `running`.
+enum Stop {
+    Failed { step: &'static str, message: String },
+    Canceled,
+}
+
+fn failed(step: &'static str) -> impl Fn(Error) -> Stop {
+    move |err| Stop::Failed {
+        step,
+        message: match err {
+            // Internal details (paths, SQL) stay in the server log.
+            Error::Store(_) | Error::Internal(_) => {
+                tracing::error!(step, error = %err, "deploy step failed");
+                format!("internal error during {step}; the server log has the detail")
+            }
+            other => other.to_string(),
+        },
+    }
+}
+
+/// Runs the deploy to its end. Never panics the worker: every outcome is recorded.
+pub async fn run(app: AppState, deploy: Deploy) {
+    let (log, writer) = start_log(&app, &deploy.id);
+    let mut cancel = super::cancel_switch(&app, &deploy.id);
+    let scratch = app.config.builds_dir().join(&deploy.id);
+    let mut started: Vec<String> = Vec::new();
+    let outcome = tokio::select! {
+        outcome = steps(&app, &deploy, &log, &scratch, &mut started) => outcome,
+        _ = cancel.wait_for(|canceled| *canceled) => Err(Stop::Canceled),
+    };
+    if let Err(stop) = &outcome {
+        // The new release never took traffic: remove what it started.
+        remove_deploy_containers(&app, &deploy.id).await;
+        let (status, reason) = match stop {
+            Stop::Canceled => (DeployStatus::Canceled, None),
+            Stop::Failed { step, message } => {
+                (DeployStatus::Failed, Some((*step, message.clone())))
+            }
+        };
+        match reason {
+            Some((step, message)) => {
+                log.line(format!("deploy failed at {step}: {message}"));
+                log.failed(step, &message);
+            }
+            None => {
+                log.line("deploy canceled");
+                log.status(status);
+            }
+        }
+        restore_project_status(&app, &deploy.project_id).await;
+    }
+    drop(started);
+    let _ = tokio::fs::remove_dir_all(&scratch).await;
+    drop(log);
+    let _ = writer.await;
+}
+
+async fn steps(
+    app: &AppState,
+    deploy: &Deploy,
+    log: &DeployLog,
+    scratch: &Path,
+    started: &mut Vec<String>,
+) -> Result<(), Stop> {
+    let project_id = deploy.project_id.clone();
+    let project = app
+        .store
+        .call(move |c| {
+            store::projects::by_id_unscoped(c, &project_id)?
+                .ok_or_else(|| Error::NotFound("the project was deleted".to_owned()))
+        })
+        .await
+        .map_err(failed("fetch"))?;
+    set_project_status(app, &project, ProjectStatus::Building, true).await;
+    log.status(DeployStatus::Building);
+
+    let source_dir = scratch.join("source");
+    fetch(app, deploy, &project, log, &source_dir).await?;
+
+    let source_plan = plan_source(app, &project, log, &source_dir).await?;
+    let plan_json = serde_json::to_string(
+        &super::planning::deploy_plan(app, &project, &source_plan)
+            .await
+            .map_err(failed("plan"))?,
+    )
+    .map_err(|err| failed("plan")(Error::Internal(err.to_string())))?;
+    {
+        let id = deploy.id.clone();
+        let plan_json = plan_json.clone();
+        app.store
+            .call(move |c| store::deploys::set_plan(c, &id, &plan_json))
+            .await
+            .map_err(failed("plan"))?;
+    }
+
+    let image = match source_plan.builder {
+        Builder::Static => {
+            publish_static_site(app, &project, deploy, &source_plan, &source_dir, log).await?;
+            None
+        }
+        Builder::Dockerfile | Builder::Generated => Some(
+            build_image(
+                app,
+                &project,
+                deploy,
+                &source_plan,
+                &plan_json,
+                &source_dir,
+                log,
+            )
+            .await?,
+        ),
+    };
+
+    log.status(DeployStatus::Releasing);
+    let env_snapshot = env::snapshot(app, &project.id)
+        .await
+        .map_err(failed("release"))?;
+    {
+        let sealed = app
+            .secrets
+            .seal(&serde_json::to_vec(&env_snapshot).unwrap_or_default());
+        let id = deploy.id.clone();
+        app.store
+            .call(move |c| store::deploys::set_env(c, &id, &sealed))
+            .await
+            .map_err(failed("release"))?;
+    }
+    if let Some(image) = image {
+        release_containers(
+            app,
+            &project,
+            deploy,
+            &source_plan,
+            &image,
+            env_snapshot,
+            log,
+            started,
+        )
+        .await?;
+    }
+    switch_to(app, &project, deploy, log)
+        .await
+        .map_err(failed("release"))?;
+    Ok(())
+}
+
+async fn fetch(
+    app: &AppState,
+    deploy: &Deploy,
+    project: &Project,
+    log: &DeployLog,
+    source_dir: &Path,
+) -> Result<(), Stop> {
+    let project_id = project.id.clone();
+    let stored = app
+        .store
+        .call(move |c| store::git::get(c, &project_id))
+        .await
+        .map_err(failed("fetch"))?
+        .ok_or_else(|| {
+            failed("fetch")(Error::Invalid(format!(
+                "the project has no git repository; connect one with POST /v1/projects/{}/git",
+                project.id
+            )))
+        })?;
+    let location = RepoLocation::parse(&stored.repo).map_err(failed("fetch"))?;
+    let token = match &stored.access_token {
+        Some(sealed) => Some(app.secrets.open_string(sealed).map_err(failed("fetch"))?),
+        None => None,
+    };
+    let wanted = deploy
+        .git_ref
+        .clone()
+        .unwrap_or_else(|| stored.branch.clone());
+    let git_ref = GitRef::parse(&wanted).map_err(failed("fetch"))?;
+    log.line(format!("fetching {location} ({wanted})"));
+    let mirror_path = app.config.repos_dir().join(format!("{}.git", project.id));
+    let timeout = Duration::from_secs(app.config.deploy.fetch_timeout_secs);
+    let export_to = source_dir.to_owned();
+    let commit = tokio::task::spawn_blocking(move || -> Result<_, Error> {
+        let mirror = Mirror::open_or_init(&mirror_path)?;
+        mirror.fetch(&location, token.as_deref(), timeout)?;
+        let commit = mirror.resolve(&git_ref)?;
+        std::fs::create_dir_all(&export_to)
+            .map_err(|err| Error::Internal(format!("creating {}: {err}", export_to.display())))?;
+        mirror.export(&commit.sha, &export_to)?;
+        Ok(commit)
+    })
+    .await
+    .map_err(|err| failed("fetch")(Error::Internal(err.to_string())))?
+    .map_err(failed("fetch"))?;
+    log.line(format!(
+        "commit {} {}",
+        &commit.sha[..12.min(commit.sha.len())],
+        commit.message
+    ));
+    let id = deploy.id.clone();
+    app.store
+        .call(move |c| store::deploys::set_source(c, &id, &commit.sha, &commit.message))
+        .await
+        .map_err(failed("fetch"))?;
+    Ok(())
+}
+
+async fn plan_source(
+    app: &AppState,
+    project: &Project,
+    log: &DeployLog,
+    source_dir: &Path,
+) -> Result<SourcePlan, Stop> {
+    let tree = source_dir.to_owned();
+    let images = app.config.build.images.clone();
+    let hint = project.runtime;
+    let source_plan = tokio::task::spawn_blocking(move || {
+        plan::plan_tree(
+            &tree,
+            &PlanOptions {
+                runtime_hint: hint,
+                images: &images,
+            },
+        )
+    })
+    .await
+    .map_err(|err| failed("plan")(Error::Internal(err.to_string())))?
+    .map_err(failed("plan"))?;
+    log.line(format!(
+        "plan: runtime {}, builder {}, port {}",
+        source_plan.runtime.as_str(),
+        builder_name(source_plan.builder),
+        source_plan.port
+    ));
+    for warning in &source_plan.warnings {
+        log.line(format!("warning: {warning}"));
+    }
+    Ok(source_plan)
+}
+
+/// Builds the image, or reuses the image of an earlier deploy of the same commit and plan.
+async fn build_image(
+    app: &AppState,
+    project: &Project,
+    deploy: &Deploy,
+    source_plan: &SourcePlan,
+    plan_json: &str,
+    source_dir: &Path,
+    log: &DeployLog,
+) -> Result<String, Stop> {
+    let engine = app.engine().await.map_err(failed("build"))?;
+    let project_id = project.id.clone();
+    let deploy_id = deploy.id.clone();
+    let plan_key = plan_json.to_owned();
+    let reusable = app
+        .store
+        .call(move |c| {
+            let sha = store::deploys::by_id(c, &deploy_id)?
+                .and_then(|d| d.commit_sha)
+                .unwrap_or_default();
+            store::deploys::reusable_image(c, &project_id, &sha, &plan_key)
+        })
+        .await
+        .map_err(failed("build"))?;
+    if let Some(image) = reusable {
+        if engine
+            .image_id(&image)
+            .await
+            .map_err(|e| failed("build")(e.into()))?
+            .is_some()
+        {
+            log.line(format!(
+                "reusing image {image}: same commit and plan as an earlier deploy"
+            ));
+            record_image(app, deploy, &image).await?;
+            return Ok(image);
+        }
+    }
+    let tag = format!("cantila/{}/{}:{}", project.handle, project.name, deploy.id);
+    let generated = match source_plan.builder {
+        Builder::Generated => source_plan.dockerfile.clone(),
+        Builder::Dockerfile | Builder::Static => None,
+    };
+    let dockerfile = if generated.is_some() {
+        context::GENERATED_DOCKERFILE.to_owned()
+    } else {
+        "Dockerfile".to_owned()
+    };
+    let root = source_dir.to_owned();
+    let max_bytes = app.config.deploy.max_context_mb * 1024 * 1024;
+    let built_context = tokio::task::spawn_blocking(move || {
+        context::build_context(&root, generated.as_deref(), max_bytes)
+    })
+    .await
+    .map_err(|err| failed("build")(Error::Internal(err.to_string())))?
+    .map_err(failed("build"))?;
+    log.line(format!(
+        "building {tag} ({} files, {} KiB context, {} excluded by .dockerignore)",
+        built_context.files,
+        built_context.tar.len() / 1024,
+        built_context.excluded
+    ));
+    let labels = HashMap::from([
+        ("cantila.project".to_owned(), project.id.clone()),
+        ("cantila.deploy".to_owned(), deploy.id.clone()),
+        ("cantila.kind".to_owned(), "image".to_owned()),
+    ]);
+    let request = BuildRequest {
+        context_tar: built_context.tar,
+        dockerfile,
+        tag: tag.clone(),
+        labels,
+        memory_bytes: Some(i64::from(app.config.deploy.build_memory_mb) * 1024 * 1024),
+        cpus: Some(app.config.deploy.build_cpus),
+    };
+    let build_log = log.clone();
+    engine
+        .build(request, move |line| build_log.line(line))
+        .await
+        .map_err(|err| Stop::Failed {
+            step: "build",
+            message: err.to_string(),
+        })?;
+    record_image(app, deploy, &tag).await?;
+    Ok(tag)
+}
+
+async fn record_image(app: &AppState, deploy: &Deploy, image: &str) -> Result<(), Stop> {
+    let id = deploy.id.clone();
+    let image = image.to_owned();
+    app.store
+        .call(move |c| store::deploys::set_image(c, &id, &image))
+        .await
+        .map_err(failed("build"))
+}
+
+/// Copies the site's root out of the scratch tree to where the edge serves it from.
+async fn publish_static_site(
+    app: &AppState,
+    project: &Project,
+    deploy: &Deploy,
+    source_plan: &SourcePlan,
+    source_dir: &Path,
+    log: &DeployLog,
+) -> Result<(), Stop> {
+    let root = source_dir.join(source_plan.static_root.as_deref().unwrap_or("."));
+    let target = app.config.sites_dir().join(&project.id).join(&deploy.id);
+    log.line(format!(
+        "publishing the static site from {}",
+        source_plan.static_root.as_deref().unwrap_or(".")
+    ));
+    let copied = tokio::task::spawn_blocking(move || copy_tree(&root, &target))
+        .await
+        .map_err(|err| failed("build")(Error::Internal(err.to_string())))?
+        .map_err(|err| failed("build")(Error::Internal(format!("copying the site: {err}"))))?;
+    log.line(format!("published {copied} files"));
+    Ok(())
+}
+
+/// Copies regular files and directories; symlinks are skipped so a site can never expose
+/// anything outside its tree.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<usize> {
+    let mut copied = 0;
+    let mut pending: Vec<PathBuf> = vec![PathBuf::new()];
+    while let Some(relative) = pending.pop() {
+        std::fs::create_dir_all(to.join(&relative))?;
+        for entry in std::fs::read_dir(from.join(&relative))? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            let child = relative.join(entry.file_name());
+            if kind.is_dir() {
+                pending.push(child);
+            } else if kind.is_file() {
+                std::fs::copy(entry.path(), to.join(&child))?;
+                copied += 1;
+            }
+        }
+    }
+    Ok(copied)
+}
+
+/// Starts the new instances beside the old ones and waits until each passes its health
+/// check. Nothing is switched here.
+#[allow(clippy::too_many_arguments)]
+async fn release_containers(
+    app: &AppState,
+    project: &Project,
+    deploy: &Deploy,
+    source_plan: &SourcePlan,
+    image: &str,
+    env_snapshot: std::collections::BTreeMap<String, String>,
+    log: &DeployLog,
+    started: &mut Vec<String>,
+) -> Result<(), Stop> {
+    let engine = app.engine().await.map_err(failed("release"))?;
+    let network = app.config.deploy.network.clone();
+    engine
+        .ensure_network(&network)
+        .await
+        .map_err(|e| failed("release")(e.into()))?;
+    let mut env: Vec<(String, String)> = env_snapshot.into_iter().collect();
+    env.push(("PORT".to_owned(), source_plan.port.to_string()));
+    let command = source_plan
+        .processes
+        .get("web")
+        .map(|web| vec!["/bin/sh".to_owned(), "-c".to_owned(), web.clone()]);
+    let spec = ContainerSpec {
+        name: format!(
+            "cantila-{}-{}-{}-1",
+            project.handle,
+            project.name,
+            deploy.id.to_ascii_lowercase()
+        ),
+        image: image.to_owned(),
+        command,
+        env,
+        labels: HashMap::from([
+            ("cantila.project".to_owned(), project.id.clone()),
+            ("cantila.deploy".to_owned(), deploy.id.clone()),
+            ("cantila.instance".to_owned(), "1".to_owned()),
+            ("cantila.kind".to_owned(), "web".to_owned()),
+        ]),
+        network: network.clone(),
+        memory_bytes: Some(i64::from(app.config.deploy.instance_memory_mb) * 1024 * 1024),
+        cpus: Some(app.config.deploy.instance_cpus),
+        restart: true,
+    };
+    log.line(format!("starting instance {}", spec.name));
+    let status = engine
+        .start(&spec)
+        .await
+        .map_err(|e| failed("release")(e.into()))?;
+    started.push(status.id.clone());
+    let health = &source_plan.health_check;
+    log.line(format!(
+        "waiting for the app to answer on port {} (health check {} {}, up to {} s)",
+        source_plan.port,
+        health_kind(health.kind),
+        health.path.as_deref().unwrap_or(""),
+        app.config.deploy.health_timeout_secs
+    ));
+    wait_healthy(
+        &engine,
+        &status.id,
+        &network,
+        source_plan,
+        app.config.deploy.health_timeout_secs,
+        log,
+    )
+    .await
+}
+
+/// How long a process without a health check must stay up to count as started.
+const WORKER_SETTLE: Duration = Duration::from_secs(3);
+
+async fn wait_healthy(
+    engine: &Engine,
+    container_id: &str,
+    network: &str,
+    source_plan: &SourcePlan,
+    timeout_secs: u64,
+    log: &DeployLog,
+) -> Result<(), Stop> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_secs);
+    let health = &source_plan.health_check;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(u64::from(health.timeout_secs.max(1))))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|err| failed("release")(Error::Internal(err.to_string())))?;
+    let mut last_problem = String::from("no answer yet");
+    let started = tokio::time::Instant::now();
+    loop {
+        let status = engine
+            .inspect(container_id, network)
+            .await
+            .map_err(|e| failed("release")(e.into()))?;
+        if !status.running && status.exit_code.is_some() {
+            let tail = engine.tail_logs(container_id, 20).await.unwrap_or_default();
+            for line in &tail {
+                log.line(format!("app: {line}"));
+            }
+            return Err(Stop::Failed {
+                step: "release",
+                message: format!(
+                    "the app exited with code {} before answering; its last lines are in the deploy log",
+                    status.exit_code.unwrap_or(-1)
+                ),
+            });
+        }
+        if let Some(ip) = status.ip {
+            let answered = match health.kind {
+                plan::HealthCheckKind::Http => {
+                    let url = format!(
+                        "http://{ip}:{}{}",
+                        source_plan.port,
+                        health.path.as_deref().unwrap_or("/")
+                    );
+                    match client.get(&url).send().await {
+                        Ok(response) if response.status().as_u16() < 500 => {
+                            log.line(format!(
+                                "health check passed: HTTP {}",
+                                response.status().as_u16()
+                            ));
+                            true
+                        }
+                        Ok(response) => {
+                            last_problem = format!("HTTP {}", response.status().as_u16());
+                            false
+                        }
+                        Err(err) => {
+                            last_problem = if err.is_timeout() {
+                                "timed out".to_owned()
+                            } else {
+                                "connection refused".to_owned()
+                            };
+                            false
+                        }
+                    }
+                }
+                // Workers listen on nothing: staying up for a few seconds is the check.
+                plan::HealthCheckKind::None => {
+                    let up = started.elapsed() >= WORKER_SETTLE;
+                    if up {
+                        log.line("the process stayed up: no health check to run");
+                    }
+                    up
+                }
+                plan::HealthCheckKind::Tcp => {
+                    match tokio::time::timeout(
+                        Duration::from_secs(u64::from(health.timeout_secs.max(1))),
+                        tokio::net::TcpStream::connect((ip, source_plan.port)),
+                    )
+                    .await
+                    {
+                        Ok(Ok(_)) => {
+                            log.line("health check passed: port open");
+                            true
+                        }
+                        _ => {
+                            last_problem = "port closed".to_owned();
+                            false
+                        }
+                    }
+                }
+            };
+            if answered {
+                return Ok(());
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let tail = engine.tail_logs(container_id, 20).await.unwrap_or_default();
+            for line in &tail {
+                log.line(format!("app: {line}"));
+            }
+            return Err(Stop::Failed {
+                step: "release",
+                message: format!(
+                    "the app did not answer on port {} within {timeout_secs} s ({last_problem}); the previous release keeps serving",
+                    source_plan.port
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Makes this deploy the project's release: older releases are marked superseded and
+/// their instances stopped.
+async fn switch_to(
+    app: &AppState,
+    project: &Project,
+    deploy: &Deploy,
+    log: &DeployLog,
+) -> Result<(), Error> {
+    let project_id = project.id.clone();
+    let new_id = deploy.id.clone();
+    let previous = app
+        .store
+        .call(move |connection| {
+            let running = store::deploys::of_project_with_status(
+                connection,
+                &project_id,
+                &[DeployStatus::Running],
+            )?;
+            Ok(running
+                .into_iter()
+                .filter(|d| d.id != new_id)
+                .collect::<Vec<_>>())
+        })
+        .await?;
+    log.status(DeployStatus::Running);
+    set_project_status(app, project, ProjectStatus::Running, false).await;
+    for old in previous {
+        let old_id = old.id.clone();
+        app.store
+            .call(move |connection| {
+                let now = clock::now();
+                store::deploys::set_status(connection, &old_id, DeployStatus::Superseded, &now)?;
+                let seq = store::deploys::last_log_seq(connection, &old_id)? + 1;
+                store::deploys::append_logs(
+                    connection,
+                    &old_id,
+                    &[super::LogLine {
+                        seq,
+                        at: now,
+                        kind: "status".to_owned(),
+                        text: "superseded".to_owned(),
+                    }],
+                )
+            })
+            .await?;
+        log.line(format!("stopping the previous release {}", old.id));
+    }
+    if let Ok(engine) = app.engine().await {
+        let grace = Duration::from_secs(app.config.deploy.stop_grace_secs);
+        for container in engine
+            .containers(&[("cantila.project", &project.id)])
+            .await
+            .unwrap_or_default()
+        {
+            if container.labels.get("cantila.deploy") != Some(&deploy.id) {
+                if let Err(err) = engine.stop_and_remove(&container.id, grace).await {
+                    log.line(format!(
+                        "warning: could not remove old instance {}: {err}",
+                        container.name
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes every container labelled with this deploy.
+pub(crate) async fn remove_deploy_containers(app: &AppState, deploy_id: &str) {
+    let Ok(engine) = app.engine().await else {
+        return;
+    };
+    let containers = engine
+        .containers(&[("cantila.deploy", deploy_id)])
+        .await
+        .unwrap_or_default();
+    for container in containers {
+        if let Err(err) = engine
+            .stop_and_remove(&container.id, Duration::from_secs(2))
+            .await
+        {
+            tracing::warn!(container = %container.name, error = %err, "removing a container of a stopped deploy");
+        }
+    }
+}
+
+async fn set_project_status(
+    app: &AppState,
+    project: &Project,
+    status: ProjectStatus,
+    unless_running: bool,
+) {
+    let id = project.id.clone();
+    let result = app
+        .store
+        .call(move |connection| {
+            if unless_running {
+                if let Some(current) = store::projects::by_id_unscoped(connection, &id)? {
+                    if current.status == ProjectStatus::Running {
+                        return Ok(());
+                    }
+                }
+            }
+            store::projects::set_status(connection, &id, status, &clock::now())
+        })
+        .await;
+    if let Err(err) = result {
+        tracing::error!(project = %project.id, error = %err, "updating the project status");
+    }
+}
+
+/// After a failed or canceled deploy: `running` if an earlier release still serves,
+/// else `failed`.
+pub(crate) async fn restore_project_status(app: &AppState, project_id: &str) {
+    let id = project_id.to_owned();
+    let result = app
+        .store
+        .call(move |connection| {
+            let serving =
+                !store::deploys::of_project_with_status(connection, &id, &[DeployStatus::Running])?
+                    .is_empty();
+            let status = if serving {
+                ProjectStatus::Running
+            } else {
+                ProjectStatus::Failed
+            };
+            store::projects::set_status(connection, &id, status, &clock::now())
+        })
+        .await;
+    if let Err(err) = result {
+        tracing::error!(project = %project_id, error = %err, "restoring the project status");
+    }
+}
+
+fn builder_name(builder: Builder) -> &'static str {
+    match builder {
+        Builder::Dockerfile => "dockerfile",
+        Builder::Generated => "generated",
+        Builder::Static => "static",
+    }
+}
+
+fn health_kind(kind: plan::HealthCheckKind) -> &'static str {
+    match kind {
+        plan::HealthCheckKind::Http => "http",
+        plan::HealthCheckKind::Tcp => "tcp",
+        plan::HealthCheckKind::None => "none",
+    }
+}

@@ -1,0 +1,183 @@
+//! Project env vars: set, remove, list (masked), and the snapshot a deploy runs with.
+//! Invariant: values are sealed in the store; secret values never leave the daemon except
+//! into the containers they belong to.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    accounts::Actor,
+    audit, clock,
+    error::{Error, Result},
+    names::{EnvKey, Scope},
+    state::AppState,
+    store::{self, env::StoredVar},
+};
+
+/// The longest value accepted, in bytes.
+const MAX_VALUE_BYTES: usize = 32 * 1024;
+
+/// What to do with one key.
+#[derive(Debug)]
+pub enum EnvChange {
+    Set { value: String, secret: Option<bool> },
+    Remove,
+}
+
+/// One variable as a caller may see it.
+#[derive(Debug, Clone)]
+pub struct EnvVarView {
+    pub key: String,
+    /// `None` when masked (secret, or a read-scope caller).
+    pub value: Option<String>,
+    pub secret: bool,
+    pub updated_at: String,
+    /// Set or changed since the running release was deployed.
+    pub pending: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnvListing {
+    pub vars: Vec<EnvVarView>,
+    /// Keys removed since the running release was deployed.
+    pub pending_removals: Vec<String>,
+}
+
+fn ensure_project(
+    connection: &rusqlite::Connection,
+    actor: &Actor,
+    project_id: &str,
+) -> Result<()> {
+    store::projects::by_id(connection, &actor.account_id, project_id)?
+        .map(|_| ())
+        .ok_or_else(|| Error::NotFound(format!("project `{project_id}` not found")))
+}
+
+pub fn validate_value(key: &EnvKey, value: &str) -> Result<()> {
+    if value.len() > MAX_VALUE_BYTES || value.contains('\0') {
+        return Err(Error::Invalid(format!(
+            "the value of `{}` must be at most 32 KiB and contain no NUL byte",
+            key.as_str()
+        )));
+    }
+    Ok(())
+}
+
+pub async fn list(app: &AppState, actor: &Actor, project_id: String) -> Result<EnvListing> {
+    let actor = actor.clone();
+    let secrets = app.secrets.clone();
+    app.store
+        .call(move |connection| {
+            ensure_project(connection, &actor, &project_id)?;
+            listing(connection, &secrets, &actor, &project_id)
+        })
+        .await
+}
+
+fn listing(
+    connection: &rusqlite::Connection,
+    secrets: &crate::secrets::SecretBox,
+    actor: &Actor,
+    project_id: &str,
+) -> Result<EnvListing> {
+    let stored = store::env::all(connection, project_id)?;
+    let running: Option<BTreeMap<String, String>> =
+        store::deploys::running_env(connection, project_id)?
+            .and_then(|sealed| secrets.open(&sealed).ok())
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let mut vars = Vec::with_capacity(stored.len());
+    let mut current = BTreeMap::new();
+    for var in stored {
+        let value = secrets.open_string(&var.sealed_value)?;
+        let pending = match &running {
+            Some(running) => running.get(&var.key) != Some(&value),
+            None => true,
+        };
+        let visible = actor.scope >= Scope::Deploy && !var.secret;
+        current.insert(var.key.clone(), ());
+        vars.push(EnvVarView {
+            key: var.key,
+            value: visible.then_some(value),
+            secret: var.secret,
+            updated_at: var.updated_at,
+            pending,
+        });
+    }
+    let pending_removals = running
+        .map(|running| {
+            running
+                .into_keys()
+                .filter(|key| !current.contains_key(key))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(EnvListing {
+        vars,
+        pending_removals,
+    })
+}
+
+/// Applies the changes in one transaction; they take effect on the next deploy.
+pub async fn set(
+    app: &AppState,
+    actor: &Actor,
+    project_id: String,
+    changes: BTreeMap<EnvKey, EnvChange>,
+) -> Result<EnvListing> {
+    for (key, change) in &changes {
+        if let EnvChange::Set { value, .. } = change {
+            validate_value(key, value)?;
+        }
+    }
+    let actor = actor.clone();
+    let secrets = app.secrets.clone();
+    app.store
+        .call(move |connection| {
+            let tx = connection.transaction()?;
+            ensure_project(&tx, &actor, &project_id)?;
+            let now = clock::now();
+            for (key, change) in changes {
+                match change {
+                    EnvChange::Set { value, secret } => {
+                        let secret = secret.unwrap_or_else(|| key.looks_secret());
+                        store::env::upsert(
+                            &tx,
+                            &project_id,
+                            &StoredVar {
+                                key: key.as_str().to_owned(),
+                                sealed_value: secrets.seal_str(&value),
+                                secret,
+                                updated_at: now.clone(),
+                            },
+                        )?;
+                    }
+                    EnvChange::Remove => {
+                        store::env::delete(&tx, &project_id, key.as_str())?;
+                    }
+                }
+                audit::record(
+                    &tx,
+                    &actor,
+                    "env.set",
+                    Some(&format!("{project_id}:{}", key.as_str())),
+                )?;
+            }
+            let listing = listing(&tx, &secrets, &actor, &project_id)?;
+            tx.commit()?;
+            Ok(listing)
+        })
+        .await
+}
+
+/// The values a deploy starts its instances with.
+pub async fn snapshot(app: &AppState, project_id: &str) -> Result<BTreeMap<String, String>> {
+    let project_id = project_id.to_owned();
+    let secrets = app.secrets.clone();
+    app.store
+        .call(move |connection| {
+            store::env::all(connection, &project_id)?
+                .into_iter()
+                .map(|var| Ok((var.key, secrets.open_string(&var.sealed_value)?)))
+                .collect()
+        })
+        .await
+}

@@ -1,0 +1,228 @@
+//! SQL for deploys and their stored log lines.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::{
+    deploy::{Deploy, DeployStatus, LogLine},
+    error::Result,
+};
+
+const COLUMNS: &str = "seq, id, project_id, status, trigger, git_ref, commit_sha, commit_message, plan, image, failed_step, error, created_at, building_at, releasing_at, finished_at";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Deploy)> {
+    let status: String = row.get(3)?;
+    let plan: Option<String> = row.get(8)?;
+    Ok((
+        row.get(0)?,
+        Deploy {
+            id: row.get(1)?,
+            project_id: row.get(2)?,
+            status: DeployStatus::parse(&status).unwrap_or(DeployStatus::Failed),
+            trigger: row.get(4)?,
+            git_ref: row.get(5)?,
+            commit_sha: row.get(6)?,
+            commit_message: row.get(7)?,
+            plan: plan.and_then(|text| serde_json::from_str(&text).ok()),
+            image: row.get(9)?,
+            failed_step: row.get(10)?,
+            error: row.get(11)?,
+            created_at: row.get(12)?,
+            building_at: row.get(13)?,
+            releasing_at: row.get(14)?,
+            finished_at: row.get(15)?,
+        },
+    ))
+}
+
+pub fn insert(connection: &Connection, deploy: &Deploy) -> Result<()> {
+    connection.execute(
+        "INSERT INTO deploys (id, project_id, status, trigger, git_ref, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            deploy.id,
+            deploy.project_id,
+            deploy.status.as_str(),
+            deploy.trigger,
+            deploy.git_ref,
+            deploy.created_at
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn by_id(connection: &Connection, id: &str) -> Result<Option<Deploy>> {
+    Ok(connection
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM deploys WHERE id = ?1"),
+            [id],
+            from_row,
+        )
+        .optional()?
+        .map(|(_, deploy)| deploy))
+}
+
+/// Newest first, strictly older than `before` when given.
+pub fn page(
+    connection: &Connection,
+    project_id: &str,
+    before: Option<i64>,
+    limit: u32,
+) -> Result<Vec<(i64, Deploy)>> {
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM deploys WHERE project_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+    ))?;
+    let rows = statement
+        .query_map(
+            params![project_id, before.unwrap_or(i64::MAX), limit],
+            from_row,
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+pub fn with_status(connection: &Connection, statuses: &[DeployStatus]) -> Result<Vec<Deploy>> {
+    let mut found = Vec::new();
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM deploys WHERE status = ?1 ORDER BY seq"
+    ))?;
+    for status in statuses {
+        let rows = statement
+            .query_map([status.as_str()], from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        found.extend(rows.into_iter().map(|(_, deploy)| deploy));
+    }
+    Ok(found)
+}
+
+/// The project's deploys in the given statuses, oldest first.
+pub fn of_project_with_status(
+    connection: &Connection,
+    project_id: &str,
+    statuses: &[DeployStatus],
+) -> Result<Vec<Deploy>> {
+    Ok(with_status(connection, statuses)?
+        .into_iter()
+        .filter(|deploy| deploy.project_id == project_id)
+        .collect())
+}
+
+pub fn set_status(connection: &Connection, id: &str, status: DeployStatus, at: &str) -> Result<()> {
+    let column = match status {
+        DeployStatus::Building => "building_at",
+        DeployStatus::Releasing => "releasing_at",
+        DeployStatus::Queued => "created_at",
+        DeployStatus::Running
+        | DeployStatus::Failed
+        | DeployStatus::Canceled
+        | DeployStatus::Superseded => "finished_at",
+    };
+    connection.execute(
+        &format!("UPDATE deploys SET status = ?2, {column} = COALESCE({column}, ?3) WHERE id = ?1"),
+        params![id, status.as_str(), at],
+    )?;
+    Ok(())
+}
+
+pub fn set_failure(connection: &Connection, id: &str, step: &str, error: &str) -> Result<()> {
+    connection.execute(
+        "UPDATE deploys SET failed_step = ?2, error = ?3 WHERE id = ?1",
+        params![id, step, error],
+    )?;
+    Ok(())
+}
+
+pub fn set_source(connection: &Connection, id: &str, sha: &str, message: &str) -> Result<()> {
+    connection.execute(
+        "UPDATE deploys SET commit_sha = ?2, commit_message = ?3 WHERE id = ?1",
+        params![id, sha, message],
+    )?;
+    Ok(())
+}
+
+pub fn set_plan(connection: &Connection, id: &str, plan: &str) -> Result<()> {
+    connection.execute(
+        "UPDATE deploys SET plan = ?2 WHERE id = ?1",
+        params![id, plan],
+    )?;
+    Ok(())
+}
+
+pub fn set_image(connection: &Connection, id: &str, image: &str) -> Result<()> {
+    connection.execute(
+        "UPDATE deploys SET image = ?2 WHERE id = ?1",
+        params![id, image],
+    )?;
+    Ok(())
+}
+
+pub fn set_env(connection: &Connection, id: &str, sealed: &[u8]) -> Result<()> {
+    connection.execute(
+        "UPDATE deploys SET env = ?2 WHERE id = ?1",
+        params![id, sealed],
+    )?;
+    Ok(())
+}
+
+/// The sealed env snapshot of the project's running deploy, if any.
+pub fn running_env(connection: &Connection, project_id: &str) -> Result<Option<Vec<u8>>> {
+    Ok(connection
+        .query_row(
+            "SELECT env FROM deploys WHERE project_id = ?1 AND status = 'running' ORDER BY seq DESC LIMIT 1",
+            [project_id],
+            |row| row.get::<_, Option<Vec<u8>>>(0),
+        )
+        .optional()?
+        .flatten())
+}
+
+/// A finished deploy of the same commit and plan whose image can be reused.
+pub fn reusable_image(
+    connection: &Connection,
+    project_id: &str,
+    commit_sha: &str,
+    plan: &str,
+) -> Result<Option<String>> {
+    Ok(connection
+        .query_row(
+            "SELECT image FROM deploys WHERE project_id = ?1 AND commit_sha = ?2 AND plan = ?3
+             AND image IS NOT NULL AND status IN ('running', 'superseded') ORDER BY seq DESC LIMIT 1",
+            params![project_id, commit_sha, plan],
+            |row| row.get(0),
+        )
+        .optional()?)
+}
+
+pub fn append_logs(connection: &Connection, deploy_id: &str, lines: &[LogLine]) -> Result<()> {
+    let mut statement = connection.prepare_cached(
+        "INSERT INTO deploy_logs (deploy_id, seq, at, kind, line) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for line in lines {
+        statement.execute(params![deploy_id, line.seq, line.at, line.kind, line.text])?;
+    }
+    Ok(())
+}
+
+/// Stored lines with `seq` greater than `after`, in order.
+pub fn logs_after(connection: &Connection, deploy_id: &str, after: i64) -> Result<Vec<LogLine>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT seq, at, kind, line FROM deploy_logs WHERE deploy_id = ?1 AND seq > ?2 ORDER BY seq",
+    )?;
+    let lines = statement
+        .query_map(params![deploy_id, after], |row| {
+            Ok(LogLine {
+                seq: row.get(0)?,
+                at: row.get(1)?,
+                kind: row.get(2)?,
+                text: row.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(lines)
+}
+
+pub fn last_log_seq(connection: &Connection, deploy_id: &str) -> Result<i64> {
+    Ok(connection.query_row(
+        "SELECT COALESCE(MAX(seq), 0) FROM deploy_logs WHERE deploy_id = ?1",
+        [deploy_id],
+        |row| row.get(0),
+    )?)
+}

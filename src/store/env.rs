@@ -1,0 +1,47 @@
+//! SQL for project env vars. Values are stored sealed (see `secrets`).
+
+use rusqlite::{params, Connection};
+
+use crate::error::Result;
+
+/// One stored variable: key, sealed value, secret flag, last update.
+#[derive(Debug, Clone)]
+pub struct StoredVar {
+    pub key: String,
+    pub sealed_value: Vec<u8>,
+    pub secret: bool,
+    pub updated_at: String,
+}
+
+pub fn all(connection: &Connection, project_id: &str) -> Result<Vec<StoredVar>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT key, value, secret, updated_at FROM env_vars WHERE project_id = ?1 ORDER BY key",
+    )?;
+    let vars = statement
+        .query_map([project_id], |row| {
+            Ok(StoredVar {
+                key: row.get(0)?,
+                sealed_value: row.get(1)?,
+                secret: row.get(2)?,
+                updated_at: row.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(vars)
+}
+
+pub fn upsert(connection: &Connection, project_id: &str, var: &StoredVar) -> Result<()> {
+    connection.execute(
+        "INSERT INTO env_vars (project_id, key, value, secret, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (project_id, key) DO UPDATE SET value = excluded.value, secret = excluded.secret, updated_at = excluded.updated_at",
+        params![project_id, var.key, var.sealed_value, var.secret, var.updated_at],
+    )?;
+    Ok(())
+}
+
+pub fn delete(connection: &Connection, project_id: &str, key: &str) -> Result<bool> {
+    Ok(connection.execute(
+        "DELETE FROM env_vars WHERE project_id = ?1 AND key = ?2",
+        params![project_id, key],
+    )? > 0)
+}
