@@ -240,3 +240,83 @@ async fn the_client_falls_back_to_the_admin_token_file_and_explains_failures() {
     .await;
     assert!(stderr(&out).contains("cannot reach"), "{}", stderr(&out));
 }
+
+#[tokio::test]
+async fn deploy_commands_connect_deploy_follow_and_list() {
+    let daemon = TestDaemon::start().await;
+    let url = format!("http://{}", daemon.api);
+    let env = || {
+        vec![
+            ("CANTILA_URL", url.clone()),
+            ("CANTILA_TOKEN", daemon.admin_token.clone()),
+        ]
+    };
+    let files = crate::deploys::busybox_app("from the cli\n");
+    let borrowed: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    let repo = crate::deploys::Repo::new(&borrowed);
+    let repo_path = repo.path().display().to_string();
+
+    let out = cantila(args(&["projects", "create", "clidemo"]), env()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cantila(
+        args(&["git", "connect", "clidemo", &repo_path, "--branch", "main"]),
+        env(),
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("whsec_"),
+        "the secret is shown once: {}",
+        stdout(&out)
+    );
+
+    let out = cantila(args(&["plan", "clidemo", "--json"]), env()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["builder"], "dockerfile");
+
+    let out = cantila(args(&["env", "set", "clidemo", "GREETING=hej"]), env()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("next deploy"), "{}", stdout(&out));
+
+    let out = cantila(args(&["deploy", "clidemo", "--follow"]), env()).await;
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("Step 1/"),
+        "the build log is shown: {}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains("==> running"),
+        "progress is shown: {}",
+        stderr(&out)
+    );
+
+    let out = cantila(args(&["deploys", "clidemo"]), env()).await;
+    let table = stdout(&out);
+    assert!(
+        table.starts_with("ID") && table.contains("running"),
+        "{table}"
+    );
+    let out = cantila(args(&["env", "list", "clidemo"]), env()).await;
+    assert!(
+        stdout(&out).contains("GREETING") && !stdout(&out).contains("next deploy"),
+        "{}",
+        stdout(&out)
+    );
+
+    // A failing deploy exits non-zero with the outcome.
+    repo.commit(
+        &[("Dockerfile", "FROM busybox:latest\nRUN exit 9\n")],
+        "broken",
+    );
+    let out = cantila(args(&["deploy", "clidemo", "--follow"]), env()).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("failed"), "{}", stderr(&out));
+    let project = daemon
+        .get("/v1/projects/by-handle/admin/clidemo", &daemon.admin_token)
+        .await
+        .expect(200)
+        .body;
+    crate::deploys::cleanup(project["id"].as_str().unwrap()).await;
+}

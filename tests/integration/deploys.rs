@@ -479,6 +479,30 @@ async fn deploy_stream_sends_the_log_as_server_sent_events_and_replays() {
         3,
         "two lines and done: {resumed}"
     );
+
+    // A redeploy of the same commit with the same plan reuses the image.
+    let first = daemon
+        .get(&format!("/v1/deploys/{deploy_id}"), &daemon.admin_token)
+        .await
+        .expect(200)
+        .body;
+    let again = daemon.deploy(&project_id, None).await;
+    assert_eq!(again["status"], "running", "{again}");
+    assert_eq!(again["image"], first["image"], "the same image is reused");
+    let log = daemon
+        .request(
+            reqwest::Method::GET,
+            &format!("/v1/deploys/{}/events", again["id"].as_str().unwrap()),
+        )
+        .bearer_auth(&daemon.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(log.contains("reusing image"), "{log}");
+    assert!(!log.contains("Step 1/"), "nothing was rebuilt: {log}");
     cleanup(&project_id).await;
 }
 
