@@ -4,10 +4,12 @@
 use crate::{
     accounts::Actor,
     audit, clock,
+    deploy::DeployStatus,
     error::{Error, Result},
     ids,
     names::{Handle, ProjectName, Runtime},
     pagination::{Page, PageRequest},
+    state::AppState,
     store::{self, Store},
 };
 
@@ -176,9 +178,28 @@ pub async fn update(
         .await
 }
 
-pub async fn delete(store: &Store, actor: &Actor, id: String) -> Result<()> {
+/// Deletes the project and everything attached to it: deploys in progress are canceled,
+/// its rows go, and in the background its containers, published site and git mirror are
+/// removed.
+pub async fn delete(app: &AppState, actor: &Actor, id: String) -> Result<()> {
     let actor = actor.clone();
-    store
+    let project_id = id.clone();
+    let active = app
+        .store
+        .call(move |connection| {
+            store::deploys::of_project_with_status(
+                connection,
+                &project_id,
+                &[
+                    DeployStatus::Queued,
+                    DeployStatus::Building,
+                    DeployStatus::Releasing,
+                ],
+            )
+        })
+        .await?;
+    let project_id = id.clone();
+    app.store
         .call(move |connection| {
             let tx = connection.transaction()?;
             if !store::projects::delete(&tx, &actor.account_id, &id)? {
@@ -188,5 +209,22 @@ pub async fn delete(store: &Store, actor: &Actor, id: String) -> Result<()> {
             tx.commit()?;
             Ok(())
         })
-        .await
+        .await?;
+    for deploy in active {
+        crate::deploy::request_cancel(app, &deploy.id);
+    }
+    let app = app.clone();
+    tokio::spawn(async move {
+        crate::deploy::pipeline::remove_project_containers(&app, &project_id).await;
+        let sites = app.config.sites_dir().join(&project_id);
+        let mirror = app.config.repos_dir().join(format!("{project_id}.git"));
+        for dir in [sites, mirror] {
+            if let Err(err) = tokio::fs::remove_dir_all(&dir).await {
+                if err.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(dir = %dir.display(), error = %err, "removing a deleted project's files");
+                }
+            }
+        }
+    });
+    Ok(())
 }

@@ -215,7 +215,7 @@ async fn delete(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    projects::delete(&app.store, &auth.actor, id).await?;
+    projects::delete(&app, &auth.actor, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -515,6 +515,11 @@ pub async fn logs_after(store: &Store, deploy_id: String, after: i64) -> Result<
         .await
 }
 
+/// Asks a running pipeline to stop; a no-op for deploys not in progress here.
+pub(crate) fn request_cancel(app: &AppState, deploy_id: &str) {
+    app.deploys.request_cancel(deploy_id);
+}
+
 /// Shared so tests and the worker agree on what a cancel looks like.
 pub type CancelSwitch = watch::Receiver<bool>;
 

@@ -673,6 +673,23 @@ pub(crate) async fn remove_deploy_containers(app: &AppState, deploy_id: &str) {
     }
 }
 
+/// Removes every container of a project (on project deletion).
+pub(crate) async fn remove_project_containers(app: &AppState, project_id: &str) {
+    let Ok(engine) = app.engine().await else {
+        return;
+    };
+    let grace = Duration::from_secs(app.config.deploy.stop_grace_secs);
+    let containers = engine
+        .containers(&[("cantila.project", project_id)])
+        .await
+        .unwrap_or_default();
+    for container in containers {
+        if let Err(err) = engine.stop_and_remove(&container.id, grace).await {
+            tracing::warn!(container = %container.name, error = %err, "removing a deleted project's container");
+        }
+    }
+}
+
 async fn set_project_status(
     app: &AppState,
     project: &Project,

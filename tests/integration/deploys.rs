@@ -696,7 +696,38 @@ async fn env_vars_are_masked_pending_and_reach_the_app() {
         .expect(200)
         .body;
     assert_eq!(changed["pending"], json!(["GREETING"]));
-    cleanup(&project_id).await;
+
+    // Deleting the project removes its instances and its mirror.
+    daemon
+        .delete(&format!("/v1/projects/{project_id}"), &daemon.admin_token)
+        .await
+        .expect(204);
+    let engine = Engine::connect().await.unwrap();
+    let mut gone = false;
+    for _ in 0..150 {
+        if engine
+            .containers(&[("cantila.project", &project_id)])
+            .await
+            .unwrap()
+            .is_empty()
+        {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the deleted project's containers are removed");
+    let mirror = daemon
+        .data_dir()
+        .join("repos")
+        .join(format!("{project_id}.git"));
+    for _ in 0..50 {
+        if !mirror.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!mirror.exists(), "the mirror is removed");
 }
 
 #[tokio::test]
