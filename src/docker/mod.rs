@@ -101,6 +101,8 @@ pub struct ContainerSummary {
     pub labels: HashMap<String, String>,
     /// Docker's state word: `created`, `running`, `exited`, ...
     pub state: String,
+    /// The container's address on each network it is attached to.
+    pub addresses: HashMap<String, IpAddr>,
 }
 
 /// What `inspect` tells about one container.
@@ -435,6 +437,16 @@ impl Engine {
                     .state
                     .map(|state| state.to_string())
                     .unwrap_or_default(),
+                addresses: container
+                    .network_settings
+                    .and_then(|settings| settings.networks)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|(network, endpoint)| {
+                        let ip = endpoint.ip_address?.parse().ok()?;
+                        Some((network, ip))
+                    })
+                    .collect(),
             })
             .collect())
     }

@@ -172,3 +172,14 @@ pub fn by_id_unscoped(connection: &Connection, id: &str) -> Result<Option<Projec
         .optional()?
         .map(|(_, project)| project))
 }
+
+/// Every project of every account; for building the edge's route table.
+pub fn all(connection: &Connection) -> Result<Vec<Project>> {
+    let mut statement =
+        connection.prepare_cached(&format!("SELECT {COLUMNS} FROM {FROM} ORDER BY p.seq"))?;
+    let rows = statement
+        .query_map([], from_row)?
+        .map(|row| row.map(|(_, project)| project))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}

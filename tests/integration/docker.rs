@@ -104,6 +104,7 @@ async fn builds_runs_reaches_and_removes_a_container() {
     let listed = engine.containers(&[("cantila.test", &name)]).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].state, "running");
+    assert_eq!(listed[0].addresses.get(network), Some(&ip));
 
     engine
         .stop_and_remove(&status.id, Duration::from_secs(2))
