@@ -479,12 +479,36 @@ pub async fn cancel(app: &AppState, actor: &Actor, deploy_id: String) -> Result<
             Ok(())
         })
         .await?;
-    if !app.deploys.request_cancel(&deploy_id) {
-        // Not picked up by the worker yet: cancel it in the queue through its own writer.
-        let (log, writer) = start_log(app, &deploy_id);
-        log.status(DeployStatus::Canceled);
-        drop(log);
-        let _ = writer.await;
+    // A queued deploy is canceled in the store, atomically against the worker claiming
+    // it; one already claimed is stopped through its pipeline's switch.
+    let id = deploy_id.clone();
+    let canceled_in_queue = app
+        .store
+        .call(move |connection| {
+            let tx = connection.transaction()?;
+            let now = clock::now();
+            if !store::deploys::claim_queued(&tx, &id, DeployStatus::Canceled, &now)? {
+                return Ok(None);
+            }
+            let line = LogLine {
+                seq: store::deploys::last_log_seq(&tx, &id)? + 1,
+                at: now,
+                kind: "status".to_owned(),
+                text: DeployStatus::Canceled.as_str().to_owned(),
+            };
+            store::deploys::append_logs(&tx, &id, std::slice::from_ref(&line))?;
+            tx.commit()?;
+            Ok(Some(line))
+        })
+        .await?;
+    match canceled_in_queue {
+        Some(line) => {
+            app.deploys.publish(&deploy_id, line);
+            app.deploys.close(&deploy_id);
+        }
+        None => {
+            app.deploys.request_cancel(&deploy_id);
+        }
     }
     // Wait briefly for the pipeline to stop so the answer shows the outcome; ownership
     // was checked above.
@@ -525,4 +549,13 @@ pub type CancelSwitch = watch::Receiver<bool>;
 
 pub(crate) fn cancel_switch(app: &AppState, deploy_id: &str) -> CancelSwitch {
     app.deploys.cancel_switch(deploy_id)
+}
+
+/// Gives up a switch taken for a deploy the worker did not get to run.
+pub(crate) fn release_switch(app: &AppState, deploy_id: &str) {
+    app.deploys
+        .cancels
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(deploy_id);
 }

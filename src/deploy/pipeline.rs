@@ -43,9 +43,10 @@ fn failed(step: &'static str) -> impl Fn(Error) -> Stop {
 }
 
 /// Runs the deploy to its end. Never panics the worker: every outcome is recorded.
-pub async fn run(app: AppState, deploy: Deploy) {
+/// The deploy was claimed (`queued → building`) by the worker; `cancel` flips when a
+/// cancel is requested.
+pub async fn run(app: AppState, deploy: Deploy, mut cancel: super::CancelSwitch) {
     let (log, writer) = start_log(&app, &deploy.id);
-    let mut cancel = super::cancel_switch(&app, &deploy.id);
     let scratch = app.config.builds_dir().join(&deploy.id);
     let mut started: Vec<String> = Vec::new();
     let outcome = tokio::select! {

@@ -11,7 +11,7 @@ use std::{
 
 use tokio::sync::Semaphore;
 
-use crate::{state::AppState, store};
+use crate::{clock, state::AppState, store};
 
 use super::{pipeline, start_log, DeployStatus};
 
@@ -44,13 +44,30 @@ pub async fn run(app: AppState, stopped: impl Future<Output = ()>) {
             tokio::spawn(async move {
                 let project_id = deploy.project_id.clone();
                 if let Ok(_permit) = permits.acquire().await {
-                    // Re-read: it may have been canceled or superseded while waiting.
+                    // The switch exists before the claim, so a cancel that loses the race
+                    // to the claim still reaches the pipeline.
+                    let cancel = super::cancel_switch(&app, &deploy.id);
                     let id = deploy.id.clone();
-                    let current = app.store.call(move |c| store::deploys::by_id(c, &id)).await;
-                    if let Ok(Some(current)) = current {
-                        if current.status == DeployStatus::Queued {
-                            tracing::info!(deploy = %current.id, project = %project_id, "deploy started");
-                            pipeline::run(app.clone(), current).await;
+                    let claimed = app
+                        .store
+                        .call(move |c| {
+                            store::deploys::claim_queued(
+                                c,
+                                &id,
+                                DeployStatus::Building,
+                                &clock::now(),
+                            )
+                        })
+                        .await;
+                    match claimed {
+                        Ok(true) => {
+                            tracing::info!(deploy = %deploy.id, project = %project_id, "deploy started");
+                            pipeline::run(app.clone(), deploy, cancel).await;
+                        }
+                        Ok(false) => super::release_switch(&app, &deploy.id),
+                        Err(err) => {
+                            super::release_switch(&app, &deploy.id);
+                            tracing::error!(deploy = %deploy.id, error = %err, "claiming a queued deploy");
                         }
                     }
                 }

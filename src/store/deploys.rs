@@ -122,6 +122,25 @@ pub fn set_status(connection: &Connection, id: &str, status: DeployStatus, at: &
     Ok(())
 }
 
+/// Moves a deploy from `queued` to `to` if it is still queued; false when another party
+/// (the worker, a cancel, a newer deploy) got there first.
+pub fn claim_queued(connection: &Connection, id: &str, to: DeployStatus, at: &str) -> Result<bool> {
+    let column = match to {
+        DeployStatus::Building => "building_at",
+        DeployStatus::Queued | DeployStatus::Releasing => "releasing_at",
+        DeployStatus::Running
+        | DeployStatus::Failed
+        | DeployStatus::Canceled
+        | DeployStatus::Superseded => "finished_at",
+    };
+    Ok(connection.execute(
+        &format!(
+            "UPDATE deploys SET status = ?2, {column} = ?3 WHERE id = ?1 AND status = 'queued'"
+        ),
+        params![id, to.as_str(), at],
+    )? > 0)
+}
+
 pub fn set_failure(connection: &Connection, id: &str, step: &str, error: &str) -> Result<()> {
     connection.execute(
         "UPDATE deploys SET failed_step = ?2, error = ?3 WHERE id = ?1",
