@@ -372,13 +372,17 @@ fn alpn_challenge_certificate(host: &str, digest: &[u8]) -> Result<Arc<Certified
     params.custom_extensions = vec![CustomExtension::new_acme_identifier(digest)];
     let certificate = params.self_signed(&key).map_err(|err| err.to_string())?;
     let private_key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    CertifiedKey::from_der(
+    // Not `CertifiedKey::from_der`: its key check parses the certificate with webpki,
+    // which refuses the critical acmeIdentifier extension. The key was made just above
+    // for this certificate, so there is nothing to check.
+    let signing_key = crypto_provider()
+        .key_provider
+        .load_private_key(private_key)
+        .map_err(|err| err.to_string())?;
+    Ok(Arc::new(CertifiedKey::new(
         vec![certificate.der().clone()],
-        private_key,
-        &crypto_provider(),
-    )
-    .map(Arc::new)
-    .map_err(|err| err.to_string())
+        signing_key,
+    )))
 }
 
 /// Reads the account key, or makes one (ECDSA P-256, PKCS#8, 0600) on first use.
@@ -507,6 +511,28 @@ mod tests {
             assert_eq!(http01.key_authorization("other"), None);
         }
         assert_eq!(http01.key_authorization("tok"), None);
+    }
+
+    #[test]
+    fn the_tls_alpn_certificate_carries_the_digest_in_a_critical_extension() {
+        let digest = [7u8; 32];
+        let certificate = alpn_challenge_certificate("alpn.example.com", &digest).unwrap();
+        let (_, parsed) = x509_parser::parse_x509_certificate(&certificate.cert[0]).unwrap();
+        let acme_identifier = parsed
+            .extensions()
+            .iter()
+            .find(|extension| extension.oid.to_id_string() == "1.3.6.1.5.5.7.1.31")
+            .expect("the acmeIdentifier extension");
+        assert!(acme_identifier.critical);
+        // DER: an OCTET STRING (0x04) of 32 bytes holding the digest.
+        assert_eq!(acme_identifier.value[..2], [0x04, 32]);
+        assert_eq!(acme_identifier.value[2..], digest);
+        let names = parsed.subject_alternative_name().unwrap().unwrap();
+        assert_eq!(names.value.general_names.len(), 1);
+        assert_eq!(
+            names.value.general_names[0].to_string(),
+            "DNSName(alpn.example.com)"
+        );
     }
 
     #[test]
