@@ -10,6 +10,12 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 step "Docker engine"
 scripts/ensure-docker.sh
 
+step "pebble (Let's Encrypt's test CA, for the ACME tests)"
+if ! command -v pebble >/dev/null || ! command -v pebble-challtestsrv >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y pebble || { apt-get update && apt-get install -y pebble; }
+fi
+
 step "local base images (busybox, node:22-slim, python:3.12-slim)"
 scripts/base-images.sh
 

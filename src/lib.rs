@@ -24,6 +24,7 @@ pub mod secrets;
 pub mod source;
 pub mod state;
 pub mod store;
+pub mod tls;
 
 use std::{future::Future, net::SocketAddr};
 
