@@ -35,6 +35,8 @@ pub struct Config {
     pub deploy: DeployConfig,
     /// What generated Dockerfiles build from.
     pub build: BuildConfig,
+    /// Where the edge's certificates come from.
+    pub tls: crate::tls::TlsConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -130,6 +132,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             deploy: DeployConfig::default(),
             build: BuildConfig::default(),
+            tls: crate::tls::TlsConfig::default(),
         }
     }
 }
@@ -229,6 +232,9 @@ impl Config {
                 self.api.max_page_size
             )));
         }
+        self.tls
+            .validate()
+            .map_err(|err| ConfigError::Invalid(format!("tls: {err}")))?;
         self.build
             .images
             .validate()

@@ -11,3 +11,4 @@ mod deploys;
 mod docker;
 mod lifecycle;
 mod openapi;
+mod tls_acme;

@@ -71,6 +71,8 @@ pub fn test_config(dir: &Path) -> Config {
         ..Config::default()
     };
     config.api.auth_failures_per_minute = 10_000;
+    // Tests never contact a public CA; the TLS tests point ACME at pebble themselves.
+    config.tls.mode = cantila::tls::TlsMode::Off;
     config
 }
 
