@@ -253,7 +253,10 @@ fn resolve(
             Found::File(path, walked) => open_found(path, &walked, StatusCode::OK)?,
             _ => None,
         },
-        Found::File(..) | Found::Missing | Found::Refused => None,
+        // A symlink or special file is answered as absent, never with the SPA's page, so
+        // the refusal looks the same whatever the link points at.
+        Found::Refused => return not_found_page(root),
+        Found::File(..) | Found::Missing => None,
     };
     if let Some(file) = found {
         return Ok(Resolved::File(file));
@@ -266,6 +269,11 @@ fn resolve(
             }
         }
     }
+    not_found_page(root)
+}
+
+/// The site's own `404.html` if it has one, else the edge's page.
+fn not_found_page(root: &Path) -> io::Result<Resolved> {
     if let Found::File(path, walked) = walk(root, &["404.html".to_owned()]) {
         if let Some(file) = open_found(path, &walked, StatusCode::NOT_FOUND)? {
             return Ok(Resolved::File(file));

@@ -9,5 +9,6 @@ mod api_tokens;
 mod cli;
 mod deploys;
 mod docker;
+mod edge;
 mod lifecycle;
 mod openapi;
