@@ -9,8 +9,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::{bail, Context};
 use cantila::edge::{
-    serve_http, Edge, EdgeConfig, EdgeMetrics, NoChallenges, Route, RouteTable, RouteTarget,
-    Routes,
+    serve_http, Edge, EdgeConfig, EdgeMetrics, NoChallenges, Route, RouteTable, RouteTarget, Routes,
 };
 use tokio::{
     net::TcpListener,
@@ -36,7 +35,9 @@ fn parse_args() -> anyhow::Result<Args> {
             "--listen" => listen = Some(value.parse().context("--listen")?),
             "--upstream" => upstream = Some(value.parse().context("--upstream")?),
             "--host" => host = Some(value),
-            other => bail!("unknown flag {other}; usage: --listen ADDR --upstream ADDR --host HOST"),
+            other => {
+                bail!("unknown flag {other}; usage: --listen ADDR --upstream ADDR --host HOST")
+            }
         }
     }
     Ok(Args {
