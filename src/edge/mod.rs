@@ -1,19 +1,227 @@
-//! The public edge on the HTTP and HTTPS listeners. For now it answers every host with the
-//! "no app here" page; Host routing, TLS and proxying to instances arrive with the edge
-//! work (issue: "The edge").
+//! The public edge: serves HTTP/1.1 and HTTP/2 connections (plain TCP here, TLS streams
+//! from `tls`), routes each request by Host to a project's instances or static site,
+//! answers ACME HTTP-01 challenges, and counts requests per project.
+//!
+//! `routes` is the atomically swapped route table, `proxy` the request path, `static_files`
+//! the static sites, `metrics` the counters, `pages` the edge's own pages and `body` the
+//! streaming body types.
 
-use std::net::SocketAddr;
+mod body;
+pub mod metrics;
+mod pages;
+mod proxy;
+pub mod routes;
+pub mod static_files;
 
-use axum::{
-    http::{header, HeaderMap, StatusCode},
-    response::{IntoResponse, Response},
-    Router,
+use std::{convert::Infallible, fmt, future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
 };
-use tokio::net::TcpListener;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpListener,
+    sync::watch,
+    task::JoinSet,
+};
+
+pub use body::{BoxError, EdgeBody};
+pub use metrics::{EdgeMetrics, LatencySnapshot, ProjectCounters, ProjectMetrics};
+pub use routes::{normalize_host, Route, RouteTable, RouteTarget, Routes};
 
 use crate::state::AppState;
 
-/// Serves both edge listeners until `stopped` completes.
+/// A client gets this long to send a request's headers before its connection is closed,
+/// so idle or trickling connections cannot pile up.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// After a failed `accept` (out of file descriptors, typically) the loop pauses this long
+/// instead of spinning.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// Answers ACME HTTP-01 challenges: the key authorization for a token the ACME client is
+/// currently proving, or `None`.
+pub trait ChallengeResponder: Send + Sync + 'static {
+    fn key_authorization(&self, token: &str) -> Option<String>;
+}
+
+/// A responder with no challenges in flight, for an edge without ACME.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoChallenges;
+
+impl ChallengeResponder for NoChallenges {
+    fn key_authorization(&self, _token: &str) -> Option<String> {
+        None
+    }
+}
+
+/// The edge's tunables; the daemon fills them from its config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeConfig {
+    /// From the request's arrival until the instance's response head: past it, 504.
+    /// Streaming the response body afterwards is not limited.
+    pub request_timeout: Duration,
+    /// The largest request body passed to an instance: 413 beyond it, whether announced
+    /// by Content-Length or found while streaming.
+    pub max_body_bytes: u64,
+    /// On shutdown, how long in-flight requests may take before their connections are
+    /// dropped.
+    pub drain_timeout: Duration,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(60),
+            max_body_bytes: 100 * 1024 * 1024,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The edge: shared, cheap to clone, one per daemon.
+#[derive(Clone)]
+pub struct Edge {
+    routes: Arc<Routes>,
+    metrics: Arc<EdgeMetrics>,
+    config: EdgeConfig,
+    challenges: Arc<dyn ChallengeResponder>,
+    client: proxy::UpstreamClient,
+    static_files: Arc<static_files::StaticFiles>,
+    /// Flipped once on shutdown; every connection served by this edge (HTTP or TLS) then
+    /// finishes its in-flight requests and closes.
+    shutting_down: Arc<watch::Sender<bool>>,
+}
+
+impl fmt::Debug for Edge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Edge")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Edge {
+    pub fn new(
+        routes: Arc<Routes>,
+        metrics: Arc<EdgeMetrics>,
+        config: EdgeConfig,
+        challenges: Arc<dyn ChallengeResponder>,
+    ) -> Self {
+        Self {
+            routes,
+            metrics,
+            config,
+            challenges,
+            client: proxy::upstream_client(),
+            static_files: Arc::new(static_files::StaticFiles::new()),
+            shutting_down: Arc::new(watch::Sender::new(false)),
+        }
+    }
+
+    /// The live route table, for the daemon to replace.
+    pub fn routes(&self) -> &Arc<Routes> {
+        &self.routes
+    }
+
+    pub fn metrics(&self) -> &Arc<EdgeMetrics> {
+        &self.metrics
+    }
+
+    pub fn config(&self) -> &EdgeConfig {
+        &self.config
+    }
+
+    /// Tells every connection of this edge to finish what it is doing and close.
+    /// `serve_http` calls it when stopped; a TLS accept loop sharing the edge sees it too.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.send_replace(true);
+    }
+}
+
+/// Serves one client connection (plain TCP or a TLS stream) until it closes, or until the
+/// edge shuts down and its in-flight requests are done. `https` says whether the
+/// connection is TLS: it sets `X-Forwarded-Proto` and turns off the https redirect.
+pub async fn serve_connection<IO>(edge: &Edge, io: IO, peer: SocketAddr, https: bool)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let shared = Arc::new(edge.clone());
+    let service = service_fn(move |request| {
+        let edge = shared.clone();
+        async move { Ok::<_, Infallible>(proxy::handle(&edge, request, peer, https).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new());
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let mut shutting_down = edge.shutting_down.subscribe();
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(err) = result {
+                tracing::debug!(%peer, error = %err, "edge connection ended with an error");
+            }
+            return;
+        }
+        changed = shutting_down.wait_for(|stopping| *stopping) => {
+            if changed.is_ok() {
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
+    if let Err(err) = connection.await {
+        tracing::debug!(%peer, error = %err, "edge connection ended with an error while draining");
+    }
+}
+
+/// Accepts plain-HTTP connections on `listener` until `stopped` completes; then stops
+/// accepting, lets in-flight requests finish for up to `drain_timeout`, and drops the
+/// connections still open after that.
+pub async fn serve_http(edge: Edge, listener: TcpListener, stopped: impl Future<Output = ()>) {
+    let mut connections = JoinSet::new();
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            () = &mut stopped => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    // Small responses go out at once instead of waiting on Nagle.
+                    let _ = stream.set_nodelay(true);
+                    let edge = edge.clone();
+                    connections.spawn(async move {
+                        serve_connection(&edge, stream, peer, false).await;
+                    });
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "http edge accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    edge.begin_shutdown();
+    let drained = tokio::time::timeout(edge.config.drain_timeout, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "edge connections still busy after the drain timeout; closing them"
+        );
+        connections.abort_all();
+    }
+}
+
+/// Serves both edge listeners until `stopped` completes. HTTP goes through the edge with
+/// an empty route table until the daemon wires routes from the store and Docker.
 pub async fn serve(
     _app: AppState,
     http: TcpListener,
@@ -39,38 +247,14 @@ pub async fn serve(
             } => {}
         }
     });
-    let router = Router::new().fallback(unknown_host);
-    let result = axum::serve(
-        http,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopped)
-    .await;
+    let edge = Edge::new(
+        Arc::new(Routes::default()),
+        Arc::new(EdgeMetrics::new()),
+        EdgeConfig::default(),
+        Arc::new(NoChallenges),
+    );
+    serve_http(edge, http, stopped).await;
     let _ = stop_https_tx.send(());
     let _ = https_task.await;
-    result
-}
-
-/// The page for a host no project answers to; `{host}` is replaced, escaped.
-const UNKNOWN_HOST_PAGE: &str = include_str!("../../assets/edge/unknown-host.html");
-
-/// The plain 404 page for a host no project answers to.
-async fn unknown_host(headers: HeaderMap) -> Response {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("this host");
-    (
-        StatusCode::NOT_FOUND,
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        UNKNOWN_HOST_PAGE.replace("{host}", &html_escape(host)),
-    )
-        .into_response()
-}
-
-fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    Ok(())
 }

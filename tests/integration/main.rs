@@ -9,6 +9,7 @@ mod api_tokens;
 mod cli;
 mod deploys;
 mod docker;
+mod edge;
 mod lifecycle;
 mod openapi;
 mod tls_acme;

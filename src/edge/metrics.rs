@@ -1,0 +1,275 @@
+//! Per-project request counters kept by the edge: requests by status class, body bytes in
+//! and out, and a fixed-bucket latency histogram with percentile estimates.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+/// Upper bounds of the latency buckets, in microseconds (1 ms to 10 s); one more bucket
+/// counts everything slower.
+pub const LATENCY_BUCKET_BOUNDS_US: [u64; 13] = [
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000,
+];
+const LATENCY_BUCKETS: usize = LATENCY_BUCKET_BOUNDS_US.len() + 1;
+
+/// One project's live counters. Every field is an atomic, so recording never blocks.
+#[derive(Debug, Default)]
+pub struct ProjectCounters {
+    status_classes: [AtomicU64; 5],
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS],
+    latency_total_us: AtomicU64,
+}
+
+impl ProjectCounters {
+    /// Counts one response by its status class and the time until its head was ready.
+    /// Latency stops at the head because a streamed body (a download, a WebSocket) can
+    /// last as long as the client wants.
+    pub fn record_response(&self, status: u16, latency: Duration) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.status_classes[class].fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let bucket = LATENCY_BUCKET_BOUNDS_US
+            .iter()
+            .position(|&bound| micros <= bound)
+            .unwrap_or(LATENCY_BUCKETS - 1);
+        self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency_total_us.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Request body bytes received from the client.
+    pub fn add_bytes_in(&self, bytes: u64) {
+        self.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Response body bytes sent to the client.
+    pub fn add_bytes_out(&self, bytes: u64) {
+        self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// A point-in-time copy of these counters.
+    pub fn snapshot(&self) -> ProjectMetrics {
+        let classes: Vec<u64> = self
+            .status_classes
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        let buckets: Vec<u64> = self
+            .latency_buckets
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        let latency =
+            LatencySnapshot::from_buckets(&buckets, self.latency_total_us.load(Ordering::Relaxed));
+        ProjectMetrics {
+            requests: classes.iter().sum(),
+            status_1xx: classes[0],
+            status_2xx: classes[1],
+            status_3xx: classes[2],
+            status_4xx: classes[3],
+            status_5xx: classes[4],
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            latency,
+        }
+    }
+}
+
+/// A point-in-time copy of one project's counters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectMetrics {
+    pub requests: u64,
+    pub status_1xx: u64,
+    pub status_2xx: u64,
+    pub status_3xx: u64,
+    pub status_4xx: u64,
+    pub status_5xx: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub latency: LatencySnapshot,
+}
+
+/// The latency histogram and percentiles estimated from it (linear within a bucket, so
+/// an estimate is never off by more than its bucket's width).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencySnapshot {
+    /// `(upper bound in ms, count)`; the last bound is `None`, for slower than 10 s.
+    pub buckets: Vec<(Option<f64>, u64)>,
+    pub mean_ms: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+impl LatencySnapshot {
+    fn from_buckets(counts: &[u64], total_us: u64) -> Self {
+        let total: u64 = counts.iter().sum();
+        let buckets = counts
+            .iter()
+            .enumerate()
+            .map(|(i, &count)| {
+                let bound = LATENCY_BUCKET_BOUNDS_US
+                    .get(i)
+                    .map(|&us| us as f64 / 1000.0);
+                (bound, count)
+            })
+            .collect();
+        Self {
+            buckets,
+            mean_ms: (total > 0).then(|| total_us as f64 / total as f64 / 1000.0),
+            p50_ms: percentile_ms(counts, 0.50),
+            p95_ms: percentile_ms(counts, 0.95),
+            p99_ms: percentile_ms(counts, 0.99),
+        }
+    }
+}
+
+/// Estimates the `quantile` latency from bucket counts, interpolating inside the bucket
+/// that holds it. The open-ended last bucket reports its lower bound (10 s).
+fn percentile_ms(counts: &[u64], quantile: f64) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = quantile * total as f64;
+    let mut seen = 0u64;
+    for (i, &count) in counts.iter().enumerate() {
+        if count == 0 {
+            continue;
+        }
+        let lower_us = if i == 0 {
+            0
+        } else {
+            LATENCY_BUCKET_BOUNDS_US[i - 1]
+        };
+        let Some(&upper_us) = LATENCY_BUCKET_BOUNDS_US.get(i) else {
+            return Some(lower_us as f64 / 1000.0);
+        };
+        if (seen + count) as f64 >= rank {
+            let within = ((rank - seen as f64) / count as f64).clamp(0.0, 1.0);
+            let us = lower_us as f64 + (upper_us - lower_us) as f64 * within;
+            return Some(us / 1000.0);
+        }
+        seen += count;
+    }
+    None
+}
+
+/// Counters for every project the edge has answered for. The map is copied on the rare
+/// insert of a new project and read without a lock on every request.
+#[derive(Debug, Default)]
+pub struct EdgeMetrics {
+    projects: ArcSwap<HashMap<String, Arc<ProjectCounters>>>,
+}
+
+impl EdgeMetrics {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The counters of `project_id`, created on first use.
+    pub fn project(&self, project_id: &str) -> Arc<ProjectCounters> {
+        if let Some(counters) = self.projects.load().get(project_id) {
+            return counters.clone();
+        }
+        let mut found = None;
+        self.projects.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            let counters = next
+                .entry(project_id.to_owned())
+                .or_insert_with(|| Arc::new(ProjectCounters::default()))
+                .clone();
+            found = Some(counters);
+            next
+        });
+        // `rcu` always runs its closure at least once, so `found` is set; the fallback
+        // only keeps the signature free of a panic path.
+        found.unwrap_or_default()
+    }
+
+    /// A copy of `project_id`'s counters (all zero for a project never seen).
+    pub fn snapshot(&self, project_id: &str) -> ProjectMetrics {
+        self.projects
+            .load()
+            .get(project_id)
+            .map(|counters| counters.snapshot())
+            .unwrap_or_default()
+    }
+
+    /// Every project with counters, for collectors that sweep them all.
+    pub fn project_ids(&self) -> Vec<String> {
+        self.projects.load().keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_count_by_class_and_bytes_add_up() {
+        let metrics = EdgeMetrics::new();
+        let project = metrics.project("prj_a");
+        for status in [101, 200, 204, 301, 404, 418, 502] {
+            project.record_response(status, Duration::from_millis(3));
+        }
+        project.add_bytes_in(10);
+        metrics.project("prj_a").add_bytes_out(25);
+        let snap = metrics.snapshot("prj_a");
+        assert_eq!(snap.requests, 7);
+        assert_eq!(
+            (
+                snap.status_1xx,
+                snap.status_2xx,
+                snap.status_3xx,
+                snap.status_4xx,
+                snap.status_5xx
+            ),
+            (1, 2, 1, 2, 1)
+        );
+        assert_eq!((snap.bytes_in, snap.bytes_out), (10, 25));
+        assert_eq!(metrics.snapshot("prj_unknown"), ProjectMetrics::default());
+        assert_eq!(metrics.project_ids(), vec!["prj_a".to_owned()]);
+    }
+
+    #[test]
+    fn percentiles_interpolate_within_buckets() {
+        let counters = ProjectCounters::default();
+        // 98 fast requests (≤1 ms) and two slow ones (between 250 and 500 ms).
+        for _ in 0..98 {
+            counters.record_response(200, Duration::from_micros(500));
+        }
+        counters.record_response(200, Duration::from_millis(300));
+        counters.record_response(200, Duration::from_millis(400));
+        let latency = counters.snapshot().latency;
+        let p50 = latency.p50_ms.unwrap();
+        assert!(p50 > 0.0 && p50 <= 1.0, "{p50}");
+        assert!(latency.p95_ms.unwrap() <= 1.0);
+        let p99 = latency.p99_ms.unwrap();
+        assert!((250.0..=500.0).contains(&p99), "{p99}");
+        assert_eq!(latency.buckets.len(), LATENCY_BUCKETS);
+        assert_eq!(latency.buckets[0], (Some(1.0), 98));
+    }
+
+    #[test]
+    fn the_slowest_bucket_is_open_ended_and_empty_has_no_percentiles() {
+        let counters = ProjectCounters::default();
+        assert_eq!(counters.snapshot().latency.p50_ms, None);
+        counters.record_response(504, Duration::from_secs(30));
+        let latency = counters.snapshot().latency;
+        assert_eq!(latency.p99_ms, Some(10_000.0));
+        assert_eq!(latency.buckets.last(), Some(&(None, 1)));
+    }
+}

@@ -1,0 +1,971 @@
+//! Static sites served by the edge straight from disk: path resolution that never leaves
+//! the site's root, ETag/Last-Modified validation, single byte ranges, gzip and brotli for
+//! compressible text, `index.html` for directories and an optional SPA fallback.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    fs::{File, Metadata},
+    io::{self, Read, SeekFrom, Write},
+    os::unix::fs::{MetadataExt, OpenOptionsExt},
+    path::{Path, PathBuf},
+    sync::Mutex,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use futures_util::stream;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::{
+    body::{Bytes, Frame},
+    header::{self, HeaderMap, HeaderValue},
+    Method, Response, StatusCode, Uri,
+};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::{
+    body::{empty, full, BoxError, EdgeBody},
+    pages,
+};
+
+/// Files smaller than this are sent as they are: compression would save too little to be
+/// worth the CPU and the extra round of headers.
+const MIN_COMPRESSIBLE_BYTES: u64 = 1024;
+/// Files larger than this are sent uncompressed, since compression happens in memory.
+const MAX_COMPRESSIBLE_BYTES: u64 = 8 * 1024 * 1024;
+/// Total size of compressed variants kept in memory, so a popular file is compressed once.
+const COMPRESSED_CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// The read size when streaming a file.
+const CHUNK_BYTES: usize = 64 * 1024;
+/// Brotli quality for on-the-fly compression: a fraction of the time of the maximum (11)
+/// for most of its gain, and the result is cached.
+const BROTLI_QUALITY: u32 = 5;
+const BROTLI_WINDOW_BITS: u32 = 22;
+const GZIP_LEVEL: u32 = 6;
+
+/// `Cache-Control` for HTML: always revalidate, so a new deploy shows at once.
+const CACHE_HTML: &str = "no-cache";
+/// `Cache-Control` for other files: assets without content hashes in their names may be
+/// stale for up to five minutes after a deploy, in exchange for far fewer requests.
+const CACHE_ASSETS: &str = "public, max-age=300";
+
+/// What percent-encoding leaves out of a path segment when the edge writes a redirect.
+const SEGMENT_ENCODE: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'\\')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+/// A content coding the edge can apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    Identity,
+    Gzip,
+    Brotli,
+}
+
+impl Encoding {
+    fn header_value(self) -> Option<&'static str> {
+        match self {
+            Encoding::Identity => None,
+            Encoding::Gzip => Some("gzip"),
+            Encoding::Brotli => Some("br"),
+        }
+    }
+
+    /// The entity tag of this coding of a file: each coding is a different representation,
+    /// so each gets its own tag.
+    fn entity_tag(self, identity_tag: &str) -> String {
+        match self.header_value() {
+            None => identity_tag.to_owned(),
+            Some(coding) => {
+                let bare = identity_tag.trim_end_matches('"');
+                format!("{bare}-{coding}\"")
+            }
+        }
+    }
+}
+
+/// Why a request path was refused before touching the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RefusedPath {
+    #[error("the path climbs out of the site with `..`")]
+    Traversal,
+    #[error("the path hides a separator in a percent-encoded segment")]
+    EncodedSeparator,
+    #[error("the path contains a NUL byte")]
+    Nul,
+    #[error("the path is not valid UTF-8")]
+    NotUtf8,
+}
+
+/// Splits a request path into decoded segments, dropping empty and `.` segments. Every
+/// way out of the root is refused here: `..` (also when percent-encoded), separators
+/// hidden in a segment (`%2f`, `%5c`, a raw backslash) and NUL.
+pub fn decode_path(raw_path: &str) -> Result<Vec<String>, RefusedPath> {
+    let mut segments = Vec::new();
+    for raw_segment in raw_path.split('/') {
+        let bytes: Vec<u8> = percent_decode_str(raw_segment).collect();
+        if bytes.contains(&b'/') || bytes.contains(&b'\\') {
+            return Err(RefusedPath::EncodedSeparator);
+        }
+        if bytes.contains(&0) {
+            return Err(RefusedPath::Nul);
+        }
+        let segment = String::from_utf8(bytes).map_err(|_| RefusedPath::NotUtf8)?;
+        match segment.as_str() {
+            "" | "." => {}
+            ".." => return Err(RefusedPath::Traversal),
+            _ => segments.push(segment),
+        }
+    }
+    Ok(segments)
+}
+
+/// What a path names inside the root, found without following any symlink.
+#[derive(Debug)]
+enum Found {
+    File(PathBuf, Metadata),
+    Directory(PathBuf),
+    Missing,
+    /// A symlink or a special file (FIFO, socket, device) on the way: never served.
+    Refused,
+}
+
+/// Walks `segments` below `root` one component at a time with `symlink_metadata`, so a
+/// symlink anywhere under the root (say `docs -> /etc`) stops the walk. The root itself
+/// is the daemon's choice and may be a link.
+fn walk(root: &Path, segments: &[String]) -> Found {
+    let mut path = root.to_path_buf();
+    match std::fs::metadata(root) {
+        Ok(meta) if meta.is_dir() => {}
+        _ => return Found::Missing,
+    }
+    for (index, segment) in segments.iter().enumerate() {
+        path.push(segment);
+        let is_last = index + 1 == segments.len();
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(_) => return Found::Missing,
+        };
+        let kind = meta.file_type();
+        if kind.is_symlink() {
+            return Found::Refused;
+        } else if kind.is_dir() {
+            continue;
+        } else if kind.is_file() {
+            return if is_last {
+                Found::File(path, meta)
+            } else {
+                Found::Missing
+            };
+        } else {
+            return Found::Refused;
+        }
+    }
+    Found::Directory(path)
+}
+
+/// A file chosen to answer a request, already open.
+#[derive(Debug)]
+struct OpenFile {
+    path: PathBuf,
+    file: File,
+    meta: Metadata,
+    /// 200, or 404 for the site's own `404.html`.
+    status: StatusCode,
+}
+
+#[derive(Debug)]
+enum Resolved {
+    File(OpenFile),
+    /// A directory asked for without its trailing slash: relative links in its
+    /// `index.html` only work from `/dir/`.
+    AddSlash(String),
+    NotFound,
+}
+
+/// Opens `path` without following a final symlink and checks it is the very file that
+/// `walk` looked at, so a swap between the check and the open is caught.
+fn open_checked(path: &Path, walked: &Metadata) -> io::Result<Option<(File, Metadata)>> {
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(err) if is_absent(&err) => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.dev() != walked.dev() || meta.ino() != walked.ino() {
+        return Ok(None);
+    }
+    Ok(Some((file, meta)))
+}
+
+/// Errors that mean "nothing servable here" rather than a fault: gone, or a symlink that
+/// `O_NOFOLLOW` refused (ELOOP).
+fn is_absent(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::NotFound || err.raw_os_error() == Some(libc::ELOOP)
+}
+
+/// Opens a file `walk` found, keeping the status it will be served with.
+fn open_found(
+    path: PathBuf,
+    walked: &Metadata,
+    status: StatusCode,
+) -> io::Result<Option<OpenFile>> {
+    Ok(open_checked(&path, walked)?.map(|(file, meta)| OpenFile {
+        path,
+        file,
+        meta,
+        status,
+    }))
+}
+
+/// Finds and opens the file that answers `segments`. Runs on a blocking thread.
+fn resolve(
+    root: &Path,
+    segments: &[String],
+    trailing_slash: bool,
+    spa_fallback: bool,
+) -> io::Result<Resolved> {
+    let found = match walk(root, segments) {
+        Found::File(path, walked) if !trailing_slash => open_found(path, &walked, StatusCode::OK)?,
+        Found::Directory(_) if !segments.is_empty() && !trailing_slash => {
+            let mut location = String::new();
+            for segment in segments {
+                location.push('/');
+                location.extend(utf8_percent_encode(segment, SEGMENT_ENCODE));
+            }
+            location.push('/');
+            return Ok(Resolved::AddSlash(location));
+        }
+        Found::Directory(dir) => match walk(&dir, &["index.html".to_owned()]) {
+            Found::File(path, walked) => open_found(path, &walked, StatusCode::OK)?,
+            _ => None,
+        },
+        // A symlink or special file is answered as absent, never with the SPA's page, so
+        // the refusal looks the same whatever the link points at.
+        Found::Refused => return not_found_page(root),
+        Found::File(..) | Found::Missing => None,
+    };
+    if let Some(file) = found {
+        return Ok(Resolved::File(file));
+    }
+    let looks_like_a_route = segments.last().is_none_or(|last| !last.contains('.'));
+    if spa_fallback && looks_like_a_route {
+        if let Found::File(path, walked) = walk(root, &["index.html".to_owned()]) {
+            if let Some(file) = open_found(path, &walked, StatusCode::OK)? {
+                return Ok(Resolved::File(file));
+            }
+        }
+    }
+    not_found_page(root)
+}
+
+/// The site's own `404.html` if it has one, else the edge's page.
+fn not_found_page(root: &Path) -> io::Result<Resolved> {
+    if let Found::File(path, walked) = walk(root, &["404.html".to_owned()]) {
+        if let Some(file) = open_found(path, &walked, StatusCode::NOT_FOUND)? {
+            return Ok(Resolved::File(file));
+        }
+    }
+    Ok(Resolved::NotFound)
+}
+
+/// Serves static sites. Holds the in-memory cache of compressed variants, shared by every
+/// site the edge serves.
+#[derive(Debug, Default)]
+pub struct StaticFiles {
+    compressed: Mutex<CompressedCache>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CacheKey {
+    path: PathBuf,
+    entity_tag: String,
+}
+
+/// Compressed variants by file and version (the entity tag carries size, mtime and
+/// coding), evicted oldest first past `COMPRESSED_CACHE_BYTES`.
+#[derive(Debug, Default)]
+struct CompressedCache {
+    entries: HashMap<CacheKey, Bytes>,
+    order: VecDeque<CacheKey>,
+    bytes: usize,
+}
+
+impl CompressedCache {
+    fn get(&self, key: &CacheKey) -> Option<Bytes> {
+        self.entries.get(key).cloned()
+    }
+
+    fn insert(&mut self, key: CacheKey, value: Bytes) {
+        if value.len() > COMPRESSED_CACHE_BYTES / 4 || self.entries.contains_key(&key) {
+            return;
+        }
+        self.bytes += value.len();
+        self.entries.insert(key.clone(), value);
+        self.order.push_back(key);
+        while self.bytes > COMPRESSED_CACHE_BYTES {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(evicted) = self.entries.remove(&oldest) {
+                self.bytes -= evicted.len();
+            }
+        }
+    }
+}
+
+/// The parts of a request a static site looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct StaticRequest<'a> {
+    pub method: &'a Method,
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+    pub request_id: &'a str,
+}
+
+impl StaticFiles {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Answers `request` from the site at `root`.
+    pub async fn serve(
+        &self,
+        root: &Path,
+        spa_fallback: bool,
+        request: StaticRequest<'_>,
+    ) -> Response<EdgeBody> {
+        if request.method != Method::GET && request.method != Method::HEAD {
+            let mut response = pages::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "A static site only answers GET and HEAD.",
+                request.request_id,
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return response;
+        }
+        let raw_path = request.uri.path();
+        let segments = match decode_path(raw_path) {
+            Ok(segments) => segments,
+            Err(refused) => {
+                return pages::error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("This path is not allowed: {refused}."),
+                    request.request_id,
+                )
+            }
+        };
+        let trailing_slash = raw_path.ends_with('/');
+        let root = root.to_path_buf();
+        let resolved = tokio::task::spawn_blocking(move || {
+            resolve(&root, &segments, trailing_slash, spa_fallback)
+        })
+        .await;
+        match resolved {
+            Ok(Ok(Resolved::File(file))) => self.respond(file, request).await,
+            Ok(Ok(Resolved::AddSlash(mut location))) => {
+                if let Some(query) = request.uri.query() {
+                    location.push('?');
+                    location.push_str(query);
+                }
+                redirect(&location)
+            }
+            Ok(Ok(Resolved::NotFound)) => pages::error(
+                StatusCode::NOT_FOUND,
+                "There is no file at this path.",
+                request.request_id,
+            ),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, request_id = request.request_id, "static file could not be read");
+                internal_error(request.request_id)
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, request_id = request.request_id, "static file lookup failed");
+                internal_error(request.request_id)
+            }
+        }
+    }
+
+    async fn respond(&self, found: OpenFile, request: StaticRequest<'_>) -> Response<EdgeBody> {
+        let OpenFile {
+            path,
+            file,
+            meta,
+            status,
+        } = found;
+        let size = meta.len();
+        let identity_tag = entity_tag(&meta);
+        let modified = meta.modified().ok();
+        let mime = mime_guess::from_path(&path).first_or_octet_stream();
+        let is_html = mime.essence_str() == "text/html";
+        let compressible = is_compressible(mime.essence_str())
+            && (MIN_COMPRESSIBLE_BYTES..=MAX_COMPRESSIBLE_BYTES).contains(&size);
+        let headers = request.headers;
+        let range = headers
+            .get(header::RANGE)
+            .and_then(|value| value.to_str().ok())
+            .filter(|_| status == StatusCode::OK);
+        // A range always addresses the identity bytes; compressing would change what the
+        // offsets mean.
+        let encoding = if compressible && range.is_none() {
+            negotiate_encoding(headers)
+        } else {
+            Encoding::Identity
+        };
+        let tag = encoding.entity_tag(&identity_tag);
+
+        let mut common = HeaderMap::new();
+        insert(&mut common, header::ETAG, &tag);
+        if let Some(modified) = modified {
+            insert(
+                &mut common,
+                header::LAST_MODIFIED,
+                &httpdate::fmt_http_date(modified),
+            );
+        }
+        common.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(if is_html { CACHE_HTML } else { CACHE_ASSETS }),
+        );
+        if compressible {
+            common.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        }
+
+        if status == StatusCode::OK && not_modified(headers, &tag, modified) {
+            let mut response = Response::new(empty());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            *response.headers_mut() = common;
+            return response;
+        }
+
+        insert(&mut common, header::CONTENT_TYPE, &content_type(&mime));
+        let head_only = request.method == Method::HEAD;
+
+        if encoding == Encoding::Identity {
+            if status == StatusCode::OK {
+                common.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            }
+            let wanted = match range {
+                Some(range) if if_range_allows(headers, &identity_tag, modified) => {
+                    parse_range(range, size)
+                }
+                _ => ByteRange::Whole,
+            };
+            let (status, start, len) = match wanted {
+                ByteRange::Whole => (status, 0, size),
+                ByteRange::Part { start, end } => {
+                    insert(
+                        &mut common,
+                        header::CONTENT_RANGE,
+                        &format!("bytes {start}-{end}/{size}"),
+                    );
+                    (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+                }
+                ByteRange::Unsatisfiable => {
+                    insert(
+                        &mut common,
+                        header::CONTENT_RANGE,
+                        &format!("bytes */{size}"),
+                    );
+                    common.remove(header::CONTENT_TYPE);
+                    let mut response = Response::new(empty());
+                    *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+                    *response.headers_mut() = common;
+                    return response;
+                }
+            };
+            common.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            let body = if head_only {
+                empty()
+            } else {
+                match stream_file(file, start, len).await {
+                    Ok(body) => body,
+                    Err(err) => {
+                        tracing::warn!(error = %err, request_id = request.request_id, "static file could not be read");
+                        return internal_error(request.request_id);
+                    }
+                }
+            };
+            let mut response = Response::new(body);
+            *response.status_mut() = status;
+            *response.headers_mut() = common;
+            return response;
+        }
+
+        let key = CacheKey {
+            path: path.clone(),
+            entity_tag: tag,
+        };
+        let cached = lock_cache(&self.compressed).get(&key);
+        let compressed = match cached {
+            Some(bytes) => bytes,
+            None => {
+                let job = tokio::task::spawn_blocking(move || compress(file, size, encoding)).await;
+                match job {
+                    Ok(Ok(bytes)) => {
+                        lock_cache(&self.compressed).insert(key, bytes.clone());
+                        bytes
+                    }
+                    Ok(Err(err)) => {
+                        tracing::warn!(error = %err, request_id = request.request_id, "static file could not be compressed");
+                        return internal_error(request.request_id);
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, request_id = request.request_id, "static file compression failed");
+                        return internal_error(request.request_id);
+                    }
+                }
+            }
+        };
+        if let Some(coding) = encoding.header_value() {
+            common.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
+        }
+        common.insert(
+            header::CONTENT_LENGTH,
+            HeaderValue::from(compressed.len() as u64),
+        );
+        let mut response = Response::new(if head_only { empty() } else { full(compressed) });
+        *response.status_mut() = status;
+        *response.headers_mut() = common;
+        response
+    }
+}
+
+fn lock_cache(cache: &Mutex<CompressedCache>) -> std::sync::MutexGuard<'_, CompressedCache> {
+    // The cache only holds finished entries; after a panic elsewhere it is still coherent.
+    cache
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn insert(headers: &mut HeaderMap, name: header::HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
+}
+
+fn redirect(location: &str) -> Response<EdgeBody> {
+    let mut response = Response::new(empty());
+    *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    insert(response.headers_mut(), header::LOCATION, location);
+    response
+}
+
+fn internal_error(request_id: &str) -> Response<EdgeBody> {
+    pages::error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "The file could not be read.",
+        request_id,
+    )
+}
+
+/// A strong validator from size and modification time (to the nanosecond): any deploy
+/// that changes a file changes one of them.
+fn entity_tag(meta: &Metadata) -> String {
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+        .unwrap_or_default();
+    format!("\"{:x}-{:x}\"", meta.len(), modified.as_nanos())
+}
+
+/// `If-None-Match` (weak comparison, `*`), or else `If-Modified-Since` to the second.
+fn not_modified(headers: &HeaderMap, tag: &str, modified: Option<SystemTime>) -> bool {
+    if let Some(value) = headers.get(header::IF_NONE_MATCH) {
+        let Ok(value) = value.to_str() else {
+            return false;
+        };
+        return value.split(',').map(str::trim).any(|candidate| {
+            candidate == "*" || candidate.strip_prefix("W/").unwrap_or(candidate) == tag
+        });
+    }
+    let since = headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| httpdate::parse_http_date(value).ok());
+    match (since, modified) {
+        (Some(since), Some(modified)) => whole_seconds(modified) <= whole_seconds(since),
+        _ => false,
+    }
+}
+
+fn whole_seconds(time: SystemTime) -> Duration {
+    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    Duration::from_secs(since_epoch.as_secs())
+}
+
+/// `If-Range` lets the range through only if the client's copy is the current one.
+fn if_range_allows(headers: &HeaderMap, identity_tag: &str, modified: Option<SystemTime>) -> bool {
+    let Some(value) = headers.get(header::IF_RANGE) else {
+        return true;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    if value.starts_with('"') {
+        return value == identity_tag;
+    }
+    match (httpdate::parse_http_date(value), modified) {
+        (Ok(date), Some(modified)) => whole_seconds(modified) == whole_seconds(date),
+        _ => false,
+    }
+}
+
+/// What a `Range` header asks for, against a file of a known size.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ByteRange {
+    /// No usable range (absent, malformed, several ranges): send the whole file.
+    Whole,
+    /// One satisfiable range; `end` is inclusive.
+    Part { start: u64, end: u64 },
+    /// A well-formed range that lies outside the file: 416.
+    Unsatisfiable,
+}
+
+/// Parses a single `bytes=` range. Several ranges are answered with the whole file,
+/// which the standard allows and which spares a multipart body.
+pub fn parse_range(header: &str, size: u64) -> ByteRange {
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return ByteRange::Whole;
+    };
+    if spec.contains(',') {
+        return ByteRange::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return ByteRange::Whole;
+    };
+    let (first, last) = (first.trim(), last.trim());
+    if first.is_empty() {
+        let Ok(suffix) = last.parse::<u64>() else {
+            return ByteRange::Whole;
+        };
+        if suffix == 0 || size == 0 {
+            return ByteRange::Unsatisfiable;
+        }
+        return ByteRange::Part {
+            start: size.saturating_sub(suffix),
+            end: size - 1,
+        };
+    }
+    let Ok(start) = first.parse::<u64>() else {
+        return ByteRange::Whole;
+    };
+    let end = if last.is_empty() {
+        None
+    } else {
+        match last.parse::<u64>() {
+            Ok(end) if end >= start => Some(end),
+            _ => return ByteRange::Whole,
+        }
+    };
+    if start >= size {
+        return ByteRange::Unsatisfiable;
+    }
+    ByteRange::Part {
+        start,
+        end: end.map_or(size - 1, |end| end.min(size - 1)),
+    }
+}
+
+/// Picks brotli or gzip by the client's `Accept-Encoding` q-values (brotli on a tie).
+pub fn negotiate_encoding(headers: &HeaderMap) -> Encoding {
+    let (mut brotli, mut gzip, mut any) = (None, None, None);
+    for value in headers.get_all(header::ACCEPT_ENCODING) {
+        let Ok(value) = value.to_str() else {
+            continue;
+        };
+        for item in value.split(',') {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let quality = parts
+                .filter_map(|param| param.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            match coding.as_str() {
+                "br" => brotli = Some(quality),
+                "gzip" | "x-gzip" => gzip = Some(quality),
+                "*" => any = Some(quality),
+                _ => {}
+            }
+        }
+    }
+    let brotli = brotli.or(any).unwrap_or(0.0);
+    let gzip = gzip.or(any).unwrap_or(0.0);
+    if brotli > 0.0 && brotli >= gzip {
+        Encoding::Brotli
+    } else if gzip > 0.0 {
+        Encoding::Gzip
+    } else {
+        Encoding::Identity
+    }
+}
+
+/// Text-like types that shrink well; images, video, archives and fonts in WOFF formats
+/// are already compressed.
+fn is_compressible(essence: &str) -> bool {
+    essence.starts_with("text/")
+        || matches!(
+            essence,
+            "application/javascript"
+                | "application/json"
+                | "application/manifest+json"
+                | "application/ld+json"
+                | "application/xml"
+                | "application/xhtml+xml"
+                | "application/rss+xml"
+                | "application/atom+xml"
+                | "application/wasm"
+                | "image/svg+xml"
+                | "image/x-icon"
+                | "font/ttf"
+                | "font/otf"
+        )
+}
+
+fn content_type(mime: &mime_guess::Mime) -> String {
+    let essence = mime.essence_str();
+    if essence.starts_with("text/")
+        || matches!(
+            essence,
+            "application/javascript" | "application/json" | "image/svg+xml"
+        )
+    {
+        format!("{essence}; charset=utf-8")
+    } else {
+        essence.to_owned()
+    }
+}
+
+/// Streams `len` bytes of `file` from `start`, one chunk at a time.
+async fn stream_file(file: File, start: u64, len: u64) -> io::Result<EdgeBody> {
+    let mut file = tokio::fs::File::from_std(file);
+    if start > 0 {
+        file.seek(SeekFrom::Start(start)).await?;
+    }
+    let chunks = stream::try_unfold((file, len), |(mut file, remaining)| async move {
+        if remaining == 0 {
+            return Ok::<_, BoxError>(None);
+        }
+        let want = usize::try_from(remaining)
+            .unwrap_or(CHUNK_BYTES)
+            .min(CHUNK_BYTES);
+        let mut buffer = vec![0u8; want];
+        let read = file.read(&mut buffer).await?;
+        if read == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file shrank while it was being sent",
+            )
+            .into());
+        }
+        buffer.truncate(read);
+        Ok(Some((
+            Frame::data(Bytes::from(buffer)),
+            (file, remaining - read as u64),
+        )))
+    });
+    Ok(StreamBody::new(chunks).boxed_unsync())
+}
+
+/// Reads the whole file (bounded by `MAX_COMPRESSIBLE_BYTES`) and compresses it. Runs on
+/// a blocking thread.
+fn compress(file: File, size: u64, encoding: Encoding) -> io::Result<Bytes> {
+    let mut original = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.take(MAX_COMPRESSIBLE_BYTES)
+        .read_to_end(&mut original)?;
+    let compressed = match encoding {
+        Encoding::Identity => original,
+        Encoding::Gzip => {
+            let mut encoder = flate2::write::GzEncoder::new(
+                Vec::with_capacity(original.len() / 3),
+                flate2::Compression::new(GZIP_LEVEL),
+            );
+            encoder.write_all(&original)?;
+            encoder.finish()?
+        }
+        Encoding::Brotli => {
+            let mut encoder = brotli::CompressorWriter::new(
+                Vec::with_capacity(original.len() / 3),
+                CHUNK_BYTES,
+                BROTLI_QUALITY,
+                BROTLI_WINDOW_BITS,
+            );
+            encoder.write_all(&original)?;
+            encoder.flush()?;
+            encoder.into_inner()
+        }
+    };
+    Ok(Bytes::from(compressed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_that_leave_the_root_are_refused() {
+        let cases: &[(&str, Result<Vec<&str>, RefusedPath>)] = &[
+            ("/", Ok(vec![])),
+            ("/a/b.txt", Ok(vec!["a", "b.txt"])),
+            ("//a/./b/", Ok(vec!["a", "b"])),
+            ("/caf%C3%A9.html", Ok(vec!["café.html"])),
+            ("/a%20b", Ok(vec!["a b"])),
+            ("/../etc/passwd", Err(RefusedPath::Traversal)),
+            ("/a/../../etc", Err(RefusedPath::Traversal)),
+            ("/%2e%2e/etc/passwd", Err(RefusedPath::Traversal)),
+            ("/%2E%2E/etc", Err(RefusedPath::Traversal)),
+            ("/.%2e/etc", Err(RefusedPath::Traversal)),
+            ("/a%2f..%2f..%2fetc", Err(RefusedPath::EncodedSeparator)),
+            ("/a%2Fb", Err(RefusedPath::EncodedSeparator)),
+            ("/a%5cb", Err(RefusedPath::EncodedSeparator)),
+            ("/a\\b", Err(RefusedPath::EncodedSeparator)),
+            ("/a%00.html", Err(RefusedPath::Nul)),
+            ("/%ff", Err(RefusedPath::NotUtf8)),
+        ];
+        for (raw, expected) in cases {
+            let expected = expected
+                .clone()
+                .map(|segments| segments.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            assert_eq!(decode_path(raw), expected, "{raw}");
+        }
+    }
+
+    #[test]
+    fn ranges_parse_as_the_standard_says() {
+        let cases = [
+            ("bytes=0-9", 100, ByteRange::Part { start: 0, end: 9 }),
+            ("bytes=90-", 100, ByteRange::Part { start: 90, end: 99 }),
+            ("bytes=90-200", 100, ByteRange::Part { start: 90, end: 99 }),
+            ("bytes=-10", 100, ByteRange::Part { start: 90, end: 99 }),
+            ("bytes=-1000", 100, ByteRange::Part { start: 0, end: 99 }),
+            ("bytes=100-", 100, ByteRange::Unsatisfiable),
+            ("bytes=-0", 100, ByteRange::Unsatisfiable),
+            ("bytes=0-", 0, ByteRange::Unsatisfiable),
+            ("bytes=5-1", 100, ByteRange::Whole),
+            ("bytes=0-1,5-6", 100, ByteRange::Whole),
+            ("items=0-1", 100, ByteRange::Whole),
+            ("bytes=x-1", 100, ByteRange::Whole),
+        ];
+        for (header, size, expected) in cases {
+            assert_eq!(parse_range(header, size), expected, "{header} of {size}");
+        }
+    }
+
+    #[test]
+    fn accept_encoding_prefers_brotli_and_respects_q_zero() {
+        let cases = [
+            ("gzip, deflate, br", Encoding::Brotli),
+            ("gzip", Encoding::Gzip),
+            ("br;q=0, gzip", Encoding::Gzip),
+            ("br;q=0.5, gzip;q=0.8", Encoding::Gzip),
+            ("*", Encoding::Brotli),
+            ("*;q=0", Encoding::Identity),
+            ("identity", Encoding::Identity),
+            ("", Encoding::Identity),
+        ];
+        for (value, expected) in cases {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_str(value).unwrap(),
+            );
+            assert_eq!(negotiate_encoding(&headers), expected, "{value}");
+        }
+        assert_eq!(negotiate_encoding(&HeaderMap::new()), Encoding::Identity);
+    }
+
+    #[test]
+    fn variants_get_their_own_entity_tags() {
+        assert_eq!(Encoding::Identity.entity_tag("\"a-b\""), "\"a-b\"");
+        assert_eq!(Encoding::Gzip.entity_tag("\"a-b\""), "\"a-b-gzip\"");
+        assert_eq!(Encoding::Brotli.entity_tag("\"a-b\""), "\"a-b-br\"");
+    }
+
+    #[test]
+    fn walking_stops_at_symlinks_and_special_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/page.html"), "x").unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("passwd")).unwrap();
+        std::os::unix::fs::symlink("sub", root.join("alias")).unwrap();
+        let seg = |path: &str| decode_path(path).unwrap();
+        assert!(matches!(
+            walk(root, &seg("/sub/page.html")),
+            Found::File(..)
+        ));
+        assert!(matches!(walk(root, &seg("/sub")), Found::Directory(_)));
+        assert!(matches!(walk(root, &seg("/passwd")), Found::Refused));
+        assert!(matches!(walk(root, &seg("/etc/passwd")), Found::Refused));
+        assert!(matches!(
+            walk(root, &seg("/alias/page.html")),
+            Found::Refused
+        ));
+        assert!(matches!(walk(root, &seg("/nope")), Found::Missing));
+        assert!(matches!(
+            walk(root, &seg("/sub/page.html/x")),
+            Found::Missing
+        ));
+    }
+
+    #[test]
+    fn the_compressed_cache_stays_within_its_budget() {
+        let mut cache = CompressedCache::default();
+        let chunk = Bytes::from(vec![0u8; COMPRESSED_CACHE_BYTES / 4]);
+        for n in 0..6 {
+            let key = CacheKey {
+                path: PathBuf::from(format!("/f{n}")),
+                entity_tag: "\"t\"".into(),
+            };
+            cache.insert(key, chunk.clone());
+        }
+        assert!(cache.bytes <= COMPRESSED_CACHE_BYTES);
+        assert_eq!(cache.entries.len(), 4);
+        let first = CacheKey {
+            path: PathBuf::from("/f0"),
+            entity_tag: "\"t\"".into(),
+        };
+        assert!(cache.get(&first).is_none(), "the oldest entry went first");
+    }
+
+    #[test]
+    fn compression_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.txt");
+        let text = "hello compressible world ".repeat(200);
+        std::fs::write(&path, &text).unwrap();
+        let size = text.len() as u64;
+
+        let gz = compress(File::open(&path).unwrap(), size, Encoding::Gzip).unwrap();
+        let mut decoded = String::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut decoded)
+            .unwrap();
+        assert_eq!(decoded, text);
+
+        let br = compress(File::open(&path).unwrap(), size, Encoding::Brotli).unwrap();
+        let mut decoded = String::new();
+        brotli::Decompressor::new(&br[..], 4096)
+            .read_to_string(&mut decoded)
+            .unwrap();
+        assert_eq!(decoded, text);
+        assert!(br.len() < text.len() / 10);
+    }
+}
