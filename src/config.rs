@@ -37,6 +37,29 @@ pub struct Config {
     pub build: BuildConfig,
     /// Where the edge's certificates come from.
     pub tls: crate::tls::TlsConfig,
+    /// The public edge's limits.
+    pub edge: EdgeSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeSettings {
+    /// Seconds from a request's arrival to the instance's response head before 504.
+    pub request_timeout_secs: u64,
+    /// The largest request body passed to an instance, in MiB (413 above it).
+    pub max_body_mb: u64,
+    /// On shutdown, seconds in-flight requests get before their connections are closed.
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for EdgeSettings {
+    fn default() -> Self {
+        Self {
+            request_timeout_secs: 60,
+            max_body_mb: 100,
+            drain_timeout_secs: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -69,6 +92,9 @@ pub struct DeployConfig {
     pub instance_cpus: f64,
     /// Seconds between SIGTERM and SIGKILL when an old instance is stopped.
     pub stop_grace_secs: u64,
+    /// Seconds old instances keep serving requests already sent to them after traffic
+    /// has switched to a new release.
+    pub drain_secs: u64,
 }
 
 impl Default for DeployConfig {
@@ -84,6 +110,7 @@ impl Default for DeployConfig {
             instance_memory_mb: 512,
             instance_cpus: 1.0,
             stop_grace_secs: 10,
+            drain_secs: 2,
         }
     }
 }
@@ -133,6 +160,7 @@ impl Default for Config {
             deploy: DeployConfig::default(),
             build: BuildConfig::default(),
             tls: crate::tls::TlsConfig::default(),
+            edge: EdgeSettings::default(),
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod names;
 pub mod pagination;
 pub mod plan;
 pub mod projects;
+pub mod routing;
 pub mod secrets;
 pub mod source;
 pub mod state;
@@ -125,7 +126,17 @@ pub async fn run(
     })
     .await?
     .context("loading the secret key")?;
-    let app = AppState::new(config, store.clone(), secrets);
+    let tls_dir = config.data_dir.clone();
+    let tls_config = config.tls.clone();
+    let tls = tokio::task::spawn_blocking(move || crate::tls::Tls::start(&tls_dir, tls_config))
+        .await?
+        .context("starting TLS")?;
+    let app = AppState::new(config, store.clone(), secrets, tls.clone());
+    // The edge starts with the table of what is already running, so a restart of the
+    // daemon serves the apps again at once.
+    if let Err(err) = routing::refresh(&app).await {
+        tracing::warn!(error = %err, "building the first route table");
+    }
     let api_addr = listeners.api.local_addr()?;
     let http_addr = listeners.http.local_addr()?;
     let https_addr = listeners.https.local_addr()?;
@@ -153,6 +164,8 @@ pub async fn run(
     ));
 
     let worker = tokio::spawn(deploy::worker::run(app.clone(), stopped()));
+    let router_task = tokio::spawn(routing::run(app.clone(), stopped()));
+    let renewals = tokio::spawn(crate::tls::run_renewals(tls, stopped()));
 
     tracing::info!(api = %api_addr, http = %http_addr, https = %https_addr, "cantila is listening");
     // Tell systemd (Type=notify) we are ready; a no-op when not run under systemd.
@@ -165,6 +178,8 @@ pub async fn run(
     api_server.await?.context("API server")?;
     edge_server.await?.context("edge")?;
     let _ = worker.await;
+    let _ = router_task.await;
+    let _ = renewals.await;
     tokio::task::spawn_blocking(move || store.close()).await?;
     tracing::info!("stopped cleanly");
     Ok(())

@@ -88,7 +88,7 @@ fn not_found(id: &str) -> Error {
     Error::NotFound(format!("project `{id}` not found"))
 }
 
-pub async fn create(store: &Store, actor: &Actor, new: NewProject) -> Result<Project> {
+pub async fn create(app: &AppState, actor: &Actor, new: NewProject) -> Result<Project> {
     let now = clock::now();
     let project = Project {
         id: ids::new_id("prj"),
@@ -101,7 +101,8 @@ pub async fn create(store: &Store, actor: &Actor, new: NewProject) -> Result<Pro
         updated_at: now,
     };
     let actor = actor.clone();
-    store
+    let project = app
+        .store
         .call(move |connection| {
             let tx = connection.transaction()?;
             store::projects::insert(&tx, &project)?;
@@ -109,7 +110,12 @@ pub async fn create(store: &Store, actor: &Actor, new: NewProject) -> Result<Pro
             tx.commit()?;
             Ok(project)
         })
-        .await
+        .await?;
+    // Its hostname answers (503, "created") from now on rather than 404.
+    if let Err(err) = crate::routing::refresh(app).await {
+        tracing::warn!(error = %err, "refreshing routes after a project creation");
+    }
+    Ok(project)
 }
 
 pub async fn get(store: &Store, actor: &Actor, id: String) -> Result<Project> {
@@ -152,13 +158,14 @@ pub async fn list(store: &Store, actor: &Actor, page: PageRequest) -> Result<Pag
 }
 
 pub async fn update(
-    store: &Store,
+    app: &AppState,
     actor: &Actor,
     id: String,
     changes: ProjectChanges,
 ) -> Result<Project> {
     let actor = actor.clone();
-    store
+    let project = app
+        .store
         .call(move |connection| {
             let tx = connection.transaction()?;
             let mut project = store::projects::by_id(&tx, &actor.account_id, &id)?
@@ -175,7 +182,12 @@ pub async fn update(
             tx.commit()?;
             Ok(project)
         })
-        .await
+        .await?;
+    // A new name is a new hostname.
+    if let Err(err) = crate::routing::refresh(app).await {
+        tracing::warn!(error = %err, "refreshing routes after a project update");
+    }
+    Ok(project)
 }
 
 /// Deletes the project and everything attached to it: deploys in progress are canceled,
@@ -212,6 +224,10 @@ pub async fn delete(app: &AppState, actor: &Actor, id: String) -> Result<()> {
         .await?;
     for deploy in active {
         crate::deploy::request_cancel(app, &deploy.id);
+    }
+    // The hostname stops routing at once.
+    if let Err(err) = crate::routing::refresh(app).await {
+        tracing::warn!(error = %err, "refreshing routes after a project deletion");
     }
     let app = app.clone();
     tokio::spawn(async move {

@@ -6,8 +6,15 @@ use std::{ops::Deref, sync::Arc};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::{
-    api::auth::AuthThrottle, config::Config, deploy::DeployHub, docker::Engine, error::Error,
-    secrets::SecretBox, store::Store,
+    api::auth::AuthThrottle,
+    config::Config,
+    deploy::DeployHub,
+    docker::Engine,
+    edge::{EdgeMetrics, Routes},
+    error::Error,
+    secrets::SecretBox,
+    store::Store,
+    tls::Tls,
 };
 
 /// A cheap-clone handle (`Arc`) to everything the daemon shares.
@@ -25,12 +32,18 @@ pub struct Inner {
     pub secrets: SecretBox,
     /// Live deploy logs, cancel switches and the worker's wake-up.
     pub deploys: DeployHub,
+    /// The edge's route table, rebuilt by `routing` and read by every edge request.
+    pub routes: Arc<Routes>,
+    /// Per-project request counters kept by the edge.
+    pub edge_metrics: Arc<EdgeMetrics>,
+    /// Certificates for the HTTPS listener.
+    pub tls: Tls,
     /// The Docker engine, connected on first use so the API runs without one.
     engine: AsyncMutex<Option<Engine>>,
 }
 
 impl AppState {
-    pub fn new(config: Config, store: Store, secrets: SecretBox) -> Self {
+    pub fn new(config: Config, store: Store, secrets: SecretBox, tls: Tls) -> Self {
         let auth_throttle = AuthThrottle::new(config.api.auth_failures_per_minute);
         Self(Arc::new(Inner {
             config,
@@ -38,6 +51,9 @@ impl AppState {
             auth_throttle,
             secrets,
             deploys: DeployHub::default(),
+            routes: Arc::new(Routes::default()),
+            edge_metrics: Arc::new(EdgeMetrics::new()),
+            tls,
             engine: AsyncMutex::new(None),
         }))
     }

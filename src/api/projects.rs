@@ -174,7 +174,7 @@ async fn create(
     State(app): State<AppState>,
     Json(request): Json<CreateProject>,
 ) -> ApiResult<(StatusCode, Json<ProjectView>)> {
-    let project = projects::create(&app.store, &auth.actor, request.try_into()?).await?;
+    let project = projects::create(&app, &auth.actor, request.try_into()?).await?;
     Ok((StatusCode::CREATED, Json(ProjectView::new(&project, &app))))
 }
 
@@ -202,7 +202,7 @@ async fn update(
     Path(id): Path<String>,
     Json(request): Json<UpdateProject>,
 ) -> ApiResult<Json<ProjectView>> {
-    let project = projects::update(&app.store, &auth.actor, id, request.try_into()?).await?;
+    let project = projects::update(&app, &auth.actor, id, request.try_into()?).await?;
     Ok(Json(ProjectView::new(&project, &app)))
 }
 

@@ -588,8 +588,9 @@ async fn wait_healthy(
     }
 }
 
-/// Makes this deploy the project's release: older releases are marked superseded and
-/// their instances stopped.
+/// Makes this deploy the project's release without dropping a request: the store records
+/// it (older releases superseded) in one transaction, the edge's route table is swapped
+/// to the new instances, and only then are the old instances drained and stopped.
 async fn switch_to(
     app: &AppState,
     project: &Project,
@@ -601,40 +602,41 @@ async fn switch_to(
     let previous = app
         .store
         .call(move |connection| {
-            let running = store::deploys::of_project_with_status(
-                connection,
-                &project_id,
-                &[DeployStatus::Running],
-            )?;
-            Ok(running
-                .into_iter()
-                .filter(|d| d.id != new_id)
-                .collect::<Vec<_>>())
-        })
-        .await?;
-    log.status(DeployStatus::Running);
-    set_project_status(app, project, ProjectStatus::Running, false).await;
-    for old in previous {
-        let old_id = old.id.clone();
-        app.store
-            .call(move |connection| {
-                let now = clock::now();
-                store::deploys::set_status(connection, &old_id, DeployStatus::Superseded, &now)?;
-                let seq = store::deploys::last_log_seq(connection, &old_id)? + 1;
+            let tx = connection.transaction()?;
+            let now = clock::now();
+            let previous: Vec<Deploy> =
+                store::deploys::of_project_with_status(&tx, &project_id, &[DeployStatus::Running])?
+                    .into_iter()
+                    .filter(|d| d.id != new_id)
+                    .collect();
+            for old in &previous {
+                store::deploys::set_status(&tx, &old.id, DeployStatus::Superseded, &now)?;
+                let seq = store::deploys::last_log_seq(&tx, &old.id)? + 1;
                 store::deploys::append_logs(
-                    connection,
-                    &old_id,
+                    &tx,
+                    &old.id,
                     &[super::LogLine {
                         seq,
-                        at: now,
+                        at: now.clone(),
                         kind: "status".to_owned(),
-                        text: "superseded".to_owned(),
+                        text: DeployStatus::Superseded.as_str().to_owned(),
                     }],
-                )
-            })
-            .await?;
-        log.line(format!("stopping the previous release {}", old.id));
+                )?;
+            }
+            store::deploys::set_status(&tx, &new_id, DeployStatus::Running, &now)?;
+            store::projects::set_status(&tx, &project_id, ProjectStatus::Running, &now)?;
+            tx.commit()?;
+            Ok(previous)
+        })
+        .await?;
+    crate::routing::refresh(app).await?;
+    log.line("traffic switched to the new release");
+    log.status(DeployStatus::Running);
+    if previous.is_empty() {
+        return Ok(());
     }
+    // Requests already on their way to the old instances get time to finish.
+    tokio::time::sleep(Duration::from_secs(app.config.deploy.drain_secs)).await;
     if let Ok(engine) = app.engine().await {
         let grace = Duration::from_secs(app.config.deploy.stop_grace_secs);
         for container in engine
@@ -643,6 +645,7 @@ async fn switch_to(
             .unwrap_or_default()
         {
             if container.labels.get("cantila.deploy") != Some(&deploy.id) {
+                log.line(format!("stopping the previous instance {}", container.name));
                 if let Err(err) = engine.stop_and_remove(&container.id, grace).await {
                     log.line(format!(
                         "warning: could not remove old instance {}: {err}",

@@ -40,11 +40,8 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// instead of spinning.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
-/// Answers ACME HTTP-01 challenges: the key authorization for a token the ACME client is
-/// currently proving, or `None`.
-pub trait ChallengeResponder: Send + Sync + 'static {
-    fn key_authorization(&self, token: &str) -> Option<String>;
-}
+/// Answers ACME HTTP-01 challenges; implemented by `tls`, consumed here.
+pub use crate::tls::ChallengeResponder;
 
 /// A responder with no challenges in flight, for an edge without ACME.
 #[derive(Debug, Clone, Copy, Default)]
@@ -183,6 +180,25 @@ where
 /// accepting, lets in-flight requests finish for up to `drain_timeout`, and drops the
 /// connections still open after that.
 pub async fn serve_http(edge: Edge, listener: TcpListener, stopped: impl Future<Output = ()>) {
+    serve_listener(edge, listener, None, stopped).await;
+}
+
+/// The same for HTTPS: each connection completes its TLS handshake first.
+pub async fn serve_https(
+    edge: Edge,
+    listener: TcpListener,
+    tls: crate::tls::Tls,
+    stopped: impl Future<Output = ()>,
+) {
+    serve_listener(edge, listener, Some(tls), stopped).await;
+}
+
+async fn serve_listener(
+    edge: Edge,
+    listener: TcpListener,
+    tls: Option<crate::tls::Tls>,
+    stopped: impl Future<Output = ()>,
+) {
     let mut connections = JoinSet::new();
     tokio::pin!(stopped);
     loop {
@@ -193,12 +209,16 @@ pub async fn serve_http(edge: Edge, listener: TcpListener, stopped: impl Future<
                     // Small responses go out at once instead of waiting on Nagle.
                     let _ = stream.set_nodelay(true);
                     let edge = edge.clone();
+                    let tls = tls.clone();
                     connections.spawn(async move {
-                        serve_connection(&edge, stream, peer, false).await;
+                        match tls {
+                            None => serve_connection(&edge, stream, peer, false).await,
+                            Some(tls) => serve_tls_connection(&edge, &tls, stream, peer).await,
+                        }
                     });
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, "http edge accept failed");
+                    tracing::warn!(error = %err, "edge accept failed");
                     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                 }
             },
@@ -220,41 +240,53 @@ pub async fn serve_http(edge: Edge, listener: TcpListener, stopped: impl Future<
     }
 }
 
-/// Serves both edge listeners until `stopped` completes. HTTP goes through the edge with
-/// an empty route table until the daemon wires routes from the store and Docker.
+/// Completes the handshake (bounded like a request head), then serves the connection.
+async fn serve_tls_connection(
+    edge: &Edge,
+    tls: &crate::tls::Tls,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    match tokio::time::timeout(HEADER_READ_TIMEOUT, tls.accept(stream)).await {
+        Ok(Ok(Some(stream))) => serve_connection(edge, stream, peer, true).await,
+        // An ACME TLS-ALPN-01 validation: the handshake was the whole exchange.
+        Ok(Ok(None)) => {}
+        Ok(Err(err)) => tracing::debug!(%peer, error = %err, "tls handshake failed"),
+        Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
+    }
+}
+
+/// Serves both edge listeners with the daemon's routes, metrics and TLS until `stopped`
+/// completes.
 pub async fn serve(
-    _app: AppState,
+    app: AppState,
     http: TcpListener,
     https: TcpListener,
     stopped: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (stop_https_tx, stop_https_rx) = tokio::sync::oneshot::channel::<()>();
-    // Until certificates exist there is nothing to serve over TLS: connections are closed
-    // at once rather than left hanging in the accept queue.
-    let https_task = tokio::spawn(async move {
-        tokio::select! {
-            _ = stop_https_rx => {}
-            _ = async {
-                loop {
-                    match https.accept().await {
-                        Ok((stream, peer)) => {
-                            tracing::debug!(%peer, "https edge: no certificates yet; closing");
-                            drop(stream);
-                        }
-                        Err(err) => tracing::warn!(error = %err, "https edge accept failed"),
-                    }
-                }
-            } => {}
-        }
-    });
     let edge = Edge::new(
-        Arc::new(Routes::default()),
-        Arc::new(EdgeMetrics::new()),
-        EdgeConfig::default(),
-        Arc::new(NoChallenges),
+        app.routes.clone(),
+        app.edge_metrics.clone(),
+        EdgeConfig {
+            request_timeout: Duration::from_secs(app.config.edge.request_timeout_secs),
+            max_body_bytes: app.config.edge.max_body_mb * 1024 * 1024,
+            drain_timeout: Duration::from_secs(app.config.edge.drain_timeout_secs),
+        },
+        app.tls.challenges(),
     );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_https = async move {
+        let mut stop_rx = stop_rx;
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    };
+    let https_task = tokio::spawn(serve_https(
+        edge.clone(),
+        https,
+        app.tls.clone(),
+        stop_https,
+    ));
     serve_http(edge, http, stopped).await;
-    let _ = stop_https_tx.send(());
+    let _ = stop_tx.send(true);
     let _ = https_task.await;
     Ok(())
 }

@@ -335,6 +335,23 @@ impl Tls {
         self.inner.server_config.clone()
     }
 
+    /// Completes the TLS handshake of an HTTPS connection. `Ok(None)` for an ACME
+    /// TLS-ALPN-01 validation, which ends with the handshake.
+    pub async fn accept(
+        &self,
+        stream: tokio::net::TcpStream,
+    ) -> std::io::Result<
+        Option<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static>,
+    > {
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.inner.server_config.clone());
+        let stream = acceptor.accept(stream).await?;
+        let (_, connection) = stream.get_ref();
+        if connection.alpn_protocol() == Some(ACME_TLS_ALPN_PROTOCOL) {
+            return Ok(None);
+        }
+        Ok(Some(stream))
+    }
+
     /// HTTP-01 key authorizations of the orders in flight, for the edge's HTTP listener.
     pub fn challenges(&self) -> Arc<dyn ChallengeResponder> {
         self.inner.challenges.clone()

@@ -12,4 +12,5 @@ mod docker;
 mod edge;
 mod lifecycle;
 mod openapi;
+mod serving;
 mod tls_acme;

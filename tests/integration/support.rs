@@ -20,6 +20,7 @@ pub struct TestDaemon {
     pub config: Config,
     pub api: SocketAddr,
     pub http: SocketAddr,
+    pub https: SocketAddr,
     /// The bootstrap admin token the daemon wrote to `<data_dir>/admin-token`.
     pub admin_token: String,
     client: reqwest::Client,
@@ -95,6 +96,7 @@ impl TestDaemon {
             .expect("bind ephemeral listeners");
         let api = listeners.api.local_addr().unwrap();
         let http = listeners.http.local_addr().unwrap();
+        let https = listeners.https.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(cantila::run(config.clone(), listeners, async move {
             let _ = stopped.await;
@@ -108,6 +110,7 @@ impl TestDaemon {
             config,
             api,
             http,
+            https,
             admin_token: String::new(),
             client,
             stop: Some(stop),
