@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod deploy;
 pub mod docker;
+pub mod domains;
 pub mod edge;
 pub mod env;
 pub mod error;

@@ -330,3 +330,103 @@ mod env_key_tests {
         assert!(!EnvKey::parse("API_BASE").unwrap().looks_secret());
     }
 }
+
+/// A public hostname a project can be reached at. Invariant: lowercase ASCII (IDNA names
+/// converted to punycode), no trailing dot, at least two labels, each a DNS label of 1-63
+/// characters, 253 characters at most, not an IP address, no wildcard.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Hostname(String);
+
+impl Hostname {
+    pub fn parse(value: &str) -> Result<Self, Error> {
+        let invalid = |why: &str| {
+            Error::Invalid(format!(
+                "hostname {value:?} is invalid: {why}; use a DNS name such as www.example.com"
+            ))
+        };
+        let trimmed = value.trim().trim_end_matches('.');
+        if trimmed.is_empty() {
+            return Err(invalid("it is empty"));
+        }
+        if trimmed.contains('*') {
+            return Err(invalid(
+                "wildcards need DNS-01 validation, which is not configured",
+            ));
+        }
+        if trimmed.parse::<std::net::IpAddr>().is_ok() {
+            return Err(invalid("an IP address is not a hostname"));
+        }
+        let ascii = idna::domain_to_ascii(trimmed)
+            .map_err(|_| invalid("it is not a valid international domain name"))?;
+        if ascii.len() > 253 {
+            return Err(invalid("it is longer than 253 characters"));
+        }
+        let labels: Vec<&str> = ascii.split('.').collect();
+        if labels.len() < 2 {
+            return Err(invalid("it needs at least two labels"));
+        }
+        for label in &labels {
+            let valid = !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-');
+            if !valid {
+                return Err(invalid(&format!("the label {label:?} is not a DNS label")));
+            }
+        }
+        Ok(Self(ascii))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this name is `domain` itself or inside it.
+    pub fn is_within(&self, domain: &str) -> bool {
+        self.0 == domain || self.0.ends_with(&format!(".{domain}"))
+    }
+}
+
+impl fmt::Display for Hostname {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod hostname_tests {
+    use super::*;
+
+    #[test]
+    fn hostnames_are_normalised_and_validated() {
+        let check = |input: &str, expected: Option<&str>| {
+            assert_eq!(
+                Hostname::parse(input).ok().map(|h| h.0),
+                expected.map(str::to_owned),
+                "{input}"
+            );
+        };
+        check("www.Example.com", Some("www.example.com"));
+        check("example.com.", Some("example.com"));
+        check("bücher.example", Some("xn--bcher-kva.example"));
+        check("a-b.c-d.io", Some("a-b.c-d.io"));
+        check("localhost", None);
+        check("*.example.com", None);
+        check("10.0.0.1", None);
+        check("-bad.example.com", None);
+        check("bad_.example.com", None);
+        check("a..b", None);
+        check("", None);
+        check(&format!("{}.com", "a".repeat(64)), None);
+        assert!(Hostname::parse("x.apps.example.com")
+            .unwrap()
+            .is_within("apps.example.com"));
+        assert!(!Hostname::parse("xapps.example.com")
+            .unwrap()
+            .is_within("apps.example.com"));
+    }
+}

@@ -17,15 +17,23 @@ use crate::{
 /// Rebuilds the route table and swaps it in. Called after every release or deletion, at
 /// start-up, and on a timer so the table follows Docker's actual state.
 pub async fn refresh(app: &AppState) -> Result<()> {
-    let (projects, running) = app
+    let (projects, running, aliases) = app
         .store
         .call(|connection| {
             Ok((
                 store::projects::all(connection)?,
                 store::deploys::with_status(connection, &[DeployStatus::Running])?,
+                store::aliases::all(connection)?,
             ))
         })
         .await?;
+    let mut aliases_by_project: HashMap<String, Vec<String>> = HashMap::new();
+    for alias in aliases {
+        aliases_by_project
+            .entry(alias.project_id)
+            .or_default()
+            .push(alias.hostname);
+    }
     let running_by_project: HashMap<&str, &crate::deploy::Deploy> = running
         .iter()
         .map(|deploy| (deploy.project_id.as_str(), deploy))
@@ -88,16 +96,64 @@ pub async fn refresh(app: &AppState) -> Result<()> {
                 state: project.status.as_str().to_owned(),
             },
         };
-        let route = Arc::new(Route::new(
-            project.id.clone(),
-            project.name.to_string(),
-            target,
-            false,
-        ));
-        table.insert(&project.default_hostname(&app.config.base_domain), route);
+        let serving = running_by_project.contains_key(project.id.as_str());
+        let mut hosts = vec![project.default_hostname(&app.config.base_domain)];
+        hosts.extend(aliases_by_project.remove(&project.id).unwrap_or_default());
+        for host in hosts {
+            // Plain HTTP moves to HTTPS once the hostname has a certificate.
+            let https_redirect = app.tls.has_certificate(&host);
+            if serving && !https_redirect {
+                request_certificate(app, &host);
+            }
+            let route = Route::new(
+                project.id.clone(),
+                project.name.to_string(),
+                target.clone(),
+                https_redirect,
+            );
+            table.insert(&host, Arc::new(route));
+        }
     }
     app.routes.replace(table);
     Ok(())
+}
+
+/// Hostnames with a certificate request in flight, so refreshes do not start a second one.
+static REQUESTING: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Asks for a certificate in the background when TLS is on; the TLS module keeps the
+/// outcome (and backs off after failures), visible on the project's domains.
+fn request_certificate(app: &AppState, host: &str) {
+    if app.tls.mode() == crate::tls::TlsMode::Off {
+        return;
+    }
+    if !REQUESTING
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(host.to_owned())
+    {
+        return;
+    }
+    let app = app.clone();
+    let host = host.to_owned();
+    tokio::spawn(async move {
+        match app.tls.ensure_certificate(&host).await {
+            Ok(_) => {
+                tracing::info!(%host, "certificate ready");
+                // The redirect to HTTPS starts with the next table.
+                let refresh_app = app.clone();
+                tokio::spawn(async move {
+                    let _ = refresh(&refresh_app).await;
+                });
+            }
+            Err(err) => tracing::warn!(%host, error = %err, "certificate request failed"),
+        }
+        REQUESTING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&host);
+    });
 }
 
 fn is_static(deploy: &crate::deploy::Deploy) -> bool {

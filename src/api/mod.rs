@@ -7,6 +7,7 @@ pub mod account;
 pub mod audit;
 pub mod auth;
 pub mod deploys;
+pub mod domains;
 pub mod env;
 pub mod error;
 pub mod git;
@@ -41,6 +42,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(git::router())
         .merge(deploys::router())
         .merge(env::router())
+        .merge(domains::router())
         .merge(tokens::router())
         .merge(audit::router())
 }

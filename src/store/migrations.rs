@@ -105,6 +105,13 @@ const STEPS: &[&str] = &[
         updated_at  TEXT NOT NULL,
         PRIMARY KEY (project_id, key)
     );",
+    // 3: alias hostnames, unique across all accounts.
+    "CREATE TABLE aliases (
+        hostname    TEXT PRIMARY KEY,
+        project_id  TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        created_at  TEXT NOT NULL
+    );
+    CREATE INDEX aliases_by_project ON aliases(project_id);",
 ];
 
 /// The schema version this binary writes.

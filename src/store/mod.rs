@@ -5,6 +5,7 @@
 mod migrations;
 
 pub mod accounts;
+pub mod aliases;
 pub mod audit;
 pub mod deploys;
 pub mod env;

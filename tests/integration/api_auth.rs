@@ -20,6 +20,8 @@ enum Target {
     ConnectedProject,
     /// A deploy of a fresh project (it fails at once: no repository): `{deploy}`.
     Deploy,
+    /// A fresh project with one alias: `{id}` and `{alias}` substituted.
+    Alias,
 }
 
 /// What a request body may refer to.
@@ -217,6 +219,38 @@ fn endpoints() -> Vec<Endpoint> {
             Some(|_| json!({ "vars": { "API_BASE": "https://api.example.com" } })),
             200,
         ),
+        e(
+            Method::GET,
+            "/v1/projects/{id}/aliases",
+            Scope::Read,
+            Target::Project,
+            None,
+            200,
+        ),
+        e(
+            Method::POST,
+            "/v1/projects/{id}/aliases",
+            Scope::Deploy,
+            Target::Project,
+            Some(|b| json!({ "hostname": format!("new{}.example.com", b.n) })),
+            201,
+        ),
+        e(
+            Method::DELETE,
+            "/v1/projects/{id}/aliases/{alias}",
+            Scope::Deploy,
+            Target::Alias,
+            None,
+            204,
+        ),
+        e(
+            Method::GET,
+            "/v1/projects/{id}/domains",
+            Scope::Read,
+            Target::Project,
+            None,
+            200,
+        ),
     ]
 }
 
@@ -299,6 +333,21 @@ async fn every_endpoint_enforces_authentication_scope_and_account() {
                     let id = project["id"].as_str().unwrap();
                     let deploy = daemon.deploy(id, None).await;
                     path = path.replace("{deploy}", deploy["id"].as_str().unwrap());
+                }
+                Target::Alias => {
+                    let project = daemon.create_project(&format!("p{counter}")).await;
+                    let id = project["id"].as_str().unwrap();
+                    let alias = format!("alias{counter}.example.com");
+                    daemon
+                        .post(
+                            &format!("/v1/projects/{id}/aliases"),
+                            &daemon.admin_token,
+                            json!({ "hostname": alias }),
+                        )
+                        .await
+                        .expect(201);
+                    project_id = id.to_owned();
+                    path = path.replace("{id}", id).replace("{alias}", &alias);
                 }
                 Target::Token => {
                     let created = daemon

@@ -34,6 +34,10 @@ const EXPECTED: &[(&str, &str)] = &[
     ("post", "/v1/deploy/plan"),
     ("get", "/v1/projects/{id}/env"),
     ("post", "/v1/projects/{id}/env"),
+    ("get", "/v1/projects/{id}/aliases"),
+    ("post", "/v1/projects/{id}/aliases"),
+    ("delete", "/v1/projects/{id}/aliases/{hostname}"),
+    ("get", "/v1/projects/{id}/domains"),
 ];
 
 /// Operations that take no API token: the document itself, and the webhook (verified by
@@ -76,6 +80,7 @@ async fn the_document_lists_the_contract_and_every_route_it_lists_is_served() {
         let concrete = path
             .replace("{id}", "prj_x")
             .replace("{handle}", "h")
+            .replace("{hostname}", "www.example.com")
             .replace("{name}", "n");
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let res = daemon

@@ -58,6 +58,95 @@ async fn apps_and_static_sites_answer_on_their_hostnames() {
     let (status, body) = edge_get(&daemon, "WEB.admin.test.local:80", "/").await;
     assert_eq!((status, body.as_str()), (200, "served by the edge\n"));
 
+    // An alias routes at once, is unique across accounts, and is listed with the domains.
+    let aliases = format!("/v1/projects/{project_id}/aliases");
+    daemon
+        .post(
+            &aliases,
+            &daemon.admin_token,
+            json!({ "hostname": "WWW.Example.test." }),
+        )
+        .await
+        .expect(201);
+    let (status, body) = edge_get(&daemon, "www.example.test", "/").await;
+    assert_eq!((status, body.as_str()), (200, "served by the edge\n"));
+    let other = daemon.other_account_token("rival", cantila::names::Scope::Admin);
+    let rival = daemon
+        .post("/v1/projects", &other, json!({ "name": "rival" }))
+        .await
+        .expect(201)
+        .body;
+    let taken = daemon
+        .post(
+            &format!("/v1/projects/{}/aliases", rival["id"].as_str().unwrap()),
+            &other,
+            json!({ "hostname": "www.example.test" }),
+        )
+        .await
+        .expect(409);
+    assert!(
+        taken.error_message().contains("www.example.test"),
+        "{}",
+        taken.text
+    );
+    let res = daemon
+        .post(
+            &aliases,
+            &daemon.admin_token,
+            json!({ "hostname": "x.admin.test.local" }),
+        )
+        .await
+        .expect(422);
+    assert!(res.error_message().contains("base domain"), "{}", res.text);
+    daemon
+        .post(
+            &aliases,
+            &daemon.admin_token,
+            json!({ "hostname": "*.example.test" }),
+        )
+        .await
+        .expect(422);
+    let listed = daemon
+        .get(&aliases, &daemon.admin_token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(listed["aliases"][0]["hostname"], "www.example.test");
+    let domains = daemon
+        .get(
+            &format!("/v1/projects/{project_id}/domains"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
+    let names: Vec<(&str, &str)> = domains["domains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["hostname"].as_str().unwrap(), d["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("web.admin.test.local", "default"),
+            ("www.example.test", "alias")
+        ]
+    );
+    assert_eq!(
+        domains["domains"][1]["certificate"]["status"], "none",
+        "TLS is off in this test"
+    );
+    daemon
+        .delete(&format!("{aliases}/www.example.test"), &daemon.admin_token)
+        .await
+        .expect(204);
+    assert_eq!(edge_get(&daemon, "www.example.test", "/").await.0, 404);
+    daemon
+        .delete(&format!("{aliases}/www.example.test"), &daemon.admin_token)
+        .await
+        .expect(404);
+
     let site = Repo::from_fixture("static-public");
     let (site_id, _) = daemon.connected_project("docs", &site).await;
     let deploy = daemon.deploy(&site_id, None).await;
@@ -198,5 +287,103 @@ async fn a_redeploy_under_steady_traffic_fails_no_request() {
         failed, 0,
         "{failed} of {sent} requests failed across two redeploys"
     );
+    cleanup(&project_id).await;
+}
+
+#[tokio::test]
+async fn an_alias_gets_a_certificate_from_an_acme_ca_and_serves_https() {
+    use crate::tls_acme::{free_tcp_port, Pebble};
+    // Pebble validates HTTP-01 on a fixed port: the edge's HTTP listener is bound there.
+    let http_port = free_tcp_port();
+    let pebble = Pebble::start(http_port, free_tcp_port()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::support::test_config(dir.path());
+    config.tls = cantila::tls::TlsConfig {
+        mode: cantila::tls::TlsMode::Acme,
+        acme_directory: pebble.directory_url.clone(),
+        acme_email: Some("ops@example.com".to_owned()),
+        acme_challenge: cantila::tls::AcmeChallenge::Http01,
+        acme_extra_roots: Some(pebble.https_ca_path.clone()),
+        ..cantila::tls::TlsConfig::default()
+    };
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let listeners = cantila::Listeners {
+        api: tokio::net::TcpListener::bind(any).await.unwrap(),
+        http: tokio::net::TcpListener::bind(("127.0.0.1", http_port))
+            .await
+            .unwrap(),
+        https: tokio::net::TcpListener::bind(any).await.unwrap(),
+    };
+    let daemon = TestDaemon::start_on(dir, config, listeners).await;
+
+    let files = busybox_app("over acme tls\n");
+    let borrowed: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    let repo = Repo::new(&borrowed);
+    let (project_id, _) = daemon.connected_project("shop", &repo).await;
+    let host = "shop.example.test";
+    daemon
+        .post(
+            &format!("/v1/projects/{project_id}/aliases"),
+            &daemon.admin_token,
+            json!({ "hostname": host }),
+        )
+        .await
+        .expect(201);
+    assert_eq!(daemon.deploy(&project_id, None).await["status"], "running");
+
+    // The certificate is requested in the background; the domains listing shows it.
+    let mut issued = serde_json::Value::Null;
+    for _ in 0..300 {
+        let domains = daemon
+            .get(
+                &format!("/v1/projects/{project_id}/domains"),
+                &daemon.admin_token,
+            )
+            .await
+            .expect(200)
+            .body;
+        let alias = domains["domains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["hostname"] == host)
+            .cloned()
+            .unwrap();
+        if alias["certificate"]["status"] == "acme" || alias["certificate"]["status"] == "failed" {
+            issued = alias;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(issued["certificate"]["status"], "acme", "{issued}");
+    assert!(issued["certificate"]["expiresAt"].is_string(), "{issued}");
+
+    let root = pebble.issuing_root_pem().await;
+    let tls_client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(root.as_bytes()).unwrap())
+        .resolve(host, daemon.https)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let res = tls_client
+        .get(format!("https://{host}:{}/", daemon.https.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "over acme tls\n");
+
+    // Plain HTTP now redirects to HTTPS, except the ACME challenge path.
+    let mut redirected = false;
+    for _ in 0..100 {
+        let (status, _) = edge_get(&daemon, host, "/").await;
+        if status == 308 {
+            redirected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(redirected, "http redirects once the certificate exists");
     cleanup(&project_id).await;
 }

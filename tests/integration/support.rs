@@ -94,6 +94,11 @@ impl TestDaemon {
         let listeners = Listeners::ephemeral()
             .await
             .expect("bind ephemeral listeners");
+        Self::start_on(dir, config, listeners).await
+    }
+
+    /// Starts a daemon on listeners the test bound (when a port must be known first).
+    pub async fn start_on(dir: TempDir, config: Config, listeners: Listeners) -> Self {
         let api = listeners.api.local_addr().unwrap();
         let http = listeners.http.local_addr().unwrap();
         let https = listeners.https.local_addr().unwrap();

@@ -25,14 +25,14 @@ use tokio::{
 };
 
 /// The two pebble processes, killed when dropped.
-struct Pebble {
+pub(crate) struct Pebble {
     pebble: Child,
     challtestsrv: Child,
-    directory_url: String,
+    pub(crate) directory_url: String,
     management_url: String,
     challtestsrv_url: String,
     /// The CA of pebble's own HTTPS listeners (not the CA that signs issued certificates).
-    https_ca_path: PathBuf,
+    pub(crate) https_ca_path: PathBuf,
     https_ca_pem: String,
     log_path: PathBuf,
     _dir: tempfile::TempDir,
@@ -49,7 +49,7 @@ impl Drop for Pebble {
 
 impl Pebble {
     /// Starts pebble validating HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port`.
-    async fn start(http_port: u16, tls_port: u16) -> Pebble {
+    pub(crate) async fn start(http_port: u16, tls_port: u16) -> Pebble {
         for binary in ["pebble", "pebble-challtestsrv"] {
             assert!(
                 Path::new("/usr/bin").join(binary).exists() || which(binary),
@@ -150,7 +150,7 @@ impl Pebble {
     }
 
     /// The root that signs the certificates pebble issues.
-    async fn issuing_root_pem(&self) -> String {
+    pub(crate) async fn issuing_root_pem(&self) -> String {
         let response = self
             .client()
             .get(format!("{}/roots/0", self.management_url))
@@ -203,7 +203,7 @@ fn pebble_https_certificate() -> (String, String, String) {
     (ca_certificate.pem(), certificate.pem(), key.serialize_pem())
 }
 
-fn free_tcp_port() -> u16 {
+pub(crate) fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -1,0 +1,213 @@
+//! Hostnames of a project: its default hostname, the aliases attached to it, and the
+//! certificate and DNS state of each.
+//! Invariant: an alias belongs to exactly one project across all accounts, and never lies
+//! under the base domain (those names are Cantila's to assign).
+
+use std::time::Duration;
+
+use crate::{
+    accounts::Actor,
+    audit, clock,
+    error::{Error, Result},
+    names::Hostname,
+    projects::{self, Project},
+    state::AppState,
+    store::{self, aliases::StoredAlias},
+    tls::{CertificateState, TlsMode},
+};
+
+#[derive(Debug, Clone)]
+pub struct Alias {
+    pub hostname: String,
+    pub created_at: String,
+}
+
+impl From<StoredAlias> for Alias {
+    fn from(stored: StoredAlias) -> Self {
+        Self {
+            hostname: stored.hostname,
+            created_at: stored.created_at,
+        }
+    }
+}
+
+/// Whether a hostname is the project's default one or an alias.
+#[derive(Debug, Clone, Copy)]
+pub enum DomainKind {
+    Default,
+    Alias,
+}
+
+/// A hostname with its certificate and DNS state.
+#[derive(Debug, Clone)]
+pub struct Domain {
+    pub hostname: String,
+    pub kind: DomainKind,
+    /// `pending`, `issued`, `failed`, `self-signed`, `manual`, or `none` (TLS off or not
+    /// requested yet).
+    pub certificate_status: String,
+    pub certificate_issuer: Option<String>,
+    pub certificate_expires_at: Option<String>,
+    pub certificate_error: Option<String>,
+    /// The addresses the hostname resolves to from this server, when the lookup answers.
+    pub resolves_to: Option<Vec<String>>,
+}
+
+pub async fn list_aliases(app: &AppState, actor: &Actor, project_id: String) -> Result<Vec<Alias>> {
+    let project = projects::get(&app.store, actor, project_id).await?;
+    let aliases = app
+        .store
+        .call(move |c| store::aliases::of_project(c, &project.id))
+        .await?;
+    Ok(aliases.into_iter().map(Alias::from).collect())
+}
+
+/// Attaches a hostname; it starts routing at once, and a certificate is requested in the
+/// background when TLS is on.
+pub async fn add_alias(
+    app: &AppState,
+    actor: &Actor,
+    project_id: String,
+    hostname: Hostname,
+) -> Result<Alias> {
+    if hostname.is_within(&app.config.base_domain) {
+        return Err(Error::Invalid(format!(
+            "`{hostname}` is under the base domain `{}`, whose names Cantila assigns; use a domain of your own",
+            app.config.base_domain
+        )));
+    }
+    let project = projects::get(&app.store, actor, project_id).await?;
+    let stored = StoredAlias {
+        hostname: hostname.as_str().to_owned(),
+        project_id: project.id.clone(),
+        created_at: clock::now(),
+    };
+    let actor = actor.clone();
+    let saved = stored.clone();
+    app.store
+        .call(move |connection| {
+            let tx = connection.transaction()?;
+            store::aliases::insert(&tx, &saved)?;
+            audit::record(
+                &tx,
+                &actor,
+                "alias.add",
+                Some(&format!("{}:{}", saved.project_id, saved.hostname)),
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await?;
+    crate::routing::refresh(app).await?;
+    Ok(stored.into())
+}
+
+pub async fn remove_alias(
+    app: &AppState,
+    actor: &Actor,
+    project_id: String,
+    hostname: String,
+) -> Result<()> {
+    let project = projects::get(&app.store, actor, project_id).await?;
+    let actor = actor.clone();
+    let host = hostname.clone();
+    app.store
+        .call(move |connection| {
+            let tx = connection.transaction()?;
+            if !store::aliases::delete(&tx, &project.id, &host)? {
+                return Err(Error::NotFound(format!(
+                    "hostname `{host}` is not an alias of project `{}`",
+                    project.id
+                )));
+            }
+            audit::record(
+                &tx,
+                &actor,
+                "alias.remove",
+                Some(&format!("{}:{host}", project.id)),
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await?;
+    crate::routing::refresh(app).await?;
+    let tls = app.tls.clone();
+    tokio::spawn(async move {
+        if let Err(err) = tls.forget(&hostname).await {
+            tracing::warn!(host = %hostname, error = %err, "forgetting a removed alias's certificate");
+        }
+    });
+    Ok(())
+}
+
+/// Every hostname that reaches the project, with certificate and DNS state.
+pub async fn list_domains(
+    app: &AppState,
+    actor: &Actor,
+    project_id: String,
+) -> Result<Vec<Domain>> {
+    let project = projects::get(&app.store, actor, project_id).await?;
+    let mut hosts = vec![(
+        project.default_hostname(&app.config.base_domain),
+        DomainKind::Default,
+    )];
+    let id = project.id.clone();
+    let aliases = app
+        .store
+        .call(move |c| store::aliases::of_project(c, &id))
+        .await?;
+    hosts.extend(
+        aliases
+            .into_iter()
+            .map(|alias| (alias.hostname, DomainKind::Alias)),
+    );
+    let mut domains = Vec::with_capacity(hosts.len());
+    for (hostname, kind) in hosts {
+        domains.push(describe(app, &project, hostname, kind).await);
+    }
+    Ok(domains)
+}
+
+async fn describe(
+    app: &AppState,
+    _project: &Project,
+    hostname: String,
+    kind: DomainKind,
+) -> Domain {
+    let status = app.tls.status(&hostname);
+    let state = app.tls.state(&hostname);
+    let (certificate_status, certificate_error) = match (&status, &state, app.tls.mode()) {
+        (Some(status), _, _) => (status.source.as_str().to_owned(), None),
+        (None, Some(CertificateState::Pending), _) => ("pending".to_owned(), None),
+        (None, Some(CertificateState::Failed { reason, .. }), _) => {
+            ("failed".to_owned(), Some(reason.clone()))
+        }
+        (None, Some(CertificateState::Issued { .. }), _) => ("issued".to_owned(), None),
+        (None, None, TlsMode::Off) => ("none".to_owned(), None),
+        (None, None, TlsMode::Acme | TlsMode::SelfSigned) => ("pending".to_owned(), None),
+    };
+    let lookup = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::lookup_host((hostname.clone(), 443)),
+    )
+    .await;
+    let resolves_to = match lookup {
+        Ok(Ok(addresses)) => {
+            let mut ips: Vec<String> = addresses.map(|a| a.ip().to_string()).collect();
+            ips.sort();
+            ips.dedup();
+            Some(ips)
+        }
+        Ok(Err(_)) => Some(Vec::new()),
+        Err(_) => None,
+    };
+    Domain {
+        certificate_issuer: status.as_ref().map(|s| s.issuer.clone()),
+        certificate_expires_at: status.as_ref().map(|s| s.not_after.clone()),
+        hostname,
+        kind,
+        certificate_status,
+        certificate_error,
+        resolves_to,
+    }
+}
