@@ -152,6 +152,19 @@ async fn steps(
             .map_err(failed("release"))?;
     }
     if let Some(image) = image {
+        if let Some(command) = &source_plan.release_command {
+            run_release_command(
+                app,
+                &project,
+                deploy,
+                &source_plan,
+                &image,
+                &env_snapshot,
+                command,
+                log,
+            )
+            .await?;
+        }
         release_containers(
             app,
             &project,
@@ -400,6 +413,80 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<usize> {
         }
     }
     Ok(copied)
+}
+
+/// Runs the release command (migrations and the like) once, in a one-off container of the
+/// new image with the new env, before any instance starts. A non-zero exit fails the
+/// deploy and nothing is switched.
+#[allow(clippy::too_many_arguments)]
+async fn run_release_command(
+    app: &AppState,
+    project: &Project,
+    deploy: &Deploy,
+    source_plan: &SourcePlan,
+    image: &str,
+    env_snapshot: &std::collections::BTreeMap<String, String>,
+    command: &str,
+    log: &DeployLog,
+) -> Result<(), Stop> {
+    let engine = app.engine().await.map_err(failed("release"))?;
+    let network = app.config.deploy.network.clone();
+    engine
+        .ensure_network(&network)
+        .await
+        .map_err(|e| failed("release")(e.into()))?;
+    let mut env: Vec<(String, String)> = env_snapshot.clone().into_iter().collect();
+    env.push(("PORT".to_owned(), source_plan.port.to_string()));
+    let spec = ContainerSpec {
+        name: format!(
+            "cantila-{}-{}-{}-release",
+            project.handle,
+            project.name,
+            deploy.id.to_ascii_lowercase()
+        ),
+        image: image.to_owned(),
+        command: Some(vec![
+            "/bin/sh".to_owned(),
+            "-c".to_owned(),
+            command.to_owned(),
+        ]),
+        env,
+        labels: HashMap::from([
+            ("cantila.project".to_owned(), project.id.clone()),
+            ("cantila.deploy".to_owned(), deploy.id.clone()),
+            ("cantila.kind".to_owned(), "release".to_owned()),
+        ]),
+        network,
+        memory_bytes: Some(i64::from(app.config.deploy.instance_memory_mb) * 1024 * 1024),
+        cpus: Some(app.config.deploy.instance_cpus),
+        restart: false,
+    };
+    log.line(format!("running the release command: {command}"));
+    let started = engine
+        .start(&spec)
+        .await
+        .map_err(|e| failed("release")(e.into()))?;
+    let code = engine
+        .wait(&started.id)
+        .await
+        .map_err(|e| failed("release")(e.into()));
+    let output = engine.tail_logs(&started.id, 200).await.unwrap_or_default();
+    for line in &output {
+        log.line(format!("release: {line}"));
+    }
+    let _ = engine
+        .stop_and_remove(&started.id, Duration::from_secs(1))
+        .await;
+    match code? {
+        0 => {
+            log.line("the release command succeeded");
+            Ok(())
+        }
+        code => Err(Stop::Failed {
+            step: "release",
+            message: format!("the release command exited with code {code}; nothing was switched"),
+        }),
+    }
 }
 
 /// Starts the new instances beside the old ones and waits until each passes its health

@@ -616,6 +616,41 @@ async fn failures_keep_the_previous_release_serving() {
         .body;
     assert_eq!(project["status"], "running");
 
+    // A release command runs once before the switch; a failing one switches nothing.
+    repo.commit(
+        &files_with(&files, "Procfile", "release: echo migrating the database\n"),
+        "release ok",
+    );
+    let migrated = daemon.deploy(&project_id, None).await;
+    assert_eq!(migrated["status"], "running", "{migrated}");
+    let log = events_text(&daemon, migrated["id"].as_str().unwrap()).await;
+    assert!(log.contains("release: migrating the database"), "{log}");
+    let migrated_id = migrated["id"].as_str().unwrap().to_owned();
+    repo.commit(
+        &[("Procfile", "release: echo migration broke; exit 4\n")],
+        "release fails",
+    );
+    let broken_release = daemon.deploy(&project_id, None).await;
+    assert_eq!(
+        (
+            broken_release["status"].as_str(),
+            broken_release["failedStep"].as_str()
+        ),
+        (Some("failed"), Some("release")),
+        "{broken_release}"
+    );
+    assert!(
+        broken_release["error"].as_str().unwrap().contains("code 4"),
+        "{broken_release}"
+    );
+    assert!(events_text(&daemon, broken_release["id"].as_str().unwrap())
+        .await
+        .contains("migration broke"));
+    assert_eq!(
+        app_answer(&migrated_id, "/").await.as_deref(),
+        Some("stable release\n")
+    );
+
     // A deploy of a branch that does not exist fails at fetch with a clear reason.
     let missing = daemon.deploy(&project_id, Some("no-such-branch")).await;
     assert_eq!(missing["failedStep"], "fetch", "{missing}");
@@ -860,6 +895,33 @@ async fn a_crash_mid_build_leaves_a_failed_deploy_and_no_orphans() {
         .body;
     assert_eq!(project["status"], "failed");
     cleanup(&project_id).await;
+}
+
+/// The files of `base` with one more file.
+fn files_with<'a>(
+    base: &'a [(&'static str, String)],
+    path: &'static str,
+    content: &'a str,
+) -> Vec<(&'static str, &'a str)> {
+    let mut files: Vec<(&'static str, &str)> = base.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    files.push((path, content));
+    files
+}
+
+/// The whole stored event stream of a deploy, as text.
+async fn events_text(daemon: &TestDaemon, deploy_id: &str) -> String {
+    daemon
+        .request(
+            reqwest::Method::GET,
+            &format!("/v1/deploys/{deploy_id}/events"),
+        )
+        .bearer_auth(&daemon.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// Removes the containers a test's project left running.
