@@ -39,6 +39,59 @@ pub struct Config {
     pub tls: crate::tls::TlsConfig,
     /// The public edge's limits.
     pub edge: EdgeSettings,
+    /// Instance counts and size tiers.
+    pub scale: ScaleConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScaleConfig {
+    /// The most instances one process type of a project may run.
+    pub max_instances: u32,
+    /// The tier of projects that never chose one.
+    pub default_size: String,
+    /// Size tiers: CPU and memory limits of each instance.
+    pub sizes: std::collections::BTreeMap<String, SizeTier>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SizeTier {
+    pub memory_mb: u32,
+    pub cpus: f64,
+}
+
+impl Default for ScaleConfig {
+    fn default() -> Self {
+        let tier = |memory_mb, cpus| SizeTier { memory_mb, cpus };
+        Self {
+            max_instances: 10,
+            default_size: "small".to_owned(),
+            sizes: [
+                ("nano".to_owned(), tier(256, 0.25)),
+                ("small".to_owned(), tier(512, 0.5)),
+                ("medium".to_owned(), tier(1024, 1.0)),
+                ("large".to_owned(), tier(2048, 2.0)),
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
+}
+
+impl ScaleConfig {
+    /// The tier named `size`, or the default tier.
+    pub fn tier(&self, size: Option<&str>) -> SizeTier {
+        let name = size.unwrap_or(&self.default_size);
+        self.sizes
+            .get(name)
+            .or_else(|| self.sizes.get(&self.default_size))
+            .copied()
+            .unwrap_or(SizeTier {
+                memory_mb: 512,
+                cpus: 0.5,
+            })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -86,10 +139,6 @@ pub struct DeployConfig {
     pub fetch_timeout_secs: u64,
     /// How long a new instance has to pass its health check, in seconds.
     pub health_timeout_secs: u64,
-    /// Memory limit of each instance, in MiB.
-    pub instance_memory_mb: u32,
-    /// CPU limit of each instance, in cores.
-    pub instance_cpus: f64,
     /// Seconds between SIGTERM and SIGKILL when an old instance is stopped.
     pub stop_grace_secs: u64,
     /// Seconds old instances keep serving requests already sent to them after traffic
@@ -107,8 +156,6 @@ impl Default for DeployConfig {
             max_context_mb: 512,
             fetch_timeout_secs: 120,
             health_timeout_secs: 60,
-            instance_memory_mb: 512,
-            instance_cpus: 1.0,
             stop_grace_secs: 10,
             drain_secs: 2,
         }
@@ -161,6 +208,7 @@ impl Default for Config {
             build: BuildConfig::default(),
             tls: crate::tls::TlsConfig::default(),
             edge: EdgeSettings::default(),
+            scale: ScaleConfig::default(),
         }
     }
 }
@@ -271,6 +319,22 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "deploy.build_memory_mb must be between 1 and 2047".to_owned(),
             ));
+        }
+        if !self.scale.sizes.contains_key(&self.scale.default_size) {
+            return Err(ConfigError::Invalid(format!(
+                "scale.default_size `{}` is not one of the tiers in [scale.sizes]",
+                self.scale.default_size
+            )));
+        }
+        if let Some((name, _)) = self
+            .scale
+            .sizes
+            .iter()
+            .find(|(_, tier)| tier.memory_mb < 6 || tier.cpus <= 0.0)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "scale.sizes.{name} needs memory_mb of at least 6 and cpus above 0"
+            )));
         }
         if self.deploy.concurrent_builds == 0 {
             return Err(ConfigError::Invalid(

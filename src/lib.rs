@@ -132,7 +132,11 @@ pub async fn run(
     let tls = tokio::task::spawn_blocking(move || crate::tls::Tls::start(&tls_dir, tls_config))
         .await?
         .context("starting TLS")?;
-    let app = AppState::new(config, store.clone(), secrets, tls.clone());
+    let id_dir = config.data_dir.clone();
+    let installation = tokio::task::spawn_blocking(move || installation_id(&id_dir))
+        .await?
+        .context("reading the installation id")?;
+    let app = AppState::new(config, store.clone(), secrets, tls.clone(), installation);
     // The edge starts with the table of what is already running, so a restart of the
     // daemon serves the apps again at once.
     if let Err(err) = routing::refresh(&app).await {
@@ -166,6 +170,7 @@ pub async fn run(
 
     let worker = tokio::spawn(deploy::worker::run(app.clone(), stopped()));
     let router_task = tokio::spawn(routing::run(app.clone(), stopped()));
+    let reconciler = tokio::spawn(deploy::instances::run_reconciler(app.clone(), stopped()));
     let renewals = tokio::spawn(crate::tls::run_renewals(tls, stopped()));
 
     tracing::info!(api = %api_addr, http = %http_addr, https = %https_addr, "cantila is listening");
@@ -180,10 +185,24 @@ pub async fn run(
     edge_server.await?.context("edge")?;
     let _ = worker.await;
     let _ = router_task.await;
+    let _ = reconciler.await;
     let _ = renewals.await;
     tokio::task::spawn_blocking(move || store.close()).await?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The id of this installation, made once and kept in `<data_dir>/installation-id`.
+fn installation_id(data_dir: &std::path::Path) -> std::io::Result<String> {
+    let path = data_dir.join("installation-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
+        Ok(_) | Err(_) => {
+            let id = ids::random_base62(16).to_ascii_lowercase();
+            std::fs::write(&path, &id)?;
+            Ok(id)
+        }
+    }
 }
 
 /// Installs the tracing subscriber for `cantila serve`: text or JSON to stderr, filtered

@@ -24,6 +24,10 @@ pub struct Project {
     pub status: ProjectStatus,
     pub created_at: String,
     pub updated_at: String,
+    /// How many web instances should run (0 = stopped).
+    pub instances: u32,
+    /// The size tier; `None` means the configured default.
+    pub size: Option<String>,
 }
 
 impl Project {
@@ -99,6 +103,8 @@ pub async fn create(app: &AppState, actor: &Actor, new: NewProject) -> Result<Pr
         status: ProjectStatus::Created,
         created_at: now.clone(),
         updated_at: now,
+        instances: 1,
+        size: None,
     };
     let actor = actor.clone();
     let project = app
@@ -123,6 +129,15 @@ pub async fn get(store: &Store, actor: &Actor, id: String) -> Result<Project> {
     store
         .call(move |connection| {
             store::projects::by_id(connection, &account_id, &id)?.ok_or_else(|| not_found(&id))
+        })
+        .await
+}
+
+/// A project by id without the account check; for callers that did the check.
+pub async fn get_unscoped(store: &Store, id: String) -> Result<Project> {
+    store
+        .call(move |connection| {
+            store::projects::by_id_unscoped(connection, &id)?.ok_or_else(|| not_found(&id))
         })
         .await
 }

@@ -45,12 +45,16 @@ pub async fn refresh(app: &AppState) -> Result<()> {
     if needs_docker {
         if let Ok(engine) = app.engine().await {
             let network = &app.config.deploy.network;
+            let draining = app.draining_snapshot();
             for container in engine
-                .containers(&[("cantila.kind", "web")])
+                .containers(&[
+                    ("cantila.kind", "web"),
+                    ("cantila.installation", &app.installation),
+                ])
                 .await
                 .unwrap_or_default()
             {
-                if container.state != "running" {
+                if container.state != "running" || draining.contains(&container.id) {
                     continue;
                 }
                 let (Some(deploy_id), Some(ip)) = (
@@ -67,6 +71,11 @@ pub async fn refresh(app: &AppState) -> Result<()> {
     let mut table = RouteTable::new();
     for project in &projects {
         let target = match running_by_project.get(project.id.as_str()) {
+            Some(deploy) if project.instances == 0 && !is_static(deploy) => {
+                RouteTarget::Unavailable {
+                    state: "stopped".to_owned(),
+                }
+            }
             Some(deploy) if is_static(deploy) => RouteTarget::Static {
                 root: app.config.sites_dir().join(&project.id).join(&deploy.id),
                 spa_fallback: false,

@@ -38,12 +38,26 @@ pub struct Inner {
     pub edge_metrics: Arc<EdgeMetrics>,
     /// Certificates for the HTTPS listener.
     pub tls: Tls,
+    /// This installation's id, labelled on everything it creates in Docker, so two
+    /// installations sharing one engine never touch each other's containers.
+    pub installation: String,
+    /// Instances taken out of the route table before they stop, so no request is sent to
+    /// an instance that is going away.
+    draining: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// One release change (deploy switch, scale, repair) per project at a time.
+    project_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<AsyncMutex<()>>>>,
     /// The Docker engine, connected on first use so the API runs without one.
     engine: AsyncMutex<Option<Engine>>,
 }
 
 impl AppState {
-    pub fn new(config: Config, store: Store, secrets: SecretBox, tls: Tls) -> Self {
+    pub fn new(
+        config: Config,
+        store: Store,
+        secrets: SecretBox,
+        tls: Tls,
+        installation: String,
+    ) -> Self {
         let auth_throttle = AuthThrottle::new(config.api.auth_failures_per_minute);
         Self(Arc::new(Inner {
             config,
@@ -54,8 +68,42 @@ impl AppState {
             routes: Arc::new(Routes::default()),
             edge_metrics: Arc::new(EdgeMetrics::new()),
             tls,
+            installation,
+            draining: Default::default(),
+            project_locks: Default::default(),
             engine: AsyncMutex::new(None),
         }))
+    }
+
+    /// Marks containers as draining (out of the route table) or clears the mark.
+    pub fn set_draining(&self, ids: &[String], draining: bool) {
+        let mut set = self.0.draining.lock().unwrap_or_else(|p| p.into_inner());
+        for id in ids {
+            if draining {
+                set.insert(id.clone());
+            } else {
+                set.remove(id);
+            }
+        }
+    }
+
+    pub fn draining_snapshot(&self) -> std::collections::HashSet<String> {
+        self.0
+            .draining
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The lock serialising release changes of one project.
+    pub fn project_lock(&self, project_id: &str) -> Arc<AsyncMutex<()>> {
+        self.0
+            .project_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(project_id.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// The Docker engine, connecting (and negotiating the API version) on first use.

@@ -11,6 +11,7 @@ pub mod domains;
 pub mod env;
 pub mod error;
 pub mod git;
+pub mod instances;
 pub mod openapi;
 pub mod projects;
 pub mod tokens;
@@ -43,6 +44,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(deploys::router())
         .merge(env::router())
         .merge(domains::router())
+        .merge(instances::router())
         .merge(tokens::router())
         .merge(audit::router())
 }

@@ -42,12 +42,16 @@ pub struct ProjectView {
     pub runtime: Option<String>,
     /// The hostname the project is served on: `<name>.<handle>.<base_domain>`.
     pub hostname: String,
+    /// Desired web instances (0 = stopped).
+    pub instances: u32,
+    /// The size tier of each instance.
+    pub size: String,
     pub created_at: String,
     pub updated_at: String,
 }
 
 impl ProjectView {
-    fn new(project: &Project, app: &AppState) -> Self {
+    pub fn new(project: &Project, app: &AppState) -> Self {
         Self {
             id: project.id.clone(),
             name: project.name.to_string(),
@@ -55,6 +59,11 @@ impl ProjectView {
             status: project.status.as_str().to_owned(),
             runtime: project.runtime.map(|r| r.as_str().to_owned()),
             hostname: project.default_hostname(&app.config.base_domain),
+            instances: project.instances,
+            size: project
+                .size
+                .clone()
+                .unwrap_or_else(|| app.config.scale.default_size.clone()),
             created_at: project.created_at.clone(),
             updated_at: project.updated_at.clone(),
         }

@@ -6,6 +6,7 @@
 //! followed by the live stream never loses or reorders a line.
 
 pub mod context;
+pub mod instances;
 pub mod pipeline;
 pub mod planning;
 pub mod worker;

@@ -10,7 +10,7 @@ use std::{
 
 use crate::{
     clock,
-    docker::{BuildRequest, ContainerSpec, Engine},
+    docker::{BuildRequest, ContainerSpec},
     env,
     error::Error,
     plan::{self, Builder, PlanOptions, SourcePlan},
@@ -137,6 +137,9 @@ async fn steps(
         ),
     };
 
+    // One release change per project at a time: a scale or a repair waits for this one.
+    let lock = app.project_lock(&project.id);
+    let _release_guard = lock.lock().await;
     log.status(DeployStatus::Releasing);
     let env_snapshot = env::snapshot(app, &project.id)
         .await
@@ -340,6 +343,7 @@ async fn build_image(
         ("cantila.project".to_owned(), project.id.clone()),
         ("cantila.deploy".to_owned(), deploy.id.clone()),
         ("cantila.kind".to_owned(), "image".to_owned()),
+        ("cantila.installation".to_owned(), app.installation.clone()),
     ]);
     let request = BuildRequest {
         context_tar: built_context.tar,
@@ -437,6 +441,7 @@ async fn run_release_command(
         .map_err(|e| failed("release")(e.into()))?;
     let mut env: Vec<(String, String)> = env_snapshot.clone().into_iter().collect();
     env.push(("PORT".to_owned(), source_plan.port.to_string()));
+    let tier = app.config.scale.tier(project.size.as_deref());
     let spec = ContainerSpec {
         name: format!(
             "cantila-{}-{}-{}-release",
@@ -455,10 +460,11 @@ async fn run_release_command(
             ("cantila.project".to_owned(), project.id.clone()),
             ("cantila.deploy".to_owned(), deploy.id.clone()),
             ("cantila.kind".to_owned(), "release".to_owned()),
+            ("cantila.installation".to_owned(), app.installation.clone()),
         ]),
         network,
-        memory_bytes: Some(i64::from(app.config.deploy.instance_memory_mb) * 1024 * 1024),
-        cpus: Some(app.config.deploy.instance_cpus),
+        memory_bytes: Some(i64::from(tier.memory_mb) * 1024 * 1024),
+        cpus: Some(tier.cpus),
         restart: false,
     };
     log.line(format!("running the release command: {command}"));
@@ -489,8 +495,8 @@ async fn run_release_command(
     }
 }
 
-/// Starts the new instances beside the old ones and waits until each passes its health
-/// check. Nothing is switched here.
+/// Starts the project's instances of the new release beside the old ones, each passing
+/// its health check. Nothing is switched here.
 #[allow(clippy::too_many_arguments)]
 async fn release_containers(
     app: &AppState,
@@ -502,177 +508,31 @@ async fn release_containers(
     log: &DeployLog,
     started: &mut Vec<String>,
 ) -> Result<(), Stop> {
-    let engine = app.engine().await.map_err(failed("release"))?;
-    let network = app.config.deploy.network.clone();
-    engine
-        .ensure_network(&network)
-        .await
-        .map_err(|e| failed("release")(e.into()))?;
-    let mut env: Vec<(String, String)> = env_snapshot.into_iter().collect();
-    env.push(("PORT".to_owned(), source_plan.port.to_string()));
-    let command = source_plan
-        .processes
-        .get("web")
-        .map(|web| vec!["/bin/sh".to_owned(), "-c".to_owned(), web.clone()]);
-    let spec = ContainerSpec {
-        name: format!(
-            "cantila-{}-{}-{}-1",
-            project.handle,
-            project.name,
-            deploy.id.to_ascii_lowercase()
-        ),
+    let release = super::instances::Release {
+        project: project.clone(),
+        deploy_id: deploy.id.clone(),
         image: image.to_owned(),
-        command,
-        env,
-        labels: HashMap::from([
-            ("cantila.project".to_owned(), project.id.clone()),
-            ("cantila.deploy".to_owned(), deploy.id.clone()),
-            ("cantila.instance".to_owned(), "1".to_owned()),
-            ("cantila.kind".to_owned(), "web".to_owned()),
-        ]),
-        network: network.clone(),
-        memory_bytes: Some(i64::from(app.config.deploy.instance_memory_mb) * 1024 * 1024),
-        cpus: Some(app.config.deploy.instance_cpus),
-        restart: true,
+        plan: source_plan.clone(),
+        env: env_snapshot,
     };
-    log.line(format!("starting instance {}", spec.name));
-    let status = engine
-        .start(&spec)
-        .await
-        .map_err(|e| failed("release")(e.into()))?;
-    started.push(status.id.clone());
-    let health = &source_plan.health_check;
-    log.line(format!(
-        "waiting for the app to answer on port {} (health check {} {}, up to {} s)",
-        source_plan.port,
-        health_kind(health.kind),
-        health.path.as_deref().unwrap_or(""),
-        app.config.deploy.health_timeout_secs
-    ));
-    wait_healthy(
-        &engine,
-        &status.id,
-        &network,
-        source_plan,
-        app.config.deploy.health_timeout_secs,
-        log,
-    )
-    .await
-}
-
-/// How long a process without a health check must stay up to count as started.
-const WORKER_SETTLE: Duration = Duration::from_secs(3);
-
-async fn wait_healthy(
-    engine: &Engine,
-    container_id: &str,
-    network: &str,
-    source_plan: &SourcePlan,
-    timeout_secs: u64,
-    log: &DeployLog,
-) -> Result<(), Stop> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_secs);
-    let health = &source_plan.health_check;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(u64::from(health.timeout_secs.max(1))))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|err| failed("release")(Error::Internal(err.to_string())))?;
-    let mut last_problem = String::from("no answer yet");
-    let started = tokio::time::Instant::now();
-    loop {
-        let status = engine
-            .inspect(container_id, network)
-            .await
-            .map_err(|e| failed("release")(e.into()))?;
-        if !status.running && status.exit_code.is_some() {
-            let tail = engine.tail_logs(container_id, 20).await.unwrap_or_default();
-            for line in &tail {
-                log.line(format!("app: {line}"));
-            }
-            return Err(Stop::Failed {
-                step: "release",
-                message: format!(
-                    "the app exited with code {} before answering; its last lines are in the deploy log",
-                    status.exit_code.unwrap_or(-1)
-                ),
-            });
-        }
-        if let Some(ip) = status.ip {
-            let answered = match health.kind {
-                plan::HealthCheckKind::Http => {
-                    let url = format!(
-                        "http://{ip}:{}{}",
-                        source_plan.port,
-                        health.path.as_deref().unwrap_or("/")
-                    );
-                    match client.get(&url).send().await {
-                        Ok(response) if response.status().as_u16() < 500 => {
-                            log.line(format!(
-                                "health check passed: HTTP {}",
-                                response.status().as_u16()
-                            ));
-                            true
-                        }
-                        Ok(response) => {
-                            last_problem = format!("HTTP {}", response.status().as_u16());
-                            false
-                        }
-                        Err(err) => {
-                            last_problem = if err.is_timeout() {
-                                "timed out".to_owned()
-                            } else {
-                                "connection refused".to_owned()
-                            };
-                            false
-                        }
-                    }
-                }
-                // Workers listen on nothing: staying up for a few seconds is the check.
-                plan::HealthCheckKind::None => {
-                    let up = started.elapsed() >= WORKER_SETTLE;
-                    if up {
-                        log.line("the process stayed up: no health check to run");
-                    }
-                    up
-                }
-                plan::HealthCheckKind::Tcp => {
-                    match tokio::time::timeout(
-                        Duration::from_secs(u64::from(health.timeout_secs.max(1))),
-                        tokio::net::TcpStream::connect((ip, source_plan.port)),
-                    )
-                    .await
-                    {
-                        Ok(Ok(_)) => {
-                            log.line("health check passed: port open");
-                            true
-                        }
-                        _ => {
-                            last_problem = "port closed".to_owned();
-                            false
-                        }
-                    }
-                }
-            };
-            if answered {
-                return Ok(());
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let tail = engine.tail_logs(container_id, 20).await.unwrap_or_default();
-            for line in &tail {
-                log.line(format!("app: {line}"));
-            }
-            return Err(Stop::Failed {
-                step: "release",
-                message: format!(
-                    "the app did not answer on port {} within {timeout_secs} s ({last_problem}); the previous release keeps serving",
-                    source_plan.port
-                ),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    let engine = app.engine().await.map_err(failed("release"))?;
+    let say = |line: String| log.line(line);
+    for _ in 0..project.instances {
+        let id =
+            super::instances::start_healthy(app, &engine, &release, project.size.as_deref(), &say)
+                .await
+                .map_err(|message| Stop::Failed {
+                    step: "release",
+                    message,
+                })?;
+        started.push(id);
     }
+    if project.instances == 0 {
+        log.line(
+            "the project is scaled to 0 instances: the release is recorded, nothing is started",
+        );
+    }
+    Ok(())
 }
 
 /// Makes this deploy the project's release without dropping a request: the store records
@@ -834,13 +694,5 @@ fn builder_name(builder: Builder) -> &'static str {
         Builder::Dockerfile => "dockerfile",
         Builder::Generated => "generated",
         Builder::Static => "static",
-    }
-}
-
-fn health_kind(kind: plan::HealthCheckKind) -> &'static str {
-    match kind {
-        plan::HealthCheckKind::Http => "http",
-        plan::HealthCheckKind::Tcp => "tcp",
-        plan::HealthCheckKind::None => "none",
     }
 }

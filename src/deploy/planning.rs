@@ -28,6 +28,8 @@ pub struct DeployPlan {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceSize {
+    /// The tier's name from `[scale.sizes]`.
+    pub name: String,
     pub memory_mb: u32,
     pub cpus: f64,
 }
@@ -47,12 +49,17 @@ pub async fn deploy_plan(
         .collect();
     env_keys.push("PORT".to_owned());
     env_keys.sort();
+    let tier = app.config.scale.tier(project.size.as_deref());
     Ok(DeployPlan {
         source: source.clone(),
-        instances: 1,
+        instances: project.instances,
         size: InstanceSize {
-            memory_mb: app.config.deploy.instance_memory_mb,
-            cpus: app.config.deploy.instance_cpus,
+            name: project
+                .size
+                .clone()
+                .unwrap_or_else(|| app.config.scale.default_size.clone()),
+            memory_mb: tier.memory_mb,
+            cpus: tier.cpus,
         },
         env_keys,
         hostnames: vec![project.default_hostname(&app.config.base_domain)],
@@ -161,9 +168,13 @@ pub async fn preview(
         None => Ok(DeployPlan {
             source,
             instances: 1,
-            size: InstanceSize {
-                memory_mb: app.config.deploy.instance_memory_mb,
-                cpus: app.config.deploy.instance_cpus,
+            size: {
+                let tier = app.config.scale.tier(None);
+                InstanceSize {
+                    name: app.config.scale.default_size.clone(),
+                    memory_mb: tier.memory_mb,
+                    cpus: tier.cpus,
+                }
             },
             env_keys: vec!["PORT".to_owned()],
             hostnames: Vec::new(),

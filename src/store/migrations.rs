@@ -112,6 +112,9 @@ const STEPS: &[&str] = &[
         created_at  TEXT NOT NULL
     );
     CREATE INDEX aliases_by_project ON aliases(project_id);",
+    // 4: the desired instance count and size tier of each project.
+    "ALTER TABLE projects ADD COLUMN instances INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE projects ADD COLUMN size TEXT;",
 ];
 
 /// The schema version this binary writes.

@@ -11,8 +11,8 @@ use crate::{
 
 use super::is_unique_violation;
 
-const COLUMNS: &str =
-    "p.seq, p.id, p.account_id, a.handle, p.name, p.runtime, p.status, p.created_at, p.updated_at";
+const COLUMNS: &str = "p.seq, p.id, p.account_id, a.handle, p.name, p.runtime, p.status, \
+    p.created_at, p.updated_at, p.instances, p.size";
 const FROM: &str = "projects p JOIN accounts a ON a.id = p.account_id";
 
 fn corrupt(what: &str, value: &str) -> rusqlite::Error {
@@ -41,6 +41,8 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Project)> {
             status: ProjectStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
             created_at: row.get(7)?,
             updated_at: row.get(8)?,
+            instances: row.get(9)?,
+            size: row.get(10)?,
         },
     ))
 }
@@ -182,4 +184,19 @@ pub fn all(connection: &Connection) -> Result<Vec<Project>> {
         .map(|row| row.map(|(_, project)| project))
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
+}
+
+/// Records the desired instance count and size tier.
+pub fn set_scale(
+    connection: &Connection,
+    id: &str,
+    instances: u32,
+    size: Option<&str>,
+    at: &str,
+) -> Result<()> {
+    connection.execute(
+        "UPDATE projects SET instances = ?2, size = ?3, updated_at = ?4 WHERE id = ?1",
+        params![id, instances, size, at],
+    )?;
+    Ok(())
 }

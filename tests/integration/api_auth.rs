@@ -251,6 +251,22 @@ fn endpoints() -> Vec<Endpoint> {
             None,
             200,
         ),
+        e(
+            Method::POST,
+            "/v1/projects/{id}/scale",
+            Scope::Deploy,
+            Target::Project,
+            Some(|_| json!({ "instances": 2, "size": "nano" })),
+            200,
+        ),
+        e(
+            Method::GET,
+            "/v1/projects/{id}/instances",
+            Scope::Read,
+            Target::Project,
+            None,
+            200,
+        ),
     ]
 }
 

@@ -38,6 +38,8 @@ const EXPECTED: &[(&str, &str)] = &[
     ("post", "/v1/projects/{id}/aliases"),
     ("delete", "/v1/projects/{id}/aliases/{hostname}"),
     ("get", "/v1/projects/{id}/domains"),
+    ("post", "/v1/projects/{id}/scale"),
+    ("get", "/v1/projects/{id}/instances"),
 ];
 
 /// Operations that take no API token: the document itself, and the webhook (verified by

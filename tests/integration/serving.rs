@@ -387,3 +387,154 @@ async fn an_alias_gets_a_certificate_from_an_acme_ca_and_serves_https() {
     assert!(redirected, "http redirects once the certificate exists");
     cleanup(&project_id).await;
 }
+
+async fn instances(daemon: &TestDaemon, project_id: &str) -> Vec<serde_json::Value> {
+    daemon
+        .get(
+            &format!("/v1/projects/{project_id}/instances"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body["instances"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test]
+async fn scaling_out_in_to_zero_and_resizing_needs_no_rebuild() {
+    let daemon = TestDaemon::start_with(|c| c.deploy.drain_secs = 0).await;
+    let files = busybox_app("scaled\n");
+    let borrowed: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    let repo = Repo::new(&borrowed);
+    let (project_id, _) = daemon.connected_project("scaled", &repo).await;
+    assert_eq!(daemon.deploy(&project_id, None).await["status"], "running");
+    let host = "scaled.admin.test.local";
+    let scale = format!("/v1/projects/{project_id}/scale");
+    let listed = instances(&daemon, &project_id).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["state"], "healthy", "{listed:?}");
+    assert_eq!(listed[0]["size"], "small");
+
+    let project = daemon
+        .post(&scale, &daemon.admin_token, json!({ "instances": 2 }))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(project["instances"], 2);
+    let listed = instances(&daemon, &project_id).await;
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.iter().all(|i| i["state"] == "healthy"), "{listed:?}");
+    for _ in 0..10 {
+        assert_eq!(
+            edge_get(&daemon, host, "/").await,
+            (200, "scaled\n".to_owned())
+        );
+    }
+
+    let project = daemon
+        .post(&scale, &daemon.admin_token, json!({ "size": "nano" }))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(project["size"], "nano");
+    let listed = instances(&daemon, &project_id).await;
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(
+        listed.iter().all(|i| i["size"] == "nano"),
+        "every instance was replaced: {listed:?}"
+    );
+
+    let res = daemon
+        .post(&scale, &daemon.admin_token, json!({ "instances": 11 }))
+        .await
+        .expect(422);
+    assert!(
+        res.error_message().contains("between 0 and 10"),
+        "{}",
+        res.text
+    );
+    let res = daemon
+        .post(&scale, &daemon.admin_token, json!({ "size": "huge" }))
+        .await
+        .expect(422);
+    assert!(res.error_message().contains("nano"), "{}", res.text);
+
+    let project = daemon
+        .post(&scale, &daemon.admin_token, json!({ "instances": 0 }))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(project["status"], "stopped");
+    let (status, body) = edge_get(&daemon, host, "/").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("stopped"), "{body}");
+    assert!(instances(&daemon, &project_id).await.is_empty());
+
+    let project = daemon
+        .post(&scale, &daemon.admin_token, json!({ "instances": 1 }))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(project["status"], "running");
+    assert_eq!(
+        edge_get(&daemon, host, "/").await,
+        (200, "scaled\n".to_owned())
+    );
+    let deploys = daemon
+        .get(
+            &format!("/v1/projects/{project_id}/deploys"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(
+        deploys["deploys"].as_array().unwrap().len(),
+        1,
+        "scaling never rebuilds"
+    );
+    cleanup(&project_id).await;
+}
+
+#[tokio::test]
+async fn a_removed_instance_is_replaced_and_service_returns() {
+    let daemon = TestDaemon::start().await;
+    let files = busybox_app("resilient\n");
+    let borrowed: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    let repo = Repo::new(&borrowed);
+    let (project_id, _) = daemon.connected_project("resilient", &repo).await;
+    assert_eq!(daemon.deploy(&project_id, None).await["status"], "running");
+    let engine = cantila::docker::Engine::connect().await.unwrap();
+    let before = engine
+        .containers(&[("cantila.project", &project_id)])
+        .await
+        .unwrap();
+    assert_eq!(before.len(), 1);
+    engine
+        .stop_and_remove(&before[0].id, Duration::from_secs(0))
+        .await
+        .unwrap();
+
+    let host = "resilient.admin.test.local";
+    let mut back = false;
+    for _ in 0..300 {
+        if edge_get(&daemon, host, "/").await == (200, "resilient\n".to_owned()) {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        back,
+        "the reconciler started a replacement and the edge routes to it"
+    );
+    let after = engine
+        .containers(&[("cantila.project", &project_id)])
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 1, "exactly one replacement");
+    assert_ne!(after[0].id, before[0].id);
+    cleanup(&project_id).await;
+}

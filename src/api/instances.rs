@@ -1,0 +1,112 @@
+//! `/v1/projects/:id/scale` and `/v1/projects/:id/instances`: how many instances of which
+//! size run, applied without a rebuild, and what each instance is doing.
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    deploy::instances::{self, InstanceInfo, ScaleRequest},
+    state::AppState,
+};
+
+use super::{
+    auth::{Auth, DeployScope, ReadScope},
+    error::{ApiResult, Json, Path},
+    projects::ProjectView,
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(scale))
+        .routes(routes!(list))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scale {
+    /// Number of instances to run, 0 to stop the project.
+    pub instances: Option<u32>,
+    /// A size tier from `[scale.sizes]` (nano, small, medium, large by default).
+    pub size: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceView {
+    pub id: String,
+    pub name: String,
+    pub deploy_id: String,
+    /// `starting`, `healthy`, `draining` or `exited`.
+    pub state: String,
+    pub restart_count: i64,
+    pub started_at: Option<String>,
+    pub size: Option<String>,
+    /// Address and port on the Cantila network.
+    pub address: Option<String>,
+}
+
+impl From<InstanceInfo> for InstanceView {
+    fn from(info: InstanceInfo) -> Self {
+        Self {
+            id: info.id,
+            name: info.name,
+            deploy_id: info.deploy_id,
+            state: info.state,
+            restart_count: info.restart_count,
+            started_at: info.started_at,
+            size: info.size,
+            address: info.address,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstanceList {
+    pub instances: Vec<InstanceView>,
+}
+
+/// Adjust how many instances run and the size of each. New instances pass their health
+/// check before taking traffic; leaving ones drain first. `instances: 0` stops the project.
+#[utoipa::path(post, path = "/v1/projects/{id}/scale", tag = "instances",
+    security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "project id")),
+    request_body = Scale, responses((status = 200, body = ProjectView)))]
+async fn scale(
+    auth: Auth<DeployScope>,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Json(request): Json<Scale>,
+) -> ApiResult<Json<ProjectView>> {
+    if request.instances.is_none() && request.size.is_none() {
+        return Err(
+            crate::error::Error::Invalid("pass `instances`, `size`, or both".to_owned()).into(),
+        );
+    }
+    let project = instances::scale(
+        &app,
+        &auth.actor,
+        id,
+        ScaleRequest {
+            instances: request.instances,
+            size: request.size,
+        },
+    )
+    .await?;
+    Ok(Json(ProjectView::new(&project, &app)))
+}
+
+/// List the project's running instances.
+#[utoipa::path(get, path = "/v1/projects/{id}/instances", tag = "instances",
+    security(("bearer" = ["read"])), params(("id" = String, Path, description = "project id")),
+    responses((status = 200, body = InstanceList)))]
+async fn list(
+    auth: Auth<ReadScope>,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<InstanceList>> {
+    let found = instances::list(&app, &auth.actor, id).await?;
+    Ok(Json(InstanceList {
+        instances: found.into_iter().map(InstanceView::from).collect(),
+    }))
+}

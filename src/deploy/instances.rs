@@ -1,0 +1,609 @@
+//! Instances of a release: starting them health-checked, scaling (count and size), listing,
+//! and the reconciler that keeps the desired instances running.
+//! Invariant: an instance takes traffic only after its health check passes, and leaves the
+//! route table (draining) before it is stopped; one change per project at a time.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
+
+use crate::{
+    accounts::Actor,
+    audit, clock,
+    docker::{ContainerSpec, Engine},
+    error::{Error, Result},
+    ids,
+    plan::{self, SourcePlan},
+    projects::{self, Project, ProjectStatus},
+    state::AppState,
+    store,
+};
+
+use super::{Deploy, DeployStatus};
+
+/// What instances of a release are made of.
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub project: Project,
+    pub deploy_id: String,
+    pub image: String,
+    pub plan: SourcePlan,
+    pub env: BTreeMap<String, String>,
+}
+
+/// Starts one web instance of the release and waits for its health check. On failure the
+/// container is removed and the reason returned (its last lines go to `say`).
+pub(crate) async fn start_healthy(
+    app: &AppState,
+    engine: &Engine,
+    release: &Release,
+    size: Option<&str>,
+    say: &(dyn Fn(String) + Sync),
+) -> std::result::Result<String, String> {
+    let network = app.config.deploy.network.clone();
+    engine
+        .ensure_network(&network)
+        .await
+        .map_err(|err| err.to_string())?;
+    let tier = app.config.scale.tier(size);
+    let size_name = size.unwrap_or(&app.config.scale.default_size).to_owned();
+    let mut env: Vec<(String, String)> = release.env.clone().into_iter().collect();
+    env.push(("PORT".to_owned(), release.plan.port.to_string()));
+    let command = release
+        .plan
+        .processes
+        .get("web")
+        .map(|web| vec!["/bin/sh".to_owned(), "-c".to_owned(), web.clone()]);
+    let suffix = ids::random_base62(6).to_ascii_lowercase();
+    let spec = ContainerSpec {
+        name: format!(
+            "cantila-{}-{}-{}-{suffix}",
+            release.project.handle,
+            release.project.name,
+            release.deploy_id.to_ascii_lowercase()
+        ),
+        image: release.image.clone(),
+        command,
+        env,
+        labels: HashMap::from([
+            ("cantila.project".to_owned(), release.project.id.clone()),
+            ("cantila.deploy".to_owned(), release.deploy_id.clone()),
+            ("cantila.instance".to_owned(), suffix.clone()),
+            ("cantila.kind".to_owned(), "web".to_owned()),
+            ("cantila.installation".to_owned(), app.installation.clone()),
+            ("cantila.size".to_owned(), size_name),
+        ]),
+        network: network.clone(),
+        memory_bytes: Some(i64::from(tier.memory_mb) * 1024 * 1024),
+        cpus: Some(tier.cpus),
+        restart: true,
+    };
+    say(format!("starting instance {}", spec.name));
+    let status = engine.start(&spec).await.map_err(|err| err.to_string())?;
+    let health = &release.plan.health_check;
+    say(format!(
+        "waiting for the app to answer on port {} (health check {}, up to {} s)",
+        release.plan.port,
+        health.path.as_deref().unwrap_or("-"),
+        app.config.deploy.health_timeout_secs
+    ));
+    match wait_healthy(
+        engine,
+        &status.id,
+        &network,
+        &release.plan,
+        app.config.deploy.health_timeout_secs,
+        say,
+    )
+    .await
+    {
+        Ok(()) => Ok(status.id),
+        Err(reason) => {
+            let _ = engine
+                .stop_and_remove(&status.id, Duration::from_secs(1))
+                .await;
+            Err(reason)
+        }
+    }
+}
+
+/// How long a process without a health check must stay up to count as started.
+const WORKER_SETTLE: Duration = Duration::from_secs(3);
+
+pub(crate) async fn wait_healthy(
+    engine: &Engine,
+    container_id: &str,
+    network: &str,
+    source_plan: &SourcePlan,
+    timeout_secs: u64,
+    say: &(dyn Fn(String) + Sync),
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_secs);
+    let health = &source_plan.health_check;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(u64::from(health.timeout_secs.max(1))))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|err| err.to_string())?;
+    let mut last_problem = String::from("no answer yet");
+    let started = tokio::time::Instant::now();
+    loop {
+        let status = engine
+            .inspect(container_id, network)
+            .await
+            .map_err(|err| err.to_string())?;
+        if !status.running && status.exit_code.is_some() {
+            let tail = engine.tail_logs(container_id, 20).await.unwrap_or_default();
+            for line in &tail {
+                say(format!("app: {line}"));
+            }
+            return Err(format!(
+                    "the app exited with code {} before answering; its last lines are in the deploy log",
+                    status.exit_code.unwrap_or(-1)
+                ));
+        }
+        if let Some(ip) = status.ip {
+            let answered = match health.kind {
+                plan::HealthCheckKind::Http => {
+                    let url = format!(
+                        "http://{ip}:{}{}",
+                        source_plan.port,
+                        health.path.as_deref().unwrap_or("/")
+                    );
+                    match client.get(&url).send().await {
+                        Ok(response) if response.status().as_u16() < 500 => {
+                            say(format!(
+                                "health check passed: HTTP {}",
+                                response.status().as_u16()
+                            ));
+                            true
+                        }
+                        Ok(response) => {
+                            last_problem = format!("HTTP {}", response.status().as_u16());
+                            false
+                        }
+                        Err(err) => {
+                            last_problem = if err.is_timeout() {
+                                "timed out".to_owned()
+                            } else {
+                                "connection refused".to_owned()
+                            };
+                            false
+                        }
+                    }
+                }
+                // Workers listen on nothing: staying up for a few seconds is the check.
+                plan::HealthCheckKind::None => {
+                    let up = started.elapsed() >= WORKER_SETTLE;
+                    if up {
+                        say("the process stayed up: no health check to run".to_owned());
+                    }
+                    up
+                }
+                plan::HealthCheckKind::Tcp => {
+                    match tokio::time::timeout(
+                        Duration::from_secs(u64::from(health.timeout_secs.max(1))),
+                        tokio::net::TcpStream::connect((ip, source_plan.port)),
+                    )
+                    .await
+                    {
+                        Ok(Ok(_)) => {
+                            say("health check passed: port open".to_owned());
+                            true
+                        }
+                        _ => {
+                            last_problem = "port closed".to_owned();
+                            false
+                        }
+                    }
+                }
+            };
+            if answered {
+                return Ok(());
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let tail = engine.tail_logs(container_id, 20).await.unwrap_or_default();
+            for line in &tail {
+                say(format!("app: {line}"));
+            }
+            return Err(format!(
+                    "the app did not answer on port {} within {timeout_secs} s ({last_problem}); the previous release keeps serving",
+                    source_plan.port
+                ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The release a running deploy was made of: its image, plan and env snapshot.
+async fn running_release(app: &AppState, project: &Project) -> Result<Option<Release>> {
+    let project_id = project.id.clone();
+    let running = app
+        .store
+        .call(move |c| {
+            let deploys =
+                store::deploys::of_project_with_status(c, &project_id, &[DeployStatus::Running])?;
+            let env = store::deploys::running_env(c, &project_id)?;
+            Ok((deploys.into_iter().last(), env))
+        })
+        .await?;
+    let (Some(deploy), sealed_env) = running else {
+        return Ok(None);
+    };
+    release_of(app, project, &deploy, sealed_env)
+}
+
+fn release_of(
+    app: &AppState,
+    project: &Project,
+    deploy: &Deploy,
+    sealed_env: Option<Vec<u8>>,
+) -> Result<Option<Release>> {
+    let Some(image) = deploy.image.clone() else {
+        return Ok(None); // a static site: nothing runs
+    };
+    let plan: SourcePlan = deploy
+        .plan
+        .clone()
+        .and_then(|plan| serde_json::from_value(plan).ok())
+        .ok_or_else(|| Error::Internal(format!("deploy {} has no readable plan", deploy.id)))?;
+    let env = match sealed_env {
+        Some(sealed) => serde_json::from_slice(&app.secrets.open(&sealed)?)
+            .map_err(|err| Error::Internal(format!("env snapshot: {err}")))?,
+        None => BTreeMap::new(),
+    };
+    Ok(Some(Release {
+        project: project.clone(),
+        deploy_id: deploy.id.clone(),
+        image,
+        plan,
+        env,
+    }))
+}
+
+/// Web instances of a deploy that Docker reports running, oldest first, not draining.
+async fn serving_instances(
+    app: &AppState,
+    engine: &Engine,
+    deploy_id: &str,
+) -> Vec<crate::docker::ContainerSummary> {
+    let draining = app.draining_snapshot();
+    engine
+        .containers(&[("cantila.deploy", deploy_id), ("cantila.kind", "web")])
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.state == "running" && !draining.contains(&c.id))
+        .collect()
+}
+
+/// Brings the running release to `instances` instances of `size`: new instances start and
+/// pass their health check first; the ones that go leave the route table, drain, then stop.
+async fn converge(
+    app: &AppState,
+    release: &Release,
+    instances: u32,
+    size: Option<&str>,
+    say: &(dyn Fn(String) + Sync),
+) -> Result<()> {
+    let engine = app.engine().await?;
+    let current = serving_instances(app, &engine, &release.deploy_id).await;
+    let wanted_size = size.unwrap_or(&app.config.scale.default_size);
+    let (keep, replace): (Vec<_>, Vec<_>) = current
+        .into_iter()
+        .partition(|c| c.labels.get("cantila.size").map(String::as_str) == Some(wanted_size));
+    let keep: Vec<_> = keep.into_iter().collect();
+    let keep_count = keep.len().min(instances as usize);
+    let mut leaving: Vec<_> = replace;
+    leaving.extend(keep[keep_count..].iter().cloned());
+    let mut started = Vec::new();
+    for _ in keep_count..instances as usize {
+        match start_healthy(app, &engine, release, size, say).await {
+            Ok(id) => started.push(id),
+            Err(reason) => {
+                for id in &started {
+                    let _ = engine.stop_and_remove(id, Duration::from_secs(1)).await;
+                }
+                return Err(Error::Invalid(format!(
+                    "a new instance did not become healthy: {reason}"
+                )));
+            }
+        }
+    }
+    if !started.is_empty() {
+        crate::routing::refresh(app).await?;
+    }
+    if leaving.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = leaving.iter().map(|c| c.id.clone()).collect();
+    app.set_draining(&ids, true);
+    crate::routing::refresh(app).await?;
+    tokio::time::sleep(Duration::from_secs(app.config.deploy.drain_secs)).await;
+    let grace = Duration::from_secs(app.config.deploy.stop_grace_secs);
+    for container in &leaving {
+        say(format!("stopping instance {}", container.name));
+        if let Err(err) = engine.stop_and_remove(&container.id, grace).await {
+            say(format!(
+                "warning: could not remove instance {}: {err}",
+                container.name
+            ));
+        }
+    }
+    app.set_draining(&ids, false);
+    crate::routing::refresh(app).await?;
+    Ok(())
+}
+
+/// Validated scale request.
+#[derive(Debug)]
+pub struct ScaleRequest {
+    pub instances: Option<u32>,
+    pub size: Option<String>,
+}
+
+/// Applies a new instance count and/or size without a rebuild, then records it. A
+/// project with no running release records it for its next deploy.
+pub async fn scale(
+    app: &AppState,
+    actor: &Actor,
+    project_id: String,
+    request: ScaleRequest,
+) -> Result<Project> {
+    let max = app.config.scale.max_instances;
+    if let Some(instances) = request.instances {
+        if instances > max {
+            return Err(Error::Invalid(format!(
+                "instances must be between 0 and {max}, got {instances}"
+            )));
+        }
+    }
+    if let Some(size) = &request.size {
+        if !app.config.scale.sizes.contains_key(size) {
+            let known: Vec<&str> = app.config.scale.sizes.keys().map(String::as_str).collect();
+            return Err(Error::Invalid(format!(
+                "size `{size}` is unknown; use one of: {}",
+                known.join(", ")
+            )));
+        }
+    }
+    let project = projects::get(&app.store, actor, project_id).await?;
+    let lock = app.project_lock(&project.id);
+    let _guard = lock.lock().await;
+    let instances = request.instances.unwrap_or(project.instances);
+    let size = request.size.clone().or(project.size.clone());
+    if let Some(release) = running_release(app, &project).await? {
+        let say = |line: String| tracing::info!(project = %project.id, "{line}");
+        converge(app, &release, instances, size.as_deref(), &say).await?;
+    }
+    let status = match (instances, project.status) {
+        (0, ProjectStatus::Running) => ProjectStatus::Stopped,
+        (n, ProjectStatus::Stopped) if n > 0 => ProjectStatus::Running,
+        (_, status) => status,
+    };
+    let actor = actor.clone();
+    let id = project.id.clone();
+    let stored_size = size.clone();
+    app.store
+        .call(move |connection| {
+            let tx = connection.transaction()?;
+            let now = clock::now();
+            store::projects::set_scale(&tx, &id, instances, stored_size.as_deref(), &now)?;
+            store::projects::set_status(&tx, &id, status, &now)?;
+            audit::record(&tx, &actor, "project.scale", Some(&id))?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await?;
+    crate::routing::refresh(app).await?;
+    projects::get_unscoped(&app.store, project.id).await
+}
+
+/// One instance as the API shows it.
+#[derive(Debug, Clone)]
+pub struct InstanceInfo {
+    pub id: String,
+    pub name: String,
+    pub deploy_id: String,
+    /// `starting`, `healthy`, `unhealthy`, `draining` or `exited`.
+    pub state: String,
+    pub restart_count: i64,
+    pub started_at: Option<String>,
+    pub size: Option<String>,
+    pub address: Option<String>,
+}
+
+pub async fn list(app: &AppState, actor: &Actor, project_id: String) -> Result<Vec<InstanceInfo>> {
+    let project = projects::get(&app.store, actor, project_id).await?;
+    let engine = app.engine().await?;
+    let network = app.config.deploy.network.clone();
+    let draining = app.draining_snapshot();
+    let routed = app.routes.load();
+    let mut found = Vec::new();
+    for container in engine
+        .containers(&[("cantila.project", &project.id), ("cantila.kind", "web")])
+        .await
+        .map_err(Error::from)?
+    {
+        let status = engine
+            .inspect(&container.id, &network)
+            .await
+            .map_err(Error::from)?;
+        let port = container_port(&routed, &project);
+        let address = status.ip.map(|ip| match port {
+            Some(port) => format!("{ip}:{port}"),
+            None => ip.to_string(),
+        });
+        let in_table = status.ip.zip(port).is_some_and(|(ip, port)| {
+            routed_addresses(&routed).contains(&std::net::SocketAddr::new(ip, port))
+        });
+        let state = if draining.contains(&container.id) {
+            "draining"
+        } else if !status.running {
+            "exited"
+        } else if in_table {
+            "healthy"
+        } else {
+            "starting"
+        };
+        found.push(InstanceInfo {
+            id: container.id.chars().take(12).collect(),
+            name: container.name,
+            deploy_id: container
+                .labels
+                .get("cantila.deploy")
+                .cloned()
+                .unwrap_or_default(),
+            state: state.to_owned(),
+            restart_count: status.restart_count,
+            started_at: status.started_at,
+            size: container.labels.get("cantila.size").cloned(),
+            address,
+        });
+    }
+    Ok(found)
+}
+
+fn routed_addresses(table: &crate::edge::RouteTable) -> Vec<std::net::SocketAddr> {
+    table
+        .by_host
+        .values()
+        .flat_map(|route| match &route.target {
+            crate::edge::RouteTarget::Instances(addresses) => addresses.clone(),
+            crate::edge::RouteTarget::Static { .. }
+            | crate::edge::RouteTarget::Unavailable { .. } => Vec::new(),
+        })
+        .collect()
+}
+
+fn container_port(table: &crate::edge::RouteTable, project: &Project) -> Option<u16> {
+    table
+        .by_host
+        .values()
+        .find(|route| route.project_id == project.id)
+        .and_then(|route| match &route.target {
+            crate::edge::RouteTarget::Instances(addresses) => addresses.first().map(|a| a.port()),
+            crate::edge::RouteTarget::Static { .. }
+            | crate::edge::RouteTarget::Unavailable { .. } => None,
+        })
+}
+
+/// Keeps every running release at its desired instance count (replacing instances that
+/// died or were removed) and removes containers no release owns, every few seconds.
+pub async fn run_reconciler(app: AppState, stopped: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = &mut stopped => break,
+        }
+        if let Err(err) = reconcile(&app).await {
+            tracing::warn!(error = %err, "reconciling instances");
+        }
+    }
+}
+
+/// One pass of the reconciler.
+pub async fn reconcile(app: &AppState) -> Result<()> {
+    let Ok(engine) = app.engine().await else {
+        return Ok(());
+    };
+    let (projects, deploys) = app
+        .store
+        .call(|c| {
+            Ok((
+                store::projects::all(c)?,
+                store::deploys::with_status(
+                    c,
+                    &[
+                        DeployStatus::Running,
+                        DeployStatus::Building,
+                        DeployStatus::Releasing,
+                    ],
+                )?,
+            ))
+        })
+        .await?;
+    // Orphans: containers of projects or deploys that no longer want them.
+    let live: std::collections::HashSet<&str> = deploys.iter().map(|d| d.id.as_str()).collect();
+    let draining = app.draining_snapshot();
+    for container in engine
+        .containers(&[
+            ("cantila.kind", "web"),
+            ("cantila.installation", &app.installation),
+        ])
+        .await
+        .map_err(Error::from)?
+    {
+        let owned = container
+            .labels
+            .get("cantila.deploy")
+            .is_some_and(|d| live.contains(d.as_str()));
+        if !owned && !draining.contains(&container.id) {
+            tracing::info!(container = %container.name, "removing an orphan instance");
+            let _ = engine
+                .stop_and_remove(&container.id, Duration::from_secs(2))
+                .await;
+        }
+    }
+    let mut changed = false;
+    for project in projects {
+        let Some(deploy) = deploys
+            .iter()
+            .find(|d| d.project_id == project.id && d.status == DeployStatus::Running)
+        else {
+            continue;
+        };
+        let busy = deploys
+            .iter()
+            .any(|d| d.project_id == project.id && d.status != DeployStatus::Running);
+        if busy || project.instances == 0 || deploy.image.is_none() {
+            continue;
+        }
+        let lock = app.project_lock(&project.id);
+        let Ok(_guard) = lock.try_lock() else {
+            continue;
+        };
+        // Exited instances of the release are removed; Docker restarts crashed ones itself.
+        for container in engine
+            .containers(&[("cantila.deploy", &deploy.id), ("cantila.kind", "web")])
+            .await
+            .map_err(Error::from)?
+        {
+            if container.state == "exited" || container.state == "dead" {
+                let _ = engine
+                    .stop_and_remove(&container.id, Duration::from_secs(1))
+                    .await;
+            }
+        }
+        let serving = serving_instances(app, &engine, &deploy.id).await.len() as u32;
+        if serving >= project.instances {
+            continue;
+        }
+        let project_id = project.id.clone();
+        let sealed = app
+            .store
+            .call(move |c| store::deploys::running_env(c, &project_id))
+            .await?;
+        let Some(release) = release_of(app, &project, deploy, sealed)? else {
+            continue;
+        };
+        tracing::warn!(project = %project.id, serving, wanted = project.instances, "replacing missing instances");
+        let say = |line: String| tracing::info!(project = %release.project.id, "{line}");
+        for _ in serving..project.instances {
+            match start_healthy(app, &engine, &release, project.size.as_deref(), &say).await {
+                Ok(_) => changed = true,
+                Err(reason) => {
+                    tracing::warn!(project = %project.id, %reason, "a replacement instance did not become healthy");
+                    break;
+                }
+            }
+        }
+    }
+    if changed {
+        crate::routing::refresh(app).await?;
+    }
+    Ok(())
+}
