@@ -38,6 +38,37 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(cancel))
         .routes(routes!(events))
         .routes(routes!(plan))
+        .routes(routes!(rollback))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Rollback {
+    /// The deploy to re-release; default the one that served before the current release.
+    pub deploy_id: Option<String>,
+}
+
+/// Re-release an earlier deploy's image and env snapshot, without a rebuild, through the
+/// same zero-downtime path; recorded as a new deploy.
+#[utoipa::path(post, path = "/v1/projects/{id}/rollback", tag = "deploys",
+    security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "project id")),
+    request_body(content = Rollback, description = "optional"),
+    responses((status = 202, body = DeployCreated)))]
+async fn rollback(
+    auth: Auth<DeployScope>,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<Rollback>,
+) -> ApiResult<(StatusCode, Json<DeployCreated>)> {
+    let request = body.unwrap_or_default();
+    let deploy = deploy::rollback(&app, &auth.actor, id, request.deploy_id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(DeployCreated {
+            deploy_id: deploy.id,
+            status: deploy.status.as_str().to_owned(),
+        }),
+    ))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -79,6 +110,8 @@ pub struct DeployView {
     pub building_at: Option<String>,
     pub releasing_at: Option<String>,
     pub finished_at: Option<String>,
+    /// For a rollback: the deploy it re-released.
+    pub rollback_of: Option<String>,
 }
 
 impl From<Deploy> for DeployView {
@@ -99,6 +132,7 @@ impl From<Deploy> for DeployView {
             building_at: deploy.building_at,
             releasing_at: deploy.releasing_at,
             finished_at: deploy.finished_at,
+            rollback_of: deploy.rollback_of,
         }
     }
 }

@@ -98,6 +98,8 @@ pub struct Deploy {
     pub building_at: Option<String>,
     pub releasing_at: Option<String>,
     pub finished_at: Option<String>,
+    /// For a rollback: the earlier deploy whose image, plan and env it re-releases.
+    pub rollback_of: Option<String>,
 }
 
 /// One stored line of a deploy's log: build output (`log`) or a status change (`status`).
@@ -365,6 +367,66 @@ pub async fn enqueue(
     git_ref: Option<String>,
     trigger: &str,
 ) -> Result<Deploy> {
+    enqueue_with(app, actor, project_id, git_ref, trigger, None).await
+}
+
+/// Queues a rollback to `deploy_id`, or to the deploy that served before the current
+/// release. It runs through the same queue and release path, without a rebuild.
+pub async fn rollback(
+    app: &AppState,
+    actor: &Actor,
+    project_id: String,
+    deploy_id: Option<String>,
+) -> Result<Deploy> {
+    let account_id = actor.account_id.clone();
+    let id = project_id.clone();
+    let target = app
+        .store
+        .call(move |connection| {
+            if store::projects::by_id(connection, &account_id, &id)?.is_none() {
+                return Err(Error::NotFound(format!("project `{id}` not found")));
+            }
+            let history = store::deploys::page(connection, &id, None, 200)?;
+            let ran = |d: &Deploy| {
+                d.plan.is_some()
+                    && matches!(d.status, DeployStatus::Running | DeployStatus::Superseded)
+            };
+            match deploy_id {
+                Some(wanted) => {
+                    let (_, found) = history
+                        .into_iter()
+                        .find(|(_, d)| d.id == wanted)
+                        .ok_or_else(|| Error::NotFound(format!("deploy `{wanted}` not found in project `{id}`")))?;
+                    if !ran(&found) {
+                        return Err(Error::Invalid(format!(
+                            "deploy `{wanted}` never ran (it is {}); roll back to a deploy that was running",
+                            found.status.as_str()
+                        )));
+                    }
+                    Ok(found)
+                }
+                None => history
+                    .into_iter()
+                    .map(|(_, d)| d)
+                    .find(|d| d.status == DeployStatus::Superseded && d.plan.is_some())
+                    .ok_or_else(|| {
+                        Error::Invalid("there is no earlier successful deploy to roll back to".to_owned())
+                    }),
+            }
+        })
+        .await?;
+    let git_ref = target.commit_sha.clone().or(target.git_ref.clone());
+    enqueue_with(app, actor, project_id, git_ref, "rollback", Some(target.id)).await
+}
+
+async fn enqueue_with(
+    app: &AppState,
+    actor: &Actor,
+    project_id: String,
+    git_ref: Option<String>,
+    trigger: &str,
+    rollback_of: Option<String>,
+) -> Result<Deploy> {
     let deploy = Deploy {
         id: ids::new_id("dep"),
         project_id: project_id.clone(),
@@ -381,6 +443,7 @@ pub async fn enqueue(
         building_at: None,
         releasing_at: None,
         finished_at: None,
+        rollback_of,
     };
     let actor = actor.clone();
     let queued = deploy.clone();

@@ -99,6 +99,30 @@ async fn steps(
     set_project_status(app, &project, ProjectStatus::Building, true).await;
     log.status(DeployStatus::Building);
 
+    if let Some(target) = &deploy.rollback_of {
+        let (source_plan, image, env_snapshot) =
+            prepare_rollback(app, &project, deploy, target, log).await?;
+        let lock = app.project_lock(&project.id);
+        let _release_guard = lock.lock().await;
+        log.status(DeployStatus::Releasing);
+        if let Some(image) = image {
+            release_containers(
+                app,
+                &project,
+                deploy,
+                &source_plan,
+                &image,
+                env_snapshot,
+                log,
+                started,
+            )
+            .await?;
+        }
+        return switch_to(app, &project, deploy, log)
+            .await
+            .map_err(failed("release"));
+    }
+
     let source_dir = scratch.join("source");
     fetch(app, deploy, &project, log, &source_dir).await?;
 
@@ -417,6 +441,116 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<usize> {
         }
     }
     Ok(copied)
+}
+
+/// Takes the image, plan and env snapshot of an earlier deploy for a rollback: nothing is
+/// fetched or built. Returns what the release needs.
+async fn prepare_rollback(
+    app: &AppState,
+    project: &Project,
+    deploy: &Deploy,
+    target_id: &str,
+    log: &DeployLog,
+) -> Result<
+    (
+        SourcePlan,
+        Option<String>,
+        std::collections::BTreeMap<String, String>,
+    ),
+    Stop,
+> {
+    let id = target_id.to_owned();
+    let (target, sealed_env) = app
+        .store
+        .call(move |c| {
+            let target = store::deploys::by_id(c, &id)?
+                .ok_or_else(|| Error::Invalid(format!("deploy `{id}` no longer exists")))?;
+            let env: Option<Vec<u8>> =
+                c.query_row("SELECT env FROM deploys WHERE id = ?1", [&id], |row| {
+                    row.get(0)
+                })?;
+            Ok((target, env))
+        })
+        .await
+        .map_err(failed("build"))?;
+    log.line(format!(
+        "rolling back to {} (commit {}): no rebuild",
+        target.id,
+        target
+            .commit_sha
+            .as_deref()
+            .map(|s| &s[..12.min(s.len())])
+            .unwrap_or("-")
+    ));
+    let plan_value = target.plan.clone().ok_or_else(|| {
+        failed("build")(Error::Invalid(format!(
+            "deploy `{}` has no plan to roll back to",
+            target.id
+        )))
+    })?;
+    let source_plan: SourcePlan = serde_json::from_value(plan_value.clone()).map_err(|err| {
+        failed("build")(Error::Internal(format!(
+            "reading the plan of {}: {err}",
+            target.id
+        )))
+    })?;
+    let env_snapshot: std::collections::BTreeMap<String, String> = match &sealed_env {
+        Some(sealed) => serde_json::from_slice(&app.secrets.open(sealed).map_err(failed("build"))?)
+            .map_err(|err| failed("build")(Error::Internal(err.to_string())))?,
+        None => std::collections::BTreeMap::new(),
+    };
+    if let Some(image) = &target.image {
+        let engine = app.engine().await.map_err(failed("build"))?;
+        if engine
+            .image_id(image)
+            .await
+            .map_err(|e| failed("build")(e.into()))?
+            .is_none()
+        {
+            return Err(Stop::Failed {
+                step: "build",
+                message: format!(
+                    "the image of {} ({image}) was pruned; deploy its commit instead",
+                    target.id
+                ),
+            });
+        }
+    } else {
+        let from = app.config.sites_dir().join(&project.id).join(&target.id);
+        let to = app.config.sites_dir().join(&project.id).join(&deploy.id);
+        let copied = tokio::task::spawn_blocking(move || copy_tree(&from, &to))
+            .await
+            .map_err(|err| failed("build")(Error::Internal(err.to_string())))?
+            .map_err(|err| {
+                failed("build")(Error::Invalid(format!(
+                    "the site of {} is gone: {err}",
+                    target.id
+                )))
+            })?;
+        log.line(format!("restored {copied} site files"));
+    }
+    let id = deploy.id.clone();
+    let plan_text = plan_value.to_string();
+    let image = target.image.clone();
+    let sha = target.commit_sha.clone().unwrap_or_default();
+    let message = target.commit_message.clone().unwrap_or_default();
+    app.store
+        .call(move |c| {
+            let tx = c.transaction()?;
+            store::deploys::set_source(&tx, &id, &sha, &message)?;
+            store::deploys::set_plan(&tx, &id, &plan_text)?;
+            if let Some(image) = &image {
+                store::deploys::set_image(&tx, &id, image)?;
+            }
+            if let Some(sealed) = &sealed_env {
+                store::deploys::set_env(&tx, &id, sealed)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(failed("build"))?;
+    Ok((source_plan, target.image, env_snapshot))
 }
 
 /// Runs the release command (migrations and the like) once, in a one-off container of the

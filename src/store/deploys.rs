@@ -7,7 +7,7 @@ use crate::{
     error::Result,
 };
 
-const COLUMNS: &str = "seq, id, project_id, status, trigger, git_ref, commit_sha, commit_message, plan, image, failed_step, error, created_at, building_at, releasing_at, finished_at";
+const COLUMNS: &str = "seq, id, project_id, status, trigger, git_ref, commit_sha, commit_message, plan, image, failed_step, error, created_at, building_at, releasing_at, finished_at, rollback_of";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Deploy)> {
     let status: String = row.get(3)?;
@@ -30,20 +30,22 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Deploy)> {
             building_at: row.get(13)?,
             releasing_at: row.get(14)?,
             finished_at: row.get(15)?,
+            rollback_of: row.get(16)?,
         },
     ))
 }
 
 pub fn insert(connection: &Connection, deploy: &Deploy) -> Result<()> {
     connection.execute(
-        "INSERT INTO deploys (id, project_id, status, trigger, git_ref, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO deploys (id, project_id, status, trigger, git_ref, created_at, rollback_of) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             deploy.id,
             deploy.project_id,
             deploy.status.as_str(),
             deploy.trigger,
             deploy.git_ref,
-            deploy.created_at
+            deploy.created_at,
+            deploy.rollback_of
         ],
     )?;
     Ok(())

@@ -115,6 +115,8 @@ const STEPS: &[&str] = &[
     // 4: the desired instance count and size tier of each project.
     "ALTER TABLE projects ADD COLUMN instances INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE projects ADD COLUMN size TEXT;",
+    // 5: rollbacks record the deploy they re-release.
+    "ALTER TABLE deploys ADD COLUMN rollback_of TEXT;",
 ];
 
 /// The schema version this binary writes.

@@ -267,6 +267,15 @@ fn endpoints() -> Vec<Endpoint> {
             None,
             200,
         ),
+        // Nothing to roll back to in a fresh project: past authorization, a clear 422.
+        e(
+            Method::POST,
+            "/v1/projects/{id}/rollback",
+            Scope::Deploy,
+            Target::Project,
+            None,
+            422,
+        ),
     ]
 }
 

@@ -40,6 +40,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("get", "/v1/projects/{id}/domains"),
     ("post", "/v1/projects/{id}/scale"),
     ("get", "/v1/projects/{id}/instances"),
+    ("post", "/v1/projects/{id}/rollback"),
 ];
 
 /// Operations that take no API token: the document itself, and the webhook (verified by

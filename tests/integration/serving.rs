@@ -538,3 +538,96 @@ async fn a_removed_instance_is_replaced_and_service_returns() {
     assert_ne!(after[0].id, before[0].id);
     cleanup(&project_id).await;
 }
+
+#[tokio::test]
+async fn rollback_re_releases_an_earlier_deploy_without_a_rebuild() {
+    let daemon = TestDaemon::start_with(|c| c.deploy.drain_secs = 0).await;
+    let files = busybox_app("release one\n");
+    let borrowed: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    let repo = Repo::new(&borrowed);
+    let (project_id, _) = daemon.connected_project("undo", &repo).await;
+    let rollback = format!("/v1/projects/{project_id}/rollback");
+    let res = daemon
+        .post(&rollback, &daemon.admin_token, json!({}))
+        .await
+        .expect(422);
+    assert!(res.error_message().contains("no earlier"), "{}", res.text);
+
+    let first = daemon.deploy(&project_id, None).await;
+    daemon
+        .post(
+            &format!("/v1/projects/{project_id}/env"),
+            &daemon.admin_token,
+            json!({ "vars": { "GREETING": "second" } }),
+        )
+        .await
+        .expect(200);
+    repo.commit(&[("www/index.html", "release two\n")], "two");
+    let second = daemon.deploy(&project_id, None).await;
+    assert_eq!(second["status"], "running");
+    let host = "undo.admin.test.local";
+    assert_eq!(edge_get(&daemon, host, "/").await.1, "release two\n");
+
+    let queued = daemon
+        .post(&rollback, &daemon.admin_token, json!({}))
+        .await
+        .expect(202)
+        .body;
+    let rolled = daemon
+        .wait_deploy(queued["deployId"].as_str().unwrap())
+        .await;
+    assert_eq!(rolled["status"], "running", "{rolled}");
+    assert_eq!(rolled["trigger"], "rollback");
+    assert_eq!(rolled["rollbackOf"], first["id"]);
+    assert_eq!(
+        rolled["image"], first["image"],
+        "the earlier image, not a new one"
+    );
+    assert_eq!(rolled["commitSha"], first["commitSha"]);
+    assert_eq!(edge_get(&daemon, host, "/").await.1, "release one\n");
+    // The env snapshot of the first release came back with it (GREETING was unset then).
+    assert_eq!(edge_get(&daemon, host, "/env.txt").await.1, "\n");
+    let log = daemon
+        .request(
+            reqwest::Method::GET,
+            &format!("/v1/deploys/{}/events", rolled["id"].as_str().unwrap()),
+        )
+        .bearer_auth(&daemon.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        log.contains("no rebuild") && !log.contains("Step 1/"),
+        "{log}"
+    );
+
+    // Rolling forward again to a named deploy works the same way.
+    let forward = daemon
+        .post(
+            &rollback,
+            &daemon.admin_token,
+            json!({ "deployId": second["id"] }),
+        )
+        .await
+        .expect(202)
+        .body;
+    let forward = daemon
+        .wait_deploy(forward["deployId"].as_str().unwrap())
+        .await;
+    assert_eq!(forward["status"], "running", "{forward}");
+    assert_eq!(edge_get(&daemon, host, "/").await.1, "release two\n");
+    assert_eq!(edge_get(&daemon, host, "/env.txt").await.1, "second\n");
+    let res = daemon
+        .post(
+            &rollback,
+            &daemon.admin_token,
+            json!({ "deployId": "dep_unknown" }),
+        )
+        .await
+        .expect(404);
+    assert!(res.error_message().contains("dep_unknown"), "{}", res.text);
+    cleanup(&project_id).await;
+}
