@@ -460,15 +460,26 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
 }
 
 impl Client {
+    /// GETs a deploy's event stream and prints it; returns the final status.
+    async fn follow_get(&self, path: &str, json: bool) -> anyhow::Result<String> {
+        let request = self.http.get(format!("{}{path}", self.base));
+        self.follow_request(request, json).await
+    }
+
     /// POSTs and prints the SSE stream; returns the final status from `done`.
     async fn follow(&self, path: &str, body: Value, json: bool) -> anyhow::Result<String> {
-        let url = format!("{}{path}", self.base);
-        let mut response = self
-            .http
-            .post(&url)
+        let request = self.http.post(format!("{}{path}", self.base)).json(&body);
+        self.follow_request(request, json).await
+    }
+
+    async fn follow_request(
+        &self,
+        request: reqwest::RequestBuilder,
+        json: bool,
+    ) -> anyhow::Result<String> {
+        let mut response = request
             .bearer_auth(&self.token)
             .header("accept", "text/event-stream")
-            .json(&body)
             .send()
             .await
             .with_context(|| format!("cannot reach the Cantila API at {}", self.base))?;
@@ -731,5 +742,234 @@ pub fn env(args: EnvArgs) -> anyhow::Result<()> {
             .unwrap_or_default();
         output::print_table(&["KEY", "VALUE", "PENDING"], &rows);
         Ok(())
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct ProjectArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Project id or name.
+    project: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Project id or name.
+    project: String,
+    /// Number of instances (0 stops the project).
+    #[arg(long)]
+    instances: Option<u32>,
+    /// Size tier (nano, small, medium, large by default).
+    #[arg(long)]
+    size: Option<String>,
+}
+
+pub fn scale(args: ScaleArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.client)?;
+    let json = args.client.json;
+    block_on(async move {
+        let id = client.resolve_project(&args.project).await?;
+        let mut body = json!({});
+        if let Some(instances) = args.instances {
+            body["instances"] = json!(instances);
+        }
+        if let Some(size) = &args.size {
+            body["size"] = json!(size);
+        }
+        let project = client
+            .send(
+                Method::POST,
+                &format!("/v1/projects/{id}/scale"),
+                Some(body),
+            )
+            .await?;
+        if json {
+            return print_json(&project);
+        }
+        println!(
+            "{}: {} instance(s) of size {} ({})",
+            output::cell(&project, "name"),
+            output::cell(&project, "instances"),
+            output::cell(&project, "size"),
+            output::cell(&project, "status")
+        );
+        Ok(())
+    })
+}
+
+pub fn instances(args: ProjectArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.client)?;
+    let json = args.client.json;
+    block_on(async move {
+        let id = client.resolve_project(&args.project).await?;
+        let list = client
+            .send(Method::GET, &format!("/v1/projects/{id}/instances"), None)
+            .await?;
+        if json {
+            return print_json(&list);
+        }
+        let rows: Vec<Vec<String>> = list["instances"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|i| {
+                [
+                    "id",
+                    "state",
+                    "deployId",
+                    "size",
+                    "address",
+                    "restartCount",
+                    "startedAt",
+                ]
+                .iter()
+                .map(|f| output::cell(i, f))
+                .collect()
+            })
+            .collect();
+        output::print_table(
+            &[
+                "ID", "STATE", "DEPLOY", "SIZE", "ADDRESS", "RESTARTS", "STARTED",
+            ],
+            &rows,
+        );
+        Ok(())
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Project id or name.
+    project: String,
+    /// The deploy to re-release (default: the one before the current release).
+    #[arg(long)]
+    deploy: Option<String>,
+    /// Stream the release log until it ends; the exit code is the outcome.
+    #[arg(long, short)]
+    follow: bool,
+}
+
+pub fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.client)?;
+    let json = args.client.json;
+    block_on(async move {
+        let id = client.resolve_project(&args.project).await?;
+        let body = match &args.deploy {
+            Some(deploy) => json!({ "deployId": deploy }),
+            None => json!({}),
+        };
+        let created = client
+            .send(
+                Method::POST,
+                &format!("/v1/projects/{id}/rollback"),
+                Some(body),
+            )
+            .await?;
+        let deploy_id = output::cell(&created, "deployId");
+        if !args.follow {
+            if json {
+                return print_json(&created);
+            }
+            println!("{deploy_id} {}", output::cell(&created, "status"));
+            return Ok(());
+        }
+        let status = client
+            .follow_get(&format!("/v1/deploys/{deploy_id}/events"), json)
+            .await?;
+        if status == "running" {
+            Ok(())
+        } else {
+            bail!("the rollback ended {status}")
+        }
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct DomainsArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    command: DomainsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum DomainsCommand {
+    /// Every hostname of the project with its certificate state.
+    List { project: String },
+    /// Attach an alias hostname.
+    Add { project: String, hostname: String },
+    /// Detach an alias hostname.
+    Remove { project: String, hostname: String },
+}
+
+pub fn domains(args: DomainsArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.client)?;
+    let json = args.client.json;
+    block_on(async move {
+        match args.command {
+            DomainsCommand::List { project } => {
+                let id = client.resolve_project(&project).await?;
+                let list = client
+                    .send(Method::GET, &format!("/v1/projects/{id}/domains"), None)
+                    .await?;
+                if json {
+                    return print_json(&list);
+                }
+                let rows: Vec<Vec<String>> = list["domains"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|d| {
+                        vec![
+                            output::cell(d, "hostname"),
+                            output::cell(d, "kind"),
+                            output::cell(&d["certificate"], "status"),
+                            output::cell(&d["certificate"], "expiresAt"),
+                            output::cell(&d["certificate"], "error"),
+                        ]
+                    })
+                    .collect();
+                output::print_table(
+                    &["HOSTNAME", "KIND", "CERTIFICATE", "EXPIRES", "ERROR"],
+                    &rows,
+                );
+                Ok(())
+            }
+            DomainsCommand::Add { project, hostname } => {
+                let id = client.resolve_project(&project).await?;
+                let alias = client
+                    .send(
+                        Method::POST,
+                        &format!("/v1/projects/{id}/aliases"),
+                        Some(json!({ "hostname": hostname })),
+                    )
+                    .await?;
+                if json {
+                    print_json(&alias)
+                } else {
+                    println!("added {}", output::cell(&alias, "hostname"));
+                    Ok(())
+                }
+            }
+            DomainsCommand::Remove { project, hostname } => {
+                let id = client.resolve_project(&project).await?;
+                client
+                    .send(
+                        Method::DELETE,
+                        &format!("/v1/projects/{id}/aliases/{hostname}"),
+                        None,
+                    )
+                    .await?;
+                println!("removed {hostname}");
+                Ok(())
+            }
+        }
     })
 }

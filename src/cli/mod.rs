@@ -40,6 +40,14 @@ enum Command {
     Plan(client::PlanArgs),
     /// A project's environment variables.
     Env(client::EnvArgs),
+    /// Change how many instances run, and their size, without a rebuild.
+    Scale(client::ScaleArgs),
+    /// List a project's instances.
+    Instances(client::ProjectArgs),
+    /// Re-release an earlier deploy (default: the one before the current release).
+    Rollback(client::RollbackArgs),
+    /// A project's alias hostnames and domains.
+    Domains(client::DomainsArgs),
 }
 
 /// Where the configuration and data directory are; shared by `serve`, `admin` and the
@@ -104,6 +112,10 @@ pub fn main() -> ExitCode {
         Command::Deploys(args) => client::deploys(args),
         Command::Plan(args) => client::plan(args),
         Command::Env(args) => client::env(args),
+        Command::Scale(args) => client::scale(args),
+        Command::Instances(args) => client::instances(args),
+        Command::Rollback(args) => client::rollback(args),
+        Command::Domains(args) => client::domains(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

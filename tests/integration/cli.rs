@@ -305,6 +305,46 @@ async fn deploy_commands_connect_deploy_follow_and_list() {
         stdout(&out)
     );
 
+    // A second release, then a rollback to the first, followed live.
+    repo.commit(&[("www/index.html", "second release\n")], "second");
+    let out = cantila(args(&["deploy", "clidemo", "--follow"]), env()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cantila(args(&["rollback", "clidemo", "--follow"]), env()).await;
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("no rebuild"), "{}", stdout(&out));
+
+    let out = cantila(args(&["scale", "clidemo", "--instances", "2"]), env()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("2 instance(s)"), "{}", stdout(&out));
+    let out = cantila(args(&["instances", "clidemo"]), env()).await;
+    let table = stdout(&out);
+    assert_eq!(
+        table.lines().filter(|l| l.contains("healthy")).count(),
+        2,
+        "{table}"
+    );
+    let out = cantila(args(&["scale", "clidemo", "--size", "giant"]), env()).await;
+    assert!(
+        !out.status.success() && stderr(&out).contains("nano"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = cantila(args(&["domains", "add", "clidemo", "www.cli.test"]), env()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cantila(args(&["domains", "list", "clidemo"]), env()).await;
+    assert!(
+        stdout(&out).contains("www.cli.test") && stdout(&out).contains("alias"),
+        "{}",
+        stdout(&out)
+    );
+    let out = cantila(
+        args(&["domains", "remove", "clidemo", "www.cli.test"]),
+        env(),
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+
     // A failing deploy exits non-zero with the outcome.
     repo.commit(
         &[("Dockerfile", "FROM busybox:latest\nRUN exit 9\n")],
