@@ -99,87 +99,29 @@ async fn steps(
     set_project_status(app, &project, ProjectStatus::Building, true).await;
     log.status(DeployStatus::Building);
 
-    if let Some(target) = &deploy.rollback_of {
-        let (source_plan, image, env_snapshot) =
-            prepare_rollback(app, &project, deploy, target, log).await?;
-        let lock = app.project_lock(&project.id);
-        let _release_guard = lock.lock().await;
-        log.status(DeployStatus::Releasing);
-        if let Some(image) = image {
-            release_containers(
-                app,
-                &project,
-                deploy,
-                &source_plan,
-                &image,
-                env_snapshot,
-                log,
-                started,
-            )
-            .await?;
+    // What to release: built from source now, or an earlier deploy's (a rollback).
+    let (source_plan, image, earlier_env) = match &deploy.rollback_of {
+        Some(target) => {
+            let (plan, image, env) = prepare_rollback(app, &project, deploy, target, log).await?;
+            (plan, image, Some(env))
         }
-        return switch_to(app, &project, deploy, log)
-            .await
-            .map_err(failed("release"));
-    }
-
-    let source_dir = scratch.join("source");
-    fetch(app, deploy, &project, log, &source_dir).await?;
-
-    let source_plan = plan_source(app, &project, log, &source_dir).await?;
-    let plan_json = serde_json::to_string(
-        &super::planning::deploy_plan(app, &project, &source_plan)
-            .await
-            .map_err(failed("plan"))?,
-    )
-    .map_err(|err| failed("plan")(Error::Internal(err.to_string())))?;
-    {
-        let id = deploy.id.clone();
-        let plan_json = plan_json.clone();
-        app.store
-            .call(move |c| store::deploys::set_plan(c, &id, &plan_json))
-            .await
-            .map_err(failed("plan"))?;
-    }
-
-    let image = match source_plan.builder {
-        Builder::Static => {
-            publish_static_site(app, &project, deploy, &source_plan, &source_dir, log).await?;
-            None
+        None => {
+            let (plan, image) = build_from_source(app, &project, deploy, log, scratch).await?;
+            (plan, image, None)
         }
-        Builder::Dockerfile | Builder::Generated => Some(
-            build_image(
-                app,
-                &project,
-                deploy,
-                &source_plan,
-                &plan_json,
-                &source_dir,
-                log,
-            )
-            .await?,
-        ),
     };
 
     // One release change per project at a time: a scale or a repair waits for this one.
     let lock = app.project_lock(&project.id);
     let _release_guard = lock.lock().await;
     log.status(DeployStatus::Releasing);
-    let env_snapshot = env::snapshot(app, &project.id)
-        .await
-        .map_err(failed("release"))?;
-    {
-        let sealed = app
-            .secrets
-            .seal(&serde_json::to_vec(&env_snapshot).unwrap_or_default());
-        let id = deploy.id.clone();
-        app.store
-            .call(move |c| store::deploys::set_env(c, &id, &sealed))
-            .await
-            .map_err(failed("release"))?;
-    }
+    let env_snapshot = match earlier_env {
+        Some(env) => env,
+        None => snapshot_env(app, deploy, &project).await?,
+    };
     if let Some(image) = image {
-        if let Some(command) = &source_plan.release_command {
+        // A rollback re-releases what already ran: its release command ran back then.
+        if let (Some(command), None) = (&source_plan.release_command, &deploy.rollback_of) {
             run_release_command(
                 app,
                 &project,
@@ -206,8 +148,74 @@ async fn steps(
     }
     switch_to(app, &project, deploy, log)
         .await
+        .map_err(failed("release"))
+}
+
+/// Fetch, plan and build (or publish a static site). Returns the plan and the image,
+/// `None` for a static site.
+async fn build_from_source(
+    app: &AppState,
+    project: &Project,
+    deploy: &Deploy,
+    log: &DeployLog,
+    scratch: &Path,
+) -> Result<(SourcePlan, Option<String>), Stop> {
+    let source_dir = scratch.join("source");
+    fetch(app, deploy, project, log, &source_dir).await?;
+    let source_plan = plan_source(app, project, log, &source_dir).await?;
+    let plan_json = serde_json::to_string(
+        &super::planning::deploy_plan(app, project, &source_plan)
+            .await
+            .map_err(failed("plan"))?,
+    )
+    .map_err(|err| failed("plan")(Error::Internal(err.to_string())))?;
+    {
+        let id = deploy.id.clone();
+        let plan_json = plan_json.clone();
+        app.store
+            .call(move |c| store::deploys::set_plan(c, &id, &plan_json))
+            .await
+            .map_err(failed("plan"))?;
+    }
+    let image = match source_plan.builder {
+        Builder::Static => {
+            publish_static_site(app, project, deploy, &source_plan, &source_dir, log).await?;
+            None
+        }
+        Builder::Dockerfile | Builder::Generated => Some(
+            build_image(
+                app,
+                project,
+                deploy,
+                &source_plan,
+                &plan_json,
+                &source_dir,
+                log,
+            )
+            .await?,
+        ),
+    };
+    Ok((source_plan, image))
+}
+
+/// The project's env as this release runs it, sealed onto the deploy for rollbacks.
+async fn snapshot_env(
+    app: &AppState,
+    deploy: &Deploy,
+    project: &Project,
+) -> Result<std::collections::BTreeMap<String, String>, Stop> {
+    let env_snapshot = env::snapshot(app, &project.id)
+        .await
         .map_err(failed("release"))?;
-    Ok(())
+    let sealed = app
+        .secrets
+        .seal(&serde_json::to_vec(&env_snapshot).unwrap_or_default());
+    let id = deploy.id.clone();
+    app.store
+        .call(move |c| store::deploys::set_env(c, &id, &sealed))
+        .await
+        .map_err(failed("release"))?;
+    Ok(env_snapshot)
 }
 
 async fn fetch(

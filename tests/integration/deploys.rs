@@ -33,6 +33,12 @@ impl Repo {
         me
     }
 
+    /// A repository holding `busybox_app(body)`.
+    pub fn busybox(body: &str) -> Self {
+        let files = busybox_app(body);
+        Self::new(&owned(&files))
+    }
+
     /// Copies a fixture app from tests/fixtures/apps into a new repository.
     pub fn from_fixture(name: &str) -> Self {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -13,7 +13,7 @@ use std::{
 use serde_json::json;
 
 use crate::{
-    deploys::{busybox_app, cleanup, Repo},
+    deploys::{cleanup, Repo},
     support::TestDaemon,
 };
 
@@ -49,9 +49,7 @@ async fn apps_and_static_sites_answer_on_their_hostnames() {
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("created"), "{body}");
 
-    let files = busybox_app("served by the edge\n");
-    let borrowed: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
-    let repo = Repo::new(&borrowed);
+    let repo = Repo::busybox("served by the edge\n");
     let (project_id, _) = daemon.connected_project("web", &repo).await;
     let deploy = daemon.deploy(&project_id, None).await;
     assert_eq!(deploy["status"], "running", "{deploy}");
@@ -200,9 +198,7 @@ async fn apps_and_static_sites_answer_on_their_hostnames() {
 #[tokio::test]
 async fn https_serves_the_app_with_a_certificate_from_the_local_ca() {
     let daemon = TestDaemon::start_with(|c| c.tls.mode = cantila::tls::TlsMode::SelfSigned).await;
-    let files = busybox_app("over tls\n");
-    let borrowed: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
-    let repo = Repo::new(&borrowed);
+    let repo = Repo::busybox("over tls\n");
     let (project_id, _) = daemon.connected_project("secure", &repo).await;
     let deploy = daemon.deploy(&project_id, None).await;
     assert_eq!(deploy["status"], "running", "{deploy}");
@@ -229,9 +225,7 @@ async fn https_serves_the_app_with_a_certificate_from_the_local_ca() {
 #[tokio::test]
 async fn a_redeploy_under_steady_traffic_fails_no_request() {
     let daemon = TestDaemon::start_with(|c| c.deploy.drain_secs = 1).await;
-    let files = busybox_app("version 1\n");
-    let borrowed: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
-    let repo = Repo::new(&borrowed);
+    let repo = Repo::busybox("version 1\n");
     let (project_id, _) = daemon.connected_project("steady", &repo).await;
     assert_eq!(daemon.deploy(&project_id, None).await["status"], "running");
 
@@ -316,9 +310,7 @@ async fn an_alias_gets_a_certificate_from_an_acme_ca_and_serves_https() {
     };
     let daemon = TestDaemon::start_on(dir, config, listeners).await;
 
-    let files = busybox_app("over acme tls\n");
-    let borrowed: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
-    let repo = Repo::new(&borrowed);
+    let repo = Repo::busybox("over acme tls\n");
     let (project_id, _) = daemon.connected_project("shop", &repo).await;
     let host = "shop.example.test";
     daemon
@@ -405,9 +397,7 @@ async fn instances(daemon: &TestDaemon, project_id: &str) -> Vec<serde_json::Val
 #[tokio::test]
 async fn scaling_out_in_to_zero_and_resizing_needs_no_rebuild() {
     let daemon = TestDaemon::start_with(|c| c.deploy.drain_secs = 0).await;
-    let files = busybox_app("scaled\n");
-    let borrowed: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
-    let repo = Repo::new(&borrowed);
+    let repo = Repo::busybox("scaled\n");
     let (project_id, _) = daemon.connected_project("scaled", &repo).await;
     assert_eq!(daemon.deploy(&project_id, None).await["status"], "running");
     let host = "scaled.admin.test.local";
@@ -501,9 +491,7 @@ async fn scaling_out_in_to_zero_and_resizing_needs_no_rebuild() {
 #[tokio::test]
 async fn a_removed_instance_is_replaced_and_service_returns() {
     let daemon = TestDaemon::start().await;
-    let files = busybox_app("resilient\n");
-    let borrowed: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
-    let repo = Repo::new(&borrowed);
+    let repo = Repo::busybox("resilient\n");
     let (project_id, _) = daemon.connected_project("resilient", &repo).await;
     assert_eq!(daemon.deploy(&project_id, None).await["status"], "running");
     let engine = cantila::docker::Engine::connect().await.unwrap();
@@ -542,9 +530,7 @@ async fn a_removed_instance_is_replaced_and_service_returns() {
 #[tokio::test]
 async fn rollback_re_releases_an_earlier_deploy_without_a_rebuild() {
     let daemon = TestDaemon::start_with(|c| c.deploy.drain_secs = 0).await;
-    let files = busybox_app("release one\n");
-    let borrowed: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
-    let repo = Repo::new(&borrowed);
+    let repo = Repo::busybox("release one\n");
     let (project_id, _) = daemon.connected_project("undo", &repo).await;
     let rollback = format!("/v1/projects/{project_id}/rollback");
     let res = daemon
@@ -637,9 +623,7 @@ async fn a_crash_during_a_release_keeps_the_previous_release_serving() {
     use crate::lifecycle::{wait_for_api_address, KillOnDrop};
     let dir = tempfile::tempdir().unwrap();
     let config = crate::support::test_config(dir.path());
-    let files = busybox_app("the stable release\n");
-    let borrowed: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
-    let repo = Repo::new(&borrowed);
+    let repo = Repo::busybox("the stable release\n");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cantila"))
         .args([
             "serve",
