@@ -144,6 +144,9 @@ pub struct DeployConfig {
     /// Seconds old instances keep serving requests already sent to them after traffic
     /// has switched to a new release.
     pub drain_secs: u64,
+    /// Images of this many of a project's most recent releases are kept for rollbacks;
+    /// older ones are removed.
+    pub keep_images: usize,
 }
 
 impl Default for DeployConfig {
@@ -158,6 +161,7 @@ impl Default for DeployConfig {
             health_timeout_secs: 60,
             stop_grace_secs: 10,
             drain_secs: 2,
+            keep_images: 5,
         }
     }
 }
@@ -335,6 +339,11 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "scale.sizes.{name} needs memory_mb of at least 6 and cpus above 0"
             )));
+        }
+        if self.deploy.keep_images == 0 {
+            return Err(ConfigError::Invalid(
+                "deploy.keep_images must be at least 1 (the running release's image)".to_owned(),
+            ));
         }
         if self.deploy.concurrent_builds == 0 {
             return Err(ConfigError::Invalid(

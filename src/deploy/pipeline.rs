@@ -148,7 +148,49 @@ async fn steps(
     }
     switch_to(app, &project, deploy, log)
         .await
-        .map_err(failed("release"))
+        .map_err(failed("release"))?;
+    prune_images(app, &project.id).await;
+    Ok(())
+}
+
+/// Removes the images of releases older than the newest `deploy.keep_images` ones. An
+/// image still used by a container (or shared with a kept release) stays.
+async fn prune_images(app: &AppState, project_id: &str) {
+    let id = project_id.to_owned();
+    let history = app
+        .store
+        .call(move |c| store::deploys::page(c, &id, None, 1000))
+        .await
+        .unwrap_or_default();
+    let mut kept: Vec<String> = Vec::new();
+    let mut prunable: Vec<String> = Vec::new();
+    for (_, deploy) in history {
+        let Some(image) = deploy.image else { continue };
+        let released = matches!(
+            deploy.status,
+            DeployStatus::Running | DeployStatus::Superseded
+        );
+        if kept.contains(&image) || prunable.contains(&image) {
+            continue;
+        }
+        if released && kept.len() < app.config.deploy.keep_images {
+            kept.push(image);
+        } else {
+            prunable.push(image);
+        }
+    }
+    let Ok(engine) = app.engine().await else {
+        return;
+    };
+    for image in prunable {
+        if engine.image_id(&image).await.ok().flatten().is_none() {
+            continue;
+        }
+        match engine.remove_image(&image).await {
+            Ok(()) => tracing::info!(project = %project_id, %image, "removed an old image"),
+            Err(err) => tracing::debug!(%image, error = %err, "keeping an image still in use"),
+        }
+    }
 }
 
 /// Fetch, plan and build (or publish a static site). Returns the plan and the image,

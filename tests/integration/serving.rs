@@ -767,3 +767,48 @@ async fn a_crash_during_a_release_keeps_the_previous_release_serving() {
     assert_eq!(project["status"], "running");
     cleanup(&project_id).await;
 }
+
+#[tokio::test]
+async fn old_images_are_pruned_beyond_the_kept_releases() {
+    let daemon = TestDaemon::start_with(|c| {
+        c.deploy.keep_images = 1;
+        c.deploy.drain_secs = 0;
+    })
+    .await;
+    let repo = Repo::busybox("image one\n");
+    let (project_id, _) = daemon.connected_project("pruned", &repo).await;
+    let first = daemon.deploy(&project_id, None).await;
+    for n in 2..=3 {
+        repo.commit(&[("www/index.html", &format!("image {n}\n"))], "next");
+        assert_eq!(daemon.deploy(&project_id, None).await["status"], "running");
+    }
+    let engine = cantila::docker::Engine::connect().await.unwrap();
+    let first_image = first["image"].as_str().unwrap();
+    assert_eq!(
+        engine.image_id(first_image).await.unwrap(),
+        None,
+        "the oldest image was pruned"
+    );
+    let queued = daemon
+        .post(
+            &format!("/v1/projects/{project_id}/rollback"),
+            &daemon.admin_token,
+            json!({ "deployId": first["id"] }),
+        )
+        .await
+        .expect(202)
+        .body;
+    let rolled = daemon
+        .wait_deploy(queued["deployId"].as_str().unwrap())
+        .await;
+    assert_eq!(rolled["status"], "failed");
+    assert!(
+        rolled["error"].as_str().unwrap().contains("pruned"),
+        "{rolled}"
+    );
+    assert_eq!(
+        edge_get(&daemon, "pruned.admin.test.local", "/").await.1,
+        "image 3\n"
+    );
+    cleanup(&project_id).await;
+}
