@@ -209,9 +209,20 @@ fn installation_id(data_dir: &std::path::Path) -> std::io::Result<String> {
 /// by `RUST_LOG` or the config's level.
 pub fn init_logging(config: &config::LogConfig) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    // rustls warns on every odd handshake (an IP address as SNI, say), which lets any
+    // client flood the log; it speaks at `error` unless the filter names it.
+    let with_quiet_tls = |filter: &str| {
+        if filter.contains("rustls") {
+            filter.to_owned()
+        } else {
+            format!("{filter},rustls=error")
+        }
+    };
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|env| EnvFilter::try_new(with_quiet_tls(&env)).ok())
+        .or_else(|| EnvFilter::try_new(with_quiet_tls(&config.level)).ok())
+        .unwrap_or_else(|| EnvFilter::new("info,rustls=error"));
     // Colours only on a terminal: journald and log files get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
