@@ -17,6 +17,7 @@ use crate::{
 /// Rebuilds the route table and swaps it in. Called after every release or deletion, at
 /// start-up, and on a timer so the table follows Docker's actual state.
 pub async fn refresh(app: &AppState) -> Result<()> {
+    let _one_at_a_time = app.route_refresh.lock().await;
     let (projects, running, aliases) = app
         .store
         .call(|connection| {
@@ -127,17 +128,14 @@ pub async fn refresh(app: &AppState) -> Result<()> {
     Ok(())
 }
 
-/// Hostnames with a certificate request in flight, so refreshes do not start a second one.
-static REQUESTING: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
-    std::sync::LazyLock::new(Default::default);
-
 /// Asks for a certificate in the background when TLS is on; the TLS module keeps the
 /// outcome (and backs off after failures), visible on the project's domains.
 fn request_certificate(app: &AppState, host: &str) {
     if app.tls.mode() == crate::tls::TlsMode::Off {
         return;
     }
-    if !REQUESTING
+    if !app
+        .certificate_requests
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(host.to_owned())
@@ -158,7 +156,7 @@ fn request_certificate(app: &AppState, host: &str) {
             }
             Err(err) => tracing::warn!(%host, error = %err, "certificate request failed"),
         }
-        REQUESTING
+        app.certificate_requests
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&host);

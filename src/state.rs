@@ -44,6 +44,11 @@ pub struct Inner {
     /// Instances taken out of the route table before they stop, so no request is sent to
     /// an instance that is going away.
     draining: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Route table rebuilds run one at a time: each reads the store and Docker and then
+    /// swaps the table, and an older read must never replace a newer table.
+    pub route_refresh: AsyncMutex<()>,
+    /// Hostnames with a certificate request in flight, so refreshes do not start another.
+    pub certificate_requests: std::sync::Mutex<std::collections::HashSet<String>>,
     /// One release change (deploy switch, scale, repair) per project at a time.
     project_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<AsyncMutex<()>>>>,
     /// The Docker engine, connected on first use so the API runs without one.
@@ -69,6 +74,8 @@ impl AppState {
             edge_metrics: Arc::new(EdgeMetrics::new()),
             tls,
             installation,
+            route_refresh: AsyncMutex::new(()),
+            certificate_requests: Default::default(),
             draining: Default::default(),
             project_locks: Default::default(),
             engine: AsyncMutex::new(None),
