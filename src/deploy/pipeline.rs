@@ -766,26 +766,32 @@ async fn switch_to(
     if previous.is_empty() {
         return Ok(());
     }
-    // Requests already on their way to the old instances get time to finish.
+    let Ok(engine) = app.engine().await else {
+        return Ok(());
+    };
+    let leaving: Vec<_> = engine
+        .containers(&[("cantila.project", &project.id)])
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|container| container.labels.get("cantila.deploy") != Some(&deploy.id))
+        .collect();
+    let ids: Vec<String> = leaving.iter().map(|c| c.id.clone()).collect();
+    // Marked draining so no repair pass takes them for orphans while requests already on
+    // their way finish.
+    app.set_draining(&ids, true);
     tokio::time::sleep(Duration::from_secs(app.config.deploy.drain_secs)).await;
-    if let Ok(engine) = app.engine().await {
-        let grace = Duration::from_secs(app.config.deploy.stop_grace_secs);
-        for container in engine
-            .containers(&[("cantila.project", &project.id)])
-            .await
-            .unwrap_or_default()
-        {
-            if container.labels.get("cantila.deploy") != Some(&deploy.id) {
-                log.line(format!("stopping the previous instance {}", container.name));
-                if let Err(err) = engine.stop_and_remove(&container.id, grace).await {
-                    log.line(format!(
-                        "warning: could not remove old instance {}: {err}",
-                        container.name
-                    ));
-                }
-            }
+    let grace = Duration::from_secs(app.config.deploy.stop_grace_secs);
+    for container in &leaving {
+        log.line(format!("stopping the previous instance {}", container.name));
+        if let Err(err) = engine.stop_and_remove(&container.id, grace).await {
+            log.line(format!(
+                "warning: could not remove old instance {}: {err}",
+                container.name
+            ));
         }
     }
+    app.set_draining(&ids, false);
     Ok(())
 }
 
