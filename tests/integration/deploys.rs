@@ -784,7 +784,6 @@ async fn env_vars_are_masked_pending_and_reach_the_app() {
 
 #[tokio::test]
 async fn a_crash_mid_build_leaves_a_failed_deploy_and_no_orphans() {
-    use crate::lifecycle::{wait_for_api_address, KillOnDrop};
     let dir = tempfile::tempdir().unwrap();
     let config = crate::support::test_config(dir.path());
     let repo = Repo::new(&[(
@@ -792,94 +791,12 @@ async fn a_crash_mid_build_leaves_a_failed_deploy_and_no_orphans() {
         "FROM busybox:latest\nRUN sleep 30\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\"]\n",
     )]);
     // The real binary, so `kill -9` ends everything it runs, as a crash would.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cantila"))
-        .args([
-            "serve",
-            "--data-dir",
-            &config.data_dir.display().to_string(),
-        ])
-        .args([
-            "--api-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--https-listen",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut child = KillOnDrop(child);
-    let api = wait_for_api_address(stderr).await;
-    let token = std::fs::read_to_string(config.admin_token_path())
-        .unwrap()
-        .trim()
-        .to_owned();
-    let client = reqwest::Client::new();
-    let call = |method: reqwest::Method, path: String, body: Value| {
-        client
-            .request(method, format!("http://{api}{path}"))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-    };
-    let project: Value = call(
-        reqwest::Method::POST,
-        "/v1/projects".into(),
-        json!({ "name": "crashy" }),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let project_id = project["id"].as_str().unwrap().to_owned();
-    let connected = call(
-        reqwest::Method::POST,
-        format!("/v1/projects/{project_id}/git"),
-        json!({ "repo": repo.path().display().to_string() }),
-    )
-    .await
-    .unwrap();
-    assert_eq!(connected.status(), 200);
-    let created: Value = call(
-        reqwest::Method::POST,
-        format!("/v1/projects/{project_id}/deploy"),
-        json!({}),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let deploy_id = created["deployId"].as_str().unwrap().to_owned();
-    let mut building = false;
-    for _ in 0..300 {
-        let deploy: Value = client
-            .get(format!("http://{api}/v1/deploys/{deploy_id}"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if deploy["status"] == "building" && deploy["commitSha"].is_string() {
-            building = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(building, "the deploy reached the build");
+    let binary = crate::support::BinaryDaemon::start(&config).await;
+    let project_id = binary.connected_project("crashy", repo.path()).await;
+    let deploy_id = binary.deploy(&project_id).await;
+    binary.wait_status(&deploy_id, "building").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let status = std::process::Command::new("kill")
-        .args(["-9", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let _ = child.0.wait();
+    binary.kill9();
 
     let daemon = TestDaemon::start_in(dir, config).await;
     let deploy = daemon.wait_deploy(&deploy_id).await;

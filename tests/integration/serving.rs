@@ -620,122 +620,26 @@ async fn rollback_re_releases_an_earlier_deploy_without_a_rebuild() {
 
 #[tokio::test]
 async fn a_crash_during_a_release_keeps_the_previous_release_serving() {
-    use crate::lifecycle::{wait_for_api_address, KillOnDrop};
     let dir = tempfile::tempdir().unwrap();
     let config = crate::support::test_config(dir.path());
     let repo = Repo::busybox("the stable release\n");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cantila"))
-        .args([
-            "serve",
-            "--data-dir",
-            &config.data_dir.display().to_string(),
-        ])
-        .args([
-            "--api-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--https-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--base-domain", "test.local"])
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut child = KillOnDrop(child);
-    let api = wait_for_api_address(stderr).await;
-    let token = std::fs::read_to_string(config.admin_token_path())
-        .unwrap()
-        .trim()
-        .to_owned();
-    let client = client();
-    let call = |method: reqwest::Method, path: String, body: serde_json::Value| {
-        client
-            .request(method, format!("http://{api}{path}"))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-    };
-    let project: serde_json::Value = call(
-        reqwest::Method::POST,
-        "/v1/projects".into(),
-        json!({ "name": "sturdy" }),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let project_id = project["id"].as_str().unwrap().to_owned();
-    let git = call(
-        reqwest::Method::POST,
-        format!("/v1/projects/{project_id}/git"),
-        json!({ "repo": repo.path().display().to_string() }),
-    )
-    .await
-    .unwrap();
-    assert_eq!(git.status(), 200);
-    let wait_status = |deploy_id: String, wanted: &'static str| {
-        let client = client.clone();
-        let token = token.clone();
-        let api = api.clone();
-        async move {
-            for _ in 0..600 {
-                let deploy: serde_json::Value = client
-                    .get(format!("http://{api}/v1/deploys/{deploy_id}"))
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                if deploy["status"] == wanted {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            panic!("deploy {deploy_id} never reached {wanted}");
-        }
-    };
-    let first: serde_json::Value = call(
-        reqwest::Method::POST,
-        format!("/v1/projects/{project_id}/deploy"),
-        json!({}),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    wait_status(first["deployId"].as_str().unwrap().to_owned(), "running").await;
+    let binary = crate::support::BinaryDaemon::start(&config).await;
+    let project_id = binary.connected_project("sturdy", repo.path()).await;
+    let first = binary.deploy(&project_id).await;
+    binary.wait_status(&first, "running").await;
 
     // The next release listens only after a long pause: the daemon dies while it is checked.
     repo.commit(
-        &[("Dockerfile", "FROM busybox:latest\nCOPY www /www\nEXPOSE 8080\nCMD [\"sh\", \"-c\", \"sleep 120; httpd -f -p 8080 -h /www\"]\n")],
+        &[(
+            "Dockerfile",
+            "FROM busybox:latest\nCOPY www /www\nEXPOSE 8080\nCMD [\"sh\", \"-c\", \"sleep 120; httpd -f -p 8080 -h /www\"]\n",
+        )],
         "slow start",
     );
-    let second: serde_json::Value = call(
-        reqwest::Method::POST,
-        format!("/v1/projects/{project_id}/deploy"),
-        json!({}),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let second_id = second["deployId"].as_str().unwrap().to_owned();
-    wait_status(second_id.clone(), "releasing").await;
+    let second_id = binary.deploy(&project_id).await;
+    binary.wait_status(&second_id, "releasing").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let status = std::process::Command::new("kill")
-        .args(["-9", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let _ = child.0.wait();
+    binary.kill9();
 
     let daemon = TestDaemon::start_in(dir, config).await;
     let deploy = daemon.wait_deploy(&second_id).await;

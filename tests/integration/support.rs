@@ -278,3 +278,132 @@ pub async fn read(response: reqwest::Response) -> Res {
         text,
     }
 }
+
+/// The real `cantila` binary serving a data dir, for tests that crash it with `kill -9`
+/// (an in-process daemon cannot die with everything it runs).
+pub struct BinaryDaemon {
+    child: crate::lifecycle::KillOnDrop,
+    pub api: String,
+    pub token: String,
+    client: reqwest::Client,
+}
+
+impl BinaryDaemon {
+    /// Starts `cantila serve` on the config's data dir and base domain, on port 0.
+    pub async fn start(config: &Config) -> Self {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cantila"))
+            .args([
+                "serve",
+                "--data-dir",
+                &config.data_dir.display().to_string(),
+            ])
+            .args(["--base-domain", &config.base_domain])
+            .args([
+                "--api-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--https-listen",
+                "127.0.0.1:0",
+            ])
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start cantila serve");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let child = crate::lifecycle::KillOnDrop(child);
+        let api = crate::lifecycle::wait_for_api_address(stderr).await;
+        let token = std::fs::read_to_string(config.admin_token_path())
+            .expect("admin token")
+            .trim()
+            .to_owned();
+        Self {
+            child,
+            api,
+            token,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// Sends a request with the admin token; returns the status and the JSON body.
+    pub async fn call(&self, method: Method, path: &str, body: Value) -> (u16, Value) {
+        let res = self
+            .client
+            .request(method, format!("http://{}{path}", self.api))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates a project connected to the repository at `repo`; returns its id.
+    pub async fn connected_project(&self, name: &str, repo: &Path) -> String {
+        let (status, project) = self
+            .call(
+                Method::POST,
+                "/v1/projects",
+                serde_json::json!({ "name": name }),
+            )
+            .await;
+        assert_eq!(status, 201, "{project}");
+        let id = project["id"].as_str().unwrap().to_owned();
+        let (status, body) = self
+            .call(
+                Method::POST,
+                &format!("/v1/projects/{id}/git"),
+                serde_json::json!({ "repo": repo.display().to_string() }),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        id
+    }
+
+    /// Queues a deploy and returns its id.
+    pub async fn deploy(&self, project_id: &str) -> String {
+        let (status, created) = self
+            .call(
+                Method::POST,
+                &format!("/v1/projects/{project_id}/deploy"),
+                serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(status, 202, "{created}");
+        created["deployId"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits until the deploy reaches `wanted` (and, for `building`, has its commit).
+    pub async fn wait_status(&self, deploy_id: &str, wanted: &str) {
+        for _ in 0..600 {
+            let (_, deploy) = self
+                .call(
+                    Method::GET,
+                    &format!("/v1/deploys/{deploy_id}"),
+                    Value::Null,
+                )
+                .await;
+            if deploy["status"] == wanted
+                && (wanted != "building" || deploy["commitSha"].is_string())
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("deploy {deploy_id} never reached {wanted}");
+    }
+
+    /// Ends the daemon with SIGKILL, as a crash would.
+    pub fn kill9(mut self) {
+        let status = std::process::Command::new("kill")
+            .args(["-9", &self.child.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let _ = self.child.0.wait();
+    }
+}
