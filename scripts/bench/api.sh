@@ -37,7 +37,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 API_PORT=$(free_port)
 NGINX_PORT=$(free_port)
 
-target/release/cantila serve --data-dir "$WORK/data" --api-listen "127.0.0.1:$API_PORT" \
+"${CARGO_TARGET_DIR:-target}/release/cantila" serve --data-dir "$WORK/data" --api-listen "127.0.0.1:$API_PORT" \
     --http-listen 127.0.0.1:0 --https-listen 127.0.0.1:0 >"$WORK/cantila.log" 2>&1 &
 CANTILA_PID=$!
 PIDS+=("$CANTILA_PID")

@@ -18,7 +18,7 @@ while [ $# -gt 0 ]; do
 done
 
 cargo build --release --locked -q
-BIN=target/release/cantila
+BIN="${CARGO_TARGET_DIR:-target}/release/cantila"
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
