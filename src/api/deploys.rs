@@ -62,13 +62,7 @@ async fn rollback(
 ) -> ApiResult<(StatusCode, Json<DeployCreated>)> {
     let request = body.unwrap_or_default();
     let deploy = deploy::rollback(&app, &auth.actor, id, request.deploy_id).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(DeployCreated {
-            deploy_id: deploy.id,
-            status: deploy.status.as_str().to_owned(),
-        }),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(DeployCreated::from(&deploy))))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -112,6 +106,15 @@ pub struct DeployView {
     pub finished_at: Option<String>,
     /// For a rollback: the deploy it re-released.
     pub rollback_of: Option<String>,
+}
+
+impl From<&Deploy> for DeployCreated {
+    fn from(deploy: &Deploy) -> Self {
+        Self {
+            deploy_id: deploy.id.clone(),
+            status: deploy.status.as_str().to_owned(),
+        }
+    }
 }
 
 impl From<Deploy> for DeployView {
@@ -165,13 +168,7 @@ async fn create(
 ) -> ApiResult<(StatusCode, Json<DeployCreated>)> {
     let request = body.unwrap_or_default();
     let deploy = deploy::enqueue(&app, &auth.actor, id, parse_ref(&request)?, "api").await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(DeployCreated {
-            deploy_id: deploy.id,
-            status: deploy.status.as_str().to_owned(),
-        }),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(DeployCreated::from(&deploy))))
 }
 
 /// Trigger a deploy and stream its build and release log as Server-Sent Events:

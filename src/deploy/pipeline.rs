@@ -515,10 +515,7 @@ async fn prepare_rollback(
         .call(move |c| {
             let target = store::deploys::by_id(c, &id)?
                 .ok_or_else(|| Error::Invalid(format!("deploy `{id}` no longer exists")))?;
-            let env: Option<Vec<u8>> =
-                c.query_row("SELECT env FROM deploys WHERE id = ?1", [&id], |row| {
-                    row.get(0)
-                })?;
+            let env = store::deploys::env_of(c, &id)?;
             Ok((target, env))
         })
         .await

@@ -101,10 +101,18 @@ pub fn of_project_with_status(
     project_id: &str,
     statuses: &[DeployStatus],
 ) -> Result<Vec<Deploy>> {
-    Ok(with_status(connection, statuses)?
-        .into_iter()
-        .filter(|deploy| deploy.project_id == project_id)
-        .collect())
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM deploys WHERE project_id = ?1 AND status = ?2 ORDER BY seq"
+    ))?;
+    let mut found = Vec::new();
+    for status in statuses {
+        let rows = statement
+            .query_map(params![project_id, status.as_str()], from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        found.extend(rows);
+    }
+    found.sort_by_key(|(seq, _)| *seq);
+    Ok(found.into_iter().map(|(_, deploy)| deploy).collect())
 }
 
 pub fn set_status(connection: &Connection, id: &str, status: DeployStatus, at: &str) -> Result<()> {
@@ -181,6 +189,18 @@ pub fn set_env(connection: &Connection, id: &str, sealed: &[u8]) -> Result<()> {
         params![id, sealed],
     )?;
     Ok(())
+}
+
+/// The sealed env snapshot of one deploy, if it has one.
+pub fn env_of(connection: &Connection, deploy_id: &str) -> Result<Option<Vec<u8>>> {
+    Ok(connection
+        .query_row(
+            "SELECT env FROM deploys WHERE id = ?1",
+            [deploy_id],
+            |row| row.get::<_, Option<Vec<u8>>>(0),
+        )
+        .optional()?
+        .flatten())
 }
 
 /// The sealed env snapshot of the project's running deploy, if any.

@@ -379,20 +379,7 @@ async fn a_signed_push_deploys_the_app_and_it_answers_http() {
         Some("version two\n")
     );
     // The old instance drains briefly, then is removed.
-    let engine = Engine::connect().await.unwrap();
-    let mut removed = false;
-    for _ in 0..150 {
-        if engine
-            .containers(&[("cantila.deploy", &deploy_id)])
-            .await
-            .unwrap()
-            .is_empty()
-        {
-            removed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let removed = containers_gone("cantila.deploy", &deploy_id).await;
     assert!(removed, "the old instance was removed");
     let first = daemon
         .get(&format!("/v1/deploys/{deploy_id}"), &daemon.admin_token)
@@ -506,18 +493,7 @@ async fn deploy_stream_sends_the_log_as_server_sent_events_and_replays() {
     let again = daemon.deploy(&project_id, None).await;
     assert_eq!(again["status"], "running", "{again}");
     assert_eq!(again["image"], first["image"], "the same image is reused");
-    let log = daemon
-        .request(
-            reqwest::Method::GET,
-            &format!("/v1/deploys/{}/events", again["id"].as_str().unwrap()),
-        )
-        .bearer_auth(&daemon.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = events_text(&daemon, again["id"].as_str().unwrap()).await;
     assert!(log.contains("reusing image"), "{log}");
     assert!(!log.contains("Step 1/"), "nothing was rebuilt: {log}");
     cleanup(&project_id).await;
@@ -571,18 +547,7 @@ async fn failures_keep_the_previous_release_serving() {
         "{broken}"
     );
     assert!(broken["error"].as_str().unwrap().contains("7"), "{broken}");
-    let log = daemon
-        .request(
-            reqwest::Method::GET,
-            &format!("/v1/deploys/{}/events", broken["id"].as_str().unwrap()),
-        )
-        .bearer_auth(&daemon.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = events_text(&daemon, broken["id"].as_str().unwrap()).await;
     assert!(log.contains("about to fail"), "{log}");
     assert_eq!(
         app_answer(&good_id, "/").await.as_deref(),
@@ -754,20 +719,7 @@ async fn env_vars_are_masked_pending_and_reach_the_app() {
         .delete(&format!("/v1/projects/{project_id}"), &daemon.admin_token)
         .await
         .expect(204);
-    let engine = Engine::connect().await.unwrap();
-    let mut gone = false;
-    for _ in 0..150 {
-        if engine
-            .containers(&[("cantila.project", &project_id)])
-            .await
-            .unwrap()
-            .is_empty()
-        {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let gone = containers_gone("cantila.project", &project_id).await;
     assert!(gone, "the deleted project's containers are removed");
     let mirror = daemon
         .data_dir()
@@ -832,7 +784,7 @@ fn files_with<'a>(
 }
 
 /// The whole stored event stream of a deploy, as text.
-async fn events_text(daemon: &TestDaemon, deploy_id: &str) -> String {
+pub async fn events_text(daemon: &TestDaemon, deploy_id: &str) -> String {
     daemon
         .request(
             reqwest::Method::GET,
@@ -845,6 +797,23 @@ async fn events_text(daemon: &TestDaemon, deploy_id: &str) -> String {
         .text()
         .await
         .unwrap()
+}
+
+/// Waits up to 15 s until no container carries `label=value`; false if some still do.
+pub async fn containers_gone(label: &str, value: &str) -> bool {
+    let engine = Engine::connect().await.unwrap();
+    for _ in 0..150 {
+        if engine
+            .containers(&[(label, value)])
+            .await
+            .unwrap()
+            .is_empty()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }
 
 /// Removes the containers a test's project left running.

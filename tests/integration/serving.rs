@@ -573,18 +573,7 @@ async fn rollback_re_releases_an_earlier_deploy_without_a_rebuild() {
     assert_eq!(edge_get(&daemon, host, "/").await.1, "release one\n");
     // The env snapshot of the first release came back with it (GREETING was unset then).
     assert_eq!(edge_get(&daemon, host, "/env.txt").await.1, "\n");
-    let log = daemon
-        .request(
-            reqwest::Method::GET,
-            &format!("/v1/deploys/{}/events", rolled["id"].as_str().unwrap()),
-        )
-        .bearer_auth(&daemon.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = crate::deploys::events_text(&daemon, rolled["id"].as_str().unwrap()).await;
     assert!(
         log.contains("no rebuild") && !log.contains("Step 1/"),
         "{log}"
