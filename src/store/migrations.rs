@@ -117,6 +117,13 @@ const STEPS: &[&str] = &[
     ALTER TABLE projects ADD COLUMN size TEXT;",
     // 5: rollbacks record the deploy they re-release.
     "ALTER TABLE deploys ADD COLUMN rollback_of TEXT;",
+    // 6: process types: desired instances of each non-web Procfile process.
+    "CREATE TABLE process_scale (
+        project_id  TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        process     TEXT NOT NULL,
+        instances   INTEGER NOT NULL,
+        PRIMARY KEY (project_id, process)
+    );",
 ];
 
 /// The schema version this binary writes.
