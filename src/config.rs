@@ -125,6 +125,9 @@ pub struct BuildConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeployConfig {
+    /// The Docker engine's Unix socket; unset means `DOCKER_HOST` or the default
+    /// `/var/run/docker.sock` (set it for rootless Docker or a second engine).
+    pub docker_socket: Option<PathBuf>,
     /// The Docker network instances join; created when missing.
     pub network: String,
     /// Builds that may run at once across all projects.
@@ -152,6 +155,7 @@ pub struct DeployConfig {
 impl Default for DeployConfig {
     fn default() -> Self {
         Self {
+            docker_socket: None,
             network: "cantila".to_owned(),
             concurrent_builds: 1,
             build_memory_mb: 1536,

@@ -10,6 +10,7 @@ mod cli;
 mod deploys;
 mod docker;
 mod edge;
+mod engine_restart;
 mod lifecycle;
 mod openapi;
 mod serving;
