@@ -14,4 +14,5 @@ mod engine_restart;
 mod lifecycle;
 mod openapi;
 mod serving;
+mod tenancy;
 mod tls_acme;
