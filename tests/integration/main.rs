@@ -11,6 +11,7 @@ mod deploys;
 mod docker;
 mod edge;
 mod engine_restart;
+mod hostile;
 mod lifecycle;
 mod openapi;
 mod serving;
