@@ -366,3 +366,55 @@ async fn the_data_directory_is_never_a_repository() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_malicious_repository_cannot_reach_outside_its_tree() {
+    let daemon = TestDaemon::start_with(|c| c.deploy.max_context_mb = 1).await;
+    let outside = tempfile::tempdir().unwrap();
+    let secret_file = outside.path().join("host-secret.txt");
+    let secret = format!("host secret {}", std::process::id());
+    std::fs::write(&secret_file, &secret).unwrap();
+    let repo = Repo::new(&[
+        (
+            "Dockerfile",
+            "FROM busybox:latest\nCOPY www /www\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+        ),
+        ("www/index.html", "inside\n"),
+        // Patterns that try to reach out of the context match nothing outside it.
+        (".dockerignore", "../../*\n/etc\n!../host-secret.txt\n"),
+        (
+            ".gitmodules",
+            "[submodule \"evil\"]\n\tpath = evil\n\turl = /etc\n",
+        ),
+    ]);
+    std::os::unix::fs::symlink(&secret_file, repo.path().join("www/leak")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), repo.path().join("www/up")).unwrap();
+    repo.commit(&[], "links out of the tree");
+    let (project_id, _) = daemon.connected_project("sneaky", &repo).await;
+    let deploy = daemon.deploy(&project_id, None).await;
+    assert_eq!(deploy["status"], "running", "{deploy}");
+    let client = reqwest::Client::new();
+    for path in ["/leak", "/up/host-secret.txt", "/"] {
+        let body = client
+            .get(format!("http://{}{path}", daemon.http))
+            .header("host", "sneaky.admin.test.local")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!body.contains(&secret), "{path} leaked the host's file");
+    }
+    let log = crate::deploys::events_text(&daemon, deploy["id"].as_str().unwrap()).await;
+    assert!(!log.contains(&secret));
+
+    // A context over the limit fails the deploy with the reason; the release keeps serving.
+    let big = "x".repeat(3 * 1024 * 1024);
+    repo.commit(&[("www/big.bin", big.as_str())], "a huge file");
+    let failed = daemon.deploy(&project_id, None).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let log = crate::deploys::events_text(&daemon, failed["id"].as_str().unwrap()).await;
+    assert!(log.contains("larger than 1 MiB"), "{log}");
+    crate::deploys::cleanup(&project_id).await;
+}
