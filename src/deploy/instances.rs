@@ -595,10 +595,13 @@ pub async fn list(app: &AppState, actor: &Actor, project_id: String) -> Result<V
         let Some(process) = process_of(&container) else {
             continue; // one-off release containers are the deploy's, not instances
         };
-        let status = engine
-            .inspect(&container.id, &network)
-            .await
-            .map_err(Error::from)?;
+        // A container removed since it was listed (a replacement finishing) is not an
+        // instance any more.
+        let status = match engine.inspect(&container.id, &network).await {
+            Ok(status) => status,
+            Err(crate::docker::DockerError::NotFound(_)) => continue,
+            Err(err) => return Err(err.into()),
+        };
         // Only web listens on the plan's port.
         let port = container_port(&routed, &project).filter(|_| process.is_web());
         let address = status.ip.map(|ip| match port {
