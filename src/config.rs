@@ -41,6 +41,38 @@ pub struct Config {
     pub edge: EdgeSettings,
     /// Instance counts and size tiers.
     pub scale: ScaleConfig,
+    /// An optional listener serving `GET /metrics` (Prometheus) for every project without
+    /// a token. Off by default; only loopback addresses are accepted, because it has no auth.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Sampling and retention of metrics.
+    pub metrics: MetricsConfig,
+}
+
+/// How often instances and the edge are sampled and how long the points are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Sample container stats and the edge's counters; off keeps the edge counting (for
+    /// Prometheus) but stores no series.
+    pub enabled: bool,
+    /// Seconds between samples: the fine resolution. Must divide 60, so fine points roll
+    /// up into whole minutes.
+    pub interval_secs: u64,
+    /// Minutes the fine points are kept.
+    pub fine_retention_mins: u64,
+    /// Days the one-minute points are kept.
+    pub coarse_retention_days: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_secs: 10,
+            fine_retention_mins: 60,
+            coarse_retention_days: 7,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -222,6 +254,8 @@ impl Default for Config {
             tls: crate::tls::TlsConfig::default(),
             edge: EdgeSettings::default(),
             scale: ScaleConfig::default(),
+            metrics_listen: None,
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -359,6 +393,30 @@ impl Config {
                 "deploy.concurrent_builds must be at least 1".to_owned(),
             ));
         }
+        if self.metrics.interval_secs == 0 || 60 % self.metrics.interval_secs != 0 {
+            return Err(ConfigError::Invalid(
+                "metrics.interval_secs must divide 60 (1, 2, 5, 10, 15, 20, 30 or 60)".to_owned(),
+            ));
+        }
+        if self.metrics.fine_retention_mins == 0 || self.metrics.coarse_retention_days == 0 {
+            return Err(ConfigError::Invalid(
+                "metrics.fine_retention_mins and metrics.coarse_retention_days must be at least 1"
+                    .to_owned(),
+            ));
+        }
+        if self.metrics.coarse_retention_days > 366 {
+            return Err(ConfigError::Invalid(
+                "metrics.coarse_retention_days must be at most 366".to_owned(),
+            ));
+        }
+        if let Some(addr) = self.metrics_listen {
+            if !addr.ip().is_loopback() {
+                return Err(ConfigError::Invalid(format!(
+                    "metrics_listen {addr} is not a loopback address; it serves without a token, \
+                     so bind it to 127.0.0.1 or ::1, or scrape GET /metrics on the API with an admin token"
+                )));
+            }
+        }
         if self.api.auth_failures_per_minute == 0 {
             return Err(ConfigError::Invalid(
                 "api.auth_failures_per_minute must be at least 1".to_owned(),
@@ -475,5 +533,21 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("default_handle"));
+        let config = Config {
+            metrics_listen: Some(SocketAddr::from(([0, 0, 0, 0], 9464))),
+            ..Config::default()
+        };
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("loopback"));
+        let mut config = Config::default();
+        config.metrics.interval_secs = 7;
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("metrics.interval_secs"));
     }
 }

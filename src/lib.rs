@@ -12,11 +12,13 @@ pub mod config;
 pub mod deploy;
 pub mod docker;
 pub mod domains;
+pub mod duration;
 pub mod edge;
 pub mod env;
 pub mod error;
 pub mod git_connection;
 pub mod ids;
+pub mod metrics;
 pub mod names;
 pub mod pagination;
 pub mod plan;
@@ -42,6 +44,8 @@ pub struct Listeners {
     pub api: TcpListener,
     pub http: TcpListener,
     pub https: TcpListener,
+    /// `GET /metrics` without a token, when `metrics_listen` is set.
+    pub metrics: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -67,6 +71,17 @@ impl Listeners {
                 "--https-listen / CANTILA_HTTPS_LISTEN",
             )
             .await?,
+            metrics: match config.metrics_listen {
+                Some(addr) => Some(
+                    bind_one(
+                        addr,
+                        "the metrics listener",
+                        "metrics_listen in the config file",
+                    )
+                    .await?,
+                ),
+                None => None,
+            },
         })
     }
 
@@ -77,6 +92,7 @@ impl Listeners {
             api: TcpListener::bind(any).await?,
             http: TcpListener::bind(any).await?,
             https: TcpListener::bind(any).await?,
+            metrics: None,
         })
     }
 }
@@ -168,6 +184,21 @@ pub async fn run(
         stopped(),
     ));
 
+    let metrics_server = match listeners.metrics {
+        Some(listener) => {
+            let metrics_addr = listener.local_addr()?;
+            tracing::info!(metrics = %metrics_addr, "serving GET /metrics without a token on this address");
+            let service = api::metrics::unauthenticated_router(app.clone());
+            let graceful = stopped();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(graceful)
+                    .await
+            }))
+        }
+        None => None,
+    };
+    let collector = tokio::spawn(metrics::collector::run(app.clone(), stopped()));
     let worker = tokio::spawn(deploy::worker::run(app.clone(), stopped()));
     let router_task = tokio::spawn(routing::run(app.clone(), stopped()));
     let reconciler = tokio::spawn(deploy::instances::run_reconciler(app.clone(), stopped()));
@@ -183,6 +214,10 @@ pub async fn run(
     let _ = stop_tx.send(true);
     api_server.await?.context("API server")?;
     edge_server.await?.context("edge")?;
+    if let Some(server) = metrics_server {
+        server.await?.context("metrics listener")?;
+    }
+    let _ = collector.await;
     let _ = worker.await;
     let _ = router_task.await;
     let _ = reconciler.await;

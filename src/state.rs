@@ -12,6 +12,7 @@ use crate::{
     docker::Engine,
     edge::{EdgeMetrics, Routes},
     error::Error,
+    metrics::MetricsHub,
     secrets::SecretBox,
     store::Store,
     tls::Tls,
@@ -36,6 +37,9 @@ pub struct Inner {
     pub routes: Arc<Routes>,
     /// Per-project request counters kept by the edge.
     pub edge_metrics: Arc<EdgeMetrics>,
+    /// The metrics collector's latest instance samples, for reports and Prometheus
+    /// scrapes that must not wait on Docker.
+    pub metrics: MetricsHub,
     /// Certificates for the HTTPS listener.
     pub tls: Tls,
     /// This installation's id, labelled on everything it creates in Docker, so two
@@ -72,6 +76,7 @@ impl AppState {
             deploys: DeployHub::default(),
             routes: Arc::new(Routes::default()),
             edge_metrics: Arc::new(EdgeMetrics::new()),
+            metrics: MetricsHub::default(),
             tls,
             installation,
             route_refresh: AsyncMutex::new(()),

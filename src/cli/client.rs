@@ -1004,3 +1004,207 @@ pub fn domains(args: DomainsArgs) -> anyhow::Result<()> {
         }
     })
 }
+
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Project id or name.
+    project: String,
+    /// How far back the sparklines reach (30m, 1h, 6h, 1d, ...).
+    #[arg(long, default_value = "1h")]
+    since: String,
+    /// Width of each sparkline step; default: one minute.
+    #[arg(long, default_value = "1m")]
+    step: String,
+}
+
+/// A compact table of the project's figures: the current value and a sparkline per row.
+pub fn metrics(args: MetricsArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.client)?;
+    let json = args.client.json;
+    block_on(async move {
+        let id = client.resolve_project(&args.project).await?;
+        let query = format!(
+            "since={}&step={}",
+            urlencode(&args.since),
+            urlencode(&args.step)
+        );
+        let report = client
+            .send(
+                Method::GET,
+                &format!("/v1/projects/{id}/metrics?{query}"),
+                None,
+            )
+            .await?;
+        if json {
+            return print_json(&report);
+        }
+        print!("{}", metrics_table(&report));
+        Ok(())
+    })
+}
+
+/// Query values here are durations and RFC 3339 times; only `+` and `:` need escaping.
+fn urlencode(value: &str) -> String {
+    value
+        .replace('%', "%25")
+        .replace('+', "%2B")
+        .replace(':', "%3A")
+}
+
+/// The table `cantila metrics` prints, from the API's JSON.
+fn metrics_table(report: &Value) -> String {
+    let series: &[Value] = report["series"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let summary = &report["summary"];
+    let column =
+        |field: &str| -> Vec<Option<f64>> { series.iter().map(|p| p[field].as_f64()).collect() };
+    let sum = |field: &str| -> f64 { series.iter().filter_map(|p| p[field].as_f64()).sum() };
+    let number = |value: Option<f64>, unit: &str| match value {
+        Some(v) => format!("{v:.1}{unit}"),
+        None => "-".to_owned(),
+    };
+    let bytes_of = |value: Option<f64>| value.map(output::bytes).unwrap_or_else(|| "-".to_owned());
+    let rows: Vec<(String, String, Vec<Option<f64>>)> = vec![
+        (
+            "cpu".into(),
+            format!(
+                "{} of a core, {} of limit",
+                number(summary["cpuPercent"].as_f64(), "%"),
+                number(summary["cpuLimitPercent"].as_f64(), "%")
+            ),
+            column("cpuPercent"),
+        ),
+        (
+            "memory".into(),
+            format!(
+                "{} of {}",
+                bytes_of(summary["memoryBytes"].as_f64()),
+                bytes_of(summary["memoryLimitBytes"].as_f64())
+            ),
+            column("memoryBytes"),
+        ),
+        (
+            "requests/s".into(),
+            number(summary["requestsPerSecond"].as_f64(), ""),
+            column("requestsPerSecond"),
+        ),
+        (
+            "p95 latency".into(),
+            number(summary["p95Ms"].as_f64(), " ms"),
+            column("p95Ms"),
+        ),
+        (
+            "4xx".into(),
+            format!("{} in window", summary["status4xx"].as_u64().unwrap_or(0)),
+            column("status4xx"),
+        ),
+        (
+            "5xx".into(),
+            format!("{} in window", summary["status5xx"].as_u64().unwrap_or(0)),
+            column("status5xx"),
+        ),
+        (
+            "network in".into(),
+            format!("{} in window", output::bytes(sum("networkRxBytes"))),
+            column("networkRxBytes"),
+        ),
+        (
+            "network out".into(),
+            format!("{} in window", output::bytes(sum("networkTxBytes"))),
+            column("networkTxBytes"),
+        ),
+        (
+            "disk r/w".into(),
+            format!(
+                "{} / {}",
+                output::bytes(sum("blockReadBytes")),
+                output::bytes(sum("blockWriteBytes"))
+            ),
+            column("blockWriteBytes"),
+        ),
+        (
+            "restarts".into(),
+            format!("{} in window", summary["restarts"].as_u64().unwrap_or(0)),
+            column("restarts"),
+        ),
+    ];
+    let label_width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let value_width = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0);
+    let mut out = format!(
+        "{} over the last {} in {} steps ({} requests: {} 2xx, {} 3xx, {} 4xx, {} 5xx)\n",
+        report["projectId"].as_str().unwrap_or("-"),
+        report["since"].as_str().unwrap_or("-"),
+        report["step"].as_str().unwrap_or("-"),
+        summary["requests"].as_u64().unwrap_or(0),
+        summary["status2xx"].as_u64().unwrap_or(0),
+        summary["status3xx"].as_u64().unwrap_or(0),
+        summary["status4xx"].as_u64().unwrap_or(0),
+        summary["status5xx"].as_u64().unwrap_or(0),
+    );
+    for (label, now, values) in rows {
+        out.push_str(&format!(
+            "{label:<label_width$}  {now:<value_width$}  {}\n",
+            output::sparkline(&values)
+        ));
+    }
+    let instances: &[Value] = summary["instances"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if !instances.is_empty() {
+        out.push('\n');
+        for instance in instances {
+            out.push_str(&format!(
+                "instance {}  cpu {}  memory {} of {}  restarts {}\n",
+                output::cell(instance, "id"),
+                number(instance["cpuPercent"].as_f64(), "%"),
+                bytes_of(instance["memoryBytes"].as_f64()),
+                bytes_of(instance["memoryLimitBytes"].as_f64()),
+                output::cell(instance, "restartCount"),
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metrics_table_has_a_row_and_a_sparkline_per_figure() {
+        let report = json!({
+            "projectId": "prj_1", "since": "1h", "step": "1m",
+            "summary": { "cpuPercent": 12.5, "cpuLimitPercent": 25.0, "memoryBytes": 1048576,
+                "memoryLimitBytes": 536870912, "requestsPerSecond": 2.0, "requests": 120,
+                "status2xx": 118, "status3xx": 0, "status4xx": 2, "status5xx": 0, "p95Ms": 3.2,
+                "restarts": 0, "instances": [{ "id": "abc", "cpuPercent": 12.5,
+                "memoryBytes": 1048576, "memoryLimitBytes": 536870912, "restartCount": 0 }] },
+            "series": [
+                { "cpuPercent": null, "memoryBytes": null, "requestsPerSecond": 0.0 },
+                { "cpuPercent": 5.0, "memoryBytes": 1000, "requestsPerSecond": 1.0 },
+                { "cpuPercent": 10.0, "memoryBytes": 2000, "requestsPerSecond": 2.0 }
+            ]
+        });
+        let table = metrics_table(&report);
+        assert!(
+            table.starts_with("prj_1 over the last 1h in 1m steps (120 requests: 118 2xx"),
+            "{table}"
+        );
+        let cpu = table.lines().find(|l| l.starts_with("cpu ")).unwrap();
+        assert!(cpu.contains("12.5% of a core, 25.0% of limit"), "{cpu}");
+        assert!(cpu.ends_with(" ▅█"), "{cpu}");
+        assert!(
+            table.contains("memory       1.0 MiB of 512.0 MiB"),
+            "{table}"
+        );
+        assert!(
+            table.contains("instance abc  cpu 12.5%  memory 1.0 MiB of 512.0 MiB  restarts 0"),
+            "{table}"
+        );
+    }
+}

@@ -1,5 +1,5 @@
 //! The command line: `cantila serve`, `cantila admin ...` (direct on the data dir), and the
-//! API client commands (`projects`, `tokens`, `whoami`).
+//! API client commands (`projects`, `tokens`, `whoami`, `metrics`, ...).
 
 mod admin;
 mod client;
@@ -48,6 +48,8 @@ enum Command {
     Rollback(client::RollbackArgs),
     /// A project's alias hostnames and domains.
     Domains(client::DomainsArgs),
+    /// A project's CPU, memory and request figures, with sparklines of the last hour.
+    Metrics(client::MetricsArgs),
 }
 
 /// Where the configuration and data directory are; shared by `serve`, `admin` and the
@@ -116,6 +118,7 @@ pub fn main() -> ExitCode {
         Command::Instances(args) => client::instances(args),
         Command::Rollback(args) => client::rollback(args),
         Command::Domains(args) => client::domains(args),
+        Command::Metrics(args) => client::metrics(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,5 @@
-//! The Docker engine: builds, containers, networks, logs. Sole user of bollard.
+//! The Docker engine: builds, containers, networks, logs, resource samples (`stats`).
+//! Sole user of bollard.
 //! Invariant: no bollard type appears outside this module; the API version is negotiated
 //! with the engine (Debian's 20.10 speaks 1.41), never hard-wired.
 
@@ -16,6 +17,10 @@ use bollard::{
     Docker,
 };
 use futures_util::StreamExt;
+
+mod stats;
+
+pub use stats::ContainerSample;
 
 /// A failure talking to the engine, or a failure the engine reports.
 #[derive(Debug, thiserror::Error)]

@@ -124,6 +124,42 @@ const STEPS: &[&str] = &[
         instances   INTEGER NOT NULL,
         PRIMARY KEY (project_id, process)
     );",
+    // 7 (metrics): per-instance container samples and per-project edge figures, at the
+    // fine resolution (`metrics.interval_secs`) and rolled into one-minute points.
+    // `resolution` is the point's width in seconds, `at` its start in Unix seconds.
+    "CREATE TABLE metric_instance_points (
+        project_id          TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        resolution          INTEGER NOT NULL,
+        at                  INTEGER NOT NULL,
+        instance_id         TEXT NOT NULL,
+        cpu_percent         REAL,
+        cpu_limit_percent   REAL,
+        memory_bytes        INTEGER,
+        memory_limit_bytes  INTEGER,
+        net_rx_bytes        INTEGER NOT NULL,
+        net_tx_bytes        INTEGER NOT NULL,
+        block_read_bytes    INTEGER NOT NULL,
+        block_write_bytes   INTEGER NOT NULL,
+        restarts            INTEGER NOT NULL,
+        PRIMARY KEY (project_id, resolution, at, instance_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX metric_instance_points_by_age ON metric_instance_points(resolution, at);
+    CREATE TABLE metric_edge_points (
+        project_id  TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        resolution  INTEGER NOT NULL,
+        at          INTEGER NOT NULL,
+        requests    INTEGER NOT NULL,
+        status_1xx  INTEGER NOT NULL,
+        status_2xx  INTEGER NOT NULL,
+        status_3xx  INTEGER NOT NULL,
+        status_4xx  INTEGER NOT NULL,
+        status_5xx  INTEGER NOT NULL,
+        bytes_in    INTEGER NOT NULL,
+        bytes_out   INTEGER NOT NULL,
+        latency     TEXT NOT NULL,
+        PRIMARY KEY (project_id, resolution, at)
+    ) WITHOUT ROWID;
+    CREATE INDEX metric_edge_points_by_age ON metric_edge_points(resolution, at);",
 ];
 
 /// The schema version this binary writes.

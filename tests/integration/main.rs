@@ -13,6 +13,7 @@ mod edge;
 mod engine_restart;
 mod hostile;
 mod lifecycle;
+mod metrics;
 mod openapi;
 mod serving;
 mod tenancy;

@@ -307,6 +307,7 @@ async fn an_alias_gets_a_certificate_from_an_acme_ca_and_serves_https() {
             .await
             .unwrap(),
         https: tokio::net::TcpListener::bind(any).await.unwrap(),
+        metrics: None,
     };
     let daemon = TestDaemon::start_on(dir, config, listeners).await;
 
