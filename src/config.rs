@@ -41,6 +41,41 @@ pub struct Config {
     pub edge: EdgeSettings,
     /// Instance counts and size tiers.
     pub scale: ScaleConfig,
+    /// Runtime logs of instances and the edge: how much is kept and how much a read returns.
+    pub logs: LogsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// The most runtime log bytes kept per project (line text plus 32 bytes of tags per
+    /// line); past it the oldest lines are dropped.
+    pub max_bytes_per_project: u64,
+    /// Lines older than this are dropped: a window such as `12h` or `7d`.
+    pub max_age: String,
+    /// Lines a read returns when it names no `limit`.
+    pub default_limit: u32,
+    /// The largest `limit` a read may ask for.
+    pub max_limit: u32,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes_per_project: 64 * 1024 * 1024,
+            max_age: "7d".to_owned(),
+            default_limit: 500,
+            max_limit: 5000,
+        }
+    }
+}
+
+impl LogsConfig {
+    /// `max_age` as a duration (validated at load; a week if it were somehow unreadable).
+    pub fn max_age(&self) -> std::time::Duration {
+        crate::logs::parse_relative(&self.max_age)
+            .unwrap_or(std::time::Duration::from_secs(7 * 86_400))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -213,6 +248,7 @@ impl Default for Config {
             tls: crate::tls::TlsConfig::default(),
             edge: EdgeSettings::default(),
             scale: ScaleConfig::default(),
+            logs: LogsConfig::default(),
         }
     }
 }
@@ -349,6 +385,23 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "deploy.concurrent_builds must be at least 1".to_owned(),
             ));
+        }
+        if crate::logs::parse_relative(&self.logs.max_age).is_none_or(|age| age.is_zero()) {
+            return Err(ConfigError::Invalid(format!(
+                "logs.max_age `{}` must be a window such as 12h or 7d (a whole number and s, m, h or d)",
+                self.logs.max_age
+            )));
+        }
+        if self.logs.max_bytes_per_project < 4096 {
+            return Err(ConfigError::Invalid(
+                "logs.max_bytes_per_project must be at least 4096".to_owned(),
+            ));
+        }
+        if self.logs.default_limit == 0 || self.logs.default_limit > self.logs.max_limit {
+            return Err(ConfigError::Invalid(format!(
+                "logs.default_limit must be between 1 and logs.max_limit ({})",
+                self.logs.max_limit
+            )));
         }
         if self.api.auth_failures_per_minute == 0 {
             return Err(ConfigError::Invalid(

@@ -12,6 +12,7 @@ use crate::{
     docker::Engine,
     edge::{EdgeMetrics, Routes},
     error::Error,
+    logs::LogCollector,
     secrets::SecretBox,
     store::Store,
     tls::Tls,
@@ -34,6 +35,9 @@ pub struct Inner {
     pub deploys: DeployHub,
     /// The edge's route table, rebuilt by `routing` and read by every edge request.
     pub routes: Arc<Routes>,
+    /// Runtime log collection: followers of instance output, the edge's access-log sink,
+    /// the batching writer's queue and live followers of stored lines.
+    pub logs: LogCollector,
     /// Per-project request counters kept by the edge.
     pub edge_metrics: Arc<EdgeMetrics>,
     /// Certificates for the HTTPS listener.
@@ -71,6 +75,7 @@ impl AppState {
             secrets,
             deploys: DeployHub::default(),
             routes: Arc::new(Routes::default()),
+            logs: LogCollector::default(),
             edge_metrics: Arc::new(EdgeMetrics::new()),
             tls,
             installation,

@@ -12,6 +12,7 @@ pub mod env;
 pub mod error;
 pub mod git;
 pub mod instances;
+pub mod logs;
 pub mod openapi;
 pub mod projects;
 pub mod tokens;
@@ -45,6 +46,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(env::router())
         .merge(domains::router())
         .merge(instances::router())
+        .merge(logs::router())
         .merge(tokens::router())
         .merge(audit::router())
 }

@@ -81,6 +81,17 @@ pub(crate) async fn start_healthy(
     };
     say(format!("starting instance {}", spec.name));
     let status = engine.start(&spec).await.map_err(|err| err.to_string())?;
+    // Followed from here on; the engine keeps what was written before the follower attaches.
+    crate::logs::follow_started(
+        app,
+        engine,
+        crate::logs::StartedContainer {
+            id: status.id.clone(),
+            project_id: release.project.id.clone(),
+            instance: suffix.clone(),
+            process: "web".to_owned(),
+        },
+    );
     let health = &release.plan.health_check;
     say(format!(
         "waiting for the app to answer on port {} (health check {}, up to {} s)",
@@ -605,5 +616,8 @@ pub async fn reconcile(app: &AppState) -> Result<()> {
     if changed {
         crate::routing::refresh(app).await?;
     }
+    // Instances Docker restarted, or that ran on while the daemon was down, are followed
+    // again from where their stored logs end.
+    crate::logs::follow_running(app, &engine).await?;
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod deploys;
 pub mod env;
 pub mod git;
 pub mod projects;
+pub mod runtime_logs;
 
 use std::{
     fs,
