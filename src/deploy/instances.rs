@@ -88,7 +88,7 @@ pub(crate) async fn start_healthy(
         crate::logs::StartedContainer {
             id: status.id.clone(),
             project_id: release.project.id.clone(),
-            instance: suffix.clone(),
+            instance: crate::logs::instance_id(&status.id),
             process: "web".to_owned(),
         },
     );
@@ -460,7 +460,7 @@ pub async fn list(app: &AppState, actor: &Actor, project_id: String) -> Result<V
             "starting"
         };
         found.push(InstanceInfo {
-            id: container.id.chars().take(12).collect(),
+            id: crate::logs::instance_id(&container.id),
             name: container.name,
             deploy_id: container
                 .labels

@@ -114,7 +114,7 @@ impl LogCollector {
 pub struct StartedContainer {
     pub id: String,
     pub project_id: String,
-    /// The `cantila.instance` label.
+    /// The instance id as `GET /v1/projects/:id/instances` shows it (`instance_id`).
     pub instance: String,
     /// The process type (`cantila.kind`).
     pub process: String,
@@ -127,13 +127,20 @@ impl StartedContainer {
         if label("cantila.installation").as_deref() != Some(installation) {
             return None;
         }
+        label("cantila.instance")?;
         Some(Self {
             id: container.id.clone(),
             project_id: label("cantila.project")?,
-            instance: label("cantila.instance")?,
+            instance: instance_id(&container.id),
             process: label("cantila.kind").unwrap_or_else(|| "web".to_owned()),
         })
     }
+}
+
+/// An instance's id in the API: the first 12 characters of its container id, as Docker
+/// shows it.
+pub fn instance_id(container_id: &str) -> String {
+    container_id.chars().take(12).collect()
 }
 
 /// Starts following a container that was just started (a no-op when it is followed).

@@ -19,7 +19,7 @@ use crate::{
     store,
 };
 
-pub use collector::{follow_running, follow_started, LogCollector, StartedContainer};
+pub use collector::{follow_running, follow_started, instance_id, LogCollector, StartedContainer};
 
 /// What the size cap counts for each line beyond its text: the tags and row overhead.
 pub const LINE_OVERHEAD_BYTES: usize = 32;
@@ -60,7 +60,7 @@ pub struct RuntimeLine {
     /// When the line was written (Docker's timestamp; the edge's clock for access lines),
     /// in nanoseconds since the epoch.
     pub at_ns: i64,
-    /// The instance's id (its `cantila.instance` label), or `edge`.
+    /// The instance's id (as the instances listing shows it), or `edge`.
     pub instance: String,
     /// The process type (`web`, a Procfile process), or `edge`.
     pub process: String,

@@ -11,6 +11,7 @@ mod deploys;
 mod docker;
 mod edge;
 mod lifecycle;
+mod logs;
 mod openapi;
 mod serving;
 mod tls_acme;

@@ -41,6 +41,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("post", "/v1/projects/{id}/scale"),
     ("get", "/v1/projects/{id}/instances"),
     ("post", "/v1/projects/{id}/rollback"),
+    ("get", "/v1/projects/{id}/logs"),
 ];
 
 /// Operations that take no API token: the document itself, and the webhook (verified by
