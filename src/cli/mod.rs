@@ -1,8 +1,9 @@
 //! The command line: `cantila serve`, `cantila admin ...` (direct on the data dir), and the
-//! API client commands (`projects`, `tokens`, `whoami`).
+//! API client commands (`projects`, `tokens`, `whoami`, `logs`, ...).
 
 mod admin;
 mod client;
+mod logs;
 mod output;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
@@ -48,6 +49,8 @@ enum Command {
     Rollback(client::RollbackArgs),
     /// A project's alias hostnames and domains.
     Domains(client::DomainsArgs),
+    /// A project's runtime logs (instances' output and the edge's access lines), or follow them.
+    Logs(logs::LogsArgs),
 }
 
 /// Where the configuration and data directory are; shared by `serve`, `admin` and the
@@ -116,6 +119,7 @@ pub fn main() -> ExitCode {
         Command::Instances(args) => client::instances(args),
         Command::Rollback(args) => client::rollback(args),
         Command::Domains(args) => client::domains(args),
+        Command::Logs(args) => logs::logs(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

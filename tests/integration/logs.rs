@@ -493,3 +493,110 @@ async fn the_size_cap_drops_the_oldest_lines_first() {
     assert!(first > 0, "some request lines were dropped too");
     cleanup(&project_id).await;
 }
+
+#[tokio::test]
+async fn the_cli_prints_filters_and_follows_until_interrupted() {
+    let daemon = TestDaemon::start().await;
+    let repo = talking_app();
+    let (project_id, _) = daemon.connected_project("chatter", &repo).await;
+    let deploy = daemon.deploy(&project_id, None).await;
+    assert_eq!(deploy["status"], "running", "{deploy}");
+    let host = "chatter.admin.test.local";
+    wait_for_line(&daemon, &project_id, "", "boot two").await;
+    let env = vec![
+        ("CANTILA_URL", format!("http://{}", daemon.api)),
+        ("CANTILA_TOKEN", daemon.admin_token.clone()),
+    ];
+    let run = |list: &[&str]| {
+        crate::cli::cantila(list.iter().map(|s| s.to_string()).collect(), env.clone())
+    };
+
+    let out = run(&["logs", "chatter"]).await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("web["), "{text}");
+    assert!(text.contains("] boot one"), "{text}");
+    assert!(text.contains("] (stderr) boot two"), "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "no colour when stdout is not a terminal: {text:?}"
+    );
+
+    let out = run(&["logs", "chatter", "--stream", "stderr", "--json"]).await;
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(texts(&page), vec!["boot two"]);
+    let out = run(&["logs", "chatter", "--grep", "boot one", "--since", "1h"]).await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let out = run(&["logs", "chatter", "--since", "yesterday"]).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("RFC 3339"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Following prints the window, then new lines; Ctrl-C (SIGINT) ends it cleanly.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cantila"))
+        .args(["logs", "chatter", "--follow", "--grep", ":"])
+        .env_remove("CANTILA_DATA_DIR")
+        .env_remove("CANTILA_CONFIG")
+        .envs(env.clone())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    say(&daemon, host, "early").await;
+    wait_line(&mut lines_rx, "said: early").await;
+    say(&daemon, host, "live").await;
+    let line = wait_line(&mut lines_rx, "said: live").await;
+    assert!(line.contains("web["), "{line}");
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        exit.status.success(),
+        "Ctrl-C exits cleanly: {:?} {}",
+        exit.status,
+        String::from_utf8_lossy(&exit.stderr)
+    );
+    cleanup(&project_id).await;
+}
+
+/// The next line from a child's output containing `needle`, within 20 s.
+async fn wait_line(
+    lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    needle: &str,
+) -> String {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.recv().await {
+            if line.contains(needle) {
+                return line;
+            }
+        }
+        panic!("the follow ended before `{needle}`");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no `{needle}` within 20 s"))
+}
