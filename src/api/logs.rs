@@ -158,7 +158,8 @@ fn wants_stream(headers: &HeaderMap, follow: Option<bool>) -> bool {
     params(("id" = String, Path, description = "project id"), LogParams,
         ("Last-Event-ID" = Option<i64>, Header, description = "with a stream: resume after this line")),
     responses(
-        (status = 200, body = LogList, description = "the newest lines of the window; with `follow` or `Accept: text/event-stream`, an SSE stream of `log` events"),
+        (status = 200, description = "the newest lines of the window; with `follow` or `Accept: text/event-stream`, an SSE stream of `log` events (data: one line as in `lines`)",
+            content((LogList = "application/json"), (String = "text/event-stream"))),
         (status = 400, description = "a bad `since`, `until`, `limit`, `instance`, `stream` or `q`", body = super::error::ErrorBody)))]
 async fn read(
     auth: Auth<ReadScope>,

@@ -21,7 +21,7 @@ use crate::{
     edge::{AccessLogSink, AccessRecord},
     live::Topics,
     state::AppState,
-    store,
+    store::{self, Store},
 };
 
 use super::{LogStream, NewLine, ReadPosition, RuntimeLine};
@@ -32,7 +32,7 @@ const LINE_QUEUE: usize = 20_000;
 /// Access records waiting for the writer. When full, the edge drops records rather than wait.
 const ACCESS_QUEUE: usize = 10_000;
 /// The most lines stored in one transaction.
-const MAX_BATCH: usize = 5_000;
+const MAX_BATCH: usize = 2_000;
 /// How long the writer gathers lines before storing them, so a chatty app costs one
 /// transaction (one fsync) per interval rather than one per line.
 const BATCH_WAIT: Duration = Duration::from_millis(100);
@@ -341,6 +341,10 @@ pub async fn run(app: AppState, stopped: impl Future<Output = ()>) {
     else {
         return;
     };
+    // One connection for everything: a second one would let a log batch commit between the
+    // read and the write of another transaction, which SQLite answers with SQLITE_BUSY. The
+    // writer keeps its transactions short instead (batches, pruning in chunks).
+    let store = app.store.clone();
     let startup = app.clone();
     tokio::spawn(async move {
         if let Ok(engine) = startup.engine().await {
@@ -360,7 +364,7 @@ pub async fn run(app: AppState, stopped: impl Future<Output = ()>) {
             }
             Some(record) = access.recv() => batch.push(access_line(record)),
             _ = age_prune.tick() => {
-                prune_by_age(&app).await;
+                prune_by_age(&app, &store).await;
                 continue;
             }
         }
@@ -375,7 +379,7 @@ pub async fn run(app: AppState, stopped: impl Future<Output = ()>) {
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
-        store_batch(&app, std::mem::take(&mut batch)).await;
+        store_batch(&app, &store, std::mem::take(&mut batch)).await;
     }
     app.logs.stopping.send_replace(true);
     while let Ok(line) = lines.try_recv() {
@@ -385,15 +389,14 @@ pub async fn run(app: AppState, stopped: impl Future<Output = ()>) {
         batch.push(access_line(record));
     }
     if !batch.is_empty() {
-        store_batch(&app, batch).await;
+        store_batch(&app, &store, batch).await;
     }
 }
 
-async fn store_batch(app: &AppState, batch: Vec<NewLine>) {
+async fn store_batch(app: &AppState, store: &Store, batch: Vec<NewLine>) {
     let cap = app.config.logs.max_bytes_per_project;
     let count = batch.len();
-    let appended = match app
-        .store
+    let appended = match store
         .call(move |c| store::runtime_logs::append(c, batch, cap))
         .await
     {
@@ -418,11 +421,7 @@ async fn store_batch(app: &AppState, batch: Vec<NewLine>) {
     let target = cap / 100 * PRUNE_TO_PERCENT;
     for project_id in appended.over_cap {
         let id = project_id.clone();
-        match app
-            .store
-            .call(move |c| store::runtime_logs::prune_to(c, &id, target))
-            .await
-        {
+        match prune_to(store, id, target).await {
             Ok(dropped) => {
                 tracing::debug!(project = %project_id, dropped, "runtime logs over the size cap; dropped the oldest lines")
             }
@@ -433,13 +432,49 @@ async fn store_batch(app: &AppState, batch: Vec<NewLine>) {
     }
 }
 
-async fn prune_by_age(app: &AppState) {
+/// Prunes a project to `target` bytes one chunk per store call, so requests waiting for the
+/// store get their turn between chunks.
+async fn prune_to(store: &Store, project_id: String, target: u64) -> crate::error::Result<u64> {
+    let mut total = 0;
+    loop {
+        let id = project_id.clone();
+        let dropped = store
+            .call(move |c| store::runtime_logs::prune_chunk(c, &id, target))
+            .await?;
+        if dropped == 0 {
+            return Ok(total);
+        }
+        total += dropped;
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn prune_by_age(app: &AppState, store: &Store) {
     let cutoff = clock::now_nanos() - app.config.logs.max_age().as_nanos() as i64;
-    match app
-        .store
-        .call(move |c| store::runtime_logs::prune_older_than(c, cutoff))
-        .await
-    {
+    let result = async {
+        let projects = store
+            .call(|c| store::runtime_logs::projects_with_lines(c))
+            .await?;
+        let mut dropped = 0;
+        for project_id in projects {
+            loop {
+                let id = project_id.clone();
+                let went = store
+                    .call(move |c| store::runtime_logs::prune_old_chunk(c, &id, cutoff))
+                    .await?;
+                if went == 0 {
+                    break;
+                }
+                dropped += went;
+                tokio::task::yield_now().await;
+            }
+        }
+        store
+            .call(move |c| store::runtime_logs::forget_positions_before(c, cutoff))
+            .await?;
+        Ok::<_, crate::error::Error>(dropped)
+    };
+    match result.await {
         Ok(0) => {}
         Ok(dropped) => tracing::debug!(dropped, "dropped runtime log lines past the age limit"),
         Err(err) => tracing::warn!(error = %err, "pruning old runtime logs"),

@@ -145,9 +145,17 @@ pub fn read_position(
         .optional()?)
 }
 
-/// Drops a project's oldest lines until its byte count is at most `target_bytes`; returns
-/// how many lines went.
-pub fn prune_to(connection: &mut Connection, project_id: &str, target_bytes: u64) -> Result<u64> {
+/// The most lines one pruning transaction deletes, so the store is held briefly.
+const PRUNE_CHUNK: i64 = 5_000;
+
+/// Drops up to `PRUNE_CHUNK` of a project's oldest lines, as many as its byte count is above
+/// `target_bytes`; returns how many went (0 once it is at or below the target). Called in a
+/// loop, one transaction per call.
+pub fn prune_chunk(
+    connection: &mut Connection,
+    project_id: &str,
+    target_bytes: u64,
+) -> Result<u64> {
     let tx = connection.transaction()?;
     let current: Option<i64> = tx
         .query_row(
@@ -156,10 +164,7 @@ pub fn prune_to(connection: &mut Connection, project_id: &str, target_bytes: u64
             |row| row.get(0),
         )
         .optional()?;
-    let Some(current) = current else {
-        return Ok(0);
-    };
-    let excess = current - target_bytes as i64;
+    let excess = current.unwrap_or(0) - target_bytes as i64;
     if excess <= 0 {
         return Ok(0);
     }
@@ -169,18 +174,65 @@ pub fn prune_to(connection: &mut Connection, project_id: &str, target_bytes: u64
     {
         let mut oldest = tx.prepare_cached(&format!(
             "SELECT seq, length(CAST(line AS BLOB)) + {LINE_OVERHEAD_BYTES} FROM runtime_logs \
-             WHERE project_id = ?1 ORDER BY seq"
+             WHERE project_id = ?1 ORDER BY seq LIMIT {PRUNE_CHUNK}"
         ))?;
         let mut rows = oldest.query([project_id])?;
         while let Some(row) = rows.next()? {
-            let seq: i64 = row.get(0)?;
-            let bytes: i64 = row.get(1)?;
-            freed += bytes;
+            freed += row.get::<_, i64>(1)?;
             count += 1;
-            boundary = Some(seq);
+            boundary = Some(row.get::<_, i64>(0)?);
             if freed >= excess {
                 break;
             }
+        }
+    }
+    match boundary {
+        Some(boundary) => delete_through(&tx, project_id, boundary, freed, count)?,
+        // No lines but a count above the target: the count was off; make it true.
+        None => {
+            tx.execute(
+                "UPDATE runtime_log_usage SET bytes = 0, lines = 0 WHERE project_id = ?1",
+                [project_id],
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(count as u64)
+}
+
+/// Projects with stored lines.
+pub fn projects_with_lines(connection: &Connection) -> Result<Vec<String>> {
+    let mut statement = connection.prepare_cached("SELECT project_id FROM runtime_log_usage")?;
+    let rows = statement
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Drops up to `PRUNE_CHUNK` of a project's lines older than `cutoff_ns`, oldest first in
+/// stored order (the scan stops at the first newer line); returns how many went.
+pub fn prune_old_chunk(
+    connection: &mut Connection,
+    project_id: &str,
+    cutoff_ns: i64,
+) -> Result<u64> {
+    let tx = connection.transaction()?;
+    let mut freed = 0i64;
+    let mut count = 0i64;
+    let mut boundary = None;
+    {
+        let mut oldest = tx.prepare_cached(&format!(
+            "SELECT seq, at_ns, length(CAST(line AS BLOB)) + {LINE_OVERHEAD_BYTES} FROM runtime_logs \
+             WHERE project_id = ?1 ORDER BY seq LIMIT {PRUNE_CHUNK}"
+        ))?;
+        let mut rows = oldest.query([project_id])?;
+        while let Some(row) = rows.next()? {
+            if row.get::<_, i64>(1)? >= cutoff_ns {
+                break;
+            }
+            boundary = Some(row.get::<_, i64>(0)?);
+            freed += row.get::<_, i64>(2)?;
+            count += 1;
         }
     }
     if let Some(boundary) = boundary {
@@ -190,50 +242,13 @@ pub fn prune_to(connection: &mut Connection, project_id: &str, target_bytes: u64
     Ok(count as u64)
 }
 
-/// Drops every project's lines older than `cutoff_ns` (oldest first, in stored order, so
-/// the scan stops at the first newer line) and read positions of containers not heard
-/// from since then; returns how many lines went.
-pub fn prune_older_than(connection: &mut Connection, cutoff_ns: i64) -> Result<u64> {
-    let tx = connection.transaction()?;
-    let projects: Vec<String> = {
-        let mut statement = tx.prepare_cached("SELECT project_id FROM runtime_log_usage")?;
-        let rows = statement
-            .query_map([], |row| row.get(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        rows
-    };
-    let mut total = 0u64;
-    for project_id in projects {
-        let mut freed = 0i64;
-        let mut count = 0i64;
-        let mut boundary = None;
-        {
-            let mut oldest = tx.prepare_cached(&format!(
-                "SELECT seq, at_ns, length(CAST(line AS BLOB)) + {LINE_OVERHEAD_BYTES} FROM runtime_logs \
-                 WHERE project_id = ?1 ORDER BY seq"
-            ))?;
-            let mut rows = oldest.query([&project_id])?;
-            while let Some(row) = rows.next()? {
-                let at_ns: i64 = row.get(1)?;
-                if at_ns >= cutoff_ns {
-                    break;
-                }
-                boundary = Some(row.get::<_, i64>(0)?);
-                freed += row.get::<_, i64>(2)?;
-                count += 1;
-            }
-        }
-        if let Some(boundary) = boundary {
-            delete_through(&tx, &project_id, boundary, freed, count)?;
-            total += count as u64;
-        }
-    }
-    tx.execute(
+/// Forgets the read positions of containers not heard from since `cutoff_ns`.
+pub fn forget_positions_before(connection: &Connection, cutoff_ns: i64) -> Result<()> {
+    connection.execute(
         "DELETE FROM runtime_log_cursors WHERE updated_ns < ?1",
         [cutoff_ns],
     )?;
-    tx.commit()?;
-    Ok(total)
+    Ok(())
 }
 
 fn delete_through(
