@@ -46,6 +46,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Sampling and retention of metrics.
     pub metrics: MetricsConfig,
+    /// Runtime logs of instances and the edge: how much is kept and how much a read returns.
+    pub logs: LogsConfig,
 }
 
 /// How often instances and the edge are sampled and how long the points are kept.
@@ -72,6 +74,38 @@ impl Default for MetricsConfig {
             fine_retention_mins: 60,
             coarse_retention_days: 7,
         }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// The most runtime log bytes kept per project (line text plus 32 bytes of tags per
+    /// line); past it the oldest lines are dropped.
+    pub max_bytes_per_project: u64,
+    /// Lines older than this are dropped: a window such as `12h` or `7d`.
+    pub max_age: String,
+    /// Lines a read returns when it names no `limit`.
+    pub default_limit: u32,
+    /// The largest `limit` a read may ask for.
+    pub max_limit: u32,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes_per_project: 64 * 1024 * 1024,
+            max_age: "7d".to_owned(),
+            default_limit: 500,
+            max_limit: 5000,
+        }
+    }
+}
+
+impl LogsConfig {
+    /// `max_age` as a duration (validated at load; a week if it were somehow unreadable).
+    pub fn max_age(&self) -> std::time::Duration {
+        crate::duration::parse(&self.max_age).unwrap_or(std::time::Duration::from_secs(7 * 86_400))
     }
 }
 
@@ -256,6 +290,7 @@ impl Default for Config {
             scale: ScaleConfig::default(),
             metrics_listen: None,
             metrics: MetricsConfig::default(),
+            logs: LogsConfig::default(),
         }
     }
 }
@@ -416,6 +451,23 @@ impl Config {
                      so bind it to 127.0.0.1 or ::1, or scrape GET /metrics on the API with an admin token"
                 )));
             }
+        }
+        if crate::duration::parse(&self.logs.max_age).is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "logs.max_age `{}` must be a window such as 12h or 7d (a whole number and s, m, h, d or w)",
+                self.logs.max_age
+            )));
+        }
+        if self.logs.max_bytes_per_project < 4096 {
+            return Err(ConfigError::Invalid(
+                "logs.max_bytes_per_project must be at least 4096".to_owned(),
+            ));
+        }
+        if self.logs.default_limit == 0 || self.logs.default_limit > self.logs.max_limit {
+            return Err(ConfigError::Invalid(format!(
+                "logs.default_limit must be between 1 and logs.max_limit ({})",
+                self.logs.max_limit
+            )));
         }
         if self.api.auth_failures_per_minute == 0 {
             return Err(ConfigError::Invalid(

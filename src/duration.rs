@@ -31,6 +31,16 @@ impl std::error::Error for InvalidDuration {}
 
 /// Parses `<digits><unit>` (one unit, no sign, no spaces, not zero) into a duration.
 pub fn parse(input: &str) -> Result<Duration, InvalidDuration> {
+    match parse_offset(input)? {
+        zero if zero.is_zero() => Err(InvalidDuration {
+            input: input.chars().take(40).collect(),
+        }),
+        duration => Ok(duration),
+    }
+}
+
+/// Like `parse`, but zero is accepted: an offset back from now, where `0s` means now.
+pub fn parse_offset(input: &str) -> Result<Duration, InvalidDuration> {
     let invalid = || InvalidDuration {
         input: input.chars().take(40).collect(),
     };
@@ -51,7 +61,7 @@ pub fn parse(input: &str) -> Result<Duration, InvalidDuration> {
         _ => return Err(invalid()),
     };
     let secs = count.checked_mul(unit_secs).ok_or_else(invalid)?;
-    if secs == 0 || secs > MAX_SECS {
+    if secs > MAX_SECS {
         return Err(invalid());
     }
     Ok(Duration::from_secs(secs))

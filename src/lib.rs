@@ -18,6 +18,8 @@ pub mod env;
 pub mod error;
 pub mod git_connection;
 pub mod ids;
+pub mod live;
+pub mod logs;
 pub mod metrics;
 pub mod names;
 pub mod pagination;
@@ -203,6 +205,7 @@ pub async fn run(
     let router_task = tokio::spawn(routing::run(app.clone(), stopped()));
     let reconciler = tokio::spawn(deploy::instances::run_reconciler(app.clone(), stopped()));
     let renewals = tokio::spawn(crate::tls::run_renewals(tls, stopped()));
+    let log_writer = tokio::spawn(logs::collector::run(app.clone(), stopped()));
 
     tracing::info!(api = %api_addr, http = %http_addr, https = %https_addr, "cantila is listening");
     // Tell systemd (Type=notify) we are ready; a no-op when not run under systemd.
@@ -222,6 +225,7 @@ pub async fn run(
     let _ = router_task.await;
     let _ = reconciler.await;
     let _ = renewals.await;
+    let _ = log_writer.await;
     tokio::task::spawn_blocking(move || store.close()).await?;
     tracing::info!("stopped cleanly");
     Ok(())

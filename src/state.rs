@@ -12,6 +12,7 @@ use crate::{
     docker::Engine,
     edge::{EdgeMetrics, Routes},
     error::Error,
+    logs::LogCollector,
     metrics::MetricsHub,
     secrets::SecretBox,
     store::Store,
@@ -35,6 +36,9 @@ pub struct Inner {
     pub deploys: DeployHub,
     /// The edge's route table, rebuilt by `routing` and read by every edge request.
     pub routes: Arc<Routes>,
+    /// Runtime log collection: followers of instance output, the edge's access-log sink,
+    /// the batching writer's queue and live followers of stored lines.
+    pub logs: LogCollector,
     /// Per-project request counters kept by the edge.
     pub edge_metrics: Arc<EdgeMetrics>,
     /// The metrics collector's latest instance samples, for reports and Prometheus
@@ -75,6 +79,7 @@ impl AppState {
             secrets,
             deploys: DeployHub::default(),
             routes: Arc::new(Routes::default()),
+            logs: LogCollector::default(),
             edge_metrics: Arc::new(EdgeMetrics::new()),
             metrics: MetricsHub::default(),
             tls,

@@ -12,6 +12,7 @@ pub mod env;
 pub mod error;
 pub mod git;
 pub mod instances;
+pub mod logs;
 pub mod metrics;
 pub mod openapi;
 pub mod projects;
@@ -47,6 +48,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(domains::router())
         .merge(instances::router())
         .merge(metrics::router())
+        .merge(logs::router())
         .merge(tokens::router())
         .merge(audit::router())
 }

@@ -143,6 +143,17 @@ pub(crate) async fn start_healthy(
     };
     say(format!("starting {process} instance {}", spec.name));
     let status = engine.start(&spec).await.map_err(|err| err.to_string())?;
+    // Followed from here on; the engine keeps what was written before the follower attaches.
+    crate::logs::follow_started(
+        app,
+        engine,
+        crate::logs::StartedContainer {
+            id: status.id.clone(),
+            project_id: release.project.id.clone(),
+            instance: crate::logs::instance_id(&status.id),
+            process: process.to_string(),
+        },
+    );
     // Only web answers on the port; other types are healthy when they stay up.
     let health = if process.is_web() {
         release.plan.health_check.clone()
@@ -621,7 +632,7 @@ pub async fn list(app: &AppState, actor: &Actor, project_id: String) -> Result<V
             "starting"
         };
         found.push(InstanceInfo {
-            id: container.id.chars().take(12).collect(),
+            id: crate::logs::instance_id(&container.id),
             name: container.name,
             deploy_id: container
                 .labels
@@ -784,5 +795,8 @@ pub async fn reconcile(app: &AppState) -> Result<()> {
     if changed {
         crate::routing::refresh(app).await?;
     }
+    // Instances Docker restarted, or that ran on while the daemon was down, are followed
+    // again from where their stored logs end.
+    crate::logs::follow_running(app, &engine).await?;
     Ok(())
 }

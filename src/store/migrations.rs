@@ -160,6 +160,32 @@ const STEPS: &[&str] = &[
         PRIMARY KEY (project_id, resolution, at)
     ) WITHOUT ROWID;
     CREATE INDEX metric_edge_points_by_age ON metric_edge_points(resolution, at);",
+    // 8 (logs): runtime logs: instance output and edge access lines per project, the per-project
+    // byte count the size cap reads, and where each container's stream was read up to.
+    "CREATE TABLE runtime_logs (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_id  TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        at_ns       INTEGER NOT NULL,
+        instance    TEXT NOT NULL,
+        process     TEXT NOT NULL,
+        stream      TEXT NOT NULL,
+        line        TEXT NOT NULL
+    );
+    CREATE INDEX runtime_logs_by_project ON runtime_logs(project_id, seq);
+    CREATE TABLE runtime_log_usage (
+        project_id  TEXT PRIMARY KEY REFERENCES projects(id) ON DELETE CASCADE,
+        bytes       INTEGER NOT NULL,
+        lines       INTEGER NOT NULL
+    );
+    CREATE TABLE runtime_log_cursors (
+        container_id  TEXT NOT NULL,
+        stream        TEXT NOT NULL,
+        project_id    TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        last_ns       INTEGER NOT NULL,
+        lines_at_last INTEGER NOT NULL,
+        updated_ns    INTEGER NOT NULL,
+        PRIMARY KEY (container_id, stream)
+    );",
 ];
 
 /// The schema version this binary writes.

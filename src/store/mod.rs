@@ -12,6 +12,7 @@ pub mod env;
 pub mod git;
 pub mod metrics;
 pub mod projects;
+pub mod runtime_logs;
 
 use std::{
     fs,

@@ -277,6 +277,14 @@ fn endpoints() -> Vec<Endpoint> {
         ),
         e(
             Method::GET,
+            "/v1/projects/{id}/logs",
+            Scope::Read,
+            Target::Project,
+            None,
+            200,
+        ),
+        e(
+            Method::GET,
             "/metrics",
             Scope::Admin,
             Target::None,

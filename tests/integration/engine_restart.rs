@@ -17,6 +17,9 @@ use crate::{
 /// A private Docker engine, stopped (with its containers) and deleted on drop.
 struct PrivateEngine {
     dir: PathBuf,
+    /// Its own default bridge. `--bridge=none` would make dockerd delete the host's
+    /// `docker0`, which the shared engine's builds need, so it gets one of its own.
+    bridge: String,
     daemon: Option<Child>,
 }
 
@@ -26,7 +29,19 @@ impl PrivateEngine {
         let dir = PathBuf::from(format!("/tmp/cantila-engine-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut engine = Self { dir, daemon: None };
+        let bridge = format!("cbr{}", std::process::id() % 100_000);
+        let _ = ip(&["link", "del", &bridge]);
+        assert!(
+            ip(&["link", "add", "name", &bridge, "type", "bridge"]),
+            "ip link add {bridge}"
+        );
+        assert!(ip(&["addr", "add", "10.214.0.1/24", "dev", &bridge]));
+        assert!(ip(&["link", "set", &bridge, "up"]));
+        let mut engine = Self {
+            dir,
+            bridge,
+            daemon: None,
+        };
         engine.launch().await;
         engine
     }
@@ -51,8 +66,9 @@ impl PrivateEngine {
             .arg(dir.join("exec"))
             .arg("--pidfile")
             .arg(dir.join("dockerd.pid"))
+            .arg("--bridge")
+            .arg(&self.bridge)
             .args([
-                "--bridge=none",
                 "--iptables=false",
                 "--ip-masq=false",
                 "--default-address-pool",
@@ -112,7 +128,17 @@ impl Drop for PrivateEngine {
         }
         self.shut_down();
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = ip(&["link", "del", &self.bridge]);
     }
+}
+
+/// Runs `ip` (iproute2) with `args`; whether it succeeded.
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 /// Copies an image from the shared engine into `engine` (no registry is reachable).

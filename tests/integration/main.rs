@@ -13,6 +13,7 @@ mod edge;
 mod engine_restart;
 mod hostile;
 mod lifecycle;
+mod logs;
 mod metrics;
 mod openapi;
 mod serving;

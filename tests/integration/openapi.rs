@@ -43,6 +43,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("post", "/v1/projects/{id}/rollback"),
     ("get", "/v1/projects/{id}/metrics"),
     ("get", "/metrics"),
+    ("get", "/v1/projects/{id}/logs"),
 ];
 
 /// Operations that take no API token: the document itself, and the webhook (verified by
