@@ -10,6 +10,7 @@
 # the ratio. Loopback and the Docker bridge only; bounded by the window and timeouts.
 #
 #   scripts/bench/metrics.sh [--instances 8] [--window 60] [--interval 10]
+# CANTILA_BIN=path runs that binary instead of building the release one.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -33,8 +34,10 @@ need python3 python3
 command -v docker >/dev/null || { echo "needs a Docker engine (scripts/ensure-docker.sh)" >&2; exit 1; }
 docker image inspect busybox:latest >/dev/null 2>&1 || { echo "needs busybox:latest (scripts/base-images.sh)" >&2; exit 1; }
 
-cargo build --release --locked -q
-BIN=${CARGO_TARGET_DIR:-target}/release/cantila
+if [ -z "${CANTILA_BIN:-}" ]; then
+    cargo build --release --locked -q
+fi
+BIN=${CANTILA_BIN:-${CARGO_TARGET_DIR:-target}/release/cantila}
 WORK=$(mktemp -d)
 DAEMON_PID=
 cleanup() {
@@ -107,8 +110,13 @@ timeout 300 "$BIN" scale app --instances "$INSTANCES" --size nano >/dev/null
 RUNNING=$(docker ps -q --filter "label=cantila.project=$PROJECT_ID" --filter status=running | wc -l)
 echo "instances running: $RUNNING (asked for $INSTANCES); sampling every ${INTERVAL}s; window ${WINDOW}s"
 
+# A little traffic before the window, so the table below has requests to show.
+for _ in $(seq 1 50); do curl -s -o /dev/null -H "Host: app.admin.bench.test" "http://127.0.0.1:$EDGE_PORT/"; done
 read -r ON_CANTILA ON_DOCKERD < <(measure on)
 SAMPLES=$(python3 -c "print(int($WINDOW / $INTERVAL) * $RUNNING)")
+echo "--- cantila metrics app (after the window) ---"
+"$BIN" metrics app --since 10m --step 10s || true
+echo "---"
 stop_daemon
 start_daemon false
 read -r OFF_CANTILA OFF_DOCKERD < <(measure off)

@@ -295,8 +295,8 @@ impl From<Report> for MetricsView {
     security(("bearer" = ["read"])),
     params(("id" = String, Path, description = "project id"), MetricsQuery),
     responses(
-        (status = 200, body = MetricsView, content_type = "application/json"),
-        (status = 200, description = "Prometheus text format (with `Accept: text/plain`)", body = String, content_type = "text/plain"),
+        (status = 200, description = "the series and summary as JSON, or the Prometheus text format with `Accept: text/plain`",
+            content((MetricsView = "application/json"), (String = "text/plain"))),
         (status = 400, description = "a bad `since` or `step`; the message lists the accepted forms", body = super::error::ErrorBody)))]
 async fn project_metrics(
     auth: Auth<ReadScope>,
