@@ -500,7 +500,7 @@ async fn deploy_stream_sends_the_log_as_server_sent_events_and_replays() {
 }
 
 /// (event, id, data) of each SSE event.
-fn parse_sse(text: &str) -> Vec<(String, Option<i64>, Value)> {
+pub fn parse_sse(text: &str) -> Vec<(String, Option<i64>, Value)> {
     let mut events = Vec::new();
     for block in text.split("\n\n") {
         let mut kind = String::from("message");

@@ -38,6 +38,9 @@ export function duration(fromIso, toIso) {
 
 export const shortSha = (sha) => (sha ? sha.slice(0, 12) : "—");
 
+/** A deploy's ref as a person reads it: the branch or tag, or a short commit. */
+export const refLabel = (ref) => (!ref ? null : /^[0-9a-f]{40}$/.test(ref) ? null : `${ref} `);
+
 /** Deploy statuses after which nothing changes. */
 export const FINAL_DEPLOY_STATUSES = ["running", "failed", "canceled", "superseded"];
 

@@ -6,7 +6,9 @@ import { h, field, outcome, onSubmit, replace, confirmButton, errorBox } from ".
 import { ago, table } from "../format.js";
 
 export async function accountView({ signal }) {
-  const account = session.account;
+  // Read afresh: the scope shown is the token's scope now.
+  const account = await api.get("/v1/account", { signal });
+  session.account = account;
   const parts = [
     h("h1", { tabindex: "-1" }, "Account"),
     h("dl", { class: "facts card" },

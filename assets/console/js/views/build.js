@@ -5,7 +5,7 @@
 
 import { api, session, seg, authHeaders, readBody } from "../api.js";
 import { h, replace, outcome, confirmButton } from "../dom.js";
-import { badge, ago, shortSha, FINAL_DEPLOY_STATUSES } from "../format.js";
+import { badge, ago, shortSha, refLabel, FINAL_DEPLOY_STATUSES } from "../format.js";
 import { follow } from "../sse.js";
 import { LiveLog } from "../log.js";
 import { handoff } from "./deploys.js";
@@ -84,7 +84,7 @@ export async function buildView({ project, base, itemId, signal, refreshHeader }
 
   const drawDetails = (d) => replace(details,
     h("dt", {}, "Trigger"), h("dd", {}, d.rollbackOf ? `rollback of ${d.rollbackOf}` : d.trigger),
-    h("dt", {}, "Source"), h("dd", {}, d.ref ?? "—", " ", h("span", { class: "mono" }, shortSha(d.commitSha)), d.commitMessage ? ` ${d.commitMessage.split("\n")[0]}` : ""),
+    h("dt", {}, "Source"), h("dd", {}, refLabel(d.ref), h("span", { class: "mono" }, shortSha(d.commitSha)), d.commitMessage ? ` ${d.commitMessage.split("\n")[0]}` : ""),
     h("dt", {}, "Image"), h("dd", { class: "mono" }, d.image ?? "—"),
     h("dt", {}, "Started"), h("dd", {}, ago(d.createdAt)),
     d.error ? [h("dt", {}, "Error"), h("dd", { class: "error-text", "data-testid": "deploy-error" }, `${d.failedStep ?? ""}: ${d.error}`)] : null);

@@ -3,7 +3,7 @@
 
 import { api, session, seg, authHeaders, readBody } from "../api.js";
 import { h, outcome, replace, errorBox, confirmButton } from "../dom.js";
-import { badge, ago, duration, shortSha, table } from "../format.js";
+import { badge, ago, duration, shortSha, refLabel, table } from "../format.js";
 
 /** Open deploy streams handed from the button that started them to the build view. */
 export const handoff = new Map();
@@ -43,7 +43,7 @@ export async function deploysSection({ project, base, signal, navigate, refreshH
     h("th", { scope: "row", class: "mono" }, h("a", { href: `${base}/deploys/${seg(deploy.id)}` }, deploy.id)),
     h("td", {}, badge(deploy.status), deploy.failedStep ? h("span", { class: "error-text" }, ` at ${deploy.failedStep}`) : null),
     h("td", {}, deploy.rollbackOf ? `rollback of ${deploy.rollbackOf}` : deploy.trigger),
-    h("td", {}, deploy.ref ?? "—", " ", h("span", { class: "mono" }, shortSha(deploy.commitSha)),
+    h("td", {}, refLabel(deploy.ref), h("span", { class: "mono" }, shortSha(deploy.commitSha)),
       deploy.commitMessage ? h("span", { class: "subtle" }, ` ${firstLine(deploy.commitMessage)}`) : null),
     h("td", {}, ago(deploy.createdAt)),
     h("td", {}, duration(deploy.createdAt, deploy.finishedAt)),

@@ -3,7 +3,7 @@
 
 import { api, session, seg } from "../api.js";
 import { h, field, outcome, onSubmit, replace, errorBox } from "../dom.js";
-import { badge, ago, shortSha, table } from "../format.js";
+import { badge, ago, shortSha, refLabel, table } from "../format.js";
 
 /** The default size tiers; an operator may configure others, which the API then accepts. */
 const SIZES = ["nano", "small", "medium", "large"];
@@ -17,7 +17,7 @@ export async function overviewSection({ project, base, signal, refreshHeader }) 
     const deploy = page.deploys[0];
     replace(latest, deploy
       ? h("p", {}, h("a", { href: `${base}/deploys/${seg(deploy.id)}` }, "Latest deploy"), " ",
-        badge(deploy.status), " ", deploy.ref ?? "", " ", h("span", { class: "mono" }, shortSha(deploy.commitSha)),
+        badge(deploy.status), " ", refLabel(deploy.ref), h("span", { class: "mono" }, shortSha(deploy.commitSha)),
         " · ", ago(deploy.createdAt),
         deploy.error ? h("span", { class: "error-text" }, ` · ${deploy.failedStep ?? "failed"}: ${deploy.error}`) : null)
       : h("p", { class: "empty" }, "Never deployed. ",

@@ -32,12 +32,20 @@ export async function projectView(ctx) {
   }
   const project = await api.get(`/v1/projects/${seg(params.id)}`, { signal });
   const base = `/projects/${seg(project.id)}`;
-  const status = h("span", { "data-testid": "project-status" }, badge(project.status));
+  const status = h("span", { "data-testid": "project-status" });
+  const facts = h("p", { class: "subtle" });
+  const drawHeader = () => {
+    replace(status, badge(project.status));
+    replace(facts,
+      h("a", { href: `http://${project.hostname}`, rel: "noopener noreferrer", target: "_blank", class: "mono" }, project.hostname),
+      " · ", project.instances === 0 ? "stopped" : `${project.instances} × ${project.size}`);
+  };
+  drawHeader();
   // Sections that change the project (deploy, scale) call this to redraw the header.
   const refreshHeader = async () => {
     const fresh = await api.get(`/v1/projects/${seg(project.id)}`, { signal });
     Object.assign(project, fresh);
-    replace(status, badge(project.status));
+    drawHeader();
   };
   const sectionCtx = { ...ctx, project, base, refreshHeader };
   const body = await (params.item ? section.item({ ...sectionCtx, itemId: params.item }) : section.render(sectionCtx));
@@ -65,9 +73,7 @@ export async function projectView(ctx) {
         h("p", { class: "crumbs" }, h("a", { href: "/projects" }, "Projects"), " / "),
         h("h1", { tabindex: "-1", "data-title": project.name }, project.name, " ", status)),
       deployButton),
-    h("p", { class: "subtle" },
-      h("a", { href: `http://${project.hostname}`, rel: "noopener noreferrer", target: "_blank", class: "mono" }, project.hostname),
-      " · ", project.instances === 0 ? "stopped" : `${project.instances} × ${project.size}`),
+    facts,
     deployOut.node,
     h("nav", { class: "tabs", "aria-label": "Project sections" },
       h("ul", {}, SECTIONS.map((s) => h("li", {},

@@ -15,7 +15,7 @@ export async function signInView({ navigate }) {
     field("API token", {
       name: "token", type: "password", autocomplete: "off", spellcheck: "false",
       required: true, placeholder: "sk_live_…", "data-testid": "token",
-    }, "Mint one with `cantila tokens create` or use the admin token written to the data directory on first start. It stays in this browser tab only."),
+    }, "Mint one with cantila tokens create, or use the admin token the first start wrote to the data directory. It is kept in this browser tab only, until you sign out or close the tab."),
     h("button", { type: "submit", class: "primary" }, "Sign in"),
     out.node);
   onSubmit(form, out, async ({ token }) => {
