@@ -287,17 +287,6 @@ fn accepts_gzip(request: &HeaderMap) -> bool {
     })
 }
 
-/// The total size of the console's files, as sent (gzip where it helps) and as stored;
-/// printed by `scripts/bench/console.sh`.
-pub fn weight() -> (usize, usize) {
-    SERVED.values().fold((0, 0), |(sent, raw), file| {
-        (
-            sent + file.gzip.as_ref().map_or(file.identity.len(), Vec::len),
-            raw + file.identity.len(),
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};

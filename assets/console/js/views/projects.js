@@ -37,7 +37,8 @@ export async function projectsView({ signal }) {
 
   return h("section", {},
     h("div", { class: "page-head" },
-      h("h1", { tabindex: "-1" }, "Projects"),
+      // Element Timing names the first render of the list for scripts/bench/console.sh.
+      h("h1", { tabindex: "-1", elementtiming: "projects" }, "Projects"),
       session.can("deploy") && h("a", { class: "button primary", href: "/projects/new", "data-testid": "new-project" }, "New project")),
     list, more);
 }
