@@ -26,7 +26,9 @@ fn parse_args() -> anyhow::Result<Args> {
     let (mut driver, mut token, mut runs, mut console, mut peer) = (None, None, 20, None, None);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let value = args.next().with_context(|| format!("{flag} needs a value"))?;
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--driver" => driver = Some(value),
             "--token" => token = Some(value),

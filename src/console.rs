@@ -30,12 +30,21 @@ use sha2::{Digest, Sha256};
 const FILES: &[(&str, &[u8])] = &[
     ("index.html", include_bytes!("../assets/console/index.html")),
     ("style.css", include_bytes!("../assets/console/style.css")),
-    ("favicon.svg", include_bytes!("../assets/console/favicon.svg")),
+    (
+        "favicon.svg",
+        include_bytes!("../assets/console/favicon.svg"),
+    ),
     ("js/app.js", include_bytes!("../assets/console/js/app.js")),
     ("js/api.js", include_bytes!("../assets/console/js/api.js")),
     ("js/dom.js", include_bytes!("../assets/console/js/dom.js")),
-    ("js/format.js", include_bytes!("../assets/console/js/format.js")),
-    ("js/router.js", include_bytes!("../assets/console/js/router.js")),
+    (
+        "js/format.js",
+        include_bytes!("../assets/console/js/format.js"),
+    ),
+    (
+        "js/router.js",
+        include_bytes!("../assets/console/js/router.js"),
+    ),
     ("js/sse.js", include_bytes!("../assets/console/js/sse.js")),
     ("js/log.js", include_bytes!("../assets/console/js/log.js")),
     (
@@ -360,7 +369,10 @@ mod tests {
     fn accept_encoding() {
         let check = |value: &str, expected: bool| {
             let mut headers = HeaderMap::new();
-            headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(value).unwrap());
+            headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_str(value).unwrap(),
+            );
             assert_eq!(accepts_gzip(&headers), expected, "{value}");
         };
         check("gzip, deflate, br", true);

@@ -137,13 +137,11 @@ impl Browser {
         let Value::Object(capabilities) = capabilities else {
             unreachable!()
         };
-        let client = ClientBuilder::new(
-            hyper_util::client::legacy::connect::HttpConnector::new(),
-        )
-        .capabilities(capabilities)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("a WebDriver session with headless Chromium");
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("a WebDriver session with headless Chromium");
         Self {
             client,
             base: format!("http://{}", daemon.api),
@@ -198,11 +196,7 @@ impl Browser {
     }
 
     async fn count(&self, css: &str) -> usize {
-        self.client
-            .find_all(Locator::Css(css))
-            .await
-            .unwrap()
-            .len()
+        self.client.find_all(Locator::Css(css)).await.unwrap().len()
     }
 
     async fn js(&self, script: &str, args: Vec<Value>) -> Value {
@@ -252,7 +246,11 @@ impl Browser {
     /// Browser console errors other than failed requests (which the console shows itself):
     /// script errors and Content-Security-Policy refusals land here.
     async fn script_errors(&self) -> Vec<String> {
-        let logs = self.client.issue_cmd(BrowserLog).await.unwrap_or(Value::Null);
+        let logs = self
+            .client
+            .issue_cmd(BrowserLog)
+            .await
+            .unwrap_or(Value::Null);
         logs.as_array()
             .into_iter()
             .flatten()
@@ -279,11 +277,17 @@ impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
         base_url: &url::Url,
         session_id: Option<&str>,
     ) -> Result<url::Url, url::ParseError> {
-        base_url.join(&format!("session/{}/se/log", session_id.unwrap_or_default()))
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
     }
 
     fn method_and_body(&self, _url: &url::Url) -> (axum::http::Method, Option<String>) {
-        (axum::http::Method::POST, Some(r#"{"type":"browser"}"#.to_owned()))
+        (
+            axum::http::Method::POST,
+            Some(r#"{"type":"browser"}"#.to_owned()),
+        )
     }
 }
 
@@ -293,7 +297,13 @@ async fn console_files_are_served_with_strict_headers_and_the_api_is_untouched()
     let get = |path: &str| daemon.request(Method::GET, path);
 
     // The console's routes serve its page; scripts and styles only from its own files.
-    for path in ["/", "/sign-in", "/projects", "/projects/prj_x/deploys/dep_y", "/account"] {
+    for path in [
+        "/",
+        "/sign-in",
+        "/projects",
+        "/projects/prj_x/deploys/dep_y",
+        "/account",
+    ] {
         let res = get(path).send().await.unwrap();
         assert_eq!(res.status(), 200, "{path}");
         let headers = res.headers().clone();
@@ -391,7 +401,10 @@ async fn ping_webhook(daemon: &TestDaemon, project_id: &str, secret: &str) -> u1
         )
         .header("content-type", "application/json")
         .header("x-github-event", "ping")
-        .header("x-github-delivery", format!("console-{}", rand::random::<u64>()))
+        .header(
+            "x-github-delivery",
+            format!("console-{}", rand::random::<u64>()),
+        )
         .header("x-hub-signature-256", sign(secret, &body))
         .body(body)
         .send()
@@ -421,7 +434,9 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
     assert_eq!(browser.path().await, "/sign-in");
     browser.screenshot("sign-in").await;
     browser.sign_in(&daemon.admin_token).await;
-    browser.wait_text("h1", "Projects", Duration::from_secs(15)).await;
+    browser
+        .wait_text("h1", "Projects", Duration::from_secs(15))
+        .await;
     let kept = browser
         .js("return sessionStorage.getItem('cantila.token')", vec![])
         .await;
@@ -433,13 +448,17 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
         .unwrap()
         .as_str()
         .contains(&daemon.admin_token));
-    browser.wait_text("[data-testid=who]", "admin token", Duration::from_secs(5)).await;
+    browser
+        .wait_text("[data-testid=who]", "admin token", Duration::from_secs(5))
+        .await;
 
     // Create a project; the console goes on to its git page.
     browser.click("New project").await;
     browser.fill("input[name=name]", "console-e2e").await;
     browser.click("Create project").await;
-    browser.wait_text("h1", "console-e2e", Duration::from_secs(15)).await;
+    browser
+        .wait_text("h1", "console-e2e", Duration::from_secs(15))
+        .await;
     browser.find("[data-testid=git-form]").await;
     let path = browser.path().await;
     let project_id = path
@@ -475,7 +494,11 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
     browser.click("Rotate signing secret").await;
     browser.click("Rotate: the old secret stops working").await;
     browser
-        .wait_text("[data-testid=webhook-secret-box]", "rotated", Duration::from_secs(15))
+        .wait_text(
+            "[data-testid=webhook-secret-box]",
+            "rotated",
+            Duration::from_secs(15),
+        )
         .await;
     let rotated = browser
         .find("input[data-testid=webhook-secret]")
@@ -489,7 +512,12 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
     assert_eq!(ping_webhook(&daemon, &project_id, &rotated).await, 200);
 
     // Deploy from the console and watch the live log reach `running`.
-    browser.find("[data-testid=deploy]").await.click().await.unwrap();
+    browser
+        .find("[data-testid=deploy]")
+        .await
+        .click()
+        .await
+        .unwrap();
     browser.find("[data-testid=progress]").await;
     let first_deploy = deploy_id_of(&browser.path().await);
     browser
@@ -501,17 +529,33 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
             vec![],
         )
         .await;
-    assert_eq!(steps, json!(["done", "done", "done", "done", "done", "done"]));
+    assert_eq!(
+        steps,
+        json!(["done", "done", "done", "done", "done", "done"])
+    );
     let log = browser
         .js("return document.querySelector('ol.log').innerText", vec![])
         .await
         .as_str()
         .unwrap()
         .to_owned();
-    for expected in ["── queued", "fetching", "plan: runtime", "Step 1/", "traffic switched", "── running"] {
-        assert!(log.contains(expected), "the live log lacks '{expected}':\n{log}");
+    for expected in [
+        "── queued",
+        "fetching",
+        "plan: runtime",
+        "Step 1/",
+        "traffic switched",
+        "── running",
+    ] {
+        assert!(
+            log.contains(expected),
+            "the live log lacks '{expected}':\n{log}"
+        );
     }
-    assert!(browser.count("ol.log .line.step").await > 0, "build steps are coloured");
+    assert!(
+        browser.count("ol.log .line.step").await > 0,
+        "build steps are coloured"
+    );
     assert!(browser.count("ol.log .line.status.running").await == 1);
     // The log followed the stream to its end.
     let at_bottom = browser
@@ -582,9 +626,7 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
         .unwrap();
     let expected: Vec<Value> = parse_sse(&replay)
         .into_iter()
-        .map(|(kind, id, _)| {
-            json!([kind, id.map(|id| id.to_string()).unwrap_or_default()])
-        })
+        .map(|(kind, id, _)| json!([kind, id.map(|id| id.to_string()).unwrap_or_default()]))
         .collect();
     // `done` carries no id; the reader reports the last one seen, as EventSource does.
     let got: Vec<Value> = resumed["ids"].as_array().unwrap().clone();
@@ -601,15 +643,27 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
     browser.click("Environment").await;
     browser.find("[data-testid=env-form]").await;
     browser.fill("input[name=key]", "GREETING").await;
-    browser.fill("input[name=value]", "hello from the env editor").await;
+    browser
+        .fill("input[name=value]", "hello from the env editor")
+        .await;
     browser.click("Save variable").await;
     browser
-        .wait_text("[data-testid=env-list]", "GREETING", Duration::from_secs(15))
+        .wait_text(
+            "[data-testid=env-list]",
+            "GREETING",
+            Duration::from_secs(15),
+        )
         .await;
     browser.fill("input[name=key]", "API_KEY").await;
     browser.find("#env-secret").await.click().await.unwrap();
     assert_eq!(
-        browser.find("input[name=value]").await.attr("type").await.unwrap().as_deref(),
+        browser
+            .find("input[name=value]")
+            .await
+            .attr("type")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("password")
     );
     browser.fill("input[name=value]", "s3cr3t-value").await;
@@ -617,16 +671,36 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
     browser
         .wait_text("[data-testid=env-list]", "API_KEY", Duration::from_secs(15))
         .await;
-    assert_eq!(browser.count("tr[data-key=GREETING][data-pending=true]").await, 1);
+    assert_eq!(
+        browser
+            .count("tr[data-key=GREETING][data-pending=true]")
+            .await,
+        1
+    );
     assert_eq!(browser.count("tr[data-key=API_KEY] .masked").await, 1);
-    let list_text = browser.find("[data-testid=env-list]").await.text().await.unwrap();
-    assert!(!list_text.contains("s3cr3t-value"), "the secret is masked: {list_text}");
+    let list_text = browser
+        .find("[data-testid=env-list]")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !list_text.contains("s3cr3t-value"),
+        "the secret is masked: {list_text}"
+    );
     browser
-        .wait_text("[data-testid=env-pending]", "apply on the next deploy", Duration::from_secs(5))
+        .wait_text(
+            "[data-testid=env-pending]",
+            "apply on the next deploy",
+            Duration::from_secs(5),
+        )
         .await;
     browser.screenshot("env").await;
     let env = daemon
-        .get(&format!("/v1/projects/{project_id}/env"), &daemon.admin_token)
+        .get(
+            &format!("/v1/projects/{project_id}/env"),
+            &daemon.admin_token,
+        )
         .await
         .expect(200)
         .body;
@@ -647,7 +721,10 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
     // Scale to two instances from the overview.
     browser.click("Overview").await;
     let scale = browser.find("[data-testid=scale-form]").await;
-    let instances = scale.find(Locator::Css("input[name=instances]")).await.unwrap();
+    let instances = scale
+        .find(Locator::Css("input[name=instances]"))
+        .await
+        .unwrap();
     instances.clear().await.unwrap();
     instances.send_keys("2").await.unwrap();
     browser.click("Apply").await;
@@ -661,8 +738,15 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
         .body;
     assert_eq!(project["instances"], 2);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while browser.count("[data-testid=instances] tr[data-instance-state=healthy]").await < 2 {
-        assert!(Instant::now() < deadline, "two healthy instances are listed");
+    while browser
+        .count("[data-testid=instances] tr[data-instance-state=healthy]")
+        .await
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "two healthy instances are listed"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     browser.screenshot("overview").await;
@@ -670,13 +754,20 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
     // History: the first deploy was superseded; roll back to it from the console.
     browser.click("Deploys").await;
     browser
-        .wait_text("[data-testid=deploy-history]", &first_deploy, Duration::from_secs(15))
+        .wait_text(
+            "[data-testid=deploy-history]",
+            &first_deploy,
+            Duration::from_secs(15),
+        )
         .await;
     browser.screenshot("deploys").await;
     let row = browser
         .find(&format!("tr[data-deploy={first_deploy}]"))
         .await;
-    assert_eq!(row.attr("data-status").await.unwrap().as_deref(), Some("superseded"));
+    assert_eq!(
+        row.attr("data-status").await.unwrap().as_deref(),
+        Some("superseded")
+    );
     row.find(Locator::Css("[data-testid=rollback]"))
         .await
         .unwrap()
@@ -698,17 +789,27 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
 
     // Domains: attach an alias; it is listed with its certificate state.
     browser.click("Domains").await;
-    browser.fill("input[name=hostname]", "www.console-e2e.example").await;
+    browser
+        .fill("input[name=hostname]", "www.console-e2e.example")
+        .await;
     browser.click("Add alias").await;
     browser
-        .wait_text("[data-testid=domain-list]", "www.console-e2e.example", Duration::from_secs(15))
+        .wait_text(
+            "[data-testid=domain-list]",
+            "www.console-e2e.example",
+            Duration::from_secs(15),
+        )
         .await;
     browser.screenshot("domains").await;
 
     // The projects list shows the status.
     browser.click("Projects").await;
     browser
-        .wait_text("tr[data-project=console-e2e]", "running", Duration::from_secs(15))
+        .wait_text(
+            "tr[data-project=console-e2e]",
+            "running",
+            Duration::from_secs(15),
+        )
         .await;
     browser.screenshot("projects").await;
 
@@ -717,7 +818,10 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
     for (path, name) in [
         ("/projects".to_owned(), "phone-projects"),
         (format!("/projects/{project_id}"), "phone-project"),
-        (format!("/projects/{project_id}/deploys/{rollback}"), "phone-build"),
+        (
+            format!("/projects/{project_id}/deploys/{rollback}"),
+            "phone-build",
+        ),
     ] {
         browser.goto(&path).await;
         browser.find("main h1").await;
@@ -745,7 +849,9 @@ async fn console_live_log_follows_until_the_reader_scrolls_up() {
     let daemon = TestDaemon::start().await;
     let browser = Browser::start(&daemon).await;
     browser.sign_in(&daemon.admin_token).await;
-    browser.wait_text("h1", "Projects", Duration::from_secs(15)).await;
+    browser
+        .wait_text("h1", "Projects", Duration::from_secs(15))
+        .await;
     // The real log component in the real page, fed lines the way the stream feeds them.
     let result = browser
         .client
@@ -802,10 +908,18 @@ async fn console_read_token_sees_no_mutating_controls() {
     let read = daemon.token("read").await;
     let browser = Browser::start(&daemon).await;
     browser.sign_in(&read).await;
-    browser.wait_text("h1", "Projects", Duration::from_secs(15)).await;
-    browser.wait_text("[data-testid=who]", "read token", Duration::from_secs(5)).await;
     browser
-        .wait_text("[data-testid=project-list]", "read-only-view", Duration::from_secs(15))
+        .wait_text("h1", "Projects", Duration::from_secs(15))
+        .await;
+    browser
+        .wait_text("[data-testid=who]", "read token", Duration::from_secs(5))
+        .await;
+    browser
+        .wait_text(
+            "[data-testid=project-list]",
+            "read-only-view",
+            Duration::from_secs(15),
+        )
         .await;
     assert_eq!(browser.count("[data-testid=new-project]").await, 0);
 
@@ -824,8 +938,13 @@ async fn console_read_token_sees_no_mutating_controls() {
     }
     // Values are masked for read tokens, as the API masks them.
     browser.goto(&format!("/projects/{id}/env")).await;
-    let env = browser.wait_text("[data-testid=env-list]", "VISIBLE", Duration::from_secs(15)).await;
-    assert!(!env.contains("plain-value") && !env.contains("hidden"), "{env}");
+    let env = browser
+        .wait_text("[data-testid=env-list]", "VISIBLE", Duration::from_secs(15))
+        .await;
+    assert!(
+        !env.contains("plain-value") && !env.contains("hidden"),
+        "{env}"
+    );
     browser.screenshot("read-only-env").await;
     browser.goto("/projects/new").await;
     browser
@@ -843,9 +962,17 @@ async fn console_shows_the_api_message_for_a_bad_or_revoked_token() {
     assert_eq!(expected.status, 401);
     browser.sign_in(wrong).await;
     let shown = browser
-        .wait_text("main [role=alert]", expected.error_message(), Duration::from_secs(15))
+        .wait_text(
+            "main [role=alert]",
+            expected.error_message(),
+            Duration::from_secs(15),
+        )
         .await;
-    assert_eq!(shown, expected.error_message(), "the API's words, as they are");
+    assert_eq!(
+        shown,
+        expected.error_message(),
+        "the API's words, as they are"
+    );
     assert_eq!(browser.path().await, "/sign-in");
     let kept = browser
         .js("return sessionStorage.getItem('cantila.token')", vec![])
@@ -855,12 +982,18 @@ async fn console_shows_the_api_message_for_a_bad_or_revoked_token() {
 
     // A token revoked while signed in sends the person back to sign in, saying why.
     let deploy = daemon
-        .post("/v1/tokens", &daemon.admin_token, json!({ "scope": "deploy" }))
+        .post(
+            "/v1/tokens",
+            &daemon.admin_token,
+            json!({ "scope": "deploy" }),
+        )
         .await
         .expect(201)
         .body;
     browser.sign_in(deploy["token"].as_str().unwrap()).await;
-    browser.wait_text("h1", "Projects", Duration::from_secs(15)).await;
+    browser
+        .wait_text("h1", "Projects", Duration::from_secs(15))
+        .await;
     daemon
         .delete(
             &format!("/v1/tokens/{}", deploy["id"].as_str().unwrap()),
@@ -870,7 +1003,11 @@ async fn console_shows_the_api_message_for_a_bad_or_revoked_token() {
         .expect(200);
     browser.click("Account").await;
     browser
-        .wait_text("main [role=alert]", "stopped working", Duration::from_secs(15))
+        .wait_text(
+            "main [role=alert]",
+            "stopped working",
+            Duration::from_secs(15),
+        )
         .await;
     assert_eq!(browser.path().await, "/sign-in");
     browser.close().await;

@@ -109,8 +109,11 @@ export async function follow({ connect, onEvent, onState = () => {}, isFinal = (
     if (response) {
       onState("open");
       const before = parser.lastEventId;
+      const reader = response.body.getReader();
+      // A stream opened elsewhere (handed over) does not know this signal: stop it here.
+      const stop = () => reader.cancel().catch(() => {});
+      signal?.addEventListener("abort", stop, { once: true });
       try {
-        const reader = response.body.getReader();
         const decoder = new TextDecoder();
         parser.restart();
         for (;;) {
@@ -121,7 +124,10 @@ export async function follow({ connect, onEvent, onState = () => {}, isFinal = (
         }
       } catch (error) {
         if (error?.name === "AbortError" || signal?.aborted) throw error;
+      } finally {
+        signal?.removeEventListener("abort", stop);
       }
+      signal?.throwIfAborted();
       // Progress resets the backoff: only a connection that brought nothing counts.
       if (parser.lastEventId !== before) failures = 0;
     }
