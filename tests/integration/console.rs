@@ -802,6 +802,13 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
         .await;
     browser.screenshot("domains").await;
 
+    // The account page: an admin token sees its tokens and the audit log.
+    browser.click("Account").await;
+    browser
+        .wait_text("main", "project.create", Duration::from_secs(15))
+        .await;
+    browser.screenshot("account").await;
+
     // The projects list shows the status.
     browser.click("Projects").await;
     browser
@@ -895,8 +902,12 @@ async fn console_live_log_follows_until_the_reader_scrolls_up() {
 #[tokio::test]
 async fn console_read_token_sees_no_mutating_controls() {
     let daemon = TestDaemon::start().await;
-    let project = daemon.create_project("read-only-view").await;
-    let id = project["id"].as_str().unwrap().to_owned();
+    // A project with history: a superseded deploy (rollback-able), a connection, env.
+    let repo = Repo::busybox("read only\n");
+    let (id, _) = daemon.connected_project("read-only-view", &repo).await;
+    for _ in 0..2 {
+        assert_eq!(daemon.deploy(&id, None).await["status"], "running");
+    }
     daemon
         .post(
             &format!("/v1/projects/{id}/env"),
@@ -930,7 +941,8 @@ async fn console_read_token_sees_no_mutating_controls() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let controls = browser
             .js(
-                "return [...document.querySelectorAll('main form, main button, main input:not([readonly])')].map(e => e.outerHTML.slice(0, 80))",
+                // Copying a value and jumping to the log's end change nothing.
+                "return [...document.querySelectorAll('main form, main button:not(.copy-button):not(.jump), main input:not([readonly]), main select')].map(e => e.outerHTML.slice(0, 80))",
                 vec![],
             )
             .await;
@@ -946,11 +958,21 @@ async fn console_read_token_sees_no_mutating_controls() {
         "{env}"
     );
     browser.screenshot("read-only-env").await;
+    browser.goto(&format!("/projects/{id}/deploys")).await;
+    browser
+        .wait_text(
+            "[data-testid=deploy-history]",
+            "superseded",
+            Duration::from_secs(15),
+        )
+        .await;
+    assert_eq!(browser.count("[data-testid=rollback]").await, 0);
     browser.goto("/projects/new").await;
     browser
         .wait_text("main [role=alert]", "deploy token", Duration::from_secs(15))
         .await;
     browser.close().await;
+    cleanup(&id).await;
 }
 
 #[tokio::test]

@@ -81,7 +81,7 @@ export async function gitSection({ project, signal }) {
 function copyable(value, testid) {
   const input = h("input", { type: "text", readonly: true, value, class: "mono", "aria-label": testid.replace("-", " "), "data-testid": testid,
     onfocus: (event) => event.target.select() });
-  const button = h("button", { type: "button", class: "secondary", onclick: async () => {
+  const button = h("button", { type: "button", class: "secondary copy-button", onclick: async () => {
     try {
       await navigator.clipboard.writeText(value);
       button.textContent = "Copied";
