@@ -20,6 +20,7 @@ use axum::{
     http::{header, HeaderMap, HeaderValue, Method, StatusCode},
     response::Response,
 };
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 /// Every file of `assets/console/`, by its path under that directory. A plain list of
@@ -116,7 +117,8 @@ const GZIP_ABOVE_BYTES: usize = 512;
 struct Served {
     content_type: &'static str,
     identity: &'static [u8],
-    gzip: Option<Vec<u8>>,
+    /// Shared, so a response clones a reference count rather than the bytes.
+    gzip: Option<Bytes>,
     etag: HeaderValue,
 }
 
@@ -136,7 +138,8 @@ fn prepare(path: &str, bytes: &'static [u8]) -> Served {
     let gzip = (bytes.len() > GZIP_ABOVE_BYTES)
         .then(|| gzip(bytes))
         .flatten()
-        .filter(|compressed| compressed.len() < bytes.len());
+        .filter(|compressed| compressed.len() < bytes.len())
+        .map(Bytes::from);
     Served {
         content_type,
         identity: bytes,
@@ -197,6 +200,7 @@ pub fn respond(method: &Method, path: &str, headers: &HeaderMap) -> Response {
 }
 
 fn index() -> &'static Served {
+    // A unit test checks the list against the directory, so index.html is always there.
     SERVED
         .get("index.html")
         .expect("index.html is in the console's file list")
@@ -204,10 +208,10 @@ fn index() -> &'static Served {
 
 fn serve(file: &Served, status: StatusCode, request: &HeaderMap) -> Response {
     let not_modified = status == StatusCode::OK && etag_matches(request, &file.etag);
-    let gzip = file.gzip.as_deref().filter(|_| accepts_gzip(request));
+    let gzip = file.gzip.as_ref().filter(|_| accepts_gzip(request));
     let (status, body) = match (not_modified, gzip) {
         (true, _) => (StatusCode::NOT_MODIFIED, Body::empty()),
-        (false, Some(compressed)) => (status, Body::from(compressed.to_vec())),
+        (false, Some(compressed)) => (status, Body::from(compressed.clone())),
         (false, None) => (status, Body::from(file.identity)),
     };
     let mut response = Response::new(body);

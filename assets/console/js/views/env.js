@@ -35,7 +35,7 @@ export async function envSection({ project, signal, navigate }) {
       h("td", {}, h("span", { class: "tag pending", title: "applies on the next deploy" }, "pending removal")),
       h("td", {}, "—"),
       canEdit ? h("td", {}) : null));
-    replace(list, table("Environment variables", ["Key", "Value", "", "Updated", ...(canEdit ? ["Actions"] : [])],
+    replace(list, table("Environment variables", ["Key", "Value", "State", "Updated", ...(canEdit ? ["Actions"] : [])],
       [...rows, ...removedRows], "No variables set."));
     replace(banner, env.pending.length === 0 ? null
       : h("div", { class: "notice pending", role: "status", "data-testid": "env-pending" },
