@@ -80,7 +80,8 @@ async fn render_time(client: &Client, origin: &str, cold: bool) -> anyhow::Resul
         .wait()
         .at_most(Duration::from_secs(20))
         .for_element(Locator::Css("h1[elementtiming=projects]"))
-        .await?;
+        .await
+        .with_context(|| format!("{origin}/projects never showed its list"))?;
     let value = client
         .execute_async(
             r#"const done = arguments[0];

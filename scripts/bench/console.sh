@@ -6,17 +6,21 @@
 # Reports medians and the ratio console/nginx for cold loads (cache cleared) and warm ones
 # (revalidated). Loopback only; stops by itself.
 #
-#   scripts/bench/console.sh [--runs 20] [--projects 25]
+# --no-build uses the release binaries already in the target dir.
+#
+#   scripts/bench/console.sh [--runs 20] [--projects 25] [--no-build]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 RUNS=20
 PROJECTS=25
+BUILD=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) RUNS="$2"; shift 2 ;;
         --projects) PROJECTS="$2"; shift 2 ;;
-        *) echo "usage: $0 [--runs N] [--projects N]" >&2; exit 2 ;;
+        --no-build) BUILD=0; shift ;;
+        *) echo "usage: $0 [--runs N] [--projects N] [--no-build]" >&2; exit 2 ;;
     esac
 done
 
@@ -27,7 +31,7 @@ need python3 python3
 need chromedriver chromium-driver
 need chromium chromium
 
-cargo build --release --locked -q --bin cantila --example console_bench
+[ "$BUILD" = 1 ] && cargo build --release --locked -q --bin cantila --example console_bench
 TARGET=${CARGO_TARGET_DIR:-target}
 BIN=$TARGET/release/cantila
 BENCH=$TARGET/release/examples/console_bench
@@ -66,7 +70,10 @@ done < <(find assets/console -type f | sort)
 echo "page weight: $files files, $raw bytes raw, $sent bytes as sent (gzip)"
 
 # ---- nginx serving a copy of the same files.
+# nginx's workers drop root: they need to read the copy (mktemp -d makes a 0700 dir).
+chmod 755 "$WORK"
 cp -r assets/console "$WORK/site"
+chmod -R a+rX "$WORK/site"
 NGINX_PORT=$(free_port)
 cat >"$WORK/nginx.conf" <<CONF
 worker_processes 1;
@@ -76,12 +83,11 @@ error_log $WORK/nginx-error.log;
 events { worker_connections 256; }
 http {
     include /etc/nginx/mime.types;
-    types { text/javascript js; }
     access_log off;
     gzip on;
     gzip_comp_level 9;
     gzip_min_length 512;
-    gzip_types text/css text/javascript image/svg+xml;
+    gzip_types text/css application/javascript image/svg+xml;
     server {
         listen 127.0.0.1:$NGINX_PORT;
         root $WORK/site;
@@ -99,7 +105,8 @@ http {
 CONF
 nginx -c "$WORK/nginx.conf" &
 PIDS+=($!)
-for _ in $(seq 1 50); do curl -sf -o /dev/null "http://127.0.0.1:$NGINX_PORT/projects" && break; sleep 0.1; done
+for _ in $(seq 1 50); do curl -sf -o /dev/null "http://127.0.0.1:$NGINX_PORT/assets/js/app.js" && break; sleep 0.1; done
+curl -sf -o /dev/null "http://127.0.0.1:$NGINX_PORT/assets/js/app.js" || { echo "nginx does not serve the copy" >&2; cat "$WORK/nginx-error.log" >&2; exit 1; }
 
 DRIVER_PORT=$(free_port)
 chromedriver --port="$DRIVER_PORT" >"$WORK/chromedriver.log" 2>&1 &
