@@ -76,12 +76,18 @@ async fn render_time(client: &Client, origin: &str, cold: bool) -> anyhow::Resul
         client.issue_cmd(Cdp("Network.clearBrowserCache")).await?;
     }
     client.goto(&format!("{origin}/projects")).await?;
-    client
+    let shown = client
         .wait()
         .at_most(Duration::from_secs(20))
         .for_element(Locator::Css("h1[elementtiming=projects]"))
-        .await
-        .with_context(|| format!("{origin}/projects never showed its list"))?;
+        .await;
+    if shown.is_err() {
+        let page = client
+            .execute("return document.querySelector('main')?.innerText", vec![])
+            .await
+            .unwrap_or_default();
+        bail!("{origin}/projects never showed its list; the page says: {page}");
+    }
     let value = client
         .execute_async(
             r#"const done = arguments[0];
