@@ -9,6 +9,7 @@ pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod deploy;
 pub mod docker;
 pub mod domains;
