@@ -85,6 +85,10 @@ const FILES: &[(&str, &[u8])] = &[
         include_bytes!("../assets/console/js/views/git.js"),
     ),
     (
+        "js/views/logs.js",
+        include_bytes!("../assets/console/js/views/logs.js"),
+    ),
+    (
         "js/views/settings.js",
         include_bytes!("../assets/console/js/views/settings.js"),
     ),

@@ -934,15 +934,24 @@ async fn console_read_token_sees_no_mutating_controls() {
         .await;
     assert_eq!(browser.count("[data-testid=new-project]").await, 0);
 
-    let pages = ["", "/deploys", "/env", "/domains", "/git", "/settings"];
+    let pages = [
+        "",
+        "/deploys",
+        "/logs",
+        "/env",
+        "/domains",
+        "/git",
+        "/settings",
+    ];
     for page in pages {
         browser.goto(&format!("/projects/{id}{page}")).await;
         browser.find(".section-body > *").await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let controls = browser
             .js(
-                // Copying a value and jumping to the log's end change nothing.
-                "return [...document.querySelectorAll('main form, main button:not(.copy-button):not(.jump), main input:not([readonly]), main select')].map(e => e.outerHTML.slice(0, 80))",
+                // Copying a value, jumping to the log's end and filtering what is shown
+                // (the `filters` forms of logs and metrics) change nothing.
+                "return [...document.querySelectorAll('main form:not(.filters), main button:not(.copy-button):not(.jump), main input:not([readonly]), main select')].filter(e => !e.closest('form.filters')).map(e => e.outerHTML.slice(0, 80))",
                 vec![],
             )
             .await;
@@ -1033,4 +1042,342 @@ async fn console_shows_the_api_message_for_a_bad_or_revoked_token() {
         .await;
     assert_eq!(browser.path().await, "/sign-in");
     browser.close().await;
+}
+
+/// A project running a Procfile app: `web` serves busybox httpd, `worker` writes a line
+/// to stdout and one to stderr every second. Returns the project id.
+async fn deploy_chatty_app(daemon: &TestDaemon, name: &str) -> String {
+    let mut files = crate::deploys::busybox_app("chatty web\n");
+    files.push((
+        "Procfile",
+        "web: httpd -f -p 8080 -h /www\n\
+         worker: i=0; while true; do i=$((i+1)); echo \"tick $i\"; echo \"warn $i\" >&2; sleep 1; done\n"
+            .to_owned(),
+    ));
+    let borrowed: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    let repo = Repo::new(&borrowed);
+    let (project_id, _) = daemon.connected_project(name, &repo).await;
+    let deploy = daemon.deploy(&project_id, None).await;
+    assert_eq!(deploy["status"], "running", "{deploy}");
+    project_id
+}
+
+/// A GET through the daemon's HTTP edge with `host`; returns the status.
+async fn edge_get(daemon: &TestDaemon, host: &str, path: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("http://{}{path}", daemon.http))
+        .header("host", host)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+impl Browser {
+    /// Waits until `script` (a function body) returns true.
+    async fn wait_js(&self, what: &str, script: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.js(script, vec![]).await == Value::Bool(true) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let shot = self.screenshot("failure").await;
+        panic!("{what}: not within {timeout:?} (see {})", shot.display());
+    }
+
+    /// Each shown log line as `[instance, stream, colour class, text]`.
+    async fn log_lines(&self) -> Vec<Value> {
+        let lines = self
+            .js(
+                "return [...document.querySelectorAll('ol.log li.line')].map(l => [
+                   l.dataset.instance, l.dataset.stream,
+                   [...(l.querySelector('.inst')?.classList ?? [])].find(c => c.startsWith('inst-')) ?? '',
+                   l.textContent])",
+                vec![],
+            )
+            .await;
+        lines.as_array().cloned().unwrap_or_default()
+    }
+}
+
+#[tokio::test]
+async fn console_runtime_logs_follow_live_filter_and_stop_following_when_scrolled_up() {
+    let daemon = TestDaemon::start().await;
+    let project_id = deploy_chatty_app(&daemon, "chatty").await;
+    let host = "chatty.admin.test.local";
+    for _ in 0..3 {
+        assert_eq!(edge_get(&daemon, host, "/").await, 200);
+    }
+    let instances = daemon
+        .get(
+            &format!("/v1/projects/{project_id}/instances"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
+    let worker = instances["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["process"] == "worker")
+        .expect("a worker instance")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let browser = Browser::start(&daemon).await;
+    browser.sign_in(&daemon.admin_token).await;
+    browser
+        .wait_text("h1", "Projects", Duration::from_secs(15))
+        .await;
+    browser.goto(&format!("/projects/{project_id}")).await;
+    browser.click("Logs").await;
+    browser.find("[data-testid=logs-form]").await;
+
+    // Following: the worker's lines and the edge's access lines arrive, each instance
+    // with one colour, stderr marked.
+    browser
+        .wait_text(
+            "[data-testid=logs-connection]",
+            "Live",
+            Duration::from_secs(15),
+        )
+        .await;
+    browser
+        .wait_js(
+            "the worker's ticks and the edge's lines are shown",
+            "const l = [...document.querySelectorAll('ol.log li.line')]; \
+             return l.some(x => x.dataset.stream === 'stderr') && l.some(x => x.dataset.instance === 'edge')",
+            Duration::from_secs(30),
+        )
+        .await;
+    // A request made now reaches the open page live.
+    assert_eq!(edge_get(&daemon, host, "/live-marker-1").await, 404);
+    browser
+        .wait_text("ol.log", "/live-marker-1", Duration::from_secs(15))
+        .await;
+    let lines = browser.log_lines().await;
+    let colour_of = |instance: &str| -> Vec<String> {
+        let mut colours: Vec<String> = lines
+            .iter()
+            .filter(|l| l[0] == instance)
+            .map(|l| l[2].as_str().unwrap().to_owned())
+            .collect();
+        colours.dedup();
+        colours
+    };
+    let worker_colours = colour_of(&worker);
+    assert_eq!(
+        worker_colours.len(),
+        1,
+        "one colour per instance: {lines:?}"
+    );
+    assert!(worker_colours[0].starts_with("inst-") && worker_colours[0] != "inst-edge");
+    assert_eq!(colour_of("edge"), ["inst-edge"]);
+    assert!(
+        lines.iter().any(|l| l[0] == worker.as_str()
+            && l[1] == "stdout"
+            && l[3].as_str().unwrap().contains("tick ")),
+        "{lines:?}"
+    );
+    browser.screenshot("logs").await;
+
+    // Scrolling up stops the following; the jump button brings it back.
+    browser
+        .wait_js(
+            "the log overflows its box",
+            "const l = document.querySelector('ol.log'); return l.scrollHeight > l.clientHeight + 200",
+            Duration::from_secs(60),
+        )
+        .await;
+    let stayed = browser
+        .client
+        .execute_async(
+            r#"
+            const done = arguments[0];
+            const list = document.querySelector("ol.log");
+            const before = list.childElementCount;
+            list.scrollTop = 0;
+            list.dispatchEvent(new Event("scroll"));
+            setTimeout(() => {
+              const jump = document.querySelector(".log-box .jump");
+              const result = { top: list.scrollTop, grew: list.childElementCount > before, jumpShown: !jump.hidden };
+              jump.click();
+              requestAnimationFrame(() => setTimeout(() => {
+                result.backAtEnd = list.scrollHeight - list.scrollTop - list.clientHeight < 24;
+                done(result);
+              }, 50));
+            }, 2500);
+            "#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        stayed,
+        json!({ "top": 0, "grew": true, "jumpShown": true, "backAtEnd": true }),
+        "new lines kept arriving while the reader stayed where they scrolled"
+    );
+
+    // Search and stream: only the worker's stderr lines with the text.
+    browser.fill("input[name=q]", "warn").await;
+    browser
+        .find("select[name=stream] option[value=stderr]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.click("Show").await;
+    browser
+        .wait_js(
+            "only stderr lines containing the search",
+            "const l = [...document.querySelectorAll('ol.log li.line')]; \
+             return l.length > 0 && l.every(x => x.dataset.stream === 'stderr' && x.textContent.includes('warn '))",
+            Duration::from_secs(15),
+        )
+        .await;
+    let query = browser
+        .js(
+            "return document.querySelector('ol.log').dataset.query",
+            vec![],
+        )
+        .await;
+    assert_eq!(query, "since=1h&q=warn&stream=stderr");
+
+    // An instance: the edge's access lines only; not following, a plain read of the window.
+    browser.fill("input[name=q]", "").await;
+    browser
+        .find("select[name=stream] option[value='']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser
+        .find("select[name=instance] option[value=edge]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.find("#logs-follow").await.click().await.unwrap();
+    browser
+        .wait_text(
+            "[data-testid=logs-connection]",
+            " lines",
+            Duration::from_secs(15),
+        )
+        .await;
+    let lines = browser.log_lines().await;
+    assert!(
+        lines.len() >= 4 && lines.iter().all(|l| l[0] == "edge" && l[1] == "edge"),
+        "{lines:?}"
+    );
+    let read = daemon
+        .get(
+            &format!("/v1/projects/{project_id}/logs?since=1h&instance=edge"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(lines.len(), read["lines"].as_array().unwrap().len());
+
+    // A bad search is refused by the API, in its words.
+    let long = "x".repeat(300);
+    browser
+        .js(
+            "const q = document.querySelector('input[name=q]'); q.removeAttribute('maxlength'); q.value = arguments[0]; return true",
+            vec![json!(long)],
+        )
+        .await;
+    browser.click("Show").await;
+    browser
+        .wait_text("main [role=alert]", "`q` must be", Duration::from_secs(15))
+        .await;
+
+    // The page's reader against the logs endpoint, cut mid-stream: it resumes with
+    // Last-Event-ID; no line repeats and none is missing.
+    let resumed = browser
+        .client
+        .execute_async(
+            r#"
+            const [projectId, done] = arguments;
+            import("/assets/js/sse.js").then(async ({ follow }) => {
+              const url = `/v1/projects/${projectId}/logs?since=1h&stream=stderr&follow=true`;
+              const headers = { authorization: `Bearer ${sessionStorage.getItem("cantila.token")}` };
+              const asked = [];
+              const ids = [];
+              const stop = new AbortController();
+              await follow({
+                signal: stop.signal,
+                isFinal: () => false,
+                connect: async (lastEventId) => {
+                  asked.push(lastEventId);
+                  const h = lastEventId ? { ...headers, "last-event-id": lastEventId } : headers;
+                  const response = await fetch(url, { headers: h, signal: stop.signal });
+                  if (asked.length > 1) return response;
+                  const reader = response.body.getReader();
+                  let sent = 0;
+                  const cut = new ReadableStream({
+                    async pull(controller) {
+                      const { value, done: end } = await reader.read();
+                      if (end || sent >= 600) { reader.cancel(); controller.close(); return; }
+                      const part = value.slice(0, 600 - sent);
+                      sent += part.length;
+                      controller.enqueue(part);
+                    },
+                  });
+                  return new Response(cut, { status: 200 });
+                },
+                onEvent: (event) => {
+                  ids.push(Number(event.id));
+                  if (asked.length > 1 && ids.length >= 12) stop.abort();
+                },
+                onState: (state) => { if (state === "reconnecting") stop.signal.throwIfAborted(); },
+              }).catch(() => {});
+              done({ asked, ids });
+            }).catch((error) => done({ error: String(error) }));
+            "#,
+            vec![json!(project_id)],
+        )
+        .await
+        .unwrap();
+    assert!(resumed.get("error").is_none(), "{resumed}");
+    let ids: Vec<i64> = resumed["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_i64().unwrap())
+        .collect();
+    let asked = resumed["asked"].as_array().unwrap();
+    assert_eq!(asked.len(), 2, "one reconnect: {resumed}");
+    assert_ne!(asked[1], "", "the reconnect sent Last-Event-ID");
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "in order, no repeats: {ids:?}"
+    );
+    let stored = daemon
+        .get(
+            &format!("/v1/projects/{project_id}/logs?since=1h&stream=stderr&limit=5000"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
+    let last = *ids.last().unwrap();
+    let expected: Vec<i64> = stored["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_i64().unwrap())
+        .filter(|id| *id <= last)
+        .collect();
+    assert_eq!(ids, expected, "every stored line once, across the cut");
+
+    browser.close().await;
+    cleanup(&project_id).await;
 }

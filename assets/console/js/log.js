@@ -1,6 +1,7 @@
-// The build log: lines coloured by what they say (status changes, build steps, warnings,
-// errors) and by their own ANSI colour codes, in a box that follows new lines until the
-// person scrolls up, then offers a button back to the latest line.
+// The live log of builds and runtime output: lines coloured by what they say (status
+// changes, build steps, warnings, errors) and by their own ANSI colour codes, in a box that
+// follows new lines until the person scrolls up, then offers a button back to the latest
+// line. A runtime log keeps at most `maxLines` lines in the page, dropping the oldest.
 
 import { h, append } from "./dom.js";
 
@@ -43,7 +44,8 @@ export function lineKind(text) {
 
 /** A scrolling log that keeps to the bottom while the reader is there. */
 export class LiveLog {
-  constructor(label) {
+  constructor(label, { maxLines = Infinity } = {}) {
+    this.maxLines = maxLines;
     this.list = h("ol", { class: "log", tabindex: "0", role: "log", "aria-label": label, "aria-live": "off" });
     this.jump = h("button", { type: "button", class: "jump secondary", hidden: true, onclick: () => this.toBottom() }, "Jump to the latest line ↓");
     this.node = h("div", { class: "log-box" }, this.list, this.jump);
@@ -67,9 +69,12 @@ export class LiveLog {
     this.list.scrollTop = this.list.scrollHeight;
   }
 
-  /** Queues a line; lines are drawn in batches, one per animation frame. */
-  add(text, kind = lineKind(text), at = null) {
-    const item = h("li", { class: `line ${kind}`, title: at ?? undefined });
+  /**
+   * Queues a line; lines are drawn in batches, one per animation frame. `prefix` (nodes)
+   * goes before the text and `attrs` onto the line's element.
+   */
+  add(text, kind = lineKind(text), at = null, { prefix = null, attrs = {} } = {}) {
+    const item = h("li", { ...attrs, class: `line ${kind}`, title: at ?? undefined }, prefix);
     append(item, ansiSpans(text));
     this.pending.push(item);
     if (!this.scheduled) {
@@ -85,7 +90,21 @@ export class LiveLog {
     if (this.pending.length === 0) return;
     this.list.append(...this.pending);
     this.pending = [];
+    // Past the cap the oldest lines go; the reader's place is kept when not following.
+    const excess = this.list.childElementCount - this.maxLines;
+    if (excess > 0) {
+      const before = this.list.scrollHeight;
+      for (let i = 0; i < excess; i++) this.list.firstElementChild.remove();
+      if (!this.following) this.list.scrollTop -= before - this.list.scrollHeight;
+    }
     if (this.following) this.list.scrollTop = this.list.scrollHeight;
+  }
+
+  /** Empties the log and follows again (a new query). */
+  clear() {
+    this.pending = [];
+    this.list.replaceChildren();
+    this.toBottom();
   }
 
   get lineCount() {

@@ -11,12 +11,14 @@ import { buildView } from "./build.js";
 import { envSection } from "./env.js";
 import { domainsSection } from "./domains.js";
 import { gitSection } from "./git.js";
+import { logsSection } from "./logs.js";
 import { settingsSection } from "./settings.js";
 
 /** The sections in navigation order: `path` under `/projects/:id/`, "" for the overview. */
 export const SECTIONS = [
   { path: "", label: "Overview", render: overviewSection },
   { path: "deploys", label: "Deploys", render: deploysSection, item: buildView },
+  { path: "logs", label: "Logs", render: logsSection },
   { path: "env", label: "Environment", render: envSection },
   { path: "domains", label: "Domains", render: domainsSection },
   { path: "git", label: "Git", render: gitSection },
