@@ -49,6 +49,10 @@ const FILES: &[(&str, &[u8])] = &[
     ("js/sse.js", include_bytes!("../assets/console/js/sse.js")),
     ("js/log.js", include_bytes!("../assets/console/js/log.js")),
     (
+        "js/chart.js",
+        include_bytes!("../assets/console/js/chart.js"),
+    ),
+    (
         "js/views/sign-in.js",
         include_bytes!("../assets/console/js/views/sign-in.js"),
     ),
@@ -87,6 +91,10 @@ const FILES: &[(&str, &[u8])] = &[
     (
         "js/views/logs.js",
         include_bytes!("../assets/console/js/views/logs.js"),
+    ),
+    (
+        "js/views/metrics.js",
+        include_bytes!("../assets/console/js/views/metrics.js"),
     ),
     (
         "js/views/settings.js",

@@ -1381,3 +1381,171 @@ async fn console_runtime_logs_follow_live_filter_and_stop_following_when_scrolle
     browser.close().await;
     cleanup(&project_id).await;
 }
+
+#[tokio::test]
+async fn console_metrics_draws_svg_charts_with_axes_and_text_and_refreshes() {
+    let daemon = TestDaemon::start_with(|c| c.metrics.interval_secs = 1).await;
+    let repo = Repo::busybox("measured\n");
+    let (project_id, _) = daemon.connected_project("measured", &repo).await;
+    assert_eq!(daemon.deploy(&project_id, None).await["status"], "running");
+    let host = "measured.admin.test.local";
+    for _ in 0..20 {
+        assert_eq!(edge_get(&daemon, host, "/").await, 200);
+    }
+    for _ in 0..5 {
+        assert_eq!(edge_get(&daemon, host, "/missing").await, 404);
+    }
+    let metrics_path = format!("/v1/projects/{project_id}/metrics?since=1h&step=1m");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let report = daemon
+            .get(&metrics_path, &daemon.admin_token)
+            .await
+            .expect(200)
+            .body;
+        if report["summary"]["requests"].as_u64() >= Some(25)
+            && !report["summary"]["cpuPercent"].is_null()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "metrics never counted: {report}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let browser = Browser::start(&daemon).await;
+    browser.sign_in(&daemon.admin_token).await;
+    browser
+        .wait_text("h1", "Projects", Duration::from_secs(15))
+        .await;
+    browser.goto(&format!("/projects/{project_id}")).await;
+    browser.click("Metrics").await;
+    browser.find("[data-testid=chart-latency]").await;
+
+    // Four charts, each an image named by its <title> and described in words by <desc>,
+    // with labelled axes and drawn lines.
+    let charts = browser
+        .js(
+            "return [...document.querySelectorAll('svg.chart-svg')].map(svg => ({
+               role: svg.getAttribute('role'),
+               title: svg.querySelector('title').textContent,
+               desc: svg.querySelector('desc').textContent,
+               labelled: svg.getAttribute('aria-labelledby').split(' ').every(id => document.getElementById(id)),
+               axisLabels: svg.querySelectorAll('text.axis-label').length,
+               drawn: svg.querySelectorAll('.series polyline, .series circle').length,
+             }))",
+            vec![],
+        )
+        .await;
+    let charts = charts.as_array().unwrap();
+    let titles: Vec<&str> = charts
+        .iter()
+        .map(|c| c["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["CPU", "Memory", "Requests per second", "Latency"]);
+    for chart in charts {
+        assert_eq!(chart["role"], "img", "{chart}");
+        assert_eq!(chart["labelled"], true, "{chart}");
+        assert_eq!(
+            chart["axisLabels"], 6,
+            "three values and three times: {chart}"
+        );
+        assert!(chart["drawn"].as_u64().unwrap() > 0, "{chart}");
+        assert!(
+            chart["desc"].as_str().unwrap().contains("latest"),
+            "{chart}"
+        );
+    }
+    let requests_desc = charts[2]["desc"].as_str().unwrap();
+    for class in ["2xx", "4xx"] {
+        assert!(
+            requests_desc.contains(&format!("{class}: latest"))
+                && !requests_desc.contains(&format!("{class}: no data")),
+            "{requests_desc}"
+        );
+    }
+    assert!(
+        !requests_desc.contains("4xx: latest 0/s, peak 0/s"),
+        "the 404s are counted as 4xx: {requests_desc}"
+    );
+
+    // The figures as tables, one row per point of the window, as the API reports them.
+    let report = daemon
+        .get(&metrics_path, &daemon.admin_token)
+        .await
+        .expect(200)
+        .body;
+    let points = report["series"].as_array().unwrap().len();
+    let rows = browser
+        .js(
+            "return [...document.querySelectorAll('.chart-data tbody')].map(b => b.rows.length)",
+            vec![],
+        )
+        .await;
+    assert_eq!(rows, json!([points, points, points, points]));
+    let shown: u64 = browser
+        .find("[data-testid=stat-requests]")
+        .await
+        .text()
+        .await
+        .unwrap()
+        .replace([',', ' ', '\u{a0}'], "")
+        .parse()
+        .unwrap();
+    assert!(shown >= 25, "{shown}");
+    browser.screenshot("metrics").await;
+
+    // The page refreshes by itself: more requests show up without a reload.
+    for _ in 0..30 {
+        assert_eq!(edge_get(&daemon, host, "/").await, 200);
+    }
+    browser
+        .wait_js(
+            "the request count refreshes",
+            "return Number(document.querySelector('[data-testid=stat-requests]').textContent.replace(/[^0-9]/g, '')) >= 55",
+            Duration::from_secs(45),
+        )
+        .await;
+
+    // Another window: 15 minutes in 10 s steps.
+    browser
+        .find("select[name=window] option[value='15m|10s']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let fine = daemon
+        .get(
+            &format!("/v1/projects/{project_id}/metrics?since=15m&step=10s"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
+    let fine_points = fine["series"].as_array().unwrap().len();
+    assert!(fine_points >= 90, "{fine_points}");
+    browser
+        .wait_js(
+            "the 15-minute window in 10 s points",
+            &format!("return [...document.querySelectorAll('.chart-data tbody')].every(b => b.rows.length === {fine_points})"),
+            Duration::from_secs(15),
+        )
+        .await;
+
+    // On a phone the charts fit the screen.
+    browser.client.set_window_size(390, 844).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let overflow = browser
+        .js(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+            vec![],
+        )
+        .await;
+    let shot = browser.screenshot("phone-metrics").await;
+    assert!(
+        overflow.as_i64().unwrap() <= 0,
+        "the metrics page scrolls sideways by {overflow} px; see {}",
+        shot.display()
+    );
+    browser.close().await;
+    cleanup(&project_id).await;
+}

@@ -1,6 +1,6 @@
 // A project's page: its header (name, status, hostname, deploy button) and a navigation
 // of sections. Each section is one module with `async render(ctx) => Node`; adding a page
-// (logs, metrics, database, backups, previews) is one entry in SECTIONS and one module.
+// (database, backups, previews) is one entry in SECTIONS and one module.
 
 import { api, session, seg } from "../api.js";
 import { h, replace, errorBox, outcome } from "../dom.js";
@@ -12,6 +12,7 @@ import { envSection } from "./env.js";
 import { domainsSection } from "./domains.js";
 import { gitSection } from "./git.js";
 import { logsSection } from "./logs.js";
+import { metricsSection } from "./metrics.js";
 import { settingsSection } from "./settings.js";
 
 /** The sections in navigation order: `path` under `/projects/:id/`, "" for the overview. */
@@ -19,6 +20,7 @@ export const SECTIONS = [
   { path: "", label: "Overview", render: overviewSection },
   { path: "deploys", label: "Deploys", render: deploysSection, item: buildView },
   { path: "logs", label: "Logs", render: logsSection },
+  { path: "metrics", label: "Metrics", render: metricsSection },
   { path: "env", label: "Environment", render: envSection },
   { path: "domains", label: "Domains", render: domainsSection },
   { path: "git", label: "Git", render: gitSection },
