@@ -1549,3 +1549,115 @@ async fn console_metrics_draws_svg_charts_with_axes_and_text_and_refreshes() {
     browser.close().await;
     cleanup(&project_id).await;
 }
+
+#[tokio::test]
+async fn console_instances_show_their_process_type_and_workers_scale_on_their_own() {
+    let daemon = TestDaemon::start_with(|c| c.deploy.drain_secs = 0).await;
+    let project_id = deploy_chatty_app(&daemon, "chores").await;
+    let browser = Browser::start(&daemon).await;
+    browser.sign_in(&daemon.admin_token).await;
+    browser
+        .wait_text("h1", "Projects", Duration::from_secs(15))
+        .await;
+    browser.goto(&format!("/projects/{project_id}")).await;
+
+    // Each instance with its process type.
+    browser
+        .wait_js(
+            "a web and a worker instance are listed",
+            "return document.querySelectorAll('[data-testid=instances] tr[data-process=web]').length === 1 \
+               && document.querySelectorAll('[data-testid=instances] tr[data-process=worker]').length === 1",
+            Duration::from_secs(15),
+        )
+        .await;
+    let web_before = browser
+        .find("[data-testid=instances] tr[data-process=web]")
+        .await
+        .attr("data-instance")
+        .await
+        .unwrap()
+        .unwrap();
+    browser
+        .wait_text(
+            "[data-testid=process-counts] li[data-process=worker]",
+            "1 instance",
+            Duration::from_secs(5),
+        )
+        .await;
+
+    // Two workers from the console; web is left alone.
+    browser.fill("input[name=process-worker]", "2").await;
+    browser.click("Apply counts").await;
+    browser
+        .wait_text(
+            "[data-testid=process-form]",
+            "Scaled worker to 2",
+            Duration::from_secs(120),
+        )
+        .await;
+    let project = daemon
+        .get(&format!("/v1/projects/{project_id}"), &daemon.admin_token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(project["processes"], json!({ "web": 1, "worker": 2 }));
+    browser
+        .wait_js(
+            "two healthy workers and the same web instance",
+            &format!(
+                "return document.querySelectorAll('[data-testid=instances] tr[data-process=worker][data-instance-state=healthy]').length === 2 \
+                   && [...document.querySelectorAll('[data-testid=instances] tr[data-process=web]')].map(r => r.dataset.instance).join() === '{web_before}'"
+            ),
+            Duration::from_secs(30),
+        )
+        .await;
+    browser
+        .wait_text(
+            "[data-testid=process-counts] li[data-process=worker]",
+            "2 instances",
+            Duration::from_secs(5),
+        )
+        .await;
+    browser.screenshot("instances").await;
+
+    // A count the API refuses is shown in its words, and nothing changes.
+    browser
+        .js(
+            "const i = document.querySelector('input[name=process-worker]'); i.removeAttribute('max'); i.value = '99'; return true",
+            vec![],
+        )
+        .await;
+    browser.click("Apply counts").await;
+    browser
+        .wait_text(
+            "[data-testid=process-form] [role=alert]",
+            "between 0 and 10",
+            Duration::from_secs(15),
+        )
+        .await;
+    let project = daemon
+        .get(&format!("/v1/projects/{project_id}"), &daemon.admin_token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(project["processes"]["worker"], 2);
+
+    // A read token sees the counts, not the form.
+    let read = daemon.token("read").await;
+    browser.click("Sign out").await;
+    browser.sign_in(&read).await;
+    browser
+        .wait_text("h1", "Projects", Duration::from_secs(15))
+        .await;
+    browser.goto(&format!("/projects/{project_id}")).await;
+    browser
+        .wait_text(
+            "[data-testid=process-counts]",
+            "worker 2 instances",
+            Duration::from_secs(15),
+        )
+        .await;
+    assert_eq!(browser.count("[data-testid=process-form]").await, 0);
+    browser.close().await;
+    cleanup(&project_id).await;
+}
