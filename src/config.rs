@@ -8,7 +8,7 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::names::Handle;
+use crate::names::{Handle, Hostname};
 
 /// The daemon's whole configuration. Every path the daemon touches derives from `data_dir`.
 #[derive(Debug, Clone, Deserialize)]
@@ -48,6 +48,19 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Runtime logs of instances and the edge: how much is kept and how much a read returns.
     pub logs: LogsConfig,
+    /// The web console on the public edge.
+    pub console: ConsoleConfig,
+}
+
+/// Serving the web console (and the `/v1` API it talks to) on a hostname of the public
+/// edge, over HTTPS with a certificate like any served hostname. Off by default: the
+/// console is always on the API listener.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    pub enabled: bool,
+    /// Defaults to `console.<base_domain>`.
+    pub hostname: Option<String>,
 }
 
 /// How often instances and the edge are sampled and how long the points are kept.
@@ -291,6 +304,7 @@ impl Default for Config {
             metrics_listen: None,
             metrics: MetricsConfig::default(),
             logs: LogsConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -469,9 +483,56 @@ impl Config {
                 self.logs.max_limit
             )));
         }
+        if self.console.enabled {
+            self.validate_console_hostname()?;
+        }
         if self.api.auth_failures_per_minute == 0 {
             return Err(ConfigError::Invalid(
                 "api.auth_failures_per_minute must be at least 1".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The hostname the edge serves the console on: `[console] hostname`, by default
+    /// `console.<base_domain>`; `None` when the console is not on the edge.
+    pub fn console_hostname(&self) -> Option<String> {
+        if !self.console.enabled {
+            return None;
+        }
+        let name = match &self.console.hostname {
+            Some(name) => name.clone(),
+            None => format!("console.{}", self.base_domain),
+        };
+        // Validated at load; a config built in code that fails it serves no console.
+        Hostname::parse(&name).ok().map(|h| h.as_str().to_owned())
+    }
+
+    fn validate_console_hostname(&self) -> Result<(), ConfigError> {
+        let name = self
+            .console
+            .hostname
+            .clone()
+            .unwrap_or_else(|| format!("console.{}", self.base_domain));
+        let hostname = Hostname::parse(&name)
+            .map_err(|err| ConfigError::Invalid(format!("console.hostname: {err}")))?;
+        // Projects are `<name>.<handle>.<base_domain>`: a console name two or more labels
+        // under the base domain could be a project's, so only one label is allowed there.
+        if let Some(prefix) = hostname
+            .as_str()
+            .strip_suffix(&format!(".{}", self.base_domain))
+        {
+            if prefix.contains('.') {
+                return Err(ConfigError::Invalid(format!(
+                    "console.hostname `{hostname}` could be a project's hostname                      (<name>.<handle>.{}); use one label under the base domain, such as                      console.{}, or a name outside it",
+                    self.base_domain, self.base_domain
+                )));
+            }
+        }
+        if hostname.as_str() == self.base_domain {
+            return Err(ConfigError::Invalid(
+                "console.hostname must not be the base domain itself; use console.<base_domain>"
+                    .to_owned(),
             ));
         }
         Ok(())
@@ -538,6 +599,27 @@ mod tests {
     }
 
     #[test]
+    fn the_console_hostname_defaults_under_the_base_domain() {
+        let mut config = Config {
+            base_domain: "apps.example.com".into(),
+            ..Config::default()
+        };
+        assert_eq!(config.console_hostname(), None, "off by default");
+        config.console.enabled = true;
+        config.validate().unwrap();
+        assert_eq!(
+            config.console_hostname().as_deref(),
+            Some("console.apps.example.com")
+        );
+        config.console.hostname = Some("Panel.Example.NET.".into());
+        config.validate().unwrap();
+        assert_eq!(
+            config.console_hostname().as_deref(),
+            Some("panel.example.net")
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_with_their_name_and_line() {
         let err = Config::parse("data_dir = \"/tmp/x\"\n\n[api]\nmax_body_byte = 5\n").unwrap_err();
         assert!(err.contains("max_body_byte"), "{err}");
@@ -594,6 +676,20 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("loopback"));
+        let mut config = Config::default();
+        config.console.enabled = true;
+        config.console.hostname = Some("a.b.localhost".into());
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("could be a project's hostname"));
+        config.console.hostname = Some("not a name".into());
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("console.hostname"));
         let mut config = Config::default();
         config.metrics.interval_secs = 7;
         assert!(config

@@ -76,6 +76,11 @@ pub async fn add_alias(
             app.config.base_domain
         )));
     }
+    if app.config.console_hostname().as_deref() == Some(hostname.as_str()) {
+        return Err(Error::Conflict(format!(
+            "`{hostname}` is this server's console hostname ([console] in the config); choose another name"
+        )));
+    }
     let project = projects::get(&app.store, actor, project_id).await?;
     let stored = StoredAlias {
         hostname: hostname.as_str().to_owned(),

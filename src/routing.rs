@@ -1,6 +1,7 @@
 //! Routing: builds the edge's route table from desired state (projects, their running
 //! deploys, their hostnames) and actual state (which instances Docker reports running,
-//! and their addresses), and swaps it in whole.
+//! and their addresses), and swaps it in whole. It also asks for the certificate of the
+//! console's hostname when the console is on the edge.
 //! Invariant: a hostname only ever routes to instances of the deploy that is `running`
 //! for its project; everything else answers 503 with the project's state.
 
@@ -125,6 +126,13 @@ pub async fn refresh(app: &AppState) -> Result<()> {
         }
     }
     app.routes.replace(table);
+    // The console's hostname is served from start-up (by the edge, not the table) and gets
+    // its certificate like any served hostname.
+    if let Some(console) = app.config.console_hostname() {
+        if !app.tls.has_certificate(&console) {
+            request_certificate(app, &console);
+        }
+    }
     Ok(())
 }
 

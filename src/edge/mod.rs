@@ -5,10 +5,12 @@
 //!
 //! `routes` is the atomically swapped route table, `proxy` the request path, `static_files`
 //! the static sites, `metrics` the counters, `access_log` the access-log records, `pages`
-//! the edge's own pages and `body` the streaming body types.
+//! the edge's own pages, `body` the streaming body types and `console_host` the web
+//! console's own hostname.
 
 pub mod access_log;
 mod body;
+pub mod console_host;
 pub mod metrics;
 mod pages;
 mod proxy;
@@ -31,6 +33,7 @@ use tokio::{
 
 pub use access_log::{AccessLogSink, AccessRecord};
 pub use body::{BoxError, EdgeBody};
+pub use console_host::ConsoleHost;
 pub use metrics::{EdgeMetrics, LatencySnapshot, ProjectCounters, ProjectMetrics};
 pub use routes::{normalize_host, Route, RouteTable, RouteTarget, Routes};
 
@@ -91,6 +94,8 @@ pub struct Edge {
     static_files: Arc<static_files::StaticFiles>,
     /// Where each routed request's access-log record goes, when someone collects them.
     access_log: Option<AccessLogSink>,
+    /// The console's hostname, answered by the API router, when `[console]` is enabled.
+    console: Option<Arc<ConsoleHost>>,
     /// Flipped once on shutdown; every connection served by this edge (HTTP or TLS) then
     /// finishes its in-flight requests and closes.
     shutting_down: Arc<watch::Sender<bool>>,
@@ -119,6 +124,7 @@ impl Edge {
             client: proxy::upstream_client(),
             static_files: Arc::new(static_files::StaticFiles::new()),
             access_log: None,
+            console: None,
             shutting_down: Arc::new(watch::Sender::new(false)),
         }
     }
@@ -126,6 +132,12 @@ impl Edge {
     /// Sends an access-log record of every routed request to `sink` (never waiting on it).
     pub fn with_access_log(mut self, sink: AccessLogSink) -> Self {
         self.access_log = Some(sink);
+        self
+    }
+
+    /// Serves the web console and the API on `console`'s hostname.
+    pub fn with_console(mut self, console: ConsoleHost) -> Self {
+        self.console = Some(Arc::new(console));
         self
     }
 
@@ -287,6 +299,14 @@ pub async fn serve(
         app.tls.challenges(),
     )
     .with_access_log(app.logs.access_log_sink());
+    let edge = match app.config.console_hostname() {
+        Some(hostname) => edge.with_console(ConsoleHost::new(
+            hostname,
+            app.tls.mode() != crate::tls::TlsMode::Off,
+            crate::api::router(app.clone()),
+        )),
+        None => edge,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_https = async move {
         let mut stop_rx = stop_rx;

@@ -104,6 +104,18 @@ async fn dispatch(
         }
     }
     let is_challenge = challenge_token.is_some();
+    // The console's hostname is Cantila's own and comes before any project's route.
+    if let Some(console) = edge.console.as_ref().filter(|console| {
+        host.as_deref()
+            .and_then(normalize_host)
+            .is_some_and(|host| console.matches(&host))
+    }) {
+        return if console.https_only && !https {
+            https_redirect(&request, host.as_deref())
+        } else {
+            console.serve(request, peer).await
+        };
+    }
 
     let route = host
         .as_deref()

@@ -97,6 +97,11 @@ fn screenshot_dir() -> PathBuf {
 
 impl Browser {
     async fn start(daemon: &TestDaemon) -> Self {
+        Self::start_on(format!("http://{}", daemon.api), &[]).await
+    }
+
+    /// A browser whose pages are under `base`, with extra Chromium flags.
+    async fn start_on(base: String, extra_args: &[String]) -> Self {
         let turn = BROWSER_TURN.acquire().await.unwrap();
         for binary in [CHROMEDRIVER, CHROMIUM] {
             assert!(
@@ -118,19 +123,21 @@ impl Browser {
         let driver = Driver { child };
         assert!(driver_ready(port).await, "chromedriver did not start");
 
+        let mut args = vec![
+            "--headless=new".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-dev-shm-usage".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--no-first-run".to_owned(),
+            "--window-size=1280,1100".to_owned(),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        args.extend_from_slice(extra_args);
         let capabilities = json!({
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
-                "args": [
-                    "--headless=new",
-                    "--no-sandbox",
-                    "--disable-dev-shm-usage",
-                    "--disable-gpu",
-                    "--no-first-run",
-                    "--window-size=1280,1100",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
+                "args": args,
             },
             "goog:loggingPrefs": { "browser": "ALL" },
         });
@@ -144,7 +151,7 @@ impl Browser {
             .expect("a WebDriver session with headless Chromium");
         Self {
             client,
-            base: format!("http://{}", daemon.api),
+            base,
             _driver: driver,
             _profile: profile,
             _turn: turn,
@@ -1658,6 +1665,228 @@ async fn console_instances_show_their_process_type_and_workers_scale_on_their_ow
         )
         .await;
     assert_eq!(browser.count("[data-testid=process-form]").await, 0);
+    browser.close().await;
+    cleanup(&project_id).await;
+}
+
+/// A client of the daemon's HTTPS edge that trusts its local CA (self-signed mode) and
+/// reaches `host` there.
+fn local_ca_client(daemon: &TestDaemon, host: &str) -> reqwest::Client {
+    let ca_path = daemon.data_dir().join("certs/local-ca/ca.pem");
+    let ca = std::fs::read(&ca_path).unwrap_or_else(|_| panic!("{} exists", ca_path.display()));
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .resolve(host, daemon.https)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Waits until `host` is served over HTTPS with a certificate the local CA signed for it
+/// (the certificate is requested in the background at start-up).
+async fn wait_for_certificate(client: &reqwest::Client, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.get(url).send().await {
+            Ok(_) => return,
+            Err(err) => assert!(
+                Instant::now() < deadline,
+                "{url} never served a valid certificate: {err:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn console_hostname_serves_the_console_and_the_api_over_https_on_the_edge() {
+    // Off by default: the name is an unknown host to the edge.
+    let plain = TestDaemon::start().await;
+    assert_eq!(edge_get(&plain, "console.test.local", "/").await, 404);
+    drop(plain);
+
+    let host = "panel.example.test";
+    let daemon = TestDaemon::start_with(|c| {
+        c.tls.mode = cantila::tls::TlsMode::SelfSigned;
+        c.console.enabled = true;
+        c.console.hostname = Some("Panel.Example.Test".to_owned());
+    })
+    .await;
+    let base = format!("https://{host}:{}", daemon.https.port());
+    let client = local_ca_client(&daemon, host);
+    wait_for_certificate(&client, &format!("{base}/")).await;
+
+    // Plain HTTP only redirects, so a token is never sent there in the clear.
+    let redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("http://{}/v1/account?x=1", daemon.http))
+        .header("host", "PANEL.example.test:80")
+        .bearer_auth(&daemon.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redirect.status(), 308);
+    assert_eq!(
+        redirect.headers()["location"],
+        "https://panel.example.test/v1/account?x=1"
+    );
+
+    // The console's page and files, with their security headers.
+    let page = client.get(format!("{base}/projects")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    assert!(page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("require-trusted-types-for 'script'"));
+    assert!(page
+        .text()
+        .await
+        .unwrap()
+        .contains(r#"<script type="module" src="/assets/js/app.js">"#));
+    let script = client
+        .get(format!("{base}/assets/js/views/logs.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(script.status(), 200);
+    assert_eq!(
+        script.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+
+    // The API on the same origin: its auth, its errors, its mutations.
+    let refused = client
+        .get(format!("{base}/v1/account"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthenticated", "{body}");
+    let account: Value = client
+        .get(format!("{base}/v1/account"))
+        .bearer_auth(&daemon.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(account["handle"], "admin");
+    let created = client
+        .post(format!("{base}/v1/projects"))
+        .bearer_auth(&daemon.admin_token)
+        .json(&json!({ "name": "via-console-host" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    let id = created["id"].as_str().unwrap();
+    // The same store as the API listener.
+    daemon
+        .get(&format!("/v1/projects/{id}"), &daemon.admin_token)
+        .await
+        .expect(200);
+    assert_eq!(
+        client
+            .get(format!("{base}/v1/nope"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    // The console's hostname cannot become a project's alias.
+    let taken = daemon
+        .post(
+            &format!("/v1/projects/{id}/aliases"),
+            &daemon.admin_token,
+            json!({ "hostname": "panel.example.test" }),
+        )
+        .await
+        .expect(409);
+    assert!(
+        taken.error_message().contains("console hostname"),
+        "{}",
+        taken.text
+    );
+}
+
+#[tokio::test]
+async fn console_on_its_own_hostname_over_https_signs_in_and_follows_a_deploy() {
+    let daemon = TestDaemon::start_with(|c| {
+        c.tls.mode = cantila::tls::TlsMode::SelfSigned;
+        c.console.enabled = true;
+    })
+    .await;
+    let host = "console.test.local";
+    let base = format!("https://{host}:{}", daemon.https.port());
+    wait_for_certificate(&local_ca_client(&daemon, host), &format!("{base}/")).await;
+    let repo = Repo::busybox("deployed from console.test.local\n");
+    let (project_id, _) = daemon.connected_project("over-https", &repo).await;
+
+    // Chromium reaches the name on the edge's port; the certificate chain is checked by
+    // the client above (the local CA is not in Chromium's store).
+    let browser = Browser::start_on(
+        base.clone(),
+        &[
+            format!("--host-resolver-rules=MAP {host} 127.0.0.1"),
+            "--ignore-certificate-errors".to_owned(),
+        ],
+    )
+    .await;
+    browser.sign_in(&daemon.admin_token).await;
+    browser
+        .wait_text(
+            "[data-testid=project-list]",
+            "over-https",
+            Duration::from_secs(15),
+        )
+        .await;
+    let origin = browser.js("return location.origin", vec![]).await;
+    assert_eq!(origin, base.as_str());
+
+    // A deploy started here streams its build log through the edge to `running`.
+    browser.goto(&format!("/projects/{project_id}")).await;
+    browser
+        .find("[data-testid=deploy]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.find("[data-testid=progress]").await;
+    browser
+        .wait_text(
+            "[data-testid=deploy-status]",
+            "running",
+            Duration::from_secs(240),
+        )
+        .await;
+    let log = browser
+        .js("return document.querySelector('ol.log').innerText", vec![])
+        .await;
+    assert!(log.as_str().unwrap().contains("traffic switched"), "{log}");
+    browser.screenshot("console-host").await;
+
+    // The webhook URL the console shows is on this public origin.
+    browser.click("Git").await;
+    let webhook_url = browser
+        .find("input[data-testid=webhook-url]")
+        .await
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        webhook_url,
+        format!("{base}/v1/projects/{project_id}/git/webhook")
+    );
     browser.close().await;
     cleanup(&project_id).await;
 }

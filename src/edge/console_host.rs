@@ -1,0 +1,67 @@
+//! The console's public hostname (`[console]`, `console.<base_domain>` by default): the
+//! edge hands its requests to the API router in-process, the same service the API listener
+//! runs, so the console's files and the `/v1` API it talks to are one origin over HTTPS.
+//!
+//! Invariant: with TLS on, plain HTTP on this hostname only ever answers a redirect to
+//! HTTPS (ACME challenges excepted, which the edge answers before this), so a token is
+//! never sent in the clear to it, even before its certificate exists.
+
+use std::net::SocketAddr;
+
+use axum::{extract::ConnectInfo, Router};
+use http_body_util::BodyExt;
+use hyper::{body::Incoming, Request, Response};
+use tower::ServiceExt;
+
+use super::body::{BoxError, EdgeBody};
+
+/// The console's hostname and the service that answers it.
+#[derive(Clone)]
+pub struct ConsoleHost {
+    /// Lowercase, as `normalize_host` leaves a Host header.
+    pub hostname: String,
+    /// Plain HTTP is redirected to HTTPS (TLS is on).
+    pub https_only: bool,
+    /// The API router (console files and `/v1`), with its own limits, timeout and log.
+    router: Router,
+}
+
+impl std::fmt::Debug for ConsoleHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleHost")
+            .field("hostname", &self.hostname)
+            .field("https_only", &self.https_only)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConsoleHost {
+    pub fn new(hostname: impl Into<String>, https_only: bool, router: Router) -> Self {
+        Self {
+            hostname: hostname.into().to_ascii_lowercase(),
+            https_only,
+            router,
+        }
+    }
+
+    /// Whether a normalized Host is this one.
+    pub fn matches(&self, host: &str) -> bool {
+        host == self.hostname
+    }
+
+    /// Answers one request through the API router. The client's address goes along as
+    /// the API listener would give it, so the API's per-address throttle of bad tokens
+    /// and its access log see the real client.
+    pub async fn serve(
+        &self,
+        mut request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<EdgeBody> {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let response = match self.router.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        response.map(|body| body.map_err(BoxError::from).boxed_unsync())
+    }
+}
