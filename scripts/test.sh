@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: starts what the tests need (a Docker engine),
-# then checks formatting and lints, then runs every unit and integration test.
+# then checks formatting and lints, then runs every unit and integration test, then fuzzes
+# the live API with schemathesis (installed from PyPI into a venv when missing).
 # A missing component is installed or the run fails; no test skips silently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,9 @@ if ! command -v pebble >/dev/null || ! command -v pebble-challtestsrv >/dev/null
     apt-get install -y pebble || { apt-get update && apt-get install -y pebble; }
 fi
 
+step "schemathesis (PyPI, pinned, in a venv)"
+scripts/ensure-schemathesis.sh >/dev/null
+
 step "local base images (busybox, node:22-slim, python:3.12-slim)"
 scripts/base-images.sh
 
@@ -27,3 +31,9 @@ cargo clippy --all-targets --locked -- -D warnings
 
 step "cargo test"
 cargo test --locked "$@"
+
+# Schema fuzzing of the live daemon against its own OpenAPI document (a few minutes on 2
+# cores); SCHEMATHESIS_EXAMPLES raises or lowers the cases per operation.
+step "schemathesis against the live daemon"
+cargo build --locked
+scripts/schemathesis.sh --max-examples "${SCHEMATHESIS_EXAMPLES:-50}"

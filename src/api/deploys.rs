@@ -52,7 +52,7 @@ pub struct Rollback {
 /// same zero-downtime path; recorded as a new deploy.
 #[utoipa::path(post, path = "/v1/projects/{id}/rollback", tag = "deploys",
     security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "project id")),
-    request_body(content = Rollback, description = "optional"),
+    request_body(content = Option<Rollback>, description = "optional"),
     responses((status = 202, body = DeployCreated)))]
 async fn rollback(
     auth: Auth<DeployScope>,
@@ -158,7 +158,7 @@ fn parse_ref(request: &CreateDeploy) -> Result<Option<String>, crate::error::Err
 /// Trigger a deploy of the project's current source.
 #[utoipa::path(post, path = "/v1/projects/{id}/deploy", tag = "deploys",
     security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "project id")),
-    request_body(content = CreateDeploy, description = "optional"),
+    request_body(content = Option<CreateDeploy>, description = "optional"),
     responses((status = 202, body = DeployCreated)))]
 async fn create(
     auth: Auth<DeployScope>,
@@ -175,7 +175,7 @@ async fn create(
 /// `status`, `log` and a final `done`, each with an `id`. Disconnecting does not cancel.
 #[utoipa::path(post, path = "/v1/projects/{id}/deploy/stream", tag = "deploys",
     security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "project id")),
-    request_body(content = CreateDeploy, description = "optional"),
+    request_body(content = Option<CreateDeploy>, description = "optional"),
     responses((status = 200, description = "an SSE stream of the deploy", content_type = "text/event-stream")))]
 async fn create_streamed(
     auth: Auth<DeployScope>,

@@ -190,10 +190,36 @@ impl From<PathRejection> for ApiError {
     }
 }
 
-/// `axum::Json` whose rejections are `ApiError`s.
-#[derive(Debug, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// `axum::Json` whose rejections are `ApiError`s, and which takes only a JSON object:
+/// serde would otherwise read a struct from an array of its fields in order, so
+/// `[null, null]` would pass for `{"name": null, "runtime": null}`.
+#[derive(Debug)]
 pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(value) =
+            axum::Json::<serde_json::Value>::from_request(request, state).await?;
+        if !value.is_object() {
+            return Err(ApiError::Http {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                message: "the request body must be a JSON object".to_owned(),
+            });
+        }
+        T::deserialize(value)
+            .map(Json)
+            .map_err(|err| ApiError::Http {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                message: format!("the request body does not match the expected shape: {err}"),
+            })
+    }
+}
 
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {

@@ -4,6 +4,7 @@
 mod support;
 
 mod api_auth;
+mod api_contract;
 mod api_projects;
 mod api_tokens;
 mod cli;
