@@ -67,6 +67,7 @@ fn status_of(err: &Error) -> StatusCode {
         Error::Forbidden(_) => StatusCode::FORBIDDEN,
         Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
         Error::Store(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -85,6 +86,7 @@ pub fn code_of(status: StatusCode) -> &'static str {
         422 => "invalid",
         429 => "rate_limited",
         503 => "unavailable",
+        507 => "insufficient_storage",
         504 => "timeout",
         _ if status.is_server_error() => "internal",
         _ => "error",
@@ -140,6 +142,10 @@ impl IntoResponse for ApiError {
                         response
                             .headers_mut()
                             .insert(header::RETRY_AFTER, HeaderValue::from(5));
+                    }
+                    Error::StorageFull(_) => {
+                        // The operator has to act; a client cannot fix this.
+                        tracing::warn!(error = %err, "a write was refused: the data directory's disk is full");
                     }
                     Error::NotFound(_)
                     | Error::Conflict(_)
