@@ -362,15 +362,3 @@ pub fn last_seq(connection: &Connection) -> Result<i64> {
         |row| row.get(0),
     )?)
 }
-
-/// A project's stored byte count and line count, as the cap sees them.
-pub fn usage(connection: &Connection, project_id: &str) -> Result<(u64, u64)> {
-    Ok(connection
-        .query_row(
-            "SELECT bytes, lines FROM runtime_log_usage WHERE project_id = ?1",
-            [project_id],
-            |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
-        )
-        .optional()?
-        .unwrap_or((0, 0)))
-}
