@@ -451,8 +451,8 @@ mod tests {
         assert_eq!(appended.over_cap, vec!["prj".to_owned()]);
         let dropped = store.call_blocking(|c| prune_chunk(c, "prj", 270)).unwrap();
         assert_eq!(
-            dropped, 3,
-            "the three oldest lines free 117 of the 120 bytes over"
+            dropped, 4,
+            "120 bytes over: three lines (117) are not enough, four are"
         );
         let (kept, truncated) = store
             .call_blocking(|c| newest(c, "prj", None, None, &LineFilter::default(), 100))
