@@ -1,6 +1,8 @@
 //! The store: the one SQLite file holding all desired state. Sole user of rusqlite.
 //! Invariant: every connection runs WAL, `synchronous=FULL` and foreign keys, on a schema
-//! migrated to exactly `migrations::LATEST`; a newer schema is refused, never "fixed".
+//! migrated to exactly `migrations::LATEST`; a newer schema is refused, never "fixed". The
+//! one exception is runtime log batches (`runtime_logs`), which commit without an fsync of
+//! their own because what a power cut could roll back is read from Docker again.
 
 mod migrations;
 
