@@ -171,12 +171,42 @@ impl Browser {
 
     /// The first element matching `css`, waiting up to 15 s for it to appear.
     async fn find(&self, css: &str) -> Element {
-        self.client
+        match self
+            .client
             .wait()
             .at_most(Duration::from_secs(15))
             .for_element(Locator::Css(css))
             .await
-            .unwrap_or_else(|err| panic!("no element {css}: {err}"))
+        {
+            Ok(element) => element,
+            Err(err) => {
+                let url = self.client.current_url().await.map(|u| u.to_string());
+                let text = self
+                    .client
+                    .find(Locator::Css("body"))
+                    .await
+                    .ok()
+                    .map(|body| async move { body.text().await.unwrap_or_default() });
+                let text = match text {
+                    Some(text) => text.await,
+                    None => String::new(),
+                };
+                let shot = self.screenshot("failure").await;
+                let loaded = self
+                    .client
+                    .execute(
+                        "return [document.readyState, performance.getEntriesByType('resource').map(e => `${e.name} ${Math.round(e.duration)}ms ${e.nextHopProtocol} status=${e.responseStatus} size=${e.transferSize} by=${e.initiatorType}`)]",
+                        vec![],
+                    )
+                    .await
+                    .unwrap_or_default();
+                panic!(
+                    "no element {css}: {err}; at {url:?} showing '{text}' (see {}); loaded: {loaded}; browser log: {:?}",
+                    shot.display(),
+                    self.script_errors().await
+                )
+            }
+        }
     }
 
     /// A button or link by its visible words.
@@ -1683,6 +1713,21 @@ fn local_ca_client(daemon: &TestDaemon, host: &str) -> reqwest::Client {
         .unwrap()
 }
 
+/// The base64 SHA-256 of the public key of the certificate issued for `host`, as
+/// Chromium's `--ignore-certificate-errors-spki-list` takes it.
+fn served_key_pin(daemon: &TestDaemon, host: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let path = daemon
+        .data_dir()
+        .join(format!("certs/hosts/{host}/fullchain.pem"));
+    let pem = std::fs::read(&path).unwrap_or_else(|_| panic!("{} exists", path.display()));
+    let (_, leaf) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    let certificate = leaf.parse_x509().unwrap();
+    let key = certificate.tbs_certificate.subject_pki.raw;
+    base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(key))
+}
+
 /// Waits until `host` is served over HTTPS with a certificate the local CA signed for it
 /// (the certificate is requested in the background at start-up).
 async fn wait_for_certificate(client: &reqwest::Client, url: &str) {
@@ -1831,13 +1876,22 @@ async fn console_on_its_own_hostname_over_https_signs_in_and_follows_a_deploy() 
     let repo = Repo::busybox("deployed from console.test.local\n");
     let (project_id, _) = daemon.connected_project("over-https", &repo).await;
 
-    // Chromium reaches the name on the edge's port; the certificate chain is checked by
-    // the client above (the local CA is not in Chromium's store).
+    // Chromium reaches the name on the edge's port and trusts exactly the key of the
+    // certificate issued for it (the local CA is not in Chromium's store; the chain itself
+    // is checked by the client above).
     let browser = Browser::start_on(
         base.clone(),
         &[
             format!("--host-resolver-rules=MAP {host} 127.0.0.1"),
-            "--ignore-certificate-errors".to_owned(),
+            // HTTP/1.1: over HTTP/2 to the TLS edge, Chromium now and then dropped the
+            // connection while loading the console's modules (about one run in five to
+            // ten; the edge logged an unexpected EOF, and curl's HTTP/2 never showed it).
+            // That edge issue is reported on the branch; this test is about the console.
+            "--disable-http2".to_owned(),
+            format!(
+                "--ignore-certificate-errors-spki-list={}",
+                served_key_pin(&daemon, host)
+            ),
         ],
     )
     .await;
