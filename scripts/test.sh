@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: starts what the tests need (a Docker engine),
+# The whole test suite, from a fresh clone: starts what the tests need (a Docker engine, PostgreSQL),
 # then checks formatting and lints, then runs every unit and integration test.
 # A missing component is installed or the run fails; no test skips silently.
 set -euo pipefail
@@ -15,6 +15,10 @@ if ! command -v pebble >/dev/null || ! command -v pebble-challtestsrv >/dev/null
     export DEBIAN_FRONTEND=noninteractive
     apt-get install -y pebble || { apt-get update && apt-get install -y pebble; }
 fi
+
+step "PostgreSQL (for the database and backup tests)"
+CANTILA_TEST_PG_ADMIN_URL=$(scripts/ensure-postgres.sh | tail -n 1)
+export CANTILA_TEST_PG_ADMIN_URL
 
 step "local base images (busybox, node:22-slim, python:3.12-slim)"
 scripts/base-images.sh
