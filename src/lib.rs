@@ -5,10 +5,13 @@
 
 pub mod accounts;
 pub mod api;
+pub mod assets;
 pub mod audit;
+pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod database;
 pub mod deploy;
 pub mod docker;
 pub mod domains;
@@ -27,6 +30,7 @@ pub mod source;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod volumes;
 
 use std::{future::Future, net::SocketAddr};
 
@@ -142,6 +146,10 @@ pub async fn run(
     if let Err(err) = routing::refresh(&app).await {
         tracing::warn!(error = %err, "building the first route table");
     }
+    // Backups a crash interrupted are failed before anything can list them as running.
+    if let Err(err) = backup::recover(&app).await {
+        tracing::warn!(error = %err, "recovering interrupted backups");
+    }
     let api_addr = listeners.api.local_addr()?;
     let http_addr = listeners.http.local_addr()?;
     let https_addr = listeners.https.local_addr()?;
@@ -172,6 +180,7 @@ pub async fn run(
     let router_task = tokio::spawn(routing::run(app.clone(), stopped()));
     let reconciler = tokio::spawn(deploy::instances::run_reconciler(app.clone(), stopped()));
     let renewals = tokio::spawn(crate::tls::run_renewals(tls, stopped()));
+    let backup_scheduler = tokio::spawn(backup::run_scheduler(app.clone(), stopped()));
 
     tracing::info!(api = %api_addr, http = %http_addr, https = %https_addr, "cantila is listening");
     // Tell systemd (Type=notify) we are ready; a no-op when not run under systemd.
@@ -187,6 +196,7 @@ pub async fn run(
     let _ = router_task.await;
     let _ = reconciler.await;
     let _ = renewals.await;
+    let _ = backup_scheduler.await;
     tokio::task::spawn_blocking(move || store.close()).await?;
     tracing::info!("stopped cleanly");
     Ok(())

@@ -6,6 +6,8 @@
 pub mod account;
 pub mod audit;
 pub mod auth;
+pub mod backups;
+pub mod database;
 pub mod deploys;
 pub mod domains;
 pub mod env;
@@ -15,6 +17,7 @@ pub mod instances;
 pub mod openapi;
 pub mod projects;
 pub mod tokens;
+pub mod volumes;
 
 use std::{net::SocketAddr, sync::LazyLock, time::Duration};
 
@@ -45,6 +48,9 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(env::router())
         .merge(domains::router())
         .merge(instances::router())
+        .merge(volumes::router())
+        .merge(database::router())
+        .merge(backups::router())
         .merge(tokens::router())
         .merge(audit::router())
 }

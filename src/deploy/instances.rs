@@ -56,7 +56,7 @@ pub(crate) async fn start_healthy(
         .get("web")
         .map(|web| vec!["/bin/sh".to_owned(), "-c".to_owned(), web.clone()]);
     let suffix = ids::random_base62(6).to_ascii_lowercase();
-    let spec = ContainerSpec {
+    let mut spec = ContainerSpec {
         name: format!(
             "cantila-{}-{}-{}-{suffix}",
             release.project.handle,
@@ -78,7 +78,11 @@ pub(crate) async fn start_healthy(
         memory_bytes: Some(i64::from(tier.memory_mb) * 1024 * 1024),
         cpus: Some(tier.cpus),
         restart: true,
+        mounts: Vec::new(),
     };
+    crate::volumes::attach(app, &release.project.id, &mut spec)
+        .await
+        .map_err(|err| err.to_string())?;
     say(format!("starting instance {}", spec.name));
     let status = engine.start(&spec).await.map_err(|err| err.to_string())?;
     let health = &release.plan.health_check;

@@ -623,7 +623,7 @@ async fn run_release_command(
     let mut env: Vec<(String, String)> = env_snapshot.clone().into_iter().collect();
     env.push(("PORT".to_owned(), source_plan.port.to_string()));
     let tier = app.config.scale.tier(project.size.as_deref());
-    let spec = ContainerSpec {
+    let mut spec = ContainerSpec {
         name: format!(
             "cantila-{}-{}-{}-release",
             project.handle,
@@ -647,7 +647,11 @@ async fn run_release_command(
         memory_bytes: Some(i64::from(tier.memory_mb) * 1024 * 1024),
         cpus: Some(tier.cpus),
         restart: false,
+        mounts: Vec::new(),
     };
+    crate::volumes::attach(app, &project.id, &mut spec)
+        .await
+        .map_err(failed("release"))?;
     log.line(format!("running the release command: {command}"));
     let started = engine
         .start(&spec)

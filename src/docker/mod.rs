@@ -17,6 +17,10 @@ use bollard::{
 };
 use futures_util::StreamExt;
 
+mod data;
+
+pub use data::VolumeMount;
+
 /// A failure talking to the engine, or a failure the engine reports.
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
@@ -91,6 +95,8 @@ pub struct ContainerSpec {
     pub cpus: Option<f64>,
     /// Restart on crash (instances) or never (one-off commands).
     pub restart: bool,
+    /// Named volumes to mount (the project's volumes; see `volumes::attach`).
+    pub mounts: Vec<VolumeMount>,
 }
 
 /// A container as listed: id, name, labels, state.
@@ -298,6 +304,7 @@ impl Engine {
                 maximum_retry_count: None,
             }),
             init: Some(true),
+            mounts: data::to_mounts(&spec.mounts),
             ..Default::default()
         };
         let body = ContainerCreateBody {

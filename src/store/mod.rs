@@ -6,11 +6,14 @@ mod migrations;
 
 pub mod accounts;
 pub mod aliases;
+pub mod app_sqlite;
 pub mod audit;
+pub mod backups;
 pub mod deploys;
 pub mod env;
 pub mod git;
 pub mod projects;
+pub mod volumes;
 
 use std::{
     fs,
