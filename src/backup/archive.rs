@@ -538,6 +538,39 @@ async fn copy_sqlite(
     }
 }
 
+/// Whether the app has created its SQLite file yet (a database with no file has nothing to
+/// back up before it is deleted).
+pub async fn sqlite_file_exists(app: &AppState, project: &Project, record: &DatabaseRecord) -> Result<bool> {
+    let docker_name = crate::volumes::docker_name(
+        &project.id,
+        &crate::names::VolumeName::parse(record.volume.as_deref().unwrap_or_default())?,
+    );
+    let engine = app.engine().await?;
+    if !engine.volume_exists(&docker_name).await? {
+        return Ok(false);
+    }
+    let helper = Helper::create(
+        app,
+        &engine,
+        project,
+        &format!("probe-{}", crate::ids::random_base62(6).to_ascii_lowercase()),
+        &docker_name,
+        database::SQLITE_MOUNT,
+        None,
+    )
+    .await?;
+    let path = format!("{}/{}", database::SQLITE_MOUNT, database::SQLITE_FILE);
+    let mut stream = Box::pin(engine.download_tar(&helper.id, &path));
+    let exists = match stream.next().await {
+        Some(Ok(_)) => Ok(true),
+        Some(Err(crate::docker::DockerError::NotFound(_))) | None => Ok(false),
+        Some(Err(other)) => Err(Error::from(other)),
+    };
+    drop(stream);
+    helper.remove().await;
+    exists
+}
+
 /// Writes the one regular file of a tar archive to `to`.
 fn unpack_single(tar_path: &Path, to: &Path) -> Result<()> {
     let file = std::fs::File::open(tar_path).map_err(io_error("reading a scratch file"))?;

@@ -6,6 +6,8 @@
 //! reason "interrupted", never `completed`.
 
 mod archive;
+
+pub use archive::sqlite_file_exists;
 pub mod schedule;
 
 use std::path::PathBuf;

@@ -324,6 +324,12 @@ pub async fn delete(
     let project = projects::get(&app.store, actor, project_id).await?;
     volumes::check_confirmation(&project, confirm.as_deref())?;
     let record = record_of(app, &project).await?;
+    if record.engine == DatabaseEngine::Sqlite && sqlite_volume_mounted(app, &project).await? {
+        return Err(Error::Conflict(
+            "the SQLite database's volume is mounted by the project's containers; scale the project to 0 first"
+                .to_owned(),
+        ));
+    }
     let gone = match (record.engine, app.config.database.postgres.admin_url.as_deref()) {
         (DatabaseEngine::Postgres, Some(url)) => postgres::size(url, &record.name).await?.is_none(),
         (DatabaseEngine::Postgres, None) => {
@@ -332,7 +338,7 @@ pub async fn delete(
                     .to_owned(),
             ))
         }
-        (DatabaseEngine::Sqlite, _) => false,
+        (DatabaseEngine::Sqlite, _) => !crate::backup::sqlite_file_exists(app, &project, &record).await?,
     };
     let final_backup = if gone {
         None
@@ -359,22 +365,8 @@ pub async fn delete(
             }
         }
         DatabaseEngine::Sqlite => {
-            // The file lives on its volume: the volume goes with the database, when no
-            // container mounts it any more.
-            let lock = app.project_lock(&project.id);
-            let _guard = lock.lock().await;
+            // The file lives on its volume: the volume goes with the database.
             let engine = app.engine().await?;
-            let mounted = engine
-                .containers(&[("cantila.project", &project.id)])
-                .await?
-                .into_iter()
-                .any(|c| c.labels.get("cantila.kind").map(String::as_str) != Some("backup-helper"));
-            if mounted {
-                return Err(Error::Conflict(
-                    "the SQLite database's volume is mounted by the project's containers; scale the project to 0 first (a final backup was taken)"
-                        .to_owned(),
-                ));
-            }
             let docker_name = volumes::docker_name(&project.id, &VolumeName::parse(SQLITE_VOLUME)?);
             engine.remove_volume(&docker_name).await?;
         }
@@ -395,4 +387,14 @@ pub async fn delete(
         })
         .await?;
     Ok(final_backup)
+}
+
+/// Whether a container of the project (which mounts every volume) exists.
+async fn sqlite_volume_mounted(app: &AppState, project: &Project) -> Result<bool> {
+    let engine = app.engine().await?;
+    Ok(engine
+        .containers(&[("cantila.project", &project.id)])
+        .await?
+        .into_iter()
+        .any(|c| c.labels.get("cantila.kind").map(String::as_str) != Some("backup-helper")))
 }

@@ -7,6 +7,7 @@ mod api_auth;
 mod api_projects;
 mod api_tokens;
 mod cli;
+mod data;
 mod deploys;
 mod docker;
 mod edge;
