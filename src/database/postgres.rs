@@ -84,7 +84,7 @@ pub async fn create(admin_url: &str, name: &str, password: &str) -> Result<()> {
     let client = connect(admin_url).await?;
     client
         .batch_execute(&format!(
-            "CREATE ROLE \"{name}\" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION PASSWORD '{password}'"
+            "CREATE ROLE \"{name}\" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD '{password}'"
         ))
         .await
         .map_err(|err| match err.code() {
@@ -93,6 +93,8 @@ pub async fn create(admin_url: &str, name: &str, password: &str) -> Result<()> {
             }
             _ => unreachable(err),
         })?;
+    // The role keeps INHERIT: it owns the `public` schema through `pg_database_owner`, an
+    // implicit membership that grants nothing without inheritance.
     // PostgreSQL 15 lets a CREATEROLE role hand a database to another role only when it is
     // a member of that role; 16 makes the creator a member by itself.
     let steps = [

@@ -49,15 +49,17 @@ pub async fn wait_backup(daemon: &TestDaemon, id: &str) -> Value {
 
 /// Asks the deploy's app for `path` until it answers (it may be restarting).
 async fn ask(deploy_id: &str, path: &str) -> String {
+    let mut last = None;
     for _ in 0..120 {
         if let Some(answer) = app_answer(deploy_id, path).await {
             if !answer.starts_with("error") {
                 return answer;
             }
+            last = Some(answer);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    panic!("the app of {deploy_id} never answered {path}");
+    panic!("the app of {deploy_id} never answered {path}; last answer: {last:?}");
 }
 
 async fn rows(deploy_id: &str) -> Vec<(i64, String)> {
@@ -78,7 +80,10 @@ async fn connect_as(user: &str, password: &str, database: &str) -> Result<tokio_
             tokio::spawn(connection);
             Ok(client)
         }
-        Err(err) => Err(err.to_string()),
+        Err(err) => Err(err
+            .as_db_error()
+            .map(|db| db.message().to_owned())
+            .unwrap_or_else(|| err.to_string())),
     }
 }
 
