@@ -83,7 +83,7 @@ pub struct BackupConfig {
     pub pg_dump: PathBuf,
     pub pg_restore: PathBuf,
     /// The image of the helper containers that reach volumes' files (never run for
-    /// backups; run with `find` to empty a volume before a restore). Needs `find`.
+    /// backups; run with `find ... -exec rm` to empty a volume before a restore).
     pub helper_image: String,
     /// The schedule of projects holding data that set none: `daily at HH:MM` (UTC) or a
     /// five-field cron expression. Unset: no automatic backups unless a project sets one.

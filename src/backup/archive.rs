@@ -540,7 +540,11 @@ async fn copy_sqlite(
 
 /// Whether the app has created its SQLite file yet (a database with no file has nothing to
 /// back up before it is deleted).
-pub async fn sqlite_file_exists(app: &AppState, project: &Project, record: &DatabaseRecord) -> Result<bool> {
+pub async fn sqlite_file_exists(
+    app: &AppState,
+    project: &Project,
+    record: &DatabaseRecord,
+) -> Result<bool> {
     let docker_name = crate::volumes::docker_name(
         &project.id,
         &crate::names::VolumeName::parse(record.volume.as_deref().unwrap_or_default())?,
@@ -553,7 +557,10 @@ pub async fn sqlite_file_exists(app: &AppState, project: &Project, record: &Data
         app,
         &engine,
         project,
-        &format!("probe-{}", crate::ids::random_base62(6).to_ascii_lowercase()),
+        &format!(
+            "probe-{}",
+            crate::ids::random_base62(6).to_ascii_lowercase()
+        ),
         &docker_name,
         database::SQLITE_MOUNT,
         None,
@@ -760,7 +767,13 @@ async fn restore_volume(
             VOLUME_MOUNT.to_owned(),
             "-mindepth".to_owned(),
             "1".to_owned(),
-            "-delete".to_owned(),
+            "-maxdepth".to_owned(),
+            "1".to_owned(),
+            "-exec".to_owned(),
+            "rm".to_owned(),
+            "-rf".to_owned(),
+            "{}".to_owned(),
+            "+".to_owned(),
         ]),
     )
     .await?;

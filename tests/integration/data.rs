@@ -66,7 +66,11 @@ async fn rows(deploy_id: &str) -> Vec<(i64, String)> {
     serde_json::from_str(&ask(deploy_id, "/rows").await).expect("rows as JSON")
 }
 
-async fn connect_as(user: &str, password: &str, database: &str) -> Result<tokio_postgres::Client, String> {
+async fn connect_as(
+    user: &str,
+    password: &str,
+    database: &str,
+) -> Result<tokio_postgres::Client, String> {
     let address = cantila::database::postgres::server_address(&pg_admin_url()).unwrap();
     let mut config = tokio_postgres::Config::new();
     config
@@ -121,7 +125,10 @@ async fn clean_up(daemon: &TestDaemon, project_ids: &[&str]) {
             daemon
                 .call(
                     reqwest::Method::DELETE,
-                    &format!("/v1/projects/{id}/volumes/{}", volume["name"].as_str().unwrap()),
+                    &format!(
+                        "/v1/projects/{id}/volumes/{}",
+                        volume["name"].as_str().unwrap()
+                    ),
                     Some(&daemon.admin_token),
                     Some(confirm.clone()),
                 )
@@ -143,14 +150,22 @@ async fn postgres_database_is_wired_backed_up_restored_and_isolated() {
     assert_eq!(first["status"], "running", "{first}");
 
     let created = daemon
-        .post(&format!("/v1/projects/{id}/database"), &deploy_token, json!({ "engine": "postgres" }))
+        .post(
+            &format!("/v1/projects/{id}/database"),
+            &deploy_token,
+            json!({ "engine": "postgres" }),
+        )
         .await
         .expect(201)
         .body;
     assert_eq!(created["engine"], "postgres");
     assert_eq!(created["status"], "available");
     daemon
-        .post(&format!("/v1/projects/{id}/database"), &deploy_token, json!({ "engine": "sqlite" }))
+        .post(
+            &format!("/v1/projects/{id}/database"),
+            &deploy_token,
+            json!({ "engine": "sqlite" }),
+        )
         .await
         .expect(409);
     let database = created["database"].as_str().unwrap().to_owned();
@@ -162,15 +177,27 @@ async fn postgres_database_is_wired_backed_up_restored_and_isolated() {
         .await
         .expect(403);
     let credentials = daemon
-        .get(&format!("/v1/projects/{id}/database/credentials"), &deploy_token)
+        .get(
+            &format!("/v1/projects/{id}/database/credentials"),
+            &deploy_token,
+        )
         .await
         .expect(200)
         .body;
-    let password = credentials["env"]["PGPASSWORD"].as_str().unwrap().to_owned();
+    let password = credentials["env"]["PGPASSWORD"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(password.len() >= 32);
     let url = credentials["env"]["DATABASE_URL"].as_str().unwrap();
-    assert!(url.starts_with(&format!("postgres://{user}:{password}@")), "{url}");
-    let metadata = daemon.get(&format!("/v1/projects/{id}/database"), &read).await.expect(200);
+    assert!(
+        url.starts_with(&format!("postgres://{user}:{password}@")),
+        "{url}"
+    );
+    let metadata = daemon
+        .get(&format!("/v1/projects/{id}/database"), &read)
+        .await
+        .expect(200);
     assert!(!metadata.text.contains(&password));
     assert!(metadata.body["sizeBytes"].as_i64().unwrap() > 0);
 
@@ -179,7 +206,10 @@ async fn postgres_database_is_wired_backed_up_restored_and_isolated() {
     assert_eq!(second["status"], "running", "{second}");
     let deploy_id = second["id"].as_str().unwrap().to_owned();
     for value in ["alpha", "beta", "gamma"] {
-        assert_eq!(ask(&deploy_id, &format!("/rows/add?value={value}")).await, "added");
+        assert_eq!(
+            ask(&deploy_id, &format!("/rows/add?value={value}")).await,
+            "added"
+        );
     }
     let before = rows(&deploy_id).await;
     assert_eq!(
@@ -190,11 +220,18 @@ async fn postgres_database_is_wired_backed_up_restored_and_isolated() {
     // Least privilege: another project's role cannot connect to this database.
     let (other_id, _) = daemon.connected_project("pg-other", &repo).await;
     daemon
-        .post(&format!("/v1/projects/{other_id}/database"), &deploy_token, json!({ "engine": "postgres" }))
+        .post(
+            &format!("/v1/projects/{other_id}/database"),
+            &deploy_token,
+            json!({ "engine": "postgres" }),
+        )
         .await
         .expect(201);
     let other = daemon
-        .get(&format!("/v1/projects/{other_id}/database/credentials"), &deploy_token)
+        .get(
+            &format!("/v1/projects/{other_id}/database/credentials"),
+            &deploy_token,
+        )
         .await
         .expect(200)
         .body;
@@ -202,13 +239,19 @@ async fn postgres_database_is_wired_backed_up_restored_and_isolated() {
         other["env"]["PGUSER"].as_str().unwrap(),
         other["env"]["PGPASSWORD"].as_str().unwrap(),
     );
-    let refused = connect_as(other_user, other_password, &database).await.unwrap_err();
+    let refused = connect_as(other_user, other_password, &database)
+        .await
+        .unwrap_err();
     assert!(refused.contains("permission denied"), "{refused}");
     assert!(connect_as(&user, &password, &database).await.is_ok());
 
     // Backup, then change the data, then restore: the rows are exactly the backed-up ones.
     let started = daemon
-        .post(&format!("/v1/projects/{id}/backups"), &deploy_token, json!({}))
+        .post(
+            &format!("/v1/projects/{id}/backups"),
+            &deploy_token,
+            json!({}),
+        )
         .await
         .expect(202)
         .body;
@@ -218,7 +261,10 @@ async fn postgres_database_is_wired_backed_up_restored_and_isolated() {
     assert_eq!(backup["engine"], "postgres");
     let backup_id = backup["id"].as_str().unwrap().to_owned();
     let download = daemon
-        .request(reqwest::Method::GET, &format!("/v1/backups/{backup_id}/download"))
+        .request(
+            reqwest::Method::GET,
+            &format!("/v1/backups/{backup_id}/download"),
+        )
         .bearer_auth(&deploy_token)
         .send()
         .await
@@ -230,7 +276,10 @@ async fn postgres_database_is_wired_backed_up_restored_and_isolated() {
     use sha2::Digest;
     assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), backup["sha256"]);
     daemon
-        .request(reqwest::Method::GET, &format!("/v1/backups/{backup_id}/download"))
+        .request(
+            reqwest::Method::GET,
+            &format!("/v1/backups/{backup_id}/download"),
+        )
         .bearer_auth(&read)
         .send()
         .await
@@ -240,20 +289,39 @@ async fn postgres_database_is_wired_backed_up_restored_and_isolated() {
     ask(&deploy_id, "/rows/add?value=delta").await;
     assert_eq!(rows(&deploy_id).await.len(), 4);
     let unconfirmed = daemon
-        .post(&format!("/v1/backups/{backup_id}/restore"), &daemon.admin_token, json!({ "confirm": "wrong" }))
+        .post(
+            &format!("/v1/backups/{backup_id}/restore"),
+            &daemon.admin_token,
+            json!({ "confirm": "wrong" }),
+        )
         .await
         .expect(422);
-    assert!(unconfirmed.error_message().contains("pg-app"), "{}", unconfirmed.text);
+    assert!(
+        unconfirmed.error_message().contains("pg-app"),
+        "{}",
+        unconfirmed.text
+    );
     daemon
-        .post(&format!("/v1/backups/{backup_id}/restore"), &deploy_token, json!({ "confirm": "pg-app" }))
+        .post(
+            &format!("/v1/backups/{backup_id}/restore"),
+            &deploy_token,
+            json!({ "confirm": "pg-app" }),
+        )
         .await
         .expect(403);
     let restored = daemon
-        .post(&format!("/v1/backups/{backup_id}/restore"), &daemon.admin_token, json!({ "confirm": "pg-app" }))
+        .post(
+            &format!("/v1/backups/{backup_id}/restore"),
+            &daemon.admin_token,
+            json!({ "confirm": "pg-app" }),
+        )
         .await
         .expect(200)
         .body;
-    assert_eq!(restored["safetyBackup"]["status"], "completed", "{restored}");
+    assert_eq!(
+        restored["safetyBackup"]["status"], "completed",
+        "{restored}"
+    );
     assert_eq!(restored["safetyBackup"]["trigger"], "safety");
     assert!(restored["restored"]["restoredAt"].is_string());
     assert_eq!(rows(&deploy_id).await, before, "row by row as backed up");
@@ -268,7 +336,9 @@ async fn postgres_database_is_wired_backed_up_restored_and_isolated() {
         .await
         .expect(202)
         .body;
-    let rolled = daemon.wait_deploy(rolled["deployId"].as_str().unwrap()).await;
+    let rolled = daemon
+        .wait_deploy(rolled["deployId"].as_str().unwrap())
+        .await;
     assert_eq!(rolled["status"], "running", "{rolled}");
     assert_eq!(rows(rolled["id"].as_str().unwrap()).await, before);
 
@@ -282,24 +352,37 @@ async fn postgres_database_is_wired_backed_up_restored_and_isolated() {
         .await
         .unwrap();
     let started = daemon
-        .post(&format!("/v1/projects/{id}/backups"), &deploy_token, json!({ "kind": "database" }))
+        .post(
+            &format!("/v1/projects/{id}/backups"),
+            &deploy_token,
+            json!({ "kind": "database" }),
+        )
         .await
         .expect(202)
         .body;
     let failed = wait_backup(&daemon, started["id"].as_str().unwrap()).await;
     assert_eq!(failed["status"], "failed");
     assert!(
-        failed["error"].as_str().unwrap().contains("no longer exists"),
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("no longer exists"),
         "{failed}"
     );
     daemon
-        .request(reqwest::Method::GET, &format!("/v1/backups/{}/download", failed["id"].as_str().unwrap()))
+        .request(
+            reqwest::Method::GET,
+            &format!("/v1/backups/{}/download", failed["id"].as_str().unwrap()),
+        )
         .bearer_auth(&deploy_token)
         .send()
         .await
         .map(|r| assert_eq!(r.status(), 409))
         .unwrap();
-    let metadata = daemon.get(&format!("/v1/projects/{id}/database"), &read).await.expect(200);
+    let metadata = daemon
+        .get(&format!("/v1/projects/{id}/database"), &read)
+        .await
+        .expect(200);
     assert_eq!(metadata.body["status"], "missing");
 
     // A project holding data cannot be deleted until the data is.
@@ -307,7 +390,11 @@ async fn postgres_database_is_wired_backed_up_restored_and_isolated() {
         .delete(&format!("/v1/projects/{id}"), &daemon.admin_token)
         .await
         .expect(409);
-    assert!(refused.error_message().contains("database"), "{}", refused.text);
+    assert!(
+        refused.error_message().contains("database"),
+        "{}",
+        refused.text
+    );
     let deleted = daemon
         .call(
             reqwest::Method::DELETE,
@@ -317,7 +404,10 @@ async fn postgres_database_is_wired_backed_up_restored_and_isolated() {
         )
         .await
         .expect(200);
-    assert!(deleted.body["finalBackup"].is_null(), "nothing left to back up");
+    assert!(
+        deleted.body["finalBackup"].is_null(),
+        "nothing left to back up"
+    );
     // The other project's database goes with a final backup.
     let deleted = daemon
         .call(
@@ -328,12 +418,29 @@ async fn postgres_database_is_wired_backed_up_restored_and_isolated() {
         )
         .await
         .expect(200);
-    assert_eq!(deleted.body["finalBackup"]["status"], "completed", "{}", deleted.text);
+    assert_eq!(
+        deleted.body["finalBackup"]["status"], "completed",
+        "{}",
+        deleted.text
+    );
     assert_eq!(deleted.body["finalBackup"]["trigger"], "final");
-    assert!(connect_as(other_user, other_password, "postgres").await.is_err(), "the role is gone");
+    assert!(
+        connect_as(other_user, other_password, "postgres")
+            .await
+            .is_err(),
+        "the role is gone"
+    );
 
-    let audit = daemon.get("/v1/audit?limit=200", &daemon.admin_token).await.expect(200);
-    for action in ["database.create", "backup.create", "backup.restore", "database.delete"] {
+    let audit = daemon
+        .get("/v1/audit?limit=200", &daemon.admin_token)
+        .await
+        .expect(200);
+    for action in [
+        "database.create",
+        "backup.create",
+        "backup.restore",
+        "database.delete",
+    ] {
         assert!(audit.text.contains(action), "audit has {action}");
     }
     assert!(!audit.text.contains(&password));
@@ -347,7 +454,11 @@ async fn sqlite_database_and_volumes_survive_redeploys_scaling_restarts_and_rest
     let (id, _) = daemon.connected_project("lite", &repo).await;
     let token = daemon.admin_token.clone();
     let created = daemon
-        .post(&format!("/v1/projects/{id}/database"), &token, json!({ "engine": "sqlite" }))
+        .post(
+            &format!("/v1/projects/{id}/database"),
+            &token,
+            json!({ "engine": "sqlite" }),
+        )
         .await
         .expect(201)
         .body;
@@ -369,10 +480,15 @@ async fn sqlite_database_and_volumes_survive_redeploys_scaling_restarts_and_rest
         (json!({ "name": "x", "mountPath": "/app/../etc" }), 422),
         (json!({ "name": "Bad", "mountPath": "/x" }), 422),
         (json!({ "name": "files", "mountPath": "/other" }), 409),
-        (json!({ "name": "nested", "mountPath": "/app/files/inner" }), 409),
+        (
+            json!({ "name": "nested", "mountPath": "/app/files/inner" }),
+            409,
+        ),
         (json!({ "name": "db2", "mountPath": "/data" }), 409),
     ] {
-        let res = daemon.post(&format!("/v1/projects/{id}/volumes"), &token, body.clone()).await;
+        let res = daemon
+            .post(&format!("/v1/projects/{id}/volumes"), &token, body.clone())
+            .await;
         assert_eq!(res.status, status, "{body}: {}", res.text);
     }
     let credentials = daemon
@@ -397,11 +513,19 @@ async fn sqlite_database_and_volumes_survive_redeploys_scaling_restarts_and_rest
     let deploy_id = redeploy["id"].as_str().unwrap().to_owned();
     assert_eq!(rows(&deploy_id).await, before);
     daemon
-        .post(&format!("/v1/projects/{id}/scale"), &token, json!({ "instances": 2 }))
+        .post(
+            &format!("/v1/projects/{id}/scale"),
+            &token,
+            json!({ "instances": 2 }),
+        )
         .await
         .expect(200);
     daemon
-        .post(&format!("/v1/projects/{id}/scale"), &token, json!({ "instances": 1 }))
+        .post(
+            &format!("/v1/projects/{id}/scale"),
+            &token,
+            json!({ "instances": 1 }),
+        )
         .await
         .expect(200);
     let daemon = daemon.restart().await;
@@ -428,9 +552,16 @@ async fn sqlite_database_and_volumes_survive_redeploys_scaling_restarts_and_rest
         assert_eq!(backup["status"], "completed", "{backup}");
         finished.push(backup);
     }
-    assert!(finished.iter().any(|b| b["kind"] == "database" && b["engine"] == "sqlite"));
-    assert!(finished.iter().any(|b| b["kind"] == "volume" && b["subject"] == "files"));
-    let listed = daemon.get(&format!("/v1/projects/{id}/backups"), &token).await.expect(200);
+    assert!(finished
+        .iter()
+        .any(|b| b["kind"] == "database" && b["engine"] == "sqlite"));
+    assert!(finished
+        .iter()
+        .any(|b| b["kind"] == "volume" && b["subject"] == "files"));
+    let listed = daemon
+        .get(&format!("/v1/projects/{id}/backups"), &token)
+        .await
+        .expect(200);
     assert_eq!(listed.body["backups"].as_array().unwrap().len(), 2);
 
     // Change everything, then restore both.
@@ -447,12 +578,17 @@ async fn sqlite_database_and_volumes_survive_redeploys_scaling_restarts_and_rest
             .await
             .expect(200)
             .body;
-        assert_eq!(restored["safetyBackup"]["status"], "completed", "{restored}");
+        assert_eq!(
+            restored["safetyBackup"]["status"], "completed",
+            "{restored}"
+        );
     }
     assert_eq!(rows(&deploy_id).await, before, "row by row as backed up");
     assert_eq!(ask(&deploy_id, "/files/get?name=note.txt").await, "first");
     assert_eq!(
-        app_answer(&deploy_id, "/files/get?name=later.txt").await.as_deref(),
+        app_answer(&deploy_id, "/files/get?name=later.txt")
+            .await
+            .as_deref(),
         Some("missing"),
         "files made after the backup are gone"
     );
@@ -488,7 +624,10 @@ async fn sqlite_database_and_volumes_survive_redeploys_scaling_restarts_and_rest
         .expect(409);
     clean_up(&daemon, &[&id]).await;
     let engine = cantila::docker::Engine::connect().await.unwrap();
-    assert!(!engine.volume_exists(volume["dockerVolume"].as_str().unwrap()).await.unwrap());
+    assert!(!engine
+        .volume_exists(volume["dockerVolume"].as_str().unwrap())
+        .await
+        .unwrap());
 }
 
 #[tokio::test]
@@ -532,7 +671,10 @@ async fn a_crash_during_a_backup_leaves_it_failed_and_its_partial_file_removed()
         .expect(200)
         .body;
     assert_eq!(backup["status"], "failed");
-    assert!(backup["error"].as_str().unwrap().contains("interrupted"), "{backup}");
+    assert!(
+        backup["error"].as_str().unwrap().contains("interrupted"),
+        "{backup}"
+    );
     assert!(!files.join(".bak_crashed.partial").exists());
     assert!(!files.join("bak_crashed.tar").exists());
     daemon
@@ -548,18 +690,33 @@ async fn a_failed_scheduled_backup_shows_on_the_project_and_in_the_audit_log() {
     let id = project["id"].as_str().unwrap().to_owned();
     let token = daemon.admin_token.clone();
     let database = daemon
-        .post(&format!("/v1/projects/{id}/database"), &token, json!({ "engine": "postgres" }))
+        .post(
+            &format!("/v1/projects/{id}/database"),
+            &token,
+            json!({ "engine": "postgres" }),
+        )
         .await
         .expect(201)
         .body;
     for (body, status) in [
         (json!({ "schedule": "hourly" }), 422),
         (json!({ "schedule": "daily at 25:00" }), 422),
-        (json!({ "schedule": "* * * * *", "keepDaily": 0, "keepWeekly": 0 }), 422),
-        (json!({ "schedule": "* * * * *", "keepDaily": 3, "keepWeekly": 2 }), 200),
+        (
+            json!({ "schedule": "* * * * *", "keepDaily": 0, "keepWeekly": 0 }),
+            422,
+        ),
+        (
+            json!({ "schedule": "* * * * *", "keepDaily": 3, "keepWeekly": 2 }),
+            200,
+        ),
     ] {
         let res = daemon
-            .call(reqwest::Method::PUT, &format!("/v1/projects/{id}/backups/schedule"), Some(&token), Some(body.clone()))
+            .call(
+                reqwest::Method::PUT,
+                &format!("/v1/projects/{id}/backups/schedule"),
+                Some(&token),
+                Some(body.clone()),
+            )
             .await;
         assert_eq!(res.status, status, "{body}: {}", res.text);
     }
@@ -589,8 +746,17 @@ async fn a_failed_scheduled_backup_shows_on_the_project_and_in_the_audit_log() {
     }
     assert_eq!(schedule["source"], "project");
     assert_eq!(schedule["lastStatus"], "failed", "{schedule}");
-    assert!(schedule["lastError"].as_str().unwrap().contains("no longer exists"), "{schedule}");
-    let backups = daemon.get(&format!("/v1/projects/{id}/backups"), &token).await.expect(200);
+    assert!(
+        schedule["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("no longer exists"),
+        "{schedule}"
+    );
+    let backups = daemon
+        .get(&format!("/v1/projects/{id}/backups"), &token)
+        .await
+        .expect(200);
     let scheduled = &backups.body["backups"][0];
     assert_eq!(scheduled["trigger"], "scheduled");
     assert_eq!(scheduled["status"], "failed", "never reported as done");
@@ -601,7 +767,12 @@ async fn a_failed_scheduled_backup_shows_on_the_project_and_in_the_audit_log() {
         .iter()
         .any(|e| e["action"] == "backup.scheduled.failed" && e["target"] == id.as_str()));
     daemon
-        .call(reqwest::Method::DELETE, &format!("/v1/projects/{id}/backups/schedule"), Some(&token), None)
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/projects/{id}/backups/schedule"),
+            Some(&token),
+            None,
+        )
         .await
         .expect(204);
     clean_up(&daemon, &[&id]).await;
@@ -614,26 +785,49 @@ async fn bad_requests_get_clear_answers_and_other_accounts_see_nothing() {
     let id = project["id"].as_str().unwrap().to_owned();
     let token = daemon.admin_token.clone();
     let res = daemon
-        .post(&format!("/v1/projects/{id}/database"), &token, json!({ "engine": "postgres" }))
+        .post(
+            &format!("/v1/projects/{id}/database"),
+            &token,
+            json!({ "engine": "postgres" }),
+        )
         .await
         .expect(422);
     assert!(res.error_message().contains("admin_url"), "{}", res.text);
     daemon
-        .post(&format!("/v1/projects/{id}/database"), &token, json!({ "engine": "mysql" }))
+        .post(
+            &format!("/v1/projects/{id}/database"),
+            &token,
+            json!({ "engine": "mysql" }),
+        )
         .await
         .expect(422);
-    daemon.get(&format!("/v1/projects/{id}/database"), &token).await.expect(404);
+    daemon
+        .get(&format!("/v1/projects/{id}/database"), &token)
+        .await
+        .expect(404);
     let res = daemon
         .post(&format!("/v1/projects/{id}/backups"), &token, json!({}))
         .await
         .expect(422);
-    assert!(res.error_message().contains("nothing to back up"), "{}", res.text);
+    assert!(
+        res.error_message().contains("nothing to back up"),
+        "{}",
+        res.text
+    );
     daemon
-        .post(&format!("/v1/projects/{id}/backups"), &token, json!({ "kind": "volume" }))
+        .post(
+            &format!("/v1/projects/{id}/backups"),
+            &token,
+            json!({ "kind": "volume" }),
+        )
         .await
         .expect(422);
     daemon
-        .post(&format!("/v1/projects/{id}/backups"), &token, json!({ "kind": "tape" }))
+        .post(
+            &format!("/v1/projects/{id}/backups"),
+            &token,
+            json!({ "kind": "tape" }),
+        )
         .await
         .expect(422);
     let missing = daemon.get("/v1/backups/bak_nope", &token).await.expect(404);
