@@ -4,6 +4,7 @@
 //! document and the router are built from the same list and cannot drift apart.
 
 pub mod account;
+pub mod assets;
 pub mod audit;
 pub mod auth;
 pub mod backups;
@@ -51,6 +52,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(volumes::router())
         .merge(database::router())
         .merge(backups::router())
+        .merge(assets::router())
         .merge(tokens::router())
         .merge(audit::router())
 }

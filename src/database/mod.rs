@@ -285,6 +285,21 @@ pub async fn connection_env(
     }
 }
 
+/// The names of the env vars an engine's containers get.
+pub fn env_keys(engine: DatabaseEngine) -> &'static [&'static str] {
+    match engine {
+        DatabaseEngine::Sqlite => &["DATABASE_URL"],
+        DatabaseEngine::Postgres => &[
+            "DATABASE_URL",
+            "PGHOST",
+            "PGPORT",
+            "PGDATABASE",
+            "PGUSER",
+            "PGPASSWORD",
+        ],
+    }
+}
+
 /// An IPv6 address needs brackets in a URL.
 fn url_host(host: &str) -> String {
     if host.contains(':') {

@@ -224,8 +224,8 @@ async fn build_from_source(
             publish_static_site(app, project, deploy, &source_plan, &source_dir, log).await?;
             None
         }
-        Builder::Dockerfile | Builder::Generated => Some(
-            build_image(
+        Builder::Dockerfile | Builder::Generated => {
+            let image = build_image(
                 app,
                 project,
                 deploy,
@@ -234,8 +234,10 @@ async fn build_from_source(
                 &source_dir,
                 log,
             )
-            .await?,
-        ),
+            .await?;
+            crate::assets::prepare(app, project, deploy, &source_plan, &image).await;
+            Some(image)
+        }
     };
     Ok((source_plan, image))
 }

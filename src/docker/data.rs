@@ -67,6 +67,30 @@ impl Engine {
         Ok(())
     }
 
+    /// Names of the volumes whose labels match every `key=value` given.
+    pub async fn volumes(&self, labels: &[(&str, &str)]) -> Result<Vec<String>, DockerError> {
+        let mut filters = HashMap::new();
+        filters.insert(
+            "label".to_owned(),
+            labels
+                .iter()
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect::<Vec<_>>(),
+        );
+        let listed = self
+            .client
+            .list_volumes(Some(bollard::query_parameters::ListVolumesOptions {
+                filters: Some(filters),
+            }))
+            .await?;
+        Ok(listed
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|volume| volume.name)
+            .collect())
+    }
+
     pub async fn volume_exists(&self, name: &str) -> Result<bool, DockerError> {
         match self.client.inspect_volume(name).await {
             Ok(_) => Ok(true),
@@ -109,6 +133,16 @@ impl Engine {
             .into_iter()
             .filter_map(|config| config.gateway?.parse::<IpAddr>().ok())
             .find(IpAddr::is_ipv4))
+    }
+
+    /// The working directory an image's containers start in (`/` when it sets none).
+    pub async fn image_workdir(&self, image: &str) -> Result<String, DockerError> {
+        let details = self.client.inspect_image(image).await?;
+        Ok(details
+            .config
+            .and_then(|config| config.working_dir)
+            .filter(|dir| !dir.is_empty())
+            .unwrap_or_else(|| "/".to_owned()))
     }
 
     /// Freezes every process of a running container (cgroup freezer), so its files hold

@@ -137,6 +137,22 @@ async fn clean_up(daemon: &TestDaemon, project_ids: &[&str]) {
     }
 }
 
+/// Removes the Docker volumes a test daemon created (after its containers), so runs do not
+/// pile volumes up on the shared engine.
+pub async fn remove_installation_volumes(daemon: &TestDaemon) {
+    let installation = std::fs::read_to_string(daemon.data_dir().join("installation-id")).unwrap();
+    let engine = cantila::docker::Engine::connect().await.unwrap();
+    let labels = [("cantila.installation", installation.trim())];
+    for container in engine.containers(&labels).await.unwrap() {
+        let _ = engine
+            .stop_and_remove(&container.id, Duration::from_secs(1))
+            .await;
+    }
+    for volume in engine.volumes(&labels).await.unwrap() {
+        engine.remove_volume(&volume).await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn postgres_database_is_wired_backed_up_restored_and_isolated() {
     let daemon = data_daemon().await;
@@ -843,4 +859,95 @@ async fn bad_requests_get_clear_answers_and_other_accounts_see_nothing() {
         .await
         .expect(200);
     assert_eq!(schedule.body["source"], "none");
+}
+
+#[tokio::test]
+async fn assets_of_the_live_release_are_listed_with_hashes_and_cache_policy() {
+    use sha2::Digest;
+    let daemon = TestDaemon::start().await;
+    let token = daemon.admin_token.clone();
+
+    // A static site: its published files.
+    let site = Repo::new(&[
+        ("index.html", "<h1>home</h1>"),
+        ("css/site.css", "body{}"),
+        ("css/print.css", "p{}"),
+    ]);
+    let (site_id, _) = daemon.connected_project("brochure", &site).await;
+    let empty = daemon
+        .get(&format!("/v1/projects/{site_id}/assets"), &token)
+        .await
+        .expect(200);
+    assert!(empty.body["deployId"].is_null());
+    let deploy = daemon.deploy(&site_id, None).await;
+    assert_eq!(deploy["status"], "running", "{deploy}");
+    let listed = daemon
+        .get(&format!("/v1/projects/{site_id}/assets"), &token)
+        .await
+        .expect(200);
+    let paths: Vec<&str> = listed.body["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["css/print.css", "css/site.css", "index.html"]);
+    let index = &listed.body["assets"][2];
+    assert_eq!(index["contentType"], "text/html; charset=utf-8");
+    assert_eq!(index["cacheControl"], "no-cache");
+    assert_eq!(index["sizeBytes"], 13);
+    let sha = hex::encode(sha2::Sha256::digest(b"<h1>home</h1>"));
+    assert_eq!(index["sha256"], sha.as_str());
+    assert_eq!(index["etag"], format!("\"{sha}\""));
+    let css = daemon
+        .get(
+            &format!("/v1/projects/{site_id}/assets?prefix=/css/&limit=1"),
+            &token,
+        )
+        .await
+        .expect(200);
+    assert_eq!(css.body["assets"][0]["path"], "css/print.css");
+    assert_eq!(css.body["assets"][0]["cacheControl"], "public, max-age=300");
+    let cursor = css.body["nextCursor"].as_str().unwrap().to_owned();
+    let next = daemon
+        .get(
+            &format!("/v1/projects/{site_id}/assets?prefix=css/&limit=1&cursor={cursor}"),
+            &token,
+        )
+        .await
+        .expect(200);
+    assert_eq!(next.body["assets"][0]["path"], "css/site.css");
+    assert!(next.body["nextCursor"].is_null());
+    daemon
+        .get(&format!("/v1/projects/{site_id}/assets?limit=0"), &token)
+        .await
+        .expect(400);
+
+    // A container app: the files under its assets directory, copied out of the image.
+    let app = Repo::new(&[
+        (
+            "Dockerfile",
+            "FROM busybox:latest\nWORKDIR /srv\nCOPY public /srv/public\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/srv/public\"]\n",
+        ),
+        ("public/index.html", "app"),
+        ("public/js/app.js", "console.log(1)"),
+    ]);
+    let (app_id, _) = daemon.connected_project("with-assets", &app).await;
+    let deploy = daemon.deploy(&app_id, None).await;
+    assert_eq!(deploy["status"], "running", "{deploy}");
+    assert_eq!(deploy["plan"]["assetsDir"], "public", "{deploy}");
+    let listed = daemon
+        .get(&format!("/v1/projects/{app_id}/assets"), &token)
+        .await
+        .expect(200);
+    let assets = listed.body["assets"].as_array().unwrap();
+    assert_eq!(assets.len(), 2, "{}", listed.text);
+    assert_eq!(assets[1]["path"], "js/app.js");
+    assert_eq!(assets[1]["contentType"], "text/javascript; charset=utf-8");
+    assert_eq!(
+        assets[1]["sha256"],
+        hex::encode(sha2::Sha256::digest(b"console.log(1)")).as_str()
+    );
+    assert_eq!(listed.body["deployId"], deploy["id"]);
+    remove_installation_volumes(&daemon).await;
 }

@@ -41,6 +41,22 @@ const EXPECTED: &[(&str, &str)] = &[
     ("post", "/v1/projects/{id}/scale"),
     ("get", "/v1/projects/{id}/instances"),
     ("post", "/v1/projects/{id}/rollback"),
+    ("get", "/v1/projects/{id}/volumes"),
+    ("post", "/v1/projects/{id}/volumes"),
+    ("delete", "/v1/projects/{id}/volumes/{name}"),
+    ("get", "/v1/projects/{id}/database"),
+    ("post", "/v1/projects/{id}/database"),
+    ("delete", "/v1/projects/{id}/database"),
+    ("get", "/v1/projects/{id}/database/credentials"),
+    ("get", "/v1/projects/{id}/backups"),
+    ("post", "/v1/projects/{id}/backups"),
+    ("get", "/v1/projects/{id}/backups/schedule"),
+    ("put", "/v1/projects/{id}/backups/schedule"),
+    ("delete", "/v1/projects/{id}/backups/schedule"),
+    ("get", "/v1/backups/{id}"),
+    ("get", "/v1/backups/{id}/download"),
+    ("post", "/v1/backups/{id}/restore"),
+    ("get", "/v1/projects/{id}/assets"),
 ];
 
 /// Operations that take no API token: the document itself, and the webhook (verified by
