@@ -27,7 +27,7 @@ pub struct ClientArgs {
     token: Option<String>,
     /// Print the API's JSON instead of tables.
     #[arg(long, global = true)]
-    json: bool,
+    pub(super) json: bool,
     #[command(flatten)]
     paths: DataDirArgs,
 }
@@ -81,14 +81,14 @@ enum TokensCommand {
     Revoke { id: String },
 }
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: String,
+pub(super) struct Client {
+    pub(super) http: reqwest::Client,
+    pub(super) base: String,
+    pub(super) token: String,
 }
 
 impl Client {
-    fn new(args: &ClientArgs) -> anyhow::Result<Self> {
+    pub(super) fn new(args: &ClientArgs) -> anyhow::Result<Self> {
         let token = match &args.token {
             Some(token) => token.clone(),
             None => {
@@ -114,7 +114,12 @@ impl Client {
     }
 
     /// Sends a request; returns the JSON body of a success, or the API's error message.
-    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub(super) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.request(method, &url).bearer_auth(&self.token);
         if let Some(body) = body {
@@ -142,7 +147,7 @@ impl Client {
     }
 
     /// A project id for an id or a name in the token's account.
-    async fn resolve_project(&self, project: &str) -> anyhow::Result<String> {
+    pub(super) async fn resolve_project(&self, project: &str) -> anyhow::Result<String> {
         if project.starts_with("prj_") {
             return Ok(project.to_owned());
         }
@@ -162,14 +167,16 @@ impl Client {
     }
 }
 
-fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(future: F) -> anyhow::Result<()> {
+pub(super) fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(
+    future: F,
+) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(future)
 }
 
-fn print_json(value: &Value) -> anyhow::Result<()> {
+pub(super) fn print_json(value: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! The command line: `cantila serve`, `cantila admin ...` (direct on the data dir), and the
-//! API client commands (`projects`, `tokens`, `whoami`).
+//! API client commands (`projects`, `tokens`, `whoami`, ..., `db`, `volumes`, `backups`).
 
 mod admin;
 mod client;
+mod data;
 mod output;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
@@ -48,6 +49,12 @@ enum Command {
     Rollback(client::RollbackArgs),
     /// A project's alias hostnames and domains.
     Domains(client::DomainsArgs),
+    /// The database wired to a project.
+    Db(data::DbArgs),
+    /// A project's persistent volumes.
+    Volumes(data::VolumesArgs),
+    /// Backups: list, create, download, restore, schedule.
+    Backups(data::BackupsArgs),
 }
 
 /// Where the configuration and data directory are; shared by `serve`, `admin` and the
@@ -116,6 +123,9 @@ pub fn main() -> ExitCode {
         Command::Instances(args) => client::instances(args),
         Command::Rollback(args) => client::rollback(args),
         Command::Domains(args) => client::domains(args),
+        Command::Db(args) => data::db(args),
+        Command::Volumes(args) => data::volumes(args),
+        Command::Backups(args) => data::backups(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -951,3 +951,70 @@ async fn assets_of_the_live_release_are_listed_with_hashes_and_cache_policy() {
     assert_eq!(listed.body["deployId"], deploy["id"]);
     remove_installation_volumes(&daemon).await;
 }
+
+#[tokio::test]
+async fn cli_manages_databases_volumes_and_backups() {
+    let daemon = TestDaemon::start().await;
+    daemon.create_project("shop").await;
+    let url = format!("http://{}", daemon.api);
+    let run = |list: &[&str]| {
+        let args: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+        let env = vec![
+            ("CANTILA_URL", url.clone()),
+            ("CANTILA_TOKEN", daemon.admin_token.clone()),
+        ];
+        async move {
+            let out = crate::cli::cantila(args.clone(), env).await;
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(out.status.success(), "{args:?}: {stderr}");
+            stdout
+        }
+    };
+    let out = run(&[
+        "volumes",
+        "create",
+        "shop",
+        "files",
+        "--mount",
+        "/srv/files",
+    ])
+    .await;
+    assert!(out.contains("created files at /srv/files"), "{out}");
+    assert!(run(&["volumes", "list", "shop"])
+        .await
+        .contains("/srv/files"));
+    let out = run(&["db", "create", "shop", "--engine", "sqlite"]).await;
+    assert!(out.contains("sqlite"), "{out}");
+    let out = run(&["db", "credentials", "shop"]).await;
+    assert_eq!(out.trim(), "DATABASE_URL=sqlite:///data/app.db");
+
+    let out = run(&["backups", "create", "shop", "--volume", "files", "--json"]).await;
+    let created: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(created[0]["status"], "completed", "{out}");
+    let id = created[0]["id"].as_str().unwrap().to_owned();
+    assert!(run(&["backups", "list", "shop"]).await.contains(&id));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("files.tar");
+    let out = run(&["backups", "download", &id, "-o", file.to_str().unwrap()]).await;
+    assert!(
+        out.contains(created[0]["sha256"].as_str().unwrap()),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().len() as i64,
+        created[0]["sizeBytes"].as_i64().unwrap()
+    );
+    let out = run(&["backups", "restore", &id, "--confirm", "shop"]).await;
+    assert!(
+        out.contains("safety") || out.contains("before the restore"),
+        "{out}"
+    );
+    let out = run(&["backups", "schedule", "shop", "--set", "daily at 02:30"]).await;
+    assert!(out.contains("daily at 02:30"), "{out}");
+
+    let out = run(&["db", "delete", "shop", "--confirm", "shop"]).await;
+    assert!(out.contains("deleted"), "{out}");
+    run(&["volumes", "delete", "shop", "files", "--confirm", "shop"]).await;
+    remove_installation_volumes(&daemon).await;
+}
