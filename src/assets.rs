@@ -198,9 +198,11 @@ async fn extract(
     let workdir = engine.image_workdir(image).await?;
     let source = format!("{}/{dir}", workdir.trim_end_matches('/'));
     let labels = HashMap::from([
-        ("cantila.project".to_owned(), project.id.clone()),
-        ("cantila.deploy".to_owned(), deploy_id.to_owned()),
-        ("cantila.kind".to_owned(), "assets-helper".to_owned()),
+        ("cantila.helper-for".to_owned(), project.id.clone()),
+        (
+            "cantila.kind".to_owned(),
+            crate::backup::HELPER_KIND.to_owned(),
+        ),
         ("cantila.installation".to_owned(), app.installation.clone()),
     ]);
     let helper = engine

@@ -196,13 +196,13 @@ pub async fn delete(
     Ok(())
 }
 
-/// Containers of the project (any kind, any state) except backup helpers.
+/// Containers of the project (any kind, any state); backup helpers carry
+/// `cantila.helper-for` instead, so they are not among them.
 async fn containers_of(engine: &Engine, project_id: &str) -> Result<Vec<String>> {
     Ok(engine
         .containers(&[("cantila.project", project_id)])
         .await?
         .into_iter()
-        .filter(|c| c.labels.get("cantila.kind").map(String::as_str) != Some("backup-helper"))
         .map(|c| c.id)
         .collect())
 }

@@ -44,7 +44,10 @@ pub struct Written {
     pub sha256: String,
 }
 
-const HELPER_KIND: &str = "backup-helper";
+/// The kind label of helper containers (backups, restores, asset extraction). They carry
+/// `cantila.helper-for`, not `cantila.project`, so nothing that manages a project's app
+/// containers (release switches, project deletion, volume checks) ever touches them.
+pub const HELPER_KIND: &str = "helper";
 const VOLUME_MOUNT: &str = "/volume";
 
 fn io_error(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -249,7 +252,7 @@ impl Helper {
         command: Option<Vec<String>>,
     ) -> Result<Self> {
         let labels = HashMap::from([
-            ("cantila.project".to_owned(), project.id.clone()),
+            ("cantila.helper-for".to_owned(), project.id.clone()),
             ("cantila.kind".to_owned(), HELPER_KIND.to_owned()),
             ("cantila.installation".to_owned(), app.installation.clone()),
         ]);
@@ -288,7 +291,8 @@ impl Helper {
     }
 }
 
-/// Removes helper containers a crash left behind (at start-up).
+/// Removes helper containers a crash left behind (at start-up), of backups and of asset
+/// extraction alike.
 pub async fn remove_helpers(app: &AppState) {
     let Ok(engine) = app.engine().await else {
         return;
@@ -332,7 +336,6 @@ async fn with_containers_held<T>(
         .await?
         .into_iter()
         .filter(|c| c.state == "running")
-        .filter(|c| c.labels.get("cantila.kind").map(String::as_str) != Some(HELPER_KIND))
         .map(|c| c.id)
         .collect();
     let mut held = Vec::new();

@@ -7,7 +7,7 @@
 
 mod archive;
 
-pub use archive::sqlite_file_exists;
+pub use archive::{sqlite_file_exists, HELPER_KIND};
 pub mod schedule;
 
 use std::path::PathBuf;

@@ -407,9 +407,9 @@ pub async fn delete(
 /// Whether a container of the project (which mounts every volume) exists.
 async fn sqlite_volume_mounted(app: &AppState, project: &Project) -> Result<bool> {
     let engine = app.engine().await?;
-    Ok(engine
+    // Helpers carry `cantila.helper-for`, not `cantila.project`: they are not counted.
+    Ok(!engine
         .containers(&[("cantila.project", &project.id)])
         .await?
-        .into_iter()
-        .any(|c| c.labels.get("cantila.kind").map(String::as_str) != Some("backup-helper")))
+        .is_empty())
 }
