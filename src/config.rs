@@ -193,6 +193,13 @@ pub struct BuildConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeployConfig {
+    /// The Docker engine's Unix socket; unset means `DOCKER_HOST` or the default
+    /// `/var/run/docker.sock` (set it for rootless Docker or a second engine).
+    pub docker_socket: Option<PathBuf>,
+    /// Whether projects may connect repositories on this server's disk (absolute paths,
+    /// `file://`). Turn off when accounts you do not trust share the server; Cantila's
+    /// own data directory is refused either way.
+    pub allow_local_repos: bool,
     /// The Docker network instances join; created when missing.
     pub network: String,
     /// Builds that may run at once across all projects.
@@ -220,6 +227,8 @@ pub struct DeployConfig {
 impl Default for DeployConfig {
     fn default() -> Self {
         Self {
+            docker_socket: None,
+            allow_local_repos: true,
             network: "cantila".to_owned(),
             concurrent_builds: 1,
             build_memory_mb: 1536,

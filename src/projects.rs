@@ -1,6 +1,8 @@
 //! Projects: the unit Cantila deploys and runs. Creation, lookup, renaming, deletion.
 //! Invariant: a project is only ever visible to tokens of its own account.
 
+use std::collections::BTreeMap;
+
 use crate::{
     accounts::Actor,
     audit, clock,
@@ -28,6 +30,9 @@ pub struct Project {
     pub instances: u32,
     /// The size tier; `None` means the configured default.
     pub size: Option<String>,
+    /// Desired instances of non-web process types that were scaled explicitly; a type
+    /// not listed runs one instance (see `deploy::instances::desired_instances`).
+    pub process_instances: BTreeMap<String, u32>,
 }
 
 impl Project {
@@ -105,6 +110,7 @@ pub async fn create(app: &AppState, actor: &Actor, new: NewProject) -> Result<Pr
         updated_at: now,
         instances: 1,
         size: None,
+        process_instances: BTreeMap::new(),
     };
     let actor = actor.clone();
     let project = app

@@ -124,8 +124,9 @@ impl AppState {
         if let Some(engine) = engine.as_ref() {
             return Ok(engine.clone());
         }
-        let connected = Engine::connect().await.map_err(|err| {
-            Error::Invalid(format!(
+        let socket = self.0.config.deploy.docker_socket.as_deref();
+        let connected = Engine::connect_at(socket).await.map_err(|err| {
+            Error::Unavailable(format!(
                 "{err}; is Docker installed and running, and may Cantila use its socket?"
             ))
         })?;

@@ -766,12 +766,25 @@ pub struct ScaleArgs {
     client: ClientArgs,
     /// Project id or name.
     project: String,
-    /// Number of instances (0 stops the project).
+    /// Number of web instances (0 stops the whole project).
     #[arg(long)]
     instances: Option<u32>,
     /// Size tier (nano, small, medium, large by default).
     #[arg(long)]
     size: Option<String>,
+    /// Instances per Procfile process type, as TYPE=COUNT (`worker=2 web=3`).
+    #[arg(value_name = "TYPE=COUNT", value_parser = parse_process_count)]
+    processes: Vec<(String, u32)>,
+}
+
+fn parse_process_count(value: &str) -> Result<(String, u32), String> {
+    let (process, count) = value
+        .split_once('=')
+        .ok_or_else(|| format!("`{value}` is not TYPE=COUNT (for example worker=2)"))?;
+    let count = count
+        .parse()
+        .map_err(|_| format!("`{count}` in `{value}` is not a whole number"))?;
+    Ok((process.to_owned(), count))
 }
 
 pub fn scale(args: ScaleArgs) -> anyhow::Result<()> {
@@ -786,6 +799,14 @@ pub fn scale(args: ScaleArgs) -> anyhow::Result<()> {
         if let Some(size) = &args.size {
             body["size"] = json!(size);
         }
+        if !args.processes.is_empty() {
+            let processes: serde_json::Map<String, Value> = args
+                .processes
+                .iter()
+                .map(|(process, count)| (process.clone(), json!(count)))
+                .collect();
+            body["processes"] = Value::Object(processes);
+        }
         let project = client
             .send(
                 Method::POST,
@@ -796,10 +817,19 @@ pub fn scale(args: ScaleArgs) -> anyhow::Result<()> {
         if json {
             return print_json(&project);
         }
+        let counts: Vec<String> = project["processes"]
+            .as_object()
+            .map(|counts| {
+                counts
+                    .iter()
+                    .map(|(process, count)| format!("{process}={count}"))
+                    .collect()
+            })
+            .unwrap_or_default();
         println!(
-            "{}: {} instance(s) of size {} ({})",
+            "{}: {} of size {} ({})",
             output::cell(&project, "name"),
-            output::cell(&project, "instances"),
+            counts.join(" "),
             output::cell(&project, "size"),
             output::cell(&project, "status")
         );
@@ -826,6 +856,7 @@ pub fn instances(args: ProjectArgs) -> anyhow::Result<()> {
             .map(|i| {
                 [
                     "id",
+                    "process",
                     "state",
                     "deployId",
                     "size",
@@ -840,7 +871,7 @@ pub fn instances(args: ProjectArgs) -> anyhow::Result<()> {
             .collect();
         output::print_table(
             &[
-                "ID", "STATE", "DEPLOY", "SIZE", "ADDRESS", "RESTARTS", "STARTED",
+                "ID", "PROCESS", "STATE", "DEPLOY", "SIZE", "ADDRESS", "RESTARTS", "STARTED",
             ],
             &rows,
         );

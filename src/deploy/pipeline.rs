@@ -96,6 +96,7 @@ async fn steps(
         })
         .await
         .map_err(failed("fetch"))?;
+    // A running or stopped project keeps its status while a new release builds.
     set_project_status(app, &project, ProjectStatus::Building, true).await;
     log.status(DeployStatus::Building);
 
@@ -704,17 +705,22 @@ async fn release_containers(
     };
     let engine = app.engine().await.map_err(failed("release"))?;
     let say = |line: String| log.line(line);
-    for _ in 0..project.instances {
-        let id =
-            super::instances::start_healthy(app, &engine, &release, project.size.as_deref(), &say)
+    let mut total = 0;
+    for process in super::instances::process_types(source_plan) {
+        let count = super::instances::desired_instances(project, &process);
+        total += count;
+        for _ in 0..count {
+            let size = project.size.as_deref();
+            let id = super::instances::start_healthy(app, &engine, &release, &process, size, &say)
                 .await
                 .map_err(|message| Stop::Failed {
                     step: "release",
                     message,
                 })?;
-        started.push(id);
+            started.push(id);
+        }
     }
-    if project.instances == 0 {
+    if total == 0 {
         log.line(
             "the project is scaled to 0 instances: the release is recorded, nothing is started",
         );
@@ -732,6 +738,7 @@ async fn switch_to(
     log: &DeployLog,
 ) -> Result<(), Error> {
     let project_id = project.id.clone();
+    let project_status = project.status;
     let new_id = deploy.id.clone();
     let previous = app
         .store
@@ -758,7 +765,10 @@ async fn switch_to(
                 )?;
             }
             store::deploys::set_status(&tx, &new_id, DeployStatus::Running, &now)?;
-            store::projects::set_status(&tx, &project_id, ProjectStatus::Running, &now)?;
+            // A project stopped by `scale` stays stopped: the release waits for a scale-up.
+            if project_status != ProjectStatus::Stopped {
+                store::projects::set_status(&tx, &project_id, ProjectStatus::Running, &now)?;
+            }
             tx.commit()?;
             Ok(previous)
         })
@@ -838,15 +848,18 @@ async fn set_project_status(
     app: &AppState,
     project: &Project,
     status: ProjectStatus,
-    unless_running: bool,
+    unless_settled: bool,
 ) {
     let id = project.id.clone();
     let result = app
         .store
         .call(move |connection| {
-            if unless_running {
+            if unless_settled {
                 if let Some(current) = store::projects::by_id_unscoped(connection, &id)? {
-                    if current.status == ProjectStatus::Running {
+                    if matches!(
+                        current.status,
+                        ProjectStatus::Running | ProjectStatus::Stopped
+                    ) {
                         return Ok(());
                     }
                 }
@@ -860,12 +873,17 @@ async fn set_project_status(
 }
 
 /// After a failed or canceled deploy: `running` if an earlier release still serves,
-/// else `failed`.
+/// else `failed`; a project stopped by `scale` stays stopped.
 pub(crate) async fn restore_project_status(app: &AppState, project_id: &str) {
     let id = project_id.to_owned();
     let result = app
         .store
         .call(move |connection| {
+            let stopped = store::projects::by_id_unscoped(connection, &id)?
+                .is_some_and(|project| project.status == ProjectStatus::Stopped);
+            if stopped {
+                return Ok(());
+            }
             let serving =
                 !store::deploys::of_project_with_status(connection, &id, &[DeployStatus::Running])?
                     .is_empty();

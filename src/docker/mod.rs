@@ -52,7 +52,12 @@ impl From<bollard::errors::Error> for DockerError {
 
 impl From<DockerError> for crate::error::Error {
     fn from(err: DockerError) -> Self {
-        crate::error::Error::Internal(err.to_string())
+        match err {
+            DockerError::Unreachable(message) => crate::error::Error::Unavailable(format!(
+                "the Docker engine is unreachable ({message}); Cantila retries by itself"
+            )),
+            other => crate::error::Error::Internal(other.to_string()),
+        }
     }
 }
 
@@ -125,12 +130,27 @@ pub struct ContainerStatus {
 
 const CPU_PERIOD_MICROS: i64 = 100_000;
 
+/// How long one Engine API request may take, as bollard's local default does.
+const REQUEST_TIMEOUT_SECS: u64 = 120;
+
 impl Engine {
     /// Connects to the local engine (`DOCKER_HOST` or the default socket) and negotiates the
     /// API version down to what the engine speaks.
     pub async fn connect() -> Result<Self, DockerError> {
-        let client = Docker::connect_with_local_defaults()
-            .map_err(|err| DockerError::Unreachable(err.to_string()))?;
+        Self::connect_at(None).await
+    }
+
+    /// Connects to the engine on `socket`, or the local default when `None`.
+    pub async fn connect_at(socket: Option<&std::path::Path>) -> Result<Self, DockerError> {
+        let client = match socket {
+            Some(path) => Docker::connect_with_socket(
+                &path.to_string_lossy(),
+                REQUEST_TIMEOUT_SECS,
+                bollard::API_DEFAULT_VERSION,
+            ),
+            None => Docker::connect_with_local_defaults(),
+        }
+        .map_err(|err| DockerError::Unreachable(err.to_string()))?;
         let client = client
             .negotiate_version()
             .await

@@ -117,7 +117,14 @@ const STEPS: &[&str] = &[
     ALTER TABLE projects ADD COLUMN size TEXT;",
     // 5: rollbacks record the deploy they re-release.
     "ALTER TABLE deploys ADD COLUMN rollback_of TEXT;",
-    // 6 (data: volumes, databases, backups, assets): persistent volumes, the database
+    // 6: process types: desired instances of each non-web Procfile process.
+    "CREATE TABLE process_scale (
+        project_id  TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        process     TEXT NOT NULL,
+        instances   INTEGER NOT NULL,
+        PRIMARY KEY (project_id, process)
+    );",
+    // 7 (data: volumes, databases, backups, assets): persistent volumes, the database
     // wired to a project, backups with their schedules, and the asset index of releases.
     // Volumes and databases do not cascade: a project holding data cannot be deleted
     // until they are deleted explicitly.
