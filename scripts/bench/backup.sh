@@ -6,7 +6,8 @@
 #   pg_restore --clean --single-transaction) beside a bare pg_dump + pg_restore.
 # - A volume: `cantila backups create --volume` (a tar read through the engine's archive
 #   API with the project's containers paused) beside `docker run busybox tar -c` of the
-#   same volume to a file.
+#   same volume to a file, and beside `tar -c` of the volume's directory on the host (the
+#   floor; needs root, which Cantila itself never needs).
 # Medians of N runs, and their ratios. Needs Docker, the busybox base image and
 # scripts/ensure-postgres.sh's cluster. Loopback and the Docker bridge only.
 #
@@ -73,7 +74,8 @@ VOLUME=$("$BIN" volumes list bench --json | python3 -c 'import json,sys; print(j
 docker run --rm --network none -v "$VOLUME:/v" busybox:latest sh -c \
     "for i in \$(seq 1 $((VOLUME_MB / 10))); do dd if=/dev/urandom of=/v/blob\$i bs=1M count=10 2>/dev/null; done"
 
-dump_times=(); raw_dump_times=(); restore_times=(); raw_restore_times=(); tar_times=(); raw_tar_times=()
+MOUNTPOINT=$(docker volume inspect -f '{{.Mountpoint}}' "$VOLUME")
+dump_times=(); raw_dump_times=(); restore_times=(); raw_restore_times=(); tar_times=(); raw_tar_times=(); host_tar_times=()
 for _ in $(seq 1 "$RUNS"); do
     start=$(now_ms)
     ID=$("$BIN" backups create bench --database --json | python3 -c 'import json,sys; b=json.load(sys.stdin)[0]; assert b["status"]=="completed", b; print(b["id"])')
@@ -102,16 +104,22 @@ for _ in $(seq 1 "$RUNS"); do
     docker run --rm --network none -v "$VOLUME:/v" busybox:latest tar -c -C /v . >"$WORK/raw.tar"
     sync "$WORK/raw.tar"
     raw_tar_times+=($(( $(now_ms) - start )))
+
+    start=$(now_ms)
+    tar -c -C "$MOUNTPOINT" -f "$WORK/host.tar" .
+    sync "$WORK/host.tar"
+    host_tar_times+=($(( $(now_ms) - start )))
 done
 
 D=$(median "${dump_times[@]}"); RD=$(median "${raw_dump_times[@]}")
 R=$(median "${restore_times[@]}"); RR=$(median "${raw_restore_times[@]}")
-T=$(median "${tar_times[@]}"); RT=$(median "${raw_tar_times[@]}")
+T=$(median "${tar_times[@]}"); RT=$(median "${raw_tar_times[@]}"); HT=$(median "${host_tar_times[@]}")
 mbps() { python3 -c "print(f'{$1 / 1048576 / ($2 / 1000):.1f}')"; }
 printf '\nmachine: %s cores; %s runs; database %s MiB on disk (%s rows), dump %s MiB; volume %s MiB\n' \
     "$(nproc)" "$RUNS" "$((DB_BYTES / 1048576))" "$ROWS" "$((DUMP_BYTES / 1048576))" "$VOLUME_MB"
 printf 'postgres backup   cantila %6d ms | raw pg_dump              %6d ms | ratio %s  (%s MiB/s of database)\n' "$D" "$RD" "$(ratio "$D" "$RD")" "$(mbps "$DB_BYTES" "$D")"
 printf 'postgres restore  cantila %6d ms | raw pg_dump + pg_restore %6d ms | ratio %s\n' "$R" "$RR" "$(ratio "$R" "$RR")"
 printf 'volume backup     cantila %6d ms | raw docker run tar       %6d ms | ratio %s  (%s MiB/s)\n' "$T" "$RT" "$(ratio "$T" "$RT")" "$(mbps $((VOLUME_MB * 1048576)) "$T")"
-printf 'runs (ms): backup %s / %s; restore %s / %s; volume %s / %s\n' \
-    "${dump_times[*]}" "${raw_dump_times[*]}" "${restore_times[*]}" "${raw_restore_times[*]}" "${tar_times[*]}" "${raw_tar_times[*]}"
+printf 'volume backup     cantila %6d ms | host tar of the directory %5d ms | ratio %s\n' "$T" "$HT" "$(ratio "$T" "$HT")"
+printf 'runs (ms): backup %s / %s; restore %s / %s; volume %s / %s / %s\n' \
+    "${dump_times[*]}" "${raw_dump_times[*]}" "${restore_times[*]}" "${raw_restore_times[*]}" "${tar_times[*]}" "${raw_tar_times[*]}" "${host_tar_times[*]}"
