@@ -96,6 +96,14 @@ async fn connect_as(
 async fn clean_up(daemon: &TestDaemon, project_ids: &[&str]) {
     let engine = cantila::docker::Engine::connect().await.unwrap();
     for id in project_ids {
+        // Scaled to 0 first, so the reconciler does not replace what is removed next.
+        daemon
+            .post(
+                &format!("/v1/projects/{id}/scale"),
+                &daemon.admin_token,
+                json!({ "instances": 0 }),
+            )
+            .await;
         for container in engine.containers(&[("cantila.project", id)]).await.unwrap() {
             let _ = engine
                 .stop_and_remove(&container.id, Duration::from_secs(1))
