@@ -117,7 +117,7 @@ pub(crate) async fn start_healthy(
     } else {
         format!("-{process}")
     };
-    let spec = ContainerSpec {
+    let mut spec = ContainerSpec {
         name: format!(
             "cantila-{}-{}-{}{process_part}-{suffix}",
             release.project.handle,
@@ -140,7 +140,11 @@ pub(crate) async fn start_healthy(
         memory_bytes: Some(i64::from(tier.memory_mb) * 1024 * 1024),
         cpus: Some(tier.cpus),
         restart: true,
+        mounts: Vec::new(),
     };
+    crate::volumes::attach(app, &release.project.id, &mut spec)
+        .await
+        .map_err(|err| err.to_string())?;
     say(format!("starting {process} instance {}", spec.name));
     let status = engine.start(&spec).await.map_err(|err| err.to_string())?;
     // Followed from here on; the engine keeps what was written before the follower attaches.

@@ -225,8 +225,8 @@ async fn build_from_source(
             publish_static_site(app, project, deploy, &source_plan, &source_dir, log).await?;
             None
         }
-        Builder::Dockerfile | Builder::Generated => Some(
-            build_image(
+        Builder::Dockerfile | Builder::Generated => {
+            let image = build_image(
                 app,
                 project,
                 deploy,
@@ -235,8 +235,10 @@ async fn build_from_source(
                 &source_dir,
                 log,
             )
-            .await?,
-        ),
+            .await?;
+            crate::assets::prepare(app, project, deploy, &source_plan, &image).await;
+            Some(image)
+        }
     };
     Ok((source_plan, image))
 }
@@ -624,7 +626,7 @@ async fn run_release_command(
     let mut env: Vec<(String, String)> = env_snapshot.clone().into_iter().collect();
     env.push(("PORT".to_owned(), source_plan.port.to_string()));
     let tier = app.config.scale.tier(project.size.as_deref());
-    let spec = ContainerSpec {
+    let mut spec = ContainerSpec {
         name: format!(
             "cantila-{}-{}-{}-release",
             project.handle,
@@ -648,7 +650,11 @@ async fn run_release_command(
         memory_bytes: Some(i64::from(tier.memory_mb) * 1024 * 1024),
         cpus: Some(tier.cpus),
         restart: false,
+        mounts: Vec::new(),
     };
+    crate::volumes::attach(app, &project.id, &mut spec)
+        .await
+        .map_err(failed("release"))?;
     log.line(format!("running the release command: {command}"));
     let started = engine
         .start(&spec)
