@@ -412,6 +412,15 @@ impl Hostname {
         if ascii.len() > 253 {
             return Err(invalid("it is longer than 253 characters"));
         }
+        // IDNA maps full-width digits and dots to ASCII, so `１０.0.0.1` only shows itself
+        // as an address after conversion; an all-digit top-level label is never a name.
+        let top_label_is_numeric = ascii
+            .rsplit('.')
+            .next()
+            .is_some_and(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit()));
+        if ascii.parse::<std::net::IpAddr>().is_ok() || top_label_is_numeric {
+            return Err(invalid("an IP address is not a hostname"));
+        }
         let labels: Vec<&str> = ascii.split('.').collect();
         if labels.len() < 2 {
             return Err(invalid("it needs at least two labels"));
@@ -467,6 +476,12 @@ mod hostname_tests {
         check("localhost", None);
         check("*.example.com", None);
         check("10.0.0.1", None);
+        // IDNA maps full-width digits and the ideographic full stop to ASCII, so the IP
+        // check must look at the converted name too.
+        check("\u{ff11}\u{ff10}.0.0.1", None);
+        check("127\u{3002}0\u{3002}0\u{3002}1", None);
+        check("example.123", None);
+        check("123.example", Some("123.example"));
         check("-bad.example.com", None);
         check("bad_.example.com", None);
         check("a..b", None);
