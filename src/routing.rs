@@ -18,7 +18,7 @@ use crate::{
 /// start-up, and on a timer so the table follows Docker's actual state.
 pub async fn refresh(app: &AppState) -> Result<()> {
     let _one_at_a_time = app.route_refresh.lock().await;
-    let (projects, running, aliases) = app
+    let (projects, mut running, aliases) = app
         .store
         .call(|connection| {
             Ok((
@@ -28,6 +28,11 @@ pub async fn refresh(app: &AppState) -> Result<()> {
             ))
         })
         .await?;
+    // A deploy being switched to leads its project's routes before the store says so.
+    for switching in app.switching_snapshot() {
+        running.retain(|deploy| deploy.project_id != switching.project_id);
+        running.push(switching);
+    }
     let mut aliases_by_project: HashMap<String, Vec<String>> = HashMap::new();
     for alias in aliases {
         aliases_by_project
