@@ -20,6 +20,7 @@ pub mod ids;
 pub mod names;
 pub mod pagination;
 pub mod plan;
+pub mod previews;
 pub mod projects;
 pub mod routing;
 pub mod secrets;
@@ -172,6 +173,7 @@ pub async fn run(
     let router_task = tokio::spawn(routing::run(app.clone(), stopped()));
     let reconciler = tokio::spawn(deploy::instances::run_reconciler(app.clone(), stopped()));
     let renewals = tokio::spawn(crate::tls::run_renewals(tls, stopped()));
+    let preview_sweep = tokio::spawn(crate::previews::run_expiry_sweep(app.clone(), stopped()));
 
     tracing::info!(api = %api_addr, http = %http_addr, https = %https_addr, "cantila is listening");
     // Tell systemd (Type=notify) we are ready; a no-op when not run under systemd.
@@ -187,6 +189,7 @@ pub async fn run(
     let _ = router_task.await;
     let _ = reconciler.await;
     let _ = renewals.await;
+    let _ = preview_sweep.await;
     tokio::task::spawn_blocking(move || store.close()).await?;
     tracing::info!("stopped cleanly");
     Ok(())

@@ -13,6 +13,7 @@ pub mod error;
 pub mod git;
 pub mod instances;
 pub mod openapi;
+pub mod previews;
 pub mod projects;
 pub mod tokens;
 
@@ -45,6 +46,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(env::router())
         .merge(domains::router())
         .merge(instances::router())
+        .merge(previews::router())
         .merge(tokens::router())
         .merge(audit::router())
 }

@@ -34,6 +34,7 @@ use super::error::{ErrorBody, ErrorDetail};
         (name = "env", description = "The project's environment variables."),
         (name = "domains", description = "Hostnames, aliases and their certificates."),
         (name = "instances", description = "Scaling and the running instances."),
+        (name = "previews", description = "Preview deployments of branches and pull requests."),
         (name = "tokens", description = "API tokens of the account."),
         (name = "audit", description = "The account's audit log."),
         (name = "account", description = "The calling token's account."),

@@ -8,6 +8,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     names::{ProjectName, Runtime},
     pagination::PageRequest,
+    previews::BranchPattern,
     projects::{self, NewProject, Project, ProjectChanges},
     state::AppState,
 };
@@ -46,8 +47,20 @@ pub struct ProjectView {
     pub instances: u32,
     /// The size tier of each instance.
     pub size: String,
+    /// Preview settings.
+    pub previews: PreviewSettings,
     pub created_at: String,
     pub updated_at: String,
+}
+
+/// `previews` of a project: which branches' pushes create previews.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewSettings {
+    /// Branch patterns (`*` within a path segment, `**` across) whose pushes create a
+    /// preview; empty = only pull requests and the API create previews.
+    #[schema(example = json!(["feature/*"]))]
+    pub branches: Vec<String>,
 }
 
 impl ProjectView {
@@ -64,6 +77,9 @@ impl ProjectView {
                 .size
                 .clone()
                 .unwrap_or_else(|| app.config.scale.default_size.clone()),
+            previews: PreviewSettings {
+                branches: project.preview_branches.clone(),
+            },
             created_at: project.created_at.clone(),
             updated_at: project.updated_at.clone(),
         }
@@ -129,6 +145,8 @@ pub struct UpdateProject {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub runtime: Option<Option<String>>,
+    /// Preview settings: `{"branches": ["feature/*"]}`; `[]` turns branch previews off.
+    pub previews: Option<PreviewSettings>,
 }
 
 /// Tells an explicit `null` (`Some(None)`) from an absent field (`None`).
@@ -149,6 +167,21 @@ impl TryFrom<UpdateProject> for ProjectChanges {
             runtime: request
                 .runtime
                 .map(|runtime| runtime.as_deref().map(Runtime::parse).transpose())
+                .transpose()?,
+            preview_branches: request
+                .previews
+                .map(|settings| {
+                    if settings.branches.len() > 50 {
+                        return Err(crate::error::Error::Invalid(
+                            "previews.branches takes at most 50 patterns".to_owned(),
+                        ));
+                    }
+                    settings
+                        .branches
+                        .iter()
+                        .map(|pattern| BranchPattern::parse(pattern))
+                        .collect()
+                })
                 .transpose()?,
         })
     }
@@ -200,7 +233,7 @@ async fn get(
     Ok(Json(ProjectView::new(&project, &app)))
 }
 
-/// Rename a project or change its runtime hint.
+/// Rename a project, change its runtime hint, or set which branches get previews.
 #[utoipa::path(patch, path = "/v1/projects/{id}", tag = "projects",
     security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "project id")),
     request_body = UpdateProject,

@@ -10,6 +10,9 @@ use crate::config::Overrides;
 
 use super::{output, DataDirArgs};
 
+mod previews;
+pub use previews::{previews, PreviewsArgs};
+
 /// How to reach the API: URL and token from flags, the environment, or, on the server,
 /// `<data_dir>/admin-token`.
 #[derive(Debug, Clone, Args)]
@@ -800,13 +803,32 @@ pub fn scale(args: ScaleArgs) -> anyhow::Result<()> {
     })
 }
 
-pub fn instances(args: ProjectArgs) -> anyhow::Result<()> {
+#[derive(Debug, Args)]
+pub struct InstancesArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Project id or name.
+    project: String,
+    /// A preview's id (prv_...): its instances instead of production's.
+    #[arg(long)]
+    preview: Option<String>,
+}
+
+pub fn instances(args: InstancesArgs) -> anyhow::Result<()> {
     let client = Client::new(&args.client)?;
     let json = args.client.json;
     block_on(async move {
         let id = client.resolve_project(&args.project).await?;
+        let query = match &args.preview {
+            Some(preview) => format!("?preview={preview}"),
+            None => String::new(),
+        };
         let list = client
-            .send(Method::GET, &format!("/v1/projects/{id}/instances"), None)
+            .send(
+                Method::GET,
+                &format!("/v1/projects/{id}/instances{query}"),
+                None,
+            )
             .await?;
         if json {
             return print_json(&list);

@@ -1,5 +1,5 @@
 //! The command line: `cantila serve`, `cantila admin ...` (direct on the data dir), and the
-//! API client commands (`projects`, `tokens`, `whoami`).
+//! API client commands (`projects`, `tokens`, `whoami`, `previews`, ...).
 
 mod admin;
 mod client;
@@ -42,12 +42,14 @@ enum Command {
     Env(client::EnvArgs),
     /// Change how many instances run, and their size, without a rebuild.
     Scale(client::ScaleArgs),
-    /// List a project's instances.
-    Instances(client::ProjectArgs),
+    /// List a project's instances (or a preview's, with --preview).
+    Instances(client::InstancesArgs),
     /// Re-release an earlier deploy (default: the one before the current release).
     Rollback(client::RollbackArgs),
     /// A project's alias hostnames and domains.
     Domains(client::DomainsArgs),
+    /// Preview deployments of branches and pull requests.
+    Previews(client::PreviewsArgs),
 }
 
 /// Where the configuration and data directory are; shared by `serve`, `admin` and the
@@ -116,6 +118,7 @@ pub fn main() -> ExitCode {
         Command::Instances(args) => client::instances(args),
         Command::Rollback(args) => client::rollback(args),
         Command::Domains(args) => client::domains(args),
+        Command::Previews(args) => client::previews(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -20,7 +20,7 @@ use crate::{
     store,
 };
 
-use super::{Deploy, DeployStatus};
+use super::{Deploy, DeployStatus, ReleaseTarget};
 
 /// What instances of a release are made of.
 #[derive(Debug, Clone)]
@@ -30,6 +30,21 @@ pub struct Release {
     pub image: String,
     pub plan: SourcePlan,
     pub env: BTreeMap<String, String>,
+    /// The preview the release belongs to; `None` for production.
+    pub preview_id: Option<String>,
+}
+
+/// How many web instances of which size a release of `target` runs: the project's scale
+/// for production; one instance of the smallest tier for a preview.
+pub(crate) fn desired_scale(
+    app: &AppState,
+    project: &Project,
+    target: &ReleaseTarget,
+) -> (u32, Option<String>) {
+    match target {
+        ReleaseTarget::Production => (project.instances, project.size.clone()),
+        ReleaseTarget::Preview(_) => (1, Some(app.config.scale.smallest_size())),
+    }
 }
 
 /// Starts one web instance of the release and waits for its health check. On failure the
@@ -56,6 +71,17 @@ pub(crate) async fn start_healthy(
         .get("web")
         .map(|web| vec!["/bin/sh".to_owned(), "-c".to_owned(), web.clone()]);
     let suffix = ids::random_base62(6).to_ascii_lowercase();
+    let mut labels = HashMap::from([
+        ("cantila.project".to_owned(), release.project.id.clone()),
+        ("cantila.deploy".to_owned(), release.deploy_id.clone()),
+        ("cantila.instance".to_owned(), suffix.clone()),
+        ("cantila.kind".to_owned(), "web".to_owned()),
+        ("cantila.installation".to_owned(), app.installation.clone()),
+        ("cantila.size".to_owned(), size_name),
+    ]);
+    if let Some(preview_id) = &release.preview_id {
+        labels.insert(super::PREVIEW_LABEL.to_owned(), preview_id.clone());
+    }
     let spec = ContainerSpec {
         name: format!(
             "cantila-{}-{}-{}-{suffix}",
@@ -66,14 +92,7 @@ pub(crate) async fn start_healthy(
         image: release.image.clone(),
         command,
         env,
-        labels: HashMap::from([
-            ("cantila.project".to_owned(), release.project.id.clone()),
-            ("cantila.deploy".to_owned(), release.deploy_id.clone()),
-            ("cantila.instance".to_owned(), suffix.clone()),
-            ("cantila.kind".to_owned(), "web".to_owned()),
-            ("cantila.installation".to_owned(), app.installation.clone()),
-            ("cantila.size".to_owned(), size_name),
-        ]),
+        labels,
         network: network.clone(),
         memory_bytes: Some(i64::from(tier.memory_mb) * 1024 * 1024),
         cpus: Some(tier.cpus),
@@ -260,6 +279,7 @@ fn release_of(
         image,
         plan,
         env,
+        preview_id: deploy.preview_id.clone(),
     }))
 }
 
@@ -415,8 +435,22 @@ pub struct InstanceInfo {
     pub address: Option<String>,
 }
 
-pub async fn list(app: &AppState, actor: &Actor, project_id: String) -> Result<Vec<InstanceInfo>> {
+/// The project's web instances: production's, or with `preview` only that preview's
+/// (another project's preview answers 404).
+pub async fn list(
+    app: &AppState,
+    actor: &Actor,
+    project_id: String,
+    preview: Option<String>,
+) -> Result<Vec<InstanceInfo>> {
     let project = projects::get(&app.store, actor, project_id).await?;
+    let target = match preview {
+        Some(preview_id) => {
+            let preview = crate::previews::get(app, actor, project.id.clone(), preview_id).await?;
+            ReleaseTarget::Preview(preview.id)
+        }
+        None => ReleaseTarget::Production,
+    };
     let engine = app.engine().await?;
     let network = app.config.deploy.network.clone();
     let draining = app.draining_snapshot();
@@ -426,12 +460,14 @@ pub async fn list(app: &AppState, actor: &Actor, project_id: String) -> Result<V
         .containers(&[("cantila.project", &project.id), ("cantila.kind", "web")])
         .await
         .map_err(Error::from)?
+        .into_iter()
+        .filter(|container| target.owns_container(&container.labels))
     {
         let status = engine
             .inspect(&container.id, &network)
             .await
             .map_err(Error::from)?;
-        let port = container_port(&routed, &project);
+        let port = container_port(&routed, &project, &target);
         let address = status.ip.map(|ip| match port {
             Some(port) => format!("{ip}:{port}"),
             None => ip.to_string(),
@@ -478,11 +514,17 @@ fn routed_addresses(table: &crate::edge::RouteTable) -> Vec<std::net::SocketAddr
         .collect()
 }
 
-fn container_port(table: &crate::edge::RouteTable, project: &Project) -> Option<u16> {
+fn container_port(
+    table: &crate::edge::RouteTable,
+    project: &Project,
+    target: &ReleaseTarget,
+) -> Option<u16> {
     table
         .by_host
         .values()
-        .find(|route| route.project_id == project.id)
+        .find(|route| {
+            route.project_id == project.id && route.preview_id.as_deref() == target.preview_id()
+        })
         .and_then(|route| match &route.target {
             crate::edge::RouteTarget::Instances(addresses) => addresses.first().map(|a| a.port()),
             crate::edge::RouteTarget::Static { .. }
@@ -510,7 +552,7 @@ pub async fn reconcile(app: &AppState) -> Result<()> {
     let Ok(engine) = app.engine().await else {
         return Ok(());
     };
-    let (projects, deploys) = app
+    let (projects, deploys, previews) = app
         .store
         .call(|c| {
             Ok((
@@ -523,11 +565,24 @@ pub async fn reconcile(app: &AppState) -> Result<()> {
                         DeployStatus::Releasing,
                     ],
                 )?,
+                store::previews::all(c)?,
             ))
         })
         .await?;
+    let preview_ids: std::collections::HashSet<&str> =
+        previews.iter().map(|p| p.id.as_str()).collect();
+    // A preview's deploy is only wanted while the preview exists.
+    let wanted = |d: &&Deploy| {
+        d.preview_id
+            .as_deref()
+            .is_none_or(|id| preview_ids.contains(id))
+    };
     // Orphans: containers of projects or deploys that no longer want them.
-    let live: std::collections::HashSet<&str> = deploys.iter().map(|d| d.id.as_str()).collect();
+    let live: std::collections::HashSet<&str> = deploys
+        .iter()
+        .filter(wanted)
+        .map(|d| d.id.as_str())
+        .collect();
     let draining = app.draining_snapshot();
     for container in engine
         .containers(&[
@@ -548,18 +603,23 @@ pub async fn reconcile(app: &AppState) -> Result<()> {
                 .await;
         }
     }
+    // Each release target (production of each project, each preview) is repaired on its
+    // own: a target's count never counts another target's instances.
     let mut changed = false;
-    for project in projects {
-        let Some(deploy) = deploys
-            .iter()
-            .find(|d| d.project_id == project.id && d.status == DeployStatus::Running)
-        else {
+    for deploy in deploys
+        .iter()
+        .filter(wanted)
+        .filter(|d| d.status == DeployStatus::Running)
+    {
+        let Some(project) = projects.iter().find(|p| p.id == deploy.project_id) else {
             continue;
         };
-        let busy = deploys
-            .iter()
-            .any(|d| d.project_id == project.id && d.status != DeployStatus::Running);
-        if busy || project.instances == 0 || deploy.image.is_none() {
+        let target = deploy.target();
+        let busy = deploys.iter().any(|d| {
+            d.project_id == project.id && d.target() == target && d.status != DeployStatus::Running
+        });
+        let (instances, size) = desired_scale(app, project, &target);
+        if busy || instances == 0 || deploy.image.is_none() {
             continue;
         }
         let lock = app.project_lock(&project.id);
@@ -579,21 +639,21 @@ pub async fn reconcile(app: &AppState) -> Result<()> {
             }
         }
         let serving = serving_instances(app, &engine, &deploy.id).await.len() as u32;
-        if serving >= project.instances {
+        if serving >= instances {
             continue;
         }
-        let project_id = project.id.clone();
+        let deploy_id = deploy.id.clone();
         let sealed = app
             .store
-            .call(move |c| store::deploys::running_env(c, &project_id))
+            .call(move |c| store::deploys::env_of(c, &deploy_id))
             .await?;
-        let Some(release) = release_of(app, &project, deploy, sealed)? else {
+        let Some(release) = release_of(app, project, deploy, sealed)? else {
             continue;
         };
-        tracing::warn!(project = %project.id, serving, wanted = project.instances, "replacing missing instances");
+        tracing::warn!(project = %project.id, deploy = %deploy.id, serving, wanted = instances, "replacing missing instances");
         let say = |line: String| tracing::info!(project = %release.project.id, "{line}");
-        for _ in serving..project.instances {
-            match start_healthy(app, &engine, &release, project.size.as_deref(), &say).await {
+        for _ in serving..instances {
+            match start_healthy(app, &engine, &release, size.as_deref(), &say).await {
                 Ok(_) => changed = true,
                 Err(reason) => {
                     tracing::warn!(project = %project.id, %reason, "a replacement instance did not become healthy");

@@ -110,7 +110,7 @@ async fn dispatch(
     let Some(route) = route else {
         return pages::unknown_host(host.as_deref().unwrap_or("this host"));
     };
-    let counters = edge.metrics.project(&route.project_id);
+    let counters = edge.metrics.project(route.metrics_key());
 
     let response = if !https && route.https_redirect && !is_challenge {
         https_redirect(&request, host.as_deref())

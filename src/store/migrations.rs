@@ -117,6 +117,29 @@ const STEPS: &[&str] = &[
     ALTER TABLE projects ADD COLUMN size TEXT;",
     // 5: rollbacks record the deploy they re-release.
     "ALTER TABLE deploys ADD COLUMN rollback_of TEXT;",
+    // 6 (previews): preview deployments of branches and pull requests, their deploys
+    // (`preview_id` set; production deploys have none, and keep the preview's id after it
+    // is removed, as history), and the branch patterns whose pushes create previews.
+    "CREATE TABLE previews (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        id            TEXT NOT NULL UNIQUE,
+        project_id    TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        hostname      TEXT NOT NULL UNIQUE,
+        branch        TEXT,
+        git_ref       TEXT NOT NULL,
+        pull_request  INTEGER,
+        env           BLOB,
+        ttl_secs      INTEGER NOT NULL,
+        trigger       TEXT NOT NULL,
+        created_at    TEXT NOT NULL,
+        updated_at    TEXT NOT NULL,
+        expires_at    TEXT NOT NULL
+    );
+    CREATE INDEX previews_by_project ON previews(project_id, seq);
+    CREATE INDEX previews_by_expiry ON previews(expires_at);
+    ALTER TABLE deploys ADD COLUMN preview_id TEXT;
+    CREATE INDEX deploys_by_preview ON deploys(preview_id, seq);
+    ALTER TABLE projects ADD COLUMN preview_branches TEXT;",
 ];
 
 /// The schema version this binary writes.

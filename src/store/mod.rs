@@ -10,6 +10,7 @@ pub mod audit;
 pub mod deploys;
 pub mod env;
 pub mod git;
+pub mod previews;
 pub mod projects;
 
 use std::{

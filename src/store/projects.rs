@@ -12,7 +12,7 @@ use crate::{
 use super::is_unique_violation;
 
 const COLUMNS: &str = "p.seq, p.id, p.account_id, a.handle, p.name, p.runtime, p.status, \
-    p.created_at, p.updated_at, p.instances, p.size";
+    p.created_at, p.updated_at, p.instances, p.size, p.preview_branches";
 const FROM: &str = "projects p JOIN accounts a ON a.id = p.account_id";
 
 fn corrupt(what: &str, value: &str) -> rusqlite::Error {
@@ -28,6 +28,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Project)> {
     let name: String = row.get(4)?;
     let runtime: Option<String> = row.get(5)?;
     let status: String = row.get(6)?;
+    let preview_branches: Option<String> = row.get(11)?;
     Ok((
         row.get(0)?,
         Project {
@@ -43,6 +44,11 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Project)> {
             updated_at: row.get(8)?,
             instances: row.get(9)?,
             size: row.get(10)?,
+            preview_branches: match preview_branches {
+                Some(text) => serde_json::from_str(&text)
+                    .map_err(|_| corrupt("preview branch patterns", &text))?,
+                None => Vec::new(),
+            },
         },
     ))
 }
