@@ -12,5 +12,6 @@ mod docker;
 mod edge;
 mod lifecycle;
 mod openapi;
+mod previews;
 mod serving;
 mod tls_acme;
