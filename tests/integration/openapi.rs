@@ -41,6 +41,10 @@ const EXPECTED: &[(&str, &str)] = &[
     ("post", "/v1/projects/{id}/scale"),
     ("get", "/v1/projects/{id}/instances"),
     ("post", "/v1/projects/{id}/rollback"),
+    ("get", "/v1/projects/{id}/previews"),
+    ("post", "/v1/projects/{id}/previews"),
+    ("get", "/v1/projects/{id}/previews/{previewId}"),
+    ("delete", "/v1/projects/{id}/previews/{previewId}"),
 ];
 
 /// Operations that take no API token: the document itself, and the webhook (verified by
