@@ -758,11 +758,25 @@ pub async fn pull_request_updated(
         ttl_secs: None,
         commit: head_sha,
     };
-    let queued = create_or_update(app, actor, project.id.clone(), request, "webhook").await?;
-    Ok(HookOutcome::Queued {
-        deploy_id: queued.deploy.id,
-        preview_id: queued.info.preview.id,
-    })
+    queue_from_hook(app, actor, project, request).await
+}
+
+/// Creates or updates a preview for a webhook. The cap is reported as the delivery's
+/// outcome (kept on the git connection's last delivery), not as a failed delivery.
+async fn queue_from_hook(
+    app: &AppState,
+    actor: &Actor,
+    project: &Project,
+    request: PreviewRequest,
+) -> Result<HookOutcome> {
+    match create_or_update(app, actor, project.id.clone(), request, "webhook").await {
+        Ok(queued) => Ok(HookOutcome::Queued {
+            deploy_id: queued.deploy.id,
+            preview_id: queued.info.preview.id,
+        }),
+        Err(Error::Conflict(reason)) => Ok(HookOutcome::Ignored(reason)),
+        Err(err) => Err(err),
+    }
 }
 
 /// A pull request was closed (or merged): remove its preview.
@@ -840,12 +854,7 @@ pub async fn branch_pushed(
                 ttl_secs: None,
                 commit: after,
             };
-            let queued =
-                create_or_update(app, actor, project.id.clone(), request, "webhook").await?;
-            Ok(HookOutcome::Queued {
-                deploy_id: queued.deploy.id,
-                preview_id: queued.info.preview.id,
-            })
+            queue_from_hook(app, actor, project, request).await
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::{
 /// start-up, and on a timer so the table follows Docker's actual state.
 pub async fn refresh(app: &AppState) -> Result<()> {
     let _one_at_a_time = app.route_refresh.lock().await;
-    let (projects, running, aliases, previews) = app
+    let (projects, running, aliases, previews, preview_statuses) = app
         .store
         .call(|connection| {
             Ok((
@@ -27,9 +27,11 @@ pub async fn refresh(app: &AppState) -> Result<()> {
                 store::deploys::with_status(connection, &[DeployStatus::Running])?,
                 store::aliases::all(connection)?,
                 store::previews::all(connection)?,
+                store::deploys::newest_status_of_previews(connection)?,
             ))
         })
         .await?;
+    let preview_statuses: HashMap<String, DeployStatus> = preview_statuses.into_iter().collect();
     let mut aliases_by_project: HashMap<String, Vec<String>> = HashMap::new();
     for alias in aliases {
         aliases_by_project
@@ -109,9 +111,14 @@ pub async fn refresh(app: &AppState) -> Result<()> {
             continue;
         };
         let serving = running_by_preview.get(preview.id.as_str());
-        let target = match serving {
-            Some(deploy) => target_of(app, project, deploy, &instances),
-            None => RouteTarget::Unavailable {
+        let target = match (serving, preview_statuses.get(&preview.id)) {
+            (Some(deploy), _) => target_of(app, project, deploy, &instances),
+            (None, Some(DeployStatus::Failed | DeployStatus::Canceled)) => {
+                RouteTarget::Unavailable {
+                    state: "failed".to_owned(),
+                }
+            }
+            (None, _) => RouteTarget::Unavailable {
                 state: "building".to_owned(),
             },
         };

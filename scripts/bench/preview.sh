@@ -56,6 +56,7 @@ printf '[tls]\nmode = "off"\n[deploy]\ndrain_secs = 1\nstop_grace_secs = 1\n' >"
 PIDS+=("$!")
 API="http://127.0.0.1:$API_PORT"
 for _ in $(seq 1 100); do [ -s "$WORK/data/admin-token" ] && curl -sf "$API/v1/openapi.json" >/dev/null && break; sleep 0.1; done
+[ -s "$WORK/data/admin-token" ] || { echo "the daemon did not start:" >&2; cat "$WORK/cantila.log" >&2; exit 1; }
 TOKEN=$(cat "$WORK/data/admin-token")
 api() { curl -sf -H "Authorization: Bearer $TOKEN" -H "content-type: application/json" "$@"; }
 
@@ -90,12 +91,30 @@ echo "first production deploy (warms the build cache and the mirror)..." >&2
 webhook push "{\"ref\":\"refs/heads/main\",\"after\":\"$(git_app rev-parse HEAD)\"}" >/dev/null
 wait_served bench.admin.bench.test "main 0"
 
+# Each timed phase starts with the project quiet: a deploy's pipeline ends only after the
+# previous release drained and stopped, and deploys of one project (production's and its
+# previews') run one at a time, so starting earlier would time that wait (and the old
+# release's image pruning), not the deploy itself. Both phases wait alike.
+wait_quiet() {
+    for _ in $(seq 1 300); do
+        if [ "$(docker ps -q --filter "label=cantila.project=$PROJECT_ID" | wc -l)" -le 1 ]; then
+            # The pipeline's tail (image pruning after the stop) settles too.
+            sleep 2
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "the project never settled to one container" >&2
+    exit 1
+}
+
 production_times=()
 preview_times=()
 for run in $(seq 1 "$RUNS"); do
     # Production: a new commit on main, pushed.
     echo "main $run" >"$WORK/app/www/index.html"
     git_app commit -q -am "main $run"
+    wait_quiet
     start=$(now_ms)
     webhook push "{\"ref\":\"refs/heads/main\",\"after\":\"$(git_app rev-parse HEAD)\"}" >/dev/null
     wait_served bench.admin.bench.test "main $run"
@@ -108,6 +127,7 @@ for run in $(seq 1 "$RUNS"); do
     git_app commit -q -am "preview $run"
     sha=$(git_app rev-parse HEAD)
     git_app checkout -q main
+    wait_quiet
     start=$(now_ms)
     answer=$(webhook pull_request "{\"action\":\"opened\",\"number\":$run,\"pull_request\":{\"number\":$run,\"head\":{\"ref\":\"$branch\",\"sha\":\"$sha\"},\"base\":{\"ref\":\"main\"}}}")
     wait_served "$branch--bench-admin.bench.test" "preview $run"

@@ -158,6 +158,25 @@ pub fn of_preview(connection: &Connection, preview_id: &str, limit: u32) -> Resu
     Ok(rows)
 }
 
+/// The status of each preview's newest deploy, by preview id; for the route table's 503
+/// pages.
+pub fn newest_status_of_previews(connection: &Connection) -> Result<Vec<(String, DeployStatus)>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT preview_id, status FROM deploys WHERE seq IN
+         (SELECT MAX(seq) FROM deploys WHERE preview_id IS NOT NULL GROUP BY preview_id)",
+    )?;
+    let rows = statement
+        .query_map([], |row| {
+            let status: String = row.get(1)?;
+            Ok((
+                row.get(0)?,
+                DeployStatus::parse(&status).unwrap_or(DeployStatus::Failed),
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
 /// Whether a deploy outside `preview_id` still names `image`, so removing the preview
 /// must keep it (production reuses images of the same commit and plan).
 pub fn image_used_outside_preview(

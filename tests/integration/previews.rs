@@ -375,7 +375,7 @@ async fn previews_are_capped_expire_follow_opted_in_branches_and_stay_in_their_a
     let repo = Repo::new(&[("index.html", "main\n")]);
     repo.commit_on_branch("alpha", &[("index.html", "alpha\n")], "alpha");
     repo.commit_on_branch("beta", &[("index.html", "beta\n")], "beta");
-    repo.commit_on_branch("gamma", &[("index.html", "gamma\n")], "gamma");
+    let gamma = repo.commit_on_branch("gamma", &[("index.html", "gamma\n")], "gamma");
     let (project_id, secret) = daemon.connected_project("site", &repo).await;
     let path = format!("/v1/projects/{project_id}/previews");
 
@@ -467,6 +467,36 @@ async fn previews_are_capped_expire_follow_opted_in_branches_and_stay_in_their_a
             .contains("previews.max_per_project = 2"),
         "{}",
         full.text
+    );
+    // From a webhook the cap is the delivery's recorded outcome.
+    let capped = send_webhook(
+        &daemon,
+        &project_id,
+        &secret,
+        "pull_request",
+        "delivery-capped",
+        pull_request("opened", 9, "gamma", &gamma),
+    )
+    .await
+    .expect(200);
+    assert_eq!(capped.body["status"], "ignored", "{}", capped.text);
+    assert!(capped.body["reason"]
+        .as_str()
+        .unwrap()
+        .contains("previews.max_per_project"));
+    let git = daemon
+        .get(
+            &format!("/v1/projects/{project_id}/git"),
+            &daemon.admin_token,
+        )
+        .await
+        .body;
+    assert!(
+        git["lastDelivery"]["result"]
+            .as_str()
+            .unwrap()
+            .contains("max_per_project"),
+        "{git}"
     );
     let again = daemon
         .post(&path, &daemon.admin_token, json!({ "branch": "alpha" }))
@@ -758,4 +788,71 @@ async fn a_lost_preview_instance_is_replaced_without_touching_production() {
         .unwrap();
     assert_eq!(body, "topic\n");
     cleanup(&project_id).await;
+}
+
+#[tokio::test]
+async fn the_cli_creates_lists_and_deletes_previews() {
+    let daemon = TestDaemon::start().await;
+    let repo = Repo::new(&[("index.html", "main\n")]);
+    repo.commit_on_branch("docs/new", &[("index.html", "docs\n")], "docs");
+    let (project_id, _) = daemon.connected_project("handbook", &repo).await;
+    let env = vec![
+        ("CANTILA_URL", format!("http://{}", daemon.api)),
+        ("CANTILA_TOKEN", daemon.admin_token.clone()),
+    ];
+    let run = |list: &[&str]| {
+        let args: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+        crate::cli::cantila(args, env.clone())
+    };
+    let out = run(&[
+        "previews",
+        "create",
+        "handbook",
+        "--branch",
+        "docs/new",
+        "--ttl",
+        "1d",
+        "--env",
+        "MODE=review",
+        "--follow",
+    ])
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("docs-new--handbook-admin.test.local"),
+        "{stderr}"
+    );
+    let out = run(&["previews", "list", "handbook", "--json"]).await;
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let preview = &list["previews"][0];
+    assert_eq!(preview["status"], "running", "{list}");
+    assert_eq!(preview["ttlSecs"], 86_400);
+    assert_eq!(preview["envKeys"], json!(["MODE"]));
+    let id = preview["id"].as_str().unwrap().to_owned();
+    let out = run(&["previews", "list", "handbook"]).await;
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        table.starts_with("ID") && table.contains(&id) && table.contains("docs/new"),
+        "{table}"
+    );
+    let out = run(&[
+        "previews", "create", "handbook", "--branch", "docs/new", "--ref", "main",
+    ])
+    .await;
+    assert!(!out.status.success(), "--branch and --ref conflict");
+    let out = run(&["previews", "delete", "handbook", &id]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(previews(&daemon, &project_id).await.is_empty());
+    let out = run(&["previews", "delete", "handbook", &id]).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
