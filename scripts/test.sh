@@ -16,6 +16,12 @@ if ! command -v pebble >/dev/null || ! command -v pebble-challtestsrv >/dev/null
     apt-get install -y pebble || { apt-get update && apt-get install -y pebble; }
 fi
 
+step "Chromium and chromedriver (the console's browser tests)"
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y chromium chromium-driver || { apt-get update && apt-get install -y chromium chromium-driver; }
+fi
+
 step "local base images (busybox, node:22-slim, python:3.12-slim)"
 scripts/base-images.sh
 

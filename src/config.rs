@@ -43,6 +43,13 @@ pub struct Config {
     pub scale: ScaleConfig,
     /// Preview deployments of branches and pull requests.
     pub previews: PreviewsConfig,
+    /// An optional listener serving `GET /metrics` (Prometheus) for every project without
+    /// a token. Off by default; only loopback addresses are accepted, because it has no auth.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Sampling and retention of metrics.
+    pub metrics: MetricsConfig,
+    /// Runtime logs of instances and the edge: how much is kept and how much a read returns.
+    pub logs: LogsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -67,6 +74,65 @@ impl Default for PreviewsConfig {
             max_ttl_secs: 90 * 24 * 60 * 60,
             sweep_interval_secs: 60,
         }
+    }
+}
+
+/// How often instances and the edge are sampled and how long the points are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Sample container stats and the edge's counters; off keeps the edge counting (for
+    /// Prometheus) but stores no series.
+    pub enabled: bool,
+    /// Seconds between samples: the fine resolution. Must divide 60, so fine points roll
+    /// up into whole minutes.
+    pub interval_secs: u64,
+    /// Minutes the fine points are kept.
+    pub fine_retention_mins: u64,
+    /// Days the one-minute points are kept.
+    pub coarse_retention_days: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_secs: 10,
+            fine_retention_mins: 60,
+            coarse_retention_days: 7,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// The most runtime log bytes kept per project (line text plus 32 bytes of tags per
+    /// line); past it the oldest lines are dropped.
+    pub max_bytes_per_project: u64,
+    /// Lines older than this are dropped: a window such as `12h` or `7d`.
+    pub max_age: String,
+    /// Lines a read returns when it names no `limit`.
+    pub default_limit: u32,
+    /// The largest `limit` a read may ask for.
+    pub max_limit: u32,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes_per_project: 64 * 1024 * 1024,
+            max_age: "7d".to_owned(),
+            default_limit: 500,
+            max_limit: 5000,
+        }
+    }
+}
+
+impl LogsConfig {
+    /// `max_age` as a duration (validated at load; a week if it were somehow unreadable).
+    pub fn max_age(&self) -> std::time::Duration {
+        crate::duration::parse(&self.max_age).unwrap_or(std::time::Duration::from_secs(7 * 86_400))
     }
 }
 
@@ -166,6 +232,13 @@ pub struct BuildConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeployConfig {
+    /// The Docker engine's Unix socket; unset means `DOCKER_HOST` or the default
+    /// `/var/run/docker.sock` (set it for rootless Docker or a second engine).
+    pub docker_socket: Option<PathBuf>,
+    /// Whether projects may connect repositories on this server's disk (absolute paths,
+    /// `file://`). Turn off when accounts you do not trust share the server; Cantila's
+    /// own data directory is refused either way.
+    pub allow_local_repos: bool,
     /// The Docker network instances join; created when missing.
     pub network: String,
     /// Builds that may run at once across all projects.
@@ -193,6 +266,8 @@ pub struct DeployConfig {
 impl Default for DeployConfig {
     fn default() -> Self {
         Self {
+            docker_socket: None,
+            allow_local_repos: true,
             network: "cantila".to_owned(),
             concurrent_builds: 1,
             build_memory_mb: 1536,
@@ -255,6 +330,9 @@ impl Default for Config {
             edge: EdgeSettings::default(),
             scale: ScaleConfig::default(),
             previews: PreviewsConfig::default(),
+            metrics_listen: None,
+            metrics: MetricsConfig::default(),
+            logs: LogsConfig::default(),
         }
     }
 }
@@ -405,6 +483,47 @@ impl Config {
                 "previews.sweep_interval_secs must be at least 1".to_owned(),
             ));
         }
+        if self.metrics.interval_secs == 0 || 60 % self.metrics.interval_secs != 0 {
+            return Err(ConfigError::Invalid(
+                "metrics.interval_secs must divide 60 (1, 2, 5, 10, 15, 20, 30 or 60)".to_owned(),
+            ));
+        }
+        if self.metrics.fine_retention_mins == 0 || self.metrics.coarse_retention_days == 0 {
+            return Err(ConfigError::Invalid(
+                "metrics.fine_retention_mins and metrics.coarse_retention_days must be at least 1"
+                    .to_owned(),
+            ));
+        }
+        if self.metrics.coarse_retention_days > 366 {
+            return Err(ConfigError::Invalid(
+                "metrics.coarse_retention_days must be at most 366".to_owned(),
+            ));
+        }
+        if let Some(addr) = self.metrics_listen {
+            if !addr.ip().is_loopback() {
+                return Err(ConfigError::Invalid(format!(
+                    "metrics_listen {addr} is not a loopback address; it serves without a token, \
+                     so bind it to 127.0.0.1 or ::1, or scrape GET /metrics on the API with an admin token"
+                )));
+            }
+        }
+        if crate::duration::parse(&self.logs.max_age).is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "logs.max_age `{}` must be a window such as 12h or 7d (a whole number and s, m, h, d or w)",
+                self.logs.max_age
+            )));
+        }
+        if self.logs.max_bytes_per_project < 4096 {
+            return Err(ConfigError::Invalid(
+                "logs.max_bytes_per_project must be at least 4096".to_owned(),
+            ));
+        }
+        if self.logs.default_limit == 0 || self.logs.default_limit > self.logs.max_limit {
+            return Err(ConfigError::Invalid(format!(
+                "logs.default_limit must be between 1 and logs.max_limit ({})",
+                self.logs.max_limit
+            )));
+        }
         if self.api.auth_failures_per_minute == 0 {
             return Err(ConfigError::Invalid(
                 "api.auth_failures_per_minute must be at least 1".to_owned(),
@@ -521,5 +640,21 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("default_handle"));
+        let config = Config {
+            metrics_listen: Some(SocketAddr::from(([0, 0, 0, 0], 9464))),
+            ..Config::default()
+        };
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("loopback"));
+        let mut config = Config::default();
+        config.metrics.interval_secs = 7;
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("metrics.interval_secs"));
     }
 }

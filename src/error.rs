@@ -28,6 +28,9 @@ pub enum Error {
     /// Too many failed attempts from one client address.
     #[error("too many failed authentication attempts; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// Something Cantila depends on (the Docker engine) is down; retrying later may work.
+    #[error("{0}")]
+    Unavailable(String),
     /// The store failed; the detail is logged, never shown to the client.
     #[error("store: {0}")]
     Store(#[from] StoreError),

@@ -82,6 +82,9 @@ pub async fn connect(
     request: ConnectRequest,
 ) -> Result<(ConnectionView, String)> {
     owned_project(app, actor, &project_id).await?;
+    request
+        .repo
+        .check_permitted(&app.config.data_dir, app.config.deploy.allow_local_repos)?;
     let mirror_path = app.config.repos_dir().join(format!("{project_id}.git"));
     let timeout = Duration::from_secs(app.config.deploy.fetch_timeout_secs);
     let location = request.repo.clone();

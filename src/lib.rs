@@ -9,14 +9,19 @@ pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod deploy;
 pub mod docker;
 pub mod domains;
+pub mod duration;
 pub mod edge;
 pub mod env;
 pub mod error;
 pub mod git_connection;
 pub mod ids;
+pub mod live;
+pub mod logs;
+pub mod metrics;
 pub mod names;
 pub mod pagination;
 pub mod plan;
@@ -43,6 +48,8 @@ pub struct Listeners {
     pub api: TcpListener,
     pub http: TcpListener,
     pub https: TcpListener,
+    /// `GET /metrics` without a token, when `metrics_listen` is set.
+    pub metrics: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -68,6 +75,17 @@ impl Listeners {
                 "--https-listen / CANTILA_HTTPS_LISTEN",
             )
             .await?,
+            metrics: match config.metrics_listen {
+                Some(addr) => Some(
+                    bind_one(
+                        addr,
+                        "the metrics listener",
+                        "metrics_listen in the config file",
+                    )
+                    .await?,
+                ),
+                None => None,
+            },
         })
     }
 
@@ -78,6 +96,7 @@ impl Listeners {
             api: TcpListener::bind(any).await?,
             http: TcpListener::bind(any).await?,
             https: TcpListener::bind(any).await?,
+            metrics: None,
         })
     }
 }
@@ -169,11 +188,27 @@ pub async fn run(
         stopped(),
     ));
 
+    let metrics_server = match listeners.metrics {
+        Some(listener) => {
+            let metrics_addr = listener.local_addr()?;
+            tracing::info!(metrics = %metrics_addr, "serving GET /metrics without a token on this address");
+            let service = api::metrics::unauthenticated_router(app.clone());
+            let graceful = stopped();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(graceful)
+                    .await
+            }))
+        }
+        None => None,
+    };
+    let collector = tokio::spawn(metrics::collector::run(app.clone(), stopped()));
     let worker = tokio::spawn(deploy::worker::run(app.clone(), stopped()));
     let router_task = tokio::spawn(routing::run(app.clone(), stopped()));
     let reconciler = tokio::spawn(deploy::instances::run_reconciler(app.clone(), stopped()));
     let renewals = tokio::spawn(crate::tls::run_renewals(tls, stopped()));
     let preview_sweep = tokio::spawn(crate::previews::run_expiry_sweep(app.clone(), stopped()));
+    let log_writer = tokio::spawn(logs::collector::run(app.clone(), stopped()));
 
     tracing::info!(api = %api_addr, http = %http_addr, https = %https_addr, "cantila is listening");
     // Tell systemd (Type=notify) we are ready; a no-op when not run under systemd.
@@ -185,11 +220,16 @@ pub async fn run(
     let _ = stop_tx.send(true);
     api_server.await?.context("API server")?;
     edge_server.await?.context("edge")?;
+    if let Some(server) = metrics_server {
+        server.await?.context("metrics listener")?;
+    }
+    let _ = collector.await;
     let _ = worker.await;
     let _ = router_task.await;
     let _ = reconciler.await;
     let _ = renewals.await;
     let _ = preview_sweep.await;
+    let _ = log_writer.await;
     tokio::task::spawn_blocking(move || store.close()).await?;
     tracing::info!("stopped cleanly");
     Ok(())

@@ -203,9 +203,58 @@ impl TokenName {
     }
 }
 
+/// A Procfile process type (`web`, `worker`, `clock`). Invariant: 1-63 ASCII letters,
+/// digits, `_` or `-`, so it can sit in a container name and a label as it is.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProcessType(String);
+
+impl ProcessType {
+    /// The process type the edge routes HTTP traffic to.
+    pub const WEB: &'static str = "web";
+
+    pub fn parse(value: &str) -> Result<Self, Error> {
+        let valid = !value.is_empty()
+            && value.len() <= 63
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid {
+            return Err(Error::Invalid(format!(
+                "process type {value:?} is invalid; use 1-63 letters, digits, '_' and '-'"
+            )));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_web(&self) -> bool {
+        self.0 == Self::WEB
+    }
+}
+
+impl std::fmt::Display for ProcessType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_types_are_plain_words() {
+        for good in ["web", "worker", "clock_2", "low-priority"] {
+            assert!(ProcessType::parse(good).is_ok(), "{good}");
+        }
+        let long = "w".repeat(64);
+        for bad in ["", "we b", "a;b", "$(id)", "../x", "wörker", long.as_str()] {
+            assert!(ProcessType::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 
     fn check(input: &str, ok: bool) {
         assert_eq!(

@@ -1,6 +1,8 @@
 //! Projects: the unit Cantila deploys and runs. Creation, lookup, renaming, deletion.
 //! Invariant: a project is only ever visible to tokens of its own account.
 
+use std::collections::BTreeMap;
+
 use crate::{
     accounts::Actor,
     audit, clock,
@@ -29,6 +31,9 @@ pub struct Project {
     pub size: Option<String>,
     /// Branch patterns whose pushes create previews (`previews.branches`); empty = none.
     pub preview_branches: Vec<String>,
+    /// Desired instances of non-web process types that were scaled explicitly; a type
+    /// not listed runs one instance (see `deploy::instances::desired_instances`).
+    pub process_instances: BTreeMap<String, u32>,
 }
 
 impl Project {
@@ -109,6 +114,7 @@ pub async fn create(app: &AppState, actor: &Actor, new: NewProject) -> Result<Pr
         instances: 1,
         size: None,
         preview_branches: Vec::new(),
+        process_instances: BTreeMap::new(),
     };
     let actor = actor.clone();
     let project = app

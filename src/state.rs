@@ -12,6 +12,8 @@ use crate::{
     docker::Engine,
     edge::{EdgeMetrics, Routes},
     error::Error,
+    logs::LogCollector,
+    metrics::MetricsHub,
     secrets::SecretBox,
     store::Store,
     tls::Tls,
@@ -34,8 +36,14 @@ pub struct Inner {
     pub deploys: DeployHub,
     /// The edge's route table, rebuilt by `routing` and read by every edge request.
     pub routes: Arc<Routes>,
+    /// Runtime log collection: followers of instance output, the edge's access-log sink,
+    /// the batching writer's queue and live followers of stored lines.
+    pub logs: LogCollector,
     /// Per-project request counters kept by the edge.
     pub edge_metrics: Arc<EdgeMetrics>,
+    /// The metrics collector's latest instance samples, for reports and Prometheus
+    /// scrapes that must not wait on Docker.
+    pub metrics: MetricsHub,
     /// Certificates for the HTTPS listener.
     pub tls: Tls,
     /// This installation's id, labelled on everything it creates in Docker, so two
@@ -71,7 +79,9 @@ impl AppState {
             secrets,
             deploys: DeployHub::default(),
             routes: Arc::new(Routes::default()),
+            logs: LogCollector::default(),
             edge_metrics: Arc::new(EdgeMetrics::new()),
+            metrics: MetricsHub::default(),
             tls,
             installation,
             route_refresh: AsyncMutex::new(()),
@@ -119,8 +129,9 @@ impl AppState {
         if let Some(engine) = engine.as_ref() {
             return Ok(engine.clone());
         }
-        let connected = Engine::connect().await.map_err(|err| {
-            Error::Invalid(format!(
+        let socket = self.0.config.deploy.docker_socket.as_deref();
+        let connected = Engine::connect_at(socket).await.map_err(|err| {
+            Error::Unavailable(format!(
                 "{err}; is Docker installed and running, and may Cantila use its socket?"
             ))
         })?;

@@ -5,7 +5,7 @@ use std::{convert::Infallible, time::Duration};
 
 use axum::{
     extract::State,
-    http::{HeaderMap, StatusCode},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{
         sse::{Event, KeepAlive, Sse},
         IntoResponse, Response,
@@ -176,10 +176,13 @@ async fn create(
 
 /// Trigger a deploy and stream its build and release log as Server-Sent Events:
 /// `status`, `log` and a final `done`, each with an `id`. Disconnecting does not cancel.
+/// `Content-Location` names the deploy's events URL, where a client that lost the stream
+/// resumes with `Last-Event-ID`.
 #[utoipa::path(post, path = "/v1/projects/{id}/deploy/stream", tag = "deploys",
     security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "project id")),
     request_body(content = CreateDeploy, description = "optional"),
-    responses((status = 200, description = "an SSE stream of the deploy", content_type = "text/event-stream")))]
+    responses((status = 200, description = "an SSE stream of the deploy", content_type = "text/event-stream",
+        headers(("Content-Location" = String, description = "`/v1/deploys/{deployId}/events`: the same events, resumable with `Last-Event-ID`")))))]
 async fn create_streamed(
     auth: Auth<DeployScope>,
     State(app): State<AppState>,
@@ -188,7 +191,14 @@ async fn create_streamed(
 ) -> ApiResult<Response> {
     let request = body.unwrap_or_default();
     let deploy = deploy::enqueue(&app, &auth.actor, id, parse_ref(&request)?, "api").await?;
-    Ok(sse(&app, deploy.id, 0).into_response())
+    let events_url = format!("/v1/deploys/{}/events", deploy.id);
+    let mut response = sse(&app, deploy.id, 0).into_response();
+    if let Ok(value) = HeaderValue::from_str(&events_url) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LOCATION, value);
+    }
+    Ok(response)
 }
 
 /// List the project's deploys, newest first.

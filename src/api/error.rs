@@ -66,6 +66,7 @@ fn status_of(err: &Error) -> StatusCode {
         Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
         Error::Forbidden(_) => StatusCode::FORBIDDEN,
         Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::Store(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -113,7 +114,8 @@ impl IntoResponse for ApiError {
             ApiError::Http { status, message } => error_response(status, message),
             ApiError::Domain(err) => {
                 let status = status_of(&err);
-                if status.is_server_error() {
+                let hidden = matches!(err, Error::Store(_) | Error::Internal(_));
+                if hidden {
                     // The detail goes to the log only: it may name files or SQL.
                     tracing::error!(error = %err, "request failed");
                     return error_response(
@@ -133,6 +135,11 @@ impl IntoResponse for ApiError {
                         response
                             .headers_mut()
                             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                    }
+                    Error::Unavailable(_) => {
+                        response
+                            .headers_mut()
+                            .insert(header::RETRY_AFTER, HeaderValue::from(5));
                     }
                     Error::NotFound(_)
                     | Error::Conflict(_)

@@ -176,14 +176,38 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     request_body(content = Object, description = "the provider's push or ping payload"),
     responses((status = 202, description = "a deploy was queued", body = WebhookAnswer),
         (status = 200, description = "acknowledged: ping, duplicate or ignored", body = WebhookAnswer),
-        (status = 401, description = "missing or wrong signature", body = super::error::ErrorBody)))]
+        (status = 401, description = "missing or wrong signature", body = super::error::ErrorBody),
+        (status = 413, description = "the body is over `api.max_body_bytes`", body = super::error::ErrorBody),
+        (status = 415, description = "the body is not JSON", body = super::error::ErrorBody)))]
 async fn webhook(
     State(app): State<AppState>,
     Path(id): Path<String>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<WebhookAnswer>)> {
+    let body = body.map_err(|rejection| super::error::ApiError::Http {
+        status: rejection.status(),
+        message: if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "the delivery is larger than the configured limit (api.max_body_bytes)".to_owned()
+        } else {
+            rejection.body_text()
+        },
+    })?;
+    // The body limit has already refused oversized deliveries before any HMAC work; a form
+    // encoded delivery is refused here rather than parsed as something it is not.
+    let json = header(&headers, "content-type").is_some_and(|value| {
+        value
+            .split(';')
+            .next()
+            .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if !json {
+        return Err(super::error::ApiError::Http {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message: "webhook deliveries must be JSON: set the webhook's content type to application/json".to_owned(),
+        });
+    }
     let delivery = Delivery {
         event: header(&headers, "x-github-event")
             .or_else(|| header(&headers, "x-gitea-event"))

@@ -1,6 +1,8 @@
 //! `/v1/projects/:id/scale` and `/v1/projects/:id/instances`: how many instances of which
 //! size run, applied without a rebuild, and what each instance is doing.
 
+use std::collections::BTreeMap;
+
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -8,6 +10,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     deploy::instances::{self, InstanceInfo, ScaleRequest},
+    names::ProcessType,
     state::AppState,
 };
 
@@ -26,10 +29,15 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scale {
-    /// Number of instances to run, 0 to stop the project.
+    /// Number of web instances to run; 0 stops the whole project (workers too).
     pub instances: Option<u32>,
-    /// A size tier from `[scale.sizes]` (nano, small, medium, large by default).
+    /// A size tier from `[scale.sizes]` (nano, small, medium, large by default), for
+    /// every process type.
     pub size: Option<String>,
+    /// Instances per Procfile process type, e.g. `{"worker": 2}`. Types not named keep
+    /// their count; a type never scaled runs one instance.
+    #[schema(example = json!({"worker": 2}))]
+    pub processes: Option<BTreeMap<String, u32>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -38,6 +46,8 @@ pub struct InstanceView {
     pub id: String,
     pub name: String,
     pub deploy_id: String,
+    /// The Procfile process type it runs; only `web` takes traffic.
+    pub process: String,
     /// `starting`, `healthy`, `draining` or `exited`.
     pub state: String,
     pub restart_count: i64,
@@ -53,6 +63,7 @@ impl From<InstanceInfo> for InstanceView {
             id: info.id,
             name: info.name,
             deploy_id: info.deploy_id,
+            process: info.process,
             state: info.state,
             restart_count: info.restart_count,
             started_at: info.started_at,
@@ -78,10 +89,17 @@ async fn scale(
     Path(id): Path<String>,
     Json(request): Json<Scale>,
 ) -> ApiResult<Json<ProjectView>> {
-    if request.instances.is_none() && request.size.is_none() {
-        return Err(
-            crate::error::Error::Invalid("pass `instances`, `size`, or both".to_owned()).into(),
-        );
+    let processes = request
+        .processes
+        .unwrap_or_default()
+        .iter()
+        .map(|(name, count)| Ok((ProcessType::parse(name)?, *count)))
+        .collect::<Result<BTreeMap<_, _>, crate::error::Error>>()?;
+    if request.instances.is_none() && request.size.is_none() && processes.is_empty() {
+        return Err(crate::error::Error::Invalid(
+            "pass `instances`, `size`, `processes`, or several".to_owned(),
+        )
+        .into());
     }
     let project = instances::scale(
         &app,
@@ -90,6 +108,7 @@ async fn scale(
         ScaleRequest {
             instances: request.instances,
             size: request.size,
+            processes,
         },
     )
     .await?;

@@ -12,6 +12,8 @@ pub mod env;
 pub mod error;
 pub mod git;
 pub mod instances;
+pub mod logs;
+pub mod metrics;
 pub mod openapi;
 pub mod previews;
 pub mod projects;
@@ -21,7 +23,7 @@ use std::{net::SocketAddr, sync::LazyLock, time::Duration};
 
 use axum::{
     extract::{ConnectInfo, DefaultBodyLimit, Request, State},
-    http::{header, HeaderName, HeaderValue, StatusCode},
+    http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     Router,
@@ -47,6 +49,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(domains::router())
         .merge(instances::router())
         .merge(previews::router())
+        .merge(metrics::router())
+        .merge(logs::router())
         .merge(tokens::router())
         .merge(audit::router())
 }
@@ -67,7 +71,7 @@ pub fn router(app: AppState) -> Router {
     let (router, _) = routes().split_for_parts();
     let max_body = app.config.api.max_body_bytes;
     router
-        .fallback(route_not_found)
+        .fallback(outside_the_routes)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(
@@ -84,7 +88,17 @@ pub fn router(app: AppState) -> Router {
         .with_state(app)
 }
 
-async fn route_not_found() -> Response {
+/// A path no API route matches: under `/v1` the API's JSON 404; anywhere else the web
+/// console, which owns every other path of this listener.
+async fn outside_the_routes(method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    let path = uri.path();
+    if path == "/v1" || path.starts_with("/v1/") {
+        return route_not_found();
+    }
+    crate::console::respond(&method, path, &headers)
+}
+
+fn route_not_found() -> Response {
     let mut response = error_response(
         StatusCode::NOT_FOUND,
         "no such endpoint; GET /v1/openapi.json lists every endpoint".to_owned(),

@@ -1,12 +1,14 @@
 //! `/v1/projects`: list, create, fetch (by id or by handle and name), update, delete.
 
+use std::collections::BTreeMap;
+
 use axum::{extract::State, http::StatusCode};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    names::{ProjectName, Runtime},
+    names::{ProcessType, ProjectName, Runtime},
     pagination::PageRequest,
     previews::BranchPattern,
     projects::{self, NewProject, Project, ProjectChanges},
@@ -47,6 +49,10 @@ pub struct ProjectView {
     pub instances: u32,
     /// The size tier of each instance.
     pub size: String,
+    /// Instances per process type that was scaled: `web` (the same as `instances`) and
+    /// any Procfile type given a count; other types of the release run one instance.
+    #[schema(example = json!({"web": 2, "worker": 1}))]
+    pub processes: BTreeMap<String, u32>,
     /// Preview settings.
     pub previews: PreviewSettings,
     pub created_at: String,
@@ -77,6 +83,9 @@ impl ProjectView {
                 .size
                 .clone()
                 .unwrap_or_else(|| app.config.scale.default_size.clone()),
+            processes: std::iter::once((ProcessType::WEB.to_owned(), project.instances))
+                .chain(project.process_instances.clone())
+                .collect(),
             previews: PreviewSettings {
                 branches: project.preview_branches.clone(),
             },

@@ -30,7 +30,7 @@ pub struct ClientArgs {
     token: Option<String>,
     /// Print the API's JSON instead of tables.
     #[arg(long, global = true)]
-    json: bool,
+    pub(super) json: bool,
     #[command(flatten)]
     paths: DataDirArgs,
 }
@@ -84,14 +84,14 @@ enum TokensCommand {
     Revoke { id: String },
 }
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: String,
+pub(super) struct Client {
+    pub(super) http: reqwest::Client,
+    pub(super) base: String,
+    pub(super) token: String,
 }
 
 impl Client {
-    fn new(args: &ClientArgs) -> anyhow::Result<Self> {
+    pub(super) fn new(args: &ClientArgs) -> anyhow::Result<Self> {
         let token = match &args.token {
             Some(token) => token.clone(),
             None => {
@@ -117,7 +117,12 @@ impl Client {
     }
 
     /// Sends a request; returns the JSON body of a success, or the API's error message.
-    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub(super) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.request(method, &url).bearer_auth(&self.token);
         if let Some(body) = body {
@@ -145,7 +150,7 @@ impl Client {
     }
 
     /// A project id for an id or a name in the token's account.
-    async fn resolve_project(&self, project: &str) -> anyhow::Result<String> {
+    pub(super) async fn resolve_project(&self, project: &str) -> anyhow::Result<String> {
         if project.starts_with("prj_") {
             return Ok(project.to_owned());
         }
@@ -165,14 +170,16 @@ impl Client {
     }
 }
 
-fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(future: F) -> anyhow::Result<()> {
+pub(super) fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(
+    future: F,
+) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(future)
 }
 
-fn print_json(value: &Value) -> anyhow::Result<()> {
+pub(super) fn print_json(value: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
@@ -762,12 +769,25 @@ pub struct ScaleArgs {
     client: ClientArgs,
     /// Project id or name.
     project: String,
-    /// Number of instances (0 stops the project).
+    /// Number of web instances (0 stops the whole project).
     #[arg(long)]
     instances: Option<u32>,
     /// Size tier (nano, small, medium, large by default).
     #[arg(long)]
     size: Option<String>,
+    /// Instances per Procfile process type, as TYPE=COUNT (`worker=2 web=3`).
+    #[arg(value_name = "TYPE=COUNT", value_parser = parse_process_count)]
+    processes: Vec<(String, u32)>,
+}
+
+fn parse_process_count(value: &str) -> Result<(String, u32), String> {
+    let (process, count) = value
+        .split_once('=')
+        .ok_or_else(|| format!("`{value}` is not TYPE=COUNT (for example worker=2)"))?;
+    let count = count
+        .parse()
+        .map_err(|_| format!("`{count}` in `{value}` is not a whole number"))?;
+    Ok((process.to_owned(), count))
 }
 
 pub fn scale(args: ScaleArgs) -> anyhow::Result<()> {
@@ -782,6 +802,14 @@ pub fn scale(args: ScaleArgs) -> anyhow::Result<()> {
         if let Some(size) = &args.size {
             body["size"] = json!(size);
         }
+        if !args.processes.is_empty() {
+            let processes: serde_json::Map<String, Value> = args
+                .processes
+                .iter()
+                .map(|(process, count)| (process.clone(), json!(count)))
+                .collect();
+            body["processes"] = Value::Object(processes);
+        }
         let project = client
             .send(
                 Method::POST,
@@ -792,10 +820,19 @@ pub fn scale(args: ScaleArgs) -> anyhow::Result<()> {
         if json {
             return print_json(&project);
         }
+        let counts: Vec<String> = project["processes"]
+            .as_object()
+            .map(|counts| {
+                counts
+                    .iter()
+                    .map(|(process, count)| format!("{process}={count}"))
+                    .collect()
+            })
+            .unwrap_or_default();
         println!(
-            "{}: {} instance(s) of size {} ({})",
+            "{}: {} of size {} ({})",
             output::cell(&project, "name"),
-            output::cell(&project, "instances"),
+            counts.join(" "),
             output::cell(&project, "size"),
             output::cell(&project, "status")
         );
@@ -841,6 +878,7 @@ pub fn instances(args: InstancesArgs) -> anyhow::Result<()> {
             .map(|i| {
                 [
                     "id",
+                    "process",
                     "state",
                     "deployId",
                     "size",
@@ -855,7 +893,7 @@ pub fn instances(args: InstancesArgs) -> anyhow::Result<()> {
             .collect();
         output::print_table(
             &[
-                "ID", "STATE", "DEPLOY", "SIZE", "ADDRESS", "RESTARTS", "STARTED",
+                "ID", "PROCESS", "STATE", "DEPLOY", "SIZE", "ADDRESS", "RESTARTS", "STARTED",
             ],
             &rows,
         );
@@ -994,4 +1032,208 @@ pub fn domains(args: DomainsArgs) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Project id or name.
+    project: String,
+    /// How far back the sparklines reach (30m, 1h, 6h, 1d, ...).
+    #[arg(long, default_value = "1h")]
+    since: String,
+    /// Width of each sparkline step; default: one minute.
+    #[arg(long, default_value = "1m")]
+    step: String,
+}
+
+/// A compact table of the project's figures: the current value and a sparkline per row.
+pub fn metrics(args: MetricsArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.client)?;
+    let json = args.client.json;
+    block_on(async move {
+        let id = client.resolve_project(&args.project).await?;
+        let query = format!(
+            "since={}&step={}",
+            urlencode(&args.since),
+            urlencode(&args.step)
+        );
+        let report = client
+            .send(
+                Method::GET,
+                &format!("/v1/projects/{id}/metrics?{query}"),
+                None,
+            )
+            .await?;
+        if json {
+            return print_json(&report);
+        }
+        print!("{}", metrics_table(&report));
+        Ok(())
+    })
+}
+
+/// Query values here are durations and RFC 3339 times; only `+` and `:` need escaping.
+fn urlencode(value: &str) -> String {
+    value
+        .replace('%', "%25")
+        .replace('+', "%2B")
+        .replace(':', "%3A")
+}
+
+/// The table `cantila metrics` prints, from the API's JSON.
+fn metrics_table(report: &Value) -> String {
+    let series: &[Value] = report["series"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let summary = &report["summary"];
+    let column =
+        |field: &str| -> Vec<Option<f64>> { series.iter().map(|p| p[field].as_f64()).collect() };
+    let sum = |field: &str| -> f64 { series.iter().filter_map(|p| p[field].as_f64()).sum() };
+    let number = |value: Option<f64>, unit: &str| match value {
+        Some(v) => format!("{v:.1}{unit}"),
+        None => "-".to_owned(),
+    };
+    let bytes_of = |value: Option<f64>| value.map(output::bytes).unwrap_or_else(|| "-".to_owned());
+    let rows: Vec<(String, String, Vec<Option<f64>>)> = vec![
+        (
+            "cpu".into(),
+            format!(
+                "{} of a core, {} of limit",
+                number(summary["cpuPercent"].as_f64(), "%"),
+                number(summary["cpuLimitPercent"].as_f64(), "%")
+            ),
+            column("cpuPercent"),
+        ),
+        (
+            "memory".into(),
+            format!(
+                "{} of {}",
+                bytes_of(summary["memoryBytes"].as_f64()),
+                bytes_of(summary["memoryLimitBytes"].as_f64())
+            ),
+            column("memoryBytes"),
+        ),
+        (
+            "requests/s".into(),
+            number(summary["requestsPerSecond"].as_f64(), ""),
+            column("requestsPerSecond"),
+        ),
+        (
+            "p95 latency".into(),
+            number(summary["p95Ms"].as_f64(), " ms"),
+            column("p95Ms"),
+        ),
+        (
+            "4xx".into(),
+            format!("{} in window", summary["status4xx"].as_u64().unwrap_or(0)),
+            column("status4xx"),
+        ),
+        (
+            "5xx".into(),
+            format!("{} in window", summary["status5xx"].as_u64().unwrap_or(0)),
+            column("status5xx"),
+        ),
+        (
+            "network in".into(),
+            format!("{} in window", output::bytes(sum("networkRxBytes"))),
+            column("networkRxBytes"),
+        ),
+        (
+            "network out".into(),
+            format!("{} in window", output::bytes(sum("networkTxBytes"))),
+            column("networkTxBytes"),
+        ),
+        (
+            "disk r/w".into(),
+            format!(
+                "{} / {}",
+                output::bytes(sum("blockReadBytes")),
+                output::bytes(sum("blockWriteBytes"))
+            ),
+            column("blockWriteBytes"),
+        ),
+        (
+            "restarts".into(),
+            format!("{} in window", summary["restarts"].as_u64().unwrap_or(0)),
+            column("restarts"),
+        ),
+    ];
+    let label_width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let value_width = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0);
+    let mut out = format!(
+        "{} over the last {} in {} steps ({} requests: {} 2xx, {} 3xx, {} 4xx, {} 5xx)\n",
+        report["projectId"].as_str().unwrap_or("-"),
+        report["since"].as_str().unwrap_or("-"),
+        report["step"].as_str().unwrap_or("-"),
+        summary["requests"].as_u64().unwrap_or(0),
+        summary["status2xx"].as_u64().unwrap_or(0),
+        summary["status3xx"].as_u64().unwrap_or(0),
+        summary["status4xx"].as_u64().unwrap_or(0),
+        summary["status5xx"].as_u64().unwrap_or(0),
+    );
+    for (label, now, values) in rows {
+        out.push_str(&format!(
+            "{label:<label_width$}  {now:<value_width$}  {}\n",
+            output::sparkline(&values)
+        ));
+    }
+    let instances: &[Value] = summary["instances"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if !instances.is_empty() {
+        out.push('\n');
+        for instance in instances {
+            out.push_str(&format!(
+                "instance {}  cpu {}  memory {} of {}  restarts {}\n",
+                output::cell(instance, "id"),
+                number(instance["cpuPercent"].as_f64(), "%"),
+                bytes_of(instance["memoryBytes"].as_f64()),
+                bytes_of(instance["memoryLimitBytes"].as_f64()),
+                output::cell(instance, "restartCount"),
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metrics_table_has_a_row_and_a_sparkline_per_figure() {
+        let report = json!({
+            "projectId": "prj_1", "since": "1h", "step": "1m",
+            "summary": { "cpuPercent": 12.5, "cpuLimitPercent": 25.0, "memoryBytes": 1048576,
+                "memoryLimitBytes": 536870912, "requestsPerSecond": 2.0, "requests": 120,
+                "status2xx": 118, "status3xx": 0, "status4xx": 2, "status5xx": 0, "p95Ms": 3.2,
+                "restarts": 0, "instances": [{ "id": "abc", "cpuPercent": 12.5,
+                "memoryBytes": 1048576, "memoryLimitBytes": 536870912, "restartCount": 0 }] },
+            "series": [
+                { "cpuPercent": null, "memoryBytes": null, "requestsPerSecond": 0.0 },
+                { "cpuPercent": 5.0, "memoryBytes": 1000, "requestsPerSecond": 1.0 },
+                { "cpuPercent": 10.0, "memoryBytes": 2000, "requestsPerSecond": 2.0 }
+            ]
+        });
+        let table = metrics_table(&report);
+        assert!(
+            table.starts_with("prj_1 over the last 1h in 1m steps (120 requests: 118 2xx"),
+            "{table}"
+        );
+        let cpu = table.lines().find(|l| l.starts_with("cpu ")).unwrap();
+        assert!(cpu.contains("12.5% of a core, 25.0% of limit"), "{cpu}");
+        assert!(cpu.ends_with(" ▅█"), "{cpu}");
+        assert!(
+            table.contains("memory       1.0 MiB of 512.0 MiB"),
+            "{table}"
+        );
+        assert!(
+            table.contains("instance abc  cpu 12.5%  memory 1.0 MiB of 512.0 MiB  restarts 0"),
+            "{table}"
+        );
+    }
 }

@@ -1,8 +1,9 @@
 //! The command line: `cantila serve`, `cantila admin ...` (direct on the data dir), and the
-//! API client commands (`projects`, `tokens`, `whoami`, `previews`, ...).
+//! API client commands (`projects`, `tokens`, `whoami`, `previews`, `logs`, `metrics`, ...).
 
 mod admin;
 mod client;
+mod logs;
 mod output;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
@@ -50,6 +51,10 @@ enum Command {
     Domains(client::DomainsArgs),
     /// Preview deployments of branches and pull requests.
     Previews(client::PreviewsArgs),
+    /// A project's CPU, memory and request figures, with sparklines of the last hour.
+    Metrics(client::MetricsArgs),
+    /// A project's runtime logs (instances' output and the edge's access lines), or follow them.
+    Logs(logs::LogsArgs),
 }
 
 /// Where the configuration and data directory are; shared by `serve`, `admin` and the
@@ -119,6 +124,8 @@ pub fn main() -> ExitCode {
         Command::Rollback(args) => client::rollback(args),
         Command::Domains(args) => client::domains(args),
         Command::Previews(args) => client::previews(args),
+        Command::Metrics(args) => client::metrics(args),
+        Command::Logs(args) => logs::logs(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

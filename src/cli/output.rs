@@ -80,3 +80,72 @@ pub fn print_tokens(tokens: &Value) {
         &rows,
     );
 }
+
+/// A one-line chart of `values` with the eight block characters, scaled from zero to the
+/// largest value (a flat line of zeros stays at the bottom); a missing value is a space.
+pub fn sparkline(values: &[Option<f64>]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let max = values
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(0.0_f64, f64::max);
+    values
+        .iter()
+        .map(|value| match value {
+            Some(v) if v.is_finite() => {
+                let level = if max > 0.0 {
+                    ((v.max(0.0) / max) * (BARS.len() - 1) as f64).round() as usize
+                } else {
+                    0
+                };
+                BARS[level.min(BARS.len() - 1)]
+            }
+            _ => ' ',
+        })
+        .collect()
+}
+
+/// Bytes in binary units with one decimal: `512 B`, `1.5 KiB`, `20.0 MiB`.
+pub fn bytes(value: f64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut scaled = value;
+    let mut unit = 0;
+    while scaled >= 1024.0 && unit < units.len() - 1 {
+        scaled /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{scaled:.0} {}", units[0])
+    } else {
+        format!("{scaled:.1} {}", units[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparklines_scale_to_the_largest_value_and_show_gaps() {
+        assert_eq!(
+            sparkline(&[Some(0.0), Some(1.0), None, Some(7.0), Some(3.5)]),
+            "▁▂ █▅"
+        );
+        assert_eq!(sparkline(&[Some(0.0), Some(0.0)]), "▁▁");
+        assert_eq!(sparkline(&[]), "");
+    }
+
+    #[test]
+    fn bytes_use_binary_units() {
+        for (value, text) in [
+            (0.0, "0 B"),
+            (1023.0, "1023 B"),
+            (1536.0, "1.5 KiB"),
+            (20.0 * 1048576.0, "20.0 MiB"),
+        ] {
+            assert_eq!(bytes(value), text);
+        }
+    }
+}

@@ -14,7 +14,8 @@ use crate::{
     docker::{ContainerSpec, Engine},
     error::{Error, Result},
     ids,
-    plan::{self, SourcePlan},
+    names::ProcessType,
+    plan::{self, HealthCheck, SourcePlan},
     projects::{self, Project, ProjectStatus},
     state::AppState,
     store,
@@ -34,25 +35,82 @@ pub struct Release {
     pub preview_id: Option<String>,
 }
 
-/// How many web instances of which size a release of `target` runs: the project's scale
-/// for production; one instance of the smallest tier for a preview.
-pub(crate) fn desired_scale(
-    app: &AppState,
-    project: &Project,
-    target: &ReleaseTarget,
-) -> (u32, Option<String>) {
-    match target {
-        ReleaseTarget::Production => (project.instances, project.size.clone()),
-        ReleaseTarget::Preview(_) => (1, Some(app.config.scale.smallest_size())),
+impl Release {
+    pub fn target(&self) -> ReleaseTarget {
+        match &self.preview_id {
+            Some(id) => ReleaseTarget::Preview(id.clone()),
+            None => ReleaseTarget::Production,
+        }
     }
 }
 
-/// Starts one web instance of the release and waits for its health check. On failure the
-/// container is removed and the reason returned (its last lines go to `say`).
+/// The process types a release runs, `web` first: the plan's (from the Procfile), or one
+/// `web` running the image's own `CMD` when the plan names none.
+pub fn process_types(source_plan: &SourcePlan) -> Vec<ProcessType> {
+    let mut types: Vec<ProcessType> = source_plan
+        .processes
+        .keys()
+        .filter_map(|name| ProcessType::parse(name).ok())
+        .collect();
+    if types.is_empty() {
+        types.push(ProcessType::parse(ProcessType::WEB).expect("`web` is a process type"));
+    }
+    types.sort_by_key(|process| !process.is_web());
+    types
+}
+
+/// How many instances of `process` a release of `target` wants. Production runs the
+/// project's counts: `instances` for `web`; for other types the count they were scaled to,
+/// one by default, and none while the project is stopped (so `instances: 0` stops the
+/// whole project and scaling web up again brings the workers back at their counts). A
+/// preview runs one instance of every process type, whatever production is scaled to.
+pub fn desired_instances(project: &Project, target: &ReleaseTarget, process: &ProcessType) -> u32 {
+    if let ReleaseTarget::Preview(_) = target {
+        1
+    } else if process.is_web() {
+        project.instances
+    } else if project.status == ProjectStatus::Stopped {
+        0
+    } else {
+        project
+            .process_instances
+            .get(process.as_str())
+            .copied()
+            .unwrap_or(1)
+    }
+}
+
+/// The size tier every instance of a release of `target` runs: the project's for
+/// production; the smallest configured tier for a preview.
+pub(crate) fn desired_size(
+    app: &AppState,
+    project: &Project,
+    target: &ReleaseTarget,
+) -> Option<String> {
+    match target {
+        ReleaseTarget::Production => project.size.clone(),
+        ReleaseTarget::Preview(_) => Some(app.config.scale.smallest_size()),
+    }
+}
+
+/// The label that tells routed web instances from other process types; the route table
+/// only ever looks at `web`.
+fn kind_of(process: &ProcessType) -> &'static str {
+    if process.is_web() {
+        "web"
+    } else {
+        "worker"
+    }
+}
+
+/// Starts one instance of a process type of the release and waits until it is healthy:
+/// `web` passes the plan's health check, other types stay up for a few seconds. On failure
+/// the container is removed and the reason returned (its last lines go to `say`).
 pub(crate) async fn start_healthy(
     app: &AppState,
     engine: &Engine,
     release: &Release,
+    process: &ProcessType,
     size: Option<&str>,
     say: &(dyn Fn(String) + Sync),
 ) -> std::result::Result<String, String> {
@@ -65,26 +123,44 @@ pub(crate) async fn start_healthy(
     let size_name = size.unwrap_or(&app.config.scale.default_size).to_owned();
     let mut env: Vec<(String, String)> = release.env.clone().into_iter().collect();
     env.push(("PORT".to_owned(), release.plan.port.to_string()));
-    let command = release
-        .plan
-        .processes
-        .get("web")
-        .map(|web| vec!["/bin/sh".to_owned(), "-c".to_owned(), web.clone()]);
+    let command = match release.plan.processes.get(process.as_str()) {
+        Some(command) => Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), command.clone()]),
+        // `web` without a Procfile line runs the image's CMD; any other type needs one.
+        None if process.is_web() => None,
+        None => {
+            return Err(format!(
+                "this release has no `{process}` process; its Procfile defines: {}",
+                process_types(&release.plan)
+                    .iter()
+                    .map(ProcessType::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        }
+    };
     let suffix = ids::random_base62(6).to_ascii_lowercase();
+    let process_part = if process.is_web() {
+        String::new()
+    } else {
+        format!("-{process}")
+    };
     let mut labels = HashMap::from([
         ("cantila.project".to_owned(), release.project.id.clone()),
         ("cantila.deploy".to_owned(), release.deploy_id.clone()),
         ("cantila.instance".to_owned(), suffix.clone()),
-        ("cantila.kind".to_owned(), "web".to_owned()),
+        ("cantila.kind".to_owned(), kind_of(process).to_owned()),
+        ("cantila.process".to_owned(), process.to_string()),
         ("cantila.installation".to_owned(), app.installation.clone()),
         ("cantila.size".to_owned(), size_name),
     ]);
+    // Every process type of a preview carries it, so production never counts, routes,
+    // logs or samples a preview's containers.
     if let Some(preview_id) = &release.preview_id {
         labels.insert(super::PREVIEW_LABEL.to_owned(), preview_id.clone());
     }
     let spec = ContainerSpec {
         name: format!(
-            "cantila-{}-{}-{}-{suffix}",
+            "cantila-{}-{}-{}{process_part}-{suffix}",
             release.project.handle,
             release.project.name,
             release.deploy_id.to_ascii_lowercase()
@@ -98,20 +174,44 @@ pub(crate) async fn start_healthy(
         cpus: Some(tier.cpus),
         restart: true,
     };
-    say(format!("starting instance {}", spec.name));
+    say(format!("starting {process} instance {}", spec.name));
     let status = engine.start(&spec).await.map_err(|err| err.to_string())?;
-    let health = &release.plan.health_check;
-    say(format!(
-        "waiting for the app to answer on port {} (health check {}, up to {} s)",
-        release.plan.port,
-        health.path.as_deref().unwrap_or("-"),
-        app.config.deploy.health_timeout_secs
-    ));
+    // Followed from here on; the engine keeps what was written before the follower attaches.
+    crate::logs::follow_started(
+        app,
+        engine,
+        crate::logs::StartedContainer {
+            id: status.id.clone(),
+            project_id: release.project.id.clone(),
+            instance: crate::logs::instance_id(&status.id),
+            process: process.to_string(),
+        },
+    );
+    // Only web answers on the port; other types are healthy when they stay up.
+    let health = if process.is_web() {
+        release.plan.health_check.clone()
+    } else {
+        HealthCheck::none()
+    };
+    if health.kind == plan::HealthCheckKind::None {
+        say(format!(
+            "waiting for the {process} process to stay up for {} s",
+            WORKER_SETTLE.as_secs()
+        ));
+    } else {
+        say(format!(
+            "waiting for the app to answer on port {} (health check {}, up to {} s)",
+            release.plan.port,
+            health.path.as_deref().unwrap_or("-"),
+            app.config.deploy.health_timeout_secs
+        ));
+    }
     match wait_healthy(
         engine,
         &status.id,
         &network,
-        &release.plan,
+        release.plan.port,
+        &health,
         app.config.deploy.health_timeout_secs,
         say,
     )
@@ -134,12 +234,12 @@ pub(crate) async fn wait_healthy(
     engine: &Engine,
     container_id: &str,
     network: &str,
-    source_plan: &SourcePlan,
+    port: u16,
+    health: &HealthCheck,
     timeout_secs: u64,
     say: &(dyn Fn(String) + Sync),
 ) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_secs);
-    let health = &source_plan.health_check;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(u64::from(health.timeout_secs.max(1))))
         .redirect(reqwest::redirect::Policy::none())
@@ -167,7 +267,7 @@ pub(crate) async fn wait_healthy(
                 plan::HealthCheckKind::Http => {
                     let url = format!(
                         "http://{ip}:{}{}",
-                        source_plan.port,
+                        port,
                         health.path.as_deref().unwrap_or("/")
                     );
                     match client.get(&url).send().await {
@@ -203,7 +303,7 @@ pub(crate) async fn wait_healthy(
                 plan::HealthCheckKind::Tcp => {
                     match tokio::time::timeout(
                         Duration::from_secs(u64::from(health.timeout_secs.max(1))),
-                        tokio::net::TcpStream::connect((ip, source_plan.port)),
+                        tokio::net::TcpStream::connect((ip, port)),
                     )
                     .await
                     {
@@ -229,7 +329,7 @@ pub(crate) async fn wait_healthy(
             }
             return Err(format!(
                     "the app did not answer on port {} within {timeout_secs} s ({last_problem}); the previous release keeps serving",
-                    source_plan.port
+                    port
                 ));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -283,56 +383,78 @@ fn release_of(
     }))
 }
 
-/// Web instances of a deploy that Docker reports running, oldest first, not draining.
+/// Instances of one process type of a release that Docker reports running, oldest first,
+/// not draining. Only the release's own target counts: a preview's containers are never
+/// production's, nor the other way round.
 async fn serving_instances(
     app: &AppState,
     engine: &Engine,
-    deploy_id: &str,
+    release: &Release,
+    process: &ProcessType,
 ) -> Vec<crate::docker::ContainerSummary> {
     let draining = app.draining_snapshot();
+    let target = release.target();
     engine
-        .containers(&[("cantila.deploy", deploy_id), ("cantila.kind", "web")])
+        .containers(&[
+            ("cantila.deploy", &release.deploy_id),
+            ("cantila.kind", kind_of(process)),
+        ])
         .await
         .unwrap_or_default()
         .into_iter()
+        .filter(|c| target.owns_container(&c.labels))
+        .filter(|c| process_of(c).as_ref() == Some(process))
         .filter(|c| c.state == "running" && !draining.contains(&c.id))
         .collect()
 }
 
-/// Brings the running release to `instances` instances of `size`: new instances start and
-/// pass their health check first; the ones that go leave the route table, drain, then stop.
+/// The process type a container runs. Web instances made before process types had a
+/// label of their own carry only `cantila.kind=web`.
+fn process_of(container: &crate::docker::ContainerSummary) -> Option<ProcessType> {
+    match container.labels.get("cantila.process") {
+        Some(name) => ProcessType::parse(name).ok(),
+        None if container.labels.get("cantila.kind").map(String::as_str) == Some("web") => {
+            ProcessType::parse(ProcessType::WEB).ok()
+        }
+        None => None,
+    }
+}
+
+/// Brings one process type of the running release to `instances` instances of `size`:
+/// new instances start and become healthy first; the ones that go leave the route table,
+/// drain, then stop.
 async fn converge(
     app: &AppState,
     release: &Release,
+    process: &ProcessType,
     instances: u32,
     size: Option<&str>,
     say: &(dyn Fn(String) + Sync),
 ) -> Result<()> {
     let engine = app.engine().await?;
-    let current = serving_instances(app, &engine, &release.deploy_id).await;
+    let current = serving_instances(app, &engine, release, process).await;
     let wanted_size = size.unwrap_or(&app.config.scale.default_size);
     let (keep, replace): (Vec<_>, Vec<_>) = current
         .into_iter()
         .partition(|c| c.labels.get("cantila.size").map(String::as_str) == Some(wanted_size));
-    let keep: Vec<_> = keep.into_iter().collect();
     let keep_count = keep.len().min(instances as usize);
     let mut leaving: Vec<_> = replace;
     leaving.extend(keep[keep_count..].iter().cloned());
     let mut started = Vec::new();
     for _ in keep_count..instances as usize {
-        match start_healthy(app, &engine, release, size, say).await {
+        match start_healthy(app, &engine, release, process, size, say).await {
             Ok(id) => started.push(id),
             Err(reason) => {
                 for id in &started {
                     let _ = engine.stop_and_remove(id, Duration::from_secs(1)).await;
                 }
                 return Err(Error::Invalid(format!(
-                    "a new instance did not become healthy: {reason}"
+                    "a new {process} instance did not become healthy: {reason}"
                 )));
             }
         }
     }
-    if !started.is_empty() {
+    if !started.is_empty() && process.is_web() {
         crate::routing::refresh(app).await?;
     }
     if leaving.is_empty() {
@@ -340,11 +462,14 @@ async fn converge(
     }
     let ids: Vec<String> = leaving.iter().map(|c| c.id.clone()).collect();
     app.set_draining(&ids, true);
-    crate::routing::refresh(app).await?;
-    tokio::time::sleep(Duration::from_secs(app.config.deploy.drain_secs)).await;
+    // Only web instances carry requests that need time to finish.
+    if process.is_web() {
+        crate::routing::refresh(app).await?;
+        tokio::time::sleep(Duration::from_secs(app.config.deploy.drain_secs)).await;
+    }
     let grace = Duration::from_secs(app.config.deploy.stop_grace_secs);
     for container in &leaving {
-        say(format!("stopping instance {}", container.name));
+        say(format!("stopping {process} instance {}", container.name));
         if let Err(err) = engine.stop_and_remove(&container.id, grace).await {
             say(format!(
                 "warning: could not remove instance {}: {err}",
@@ -353,19 +478,24 @@ async fn converge(
         }
     }
     app.set_draining(&ids, false);
-    crate::routing::refresh(app).await?;
+    if process.is_web() {
+        crate::routing::refresh(app).await?;
+    }
     Ok(())
 }
 
 /// Validated scale request.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct ScaleRequest {
+    /// Web instances (the reference's `instances`).
     pub instances: Option<u32>,
     pub size: Option<String>,
+    /// Per-process counts (`{"worker": 2}`); `web` here is the same as `instances`.
+    pub processes: BTreeMap<ProcessType, u32>,
 }
 
-/// Applies a new instance count and/or size without a rebuild, then records it. A
-/// project with no running release records it for its next deploy.
+/// Applies new instance counts and/or size without a rebuild, then records them. A
+/// project with no running release records them for its next deploy.
 pub async fn scale(
     app: &AppState,
     actor: &Actor,
@@ -373,10 +503,23 @@ pub async fn scale(
     request: ScaleRequest,
 ) -> Result<Project> {
     let max = app.config.scale.max_instances;
-    if let Some(instances) = request.instances {
-        if instances > max {
+    let web = ProcessType::parse(ProcessType::WEB).expect("`web` is a process type");
+    if let (Some(instances), Some(web_count)) = (request.instances, request.processes.get(&web)) {
+        if instances != *web_count {
             return Err(Error::Invalid(format!(
-                "instances must be between 0 and {max}, got {instances}"
+                "`instances` ({instances}) and `processes.web` ({web_count}) disagree; pass one"
+            )));
+        }
+    }
+    for (process, count) in request
+        .instances
+        .map(|count| (&web, count))
+        .into_iter()
+        .chain(request.processes.iter().map(|(p, c)| (p, *c)))
+    {
+        if count > max {
+            return Err(Error::Invalid(format!(
+                "instances of `{process}` must be between 0 and {max}, got {count}"
             )));
         }
     }
@@ -392,26 +535,74 @@ pub async fn scale(
     let project = projects::get(&app.store, actor, project_id).await?;
     let lock = app.project_lock(&project.id);
     let _guard = lock.lock().await;
-    let instances = request.instances.unwrap_or(project.instances);
-    let size = request.size.clone().or(project.size.clone());
-    if let Some(release) = running_release(app, &project).await? {
-        let say = |line: String| tracing::info!(project = %project.id, "{line}");
-        converge(app, &release, instances, size.as_deref(), &say).await?;
+    let release = running_release(app, &project).await?;
+    if let Some(release) = &release {
+        let known = process_types(&release.plan);
+        if let Some(unknown) = request.processes.keys().find(|p| !known.contains(p)) {
+            let names: Vec<&str> = known.iter().map(ProcessType::as_str).collect();
+            return Err(Error::Invalid(format!(
+                "the running release has no `{unknown}` process; it runs: {}",
+                names.join(", ")
+            )));
+        }
     }
-    let status = match (instances, project.status) {
-        (0, ProjectStatus::Running) => ProjectStatus::Stopped,
-        (n, ProjectStatus::Stopped) if n > 0 => ProjectStatus::Running,
+    // The project as it will be: counts, size and whether it is stopped.
+    let mut wanted = project.clone();
+    if let Some(instances) = request.instances.or(request.processes.get(&web).copied()) {
+        wanted.instances = instances;
+    }
+    for (process, count) in request.processes.iter().filter(|(p, _)| !p.is_web()) {
+        wanted.process_instances.insert(process.to_string(), *count);
+    }
+    wanted.size = request.size.clone().or(project.size.clone());
+    let workers_idle = match &release {
+        Some(release) => process_types(&release.plan)
+            .iter()
+            .filter(|p| !p.is_web())
+            .all(|p| {
+                wanted
+                    .process_instances
+                    .get(p.as_str())
+                    .copied()
+                    .unwrap_or(1)
+                    == 0
+            }),
+        None => true,
+    };
+    // Plain `instances: 0` stops the whole project; counts per process stop only those.
+    let stops_project = request.processes.is_empty() || workers_idle;
+    wanted.status = match (wanted.instances, project.status) {
+        (0, ProjectStatus::Running) if stops_project => ProjectStatus::Stopped,
+        (_, ProjectStatus::Stopped) if wanted.instances > 0 || !workers_idle => {
+            ProjectStatus::Running
+        }
         (_, status) => status,
     };
+    if let Some(release) = &release {
+        let say = |line: String| tracing::info!(project = %project.id, "{line}");
+        for process in process_types(&release.plan) {
+            let count = desired_instances(&wanted, &ReleaseTarget::Production, &process);
+            converge(app, release, &process, count, wanted.size.as_deref(), &say).await?;
+        }
+    }
     let actor = actor.clone();
     let id = project.id.clone();
-    let stored_size = size.clone();
+    let stored = wanted.clone();
+    let changed: Vec<(String, u32)> = request
+        .processes
+        .iter()
+        .filter(|(p, _)| !p.is_web())
+        .map(|(p, c)| (p.to_string(), *c))
+        .collect();
     app.store
         .call(move |connection| {
             let tx = connection.transaction()?;
             let now = clock::now();
-            store::projects::set_scale(&tx, &id, instances, stored_size.as_deref(), &now)?;
-            store::projects::set_status(&tx, &id, status, &now)?;
+            store::projects::set_scale(&tx, &id, stored.instances, stored.size.as_deref(), &now)?;
+            for (process, count) in &changed {
+                store::projects::set_process_instances(&tx, &id, process, *count)?;
+            }
+            store::projects::set_status(&tx, &id, stored.status, &now)?;
             audit::record(&tx, &actor, "project.scale", Some(&id))?;
             tx.commit()?;
             Ok(())
@@ -427,6 +618,8 @@ pub struct InstanceInfo {
     pub id: String,
     pub name: String,
     pub deploy_id: String,
+    /// The process type it runs (`web`, `worker`, ...).
+    pub process: String,
     /// `starting`, `healthy`, `unhealthy`, `draining` or `exited`.
     pub state: String,
     pub restart_count: i64,
@@ -456,18 +649,25 @@ pub async fn list(
     let draining = app.draining_snapshot();
     let routed = app.routes.load();
     let mut found = Vec::new();
-    for container in engine
-        .containers(&[("cantila.project", &project.id), ("cantila.kind", "web")])
+    let containers = engine
+        .containers(&[("cantila.project", &project.id)])
         .await
         .map_err(Error::from)?
         .into_iter()
-        .filter(|container| target.owns_container(&container.labels))
-    {
-        let status = engine
-            .inspect(&container.id, &network)
-            .await
-            .map_err(Error::from)?;
-        let port = container_port(&routed, &project, &target);
+        .filter(|container| target.owns_container(&container.labels));
+    for container in containers {
+        let Some(process) = process_of(&container) else {
+            continue; // one-off release containers are the deploy's, not instances
+        };
+        // A container removed since it was listed (a replacement finishing) is not an
+        // instance any more.
+        let status = match engine.inspect(&container.id, &network).await {
+            Ok(status) => status,
+            Err(crate::docker::DockerError::NotFound(_)) => continue,
+            Err(err) => return Err(err.into()),
+        };
+        // Only web listens on the plan's port.
+        let port = container_port(&routed, &project, &target).filter(|_| process.is_web());
         let address = status.ip.map(|ip| match port {
             Some(port) => format!("{ip}:{port}"),
             None => ip.to_string(),
@@ -479,19 +679,20 @@ pub async fn list(
             "draining"
         } else if !status.running {
             "exited"
-        } else if in_table {
+        } else if in_table || !process.is_web() {
             "healthy"
         } else {
             "starting"
         };
         found.push(InstanceInfo {
-            id: container.id.chars().take(12).collect(),
+            id: crate::logs::instance_id(&container.id),
             name: container.name,
             deploy_id: container
                 .labels
                 .get("cantila.deploy")
                 .cloned()
                 .unwrap_or_default(),
+            process: process.to_string(),
             state: state.to_owned(),
             restart_count: status.restart_count,
             started_at: status.started_at,
@@ -585,12 +786,11 @@ pub async fn reconcile(app: &AppState) -> Result<()> {
         .collect();
     let draining = app.draining_snapshot();
     for container in engine
-        .containers(&[
-            ("cantila.kind", "web"),
-            ("cantila.installation", &app.installation),
-        ])
+        .containers(&[("cantila.installation", &app.installation)])
         .await
         .map_err(Error::from)?
+        .into_iter()
+        .filter(|c| process_of(c).is_some())
     {
         let owned = container
             .labels
@@ -618,8 +818,7 @@ pub async fn reconcile(app: &AppState) -> Result<()> {
         let busy = deploys.iter().any(|d| {
             d.project_id == project.id && d.target() == target && d.status != DeployStatus::Running
         });
-        let (instances, size) = desired_scale(app, project, &target);
-        if busy || instances == 0 || deploy.image.is_none() {
+        if busy || deploy.image.is_none() {
             continue;
         }
         let lock = app.project_lock(&project.id);
@@ -628,19 +827,16 @@ pub async fn reconcile(app: &AppState) -> Result<()> {
         };
         // Exited instances of the release are removed; Docker restarts crashed ones itself.
         for container in engine
-            .containers(&[("cantila.deploy", &deploy.id), ("cantila.kind", "web")])
+            .containers(&[("cantila.deploy", &deploy.id)])
             .await
             .map_err(Error::from)?
         {
-            if container.state == "exited" || container.state == "dead" {
+            let instance = process_of(&container).is_some();
+            if instance && (container.state == "exited" || container.state == "dead") {
                 let _ = engine
                     .stop_and_remove(&container.id, Duration::from_secs(1))
                     .await;
             }
-        }
-        let serving = serving_instances(app, &engine, &deploy.id).await.len() as u32;
-        if serving >= instances {
-            continue;
         }
         let deploy_id = deploy.id.clone();
         let sealed = app
@@ -650,14 +846,24 @@ pub async fn reconcile(app: &AppState) -> Result<()> {
         let Some(release) = release_of(app, project, deploy, sealed)? else {
             continue;
         };
-        tracing::warn!(project = %project.id, deploy = %deploy.id, serving, wanted = instances, "replacing missing instances");
-        let say = |line: String| tracing::info!(project = %release.project.id, "{line}");
-        for _ in serving..instances {
-            match start_healthy(app, &engine, &release, size.as_deref(), &say).await {
-                Ok(_) => changed = true,
-                Err(reason) => {
-                    tracing::warn!(project = %project.id, %reason, "a replacement instance did not become healthy");
-                    break;
+        let size = desired_size(app, project, &target);
+        for process in process_types(&release.plan) {
+            let wanted = desired_instances(project, &target, &process);
+            let serving = serving_instances(app, &engine, &release, &process)
+                .await
+                .len() as u32;
+            if serving >= wanted {
+                continue;
+            }
+            tracing::warn!(project = %project.id, deploy = %deploy.id, %process, serving, wanted, "replacing missing instances");
+            let say = |line: String| tracing::info!(project = %release.project.id, "{line}");
+            for _ in serving..wanted {
+                match start_healthy(app, &engine, &release, &process, size.as_deref(), &say).await {
+                    Ok(_) => changed |= process.is_web(),
+                    Err(reason) => {
+                        tracing::warn!(project = %project.id, %process, %reason, "a replacement instance did not become healthy");
+                        break;
+                    }
                 }
             }
         }
@@ -665,5 +871,8 @@ pub async fn reconcile(app: &AppState) -> Result<()> {
     if changed {
         crate::routing::refresh(app).await?;
     }
+    // Instances Docker restarted, or that ran on while the daemon was down, are followed
+    // again from where their stored logs end.
+    crate::logs::follow_running(app, &engine).await?;
     Ok(())
 }

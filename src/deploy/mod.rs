@@ -20,7 +20,7 @@ use crate::{
     accounts::Actor,
     audit, clock,
     error::{Error, Result},
-    ids,
+    ids, live,
     pagination::{Page, PageRequest},
     state::AppState,
     store::{self, Store},
@@ -163,92 +163,68 @@ impl LogLine {
 /// Follows a deploy's log from after `after`: stored lines first, then live ones, ending
 /// after the final status. Lines arrive exactly once and in order.
 pub fn follow(app: &AppState, deploy_id: String, after: i64) -> mpsc::Receiver<LogLine> {
-    let (tx, rx) = mpsc::channel(256);
-    let app = app.clone();
-    tokio::spawn(async move {
-        // Subscribe before reading the store: a line is stored before it is published, so
-        // everything is either in the replay or still to come live.
-        let live = app.deploys.subscribe(&deploy_id);
-        let mut last = after;
-        let replay = logs_after(&app.store, deploy_id.clone(), last)
-            .await
-            .unwrap_or_default();
-        for line in replay {
-            last = line.seq;
-            let done = line.final_status().is_some();
-            if tx.send(line).await.is_err() || done {
-                return;
+    let fetch_app = app.clone();
+    let fetch_id = deploy_id.clone();
+    let live_app = app.clone();
+    live::replay_then_follow(live::FollowSource {
+        fetch_after: move |after| {
+            let store = fetch_app.store.clone();
+            let deploy_id = fetch_id.clone();
+            async move {
+                logs_after(&store, deploy_id, after)
+                    .await
+                    .unwrap_or_default()
             }
-        }
-        let Some(mut live) = live else { return };
-        loop {
-            let lines = match live.recv().await {
-                Ok(line) => vec![line],
-                // Fell behind or the writer finished: catch up from the store.
-                Err(broadcast::error::RecvError::Lagged(_))
-                | Err(broadcast::error::RecvError::Closed) => {
-                    let rest = logs_after(&app.store, deploy_id.clone(), last)
-                        .await
-                        .unwrap_or_default();
-                    if rest.is_empty() {
-                        if app.deploys.subscribe(&deploy_id).is_none() {
-                            return;
-                        }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    rest
-                }
-            };
-            for line in lines {
-                if line.seq <= last {
-                    continue;
-                }
-                last = line.seq;
-                let done = line.final_status().is_some();
-                if tx.send(line).await.is_err() || done {
-                    return;
-                }
-            }
-        }
-    });
-    rx
+        },
+        subscribe: move || live_app.deploys.subscribe(&deploy_id),
+        keep: |_: &LogLine| true,
+        is_last: |line: &LogLine| line.final_status().is_some(),
+        after,
+        _line: std::marker::PhantomData,
+    })
+}
+
+impl live::Sequenced for LogLine {
+    fn seq(&self) -> i64 {
+        self.seq
+    }
 }
 
 /// Live channels and cancel switches of deploys in progress, and the worker's wake-up.
-#[derive(Default)]
 pub struct DeployHub {
-    live: Mutex<HashMap<String, broadcast::Sender<LogLine>>>,
+    live: live::Topics<LogLine>,
     cancels: Mutex<HashMap<String, watch::Sender<bool>>>,
     /// Wakes the worker when a deploy is queued.
     pub wake: Notify,
 }
 
+impl Default for DeployHub {
+    fn default() -> Self {
+        Self {
+            live: live::Topics::new(1024),
+            cancels: Mutex::default(),
+            wake: Notify::new(),
+        }
+    }
+}
+
 impl DeployHub {
     /// Opens the live channel of a deploy that has not finished.
     fn open(&self, deploy_id: &str) {
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        live.entry(deploy_id.to_owned())
-            .or_insert_with(|| broadcast::channel(1024).0);
+        self.live.open(deploy_id);
     }
 
     /// A receiver of the deploy's future lines, or `None` when it has finished.
     pub fn subscribe(&self, deploy_id: &str) -> Option<broadcast::Receiver<LogLine>> {
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        live.get(deploy_id).map(broadcast::Sender::subscribe)
+        self.live.subscribe(deploy_id)
     }
 
     fn publish(&self, deploy_id: &str, line: LogLine) {
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(sender) = live.get(deploy_id) {
-            let _ = sender.send(line);
-        }
+        self.live.publish(deploy_id, line);
     }
 
     fn close(&self, deploy_id: &str) {
-        self.live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(deploy_id);
+        self.live.close(deploy_id);
         self.cancels
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -99,6 +99,8 @@ async fn steps(
         })
         .await
         .map_err(failed("fetch"))?;
+    // A running or stopped project keeps its status while a new release builds; a
+    // preview's build never changes it.
     if deploy.preview_id.is_none() {
         set_project_status(app, &project, ProjectStatus::Building, true).await;
     }
@@ -636,7 +638,7 @@ async fn run_release_command(
         .map_err(|e| failed("release")(e.into()))?;
     let mut env: Vec<(String, String)> = env_snapshot.clone().into_iter().collect();
     env.push(("PORT".to_owned(), source_plan.port.to_string()));
-    let (_, size) = super::instances::desired_scale(app, project, &deploy.target());
+    let size = super::instances::desired_size(app, project, &deploy.target());
     let tier = app.config.scale.tier(size.as_deref());
     let mut labels = HashMap::from([
         ("cantila.project".to_owned(), project.id.clone()),
@@ -718,17 +720,30 @@ async fn release_containers(
     };
     let engine = app.engine().await.map_err(failed("release"))?;
     let say = |line: String| log.line(line);
-    let (instances, size) = super::instances::desired_scale(app, project, &deploy.target());
-    for _ in 0..instances {
-        let id = super::instances::start_healthy(app, &engine, &release, size.as_deref(), &say)
+    let target = deploy.target();
+    let size = super::instances::desired_size(app, project, &target);
+    let mut total = 0;
+    for process in super::instances::process_types(source_plan) {
+        let count = super::instances::desired_instances(project, &target, &process);
+        total += count;
+        for _ in 0..count {
+            let id = super::instances::start_healthy(
+                app,
+                &engine,
+                &release,
+                &process,
+                size.as_deref(),
+                &say,
+            )
             .await
             .map_err(|message| Stop::Failed {
                 step: "release",
                 message,
             })?;
-        started.push(id);
+            started.push(id);
+        }
     }
-    if instances == 0 {
+    if total == 0 {
         log.line(
             "the project is scaled to 0 instances: the release is recorded, nothing is started",
         );
@@ -747,6 +762,7 @@ async fn switch_to(
     log: &DeployLog,
 ) -> Result<(), Error> {
     let project_id = project.id.clone();
+    let project_status = project.status;
     let new_id = deploy.id.clone();
     let target = deploy.target();
     let previous = app
@@ -778,7 +794,9 @@ async fn switch_to(
                 )?;
             }
             store::deploys::set_status(&tx, &new_id, DeployStatus::Running, &now)?;
-            if target == ReleaseTarget::Production {
+            // A preview never changes the project's status, and a project stopped by
+            // `scale` stays stopped: the release waits for a scale-up.
+            if target == ReleaseTarget::Production && project_status != ProjectStatus::Stopped {
                 store::projects::set_status(&tx, &project_id, ProjectStatus::Running, &now)?;
             }
             tx.commit()?;
@@ -863,15 +881,18 @@ async fn set_project_status(
     app: &AppState,
     project: &Project,
     status: ProjectStatus,
-    unless_running: bool,
+    unless_settled: bool,
 ) {
     let id = project.id.clone();
     let result = app
         .store
         .call(move |connection| {
-            if unless_running {
+            if unless_settled {
                 if let Some(current) = store::projects::by_id_unscoped(connection, &id)? {
-                    if current.status == ProjectStatus::Running {
+                    if matches!(
+                        current.status,
+                        ProjectStatus::Running | ProjectStatus::Stopped
+                    ) {
                         return Ok(());
                     }
                 }
@@ -885,12 +906,17 @@ async fn set_project_status(
 }
 
 /// After a failed or canceled deploy: `running` if an earlier release still serves,
-/// else `failed`.
+/// else `failed`; a project stopped by `scale` stays stopped.
 pub(crate) async fn restore_project_status(app: &AppState, project_id: &str) {
     let id = project_id.to_owned();
     let result = app
         .store
         .call(move |connection| {
+            let stopped = store::projects::by_id_unscoped(connection, &id)?
+                .is_some_and(|project| project.status == ProjectStatus::Stopped);
+            if stopped {
+                return Ok(());
+            }
             let serving =
                 !store::deploys::of_project_with_status(connection, &id, &[DeployStatus::Running])?
                     .is_empty();

@@ -91,6 +91,7 @@ pub async fn preview(
     };
     let (location, token, default_branch, mirror_path) = match (&project, &target.repo) {
         (_, Some(repo)) => {
+            repo.check_permitted(&app.config.data_dir, app.config.deploy.allow_local_repos)?;
             let scratch = app
                 .config
                 .builds_dir()

@@ -1,10 +1,12 @@
-//! The Docker engine: builds, containers, networks, logs. Sole user of bollard.
+//! The Docker engine: builds, containers, networks, logs, resource samples (`stats`).
+//! Sole user of bollard.
 //! Invariant: no bollard type appears outside this module; the API version is negotiated
 //! with the engine (Debian's 20.10 speaks 1.41), never hard-wired.
 
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 
 use bollard::{
+    container::LogOutput,
     models::{
         ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
         RestartPolicy, RestartPolicyNameEnum,
@@ -16,6 +18,10 @@ use bollard::{
     Docker,
 };
 use futures_util::StreamExt;
+
+mod stats;
+
+pub use stats::ContainerSample;
 
 /// A failure talking to the engine, or a failure the engine reports.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +54,12 @@ impl From<bollard::errors::Error> for DockerError {
 
 impl From<DockerError> for crate::error::Error {
     fn from(err: DockerError) -> Self {
-        crate::error::Error::Internal(err.to_string())
+        match err {
+            DockerError::Unreachable(message) => crate::error::Error::Unavailable(format!(
+                "the Docker engine is unreachable ({message}); Cantila retries by itself"
+            )),
+            other => crate::error::Error::Internal(other.to_string()),
+        }
     }
 }
 
@@ -93,6 +104,69 @@ pub struct ContainerSpec {
     pub restart: bool,
 }
 
+/// Which output of a container a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// One line a container wrote, as the engine logged it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerLogLine {
+    pub stream: OutputStream,
+    /// The engine's timestamp of the line, in nanoseconds since the epoch.
+    pub at_ns: i64,
+    pub text: String,
+}
+
+/// The frames of `GET /containers/:id/logs?follow&timestamps`, owning the client so the
+/// stream can outlive the caller's borrow.
+fn async_stream_of_logs(
+    client: Docker,
+    id: String,
+    since: i32,
+) -> impl futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send + 'static {
+    futures_util::stream::once(async move {
+        client.logs(
+            &id,
+            Some(LogsOptions {
+                follow: true,
+                stdout: true,
+                stderr: true,
+                timestamps: true,
+                since,
+                tail: "all".to_owned(),
+                ..Default::default()
+            }),
+        )
+    })
+    .flatten()
+}
+
+/// Splits one log frame (`<RFC 3339 time> <text>` per line) into lines. A piece without a
+/// readable timestamp (never expected) takes the previous line's time, so it is kept.
+fn split_log_frame(message: &[u8], stream: OutputStream) -> Vec<ContainerLogLine> {
+    let text = String::from_utf8_lossy(message);
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    let mut lines = Vec::new();
+    let mut last_ns = 0;
+    for piece in text.split('\n') {
+        let (stamp, rest) = piece.split_once(' ').unwrap_or((piece, ""));
+        let (at_ns, rest) = match crate::clock::parse_nanos(stamp) {
+            Some(at_ns) => (at_ns, rest),
+            None => (last_ns, piece),
+        };
+        last_ns = at_ns;
+        lines.push(ContainerLogLine {
+            stream,
+            at_ns,
+            text: rest.strip_suffix('\r').unwrap_or(rest).to_owned(),
+        });
+    }
+    lines
+}
+
 /// A container as listed: id, name, labels, state.
 #[derive(Debug, Clone)]
 pub struct ContainerSummary {
@@ -119,12 +193,27 @@ pub struct ContainerStatus {
 
 const CPU_PERIOD_MICROS: i64 = 100_000;
 
+/// How long one Engine API request may take, as bollard's local default does.
+const REQUEST_TIMEOUT_SECS: u64 = 120;
+
 impl Engine {
     /// Connects to the local engine (`DOCKER_HOST` or the default socket) and negotiates the
     /// API version down to what the engine speaks.
     pub async fn connect() -> Result<Self, DockerError> {
-        let client = Docker::connect_with_local_defaults()
-            .map_err(|err| DockerError::Unreachable(err.to_string()))?;
+        Self::connect_at(None).await
+    }
+
+    /// Connects to the engine on `socket`, or the local default when `None`.
+    pub async fn connect_at(socket: Option<&std::path::Path>) -> Result<Self, DockerError> {
+        let client = match socket {
+            Some(path) => Docker::connect_with_socket(
+                &path.to_string_lossy(),
+                REQUEST_TIMEOUT_SECS,
+                bollard::API_DEFAULT_VERSION,
+            ),
+            None => Docker::connect_with_local_defaults(),
+        }
+        .map_err(|err| DockerError::Unreachable(err.to_string()))?;
         let client = client
             .negotiate_version()
             .await
@@ -473,6 +562,42 @@ impl Engine {
         Ok(output)
     }
 
+    /// Follows a container's stdout and stderr from `since_secs` (0: from its first line)
+    /// until it stops: every line with the engine's timestamp. Reading from the log the
+    /// engine keeps means nothing written before the call is missed, however late it comes.
+    pub fn follow_logs(
+        &self,
+        id: &str,
+        since_secs: i64,
+    ) -> futures_util::stream::BoxStream<'static, Result<ContainerLogLine, DockerError>> {
+        let client = self.client.clone();
+        let id = id.to_owned();
+        let since = i32::try_from(since_secs.max(0)).unwrap_or(i32::MAX);
+        let frames = async_stream_of_logs(client, id, since);
+        frames
+            .flat_map(|frame| {
+                let lines = match frame {
+                    Ok(LogOutput::StdOut { message }) => {
+                        Ok(split_log_frame(&message, OutputStream::Stdout))
+                    }
+                    Ok(LogOutput::StdErr { message }) => {
+                        Ok(split_log_frame(&message, OutputStream::Stderr))
+                    }
+                    // Instances have no TTY and no stdin; nothing else is expected.
+                    Ok(LogOutput::Console { message }) => {
+                        Ok(split_log_frame(&message, OutputStream::Stdout))
+                    }
+                    Ok(LogOutput::StdIn { .. }) => Ok(Vec::new()),
+                    Err(err) => Err(DockerError::from(err)),
+                };
+                futures_util::stream::iter(match lines {
+                    Ok(lines) => lines.into_iter().map(Ok).collect::<Vec<_>>(),
+                    Err(err) => vec![Err(err)],
+                })
+            })
+            .boxed()
+    }
+
     /// Waits for a one-off container to exit; returns its exit code.
     pub async fn wait(&self, id: &str) -> Result<i64, DockerError> {
         let mut stream = self
@@ -490,5 +615,23 @@ impl Engine {
             }
         }
         Ok(code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_frames_split_into_timestamped_lines() {
+        let lines = split_log_frame(
+            b"2026-01-02T03:04:05.000000001Z hello\n2026-01-02T03:04:05.5Z \n2026-01-02T03:04:06Z crlf\r\n",
+            OutputStream::Stderr,
+        );
+        let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, vec!["hello", "", "crlf"]);
+        assert_eq!(lines[0].at_ns % 1_000_000_000, 1);
+        assert_eq!(lines[1].at_ns - lines[0].at_ns, 499_999_999);
+        assert!(lines.iter().all(|l| l.stream == OutputStream::Stderr));
     }
 }

@@ -1,5 +1,7 @@
 //! Per-project request counters kept by the edge: requests by status class, body bytes in
 //! and out, and a fixed-bucket latency histogram with percentile estimates.
+//! Invariant: recording is a handful of relaxed atomic adds (no lock, no allocation), and
+//! the bucket bounds never change meaning, because stored series keep raw bucket counts.
 
 use std::{
     collections::HashMap,
@@ -13,13 +15,15 @@ use std::{
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
-/// Upper bounds of the latency buckets, in microseconds (1 ms to 10 s); one more bucket
-/// counts everything slower.
-pub const LATENCY_BUCKET_BOUNDS_US: [u64; 13] = [
-    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
-    5_000_000, 10_000_000,
+/// Upper bounds of the latency buckets, in microseconds (100 µs to 10 s, a 1-2.5-5 ladder
+/// so an app answering from memory still gets a meaningful p50); one more bucket counts
+/// everything slower.
+pub const LATENCY_BUCKET_BOUNDS_US: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
 ];
-const LATENCY_BUCKETS: usize = LATENCY_BUCKET_BOUNDS_US.len() + 1;
+/// Buckets of the histogram: one per bound plus the open-ended last one.
+pub const LATENCY_BUCKETS: usize = LATENCY_BUCKET_BOUNDS_US.len() + 1;
 
 /// One project's live counters. Every field is an atomic, so recording never blocks.
 #[derive(Debug, Default)]
@@ -39,10 +43,9 @@ impl ProjectCounters {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.status_classes[class].fetch_add(1, Ordering::Relaxed);
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        let bucket = LATENCY_BUCKET_BOUNDS_US
-            .iter()
-            .position(|&bound| micros <= bound)
-            .unwrap_or(LATENCY_BUCKETS - 1);
+        // A binary search over 16 sorted bounds: four comparisons, no branch on the data
+        // beyond them; the index past the last bound is the open-ended bucket.
+        let bucket = LATENCY_BUCKET_BOUNDS_US.partition_point(|&bound| bound < micros);
         self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.latency_total_us.fetch_add(micros, Ordering::Relaxed);
     }
@@ -64,13 +67,10 @@ impl ProjectCounters {
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
             .collect();
-        let buckets: Vec<u64> = self
-            .latency_buckets
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .collect();
-        let latency =
-            LatencySnapshot::from_buckets(&buckets, self.latency_total_us.load(Ordering::Relaxed));
+        let latency_counts: [u64; LATENCY_BUCKETS] =
+            std::array::from_fn(|i| self.latency_buckets[i].load(Ordering::Relaxed));
+        let latency_total_us = self.latency_total_us.load(Ordering::Relaxed);
+        let latency = LatencySnapshot::from_buckets(&latency_counts, latency_total_us);
         ProjectMetrics {
             requests: classes.iter().sum(),
             status_1xx: classes[0],
@@ -81,6 +81,8 @@ impl ProjectCounters {
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             latency,
+            latency_counts,
+            latency_total_us,
         }
     }
 }
@@ -98,6 +100,38 @@ pub struct ProjectMetrics {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub latency: LatencySnapshot,
+    /// The raw bucket counts behind `latency`, for collectors that store or export them.
+    #[serde(skip)]
+    pub latency_counts: [u64; LATENCY_BUCKETS],
+    /// The sum of every recorded latency, in microseconds.
+    #[serde(skip)]
+    pub latency_total_us: u64,
+}
+
+impl ProjectMetrics {
+    /// What happened between `earlier` and `self` (the counters only grow while the
+    /// daemon runs, so every field is a plain difference).
+    pub fn since(&self, earlier: &ProjectMetrics) -> ProjectMetrics {
+        let latency_counts: [u64; LATENCY_BUCKETS] = std::array::from_fn(|i| {
+            self.latency_counts[i].saturating_sub(earlier.latency_counts[i])
+        });
+        let latency_total_us = self
+            .latency_total_us
+            .saturating_sub(earlier.latency_total_us);
+        ProjectMetrics {
+            requests: self.requests.saturating_sub(earlier.requests),
+            status_1xx: self.status_1xx.saturating_sub(earlier.status_1xx),
+            status_2xx: self.status_2xx.saturating_sub(earlier.status_2xx),
+            status_3xx: self.status_3xx.saturating_sub(earlier.status_3xx),
+            status_4xx: self.status_4xx.saturating_sub(earlier.status_4xx),
+            status_5xx: self.status_5xx.saturating_sub(earlier.status_5xx),
+            bytes_in: self.bytes_in.saturating_sub(earlier.bytes_in),
+            bytes_out: self.bytes_out.saturating_sub(earlier.bytes_out),
+            latency: LatencySnapshot::from_buckets(&latency_counts, latency_total_us),
+            latency_counts,
+            latency_total_us,
+        }
+    }
 }
 
 /// The latency histogram and percentiles estimated from it (linear within a bucket, so
@@ -114,7 +148,8 @@ pub struct LatencySnapshot {
 }
 
 impl LatencySnapshot {
-    fn from_buckets(counts: &[u64], total_us: u64) -> Self {
+    /// The histogram view of raw bucket counts and their latency sum.
+    pub fn from_buckets(counts: &[u64], total_us: u64) -> Self {
         let total: u64 = counts.iter().sum();
         let buckets = counts
             .iter()
@@ -138,7 +173,7 @@ impl LatencySnapshot {
 
 /// Estimates the `quantile` latency from bucket counts, interpolating inside the bucket
 /// that holds it. The open-ended last bucket reports its lower bound (10 s).
-fn percentile_ms(counts: &[u64], quantile: f64) -> Option<f64> {
+pub fn percentile_ms(counts: &[u64], quantile: f64) -> Option<f64> {
     let total: u64 = counts.iter().sum();
     if total == 0 {
         return None;
@@ -255,12 +290,55 @@ mod tests {
         counters.record_response(200, Duration::from_millis(400));
         let latency = counters.snapshot().latency;
         let p50 = latency.p50_ms.unwrap();
-        assert!(p50 > 0.0 && p50 <= 1.0, "{p50}");
-        assert!(latency.p95_ms.unwrap() <= 1.0);
+        assert!(p50 > 0.25 && p50 <= 0.5, "{p50}");
+        assert!(latency.p95_ms.unwrap() <= 0.5);
         let p99 = latency.p99_ms.unwrap();
         assert!((250.0..=500.0).contains(&p99), "{p99}");
         assert_eq!(latency.buckets.len(), LATENCY_BUCKETS);
-        assert_eq!(latency.buckets[0], (Some(1.0), 98));
+        assert_eq!(latency.buckets[2], (Some(0.5), 98));
+    }
+
+    #[test]
+    fn a_latency_lands_in_the_first_bucket_whose_bound_holds_it() {
+        for (micros, bucket) in [
+            (0, 0),
+            (100, 0),
+            (101, 1),
+            (999, 3),
+            (1_000, 3),
+            (1_001, 4),
+            (10_000_000, 15),
+            (10_000_001, 16),
+            (u64::MAX / 2, 16),
+        ] {
+            let counters = ProjectCounters::default();
+            counters.record_response(200, Duration::from_micros(micros));
+            let counts = counters.snapshot().latency_counts;
+            assert_eq!(counts[bucket], 1, "{micros} µs: {counts:?}");
+        }
+    }
+
+    #[test]
+    fn deltas_subtract_every_counter() {
+        let counters = ProjectCounters::default();
+        counters.record_response(200, Duration::from_millis(2));
+        counters.add_bytes_out(7);
+        let before = counters.snapshot();
+        counters.record_response(503, Duration::from_millis(40));
+        counters.add_bytes_out(5);
+        let delta = counters.snapshot().since(&before);
+        assert_eq!(
+            (
+                delta.requests,
+                delta.status_2xx,
+                delta.status_5xx,
+                delta.bytes_out
+            ),
+            (1, 0, 1, 5)
+        );
+        assert_eq!(delta.latency_counts.iter().sum::<u64>(), 1);
+        assert_eq!(delta.latency_total_us, 40_000);
+        assert_eq!(delta.latency.p50_ms, Some(37.5));
     }
 
     #[test]

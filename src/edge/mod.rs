@@ -1,11 +1,13 @@
 //! The public edge: serves HTTP/1.1 and HTTP/2 connections (plain TCP here, TLS streams
 //! from `tls`), routes each request by Host to a project's instances or static site,
-//! answers ACME HTTP-01 challenges, and counts requests per project.
+//! answers ACME HTTP-01 challenges, counts requests per project and hands an access-log
+//! record of each to the log collector.
 //!
 //! `routes` is the atomically swapped route table, `proxy` the request path, `static_files`
-//! the static sites, `metrics` the counters, `pages` the edge's own pages and `body` the
-//! streaming body types.
+//! the static sites, `metrics` the counters, `access_log` the access-log records, `pages`
+//! the edge's own pages and `body` the streaming body types.
 
+pub mod access_log;
 mod body;
 pub mod metrics;
 mod pages;
@@ -27,6 +29,7 @@ use tokio::{
     task::JoinSet,
 };
 
+pub use access_log::{AccessLogSink, AccessRecord};
 pub use body::{BoxError, EdgeBody};
 pub use metrics::{EdgeMetrics, LatencySnapshot, ProjectCounters, ProjectMetrics};
 pub use routes::{normalize_host, Route, RouteTable, RouteTarget, Routes};
@@ -86,6 +89,8 @@ pub struct Edge {
     challenges: Arc<dyn ChallengeResponder>,
     client: proxy::UpstreamClient,
     static_files: Arc<static_files::StaticFiles>,
+    /// Where each routed request's access-log record goes, when someone collects them.
+    access_log: Option<AccessLogSink>,
     /// Flipped once on shutdown; every connection served by this edge (HTTP or TLS) then
     /// finishes its in-flight requests and closes.
     shutting_down: Arc<watch::Sender<bool>>,
@@ -113,8 +118,15 @@ impl Edge {
             challenges,
             client: proxy::upstream_client(),
             static_files: Arc::new(static_files::StaticFiles::new()),
+            access_log: None,
             shutting_down: Arc::new(watch::Sender::new(false)),
         }
+    }
+
+    /// Sends an access-log record of every routed request to `sink` (never waiting on it).
+    pub fn with_access_log(mut self, sink: AccessLogSink) -> Self {
+        self.access_log = Some(sink);
+        self
     }
 
     /// The live route table, for the daemon to replace.
@@ -273,7 +285,8 @@ pub async fn serve(
             drain_timeout: Duration::from_secs(app.config.edge.drain_timeout_secs),
         },
         app.tls.challenges(),
-    );
+    )
+    .with_access_log(app.logs.access_log_sink());
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_https = async move {
         let mut stop_rx = stop_rx;

@@ -24,6 +24,7 @@ use hyper_util::{
 use rand::Rng;
 
 use super::{
+    access_log::AccessRecord,
     body::{
         self, full, BodyTooLarge, BoxError, CappedBody, CountedBody, EdgeBody, ReclaimableBody,
     },
@@ -111,6 +112,14 @@ async fn dispatch(
         return pages::unknown_host(host.as_deref().unwrap_or("this host"));
     };
     let counters = edge.metrics.project(route.metrics_key());
+    // Taken before the request is handed on; only when someone collects the records.
+    let access = edge.access_log.as_ref().map(|sink| {
+        (
+            sink,
+            request.method().to_string(),
+            request.uri().path().to_owned(),
+        )
+    });
 
     let response = if !https && route.https_redirect && !is_challenge {
         https_redirect(&request, host.as_deref())
@@ -146,7 +155,21 @@ async fn dispatch(
             RouteTarget::Unavailable { state } => pages::unavailable(&route.project_name, state),
         }
     };
-    counters.record_response(response.status().as_u16(), started.elapsed());
+    let latency = started.elapsed();
+    counters.record_response(response.status().as_u16(), latency);
+    if let Some((sink, method, path)) = access {
+        sink.record(AccessRecord {
+            project_id: route.project_id.clone(),
+            at_ns: crate::clock::now_nanos(),
+            method,
+            host: host.unwrap_or_default(),
+            path,
+            status: response.status().as_u16(),
+            latency,
+            client: peer.ip(),
+            request_id: request_id.to_owned(),
+        });
+    }
     response.map(|body| CountedBody::new(body, counters).boxed_unsync())
 }
 

@@ -81,7 +81,8 @@ impl HealthCheck {
         }
     }
 
-    fn none() -> Self {
+    /// No probe: the process only has to stay up (workers, and apps that serve nothing).
+    pub(crate) fn none() -> Self {
         Self {
             kind: HealthCheckKind::None,
             path: None,

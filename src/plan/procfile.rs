@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::Error;
+use crate::{error::Error, names::ProcessType};
 
 use super::dockerfile::check_command;
 
@@ -47,12 +47,7 @@ pub fn parse(text: &str) -> Result<Procfile, Error> {
             continue;
         };
         let (name, command) = (name.trim(), command.trim());
-        let valid_name = !name.is_empty()
-            && name.len() <= 63
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !valid_name {
+        if ProcessType::parse(name).is_err() {
             procfile.warnings.push(format!(
                 "Procfile line {number}: process type {name:?} is not made of letters, digits, '_' and '-'; the line was ignored"
             ));

@@ -46,6 +46,29 @@ impl LocalPath {
 }
 
 impl RepoLocation {
+    /// Refuses a local repository when the operator has not allowed them, and always one
+    /// inside Cantila's data directory (other accounts' mirrors, the store, the keys),
+    /// symlinks resolved.
+    pub fn check_permitted(&self, data_dir: &Path, allow_local: bool) -> Result<(), Error> {
+        let RepoLocation::Local(local) = self else {
+            return Ok(());
+        };
+        if !allow_local {
+            return Err(Error::Invalid(
+                "repositories on this server's disk are disabled (deploy.allow_local_repos = false); use an https URL".to_owned(),
+            ));
+        }
+        let resolved = std::fs::canonicalize(&local.path).unwrap_or_else(|_| local.path.clone());
+        let data_dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+        if resolved.starts_with(&data_dir) || local.path.starts_with(&data_dir) {
+            return Err(Error::Invalid(format!(
+                "repo {} is inside Cantila's data directory, which is never a source",
+                local.path.display()
+            )));
+        }
+        Ok(())
+    }
+
     pub fn parse(value: &str) -> Result<Self, Error> {
         let value = value.trim();
         let shown = without_userinfo(value);
@@ -481,5 +504,32 @@ mod tests {
             assert!(!message.contains("hunter2"), "{message}");
             assert!(message.contains("***@example.org"), "{message}");
         }
+    }
+
+    #[test]
+    fn the_data_directory_and_disabled_local_repos_are_refused() {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mirror = data_dir.path().join("repos");
+        std::fs::create_dir_all(&mirror).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let link = outside.path().join("sneaky");
+        std::os::unix::fs::symlink(&mirror, &link).unwrap();
+        for inside in [&mirror, &link] {
+            let location = RepoLocation::parse(inside.to_str().unwrap()).unwrap();
+            let err = location
+                .check_permitted(data_dir.path(), true)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("data directory"), "{err}");
+        }
+        let elsewhere = RepoLocation::parse(outside.path().to_str().unwrap()).unwrap();
+        assert!(elsewhere.check_permitted(data_dir.path(), true).is_ok());
+        let err = elsewhere
+            .check_permitted(data_dir.path(), false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("allow_local_repos"), "{err}");
+        let remote = RepoLocation::parse("https://example.com/a.git").unwrap();
+        assert!(remote.check_permitted(data_dir.path(), false).is_ok());
     }
 }

@@ -117,7 +117,76 @@ const STEPS: &[&str] = &[
     ALTER TABLE projects ADD COLUMN size TEXT;",
     // 5: rollbacks record the deploy they re-release.
     "ALTER TABLE deploys ADD COLUMN rollback_of TEXT;",
-    // 6 (previews): preview deployments of branches and pull requests, their deploys
+    // 6: process types: desired instances of each non-web Procfile process.
+    "CREATE TABLE process_scale (
+        project_id  TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        process     TEXT NOT NULL,
+        instances   INTEGER NOT NULL,
+        PRIMARY KEY (project_id, process)
+    );",
+    // 7 (metrics): per-instance container samples and per-project edge figures, at the
+    // fine resolution (`metrics.interval_secs`) and rolled into one-minute points.
+    // `resolution` is the point's width in seconds, `at` its start in Unix seconds.
+    "CREATE TABLE metric_instance_points (
+        project_id          TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        resolution          INTEGER NOT NULL,
+        at                  INTEGER NOT NULL,
+        instance_id         TEXT NOT NULL,
+        cpu_percent         REAL,
+        cpu_limit_percent   REAL,
+        memory_bytes        INTEGER,
+        memory_limit_bytes  INTEGER,
+        net_rx_bytes        INTEGER NOT NULL,
+        net_tx_bytes        INTEGER NOT NULL,
+        block_read_bytes    INTEGER NOT NULL,
+        block_write_bytes   INTEGER NOT NULL,
+        restarts            INTEGER NOT NULL,
+        PRIMARY KEY (project_id, resolution, at, instance_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX metric_instance_points_by_age ON metric_instance_points(resolution, at);
+    CREATE TABLE metric_edge_points (
+        project_id  TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        resolution  INTEGER NOT NULL,
+        at          INTEGER NOT NULL,
+        requests    INTEGER NOT NULL,
+        status_1xx  INTEGER NOT NULL,
+        status_2xx  INTEGER NOT NULL,
+        status_3xx  INTEGER NOT NULL,
+        status_4xx  INTEGER NOT NULL,
+        status_5xx  INTEGER NOT NULL,
+        bytes_in    INTEGER NOT NULL,
+        bytes_out   INTEGER NOT NULL,
+        latency     TEXT NOT NULL,
+        PRIMARY KEY (project_id, resolution, at)
+    ) WITHOUT ROWID;
+    CREATE INDEX metric_edge_points_by_age ON metric_edge_points(resolution, at);",
+    // 8 (logs): runtime logs: instance output and edge access lines per project, the per-project
+    // byte count the size cap reads, and where each container's stream was read up to.
+    "CREATE TABLE runtime_logs (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_id  TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        at_ns       INTEGER NOT NULL,
+        instance    TEXT NOT NULL,
+        process     TEXT NOT NULL,
+        stream      TEXT NOT NULL,
+        line        TEXT NOT NULL
+    );
+    CREATE INDEX runtime_logs_by_project ON runtime_logs(project_id, seq);
+    CREATE TABLE runtime_log_usage (
+        project_id  TEXT PRIMARY KEY REFERENCES projects(id) ON DELETE CASCADE,
+        bytes       INTEGER NOT NULL,
+        lines       INTEGER NOT NULL
+    );
+    CREATE TABLE runtime_log_cursors (
+        container_id  TEXT NOT NULL,
+        stream        TEXT NOT NULL,
+        project_id    TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        last_ns       INTEGER NOT NULL,
+        lines_at_last INTEGER NOT NULL,
+        updated_ns    INTEGER NOT NULL,
+        PRIMARY KEY (container_id, stream)
+    );",
+    // 9 (previews): preview deployments of branches and pull requests, their deploys
     // (`preview_id` set; production deploys have none, and keep the preview's id after it
     // is removed, as history), and the branch patterns whose pushes create previews.
     "CREATE TABLE previews (

@@ -10,8 +10,10 @@ pub mod audit;
 pub mod deploys;
 pub mod env;
 pub mod git;
+pub mod metrics;
 pub mod previews;
 pub mod projects;
+pub mod runtime_logs;
 
 use std::{
     fs,

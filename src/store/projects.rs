@@ -1,6 +1,8 @@
 //! SQL for projects. Every query is scoped by account id, so another account's project
 //! is indistinguishable from a missing one.
 
+use std::collections::BTreeMap;
+
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::{
@@ -12,7 +14,9 @@ use crate::{
 use super::is_unique_violation;
 
 const COLUMNS: &str = "p.seq, p.id, p.account_id, a.handle, p.name, p.runtime, p.status, \
-    p.created_at, p.updated_at, p.instances, p.size, p.preview_branches";
+    p.created_at, p.updated_at, p.instances, p.size, \
+    (SELECT json_group_object(s.process, s.instances) FROM process_scale s \
+     WHERE s.project_id = p.id), p.preview_branches";
 const FROM: &str = "projects p JOIN accounts a ON a.id = p.account_id";
 
 fn corrupt(what: &str, value: &str) -> rusqlite::Error {
@@ -28,7 +32,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Project)> {
     let name: String = row.get(4)?;
     let runtime: Option<String> = row.get(5)?;
     let status: String = row.get(6)?;
-    let preview_branches: Option<String> = row.get(11)?;
+    let preview_branches: Option<String> = row.get(12)?;
     Ok((
         row.get(0)?,
         Project {
@@ -44,6 +48,12 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Project)> {
             updated_at: row.get(8)?,
             instances: row.get(9)?,
             size: row.get(10)?,
+            process_instances: match row.get::<_, Option<String>>(11)? {
+                Some(json) => {
+                    serde_json::from_str(&json).map_err(|_| corrupt("process counts", &json))?
+                }
+                None => BTreeMap::new(),
+            },
             preview_branches: match preview_branches {
                 Some(text) => serde_json::from_str(&text)
                     .map_err(|_| corrupt("preview branch patterns", &text))?,
@@ -190,6 +200,21 @@ pub fn all(connection: &Connection) -> Result<Vec<Project>> {
         .map(|row| row.map(|(_, project)| project))
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
+}
+
+/// Records the desired instance count of one non-web process type.
+pub fn set_process_instances(
+    connection: &Connection,
+    id: &str,
+    process: &str,
+    instances: u32,
+) -> Result<()> {
+    connection.execute(
+        "INSERT INTO process_scale (project_id, process, instances) VALUES (?1, ?2, ?3)
+         ON CONFLICT (project_id, process) DO UPDATE SET instances = excluded.instances",
+        params![id, process, instances],
+    )?;
+    Ok(())
 }
 
 /// Records the desired instance count and size tier.

@@ -301,6 +301,30 @@ fn endpoints() -> Vec<Endpoint> {
             None,
             204,
         ),
+        e(
+            Method::GET,
+            "/v1/projects/{id}/metrics",
+            Scope::Read,
+            Target::Project,
+            None,
+            200,
+        ),
+        e(
+            Method::GET,
+            "/v1/projects/{id}/logs",
+            Scope::Read,
+            Target::Project,
+            None,
+            200,
+        ),
+        e(
+            Method::GET,
+            "/metrics",
+            Scope::Admin,
+            Target::None,
+            None,
+            200,
+        ),
         // Nothing to roll back to in a fresh project: past authorization, a clear 422.
         e(
             Method::POST,

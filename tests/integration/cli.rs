@@ -315,7 +315,7 @@ async fn deploy_commands_connect_deploy_follow_and_list() {
 
     let out = cantila(args(&["scale", "clidemo", "--instances", "2"]), env()).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("2 instance(s)"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("web=2"), "{}", stdout(&out));
     let out = cantila(args(&["instances", "clidemo"]), env()).await;
     let table = stdout(&out);
     assert_eq!(

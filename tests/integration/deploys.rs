@@ -411,6 +411,11 @@ async fn deploy_stream_sends_the_log_as_server_sent_events_and_replays() {
         .to_str()
         .unwrap()
         .starts_with("text/event-stream"));
+    // The events URL of the deploy just started, for resuming with Last-Event-ID.
+    let events_url = res.headers()["content-location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let text = res.text().await.unwrap();
     let events = parse_sse(&text);
     let kinds: Vec<&str> = events.iter().map(|(kind, _, _)| kind.as_str()).collect();
@@ -452,6 +457,7 @@ async fn deploy_stream_sends_the_log_as_server_sent_events_and_replays() {
         .expect(200)
         .body;
     let deploy_id = deploys["deploys"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(events_url, format!("/v1/deploys/{deploy_id}/events"));
     let replay = daemon
         .request(
             reqwest::Method::GET,
@@ -500,7 +506,7 @@ async fn deploy_stream_sends_the_log_as_server_sent_events_and_replays() {
 }
 
 /// (event, id, data) of each SSE event.
-fn parse_sse(text: &str) -> Vec<(String, Option<i64>, Value)> {
+pub fn parse_sse(text: &str) -> Vec<(String, Option<i64>, Value)> {
     let mut events = Vec::new();
     for block in text.split("\n\n") {
         let mut kind = String::from("message");

@@ -45,6 +45,9 @@ const EXPECTED: &[(&str, &str)] = &[
     ("post", "/v1/projects/{id}/previews"),
     ("get", "/v1/projects/{id}/previews/{previewId}"),
     ("delete", "/v1/projects/{id}/previews/{previewId}"),
+    ("get", "/v1/projects/{id}/metrics"),
+    ("get", "/metrics"),
+    ("get", "/v1/projects/{id}/logs"),
 ];
 
 /// Operations that take no API token: the document itself, and the webhook (verified by

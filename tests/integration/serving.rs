@@ -307,6 +307,7 @@ async fn an_alias_gets_a_certificate_from_an_acme_ca_and_serves_https() {
             .await
             .unwrap(),
         https: tokio::net::TcpListener::bind(any).await.unwrap(),
+        metrics: None,
     };
     let daemon = TestDaemon::start_on(dir, config, listeners).await;
 
@@ -703,5 +704,208 @@ async fn old_images_are_pruned_beyond_the_kept_releases() {
         edge_get(&daemon, "pruned.admin.test.local", "/").await.1,
         "image 3\n"
     );
+    cleanup(&project_id).await;
+}
+
+/// The instances of one process type, as the API lists them.
+async fn of_process(
+    daemon: &TestDaemon,
+    project_id: &str,
+    process: &str,
+) -> Vec<serde_json::Value> {
+    instances(daemon, project_id)
+        .await
+        .into_iter()
+        .filter(|i| i["process"] == process)
+        .collect()
+}
+
+#[tokio::test]
+async fn procfile_workers_run_beside_web_with_their_own_counts_and_are_never_routed() {
+    let daemon = TestDaemon::start_with(|c| c.deploy.drain_secs = 0).await;
+    let mut files = crate::deploys::busybox_app("web answers\n");
+    files.push((
+        "Procfile",
+        "web: httpd -f -p 8080 -h /www\nworker: echo worker $WORKER_NOTE started; while true; do sleep 1; done\n"
+            .to_owned(),
+    ));
+    let borrowed: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    let repo = Repo::new(&borrowed);
+    let (project_id, _) = daemon.connected_project("chores", &repo).await;
+    daemon
+        .post(
+            &format!("/v1/projects/{project_id}/env"),
+            &daemon.admin_token,
+            json!({ "vars": { "WORKER_NOTE": "from-env" } }),
+        )
+        .await
+        .expect(200);
+    let first = daemon.deploy(&project_id, None).await;
+    assert_eq!(first["status"], "running", "{first}");
+    let host = "chores.admin.test.local";
+
+    // One web and one worker by default; the worker runs its Procfile command with the
+    // project's env, and only web takes traffic.
+    let workers = of_process(&daemon, &project_id, "worker").await;
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    assert_eq!(workers[0]["state"], "healthy");
+    assert_eq!(of_process(&daemon, &project_id, "web").await.len(), 1);
+    let engine = cantila::docker::Engine::connect().await.unwrap();
+    let worker_containers = engine
+        .containers(&[
+            ("cantila.project", &project_id),
+            ("cantila.process", "worker"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(worker_containers.len(), 1);
+    let said = engine.tail_logs(&worker_containers[0].id, 5).await.unwrap();
+    assert!(
+        said.iter().any(|l| l.contains("worker from-env started")),
+        "{said:?}"
+    );
+    for _ in 0..10 {
+        assert_eq!(
+            edge_get(&daemon, host, "/").await,
+            (200, "web answers\n".to_owned())
+        );
+    }
+
+    // Per-process scale: workers only; the web instance is untouched.
+    let scale = format!("/v1/projects/{project_id}/scale");
+    let web_before = of_process(&daemon, &project_id, "web").await[0]["id"].clone();
+    let project = daemon
+        .post(
+            &scale,
+            &daemon.admin_token,
+            json!({ "processes": { "worker": 2 } }),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(project["processes"], json!({ "web": 1, "worker": 2 }));
+    assert_eq!(of_process(&daemon, &project_id, "worker").await.len(), 2);
+    let web_after = of_process(&daemon, &project_id, "web").await;
+    assert_eq!(web_after.len(), 1);
+    assert_eq!(web_after[0]["id"], web_before, "web was not replaced");
+
+    let res = daemon
+        .post(
+            &scale,
+            &daemon.admin_token,
+            json!({ "processes": { "mailer": 1 } }),
+        )
+        .await
+        .expect(422);
+    assert!(res.error_message().contains("web, worker"), "{}", res.text);
+    let res = daemon
+        .post(
+            &scale,
+            &daemon.admin_token,
+            json!({ "processes": { "a;b": 1 } }),
+        )
+        .await
+        .expect(422);
+    assert!(res.error_message().contains("process type"), "{}", res.text);
+    let res = daemon
+        .post(
+            &scale,
+            &daemon.admin_token,
+            json!({ "processes": { "worker": 99 } }),
+        )
+        .await
+        .expect(422);
+    assert!(
+        res.error_message().contains("between 0 and 10"),
+        "{}",
+        res.text
+    );
+
+    // A worker that disappears is replaced by the reconciler.
+    let victim = engine
+        .containers(&[
+            ("cantila.project", &project_id),
+            ("cantila.process", "worker"),
+        ])
+        .await
+        .unwrap()
+        .remove(0);
+    engine
+        .stop_and_remove(&victim.id, Duration::from_secs(0))
+        .await
+        .unwrap();
+    let mut replaced = false;
+    for _ in 0..60 {
+        let workers = of_process(&daemon, &project_id, "worker").await;
+        if workers.len() == 2 && workers.iter().all(|w| w["state"] == "healthy") {
+            replaced = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        replaced,
+        "the reconciler brought the worker count back to 2"
+    );
+
+    // A redeploy replaces every process type with the new release's, keeping the counts.
+    repo.commit(&[("www/index.html", "web answers again\n")], "second");
+    let second = daemon.deploy(&project_id, None).await;
+    assert_eq!(second["status"], "running", "{second}");
+    // The previous release's workers stop after the switch (they ignore SIGTERM, so
+    // they take the stop grace period).
+    let mut workers = Vec::new();
+    for _ in 0..60 {
+        workers = of_process(&daemon, &project_id, "worker").await;
+        if workers.len() == 2 && workers.iter().all(|w| w["deployId"] == second["id"]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    assert!(
+        workers.iter().all(|w| w["deployId"] == second["id"]),
+        "{workers:?}"
+    );
+    assert!(workers
+        .iter()
+        .all(|w| w["address"].as_str().is_some_and(|a| !a.contains(':'))));
+    assert_eq!(
+        edge_get(&daemon, host, "/").await,
+        (200, "web answers again\n".to_owned())
+    );
+
+    // `instances: 0` stops the whole project; scaling web up brings the workers back.
+    let project = daemon
+        .post(&scale, &daemon.admin_token, json!({ "instances": 0 }))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(project["status"], "stopped");
+    assert!(instances(&daemon, &project_id).await.is_empty());
+    let project = daemon
+        .post(&scale, &daemon.admin_token, json!({ "instances": 1 }))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(project["status"], "running");
+    assert_eq!(of_process(&daemon, &project_id, "worker").await.len(), 2);
+
+    // Workers can run with no web instance: the edge says the site is stopped.
+    let project = daemon
+        .post(
+            &scale,
+            &daemon.admin_token,
+            json!({ "processes": { "web": 0, "worker": 1 } }),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(project["status"], "running");
+    assert_eq!(project["instances"], 0);
+    assert!(of_process(&daemon, &project_id, "web").await.is_empty());
+    assert_eq!(of_process(&daemon, &project_id, "worker").await.len(), 1);
+    let (status, body) = edge_get(&daemon, host, "/").await;
+    assert_eq!(status, 503, "{body}");
     cleanup(&project_id).await;
 }

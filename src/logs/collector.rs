@@ -1,0 +1,522 @@
+//! The log collector: one follower task per running instance reads its output from Docker,
+//! the edge hands over access records, and one writer stores both in batches, publishes
+//! them to live followers, and keeps every project under its cap.
+//! Invariant: a container stream is followed by at most one task, which resumes after the
+//! last line it (or, after a restart, the store) has seen, so no line is stored twice; lines
+//! reach live followers only after they are stored.
+
+use std::{
+    collections::{HashMap, HashSet},
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::{
+    clock,
+    docker::{ContainerLogLine, Engine, OutputStream},
+    edge::{AccessLogSink, AccessRecord},
+    live::Topics,
+    state::AppState,
+    store::{self, Store},
+};
+
+use super::{LogStream, NewLine, ReadPosition, RuntimeLine};
+
+/// Lines waiting for the writer. When full, followers wait, and so does their read from
+/// Docker, which keeps the output in its own log meanwhile: nothing is lost, only later.
+const LINE_QUEUE: usize = 20_000;
+/// Access records waiting for the writer. When full, the edge drops records rather than wait.
+const ACCESS_QUEUE: usize = 10_000;
+/// The most lines stored in one transaction.
+const MAX_BATCH: usize = 2_000;
+/// How long the writer gathers lines before storing them, so a chatty app costs one
+/// transaction (one fsync) per interval rather than one per line.
+const BATCH_WAIT: Duration = Duration::from_millis(100);
+/// How often lines past the age limit are dropped.
+const AGE_PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// A project over its byte cap is pruned to this fraction of it, so pruning runs once in a
+/// while rather than after every batch.
+const PRUNE_TO_PERCENT: u64 = 90;
+/// Live lines kept per project for followers that are a little behind; past it they catch
+/// up from the store.
+const LIVE_BUFFER: usize = 4096;
+
+/// The collector's shared half, held in `AppState`.
+pub struct LogCollector {
+    lines: mpsc::Sender<NewLine>,
+    access_sink: AccessLogSink,
+    receivers: Mutex<Option<(mpsc::Receiver<NewLine>, mpsc::Receiver<AccessRecord>)>>,
+    /// Containers with a follower task, so a container is never followed twice.
+    followed: Mutex<HashSet<String>>,
+    /// Flipped on shutdown; followers stop reading.
+    stopping: watch::Sender<bool>,
+    /// Stored lines, per project, for live followers.
+    pub live: Topics<Arc<RuntimeLine>>,
+}
+
+impl std::fmt::Debug for LogCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogCollector").finish_non_exhaustive()
+    }
+}
+
+impl Default for LogCollector {
+    fn default() -> Self {
+        let (lines, lines_rx) = mpsc::channel(LINE_QUEUE);
+        let (access_sink, access_rx) = AccessLogSink::channel(ACCESS_QUEUE);
+        Self {
+            lines,
+            access_sink,
+            receivers: Mutex::new(Some((lines_rx, access_rx))),
+            followed: Mutex::new(HashSet::new()),
+            stopping: watch::Sender::new(false),
+            live: Topics::new(LIVE_BUFFER),
+        }
+    }
+}
+
+impl LogCollector {
+    /// Where the edge sends access records.
+    pub fn access_log_sink(&self) -> AccessLogSink {
+        self.access_sink.clone()
+    }
+
+    /// Marks a container as followed; false when a follower already has it.
+    fn claim(&self, container_id: &str) -> bool {
+        self.followed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(container_id.to_owned())
+    }
+
+    fn release(&self, container_id: &str) {
+        self.followed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(container_id);
+    }
+
+    /// Containers with a follower right now.
+    pub fn followed_count(&self) -> usize {
+        self.followed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+}
+
+/// An instance container and the tags of its lines.
+#[derive(Debug, Clone)]
+pub struct StartedContainer {
+    pub id: String,
+    pub project_id: String,
+    /// The instance id as `GET /v1/projects/:id/instances` shows it (`instance_id`).
+    pub instance: String,
+    /// The process type (`cantila.process`: `web`, `worker`, ...).
+    pub process: String,
+}
+
+impl StartedContainer {
+    /// The instance of a listed container, when it is one of this installation's.
+    fn of(container: &crate::docker::ContainerSummary, installation: &str) -> Option<Self> {
+        let label = |key: &str| container.labels.get(key).cloned();
+        if label("cantila.installation").as_deref() != Some(installation) {
+            return None;
+        }
+        label("cantila.instance")?;
+        Some(Self {
+            id: container.id.clone(),
+            project_id: label("cantila.project")?,
+            instance: instance_id(&container.id),
+            // `cantila.process` names the Procfile type; older web instances carry only
+            // `cantila.kind=web`.
+            process: label("cantila.process")
+                .or_else(|| label("cantila.kind"))
+                .unwrap_or_else(|| "web".to_owned()),
+        })
+    }
+}
+
+/// An instance's id in the API: the first 12 characters of its container id, as Docker
+/// shows it.
+pub fn instance_id(container_id: &str) -> String {
+    container_id.chars().take(12).collect()
+}
+
+/// Starts following a container that was just started (a no-op when it is followed).
+pub fn follow_started(app: &AppState, engine: &Engine, container: StartedContainer) {
+    if !app.logs.claim(&container.id) {
+        return;
+    }
+    let app = app.clone();
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        let id = container.id.clone();
+        follow_container(&app, &engine, container).await;
+        app.logs.release(&id);
+    });
+}
+
+/// Follows every running instance of this installation that has no follower: at start-up
+/// (resuming where the store left off) and on each reconciler pass (instances Docker
+/// restarted, or started while the daemon was down).
+pub async fn follow_running(app: &AppState, engine: &Engine) -> crate::error::Result<()> {
+    let containers = engine
+        .containers(&[("cantila.installation", &app.installation)])
+        .await
+        .map_err(crate::error::Error::from)?;
+    for container in containers {
+        if container.state != "running" {
+            continue;
+        }
+        if let Some(started) = StartedContainer::of(&container, &app.installation) {
+            follow_started(app, engine, started);
+        }
+    }
+    Ok(())
+}
+
+/// Decides which lines of a re-read stream are new: those after the stored position.
+/// Docker's `since` has whole-second precision, so a resumed read starts a little early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Resume {
+    last_ns: i64,
+    /// Lines with exactly `last_ns` already taken.
+    lines_at_last: i64,
+    /// Lines with exactly `last_ns` seen in the current read.
+    seen_at_last: i64,
+}
+
+impl Resume {
+    fn new(position: Option<(i64, i64)>) -> Self {
+        let (last_ns, lines_at_last) = position.unwrap_or((i64::MIN, 0));
+        Self {
+            last_ns,
+            lines_at_last,
+            seen_at_last: 0,
+        }
+    }
+
+    /// Starts a new read of the stream from its beginning (or `since`).
+    fn restart(&mut self) {
+        self.seen_at_last = 0;
+    }
+
+    /// Whether a line with this timestamp is new; if so, it becomes the position.
+    fn admit(&mut self, at_ns: i64) -> bool {
+        if at_ns < self.last_ns {
+            return false;
+        }
+        if at_ns == self.last_ns {
+            self.seen_at_last += 1;
+            if self.seen_at_last <= self.lines_at_last {
+                return false;
+            }
+            self.lines_at_last += 1;
+            return true;
+        }
+        self.last_ns = at_ns;
+        self.lines_at_last = 1;
+        self.seen_at_last = 1;
+        true
+    }
+}
+
+/// Reads one container until it stops for good (or the daemon stops), re-reading after
+/// an engine hiccup or a quick restart; every line goes to the writer once.
+async fn follow_container(app: &AppState, engine: &Engine, container: StartedContainer) {
+    let id = container.id.clone();
+    let positions = app
+        .store
+        .call(move |c| {
+            Ok((
+                store::runtime_logs::read_position(c, &id, LogStream::Stdout)?,
+                store::runtime_logs::read_position(c, &id, LogStream::Stderr)?,
+            ))
+        })
+        .await;
+    let Ok((stdout, stderr)) = positions else {
+        tracing::warn!(container = %container.id, "cannot read the log position; not following");
+        return;
+    };
+    let mut resume = [Resume::new(stdout), Resume::new(stderr)];
+    let mut stopping = app.logs.stopping.subscribe();
+    tracing::debug!(container = %container.id, instance = %container.instance, "following instance output");
+    loop {
+        // Both streams come in one read; start at the older position (a stream never read
+        // yet means from the start).
+        let since_ns = resume.iter().map(|r| r.last_ns).min().unwrap_or(i64::MIN);
+        let since_secs = if since_ns == i64::MIN {
+            0
+        } else {
+            since_ns.div_euclid(1_000_000_000)
+        };
+        for r in &mut resume {
+            r.restart();
+        }
+        let mut lines = engine.follow_logs(&container.id, since_secs);
+        loop {
+            let next = tokio::select! {
+                next = lines.next() => next,
+                _ = stopping.wait_for(|stop| *stop) => return,
+            };
+            let Some(next) = next else { break };
+            let line = match next {
+                Ok(line) => line,
+                Err(err) => {
+                    tracing::debug!(container = %container.id, error = %err, "log stream ended with an error");
+                    break;
+                }
+            };
+            if let Some(new_line) = admit(&container, &mut resume, line) {
+                if app.logs.lines.send(new_line).await.is_err() {
+                    return;
+                }
+            }
+        }
+        // The stream ends when the container stops. It may be back already (a restart by
+        // Docker); otherwise the reconciler follows it again when it is.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match engine
+            .inspect(&container.id, &app.config.deploy.network)
+            .await
+        {
+            Ok(status) if status.running => continue,
+            Ok(_) | Err(_) => return,
+        }
+    }
+}
+
+/// The line to store for what Docker gave, or `None` when it was stored before.
+fn admit(
+    container: &StartedContainer,
+    resume: &mut [Resume; 2],
+    line: ContainerLogLine,
+) -> Option<NewLine> {
+    let (slot, stream) = match line.stream {
+        OutputStream::Stdout => (0, LogStream::Stdout),
+        OutputStream::Stderr => (1, LogStream::Stderr),
+    };
+    let position = &mut resume[slot];
+    if !position.admit(line.at_ns) {
+        return None;
+    }
+    Some(NewLine {
+        project_id: container.project_id.clone(),
+        at_ns: line.at_ns,
+        instance: container.instance.clone(),
+        process: container.process.clone(),
+        stream,
+        text: line.text,
+        position: Some(ReadPosition {
+            container_id: container.id.clone(),
+            last_ns: position.last_ns,
+            lines_at_last: position.lines_at_last,
+        }),
+    })
+}
+
+fn access_line(record: AccessRecord) -> NewLine {
+    NewLine {
+        text: record.line(),
+        project_id: record.project_id,
+        at_ns: record.at_ns,
+        instance: "edge".to_owned(),
+        process: "edge".to_owned(),
+        stream: LogStream::Edge,
+        position: None,
+    }
+}
+
+/// The writer: batches lines into the store, publishes them, enforces the caps. Also
+/// starts following what is already running. Ends when `stopped` completes, after storing
+/// what was already handed over.
+pub async fn run(app: AppState, stopped: impl Future<Output = ()>) {
+    let Some((mut lines, mut access)) = app
+        .logs
+        .receivers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    else {
+        return;
+    };
+    // One connection for everything: a second one would let a log batch commit between the
+    // read and the write of another transaction, which SQLite answers with SQLITE_BUSY. The
+    // writer keeps its transactions short instead (batches, pruning in chunks).
+    let store = app.store.clone();
+    let startup = app.clone();
+    tokio::spawn(async move {
+        if let Ok(engine) = startup.engine().await {
+            if let Err(err) = follow_running(&startup, &engine).await {
+                tracing::warn!(error = %err, "following running instances at start-up");
+            }
+        }
+    });
+    tokio::pin!(stopped);
+    let mut age_prune = tokio::time::interval(AGE_PRUNE_EVERY);
+    let mut batch: Vec<NewLine> = Vec::with_capacity(MAX_BATCH);
+    loop {
+        tokio::select! {
+            () = &mut stopped => break,
+            received = lines.recv_many(&mut batch, MAX_BATCH) => {
+                if received == 0 { break; }
+            }
+            Some(record) = access.recv() => batch.push(access_line(record)),
+            _ = age_prune.tick() => {
+                prune_by_age(&app, &store).await;
+                continue;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + BATCH_WAIT;
+        while batch.len() < MAX_BATCH {
+            let room = MAX_BATCH - batch.len();
+            tokio::select! {
+                received = lines.recv_many(&mut batch, room) => {
+                    if received == 0 { break; }
+                }
+                Some(record) = access.recv() => batch.push(access_line(record)),
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        store_batch(&app, &store, std::mem::take(&mut batch)).await;
+    }
+    app.logs.stopping.send_replace(true);
+    while let Ok(line) = lines.try_recv() {
+        batch.push(line);
+    }
+    while let Ok(record) = access.try_recv() {
+        batch.push(access_line(record));
+    }
+    if !batch.is_empty() {
+        store_batch(&app, &store, batch).await;
+    }
+}
+
+async fn store_batch(app: &AppState, store: &Store, batch: Vec<NewLine>) {
+    let cap = app.config.logs.max_bytes_per_project;
+    let count = batch.len();
+    let appended = match store
+        .call(move |c| store::runtime_logs::append(c, batch, cap))
+        .await
+    {
+        Ok(appended) => appended,
+        Err(err) => {
+            // The read positions were not advanced either: after a restart the container
+            // lines are read again. Edge lines of this batch are lost; say so.
+            tracing::error!(error = %err, lines = count, "storing runtime log lines");
+            return;
+        }
+    };
+    let mut listening: HashMap<String, bool> = HashMap::new();
+    for line in appended.lines {
+        let heard = *listening
+            .entry(line.project_id.clone())
+            .or_insert_with(|| app.logs.live.has_subscribers(&line.project_id));
+        if heard {
+            let project_id = line.project_id.clone();
+            app.logs.live.publish(&project_id, Arc::new(line));
+        }
+    }
+    let target = cap / 100 * PRUNE_TO_PERCENT;
+    for project_id in appended.over_cap {
+        let id = project_id.clone();
+        match prune_to(store, id, target).await {
+            Ok(dropped) => {
+                tracing::debug!(project = %project_id, dropped, "runtime logs over the size cap; dropped the oldest lines")
+            }
+            Err(err) => {
+                tracing::warn!(project = %project_id, error = %err, "pruning runtime logs")
+            }
+        }
+    }
+}
+
+/// Prunes a project to `target` bytes one chunk per store call, so requests waiting for the
+/// store get their turn between chunks.
+async fn prune_to(store: &Store, project_id: String, target: u64) -> crate::error::Result<u64> {
+    let mut total = 0;
+    loop {
+        let id = project_id.clone();
+        let dropped = store
+            .call(move |c| store::runtime_logs::prune_chunk(c, &id, target))
+            .await?;
+        if dropped == 0 {
+            return Ok(total);
+        }
+        total += dropped;
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn prune_by_age(app: &AppState, store: &Store) {
+    let cutoff = clock::now_nanos() - app.config.logs.max_age().as_nanos() as i64;
+    let result = async {
+        let projects = store
+            .call(|c| store::runtime_logs::projects_with_lines(c))
+            .await?;
+        let mut dropped = 0;
+        for project_id in projects {
+            loop {
+                let id = project_id.clone();
+                let went = store
+                    .call(move |c| store::runtime_logs::prune_old_chunk(c, &id, cutoff))
+                    .await?;
+                if went == 0 {
+                    break;
+                }
+                dropped += went;
+                tokio::task::yield_now().await;
+            }
+        }
+        store
+            .call(move |c| store::runtime_logs::forget_positions_before(c, cutoff))
+            .await?;
+        Ok::<_, crate::error::Error>(dropped)
+    };
+    match result.await {
+        Ok(0) => {}
+        Ok(dropped) => tracing::debug!(dropped, "dropped runtime log lines past the age limit"),
+        Err(err) => tracing::warn!(error = %err, "pruning old runtime logs"),
+    }
+    app.logs.live.close_unheard();
+    let dropped = app.logs.access_sink.dropped();
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            "edge access-log records dropped so far because the log writer was behind"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resumed_read_skips_exactly_what_was_stored() {
+        // Stored: lines at t=5 (two of them). The re-read starts at t=0 and sees 3, 5, 5, 5, 7.
+        let mut resume = Resume::new(Some((5, 2)));
+        resume.restart();
+        let admitted: Vec<bool> = [3, 5, 5, 5, 7, 7]
+            .iter()
+            .map(|t| resume.admit(*t))
+            .collect();
+        assert_eq!(admitted, vec![false, false, false, true, true, true]);
+        assert_eq!((resume.last_ns, resume.lines_at_last), (7, 2));
+
+        // A fresh stream takes everything, including repeated timestamps.
+        let mut fresh = Resume::new(None);
+        let admitted: Vec<bool> = [1, 1, 2].iter().map(|t| fresh.admit(*t)).collect();
+        assert_eq!(admitted, vec![true, true, true]);
+
+        // Reading again after a hiccup, from the in-memory position: nothing twice.
+        fresh.restart();
+        let again: Vec<bool> = [1, 1, 2, 3].iter().map(|t| fresh.admit(*t)).collect();
+        assert_eq!(again, vec![false, false, false, true]);
+    }
+}

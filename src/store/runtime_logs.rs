@@ -1,0 +1,376 @@
+//! SQL for runtime logs: batched appends with each container stream's read position and the
+//! project's byte count in the same transaction, filtered reads, and the cap's pruning.
+
+use std::collections::{HashMap, HashSet};
+
+use rusqlite::{params, Connection, OptionalExtension, Row, ToSql};
+
+use crate::{
+    error::Result,
+    logs::{LineFilter, LogStream, NewLine, RuntimeLine, LINE_OVERHEAD_BYTES},
+};
+
+const COLUMNS: &str = "seq, project_id, at_ns, instance, process, stream, line";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<RuntimeLine> {
+    let stream: String = row.get(5)?;
+    Ok(RuntimeLine {
+        seq: row.get(0)?,
+        project_id: row.get(1)?,
+        at_ns: row.get(2)?,
+        instance: row.get(3)?,
+        process: row.get(4)?,
+        stream: LogStream::parse(&stream).unwrap_or(LogStream::Stdout),
+        text: row.get(6)?,
+    })
+}
+
+/// What one append stored: the lines with their sequence numbers, and the projects whose
+/// byte count is now above `cap_bytes`.
+#[derive(Debug, Default)]
+pub struct Appended {
+    pub lines: Vec<RuntimeLine>,
+    pub over_cap: Vec<String>,
+}
+
+/// Stores a batch in one transaction: lines of projects that still exist (a project deleted
+/// while its instances were being read loses its remaining lines, as it should), the read
+/// position of every container stream the batch advanced, and each project's byte count.
+pub fn append(
+    connection: &mut Connection,
+    batch: Vec<NewLine>,
+    cap_bytes: u64,
+) -> Result<Appended> {
+    let tx = connection.transaction()?;
+    let mut existing: HashSet<String> = HashSet::new();
+    let mut missing: HashSet<String> = HashSet::new();
+    let mut added: HashMap<String, (i64, i64)> = HashMap::new();
+    let mut stored = Vec::with_capacity(batch.len());
+    {
+        let mut exists = tx.prepare_cached("SELECT 1 FROM projects WHERE id = ?1")?;
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO runtime_logs (project_id, at_ns, instance, process, stream, line) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut cursor = tx.prepare_cached(
+            "INSERT INTO runtime_log_cursors (container_id, stream, project_id, last_ns, lines_at_last, updated_ns) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT (container_id, stream) DO UPDATE SET \
+             last_ns = excluded.last_ns, lines_at_last = excluded.lines_at_last, updated_ns = excluded.updated_ns",
+        )?;
+        for line in batch {
+            if missing.contains(&line.project_id) {
+                continue;
+            }
+            if !existing.contains(&line.project_id) {
+                if exists
+                    .query_row([&line.project_id], |_| Ok(()))
+                    .optional()?
+                    .is_some()
+                {
+                    existing.insert(line.project_id.clone());
+                } else {
+                    missing.insert(line.project_id.clone());
+                    continue;
+                }
+            }
+            insert.execute(params![
+                line.project_id,
+                line.at_ns,
+                line.instance,
+                line.process,
+                line.stream.as_str(),
+                line.text
+            ])?;
+            let seq = tx.last_insert_rowid();
+            if let Some(position) = &line.position {
+                cursor.execute(params![
+                    position.container_id,
+                    line.stream.as_str(),
+                    line.project_id,
+                    position.last_ns,
+                    position.lines_at_last,
+                    line.at_ns
+                ])?;
+            }
+            let entry = added.entry(line.project_id.clone()).or_default();
+            entry.0 += (line.text.len() + LINE_OVERHEAD_BYTES) as i64;
+            entry.1 += 1;
+            stored.push(RuntimeLine {
+                seq,
+                project_id: line.project_id,
+                at_ns: line.at_ns,
+                instance: line.instance,
+                process: line.process,
+                stream: line.stream,
+                text: line.text,
+            });
+        }
+    }
+    let mut over_cap = Vec::new();
+    {
+        let mut usage = tx.prepare_cached(
+            "INSERT INTO runtime_log_usage (project_id, bytes, lines) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (project_id) DO UPDATE SET bytes = bytes + excluded.bytes, lines = lines + excluded.lines \
+             RETURNING bytes",
+        )?;
+        for (project_id, (bytes, lines)) in &added {
+            let total: i64 =
+                usage.query_row(params![project_id, bytes, lines], |row| row.get(0))?;
+            if total as u64 > cap_bytes {
+                over_cap.push(project_id.clone());
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(Appended {
+        lines: stored,
+        over_cap,
+    })
+}
+
+/// Where the collector had read a container's stream up to: the Docker timestamp of the
+/// last stored line and how many stored lines carry exactly that timestamp.
+pub fn read_position(
+    connection: &Connection,
+    container_id: &str,
+    stream: LogStream,
+) -> Result<Option<(i64, i64)>> {
+    Ok(connection
+        .query_row(
+            "SELECT last_ns, lines_at_last FROM runtime_log_cursors WHERE container_id = ?1 AND stream = ?2",
+            params![container_id, stream.as_str()],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?)
+}
+
+/// The most lines one pruning transaction deletes, so the store is held briefly.
+const PRUNE_CHUNK: i64 = 5_000;
+
+/// Drops up to `PRUNE_CHUNK` of a project's oldest lines, as many as its byte count is above
+/// `target_bytes`; returns how many went (0 once it is at or below the target). Called in a
+/// loop, one transaction per call.
+pub fn prune_chunk(
+    connection: &mut Connection,
+    project_id: &str,
+    target_bytes: u64,
+) -> Result<u64> {
+    let tx = connection.transaction()?;
+    let current: Option<i64> = tx
+        .query_row(
+            "SELECT bytes FROM runtime_log_usage WHERE project_id = ?1",
+            [project_id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let excess = current.unwrap_or(0) - target_bytes as i64;
+    if excess <= 0 {
+        return Ok(0);
+    }
+    let mut freed = 0i64;
+    let mut count = 0i64;
+    let mut boundary = None;
+    {
+        let mut oldest = tx.prepare_cached(&format!(
+            "SELECT seq, length(CAST(line AS BLOB)) + {LINE_OVERHEAD_BYTES} FROM runtime_logs \
+             WHERE project_id = ?1 ORDER BY seq LIMIT {PRUNE_CHUNK}"
+        ))?;
+        let mut rows = oldest.query([project_id])?;
+        while let Some(row) = rows.next()? {
+            freed += row.get::<_, i64>(1)?;
+            count += 1;
+            boundary = Some(row.get::<_, i64>(0)?);
+            if freed >= excess {
+                break;
+            }
+        }
+    }
+    match boundary {
+        Some(boundary) => delete_through(&tx, project_id, boundary, freed, count)?,
+        // No lines but a count above the target: the count was off; make it true.
+        None => {
+            tx.execute(
+                "UPDATE runtime_log_usage SET bytes = 0, lines = 0 WHERE project_id = ?1",
+                [project_id],
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(count as u64)
+}
+
+/// Projects with stored lines.
+pub fn projects_with_lines(connection: &Connection) -> Result<Vec<String>> {
+    let mut statement = connection.prepare_cached("SELECT project_id FROM runtime_log_usage")?;
+    let rows = statement
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Drops up to `PRUNE_CHUNK` of a project's lines older than `cutoff_ns`, oldest first in
+/// stored order (the scan stops at the first newer line); returns how many went.
+pub fn prune_old_chunk(
+    connection: &mut Connection,
+    project_id: &str,
+    cutoff_ns: i64,
+) -> Result<u64> {
+    let tx = connection.transaction()?;
+    let mut freed = 0i64;
+    let mut count = 0i64;
+    let mut boundary = None;
+    {
+        let mut oldest = tx.prepare_cached(&format!(
+            "SELECT seq, at_ns, length(CAST(line AS BLOB)) + {LINE_OVERHEAD_BYTES} FROM runtime_logs \
+             WHERE project_id = ?1 ORDER BY seq LIMIT {PRUNE_CHUNK}"
+        ))?;
+        let mut rows = oldest.query([project_id])?;
+        while let Some(row) = rows.next()? {
+            if row.get::<_, i64>(1)? >= cutoff_ns {
+                break;
+            }
+            boundary = Some(row.get::<_, i64>(0)?);
+            freed += row.get::<_, i64>(2)?;
+            count += 1;
+        }
+    }
+    if let Some(boundary) = boundary {
+        delete_through(&tx, project_id, boundary, freed, count)?;
+    }
+    tx.commit()?;
+    Ok(count as u64)
+}
+
+/// Forgets the read positions of containers not heard from since `cutoff_ns`.
+pub fn forget_positions_before(connection: &Connection, cutoff_ns: i64) -> Result<()> {
+    connection.execute(
+        "DELETE FROM runtime_log_cursors WHERE updated_ns < ?1",
+        [cutoff_ns],
+    )?;
+    Ok(())
+}
+
+fn delete_through(
+    connection: &Connection,
+    project_id: &str,
+    boundary: i64,
+    freed: i64,
+    count: i64,
+) -> Result<()> {
+    connection.execute(
+        "DELETE FROM runtime_logs WHERE project_id = ?1 AND seq <= ?2",
+        params![project_id, boundary],
+    )?;
+    connection.execute(
+        "UPDATE runtime_log_usage SET bytes = MAX(bytes - ?2, 0), lines = MAX(lines - ?3, 0) WHERE project_id = ?1",
+        params![project_id, freed, count],
+    )?;
+    Ok(())
+}
+
+/// The WHERE clause and parameters of a filtered read of one project's lines.
+fn filtered(
+    project_id: &str,
+    after: Option<i64>,
+    since_ns: Option<i64>,
+    until_ns: Option<i64>,
+    filter: &LineFilter,
+) -> (String, Vec<Box<dyn ToSql>>) {
+    let mut clause = String::from("project_id = ?1");
+    let mut values: Vec<Box<dyn ToSql>> = vec![Box::new(project_id.to_owned())];
+    let mut add = |condition: &str, value: Box<dyn ToSql>| {
+        values.push(value);
+        clause.push_str(&format!(" AND {condition} ?{}", values.len()));
+    };
+    if let Some(after) = after {
+        add("seq >", Box::new(after));
+    }
+    if let Some(since) = since_ns {
+        add("at_ns >=", Box::new(since));
+    }
+    if let Some(until) = until_ns {
+        add("at_ns <", Box::new(until));
+    }
+    if let Some(instance) = &filter.instance {
+        add("instance =", Box::new(instance.clone()));
+    }
+    if let Some(stream) = filter.stream {
+        add("stream =", Box::new(stream.as_str()));
+    }
+    if let Some(contains) = &filter.contains {
+        // instr is a plain, case-sensitive substring test: no LIKE wildcards to escape.
+        values.push(Box::new(contains.clone()));
+        clause.push_str(&format!(" AND instr(line, ?{}) > 0", values.len()));
+    }
+    (clause, values)
+}
+
+/// The newest `limit` lines in the window that pass the filter, oldest first, and whether
+/// older matching lines were left out.
+pub fn newest(
+    connection: &Connection,
+    project_id: &str,
+    since_ns: Option<i64>,
+    until_ns: Option<i64>,
+    filter: &LineFilter,
+    limit: u32,
+) -> Result<(Vec<RuntimeLine>, bool)> {
+    let (clause, mut values) = filtered(project_id, None, since_ns, until_ns, filter);
+    values.push(Box::new(i64::from(limit) + 1));
+    // Filters combine freely, so these statements are prepared per call, not cached.
+    let mut statement = connection.prepare(&format!(
+        "SELECT {COLUMNS} FROM runtime_logs WHERE {clause} ORDER BY seq DESC LIMIT ?{}",
+        values.len()
+    ))?;
+    let mut lines = statement
+        .query_map(rusqlite::params_from_iter(values.iter()), from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let truncated = lines.len() > limit as usize;
+    lines.truncate(limit as usize);
+    lines.reverse();
+    Ok((lines, truncated))
+}
+
+/// Up to `limit` lines after `after` that pass the filter, in stored order: the replay of a
+/// followed stream.
+pub fn after(
+    connection: &Connection,
+    project_id: &str,
+    after: i64,
+    filter: &LineFilter,
+    limit: u32,
+) -> Result<Vec<RuntimeLine>> {
+    let (clause, mut values) = filtered(project_id, Some(after), None, None, filter);
+    values.push(Box::new(i64::from(limit)));
+    let mut statement = connection.prepare(&format!(
+        "SELECT {COLUMNS} FROM runtime_logs WHERE {clause} ORDER BY seq LIMIT ?{}",
+        values.len()
+    ))?;
+    let lines = statement
+        .query_map(rusqlite::params_from_iter(values.iter()), from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(lines)
+}
+
+/// The highest sequence number stored for any project: a follower starting "now" skips
+/// everything up to it.
+pub fn last_seq(connection: &Connection) -> Result<i64> {
+    Ok(connection.query_row(
+        "SELECT COALESCE(MAX(seq), 0) FROM runtime_logs",
+        [],
+        |row| row.get(0),
+    )?)
+}
+
+/// A project's stored byte count and line count, as the cap sees them.
+pub fn usage(connection: &Connection, project_id: &str) -> Result<(u64, u64)> {
+    Ok(connection
+        .query_row(
+            "SELECT bytes, lines FROM runtime_log_usage WHERE project_id = ?1",
+            [project_id],
+            |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
+        )
+        .optional()?
+        .unwrap_or((0, 0)))
+}
