@@ -543,6 +543,7 @@ pub async fn delete(
 async fn remove(app: &AppState, actor: &Actor, preview: Preview, why: &'static str) -> Result<()> {
     let actor = actor.clone();
     let id = preview.id.clone();
+    let project_id = preview.project_id.clone();
     let (deploys, lines) = app
         .store
         .call(move |connection| {
@@ -550,6 +551,9 @@ async fn remove(app: &AppState, actor: &Actor, preview: Preview, why: &'static s
             if !store::previews::delete(&tx, &id)? {
                 return Err(not_found(&id));
             }
+            // Its runtime logs and metric points go with it; production's stay.
+            store::runtime_logs::delete_preview(&tx, &project_id, &id)?;
+            store::metrics::delete_preview(&tx, &project_id, &id)?;
             let deploys = store::deploys::of_preview(&tx, &id, 1000)?;
             let now = clock::now();
             let mut lines = Vec::new();

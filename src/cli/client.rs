@@ -857,7 +857,7 @@ pub fn instances(args: InstancesArgs) -> anyhow::Result<()> {
     block_on(async move {
         let id = client.resolve_project(&args.project).await?;
         let query = match &args.preview {
-            Some(preview) => format!("?preview={preview}"),
+            Some(preview) => format!("?preview={}", urlencode(preview)),
             None => String::new(),
         };
         let list = client
@@ -1046,6 +1046,9 @@ pub struct MetricsArgs {
     /// Width of each sparkline step; default: one minute.
     #[arg(long, default_value = "1m")]
     step: String,
+    /// A preview's id (prv_...): its figures instead of production's.
+    #[arg(long)]
+    preview: Option<String>,
 }
 
 /// A compact table of the project's figures: the current value and a sparkline per row.
@@ -1054,11 +1057,14 @@ pub fn metrics(args: MetricsArgs) -> anyhow::Result<()> {
     let json = args.client.json;
     block_on(async move {
         let id = client.resolve_project(&args.project).await?;
-        let query = format!(
+        let mut query = format!(
             "since={}&step={}",
             urlencode(&args.since),
             urlencode(&args.step)
         );
+        if let Some(preview) = &args.preview {
+            query.push_str(&format!("&preview={}", urlencode(preview)));
+        }
         let report = client
             .send(
                 Method::GET,

@@ -185,6 +185,7 @@ pub(crate) async fn start_healthy(
             project_id: release.project.id.clone(),
             instance: crate::logs::instance_id(&status.id),
             process: process.to_string(),
+            preview_id: release.preview_id.clone(),
         },
     );
     // Only web answers on the port; other types are healthy when they stay up.

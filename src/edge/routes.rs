@@ -67,10 +67,13 @@ impl Route {
         self
     }
 
-    /// What the edge's counters are kept under: the preview's id for a preview, else the
-    /// project's id.
-    pub fn metrics_key(&self) -> &str {
-        self.preview_id.as_deref().unwrap_or(&self.project_id)
+    /// The edge's counters this route's requests go to: its preview's for a preview,
+    /// else its project's.
+    pub fn counters(&self, metrics: &super::EdgeMetrics) -> std::sync::Arc<super::ProjectCounters> {
+        match &self.preview_id {
+            Some(preview_id) => metrics.preview(&self.project_id, preview_id),
+            None => metrics.project(&self.project_id),
+        }
     }
 
     /// The index of the instance the next request starts with, advancing the rotation.

@@ -1,5 +1,7 @@
 //! SQL for runtime logs: batched appends with each container stream's read position and the
 //! project's byte count in the same transaction, filtered reads, and the cap's pruning.
+//! A line of a preview carries its id (`preview_id`; production's lines have none) and
+//! counts toward its project's cap; a read names production or one preview, never both.
 
 use std::collections::{HashMap, HashSet};
 
@@ -10,7 +12,7 @@ use crate::{
     logs::{LineFilter, LogStream, NewLine, RuntimeLine, LINE_OVERHEAD_BYTES},
 };
 
-const COLUMNS: &str = "seq, project_id, at_ns, instance, process, stream, line";
+const COLUMNS: &str = "seq, project_id, at_ns, instance, process, stream, line, preview_id";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<RuntimeLine> {
     let stream: String = row.get(5)?;
@@ -22,6 +24,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<RuntimeLine> {
         process: row.get(4)?,
         stream: LogStream::parse(&stream).unwrap_or(LogStream::Stdout),
         text: row.get(6)?,
+        preview_id: row.get(7)?,
     })
 }
 
@@ -33,9 +36,10 @@ pub struct Appended {
     pub over_cap: Vec<String>,
 }
 
-/// Stores a batch in one transaction: lines of projects that still exist (a project deleted
-/// while its instances were being read loses its remaining lines, as it should), the read
-/// position of every container stream the batch advanced, and each project's byte count.
+/// Stores a batch in one transaction: lines of projects and previews that still exist (a
+/// project or preview removed while its instances were being read loses its remaining
+/// lines, as it should), the read position of every container stream the batch advanced,
+/// and each project's byte count.
 pub fn append(
     connection: &mut Connection,
     batch: Vec<NewLine>,
@@ -44,13 +48,17 @@ pub fn append(
     let tx = connection.transaction()?;
     let mut existing: HashSet<String> = HashSet::new();
     let mut missing: HashSet<String> = HashSet::new();
+    // Previews by id: whether each still exists.
+    let mut previews: HashMap<String, bool> = HashMap::new();
     let mut added: HashMap<String, (i64, i64)> = HashMap::new();
     let mut stored = Vec::with_capacity(batch.len());
     {
         let mut exists = tx.prepare_cached("SELECT 1 FROM projects WHERE id = ?1")?;
+        let mut preview_exists =
+            tx.prepare_cached("SELECT 1 FROM previews WHERE id = ?1 AND project_id = ?2")?;
         let mut insert = tx.prepare_cached(
-            "INSERT INTO runtime_logs (project_id, at_ns, instance, process, stream, line) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO runtime_logs (project_id, at_ns, instance, process, stream, line, preview_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         let mut cursor = tx.prepare_cached(
             "INSERT INTO runtime_log_cursors (container_id, stream, project_id, last_ns, lines_at_last, updated_ns) \
@@ -74,13 +82,30 @@ pub fn append(
                     continue;
                 }
             }
+            if let Some(preview_id) = &line.preview_id {
+                let present = match previews.get(preview_id) {
+                    Some(present) => *present,
+                    None => {
+                        let present = preview_exists
+                            .query_row([preview_id, &line.project_id], |_| Ok(()))
+                            .optional()?
+                            .is_some();
+                        previews.insert(preview_id.clone(), present);
+                        present
+                    }
+                };
+                if !present {
+                    continue;
+                }
+            }
             insert.execute(params![
                 line.project_id,
                 line.at_ns,
                 line.instance,
                 line.process,
                 line.stream.as_str(),
-                line.text
+                line.text,
+                line.preview_id
             ])?;
             let seq = tx.last_insert_rowid();
             if let Some(position) = &line.position {
@@ -104,6 +129,7 @@ pub fn append(
                 process: line.process,
                 stream: line.stream,
                 text: line.text,
+                preview_id: line.preview_id,
             });
         }
     }
@@ -242,6 +268,31 @@ pub fn prune_old_chunk(
     Ok(count as u64)
 }
 
+/// Drops every line of a removed preview and takes them off its project's byte count; in
+/// the caller's transaction (the preview's removal).
+pub fn delete_preview(connection: &Connection, project_id: &str, preview_id: &str) -> Result<()> {
+    let (bytes, lines): (i64, i64) = connection.query_row(
+        &format!(
+            "SELECT COALESCE(SUM(length(CAST(line AS BLOB)) + {LINE_OVERHEAD_BYTES}), 0), COUNT(*) \
+             FROM runtime_logs WHERE preview_id = ?1 AND project_id = ?2"
+        ),
+        params![preview_id, project_id],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    if lines == 0 {
+        return Ok(());
+    }
+    connection.execute(
+        "DELETE FROM runtime_logs WHERE preview_id = ?1 AND project_id = ?2",
+        params![preview_id, project_id],
+    )?;
+    connection.execute(
+        "UPDATE runtime_log_usage SET bytes = MAX(bytes - ?2, 0), lines = MAX(lines - ?3, 0) WHERE project_id = ?1",
+        params![project_id, bytes, lines],
+    )?;
+    Ok(())
+}
+
 /// Forgets the read positions of containers not heard from since `cutoff_ns`.
 pub fn forget_positions_before(connection: &Connection, cutoff_ns: i64) -> Result<()> {
     connection.execute(
@@ -279,6 +330,15 @@ fn filtered(
 ) -> (String, Vec<Box<dyn ToSql>>) {
     let mut clause = String::from("project_id = ?1");
     let mut values: Vec<Box<dyn ToSql>> = vec![Box::new(project_id.to_owned())];
+    // Production's lines, or one preview's (`=` lets the partial index on previews' lines
+    // serve it).
+    match &filter.preview_id {
+        None => clause.push_str(" AND preview_id IS NULL"),
+        Some(preview_id) => {
+            values.push(Box::new(preview_id.clone()));
+            clause.push_str(&format!(" AND preview_id = ?{}", values.len()));
+        }
+    }
     let mut add = |condition: &str, value: Box<dyn ToSql>| {
         values.push(value);
         clause.push_str(&format!(" AND {condition} ?{}", values.len()));
