@@ -856,3 +856,428 @@ async fn the_cli_creates_lists_and_deletes_previews() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A busybox app with a Procfile: `web` serves `www/` and says what it was asked at
+/// `/cgi-bin/say?WORD` on its stdout; `worker` prints whether it runs in a preview, then
+/// idles.
+fn process_app(body: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "Dockerfile",
+            "FROM busybox:latest\nCOPY www /www\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n".to_owned(),
+        ),
+        ("www/index.html", body.to_owned()),
+        (
+            "www/cgi-bin/say",
+            "#!/bin/sh\necho \"said: $QUERY_STRING\" > /proc/1/fd/1\nprintf 'Content-Type: text/plain\\r\\n\\r\\nok\\n'\n".to_owned(),
+        ),
+        (
+            "Procfile",
+            "web: chmod +x /www/cgi-bin/say; exec httpd -f -p 8080 -h /www\nworker: echo \"worker boot preview=[$CANTILA_PREVIEW]\"; while true; do sleep 1; done\n".to_owned(),
+        ),
+    ]
+}
+
+/// One request through the edge by plain HTTP (TLS is off in this daemon).
+async fn edge_get(daemon: &TestDaemon, host: &str, path: &str) -> (u16, String) {
+    let res = reqwest::Client::new()
+        .get(format!("http://{}{path}", daemon.http))
+        .header("host", host)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.text().await.unwrap())
+}
+
+/// The texts of a logs read.
+async fn log_texts(daemon: &TestDaemon, project_id: &str, query: &str) -> Vec<String> {
+    daemon
+        .get(
+            &format!("/v1/projects/{project_id}/logs?{query}"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|line| line["line"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn metrics_of(daemon: &TestDaemon, project_id: &str, query: &str) -> Value {
+    daemon
+        .get(
+            &format!("/v1/projects/{project_id}/metrics?since=5m&step=1m{query}"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body
+}
+
+fn ids_of(instances: &[Value]) -> Vec<String> {
+    let mut ids: Vec<String> = instances
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn of_process<'a>(instances: &'a [Value], process: &str) -> Vec<&'a Value> {
+    instances
+        .iter()
+        .filter(|i| i["process"] == process)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_preview_runs_every_process_type_and_keeps_its_logs_and_metrics_to_itself() {
+    let daemon = TestDaemon::start_with(|c| {
+        c.deploy.drain_secs = 0;
+        c.deploy.stop_grace_secs = 1;
+        c.metrics.interval_secs = 1;
+    })
+    .await;
+    let repo = Repo::new(&borrowed(&process_app("main\n")));
+    repo.commit_on_branch("topic", &borrowed(&process_app("topic\n")), "topic");
+    let (project_id, _) = daemon.connected_project("chores", &repo).await;
+    let production = daemon.deploy(&project_id, None).await;
+    assert_eq!(production["status"], "running", "{production}");
+    // Production runs two workers; a preview never takes production's counts.
+    let scale = format!("/v1/projects/{project_id}/scale");
+    daemon
+        .post(
+            &scale,
+            &daemon.admin_token,
+            json!({ "processes": { "worker": 2 } }),
+        )
+        .await
+        .expect(200);
+    let preview = daemon
+        .post(
+            &format!("/v1/projects/{project_id}/previews"),
+            &daemon.admin_token,
+            json!({ "branch": "topic" }),
+        )
+        .await
+        .expect(201)
+        .body;
+    let preview_id = preview["id"].as_str().unwrap().to_owned();
+    let preview_deploy = daemon
+        .wait_deploy(preview["deployId"].as_str().unwrap())
+        .await;
+    assert_eq!(preview_deploy["status"], "running", "{preview_deploy}");
+    let preview_host = preview["hostname"].as_str().unwrap().to_owned();
+    let main_host = "chores.admin.test.local";
+
+    // Every process type of the preview: one instance each, the smallest size, its own
+    // deploy; production keeps its one web and two workers.
+    let preview_instances = instances(&daemon, &project_id, Some(&preview_id)).await;
+    assert_eq!(preview_instances.len(), 2, "{preview_instances:?}");
+    for process in ["web", "worker"] {
+        let of_type = of_process(&preview_instances, process);
+        assert_eq!(of_type.len(), 1, "{process}: {preview_instances:?}");
+        assert_eq!(of_type[0]["size"], "nano");
+        assert_eq!(of_type[0]["deployId"], preview_deploy["id"]);
+        assert_eq!(of_type[0]["state"], "healthy");
+    }
+    let production_instances = instances(&daemon, &project_id, None).await;
+    assert_eq!(of_process(&production_instances, "web").len(), 1);
+    assert_eq!(of_process(&production_instances, "worker").len(), 2);
+    assert!(production_instances
+        .iter()
+        .all(|i| i["deployId"] == production["id"]));
+    let engine = Engine::connect().await.unwrap();
+    let labelled = engine
+        .containers(&[
+            ("cantila.preview", preview_id.as_str()),
+            ("cantila.process", "worker"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        labelled.len(),
+        1,
+        "the preview's worker carries cantila.preview"
+    );
+
+    // Scaling production's workers converges production only.
+    let preview_worker = of_process(&preview_instances, "worker")[0]["id"].clone();
+    daemon
+        .post(
+            &scale,
+            &daemon.admin_token,
+            json!({ "processes": { "worker": 0 } }),
+        )
+        .await
+        .expect(200);
+    assert!(of_process(&instances(&daemon, &project_id, None).await, "worker").is_empty());
+    let still = instances(&daemon, &project_id, Some(&preview_id)).await;
+    assert_eq!(of_process(&still, "worker").len(), 1);
+    assert_eq!(of_process(&still, "worker")[0]["id"], preview_worker);
+
+    // A lost preview worker is replaced for the preview; production gets no worker.
+    engine
+        .stop_and_remove(&labelled[0].id, Duration::from_secs(0))
+        .await
+        .unwrap();
+    eventually("a replacement preview worker", || {
+        let daemon = &daemon;
+        let project_id = project_id.clone();
+        let preview_id = preview_id.clone();
+        let lost = preview_worker.clone();
+        async move {
+            let now = instances(daemon, &project_id, Some(&preview_id)).await;
+            let workers = of_process(&now, "worker");
+            workers.len() == 1 && workers[0]["id"] != lost && workers[0]["state"] == "healthy"
+        }
+    })
+    .await;
+    let production_instances = instances(&daemon, &project_id, None).await;
+    assert_eq!(production_instances.len(), 1, "{production_instances:?}");
+    assert_eq!(production_instances[0]["process"], "web");
+
+    // Logs: the preview's container output and edge lines are its own, and production's
+    // view shows none of them.
+    for _ in 0..3 {
+        assert_eq!(
+            edge_get(&daemon, &preview_host, "/cgi-bin/say?from-preview").await,
+            (200, "ok\n".to_owned())
+        );
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            edge_get(&daemon, main_host, "/cgi-bin/say?from-production").await,
+            (200, "ok\n".to_owned())
+        );
+    }
+    assert_eq!(
+        edge_get(&daemon, &preview_host, "/").await,
+        (200, "topic\n".to_owned())
+    );
+    let preview_query = format!("preview={preview_id}");
+    eventually("the preview's lines", || {
+        let daemon = &daemon;
+        let project_id = project_id.clone();
+        let query = preview_query.clone();
+        async move {
+            let texts = log_texts(daemon, &project_id, &query).await;
+            texts.iter().filter(|t| *t == "said: from-preview").count() == 3
+                && texts.iter().any(|t| t == "worker boot preview=[1]")
+                && texts
+                    .iter()
+                    .filter(|t| t.starts_with("GET /cgi-bin/say "))
+                    .count()
+                    == 3
+        }
+    })
+    .await;
+    eventually("production's lines", || {
+        let daemon = &daemon;
+        let project_id = project_id.clone();
+        async move {
+            let texts = log_texts(daemon, &project_id, "").await;
+            texts
+                .iter()
+                .filter(|t| *t == "said: from-production")
+                .count()
+                == 2
+        }
+    })
+    .await;
+    let preview_lines = log_texts(&daemon, &project_id, &preview_query).await;
+    assert!(
+        !preview_lines.iter().any(|t| t.contains("from-production")
+            || t == "worker boot preview=[]"
+            || t.contains(&format!("host={main_host}"))),
+        "{preview_lines:?}"
+    );
+    assert!(
+        preview_lines
+            .iter()
+            .filter(|t| t.starts_with("GET "))
+            .all(|t| t.contains(&format!("host={preview_host}"))),
+        "{preview_lines:?}"
+    );
+    let production_lines = log_texts(&daemon, &project_id, "").await;
+    assert!(
+        production_lines
+            .iter()
+            .any(|t| t == "worker boot preview=[]"),
+        "{production_lines:?}"
+    );
+    assert!(
+        !production_lines.iter().any(|t| t.contains("from-preview")
+            || t.contains("preview=[1]")
+            || t.contains(&preview_host)),
+        "{production_lines:?}"
+    );
+    // Filters combine with the preview: its edge lines only.
+    let edge_only = log_texts(
+        &daemon,
+        &project_id,
+        &format!("{preview_query}&stream=edge"),
+    )
+    .await;
+    assert_eq!(edge_only.len(), 4, "{edge_only:?}");
+    // A live stream of the preview starts with its window.
+    let mut stream = daemon
+        .request(
+            reqwest::Method::GET,
+            &format!("/v1/projects/{project_id}/logs?{preview_query}&q=from-&follow=true"),
+        )
+        .bearer_auth(&daemon.admin_token)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut seen = String::new();
+    while seen.matches("said: from-preview").count() < 3 {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), stream.chunk())
+            .await
+            .expect("the window arrives")
+            .unwrap()
+            .expect("the stream stays open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(!seen.contains("from-production"), "{seen}");
+    drop(stream);
+
+    // Metrics: the preview's edge figures (4 requests) and its two instances' samples;
+    // production's (2 requests) leave them out.
+    let preview_ids = ids_of(&instances(&daemon, &project_id, Some(&preview_id)).await);
+    let production_ids = ids_of(&instances(&daemon, &project_id, None).await);
+    let metrics_query = format!("&preview={preview_id}");
+    eventually("the preview's metrics", || {
+        let daemon = &daemon;
+        let project_id = project_id.clone();
+        let query = metrics_query.clone();
+        let wanted = preview_ids.clone();
+        async move {
+            let report = metrics_of(daemon, &project_id, &query).await;
+            let sampled: Vec<String> = {
+                let mut ids: Vec<String> = report["summary"]["instances"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i["id"].as_str().unwrap().to_owned())
+                    .collect();
+                ids.sort();
+                ids
+            };
+            report["summary"]["requests"] == 4 && sampled == wanted
+        }
+    })
+    .await;
+    eventually("production's metrics", || {
+        let daemon = &daemon;
+        let project_id = project_id.clone();
+        let wanted = production_ids.clone();
+        async move {
+            let report = metrics_of(daemon, &project_id, "").await;
+            let sampled: Vec<String> = report["summary"]["instances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_owned())
+                .collect();
+            report["summary"]["requests"] == 2 && sampled == wanted
+        }
+    })
+    .await;
+    let preview_report = metrics_of(&daemon, &project_id, &metrics_query).await;
+    assert_eq!(preview_report["previewId"], preview_id.as_str());
+    assert_eq!(preview_report["summary"]["status2xx"], 4);
+    let series_instances: Vec<&str> = preview_report["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        series_instances
+            .iter()
+            .all(|id| !production_ids.iter().any(|p| p == id)),
+        "{series_instances:?}"
+    );
+    let production_report = metrics_of(&daemon, &project_id, "").await;
+    assert!(production_report.get("previewId").is_none());
+    assert!(production_report["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| !preview_ids.iter().any(|p| p == i["id"].as_str().unwrap())));
+    // Prometheus text is production's only.
+    let refused = daemon
+        .request(
+            reqwest::Method::GET,
+            &format!("/v1/projects/{project_id}/metrics?preview={preview_id}"),
+        )
+        .bearer_auth(&daemon.admin_token)
+        .header("accept", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+
+    // Another account's project, or an unknown preview: 404 like a missing one.
+    let other = daemon.other_account_token("mallory", Scope::Admin);
+    let theirs = daemon
+        .post("/v1/projects", &other, json!({ "name": "theirs" }))
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Their own project with our preview's id, and our project: both 404.
+    for path in [
+        format!("/v1/projects/{theirs}/logs?preview={preview_id}"),
+        format!("/v1/projects/{theirs}/metrics?preview={preview_id}"),
+        format!("/v1/projects/{theirs}/instances?preview={preview_id}"),
+        format!("/v1/projects/{project_id}/logs?preview={preview_id}"),
+        format!("/v1/projects/{project_id}/metrics?preview={preview_id}"),
+    ] {
+        let res = daemon.get(&path, &other).await.expect(404);
+        assert_eq!(res.error_code(), "not_found", "{path}: {}", res.text);
+    }
+    for path in [
+        format!("/v1/projects/{project_id}/logs?preview=prv_missing"),
+        format!("/v1/projects/{project_id}/metrics?preview=prv_missing"),
+    ] {
+        daemon.get(&path, &daemon.admin_token).await.expect(404);
+    }
+
+    // Removing the preview takes its lines and points with it; production's stay.
+    daemon
+        .delete(
+            &format!("/v1/projects/{project_id}/previews/{preview_id}"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(204);
+    assert!(containers_gone("cantila.preview", &preview_id).await);
+    let production_lines = log_texts(&daemon, &project_id, "").await;
+    assert!(production_lines
+        .iter()
+        .any(|t| t == "said: from-production"));
+    // Read beside the running daemon (WAL allows it), as the lifecycle tests do.
+    let connection = rusqlite::Connection::open(daemon.data_dir().join("cantila.db")).unwrap();
+    let (lines, points, edge_points): (i64, i64, i64) = connection
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM runtime_logs WHERE preview_id = ?1),
+                    (SELECT COUNT(*) FROM metric_instance_points WHERE preview_id = ?1),
+                    (SELECT COUNT(*) FROM metric_preview_edge_points WHERE preview_id = ?1)",
+            [&preview_id],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((lines, points, edge_points), (0, 0, 0));
+    cleanup(&project_id).await;
+}
