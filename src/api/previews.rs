@@ -97,6 +97,7 @@ pub struct PreviewList {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"branch": "feature/login", "ttl": "3d"}))]
 pub struct CreatePreview {
     /// The branch to preview (give `branch` or `ref`).
     #[schema(example = "feature/login")]
