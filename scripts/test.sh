@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: starts what the tests need (a Docker engine),
-# then checks formatting and lints, then runs every unit and integration test.
+# then checks formatting and lints, then runs every unit and integration test, then fuzzes
+# the live API with schemathesis (installed from PyPI into a venv when missing).
 # A missing component is installed or the run fails; no test skips silently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,9 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     apt-get install -y chromium chromium-driver || { apt-get update && apt-get install -y chromium chromium-driver; }
 fi
 
+step "schemathesis (PyPI, pinned, in a venv)"
+scripts/ensure-schemathesis.sh >/dev/null
+
 step "local base images (busybox, node:22-slim, python:3.12-slim)"
 scripts/base-images.sh
 
@@ -33,3 +37,9 @@ cargo clippy --all-targets --locked -- -D warnings
 
 step "cargo test"
 cargo test --locked "$@"
+
+# Schema fuzzing of the live daemon against its own OpenAPI document (a few minutes on 2
+# cores); SCHEMATHESIS_EXAMPLES raises or lowers the cases per operation.
+step "schemathesis against the live daemon"
+cargo build --locked
+scripts/schemathesis.sh --max-examples "${SCHEMATHESIS_EXAMPLES:-50}"

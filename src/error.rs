@@ -31,12 +31,36 @@ pub enum Error {
     /// Something Cantila depends on (the Docker engine) is down; retrying later may work.
     #[error("{0}")]
     Unavailable(String),
+    /// The disk under the data directory is full: the write was refused and nothing
+    /// changed. Reads keep working, and writes work again once space is freed.
+    #[error("{0}")]
+    StorageFull(String),
     /// The store failed; the detail is logged, never shown to the client.
     #[error("store: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// A bug or an unexpected state; the detail is logged, never shown to the client.
     #[error("internal: {0}")]
     Internal(String),
+}
+
+impl Error {
+    /// The error of a write refused because the data directory's disk is full.
+    pub fn storage_full() -> Self {
+        Error::StorageFull(
+            "the disk holding Cantila's data directory is full, so nothing was changed; \
+             free space on the server and retry"
+                .to_owned(),
+        )
+    }
+}
+
+/// True when an I/O failure means the disk is full (ENOSPC) or the user's quota is
+/// spent (EDQUOT), so callers can answer `Error::StorageFull` instead of a 500.
+pub fn is_storage_full(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

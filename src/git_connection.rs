@@ -157,8 +157,10 @@ pub async fn rotate_secret(app: &AppState, actor: &Actor, project_id: String) ->
         .call(move |connection| {
             let tx = connection.transaction()?;
             if !store::git::set_secret(&tx, &project_id, &sealed, &clock::now())? {
-                return Err(Error::NotFound(format!(
-                    "project `{project_id}` has no git connection to rotate a secret of"
+                // The project exists (it was just checked), so this is a state the
+                // request conflicts with, not a missing resource.
+                return Err(Error::Conflict(format!(
+                    "project `{project_id}` has no git connection to rotate a secret of; connect one with POST /v1/projects/{project_id}/git"
                 )));
             }
             audit::record(&tx, &actor, "git.rotate_secret", Some(&project_id))?;

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 
-/// Checks the rules shared by project names and handles: a lowercase DNS label.
+/// Checks the rules shared by project names and handles: a lowercase DNS label. The
+/// OpenAPI document states the same rule as `^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`.
 fn check_dns_label(what: &str, value: &str) -> Result<(), Error> {
     let invalid = |why: &str| {
         Error::Invalid(format!(
@@ -131,7 +132,7 @@ impl fmt::Display for Scope {
 
 /// A runtime hint on a project. Invariant: one of the runtimes detection knows, so a hint
 /// can always be honoured by the planner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Runtime {
     Dockerfile,

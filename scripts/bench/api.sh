@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
-# API benchmark: idle RSS of `cantila serve`, and the request rate of GET /v1/projects
-# (authenticated, 100 projects, one page of 100) beside nginx serving the same JSON bytes
-# as a static file: the floor for "one HTTP response of this size on this machine".
-# Reports both and their ratio from one run. Loopback only; stops by itself.
+# API benchmark on a store of 1,000 projects, in one run:
+#   1. floor: GET /v1/projects (authenticated, one page of 100) beside nginx serving the same
+#      JSON bytes as a static file, the floor for "one HTTP response of this size here";
+#   2. read mix: list pages, a project by id and by handle/name, its env, its deploys, the
+#      account, spread over all 1,000 projects (wrk + Lua);
+#   3. mutating mix: create projects, patch runtime hints, set env vars, delete projects
+#      (2:2:3:1), each a store transaction with its audit entry (wrk + Lua).
+# Reports requests/s, p99 and errors of each, their ratio to the floor, and the daemon's
+# RSS before the mixes and after them; fails when RSS after exceeds 1.5x before + 8 MiB
+# (a leak) or when any mix answered a non-2xx. Loopback only; stops by itself.
 #
-#   scripts/bench/api.sh [--duration 10] [--connections 10]
+#   scripts/bench/api.sh [--duration 10] [--connections 10] [--projects 1000]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 DURATION=10
 CONNECTIONS=10
+PROJECTS=1000
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) DURATION="$2"; shift 2 ;;
         --connections) CONNECTIONS="$2"; shift 2 ;;
-        *) echo "usage: $0 [--duration S] [--connections N]" >&2; exit 2 ;;
+        --projects) PROJECTS="$2"; shift 2 ;;
+        *) echo "usage: $0 [--duration S] [--connections N] [--projects N]" >&2; exit 2 ;;
     esac
 done
 
@@ -44,16 +52,86 @@ PIDS+=("$CANTILA_PID")
 for _ in $(seq 1 100); do [ -s "$WORK/data/admin-token" ] && curl -sf "http://127.0.0.1:$API_PORT/v1/openapi.json" >/dev/null && break; sleep 0.1; done
 TOKEN=$(cat "$WORK/data/admin-token")
 API="http://127.0.0.1:$API_PORT"
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$CANTILA_PID/status"; }
 
-for n in $(seq 1 100); do
-    curl -sf -X POST "$API/v1/projects" -H "Authorization: Bearer $TOKEN" \
-        -H 'Content-Type: application/json' -d "{\"name\":\"bench-$n\"}" >/dev/null
-done
+# The store: PROJECTS projects with two env vars each, plus as many spare projects for the
+# mutating mix to delete (so a delete never hits a missing id). One keep-alive connection.
+echo "== filling the store: $PROJECTS projects (+ $PROJECTS to delete)" >&2
+python3 - "$API_PORT" "$TOKEN" "$PROJECTS" "$WORK" <<'PY'
+import http.client, json, sys
+port, token, count, work = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+conn = http.client.HTTPConnection("127.0.0.1", port)
+headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+def call(method, path, body=None):
+    conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+    response = conn.getresponse()
+    data = response.read()
+    if response.status >= 300:
+        sys.exit(f"{method} {path}: {response.status} {data!r}")
+    return json.loads(data) if data else None
+def create(prefix, n):
+    return call("POST", "/v1/projects", {"name": f"{prefix}-{n}"})
+kept = []
+for n in range(count):
+    project = create("app", n)
+    call("POST", f"/v1/projects/{project['id']}/env", {"vars": {"API_BASE": f"https://api{n}.example.com", "WORKERS": "4"}})
+    kept.append((project["id"], project["name"]))
+spare = [create("spare", n)["id"] for n in range(count)]
+def lua_list(values):
+    return "{" + ",".join(json.dumps(v) for v in values) + "}"
+with open(f"{work}/ids.lua", "w") as out:
+    out.write(f"ids = {lua_list([i for i, _ in kept])}\n")
+    out.write(f"names = {lua_list([n for _, n in kept])}\n")
+    out.write(f"spare = {lua_list(spare)}\n")
+PY
 curl -sf "$API/v1/projects?limit=100" -H "Authorization: Bearer $TOKEN" >"$WORK/projects.json"
 BODY_BYTES=$(wc -c <"$WORK/projects.json")
 
-sleep 2
-RSS_IDLE_KB=$(awk '/VmRSS/ {print $2}' "/proc/$CANTILA_PID/status")
+cat >"$WORK/read.lua" <<LUA
+dofile("$WORK/ids.lua")
+local token = "Bearer $TOKEN"
+local n = 0
+request = function()
+    n = n + 1
+    local i = (n * 7919) % #ids + 1
+    local pick = n % 6
+    local path
+    if pick == 0 then path = "/v1/projects?limit=100"
+    elseif pick == 1 then path = "/v1/projects/" .. ids[i]
+    elseif pick == 2 then path = "/v1/projects/by-handle/admin/" .. names[i]
+    elseif pick == 3 then path = "/v1/projects/" .. ids[i] .. "/env"
+    elseif pick == 4 then path = "/v1/projects/" .. ids[i] .. "/deploys"
+    else path = "/v1/account" end
+    return wrk.format("GET", path, { ["Authorization"] = token })
+end
+LUA
+
+cat >"$WORK/mutate.lua" <<LUA
+dofile("$WORK/ids.lua")
+local token = "Bearer $TOKEN"
+local headers = { ["Authorization"] = token, ["Content-Type"] = "application/json" }
+local n = 0
+local deleted = 0
+local run = tostring(math.random(100000, 999999))
+request = function()
+    n = n + 1
+    local i = (n * 7919) % #ids + 1
+    local pick = n % 8
+    if pick == 7 and deleted < #spare then
+        deleted = deleted + 1
+        return wrk.format("DELETE", "/v1/projects/" .. spare[deleted], headers)
+    elseif pick == 0 or pick == 1 or pick == 7 then
+        return wrk.format("POST", "/v1/projects", headers,
+            '{"name":"mix-' .. run .. '-' .. n .. '"}')
+    elseif pick == 2 or pick == 3 then
+        local runtime = (n % 16 < 8) and '"static"' or 'null'
+        return wrk.format("PATCH", "/v1/projects/" .. ids[i], headers, '{"runtime":' .. runtime .. '}')
+    else
+        return wrk.format("POST", "/v1/projects/" .. ids[i] .. "/env", headers,
+            '{"vars":{"COUNTER":"' .. n .. '","MIX_' .. (n % 50) .. '":"value ' .. n .. '"}}')
+    end
+end
+LUA
 
 mkdir -p "$WORK/www"
 cp "$WORK/projects.json" "$WORK/www/projects.json"
@@ -76,28 +154,68 @@ nginx -c "$WORK/nginx.conf" -p "$WORK" &
 PIDS+=("$!")
 for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$NGINX_PORT/projects.json" >/dev/null && break; sleep 0.1; done
 
-run_wrk() { # url [header]
-    if [ $# -gt 1 ]; then
-        wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "$2" "$1"
-    else
-        wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$1"
-    fi
+WRK=(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency)
+rate() { awk '/Requests\/sec/ {print $2}' "$1"; }
+p99() { awk '/ 99%/ {print $2}' "$1"; }
+errors() { # non-2xx responses plus socket errors
+    awk '/Non-2xx/ {n += $5} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print n + 0}' "$1"
 }
-rate() { awk '/Requests\/sec/ {print $2}'; }
-p99() { awk '/ 99%/ {print $2}'; }
 
+sleep 2
+RSS_BEFORE_KB=$(rss_kb)
 echo "== cantila GET /v1/projects?limit=100 ($BODY_BYTES bytes)" >&2
-run_wrk "$API/v1/projects?limit=100" "Authorization: Bearer $TOKEN" >"$WORK/wrk-cantila.txt"
+"${WRK[@]}" -H "Authorization: Bearer $TOKEN" "$API/v1/projects?limit=100" >"$WORK/wrk-cantila.txt"
 echo "== nginx static file, same bytes" >&2
-run_wrk "http://127.0.0.1:$NGINX_PORT/projects.json" >"$WORK/wrk-nginx.txt"
-RSS_AFTER_KB=$(awk '/VmRSS/ {print $2}' "/proc/$CANTILA_PID/status")
+"${WRK[@]}" "http://127.0.0.1:$NGINX_PORT/projects.json" >"$WORK/wrk-nginx.txt"
+echo "== read mix over $PROJECTS projects" >&2
+"${WRK[@]}" -s "$WORK/read.lua" "$API" >"$WORK/wrk-read.txt"
+echo "== mutating mix (create, patch, env set, delete)" >&2
+"${WRK[@]}" -s "$WORK/mutate.lua" "$API" >"$WORK/wrk-mutate.txt"
+sleep 2
+RSS_AFTER_KB=$(rss_kb)
+PROJECTS_AFTER=$(python3 - "$API_PORT" "$TOKEN" <<'PY'
+import http.client, json, sys
+conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
+count, cursor = 0, None
+while True:
+    conn.request("GET", "/v1/projects?limit=200" + (f"&cursor={cursor}" if cursor else ""),
+                 headers={"Authorization": f"Bearer {sys.argv[2]}"})
+    page = json.loads(conn.getresponse().read())
+    count += len(page["projects"])
+    cursor = page["nextCursor"]
+    if not cursor:
+        break
+print(count)
+PY
+)
 
-CANTILA_RATE=$(rate <"$WORK/wrk-cantila.txt")
-NGINX_RATE=$(rate <"$WORK/wrk-nginx.txt")
-NON2XX=$(awk '/Non-2xx/ {print $5}' "$WORK/wrk-cantila.txt")
-printf '\nmachine: %s cores; wrk -t1 -c%s -d%ss; body %s bytes\n' "$(nproc)" "$CONNECTIONS" "$DURATION" "$BODY_BYTES"
-printf 'cantila idle RSS:            %6.1f MiB (100 projects, after start-up)\n' "$(awk "BEGIN{print $RSS_IDLE_KB/1024}")"
-printf 'cantila RSS after load:      %6.1f MiB\n' "$(awk "BEGIN{print $RSS_AFTER_KB/1024}")"
-printf 'cantila GET /v1/projects:    %10s req/s  p99 %s  non-2xx %s\n' "$CANTILA_RATE" "$(p99 <"$WORK/wrk-cantila.txt")" "${NON2XX:-0}"
-printf 'nginx static (floor):        %10s req/s  p99 %s\n' "$NGINX_RATE" "$(p99 <"$WORK/wrk-nginx.txt")"
-printf 'ratio cantila/nginx:         %10.2f\n' "$(awk "BEGIN{print $CANTILA_RATE/$NGINX_RATE}")"
+NGINX_RATE=$(rate "$WORK/wrk-nginx.txt")
+mib() { awk "BEGIN{printf \"%.1f\", $1/1024}"; }
+ratio() { awk "BEGIN{printf \"%.2f\", $1/$NGINX_RATE}"; }
+row() { # label file
+    printf '%-34s %10s req/s  p99 %8s  errors %5s  ratio to floor %s\n' "$1" "$(rate "$2")" "$(p99 "$2")" "$(errors "$2")" "$(ratio "$(rate "$2")")"
+}
+printf '\nmachine: %s cores; wrk -t1 -c%s -d%ss; store %s projects (+%s spare); page body %s bytes\n' \
+    "$(nproc)" "$CONNECTIONS" "$DURATION" "$PROJECTS" "$PROJECTS" "$BODY_BYTES"
+printf '%-34s %10s req/s  p99 %8s\n' "nginx static, same bytes (floor)" "$NGINX_RATE" "$(p99 "$WORK/wrk-nginx.txt")"
+row "cantila GET /v1/projects?limit=100" "$WORK/wrk-cantila.txt"
+row "cantila read mix" "$WORK/wrk-read.txt"
+row "cantila mutating mix" "$WORK/wrk-mutate.txt"
+printf 'projects after the mixes: %s\n' "$PROJECTS_AFTER"
+BOUND_KB=$(awk "BEGIN{printf \"%d\", $RSS_BEFORE_KB*1.5 + 8*1024}")
+printf 'cantila RSS before load:  %6s MiB\ncantila RSS after load:   %6s MiB (bound %s MiB = 1.5x before + 8 MiB)\n' \
+    "$(mib "$RSS_BEFORE_KB")" "$(mib "$RSS_AFTER_KB")" "$(mib "$BOUND_KB")"
+
+STATUS=0
+if [ "$RSS_AFTER_KB" -gt "$BOUND_KB" ]; then
+    echo "FAIL: RSS grew past the bound (a leak?)" >&2
+    STATUS=1
+fi
+for mix in cantila read mutate; do
+    if [ "$(errors "$WORK/wrk-$mix.txt")" != 0 ]; then
+        echo "FAIL: $mix answered errors; the daemon log's last lines:" >&2
+        grep -v ' status=2' "$WORK/cantila.log" | tail -5 >&2
+        STATUS=1
+    fi
+done
+exit "$STATUS"

@@ -2,13 +2,17 @@
 # Runtime-log throughput: `cantila serve --base-domain bench.test` deploys one busybox app
 # (httpd on 8080 for the health check and the edge, plus, with CHATTY=1, a loop printing
 # 2,000 lines of ~60 bytes to stdout every 100 ms: about 20,000 lines/s), first quiet, then
-# chatty. Reports, from one run:
+# chatty; between the two, the same image runs chatty beside Cantila with `docker run` (its
+# output is not collected): the floor that separates what the app and dockerd cost the
+# machine from what collecting the lines costs. Reports, from one run:
 #   - lines/s the app produced (counted in Docker's own log over the window) beside lines/s
 #     Cantila stored in the same wall-clock window, and their ratio; then, once the writer
 #     caught up, whether every line of the window is stored exactly once;
-#   - the daemon's CPU (percent of one core) quiet and chatty;
-#   - wrk against the API (GET /v1/projects) and through the edge (GET / of the app), quiet
-#     and chatty, with the chatty/quiet ratios of req/s and p50/p99 latency.
+#   - the CPU (percent of one core) of the daemon and of dockerd: quiet, chatty but not
+#     collected, chatty and collected;
+#   - wrk against the API (GET /v1/projects) and through the edge (GET / of the app) in the
+#     same three states, with the ratios collected/quiet and collected/not-collected of
+#     req/s and p50/p99 latency.
 # Loopback and the Docker bridge only; bounded: every step has a timeout, wrk runs for a
 # fixed time, and the app is removed on exit.
 #
@@ -96,7 +100,8 @@ echo "== quiet deploy (project $PROJECT_ID)" >&2
 timeout "$DEPLOY_TIMEOUT" "$BIN" deploy app --follow >"$WORK/deploy-quiet.log" 2>&1 || { tail -n 20 "$WORK/deploy-quiet.log" >&2; exit 1; }
 for _ in $(seq 1 100); do curl -sf -H "Host: $HOST" "http://127.0.0.1:$EDGE_PORT/" >/dev/null && break; sleep 0.1; done
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$CANTILA_PID/stat"; }
+DOCKERD_PID=$(pidof dockerd | awk '{print $1}')
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICKS=$(getconf CLK_TCK)
 cpu_percent() { # ticks_before ticks_after seconds
     awk -v a="$1" -v b="$2" -v s="$3" -v t="$TICKS" 'BEGIN { printf "%.1f", (b - a) / t / s * 100 }'
@@ -111,20 +116,33 @@ run_wrk() { # name url [header]
 rate() { awk '/Requests\/sec/ {print $2}' "$WORK/wrk-$1.txt"; }
 # wrk prints latencies with units (us, ms, s); normalise to ms.
 pct() { awk -v p="$2" '$1 == p { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 } print v }' "$WORK/wrk-$1.txt"; }
-phase() { # name: quiet or chatty; measures CPU over WINDOW, then wrk API and edge
-    local name=$1 t0 c0 c1
-    c0=$(cpu_ticks); t0=$(now_s)
+cpu_window() { # name: CPU of the daemon and dockerd over WINDOW seconds
+    local c0 d0 t0 elapsed
+    c0=$(cpu_ticks "$CANTILA_PID"); d0=$(cpu_ticks "$DOCKERD_PID"); t0=$(now_s)
     sleep "$WINDOW"
-    c1=$(cpu_ticks)
-    eval "CPU_$name=$(cpu_percent "$c0" "$c1" "$(awk -v a="$t0" -v b="$(now_s)" 'BEGIN{print b-a}')")"
-    echo "== $name: wrk GET /v1/projects" >&2
-    run_wrk "api-$name" "$CANTILA_URL/v1/projects" "Authorization: Bearer $CANTILA_TOKEN"
-    echo "== $name: wrk GET / through the edge" >&2
-    run_wrk "edge-$name" "http://127.0.0.1:$EDGE_PORT/" "Host: $HOST"
+    elapsed=$(awk -v a="$t0" -v b="$(now_s)" 'BEGIN{print b-a}')
+    eval "CPU_$1=$(cpu_percent "$c0" "$(cpu_ticks "$CANTILA_PID")" "$elapsed")"
+    eval "DOCKERD_$1=$(cpu_percent "$d0" "$(cpu_ticks "$DOCKERD_PID")" "$elapsed")"
+}
+wrk_both() { # name
+    echo "== $1: wrk GET /v1/projects" >&2
+    run_wrk "api-$1" "$CANTILA_URL/v1/projects" "Authorization: Bearer $CANTILA_TOKEN"
+    echo "== $1: wrk GET / through the edge" >&2
+    run_wrk "edge-$1" "http://127.0.0.1:$EDGE_PORT/" "Host: $HOST"
 }
 
-echo "== quiet: daemon CPU over ${WINDOW}s" >&2
-phase quiet
+echo "== quiet: CPU over ${WINDOW}s" >&2
+cpu_window quiet
+wrk_both quiet
+
+# The same image, chatty, run beside Cantila by Docker alone: nobody reads its output.
+IMAGE=$(docker inspect -f '{{.Config.Image}}' "$(docker ps -q --filter "label=cantila.project=$PROJECT_ID" --filter label=cantila.kind=web | head -1)")
+FLOOR_CID=$(docker run -d --init --rm --network none --label "cantila.project=$PROJECT_ID" -e CHATTY=1 "$IMAGE")
+sleep "$WARMUP"
+echo "== chatty, not collected: CPU over ${WINDOW}s" >&2
+cpu_window uncollected
+wrk_both uncollected
+docker rm -f "$FLOOR_CID" >/dev/null
 
 echo "== chatty deploy" >&2
 "$BIN" env set app CHATTY=1 >/dev/null
@@ -135,11 +153,12 @@ sleep "$WARMUP"
 
 echo "== chatty: stored vs produced over ${WINDOW}s" >&2
 max_seq() { sqlite3 "file:$DB?mode=ro" "SELECT COALESCE(MAX(seq), 0) FROM runtime_logs"; }
-S0=$(max_seq); C0=$(cpu_ticks); T0=$(now_s)
+S0=$(max_seq); C0=$(cpu_ticks "$CANTILA_PID"); D0=$(cpu_ticks "$DOCKERD_PID"); T0=$(now_s)
 sleep "$WINDOW"
-S1=$(max_seq); C1=$(cpu_ticks); T1=$(now_s)
+S1=$(max_seq); C1=$(cpu_ticks "$CANTILA_PID"); D1=$(cpu_ticks "$DOCKERD_PID"); T1=$(now_s)
 ELAPSED=$(awk -v a="$T0" -v b="$T1" 'BEGIN{print b-a}')
-CPU_chatty=$(cpu_percent "$C0" "$C1" "$ELAPSED")
+CPU_collected=$(cpu_percent "$C0" "$C1" "$ELAPSED")
+DOCKERD_collected=$(cpu_percent "$D0" "$D1" "$ELAPSED")
 PRODUCED=$(docker logs --since "$T0" --until "$T1" "$CID" 2>/dev/null | wc -l)
 # Completeness: once the writer has caught up, every line Docker logged in the window is
 # stored exactly once (timestamps are Docker's own, so the windows are the same).
@@ -152,13 +171,7 @@ for _ in $(seq 1 60); do
     sleep 0.5
 done
 LAG_S=$(awk -v a="$T1" -v b="$(now_s)" 'BEGIN{printf "%.1f", b-a}')
-phase_chatty_wrk() {
-    echo "== chatty: wrk GET /v1/projects" >&2
-    run_wrk api-chatty "$CANTILA_URL/v1/projects" "Authorization: Bearer $CANTILA_TOKEN"
-    echo "== chatty: wrk GET / through the edge" >&2
-    run_wrk edge-chatty "http://127.0.0.1:$EDGE_PORT/" "Host: $HOST"
-}
-phase_chatty_wrk
+wrk_both collected
 STILL_CHATTY=$(docker logs --since 2s "$CID" 2>/dev/null | wc -l)
 DROPPED=$(grep -c "access-log records dropped" "$WORK/cantila.log" || true)
 STORED_BYTES=$(sqlite3 "file:$DB?mode=ro" "SELECT bytes FROM runtime_log_usage WHERE project_id = '$PROJECT_ID'")
@@ -174,15 +187,20 @@ printf 'ratio stored/produced:       %8s\n' "$(ratio "$STORED_RATE" "$PRODUCED_R
 printf 'window complete:             %s of %s lines stored (distinct: %s), %ss after the window\n' \
     "${IN_WINDOW%%|*}" "$PRODUCED" "${IN_WINDOW##*|}" "$LAG_S"
 printf 'project log size now:        %8s bytes (cap 67108864)\n' "${STORED_BYTES:-0}"
-printf 'daemon CPU quiet:            %8s %% of a core\n' "$CPU_quiet"
-printf 'daemon CPU chatty:           %8s %% of a core\n' "$CPU_chatty"
+for state in quiet uncollected collected; do
+    eval "printf 'CPU %-12s  daemon %6s %%  dockerd %6s %% of a core\n' $state \"\$CPU_$state\" \"\$DOCKERD_$state\""
+done
 for target in api edge; do
-    printf '%-5s quiet:  %10s req/s  p50 %7s ms  p99 %7s ms\n' "$target" "$(rate "$target-quiet")" "$(pct "$target-quiet" 50%)" "$(pct "$target-quiet" 99%)"
-    printf '%-5s chatty: %10s req/s  p50 %7s ms  p99 %7s ms\n' "$target" "$(rate "$target-chatty")" "$(pct "$target-chatty" 50%)" "$(pct "$target-chatty" 99%)"
-    printf '%-5s chatty/quiet: req/s %s  p50 %s  p99 %s\n' "$target" \
-        "$(ratio "$(rate "$target-chatty")" "$(rate "$target-quiet")")" \
-        "$(ratio "$(pct "$target-chatty" 50%)" "$(pct "$target-quiet" 50%)")" \
-        "$(ratio "$(pct "$target-chatty" 99%)" "$(pct "$target-quiet" 99%)")"
+    for state in quiet uncollected collected; do
+        printf '%-5s %-12s %10s req/s  p50 %7s ms  p99 %7s ms\n' "$target" "$state" "$(rate "$target-$state")" \
+            "$(pct "$target-$state" 50%)" "$(pct "$target-$state" 99%)"
+    done
+    for base in quiet uncollected; do
+        printf '%-5s collected/%-11s req/s %s  p50 %s  p99 %s\n' "$target" "$base" \
+            "$(ratio "$(rate "$target-collected")" "$(rate "$target-$base")")" \
+            "$(ratio "$(pct "$target-collected" 50%)" "$(pct "$target-$base" 50%)")" \
+            "$(ratio "$(pct "$target-collected" 99%)" "$(pct "$target-$base" 99%)")"
+    done
 done
 printf 'app still chatty at the end: %s lines in its last 2 s; edge access records dropped: %s warning(s) in the log\n' \
     "$STILL_CHATTY" "$DROPPED"

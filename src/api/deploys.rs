@@ -52,7 +52,7 @@ pub struct Rollback {
 /// same zero-downtime path; recorded as a new deploy.
 #[utoipa::path(post, path = "/v1/projects/{id}/rollback", tag = "deploys",
     security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "project id")),
-    request_body(content = Rollback, description = "optional"),
+    request_body(content = Option<Rollback>, description = "optional"),
     responses((status = 202, body = DeployCreated)))]
 async fn rollback(
     auth: Auth<DeployScope>,
@@ -161,7 +161,7 @@ fn parse_ref(request: &CreateDeploy) -> Result<Option<String>, crate::error::Err
 /// Trigger a deploy of the project's current source.
 #[utoipa::path(post, path = "/v1/projects/{id}/deploy", tag = "deploys",
     security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "project id")),
-    request_body(content = CreateDeploy, description = "optional"),
+    request_body(content = Option<CreateDeploy>, description = "optional"),
     responses((status = 202, body = DeployCreated)))]
 async fn create(
     auth: Auth<DeployScope>,
@@ -180,7 +180,7 @@ async fn create(
 /// resumes with `Last-Event-ID`.
 #[utoipa::path(post, path = "/v1/projects/{id}/deploy/stream", tag = "deploys",
     security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "project id")),
-    request_body(content = CreateDeploy, description = "optional"),
+    request_body(content = Option<CreateDeploy>, description = "optional"),
     responses((status = 200, description = "an SSE stream of the deploy", content_type = "text/event-stream",
         headers(("Content-Location" = String, description = "`/v1/deploys/{deployId}/events`: the same events, resumable with `Last-Event-ID`")))))]
 async fn create_streamed(
@@ -253,12 +253,19 @@ async fn events(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let deploy = deploy::get(&app.store, &auth.actor, id).await?;
-    let after = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .unwrap_or(0);
+    let after = resume_after(headers.get("last-event-id").map(|v| v.as_bytes()));
     Ok(sse(&app, deploy.id, after).into_response())
+}
+
+/// The sequence number a client's `Last-Event-ID` resumes after: the ids this stream
+/// sends are non-negative integers, so anything else (absent, not UTF-8, not a number,
+/// negative) replays from the start rather than failing the reconnect.
+pub fn resume_after(last_event_id: Option<&[u8]>) -> i64 {
+    last_event_id
+        .and_then(|bytes| std::str::from_utf8(bytes).ok())
+        .and_then(|text| text.trim().parse::<i64>().ok())
+        .filter(|seq| *seq >= 0)
+        .unwrap_or(0)
 }
 
 fn event_of(line: &LogLine) -> Event {
@@ -340,4 +347,24 @@ async fn plan(
         git_ref: request.git_ref.as_deref().map(GitRef::parse).transpose()?,
     };
     Ok(Json(planning::preview(&app, &auth.actor, target).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resume_after;
+
+    #[test]
+    fn last_event_id_resumes_after_a_non_negative_sequence_number_only() {
+        let check = |header: Option<&[u8]>, expected: i64| {
+            assert_eq!(resume_after(header), expected, "{header:?}");
+        };
+        check(None, 0);
+        check(Some(b"17"), 17);
+        check(Some(b" 17 "), 17);
+        check(Some(b"-3"), 0);
+        check(Some(b"abc"), 0);
+        check(Some(b""), 0);
+        check(Some(b"\xff\xfe"), 0);
+        check(Some(b"99999999999999999999"), 0);
+    }
 }

@@ -136,7 +136,8 @@ async fn add_alias(
 #[utoipa::path(delete, path = "/v1/projects/{id}/aliases/{hostname}", tag = "domains",
     security(("bearer" = ["deploy"])),
     params(("id" = String, Path, description = "project id"), ("hostname" = String, Path, description = "the alias")),
-    responses((status = 204, description = "removed")))]
+    responses((status = 204, description = "removed"),
+        (status = 422, description = "the hostname is not a valid DNS name", body = super::error::ErrorBody)))]
 async fn remove_alias(
     auth: Auth<DeployScope>,
     State(app): State<AppState>,

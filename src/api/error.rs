@@ -67,6 +67,7 @@ fn status_of(err: &Error) -> StatusCode {
         Error::Forbidden(_) => StatusCode::FORBIDDEN,
         Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
         Error::Store(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -85,6 +86,7 @@ pub fn code_of(status: StatusCode) -> &'static str {
         422 => "invalid",
         429 => "rate_limited",
         503 => "unavailable",
+        507 => "insufficient_storage",
         504 => "timeout",
         _ if status.is_server_error() => "internal",
         _ => "error",
@@ -141,6 +143,10 @@ impl IntoResponse for ApiError {
                             .headers_mut()
                             .insert(header::RETRY_AFTER, HeaderValue::from(5));
                     }
+                    Error::StorageFull(_) => {
+                        // The operator has to act; a client cannot fix this.
+                        tracing::warn!(error = %err, "a write was refused: the data directory's disk is full");
+                    }
                     Error::NotFound(_)
                     | Error::Conflict(_)
                     | Error::Invalid(_)
@@ -190,10 +196,36 @@ impl From<PathRejection> for ApiError {
     }
 }
 
-/// `axum::Json` whose rejections are `ApiError`s.
-#[derive(Debug, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// `axum::Json` whose rejections are `ApiError`s, and which takes only a JSON object:
+/// serde would otherwise read a struct from an array of its fields in order, so
+/// `[null, null]` would pass for `{"name": null, "runtime": null}`.
+#[derive(Debug)]
 pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(value) =
+            axum::Json::<serde_json::Value>::from_request(request, state).await?;
+        if !value.is_object() {
+            return Err(ApiError::Http {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                message: "the request body must be a JSON object".to_owned(),
+            });
+        }
+        T::deserialize(value)
+            .map(Json)
+            .map_err(|err| ApiError::Http {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                message: format!("the request body does not match the expected shape: {err}"),
+            })
+    }
+}
 
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {

@@ -147,7 +147,8 @@ async fn connect(
 /// Rotate the webhook signing secret; the new secret is shown only here.
 #[utoipa::path(post, path = "/v1/projects/{id}/git/rotate-secret", tag = "git",
     security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "project id")),
-    responses((status = 200, body = RotatedSecret)))]
+    responses((status = 200, body = RotatedSecret),
+        (status = 409, description = "the project has no git connection", body = super::error::ErrorBody)))]
 async fn rotate_secret(
     auth: Auth<DeployScope>,
     State(app): State<AppState>,

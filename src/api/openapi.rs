@@ -76,14 +76,18 @@ async fn openapi_json() -> Response {
 /// without repeating it in every `#[utoipa::path]`.
 pub fn add_common_responses(document: &mut OpenApi) {
     for item in document.paths.paths.values_mut() {
+        // (operation, whether it writes to the store)
         let operations = [
-            &mut item.get,
-            &mut item.post,
-            &mut item.put,
-            &mut item.patch,
-            &mut item.delete,
+            (&mut item.get, false),
+            (&mut item.post, true),
+            (&mut item.put, true),
+            (&mut item.patch, true),
+            (&mut item.delete, true),
         ];
-        for operation in operations.into_iter().flatten() {
+        for (operation, writes) in operations {
+            let Some(operation) = operation else {
+                continue;
+            };
             let authenticated = operation
                 .security
                 .as_ref()
@@ -117,6 +121,13 @@ pub fn add_common_responses(document: &mut OpenApi) {
                     operation,
                     "429",
                     "too many failed token checks from this address; see Retry-After",
+                );
+            }
+            if writes {
+                add(
+                    operation,
+                    "507",
+                    "the data directory's disk is full; nothing was changed",
                 );
             }
             if operation.request_body.is_some() {

@@ -108,6 +108,7 @@ pub struct ProjectList {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Items per page (default 50, at most 200 unless configured otherwise).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// The `nextCursor` of the previous page.
     pub cursor: Option<String>,
@@ -128,9 +129,15 @@ impl ListQuery {
 #[serde(deny_unknown_fields)]
 pub struct CreateProject {
     /// Unique within the account; a lowercase DNS label (1-63 of `a-z`, `0-9`, `-`).
-    #[schema(example = "marketing-site")]
+    #[schema(
+        example = "marketing-site",
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub name: String,
     /// Optional runtime hint: dockerfile, static, node, python, go, rust, ruby or php.
+    #[schema(value_type = Option<Runtime>)]
     pub runtime: Option<String>,
 }
 
@@ -149,10 +156,15 @@ impl TryFrom<CreateProject> for NewProject {
 #[serde(deny_unknown_fields)]
 pub struct UpdateProject {
     /// A new name, unique within the account.
+    #[schema(
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub name: Option<String>,
     /// A new runtime hint; `null` clears it so the runtime is detected again.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<Runtime>)]
     pub runtime: Option<Option<String>>,
     /// Preview settings: `{"branches": ["feature/*"]}`; `[]` turns branch previews off.
     pub previews: Option<PreviewSettings>,

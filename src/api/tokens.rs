@@ -61,8 +61,10 @@ pub struct TokenList {
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     /// `read`, `deploy` or `admin`; never above the calling token's own scope.
+    #[schema(value_type = Scope)]
     pub scope: String,
-    /// An optional label, 1-64 characters.
+    /// An optional label, 1-64 characters without control characters.
+    #[schema(min_length = 1, max_length = 64)]
     pub name: Option<String>,
 }
 

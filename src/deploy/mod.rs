@@ -410,7 +410,11 @@ pub async fn rollback(
                     let (_, found) = history
                         .into_iter()
                         .find(|(_, d)| d.id == wanted)
-                        .ok_or_else(|| Error::NotFound(format!("deploy `{wanted}` not found in project `{id}`")))?;
+                        .ok_or_else(|| {
+                            // The project in the path exists; the body names nothing of it,
+                            // so the field is what is wrong (another account's deploy alike).
+                            Error::Invalid(format!("deployId `{wanted}` names no deploy of project `{id}`"))
+                        })?;
                     if !ran(&found) {
                         return Err(Error::Invalid(format!(
                             "deploy `{wanted}` never ran (it is {}); roll back to a deploy that was running",

@@ -99,14 +99,6 @@ impl LogCollector {
             .unwrap_or_else(|p| p.into_inner())
             .remove(container_id);
     }
-
-    /// Containers with a follower right now.
-    pub fn followed_count(&self) -> usize {
-        self.followed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
-    }
 }
 
 /// An instance container and the tags of its lines.

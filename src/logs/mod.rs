@@ -343,13 +343,6 @@ pub async fn follow(
     Ok(rx)
 }
 
-/// A project's stored bytes and lines as the cap counts them.
-pub async fn usage(app: &AppState, project_id: String) -> Result<(u64, u64)> {
-    app.store
-        .call(move |c| store::runtime_logs::usage(c, &project_id))
-        .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

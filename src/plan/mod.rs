@@ -21,7 +21,9 @@ use crate::{error::Error, names::Runtime};
 pub use images::BuildImages;
 
 use dockerfile::DockerfileWriter;
-use procfile::Procfile;
+// Public for the fuzz targets in `fuzz/`: both read files straight from a repository.
+pub use dockerfile::{inspect as inspect_dockerfile, DockerfileFacts};
+pub use procfile::{parse as parse_procfile, Procfile};
 use tree::{SourceTree, MANIFEST_LIMIT};
 
 /// The port generated images listen on (`ENV PORT`), and the port assumed for a

@@ -42,6 +42,9 @@ pub enum SourceError {
     UnsafePath(String),
     #[error("git: {0}")]
     Git(String),
+    /// The disk under the mirror or export is full (ENOSPC): nothing the user did wrong.
+    #[error("no space left on the disk: {0}")]
+    StorageFull(String),
     #[error("export: {0}")]
     Io(String),
 }
@@ -57,6 +60,7 @@ impl From<SourceError> for Error {
             | SourceError::AmbiguousRef(_)
             | SourceError::AuthFailed
             | SourceError::UnsafePath(_) => Error::Invalid(error.to_string()),
+            SourceError::StorageFull(_) => Error::storage_full(),
             SourceError::Git(_) | SourceError::Io(_) => Error::Internal(error.to_string()),
         }
     }
@@ -65,7 +69,21 @@ impl From<SourceError> for Error {
 /// Wraps an unexpected git2 failure. A function rather than a `From` impl, so no git2
 /// type shows in this module's public API.
 fn git_failure(error: git2::Error) -> SourceError {
+    // libgit2 reports a failed write with the OS's words and no errno to match on.
+    if error.class() == git2::ErrorClass::Os && error.message().contains("No space left on device")
+    {
+        return SourceError::StorageFull(error.message().to_owned());
+    }
     SourceError::Git(error.message().to_owned())
+}
+
+/// Wraps a file-system failure, telling a full disk apart from everything else.
+fn io_failure(context: String, error: std::io::Error) -> SourceError {
+    if crate::error::is_storage_full(&error) {
+        SourceError::StorageFull(format!("{context}: {error}"))
+    } else {
+        SourceError::Io(format!("{context}: {error}"))
+    }
 }
 
 /// What a fetch found on the remote.
@@ -124,9 +142,8 @@ impl Mirror {
         let repo = if path.join("HEAD").is_file() {
             Repository::open_bare(path).map_err(git_failure)?
         } else {
-            fs::create_dir_all(path).map_err(|error| {
-                SourceError::Io(format!("cannot create {}: {error}", path.display()))
-            })?;
+            fs::create_dir_all(path)
+                .map_err(|error| io_failure(format!("cannot create {}", path.display()), error))?;
             Repository::init_bare(path).map_err(git_failure)?
         };
         Ok(Mirror {
@@ -277,7 +294,7 @@ impl Mirror {
                 if error.kind() == std::io::ErrorKind::AlreadyExists {
                     return SourceError::UnsafePath(format!("`{shown}` appears twice in a tree"));
                 }
-                SourceError::Io(format!("cannot write {}: {error}", target.display()))
+                io_failure(format!("cannot write {}", target.display()), error)
             };
             match entry.filemode() {
                 0o040000 => {
@@ -505,9 +522,8 @@ fn describe(commit: &git2::Commit<'_>) -> Commit {
 /// Creates `dest` when missing; refuses it when it holds anything, since an export into
 /// a used directory would mix trees.
 fn prepare_empty_directory(dest: &Path) -> Result<(), SourceError> {
-    let io_error = |error: std::io::Error| {
-        SourceError::Io(format!("cannot prepare {}: {error}", dest.display()))
-    };
+    let io_error =
+        |error: std::io::Error| io_failure(format!("cannot prepare {}", dest.display()), error);
     match fs::read_dir(dest) {
         Ok(mut entries) => {
             if entries.next().is_some() {

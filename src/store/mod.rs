@@ -1,6 +1,8 @@
 //! The store: the one SQLite file holding all desired state. Sole user of rusqlite.
 //! Invariant: every connection runs WAL, `synchronous=FULL` and foreign keys, on a schema
-//! migrated to exactly `migrations::LATEST`; a newer schema is refused, never "fixed".
+//! migrated to exactly `migrations::LATEST`; a newer schema is refused, never "fixed". The
+//! one exception is runtime log batches (`runtime_logs`), which commit without an fsync of
+//! their own because what a power cut could roll back is read from Docker again.
 
 mod migrations;
 
@@ -34,8 +36,25 @@ pub struct StoreError(#[from] rusqlite::Error);
 
 impl From<rusqlite::Error> for Error {
     fn from(err: rusqlite::Error) -> Self {
-        Error::Store(StoreError(err))
+        Error::from(StoreError(err))
     }
+}
+
+/// A full disk is the operator's to fix and the client's to retry, not a bug: it becomes
+/// `Error::StorageFull` (507); every other store failure stays hidden behind a 500.
+impl From<StoreError> for Error {
+    fn from(err: StoreError) -> Self {
+        if is_disk_full(&err.0) {
+            Error::storage_full()
+        } else {
+            Error::Store(err)
+        }
+    }
+}
+
+/// SQLite's unix VFS answers SQLITE_FULL when a write() fails with ENOSPC or EDQUOT.
+fn is_disk_full(err: &rusqlite::Error) -> bool {
+    matches!(err, rusqlite::Error::SqliteFailure(failure, _) if failure.code == ErrorCode::DiskFull)
 }
 
 /// Why the store could not be opened. Shown to the operator at start-up.
@@ -142,6 +161,24 @@ impl Store {
         work(&mut connection)
     }
 
+    /// `PRAGMA integrity_check`: `Ok(())` when SQLite finds the file sound, otherwise its
+    /// findings, one per line.
+    pub fn integrity_check(&self) -> Result<(), Error> {
+        let findings = self.call_blocking(|connection| {
+            let mut statement = connection.prepare("PRAGMA integrity_check")?;
+            let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })?;
+        if findings == ["ok"] {
+            Ok(())
+        } else {
+            Err(Error::Internal(format!(
+                "integrity check failed: {}",
+                findings.join("; ")
+            )))
+        }
+    }
+
     /// Checkpoints the WAL into the main file so a clean stop leaves one self-contained file.
     pub fn close(&self) {
         let result = self.call_blocking(|connection| {
@@ -223,6 +260,34 @@ mod tests {
         let err = Store::open(dir.path()).unwrap_err();
         assert!(matches!(err, OpenError::TooNew { .. }), "{err}");
         assert!(err.to_string().contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn a_full_disk_is_storage_full_and_other_failures_stay_hidden() {
+        let failure = |code| {
+            Error::from(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+        };
+        assert!(matches!(
+            failure(rusqlite::ffi::SQLITE_FULL),
+            Error::StorageFull(_)
+        ));
+        assert!(matches!(
+            failure(rusqlite::ffi::SQLITE_CORRUPT),
+            Error::Store(_)
+        ));
+        assert!(matches!(
+            failure(rusqlite::ffi::SQLITE_IOERR),
+            Error::Store(_)
+        ));
+    }
+
+    #[test]
+    fn a_fresh_store_passes_the_integrity_check() {
+        let dir = tempfile::tempdir().unwrap();
+        Store::open(dir.path()).unwrap().integrity_check().unwrap();
     }
 
     #[test]

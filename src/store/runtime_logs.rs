@@ -40,7 +40,35 @@ pub struct Appended {
 /// project or preview removed while its instances were being read loses its remaining
 /// lines, as it should), the read position of every container stream the batch advanced,
 /// and each project's byte count.
+///
+/// The batch commits with `synchronous = NORMAL` (no fsync of its own; the next FULL commit
+/// or checkpoint syncs it): after a power loss the last batches may roll back, but together
+/// with their read positions, so those lines are read from Docker again. Edge lines of those
+/// batches would be lost; nothing else is.
 pub fn append(
+    connection: &mut Connection,
+    batch: Vec<NewLine>,
+    cap_bytes: u64,
+) -> Result<Appended> {
+    relaxed_sync(connection, |connection| {
+        append_batch(connection, batch, cap_bytes)
+    })
+}
+
+/// Runs `work` with `synchronous = NORMAL`, then restores FULL whatever happened.
+fn relaxed_sync<T>(
+    connection: &mut Connection,
+    work: impl FnOnce(&mut Connection) -> Result<T>,
+) -> Result<T> {
+    connection.pragma_update(None, "synchronous", "NORMAL")?;
+    let result = work(connection);
+    let restored = connection.pragma_update(None, "synchronous", "FULL");
+    let value = result?;
+    restored?;
+    Ok(value)
+}
+
+fn append_batch(
     connection: &mut Connection,
     batch: Vec<NewLine>,
     cap_bytes: u64,
@@ -178,6 +206,17 @@ const PRUNE_CHUNK: i64 = 5_000;
 /// `target_bytes`; returns how many went (0 once it is at or below the target). Called in a
 /// loop, one transaction per call.
 pub fn prune_chunk(
+    connection: &mut Connection,
+    project_id: &str,
+    target_bytes: u64,
+) -> Result<u64> {
+    // A pruning lost to a power cut only brings old lines back, counted; no fsync needed.
+    relaxed_sync(connection, |connection| {
+        prune_chunk_synced(connection, project_id, target_bytes)
+    })
+}
+
+fn prune_chunk_synced(
     connection: &mut Connection,
     project_id: &str,
     target_bytes: u64,
@@ -423,14 +462,148 @@ pub fn last_seq(connection: &Connection) -> Result<i64> {
     )?)
 }
 
-/// A project's stored byte count and line count, as the cap sees them.
-pub fn usage(connection: &Connection, project_id: &str) -> Result<(u64, u64)> {
-    Ok(connection
-        .query_row(
-            "SELECT bytes, lines FROM runtime_log_usage WHERE project_id = ?1",
-            [project_id],
-            |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
-        )
-        .optional()?
-        .unwrap_or((0, 0)))
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{logs::ReadPosition, store::Store};
+
+    fn line(project_id: &str, at_ns: i64, text: &str) -> NewLine {
+        NewLine {
+            project_id: project_id.to_owned(),
+            at_ns,
+            instance: "abc".to_owned(),
+            process: "web".to_owned(),
+            stream: LogStream::Stdout,
+            text: text.to_owned(),
+            preview_id: None,
+            position: Some(ReadPosition {
+                container_id: "c1".to_owned(),
+                last_ns: at_ns,
+                lines_at_last: 1,
+            }),
+        }
+    }
+
+    #[test]
+    fn batches_are_stored_counted_pruned_oldest_first_and_fully_synced_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .call_blocking(|c| {
+                c.execute_batch(
+                    "INSERT INTO accounts (id, handle, created_at) VALUES ('acc', 'a', 'now');
+                     INSERT INTO projects (id, account_id, name, status, created_at, updated_at)
+                     VALUES ('prj', 'acc', 'p', 'running', 'now', 'now');",
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        let batch: Vec<NewLine> = (0..10)
+            .map(|n| line("prj", n, &format!("line {n:02}")))
+            .chain([line("gone", 99, "of a deleted project")])
+            .collect();
+        // Ten lines of 7 + 32 bytes: 390, over a cap of 300.
+        let appended = store.call_blocking(|c| append(c, batch, 300)).unwrap();
+        assert_eq!(
+            appended.lines.len(),
+            10,
+            "the deleted project's line is skipped"
+        );
+        assert_eq!(appended.over_cap, vec!["prj".to_owned()]);
+        let dropped = store.call_blocking(|c| prune_chunk(c, "prj", 270)).unwrap();
+        assert_eq!(
+            dropped, 4,
+            "120 bytes over: three lines (117) are not enough, four are"
+        );
+        let (kept, truncated) = store
+            .call_blocking(|c| newest(c, "prj", None, None, &LineFilter::default(), 100))
+            .unwrap();
+        assert!(!truncated);
+        let texts: Vec<&str> = kept.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts.first(), Some(&"line 04"));
+        assert_eq!(texts.len(), 6);
+        let position = store
+            .call_blocking(|c| read_position(c, "c1", LogStream::Stdout))
+            .unwrap();
+        assert_eq!(position, Some((9, 1)));
+        let synchronous: i64 = store
+            .call_blocking(|c| Ok(c.pragma_query_value(None, "synchronous", |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(synchronous, 2, "FULL again after a log batch");
+    }
+
+    #[test]
+    fn a_previews_lines_are_read_apart_and_leave_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .call_blocking(|c| {
+                c.execute_batch(
+                    "INSERT INTO accounts (id, handle, created_at) VALUES ('acc', 'a', 'now');
+                     INSERT INTO projects (id, account_id, name, status, created_at, updated_at)
+                     VALUES ('prj', 'acc', 'p', 'running', 'now', 'now');
+                     INSERT INTO previews (id, project_id, hostname, git_ref, ttl_secs, trigger,
+                        created_at, updated_at, expires_at)
+                     VALUES ('prv_a', 'prj', 'a--p-a.test', 'a', 60, 'api', 'now', 'now', 'later');",
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        let of_preview = |preview: &str, at_ns: i64, text: &str| NewLine {
+            preview_id: Some(preview.to_owned()),
+            position: None,
+            ..line("prj", at_ns, text)
+        };
+        let batch = vec![
+            line("prj", 1, "production"),
+            of_preview("prv_a", 2, "preview"),
+            of_preview("prv_gone", 3, "of a removed preview"),
+        ];
+        let appended = store.call_blocking(|c| append(c, batch, 1 << 20)).unwrap();
+        assert_eq!(
+            appended.lines.len(),
+            2,
+            "the removed preview's line is skipped"
+        );
+        let read = |preview: Option<&str>| {
+            let filter = LineFilter {
+                preview_id: preview.map(str::to_owned),
+                ..LineFilter::default()
+            };
+            let (lines, _) = store
+                .call_blocking(move |c| newest(c, "prj", None, None, &filter, 100))
+                .unwrap();
+            lines.into_iter().map(|l| l.text).collect::<Vec<_>>()
+        };
+        assert_eq!(read(None), ["production"]);
+        assert_eq!(read(Some("prv_a")), ["preview"]);
+        let filter = LineFilter {
+            preview_id: Some("prv_a".to_owned()),
+            ..LineFilter::default()
+        };
+        let replayed = store
+            .call_blocking(move |c| after(c, "prj", 0, &filter, 100))
+            .unwrap();
+        assert_eq!(replayed.len(), 1);
+        assert_eq!(replayed[0].preview_id.as_deref(), Some("prv_a"));
+        store
+            .call_blocking(|c| delete_preview(c, "prj", "prv_a"))
+            .unwrap();
+        assert!(read(Some("prv_a")).is_empty());
+        assert_eq!(read(None), ["production"]);
+        let usage: (i64, i64) = store
+            .call_blocking(|c| {
+                Ok(c.query_row(
+                    "SELECT bytes, lines FROM runtime_log_usage WHERE project_id = 'prj'",
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )?)
+            })
+            .unwrap();
+        assert_eq!(
+            usage,
+            (("production".len() + LINE_OVERHEAD_BYTES) as i64, 1),
+            "the preview's bytes are off the project's count"
+        );
+    }
 }

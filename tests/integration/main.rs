@@ -4,11 +4,13 @@
 mod support;
 
 mod api_auth;
+mod api_contract;
 mod api_projects;
 mod api_tokens;
 mod cli;
 mod console;
 mod deploys;
+mod disk_full;
 mod docker;
 mod edge;
 mod engine_restart;
