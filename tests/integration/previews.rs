@@ -1074,6 +1074,7 @@ async fn a_preview_runs_every_process_type_and_keeps_its_logs_and_metrics_to_its
                     .filter(|t| t.starts_with("GET /cgi-bin/say "))
                     .count()
                     == 3
+                && texts.iter().any(|t| t.starts_with("GET / 200 "))
         }
     })
     .await;
