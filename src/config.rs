@@ -50,6 +50,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Runtime logs of instances and the edge: how much is kept and how much a read returns.
     pub logs: LogsConfig,
+    /// The servers project databases live on.
+    pub database: DatabaseConfig,
+    /// Backups: tools, helper image, the default schedule and retention.
+    pub backups: BackupConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -104,6 +108,35 @@ impl Default for MetricsConfig {
     }
 }
 
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// The PostgreSQL server `postgres` databases are created on.
+    pub postgres: PostgresConfig,
+}
+
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// A connection URL of a role with CREATEROLE and CREATEDB (a superuser is not
+    /// needed), e.g. `postgres://cantila_admin:PASSWORD@127.0.0.1:5432/postgres`. Unset:
+    /// only `sqlite` databases can be created.
+    pub admin_url: Option<String>,
+    /// The host name or address apps' containers reach the server at. Unset: the gateway
+    /// address of the deploy network (the Docker host, as seen from its containers).
+    pub container_host: Option<String>,
+}
+
+// The admin URL carries a password: never printed.
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("admin_url", &self.admin_url.as_ref().map(|_| "<set>"))
+            .field("container_host", &self.container_host)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogsConfig {
@@ -133,6 +166,41 @@ impl LogsConfig {
     /// `max_age` as a duration (validated at load; a week if it were somehow unreadable).
     pub fn max_age(&self) -> std::time::Duration {
         crate::duration::parse(&self.max_age).unwrap_or(std::time::Duration::from_secs(7 * 86_400))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// The `pg_dump` and `pg_restore` programs (at least the server's major version).
+    pub pg_dump: PathBuf,
+    pub pg_restore: PathBuf,
+    /// The image of the helper containers that reach volumes' files (never run for
+    /// backups; run with `find ... -exec rm` to empty a volume before a restore).
+    pub helper_image: String,
+    /// The schedule of projects holding data that set none: `daily at HH:MM` (UTC) or a
+    /// five-field cron expression. Unset: no automatic backups unless a project sets one.
+    pub schedule: Option<String>,
+    /// Retention of scheduled backups: the newest backup of each of the last `keep_daily`
+    /// days and of each of the last `keep_weekly` ISO weeks is kept. Manual, safety and
+    /// final backups are never pruned.
+    pub keep_daily: u32,
+    pub keep_weekly: u32,
+    /// Backups that may run at once across all projects.
+    pub concurrent: usize,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            pg_dump: PathBuf::from("pg_dump"),
+            pg_restore: PathBuf::from("pg_restore"),
+            helper_image: "busybox:latest".to_owned(),
+            schedule: None,
+            keep_daily: 7,
+            keep_weekly: 4,
+            concurrent: 1,
+        }
     }
 }
 
@@ -333,6 +401,8 @@ impl Default for Config {
             metrics_listen: None,
             metrics: MetricsConfig::default(),
             logs: LogsConfig::default(),
+            database: DatabaseConfig::default(),
+            backups: BackupConfig::default(),
         }
     }
 }
@@ -524,6 +594,22 @@ impl Config {
                 self.logs.max_limit
             )));
         }
+        if let Some(schedule) = &self.backups.schedule {
+            crate::backup::schedule::Spec::parse(schedule)
+                .map_err(|err| ConfigError::Invalid(format!("backups.schedule: {err}")))?;
+        }
+        if self.backups.concurrent == 0 {
+            return Err(ConfigError::Invalid(
+                "backups.concurrent must be at least 1".to_owned(),
+            ));
+        }
+        if let Some(url) = &self.database.postgres.admin_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(ConfigError::Invalid(
+                    "database.postgres.admin_url must be a postgres:// URL".to_owned(),
+                ));
+            }
+        }
         if self.api.auth_failures_per_minute == 0 {
             return Err(ConfigError::Invalid(
                 "api.auth_failures_per_minute must be at least 1".to_owned(),
@@ -550,6 +636,16 @@ impl Config {
     /// Static sites, served by the edge from disk.
     pub fn sites_dir(&self) -> PathBuf {
         self.data_dir.join("sites")
+    }
+
+    /// Backup files, one directory per project.
+    pub fn backups_dir(&self) -> PathBuf {
+        self.data_dir.join("backups")
+    }
+
+    /// Static assets extracted from container apps' images, one directory per deploy.
+    pub fn assets_dir(&self) -> PathBuf {
+        self.data_dir.join("assets")
     }
 
     /// The file the first start writes the bootstrap admin token to.

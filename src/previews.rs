@@ -3,9 +3,10 @@
 //! `<slug>--<name>-<handle>.<base_domain>`, updated in place by new pushes through the
 //! same zero-downtime release path as production, and removed on request, when its pull
 //! request closes, or when it has been idle for its TTL.
-//! Invariants: a preview never runs with production's database (`PRODUCTION_ONLY_ENV` is
-//! never copied into it); one hostname belongs to one preview across all accounts; a
-//! project never has more than `previews.max_per_project` previews.
+//! Invariants: a preview never runs with production's data (`PRODUCTION_ONLY_ENV` is never
+//! copied into it, and its containers get none of the project's volumes nor its wired
+//! database); one hostname belongs to one preview across all accounts; a project never has
+//! more than `previews.max_per_project` previews.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -26,9 +27,17 @@ use crate::{
 };
 
 /// Env keys of production that a preview never inherits: a preview must never reach
-/// production's data. `DATABASE_URL` is what a wired database sets (and what most
-/// frameworks read); a preview that needs one gets it through its own `env` overrides.
-pub const PRODUCTION_ONLY_ENV: &[&str] = &["DATABASE_URL"];
+/// production's data. They are what a wired database sets (`DATABASE_URL`, which most
+/// frameworks read, and libpq's `PG*`), here also when set by hand; a preview that needs a
+/// database gets one through its own `env` overrides.
+pub const PRODUCTION_ONLY_ENV: &[&str] = &[
+    "DATABASE_URL",
+    "PGHOST",
+    "PGPORT",
+    "PGDATABASE",
+    "PGUSER",
+    "PGPASSWORD",
+];
 
 /// Env keys Cantila sets in every preview; overrides may not name them.
 pub const PREVIEW_ENV_KEYS: &[&str] = &[

@@ -243,6 +243,15 @@ pub async fn delete(app: &AppState, actor: &Actor, id: String) -> Result<()> {
     app.store
         .call(move |connection| {
             let tx = connection.transaction()?;
+            if store::projects::by_id(&tx, &actor.account_id, &id)?.is_none() {
+                return Err(not_found(&id));
+            }
+            // Data is never dropped as a side effect: it is deleted explicitly first.
+            if let Some(what) = store::volumes::holds_data(&tx, &id)? {
+                return Err(Error::Conflict(format!(
+                    "project `{id}` holds {what}; delete its database and volumes first (DELETE /v1/projects/{id}/database, /volumes/:name)"
+                )));
+            }
             if !store::projects::delete(&tx, &actor.account_id, &id)? {
                 return Err(not_found(&id));
             }
@@ -269,7 +278,9 @@ pub async fn delete(app: &AppState, actor: &Actor, id: String) -> Result<()> {
         crate::deploy::pipeline::remove_project_containers(&app, &project_id).await;
         let sites = app.config.sites_dir().join(&project_id);
         let mirror = app.config.repos_dir().join(format!("{project_id}.git"));
-        for dir in [sites, mirror] {
+        let backups = app.config.backups_dir().join(&project_id);
+        let assets = app.config.assets_dir().join(&project_id);
+        for dir in [sites, mirror, backups, assets] {
             if let Err(err) = tokio::fs::remove_dir_all(&dir).await {
                 if err.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!(dir = %dir.display(), error = %err, "removing a deleted project's files");

@@ -59,6 +59,9 @@ pub struct Inner {
     pub certificate_requests: std::sync::Mutex<std::collections::HashSet<String>>,
     /// One release change (deploy switch, scale, repair) per project at a time.
     project_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<AsyncMutex<()>>>>,
+    /// Backups that may run at once (`backups.concurrent`), so dumps and archives do not
+    /// starve the apps of disk and CPU.
+    pub backup_slots: tokio::sync::Semaphore,
     /// The Docker engine, connected on first use so the API runs without one.
     engine: AsyncMutex<Option<Engine>>,
 }
@@ -72,6 +75,7 @@ impl AppState {
         installation: String,
     ) -> Self {
         let auth_throttle = AuthThrottle::new(config.api.auth_failures_per_minute);
+        let backup_slots = tokio::sync::Semaphore::new(config.backups.concurrent);
         Self(Arc::new(Inner {
             config,
             store,
@@ -88,6 +92,7 @@ impl AppState {
             certificate_requests: Default::default(),
             draining: Default::default(),
             project_locks: Default::default(),
+            backup_slots,
             engine: AsyncMutex::new(None),
         }))
     }

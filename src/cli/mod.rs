@@ -1,8 +1,10 @@
 //! The command line: `cantila serve`, `cantila admin ...` (direct on the data dir), and the
-//! API client commands (`projects`, `tokens`, `whoami`, `previews`, `logs`, `metrics`, ...).
+//! API client commands (`projects`, `tokens`, `whoami`, `previews`, `logs`, `metrics`, `db`,
+//! `volumes`, `backups`, ...).
 
 mod admin;
 mod client;
+mod data;
 mod logs;
 mod output;
 
@@ -55,6 +57,12 @@ enum Command {
     Metrics(client::MetricsArgs),
     /// A project's runtime logs (instances' output and the edge's access lines), or follow them.
     Logs(logs::LogsArgs),
+    /// The database wired to a project.
+    Db(data::DbArgs),
+    /// A project's persistent volumes.
+    Volumes(data::VolumesArgs),
+    /// Backups: list, create, download, restore, schedule.
+    Backups(data::BackupsArgs),
 }
 
 /// Where the configuration and data directory are; shared by `serve`, `admin` and the
@@ -126,6 +134,9 @@ pub fn main() -> ExitCode {
         Command::Previews(args) => client::previews(args),
         Command::Metrics(args) => client::metrics(args),
         Command::Logs(args) => logs::logs(args),
+        Command::Db(args) => data::db(args),
+        Command::Volumes(args) => data::volumes(args),
+        Command::Backups(args) => data::backups(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -158,7 +158,7 @@ pub(crate) async fn start_healthy(
     if let Some(preview_id) = &release.preview_id {
         labels.insert(super::PREVIEW_LABEL.to_owned(), preview_id.clone());
     }
-    let spec = ContainerSpec {
+    let mut spec = ContainerSpec {
         name: format!(
             "cantila-{}-{}-{}{process_part}-{suffix}",
             release.project.handle,
@@ -173,7 +173,14 @@ pub(crate) async fn start_healthy(
         memory_bytes: Some(i64::from(tier.memory_mb) * 1024 * 1024),
         cpus: Some(tier.cpus),
         restart: true,
+        mounts: Vec::new(),
     };
+    // Production's volumes and database are production's: a preview runs without them.
+    if release.preview_id.is_none() {
+        crate::volumes::attach(app, &release.project.id, &mut spec)
+            .await
+            .map_err(|err| err.to_string())?;
+    }
     say(format!("starting {process} instance {}", spec.name));
     let status = engine.start(&spec).await.map_err(|err| err.to_string())?;
     // Followed from here on; the engine keeps what was written before the follower attaches.

@@ -234,8 +234,8 @@ async fn build_from_source(
             publish_static_site(app, project, deploy, &source_plan, &source_dir, log).await?;
             None
         }
-        Builder::Dockerfile | Builder::Generated => Some(
-            build_image(
+        Builder::Dockerfile | Builder::Generated => {
+            let image = build_image(
                 app,
                 project,
                 deploy,
@@ -244,8 +244,10 @@ async fn build_from_source(
                 &source_dir,
                 log,
             )
-            .await?,
-        ),
+            .await?;
+            crate::assets::prepare(app, project, deploy, &source_plan, &image).await;
+            Some(image)
+        }
     };
     Ok((source_plan, image))
 }
@@ -649,7 +651,7 @@ async fn run_release_command(
     if let Some(preview_id) = &deploy.preview_id {
         labels.insert(super::PREVIEW_LABEL.to_owned(), preview_id.clone());
     }
-    let spec = ContainerSpec {
+    let mut spec = ContainerSpec {
         name: format!(
             "cantila-{}-{}-{}-release",
             project.handle,
@@ -668,7 +670,14 @@ async fn run_release_command(
         memory_bytes: Some(i64::from(tier.memory_mb) * 1024 * 1024),
         cpus: Some(tier.cpus),
         restart: false,
+        mounts: Vec::new(),
     };
+    // Production's volumes and database are production's: a preview runs without them.
+    if deploy.preview_id.is_none() {
+        crate::volumes::attach(app, &project.id, &mut spec)
+            .await
+            .map_err(failed("release"))?;
+    }
     log.line(format!("running the release command: {command}"));
     let started = engine
         .start(&spec)

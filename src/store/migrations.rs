@@ -186,7 +186,69 @@ const STEPS: &[&str] = &[
         updated_ns    INTEGER NOT NULL,
         PRIMARY KEY (container_id, stream)
     );",
-    // 9 (previews): preview deployments of branches and pull requests, their deploys
+    // 9 (data: volumes, databases, backups, assets): persistent volumes, the database
+    // wired to a project, backups with their schedules, and the asset index of releases.
+    // Volumes and databases do not cascade: a project holding data cannot be deleted
+    // until they are deleted explicitly.
+    "CREATE TABLE volumes (
+        project_id   TEXT NOT NULL REFERENCES projects(id),
+        name         TEXT NOT NULL,
+        mount_path   TEXT NOT NULL,
+        docker_name  TEXT NOT NULL UNIQUE,
+        created_at   TEXT NOT NULL,
+        PRIMARY KEY (project_id, name),
+        UNIQUE (project_id, mount_path)
+    );
+    CREATE TABLE databases (
+        project_id   TEXT PRIMARY KEY REFERENCES projects(id),
+        engine       TEXT NOT NULL CHECK (engine IN ('postgres', 'sqlite')),
+        host         TEXT,
+        port         INTEGER,
+        name         TEXT NOT NULL,
+        user         TEXT,
+        password     BLOB,
+        volume       TEXT,
+        created_at   TEXT NOT NULL
+    );
+    CREATE TABLE backups (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        id           TEXT NOT NULL UNIQUE,
+        project_id   TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        kind         TEXT NOT NULL CHECK (kind IN ('database', 'volume')),
+        subject      TEXT NOT NULL,
+        engine       TEXT,
+        trigger      TEXT NOT NULL,
+        status       TEXT NOT NULL CHECK (status IN ('running', 'completed', 'failed')),
+        error        TEXT,
+        file         TEXT,
+        size_bytes   INTEGER,
+        sha256       TEXT,
+        started_at   TEXT NOT NULL,
+        finished_at  TEXT,
+        restored_at  TEXT
+    );
+    CREATE INDEX backups_by_project ON backups(project_id, seq);
+    CREATE INDEX backups_by_status ON backups(status);
+    CREATE TABLE backup_schedules (
+        project_id    TEXT PRIMARY KEY REFERENCES projects(id) ON DELETE CASCADE,
+        schedule      TEXT NOT NULL,
+        keep_daily    INTEGER NOT NULL,
+        keep_weekly   INTEGER NOT NULL,
+        explicit      INTEGER NOT NULL,
+        updated_at    TEXT NOT NULL,
+        last_run_at   TEXT,
+        last_status   TEXT,
+        last_error    TEXT
+    );
+    CREATE TABLE assets (
+        deploy_id     TEXT NOT NULL REFERENCES deploys(id) ON DELETE CASCADE,
+        path          TEXT NOT NULL,
+        size_bytes    INTEGER NOT NULL,
+        content_type  TEXT NOT NULL,
+        sha256        TEXT NOT NULL,
+        PRIMARY KEY (deploy_id, path)
+    );",
+    // 10 (previews): preview deployments of branches and pull requests, their deploys
     // (`preview_id` set; production deploys have none, and keep the preview's id after it
     // is removed, as history), and the branch patterns whose pushes create previews. A
     // preview's runtime log lines and instance points carry its id (production's have

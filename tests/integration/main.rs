@@ -9,6 +9,7 @@ mod api_projects;
 mod api_tokens;
 mod cli;
 mod console;
+mod data;
 mod deploys;
 mod disk_full;
 mod docker;

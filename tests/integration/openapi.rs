@@ -48,6 +48,22 @@ const EXPECTED: &[(&str, &str)] = &[
     ("get", "/v1/projects/{id}/metrics"),
     ("get", "/metrics"),
     ("get", "/v1/projects/{id}/logs"),
+    ("get", "/v1/projects/{id}/volumes"),
+    ("post", "/v1/projects/{id}/volumes"),
+    ("delete", "/v1/projects/{id}/volumes/{name}"),
+    ("get", "/v1/projects/{id}/database"),
+    ("post", "/v1/projects/{id}/database"),
+    ("delete", "/v1/projects/{id}/database"),
+    ("get", "/v1/projects/{id}/database/credentials"),
+    ("get", "/v1/projects/{id}/backups"),
+    ("post", "/v1/projects/{id}/backups"),
+    ("get", "/v1/projects/{id}/backups/schedule"),
+    ("put", "/v1/projects/{id}/backups/schedule"),
+    ("delete", "/v1/projects/{id}/backups/schedule"),
+    ("get", "/v1/backups/{id}"),
+    ("get", "/v1/backups/{id}/download"),
+    ("post", "/v1/backups/{id}/restore"),
+    ("get", "/v1/projects/{id}/assets"),
 ];
 
 /// Operations that take no API token: the document itself, and the webhook (verified by

@@ -36,6 +36,8 @@ impl Fixtures {
             ("previews", "previewId") => "preview",
             ("tokens", "id") => "token",
             ("aliases", "hostname") => "alias",
+            ("backups", "id") => "backup",
+            ("volumes", "name") => "volume",
             ("by-handle", "handle") => "handle",
             (_, "name") if path.contains("/by-handle/") => "name",
             (before, _) => panic!(
@@ -163,12 +165,30 @@ async fn snapshot(daemon: &TestDaemon, project_id: &str, deploy_id: &str) -> Val
         .expect(200)
         .body;
     let tokens = daemon.get("/v1/tokens", &daemon.admin_token).await.body;
+    let volumes = daemon
+        .get(
+            &format!("/v1/projects/{project_id}/volumes"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
+    let backups = daemon
+        .get(
+            &format!("/v1/projects/{project_id}/backups"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
     json!([
         project,
         env,
         aliases,
         deploy["status"],
         tokens["tokens"].as_array().map(Vec::len),
+        volumes,
+        backups,
         previews
     ])
 }
@@ -210,6 +230,28 @@ async fn another_account_learns_nothing_from_any_endpoint() {
         .wait_deploy(preview["deployId"].as_str().unwrap())
         .await;
     assert_eq!(preview_deploy["status"], "running", "{preview_deploy}");
+    daemon
+        .post(
+            &format!("/v1/projects/{project_id}/volumes"),
+            &daemon.admin_token,
+            json!({ "name": "files", "mountPath": "/srv/files" }),
+        )
+        .await
+        .expect(201);
+    let backup = daemon
+        .post(
+            &format!("/v1/projects/{project_id}/backups"),
+            &daemon.admin_token,
+            json!({}),
+        )
+        .await
+        .expect(202)
+        .body;
+    let backup_id = backup["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        crate::data::wait_backup(&daemon, &backup_id).await["status"],
+        "completed"
+    );
     let token = daemon
         .post(
             "/v1/tokens",
@@ -228,6 +270,8 @@ async fn another_account_learns_nothing_from_any_endpoint() {
             ("alias", "plans.example.com".to_owned()),
             ("handle", "admin".to_owned()),
             ("name", "secret-plans".to_owned()),
+            ("backup", backup_id.clone()),
+            ("volume", "files".to_owned()),
         ]),
         fake: BTreeMap::from([
             ("project", "prj_00000000000000000000".to_owned()),
@@ -237,6 +281,8 @@ async fn another_account_learns_nothing_from_any_endpoint() {
             ("alias", "nothing.example.com".to_owned()),
             ("handle", "nobody".to_owned()),
             ("name", "nothing".to_owned()),
+            ("backup", "bak_00000000000000000000".to_owned()),
+            ("volume", "nothing".to_owned()),
         ]),
     };
     let before = snapshot(&daemon, &project_id, &deploy_id).await;
@@ -289,4 +335,5 @@ async fn another_account_learns_nothing_from_any_endpoint() {
         "nothing of the first account changed"
     );
     crate::deploys::cleanup(&project_id).await;
+    crate::data::remove_installation_volumes(&daemon).await;
 }
