@@ -41,6 +41,8 @@ pub struct Config {
     pub edge: EdgeSettings,
     /// Instance counts and size tiers.
     pub scale: ScaleConfig,
+    /// Preview deployments of branches and pull requests.
+    pub previews: PreviewsConfig,
     /// An optional listener serving `GET /metrics` (Prometheus) for every project without
     /// a token. Off by default; only loopback addresses are accepted, because it has no auth.
     pub metrics_listen: Option<SocketAddr>,
@@ -52,6 +54,31 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Backups: tools, helper image, the default schedule and retention.
     pub backups: BackupConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PreviewsConfig {
+    /// The most previews one project may have at once; one more answers 409.
+    pub max_per_project: u32,
+    /// How long a preview lives without a new deploy (push, synchronize or API update)
+    /// before the sweep removes it, in seconds, unless its `ttl` says otherwise.
+    pub default_ttl_secs: u64,
+    /// The longest `ttl` a preview may ask for, in seconds.
+    pub max_ttl_secs: u64,
+    /// Seconds between passes of the expiry sweep.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for PreviewsConfig {
+    fn default() -> Self {
+        Self {
+            max_per_project: 5,
+            default_ttl_secs: 7 * 24 * 60 * 60,
+            max_ttl_secs: 90 * 24 * 60 * 60,
+            sweep_interval_secs: 60,
+        }
+    }
 }
 
 /// How often instances and the edge are sampled and how long the points are kept.
@@ -214,6 +241,20 @@ impl Default for ScaleConfig {
 }
 
 impl ScaleConfig {
+    /// The name of the tier with the least memory (then the fewest CPUs): what previews
+    /// run on.
+    pub fn smallest_size(&self) -> String {
+        self.sizes
+            .iter()
+            .min_by(|(_, a), (_, b)| {
+                a.memory_mb
+                    .cmp(&b.memory_mb)
+                    .then(a.cpus.total_cmp(&b.cpus))
+            })
+            .map(|(name, _)| name.clone())
+            .unwrap_or_else(|| self.default_size.clone())
+    }
+
     /// The tier named `size`, or the default tier.
     pub fn tier(&self, size: Option<&str>) -> SizeTier {
         let name = size.unwrap_or(&self.default_size);
@@ -356,6 +397,7 @@ impl Default for Config {
             tls: crate::tls::TlsConfig::default(),
             edge: EdgeSettings::default(),
             scale: ScaleConfig::default(),
+            previews: PreviewsConfig::default(),
             metrics_listen: None,
             metrics: MetricsConfig::default(),
             logs: LogsConfig::default(),
@@ -496,6 +538,19 @@ impl Config {
         if self.deploy.concurrent_builds == 0 {
             return Err(ConfigError::Invalid(
                 "deploy.concurrent_builds must be at least 1".to_owned(),
+            ));
+        }
+        if self.previews.default_ttl_secs == 0
+            || self.previews.default_ttl_secs > self.previews.max_ttl_secs
+        {
+            return Err(ConfigError::Invalid(format!(
+                "previews.default_ttl_secs must be between 1 and previews.max_ttl_secs ({})",
+                self.previews.max_ttl_secs
+            )));
+        }
+        if self.previews.sweep_interval_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "previews.sweep_interval_secs must be at least 1".to_owned(),
             ));
         }
         if self.metrics.interval_secs == 0 || 60 % self.metrics.interval_secs != 0 {

@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod names;
 pub mod pagination;
 pub mod plan;
+pub mod previews;
 pub mod projects;
 pub mod routing;
 pub mod secrets;
@@ -214,6 +215,7 @@ pub async fn run(
     let router_task = tokio::spawn(routing::run(app.clone(), stopped()));
     let reconciler = tokio::spawn(deploy::instances::run_reconciler(app.clone(), stopped()));
     let renewals = tokio::spawn(crate::tls::run_renewals(tls, stopped()));
+    let preview_sweep = tokio::spawn(crate::previews::run_expiry_sweep(app.clone(), stopped()));
     let log_writer = tokio::spawn(logs::collector::run(app.clone(), stopped()));
     let backup_scheduler = tokio::spawn(backup::run_scheduler(app.clone(), stopped()));
 
@@ -235,6 +237,7 @@ pub async fn run(
     let _ = router_task.await;
     let _ = reconciler.await;
     let _ = renewals.await;
+    let _ = preview_sweep.await;
     let _ = log_writer.await;
     let _ = backup_scheduler.await;
     tokio::task::spawn_blocking(move || store.close()).await?;

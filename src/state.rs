@@ -52,10 +52,12 @@ pub struct Inner {
     /// Instances taken out of the route table before they stop, so no request is sent to
     /// an instance that is going away.
     draining: std::sync::Mutex<std::collections::HashSet<String>>,
-    /// Deploys being switched to, by project: the route table serves them before the store
+    /// Deploys being switched to, by release target: the route table serves them before the store
     /// records them `running`, so a deploy never reads `running` while the edge still
     /// serves the release before it.
-    switching: std::sync::Mutex<std::collections::HashMap<String, crate::deploy::Deploy>>,
+    switching: std::sync::Mutex<
+        std::collections::HashMap<(String, Option<String>), crate::deploy::Deploy>,
+    >,
     /// Route table rebuilds run one at a time: each reads the store and Docker and then
     /// swaps the table, and an older read must never replace a newer table.
     pub route_refresh: AsyncMutex<()>,
@@ -117,10 +119,12 @@ impl AppState {
     /// Marks `deploy` as the one its project's routes lead to, or clears the mark.
     pub fn set_switching(&self, deploy: &crate::deploy::Deploy, switching: bool) {
         let mut map = self.0.switching.lock().unwrap_or_else(|p| p.into_inner());
+        // Keyed by release target: production and each preview switch on their own.
+        let key = (deploy.project_id.clone(), deploy.preview_id.clone());
         if switching {
-            map.insert(deploy.project_id.clone(), deploy.clone());
+            map.insert(key, deploy.clone());
         } else {
-            map.remove(&deploy.project_id);
+            map.remove(&key);
         }
     }
 

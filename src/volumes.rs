@@ -196,13 +196,14 @@ pub async fn delete(
     Ok(())
 }
 
-/// Containers of the project (any kind, any state); backup helpers carry
-/// `cantila.helper-for` instead, so they are not among them.
+/// Containers of the project (any kind, any state) that mount its volumes; backup helpers
+/// carry `cantila.helper-for` instead, and a preview's containers mount none of them.
 async fn containers_of(engine: &Engine, project_id: &str) -> Result<Vec<String>> {
     Ok(engine
         .containers(&[("cantila.project", project_id)])
         .await?
         .into_iter()
+        .filter(|c| !c.labels.contains_key(crate::deploy::PREVIEW_LABEL))
         .map(|c| c.id)
         .collect())
 }

@@ -18,6 +18,7 @@ pub mod instances;
 pub mod logs;
 pub mod metrics;
 pub mod openapi;
+pub mod previews;
 pub mod projects;
 pub mod tokens;
 pub mod volumes;
@@ -51,6 +52,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(env::router())
         .merge(domains::router())
         .merge(instances::router())
+        .merge(previews::router())
         .merge(metrics::router())
         .merge(logs::router())
         .merge(volumes::router())

@@ -331,11 +331,13 @@ async fn with_containers_held<T>(
 ) -> Result<T> {
     let lock = app.project_lock(&project.id);
     let _guard = lock.lock().await;
+    // A preview's containers mount none of the project's data, so they run on.
     let running: Vec<String> = engine
         .containers(&[("cantila.project", &project.id)])
         .await?
         .into_iter()
         .filter(|c| c.state == "running")
+        .filter(|c| !c.labels.contains_key(crate::deploy::PREVIEW_LABEL))
         .map(|c| c.id)
         .collect();
     let mut held = Vec::new();

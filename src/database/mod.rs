@@ -407,9 +407,11 @@ pub async fn delete(
 /// Whether a container of the project (which mounts every volume) exists.
 async fn sqlite_volume_mounted(app: &AppState, project: &Project) -> Result<bool> {
     let engine = app.engine().await?;
-    // Helpers carry `cantila.helper-for`, not `cantila.project`: they are not counted.
-    Ok(!engine
+    // Helpers carry `cantila.helper-for`, not `cantila.project`: they are not counted, nor
+    // are a preview's containers, which mount no volume of the project.
+    Ok(engine
         .containers(&[("cantila.project", &project.id)])
         .await?
-        .is_empty())
+        .iter()
+        .any(|c| !c.labels.contains_key(crate::deploy::PREVIEW_LABEL)))
 }

@@ -248,6 +248,53 @@ const STEPS: &[&str] = &[
         sha256        TEXT NOT NULL,
         PRIMARY KEY (deploy_id, path)
     );",
+    // 10 (previews): preview deployments of branches and pull requests, their deploys
+    // (`preview_id` set; production deploys have none, and keep the preview's id after it
+    // is removed, as history), and the branch patterns whose pushes create previews. A
+    // preview's runtime log lines and instance points carry its id (production's have
+    // none); its edge figures have their own table, keyed by the preview.
+    "CREATE TABLE previews (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        id            TEXT NOT NULL UNIQUE,
+        project_id    TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        hostname      TEXT NOT NULL UNIQUE,
+        branch        TEXT,
+        git_ref       TEXT NOT NULL,
+        pull_request  INTEGER,
+        env           BLOB,
+        ttl_secs      INTEGER NOT NULL,
+        trigger       TEXT NOT NULL,
+        created_at    TEXT NOT NULL,
+        updated_at    TEXT NOT NULL,
+        expires_at    TEXT NOT NULL
+    );
+    CREATE INDEX previews_by_project ON previews(project_id, seq);
+    CREATE INDEX previews_by_expiry ON previews(expires_at);
+    ALTER TABLE deploys ADD COLUMN preview_id TEXT;
+    CREATE INDEX deploys_by_preview ON deploys(preview_id, seq);
+    ALTER TABLE projects ADD COLUMN preview_branches TEXT;
+    ALTER TABLE runtime_logs ADD COLUMN preview_id TEXT;
+    CREATE INDEX runtime_logs_by_preview ON runtime_logs(preview_id, seq)
+        WHERE preview_id IS NOT NULL;
+    ALTER TABLE metric_instance_points ADD COLUMN preview_id TEXT;
+    CREATE TABLE metric_preview_edge_points (
+        preview_id  TEXT NOT NULL,
+        project_id  TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        resolution  INTEGER NOT NULL,
+        at          INTEGER NOT NULL,
+        requests    INTEGER NOT NULL,
+        status_1xx  INTEGER NOT NULL,
+        status_2xx  INTEGER NOT NULL,
+        status_3xx  INTEGER NOT NULL,
+        status_4xx  INTEGER NOT NULL,
+        status_5xx  INTEGER NOT NULL,
+        bytes_in    INTEGER NOT NULL,
+        bytes_out   INTEGER NOT NULL,
+        latency     TEXT NOT NULL,
+        PRIMARY KEY (preview_id, resolution, at)
+    ) WITHOUT ROWID;
+    CREATE INDEX metric_preview_edge_points_by_age
+        ON metric_preview_edge_points(resolution, at);",
 ];
 
 /// The schema version this binary writes.

@@ -15,6 +15,7 @@ pub mod deploys;
 pub mod env;
 pub mod git;
 pub mod metrics;
+pub mod previews;
 pub mod projects;
 pub mod runtime_logs;
 pub mod volumes;

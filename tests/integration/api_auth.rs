@@ -22,6 +22,8 @@ enum Target {
     Deploy,
     /// A fresh project with one alias: `{id}` and `{alias}` substituted.
     Alias,
+    /// A fresh connected project with one preview: `{id}` and `{preview}` substituted.
+    Preview,
     /// A fresh project with a volume `files`: `{id}` substituted.
     Volume,
     /// A fresh project with a SQLite database: `{id}` substituted.
@@ -274,6 +276,38 @@ fn endpoints() -> Vec<Endpoint> {
             Target::Project,
             None,
             200,
+        ),
+        e(
+            Method::GET,
+            "/v1/projects/{id}/previews",
+            Scope::Read,
+            Target::Project,
+            None,
+            200,
+        ),
+        e(
+            Method::POST,
+            "/v1/projects/{id}/previews",
+            Scope::Deploy,
+            Target::ConnectedProject,
+            Some(|_| json!({ "branch": "main" })),
+            201,
+        ),
+        e(
+            Method::GET,
+            "/v1/projects/{id}/previews/{preview}",
+            Scope::Read,
+            Target::Preview,
+            None,
+            200,
+        ),
+        e(
+            Method::DELETE,
+            "/v1/projects/{id}/previews/{preview}",
+            Scope::Deploy,
+            Target::Preview,
+            None,
+            204,
         ),
         e(
             Method::GET,
@@ -534,6 +568,30 @@ async fn every_endpoint_enforces_authentication_scope_and_account() {
                         .expect(201);
                     project_id = id.to_owned();
                     path = path.replace("{id}", id).replace("{alias}", &alias);
+                }
+                Target::Preview => {
+                    let project = daemon.create_project(&format!("p{counter}")).await;
+                    let id = project["id"].as_str().unwrap();
+                    daemon
+                        .post(
+                            &format!("/v1/projects/{id}/git"),
+                            &daemon.admin_token,
+                            json!({ "repo": repo_path }),
+                        )
+                        .await
+                        .expect(200);
+                    let preview = daemon
+                        .post(
+                            &format!("/v1/projects/{id}/previews"),
+                            &daemon.admin_token,
+                            json!({ "branch": "main" }),
+                        )
+                        .await
+                        .expect(201);
+                    project_id = id.to_owned();
+                    path = path
+                        .replace("{id}", id)
+                        .replace("{preview}", preview.body["id"].as_str().unwrap());
                 }
                 Target::Volume | Target::Database | Target::Schedule | Target::Backup => {
                     let project = daemon.create_project(&format!("p{counter}")).await;

@@ -20,6 +20,7 @@ mod lifecycle;
 mod logs;
 mod metrics;
 mod openapi;
+mod previews;
 mod serving;
 mod tenancy;
 mod tls_acme;

@@ -33,6 +33,7 @@ impl Fixtures {
         match (segments[at - 1], parameter) {
             ("projects", "id") => "project",
             ("deploys", "id") => "deploy",
+            ("previews", "previewId") => "preview",
             ("tokens", "id") => "token",
             ("aliases", "hostname") => "alias",
             ("backups", "id") => "backup",
@@ -129,6 +130,14 @@ fn normalized(text: &str, names: &BTreeMap<&'static str, String>) -> String {
 
 /// What the first account sees of its own resources.
 async fn snapshot(daemon: &TestDaemon, project_id: &str, deploy_id: &str) -> Value {
+    let previews = daemon
+        .get(
+            &format!("/v1/projects/{project_id}/previews"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
     let project = daemon
         .get(&format!("/v1/projects/{project_id}"), &daemon.admin_token)
         .await
@@ -179,7 +188,8 @@ async fn snapshot(daemon: &TestDaemon, project_id: &str, deploy_id: &str) -> Val
         deploy["status"],
         tokens["tokens"].as_array().map(Vec::len),
         volumes,
-        backups
+        backups,
+        previews
     ])
 }
 
@@ -206,6 +216,20 @@ async fn another_account_learns_nothing_from_any_endpoint() {
         )
         .await
         .expect(200);
+    // A running preview of the project, so preview endpoints are probed with a real one.
+    let preview = daemon
+        .post(
+            &format!("/v1/projects/{project_id}/previews"),
+            &daemon.admin_token,
+            json!({ "branch": "main" }),
+        )
+        .await
+        .expect(201)
+        .body;
+    let preview_deploy = daemon
+        .wait_deploy(preview["deployId"].as_str().unwrap())
+        .await;
+    assert_eq!(preview_deploy["status"], "running", "{preview_deploy}");
     daemon
         .post(
             &format!("/v1/projects/{project_id}/volumes"),
@@ -241,6 +265,7 @@ async fn another_account_learns_nothing_from_any_endpoint() {
         real: BTreeMap::from([
             ("project", project_id.clone()),
             ("deploy", deploy_id.clone()),
+            ("preview", preview["id"].as_str().unwrap().to_owned()),
             ("token", token["id"].as_str().unwrap().to_owned()),
             ("alias", "plans.example.com".to_owned()),
             ("handle", "admin".to_owned()),
@@ -251,6 +276,7 @@ async fn another_account_learns_nothing_from_any_endpoint() {
         fake: BTreeMap::from([
             ("project", "prj_00000000000000000000".to_owned()),
             ("deploy", "dep_00000000000000000000".to_owned()),
+            ("preview", "prv_00000000000000000000".to_owned()),
             ("token", "tok_00000000000000000000".to_owned()),
             ("alias", "nothing.example.com".to_owned()),
             ("handle", "nobody".to_owned()),
@@ -308,5 +334,6 @@ async fn another_account_learns_nothing_from_any_endpoint() {
         before,
         "nothing of the first account changed"
     );
+    crate::deploys::cleanup(&project_id).await;
     crate::data::remove_installation_volumes(&daemon).await;
 }
