@@ -64,6 +64,9 @@ pub struct Actor {
     pub client_addr: Option<IpAddr>,
     /// Set when a signed webhook delivery acts for the project's account.
     pub via_webhook: bool,
+    /// Set when a background task (the preview expiry sweep) acts for the account; the
+    /// audit log names it.
+    pub background: Option<&'static str>,
 }
 
 impl Actor {
@@ -76,6 +79,7 @@ impl Actor {
             scope: Scope::Admin,
             client_addr: None,
             via_webhook: false,
+            background: None,
         }
     }
 
@@ -88,11 +92,29 @@ impl Actor {
             scope: Scope::Deploy,
             client_addr,
             via_webhook: true,
+            background: None,
+        }
+    }
+
+    /// A background task of the daemon acting for an account, named `task` in the audit
+    /// log.
+    pub fn background(account_id: String, handle: Handle, task: &'static str) -> Self {
+        Self {
+            account_id,
+            handle,
+            token_id: None,
+            scope: Scope::Deploy,
+            client_addr: None,
+            via_webhook: false,
+            background: Some(task),
         }
     }
 
     /// How the audit log names this actor.
     pub fn label(&self) -> String {
+        if let Some(task) = self.background {
+            return task.to_owned();
+        }
         match (&self.token_id, self.via_webhook) {
             (Some(id), _) => id.clone(),
             (None, true) => "webhook".to_owned(),
@@ -236,6 +258,7 @@ pub async fn authenticate(
                 scope: token.scope,
                 client_addr,
                 via_webhook: false,
+                background: None,
             })
         })
         .await

@@ -51,3 +51,25 @@ pub async fn list(store: &Store, actor: &Actor, page: PageRequest) -> Result<Pag
         .await?;
     Ok(page.finish(rows))
 }
+
+/// Appends an entry made by the daemon itself (the backup scheduler), inside the caller's
+/// transaction.
+pub fn record_system(
+    connection: &rusqlite::Connection,
+    account_id: &str,
+    actor: &str,
+    action: &str,
+    target: Option<&str>,
+) -> Result<()> {
+    store::audit::insert(
+        connection,
+        &AuditEntry {
+            account_id: account_id.to_owned(),
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            target: target.map(str::to_owned),
+            client_addr: None,
+            at: clock::now(),
+        },
+    )
+}

@@ -41,6 +41,8 @@ pub struct Config {
     pub edge: EdgeSettings,
     /// Instance counts and size tiers.
     pub scale: ScaleConfig,
+    /// Preview deployments of branches and pull requests.
+    pub previews: PreviewsConfig,
     /// An optional listener serving `GET /metrics` (Prometheus) for every project without
     /// a token. Off by default; only loopback addresses are accepted, because it has no auth.
     pub metrics_listen: Option<SocketAddr>,
@@ -48,6 +50,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Runtime logs of instances and the edge: how much is kept and how much a read returns.
     pub logs: LogsConfig,
+    /// The servers project databases live on.
+    pub database: DatabaseConfig,
+    /// Backups: tools, helper image, the default schedule and retention.
+    pub backups: BackupConfig,
     /// The web console on the public edge.
     pub console: ConsoleConfig,
 }
@@ -61,6 +67,31 @@ pub struct ConsoleConfig {
     pub enabled: bool,
     /// Defaults to `console.<base_domain>`.
     pub hostname: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PreviewsConfig {
+    /// The most previews one project may have at once; one more answers 409.
+    pub max_per_project: u32,
+    /// How long a preview lives without a new deploy (push, synchronize or API update)
+    /// before the sweep removes it, in seconds, unless its `ttl` says otherwise.
+    pub default_ttl_secs: u64,
+    /// The longest `ttl` a preview may ask for, in seconds.
+    pub max_ttl_secs: u64,
+    /// Seconds between passes of the expiry sweep.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for PreviewsConfig {
+    fn default() -> Self {
+        Self {
+            max_per_project: 5,
+            default_ttl_secs: 7 * 24 * 60 * 60,
+            max_ttl_secs: 90 * 24 * 60 * 60,
+            sweep_interval_secs: 60,
+        }
+    }
 }
 
 /// How often instances and the edge are sampled and how long the points are kept.
@@ -87,6 +118,35 @@ impl Default for MetricsConfig {
             fine_retention_mins: 60,
             coarse_retention_days: 7,
         }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// The PostgreSQL server `postgres` databases are created on.
+    pub postgres: PostgresConfig,
+}
+
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// A connection URL of a role with CREATEROLE and CREATEDB (a superuser is not
+    /// needed), e.g. `postgres://cantila_admin:PASSWORD@127.0.0.1:5432/postgres`. Unset:
+    /// only `sqlite` databases can be created.
+    pub admin_url: Option<String>,
+    /// The host name or address apps' containers reach the server at. Unset: the gateway
+    /// address of the deploy network (the Docker host, as seen from its containers).
+    pub container_host: Option<String>,
+}
+
+// The admin URL carries a password: never printed.
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("admin_url", &self.admin_url.as_ref().map(|_| "<set>"))
+            .field("container_host", &self.container_host)
+            .finish()
     }
 }
 
@@ -119,6 +179,41 @@ impl LogsConfig {
     /// `max_age` as a duration (validated at load; a week if it were somehow unreadable).
     pub fn max_age(&self) -> std::time::Duration {
         crate::duration::parse(&self.max_age).unwrap_or(std::time::Duration::from_secs(7 * 86_400))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// The `pg_dump` and `pg_restore` programs (at least the server's major version).
+    pub pg_dump: PathBuf,
+    pub pg_restore: PathBuf,
+    /// The image of the helper containers that reach volumes' files (never run for
+    /// backups; run with `find ... -exec rm` to empty a volume before a restore).
+    pub helper_image: String,
+    /// The schedule of projects holding data that set none: `daily at HH:MM` (UTC) or a
+    /// five-field cron expression. Unset: no automatic backups unless a project sets one.
+    pub schedule: Option<String>,
+    /// Retention of scheduled backups: the newest backup of each of the last `keep_daily`
+    /// days and of each of the last `keep_weekly` ISO weeks is kept. Manual, safety and
+    /// final backups are never pruned.
+    pub keep_daily: u32,
+    pub keep_weekly: u32,
+    /// Backups that may run at once across all projects.
+    pub concurrent: usize,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            pg_dump: PathBuf::from("pg_dump"),
+            pg_restore: PathBuf::from("pg_restore"),
+            helper_image: "busybox:latest".to_owned(),
+            schedule: None,
+            keep_daily: 7,
+            keep_weekly: 4,
+            concurrent: 1,
+        }
     }
 }
 
@@ -159,6 +254,20 @@ impl Default for ScaleConfig {
 }
 
 impl ScaleConfig {
+    /// The name of the tier with the least memory (then the fewest CPUs): what previews
+    /// run on.
+    pub fn smallest_size(&self) -> String {
+        self.sizes
+            .iter()
+            .min_by(|(_, a), (_, b)| {
+                a.memory_mb
+                    .cmp(&b.memory_mb)
+                    .then(a.cpus.total_cmp(&b.cpus))
+            })
+            .map(|(name, _)| name.clone())
+            .unwrap_or_else(|| self.default_size.clone())
+    }
+
     /// The tier named `size`, or the default tier.
     pub fn tier(&self, size: Option<&str>) -> SizeTier {
         let name = size.unwrap_or(&self.default_size);
@@ -301,9 +410,12 @@ impl Default for Config {
             tls: crate::tls::TlsConfig::default(),
             edge: EdgeSettings::default(),
             scale: ScaleConfig::default(),
+            previews: PreviewsConfig::default(),
             metrics_listen: None,
             metrics: MetricsConfig::default(),
             logs: LogsConfig::default(),
+            database: DatabaseConfig::default(),
+            backups: BackupConfig::default(),
             console: ConsoleConfig::default(),
         }
     }
@@ -442,6 +554,19 @@ impl Config {
                 "deploy.concurrent_builds must be at least 1".to_owned(),
             ));
         }
+        if self.previews.default_ttl_secs == 0
+            || self.previews.default_ttl_secs > self.previews.max_ttl_secs
+        {
+            return Err(ConfigError::Invalid(format!(
+                "previews.default_ttl_secs must be between 1 and previews.max_ttl_secs ({})",
+                self.previews.max_ttl_secs
+            )));
+        }
+        if self.previews.sweep_interval_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "previews.sweep_interval_secs must be at least 1".to_owned(),
+            ));
+        }
         if self.metrics.interval_secs == 0 || 60 % self.metrics.interval_secs != 0 {
             return Err(ConfigError::Invalid(
                 "metrics.interval_secs must divide 60 (1, 2, 5, 10, 15, 20, 30 or 60)".to_owned(),
@@ -482,6 +607,22 @@ impl Config {
                 "logs.default_limit must be between 1 and logs.max_limit ({})",
                 self.logs.max_limit
             )));
+        }
+        if let Some(schedule) = &self.backups.schedule {
+            crate::backup::schedule::Spec::parse(schedule)
+                .map_err(|err| ConfigError::Invalid(format!("backups.schedule: {err}")))?;
+        }
+        if self.backups.concurrent == 0 {
+            return Err(ConfigError::Invalid(
+                "backups.concurrent must be at least 1".to_owned(),
+            ));
+        }
+        if let Some(url) = &self.database.postgres.admin_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(ConfigError::Invalid(
+                    "database.postgres.admin_url must be a postgres:// URL".to_owned(),
+                ));
+            }
         }
         if self.console.enabled {
             self.validate_console_hostname()?;
@@ -556,6 +697,16 @@ impl Config {
     /// Static sites, served by the edge from disk.
     pub fn sites_dir(&self) -> PathBuf {
         self.data_dir.join("sites")
+    }
+
+    /// Backup files, one directory per project.
+    pub fn backups_dir(&self) -> PathBuf {
+        self.data_dir.join("backups")
+    }
+
+    /// Static assets extracted from container apps' images, one directory per deploy.
+    pub fn assets_dir(&self) -> PathBuf {
+        self.data_dir.join("assets")
     }
 
     /// The file the first start writes the bootstrap admin token to.

@@ -1,5 +1,7 @@
 //! A project's git connection: connect (verified by a real fetch), the webhook signing
-//! secret (returned once, rotated on demand), and handling of signed push deliveries.
+//! secret (returned once, rotated on demand), and handling of signed deliveries: a push
+//! to the connected branch deploys production; pull request events and pushes to other
+//! branches create, update or remove previews (`previews`).
 //! Invariant: secrets are sealed at rest and appear in exactly one response each, the one
 //! that created them.
 
@@ -10,7 +12,8 @@ use crate::{
     audit, clock, deploy,
     error::{Error, Result},
     ids,
-    source::{self, GitRef, Mirror, RepoLocation},
+    previews::{self, HookOutcome},
+    source::{self, GitRef, Mirror, PullRequestAction, RepoLocation},
     state::AppState,
     store::{self, git::StoredConnection},
 };
@@ -185,7 +188,14 @@ pub enum DeliveryOutcome {
     Pong,
     Duplicate,
     Ignored(String),
-    Queued { deploy_id: String },
+    /// A deploy was queued: production's, or a preview's when `preview_id` is set.
+    Queued {
+        deploy_id: String,
+        preview_id: Option<String>,
+    },
+    PreviewRemoved {
+        preview_id: String,
+    },
 }
 
 impl DeliveryOutcome {
@@ -194,7 +204,17 @@ impl DeliveryOutcome {
             DeliveryOutcome::Pong => "pong".to_owned(),
             DeliveryOutcome::Duplicate => "duplicate".to_owned(),
             DeliveryOutcome::Ignored(reason) => format!("ignored: {reason}"),
-            DeliveryOutcome::Queued { deploy_id } => format!("queued {deploy_id}"),
+            DeliveryOutcome::Queued {
+                deploy_id,
+                preview_id: None,
+            } => format!("queued {deploy_id}"),
+            DeliveryOutcome::Queued {
+                deploy_id,
+                preview_id: Some(preview_id),
+            } => format!("queued {deploy_id} for preview {preview_id}"),
+            DeliveryOutcome::PreviewRemoved { preview_id } => {
+                format!("removed preview {preview_id}")
+            }
         }
     }
 }
@@ -248,33 +268,65 @@ pub async fn handle_delivery(
             return Ok(DeliveryOutcome::Duplicate);
         }
     }
+    let actor = Actor::webhook(
+        project.account_id.clone(),
+        project.handle.clone(),
+        delivery.client_addr,
+    );
     let outcome = match event.as_str() {
         "ping" | "Ping Hook" => DeliveryOutcome::Pong,
         "push" | "Push Hook" => {
             let push = source::PushEvent::parse(body)?;
             match (&push.branch, push.deleted) {
-                (_, true) => DeliveryOutcome::Ignored("the push deleted the branch".to_owned()),
+                (Some(branch), true) if *branch == stored.branch => {
+                    DeliveryOutcome::Ignored("the push deleted the branch".to_owned())
+                }
                 (Some(branch), false) if *branch == stored.branch => {
-                    let actor = Actor::webhook(
-                        project.account_id.clone(),
-                        project.handle.clone(),
-                        delivery.client_addr,
-                    );
                     let git_ref = push.after.clone().or(Some(branch.clone()));
                     let deploy =
                         deploy::enqueue(app, &actor, project_id.clone(), git_ref, "webhook")
                             .await?;
                     DeliveryOutcome::Queued {
                         deploy_id: deploy.id,
+                        preview_id: None,
                     }
                 }
-                (Some(branch), false) => DeliveryOutcome::Ignored(format!(
-                    "push to `{branch}`; this project deploys `{}`",
-                    stored.branch
-                )),
-                (None, false) => {
+                (Some(branch), deleted) => previews::branch_pushed(
+                    app,
+                    &actor,
+                    &project,
+                    branch,
+                    push.after.clone(),
+                    deleted,
+                )
+                .await?
+                .into(),
+                (None, _) => {
                     DeliveryOutcome::Ignored(format!("`{}` is not a branch", push.git_ref))
                 }
+            }
+        }
+        "pull_request" | "Merge Request Hook" => {
+            let pull = source::PullRequestEvent::parse(body)?;
+            match pull.action {
+                PullRequestAction::Updated => previews::pull_request_updated(
+                    app,
+                    &actor,
+                    &project,
+                    pull.number,
+                    &pull.branch,
+                    pull.head_sha,
+                )
+                .await?
+                .into(),
+                PullRequestAction::Closed => {
+                    previews::pull_request_closed(app, &actor, &project, pull.number)
+                        .await?
+                        .into()
+                }
+                PullRequestAction::Other(action) => DeliveryOutcome::Ignored(format!(
+                    "pull request action `{action}` is not acted on"
+                )),
             }
         }
         other => DeliveryOutcome::Ignored(format!("event `{other}` is not acted on")),
@@ -285,4 +337,20 @@ pub async fn handle_delivery(
         .call(move |c| store::git::record_delivery(c, &id, &now, &event, &result))
         .await?;
     Ok(outcome)
+}
+
+impl From<HookOutcome> for DeliveryOutcome {
+    fn from(outcome: HookOutcome) -> Self {
+        match outcome {
+            HookOutcome::Queued {
+                deploy_id,
+                preview_id,
+            } => DeliveryOutcome::Queued {
+                deploy_id,
+                preview_id: Some(preview_id),
+            },
+            HookOutcome::Removed { preview_id } => DeliveryOutcome::PreviewRemoved { preview_id },
+            HookOutcome::Ignored(reason) => DeliveryOutcome::Ignored(reason),
+        }
+    }
 }

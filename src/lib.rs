@@ -5,11 +5,14 @@
 
 pub mod accounts;
 pub mod api;
+pub mod assets;
 pub mod audit;
+pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod console;
+pub mod database;
 pub mod deploy;
 pub mod docker;
 pub mod domains;
@@ -25,6 +28,7 @@ pub mod metrics;
 pub mod names;
 pub mod pagination;
 pub mod plan;
+pub mod previews;
 pub mod projects;
 pub mod routing;
 pub mod secrets;
@@ -32,6 +36,7 @@ pub mod source;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod volumes;
 
 use std::{future::Future, net::SocketAddr};
 
@@ -161,6 +166,10 @@ pub async fn run(
     if let Err(err) = routing::refresh(&app).await {
         tracing::warn!(error = %err, "building the first route table");
     }
+    // Backups a crash interrupted are failed before anything can list them as running.
+    if let Err(err) = backup::recover(&app).await {
+        tracing::warn!(error = %err, "recovering interrupted backups");
+    }
     let api_addr = listeners.api.local_addr()?;
     let http_addr = listeners.http.local_addr()?;
     let https_addr = listeners.https.local_addr()?;
@@ -206,7 +215,9 @@ pub async fn run(
     let router_task = tokio::spawn(routing::run(app.clone(), stopped()));
     let reconciler = tokio::spawn(deploy::instances::run_reconciler(app.clone(), stopped()));
     let renewals = tokio::spawn(crate::tls::run_renewals(tls, stopped()));
+    let preview_sweep = tokio::spawn(crate::previews::run_expiry_sweep(app.clone(), stopped()));
     let log_writer = tokio::spawn(logs::collector::run(app.clone(), stopped()));
+    let backup_scheduler = tokio::spawn(backup::run_scheduler(app.clone(), stopped()));
 
     tracing::info!(api = %api_addr, http = %http_addr, https = %https_addr, "cantila is listening");
     // Tell systemd (Type=notify) we are ready; a no-op when not run under systemd.
@@ -226,7 +237,9 @@ pub async fn run(
     let _ = router_task.await;
     let _ = reconciler.await;
     let _ = renewals.await;
+    let _ = preview_sweep.await;
     let _ = log_writer.await;
+    let _ = backup_scheduler.await;
     tokio::task::spawn_blocking(move || store.close()).await?;
     tracing::info!("stopped cleanly");
     Ok(())

@@ -412,6 +412,15 @@ impl Hostname {
         if ascii.len() > 253 {
             return Err(invalid("it is longer than 253 characters"));
         }
+        // IDNA maps full-width digits and dots to ASCII, so `１０.0.0.1` only shows itself
+        // as an address after conversion; an all-digit top-level label is never a name.
+        let top_label_is_numeric = ascii
+            .rsplit('.')
+            .next()
+            .is_some_and(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit()));
+        if ascii.parse::<std::net::IpAddr>().is_ok() || top_label_is_numeric {
+            return Err(invalid("an IP address is not a hostname"));
+        }
         let labels: Vec<&str> = ascii.split('.').collect();
         if labels.len() < 2 {
             return Err(invalid("it needs at least two labels"));
@@ -467,6 +476,12 @@ mod hostname_tests {
         check("localhost", None);
         check("*.example.com", None);
         check("10.0.0.1", None);
+        // IDNA maps full-width digits and the ideographic full stop to ASCII, so the IP
+        // check must look at the converted name too.
+        check("\u{ff11}\u{ff10}.0.0.1", None);
+        check("127\u{3002}0\u{3002}0\u{3002}1", None);
+        check("example.123", None);
+        check("123.example", Some("123.example"));
         check("-bad.example.com", None);
         check("bad_.example.com", None);
         check("a..b", None);
@@ -478,5 +493,150 @@ mod hostname_tests {
         assert!(!Hostname::parse("xapps.example.com")
             .unwrap()
             .is_within("apps.example.com"));
+    }
+}
+
+/// The name of a project's persistent volume. Invariant: a lowercase DNS label of at most
+/// 32 characters, so `cantila_<project id>_<name>` is a valid Docker volume name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct VolumeName(String);
+
+impl VolumeName {
+    pub fn parse(value: &str) -> Result<Self, Error> {
+        check_dns_label("volume name", value)?;
+        if value.len() > 32 {
+            return Err(Error::Invalid(format!(
+                "volume name `{value}` is longer than 32 characters"
+            )));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for VolumeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Directories a volume may not be mounted on or under: the kernel's and the image's own.
+const SYSTEM_DIRS: &[&str] = &[
+    "/proc", "/sys", "/dev", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+    "/usr", "/boot", "/run", "/var/run",
+];
+
+/// Where a volume is mounted inside a container. Invariant: absolute and normalised (no
+/// `.` or `..` components, no repeated or trailing slash), not `/`, not on or under a
+/// system directory (`/proc`, `/sys`, `/dev`, `/etc`, `/usr`, ...), made of letters,
+/// digits, `.`, `_`, `-` and `/`, at most 255 bytes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct MountPath(String);
+
+impl MountPath {
+    pub fn parse(value: &str) -> Result<Self, Error> {
+        let invalid = |why: &str| {
+            Error::Invalid(format!(
+                "mount path {value:?} is invalid: {why}; use an absolute path such as `/data` or `/app/uploads`"
+            ))
+        };
+        if !value.starts_with('/') {
+            return Err(invalid("it is not absolute"));
+        }
+        if value.len() > 255 {
+            return Err(invalid("it is longer than 255 bytes"));
+        }
+        if let Some(bad) = value
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/')))
+        {
+            return Err(invalid(&format!("`{bad}` is not allowed")));
+        }
+        let components: Vec<&str> = value.split('/').filter(|c| !c.is_empty()).collect();
+        if components.iter().any(|c| *c == "." || *c == "..") {
+            return Err(invalid("`.` and `..` are not allowed"));
+        }
+        if components.is_empty() {
+            return Err(invalid("a volume cannot replace the root directory"));
+        }
+        let normalised = format!("/{}", components.join("/"));
+        if let Some(system) = SYSTEM_DIRS
+            .iter()
+            .find(|dir| normalised == **dir || normalised.starts_with(&format!("{dir}/")))
+        {
+            return Err(invalid(&format!(
+                "it is on or under the system directory `{system}`"
+            )));
+        }
+        Ok(Self(normalised))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether one path is the other or lies under it (two such mounts would shadow each
+    /// other).
+    pub fn overlaps(&self, other: &MountPath) -> bool {
+        let under = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
+        under(&self.0, &other.0) || under(&other.0, &self.0)
+    }
+}
+
+impl fmt::Display for MountPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod volume_tests {
+    use super::*;
+
+    #[test]
+    fn mount_paths() {
+        for (input, expected) in [
+            ("/data", Some("/data")),
+            ("/app/uploads/", Some("/app/uploads")),
+            ("//srv//files", Some("/srv/files")),
+            ("/var/lib/app", Some("/var/lib/app")),
+            ("/", None),
+            ("///", None),
+            ("data", None),
+            ("/app/../etc", None),
+            ("/./data", None),
+            ("/proc", None),
+            ("/proc/self", None),
+            ("/sys/fs", None),
+            ("/etc/app", None),
+            ("/usr/local/data", None),
+            ("/var/run/x", None),
+            ("/processes", Some("/processes")),
+            ("/data dir", None),
+            ("/data$x", None),
+        ] {
+            let parsed = MountPath::parse(input).ok();
+            assert_eq!(
+                parsed.as_ref().map(MountPath::as_str),
+                expected,
+                "mount path {input:?}"
+            );
+        }
+        let data = MountPath::parse("/data").unwrap();
+        assert!(data.overlaps(&MountPath::parse("/data/x").unwrap()));
+        assert!(!data.overlaps(&MountPath::parse("/database").unwrap()));
+    }
+
+    #[test]
+    fn volume_names() {
+        assert!(VolumeName::parse("uploads").is_ok());
+        assert!(VolumeName::parse(&"a".repeat(33)).is_err());
+        assert!(VolumeName::parse("Uploads").is_err());
+        assert!(VolumeName::parse("a_b").is_err());
     }
 }

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use crate::{
     accounts::Actor,
     audit, clock,
-    deploy::DeployStatus,
     error::{Error, Result},
     ids,
     names::{Handle, ProjectName, Runtime},
@@ -30,6 +29,8 @@ pub struct Project {
     pub instances: u32,
     /// The size tier; `None` means the configured default.
     pub size: Option<String>,
+    /// Branch patterns whose pushes create previews (`previews.branches`); empty = none.
+    pub preview_branches: Vec<String>,
     /// Desired instances of non-web process types that were scaled explicitly; a type
     /// not listed runs one instance (see `deploy::instances::desired_instances`).
     pub process_instances: BTreeMap<String, u32>,
@@ -91,6 +92,8 @@ pub struct ProjectChanges {
     pub name: Option<ProjectName>,
     /// `Some(None)` clears the hint so the runtime is detected again.
     pub runtime: Option<Option<Runtime>>,
+    /// New `previews.branches` patterns (validated); an empty list turns branch previews off.
+    pub preview_branches: Option<Vec<crate::previews::BranchPattern>>,
 }
 
 fn not_found(id: &str) -> Error {
@@ -110,6 +113,7 @@ pub async fn create(app: &AppState, actor: &Actor, new: NewProject) -> Result<Pr
         updated_at: now,
         instances: 1,
         size: None,
+        preview_branches: Vec::new(),
         process_instances: BTreeMap::new(),
     };
     let actor = actor.clone();
@@ -197,6 +201,14 @@ pub async fn update(
             if let Some(runtime) = changes.runtime {
                 project.runtime = runtime;
             }
+            if let Some(patterns) = changes.preview_branches {
+                project.preview_branches = patterns.iter().map(|p| p.as_str().to_owned()).collect();
+                let stored = (!project.preview_branches.is_empty())
+                    .then(|| serde_json::to_string(&project.preview_branches))
+                    .transpose()
+                    .map_err(|err| Error::Internal(err.to_string()))?;
+                store::previews::set_branch_patterns(&tx, &project.id, stored.as_deref())?;
+            }
             project.updated_at = clock::now();
             store::projects::update(&tx, &project)?;
             audit::record(&tx, &actor, "project.update", Some(&project.id))?;
@@ -217,24 +229,29 @@ pub async fn update(
 pub async fn delete(app: &AppState, actor: &Actor, id: String) -> Result<()> {
     let actor = actor.clone();
     let project_id = id.clone();
+    // Production's deploys and its previews' alike.
     let active = app
         .store
-        .call(move |connection| {
-            store::deploys::of_project_with_status(
-                connection,
-                &project_id,
-                &[
-                    DeployStatus::Queued,
-                    DeployStatus::Building,
-                    DeployStatus::Releasing,
-                ],
-            )
-        })
+        .call(move |connection| store::deploys::in_progress_of_project(connection, &project_id))
+        .await?;
+    let project_id = id.clone();
+    let previews = app
+        .store
+        .call(move |connection| store::previews::of_project(connection, &project_id))
         .await?;
     let project_id = id.clone();
     app.store
         .call(move |connection| {
             let tx = connection.transaction()?;
+            if store::projects::by_id(&tx, &actor.account_id, &id)?.is_none() {
+                return Err(not_found(&id));
+            }
+            // Data is never dropped as a side effect: it is deleted explicitly first.
+            if let Some(what) = store::volumes::holds_data(&tx, &id)? {
+                return Err(Error::Conflict(format!(
+                    "project `{id}` holds {what}; delete its database and volumes first (DELETE /v1/projects/{id}/database, /volumes/:name)"
+                )));
+            }
             if !store::projects::delete(&tx, &actor.account_id, &id)? {
                 return Err(not_found(&id));
             }
@@ -250,12 +267,20 @@ pub async fn delete(app: &AppState, actor: &Actor, id: String) -> Result<()> {
     if let Err(err) = crate::routing::refresh(app).await {
         tracing::warn!(error = %err, "refreshing routes after a project deletion");
     }
+    // Previews' certificate records go with their hostnames.
+    for preview in previews {
+        if let Err(err) = app.tls.forget(&preview.hostname).await {
+            tracing::warn!(host = %preview.hostname, error = %err, "forgetting a deleted preview's certificate");
+        }
+    }
     let app = app.clone();
     tokio::spawn(async move {
         crate::deploy::pipeline::remove_project_containers(&app, &project_id).await;
         let sites = app.config.sites_dir().join(&project_id);
         let mirror = app.config.repos_dir().join(format!("{project_id}.git"));
-        for dir in [sites, mirror] {
+        let backups = app.config.backups_dir().join(&project_id);
+        let assets = app.config.assets_dir().join(&project_id);
+        for dir in [sites, mirror, backups, assets] {
             if let Err(err) = tokio::fs::remove_dir_all(&dir).await {
                 if err.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!(dir = %dir.display(), error = %err, "removing a deleted project's files");

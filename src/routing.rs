@@ -1,14 +1,15 @@
 //! Routing: builds the edge's route table from desired state (projects, their running
-//! deploys, their hostnames) and actual state (which instances Docker reports running,
-//! and their addresses), and swaps it in whole. It also asks for the certificate of the
-//! console's hostname when the console is on the edge.
+//! deploys, their hostnames, their previews) and actual state (which instances Docker
+//! reports running, and their addresses), and swaps it in whole. It also asks for the
+//! certificate of the console's hostname when the console is on the edge.
 //! Invariant: a hostname only ever routes to instances of the deploy that is `running`
-//! for its project; everything else answers 503 with the project's state.
+//! for its release target (the project's production, or the one preview the hostname
+//! belongs to); everything else answers 503 with the state.
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use crate::{
-    deploy::DeployStatus,
+    deploy::{Deploy, DeployStatus},
     edge::{Route, RouteTable, RouteTarget},
     error::Result,
     state::AppState,
@@ -19,16 +20,26 @@ use crate::{
 /// start-up, and on a timer so the table follows Docker's actual state.
 pub async fn refresh(app: &AppState) -> Result<()> {
     let _one_at_a_time = app.route_refresh.lock().await;
-    let (projects, running, aliases) = app
+    let (projects, mut running, aliases, previews, preview_statuses) = app
         .store
         .call(|connection| {
             Ok((
                 store::projects::all(connection)?,
                 store::deploys::with_status(connection, &[DeployStatus::Running])?,
                 store::aliases::all(connection)?,
+                store::previews::all(connection)?,
+                store::deploys::newest_status_of_previews(connection)?,
             ))
         })
         .await?;
+    // A deploy being switched to leads its release target's routes before the store says so.
+    for switching in app.switching_snapshot() {
+        running.retain(|deploy| {
+            deploy.project_id != switching.project_id || deploy.preview_id != switching.preview_id
+        });
+        running.push(switching);
+    }
+    let preview_statuses: HashMap<String, DeployStatus> = preview_statuses.into_iter().collect();
     let mut aliases_by_project: HashMap<String, Vec<String>> = HashMap::new();
     for alias in aliases {
         aliases_by_project
@@ -36,9 +47,15 @@ pub async fn refresh(app: &AppState) -> Result<()> {
             .or_default()
             .push(alias.hostname);
     }
-    let running_by_project: HashMap<&str, &crate::deploy::Deploy> = running
+    // Production's running deploy per project, and each preview's.
+    let running_by_project: HashMap<&str, &Deploy> = running
         .iter()
+        .filter(|deploy| deploy.preview_id.is_none())
         .map(|deploy| (deploy.project_id.as_str(), deploy))
+        .collect();
+    let running_by_preview: HashMap<&str, &Deploy> = running
+        .iter()
+        .filter_map(|deploy| Some((deploy.preview_id.as_deref()?, deploy)))
         .collect();
 
     // Instances Docker reports running, by deploy id, with their address on our network.
@@ -78,31 +95,7 @@ pub async fn refresh(app: &AppState) -> Result<()> {
                     state: "stopped".to_owned(),
                 }
             }
-            Some(deploy) if is_static(deploy) => RouteTarget::Static {
-                root: app.config.sites_dir().join(&project.id).join(&deploy.id),
-                spa_fallback: false,
-            },
-            Some(deploy) => {
-                let port = deploy
-                    .plan
-                    .as_ref()
-                    .and_then(|plan| plan.get("port"))
-                    .and_then(serde_json::Value::as_u64)
-                    .and_then(|port| u16::try_from(port).ok())
-                    .unwrap_or(crate::plan::DEFAULT_PORT);
-                let mut addresses: Vec<SocketAddr> = instances
-                    .get(&deploy.id)
-                    .map(|ips| ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect())
-                    .unwrap_or_default();
-                addresses.sort();
-                if addresses.is_empty() {
-                    RouteTarget::Unavailable {
-                        state: "starting".to_owned(),
-                    }
-                } else {
-                    RouteTarget::Instances(addresses)
-                }
-            }
+            Some(deploy) => target_of(app, project, deploy, &instances),
             None => RouteTarget::Unavailable {
                 state: project.status.as_str().to_owned(),
             },
@@ -111,11 +104,7 @@ pub async fn refresh(app: &AppState) -> Result<()> {
         let mut hosts = vec![project.default_hostname(&app.config.base_domain)];
         hosts.extend(aliases_by_project.remove(&project.id).unwrap_or_default());
         for host in hosts {
-            // Plain HTTP moves to HTTPS once the hostname has a certificate.
-            let https_redirect = app.tls.has_certificate(&host);
-            if serving && !https_redirect {
-                request_certificate(app, &host);
-            }
+            let https_redirect = https_once_certified(app, &host, serving);
             let route = Route::new(
                 project.id.clone(),
                 project.name.to_string(),
@@ -124,6 +113,32 @@ pub async fn refresh(app: &AppState) -> Result<()> {
             );
             table.insert(&host, Arc::new(route));
         }
+    }
+    for preview in &previews {
+        let Some(project) = projects.iter().find(|p| p.id == preview.project_id) else {
+            continue;
+        };
+        let serving = running_by_preview.get(preview.id.as_str());
+        let target = match (serving, preview_statuses.get(&preview.id)) {
+            (Some(deploy), _) => target_of(app, project, deploy, &instances),
+            (None, Some(DeployStatus::Failed | DeployStatus::Canceled)) => {
+                RouteTarget::Unavailable {
+                    state: "failed".to_owned(),
+                }
+            }
+            (None, _) => RouteTarget::Unavailable {
+                state: "building".to_owned(),
+            },
+        };
+        let https_redirect = https_once_certified(app, &preview.hostname, serving.is_some());
+        let route = Route::new(
+            project.id.clone(),
+            format!("{} (preview)", project.name),
+            target,
+            https_redirect,
+        )
+        .for_preview(preview.id.clone());
+        table.insert(&preview.hostname, Arc::new(route));
     }
     app.routes.replace(table);
     // The console's hostname is served from start-up (by the edge, not the table) and gets
@@ -134,6 +149,51 @@ pub async fn refresh(app: &AppState) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where a running deploy's requests go: its published site, or its instances that Docker
+/// reports running (503 "starting" while there are none).
+fn target_of(
+    app: &AppState,
+    project: &crate::projects::Project,
+    deploy: &Deploy,
+    instances: &HashMap<String, Vec<std::net::IpAddr>>,
+) -> RouteTarget {
+    if is_static(deploy) {
+        return RouteTarget::Static {
+            root: app.config.sites_dir().join(&project.id).join(&deploy.id),
+            spa_fallback: false,
+        };
+    }
+    let port = deploy
+        .plan
+        .as_ref()
+        .and_then(|plan| plan.get("port"))
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|port| u16::try_from(port).ok())
+        .unwrap_or(crate::plan::DEFAULT_PORT);
+    let mut addresses: Vec<SocketAddr> = instances
+        .get(&deploy.id)
+        .map(|ips| ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect())
+        .unwrap_or_default();
+    addresses.sort();
+    if addresses.is_empty() {
+        RouteTarget::Unavailable {
+            state: "starting".to_owned(),
+        }
+    } else {
+        RouteTarget::Instances(addresses)
+    }
+}
+
+/// Plain HTTP moves to HTTPS once the hostname has a certificate; a served hostname
+/// without one gets a certificate requested.
+fn https_once_certified(app: &AppState, host: &str, serving: bool) -> bool {
+    let https_redirect = app.tls.has_certificate(host);
+    if serving && !https_redirect {
+        request_certificate(app, host);
+    }
+    https_redirect
 }
 
 /// Asks for a certificate in the background when TLS is on; the TLS module keeps the
@@ -171,7 +231,7 @@ fn request_certificate(app: &AppState, host: &str) {
     });
 }
 
-fn is_static(deploy: &crate::deploy::Deploy) -> bool {
+fn is_static(deploy: &Deploy) -> bool {
     deploy
         .plan
         .as_ref()

@@ -11,7 +11,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = cantila::plan::inspect_dockerfile(text);
     let rules = IgnoreRules::parse(text);
-    for path in ["Dockerfile", "src/main.rs", ".git/config", "a/b/c/d.txt", ".cantila.Dockerfile"] {
+    for path in [
+        "Dockerfile",
+        "src/main.rs",
+        ".git/config",
+        "a/b/c/d.txt",
+        ".cantila.Dockerfile",
+    ] {
         let _ = rules.excludes(path);
     }
 });

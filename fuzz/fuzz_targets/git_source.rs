@@ -13,7 +13,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(git_ref) = GitRef::parse(text) {
         assert!(!git_ref.as_str().starts_with('-'), "{git_ref}");
         assert!(!git_ref.as_str().contains(".."), "{git_ref}");
-        assert!(!git_ref.as_str().chars().any(|c| c.is_ascii_control()), "{git_ref}");
+        assert!(
+            !git_ref.as_str().chars().any(|c| c.is_ascii_control()),
+            "{git_ref}"
+        );
         let again = GitRef::parse(git_ref.as_str()).expect("a parsed ref parses again");
         assert_eq!(again.as_str(), git_ref.as_str());
     }

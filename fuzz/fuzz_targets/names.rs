@@ -3,7 +3,9 @@
 //! itself, so the type really is the proof of validity.
 #![no_main]
 
-use cantila::names::{EnvKey, Handle, Hostname, ProcessType, ProjectName, Runtime, Scope, TokenName};
+use cantila::names::{
+    EnvKey, Handle, Hostname, ProcessType, ProjectName, Runtime, Scope, TokenName,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -22,7 +24,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(host.as_str().is_ascii(), "{host}");
         assert_eq!(host.as_str(), host.as_str().to_ascii_lowercase());
         assert!(host.as_str().len() <= 253, "{host}");
-        assert!(host.as_str().parse::<std::net::IpAddr>().is_err(), "an IP address: {host}");
+        assert!(
+            host.as_str().parse::<std::net::IpAddr>().is_err(),
+            "an IP address: {host}"
+        );
         let again = Hostname::parse(host.as_str()).expect("a parsed hostname parses again");
         assert_eq!(again.as_str(), host.as_str());
     }

@@ -10,7 +10,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(procfile) = cantila::plan::parse_procfile(text) {
         // The parser's invariant: names are safe tokens, commands non-empty and free of
         // control characters other than tabs, so neither can break a generated file.
-        let commands = procfile.processes.iter().map(|(name, command)| (name.as_str(), command));
+        let commands = procfile
+            .processes
+            .iter()
+            .map(|(name, command)| (name.as_str(), command));
         for (name, command) in commands.chain(procfile.release.as_ref().map(|c| ("release", c))) {
             assert!(cantila::names::ProcessType::parse(name).is_ok(), "{name:?}");
             assert!(!command.trim().is_empty(), "{name}: {command:?}");

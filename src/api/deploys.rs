@@ -106,6 +106,8 @@ pub struct DeployView {
     pub finished_at: Option<String>,
     /// For a rollback: the deploy it re-released.
     pub rollback_of: Option<String>,
+    /// The preview this deploy releases; null for the project's production release.
+    pub preview_id: Option<String>,
 }
 
 impl From<&Deploy> for DeployCreated {
@@ -136,6 +138,7 @@ impl From<Deploy> for DeployView {
             releasing_at: deploy.releasing_at,
             finished_at: deploy.finished_at,
             rollback_of: deploy.rollback_of,
+            preview_id: deploy.preview_id,
         }
     }
 }

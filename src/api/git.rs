@@ -100,10 +100,12 @@ pub struct RotatedSecret {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookAnswer {
-    /// `pong`, `duplicate`, `ignored` or `queued`.
+    /// `pong`, `duplicate`, `ignored`, `queued` or `removed` (a preview).
     pub status: String,
     pub reason: Option<String>,
     pub deploy_id: Option<String>,
+    /// The preview the delivery created, updated or removed.
+    pub preview_id: Option<String>,
 }
 
 /// Read the project's git connection: repository, branch, webhook status.
@@ -168,7 +170,8 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
 /// The inbound webhook git providers call. Verified by the project's signing secret
 /// (`X-Hub-Signature-256`, `X-Gitea-Signature`/`X-Forgejo-Signature`, or
 /// `X-Gitlab-Token`), not an API token. A push to the connected branch queues a deploy of
-/// the pushed commit.
+/// the pushed commit; pull request events (`opened`, `reopened`, `synchronize`, `closed`)
+/// and pushes to other branches create, update or remove previews.
 #[utoipa::path(post, path = "/v1/projects/{id}/git/webhook", tag = "git",
     params(("id" = String, Path, description = "project id")),
     request_body(content = Object, description = "the provider's push or ping payload"),
@@ -226,6 +229,7 @@ async fn webhook(
         status: status.to_owned(),
         reason,
         deploy_id,
+        preview_id: None,
     };
     Ok(match outcome {
         DeliveryOutcome::Pong => (StatusCode::OK, Json(answer("pong", None, None))),
@@ -233,9 +237,22 @@ async fn webhook(
         DeliveryOutcome::Ignored(reason) => {
             (StatusCode::OK, Json(answer("ignored", Some(reason), None)))
         }
-        DeliveryOutcome::Queued { deploy_id } => (
+        DeliveryOutcome::Queued {
+            deploy_id,
+            preview_id,
+        } => (
             StatusCode::ACCEPTED,
-            Json(answer("queued", None, Some(deploy_id))),
+            Json(WebhookAnswer {
+                preview_id,
+                ..answer("queued", None, Some(deploy_id))
+            }),
+        ),
+        DeliveryOutcome::PreviewRemoved { preview_id } => (
+            StatusCode::OK,
+            Json(WebhookAnswer {
+                preview_id: Some(preview_id),
+                ..answer("removed", None, None)
+            }),
         ),
     })
 }

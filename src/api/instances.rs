@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
@@ -16,7 +16,7 @@ use crate::{
 
 use super::{
     auth::{Auth, DeployScope, ReadScope},
-    error::{ApiResult, Json, Path},
+    error::{ApiResult, Json, Path, Query},
     projects::ProjectView,
 };
 
@@ -115,16 +115,25 @@ async fn scale(
     Ok(Json(ProjectView::new(&project, &app)))
 }
 
-/// List the project's running instances.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct InstancesQuery {
+    /// A preview of the project (`prv_...`): list its instances instead of production's.
+    pub preview: Option<String>,
+}
+
+/// List the project's running instances (production's, or a preview's with `preview`).
 #[utoipa::path(get, path = "/v1/projects/{id}/instances", tag = "instances",
-    security(("bearer" = ["read"])), params(("id" = String, Path, description = "project id")),
+    security(("bearer" = ["read"])),
+    params(("id" = String, Path, description = "project id"), InstancesQuery),
     responses((status = 200, body = InstanceList)))]
 async fn list(
     auth: Auth<ReadScope>,
     State(app): State<AppState>,
     Path(id): Path<String>,
+    Query(query): Query<InstancesQuery>,
 ) -> ApiResult<Json<InstanceList>> {
-    let found = instances::list(&app, &auth.actor, id).await?;
+    let found = instances::list(&app, &auth.actor, id, query.preview).await?;
     Ok(Json(InstanceList {
         instances: found.into_iter().map(InstanceView::from).collect(),
     }))

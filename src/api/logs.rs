@@ -1,5 +1,6 @@
-//! `GET /v1/projects/:id/logs`: a project's runtime logs by time window and filters, or
-//! followed live over Server-Sent Events (resumable with `Last-Event-ID`).
+//! `GET /v1/projects/:id/logs`: a project's runtime logs (production's, or one preview's
+//! with `preview`) by time window and filters, or followed live over Server-Sent Events
+//! (resumable with `Last-Event-ID`).
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -54,6 +55,8 @@ pub struct LogParams {
     /// Stream the window, then new lines as they come, as Server-Sent Events (the same as
     /// `Accept: text/event-stream`).
     pub follow: Option<bool>,
+    /// A preview of the project (`prv_...`): its lines instead of production's.
+    pub preview: Option<String>,
 }
 
 /// One runtime log line.
@@ -126,6 +129,7 @@ impl LogParams {
             until_ns,
             limit,
             filter: LineFilter {
+                preview_id: self.preview.clone(),
                 instance: self
                     .instance
                     .as_deref()
@@ -149,7 +153,8 @@ fn wants_stream(headers: &HeaderMap, follow: Option<bool>) -> bool {
 }
 
 /// Stream or page the project's runtime logs: what its instances write to stdout and
-/// stderr, and the edge's access lines (`stream=edge`). Without `follow`, the newest
+/// stderr, and the edge's access lines (`stream=edge`); production's, or with `preview`
+/// only that preview's. Without `follow`, the newest
 /// `limit` lines of the window, oldest first. With `follow=true` or
 /// `Accept: text/event-stream`, the same lines and then new ones as `log` events, each with
 /// an `id`; a reconnect with `Last-Event-ID` resumes after that line.

@@ -50,6 +50,9 @@ pub struct MetricsQuery {
     /// Width of each point: a multiple of the sampling interval (`10s`) within the fine
     /// retention (1 h), or a multiple of `1m`. Default: the finest that gives ≤ 360 points.
     pub step: Option<String>,
+    /// A preview of the project (`prv_...`): its instances and hostname instead of
+    /// production's. JSON only.
+    pub preview: Option<String>,
 }
 
 /// Request and latency figures of the edge over a point (or the window).
@@ -222,6 +225,9 @@ pub struct SummaryView {
 #[serde(rename_all = "camelCase")]
 pub struct MetricsView {
     pub project_id: String,
+    /// The preview reported on, when `preview` was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview_id: Option<String>,
     /// The window and step, normalised (`1h`, `1m`).
     pub since: String,
     pub step: String,
@@ -241,6 +247,7 @@ impl From<Report> for MetricsView {
         let summary = &report.summary;
         Self {
             project_id: report.project_id.clone(),
+            preview_id: report.preview_id.clone(),
             since: duration::format_secs(report.window.since_secs as u64),
             step: duration::format_secs(report.window.step_secs as u64),
             from: timestamp(report.from),
@@ -289,15 +296,16 @@ impl From<Report> for MetricsView {
 
 /// CPU, memory, network, block I/O and restarts of the project's instances, and
 /// requests, status classes, bytes and latency percentiles from the edge: a series over
-/// `since` in steps of `step`, and a current summary. With `Accept: text/plain` the live
-/// figures in the Prometheus text format instead.
+/// `since` in steps of `step`, and a current summary; production's, or with `preview`
+/// only that preview's. With `Accept: text/plain` the live figures of production in the
+/// Prometheus text format instead.
 #[utoipa::path(get, path = "/v1/projects/{id}/metrics", tag = "metrics",
     security(("bearer" = ["read"])),
     params(("id" = String, Path, description = "project id"), MetricsQuery),
     responses(
         (status = 200, description = "the series and summary as JSON, or the Prometheus text format with `Accept: text/plain`",
             content((MetricsView = "application/json"), (String = "text/plain"))),
-        (status = 400, description = "a bad `since` or `step`; the message lists the accepted forms", body = super::error::ErrorBody)))]
+        (status = 400, description = "a bad `since` or `step` (the message lists the accepted forms), or `preview` with `Accept: text/plain`", body = super::error::ErrorBody)))]
 async fn project_metrics(
     auth: Auth<ReadScope>,
     State(app): State<AppState>,
@@ -306,6 +314,14 @@ async fn project_metrics(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     if wants_text(&headers) {
+        if query.preview.is_some() {
+            // Ownership first, so another account's preview answers 404 as everywhere.
+            metrics::check_preview(&app, &auth.actor, id, query.preview).await?;
+            return Err(crate::error::Error::BadRequest(
+                "the Prometheus text format covers production only; drop `preview`, or ask for JSON (`Accept: application/json`) to see a preview's figures".to_owned(),
+            )
+            .into());
+        }
         let text = metrics::project_exposition(&app, &auth.actor, id).await?;
         return Ok(prometheus_response(text));
     }
@@ -315,7 +331,7 @@ async fn project_metrics(
         &app.config.metrics,
         metrics::unix_now(),
     )?;
-    let report = metrics::report(&app, &auth.actor, id, window).await?;
+    let report = metrics::report(&app, &auth.actor, id, query.preview, window).await?;
     Ok(Json(MetricsView::from(report)).into_response())
 }
 

@@ -4,8 +4,11 @@
 //! document and the router are built from the same list and cannot drift apart.
 
 pub mod account;
+pub mod assets;
 pub mod audit;
 pub mod auth;
+pub mod backups;
+pub mod database;
 pub mod deploys;
 pub mod domains;
 pub mod env;
@@ -15,8 +18,10 @@ pub mod instances;
 pub mod logs;
 pub mod metrics;
 pub mod openapi;
+pub mod previews;
 pub mod projects;
 pub mod tokens;
+pub mod volumes;
 
 use std::{net::SocketAddr, sync::LazyLock, time::Duration};
 
@@ -47,8 +52,13 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(env::router())
         .merge(domains::router())
         .merge(instances::router())
+        .merge(previews::router())
         .merge(metrics::router())
         .merge(logs::router())
+        .merge(volumes::router())
+        .merge(database::router())
+        .merge(backups::router())
+        .merge(assets::router())
         .merge(tokens::router())
         .merge(audit::router())
 }

@@ -34,6 +34,7 @@ use super::error::{ErrorBody, ErrorDetail};
         (name = "env", description = "The project's environment variables."),
         (name = "domains", description = "Hostnames, aliases and their certificates."),
         (name = "instances", description = "Scaling and the running instances."),
+        (name = "previews", description = "Preview deployments of branches and pull requests."),
         (name = "metrics", description = "CPU, memory and request metrics; Prometheus exposition."),
         (name = "logs", description = "Runtime logs of the project's instances and its edge traffic."),
         (name = "tokens", description = "API tokens of the account."),

@@ -10,6 +10,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     names::{ProcessType, ProjectName, Runtime},
     pagination::PageRequest,
+    previews::BranchPattern,
     projects::{self, NewProject, Project, ProjectChanges},
     state::AppState,
 };
@@ -52,8 +53,20 @@ pub struct ProjectView {
     /// any Procfile type given a count; other types of the release run one instance.
     #[schema(example = json!({"web": 2, "worker": 1}))]
     pub processes: BTreeMap<String, u32>,
+    /// Preview settings.
+    pub previews: PreviewSettings,
     pub created_at: String,
     pub updated_at: String,
+}
+
+/// `previews` of a project: which branches' pushes create previews.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewSettings {
+    /// Branch patterns (`*` within a path segment, `**` across) whose pushes create a
+    /// preview; empty = only pull requests and the API create previews.
+    #[schema(example = json!(["feature/*"]))]
+    pub branches: Vec<String>,
 }
 
 impl ProjectView {
@@ -73,6 +86,9 @@ impl ProjectView {
             processes: std::iter::once((ProcessType::WEB.to_owned(), project.instances))
                 .chain(project.process_instances.clone())
                 .collect(),
+            previews: PreviewSettings {
+                branches: project.preview_branches.clone(),
+            },
             created_at: project.created_at.clone(),
             updated_at: project.updated_at.clone(),
         }
@@ -150,6 +166,8 @@ pub struct UpdateProject {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Runtime>)]
     pub runtime: Option<Option<String>>,
+    /// Preview settings: `{"branches": ["feature/*"]}`; `[]` turns branch previews off.
+    pub previews: Option<PreviewSettings>,
 }
 
 /// Tells an explicit `null` (`Some(None)`) from an absent field (`None`).
@@ -170,6 +188,21 @@ impl TryFrom<UpdateProject> for ProjectChanges {
             runtime: request
                 .runtime
                 .map(|runtime| runtime.as_deref().map(Runtime::parse).transpose())
+                .transpose()?,
+            preview_branches: request
+                .previews
+                .map(|settings| {
+                    if settings.branches.len() > 50 {
+                        return Err(crate::error::Error::Invalid(
+                            "previews.branches takes at most 50 patterns".to_owned(),
+                        ));
+                    }
+                    settings
+                        .branches
+                        .iter()
+                        .map(|pattern| BranchPattern::parse(pattern))
+                        .collect()
+                })
                 .transpose()?,
         })
     }
@@ -221,7 +254,7 @@ async fn get(
     Ok(Json(ProjectView::new(&project, &app)))
 }
 
-/// Rename a project or change its runtime hint.
+/// Rename a project, change its runtime hint, or set which branches get previews.
 #[utoipa::path(patch, path = "/v1/projects/{id}", tag = "projects",
     security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "project id")),
     request_body = UpdateProject,

@@ -10,6 +10,9 @@ use crate::config::Overrides;
 
 use super::{output, DataDirArgs};
 
+mod previews;
+pub use previews::{previews, PreviewsArgs};
+
 /// How to reach the API: URL and token from flags, the environment, or, on the server,
 /// `<data_dir>/admin-token`.
 #[derive(Debug, Clone, Args)]
@@ -837,13 +840,32 @@ pub fn scale(args: ScaleArgs) -> anyhow::Result<()> {
     })
 }
 
-pub fn instances(args: ProjectArgs) -> anyhow::Result<()> {
+#[derive(Debug, Args)]
+pub struct InstancesArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Project id or name.
+    project: String,
+    /// A preview's id (prv_...): its instances instead of production's.
+    #[arg(long)]
+    preview: Option<String>,
+}
+
+pub fn instances(args: InstancesArgs) -> anyhow::Result<()> {
     let client = Client::new(&args.client)?;
     let json = args.client.json;
     block_on(async move {
         let id = client.resolve_project(&args.project).await?;
+        let query = match &args.preview {
+            Some(preview) => format!("?preview={}", urlencode(preview)),
+            None => String::new(),
+        };
         let list = client
-            .send(Method::GET, &format!("/v1/projects/{id}/instances"), None)
+            .send(
+                Method::GET,
+                &format!("/v1/projects/{id}/instances{query}"),
+                None,
+            )
             .await?;
         if json {
             return print_json(&list);
@@ -1024,6 +1046,9 @@ pub struct MetricsArgs {
     /// Width of each sparkline step; default: one minute.
     #[arg(long, default_value = "1m")]
     step: String,
+    /// A preview's id (prv_...): its figures instead of production's.
+    #[arg(long)]
+    preview: Option<String>,
 }
 
 /// A compact table of the project's figures: the current value and a sparkline per row.
@@ -1032,11 +1057,14 @@ pub fn metrics(args: MetricsArgs) -> anyhow::Result<()> {
     let json = args.client.json;
     block_on(async move {
         let id = client.resolve_project(&args.project).await?;
-        let query = format!(
+        let mut query = format!(
             "since={}&step={}",
             urlencode(&args.since),
             urlencode(&args.step)
         );
+        if let Some(preview) = &args.preview {
+            query.push_str(&format!("&preview={}", urlencode(preview)));
+        }
         let report = client
             .send(
                 Method::GET,

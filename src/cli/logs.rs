@@ -40,6 +40,9 @@ pub struct LogsArgs {
     /// The most lines shown (the newest); the API's default when not given.
     #[arg(long, short = 'n')]
     limit: Option<u32>,
+    /// A preview's id (prv_...): its lines instead of production's.
+    #[arg(long)]
+    preview: Option<String>,
 }
 
 impl LogsArgs {
@@ -55,6 +58,7 @@ impl LogsArgs {
         add("instance", &self.instance);
         add("stream", &self.stream);
         add("q", &self.grep);
+        add("preview", &self.preview);
         if let Some(limit) = self.limit {
             query.push(("limit", limit.to_string()));
         }

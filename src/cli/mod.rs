@@ -1,8 +1,10 @@
 //! The command line: `cantila serve`, `cantila admin ...` (direct on the data dir), and the
-//! API client commands (`projects`, `tokens`, `whoami`, `logs`, `metrics`, ...).
+//! API client commands (`projects`, `tokens`, `whoami`, `previews`, `logs`, `metrics`, `db`,
+//! `volumes`, `backups`, ...).
 
 mod admin;
 mod client;
+mod data;
 mod logs;
 mod output;
 
@@ -43,16 +45,24 @@ enum Command {
     Env(client::EnvArgs),
     /// Change how many instances run, and their size, without a rebuild.
     Scale(client::ScaleArgs),
-    /// List a project's instances.
-    Instances(client::ProjectArgs),
+    /// List a project's instances (or a preview's, with --preview).
+    Instances(client::InstancesArgs),
     /// Re-release an earlier deploy (default: the one before the current release).
     Rollback(client::RollbackArgs),
     /// A project's alias hostnames and domains.
     Domains(client::DomainsArgs),
+    /// Preview deployments of branches and pull requests.
+    Previews(client::PreviewsArgs),
     /// A project's CPU, memory and request figures, with sparklines of the last hour.
     Metrics(client::MetricsArgs),
     /// A project's runtime logs (instances' output and the edge's access lines), or follow them.
     Logs(logs::LogsArgs),
+    /// The database wired to a project.
+    Db(data::DbArgs),
+    /// A project's persistent volumes.
+    Volumes(data::VolumesArgs),
+    /// Backups: list, create, download, restore, schedule.
+    Backups(data::BackupsArgs),
 }
 
 /// Where the configuration and data directory are; shared by `serve`, `admin` and the
@@ -121,8 +131,12 @@ pub fn main() -> ExitCode {
         Command::Instances(args) => client::instances(args),
         Command::Rollback(args) => client::rollback(args),
         Command::Domains(args) => client::domains(args),
+        Command::Previews(args) => client::previews(args),
         Command::Metrics(args) => client::metrics(args),
         Command::Logs(args) => logs::logs(args),
+        Command::Db(args) => data::db(args),
+        Command::Volumes(args) => data::volumes(args),
+        Command::Backups(args) => data::backups(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

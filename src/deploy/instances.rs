@@ -21,7 +21,7 @@ use crate::{
     store,
 };
 
-use super::{Deploy, DeployStatus};
+use super::{Deploy, DeployStatus, ReleaseTarget};
 
 /// What instances of a release are made of.
 #[derive(Debug, Clone)]
@@ -31,6 +31,17 @@ pub struct Release {
     pub image: String,
     pub plan: SourcePlan,
     pub env: BTreeMap<String, String>,
+    /// The preview the release belongs to; `None` for production.
+    pub preview_id: Option<String>,
+}
+
+impl Release {
+    pub fn target(&self) -> ReleaseTarget {
+        match &self.preview_id {
+            Some(id) => ReleaseTarget::Preview(id.clone()),
+            None => ReleaseTarget::Production,
+        }
+    }
 }
 
 /// The process types a release runs, `web` first: the plan's (from the Procfile), or one
@@ -48,12 +59,15 @@ pub fn process_types(source_plan: &SourcePlan) -> Vec<ProcessType> {
     types
 }
 
-/// How many instances of `process` the project wants: `instances` for `web`; for other
-/// types the count they were scaled to, one by default, and none while the project is
-/// stopped (so `instances: 0` stops the whole project and scaling web up again brings the
-/// workers back at their counts).
-pub fn desired_instances(project: &Project, process: &ProcessType) -> u32 {
-    if process.is_web() {
+/// How many instances of `process` a release of `target` wants. Production runs the
+/// project's counts: `instances` for `web`; for other types the count they were scaled to,
+/// one by default, and none while the project is stopped (so `instances: 0` stops the
+/// whole project and scaling web up again brings the workers back at their counts). A
+/// preview runs one instance of every process type, whatever production is scaled to.
+pub fn desired_instances(project: &Project, target: &ReleaseTarget, process: &ProcessType) -> u32 {
+    if let ReleaseTarget::Preview(_) = target {
+        1
+    } else if process.is_web() {
         project.instances
     } else if project.status == ProjectStatus::Stopped {
         0
@@ -63,6 +77,19 @@ pub fn desired_instances(project: &Project, process: &ProcessType) -> u32 {
             .get(process.as_str())
             .copied()
             .unwrap_or(1)
+    }
+}
+
+/// The size tier every instance of a release of `target` runs: the project's for
+/// production; the smallest configured tier for a preview.
+pub(crate) fn desired_size(
+    app: &AppState,
+    project: &Project,
+    target: &ReleaseTarget,
+) -> Option<String> {
+    match target {
+        ReleaseTarget::Production => project.size.clone(),
+        ReleaseTarget::Preview(_) => Some(app.config.scale.smallest_size()),
     }
 }
 
@@ -117,7 +144,21 @@ pub(crate) async fn start_healthy(
     } else {
         format!("-{process}")
     };
-    let spec = ContainerSpec {
+    let mut labels = HashMap::from([
+        ("cantila.project".to_owned(), release.project.id.clone()),
+        ("cantila.deploy".to_owned(), release.deploy_id.clone()),
+        ("cantila.instance".to_owned(), suffix.clone()),
+        ("cantila.kind".to_owned(), kind_of(process).to_owned()),
+        ("cantila.process".to_owned(), process.to_string()),
+        ("cantila.installation".to_owned(), app.installation.clone()),
+        ("cantila.size".to_owned(), size_name),
+    ]);
+    // Every process type of a preview carries it, so production never counts, routes,
+    // logs or samples a preview's containers.
+    if let Some(preview_id) = &release.preview_id {
+        labels.insert(super::PREVIEW_LABEL.to_owned(), preview_id.clone());
+    }
+    let mut spec = ContainerSpec {
         name: format!(
             "cantila-{}-{}-{}{process_part}-{suffix}",
             release.project.handle,
@@ -127,20 +168,19 @@ pub(crate) async fn start_healthy(
         image: release.image.clone(),
         command,
         env,
-        labels: HashMap::from([
-            ("cantila.project".to_owned(), release.project.id.clone()),
-            ("cantila.deploy".to_owned(), release.deploy_id.clone()),
-            ("cantila.instance".to_owned(), suffix.clone()),
-            ("cantila.kind".to_owned(), kind_of(process).to_owned()),
-            ("cantila.process".to_owned(), process.to_string()),
-            ("cantila.installation".to_owned(), app.installation.clone()),
-            ("cantila.size".to_owned(), size_name),
-        ]),
+        labels,
         network: network.clone(),
         memory_bytes: Some(i64::from(tier.memory_mb) * 1024 * 1024),
         cpus: Some(tier.cpus),
         restart: true,
+        mounts: Vec::new(),
     };
+    // Production's volumes and database are production's: a preview runs without them.
+    if release.preview_id.is_none() {
+        crate::volumes::attach(app, &release.project.id, &mut spec)
+            .await
+            .map_err(|err| err.to_string())?;
+    }
     say(format!("starting {process} instance {}", spec.name));
     let status = engine.start(&spec).await.map_err(|err| err.to_string())?;
     // Followed from here on; the engine keeps what was written before the follower attaches.
@@ -152,6 +192,7 @@ pub(crate) async fn start_healthy(
             project_id: release.project.id.clone(),
             instance: crate::logs::instance_id(&status.id),
             process: process.to_string(),
+            preview_id: release.preview_id.clone(),
         },
     );
     // Only web answers on the port; other types are healthy when they stay up.
@@ -346,26 +387,30 @@ fn release_of(
         image,
         plan,
         env,
+        preview_id: deploy.preview_id.clone(),
     }))
 }
 
-/// Instances of one process type of a deploy that Docker reports running, oldest first,
-/// not draining.
+/// Instances of one process type of a release that Docker reports running, oldest first,
+/// not draining. Only the release's own target counts: a preview's containers are never
+/// production's, nor the other way round.
 async fn serving_instances(
     app: &AppState,
     engine: &Engine,
-    deploy_id: &str,
+    release: &Release,
     process: &ProcessType,
 ) -> Vec<crate::docker::ContainerSummary> {
     let draining = app.draining_snapshot();
+    let target = release.target();
     engine
         .containers(&[
-            ("cantila.deploy", deploy_id),
+            ("cantila.deploy", &release.deploy_id),
             ("cantila.kind", kind_of(process)),
         ])
         .await
         .unwrap_or_default()
         .into_iter()
+        .filter(|c| target.owns_container(&c.labels))
         .filter(|c| process_of(c).as_ref() == Some(process))
         .filter(|c| c.state == "running" && !draining.contains(&c.id))
         .collect()
@@ -395,7 +440,7 @@ async fn converge(
     say: &(dyn Fn(String) + Sync),
 ) -> Result<()> {
     let engine = app.engine().await?;
-    let current = serving_instances(app, &engine, &release.deploy_id, process).await;
+    let current = serving_instances(app, &engine, release, process).await;
     let wanted_size = size.unwrap_or(&app.config.scale.default_size);
     let (keep, replace): (Vec<_>, Vec<_>) = current
         .into_iter()
@@ -544,7 +589,7 @@ pub async fn scale(
     if let Some(release) = &release {
         let say = |line: String| tracing::info!(project = %project.id, "{line}");
         for process in process_types(&release.plan) {
-            let count = desired_instances(&wanted, &process);
+            let count = desired_instances(&wanted, &ReleaseTarget::Production, &process);
             converge(app, release, &process, count, wanted.size.as_deref(), &say).await?;
         }
     }
@@ -591,8 +636,22 @@ pub struct InstanceInfo {
     pub address: Option<String>,
 }
 
-pub async fn list(app: &AppState, actor: &Actor, project_id: String) -> Result<Vec<InstanceInfo>> {
+/// The project's web instances: production's, or with `preview` only that preview's
+/// (another project's preview answers 404).
+pub async fn list(
+    app: &AppState,
+    actor: &Actor,
+    project_id: String,
+    preview: Option<String>,
+) -> Result<Vec<InstanceInfo>> {
     let project = projects::get(&app.store, actor, project_id).await?;
+    let target = match preview {
+        Some(preview_id) => {
+            let preview = crate::previews::get(app, actor, project.id.clone(), preview_id).await?;
+            ReleaseTarget::Preview(preview.id)
+        }
+        None => ReleaseTarget::Production,
+    };
     let engine = app.engine().await?;
     let network = app.config.deploy.network.clone();
     let draining = app.draining_snapshot();
@@ -601,7 +660,9 @@ pub async fn list(app: &AppState, actor: &Actor, project_id: String) -> Result<V
     let containers = engine
         .containers(&[("cantila.project", &project.id)])
         .await
-        .map_err(Error::from)?;
+        .map_err(Error::from)?
+        .into_iter()
+        .filter(|container| target.owns_container(&container.labels));
     for container in containers {
         let Some(process) = process_of(&container) else {
             continue; // one-off release containers are the deploy's, not instances
@@ -614,7 +675,7 @@ pub async fn list(app: &AppState, actor: &Actor, project_id: String) -> Result<V
             Err(err) => return Err(err.into()),
         };
         // Only web listens on the plan's port.
-        let port = container_port(&routed, &project).filter(|_| process.is_web());
+        let port = container_port(&routed, &project, &target).filter(|_| process.is_web());
         let address = status.ip.map(|ip| match port {
             Some(port) => format!("{ip}:{port}"),
             None => ip.to_string(),
@@ -662,11 +723,17 @@ fn routed_addresses(table: &crate::edge::RouteTable) -> Vec<std::net::SocketAddr
         .collect()
 }
 
-fn container_port(table: &crate::edge::RouteTable, project: &Project) -> Option<u16> {
+fn container_port(
+    table: &crate::edge::RouteTable,
+    project: &Project,
+    target: &ReleaseTarget,
+) -> Option<u16> {
     table
         .by_host
         .values()
-        .find(|route| route.project_id == project.id)
+        .find(|route| {
+            route.project_id == project.id && route.preview_id.as_deref() == target.preview_id()
+        })
         .and_then(|route| match &route.target {
             crate::edge::RouteTarget::Instances(addresses) => addresses.first().map(|a| a.port()),
             crate::edge::RouteTarget::Static { .. }
@@ -694,7 +761,7 @@ pub async fn reconcile(app: &AppState) -> Result<()> {
     let Ok(engine) = app.engine().await else {
         return Ok(());
     };
-    let (projects, deploys) = app
+    let (projects, deploys, previews) = app
         .store
         .call(|c| {
             Ok((
@@ -707,11 +774,24 @@ pub async fn reconcile(app: &AppState) -> Result<()> {
                         DeployStatus::Releasing,
                     ],
                 )?,
+                store::previews::all(c)?,
             ))
         })
         .await?;
+    let preview_ids: std::collections::HashSet<&str> =
+        previews.iter().map(|p| p.id.as_str()).collect();
+    // A preview's deploy is only wanted while the preview exists.
+    let wanted = |d: &&Deploy| {
+        d.preview_id
+            .as_deref()
+            .is_none_or(|id| preview_ids.contains(id))
+    };
     // Orphans: containers of projects or deploys that no longer want them.
-    let live: std::collections::HashSet<&str> = deploys.iter().map(|d| d.id.as_str()).collect();
+    let live: std::collections::HashSet<&str> = deploys
+        .iter()
+        .filter(wanted)
+        .map(|d| d.id.as_str())
+        .collect();
     let draining = app.draining_snapshot();
     for container in engine
         .containers(&[("cantila.installation", &app.installation)])
@@ -731,17 +811,21 @@ pub async fn reconcile(app: &AppState) -> Result<()> {
                 .await;
         }
     }
+    // Each release target (production of each project, each preview) is repaired on its
+    // own: a target's count never counts another target's instances.
     let mut changed = false;
-    for project in projects {
-        let Some(deploy) = deploys
-            .iter()
-            .find(|d| d.project_id == project.id && d.status == DeployStatus::Running)
-        else {
+    for deploy in deploys
+        .iter()
+        .filter(wanted)
+        .filter(|d| d.status == DeployStatus::Running)
+    {
+        let Some(project) = projects.iter().find(|p| p.id == deploy.project_id) else {
             continue;
         };
-        let busy = deploys
-            .iter()
-            .any(|d| d.project_id == project.id && d.status != DeployStatus::Running);
+        let target = deploy.target();
+        let busy = deploys.iter().any(|d| {
+            d.project_id == project.id && d.target() == target && d.status != DeployStatus::Running
+        });
         if busy || deploy.image.is_none() {
             continue;
         }
@@ -762,27 +846,27 @@ pub async fn reconcile(app: &AppState) -> Result<()> {
                     .await;
             }
         }
-        let project_id = project.id.clone();
+        let deploy_id = deploy.id.clone();
         let sealed = app
             .store
-            .call(move |c| store::deploys::running_env(c, &project_id))
+            .call(move |c| store::deploys::env_of(c, &deploy_id))
             .await?;
-        let Some(release) = release_of(app, &project, deploy, sealed)? else {
+        let Some(release) = release_of(app, project, deploy, sealed)? else {
             continue;
         };
+        let size = desired_size(app, project, &target);
         for process in process_types(&release.plan) {
-            let wanted = desired_instances(&project, &process);
-            let serving = serving_instances(app, &engine, &deploy.id, &process)
+            let wanted = desired_instances(project, &target, &process);
+            let serving = serving_instances(app, &engine, &release, &process)
                 .await
                 .len() as u32;
             if serving >= wanted {
                 continue;
             }
-            tracing::warn!(project = %project.id, %process, serving, wanted, "replacing missing instances");
+            tracing::warn!(project = %project.id, deploy = %deploy.id, %process, serving, wanted, "replacing missing instances");
             let say = |line: String| tracing::info!(project = %release.project.id, "{line}");
             for _ in serving..wanted {
-                let size = project.size.as_deref();
-                match start_healthy(app, &engine, &release, &process, size, &say).await {
+                match start_healthy(app, &engine, &release, &process, size.as_deref(), &say).await {
                     Ok(_) => changed |= process.is_web(),
                     Err(reason) => {
                         tracing::warn!(project = %project.id, %process, %reason, "a replacement instance did not become healthy");

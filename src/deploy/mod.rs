@@ -100,6 +100,44 @@ pub struct Deploy {
     pub finished_at: Option<String>,
     /// For a rollback: the earlier deploy whose image, plan and env it re-releases.
     pub rollback_of: Option<String>,
+    /// The preview this deploy releases; `None` for the project's production release.
+    pub preview_id: Option<String>,
+}
+
+/// What a deploy releases: the project's production instances or one preview's. Every
+/// step that picks "the previous release", "the running deploy" or "the old instances"
+/// looks only within the deploy's own target, so production and previews never touch
+/// each other's containers or history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseTarget {
+    Production,
+    Preview(String),
+}
+
+impl ReleaseTarget {
+    pub fn preview_id(&self) -> Option<&str> {
+        match self {
+            ReleaseTarget::Production => None,
+            ReleaseTarget::Preview(id) => Some(id),
+        }
+    }
+
+    /// Whether a container (by its `cantila.preview` label) belongs to this target.
+    pub fn owns_container(&self, labels: &HashMap<String, String>) -> bool {
+        labels.get(PREVIEW_LABEL).map(String::as_str) == self.preview_id()
+    }
+}
+
+/// The label every container of a preview carries, with the preview's id.
+pub const PREVIEW_LABEL: &str = "cantila.preview";
+
+impl Deploy {
+    pub fn target(&self) -> ReleaseTarget {
+        match &self.preview_id {
+            Some(id) => ReleaseTarget::Preview(id.clone()),
+            None => ReleaseTarget::Production,
+        }
+    }
 }
 
 /// One stored line of a deploy's log: build output (`log`) or a status change (`status`).
@@ -407,9 +445,41 @@ async fn enqueue_with(
     trigger: &str,
     rollback_of: Option<String>,
 ) -> Result<Deploy> {
-    let deploy = Deploy {
+    let mut deploy = new_deploy(
+        project_id.clone(),
+        ReleaseTarget::Production,
+        git_ref,
+        trigger,
+    );
+    deploy.rollback_of = rollback_of;
+    let actor = actor.clone();
+    let queued = deploy.clone();
+    let superseded = app
+        .store
+        .call(move |connection| {
+            let tx = connection.transaction()?;
+            if store::projects::by_id(&tx, &actor.account_id, &project_id)?.is_none() {
+                return Err(Error::NotFound(format!("project `{project_id}` not found")));
+            }
+            let superseded = queue_in(&tx, &actor, &queued)?;
+            tx.commit()?;
+            Ok(superseded)
+        })
+        .await?;
+    announce(app, &deploy.id, superseded);
+    Ok(deploy)
+}
+
+/// A new queued deploy of `target`, not yet stored.
+pub(crate) fn new_deploy(
+    project_id: String,
+    target: ReleaseTarget,
+    git_ref: Option<String>,
+    trigger: &str,
+) -> Deploy {
+    Deploy {
         id: ids::new_id("dep"),
-        project_id: project_id.clone(),
+        project_id,
         status: DeployStatus::Queued,
         trigger: trigger.to_owned(),
         git_ref,
@@ -423,53 +493,72 @@ async fn enqueue_with(
         building_at: None,
         releasing_at: None,
         finished_at: None,
-        rollback_of,
+        rollback_of: None,
+        preview_id: target.preview_id().map(str::to_owned),
+    }
+}
+
+/// A status line superseding a queued deploy, to publish once the transaction commits.
+pub(crate) type Superseded = Vec<(String, LogLine)>;
+
+/// Queues `deploy` inside the caller's transaction: a deploy still queued for the same
+/// target is superseded, the new one is stored with its first log line, and audited.
+/// Call `announce` after the commit.
+pub(crate) fn queue_in(
+    tx: &rusqlite::Connection,
+    actor: &Actor,
+    deploy: &Deploy,
+) -> Result<Superseded> {
+    let older = store::deploys::of_target_with_status(
+        tx,
+        &deploy.project_id,
+        deploy.preview_id.as_deref(),
+        &[DeployStatus::Queued],
+    )?;
+    let now = clock::now();
+    let mut superseded = Vec::new();
+    for old in older {
+        store::deploys::set_status(tx, &old.id, DeployStatus::Superseded, &now)?;
+        let seq = store::deploys::last_log_seq(tx, &old.id)? + 1;
+        let line = LogLine {
+            seq,
+            at: now.clone(),
+            kind: "status".to_owned(),
+            text: DeployStatus::Superseded.as_str().to_owned(),
+        };
+        store::deploys::append_logs(tx, &old.id, std::slice::from_ref(&line))?;
+        superseded.push((old.id, line));
+    }
+    store::deploys::insert(tx, deploy)?;
+    let line = LogLine {
+        seq: 1,
+        at: deploy.created_at.clone(),
+        kind: "status".to_owned(),
+        text: DeployStatus::Queued.as_str().to_owned(),
     };
-    let actor = actor.clone();
-    let queued = deploy.clone();
-    let superseded = app
-        .store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
-            if store::projects::by_id(&tx, &actor.account_id, &project_id)?.is_none() {
-                return Err(Error::NotFound(format!("project `{project_id}` not found")));
-            }
-            let older =
-                store::deploys::of_project_with_status(&tx, &project_id, &[DeployStatus::Queued])?;
-            let now = clock::now();
-            let mut superseded = Vec::new();
-            for old in older {
-                store::deploys::set_status(&tx, &old.id, DeployStatus::Superseded, &now)?;
-                let seq = store::deploys::last_log_seq(&tx, &old.id)? + 1;
-                let line = LogLine {
-                    seq,
-                    at: now.clone(),
-                    kind: "status".to_owned(),
-                    text: DeployStatus::Superseded.as_str().to_owned(),
-                };
-                store::deploys::append_logs(&tx, &old.id, std::slice::from_ref(&line))?;
-                superseded.push((old.id, line));
-            }
-            store::deploys::insert(&tx, &queued)?;
-            let line = LogLine {
-                seq: 1,
-                at: queued.created_at.clone(),
-                kind: "status".to_owned(),
-                text: DeployStatus::Queued.as_str().to_owned(),
-            };
-            store::deploys::append_logs(&tx, &queued.id, &[line])?;
-            audit::record(&tx, &actor, "deploy.create", Some(&queued.id))?;
-            tx.commit()?;
-            Ok(superseded)
-        })
-        .await?;
+    store::deploys::append_logs(tx, &deploy.id, &[line])?;
+    audit::record(tx, actor, "deploy.create", Some(&deploy.id))?;
+    Ok(superseded)
+}
+
+/// After `queue_in`'s transaction committed: ends the superseded deploys' live streams,
+/// opens the new one's and wakes the worker.
+pub(crate) fn announce(app: &AppState, deploy_id: &str, superseded: Superseded) {
     for (id, line) in superseded {
         app.deploys.publish(&id, line);
         app.deploys.close(&id);
     }
-    app.deploys.open(&deploy.id);
+    app.deploys.open(deploy_id);
     app.deploys.wake.notify_one();
-    Ok(deploy)
+}
+
+/// Publishes final status lines written by another party (a preview's removal) and ends
+/// those deploys' live streams.
+pub(crate) fn publish_final(app: &AppState, lines: Vec<(String, LogLine)>) {
+    for (id, line) in lines {
+        app.deploys.publish(&id, line);
+        app.deploys.close(&id);
+    }
 }
 
 /// A deploy of one of the actor's projects; another account's answers 404.

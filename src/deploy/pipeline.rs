@@ -20,7 +20,7 @@ use crate::{
     store,
 };
 
-use super::{context, start_log, Deploy, DeployLog, DeployStatus};
+use super::{context, start_log, Deploy, DeployLog, DeployStatus, ReleaseTarget};
 
 /// Why a deploy stopped short of `running`.
 enum Stop {
@@ -72,7 +72,10 @@ pub async fn run(app: AppState, deploy: Deploy, mut cancel: super::CancelSwitch)
                 log.status(status);
             }
         }
-        restore_project_status(&app, &deploy.project_id).await;
+        // A preview's failure never changes the project's status.
+        if deploy.preview_id.is_none() {
+            restore_project_status(&app, &deploy.project_id).await;
+        }
     }
     drop(started);
     let _ = tokio::fs::remove_dir_all(&scratch).await;
@@ -96,8 +99,11 @@ async fn steps(
         })
         .await
         .map_err(failed("fetch"))?;
-    // A running or stopped project keeps its status while a new release builds.
-    set_project_status(app, &project, ProjectStatus::Building, true).await;
+    // A running or stopped project keeps its status while a new release builds; a
+    // preview's build never changes it.
+    if deploy.preview_id.is_none() {
+        set_project_status(app, &project, ProjectStatus::Building, true).await;
+    }
     log.status(DeployStatus::Building);
 
     // What to release: built from source now, or an earlier deploy's (a rollback).
@@ -150,7 +156,10 @@ async fn steps(
     switch_to(app, &project, deploy, log)
         .await
         .map_err(failed("release"))?;
-    prune_images(app, &project.id).await;
+    match deploy.target() {
+        ReleaseTarget::Production => prune_images(app, &project.id).await,
+        ReleaseTarget::Preview(preview_id) => crate::previews::prune_images(app, &preview_id).await,
+    }
     Ok(())
 }
 
@@ -225,8 +234,8 @@ async fn build_from_source(
             publish_static_site(app, project, deploy, &source_plan, &source_dir, log).await?;
             None
         }
-        Builder::Dockerfile | Builder::Generated => Some(
-            build_image(
+        Builder::Dockerfile | Builder::Generated => {
+            let image = build_image(
                 app,
                 project,
                 deploy,
@@ -235,21 +244,29 @@ async fn build_from_source(
                 &source_dir,
                 log,
             )
-            .await?,
-        ),
+            .await?;
+            crate::assets::prepare(app, project, deploy, &source_plan, &image).await;
+            Some(image)
+        }
     };
     Ok((source_plan, image))
 }
 
-/// The project's env as this release runs it, sealed onto the deploy for rollbacks.
+/// The env this release runs with, sealed onto the deploy for rollbacks and repairs: the
+/// project's, or for a preview the project's without production-only keys plus the
+/// preview's own (`previews::release_env`).
 async fn snapshot_env(
     app: &AppState,
     deploy: &Deploy,
     project: &Project,
 ) -> Result<std::collections::BTreeMap<String, String>, Stop> {
-    let env_snapshot = env::snapshot(app, &project.id)
-        .await
-        .map_err(failed("release"))?;
+    let env_snapshot = match deploy.target() {
+        ReleaseTarget::Production => env::snapshot(app, &project.id).await,
+        ReleaseTarget::Preview(preview_id) => {
+            crate::previews::release_env(app, project, &preview_id).await
+        }
+    }
+    .map_err(failed("release"))?;
     let sealed = app
         .secrets
         .seal(&serde_json::to_vec(&env_snapshot).unwrap_or_default());
@@ -623,8 +640,18 @@ async fn run_release_command(
         .map_err(|e| failed("release")(e.into()))?;
     let mut env: Vec<(String, String)> = env_snapshot.clone().into_iter().collect();
     env.push(("PORT".to_owned(), source_plan.port.to_string()));
-    let tier = app.config.scale.tier(project.size.as_deref());
-    let spec = ContainerSpec {
+    let size = super::instances::desired_size(app, project, &deploy.target());
+    let tier = app.config.scale.tier(size.as_deref());
+    let mut labels = HashMap::from([
+        ("cantila.project".to_owned(), project.id.clone()),
+        ("cantila.deploy".to_owned(), deploy.id.clone()),
+        ("cantila.kind".to_owned(), "release".to_owned()),
+        ("cantila.installation".to_owned(), app.installation.clone()),
+    ]);
+    if let Some(preview_id) = &deploy.preview_id {
+        labels.insert(super::PREVIEW_LABEL.to_owned(), preview_id.clone());
+    }
+    let mut spec = ContainerSpec {
         name: format!(
             "cantila-{}-{}-{}-release",
             project.handle,
@@ -638,17 +665,19 @@ async fn run_release_command(
             command.to_owned(),
         ]),
         env,
-        labels: HashMap::from([
-            ("cantila.project".to_owned(), project.id.clone()),
-            ("cantila.deploy".to_owned(), deploy.id.clone()),
-            ("cantila.kind".to_owned(), "release".to_owned()),
-            ("cantila.installation".to_owned(), app.installation.clone()),
-        ]),
+        labels,
         network,
         memory_bytes: Some(i64::from(tier.memory_mb) * 1024 * 1024),
         cpus: Some(tier.cpus),
         restart: false,
+        mounts: Vec::new(),
     };
+    // Production's volumes and database are production's: a preview runs without them.
+    if deploy.preview_id.is_none() {
+        crate::volumes::attach(app, &project.id, &mut spec)
+            .await
+            .map_err(failed("release"))?;
+    }
     log.line(format!("running the release command: {command}"));
     let started = engine
         .start(&spec)
@@ -696,21 +725,30 @@ async fn release_containers(
         image: image.to_owned(),
         plan: source_plan.clone(),
         env: env_snapshot,
+        preview_id: deploy.preview_id.clone(),
     };
     let engine = app.engine().await.map_err(failed("release"))?;
     let say = |line: String| log.line(line);
+    let target = deploy.target();
+    let size = super::instances::desired_size(app, project, &target);
     let mut total = 0;
     for process in super::instances::process_types(source_plan) {
-        let count = super::instances::desired_instances(project, &process);
+        let count = super::instances::desired_instances(project, &target, &process);
         total += count;
         for _ in 0..count {
-            let size = project.size.as_deref();
-            let id = super::instances::start_healthy(app, &engine, &release, &process, size, &say)
-                .await
-                .map_err(|message| Stop::Failed {
-                    step: "release",
-                    message,
-                })?;
+            let id = super::instances::start_healthy(
+                app,
+                &engine,
+                &release,
+                &process,
+                size.as_deref(),
+                &say,
+            )
+            .await
+            .map_err(|message| Stop::Failed {
+                step: "release",
+                message,
+            })?;
             started.push(id);
         }
     }
@@ -722,9 +760,10 @@ async fn release_containers(
     Ok(())
 }
 
-/// Makes this deploy the project's release without dropping a request: the store records
-/// it (older releases superseded) in one transaction, the edge's route table is swapped
-/// to the new instances, and only then are the old instances drained and stopped.
+/// Makes this deploy its target's release (the project's, or its preview's) without
+/// dropping a request: the store records it (older releases of the same target
+/// superseded) in one transaction, the edge's route table is swapped to the new
+/// instances, and only then are the old instances of that target drained and stopped.
 async fn switch_to(
     app: &AppState,
     project: &Project,
@@ -734,16 +773,34 @@ async fn switch_to(
     let project_id = project.id.clone();
     let project_status = project.status;
     let new_id = deploy.id.clone();
+    // The edge moves first, then the store records it: whoever reads the deploy as
+    // `running` finds the edge already serving it.
+    let lookup = deploy.id.clone();
+    let recorded = app
+        .store
+        .call(move |connection| store::deploys::by_id(connection, &lookup))
+        .await?
+        .ok_or_else(|| Error::Internal(format!("deploy {} vanished", deploy.id)))?;
+    app.set_switching(&recorded, true);
+    if let Err(err) = crate::routing::refresh(app).await {
+        app.set_switching(&recorded, false);
+        return Err(err);
+    }
+    let target = deploy.target();
     let previous = app
         .store
         .call(move |connection| {
             let tx = connection.transaction()?;
             let now = clock::now();
-            let previous: Vec<Deploy> =
-                store::deploys::of_project_with_status(&tx, &project_id, &[DeployStatus::Running])?
-                    .into_iter()
-                    .filter(|d| d.id != new_id)
-                    .collect();
+            let previous: Vec<Deploy> = store::deploys::of_target_with_status(
+                &tx,
+                &project_id,
+                target.preview_id(),
+                &[DeployStatus::Running],
+            )?
+            .into_iter()
+            .filter(|d| d.id != new_id)
+            .collect();
             for old in &previous {
                 store::deploys::set_status(&tx, &old.id, DeployStatus::Superseded, &now)?;
                 let seq = store::deploys::last_log_seq(&tx, &old.id)? + 1;
@@ -759,15 +816,19 @@ async fn switch_to(
                 )?;
             }
             store::deploys::set_status(&tx, &new_id, DeployStatus::Running, &now)?;
-            // A project stopped by `scale` stays stopped: the release waits for a scale-up.
-            if project_status != ProjectStatus::Stopped {
+            // A preview never changes the project's status, and a project stopped by
+            // `scale` stays stopped: the release waits for a scale-up.
+            if target == ReleaseTarget::Production && project_status != ProjectStatus::Stopped {
                 store::projects::set_status(&tx, &project_id, ProjectStatus::Running, &now)?;
             }
             tx.commit()?;
             Ok(previous)
         })
-        .await?;
+        .await;
+    app.set_switching(&recorded, false);
+    // On a failed commit this puts the routes back on the release the store still names.
     crate::routing::refresh(app).await?;
+    let previous = previous?;
     log.line("traffic switched to the new release");
     log.status(DeployStatus::Running);
     if previous.is_empty() {
@@ -781,7 +842,10 @@ async fn switch_to(
         .await
         .unwrap_or_default()
         .into_iter()
-        .filter(|container| container.labels.get("cantila.deploy") != Some(&deploy.id))
+        .filter(|container| {
+            container.labels.get("cantila.deploy") != Some(&deploy.id)
+                && deploy.target().owns_container(&container.labels)
+        })
         .collect();
     let ids: Vec<String> = leaving.iter().map(|c| c.id.clone()).collect();
     // Marked draining so no repair pass takes them for orphans while requests already on

@@ -40,15 +40,28 @@ pub async fn deploy_plan(
     source: &SourcePlan,
 ) -> Result<DeployPlan> {
     let project_id = project.id.clone();
-    let mut env_keys: Vec<String> = app
+    let (vars, database) = app
         .store
-        .call(move |c| store::env::all(c, &project_id))
-        .await?
-        .into_iter()
-        .map(|var| var.key)
-        .collect();
+        .call(move |c| {
+            Ok((
+                store::env::all(c, &project_id)?,
+                store::volumes::database_of(c, &project_id)?,
+            ))
+        })
+        .await?;
+    let mut env_keys: Vec<String> = vars.into_iter().map(|var| var.key).collect();
     env_keys.push("PORT".to_owned());
+    // The wired database's env is added when each container starts (`volumes::attach`).
+    if let Some(database) = &database {
+        env_keys.extend(
+            crate::database::env_keys(database.engine)
+                .iter()
+                .map(|k| (*k).to_owned()),
+        );
+        env_keys.dedup();
+    }
     env_keys.sort();
+    env_keys.dedup();
     let tier = app.config.scale.tier(project.size.as_deref());
     Ok(DeployPlan {
         source: source.clone(),
@@ -63,7 +76,9 @@ pub async fn deploy_plan(
         },
         env_keys,
         hostnames: vec![project.default_hostname(&app.config.base_domain)],
-        database: None,
+        database: database.map(|database| {
+            serde_json::json!({ "engine": database.engine.as_str(), "volume": database.volume })
+        }),
     })
 }
 

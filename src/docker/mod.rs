@@ -19,8 +19,10 @@ use bollard::{
 };
 use futures_util::StreamExt;
 
+mod data;
 mod stats;
 
+pub use data::VolumeMount;
 pub use stats::ContainerSample;
 
 /// A failure talking to the engine, or a failure the engine reports.
@@ -102,6 +104,8 @@ pub struct ContainerSpec {
     pub cpus: Option<f64>,
     /// Restart on crash (instances) or never (one-off commands).
     pub restart: bool,
+    /// Named volumes to mount (the project's volumes; see `volumes::attach`).
+    pub mounts: Vec<VolumeMount>,
 }
 
 /// Which output of a container a line came from.
@@ -387,6 +391,7 @@ impl Engine {
                 maximum_retry_count: None,
             }),
             init: Some(true),
+            mounts: data::to_mounts(&spec.mounts),
             ..Default::default()
         };
         let body = ContainerCreateBody {

@@ -21,6 +21,8 @@ const MAX_PATH_CHARS: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct AccessRecord {
     pub project_id: String,
+    /// Set when the request came in on a preview's hostname.
+    pub preview_id: Option<String>,
     /// When the response head was ready, in nanoseconds since the epoch.
     pub at_ns: i64,
     pub method: String,
@@ -95,6 +97,7 @@ mod tests {
 
     fn record(path: &str) -> AccessRecord {
         AccessRecord {
+            preview_id: None,
             project_id: "prj_1".into(),
             at_ns: 0,
             method: "GET".into(),

@@ -202,11 +202,15 @@ pub fn percentile_ms(counts: &[u64], quantile: f64) -> Option<f64> {
     None
 }
 
-/// Counters for every project the edge has answered for. The map is copied on the rare
-/// insert of a new project and read without a lock on every request.
+/// Counters for every project the edge has answered for, and for every preview on its own
+/// (under the preview's id), so a preview's traffic never counts as its project's. The
+/// maps are copied on the rare insert of a new key and read without a lock on every
+/// request.
 #[derive(Debug, Default)]
 pub struct EdgeMetrics {
     projects: ArcSwap<HashMap<String, Arc<ProjectCounters>>>,
+    /// The project of each preview with counters in `projects`.
+    preview_projects: ArcSwap<HashMap<String, String>>,
 }
 
 impl EdgeMetrics {
@@ -234,7 +238,20 @@ impl EdgeMetrics {
         found.unwrap_or_default()
     }
 
-    /// A copy of `project_id`'s counters (all zero for a project never seen).
+    /// The counters of a preview of `project_id`, kept apart from the project's own.
+    pub fn preview(&self, project_id: &str, preview_id: &str) -> Arc<ProjectCounters> {
+        if !self.preview_projects.load().contains_key(preview_id) {
+            self.preview_projects.rcu(|current| {
+                let mut next = HashMap::clone(current);
+                next.insert(preview_id.to_owned(), project_id.to_owned());
+                next
+            });
+        }
+        self.project(preview_id)
+    }
+
+    /// A copy of `project_id`'s (or a preview's, by its id) counters (all zero for one
+    /// never seen).
     pub fn snapshot(&self, project_id: &str) -> ProjectMetrics {
         self.projects
             .load()
@@ -243,9 +260,25 @@ impl EdgeMetrics {
             .unwrap_or_default()
     }
 
-    /// Every project with counters, for collectors that sweep them all.
+    /// Every project with counters, for collectors that sweep them all (previews not
+    /// included).
     pub fn project_ids(&self) -> Vec<String> {
-        self.projects.load().keys().cloned().collect()
+        let previews = self.preview_projects.load();
+        self.projects
+            .load()
+            .keys()
+            .filter(|key| !previews.contains_key(*key))
+            .cloned()
+            .collect()
+    }
+
+    /// Every preview with counters, with its project: `(preview id, project id)`.
+    pub fn previews(&self) -> Vec<(String, String)> {
+        self.preview_projects
+            .load()
+            .iter()
+            .map(|(preview, project)| (preview.clone(), project.clone()))
+            .collect()
     }
 }
 
@@ -277,6 +310,18 @@ mod tests {
         assert_eq!((snap.bytes_in, snap.bytes_out), (10, 25));
         assert_eq!(metrics.snapshot("prj_unknown"), ProjectMetrics::default());
         assert_eq!(metrics.project_ids(), vec!["prj_a".to_owned()]);
+
+        // A preview counts on its own, never as its project.
+        metrics
+            .preview("prj_a", "prv_b")
+            .record_response(200, Duration::from_millis(1));
+        assert_eq!(metrics.snapshot("prj_a").requests, 7);
+        assert_eq!(metrics.snapshot("prv_b").requests, 1);
+        assert_eq!(metrics.project_ids(), vec!["prj_a".to_owned()]);
+        assert_eq!(
+            metrics.previews(),
+            vec![("prv_b".to_owned(), "prj_a".to_owned())]
+        );
     }
 
     #[test]

@@ -123,7 +123,7 @@ async fn dispatch(
     let Some(route) = route else {
         return pages::unknown_host(host.as_deref().unwrap_or("this host"));
     };
-    let counters = edge.metrics.project(&route.project_id);
+    let counters = route.counters(&edge.metrics);
     // Taken before the request is handed on; only when someone collects the records.
     let access = edge.access_log.as_ref().map(|sink| {
         (
@@ -172,6 +172,7 @@ async fn dispatch(
     if let Some((sink, method, path)) = access {
         sink.record(AccessRecord {
             project_id: route.project_id.clone(),
+            preview_id: route.preview_id.clone(),
             at_ns: crate::clock::now_nanos(),
             method,
             host: host.unwrap_or_default(),

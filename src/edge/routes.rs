@@ -31,6 +31,9 @@ pub enum RouteTarget {
 #[derive(Debug)]
 pub struct Route {
     pub project_id: String,
+    /// Set on a preview's route: its requests are counted under the preview, never the
+    /// project's production.
+    pub preview_id: Option<String>,
     pub project_name: String,
     pub target: RouteTarget,
     /// Plain-HTTP requests (other than ACME challenges) get a 308 to https once the
@@ -50,10 +53,26 @@ impl Route {
     ) -> Self {
         Self {
             project_id: project_id.into(),
+            preview_id: None,
             project_name: project_name.into(),
             target,
             https_redirect,
             next_instance: AtomicUsize::new(0),
+        }
+    }
+
+    /// The same route, for a preview of the project.
+    pub fn for_preview(mut self, preview_id: impl Into<String>) -> Self {
+        self.preview_id = Some(preview_id.into());
+        self
+    }
+
+    /// The edge's counters this route's requests go to: its preview's for a preview,
+    /// else its project's.
+    pub fn counters(&self, metrics: &super::EdgeMetrics) -> std::sync::Arc<super::ProjectCounters> {
+        match &self.preview_id {
+            Some(preview_id) => metrics.preview(&self.project_id, preview_id),
+            None => metrics.project(&self.project_id),
         }
     }
 

@@ -43,10 +43,10 @@ const BROTLI_WINDOW_BITS: u32 = 22;
 const GZIP_LEVEL: u32 = 6;
 
 /// `Cache-Control` for HTML: always revalidate, so a new deploy shows at once.
-const CACHE_HTML: &str = "no-cache";
+pub(crate) const CACHE_HTML: &str = "no-cache";
 /// `Cache-Control` for other files: assets without content hashes in their names may be
 /// stale for up to five minutes after a deploy, in exchange for far fewer requests.
-const CACHE_ASSETS: &str = "public, max-age=300";
+pub(crate) const CACHE_ASSETS: &str = "public, max-age=300";
 
 /// What percent-encoding leaves out of a path segment when the edge writes a redirect.
 const SEGMENT_ENCODE: &AsciiSet = &CONTROLS
@@ -738,7 +738,7 @@ fn is_compressible(essence: &str) -> bool {
         )
 }
 
-fn content_type(mime: &mime_guess::Mime) -> String {
+pub(crate) fn content_type(mime: &mime_guess::Mime) -> String {
     let essence = mime.essence_str();
     if essence.starts_with("text/")
         || matches!(

@@ -110,6 +110,8 @@ pub struct StartedContainer {
     pub instance: String,
     /// The process type (`cantila.process`: `web`, `worker`, ...).
     pub process: String,
+    /// The preview it runs (`cantila.preview`); `None` for production.
+    pub preview_id: Option<String>,
 }
 
 impl StartedContainer {
@@ -129,6 +131,7 @@ impl StartedContainer {
             process: label("cantila.process")
                 .or_else(|| label("cantila.kind"))
                 .unwrap_or_else(|| "web".to_owned()),
+            preview_id: label(crate::deploy::PREVIEW_LABEL),
         })
     }
 }
@@ -304,6 +307,7 @@ fn admit(
         process: container.process.clone(),
         stream,
         text: line.text,
+        preview_id: container.preview_id.clone(),
         position: Some(ReadPosition {
             container_id: container.id.clone(),
             last_ns: position.last_ns,
@@ -316,6 +320,7 @@ fn access_line(record: AccessRecord) -> NewLine {
     NewLine {
         text: record.line(),
         project_id: record.project_id,
+        preview_id: record.preview_id,
         at_ns: record.at_ns,
         instance: "edge".to_owned(),
         process: "edge".to_owned(),

@@ -1,9 +1,11 @@
 //! Runtime logs: what a project's instances write to stdout and stderr, and the edge's
-//! access lines for it, tagged with instance, process type, stream and time; kept under a
-//! per-project cap (bytes and age) that drops the oldest first; read by time window and
-//! filters, or followed live. `collector` follows the containers and writes the lines.
-//! Invariant: a line is stored once (a daemon restart resumes each container stream after
-//! its last stored line) and published only after it is stored.
+//! access lines for it, tagged with instance, process type, stream, time and the preview
+//! they belong to (none for production); kept under a per-project cap (bytes and age) that
+//! drops the oldest first; read by time window and filters, or followed live. `collector`
+//! follows the containers and writes the lines.
+//! Invariants: a line is stored once (a daemon restart resumes each container stream after
+//! its last stored line) and published only after it is stored; a read shows production's
+//! lines or one preview's, never both.
 
 pub mod collector;
 
@@ -64,6 +66,8 @@ pub struct RuntimeLine {
     pub process: String,
     pub stream: LogStream,
     pub text: String,
+    /// The preview whose container or hostname the line came from; `None` for production.
+    pub preview_id: Option<String>,
 }
 
 impl live::Sequenced for std::sync::Arc<RuntimeLine> {
@@ -81,6 +85,8 @@ pub struct NewLine {
     pub process: String,
     pub stream: LogStream,
     pub text: String,
+    /// The preview the line belongs to; `None` for production.
+    pub preview_id: Option<String>,
     /// For container lines: the stream's read position once this line is stored.
     pub position: Option<ReadPosition>,
 }
@@ -97,6 +103,9 @@ pub struct ReadPosition {
 /// Filters of a read or a followed stream, applied the same way in SQL and to live lines.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LineFilter {
+    /// Whose lines: production's (`None`) or one preview's. Never both, so a preview's
+    /// traffic and output stay out of production's view.
+    pub preview_id: Option<String>,
     pub instance: Option<String>,
     pub stream: Option<LogStream>,
     /// A case-sensitive substring of the line.
@@ -105,9 +114,11 @@ pub struct LineFilter {
 
 impl LineFilter {
     pub fn matches(&self, line: &RuntimeLine) -> bool {
-        self.instance
-            .as_deref()
-            .is_none_or(|instance| line.instance == instance)
+        line.preview_id == self.preview_id
+            && self
+                .instance
+                .as_deref()
+                .is_none_or(|instance| line.instance == instance)
             && self.stream.is_none_or(|stream| line.stream == stream)
             && self
                 .contains
@@ -191,11 +202,24 @@ pub struct LogPage {
     pub truncated: bool,
 }
 
-/// Fails with 404 unless the project is the actor's.
-async fn check_project(app: &AppState, actor: &Actor, project_id: &str) -> Result<()> {
-    crate::projects::get(&app.store, actor, project_id.to_owned())
-        .await
-        .map(|_| ())
+/// Fails with 404 unless the project is the actor's and, when the filter names a preview,
+/// the preview is one of that project's (another's answers exactly like a missing one).
+async fn check_target(
+    app: &AppState,
+    actor: &Actor,
+    project_id: &str,
+    filter: &LineFilter,
+) -> Result<()> {
+    match &filter.preview_id {
+        Some(preview_id) => {
+            crate::previews::get(app, actor, project_id.to_owned(), preview_id.clone())
+                .await
+                .map(|_| ())
+        }
+        None => crate::projects::get(&app.store, actor, project_id.to_owned())
+            .await
+            .map(|_| ()),
+    }
 }
 
 /// The newest `limit` lines of the window that pass the filter, oldest first.
@@ -205,7 +229,7 @@ pub async fn read(
     project_id: String,
     query: LogQuery,
 ) -> Result<LogPage> {
-    check_project(app, actor, &project_id).await?;
+    check_target(app, actor, &project_id, &query.filter).await?;
     let (lines, truncated) = app
         .store
         .call(move |c| {
@@ -243,7 +267,7 @@ pub async fn follow(
     query: LogQuery,
     from: FollowFrom,
 ) -> Result<mpsc::Receiver<std::sync::Arc<RuntimeLine>>> {
-    check_project(app, actor, &project_id).await?;
+    check_target(app, actor, &project_id, &query.filter).await?;
     // Subscribed before the window is read, so no line falls between the two.
     let early = app.logs.live.subscribe_or_open(&project_id);
     let (window, after) = match from {
@@ -372,6 +396,7 @@ mod tests {
             process: "web".into(),
             stream: LogStream::Stderr,
             text: "GET /health took 3ms".into(),
+            preview_id: None,
         };
         let check = |filter: LineFilter, expected: bool| {
             assert_eq!(filter.matches(&line), expected, "{filter:?}");
@@ -379,12 +404,36 @@ mod tests {
         check(LineFilter::default(), true);
         check(
             LineFilter {
+                preview_id: None,
                 instance: Some("abc123".into()),
                 stream: Some(LogStream::Stderr),
                 contains: Some("/health".into()),
             },
             true,
         );
+        // Production's view never shows a preview's line, and a preview's only its own.
+        check(
+            LineFilter {
+                preview_id: Some("prv_a".into()),
+                ..LineFilter::default()
+            },
+            false,
+        );
+        let preview_line = RuntimeLine {
+            preview_id: Some("prv_a".into()),
+            ..line.clone()
+        };
+        assert!(!LineFilter::default().matches(&preview_line));
+        assert!(LineFilter {
+            preview_id: Some("prv_a".into()),
+            ..LineFilter::default()
+        }
+        .matches(&preview_line));
+        assert!(!LineFilter {
+            preview_id: Some("prv_b".into()),
+            ..LineFilter::default()
+        }
+        .matches(&preview_line));
         check(
             LineFilter {
                 instance: Some("other".into()),

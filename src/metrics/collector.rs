@@ -1,6 +1,6 @@
 //! The collector: every `metrics.interval_secs`, on wall-clock multiples of it, samples
-//! each instance of this installation (Docker stats, one-shot) and each project's edge
-//! counters, turns them into one point per instance and per project (rates and deltas
+//! each instance of this installation (Docker stats, one-shot) and each project's and
+//! preview's edge counters, turns them into one point per instance and per project (rates and deltas
 //! against the previous sample), and stores them in one transaction that also refreshes
 //! the current minute's rolled-up point and, once a minute, prunes what is past retention.
 //! Invariant: it never blocks the edge (it reads the edge's atomics) and never runs two
@@ -89,22 +89,37 @@ impl Collector {
             .await
     }
 
-    /// Each project's edge figures since the previous tick; projects without traffic
-    /// store nothing (a missing point reads as zero requests).
+    /// Each project's (and each preview's, on its own) edge figures since the previous
+    /// tick; those without traffic store nothing (a missing point reads as zero requests).
     fn edge_points(&mut self, app: &AppState, at: i64) -> Vec<EdgePoint> {
         let mut points = Vec::new();
-        for project_id in app.edge_metrics.project_ids() {
-            let now = app.edge_metrics.snapshot(&project_id);
-            let delta = match self.edge.get(&project_id) {
+        // Counters are kept by project id, or by preview id for a preview's hostname.
+        let owners = app
+            .edge_metrics
+            .project_ids()
+            .into_iter()
+            .map(|project_id| (project_id.clone(), project_id, None))
+            .chain(
+                app.edge_metrics
+                    .previews()
+                    .into_iter()
+                    .map(|(preview_id, project_id)| {
+                        (preview_id.clone(), project_id, Some(preview_id))
+                    }),
+            );
+        for (key, project_id, preview_id) in owners {
+            let now = app.edge_metrics.snapshot(&key);
+            let delta = match self.edge.get(&key) {
                 Some(before) => now.since(before),
                 None => now.clone(),
             };
-            self.edge.insert(project_id.clone(), now);
+            self.edge.insert(key, now);
             if delta.requests == 0 && delta.bytes_in == 0 && delta.bytes_out == 0 {
                 continue;
             }
             points.push(EdgePoint {
                 project_id,
+                preview_id,
                 at,
                 requests: delta.requests,
                 status: [
@@ -140,7 +155,9 @@ impl Collector {
                 return Vec::new();
             }
         };
-        let running: Vec<(String, String)> = containers
+        // Each running instance with its owner: the project, and the preview it runs.
+        type Owner = (String, Option<String>);
+        let running: Vec<(String, Owner)> = containers
             .into_iter()
             .filter(|c| c.state == "running")
             // Instances of every process type (web and workers), not one-off containers.
@@ -150,12 +167,16 @@ impl Collector {
                     Some("web" | "worker")
                 )
             })
-            .filter_map(|c| Some((c.id, c.labels.get("cantila.project")?.clone())))
+            .filter_map(|c| {
+                let project_id = c.labels.get("cantila.project")?.clone();
+                let preview_id = c.labels.get(crate::deploy::PREVIEW_LABEL).cloned();
+                Some((c.id, (project_id, preview_id)))
+            })
             .collect();
-        let samples: Vec<(String, String, ContainerSample)> = futures_util::stream::iter(running)
-            .map(|(id, project_id)| async move {
+        let samples: Vec<(String, Owner, ContainerSample)> = futures_util::stream::iter(running)
+            .map(|(id, owner)| async move {
                 match engine.sample(&id).await {
-                    Ok(sample) => Some((id, project_id, sample)),
+                    Ok(sample) => Some((id, owner, sample)),
                     // Stopped between the listing and the sample: nothing to report.
                     Err(err) => {
                         tracing::debug!(container = %id, error = %err, "sampling an instance");
@@ -171,9 +192,11 @@ impl Collector {
         let mut points = Vec::with_capacity(samples.len());
         let mut latest = Vec::with_capacity(samples.len());
         let mut seen = HashMap::with_capacity(samples.len());
-        for (id, project_id, sample) in samples {
+        for (id, (project_id, preview_id), sample) in samples {
             let previous = self.containers.get(&id);
-            let (point, now) = figures(&id, project_id, at, sampled_at, &sample, previous);
+            let (mut point, mut now) = figures(&id, project_id, at, sampled_at, &sample, previous);
+            point.preview_id.clone_from(&preview_id);
+            now.preview_id = preview_id;
             points.push(point);
             latest.push(now);
             seen.insert(id, sample);
@@ -233,6 +256,7 @@ fn figures(
             previous.map(|p| p.block_write_bytes),
         ),
         restarts: grown(sample.restart_count, previous.map(|p| p.restart_count)),
+        preview_id: None,
     };
     let now = InstanceNow {
         project_id,
@@ -249,6 +273,7 @@ fn figures(
         block_read_bytes_total: sample.block_read_bytes,
         block_write_bytes_total: sample.block_write_bytes,
         restart_count: sample.restart_count,
+        preview_id: None,
     };
     (point, now)
 }

@@ -2,8 +2,10 @@
 //! instance's container stats and every project's edge counters each interval and stores
 //! them as points; `report` reads them back as series over a window with a current
 //! summary; `prometheus` renders the live figures in the Prometheus text format.
-//! Invariant: points are only read for a project the caller may see, and the series of a
-//! window is computed from stored points alone, so it survives daemon restarts.
+//! A preview's instances and edge traffic are sampled like production's but kept under the
+//! preview: a report is production's or one preview's, never a mix.
+//! Invariant: points are only read for a project (and preview) the caller may see, and the
+//! series of a window is computed from stored points alone, so it survives daemon restarts.
 
 pub mod collector;
 pub mod prometheus;
@@ -46,6 +48,8 @@ pub struct InstancePoint {
     pub block_write_bytes: u64,
     /// Restarts of the instance during the point.
     pub restarts: u64,
+    /// The preview the instance runs; `None` for production.
+    pub preview_id: Option<String>,
 }
 
 /// One project's edge figures over one point's interval.
@@ -60,6 +64,8 @@ pub struct EdgePoint {
     pub bytes_out: u64,
     /// Latency histogram counts, bucket by bucket (`edge::metrics` bounds).
     pub latency: Vec<u64>,
+    /// Set for a preview's hostname's figures; `None` for production's hostnames.
+    pub preview_id: Option<String>,
 }
 
 impl EdgePoint {
@@ -107,6 +113,8 @@ pub struct InstanceNow {
     pub block_read_bytes_total: u64,
     pub block_write_bytes_total: u64,
     pub restart_count: u64,
+    /// The preview the instance runs; `None` for production.
+    pub preview_id: Option<String>,
 }
 
 /// The collector's latest samples, read by reports and Prometheus scrapes without
@@ -256,10 +264,11 @@ fn default_step(since_secs: i64, interval: i64, fine_keep: i64) -> i64 {
     }
 }
 
-/// A project's metrics over a window.
+/// A project's metrics over a window: production's, or one preview's.
 #[derive(Debug, Clone)]
 pub struct Report {
     pub project_id: String,
+    pub preview_id: Option<String>,
     pub window: Window,
     /// Start of the first point and of the last, in Unix seconds.
     pub from: i64,
@@ -317,26 +326,31 @@ pub struct Summary {
     pub restarts: u64,
 }
 
-/// The metrics of one project of the caller's account over `window`.
+/// The metrics of one project of the caller's account over `window`: its production
+/// instances and hostnames, or with `preview` only that preview's (another project's or
+/// account's preview answers 404).
 pub async fn report(
     app: &AppState,
     actor: &Actor,
     project_id: String,
+    preview: Option<String>,
     window: Window,
 ) -> Result<Report> {
-    let project = projects::get(&app.store, actor, project_id).await?;
+    let (project_id, preview_id) = target(app, actor, project_id, preview).await?;
     let now = unix_now();
     let first = (now - window.since_secs).div_euclid(window.step_secs) * window.step_secs;
     let last = now.div_euclid(window.step_secs) * window.step_secs;
     let interval = app.config.metrics.interval_secs as i64;
-    let id = project.id.clone();
+    let id = project_id.clone();
+    let preview = preview_id.clone();
     let (instance_points, edge_points, recent_edges) = app
         .store
         .call(move |c| {
+            let preview = preview.as_deref();
             Ok((
-                store::metrics::instance_points(c, &id, window.resolution, first)?,
-                store::metrics::edge_points(c, &id, window.resolution, first)?,
-                store::metrics::edge_points(c, &id, interval, now - MINUTE)?,
+                store::metrics::instance_points(c, &id, preview, window.resolution, first)?,
+                store::metrics::edge_points(c, &id, preview, window.resolution, first)?,
+                store::metrics::edge_points(c, &id, preview, interval, now - MINUTE)?,
             ))
         })
         .await?;
@@ -351,12 +365,13 @@ pub async fn report(
         .metrics
         .latest()
         .iter()
-        .filter(|sample| sample.project_id == project.id)
+        .filter(|sample| sample.project_id == project_id && sample.preview_id == preview_id)
         .cloned()
         .collect();
     let summary = summarize(live, &series, &recent_edges);
     Ok(Report {
-        project_id: project.id,
+        project_id,
+        preview_id,
         window,
         from: first,
         to: last,
@@ -364,6 +379,34 @@ pub async fn report(
         instances,
         summary,
     })
+}
+
+/// The project's id and, when `preview` is given, the preview's, once both are known to
+/// be the actor's.
+async fn target(
+    app: &AppState,
+    actor: &Actor,
+    project_id: String,
+    preview: Option<String>,
+) -> Result<(String, Option<String>)> {
+    match preview {
+        Some(preview_id) => {
+            let preview = crate::previews::get(app, actor, project_id, preview_id).await?;
+            Ok((preview.project_id, Some(preview.id)))
+        }
+        None => Ok((projects::get(&app.store, actor, project_id).await?.id, None)),
+    }
+}
+
+/// Checks that `preview` (when given) is a preview of the actor's project, for callers
+/// that refuse a preview after that check (Prometheus text covers production only).
+pub async fn check_preview(
+    app: &AppState,
+    actor: &Actor,
+    project_id: String,
+    preview: Option<String>,
+) -> Result<()> {
+    target(app, actor, project_id, preview).await.map(|_| ())
 }
 
 /// Folds stored points into one series point per step from `first` to `last`.
@@ -494,6 +537,7 @@ fn build_series(
                     block_read_bytes: points.iter().map(|p| p.block_read_bytes).sum(),
                     block_write_bytes: points.iter().map(|p| p.block_write_bytes).sum(),
                     restarts: points.iter().map(|p| p.restarts).sum(),
+                    preview_id: points[0].preview_id.clone(),
                 })
                 .collect(),
         })

@@ -20,14 +20,15 @@ pub struct ProjectLabels {
     pub name: String,
 }
 
-/// Renders every family for `projects`: their edge counters and the samples in
-/// `instances` that belong to them.
+/// Renders every family for `projects`: their production edge counters and the samples in
+/// `instances` of their production instances (previews are left out: their figures are
+/// in `GET /v1/projects/:id/metrics?preview=`).
 pub fn render(projects: &[ProjectLabels], edge: &EdgeMetrics, instances: &[InstanceNow]) -> String {
     let mut out = String::with_capacity(4096 + projects.len() * 3000);
     let edges: Vec<_> = projects.iter().map(|p| (p, edge.snapshot(&p.id))).collect();
     let instances: Vec<&InstanceNow> = instances
         .iter()
-        .filter(|i| projects.iter().any(|p| p.id == i.project_id))
+        .filter(|i| i.preview_id.is_none() && projects.iter().any(|p| p.id == i.project_id))
         .collect();
 
     family(

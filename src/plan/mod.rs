@@ -121,6 +121,10 @@ pub struct SourcePlan {
     pub health_check: HealthCheck,
     /// For `static`: the directory to serve, relative to the tree (".", "public", "dist").
     pub static_root: Option<String>,
+    /// For images: the tree's directory of static assets (`public` or `static`), copied
+    /// out of the image after the build and listed by `GET /v1/projects/:id/assets`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assets_dir: Option<String>,
     pub warnings: Vec<String>,
 }
 
@@ -148,6 +152,12 @@ pub fn plan_tree(tree: &Path, options: &PlanOptions<'_>) -> Result<SourcePlan, E
         Runtime::Ruby => plan_generated(&mut planner, runtime, ruby::plan, procfile)?,
         Runtime::Php => plan_generated(&mut planner, runtime, php::plan, procfile)?,
     };
+    if plan.builder != Builder::Static {
+        plan.assets_dir = ["public", "static"]
+            .into_iter()
+            .find(|dir| !planner.tree.list_dir(dir).is_empty())
+            .map(str::to_owned);
+    }
     plan.warnings = std::mem::take(&mut planner.warnings);
     plan.warnings.extend(planner.tree.take_warnings());
     Ok(plan)
@@ -369,6 +379,7 @@ fn plan_user_dockerfile(
         processes,
         release_command,
         static_root: None,
+        assets_dir: None,
         warnings: Vec::new(),
     })
 }
@@ -395,6 +406,7 @@ fn plan_static(planner: &mut Planner<'_>, procfile: Option<Procfile>) -> Result<
         release_command: None,
         health_check: HealthCheck::none(),
         static_root: root,
+        assets_dir: None,
         warnings: Vec::new(),
     })
 }
@@ -488,6 +500,7 @@ fn plan_generated(
         processes,
         release_command,
         static_root: None,
+        assets_dir: None,
         warnings: Vec::new(),
     })
 }

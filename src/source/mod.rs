@@ -9,4 +9,7 @@ mod webhook;
 pub use git::{Commit, ExportSummary, FetchOutcome, Mirror, SourceError};
 pub use refs::GitRef;
 pub use repo::{HttpsUrl, LocalPath, RepoLocation};
-pub use webhook::{verify_gitea, verify_github, verify_gitlab, PushEvent, SignatureError};
+pub use webhook::{
+    verify_gitea, verify_github, verify_gitlab, PullRequestAction, PullRequestEvent, PushEvent,
+    SignatureError,
+};

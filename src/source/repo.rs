@@ -309,7 +309,15 @@ fn parse_local_path(value: &str) -> Result<LocalPath, String> {
     for component in path.components() {
         match component {
             Component::RootDir => {}
-            Component::Normal(part) => canonical.push(part),
+            Component::Normal(part) => {
+                // Whitespace at the end of the whole value is trimmed, so a part ending
+                // in it (`/srv/a /`) would print as a path that parses to another one.
+                let text = part.to_string_lossy();
+                if text.trim() != text {
+                    return Err("a part of the path starts or ends with whitespace".into());
+                }
+                canonical.push(part)
+            }
             Component::CurDir | Component::ParentDir | Component::Prefix(_) => {
                 return Err("the path must not contain `..` parts".into());
             }
@@ -418,6 +426,25 @@ mod tests {
         ];
         for (input, expected) in cases {
             assert_eq!(canonical(input), expected, "{input:?}");
+        }
+    }
+
+    /// Found by `fuzz/fuzz_targets/git_source.rs`: `/.lock   {   /` was stored as
+    /// `/.lock   {   ` (the trailing `/` dropped), which parses back to `/.lock   {`.
+    #[test]
+    fn a_canonical_path_parses_back_to_itself() {
+        for input in [
+            " /.lock          {      /",
+            "/srv/app /",
+            "/srv/ app",
+            "file:///srv/a%20/",
+        ] {
+            let message = rejection(input);
+            assert!(message.contains("whitespace"), "{input:?}: {message}");
+        }
+        for input in ["/srv/my app/x", "file:///srv/my%20repo", "/srv/git/app/"] {
+            let printed = canonical(input);
+            assert_eq!(canonical(&printed), printed, "{input:?}");
         }
     }
 

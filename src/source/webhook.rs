@@ -1,4 +1,5 @@
-//! Webhook authentication (GitHub, Gitea/Forgejo and GitLab schemes) and push payloads.
+//! Webhook authentication (GitHub, Gitea/Forgejo and GitLab schemes), push payloads and
+//! pull (merge) request payloads.
 
 use hmac::{Hmac, Mac};
 use serde_json::Value;
@@ -137,6 +138,90 @@ impl PushEvent {
             branch,
             after,
             deleted,
+        })
+    }
+}
+
+/// What happened to a pull request, as far as previews care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PullRequestAction {
+    /// Opened, reopened, or new commits pushed: the preview is created or updated.
+    Updated,
+    /// Closed or merged: the preview is removed.
+    Closed,
+    /// Anything else (labels, edits, reviews): nothing to do. Holds the action's name.
+    Other(String),
+}
+
+/// The parts of a pull request event (GitHub, Gitea/Forgejo) or merge request event
+/// (GitLab) a preview needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequestEvent {
+    pub action: PullRequestAction,
+    /// The pull request's number (GitLab: the merge request's `iid`).
+    pub number: u32,
+    /// The head (source) branch.
+    pub branch: String,
+    /// The head commit (lowercase hex), when the payload names one.
+    pub head_sha: Option<String>,
+}
+
+impl PullRequestEvent {
+    pub fn parse(body: &[u8]) -> Result<PullRequestEvent, Error> {
+        let payload: Value = serde_json::from_slice(body)
+            .map_err(|_| Error::BadRequest("the webhook body is not valid JSON".into()))?;
+        let missing = |what: &str| Error::Invalid(format!("the pull request event has no {what}"));
+        let str_at = |pointer: &str| payload.pointer(pointer).and_then(Value::as_str);
+        // GitLab's merge request hook keeps everything under `object_attributes`.
+        let (action, number, branch, head_sha) = if payload.get("object_attributes").is_some() {
+            (
+                str_at("/object_attributes/action").unwrap_or("update"),
+                payload
+                    .pointer("/object_attributes/iid")
+                    .and_then(Value::as_u64),
+                str_at("/object_attributes/source_branch"),
+                str_at("/object_attributes/last_commit/id"),
+            )
+        } else {
+            (
+                str_at("/action").ok_or_else(|| missing("`action`"))?,
+                payload
+                    .get("number")
+                    .or_else(|| payload.pointer("/pull_request/number"))
+                    .and_then(Value::as_u64),
+                str_at("/pull_request/head/ref"),
+                str_at("/pull_request/head/sha"),
+            )
+        };
+        let number = number
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| missing("pull request number"))?;
+        let branch = branch.ok_or_else(|| missing("head branch"))?;
+        // The branch must be a valid ref name before it names anything.
+        GitRef::parse(branch)?;
+        let head_sha = match head_sha {
+            Some(sha) if is_full_sha(sha) => Some(sha.to_ascii_lowercase()),
+            Some(sha) => {
+                return Err(Error::Invalid(format!(
+                    "the pull request's head sha {sha:?} is not a full commit sha"
+                )))
+            }
+            None => None,
+        };
+        let action = match action {
+            // GitHub: opened, reopened, synchronize; Gitea: synchronized; GitLab: open,
+            // reopen, update.
+            "opened" | "reopened" | "synchronize" | "synchronized" | "open" | "reopen"
+            | "update" => PullRequestAction::Updated,
+            "closed" | "close" | "merge" => PullRequestAction::Closed,
+            other => PullRequestAction::Other(other.to_owned()),
+        };
+        Ok(PullRequestEvent {
+            action,
+            number,
+            branch: branch.to_owned(),
+            head_sha,
         })
     }
 }
@@ -364,6 +449,88 @@ mod tests {
                 expected,
                 "{body}"
             );
+        }
+    }
+
+    #[test]
+    fn pull_request_payloads() {
+        let pr =
+            |action: PullRequestAction, number, branch: &str, sha: Option<&str>| PullRequestEvent {
+                action,
+                number,
+                branch: branch.into(),
+                head_sha: sha.map(Into::into),
+            };
+        let github = |action: &str| {
+            format!(
+                r#"{{"action":"{action}","number":7,"pull_request":{{"number":7,"head":{{"ref":"feature/x","sha":"{SHA_A}"}},"base":{{"ref":"main"}}}}}}"#
+            )
+        };
+        let gitlab = format!(
+            r#"{{"object_kind":"merge_request","object_attributes":{{"iid":3,"action":"update","source_branch":"fix","last_commit":{{"id":"{}"}}}}}}"#,
+            SHA_B.to_uppercase()
+        );
+        let cases = [
+            (
+                github("opened"),
+                pr(PullRequestAction::Updated, 7, "feature/x", Some(SHA_A)),
+            ),
+            (
+                github("reopened"),
+                pr(PullRequestAction::Updated, 7, "feature/x", Some(SHA_A)),
+            ),
+            (
+                github("synchronize"),
+                pr(PullRequestAction::Updated, 7, "feature/x", Some(SHA_A)),
+            ),
+            (
+                github("synchronized"),
+                pr(PullRequestAction::Updated, 7, "feature/x", Some(SHA_A)),
+            ),
+            (
+                github("closed"),
+                pr(PullRequestAction::Closed, 7, "feature/x", Some(SHA_A)),
+            ),
+            (
+                github("labeled"),
+                pr(
+                    PullRequestAction::Other("labeled".into()),
+                    7,
+                    "feature/x",
+                    Some(SHA_A),
+                ),
+            ),
+            (
+                gitlab,
+                pr(PullRequestAction::Updated, 3, "fix", Some(SHA_B)),
+            ),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(
+                PullRequestEvent::parse(body.as_bytes()).unwrap(),
+                expected,
+                "{body}"
+            );
+        }
+        let bad: [(&str, &str); 5] = [
+            ("nope", "not valid JSON"),
+            (r#"{"number":1}"#, "`action`"),
+            (
+                r#"{"action":"opened","pull_request":{"head":{"ref":"x"}}}"#,
+                "number",
+            ),
+            (
+                r#"{"action":"opened","number":1,"pull_request":{"head":{}}}"#,
+                "head branch",
+            ),
+            (
+                r#"{"action":"opened","number":1,"pull_request":{"head":{"ref":"a..b"}}}"#,
+                "`..`",
+            ),
+        ];
+        for (body, expected) in bad {
+            let error = PullRequestEvent::parse(body.as_bytes()).unwrap_err();
+            assert!(error.to_string().contains(expected), "{body}: {error}");
         }
     }
 

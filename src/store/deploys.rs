@@ -1,4 +1,7 @@
-//! SQL for deploys and their stored log lines.
+//! SQL for deploys and their stored log lines. A deploy belongs to the project's
+//! production release (`preview_id` NULL) or to one preview; the project-wide queries
+//! below mean production unless their name says otherwise, so a preview's deploys never
+//! leak into production's history, rollbacks or release switches.
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -7,7 +10,7 @@ use crate::{
     error::Result,
 };
 
-const COLUMNS: &str = "seq, id, project_id, status, trigger, git_ref, commit_sha, commit_message, plan, image, failed_step, error, created_at, building_at, releasing_at, finished_at, rollback_of";
+const COLUMNS: &str = "seq, id, project_id, status, trigger, git_ref, commit_sha, commit_message, plan, image, failed_step, error, created_at, building_at, releasing_at, finished_at, rollback_of, preview_id";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Deploy)> {
     let status: String = row.get(3)?;
@@ -31,13 +34,14 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Deploy)> {
             releasing_at: row.get(14)?,
             finished_at: row.get(15)?,
             rollback_of: row.get(16)?,
+            preview_id: row.get(17)?,
         },
     ))
 }
 
 pub fn insert(connection: &Connection, deploy: &Deploy) -> Result<()> {
     connection.execute(
-        "INSERT INTO deploys (id, project_id, status, trigger, git_ref, created_at, rollback_of) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO deploys (id, project_id, status, trigger, git_ref, created_at, rollback_of, preview_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             deploy.id,
             deploy.project_id,
@@ -45,7 +49,8 @@ pub fn insert(connection: &Connection, deploy: &Deploy) -> Result<()> {
             deploy.trigger,
             deploy.git_ref,
             deploy.created_at,
-            deploy.rollback_of
+            deploy.rollback_of,
+            deploy.preview_id
         ],
     )?;
     Ok(())
@@ -62,7 +67,8 @@ pub fn by_id(connection: &Connection, id: &str) -> Result<Option<Deploy>> {
         .map(|(_, deploy)| deploy))
 }
 
-/// Newest first, strictly older than `before` when given.
+/// The project's production deploys, newest first, strictly older than `before` when
+/// given.
 pub fn page(
     connection: &Connection,
     project_id: &str,
@@ -70,7 +76,7 @@ pub fn page(
     limit: u32,
 ) -> Result<Vec<(i64, Deploy)>> {
     let mut statement = connection.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM deploys WHERE project_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+        "SELECT {COLUMNS} FROM deploys WHERE project_id = ?1 AND preview_id IS NULL AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
     ))?;
     let rows = statement
         .query_map(
@@ -95,24 +101,94 @@ pub fn with_status(connection: &Connection, statuses: &[DeployStatus]) -> Result
     Ok(found)
 }
 
-/// The project's deploys in the given statuses, oldest first.
+/// The project's production deploys in the given statuses, oldest first.
 pub fn of_project_with_status(
     connection: &Connection,
     project_id: &str,
     statuses: &[DeployStatus],
 ) -> Result<Vec<Deploy>> {
+    of_target_with_status(connection, project_id, None, statuses)
+}
+
+/// The deploys of one release target (production when `preview_id` is `None`, else that
+/// preview) in the given statuses, oldest first.
+pub fn of_target_with_status(
+    connection: &Connection,
+    project_id: &str,
+    preview_id: Option<&str>,
+    statuses: &[DeployStatus],
+) -> Result<Vec<Deploy>> {
+    // `IS` compares NULL with NULL as equal, so one statement serves both targets.
     let mut statement = connection.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM deploys WHERE project_id = ?1 AND status = ?2 ORDER BY seq"
+        "SELECT {COLUMNS} FROM deploys WHERE project_id = ?1 AND preview_id IS ?2 AND status = ?3 ORDER BY seq"
     ))?;
     let mut found = Vec::new();
     for status in statuses {
         let rows = statement
-            .query_map(params![project_id, status.as_str()], from_row)?
+            .query_map(params![project_id, preview_id, status.as_str()], from_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         found.extend(rows);
     }
     found.sort_by_key(|(seq, _)| *seq);
     Ok(found.into_iter().map(|(_, deploy)| deploy).collect())
+}
+
+/// Every deploy of the project, production's and its previews', still queued, building
+/// or releasing; for deleting the project.
+pub fn in_progress_of_project(connection: &Connection, project_id: &str) -> Result<Vec<Deploy>> {
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM deploys WHERE project_id = ?1 AND status IN ('queued', 'building', 'releasing') ORDER BY seq"
+    ))?;
+    let rows = statement
+        .query_map([project_id], from_row)?
+        .map(|row| row.map(|(_, deploy)| deploy))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// A preview's deploys, newest first.
+pub fn of_preview(connection: &Connection, preview_id: &str, limit: u32) -> Result<Vec<Deploy>> {
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM deploys WHERE preview_id = ?1 ORDER BY seq DESC LIMIT ?2"
+    ))?;
+    let rows = statement
+        .query_map(params![preview_id, limit], from_row)?
+        .map(|row| row.map(|(_, deploy)| deploy))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// The status of each preview's newest deploy, by preview id; for the route table's 503
+/// pages.
+pub fn newest_status_of_previews(connection: &Connection) -> Result<Vec<(String, DeployStatus)>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT preview_id, status FROM deploys WHERE seq IN
+         (SELECT MAX(seq) FROM deploys WHERE preview_id IS NOT NULL GROUP BY preview_id)",
+    )?;
+    let rows = statement
+        .query_map([], |row| {
+            let status: String = row.get(1)?;
+            Ok((
+                row.get(0)?,
+                DeployStatus::parse(&status).unwrap_or(DeployStatus::Failed),
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Whether a deploy outside `preview_id` still names `image`, so removing the preview
+/// must keep it (production reuses images of the same commit and plan).
+pub fn image_used_outside_preview(
+    connection: &Connection,
+    image: &str,
+    preview_id: &str,
+) -> Result<bool> {
+    Ok(connection.query_row(
+        "SELECT EXISTS (SELECT 1 FROM deploys WHERE image = ?1 AND preview_id IS NOT ?2)",
+        params![image, preview_id],
+        |row| row.get(0),
+    )?)
 }
 
 pub fn set_status(connection: &Connection, id: &str, status: DeployStatus, at: &str) -> Result<()> {
@@ -203,11 +279,11 @@ pub fn env_of(connection: &Connection, deploy_id: &str) -> Result<Option<Vec<u8>
         .flatten())
 }
 
-/// The sealed env snapshot of the project's running deploy, if any.
+/// The sealed env snapshot of the project's running production deploy, if any.
 pub fn running_env(connection: &Connection, project_id: &str) -> Result<Option<Vec<u8>>> {
     Ok(connection
         .query_row(
-            "SELECT env FROM deploys WHERE project_id = ?1 AND status = 'running' ORDER BY seq DESC LIMIT 1",
+            "SELECT env FROM deploys WHERE project_id = ?1 AND preview_id IS NULL AND status = 'running' ORDER BY seq DESC LIMIT 1",
             [project_id],
             |row| row.get::<_, Option<Vec<u8>>>(0),
         )

@@ -1,8 +1,10 @@
 //! SQL for metric points: inserting a tick's points, rolling fine points into one-minute
-//! points, pruning by age, and reading a project's points since a time.
-//! Invariant: a point is only ever written for a project that exists (a concurrent delete
-//! drops the point, never fails the tick), and every read is scoped to one project id the
-//! caller has already authorized.
+//! points, pruning by age, and reading a project's points since a time. A preview's
+//! instance points carry its id (`preview_id`; production's have none) and its edge points
+//! live in their own table, `metric_preview_edge_points`.
+//! Invariant: a point is only ever written for a project (and preview) that exists (a
+//! concurrent delete drops the point, never fails the tick), and every read is scoped to
+//! one project id the caller has already authorized and to production or one preview.
 
 use rusqlite::{params, Connection, Row};
 
@@ -22,8 +24,8 @@ fn to_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
-/// Writes one tick's points at `resolution` seconds; points of deleted projects are
-/// skipped.
+/// Writes one tick's points at `resolution` seconds; points of deleted projects and
+/// previews are skipped.
 pub fn insert(
     connection: &Connection,
     resolution: i64,
@@ -33,9 +35,10 @@ pub fn insert(
     let mut instance_statement = connection.prepare_cached(
         "INSERT OR REPLACE INTO metric_instance_points (project_id, resolution, at, instance_id,
             cpu_percent, cpu_limit_percent, memory_bytes, memory_limit_bytes, net_rx_bytes,
-            net_tx_bytes, block_read_bytes, block_write_bytes, restarts)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13
-         WHERE EXISTS (SELECT 1 FROM projects WHERE id = ?1)",
+            net_tx_bytes, block_read_bytes, block_write_bytes, restarts, preview_id)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14
+         WHERE EXISTS (SELECT 1 FROM projects WHERE id = ?1)
+           AND (?14 IS NULL OR EXISTS (SELECT 1 FROM previews WHERE id = ?14 AND project_id = ?1))",
     )?;
     for point in instances {
         instance_statement.execute(params![
@@ -52,6 +55,7 @@ pub fn insert(
             to_i64(point.block_read_bytes),
             to_i64(point.block_write_bytes),
             to_i64(point.restarts),
+            point.preview_id,
         ])?;
     }
     let mut edge_statement = connection.prepare_cached(
@@ -61,8 +65,32 @@ pub fn insert(
          SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12
          WHERE EXISTS (SELECT 1 FROM projects WHERE id = ?1)",
     )?;
+    let mut preview_edge_statement = connection.prepare_cached(
+        "INSERT OR REPLACE INTO metric_preview_edge_points (project_id, resolution, at,
+            requests, status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, bytes_in,
+            bytes_out, latency, preview_id)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13
+         WHERE EXISTS (SELECT 1 FROM previews WHERE id = ?13 AND project_id = ?1)",
+    )?;
     for point in edges {
-        edge_statement.execute(params![
+        let Some(preview_id) = &point.preview_id else {
+            edge_statement.execute(params![
+                point.project_id,
+                resolution,
+                point.at,
+                to_i64(point.requests),
+                to_i64(point.status[0]),
+                to_i64(point.status[1]),
+                to_i64(point.status[2]),
+                to_i64(point.status[3]),
+                to_i64(point.status[4]),
+                to_i64(point.bytes_in),
+                to_i64(point.bytes_out),
+                encode_counts(&point.latency),
+            ])?;
+            continue;
+        };
+        preview_edge_statement.execute(params![
             point.project_id,
             resolution,
             point.at,
@@ -75,6 +103,7 @@ pub fn insert(
             to_i64(point.bytes_in),
             to_i64(point.bytes_out),
             encode_counts(&point.latency),
+            preview_id,
         ])?;
     }
     Ok(())
@@ -88,25 +117,34 @@ pub fn roll_up_minute(connection: &Connection, fine_resolution: i64, minute: i64
         .prepare_cached(
             "INSERT OR REPLACE INTO metric_instance_points (project_id, resolution, at,
                 instance_id, cpu_percent, cpu_limit_percent, memory_bytes, memory_limit_bytes,
-                net_rx_bytes, net_tx_bytes, block_read_bytes, block_write_bytes, restarts)
+                net_rx_bytes, net_tx_bytes, block_read_bytes, block_write_bytes, restarts,
+                preview_id)
              SELECT project_id, ?3, ?2, instance_id, AVG(cpu_percent), AVG(cpu_limit_percent),
                 CAST(AVG(memory_bytes) AS INTEGER), MAX(memory_limit_bytes), SUM(net_rx_bytes),
-                SUM(net_tx_bytes), SUM(block_read_bytes), SUM(block_write_bytes), SUM(restarts)
+                SUM(net_tx_bytes), SUM(block_read_bytes), SUM(block_write_bytes), SUM(restarts),
+                preview_id
              FROM metric_instance_points
              WHERE resolution = ?1 AND at >= ?2 AND at < ?2 + ?3
-             GROUP BY project_id, instance_id",
+             GROUP BY project_id, instance_id, preview_id",
         )?
         .execute(params![fine_resolution, minute, MINUTE])?;
-    let fine = edge_rows(
+    let mut fine = edge_rows(
         connection,
+        EdgeTable::Projects,
         "WHERE resolution = ?1 AND at >= ?2 AND at < ?2 + 60",
         params![fine_resolution, minute],
     )?;
+    fine.extend(edge_rows(
+        connection,
+        EdgeTable::Previews,
+        "WHERE resolution = ?1 AND at >= ?2 AND at < ?2 + 60",
+        params![fine_resolution, minute],
+    )?);
     let mut minutes: Vec<EdgePoint> = Vec::new();
     for point in fine {
         match minutes
             .iter_mut()
-            .find(|m| m.project_id == point.project_id)
+            .find(|m| m.project_id == point.project_id && m.preview_id == point.preview_id)
         {
             Some(total) => total.add(&point),
             None => minutes.push(EdgePoint {
@@ -126,7 +164,11 @@ pub fn prune(
     fine_before: i64,
     coarse_before: i64,
 ) -> Result<()> {
-    for table in ["metric_instance_points", "metric_edge_points"] {
+    for table in [
+        "metric_instance_points",
+        "metric_edge_points",
+        "metric_preview_edge_points",
+    ] {
         connection
             .prepare_cached(&format!(
                 "DELETE FROM {table} WHERE (resolution = ?1 AND at < ?2) OR (resolution = ?3 AND at < ?4)"
@@ -136,23 +178,26 @@ pub fn prune(
     Ok(())
 }
 
-/// A project's instance points at `resolution` from `from` (Unix seconds) on, by time.
+/// A project's instance points at `resolution` from `from` (Unix seconds) on, by time:
+/// production's instances (`preview_id` `None`) or one preview's.
 pub fn instance_points(
     connection: &Connection,
     project_id: &str,
+    preview_id: Option<&str>,
     resolution: i64,
     from: i64,
 ) -> Result<Vec<InstancePoint>> {
+    // `IS` compares NULL with NULL as equal, so one statement serves both.
     let mut statement = connection.prepare_cached(
         "SELECT project_id, at, instance_id, cpu_percent, cpu_limit_percent, memory_bytes,
             memory_limit_bytes, net_rx_bytes, net_tx_bytes, block_read_bytes, block_write_bytes,
-            restarts
+            restarts, preview_id
          FROM metric_instance_points
-         WHERE project_id = ?1 AND resolution = ?2 AND at >= ?3
+         WHERE project_id = ?1 AND resolution = ?2 AND at >= ?3 AND preview_id IS ?4
          ORDER BY at, instance_id",
     )?;
     let rows = statement
-        .query_map(params![project_id, resolution, from], |row| {
+        .query_map(params![project_id, resolution, from, preview_id], |row| {
             Ok(InstancePoint {
                 project_id: row.get(0)?,
                 at: row.get(1)?,
@@ -166,24 +211,49 @@ pub fn instance_points(
                 block_read_bytes: to_u64(row.get(9)?),
                 block_write_bytes: to_u64(row.get(10)?),
                 restarts: to_u64(row.get(11)?),
+                preview_id: row.get(12)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
-/// A project's edge points at `resolution` from `from` (Unix seconds) on, by time.
+/// A project's edge points at `resolution` from `from` (Unix seconds) on, by time: its
+/// production hostnames' (`preview_id` `None`) or one preview's.
 pub fn edge_points(
     connection: &Connection,
     project_id: &str,
+    preview_id: Option<&str>,
     resolution: i64,
     from: i64,
 ) -> Result<Vec<EdgePoint>> {
-    edge_rows(
-        connection,
-        "WHERE project_id = ?1 AND resolution = ?2 AND at >= ?3",
-        params![project_id, resolution, from],
-    )
+    match preview_id {
+        None => edge_rows(
+            connection,
+            EdgeTable::Projects,
+            "WHERE project_id = ?1 AND resolution = ?2 AND at >= ?3",
+            params![project_id, resolution, from],
+        ),
+        Some(preview_id) => edge_rows(
+            connection,
+            EdgeTable::Previews,
+            "WHERE preview_id = ?4 AND project_id = ?1 AND resolution = ?2 AND at >= ?3",
+            params![project_id, resolution, from, preview_id],
+        ),
+    }
+}
+
+/// Drops every point of a removed preview, in the caller's transaction (the removal).
+pub fn delete_preview(connection: &Connection, project_id: &str, preview_id: &str) -> Result<()> {
+    connection.execute(
+        "DELETE FROM metric_instance_points WHERE project_id = ?1 AND preview_id = ?2",
+        params![project_id, preview_id],
+    )?;
+    connection.execute(
+        "DELETE FROM metric_preview_edge_points WHERE preview_id = ?1",
+        [preview_id],
+    )?;
+    Ok(())
 }
 
 /// How many points each table holds, for tests and diagnostics.
@@ -196,15 +266,27 @@ pub fn point_counts(connection: &Connection) -> Result<(u64, u64)> {
     )?)
 }
 
+/// Where edge points are kept: production's per project, previews' per preview.
+#[derive(Debug, Clone, Copy)]
+enum EdgeTable {
+    Projects,
+    Previews,
+}
+
 fn edge_rows(
     connection: &Connection,
+    table: EdgeTable,
     filter: &str,
     values: impl rusqlite::Params,
 ) -> Result<Vec<EdgePoint>> {
+    let (table, preview_column) = match table {
+        EdgeTable::Projects => ("metric_edge_points", "NULL"),
+        EdgeTable::Previews => ("metric_preview_edge_points", "preview_id"),
+    };
     let mut statement = connection.prepare_cached(&format!(
         "SELECT project_id, at, requests, status_1xx, status_2xx, status_3xx, status_4xx,
-            status_5xx, bytes_in, bytes_out, latency
-         FROM metric_edge_points {filter} ORDER BY at"
+            status_5xx, bytes_in, bytes_out, latency, {preview_column}
+         FROM {table} {filter} ORDER BY at"
     ))?;
     let rows = statement
         .query_map(values, edge_from_row)?
@@ -228,6 +310,7 @@ fn edge_from_row(row: &Row<'_>) -> rusqlite::Result<EdgePoint> {
         bytes_in: to_u64(row.get(8)?),
         bytes_out: to_u64(row.get(9)?),
         latency: decode_counts(&latency),
+        preview_id: row.get(11)?,
     })
 }
 
@@ -317,7 +400,7 @@ mod tests {
                     &[edge(600, 3, vec![1, 2]), edge(650, 2, vec![0, 0, 2])],
                 )?;
                 roll_up_minute(c, 10, 600)?;
-                let minute = instance_points(c, "prj_1", MINUTE, 0)?;
+                let minute = instance_points(c, "prj_1", None, MINUTE, 0)?;
                 assert_eq!(minute.len(), 1);
                 assert_eq!(minute[0].at, 600);
                 assert_eq!(
@@ -327,7 +410,7 @@ mod tests {
                 );
                 assert_eq!(minute[0].memory_bytes, Some(200));
                 assert_eq!(minute[0].net_rx_bytes, 15);
-                let edges = edge_points(c, "prj_1", MINUTE, 0)?;
+                let edges = edge_points(c, "prj_1", None, MINUTE, 0)?;
                 assert_eq!(edges.len(), 1);
                 assert_eq!(
                     (edges[0].requests, edges[0].status[1], edges[0].bytes_out),
@@ -337,7 +420,7 @@ mod tests {
                 // Rolling again after more points replaces the minute, never adds twice.
                 insert(c, 10, &[], &[edge(640, 1, vec![1])])?;
                 roll_up_minute(c, 10, 600)?;
-                let edges = edge_points(c, "prj_1", MINUTE, 0)?;
+                let edges = edge_points(c, "prj_1", None, MINUTE, 0)?;
                 assert_eq!(edges[0].requests, 6);
                 assert_eq!(edges[0].latency, vec![2, 2, 2]);
                 Ok(())
@@ -363,8 +446,8 @@ mod tests {
                     &[edge(60, 1, vec![])],
                 )?;
                 prune(c, 10, 1000, 120)?;
-                assert_eq!(instance_points(c, "prj_1", 10, 0)?.len(), 1);
-                assert_eq!(instance_points(c, "prj_1", MINUTE, 0)?.len(), 1);
+                assert_eq!(instance_points(c, "prj_1", None, 10, 0)?.len(), 1);
+                assert_eq!(instance_points(c, "prj_1", None, MINUTE, 0)?.len(), 1);
                 assert_eq!(point_counts(c)?, (2, 0));
                 Ok(())
             })
@@ -387,6 +470,61 @@ mod tests {
                 assert_eq!(point_counts(c)?, (1, 1));
                 c.execute("DELETE FROM projects WHERE id = 'prj_1'", [])?;
                 assert_eq!(point_counts(c)?, (0, 0));
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_previews_points_are_kept_apart_from_production_and_go_with_it() {
+        let (_dir, store) = store_with_project();
+        store
+            .call_blocking(|c| {
+                c.execute_batch(
+                    "INSERT INTO previews (id, project_id, hostname, git_ref, ttl_secs, trigger,
+                        created_at, updated_at, expires_at)
+                     VALUES ('prv_1', 'prj_1', 'feature--web-a.test', 'feature', 60, 'api',
+                        'now', 'now', 'later');",
+                )?;
+                let mut preview_instance = instance(600, Some(50.0), 10, 1);
+                preview_instance.instance_id = "def".into();
+                preview_instance.preview_id = Some("prv_1".into());
+                let mut ghost_instance = preview_instance.clone();
+                ghost_instance.instance_id = "ghi".into();
+                ghost_instance.preview_id = Some("prv_gone".into());
+                let mut preview_edge = edge(600, 4, vec![4]);
+                preview_edge.preview_id = Some("prv_1".into());
+                let mut ghost_edge = edge(600, 9, vec![9]);
+                ghost_edge.preview_id = Some("prv_gone".into());
+                insert(
+                    c,
+                    10,
+                    &[
+                        instance(600, Some(5.0), 100, 1),
+                        preview_instance,
+                        ghost_instance,
+                    ],
+                    &[edge(600, 1, vec![1]), preview_edge, ghost_edge],
+                )?;
+                roll_up_minute(c, 10, 600)?;
+                for resolution in [10, MINUTE] {
+                    let production = instance_points(c, "prj_1", None, resolution, 0)?;
+                    assert_eq!(production.len(), 1);
+                    assert_eq!(production[0].instance_id, "abc");
+                    let preview = instance_points(c, "prj_1", Some("prv_1"), resolution, 0)?;
+                    assert_eq!(preview.len(), 1);
+                    assert_eq!(preview[0].instance_id, "def");
+                    assert_eq!(preview[0].preview_id.as_deref(), Some("prv_1"));
+                    let edges = edge_points(c, "prj_1", None, resolution, 0)?;
+                    assert_eq!(edges.iter().map(|e| e.requests).sum::<u64>(), 1);
+                    let edges = edge_points(c, "prj_1", Some("prv_1"), resolution, 0)?;
+                    assert_eq!(edges.iter().map(|e| e.requests).sum::<u64>(), 4);
+                    assert!(edge_points(c, "prj_1", Some("prv_gone"), resolution, 0)?.is_empty());
+                }
+                delete_preview(c, "prj_1", "prv_1")?;
+                assert!(instance_points(c, "prj_1", Some("prv_1"), 10, 0)?.is_empty());
+                assert!(edge_points(c, "prj_1", Some("prv_1"), MINUTE, 0)?.is_empty());
+                assert_eq!(instance_points(c, "prj_1", None, 10, 0)?.len(), 1);
                 Ok(())
             })
             .unwrap();

@@ -186,6 +186,115 @@ const STEPS: &[&str] = &[
         updated_ns    INTEGER NOT NULL,
         PRIMARY KEY (container_id, stream)
     );",
+    // 9 (data: volumes, databases, backups, assets): persistent volumes, the database
+    // wired to a project, backups with their schedules, and the asset index of releases.
+    // Volumes and databases do not cascade: a project holding data cannot be deleted
+    // until they are deleted explicitly.
+    "CREATE TABLE volumes (
+        project_id   TEXT NOT NULL REFERENCES projects(id),
+        name         TEXT NOT NULL,
+        mount_path   TEXT NOT NULL,
+        docker_name  TEXT NOT NULL UNIQUE,
+        created_at   TEXT NOT NULL,
+        PRIMARY KEY (project_id, name),
+        UNIQUE (project_id, mount_path)
+    );
+    CREATE TABLE databases (
+        project_id   TEXT PRIMARY KEY REFERENCES projects(id),
+        engine       TEXT NOT NULL CHECK (engine IN ('postgres', 'sqlite')),
+        host         TEXT,
+        port         INTEGER,
+        name         TEXT NOT NULL,
+        user         TEXT,
+        password     BLOB,
+        volume       TEXT,
+        created_at   TEXT NOT NULL
+    );
+    CREATE TABLE backups (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        id           TEXT NOT NULL UNIQUE,
+        project_id   TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        kind         TEXT NOT NULL CHECK (kind IN ('database', 'volume')),
+        subject      TEXT NOT NULL,
+        engine       TEXT,
+        trigger      TEXT NOT NULL,
+        status       TEXT NOT NULL CHECK (status IN ('running', 'completed', 'failed')),
+        error        TEXT,
+        file         TEXT,
+        size_bytes   INTEGER,
+        sha256       TEXT,
+        started_at   TEXT NOT NULL,
+        finished_at  TEXT,
+        restored_at  TEXT
+    );
+    CREATE INDEX backups_by_project ON backups(project_id, seq);
+    CREATE INDEX backups_by_status ON backups(status);
+    CREATE TABLE backup_schedules (
+        project_id    TEXT PRIMARY KEY REFERENCES projects(id) ON DELETE CASCADE,
+        schedule      TEXT NOT NULL,
+        keep_daily    INTEGER NOT NULL,
+        keep_weekly   INTEGER NOT NULL,
+        explicit      INTEGER NOT NULL,
+        updated_at    TEXT NOT NULL,
+        last_run_at   TEXT,
+        last_status   TEXT,
+        last_error    TEXT
+    );
+    CREATE TABLE assets (
+        deploy_id     TEXT NOT NULL REFERENCES deploys(id) ON DELETE CASCADE,
+        path          TEXT NOT NULL,
+        size_bytes    INTEGER NOT NULL,
+        content_type  TEXT NOT NULL,
+        sha256        TEXT NOT NULL,
+        PRIMARY KEY (deploy_id, path)
+    );",
+    // 10 (previews): preview deployments of branches and pull requests, their deploys
+    // (`preview_id` set; production deploys have none, and keep the preview's id after it
+    // is removed, as history), and the branch patterns whose pushes create previews. A
+    // preview's runtime log lines and instance points carry its id (production's have
+    // none); its edge figures have their own table, keyed by the preview.
+    "CREATE TABLE previews (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        id            TEXT NOT NULL UNIQUE,
+        project_id    TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        hostname      TEXT NOT NULL UNIQUE,
+        branch        TEXT,
+        git_ref       TEXT NOT NULL,
+        pull_request  INTEGER,
+        env           BLOB,
+        ttl_secs      INTEGER NOT NULL,
+        trigger       TEXT NOT NULL,
+        created_at    TEXT NOT NULL,
+        updated_at    TEXT NOT NULL,
+        expires_at    TEXT NOT NULL
+    );
+    CREATE INDEX previews_by_project ON previews(project_id, seq);
+    CREATE INDEX previews_by_expiry ON previews(expires_at);
+    ALTER TABLE deploys ADD COLUMN preview_id TEXT;
+    CREATE INDEX deploys_by_preview ON deploys(preview_id, seq);
+    ALTER TABLE projects ADD COLUMN preview_branches TEXT;
+    ALTER TABLE runtime_logs ADD COLUMN preview_id TEXT;
+    CREATE INDEX runtime_logs_by_preview ON runtime_logs(preview_id, seq)
+        WHERE preview_id IS NOT NULL;
+    ALTER TABLE metric_instance_points ADD COLUMN preview_id TEXT;
+    CREATE TABLE metric_preview_edge_points (
+        preview_id  TEXT NOT NULL,
+        project_id  TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        resolution  INTEGER NOT NULL,
+        at          INTEGER NOT NULL,
+        requests    INTEGER NOT NULL,
+        status_1xx  INTEGER NOT NULL,
+        status_2xx  INTEGER NOT NULL,
+        status_3xx  INTEGER NOT NULL,
+        status_4xx  INTEGER NOT NULL,
+        status_5xx  INTEGER NOT NULL,
+        bytes_in    INTEGER NOT NULL,
+        bytes_out   INTEGER NOT NULL,
+        latency     TEXT NOT NULL,
+        PRIMARY KEY (preview_id, resolution, at)
+    ) WITHOUT ROWID;
+    CREATE INDEX metric_preview_edge_points_by_age
+        ON metric_preview_edge_points(resolution, at);",
 ];
 
 /// The schema version this binary writes.

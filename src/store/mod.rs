@@ -8,13 +8,17 @@ mod migrations;
 
 pub mod accounts;
 pub mod aliases;
+pub mod app_sqlite;
 pub mod audit;
+pub mod backups;
 pub mod deploys;
 pub mod env;
 pub mod git;
 pub mod metrics;
+pub mod previews;
 pub mod projects;
 pub mod runtime_logs;
+pub mod volumes;
 
 use std::{
     fs,

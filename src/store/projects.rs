@@ -16,7 +16,7 @@ use super::is_unique_violation;
 const COLUMNS: &str = "p.seq, p.id, p.account_id, a.handle, p.name, p.runtime, p.status, \
     p.created_at, p.updated_at, p.instances, p.size, \
     (SELECT json_group_object(s.process, s.instances) FROM process_scale s \
-     WHERE s.project_id = p.id)";
+     WHERE s.project_id = p.id), p.preview_branches";
 const FROM: &str = "projects p JOIN accounts a ON a.id = p.account_id";
 
 fn corrupt(what: &str, value: &str) -> rusqlite::Error {
@@ -32,6 +32,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Project)> {
     let name: String = row.get(4)?;
     let runtime: Option<String> = row.get(5)?;
     let status: String = row.get(6)?;
+    let preview_branches: Option<String> = row.get(12)?;
     Ok((
         row.get(0)?,
         Project {
@@ -52,6 +53,11 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Project)> {
                     serde_json::from_str(&json).map_err(|_| corrupt("process counts", &json))?
                 }
                 None => BTreeMap::new(),
+            },
+            preview_branches: match preview_branches {
+                Some(text) => serde_json::from_str(&text)
+                    .map_err(|_| corrupt("preview branch patterns", &text))?,
+                None => Vec::new(),
             },
         },
     ))

@@ -1,5 +1,7 @@
 //! SQL for runtime logs: batched appends with each container stream's read position and the
 //! project's byte count in the same transaction, filtered reads, and the cap's pruning.
+//! A line of a preview carries its id (`preview_id`; production's lines have none) and
+//! counts toward its project's cap; a read names production or one preview, never both.
 
 use std::collections::{HashMap, HashSet};
 
@@ -10,7 +12,7 @@ use crate::{
     logs::{LineFilter, LogStream, NewLine, RuntimeLine, LINE_OVERHEAD_BYTES},
 };
 
-const COLUMNS: &str = "seq, project_id, at_ns, instance, process, stream, line";
+const COLUMNS: &str = "seq, project_id, at_ns, instance, process, stream, line, preview_id";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<RuntimeLine> {
     let stream: String = row.get(5)?;
@@ -22,6 +24,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<RuntimeLine> {
         process: row.get(4)?,
         stream: LogStream::parse(&stream).unwrap_or(LogStream::Stdout),
         text: row.get(6)?,
+        preview_id: row.get(7)?,
     })
 }
 
@@ -33,9 +36,10 @@ pub struct Appended {
     pub over_cap: Vec<String>,
 }
 
-/// Stores a batch in one transaction: lines of projects that still exist (a project deleted
-/// while its instances were being read loses its remaining lines, as it should), the read
-/// position of every container stream the batch advanced, and each project's byte count.
+/// Stores a batch in one transaction: lines of projects and previews that still exist (a
+/// project or preview removed while its instances were being read loses its remaining
+/// lines, as it should), the read position of every container stream the batch advanced,
+/// and each project's byte count.
 ///
 /// The batch commits with `synchronous = NORMAL` (no fsync of its own; the next FULL commit
 /// or checkpoint syncs it): after a power loss the last batches may roll back, but together
@@ -72,13 +76,17 @@ fn append_batch(
     let tx = connection.transaction()?;
     let mut existing: HashSet<String> = HashSet::new();
     let mut missing: HashSet<String> = HashSet::new();
+    // Previews by id: whether each still exists.
+    let mut previews: HashMap<String, bool> = HashMap::new();
     let mut added: HashMap<String, (i64, i64)> = HashMap::new();
     let mut stored = Vec::with_capacity(batch.len());
     {
         let mut exists = tx.prepare_cached("SELECT 1 FROM projects WHERE id = ?1")?;
+        let mut preview_exists =
+            tx.prepare_cached("SELECT 1 FROM previews WHERE id = ?1 AND project_id = ?2")?;
         let mut insert = tx.prepare_cached(
-            "INSERT INTO runtime_logs (project_id, at_ns, instance, process, stream, line) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO runtime_logs (project_id, at_ns, instance, process, stream, line, preview_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         let mut cursor = tx.prepare_cached(
             "INSERT INTO runtime_log_cursors (container_id, stream, project_id, last_ns, lines_at_last, updated_ns) \
@@ -102,13 +110,30 @@ fn append_batch(
                     continue;
                 }
             }
+            if let Some(preview_id) = &line.preview_id {
+                let present = match previews.get(preview_id) {
+                    Some(present) => *present,
+                    None => {
+                        let present = preview_exists
+                            .query_row([preview_id, &line.project_id], |_| Ok(()))
+                            .optional()?
+                            .is_some();
+                        previews.insert(preview_id.clone(), present);
+                        present
+                    }
+                };
+                if !present {
+                    continue;
+                }
+            }
             insert.execute(params![
                 line.project_id,
                 line.at_ns,
                 line.instance,
                 line.process,
                 line.stream.as_str(),
-                line.text
+                line.text,
+                line.preview_id
             ])?;
             let seq = tx.last_insert_rowid();
             if let Some(position) = &line.position {
@@ -132,6 +157,7 @@ fn append_batch(
                 process: line.process,
                 stream: line.stream,
                 text: line.text,
+                preview_id: line.preview_id,
             });
         }
     }
@@ -281,6 +307,31 @@ pub fn prune_old_chunk(
     Ok(count as u64)
 }
 
+/// Drops every line of a removed preview and takes them off its project's byte count; in
+/// the caller's transaction (the preview's removal).
+pub fn delete_preview(connection: &Connection, project_id: &str, preview_id: &str) -> Result<()> {
+    let (bytes, lines): (i64, i64) = connection.query_row(
+        &format!(
+            "SELECT COALESCE(SUM(length(CAST(line AS BLOB)) + {LINE_OVERHEAD_BYTES}), 0), COUNT(*) \
+             FROM runtime_logs WHERE preview_id = ?1 AND project_id = ?2"
+        ),
+        params![preview_id, project_id],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    if lines == 0 {
+        return Ok(());
+    }
+    connection.execute(
+        "DELETE FROM runtime_logs WHERE preview_id = ?1 AND project_id = ?2",
+        params![preview_id, project_id],
+    )?;
+    connection.execute(
+        "UPDATE runtime_log_usage SET bytes = MAX(bytes - ?2, 0), lines = MAX(lines - ?3, 0) WHERE project_id = ?1",
+        params![project_id, bytes, lines],
+    )?;
+    Ok(())
+}
+
 /// Forgets the read positions of containers not heard from since `cutoff_ns`.
 pub fn forget_positions_before(connection: &Connection, cutoff_ns: i64) -> Result<()> {
     connection.execute(
@@ -318,6 +369,15 @@ fn filtered(
 ) -> (String, Vec<Box<dyn ToSql>>) {
     let mut clause = String::from("project_id = ?1");
     let mut values: Vec<Box<dyn ToSql>> = vec![Box::new(project_id.to_owned())];
+    // Production's lines, or one preview's (`=` lets the partial index on previews' lines
+    // serve it).
+    match &filter.preview_id {
+        None => clause.push_str(" AND preview_id IS NULL"),
+        Some(preview_id) => {
+            values.push(Box::new(preview_id.clone()));
+            clause.push_str(&format!(" AND preview_id = ?{}", values.len()));
+        }
+    }
     let mut add = |condition: &str, value: Box<dyn ToSql>| {
         values.push(value);
         clause.push_str(&format!(" AND {condition} ?{}", values.len()));
@@ -415,6 +475,7 @@ mod tests {
             process: "web".to_owned(),
             stream: LogStream::Stdout,
             text: text.to_owned(),
+            preview_id: None,
             position: Some(ReadPosition {
                 container_id: "c1".to_owned(),
                 last_ns: at_ns,
@@ -469,5 +530,80 @@ mod tests {
             .call_blocking(|c| Ok(c.pragma_query_value(None, "synchronous", |r| r.get(0))?))
             .unwrap();
         assert_eq!(synchronous, 2, "FULL again after a log batch");
+    }
+
+    #[test]
+    fn a_previews_lines_are_read_apart_and_leave_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .call_blocking(|c| {
+                c.execute_batch(
+                    "INSERT INTO accounts (id, handle, created_at) VALUES ('acc', 'a', 'now');
+                     INSERT INTO projects (id, account_id, name, status, created_at, updated_at)
+                     VALUES ('prj', 'acc', 'p', 'running', 'now', 'now');
+                     INSERT INTO previews (id, project_id, hostname, git_ref, ttl_secs, trigger,
+                        created_at, updated_at, expires_at)
+                     VALUES ('prv_a', 'prj', 'a--p-a.test', 'a', 60, 'api', 'now', 'now', 'later');",
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        let of_preview = |preview: &str, at_ns: i64, text: &str| NewLine {
+            preview_id: Some(preview.to_owned()),
+            position: None,
+            ..line("prj", at_ns, text)
+        };
+        let batch = vec![
+            line("prj", 1, "production"),
+            of_preview("prv_a", 2, "preview"),
+            of_preview("prv_gone", 3, "of a removed preview"),
+        ];
+        let appended = store.call_blocking(|c| append(c, batch, 1 << 20)).unwrap();
+        assert_eq!(
+            appended.lines.len(),
+            2,
+            "the removed preview's line is skipped"
+        );
+        let read = |preview: Option<&str>| {
+            let filter = LineFilter {
+                preview_id: preview.map(str::to_owned),
+                ..LineFilter::default()
+            };
+            let (lines, _) = store
+                .call_blocking(move |c| newest(c, "prj", None, None, &filter, 100))
+                .unwrap();
+            lines.into_iter().map(|l| l.text).collect::<Vec<_>>()
+        };
+        assert_eq!(read(None), ["production"]);
+        assert_eq!(read(Some("prv_a")), ["preview"]);
+        let filter = LineFilter {
+            preview_id: Some("prv_a".to_owned()),
+            ..LineFilter::default()
+        };
+        let replayed = store
+            .call_blocking(move |c| after(c, "prj", 0, &filter, 100))
+            .unwrap();
+        assert_eq!(replayed.len(), 1);
+        assert_eq!(replayed[0].preview_id.as_deref(), Some("prv_a"));
+        store
+            .call_blocking(|c| delete_preview(c, "prj", "prv_a"))
+            .unwrap();
+        assert!(read(Some("prv_a")).is_empty());
+        assert_eq!(read(None), ["production"]);
+        let usage: (i64, i64) = store
+            .call_blocking(|c| {
+                Ok(c.query_row(
+                    "SELECT bytes, lines FROM runtime_log_usage WHERE project_id = 'prj'",
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )?)
+            })
+            .unwrap();
+        assert_eq!(
+            usage,
+            (("production".len() + LINE_OVERHEAD_BYTES) as i64, 1),
+            "the preview's bytes are off the project's count"
+        );
     }
 }

@@ -22,6 +22,16 @@ enum Target {
     Deploy,
     /// A fresh project with one alias: `{id}` and `{alias}` substituted.
     Alias,
+    /// A fresh connected project with one preview: `{id}` and `{preview}` substituted.
+    Preview,
+    /// A fresh project with a volume `files`: `{id}` substituted.
+    Volume,
+    /// A fresh project with a SQLite database: `{id}` substituted.
+    Database,
+    /// A fresh project with its own backup schedule: `{id}` substituted.
+    Schedule,
+    /// A completed backup of a fresh project's volume: `{backup}` substituted.
+    Backup,
 }
 
 /// What a request body may refer to.
@@ -269,6 +279,38 @@ fn endpoints() -> Vec<Endpoint> {
         ),
         e(
             Method::GET,
+            "/v1/projects/{id}/previews",
+            Scope::Read,
+            Target::Project,
+            None,
+            200,
+        ),
+        e(
+            Method::POST,
+            "/v1/projects/{id}/previews",
+            Scope::Deploy,
+            Target::ConnectedProject,
+            Some(|_| json!({ "branch": "main" })),
+            201,
+        ),
+        e(
+            Method::GET,
+            "/v1/projects/{id}/previews/{preview}",
+            Scope::Read,
+            Target::Preview,
+            None,
+            200,
+        ),
+        e(
+            Method::DELETE,
+            "/v1/projects/{id}/previews/{preview}",
+            Scope::Deploy,
+            Target::Preview,
+            None,
+            204,
+        ),
+        e(
+            Method::GET,
             "/v1/projects/{id}/metrics",
             Scope::Read,
             Target::Project,
@@ -299,6 +341,135 @@ fn endpoints() -> Vec<Endpoint> {
             Target::Project,
             None,
             422,
+        ),
+        e(
+            Method::GET,
+            "/v1/projects/{id}/volumes",
+            Scope::Read,
+            Target::Project,
+            None,
+            200,
+        ),
+        e(
+            Method::POST,
+            "/v1/projects/{id}/volumes",
+            Scope::Deploy,
+            Target::Project,
+            Some(|b| json!({ "name": format!("v{}", b.n), "mountPath": "/srv/uploads" })),
+            201,
+        ),
+        e(
+            Method::DELETE,
+            "/v1/projects/{id}/volumes/files",
+            Scope::Admin,
+            Target::Volume,
+            Some(|b| json!({ "confirm": format!("p{}", b.n) })),
+            204,
+        ),
+        e(
+            Method::GET,
+            "/v1/projects/{id}/database",
+            Scope::Read,
+            Target::Database,
+            None,
+            200,
+        ),
+        e(
+            Method::POST,
+            "/v1/projects/{id}/database",
+            Scope::Deploy,
+            Target::Project,
+            Some(|_| json!({ "engine": "sqlite" })),
+            201,
+        ),
+        e(
+            Method::DELETE,
+            "/v1/projects/{id}/database",
+            Scope::Admin,
+            Target::Database,
+            Some(|b| json!({ "confirm": format!("p{}", b.n) })),
+            200,
+        ),
+        e(
+            Method::GET,
+            "/v1/projects/{id}/database/credentials",
+            Scope::Deploy,
+            Target::Database,
+            None,
+            200,
+        ),
+        e(
+            Method::GET,
+            "/v1/projects/{id}/backups",
+            Scope::Read,
+            Target::Project,
+            None,
+            200,
+        ),
+        // A fresh project holds no data: past authorization, a clear 422.
+        e(
+            Method::POST,
+            "/v1/projects/{id}/backups",
+            Scope::Deploy,
+            Target::Project,
+            None,
+            422,
+        ),
+        e(
+            Method::GET,
+            "/v1/projects/{id}/backups/schedule",
+            Scope::Read,
+            Target::Project,
+            None,
+            200,
+        ),
+        e(
+            Method::PUT,
+            "/v1/projects/{id}/backups/schedule",
+            Scope::Deploy,
+            Target::Project,
+            Some(|_| json!({ "schedule": "daily at 03:00" })),
+            200,
+        ),
+        e(
+            Method::DELETE,
+            "/v1/projects/{id}/backups/schedule",
+            Scope::Deploy,
+            Target::Schedule,
+            None,
+            204,
+        ),
+        e(
+            Method::GET,
+            "/v1/backups/{backup}",
+            Scope::Read,
+            Target::Backup,
+            None,
+            200,
+        ),
+        e(
+            Method::GET,
+            "/v1/backups/{backup}/download",
+            Scope::Deploy,
+            Target::Backup,
+            None,
+            200,
+        ),
+        e(
+            Method::POST,
+            "/v1/backups/{backup}/restore",
+            Scope::Admin,
+            Target::Backup,
+            Some(|b| json!({ "confirm": format!("p{}", b.n) })),
+            200,
+        ),
+        e(
+            Method::GET,
+            "/v1/projects/{id}/assets",
+            Scope::Read,
+            Target::Project,
+            None,
+            200,
         ),
     ]
 }
@@ -398,6 +569,75 @@ async fn every_endpoint_enforces_authentication_scope_and_account() {
                     project_id = id.to_owned();
                     path = path.replace("{id}", id).replace("{alias}", &alias);
                 }
+                Target::Preview => {
+                    let project = daemon.create_project(&format!("p{counter}")).await;
+                    let id = project["id"].as_str().unwrap();
+                    daemon
+                        .post(
+                            &format!("/v1/projects/{id}/git"),
+                            &daemon.admin_token,
+                            json!({ "repo": repo_path }),
+                        )
+                        .await
+                        .expect(200);
+                    let preview = daemon
+                        .post(
+                            &format!("/v1/projects/{id}/previews"),
+                            &daemon.admin_token,
+                            json!({ "branch": "main" }),
+                        )
+                        .await
+                        .expect(201);
+                    project_id = id.to_owned();
+                    path = path
+                        .replace("{id}", id)
+                        .replace("{preview}", preview.body["id"].as_str().unwrap());
+                }
+                Target::Volume | Target::Database | Target::Schedule | Target::Backup => {
+                    let project = daemon.create_project(&format!("p{counter}")).await;
+                    let id = project["id"].as_str().unwrap().to_owned();
+                    let (setup, body) = match endpoint.target {
+                        Target::Database => ("database", json!({ "engine": "sqlite" })),
+                        Target::Schedule => {
+                            ("backups/schedule", json!({ "schedule": "daily at 04:00" }))
+                        }
+                        Target::Volume | Target::Backup => (
+                            "volumes",
+                            json!({ "name": "files", "mountPath": "/srv/files" }),
+                        ),
+                        _ => unreachable!("only data targets here"),
+                    };
+                    let method = if setup == "backups/schedule" {
+                        Method::PUT
+                    } else {
+                        Method::POST
+                    };
+                    let res = daemon
+                        .call(
+                            method,
+                            &format!("/v1/projects/{id}/{setup}"),
+                            Some(&daemon.admin_token),
+                            Some(body),
+                        )
+                        .await;
+                    assert!(res.status < 300, "setting up {setup}: {}", res.text);
+                    if endpoint.target == Target::Backup {
+                        let started = daemon
+                            .post(
+                                &format!("/v1/projects/{id}/backups"),
+                                &daemon.admin_token,
+                                json!({}),
+                            )
+                            .await
+                            .expect(202);
+                        let backup_id = started.body["id"].as_str().unwrap();
+                        let backup = crate::data::wait_backup(&daemon, backup_id).await;
+                        assert_eq!(backup["status"], "completed", "{backup}");
+                        path = path.replace("{backup}", backup_id);
+                    }
+                    project_id = id.clone();
+                    path = path.replace("{id}", &id);
+                }
                 Target::Token => {
                     let created = daemon
                         .post(
@@ -472,6 +712,7 @@ async fn every_endpoint_enforces_authentication_scope_and_account() {
             }
         }
     }
+    crate::data::remove_installation_volumes(&daemon).await;
 }
 
 #[tokio::test]

@@ -196,7 +196,7 @@ pub async fn app_answer(deploy_id: &str, path: &str) -> Option<String> {
     res.text().await.ok()
 }
 
-async fn send_webhook(
+pub async fn send_webhook(
     daemon: &TestDaemon,
     project_id: &str,
     secret: &str,

@@ -87,6 +87,7 @@ async fn builds_runs_reaches_and_removes_a_container() {
         memory_bytes: Some(64 * 1024 * 1024),
         cpus: Some(0.5),
         restart: true,
+        mounts: Vec::new(),
     };
     let status = engine.start(&spec).await.expect("start");
     assert!(status.running);

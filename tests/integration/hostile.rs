@@ -1,5 +1,6 @@
 //! Hostile input: every string in `tests/fixtures/hostile/strings.txt` is sent into every
-//! field that reaches git, Docker, the filesystem or a hostname. Each must get a 4xx or be
+//! field that reaches git, Docker, the filesystem or a hostname (previews' branch, ref,
+//! TTL, env overrides and branch patterns included). Each must get a 4xx or be
 //! stored inertly (never a 5xx), no command in them may run (a canary file never appears),
 //! nothing may be written outside the data directory, and no child process is left behind.
 //! Also the webhook's own guards: body limit before HMAC, JSON only, replays ignored.
@@ -169,6 +170,64 @@ async fn hostile_strings_in_every_field_are_refused_or_inert() {
             ),
             (Method::GET, format!("/v1/deploys/{encoded}"), None),
             (Method::DELETE, format!("/v1/tokens/{encoded}"), None),
+            // Previews: the branch or ref reaches git and names a hostname; the TTL, env
+            // overrides and branch patterns are parsed. Accepted values name a branch that
+            // does not exist, so their deploys stop at the fetch.
+            (
+                Method::POST,
+                format!("/v1/projects/{project_id}/previews"),
+                Some(json!({ "branch": value })),
+            ),
+            (
+                Method::POST,
+                format!("/v1/projects/{project_id}/previews"),
+                Some(json!({ "ref": value })),
+            ),
+            (
+                Method::POST,
+                format!("/v1/projects/{project_id}/previews"),
+                Some(json!({ "branch": "no-such-branch", "ttl": value })),
+            ),
+            (
+                Method::POST,
+                format!("/v1/projects/{project_id}/previews"),
+                Some(json!({ "branch": "no-such-branch", "env": { value.clone(): "x" } })),
+            ),
+            (
+                Method::POST,
+                format!("/v1/projects/{project_id}/previews"),
+                Some(json!({ "branch": "no-such-branch", "env": { "HOSTILE": value } })),
+            ),
+            (
+                Method::PATCH,
+                format!("/v1/projects/{project_id}"),
+                Some(json!({ "previews": { "branches": [value] } })),
+            ),
+            (
+                Method::GET,
+                format!("/v1/projects/{project_id}/previews/{encoded}"),
+                None,
+            ),
+            (
+                Method::DELETE,
+                format!("/v1/projects/{project_id}/previews/{encoded}"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/v1/projects/{project_id}/instances?preview={encoded}"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/v1/projects/{project_id}/logs?preview={encoded}"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/v1/projects/{project_id}/metrics?preview={encoded}"),
+                None,
+            ),
         ];
         for (method, path, body) in requests {
             let res = daemon.call(method.clone(), &path, Some(&admin), body).await;

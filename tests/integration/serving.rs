@@ -603,7 +603,7 @@ async fn rollback_re_releases_an_earlier_deploy_without_a_rebuild() {
             json!({ "deployId": "dep_unknown" }),
         )
         .await
-        .expect(404);
+        .expect(422);
     assert!(res.error_message().contains("dep_unknown"), "{}", res.text);
     cleanup(&project_id).await;
 }

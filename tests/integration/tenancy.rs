@@ -33,8 +33,11 @@ impl Fixtures {
         match (segments[at - 1], parameter) {
             ("projects", "id") => "project",
             ("deploys", "id") => "deploy",
+            ("previews", "previewId") => "preview",
             ("tokens", "id") => "token",
             ("aliases", "hostname") => "alias",
+            ("backups", "id") => "backup",
+            ("volumes", "name") => "volume",
             ("by-handle", "handle") => "handle",
             (_, "name") if path.contains("/by-handle/") => "name",
             (before, _) => panic!(
@@ -127,6 +130,14 @@ fn normalized(text: &str, names: &BTreeMap<&'static str, String>) -> String {
 
 /// What the first account sees of its own resources.
 async fn snapshot(daemon: &TestDaemon, project_id: &str, deploy_id: &str) -> Value {
+    let previews = daemon
+        .get(
+            &format!("/v1/projects/{project_id}/previews"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
     let project = daemon
         .get(&format!("/v1/projects/{project_id}"), &daemon.admin_token)
         .await
@@ -154,12 +165,31 @@ async fn snapshot(daemon: &TestDaemon, project_id: &str, deploy_id: &str) -> Val
         .expect(200)
         .body;
     let tokens = daemon.get("/v1/tokens", &daemon.admin_token).await.body;
+    let volumes = daemon
+        .get(
+            &format!("/v1/projects/{project_id}/volumes"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
+    let backups = daemon
+        .get(
+            &format!("/v1/projects/{project_id}/backups"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
     json!([
         project,
         env,
         aliases,
         deploy["status"],
-        tokens["tokens"].as_array().map(Vec::len)
+        tokens["tokens"].as_array().map(Vec::len),
+        volumes,
+        backups,
+        previews
     ])
 }
 
@@ -186,6 +216,42 @@ async fn another_account_learns_nothing_from_any_endpoint() {
         )
         .await
         .expect(200);
+    // A running preview of the project, so preview endpoints are probed with a real one.
+    let preview = daemon
+        .post(
+            &format!("/v1/projects/{project_id}/previews"),
+            &daemon.admin_token,
+            json!({ "branch": "main" }),
+        )
+        .await
+        .expect(201)
+        .body;
+    let preview_deploy = daemon
+        .wait_deploy(preview["deployId"].as_str().unwrap())
+        .await;
+    assert_eq!(preview_deploy["status"], "running", "{preview_deploy}");
+    daemon
+        .post(
+            &format!("/v1/projects/{project_id}/volumes"),
+            &daemon.admin_token,
+            json!({ "name": "files", "mountPath": "/srv/files" }),
+        )
+        .await
+        .expect(201);
+    let backup = daemon
+        .post(
+            &format!("/v1/projects/{project_id}/backups"),
+            &daemon.admin_token,
+            json!({}),
+        )
+        .await
+        .expect(202)
+        .body;
+    let backup_id = backup["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        crate::data::wait_backup(&daemon, &backup_id).await["status"],
+        "completed"
+    );
     let token = daemon
         .post(
             "/v1/tokens",
@@ -199,18 +265,24 @@ async fn another_account_learns_nothing_from_any_endpoint() {
         real: BTreeMap::from([
             ("project", project_id.clone()),
             ("deploy", deploy_id.clone()),
+            ("preview", preview["id"].as_str().unwrap().to_owned()),
             ("token", token["id"].as_str().unwrap().to_owned()),
             ("alias", "plans.example.com".to_owned()),
             ("handle", "admin".to_owned()),
             ("name", "secret-plans".to_owned()),
+            ("backup", backup_id.clone()),
+            ("volume", "files".to_owned()),
         ]),
         fake: BTreeMap::from([
             ("project", "prj_00000000000000000000".to_owned()),
             ("deploy", "dep_00000000000000000000".to_owned()),
+            ("preview", "prv_00000000000000000000".to_owned()),
             ("token", "tok_00000000000000000000".to_owned()),
             ("alias", "nothing.example.com".to_owned()),
             ("handle", "nobody".to_owned()),
             ("name", "nothing".to_owned()),
+            ("backup", "bak_00000000000000000000".to_owned()),
+            ("volume", "nothing".to_owned()),
         ]),
     };
     let before = snapshot(&daemon, &project_id, &deploy_id).await;
@@ -262,4 +334,6 @@ async fn another_account_learns_nothing_from_any_endpoint() {
         before,
         "nothing of the first account changed"
     );
+    crate::deploys::cleanup(&project_id).await;
+    crate::data::remove_installation_volumes(&daemon).await;
 }

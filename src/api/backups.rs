@@ -1,0 +1,354 @@
+//! `/v1/projects/:id/backups` and `/v1/backups/:id`: taking, listing, downloading and
+//! restoring backups, and the project's backup schedule.
+
+use axum::{
+    body::Body,
+    extract::State,
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    backup::{self, Backup, Schedule, Target},
+    error::Error,
+    state::AppState,
+};
+
+use super::{
+    auth::{AdminScope, Auth, DeployScope, ReadScope},
+    error::{ApiResult, Json, OptionalJson, Path, Query},
+    projects::ListQuery,
+    volumes::Confirm,
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get_schedule, set_schedule, delete_schedule))
+        .routes(routes!(get))
+        .routes(routes!(download))
+        .routes(routes!(restore))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupView {
+    #[schema(example = "bak_9f2c")]
+    pub id: String,
+    pub project_id: String,
+    /// `database` or `volume`.
+    pub kind: String,
+    /// The database's or the volume's name.
+    pub subject: String,
+    /// `postgres` or `sqlite`, for database backups.
+    pub engine: Option<String>,
+    /// `manual`, `scheduled`, `safety` (before a restore) or `final` (before a delete).
+    pub trigger: String,
+    /// `running`, `completed` or `failed`.
+    pub status: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    pub size_bytes: Option<i64>,
+    pub sha256: Option<String>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// When it was last restored.
+    pub restored_at: Option<String>,
+}
+
+impl From<Backup> for BackupView {
+    fn from(backup: Backup) -> Self {
+        Self {
+            id: backup.id,
+            project_id: backup.project_id,
+            kind: backup.kind.as_str().to_owned(),
+            subject: backup.subject,
+            engine: backup.engine,
+            trigger: backup.trigger,
+            status: backup.status.as_str().to_owned(),
+            error: backup.error,
+            size_bytes: backup.size_bytes,
+            sha256: backup.sha256,
+            started_at: backup.started_at,
+            finished_at: backup.finished_at,
+            restored_at: backup.restored_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupList {
+    pub backups: Vec<BackupView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBackup {
+    /// `database` or `volume`; omitted: the database and every volume.
+    pub kind: Option<String>,
+    /// The volume's name, with `kind: volume`.
+    pub volume: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackupsStarted {
+    /// The id of the (first) backup started.
+    pub id: String,
+    /// Every backup started, one per database or volume.
+    pub backups: Vec<BackupView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreView {
+    /// The backup restored.
+    pub restored: BackupView,
+    /// The backup of the data as it was just before the restore.
+    pub safety_backup: BackupView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleView {
+    /// `daily at HH:MM` (UTC) or a five-field cron expression; null: no schedule.
+    pub schedule: Option<String>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    /// `project` (set through the API), `config` (the operator's default) or `none`.
+    pub source: String,
+    pub last_run_at: Option<String>,
+    /// `completed` or `failed`.
+    pub last_status: Option<String>,
+    /// Why the last scheduled run failed.
+    pub last_error: Option<String>,
+}
+
+impl From<Option<Schedule>> for ScheduleView {
+    fn from(schedule: Option<Schedule>) -> Self {
+        match schedule {
+            Some(schedule) => Self {
+                source: if schedule.explicit {
+                    "project"
+                } else {
+                    "config"
+                }
+                .to_owned(),
+                schedule: Some(schedule.schedule),
+                keep_daily: Some(schedule.keep_daily),
+                keep_weekly: Some(schedule.keep_weekly),
+                last_run_at: schedule.last_run_at,
+                last_status: schedule.last_status,
+                last_error: schedule.last_error,
+            },
+            None => Self {
+                schedule: None,
+                keep_daily: None,
+                keep_weekly: None,
+                source: "none".to_owned(),
+                last_run_at: None,
+                last_status: None,
+                last_error: None,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SetSchedule {
+    #[schema(example = "daily at 03:00")]
+    pub schedule: String,
+    /// Keep the newest scheduled backup of each of this many days (default from config).
+    pub keep_daily: Option<u32>,
+    /// Keep the newest scheduled backup of each of this many weeks (default from config).
+    pub keep_weekly: Option<u32>,
+}
+
+fn target_of(request: CreateBackup) -> Result<Option<Target>, Error> {
+    match (request.kind.as_deref(), request.volume) {
+        (None, None) => Ok(None),
+        (Some("database"), None) => Ok(Some(Target::Database)),
+        (Some("volume"), Some(volume)) => Ok(Some(Target::Volume(volume))),
+        (Some("volume"), None) => Err(Error::Invalid(
+            "`kind: volume` needs `volume`, the volume's name".to_owned(),
+        )),
+        (Some("database") | None, Some(_)) => Err(Error::Invalid(
+            "`volume` goes with `kind: volume` only".to_owned(),
+        )),
+        (Some(other), _) => Err(Error::Invalid(format!(
+            "kind `{other}` is unknown; use `database` or `volume`"
+        ))),
+    }
+}
+
+/// List backups taken for the project, newest first.
+#[utoipa::path(get, path = "/v1/projects/{id}/backups", tag = "backups",
+    security(("bearer" = ["read"])), params(("id" = String, Path, description = "project id"), ListQuery),
+    responses((status = 200, body = BackupList)))]
+async fn list(
+    auth: Auth<ReadScope>,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<BackupList>> {
+    let page = backup::list(&app, &auth.actor, id, query.page(&app)?).await?;
+    Ok(Json(BackupList {
+        backups: page.items.into_iter().map(BackupView::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Trigger a new backup of the database and volumes (or of one of them); it runs in the
+/// background: poll `GET /v1/backups/{id}`.
+#[utoipa::path(post, path = "/v1/projects/{id}/backups", tag = "backups",
+    security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "project id")),
+    request_body(content = Option<CreateBackup>, description = "optional: what to back up"),
+    responses((status = 202, body = BackupsStarted), (status = 422, description = "nothing to back up", body = super::error::ErrorBody)))]
+async fn create(
+    auth: Auth<DeployScope>,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<CreateBackup>,
+) -> ApiResult<(StatusCode, Json<BackupsStarted>)> {
+    let target = target_of(body.unwrap_or_default())?;
+    let started = backup::create(&app, &auth.actor, id, target).await?;
+    let backups: Vec<BackupView> = started.into_iter().map(BackupView::from).collect();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(BackupsStarted {
+            id: backups.first().map(|b| b.id.clone()).unwrap_or_default(),
+            backups,
+        }),
+    ))
+}
+
+/// Fetch one backup: status, size, SHA-256, times, and why it failed.
+#[utoipa::path(get, path = "/v1/backups/{id}", tag = "backups",
+    security(("bearer" = ["read"])), params(("id" = String, Path, description = "backup id")),
+    responses((status = 200, body = BackupView)))]
+async fn get(
+    auth: Auth<ReadScope>,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<BackupView>> {
+    let (backup, _) = backup::get(&app, &auth.actor, id).await?;
+    Ok(Json(backup.into()))
+}
+
+/// Download a completed backup's file (streamed; `ETag` is its SHA-256).
+#[utoipa::path(get, path = "/v1/backups/{id}/download", tag = "backups",
+    security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "backup id")),
+    responses((status = 200, description = "the file", content_type = "application/octet-stream"),
+              (status = 409, description = "the backup has no file", body = super::error::ErrorBody)))]
+async fn download(
+    auth: Auth<DeployScope>,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let (backup, project, path) = backup::file_of(&app, &auth.actor, id).await?;
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|_| Error::Conflict(format!("the file of backup `{}` is missing", backup.id)))?;
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("bin")
+        .to_owned();
+    let mut response = Body::from_stream(tokio_util::io::ReaderStream::new(file)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    // Names and ids are `[A-Za-z0-9_-]`, so the header value is always valid.
+    if let Ok(value) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"{}-{}.{extension}\"",
+        project.name, backup.id
+    )) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    if let Some(size) = backup.size_bytes {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    }
+    if let Some(sha) = backup.sha256.as_deref() {
+        if let Ok(value) = HeaderValue::from_str(&format!("\"{sha}\"")) {
+            headers.insert(header::ETAG, value);
+        }
+    }
+    Ok(response)
+}
+
+/// Restore a completed backup over the project's current data, after a safety backup of
+/// that data. Needs `confirm` equal to the project's name.
+#[utoipa::path(post, path = "/v1/backups/{id}/restore", tag = "backups",
+    security(("bearer" = ["admin"])), params(("id" = String, Path, description = "backup id")),
+    request_body = Confirm,
+    responses((status = 200, body = RestoreView), (status = 409, description = "the backup cannot be restored", body = super::error::ErrorBody)))]
+async fn restore(
+    auth: Auth<AdminScope>,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<Confirm>,
+) -> ApiResult<Json<RestoreView>> {
+    let confirm = body.unwrap_or_default().confirm;
+    let restored = backup::restore(&app, &auth.actor, id, confirm).await?;
+    Ok(Json(RestoreView {
+        restored: restored.backup.into(),
+        safety_backup: restored.safety_backup.into(),
+    }))
+}
+
+/// Read the project's backup schedule, retention, and the outcome of its last run.
+#[utoipa::path(get, path = "/v1/projects/{id}/backups/schedule", tag = "backups",
+    security(("bearer" = ["read"])), params(("id" = String, Path, description = "project id")),
+    responses((status = 200, body = ScheduleView)))]
+async fn get_schedule(
+    auth: Auth<ReadScope>,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ScheduleView>> {
+    Ok(Json(
+        backup::get_schedule(&app, &auth.actor, id).await?.into(),
+    ))
+}
+
+/// Set the project's backup schedule and retention.
+#[utoipa::path(put, path = "/v1/projects/{id}/backups/schedule", tag = "backups",
+    security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "project id")),
+    request_body = SetSchedule,
+    responses((status = 200, body = ScheduleView)))]
+async fn set_schedule(
+    auth: Auth<DeployScope>,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Json(request): Json<SetSchedule>,
+) -> ApiResult<Json<ScheduleView>> {
+    let schedule = backup::set_schedule(
+        &app,
+        &auth.actor,
+        id,
+        request.schedule,
+        request.keep_daily,
+        request.keep_weekly,
+    )
+    .await?;
+    Ok(Json(Some(schedule).into()))
+}
+
+/// Remove the project's own schedule; the operator's default (if any) applies again.
+#[utoipa::path(delete, path = "/v1/projects/{id}/backups/schedule", tag = "backups",
+    security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "project id")),
+    responses((status = 204, description = "removed")))]
+async fn delete_schedule(
+    auth: Auth<DeployScope>,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    backup::delete_schedule(&app, &auth.actor, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,811 @@
+//! Backups of a project's data: its database (`pg_dump` custom format, or SQLite's online
+//! backup API) and its volumes (tar archives), taken on demand, before destructive
+//! operations and on a schedule; listed, downloaded, restored, and pruned by retention.
+//! Invariant: a backup is `completed` only once its file is whole on disk (written under
+//! a temporary name, fsynced, checksummed, renamed); a crash leaves it `failed` with the
+//! reason "interrupted", never `completed`.
+
+mod archive;
+
+pub use archive::{sqlite_file_exists, HELPER_KIND};
+pub mod schedule;
+
+use std::path::PathBuf;
+
+use time::OffsetDateTime;
+
+use crate::{
+    accounts::Actor,
+    audit, clock,
+    database::DatabaseEngine,
+    error::{Error, Result},
+    ids,
+    names::VolumeName,
+    pagination::{Page, PageRequest},
+    projects::{self, Project},
+    state::AppState,
+    store,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupKind {
+    Database,
+    Volume,
+}
+
+impl BackupKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Database => "database",
+            Self::Volume => "volume",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupStatus {
+    Running,
+    Completed,
+    Failed,
+}
+
+impl BackupStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(value: &str) -> Self {
+        match value {
+            "running" => Self::Running,
+            "completed" => Self::Completed,
+            _ => Self::Failed,
+        }
+    }
+}
+
+/// Why a backup was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// `POST /backups`.
+    Manual,
+    /// The project's schedule; the only kind retention prunes.
+    Scheduled,
+    /// Taken before a restore overwrites the data.
+    Safety,
+    /// Taken before the database is deleted.
+    Final,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Manual => "manual",
+            Self::Scheduled => "scheduled",
+            Self::Safety => "safety",
+            Self::Final => "final",
+        }
+    }
+}
+
+/// What a backup copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Database,
+    Volume(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Backup {
+    pub id: String,
+    pub project_id: String,
+    pub kind: BackupKind,
+    /// The database's name or the volume's name.
+    pub subject: String,
+    /// `postgres` or `sqlite` for database backups.
+    pub engine: Option<String>,
+    pub trigger: String,
+    pub status: BackupStatus,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The file, relative to the backups directory.
+    pub file: Option<String>,
+    pub size_bytes: Option<i64>,
+    pub sha256: Option<String>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub restored_at: Option<String>,
+}
+
+impl Backup {
+    fn target(&self) -> Target {
+        match self.kind {
+            BackupKind::Database => Target::Database,
+            BackupKind::Volume => Target::Volume(self.subject.clone()),
+        }
+    }
+}
+
+/// A project's backup schedule and the outcome of its last run.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub project_id: String,
+    pub schedule: String,
+    pub keep_daily: u32,
+    pub keep_weekly: u32,
+    /// Set through the API (true) or following the configured default (false).
+    pub explicit: bool,
+    pub updated_at: String,
+    pub last_run_at: Option<String>,
+    /// `completed` or `failed`.
+    pub last_status: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// What a backup request names; `None` backs up everything the project holds.
+pub async fn create(
+    app: &AppState,
+    actor: &Actor,
+    project_id: String,
+    target: Option<Target>,
+) -> Result<Vec<Backup>> {
+    let project = projects::get(&app.store, actor, project_id).await?;
+    let targets = match target {
+        Some(target) => {
+            check_target(app, &project, &target).await?;
+            vec![target]
+        }
+        None => targets_of(app, &project).await?,
+    };
+    if targets.is_empty() {
+        return Err(Error::Invalid(format!(
+            "project `{}` has no database and no volumes: there is nothing to back up",
+            project.id
+        )));
+    }
+    let mut started = Vec::new();
+    for target in targets {
+        let backup = begin(app, &project, &target, Trigger::Manual, Some(actor)).await?;
+        let (app, project, task_backup) = (app.clone(), project.clone(), backup.clone());
+        tokio::spawn(async move {
+            finish(&app, &project, task_backup).await;
+        });
+        started.push(backup);
+    }
+    Ok(started)
+}
+
+async fn check_target(app: &AppState, project: &Project, target: &Target) -> Result<()> {
+    let id = project.id.clone();
+    let (database, volumes) = app
+        .store
+        .call(move |c| {
+            Ok((
+                store::volumes::database_of(c, &id)?,
+                store::volumes::volumes_of(c, &id)?,
+            ))
+        })
+        .await?;
+    match target {
+        Target::Database if database.is_none() => Err(Error::Invalid(format!(
+            "project `{}` has no database to back up",
+            project.id
+        ))),
+        Target::Database => Ok(()),
+        Target::Volume(name) => {
+            VolumeName::parse(name)?;
+            if !volumes.iter().any(|v| &v.name == name) {
+                return Err(Error::Invalid(format!(
+                    "project `{}` has no volume `{name}`",
+                    project.id
+                )));
+            }
+            if database.is_some_and(|db| db.volume.as_deref() == Some(name.as_str())) {
+                return Err(Error::Invalid(format!(
+                    "volume `{name}` holds the SQLite database; back up `kind: database` instead"
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Everything the project holds: its database, and each volume that is not the SQLite
+/// database's own (that one is backed up as the database).
+async fn targets_of(app: &AppState, project: &Project) -> Result<Vec<Target>> {
+    let id = project.id.clone();
+    let (database, volumes) = app
+        .store
+        .call(move |c| {
+            Ok((
+                store::volumes::database_of(c, &id)?,
+                store::volumes::volumes_of(c, &id)?,
+            ))
+        })
+        .await?;
+    let database_volume = database.as_ref().and_then(|db| db.volume.clone());
+    let mut targets = Vec::new();
+    if database.is_some() {
+        targets.push(Target::Database);
+    }
+    targets.extend(
+        volumes
+            .into_iter()
+            .filter(|v| Some(&v.name) != database_volume.as_ref())
+            .map(|v| Target::Volume(v.name)),
+    );
+    Ok(targets)
+}
+
+/// Records a `running` backup (audited when an actor asked for it).
+async fn begin(
+    app: &AppState,
+    project: &Project,
+    target: &Target,
+    trigger: Trigger,
+    actor: Option<&Actor>,
+) -> Result<Backup> {
+    let id = project.id.clone();
+    let database = app
+        .store
+        .call(move |c| store::volumes::database_of(c, &id))
+        .await?;
+    let (kind, subject, engine) = match target {
+        Target::Database => {
+            let database = database.ok_or_else(|| {
+                Error::Invalid(format!("project `{}` has no database", project.id))
+            })?;
+            (
+                BackupKind::Database,
+                database.name,
+                Some(database.engine.as_str().to_owned()),
+            )
+        }
+        Target::Volume(name) => (BackupKind::Volume, name.clone(), None),
+    };
+    let backup = Backup {
+        id: ids::new_id("bak"),
+        project_id: project.id.clone(),
+        kind,
+        subject,
+        engine,
+        trigger: trigger.as_str().to_owned(),
+        status: BackupStatus::Running,
+        error: None,
+        file: None,
+        size_bytes: None,
+        sha256: None,
+        started_at: clock::now(),
+        finished_at: None,
+        restored_at: None,
+    };
+    let saved = backup.clone();
+    let actor = actor.cloned();
+    app.store
+        .call(move |c| {
+            let tx = c.transaction()?;
+            store::backups::insert(&tx, &saved)?;
+            if let Some(actor) = &actor {
+                audit::record(&tx, actor, "backup.create", Some(&saved.id))?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await?;
+    Ok(backup)
+}
+
+/// Runs a recorded backup to its end and records the outcome; returns the final row.
+async fn finish(app: &AppState, project: &Project, backup: Backup) -> Backup {
+    let permit = app.backup_slots.acquire().await;
+    let outcome = archive::take(app, project, &backup).await;
+    drop(permit);
+    let id = backup.id.clone();
+    let now = clock::now();
+    let recorded = match &outcome {
+        Ok(file) => {
+            tracing::info!(project = %project.id, backup = %backup.id, bytes = file.size_bytes, "backup completed");
+            let file = file.clone();
+            app.store
+                .call(move |c| {
+                    store::backups::complete(
+                        c,
+                        &id,
+                        &file.relative,
+                        file.size_bytes,
+                        &file.sha256,
+                        &now,
+                    )
+                })
+                .await
+        }
+        Err(err) => {
+            let reason = reason_of(err);
+            tracing::warn!(project = %project.id, backup = %backup.id, reason = %reason, "backup failed");
+            app.store
+                .call(move |c| store::backups::fail(c, &id, &reason, &now))
+                .await
+        }
+    };
+    if let Err(err) = recorded {
+        tracing::error!(backup = %backup.id, error = %err, "recording a backup's outcome");
+    }
+    let id = backup.id.clone();
+    app.store
+        .call(move |c| store::backups::by_id(c, &id))
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(backup)
+}
+
+/// A failure as the backup row shows it: internal details stay in the server log.
+fn reason_of(err: &Error) -> String {
+    match err {
+        Error::Store(_) | Error::Internal(_) => {
+            tracing::error!(error = %err, "backup failed");
+            format!("internal error: {err}")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Takes a backup now and waits for it (final and safety backups, schedules).
+pub async fn run_now(
+    app: &AppState,
+    project: &Project,
+    target: Target,
+    trigger: Trigger,
+) -> Result<Backup> {
+    let backup = begin(app, project, &target, trigger, None).await?;
+    // Spawned, so a caller that goes away (a timed-out request) never leaves it running.
+    let (task_app, task_project) = (app.clone(), project.clone());
+    tokio::spawn(async move { finish(&task_app, &task_project, backup).await })
+        .await
+        .map_err(|err| Error::Internal(format!("backup task: {err}")))
+}
+
+pub async fn list(
+    app: &AppState,
+    actor: &Actor,
+    project_id: String,
+    page: PageRequest,
+) -> Result<Page<Backup>> {
+    let project = projects::get(&app.store, actor, project_id).await?;
+    let rows = app
+        .store
+        .call(move |c| store::backups::page(c, &project.id, page.after, page.limit + 1))
+        .await?;
+    Ok(page.finish(rows))
+}
+
+/// A backup of the actor's account, with its project; another account's is not found.
+pub async fn get(app: &AppState, actor: &Actor, backup_id: String) -> Result<(Backup, Project)> {
+    let id = backup_id.clone();
+    let backup = app
+        .store
+        .call(move |c| store::backups::by_id(c, &id))
+        .await?;
+    let not_found = || Error::NotFound(format!("backup `{backup_id}` not found"));
+    let backup = backup.ok_or_else(not_found)?;
+    let project = projects::get(&app.store, actor, backup.project_id.clone())
+        .await
+        .map_err(|_| not_found())?;
+    Ok((backup, project))
+}
+
+/// The file of a completed backup, for download.
+pub async fn file_of(
+    app: &AppState,
+    actor: &Actor,
+    backup_id: String,
+) -> Result<(Backup, Project, PathBuf)> {
+    let (backup, project) = get(app, actor, backup_id).await?;
+    let file = completed_file(app, &backup)?;
+    Ok((backup, project, file))
+}
+
+fn completed_file(app: &AppState, backup: &Backup) -> Result<PathBuf> {
+    match (&backup.status, &backup.file) {
+        (BackupStatus::Completed, Some(file)) => Ok(app.config.backups_dir().join(file)),
+        (BackupStatus::Running, _) => Err(Error::Conflict(format!(
+            "backup `{}` is still running",
+            backup.id
+        ))),
+        (BackupStatus::Failed, _) | (BackupStatus::Completed, None) => Err(Error::Conflict(
+            format!("backup `{}` did not complete, so it has no file", backup.id),
+        )),
+    }
+}
+
+/// What a restore did.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    pub backup: Backup,
+    /// The backup of the data as it was just before the restore.
+    pub safety_backup: Backup,
+}
+
+/// Restores a completed backup over the project's current data, after taking a safety
+/// backup of that data (a failed safety backup stops the restore).
+pub async fn restore(
+    app: &AppState,
+    actor: &Actor,
+    backup_id: String,
+    confirm: Option<String>,
+) -> Result<Restored> {
+    let (backup, project) = get(app, actor, backup_id).await?;
+    crate::volumes::check_confirmation(&project, confirm.as_deref())?;
+    let file = completed_file(app, &backup)?;
+    let target = backup.target();
+    check_target(app, &project, &target).await?;
+    if let (Target::Database, Some(engine)) = (&target, &backup.engine) {
+        let id = project.id.clone();
+        let current = app
+            .store
+            .call(move |c| store::volumes::database_of(c, &id))
+            .await?;
+        if current.is_some_and(|db| db.engine.as_str() != engine) {
+            return Err(Error::Invalid(format!(
+                "backup `{}` is of a {engine} database, but the project's database now uses another engine",
+                backup.id
+            )));
+        }
+    }
+    archive::verify(&file, &backup).await?;
+    let safety_backup = run_now(app, &project, target, Trigger::Safety).await?;
+    if safety_backup.status != BackupStatus::Completed {
+        return Err(Error::Conflict(format!(
+            "the safety backup before the restore failed ({}); nothing was restored",
+            safety_backup.error.clone().unwrap_or_default()
+        )));
+    }
+    // Spawned, so the restore runs to its end even if the request times out.
+    let (task_app, task_project, task_backup) = (app.clone(), project.clone(), backup.clone());
+    tokio::spawn(
+        async move { archive::restore(&task_app, &task_project, &task_backup, &file).await },
+    )
+    .await
+    .map_err(|err| Error::Internal(format!("restore task: {err}")))??;
+    let id = backup.id.clone();
+    let actor = actor.clone();
+    let backup = app
+        .store
+        .call(move |c| {
+            let tx = c.transaction()?;
+            store::backups::set_restored(&tx, &id, &clock::now())?;
+            audit::record(&tx, &actor, "backup.restore", Some(&id))?;
+            let backup = store::backups::by_id(&tx, &id)?;
+            tx.commit()?;
+            Ok(backup)
+        })
+        .await?
+        .ok_or_else(|| Error::Internal("a restored backup vanished".to_owned()))?;
+    Ok(Restored {
+        backup,
+        safety_backup,
+    })
+}
+
+/// At start-up: backups a crash interrupted are marked failed, their partial files and
+/// helper containers removed, and files no completed backup owns deleted.
+pub async fn recover(app: &AppState) -> Result<()> {
+    let now = clock::now();
+    let interrupted = app
+        .store
+        .call(move |c| {
+            store::backups::fail_running(
+                c,
+                "interrupted: the daemon stopped while the backup was running",
+                &now,
+            )
+        })
+        .await?;
+    if interrupted > 0 {
+        tracing::warn!(interrupted, "marked interrupted backups failed");
+    }
+    let owned = app
+        .store
+        .call(|c| store::backups::completed_files(c))
+        .await?;
+    let root = app.config.backups_dir();
+    tokio::task::spawn_blocking(move || archive::sweep(&root, &owned))
+        .await
+        .map_err(|err| Error::Internal(err.to_string()))?;
+    archive::remove_helpers(app).await;
+    Ok(())
+}
+
+/// The schedule the project follows: its own, or the configured default.
+pub fn effective_schedule(
+    app: &AppState,
+    project_id: &str,
+    own: Option<Schedule>,
+) -> Option<Schedule> {
+    match own {
+        Some(schedule) if schedule.explicit => Some(schedule),
+        other => app
+            .config
+            .backups
+            .schedule
+            .as_ref()
+            .map(|default| Schedule {
+                project_id: project_id.to_owned(),
+                schedule: default.clone(),
+                keep_daily: app.config.backups.keep_daily,
+                keep_weekly: app.config.backups.keep_weekly,
+                explicit: false,
+                updated_at: other
+                    .as_ref()
+                    .map(|s| s.updated_at.clone())
+                    .unwrap_or_else(clock::now),
+                last_run_at: other.as_ref().and_then(|s| s.last_run_at.clone()),
+                last_status: other.as_ref().and_then(|s| s.last_status.clone()),
+                last_error: other.and_then(|s| s.last_error),
+            }),
+    }
+}
+
+pub async fn get_schedule(
+    app: &AppState,
+    actor: &Actor,
+    project_id: String,
+) -> Result<Option<Schedule>> {
+    let project = projects::get(&app.store, actor, project_id).await?;
+    let id = project.id.clone();
+    let own = app
+        .store
+        .call(move |c| store::backups::schedule_of(c, &id))
+        .await?;
+    Ok(effective_schedule(app, &project.id, own))
+}
+
+/// Sets the project's own schedule and retention.
+pub async fn set_schedule(
+    app: &AppState,
+    actor: &Actor,
+    project_id: String,
+    spec: String,
+    keep_daily: Option<u32>,
+    keep_weekly: Option<u32>,
+) -> Result<Schedule> {
+    schedule::Spec::parse(&spec).map_err(Error::Invalid)?;
+    let keep_daily = keep_daily.unwrap_or(app.config.backups.keep_daily);
+    let keep_weekly = keep_weekly.unwrap_or(app.config.backups.keep_weekly);
+    if keep_daily > 366 || keep_weekly > 520 {
+        return Err(Error::Invalid(
+            "keepDaily may be at most 366 and keepWeekly at most 520".to_owned(),
+        ));
+    }
+    if keep_daily == 0 && keep_weekly == 0 {
+        return Err(Error::Invalid(
+            "keepDaily and keepWeekly are both 0: every scheduled backup would be pruned at once; keep at least one"
+                .to_owned(),
+        ));
+    }
+    let project = projects::get(&app.store, actor, project_id).await?;
+    let schedule = Schedule {
+        project_id: project.id.clone(),
+        schedule: spec.trim().to_owned(),
+        keep_daily,
+        keep_weekly,
+        explicit: true,
+        updated_at: clock::now(),
+        last_run_at: None,
+        last_status: None,
+        last_error: None,
+    };
+    let saved = schedule.clone();
+    let actor = actor.clone();
+    app.store
+        .call(move |c| {
+            let tx = c.transaction()?;
+            store::backups::put_schedule(&tx, &saved)?;
+            audit::record(&tx, &actor, "backup.schedule.set", Some(&saved.project_id))?;
+            let stored = store::backups::schedule_of(&tx, &saved.project_id)?;
+            tx.commit()?;
+            Ok(stored)
+        })
+        .await?
+        .ok_or_else(|| Error::Internal("a saved schedule vanished".to_owned()))
+}
+
+/// Removes the project's own schedule; the configured default (if any) applies again.
+pub async fn delete_schedule(app: &AppState, actor: &Actor, project_id: String) -> Result<()> {
+    let project = projects::get(&app.store, actor, project_id).await?;
+    let actor = actor.clone();
+    app.store
+        .call(move |c| {
+            let tx = c.transaction()?;
+            if !store::backups::delete_schedule(&tx, &project.id)? {
+                return Err(Error::NotFound(format!(
+                    "project `{}` has no backup schedule of its own",
+                    project.id
+                )));
+            }
+            audit::record(&tx, &actor, "backup.schedule.delete", Some(&project.id))?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+}
+
+/// Runs due schedules every 20 seconds until `stopped`.
+pub async fn run_scheduler(app: AppState, stopped: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stopped);
+    let started = OffsetDateTime::now_utc();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(20)) => {}
+            _ = &mut stopped => break,
+        }
+        if let Err(err) = run_due(&app, started).await {
+            tracing::warn!(error = %err, "running backup schedules");
+        }
+    }
+}
+
+fn parse_time(text: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+}
+
+async fn run_due(app: &AppState, started: OffsetDateTime) -> Result<()> {
+    let (projects, schedules) = app
+        .store
+        .call(|c| {
+            Ok((
+                store::backups::projects_with_data(c)?,
+                store::backups::all_schedules(c)?,
+            ))
+        })
+        .await?;
+    let now = OffsetDateTime::now_utc();
+    for project_id in projects {
+        let own = schedules
+            .iter()
+            .find(|s| s.project_id == project_id)
+            .cloned();
+        let Some(schedule) = effective_schedule(app, &project_id, own) else {
+            continue;
+        };
+        let Ok(spec) = schedule::Spec::parse(&schedule.schedule) else {
+            continue;
+        };
+        // A default schedule counts from the daemon's start, an own one from when it was
+        // set; after that, from its last run.
+        let since = schedule
+            .last_run_at
+            .as_deref()
+            .and_then(parse_time)
+            .or_else(|| {
+                if schedule.explicit {
+                    parse_time(&schedule.updated_at)
+                } else {
+                    Some(started)
+                }
+            })
+            .unwrap_or(started);
+        if !spec.due(since, now) {
+            continue;
+        }
+        let project = projects::get_unscoped(&app.store, project_id.clone()).await?;
+        run_scheduled(app, &project, &schedule).await;
+    }
+    Ok(())
+}
+
+/// One scheduled run: every target backed up, the outcome recorded on the schedule (and a
+/// failure in the audit log), then retention applied.
+async fn run_scheduled(app: &AppState, project: &Project, schedule: &Schedule) {
+    let mut failures = Vec::new();
+    match targets_of(app, project).await {
+        Ok(targets) => {
+            for target in targets {
+                match run_now(app, project, target.clone(), Trigger::Scheduled).await {
+                    Ok(backup) if backup.status == BackupStatus::Completed => {}
+                    Ok(backup) => failures.push(format!(
+                        "{} {}: {}",
+                        backup.kind.as_str(),
+                        backup.subject,
+                        backup.error.unwrap_or_default()
+                    )),
+                    Err(err) => failures.push(reason_of(&err)),
+                }
+            }
+        }
+        Err(err) => failures.push(reason_of(&err)),
+    }
+    let error = (!failures.is_empty()).then(|| failures.join("; "));
+    let status = if error.is_some() {
+        "failed"
+    } else {
+        "completed"
+    };
+    let (saved, account_id) = (schedule.clone(), project.account_id.clone());
+    let now = clock::now();
+    let recorded = app
+        .store
+        .call(move |c| {
+            let tx = c.transaction()?;
+            store::backups::record_schedule_run(&tx, &saved, &now, status, error.as_deref())?;
+            if error.is_some() {
+                audit::record_system(
+                    &tx,
+                    &account_id,
+                    "scheduler",
+                    "backup.scheduled.failed",
+                    Some(&saved.project_id),
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await;
+    if let Err(err) = recorded {
+        tracing::error!(project = %project.id, error = %err, "recording a scheduled backup run");
+    }
+    if let Err(err) = apply_retention(app, project, schedule).await {
+        tracing::warn!(project = %project.id, error = %err, "pruning scheduled backups");
+    }
+}
+
+/// Deletes the scheduled backups the retention policy no longer keeps, per target.
+async fn apply_retention(app: &AppState, project: &Project, schedule: &Schedule) -> Result<()> {
+    let id = project.id.clone();
+    let backups = app
+        .store
+        .call(move |c| store::backups::of_project(c, &id))
+        .await?;
+    let mut groups: std::collections::BTreeMap<(&str, &str), Vec<(String, OffsetDateTime)>> =
+        Default::default();
+    for backup in backups.iter().rev() {
+        if backup.trigger != Trigger::Scheduled.as_str() || backup.status != BackupStatus::Completed
+        {
+            continue;
+        }
+        if let Some(at) = parse_time(&backup.started_at) {
+            groups
+                .entry((backup.kind.as_str(), backup.subject.as_str()))
+                .or_default()
+                .push((backup.id.clone(), at));
+        }
+    }
+    for newest_first in groups.values() {
+        for id in schedule::prune(newest_first, schedule.keep_daily, schedule.keep_weekly) {
+            let Some(backup) = backups.iter().find(|b| b.id == id) else {
+                continue;
+            };
+            if let Some(file) = &backup.file {
+                let path = app.config.backups_dir().join(file);
+                if let Err(err) = tokio::fs::remove_file(&path).await {
+                    if err.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(file = %path.display(), error = %err, "removing a pruned backup");
+                        continue;
+                    }
+                }
+            }
+            let account_id = project.account_id.clone();
+            app.store
+                .call(move |c| {
+                    let tx = c.transaction()?;
+                    store::backups::delete(&tx, &id)?;
+                    audit::record_system(&tx, &account_id, "scheduler", "backup.prune", Some(&id))?;
+                    tx.commit()?;
+                    Ok(())
+                })
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the project's database is a `DatabaseEngine`, for callers that branch.
+pub fn engine_of(backup: &Backup) -> Option<DatabaseEngine> {
+    backup
+        .engine
+        .as_deref()
+        .and_then(|e| DatabaseEngine::parse(e).ok())
+}

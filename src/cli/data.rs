@@ -1,0 +1,486 @@
+//! Client commands for a project's data: `cantila db`, `cantila volumes`, `cantila backups`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use super::{
+    client::{block_on, print_json, Client, ClientArgs},
+    output,
+};
+
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    command: DbCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Wire a database to a project.
+    Create {
+        project: String,
+        /// `postgres` (the operator's server) or `sqlite` (a file on a volume at /data).
+        #[arg(long, default_value = "postgres")]
+        engine: String,
+    },
+    /// Show the database's connection metadata (never the password).
+    Show { project: String },
+    /// Print the connection env (DATABASE_URL, PG*), password included.
+    Credentials { project: String },
+    /// Delete the database for good, after a final backup.
+    Delete {
+        project: String,
+        /// The project's name, to confirm.
+        #[arg(long)]
+        confirm: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct VolumesArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    command: VolumesCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum VolumesCommand {
+    /// List a project's volumes.
+    List { project: String },
+    /// Declare a volume mounted at an absolute path in every container of the project.
+    Create {
+        project: String,
+        name: String,
+        /// Where the volume appears inside the containers, e.g. /app/uploads.
+        #[arg(long)]
+        mount: String,
+    },
+    /// Delete a volume and its files for good.
+    Delete {
+        project: String,
+        name: String,
+        /// The project's name, to confirm.
+        #[arg(long)]
+        confirm: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BackupsArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    command: BackupsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum BackupsCommand {
+    /// List a project's backups, newest first.
+    List { project: String },
+    /// Back up the database and volumes now (or one of them) and wait for the result.
+    Create {
+        project: String,
+        /// Only the database.
+        #[arg(long, conflicts_with = "volume")]
+        database: bool,
+        /// Only this volume.
+        #[arg(long)]
+        volume: Option<String>,
+        /// Return at once instead of waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Download a completed backup's file and check its SHA-256.
+    Download {
+        backup: String,
+        /// The file to write [default: the server's file name].
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Restore a backup over the project's current data (a safety backup is taken first).
+    Restore {
+        backup: String,
+        /// The project's name, to confirm.
+        #[arg(long)]
+        confirm: String,
+    },
+    /// Show or set the project's backup schedule.
+    Schedule {
+        project: String,
+        /// `daily at HH:MM` (UTC) or a cron expression; omitted: show the schedule.
+        #[arg(long)]
+        set: Option<String>,
+        #[arg(long)]
+        keep_daily: Option<u32>,
+        #[arg(long)]
+        keep_weekly: Option<u32>,
+    },
+}
+
+fn print_fields(value: &Value, fields: &[&str]) {
+    for field in fields {
+        println!("{field:<12} {}", output::cell(value, field));
+    }
+}
+
+fn print_backups(backups: &[Value]) {
+    let rows: Vec<Vec<String>> = backups
+        .iter()
+        .map(|b| {
+            vec![
+                output::cell(b, "id"),
+                output::cell(b, "kind"),
+                output::cell(b, "subject"),
+                output::cell(b, "trigger"),
+                output::cell(b, "status"),
+                output::cell(b, "sizeBytes"),
+                output::cell(b, "startedAt"),
+                output::cell(b, "error"),
+            ]
+        })
+        .collect();
+    output::print_table(
+        &[
+            "ID", "KIND", "OF", "TRIGGER", "STATUS", "BYTES", "STARTED", "ERROR",
+        ],
+        &rows,
+    );
+}
+
+pub fn db(args: DbArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.client)?;
+    let json = args.client.json;
+    block_on(async move {
+        let shown = match args.command {
+            DbCommand::Create { project, engine } => {
+                let id = client.resolve_project(&project).await?;
+                client
+                    .send(
+                        Method::POST,
+                        &format!("/v1/projects/{id}/database"),
+                        Some(json!({ "engine": engine })),
+                    )
+                    .await?
+            }
+            DbCommand::Show { project } => {
+                let id = client.resolve_project(&project).await?;
+                client
+                    .send(Method::GET, &format!("/v1/projects/{id}/database"), None)
+                    .await?
+            }
+            DbCommand::Credentials { project } => {
+                let id = client.resolve_project(&project).await?;
+                let credentials = client
+                    .send(
+                        Method::GET,
+                        &format!("/v1/projects/{id}/database/credentials"),
+                        None,
+                    )
+                    .await?;
+                if json {
+                    return print_json(&credentials);
+                }
+                for (key, value) in credentials["env"].as_object().into_iter().flatten() {
+                    println!("{key}={}", value.as_str().unwrap_or_default());
+                }
+                return Ok(());
+            }
+            DbCommand::Delete { project, confirm } => {
+                let id = client.resolve_project(&project).await?;
+                let deleted = client
+                    .send(
+                        Method::DELETE,
+                        &format!("/v1/projects/{id}/database"),
+                        Some(json!({ "confirm": confirm })),
+                    )
+                    .await?;
+                if json {
+                    return print_json(&deleted);
+                }
+                match deleted["finalBackup"]["id"].as_str() {
+                    Some(backup) => println!("deleted; final backup {backup}"),
+                    None => println!("deleted; the database was already gone, no final backup"),
+                }
+                return Ok(());
+            }
+        };
+        if json {
+            return print_json(&shown);
+        }
+        print_fields(
+            &shown,
+            &[
+                "engine",
+                "host",
+                "port",
+                "database",
+                "user",
+                "status",
+                "sizeBytes",
+                "volume",
+                "createdAt",
+            ],
+        );
+        Ok(())
+    })
+}
+
+pub fn volumes(args: VolumesArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.client)?;
+    let json = args.client.json;
+    block_on(async move {
+        match args.command {
+            VolumesCommand::List { project } => {
+                let id = client.resolve_project(&project).await?;
+                let list = client
+                    .send(Method::GET, &format!("/v1/projects/{id}/volumes"), None)
+                    .await?;
+                if json {
+                    return print_json(&list);
+                }
+                let rows: Vec<Vec<String>> = list["volumes"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|v| {
+                        vec![
+                            output::cell(v, "name"),
+                            output::cell(v, "mountPath"),
+                            output::cell(v, "dockerVolume"),
+                            output::cell(v, "createdAt"),
+                        ]
+                    })
+                    .collect();
+                output::print_table(&["NAME", "MOUNT", "DOCKER VOLUME", "CREATED"], &rows);
+                Ok(())
+            }
+            VolumesCommand::Create {
+                project,
+                name,
+                mount,
+            } => {
+                let id = client.resolve_project(&project).await?;
+                let volume = client
+                    .send(
+                        Method::POST,
+                        &format!("/v1/projects/{id}/volumes"),
+                        Some(json!({ "name": name, "mountPath": mount })),
+                    )
+                    .await?;
+                if json {
+                    return print_json(&volume);
+                }
+                println!(
+                    "created {} at {} (mounted from the next deploy on)",
+                    output::cell(&volume, "name"),
+                    output::cell(&volume, "mountPath")
+                );
+                Ok(())
+            }
+            VolumesCommand::Delete {
+                project,
+                name,
+                confirm,
+            } => {
+                let id = client.resolve_project(&project).await?;
+                client
+                    .send(
+                        Method::DELETE,
+                        &format!("/v1/projects/{id}/volumes/{name}"),
+                        Some(json!({ "confirm": confirm })),
+                    )
+                    .await?;
+                println!("deleted {name}");
+                Ok(())
+            }
+        }
+    })
+}
+
+pub fn backups(args: BackupsArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.client)?;
+    let json = args.client.json;
+    block_on(async move {
+        match args.command {
+            BackupsCommand::List { project } => {
+                let id = client.resolve_project(&project).await?;
+                let list = client
+                    .send(Method::GET, &format!("/v1/projects/{id}/backups"), None)
+                    .await?;
+                if json {
+                    return print_json(&list);
+                }
+                print_backups(
+                    list["backups"]
+                        .as_array()
+                        .map(Vec::as_slice)
+                        .unwrap_or_default(),
+                );
+                Ok(())
+            }
+            BackupsCommand::Create {
+                project,
+                database,
+                volume,
+                no_wait,
+            } => {
+                let id = client.resolve_project(&project).await?;
+                let body = match (database, volume) {
+                    (true, _) => json!({ "kind": "database" }),
+                    (false, Some(volume)) => json!({ "kind": "volume", "volume": volume }),
+                    (false, None) => json!({}),
+                };
+                let started = client
+                    .send(
+                        Method::POST,
+                        &format!("/v1/projects/{id}/backups"),
+                        Some(body),
+                    )
+                    .await?;
+                let mut backups: Vec<Value> =
+                    started["backups"].as_array().cloned().unwrap_or_default();
+                if !no_wait {
+                    for backup in &mut backups {
+                        let backup_id = output::cell(backup, "id");
+                        while backup["status"] == "running" {
+                            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                            *backup = client
+                                .send(Method::GET, &format!("/v1/backups/{backup_id}"), None)
+                                .await?;
+                        }
+                    }
+                }
+                if json {
+                    print_json(&Value::Array(backups.clone()))?;
+                } else {
+                    print_backups(&backups);
+                }
+                if backups.iter().any(|b| b["status"] == "failed") {
+                    bail!("a backup failed");
+                }
+                Ok(())
+            }
+            BackupsCommand::Download { backup, output } => {
+                let url = format!("{}/v1/backups/{backup}/download", client.base);
+                let response = client
+                    .http
+                    .get(&url)
+                    .bearer_auth(&client.token)
+                    .send()
+                    .await
+                    .with_context(|| format!("cannot reach the Cantila API at {}", client.base))?;
+                if !response.status().is_success() {
+                    let status = response.status().as_u16();
+                    let body: Value = response.json().await.unwrap_or(Value::Null);
+                    bail!(
+                        "{} (HTTP {status})",
+                        body["error"]["message"]
+                            .as_str()
+                            .unwrap_or("download failed")
+                    );
+                }
+                let expected = response
+                    .headers()
+                    .get("etag")
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.trim_matches('"').to_owned());
+                let name = response
+                    .headers()
+                    .get("content-disposition")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.split("filename=\"").nth(1))
+                    .map(|v| v.trim_end_matches('"').to_owned())
+                    .unwrap_or_else(|| format!("{backup}.backup"));
+                let path = output.unwrap_or_else(|| PathBuf::from(name));
+                let partial = path.with_extension("partial");
+                let mut file = tokio::fs::File::create(&partial)
+                    .await
+                    .with_context(|| format!("cannot write {}", partial.display()))?;
+                let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+                let mut response = response;
+                let mut size = 0u64;
+                use tokio::io::AsyncWriteExt;
+                while let Some(chunk) = response.chunk().await? {
+                    sha2::Digest::update(&mut hasher, &chunk);
+                    file.write_all(&chunk).await?;
+                    size += chunk.len() as u64;
+                }
+                file.sync_all().await?;
+                let actual = hex::encode(sha2::Digest::finalize(hasher));
+                if expected.as_deref().is_some_and(|e| e != actual) {
+                    let _ = tokio::fs::remove_file(&partial).await;
+                    bail!("the download's SHA-256 {actual} does not match the backup's; nothing was kept");
+                }
+                tokio::fs::rename(&partial, &path).await?;
+                println!("wrote {} ({size} bytes, sha256 {actual})", path.display());
+                Ok(())
+            }
+            BackupsCommand::Restore { backup, confirm } => {
+                let restored = client
+                    .send(
+                        Method::POST,
+                        &format!("/v1/backups/{backup}/restore"),
+                        Some(json!({ "confirm": confirm })),
+                    )
+                    .await?;
+                if json {
+                    return print_json(&restored);
+                }
+                println!(
+                    "restored {backup}; the data before the restore is in backup {}",
+                    output::cell(&restored["safetyBackup"], "id")
+                );
+                Ok(())
+            }
+            BackupsCommand::Schedule {
+                project,
+                set,
+                keep_daily,
+                keep_weekly,
+            } => {
+                let id = client.resolve_project(&project).await?;
+                let path = format!("/v1/projects/{id}/backups/schedule");
+                let schedule = match set {
+                    Some(schedule) => {
+                        client
+                            .send(
+                                Method::PUT,
+                                &path,
+                                Some(json!({
+                                    "schedule": schedule,
+                                    "keepDaily": keep_daily,
+                                    "keepWeekly": keep_weekly,
+                                })),
+                            )
+                            .await?
+                    }
+                    None => client.send(Method::GET, &path, None).await?,
+                };
+                if json {
+                    return print_json(&schedule);
+                }
+                print_fields(
+                    &schedule,
+                    &[
+                        "schedule",
+                        "keepDaily",
+                        "keepWeekly",
+                        "source",
+                        "lastRunAt",
+                        "lastStatus",
+                        "lastError",
+                    ],
+                );
+                Ok(())
+            }
+        }
+    })
+}

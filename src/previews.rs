@@ -1,0 +1,1049 @@
+//! Preview deployments: a branch, pull request or ref of a project built and released as
+//! its own set of containers (labelled `cantila.preview`) at its own hostname
+//! `<slug>--<name>-<handle>.<base_domain>`, updated in place by new pushes through the
+//! same zero-downtime release path as production, and removed on request, when its pull
+//! request closes, or when it has been idle for its TTL.
+//! Invariants: a preview never runs with production's data (`PRODUCTION_ONLY_ENV` is never
+//! copied into it, and its containers get none of the project's volumes nor its wired
+//! database); one hostname belongs to one preview across all accounts; a project never has
+//! more than `previews.max_per_project` previews.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use globset::GlobMatcher;
+use sha2::{Digest, Sha256};
+
+use crate::{
+    accounts::Actor,
+    audit, clock,
+    deploy::{self, Deploy, DeployStatus, LogLine, ReleaseTarget, PREVIEW_LABEL},
+    error::{Error, Result},
+    ids,
+    names::{EnvKey, Hostname},
+    projects::{self, Project},
+    source::GitRef,
+    state::AppState,
+    store,
+};
+
+/// Env keys of production that a preview never inherits: a preview must never reach
+/// production's data. They are what a wired database sets (`DATABASE_URL`, which most
+/// frameworks read, and libpq's `PG*`), here also when set by hand; a preview that needs a
+/// database gets one through its own `env` overrides.
+pub const PRODUCTION_ONLY_ENV: &[&str] = &[
+    "DATABASE_URL",
+    "PGHOST",
+    "PGPORT",
+    "PGDATABASE",
+    "PGUSER",
+    "PGPASSWORD",
+];
+
+/// Env keys Cantila sets in every preview; overrides may not name them.
+pub const PREVIEW_ENV_KEYS: &[&str] = &[
+    "CANTILA_PREVIEW",
+    "CANTILA_PREVIEW_URL",
+    "CANTILA_PREVIEW_ID",
+];
+
+/// A preview as stored.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    pub id: String,
+    pub project_id: String,
+    /// Lowercase, one label under the base domain; unique across all accounts.
+    pub hostname: String,
+    /// The branch it follows; `None` for a preview of a tag or a commit.
+    pub branch: Option<String>,
+    /// What was asked for: the branch name, a tag or a commit.
+    pub git_ref: String,
+    pub pull_request: Option<u32>,
+    /// Env overrides, sealed JSON (`{"KEY": "value"}`).
+    pub sealed_env: Option<Vec<u8>>,
+    /// Idle time before the expiry sweep removes it.
+    pub ttl_secs: u64,
+    /// What created it: `api` or `webhook`.
+    pub trigger: String,
+    pub created_at: String,
+    /// The last create or update (deploy) of the preview.
+    pub updated_at: String,
+    pub expires_at: String,
+}
+
+/// A `previews.branches` pattern: a branch name where `*` matches within one path
+/// segment and `**` across segments (`feature/*`, `release-*`, `**`).
+#[derive(Debug, Clone)]
+pub struct BranchPattern {
+    text: String,
+    matcher: GlobMatcher,
+}
+
+impl BranchPattern {
+    pub fn parse(value: &str) -> Result<Self> {
+        let invalid = |why: &str| {
+            Error::Invalid(format!(
+                "branch pattern {value:?} is invalid: {why}; use a branch name with `*` wildcards such as `feature/*`"
+            ))
+        };
+        if value.is_empty() || value.len() > 200 {
+            return Err(invalid("it must be 1 to 200 characters"));
+        }
+        if !value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | '*'))
+        {
+            return Err(invalid(
+                "only letters, digits, `-`, `_`, `.`, `/` and `*` are allowed",
+            ));
+        }
+        let matcher = globset::GlobBuilder::new(value)
+            .literal_separator(true)
+            .build()
+            .map_err(|err| invalid(&err.kind().to_string()))?
+            .compile_matcher();
+        Ok(Self {
+            text: value.to_owned(),
+            matcher,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn matches(&self, branch: &str) -> bool {
+        self.matcher.is_match(branch)
+    }
+}
+
+/// A validated request to create (or update) a preview.
+#[derive(Debug, Clone)]
+pub struct PreviewRequest {
+    pub source: PreviewSource,
+    pub pull_request: Option<u32>,
+    /// Replaces the preview's overrides when given.
+    pub env: Option<BTreeMap<EnvKey, String>>,
+    pub ttl_secs: Option<u64>,
+    /// The exact commit to build (a webhook's); the branch head when `None`.
+    pub commit: Option<String>,
+}
+
+/// What a preview builds.
+#[derive(Debug, Clone)]
+pub enum PreviewSource {
+    Branch(GitRef),
+    Ref(GitRef),
+}
+
+impl PreviewSource {
+    /// `ref: refs/heads/x` is the branch `x`.
+    pub fn from_ref(git_ref: GitRef) -> Result<Self> {
+        match git_ref.full_branch() {
+            Some(branch) => Ok(PreviewSource::Branch(GitRef::parse(branch)?)),
+            None => Ok(PreviewSource::Ref(git_ref)),
+        }
+    }
+
+    fn branch(&self) -> Option<&str> {
+        match self {
+            PreviewSource::Branch(branch) => Some(branch.as_str()),
+            PreviewSource::Ref(_) => None,
+        }
+    }
+
+    fn text(&self) -> &str {
+        match self {
+            PreviewSource::Branch(git_ref) | PreviewSource::Ref(git_ref) => git_ref.as_str(),
+        }
+    }
+
+    /// The ref the deploy fetches: the full branch ref, so a tag of the same name never
+    /// wins.
+    fn deploy_ref(&self) -> String {
+        match self {
+            PreviewSource::Branch(branch) => format!("refs/heads/{}", branch.as_str()),
+            PreviewSource::Ref(git_ref) => git_ref.as_str().to_owned(),
+        }
+    }
+}
+
+/// A preview with what its deploys say about it.
+#[derive(Debug, Clone)]
+pub struct PreviewInfo {
+    pub preview: Preview,
+    /// `building` (nothing serves yet), `updating` (an earlier deploy serves while a new
+    /// one builds), `running` or `failed`.
+    pub status: &'static str,
+    pub url: String,
+    /// The newest deploy.
+    pub latest: Option<Deploy>,
+    /// The deploy that serves, if any.
+    pub serving: Option<Deploy>,
+    /// The keys of the env overrides (values are never shown).
+    pub env_keys: Vec<String>,
+}
+
+impl PreviewInfo {
+    /// The commit that serves, else the one being built.
+    pub fn commit_sha(&self) -> Option<&str> {
+        self.serving
+            .as_ref()
+            .and_then(|d| d.commit_sha.as_deref())
+            .or_else(|| self.latest.as_ref().and_then(|d| d.commit_sha.as_deref()))
+    }
+}
+
+/// `building`, `updating`, `running` or `failed` from the preview's deploys (newest first).
+fn status_of(latest: Option<&Deploy>, serving: Option<&Deploy>) -> &'static str {
+    match (latest.map(|d| d.status), serving.is_some()) {
+        (Some(DeployStatus::Queued | DeployStatus::Building | DeployStatus::Releasing), true) => {
+            "updating"
+        }
+        (Some(DeployStatus::Queued | DeployStatus::Building | DeployStatus::Releasing), false)
+        | (None, false) => "building",
+        (Some(DeployStatus::Running), _) | (_, true) => "running",
+        (Some(DeployStatus::Failed | DeployStatus::Canceled | DeployStatus::Superseded), false) => {
+            "failed"
+        }
+    }
+}
+
+/// The URL a preview is reached at, as its env and the API give it.
+pub fn url_of(app: &AppState, hostname: &str) -> String {
+    let scheme = match app.tls.mode() {
+        crate::tls::TlsMode::Off => "http",
+        crate::tls::TlsMode::Acme | crate::tls::TlsMode::SelfSigned => "https",
+    };
+    format!("{scheme}://{hostname}")
+}
+
+/// Lowercase ASCII letters and digits, everything else one `-`, trimmed.
+fn slug(text: &str) -> String {
+    let mut slug = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+    }
+    slug.trim_end_matches('-').to_owned()
+}
+
+/// Cuts `text` to `max` bytes (it is ASCII) without leaving a trailing `-`.
+fn cut(text: &str, max: usize) -> String {
+    text[..text.len().min(max)].trim_end_matches('-').to_owned()
+}
+
+/// The DNS label of a preview: `<slug>--<name>-<handle>`, at most `max_len` characters
+/// (63, or less under a long base domain). A long slug is cut first; when the project's
+/// part alone is too long, the whole label is cut and a short hash of `unique` keeps it
+/// distinct. Never `xn--`-like (`--` at positions 3-4), so IDNA-aware clients accept it.
+pub fn preview_label(
+    source: &str,
+    project: &str,
+    handle: &str,
+    unique: &str,
+    max_len: usize,
+) -> String {
+    let mut slug = slug(source);
+    if slug.is_empty() {
+        slug = "preview".to_owned();
+    }
+    if slug.len() == 2 {
+        slug.push_str("-preview");
+    }
+    let owner = format!("{project}-{handle}");
+    let full = format!("{slug}--{owner}");
+    if full.len() <= max_len {
+        return full;
+    }
+    // Keep at least a few characters of the slug so previews stay recognisable.
+    if owner.len() + 2 + 4 <= max_len {
+        let room = max_len - owner.len() - 2;
+        let mut short = cut(&slug, room);
+        if short.len() == 2 {
+            short = cut(&slug, 1);
+        }
+        return format!("{short}--{owner}");
+    }
+    let digest = hex::encode(Sha256::digest(unique.as_bytes()));
+    format!("{}-{}", cut(&full, max_len - 7), &digest[..6])
+}
+
+/// The longest preview label under `base_domain`: a DNS label is at most 63 octets and a
+/// whole name at most 253.
+fn label_budget(base_domain: &str) -> usize {
+    63.min(253usize.saturating_sub(base_domain.len() + 1))
+        .max(8)
+}
+
+/// A free hostname for a new preview, inside the caller's transaction: the label, or the
+/// label with `-2`, `-3`... when another preview has it.
+fn allocate_hostname(
+    connection: &rusqlite::Connection,
+    base_domain: &str,
+    label: &str,
+    max_len: usize,
+) -> Result<String> {
+    let candidate = |label: &str| format!("{label}.{base_domain}");
+    if !store::previews::hostname_taken(connection, &candidate(label))? {
+        return Ok(candidate(label));
+    }
+    for n in 2..100 {
+        let suffix = format!("-{n}");
+        let numbered = format!("{}{suffix}", cut(label, max_len - suffix.len()));
+        if !store::previews::hostname_taken(connection, &candidate(&numbered))? {
+            return Ok(candidate(&numbered));
+        }
+    }
+    let suffix = format!("-{}", ids::random_base62(6).to_ascii_lowercase());
+    Ok(candidate(&format!(
+        "{}{suffix}",
+        cut(label, max_len - suffix.len())
+    )))
+}
+
+fn not_found(preview_id: &str) -> Error {
+    Error::NotFound(format!("preview `{preview_id}` not found"))
+}
+
+fn expiry(from: time::OffsetDateTime, ttl_secs: u64) -> String {
+    let ttl = time::Duration::seconds(i64::try_from(ttl_secs).unwrap_or(i64::MAX / 2));
+    clock::format(from.saturating_add(ttl))
+}
+
+/// What a create-or-update did.
+#[derive(Debug)]
+pub struct Queued {
+    pub info: PreviewInfo,
+    pub deploy: Deploy,
+    /// False when an existing preview (same pull request, branch or ref) was updated.
+    pub created: bool,
+}
+
+/// Creates a preview of the request's branch or ref and queues its deploy, or, when the
+/// project already has a preview of that pull request, branch or ref, queues a new deploy
+/// of it in place (same hostname). A new preview beyond `previews.max_per_project`
+/// answers 409 naming the limit.
+pub async fn create_or_update(
+    app: &AppState,
+    actor: &Actor,
+    project_id: String,
+    request: PreviewRequest,
+    trigger: &str,
+) -> Result<Queued> {
+    let config = app.config.previews.clone();
+    let ttl_secs = match request.ttl_secs {
+        Some(ttl) if ttl == 0 || ttl > config.max_ttl_secs => {
+            return Err(Error::Invalid(format!(
+                "ttl must be between 1 second and {} seconds (previews.max_ttl_secs)",
+                config.max_ttl_secs
+            )))
+        }
+        other => other,
+    };
+    if let Some(env) = &request.env {
+        for (key, value) in env {
+            if PREVIEW_ENV_KEYS.contains(&key.as_str()) {
+                return Err(Error::Invalid(format!(
+                    "env key `{}` is set by Cantila in every preview and cannot be overridden",
+                    key.as_str()
+                )));
+            }
+            crate::env::validate_value(key, value)?;
+        }
+    }
+    let sealed_env = request.env.as_ref().map(|env| {
+        let plain: BTreeMap<&str, &str> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        app.secrets
+            .seal(&serde_json::to_vec(&plain).unwrap_or_default())
+    });
+    let base_domain = app.config.base_domain.clone();
+    let actor = actor.clone();
+    let trigger = trigger.to_owned();
+    let (preview, deploy, created, superseded) = app
+        .store
+        .call(move |connection| {
+            let tx = connection.transaction()?;
+            let project = store::projects::by_id(&tx, &actor.account_id, &project_id)?
+                .ok_or_else(|| Error::NotFound(format!("project `{project_id}` not found")))?;
+            if store::git::get(&tx, &project.id)?.is_none() {
+                return Err(Error::Invalid(format!(
+                    "the project has no git repository to build a preview from; connect one with POST /v1/projects/{}/git",
+                    project.id
+                )));
+            }
+            let existing = match (request.pull_request, request.source.branch()) {
+                (Some(number), branch) => match store::previews::for_pull_request(&tx, &project.id, number)? {
+                    Some(found) => Some(found),
+                    None => match branch {
+                        Some(branch) => store::previews::for_branch(&tx, &project.id, branch)?,
+                        None => None,
+                    },
+                },
+                (None, Some(branch)) => store::previews::for_branch(&tx, &project.id, branch)?,
+                (None, None) => store::previews::for_ref(&tx, &project.id, request.source.text())?,
+            };
+            let now = time::OffsetDateTime::now_utc();
+            let now_text = clock::format(now);
+            let (preview, created) = match existing {
+                Some(mut preview) => {
+                    preview.git_ref = request.source.text().to_owned();
+                    preview.pull_request = request.pull_request.or(preview.pull_request);
+                    if let Some(sealed) = sealed_env {
+                        preview.sealed_env = Some(sealed);
+                    }
+                    preview.ttl_secs = ttl_secs.unwrap_or(preview.ttl_secs);
+                    preview.updated_at = now_text.clone();
+                    preview.expires_at = expiry(now, preview.ttl_secs);
+                    store::previews::update(&tx, &preview)?;
+                    audit::record(&tx, &actor, "preview.update", Some(&preview.id))?;
+                    (preview, false)
+                }
+                None => {
+                    let count = store::previews::count_of_project(&tx, &project.id)?;
+                    if count >= config.max_per_project {
+                        return Err(Error::Conflict(format!(
+                            "the project already has {count} previews, the limit (previews.max_per_project = {}); delete one first",
+                            config.max_per_project
+                        )));
+                    }
+                    let id = ids::new_id("prv");
+                    let slug_source = match (request.source.branch(), request.pull_request) {
+                        (Some(branch), _) => branch.to_owned(),
+                        (None, Some(number)) => format!("pr-{number}"),
+                        (None, None) => request.source.text().to_owned(),
+                    };
+                    let max_len = label_budget(&base_domain);
+                    let label = preview_label(
+                        &slug_source,
+                        project.name.as_str(),
+                        project.handle.as_str(),
+                        &format!("{}:{slug_source}", project.id),
+                        max_len,
+                    );
+                    let hostname = allocate_hostname(&tx, &base_domain, &label, max_len)?;
+                    // Belt and braces: the label rules above always give a valid name.
+                    Hostname::parse(&hostname)?;
+                    let ttl_secs = ttl_secs.unwrap_or(config.default_ttl_secs);
+                    let preview = Preview {
+                        id,
+                        project_id: project.id.clone(),
+                        hostname,
+                        branch: request.source.branch().map(str::to_owned),
+                        git_ref: request.source.text().to_owned(),
+                        pull_request: request.pull_request,
+                        sealed_env,
+                        ttl_secs,
+                        trigger: trigger.clone(),
+                        created_at: now_text.clone(),
+                        updated_at: now_text.clone(),
+                        expires_at: expiry(now, ttl_secs),
+                    };
+                    store::previews::insert(&tx, &preview)?;
+                    audit::record(&tx, &actor, "preview.create", Some(&preview.id))?;
+                    (preview, true)
+                }
+            };
+            let git_ref = request.commit.clone().unwrap_or_else(|| request.source.deploy_ref());
+            let deploy = deploy::new_deploy(
+                project.id.clone(),
+                ReleaseTarget::Preview(preview.id.clone()),
+                Some(git_ref),
+                &trigger,
+            );
+            let superseded = deploy::queue_in(&tx, &actor, &deploy)?;
+            tx.commit()?;
+            Ok((preview, deploy, created, superseded))
+        })
+        .await?;
+    deploy::announce(app, &deploy.id, superseded);
+    if created {
+        // The hostname answers 503 "building" at once rather than 404.
+        if let Err(err) = crate::routing::refresh(app).await {
+            tracing::warn!(error = %err, "refreshing routes after a preview was created");
+        }
+    }
+    let info = describe(app, preview).await?;
+    Ok(Queued {
+        info,
+        deploy,
+        created,
+    })
+}
+
+/// A preview with its status, from its deploys.
+async fn describe(app: &AppState, preview: Preview) -> Result<PreviewInfo> {
+    let id = preview.id.clone();
+    let deploys = app
+        .store
+        .call(move |c| store::deploys::of_preview(c, &id, 50))
+        .await?;
+    let latest = deploys.first().cloned();
+    let serving = deploys
+        .iter()
+        .find(|d| d.status == DeployStatus::Running)
+        .cloned();
+    let env_keys = match &preview.sealed_env {
+        Some(sealed) => overrides_of(app, sealed)?.into_keys().collect(),
+        None => Vec::new(),
+    };
+    Ok(PreviewInfo {
+        status: status_of(latest.as_ref(), serving.as_ref()),
+        url: url_of(app, &preview.hostname),
+        preview,
+        latest,
+        serving,
+        env_keys,
+    })
+}
+
+fn overrides_of(app: &AppState, sealed: &[u8]) -> Result<BTreeMap<String, String>> {
+    serde_json::from_slice(&app.secrets.open(sealed)?)
+        .map_err(|err| Error::Internal(format!("reading a preview's env overrides: {err}")))
+}
+
+/// The project's previews, oldest first.
+pub async fn list(app: &AppState, actor: &Actor, project_id: String) -> Result<Vec<PreviewInfo>> {
+    let project = projects::get(&app.store, actor, project_id).await?;
+    let previews = app
+        .store
+        .call(move |c| store::previews::of_project(c, &project.id))
+        .await?;
+    let mut found = Vec::with_capacity(previews.len());
+    for preview in previews {
+        found.push(describe(app, preview).await?);
+    }
+    Ok(found)
+}
+
+/// One preview of one of the actor's projects; another account's answers 404 alike.
+pub async fn get(
+    app: &AppState,
+    actor: &Actor,
+    project_id: String,
+    preview_id: String,
+) -> Result<Preview> {
+    let project = projects::get(&app.store, actor, project_id).await?;
+    app.store
+        .call(move |c| {
+            store::previews::by_id(c, &project.id, &preview_id)?
+                .ok_or_else(|| not_found(&preview_id))
+        })
+        .await
+}
+
+/// Removes a preview: its deploys stop (queued ones are canceled, building ones are asked
+/// to stop, the serving one is marked superseded), its route goes at once, and its
+/// containers, published sites, images only it used, and certificate record are removed.
+pub async fn delete(
+    app: &AppState,
+    actor: &Actor,
+    project_id: String,
+    preview_id: String,
+) -> Result<()> {
+    let preview = get(app, actor, project_id, preview_id).await?;
+    remove(app, actor, preview, "the preview was deleted").await
+}
+
+/// The removal behind `delete`, a closed pull request and the expiry sweep.
+async fn remove(app: &AppState, actor: &Actor, preview: Preview, why: &'static str) -> Result<()> {
+    let actor = actor.clone();
+    let id = preview.id.clone();
+    let project_id = preview.project_id.clone();
+    let (deploys, lines) = app
+        .store
+        .call(move |connection| {
+            let tx = connection.transaction()?;
+            if !store::previews::delete(&tx, &id)? {
+                return Err(not_found(&id));
+            }
+            // Its runtime logs and metric points go with it; production's stay.
+            store::runtime_logs::delete_preview(&tx, &project_id, &id)?;
+            store::metrics::delete_preview(&tx, &project_id, &id)?;
+            let deploys = store::deploys::of_preview(&tx, &id, 1000)?;
+            let now = clock::now();
+            let mut lines = Vec::new();
+            for deploy in &deploys {
+                let ends_as = match deploy.status {
+                    DeployStatus::Queued => DeployStatus::Canceled,
+                    DeployStatus::Running => DeployStatus::Superseded,
+                    // Building and releasing ones are stopped through their pipeline.
+                    DeployStatus::Building
+                    | DeployStatus::Releasing
+                    | DeployStatus::Failed
+                    | DeployStatus::Canceled
+                    | DeployStatus::Superseded => continue,
+                };
+                store::deploys::set_status(&tx, &deploy.id, ends_as, &now)?;
+                let seq = store::deploys::last_log_seq(&tx, &deploy.id)? + 1;
+                let line = LogLine {
+                    seq,
+                    at: now.clone(),
+                    kind: "status".to_owned(),
+                    text: format!("{} ({why})", ends_as.as_str()),
+                };
+                store::deploys::append_logs(&tx, &deploy.id, std::slice::from_ref(&line))?;
+                lines.push((deploy.id.clone(), line));
+            }
+            audit::record(&tx, &actor, "preview.delete", Some(&id))?;
+            tx.commit()?;
+            Ok((deploys, lines))
+        })
+        .await?;
+    deploy::publish_final(app, lines);
+    for deploy in &deploys {
+        if matches!(
+            deploy.status,
+            DeployStatus::Building | DeployStatus::Releasing
+        ) {
+            deploy::request_cancel(app, &deploy.id);
+        }
+    }
+    tracing::info!(preview = %preview.id, host = %preview.hostname, reason = why, "removing a preview");
+    // The hostname stops routing before anything is stopped.
+    if let Err(err) = crate::routing::refresh(app).await {
+        tracing::warn!(error = %err, "refreshing routes after a preview was removed");
+    }
+    // Waits for a certificate request in flight for the name, then deletes the record.
+    if let Err(err) = app.tls.forget(&preview.hostname).await {
+        tracing::warn!(host = %preview.hostname, error = %err, "forgetting a preview's certificate");
+    }
+    let app = app.clone();
+    tokio::spawn(async move { free_resources(&app, &preview, &deploys).await });
+    Ok(())
+}
+
+/// Stops and removes the preview's containers, its published sites, and the images no
+/// other deploy uses.
+async fn free_resources(app: &AppState, preview: &Preview, deploys: &[Deploy]) {
+    if let Ok(engine) = app.engine().await {
+        let grace = Duration::from_secs(app.config.deploy.stop_grace_secs);
+        for container in engine
+            .containers(&[(PREVIEW_LABEL, &preview.id)])
+            .await
+            .unwrap_or_default()
+        {
+            if let Err(err) = engine.stop_and_remove(&container.id, grace).await {
+                tracing::warn!(container = %container.name, error = %err, "removing a preview's container");
+            }
+        }
+        let images: Vec<String> = deploys.iter().filter_map(|d| d.image.clone()).collect();
+        remove_own_images(app, &engine, &preview.id, images).await;
+    }
+    for deploy in deploys {
+        let site = app
+            .config
+            .sites_dir()
+            .join(&preview.project_id)
+            .join(&deploy.id);
+        if let Err(err) = tokio::fs::remove_dir_all(&site).await {
+            if err.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %site.display(), error = %err, "removing a preview's site");
+            }
+        }
+    }
+}
+
+/// Removes those of `images` no deploy outside the preview names (production reuses an
+/// image built for the same commit and plan); Docker refuses to remove one a container
+/// still uses.
+async fn remove_own_images(
+    app: &AppState,
+    engine: &crate::docker::Engine,
+    preview_id: &str,
+    mut images: Vec<String>,
+) {
+    images.sort();
+    images.dedup();
+    for image in images {
+        let (check_image, check_preview) = (image.clone(), preview_id.to_owned());
+        let shared = app
+            .store
+            .call(move |c| {
+                store::deploys::image_used_outside_preview(c, &check_image, &check_preview)
+            })
+            .await
+            .unwrap_or(true);
+        if shared || engine.image_id(&image).await.ok().flatten().is_none() {
+            continue;
+        }
+        match engine.remove_image(&image).await {
+            Ok(()) => tracing::info!(preview = %preview_id, %image, "removed a preview image"),
+            Err(err) => {
+                tracing::debug!(%image, error = %err, "keeping a preview image still in use")
+            }
+        }
+    }
+}
+
+/// After a preview's release switched: removes the images of its earlier deploys that
+/// only it used. A preview keeps no history to roll back to, so only the serving image
+/// stays.
+pub async fn prune_images(app: &AppState, preview_id: &str) {
+    let id = preview_id.to_owned();
+    let Ok(deploys) = app
+        .store
+        .call(move |c| store::deploys::of_preview(c, &id, 1000))
+        .await
+    else {
+        return;
+    };
+    let serving: Vec<&str> = deploys
+        .iter()
+        .filter(|d| !d.status.is_final() || d.status == DeployStatus::Running)
+        .filter_map(|d| d.image.as_deref())
+        .collect();
+    let old: Vec<String> = deploys
+        .iter()
+        .filter_map(|d| d.image.clone())
+        .filter(|image| !serving.contains(&image.as_str()))
+        .collect();
+    if old.is_empty() {
+        return;
+    }
+    let Ok(engine) = app.engine().await else {
+        return;
+    };
+    remove_own_images(app, &engine, preview_id, old).await;
+}
+
+/// The env a preview's release runs with: production's env without
+/// `PRODUCTION_ONLY_ENV`, then the preview's overrides, then `CANTILA_PREVIEW=1`, its URL
+/// and id.
+pub async fn release_env(
+    app: &AppState,
+    project: &Project,
+    preview_id: &str,
+) -> Result<BTreeMap<String, String>> {
+    let mut env = crate::env::snapshot(app, &project.id).await?;
+    for key in PRODUCTION_ONLY_ENV {
+        env.remove(*key);
+    }
+    let project_id = project.id.clone();
+    let id = preview_id.to_owned();
+    let preview = app
+        .store
+        .call(move |c| store::previews::by_id(c, &project_id, &id))
+        .await?
+        .ok_or_else(|| not_found(preview_id))?;
+    if let Some(sealed) = &preview.sealed_env {
+        env.extend(overrides_of(app, sealed)?);
+    }
+    env.insert("CANTILA_PREVIEW".to_owned(), "1".to_owned());
+    env.insert(
+        "CANTILA_PREVIEW_URL".to_owned(),
+        url_of(app, &preview.hostname),
+    );
+    env.insert("CANTILA_PREVIEW_ID".to_owned(), preview.id.clone());
+    Ok(env)
+}
+
+/// What a webhook delivery did to previews.
+#[derive(Debug)]
+pub enum HookOutcome {
+    Queued {
+        deploy_id: String,
+        preview_id: String,
+    },
+    Removed {
+        preview_id: String,
+    },
+    Ignored(String),
+}
+
+/// A pull request was opened, reopened or pushed to: create or update its preview, at the
+/// head commit.
+pub async fn pull_request_updated(
+    app: &AppState,
+    actor: &Actor,
+    project: &Project,
+    number: u32,
+    branch: &str,
+    head_sha: Option<String>,
+) -> Result<HookOutcome> {
+    let request = PreviewRequest {
+        source: PreviewSource::Branch(GitRef::parse(branch)?),
+        pull_request: Some(number),
+        env: None,
+        ttl_secs: None,
+        commit: head_sha,
+    };
+    queue_from_hook(app, actor, project, request).await
+}
+
+/// Creates or updates a preview for a webhook. The cap is reported as the delivery's
+/// outcome (kept on the git connection's last delivery), not as a failed delivery.
+async fn queue_from_hook(
+    app: &AppState,
+    actor: &Actor,
+    project: &Project,
+    request: PreviewRequest,
+) -> Result<HookOutcome> {
+    match create_or_update(app, actor, project.id.clone(), request, "webhook").await {
+        Ok(queued) => Ok(HookOutcome::Queued {
+            deploy_id: queued.deploy.id,
+            preview_id: queued.info.preview.id,
+        }),
+        Err(Error::Conflict(reason)) => Ok(HookOutcome::Ignored(reason)),
+        Err(err) => Err(err),
+    }
+}
+
+/// A pull request was closed (or merged): remove its preview.
+pub async fn pull_request_closed(
+    app: &AppState,
+    actor: &Actor,
+    project: &Project,
+    number: u32,
+) -> Result<HookOutcome> {
+    let project_id = project.id.clone();
+    let found = app
+        .store
+        .call(move |c| store::previews::for_pull_request(c, &project_id, number))
+        .await?;
+    match found {
+        Some(preview) => {
+            let preview_id = preview.id.clone();
+            remove(app, actor, preview, "its pull request was closed").await?;
+            Ok(HookOutcome::Removed { preview_id })
+        }
+        None => Ok(HookOutcome::Ignored(format!(
+            "pull request #{number} has no preview"
+        ))),
+    }
+}
+
+/// A push to a branch other than production's: update the branch's preview in place; or
+/// create one when the branch matches the project's `previews.branches`; or remove the
+/// branch's preview when the push deleted the branch. Previews of pull requests are left
+/// to the pull request's own `synchronize` event, so one push never builds twice.
+pub async fn branch_pushed(
+    app: &AppState,
+    actor: &Actor,
+    project: &Project,
+    branch: &str,
+    after: Option<String>,
+    deleted: bool,
+) -> Result<HookOutcome> {
+    let project_id = project.id.clone();
+    let lookup = branch.to_owned();
+    let existing = app
+        .store
+        .call(move |c| store::previews::for_branch(c, &project_id, &lookup))
+        .await?;
+    match (existing, deleted) {
+        (Some(preview), true) => {
+            let preview_id = preview.id.clone();
+            remove(app, actor, preview, "its branch was deleted").await?;
+            Ok(HookOutcome::Removed { preview_id })
+        }
+        (None, true) => Ok(HookOutcome::Ignored(format!(
+            "the push deleted `{branch}`, which has no preview"
+        ))),
+        (Some(preview), false) if preview.pull_request.is_some() => {
+            Ok(HookOutcome::Ignored(format!(
+                "`{branch}` has the preview of pull request #{}; its synchronize event updates it",
+                preview.pull_request.unwrap_or_default()
+            )))
+        }
+        (existing, false) => {
+            let opted_in = project
+                .preview_branches
+                .iter()
+                .filter_map(|p| BranchPattern::parse(p).ok())
+                .any(|p| p.matches(branch));
+            if existing.is_none() && !opted_in {
+                return Ok(HookOutcome::Ignored(format!(
+                    "push to `{branch}`; this project deploys another branch and creates previews for none matching it (previews.branches)"
+                )));
+            }
+            let request = PreviewRequest {
+                source: PreviewSource::Branch(GitRef::parse(branch)?),
+                pull_request: None,
+                env: None,
+                ttl_secs: None,
+                commit: after,
+            };
+            queue_from_hook(app, actor, project, request).await
+        }
+    }
+}
+
+/// Removes previews idle past their TTL, every `previews.sweep_interval_secs`.
+pub async fn run_expiry_sweep(app: AppState, stopped: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stopped);
+    let interval = Duration::from_secs(app.config.previews.sweep_interval_secs);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = &mut stopped => break,
+        }
+        if let Err(err) = sweep(&app).await {
+            tracing::warn!(error = %err, "sweeping expired previews");
+        }
+    }
+}
+
+/// One pass of the expiry sweep; returns the ids removed.
+pub async fn sweep(app: &AppState) -> Result<Vec<String>> {
+    let now = clock::now();
+    let expired = app
+        .store
+        .call(move |c| {
+            let mut found = Vec::new();
+            for preview in store::previews::expired(c, &now)? {
+                if let Some(project) = store::projects::by_id_unscoped(c, &preview.project_id)? {
+                    found.push((project, preview));
+                }
+            }
+            Ok(found)
+        })
+        .await?;
+    let mut removed = Vec::new();
+    for (project, preview) in expired {
+        let actor = Actor::background(
+            project.account_id.clone(),
+            project.handle.clone(),
+            "preview-expiry",
+        );
+        let id = preview.id.clone();
+        match remove(app, &actor, preview, "it expired").await {
+            Ok(()) => removed.push(id),
+            // Deleted meanwhile by someone else: nothing left to do.
+            Err(Error::NotFound(_)) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_slugged_and_fit_dns_rules() {
+        let cases: [(&str, &str, &str, usize, &str); 7] = [
+            (
+                "feature/login",
+                "blog",
+                "ann",
+                63,
+                "feature-login--blog-ann",
+            ),
+            ("Fix_Bug#12", "blog", "ann", 63, "fix-bug-12--blog-ann"),
+            ("///", "blog", "ann", 63, "preview--blog-ann"),
+            ("ab", "blog", "ann", 63, "ab-preview--blog-ann"),
+            ("UPPER--double", "web", "x", 63, "upper-double--web-x"),
+            (
+                "a-very-long-branch-name-that-goes-on-and-on-and-on-forever",
+                "blog",
+                "ann",
+                63,
+                "a-very-long-branch-name-that-goes-on-and-on-and-on-fo--blog-ann",
+            ),
+            ("feature/x", "blog", "ann", 20, "feature-x--blog-ann"),
+        ];
+        for (source, project, handle, max, expected) in cases {
+            let label = preview_label(source, project, handle, "u", max);
+            assert_eq!(label, expected, "{source}");
+            assert!(label.len() <= max, "{label}");
+        }
+    }
+
+    #[test]
+    fn an_overlong_project_part_is_cut_and_hashed() {
+        let project = "p".repeat(60);
+        let a = preview_label("main", &project, "handle", "prj_a:main", 63);
+        let b = preview_label("main", &project, "handle", "prj_b:main", 63);
+        assert_eq!(a.len(), 63);
+        assert_ne!(a, b, "the hash keeps cut labels distinct");
+        for label in [&a, &b] {
+            assert!(!label.ends_with('-') && !label.starts_with('-'));
+            assert!(label
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'));
+            assert_ne!(&label[2..4], "--");
+        }
+    }
+
+    #[test]
+    fn every_label_is_a_valid_hostname() {
+        for source in [
+            "x",
+            "ab",
+            "abc",
+            "-lead",
+            "trail-",
+            "ünïcode/ß",
+            "1234567",
+            &"z".repeat(300),
+        ] {
+            for max in [8, 20, 63] {
+                let label = preview_label(source, "blog", "ann", "u", max);
+                assert!(label.len() <= max.max(8), "{source} {max}: {label}");
+                Hostname::parse(&format!("{label}.apps.example.com"))
+                    .unwrap_or_else(|err| panic!("{source}: {label}: {err}"));
+                assert!(!(label.len() > 3 && &label[2..4] == "--"), "{label}");
+            }
+        }
+    }
+
+    #[test]
+    fn branch_patterns() {
+        let cases: [(&str, &str, bool); 8] = [
+            ("feature/*", "feature/login", true),
+            ("feature/*", "feature/a/b", false),
+            ("feature/**", "feature/a/b", true),
+            ("release-*", "release-1.2", true),
+            ("release-*", "main", false),
+            ("**", "anything/at/all", true),
+            ("main", "main", true),
+            ("main", "mainline", false),
+        ];
+        for (pattern, branch, expected) in cases {
+            assert_eq!(
+                BranchPattern::parse(pattern).unwrap().matches(branch),
+                expected,
+                "{pattern} vs {branch}"
+            );
+        }
+        for bad in ["", "feat ure", "a;b", "$(x)", &"a".repeat(201)] {
+            let err = BranchPattern::parse(bad).unwrap_err();
+            assert!(matches!(err, Error::Invalid(_)), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn status_follows_the_newest_deploy_and_what_serves() {
+        let deploy = |status| {
+            let mut d = deploy::new_deploy("prj".into(), ReleaseTarget::Production, None, "api");
+            d.status = status;
+            d
+        };
+        let running = deploy(DeployStatus::Running);
+        let cases = [
+            (None, None, "building"),
+            (Some(deploy(DeployStatus::Queued)), None, "building"),
+            (
+                Some(deploy(DeployStatus::Building)),
+                Some(running.clone()),
+                "updating",
+            ),
+            (Some(running.clone()), Some(running.clone()), "running"),
+            (
+                Some(deploy(DeployStatus::Failed)),
+                Some(running.clone()),
+                "running",
+            ),
+            (Some(deploy(DeployStatus::Failed)), None, "failed"),
+            (Some(deploy(DeployStatus::Canceled)), None, "failed"),
+        ];
+        for (latest, serving, expected) in cases {
+            assert_eq!(status_of(latest.as_ref(), serving.as_ref()), expected);
+        }
+    }
+}

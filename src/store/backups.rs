@@ -1,0 +1,315 @@
+//! SQL for backups, their schedules and the asset index of releases.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::{
+    assets::Asset,
+    backup::{Backup, BackupKind, BackupStatus, Schedule},
+    error::Result,
+};
+
+const COLUMNS: &str = "seq, id, project_id, kind, subject, engine, trigger, status, error, file, size_bytes, sha256, started_at, finished_at, restored_at";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Backup)> {
+    let kind: String = row.get(3)?;
+    let status: String = row.get(7)?;
+    Ok((
+        row.get(0)?,
+        Backup {
+            id: row.get(1)?,
+            project_id: row.get(2)?,
+            kind: if kind == "database" {
+                BackupKind::Database
+            } else {
+                BackupKind::Volume
+            },
+            subject: row.get(4)?,
+            engine: row.get(5)?,
+            trigger: row.get(6)?,
+            status: BackupStatus::parse(&status),
+            error: row.get(8)?,
+            file: row.get(9)?,
+            size_bytes: row.get(10)?,
+            sha256: row.get(11)?,
+            started_at: row.get(12)?,
+            finished_at: row.get(13)?,
+            restored_at: row.get(14)?,
+        },
+    ))
+}
+
+pub fn insert(connection: &Connection, backup: &Backup) -> Result<()> {
+    connection.execute(
+        "INSERT INTO backups (id, project_id, kind, subject, engine, trigger, status, error, started_at, finished_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            backup.id,
+            backup.project_id,
+            backup.kind.as_str(),
+            backup.subject,
+            backup.engine,
+            backup.trigger,
+            backup.status.as_str(),
+            backup.error,
+            backup.started_at,
+            backup.finished_at
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn by_id(connection: &Connection, id: &str) -> Result<Option<Backup>> {
+    Ok(connection
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM backups WHERE id = ?1"),
+            [id],
+            from_row,
+        )
+        .optional()?
+        .map(|(_, backup)| backup))
+}
+
+/// Newest first, strictly older than `before` when given.
+pub fn page(
+    connection: &Connection,
+    project_id: &str,
+    before: Option<i64>,
+    limit: u32,
+) -> Result<Vec<(i64, Backup)>> {
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM backups WHERE project_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+    ))?;
+    let rows = statement
+        .query_map(
+            params![project_id, before.unwrap_or(i64::MAX), limit],
+            from_row,
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Every backup of a project, oldest first.
+pub fn of_project(connection: &Connection, project_id: &str) -> Result<Vec<Backup>> {
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM backups WHERE project_id = ?1 ORDER BY seq"
+    ))?;
+    let rows = statement
+        .query_map([project_id], from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows.into_iter().map(|(_, backup)| backup).collect())
+}
+
+pub fn complete(
+    connection: &Connection,
+    id: &str,
+    file: &str,
+    size_bytes: i64,
+    sha256: &str,
+    at: &str,
+) -> Result<()> {
+    connection.execute(
+        "UPDATE backups SET status = 'completed', file = ?2, size_bytes = ?3, sha256 = ?4, finished_at = ?5
+         WHERE id = ?1 AND status = 'running'",
+        params![id, file, size_bytes, sha256, at],
+    )?;
+    Ok(())
+}
+
+pub fn fail(connection: &Connection, id: &str, reason: &str, at: &str) -> Result<()> {
+    connection.execute(
+        "UPDATE backups SET status = 'failed', error = ?2, finished_at = ?3 WHERE id = ?1 AND status = 'running'",
+        params![id, reason, at],
+    )?;
+    Ok(())
+}
+
+pub fn set_restored(connection: &Connection, id: &str, at: &str) -> Result<()> {
+    connection.execute(
+        "UPDATE backups SET restored_at = ?2 WHERE id = ?1",
+        params![id, at],
+    )?;
+    Ok(())
+}
+
+/// Marks every `running` backup failed with `reason`; returns how many. Run at start-up,
+/// when no backup can still be running.
+pub fn fail_running(connection: &Connection, reason: &str, at: &str) -> Result<usize> {
+    Ok(connection.execute(
+        "UPDATE backups SET status = 'failed', error = ?1, finished_at = ?2 WHERE status = 'running'",
+        params![reason, at],
+    )?)
+}
+
+/// The files of completed backups, for sweeping files no backup owns.
+pub fn completed_files(connection: &Connection) -> Result<Vec<String>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT file FROM backups WHERE status = 'completed' AND file IS NOT NULL",
+    )?;
+    let rows = statement
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(rows)
+}
+
+pub fn delete(connection: &Connection, id: &str) -> Result<()> {
+    connection.execute("DELETE FROM backups WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+fn schedule_from_row(row: &Row<'_>) -> rusqlite::Result<Schedule> {
+    Ok(Schedule {
+        project_id: row.get(0)?,
+        schedule: row.get(1)?,
+        keep_daily: row.get(2)?,
+        keep_weekly: row.get(3)?,
+        explicit: row.get(4)?,
+        updated_at: row.get(5)?,
+        last_run_at: row.get(6)?,
+        last_status: row.get(7)?,
+        last_error: row.get(8)?,
+    })
+}
+
+const SCHEDULE_COLUMNS: &str =
+    "project_id, schedule, keep_daily, keep_weekly, explicit, updated_at, last_run_at, last_status, last_error";
+
+pub fn put_schedule(connection: &Connection, schedule: &Schedule) -> Result<()> {
+    connection.execute(
+        "INSERT INTO backup_schedules (project_id, schedule, keep_daily, keep_weekly, explicit, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (project_id) DO UPDATE SET schedule = ?2, keep_daily = ?3, keep_weekly = ?4, explicit = ?5, updated_at = ?6",
+        params![
+            schedule.project_id,
+            schedule.schedule,
+            schedule.keep_daily,
+            schedule.keep_weekly,
+            schedule.explicit,
+            schedule.updated_at
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn schedule_of(connection: &Connection, project_id: &str) -> Result<Option<Schedule>> {
+    Ok(connection
+        .query_row(
+            &format!("SELECT {SCHEDULE_COLUMNS} FROM backup_schedules WHERE project_id = ?1"),
+            [project_id],
+            schedule_from_row,
+        )
+        .optional()?)
+}
+
+pub fn all_schedules(connection: &Connection) -> Result<Vec<Schedule>> {
+    let mut statement =
+        connection.prepare_cached(&format!("SELECT {SCHEDULE_COLUMNS} FROM backup_schedules"))?;
+    let rows = statement
+        .query_map([], schedule_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+pub fn delete_schedule(connection: &Connection, project_id: &str) -> Result<bool> {
+    Ok(connection.execute(
+        "DELETE FROM backup_schedules WHERE project_id = ?1",
+        [project_id],
+    )? > 0)
+}
+
+/// Records the outcome of a scheduled run. A project following the configured default
+/// schedule gets a row holding that default, so its outcome is visible too.
+pub fn record_schedule_run(
+    connection: &Connection,
+    schedule: &Schedule,
+    at: &str,
+    status: &str,
+    error: Option<&str>,
+) -> Result<()> {
+    connection.execute(
+        "INSERT INTO backup_schedules (project_id, schedule, keep_daily, keep_weekly, explicit, updated_at, last_run_at, last_status, last_error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (project_id) DO UPDATE SET last_run_at = ?7, last_status = ?8, last_error = ?9",
+        params![
+            schedule.project_id,
+            schedule.schedule,
+            schedule.keep_daily,
+            schedule.keep_weekly,
+            schedule.explicit,
+            schedule.updated_at,
+            at,
+            status,
+            error
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn replace_assets(connection: &Connection, deploy_id: &str, assets: &[Asset]) -> Result<()> {
+    connection.execute("DELETE FROM assets WHERE deploy_id = ?1", [deploy_id])?;
+    let mut statement = connection.prepare_cached(
+        "INSERT INTO assets (deploy_id, path, size_bytes, content_type, sha256) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for asset in assets {
+        statement.execute(params![
+            deploy_id,
+            asset.path,
+            asset.size_bytes,
+            asset.content_type,
+            asset.sha256
+        ])?;
+    }
+    Ok(())
+}
+
+pub fn has_assets_index(connection: &Connection, deploy_id: &str) -> Result<bool> {
+    Ok(connection
+        .query_row(
+            "SELECT 1 FROM assets WHERE deploy_id = ?1 LIMIT 1",
+            [deploy_id],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+/// Assets of a deploy in path order whose path starts with `prefix`, after row `after`.
+pub fn assets_page(
+    connection: &Connection,
+    deploy_id: &str,
+    prefix: &str,
+    after: Option<i64>,
+    limit: u32,
+) -> Result<Vec<(i64, Asset)>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT rowid, path, size_bytes, content_type, sha256 FROM assets
+         WHERE deploy_id = ?1 AND substr(path, 1, length(?2)) = ?2 AND rowid > ?3
+         ORDER BY rowid LIMIT ?4",
+    )?;
+    let rows = statement
+        .query_map(
+            params![deploy_id, prefix, after.unwrap_or(0), limit],
+            |row| {
+                Ok((
+                    row.get(0)?,
+                    Asset {
+                        path: row.get(1)?,
+                        size_bytes: row.get(2)?,
+                        content_type: row.get(3)?,
+                        sha256: row.get(4)?,
+                    },
+                ))
+            },
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Projects holding data (a database or a volume), which scheduled backups cover.
+pub fn projects_with_data(connection: &Connection) -> Result<Vec<String>> {
+    let mut statement = connection
+        .prepare_cached("SELECT project_id FROM databases UNION SELECT project_id FROM volumes")?;
+    let rows = statement
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(rows)
+}
