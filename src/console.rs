@@ -97,6 +97,22 @@ const FILES: &[(&str, &[u8])] = &[
         include_bytes!("../assets/console/js/views/metrics.js"),
     ),
     (
+        "js/views/data.js",
+        include_bytes!("../assets/console/js/views/data.js"),
+    ),
+    (
+        "js/views/backups.js",
+        include_bytes!("../assets/console/js/views/backups.js"),
+    ),
+    (
+        "js/views/previews.js",
+        include_bytes!("../assets/console/js/views/previews.js"),
+    ),
+    (
+        "js/views/assets.js",
+        include_bytes!("../assets/console/js/views/assets.js"),
+    ),
+    (
         "js/views/settings.js",
         include_bytes!("../assets/console/js/views/settings.js"),
     ),

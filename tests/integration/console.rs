@@ -1944,3 +1944,244 @@ async fn console_on_its_own_hostname_over_https_signs_in_and_follows_a_deploy() 
     browser.close().await;
     cleanup(&project_id).await;
 }
+
+#[tokio::test]
+async fn console_data_pages_wire_a_database_reveal_its_credentials_and_back_up_download_and_restore(
+) {
+    let daemon = crate::data::data_daemon().await;
+    let id = daemon.create_project("vault").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let browser = Browser::start(&daemon).await;
+    browser.sign_in(&daemon.admin_token).await;
+    browser
+        .wait_text("h1", "Projects", Duration::from_secs(15))
+        .await;
+    browser.goto(&format!("/projects/{id}/data")).await;
+    browser
+        .wait_text(
+            "[data-testid=database]",
+            "No database",
+            Duration::from_secs(15),
+        )
+        .await;
+
+    // A PostgreSQL database from the console; its details, and the credentials masked
+    // until asked for.
+    browser.click("Add database").await;
+    browser
+        .wait_text(
+            "[data-testid=database-facts]",
+            "available",
+            Duration::from_secs(30),
+        )
+        .await;
+    let credentials = daemon
+        .get(
+            &format!("/v1/projects/{id}/database/credentials"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
+    let password = credentials["env"]["PGPASSWORD"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let user = credentials["env"]["PGUSER"].as_str().unwrap().to_owned();
+    let database = credentials["env"]["PGDATABASE"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let facts = browser
+        .find("[data-testid=database-facts]")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        facts.contains("postgres") && facts.contains(&user),
+        "{facts}"
+    );
+    let page = browser.find("main").await.text().await.unwrap();
+    assert!(!page.contains(&password), "the password is not on the page");
+    assert_eq!(browser.count("[data-testid=credentials] .masked").await, 1);
+    browser.click("Reveal credentials").await;
+    let shown = browser
+        .find("[data-testid=credentials] input[aria-label=PGPASSWORD]")
+        .await
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(shown, password);
+    let url = browser
+        .find("[data-testid=credentials] input[aria-label=DATABASE_URL]")
+        .await
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(url, credentials["env"]["DATABASE_URL"].as_str().unwrap());
+    browser.screenshot("data").await;
+    browser.click("Hide credentials").await;
+    assert_eq!(browser.count("[data-testid=credentials] input").await, 0);
+
+    // Volumes: one added; a bad mount path is refused in the API's words.
+    browser.fill("input[name=name]", "files").await;
+    browser.fill("input[name=mountPath]", "/app/files").await;
+    browser.click("Add volume").await;
+    browser
+        .wait_text(
+            "[data-testid=volume-list]",
+            "/app/files",
+            Duration::from_secs(15),
+        )
+        .await;
+    let refused = daemon
+        .post(
+            &format!("/v1/projects/{id}/volumes"),
+            &daemon.admin_token,
+            json!({ "name": "bad", "mountPath": "/" }),
+        )
+        .await
+        .expect(422);
+    browser.fill("input[name=name]", "bad").await;
+    browser.fill("input[name=mountPath]", "/").await;
+    browser.click("Add volume").await;
+    browser
+        .wait_text(
+            "[data-testid=volumes] [role=alert]",
+            refused.error_message(),
+            Duration::from_secs(15),
+        )
+        .await;
+
+    // Data to back up.
+    let client = crate::data::connect_as(&user, &password, &database)
+        .await
+        .unwrap();
+    client
+        .batch_execute("CREATE TABLE notes (body text); INSERT INTO notes VALUES ('before');")
+        .await
+        .unwrap();
+
+    // Back up now: the database and the volume, followed until they complete.
+    browser.click("Backups").await;
+    browser.click("Back up now").await;
+    browser
+        .wait_js(
+            "both backups complete",
+            "const rows = [...document.querySelectorAll('[data-testid=backup-list] tr[data-backup]')]; \
+             return rows.length === 2 && rows.every(r => r.dataset.status === 'completed')",
+            Duration::from_secs(120),
+        )
+        .await;
+    let listed = daemon
+        .get(&format!("/v1/projects/{id}/backups"), &daemon.admin_token)
+        .await
+        .expect(200)
+        .body;
+    let dump = listed["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["kind"] == "database")
+        .unwrap()
+        .clone();
+    let dump_id = dump["id"].as_str().unwrap().to_owned();
+
+    // Download: fetched with the token, checked against its SHA-256 in the page.
+    let row = browser.find(&format!("tr[data-backup={dump_id}]")).await;
+    row.find(Locator::Css("[data-testid=download]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let said = browser
+        .wait_text(
+            "[data-testid=backups-outcome]",
+            "its SHA-256 matches",
+            Duration::from_secs(30),
+        )
+        .await;
+    assert!(said.contains(&format!("vault-{dump_id}")), "{said}");
+
+    // Restore over changed data, behind the second click.
+    client
+        .batch_execute("INSERT INTO notes VALUES ('after');")
+        .await
+        .unwrap();
+    drop(client);
+    let row = browser.find(&format!("tr[data-backup={dump_id}]")).await;
+    row.find(Locator::Css("[data-testid=restore]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.click("Restore: replace the current data").await;
+    browser
+        .wait_text(
+            "[data-testid=backups-outcome]",
+            "Restored",
+            Duration::from_secs(120),
+        )
+        .await;
+    let client = crate::data::connect_as(&user, &password, &database)
+        .await
+        .unwrap();
+    let rows: Vec<String> = client
+        .query("SELECT body FROM notes ORDER BY body", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(rows, ["before"], "the data as it was backed up");
+    drop(client);
+    browser
+        .wait_text(
+            "[data-testid=backup-list]",
+            "safety",
+            Duration::from_secs(15),
+        )
+        .await;
+    browser.screenshot("backups").await;
+
+    // A read token: masked credentials without a way to reveal them, no download, no restore.
+    let read = daemon.token("read").await;
+    browser.click("Sign out").await;
+    browser.sign_in(&read).await;
+    browser
+        .wait_text("h1", "Projects", Duration::from_secs(15))
+        .await;
+    browser.goto(&format!("/projects/{id}/data")).await;
+    browser
+        .wait_text(
+            "[data-testid=credentials]",
+            "deploy tokens only",
+            Duration::from_secs(15),
+        )
+        .await;
+    assert_eq!(browser.count("[data-testid=reveal]").await, 0);
+    browser.goto(&format!("/projects/{id}/backups")).await;
+    browser
+        .wait_text(
+            "[data-testid=backup-list]",
+            "completed",
+            Duration::from_secs(15),
+        )
+        .await;
+    assert_eq!(
+        browser
+            .count("[data-testid=download], [data-testid=restore], [data-testid=backup-now]")
+            .await,
+        0
+    );
+    browser.close().await;
+    crate::data::clean_up(&daemon, &[&id]).await;
+    crate::data::remove_installation_volumes(&daemon).await;
+}

@@ -66,7 +66,7 @@ async fn rows(deploy_id: &str) -> Vec<(i64, String)> {
     serde_json::from_str(&ask(deploy_id, "/rows").await).expect("rows as JSON")
 }
 
-async fn connect_as(
+pub async fn connect_as(
     user: &str,
     password: &str,
     database: &str,
@@ -93,7 +93,7 @@ async fn connect_as(
 
 /// Removes what a test left in Docker and on the server: its containers, then (through
 /// the API, so nothing bypasses the rules) its databases and volumes.
-async fn clean_up(daemon: &TestDaemon, project_ids: &[&str]) {
+pub async fn clean_up(daemon: &TestDaemon, project_ids: &[&str]) {
     let engine = cantila::docker::Engine::connect().await.unwrap();
     for id in project_ids {
         // Scaled to 0 first, so the reconciler does not replace what is removed next.

@@ -106,3 +106,38 @@ export const api = {
 
 /** Encodes one path segment (ids and hostnames come from the API but are still encoded). */
 export const seg = (value) => encodeURIComponent(value);
+
+/**
+ * Downloads a file the API serves only with the token: an authenticated `fetch`, the body
+ * as a Blob, then an object URL handed to a temporary `download` link (a plain link could
+ * not carry the Authorization header, and the token never goes into a URL). Returns the
+ * name, the size and, when the response's ETag is a quoted SHA-256, whether the bytes
+ * match it.
+ */
+export async function downloadFile(path, { signal, fallbackName = "download" } = {}) {
+  let response;
+  try {
+    response = await fetch(path, { headers: authHeaders(), signal, cache: "no-store", credentials: "omit" });
+  } catch (error) {
+    if (error.name === "AbortError") throw error;
+    throw new ApiError(0, "unreachable", `cannot reach the Cantila API (${error.message})`);
+  }
+  if (!response.ok) await readBody(response);
+  const blob = await response.blob();
+  const disposition = response.headers.get("content-disposition") ?? "";
+  const name = /filename="([^"]+)"/.exec(disposition)?.[1] ?? fallbackName;
+  const expected = /^"([0-9a-f]{64})"$/.exec(response.headers.get("etag") ?? "")?.[1] ?? null;
+  let verified = null;
+  if (expected && globalThis.crypto?.subtle) {
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", await blob.arrayBuffer()));
+    verified = [...digest].map((b) => b.toString(16).padStart(2, "0")).join("") === expected;
+  }
+  const url = URL.createObjectURL(blob);
+  const link = Object.assign(document.createElement("a"), { href: url, download: name, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  // The browser has taken its copy once the click is handled.
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  return { name, size: blob.size, verified };
+}

@@ -5,7 +5,9 @@ import { h } from "./dom.js";
 /** Statuses of projects, deploys, instances and certificates, grouped by meaning. */
 const TONE = {
   running: "good", healthy: "good", issued: "good", acme: "good", manual: "good", "self-signed": "good",
+  completed: "good", available: "good",
   building: "busy", releasing: "busy", queued: "busy", starting: "busy", pending: "busy", draining: "busy",
+  updating: "busy", unreachable: "bad", missing: "bad",
   failed: "bad", exited: "bad", canceled: "muted", superseded: "muted", stopped: "muted",
   created: "muted", none: "muted",
 };
@@ -52,4 +54,26 @@ export function table(caption, headings, rows, empty = "Nothing yet.") {
       h("caption", { class: "visually-hidden" }, caption),
       h("thead", {}, h("tr", {}, headings.map((heading) => h("th", { scope: "col" }, heading)))),
       h("tbody", {}, rows)));
+}
+
+/** A byte count as a person reads it: "1.4 MiB". */
+export function bytes(value) {
+  if (value === null || value === undefined) return "—";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let unit = 0;
+  let scaled = value;
+  while (scaled >= 1024 && unit < units.length - 1) { scaled /= 1024; unit += 1; }
+  return `${scaled.toLocaleString([], { maximumFractionDigits: scaled < 10 && unit > 0 ? 1 : 0 })} ${units[unit]}`;
+}
+
+/** A future instant as "in 3 d", with the exact time as a tooltip. */
+export function until(iso) {
+  if (!iso) return "—";
+  const then = new Date(iso);
+  const seconds = Math.round((then.getTime() - Date.now()) / 1000);
+  const text = seconds <= 0 ? "now"
+    : seconds < 3600 ? `in ${Math.max(1, Math.round(seconds / 60))} min`
+    : seconds < 86400 ? `in ${Math.round(seconds / 3600)} h`
+    : `in ${Math.round(seconds / 86400)} d`;
+  return h("time", { datetime: iso, title: then.toLocaleString() }, text);
 }

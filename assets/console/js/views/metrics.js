@@ -5,6 +5,7 @@
 import { api, seg } from "../api.js";
 import { h, field, outcome, replace } from "../dom.js";
 import { lineChart, binaryCeiling } from "../chart.js";
+import { bytes } from "../format.js";
 
 /** Windows offered, each with a step that gives 60 to 170 points. */
 const WINDOWS = [
@@ -28,13 +29,6 @@ const number = (value, digits = 1) => value.toLocaleString([], { maximumFraction
 export const percent = (value) => `${number(value)} %`;
 export const perSecond = (value) => `${number(value, 2)}/s`;
 export const millis = (value) => (value >= 1000 ? `${number(value / 1000, 2)} s` : `${number(value)} ms`);
-export function bytes(value) {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let unit = 0;
-  let scaled = value;
-  while (scaled >= 1024 && unit < units.length - 1) { scaled /= 1024; unit += 1; }
-  return `${number(scaled, scaled < 10 && unit > 0 ? 1 : 0)} ${units[unit]}`;
-}
 
 /**
  * Memory against its limit. An app using a sliver of its limit would draw a flat line

@@ -1,6 +1,6 @@
 // A project's page: its header (name, status, hostname, deploy button) and a navigation
 // of sections. Each section is one module with `async render(ctx) => Node`; adding a page
-// (database, backups, previews) is one entry in SECTIONS and one module.
+// is one entry in SECTIONS and one module.
 
 import { api, session, seg } from "../api.js";
 import { h, replace, errorBox, outcome } from "../dom.js";
@@ -13,6 +13,10 @@ import { domainsSection } from "./domains.js";
 import { gitSection } from "./git.js";
 import { logsSection } from "./logs.js";
 import { metricsSection } from "./metrics.js";
+import { dataSection } from "./data.js";
+import { backupsSection } from "./backups.js";
+import { previewsSection } from "./previews.js";
+import { assetsSection } from "./assets.js";
 import { settingsSection } from "./settings.js";
 
 /** The sections in navigation order: `path` under `/projects/:id/`, "" for the overview. */
@@ -22,6 +26,10 @@ export const SECTIONS = [
   { path: "logs", label: "Logs", render: logsSection },
   { path: "metrics", label: "Metrics", render: metricsSection },
   { path: "env", label: "Environment", render: envSection },
+  { path: "previews", label: "Previews", render: previewsSection },
+  { path: "data", label: "Data", render: dataSection },
+  { path: "backups", label: "Backups", render: backupsSection },
+  { path: "assets", label: "Assets", render: assetsSection },
   { path: "domains", label: "Domains", render: domainsSection },
   { path: "git", label: "Git", render: gitSection },
   { path: "settings", label: "Settings", render: settingsSection },
