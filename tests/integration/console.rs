@@ -975,7 +975,12 @@ async fn console_read_token_sees_no_mutating_controls() {
         "",
         "/deploys",
         "/logs",
+        "/metrics",
         "/env",
+        "/previews",
+        "/data",
+        "/backups",
+        "/assets",
         "/domains",
         "/git",
         "/settings",
@@ -987,7 +992,7 @@ async fn console_read_token_sees_no_mutating_controls() {
         let controls = browser
             .js(
                 // Copying a value, jumping to the log's end and filtering what is shown
-                // (the `filters` forms of logs and metrics) change nothing.
+                // (the `filters` forms of logs, metrics and assets) change nothing.
                 "return [...document.querySelectorAll('main form:not(.filters), main button:not(.copy-button):not(.jump), main input:not([readonly]), main select')].filter(e => !e.closest('form.filters')).map(e => e.outerHTML.slice(0, 80))",
                 vec![],
             )
@@ -2184,4 +2189,150 @@ async fn console_data_pages_wire_a_database_reveal_its_credentials_and_back_up_d
     browser.close().await;
     crate::data::clean_up(&daemon, &[&id]).await;
     crate::data::remove_installation_volumes(&daemon).await;
+}
+
+/// The body the edge answers for `host` over plain HTTP.
+async fn edge_text(daemon: &TestDaemon, host: &str, path: &str) -> (u16, String) {
+    let res = reqwest::Client::new()
+        .get(format!("http://{}{path}", daemon.http))
+        .header("host", host)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn console_previews_are_created_linked_and_deleted_and_assets_are_listed() {
+    let daemon = TestDaemon::start().await;
+    // A static site: published to disk, no container needed.
+    let repo = Repo::new(&[
+        ("index.html", "main\n"),
+        ("css/site.css", "body{}"),
+        ("css/print.css", "p{}"),
+    ]);
+    repo.commit_on_branch("feature/new-look", &[("index.html", "new look\n")], "look");
+    let (id, _) = daemon.connected_project("brochure", &repo).await;
+    let deploy = daemon.deploy(&id, None).await;
+    assert_eq!(deploy["status"], "running", "{deploy}");
+    let deploy_id = deploy["id"].as_str().unwrap().to_owned();
+
+    let browser = Browser::start(&daemon).await;
+    browser.sign_in(&daemon.admin_token).await;
+    browser
+        .wait_text("h1", "Projects", Duration::from_secs(15))
+        .await;
+
+    // Assets of the live release, filtered by path.
+    browser.goto(&format!("/projects/{id}/assets")).await;
+    browser
+        .wait_text(
+            "[data-testid=asset-deploy]",
+            &deploy_id,
+            Duration::from_secs(15),
+        )
+        .await;
+    let paths = browser
+        .js(
+            "return [...document.querySelectorAll('[data-testid=asset-list] tr[data-path]')].map(r => r.dataset.path)",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        paths,
+        json!(["css/print.css", "css/site.css", "index.html"])
+    );
+    browser.screenshot("assets").await;
+    browser.fill("input[name=prefix]", "css/s").await;
+    browser.click("Filter").await;
+    browser
+        .wait_js(
+            "only css/site.css",
+            "const r = [...document.querySelectorAll('[data-testid=asset-list] tr[data-path]')]; \
+             return r.length === 1 && r[0].dataset.path === 'css/site.css'",
+            Duration::from_secs(15),
+        )
+        .await;
+
+    // A preview of the branch from the console; it is linked to its own hostname.
+    browser.click("Previews").await;
+    browser
+        .wait_text(
+            "[data-testid=preview-list]",
+            "No previews",
+            Duration::from_secs(15),
+        )
+        .await;
+    browser.fill("input[name=branch]", "feature/new-look").await;
+    browser.click("Create preview").await;
+    browser
+        .wait_js(
+            "the preview runs",
+            "const r = document.querySelector('[data-testid=preview-list] tr[data-preview]'); \
+             return !!r && r.dataset.status === 'running'",
+            Duration::from_secs(120),
+        )
+        .await;
+    let previews = daemon
+        .get(&format!("/v1/projects/{id}/previews"), &daemon.admin_token)
+        .await
+        .expect(200)
+        .body;
+    let preview = previews["previews"][0].clone();
+    let hostname = preview["hostname"].as_str().unwrap();
+    let link = browser
+        .find("[data-testid=preview-list] tr[data-preview] th a")
+        .await;
+    assert_eq!(link.text().await.unwrap(), hostname);
+    assert_eq!(
+        link.attr("href").await.unwrap().as_deref(),
+        preview["url"].as_str()
+    );
+    assert_eq!(
+        edge_text(&daemon, hostname, "/").await,
+        (200, "new look\n".to_owned())
+    );
+    browser.screenshot("previews").await;
+
+    // A ref that does not exist: the API's words.
+    let refused = daemon
+        .post(
+            &format!("/v1/projects/{id}/previews"),
+            &daemon.admin_token,
+            json!({ "branch": "a..b" }),
+        )
+        .await
+        .expect(422);
+    browser.fill("input[name=branch]", "a..b").await;
+    browser.click("Create preview").await;
+    browser
+        .wait_text(
+            "[data-testid=preview-form] [role=alert]",
+            refused.error_message(),
+            Duration::from_secs(15),
+        )
+        .await;
+
+    // Deleted behind a second click; the hostname stops answering.
+    browser.fill("input[name=branch]", "").await;
+    browser.click(&format!("Delete {hostname}")).await;
+    browser.click(&format!("Delete {hostname}")).await;
+    browser
+        .wait_text(
+            "[data-testid=preview-list]",
+            "No previews",
+            Duration::from_secs(30),
+        )
+        .await;
+    let left = daemon
+        .get(&format!("/v1/projects/{id}/previews"), &daemon.admin_token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(left["previews"], json!([]));
+    assert_eq!(edge_text(&daemon, hostname, "/").await.0, 404);
+    browser.close().await;
+    cleanup(&id).await;
 }
