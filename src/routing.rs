@@ -19,7 +19,7 @@ use crate::{
 /// start-up, and on a timer so the table follows Docker's actual state.
 pub async fn refresh(app: &AppState) -> Result<()> {
     let _one_at_a_time = app.route_refresh.lock().await;
-    let (projects, running, aliases, previews, preview_statuses) = app
+    let (projects, mut running, aliases, previews, preview_statuses) = app
         .store
         .call(|connection| {
             Ok((
@@ -31,6 +31,13 @@ pub async fn refresh(app: &AppState) -> Result<()> {
             ))
         })
         .await?;
+    // A deploy being switched to leads its release target's routes before the store says so.
+    for switching in app.switching_snapshot() {
+        running.retain(|deploy| {
+            deploy.project_id != switching.project_id || deploy.preview_id != switching.preview_id
+        });
+        running.push(switching);
+    }
     let preview_statuses: HashMap<String, DeployStatus> = preview_statuses.into_iter().collect();
     let mut aliases_by_project: HashMap<String, Vec<String>> = HashMap::new();
     for alias in aliases {

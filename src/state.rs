@@ -52,6 +52,12 @@ pub struct Inner {
     /// Instances taken out of the route table before they stop, so no request is sent to
     /// an instance that is going away.
     draining: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Deploys being switched to, by release target: the route table serves them before the store
+    /// records them `running`, so a deploy never reads `running` while the edge still
+    /// serves the release before it.
+    switching: std::sync::Mutex<
+        std::collections::HashMap<(String, Option<String>), crate::deploy::Deploy>,
+    >,
     /// Route table rebuilds run one at a time: each reads the store and Docker and then
     /// swaps the table, and an older read must never replace a newer table.
     pub route_refresh: AsyncMutex<()>,
@@ -91,6 +97,7 @@ impl AppState {
             route_refresh: AsyncMutex::new(()),
             certificate_requests: Default::default(),
             draining: Default::default(),
+            switching: Default::default(),
             project_locks: Default::default(),
             backup_slots,
             engine: AsyncMutex::new(None),
@@ -107,6 +114,28 @@ impl AppState {
                 set.remove(id);
             }
         }
+    }
+
+    /// Marks `deploy` as the one its project's routes lead to, or clears the mark.
+    pub fn set_switching(&self, deploy: &crate::deploy::Deploy, switching: bool) {
+        let mut map = self.0.switching.lock().unwrap_or_else(|p| p.into_inner());
+        // Keyed by release target: production and each preview switch on their own.
+        let key = (deploy.project_id.clone(), deploy.preview_id.clone());
+        if switching {
+            map.insert(key, deploy.clone());
+        } else {
+            map.remove(&key);
+        }
+    }
+
+    pub fn switching_snapshot(&self) -> Vec<crate::deploy::Deploy> {
+        self.0
+            .switching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn draining_snapshot(&self) -> std::collections::HashSet<String> {

@@ -773,6 +773,19 @@ async fn switch_to(
     let project_id = project.id.clone();
     let project_status = project.status;
     let new_id = deploy.id.clone();
+    // The edge moves first, then the store records it: whoever reads the deploy as
+    // `running` finds the edge already serving it.
+    let lookup = deploy.id.clone();
+    let recorded = app
+        .store
+        .call(move |connection| store::deploys::by_id(connection, &lookup))
+        .await?
+        .ok_or_else(|| Error::Internal(format!("deploy {} vanished", deploy.id)))?;
+    app.set_switching(&recorded, true);
+    if let Err(err) = crate::routing::refresh(app).await {
+        app.set_switching(&recorded, false);
+        return Err(err);
+    }
     let target = deploy.target();
     let previous = app
         .store
@@ -811,8 +824,11 @@ async fn switch_to(
             tx.commit()?;
             Ok(previous)
         })
-        .await?;
+        .await;
+    app.set_switching(&recorded, false);
+    // On a failed commit this puts the routes back on the release the store still names.
     crate::routing::refresh(app).await?;
+    let previous = previous?;
     log.line("traffic switched to the new release");
     log.status(DeployStatus::Running);
     if previous.is_empty() {
