@@ -162,11 +162,11 @@ impl Browser {
         self.client.current_url().await.unwrap().path().to_owned()
     }
 
-    /// The first element matching `css`, waiting up to 15 s for it to appear.
+    /// The first element matching `css`, waiting up to 60 s for it to appear.
     async fn find(&self, css: &str) -> Element {
         self.client
             .wait()
-            .at_most(Duration::from_secs(15))
+            .at_most(Duration::from_secs(60))
             .for_element(Locator::Css(css))
             .await
             .unwrap_or_else(|err| panic!("no element {css}: {err}"))
@@ -179,7 +179,7 @@ impl Browser {
         );
         self.client
             .wait()
-            .at_most(Duration::from_secs(15))
+            .at_most(Duration::from_secs(60))
             .for_element(Locator::XPath(&xpath))
             .await
             .unwrap_or_else(|err| panic!("no button or link '{words}': {err}"))
@@ -435,7 +435,7 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
     browser.screenshot("sign-in").await;
     browser.sign_in(&daemon.admin_token).await;
     browser
-        .wait_text("h1", "Projects", Duration::from_secs(15))
+        .wait_text("h1", "Projects", Duration::from_secs(60))
         .await;
     let kept = browser
         .js("return sessionStorage.getItem('cantila.token')", vec![])
@@ -449,7 +449,7 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
         .as_str()
         .contains(&daemon.admin_token));
     browser
-        .wait_text("[data-testid=who]", "admin token", Duration::from_secs(5))
+        .wait_text("[data-testid=who]", "admin token", Duration::from_secs(30))
         .await;
 
     // Create a project; the console goes on to its git page.
@@ -457,7 +457,7 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
     browser.fill("input[name=name]", "console-e2e").await;
     browser.click("Create project").await;
     browser
-        .wait_text("h1", "console-e2e", Duration::from_secs(15))
+        .wait_text("h1", "console-e2e", Duration::from_secs(60))
         .await;
     browser.find("[data-testid=git-form]").await;
     let path = browser.path().await;
@@ -497,7 +497,7 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
         .wait_text(
             "[data-testid=webhook-secret-box]",
             "rotated",
-            Duration::from_secs(15),
+            Duration::from_secs(60),
         )
         .await;
     let rotated = browser
@@ -651,7 +651,7 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
         .wait_text(
             "[data-testid=env-list]",
             "GREETING",
-            Duration::from_secs(15),
+            Duration::from_secs(60),
         )
         .await;
     browser.fill("input[name=key]", "API_KEY").await;
@@ -669,7 +669,7 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
     browser.fill("input[name=value]", "s3cr3t-value").await;
     browser.click("Save variable").await;
     browser
-        .wait_text("[data-testid=env-list]", "API_KEY", Duration::from_secs(15))
+        .wait_text("[data-testid=env-list]", "API_KEY", Duration::from_secs(60))
         .await;
     assert_eq!(
         browser
@@ -692,7 +692,7 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
         .wait_text(
             "[data-testid=env-pending]",
             "apply on the next deploy",
-            Duration::from_secs(5),
+            Duration::from_secs(30),
         )
         .await;
     browser.screenshot("env").await;
@@ -757,7 +757,7 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
         .wait_text(
             "[data-testid=deploy-history]",
             &first_deploy,
-            Duration::from_secs(15),
+            Duration::from_secs(60),
         )
         .await;
     browser.screenshot("deploys").await;
@@ -797,7 +797,7 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
         .wait_text(
             "[data-testid=domain-list]",
             "www.console-e2e.example",
-            Duration::from_secs(15),
+            Duration::from_secs(60),
         )
         .await;
     browser.screenshot("domains").await;
@@ -805,7 +805,7 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
     // The account page: an admin token sees its tokens and the audit log.
     browser.click("Account").await;
     browser
-        .wait_text("main", "project.create", Duration::from_secs(15))
+        .wait_text("main", "project.create", Duration::from_secs(60))
         .await;
     browser.screenshot("account").await;
 
@@ -815,7 +815,7 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
         .wait_text(
             "tr[data-project=console-e2e]",
             "running",
-            Duration::from_secs(15),
+            Duration::from_secs(60),
         )
         .await;
     browser.screenshot("projects").await;
@@ -857,7 +857,7 @@ async fn console_live_log_follows_until_the_reader_scrolls_up() {
     let browser = Browser::start(&daemon).await;
     browser.sign_in(&daemon.admin_token).await;
     browser
-        .wait_text("h1", "Projects", Duration::from_secs(15))
+        .wait_text("h1", "Projects", Duration::from_secs(60))
         .await;
     // The real log component in the real page, fed lines the way the stream feeds them.
     let result = browser
@@ -920,16 +920,16 @@ async fn console_read_token_sees_no_mutating_controls() {
     let browser = Browser::start(&daemon).await;
     browser.sign_in(&read).await;
     browser
-        .wait_text("h1", "Projects", Duration::from_secs(15))
+        .wait_text("h1", "Projects", Duration::from_secs(60))
         .await;
     browser
-        .wait_text("[data-testid=who]", "read token", Duration::from_secs(5))
+        .wait_text("[data-testid=who]", "read token", Duration::from_secs(30))
         .await;
     browser
         .wait_text(
             "[data-testid=project-list]",
             "read-only-view",
-            Duration::from_secs(15),
+            Duration::from_secs(60),
         )
         .await;
     assert_eq!(browser.count("[data-testid=new-project]").await, 0);
@@ -951,7 +951,7 @@ async fn console_read_token_sees_no_mutating_controls() {
     // Values are masked for read tokens, as the API masks them.
     browser.goto(&format!("/projects/{id}/env")).await;
     let env = browser
-        .wait_text("[data-testid=env-list]", "VISIBLE", Duration::from_secs(15))
+        .wait_text("[data-testid=env-list]", "VISIBLE", Duration::from_secs(60))
         .await;
     assert!(
         !env.contains("plain-value") && !env.contains("hidden"),
@@ -963,13 +963,13 @@ async fn console_read_token_sees_no_mutating_controls() {
         .wait_text(
             "[data-testid=deploy-history]",
             "superseded",
-            Duration::from_secs(15),
+            Duration::from_secs(60),
         )
         .await;
     assert_eq!(browser.count("[data-testid=rollback]").await, 0);
     browser.goto("/projects/new").await;
     browser
-        .wait_text("main [role=alert]", "deploy token", Duration::from_secs(15))
+        .wait_text("main [role=alert]", "deploy token", Duration::from_secs(60))
         .await;
     browser.close().await;
     cleanup(&id).await;
@@ -987,7 +987,7 @@ async fn console_shows_the_api_message_for_a_bad_or_revoked_token() {
         .wait_text(
             "main [role=alert]",
             expected.error_message(),
-            Duration::from_secs(15),
+            Duration::from_secs(60),
         )
         .await;
     assert_eq!(
@@ -1014,7 +1014,7 @@ async fn console_shows_the_api_message_for_a_bad_or_revoked_token() {
         .body;
     browser.sign_in(deploy["token"].as_str().unwrap()).await;
     browser
-        .wait_text("h1", "Projects", Duration::from_secs(15))
+        .wait_text("h1", "Projects", Duration::from_secs(60))
         .await;
     daemon
         .delete(
@@ -1028,7 +1028,7 @@ async fn console_shows_the_api_message_for_a_bad_or_revoked_token() {
         .wait_text(
             "main [role=alert]",
             "stopped working",
-            Duration::from_secs(15),
+            Duration::from_secs(60),
         )
         .await;
     assert_eq!(browser.path().await, "/sign-in");
