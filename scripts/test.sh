@@ -9,6 +9,12 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
+# Incremental compilation only pays off on rebuilds, and a fresh clone builds once; its
+# caches would double the target dir's size on disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+step "disk space"
+df -h . /var/lib 2>/dev/null || df -h .
+
 step "Docker engine"
 scripts/ensure-docker.sh
 

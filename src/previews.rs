@@ -619,6 +619,11 @@ async fn remove(app: &AppState, actor: &Actor, preview: Preview, why: &'static s
 /// Stops and removes the preview's containers, its published sites, and the images no
 /// other deploy uses.
 async fn free_resources(app: &AppState, preview: &Preview, deploys: &[Deploy]) {
+    // Under the project lock: a repair pass that read the preview before its removal
+    // finishes first (and one that reads after sees its deploy superseded), so no
+    // replacement it starts outlives the removal.
+    let lock = app.project_lock(&preview.project_id);
+    let _guard = lock.lock().await;
     if let Ok(engine) = app.engine().await {
         let grace = Duration::from_secs(app.config.deploy.stop_grace_secs);
         for container in engine

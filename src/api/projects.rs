@@ -272,7 +272,8 @@ async fn update(
 /// Delete a project and everything attached to it.
 #[utoipa::path(delete, path = "/v1/projects/{id}", tag = "projects",
     security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "project id")),
-    responses((status = 204, description = "deleted")))]
+    responses((status = 204, description = "deleted"),
+        (status = 409, description = "the project still holds a database or volumes; delete them first", body = super::error::ErrorBody)))]
 async fn delete(
     auth: Auth<DeployScope>,
     State(app): State<AppState>,

@@ -833,6 +833,20 @@ pub async fn reconcile(app: &AppState) -> Result<()> {
         let Ok(_guard) = lock.try_lock() else {
             continue;
         };
+        // The view above may be stale: a deploy superseded since (a switch, or its preview
+        // removed) gets no replacements. Whoever superseded it stops its containers under
+        // this lock, so a pass that got here first finishes before they do.
+        let id = deploy.id.clone();
+        let still_running = app
+            .store
+            .call(move |c| {
+                Ok(store::deploys::by_id(c, &id)?
+                    .is_some_and(|current| current.status == DeployStatus::Running))
+            })
+            .await?;
+        if !still_running {
+            continue;
+        }
         // Exited instances of the release are removed; Docker restarts crashed ones itself.
         for container in engine
             .containers(&[("cantila.deploy", &deploy.id)])

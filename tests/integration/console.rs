@@ -169,12 +169,12 @@ impl Browser {
         self.client.current_url().await.unwrap().path().to_owned()
     }
 
-    /// The first element matching `css`, waiting up to 15 s for it to appear.
+    /// The first element matching `css`, waiting up to 60 s for it to appear.
     async fn find(&self, css: &str) -> Element {
         match self
             .client
             .wait()
-            .at_most(Duration::from_secs(15))
+            .at_most(Duration::from_secs(60))
             .for_element(Locator::Css(css))
             .await
         {
@@ -216,7 +216,7 @@ impl Browser {
         );
         self.client
             .wait()
-            .at_most(Duration::from_secs(15))
+            .at_most(Duration::from_secs(60))
             .for_element(Locator::XPath(&xpath))
             .await
             .unwrap_or_else(|err| panic!("no button or link '{words}': {err}"))
@@ -472,7 +472,7 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
     browser.screenshot("sign-in").await;
     browser.sign_in(&daemon.admin_token).await;
     browser
-        .wait_text("h1", "Projects", Duration::from_secs(15))
+        .wait_text("h1", "Projects", Duration::from_secs(60))
         .await;
     let kept = browser
         .js("return sessionStorage.getItem('cantila.token')", vec![])
@@ -486,7 +486,7 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
         .as_str()
         .contains(&daemon.admin_token));
     browser
-        .wait_text("[data-testid=who]", "admin token", Duration::from_secs(5))
+        .wait_text("[data-testid=who]", "admin token", Duration::from_secs(30))
         .await;
 
     // Create a project; the console goes on to its git page.
@@ -494,7 +494,7 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
     browser.fill("input[name=name]", "console-e2e").await;
     browser.click("Create project").await;
     browser
-        .wait_text("h1", "console-e2e", Duration::from_secs(15))
+        .wait_text("h1", "console-e2e", Duration::from_secs(60))
         .await;
     browser.find("[data-testid=git-form]").await;
     let path = browser.path().await;
@@ -534,7 +534,7 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
         .wait_text(
             "[data-testid=webhook-secret-box]",
             "rotated",
-            Duration::from_secs(15),
+            Duration::from_secs(60),
         )
         .await;
     let rotated = browser
@@ -688,7 +688,7 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
         .wait_text(
             "[data-testid=env-list]",
             "GREETING",
-            Duration::from_secs(15),
+            Duration::from_secs(60),
         )
         .await;
     browser.fill("input[name=key]", "API_KEY").await;
@@ -706,7 +706,7 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
     browser.fill("input[name=value]", "s3cr3t-value").await;
     browser.click("Save variable").await;
     browser
-        .wait_text("[data-testid=env-list]", "API_KEY", Duration::from_secs(15))
+        .wait_text("[data-testid=env-list]", "API_KEY", Duration::from_secs(60))
         .await;
     assert_eq!(
         browser
@@ -729,7 +729,7 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
         .wait_text(
             "[data-testid=env-pending]",
             "apply on the next deploy",
-            Duration::from_secs(5),
+            Duration::from_secs(30),
         )
         .await;
     browser.screenshot("env").await;
@@ -794,7 +794,7 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
         .wait_text(
             "[data-testid=deploy-history]",
             &first_deploy,
-            Duration::from_secs(15),
+            Duration::from_secs(60),
         )
         .await;
     browser.screenshot("deploys").await;
@@ -834,7 +834,7 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
         .wait_text(
             "[data-testid=domain-list]",
             "www.console-e2e.example",
-            Duration::from_secs(15),
+            Duration::from_secs(60),
         )
         .await;
     browser.screenshot("domains").await;
@@ -842,7 +842,7 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
     // The account page: an admin token sees its tokens and the audit log.
     browser.click("Account").await;
     browser
-        .wait_text("main", "project.create", Duration::from_secs(15))
+        .wait_text("main", "project.create", Duration::from_secs(60))
         .await;
     browser.screenshot("account").await;
 
@@ -852,7 +852,7 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
         .wait_text(
             "tr[data-project=console-e2e]",
             "running",
-            Duration::from_secs(15),
+            Duration::from_secs(60),
         )
         .await;
     browser.screenshot("projects").await;
@@ -894,7 +894,7 @@ async fn console_live_log_follows_until_the_reader_scrolls_up() {
     let browser = Browser::start(&daemon).await;
     browser.sign_in(&daemon.admin_token).await;
     browser
-        .wait_text("h1", "Projects", Duration::from_secs(15))
+        .wait_text("h1", "Projects", Duration::from_secs(60))
         .await;
     // The real log component in the real page, fed lines the way the stream feeds them.
     let result = browser
@@ -957,16 +957,16 @@ async fn console_read_token_sees_no_mutating_controls() {
     let browser = Browser::start(&daemon).await;
     browser.sign_in(&read).await;
     browser
-        .wait_text("h1", "Projects", Duration::from_secs(15))
+        .wait_text("h1", "Projects", Duration::from_secs(60))
         .await;
     browser
-        .wait_text("[data-testid=who]", "read token", Duration::from_secs(5))
+        .wait_text("[data-testid=who]", "read token", Duration::from_secs(30))
         .await;
     browser
         .wait_text(
             "[data-testid=project-list]",
             "read-only-view",
-            Duration::from_secs(15),
+            Duration::from_secs(60),
         )
         .await;
     assert_eq!(browser.count("[data-testid=new-project]").await, 0);
@@ -1002,7 +1002,7 @@ async fn console_read_token_sees_no_mutating_controls() {
     // Values are masked for read tokens, as the API masks them.
     browser.goto(&format!("/projects/{id}/env")).await;
     let env = browser
-        .wait_text("[data-testid=env-list]", "VISIBLE", Duration::from_secs(15))
+        .wait_text("[data-testid=env-list]", "VISIBLE", Duration::from_secs(60))
         .await;
     assert!(
         !env.contains("plain-value") && !env.contains("hidden"),
@@ -1014,13 +1014,13 @@ async fn console_read_token_sees_no_mutating_controls() {
         .wait_text(
             "[data-testid=deploy-history]",
             "superseded",
-            Duration::from_secs(15),
+            Duration::from_secs(60),
         )
         .await;
     assert_eq!(browser.count("[data-testid=rollback]").await, 0);
     browser.goto("/projects/new").await;
     browser
-        .wait_text("main [role=alert]", "deploy token", Duration::from_secs(15))
+        .wait_text("main [role=alert]", "deploy token", Duration::from_secs(60))
         .await;
     browser.close().await;
     cleanup(&id).await;
@@ -1038,7 +1038,7 @@ async fn console_shows_the_api_message_for_a_bad_or_revoked_token() {
         .wait_text(
             "main [role=alert]",
             expected.error_message(),
-            Duration::from_secs(15),
+            Duration::from_secs(60),
         )
         .await;
     assert_eq!(
@@ -1065,7 +1065,7 @@ async fn console_shows_the_api_message_for_a_bad_or_revoked_token() {
         .body;
     browser.sign_in(deploy["token"].as_str().unwrap()).await;
     browser
-        .wait_text("h1", "Projects", Duration::from_secs(15))
+        .wait_text("h1", "Projects", Duration::from_secs(60))
         .await;
     daemon
         .delete(
@@ -1079,7 +1079,7 @@ async fn console_shows_the_api_message_for_a_bad_or_revoked_token() {
         .wait_text(
             "main [role=alert]",
             "stopped working",
-            Duration::from_secs(15),
+            Duration::from_secs(60),
         )
         .await;
     assert_eq!(browser.path().await, "/sign-in");

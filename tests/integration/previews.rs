@@ -1282,3 +1282,114 @@ async fn a_preview_runs_every_process_type_and_keeps_its_logs_and_metrics_to_its
     assert_eq!((lines, points, edge_points), (0, 0, 0));
     cleanup(&project_id).await;
 }
+
+/// A busybox app that writes what it can see of the project's data to `/www/data.txt`:
+/// its `DATABASE_URL`, and whether `/srv/files` and `/data` are mounted volumes.
+fn data_app(body: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "Dockerfile",
+            "FROM busybox:latest\nCOPY www /www\nEXPOSE 8080\nCMD [\"sh\", \"-c\", \"echo \\\"db=$DATABASE_URL files=$(grep -c ' /srv/files ' /proc/mounts) data=$(grep -c ' /data ' /proc/mounts)\\\" > /www/data.txt && exec httpd -f -p 8080 -h /www\"]\n".to_owned(),
+        ),
+        ("www/index.html", body.to_owned()),
+    ]
+}
+
+#[tokio::test]
+async fn a_preview_gets_none_of_the_projects_volumes_or_database() {
+    let daemon = TestDaemon::start_with(|c| {
+        c.deploy.drain_secs = 0;
+        c.deploy.stop_grace_secs = 1;
+    })
+    .await;
+    let repo = Repo::new(&borrowed(&data_app("main\n")));
+    repo.commit_on_branch("topic", &borrowed(&data_app("topic\n")), "topic");
+    let (project_id, _) = daemon.connected_project("keeper", &repo).await;
+    daemon
+        .post(
+            &format!("/v1/projects/{project_id}/volumes"),
+            &daemon.admin_token,
+            json!({ "name": "files", "mountPath": "/srv/files" }),
+        )
+        .await
+        .expect(201);
+    daemon
+        .post(
+            &format!("/v1/projects/{project_id}/database"),
+            &daemon.admin_token,
+            json!({ "engine": "sqlite" }),
+        )
+        .await
+        .expect(201);
+    let production = daemon.deploy(&project_id, None).await;
+    assert_eq!(production["status"], "running", "{production}");
+    let preview = daemon
+        .post(
+            &format!("/v1/projects/{project_id}/previews"),
+            &daemon.admin_token,
+            json!({ "branch": "topic" }),
+        )
+        .await
+        .expect(201)
+        .body;
+    let preview_id = preview["id"].as_str().unwrap().to_owned();
+    let deploy = daemon
+        .wait_deploy(preview["deployId"].as_str().unwrap())
+        .await;
+    assert_eq!(deploy["status"], "running", "{deploy}");
+    let preview_host = preview["hostname"].as_str().unwrap().to_owned();
+
+    // Production sees its database and both volumes; the preview sees none of them.
+    assert_eq!(
+        edge_get(&daemon, "keeper.admin.test.local", "/data.txt").await,
+        (200, "db=sqlite:///data/app.db files=1 data=1\n".to_owned())
+    );
+    assert_eq!(
+        edge_get(&daemon, &preview_host, "/data.txt").await,
+        (200, "db= files=0 data=0\n".to_owned())
+    );
+
+    // A backup pauses production's containers only: the preview serves throughout.
+    let backup = daemon
+        .post(
+            &format!("/v1/projects/{project_id}/backups"),
+            &daemon.admin_token,
+            json!({ "kind": "volume", "volume": "files" }),
+        )
+        .await
+        .expect(202)
+        .body;
+    let backup = crate::data::wait_backup(&daemon, backup["id"].as_str().unwrap()).await;
+    assert_eq!(backup["status"], "completed", "{backup}");
+    assert_eq!(
+        edge_get(&daemon, &preview_host, "/").await,
+        (200, "topic\n".to_owned())
+    );
+
+    // Only production's containers hold the volume: with production scaled to 0 it can be
+    // deleted while the preview runs on.
+    daemon
+        .post(
+            &format!("/v1/projects/{project_id}/scale"),
+            &daemon.admin_token,
+            json!({ "instances": 0 }),
+        )
+        .await
+        .expect(200);
+    let res = daemon
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/projects/{project_id}/volumes/files"),
+            Some(&daemon.admin_token),
+            Some(json!({ "confirm": "keeper" })),
+        )
+        .await;
+    assert_eq!(res.status, 204, "{}", res.text);
+    assert_eq!(
+        instances(&daemon, &project_id, Some(&preview_id))
+            .await
+            .len(),
+        1
+    );
+    crate::data::remove_installation_volumes(&daemon).await;
+}
