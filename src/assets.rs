@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::{
     accounts::Actor,
     deploy::{Deploy, DeployStatus},
-    edge::static_files,
+    edge::{routes::AssetMount, static_files},
     error::{Error, Result},
     pagination::{Page, PageRequest},
     plan::SourcePlan,
@@ -115,6 +115,53 @@ pub async fn list(
     })
 }
 
+/// Where the edge answers a container app's asset files for `deploy`: its extracted
+/// assets directory, when its plan names one. Static sites are served whole instead.
+pub fn mount_of(app: &AppState, project_id: &str, deploy: &Deploy) -> Option<AssetMount> {
+    deploy.image.as_ref()?;
+    let dir = deploy.plan.as_ref()?.get("assetsDir")?.as_str()?;
+    Some(AssetMount {
+        root: release_dir_of(app, project_id, &deploy.id),
+        url_prefix: url_prefix(dir),
+    })
+}
+
+/// The URL path an assets directory is served under, as segments: frameworks serve
+/// `public/` at the site's root (Express, Rails, Laravel) and `static/` under `/static/`
+/// (Flask, Django's usual `STATIC_URL`, FastAPI's usual mount).
+pub fn url_prefix(assets_dir: &str) -> Vec<String> {
+    if assets_dir == "public" {
+        return Vec::new();
+    }
+    assets_dir
+        .split('/')
+        .filter(|segment| !segment.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Removes the extracted assets of releases that can no longer be served (their image is
+/// gone). Best effort: a directory left behind is removed with its project.
+pub async fn forget(app: &AppState, project_id: &str, deploy_ids: &[String]) {
+    for deploy_id in deploy_ids {
+        let dir = app.config.assets_dir().join(project_id).join(deploy_id);
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => {
+                tracing::debug!(project = %project_id, deploy = %deploy_id, "removed old assets")
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                tracing::warn!(project = %project_id, deploy = %deploy_id, error = %err, "removing old assets")
+            }
+        }
+    }
+}
+
+/// The directory a release's extracted assets live in.
+pub fn release_dir_of(app: &AppState, project_id: &str, deploy_id: &str) -> PathBuf {
+    app.config.assets_dir().join(project_id).join(deploy_id)
+}
+
 /// Copies a freshly built image's assets out and indexes them. Best effort: a failure is
 /// logged and listed later, when the index is built on demand.
 pub async fn prepare(
@@ -132,7 +179,7 @@ pub async fn prepare(
         return;
     }
     let root = release_dir(app, project, &deploy.id);
-    if let Err(err) = store_index(app, &deploy.id, root).await {
+    if let Err(err) = store_index(app, &deploy.id, root, url_prefix(dir)).await {
         tracing::warn!(project = %project.id, deploy = %deploy.id, error = %err, "indexing assets");
     }
 }
@@ -147,8 +194,11 @@ async fn ensure_index(app: &AppState, project: &Project, deploy: &Deploy) -> Res
     {
         return Ok(());
     }
-    let root = match &deploy.image {
-        None => app.config.sites_dir().join(&project.id).join(&deploy.id),
+    let (root, prefix) = match &deploy.image {
+        None => (
+            app.config.sites_dir().join(&project.id).join(&deploy.id),
+            Vec::new(),
+        ),
         Some(image) => {
             let plan: Option<SourcePlan> = deploy
                 .plan
@@ -161,16 +211,28 @@ async fn ensure_index(app: &AppState, project: &Project, deploy: &Deploy) -> Res
             if !tokio::fs::try_exists(&root).await.unwrap_or(false) {
                 extract(app, project, &deploy.id, image, &dir).await?;
             }
-            root
+            (root, url_prefix(&dir))
         }
     };
-    store_index(app, &deploy.id, root).await
+    store_index(app, &deploy.id, root, prefix).await
 }
 
-async fn store_index(app: &AppState, deploy_id: &str, root: PathBuf) -> Result<()> {
-    let assets = tokio::task::spawn_blocking(move || index_tree(&root))
+/// Indexes the files under `root`, listed by the URL path the edge serves them at.
+async fn store_index(
+    app: &AppState,
+    deploy_id: &str,
+    root: PathBuf,
+    url_prefix: Vec<String>,
+) -> Result<()> {
+    let mut assets = tokio::task::spawn_blocking(move || index_tree(&root))
         .await
         .map_err(|err| Error::Internal(err.to_string()))??;
+    if !url_prefix.is_empty() {
+        let prefix = url_prefix.join("/");
+        for asset in &mut assets {
+            asset.path = format!("{prefix}/{}", asset.path);
+        }
+    }
     let id = deploy_id.to_owned();
     app.store
         .call(move |c| {
@@ -183,7 +245,7 @@ async fn store_index(app: &AppState, deploy_id: &str, root: PathBuf) -> Result<(
 }
 
 fn release_dir(app: &AppState, project: &Project, deploy_id: &str) -> PathBuf {
-    app.config.assets_dir().join(&project.id).join(deploy_id)
+    release_dir_of(app, &project.id, deploy_id)
 }
 
 /// Copies `<workdir>/<dir>` out of the image into the release's assets directory.

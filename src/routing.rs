@@ -100,6 +100,12 @@ pub async fn refresh(app: &AppState) -> Result<()> {
                 state: project.status.as_str().to_owned(),
             },
         };
+        let assets = match (&target, running_by_project.get(project.id.as_str())) {
+            (RouteTarget::Instances(_), Some(deploy)) => {
+                crate::assets::mount_of(app, &project.id, deploy)
+            }
+            _ => None,
+        };
         let serving = running_by_project.contains_key(project.id.as_str());
         let mut hosts = vec![project.default_hostname(&app.config.base_domain)];
         hosts.extend(aliases_by_project.remove(&project.id).unwrap_or_default());
@@ -110,7 +116,8 @@ pub async fn refresh(app: &AppState) -> Result<()> {
                 project.name.to_string(),
                 target.clone(),
                 https_redirect,
-            );
+            )
+            .with_assets(assets.clone());
             table.insert(&host, Arc::new(route));
         }
     }
@@ -130,6 +137,12 @@ pub async fn refresh(app: &AppState) -> Result<()> {
                 state: "building".to_owned(),
             },
         };
+        let assets = match (&target, serving) {
+            (RouteTarget::Instances(_), Some(deploy)) => {
+                crate::assets::mount_of(app, &project.id, deploy)
+            }
+            _ => None,
+        };
         let https_redirect = https_once_certified(app, &preview.hostname, serving.is_some());
         let route = Route::new(
             project.id.clone(),
@@ -137,7 +150,8 @@ pub async fn refresh(app: &AppState) -> Result<()> {
             target,
             https_redirect,
         )
-        .for_preview(preview.id.clone());
+        .for_preview(preview.id.clone())
+        .with_assets(assets);
         table.insert(&preview.hostname, Arc::new(route));
     }
     app.routes.replace(table);

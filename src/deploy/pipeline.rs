@@ -174,8 +174,14 @@ async fn prune_images(app: &AppState, project_id: &str) {
         .unwrap_or_default();
     let mut kept: Vec<String> = Vec::new();
     let mut prunable: Vec<String> = Vec::new();
+    let mut deploys_of_image: std::collections::HashMap<String, Vec<String>> =
+        std::collections::HashMap::new();
     for (_, deploy) in history {
         let Some(image) = deploy.image else { continue };
+        deploys_of_image
+            .entry(image.clone())
+            .or_default()
+            .push(deploy.id.clone());
         let released = matches!(
             deploy.status,
             DeployStatus::Running | DeployStatus::Superseded
@@ -197,7 +203,11 @@ async fn prune_images(app: &AppState, project_id: &str) {
             continue;
         }
         match engine.remove_image(&image).await {
-            Ok(()) => tracing::info!(project = %project_id, %image, "removed an old image"),
+            Ok(()) => {
+                tracing::info!(project = %project_id, %image, "removed an old image");
+                let deploys = deploys_of_image.remove(&image).unwrap_or_default();
+                crate::assets::forget(app, project_id, &deploys).await;
+            }
             Err(err) => tracing::debug!(%image, error = %err, "keeping an image still in use"),
         }
     }
@@ -579,6 +589,19 @@ async fn prepare_rollback(
                     target.id
                 ),
             });
+        }
+        // The edge serves the release's assets from its own copy; without one the app
+        // answers them, so a failed copy costs speed, never correctness.
+        let from = crate::assets::release_dir_of(app, &project.id, &target.id);
+        let to = crate::assets::release_dir_of(app, &project.id, &deploy.id);
+        if tokio::fs::try_exists(&from).await.unwrap_or(false) {
+            match tokio::task::spawn_blocking(move || copy_tree(&from, &to)).await {
+                Ok(Ok(copied)) => log.line(format!("restored {copied} asset files")),
+                Ok(Err(err)) => {
+                    tracing::warn!(deploy = %deploy.id, error = %err, "restoring assets")
+                }
+                Err(err) => tracing::warn!(deploy = %deploy.id, error = %err, "restoring assets"),
+            }
         }
     } else {
         let from = app.config.sites_dir().join(&project.id).join(&target.id);

@@ -137,21 +137,38 @@ async fn dispatch(
         https_redirect(&request, host.as_deref())
     } else {
         match &route.target {
-            RouteTarget::Instances(instances) if instances.is_empty() => {
-                pages::unavailable(&route.project_name, "unhealthy")
-            }
             RouteTarget::Instances(instances) => {
-                let context = ProxyContext {
-                    edge,
-                    route: &route,
-                    instances,
-                    peer,
-                    https,
-                    host: host.as_deref(),
-                    request_id,
-                    counters: &counters,
+                let asset = match &route.assets {
+                    Some(mount) => {
+                        let static_request = StaticRequest {
+                            method: request.method(),
+                            uri: request.uri(),
+                            headers: request.headers(),
+                            request_id,
+                        };
+                        edge.static_files.serve_asset(mount, static_request).await
+                    }
+                    None => None,
                 };
-                proxy(context, request).await
+                match asset {
+                    Some(response) => response,
+                    None if instances.is_empty() => {
+                        pages::unavailable(&route.project_name, "unhealthy")
+                    }
+                    None => {
+                        let context = ProxyContext {
+                            edge,
+                            route: &route,
+                            instances,
+                            peer,
+                            https,
+                            host: host.as_deref(),
+                            request_id,
+                            counters: &counters,
+                        };
+                        proxy(context, request).await
+                    }
+                }
             }
             RouteTarget::Static { root, spa_fallback } => {
                 let static_request = StaticRequest {

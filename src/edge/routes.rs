@@ -27,6 +27,17 @@ pub enum RouteTarget {
     Unavailable { state: String },
 }
 
+/// A container app's static assets, copied out of its image after the build: the edge
+/// answers GET and HEAD for a file under `root` itself, so the app is never woken for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssetMount {
+    /// The release's extracted assets directory.
+    pub root: PathBuf,
+    /// The URL path segments the directory is served under (none for `public/`, which
+    /// frameworks serve at the site's root; `static` for `static/`).
+    pub url_prefix: Vec<String>,
+}
+
 /// One project's route, shared by every hostname that reaches the project.
 #[derive(Debug)]
 pub struct Route {
@@ -39,6 +50,9 @@ pub struct Route {
     /// Plain-HTTP requests (other than ACME challenges) get a 308 to https once the
     /// hostname has a certificate.
     pub https_redirect: bool,
+    /// Files the edge answers before proxying to the instances, when the release has
+    /// extracted assets.
+    pub assets: Option<AssetMount>,
     /// The round-robin cursor over `RouteTarget::Instances`; it lives with the route so a
     /// new table starts a fresh rotation without any shared state between tables.
     next_instance: AtomicUsize,
@@ -57,6 +71,7 @@ impl Route {
             project_name: project_name.into(),
             target,
             https_redirect,
+            assets: None,
             next_instance: AtomicUsize::new(0),
         }
     }
@@ -64,6 +79,12 @@ impl Route {
     /// The same route, for a preview of the project.
     pub fn for_preview(mut self, preview_id: impl Into<String>) -> Self {
         self.preview_id = Some(preview_id.into());
+        self
+    }
+
+    /// The same route, answering its release's asset files at the edge.
+    pub fn with_assets(mut self, assets: Option<AssetMount>) -> Self {
+        self.assets = assets;
         self
     }
 

@@ -25,6 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use super::{
     body::{empty, full, BoxError, EdgeBody},
     pages,
+    routes::AssetMount,
 };
 
 /// Files smaller than this are sent as they are: compression would save too little to be
@@ -397,6 +398,48 @@ impl StaticFiles {
             Err(err) => {
                 tracing::warn!(error = %err, request_id = request.request_id, "static file lookup failed");
                 internal_error(request.request_id)
+            }
+        }
+    }
+
+    /// Answers `request` from a container app's extracted assets when a regular file
+    /// matches its path exactly, with the same validation, ranges and compression as a
+    /// static site. `None` hands the request to the app: other methods, directories,
+    /// paths outside the mount and anything missing, so the app keeps every route of its
+    /// own (its `/`, its 404s) and only the files the edge holds never reach it.
+    pub async fn serve_asset(
+        &self,
+        mount: &AssetMount,
+        request: StaticRequest<'_>,
+    ) -> Option<Response<EdgeBody>> {
+        if request.method != Method::GET && request.method != Method::HEAD {
+            return None;
+        }
+        let raw_path = request.uri.path();
+        if raw_path.ends_with('/') {
+            return None;
+        }
+        let segments = decode_path(raw_path).ok()?;
+        let relative = segments.strip_prefix(mount.url_prefix.as_slice())?.to_vec();
+        if relative.is_empty() {
+            return None;
+        }
+        let root = mount.root.clone();
+        let found = tokio::task::spawn_blocking(move || match walk(&root, &relative) {
+            Found::File(path, walked) => open_found(path, &walked, StatusCode::OK),
+            Found::Directory(_) | Found::Missing | Found::Refused => Ok(None),
+        })
+        .await;
+        match found {
+            Ok(Ok(Some(file))) => Some(self.respond(file, request).await),
+            Ok(Ok(None)) => None,
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, request_id = request.request_id, "asset could not be read; the app answers");
+                None
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, request_id = request.request_id, "asset lookup failed; the app answers");
+                None
             }
         }
     }

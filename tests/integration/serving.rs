@@ -909,3 +909,148 @@ async fn procfile_workers_run_beside_web_with_their_own_counts_and_are_never_rou
     assert_eq!(status, 503, "{body}");
     cleanup(&project_id).await;
 }
+
+async fn edge_response(daemon: &TestDaemon, host: &str, path: &str) -> reqwest::Response {
+    client()
+        .get(format!("http://{}{path}", daemon.http))
+        .header("host", host)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A container app whose image answers every path itself (from `/srv/app`), beside an
+/// assets directory whose copies of the same names differ, so each answer shows who gave it.
+fn app_with_assets(dir: &str, version: &str) -> Vec<(String, String)> {
+    vec![
+        (
+            "Dockerfile".to_owned(),
+            format!(
+                "FROM busybox:latest\nWORKDIR /srv\nCOPY {dir} /srv/{dir}\nCOPY app /srv/app\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/srv/app\"]\n"
+            ),
+        ),
+        ("app/index.html".to_owned(), "from the app".to_owned()),
+        ("app/site.css".to_owned(), "the app's css".to_owned()),
+        (
+            "app/static/site.css".to_owned(),
+            "the app's static css".to_owned(),
+        ),
+        (format!("{dir}/site.css"), format!("edge css {version}")),
+        (format!("{dir}/img/logo.svg"), "<svg/>".to_owned()),
+    ]
+}
+
+#[tokio::test]
+async fn a_container_apps_asset_files_are_answered_by_the_edge_and_everything_else_by_the_app() {
+    let daemon = TestDaemon::start_with(|c| c.deploy.drain_secs = 0).await;
+    let files = app_with_assets("public", "one");
+    let borrowed: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(path, text)| (path.as_str(), text.as_str()))
+        .collect();
+    let repo = Repo::new(&borrowed);
+    let (project_id, _) = daemon.connected_project("shelf", &repo).await;
+    let first = daemon.deploy(&project_id, None).await;
+    assert_eq!(first["status"], "running", "{first}");
+    assert_eq!(first["plan"]["assetsDir"], "public", "{first}");
+    let host = "shelf.admin.test.local";
+
+    // `public/` is served at the site's root by the edge, with the static-site rules.
+    let css = edge_response(&daemon, host, "/site.css").await;
+    assert_eq!(css.status(), 200);
+    let headers = css.headers().clone();
+    assert_eq!(headers["content-type"], "text/css; charset=utf-8");
+    assert_eq!(headers["cache-control"], "public, max-age=300");
+    let etag = headers["etag"].to_str().unwrap().to_owned();
+    assert_eq!(css.text().await.unwrap(), "edge css one");
+    let revalidated = client()
+        .get(format!("http://{}/site.css", daemon.http))
+        .header("host", host)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revalidated.status(), 304);
+    assert_eq!(edge_get(&daemon, host, "/img/logo.svg").await.1, "<svg/>");
+
+    // Everything the edge does not hold goes to the app: its root, its own files, paths
+    // that only look like assets, directories, and methods other than GET and HEAD.
+    assert_eq!(
+        edge_get(&daemon, host, "/").await,
+        (200, "from the app".to_owned())
+    );
+    assert_eq!(
+        edge_get(&daemon, host, "/static/site.css").await,
+        (200, "the app's static css".to_owned())
+    );
+    assert_eq!(edge_get(&daemon, host, "/missing.css").await.0, 404);
+    assert_eq!(edge_get(&daemon, host, "/img/").await.0, 404);
+    let posted = client()
+        .post(format!("http://{}/site.css", daemon.http))
+        .header("host", host)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(posted.text().await.unwrap(), "edge css one");
+
+    // A redeploy serves its own files; a rollback serves the earlier release's again.
+    let changed = app_with_assets("public", "two");
+    let borrowed: Vec<(&str, &str)> = changed
+        .iter()
+        .map(|(path, text)| (path.as_str(), text.as_str()))
+        .collect();
+    repo.commit(&borrowed, "restyle");
+    let second = daemon.deploy(&project_id, None).await;
+    assert_eq!(second["status"], "running", "{second}");
+    assert_eq!(edge_get(&daemon, host, "/site.css").await.1, "edge css two");
+    let queued = daemon
+        .post(
+            &format!("/v1/projects/{project_id}/rollback"),
+            &daemon.admin_token,
+            json!({}),
+        )
+        .await
+        .expect(202)
+        .body;
+    let rolled = daemon
+        .wait_deploy(queued["deployId"].as_str().unwrap())
+        .await;
+    assert_eq!(rolled["status"], "running", "{rolled}");
+    assert_eq!(edge_get(&daemon, host, "/site.css").await.1, "edge css one");
+
+    // `static/` is served under `/static/`, and listed by that URL path.
+    let files = app_with_assets("static", "three");
+    let borrowed: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(path, text)| (path.as_str(), text.as_str()))
+        .collect();
+    let flask_like = Repo::new(&borrowed);
+    let (flask_id, _) = daemon.connected_project("flaskish", &flask_like).await;
+    let deploy = daemon.deploy(&flask_id, None).await;
+    assert_eq!(deploy["status"], "running", "{deploy}");
+    let host = "flaskish.admin.test.local";
+    assert_eq!(
+        edge_get(&daemon, host, "/static/site.css").await.1,
+        "edge css three"
+    );
+    assert_eq!(
+        edge_get(&daemon, host, "/site.css").await.1,
+        "the app's css"
+    );
+    let listed = daemon
+        .get(
+            &format!("/v1/projects/{flask_id}/assets"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200);
+    let paths: Vec<&str> = listed.body["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|asset| asset["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["static/img/logo.svg", "static/site.css"]);
+    cleanup(&project_id).await;
+    cleanup(&flask_id).await;
+}
