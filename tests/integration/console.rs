@@ -4,7 +4,6 @@
 //! Chromium fails these tests; it never skips them (`scripts/test.sh` installs it).
 
 use std::{
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -18,6 +17,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::{
     deploys::{app_answer, cleanup, parse_sse, sign, Repo},
+    private_network::PrivateNetwork,
     support::TestDaemon,
 };
 
@@ -50,6 +50,7 @@ struct Browser {
     client: Client,
     base: String,
     _driver: Driver,
+    _network: PrivateNetwork,
     _profile: TempDir,
     _turn: SemaphorePermit<'static>,
 }
@@ -72,14 +73,6 @@ async fn driver_ready(port: u16) -> bool {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `<target dir>/console-screenshots`: beside the test binary's `debug/` directory, so it
@@ -111,16 +104,15 @@ impl Browser {
             );
         }
         let profile = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = std::os::unix::process::CommandExt::process_group(
-            Command::new(CHROMEDRIVER).arg(format!("--port={port}")),
-            0,
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chromedriver");
+        // Chromium gets a network namespace of its own in which the page's origin port
+        // leads to the daemon (see `private_network` for why).
+        let origin_port = url::Url::parse(&base)
+            .unwrap()
+            .port_or_known_default()
+            .expect("the console's origin has a port");
+        let (network, child) = PrivateNetwork::start(CHROMEDRIVER, &[origin_port]).await;
         let driver = Driver { child };
+        let port = network.driver_address.port();
         assert!(driver_ready(port).await, "chromedriver did not start");
 
         let mut args = vec![
@@ -153,6 +145,7 @@ impl Browser {
             client,
             base,
             _driver: driver,
+            _network: network,
             _profile: profile,
             _turn: turn,
         }
@@ -1888,11 +1881,6 @@ async fn console_on_its_own_hostname_over_https_signs_in_and_follows_a_deploy() 
         base.clone(),
         &[
             format!("--host-resolver-rules=MAP {host} 127.0.0.1"),
-            // HTTP/1.1: over HTTP/2 to the TLS edge, Chromium now and then dropped the
-            // connection while loading the console's modules (about one run in five to
-            // ten; the edge logged an unexpected EOF, and curl's HTTP/2 never showed it).
-            // That edge issue is reported on the branch; this test is about the console.
-            "--disable-http2".to_owned(),
             format!(
                 "--ignore-certificate-errors-spki-list={}",
                 served_key_pin(&daemon, host)
@@ -1910,6 +1898,17 @@ async fn console_on_its_own_hostname_over_https_signs_in_and_follows_a_deploy() 
         .await;
     let origin = browser.js("return location.origin", vec![]).await;
     assert_eq!(origin, base.as_str());
+    // The page, its modules and its API calls all went over HTTP/2 to the edge.
+    let protocols = browser
+        .js(
+            "return [...performance.getEntriesByType('navigation'), \
+             ...performance.getEntriesByType('resource')].map(e => e.nextHopProtocol)",
+            vec![],
+        )
+        .await;
+    let protocols = protocols.as_array().unwrap();
+    assert!(protocols.len() > 10, "{protocols:?}");
+    assert!(protocols.iter().all(|p| p == "h2"), "{protocols:?}");
 
     // A deploy started here streams its build log through the edge to `running`.
     browser.goto(&format!("/projects/{project_id}")).await;

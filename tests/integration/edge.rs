@@ -1446,3 +1446,182 @@ async fn no_path_escapes_the_static_root() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// HTTP/2 over TLS.
+// ---------------------------------------------------------------------------------------
+
+/// The edge on a TLS listener with certificates from a local CA for `hosts`, and a client
+/// config that trusts that CA and offers only `h2`.
+async fn start_tls_edge(
+    edge: Edge,
+    data_dir: &Path,
+    hosts: &[&str],
+) -> (SocketAddr, Arc<rustls::ClientConfig>, oneshot::Sender<()>) {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+
+    let tls = cantila::tls::Tls::start(
+        data_dir,
+        cantila::tls::TlsConfig {
+            mode: cantila::tls::TlsMode::SelfSigned,
+            ..cantila::tls::TlsConfig::default()
+        },
+    )
+    .unwrap();
+    for host in hosts {
+        tls.ensure_certificate(host).await.unwrap();
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = tls.local_ca_pem().unwrap();
+    for certificate in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    client.alpn_protocols = vec![b"h2".to_vec()];
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(cantila::edge::serve_https(
+        edge,
+        listener,
+        tls,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (addr, Arc::new(client), stop)
+}
+
+/// One HTTP/2 connection over TLS to `host` on the edge.
+async fn h2_over_tls(
+    addr: SocketAddr,
+    client: Arc<rustls::ClientConfig>,
+    host: &str,
+) -> hyper::client::conn::http2::SendRequest<Empty<Bytes>> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(client)
+        .connect(
+            rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap(),
+            stream,
+        )
+        .await
+        .unwrap_or_else(|err| panic!("TLS handshake for {host}: {err}"));
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            panic!("the edge broke the HTTP/2 connection: {err}");
+        }
+    });
+    sender
+}
+
+#[tokio::test]
+async fn hundreds_of_concurrent_http2_streams_over_tls_all_succeed() {
+    // More streams than the edge's SETTINGS_MAX_CONCURRENT_STREAMS (200) on each
+    // connection, each with a body larger than a flow-control window's worth divided by
+    // the streams, against a proxied app, a static site and the console's hostname.
+    const STREAMS: usize = 256;
+    const BODY_BYTES: usize = 64 * 1024;
+
+    let up = start_upstream("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("site");
+    let blob: Vec<u8> = (0..BODY_BYTES as u32).map(|n| (n % 251) as u8).collect();
+    write(&root, "blob.bin", &blob);
+    let console_body = Bytes::from(vec![b'c'; BODY_BYTES]);
+    let router = axum::Router::new().route(
+        "/v1/big",
+        axum::routing::get({
+            let body = console_body.clone();
+            move || async move { body }
+        }),
+    );
+    let edge = make_edge(
+        table(&[
+            ("app.test", proxied("prj_app", &[up.addr])),
+            (
+                "static.test",
+                route(
+                    "prj_static",
+                    RouteTarget::Static {
+                        root,
+                        spa_fallback: false,
+                    },
+                ),
+            ),
+        ]),
+        test_config(),
+        Arc::new(NoChallenges),
+    )
+    .with_console(cantila::edge::ConsoleHost::new(
+        "console.test",
+        true,
+        router,
+    ));
+    let (addr, client, _stop) = start_tls_edge(
+        edge,
+        &dir.path().join("data"),
+        &["app.test", "static.test", "console.test"],
+    )
+    .await;
+
+    let app_body = pattern_chunk(0, BODY_BYTES);
+    let cases = [
+        ("app.test", format!("/big?bytes={BODY_BYTES}"), app_body),
+        ("static.test", "/blob.bin".to_owned(), Bytes::from(blob)),
+        ("console.test", "/v1/big".to_owned(), console_body),
+    ];
+    for (host, path, expected) in cases {
+        let sender = h2_over_tls(addr, client.clone(), host).await;
+        let requests = (0..STREAMS).map(|n| {
+            let mut sender = sender.clone();
+            let uri = format!("https://{host}{path}");
+            async move {
+                let request = Request::get(uri).body(Empty::<Bytes>::new()).unwrap();
+                let response = sender
+                    .send_request(request)
+                    .await
+                    .unwrap_or_else(|err| panic!("stream {n} to {host} failed: {err}"));
+                assert_eq!(response.status(), 200, "stream {n} to {host}");
+                assert_eq!(response.version(), hyper::Version::HTTP_2);
+                response
+                    .into_body()
+                    .collect()
+                    .await
+                    .unwrap_or_else(|err| panic!("stream {n} body from {host}: {err}"))
+                    .to_bytes()
+            }
+        });
+        let bodies = futures_util::future::join_all(requests).await;
+        assert_eq!(bodies.len(), STREAMS);
+        for (n, body) in bodies.iter().enumerate() {
+            assert!(
+                *body == expected,
+                "stream {n} to {host} got {} bytes",
+                body.len()
+            );
+        }
+        // The connection is still good for more after the burst.
+        let mut sender = sender;
+        let again = sender
+            .send_request(
+                Request::get(format!("https://{host}{path}"))
+                    .body(Empty::<Bytes>::new())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 200);
+    }
+}

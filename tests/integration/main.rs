@@ -21,6 +21,7 @@ mod logs;
 mod metrics;
 mod openapi;
 mod previews;
+mod private_network;
 mod serving;
 mod tenancy;
 mod tls_acme;
