@@ -291,6 +291,9 @@ pub struct EdgeSettings {
     pub max_body_mb: u64,
     /// On shutdown, seconds in-flight requests get before their connections are closed.
     pub drain_timeout_secs: u64,
+    /// `Strict-Transport-Security: max-age=<this>` on HTTPS responses of hostnames that
+    /// have a certificate (and so redirect plain HTTP); 0 sends none.
+    pub hsts_max_age_secs: u64,
 }
 
 impl Default for EdgeSettings {
@@ -299,6 +302,7 @@ impl Default for EdgeSettings {
             request_timeout_secs: 60,
             max_body_mb: 100,
             drain_timeout_secs: 10,
+            hsts_max_age_secs: 365 * 24 * 60 * 60,
         }
     }
 }

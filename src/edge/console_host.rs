@@ -4,7 +4,8 @@
 //!
 //! Invariant: with TLS on, plain HTTP on this hostname only ever answers a redirect to
 //! HTTPS (ACME challenges excepted, which the edge answers before this), so a token is
-//! never sent in the clear to it, even before its certificate exists.
+//! never sent in the clear to it, even before its certificate exists. HSTS is added by
+//! the edge only once the certificate exists (`has_certificate`).
 
 use std::net::SocketAddr;
 
@@ -24,6 +25,8 @@ pub struct ConsoleHost {
     pub https_only: bool,
     /// The API router (console files and `/v1`), with its own limits, timeout and log.
     router: Router,
+    /// Where to ask whether the hostname has a certificate yet (for HSTS).
+    certificates: Option<crate::tls::Tls>,
 }
 
 impl std::fmt::Debug for ConsoleHost {
@@ -41,7 +44,25 @@ impl ConsoleHost {
             hostname: hostname.into().to_ascii_lowercase(),
             https_only,
             router,
+            certificates: None,
         }
+    }
+
+    /// Asks `tls` whether the hostname has a certificate, so HTTPS responses carry HSTS
+    /// once it does.
+    pub fn with_certificates(mut self, tls: crate::tls::Tls) -> Self {
+        self.certificates = Some(tls);
+        self
+    }
+
+    /// Plain HTTP redirects here and a certificate valid now covers the hostname: the
+    /// condition for HSTS.
+    pub fn has_certificate(&self) -> bool {
+        self.https_only
+            && self
+                .certificates
+                .as_ref()
+                .is_some_and(|tls| tls.has_certificate(&self.hostname))
     }
 
     /// Whether a normalized Host is this one.

@@ -19,7 +19,7 @@ pub mod static_files;
 
 use std::{convert::Infallible, fmt, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use hyper::service::service_fn;
+use hyper::{header::HeaderValue, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
@@ -71,6 +71,9 @@ pub struct EdgeConfig {
     /// On shutdown, how long in-flight requests may take before their connections are
     /// dropped.
     pub drain_timeout: Duration,
+    /// The `max-age` of the `Strict-Transport-Security` header on HTTPS responses of
+    /// hostnames that have a certificate; 0 sends none.
+    pub hsts_max_age_secs: u64,
 }
 
 impl Default for EdgeConfig {
@@ -79,6 +82,7 @@ impl Default for EdgeConfig {
             request_timeout: Duration::from_secs(60),
             max_body_bytes: 100 * 1024 * 1024,
             drain_timeout: Duration::from_secs(10),
+            hsts_max_age_secs: 365 * 24 * 60 * 60,
         }
     }
 }
@@ -96,6 +100,8 @@ pub struct Edge {
     access_log: Option<AccessLogSink>,
     /// The console's hostname, answered by the API router, when `[console]` is enabled.
     console: Option<Arc<ConsoleHost>>,
+    /// The `Strict-Transport-Security` value, made once from the config; `None` when off.
+    hsts: Option<HeaderValue>,
     /// Flipped once on shutdown; every connection served by this edge (HTTP or TLS) then
     /// finishes its in-flight requests and closes.
     shutting_down: Arc<watch::Sender<bool>>,
@@ -116,7 +122,11 @@ impl Edge {
         config: EdgeConfig,
         challenges: Arc<dyn ChallengeResponder>,
     ) -> Self {
+        let hsts = (config.hsts_max_age_secs > 0)
+            .then(|| HeaderValue::from_str(&format!("max-age={}", config.hsts_max_age_secs)))
+            .and_then(Result::ok);
         Self {
+            hsts,
             routes,
             metrics,
             config,
@@ -295,16 +305,20 @@ pub async fn serve(
             request_timeout: Duration::from_secs(app.config.edge.request_timeout_secs),
             max_body_bytes: app.config.edge.max_body_mb * 1024 * 1024,
             drain_timeout: Duration::from_secs(app.config.edge.drain_timeout_secs),
+            hsts_max_age_secs: app.config.edge.hsts_max_age_secs,
         },
         app.tls.challenges(),
     )
     .with_access_log(app.logs.access_log_sink());
     let edge = match app.config.console_hostname() {
-        Some(hostname) => edge.with_console(ConsoleHost::new(
-            hostname,
-            app.tls.mode() != crate::tls::TlsMode::Off,
-            crate::api::router(app.clone()),
-        )),
+        Some(hostname) => edge.with_console(
+            ConsoleHost::new(
+                hostname,
+                app.tls.mode() != crate::tls::TlsMode::Off,
+                crate::api::router(app.clone()),
+            )
+            .with_certificates(app.tls.clone()),
+        ),
         None => edge,
     };
     let (stop_tx, stop_rx) = watch::channel(false);

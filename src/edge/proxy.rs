@@ -113,7 +113,11 @@ async fn dispatch(
         return if console.https_only && !https {
             https_redirect(&request, host.as_deref())
         } else {
-            console.serve(request, peer).await
+            let mut response = console.serve(request, peer).await;
+            if https && console.has_certificate() {
+                add_hsts(edge, &mut response);
+            }
+            response
         };
     }
 
@@ -184,6 +188,11 @@ async fn dispatch(
             RouteTarget::Unavailable { state } => pages::unavailable(&route.project_name, state),
         }
     };
+    // The hostname has a certificate and plain HTTP redirects: browsers may stop trying it.
+    let mut response = response;
+    if https && route.https_redirect {
+        add_hsts(edge, &mut response);
+    }
     let latency = started.elapsed();
     counters.record_response(response.status().as_u16(), latency);
     if let Some((sink, method, path)) = access {
@@ -466,6 +475,17 @@ fn challenge_answer(key_authorization: String) -> Response<EdgeBody> {
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// Adds `Strict-Transport-Security` to an HTTPS response unless HSTS is off or the app
+/// sent its own (which it may have chosen with `includeSubDomains` or `preload`).
+fn add_hsts(edge: &Edge, response: &mut Response<EdgeBody>) {
+    if let Some(value) = &edge.hsts {
+        response
+            .headers_mut()
+            .entry(header::STRICT_TRANSPORT_SECURITY)
+            .or_insert_with(|| value.clone());
+    }
 }
 
 /// 308 keeps the method and body, so a POST to http:// is retried as a POST to https://.

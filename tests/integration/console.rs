@@ -1776,10 +1776,20 @@ async fn console_hostname_serves_the_console_and_the_api_over_https_on_the_edge(
         redirect.headers()["location"],
         "https://panel.example.test/v1/account?x=1"
     );
+    assert!(redirect
+        .headers()
+        .get("strict-transport-security")
+        .is_none());
 
     // The console's page and files, with their security headers.
     let page = client.get(format!("{base}/projects")).send().await.unwrap();
     assert_eq!(page.status(), 200);
+    // The name has its certificate and redirects plain HTTP: browsers are told to stay on
+    // HTTPS for a year (`[edge] hsts_max_age_secs`), for this name only.
+    assert_eq!(
+        page.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
     assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
     assert!(page.headers()["content-security-policy"]
         .to_str()

@@ -189,6 +189,10 @@ async fn upstream_handle(
             .header("x-upstream-kept", "yes")
             .body(full_body("hop"))
             .unwrap(),
+        "/own-hsts" => Response::builder()
+            .header("strict-transport-security", "max-age=60; includeSubDomains")
+            .body(full_body("own hsts"))
+            .unwrap(),
         "/ws" => websocket_echo(request),
         _ => {
             let mut seen: HashMap<String, Vec<String>> = HashMap::new();
@@ -310,6 +314,7 @@ fn test_config() -> EdgeConfig {
         request_timeout: Duration::from_secs(10),
         max_body_bytes: 256 * 1024 * 1024,
         drain_timeout: Duration::from_secs(5),
+        hsts_max_age_secs: 31_536_000,
     }
 }
 
@@ -1451,13 +1456,12 @@ async fn no_path_escapes_the_static_root() {
 // HTTP/2 over TLS.
 // ---------------------------------------------------------------------------------------
 
-/// The edge on a TLS listener with certificates from a local CA for `hosts`, and a client
-/// config that trusts that CA and offers only `h2`.
-async fn start_tls_edge(
-    edge: Edge,
+/// TLS in `self-signed` mode under `data_dir` with certificates for `hosts`, and a client
+/// config that trusts its CA and offers only `h2`.
+async fn local_tls(
     data_dir: &Path,
     hosts: &[&str],
-) -> (SocketAddr, Arc<rustls::ClientConfig>, oneshot::Sender<()>) {
+) -> (cantila::tls::Tls, Arc<rustls::ClientConfig>) {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
 
     let tls = cantila::tls::Tls::start(
@@ -1484,7 +1488,11 @@ async fn start_tls_edge(
     .with_root_certificates(roots)
     .with_no_client_auth();
     client.alpn_protocols = vec![b"h2".to_vec()];
+    (tls, Arc::new(client))
+}
 
+/// Serves `edge` on a TLS listener; it stops when the sender is dropped.
+async fn serve_tls_edge(edge: Edge, tls: cantila::tls::Tls) -> (SocketAddr, oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -1496,7 +1504,7 @@ async fn start_tls_edge(
             let _ = stopped.await;
         },
     ));
-    (addr, Arc::new(client), stop)
+    (addr, stop)
 }
 
 /// One HTTP/2 connection over TLS to `host` on the edge.
@@ -1569,12 +1577,12 @@ async fn hundreds_of_concurrent_http2_streams_over_tls_all_succeed() {
         true,
         router,
     ));
-    let (addr, client, _stop) = start_tls_edge(
-        edge,
+    let (tls, client) = local_tls(
         &dir.path().join("data"),
         &["app.test", "static.test", "console.test"],
     )
     .await;
+    let (addr, _stop) = serve_tls_edge(edge, tls).await;
 
     let app_body = pattern_chunk(0, BODY_BYTES);
     let cases = [
@@ -1624,4 +1632,174 @@ async fn hundreds_of_concurrent_http2_streams_over_tls_all_succeed() {
             .unwrap();
         assert_eq!(again.status(), 200);
     }
+}
+
+/// `GET https://<host><path>` over its own HTTP/2 connection: status and HSTS header.
+async fn hsts_over_tls(
+    addr: SocketAddr,
+    client: &Arc<rustls::ClientConfig>,
+    host: &str,
+    path: &str,
+) -> (u16, Option<String>) {
+    let mut sender = h2_over_tls(addr, client.clone(), host).await;
+    let response = sender
+        .send_request(
+            Request::get(format!("https://{host}{path}"))
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let hsts = response
+        .headers()
+        .get("strict-transport-security")
+        .map(|value| value.to_str().unwrap().to_owned());
+    (response.status().as_u16(), hsts)
+}
+
+#[tokio::test]
+async fn https_responses_carry_hsts_only_once_the_hostname_has_a_certificate() {
+    let up = start_upstream("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("site");
+    write(&root, "index.html", "<h1>home</h1>");
+    let certified = |id: &str, target: RouteTarget| Arc::new(Route::new(id, id, target, true));
+    let routes = table(&[
+        // Certified (so plain HTTP redirects): an app, a static site, an app failing.
+        (
+            "app.test",
+            certified("prj_app", RouteTarget::Instances(vec![up.addr])),
+        ),
+        (
+            "static.test",
+            certified(
+                "prj_static",
+                RouteTarget::Static {
+                    root: root.clone(),
+                    spa_fallback: false,
+                },
+            ),
+        ),
+        (
+            "down.test",
+            certified(
+                "prj_down",
+                RouteTarget::Instances(vec![closed_port().await]),
+            ),
+        ),
+        // No certificate yet: reachable over HTTPS (the local CA makes one on the fly),
+        // but plain HTTP still serves, so no HSTS either way.
+        ("fresh.test", proxied("prj_fresh", &[up.addr])),
+    ]);
+    let (tls, client) = local_tls(
+        &dir.path().join("data"),
+        &["app.test", "static.test", "down.test"],
+    )
+    .await;
+    let console_router =
+        axum::Router::new().route("/v1/ping", axum::routing::get(|| async { "pong" }));
+    let edge = make_edge(routes, test_config(), Arc::new(NoChallenges)).with_console(
+        cantila::edge::ConsoleHost::new("console.test", true, console_router)
+            .with_certificates(tls.clone()),
+    );
+    let (addr, _stop) = serve_tls_edge(edge.clone(), tls.clone()).await;
+    let plain_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plain = plain_listener.local_addr().unwrap();
+    let (_stop_plain, plain_stopped) = oneshot::channel::<()>();
+    tokio::spawn(serve_http(edge, plain_listener, async move {
+        let _ = plain_stopped.await;
+    }));
+
+    let one_year = Some("max-age=31536000".to_owned());
+    assert_eq!(
+        hsts_over_tls(addr, &client, "app.test", "/").await,
+        (200, one_year.clone())
+    );
+    assert_eq!(
+        hsts_over_tls(addr, &client, "static.test", "/").await,
+        (200, one_year.clone())
+    );
+    // The edge's own error pages for the name carry it too.
+    assert_eq!(
+        hsts_over_tls(addr, &client, "down.test", "/").await,
+        (502, one_year.clone())
+    );
+    // An app that chose its own policy keeps it.
+    assert_eq!(
+        hsts_over_tls(addr, &client, "app.test", "/own-hsts").await,
+        (200, Some("max-age=60; includeSubDomains".to_owned()))
+    );
+    assert_eq!(
+        hsts_over_tls(addr, &client, "fresh.test", "/").await,
+        (200, None)
+    );
+    // Unknown names get neither a route nor the header.
+    assert_eq!(
+        hsts_over_tls(addr, &client, "nobody.test", "/").await,
+        (404, None)
+    );
+
+    // The console's hostname: none before its certificate, then the header.
+    assert_eq!(
+        hsts_over_tls(addr, &client, "console.test", "/v1/ping").await,
+        (200, None)
+    );
+    tls.ensure_certificate("console.test").await.unwrap();
+    assert_eq!(
+        hsts_over_tls(addr, &client, "console.test", "/v1/ping").await,
+        (200, one_year.clone())
+    );
+
+    // Plain HTTP never carries it: redirects for certified names, pages for the others.
+    let plain_client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for (host, status) in [
+        ("app.test", 308),
+        ("static.test", 308),
+        ("console.test", 308),
+        ("fresh.test", 200),
+    ] {
+        let response = plain_client
+            .get(format!("http://{plain}/"))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{host}");
+        assert!(
+            response
+                .headers()
+                .get("strict-transport-security")
+                .is_none(),
+            "{host} over plain HTTP"
+        );
+    }
+}
+
+#[tokio::test]
+async fn hsts_max_age_zero_sends_no_header() {
+    let up = start_upstream("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (tls, client) = local_tls(&dir.path().join("data"), &["app.test"]).await;
+    let routes = table(&[(
+        "app.test",
+        Arc::new(Route::new(
+            "prj_app",
+            "app",
+            RouteTarget::Instances(vec![up.addr]),
+            true,
+        )),
+    )]);
+    let config = EdgeConfig {
+        hsts_max_age_secs: 0,
+        ..test_config()
+    };
+    let (addr, _stop) =
+        serve_tls_edge(make_edge(routes, config, Arc::new(NoChallenges)), tls).await;
+    assert_eq!(
+        hsts_over_tls(addr, &client, "app.test", "/").await,
+        (200, None)
+    );
 }
