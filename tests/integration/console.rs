@@ -986,7 +986,7 @@ async fn console_read_token_sees_no_mutating_controls() {
             .js(
                 // Copying a value, jumping to the log's end and filtering what is shown
                 // (the `filters` forms of logs, metrics and assets) change nothing.
-                "return [...document.querySelectorAll('main form:not(.filters), main button:not(.copy-button):not(.jump), main input:not([readonly]), main select')].filter(e => !e.closest('form.filters')).map(e => e.outerHTML.slice(0, 80))",
+                "return [...document.querySelectorAll('main form:not(.filters), main button:not(.copy-button):not(.jump), main input:not([readonly]), main select, main textarea')].filter(e => !e.closest('form.filters')).map(e => e.outerHTML.slice(0, 80))",
                 vec![],
             )
             .await;
@@ -2165,6 +2165,140 @@ async fn console_data_pages_wire_a_database_reveal_its_credentials_and_back_up_d
         .await;
     browser.screenshot("backups").await;
 
+    // The schedule and its retention, edited with the keyboard (typed, saved with Enter).
+    // A schedule the API refuses: its words, nothing saved.
+    let schedule_path = format!("/v1/projects/{id}/backups/schedule");
+    let refused = daemon
+        .call(
+            Method::PUT,
+            &schedule_path,
+            Some(&daemon.admin_token),
+            Some(json!({ "schedule": "every tuesday" })),
+        )
+        .await
+        .expect(422);
+    browser.fill("input[name=schedule]", "every tuesday").await;
+    let enter = "\u{E007}";
+    browser
+        .find("input[name=schedule]")
+        .await
+        .send_keys(enter)
+        .await
+        .unwrap();
+    browser
+        .wait_text(
+            "[data-testid=schedule-form] [role=alert]",
+            refused.error_message(),
+            Duration::from_secs(15),
+        )
+        .await;
+    let unchanged = daemon
+        .get(&schedule_path, &daemon.admin_token)
+        .await
+        .expect(200)
+        .body;
+    assert_ne!(unchanged["source"], "project", "{unchanged}");
+
+    // A good one, with both counts.
+    browser.fill("input[name=schedule]", "daily at 04:30").await;
+    browser.fill("input[name=keepDaily]", "5").await;
+    browser.fill("input[name=keepWeekly]", "3").await;
+    browser
+        .find("input[name=keepWeekly]")
+        .await
+        .send_keys(enter)
+        .await
+        .unwrap();
+    browser
+        .wait_text(
+            "[data-testid=schedule-outcome]",
+            "Saved",
+            Duration::from_secs(15),
+        )
+        .await;
+    browser
+        .wait_text(
+            "[data-testid=schedule-spec]",
+            "daily at 04:30",
+            Duration::from_secs(15),
+        )
+        .await;
+    let keeps = browser
+        .wait_text(
+            "[data-testid=schedule-keeps]",
+            "5 days",
+            Duration::from_secs(15),
+        )
+        .await;
+    assert!(keeps.contains("3 weeks"), "{keeps}");
+    let saved = daemon
+        .get(&schedule_path, &daemon.admin_token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(saved["schedule"], "daily at 04:30", "{saved}");
+    assert_eq!(saved["keepDaily"], 5, "{saved}");
+    assert_eq!(saved["keepWeekly"], 3, "{saved}");
+    assert_eq!(saved["source"], "project", "{saved}");
+    // Both counts 0 would prune everything: the API's words again, the schedule kept.
+    let refused = daemon
+        .call(
+            Method::PUT,
+            &schedule_path,
+            Some(&daemon.admin_token),
+            Some(json!({ "schedule": "daily at 04:30", "keepDaily": 0, "keepWeekly": 0 })),
+        )
+        .await
+        .expect(422);
+    browser.fill("input[name=keepDaily]", "0").await;
+    browser.fill("input[name=keepWeekly]", "0").await;
+    browser.click("Save schedule").await;
+    browser
+        .wait_text(
+            "[data-testid=schedule-form] [role=alert]",
+            refused.error_message(),
+            Duration::from_secs(15),
+        )
+        .await;
+    assert_eq!(
+        daemon
+            .get(&schedule_path, &daemon.admin_token)
+            .await
+            .expect(200)
+            .body["keepDaily"],
+        5
+    );
+    browser.screenshot("backup-schedule").await;
+    // Removing the project's own schedule, behind a second click.
+    browser.click("Remove the project schedule").await;
+    browser.click("Remove: back to the server default").await;
+    browser
+        .wait_text(
+            "[data-testid=schedule-outcome]",
+            "removed",
+            Duration::from_secs(15),
+        )
+        .await;
+    let removed = daemon
+        .get(&schedule_path, &daemon.admin_token)
+        .await
+        .expect(200)
+        .body;
+    assert_ne!(removed["source"], "project", "{removed}");
+    assert_eq!(browser.count("[data-testid=remove-schedule]").await, 0);
+    // And set again, for the read token below to see.
+    browser.fill("input[name=schedule]", "30 2 * * 1-5").await;
+    browser.fill("input[name=keepDaily]", "").await;
+    browser.fill("input[name=keepWeekly]", "").await;
+    browser.click("Save schedule").await;
+    browser
+        .wait_text(
+            "[data-testid=schedule-spec]",
+            "30 2 * * 1-5",
+            Duration::from_secs(15),
+        )
+        .await;
+
     // A read token: masked credentials without a way to reveal them, no download, no restore.
     let read = daemon.token("read").await;
     browser.click("Sign out").await;
@@ -2192,6 +2326,20 @@ async fn console_data_pages_wire_a_database_reveal_its_credentials_and_back_up_d
     assert_eq!(
         browser
             .count("[data-testid=download], [data-testid=restore], [data-testid=backup-now]")
+            .await,
+        0
+    );
+    // The schedule is shown, not editable.
+    browser
+        .wait_text(
+            "[data-testid=schedule-spec]",
+            "30 2 * * 1-5",
+            Duration::from_secs(15),
+        )
+        .await;
+    assert_eq!(
+        browser
+            .count("[data-testid=schedule-form], [data-testid=remove-schedule], main textarea")
             .await,
         0
     );
@@ -2275,6 +2423,13 @@ async fn console_previews_are_created_linked_and_deleted_and_assets_are_listed()
         )
         .await;
     browser.fill("input[name=branch]", "feature/new-look").await;
+    // Env overrides as KEY=value lines (a comment and a blank line are skipped).
+    browser
+        .fill(
+            "textarea[name=env]",
+            "GREETING=hello from the console\n# staging only\n\nAPI_BASE=https://staging.example.com/?a=b",
+        )
+        .await;
     browser.click("Create preview").await;
     browser
         .wait_js(
@@ -2291,6 +2446,12 @@ async fn console_previews_are_created_linked_and_deleted_and_assets_are_listed()
         .body;
     let preview = previews["previews"][0].clone();
     let hostname = preview["hostname"].as_str().unwrap();
+    // The overrides reached the API (it lists their keys, never their values).
+    assert_eq!(
+        preview["envKeys"],
+        json!(["API_BASE", "GREETING"]),
+        "{preview}"
+    );
     let link = browser
         .find("[data-testid=preview-list] tr[data-preview] th a")
         .await;
@@ -2324,7 +2485,50 @@ async fn console_previews_are_created_linked_and_deleted_and_assets_are_listed()
         )
         .await;
 
+    // Env keys are the API's to judge: its words for a bad one, and nothing changes.
+    let refused = daemon
+        .post(
+            &format!("/v1/projects/{id}/previews"),
+            &daemon.admin_token,
+            json!({ "branch": "feature/new-look", "env": { "1BAD": "x" } }),
+        )
+        .await
+        .expect(422);
+    browser.fill("input[name=branch]", "feature/new-look").await;
+    browser.fill("textarea[name=env]", "1BAD=x").await;
+    browser.click("Create preview").await;
+    browser
+        .wait_text(
+            "[data-testid=preview-form] [role=alert]",
+            refused.error_message(),
+            Duration::from_secs(15),
+        )
+        .await;
+    // A line that is not a pair is refused before anything is sent, naming the line.
+    browser
+        .fill("textarea[name=env]", "GREETING=hi\noops")
+        .await;
+    browser.click("Create preview").await;
+    browser
+        .wait_text(
+            "[data-testid=preview-form] [role=alert]",
+            "env line 2 is not KEY=value",
+            Duration::from_secs(15),
+        )
+        .await;
+    let unchanged = daemon
+        .get(&format!("/v1/projects/{id}/previews"), &daemon.admin_token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(
+        unchanged["previews"][0]["envKeys"],
+        json!(["API_BASE", "GREETING"])
+    );
+    assert_eq!(unchanged["previews"][0]["deployId"], preview["deployId"]);
+
     // Deleted behind a second click; the hostname stops answering.
+    browser.fill("textarea[name=env]", "").await;
     browser.fill("input[name=branch]", "").await;
     browser.click(&format!("Delete {hostname}")).await;
     browser.click(&format!("Delete {hostname}")).await;

@@ -50,7 +50,9 @@ export function field(label, attrs = {}, hint = null) {
   const control = attrs.tag === "select"
     ? h("select", { ...attrs, tag: undefined, options: undefined, id, "aria-describedby": hintId },
         (attrs.options ?? []).map(([value, text]) => h("option", { value }, text)))
-    : h("input", { type: "text", ...attrs, id, "aria-describedby": hintId });
+    : attrs.tag === "textarea"
+      ? h("textarea", { ...attrs, tag: undefined, id, "aria-describedby": hintId })
+      : h("input", { type: "text", ...attrs, id, "aria-describedby": hintId });
   if (attrs.tag === "select" && attrs.value !== undefined) control.value = attrs.value;
   return h("div", { class: "field" },
     h("label", { for: id }, label),

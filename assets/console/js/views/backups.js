@@ -1,9 +1,11 @@
 // Backups of the project's database and volumes: the list with size and SHA-256, a
 // backup started now (followed until it finishes), downloads (fetched with the token and
-// checked against their SHA-256), restore behind a second click, and the schedule.
+// checked against their SHA-256), restore behind a second click, and the schedule with
+// its retention (edited by deploy tokens; the project's own schedule can be removed so the
+// server's default applies again).
 
 import { api, request, session, seg, downloadFile } from "../api.js";
-import { h, outcome, replace, confirmButton, errorBox } from "../dom.js";
+import { h, field, outcome, onSubmit, replace, confirmButton, errorBox } from "../dom.js";
 import { badge, ago, duration, bytes, table } from "../format.js";
 
 export async function backupsSection({ project, signal }) {
@@ -76,18 +78,74 @@ export async function backupsSection({ project, signal }) {
     } catch (error) { out.error(error); }
   };
 
+  const scheduleOut = outcome();
+  scheduleOut.node.dataset.testid = "schedule-outcome";
+  const scheduleForm = session.can("deploy") ? scheduleEditor() : null;
+
   const drawSchedule = async () => {
     try {
       const s = await api.get(`${path}/schedule`, { signal });
       replace(schedule, h("dl", { class: "facts" },
-        h("dt", {}, "Schedule"), h("dd", {}, s.schedule ?? "none", s.source === "config" ? h("span", { class: "subtle" }, " (the server's default)") : null),
-        h("dt", {}, "Keeps"), h("dd", {}, s.schedule ? `the newest of each of ${s.keepDaily ?? "—"} days and ${s.keepWeekly ?? "—"} weeks` : "—"),
+        h("dt", {}, "Schedule"), h("dd", { "data-testid": "schedule-spec" }, s.schedule ?? "none",
+          s.source === "config" ? h("span", { class: "subtle" }, " (the server's default)") : null),
+        h("dt", {}, "Keeps"), h("dd", { "data-testid": "schedule-keeps" }, s.schedule ? `the newest of each of ${s.keepDaily ?? "—"} days and ${s.keepWeekly ?? "—"} weeks` : "—"),
         h("dt", {}, "Last run"), h("dd", {}, s.lastRunAt ? [ago(s.lastRunAt), " ", badge(s.lastStatus)] : "never",
           s.lastError ? h("p", { class: "error-text" }, s.lastError) : null)));
+      scheduleForm?.show(s);
     } catch (error) {
       replace(schedule, errorBox(error));
     }
   };
+
+  // The schedule's form: the spec and both retention counts, filled with what applies now.
+  // Empty counts take the server's defaults; the API checks everything and its message is
+  // shown as it is.
+  function scheduleEditor() {
+    const spec = field("Schedule", { name: "schedule", autocomplete: "off", spellcheck: "false", placeholder: "daily at 03:00", required: true },
+      "“daily at HH:MM” (UTC) or five cron fields, such as “30 2 * * 1-5”.");
+    const keepDaily = field("Daily backups kept", { name: "keepDaily", type: "number", min: 0, max: 366, step: 1, inputmode: "numeric" },
+      "The newest of each of this many days. Empty: the server's default.");
+    const keepWeekly = field("Weekly backups kept", { name: "keepWeekly", type: "number", min: 0, max: 520, step: 1, inputmode: "numeric" },
+      "The newest of each of this many weeks. Empty: the server's default.");
+    const remove = h("div", { class: "actions", hidden: true });
+    const form = h("form", { "data-testid": "schedule-form", "aria-labelledby": "schedule-form-title" },
+      h("h4", { id: "schedule-form-title" }, "Change the schedule"),
+      spec, keepDaily, keepWeekly,
+      h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Save schedule")),
+      scheduleOut.node, remove);
+    const number = (text) => (text.trim() === "" ? undefined : Number(text));
+    onSubmit(form, scheduleOut, async (values) => {
+      const saved = await api.put(`${path}/schedule`, {
+        schedule: values.schedule,
+        keepDaily: number(values.keepDaily),
+        keepWeekly: number(values.keepWeekly),
+      }, { signal });
+      await drawSchedule();
+      scheduleOut.ok(`Saved: ${saved.schedule}, keeping ${saved.keepDaily} daily and ${saved.keepWeekly} weekly backups.`);
+    });
+    const control = (wrapper) => wrapper.querySelector("input");
+    return {
+      form,
+      show(s) {
+        // Fill the form only while nobody is editing it.
+        if (!form.contains(document.activeElement)) {
+          control(spec).value = s.schedule ?? "";
+          control(keepDaily).value = s.keepDaily ?? "";
+          control(keepWeekly).value = s.keepWeekly ?? "";
+        }
+        remove.hidden = s.source !== "project";
+        replace(remove, s.source === "project"
+          ? confirmButton("Remove the project schedule", "Remove: back to the server default", async () => {
+            try {
+              await api.delete(`${path}/schedule`, { signal });
+              await drawSchedule();
+              scheduleOut.ok("The project's schedule is removed; the server's default applies.");
+            } catch (error) { scheduleOut.error(error); }
+          }, { class: "secondary", "data-testid": "remove-schedule" })
+          : null);
+      },
+    };
+  }
 
   signal.addEventListener("abort", () => clearTimeout(timer));
   await Promise.all([load(), drawSchedule()]);
@@ -98,5 +156,5 @@ export async function backupsSection({ project, signal }) {
     session.can("deploy") ? h("div", { class: "actions" },
       h("button", { type: "button", class: "primary", "data-testid": "backup-now", onclick: start }, "Back up now")) : null,
     out.node, list,
-    h("h3", {}, "Schedule"), schedule);
+    h("h3", {}, "Schedule"), schedule, scheduleForm?.form ?? null);
 }

@@ -1,12 +1,32 @@
 // Preview deployments: each branch, pull request or ref built and served as its own
 // release at its own hostname. List (with links to the hostnames), create (or redeploy in
-// place) and delete.
+// place, with env overrides as KEY=value lines) and delete.
 
 import { api, session, seg } from "../api.js";
 import { h, field, outcome, onSubmit, replace, confirmButton } from "../dom.js";
 import { badge, ago, until, shortSha, table } from "../format.js";
 
 const TTLS = [["", "Server default"], ["1d", "1 day"], ["3d", "3 days"], ["7d", "7 days"], ["30d", "30 days"]];
+
+/**
+ * The env overrides typed as `KEY=value` lines (blank lines and `#` comments skipped; the
+ * value is everything after the first `=`, kept as typed). Keys are the API's to judge;
+ * only a line that cannot be a pair, or a key given twice, is refused here.
+ */
+export function parseEnvLines(text) {
+  const env = {};
+  const lines = text.split("\n");
+  for (const [index, raw] of lines.entries()) {
+    const line = raw.replace(/\r$/, "");
+    if (line.trim() === "" || line.trimStart().startsWith("#")) continue;
+    const at = line.indexOf("=");
+    const key = at < 0 ? "" : line.slice(0, at).trim();
+    if (!key) throw new Error(`env line ${index + 1} is not KEY=value: “${line.trim()}”`);
+    if (Object.hasOwn(env, key)) throw new Error(`env line ${index + 1}: ${key} is given twice`);
+    env[key] = line.slice(at + 1);
+  }
+  return env;
+}
 
 export async function previewsSection({ project, base, signal }) {
   const path = `/v1/projects/${seg(project.id)}/previews`;
@@ -55,14 +75,20 @@ export async function previewsSection({ project, base, signal }) {
       field("or a tag or commit", { name: "ref", autocomplete: "off", spellcheck: "false" }),
       field("Pull request", { name: "pullRequest", type: "number", min: 1, step: 1, inputmode: "numeric" }),
       field("Removed when idle for", { tag: "select", name: "ttl", options: TTLS, value: "" }),
+      h("div", { class: "field-row" },
+        field("Env overrides", { tag: "textarea", name: "env", rows: 3, autocomplete: "off", spellcheck: "false",
+          placeholder: "API_BASE=https://staging.example.com", "data-testid": "preview-env" },
+          "One KEY=value per line, on top of the project's env for this preview only.")),
       h("button", { type: "submit", class: "primary" }, "Create preview"),
       out.node);
-    onSubmit(form, out, async ({ branch, ref, pullRequest, ttl }) => {
+    onSubmit(form, out, async ({ branch, ref, pullRequest, ttl, env }) => {
       const body = {};
       if (branch.trim()) body.branch = branch.trim();
       if (ref.trim()) body.ref = ref.trim();
       if (pullRequest) body.pullRequest = Number(pullRequest);
       if (ttl) body.ttl = ttl;
+      const overrides = parseEnvLines(env);
+      if (Object.keys(overrides).length > 0) body.env = overrides;
       const preview = await api.post(path, body, { signal });
       form.reset();
       out.ok(`${preview.hostname}: deploy ${preview.deployId ?? ""} queued.`);
