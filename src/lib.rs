@@ -160,7 +160,15 @@ pub async fn run(
     let installation = tokio::task::spawn_blocking(move || installation_id(&id_dir))
         .await?
         .context("reading the installation id")?;
-    let app = AppState::new(config, store.clone(), secrets, tls.clone(), installation);
+    let log_store = store.companion()?;
+    let app = AppState::new(
+        config,
+        store.clone(),
+        log_store,
+        secrets,
+        tls.clone(),
+        installation,
+    );
     // The edge starts with the table of what is already running, so a restart of the
     // daemon serves the apps again at once.
     if let Err(err) = routing::refresh(&app).await {
