@@ -468,6 +468,27 @@ async fn previews_are_capped_expire_follow_opted_in_branches_and_stay_in_their_a
         "{}",
         full.text
     );
+    // A pull request from a fork is never built: its code would run with the project's
+    // env. The delivery says so, and nothing is created.
+    let mut from_fork = pull_request("opened", 11, "main", &gamma);
+    from_fork["pull_request"]["head"]["repo"] = json!({ "full_name": "mallory/site" });
+    from_fork["pull_request"]["base"]["repo"] = json!({ "full_name": "acme/site" });
+    let refused = send_webhook(
+        &daemon,
+        &project_id,
+        &secret,
+        "pull_request",
+        "delivery-fork",
+        from_fork,
+    )
+    .await
+    .expect(200);
+    assert_eq!(refused.body["status"], "ignored", "{}", refused.text);
+    assert!(
+        refused.body["reason"].as_str().unwrap().contains("fork"),
+        "{}",
+        refused.text
+    );
     // From a webhook the cap is the delivery's recorded outcome.
     let capped = send_webhook(
         &daemon,
