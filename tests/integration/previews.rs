@@ -899,19 +899,6 @@ fn process_app(body: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// One request through the edge by plain HTTP (TLS is off in this daemon).
-async fn edge_get(daemon: &TestDaemon, host: &str, path: &str) -> (u16, String) {
-    let res = reqwest::Client::new()
-        .get(format!("http://{}{path}", daemon.http))
-        .header("host", host)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    (status, res.text().await.unwrap())
-}
-
 /// The texts of a logs read.
 async fn log_texts(daemon: &TestDaemon, project_id: &str, query: &str) -> Vec<String> {
     daemon
@@ -1067,18 +1054,22 @@ async fn a_preview_runs_every_process_type_and_keeps_its_logs_and_metrics_to_its
     // view shows none of them.
     for _ in 0..3 {
         assert_eq!(
-            edge_get(&daemon, &preview_host, "/cgi-bin/say?from-preview").await,
+            daemon
+                .edge_get(&preview_host, "/cgi-bin/say?from-preview")
+                .await,
             (200, "ok\n".to_owned())
         );
     }
     for _ in 0..2 {
         assert_eq!(
-            edge_get(&daemon, main_host, "/cgi-bin/say?from-production").await,
+            daemon
+                .edge_get(main_host, "/cgi-bin/say?from-production")
+                .await,
             (200, "ok\n".to_owned())
         );
     }
     assert_eq!(
-        edge_get(&daemon, &preview_host, "/").await,
+        daemon.edge_get(&preview_host, "/").await,
         (200, "topic\n".to_owned())
     );
     let preview_query = format!("preview={preview_id}");
@@ -1362,11 +1353,13 @@ async fn a_preview_gets_none_of_the_projects_volumes_or_database() {
 
     // Production sees its database and both volumes; the preview sees none of them.
     assert_eq!(
-        edge_get(&daemon, "keeper.admin.test.local", "/data.txt").await,
+        daemon
+            .edge_get("keeper.admin.test.local", "/data.txt")
+            .await,
         (200, "db=sqlite:///data/app.db files=1 data=1\n".to_owned())
     );
     assert_eq!(
-        edge_get(&daemon, &preview_host, "/data.txt").await,
+        daemon.edge_get(&preview_host, "/data.txt").await,
         (200, "db= files=0 data=0\n".to_owned())
     );
 
@@ -1383,7 +1376,7 @@ async fn a_preview_gets_none_of_the_projects_volumes_or_database() {
     let backup = crate::data::wait_backup(&daemon, backup["id"].as_str().unwrap()).await;
     assert_eq!(backup["status"], "completed", "{backup}");
     assert_eq!(
-        edge_get(&daemon, &preview_host, "/").await,
+        daemon.edge_get(&preview_host, "/").await,
         (200, "topic\n".to_owned())
     );
 
