@@ -289,6 +289,8 @@ impl ObjectStore {
             .client
             .post(url)
             .header(SHA256_METADATA, &digest.sha256)
+            // Some servers answer 411 to a POST without a length, even an empty one.
+            .header(header::CONTENT_LENGTH, 0)
             .send()
             .await
             .map_err(|err| self.unreachable(err))?;
