@@ -947,6 +947,30 @@ mod tests {
         .unwrap();
         assert_eq!(config.data_dir, PathBuf::from("/from/flag"));
         assert_eq!(config.base_domain, "file.example");
+        // The S3 secret may come from the environment instead of the file.
+        std::fs::write(
+            &path,
+            "[backups.s3]\nenabled = true\nendpoint = \"http://127.0.0.1:9000\"\nbucket = \"b-1\"\naccess_key_id = \"k\"\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&path), Overrides::default()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("CANTILA_BACKUP_S3_SECRET_ACCESS_KEY"),
+            "{err}"
+        );
+        let config = Config::load(
+            Some(&path),
+            Overrides {
+                s3_secret_access_key: Some("from-env".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            config.backups.s3.secret_access_key.as_deref(),
+            Some("from-env")
+        );
     }
 
     #[test]
@@ -992,6 +1016,43 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("console.hostname"));
+        let mut config = Config::default();
+        config.backups.s3.enabled = true;
+        for (tweak, named) in [
+            (
+                (|s3: &mut S3Config| s3.endpoint = "ftp://host".into()) as fn(&mut S3Config),
+                "backups.s3.endpoint",
+            ),
+            (
+                |s3| s3.endpoint = "https://key:secret@host".into(),
+                "no credentials",
+            ),
+            (|s3| s3.bucket = "Bad_Bucket".into(), "backups.s3.bucket"),
+            (|s3| s3.prefix = "/abs".into(), "backups.s3.prefix"),
+            (|s3| s3.access_key_id.clear(), "backups.s3.access_key_id"),
+            (
+                |s3| s3.secret_access_key = None,
+                "CANTILA_BACKUP_S3_SECRET_ACCESS_KEY",
+            ),
+            (|s3| s3.part_size_mb = 4, "backups.s3.part_size_mb"),
+        ] {
+            let mut s3 = S3Config {
+                enabled: true,
+                endpoint: "https://s3.example.com".into(),
+                bucket: "backups".into(),
+                access_key_id: "AKIDEXAMPLE".into(),
+                secret_access_key: Some("s3cr3t".into()),
+                ..S3Config::default()
+            };
+            s3.validate().unwrap();
+            tweak(&mut s3);
+            let err = s3.validate().unwrap_err();
+            assert!(err.contains(named), "{err}");
+            assert!(!err.contains("s3cr3t"), "{err}");
+            config.backups.s3 = s3;
+            assert!(config.validate().is_err());
+        }
+        assert!(!format!("{config:?}").contains("s3cr3t"));
         let mut config = Config::default();
         config.metrics.interval_secs = 7;
         assert!(config
