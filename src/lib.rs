@@ -163,9 +163,11 @@ pub async fn run(
         .context("reading the installation id")?;
     let uploads = backup::remote::Uploader::from_config(&config.backups.s3)
         .map_err(|err| anyhow::anyhow!("config: {err}"))?;
+    let log_store = store.companion()?;
     let app = AppState::new(
         config,
         store.clone(),
+        log_store,
         secrets,
         tls.clone(),
         installation,

@@ -28,6 +28,10 @@ pub struct Inner {
     pub config: Config,
     /// All desired state.
     pub store: Store,
+    /// A second connection to the same database for runtime log lines: a chatty app's
+    /// batches, prunes and log queries queue on this one, so API requests on `store`
+    /// never wait behind them.
+    pub log_store: Store,
     /// Counts failed token checks per client address, to slow down token guessing.
     pub auth_throttle: AuthThrottle,
     /// Seals secrets at rest with the key in the data dir.
@@ -79,6 +83,7 @@ impl AppState {
     pub fn new(
         config: Config,
         store: Store,
+        log_store: Store,
         secrets: SecretBox,
         tls: Tls,
         installation: String,
@@ -89,6 +94,7 @@ impl AppState {
         Self(Arc::new(Inner {
             config,
             store,
+            log_store,
             auth_throttle,
             secrets,
             deploys: DeployHub::default(),
