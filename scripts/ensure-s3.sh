@@ -16,8 +16,9 @@ ENDPOINT="http://127.0.0.1:$PORT"
 
 log() { printf 'ensure-s3: %s\n' "$*" >&2; }
 
-# moto answers its own dashboard API; anything else on the port is not ours to use.
-answers() { curl -sf -o /dev/null "$ENDPOINT/moto-api/data.json"; }
+# moto serves its dashboard at /moto-api/ (cheap, unlike its data dump, which fails once
+# the store holds large objects); anything else on the port is not ours to use.
+answers() { curl -sf -m 5 -o /dev/null "$ENDPOINT/moto-api/"; }
 
 if answers; then
     echo "$ENDPOINT"

@@ -38,6 +38,19 @@ cleanup() {
     fi
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    # moto keeps objects in memory: the bench's bucket goes with it.
+    if [ -n "${BUCKET:-}" ]; then
+        "$PY" - "$ENDPOINT" "$BUCKET" <<'PYTHON' || true
+import sys, boto3
+endpoint, bucket = sys.argv[1:]
+client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+    for item in page.get("Contents", []):
+        client.delete_object(Bucket=bucket, Key=item["Key"])
+client.delete_bucket(Bucket=bucket)
+PYTHON
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
