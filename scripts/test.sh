@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: starts what the tests need (a Docker engine,
-# PostgreSQL, Chromium, an S3-compatible server), then checks formatting and lints, then runs every unit and
-# integration test, then fuzzes the live API with schemathesis (installed from PyPI into a
-# venv when missing).
+# PostgreSQL, Chromium, an S3-compatible server), then checks formatting and lints, then
+# runs every unit and integration test, then fuzzes the live API with schemathesis
+# (installed from PyPI into a venv when missing).
 # A missing component is installed or the run fails; no test skips silently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
