@@ -72,6 +72,9 @@ pub struct Inner {
     /// Backups that may run at once (`backups.concurrent`), so dumps and archives do not
     /// starve the apps of disk and CPU.
     pub backup_slots: tokio::sync::Semaphore,
+    /// Copies of completed backups in S3-compatible storage; `None` when `[backups.s3]` is
+    /// off.
+    pub uploads: Option<crate::backup::remote::Uploader>,
     /// The Docker engine, connected on first use so the API runs without one.
     engine: AsyncMutex<Option<Engine>>,
 }
@@ -84,6 +87,7 @@ impl AppState {
         secrets: SecretBox,
         tls: Tls,
         installation: String,
+        uploads: Option<crate::backup::remote::Uploader>,
     ) -> Self {
         let auth_throttle = AuthThrottle::new(config.api.auth_failures_per_minute);
         let backup_slots = tokio::sync::Semaphore::new(config.backups.concurrent);
@@ -106,6 +110,7 @@ impl AppState {
             switching: Default::default(),
             project_locks: Default::default(),
             backup_slots,
+            uploads,
             engine: AsyncMutex::new(None),
         }))
     }
