@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: starts what the tests need (a Docker engine,
-# PostgreSQL, Chromium), then checks formatting and lints, then runs every unit and
-# integration test, then fuzzes the live API with schemathesis (installed from PyPI into a
-# venv when missing).
+# PostgreSQL, Chromium, an S3-compatible server), then checks formatting and lints, then
+# runs every unit and integration test, then fuzzes the live API with schemathesis
+# (installed from PyPI into a venv when missing).
 # A missing component is installed or the run fails; no test skips silently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +36,10 @@ scripts/ensure-schemathesis.sh >/dev/null
 step "PostgreSQL (for the database and backup tests)"
 CANTILA_TEST_PG_ADMIN_URL=$(scripts/ensure-postgres.sh | tail -n 1)
 export CANTILA_TEST_PG_ADMIN_URL
+
+step "S3-compatible server (moto, PyPI, pinned, in a venv; for the backup-upload tests)"
+CANTILA_TEST_S3_ENDPOINT=$(scripts/ensure-s3.sh | tail -n 1)
+export CANTILA_TEST_S3_ENDPOINT
 
 step "local base images (busybox, node:22-slim, python:3.12-slim)"
 scripts/base-images.sh

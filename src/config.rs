@@ -201,6 +201,150 @@ pub struct BackupConfig {
     pub keep_weekly: u32,
     /// Backups that may run at once across all projects.
     pub concurrent: usize,
+    /// A copy of every completed backup in S3-compatible storage; off by default.
+    pub s3: S3Config,
+}
+
+/// Where completed backups are copied to: an S3-compatible bucket. Each completed backup
+/// is uploaded (multipart above `part_size_mb`), then checked with a HEAD request against
+/// its size, its SHA-256 (kept in the object's metadata) and its MD5-based ETag.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    pub enabled: bool,
+    /// The service's URL, such as `https://s3.eu-west-1.amazonaws.com` or
+    /// `http://127.0.0.1:9000`; no credentials or query in it.
+    pub endpoint: String,
+    /// The region the requests are signed for (`us-east-1` where the service has none).
+    pub region: String,
+    pub bucket: String,
+    /// Objects are named `<prefix><project id>/<backup id>.<ext>`.
+    pub prefix: String,
+    /// `https://endpoint/bucket/key` instead of `https://bucket.endpoint/key` (MinIO, and
+    /// most self-hosted services, need it).
+    pub path_style: bool,
+    pub access_key_id: String,
+    /// Better left out of the file: `CANTILA_BACKUP_S3_SECRET_ACCESS_KEY` in the daemon's
+    /// environment wins over it.
+    pub secret_access_key: Option<String>,
+    /// Files up to this size go in one PUT; larger ones in parts of this size (5 to 5120).
+    pub part_size_mb: u64,
+    /// Seconds between passes that retry failed and interrupted uploads.
+    pub retry_interval_secs: u64,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            endpoint: String::new(),
+            region: "us-east-1".to_owned(),
+            bucket: String::new(),
+            prefix: "cantila/".to_owned(),
+            path_style: false,
+            access_key_id: String::new(),
+            secret_access_key: None,
+            part_size_mb: 64,
+            retry_interval_secs: 300,
+        }
+    }
+}
+
+// The secret access key is never printed.
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("enabled", &self.enabled)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("path_style", &self.path_style)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<set>"),
+            )
+            .field("part_size_mb", &self.part_size_mb)
+            .field("retry_interval_secs", &self.retry_interval_secs)
+            .finish()
+    }
+}
+
+impl S3Config {
+    /// Checks the settings when uploads are on; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let endpoint = url::Url::parse(&self.endpoint).map_err(|err| {
+            format!(
+                "backups.s3.endpoint `{}` is not a URL ({err}); use e.g. https://s3.eu-west-1.amazonaws.com",
+                self.endpoint
+            )
+        })?;
+        if !matches!(endpoint.scheme(), "http" | "https")
+            || endpoint.host_str().is_none()
+            || !endpoint.username().is_empty()
+            || endpoint.password().is_some()
+            || endpoint.query().is_some()
+            || endpoint.fragment().is_some()
+        {
+            return Err(
+                "backups.s3.endpoint must be an http:// or https:// URL with a host and no credentials, query or fragment"
+                    .to_owned(),
+            );
+        }
+        let bucket_ok = (3..=63).contains(&self.bucket.len())
+            && self
+                .bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            && !self.bucket.starts_with(['-', '.'])
+            && !self.bucket.ends_with(['-', '.']);
+        if !bucket_ok {
+            return Err(format!(
+                "backups.s3.bucket `{}` is not a bucket name (3 to 63 lowercase letters, digits, `-` and `.`)",
+                self.bucket
+            ));
+        }
+        if self.region.trim().is_empty() {
+            return Err(
+                "backups.s3.region must be set (us-east-1 where the service has none)".to_owned(),
+            );
+        }
+        if self.prefix.starts_with('/')
+            || self.prefix.len() > 512
+            || self.prefix.chars().any(|c| c.is_control() || c == '\\')
+        {
+            return Err(
+                "backups.s3.prefix must not start with `/`, and holds at most 512 printable characters"
+                    .to_owned(),
+            );
+        }
+        if self.access_key_id.trim().is_empty() {
+            return Err("backups.s3.access_key_id must be set".to_owned());
+        }
+        if self
+            .secret_access_key
+            .as_deref()
+            .is_none_or(|secret| secret.is_empty())
+        {
+            return Err(
+                "backups.s3.secret_access_key is not set: put it in CANTILA_BACKUP_S3_SECRET_ACCESS_KEY (or the file)"
+                    .to_owned(),
+            );
+        }
+        if !(5..=5120).contains(&self.part_size_mb) {
+            return Err(
+                "backups.s3.part_size_mb must be between 5 and 5120 (S3's part limits)".to_owned(),
+            );
+        }
+        if self.retry_interval_secs == 0 {
+            return Err("backups.s3.retry_interval_secs must be at least 1".to_owned());
+        }
+        Ok(())
+    }
 }
 
 impl Default for BackupConfig {
@@ -213,6 +357,7 @@ impl Default for BackupConfig {
             keep_daily: 7,
             keep_weekly: 4,
             concurrent: 1,
+            s3: S3Config::default(),
         }
     }
 }
@@ -454,6 +599,8 @@ pub struct Overrides {
     pub http_listen: Option<SocketAddr>,
     pub https_listen: Option<SocketAddr>,
     pub base_domain: Option<String>,
+    /// `CANTILA_BACKUP_S3_SECRET_ACCESS_KEY`: the secret need not sit in the file.
+    pub s3_secret_access_key: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -499,6 +646,9 @@ impl Config {
         }
         if let Some(domain) = overrides.base_domain {
             config.base_domain = domain;
+        }
+        if let Some(secret) = overrides.s3_secret_access_key.filter(|s| !s.is_empty()) {
+            config.backups.s3.secret_access_key = Some(secret);
         }
         config.validate()?;
         Ok(config)
@@ -621,6 +771,7 @@ impl Config {
                 "backups.concurrent must be at least 1".to_owned(),
             ));
         }
+        self.backups.s3.validate().map_err(ConfigError::Invalid)?;
         if let Some(url) = &self.database.postgres.admin_url {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 return Err(ConfigError::Invalid(
@@ -800,6 +951,30 @@ mod tests {
         .unwrap();
         assert_eq!(config.data_dir, PathBuf::from("/from/flag"));
         assert_eq!(config.base_domain, "file.example");
+        // The S3 secret may come from the environment instead of the file.
+        std::fs::write(
+            &path,
+            "[backups.s3]\nenabled = true\nendpoint = \"http://127.0.0.1:9000\"\nbucket = \"b-1\"\naccess_key_id = \"k\"\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&path), Overrides::default()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("CANTILA_BACKUP_S3_SECRET_ACCESS_KEY"),
+            "{err}"
+        );
+        let config = Config::load(
+            Some(&path),
+            Overrides {
+                s3_secret_access_key: Some("from-env".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            config.backups.s3.secret_access_key.as_deref(),
+            Some("from-env")
+        );
     }
 
     #[test]
@@ -845,6 +1020,43 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("console.hostname"));
+        let mut config = Config::default();
+        config.backups.s3.enabled = true;
+        for (tweak, named) in [
+            (
+                (|s3: &mut S3Config| s3.endpoint = "ftp://host".into()) as fn(&mut S3Config),
+                "backups.s3.endpoint",
+            ),
+            (
+                |s3| s3.endpoint = "https://key:secret@host".into(),
+                "no credentials",
+            ),
+            (|s3| s3.bucket = "Bad_Bucket".into(), "backups.s3.bucket"),
+            (|s3| s3.prefix = "/abs".into(), "backups.s3.prefix"),
+            (|s3| s3.access_key_id.clear(), "backups.s3.access_key_id"),
+            (
+                |s3| s3.secret_access_key = None,
+                "CANTILA_BACKUP_S3_SECRET_ACCESS_KEY",
+            ),
+            (|s3| s3.part_size_mb = 4, "backups.s3.part_size_mb"),
+        ] {
+            let mut s3 = S3Config {
+                enabled: true,
+                endpoint: "https://s3.example.com".into(),
+                bucket: "backups".into(),
+                access_key_id: "AKIDEXAMPLE".into(),
+                secret_access_key: Some("s3cr3t".into()),
+                ..S3Config::default()
+            };
+            s3.validate().unwrap();
+            tweak(&mut s3);
+            let err = s3.validate().unwrap_err();
+            assert!(err.contains(named), "{err}");
+            assert!(!err.contains("s3cr3t"), "{err}");
+            config.backups.s3 = s3;
+            assert!(config.validate().is_err());
+        }
+        assert!(!format!("{config:?}").contains("s3cr3t"));
         let mut config = Config::default();
         config.metrics.interval_secs = 7;
         assert!(config

@@ -309,6 +309,12 @@ pub async fn handle_delivery(
         "pull_request" | "Merge Request Hook" => {
             let pull = source::PullRequestEvent::parse(body)?;
             match pull.action {
+                // A fork's code would run with the project's env (its secrets included)
+                // and on this host; only branches of the connected repository get previews.
+                PullRequestAction::Updated if pull.from_fork => DeliveryOutcome::Ignored(format!(
+                    "pull request #{} comes from a fork; previews are built only for branches of the connected repository, since a fork's code would run with the project's env",
+                    pull.number
+                )),
                 PullRequestAction::Updated => previews::pull_request_updated(
                     app,
                     &actor,

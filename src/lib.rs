@@ -31,6 +31,7 @@ pub mod plan;
 pub mod previews;
 pub mod projects;
 pub mod routing;
+pub mod s3;
 pub mod secrets;
 pub mod source;
 pub mod state;
@@ -160,7 +161,18 @@ pub async fn run(
     let installation = tokio::task::spawn_blocking(move || installation_id(&id_dir))
         .await?
         .context("reading the installation id")?;
-    let app = AppState::new(config, store.clone(), secrets, tls.clone(), installation);
+    let uploads = backup::remote::Uploader::from_config(&config.backups.s3)
+        .map_err(|err| anyhow::anyhow!("config: {err}"))?;
+    let log_store = store.companion()?;
+    let app = AppState::new(
+        config,
+        store.clone(),
+        log_store,
+        secrets,
+        tls.clone(),
+        installation,
+        uploads,
+    );
     // The edge starts with the table of what is already running, so a restart of the
     // daemon serves the apps again at once.
     if let Err(err) = routing::refresh(&app).await {
@@ -218,6 +230,7 @@ pub async fn run(
     let preview_sweep = tokio::spawn(crate::previews::run_expiry_sweep(app.clone(), stopped()));
     let log_writer = tokio::spawn(logs::collector::run(app.clone(), stopped()));
     let backup_scheduler = tokio::spawn(backup::run_scheduler(app.clone(), stopped()));
+    let upload_retries = tokio::spawn(backup::remote::run_retries(app.clone(), stopped()));
 
     tracing::info!(api = %api_addr, http = %http_addr, https = %https_addr, "cantila is listening");
     // Tell systemd (Type=notify) we are ready; a no-op when not run under systemd.
@@ -240,6 +253,7 @@ pub async fn run(
     let _ = preview_sweep.await;
     let _ = log_writer.await;
     let _ = backup_scheduler.await;
+    let _ = upload_retries.await;
     tokio::task::spawn_blocking(move || store.close()).await?;
     tracing::info!("stopped cleanly");
     Ok(())

@@ -28,6 +28,10 @@ pub struct Inner {
     pub config: Config,
     /// All desired state.
     pub store: Store,
+    /// A second connection to the same database for runtime log lines: a chatty app's
+    /// batches, prunes and log queries queue on this one, so API requests on `store`
+    /// never wait behind them.
+    pub log_store: Store,
     /// Counts failed token checks per client address, to slow down token guessing.
     pub auth_throttle: AuthThrottle,
     /// Seals secrets at rest with the key in the data dir.
@@ -68,6 +72,9 @@ pub struct Inner {
     /// Backups that may run at once (`backups.concurrent`), so dumps and archives do not
     /// starve the apps of disk and CPU.
     pub backup_slots: tokio::sync::Semaphore,
+    /// Copies of completed backups in S3-compatible storage; `None` when `[backups.s3]` is
+    /// off.
+    pub uploads: Option<crate::backup::remote::Uploader>,
     /// The Docker engine, connected on first use so the API runs without one.
     engine: AsyncMutex<Option<Engine>>,
 }
@@ -76,15 +83,18 @@ impl AppState {
     pub fn new(
         config: Config,
         store: Store,
+        log_store: Store,
         secrets: SecretBox,
         tls: Tls,
         installation: String,
+        uploads: Option<crate::backup::remote::Uploader>,
     ) -> Self {
         let auth_throttle = AuthThrottle::new(config.api.auth_failures_per_minute);
         let backup_slots = tokio::sync::Semaphore::new(config.backups.concurrent);
         Self(Arc::new(Inner {
             config,
             store,
+            log_store,
             auth_throttle,
             secrets,
             deploys: DeployHub::default(),
@@ -100,6 +110,7 @@ impl AppState {
             switching: Default::default(),
             project_locks: Default::default(),
             backup_slots,
+            uploads,
             engine: AsyncMutex::new(None),
         }))
     }

@@ -26,31 +26,22 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-need() { command -v "$1" >/dev/null 2>&1 || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
-need wrk wrk
-need nginx nginx
-need curl curl
+. scripts/bench/lib.sh
+bench_need wrk wrk
+bench_need nginx nginx
+bench_need curl curl
+bench_build
+bench_workdir
 
-cargo build --release --locked -q
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 API_PORT=$(free_port)
 NGINX_PORT=$(free_port)
 
-"${CARGO_TARGET_DIR:-target}/release/cantila" serve --data-dir "$WORK/data" --api-listen "127.0.0.1:$API_PORT" \
+"$BIN" serve --data-dir "$WORK/data" --api-listen "127.0.0.1:$API_PORT" \
     --http-listen 127.0.0.1:0 --https-listen 127.0.0.1:0 >"$WORK/cantila.log" 2>&1 &
 CANTILA_PID=$!
 PIDS+=("$CANTILA_PID")
-for _ in $(seq 1 100); do [ -s "$WORK/data/admin-token" ] && curl -sf "http://127.0.0.1:$API_PORT/v1/openapi.json" >/dev/null && break; sleep 0.1; done
-TOKEN=$(cat "$WORK/data/admin-token")
+bench_wait_api "http://127.0.0.1:$API_PORT" "$WORK/data"
+TOKEN=$CANTILA_TOKEN
 API="http://127.0.0.1:$API_PORT"
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$CANTILA_PID/status"; }
 

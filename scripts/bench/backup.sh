@@ -28,23 +28,17 @@ while [ $# -gt 0 ]; do
 done
 
 ADMIN_URL=$(scripts/ensure-postgres.sh 2>/dev/null | tail -n 1)
-cargo build --release --locked -q
-BIN="${CARGO_TARGET_DIR:-target}/release/cantila"
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
+. scripts/bench/lib.sh
+bench_need_engine
+bench_build
+bench_workdir
+bench_cleanup_extra() {
     if [ -n "${CANTILA_TOKEN:-}" ]; then
         "$BIN" db delete bench --confirm bench >/dev/null 2>&1 || true
         "$BIN" volumes delete bench files --confirm bench >/dev/null 2>&1 || true
     fi
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
 }
-trap cleanup EXIT
 
-now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 
@@ -53,9 +47,7 @@ printf '[tls]\nmode = "off"\n\n[database.postgres]\nadmin_url = "%s"\n' "$ADMIN_
 "$BIN" serve --config "$WORK/cantila.toml" --data-dir "$WORK/data" --api-listen "127.0.0.1:$API_PORT" \
     --http-listen 127.0.0.1:0 --https-listen 127.0.0.1:0 >"$WORK/cantila.log" 2>&1 &
 PIDS+=("$!")
-for _ in $(seq 1 100); do [ -s "$WORK/data/admin-token" ] && curl -sf "http://127.0.0.1:$API_PORT/v1/openapi.json" >/dev/null && break; sleep 0.1; done
-export CANTILA_URL="http://127.0.0.1:$API_PORT" CANTILA_TOKEN
-CANTILA_TOKEN=$(cat "$WORK/data/admin-token")
+bench_wait_api "http://127.0.0.1:$API_PORT" "$WORK/data"
 
 "$BIN" projects create bench >/dev/null
 "$BIN" db create bench --engine postgres >/dev/null

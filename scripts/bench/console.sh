@@ -24,33 +24,25 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-need() { command -v "$1" >/dev/null 2>&1 || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
-need nginx nginx
-need curl curl
-need python3 python3
-need chromedriver chromium-driver
-need chromium chromium
+. scripts/bench/lib.sh
+bench_need nginx nginx
+bench_need curl curl
+bench_need python3 python3
+bench_need chromedriver chromium-driver
+bench_need chromium chromium
 
-[ "$BUILD" = 1 ] && cargo build --release --locked -q --bin cantila --example console_bench
+[ "$BUILD" = 1 ] && bench_build --bin cantila --example console_bench
 TARGET=${CARGO_TARGET_DIR:-target}
 BIN=$TARGET/release/cantila
 BENCH=$TARGET/release/examples/console_bench
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+bench_workdir
 
 API_PORT=$(free_port)
 "$BIN" serve --data-dir "$WORK/data" --base-domain bench.test --api-listen "127.0.0.1:$API_PORT" \
     --http-listen "127.0.0.1:$(free_port)" --https-listen "127.0.0.1:$(free_port)" >"$WORK/cantila.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 1 100); do [ -s "$WORK/data/admin-token" ] && curl -sf "http://127.0.0.1:$API_PORT/v1/openapi.json" >/dev/null && break; sleep 0.1; done
-TOKEN=$(cat "$WORK/data/admin-token")
+bench_wait_api "http://127.0.0.1:$API_PORT" "$WORK/data"
+TOKEN=$CANTILA_TOKEN
 CONSOLE="http://127.0.0.1:$API_PORT"
 for i in $(seq 1 "$PROJECTS"); do
     curl -sf -o /dev/null -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \

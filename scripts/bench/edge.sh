@@ -47,32 +47,17 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-need() { command -v "$1" >/dev/null 2>&1 || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
-need wrk wrk
-need nginx nginx
-need curl curl
-need openssl openssl
-need git git
-need python3 python3
-command -v docker >/dev/null || { echo "needs a Docker engine (scripts/ensure-docker.sh)" >&2; exit 1; }
-docker image inspect busybox:latest >/dev/null 2>&1 || { echo "needs busybox:latest (scripts/base-images.sh)" >&2; exit 1; }
+. scripts/bench/lib.sh
+bench_need wrk wrk
+bench_need nginx nginx
+bench_need curl curl
+bench_need openssl openssl
+bench_need git git
+bench_need python3 python3
+bench_need_engine
+bench_build
+bench_workdir
 
-cargo build --release --locked -q
-BIN=${CARGO_TARGET_DIR:-target}/release/cantila
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    if [ -n "${PROJECT_ID:-}" ]; then
-        docker ps -aq --filter "label=cantila.project=$PROJECT_ID" | xargs -r docker rm -f >/dev/null 2>&1 || true
-        docker images -q --filter "label=cantila.project=$PROJECT_ID" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 NGINX_HTTP_PORT=$(free_port)
 NGINX_HTTPS_PORT=$(free_port)
 BASE_DOMAIN=bench.test
@@ -80,12 +65,9 @@ HOST=app.admin.$BASE_DOMAIN
 
 # The app: busybox httpd serving a 100-byte index.html on 8080.
 mkdir -p "$WORK/app/www"
-printf 'FROM busybox:latest\nCOPY www /www\nEXPOSE 8080\nCMD ["httpd", "-f", "-p", "8080", "-h", "/www"]\n' >"$WORK/app/Dockerfile"
 head -c 99 /dev/zero | tr '\0' 'x' >"$WORK/app/www/index.html"
 echo >>"$WORK/app/www/index.html"
-git -C "$WORK/app" init -q -b main
-git -C "$WORK/app" add -A
-git -C "$WORK/app" -c user.name=bench -c user.email=bench@localhost commit -q -m bench
+bench_busybox_app "$WORK/app"
 
 start_daemon() { # tls mode; sets CANTILA_PID, EDGE_HTTP_PORT, EDGE_HTTPS_PORT, CANTILA_URL
     local api_port
@@ -98,8 +80,7 @@ start_daemon() { # tls mode; sets CANTILA_PID, EDGE_HTTP_PORT, EDGE_HTTPS_PORT, 
         --https-listen "127.0.0.1:$EDGE_HTTPS_PORT" >"$WORK/cantila-$1.log" 2>&1 &
     CANTILA_PID=$!
     PIDS+=("$CANTILA_PID")
-    for _ in $(seq 1 100); do [ -s "$WORK/data/admin-token" ] && curl -sf "http://127.0.0.1:$api_port/v1/openapi.json" >/dev/null && break; sleep 0.1; done
-    export CANTILA_URL="http://127.0.0.1:$api_port"
+    bench_wait_api "http://127.0.0.1:$api_port" "$WORK/data"
 }
 rss_mib() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$CANTILA_PID/status"; }
 

@@ -34,32 +34,16 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-need() { command -v "$1" >/dev/null 2>&1 || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
-need curl curl
-need git git
-need python3 python3
-need wrk wrk
-need sqlite3 sqlite3
-command -v docker >/dev/null || { echo "needs a Docker engine (scripts/ensure-docker.sh)" >&2; exit 1; }
-docker image inspect busybox:latest >/dev/null 2>&1 || { echo "needs busybox:latest (scripts/base-images.sh)" >&2; exit 1; }
+. scripts/bench/lib.sh
+bench_need curl curl
+bench_need git git
+bench_need python3 python3
+bench_need wrk wrk
+bench_need sqlite3 sqlite3
+bench_need_engine
+bench_build
+bench_workdir
 
-cargo build --release --locked -q
-BIN=${CARGO_TARGET_DIR:-target}/release/cantila
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    if [ -n "${PROJECT_ID:-}" ]; then
-        docker ps -aq --filter "label=cantila.project=$PROJECT_ID" | xargs -r docker rm -f >/dev/null 2>&1 || true
-        docker images -q --filter "label=cantila.project=$PROJECT_ID" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-now_s() { date +%s.%N; }
 API_PORT=$(free_port)
 EDGE_PORT=$(free_port)
 BASE_DOMAIN=bench.test
@@ -80,7 +64,7 @@ SH
 printf 'FROM busybox:latest\nCOPY www /www\nCOPY chatty.sh /chatty.sh\nEXPOSE 8080\nCMD ["sh", "/chatty.sh"]\n' >"$WORK/app/Dockerfile"
 git -C "$WORK/app" init -q -b main
 git -C "$WORK/app" add -A
-git -C "$WORK/app" -c user.name=bench -c user.email=bench@localhost commit -q -m app
+bench_git "$WORK/app" commit -q -m app
 
 printf '[tls]\nmode = "off"\n' >"$WORK/cantila.toml"
 "$BIN" serve --config "$WORK/cantila.toml" --data-dir "$WORK/data" --base-domain "$BASE_DOMAIN" \
@@ -88,9 +72,7 @@ printf '[tls]\nmode = "off"\n' >"$WORK/cantila.toml"
     --https-listen 127.0.0.1:0 >"$WORK/cantila.log" 2>&1 &
 CANTILA_PID=$!
 PIDS+=("$CANTILA_PID")
-for _ in $(seq 1 100); do [ -s "$WORK/data/admin-token" ] && curl -sf "http://127.0.0.1:$API_PORT/v1/openapi.json" >/dev/null && break; sleep 0.1; done
-export CANTILA_URL="http://127.0.0.1:$API_PORT" CANTILA_TOKEN
-CANTILA_TOKEN=$(cat "$WORK/data/admin-token")
+bench_wait_api "http://127.0.0.1:$API_PORT" "$WORK/data"
 DB="$WORK/data/cantila.db"
 
 PROJECT_ID=$("$BIN" projects create app --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')

@@ -27,30 +27,15 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-need() { command -v "$1" >/dev/null 2>&1 || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
-need curl curl
-need git git
-need python3 python3
-command -v docker >/dev/null || { echo "needs a Docker engine (scripts/ensure-docker.sh)" >&2; exit 1; }
-docker image inspect busybox:latest >/dev/null 2>&1 || { echo "needs busybox:latest (scripts/base-images.sh)" >&2; exit 1; }
-
-if [ -z "${CANTILA_BIN:-}" ]; then
-    cargo build --release --locked -q
-fi
-BIN=${CANTILA_BIN:-${CARGO_TARGET_DIR:-target}/release/cantila}
-WORK=$(mktemp -d)
+. scripts/bench/lib.sh
+bench_need curl curl
+bench_need git git
+bench_need python3 python3
+bench_need_engine
+bench_build
+bench_workdir
 DAEMON_PID=
-cleanup() {
-    [ -n "$DAEMON_PID" ] && kill "$DAEMON_PID" 2>/dev/null && wait "$DAEMON_PID" 2>/dev/null || true
-    if [ -n "${PROJECT_ID:-}" ]; then
-        docker ps -aq --filter "label=cantila.project=$PROJECT_ID" | xargs -r docker rm -f >/dev/null 2>&1 || true
-        docker images -q --filter "label=cantila.project=$PROJECT_ID" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 API_PORT=$(free_port)
 EDGE_PORT=$(free_port)
 export CANTILA_URL="http://127.0.0.1:$API_PORT"
@@ -67,12 +52,8 @@ start_daemon() { # enabled: true|false
         --api-listen "127.0.0.1:$API_PORT" --http-listen "127.0.0.1:$EDGE_PORT" \
         --https-listen 127.0.0.1:0 >>"$WORK/cantila.log" 2>&1 &
     DAEMON_PID=$!
-    for _ in $(seq 1 100); do
-        [ -s "$WORK/data/admin-token" ] && curl -sf "$CANTILA_URL/v1/openapi.json" >/dev/null && break
-        sleep 0.1
-    done
-    export CANTILA_TOKEN
-    CANTILA_TOKEN=$(cat "$WORK/data/admin-token")
+    PIDS+=("$DAEMON_PID")
+    bench_wait_api "$CANTILA_URL" "$WORK/data"
 }
 
 stop_daemon() {
@@ -95,11 +76,8 @@ print("%.3f %.3f" % (c / t / w * 100, d / t / w * 100))' "$((c1 - c0))" "$((d1 -
 }
 
 mkdir -p "$WORK/app/www"
-printf 'FROM busybox:latest\nCOPY www /www\nEXPOSE 8080\nCMD ["httpd", "-f", "-p", "8080", "-h", "/www"]\n' >"$WORK/app/Dockerfile"
 echo ok >"$WORK/app/www/index.html"
-git -C "$WORK/app" init -q -b main
-git -C "$WORK/app" add -A
-git -C "$WORK/app" -c user.name=bench -c user.email=bench@localhost commit -q -m app
+bench_busybox_app "$WORK/app"
 
 start_daemon true
 "$BIN" projects create app >/dev/null

@@ -19,32 +19,19 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-cargo build --release --locked -q
-BIN="${CARGO_TARGET_DIR:-target}/release/cantila"
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    if [ -n "${PROJECT_ID:-}" ]; then
-        docker ps -aq --filter "label=cantila.project=$PROJECT_ID" | xargs -r docker rm -f >/dev/null 2>&1 || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+. scripts/bench/lib.sh
+bench_need openssl openssl
+bench_need_engine
+bench_build
+bench_workdir
 
-now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
-git_app() { git -C "$WORK/app" -c user.name=bench -c user.email=bench@localhost "$@"; }
+git_app() { bench_git "$WORK/app" "$@"; }
 
 # The app: busybox httpd serving one file on 8080.
 mkdir -p "$WORK/app/www"
-printf 'FROM busybox:latest\nCOPY www /www\nEXPOSE 8080\nCMD ["httpd", "-f", "-p", "8080", "-h", "/www"]\n' >"$WORK/app/Dockerfile"
 echo "main 0" >"$WORK/app/www/index.html"
-git_app init -q -b main
-git_app add -A
-git_app commit -q -m "main 0"
+bench_busybox_app "$WORK/app"
 
 API_PORT=$(free_port)
 HTTP_PORT=$(free_port)
@@ -55,9 +42,8 @@ printf '[tls]\nmode = "off"\n[deploy]\ndrain_secs = 1\nstop_grace_secs = 1\n' >"
     --https-listen 127.0.0.1:0 >"$WORK/cantila.log" 2>&1 &
 PIDS+=("$!")
 API="http://127.0.0.1:$API_PORT"
-for _ in $(seq 1 100); do [ -s "$WORK/data/admin-token" ] && curl -sf "$API/v1/openapi.json" >/dev/null && break; sleep 0.1; done
-[ -s "$WORK/data/admin-token" ] || { echo "the daemon did not start:" >&2; cat "$WORK/cantila.log" >&2; exit 1; }
-TOKEN=$(cat "$WORK/data/admin-token")
+bench_wait_api "$API" "$WORK/data" || { cat "$WORK/cantila.log" >&2; exit 1; }
+TOKEN=$CANTILA_TOKEN
 api() { curl -sf -H "Authorization: Bearer $TOKEN" -H "content-type: application/json" "$@"; }
 
 PROJECT_ID=$(api -X POST "$API/v1/projects" -d '{"name":"bench"}' | json_field '["id"]')

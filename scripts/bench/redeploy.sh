@@ -30,54 +30,37 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-need() { command -v "$1" >/dev/null 2>&1 || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
-need curl curl
-need git git
-need python3 python3
-command -v docker >/dev/null || { echo "needs a Docker engine (scripts/ensure-docker.sh)" >&2; exit 1; }
-docker image inspect busybox:latest >/dev/null 2>&1 || { echo "needs busybox:latest (scripts/base-images.sh)" >&2; exit 1; }
-
-cargo build --release --locked -q
-BIN=${CARGO_TARGET_DIR:-target}/release/cantila
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    if [ -n "${PROJECT_ID:-}" ]; then
-        docker ps -aq --filter "label=cantila.project=$PROJECT_ID" | xargs -r docker rm -f >/dev/null 2>&1 || true
-        docker images -q --filter "label=cantila.project=$PROJECT_ID" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+. scripts/bench/lib.sh
+bench_need curl curl
+bench_need git git
+bench_need python3 python3
+bench_need_engine
+bench_build
+bench_workdir
 API_PORT=$(free_port)
 EDGE_PORT=$(free_port)
 BASE_DOMAIN=bench.test
 HOST=app.admin.$BASE_DOMAIN
 
 # The app: busybox httpd serving index.html = "vN " padded to 100 bytes, N the release.
-mkdir -p "$WORK/app/www"
-printf 'FROM busybox:latest\nCOPY www /www\nEXPOSE 8080\nCMD ["httpd", "-f", "-p", "8080", "-h", "/www"]\n' >"$WORK/app/Dockerfile"
-release() { # n: writes and commits version n
+page() { # n: index.html for version n
     python3 -c 'import sys; sys.stdout.write(("v%s " % sys.argv[1]).ljust(99, "x") + "\n")' "$1" >"$WORK/app/www/index.html"
-    git -C "$WORK/app" add -A
-    git -C "$WORK/app" -c user.name=bench -c user.email=bench@localhost commit -q -m "v$1"
 }
-git -C "$WORK/app" init -q -b main
-release 0
+release() { # n: writes and commits version n
+    page "$1"
+    git -C "$WORK/app" add -A
+    bench_git "$WORK/app" commit -q -m "v$1"
+}
+mkdir -p "$WORK/app/www"
+page 0
+bench_busybox_app "$WORK/app"
 
 printf '[tls]\nmode = "off"\n' >"$WORK/cantila.toml"
 "$BIN" serve --config "$WORK/cantila.toml" --data-dir "$WORK/data" --base-domain "$BASE_DOMAIN" \
     --api-listen "127.0.0.1:$API_PORT" --http-listen "127.0.0.1:$EDGE_PORT" \
     --https-listen 127.0.0.1:0 >"$WORK/cantila.log" 2>&1 &
 PIDS+=("$!")
-for _ in $(seq 1 100); do [ -s "$WORK/data/admin-token" ] && curl -sf "http://127.0.0.1:$API_PORT/v1/openapi.json" >/dev/null && break; sleep 0.1; done
-export CANTILA_URL="http://127.0.0.1:$API_PORT" CANTILA_TOKEN
-CANTILA_TOKEN=$(cat "$WORK/data/admin-token")
+bench_wait_api "http://127.0.0.1:$API_PORT" "$WORK/data"
 
 PROJECT_ID=$("$BIN" projects create app --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 "$BIN" git connect app "$WORK/app" --branch main >/dev/null

@@ -17,39 +17,18 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-cargo build --release --locked -q
-BIN="${CARGO_TARGET_DIR:-target}/release/cantila"
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    docker ps -aq --filter label=cantila.bench=1 | xargs -r docker rm -f >/dev/null 2>&1 || true
-    if [ -n "${PROJECT_ID:-}" ]; then
-        docker ps -aq --filter "label=cantila.project=$PROJECT_ID" | xargs -r docker rm -f >/dev/null 2>&1 || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-mkdir -p "$WORK/app/www"
-printf 'FROM busybox:latest\nCOPY www /www\nEXPOSE 8080\nCMD ["httpd", "-f", "-p", "8080", "-h", "/www"]\n' >"$WORK/app/Dockerfile"
-echo "hello" >"$WORK/app/www/index.html"
-git -C "$WORK/app" init -q -b main
-git -C "$WORK/app" add -A
-git -C "$WORK/app" -c user.name=bench -c user.email=bench@localhost commit -q -m bench
+. scripts/bench/lib.sh
+bench_need_engine
+bench_build
+bench_workdir
+bench_busybox_app "$WORK/app"
 
 API_PORT=$(free_port)
 printf '[deploy]\ndrain_secs = 0\n\n[tls]\nmode = "off"\n' >"$WORK/cantila.toml"
 "$BIN" serve --config "$WORK/cantila.toml" --data-dir "$WORK/data" --api-listen "127.0.0.1:$API_PORT" \
     --http-listen 127.0.0.1:0 --https-listen 127.0.0.1:0 >"$WORK/cantila.log" 2>&1 &
 PIDS+=("$!")
-for _ in $(seq 1 100); do [ -s "$WORK/data/admin-token" ] && curl -sf "http://127.0.0.1:$API_PORT/v1/openapi.json" >/dev/null && break; sleep 0.1; done
-export CANTILA_URL="http://127.0.0.1:$API_PORT" CANTILA_TOKEN
-CANTILA_TOKEN=$(cat "$WORK/data/admin-token")
+bench_wait_api "http://127.0.0.1:$API_PORT" "$WORK/data"
 
 PROJECT_ID=$("$BIN" projects create bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 "$BIN" git connect bench "$WORK/app" --branch main >/dev/null

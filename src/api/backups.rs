@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    backup::{self, Backup, Schedule, Target},
+    backup::{self, remote::RemoteCopy, Backup, Schedule, Target},
     error::Error,
     state::AppState,
 };
@@ -57,6 +57,39 @@ pub struct BackupView {
     pub finished_at: Option<String>,
     /// When it was last restored.
     pub restored_at: Option<String>,
+    /// Its copy in S3-compatible storage (`[backups.s3]`); null when none was asked for.
+    pub remote: Option<RemoteView>,
+}
+
+/// The copy of a backup in S3-compatible storage.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteView {
+    /// `pending` (not yet tried, or interrupted), `uploaded` (and verified: size,
+    /// SHA-256, ETag) or `failed` (retried on a timer; the local backup is unaffected).
+    pub status: String,
+    /// The object's key in the bucket.
+    #[schema(example = "cantila/prj_a1b2/bak_9f2c.dump")]
+    pub key: String,
+    /// When the verified upload finished.
+    pub uploaded_at: Option<String>,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+    pub attempts: u32,
+    pub last_attempt_at: Option<String>,
+}
+
+impl From<RemoteCopy> for RemoteView {
+    fn from(remote: RemoteCopy) -> Self {
+        Self {
+            status: remote.status.as_str().to_owned(),
+            key: remote.key,
+            uploaded_at: remote.uploaded_at,
+            error: remote.error,
+            attempts: remote.attempts,
+            last_attempt_at: remote.attempted_at,
+        }
+    }
 }
 
 impl From<Backup> for BackupView {
@@ -75,6 +108,7 @@ impl From<Backup> for BackupView {
             started_at: backup.started_at,
             finished_at: backup.finished_at,
             restored_at: backup.restored_at,
+            remote: backup.remote.map(RemoteView::from),
         }
     }
 }

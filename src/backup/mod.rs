@@ -6,6 +6,7 @@
 //! reason "interrupted", never `completed`.
 
 mod archive;
+pub mod remote;
 
 pub use archive::{sqlite_file_exists, HELPER_KIND};
 pub mod schedule;
@@ -118,6 +119,8 @@ pub struct Backup {
     pub started_at: String,
     pub finished_at: Option<String>,
     pub restored_at: Option<String>,
+    /// The copy in S3-compatible storage; `None` when none was asked for (uploads off).
+    pub remote: Option<remote::RemoteCopy>,
 }
 
 impl Backup {
@@ -281,6 +284,7 @@ async fn begin(
         started_at: clock::now(),
         finished_at: None,
         restored_at: None,
+        remote: None,
     };
     let saved = backup.clone();
     let actor = actor.cloned();
@@ -309,6 +313,7 @@ async fn finish(app: &AppState, project: &Project, backup: Backup) -> Backup {
         Ok(file) => {
             tracing::info!(project = %project.id, backup = %backup.id, bytes = file.size_bytes, "backup completed");
             let file = file.clone();
+            let remote_key = remote::key_for(app, &file.relative);
             app.store
                 .call(move |c| {
                     store::backups::complete(
@@ -318,6 +323,7 @@ async fn finish(app: &AppState, project: &Project, backup: Backup) -> Backup {
                         file.size_bytes,
                         &file.sha256,
                         &now,
+                        remote_key.as_deref(),
                     )
                 })
                 .await
@@ -330,8 +336,14 @@ async fn finish(app: &AppState, project: &Project, backup: Backup) -> Backup {
                 .await
         }
     };
-    if let Err(err) = recorded {
-        tracing::error!(backup = %backup.id, error = %err, "recording a backup's outcome");
+    match recorded {
+        // In the background: the local backup is done, and a caller waiting for it (a
+        // restore's safety backup) never waits for the network.
+        Ok(()) if outcome.is_ok() => remote::spawn_upload(app, backup.id.clone()),
+        Ok(()) => {}
+        Err(err) => {
+            tracing::error!(backup = %backup.id, error = %err, "recording a backup's outcome")
+        }
     }
     let id = backup.id.clone();
     app.store
@@ -405,6 +417,7 @@ pub async fn file_of(
 ) -> Result<(Backup, Project, PathBuf)> {
     let (backup, project) = get(app, actor, backup_id).await?;
     let file = completed_file(app, &backup)?;
+    remote::ensure_local_file(app, &backup, &file).await?;
     Ok((backup, project, file))
 }
 
@@ -455,6 +468,7 @@ pub async fn restore(
             )));
         }
     }
+    remote::ensure_local_file(app, &backup, &file).await?;
     archive::verify(&file, &backup).await?;
     let safety_backup = run_now(app, &project, target, Trigger::Safety).await?;
     if safety_backup.status != BackupStatus::Completed {
@@ -787,6 +801,7 @@ async fn apply_retention(app: &AppState, project: &Project, schedule: &Schedule)
                     }
                 }
             }
+            remote::delete_copy(app, backup).await;
             let account_id = project.account_id.clone();
             app.store
                 .call(move |c| {

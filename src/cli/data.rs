@@ -142,13 +142,19 @@ fn print_backups(backups: &[Value]) {
                 output::cell(b, "status"),
                 output::cell(b, "sizeBytes"),
                 output::cell(b, "startedAt"),
-                output::cell(b, "error"),
+                // The copy in S3 (`[backups.s3]`): pending, uploaded or failed.
+                output::cell(&b["remote"], "status"),
+                match (&b["error"], &b["remote"]["error"]) {
+                    (Value::String(error), _) => error.clone(),
+                    (_, Value::String(upload)) => format!("upload: {upload}"),
+                    _ => "-".to_owned(),
+                },
             ]
         })
         .collect();
     output::print_table(
         &[
-            "ID", "KIND", "OF", "TRIGGER", "STATUS", "BYTES", "STARTED", "ERROR",
+            "ID", "KIND", "OF", "TRIGGER", "STATUS", "BYTES", "STARTED", "REMOTE", "ERROR",
         ],
         &rows,
     );

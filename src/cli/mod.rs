@@ -81,6 +81,8 @@ impl DataDirArgs {
     fn load(&self, overrides: Overrides) -> anyhow::Result<Config> {
         let overrides = Overrides {
             data_dir: self.data_dir.clone(),
+            // Only from the environment: a flag would show the secret in `ps`.
+            s3_secret_access_key: std::env::var("CANTILA_BACKUP_S3_SECRET_ACCESS_KEY").ok(),
             ..overrides
         };
         Ok(Config::load(self.config.as_deref(), overrides)?)
@@ -154,6 +156,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         http_listen: args.http_listen,
         https_listen: args.https_listen,
         base_domain: args.base_domain,
+        s3_secret_access_key: None,
     })?;
     crate::init_logging(&config.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()

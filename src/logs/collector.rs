@@ -226,7 +226,7 @@ impl Resume {
 async fn follow_container(app: &AppState, engine: &Engine, container: StartedContainer) {
     let id = container.id.clone();
     let positions = app
-        .store
+        .log_store
         .call(move |c| {
             Ok((
                 store::runtime_logs::read_position(c, &id, LogStream::Stdout)?,
@@ -345,7 +345,7 @@ pub async fn run(app: AppState, stopped: impl Future<Output = ()>) {
     // One connection for everything: a second one would let a log batch commit between the
     // read and the write of another transaction, which SQLite answers with SQLITE_BUSY. The
     // writer keeps its transactions short instead (batches, pruning in chunks).
-    let store = app.store.clone();
+    let store = app.log_store.clone();
     let startup = app.clone();
     tokio::spawn(async move {
         if let Ok(engine) = startup.engine().await {

@@ -231,7 +231,7 @@ pub async fn read(
 ) -> Result<LogPage> {
     check_target(app, actor, &project_id, &query.filter).await?;
     let (lines, truncated) = app
-        .store
+        .log_store
         .call(move |c| {
             store::runtime_logs::newest(
                 c,
@@ -275,7 +275,7 @@ pub async fn follow(
         FollowFrom::Window => {
             let id = project_id.clone();
             let window_query = query.clone();
-            app.store
+            app.log_store
                 .call(move |c| {
                     // Everything stored so far is either in the window or left out on
                     // purpose; the live part starts after the newest line of any project.
@@ -303,7 +303,7 @@ pub async fn follow(
     let early = std::sync::Mutex::new(Some(early));
     let mut followed = live::replay_then_follow(live::FollowSource {
         fetch_after: move |after| {
-            let store = fetch_app.store.clone();
+            let store = fetch_app.log_store.clone();
             let project_id = fetch_project.clone();
             let filter = fetch_filter.clone();
             async move {

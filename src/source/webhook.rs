@@ -164,6 +164,8 @@ pub struct PullRequestEvent {
     pub branch: String,
     /// The head commit (lowercase hex), when the payload names one.
     pub head_sha: Option<String>,
+    /// The head branch lives in another repository (a fork, or a fork since deleted).
+    pub from_fork: bool,
 }
 
 impl PullRequestEvent {
@@ -173,6 +175,22 @@ impl PullRequestEvent {
         let missing = |what: &str| Error::Invalid(format!("the pull request event has no {what}"));
         let str_at = |pointer: &str| payload.pointer(pointer).and_then(Value::as_str);
         // GitLab's merge request hook keeps everything under `object_attributes`.
+        let from_fork = if payload.get("object_attributes").is_some() {
+            let project = |side: &str| {
+                payload
+                    .pointer(&format!("/object_attributes/{side}_project_id"))
+                    .and_then(Value::as_u64)
+            };
+            matches!((project("source"), project("target")), (Some(source), Some(target)) if source != target)
+        } else {
+            let head_repo = payload.pointer("/pull_request/head/repo");
+            let full_name = |side: &str| str_at(&format!("/pull_request/{side}/repo/full_name"));
+            match (full_name("head"), full_name("base")) {
+                (Some(head), Some(base)) => !head.eq_ignore_ascii_case(base),
+                // GitHub sends `"repo": null` once the fork is deleted.
+                _ => head_repo.is_some_and(Value::is_null),
+            }
+        };
         let (action, number, branch, head_sha) = if payload.get("object_attributes").is_some() {
             (
                 str_at("/object_attributes/action").unwrap_or("update"),
@@ -222,6 +240,7 @@ impl PullRequestEvent {
             number,
             branch: branch.to_owned(),
             head_sha,
+            from_fork,
         })
     }
 }
@@ -460,6 +479,7 @@ mod tests {
                 number,
                 branch: branch.into(),
                 head_sha: sha.map(Into::into),
+                from_fork: false,
             };
         let github = |action: &str| {
             format!(
@@ -512,6 +532,22 @@ mod tests {
                 "{body}"
             );
         }
+        let fork = |head: &str| {
+            format!(
+                r#"{{"action":"opened","number":8,"pull_request":{{"head":{{"ref":"main","sha":"{SHA_A}","repo":{head}}},"base":{{"ref":"main","repo":{{"full_name":"acme/app"}}}}}}}}"#
+            )
+        };
+        let from_fork = |body: String| PullRequestEvent::parse(body.as_bytes()).unwrap().from_fork;
+        assert!(from_fork(fork(r#"{"full_name":"mallory/app"}"#)));
+        assert!(from_fork(fork("null")), "a deleted fork");
+        assert!(!from_fork(fork(r#"{"full_name":"ACME/app"}"#)));
+        let gitlab_fork = |source: u64| {
+            format!(
+                r#"{{"object_attributes":{{"iid":3,"action":"open","source_branch":"fix","source_project_id":{source},"target_project_id":5}}}}"#
+            )
+        };
+        assert!(from_fork(gitlab_fork(9)));
+        assert!(!from_fork(gitlab_fork(5)));
         let bad: [(&str, &str); 5] = [
             ("nope", "not valid JSON"),
             (r#"{"number":1}"#, "`action`"),

@@ -4,15 +4,30 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::{
     assets::Asset,
-    backup::{Backup, BackupKind, BackupStatus, Schedule},
+    backup::{
+        remote::{RemoteCopy, RemoteStatus},
+        Backup, BackupKind, BackupStatus, Schedule,
+    },
     error::Result,
 };
 
-const COLUMNS: &str = "seq, id, project_id, kind, subject, engine, trigger, status, error, file, size_bytes, sha256, started_at, finished_at, restored_at";
+const COLUMNS: &str = "seq, id, project_id, kind, subject, engine, trigger, status, error, file, size_bytes, sha256, started_at, finished_at, restored_at, remote_status, remote_key, remote_error, remote_attempts, remote_attempted_at, remote_uploaded_at";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Backup)> {
     let kind: String = row.get(3)?;
     let status: String = row.get(7)?;
+    let remote_status: Option<String> = row.get(15)?;
+    let remote = match (remote_status, row.get::<_, Option<String>>(16)?) {
+        (Some(status), Some(key)) => Some(RemoteCopy {
+            status: RemoteStatus::parse(&status),
+            key,
+            error: row.get(17)?,
+            attempts: row.get(18)?,
+            attempted_at: row.get(19)?,
+            uploaded_at: row.get(20)?,
+        }),
+        _ => None,
+    };
     Ok((
         row.get(0)?,
         Backup {
@@ -34,6 +49,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Backup)> {
             started_at: row.get(12)?,
             finished_at: row.get(13)?,
             restored_at: row.get(14)?,
+            remote,
         },
     ))
 }
@@ -99,6 +115,7 @@ pub fn of_project(connection: &Connection, project_id: &str) -> Result<Vec<Backu
     Ok(rows.into_iter().map(|(_, backup)| backup).collect())
 }
 
+/// Records a finished file; with `remote_key`, its copy is `pending` upload under that key.
 pub fn complete(
     connection: &Connection,
     id: &str,
@@ -106,13 +123,57 @@ pub fn complete(
     size_bytes: i64,
     sha256: &str,
     at: &str,
+    remote_key: Option<&str>,
 ) -> Result<()> {
     connection.execute(
-        "UPDATE backups SET status = 'completed', file = ?2, size_bytes = ?3, sha256 = ?4, finished_at = ?5
+        "UPDATE backups SET status = 'completed', file = ?2, size_bytes = ?3, sha256 = ?4, finished_at = ?5,
+             remote_status = CASE WHEN ?6 IS NULL THEN NULL ELSE 'pending' END, remote_key = ?6
          WHERE id = ?1 AND status = 'running'",
-        params![id, file, size_bytes, sha256, at],
+        params![id, file, size_bytes, sha256, at, remote_key],
     )?;
     Ok(())
+}
+
+/// Records the outcome of one upload attempt (`uploaded` or `failed`); returns the status
+/// it had before, or `None` when the backup is gone.
+pub fn record_upload(
+    connection: &Connection,
+    id: &str,
+    status: RemoteStatus,
+    error: Option<&str>,
+    at: &str,
+) -> Result<Option<RemoteStatus>> {
+    let before: Option<Option<String>> = connection
+        .query_row(
+            "SELECT remote_status FROM backups WHERE id = ?1",
+            [id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let Some(Some(before)) = before else {
+        return Ok(None);
+    };
+    connection.execute(
+        "UPDATE backups SET remote_status = ?2, remote_error = ?3, remote_attempts = remote_attempts + 1,
+             remote_attempted_at = ?4,
+             remote_uploaded_at = CASE WHEN ?2 = 'uploaded' THEN ?4 ELSE remote_uploaded_at END
+         WHERE id = ?1",
+        params![id, status.as_str(), error, at],
+    )?;
+    Ok(Some(RemoteStatus::parse(&before)))
+}
+
+/// Completed backups whose copy is pending or failed, oldest first: what the retry pass
+/// uploads.
+pub fn uploads_due(connection: &Connection) -> Result<Vec<String>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT id FROM backups WHERE remote_status IN ('pending', 'failed') AND status = 'completed'
+         ORDER BY seq",
+    )?;
+    let rows = statement
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(rows)
 }
 
 pub fn fail(connection: &Connection, id: &str, reason: &str, at: &str) -> Result<()> {

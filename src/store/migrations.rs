@@ -295,6 +295,18 @@ const STEPS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX metric_preview_edge_points_by_age
         ON metric_preview_edge_points(resolution, at);",
+    // 11 (s3: backup copies in S3-compatible storage): the remote copy of a completed
+    // backup: its object key, whether it is uploaded (verified), pending or failed (and
+    // why), and its attempts. NULL status: no copy was asked for (uploads were off).
+    "ALTER TABLE backups ADD COLUMN remote_status TEXT
+        CHECK (remote_status IN ('pending', 'uploaded', 'failed'));
+    ALTER TABLE backups ADD COLUMN remote_key TEXT;
+    ALTER TABLE backups ADD COLUMN remote_error TEXT;
+    ALTER TABLE backups ADD COLUMN remote_attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE backups ADD COLUMN remote_attempted_at TEXT;
+    ALTER TABLE backups ADD COLUMN remote_uploaded_at TEXT;
+    CREATE INDEX backups_by_remote_status ON backups(remote_status)
+        WHERE remote_status IN ('pending', 'failed');",
 ];
 
 /// The schema version this binary writes.

@@ -89,6 +89,8 @@ pub enum OpenError {
 #[derive(Clone)]
 pub struct Store {
     connection: Arc<Mutex<Connection>>,
+    /// The database file, so a companion connection can be opened to it.
+    path: Arc<PathBuf>,
 }
 
 impl std::fmt::Debug for Store {
@@ -106,34 +108,26 @@ impl Store {
             source,
         })?;
         let path = data_dir.join("cantila.db");
-        let sqlite_error = |source| OpenError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let mut connection = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(sqlite_error)?;
+        let mut connection = connect(&path)?;
         restrict_to_owner(&path).map_err(|source| OpenError::DataDir {
             path: path.clone(),
             source,
         })?;
-        connection
-            .busy_timeout(Duration::from_secs(5))
-            .map_err(sqlite_error)?;
-        connection
-            .execute_batch(
-                "PRAGMA journal_mode = WAL;
-                 PRAGMA synchronous = FULL;
-                 PRAGMA foreign_keys = ON;",
-            )
-            .map_err(sqlite_error)?;
         migrations::migrate(&mut connection, &path)?;
         Ok(Self {
             connection: Arc::new(Mutex::new(connection)),
+            path: Arc::new(path),
+        })
+    }
+
+    /// A second connection to the same, already migrated, database with a lock of its
+    /// own: work queued on one never waits for work queued on the other. SQLite still
+    /// admits one writer at a time, but in WAL mode readers run beside it, and writes wait
+    /// for each other (`busy_timeout`) for the milliseconds a transaction takes.
+    pub fn companion(&self) -> Result<Self, OpenError> {
+        Ok(Self {
+            connection: Arc::new(Mutex::new(connect(&self.path)?)),
+            path: Arc::clone(&self.path),
         })
     }
 
@@ -194,6 +188,36 @@ impl Store {
     }
 }
 
+/// Opens a connection to the database at `path` with the house settings.
+fn connect(path: &Path) -> Result<Connection, OpenError> {
+    let sqlite_error = |source| OpenError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    let mut connection = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite_error)?;
+    connection
+        .busy_timeout(Duration::from_secs(5))
+        .map_err(sqlite_error)?;
+    connection
+        .execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;",
+        )
+        .map_err(sqlite_error)?;
+    // Transactions take the write lock when they begin. A deferred one that read first
+    // would fail at once (SQLITE_BUSY_SNAPSHOT) if the companion connection committed in
+    // between, where waiting on `busy_timeout` is what is wanted.
+    connection.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
+    Ok(connection)
+}
+
 /// True when `err` is a UNIQUE or PRIMARY KEY violation, for mapping to a 409.
 pub(crate) fn is_unique_violation(err: &rusqlite::Error) -> bool {
     matches!(err, rusqlite::Error::SqliteFailure(failure, _)
@@ -224,6 +248,74 @@ fn restrict_to_owner(_path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_companion_reads_beside_a_writer_and_its_writes_wait_their_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let companion = store.companion().unwrap();
+        store
+            .call_blocking(|c| Ok(c.execute_batch("CREATE TABLE scratch (n INTEGER)")?))
+            .unwrap();
+        let count = |store: &Store| {
+            store
+                .call_blocking(|c| {
+                    Ok(c.query_row("SELECT count(*) FROM scratch", [], |row| {
+                        row.get::<_, i64>(0)
+                    })?)
+                })
+                .unwrap()
+        };
+        let (holding_tx, holding) = std::sync::mpsc::channel();
+        let (commit_tx, commit) = std::sync::mpsc::channel::<()>();
+        let writer = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                store
+                    .call_blocking(|c| {
+                        let tx = c.transaction()?;
+                        tx.execute("INSERT INTO scratch VALUES (1)", [])?;
+                        holding_tx.send(()).unwrap();
+                        commit.recv().unwrap();
+                        tx.commit()?;
+                        Ok(())
+                    })
+                    .unwrap();
+            })
+        };
+        holding.recv().unwrap();
+        // The writer holds its transaction open: the companion still reads, and sees only
+        // what was committed.
+        assert_eq!(count(&companion), 0);
+        let second_writer = {
+            let companion = companion.clone();
+            std::thread::spawn(move || {
+                companion
+                    .call_blocking(|c| {
+                        let tx = c.transaction()?;
+                        let seen: i64 =
+                            tx.query_row("SELECT count(*) FROM scratch", [], |row| row.get(0))?;
+                        tx.execute("INSERT INTO scratch VALUES (?1)", [seen + 1])?;
+                        tx.commit()?;
+                        Ok(())
+                    })
+                    .unwrap();
+            })
+        };
+        commit_tx.send(()).unwrap();
+        writer.join().unwrap();
+        second_writer.join().unwrap();
+        // The companion's transaction began after the first commit (immediate mode), so it
+        // read one row and wrote the second, instead of failing on a stale snapshot.
+        let rows: Vec<i64> = store
+            .call_blocking(|c| {
+                let mut statement = c.prepare("SELECT n FROM scratch ORDER BY n")?;
+                let rows = statement.query_map([], |row| row.get(0))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .unwrap();
+        assert_eq!(rows, [1, 2]);
+    }
 
     #[test]
     fn opens_with_the_house_pragmas_and_private_files() {

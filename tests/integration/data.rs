@@ -678,6 +678,7 @@ async fn a_crash_during_a_backup_leaves_it_failed_and_its_partial_file_removed()
         started_at: cantila::clock::now(),
         finished_at: None,
         restored_at: None,
+        remote: None,
     };
     store
         .call_blocking(|c| cantila::store::backups::insert(c, &backup))

@@ -18,7 +18,11 @@ use crate::{
 struct PrivateEngine {
     dir: PathBuf,
     /// Its own default bridge. `--bridge=none` would make dockerd delete the host's
-    /// `docker0`, which the shared engine's builds need, so it gets one of its own.
+    /// `docker0`, which the shared engine's builds need, so it gets one of its own. For the
+    /// same reason it has no `--default-address-pool`: dockerd 20.10, restarting with a
+    /// stale default network and address pools configured, removes `docker0` by name.
+    /// Without them its networks come from the default pools, skipping every subnet the
+    /// host already routes, so they cannot collide with the shared engine's.
     bridge: String,
     daemon: Option<Child>,
 }
@@ -71,8 +75,6 @@ impl PrivateEngine {
             .args([
                 "--iptables=false",
                 "--ip-masq=false",
-                "--default-address-pool",
-                "base=10.213.0.0/16,size=24",
                 "--containerd-namespace",
                 "cantila-test-engine",
                 "--containerd-plugins-namespace",
@@ -201,6 +203,7 @@ fn running_instances(engine: &PrivateEngine, project_id: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn service_returns_after_an_instance_is_killed_and_after_dockerd_restarts() {
+    let shared_bridge_up = ip(&["link", "show", "docker0"]);
     let mut engine = PrivateEngine::start().await;
     copy_image(&engine, "busybox:latest");
     let socket: &Path = &engine.socket();
@@ -268,4 +271,10 @@ async fn service_returns_after_an_instance_is_killed_and_after_dockerd_restarts(
     assert_eq!(listed["instances"][0]["state"], "healthy", "{listed}");
     drop(daemon);
     drop(engine);
+    // The shared engine's builds need its bridge; restarting the private one must leave
+    // it alone.
+    assert!(
+        !shared_bridge_up || ip(&["link", "show", "docker0"]),
+        "the private engine's restart removed the shared engine's docker0"
+    );
 }

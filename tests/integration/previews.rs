@@ -468,6 +468,27 @@ async fn previews_are_capped_expire_follow_opted_in_branches_and_stay_in_their_a
         "{}",
         full.text
     );
+    // A pull request from a fork is never built: its code would run with the project's
+    // env. The delivery says so, and nothing is created.
+    let mut from_fork = pull_request("opened", 11, "main", &gamma);
+    from_fork["pull_request"]["head"]["repo"] = json!({ "full_name": "mallory/site" });
+    from_fork["pull_request"]["base"]["repo"] = json!({ "full_name": "acme/site" });
+    let refused = send_webhook(
+        &daemon,
+        &project_id,
+        &secret,
+        "pull_request",
+        "delivery-fork",
+        from_fork,
+    )
+    .await
+    .expect(200);
+    assert_eq!(refused.body["status"], "ignored", "{}", refused.text);
+    assert!(
+        refused.body["reason"].as_str().unwrap().contains("fork"),
+        "{}",
+        refused.text
+    );
     // From a webhook the cap is the delivery's recorded outcome.
     let capped = send_webhook(
         &daemon,
@@ -878,19 +899,6 @@ fn process_app(body: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// One request through the edge by plain HTTP (TLS is off in this daemon).
-async fn edge_get(daemon: &TestDaemon, host: &str, path: &str) -> (u16, String) {
-    let res = reqwest::Client::new()
-        .get(format!("http://{}{path}", daemon.http))
-        .header("host", host)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    (status, res.text().await.unwrap())
-}
-
 /// The texts of a logs read.
 async fn log_texts(daemon: &TestDaemon, project_id: &str, query: &str) -> Vec<String> {
     daemon
@@ -1046,18 +1054,22 @@ async fn a_preview_runs_every_process_type_and_keeps_its_logs_and_metrics_to_its
     // view shows none of them.
     for _ in 0..3 {
         assert_eq!(
-            edge_get(&daemon, &preview_host, "/cgi-bin/say?from-preview").await,
+            daemon
+                .edge_get(&preview_host, "/cgi-bin/say?from-preview")
+                .await,
             (200, "ok\n".to_owned())
         );
     }
     for _ in 0..2 {
         assert_eq!(
-            edge_get(&daemon, main_host, "/cgi-bin/say?from-production").await,
+            daemon
+                .edge_get(main_host, "/cgi-bin/say?from-production")
+                .await,
             (200, "ok\n".to_owned())
         );
     }
     assert_eq!(
-        edge_get(&daemon, &preview_host, "/").await,
+        daemon.edge_get(&preview_host, "/").await,
         (200, "topic\n".to_owned())
     );
     let preview_query = format!("preview={preview_id}");
@@ -1341,11 +1353,13 @@ async fn a_preview_gets_none_of_the_projects_volumes_or_database() {
 
     // Production sees its database and both volumes; the preview sees none of them.
     assert_eq!(
-        edge_get(&daemon, "keeper.admin.test.local", "/data.txt").await,
+        daemon
+            .edge_get("keeper.admin.test.local", "/data.txt")
+            .await,
         (200, "db=sqlite:///data/app.db files=1 data=1\n".to_owned())
     );
     assert_eq!(
-        edge_get(&daemon, &preview_host, "/data.txt").await,
+        daemon.edge_get(&preview_host, "/data.txt").await,
         (200, "db= files=0 data=0\n".to_owned())
     );
 
@@ -1362,7 +1376,7 @@ async fn a_preview_gets_none_of_the_projects_volumes_or_database() {
     let backup = crate::data::wait_backup(&daemon, backup["id"].as_str().unwrap()).await;
     assert_eq!(backup["status"], "completed", "{backup}");
     assert_eq!(
-        edge_get(&daemon, &preview_host, "/").await,
+        daemon.edge_get(&preview_host, "/").await,
         (200, "topic\n".to_owned())
     );
 

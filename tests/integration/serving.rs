@@ -25,27 +25,16 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
-async fn edge_get(daemon: &TestDaemon, host: &str, path: &str) -> (u16, String) {
-    let res = client()
-        .get(format!("http://{}{path}", daemon.http))
-        .header("host", host)
-        .send()
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    (status, res.text().await.unwrap())
-}
-
 #[tokio::test]
 async fn apps_and_static_sites_answer_on_their_hostnames() {
     let daemon = TestDaemon::start().await;
-    let (status, body) = edge_get(&daemon, "nobody.example.com", "/").await;
+    let (status, body) = daemon.edge_get("nobody.example.com", "/").await;
     assert_eq!(status, 404);
     assert!(body.contains("nobody.example.com"), "{body}");
 
     // A project that was never deployed answers 503 naming its state.
     daemon.create_project("idle").await;
-    let (status, body) = edge_get(&daemon, "idle.admin.test.local", "/").await;
+    let (status, body) = daemon.edge_get("idle.admin.test.local", "/").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("created"), "{body}");
 
@@ -53,7 +42,7 @@ async fn apps_and_static_sites_answer_on_their_hostnames() {
     let (project_id, _) = daemon.connected_project("web", &repo).await;
     let deploy = daemon.deploy(&project_id, None).await;
     assert_eq!(deploy["status"], "running", "{deploy}");
-    let (status, body) = edge_get(&daemon, "WEB.admin.test.local:80", "/").await;
+    let (status, body) = daemon.edge_get("WEB.admin.test.local:80", "/").await;
     assert_eq!((status, body.as_str()), (200, "served by the edge\n"));
 
     // An alias routes at once, is unique across accounts, and is listed with the domains.
@@ -66,7 +55,7 @@ async fn apps_and_static_sites_answer_on_their_hostnames() {
         )
         .await
         .expect(201);
-    let (status, body) = edge_get(&daemon, "www.example.test", "/").await;
+    let (status, body) = daemon.edge_get("www.example.test", "/").await;
     assert_eq!((status, body.as_str()), (200, "served by the edge\n"));
     let other = daemon.other_account_token("rival", cantila::names::Scope::Admin);
     let rival = daemon
@@ -139,7 +128,7 @@ async fn apps_and_static_sites_answer_on_their_hostnames() {
         .delete(&format!("{aliases}/www.example.test"), &daemon.admin_token)
         .await
         .expect(204);
-    assert_eq!(edge_get(&daemon, "www.example.test", "/").await.0, 404);
+    assert_eq!(daemon.edge_get("www.example.test", "/").await.0, 404);
     daemon
         .delete(&format!("{aliases}/www.example.test"), &daemon.admin_token)
         .await
@@ -180,16 +169,16 @@ async fn apps_and_static_sites_answer_on_their_hostnames() {
         .await
         .expect(200);
     assert_eq!(
-        edge_get(&daemon, "handbook.admin.test.local", "/").await.0,
+        daemon.edge_get("handbook.admin.test.local", "/").await.0,
         200
     );
-    assert_eq!(edge_get(&daemon, "docs.admin.test.local", "/").await.0, 404);
+    assert_eq!(daemon.edge_get("docs.admin.test.local", "/").await.0, 404);
     daemon
         .delete(&format!("/v1/projects/{site_id}"), &daemon.admin_token)
         .await
         .expect(204);
     assert_eq!(
-        edge_get(&daemon, "handbook.admin.test.local", "/").await.0,
+        daemon.edge_get("handbook.admin.test.local", "/").await.0,
         404
     );
     cleanup(&project_id).await;
@@ -266,7 +255,7 @@ async fn a_redeploy_under_steady_traffic_fails_no_request() {
         );
         let deploy = daemon.deploy(&project_id, None).await;
         assert_eq!(deploy["status"], "running", "{deploy}");
-        let (_, body) = edge_get(&daemon, "steady.admin.test.local", "/").await;
+        let (_, body) = daemon.edge_get("steady.admin.test.local", "/").await;
         assert_eq!(body, format!("version {version}\n"));
     }
     // Past the drain of the last release too.
@@ -370,7 +359,7 @@ async fn an_alias_gets_a_certificate_from_an_acme_ca_and_serves_https() {
     // Plain HTTP now redirects to HTTPS, except the ACME challenge path.
     let mut redirected = false;
     for _ in 0..100 {
-        let (status, _) = edge_get(&daemon, host, "/").await;
+        let (status, _) = daemon.edge_get(host, "/").await;
         if status == 308 {
             redirected = true;
             break;
@@ -419,7 +408,7 @@ async fn scaling_out_in_to_zero_and_resizing_needs_no_rebuild() {
     assert!(listed.iter().all(|i| i["state"] == "healthy"), "{listed:?}");
     for _ in 0..10 {
         assert_eq!(
-            edge_get(&daemon, host, "/").await,
+            daemon.edge_get(host, "/").await,
             (200, "scaled\n".to_owned())
         );
     }
@@ -458,7 +447,7 @@ async fn scaling_out_in_to_zero_and_resizing_needs_no_rebuild() {
         .expect(200)
         .body;
     assert_eq!(project["status"], "stopped");
-    let (status, body) = edge_get(&daemon, host, "/").await;
+    let (status, body) = daemon.edge_get(host, "/").await;
     assert_eq!(status, 503);
     assert!(body.contains("stopped"), "{body}");
     assert!(instances(&daemon, &project_id).await.is_empty());
@@ -470,7 +459,7 @@ async fn scaling_out_in_to_zero_and_resizing_needs_no_rebuild() {
         .body;
     assert_eq!(project["status"], "running");
     assert_eq!(
-        edge_get(&daemon, host, "/").await,
+        daemon.edge_get(host, "/").await,
         (200, "scaled\n".to_owned())
     );
     let deploys = daemon
@@ -509,7 +498,7 @@ async fn a_removed_instance_is_replaced_and_service_returns() {
     let host = "resilient.admin.test.local";
     let mut back = false;
     for _ in 0..300 {
-        if edge_get(&daemon, host, "/").await == (200, "resilient\n".to_owned()) {
+        if daemon.edge_get(host, "/").await == (200, "resilient\n".to_owned()) {
             back = true;
             break;
         }
@@ -553,7 +542,7 @@ async fn rollback_re_releases_an_earlier_deploy_without_a_rebuild() {
     let second = daemon.deploy(&project_id, None).await;
     assert_eq!(second["status"], "running");
     let host = "undo.admin.test.local";
-    assert_eq!(edge_get(&daemon, host, "/").await.1, "release two\n");
+    assert_eq!(daemon.edge_get(host, "/").await.1, "release two\n");
 
     let queued = daemon
         .post(&rollback, &daemon.admin_token, json!({}))
@@ -571,9 +560,9 @@ async fn rollback_re_releases_an_earlier_deploy_without_a_rebuild() {
         "the earlier image, not a new one"
     );
     assert_eq!(rolled["commitSha"], first["commitSha"]);
-    assert_eq!(edge_get(&daemon, host, "/").await.1, "release one\n");
+    assert_eq!(daemon.edge_get(host, "/").await.1, "release one\n");
     // The env snapshot of the first release came back with it (GREETING was unset then).
-    assert_eq!(edge_get(&daemon, host, "/env.txt").await.1, "\n");
+    assert_eq!(daemon.edge_get(host, "/env.txt").await.1, "\n");
     let log = crate::deploys::events_text(&daemon, rolled["id"].as_str().unwrap()).await;
     assert!(
         log.contains("no rebuild") && !log.contains("Step 1/"),
@@ -594,8 +583,8 @@ async fn rollback_re_releases_an_earlier_deploy_without_a_rebuild() {
         .wait_deploy(forward["deployId"].as_str().unwrap())
         .await;
     assert_eq!(forward["status"], "running", "{forward}");
-    assert_eq!(edge_get(&daemon, host, "/").await.1, "release two\n");
-    assert_eq!(edge_get(&daemon, host, "/env.txt").await.1, "second\n");
+    assert_eq!(daemon.edge_get(host, "/").await.1, "release two\n");
+    assert_eq!(daemon.edge_get(host, "/env.txt").await.1, "second\n");
     let res = daemon
         .post(
             &rollback,
@@ -647,7 +636,7 @@ async fn a_crash_during_a_release_keeps_the_previous_release_serving() {
             .is_empty(),
         "the half-released instance is gone"
     );
-    let (status, body) = edge_get(&daemon, "sturdy.admin.test.local", "/").await;
+    let (status, body) = daemon.edge_get("sturdy.admin.test.local", "/").await;
     assert_eq!(
         (status, body.as_str()),
         (200, "the stable release\n"),
@@ -701,7 +690,7 @@ async fn old_images_are_pruned_beyond_the_kept_releases() {
         "{rolled}"
     );
     assert_eq!(
-        edge_get(&daemon, "pruned.admin.test.local", "/").await.1,
+        daemon.edge_get("pruned.admin.test.local", "/").await.1,
         "image 3\n"
     );
     cleanup(&project_id).await;
@@ -766,7 +755,7 @@ async fn procfile_workers_run_beside_web_with_their_own_counts_and_are_never_rou
     );
     for _ in 0..10 {
         assert_eq!(
-            edge_get(&daemon, host, "/").await,
+            daemon.edge_get(host, "/").await,
             (200, "web answers\n".to_owned())
         );
     }
@@ -871,7 +860,7 @@ async fn procfile_workers_run_beside_web_with_their_own_counts_and_are_never_rou
         .iter()
         .all(|w| w["address"].as_str().is_some_and(|a| !a.contains(':'))));
     assert_eq!(
-        edge_get(&daemon, host, "/").await,
+        daemon.edge_get(host, "/").await,
         (200, "web answers again\n".to_owned())
     );
 
@@ -905,7 +894,7 @@ async fn procfile_workers_run_beside_web_with_their_own_counts_and_are_never_rou
     assert_eq!(project["instances"], 0);
     assert!(of_process(&daemon, &project_id, "web").await.is_empty());
     assert_eq!(of_process(&daemon, &project_id, "worker").await.len(), 1);
-    let (status, body) = edge_get(&daemon, host, "/").await;
+    let (status, body) = daemon.edge_get(host, "/").await;
     assert_eq!(status, 503, "{body}");
     cleanup(&project_id).await;
 }
@@ -917,6 +906,18 @@ async fn edge_response(daemon: &TestDaemon, host: &str, path: &str) -> reqwest::
         .send()
         .await
         .unwrap()
+}
+
+fn borrowed(files: &[(String, String)]) -> Vec<(&str, &str)> {
+    files
+        .iter()
+        .map(|(path, text)| (path.as_str(), text.as_str()))
+        .collect()
+}
+
+/// A repository of `app_with_assets`' files.
+fn repo_of(files: &[(String, String)]) -> Repo {
+    Repo::new(&borrowed(files))
 }
 
 /// A container app whose image answers every path itself (from `/srv/app`), beside an
@@ -943,12 +944,7 @@ fn app_with_assets(dir: &str, version: &str) -> Vec<(String, String)> {
 #[tokio::test]
 async fn a_container_apps_asset_files_are_answered_by_the_edge_and_everything_else_by_the_app() {
     let daemon = TestDaemon::start_with(|c| c.deploy.drain_secs = 0).await;
-    let files = app_with_assets("public", "one");
-    let borrowed: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(path, text)| (path.as_str(), text.as_str()))
-        .collect();
-    let repo = Repo::new(&borrowed);
+    let repo = repo_of(&app_with_assets("public", "one"));
     let (project_id, _) = daemon.connected_project("shelf", &repo).await;
     let first = daemon.deploy(&project_id, None).await;
     assert_eq!(first["status"], "running", "{first}");
@@ -971,20 +967,20 @@ async fn a_container_apps_asset_files_are_answered_by_the_edge_and_everything_el
         .await
         .unwrap();
     assert_eq!(revalidated.status(), 304);
-    assert_eq!(edge_get(&daemon, host, "/img/logo.svg").await.1, "<svg/>");
+    assert_eq!(daemon.edge_get(host, "/img/logo.svg").await.1, "<svg/>");
 
     // Everything the edge does not hold goes to the app: its root, its own files, paths
     // that only look like assets, directories, and methods other than GET and HEAD.
     assert_eq!(
-        edge_get(&daemon, host, "/").await,
+        daemon.edge_get(host, "/").await,
         (200, "from the app".to_owned())
     );
     assert_eq!(
-        edge_get(&daemon, host, "/static/site.css").await,
+        daemon.edge_get(host, "/static/site.css").await,
         (200, "the app's static css".to_owned())
     );
-    assert_eq!(edge_get(&daemon, host, "/missing.css").await.0, 404);
-    assert_eq!(edge_get(&daemon, host, "/img/").await.0, 404);
+    assert_eq!(daemon.edge_get(host, "/missing.css").await.0, 404);
+    assert_eq!(daemon.edge_get(host, "/img/").await.0, 404);
     let posted = client()
         .post(format!("http://{}/site.css", daemon.http))
         .header("host", host)
@@ -994,15 +990,10 @@ async fn a_container_apps_asset_files_are_answered_by_the_edge_and_everything_el
     assert_ne!(posted.text().await.unwrap(), "edge css one");
 
     // A redeploy serves its own files; a rollback serves the earlier release's again.
-    let changed = app_with_assets("public", "two");
-    let borrowed: Vec<(&str, &str)> = changed
-        .iter()
-        .map(|(path, text)| (path.as_str(), text.as_str()))
-        .collect();
-    repo.commit(&borrowed, "restyle");
+    repo.commit(&borrowed(&app_with_assets("public", "two")), "restyle");
     let second = daemon.deploy(&project_id, None).await;
     assert_eq!(second["status"], "running", "{second}");
-    assert_eq!(edge_get(&daemon, host, "/site.css").await.1, "edge css two");
+    assert_eq!(daemon.edge_get(host, "/site.css").await.1, "edge css two");
     let queued = daemon
         .post(
             &format!("/v1/projects/{project_id}/rollback"),
@@ -1016,27 +1007,19 @@ async fn a_container_apps_asset_files_are_answered_by_the_edge_and_everything_el
         .wait_deploy(queued["deployId"].as_str().unwrap())
         .await;
     assert_eq!(rolled["status"], "running", "{rolled}");
-    assert_eq!(edge_get(&daemon, host, "/site.css").await.1, "edge css one");
+    assert_eq!(daemon.edge_get(host, "/site.css").await.1, "edge css one");
 
     // `static/` is served under `/static/`, and listed by that URL path.
-    let files = app_with_assets("static", "three");
-    let borrowed: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(path, text)| (path.as_str(), text.as_str()))
-        .collect();
-    let flask_like = Repo::new(&borrowed);
+    let flask_like = repo_of(&app_with_assets("static", "three"));
     let (flask_id, _) = daemon.connected_project("flaskish", &flask_like).await;
     let deploy = daemon.deploy(&flask_id, None).await;
     assert_eq!(deploy["status"], "running", "{deploy}");
     let host = "flaskish.admin.test.local";
     assert_eq!(
-        edge_get(&daemon, host, "/static/site.css").await.1,
+        daemon.edge_get(host, "/static/site.css").await.1,
         "edge css three"
     );
-    assert_eq!(
-        edge_get(&daemon, host, "/site.css").await.1,
-        "the app's css"
-    );
+    assert_eq!(daemon.edge_get(host, "/site.css").await.1, "the app's css");
     let listed = daemon
         .get(
             &format!("/v1/projects/{flask_id}/assets"),

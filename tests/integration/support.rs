@@ -197,6 +197,23 @@ impl TestDaemon {
         read(request.send().await.expect("request sent")).await
     }
 
+    /// One GET through the edge's plain-HTTP listener with `host` as the Host header,
+    /// redirects not followed: the status and the body.
+    pub async fn edge_get(&self, host: &str, path: &str) -> (u16, String) {
+        let response = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client")
+            .get(format!("http://{}{path}", self.http))
+            .header("host", host)
+            .send()
+            .await
+            .expect("edge request sent");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("edge body"))
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> Res {
         self.call(Method::GET, path, Some(token), None).await
     }
