@@ -26,18 +26,14 @@ done
 
 ENDPOINT=$(scripts/ensure-s3.sh | tail -n 1)
 PY="${MOTO_VENV:-/opt/cantila-tools/s3-venv}/bin/python"
-if [ -z "${BIN:-}" ]; then
-    cargo build --release --locked -q
-    BIN="${CARGO_TARGET_DIR:-target}/release/cantila"
-fi
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
+. scripts/bench/lib.sh
+bench_need_engine
+bench_build
+bench_workdir
+bench_cleanup_extra() {
     if [ -n "${CANTILA_TOKEN:-}" ]; then
         "$BIN" volumes delete bench files --confirm bench >/dev/null 2>&1 || true
     fi
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
     # moto keeps objects in memory: the bench's bucket goes with it.
     if [ -n "${BUCKET:-}" ]; then
         "$PY" - "$ENDPOINT" "$BUCKET" <<'PYTHON' || true
@@ -51,12 +47,8 @@ for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
 client.delete_bucket(Bucket=bucket)
 PYTHON
     fi
-    rm -rf "$WORK"
 }
-trap cleanup EXIT
 
-now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 mbps() { python3 -c "print(f'{$1 / 1048576 / ($2 / 1000):.1f}')"; }
@@ -80,9 +72,7 @@ TOML
 CANTILA_BACKUP_S3_SECRET_ACCESS_KEY=testing "$BIN" serve --config "$WORK/cantila.toml" --data-dir "$WORK/data" \
     --api-listen "127.0.0.1:$API_PORT" --http-listen 127.0.0.1:0 --https-listen 127.0.0.1:0 >"$WORK/cantila.log" 2>&1 &
 PIDS+=("$!")
-for _ in $(seq 1 100); do [ -s "$WORK/data/admin-token" ] && curl -sf "http://127.0.0.1:$API_PORT/v1/openapi.json" >/dev/null && break; sleep 0.1; done
-export CANTILA_URL="http://127.0.0.1:$API_PORT" CANTILA_TOKEN
-CANTILA_TOKEN=$(cat "$WORK/data/admin-token")
+bench_wait_api "http://127.0.0.1:$API_PORT" "$WORK/data"
 
 "$BIN" projects create bench >/dev/null
 "$BIN" volumes create bench files --mount /srv/files >/dev/null
