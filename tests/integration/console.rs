@@ -1299,10 +1299,12 @@ async fn console_runtime_logs_follow_live_filter_and_stop_following_when_scrolle
         .await
         .unwrap();
     browser.find("#logs-follow").await.click().await.unwrap();
+    // "N lines." (with the full stop) is the plain read's own summary; the live view that
+    // it replaced counts without one.
     browser
         .wait_text(
             "[data-testid=logs-connection]",
-            " lines",
+            " lines.",
             Duration::from_secs(15),
         )
         .await;

@@ -116,10 +116,12 @@ export async function logsSection({ project, signal }) {
         return fetch(url, { headers, signal: runSignal, cache: "no-store", credentials: "omit" });
       },
       onEvent: (event) => {
-        if (event.type !== "log") return;
+        if (event.type !== "log" || runSignal.aborted) return;
         try { show(JSON.parse(event.data)); seen += 1; } catch { /* a line the API could not encode */ }
       },
       onState: (state, delay) => {
+        // A run that was replaced must not overwrite the status line of the one after it.
+        if (runSignal.aborted) return;
         connection.dataset.state = state;
         connection.textContent = state === "reconnecting"
           ? `Connection lost; reconnecting in ${Math.round(delay / 1000)} s and resuming after the last line.`
