@@ -23,19 +23,19 @@ const SECRET_KEY: &str = "cantila-test-secret-value";
 const SIGNATURE_TTL: Duration = Duration::from_secs(600);
 
 /// The endpoint `scripts/ensure-s3.sh` started.
-fn s3_endpoint() -> String {
+pub(crate) fn s3_endpoint() -> String {
     std::env::var("CANTILA_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5931".to_owned())
 }
 
 /// A fresh bucket on the test server, and a client of its own (not the daemon's) to read it.
-struct TestBucket {
+pub(crate) struct TestBucket {
     bucket: Bucket,
     credentials: Credentials,
     client: reqwest::Client,
 }
 
 impl TestBucket {
-    async fn create() -> Self {
+    pub(crate) async fn create() -> Self {
         let endpoint = s3_endpoint();
         let name = format!(
             "cantila-test-{}",
@@ -66,7 +66,7 @@ impl TestBucket {
         }
     }
 
-    fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         self.bucket.name().to_owned()
     }
 
@@ -123,7 +123,7 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn s3_config(config: &mut cantila::config::Config, endpoint: String, bucket: String) {
+pub(crate) fn s3_config(config: &mut cantila::config::Config, endpoint: String, bucket: String) {
     let s3 = &mut config.backups.s3;
     s3.enabled = true;
     s3.endpoint = endpoint;
@@ -137,7 +137,7 @@ fn s3_config(config: &mut cantila::config::Config, endpoint: String, bucket: Str
 
 /// A project with a volume holding `files` (name, bytes); returns the project id and the
 /// Docker volume's name.
-async fn project_with_volume(
+pub(crate) async fn project_with_volume(
     daemon: &TestDaemon,
     name: &str,
     volume: &str,
@@ -221,7 +221,7 @@ async fn volume_file(volume: &str, path: &str) -> Vec<u8> {
 }
 
 /// Polls a completed backup until its copy leaves `pending` (and, with `wanted`, reaches it).
-async fn wait_remote(daemon: &TestDaemon, id: &str, wanted: &str) -> Value {
+pub(crate) async fn wait_remote(daemon: &TestDaemon, id: &str, wanted: &str) -> Value {
     let mut backup = Value::Null;
     for _ in 0..300 {
         backup = daemon
@@ -252,7 +252,7 @@ async fn audit_actions(daemon: &TestDaemon, target: &str) -> Vec<String> {
         .collect()
 }
 
-async fn backups_of(daemon: &TestDaemon, project_id: &str) -> Vec<Value> {
+pub(crate) async fn backups_of(daemon: &TestDaemon, project_id: &str) -> Vec<Value> {
     let started = daemon
         .post(
             &format!("/v1/projects/{project_id}/backups"),

@@ -2551,3 +2551,50 @@ async fn console_previews_are_created_linked_and_deleted_and_assets_are_listed()
     browser.close().await;
     cleanup(&id).await;
 }
+
+#[tokio::test]
+async fn console_backups_show_their_off_site_copy_when_uploads_are_on() {
+    use crate::backup_s3::{
+        backups_of, project_with_volume, s3_config, s3_endpoint, wait_remote, TestBucket,
+    };
+    let bucket = TestBucket::create().await;
+    let daemon = TestDaemon::start_with(|config| {
+        s3_config(config, s3_endpoint(), bucket.name());
+    })
+    .await;
+    let (id, _) = project_with_volume(&daemon, "offsite", "files", &[("a.txt", b"kept")]).await;
+    let backup = backups_of(&daemon, &id).await.remove(0);
+    let backup_id = backup["id"].as_str().unwrap().to_owned();
+    let uploaded = wait_remote(&daemon, &backup_id, "uploaded").await;
+    let key = uploaded["remote"]["key"].as_str().unwrap().to_owned();
+
+    let browser = Browser::start(&daemon).await;
+    browser.sign_in(&daemon.admin_token).await;
+    browser
+        .wait_text("h1", "Projects", Duration::from_secs(15))
+        .await;
+    browser.goto(&format!("/projects/{id}/backups")).await;
+    let cell = browser
+        .wait_text(
+            &format!("[data-backup='{backup_id}'] [data-testid=backup-remote]"),
+            "uploaded",
+            Duration::from_secs(15),
+        )
+        .await;
+    assert!(cell.contains(&key), "the copy's key is shown: {cell}");
+    // The headings as written (the style shows them in capitals).
+    let header = browser
+        .js(
+            "return document.querySelector('[data-testid=backup-list] thead').textContent",
+            vec![],
+        )
+        .await;
+    let header = header.as_str().unwrap_or_default();
+    assert!(
+        header.contains("SHA-256") && header.contains("Off-site copy"),
+        "{header}"
+    );
+    browser.screenshot("backups-offsite").await;
+    browser.close().await;
+    crate::data::remove_installation_volumes(&daemon).await;
+}

@@ -5,7 +5,7 @@ import { h } from "./dom.js";
 /** Statuses of projects, deploys, instances and certificates, grouped by meaning. */
 const TONE = {
   running: "good", healthy: "good", issued: "good", acme: "good", manual: "good", "self-signed": "good",
-  completed: "good", available: "good",
+  completed: "good", available: "good", uploaded: "good",
   building: "busy", releasing: "busy", queued: "busy", starting: "busy", pending: "busy", draining: "busy",
   updating: "busy", unreachable: "bad", missing: "bad",
   failed: "bad", exited: "bad", canceled: "muted", superseded: "muted", stopped: "muted",

@@ -2,7 +2,7 @@
 // backup started now (followed until it finishes), downloads (fetched with the token and
 // checked against their SHA-256), restore behind a second click, and the schedule with
 // its retention (edited by deploy tokens; the project's own schedule can be removed so the
-// server's default applies again).
+// server's default applies again); with [backups.s3], each backup's off-site copy.
 
 import { api, request, session, seg, downloadFile } from "../api.js";
 import { h, field, outcome, onSubmit, replace, confirmButton, errorBox } from "../dom.js";
@@ -17,6 +17,15 @@ export async function backupsSection({ project, signal }) {
   let backups = [];
   let timer = null;
 
+  // The copy in S3-compatible storage, when the server keeps one ([backups.s3]).
+  const remoteCell = (remote) => h("td", { "data-testid": "backup-remote" }, remote ? [
+    badge(remote.status),
+    remote.key ? h("p", { class: "mono subtle" }, remote.key) : null,
+    remote.uploadedAt ? h("p", { class: "subtle" }, "uploaded ", ago(remote.uploadedAt)) : null,
+    remote.error ? h("p", { class: "error-text" }, remote.error) : null,
+  ] : "—");
+  const showsRemote = () => backups.some((b) => b.remote);
+
   const row = (backup) => h("tr", { "data-backup": backup.id, "data-status": backup.status },
     h("th", { scope: "row", class: "mono" }, backup.id),
     h("td", {}, backup.kind === "database" ? `database (${backup.engine ?? "?"})` : `volume ${backup.subject}`),
@@ -26,6 +35,7 @@ export async function backupsSection({ project, signal }) {
     h("td", { class: "mono", title: backup.sha256 ?? undefined }, backup.sha256 ? `${backup.sha256.slice(0, 12)}…` : "—"),
     h("td", {}, ago(backup.startedAt), backup.restoredAt ? h("p", { class: "subtle" }, "restored ", ago(backup.restoredAt)) : null),
     h("td", {}, duration(backup.startedAt, backup.finishedAt)),
+    showsRemote() ? remoteCell(backup.remote) : null,
     session.can("deploy") ? h("td", { class: "row-actions" }, backup.status === "completed" ? [
       h("button", { type: "button", class: "secondary", "data-testid": "download", onclick: (event) => download(backup, event.currentTarget) },
         "Download", h("span", { class: "visually-hidden" }, ` ${backup.id}`)),
@@ -34,7 +44,8 @@ export async function backupsSection({ project, signal }) {
     ] : null) : null);
 
   const draw = () => replace(list, table("Backups",
-    ["Backup", "Of", "Trigger", "Status", "Size", "SHA-256", "Started", "Took", ...(session.can("deploy") ? ["Actions"] : [])],
+    ["Backup", "Of", "Trigger", "Status", "Size", "SHA-256", "Started", "Took",
+      ...(showsRemote() ? ["Off-site copy"] : []), ...(session.can("deploy") ? ["Actions"] : [])],
     backups.map(row), "No backups yet."));
 
   const load = async () => {
@@ -43,7 +54,7 @@ export async function backupsSection({ project, signal }) {
     draw();
     // While a backup runs, the list follows it.
     clearTimeout(timer);
-    if (backups.some((b) => b.status === "running") && !signal.aborted) {
+    if (backups.some((b) => b.status === "running" || b.remote?.status === "pending") && !signal.aborted) {
       timer = setTimeout(() => load().catch((error) => out.error(error)), 1000);
     }
   };
