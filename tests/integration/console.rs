@@ -1299,12 +1299,15 @@ async fn console_runtime_logs_follow_live_filter_and_stop_following_when_scrolle
         .await
         .unwrap();
     browser.find("#logs-follow").await.click().await.unwrap();
-    // "N lines." (with the full stop) is the plain read's own summary; the live view that
-    // it replaced counts without one.
+    // "N lines." is the plain read's own summary (the live view says "Live: following new
+    // lines." and counts without a full stop), and the read's lines are the edge's.
     browser
-        .wait_text(
-            "[data-testid=logs-connection]",
-            " lines.",
+        .wait_js(
+            "a plain read of the edge's lines",
+            "const c = document.querySelector('[data-testid=logs-connection]'); \
+             const l = [...document.querySelectorAll('ol.log li.line')]; \
+             return /^\\d+ lines?\\./.test(c.textContent) && l.length >= 4 \
+               && l.every(x => x.dataset.instance === 'edge')",
             Duration::from_secs(15),
         )
         .await;
