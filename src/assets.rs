@@ -121,7 +121,7 @@ pub fn mount_of(app: &AppState, project_id: &str, deploy: &Deploy) -> Option<Ass
     deploy.image.as_ref()?;
     let dir = deploy.plan.as_ref()?.get("assetsDir")?.as_str()?;
     Some(AssetMount {
-        root: release_dir_of(app, project_id, &deploy.id),
+        root: release_dir(app, project_id, &deploy.id),
         url_prefix: url_prefix(dir),
     })
 }
@@ -144,8 +144,7 @@ pub fn url_prefix(assets_dir: &str) -> Vec<String> {
 /// gone). Best effort: a directory left behind is removed with its project.
 pub async fn forget(app: &AppState, project_id: &str, deploy_ids: &[String]) {
     for deploy_id in deploy_ids {
-        let dir = app.config.assets_dir().join(project_id).join(deploy_id);
-        match tokio::fs::remove_dir_all(&dir).await {
+        match tokio::fs::remove_dir_all(release_dir(app, project_id, deploy_id)).await {
             Ok(()) => {
                 tracing::debug!(project = %project_id, deploy = %deploy_id, "removed old assets")
             }
@@ -158,7 +157,7 @@ pub async fn forget(app: &AppState, project_id: &str, deploy_ids: &[String]) {
 }
 
 /// The directory a release's extracted assets live in.
-pub fn release_dir_of(app: &AppState, project_id: &str, deploy_id: &str) -> PathBuf {
+pub fn release_dir(app: &AppState, project_id: &str, deploy_id: &str) -> PathBuf {
     app.config.assets_dir().join(project_id).join(deploy_id)
 }
 
@@ -178,7 +177,7 @@ pub async fn prepare(
         tracing::warn!(project = %project.id, deploy = %deploy.id, error = %err, "extracting assets");
         return;
     }
-    let root = release_dir(app, project, &deploy.id);
+    let root = release_dir(app, &project.id, &deploy.id);
     if let Err(err) = store_index(app, &deploy.id, root, url_prefix(dir)).await {
         tracing::warn!(project = %project.id, deploy = %deploy.id, error = %err, "indexing assets");
     }
@@ -207,7 +206,7 @@ async fn ensure_index(app: &AppState, project: &Project, deploy: &Deploy) -> Res
             let Some(dir) = plan.and_then(|plan| plan.assets_dir) else {
                 return Ok(());
             };
-            let root = release_dir(app, project, &deploy.id);
+            let root = release_dir(app, &project.id, &deploy.id);
             if !tokio::fs::try_exists(&root).await.unwrap_or(false) {
                 extract(app, project, &deploy.id, image, &dir).await?;
             }
@@ -244,10 +243,6 @@ async fn store_index(
         .await
 }
 
-fn release_dir(app: &AppState, project: &Project, deploy_id: &str) -> PathBuf {
-    release_dir_of(app, &project.id, deploy_id)
-}
-
 /// Copies `<workdir>/<dir>` out of the image into the release's assets directory.
 async fn extract(
     app: &AppState,
@@ -280,7 +275,7 @@ async fn extract(
             None,
         )
         .await?;
-    let target = release_dir(app, project, deploy_id);
+    let target = release_dir(app, &project.id, deploy_id);
     let partial = target.with_extension("partial");
     let result = async {
         let mut archive = Vec::new();

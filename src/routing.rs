@@ -100,12 +100,12 @@ pub async fn refresh(app: &AppState) -> Result<()> {
                 state: project.status.as_str().to_owned(),
             },
         };
-        let assets = match (&target, running_by_project.get(project.id.as_str())) {
-            (RouteTarget::Instances(_), Some(deploy)) => {
-                crate::assets::mount_of(app, &project.id, deploy)
-            }
-            _ => None,
-        };
+        let assets = assets_of(
+            app,
+            project,
+            &target,
+            running_by_project.get(project.id.as_str()).copied(),
+        );
         let serving = running_by_project.contains_key(project.id.as_str());
         let mut hosts = vec![project.default_hostname(&app.config.base_domain)];
         hosts.extend(aliases_by_project.remove(&project.id).unwrap_or_default());
@@ -137,12 +137,7 @@ pub async fn refresh(app: &AppState) -> Result<()> {
                 state: "building".to_owned(),
             },
         };
-        let assets = match (&target, serving) {
-            (RouteTarget::Instances(_), Some(deploy)) => {
-                crate::assets::mount_of(app, &project.id, deploy)
-            }
-            _ => None,
-        };
+        let assets = assets_of(app, project, &target, serving.copied());
         let https_redirect = https_once_certified(app, &preview.hostname, serving.is_some());
         let route = Route::new(
             project.id.clone(),
@@ -197,6 +192,21 @@ fn target_of(
         }
     } else {
         RouteTarget::Instances(addresses)
+    }
+}
+
+/// The asset files the edge answers before a running container release's instances.
+fn assets_of(
+    app: &AppState,
+    project: &crate::projects::Project,
+    target: &RouteTarget,
+    serving: Option<&Deploy>,
+) -> Option<crate::edge::routes::AssetMount> {
+    match (target, serving) {
+        (RouteTarget::Instances(_), Some(deploy)) => {
+            crate::assets::mount_of(app, &project.id, deploy)
+        }
+        _ => None,
     }
 }
 

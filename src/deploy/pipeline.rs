@@ -592,8 +592,8 @@ async fn prepare_rollback(
         }
         // The edge serves the release's assets from its own copy; without one the app
         // answers them, so a failed copy costs speed, never correctness.
-        let from = crate::assets::release_dir_of(app, &project.id, &target.id);
-        let to = crate::assets::release_dir_of(app, &project.id, &deploy.id);
+        let from = crate::assets::release_dir(app, &project.id, &target.id);
+        let to = crate::assets::release_dir(app, &project.id, &deploy.id);
         if tokio::fs::try_exists(&from).await.unwrap_or(false) {
             match tokio::task::spawn_blocking(move || copy_tree(&from, &to)).await {
                 Ok(Ok(copied)) => log.line(format!("restored {copied} asset files")),
