@@ -33,6 +33,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// Builds and releases.
     pub deploy: DeployConfig,
+    /// Which repositories accounts may fetch: local paths, internal networks.
+    pub git: GitConfig,
     /// What generated Dockerfiles build from.
     pub build: BuildConfig,
     /// Where the edge's certificates come from.
@@ -465,10 +467,10 @@ pub struct DeployConfig {
     /// The Docker engine's Unix socket; unset means `DOCKER_HOST` or the default
     /// `/var/run/docker.sock` (set it for rootless Docker or a second engine).
     pub docker_socket: Option<PathBuf>,
-    /// Whether projects may connect repositories on this server's disk (absolute paths,
-    /// `file://`). Turn off when accounts you do not trust share the server; Cantila's
-    /// own data directory is refused either way.
-    pub allow_local_repos: bool,
+    /// Replaced by `git.local_repo_accounts`; still read so older files keep working:
+    /// `false` turns local repositories off for every account, `true` (the old default)
+    /// leaves `git.local_repo_accounts` in charge. A warning names the new key.
+    pub allow_local_repos: Option<bool>,
     /// The Docker network instances join; created when missing.
     pub network: String,
     /// Builds that may run at once across all projects.
@@ -497,7 +499,7 @@ impl Default for DeployConfig {
     fn default() -> Self {
         Self {
             docker_socket: None,
-            allow_local_repos: true,
+            allow_local_repos: None,
             network: "cantila".to_owned(),
             concurrent_builds: 1,
             build_memory_mb: 1536,
@@ -510,6 +512,22 @@ impl Default for DeployConfig {
             keep_images: 5,
         }
     }
+}
+
+/// What accounts may make the server fetch. Local paths reach anything the daemon can
+/// read, and remote URLs anything the server can connect to, so both are the operator's
+/// to hand out.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GitConfig {
+    /// Handles of the accounts that may connect repositories on this server's disk
+    /// (absolute paths, `file://`). Unset: only the default account (`default_handle`);
+    /// `[]`: none. A path another account's project uses is refused whatever this says.
+    pub local_repo_accounts: Option<Vec<String>>,
+    /// Networks (CIDR) remote repositories may be fetched from although they are
+    /// loopback, private, link-local or this server's own addresses, for a git server on
+    /// the operator's LAN. Empty: public internet addresses only.
+    pub allowed_networks: Vec<crate::source::AllowedNetwork>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -555,6 +573,7 @@ impl Default for Config {
             log: LogConfig::default(),
             api: ApiConfig::default(),
             deploy: DeployConfig::default(),
+            git: GitConfig::default(),
             build: BuildConfig::default(),
             tls: crate::tls::TlsConfig::default(),
             edge: EdgeSettings::default(),
@@ -663,6 +682,20 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         Handle::parse(&self.default_handle)
             .map_err(|err| ConfigError::Invalid(format!("default_handle: {err}")))?;
+        for handle in self.git.local_repo_accounts.iter().flatten() {
+            Handle::parse(handle)
+                .map_err(|err| ConfigError::Invalid(format!("git.local_repo_accounts: {err}")))?;
+        }
+        let listed = self
+            .git
+            .local_repo_accounts
+            .as_ref()
+            .is_some_and(|handles| !handles.is_empty());
+        if self.deploy.allow_local_repos == Some(false) && listed {
+            return Err(ConfigError::Invalid(
+                "deploy.allow_local_repos = false contradicts git.local_repo_accounts; remove deploy.allow_local_repos (replaced by git.local_repo_accounts)".to_owned(),
+            ));
+        }
         validate_base_domain(&self.base_domain)?;
         if self.api.default_page_size == 0 || self.api.default_page_size > self.api.max_page_size {
             return Err(ConfigError::Invalid(format!(
@@ -835,6 +868,36 @@ impl Config {
     }
 
     /// The SQLite file holding all desired state.
+    /// Whether the account with this handle may connect repositories on the server's disk.
+    pub fn local_repos_allowed(&self, handle: &str) -> bool {
+        if self.deploy.allow_local_repos == Some(false) {
+            return false;
+        }
+        match &self.git.local_repo_accounts {
+            Some(handles) => handles.iter().any(|allowed| allowed == handle),
+            None => handle == self.default_handle,
+        }
+    }
+
+    /// Where git fetches may connect.
+    pub fn egress_policy(&self) -> crate::source::EgressPolicy {
+        crate::source::EgressPolicy::new(&self.git.allowed_networks)
+    }
+
+    /// Keys an older config file may still hold, with what replaces them; the daemon
+    /// logs each as a warning at start.
+    pub fn deprecations(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if let Some(value) = self.deploy.allow_local_repos {
+            notes.push(format!(
+                "deploy.allow_local_repos = {value} is deprecated: git.local_repo_accounts lists the accounts that may connect repositories on this server's disk (unset: only the default account `{}`; [] for none){}",
+                self.default_handle,
+                if value { "; other accounts can no longer use local paths unless listed there" } else { "" }
+            ));
+        }
+        notes
+    }
+
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("cantila.db")
     }
@@ -974,6 +1037,77 @@ mod tests {
         assert_eq!(
             config.backups.s3.secret_access_key.as_deref(),
             Some("from-env")
+        );
+    }
+
+    #[test]
+    fn local_repositories_are_for_the_accounts_the_operator_lists() {
+        let config = Config::parse("").unwrap();
+        assert!(config.local_repos_allowed("admin"), "the default account");
+        assert!(!config.local_repos_allowed("bob"));
+        assert!(config.deprecations().is_empty());
+
+        let config = Config::parse("default_handle = \"ops\"\n").unwrap();
+        assert!(config.local_repos_allowed("ops"));
+        assert!(!config.local_repos_allowed("admin"));
+
+        let config = Config::parse("[git]\nlocal_repo_accounts = [\"alice\", \"bob\"]\n").unwrap();
+        config.validate().unwrap();
+        assert!(config.local_repos_allowed("bob"));
+        assert!(
+            !config.local_repos_allowed("admin"),
+            "a list replaces the default"
+        );
+        let config = Config::parse("[git]\nlocal_repo_accounts = []\n").unwrap();
+        assert!(!config.local_repos_allowed("admin"));
+
+        let config = Config::parse("[git]\nlocal_repo_accounts = [\"Not A Handle\"]\n").unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("git.local_repo_accounts"), "{err}");
+    }
+
+    /// Files written for older versions keep parsing; the daemon warns with the new key.
+    #[test]
+    fn the_old_allow_local_repos_key_still_parses_and_names_its_replacement() {
+        let config = Config::parse("[deploy]\nallow_local_repos = false\n").unwrap();
+        config.validate().unwrap();
+        assert!(!config.local_repos_allowed("admin"));
+        let notes = config.deprecations();
+        assert!(notes[0].contains("git.local_repo_accounts"), "{notes:?}");
+
+        let config = Config::parse("[deploy]\nallow_local_repos = true\n").unwrap();
+        config.validate().unwrap();
+        assert!(config.local_repos_allowed("admin"));
+        assert!(
+            !config.local_repos_allowed("bob"),
+            "no longer every account"
+        );
+        let notes = config.deprecations();
+        assert!(notes[0].contains("git.local_repo_accounts"), "{notes:?}");
+        assert!(notes[0].contains("unless listed"), "{notes:?}");
+
+        let config = Config::parse(
+            "[deploy]\nallow_local_repos = false\n[git]\nlocal_repo_accounts = [\"admin\"]\n",
+        )
+        .unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("deploy.allow_local_repos"), "{err}");
+    }
+
+    #[test]
+    fn allowed_networks_are_cidrs() {
+        let config =
+            Config::parse("[git]\nallowed_networks = [\"10.1.2.0/24\", \"fd00::/8\"]\n").unwrap();
+        let policy = config.egress_policy();
+        assert!(policy.permits("10.1.2.3".parse().unwrap()));
+        assert!(!policy.permits("10.1.3.3".parse().unwrap()));
+        assert!(!Config::default()
+            .egress_policy()
+            .permits("10.1.2.3".parse().unwrap()));
+        let err = Config::parse("[git]\nallowed_networks = [\"10.1.2.0\"]\n").unwrap_err();
+        assert!(
+            err.contains("CIDR") && err.contains("allowed_networks"),
+            "{err}"
         );
     }
 

@@ -1,11 +1,17 @@
-//! A project's git connection: connect (verified by a real fetch), the webhook signing
-//! secret (returned once, rotated on demand), and handling of signed deliveries: a push
-//! to the connected branch deploys production; pull request events and pushes to other
-//! branches create, update or remove previews (`previews`).
-//! Invariant: secrets are sealed at rest and appear in exactly one response each, the one
-//! that created them.
+//! A project's git connection: connect (verified by a real fetch), who may use which
+//! repository (`permit_repo`), the webhook signing secret (returned once, rotated on
+//! demand), and handling of signed deliveries: a push to the connected branch deploys
+//! production; pull request events and pushes to other branches create, update or remove
+//! previews (`previews`).
+//! Invariants: secrets are sealed at rest and appear in exactly one response each, the one
+//! that created them; a local repository is used only by an account the operator allows
+//! and never by two accounts; a delivery deploys only the branch's head as fetched when it
+//! arrived, and a replayed body is ignored whatever its delivery id.
 
 use std::{net::IpAddr, time::Duration};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
 
 use crate::{
     accounts::Actor,
@@ -13,10 +19,19 @@ use crate::{
     error::{Error, Result},
     ids,
     previews::{self, HookOutcome},
-    source::{self, GitRef, Mirror, PullRequestAction, RepoLocation},
+    projects::Project,
+    source::{self, GitRef, Mirror, PullRequestAction, PullRequestEvent, PushEvent, RepoLocation},
     state::AppState,
-    store::{self, git::StoredConnection},
+    store::{
+        self,
+        git::{DeliveryKey, Seen, StoredConnection},
+    },
 };
+
+/// How long a delivery's id and body are remembered: within it, a replay is ignored
+/// whatever delivery id it carries. Older replays still deploy nothing but the branch's
+/// current head (`source::confirm_head`).
+pub const DELIVERY_MEMORY: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 /// A validated request to connect a repository.
 #[derive(Debug)]
@@ -62,6 +77,53 @@ fn new_webhook_secret() -> String {
     format!("whsec_{}", ids::random_base62(32))
 }
 
+/// Checks that the account may make the server fetch `repo`, as the operator's config says
+/// now: a local path only for an account `git.local_repo_accounts` allows, never inside
+/// the data directory, and never one that leads into a repository another account's
+/// project uses (symlinks resolved, worktrees and `.git` directories included). Called
+/// at connect, plan, webhook and deploy time, so a permission revoked later stops fetches.
+/// Remote URLs are checked at each connection instead (`source::EgressPolicy`).
+pub async fn permit_repo(
+    app: &AppState,
+    account_id: &str,
+    handle: &str,
+    repo: &RepoLocation,
+) -> Result<()> {
+    let RepoLocation::Local(local) = repo else {
+        return Ok(());
+    };
+    if !app.config.local_repos_allowed(handle) {
+        return Err(Error::Forbidden(format!(
+            "repositories on this server's disk are not allowed for account `{handle}`: the operator allows them per account (git.local_repo_accounts); connect an https URL instead"
+        )));
+    }
+    repo.check_permitted(&app.config.data_dir)?;
+    let account = account_id.to_owned();
+    let others = app
+        .store
+        .call(move |c| store::git::repos_of_other_accounts(c, &account))
+        .await?;
+    let config = app.config.clone();
+    let local = local.clone();
+    let shared = tokio::task::spawn_blocking(move || {
+        let mine = local.identity();
+        others.iter().any(|(other_handle, other_repo)| {
+            // A connection its account may no longer use fetches nothing, so it claims
+            // nothing either.
+            config.local_repos_allowed(other_handle)
+                && matches!(RepoLocation::parse(other_repo), Ok(RepoLocation::Local(theirs)) if theirs.identity().overlaps(&mine))
+        })
+    })
+    .await
+    .map_err(|err| Error::Internal(err.to_string()))?;
+    if shared {
+        return Err(Error::Conflict(format!(
+            "repo {repo} leads into a repository another account's project uses; a repository on this server's disk belongs to one account"
+        )));
+    }
+    Ok(())
+}
+
 async fn owned_project(app: &AppState, actor: &Actor, project_id: &str) -> Result<()> {
     let account_id = actor.account_id.clone();
     let id = project_id.to_owned();
@@ -82,17 +144,16 @@ pub async fn connect(
     request: ConnectRequest,
 ) -> Result<(ConnectionView, String)> {
     owned_project(app, actor, &project_id).await?;
-    request
-        .repo
-        .check_permitted(&app.config.data_dir, app.config.deploy.allow_local_repos)?;
+    permit_repo(app, &actor.account_id, actor.handle.as_str(), &request.repo).await?;
     let mirror_path = app.config.repos_dir().join(format!("{project_id}.git"));
     let timeout = Duration::from_secs(app.config.deploy.fetch_timeout_secs);
+    let egress = app.config.egress_policy();
     let location = request.repo.clone();
     let branch = request.branch.clone();
     let token = request.access_token.clone();
     tokio::task::spawn_blocking(move || -> Result<()> {
         let mirror = Mirror::open_or_init(&mirror_path)?;
-        mirror.fetch(&location, token.as_deref(), timeout)?;
+        mirror.fetch(&location, token.as_deref(), timeout, &egress)?;
         mirror.resolve(&branch)?;
         Ok(())
     })
@@ -186,8 +247,11 @@ pub struct Delivery {
 #[derive(Debug)]
 pub enum DeliveryOutcome {
     Pong,
-    Duplicate,
+    /// Its delivery id or its body was received before (a redelivery or a replay).
+    Duplicate(String),
     Ignored(String),
+    /// It named a commit that is not the branch's head as fetched now.
+    Stale(String),
     /// A deploy was queued: production's, or a preview's when `preview_id` is set.
     Queued {
         deploy_id: String,
@@ -202,8 +266,9 @@ impl DeliveryOutcome {
     fn describe(&self) -> String {
         match self {
             DeliveryOutcome::Pong => "pong".to_owned(),
-            DeliveryOutcome::Duplicate => "duplicate".to_owned(),
+            DeliveryOutcome::Duplicate(reason) => format!("duplicate: {reason}"),
             DeliveryOutcome::Ignored(reason) => format!("ignored: {reason}"),
+            DeliveryOutcome::Stale(reason) => format!("stale: {reason}"),
             DeliveryOutcome::Queued {
                 deploy_id,
                 preview_id: None,
@@ -225,7 +290,7 @@ pub async fn handle_delivery(
     app: &AppState,
     project_id: String,
     delivery: Delivery,
-    body: &[u8],
+    body: Bytes,
 ) -> Result<DeliveryOutcome> {
     let rejected =
         || Error::Unauthenticated("the webhook signature is missing or does not match".to_owned());
@@ -244,9 +309,9 @@ pub async fn handle_delivery(
     };
     let secret = app.secrets.open(&stored.webhook_secret)?;
     let verified = if delivery.github_signature.is_some() {
-        source::verify_github(&secret, body, delivery.github_signature.as_deref()).is_ok()
+        source::verify_github(&secret, &body, delivery.github_signature.as_deref()).is_ok()
     } else if delivery.gitea_signature.is_some() {
-        source::verify_gitea(&secret, body, delivery.gitea_signature.as_deref()).is_ok()
+        source::verify_gitea(&secret, &body, delivery.gitea_signature.as_deref()).is_ok()
     } else if delivery.gitlab_token.is_some() {
         source::verify_gitlab(&secret, delivery.gitlab_token.as_deref()).is_ok()
     } else {
@@ -255,94 +320,250 @@ pub async fn handle_delivery(
     if !verified {
         return Err(rejected());
     }
-    let event = delivery.event.clone().unwrap_or_else(|| "push".to_owned());
+    // The rest runs as a task of its own: a provider that hangs up (GitHub waits 10 s,
+    // and the delivery now waits for a fetch) must not cancel a delivery half handled.
+    let app = app.clone();
+    tokio::spawn(async move { act_on_delivery(&app, &project, &stored, &delivery, &body).await })
+        .await
+        .map_err(|err| Error::Internal(format!("the delivery task failed: {err}")))?
+}
+
+/// The event a delivery carries, parsed before anything is recorded.
+enum Event {
+    Ping,
+    Push(PushEvent),
+    PullRequest(PullRequestEvent),
+    Other(String),
+}
+
+async fn act_on_delivery(
+    app: &AppState,
+    project: &Project,
+    stored: &StoredConnection,
+    delivery: &Delivery,
+    body: &[u8],
+) -> Result<DeliveryOutcome> {
+    let event_name = delivery.event.clone().unwrap_or_else(|| "push".to_owned());
+    let event = match event_name.as_str() {
+        "ping" | "Ping Hook" => Event::Ping,
+        "push" | "Push Hook" => Event::Push(PushEvent::parse(body)?),
+        "pull_request" | "Merge Request Hook" => Event::PullRequest(PullRequestEvent::parse(body)?),
+        other => Event::Other(other.to_owned()),
+    };
+    // The signature (GitHub, Gitea) covers the body but not the delivery id, and GitLab's
+    // token covers neither, so the body's digest is what recognises a replay.
+    let digest: [u8; 32] = Sha256::digest(body).into();
+    let subject = match &event {
+        Event::Push(push) => Some(push.git_ref.clone()),
+        _ => None,
+    };
     let now = clock::now();
-    if let Some(delivery_id) = delivery.delivery_id.clone() {
-        let id = project_id.clone();
+    let remembered = {
+        let project_id = project.id.clone();
+        let delivery_id = delivery.delivery_id.clone();
+        let subject = subject.clone();
         let at = now.clone();
-        let first = app
-            .store
-            .call(move |c| store::git::first_delivery(c, &id, &delivery_id, &at))
-            .await?;
-        if !first {
-            return Ok(DeliveryOutcome::Duplicate);
-        }
-    }
+        let since = clock::format(time::OffsetDateTime::now_utc() - DELIVERY_MEMORY);
+        app.store
+            .call(move |c| {
+                let key = DeliveryKey {
+                    project_id: &project_id,
+                    delivery_id: delivery_id.as_deref(),
+                    body_sha256: &digest,
+                    subject: subject.as_deref(),
+                };
+                store::git::remember_delivery(c, &key, &at, &since)
+            })
+            .await?
+    };
+    let outcome = match remembered {
+        Seen::DeliveryId(at) => Ok(DeliveryOutcome::Duplicate(format!(
+            "delivery id `{}` was received at {at}",
+            delivery.delivery_id.as_deref().unwrap_or_default()
+        ))),
+        Seen::Body(at) => Ok(DeliveryOutcome::Duplicate(format!(
+            "the same body was received at {at}; a replayed delivery is ignored whatever its delivery id"
+        ))),
+        Seen::New => dispatch(app, project, stored, delivery, event).await,
+    };
+    let project_id = project.id.clone();
+    let delivery_id = delivery.delivery_id.clone();
+    let acted_on_push = matches!(
+        outcome,
+        Ok(DeliveryOutcome::Queued { .. } | DeliveryOutcome::PreviewRemoved { .. })
+    ) && subject.is_some();
+    let failed = outcome.is_err();
+    let result = match &outcome {
+        Ok(outcome) => Some(outcome.describe()),
+        Err(_) => None,
+    };
+    app.store
+        .call(move |c| {
+            let key = DeliveryKey {
+                project_id: &project_id,
+                delivery_id: delivery_id.as_deref(),
+                body_sha256: &digest,
+                subject: subject.as_deref(),
+            };
+            if failed {
+                // Forgotten, so the provider's redelivery of a delivery that failed here
+                // (the repository was unreachable) is handled rather than a duplicate.
+                store::git::forget_delivery(c, &key)?;
+            }
+            if acted_on_push {
+                store::git::retire_earlier_bodies(c, &key)?;
+            }
+            if let Some(result) = result {
+                store::git::record_delivery(c, &project_id, &now, &event_name, &result)?;
+            }
+            Ok(())
+        })
+        .await?;
+    outcome
+}
+
+/// Acts on a new (not replayed) delivery.
+async fn dispatch(
+    app: &AppState,
+    project: &Project,
+    stored: &StoredConnection,
+    delivery: &Delivery,
+    event: Event,
+) -> Result<DeliveryOutcome> {
     let actor = Actor::webhook(
         project.account_id.clone(),
         project.handle.clone(),
         delivery.client_addr,
     );
-    let outcome = match event.as_str() {
-        "ping" | "Ping Hook" => DeliveryOutcome::Pong,
-        "push" | "Push Hook" => {
-            let push = source::PushEvent::parse(body)?;
-            match (&push.branch, push.deleted) {
-                (Some(branch), true) if *branch == stored.branch => {
-                    DeliveryOutcome::Ignored("the push deleted the branch".to_owned())
-                }
-                (Some(branch), false) if *branch == stored.branch => {
-                    let git_ref = push.after.clone().or(Some(branch.clone()));
-                    let deploy =
-                        deploy::enqueue(app, &actor, project_id.clone(), git_ref, "webhook")
-                            .await?;
-                    DeliveryOutcome::Queued {
-                        deploy_id: deploy.id,
-                        preview_id: None,
-                    }
-                }
-                (Some(branch), deleted) => previews::branch_pushed(
-                    app,
-                    &actor,
-                    &project,
-                    branch,
-                    push.after.clone(),
-                    deleted,
-                )
-                .await?
-                .into(),
-                (None, _) => {
-                    DeliveryOutcome::Ignored(format!("`{}` is not a branch", push.git_ref))
-                }
-            }
-        }
-        "pull_request" | "Merge Request Hook" => {
-            let pull = source::PullRequestEvent::parse(body)?;
-            match pull.action {
-                // A fork's code would run with the project's env (its secrets included)
-                // and on this host; only branches of the connected repository get previews.
-                PullRequestAction::Updated if pull.from_fork => DeliveryOutcome::Ignored(format!(
-                    "pull request #{} comes from a fork; previews are built only for branches of the connected repository, since a fork's code would run with the project's env",
-                    pull.number
-                )),
-                PullRequestAction::Updated => previews::pull_request_updated(
-                    app,
-                    &actor,
-                    &project,
-                    pull.number,
-                    &pull.branch,
-                    pull.head_sha,
-                )
-                .await?
-                .into(),
-                PullRequestAction::Closed => {
-                    previews::pull_request_closed(app, &actor, &project, pull.number)
-                        .await?
-                        .into()
-                }
-                PullRequestAction::Other(action) => DeliveryOutcome::Ignored(format!(
-                    "pull request action `{action}` is not acted on"
-                )),
-            }
-        }
-        other => DeliveryOutcome::Ignored(format!("event `{other}` is not acted on")),
+    let mut heads = FetchedHeads {
+        app,
+        project,
+        stored,
+        fetched: false,
     };
-    let result = outcome.describe();
-    let id = project_id.clone();
-    app.store
-        .call(move |c| store::git::record_delivery(c, &id, &now, &event, &result))
-        .await?;
-    Ok(outcome)
+    Ok(match event {
+        Event::Ping => DeliveryOutcome::Pong,
+        Event::Push(push) => match (&push.branch, push.deleted) {
+            (Some(branch), true) if *branch == stored.branch => {
+                DeliveryOutcome::Ignored("the push deleted the branch".to_owned())
+            }
+            (Some(branch), false) if *branch == stored.branch => {
+                let head = heads.head_of(branch).await?;
+                match source::confirm_head(branch, push.after.as_deref(), head.as_deref()) {
+                    Ok(head) => {
+                        let deploy =
+                            deploy::enqueue(app, &actor, project.id.clone(), Some(head), "webhook")
+                                .await?;
+                        DeliveryOutcome::Queued {
+                            deploy_id: deploy.id,
+                            preview_id: None,
+                        }
+                    }
+                    Err(reason) => DeliveryOutcome::Stale(reason),
+                }
+            }
+            (Some(branch), deleted) => previews::branch_pushed(
+                app,
+                &actor,
+                project,
+                branch,
+                push.after.clone(),
+                deleted,
+                async || heads.head_of(branch).await,
+            )
+            .await?
+            .into(),
+            (None, _) => DeliveryOutcome::Ignored(format!("`{}` is not a branch", push.git_ref)),
+        },
+        Event::PullRequest(pull) => match pull.action {
+            // A fork's code would run with the project's env (its secrets included)
+            // and on this host; only branches of the connected repository get previews.
+            PullRequestAction::Updated if pull.from_fork => DeliveryOutcome::Ignored(format!(
+                "pull request #{} comes from a fork; previews are built only for branches of the connected repository, since a fork's code would run with the project's env",
+                pull.number
+            )),
+            PullRequestAction::Updated => {
+                let head = heads.head_of(&pull.branch).await?;
+                match source::confirm_head(&pull.branch, pull.head_sha.as_deref(), head.as_deref()) {
+                    Ok(head) => previews::pull_request_updated(
+                        app,
+                        &actor,
+                        project,
+                        pull.number,
+                        &pull.branch,
+                        Some(head),
+                    )
+                    .await?
+                    .into(),
+                    Err(reason) => DeliveryOutcome::Stale(reason),
+                }
+            }
+            PullRequestAction::Closed => {
+                previews::pull_request_closed(app, &actor, project, pull.number)
+                    .await?
+                    .into()
+            }
+            PullRequestAction::Other(action) => DeliveryOutcome::Ignored(format!(
+                "pull request action `{action}` is not acted on"
+            )),
+        },
+        Event::Other(other) => DeliveryOutcome::Ignored(format!("event `{other}` is not acted on")),
+    })
+}
+
+/// Branch heads as the repository has them when a delivery arrives: the project's mirror
+/// is fetched once, on the first question, under the same checks as a deploy's fetch.
+struct FetchedHeads<'a> {
+    app: &'a AppState,
+    project: &'a Project,
+    stored: &'a StoredConnection,
+    fetched: bool,
+}
+
+impl FetchedHeads<'_> {
+    /// The commit `branch` points to, or `None` when the repository has no such branch.
+    async fn head_of(&mut self, branch: &str) -> Result<Option<String>> {
+        let location = RepoLocation::parse(&self.stored.repo)?;
+        if !self.fetched {
+            permit_repo(
+                self.app,
+                &self.project.account_id,
+                self.project.handle.as_str(),
+                &location,
+            )
+            .await?;
+        }
+        let token = self
+            .stored
+            .access_token
+            .as_deref()
+            .map(|sealed| self.app.secrets.open_string(sealed))
+            .transpose()?;
+        let mirror_path = self
+            .app
+            .config
+            .repos_dir()
+            .join(format!("{}.git", self.project.id));
+        let timeout = Duration::from_secs(self.app.config.deploy.fetch_timeout_secs);
+        let egress = self.app.config.egress_policy();
+        let fetch = !self.fetched;
+        let branch = GitRef::parse(&format!("refs/heads/{branch}"))?;
+        let head = tokio::task::spawn_blocking(move || -> Result<Option<String>> {
+            let mirror = Mirror::open_or_init(&mirror_path)?;
+            if fetch {
+                mirror.fetch(&location, token.as_deref(), timeout, &egress)?;
+            }
+            match mirror.resolve(&branch) {
+                Ok(commit) => Ok(Some(commit.sha)),
+                Err(source::SourceError::RefNotFound(_)) => Ok(None),
+                Err(error) => Err(error.into()),
+            }
+        })
+        .await
+        .map_err(|err| Error::Internal(err.to_string()))??;
+        self.fetched = true;
+        Ok(head)
+    }
 }
 
 impl From<HookOutcome> for DeliveryOutcome {
@@ -357,6 +578,7 @@ impl From<HookOutcome> for DeliveryOutcome {
             },
             HookOutcome::Removed { preview_id } => DeliveryOutcome::PreviewRemoved { preview_id },
             HookOutcome::Ignored(reason) => DeliveryOutcome::Ignored(reason),
+            HookOutcome::Stale(reason) => DeliveryOutcome::Stale(reason),
         }
     }
 }

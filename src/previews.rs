@@ -757,6 +757,8 @@ pub enum HookOutcome {
         preview_id: String,
     },
     Ignored(String),
+    /// The delivery named a commit that is not the branch's head as fetched now.
+    Stale(String),
 }
 
 /// A pull request was opened, reopened or pushed to: create or update its preview, at the
@@ -825,6 +827,9 @@ pub async fn pull_request_closed(
 /// create one when the branch matches the project's `previews.branches`; or remove the
 /// branch's preview when the push deleted the branch. Previews of pull requests are left
 /// to the pull request's own `synchronize` event, so one push never builds twice.
+/// `fetched_head` fetches the repository and answers the branch's head now; it is asked
+/// only when the push would be acted on, and only that head is ever deployed
+/// (`source::confirm_head`): a stale or replayed push is reported, not acted on.
 pub async fn branch_pushed(
     app: &AppState,
     actor: &Actor,
@@ -832,6 +837,7 @@ pub async fn branch_pushed(
     branch: &str,
     after: Option<String>,
     deleted: bool,
+    fetched_head: impl AsyncFnOnce() -> Result<Option<String>>,
 ) -> Result<HookOutcome> {
     let project_id = project.id.clone();
     let lookup = branch.to_owned();
@@ -841,6 +847,13 @@ pub async fn branch_pushed(
         .await?;
     match (existing, deleted) {
         (Some(preview), true) => {
+            // A replayed deletion must not remove the preview of a branch pushed again.
+            if let Some(head) = fetched_head().await? {
+                return Ok(HookOutcome::Stale(format!(
+                    "the push deleted `{branch}`, but the branch exists at {} now",
+                    &head[..head.len().min(12)]
+                )));
+            }
             let preview_id = preview.id.clone();
             remove(app, actor, preview, "its branch was deleted").await?;
             Ok(HookOutcome::Removed { preview_id })
@@ -865,12 +878,20 @@ pub async fn branch_pushed(
                     "push to `{branch}`; this project deploys another branch and creates previews for none matching it (previews.branches)"
                 )));
             }
+            let head = match crate::source::confirm_head(
+                branch,
+                after.as_deref(),
+                fetched_head().await?.as_deref(),
+            ) {
+                Ok(head) => head,
+                Err(reason) => return Ok(HookOutcome::Stale(reason)),
+            };
             let request = PreviewRequest {
                 source: PreviewSource::Branch(GitRef::parse(branch)?),
                 pull_request: None,
                 env: None,
                 ttl_secs: None,
-                commit: after,
+                commit: Some(head),
             };
             queue_from_hook(app, actor, project, request).await
         }

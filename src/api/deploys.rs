@@ -320,7 +320,8 @@ fn sse(
 pub struct PlanRequest {
     /// Plan this project's connected repository (with its runtime hint, env and hostnames).
     pub project_id: Option<String>,
-    /// Or plan any repository: https URL, `owner/name`, local path or `file://` URL.
+    /// Or plan any repository: https URL, `owner/name`, local path or `file://` URL
+    /// (under the same rules as connecting one: `POST /v1/projects/{id}/git`).
     pub repo: Option<String>,
     /// A branch, tag or commit; default the connected branch (or `main`).
     #[serde(rename = "ref")]
@@ -331,7 +332,9 @@ pub struct PlanRequest {
 /// would be wired, and the resources it would need.
 #[utoipa::path(post, path = "/v1/deploy/plan", tag = "deploys",
     security(("bearer" = ["deploy"])), request_body = PlanRequest,
-    responses((status = 200, body = planning::DeployPlan)))]
+    responses((status = 200, body = planning::DeployPlan),
+        (status = 403, description = "the token lacks the scope, or the operator has not allowed this account repositories on the server's disk", body = super::error::ErrorBody),
+        (status = 409, description = "the local path leads into a repository another account's project uses", body = super::error::ErrorBody)))]
 async fn plan(
     auth: Auth<DeployScope>,
     State(app): State<AppState>,

@@ -73,7 +73,9 @@ impl GitView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ConnectGit {
-    /// An https URL, `owner/name` (GitHub), a local path or a `file://` URL.
+    /// An https URL, `owner/name` (GitHub), a local path or a `file://` URL. A local path
+    /// needs the operator's allowance for the account and must not lead into a repository
+    /// another account uses; an https host must resolve to a public address.
     #[schema(example = "owner/name")]
     pub repo: String,
     /// The branch to deploy from (default `main`).
@@ -100,7 +102,9 @@ pub struct RotatedSecret {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookAnswer {
-    /// `pong`, `duplicate`, `ignored`, `queued` or `removed` (a preview).
+    /// `pong`, `duplicate` (a redelivery or a replay), `ignored`, `stale` (the delivery
+    /// names a commit that is not the branch's head as fetched now), `queued` or
+    /// `removed` (a preview). `reason` says why for `duplicate`, `ignored` and `stale`.
     pub status: String,
     pub reason: Option<String>,
     pub deploy_id: Option<String>,
@@ -125,7 +129,9 @@ async fn get(
 /// the response carries the webhook signing secret, shown only here.
 #[utoipa::path(post, path = "/v1/projects/{id}/git", tag = "git",
     security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "project id")),
-    request_body = ConnectGit, responses((status = 200, body = GitConnected)))]
+    request_body = ConnectGit, responses((status = 200, body = GitConnected),
+        (status = 403, description = "the token lacks the scope, or the operator has not allowed this account repositories on the server's disk", body = super::error::ErrorBody),
+        (status = 409, description = "the local path leads into a repository another account's project uses", body = super::error::ErrorBody)))]
 async fn connect(
     auth: Auth<DeployScope>,
     State(app): State<AppState>,
@@ -170,13 +176,15 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
 /// The inbound webhook git providers call. Verified by the project's signing secret
 /// (`X-Hub-Signature-256`, `X-Gitea-Signature`/`X-Forgejo-Signature`, or
 /// `X-Gitlab-Token`), not an API token. A push to the connected branch queues a deploy of
-/// the pushed commit; pull request events (`opened`, `reopened`, `synchronize`, `closed`)
-/// and pushes to other branches create, update or remove previews.
+/// the pushed commit once a fetch confirms it is the branch's head (otherwise the delivery
+/// is `stale`); pull request events (`opened`, `reopened`, `synchronize`, `closed`) and
+/// pushes to other branches create, update or remove previews the same way. A delivery
+/// whose id or body was received in the last 30 days is a `duplicate`.
 #[utoipa::path(post, path = "/v1/projects/{id}/git/webhook", tag = "git",
     params(("id" = String, Path, description = "project id")),
     request_body(content = Object, description = "the provider's push or ping payload"),
     responses((status = 202, description = "a deploy was queued", body = WebhookAnswer),
-        (status = 200, description = "acknowledged: ping, duplicate or ignored", body = WebhookAnswer),
+        (status = 200, description = "acknowledged: ping, duplicate, ignored or stale", body = WebhookAnswer),
         (status = 401, description = "missing or wrong signature", body = super::error::ErrorBody),
         (status = 413, description = "the body is over `api.max_body_bytes`", body = super::error::ErrorBody),
         (status = 415, description = "the body is not JSON", body = super::error::ErrorBody)))]
@@ -224,7 +232,7 @@ async fn webhook(
         gitlab_token: header(&headers, "x-gitlab-token"),
         client_addr: Some(client.ip()),
     };
-    let outcome = git_connection::handle_delivery(&app, id, delivery, &body).await?;
+    let outcome = git_connection::handle_delivery(&app, id, delivery, body).await?;
     let answer = |status: &str, reason: Option<String>, deploy_id: Option<String>| WebhookAnswer {
         status: status.to_owned(),
         reason,
@@ -233,9 +241,15 @@ async fn webhook(
     };
     Ok(match outcome {
         DeliveryOutcome::Pong => (StatusCode::OK, Json(answer("pong", None, None))),
-        DeliveryOutcome::Duplicate => (StatusCode::OK, Json(answer("duplicate", None, None))),
+        DeliveryOutcome::Duplicate(reason) => (
+            StatusCode::OK,
+            Json(answer("duplicate", Some(reason), None)),
+        ),
         DeliveryOutcome::Ignored(reason) => {
             (StatusCode::OK, Json(answer("ignored", Some(reason), None)))
+        }
+        DeliveryOutcome::Stale(reason) => {
+            (StatusCode::OK, Json(answer("stale", Some(reason), None)))
         }
         DeliveryOutcome::Queued {
             deploy_id,

@@ -308,6 +308,16 @@ async fn fetch(
             )))
         })?;
     let location = RepoLocation::parse(&stored.repo).map_err(failed("fetch"))?;
+    // Checked again at every deploy: a permission the operator revoked after the
+    // repository was connected fails the deploy here, with the reason.
+    crate::git_connection::permit_repo(
+        app,
+        &project.account_id,
+        project.handle.as_str(),
+        &location,
+    )
+    .await
+    .map_err(failed("fetch"))?;
     let token = match &stored.access_token {
         Some(sealed) => Some(app.secrets.open_string(sealed).map_err(failed("fetch"))?),
         None => None,
@@ -320,10 +330,11 @@ async fn fetch(
     log.line(format!("fetching {location} ({wanted})"));
     let mirror_path = app.config.repos_dir().join(format!("{}.git", project.id));
     let timeout = Duration::from_secs(app.config.deploy.fetch_timeout_secs);
+    let egress = app.config.egress_policy();
     let export_to = source_dir.to_owned();
     let commit = tokio::task::spawn_blocking(move || -> Result<_, Error> {
         let mirror = Mirror::open_or_init(&mirror_path)?;
-        mirror.fetch(&location, token.as_deref(), timeout)?;
+        mirror.fetch(&location, token.as_deref(), timeout, &egress)?;
         let commit = mirror.resolve(&git_ref)?;
         std::fs::create_dir_all(&export_to)
             .map_err(|err| Error::Internal(format!("creating {}: {err}", export_to.display())))?;

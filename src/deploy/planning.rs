@@ -106,7 +106,8 @@ pub async fn preview(
     };
     let (location, token, default_branch, mirror_path) = match (&project, &target.repo) {
         (_, Some(repo)) => {
-            repo.check_permitted(&app.config.data_dir, app.config.deploy.allow_local_repos)?;
+            crate::git_connection::permit_repo(app, &actor.account_id, actor.handle.as_str(), repo)
+                .await?;
             let scratch = app
                 .config
                 .builds_dir()
@@ -132,6 +133,13 @@ pub async fn preview(
                 .map(|sealed| app.secrets.open_string(sealed))
                 .transpose()?;
             let location = crate::source::RepoLocation::parse(&stored.repo)?;
+            crate::git_connection::permit_repo(
+                app,
+                &project.account_id,
+                project.handle.as_str(),
+                &location,
+            )
+            .await?;
             (
                 location,
                 token,
@@ -154,13 +162,14 @@ pub async fn preview(
         .builds_dir()
         .join(format!("plan-{}", crate::ids::random_base62(12)));
     let timeout = std::time::Duration::from_secs(app.config.deploy.fetch_timeout_secs);
+    let egress = app.config.egress_policy();
     let images = app.config.build.images.clone();
     let hint = project.as_ref().and_then(|p| p.runtime);
     let temporary_mirror = target.repo.is_some().then(|| mirror_path.clone());
     let work_dir = export_dir.clone();
     let planned = tokio::task::spawn_blocking(move || -> Result<crate::plan::SourcePlan> {
         let mirror = Mirror::open_or_init(&mirror_path)?;
-        mirror.fetch(&location, token.as_deref(), timeout)?;
+        mirror.fetch(&location, token.as_deref(), timeout, &egress)?;
         let commit = mirror.resolve(&git_ref)?;
         std::fs::create_dir_all(&work_dir).map_err(|err| Error::Internal(err.to_string()))?;
         mirror.export(&commit.sha, &work_dir)?;

@@ -1,21 +1,23 @@
 //! Git through git2: a bare mirror per project, fetch with a deadline, ref resolution and
 //! export of a commit's tree as a plain directory.
 
+use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use git2::{
     AutotagOption, Cred, ErrorClass, ErrorCode, FetchOptions, FetchPrune, ObjectType, Oid,
-    RemoteCallbacks, Repository, Tree,
+    ProxyOptions, RemoteCallbacks, Repository, Tree,
 };
 
 use crate::error::Error;
+use crate::source::egress::{ConnectProxy, EgressPolicy, ProxyRefusal};
 use crate::source::refs::{is_sha_like, GitRef};
 use crate::source::repo::RepoLocation;
 
@@ -30,6 +32,10 @@ const MIRROR_REFSPECS: [&str; 2] = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:
 pub enum SourceError {
     #[error("the repository cannot be reached: {0}")]
     Unreachable(String),
+    /// The host has no address a fetch may reach. One message whatever the host is, and
+    /// nothing was contacted, so it tells nothing about what listens there.
+    #[error("the repository's host is not allowed: repositories are fetched only from public internet addresses, and this host does not resolve to one (loopback, private, link-local and this server's own addresses are refused unless the operator allows them with git.allowed_networks)")]
+    HostRefused,
     #[error("fetching the repository timed out after {secs} s")]
     TimedOut { secs: u64 },
     #[error("`{0}` is not a branch, tag or commit of the repository")]
@@ -55,6 +61,7 @@ impl From<SourceError> for Error {
     fn from(error: SourceError) -> Self {
         match error {
             SourceError::Unreachable(_)
+            | SourceError::HostRefused
             | SourceError::TimedOut { .. }
             | SourceError::RefNotFound(_)
             | SourceError::AmbiguousRef(_)
@@ -159,12 +166,14 @@ impl Mirror {
     /// Makes the mirror's branches and tags equal to the remote's. Returns within about
     /// `timeout` whatever the remote does: the fetch runs on its own thread, which stops
     /// itself at the deadline whenever git2 hands it control, and is abandoned (it ends
-    /// when the connection does) if the remote stalls inside a single read.
+    /// when the connection does) if the remote stalls inside a single read. An https
+    /// fetch connects only where `egress` permits, checked at each connection.
     pub fn fetch(
         &self,
         location: &RepoLocation,
         token: Option<&str>,
         timeout: Duration,
+        egress: &EgressPolicy,
     ) -> Result<FetchOutcome, SourceError> {
         if let RepoLocation::Local(local) = location {
             check_local_repository(local.as_path())?;
@@ -175,6 +184,12 @@ impl Mirror {
             token: match location {
                 // A token is only ever sent over https; a local repository needs none.
                 RepoLocation::Https(_) => token.map(str::to_owned),
+                RepoLocation::Local(_) => None,
+            },
+            // Every https connection goes through the checking proxy; a local path makes
+            // no network connection at all.
+            egress: match location {
+                RepoLocation::Https(_) => Some(egress.clone()),
                 RepoLocation::Local(_) => None,
             },
             deadline: Instant::now() + timeout,
@@ -350,11 +365,27 @@ impl Mirror {
     }
 }
 
+/// One lock per mirror directory, so fetches of the same mirror (a deploy, a webhook's
+/// check of the head, a plan) run one after another: concurrent ref updates in one
+/// repository fail on each other's lock files.
+fn mirror_lock(path: &Path) -> Arc<Mutex<()>> {
+    static LOCKS: LazyLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> =
+        LazyLock::new(Default::default);
+    let mut locks = LOCKS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Entries nobody holds are dropped, so the map stays as small as the fetches in flight.
+    locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+    Arc::clone(locks.entry(path.to_owned()).or_default())
+}
+
 /// Everything a fetch thread needs, owned, so the thread can outlive the caller's wait.
 struct FetchJob {
     mirror_path: PathBuf,
     url: String,
     token: Option<String>,
+    /// Where https connections may go; `None` for a local path, which opens none.
+    egress: Option<EgressPolicy>,
     deadline: Instant,
     timeout: Duration,
     /// Set by the caller when it stopped waiting; the callbacks then abort at once.
@@ -363,16 +394,41 @@ struct FetchJob {
 
 impl FetchJob {
     fn run(self) -> Result<FetchOutcome, SourceError> {
+        let lock = mirror_lock(&self.mirror_path);
+        let _serialized = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The wait for another fetch of this mirror counts against the deadline.
+        if Instant::now() >= self.deadline || self.abandoned.load(Ordering::SeqCst) {
+            return Err(SourceError::TimedOut {
+                secs: timeout_secs(self.timeout),
+            });
+        }
         let repo = Repository::open_bare(&self.mirror_path).map_err(git_failure)?;
+        let proxy = match &self.egress {
+            Some(policy) => Some(ConnectProxy::start(policy.clone(), self.deadline).map_err(
+                |error| SourceError::Io(format!("cannot start the fetch proxy: {error}")),
+            )?),
+            None => None,
+        };
         let timed_out = AtomicBool::new(false);
         let auth_rejected = AtomicBool::new(false);
-        self.fetch_into(&repo, &timed_out, &auth_rejected)
-            .map_err(|error| self.classify(&error, &timed_out, &auth_rejected))
+        self.fetch_into(&repo, proxy.as_ref(), &timed_out, &auth_rejected)
+            .map_err(
+                |error| match proxy.as_ref().and_then(ConnectProxy::refusal) {
+                    Some(ProxyRefusal::NotPermitted) => SourceError::HostRefused,
+                    Some(ProxyRefusal::ConnectFailed(why)) => SourceError::Unreachable(format!(
+                        "cannot connect to the repository's host: {why}"
+                    )),
+                    None => self.classify(&error, &timed_out, &auth_rejected),
+                },
+            )
     }
 
     fn fetch_into(
         &self,
         repo: &Repository,
+        proxy: Option<&ConnectProxy>,
         timed_out: &AtomicBool,
         auth_rejected: &AtomicBool,
     ) -> Result<FetchOutcome, git2::Error> {
@@ -409,6 +465,12 @@ impl FetchJob {
             .prune(FetchPrune::On)
             .download_tags(AutotagOption::None)
             .update_fetchhead(false);
+        if let Some(proxy) = proxy {
+            // A specified proxy also overrides `http.proxy` and the `*_proxy` variables.
+            let mut proxy_options = ProxyOptions::new();
+            proxy_options.url(&proxy.url());
+            options.proxy_options(proxy_options);
+        }
         let mut remote = repo.remote_anonymous(&self.url)?;
         remote.fetch(&MIRROR_REFSPECS, Some(&mut options), Some("cantila fetch"))?;
         // The ref list from the fetch is kept after it disconnects, so this asks nothing
@@ -679,6 +741,16 @@ mod tests {
         commit(repo, update, parents, tree, message)
     }
 
+    /// The default policy: public addresses only.
+    fn no_network() -> EgressPolicy {
+        EgressPolicy::default()
+    }
+
+    /// A policy that lets fetches reach test servers on loopback.
+    fn loopback_allowed() -> EgressPolicy {
+        EgressPolicy::new(&["127.0.0.0/8".parse().unwrap()])
+    }
+
     fn mirror_in(dir: &TempDir) -> Mirror {
         Mirror::open_or_init(&dir.path().join("repos").join("prj_test.git")).unwrap()
     }
@@ -696,7 +768,9 @@ mod tests {
         let source = Source::new();
         let data = TempDir::new().unwrap();
         let mirror = mirror_in(&data);
-        let outcome = mirror.fetch(&source.location(), None, GENEROUS).unwrap();
+        let outcome = mirror
+            .fetch(&source.location(), None, GENEROUS, &no_network())
+            .unwrap();
         assert_eq!(outcome.branches, ["feature", "main"]);
         assert_eq!(outcome.tags, ["light", "v1"]);
         assert_eq!(outcome.default_branch.as_deref(), Some("main"));
@@ -771,7 +845,9 @@ mod tests {
         let source = Source::new();
         let data = TempDir::new().unwrap();
         let mirror = mirror_in(&data);
-        mirror.fetch(&source.location(), None, GENEROUS).unwrap();
+        mirror
+            .fetch(&source.location(), None, GENEROUS, &no_network())
+            .unwrap();
         for text in [
             "nope",
             "refs/heads/v1",
@@ -799,7 +875,9 @@ mod tests {
         let source = Source::new();
         let data = TempDir::new().unwrap();
         let mirror = mirror_in(&data);
-        let first = mirror.fetch(&source.file_url(), None, GENEROUS).unwrap();
+        let first = mirror
+            .fetch(&source.file_url(), None, GENEROUS, &no_network())
+            .unwrap();
         assert_eq!(first.branches, ["feature", "main"]);
         assert_eq!(
             resolve(&mirror, "main").unwrap().sha,
@@ -821,7 +899,9 @@ mod tests {
             .unwrap();
 
         // The same handle sees the new pack and refs: a long-lived `Mirror` stays correct.
-        let second = mirror.fetch(&source.file_url(), None, GENEROUS).unwrap();
+        let second = mirror
+            .fetch(&source.file_url(), None, GENEROUS, &no_network())
+            .unwrap();
         assert_eq!(second.branches, ["main"]);
         let head = resolve(&mirror, "main").unwrap();
         assert_eq!(head.sha, newer.to_string());
@@ -843,14 +923,18 @@ mod tests {
         let mirror = mirror_in(&data);
         let missing = data.path().join("no-such-repo");
         let location = RepoLocation::parse(missing.to_str().unwrap()).unwrap();
-        let error = mirror.fetch(&location, None, GENEROUS).unwrap_err();
+        let error = mirror
+            .fetch(&location, None, GENEROUS, &no_network())
+            .unwrap_err();
         let message = Error::from(error).to_string();
         assert!(message.contains("cannot be reached"), "{message}");
         assert!(message.contains("does not exist"), "{message}");
 
         let empty = TempDir::new().unwrap();
         let location = RepoLocation::parse(empty.path().to_str().unwrap()).unwrap();
-        let error = mirror.fetch(&location, None, GENEROUS).unwrap_err();
+        let error = mirror
+            .fetch(&location, None, GENEROUS, &no_network())
+            .unwrap_err();
         assert!(matches!(error, SourceError::Unreachable(_)), "{error:?}");
     }
 
@@ -861,7 +945,12 @@ mod tests {
         let location = RepoLocation::parse("https://127.0.0.1:1/x.git").unwrap();
         let started = Instant::now();
         let error = mirror
-            .fetch(&location, Some("tok_never_shown"), Duration::from_secs(20))
+            .fetch(
+                &location,
+                Some("tok_never_shown"),
+                Duration::from_secs(20),
+                &loopback_allowed(),
+            )
             .unwrap_err();
         assert!(
             started.elapsed() < Duration::from_secs(5),
@@ -874,6 +963,102 @@ mod tests {
         assert!(
             !message.to_string().contains("tok_never_shown"),
             "{message}"
+        );
+    }
+
+    /// A loopback listener that counts the connections it accepts and, when `first_bytes`
+    /// is set, reports the first bytes of the first one.
+    fn counting_listener() -> (
+        u16,
+        Arc<std::sync::atomic::AtomicUsize>,
+        mpsc::Receiver<Vec<u8>>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        let (sender, first_bytes) = mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                counter.fetch_add(1, Ordering::SeqCst);
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                let mut buffer = [0u8; 16];
+                let read = std::io::Read::read(&mut stream, &mut buffer).unwrap_or(0);
+                let _ = sender.send(buffer[..read].to_vec());
+            }
+        });
+        (port, accepted, first_bytes)
+    }
+
+    /// libgit2 sends every https connection through the proxy: with the default policy a
+    /// loopback, private or link-local host is refused with one message, at once, and
+    /// the listener there is never contacted.
+    #[test]
+    fn internal_hosts_are_refused_with_one_message_and_never_contacted() {
+        let (port, accepted, _) = counting_listener();
+        let data = TempDir::new().unwrap();
+        let mirror = mirror_in(&data);
+        let mut messages = Vec::new();
+        for url in [
+            format!("https://127.0.0.1:{port}/x.git"),
+            format!("https://localhost:{port}/x.git"),
+            format!("https://[::1]:{port}/x.git"),
+            "https://10.0.0.1/x.git".to_owned(),
+            "https://169.254.169.254/latest/meta-data.git".to_owned(),
+            "https://100.64.0.1/x.git".to_owned(),
+        ] {
+            let location = RepoLocation::parse(&url).unwrap();
+            let started = Instant::now();
+            let error = mirror
+                .fetch(&location, Some("tok_x"), GENEROUS, &no_network())
+                .unwrap_err();
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{url} took {:?}",
+                started.elapsed()
+            );
+            assert!(
+                matches!(error, SourceError::HostRefused),
+                "{url}: {error:?}"
+            );
+            messages.push(Error::from(error).to_string());
+        }
+        messages.dedup();
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert!(messages[0].contains("git.allowed_networks"), "{messages:?}");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            0,
+            "a refused host was contacted"
+        );
+    }
+
+    /// With the operator's allowance, the fetch reaches the loopback server through the
+    /// proxy's tunnel: the server receives a TLS ClientHello.
+    #[test]
+    fn an_allowed_network_is_reached_through_the_tunnel() {
+        let (port, accepted, first_bytes) = counting_listener();
+        let data = TempDir::new().unwrap();
+        let mirror = mirror_in(&data);
+        let location = RepoLocation::parse(&format!("https://127.0.0.1:{port}/x.git")).unwrap();
+        let error = mirror
+            .fetch(
+                &location,
+                None,
+                Duration::from_secs(10),
+                &loopback_allowed(),
+            )
+            .unwrap_err();
+        assert!(matches!(error, SourceError::Unreachable(_)), "{error:?}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        let hello = first_bytes.recv_timeout(GENEROUS).unwrap();
+        assert_eq!(
+            hello.first(),
+            Some(&0x16),
+            "a TLS handshake record: {hello:?}"
         );
     }
 
@@ -892,7 +1077,7 @@ mod tests {
         let location = RepoLocation::parse(&format!("https://127.0.0.1:{port}/x.git")).unwrap();
         let started = Instant::now();
         let error = mirror
-            .fetch(&location, None, Duration::from_secs(1))
+            .fetch(&location, None, Duration::from_secs(1), &loopback_allowed())
             .unwrap_err();
         assert!(
             started.elapsed() < Duration::from_secs(3),
@@ -949,6 +1134,7 @@ mod tests {
             mirror_path: mirror.path().to_owned(),
             url: format!("http://127.0.0.1:{port}/x.git"),
             token: Some("tok_secret_value".into()),
+            egress: None,
             deadline: Instant::now() + GENEROUS,
             timeout: GENEROUS,
             abandoned: Arc::new(AtomicBool::new(false)),
@@ -968,7 +1154,9 @@ mod tests {
         let source = Source::new();
         let data = TempDir::new().unwrap();
         let mirror = mirror_in(&data);
-        mirror.fetch(&source.location(), None, GENEROUS).unwrap();
+        mirror
+            .fetch(&source.location(), None, GENEROUS, &no_network())
+            .unwrap();
         let used = data.path().join("used");
         fs::create_dir(&used).unwrap();
         fs::write(used.join("left-over"), "x").unwrap();

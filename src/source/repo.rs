@@ -45,19 +45,54 @@ impl LocalPath {
     }
 }
 
+impl LocalPath {
+    /// What the repository at this path is, for telling whether two paths lead to the same
+    /// one: the path with symlinks resolved, and the git directory its worktrees share.
+    /// Reads the disk, so it is checked each time a path is used, never stored.
+    pub fn identity(&self) -> RepoIdentity {
+        let resolved = std::fs::canonicalize(&self.path).unwrap_or_else(|_| self.path.clone());
+        // `open` reads `.git` files and `commondir`, so a linked worktree and its main
+        // repository share one common directory.
+        let common_dir = git2::Repository::open(&resolved)
+            .ok()
+            .and_then(|repo| std::fs::canonicalize(repo.commondir()).ok());
+        RepoIdentity {
+            resolved,
+            common_dir,
+        }
+    }
+}
+
+/// A local repository's place on disk, compared by `overlaps`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoIdentity {
+    resolved: PathBuf,
+    common_dir: Option<PathBuf>,
+}
+
+impl RepoIdentity {
+    /// True when the two paths lead into the same repository: one lies inside the other
+    /// (a checkout and its `.git`, a repository and a directory of it), or both open the
+    /// same git directory (a worktree of the other).
+    pub fn overlaps(&self, other: &RepoIdentity) -> bool {
+        let inside = |a: &Path, b: &Path| a.starts_with(b) || b.starts_with(a);
+        inside(&self.resolved, &other.resolved)
+            || [&self.common_dir, &other.common_dir]
+                .iter()
+                .zip([&other.resolved, &self.resolved])
+                .any(|(common, path)| common.as_deref().is_some_and(|c| inside(c, path)))
+            || matches!((&self.common_dir, &other.common_dir), (Some(a), Some(b)) if a == b)
+    }
+}
+
 impl RepoLocation {
-    /// Refuses a local repository when the operator has not allowed them, and always one
-    /// inside Cantila's data directory (other accounts' mirrors, the store, the keys),
-    /// symlinks resolved.
-    pub fn check_permitted(&self, data_dir: &Path, allow_local: bool) -> Result<(), Error> {
+    /// Refuses a local repository inside Cantila's data directory (other accounts'
+    /// mirrors, the store, the keys), symlinks resolved. Which accounts may use local
+    /// repositories at all is the caller's question (`git_connection::permit_repo`).
+    pub fn check_permitted(&self, data_dir: &Path) -> Result<(), Error> {
         let RepoLocation::Local(local) = self else {
             return Ok(());
         };
-        if !allow_local {
-            return Err(Error::Invalid(
-                "repositories on this server's disk are disabled (deploy.allow_local_repos = false); use an https URL".to_owned(),
-            ));
-        }
         let resolved = std::fs::canonicalize(&local.path).unwrap_or_else(|_| local.path.clone());
         let data_dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
         if resolved.starts_with(&data_dir) || local.path.starts_with(&data_dir) {
@@ -534,7 +569,7 @@ mod tests {
     }
 
     #[test]
-    fn the_data_directory_and_disabled_local_repos_are_refused() {
+    fn the_data_directory_is_refused() {
         let data_dir = tempfile::tempdir().unwrap();
         let mirror = data_dir.path().join("repos");
         std::fs::create_dir_all(&mirror).unwrap();
@@ -544,19 +579,57 @@ mod tests {
         for inside in [&mirror, &link] {
             let location = RepoLocation::parse(inside.to_str().unwrap()).unwrap();
             let err = location
-                .check_permitted(data_dir.path(), true)
+                .check_permitted(data_dir.path())
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("data directory"), "{err}");
         }
         let elsewhere = RepoLocation::parse(outside.path().to_str().unwrap()).unwrap();
-        assert!(elsewhere.check_permitted(data_dir.path(), true).is_ok());
-        let err = elsewhere
-            .check_permitted(data_dir.path(), false)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("allow_local_repos"), "{err}");
+        assert!(elsewhere.check_permitted(data_dir.path()).is_ok());
         let remote = RepoLocation::parse("https://example.com/a.git").unwrap();
-        assert!(remote.check_permitted(data_dir.path(), false).is_ok());
+        assert!(remote.check_permitted(data_dir.path()).is_ok());
+    }
+
+    fn identity_of(path: &Path) -> RepoIdentity {
+        match RepoLocation::parse(path.to_str().unwrap()).unwrap() {
+            RepoLocation::Local(local) => local.identity(),
+            RepoLocation::Https(_) => unreachable!(),
+        }
+    }
+
+    /// A checkout, its `.git`, a symlink to it, a linked worktree of it and a directory
+    /// inside it all lead to the same repository; a sibling repository does not.
+    #[test]
+    fn paths_into_one_repository_overlap() {
+        let root = tempfile::tempdir().unwrap();
+        let checkout = root.path().join("app");
+        let repo = git2::Repository::init(&checkout).unwrap();
+        std::fs::write(checkout.join("f"), "x").unwrap();
+        let mut index = repo.index().unwrap();
+        index.add_path(Path::new("f")).unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let signature = git2::Signature::now("T", "t@example.org").unwrap();
+        repo.commit(Some("HEAD"), &signature, &signature, "one", &tree, &[])
+            .unwrap();
+        let worktree = root.path().join("wt");
+        repo.worktree("wt", &worktree, None).unwrap();
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&checkout, &link).unwrap();
+        let sibling = root.path().join("other");
+        git2::Repository::init(&sibling).unwrap();
+
+        let original = identity_of(&checkout);
+        for same in [
+            checkout.join(".git"),
+            link.clone(),
+            link.join(".git"),
+            worktree.clone(),
+            checkout.join("sub"),
+        ] {
+            assert!(original.overlaps(&identity_of(&same)), "{}", same.display());
+            assert!(identity_of(&same).overlaps(&original), "{}", same.display());
+        }
+        assert!(!original.overlaps(&identity_of(&sibling)));
+        assert!(!identity_of(&sibling).overlaps(&original));
     }
 }

@@ -245,6 +245,36 @@ impl PullRequestEvent {
     }
 }
 
+/// Checks the commit a delivery names against the branch's head as fetched when the
+/// delivery arrived. Only the head is ever deployed from a webhook: a delivery naming
+/// another commit is stale (overtaken by a later push, or a replay of an old one), and a
+/// force-push back to an older commit is fine, since that commit is the head. Returns the
+/// head to deploy, or why the delivery is stale. `named` is `None` when the payload
+/// names no commit; the head is then what it means.
+pub fn confirm_head(
+    branch: &str,
+    named: Option<&str>,
+    head: Option<&str>,
+) -> Result<String, String> {
+    let Some(head) = head else {
+        return Err(format!(
+            "the branch `{branch}` does not exist in the repository now, so the delivery is stale"
+        ));
+    };
+    match named {
+        Some(named) if !named.eq_ignore_ascii_case(head) => Err(format!(
+            "the delivery names commit {} but `{branch}` is at {} now; only the branch's head is deployed, so a stale or replayed delivery is ignored",
+            short(named),
+            short(head)
+        )),
+        _ => Ok(head.to_owned()),
+    }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
 /// A full object id: 40 hex digits for SHA-1 repositories, 64 for SHA-256 ones.
 fn is_full_sha(value: &str) -> bool {
     matches!(value.len(), 40 | 64) && value.bytes().all(|b| b.is_ascii_hexdigit())
@@ -598,5 +628,28 @@ mod tests {
             );
             assert!(error.to_string().contains(expected), "{body}: {error}");
         }
+    }
+
+    #[test]
+    fn only_the_fetched_head_is_deployed() {
+        let head = "a".repeat(40);
+        let older = "b".repeat(40);
+        assert_eq!(
+            confirm_head("main", Some(&head), Some(&head)),
+            Ok(head.clone())
+        );
+        assert_eq!(
+            confirm_head("main", Some(&head.to_uppercase()), Some(&head)),
+            Ok(head.clone())
+        );
+        assert_eq!(confirm_head("main", None, Some(&head)), Ok(head.clone()));
+        let stale = confirm_head("main", Some(&older), Some(&head)).unwrap_err();
+        assert!(
+            stale.contains("bbbbbbbbbbbb") && stale.contains("aaaaaaaaaaaa"),
+            "{stale}"
+        );
+        assert!(stale.contains("stale"), "{stale}");
+        let gone = confirm_head("feature", Some(&head), None).unwrap_err();
+        assert!(gone.contains("`feature` does not exist"), "{gone}");
     }
 }

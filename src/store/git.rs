@@ -91,15 +91,118 @@ pub fn record_delivery(
     Ok(())
 }
 
-/// Records a delivery id; false when it was seen before (a redelivery).
-pub fn first_delivery(
-    connection: &Connection,
-    project_id: &str,
-    delivery_id: &str,
+/// Whether a verified delivery was seen before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// Neither its id nor its body: it is now remembered.
+    New,
+    /// Its delivery id was received at this time (a redelivery).
+    DeliveryId(String),
+    /// The same body was received at this time (a replay, whatever its id).
+    Body(String),
+}
+
+/// The delivery's identity, as `remember_delivery` records it.
+#[derive(Debug, Clone)]
+pub struct DeliveryKey<'a> {
+    pub project_id: &'a str,
+    pub delivery_id: Option<&'a str>,
+    pub body_sha256: &'a [u8],
+    /// The ref a push named, so a later push to it can retire this body.
+    pub subject: Option<&'a str>,
+}
+
+/// Remembers a delivery by id and body digest in one transaction, unless either was seen
+/// since `since`; records older than that are forgotten first.
+pub fn remember_delivery(
+    connection: &mut Connection,
+    key: &DeliveryKey<'_>,
     at: &str,
-) -> Result<bool> {
-    Ok(connection.execute(
-        "INSERT OR IGNORE INTO webhook_deliveries (project_id, delivery_id, received_at) VALUES (?1, ?2, ?3)",
-        params![project_id, delivery_id, at],
-    )? > 0)
+    since: &str,
+) -> Result<Seen> {
+    let tx = connection.transaction()?;
+    tx.execute(
+        "DELETE FROM webhook_deliveries WHERE received_at < ?1",
+        [since],
+    )?;
+    tx.execute("DELETE FROM webhook_bodies WHERE received_at < ?1", [since])?;
+    if let Some(delivery_id) = key.delivery_id {
+        let before: Option<String> = tx
+            .query_row(
+                "SELECT received_at FROM webhook_deliveries WHERE project_id = ?1 AND delivery_id = ?2",
+                params![key.project_id, delivery_id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if let Some(before) = before {
+            return Ok(Seen::DeliveryId(before));
+        }
+    }
+    let before: Option<String> = tx
+        .query_row(
+            "SELECT received_at FROM webhook_bodies WHERE project_id = ?1 AND body_sha256 = ?2",
+            params![key.project_id, key.body_sha256],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if let Some(before) = before {
+        return Ok(Seen::Body(before));
+    }
+    if let Some(delivery_id) = key.delivery_id {
+        tx.execute(
+            "INSERT INTO webhook_deliveries (project_id, delivery_id, received_at) VALUES (?1, ?2, ?3)",
+            params![key.project_id, delivery_id, at],
+        )?;
+    }
+    tx.execute(
+        "INSERT INTO webhook_bodies (project_id, body_sha256, subject, received_at) VALUES (?1, ?2, ?3, ?4)",
+        params![key.project_id, key.body_sha256, key.subject, at],
+    )?;
+    tx.commit()?;
+    Ok(Seen::New)
+}
+
+/// Forgets a delivery whose handling failed, so the provider's redelivery is handled.
+pub fn forget_delivery(connection: &Connection, key: &DeliveryKey<'_>) -> Result<()> {
+    if let Some(delivery_id) = key.delivery_id {
+        connection.execute(
+            "DELETE FROM webhook_deliveries WHERE project_id = ?1 AND delivery_id = ?2",
+            params![key.project_id, delivery_id],
+        )?;
+    }
+    connection.execute(
+        "DELETE FROM webhook_bodies WHERE project_id = ?1 AND body_sha256 = ?2",
+        params![key.project_id, key.body_sha256],
+    )?;
+    Ok(())
+}
+
+/// Forgets the bodies of earlier pushes to the key's ref once this one was acted on: they
+/// are stale now (the head moved), and forgetting them lets the same push body, sent
+/// again later for a real push (GitLab's and Gitea's carry no push time), be handled.
+pub fn retire_earlier_bodies(connection: &Connection, key: &DeliveryKey<'_>) -> Result<()> {
+    if let Some(subject) = key.subject {
+        connection.execute(
+            "DELETE FROM webhook_bodies WHERE project_id = ?1 AND subject = ?2 AND body_sha256 != ?3",
+            params![key.project_id, subject, key.body_sha256],
+        )?;
+    }
+    Ok(())
+}
+
+/// The repositories other accounts' projects are connected to, with the owning account's
+/// handle: what a local path is checked against, so one account cannot build another's.
+pub fn repos_of_other_accounts(
+    connection: &Connection,
+    account_id: &str,
+) -> Result<Vec<(String, String)>> {
+    let mut statement = connection.prepare(
+        "SELECT accounts.handle, git_connections.repo
+         FROM git_connections
+         JOIN projects ON projects.id = git_connections.project_id
+         JOIN accounts ON accounts.id = projects.account_id
+         WHERE projects.account_id != ?1",
+    )?;
+    let rows = statement.query_map([account_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

@@ -307,6 +307,19 @@ const STEPS: &[&str] = &[
     ALTER TABLE backups ADD COLUMN remote_uploaded_at TEXT;
     CREATE INDEX backups_by_remote_status ON backups(remote_status)
         WHERE remote_status IN ('pending', 'failed');",
+    // 12 (git: replayed webhooks): the SHA-256 of each verified delivery body, so a replay
+    // is recognised whatever delivery id it carries; `subject` is the ref a push named, so
+    // a later push to that ref retires the earlier bodies. Both delivery tables are pruned
+    // by age (`received_at`).
+    "CREATE TABLE webhook_bodies (
+        project_id   TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        body_sha256  BLOB NOT NULL,
+        subject      TEXT,
+        received_at  TEXT NOT NULL,
+        PRIMARY KEY (project_id, body_sha256)
+    );
+    CREATE INDEX webhook_bodies_by_age ON webhook_bodies(received_at);
+    CREATE INDEX webhook_deliveries_by_age ON webhook_deliveries(received_at);",
 ];
 
 /// The schema version this binary writes.
