@@ -16,6 +16,7 @@ mod disk_full;
 mod docker;
 mod edge;
 mod engine_restart;
+mod git_sources;
 mod hostile;
 mod lifecycle;
 mod logs;
