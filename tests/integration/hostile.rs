@@ -3,7 +3,9 @@
 //! TTL, env overrides and branch patterns included). Each must get a 4xx or be
 //! stored inertly (never a 5xx), no command in them may run (a canary file never appears),
 //! nothing may be written outside the data directory, and no child process is left behind.
-//! Also the webhook's own guards: body limit before HMAC, JSON only, replays ignored.
+//! Also the webhook's own guards: body limit before HMAC, JSON only, replays ignored
+//! (by delivery id and by body, whatever id a replay carries), and only the branch's
+//! head as fetched at delivery time is ever deployed.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -485,5 +487,287 @@ async fn a_malicious_repository_cannot_reach_outside_its_tree() {
     assert_eq!(failed["status"], "failed", "{failed}");
     let log = crate::deploys::events_text(&daemon, failed["id"].as_str().unwrap()).await;
     assert!(log.contains("larger than 1 MiB"), "{log}");
+    crate::deploys::cleanup(&project_id).await;
+}
+
+/// Sends a signed GitHub push (or any event) with the delivery id given, if any.
+async fn github_delivery(
+    daemon: &TestDaemon,
+    project_id: &str,
+    secret: &str,
+    event: &str,
+    delivery: Option<&str>,
+    body: &[u8],
+) -> crate::support::Res {
+    let mut request = daemon
+        .request(
+            Method::POST,
+            &format!("/v1/projects/{project_id}/git/webhook"),
+        )
+        .header("content-type", "application/json")
+        .header("x-github-event", event)
+        .header("x-hub-signature-256", sign(secret, body));
+    if let Some(delivery) = delivery {
+        request = request.header("x-github-delivery", delivery);
+    }
+    crate::support::read(request.body(body.to_vec()).send().await.unwrap()).await
+}
+
+/// Sends a GitLab push: the token header carries the secret and covers nothing else.
+async fn gitlab_delivery(
+    daemon: &TestDaemon,
+    project_id: &str,
+    secret: &str,
+    uuid: &str,
+    body: &[u8],
+) -> crate::support::Res {
+    let res = daemon
+        .request(
+            Method::POST,
+            &format!("/v1/projects/{project_id}/git/webhook"),
+        )
+        .header("content-type", "application/json")
+        .header("x-gitlab-event", "Push Hook")
+        .header("x-gitlab-event-uuid", uuid)
+        .header("x-gitlab-token", secret)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    crate::support::read(res).await
+}
+
+fn push_body(before: &str, after: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({ "ref": "refs/heads/main", "before": before, "after": after }))
+        .unwrap()
+}
+
+/// The commit production serves, and how many deploys the project has had.
+async fn serving(daemon: &TestDaemon, project_id: &str) -> (String, usize) {
+    let deploys = daemon
+        .get(
+            &format!("/v1/projects/{project_id}/deploys"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
+    let items = deploys["deploys"].as_array().unwrap();
+    let running = items
+        .iter()
+        .find(|d| d["status"] == "running")
+        .map(|d| d["commitSha"].as_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (running, items.len())
+}
+
+async fn last_delivery(daemon: &TestDaemon, project_id: &str) -> String {
+    daemon
+        .get(
+            &format!("/v1/projects/{project_id}/git"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body["lastDelivery"]["result"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A captured, signed delivery replayed with a fresh delivery id (or none) never rolls
+/// production back nor queues a second deploy; only the branch's head as fetched when a
+/// delivery arrives is deployed, a force-push back included. GitLab's token, which covers
+/// no body, gets the same treatment, and so do pull request events.
+#[tokio::test]
+async fn replayed_webhooks_never_roll_production_back() {
+    let daemon = TestDaemon::start_with(|c| {
+        c.deploy.drain_secs = 0;
+        c.deploy.stop_grace_secs = 1;
+    })
+    .await;
+    let repo = Repo::busybox("one\n");
+    let (project_id, secret) = daemon.connected_project("replayed", &repo).await;
+    let git = git2::Repository::open(repo.path()).unwrap();
+    let head = |git: &git2::Repository| {
+        git.head()
+            .unwrap()
+            .peel_to_commit()
+            .unwrap()
+            .id()
+            .to_string()
+    };
+    let first = head(&git);
+    let zero = "0".repeat(40);
+
+    let push_one = push_body(&zero, &first);
+    let res = github_delivery(
+        &daemon,
+        &project_id,
+        &secret,
+        "push",
+        Some("d-1"),
+        &push_one,
+    )
+    .await
+    .expect(202);
+    let deploy = daemon
+        .wait_deploy(res.body["deployId"].as_str().unwrap())
+        .await;
+    assert_eq!(deploy["status"], "running", "{deploy}");
+
+    let second = repo.commit(&[("www/index.html", "two\n")], "two");
+    let push_two = push_body(&first, &second);
+    let res = github_delivery(
+        &daemon,
+        &project_id,
+        &secret,
+        "push",
+        Some("d-2"),
+        &push_two,
+    )
+    .await
+    .expect(202);
+    let deploy = daemon
+        .wait_deploy(res.body["deployId"].as_str().unwrap())
+        .await;
+    assert_eq!(deploy["status"], "running", "{deploy}");
+    let before = serving(&daemon, &project_id).await;
+    assert_eq!(before.0, second);
+
+    // The old push, replayed with a new delivery id: stale, nothing queued.
+    let res = github_delivery(
+        &daemon,
+        &project_id,
+        &secret,
+        "push",
+        Some("d-evil"),
+        &push_one,
+    )
+    .await
+    .expect(200);
+    assert_eq!(res.body["status"], "stale", "{}", res.text);
+    assert!(
+        res.body["reason"].as_str().unwrap().contains(&second[..12]),
+        "{}",
+        res.text
+    );
+    let recorded = last_delivery(&daemon, &project_id).await;
+    assert!(recorded.starts_with("stale: "), "{recorded}");
+    // Again without any delivery id: the body is known now.
+    let res = github_delivery(&daemon, &project_id, &secret, "push", None, &push_one)
+        .await
+        .expect(200);
+    assert_eq!(res.body["status"], "duplicate", "{}", res.text);
+    // The latest push replayed with a new id queues no second deploy.
+    let res = github_delivery(
+        &daemon,
+        &project_id,
+        &secret,
+        "push",
+        Some("d-again"),
+        &push_two,
+    )
+    .await
+    .expect(200);
+    assert_eq!(res.body["status"], "duplicate", "{}", res.text);
+    assert!(
+        res.body["reason"].as_str().unwrap().contains("replay"),
+        "{}",
+        res.text
+    );
+    let recorded = last_delivery(&daemon, &project_id).await;
+    assert!(recorded.starts_with("duplicate: "), "{recorded}");
+    assert_eq!(serving(&daemon, &project_id).await, before);
+
+    // A force-push back to the first commit is the branch's head: it deploys.
+    git.reference(
+        "refs/heads/main",
+        git2::Oid::from_str(&first).unwrap(),
+        true,
+        "force back",
+    )
+    .unwrap();
+    let push_back = serde_json::to_vec(&json!({
+        "ref": "refs/heads/main", "before": second, "after": first, "forced": true
+    }))
+    .unwrap();
+    let res = github_delivery(
+        &daemon,
+        &project_id,
+        &secret,
+        "push",
+        Some("d-3"),
+        &push_back,
+    )
+    .await
+    .expect(202);
+    let deploy = daemon
+        .wait_deploy(res.body["deployId"].as_str().unwrap())
+        .await;
+    assert_eq!(deploy["status"], "running", "{deploy}");
+    assert_eq!(deploy["commitSha"], first);
+
+    // GitLab: the token header covers no body, so a captured token replays anything; an
+    // old commit is stale and a replay of the real push is a duplicate.
+    let third = repo.commit(&[("www/index.html", "three\n")], "three");
+    let gitlab_push = serde_json::to_vec(&json!({
+        "object_kind": "push", "ref": "refs/heads/main", "before": first,
+        "after": third, "checkout_sha": third
+    }))
+    .unwrap();
+    let res = gitlab_delivery(&daemon, &project_id, &secret, "g-1", &gitlab_push)
+        .await
+        .expect(202);
+    let deploy = daemon
+        .wait_deploy(res.body["deployId"].as_str().unwrap())
+        .await;
+    assert_eq!(deploy["commitSha"], third, "{deploy}");
+    let after_gitlab = serving(&daemon, &project_id).await;
+    let res = gitlab_delivery(&daemon, &project_id, &secret, "g-2", &gitlab_push)
+        .await
+        .expect(200);
+    assert_eq!(res.body["status"], "duplicate", "{}", res.text);
+    let forged_old = serde_json::to_vec(&json!({
+        "object_kind": "push", "ref": "refs/heads/main", "before": first,
+        "after": second, "checkout_sha": second
+    }))
+    .unwrap();
+    let res = gitlab_delivery(&daemon, &project_id, &secret, "g-3", &forged_old)
+        .await
+        .expect(200);
+    assert_eq!(res.body["status"], "stale", "{}", res.text);
+    assert_eq!(serving(&daemon, &project_id).await, after_gitlab);
+
+    // Pull request events are checked the same way: a synchronize naming a commit the
+    // branch has moved past builds nothing.
+    let feature_old = repo.commit_on_branch("feature", &[("www/index.html", "old\n")], "old");
+    let feature_new = repo.commit_on_branch("feature", &[("www/index.html", "new\n")], "new");
+    assert_ne!(feature_old, feature_new);
+    let pull = serde_json::to_vec(&json!({
+        "action": "synchronize", "number": 3,
+        "pull_request": { "number": 3, "head": { "ref": "feature", "sha": feature_old } }
+    }))
+    .unwrap();
+    let res = github_delivery(
+        &daemon,
+        &project_id,
+        &secret,
+        "pull_request",
+        Some("p-1"),
+        &pull,
+    )
+    .await
+    .expect(200);
+    assert_eq!(res.body["status"], "stale", "{}", res.text);
+    let previews = daemon
+        .get(
+            &format!("/v1/projects/{project_id}/previews"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(previews["previews"], json!([]), "{previews}");
     crate::deploys::cleanup(&project_id).await;
 }

@@ -711,7 +711,14 @@ async fn previews_are_capped_expire_follow_opted_in_branches_and_stay_in_their_a
     .await
     .expect(200);
     assert_eq!(other_branch.body["status"], "ignored");
-    // Deleting the branch removes its preview.
+    // Deleting the branch removes its preview (once the repository has it deleted: a
+    // deletion delivery while the branch exists is stale).
+    git2::Repository::open(repo.path())
+        .unwrap()
+        .find_branch("feature/two", git2::BranchType::Local)
+        .unwrap()
+        .delete()
+        .unwrap();
     let deleted = send_webhook(
         &daemon,
         &project_id,
