@@ -374,14 +374,16 @@ async fn webhooks_refuse_oversized_bodies_other_content_types_and_replays() {
         res.text
     );
 
-    // A wrong signature is 401, and the id it used is not burnt for the real delivery.
+    // A wrong signature is 401, and neither the id nor the body it used is burnt for the
+    // real delivery.
+    let second_ping = serde_json::to_vec(&json!({ "zen": "again" })).unwrap();
     let res = deliver(
         &daemon,
         &project_id,
         "application/json",
         "h4",
-        ping.clone(),
-        sign("wrong secret", &ping),
+        second_ping.clone(),
+        sign("wrong secret", &second_ping),
     )
     .await
     .expect(401);
@@ -391,12 +393,24 @@ async fn webhooks_refuse_oversized_bodies_other_content_types_and_replays() {
         &project_id,
         "application/json",
         "h4",
-        ping.clone(),
-        sign(&secret, &ping),
+        second_ping.clone(),
+        sign(&secret, &second_ping),
     )
     .await
     .expect(200);
     assert_eq!(res.body["status"], "pong");
+    // The same signed body under another delivery id is a replay.
+    let res = deliver(
+        &daemon,
+        &project_id,
+        "application/json",
+        "h5",
+        second_ping.clone(),
+        sign(&secret, &second_ping),
+    )
+    .await
+    .expect(200);
+    assert_eq!(res.body["status"], "duplicate", "{}", res.text);
 }
 
 #[tokio::test]
