@@ -275,7 +275,8 @@ fn serve_client(mut client: TcpStream, shared: &Shared) -> io::Result<()> {
     };
     let permitted = permitted_addresses(&target, &shared.policy);
     if permitted.is_empty() {
-        tracing::info!(target = %target.0, "refused a git fetch: the host has no public address");
+        // Debug, not info: any tenant can ask for fetches, so this must not flood the log.
+        tracing::debug!(target = %target.0, "refused a git fetch: the host has no public address");
         *lock(&shared.refusal) = Some(ProxyRefusal::NotPermitted);
         client.write_all(b"HTTP/1.1 403 Forbidden\r\nConnection: close\r\n\r\n")?;
         return Ok(());

@@ -411,6 +411,17 @@ async fn webhooks_refuse_oversized_bodies_other_content_types_and_replays() {
     .await
     .expect(200);
     assert_eq!(res.body["status"], "duplicate", "{}", res.text);
+
+    // A signed delivery that cannot be acted on says why where deliveries are shown.
+    let no_ref = serde_json::to_vec(&json!({ "after": "1".repeat(40) })).unwrap();
+    github_delivery(&daemon, &project_id, &secret, "push", Some("h6"), &no_ref)
+        .await
+        .expect(422);
+    let recorded = last_delivery(&daemon, &project_id).await;
+    assert!(
+        recorded.starts_with("failed: ") && recorded.contains("`ref`"),
+        "{recorded}"
+    );
 }
 
 #[tokio::test]
