@@ -103,16 +103,21 @@ pub async fn permit_repo(
         .store
         .call(move |c| store::git::repos_of_other_accounts(c, &account))
         .await?;
-    let config = app.config.clone();
+    // A connection its account may no longer use fetches nothing, so it claims nothing.
+    let claimed: Vec<String> = others
+        .into_iter()
+        .filter(|(other_handle, _)| app.config.local_repos_allowed(other_handle))
+        .map(|(_, other_repo)| other_repo)
+        .collect();
     let local = local.clone();
     let shared = tokio::task::spawn_blocking(move || {
         let mine = local.identity();
-        others.iter().any(|(other_handle, other_repo)| {
-            // A connection its account may no longer use fetches nothing, so it claims
-            // nothing either.
-            config.local_repos_allowed(other_handle)
-                && matches!(RepoLocation::parse(other_repo), Ok(RepoLocation::Local(theirs)) if theirs.identity().overlaps(&mine))
-        })
+        claimed
+            .iter()
+            .any(|other_repo| match RepoLocation::parse(other_repo) {
+                Ok(RepoLocation::Local(theirs)) => theirs.identity().overlaps(&mine),
+                Ok(RepoLocation::Https(_)) | Err(_) => false,
+            })
     })
     .await
     .map_err(|err| Error::Internal(err.to_string()))?;
@@ -344,11 +349,17 @@ async fn act_on_delivery(
     body: &[u8],
 ) -> Result<DeliveryOutcome> {
     let event_name = delivery.event.clone().unwrap_or_else(|| "push".to_owned());
-    let event = match event_name.as_str() {
-        "ping" | "Ping Hook" => Event::Ping,
-        "push" | "Push Hook" => Event::Push(PushEvent::parse(body)?),
-        "pull_request" | "Merge Request Hook" => Event::PullRequest(PullRequestEvent::parse(body)?),
-        other => Event::Other(other.to_owned()),
+    let now = clock::now();
+    let event = match Event::parse(&event_name, body) {
+        Ok(event) => event,
+        Err(err) => {
+            let (id, at, name) = (project.id.clone(), now.clone(), event_name.clone());
+            let result = failure(&err);
+            app.store
+                .call(move |c| store::git::record_delivery(c, &id, &at, &name, &result))
+                .await?;
+            return Err(err);
+        }
     };
     // The signature (GitHub, Gitea) covers the body but not the delivery id, and GitLab's
     // token covers neither, so the body's digest is what recognises a replay.
@@ -357,7 +368,6 @@ async fn act_on_delivery(
         Event::Push(push) => Some(push.git_ref.clone()),
         _ => None,
     };
-    let now = clock::now();
     let remembered = {
         let project_id = project.id.clone();
         let delivery_id = delivery.delivery_id.clone();
@@ -394,8 +404,8 @@ async fn act_on_delivery(
     ) && subject.is_some();
     let failed = outcome.is_err();
     let result = match &outcome {
-        Ok(outcome) => Some(outcome.describe()),
-        Err(_) => None,
+        Ok(outcome) => outcome.describe(),
+        Err(err) => failure(err),
     };
     app.store
         .call(move |c| {
@@ -413,13 +423,35 @@ async fn act_on_delivery(
             if acted_on_push {
                 store::git::retire_earlier_bodies(c, &key)?;
             }
-            if let Some(result) = result {
-                store::git::record_delivery(c, &project_id, &now, &event_name, &result)?;
-            }
+            store::git::record_delivery(c, &project_id, &now, &event_name, &result)?;
             Ok(())
         })
         .await?;
     outcome
+}
+
+impl Event {
+    fn parse(name: &str, body: &[u8]) -> Result<Event> {
+        Ok(match name {
+            "ping" | "Ping Hook" => Event::Ping,
+            "push" | "Push Hook" => Event::Push(PushEvent::parse(body)?),
+            "pull_request" | "Merge Request Hook" => {
+                Event::PullRequest(PullRequestEvent::parse(body)?)
+            }
+            other => Event::Other(other.to_owned()),
+        })
+    }
+}
+
+/// A failed delivery's recorded result, so it says why where deliveries are shown (an
+/// unreachable repository, a malformed payload); internal details stay in the log.
+fn failure(err: &Error) -> String {
+    match err {
+        Error::Store(_) | Error::Internal(_) => {
+            "failed: an internal error; the server log has the detail".to_owned()
+        }
+        other => format!("failed: {other}"),
+    }
 }
 
 /// Acts on a new (not replayed) delivery.
@@ -484,7 +516,8 @@ async fn dispatch(
             )),
             PullRequestAction::Updated => {
                 let head = heads.head_of(&pull.branch).await?;
-                match source::confirm_head(&pull.branch, pull.head_sha.as_deref(), head.as_deref()) {
+                let named = pull.head_sha.as_deref();
+                match source::confirm_head(&pull.branch, named, head.as_deref()) {
                     Ok(head) => previews::pull_request_updated(
                         app,
                         &actor,
