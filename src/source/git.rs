@@ -404,6 +404,13 @@ impl FetchJob {
                 secs: timeout_secs(self.timeout),
             });
         }
+        // libgit2 sends https connections through the proxy with CONNECT, but opens
+        // plain http ones directly (`httpclient.c`: only the request line changes), so
+        // only https may get here; its redirects stay https (`git_net_url_apply_redirect`
+        // refuses a change of scheme to anything else).
+        if self.egress.is_some() && !self.url.starts_with("https://") {
+            return Err(SourceError::HostRefused);
+        }
         let repo = Repository::open_bare(&self.mirror_path).map_err(git_failure)?;
         let proxy = match &self.egress {
             Some(policy) => Some(ConnectProxy::start(policy.clone(), self.deadline).map_err(
@@ -1033,6 +1040,31 @@ mod tests {
             accepted.load(Ordering::SeqCst),
             0,
             "a refused host was contacted"
+        );
+    }
+
+    /// libgit2 would open a plain-http URL directly even with a proxy set (only https
+    /// goes through CONNECT), so a fetch under a policy refuses anything but https.
+    #[test]
+    fn plain_http_under_a_policy_connects_nowhere() {
+        let (port, accepted, _) = counting_listener();
+        let data = TempDir::new().unwrap();
+        let mirror = mirror_in(&data);
+        let job = FetchJob {
+            mirror_path: mirror.path().to_owned(),
+            url: format!("http://127.0.0.1:{port}/x.git"),
+            token: None,
+            egress: Some(loopback_allowed()),
+            deadline: Instant::now() + GENEROUS,
+            timeout: GENEROUS,
+            abandoned: Arc::new(AtomicBool::new(false)),
+        };
+        let error = job.run().unwrap_err();
+        assert!(matches!(error, SourceError::HostRefused), "{error:?}");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            0,
+            "the server was contacted"
         );
     }
 
