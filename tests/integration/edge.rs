@@ -405,7 +405,7 @@ async fn raw_request(addr: SocketAddr, head: &str) -> (u16, String) {
 
 /// Writes exactly `bytes` on a fresh connection and reads the answer until the edge
 /// closes it: the status and the whole text.
-async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> (u16, String) {
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(bytes).await.unwrap();
     let mut answer = Vec::new();

@@ -1037,3 +1037,128 @@ async fn a_container_apps_asset_files_are_answered_by_the_edge_and_everything_el
     cleanup(&project_id).await;
     cleanup(&flask_id).await;
 }
+
+/// A busybox app whose `/cgi-bin/headers` answers with the HTTP headers it received, one
+/// `HTTP_NAME=value` line each, as CGI hands them over.
+fn header_echo_app() -> Repo {
+    Repo::new(&[
+        (
+            "Dockerfile",
+            "FROM busybox:latest\nCOPY www /www\nRUN chmod +x /www/cgi-bin/headers\nEXPOSE 8080\n\
+             CMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+        ),
+        (
+            "www/cgi-bin/headers",
+            "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nenv | grep '^HTTP_' | sort\n",
+        ),
+        ("www/index.html", "echo\n"),
+    ])
+}
+
+/// The `HTTP_*` lines of a header-echo answer whose names start with `prefix`.
+fn echoed<'a>(answer: &'a str, prefix: &str) -> Vec<&'a str> {
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    body.lines()
+        .filter(|line| line.starts_with(prefix))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_app_sees_only_the_host_and_client_address_the_edge_vouches_for() {
+    let daemon = TestDaemon::start().await;
+    let repo = header_echo_app();
+    let (project_id, _) = daemon.connected_project("echo", &repo).await;
+    let deploy = daemon.deploy(&project_id, None).await;
+    assert_eq!(deploy["status"], "running", "{deploy}");
+    let host = "echo.admin.test.local";
+    let (status, body) = daemon.edge_get(host, "/cgi-bin/headers").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("HTTP_HOST={host}")), "{body}");
+
+    // An absolute-form target routes by its authority, and that authority is the Host the
+    // app receives; the client's X-Real-IP and Forwarded never reach it.
+    let (status, answer) = crate::edge::raw_exchange(
+        daemon.http,
+        format!(
+            "GET http://{host}/cgi-bin/headers HTTP/1.1\r\nHost: evil.example\r\n\
+             X-Real-IP: 203.0.113.66\r\nForwarded: for=203.0.113.66;host=evil.example\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(echoed(&answer, "HTTP_HOST="), [format!("HTTP_HOST={host}")]);
+    assert_eq!(
+        echoed(&answer, "HTTP_X_REAL_IP="),
+        ["HTTP_X_REAL_IP=127.0.0.1"]
+    );
+    assert_eq!(
+        echoed(&answer, "HTTP_FORWARDED="),
+        [format!(
+            "HTTP_FORWARDED=for=127.0.0.1;proto=http;host=\"{host}\""
+        )]
+    );
+    assert!(
+        !answer.contains("evil.example") && !answer.contains("203.0.113.66"),
+        "{answer}"
+    );
+
+    // Requests that name their host twice or not at all, or whose body is malformed, are
+    // the client's errors: 400, never a guess and never a 502.
+    for (request, why) in [
+        (
+            format!("GET /cgi-bin/headers HTTP/1.1\r\nHost: {host}\r\nHost: evil.example\r\nConnection: close\r\n\r\n"),
+            "two Host headers",
+        ),
+        (
+            "GET /cgi-bin/headers HTTP/1.1\r\nConnection: close\r\n\r\n".to_owned(),
+            "HTTP/1.1 without Host",
+        ),
+        (
+            format!(
+                "POST /cgi-bin/headers HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\
+                 Connection: close\r\n\r\nnot-hex\r\nhello\r\n0\r\n\r\n"
+            ),
+            "a malformed chunked body",
+        ),
+    ] {
+        let (status, answer) = crate::edge::raw_exchange(daemon.http, request.as_bytes()).await;
+        assert_eq!(status, 400, "{why}: {answer}");
+    }
+
+    // HTTP/2 (prior knowledge on the plain listener): :authority is the Host the app gets,
+    // and a Host header naming another host is refused.
+    let stream = tokio::net::TcpStream::connect(daemon.http).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    for (extra_host, expected) in [(None, 200), (Some("evil.example"), 400)] {
+        let mut request = hyper::Request::get(format!("http://{host}/cgi-bin/headers"));
+        if let Some(extra_host) = extra_host {
+            request = request.header("host", extra_host);
+        }
+        let response = sender
+            .send_request(
+                request
+                    .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected, "Host {extra_host:?}");
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let text = format!("\r\n\r\n{}", String::from_utf8_lossy(&body));
+        if expected == 200 {
+            assert_eq!(echoed(&text, "HTTP_HOST="), [format!("HTTP_HOST={host}")]);
+        }
+    }
+    cleanup(&project_id).await;
+}
