@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use reqwest::Method;
 use serde_json::json;
 
 use crate::{
@@ -1161,4 +1162,146 @@ async fn the_app_sees_only_the_host_and_client_address_the_edge_vouches_for() {
         }
     }
     cleanup(&project_id).await;
+}
+
+/// Per hostname (the `host=` field of a line): how many lines say a certificate request
+/// failed (routing's line, at whatever level), and how many are warnings.
+fn certificate_lines(log: &str) -> std::collections::HashMap<String, (usize, usize)> {
+    let mut counts = std::collections::HashMap::<String, (usize, usize)>::new();
+    for line in log.lines() {
+        let Some(host) = line
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("host="))
+        else {
+            continue;
+        };
+        let entry = counts.entry(host.to_owned()).or_default();
+        if line.contains("certificate request failed") {
+            entry.0 += 1;
+        }
+        if line.contains(" WARN ") {
+            entry.1 += 1;
+        }
+    }
+    counts
+}
+
+#[tokio::test]
+async fn failing_certificates_of_many_aliases_are_logged_once_each_and_aliases_are_capped() {
+    const ALIASES: usize = 150;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let config_file = dir.path().join("cantila.toml");
+    let log_path = dir.path().join("daemon.log");
+    // An ACME directory nothing listens on: every certificate request fails at once.
+    std::fs::write(
+        &config_file,
+        format!(
+            "data_dir = \"{}\"\nbase_domain = \"test.local\"\napi_listen = \"127.0.0.1:0\"\n\
+             http_listen = \"127.0.0.1:0\"\nhttps_listen = \"127.0.0.1:0\"\n\
+             [tls]\nmode = \"acme\"\nacme_directory = \"https://127.0.0.1:1/directory\"\n\
+             [domains]\nmax_aliases_per_project = {ALIASES}\n",
+            data_dir.display()
+        ),
+    )
+    .unwrap();
+    // Routing's per-refresh line is at debug: it shows each refresh asked again.
+    let daemon = crate::support::BinaryDaemon::start_from_file(
+        &config_file,
+        &data_dir,
+        &log_path,
+        "info,cantila::routing=debug",
+    )
+    .await;
+    let site = Repo::from_fixture("static-root");
+    let project_id = daemon.connected_project("site", site.path()).await;
+    let deploy_id = daemon.deploy(&project_id).await;
+    daemon.wait_status(&deploy_id, "running").await;
+
+    // Every alias add refreshes the route table, and each refresh asks for a certificate
+    // for every served hostname that has none.
+    let hosts: Vec<String> = (1..=ALIASES)
+        .map(|n| format!("h{n:03}.flood.example"))
+        .collect();
+    for host in &hosts {
+        let (status, body) = daemon
+            .call(
+                Method::POST,
+                &format!("/v1/projects/{project_id}/aliases"),
+                json!({ "hostname": host }),
+            )
+            .await;
+        assert_eq!(status, 201, "{host}: {body}");
+    }
+    // One past the cap is refused, naming the limit.
+    let (status, body) = daemon
+        .call(
+            Method::POST,
+            &format!("/v1/projects/{project_id}/aliases"),
+            json!({ "hostname": "one-too-many.flood.example" }),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("domains.max_aliases_per_project = {ALIASES}")),
+        "{body}"
+    );
+
+    // Wait until every hostname's request has failed, then make three more refreshes (an
+    // alias on another, idle project refreshes the whole table) and wait until each
+    // hostname was asked about at least three more times.
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let asked_at_least = |log: &str, times: usize| {
+        let counts = certificate_lines(log);
+        hosts
+            .iter()
+            .all(|host| counts.get(host).is_some_and(|(asked, _)| *asked >= times))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !asked_at_least(&log(), 1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every certificate request failed within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = log().len();
+    let (status, idle) = daemon
+        .call(Method::POST, "/v1/projects", json!({ "name": "idle" }))
+        .await;
+    assert_eq!(status, 201, "{idle}");
+    for n in 1..=3 {
+        let (status, body) = daemon
+            .call(
+                Method::POST,
+                &format!("/v1/projects/{}/aliases", idle["id"].as_str().unwrap()),
+                json!({ "hostname": format!("idle{n}.example") }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !asked_at_least(&log()[before..], 3) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refreshes did not ask for every certificate again within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Each hostname's failure is a warning once, however many refreshes asked again.
+    let log = log();
+    let counts = certificate_lines(&log);
+    let mut warnings = 0;
+    for host in &hosts {
+        let count = counts.get(host).map_or(0, |(_, warned)| *warned);
+        assert_eq!(count, 1, "{host} was warned about {count} times");
+        warnings += count;
+    }
+    let all_warnings = log.lines().filter(|line| line.contains(" WARN ")).count();
+    assert!(
+        all_warnings <= warnings + 5,
+        "{all_warnings} warnings for {ALIASES} failing aliases"
+    );
 }
