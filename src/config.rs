@@ -45,6 +45,8 @@ pub struct Config {
     pub scale: ScaleConfig,
     /// Preview deployments of branches and pull requests.
     pub previews: PreviewsConfig,
+    /// Alias hostnames of projects.
+    pub domains: DomainsConfig,
     /// An optional listener serving `GET /metrics` (Prometheus) for every project without
     /// a token. Off by default; only loopback addresses are accepted, because it has no auth.
     pub metrics_listen: Option<SocketAddr>,
@@ -92,6 +94,24 @@ impl Default for PreviewsConfig {
             default_ttl_secs: 7 * 24 * 60 * 60,
             max_ttl_secs: 90 * 24 * 60 * 60,
             sweep_interval_secs: 60,
+        }
+    }
+}
+
+/// Alias hostnames: how many one project may have.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DomainsConfig {
+    /// The most alias hostnames one project may have; one more answers 409. Each alias
+    /// is a route, a certificate order and its renewals, so a tenant must not add them
+    /// without bound. 0 turns aliases off.
+    pub max_aliases_per_project: u32,
+}
+
+impl Default for DomainsConfig {
+    fn default() -> Self {
+        Self {
+            max_aliases_per_project: 100,
         }
     }
 }
@@ -579,6 +599,7 @@ impl Default for Config {
             edge: EdgeSettings::default(),
             scale: ScaleConfig::default(),
             previews: PreviewsConfig::default(),
+            domains: DomainsConfig::default(),
             metrics_listen: None,
             metrics: MetricsConfig::default(),
             logs: LogsConfig::default(),

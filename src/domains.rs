@@ -1,7 +1,8 @@
 //! Hostnames of a project: its default hostname, the aliases attached to it, and the
 //! certificate and DNS state of each.
-//! Invariant: an alias belongs to exactly one project across all accounts, and never lies
-//! under the base domain (those names are Cantila's to assign).
+//! Invariant: an alias belongs to exactly one project across all accounts, never lies
+//! under the base domain (those names are Cantila's to assign), and a project has at most
+//! `domains.max_aliases_per_project` of them.
 
 use std::time::Duration;
 
@@ -63,7 +64,9 @@ pub async fn list_aliases(app: &AppState, actor: &Actor, project_id: String) -> 
 }
 
 /// Attaches a hostname; it starts routing at once, and a certificate is requested in the
-/// background when TLS is on.
+/// background when TLS is on. One beyond `domains.max_aliases_per_project` answers 409
+/// naming the limit; the count is taken in the insert's transaction, so concurrent adds
+/// cannot pass it together.
 pub async fn add_alias(
     app: &AppState,
     actor: &Actor,
@@ -89,9 +92,16 @@ pub async fn add_alias(
     };
     let actor = actor.clone();
     let saved = stored.clone();
+    let limit = app.config.domains.max_aliases_per_project;
     app.store
         .call(move |connection| {
             let tx = connection.transaction()?;
+            let count = store::aliases::count_of_project(&tx, &saved.project_id)?;
+            if count >= limit {
+                return Err(Error::Conflict(format!(
+                    "the project already has {count} aliases, the limit (domains.max_aliases_per_project = {limit}); remove one first"
+                )));
+            }
             store::aliases::insert(&tx, &saved)?;
             audit::record(
                 &tx,

@@ -246,7 +246,9 @@ fn request_certificate(app: &AppState, host: &str) {
                     let _ = refresh(&refresh_app).await;
                 });
             }
-            Err(err) => tracing::warn!(%host, error = %err, "certificate request failed"),
+            // `ensure_certificate` logged it, once per change of the hostname's state; a
+            // line per refresh would let one tenant's many hostnames flood the log.
+            Err(err) => tracing::debug!(%host, error = %err, "certificate request failed"),
         }
         app.certificate_requests
             .lock()

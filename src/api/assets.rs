@@ -21,7 +21,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct AssetQuery {
     /// Only paths starting with this (a leading `/` is ignored), e.g. `css/`.
     pub prefix: Option<String>,
-    /// Items per page.
+    /// Items per page (default 50, at most 200 unless configured otherwise).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// The `nextCursor` of the previous page.
     pub cursor: Option<String>,

@@ -198,8 +198,10 @@ pub struct SetSchedule {
     #[schema(example = "daily at 03:00")]
     pub schedule: String,
     /// Keep the newest scheduled backup of each of this many days (default from config).
+    #[schema(minimum = 0, maximum = 366)] // backup::MAX_KEEP_DAILY
     pub keep_daily: Option<u32>,
     /// Keep the newest scheduled backup of each of this many weeks (default from config).
+    #[schema(minimum = 0, maximum = 520)] // backup::MAX_KEEP_WEEKLY
     pub keep_weekly: Option<u32>,
 }
 

@@ -120,7 +120,7 @@ async fn list_aliases(
 #[utoipa::path(post, path = "/v1/projects/{id}/aliases", tag = "domains",
     security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "project id")),
     request_body = AddAlias,
-    responses((status = 201, body = AliasView), (status = 409, description = "the hostname is taken", body = super::error::ErrorBody)))]
+    responses((status = 201, body = AliasView), (status = 409, description = "the hostname is taken, or the project has `domains.max_aliases_per_project` aliases already", body = super::error::ErrorBody)))]
 async fn add_alias(
     auth: Auth<DeployScope>,
     State(app): State<AppState>,

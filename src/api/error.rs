@@ -218,11 +218,22 @@ where
                 message: "the request body must be a JSON object".to_owned(),
             });
         }
-        T::deserialize(value)
+        // The path names the field at fault (`pullRequest`, `processes.worker`), which
+        // serde's own message leaves out.
+        serde_path_to_error::deserialize(value)
             .map(Json)
-            .map_err(|err| ApiError::Http {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                message: format!("the request body does not match the expected shape: {err}"),
+            .map_err(|err| {
+                let path = err.path().to_string();
+                let inner = err.into_inner();
+                let message = if path == "." {
+                    format!("the request body does not match the expected shape: {inner}")
+                } else {
+                    format!("the request body does not match the expected shape: `{path}`: {inner}")
+                };
+                ApiError::Http {
+                    status: StatusCode::UNPROCESSABLE_ENTITY,
+                    message,
+                }
             })
     }
 }

@@ -29,7 +29,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scale {
-    /// Number of web instances to run; 0 stops the whole project (workers too).
+    /// Number of web instances to run; 0 stops the whole project (workers too). At most
+    /// `scale.max_instances` (the document this server serves says its value).
+    #[schema(minimum = 0, maximum = 10)]
     pub instances: Option<u32>,
     /// A size tier from `[scale.sizes]` (nano, small, medium, large by default), for
     /// every process type.

@@ -45,6 +45,7 @@ pub struct LogParams {
     pub until: Option<String>,
     /// The most lines returned (the newest of the window); default 500, at most 5000
     /// unless configured otherwise.
+    #[param(minimum = 1, maximum = 5000)]
     pub limit: Option<u32>,
     /// Only this instance's lines (its id), or `edge` for the edge's access lines.
     pub instance: Option<String>,

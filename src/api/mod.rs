@@ -23,7 +23,11 @@ pub mod projects;
 pub mod tokens;
 pub mod volumes;
 
-use std::{net::SocketAddr, sync::LazyLock, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{LazyLock, Mutex, PoisonError},
+    time::Duration,
+};
 
 use axum::{
     extract::{ConnectInfo, DefaultBodyLimit, Request, State},
@@ -181,12 +185,28 @@ async fn request_envelope(State(app): State<AppState>, request: Request, next: N
     response
 }
 
-/// `GET /v1/openapi.json` needs the serialized document; serialized once.
-pub fn openapi_json() -> Response {
-    static JSON: LazyLock<String> = LazyLock::new(|| {
-        openapi_document()
-            .to_pretty_json()
-            .unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}"))
-    });
-    ([(header::CONTENT_TYPE, "application/json")], JSON.as_str()).into_response()
+/// `GET /v1/openapi.json`: the document with this server's configured integer bounds
+/// written in (`openapi::ConfiguredBounds`), serialized once per set of bounds.
+pub fn openapi_json(config: &crate::config::Config) -> Response {
+    static BASE: LazyLock<serde_json::Value> =
+        LazyLock::new(|| serde_json::to_value(openapi_document()).unwrap_or_default());
+    static SERVED: Mutex<Option<(openapi::ConfiguredBounds, axum::body::Bytes)>> = Mutex::new(None);
+    let bounds = openapi::ConfiguredBounds::of(config);
+    let json = {
+        let mut served = SERVED.lock().unwrap_or_else(PoisonError::into_inner);
+        match served.as_ref() {
+            Some((served_bounds, json)) if *served_bounds == bounds => json.clone(),
+            _ => {
+                let mut document = BASE.clone();
+                openapi::apply_bounds(&mut document, bounds);
+                let json = axum::body::Bytes::from(
+                    serde_json::to_string_pretty(&document)
+                        .unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}")),
+                );
+                *served = Some((bounds, json.clone()));
+                json
+            }
+        }
+    };
+    ([(header::CONTENT_TYPE, "application/json")], json).into_response()
 }

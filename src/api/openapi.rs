@@ -1,7 +1,8 @@
 //! The OpenAPI 3.1 document: base info, the bearer scheme, the shared error responses
 //! added to every operation, and the route that serves the document.
 
-use axum::response::Response;
+use axum::{extract::State, response::Response};
+use serde_json::{json, Value};
 use utoipa::{
     openapi::{
         path::Operation,
@@ -68,8 +69,93 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// This OpenAPI document (no authentication).
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
     responses((status = 200, description = "the OpenAPI 3.1 document", content_type = "application/json")))]
-async fn openapi_json() -> Response {
-    super::openapi_json()
+async fn openapi_json(State(app): State<AppState>) -> Response {
+    super::openapi_json(&app.config)
+}
+
+/// Integer bounds that come from the config. The document a server serves states its
+/// own values, so a client (or a schema fuzzer) reads the limits this server enforces
+/// rather than the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfiguredBounds {
+    /// The `limit` of every paginated list: `api.max_page_size`.
+    pub max_page_size: u32,
+    /// The `limit` of the runtime logs: `logs.max_limit`.
+    pub max_log_lines: u32,
+    /// Instances of one process type: `scale.max_instances`.
+    pub max_instances: u32,
+}
+
+impl ConfiguredBounds {
+    pub fn of(config: &crate::config::Config) -> Self {
+        Self {
+            max_page_size: config.api.max_page_size,
+            max_log_lines: config.logs.max_limit,
+            max_instances: config.scale.max_instances,
+        }
+    }
+}
+
+/// The operation whose `limit` counts log lines rather than a page's items.
+const LOGS_PATH: &str = "/v1/projects/{id}/logs";
+/// The request body whose instance counts are bounded by `scale.max_instances`.
+const SCALE_SCHEMA: &str = "Scale";
+
+/// Writes `bounds` into the document (as JSON): every query `limit` and the instance
+/// counts of `Scale`. Returns how many places were written, so a test notices when a
+/// renamed parameter or schema would leave the document's default standing.
+pub fn apply_bounds(document: &mut Value, bounds: ConfiguredBounds) -> usize {
+    let mut written = 0;
+    if let Some(paths) = document
+        .pointer_mut("/paths")
+        .and_then(Value::as_object_mut)
+    {
+        for (path, item) in paths.iter_mut() {
+            let maximum = if path == LOGS_PATH {
+                bounds.max_log_lines
+            } else {
+                bounds.max_page_size
+            };
+            let Some(item) = item.as_object_mut() else {
+                continue;
+            };
+            for operation in item.values_mut() {
+                let Some(parameters) = operation
+                    .get_mut("parameters")
+                    .and_then(Value::as_array_mut)
+                else {
+                    continue;
+                };
+                for parameter in parameters {
+                    if parameter["in"] == "query" && parameter["name"] == "limit" {
+                        set_range(&mut parameter["schema"], 1, maximum);
+                        written += 1;
+                    }
+                }
+            }
+        }
+    }
+    for pointer in [
+        format!("/components/schemas/{SCALE_SCHEMA}/properties/instances"),
+        format!("/components/schemas/{SCALE_SCHEMA}/properties/processes/additionalProperties"),
+    ] {
+        if let Some(count) = document.pointer_mut(&pointer) {
+            set_range(count, 0, bounds.max_instances);
+            written += 1;
+        }
+    }
+    written
+}
+
+/// An integer schema's range, with the narrowest format that holds it.
+fn set_range(schema: &mut Value, minimum: u32, maximum: u32) {
+    schema["minimum"] = json!(minimum);
+    schema["maximum"] = json!(maximum);
+    schema["format"] = json!(if i32::try_from(maximum).is_ok() {
+        "int32"
+    } else {
+        "int64"
+    });
 }
 
 /// Adds the error responses every operation can give, so each lists its full contract
@@ -155,4 +241,72 @@ fn error_response(description: &str) -> RefOr<utoipa::openapi::response::Respons
             )
             .build(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configured_bounds_reach_every_limit_and_instance_count() {
+        let mut document = serde_json::to_value(super::super::openapi_document()).unwrap();
+        let bounds = ConfiguredBounds {
+            max_page_size: 123,
+            max_log_lines: 4567,
+            max_instances: 89,
+        };
+        let written = apply_bounds(&mut document, bounds);
+        let range = |pointer: &str| {
+            let schema = document
+                .pointer(pointer)
+                .unwrap_or_else(|| panic!("{pointer}"));
+            (
+                schema["minimum"].as_u64(),
+                schema["maximum"].as_u64(),
+                schema["format"].as_str(),
+            )
+        };
+        let scale = "/components/schemas/Scale/properties";
+        assert_eq!(
+            range(&format!("{scale}/instances")),
+            (Some(0), Some(89), Some("int32"))
+        );
+        assert_eq!(
+            range(&format!("{scale}/processes/additionalProperties")),
+            (Some(0), Some(89), Some("int32"))
+        );
+        let mut limits = Vec::new();
+        for (path, item) in document["paths"].as_object().unwrap() {
+            for operation in item.as_object().unwrap().values() {
+                for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                    if parameter["in"] == "query" && parameter["name"] == "limit" {
+                        limits.push((path.as_str(), parameter["schema"]["maximum"].as_u64()));
+                    }
+                }
+            }
+        }
+        assert!(limits.contains(&(LOGS_PATH, Some(4567))), "{limits:?}");
+        assert!(limits.contains(&("/v1/projects", Some(123))), "{limits:?}");
+        assert!(
+            limits
+                .iter()
+                .all(|(path, max)| *max == Some(if *path == LOGS_PATH { 4567 } else { 123 })),
+            "{limits:?}"
+        );
+        assert_eq!(written, limits.len() + 2);
+
+        // A bound past i32 is documented as int64, never as an int32 it does not fit.
+        let mut document = serde_json::to_value(super::super::openapi_document()).unwrap();
+        apply_bounds(
+            &mut document,
+            ConfiguredBounds {
+                max_instances: u32::MAX,
+                ..bounds
+            },
+        );
+        assert_eq!(
+            document.pointer(&format!("{scale}/instances")).unwrap()["format"],
+            "int64"
+        );
+    }
 }

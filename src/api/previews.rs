@@ -106,6 +106,8 @@ pub struct CreatePreview {
     #[serde(rename = "ref")]
     pub git_ref: Option<String>,
     /// The pull request the preview belongs to; its `closed` event removes the preview.
+    /// Pull request numbers start at 1; the server keeps them as unsigned 32-bit numbers.
+    #[schema(minimum = 1, maximum = 4294967295_u32, format = Int64)]
     pub pull_request: Option<u32>,
     /// Env overrides on top of the project's env (production-only keys such as
     /// `DATABASE_URL` are never inherited); replaces earlier overrides when given.

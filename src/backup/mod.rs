@@ -577,6 +577,12 @@ pub async fn get_schedule(
     Ok(effective_schedule(app, &project.id, own))
 }
 
+/// The most days of daily backups a schedule may keep (a year and a day); the API's
+/// `SetSchedule` documents the same bound.
+pub const MAX_KEEP_DAILY: u32 = 366;
+/// The most weeks of weekly backups a schedule may keep (ten years).
+pub const MAX_KEEP_WEEKLY: u32 = 520;
+
 /// Sets the project's own schedule and retention.
 pub async fn set_schedule(
     app: &AppState,
@@ -589,10 +595,15 @@ pub async fn set_schedule(
     schedule::Spec::parse(&spec).map_err(Error::Invalid)?;
     let keep_daily = keep_daily.unwrap_or(app.config.backups.keep_daily);
     let keep_weekly = keep_weekly.unwrap_or(app.config.backups.keep_weekly);
-    if keep_daily > 366 || keep_weekly > 520 {
-        return Err(Error::Invalid(
-            "keepDaily may be at most 366 and keepWeekly at most 520".to_owned(),
-        ));
+    for (field, value, max) in [
+        ("keepDaily", keep_daily, MAX_KEEP_DAILY),
+        ("keepWeekly", keep_weekly, MAX_KEEP_WEEKLY),
+    ] {
+        if value > max {
+            return Err(Error::Invalid(format!(
+                "{field} must be between 0 and {max}, got {value}"
+            )));
+        }
     }
     if keep_daily == 0 && keep_weekly == 0 {
         return Err(Error::Invalid(

@@ -40,6 +40,13 @@ pub struct BodyTooLarge {
     pub limit: u64,
 }
 
+/// The client's request body could not be read: a malformed chunked encoding, or a
+/// connection that closed mid-body. It is the client's fault, so the edge answers 400
+/// instead of blaming the app with a 502.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body could not be read")]
+pub struct ClientBodyError(#[source] pub BoxError);
+
 /// The request body was taken back for a retry after the client had already handed it
 /// out; only reachable if the upstream client polled a body it had given up on.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +84,8 @@ where
 /// A request body on its way upstream: counted into the project's `bytes_in` and cut
 /// with `BodyTooLarge` once it passes `limit` bytes (which covers chunked bodies that
 /// announce no length). The remainder of an oversize body is drained in the background.
+/// A failure to read the client's body is marked `ClientBodyError`, so the proxy can tell
+/// it from the instance's own failures.
 pub struct CappedBody<B> {
     inner: Option<B>,
     limit: u64,
@@ -128,7 +137,9 @@ where
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(err.into()))),
+            Poll::Ready(Some(Err(err))) => {
+                Poll::Ready(Some(Err(Box::new(ClientBodyError(err.into())))))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }

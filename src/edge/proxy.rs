@@ -1,7 +1,12 @@
-//! The edge's request path: request ids, ACME HTTP-01 answers, Host routing, the https
-//! redirect, and the reverse proxy to a project's instances (round-robin, one retry on
-//! connect failure, forwarding headers, hop-by-hop stripping, WebSocket tunnels, body
-//! limit and request timeout). Every request ends in a response; none is left hanging.
+//! The edge's request path: request ids, the request's host (one, checked, 400 otherwise),
+//! ACME HTTP-01 answers, Host routing, the https redirect, and the reverse proxy to a
+//! project's instances (round-robin, one retry on connect failure, forwarding headers,
+//! hop-by-hop stripping, WebSocket tunnels, body limit and request timeout). Every request
+//! ends in a response; none is left hanging.
+//!
+//! Invariant: the host an instance sees (`Host`, `X-Forwarded-Host`, `Forwarded`'s
+//! `host=`) is the host the edge routed by, and `X-Real-IP`, `Forwarded`,
+//! `X-Forwarded-Proto` and `X-Forwarded-Host` are the edge's own word, never the client's.
 
 use std::{
     error::Error as StdError,
@@ -26,7 +31,8 @@ use rand::Rng;
 use super::{
     access_log::AccessRecord,
     body::{
-        self, full, BodyTooLarge, BoxError, CappedBody, CountedBody, EdgeBody, ReclaimableBody,
+        self, full, BodyTooLarge, BoxError, CappedBody, ClientBodyError, CountedBody, EdgeBody,
+        ReclaimableBody,
     },
     metrics::ProjectCounters,
     pages,
@@ -56,6 +62,7 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// The client to instances: HTTP/1.1 with a keep-alive pool, no Nagle delay.
@@ -88,13 +95,26 @@ pub(crate) async fn handle(
 
 async fn dispatch(
     edge: &Edge,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     peer: SocketAddr,
     https: bool,
     request_id: &str,
     started: Instant,
 ) -> Response<EdgeBody> {
-    let host = request_host(&request);
+    let host = match request_host(&request) {
+        Ok(host) => host,
+        Err(problem) => {
+            return pages::error(StatusCode::BAD_REQUEST, problem.message(), request_id);
+        }
+    };
+    // From here on the Host header is the host the edge routes by, so everything behind
+    // (the console's router, the instance) sees that one and no other.
+    if let Some(value) = host
+        .as_deref()
+        .and_then(|host| HeaderValue::from_str(host).ok())
+    {
+        request.headers_mut().insert(header::HOST, value);
+    }
     let challenge_token = request.uri().path().strip_prefix(ACME_CHALLENGE_PREFIX);
     // Challenges come first: the CA asks over plain HTTP before any certificate exists,
     // possibly for a hostname no route has yet.
@@ -302,7 +322,19 @@ async fn proxy(context: ProxyContext<'_>, mut request: Request<Incoming>) -> Res
         .await
     {
         Ok(Ok(response)) => response,
-        Ok(Err(err)) if caused_by_body_limit(&err) => return too_large(limit, context.request_id),
+        Ok(Err(err)) if caused_by::<BodyTooLarge>(&err) => {
+            return too_large(limit, context.request_id)
+        }
+        // The client's own body broke (a malformed chunk, a connection closed mid-body):
+        // not the app's failure, and not worth a warning a client could repeat at will.
+        Ok(Err(err)) if caused_by::<ClientBodyError>(&err) => {
+            tracing::debug!(error = %error_chain(&err), project = %context.route.project_name, request_id = context.request_id, "client request body unreadable");
+            return pages::error(
+                StatusCode::BAD_REQUEST,
+                "The request body could not be read: its chunked encoding is malformed or it was cut short.",
+                context.request_id,
+            );
+        }
         Ok(Err(err)) => {
             tracing::warn!(error = %error_chain(&err), project = %context.route.project_name, request_id = context.request_id, "upstream failed");
             return pages::error(
@@ -386,10 +418,11 @@ fn too_large(limit: u64, request_id: &str) -> Response<EdgeBody> {
     )
 }
 
-fn caused_by_body_limit(err: &ForwardError) -> bool {
+/// Whether `E` is somewhere in the chain of causes of `err`.
+fn caused_by<E: StdError + 'static>(err: &ForwardError) -> bool {
     let mut cause: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(current) = cause {
-        if current.is::<BodyTooLarge>() {
+        if current.is::<E>() {
             return true;
         }
         cause = current.source();
@@ -419,19 +452,95 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// The host the client asked for, as it sent it (port included): the `:authority` of
-/// HTTP/2 or an absolute-form URI first, as the standard says, else the Host header.
-fn request_host<B>(request: &Request<B>) -> Option<String> {
-    if let Some(authority) = request.uri().authority() {
-        let host_and_port = authority.as_str().rsplit('@').next().unwrap_or_default();
-        return Some(host_and_port.to_owned());
+/// Why the edge cannot tell which host a request is for: each is a 400 (RFC 9112 §3.2,
+/// RFC 9113 §8.3.1), because guessing would let the app see a host other than the one
+/// the edge routed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HostProblem {
+    /// More than one `Host` header line.
+    Repeated,
+    /// An HTTP/1.1 or HTTP/2 request that names no host at all.
+    Missing,
+    /// A `Host` or authority that is not `host[:port]`.
+    Malformed,
+    /// `user@host`: credentials have no place in an http(s) request target.
+    UserInfo,
+    /// An HTTP/2 `Host` header naming another host than `:authority`.
+    Conflicting,
+}
+
+impl HostProblem {
+    fn message(self) -> &'static str {
+        match self {
+            Self::Repeated => "The request has more than one Host header.",
+            Self::Missing => "The request names no host: HTTP/1.1 requires a Host header.",
+            Self::Malformed => "The request's Host is not a valid host name with an optional port.",
+            Self::UserInfo => {
+                "The request's host carries user information (user@host), which is not accepted."
+            }
+            Self::Conflicting => {
+                "The request's Host header names another host than its :authority."
+            }
+        }
     }
-    request
-        .headers()
-        .get(header::HOST)?
-        .to_str()
-        .ok()
-        .map(str::to_owned)
+}
+
+/// The host the request is for, as the client wrote it (port included), decided once:
+/// an absolute-form target's authority or HTTP/2's `:authority` first, as RFC 9112
+/// §3.2.2 and RFC 9113 §8.3.1 say, else the one `Host` header. `None` only for an
+/// HTTP/1.0 request without either, which predates Host and gets the unknown-host page.
+fn request_host<B>(request: &Request<B>) -> Result<Option<String>, HostProblem> {
+    let mut host_headers = request.headers().get_all(header::HOST).iter();
+    let host_header = host_headers.next();
+    if host_headers.next().is_some() {
+        return Err(HostProblem::Repeated);
+    }
+    // A Host header is checked even where the authority wins over it: an invalid one is
+    // a 400 whatever else the request says.
+    let header_host = host_header
+        .map(|value| parse_authority(value.as_bytes()))
+        .transpose()?;
+    let version = request.version();
+    let pre_host = version == Version::HTTP_09 || version == Version::HTTP_10;
+    if let Some(authority) = request.uri().authority() {
+        let target = parse_authority(authority.as_str().as_bytes())?;
+        if version == Version::HTTP_11 && header_host.is_none() {
+            return Err(HostProblem::Missing);
+        }
+        // HTTP/1.1 ignores the Host of an absolute-form request; HTTP/2 must not carry a
+        // Host naming another host than :authority.
+        let http2 = !pre_host && version != Version::HTTP_11;
+        if http2
+            && header_host
+                .as_deref()
+                .is_some_and(|host| normalize_host(host) != normalize_host(&target))
+        {
+            return Err(HostProblem::Conflicting);
+        }
+        return Ok(Some(target));
+    }
+    match header_host {
+        Some(host) => Ok(Some(host)),
+        None if pre_host => Ok(None),
+        None => Err(HostProblem::Missing),
+    }
+}
+
+/// `host[:port]` as a Host header or an authority carries it, checked: no user
+/// information, a port of digits only, nothing a URI's authority cannot hold.
+fn parse_authority(raw: &[u8]) -> Result<String, HostProblem> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Err(HostProblem::Missing);
+    }
+    let authority =
+        hyper::http::uri::Authority::try_from(raw).map_err(|_| HostProblem::Malformed)?;
+    if authority.as_str().contains('@') {
+        return Err(HostProblem::UserInfo);
+    }
+    if normalize_host(authority.as_str()).is_none() {
+        return Err(HostProblem::Malformed);
+    }
+    Ok(authority.as_str().to_owned())
 }
 
 /// The client's `X-Request-Id` if it is short and plain enough to log and echo safely.
@@ -549,9 +658,12 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// `X-Forwarded-For` gets the client's address appended to what earlier proxies wrote;
-/// `-Proto`, `-Host` and `X-Request-Id` are the edge's own word and replace any sent by
-/// the client, which is the first hop the edge can vouch for.
+/// `X-Forwarded-For` gets the client's address appended to what earlier proxies wrote
+/// (so only its last entry is the edge's word); `X-Real-IP`, `Forwarded`, `-Proto`,
+/// `-Host`, `Host` and `X-Request-Id` are the edge's own word and replace any the client
+/// sent, since the client is the first hop the edge can vouch for. `Forwarded` (RFC 7239)
+/// is written fresh, one element, rather than appended to: an app reading its first
+/// element must never find a client's claim there.
 fn add_forwarding_headers(
     headers: &mut HeaderMap,
     peer: SocketAddr,
@@ -559,7 +671,8 @@ fn add_forwarding_headers(
     host: Option<&str>,
     request_id: &str,
 ) {
-    let client_ip = peer.ip().to_canonical().to_string();
+    let client = peer.ip().to_canonical();
+    let client_ip = client.to_string();
     let earlier: Vec<&str> = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
@@ -568,26 +681,54 @@ fn add_forwarding_headers(
         .filter(|value| !value.is_empty())
         .collect();
     let forwarded_for = if earlier.is_empty() {
-        client_ip
+        client_ip.clone()
     } else {
         format!("{}, {client_ip}", earlier.join(", "))
     };
     if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
-    headers.insert(
-        X_FORWARDED_PROTO.clone(),
-        HeaderValue::from_static(if https { "https" } else { "http" }),
-    );
+    let proto = if https { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    if let Ok(value) = HeaderValue::from_str(&client_ip) {
+        headers.insert(X_REAL_IP.clone(), value);
+    }
+    let for_node = match client {
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V6(ip) => format!("\"[{ip}]\""),
+    };
+    let mut forwarded = format!("for={for_node};proto={proto}");
     headers.remove(&X_FORWARDED_HOST);
+    headers.remove(header::HOST);
     if let Some(host) = host.and_then(|host| HeaderValue::from_str(host).ok()) {
         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
-        // HTTP/2 clients send `:authority` instead of Host; the HTTP/1.1 instance needs one.
-        headers.entry(header::HOST).or_insert(host);
+        if let Ok(text) = host.to_str() {
+            forwarded.push_str(&format!(";host={}", quoted_string(text)));
+        }
+        // The host routed by, whatever the client's Host said (HTTP/2 sends none at all).
+        headers.insert(header::HOST, host);
+    }
+    headers.remove(header::FORWARDED);
+    if let Ok(value) = HeaderValue::from_str(&forwarded) {
+        headers.insert(header::FORWARDED, value);
     }
     if let Ok(value) = HeaderValue::from_str(request_id) {
         headers.insert(X_REQUEST_ID.clone(), value);
     }
+}
+
+/// An RFC 7230 quoted-string: the text in double quotes, `"` and `\` escaped.
+fn quoted_string(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for c in text.chars() {
+        if c == '"' || c == '\\' {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    quoted
 }
 
 #[cfg(test)]
@@ -634,6 +775,10 @@ mod tests {
             ("x-forwarded-for", "203.0.113.9"),
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "spoofed.example"),
+            ("x-real-ip", "203.0.113.66"),
+            ("x-real-ip", "203.0.113.67"),
+            ("forwarded", "for=203.0.113.66;host=evil.example"),
+            ("host", "evil.example"),
         ]);
         let peer: SocketAddr = "[::ffff:198.51.100.7]:4444".parse().unwrap();
         add_forwarding_headers(&mut map, peer, false, Some("App.test:8080"), "req_1");
@@ -641,7 +786,24 @@ mod tests {
         assert_eq!(map["x-forwarded-proto"], "http");
         assert_eq!(map["x-forwarded-host"], "App.test:8080");
         assert_eq!(map["host"], "App.test:8080");
+        assert_eq!(map.get_all("host").iter().count(), 1);
+        assert_eq!(map["x-real-ip"], "198.51.100.7");
+        assert_eq!(map.get_all("x-real-ip").iter().count(), 1);
+        assert_eq!(
+            map["forwarded"],
+            "for=198.51.100.7;proto=http;host=\"App.test:8080\""
+        );
+        assert_eq!(map.get_all("forwarded").iter().count(), 1);
         assert_eq!(map["x-request-id"], "req_1");
+
+        let mut map = HeaderMap::new();
+        let peer: SocketAddr = "[2001:db8::1]:4444".parse().unwrap();
+        add_forwarding_headers(&mut map, peer, true, Some("app.test"), "req_2");
+        assert_eq!(
+            map["forwarded"],
+            "for=\"[2001:db8::1]\";proto=https;host=\"app.test\""
+        );
+        assert_eq!(map["x-real-ip"], "2001:db8::1");
     }
 
     #[test]
@@ -666,20 +828,75 @@ mod tests {
     }
 
     #[test]
-    fn the_host_comes_from_the_authority_before_the_header() {
-        let request = Request::builder()
-            .uri("http://Authority.test:81/x")
-            .header("host", "header.test")
-            .body(())
-            .unwrap();
-        assert_eq!(request_host(&request).as_deref(), Some("Authority.test:81"));
-        let request = Request::builder()
-            .uri("/x")
-            .header("host", "Header.test:80")
-            .body(())
-            .unwrap();
-        assert_eq!(request_host(&request).as_deref(), Some("Header.test:80"));
-        let request = Request::builder().uri("/x").body(()).unwrap();
-        assert_eq!(request_host(&request), None);
+    fn the_host_is_one_checked_authority_or_a_400() {
+        use HostProblem::*;
+        let http1 = Version::HTTP_11;
+        let http2 = Version::HTTP_2;
+        let http10 = Version::HTTP_10;
+        /// Version, target, Host headers, and the host decided (or the 400's reason).
+        type Case<'a> = (
+            Version,
+            &'a str,
+            &'a [&'a str],
+            Result<Option<&'a str>, HostProblem>,
+        );
+        let cases: &[Case] = &[
+            (http1, "/x", &["Header.test:80"], Ok(Some("Header.test:80"))),
+            // Absolute form: the authority wins and the Host header is ignored (§3.2.2).
+            (
+                http1,
+                "http://Authority.test:81/x",
+                &["evil.test"],
+                Ok(Some("Authority.test:81")),
+            ),
+            (http1, "http://a.test/x", &[], Err(Missing)),
+            (http1, "http://user@a.test/x", &["a.test"], Err(UserInfo)),
+            (http1, "/x", &["a.test", "a.test"], Err(Repeated)),
+            (http1, "/x", &["a.test", "evil.test"], Err(Repeated)),
+            (http1, "/x", &[], Err(Missing)),
+            (http1, "/x", &[""], Err(Missing)),
+            (http1, "/x", &["<b>x</b>.test"], Err(Malformed)),
+            (http1, "/x", &["a.test:port"], Err(Malformed)),
+            (http1, "/x", &["user@a.test"], Err(UserInfo)),
+            (http1, "http://a.test/x", &["bad host"], Err(Malformed)),
+            // HTTP/1.0 predates Host: no host is the unknown-host page, not a 400.
+            (http10, "/x", &[], Ok(None)),
+            (http10, "/x", &["a.test"], Ok(Some("a.test"))),
+            (http10, "/x", &["a.test", "b.test"], Err(Repeated)),
+            // HTTP/2: :authority, with a Host only if it names the same host.
+            (
+                http2,
+                "https://App.test:443/x",
+                &[],
+                Ok(Some("App.test:443")),
+            ),
+            (
+                http2,
+                "https://app.test/x",
+                &["APP.test"],
+                Ok(Some("app.test")),
+            ),
+            (
+                http2,
+                "https://app.test/x",
+                &["evil.test"],
+                Err(Conflicting),
+            ),
+            (http2, "/x", &["app.test"], Ok(Some("app.test"))),
+            (http2, "/x", &[], Err(Missing)),
+        ];
+        for (version, uri, hosts, expected) in cases {
+            let mut builder = Request::builder().version(*version).uri(*uri);
+            for host in *hosts {
+                builder = builder.header("host", *host);
+            }
+            let request = builder.body(()).unwrap();
+            let found = request_host(&request);
+            assert_eq!(
+                found.as_ref().map(Option::as_deref),
+                expected.as_ref().map(|host| *host),
+                "{version:?} {uri} {hosts:?}"
+            );
+        }
     }
 }

@@ -32,6 +32,14 @@ pub fn insert(connection: &Connection, alias: &StoredAlias) -> Result<()> {
     Ok(())
 }
 
+pub fn count_of_project(connection: &Connection, project_id: &str) -> Result<u32> {
+    Ok(connection.query_row(
+        "SELECT COUNT(*) FROM aliases WHERE project_id = ?1",
+        [project_id],
+        |row| row.get(0),
+    )?)
+}
+
 pub fn of_project(connection: &Connection, project_id: &str) -> Result<Vec<StoredAlias>> {
     let mut statement = connection.prepare_cached(
         "SELECT hostname, project_id, created_at FROM aliases WHERE project_id = ?1 ORDER BY hostname",

@@ -266,6 +266,11 @@ struct TlsInner {
     /// One issuance per hostname at a time: a second caller waits and then finds the
     /// certificate the first one obtained.
     issuing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The failure last logged for each hostname, so a failure is logged when it starts
+    /// or changes, never again for every caller that finds it still there (the route
+    /// table asks for every served hostname every few seconds, and a tenant can add
+    /// many hostnames).
+    reported_failures: Mutex<HashMap<String, String>>,
 }
 
 impl Tls {
@@ -325,6 +330,7 @@ impl Tls {
                 acme,
                 challenges,
                 issuing: Mutex::new(HashMap::new()),
+                reported_failures: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -398,7 +404,45 @@ impl Tls {
     /// it expires within `renew_before_days`. An operator certificate for the name is
     /// enough. After a failure, further attempts wait out an exponential backoff and
     /// return `TlsError::BackingOff` meanwhile, so calling this often never floods the CA.
+    ///
+    /// The outcome is logged here, once per change for each hostname (a new failure, a
+    /// failure with another reason, a recovery), so callers log nothing of their own and
+    /// calling this every few seconds never floods the log either.
     pub async fn ensure_certificate(&self, host: &str) -> Result<CertStatus, TlsError> {
+        let outcome = self.ensure_certificate_unreported(host).await;
+        self.report(host, &outcome);
+        outcome
+    }
+
+    /// Logs `outcome` for `host` if it differs from what was last logged for it.
+    fn report(&self, host: &str, outcome: &Result<CertStatus, TlsError>) {
+        let key = parse_hostname(host).unwrap_or_else(|_| host.to_owned());
+        let mut reported = self
+            .inner
+            .reported_failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let failure = match outcome {
+            // Still waiting out a failure already logged: nothing changed.
+            Err(TlsError::BackingOff { .. }) => return,
+            Ok(_) => {
+                if let Some(reason) = reported.remove(&key) {
+                    tracing::info!(host = %key, earlier_failure = %reason, "certificate obtained after failing");
+                }
+                return;
+            }
+            Err(TlsError::IssueFailed { reason, .. }) => reason.clone(),
+            Err(other) => other.to_string(),
+        };
+        if reported.get(&key) == Some(&failure) {
+            tracing::debug!(host = %key, reason = %failure, "certificate request failed again");
+            return;
+        }
+        tracing::warn!(host = %key, reason = %failure, "obtaining a certificate failed; retrying with backoff");
+        reported.insert(key, failure);
+    }
+
+    async fn ensure_certificate_unreported(&self, host: &str) -> Result<CertStatus, TlsError> {
         let host = parse_hostname(host)?;
         if self.inner.config.mode == TlsMode::Off {
             return Err(TlsError::Disabled);
@@ -441,7 +485,6 @@ impl Tls {
                     })
             }
             Err(reason) => {
-                tracing::warn!(%host, %reason, "obtaining a certificate failed");
                 let failure_reason = reason.clone();
                 blocking(move || store.record_failure(&recorded_host, &failure_reason)).await?;
                 Err(TlsError::IssueFailed { host, reason })
@@ -455,6 +498,11 @@ impl Tls {
         let host = parse_hostname(host)?;
         let lock = self.issuing_lock(&host);
         let _issuing = lock.lock().await;
+        self.inner
+            .reported_failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&host);
         let store = self.inner.store.clone();
         blocking(move || store.remove_host(&host)).await
     }
@@ -601,7 +649,8 @@ pub async fn run_renewals(tls: Tls, shutdown: impl Future<Output = ()> + Send) {
                 Ok(status) => {
                     tracing::info!(%host, not_after = %status.not_after, "certificate renewed")
                 }
-                Err(err) => tracing::warn!(%host, error = %err, "certificate renewal failed"),
+                // `ensure_certificate` logged the failure, once per change.
+                Err(err) => tracing::debug!(%host, error = %err, "certificate renewal failed"),
             }
         }
         let wait = tls.next_renewal_check();

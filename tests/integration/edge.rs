@@ -396,11 +396,18 @@ async fn get_json(edge: &RunningEdge, host: &str, path: &str) -> serde_json::Val
 /// Sends `head` (request line and headers, without the blank line) over a fresh
 /// connection and reads the whole answer; for what HTTP clients refuse to send.
 async fn raw_request(addr: SocketAddr, head: &str) -> (u16, String) {
+    raw_exchange(
+        addr,
+        format!("{head}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+}
+
+/// Writes exactly `bytes` on a fresh connection and reads the answer until the edge
+/// closes it: the status and the whole text.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    stream.write_all(bytes).await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
         .await
@@ -437,11 +444,11 @@ async fn requests_route_by_host_whatever_the_case_port_or_trailing_dot() {
 }
 
 #[tokio::test]
-async fn an_unknown_host_gets_the_404_page_with_the_host_escaped() {
+async fn an_unknown_host_gets_the_404_page_and_a_malformed_one_a_400() {
     let edge = start_edge(RouteTable::new()).await;
     let response = client()
         .get(edge.url("/"))
-        .header("host", "<b>nobody</b>.example")
+        .header("host", "nobody.example:8080")
         .send()
         .await
         .unwrap();
@@ -452,11 +459,124 @@ async fn an_unknown_host_gets_the_404_page_with_the_host_escaped() {
         .starts_with("text/html"));
     assert!(response.headers().contains_key("x-request-id"));
     let page = response.text().await.unwrap();
-    assert!(page.contains("&lt;b&gt;nobody&lt;/b&gt;.example"), "{page}");
-    assert!(!page.contains("<b>nobody"));
+    assert!(page.contains("nobody.example"), "{page}");
 
+    // Not a host at all: refused, and never quoted back.
+    let response = client()
+        .get(edge.url("/"))
+        .header("host", "<b>nobody</b>.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let page = response.text().await.unwrap();
+    assert!(
+        !page.contains("<b>nobody") && !page.contains("nobody"),
+        "{page}"
+    );
+
+    // HTTP/1.0 predates Host: no host is an unknown host, not an error.
     let (status, text) = raw_request(edge.addr, "GET / HTTP/1.0").await;
     assert_eq!(status, 404, "{text}");
+}
+
+#[tokio::test]
+async fn a_request_names_one_host_or_gets_a_400() {
+    let a = start_upstream("a").await;
+    let b = start_upstream("b").await;
+    let edge = start_edge(table(&[
+        ("a.test", proxied("prj_a", &[a.addr])),
+        ("b.test", proxied("prj_b", &[b.addr])),
+    ]))
+    .await;
+    for (head, why) in [
+        (
+            "GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test",
+            "two Host headers",
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: a.test\r\nHost: a.test",
+            "the same Host twice",
+        ),
+        ("GET / HTTP/1.1", "HTTP/1.1 without Host"),
+        ("GET / HTTP/1.1\r\nHost: ", "an empty Host"),
+        (
+            "GET / HTTP/1.1\r\nHost: a.test:http",
+            "a port that is not a number",
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: me@a.test",
+            "user information in Host",
+        ),
+        (
+            "GET http://me@a.test/ HTTP/1.1\r\nHost: a.test",
+            "user information in the target",
+        ),
+        (
+            "GET http://a.test/ HTTP/1.1",
+            "an absolute target without Host on HTTP/1.1",
+        ),
+        (
+            "GET / HTTP/1.0\r\nHost: a.test\r\nHost: b.test",
+            "two Host headers on HTTP/1.0",
+        ),
+    ] {
+        let (status, text) = raw_request(edge.addr, head).await;
+        assert_eq!(status, 400, "{why}: {text}");
+        assert!(text.contains("400 Bad Request"), "{why}: {text}");
+    }
+    assert_eq!(a.hits.load(Ordering::SeqCst), 0, "nothing reached an app");
+    assert_eq!(b.hits.load(Ordering::SeqCst), 0, "nothing reached an app");
+
+    // The request line's authority routes, and it is the Host the app receives (RFC 9112
+    // §3.2.2), whatever the Host header said.
+    let (status, text) = raw_request(
+        edge.addr,
+        "GET http://A.test:8080/where?x=1 HTTP/1.1\r\nHost: b.test",
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let seen: serde_json::Value =
+        serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(seen["upstream"], "a", "{seen}");
+    assert_eq!(seen["uri"], "/where?x=1");
+    assert_eq!(seen["headers"]["host"], serde_json::json!(["A.test:8080"]));
+    assert_eq!(seen["headers"]["x-forwarded-host"][0], "A.test:8080");
+    assert!(
+        seen["headers"]["forwarded"][0]
+            .as_str()
+            .unwrap()
+            .ends_with(";host=\"A.test:8080\""),
+        "{seen}"
+    );
+    assert_eq!(b.hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_malformed_chunked_body_is_the_clients_400_not_a_502() {
+    let up = start_upstream("a").await;
+    let edge = start_edge(table(&[("app.test", proxied("prj_app", &[up.addr]))])).await;
+    for (body, why) in [
+        ("zz\r\nhello\r\n0\r\n\r\n", "a chunk size that is not hex"),
+        ("5\r\nhelloXX0\r\n\r\n", "a chunk without its line end"),
+    ] {
+        let request = format!(
+            "POST /echo HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\
+             Connection: close\r\n\r\n{body}"
+        );
+        let (status, text) = raw_exchange(edge.addr, request.as_bytes()).await;
+        assert_eq!(status, 400, "{why}: {text}");
+        assert!(
+            text.contains("request body could not be read"),
+            "{why}: {text}"
+        );
+    }
+    // A well-formed chunked body still goes through.
+    let request = "POST /echo HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\
+                   Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let (status, text) = raw_exchange(edge.addr, request.as_bytes()).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("hello"), "{text}");
 }
 
 #[tokio::test]
@@ -623,6 +743,12 @@ async fn the_instance_sees_forwarding_headers_and_a_request_id() {
         .header("x-forwarded-for", "203.0.113.1")
         .header("x-forwarded-proto", "https")
         .header("x-forwarded-host", "spoofed.example")
+        .header("x-real-ip", "203.0.113.66")
+        .header(
+            "forwarded",
+            "for=203.0.113.66;host=spoofed.example;proto=https",
+        )
+        .header("forwarded", "for=203.0.113.67")
         .send()
         .await
         .unwrap();
@@ -638,6 +764,12 @@ async fn the_instance_sees_forwarding_headers_and_a_request_id() {
     assert_eq!(headers["x-forwarded-host"][0], host.as_str());
     assert_eq!(headers["host"][0], host.as_str());
     assert_eq!(headers["x-request-id"][0], generated.as_str());
+    // X-Real-IP and Forwarded are the edge's word alone: one value, the client's claims gone.
+    assert_eq!(headers["x-real-ip"], serde_json::json!(["127.0.0.1"]));
+    assert_eq!(
+        headers["forwarded"],
+        serde_json::json!([format!("for=127.0.0.1;proto=http;host=\"{host}\"")])
+    );
 
     let response = client()
         .get(edge.url("/"))
@@ -935,6 +1067,28 @@ async fn http2_clients_are_routed_by_authority() {
     let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(seen["uri"], "/h2");
     assert_eq!(seen["headers"]["host"][0], "APP.test:443");
+
+    // A Host header naming the same host is fine, and the app still sees :authority.
+    let request = Request::get("http://app.test/same")
+        .header("host", "APP.test")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(seen["headers"]["host"], serde_json::json!(["app.test"]));
+
+    // A Host header naming another host than :authority is malformed (RFC 9113 §8.3.1):
+    // the app must never see a host the edge did not route by.
+    let hits_before = up.hits.load(Ordering::SeqCst);
+    let request = Request::get("http://app.test/other")
+        .header("host", "evil.test")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(up.hits.load(Ordering::SeqCst), hits_before);
 }
 
 #[tokio::test]

@@ -3,9 +3,9 @@
 //! serve a path the document lacks; these tests check the other direction and the contract.
 
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use crate::support::TestDaemon;
+use crate::{support::TestDaemon, tenancy::resolve};
 
 /// The contract: every endpoint of the foundation, with the method.
 const EXPECTED: &[(&str, &str)] = &[
@@ -165,4 +165,314 @@ async fn every_operation_names_its_scope() {
             "{method} {path}: {scope}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Integer bounds: the document and the server agree on every request integer's range.
+// ---------------------------------------------------------------------------------------
+
+/// Integers the bounds test does not send, each with the reason. Any other integer in a
+/// place the test does not exercise (a path, a header, a shape it cannot build) fails it.
+const NOT_EXERCISED: &[(&str, &str, &str)] = &[(
+    "get /v1/projects/{id}/logs",
+    "Last-Event-ID",
+    "a header read leniently by design: an id a stream cannot resume from replays it whole",
+)];
+
+/// Request bodies the schema cannot give a working example of, by operation.
+const BASE_BODIES: &[(&str, &str)] = &[
+    // The schema's example names a branch the fixture repository does not have.
+    ("post /v1/projects/{id}/previews", r#"{"branch": "main"}"#),
+];
+
+/// Where a bounded integer goes in a request.
+#[derive(Debug, Clone)]
+enum Place {
+    Query(String),
+    /// Keys from the body's root; the last is the integer's own.
+    Body(Vec<String>),
+}
+
+/// One documented integer with its range (the format's, narrowed by minimum/maximum).
+#[derive(Debug, Clone)]
+struct BoundedInteger {
+    method: String,
+    path: String,
+    place: Place,
+    /// What an error about it must name: the property, or the map key it was sent under.
+    field: String,
+    minimum: i128,
+    maximum: i128,
+}
+
+fn is_integer(schema: &Value) -> bool {
+    match &schema["type"] {
+        Value::String(kind) => kind == "integer",
+        Value::Array(kinds) => kinds.iter().any(|kind| kind == "integer"),
+        _ => false,
+    }
+}
+
+/// The range a schema documents: its format's, narrowed by `minimum`/`maximum` (and the
+/// exclusive forms). `None` when it documents no bound at all.
+fn documented_range(schema: &Value) -> Option<(i128, i128)> {
+    let (mut low, mut high, mut bounded) = (i128::from(i64::MIN), i128::from(i64::MAX), false);
+    let format_range = match schema["format"].as_str() {
+        Some("int32") => Some((i32::MIN.into(), i32::MAX.into())),
+        Some("int64") => Some((i64::MIN.into(), i64::MAX.into())),
+        Some("uint32") => Some((0, u32::MAX.into())),
+        Some("uint64") => Some((0, u64::MAX.into())),
+        Some(other) => panic!("integer format `{other}` is not known to the bounds test"),
+        None => None,
+    };
+    if let Some((format_low, format_high)) = format_range {
+        (low, high, bounded) = (format_low, format_high, true);
+    }
+    let number = |key: &str| {
+        schema[key]
+            .as_i64()
+            .map(i128::from)
+            .or(schema[key].as_u64().map(i128::from))
+    };
+    if let Some(minimum) = number("minimum") {
+        low = low.max(minimum);
+        bounded = true;
+    }
+    if let Some(minimum) = number("exclusiveMinimum") {
+        low = low.max(minimum + 1);
+        bounded = true;
+    }
+    if let Some(maximum) = number("maximum") {
+        high = high.min(maximum);
+        bounded = true;
+    }
+    if let Some(maximum) = number("exclusiveMaximum") {
+        high = high.min(maximum - 1);
+        bounded = true;
+    }
+    bounded.then_some((low, high))
+}
+
+/// Every integer of a request body schema, with the keys that reach it.
+fn body_integers(
+    document: &Value,
+    schema: &Value,
+    keys: &mut Vec<String>,
+    found: &mut Vec<(Vec<String>, Value)>,
+) {
+    let schema = resolve(document, schema);
+    if is_integer(schema) {
+        found.push((keys.clone(), schema.clone()));
+        return;
+    }
+    for combinator in ["oneOf", "anyOf", "allOf"] {
+        if schema.get(combinator).is_some() && schema.to_string().contains("integer") {
+            panic!(
+                "{keys:?}: the bounds test cannot build a body through `{combinator}` yet; teach it"
+            );
+        }
+    }
+    if let Some(properties) = schema["properties"].as_object() {
+        for (name, property) in properties {
+            keys.push(name.clone());
+            body_integers(document, property, keys, found);
+            keys.pop();
+        }
+    }
+    if let Some(values) = schema.get("additionalProperties").filter(|v| v.is_object()) {
+        if is_integer(resolve(document, values)) || values.to_string().contains("integer") {
+            // A map: the integer goes under a key the schema's example offers.
+            let key = schema["example"]
+                .as_object()
+                .and_then(|example| example.keys().next().cloned())
+                .unwrap_or_else(|| {
+                    panic!("{keys:?}: a map of integers needs an example key for the bounds test")
+                });
+            keys.push(key);
+            body_integers(document, values, keys, found);
+            keys.pop();
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        if items.to_string().contains("integer") {
+            panic!("{keys:?}: the bounds test cannot build arrays of integers yet; teach it");
+        }
+    }
+}
+
+/// Every integer of every operation's query and JSON body, with its documented range.
+fn bounded_integers(document: &Value) -> Vec<BoundedInteger> {
+    let mut found = Vec::new();
+    for (method, path, operation) in operations(document) {
+        let operation_name = format!("{method} {path}");
+        let mut integers: Vec<(Place, String, Value)> = Vec::new();
+        for parameter in operation["parameters"].as_array().into_iter().flatten() {
+            let name = parameter["name"].as_str().unwrap().to_owned();
+            let schema = resolve(document, &parameter["schema"]);
+            if !is_integer(schema) {
+                continue;
+            }
+            match parameter["in"].as_str() {
+                Some("query") => integers.push((Place::Query(name.clone()), name, schema.clone())),
+                _ if NOT_EXERCISED.iter().any(|(op, field, _)| *op == operation_name && *field == name) => {}
+                other => panic!(
+                    "{operation_name}: the integer {other:?} parameter `{name}` is not exercised by the bounds test; \
+                     teach it, or list it in NOT_EXERCISED with the reason"
+                ),
+            }
+        }
+        if let Some(schema) = operation.pointer("/requestBody/content/application~1json/schema") {
+            let mut body = Vec::new();
+            body_integers(document, schema, &mut Vec::new(), &mut body);
+            for (keys, schema) in body {
+                let field = keys.last().unwrap().clone();
+                integers.push((Place::Body(keys), field, schema));
+            }
+        }
+        for (place, field, schema) in integers {
+            let (minimum, maximum) = documented_range(&schema).unwrap_or_else(|| {
+                panic!("{operation_name}: `{field}` is an integer with no documented range")
+            });
+            found.push(BoundedInteger {
+                method: method.clone(),
+                path: path.clone(),
+                place,
+                field,
+                minimum,
+                maximum,
+            });
+        }
+    }
+    found
+}
+
+/// The body an operation is sent with before the integer under test is set in it.
+fn base_body(document: &Value, method: &str, path: &str) -> Value {
+    let name = format!("{method} {path}");
+    if let Some((_, body)) = BASE_BODIES.iter().find(|(operation, _)| *operation == name) {
+        return serde_json::from_str(body).unwrap();
+    }
+    let schema =
+        &document["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"];
+    crate::tenancy::body_for(document, schema)
+}
+
+/// Sends the operation with `value` at the integer's place: the status and the error
+/// message, if any.
+async fn send_with(
+    daemon: &TestDaemon,
+    document: &Value,
+    integer: &BoundedInteger,
+    project_id: &str,
+    value: i128,
+) -> (u16, String) {
+    assert!(
+        integer
+            .path
+            .split('/')
+            .filter(|s| s.starts_with('{'))
+            .all(|s| s == "{id}")
+            && (!integer.path.contains("{id}") || integer.path.starts_with("/v1/projects/{id}")),
+        "{} {}: the bounds test has no resource for this path's parameters; teach it",
+        integer.method,
+        integer.path
+    );
+    let mut url = integer.path.replace("{id}", project_id);
+    let mut body = None;
+    match &integer.place {
+        Place::Query(name) => {
+            url.push_str(&format!("?{name}={value}"));
+            if document["paths"][&integer.path][&integer.method]
+                .get("requestBody")
+                .is_some()
+            {
+                body = Some(base_body(document, &integer.method, &integer.path).to_string());
+            }
+        }
+        Place::Body(keys) => {
+            // Written as text: the value may be past what serde_json holds as a number.
+            const MARK: &str = "__bound_under_test__";
+            let mut json_body = base_body(document, &integer.method, &integer.path);
+            let mut at = &mut json_body;
+            for key in &keys[..keys.len() - 1] {
+                if !at[key.as_str()].is_object() {
+                    at[key.as_str()] = json!({});
+                }
+                at = &mut at[key.as_str()];
+            }
+            at[keys.last().unwrap().as_str()] = json!(MARK);
+            body = Some(
+                json_body
+                    .to_string()
+                    .replace(&format!("\"{MARK}\""), &value.to_string()),
+            );
+        }
+    }
+    let method = Method::from_bytes(integer.method.to_uppercase().as_bytes()).unwrap();
+    let mut request = daemon
+        .request(method, &url)
+        .bearer_auth(&daemon.admin_token);
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body);
+    }
+    let res = crate::support::read(request.send().await.unwrap()).await;
+    (res.status, res.error_message().to_owned())
+}
+
+#[tokio::test]
+async fn every_documented_integer_bound_holds_on_the_server() {
+    // Limits off their defaults: the document served must state this server's own.
+    let daemon = TestDaemon::start_with(|config| {
+        config.api.max_page_size = 37;
+        config.logs.max_limit = 777;
+        config.scale.max_instances = 3;
+    })
+    .await;
+    let document = document(&daemon).await;
+    // A project with a repository, so previews can be created; its source has nothing to
+    // build, so their deploys fail at planning without starting a container.
+    let repo = crate::deploys::Repo::from_fixture("empty");
+    let (project_id, _) = daemon.connected_project("bounds", &repo).await;
+
+    let integers = bounded_integers(&document);
+    for expected in [
+        "limit",
+        "pullRequest",
+        "instances",
+        "keepDaily",
+        "keepWeekly",
+        "worker",
+    ] {
+        assert!(
+            integers.iter().any(|integer| integer.field == expected),
+            "the walk found no `{expected}`: {integers:#?}"
+        );
+    }
+    let mut problems = Vec::new();
+    for integer in &integers {
+        let what = format!(
+            "{} {} {:?} (documented {}..={})",
+            integer.method, integer.path, integer.place, integer.minimum, integer.maximum
+        );
+        for bound in [integer.minimum, integer.maximum] {
+            let (status, message) =
+                send_with(&daemon, &document, integer, &project_id, bound).await;
+            if !(200..300).contains(&status) {
+                problems.push(format!("{what}: the bound {bound} got {status}: {message}"));
+            }
+        }
+        for past in [integer.minimum - 1, integer.maximum + 1] {
+            let (status, message) = send_with(&daemon, &document, integer, &project_id, past).await;
+            if !(400..500).contains(&status) || !message.contains(&integer.field) {
+                problems.push(format!(
+                    "{what}: {past}, past the bound, got {status} ({message}); wanted a 4xx naming `{}`",
+                    integer.field
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    crate::deploys::cleanup(&project_id).await;
 }

@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use reqwest::Method;
 use serde_json::json;
 
 use crate::{
@@ -1036,4 +1037,271 @@ async fn a_container_apps_asset_files_are_answered_by_the_edge_and_everything_el
     assert_eq!(paths, ["static/img/logo.svg", "static/site.css"]);
     cleanup(&project_id).await;
     cleanup(&flask_id).await;
+}
+
+/// A busybox app whose `/cgi-bin/headers` answers with the HTTP headers it received, one
+/// `HTTP_NAME=value` line each, as CGI hands them over.
+fn header_echo_app() -> Repo {
+    Repo::new(&[
+        (
+            "Dockerfile",
+            "FROM busybox:latest\nCOPY www /www\nRUN chmod +x /www/cgi-bin/headers\nEXPOSE 8080\n\
+             CMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+        ),
+        (
+            "www/cgi-bin/headers",
+            "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nenv | grep '^HTTP_' | sort\n",
+        ),
+        ("www/index.html", "echo\n"),
+    ])
+}
+
+/// The `HTTP_*` lines of a header-echo answer whose names start with `prefix`.
+fn echoed<'a>(answer: &'a str, prefix: &str) -> Vec<&'a str> {
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    body.lines()
+        .filter(|line| line.starts_with(prefix))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_app_sees_only_the_host_and_client_address_the_edge_vouches_for() {
+    let daemon = TestDaemon::start().await;
+    let repo = header_echo_app();
+    let (project_id, _) = daemon.connected_project("echo", &repo).await;
+    let deploy = daemon.deploy(&project_id, None).await;
+    assert_eq!(deploy["status"], "running", "{deploy}");
+    let host = "echo.admin.test.local";
+    let (status, body) = daemon.edge_get(host, "/cgi-bin/headers").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("HTTP_HOST={host}")), "{body}");
+
+    // An absolute-form target routes by its authority, and that authority is the Host the
+    // app receives; the client's X-Real-IP and Forwarded never reach it.
+    let (status, answer) = crate::edge::raw_exchange(
+        daemon.http,
+        format!(
+            "GET http://{host}/cgi-bin/headers HTTP/1.1\r\nHost: evil.example\r\n\
+             X-Real-IP: 203.0.113.66\r\nForwarded: for=203.0.113.66;host=evil.example\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(echoed(&answer, "HTTP_HOST="), [format!("HTTP_HOST={host}")]);
+    assert_eq!(
+        echoed(&answer, "HTTP_X_REAL_IP="),
+        ["HTTP_X_REAL_IP=127.0.0.1"]
+    );
+    assert_eq!(
+        echoed(&answer, "HTTP_FORWARDED="),
+        [format!(
+            "HTTP_FORWARDED=for=127.0.0.1;proto=http;host=\"{host}\""
+        )]
+    );
+    assert!(
+        !answer.contains("evil.example") && !answer.contains("203.0.113.66"),
+        "{answer}"
+    );
+
+    // Requests that name their host twice or not at all, or whose body is malformed, are
+    // the client's errors: 400, never a guess and never a 502.
+    for (request, why) in [
+        (
+            format!("GET /cgi-bin/headers HTTP/1.1\r\nHost: {host}\r\nHost: evil.example\r\nConnection: close\r\n\r\n"),
+            "two Host headers",
+        ),
+        (
+            "GET /cgi-bin/headers HTTP/1.1\r\nConnection: close\r\n\r\n".to_owned(),
+            "HTTP/1.1 without Host",
+        ),
+        (
+            format!(
+                "POST /cgi-bin/headers HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\
+                 Connection: close\r\n\r\nnot-hex\r\nhello\r\n0\r\n\r\n"
+            ),
+            "a malformed chunked body",
+        ),
+    ] {
+        let (status, answer) = crate::edge::raw_exchange(daemon.http, request.as_bytes()).await;
+        assert_eq!(status, 400, "{why}: {answer}");
+    }
+
+    // HTTP/2 (prior knowledge on the plain listener): :authority is the Host the app gets,
+    // and a Host header naming another host is refused.
+    let stream = tokio::net::TcpStream::connect(daemon.http).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    for (extra_host, expected) in [(None, 200), (Some("evil.example"), 400)] {
+        let mut request = hyper::Request::get(format!("http://{host}/cgi-bin/headers"));
+        if let Some(extra_host) = extra_host {
+            request = request.header("host", extra_host);
+        }
+        let response = sender
+            .send_request(
+                request
+                    .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected, "Host {extra_host:?}");
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let text = format!("\r\n\r\n{}", String::from_utf8_lossy(&body));
+        if expected == 200 {
+            assert_eq!(echoed(&text, "HTTP_HOST="), [format!("HTTP_HOST={host}")]);
+        }
+    }
+    cleanup(&project_id).await;
+}
+
+/// Per hostname (the `host=` field of a line): how many lines say a certificate request
+/// failed (routing's line, at whatever level), and how many are warnings.
+fn certificate_lines(log: &str) -> std::collections::HashMap<String, (usize, usize)> {
+    let mut counts = std::collections::HashMap::<String, (usize, usize)>::new();
+    for line in log.lines() {
+        let Some(host) = line
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("host="))
+        else {
+            continue;
+        };
+        let entry = counts.entry(host.to_owned()).or_default();
+        if line.contains("certificate request failed") {
+            entry.0 += 1;
+        }
+        if line.contains(" WARN ") {
+            entry.1 += 1;
+        }
+    }
+    counts
+}
+
+#[tokio::test]
+async fn failing_certificates_of_many_aliases_are_logged_once_each_and_aliases_are_capped() {
+    const ALIASES: usize = 150;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let config_file = dir.path().join("cantila.toml");
+    let log_path = dir.path().join("daemon.log");
+    // An ACME directory nothing listens on: every certificate request fails at once.
+    std::fs::write(
+        &config_file,
+        format!(
+            "data_dir = \"{}\"\nbase_domain = \"test.local\"\napi_listen = \"127.0.0.1:0\"\n\
+             http_listen = \"127.0.0.1:0\"\nhttps_listen = \"127.0.0.1:0\"\n\
+             [tls]\nmode = \"acme\"\nacme_directory = \"https://127.0.0.1:1/directory\"\n\
+             [domains]\nmax_aliases_per_project = {ALIASES}\n",
+            data_dir.display()
+        ),
+    )
+    .unwrap();
+    // Routing's per-refresh line is at debug: it shows each refresh asked again.
+    let daemon = crate::support::BinaryDaemon::start_from_file(
+        &config_file,
+        &data_dir,
+        &log_path,
+        "info,cantila::routing=debug",
+    )
+    .await;
+    let site = Repo::from_fixture("static-root");
+    let project_id = daemon.connected_project("site", site.path()).await;
+    let deploy_id = daemon.deploy(&project_id).await;
+    daemon.wait_status(&deploy_id, "running").await;
+
+    // Every alias add refreshes the route table, and each refresh asks for a certificate
+    // for every served hostname that has none.
+    let hosts: Vec<String> = (1..=ALIASES)
+        .map(|n| format!("h{n:03}.flood.example"))
+        .collect();
+    for host in &hosts {
+        let (status, body) = daemon
+            .call(
+                Method::POST,
+                &format!("/v1/projects/{project_id}/aliases"),
+                json!({ "hostname": host }),
+            )
+            .await;
+        assert_eq!(status, 201, "{host}: {body}");
+    }
+    // One past the cap is refused, naming the limit.
+    let (status, body) = daemon
+        .call(
+            Method::POST,
+            &format!("/v1/projects/{project_id}/aliases"),
+            json!({ "hostname": "one-too-many.flood.example" }),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("domains.max_aliases_per_project = {ALIASES}")),
+        "{body}"
+    );
+
+    // Wait until every hostname's request has failed, then make three more refreshes (an
+    // alias on another, idle project refreshes the whole table) and wait until each
+    // hostname was asked about at least three more times.
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let asked_at_least = |log: &str, times: usize| {
+        let counts = certificate_lines(log);
+        hosts
+            .iter()
+            .all(|host| counts.get(host).is_some_and(|(asked, _)| *asked >= times))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !asked_at_least(&log(), 1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every certificate request failed within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = log().len();
+    let (status, idle) = daemon
+        .call(Method::POST, "/v1/projects", json!({ "name": "idle" }))
+        .await;
+    assert_eq!(status, 201, "{idle}");
+    for n in 1..=3 {
+        let (status, body) = daemon
+            .call(
+                Method::POST,
+                &format!("/v1/projects/{}/aliases", idle["id"].as_str().unwrap()),
+                json!({ "hostname": format!("idle{n}.example") }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !asked_at_least(&log()[before..], 3) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refreshes did not ask for every certificate again within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Each hostname's failure is a warning once, however many refreshes asked again.
+    let log = log();
+    let counts = certificate_lines(&log);
+    let mut warnings = 0;
+    for host in &hosts {
+        let count = counts.get(host).map_or(0, |(_, warned)| *warned);
+        assert_eq!(count, 1, "{host} was warned about {count} times");
+        warnings += count;
+    }
+    let all_warnings = log.lines().filter(|line| line.contains(" WARN ")).count();
+    assert!(
+        all_warnings <= warnings + 5,
+        "{all_warnings} warnings for {ALIASES} failing aliases"
+    );
 }

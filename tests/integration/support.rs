@@ -345,6 +345,52 @@ impl BinaryDaemon {
         }
     }
 
+    /// Starts `cantila serve --config <config_file>` with its log (`RUST_LOG=log_filter`)
+    /// written to `log`, for tests that read what the daemon logged. The file must set
+    /// `data_dir` and port-0 listeners.
+    pub async fn start_from_file(
+        config_file: &Path,
+        data_dir: &Path,
+        log: &Path,
+        log_filter: &str,
+    ) -> Self {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_cantila"))
+            .args(["serve", "--config", &config_file.display().to_string()])
+            .env("RUST_LOG", log_filter)
+            .stderr(std::fs::File::create(log).expect("create the daemon's log file"))
+            .spawn()
+            .expect("start cantila serve");
+        let mut child = crate::lifecycle::KillOnDrop(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let api = loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if let Some(rest) = text.split("api=").nth(1) {
+                break rest.chars().take_while(|c| !c.is_whitespace()).collect();
+            }
+            if let Ok(Some(status)) = child.0.try_wait() {
+                panic!("cantila serve exited during start-up ({status}): {text}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no listening line within 20 s: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let token = std::fs::read_to_string(data_dir.join("admin-token"))
+            .expect("admin token")
+            .trim()
+            .to_owned();
+        Self {
+            child,
+            api,
+            token,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        }
+    }
+
     /// Sends a request with the admin token; returns the status and the JSON body.
     pub async fn call(&self, method: Method, path: &str, body: Value) -> (u16, Value) {
         let res = self

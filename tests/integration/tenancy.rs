@@ -65,7 +65,7 @@ impl Fixtures {
 
 /// The smallest body the schema accepts the shape of: required properties only, from the
 /// schema's example when it has one.
-fn body_for(document: &Value, schema: &Value) -> Value {
+pub(crate) fn body_for(document: &Value, schema: &Value) -> Value {
     let schema = resolve(document, schema);
     if let Some(example) = schema.get("example") {
         return example.clone();
@@ -104,7 +104,7 @@ fn body_for(document: &Value, schema: &Value) -> Value {
     }
 }
 
-fn resolve<'a>(document: &'a Value, schema: &'a Value) -> &'a Value {
+pub(crate) fn resolve<'a>(document: &'a Value, schema: &'a Value) -> &'a Value {
     match schema.get("$ref").and_then(Value::as_str) {
         Some(reference) => {
             let name = reference.trim_start_matches("#/components/schemas/");
