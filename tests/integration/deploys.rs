@@ -742,7 +742,7 @@ async fn env_vars_are_masked_pending_and_reach_the_app() {
 
 #[tokio::test]
 async fn a_crash_mid_build_leaves_a_failed_deploy_and_no_orphans() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::TestDir::new();
     let config = crate::support::test_config(dir.path());
     let repo = Repo::new(&[(
         "Dockerfile",

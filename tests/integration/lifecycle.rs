@@ -148,7 +148,7 @@ async fn a_config_typo_is_reported_with_key_and_line() {
 
 #[tokio::test]
 async fn flags_and_environment_override_the_config_file() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::TestDir::new();
     let config = test_config(dir.path());
     let path = dir.path().join("cantila.toml");
     std::fs::write(
@@ -224,7 +224,7 @@ pub async fn wait_for_api_address(stderr: std::process::ChildStderr) -> String {
 
 #[tokio::test]
 async fn sigterm_stops_gracefully_and_logs_never_hold_tokens() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::TestDir::new();
     let config = test_config(dir.path());
     let log_path = dir.path().join("daemon.log");
     let log = std::fs::File::create(&log_path).unwrap();
@@ -330,7 +330,7 @@ async fn the_edge_answers_unknown_hosts_with_a_plain_404() {
 #[tokio::test]
 async fn systemd_is_told_ready_once_listening() {
     use std::os::unix::net::UnixDatagram;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::TestDir::new();
     let config = test_config(dir.path());
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();

@@ -279,7 +279,7 @@ async fn an_alias_gets_a_certificate_from_an_acme_ca_and_serves_https() {
     // Pebble validates HTTP-01 on a fixed port: the edge's HTTP listener is bound there.
     let http_port = free_tcp_port();
     let pebble = Pebble::start(http_port, free_tcp_port()).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::TestDir::new();
     let mut config = crate::support::test_config(dir.path());
     config.tls = cantila::tls::TlsConfig {
         mode: cantila::tls::TlsMode::Acme,
@@ -599,7 +599,7 @@ async fn rollback_re_releases_an_earlier_deploy_without_a_rebuild() {
 
 #[tokio::test]
 async fn a_crash_during_a_release_keeps_the_previous_release_serving() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::TestDir::new();
     let config = crate::support::test_config(dir.path());
     let repo = Repo::busybox("the stable release\n");
     let binary = crate::support::BinaryDaemon::start(&config).await;
