@@ -311,8 +311,9 @@ const STOP_DEADLINE: Duration = Duration::from_secs(30);
 /// unwinding, or with no runtime at all.
 struct DaemonThread {
     stop: Option<oneshot::Sender<()>>,
-    /// The result of `cantila::run`, sent once the daemon's runtime has shut down.
-    done: mpsc::Receiver<anyhow::Result<()>>,
+    /// The result of `cantila::run`, sent once the daemon's runtime has shut down (in a
+    /// mutex only so that a `&TestDaemon` can cross threads).
+    done: std::sync::Mutex<mpsc::Receiver<anyhow::Result<()>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -355,14 +356,15 @@ impl DaemonThread {
             .expect("spawn the daemon's thread");
         Self {
             stop: Some(stop_tx),
-            done,
+            done: std::sync::Mutex::new(done),
             thread: Some(thread),
         }
     }
 
     /// The daemon's result, when it has already exited by itself.
     fn exited(&mut self) -> Option<anyhow::Result<()>> {
-        self.done.try_recv().ok()
+        let done = self.done.get_mut().unwrap_or_else(|p| p.into_inner());
+        done.try_recv().ok()
     }
 
     /// Signals the daemon to stop and waits up to `deadline` for its thread to end; `None`
@@ -371,7 +373,8 @@ impl DaemonThread {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let result = match self.done.recv_timeout(deadline) {
+        let done = self.done.get_mut().unwrap_or_else(|p| p.into_inner());
+        let result = match done.recv_timeout(deadline) {
             Ok(result) => result,
             // The thread ended without a result: it panicked.
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -763,4 +766,92 @@ where
         async move { holds.await.then_some(()) }
     })
     .await
+}
+
+/// Images on the shared engine (intermediate ones included) made by a build step whose
+/// command contains `marker`: how a test finds what an unfinished build left, since only
+/// the final image of a build carries its labels.
+pub fn images_built_with(marker: &str) -> Vec<String> {
+    let ids = docker(None, &["images", "-aq", "--no-trunc"]).unwrap_or_default();
+    let mut ids: Vec<&str> = ids.split_whitespace().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let mut args = vec![
+        "image",
+        "inspect",
+        "--format",
+        "{{.Id}} {{json .ContainerConfig.Cmd}}",
+    ];
+    args.extend(ids);
+    // An image removed between the listing and the inspection makes the command fail; the
+    // images it did describe are still printed.
+    let described = match docker(None, &args) {
+        Ok(out) => out,
+        Err(_) => return images_built_with_one_by_one(marker),
+    };
+    described
+        .lines()
+        .filter(|line| line.contains(marker))
+        .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+fn images_built_with_one_by_one(marker: &str) -> Vec<String> {
+    let ids = docker(None, &["images", "-aq", "--no-trunc"]).unwrap_or_default();
+    ids.split_whitespace()
+        .filter(|id| {
+            docker(
+                None,
+                &[
+                    "image",
+                    "inspect",
+                    "--format",
+                    "{{json .ContainerConfig.Cmd}}",
+                    id,
+                ],
+            )
+            .is_ok_and(|cmd| cmd.contains(marker))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Containers on the shared engine, in any state, whose command contains `marker` (a
+/// build's intermediate containers carry no labels).
+pub fn containers_running_command(marker: &str) -> Vec<String> {
+    docker(
+        None,
+        &["ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Command}}"],
+    )
+    .unwrap_or_default()
+    .lines()
+    .filter(|line| line.contains(marker))
+    .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
+    .collect()
+}
+
+/// What is left on the shared engine of an installation: containers, images, volumes and
+/// networks carrying its label, one line each.
+pub fn installation_leftovers(installation: &str) -> Vec<String> {
+    let filter = format!("label=cantila.installation={installation}");
+    let mut left = Vec::new();
+    for (kind, args) in [
+        ("container", vec!["ps", "-aq", "--filter", filter.as_str()]),
+        ("image", vec!["images", "-aq", "--filter", filter.as_str()]),
+        (
+            "volume",
+            vec!["volume", "ls", "-q", "--filter", filter.as_str()],
+        ),
+        (
+            "network",
+            vec!["network", "ls", "-q", "--filter", filter.as_str()],
+        ),
+    ] {
+        let listed = docker(None, &args).unwrap_or_else(|err| panic!("docker {args:?}: {err}"));
+        left.extend(listed.split_whitespace().map(|id| format!("{kind} {id}")));
+    }
+    left
 }
