@@ -666,7 +666,7 @@ pub fn remove_installation(
         remove(&["rmi", "--force"], &images());
     }
     if let Some(path) = build_log {
-        let named = intermediate_images_named_in(path);
+        let named = build_log_images(path);
         if !named.is_empty() {
             let dangling = listed(&["images", "-aq", "--filter", "dangling=true"]);
             let removable: Vec<String> = named
@@ -691,7 +691,7 @@ pub fn remove_installation(
 
 /// The image ids the classic builder printed (` ---> 5cc572959e83`) in the deploy logs
 /// stored at `database`: the images its builds made, step by step.
-fn intermediate_images_named_in(database: &Path) -> Vec<String> {
+pub fn build_log_images(database: &Path) -> Vec<String> {
     let Ok(connection) =
         rusqlite::Connection::open_with_flags(database, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
     else {
