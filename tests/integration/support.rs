@@ -523,6 +523,16 @@ impl BinaryDaemon {
         panic!("deploy {deploy_id} never reached {wanted}");
     }
 
+    /// Stops the daemon's every thread where it is (SIGSTOP), so that the state it left
+    /// holds still until `kill9`.
+    pub fn freeze(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-STOP", &self.child.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// Ends the daemon with SIGKILL, as a crash would.
     pub fn kill9(mut self) {
         let status = std::process::Command::new("kill")
