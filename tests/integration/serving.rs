@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::{
     deploys::{cleanup, Repo},
-    support::TestDaemon,
+    support::{wait_until, TestDaemon},
 };
 
 fn client() -> reqwest::Client {
@@ -248,6 +248,7 @@ async fn a_redeploy_under_steady_traffic_fails_no_request() {
             }
         }));
     }
+    let mut last = String::new();
     for version in 2..=3 {
         repo.commit(
             &[("www/index.html", &format!("version {version}\n"))],
@@ -257,9 +258,31 @@ async fn a_redeploy_under_steady_traffic_fails_no_request() {
         assert_eq!(deploy["status"], "running", "{deploy}");
         let (_, body) = daemon.edge_get("steady.admin.test.local", "/").await;
         assert_eq!(body, format!("version {version}\n"));
+        last = deploy["id"].as_str().unwrap().to_owned();
     }
-    // Past the drain of the last release too.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Past the drain of the last release too: the one before it has drained and stopped,
+    // and traffic went on after that.
+    let engine = cantila::docker::Engine::connect().await.unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the previous release drained and stopped",
+        || async {
+            engine
+                .containers(&[("cantila.project", project_id.as_str())])
+                .await
+                .unwrap()
+                .iter()
+                .all(|c| c.labels.get("cantila.deploy") == Some(&last))
+        },
+    )
+    .await;
+    let sent_at_the_end_of_the_drain = sent.load(Ordering::Relaxed);
+    wait_until(
+        Duration::from_secs(60),
+        "requests flow after the drain",
+        || async { sent.load(Ordering::Relaxed) >= sent_at_the_end_of_the_drain + 20 },
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     for task in load {
         task.await.unwrap();
@@ -617,7 +640,21 @@ async fn a_crash_during_a_release_keeps_the_previous_release_serving() {
     );
     let second_id = binary.deploy(&project_id).await;
     binary.wait_status(&second_id, "releasing").await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The crash comes while the new release's instance runs and is being health-checked.
+    let engine = cantila::docker::Engine::connect().await.unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the new release's instance runs",
+        || async {
+            engine
+                .containers(&[("cantila.deploy", second_id.as_str())])
+                .await
+                .unwrap()
+                .iter()
+                .any(|container| container.state == "running")
+        },
+    )
+    .await;
     binary.kill9();
 
     let daemon = TestDaemon::start_in(dir, config).await;
@@ -627,7 +664,6 @@ async fn a_crash_during_a_release_keeps_the_previous_release_serving() {
         deploy["error"].as_str().unwrap().contains("interrupted"),
         "{deploy}"
     );
-    let engine = cantila::docker::Engine::connect().await.unwrap();
     assert!(
         engine
             .containers(&[("cantila.deploy", &second_id)])

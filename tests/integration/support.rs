@@ -865,3 +865,12 @@ pub fn installation_leftovers(installation: &str) -> Vec<String> {
     }
     left
 }
+
+/// Awaits `future`, panicking naming `what` when it takes longer than `deadline`: for
+/// "answers, never hangs" checks, with a deadline far above the time expected, so a busy
+/// machine never fails them and a hang always does.
+pub async fn within<T>(deadline: Duration, what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(deadline, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within {deadline:?}"))
+}
