@@ -70,6 +70,7 @@ async fn driver_ready(port: u16) -> bool {
                 }
             }
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
@@ -249,6 +250,7 @@ impl Browser {
                     last = text;
                 }
             }
+            // The poll interval: the loop checks its condition again.
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
         let shot = self.screenshot("failure").await;
@@ -781,6 +783,7 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
             Instant::now() < deadline,
             "two healthy instances are listed"
         );
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     browser.screenshot("overview").await;
@@ -1179,6 +1182,7 @@ impl Browser {
             if self.js(script, vec![]).await == Value::Bool(true) {
                 return;
             }
+            // The poll interval: the loop checks its condition again.
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let shot = self.screenshot("failure").await;
@@ -1510,6 +1514,7 @@ async fn console_metrics_draws_svg_charts_with_axes_and_text_and_refreshes() {
             break;
         }
         assert!(Instant::now() < deadline, "metrics never counted: {report}");
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
@@ -1810,6 +1815,7 @@ async fn wait_for_certificate(client: &reqwest::Client, url: &str) {
                 "{url} never served a valid certificate: {err:?}"
             ),
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

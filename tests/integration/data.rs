@@ -42,6 +42,7 @@ pub async fn wait_backup(daemon: &TestDaemon, id: &str) -> Value {
         if backup["status"] != "running" {
             return backup;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!("backup {id} did not finish within 2 minutes");
@@ -57,6 +58,7 @@ async fn ask(deploy_id: &str, path: &str) -> String {
             }
             last = Some(answer);
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     panic!("the app of {deploy_id} never answered {path}; last answer: {last:?}");
@@ -839,6 +841,7 @@ async fn a_failed_scheduled_backup_shows_on_the_project_and_in_the_audit_log() {
         if schedule["lastStatus"].is_string() {
             break;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(schedule["source"], "project");

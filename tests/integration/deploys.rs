@@ -153,6 +153,7 @@ impl TestDaemon {
             {
                 return deploy;
             }
+            // The poll interval: the loop checks its condition again.
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         panic!("deploy {deploy_id} did not finish within 5 minutes");
@@ -738,6 +739,7 @@ async fn env_vars_are_masked_pending_and_reach_the_app() {
         if !mirror.exists() {
             break;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(!mirror.exists(), "the mirror is removed");
@@ -881,6 +883,7 @@ pub async fn containers_gone(label: &str, value: &str) -> bool {
         {
             return true;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false

@@ -98,6 +98,7 @@ async fn builds_runs_reaches_and_removes_a_container() {
         if body.is_some() {
             break;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(body.as_deref(), Some("hello from busybox\n"));

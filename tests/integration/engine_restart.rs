@@ -92,6 +92,7 @@ impl PrivateEngine {
             {
                 return;
             }
+            // The poll interval: the loop checks its condition again.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!(
@@ -181,6 +182,7 @@ async fn serves_again(daemon: &TestDaemon, host: &str, body: &str, seconds: u64)
         if edge_answer(daemon, host).await.as_deref() == Some(body) {
             return true;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     false

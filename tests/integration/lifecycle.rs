@@ -259,6 +259,7 @@ async fn sigterm_stops_gracefully_and_logs_never_hold_tokens() {
             );
             break;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let api = api.expect("daemon logged its API address");

@@ -244,6 +244,7 @@ async fn a_redeploy_under_steady_traffic_fails_no_request() {
                         failed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                // Paces the load (about 20 requests a second per task).
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }));
@@ -358,6 +359,7 @@ async fn an_alias_gets_a_certificate_from_an_acme_ca_and_serves_https() {
             issued = alias;
             break;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(issued["certificate"]["status"], "acme", "{issued}");
@@ -387,6 +389,7 @@ async fn an_alias_gets_a_certificate_from_an_acme_ca_and_serves_https() {
             redirected = true;
             break;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(redirected, "http redirects once the certificate exists");
@@ -525,6 +528,7 @@ async fn a_removed_instance_is_replaced_and_service_returns() {
             back = true;
             break;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
@@ -866,6 +870,7 @@ async fn procfile_workers_run_beside_web_with_their_own_counts_and_are_never_rou
             replaced = true;
             break;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(
@@ -885,6 +890,7 @@ async fn procfile_workers_run_beside_web_with_their_own_counts_and_are_never_rou
         if workers.len() == 2 && workers.iter().all(|w| w["deployId"] == second["id"]) {
             break;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(workers.len(), 2, "{workers:?}");

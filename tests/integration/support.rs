@@ -518,6 +518,7 @@ impl BinaryDaemon {
             {
                 return;
             }
+            // The poll interval: the loop checks its condition again.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("deploy {deploy_id} never reached {wanted}");
@@ -761,6 +762,7 @@ where
             return found;
         }
         assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
