@@ -34,13 +34,15 @@ SCHEMATHESIS=$(scripts/ensure-schemathesis.sh)
 
 WORK=$(mktemp -d)
 DAEMON_PID=""
+# A test installation's id (see tests/integration/support.rs), so that what the fuzzer made
+# on the engine (containers, images, volumes) is found and removed by label afterwards.
+INSTALLATION="test-${CANTILA_TEST_RUN:-local}-schemathesis$$"
 cleanup() {
     if [ -n "$DAEMON_PID" ]; then
         kill "$DAEMON_PID" 2>/dev/null || true
         wait "$DAEMON_PID" 2>/dev/null || true
     fi
-    # Containers of deploys the fuzzer triggered carry this installation's data dir label;
-    # the daemon stops its own on shutdown, anything left is removed by id.
+    scripts/leftovers.sh remove "$INSTALLATION" || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -66,6 +68,8 @@ auth_failures_per_minute = 1000000
 mode = "off"
 TOML
 
+mkdir -p "$DATA"
+printf '%s' "$INSTALLATION" >"$DATA/installation-id"
 "$BINARY" serve --config "$WORK/cantila.toml" >"$WORK/cantila.log" 2>&1 &
 DAEMON_PID=$!
 for _ in $(seq 1 300); do

@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh clone: starts what the tests need (a Docker engine,
 # PostgreSQL, Chromium, an S3-compatible server), then checks formatting and lints, then
 # runs every unit and integration test, then fuzzes the live API with schemathesis
-# (installed from PyPI into a venv when missing).
+# (installed from PyPI into a venv when missing), and finally fails if anything of the
+# run's test installations is left on the Docker engine.
 # A missing component is installed or the run fails; no test skips silently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +50,19 @@ cargo fmt --all -- --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
+
+# Test daemons label everything they create with `test-<run>-<random>` (see `TestDir` in
+# tests/integration/support.rs) and remove it when their test ends, passed or failed. At
+# the end of the run, whatever its outcome, anything of this run still on the engine is
+# listed, removed (so a re-run starts clean) and fails the run.
+export CANTILA_TEST_RUN="${CANTILA_TEST_RUN:-$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')}"
+check_leftovers() {
+    local status=$?
+    step "nothing of this run's test installations is left on the engine (test-$CANTILA_TEST_RUN-*)"
+    scripts/leftovers.sh check "$CANTILA_TEST_RUN" || status=1
+    exit "$status"
+}
+trap check_leftovers EXIT
 
 step "cargo test"
 cargo test --locked "$@"

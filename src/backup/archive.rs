@@ -311,6 +311,38 @@ pub async fn remove_helpers(app: &AppState) {
     }
 }
 
+/// Unpauses the containers a crash left paused while a backup copied their files (at
+/// start-up). Only a backup's copy pauses containers, so every paused container of this
+/// installation is one of those; the route table then takes them back.
+pub async fn resume_paused(app: &AppState) {
+    let Ok(engine) = app.engine().await else {
+        return;
+    };
+    let paused: Vec<_> = engine
+        .containers(&[("cantila.installation", &app.installation)])
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|container| container.state == "paused")
+        .collect();
+    if paused.is_empty() {
+        return;
+    }
+    for container in &paused {
+        match engine.unpause(&container.id).await {
+            Ok(()) => {
+                tracing::warn!(container = %container.name, "resumed a container a crash left paused mid-backup")
+            }
+            Err(err) => {
+                tracing::error!(container = %container.name, error = %err, "resuming a container a crash left paused")
+            }
+        }
+    }
+    if let Err(err) = crate::routing::refresh(app).await {
+        tracing::warn!(error = %err, "refreshing routes after resuming paused containers");
+    }
+}
+
 /// How the project's containers are held still.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hold {

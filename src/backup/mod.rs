@@ -505,7 +505,8 @@ pub async fn restore(
 }
 
 /// At start-up: backups a crash interrupted are marked failed, their partial files and
-/// helper containers removed, and files no completed backup owns deleted.
+/// helper containers removed, files no completed backup owns deleted, and the project
+/// containers a crash left paused mid-copy resumed.
 pub async fn recover(app: &AppState) -> Result<()> {
     let now = clock::now();
     let interrupted = app
@@ -530,6 +531,7 @@ pub async fn recover(app: &AppState) -> Result<()> {
         .await
         .map_err(|err| Error::Internal(err.to_string()))?;
     archive::remove_helpers(app).await;
+    archive::resume_paused(app).await;
     Ok(())
 }
 

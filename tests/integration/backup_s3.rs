@@ -232,6 +232,7 @@ pub(crate) async fn wait_remote(daemon: &TestDaemon, id: &str, wanted: &str) -> 
         if backup["remote"]["status"] == wanted {
             return backup;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!("the copy of backup {id} never became {wanted}: {backup}");
@@ -423,6 +424,7 @@ async fn a_failed_upload_keeps_the_backup_restorable_shows_why_and_is_retried_un
         if retried["remote"]["attempts"].as_u64().unwrap() >= 3 {
             break;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(200)).await;
         retried = daemon
             .get(&format!("/v1/backups/{backup_id}"), &daemon.admin_token)
@@ -486,6 +488,7 @@ async fn a_failed_upload_keeps_the_backup_restorable_shows_why_and_is_retried_un
         {
             break;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(missing["remote"]["status"], "failed", "{missing}");

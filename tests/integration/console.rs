@@ -70,6 +70,7 @@ async fn driver_ready(port: u16) -> bool {
                 }
             }
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
@@ -249,6 +250,7 @@ impl Browser {
                     last = text;
                 }
             }
+            // The poll interval: the loop checks its condition again.
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
         let shot = self.screenshot("failure").await;
@@ -274,25 +276,29 @@ impl Browser {
     }
 
     /// Browser console errors other than failed requests (which the console shows itself):
-    /// script errors and Content-Security-Policy refusals land here.
-    async fn script_errors(&self) -> Vec<String> {
+    /// script errors and Content-Security-Policy refusals land here. A log that cannot be
+    /// read is an error, never an empty log.
+    async fn script_errors(&self) -> Result<Vec<String>, String> {
         let logs = self
             .client
             .issue_cmd(BrowserLog)
             .await
-            .unwrap_or(Value::Null);
-        logs.as_array()
-            .into_iter()
-            .flatten()
+            .map_err(|err| format!("chromedriver's log endpoint failed: {err}"))?;
+        let entries = logs
+            .as_array()
+            .ok_or_else(|| format!("chromedriver's log is not a list of entries: {logs}"))?;
+        Ok(entries
+            .iter()
             .filter(|entry| entry["level"] == "SEVERE")
             .map(|entry| entry["message"].as_str().unwrap_or_default().to_owned())
             .filter(|message| !message.contains("Failed to load resource"))
-            .collect()
+            .collect())
     }
 
     async fn close(self) {
         let errors = self.script_errors().await;
         let _ = self.client.clone().close().await;
+        let errors = errors.unwrap_or_else(|err| panic!("the browser's log is unreadable: {err}"));
         assert!(errors.is_empty(), "the browser logged errors: {errors:#?}");
     }
 }
@@ -777,6 +783,7 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
             Instant::now() < deadline,
             "two healthy instances are listed"
         );
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     browser.screenshot("overview").await;
@@ -850,19 +857,34 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
         .await;
     browser.screenshot("projects").await;
 
-    // A phone-sized screen: nothing is wider than the screen.
+    // A phone-sized screen: nothing is wider than the screen, once each page has drawn
+    // all it shows (the build page: its whole log).
     browser.client.set_window_size(390, 844).await.unwrap();
-    for (path, name) in [
-        ("/projects".to_owned(), "phone-projects"),
-        (format!("/projects/{project_id}"), "phone-project"),
+    for (path, name, drawn) in [
+        (
+            "/projects".to_owned(),
+            "phone-projects",
+            "document.querySelector('tr[data-project=console-e2e]')",
+        ),
+        (
+            format!("/projects/{project_id}"),
+            "phone-project",
+            "document.querySelector('[data-testid=instances] tr[data-instance]')",
+        ),
         (
             format!("/projects/{project_id}/deploys/{rollback}"),
             "phone-build",
+            "document.querySelector('[data-testid=connection]')?.dataset.state === 'closed'",
         ),
     ] {
         browser.goto(&path).await;
-        browser.find("main h1").await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        browser
+            .wait_js(
+                &format!("{path} drew its content on a phone-sized screen"),
+                &format!("return Boolean(window.innerWidth <= 390 && {drawn})"),
+                Duration::from_secs(60),
+            )
+            .await;
         let overflow = browser
             .js(
                 "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
@@ -964,24 +986,66 @@ async fn console_read_token_sees_no_mutating_controls() {
         .await;
     assert_eq!(browser.count("[data-testid=new-project]").await, 0);
 
+    // Each page with what shows that all of it has drawn: sections that load several
+    // things draw each when it arrives.
+    let text_of = |css: &str, wanted: &str| {
+        format!("document.querySelector('{css}')?.textContent.includes('{wanted}')")
+    };
     let pages = [
-        "",
-        "/deploys",
-        "/logs",
-        "/metrics",
-        "/env",
-        "/previews",
-        "/data",
-        "/backups",
-        "/assets",
-        "/domains",
-        "/git",
-        "/settings",
+        (
+            "",
+            "document.querySelector('[data-testid=instances] tr[data-instance]') && document.querySelector('[data-testid=latest-deploy] a')".to_owned(),
+        ),
+        (
+            "/deploys",
+            "document.querySelectorAll('[data-testid=deploy-history] tr[data-deploy]').length === 2".to_owned(),
+        ),
+        (
+            "/logs",
+            "document.querySelector('[data-testid=logs-connection]')?.dataset.state === 'open'".to_owned(),
+        ),
+        (
+            "/metrics",
+            "document.querySelector('[data-testid=metrics-summary] dl') && document.querySelector('[data-testid=metrics-charts] > *')".to_owned(),
+        ),
+        ("/env", text_of("[data-testid=env-list]", "VISIBLE")),
+        ("/previews", text_of("[data-testid=preview-list]", "No previews")),
+        (
+            "/data",
+            format!(
+                "{} && {}",
+                text_of("[data-testid=database]", "No database"),
+                text_of("[data-testid=volumes]", "No volumes")
+            ),
+        ),
+        (
+            "/backups",
+            format!(
+                "{} && document.querySelector('[data-testid=backup-schedule] dl')",
+                text_of("[data-testid=backup-list]", "No backups yet")
+            ),
+        ),
+        (
+            "/assets",
+            "document.querySelector('[data-testid=asset-list] > *') && document.querySelector('[data-testid=asset-deploy]')?.textContent".to_owned(),
+        ),
+        (
+            "/domains",
+            text_of("[data-testid=domain-list]", "read-only-view.admin.test.local"),
+        ),
+        ("/git", "document.querySelector('[data-testid=git-repo]')".to_owned()),
+        ("/settings", text_of("main dl.facts", "Created")),
     ];
-    for page in pages {
+    for (page, drawn) in pages {
         browser.goto(&format!("/projects/{id}{page}")).await;
-        browser.find(".section-body > *").await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Every part of the section has drawn what it loaded before the check.
+        browser
+            .wait_js(
+                &format!("{page} drew its content"),
+                &format!("return Boolean({drawn})"),
+                Duration::from_secs(60),
+            )
+            .await;
         let controls = browser
             .js(
                 // Copying a value, jumping to the log's end and filtering what is shown
@@ -1118,6 +1182,7 @@ impl Browser {
             if self.js(script, vec![]).await == Value::Bool(true) {
                 return;
             }
+            // The poll interval: the loop checks its condition again.
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let shot = self.screenshot("failure").await;
@@ -1449,6 +1514,7 @@ async fn console_metrics_draws_svg_charts_with_axes_and_text_and_refreshes() {
             break;
         }
         assert!(Instant::now() < deadline, "metrics never counted: {report}");
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
@@ -1571,9 +1637,15 @@ async fn console_metrics_draws_svg_charts_with_axes_and_text_and_refreshes() {
         )
         .await;
 
-    // On a phone the charts fit the screen.
+    // On a phone the charts fit the screen (reading the widths lays the page out anew).
     browser.client.set_window_size(390, 844).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    browser
+        .wait_js(
+            "the window is phone-sized",
+            "return window.innerWidth <= 390",
+            Duration::from_secs(15),
+        )
+        .await;
     let overflow = browser
         .js(
             "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
@@ -1743,6 +1815,7 @@ async fn wait_for_certificate(client: &reqwest::Client, url: &str) {
                 "{url} never served a valid certificate: {err:?}"
             ),
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

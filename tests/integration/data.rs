@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::{
     deploys::{app_answer, Repo},
-    support::TestDaemon,
+    support::{wait_for, wait_until, TestDaemon, TestDir},
 };
 
 /// The admin URL of the test cluster that `scripts/ensure-postgres.sh` set up.
@@ -42,6 +42,7 @@ pub async fn wait_backup(daemon: &TestDaemon, id: &str) -> Value {
         if backup["status"] != "running" {
             return backup;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!("backup {id} did not finish within 2 minutes");
@@ -57,6 +58,7 @@ async fn ask(deploy_id: &str, path: &str) -> String {
             }
             last = Some(answer);
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     panic!("the app of {deploy_id} never answered {path}; last answer: {last:?}");
@@ -655,55 +657,127 @@ async fn sqlite_database_and_volumes_survive_redeploys_scaling_restarts_and_rest
 }
 
 #[tokio::test]
-async fn a_crash_during_a_backup_leaves_it_failed_and_its_partial_file_removed() {
-    let daemon = TestDaemon::start().await;
-    let project = daemon.create_project("crashy").await;
-    let project_id = project["id"].as_str().unwrap().to_owned();
-    let (dir, config) = daemon.stop().await;
-    // What a crash mid-backup leaves: a running row, a partial file, and a finished file
-    // whose row never became completed.
-    let store = cantila::store::Store::open(&config.data_dir).unwrap();
-    let backup = cantila::backup::Backup {
-        id: "bak_crashed".to_owned(),
-        project_id: project_id.clone(),
-        kind: cantila::backup::BackupKind::Volume,
-        subject: "files".to_owned(),
-        engine: None,
-        trigger: "manual".to_owned(),
-        status: cantila::backup::BackupStatus::Running,
-        error: None,
-        file: None,
-        size_bytes: None,
-        sha256: None,
-        started_at: cantila::clock::now(),
-        finished_at: None,
-        restored_at: None,
-        remote: None,
+async fn a_crash_during_a_backup_leaves_it_failed_its_files_removed_and_the_app_resumed() {
+    let dir = TestDir::new();
+    let config = crate::support::test_config(dir.path());
+    // An app whose volume holds 256 MiB, so that archiving it keeps the app paused long
+    // enough for the daemon to be killed in the middle of the copy.
+    let repo = Repo::new(&[
+        (
+            "Dockerfile",
+            "FROM busybox:latest\nCOPY www /www\nEXPOSE 8080\nCMD [\"sh\", \"-c\", \"[ -f /data/big ] || dd if=/dev/zero of=/data/big bs=1M count=256 2>/dev/null; exec httpd -f -p 8080 -h /www\"]\n",
+        ),
+        ("www/index.html", "still serving\n"),
+    ]);
+    // The real binary, so `kill -9` ends the daemon as a crash would.
+    let binary = crate::support::BinaryDaemon::start(&config).await;
+    let project_id = binary.connected_project("paused", repo.path()).await;
+    let (status, volume) = binary
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/projects/{project_id}/volumes"),
+            json!({ "name": "bulk", "mountPath": "/data" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{volume}");
+    let deploy_id = binary.deploy(&project_id).await;
+    binary.wait_status(&deploy_id, "running").await;
+    let engine = cantila::docker::Engine::connect().await.unwrap();
+    let app_containers = || async {
+        engine
+            .containers(&[("cantila.project", project_id.as_str())])
+            .await
+            .unwrap()
     };
-    store
-        .call_blocking(|c| cantila::store::backups::insert(c, &backup))
-        .unwrap();
-    drop(store);
-    let files = config.backups_dir().join(&project_id);
-    std::fs::create_dir_all(&files).unwrap();
-    std::fs::write(files.join(".bak_crashed.partial"), b"half a tar").unwrap();
-    std::fs::write(files.join("bak_crashed.tar"), b"renamed, never recorded").unwrap();
+    let app = app_containers().await;
+    assert_eq!(app.len(), 1, "{app:?}");
 
+    let (status, started) = binary
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/projects/{project_id}/backups"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 202, "{started}");
+    let backup_id = started["backups"][0]["id"].as_str().unwrap().to_owned();
+    // Mid-copy: the app is paused. The daemon is frozen there first, so that it cannot
+    // finish the copy and resume the app between the check and the kill.
+    let partial = config
+        .backups_dir()
+        .join(&project_id)
+        .join(format!(".{backup_id}.partial"));
+    wait_for(
+        Duration::from_secs(60),
+        "the app is paused for the backup's copy",
+        || async {
+            let state = app_containers().await.first().map(|c| c.state.clone());
+            (state.as_deref() == Some("paused")).then_some(())
+        },
+    )
+    .await;
+    binary.freeze();
+    assert_eq!(app_containers().await[0].state, "paused");
+    assert!(partial.exists(), "the copy is under way");
+    binary.kill9();
+
+    // What the crash left: a running backup, its partial file, its helper container and
+    // the app paused.
+    let store = cantila::store::Store::open(&config.data_dir).unwrap();
+    let backup = store
+        .call_blocking(|c| cantila::store::backups::by_id(c, &backup_id))
+        .unwrap()
+        .unwrap();
+    assert_eq!(backup.status, cantila::backup::BackupStatus::Running);
+    drop(store);
+    let helper_labels = [
+        ("cantila.kind", "helper"),
+        ("cantila.helper-for", project_id.as_str()),
+    ];
+    assert_eq!(engine.containers(&helper_labels).await.unwrap().len(), 1);
+    assert_eq!(app_containers().await[0].state, "paused");
+
+    // What the next start repairs.
     let daemon = TestDaemon::start_in(dir, config).await;
     let backup = daemon
-        .get("/v1/backups/bak_crashed", &daemon.admin_token)
+        .get(&format!("/v1/backups/{backup_id}"), &daemon.admin_token)
         .await
         .expect(200)
         .body;
-    assert_eq!(backup["status"], "failed");
+    assert_eq!(backup["status"], "failed", "{backup}");
     assert!(
         backup["error"].as_str().unwrap().contains("interrupted"),
         "{backup}"
     );
-    assert!(!files.join(".bak_crashed.partial").exists());
-    assert!(!files.join("bak_crashed.tar").exists());
+    assert!(!partial.exists(), "the partial file is removed");
+    assert_eq!(
+        std::fs::read_dir(daemon.config.backups_dir().join(&project_id))
+            .unwrap()
+            .count(),
+        0,
+        "no file of the interrupted backup is left"
+    );
+    assert!(engine.containers(&helper_labels).await.unwrap().is_empty());
+    let app = app_containers().await;
+    assert_eq!(
+        app.iter().map(|c| c.state.as_str()).collect::<Vec<_>>(),
+        ["running"],
+        "the app is resumed, not replaced"
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the app serves again through the edge",
+        || async {
+            daemon.edge_get("paused.admin.test.local", "/").await
+                == (200, "still serving\n".to_owned())
+        },
+    )
+    .await;
     daemon
-        .get("/v1/backups/bak_crashed/download", &daemon.admin_token)
+        .get(
+            &format!("/v1/backups/{backup_id}/download"),
+            &daemon.admin_token,
+        )
         .await
         .expect(409);
 }
@@ -767,6 +841,7 @@ async fn a_failed_scheduled_backup_shows_on_the_project_and_in_the_audit_log() {
         if schedule["lastStatus"].is_string() {
             break;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(schedule["source"], "project");

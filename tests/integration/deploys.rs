@@ -12,7 +12,10 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::support::TestDaemon;
+use crate::support::{
+    build_log_images, containers_running_command, images_built_with, wait_until, TestDaemon,
+    TestDir,
+};
 
 /// A git repository in a temp dir, made with git2, on branch `main`.
 pub struct Repo {
@@ -150,6 +153,7 @@ impl TestDaemon {
             {
                 return deploy;
             }
+            // The poll interval: the loop checks its condition again.
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         panic!("deploy {deploy_id} did not finish within 5 minutes");
@@ -735,6 +739,7 @@ async fn env_vars_are_masked_pending_and_reach_the_app() {
         if !mirror.exists() {
             break;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(!mirror.exists(), "the mirror is removed");
@@ -742,18 +747,46 @@ async fn env_vars_are_masked_pending_and_reach_the_app() {
 
 #[tokio::test]
 async fn a_crash_mid_build_leaves_a_failed_deploy_and_no_orphans() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let config = crate::support::test_config(dir.path());
+    // Build steps carry no labels (the build's labels go on its final image), so the test
+    // finds the build's work by a marker in its steps' commands.
+    let marker = format!("mid-build-{}", cantila::ids::random_base62(10));
+    let first_step = format!("echo {marker} > /first-step");
+    let sleeping_step = format!("echo {marker} && sleep 30");
     let repo = Repo::new(&[(
         "Dockerfile",
-        "FROM busybox:latest\nRUN sleep 30\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\"]\n",
+        &format!(
+            "FROM busybox:latest\nRUN {first_step}\nRUN {sleeping_step}\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\"]\n"
+        ),
     )]);
     // The real binary, so `kill -9` ends everything it runs, as a crash would.
     let binary = crate::support::BinaryDaemon::start(&config).await;
     let project_id = binary.connected_project("crashy", repo.path()).await;
     let deploy_id = binary.deploy(&project_id).await;
     binary.wait_status(&deploy_id, "building").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Mid-build: the first step has made its image and the second one runs in the build's
+    // container. The stored build log names the first step's image by then (so the test
+    // dir's cleanup finds it even though it carries no label).
+    wait_until(
+        Duration::from_secs(120),
+        "the build's sleeping step runs",
+        || async { !containers_running_command(&sleeping_step).is_empty() },
+    )
+    .await;
+    let step_images = images_built_with(&first_step);
+    assert_eq!(step_images.len(), 1, "{step_images:?}");
+    let short_id = step_images[0].trim_start_matches("sha256:")[..12].to_owned();
+    wait_until(
+        Duration::from_secs(10),
+        "the build log naming the first step's image is stored",
+        || {
+            let named = build_log_images(&config.database_path()).contains(&short_id);
+            async move { named }
+        },
+    )
+    .await;
+    assert!(config.builds_dir().join(&deploy_id).exists());
     binary.kill9();
 
     let daemon = TestDaemon::start_in(dir, config).await;
@@ -763,19 +796,52 @@ async fn a_crash_mid_build_leaves_a_failed_deploy_and_no_orphans() {
         deploy["error"].as_str().unwrap().contains("interrupted"),
         "{deploy}"
     );
-    let engine = Engine::connect().await.unwrap();
-    assert!(engine
-        .containers(&[("cantila.deploy", &deploy_id)])
-        .await
-        .unwrap()
-        .is_empty());
     let project = daemon
         .get(&format!("/v1/projects/{project_id}"), &daemon.admin_token)
         .await
         .expect(200)
         .body;
     assert_eq!(project["status"], "failed");
-    cleanup(&project_id).await;
+    // The engine ends the build whose client died: its container goes, and the build
+    // never completes into an image of the failed deploy.
+    wait_until(
+        Duration::from_secs(60),
+        "the crashed build's container is removed",
+        || async { containers_running_command(&sleeping_step).is_empty() },
+    )
+    .await;
+    let engine = Engine::connect().await.unwrap();
+    assert!(engine
+        .containers(&[("cantila.deploy", &deploy_id)])
+        .await
+        .unwrap()
+        .is_empty());
+    let tag = format!("cantila/admin/crashy:{deploy_id}");
+    assert_eq!(engine.image_id(&tag).await.unwrap(), None, "{tag} exists");
+    assert_eq!(
+        crate::support::docker(
+            None,
+            &[
+                "images",
+                "-aq",
+                "--filter",
+                &format!("label=cantila.deploy={deploy_id}")
+            ]
+        )
+        .unwrap()
+        .trim(),
+        "",
+        "an image of the interrupted deploy exists"
+    );
+    assert!(
+        images_built_with(&sleeping_step).is_empty(),
+        "the interrupted step made an image"
+    );
+    // The next start removed the build's scratch copy of the source.
+    assert!(!daemon.config.builds_dir().join(&deploy_id).exists());
+    // The finished step's image stays, unlabelled and untagged, as build cache (as any
+    // interrupted `docker build` leaves it); the test dir's cleanup removes it.
+    assert_eq!(images_built_with(&first_step), step_images);
 }
 
 /// The files of `base` with one more file.
@@ -817,6 +883,7 @@ pub async fn containers_gone(label: &str, value: &str) -> bool {
         {
             return true;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
@@ -915,9 +982,14 @@ async fn generated_dockerfiles_deploy_node_and_python_apps_and_static_sites_publ
 #[tokio::test]
 async fn a_running_build_can_be_canceled_and_the_queue_supersedes() {
     let daemon = TestDaemon::start().await;
+    // The build's step runs in a container that carries no label: a marker finds it.
+    let marker = format!("cancel-me-{}", cantila::ids::random_base62(10));
+    let sleeping_step = format!("echo {marker} && sleep 60");
     let repo = Repo::new(&[(
         "Dockerfile",
-        "FROM busybox:latest\nRUN sleep 60\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\"]\n",
+        &format!(
+            "FROM busybox:latest\nRUN {sleeping_step}\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\"]\n"
+        ),
     )]);
     let (project_id, _) = daemon.connected_project("slow", &repo).await;
     let deploy_path = format!("/v1/projects/{project_id}/deploy");
@@ -927,16 +999,12 @@ async fn a_running_build_can_be_canceled_and_the_queue_supersedes() {
         .expect(202)
         .body;
     let first_id = first["deployId"].as_str().unwrap();
-    for _ in 0..200 {
-        let deploy = daemon
-            .get(&format!("/v1/deploys/{first_id}"), &daemon.admin_token)
-            .await
-            .body;
-        if deploy["status"] == "building" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(
+        Duration::from_secs(120),
+        "the first build's step runs",
+        || async { !containers_running_command(&sleeping_step).is_empty() },
+    )
+    .await;
     // Only one deploy per project runs; of two queued behind it, the newer supersedes the older.
     let second = daemon
         .post(&deploy_path, &daemon.admin_token, json!({}))
@@ -994,11 +1062,41 @@ async fn a_running_build_can_be_canceled_and_the_queue_supersedes() {
         .expect(200)
         .body;
     assert_eq!(canceled["status"], "canceled", "{canceled}");
+    // Canceling ends the build in the engine too: its step's container goes, and neither
+    // canceled deploy completes into an image.
+    wait_until(
+        Duration::from_secs(30),
+        "the canceled build's container is removed",
+        || async { containers_running_command(&sleeping_step).is_empty() },
+    )
+    .await;
     let engine = Engine::connect().await.unwrap();
     assert!(engine
         .containers(&[("cantila.project", &project_id)])
         .await
         .unwrap()
         .is_empty());
-    cleanup(&project_id).await;
+    for id in [first_id, third_id] {
+        assert_eq!(
+            crate::support::docker(
+                None,
+                &[
+                    "images",
+                    "-aq",
+                    "--filter",
+                    &format!("label=cantila.deploy={id}")
+                ]
+            )
+            .unwrap()
+            .trim(),
+            "",
+            "an image of canceled deploy {id} exists"
+        );
+        let tag = format!("cantila/admin/slow:{id}");
+        assert_eq!(engine.image_id(&tag).await.unwrap(), None, "{tag} exists");
+    }
+    assert!(
+        images_built_with(&sleeping_step).is_empty(),
+        "the canceled step made an image"
+    );
 }

@@ -38,6 +38,9 @@ async fn builds_runs_reaches_and_removes_a_container() {
     let engine = Engine::connect()
         .await
         .expect("a Docker engine (scripts/test.sh starts one)");
+    // What it builds and runs carries a test installation's label, so a failure midway
+    // leaves nothing behind.
+    let installation = crate::support::TestDir::new();
     let (version, api) = engine.version().await.unwrap();
     assert!(!version.is_empty() && !api.is_empty());
 
@@ -52,7 +55,13 @@ async fn builds_runs_reaches_and_removes_a_container() {
                 ]),
                 dockerfile: "Dockerfile".to_owned(),
                 tag: tag.clone(),
-                labels: HashMap::from([("cantila.kind".to_owned(), "test".to_owned())]),
+                labels: HashMap::from([
+                    ("cantila.kind".to_owned(), "test".to_owned()),
+                    (
+                        "cantila.installation".to_owned(),
+                        installation.installation().to_owned(),
+                    ),
+                ]),
                 memory_bytes: Some(256 * 1024 * 1024),
                 cpus: Some(1.0),
             },
@@ -82,6 +91,10 @@ async fn builds_runs_reaches_and_removes_a_container() {
         labels: HashMap::from([
             ("cantila.kind".to_owned(), "test".to_owned()),
             ("cantila.test".to_owned(), name.clone()),
+            (
+                "cantila.installation".to_owned(),
+                installation.installation().to_owned(),
+            ),
         ]),
         network: network.to_owned(),
         memory_bytes: Some(64 * 1024 * 1024),
@@ -98,6 +111,7 @@ async fn builds_runs_reaches_and_removes_a_container() {
         if body.is_some() {
             break;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(body.as_deref(), Some("hello from busybox\n"));

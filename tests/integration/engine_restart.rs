@@ -11,7 +11,7 @@ use std::{
 
 use crate::{
     deploys::{busybox_app, Repo},
-    support::TestDaemon,
+    support::{wait_until, TestDaemon},
 };
 
 /// A private Docker engine, stopped (with its containers) and deleted on drop.
@@ -92,6 +92,7 @@ impl PrivateEngine {
             {
                 return;
             }
+            // The poll interval: the loop checks its condition again.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!(
@@ -181,6 +182,7 @@ async fn serves_again(daemon: &TestDaemon, host: &str, body: &str, seconds: u64)
         if edge_answer(daemon, host).await.as_deref() == Some(body) {
             return true;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     false
@@ -201,6 +203,63 @@ fn running_instances(engine: &PrivateEngine, project_id: &str) -> Vec<String> {
         .collect()
 }
 
+/// Waits until the reconciler has completed `passes` whole passes from now, watching its
+/// own work rather than a clock: each probe is a container the reconciler must remove as
+/// an orphan (a web instance of this installation, of a deploy that does not exist). A
+/// pass lists the containers once, at its start, so a probe planted after the previous
+/// one vanished is removed by a later pass, and the pass before that one has finished.
+async fn reconciler_passes(engine: &PrivateEngine, installation: &str, passes: usize) {
+    for probe in 0..=passes {
+        let name = format!(
+            "cantila-probe-{}-{probe}",
+            cantila::ids::random_base62(8).to_ascii_lowercase()
+        );
+        let started = engine.docker(&[
+            "run",
+            "--detach",
+            "--name",
+            &name,
+            "--label",
+            &format!("cantila.installation={installation}"),
+            "--label",
+            "cantila.kind=web",
+            "--label",
+            &format!("cantila.deploy=dep_probe{probe}"),
+            "busybox:latest",
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; while true; do sleep 1; done",
+        ]);
+        assert!(
+            started.status.success(),
+            "{}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+        wait_until(
+            Duration::from_secs(60),
+            &format!("the reconciler removes probe {probe}"),
+            || {
+                let listed = engine.docker(&["ps", "-aq", "--filter", &format!("name=^{name}$")]);
+                async move { listed.status.success() && listed.stdout.trim_ascii().is_empty() }
+            },
+        )
+        .await;
+    }
+}
+
+/// A 503 `unavailable` with a `Retry-After` in seconds, as the README promises while the
+/// engine is down.
+fn assert_engine_down_answer(res: &crate::support::Res) {
+    assert_eq!(res.status, 503, "{}", res.text);
+    assert_eq!(res.error_code(), "unavailable", "{}", res.text);
+    assert!(!res.error_message().is_empty(), "{}", res.text);
+    let retry_after = res.header("retry-after").unwrap_or_default();
+    assert!(
+        retry_after.parse::<u32>().is_ok_and(|secs| secs > 0),
+        "Retry-After: {retry_after:?}"
+    );
+}
+
 #[tokio::test]
 async fn service_returns_after_an_instance_is_killed_and_after_dockerd_restarts() {
     let shared_bridge_up = ip(&["link", "show", "docker0"]);
@@ -212,6 +271,7 @@ async fn service_returns_after_an_instance_is_killed_and_after_dockerd_restarts(
         c.deploy.drain_secs = 0;
     })
     .await;
+    let installation = daemon.dir.as_ref().unwrap().installation().to_owned();
     let files = busybox_app("survives\n");
     let borrowed: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
     let repo = Repo::new(&borrowed);
@@ -231,7 +291,9 @@ async fn service_returns_after_an_instance_is_killed_and_after_dockerd_restarts(
         serves_again(&daemon, host, "survives\n", 60).await,
         "service returned after docker kill"
     );
-    tokio::time::sleep(Duration::from_secs(6)).await; // one reconciler pass
+    // Two whole reconciler passes later there is still exactly one: neither the restart
+    // policy and the reconciler together, nor a later pass, started a second.
+    reconciler_passes(&engine, &installation, 2).await;
     assert_eq!(running_instances(&engine, &project_id).len(), 1);
 
     // dockerd restarts: its containers stop with it and come back with new addresses;
@@ -247,18 +309,13 @@ async fn service_returns_after_an_instance_is_killed_and_after_dockerd_restarts(
             &daemon.admin_token,
         )
         .await;
-    assert!(
-        listed.status == 503,
-        "an engine that is down is a clear error: {} {}",
-        listed.status,
-        listed.text
-    );
+    assert_engine_down_answer(&listed);
     engine.launch().await;
     assert!(
         serves_again(&daemon, host, "survives\n", 90).await,
         "service returned after dockerd restarted"
     );
-    tokio::time::sleep(Duration::from_secs(6)).await; // one reconciler pass
+    reconciler_passes(&engine, &installation, 2).await;
     assert_eq!(running_instances(&engine, &project_id).len(), 1);
     let listed = daemon
         .get(

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::{
     deploys::{sign, Repo},
-    support::TestDaemon,
+    support::{wait_until, TestDaemon},
 };
 
 fn corpus(canary: &str) -> Vec<String> {
@@ -59,11 +59,43 @@ fn children() -> Vec<String> {
 
 /// Tests share this process, so its children include the long-lived helpers other tests
 /// start meanwhile: a browser's chromedriver and the `sleep` holding its network namespace,
-/// a private `dockerd`, a `cantila` binary. None of them is anything a hostile value could
-/// start (the corpus names none of them, and the canary file catches any shell).
+/// a private `dockerd`, a `cantila` binary, and the `docker` CLI removing a finished
+/// test's installation. None of them is anything a hostile value could start (the corpus
+/// names none of them, and the canary file catches any shell).
 fn is_another_tests_helper(child: &str) -> bool {
     let command = child.rsplit_once('(').map_or("", |(_, command)| command);
-    ["chromedriver", "sleep", "dockerd", "containerd", "cantila"].contains(&command)
+    [
+        "chromedriver",
+        "sleep",
+        "dockerd",
+        "containerd",
+        "cantila",
+        "docker",
+    ]
+    .contains(&command)
+}
+
+/// Ids of the daemon's deploys (every project's, previews' included) not yet final, read
+/// from its store.
+fn unfinished_deploys(daemon: &TestDaemon) -> Vec<String> {
+    use cantila::deploy::DeployStatus;
+    let store =
+        cantila::store::Store::open(daemon.data_dir()).expect("open store beside the daemon");
+    store
+        .call_blocking(|c| {
+            cantila::store::deploys::with_status(
+                c,
+                &[
+                    DeployStatus::Queued,
+                    DeployStatus::Building,
+                    DeployStatus::Releasing,
+                ],
+            )
+        })
+        .expect("read the deploys")
+        .into_iter()
+        .map(|deploy| deploy.id)
+        .collect()
 }
 
 #[tokio::test]
@@ -261,8 +293,19 @@ async fn hostile_strings_in_every_field_are_refused_or_inert() {
             }
         }
     }
-    // Deploys queued with inert refs finish (failing to resolve) before the checks.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Deploys queued with inert refs (previews' included) finish, failing to resolve,
+    // before the checks: whatever they ran has run by then.
+    let queued = unfinished_deploys(&daemon);
+    println!("waiting for {} deploys to finish", queued.len());
+    wait_until(
+        Duration::from_secs(120),
+        "every deploy the hostile values queued reaches a final state",
+        || {
+            let unfinished = unfinished_deploys(&daemon);
+            async move { unfinished.is_empty() }
+        },
+    )
+    .await;
     assert!(!canary.exists(), "a hostile value was executed");
     assert!(
         !escape.exists(),
@@ -489,18 +532,15 @@ async fn a_malicious_repository_cannot_reach_outside_its_tree() {
     let (project_id, _) = daemon.connected_project("sneaky", &repo).await;
     let deploy = daemon.deploy(&project_id, None).await;
     assert_eq!(deploy["status"], "running", "{deploy}");
-    let client = reqwest::Client::new();
     for path in ["/leak", "/up/host-secret.txt", "/"] {
-        let body = client
-            .get(format!("http://{}{path}", daemon.http))
-            .header("host", "sneaky.admin.test.local")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let (status, body) = daemon.edge_get("sneaky.admin.test.local", path).await;
         assert!(!body.contains(&secret), "{path} leaked the host's file");
+        // The links were left out of the image, so only `/` is there, with its own page.
+        if path == "/" {
+            assert_eq!((status, body.as_str()), (200, "inside\n"), "{path}");
+        } else {
+            assert_eq!(status, 404, "{path}: {body}");
+        }
     }
     let log = crate::deploys::events_text(&daemon, deploy["id"].as_str().unwrap()).await;
     assert!(!log.contains(&secret));

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::{
     cli::cantila,
-    support::{test_config, TestDaemon},
+    support::{test_config, wait_until, TestDaemon, TestDir},
 };
 
 #[tokio::test]
@@ -148,7 +148,7 @@ async fn a_config_typo_is_reported_with_key_and_line() {
 
 #[tokio::test]
 async fn flags_and_environment_override_the_config_file() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let config = test_config(dir.path());
     let path = dir.path().join("cantila.toml");
     std::fs::write(
@@ -224,7 +224,7 @@ pub async fn wait_for_api_address(stderr: std::process::ChildStderr) -> String {
 
 #[tokio::test]
 async fn sigterm_stops_gracefully_and_logs_never_hold_tokens() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let config = test_config(dir.path());
     let log_path = dir.path().join("daemon.log");
     let log = std::fs::File::create(&log_path).unwrap();
@@ -259,6 +259,7 @@ async fn sigterm_stops_gracefully_and_logs_never_hold_tokens() {
             );
             break;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let api = api.expect("daemon logged its API address");
@@ -327,16 +328,40 @@ async fn the_edge_answers_unknown_hosts_with_a_plain_404() {
     assert!(body.contains("nothing.example.com"), "{body}");
 }
 
+/// Whether a thread of process `pid` is blocked sending a datagram to a Unix socket whose
+/// queue is full (the kernel's `unix_wait_for_peer`).
+fn blocked_on_a_full_socket(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        std::fs::read_to_string(task.path().join("wchan"))
+            .is_ok_and(|wchan| wchan.trim() == "unix_wait_for_peer")
+    })
+}
+
 #[tokio::test]
-async fn systemd_is_told_ready_once_listening() {
+async fn systemd_is_told_ready_only_after_the_admin_token_is_written() {
     use std::os::unix::net::UnixDatagram;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let config = test_config(dir.path());
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
+    // The notification socket's queue is filled first, so the daemon's READY blocks in
+    // its send until the test reads. While it is blocked the daemon cannot move on, so
+    // the token file is checked in the state the daemon was in when it sent READY: a
+    // READY sent before the token is written finds no token.
+    let filler = UnixDatagram::unbound().unwrap();
+    filler.connect(&socket_path).unwrap();
+    filler.set_nonblocking(true).unwrap();
+    let mut queued = 0;
+    while filler.send(b"FILLER=1\n").is_ok() {
+        queued += 1;
+    }
+    assert!(queued > 0, "the notification socket took no datagram");
     let child = Command::new(env!("CARGO_BIN_EXE_cantila"))
         .args([
             "serve",
@@ -355,17 +380,33 @@ async fn systemd_is_told_ready_once_listening() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let pid = child.id();
     let _child = KillOnDrop(child);
-    let message = tokio::task::spawn_blocking(move || {
+    wait_until(
+        Duration::from_secs(20),
+        "the daemon sends its notification (and waits on the full queue)",
+        || async move { blocked_on_a_full_socket(pid) },
+    )
+    .await;
+    let token_written = config.admin_token_path().exists();
+    let notification = tokio::task::spawn_blocking(move || {
         let mut buffer = [0u8; 256];
-        let size = socket
-            .recv(&mut buffer)
-            .expect("a notification within 20 s");
-        String::from_utf8_lossy(&buffer[..size]).into_owned()
+        let mut read = || {
+            let size = socket
+                .recv(&mut buffer)
+                .expect("a notification within 20 s");
+            String::from_utf8_lossy(&buffer[..size]).into_owned()
+        };
+        for _ in 0..queued {
+            assert_eq!(read(), "FILLER=1\n");
+        }
+        read()
     })
     .await
     .unwrap();
-    assert!(message.contains("READY=1"), "{message}");
-    // READY is sent after the store is open and the token written.
-    assert!(config.admin_token_path().exists());
+    assert!(notification.contains("READY=1"), "{notification}");
+    assert!(
+        token_written,
+        "READY was sent before the admin token was written"
+    );
 }

@@ -72,6 +72,7 @@ async fn wait_for_line(daemon: &TestDaemon, project_id: &str, query: &str, needl
         if texts(&body).iter().any(|text| text.contains(needle)) {
             return body;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!(
@@ -472,6 +473,7 @@ async fn the_size_cap_drops_the_oldest_lines_first() {
         if within_cap(&kept) {
             break;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let lines = texts(&kept);

@@ -88,6 +88,7 @@ async fn wait_metrics(
         if done(&last) {
             return last;
         }
+        // The poll interval.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     panic!("metrics never showed {what}: {}", last["summary"]);
@@ -152,7 +153,7 @@ fn counter(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)
 async fn busy_instances_move_cpu_and_memory_and_edge_requests_are_counted_exactly() {
     let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_addr = metrics_listener.local_addr().unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::TestDir::new();
     let mut config = crate::support::test_config(dir.path());
     config.metrics.interval_secs = 1;
     let mut listeners = cantila::Listeners::ephemeral().await.unwrap();
@@ -248,9 +249,24 @@ async fn busy_instances_move_cpu_and_memory_and_edge_requests_are_counted_exactl
     assert_eq!(series_sum(&busy, "status5xx"), 2);
 
     // The fine series (1 s samples here) adds up to the same count, and no tick counts a
-    // request twice.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let fine = metrics(&daemon, &project_id, "since=5m&step=1s").await;
+    // request twice: checked once two more samples have been taken.
+    let samples = |report: &Value| {
+        report["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|point| point["cpuPercent"].is_number())
+            .count()
+    };
+    let sampled_so_far = samples(&metrics(&daemon, &project_id, "since=5m&step=1s").await);
+    let fine = wait_metrics(
+        &daemon,
+        &project_id,
+        "since=5m&step=1s",
+        "two more samples",
+        |r| samples(r) >= sampled_so_far + 2,
+    )
+    .await;
     assert_eq!(series_sum(&fine, "requests"), 30);
     assert_eq!(fine["step"], "1s");
     // One point per sample here, so the busy sample the summary showed is in the series.

@@ -138,6 +138,7 @@ where
         if check().await {
             return;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("{what} did not happen within 30 s");

@@ -92,6 +92,7 @@ impl PrivateNetwork {
                 Instant::now() < deadline,
                 "`unshare --net` never made a namespace"
             );
+            // The poll interval: the loop checks its condition again.
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
 

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::{
     deploys::{cleanup, Repo},
-    support::TestDaemon,
+    support::{wait_until, TestDaemon},
 };
 
 fn client() -> reqwest::Client {
@@ -245,10 +245,12 @@ async fn a_redeploy_under_steady_traffic_fails_no_request() {
                         failed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                // Paces the load (about 20 requests a second per task).
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }));
     }
+    let mut last = String::new();
     for version in 2..=3 {
         repo.commit(
             &[("www/index.html", &format!("version {version}\n"))],
@@ -258,9 +260,31 @@ async fn a_redeploy_under_steady_traffic_fails_no_request() {
         assert_eq!(deploy["status"], "running", "{deploy}");
         let (_, body) = daemon.edge_get("steady.admin.test.local", "/").await;
         assert_eq!(body, format!("version {version}\n"));
+        last = deploy["id"].as_str().unwrap().to_owned();
     }
-    // Past the drain of the last release too.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Past the drain of the last release too: the one before it has drained and stopped,
+    // and traffic went on after that.
+    let engine = cantila::docker::Engine::connect().await.unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the previous release drained and stopped",
+        || async {
+            engine
+                .containers(&[("cantila.project", project_id.as_str())])
+                .await
+                .unwrap()
+                .iter()
+                .all(|c| c.labels.get("cantila.deploy") == Some(&last))
+        },
+    )
+    .await;
+    let sent_at_the_end_of_the_drain = sent.load(Ordering::Relaxed);
+    wait_until(
+        Duration::from_secs(60),
+        "requests flow after the drain",
+        || async { sent.load(Ordering::Relaxed) >= sent_at_the_end_of_the_drain + 20 },
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     for task in load {
         task.await.unwrap();
@@ -280,7 +304,7 @@ async fn an_alias_gets_a_certificate_from_an_acme_ca_and_serves_https() {
     // Pebble validates HTTP-01 on a fixed port: the edge's HTTP listener is bound there.
     let http_port = free_tcp_port();
     let pebble = Pebble::start(http_port, free_tcp_port()).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::TestDir::new();
     let mut config = crate::support::test_config(dir.path());
     config.tls = cantila::tls::TlsConfig {
         mode: cantila::tls::TlsMode::Acme,
@@ -336,6 +360,7 @@ async fn an_alias_gets_a_certificate_from_an_acme_ca_and_serves_https() {
             issued = alias;
             break;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(issued["certificate"]["status"], "acme", "{issued}");
@@ -365,6 +390,7 @@ async fn an_alias_gets_a_certificate_from_an_acme_ca_and_serves_https() {
             redirected = true;
             break;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(redirected, "http redirects once the certificate exists");
@@ -503,6 +529,7 @@ async fn a_removed_instance_is_replaced_and_service_returns() {
             back = true;
             break;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
@@ -600,7 +627,7 @@ async fn rollback_re_releases_an_earlier_deploy_without_a_rebuild() {
 
 #[tokio::test]
 async fn a_crash_during_a_release_keeps_the_previous_release_serving() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::support::TestDir::new();
     let config = crate::support::test_config(dir.path());
     let repo = Repo::busybox("the stable release\n");
     let binary = crate::support::BinaryDaemon::start(&config).await;
@@ -618,7 +645,21 @@ async fn a_crash_during_a_release_keeps_the_previous_release_serving() {
     );
     let second_id = binary.deploy(&project_id).await;
     binary.wait_status(&second_id, "releasing").await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The crash comes while the new release's instance runs and is being health-checked.
+    let engine = cantila::docker::Engine::connect().await.unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the new release's instance runs",
+        || async {
+            engine
+                .containers(&[("cantila.deploy", second_id.as_str())])
+                .await
+                .unwrap()
+                .iter()
+                .any(|container| container.state == "running")
+        },
+    )
+    .await;
     binary.kill9();
 
     let daemon = TestDaemon::start_in(dir, config).await;
@@ -628,7 +669,6 @@ async fn a_crash_during_a_release_keeps_the_previous_release_serving() {
         deploy["error"].as_str().unwrap().contains("interrupted"),
         "{deploy}"
     );
-    let engine = cantila::docker::Engine::connect().await.unwrap();
     assert!(
         engine
             .containers(&[("cantila.deploy", &second_id)])
@@ -831,6 +871,7 @@ async fn procfile_workers_run_beside_web_with_their_own_counts_and_are_never_rou
             replaced = true;
             break;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(
@@ -850,6 +891,7 @@ async fn procfile_workers_run_beside_web_with_their_own_counts_and_are_never_rou
         if workers.len() == 2 && workers.iter().all(|w| w["deployId"] == second["id"]) {
             break;
         }
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(workers.len(), 2, "{workers:?}");

@@ -145,6 +145,7 @@ impl Pebble {
                 "pebble did not start:\n{}",
                 self.logs()
             );
+            // The poll interval: the loop checks its condition again.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -431,6 +432,7 @@ async fn certificates_from_pebble_over_http01_and_tls_alpn01_renewed_and_failure
             tls.state("renew.test"),
             pebble.logs()
         );
+        // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let renewed = tls.status("renew.test").unwrap();
