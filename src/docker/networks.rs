@@ -59,6 +59,12 @@ impl std::fmt::Display for AddressPool {
     }
 }
 
+/// The gateway (the host's address) on a network of `subnet`: its first address, as Docker
+/// would choose.
+fn gateway_of(subnet: Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(subnet.network()) + 1)
+}
+
 fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
@@ -161,8 +167,11 @@ impl Engine {
                     labels: Some(spec.labels.clone()),
                     ipam: Some(Ipam {
                         driver: Some("default".to_owned()),
+                        // Named explicitly: given only a subnet, the engine picks the
+                        // first address but does not report it as the gateway.
                         config: Some(vec![IpamConfig {
                             subnet: Some(subnet.to_string()),
+                            gateway: Some(gateway_of(subnet).to_string()),
                             ..Default::default()
                         }]),
                         options: None,
@@ -299,6 +308,12 @@ mod tests {
         check(&["172.0.0.0/8"], None);
         // Networks outside the pool change nothing.
         check(&["10.0.0.0/8", "192.168.0.0/16"], Some("172.16.0.0/24"));
+    }
+
+    #[test]
+    fn the_gateway_is_the_first_address() {
+        assert_eq!(gateway_of(net("172.16.3.0/24")).to_string(), "172.16.3.1");
+        assert_eq!(gateway_of(net("10.99.0.16/28")).to_string(), "10.99.0.17");
     }
 
     #[test]
