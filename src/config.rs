@@ -510,7 +510,9 @@ impl DeployConfig {
     fn validate(&self) -> Result<(), String> {
         // Docker's own rule for network names, kept short so the id suffix fits.
         let name_ok = (1..=40).contains(&self.network.len())
-            && self.network.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && self
+                .network
+                .starts_with(|c: char| c.is_ascii_alphanumeric())
             && self
                 .network
                 .chars()

@@ -32,7 +32,10 @@ pub fn name_of(deploy: &DeployConfig, project_id: &str, target: &ReleaseTarget) 
 }
 
 /// The network a container Cantila made belongs on, from its labels.
-pub fn name_of_container(deploy: &DeployConfig, labels: &HashMap<String, String>) -> Option<String> {
+pub fn name_of_container(
+    deploy: &DeployConfig,
+    labels: &HashMap<String, String>,
+) -> Option<String> {
     let project_id = labels.get("cantila.project")?;
     let target = match labels.get(PREVIEW_LABEL) {
         Some(preview_id) => ReleaseTarget::Preview(preview_id.clone()),
@@ -238,11 +241,23 @@ mod tests {
         let production = labels(&[("cantila.project", "prj_a")]);
         let own = addresses(&[("cantila-prj_a", [172, 16, 0, 2])]);
         let legacy = addresses(&[("cantila", [172, 18, 0, 3])]);
-        let both = addresses(&[("cantila-prj_a", [172, 16, 0, 2]), ("cantila", [172, 18, 0, 3])]);
+        let both = addresses(&[
+            ("cantila-prj_a", [172, 16, 0, 2]),
+            ("cantila", [172, 18, 0, 3]),
+        ]);
         let elsewhere = addresses(&[("cantila-prj_b", [172, 16, 1, 2])]);
-        assert_eq!(address_of(&deploy, &production, &own), Some(IpAddr::from([172, 16, 0, 2])));
-        assert_eq!(address_of(&deploy, &production, &legacy), Some(IpAddr::from([172, 18, 0, 3])));
-        assert_eq!(address_of(&deploy, &production, &both), Some(IpAddr::from([172, 16, 0, 2])));
+        assert_eq!(
+            address_of(&deploy, &production, &own),
+            Some(IpAddr::from([172, 16, 0, 2]))
+        );
+        assert_eq!(
+            address_of(&deploy, &production, &legacy),
+            Some(IpAddr::from([172, 18, 0, 3]))
+        );
+        assert_eq!(
+            address_of(&deploy, &production, &both),
+            Some(IpAddr::from([172, 16, 0, 2]))
+        );
         assert_eq!(address_of(&deploy, &production, &elsewhere), None);
         assert!(is_isolated(&deploy, &production, &own));
         assert!(!is_isolated(&deploy, &production, &legacy));

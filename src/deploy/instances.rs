@@ -884,7 +884,9 @@ pub async fn reconcile(app: &AppState) -> Result<()> {
             let serving = serving_instances(app, &engine, &release, &process).await;
             let exposed = serving
                 .iter()
-                .filter(|c| !crate::networks::is_isolated(&app.config.deploy, &c.labels, &c.addresses))
+                .filter(|c| {
+                    !crate::networks::is_isolated(&app.config.deploy, &c.labels, &c.addresses)
+                })
                 .count();
             let serving = serving.len() as u32;
             if serving >= wanted && exposed == 0 {

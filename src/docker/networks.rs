@@ -185,8 +185,7 @@ impl Engine {
                     return Ok(());
                 }
                 Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 409,
-                    ..
+                    status_code: 409, ..
                 }) => return Ok(()),
                 Err(bollard::errors::Error::DockerResponseServerError { message, .. })
                     if message.contains("overlaps") =>

@@ -66,7 +66,11 @@ pub async fn deployed(daemon: &TestDaemon, token: &str, name: &str, repo: &Repo)
 /// Deploys the project's branch head with the token and waits until the deploy is final.
 pub async fn deploy_as(daemon: &TestDaemon, token: &str, project_id: &str) -> Value {
     let created = daemon
-        .post(&format!("/v1/projects/{project_id}/deploy"), token, json!({}))
+        .post(
+            &format!("/v1/projects/{project_id}/deploy"),
+            token,
+            json!({}),
+        )
         .await
         .expect(202)
         .body;
@@ -81,7 +85,8 @@ async fn wait_deploy_as(daemon: &TestDaemon, token: &str, deploy_id: &str) -> Va
             .await
             .expect(200)
             .body;
-        if ["running", "failed", "canceled", "superseded"].contains(&deploy["status"].as_str().unwrap())
+        if ["running", "failed", "canceled", "superseded"]
+            .contains(&deploy["status"].as_str().unwrap())
         {
             return deploy;
         }
@@ -116,7 +121,12 @@ pub fn only_address(daemon: &TestDaemon, container: &ContainerSummary) -> IpAddr
     };
     let own = networks::name_of(&daemon.config.deploy, project_id, &target);
     let attached: Vec<&String> = container.addresses.keys().collect();
-    assert_eq!(attached, vec![&own], "{} is on its network only", container.name);
+    assert_eq!(
+        attached,
+        vec![&own],
+        "{} is on its network only",
+        container.name
+    );
     container.addresses[&own]
 }
 
@@ -154,6 +164,58 @@ async fn networks_gone(label: &str, value: &str) -> bool {
     false
 }
 
+/// Removes what a test's daemon left on the engine (the containers, networks and images
+/// of its installation, and any network named here) when the test ends, passed or failed.
+struct Leftovers {
+    installation: String,
+    networks: Vec<String>,
+}
+
+impl Leftovers {
+    fn of(daemon: &TestDaemon) -> Self {
+        let installation = std::fs::read_to_string(daemon.data_dir().join("installation-id"))
+            .expect("installation id")
+            .trim()
+            .to_owned();
+        Self {
+            installation,
+            networks: Vec::new(),
+        }
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let label = format!("label=cantila.installation={}", self.installation);
+        let listed = |args: &[&str]| -> Vec<String> {
+            std::process::Command::new("docker")
+                .args(args)
+                .output()
+                .map(|out| {
+                    String::from_utf8_lossy(&out.stdout)
+                        .split_whitespace()
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut networks = listed(&["network", "ls", "-q", "--filter", &label]);
+        networks.extend(self.networks.iter().cloned());
+        for (list, remove) in [
+            (listed(&["ps", "-aq", "--filter", &label]), ["rm", "-f"]),
+            (networks, ["network", "rm"]),
+            (listed(&["images", "-q", "--filter", &label]), ["rmi", "-f"]),
+        ] {
+            if !list.is_empty() {
+                let _ = std::process::Command::new("docker")
+                    .args(remove)
+                    .args(&list)
+                    .output();
+            }
+        }
+    }
+}
+
 fn id_of(project: &Value) -> &str {
     project["id"].as_str().unwrap()
 }
@@ -161,11 +223,13 @@ fn id_of(project: &Value) -> &str {
 #[tokio::test]
 async fn containers_reach_their_own_project_and_no_other_whatever_the_account() {
     let daemon = TestDaemon::start().await;
+    let _leftovers = Leftovers::of(&daemon);
     let admin = daemon.admin_token.clone();
     let rival = daemon.other_account_token("rival", Scope::Deploy);
-    let first = deployed(&daemon, &admin, "first", &Repo::busybox("first\n")).await;
-    let second = deployed(&daemon, &admin, "second", &Repo::busybox("second\n")).await;
-    let theirs = deployed(&daemon, &rival, "theirs", &Repo::busybox("theirs\n")).await;
+    let repos = ["first\n", "second\n", "theirs\n"].map(Repo::busybox);
+    let first = deployed(&daemon, &admin, "first", &repos[0]).await;
+    let second = deployed(&daemon, &admin, "second", &repos[1]).await;
+    let theirs = deployed(&daemon, &rival, "theirs", &repos[2]).await;
     // Two instances of the first project, to see that a project's containers reach each
     // other; and a preview of it, a release target (and network) of its own.
     daemon
@@ -203,11 +267,6 @@ async fn containers_reach_their_own_project_and_no_other_whatever_the_account() 
         their_instance,
         preview_instance,
     ];
-    let subnets: HashSet<String> = all
-        .iter()
-        .map(|c| address(c).rsplit_once('.').unwrap().0.to_owned())
-        .collect();
-    assert_eq!(subnets.len(), 4, "one subnet per release target: {subnets:?}");
 
     let from_first = &first_instances[0];
     let (own, same_account, other_account, own_preview, back_from_theirs, back_from_preview) = tokio::join!(
@@ -219,11 +278,26 @@ async fn containers_reach_their_own_project_and_no_other_whatever_the_account() 
         reaches(preview_instance, address(from_first)),
     );
     assert!(own, "an instance reaches its own project's other instance");
-    assert!(!same_account, "the same account's other project is unreachable");
+    assert!(
+        !same_account,
+        "the same account's other project is unreachable"
+    );
     assert!(!other_account, "another account's project is unreachable");
-    assert!(!own_preview, "the project's preview is unreachable from production");
+    assert!(
+        !own_preview,
+        "the project's preview is unreachable from production"
+    );
     assert!(!back_from_theirs, "another account cannot reach in");
     assert!(!back_from_preview, "a preview cannot reach production");
+    let subnets: HashSet<String> = all
+        .iter()
+        .map(|c| address(c).rsplit_once('.').unwrap().0.to_owned())
+        .collect();
+    assert_eq!(
+        subnets.len(),
+        4,
+        "one subnet per release target: {subnets:?}"
+    );
 
     // The edge, on the host, still reaches every one of them.
     for (host, body) in [
@@ -264,9 +338,11 @@ async fn containers_reach_their_own_project_and_no_other_whatever_the_account() 
 #[tokio::test]
 async fn builds_and_release_commands_reach_their_own_project_and_no_other() {
     let daemon = TestDaemon::start().await;
+    let _leftovers = Leftovers::of(&daemon);
     let admin = daemon.admin_token.clone();
     let rival = daemon.other_account_token("victim", Scope::Deploy);
-    let victim = deployed(&daemon, &rival, "victim", &Repo::busybox("victim\n")).await;
+    let victim_repo = Repo::busybox("victim\n");
+    let victim = deployed(&daemon, &rival, "victim", &victim_repo).await;
     let repo = Repo::busybox("prober\n");
     let prober = deployed(&daemon, &admin, "prober", &repo).await;
     let victim_address = only_address(&daemon, &web_instances(id_of(&victim), None).await[0]);
@@ -274,8 +350,10 @@ async fn builds_and_release_commands_reach_their_own_project_and_no_other() {
 
     // The next release probes both addresses from a RUN step (into a file it serves) and
     // from its release command (into the deploy log); its current instance is its own.
-    let probes =
-        format!("{}; echo own=$(probe {own_address}) victim=$(probe {victim_address})", probe_function());
+    let probes = format!(
+        "{}; echo own=$(probe {own_address}) victim=$(probe {victim_address})",
+        probe_function()
+    );
     let dockerfile = format!(
         "FROM busybox:latest\nCOPY www /www\nRUN ({probes}) > /www/build.txt\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
     );
@@ -392,17 +470,30 @@ async fn an_instance_on_the_shared_network_of_earlier_versions_moves_without_a_f
     // A prefix of this test's own, so the shared network it plays is nobody else's.
     let shared = format!("cantila-up{}", std::process::id());
     let daemon = TestDaemon::start_with(|c| c.deploy.network = shared.clone()).await;
+    let mut leftovers = Leftovers::of(&daemon);
+    leftovers.networks.push(shared.clone());
     let admin = daemon.admin_token.clone();
-    let project = deployed(&daemon, &admin, "upgraded", &Repo::busybox("upgraded\n")).await;
+    let repo = Repo::busybox("upgraded\n");
+    let project = deployed(&daemon, &admin, "upgraded", &repo).await;
     let project_id = id_of(&project).to_owned();
     let host = project["hostname"].as_str().unwrap().to_owned();
     let old = web_instances(&project_id, None).await.remove(0);
-    let own = networks::name_of(&daemon.config.deploy, &project_id, &ReleaseTarget::Production);
+    let own = networks::name_of(
+        &daemon.config.deploy,
+        &project_id,
+        &ReleaseTarget::Production,
+    );
 
     // What 0.1 left: the daemon stopped (its instances keep running), every instance on
     // one shared network labelled only with its kind, no network per project.
     let (dir, config) = daemon.stop().await;
-    docker(&["network", "create", "--label", "cantila.kind=network", &shared]);
+    docker(&[
+        "network",
+        "create",
+        "--label",
+        "cantila.kind=network",
+        &shared,
+    ]);
     docker(&["network", "connect", &shared, &old.id]);
     docker(&["network", "disconnect", &own, &old.id]);
     docker(&["network", "rm", &own]);
@@ -412,13 +503,21 @@ async fn an_instance_on_the_shared_network_of_earlier_versions_moves_without_a_f
     let daemon = TestDaemon::start_in(dir, config).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while daemon.edge_get(&host, "/").await != (200, "upgraded\n".to_owned()) {
-        assert!(tokio::time::Instant::now() < deadline, "the old instance is served after the upgrade");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old instance is served after the upgrade"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let load = Load::start(daemon.http, &host, "upgraded\n");
     let engine = Engine::connect().await.unwrap();
     assert!(
-        engine.inspect(&old.id).await.unwrap().addresses.contains_key(&shared),
+        engine
+            .inspect(&old.id)
+            .await
+            .unwrap()
+            .addresses
+            .contains_key(&shared),
         "the load began before the old instance was moved"
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
@@ -444,13 +543,20 @@ async fn an_instance_on_the_shared_network_of_earlier_versions_moves_without_a_f
     }
     // A little more traffic on the new instance alone.
     let settled = load.answered.load(Ordering::SeqCst) + 20;
-    while load.answered.load(Ordering::SeqCst) < settled && load.failures.lock().unwrap().is_empty() {
+    while load.answered.load(Ordering::SeqCst) < settled && load.failures.lock().unwrap().is_empty()
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (answered, failures) = load.finish().await;
-    assert!(failures.is_empty(), "failed requests during the move: {failures:?}");
+    assert!(
+        failures.is_empty(),
+        "failed requests during the move: {failures:?}"
+    );
     assert!(answered > 50, "{answered} requests answered");
-    assert!(engine.inspect(&old.id).await.is_err(), "the old instance is gone");
+    assert!(
+        engine.inspect(&old.id).await.is_err(),
+        "the old instance is gone"
+    );
 
     daemon
         .delete(&format!("/v1/projects/{project_id}"), &admin)
