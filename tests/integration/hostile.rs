@@ -3,7 +3,8 @@
 //! TTL, env overrides and branch patterns included). Each must get a 4xx or be
 //! stored inertly (never a 5xx), no command in them may run (a canary file never appears),
 //! nothing may be written outside the data directory, and no child process is left behind.
-//! Also the webhook's own guards: body limit before HMAC, JSON only, replays ignored.
+//! Also the webhook's own guards: body limit before HMAC, JSON only, replays ignored; and
+//! a tenant's containers reach no other tenant's, nor the daemon's API.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -486,4 +487,62 @@ async fn a_malicious_repository_cannot_reach_outside_its_tree() {
     let log = crate::deploys::events_text(&daemon, failed["id"].as_str().unwrap()).await;
     assert!(log.contains("larger than 1 MiB"), "{log}");
     crate::deploys::cleanup(&project_id).await;
+}
+
+#[tokio::test]
+async fn a_tenants_containers_reach_no_other_tenant_nor_the_api() {
+    use crate::networks::{deployed, id_of, reaches, reaches_port, web_instances, Leftovers};
+
+    let daemon = TestDaemon::start().await;
+    let _leftovers = Leftovers::of(&daemon);
+    let mallory = daemon.other_account_token("mallory", cantila::names::Scope::Deploy);
+    let repos = [Repo::busybox("victim\n"), Repo::busybox("mallory\n")];
+    let victim = deployed(&daemon, &daemon.admin_token, "victim", &repos[0]).await;
+    let hostile = deployed(&daemon, &mallory, "hostile", &repos[1]).await;
+    let victim_instance = web_instances(id_of(&victim), None).await.remove(0);
+    let hostile_instance = web_instances(id_of(&hostile), None).await.remove(0);
+    let hostile_address = hostile_instance
+        .addresses
+        .values()
+        .next()
+        .unwrap()
+        .to_string();
+    let gateway = cantila::docker::Engine::connect()
+        .await
+        .unwrap()
+        .network_gateway(hostile_instance.addresses.keys().next().unwrap())
+        .await
+        .unwrap()
+        .expect("a gateway")
+        .to_string();
+
+    // Every address the victim has, and its container name (Docker's DNS answers names
+    // only within a network); the API from the host's side of the hostile network.
+    let mut targets: Vec<(String, u16)> = victim_instance
+        .addresses
+        .values()
+        .map(|ip| (ip.to_string(), 8080))
+        .collect();
+    targets.push((victim_instance.name.clone(), 8080));
+    targets.push((gateway, daemon.api.port()));
+    for (target, port) in targets {
+        assert!(
+            !reaches_port(&hostile_instance, target.clone(), port).await,
+            "the hostile tenant reached {target}:{port}"
+        );
+    }
+    // The probe itself works: the hostile instance reaches itself.
+    assert!(reaches(&hostile_instance, hostile_address).await);
+    assert_eq!(
+        daemon
+            .edge_get(victim["hostname"].as_str().unwrap(), "/")
+            .await,
+        (200, "victim\n".to_owned())
+    );
+    for (project, token) in [(&victim, &daemon.admin_token), (&hostile, &mallory)] {
+        daemon
+            .delete(&format!("/v1/projects/{}", id_of(project)), token)
+            .await
+            .expect(204);
+    }
 }

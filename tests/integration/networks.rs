@@ -33,11 +33,12 @@ use crate::{
 /// never completes, so the probe ends by this timeout.
 const PROBE_SECS: &str = "3";
 
-/// A shell function that prints `yes` when `$1:8080` answers HTTP within the timeout and
-/// `no` otherwise; every probe in these tests runs it, inside a container.
+/// A shell function that prints `yes` when `$1` answers HTTP on port `$2` (8080 when not
+/// given) within the timeout and `no` otherwise; every probe in these tests runs it,
+/// inside a container.
 fn probe_function() -> String {
     format!(
-        "probe() {{ if printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout {PROBE_SECS} nc \"$1\" 8080 2>/dev/null | grep -q HTTP/; then echo yes; else echo no; fi; }}"
+        "probe() {{ if printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout {PROBE_SECS} nc \"$1\" \"${{2:-8080}}\" 2>/dev/null | grep -q HTTP/; then echo yes; else echo no; fi; }}"
     )
 }
 
@@ -132,9 +133,17 @@ pub fn only_address(daemon: &TestDaemon, container: &ContainerSummary) -> IpAddr
 
 /// Whether `target` answers HTTP on 8080 to a connection opened from inside `from`.
 pub async fn reaches(from: &ContainerSummary, target: String) -> bool {
-    let script = format!("{}; probe \"$1\"", probe_function());
+    reaches_port(from, target, 8080).await
+}
+
+/// Whether `target` answers HTTP on `port` to a connection opened from inside `from`.
+pub async fn reaches_port(from: &ContainerSummary, target: String, port: u16) -> bool {
+    let script = format!("{}; probe \"$1\" \"$2\"", probe_function());
+    let port = port.to_string();
     let output = tokio::process::Command::new("docker")
-        .args(["exec", &from.id, "sh", "-c", &script, "probe", &target])
+        .args([
+            "exec", &from.id, "sh", "-c", &script, "probe", &target, &port,
+        ])
         .output()
         .await
         .expect("docker exec");
@@ -166,13 +175,13 @@ async fn networks_gone(label: &str, value: &str) -> bool {
 
 /// Removes what a test's daemon left on the engine (the containers, networks and images
 /// of its installation, and any network named here) when the test ends, passed or failed.
-struct Leftovers {
+pub struct Leftovers {
     installation: String,
     networks: Vec<String>,
 }
 
 impl Leftovers {
-    fn of(daemon: &TestDaemon) -> Self {
+    pub fn of(daemon: &TestDaemon) -> Self {
         let installation = std::fs::read_to_string(daemon.data_dir().join("installation-id"))
             .expect("installation id")
             .trim()
@@ -216,7 +225,7 @@ impl Drop for Leftovers {
     }
 }
 
-fn id_of(project: &Value) -> &str {
+pub fn id_of(project: &Value) -> &str {
     project["id"].as_str().unwrap()
 }
 
