@@ -21,7 +21,7 @@ pub struct AddressPool {
 }
 
 /// The longest prefix a network may have: a /28 holds 13 containers besides its gateway.
-pub const MAX_PREFIX_LEN: u8 = 28;
+const MAX_PREFIX_LEN: u8 = 28;
 
 impl AddressPool {
     /// The pool `range` (`172.16.0.0/12`) cut into subnets of `prefix_len` bits.
