@@ -491,8 +491,15 @@ pub struct DeployConfig {
     /// `false` turns local repositories off for every account, `true` (the old default)
     /// leaves `git.local_repo_accounts` in charge. A warning names the new key.
     pub allow_local_repos: Option<bool>,
-    /// The Docker network instances join; created when missing.
+    /// The name prefix of the Docker networks Cantila makes: production of a project joins
+    /// `<network>-<project id>`, a preview `<network>-<preview id>`. A network of exactly
+    /// this name is the one every instance shared before (0.1); instances still on it are
+    /// moved to their project's network and it is removed once nothing uses it.
     pub network: String,
+    /// The IPv4 range the subnets of those networks come from (CIDR).
+    pub network_pool: String,
+    /// The size of each network's subnet, as a prefix length (24: 254 addresses).
+    pub network_prefix_len: u8,
     /// Builds that may run at once across all projects.
     pub concurrent_builds: usize,
     /// Memory limit of a build, in MiB (at most 2047: the build API takes a 32-bit size).
@@ -515,12 +522,41 @@ pub struct DeployConfig {
     pub keep_images: usize,
 }
 
+impl DeployConfig {
+    /// Where network subnets come from (`network_pool` cut by `network_prefix_len`).
+    pub fn address_pool(&self) -> Result<crate::docker::AddressPool, String> {
+        crate::docker::AddressPool::new(&self.network_pool, self.network_prefix_len)
+            .map_err(|err| format!("deploy.network_pool: {err}"))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        // Docker's own rule for network names, kept short so the id suffix fits.
+        let name_ok = (1..=40).contains(&self.network.len())
+            && self
+                .network
+                .starts_with(|c: char| c.is_ascii_alphanumeric())
+            && self
+                .network
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !name_ok {
+            return Err(format!(
+                "deploy.network `{}` must be 1 to 40 letters, digits, `_`, `.` and `-`, starting with a letter or digit",
+                self.network
+            ));
+        }
+        self.address_pool().map(|_| ())
+    }
+}
+
 impl Default for DeployConfig {
     fn default() -> Self {
         Self {
             docker_socket: None,
             allow_local_repos: None,
             network: "cantila".to_owned(),
+            network_pool: "172.16.0.0/12".to_owned(),
+            network_prefix_len: 24,
             concurrent_builds: 1,
             build_memory_mb: 1536,
             build_cpus: 1.0,
@@ -731,6 +767,7 @@ impl Config {
             .images
             .validate()
             .map_err(|err| ConfigError::Invalid(err.to_string()))?;
+        self.deploy.validate().map_err(ConfigError::Invalid)?;
         if self.deploy.build_memory_mb == 0 || self.deploy.build_memory_mb > 2047 {
             return Err(ConfigError::Invalid(
                 "deploy.build_memory_mb must be between 1 and 2047".to_owned(),
@@ -1006,6 +1043,36 @@ mod tests {
         assert_eq!(
             config.console_hostname().as_deref(),
             Some("panel.example.net")
+        );
+    }
+
+    #[test]
+    fn network_keys_are_validated() {
+        let check = |toml: &str, error: Option<&str>| {
+            let result = Config::parse(toml).and_then(|c| c.validate().map_err(|e| e.to_string()));
+            match (result, error) {
+                (Ok(()), None) => {}
+                (Err(err), Some(wanted)) => assert!(err.contains(wanted), "{toml}: {err}"),
+                (result, wanted) => panic!("{toml}: got {result:?}, wanted {wanted:?}"),
+            }
+        };
+        // A 0.1 file with only the shared network's name still loads.
+        check("[deploy]\nnetwork = \"cantila\"\n", None);
+        check(
+            "[deploy]\nnetwork_pool = \"10.40.0.0/16\"\nnetwork_prefix_len = 26\n",
+            None,
+        );
+        check(
+            "[deploy]\nnetwork = \"bad name\"\n",
+            Some("deploy.network `bad name`"),
+        );
+        check(
+            "[deploy]\nnetwork_pool = \"10.40.0.0\"\n",
+            Some("deploy.network_pool: `10.40.0.0` is not an IPv4 range"),
+        );
+        check(
+            "[deploy]\nnetwork_pool = \"10.40.0.0/16\"\nnetwork_prefix_len = 12\n",
+            Some("between the range's own (16) and 28"),
         );
     }
 

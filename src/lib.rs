@@ -26,6 +26,7 @@ pub mod live;
 pub mod logs;
 pub mod metrics;
 pub mod names;
+pub mod networks;
 pub mod pagination;
 pub mod plan;
 pub mod previews;

@@ -616,8 +616,8 @@ async fn remove(app: &AppState, actor: &Actor, preview: Preview, why: &'static s
     Ok(())
 }
 
-/// Stops and removes the preview's containers, its published sites, and the images no
-/// other deploy uses.
+/// Stops and removes the preview's containers, its network, its published sites, and the
+/// images no other deploy uses.
 async fn free_resources(app: &AppState, preview: &Preview, deploys: &[Deploy]) {
     // Under the project lock: a repair pass that read the preview before its removal
     // finishes first (and one that reads after sees its deploy superseded), so no
@@ -635,6 +635,7 @@ async fn free_resources(app: &AppState, preview: &Preview, deploys: &[Deploy]) {
                 tracing::warn!(container = %container.name, error = %err, "removing a preview's container");
             }
         }
+        crate::networks::remove_of_preview(app, &engine, &preview.id).await;
         let images: Vec<String> = deploys.iter().filter_map(|d| d.image.clone()).collect();
         remove_own_images(app, &engine, &preview.id, images).await;
     }

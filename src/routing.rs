@@ -58,12 +58,12 @@ pub async fn refresh(app: &AppState) -> Result<()> {
         .filter_map(|deploy| Some((deploy.preview_id.as_deref()?, deploy)))
         .collect();
 
-    // Instances Docker reports running, by deploy id, with their address on our network.
+    // Instances Docker reports running, by deploy id, with their address on their release
+    // target's network (or the shared one of earlier versions, until they are moved).
     let mut instances: HashMap<String, Vec<std::net::IpAddr>> = HashMap::new();
     let needs_docker = running.iter().any(|deploy| !is_static(deploy));
     if needs_docker {
         if let Ok(engine) = app.engine().await {
-            let network = &app.config.deploy.network;
             let draining = app.draining_snapshot();
             for container in engine
                 .containers(&[
@@ -78,11 +78,15 @@ pub async fn refresh(app: &AppState) -> Result<()> {
                 }
                 let (Some(deploy_id), Some(ip)) = (
                     container.labels.get("cantila.deploy"),
-                    container.addresses.get(network),
+                    crate::networks::address_of(
+                        &app.config.deploy,
+                        &container.labels,
+                        &container.addresses,
+                    ),
                 ) else {
                     continue;
                 };
-                instances.entry(deploy_id.clone()).or_default().push(*ip);
+                instances.entry(deploy_id.clone()).or_default().push(ip);
             }
         }
     }

@@ -27,7 +27,7 @@ bench_build() {
 }
 
 # Sets WORK (a new temporary dir) and PIDS (processes to stop), and removes both on exit
-# with PROJECT_ID's containers and images and any container labelled cantila.bench=1.
+# with PROJECT_ID's containers, images and networks and any container labelled cantila.bench=1.
 bench_workdir() {
     WORK=$(mktemp -d)
     PIDS=()
@@ -42,6 +42,7 @@ bench_cleanup() {
     if [ -n "${PROJECT_ID:-}" ]; then
         docker ps -aq --filter "label=cantila.project=$PROJECT_ID" | xargs -r docker rm -f >/dev/null 2>&1 || true
         docker images -q --filter "label=cantila.project=$PROJECT_ID" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
+        docker network ls -q --filter "label=cantila.project=$PROJECT_ID" | xargs -r docker network rm >/dev/null 2>&1 || true
     fi
     rm -rf "$WORK"
 }

@@ -45,7 +45,7 @@ for run in $(seq 1 "$RUNS"); do
     grep -q "reusing image" "$WORK/redeploy-$run.log" || { echo "run $run rebuilt the image" >&2; exit 1; }
 
     start=$(now_ms)
-    cid=$(docker run -d --label cantila.bench=1 --network cantila "$IMAGE")
+    cid=$(docker run -d --label cantila.bench=1 --network "cantila-$PROJECT_ID" "$IMAGE")
     ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$cid")
     until curl -sf -o /dev/null "http://$ip:8080/"; do sleep 0.01; done
     floor_times+=($(( $(now_ms) - start )))

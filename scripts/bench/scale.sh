@@ -44,7 +44,7 @@ for _ in $(seq 1 "$RUNS"); do
     "$BIN" scale bench --instances 1 >/dev/null
 
     start=$(now_ms)
-    cid=$(docker run -d --label cantila.bench=1 --network cantila "$IMAGE")
+    cid=$(docker run -d --label cantila.bench=1 --network "cantila-$PROJECT_ID" "$IMAGE")
     ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$cid")
     until curl -sf -o /dev/null "http://$ip:8080/"; do sleep 0.01; done
     floor_times+=($(( $(now_ms) - start )))

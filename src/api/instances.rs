@@ -55,7 +55,8 @@ pub struct InstanceView {
     pub restart_count: i64,
     pub started_at: Option<String>,
     pub size: Option<String>,
-    /// Address and port on the Cantila network.
+    /// Address and port on the project's (or the preview's) own network, as the host
+    /// reaches it.
     pub address: Option<String>,
 }
 

@@ -215,7 +215,7 @@ async fn describe(app: &AppState, record: &DatabaseRecord) -> Result<DatabaseInf
         DatabaseEngine::Sqlite => ("available", None),
     };
     let host = match record.engine {
-        DatabaseEngine::Postgres => Some(container_host(app).await?),
+        DatabaseEngine::Postgres => Some(container_host(app, &record.project_id).await?),
         DatabaseEngine::Sqlite => None,
     };
     Ok(DatabaseInfo {
@@ -234,14 +234,20 @@ async fn describe(app: &AppState, record: &DatabaseRecord) -> Result<DatabaseInf
     })
 }
 
-/// The host the project's containers reach the PostgreSQL server at.
-async fn container_host(app: &AppState) -> Result<String> {
+/// The host the project's containers reach the PostgreSQL server at: by default the
+/// gateway of production's own network (the Docker host, as its containers see it).
+async fn container_host(app: &AppState, project_id: &str) -> Result<String> {
     if let Some(host) = &app.config.database.postgres.container_host {
         return Ok(host.clone());
     }
     let engine = app.engine().await?;
-    let network = app.config.deploy.network.clone();
-    engine.ensure_network(&network).await?;
+    let network = crate::networks::ensure(
+        app,
+        &engine,
+        project_id,
+        &crate::deploy::ReleaseTarget::Production,
+    )
+    .await?;
     engine
         .network_gateway(&network)
         .await?
@@ -264,7 +270,7 @@ pub async fn connection_env(
             format!("sqlite://{SQLITE_MOUNT}/{SQLITE_FILE}"),
         )]),
         DatabaseEngine::Postgres => {
-            let host = container_host(app).await?;
+            let host = container_host(app, &record.project_id).await?;
             let port = record.port.unwrap_or(5432);
             let user = record.user.clone().unwrap_or_default();
             let password = password_of(app, record)?;

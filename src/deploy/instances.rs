@@ -114,9 +114,7 @@ pub(crate) async fn start_healthy(
     size: Option<&str>,
     say: &(dyn Fn(String) + Sync),
 ) -> std::result::Result<String, String> {
-    let network = app.config.deploy.network.clone();
-    engine
-        .ensure_network(&network)
+    let network = crate::networks::ensure(app, engine, &release.project.id, &release.target())
         .await
         .map_err(|err| err.to_string())?;
     let tier = app.config.scale.tier(size);
@@ -257,7 +255,7 @@ pub(crate) async fn wait_healthy(
     let started = tokio::time::Instant::now();
     loop {
         let status = engine
-            .inspect(container_id, network)
+            .inspect(container_id)
             .await
             .map_err(|err| err.to_string())?;
         if !status.running && status.exit_code.is_some() {
@@ -270,7 +268,7 @@ pub(crate) async fn wait_healthy(
                     status.exit_code.unwrap_or(-1)
                 ));
         }
-        if let Some(ip) = status.ip {
+        if let Some(&ip) = status.addresses.get(network) {
             let answered = match health.kind {
                 plan::HealthCheckKind::Http => {
                     let url = format!(
@@ -428,9 +426,9 @@ fn process_of(container: &crate::docker::ContainerSummary) -> Option<ProcessType
     }
 }
 
-/// Brings one process type of the running release to `instances` instances of `size`:
-/// new instances start and become healthy first; the ones that go leave the route table,
-/// drain, then stop.
+/// Brings one process type of the running release to `instances` instances of `size`,
+/// each on its release target's own network: new instances start and become healthy
+/// first; the ones that go leave the route table, drain, then stop.
 async fn converge(
     app: &AppState,
     release: &Release,
@@ -442,9 +440,12 @@ async fn converge(
     let engine = app.engine().await?;
     let current = serving_instances(app, &engine, release, process).await;
     let wanted_size = size.unwrap_or(&app.config.scale.default_size);
-    let (keep, replace): (Vec<_>, Vec<_>) = current
-        .into_iter()
-        .partition(|c| c.labels.get("cantila.size").map(String::as_str) == Some(wanted_size));
+    // An instance of another size, or one not isolated on its own network (started before
+    // networks were per project), is replaced.
+    let (keep, replace): (Vec<_>, Vec<_>) = current.into_iter().partition(|c| {
+        c.labels.get("cantila.size").map(String::as_str) == Some(wanted_size)
+            && crate::networks::is_isolated(&app.config.deploy, &c.labels, &c.addresses)
+    });
     let keep_count = keep.len().min(instances as usize);
     let mut leaving: Vec<_> = replace;
     leaving.extend(keep[keep_count..].iter().cloned());
@@ -653,7 +654,6 @@ pub async fn list(
         None => ReleaseTarget::Production,
     };
     let engine = app.engine().await?;
-    let network = app.config.deploy.network.clone();
     let draining = app.draining_snapshot();
     let routed = app.routes.load();
     let mut found = Vec::new();
@@ -669,18 +669,20 @@ pub async fn list(
         };
         // A container removed since it was listed (a replacement finishing) is not an
         // instance any more.
-        let status = match engine.inspect(&container.id, &network).await {
+        let status = match engine.inspect(&container.id).await {
             Ok(status) => status,
             Err(crate::docker::DockerError::NotFound(_)) => continue,
             Err(err) => return Err(err.into()),
         };
         // Only web listens on the plan's port.
         let port = container_port(&routed, &project, &target).filter(|_| process.is_web());
-        let address = status.ip.map(|ip| match port {
+        let ip =
+            crate::networks::address_of(&app.config.deploy, &container.labels, &status.addresses);
+        let address = ip.map(|ip| match port {
             Some(port) => format!("{ip}:{port}"),
             None => ip.to_string(),
         });
-        let in_table = status.ip.zip(port).is_some_and(|(ip, port)| {
+        let in_table = ip.zip(port).is_some_and(|(ip, port)| {
             routed_addresses(&routed).contains(&std::net::SocketAddr::new(ip, port))
         });
         let state = if draining.contains(&container.id) {
@@ -836,17 +838,24 @@ pub async fn reconcile(app: &AppState) -> Result<()> {
         // The view above may be stale: a deploy superseded since (a switch, or its preview
         // removed) gets no replacements. Whoever superseded it stops its containers under
         // this lock, so a pass that got here first finishes before they do.
-        let id = deploy.id.clone();
-        let still_running = app
+        // The project is read again under the lock too: a scale that finished meanwhile
+        // changed the counts and size this pass works toward.
+        let (id, project_id) = (deploy.id.clone(), project.id.clone());
+        let current = app
             .store
             .call(move |c| {
-                Ok(store::deploys::by_id(c, &id)?
-                    .is_some_and(|current| current.status == DeployStatus::Running))
+                let running = store::deploys::by_id(c, &id)?
+                    .is_some_and(|current| current.status == DeployStatus::Running);
+                Ok(running
+                    .then(|| store::projects::by_id_unscoped(c, &project_id))
+                    .transpose()?
+                    .flatten())
             })
             .await?;
-        if !still_running {
+        let Some(project) = current else {
             continue;
-        }
+        };
+        let project = &project;
         // Exited instances of the release are removed; Docker restarts crashed ones itself.
         for container in engine
             .containers(&[("cantila.deploy", &deploy.id)])
@@ -869,16 +878,33 @@ pub async fn reconcile(app: &AppState) -> Result<()> {
             continue;
         };
         let size = desired_size(app, project, &target);
+        let say = |line: String| tracing::info!(project = %release.project.id, "{line}");
         for process in process_types(&release.plan) {
             let wanted = desired_instances(project, &target, &process);
-            let serving = serving_instances(app, &engine, &release, &process)
-                .await
-                .len() as u32;
+            let serving = serving_instances(app, &engine, &release, &process).await;
+            let exposed = serving
+                .iter()
+                .filter(|c| {
+                    !crate::networks::is_isolated(&app.config.deploy, &c.labels, &c.addresses)
+                })
+                .count();
+            let serving = serving.len() as u32;
+            if serving >= wanted && exposed == 0 {
+                continue;
+            }
             if serving >= wanted {
+                // Instances an earlier version started on the shared network (or attached
+                // to another by hand) are replaced the way a scale change replaces them:
+                // new ones on the target's own network first, then switch, drain, stop.
+                tracing::info!(project = %project.id, deploy = %deploy.id, %process, exposed, "moving instances to the release target's own network");
+                if let Err(err) =
+                    converge(app, &release, &process, wanted, size.as_deref(), &say).await
+                {
+                    tracing::warn!(project = %project.id, %process, error = %err, "moving instances to their own network");
+                }
                 continue;
             }
             tracing::warn!(project = %project.id, deploy = %deploy.id, %process, serving, wanted, "replacing missing instances");
-            let say = |line: String| tracing::info!(project = %release.project.id, "{line}");
             for _ in serving..wanted {
                 match start_healthy(app, &engine, &release, &process, size.as_deref(), &say).await {
                     Ok(_) => changed |= process.is_web(),
@@ -892,6 +918,9 @@ pub async fn reconcile(app: &AppState) -> Result<()> {
     }
     if changed {
         crate::routing::refresh(app).await?;
+    }
+    if let Err(err) = crate::networks::sweep(app, &engine).await {
+        tracing::warn!(error = %err, "removing unused networks");
     }
     // Instances Docker restarted, or that ran on while the daemon was down, are followed
     // again from where their stored logs end.

@@ -458,6 +458,12 @@ async fn build_image(
         ("cantila.kind".to_owned(), "image".to_owned()),
         ("cantila.installation".to_owned(), app.installation.clone()),
     ]);
+    // RUN steps join the release target's own network: they reach the internet (NAT) and
+    // their own project's containers, never another project's, nor whatever else sits on
+    // the engine's default bridge.
+    let network = crate::networks::ensure(app, &engine, &project.id, &deploy.target())
+        .await
+        .map_err(failed("build"))?;
     let request = BuildRequest {
         context_tar: built_context.tar,
         dockerfile,
@@ -465,6 +471,7 @@ async fn build_image(
         labels,
         memory_bytes: Some(i64::from(app.config.deploy.build_memory_mb) * 1024 * 1024),
         cpus: Some(app.config.deploy.build_cpus),
+        network: Some(network),
     };
     let build_log = log.clone();
     engine
@@ -667,11 +674,9 @@ async fn run_release_command(
     log: &DeployLog,
 ) -> Result<(), Stop> {
     let engine = app.engine().await.map_err(failed("release"))?;
-    let network = app.config.deploy.network.clone();
-    engine
-        .ensure_network(&network)
+    let network = crate::networks::ensure(app, &engine, &project.id, &deploy.target())
         .await
-        .map_err(|e| failed("release")(e.into()))?;
+        .map_err(failed("release"))?;
     let mut env: Vec<(String, String)> = env_snapshot.clone().into_iter().collect();
     env.push(("PORT".to_owned(), source_plan.port.to_string()));
     let size = super::instances::desired_size(app, project, &deploy.target());
@@ -919,7 +924,7 @@ pub(crate) async fn remove_deploy_containers(app: &AppState, deploy_id: &str) {
     }
 }
 
-/// Removes every container of a project (on project deletion).
+/// Removes every container of a project, then its networks (on project deletion).
 pub(crate) async fn remove_project_containers(app: &AppState, project_id: &str) {
     let Ok(engine) = app.engine().await else {
         return;
@@ -934,6 +939,7 @@ pub(crate) async fn remove_project_containers(app: &AppState, project_id: &str) 
             tracing::warn!(container = %container.name, error = %err, "removing a deleted project's container");
         }
     }
+    crate::networks::remove_of_project(app, &engine, project_id).await;
 }
 
 async fn set_project_status(

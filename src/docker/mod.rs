@@ -1,4 +1,5 @@
-//! The Docker engine: builds, containers, networks, logs, resource samples (`stats`).
+//! The Docker engine: builds, containers, networks (`networks`), logs, resource samples
+//! (`stats`).
 //! Sole user of bollard.
 //! Invariant: no bollard type appears outside this module; the API version is negotiated
 //! with the engine (Debian's 20.10 speaks 1.41), never hard-wired.
@@ -8,8 +9,8 @@ use std::{collections::HashMap, net::IpAddr, time::Duration};
 use bollard::{
     container::LogOutput,
     models::{
-        ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
-        RestartPolicy, RestartPolicyNameEnum,
+        ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig, RestartPolicy,
+        RestartPolicyNameEnum,
     },
     query_parameters::{
         BuildImageOptions, CreateContainerOptions, ListContainersOptions, LogsOptions,
@@ -20,9 +21,11 @@ use bollard::{
 use futures_util::StreamExt;
 
 mod data;
+mod networks;
 mod stats;
 
 pub use data::VolumeMount;
+pub use networks::{AddressPool, NetworkRemoval, NetworkSpec, NetworkSummary};
 pub use stats::ContainerSample;
 
 /// A failure talking to the engine, or a failure the engine reports.
@@ -69,6 +72,8 @@ impl From<DockerError> for crate::error::Error {
 #[derive(Clone)]
 pub struct Engine {
     client: Docker,
+    /// Held while a network is created (see `ensure_network`).
+    network_creation: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -88,6 +93,9 @@ pub struct BuildRequest {
     pub memory_bytes: Option<i64>,
     /// CPU limit of the build's containers, in CPUs (1.5 = one and a half cores).
     pub cpus: Option<f64>,
+    /// The network the build's RUN steps join (the classic builder takes a user-defined
+    /// network's name); `None` leaves them on the engine's default bridge.
+    pub network: Option<String>,
 }
 
 /// The container to start for an instance or a one-off command.
@@ -191,8 +199,8 @@ pub struct ContainerStatus {
     pub exit_code: Option<i64>,
     pub restart_count: i64,
     pub started_at: Option<String>,
-    /// The address on `network`, when attached.
-    pub ip: Option<IpAddr>,
+    /// The container's address on each network it is attached to.
+    pub addresses: HashMap<String, IpAddr>,
 }
 
 const CPU_PERIOD_MICROS: i64 = 100_000;
@@ -226,7 +234,10 @@ impl Engine {
             .ping()
             .await
             .map_err(|err| DockerError::Unreachable(err.to_string()))?;
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            network_creation: Default::default(),
+        })
     }
 
     /// The engine's version and API version, for logs and diagnostics.
@@ -261,6 +272,7 @@ impl Engine {
             cpuquota: request
                 .cpus
                 .map(|cpus| (cpus * CPU_PERIOD_MICROS as f64) as i32),
+            networkmode: request.network,
             ..Default::default()
         };
         let body = bollard::body_full(request.context_tar.into());
@@ -332,43 +344,6 @@ impl Engine {
         }
     }
 
-    /// Creates the bridge network instances join, when it does not exist yet.
-    pub async fn ensure_network(&self, name: &str) -> Result<(), DockerError> {
-        match self
-            .client
-            .inspect_network(
-                name,
-                None::<bollard::query_parameters::InspectNetworkOptions>,
-            )
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(err) => match DockerError::from(err) {
-                DockerError::NotFound(_) => {}
-                other => return Err(other),
-            },
-        }
-        let mut labels = HashMap::new();
-        labels.insert("cantila.kind".to_owned(), "network".to_owned());
-        let result = self
-            .client
-            .create_network(NetworkCreateRequest {
-                name: name.to_owned(),
-                driver: Some("bridge".to_owned()),
-                labels: Some(labels),
-                ..Default::default()
-            })
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            // Created concurrently by another caller: fine.
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            }) => Ok(()),
-            Err(err) => Err(err.into()),
-        }
-    }
-
     /// Creates and starts a container; returns its status (with its address).
     pub async fn start(&self, spec: &ContainerSpec) -> Result<ContainerStatus, DockerError> {
         let env = spec
@@ -421,11 +396,11 @@ impl Engine {
                 None::<bollard::query_parameters::StartContainerOptions>,
             )
             .await?;
-        self.inspect(&created.id, &spec.network).await
+        self.inspect(&created.id).await
     }
 
-    /// The state and address of one container.
-    pub async fn inspect(&self, id: &str, network: &str) -> Result<ContainerStatus, DockerError> {
+    /// The state and addresses of one container.
+    pub async fn inspect(&self, id: &str) -> Result<ContainerStatus, DockerError> {
         let details = self
             .client
             .inspect_container(
@@ -434,19 +409,20 @@ impl Engine {
             )
             .await?;
         let state = details.state.unwrap_or_default();
-        let ip = details
+        let addresses = details
             .network_settings
             .and_then(|settings| settings.networks)
-            .and_then(|mut networks| networks.remove(network))
-            .and_then(|endpoint| endpoint.ip_address)
-            .and_then(|ip| ip.parse().ok());
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(network, endpoint)| Some((network, endpoint.ip_address?.parse().ok()?)))
+            .collect();
         Ok(ContainerStatus {
             id: details.id.unwrap_or_else(|| id.to_owned()),
             running: state.running.unwrap_or(false),
             exit_code: state.exit_code,
             restart_count: details.restart_count.unwrap_or(0),
             started_at: state.started_at,
-            ip,
+            addresses,
         })
     }
 

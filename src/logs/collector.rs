@@ -276,10 +276,7 @@ async fn follow_container(app: &AppState, engine: &Engine, container: StartedCon
         // The stream ends when the container stops. It may be back already (a restart by
         // Docker); otherwise the reconciler follows it again when it is.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        match engine
-            .inspect(&container.id, &app.config.deploy.network)
-            .await
-        {
+        match engine.inspect(&container.id).await {
             Ok(status) if status.running => continue,
             Ok(_) | Err(_) => return,
         }

@@ -187,13 +187,15 @@ pub async fn app_answer(deploy_id: &str, path: &str) -> Option<String> {
         .await
         .unwrap();
     let container = containers.first()?;
-    let status = engine.inspect(&container.id, "cantila").await.ok()?;
+    // An instance is attached to one network: its project's.
+    let status = engine.inspect(&container.id).await.ok()?;
+    let ip = status.addresses.values().next()?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
         .build()
         .unwrap();
     let res = client
-        .get(format!("http://{}:8080{path}", status.ip?))
+        .get(format!("http://{ip}:8080{path}"))
         .send()
         .await
         .ok()?;

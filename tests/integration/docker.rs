@@ -1,9 +1,12 @@
 //! The docker module against the real engine: build from a tar context with streamed
-//! output, run on a network, reach the container by its address, stop and remove.
+//! output, networks with subnets from a pool, run on one, reach the container by its
+//! address, stop and remove.
 
 use std::{collections::HashMap, time::Duration};
 
-use cantila::docker::{BuildRequest, ContainerSpec, DockerError, Engine};
+use cantila::docker::{
+    AddressPool, BuildRequest, ContainerSpec, DockerError, Engine, NetworkRemoval, NetworkSpec,
+};
 
 /// A build context tar holding the given files.
 pub fn context(files: &[(&str, &str, u32)]) -> Vec<u8> {
@@ -64,6 +67,7 @@ async fn builds_runs_reaches_and_removes_a_container() {
                 ]),
                 memory_bytes: Some(256 * 1024 * 1024),
                 cpus: Some(1.0),
+                network: None,
             },
             |line| lines.push(line.to_owned()),
         )
@@ -79,9 +83,28 @@ async fn builds_runs_reaches_and_removes_a_container() {
         Some(image.as_str())
     );
 
-    let network = "cantila-test-net";
-    engine.ensure_network(network).await.unwrap();
-    engine.ensure_network(network).await.unwrap();
+    // Two networks from one pool: created once each, on subnets of their own inside it.
+    let pool = AddressPool::new("10.203.0.0/16", 24).unwrap();
+    let network_spec = |suffix: &str| NetworkSpec {
+        name: format!("cantila-test-net-{}-{suffix}", std::process::id()),
+        labels: HashMap::from([("cantila.kind".to_owned(), "test".to_owned())]),
+    };
+    let (first, second) = (network_spec("a"), network_spec("b"));
+    for spec in [&first, &first, &second] {
+        engine.ensure_network(spec, &pool).await.unwrap();
+    }
+    let first_gateway = engine.network_gateway(&first.name).await.unwrap().unwrap();
+    let second_gateway = engine.network_gateway(&second.name).await.unwrap().unwrap();
+    for gateway in [first_gateway, second_gateway] {
+        assert!(
+            gateway.to_string().starts_with("10.203."),
+            "{gateway} is in the pool"
+        );
+    }
+    assert_ne!(first_gateway, second_gateway);
+    let listed = engine.networks(&[("cantila.kind", "test")]).await.unwrap();
+    assert_eq!(listed.iter().filter(|n| n.name == first.name).count(), 1);
+    let network = first.name.as_str();
     let name = format!("cantila-test-docker-{}", std::process::id());
     let spec = ContainerSpec {
         name: name.clone(),
@@ -104,7 +127,10 @@ async fn builds_runs_reaches_and_removes_a_container() {
     };
     let status = engine.start(&spec).await.expect("start");
     assert!(status.running);
-    let ip = status.ip.expect("an address on the network");
+    let ip = *status
+        .addresses
+        .get(network)
+        .expect("an address on the network");
     let mut body = None;
     for _ in 0..50 {
         body = http_get(ip, 8080).await;
@@ -120,6 +146,10 @@ async fn builds_runs_reaches_and_removes_a_container() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].state, "running");
     assert_eq!(listed[0].addresses.get(network), Some(&ip));
+    assert_eq!(
+        engine.remove_network(network).await.unwrap(),
+        NetworkRemoval::InUse
+    );
 
     engine
         .stop_and_remove(&status.id, Duration::from_secs(2))
@@ -136,6 +166,16 @@ async fn builds_runs_reaches_and_removes_a_container() {
         .is_empty());
     engine.remove_image(&tag).await.unwrap();
     assert_eq!(engine.image_id(&tag).await.unwrap(), None);
+    for spec in [&first, &second] {
+        assert_eq!(
+            engine.remove_network(&spec.name).await.unwrap(),
+            NetworkRemoval::Removed
+        );
+    }
+    assert_eq!(
+        engine.remove_network(network).await.unwrap(),
+        NetworkRemoval::Absent
+    );
 }
 
 #[tokio::test]
@@ -150,6 +190,7 @@ async fn a_broken_dockerfile_fails_with_the_builders_error() {
                 labels: HashMap::new(),
                 memory_bytes: None,
                 cpus: None,
+                network: None,
             },
             |_| {},
         )

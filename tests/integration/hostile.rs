@@ -5,7 +5,8 @@
 //! nothing may be written outside the data directory, and no child process is left behind.
 //! Also the webhook's own guards: body limit before HMAC, JSON only, replays ignored
 //! (by delivery id and by body, whatever id a replay carries), and only the branch's
-//! head as fetched at delivery time is ever deployed.
+//! head as fetched at delivery time is ever deployed; and a tenant's containers reach no
+//! other tenant's, nor the daemon's API.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -835,4 +836,65 @@ async fn replayed_webhooks_never_roll_production_back() {
         .body;
     assert_eq!(previews["previews"], json!([]), "{previews}");
     crate::deploys::cleanup(&project_id).await;
+}
+
+#[tokio::test]
+async fn a_tenants_containers_reach_no_other_tenant_nor_the_api() {
+    use crate::networks::{deployed, id_of, reaches, reaches_port, web_instances};
+
+    // Both accounts build from repositories on this disk, which the operator allows.
+    let daemon = TestDaemon::start_with(|c| {
+        c.git.local_repo_accounts = Some(vec!["admin".into(), "mallory".into()]);
+    })
+    .await;
+    let mallory = daemon.other_account_token("mallory", cantila::names::Scope::Deploy);
+    let repos = [Repo::busybox("victim\n"), Repo::busybox("mallory\n")];
+    let victim = deployed(&daemon, &daemon.admin_token, "victim", &repos[0]).await;
+    let hostile = deployed(&daemon, &mallory, "hostile", &repos[1]).await;
+    let victim_instance = web_instances(id_of(&victim), None).await.remove(0);
+    let hostile_instance = web_instances(id_of(&hostile), None).await.remove(0);
+    let hostile_address = hostile_instance
+        .addresses
+        .values()
+        .next()
+        .unwrap()
+        .to_string();
+    let gateway = cantila::docker::Engine::connect()
+        .await
+        .unwrap()
+        .network_gateway(hostile_instance.addresses.keys().next().unwrap())
+        .await
+        .unwrap()
+        .expect("a gateway")
+        .to_string();
+
+    // Every address the victim has, and its container name (Docker's DNS answers names
+    // only within a network); the API from the host's side of the hostile network.
+    let mut targets: Vec<(String, u16)> = victim_instance
+        .addresses
+        .values()
+        .map(|ip| (ip.to_string(), 8080))
+        .collect();
+    targets.push((victim_instance.name.clone(), 8080));
+    targets.push((gateway, daemon.api.port()));
+    for (target, port) in targets {
+        assert!(
+            !reaches_port(&hostile_instance, target.clone(), port).await,
+            "the hostile tenant reached {target}:{port}"
+        );
+    }
+    // The probe itself works: the hostile instance reaches itself.
+    assert!(reaches(&hostile_instance, hostile_address).await);
+    assert_eq!(
+        daemon
+            .edge_get(victim["hostname"].as_str().unwrap(), "/")
+            .await,
+        (200, "victim\n".to_owned())
+    );
+    for (project, token) in [(&victim, &daemon.admin_token), (&hostile, &mallory)] {
+        daemon
+            .delete(&format!("/v1/projects/{}", id_of(project)), token)
+            .await
+            .expect(204);
+    }
 }

@@ -22,6 +22,7 @@ mod hostile;
 mod lifecycle;
 mod logs;
 mod metrics;
+mod networks;
 mod openapi;
 mod previews;
 mod private_network;

@@ -82,6 +82,10 @@ pub fn test_config(dir: &Path) -> Config {
     config.api.auth_failures_per_minute = 10_000;
     // Tests never contact a public CA; the TLS tests point ACME at pebble themselves.
     config.tls.mode = cantila::tls::TlsMode::Off;
+    // Networks named `cantila-test-<id>`: a daemon removes the shared network of earlier
+    // versions (the bare prefix, `cantila` by default) once it is empty, and daemons of an
+    // older build on the same engine may still be using that one.
+    config.deploy.network = "cantila-test".to_owned();
     config
 }
 

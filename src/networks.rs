@@ -1,0 +1,268 @@
+//! Release targets' Docker networks: production of each project, and each preview, has a
+//! bridge network of its own, so containers of different projects (and accounts) never
+//! reach each other, while the host (the edge, health checks) still reaches every one.
+//! Invariant: `name_of` is the one place a target's network is named; every instance,
+//! build and one-off command of a target joins that network and no other; networks carry
+//! the installation, project, preview and kind labels, and one is removed only when no
+//! project or preview of this installation wants it (the engine refuses while a container
+//! is attached).
+
+use std::{collections::HashMap, net::IpAddr};
+
+use crate::{
+    config::DeployConfig,
+    deploy::{ReleaseTarget, PREVIEW_LABEL},
+    docker::{Engine, NetworkRemoval, NetworkSpec},
+    error::{Error, Result},
+    state::AppState,
+    store,
+};
+
+/// The `cantila.kind` of the networks Cantila makes.
+const NETWORK_KIND: &str = "network";
+
+/// The network a release target's containers join: `<prefix>-<project id>` for
+/// production, `<prefix>-<preview id>` for a preview (ids are random, so names never clash
+/// between projects or installations).
+pub fn name_of(deploy: &DeployConfig, project_id: &str, target: &ReleaseTarget) -> String {
+    match target {
+        ReleaseTarget::Production => format!("{}-{project_id}", deploy.network),
+        ReleaseTarget::Preview(preview_id) => format!("{}-{preview_id}", deploy.network),
+    }
+}
+
+/// The network a container Cantila made belongs on, from its labels.
+pub fn name_of_container(
+    deploy: &DeployConfig,
+    labels: &HashMap<String, String>,
+) -> Option<String> {
+    let project_id = labels.get("cantila.project")?;
+    let target = match labels.get(PREVIEW_LABEL) {
+        Some(preview_id) => ReleaseTarget::Preview(preview_id.clone()),
+        None => ReleaseTarget::Production,
+    };
+    Some(name_of(deploy, project_id, &target))
+}
+
+/// The address the host reaches a container at: on its own network, or, for an instance
+/// started before networks were per project, on the shared network of that time, until
+/// the reconciler has replaced it.
+pub fn address_of(
+    deploy: &DeployConfig,
+    labels: &HashMap<String, String>,
+    addresses: &HashMap<String, IpAddr>,
+) -> Option<IpAddr> {
+    name_of_container(deploy, labels)
+        .and_then(|own| addresses.get(&own))
+        .or_else(|| addresses.get(&deploy.network))
+        .copied()
+}
+
+/// Whether a container is attached to its own network and to no other. Any other
+/// attachment (the legacy shared network, or one added by hand) could let another
+/// project's containers reach it, so such an instance is replaced.
+pub fn is_isolated(
+    deploy: &DeployConfig,
+    labels: &HashMap<String, String>,
+    addresses: &HashMap<String, IpAddr>,
+) -> bool {
+    name_of_container(deploy, labels)
+        .is_some_and(|own| addresses.len() == 1 && addresses.contains_key(&own))
+}
+
+/// Creates the target's network when it does not exist yet (labelled, with a subnet of
+/// its own from `[deploy] network_pool`) and returns its name.
+pub async fn ensure(
+    app: &AppState,
+    engine: &Engine,
+    project_id: &str,
+    target: &ReleaseTarget,
+) -> Result<String> {
+    let deploy = &app.config.deploy;
+    let name = name_of(deploy, project_id, target);
+    let mut labels = HashMap::from([
+        ("cantila.installation".to_owned(), app.installation.clone()),
+        ("cantila.project".to_owned(), project_id.to_owned()),
+        ("cantila.kind".to_owned(), NETWORK_KIND.to_owned()),
+    ]);
+    if let Some(preview_id) = target.preview_id() {
+        labels.insert(PREVIEW_LABEL.to_owned(), preview_id.to_owned());
+    }
+    let pool = deploy.address_pool().map_err(Error::Internal)?;
+    engine
+        .ensure_network(
+            &NetworkSpec {
+                name: name.clone(),
+                labels,
+            },
+            &pool,
+        )
+        .await?;
+    Ok(name)
+}
+
+/// Removes the networks of a deleted project (production's and its previews'), once its
+/// containers are gone. One still in use (a build being canceled) is left to `sweep`.
+pub async fn remove_of_project(app: &AppState, engine: &Engine, project_id: &str) {
+    remove_labelled(app, engine, ("cantila.project", project_id)).await;
+}
+
+/// Removes a removed preview's network, once its containers are gone.
+pub async fn remove_of_preview(app: &AppState, engine: &Engine, preview_id: &str) {
+    remove_labelled(app, engine, (PREVIEW_LABEL, preview_id)).await;
+}
+
+async fn remove_labelled(app: &AppState, engine: &Engine, label: (&str, &str)) {
+    let networks = match engine
+        .networks(&[
+            ("cantila.installation", &app.installation),
+            ("cantila.kind", NETWORK_KIND),
+            label,
+        ])
+        .await
+    {
+        Ok(networks) => networks,
+        Err(err) => {
+            tracing::warn!(error = %err, "listing networks to remove");
+            return;
+        }
+    };
+    for network in networks {
+        remove(engine, &network.name).await;
+    }
+}
+
+async fn remove(engine: &Engine, name: &str) -> NetworkRemoval {
+    match engine.remove_network(name).await {
+        Ok(NetworkRemoval::Removed) => {
+            tracing::info!(network = %name, "removed a network");
+            NetworkRemoval::Removed
+        }
+        Ok(other) => other,
+        Err(err) => {
+            tracing::warn!(network = %name, error = %err, "removing a network");
+            NetworkRemoval::InUse
+        }
+    }
+}
+
+/// One reconciler pass over networks: removes this installation's networks that no
+/// project or preview wants and no container uses, and the legacy shared network once
+/// nothing is attached to it.
+pub async fn sweep(app: &AppState, engine: &Engine) -> Result<()> {
+    // Listed before the store is read: a network made after the read belongs to a project
+    // or preview made before it, which the read then includes.
+    let ours = engine
+        .networks(&[
+            ("cantila.installation", &app.installation),
+            ("cantila.kind", NETWORK_KIND),
+        ])
+        .await?;
+    let (projects, previews) = app
+        .store
+        .call(|c| Ok((store::projects::all(c)?, store::previews::all(c)?)))
+        .await?;
+    let wanted = |labels: &HashMap<String, String>| {
+        let project_wanted = labels
+            .get("cantila.project")
+            .is_some_and(|id| projects.iter().any(|p| &p.id == id));
+        let preview_wanted = match labels.get(PREVIEW_LABEL) {
+            Some(id) => previews.iter().any(|p| &p.id == id),
+            None => true,
+        };
+        project_wanted && preview_wanted
+    };
+    for network in ours.iter().filter(|n| !wanted(&n.labels)) {
+        remove(engine, &network.name).await;
+    }
+    // The shared network of 0.1 was labelled only with its kind.
+    let legacy = engine
+        .networks(&[("cantila.kind", NETWORK_KIND)])
+        .await?
+        .into_iter()
+        .find(|n| {
+            n.name == app.config.deploy.network && !n.labels.contains_key("cantila.installation")
+        });
+    if let Some(legacy) = legacy {
+        if remove(engine, &legacy.name).await == NetworkRemoval::Removed {
+            tracing::info!(network = %legacy.name, "the shared network of earlier versions is empty and was removed");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn addresses(pairs: &[(&str, [u8; 4])]) -> HashMap<String, IpAddr> {
+        pairs
+            .iter()
+            .map(|(k, ip)| ((*k).to_owned(), IpAddr::from(*ip)))
+            .collect()
+    }
+
+    #[test]
+    fn each_target_has_its_own_network() {
+        let deploy = DeployConfig::default();
+        assert_eq!(
+            name_of(&deploy, "prj_a", &ReleaseTarget::Production),
+            "cantila-prj_a"
+        );
+        assert_eq!(
+            name_of(&deploy, "prj_a", &ReleaseTarget::Preview("prv_b".into())),
+            "cantila-prv_b"
+        );
+        assert_eq!(
+            name_of_container(&deploy, &labels(&[("cantila.project", "prj_a")])).as_deref(),
+            Some("cantila-prj_a")
+        );
+        assert_eq!(
+            name_of_container(
+                &deploy,
+                &labels(&[("cantila.project", "prj_a"), ("cantila.preview", "prv_b")])
+            )
+            .as_deref(),
+            Some("cantila-prv_b")
+        );
+        assert_eq!(name_of_container(&deploy, &labels(&[])), None);
+    }
+
+    #[test]
+    fn a_legacy_instance_is_reached_on_the_shared_network_until_replaced() {
+        let deploy = DeployConfig::default();
+        let production = labels(&[("cantila.project", "prj_a")]);
+        let own = addresses(&[("cantila-prj_a", [172, 16, 0, 2])]);
+        let legacy = addresses(&[("cantila", [172, 18, 0, 3])]);
+        let both = addresses(&[
+            ("cantila-prj_a", [172, 16, 0, 2]),
+            ("cantila", [172, 18, 0, 3]),
+        ]);
+        let elsewhere = addresses(&[("cantila-prj_b", [172, 16, 1, 2])]);
+        assert_eq!(
+            address_of(&deploy, &production, &own),
+            Some(IpAddr::from([172, 16, 0, 2]))
+        );
+        assert_eq!(
+            address_of(&deploy, &production, &legacy),
+            Some(IpAddr::from([172, 18, 0, 3]))
+        );
+        assert_eq!(
+            address_of(&deploy, &production, &both),
+            Some(IpAddr::from([172, 16, 0, 2]))
+        );
+        assert_eq!(address_of(&deploy, &production, &elsewhere), None);
+        assert!(is_isolated(&deploy, &production, &own));
+        assert!(!is_isolated(&deploy, &production, &legacy));
+        assert!(!is_isolated(&deploy, &production, &both));
+        assert!(!is_isolated(&deploy, &production, &elsewhere));
+        assert!(!is_isolated(&deploy, &production, &HashMap::new()));
+    }
+}
