@@ -925,7 +925,6 @@ impl Config {
         Ok(())
     }
 
-    /// The SQLite file holding all desired state.
     /// Whether the account with this handle may connect repositories on the server's disk.
     pub fn local_repos_allowed(&self, handle: &str) -> bool {
         if self.deploy.allow_local_repos == Some(false) {
@@ -956,6 +955,7 @@ impl Config {
         notes
     }
 
+    /// The SQLite file holding all desired state.
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("cantila.db")
     }
