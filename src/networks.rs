@@ -44,9 +44,11 @@ pub fn name_of_container(
     Some(name_of(deploy, project_id, &target))
 }
 
-/// The address the host reaches a container at: on its own network, or, for an instance
-/// started before networks were per project, on the shared network of that time, until
-/// the reconciler has replaced it.
+/// The address the host reaches a container at: on its own network; for an instance
+/// started before networks were per project, on the shared network of that time; and for
+/// one on any other network (the prefix changed in the config, or a network attached by
+/// hand), the first of its addresses by network name, since the host reaches every bridge.
+/// Such an instance keeps serving until the reconciler has replaced it.
 pub fn address_of(
     deploy: &DeployConfig,
     labels: &HashMap<String, String>,
@@ -55,6 +57,12 @@ pub fn address_of(
     name_of_container(deploy, labels)
         .and_then(|own| addresses.get(&own))
         .or_else(|| addresses.get(&deploy.network))
+        .or_else(|| {
+            addresses
+                .iter()
+                .min_by(|a, b| a.0.cmp(b.0))
+                .map(|(_, address)| address)
+        })
         .copied()
 }
 
@@ -236,7 +244,7 @@ mod tests {
     }
 
     #[test]
-    fn a_legacy_instance_is_reached_on_the_shared_network_until_replaced() {
+    fn a_misplaced_instance_is_reached_where_it_is_until_replaced() {
         let deploy = DeployConfig::default();
         let production = labels(&[("cantila.project", "prj_a")]);
         let own = addresses(&[("cantila-prj_a", [172, 16, 0, 2])]);
@@ -258,7 +266,12 @@ mod tests {
             address_of(&deploy, &production, &both),
             Some(IpAddr::from([172, 16, 0, 2]))
         );
-        assert_eq!(address_of(&deploy, &production, &elsewhere), None);
+        // A prefix changed in the config since the instance started: still served.
+        assert_eq!(
+            address_of(&deploy, &production, &elsewhere),
+            Some(IpAddr::from([172, 16, 1, 2]))
+        );
+        assert_eq!(address_of(&deploy, &production, &HashMap::new()), None);
         assert!(is_isolated(&deploy, &production, &own));
         assert!(!is_isolated(&deploy, &production, &legacy));
         assert!(!is_isolated(&deploy, &production, &both));

@@ -421,12 +421,20 @@ pub struct BinaryDaemon {
 impl BinaryDaemon {
     /// Starts `cantila serve` on the config's data dir and base domain, on port 0.
     pub async fn start(config: &Config) -> Self {
+        // What `test_config` sets beyond the flags, so a TestDaemon started later on the
+        // same data dir finds the binary's containers on the networks it expects.
+        let config_file = config.data_dir.with_file_name("binary-daemon.toml");
+        std::fs::write(
+            &config_file,
+            format!(
+                "[tls]\nmode = \"off\"\n[api]\nauth_failures_per_minute = {}\n[deploy]\nnetwork = {:?}\n",
+                config.api.auth_failures_per_minute, config.deploy.network
+            ),
+        )
+        .expect("write the binary daemon's config file");
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cantila"))
-            .args([
-                "serve",
-                "--data-dir",
-                &config.data_dir.display().to_string(),
-            ])
+            .args(["serve", "--config", &config_file.display().to_string()])
+            .args(["--data-dir", &config.data_dir.display().to_string()])
             .args(["--base-domain", &config.base_domain])
             .args([
                 "--api-listen",
