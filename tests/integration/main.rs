@@ -17,6 +17,7 @@ mod disk_full;
 mod docker;
 mod edge;
 mod engine_restart;
+mod git_providers;
 mod git_sources;
 mod hostile;
 mod lifecycle;
