@@ -27,6 +27,7 @@ mod networks;
 mod openapi;
 mod previews;
 mod private_network;
+mod secrets_at_rest;
 mod serving;
 mod tenancy;
 mod tls_acme;
