@@ -16,6 +16,7 @@ mod deploys;
 mod disk_full;
 mod docker;
 mod edge;
+mod edge_containers;
 mod engine_restart;
 mod git_providers;
 mod git_sources;
