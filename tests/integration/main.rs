@@ -32,3 +32,4 @@ mod secrets_at_rest;
 mod serving;
 mod tenancy;
 mod tls_acme;
+mod tls_edge;
