@@ -8,6 +8,7 @@ mod api_contract;
 mod api_projects;
 mod api_tokens;
 mod backup_s3;
+mod backup_schedule;
 mod cleanup;
 mod cli;
 mod console;
