@@ -29,6 +29,7 @@ mod networks;
 mod openapi;
 mod previews;
 mod private_network;
+mod private_repos;
 mod secrets_at_rest;
 mod serving;
 mod tenancy;
