@@ -7,7 +7,8 @@
 //! server's 401; with it the repository is fetched and deployed; a token the server
 //! revokes fails the next deploy with the same clear error. The token is never in an API
 //! answer, a deploy's log, the daemon's own log, nor (in the clear) the SQLite file or
-//! its WAL.
+//! its WAL. A server whose certificate the daemon does not trust is refused at once, with
+//! the reason, and gets no request.
 
 use std::{
     net::SocketAddr,
@@ -512,4 +513,54 @@ async fn a_private_repository_is_fetched_with_its_sealed_token_which_is_never_sh
     assert_token_absent("the SQLite file or its WAL", &store, &token);
     drop(daemon);
     drop(dir);
+}
+
+/// A git server whose certificate the daemon does not trust (here, the in-process daemon
+/// trusts the system's roots only) is refused with the reason, before any request is
+/// sent to it. This used to hang the fetch until its timeout, the API request being
+/// abandoned after 30 s: libgit2 refused the certificate on an error path that writes
+/// through a freed stream (see `source::egress`).
+#[tokio::test]
+async fn a_git_server_whose_certificate_is_not_trusted_is_refused_with_the_reason() {
+    let repo = Repo::new(&[("index.html", "x\n")]);
+    let served_root = repo.path().parent().unwrap().to_owned();
+    let dir_name = repo
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let token = format!("tok_{}", cantila::ids::random_base62(32));
+    let server = GitServer::start(served_root, &token).await;
+    let daemon = crate::support::TestDaemon::start_with(|c| {
+        c.git.allowed_networks = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let project = daemon.create_project("untrusted").await;
+    let refused = daemon
+        .post(
+            &format!("/v1/projects/{}/git", project["id"].as_str().unwrap()),
+            &daemon.admin_token,
+            json!({
+                "repo": server.url(&format!("/{dir_name}/.git")),
+                "branch": "main",
+                "accessToken": token,
+            }),
+        )
+        .await
+        .expect(422);
+    assert!(
+        refused
+            .error_message()
+            .contains("the TLS connection failed: the certificate of 127.0.0.1 is not trusted"),
+        "{}",
+        refused.text
+    );
+    assert!(!refused.text.contains(&token));
+    let seen = server.seen();
+    assert_eq!(
+        seen.anonymous + seen.refused + seen.served,
+        0,
+        "a request reached the server: {seen:?}"
+    );
 }
