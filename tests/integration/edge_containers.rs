@@ -259,12 +259,13 @@ async fn websockets_streams_the_body_limit_and_the_timeout_reach_a_container_app
     socket.close(None).await.unwrap();
 
     // A streamed response: the first chunk arrives while the app still holds the rest.
-    let mut streamed = client
-        .get(format!("{edge}/stream"))
-        .header("host", host)
-        .send()
-        .await
-        .unwrap();
+    let mut streamed = within(
+        Duration::from_secs(20),
+        "the head of a response whose body is held",
+        client.get(format!("{edge}/stream")).header("host", host).send(),
+    )
+    .await
+    .unwrap();
     assert_eq!(streamed.status(), 200);
     let first = within(
         Duration::from_secs(30),
