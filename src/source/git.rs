@@ -1117,8 +1117,9 @@ mod tests {
         );
     }
 
-    /// With the operator's allowance, the fetch reaches the loopback server through the
-    /// proxy's tunnel: the server receives a TLS ClientHello.
+    /// With the operator's allowance, the fetch reaches the loopback server: it receives
+    /// a TLS ClientHello (the proxy's own handshake, which checks its certificate before
+    /// a tunnel opens).
     #[test]
     fn an_allowed_network_is_reached_through_the_tunnel() {
         let (port, accepted, first_bytes) = counting_listener();
