@@ -21,9 +21,10 @@
 //! answers "accepted", after cutting every tunnel when the leaf fails, so nothing more
 //! reaches the server and the fetch fails on a closed connection, a path libgit2 cleans
 //! up in the right order. Left open: a server that shows the proxy a valid certificate
-//! and libgit2 one naming no host at all (no SAN of the host's kind, no CN) fails inside
-//! libgit2's handshake, before the callback, on the same error path; only a libgit2 that
-//! closes the TLS stream before the proxy's stream closes it.
+//! and libgit2 another that chains to a trusted root but names no host of the URL's kind
+//! and has no CN (an IP-address certificate for a host name) fails inside libgit2's
+//! connect, before the callback, on the same error path; only a libgit2 that closes the
+//! TLS stream before the proxy's stream closes it.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
