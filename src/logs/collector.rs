@@ -36,7 +36,8 @@ const MAX_BATCH: usize = 2_000;
 /// How long the writer gathers lines before storing them, so a chatty app costs one
 /// transaction (one fsync) per interval rather than one per line.
 const BATCH_WAIT: Duration = Duration::from_millis(100);
-/// How often lines past the age limit are dropped.
+/// How often lines past the age limit are dropped, at most: a short `max_age` is checked
+/// more often (`age_prune_interval`).
 const AGE_PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// A project over its byte cap is pruned to this fraction of it, so pruning runs once in a
 /// while rather than after every batch.
@@ -352,7 +353,7 @@ pub async fn run(app: AppState, stopped: impl Future<Output = ()>) {
         }
     });
     tokio::pin!(stopped);
-    let mut age_prune = tokio::time::interval(AGE_PRUNE_EVERY);
+    let mut age_prune = tokio::time::interval(age_prune_interval(app.config.logs.max_age()));
     let mut batch: Vec<NewLine> = Vec::with_capacity(MAX_BATCH);
     loop {
         tokio::select! {
@@ -487,9 +488,35 @@ async fn prune_by_age(app: &AppState, store: &Store) {
     }
 }
 
+/// How often lines past `max_age` are dropped: every minute, or every quarter of the
+/// window when that is shorter (never under a second), so a line outlives a short window
+/// by a quarter of it at most rather than by up to a minute.
+fn age_prune_interval(max_age: Duration) -> Duration {
+    (max_age / 4).clamp(Duration::from_secs(1), AGE_PRUNE_EVERY)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_windows_are_pruned_more_often() {
+        for (max_age_secs, expected_secs) in [
+            (7 * 86_400, 60),
+            (600, 60),
+            (240, 60),
+            (120, 30),
+            (20, 5),
+            (3, 1),
+            (1, 1),
+        ] {
+            assert_eq!(
+                age_prune_interval(Duration::from_secs(max_age_secs)),
+                Duration::from_secs(expected_secs),
+                "max_age {max_age_secs} s"
+            );
+        }
+    }
 
     #[test]
     fn a_resumed_read_skips_exactly_what_was_stored() {

@@ -6,9 +6,27 @@
 //! is a race a DNS server can win (rebinding), and a redirect from an allowed host could
 //! lead anywhere. libgit2 sends `CONNECT host:port` to a configured proxy for every https
 //! connection (`transports/httpclient.c`, `use_connect_proxy`) and then speaks TLS to the
-//! origin through the tunnel, verifying the origin's certificate as usual; the proxy
-//! resolves the name itself, checks every address, and connects only to a checked one.
+//! origin through the tunnel; the proxy resolves the name itself, checks every address,
+//! and connects only to a checked one.
+//!
+//! Certificates: libgit2 (1.9, `http_client_connect`) frees the proxy's stream before
+//! closing the TLS stream over it when a certificate is refused, and that close writes
+//! TLS's close_notify through the freed stream: a use-after-free that leaves the fetch
+//! thread blocked for good or writes into another descriptor, reachable by any https
+//! server with a certificate that does not verify. So libgit2 never refuses one here:
+//! before opening a tunnel the proxy verifies the origin in a TLS handshake of its own
+//! (`tls::OriginVerifier`), refusing the CONNECT when it fails (libgit2 then fails before
+//! any TLS, safely); libgit2's certificate callback verifies the leaf it received again
+//! with that handshake's intermediates (`ConnectProxy::accept_certificate`) and always
+//! answers "accepted", after cutting every tunnel when the leaf fails, so nothing more
+//! reaches the server and the fetch fails on a closed connection, a path libgit2 cleans
+//! up in the right order. Left open: a server that shows the proxy a valid certificate
+//! and libgit2 another that chains to a trusted root but names no host of the URL's kind
+//! and has no CN (an IP-address certificate for a host name) fails inside libgit2's
+//! connect, before the callback, on the same error path; only a libgit2 that closes the
+//! TLS stream before the proxy's stream closes it.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::ToSocketAddrs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -19,6 +37,8 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use ipnet::IpNet;
+
+use crate::tls::{OriginVerifier, ServerChain};
 
 /// The largest CONNECT request head read; libgit2's is a few hundred bytes.
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
@@ -175,6 +195,9 @@ pub(crate) enum ProxyRefusal {
     NotPermitted,
     /// A permitted address did not accept the connection.
     ConnectFailed(String),
+    /// The origin's certificate did not verify (in the proxy's own handshake, or the leaf
+    /// libgit2 received): the reason.
+    Untrusted(String),
 }
 
 /// A CONNECT proxy on a loopback port for the duration of one fetch. Dropping it stops
@@ -191,10 +214,21 @@ struct Shared {
     stopped: AtomicBool,
     /// The last refusal, read by the fetch to explain its failure.
     refusal: Mutex<Option<ProxyRefusal>>,
+    verifier: OriginVerifier,
+    /// Each host's chain as the proxy's own handshake verified it, by `host_key`.
+    chains: Mutex<HashMap<String, ServerChain>>,
+    /// The origin side of every tunnel opened, so that a refused leaf cuts them all.
+    tunnels: Mutex<Vec<TcpStream>>,
+    /// Set once a leaf was refused: later CONNECTs of the fetch are refused at once.
+    untrusted: AtomicBool,
 }
 
 impl ConnectProxy {
-    pub(crate) fn start(policy: EgressPolicy, deadline: Instant) -> io::Result<Self> {
+    pub(crate) fn start(
+        policy: EgressPolicy,
+        deadline: Instant,
+        verifier: OriginVerifier,
+    ) -> io::Result<Self> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
         let address = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -202,6 +236,10 @@ impl ConnectProxy {
             deadline,
             stopped: AtomicBool::new(false),
             refusal: Mutex::new(None),
+            verifier,
+            chains: Mutex::new(HashMap::new()),
+            tunnels: Mutex::new(Vec::new()),
+            untrusted: AtomicBool::new(false),
         });
         let accepting = Arc::clone(&shared);
         let acceptor = std::thread::Builder::new()
@@ -222,6 +260,39 @@ impl ConnectProxy {
     pub(crate) fn refusal(&self) -> Option<ProxyRefusal> {
         lock(&self.shared.refusal).clone()
     }
+
+    /// Whether `leaf` (DER), which libgit2 received for `host` through a tunnel, is
+    /// trusted: verified with the intermediates of the proxy's own handshake with `host`.
+    /// When it is not, every tunnel is cut before this returns, so nothing libgit2 sends
+    /// afterwards reaches the server, and the reason is kept for the fetch's error.
+    pub(crate) fn accept_certificate(&self, leaf: &[u8], host: &str) -> bool {
+        let shared = &self.shared;
+        let chain = lock(&shared.chains).get(&host_key(host)).cloned();
+        let verdict = match chain {
+            Some(chain) => shared.verifier.verify_leaf(leaf, &chain, host),
+            None => Err(format!(
+                "the certificate of {host} came over a connection the proxy did not verify"
+            )),
+        };
+        let Err(why) = verdict else {
+            return true;
+        };
+        shared.untrusted.store(true, Ordering::SeqCst);
+        *lock(&shared.refusal) = Some(ProxyRefusal::Untrusted(why));
+        for tunnel in lock(&shared.tunnels).iter() {
+            let _ = tunnel.shutdown(Shutdown::Both);
+        }
+        false
+    }
+}
+
+/// The key of a host in `Shared::chains`: libgit2's callback and the CONNECT line may
+/// differ in case and in the brackets of an IPv6 address.
+fn host_key(host: &str) -> String {
+    host.strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+        .unwrap_or(host)
+        .to_ascii_lowercase()
 }
 
 impl Drop for ConnectProxy {
@@ -281,13 +352,36 @@ fn serve_client(mut client: TcpStream, shared: &Shared) -> io::Result<()> {
         client.write_all(b"HTTP/1.1 403 Forbidden\r\nConnection: close\r\n\r\n")?;
         return Ok(());
     }
+    if shared.untrusted.load(Ordering::SeqCst) {
+        client.write_all(b"HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\n\r\n")?;
+        return Ok(());
+    }
     let mut last_error = None;
     let mut upstream = None;
     for address in permitted {
-        let Some(remaining) = shared.deadline.checked_duration_since(Instant::now()) else {
-            break;
+        // The origin's certificate first, in a handshake of the proxy's own (see the
+        // module's comment), then the tunnel's connection to the same address.
+        let probe = match connect_before(&address, shared.deadline) {
+            Ok(stream) => stream,
+            Err(error) => {
+                last_error = Some(error);
+                continue;
+            }
         };
-        match TcpStream::connect_timeout(&address, remaining) {
+        match shared.verifier.handshake(probe, &target.0) {
+            Ok(chain) => {
+                lock(&shared.chains).insert(host_key(&target.0), chain);
+            }
+            // Past the deadline the fetch reports its timeout, not this.
+            Err(_) if Instant::now() >= shared.deadline => break,
+            Err(why) => {
+                tracing::debug!(target = %target.0, reason = %why, "refused a git fetch: the certificate did not verify");
+                *lock(&shared.refusal) = Some(ProxyRefusal::Untrusted(why));
+                client.write_all(b"HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\n\r\n")?;
+                return Ok(());
+            }
+        }
+        match connect_before(&address, shared.deadline) {
             Ok(stream) => {
                 upstream = Some(stream);
                 break;
@@ -308,6 +402,8 @@ fn serve_client(mut client: TcpStream, shared: &Shared) -> io::Result<()> {
         .max(std::time::Duration::from_millis(1));
     upstream.set_read_timeout(Some(remaining))?;
     upstream.set_write_timeout(Some(remaining))?;
+    // Registered before the client may speak TLS through it, so a refused leaf cuts it.
+    lock(&shared.tunnels).push(upstream.try_clone()?);
     client.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")?;
     upstream.write_all(&early)?;
     let mut upstream_reader = upstream.try_clone()?;
@@ -322,6 +418,22 @@ fn serve_client(mut client: TcpStream, shared: &Shared) -> io::Result<()> {
     let _ = upstream.shutdown(Shutdown::Write);
     let _ = downstream.join();
     Ok(())
+}
+
+/// A connection to `address` opened before `deadline`, with the time left as its read and
+/// write timeouts.
+fn connect_before(address: &SocketAddr, deadline: Instant) -> io::Result<TcpStream> {
+    let Some(remaining) = deadline.checked_duration_since(Instant::now()) else {
+        return Err(io::ErrorKind::TimedOut.into());
+    };
+    let stream = TcpStream::connect_timeout(address, remaining)?;
+    let remaining = deadline
+        .checked_duration_since(Instant::now())
+        .unwrap_or_default()
+        .max(std::time::Duration::from_millis(1));
+    stream.set_read_timeout(Some(remaining))?;
+    stream.set_write_timeout(Some(remaining))?;
+    Ok(stream)
 }
 
 /// Reads up to the blank line ending the request head; returns the head and any bytes
@@ -531,7 +643,9 @@ mod tests {
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let deadline = Instant::now() + std::time::Duration::from_secs(10);
-        let proxy = ConnectProxy::start(EgressPolicy::default(), deadline).unwrap();
+        let proxy =
+            ConnectProxy::start(EgressPolicy::default(), deadline, OriginVerifier::system())
+                .unwrap();
         for target in [
             format!("127.0.0.1:{port}"),
             format!("localhost:{port}"),
@@ -557,31 +671,92 @@ mod tests {
         );
     }
 
-    /// With the network allowed, the proxy tunnels bytes to the target and back.
+    fn connect_through(proxy: &ConnectProxy, target: &str) -> (TcpStream, String) {
+        let mut client = TcpStream::connect(proxy.address).unwrap();
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        write!(client, "CONNECT {target} HTTP/1.1\r\n\r\n").unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && client.read(&mut byte).unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        (client, String::from_utf8_lossy(&head).into_owned())
+    }
+
+    fn loopback_proxy(verifier: OriginVerifier) -> ConnectProxy {
+        let allowed = ["127.0.0.0/8".parse().unwrap()];
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        ConnectProxy::start(EgressPolicy::new(&allowed), deadline, verifier).unwrap()
+    }
+
+    /// With the network allowed and the origin's certificate verified by a handshake of
+    /// the proxy's own, the proxy tunnels to the target: TLS through it reaches the
+    /// origin and back.
     #[test]
     fn the_proxy_tunnels_to_an_allowed_network() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let echo = std::thread::spawn(move || {
-            let (mut stream, _) = listener.accept().unwrap();
-            let mut buffer = [0u8; 5];
-            stream.read_exact(&mut buffer).unwrap();
-            stream.write_all(&buffer).unwrap();
-        });
-        let allowed = ["127.0.0.0/8".parse().unwrap()];
-        let deadline = Instant::now() + std::time::Duration::from_secs(10);
-        let proxy = ConnectProxy::start(EgressPolicy::new(&allowed), deadline).unwrap();
-        let mut client = TcpStream::connect(proxy.address).unwrap();
-        write!(client, "CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n").unwrap();
-        let established = b"HTTP/1.1 200 Connection Established\r\n\r\n";
-        let mut answer = vec![0u8; established.len()];
-        client.read_exact(&mut answer).unwrap();
-        assert_eq!(answer, established);
-        client.write_all(b"hello").unwrap();
+        let (ca, chain, key) = crate::tls::test_ca_and_leaf(&["127.0.0.1"]);
+        let identity = (chain, key);
+        let (port, received) = crate::tls::test_tls_server(vec![identity.clone(), identity]);
+        let proxy = loopback_proxy(OriginVerifier::trusting_pem(ca.as_bytes()).unwrap());
+        let (client, head) = connect_through(&proxy, &format!("127.0.0.1:{port}"));
+        assert_eq!(head, "HTTP/1.1 200 Connection Established\r\n\r\n");
+        let mut tls = crate::tls::test_tls_client(client, &ca, "127.0.0.1");
+        tls.write_all(b"hello").unwrap();
         let mut echoed = [0u8; 5];
-        client.read_exact(&mut echoed).unwrap();
+        tls.read_exact(&mut echoed).unwrap();
         assert_eq!(&echoed, b"hello");
-        echo.join().unwrap();
         assert_eq!(proxy.refusal(), None);
+        // The proxy's own handshake came first, with nothing sent after it.
+        let (first, bytes) = received.recv().unwrap();
+        assert_eq!((first, bytes), (0, Vec::new()));
+    }
+
+    /// An origin whose certificate does not verify gets no tunnel: the CONNECT is refused
+    /// with the reason kept for the fetch.
+    #[test]
+    fn an_untrusted_origin_gets_no_tunnel() {
+        let (_, chain, key) = crate::tls::test_ca_and_leaf(&["127.0.0.1"]);
+        let (other_ca, _, _) = crate::tls::test_ca_and_leaf(&["127.0.0.1"]);
+        let (port, _) = crate::tls::test_tls_server(vec![(chain, key)]);
+        let proxy = loopback_proxy(OriginVerifier::trusting_pem(other_ca.as_bytes()).unwrap());
+        let (_, head) = connect_through(&proxy, &format!("127.0.0.1:{port}"));
+        assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+        let Some(ProxyRefusal::Untrusted(why)) = proxy.refusal() else {
+            panic!("{:?}", proxy.refusal());
+        };
+        assert!(why.contains("not trusted"), "{why}");
+    }
+
+    /// A leaf libgit2 received that does not verify cuts every tunnel at once: what the
+    /// client sends afterwards never reaches the origin, and later CONNECTs are refused.
+    #[test]
+    fn a_refused_leaf_cuts_every_tunnel() {
+        let (ca, chain, key) = crate::tls::test_ca_and_leaf(&["127.0.0.1"]);
+        let identity = (chain.clone(), key);
+        let (port, received) = crate::tls::test_tls_server(vec![identity.clone(), identity]);
+        let proxy = loopback_proxy(OriginVerifier::trusting_pem(ca.as_bytes()).unwrap());
+        let (client, head) = connect_through(&proxy, &format!("127.0.0.1:{port}"));
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let mut tls = crate::tls::test_tls_client(client, &ca, "127.0.0.1");
+        tls.write_all(b"hello").unwrap();
+        let mut echoed = [0u8; 5];
+        tls.read_exact(&mut echoed).unwrap();
+        // The leaf the origin presented passes; a stranger's does not.
+        assert!(proxy.accept_certificate(&crate::tls::test_leaf_der(&chain), "127.0.0.1"));
+        let (_, stranger, _) = crate::tls::test_ca_and_leaf(&["127.0.0.1"]);
+        assert!(!proxy.accept_certificate(&crate::tls::test_leaf_der(&stranger), "127.0.0.1"));
+        let _ = tls.write_all(b"secret");
+        let _ = tls.flush();
+        let mut reports: Vec<(usize, Vec<u8>)> = received.iter().take(2).collect();
+        reports.sort();
+        assert_eq!(reports, [(0, Vec::new()), (1, b"hello".to_vec())]);
+        let Some(ProxyRefusal::Untrusted(why)) = proxy.refusal() else {
+            panic!("{:?}", proxy.refusal());
+        };
+        assert!(why.contains("not trusted"), "{why}");
+        let (_, head) = connect_through(&proxy, &format!("127.0.0.1:{port}"));
+        assert!(head.starts_with("HTTP/1.1 502"), "{head}");
     }
 }

@@ -12,14 +12,15 @@ use std::sync::{mpsc, Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use git2::{
-    AutotagOption, Cred, ErrorClass, ErrorCode, FetchOptions, FetchPrune, ObjectType, Oid,
-    ProxyOptions, RemoteCallbacks, Repository, Tree,
+    AutotagOption, CertificateCheckStatus, Cred, ErrorClass, ErrorCode, FetchOptions, FetchPrune,
+    ObjectType, Oid, ProxyOptions, RemoteCallbacks, Repository, Tree,
 };
 
 use crate::error::Error;
 use crate::source::egress::{ConnectProxy, EgressPolicy, ProxyRefusal};
 use crate::source::refs::{is_sha_like, GitRef};
 use crate::source::repo::RepoLocation;
+use crate::tls::OriginVerifier;
 
 /// The user name GitHub, Gitea and GitLab accept alongside an access token as password.
 const TOKEN_USER: &str = "x-access-token";
@@ -168,12 +169,25 @@ impl Mirror {
     /// itself at the deadline whenever git2 hands it control, and is abandoned (it ends
     /// when the connection does) if the remote stalls inside a single read. An https
     /// fetch connects only where `egress` permits, checked at each connection.
+    /// Certificates are verified against the system's roots (`tls::OriginVerifier`).
     pub fn fetch(
         &self,
         location: &RepoLocation,
         token: Option<&str>,
         timeout: Duration,
         egress: &EgressPolicy,
+    ) -> Result<FetchOutcome, SourceError> {
+        self.fetch_trusting(location, token, timeout, egress, OriginVerifier::system())
+    }
+
+    /// `fetch`, verifying https servers' certificates with `verifier`.
+    pub(crate) fn fetch_trusting(
+        &self,
+        location: &RepoLocation,
+        token: Option<&str>,
+        timeout: Duration,
+        egress: &EgressPolicy,
+        verifier: OriginVerifier,
     ) -> Result<FetchOutcome, SourceError> {
         if let RepoLocation::Local(local) = location {
             check_local_repository(local.as_path())?;
@@ -195,6 +209,7 @@ impl Mirror {
             deadline: Instant::now() + timeout,
             timeout,
             abandoned: Arc::new(AtomicBool::new(false)),
+            verifier,
         };
         let abandoned = Arc::clone(&job.abandoned);
         let (sender, receiver) = mpsc::sync_channel(1);
@@ -390,6 +405,8 @@ struct FetchJob {
     timeout: Duration,
     /// Set by the caller when it stopped waiting; the callbacks then abort at once.
     abandoned: Arc<AtomicBool>,
+    /// What https servers' certificates are verified with (by the proxy).
+    verifier: OriginVerifier,
 }
 
 impl FetchJob {
@@ -413,9 +430,11 @@ impl FetchJob {
         }
         let repo = Repository::open_bare(&self.mirror_path).map_err(git_failure)?;
         let proxy = match &self.egress {
-            Some(policy) => Some(ConnectProxy::start(policy.clone(), self.deadline).map_err(
-                |error| SourceError::Io(format!("cannot start the fetch proxy: {error}")),
-            )?),
+            Some(policy) => Some(
+                ConnectProxy::start(policy.clone(), self.deadline, self.verifier.clone()).map_err(
+                    |error| SourceError::Io(format!("cannot start the fetch proxy: {error}")),
+                )?,
+            ),
             None => None,
         };
         let timed_out = AtomicBool::new(false);
@@ -427,6 +446,9 @@ impl FetchJob {
                     Some(ProxyRefusal::ConnectFailed(why)) => SourceError::Unreachable(format!(
                         "cannot connect to the repository's host: {why}"
                     )),
+                    Some(ProxyRefusal::Untrusted(why)) => {
+                        SourceError::Unreachable(format!("the TLS connection failed: {why}"))
+                    }
                     None => self.classify(&error, &timed_out, &auth_rejected),
                 },
             )
@@ -462,6 +484,20 @@ impl FetchJob {
                 }
             }
         });
+        if let Some(proxy) = proxy {
+            // Never refused here, whatever libgit2's own check found: its error path after
+            // a refused certificate uses the proxy's stream after freeing it (see
+            // `source::egress`). The proxy verified the origin already; a leaf that fails
+            // its second check has had every tunnel cut by now, so the fetch fails on the
+            // closed connection, with the proxy's reason.
+            callbacks.certificate_check(move |certificate, host| {
+                let leaf = certificate.as_x509().map(|x509| x509.data().to_vec());
+                if !leaf.is_some_and(|leaf| proxy.accept_certificate(&leaf, host)) {
+                    tracing::debug!(%host, "a git server's certificate did not verify; its tunnels are cut");
+                }
+                Ok(CertificateCheckStatus::CertificateOk)
+            });
+        }
         callbacks.transfer_progress(|_progress| still_in_time());
         callbacks.sideband_progress(|_text| still_in_time());
         callbacks.update_tips(|_name, _old, _new| still_in_time());
@@ -1070,6 +1106,7 @@ mod tests {
             deadline: Instant::now() + GENEROUS,
             timeout: GENEROUS,
             abandoned: Arc::new(AtomicBool::new(false)),
+            verifier: OriginVerifier::system(),
         };
         let error = job.run().unwrap_err();
         assert!(matches!(error, SourceError::HostRefused), "{error:?}");
@@ -1080,8 +1117,9 @@ mod tests {
         );
     }
 
-    /// With the operator's allowance, the fetch reaches the loopback server through the
-    /// proxy's tunnel: the server receives a TLS ClientHello.
+    /// With the operator's allowance, the fetch reaches the loopback server: it receives
+    /// a TLS ClientHello (the proxy's own handshake, which checks its certificate before
+    /// a tunnel opens).
     #[test]
     fn an_allowed_network_is_reached_through_the_tunnel() {
         let (port, accepted, first_bytes) = counting_listener();
@@ -1104,6 +1142,65 @@ mod tests {
             Some(&0x16),
             "a TLS handshake record: {hello:?}"
         );
+    }
+
+    /// An https server whose certificate does not verify fails the fetch at once, with
+    /// the reason. Before the proxy verified certificates, libgit2 refused it on an error
+    /// path that writes through a freed stream (see `source::egress`): the fetch thread
+    /// blocked for good and the fetch ended only with its timeout.
+    #[test]
+    fn an_untrusted_certificate_fails_the_fetch_with_the_reason() {
+        let (_, chain, key) = crate::tls::test_ca_and_leaf(&["127.0.0.1"]);
+        let (port, _) = crate::tls::test_tls_server(vec![(chain, key)]);
+        let data = TempDir::new().unwrap();
+        let mirror = mirror_in(&data);
+        let location = RepoLocation::parse(&format!("https://127.0.0.1:{port}/x.git")).unwrap();
+        let error = mirror
+            .fetch(&location, Some("tok_x"), GENEROUS, &loopback_allowed())
+            .unwrap_err();
+        let SourceError::Unreachable(why) = &error else {
+            panic!("{error:?}");
+        };
+        assert!(
+            why.starts_with(
+                "the TLS connection failed: the certificate of 127.0.0.1 is not trusted"
+            ),
+            "{why}"
+        );
+        assert!(!Error::from(error).to_string().contains("tok_x"));
+    }
+
+    /// A server that shows the proxy a trusted certificate and libgit2 another one gets
+    /// nothing over libgit2's connection: the tunnel is cut before the first request, so
+    /// neither a request nor the token reaches it.
+    #[test]
+    fn a_server_switching_certificates_gets_no_request() {
+        let (ca, chain, key) = crate::tls::test_ca_and_leaf(&["127.0.0.1"]);
+        let (_, stranger_chain, stranger_key) = crate::tls::test_ca_and_leaf(&["127.0.0.1"]);
+        let (port, received) =
+            crate::tls::test_tls_server(vec![(chain, key), (stranger_chain, stranger_key)]);
+        let data = TempDir::new().unwrap();
+        let mirror = mirror_in(&data);
+        let location = RepoLocation::parse(&format!("https://127.0.0.1:{port}/x.git")).unwrap();
+        let verifier = OriginVerifier::trusting_pem(ca.as_bytes()).unwrap();
+        let error = mirror
+            .fetch_trusting(
+                &location,
+                Some("tok_x"),
+                GENEROUS,
+                &loopback_allowed(),
+                verifier,
+            )
+            .unwrap_err();
+        let SourceError::Unreachable(why) = &error else {
+            panic!("{error:?}");
+        };
+        assert!(why.contains("not trusted"), "{why}");
+        let mut reports: Vec<(usize, Vec<u8>)> = (0..2)
+            .map(|_| received.recv_timeout(GENEROUS).unwrap())
+            .collect();
+        reports.sort();
+        assert_eq!(reports, [(0, Vec::new()), (1, Vec::new())]);
     }
 
     #[test]
@@ -1177,6 +1274,7 @@ mod tests {
             deadline: Instant::now() + GENEROUS,
             timeout: GENEROUS,
             abandoned: Arc::new(AtomicBool::new(false)),
+            verifier: OriginVerifier::system(),
         };
         let error = job.run().unwrap_err();
         assert!(matches!(error, SourceError::AuthFailed), "{error:?}");

@@ -1,6 +1,6 @@
 //! TLS for the edge: certificates from ACME, from the operator's directory or from a local
 //! CA, served through one SNI resolver, and the `[tls]` configuration that chooses between
-//! them.
+//! them. Also the check of git servers' certificates for fetches ([`OriginVerifier`]).
 //!
 //! Sole user of rustls, tokio-rustls, rcgen, instant-acme, hyper-rustls, notify and
 //! x509-parser. None of their types appear in this module's public API with one
@@ -23,6 +23,7 @@
 //! [`Tls::challenges`]; redirect HTTP to HTTPS only when [`Tls::has_certificate`].
 
 mod acme;
+mod origin;
 mod resolver;
 mod self_signed;
 mod store;
@@ -40,6 +41,12 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 pub use acme::CertificateState;
+#[cfg(test)]
+pub(crate) use origin::tests::{
+    ca_and_leaf as test_ca_and_leaf, leaf_der as test_leaf_der, tls_client as test_tls_client,
+    tls_server as test_tls_server,
+};
+pub use origin::{OriginVerifier, ServerChain};
 pub use store::{CertSource, CertStatus, ManualProblem};
 
 use acme::{AcmeIssuer, Http01Challenges};

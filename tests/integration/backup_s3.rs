@@ -70,7 +70,7 @@ impl TestBucket {
         self.bucket.name().to_owned()
     }
 
-    async fn get(&self, key: &str) -> Option<Vec<u8>> {
+    pub(crate) async fn get(&self, key: &str) -> Option<Vec<u8>> {
         let url = self
             .bucket
             .get_object(Some(&self.credentials), key)
@@ -238,7 +238,7 @@ pub(crate) async fn wait_remote(daemon: &TestDaemon, id: &str, wanted: &str) -> 
     panic!("the copy of backup {id} never became {wanted}: {backup}");
 }
 
-async fn audit_actions(daemon: &TestDaemon, target: &str) -> Vec<String> {
+pub(crate) async fn audit_actions(daemon: &TestDaemon, target: &str) -> Vec<String> {
     let audit = daemon
         .get("/v1/audit?limit=200", &daemon.admin_token)
         .await

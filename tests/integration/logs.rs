@@ -1,7 +1,8 @@
 //! Runtime logs end to end on the real engine: an app that prints lines at start and on
 //! request (a CGI script writing to the container's stdout and stderr), its lines collected
 //! with their tags, filtered by time, instance, stream and text, followed over SSE and
-//! resumed with `Last-Event-ID`, kept exactly once across daemon restarts, and capped.
+//! resumed with `Last-Event-ID`, kept exactly once across daemon restarts, capped, and
+//! dropped once older than `[logs] max_age`.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::{
     deploys::{app_answer, cleanup, Repo},
-    support::TestDaemon,
+    support::{wait_until, TestDaemon},
 };
 
 /// An app that writes two lines at start (`boot one` on stdout, `boot two` on stderr) and,
@@ -498,6 +499,53 @@ async fn the_size_cap_drops_the_oldest_lines_first() {
     assert_eq!(said, expected);
     assert!(first > 0, "some request lines were dropped too");
     cleanup(&project_id).await;
+}
+
+/// How many of the project's stored lines contain `needle`, read from the SQLite file
+/// beside the running daemon: what pruning left, whatever a read would show.
+fn stored_lines(daemon: &TestDaemon, project_id: &str, needle: &str) -> i64 {
+    let connection = rusqlite::Connection::open_with_flags(
+        daemon.data_dir().join("cantila.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    connection
+        .query_row(
+            "SELECT count(*) FROM runtime_logs WHERE project_id = ?1 AND instr(line, ?2) > 0",
+            [project_id, needle],
+            |row| row.get(0),
+        )
+        .unwrap()
+}
+
+/// `[logs] max_age`: a line older than the window is dropped while the daemon runs (from
+/// the store, not only from reads; by a later pass than the one at start), and collection
+/// goes on with the lines after it.
+#[tokio::test]
+async fn lines_older_than_max_age_are_pruned_while_newer_ones_are_collected() {
+    let daemon = TestDaemon::start_with(|c| c.logs.max_age = "10s".to_owned()).await;
+    let repo = talking_app();
+    let (project_id, _) = daemon.connected_project("aging", &repo).await;
+    let deploy = daemon.deploy(&project_id, None).await;
+    assert_eq!(deploy["status"], "running", "{deploy}");
+    let host = "aging.admin.test.local";
+    wait_for_line(&daemon, &project_id, "", "boot one").await;
+    wait_for_line(&daemon, &project_id, "", "boot two").await;
+    assert_eq!(stored_lines(&daemon, &project_id, "boot "), 2);
+
+    let pruned = || async {
+        let read = logs(&daemon, &project_id, "since=1h").await;
+        stored_lines(&daemon, &project_id, "boot ") == 0
+            && !texts(&read).iter().any(|line| line.starts_with("boot "))
+    };
+    wait_until(Duration::from_secs(60), "the boot lines age out", pruned).await;
+
+    // Lines after them are collected, stored and read as before.
+    say(&daemon, host, "after-pruning").await;
+    wait_for_line(&daemon, &project_id, "since=1h", "said: after-pruning").await;
+    wait_for_line(&daemon, &project_id, "since=1h", "warned: after-pruning").await;
+    assert_eq!(stored_lines(&daemon, &project_id, "after-pruning"), 2);
+    assert_eq!(stored_lines(&daemon, &project_id, "boot "), 0);
 }
 
 #[tokio::test]

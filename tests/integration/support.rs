@@ -475,9 +475,22 @@ impl BinaryDaemon {
         log: &Path,
         log_filter: &str,
     ) -> Self {
+        Self::start_from_file_with_env(config_file, data_dir, log, log_filter, &[]).await
+    }
+
+    /// `start_from_file` with extra environment variables for the daemon's process only
+    /// (e.g. `SSL_CERT_FILE`, which would reach every test of this binary if set here).
+    pub async fn start_from_file_with_env(
+        config_file: &Path,
+        data_dir: &Path,
+        log: &Path,
+        log_filter: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_cantila"))
             .args(["serve", "--config", &config_file.display().to_string()])
             .env("RUST_LOG", log_filter)
+            .envs(env.iter().copied())
             .stderr(std::fs::File::create(log).expect("create the daemon's log file"))
             .spawn()
             .expect("start cantila serve");
