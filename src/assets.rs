@@ -7,7 +7,6 @@
 //! never past `MAX_EXTRACT_BYTES`.
 
 use std::{
-    collections::HashMap,
     path::{Component, Path, PathBuf},
     time::Duration,
 };
@@ -20,6 +19,7 @@ use crate::{
     deploy::{Deploy, DeployStatus},
     edge::{routes::AssetMount, static_files},
     error::{Error, Result},
+    labels::Labels,
     pagination::{Page, PageRequest},
     plan::SourcePlan,
     projects::{self, Project},
@@ -254,14 +254,7 @@ async fn extract(
     let engine = app.engine().await?;
     let workdir = engine.image_workdir(image).await?;
     let source = format!("{}/{dir}", workdir.trim_end_matches('/'));
-    let labels = HashMap::from([
-        ("cantila.helper-for".to_owned(), project.id.clone()),
-        (
-            "cantila.kind".to_owned(),
-            crate::backup::HELPER_KIND.to_owned(),
-        ),
-        ("cantila.installation".to_owned(), app.installation.clone()),
-    ]);
+    let labels = Labels::helper(&app.installation, &project.id).to_map();
     let helper = engine
         .create_helper(
             &format!(

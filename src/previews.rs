@@ -16,9 +16,10 @@ use sha2::{Digest, Sha256};
 use crate::{
     accounts::Actor,
     audit, clock,
-    deploy::{self, Deploy, DeployStatus, LogLine, ReleaseTarget, PREVIEW_LABEL},
+    deploy::{self, Deploy, DeployStatus, LogLine, ReleaseTarget},
     error::{Error, Result},
     ids,
+    labels::Filter,
     names::{EnvKey, Hostname},
     projects::{self, Project},
     source::GitRef,
@@ -627,7 +628,7 @@ async fn free_resources(app: &AppState, preview: &Preview, deploys: &[Deploy]) {
     if let Ok(engine) = app.engine().await {
         let grace = Duration::from_secs(app.config.deploy.stop_grace_secs);
         for container in engine
-            .containers(&[(PREVIEW_LABEL, &preview.id)])
+            .containers_matching(&Filter::new().preview(&preview.id))
             .await
             .unwrap_or_default()
         {

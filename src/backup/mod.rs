@@ -8,7 +8,7 @@
 mod archive;
 pub mod remote;
 
-pub use archive::{sqlite_file_exists, HELPER_KIND};
+pub use archive::sqlite_file_exists;
 pub mod schedule;
 
 use std::path::PathBuf;

@@ -13,6 +13,7 @@ use crate::{
     audit, clock,
     error::{Error, Result},
     ids,
+    labels::Filter,
     names::{MountPath, VolumeName},
     projects::{self, Project},
     state::AppState,
@@ -415,9 +416,8 @@ async fn sqlite_volume_mounted(app: &AppState, project: &Project) -> Result<bool
     let engine = app.engine().await?;
     // Helpers carry `cantila.helper-for`, not `cantila.project`: they are not counted, nor
     // are a preview's containers, which mount no volume of the project.
-    Ok(engine
-        .containers(&[("cantila.project", &project.id)])
+    Ok(!engine
+        .containers_matching(&Filter::production(&project.id))
         .await?
-        .iter()
-        .any(|c| !c.labels.contains_key(crate::deploy::PREVIEW_LABEL)))
+        .is_empty())
 }

@@ -20,7 +20,7 @@ use crate::{
     accounts::Actor,
     audit, clock,
     error::{Error, Result},
-    ids, live,
+    ids, labels, live,
     pagination::{Page, PageRequest},
     state::AppState,
     store::{self, Store},
@@ -124,12 +124,9 @@ impl ReleaseTarget {
 
     /// Whether a container (by its `cantila.preview` label) belongs to this target.
     pub fn owns_container(&self, labels: &HashMap<String, String>) -> bool {
-        labels.get(PREVIEW_LABEL).map(String::as_str) == self.preview_id()
+        labels::get(labels, labels::Key::Preview) == self.preview_id()
     }
 }
-
-/// The label every container of a preview carries, with the preview's id.
-pub const PREVIEW_LABEL: &str = "cantila.preview";
 
 impl Deploy {
     pub fn target(&self) -> ReleaseTarget {

@@ -10,6 +10,7 @@ use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
 use ipnet::Ipv4Net;
 
 use super::{DockerError, Engine};
+use crate::labels::Filter;
 
 /// Where network subnets come from: a range of IPv4 addresses cut into subnets of one
 /// size. Invariant: `prefix_len` is at least the range's own prefix and at most 28, so the
@@ -232,6 +233,17 @@ impl Engine {
             .filter_map(|config| config.subnet?.parse::<Ipv4Net>().ok())
             .map(|net| net.trunc())
             .collect())
+    }
+
+    /// Networks the label filter selects: listed by its pairs, then checked for the labels
+    /// it wants absent.
+    pub async fn networks_matching(
+        &self,
+        filter: &Filter<'_>,
+    ) -> Result<Vec<NetworkSummary>, DockerError> {
+        let mut found = self.networks(&filter.pairs()).await?;
+        found.retain(|network| filter.matches(&network.labels));
+        Ok(found)
     }
 
     /// Networks whose labels match every `key=value` given.
