@@ -16,6 +16,8 @@ use crate::{
     store::{self, Store},
 };
 
+pub use crate::model::account::{Account, TokenRecord};
+
 /// Every token starts with this, so secret scanners and people recognise it.
 pub const TOKEN_PREFIX: &str = "sk_live_";
 /// Random characters after the prefix: 40 base62 characters, 238 bits.
@@ -24,26 +26,6 @@ const TOKEN_RANDOM_LENGTH: usize = 40;
 const TOKEN_DISPLAY_PREFIX_LENGTH: usize = TOKEN_PREFIX.len() + 4;
 /// `last_used_at` is written at most this often per token, so reads do not become writes.
 const TOUCH_INTERVAL: time::Duration = time::Duration::seconds(60);
-
-#[derive(Debug, Clone)]
-pub struct Account {
-    pub id: String,
-    pub handle: Handle,
-    pub created_at: String,
-}
-
-/// A token as stored: everything but the secret.
-#[derive(Debug, Clone)]
-pub struct TokenRecord {
-    pub id: String,
-    pub account_id: String,
-    pub name: Option<String>,
-    pub scope: Scope,
-    pub prefix: String,
-    pub created_at: String,
-    pub last_used_at: Option<String>,
-    pub revoked_at: Option<String>,
-}
 
 /// A freshly minted token: the only moment its secret is known.
 #[derive(Debug)]

@@ -27,19 +27,13 @@ use crate::{
     store,
 };
 
+pub use crate::model::asset::Asset;
+
 /// The most bytes of assets copied out of one image.
 const MAX_EXTRACT_BYTES: u64 = 512 * 1024 * 1024;
 
-/// One file of a release's assets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Asset {
-    /// The URL path below the site's root, without a leading slash.
-    pub path: String,
-    pub size_bytes: i64,
-    pub content_type: String,
-    pub sha256: String,
-}
-
+/// The cache policies are the edge's, so they are chosen here rather than with the
+/// index entry's data in `model`.
 impl Asset {
     /// The `Cache-Control` the edge serves the file with: HTML revalidates, the rest may
     /// be cached briefly.
@@ -49,11 +43,6 @@ impl Asset {
         } else {
             static_files::CACHE_ASSETS
         }
-    }
-
-    /// The strong `ETag`: the content's SHA-256.
-    pub fn etag(&self) -> String {
-        format!("\"{}\"", self.sha256)
     }
 }
 

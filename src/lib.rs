@@ -26,6 +26,7 @@ pub mod labels;
 pub mod live;
 pub mod logs;
 pub mod metrics;
+pub mod model;
 pub mod names;
 pub mod networks;
 pub mod pagination;

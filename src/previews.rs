@@ -27,6 +27,8 @@ use crate::{
     store,
 };
 
+pub use crate::model::preview::Preview;
+
 /// Env keys of production that a preview never inherits: a preview must never reach
 /// production's data. They are what a wired database sets (`DATABASE_URL`, which most
 /// frameworks read, and libpq's `PG*`), here also when set by hand; a preview that needs a
@@ -46,30 +48,6 @@ pub const PREVIEW_ENV_KEYS: &[&str] = &[
     "CANTILA_PREVIEW_URL",
     "CANTILA_PREVIEW_ID",
 ];
-
-/// A preview as stored.
-#[derive(Debug, Clone)]
-pub struct Preview {
-    pub id: String,
-    pub project_id: String,
-    /// Lowercase, one label under the base domain; unique across all accounts.
-    pub hostname: String,
-    /// The branch it follows; `None` for a preview of a tag or a commit.
-    pub branch: Option<String>,
-    /// What was asked for: the branch name, a tag or a commit.
-    pub git_ref: String,
-    pub pull_request: Option<u32>,
-    /// Env overrides, sealed JSON (`{"KEY": "value"}`).
-    pub sealed_env: Option<Vec<u8>>,
-    /// Idle time before the expiry sweep removes it.
-    pub ttl_secs: u64,
-    /// What created it: `api` or `webhook`.
-    pub trigger: String,
-    pub created_at: String,
-    /// The last create or update (deploy) of the preview.
-    pub updated_at: String,
-    pub expires_at: String,
-}
 
 /// A `previews.branches` pattern: a branch name where `*` matches within one path
 /// segment and `**` across segments (`feature/*`, `release-*`, `**`).

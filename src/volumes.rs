@@ -18,15 +18,7 @@ use crate::{
     store,
 };
 
-#[derive(Debug, Clone)]
-pub struct Volume {
-    pub project_id: String,
-    pub name: String,
-    pub mount_path: String,
-    /// The Docker volume: `cantila_<project id>_<name>`.
-    pub docker_name: String,
-    pub created_at: String,
-}
+pub use crate::model::volume::Volume;
 
 /// The Docker volume name of a project's volume.
 pub fn docker_name(project_id: &str, name: &VolumeName) -> String {
