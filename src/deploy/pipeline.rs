@@ -330,7 +330,7 @@ async fn fetch(
     log.line(format!("fetching {location} ({wanted})"));
     let mirror_path = app.config.repos_dir().join(format!("{}.git", project.id));
     let timeout = Duration::from_secs(app.config.deploy.fetch_timeout_secs);
-    let egress = app.config.egress_policy();
+    let egress = crate::source::EgressPolicy::from_config(&app.config.git);
     let export_to = source_dir.to_owned();
     let commit = tokio::task::spawn_blocking(move || -> Result<_, Error> {
         let mirror = Mirror::open_or_init(&mirror_path)?;

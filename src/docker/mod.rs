@@ -26,8 +26,9 @@ mod data;
 mod networks;
 mod stats;
 
+pub use crate::config::AddressPool;
 pub use data::VolumeMount;
-pub use networks::{AddressPool, NetworkRemoval, NetworkSpec, NetworkSummary};
+pub use networks::{NetworkRemoval, NetworkSpec, NetworkSummary};
 pub use stats::ContainerSample;
 
 /// A failure talking to the engine, or a failure the engine reports.
