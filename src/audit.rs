@@ -2,9 +2,9 @@
 //! the same transaction as the mutation so the log and the state never disagree.
 
 use crate::{
-    accounts::Actor,
     clock,
     error::Result,
+    model::account::Actor,
     pagination::{Page, PageRequest},
     store::{self, Store},
 };
