@@ -1,11 +1,9 @@
 //! Deploys as stored: a deploy, its status, its release target (production or a preview)
 //! and the lines of its log.
 
-use std::collections::HashMap;
-
 use serde::Serialize;
 
-use crate::{labels, live};
+use crate::live;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -101,11 +99,6 @@ impl ReleaseTarget {
             ReleaseTarget::Production => None,
             ReleaseTarget::Preview(id) => Some(id),
         }
-    }
-
-    /// Whether a container (by its `cantila.preview` label) belongs to this target.
-    pub fn owns_container(&self, labels: &HashMap<String, String>) -> bool {
-        labels::get(labels, labels::Key::Preview) == self.preview_id()
     }
 }
 
