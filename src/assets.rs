@@ -7,7 +7,6 @@
 //! never past `MAX_EXTRACT_BYTES`.
 
 use std::{
-    collections::HashMap,
     path::{Component, Path, PathBuf},
     time::Duration,
 };
@@ -20,6 +19,7 @@ use crate::{
     deploy::{Deploy, DeployStatus},
     edge::{routes::AssetMount, static_files},
     error::{Error, Result},
+    labels::Labels,
     pagination::{Page, PageRequest},
     plan::SourcePlan,
     projects::{self, Project},
@@ -27,19 +27,13 @@ use crate::{
     store,
 };
 
+pub use crate::model::asset::Asset;
+
 /// The most bytes of assets copied out of one image.
 const MAX_EXTRACT_BYTES: u64 = 512 * 1024 * 1024;
 
-/// One file of a release's assets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Asset {
-    /// The URL path below the site's root, without a leading slash.
-    pub path: String,
-    pub size_bytes: i64,
-    pub content_type: String,
-    pub sha256: String,
-}
-
+/// The cache policies are the edge's, so they are chosen here rather than with the
+/// index entry's data in `model`.
 impl Asset {
     /// The `Cache-Control` the edge serves the file with: HTML revalidates, the rest may
     /// be cached briefly.
@@ -49,11 +43,6 @@ impl Asset {
         } else {
             static_files::CACHE_ASSETS
         }
-    }
-
-    /// The strong `ETag`: the content's SHA-256.
-    pub fn etag(&self) -> String {
-        format!("\"{}\"", self.sha256)
     }
 }
 
@@ -254,14 +243,7 @@ async fn extract(
     let engine = app.engine().await?;
     let workdir = engine.image_workdir(image).await?;
     let source = format!("{}/{dir}", workdir.trim_end_matches('/'));
-    let labels = HashMap::from([
-        ("cantila.helper-for".to_owned(), project.id.clone()),
-        (
-            "cantila.kind".to_owned(),
-            crate::backup::HELPER_KIND.to_owned(),
-        ),
-        ("cantila.installation".to_owned(), app.installation.clone()),
-    ]);
+    let labels = Labels::helper(&app.installation, &project.id).to_map();
     let helper = engine
         .create_helper(
             &format!(

@@ -2,24 +2,14 @@
 //! the same transaction as the mutation so the log and the state never disagree.
 
 use crate::{
-    accounts::Actor,
     clock,
     error::Result,
+    model::account::Actor,
     pagination::{Page, PageRequest},
     store::{self, Store},
 };
 
-#[derive(Debug, Clone)]
-pub struct AuditEntry {
-    pub account_id: String,
-    /// The token id, or `admin-cli` for the operator on the server.
-    pub actor: String,
-    /// A dotted verb such as `project.create`.
-    pub action: String,
-    pub target: Option<String>,
-    pub client_addr: Option<String>,
-    pub at: String,
-}
+pub use crate::model::audit::AuditEntry;
 
 /// Appends an entry inside the caller's transaction.
 pub fn record(

@@ -1,7 +1,7 @@
 //! The domain error: every failure a domain function can report, independent of HTTP.
 //! The API maps it to a status in one exhaustive match (`api::error`).
-
-use crate::store::StoreError;
+//! Invariant: it names no lower layer's type; each adapter converts its own failures into
+//! it (the store's `From<StoreError>`), so every module can return it.
 
 /// A failure of a domain operation. Messages are lowercase sentences that say what was
 /// wrong and, where it helps, what is accepted; they are shown to API clients as is.
@@ -35,9 +35,10 @@ pub enum Error {
     /// changed. Reads keep working, and writes work again once space is freed.
     #[error("{0}")]
     StorageFull(String),
-    /// The store failed; the detail is logged, never shown to the client.
+    /// The store failed; the detail (SQLite's message) is logged, never shown to the
+    /// client.
     #[error("store: {0}")]
-    Store(StoreError),
+    Store(String),
     /// A bug or an unexpected state; the detail is logged, never shown to the client.
     #[error("internal: {0}")]
     Internal(String),

@@ -152,7 +152,7 @@ pub async fn connect(
     permit_repo(app, &actor.account_id, actor.handle.as_str(), &request.repo).await?;
     let mirror_path = app.config.repos_dir().join(format!("{project_id}.git"));
     let timeout = Duration::from_secs(app.config.deploy.fetch_timeout_secs);
-    let egress = app.config.egress_policy();
+    let egress = crate::source::EgressPolicy::from_config(&app.config.git);
     let location = request.repo.clone();
     let branch = request.branch.clone();
     let token = request.access_token.clone();
@@ -578,7 +578,7 @@ impl FetchedHeads<'_> {
             .repos_dir()
             .join(format!("{}.git", self.project.id));
         let timeout = Duration::from_secs(self.app.config.deploy.fetch_timeout_secs);
-        let egress = self.app.config.egress_policy();
+        let egress = crate::source::EgressPolicy::from_config(&self.app.config.git);
         let fetch = !self.fetched;
         let branch = GitRef::parse(&format!("refs/heads/{branch}"))?;
         let head = tokio::task::spawn_blocking(move || -> Result<Option<String>> {

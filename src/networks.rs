@@ -11,15 +11,13 @@ use std::{collections::HashMap, net::IpAddr};
 
 use crate::{
     config::DeployConfig,
-    deploy::{ReleaseTarget, PREVIEW_LABEL},
+    deploy::ReleaseTarget,
     docker::{Engine, NetworkRemoval, NetworkSpec},
     error::{Error, Result},
+    labels::{Filter, Key, Kind, Labels},
     state::AppState,
     store,
 };
-
-/// The `cantila.kind` of the networks Cantila makes.
-const NETWORK_KIND: &str = "network";
 
 /// The network a release target's containers join: `<prefix>-<project id>` for
 /// production, `<prefix>-<preview id>` for a preview (ids are random, so names never clash
@@ -36,12 +34,12 @@ pub fn name_of_container(
     deploy: &DeployConfig,
     labels: &HashMap<String, String>,
 ) -> Option<String> {
-    let project_id = labels.get("cantila.project")?;
-    let target = match labels.get(PREVIEW_LABEL) {
-        Some(preview_id) => ReleaseTarget::Preview(preview_id.clone()),
+    let labels = Labels::parse(labels);
+    let target = match labels.preview {
+        Some(preview_id) => ReleaseTarget::Preview(preview_id),
         None => ReleaseTarget::Production,
     };
-    Some(name_of(deploy, project_id, &target))
+    Some(name_of(deploy, &labels.project?, &target))
 }
 
 /// The address the host reaches a container at: on its own network; for an instance
@@ -88,14 +86,9 @@ pub async fn ensure(
 ) -> Result<String> {
     let deploy = &app.config.deploy;
     let name = name_of(deploy, project_id, target);
-    let mut labels = HashMap::from([
-        ("cantila.installation".to_owned(), app.installation.clone()),
-        ("cantila.project".to_owned(), project_id.to_owned()),
-        ("cantila.kind".to_owned(), NETWORK_KIND.to_owned()),
-    ]);
-    if let Some(preview_id) = target.preview_id() {
-        labels.insert(PREVIEW_LABEL.to_owned(), preview_id.to_owned());
-    }
+    let labels = Labels::network(&app.installation, project_id)
+        .in_preview(target.preview_id())
+        .to_map();
     let pool = deploy.address_pool().map_err(Error::Internal)?;
     engine
         .ensure_network(
@@ -112,21 +105,17 @@ pub async fn ensure(
 /// Removes the networks of a deleted project (production's and its previews'), once its
 /// containers are gone. One still in use (a build being canceled) is left to `sweep`.
 pub async fn remove_of_project(app: &AppState, engine: &Engine, project_id: &str) {
-    remove_labelled(app, engine, ("cantila.project", project_id)).await;
+    remove_labelled(app, engine, Filter::new().project(project_id)).await;
 }
 
 /// Removes a removed preview's network, once its containers are gone.
 pub async fn remove_of_preview(app: &AppState, engine: &Engine, preview_id: &str) {
-    remove_labelled(app, engine, (PREVIEW_LABEL, preview_id)).await;
+    remove_labelled(app, engine, Filter::new().preview(preview_id)).await;
 }
 
-async fn remove_labelled(app: &AppState, engine: &Engine, label: (&str, &str)) {
+async fn remove_labelled(app: &AppState, engine: &Engine, owner: Filter<'_>) {
     let networks = match engine
-        .networks(&[
-            ("cantila.installation", &app.installation),
-            ("cantila.kind", NETWORK_KIND),
-            label,
-        ])
+        .networks_matching(&owner.installation(&app.installation).kind(Kind::Network))
         .await
     {
         Ok(networks) => networks,
@@ -161,21 +150,23 @@ pub async fn sweep(app: &AppState, engine: &Engine) -> Result<()> {
     // Listed before the store is read: a network made after the read belongs to a project
     // or preview made before it, which the read then includes.
     let ours = engine
-        .networks(&[
-            ("cantila.installation", &app.installation),
-            ("cantila.kind", NETWORK_KIND),
-        ])
+        .networks_matching(
+            &Filter::new()
+                .installation(&app.installation)
+                .kind(Kind::Network),
+        )
         .await?;
     let (projects, previews) = app
         .store
         .call(|c| Ok((store::projects::all(c)?, store::previews::all(c)?)))
         .await?;
     let wanted = |labels: &HashMap<String, String>| {
+        let labels = Labels::parse(labels);
         let project_wanted = labels
-            .get("cantila.project")
-            .is_some_and(|id| projects.iter().any(|p| &p.id == id));
-        let preview_wanted = match labels.get(PREVIEW_LABEL) {
-            Some(id) => previews.iter().any(|p| &p.id == id),
+            .project
+            .is_some_and(|id| projects.iter().any(|p| p.id == id));
+        let preview_wanted = match labels.preview {
+            Some(id) => previews.iter().any(|p| p.id == id),
             None => true,
         };
         project_wanted && preview_wanted
@@ -185,12 +176,10 @@ pub async fn sweep(app: &AppState, engine: &Engine) -> Result<()> {
     }
     // The shared network of 0.1 was labelled only with its kind.
     let legacy = engine
-        .networks(&[("cantila.kind", NETWORK_KIND)])
+        .networks_matching(&Filter::new().kind(Kind::Network).without(Key::Installation))
         .await?
         .into_iter()
-        .find(|n| {
-            n.name == app.config.deploy.network && !n.labels.contains_key("cantila.installation")
-        });
+        .find(|n| n.name == app.config.deploy.network);
     if let Some(legacy) = legacy {
         if remove(engine, &legacy.name).await == NetworkRemoval::Removed {
             tracing::info!(network = %legacy.name, "the shared network of earlier versions is empty and was removed");
@@ -203,11 +192,12 @@ pub async fn sweep(app: &AppState, engine: &Engine) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+    /// The labels of an instance of `project`, in `preview` when given.
+    fn labels(project: &str, preview: Option<&str>) -> HashMap<String, String> {
+        let web = crate::names::ProcessType::parse("web").unwrap();
+        Labels::instance("ins", project, "dep_c", "x1y2z3", &web, "small")
+            .in_preview(preview)
+            .to_map()
     }
 
     fn addresses(pairs: &[(&str, [u8; 4])]) -> HashMap<String, IpAddr> {
@@ -229,24 +219,20 @@ mod tests {
             "cantila-prv_b"
         );
         assert_eq!(
-            name_of_container(&deploy, &labels(&[("cantila.project", "prj_a")])).as_deref(),
+            name_of_container(&deploy, &labels("prj_a", None)).as_deref(),
             Some("cantila-prj_a")
         );
         assert_eq!(
-            name_of_container(
-                &deploy,
-                &labels(&[("cantila.project", "prj_a"), ("cantila.preview", "prv_b")])
-            )
-            .as_deref(),
+            name_of_container(&deploy, &labels("prj_a", Some("prv_b"))).as_deref(),
             Some("cantila-prv_b")
         );
-        assert_eq!(name_of_container(&deploy, &labels(&[])), None);
+        assert_eq!(name_of_container(&deploy, &HashMap::new()), None);
     }
 
     #[test]
     fn a_misplaced_instance_is_reached_where_it_is_until_replaced() {
         let deploy = DeployConfig::default();
-        let production = labels(&[("cantila.project", "prj_a")]);
+        let production = labels("prj_a", None);
         let own = addresses(&[("cantila-prj_a", [172, 16, 0, 2])]);
         let legacy = addresses(&[("cantila", [172, 18, 0, 3])]);
         let both = addresses(&[

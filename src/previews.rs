@@ -16,15 +16,18 @@ use sha2::{Digest, Sha256};
 use crate::{
     accounts::Actor,
     audit, clock,
-    deploy::{self, Deploy, DeployStatus, LogLine, ReleaseTarget, PREVIEW_LABEL},
+    deploy::{self, Deploy, DeployStatus, LogLine, ReleaseTarget},
     error::{Error, Result},
     ids,
+    labels::Filter,
     names::{EnvKey, Hostname},
     projects::{self, Project},
     source::GitRef,
     state::AppState,
     store,
 };
+
+pub use crate::model::preview::Preview;
 
 /// Env keys of production that a preview never inherits: a preview must never reach
 /// production's data. They are what a wired database sets (`DATABASE_URL`, which most
@@ -45,30 +48,6 @@ pub const PREVIEW_ENV_KEYS: &[&str] = &[
     "CANTILA_PREVIEW_URL",
     "CANTILA_PREVIEW_ID",
 ];
-
-/// A preview as stored.
-#[derive(Debug, Clone)]
-pub struct Preview {
-    pub id: String,
-    pub project_id: String,
-    /// Lowercase, one label under the base domain; unique across all accounts.
-    pub hostname: String,
-    /// The branch it follows; `None` for a preview of a tag or a commit.
-    pub branch: Option<String>,
-    /// What was asked for: the branch name, a tag or a commit.
-    pub git_ref: String,
-    pub pull_request: Option<u32>,
-    /// Env overrides, sealed JSON (`{"KEY": "value"}`).
-    pub sealed_env: Option<Vec<u8>>,
-    /// Idle time before the expiry sweep removes it.
-    pub ttl_secs: u64,
-    /// What created it: `api` or `webhook`.
-    pub trigger: String,
-    pub created_at: String,
-    /// The last create or update (deploy) of the preview.
-    pub updated_at: String,
-    pub expires_at: String,
-}
 
 /// A `previews.branches` pattern: a branch name where `*` matches within one path
 /// segment and `**` across segments (`feature/*`, `release-*`, `**`).
@@ -627,7 +606,7 @@ async fn free_resources(app: &AppState, preview: &Preview, deploys: &[Deploy]) {
     if let Ok(engine) = app.engine().await {
         let grace = Duration::from_secs(app.config.deploy.stop_grace_secs);
         for container in engine
-            .containers(&[(PREVIEW_LABEL, &preview.id)])
+            .containers_matching(&Filter::new().preview(&preview.id))
             .await
             .unwrap_or_default()
         {

@@ -12,6 +12,7 @@ use crate::{
     deploy::{Deploy, DeployStatus},
     edge::{Route, RouteTable, RouteTarget},
     error::Result,
+    labels::{self, Filter, Key, Kind},
     state::AppState,
     store,
 };
@@ -66,10 +67,11 @@ pub async fn refresh(app: &AppState) -> Result<()> {
         if let Ok(engine) = app.engine().await {
             let draining = app.draining_snapshot();
             for container in engine
-                .containers(&[
-                    ("cantila.kind", "web"),
-                    ("cantila.installation", &app.installation),
-                ])
+                .containers_matching(
+                    &Filter::new()
+                        .kind(Kind::Web)
+                        .installation(&app.installation),
+                )
                 .await
                 .unwrap_or_default()
             {
@@ -77,7 +79,7 @@ pub async fn refresh(app: &AppState) -> Result<()> {
                     continue;
                 }
                 let (Some(deploy_id), Some(ip)) = (
-                    container.labels.get("cantila.deploy"),
+                    labels::get(&container.labels, Key::Deploy),
                     crate::networks::address_of(
                         &app.config.deploy,
                         &container.labels,
@@ -86,7 +88,7 @@ pub async fn refresh(app: &AppState) -> Result<()> {
                 ) else {
                     continue;
                 };
-                instances.entry(deploy_id.clone()).or_default().push(ip);
+                instances.entry(deploy_id.to_owned()).or_default().push(ip);
             }
         }
     }

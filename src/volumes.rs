@@ -11,21 +11,14 @@ use crate::{
     audit, clock,
     docker::{ContainerSpec, Engine, VolumeMount},
     error::{Error, Result},
+    labels::{Filter, Labels},
     names::{MountPath, VolumeName},
     projects::{self, Project},
     state::AppState,
     store,
 };
 
-#[derive(Debug, Clone)]
-pub struct Volume {
-    pub project_id: String,
-    pub name: String,
-    pub mount_path: String,
-    /// The Docker volume: `cantila_<project id>_<name>`.
-    pub docker_name: String,
-    pub created_at: String,
-}
+pub use crate::model::volume::Volume;
 
 /// The Docker volume name of a project's volume.
 pub fn docker_name(project_id: &str, name: &VolumeName) -> String {
@@ -35,12 +28,7 @@ pub fn docker_name(project_id: &str, name: &VolumeName) -> String {
 /// The labels every Cantila volume carries, so an operator (and Cantila after a crash)
 /// can tell whose it is.
 pub fn labels(app: &AppState, project_id: &str, name: &str) -> HashMap<String, String> {
-    HashMap::from([
-        ("cantila.installation".to_owned(), app.installation.clone()),
-        ("cantila.project".to_owned(), project_id.to_owned()),
-        ("cantila.kind".to_owned(), "volume".to_owned()),
-        ("cantila.volume".to_owned(), name.to_owned()),
-    ])
+    Labels::volume(&app.installation, project_id, name).to_map()
 }
 
 /// Checks that `confirm` names the project, for destructive operations.
@@ -200,10 +188,9 @@ pub async fn delete(
 /// carry `cantila.helper-for` instead, and a preview's containers mount none of them.
 async fn containers_of(engine: &Engine, project_id: &str) -> Result<Vec<String>> {
     Ok(engine
-        .containers(&[("cantila.project", project_id)])
+        .containers_matching(&Filter::production(project_id))
         .await?
         .into_iter()
-        .filter(|c| !c.labels.contains_key(crate::deploy::PREVIEW_LABEL))
         .map(|c| c.id)
         .collect())
 }

@@ -15,7 +15,6 @@
 //! Every file is written under a temporary name, fsynced, checksummed and renamed.
 
 use std::{
-    collections::HashMap,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -28,6 +27,7 @@ use crate::{
     database::{self, postgres, DatabaseEngine, DatabaseRecord},
     docker::{Engine, VolumeMount},
     error::{Error, Result},
+    labels::{Filter, Kind, Labels},
     projects::Project,
     state::AppState,
     store,
@@ -44,10 +44,6 @@ pub struct Written {
     pub sha256: String,
 }
 
-/// The kind label of helper containers (backups, restores, asset extraction). They carry
-/// `cantila.helper-for`, not `cantila.project`, so nothing that manages a project's app
-/// containers (release switches, project deletion, volume checks) ever touches them.
-pub const HELPER_KIND: &str = "helper";
 const VOLUME_MOUNT: &str = "/volume";
 
 fn io_error(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -251,11 +247,7 @@ impl Helper {
         target: &str,
         command: Option<Vec<String>>,
     ) -> Result<Self> {
-        let labels = HashMap::from([
-            ("cantila.helper-for".to_owned(), project.id.clone()),
-            ("cantila.kind".to_owned(), HELPER_KIND.to_owned()),
-            ("cantila.installation".to_owned(), app.installation.clone()),
-        ]);
+        let labels = Labels::helper(&app.installation, &project.id).to_map();
         let id = engine
             .create_helper(
                 &format!("cantila-{}-{name_suffix}", project.id.to_ascii_lowercase()),
@@ -298,10 +290,11 @@ pub async fn remove_helpers(app: &AppState) {
         return;
     };
     let leftovers = engine
-        .containers(&[
-            ("cantila.kind", HELPER_KIND),
-            ("cantila.installation", &app.installation),
-        ])
+        .containers_matching(
+            &Filter::new()
+                .kind(Kind::Helper)
+                .installation(&app.installation),
+        )
         .await
         .unwrap_or_default();
     for container in leftovers {
@@ -319,7 +312,7 @@ pub async fn resume_paused(app: &AppState) {
         return;
     };
     let paused: Vec<_> = engine
-        .containers(&[("cantila.installation", &app.installation)])
+        .containers_matching(&Filter::new().installation(&app.installation))
         .await
         .unwrap_or_default()
         .into_iter()
@@ -365,11 +358,10 @@ async fn with_containers_held<T>(
     let _guard = lock.lock().await;
     // A preview's containers mount none of the project's data, so they run on.
     let running: Vec<String> = engine
-        .containers(&[("cantila.project", &project.id)])
+        .containers_matching(&Filter::production(&project.id))
         .await?
         .into_iter()
         .filter(|c| c.state == "running")
-        .filter(|c| !c.labels.contains_key(crate::deploy::PREVIEW_LABEL))
         .map(|c| c.id)
         .collect();
     let mut held = Vec::new();

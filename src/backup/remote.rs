@@ -27,46 +27,7 @@ use crate::{
 
 use super::{archive, Backup, BackupStatus};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RemoteStatus {
-    /// Asked for and not yet tried, or interrupted by a stop.
-    Pending,
-    /// Uploaded and verified.
-    Uploaded,
-    /// The last attempt failed; retried on the timer.
-    Failed,
-}
-
-impl RemoteStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Uploaded => "uploaded",
-            Self::Failed => "failed",
-        }
-    }
-
-    pub fn parse(value: &str) -> Self {
-        match value {
-            "uploaded" => Self::Uploaded,
-            "failed" => Self::Failed,
-            _ => Self::Pending,
-        }
-    }
-}
-
-/// The remote copy of one backup.
-#[derive(Debug, Clone)]
-pub struct RemoteCopy {
-    pub status: RemoteStatus,
-    /// The object's key in the bucket.
-    pub key: String,
-    /// Why the last attempt failed.
-    pub error: Option<String>,
-    pub attempts: u32,
-    pub attempted_at: Option<String>,
-    pub uploaded_at: Option<String>,
-}
+pub use crate::model::backup::{RemoteCopy, RemoteStatus};
 
 /// The bucket and the bookkeeping of uploads; present when `[backups.s3]` is enabled.
 #[derive(Debug)]

@@ -13,60 +13,20 @@ use crate::{
     audit, clock,
     error::{Error, Result},
     ids,
+    labels::Filter,
     names::{MountPath, VolumeName},
     projects::{self, Project},
     state::AppState,
     store, volumes,
 };
 
+pub use crate::model::database::{DatabaseEngine, DatabaseRecord};
+
 /// Where the SQLite engine's volume is mounted, and the file the app is told to use.
 pub const SQLITE_MOUNT: &str = "/data";
 pub const SQLITE_FILE: &str = "app.db";
 /// The name of the volume holding a SQLite database.
 pub const SQLITE_VOLUME: &str = "database";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DatabaseEngine {
-    Postgres,
-    Sqlite,
-}
-
-impl DatabaseEngine {
-    pub fn parse(value: &str) -> Result<Self> {
-        match value {
-            "postgres" => Ok(Self::Postgres),
-            "sqlite" => Ok(Self::Sqlite),
-            other => Err(Error::Invalid(format!(
-                "engine `{other}` is unknown; use `postgres` or `sqlite`"
-            ))),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Postgres => "postgres",
-            Self::Sqlite => "sqlite",
-        }
-    }
-}
-
-/// The stored record of a project's database.
-#[derive(Debug, Clone)]
-pub struct DatabaseRecord {
-    pub project_id: String,
-    pub engine: DatabaseEngine,
-    /// The server as the daemon reaches it (postgres only).
-    pub host: Option<String>,
-    pub port: Option<u16>,
-    /// The database name (postgres) or file name (sqlite).
-    pub name: String,
-    /// The role (postgres only).
-    pub user: Option<String>,
-    pub sealed_password: Option<Vec<u8>>,
-    /// The volume holding the file (sqlite only).
-    pub volume: Option<String>,
-    pub created_at: String,
-}
 
 /// What `GET /database` shows: never the password.
 #[derive(Debug, Clone)]
@@ -415,9 +375,8 @@ async fn sqlite_volume_mounted(app: &AppState, project: &Project) -> Result<bool
     let engine = app.engine().await?;
     // Helpers carry `cantila.helper-for`, not `cantila.project`: they are not counted, nor
     // are a preview's containers, which mount no volume of the project.
-    Ok(engine
-        .containers(&[("cantila.project", &project.id)])
+    Ok(!engine
+        .containers_matching(&Filter::production(&project.id))
         .await?
-        .iter()
-        .any(|c| !c.labels.contains_key(crate::deploy::PREVIEW_LABEL)))
+        .is_empty())
 }

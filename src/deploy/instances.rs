@@ -3,10 +3,7 @@
 //! Invariant: an instance takes traffic only after its health check passes, and leaves the
 //! route table (draining) before it is stopped; one change per project at a time.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    time::Duration,
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use crate::{
     accounts::Actor,
@@ -14,6 +11,7 @@ use crate::{
     docker::{ContainerSpec, Engine},
     error::{Error, Result},
     ids,
+    labels::{self, Filter, Key, Kind, Labels},
     names::ProcessType,
     plan::{self, HealthCheck, SourcePlan},
     projects::{self, Project, ProjectStatus},
@@ -93,16 +91,6 @@ pub(crate) fn desired_size(
     }
 }
 
-/// The label that tells routed web instances from other process types; the route table
-/// only ever looks at `web`.
-fn kind_of(process: &ProcessType) -> &'static str {
-    if process.is_web() {
-        "web"
-    } else {
-        "worker"
-    }
-}
-
 /// Starts one instance of a process type of the release and waits until it is healthy:
 /// `web` passes the plan's health check, other types stay up for a few seconds. On failure
 /// the container is removed and the reason returned (its last lines go to `say`).
@@ -142,20 +130,16 @@ pub(crate) async fn start_healthy(
     } else {
         format!("-{process}")
     };
-    let mut labels = HashMap::from([
-        ("cantila.project".to_owned(), release.project.id.clone()),
-        ("cantila.deploy".to_owned(), release.deploy_id.clone()),
-        ("cantila.instance".to_owned(), suffix.clone()),
-        ("cantila.kind".to_owned(), kind_of(process).to_owned()),
-        ("cantila.process".to_owned(), process.to_string()),
-        ("cantila.installation".to_owned(), app.installation.clone()),
-        ("cantila.size".to_owned(), size_name),
-    ]);
-    // Every process type of a preview carries it, so production never counts, routes,
-    // logs or samples a preview's containers.
-    if let Some(preview_id) = &release.preview_id {
-        labels.insert(super::PREVIEW_LABEL.to_owned(), preview_id.clone());
-    }
+    let labels = Labels::instance(
+        &app.installation,
+        &release.project.id,
+        &release.deploy_id,
+        &suffix,
+        process,
+        &size_name,
+    )
+    .in_preview(release.preview_id.as_deref())
+    .to_map();
     let mut spec = ContainerSpec {
         name: format!(
             "cantila-{}-{}-{}{process_part}-{suffix}",
@@ -400,30 +384,23 @@ async fn serving_instances(
 ) -> Vec<crate::docker::ContainerSummary> {
     let draining = app.draining_snapshot();
     let target = release.target();
+    let filter = Filter::new()
+        .deploy(&release.deploy_id)
+        .kind(Kind::of_process(process))
+        .target(target.preview_id());
     engine
-        .containers(&[
-            ("cantila.deploy", &release.deploy_id),
-            ("cantila.kind", kind_of(process)),
-        ])
+        .containers_matching(&filter)
         .await
         .unwrap_or_default()
         .into_iter()
-        .filter(|c| target.owns_container(&c.labels))
         .filter(|c| process_of(c).as_ref() == Some(process))
         .filter(|c| c.state == "running" && !draining.contains(&c.id))
         .collect()
 }
 
-/// The process type a container runs. Web instances made before process types had a
-/// label of their own carry only `cantila.kind=web`.
+/// The process type a container runs; `None` when it is not an instance.
 fn process_of(container: &crate::docker::ContainerSummary) -> Option<ProcessType> {
-    match container.labels.get("cantila.process") {
-        Some(name) => ProcessType::parse(name).ok(),
-        None if container.labels.get("cantila.kind").map(String::as_str) == Some("web") => {
-            ProcessType::parse(ProcessType::WEB).ok()
-        }
-        None => None,
-    }
+    Labels::parse(&container.labels).process_type()
 }
 
 /// Brings one process type of the running release to `instances` instances of `size`,
@@ -443,7 +420,7 @@ async fn converge(
     // An instance of another size, or one not isolated on its own network (started before
     // networks were per project), is replaced.
     let (keep, replace): (Vec<_>, Vec<_>) = current.into_iter().partition(|c| {
-        c.labels.get("cantila.size").map(String::as_str) == Some(wanted_size)
+        labels::get(&c.labels, Key::Size) == Some(wanted_size)
             && crate::networks::is_isolated(&app.config.deploy, &c.labels, &c.addresses)
     });
     let keep_count = keep.len().min(instances as usize);
@@ -658,11 +635,13 @@ pub async fn list(
     let routed = app.routes.load();
     let mut found = Vec::new();
     let containers = engine
-        .containers(&[("cantila.project", &project.id)])
+        .containers_matching(
+            &Filter::new()
+                .project(&project.id)
+                .target(target.preview_id()),
+        )
         .await
-        .map_err(Error::from)?
-        .into_iter()
-        .filter(|container| target.owns_container(&container.labels));
+        .map_err(Error::from)?;
     for container in containers {
         let Some(process) = process_of(&container) else {
             continue; // one-off release containers are the deploy's, not instances
@@ -697,16 +676,14 @@ pub async fn list(
         found.push(InstanceInfo {
             id: crate::logs::instance_id(&container.id),
             name: container.name,
-            deploy_id: container
-                .labels
-                .get("cantila.deploy")
-                .cloned()
-                .unwrap_or_default(),
+            deploy_id: labels::get(&container.labels, Key::Deploy)
+                .unwrap_or_default()
+                .to_owned(),
             process: process.to_string(),
             state: state.to_owned(),
             restart_count: status.restart_count,
             started_at: status.started_at,
-            size: container.labels.get("cantila.size").cloned(),
+            size: labels::get(&container.labels, Key::Size).map(str::to_owned),
             address,
         });
     }
@@ -796,16 +773,13 @@ pub async fn reconcile(app: &AppState) -> Result<()> {
         .collect();
     let draining = app.draining_snapshot();
     for container in engine
-        .containers(&[("cantila.installation", &app.installation)])
+        .containers_matching(&Filter::new().installation(&app.installation))
         .await
         .map_err(Error::from)?
         .into_iter()
         .filter(|c| process_of(c).is_some())
     {
-        let owned = container
-            .labels
-            .get("cantila.deploy")
-            .is_some_and(|d| live.contains(d.as_str()));
+        let owned = labels::get(&container.labels, Key::Deploy).is_some_and(|d| live.contains(d));
         if !owned && !draining.contains(&container.id) {
             tracing::info!(container = %container.name, "removing an orphan instance");
             let _ = engine
@@ -858,7 +832,7 @@ pub async fn reconcile(app: &AppState) -> Result<()> {
         let project = &project;
         // Exited instances of the release are removed; Docker restarts crashed ones itself.
         for container in engine
-            .containers(&[("cantila.deploy", &deploy.id)])
+            .containers_matching(&Filter::new().deploy(&deploy.id))
             .await
             .map_err(Error::from)?
         {

@@ -3,7 +3,6 @@
 //! records the step and why, and leaves the previous release serving.
 
 use std::{
-    collections::HashMap,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -13,6 +12,7 @@ use crate::{
     docker::{BuildRequest, ContainerSpec},
     env,
     error::Error,
+    labels::{self, Filter, Key, Labels},
     plan::{self, Builder, PlanOptions, SourcePlan},
     projects::{Project, ProjectStatus},
     source::{GitRef, Mirror, RepoLocation},
@@ -330,7 +330,7 @@ async fn fetch(
     log.line(format!("fetching {location} ({wanted})"));
     let mirror_path = app.config.repos_dir().join(format!("{}.git", project.id));
     let timeout = Duration::from_secs(app.config.deploy.fetch_timeout_secs);
-    let egress = app.config.egress_policy();
+    let egress = crate::source::EgressPolicy::from_config(&app.config.git);
     let export_to = source_dir.to_owned();
     let commit = tokio::task::spawn_blocking(move || -> Result<_, Error> {
         let mirror = Mirror::open_or_init(&mirror_path)?;
@@ -452,12 +452,7 @@ async fn build_image(
         built_context.tar.len() / 1024,
         built_context.excluded
     ));
-    let labels = HashMap::from([
-        ("cantila.project".to_owned(), project.id.clone()),
-        ("cantila.deploy".to_owned(), deploy.id.clone()),
-        ("cantila.kind".to_owned(), "image".to_owned()),
-        ("cantila.installation".to_owned(), app.installation.clone()),
-    ]);
+    let labels = Labels::image(&app.installation, &project.id, &deploy.id).to_map();
     // RUN steps join the release target's own network: they reach the internet (NAT) and
     // their own project's containers, never another project's, nor whatever else sits on
     // the engine's default bridge.
@@ -681,15 +676,9 @@ async fn run_release_command(
     env.push(("PORT".to_owned(), source_plan.port.to_string()));
     let size = super::instances::desired_size(app, project, &deploy.target());
     let tier = app.config.scale.tier(size.as_deref());
-    let mut labels = HashMap::from([
-        ("cantila.project".to_owned(), project.id.clone()),
-        ("cantila.deploy".to_owned(), deploy.id.clone()),
-        ("cantila.kind".to_owned(), "release".to_owned()),
-        ("cantila.installation".to_owned(), app.installation.clone()),
-    ]);
-    if let Some(preview_id) = &deploy.preview_id {
-        labels.insert(super::PREVIEW_LABEL.to_owned(), preview_id.clone());
-    }
+    let labels = Labels::release(&app.installation, &project.id, &deploy.id)
+        .in_preview(deploy.preview_id.as_deref())
+        .to_map();
     let mut spec = ContainerSpec {
         name: format!(
             "cantila-{}-{}-{}-release",
@@ -876,15 +865,17 @@ async fn switch_to(
     let Ok(engine) = app.engine().await else {
         return Ok(());
     };
+    let target = deploy.target();
     let leaving: Vec<_> = engine
-        .containers(&[("cantila.project", &project.id)])
+        .containers_matching(
+            &Filter::new()
+                .project(&project.id)
+                .target(target.preview_id()),
+        )
         .await
         .unwrap_or_default()
         .into_iter()
-        .filter(|container| {
-            container.labels.get("cantila.deploy") != Some(&deploy.id)
-                && deploy.target().owns_container(&container.labels)
-        })
+        .filter(|container| labels::get(&container.labels, Key::Deploy) != Some(&deploy.id))
         .collect();
     let ids: Vec<String> = leaving.iter().map(|c| c.id.clone()).collect();
     // Marked draining so no repair pass takes them for orphans while requests already on
@@ -911,7 +902,7 @@ pub(crate) async fn remove_deploy_containers(app: &AppState, deploy_id: &str) {
         return;
     };
     let containers = engine
-        .containers(&[("cantila.deploy", deploy_id)])
+        .containers_matching(&Filter::new().deploy(deploy_id))
         .await
         .unwrap_or_default();
     for container in containers {
@@ -931,7 +922,7 @@ pub(crate) async fn remove_project_containers(app: &AppState, project_id: &str) 
     };
     let grace = Duration::from_secs(app.config.deploy.stop_grace_secs);
     let containers = engine
-        .containers(&[("cantila.project", project_id)])
+        .containers_matching(&Filter::new().project(project_id))
         .await
         .unwrap_or_default();
     for container in containers {

@@ -162,7 +162,7 @@ pub async fn preview(
         .builds_dir()
         .join(format!("plan-{}", crate::ids::random_base62(12)));
     let timeout = std::time::Duration::from_secs(app.config.deploy.fetch_timeout_secs);
-    let egress = app.config.egress_policy();
+    let egress = crate::source::EgressPolicy::from_config(&app.config.git);
     let images = app.config.build.images.clone();
     let hint = project.as_ref().and_then(|p| p.runtime);
     let temporary_mirror = target.repo.is_some().then(|| mirror_path.clone());

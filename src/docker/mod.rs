@@ -20,12 +20,15 @@ use bollard::{
 };
 use futures_util::StreamExt;
 
+use crate::labels::Filter;
+
 mod data;
 mod networks;
 mod stats;
 
+pub use crate::config::AddressPool;
 pub use data::VolumeMount;
-pub use networks::{AddressPool, NetworkRemoval, NetworkSpec, NetworkSummary};
+pub use networks::{NetworkRemoval, NetworkSpec, NetworkSummary};
 pub use stats::ContainerSample;
 
 /// A failure talking to the engine, or a failure the engine reports.
@@ -470,6 +473,17 @@ impl Engine {
                 other => Err(other),
             },
         }
+    }
+
+    /// Containers the label filter selects, running or not: listed by its pairs, then
+    /// checked for the labels it wants absent.
+    pub async fn containers_matching(
+        &self,
+        filter: &Filter<'_>,
+    ) -> Result<Vec<ContainerSummary>, DockerError> {
+        let mut found = self.containers(&filter.pairs()).await?;
+        found.retain(|container| filter.matches(&container.labels));
+        Ok(found)
     }
 
     /// Containers whose labels match every `key=value` given, running or not.

@@ -19,6 +19,7 @@ use crate::{
     clock,
     docker::{ContainerLogLine, Engine, OutputStream},
     edge::{AccessLogSink, AccessRecord},
+    labels::{Filter, Labels},
     live::Topics,
     state::AppState,
     store::{self, Store},
@@ -118,21 +119,22 @@ pub struct StartedContainer {
 impl StartedContainer {
     /// The instance of a listed container, when it is one of this installation's.
     fn of(container: &crate::docker::ContainerSummary, installation: &str) -> Option<Self> {
-        let label = |key: &str| container.labels.get(key).cloned();
-        if label("cantila.installation").as_deref() != Some(installation) {
+        let labels = Labels::parse(&container.labels);
+        if labels.installation.as_deref() != Some(installation) {
             return None;
         }
-        label("cantila.instance")?;
+        labels.instance.as_ref()?;
         Some(Self {
             id: container.id.clone(),
-            project_id: label("cantila.project")?,
+            project_id: labels.project?,
             instance: instance_id(&container.id),
             // `cantila.process` names the Procfile type; older web instances carry only
             // `cantila.kind=web`.
-            process: label("cantila.process")
-                .or_else(|| label("cantila.kind"))
+            process: labels
+                .process
+                .or_else(|| labels.kind.map(|kind| kind.as_str().to_owned()))
                 .unwrap_or_else(|| "web".to_owned()),
-            preview_id: label(crate::deploy::PREVIEW_LABEL),
+            preview_id: labels.preview,
         })
     }
 }
@@ -162,7 +164,7 @@ pub fn follow_started(app: &AppState, engine: &Engine, container: StartedContain
 /// restarted, or started while the daemon was down).
 pub async fn follow_running(app: &AppState, engine: &Engine) -> crate::error::Result<()> {
     let containers = engine
-        .containers(&[("cantila.installation", &app.installation)])
+        .containers_matching(&Filter::new().installation(&app.installation))
         .await
         .map_err(crate::error::Error::from)?;
     for container in containers {

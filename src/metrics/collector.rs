@@ -13,6 +13,7 @@ use futures_util::StreamExt;
 use crate::{
     docker::{ContainerSample, Engine},
     edge::ProjectMetrics,
+    labels::{Filter, Kind, Labels},
     state::AppState,
     store::{self, metrics::MINUTE},
 };
@@ -146,7 +147,7 @@ impl Collector {
         at: i64,
     ) -> Vec<InstancePoint> {
         let containers = match engine
-            .containers(&[("cantila.installation", app.installation.as_str())])
+            .containers_matching(&Filter::new().installation(&app.installation))
             .await
         {
             Ok(containers) => containers,
@@ -160,17 +161,13 @@ impl Collector {
         let running: Vec<(String, Owner)> = containers
             .into_iter()
             .filter(|c| c.state == "running")
-            // Instances of every process type (web and workers), not one-off containers.
-            .filter(|c| {
-                matches!(
-                    c.labels.get("cantila.kind").map(String::as_str),
-                    Some("web" | "worker")
-                )
-            })
             .filter_map(|c| {
-                let project_id = c.labels.get("cantila.project")?.clone();
-                let preview_id = c.labels.get(crate::deploy::PREVIEW_LABEL).cloned();
-                Some((c.id, (project_id, preview_id)))
+                let labels = Labels::parse(&c.labels);
+                // Instances of every process type (web and workers), not one-off containers.
+                if !matches!(labels.kind, Some(Kind::Web | Kind::Worker)) {
+                    return None;
+                }
+                Some((c.id, (labels.project?, labels.preview)))
             })
             .collect();
         let samples: Vec<(String, Owner, ContainerSample)> = futures_util::stream::iter(running)

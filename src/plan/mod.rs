@@ -3,7 +3,6 @@
 
 mod dockerfile;
 mod golang;
-mod images;
 mod node;
 mod php;
 mod procfile;
@@ -18,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{error::Error, names::Runtime};
 
-pub use images::BuildImages;
+pub use crate::config::BuildImages;
 
 use dockerfile::DockerfileWriter;
 // Public for the fuzz targets in `fuzz/`: both read files straight from a repository.

@@ -30,49 +30,17 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::ToSocketAddrs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use ipnet::IpNet;
+use crate::config::{AllowedNetwork, GitConfig};
 
 use crate::tls::{OriginVerifier, ServerChain};
 
 /// The largest CONNECT request head read; libgit2's is a few hundred bytes.
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
-
-/// A network the operator allows git fetches to reach although it is loopback, private or
-/// otherwise internal, written in CIDR notation (`10.1.2.0/24`, `fd00::/8`, `127.0.0.1/32`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AllowedNetwork(IpNet);
-
-impl FromStr for AllowedNetwork {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        text.trim()
-            .parse::<IpNet>()
-            .map(|net| AllowedNetwork(net.trunc()))
-            .map_err(|_| {
-                format!("{text:?} is not a network in CIDR notation, like 10.1.2.0/24 or fd00::/8")
-            })
-    }
-}
-
-impl std::fmt::Display for AllowedNetwork {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for AllowedNetwork {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
 
 /// Which addresses a git fetch may connect to. Invariant: an address is permitted when it
 /// lies in a network the operator allowed, or when it is a public unicast address that is
@@ -89,9 +57,14 @@ impl EgressPolicy {
         }
     }
 
+    /// The policy of the `[git]` section: its `allowed_networks` besides public addresses.
+    pub fn from_config(git: &GitConfig) -> Self {
+        Self::new(&git.allowed_networks)
+    }
+
     pub fn permits(&self, address: IpAddr) -> bool {
         let address = canonical(address);
-        if self.allowed.iter().any(|net| net.0.contains(&address)) {
+        if self.allowed.iter().any(|net| net.contains(address)) {
             return true;
         }
         !is_internal(address) && !is_own_address(address)
@@ -498,6 +471,7 @@ fn permitted_addresses(target: &(String, u16), policy: &EgressPolicy) -> Vec<Soc
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
@@ -559,6 +533,23 @@ mod tests {
         for text in permitted {
             assert!(policy.permits(ip(text)), "{text} must be permitted");
         }
+    }
+
+    #[test]
+    fn allowed_networks_are_cidrs() {
+        let config =
+            Config::parse("[git]\nallowed_networks = [\"10.1.2.0/24\", \"fd00::/8\"]\n").unwrap();
+        let policy = EgressPolicy::from_config(&config.git);
+        assert!(policy.permits("10.1.2.3".parse().unwrap()));
+        assert!(!policy.permits("10.1.3.3".parse().unwrap()));
+        assert!(
+            !EgressPolicy::from_config(&Config::default().git).permits("10.1.2.3".parse().unwrap())
+        );
+        let err = Config::parse("[git]\nallowed_networks = [\"10.1.2.0\"]\n").unwrap_err();
+        assert!(
+            err.contains("CIDR") && err.contains("allowed_networks"),
+            "{err}"
+        );
     }
 
     #[test]

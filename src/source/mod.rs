@@ -8,7 +8,8 @@ mod refs;
 mod repo;
 mod webhook;
 
-pub use egress::{AllowedNetwork, EgressPolicy};
+pub use crate::config::AllowedNetwork;
+pub use egress::EgressPolicy;
 pub use git::{Commit, ExportSummary, FetchOutcome, Mirror, SourceError};
 pub use refs::GitRef;
 pub use repo::{HttpsUrl, LocalPath, RepoIdentity, RepoLocation};

@@ -3,8 +3,8 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::{
-    accounts::{Account, TokenRecord},
     error::{Error, Result},
+    model::account::{Account, TokenRecord},
     names::{Handle, Scope},
 };
 

@@ -2,7 +2,7 @@
 
 use rusqlite::{params, Connection};
 
-use crate::{audit::AuditEntry, error::Result};
+use crate::{error::Result, model::audit::AuditEntry};
 
 pub fn insert(connection: &Connection, entry: &AuditEntry) -> Result<()> {
     connection.execute(

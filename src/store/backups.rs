@@ -3,12 +3,11 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::{
-    assets::Asset,
-    backup::{
-        remote::{RemoteCopy, RemoteStatus},
-        Backup, BackupKind, BackupStatus, Schedule,
-    },
     error::Result,
+    model::{
+        asset::Asset,
+        backup::{Backup, BackupKind, BackupStatus, RemoteCopy, RemoteStatus, Schedule},
+    },
 };
 
 const COLUMNS: &str = "seq, id, project_id, kind, subject, engine, trigger, status, error, file, size_bytes, sha256, started_at, finished_at, restored_at, remote_status, remote_key, remote_error, remote_attempts, remote_attempted_at, remote_uploaded_at";

@@ -6,8 +6,8 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::{
-    deploy::{Deploy, DeployStatus, LogLine},
     error::Result,
+    model::deploy::{Deploy, DeployStatus, LogLine},
 };
 
 const COLUMNS: &str = "seq, id, project_id, status, trigger, git_ref, commit_sha, commit_message, plan, image, failed_step, error, created_at, building_at, releasing_at, finished_at, rollback_of, preview_id";

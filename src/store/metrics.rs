@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, Row};
 
 use crate::{
     error::Result,
-    metrics::{EdgePoint, InstancePoint},
+    model::metrics::{EdgePoint, InstancePoint},
 };
 
 /// Width of a coarse point, in seconds.

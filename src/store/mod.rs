@@ -50,7 +50,7 @@ impl From<StoreError> for Error {
         if is_disk_full(&err.0) {
             Error::storage_full()
         } else {
-            Error::Store(err)
+            Error::Store(err.to_string())
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use crate::{error::Result, previews::Preview};
+use crate::{error::Result, model::preview::Preview};
 
 const COLUMNS: &str = "id, project_id, hostname, branch, git_ref, pull_request, env, ttl_secs, \
     trigger, created_at, updated_at, expires_at";

@@ -7,8 +7,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::{
     error::{Error, Result},
+    model::project::{Project, ProjectStatus},
     names::{Handle, ProjectName, Runtime},
-    projects::{Project, ProjectStatus},
 };
 
 use super::is_unique_violation;

@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, ToSql};
 
 use crate::{
     error::Result,
-    logs::{LineFilter, LogStream, NewLine, RuntimeLine, LINE_OVERHEAD_BYTES},
+    model::logs::{LineFilter, LogStream, NewLine, RuntimeLine, LINE_OVERHEAD_BYTES},
 };
 
 const COLUMNS: &str = "seq, project_id, at_ns, instance, process, stream, line, preview_id";
@@ -465,7 +465,7 @@ pub fn last_seq(connection: &Connection) -> Result<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{logs::ReadPosition, store::Store};
+    use crate::{model::logs::ReadPosition, store::Store};
 
     fn line(project_id: &str, at_ns: i64, text: &str) -> NewLine {
         NewLine {

@@ -3,9 +3,11 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::{
-    database::{DatabaseEngine, DatabaseRecord},
     error::{Error, Result},
-    volumes::Volume,
+    model::{
+        database::{DatabaseEngine, DatabaseRecord},
+        volume::Volume,
+    },
 };
 
 use super::is_unique_violation;

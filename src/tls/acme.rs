@@ -155,7 +155,7 @@ impl AcmeIssuer {
         resolver: Arc<SniResolver>,
     ) -> Result<Self, TlsError> {
         create_private_dir(dir)?;
-        let directory_url = config.directory_url().map_err(TlsError::Config)?;
+        let directory_url = super::directory_url(config).map_err(TlsError::Config)?;
         Ok(Self {
             directory_url,
             email: config.acme_email.clone(),

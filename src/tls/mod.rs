@@ -1,6 +1,6 @@
 //! TLS for the edge: certificates from ACME, from the operator's directory or from a local
-//! CA, served through one SNI resolver, and the `[tls]` configuration that chooses between
-//! them. Also the check of git servers' certificates for fetches ([`OriginVerifier`]).
+//! CA, served through one SNI resolver, as the `[tls]` section (`config::TlsConfig`)
+//! chooses. Also the check of git servers' certificates for fetches ([`OriginVerifier`]).
 //!
 //! Sole user of rustls, tokio-rustls, rcgen, instant-acme, hyper-rustls, notify and
 //! x509-parser. None of their types appear in this module's public API with one
@@ -37,9 +37,10 @@ use std::{
     time::Duration,
 };
 
-use serde::Deserialize;
 use time::OffsetDateTime;
 
+use crate::config::AcmeDirectory;
+pub use crate::config::{AcmeChallenge, TlsConfig, TlsMode};
 pub use acme::CertificateState;
 #[cfg(test)]
 pub(crate) use origin::tests::{
@@ -64,106 +65,14 @@ pub trait ChallengeResponder: Send + Sync + 'static {
     fn key_authorization(&self, token: &str) -> Option<String>;
 }
 
-/// Where certificates come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TlsMode {
-    /// From an ACME CA (Let's Encrypt by default). Using it accepts the CA's subscriber
-    /// agreement.
-    Acme,
-    /// From a local CA made once in the data dir, for LAN use; clients must trust
-    /// `certs/local-ca/ca.pem`. Unknown names get a certificate made on the fly.
-    SelfSigned,
-    /// None obtained; only the operator's certificates are served.
-    Off,
-}
-
-/// Which ACME challenge proves control of a hostname.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum AcmeChallenge {
-    /// The CA fetches `http://<host>/.well-known/acme-challenge/<token>` (port 80).
-    #[serde(rename = "http-01")]
-    Http01,
-    /// The CA makes a TLS handshake with ALPN `acme-tls/1` to `<host>:443`.
-    #[serde(rename = "tls-alpn-01")]
-    TlsAlpn01,
-}
-
-/// The `[tls]` section of the daemon's configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsConfig {
-    /// `acme`, `self-signed` or `off`.
-    pub mode: TlsMode,
-    /// The ACME directory: `letsencrypt`, `letsencrypt-staging`, or the https URL of any
-    /// ACME directory (a test CA such as pebble).
-    pub acme_directory: String,
-    /// The contact email given to the ACME CA (expiry and policy notices); none if unset.
-    pub acme_email: Option<String>,
-    /// `http-01` (answered on the HTTP listener) or `tls-alpn-01` (on the HTTPS listener).
-    pub acme_challenge: AcmeChallenge,
-    /// A PEM file of extra roots trusted for the ACME directory's own HTTPS, for a test CA
-    /// that serves its directory with its own certificate. Relative to `data_dir`.
-    pub acme_extra_roots: Option<PathBuf>,
-    /// The operator's certificate directory, watched for changes. Relative to `data_dir`;
-    /// `certs/manual` when unset.
-    pub manual_dir: Option<PathBuf>,
-    /// Obtained certificates are renewed this many days before they expire.
-    pub renew_before_days: u32,
-}
-
-impl Default for TlsConfig {
-    fn default() -> Self {
-        Self {
-            mode: TlsMode::Acme,
-            acme_directory: LETSENCRYPT.to_owned(),
-            acme_email: None,
-            acme_challenge: AcmeChallenge::Http01,
-            acme_extra_roots: None,
-            manual_dir: None,
-            renew_before_days: 30,
-        }
-    }
-}
-
-const LETSENCRYPT: &str = "letsencrypt";
-const LETSENCRYPT_STAGING: &str = "letsencrypt-staging";
-
-impl TlsConfig {
-    /// Checks what serde cannot; the message names the key.
-    pub fn validate(&self) -> Result<(), String> {
-        self.directory_url()?;
-        if let Some(email) = &self.acme_email {
-            let plausible = email
-                .split_once('@')
-                .is_some_and(|(user, domain)| !user.is_empty() && domain.contains('.'))
-                && !email.chars().any(|c| c.is_whitespace() || c.is_control());
-            if !plausible {
-                return Err(format!(
-                    "tls.acme_email `{email}` is not an email address such as ops@example.com"
-                ));
-            }
-        }
-        if !(1..=365).contains(&self.renew_before_days) {
-            return Err("tls.renew_before_days must be between 1 and 365".to_owned());
-        }
-        Ok(())
-    }
-
-    /// The ACME directory URL `acme_directory` names.
-    pub fn directory_url(&self) -> Result<String, String> {
-        match self.acme_directory.as_str() {
-            LETSENCRYPT => Ok(instant_acme::LetsEncrypt::Production.url().to_owned()),
-            LETSENCRYPT_STAGING => Ok(instant_acme::LetsEncrypt::Staging.url().to_owned()),
-            url if url.starts_with("https://") && url.len() > "https://".len() => {
-                Ok(url.to_owned())
-            }
-            other => Err(format!(
-                "tls.acme_directory `{other}` must be `{LETSENCRYPT}`, `{LETSENCRYPT_STAGING}` \
-                 or an https:// URL"
-            )),
-        }
-    }
+/// The URL of the ACME directory the `[tls]` section names (instant-acme knows Let's
+/// Encrypt's).
+pub fn directory_url(config: &TlsConfig) -> Result<String, String> {
+    Ok(match config.directory()? {
+        AcmeDirectory::LetsEncrypt => instant_acme::LetsEncrypt::Production.url().to_owned(),
+        AcmeDirectory::LetsEncryptStaging => instant_acme::LetsEncrypt::Staging.url().to_owned(),
+        AcmeDirectory::Url(url) => url.to_owned(),
+    })
 }
 
 /// What can go wrong in this module. Messages name the file or hostname involved.
@@ -713,12 +622,12 @@ mod tests {
         assert_eq!(parsed, TlsConfig::default());
         parsed.validate().unwrap();
         assert_eq!(
-            parsed.directory_url().unwrap(),
+            directory_url(&parsed).unwrap(),
             "https://acme-v02.api.letsencrypt.org/directory"
         );
         let staging: TlsConfig =
             toml::from_str("acme_directory = \"letsencrypt-staging\"").unwrap();
-        assert!(staging.directory_url().unwrap().contains("staging"));
+        assert!(directory_url(&staging).unwrap().contains("staging"));
         let full: TlsConfig = toml::from_str(
             "mode = \"self-signed\"\nacme_directory = \"https://127.0.0.1:14000/dir\"\n\
              acme_email = \"ops@example.com\"\nacme_challenge = \"tls-alpn-01\"\n\
@@ -729,39 +638,5 @@ mod tests {
         full.validate().unwrap();
         assert_eq!(full.mode, TlsMode::SelfSigned);
         assert_eq!(full.acme_challenge, AcmeChallenge::TlsAlpn01);
-    }
-
-    #[test]
-    fn config_mistakes_are_named() {
-        let err = toml::from_str::<TlsConfig>("renew_days = 3").unwrap_err();
-        assert!(err.to_string().contains("renew_days"), "{err}");
-        let err = toml::from_str::<TlsConfig>("mode = \"selfsigned\"").unwrap_err();
-        assert!(err.to_string().contains("selfsigned"), "{err}");
-        for (config, key) in [
-            (
-                TlsConfig {
-                    acme_directory: "http://ca.example/dir".into(),
-                    ..TlsConfig::default()
-                },
-                "acme_directory",
-            ),
-            (
-                TlsConfig {
-                    acme_email: Some("nobody".into()),
-                    ..TlsConfig::default()
-                },
-                "acme_email",
-            ),
-            (
-                TlsConfig {
-                    renew_before_days: 0,
-                    ..TlsConfig::default()
-                },
-                "renew_before_days",
-            ),
-        ] {
-            let err = config.validate().unwrap_err();
-            assert!(err.contains(key), "{err}");
-        }
     }
 }

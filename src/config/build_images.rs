@@ -1,5 +1,5 @@
-//! The base images generated Dockerfiles build on (`[build.images]` in the config), with
-//! the defaults users expect and a check that each name is a plain image reference.
+//! `[build.images]`: the base images generated Dockerfiles build on, with the defaults
+//! users expect and a check that each name is a plain image reference.
 
 use serde::{Deserialize, Serialize};
 

@@ -8,6 +8,16 @@ use std::{
 
 use serde::Deserialize;
 
+mod address_pool;
+mod allowed_network;
+mod build_images;
+mod tls;
+
+pub use address_pool::AddressPool;
+pub use allowed_network::AllowedNetwork;
+pub use build_images::BuildImages;
+pub use tls::{AcmeChallenge, AcmeDirectory, TlsConfig, TlsMode};
+
 use crate::names::{Handle, Hostname};
 
 /// The daemon's whole configuration. Every path the daemon touches derives from `data_dir`.
@@ -38,7 +48,7 @@ pub struct Config {
     /// What generated Dockerfiles build from.
     pub build: BuildConfig,
     /// Where the edge's certificates come from.
-    pub tls: crate::tls::TlsConfig,
+    pub tls: TlsConfig,
     /// The public edge's limits.
     pub edge: EdgeSettings,
     /// Instance counts and size tiers.
@@ -478,7 +488,7 @@ impl Default for EdgeSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct BuildConfig {
     /// Base images of generated Dockerfiles, per runtime.
-    pub images: crate::plan::BuildImages,
+    pub images: BuildImages,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -524,8 +534,8 @@ pub struct DeployConfig {
 
 impl DeployConfig {
     /// Where network subnets come from (`network_pool` cut by `network_prefix_len`).
-    pub fn address_pool(&self) -> Result<crate::docker::AddressPool, String> {
-        crate::docker::AddressPool::new(&self.network_pool, self.network_prefix_len)
+    pub fn address_pool(&self) -> Result<AddressPool, String> {
+        AddressPool::new(&self.network_pool, self.network_prefix_len)
             .map_err(|err| format!("deploy.network_pool: {err}"))
     }
 
@@ -583,7 +593,7 @@ pub struct GitConfig {
     /// Networks (CIDR) remote repositories may be fetched from although they are
     /// loopback, private, link-local or this server's own addresses, for a git server on
     /// the operator's LAN. Empty: public internet addresses only.
-    pub allowed_networks: Vec<crate::source::AllowedNetwork>,
+    pub allowed_networks: Vec<AllowedNetwork>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -631,7 +641,7 @@ impl Default for Config {
             deploy: DeployConfig::default(),
             git: GitConfig::default(),
             build: BuildConfig::default(),
-            tls: crate::tls::TlsConfig::default(),
+            tls: TlsConfig::default(),
             edge: EdgeSettings::default(),
             scale: ScaleConfig::default(),
             previews: PreviewsConfig::default(),
@@ -854,7 +864,7 @@ impl Config {
             )));
         }
         if let Some(schedule) = &self.backups.schedule {
-            crate::backup::schedule::Spec::parse(schedule)
+            crate::model::schedule::Spec::parse(schedule)
                 .map_err(|err| ConfigError::Invalid(format!("backups.schedule: {err}")))?;
         }
         if self.backups.concurrent == 0 {
@@ -936,11 +946,6 @@ impl Config {
         }
     }
 
-    /// Where git fetches may connect.
-    pub fn egress_policy(&self) -> crate::source::EgressPolicy {
-        crate::source::EgressPolicy::new(&self.git.allowed_networks)
-    }
-
     /// Keys an older config file may still hold, with what replaces them; the daemon
     /// logs each as a warning at start.
     pub fn deprecations(&self) -> Vec<String> {
@@ -1018,7 +1023,7 @@ mod tests {
 
     #[test]
     fn the_example_file_parses_to_the_defaults() {
-        let text = include_str!("../config.example.toml");
+        let text = include_str!("../../config.example.toml");
         let parsed = Config::parse(text).expect("config.example.toml parses");
         parsed.validate().expect("config.example.toml is valid");
         let defaults = Config::default();
@@ -1180,23 +1185,6 @@ mod tests {
         .unwrap();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("deploy.allow_local_repos"), "{err}");
-    }
-
-    #[test]
-    fn allowed_networks_are_cidrs() {
-        let config =
-            Config::parse("[git]\nallowed_networks = [\"10.1.2.0/24\", \"fd00::/8\"]\n").unwrap();
-        let policy = config.egress_policy();
-        assert!(policy.permits("10.1.2.3".parse().unwrap()));
-        assert!(!policy.permits("10.1.3.3".parse().unwrap()));
-        assert!(!Config::default()
-            .egress_policy()
-            .permits("10.1.2.3".parse().unwrap()));
-        let err = Config::parse("[git]\nallowed_networks = [\"10.1.2.0\"]\n").unwrap_err();
-        assert!(
-            err.contains("CIDR") && err.contains("allowed_networks"),
-            "{err}"
-        );
     }
 
     #[test]
