@@ -715,9 +715,16 @@ async fn run_release_command(
         .wait(&started.id)
         .await
         .map_err(|e| failed("release")(e.into()));
-    let output = engine.tail_logs(&started.id, 200).await.unwrap_or_default();
-    for line in &output {
-        log.line(format!("release: {line}"));
+    // The command's output is shown, or why it cannot be; the exit code decides either way.
+    match engine.tail_logs(&started.id, 200).await {
+        Ok(output) => {
+            for line in &output {
+                log.line(format!("release: {line}"));
+            }
+        }
+        Err(error) => log.line(format!(
+            "the release command's output is unavailable: {error}"
+        )),
     }
     let _ = engine
         .stop_and_remove(&started.id, Duration::from_secs(1))
