@@ -61,16 +61,14 @@ pub fn create_account(store: &Store, handle: Handle) -> Result<Account> {
         handle,
         created_at: clock::now(),
     };
-    store.call_blocking(|connection| {
-        let tx = connection.transaction()?;
-        store::accounts::insert_account(&tx, &account)?;
+    store.write_blocking(|tx| {
+        store::accounts::insert_account(tx, &account)?;
         audit::record(
-            &tx,
+            tx,
             &Actor::operator(&account),
             "account.create",
             Some(&account.id),
         )?;
-        tx.commit()?;
         Ok(())
     })?;
     Ok(account)
@@ -101,12 +99,10 @@ pub async fn create_token(
     }
     let actor = actor.clone();
     store
-        .call(move |connection| {
+        .write(move |tx| {
             let (token, hash) = mint(&actor.account_id, scope, name.as_ref());
-            let tx = connection.transaction()?;
-            store::accounts::insert_token(&tx, &token.record, &hash)?;
-            audit::record(&tx, &actor, "token.create", Some(&token.record.id))?;
-            tx.commit()?;
+            store::accounts::insert_token(tx, &token.record, &hash)?;
+            audit::record(tx, &actor, "token.create", Some(&token.record.id))?;
             Ok(token)
         })
         .await
@@ -119,12 +115,10 @@ pub fn create_token_blocking(
     scope: Scope,
     name: Option<TokenName>,
 ) -> Result<NewToken> {
-    store.call_blocking(|connection| {
+    store.write_blocking(|tx| {
         let (token, hash) = mint(&actor.account_id, scope, name.as_ref());
-        let tx = connection.transaction()?;
-        store::accounts::insert_token(&tx, &token.record, &hash)?;
-        audit::record(&tx, actor, "token.create", Some(&token.record.id))?;
-        tx.commit()?;
+        store::accounts::insert_token(tx, &token.record, &hash)?;
+        audit::record(tx, actor, "token.create", Some(&token.record.id))?;
         Ok(token)
     })
 }
@@ -192,28 +186,22 @@ pub fn list_tokens_blocking(store: &Store, account: &Account) -> Result<Vec<Toke
 pub async fn revoke_token(store: &Store, actor: &Actor, token_id: String) -> Result<TokenRecord> {
     let actor = actor.clone();
     store
-        .call(move |connection| revoke_in(connection, &actor, &token_id))
+        .write(move |tx| revoke_in(tx, &actor, &token_id))
         .await
 }
 
 pub fn revoke_token_blocking(store: &Store, actor: &Actor, token_id: &str) -> Result<TokenRecord> {
-    store.call_blocking(|connection| revoke_in(connection, actor, token_id))
+    store.write_blocking(|tx| revoke_in(tx, actor, token_id))
 }
 
-fn revoke_in(
-    connection: &mut rusqlite::Connection,
-    actor: &Actor,
-    token_id: &str,
-) -> Result<TokenRecord> {
-    let tx = connection.transaction()?;
-    if store::accounts::token_of_account(&tx, &actor.account_id, token_id)?.is_none() {
+fn revoke_in(tx: &store::Tx<'_>, actor: &Actor, token_id: &str) -> Result<TokenRecord> {
+    if store::accounts::token_of_account(tx, &actor.account_id, token_id)?.is_none() {
         return Err(Error::NotFound(format!("token `{token_id}` not found")));
     }
-    store::accounts::revoke_token(&tx, token_id, &clock::now())?;
-    audit::record(&tx, actor, "token.revoke", Some(token_id))?;
-    let token = store::accounts::token_of_account(&tx, &actor.account_id, token_id)?
+    store::accounts::revoke_token(tx, token_id, &clock::now())?;
+    audit::record(tx, actor, "token.revoke", Some(token_id))?;
+    let token = store::accounts::token_of_account(tx, &actor.account_id, token_id)?
         .ok_or_else(|| Error::Internal("revoked token vanished".to_owned()))?;
-    tx.commit()?;
     Ok(token)
 }
 
@@ -296,13 +284,7 @@ mod tests {
             create_token_blocking(&store, &Actor::operator(&account), Scope::Read, None).unwrap();
         let secret = token.secret.clone();
         let found: i64 = store
-            .call_blocking(move |c| {
-                Ok(c.query_row(
-                    "SELECT COUNT(*) FROM tokens WHERE CAST(secret_hash AS TEXT) = ?1 OR prefix = ?1",
-                    [secret],
-                    |r| r.get(0),
-                )?)
-            })
+            .call_blocking(move |c| store::accounts::tokens_storing(c, &secret))
             .unwrap();
         assert_eq!(found, 0);
     }

@@ -13,7 +13,7 @@ pub use crate::model::audit::AuditEntry;
 
 /// Appends an entry inside the caller's transaction.
 pub fn record(
-    connection: &rusqlite::Connection,
+    connection: &store::Db,
     actor: &Actor,
     action: &str,
     target: Option<&str>,
@@ -45,7 +45,7 @@ pub async fn list(store: &Store, actor: &Actor, page: PageRequest) -> Result<Pag
 /// Appends an entry made by the daemon itself (the backup scheduler), inside the caller's
 /// transaction.
 pub fn record_system(
-    connection: &rusqlite::Connection,
+    connection: &store::Db,
     account_id: &str,
     actor: &str,
     action: &str,

@@ -94,22 +94,20 @@ pub async fn add_alias(
     let saved = stored.clone();
     let limit = app.config.domains.max_aliases_per_project;
     app.store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
-            let count = store::aliases::count_of_project(&tx, &saved.project_id)?;
+        .write(move |tx| {
+            let count = store::aliases::count_of_project(tx, &saved.project_id)?;
             if count >= limit {
                 return Err(Error::Conflict(format!(
                     "the project already has {count} aliases, the limit (domains.max_aliases_per_project = {limit}); remove one first"
                 )));
             }
-            store::aliases::insert(&tx, &saved)?;
+            store::aliases::insert(tx, &saved)?;
             audit::record(
-                &tx,
+                tx,
                 &actor,
                 "alias.add",
                 Some(&format!("{}:{}", saved.project_id, saved.hostname)),
             )?;
-            tx.commit()?;
             Ok(())
         })
         .await?;
@@ -127,21 +125,19 @@ pub async fn remove_alias(
     let actor = actor.clone();
     let host = hostname.clone();
     app.store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
-            if !store::aliases::delete(&tx, &project.id, &host)? {
+        .write(move |tx| {
+            if !store::aliases::delete(tx, &project.id, &host)? {
                 return Err(Error::NotFound(format!(
                     "hostname `{host}` is not an alias of project `{}`",
                     project.id
                 )));
             }
             audit::record(
-                &tx,
+                tx,
                 &actor,
                 "alias.remove",
                 Some(&format!("{}:{host}", project.id)),
             )?;
-            tx.commit()?;
             Ok(())
         })
         .await?;

@@ -42,11 +42,7 @@ pub struct EnvListing {
     pub pending_removals: Vec<String>,
 }
 
-fn ensure_project(
-    connection: &rusqlite::Connection,
-    actor: &Actor,
-    project_id: &str,
-) -> Result<()> {
+fn ensure_project(connection: &store::Db, actor: &Actor, project_id: &str) -> Result<()> {
     store::projects::by_id(connection, &actor.account_id, project_id)?
         .map(|_| ())
         .ok_or_else(|| Error::NotFound(format!("project `{project_id}` not found")))
@@ -74,7 +70,7 @@ pub async fn list(app: &AppState, actor: &Actor, project_id: String) -> Result<E
 }
 
 fn listing(
-    connection: &rusqlite::Connection,
+    connection: &store::Db,
     secrets: &crate::secrets::SecretBox,
     actor: &Actor,
     project_id: &str,
@@ -131,16 +127,15 @@ pub async fn set(
     let actor = actor.clone();
     let secrets = app.secrets.clone();
     app.store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
-            ensure_project(&tx, &actor, &project_id)?;
+        .write(move |tx| {
+            ensure_project(tx, &actor, &project_id)?;
             let now = clock::now();
             for (key, change) in changes {
                 match change {
                     EnvChange::Set { value, secret } => {
                         let secret = secret.unwrap_or_else(|| key.looks_secret());
                         store::env::upsert(
-                            &tx,
+                            tx,
                             &project_id,
                             &StoredVar {
                                 key: key.as_str().to_owned(),
@@ -151,18 +146,17 @@ pub async fn set(
                         )?;
                     }
                     EnvChange::Remove => {
-                        store::env::delete(&tx, &project_id, key.as_str())?;
+                        store::env::delete(tx, &project_id, key.as_str())?;
                     }
                 }
                 audit::record(
-                    &tx,
+                    tx,
                     &actor,
                     "env.set",
                     Some(&format!("{project_id}:{}", key.as_str())),
                 )?;
             }
-            let listing = listing(&tx, &secrets, &actor, &project_id)?;
-            tx.commit()?;
+            let listing = listing(tx, &secrets, &actor, &project_id)?;
             Ok(listing)
         })
         .await

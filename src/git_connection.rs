@@ -185,13 +185,11 @@ pub async fn connect(
     let actor = actor.clone();
     let view = app
         .store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
-            store::git::upsert(&tx, &stored)?;
-            audit::record(&tx, &actor, "git.connect", Some(&stored.project_id))?;
-            let saved = store::git::get(&tx, &stored.project_id)?
+        .write(move |tx| {
+            store::git::upsert(tx, &stored)?;
+            audit::record(tx, &actor, "git.connect", Some(&stored.project_id))?;
+            let saved = store::git::get(tx, &stored.project_id)?
                 .ok_or_else(|| Error::Internal("the connection vanished".to_owned()))?;
-            tx.commit()?;
             Ok(ConnectionView::from(&saved))
         })
         .await?;
@@ -220,17 +218,15 @@ pub async fn rotate_secret(app: &AppState, actor: &Actor, project_id: String) ->
     let sealed = app.secrets.seal_str(&secret);
     let actor = actor.clone();
     app.store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
-            if !store::git::set_secret(&tx, &project_id, &sealed, &clock::now())? {
+        .write(move |tx| {
+            if !store::git::set_secret(tx, &project_id, &sealed, &clock::now())? {
                 // The project exists (it was just checked), so this is a state the
                 // request conflicts with, not a missing resource.
                 return Err(Error::Conflict(format!(
                     "project `{project_id}` has no git connection to rotate a secret of; connect one with POST /v1/projects/{project_id}/git"
                 )));
             }
-            audit::record(&tx, &actor, "git.rotate_secret", Some(&project_id))?;
-            tx.commit()?;
+            audit::record(tx, &actor, "git.rotate_secret", Some(&project_id))?;
             Ok(())
         })
         .await?;

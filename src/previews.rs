@@ -260,7 +260,7 @@ fn label_budget(base_domain: &str) -> usize {
 /// A free hostname for a new preview, inside the caller's transaction: the label, or the
 /// label with `-2`, `-3`... when another preview has it.
 fn allocate_hostname(
-    connection: &rusqlite::Connection,
+    connection: &store::Db,
     base_domain: &str,
     label: &str,
     max_len: usize,
@@ -344,26 +344,25 @@ pub async fn create_or_update(
     let trigger = trigger.to_owned();
     let (preview, deploy, created, superseded) = app
         .store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
-            let project = store::projects::by_id(&tx, &actor.account_id, &project_id)?
+        .write(move |tx| {
+            let project = store::projects::by_id(tx, &actor.account_id, &project_id)?
                 .ok_or_else(|| Error::NotFound(format!("project `{project_id}` not found")))?;
-            if store::git::get(&tx, &project.id)?.is_none() {
+            if store::git::get(tx, &project.id)?.is_none() {
                 return Err(Error::Invalid(format!(
                     "the project has no git repository to build a preview from; connect one with POST /v1/projects/{}/git",
                     project.id
                 )));
             }
             let existing = match (request.pull_request, request.source.branch()) {
-                (Some(number), branch) => match store::previews::for_pull_request(&tx, &project.id, number)? {
+                (Some(number), branch) => match store::previews::for_pull_request(tx, &project.id, number)? {
                     Some(found) => Some(found),
                     None => match branch {
-                        Some(branch) => store::previews::for_branch(&tx, &project.id, branch)?,
+                        Some(branch) => store::previews::for_branch(tx, &project.id, branch)?,
                         None => None,
                     },
                 },
-                (None, Some(branch)) => store::previews::for_branch(&tx, &project.id, branch)?,
-                (None, None) => store::previews::for_ref(&tx, &project.id, request.source.text())?,
+                (None, Some(branch)) => store::previews::for_branch(tx, &project.id, branch)?,
+                (None, None) => store::previews::for_ref(tx, &project.id, request.source.text())?,
             };
             let now = time::OffsetDateTime::now_utc();
             let now_text = clock::format(now);
@@ -377,12 +376,12 @@ pub async fn create_or_update(
                     preview.ttl_secs = ttl_secs.unwrap_or(preview.ttl_secs);
                     preview.updated_at = now_text.clone();
                     preview.expires_at = expiry(now, preview.ttl_secs);
-                    store::previews::update(&tx, &preview)?;
-                    audit::record(&tx, &actor, "preview.update", Some(&preview.id))?;
+                    store::previews::update(tx, &preview)?;
+                    audit::record(tx, &actor, "preview.update", Some(&preview.id))?;
                     (preview, false)
                 }
                 None => {
-                    let count = store::previews::count_of_project(&tx, &project.id)?;
+                    let count = store::previews::count_of_project(tx, &project.id)?;
                     if count >= config.max_per_project {
                         return Err(Error::Conflict(format!(
                             "the project already has {count} previews, the limit (previews.max_per_project = {}); delete one first",
@@ -403,7 +402,7 @@ pub async fn create_or_update(
                         &format!("{}:{slug_source}", project.id),
                         max_len,
                     );
-                    let hostname = allocate_hostname(&tx, &base_domain, &label, max_len)?;
+                    let hostname = allocate_hostname(tx, &base_domain, &label, max_len)?;
                     // Belt and braces: the label rules above always give a valid name.
                     Hostname::parse(&hostname)?;
                     let ttl_secs = ttl_secs.unwrap_or(config.default_ttl_secs);
@@ -421,8 +420,8 @@ pub async fn create_or_update(
                         updated_at: now_text.clone(),
                         expires_at: expiry(now, ttl_secs),
                     };
-                    store::previews::insert(&tx, &preview)?;
-                    audit::record(&tx, &actor, "preview.create", Some(&preview.id))?;
+                    store::previews::insert(tx, &preview)?;
+                    audit::record(tx, &actor, "preview.create", Some(&preview.id))?;
                     (preview, true)
                 }
             };
@@ -433,8 +432,7 @@ pub async fn create_or_update(
                 Some(git_ref),
                 &trigger,
             );
-            let superseded = deploy::queue_in(&tx, &actor, &deploy)?;
-            tx.commit()?;
+            let superseded = deploy::queue_in(tx, &actor, &deploy)?;
             Ok((preview, deploy, created, superseded))
         })
         .await?;
@@ -534,15 +532,14 @@ async fn remove(app: &AppState, actor: &Actor, preview: Preview, why: &'static s
     let project_id = preview.project_id.clone();
     let (deploys, lines) = app
         .store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
-            if !store::previews::delete(&tx, &id)? {
+        .write(move |tx| {
+            if !store::previews::delete(tx, &id)? {
                 return Err(not_found(&id));
             }
             // Its runtime logs and metric points go with it; production's stay.
-            store::runtime_logs::delete_preview(&tx, &project_id, &id)?;
-            store::metrics::delete_preview(&tx, &project_id, &id)?;
-            let deploys = store::deploys::of_preview(&tx, &id, 1000)?;
+            store::runtime_logs::delete_preview(tx, &project_id, &id)?;
+            store::metrics::delete_preview(tx, &project_id, &id)?;
+            let deploys = store::deploys::of_preview(tx, &id, 1000)?;
             let now = clock::now();
             let mut lines = Vec::new();
             for deploy in &deploys {
@@ -556,19 +553,18 @@ async fn remove(app: &AppState, actor: &Actor, preview: Preview, why: &'static s
                     | DeployStatus::Canceled
                     | DeployStatus::Superseded => continue,
                 };
-                store::deploys::set_status(&tx, &deploy.id, ends_as, &now)?;
-                let seq = store::deploys::last_log_seq(&tx, &deploy.id)? + 1;
+                store::deploys::set_status(tx, &deploy.id, ends_as, &now)?;
+                let seq = store::deploys::last_log_seq(tx, &deploy.id)? + 1;
                 let line = LogLine {
                     seq,
                     at: now.clone(),
                     kind: "status".to_owned(),
                     text: format!("{} ({why})", ends_as.as_str()),
                 };
-                store::deploys::append_logs(&tx, &deploy.id, std::slice::from_ref(&line))?;
+                store::deploys::append_logs(tx, &deploy.id, std::slice::from_ref(&line))?;
                 lines.push((deploy.id.clone(), line));
             }
-            audit::record(&tx, &actor, "preview.delete", Some(&id))?;
-            tx.commit()?;
+            audit::record(tx, &actor, "preview.delete", Some(&id))?;
             Ok((deploys, lines))
         })
         .await?;

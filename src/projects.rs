@@ -56,11 +56,9 @@ pub async fn create(app: &AppState, actor: &Actor, new: NewProject) -> Result<Pr
     let actor = actor.clone();
     let project = app
         .store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
-            store::projects::insert(&tx, &project)?;
-            audit::record(&tx, &actor, "project.create", Some(&project.id))?;
-            tx.commit()?;
+        .write(move |tx| {
+            store::projects::insert(tx, &project)?;
+            audit::record(tx, &actor, "project.create", Some(&project.id))?;
             Ok(project)
         })
         .await?;
@@ -128,9 +126,8 @@ pub async fn update(
     let actor = actor.clone();
     let project = app
         .store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
-            let mut project = store::projects::by_id(&tx, &actor.account_id, &id)?
+        .write(move |tx| {
+            let mut project = store::projects::by_id(tx, &actor.account_id, &id)?
                 .ok_or_else(|| not_found(&id))?;
             if let Some(name) = changes.name {
                 project.name = name;
@@ -144,12 +141,11 @@ pub async fn update(
                     .then(|| serde_json::to_string(&project.preview_branches))
                     .transpose()
                     .map_err(|err| Error::Internal(err.to_string()))?;
-                store::previews::set_branch_patterns(&tx, &project.id, stored.as_deref())?;
+                store::previews::set_branch_patterns(tx, &project.id, stored.as_deref())?;
             }
             project.updated_at = clock::now();
-            store::projects::update(&tx, &project)?;
-            audit::record(&tx, &actor, "project.update", Some(&project.id))?;
-            tx.commit()?;
+            store::projects::update(tx, &project)?;
+            audit::record(tx, &actor, "project.update", Some(&project.id))?;
             Ok(project)
         })
         .await?;
@@ -178,22 +174,20 @@ pub async fn delete(app: &AppState, actor: &Actor, id: String) -> Result<()> {
         .await?;
     let project_id = id.clone();
     app.store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
-            if store::projects::by_id(&tx, &actor.account_id, &id)?.is_none() {
+        .write(move |tx| {
+            if store::projects::by_id(tx, &actor.account_id, &id)?.is_none() {
                 return Err(not_found(&id));
             }
             // Data is never dropped as a side effect: it is deleted explicitly first.
-            if let Some(what) = store::volumes::holds_data(&tx, &id)? {
+            if let Some(what) = store::volumes::holds_data(tx, &id)? {
                 return Err(Error::Conflict(format!(
                     "project `{id}` holds {what}; delete its database and volumes first (DELETE /v1/projects/{id}/database, /volumes/:name)"
                 )));
             }
-            if !store::projects::delete(&tx, &actor.account_id, &id)? {
+            if !store::projects::delete(tx, &actor.account_id, &id)? {
                 return Err(not_found(&id));
             }
-            audit::record(&tx, &actor, "project.delete", Some(&id))?;
-            tx.commit()?;
+            audit::record(tx, &actor, "project.delete", Some(&id))?;
             Ok(())
         })
         .await?;

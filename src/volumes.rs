@@ -103,16 +103,14 @@ pub(crate) async fn create_for(
     let saved = volume.clone();
     let actor = actor.clone();
     app.store
-        .call(move |c| {
-            let tx = c.transaction()?;
-            store::volumes::insert_volume(&tx, &saved)?;
+        .write(move |tx| {
+            store::volumes::insert_volume(tx, &saved)?;
             audit::record(
-                &tx,
+                tx,
                 &actor,
                 action,
                 Some(&format!("{}:{}", saved.project_id, saved.name)),
             )?;
-            tx.commit()?;
             Ok(())
         })
         .await?;
@@ -168,16 +166,14 @@ pub async fn delete(
     engine.remove_volume(&volume.docker_name).await?;
     let actor = actor.clone();
     app.store
-        .call(move |c| {
-            let tx = c.transaction()?;
-            store::volumes::delete_volume(&tx, &volume.project_id, &volume.name)?;
+        .write(move |tx| {
+            store::volumes::delete_volume(tx, &volume.project_id, &volume.name)?;
             audit::record(
-                &tx,
+                tx,
                 &actor,
                 "volume.delete",
                 Some(&format!("{}:{}", volume.project_id, volume.name)),
             )?;
-            tx.commit()?;
             Ok(())
         })
         .await?;

@@ -173,13 +173,11 @@ async fn begin(
     let saved = backup.clone();
     let actor = actor.cloned();
     app.store
-        .call(move |c| {
-            let tx = c.transaction()?;
-            store::backups::insert(&tx, &saved)?;
+        .write(move |tx| {
+            store::backups::insert(tx, &saved)?;
             if let Some(actor) = &actor {
-                audit::record(&tx, actor, "backup.create", Some(&saved.id))?;
+                audit::record(tx, actor, "backup.create", Some(&saved.id))?;
             }
-            tx.commit()?;
             Ok(())
         })
         .await?;
@@ -372,12 +370,10 @@ pub async fn restore(
     let actor = actor.clone();
     let backup = app
         .store
-        .call(move |c| {
-            let tx = c.transaction()?;
-            store::backups::set_restored(&tx, &id, &clock::now())?;
-            audit::record(&tx, &actor, "backup.restore", Some(&id))?;
-            let backup = store::backups::by_id(&tx, &id)?;
-            tx.commit()?;
+        .write(move |tx| {
+            store::backups::set_restored(tx, &id, &clock::now())?;
+            audit::record(tx, &actor, "backup.restore", Some(&id))?;
+            let backup = store::backups::by_id(tx, &id)?;
             Ok(backup)
         })
         .await?
@@ -512,12 +508,10 @@ pub async fn set_schedule(
     let saved = schedule.clone();
     let actor = actor.clone();
     app.store
-        .call(move |c| {
-            let tx = c.transaction()?;
-            store::backups::put_schedule(&tx, &saved)?;
-            audit::record(&tx, &actor, "backup.schedule.set", Some(&saved.project_id))?;
-            let stored = store::backups::schedule_of(&tx, &saved.project_id)?;
-            tx.commit()?;
+        .write(move |tx| {
+            store::backups::put_schedule(tx, &saved)?;
+            audit::record(tx, &actor, "backup.schedule.set", Some(&saved.project_id))?;
+            let stored = store::backups::schedule_of(tx, &saved.project_id)?;
             Ok(stored)
         })
         .await?
@@ -529,16 +523,14 @@ pub async fn delete_schedule(app: &AppState, actor: &Actor, project_id: String) 
     let project = projects::get(&app.store, actor, project_id).await?;
     let actor = actor.clone();
     app.store
-        .call(move |c| {
-            let tx = c.transaction()?;
-            if !store::backups::delete_schedule(&tx, &project.id)? {
+        .write(move |tx| {
+            if !store::backups::delete_schedule(tx, &project.id)? {
                 return Err(Error::NotFound(format!(
                     "project `{}` has no backup schedule of its own",
                     project.id
                 )));
             }
-            audit::record(&tx, &actor, "backup.schedule.delete", Some(&project.id))?;
-            tx.commit()?;
+            audit::record(tx, &actor, "backup.schedule.delete", Some(&project.id))?;
             Ok(())
         })
         .await
@@ -639,19 +631,17 @@ async fn run_scheduled(app: &AppState, project: &Project, schedule: &Schedule) {
     let now = clock::now();
     let recorded = app
         .store
-        .call(move |c| {
-            let tx = c.transaction()?;
-            store::backups::record_schedule_run(&tx, &saved, &now, status, error.as_deref())?;
+        .write(move |tx| {
+            store::backups::record_schedule_run(tx, &saved, &now, status, error.as_deref())?;
             if error.is_some() {
                 audit::record_system(
-                    &tx,
+                    tx,
                     &account_id,
                     "scheduler",
                     "backup.scheduled.failed",
                     Some(&saved.project_id),
                 )?;
             }
-            tx.commit()?;
             Ok(())
         })
         .await;
@@ -701,11 +691,9 @@ async fn apply_retention(app: &AppState, project: &Project, schedule: &Schedule)
             remote::delete_copy(app, backup).await;
             let account_id = project.account_id.clone();
             app.store
-                .call(move |c| {
-                    let tx = c.transaction()?;
-                    store::backups::delete(&tx, &id)?;
-                    audit::record_system(&tx, &account_id, "scheduler", "backup.prune", Some(&id))?;
-                    tx.commit()?;
+                .write(move |tx| {
+                    store::backups::delete(tx, &id)?;
+                    audit::record_system(tx, &account_id, "scheduler", "backup.prune", Some(&id))?;
                     Ok(())
                 })
                 .await?;

@@ -206,17 +206,15 @@ async fn record(
     let id = backup.id.clone();
     let now = clock::now();
     app.store
-        .call(move |c| {
-            let tx = c.transaction()?;
-            let before = store::backups::record_upload(&tx, &id, status, error.as_deref(), &now)?;
+        .write(move |tx| {
+            let before = store::backups::record_upload(tx, &id, status, error.as_deref(), &now)?;
             if before.is_some_and(|before| before != status) {
                 let action = match status {
                     RemoteStatus::Uploaded => "backup.upload",
                     RemoteStatus::Failed | RemoteStatus::Pending => "backup.upload.failed",
                 };
-                audit::record_system(&tx, &project.account_id, "uploader", action, Some(&id))?;
+                audit::record_system(tx, &project.account_id, "uploader", action, Some(&id))?;
             }
-            tx.commit()?;
             Ok(())
         })
         .await

@@ -92,16 +92,14 @@ pub async fn create(
     let actor = actor.clone();
     let stored = app
         .store
-        .call(move |c| {
-            let tx = c.transaction()?;
-            store::volumes::insert_database(&tx, &saved)?;
+        .write(move |tx| {
+            store::volumes::insert_database(tx, &saved)?;
             audit::record(
-                &tx,
+                tx,
                 &actor,
                 "database.create",
                 Some(&format!("{}:{}", saved.project_id, saved.engine.as_str())),
             )?;
-            tx.commit()?;
             Ok(())
         })
         .await;
@@ -356,14 +354,12 @@ pub async fn delete(
     let id = project.id.clone();
     let engine = record.engine;
     app.store
-        .call(move |c| {
-            let tx = c.transaction()?;
-            store::volumes::delete_database(&tx, &id)?;
+        .write(move |tx| {
+            store::volumes::delete_database(tx, &id)?;
             if engine == DatabaseEngine::Sqlite {
-                store::volumes::delete_volume(&tx, &id, SQLITE_VOLUME)?;
+                store::volumes::delete_volume(tx, &id, SQLITE_VOLUME)?;
             }
-            audit::record(&tx, &actor, "database.delete", Some(&id))?;
-            tx.commit()?;
+            audit::record(tx, &actor, "database.delete", Some(&id))?;
             Ok(())
         })
         .await?;

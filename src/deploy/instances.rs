@@ -581,16 +581,14 @@ pub async fn scale(
         .map(|(p, c)| (p.to_string(), *c))
         .collect();
     app.store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
+        .write(move |tx| {
             let now = clock::now();
-            store::projects::set_scale(&tx, &id, stored.instances, stored.size.as_deref(), &now)?;
+            store::projects::set_scale(tx, &id, stored.instances, stored.size.as_deref(), &now)?;
             for (process, count) in &changed {
-                store::projects::set_process_instances(&tx, &id, process, *count)?;
+                store::projects::set_process_instances(tx, &id, process, *count)?;
             }
-            store::projects::set_status(&tx, &id, stored.status, &now)?;
-            audit::record(&tx, &actor, "project.scale", Some(&id))?;
-            tx.commit()?;
+            store::projects::set_status(tx, &id, stored.status, &now)?;
+            audit::record(tx, &actor, "project.scale", Some(&id))?;
             Ok(())
         })
         .await?;

@@ -206,16 +206,14 @@ pub fn start_log(app: &AppState, deploy_id: &str) -> (DeployLog, tokio::task::Jo
             let id = deploy_id.clone();
             let result = app
                 .store
-                .call(move |connection| {
-                    let tx = connection.transaction()?;
-                    store::deploys::append_logs(&tx, &id, &stored)?;
+                .write(move |tx| {
+                    store::deploys::append_logs(tx, &id, &stored)?;
                     for (_, status, failure, at) in &statuses {
-                        store::deploys::set_status(&tx, &id, *status, at)?;
+                        store::deploys::set_status(tx, &id, *status, at)?;
                         if let Some((step, error)) = failure {
-                            store::deploys::set_failure(&tx, &id, step, error)?;
+                            store::deploys::set_failure(tx, &id, step, error)?;
                         }
                     }
-                    tx.commit()?;
                     Ok(())
                 })
                 .await;
@@ -317,13 +315,11 @@ async fn enqueue_with(
     let queued = deploy.clone();
     let superseded = app
         .store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
-            if store::projects::by_id(&tx, &actor.account_id, &project_id)?.is_none() {
+        .write(move |tx| {
+            if store::projects::by_id(tx, &actor.account_id, &project_id)?.is_none() {
                 return Err(Error::NotFound(format!("project `{project_id}` not found")));
             }
-            let superseded = queue_in(&tx, &actor, &queued)?;
-            tx.commit()?;
+            let superseded = queue_in(tx, &actor, &queued)?;
             Ok(superseded)
         })
         .await?;
@@ -365,11 +361,7 @@ pub(crate) type Superseded = Vec<(String, LogLine)>;
 /// Queues `deploy` inside the caller's transaction: a deploy still queued for the same
 /// target is superseded, the new one is stored with its first log line, and audited.
 /// Call `announce` after the commit.
-pub(crate) fn queue_in(
-    tx: &rusqlite::Connection,
-    actor: &Actor,
-    deploy: &Deploy,
-) -> Result<Superseded> {
+pub(crate) fn queue_in(tx: &store::Tx<'_>, actor: &Actor, deploy: &Deploy) -> Result<Superseded> {
     let older = store::deploys::of_target_with_status(
         tx,
         &deploy.project_id,
@@ -466,10 +458,8 @@ pub async fn cancel(app: &AppState, actor: &Actor, deploy_id: String) -> Result<
     let actor = actor.clone();
     let id = deploy_id.clone();
     app.store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
-            audit::record(&tx, &actor, "deploy.cancel", Some(&id))?;
-            tx.commit()?;
+        .write(move |tx| {
+            audit::record(tx, &actor, "deploy.cancel", Some(&id))?;
             Ok(())
         })
         .await?;
@@ -478,20 +468,18 @@ pub async fn cancel(app: &AppState, actor: &Actor, deploy_id: String) -> Result<
     let id = deploy_id.clone();
     let canceled_in_queue = app
         .store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
+        .write(move |tx| {
             let now = clock::now();
-            if !store::deploys::claim_queued(&tx, &id, DeployStatus::Canceled, &now)? {
+            if !store::deploys::claim_queued(tx, &id, DeployStatus::Canceled, &now)? {
                 return Ok(None);
             }
             let line = LogLine {
-                seq: store::deploys::last_log_seq(&tx, &id)? + 1,
+                seq: store::deploys::last_log_seq(tx, &id)? + 1,
                 at: now,
                 kind: "status".to_owned(),
                 text: DeployStatus::Canceled.as_str().to_owned(),
             };
-            store::deploys::append_logs(&tx, &id, std::slice::from_ref(&line))?;
-            tx.commit()?;
+            store::deploys::append_logs(tx, &id, std::slice::from_ref(&line))?;
             Ok(Some(line))
         })
         .await?;
