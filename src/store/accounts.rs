@@ -2,15 +2,13 @@
 
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::Db;
-
 use crate::{
     error::{Error, Result},
     model::account::{Account, TokenRecord},
     names::{Handle, Scope},
 };
 
-use super::is_unique_violation;
+use super::{is_unique_violation, Db};
 
 fn account_from_row(row: &Row<'_>) -> rusqlite::Result<(String, String, String)> {
     Ok((row.get(0)?, row.get(1)?, row.get(2)?))

@@ -2,11 +2,9 @@
 
 use rusqlite::params;
 
-use super::Db;
-
 use crate::error::{Error, Result};
 
-use super::is_unique_violation;
+use super::{is_unique_violation, Db};
 
 #[derive(Debug, Clone)]
 pub struct StoredAlias {

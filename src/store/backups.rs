@@ -2,8 +2,6 @@
 
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::Db;
-
 use crate::{
     error::Result,
     model::{
@@ -11,6 +9,8 @@ use crate::{
         backup::{Backup, BackupKind, BackupStatus, RemoteCopy, RemoteStatus, Schedule},
     },
 };
+
+use super::Db;
 
 const COLUMNS: &str = "seq, id, project_id, kind, subject, engine, trigger, status, error, file, size_bytes, sha256, started_at, finished_at, restored_at, remote_status, remote_key, remote_error, remote_attempts, remote_attempted_at, remote_uploaded_at";
 

@@ -5,12 +5,12 @@
 
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::Db;
-
 use crate::{
     error::Result,
     model::deploy::{Deploy, DeployStatus, LogLine},
 };
+
+use super::Db;
 
 const COLUMNS: &str = "seq, id, project_id, status, trigger, git_ref, commit_sha, commit_message, plan, image, failed_step, error, created_at, building_at, releasing_at, finished_at, rollback_of, preview_id";
 

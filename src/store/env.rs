@@ -2,9 +2,9 @@
 
 use rusqlite::params;
 
-use super::Db;
-
 use crate::error::Result;
+
+use super::Db;
 
 /// One stored variable: key, sealed value, secret flag, last update.
 #[derive(Debug, Clone)]

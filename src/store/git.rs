@@ -2,9 +2,9 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::{Db, Tx};
-
 use crate::error::Result;
+
+use super::{Db, Tx};
 
 /// A project's git connection as stored; secrets sealed.
 #[derive(Debug, Clone)]

@@ -8,12 +8,12 @@
 
 use rusqlite::{params, Row};
 
-use super::Db;
-
 use crate::{
     error::Result,
     model::metrics::{EdgePoint, InstancePoint},
 };
+
+use super::Db;
 
 /// Width of a coarse point, in seconds.
 pub const MINUTE: i64 = 60;

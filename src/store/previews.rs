@@ -3,9 +3,9 @@
 
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::Db;
-
 use crate::{error::Result, model::preview::Preview};
+
+use super::Db;
 
 const COLUMNS: &str = "id, project_id, hostname, branch, git_ref, pull_request, env, ttl_secs, \
     trigger, created_at, updated_at, expires_at";

@@ -5,15 +5,13 @@ use std::collections::BTreeMap;
 
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::Db;
-
 use crate::{
     error::{Error, Result},
     model::project::{Project, ProjectStatus},
     names::{Handle, ProjectName, Runtime},
 };
 
-use super::is_unique_violation;
+use super::{is_unique_violation, Db};
 
 const COLUMNS: &str = "p.seq, p.id, p.account_id, a.handle, p.name, p.runtime, p.status, \
     p.created_at, p.updated_at, p.instances, p.size, \

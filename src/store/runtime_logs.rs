@@ -7,12 +7,12 @@ use std::collections::{HashMap, HashSet};
 
 use rusqlite::{params, OptionalExtension, Row, ToSql};
 
-use super::{Db, Tx};
-
 use crate::{
     error::Result,
     model::logs::{LineFilter, LogStream, NewLine, RuntimeLine, LINE_OVERHEAD_BYTES},
 };
+
+use super::{Db, Tx};
 
 const COLUMNS: &str = "seq, project_id, at_ns, instance, process, stream, line, preview_id";
 

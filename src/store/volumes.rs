@@ -2,8 +2,6 @@
 
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::Db;
-
 use crate::{
     error::{Error, Result},
     model::{
@@ -12,7 +10,7 @@ use crate::{
     },
 };
 
-use super::is_unique_violation;
+use super::{is_unique_violation, Db};
 
 fn volume_from_row(row: &Row<'_>) -> rusqlite::Result<Volume> {
     Ok(Volume {
