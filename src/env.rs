@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     accounts::Actor,
-    audit, clock,
+    clock,
     error::{Error, Result},
     names::{EnvKey, Scope},
     state::AppState,
@@ -42,12 +42,6 @@ pub struct EnvListing {
     pub pending_removals: Vec<String>,
 }
 
-fn ensure_project(connection: &store::Db, actor: &Actor, project_id: &str) -> Result<()> {
-    store::projects::by_id(connection, &actor.account_id, project_id)?
-        .map(|_| ())
-        .ok_or_else(|| Error::NotFound(format!("project `{project_id}` not found")))
-}
-
 pub fn validate_value(key: &EnvKey, value: &str) -> Result<()> {
     if value.len() > MAX_VALUE_BYTES || value.contains('\0') {
         return Err(Error::Invalid(format!(
@@ -62,24 +56,22 @@ pub async fn list(app: &AppState, actor: &Actor, project_id: String) -> Result<E
     let actor = actor.clone();
     let secrets = app.secrets.clone();
     app.store
-        .call(move |connection| {
-            ensure_project(connection, &actor, &project_id)?;
-            listing(connection, &secrets, &actor, &project_id)
+        .call(move |db| {
+            store::projects::check_owned(db, &actor.account_id, &project_id)?;
+            listing(&secrets, &actor, store::env::with_running(db, &project_id)?)
         })
         .await
 }
 
+/// The listing of the stored variables against the running release's sealed env.
 fn listing(
-    connection: &store::Db,
     secrets: &crate::secrets::SecretBox,
     actor: &Actor,
-    project_id: &str,
+    (stored, running): (Vec<StoredVar>, Option<Vec<u8>>),
 ) -> Result<EnvListing> {
-    let stored = store::env::all(connection, project_id)?;
-    let running: Option<BTreeMap<String, String>> =
-        store::deploys::running_env(connection, project_id)?
-            .and_then(|sealed| secrets.open(&sealed).ok())
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let running: Option<BTreeMap<String, String>> = running
+        .and_then(|sealed| secrets.open(&sealed).ok())
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
     let mut vars = Vec::with_capacity(stored.len());
     let mut current = BTreeMap::new();
     for var in stored {
@@ -124,11 +116,15 @@ pub async fn set(
             validate_value(key, value)?;
         }
     }
+    let audits: Vec<store::Audit> = changes
+        .keys()
+        .map(|key| store::Audit::by(actor, "env.set", format!("{project_id}:{}", key.as_str())))
+        .collect();
     let actor = actor.clone();
     let secrets = app.secrets.clone();
     app.store
-        .write(move |tx| {
-            ensure_project(tx, &actor, &project_id)?;
+        .write_audited(audits, move |tx| {
+            store::projects::check_owned(tx, &actor.account_id, &project_id)?;
             let now = clock::now();
             for (key, change) in changes {
                 match change {
@@ -149,15 +145,8 @@ pub async fn set(
                         store::env::delete(tx, &project_id, key.as_str())?;
                     }
                 }
-                audit::record(
-                    tx,
-                    &actor,
-                    "env.set",
-                    Some(&format!("{project_id}:{}", key.as_str())),
-                )?;
             }
-            let listing = listing(tx, &secrets, &actor, &project_id)?;
-            Ok(listing)
+            listing(&secrets, &actor, store::env::with_running(tx, &project_id)?)
         })
         .await
 }

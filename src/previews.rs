@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     accounts::Actor,
-    audit, clock,
+    clock,
     deploy::{self, Deploy, DeployStatus, LogLine, ReleaseTarget},
     error::{Error, Result},
     ids,
@@ -340,12 +340,28 @@ pub async fn create_or_update(
             .seal(&serde_json::to_vec(&plain).unwrap_or_default())
     });
     let base_domain = app.config.base_domain.clone();
-    let actor = actor.clone();
+    let account_id = actor.account_id.clone();
     let trigger = trigger.to_owned();
+    // The preview's entry says whether it was created or updated, which only the
+    // transaction finds out; the deploy's follows it.
+    let audit = {
+        let actor = actor.clone();
+        move |(preview, deploy, created, _): &(Preview, Deploy, bool, deploy::Superseded)| {
+            let action = if *created {
+                "preview.create"
+            } else {
+                "preview.update"
+            };
+            vec![
+                store::Audit::by(&actor, action, &preview.id),
+                store::Audit::by(&actor, "deploy.create", &deploy.id),
+            ]
+        }
+    };
     let (preview, deploy, created, superseded) = app
         .store
-        .write(move |tx| {
-            let project = store::projects::by_id(tx, &actor.account_id, &project_id)?
+        .write_audited(audit, move |tx| {
+            let project = store::projects::by_id(tx, &account_id, &project_id)?
                 .ok_or_else(|| Error::NotFound(format!("project `{project_id}` not found")))?;
             if store::git::get(tx, &project.id)?.is_none() {
                 return Err(Error::Invalid(format!(
@@ -377,7 +393,6 @@ pub async fn create_or_update(
                     preview.updated_at = now_text.clone();
                     preview.expires_at = expiry(now, preview.ttl_secs);
                     store::previews::update(tx, &preview)?;
-                    audit::record(tx, &actor, "preview.update", Some(&preview.id))?;
                     (preview, false)
                 }
                 None => {
@@ -421,7 +436,6 @@ pub async fn create_or_update(
                         expires_at: expiry(now, ttl_secs),
                     };
                     store::previews::insert(tx, &preview)?;
-                    audit::record(tx, &actor, "preview.create", Some(&preview.id))?;
                     (preview, true)
                 }
             };
@@ -432,7 +446,7 @@ pub async fn create_or_update(
                 Some(git_ref),
                 &trigger,
             );
-            let superseded = deploy::queue_in(tx, &actor, &deploy)?;
+            let superseded = store::deploys::queue(tx, &deploy)?;
             Ok((preview, deploy, created, superseded))
         })
         .await?;
@@ -527,12 +541,12 @@ pub async fn delete(
 
 /// The removal behind `delete`, a closed pull request and the expiry sweep.
 async fn remove(app: &AppState, actor: &Actor, preview: Preview, why: &'static str) -> Result<()> {
-    let actor = actor.clone();
+    let audit = store::Audit::by(actor, "preview.delete", &preview.id);
     let id = preview.id.clone();
     let project_id = preview.project_id.clone();
     let (deploys, lines) = app
         .store
-        .write(move |tx| {
+        .write_audited(audit, move |tx| {
             if !store::previews::delete(tx, &id)? {
                 return Err(not_found(&id));
             }
@@ -564,7 +578,6 @@ async fn remove(app: &AppState, actor: &Actor, preview: Preview, why: &'static s
                 store::deploys::append_logs(tx, &deploy.id, std::slice::from_ref(&line))?;
                 lines.push((deploy.id.clone(), line));
             }
-            audit::record(tx, &actor, "preview.delete", Some(&id))?;
             Ok((deploys, lines))
         })
         .await?;

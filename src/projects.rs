@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     accounts::Actor,
-    audit, clock,
+    clock,
     error::{Error, Result},
     ids,
     names::{ProjectName, Runtime},
@@ -53,12 +53,11 @@ pub async fn create(app: &AppState, actor: &Actor, new: NewProject) -> Result<Pr
         preview_branches: Vec::new(),
         process_instances: BTreeMap::new(),
     };
-    let actor = actor.clone();
+    let audit = store::Audit::by(actor, "project.create", &project.id);
     let project = app
         .store
-        .write(move |tx| {
+        .write_audited(audit, move |tx| {
             store::projects::insert(tx, &project)?;
-            audit::record(tx, &actor, "project.create", Some(&project.id))?;
             Ok(project)
         })
         .await?;
@@ -123,12 +122,13 @@ pub async fn update(
     id: String,
     changes: ProjectChanges,
 ) -> Result<Project> {
-    let actor = actor.clone();
+    let audit = store::Audit::by(actor, "project.update", &id);
+    let account_id = actor.account_id.clone();
     let project = app
         .store
-        .write(move |tx| {
-            let mut project = store::projects::by_id(tx, &actor.account_id, &id)?
-                .ok_or_else(|| not_found(&id))?;
+        .write_audited(audit, move |tx| {
+            let mut project =
+                store::projects::by_id(tx, &account_id, &id)?.ok_or_else(|| not_found(&id))?;
             if let Some(name) = changes.name {
                 project.name = name;
             }
@@ -145,7 +145,6 @@ pub async fn update(
             }
             project.updated_at = clock::now();
             store::projects::update(tx, &project)?;
-            audit::record(tx, &actor, "project.update", Some(&project.id))?;
             Ok(project)
         })
         .await?;
@@ -160,7 +159,8 @@ pub async fn update(
 /// its rows go, and in the background its containers, published site and git mirror are
 /// removed.
 pub async fn delete(app: &AppState, actor: &Actor, id: String) -> Result<()> {
-    let actor = actor.clone();
+    let audit = store::Audit::by(actor, "project.delete", &id);
+    let account_id = actor.account_id.clone();
     let project_id = id.clone();
     // Production's deploys and its previews' alike.
     let active = app
@@ -174,8 +174,8 @@ pub async fn delete(app: &AppState, actor: &Actor, id: String) -> Result<()> {
         .await?;
     let project_id = id.clone();
     app.store
-        .write(move |tx| {
-            if store::projects::by_id(tx, &actor.account_id, &id)?.is_none() {
+        .write_audited(audit, move |tx| {
+            if store::projects::by_id(tx, &account_id, &id)?.is_none() {
                 return Err(not_found(&id));
             }
             // Data is never dropped as a side effect: it is deleted explicitly first.
@@ -184,10 +184,9 @@ pub async fn delete(app: &AppState, actor: &Actor, id: String) -> Result<()> {
                     "project `{id}` holds {what}; delete its database and volumes first (DELETE /v1/projects/{id}/database, /volumes/:name)"
                 )));
             }
-            if !store::projects::delete(tx, &actor.account_id, &id)? {
+            if !store::projects::delete(tx, &account_id, &id)? {
                 return Err(not_found(&id));
             }
-            audit::record(tx, &actor, "project.delete", Some(&id))?;
             Ok(())
         })
         .await?;

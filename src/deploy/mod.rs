@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, mpsc, watch, Notify};
 
 use crate::{
     accounts::Actor,
-    audit, clock,
+    clock,
     error::{Error, Result},
     ids, live,
     pagination::{Page, PageRequest},
@@ -311,16 +311,16 @@ async fn enqueue_with(
         trigger,
     );
     deploy.rollback_of = rollback_of;
-    let actor = actor.clone();
+    let audit = store::Audit::by(actor, "deploy.create", &deploy.id);
+    let account_id = actor.account_id.clone();
     let queued = deploy.clone();
     let superseded = app
         .store
-        .write(move |tx| {
-            if store::projects::by_id(tx, &actor.account_id, &project_id)?.is_none() {
+        .write_audited(audit, move |tx| {
+            if store::projects::by_id(tx, &account_id, &project_id)?.is_none() {
                 return Err(Error::NotFound(format!("project `{project_id}` not found")));
             }
-            let superseded = queue_in(tx, &actor, &queued)?;
-            Ok(superseded)
+            store::deploys::queue(tx, &queued)
         })
         .await?;
     announce(app, &deploy.id, superseded);
@@ -355,46 +355,9 @@ pub(crate) fn new_deploy(
     }
 }
 
-/// A status line superseding a queued deploy, to publish once the transaction commits.
-pub(crate) type Superseded = Vec<(String, LogLine)>;
+pub(crate) use crate::store::deploys::Superseded;
 
-/// Queues `deploy` inside the caller's transaction: a deploy still queued for the same
-/// target is superseded, the new one is stored with its first log line, and audited.
-/// Call `announce` after the commit.
-pub(crate) fn queue_in(tx: &store::Tx<'_>, actor: &Actor, deploy: &Deploy) -> Result<Superseded> {
-    let older = store::deploys::of_target_with_status(
-        tx,
-        &deploy.project_id,
-        deploy.preview_id.as_deref(),
-        &[DeployStatus::Queued],
-    )?;
-    let now = clock::now();
-    let mut superseded = Vec::new();
-    for old in older {
-        store::deploys::set_status(tx, &old.id, DeployStatus::Superseded, &now)?;
-        let seq = store::deploys::last_log_seq(tx, &old.id)? + 1;
-        let line = LogLine {
-            seq,
-            at: now.clone(),
-            kind: "status".to_owned(),
-            text: DeployStatus::Superseded.as_str().to_owned(),
-        };
-        store::deploys::append_logs(tx, &old.id, std::slice::from_ref(&line))?;
-        superseded.push((old.id, line));
-    }
-    store::deploys::insert(tx, deploy)?;
-    let line = LogLine {
-        seq: 1,
-        at: deploy.created_at.clone(),
-        kind: "status".to_owned(),
-        text: DeployStatus::Queued.as_str().to_owned(),
-    };
-    store::deploys::append_logs(tx, &deploy.id, &[line])?;
-    audit::record(tx, actor, "deploy.create", Some(&deploy.id))?;
-    Ok(superseded)
-}
-
-/// After `queue_in`'s transaction committed: ends the superseded deploys' live streams,
+/// After `store::deploys::queue`'s transaction committed: ends the superseded deploys' live streams,
 /// opens the new one's and wakes the worker.
 pub(crate) fn announce(app: &AppState, deploy_id: &str, superseded: Superseded) {
     for (id, line) in superseded {
@@ -455,11 +418,8 @@ pub async fn cancel(app: &AppState, actor: &Actor, deploy_id: String) -> Result<
             deploy.status.as_str()
         )));
     }
-    let actor = actor.clone();
-    let id = deploy_id.clone();
     app.store
-        .write(move |tx| {
-            audit::record(tx, &actor, "deploy.cancel", Some(&id))?;
+        .write_audited(store::Audit::by(actor, "deploy.cancel", &deploy_id), |_| {
             Ok(())
         })
         .await?;

@@ -8,7 +8,7 @@ use crate::{
     names::{Handle, Scope},
 };
 
-use super::{is_unique_violation, Db};
+use super::{is_unique_violation, Db, Tx};
 
 fn account_from_row(row: &Row<'_>) -> rusqlite::Result<(String, String, String)> {
     Ok((row.get(0)?, row.get(1)?, row.get(2)?))
@@ -137,6 +137,22 @@ pub fn token_of_account(db: &Db, account_id: &str, token_id: &str) -> Result<Opt
         .optional()?)
 }
 
+/// Revokes one of an account's tokens and returns it as it now stands; another account's
+/// token is not found. Revoking twice keeps the first revocation time.
+pub fn revoke_token_of_account(
+    tx: &Tx<'_>,
+    account_id: &str,
+    token_id: &str,
+    at: &str,
+) -> Result<TokenRecord> {
+    if token_of_account(tx, account_id, token_id)?.is_none() {
+        return Err(Error::NotFound(format!("token `{token_id}` not found")));
+    }
+    revoke_token(tx, token_id, at)?;
+    token_of_account(tx, account_id, token_id)?
+        .ok_or_else(|| Error::Internal("revoked token vanished".to_owned()))
+}
+
 /// How many tokens keep `text` as their hash or their prefix; a test's proof that no
 /// secret is stored.
 #[cfg(test)]
@@ -148,7 +164,7 @@ pub fn tokens_storing(db: &Db, text: &str) -> Result<i64> {
     )?)
 }
 
-pub fn revoke_token(db: &Db, token_id: &str, at: &str) -> Result<()> {
+fn revoke_token(db: &Db, token_id: &str, at: &str) -> Result<()> {
     db.execute(
         "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
         params![token_id, at],

@@ -105,7 +105,7 @@ pub(super) fn append(db: &Db, audits: Vec<Audit>) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn insert(db: &Db, entry: &AuditEntry) -> Result<()> {
+fn insert(db: &Db, entry: &AuditEntry) -> Result<()> {
     db.execute(
         "INSERT INTO audit_log (account_id, actor, action, target, client_addr, at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

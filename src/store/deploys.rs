@@ -6,11 +6,12 @@
 use rusqlite::{params, OptionalExtension, Row};
 
 use crate::{
+    clock,
     error::Result,
     model::deploy::{Deploy, DeployStatus, LogLine},
 };
 
-use super::Db;
+use super::{Db, Tx};
 
 const COLUMNS: &str = "seq, id, project_id, status, trigger, git_ref, commit_sha, commit_message, plan, image, failed_step, error, created_at, building_at, releasing_at, finished_at, rollback_of, preview_id";
 
@@ -304,6 +305,44 @@ pub fn reusable_image(
             |row| row.get(0),
         )
         .optional()?)
+}
+
+/// A status line superseding a queued deploy (its id, the line), to publish once the
+/// transaction commits.
+pub type Superseded = Vec<(String, LogLine)>;
+
+/// Queues `deploy` inside the caller's transaction: a deploy still queued for the same
+/// target is superseded, the new one is stored with its first log line.
+pub fn queue(tx: &Tx<'_>, deploy: &Deploy) -> Result<Superseded> {
+    let older = of_target_with_status(
+        tx,
+        &deploy.project_id,
+        deploy.preview_id.as_deref(),
+        &[DeployStatus::Queued],
+    )?;
+    let now = clock::now();
+    let mut superseded = Vec::new();
+    for old in older {
+        set_status(tx, &old.id, DeployStatus::Superseded, &now)?;
+        let seq = last_log_seq(tx, &old.id)? + 1;
+        let line = LogLine {
+            seq,
+            at: now.clone(),
+            kind: "status".to_owned(),
+            text: DeployStatus::Superseded.as_str().to_owned(),
+        };
+        append_logs(tx, &old.id, std::slice::from_ref(&line))?;
+        superseded.push((old.id, line));
+    }
+    insert(tx, deploy)?;
+    let line = LogLine {
+        seq: 1,
+        at: deploy.created_at.clone(),
+        kind: "status".to_owned(),
+        text: DeployStatus::Queued.as_str().to_owned(),
+    };
+    append_logs(tx, &deploy.id, &[line])?;
+    Ok(superseded)
 }
 
 pub fn append_logs(db: &Db, deploy_id: &str, lines: &[LogLine]) -> Result<()> {

@@ -32,6 +32,15 @@ pub fn all(db: &Db, project_id: &str) -> Result<Vec<StoredVar>> {
     Ok(vars)
 }
 
+/// A project's variables and the sealed env its running release started with, read
+/// together so a listing compares like with like.
+pub fn with_running(db: &Db, project_id: &str) -> Result<(Vec<StoredVar>, Option<Vec<u8>>)> {
+    Ok((
+        all(db, project_id)?,
+        super::deploys::running_env(db, project_id)?,
+    ))
+}
+
 pub fn upsert(db: &Db, project_id: &str, var: &StoredVar) -> Result<()> {
     db.execute(
         "INSERT INTO env_vars (project_id, key, value, secret, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)

@@ -104,6 +104,13 @@ pub fn by_id(db: &Db, account_id: &str, id: &str) -> Result<Option<Project>> {
         .map(|(_, project)| project))
 }
 
+/// `Ok` when the account owns the project; another account's project is not found either.
+pub fn check_owned(db: &Db, account_id: &str, id: &str) -> Result<()> {
+    by_id(db, account_id, id)?
+        .map(|_| ())
+        .ok_or_else(|| Error::NotFound(format!("project `{id}` not found")))
+}
+
 pub fn by_name(db: &Db, account_id: &str, name: &str) -> Result<Option<Project>> {
     Ok(db
         .query_row(
