@@ -257,30 +257,29 @@ fn label_budget(base_domain: &str) -> usize {
         .max(8)
 }
 
-/// A free hostname for a new preview, inside the caller's transaction: the label, or the
-/// label with `-2`, `-3`... when another preview has it.
-fn allocate_hostname(
-    connection: &store::Db,
-    base_domain: &str,
-    label: &str,
+/// Hostnames for a new preview, best first: the label, then the label with `-2`, `-3`...
+/// for when another preview has it. Made one at a time, as the store asks.
+fn hostname_candidates<'a>(
+    base_domain: &'a str,
+    label: &'a str,
     max_len: usize,
-) -> Result<String> {
-    let candidate = |label: &str| format!("{label}.{base_domain}");
-    if !store::previews::hostname_taken(connection, &candidate(label))? {
-        return Ok(candidate(label));
-    }
-    for n in 2..100 {
+) -> impl Iterator<Item = String> + 'a {
+    let numbered = (2..100).map(move |n| {
         let suffix = format!("-{n}");
-        let numbered = format!("{}{suffix}", cut(label, max_len - suffix.len()));
-        if !store::previews::hostname_taken(connection, &candidate(&numbered))? {
-            return Ok(candidate(&numbered));
-        }
-    }
+        format!("{}{suffix}", cut(label, max_len - suffix.len()))
+    });
+    std::iter::once(label.to_owned())
+        .chain(numbered)
+        .map(move |label| format!("{label}.{base_domain}"))
+}
+
+/// The hostname when every candidate is taken: the label with a random suffix.
+fn random_hostname(base_domain: &str, label: &str, max_len: usize) -> String {
     let suffix = format!("-{}", ids::random_base62(6).to_ascii_lowercase());
-    Ok(candidate(&format!(
-        "{}{suffix}",
+    format!(
+        "{}{suffix}.{base_domain}",
         cut(label, max_len - suffix.len())
-    )))
+    )
 }
 
 fn not_found(preview_id: &str) -> Error {
@@ -417,7 +416,9 @@ pub async fn create_or_update(
                         &format!("{}:{slug_source}", project.id),
                         max_len,
                     );
-                    let hostname = allocate_hostname(tx, &base_domain, &label, max_len)?;
+                    let candidates = hostname_candidates(&base_domain, &label, max_len);
+                    let hostname = store::previews::first_free_hostname(tx, candidates)?
+                        .unwrap_or_else(|| random_hostname(&base_domain, &label, max_len));
                     // Belt and braces: the label rules above always give a valid name.
                     Hostname::parse(&hostname)?;
                     let ttl_secs = ttl_secs.unwrap_or(config.default_ttl_secs);

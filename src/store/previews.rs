@@ -134,7 +134,21 @@ pub fn for_ref(db: &Db, project_id: &str, git_ref: &str) -> Result<Option<Previe
     )
 }
 
-pub fn hostname_taken(db: &Db, hostname: &str) -> Result<bool> {
+/// The first of `candidates` no preview has, asking one at a time; `None` when all are
+/// taken. Run inside the transaction that inserts the preview.
+pub fn first_free_hostname(
+    db: &Db,
+    candidates: impl IntoIterator<Item = String>,
+) -> Result<Option<String>> {
+    for candidate in candidates {
+        if !hostname_taken(db, &candidate)? {
+            return Ok(Some(candidate));
+        }
+    }
+    Ok(None)
+}
+
+fn hostname_taken(db: &Db, hostname: &str) -> Result<bool> {
     Ok(db.query_row(
         "SELECT EXISTS (SELECT 1 FROM previews WHERE hostname = ?1)",
         [hostname],
