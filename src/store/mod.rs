@@ -462,6 +462,74 @@ mod tests {
     }
 
     #[test]
+    fn an_audited_write_commits_its_change_with_its_entries_or_neither() {
+        use crate::{
+            model::account::{Account, Actor},
+            names::Handle,
+        };
+        let account = |handle: &str| Account {
+            id: format!("acc_{handle}"),
+            handle: Handle::parse(handle).unwrap(),
+            created_at: crate::clock::now(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let ada = account("ada");
+        let operator = Actor::operator(&ada);
+        store
+            .write_audited_blocking(Audit::by(&operator, "account.create", &ada.id), |tx| {
+                accounts::insert_account(tx, &ada)
+            })
+            .unwrap();
+        // A change that fails after its write leaves neither its rows nor its entry.
+        let bob = account("bob");
+        let refused =
+            store.write_audited_blocking(Audit::by(&operator, "account.create", &bob.id), |tx| {
+                accounts::insert_account(tx, &bob)?;
+                Err::<(), _>(Error::Conflict("refused after the write".to_owned()))
+            });
+        assert!(matches!(refused, Err(Error::Conflict(_))), "{refused:?}");
+        // Entries read from the outcome are written in order; none is none.
+        store
+            .write_audited_blocking(
+                |count: &i64| {
+                    vec![
+                        Audit::by(&operator, "accounts.counted", count.to_string()),
+                        Audit::by_daemon(&ada.id, "scheduler", "then.this", "t"),
+                    ]
+                },
+                |tx| accounts::count_accounts(tx),
+            )
+            .unwrap();
+        store
+            .write_audited_blocking(None::<Audit>, |_| Ok(()))
+            .unwrap();
+        let (count, entries) = store
+            .call_blocking(|db| {
+                Ok((
+                    accounts::count_accounts(db)?,
+                    audit::page(db, &ada.id, None, 10)?,
+                ))
+            })
+            .unwrap();
+        assert_eq!(count, 1);
+        let described: Vec<(String, String, Option<String>)> = entries
+            .into_iter()
+            .rev()
+            .map(|(_, entry)| (entry.actor, entry.action, entry.target))
+            .collect();
+        let expected = [
+            ("admin-cli", "account.create", ada.id.as_str()),
+            ("admin-cli", "accounts.counted", "1"),
+            ("scheduler", "then.this", "t"),
+        ]
+        .map(|(actor, action, target)| {
+            (actor.to_owned(), action.to_owned(), Some(target.to_owned()))
+        });
+        assert_eq!(described, expected);
+    }
+
+    #[test]
     fn opens_with_the_house_pragmas_and_private_files() {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
