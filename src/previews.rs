@@ -1009,6 +1009,23 @@ mod tests {
     }
 
     #[test]
+    fn hostname_candidates_number_the_label_and_keep_it_within_the_budget() {
+        let label = "feature-login--blog-ann";
+        let candidates: Vec<String> = hostname_candidates("apps.test", label, 24).collect();
+        assert_eq!(candidates.len(), 99);
+        assert_eq!(candidates[0], "feature-login--blog-ann.apps.test");
+        assert_eq!(candidates[1], "feature-login--blog-an-2.apps.test");
+        assert_eq!(candidates[98], "feature-login--blog-a-99.apps.test");
+        let fallback = random_hostname("apps.test", label, 24);
+        assert!(fallback.starts_with("feature-login--bl-") && fallback.ends_with(".apps.test"));
+        for hostname in candidates.iter().chain([&fallback]) {
+            let label = hostname.trim_end_matches(".apps.test");
+            assert!(label.len() <= 24, "{hostname}");
+            Hostname::parse(hostname).unwrap_or_else(|err| panic!("{hostname}: {err}"));
+        }
+    }
+
+    #[test]
     fn branch_patterns() {
         let cases: [(&str, &str, bool); 8] = [
             ("feature/*", "feature/login", true),
