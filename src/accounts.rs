@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::{
-    audit, clock,
+    clock,
     config::Config,
     error::{Error, Result},
     ids,
@@ -61,18 +61,8 @@ pub fn create_account(store: &Store, handle: Handle) -> Result<Account> {
         handle,
         created_at: clock::now(),
     };
-    store.call_blocking(|connection| {
-        let tx = connection.transaction()?;
-        store::accounts::insert_account(&tx, &account)?;
-        audit::record(
-            &tx,
-            &Actor::operator(&account),
-            "account.create",
-            Some(&account.id),
-        )?;
-        tx.commit()?;
-        Ok(())
-    })?;
+    let audit = store::Audit::by(&Actor::operator(&account), "account.create", &account.id);
+    store.write_audited_blocking(audit, |tx| store::accounts::insert_account(tx, &account))?;
     Ok(account)
 }
 
@@ -99,14 +89,11 @@ pub async fn create_token(
             actor.scope
         )));
     }
-    let actor = actor.clone();
+    let (token, hash) = mint(&actor.account_id, scope, name.as_ref());
+    let audit = store::Audit::by(actor, "token.create", &token.record.id);
     store
-        .call(move |connection| {
-            let (token, hash) = mint(&actor.account_id, scope, name.as_ref());
-            let tx = connection.transaction()?;
-            store::accounts::insert_token(&tx, &token.record, &hash)?;
-            audit::record(&tx, &actor, "token.create", Some(&token.record.id))?;
-            tx.commit()?;
+        .write_audited(audit, move |tx| {
+            store::accounts::insert_token(tx, &token.record, &hash)?;
             Ok(token)
         })
         .await
@@ -119,12 +106,10 @@ pub fn create_token_blocking(
     scope: Scope,
     name: Option<TokenName>,
 ) -> Result<NewToken> {
-    store.call_blocking(|connection| {
-        let (token, hash) = mint(&actor.account_id, scope, name.as_ref());
-        let tx = connection.transaction()?;
-        store::accounts::insert_token(&tx, &token.record, &hash)?;
-        audit::record(&tx, actor, "token.create", Some(&token.record.id))?;
-        tx.commit()?;
+    let (token, hash) = mint(&actor.account_id, scope, name.as_ref());
+    let audit = store::Audit::by(actor, "token.create", &token.record.id);
+    store.write_audited_blocking(audit, |tx| {
+        store::accounts::insert_token(tx, &token.record, &hash)?;
         Ok(token)
     })
 }
@@ -190,31 +175,20 @@ pub fn list_tokens_blocking(store: &Store, account: &Account) -> Result<Vec<Toke
 /// Revokes one of the actor's account's tokens; another account's token answers 404.
 /// Revoking twice is harmless and keeps the first revocation time.
 pub async fn revoke_token(store: &Store, actor: &Actor, token_id: String) -> Result<TokenRecord> {
-    let actor = actor.clone();
+    let audit = store::Audit::by(actor, "token.revoke", &token_id);
+    let account_id = actor.account_id.clone();
     store
-        .call(move |connection| revoke_in(connection, &actor, &token_id))
+        .write_audited(audit, move |tx| {
+            store::accounts::revoke_token_of_account(tx, &account_id, &token_id, &clock::now())
+        })
         .await
 }
 
 pub fn revoke_token_blocking(store: &Store, actor: &Actor, token_id: &str) -> Result<TokenRecord> {
-    store.call_blocking(|connection| revoke_in(connection, actor, token_id))
-}
-
-fn revoke_in(
-    connection: &mut rusqlite::Connection,
-    actor: &Actor,
-    token_id: &str,
-) -> Result<TokenRecord> {
-    let tx = connection.transaction()?;
-    if store::accounts::token_of_account(&tx, &actor.account_id, token_id)?.is_none() {
-        return Err(Error::NotFound(format!("token `{token_id}` not found")));
-    }
-    store::accounts::revoke_token(&tx, token_id, &clock::now())?;
-    audit::record(&tx, actor, "token.revoke", Some(token_id))?;
-    let token = store::accounts::token_of_account(&tx, &actor.account_id, token_id)?
-        .ok_or_else(|| Error::Internal("revoked token vanished".to_owned()))?;
-    tx.commit()?;
-    Ok(token)
+    let audit = store::Audit::by(actor, "token.revoke", token_id);
+    store.write_audited_blocking(audit, |tx| {
+        store::accounts::revoke_token_of_account(tx, &actor.account_id, token_id, &clock::now())
+    })
 }
 
 /// On an empty store, creates the default account and writes one admin token to
@@ -296,13 +270,7 @@ mod tests {
             create_token_blocking(&store, &Actor::operator(&account), Scope::Read, None).unwrap();
         let secret = token.secret.clone();
         let found: i64 = store
-            .call_blocking(move |c| {
-                Ok(c.query_row(
-                    "SELECT COUNT(*) FROM tokens WHERE CAST(secret_hash AS TEXT) = ?1 OR prefix = ?1",
-                    [secret],
-                    |r| r.get(0),
-                )?)
-            })
+            .call_blocking(move |c| store::accounts::tokens_storing(c, &secret))
             .unwrap();
         assert_eq!(found, 0);
     }

@@ -223,10 +223,8 @@ async fn store_index(
     }
     let id = deploy_id.to_owned();
     app.store
-        .call(move |c| {
-            let tx = c.transaction()?;
-            store::backups::replace_assets(&tx, &id, &assets)?;
-            tx.commit()?;
+        .write(move |tx| {
+            store::backups::replace_assets(tx, &id, &assets)?;
             Ok(())
         })
         .await

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::{
     accounts::Actor,
-    audit, clock,
+    clock,
     error::{Error, Result},
     names::Hostname,
     projects::{self, Project},
@@ -90,27 +90,22 @@ pub async fn add_alias(
         project_id: project.id.clone(),
         created_at: clock::now(),
     };
-    let actor = actor.clone();
+    let audit = store::Audit::by(
+        actor,
+        "alias.add",
+        format!("{}:{}", stored.project_id, stored.hostname),
+    );
     let saved = stored.clone();
     let limit = app.config.domains.max_aliases_per_project;
     app.store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
-            let count = store::aliases::count_of_project(&tx, &saved.project_id)?;
+        .write_audited(audit, move |tx| {
+            let count = store::aliases::count_of_project(tx, &saved.project_id)?;
             if count >= limit {
                 return Err(Error::Conflict(format!(
                     "the project already has {count} aliases, the limit (domains.max_aliases_per_project = {limit}); remove one first"
                 )));
             }
-            store::aliases::insert(&tx, &saved)?;
-            audit::record(
-                &tx,
-                &actor,
-                "alias.add",
-                Some(&format!("{}:{}", saved.project_id, saved.hostname)),
-            )?;
-            tx.commit()?;
-            Ok(())
+            store::aliases::insert(tx, &saved)
         })
         .await?;
     crate::routing::refresh(app).await?;
@@ -124,24 +119,16 @@ pub async fn remove_alias(
     hostname: String,
 ) -> Result<()> {
     let project = projects::get(&app.store, actor, project_id).await?;
-    let actor = actor.clone();
+    let audit = store::Audit::by(actor, "alias.remove", format!("{}:{hostname}", project.id));
     let host = hostname.clone();
     app.store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
-            if !store::aliases::delete(&tx, &project.id, &host)? {
+        .write_audited(audit, move |tx| {
+            if !store::aliases::delete(tx, &project.id, &host)? {
                 return Err(Error::NotFound(format!(
                     "hostname `{host}` is not an alias of project `{}`",
                     project.id
                 )));
             }
-            audit::record(
-                &tx,
-                &actor,
-                "alias.remove",
-                Some(&format!("{}:{host}", project.id)),
-            )?;
-            tx.commit()?;
             Ok(())
         })
         .await?;

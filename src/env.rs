@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     accounts::Actor,
-    audit, clock,
+    clock,
     error::{Error, Result},
     names::{EnvKey, Scope},
     state::AppState,
@@ -42,16 +42,6 @@ pub struct EnvListing {
     pub pending_removals: Vec<String>,
 }
 
-fn ensure_project(
-    connection: &rusqlite::Connection,
-    actor: &Actor,
-    project_id: &str,
-) -> Result<()> {
-    store::projects::by_id(connection, &actor.account_id, project_id)?
-        .map(|_| ())
-        .ok_or_else(|| Error::NotFound(format!("project `{project_id}` not found")))
-}
-
 pub fn validate_value(key: &EnvKey, value: &str) -> Result<()> {
     if value.len() > MAX_VALUE_BYTES || value.contains('\0') {
         return Err(Error::Invalid(format!(
@@ -66,24 +56,22 @@ pub async fn list(app: &AppState, actor: &Actor, project_id: String) -> Result<E
     let actor = actor.clone();
     let secrets = app.secrets.clone();
     app.store
-        .call(move |connection| {
-            ensure_project(connection, &actor, &project_id)?;
-            listing(connection, &secrets, &actor, &project_id)
+        .call(move |db| {
+            store::projects::check_owned(db, &actor.account_id, &project_id)?;
+            listing(&secrets, &actor, store::env::with_running(db, &project_id)?)
         })
         .await
 }
 
+/// The listing of the stored variables against the running release's sealed env.
 fn listing(
-    connection: &rusqlite::Connection,
     secrets: &crate::secrets::SecretBox,
     actor: &Actor,
-    project_id: &str,
+    (stored, running): (Vec<StoredVar>, Option<Vec<u8>>),
 ) -> Result<EnvListing> {
-    let stored = store::env::all(connection, project_id)?;
-    let running: Option<BTreeMap<String, String>> =
-        store::deploys::running_env(connection, project_id)?
-            .and_then(|sealed| secrets.open(&sealed).ok())
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let running: Option<BTreeMap<String, String>> = running
+        .and_then(|sealed| secrets.open(&sealed).ok())
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
     let mut vars = Vec::with_capacity(stored.len());
     let mut current = BTreeMap::new();
     for var in stored {
@@ -128,19 +116,22 @@ pub async fn set(
             validate_value(key, value)?;
         }
     }
+    let audits: Vec<store::Audit> = changes
+        .keys()
+        .map(|key| store::Audit::by(actor, "env.set", format!("{project_id}:{}", key.as_str())))
+        .collect();
     let actor = actor.clone();
     let secrets = app.secrets.clone();
     app.store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
-            ensure_project(&tx, &actor, &project_id)?;
+        .write_audited(audits, move |tx| {
+            store::projects::check_owned(tx, &actor.account_id, &project_id)?;
             let now = clock::now();
             for (key, change) in changes {
                 match change {
                     EnvChange::Set { value, secret } => {
                         let secret = secret.unwrap_or_else(|| key.looks_secret());
                         store::env::upsert(
-                            &tx,
+                            tx,
                             &project_id,
                             &StoredVar {
                                 key: key.as_str().to_owned(),
@@ -151,19 +142,11 @@ pub async fn set(
                         )?;
                     }
                     EnvChange::Remove => {
-                        store::env::delete(&tx, &project_id, key.as_str())?;
+                        store::env::delete(tx, &project_id, key.as_str())?;
                     }
                 }
-                audit::record(
-                    &tx,
-                    &actor,
-                    "env.set",
-                    Some(&format!("{project_id}:{}", key.as_str())),
-                )?;
             }
-            let listing = listing(&tx, &secrets, &actor, &project_id)?;
-            tx.commit()?;
-            Ok(listing)
+            listing(&secrets, &actor, store::env::with_running(tx, &project_id)?)
         })
         .await
 }

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     accounts::Actor,
-    audit, clock, deploy,
+    clock, deploy,
     error::{Error, Result},
     ids,
     previews::{self, HookOutcome},
@@ -182,16 +182,13 @@ pub async fn connect(
         last_delivery_event: None,
         last_delivery_result: None,
     };
-    let actor = actor.clone();
+    let audit = store::Audit::by(actor, "git.connect", &stored.project_id);
     let view = app
         .store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
-            store::git::upsert(&tx, &stored)?;
-            audit::record(&tx, &actor, "git.connect", Some(&stored.project_id))?;
-            let saved = store::git::get(&tx, &stored.project_id)?
+        .write_audited(audit, move |tx| {
+            store::git::upsert(tx, &stored)?;
+            let saved = store::git::get(tx, &stored.project_id)?
                 .ok_or_else(|| Error::Internal("the connection vanished".to_owned()))?;
-            tx.commit()?;
             Ok(ConnectionView::from(&saved))
         })
         .await?;
@@ -218,19 +215,16 @@ pub async fn rotate_secret(app: &AppState, actor: &Actor, project_id: String) ->
     owned_project(app, actor, &project_id).await?;
     let secret = new_webhook_secret();
     let sealed = app.secrets.seal_str(&secret);
-    let actor = actor.clone();
+    let audit = store::Audit::by(actor, "git.rotate_secret", &project_id);
     app.store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
-            if !store::git::set_secret(&tx, &project_id, &sealed, &clock::now())? {
+        .write_audited(audit, move |tx| {
+            if !store::git::set_secret(tx, &project_id, &sealed, &clock::now())? {
                 // The project exists (it was just checked), so this is a state the
                 // request conflicts with, not a missing resource.
                 return Err(Error::Conflict(format!(
                     "project `{project_id}` has no git connection to rotate a secret of; connect one with POST /v1/projects/{project_id}/git"
                 )));
             }
-            audit::record(&tx, &actor, "git.rotate_secret", Some(&project_id))?;
-            tx.commit()?;
             Ok(())
         })
         .await?;

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     accounts::Actor,
-    audit, clock,
+    clock,
     deploy::{self, Deploy, DeployStatus, LogLine, ReleaseTarget},
     error::{Error, Result},
     ids,
@@ -257,30 +257,29 @@ fn label_budget(base_domain: &str) -> usize {
         .max(8)
 }
 
-/// A free hostname for a new preview, inside the caller's transaction: the label, or the
-/// label with `-2`, `-3`... when another preview has it.
-fn allocate_hostname(
-    connection: &rusqlite::Connection,
-    base_domain: &str,
-    label: &str,
+/// Hostnames for a new preview, best first: the label, then the label with `-2`, `-3`...
+/// for when another preview has it. Made one at a time, as the store asks.
+fn hostname_candidates<'a>(
+    base_domain: &'a str,
+    label: &'a str,
     max_len: usize,
-) -> Result<String> {
-    let candidate = |label: &str| format!("{label}.{base_domain}");
-    if !store::previews::hostname_taken(connection, &candidate(label))? {
-        return Ok(candidate(label));
-    }
-    for n in 2..100 {
+) -> impl Iterator<Item = String> + 'a {
+    let numbered = (2..100).map(move |n| {
         let suffix = format!("-{n}");
-        let numbered = format!("{}{suffix}", cut(label, max_len - suffix.len()));
-        if !store::previews::hostname_taken(connection, &candidate(&numbered))? {
-            return Ok(candidate(&numbered));
-        }
-    }
+        format!("{}{suffix}", cut(label, max_len - suffix.len()))
+    });
+    std::iter::once(label.to_owned())
+        .chain(numbered)
+        .map(move |label| format!("{label}.{base_domain}"))
+}
+
+/// The hostname when every candidate is taken: the label with a random suffix.
+fn random_hostname(base_domain: &str, label: &str, max_len: usize) -> String {
     let suffix = format!("-{}", ids::random_base62(6).to_ascii_lowercase());
-    Ok(candidate(&format!(
-        "{}{suffix}",
+    format!(
+        "{}{suffix}.{base_domain}",
         cut(label, max_len - suffix.len())
-    )))
+    )
 }
 
 fn not_found(preview_id: &str) -> Error {
@@ -340,30 +339,45 @@ pub async fn create_or_update(
             .seal(&serde_json::to_vec(&plain).unwrap_or_default())
     });
     let base_domain = app.config.base_domain.clone();
-    let actor = actor.clone();
+    let account_id = actor.account_id.clone();
     let trigger = trigger.to_owned();
+    // The preview's entry says whether it was created or updated, which only the
+    // transaction finds out; the deploy's follows it.
+    let audit = {
+        let actor = actor.clone();
+        move |(preview, deploy, created, _): &(Preview, Deploy, bool, deploy::Superseded)| {
+            let action = if *created {
+                "preview.create"
+            } else {
+                "preview.update"
+            };
+            vec![
+                store::Audit::by(&actor, action, &preview.id),
+                store::Audit::by(&actor, "deploy.create", &deploy.id),
+            ]
+        }
+    };
     let (preview, deploy, created, superseded) = app
         .store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
-            let project = store::projects::by_id(&tx, &actor.account_id, &project_id)?
+        .write_audited(audit, move |tx| {
+            let project = store::projects::by_id(tx, &account_id, &project_id)?
                 .ok_or_else(|| Error::NotFound(format!("project `{project_id}` not found")))?;
-            if store::git::get(&tx, &project.id)?.is_none() {
+            if store::git::get(tx, &project.id)?.is_none() {
                 return Err(Error::Invalid(format!(
                     "the project has no git repository to build a preview from; connect one with POST /v1/projects/{}/git",
                     project.id
                 )));
             }
             let existing = match (request.pull_request, request.source.branch()) {
-                (Some(number), branch) => match store::previews::for_pull_request(&tx, &project.id, number)? {
+                (Some(number), branch) => match store::previews::for_pull_request(tx, &project.id, number)? {
                     Some(found) => Some(found),
                     None => match branch {
-                        Some(branch) => store::previews::for_branch(&tx, &project.id, branch)?,
+                        Some(branch) => store::previews::for_branch(tx, &project.id, branch)?,
                         None => None,
                     },
                 },
-                (None, Some(branch)) => store::previews::for_branch(&tx, &project.id, branch)?,
-                (None, None) => store::previews::for_ref(&tx, &project.id, request.source.text())?,
+                (None, Some(branch)) => store::previews::for_branch(tx, &project.id, branch)?,
+                (None, None) => store::previews::for_ref(tx, &project.id, request.source.text())?,
             };
             let now = time::OffsetDateTime::now_utc();
             let now_text = clock::format(now);
@@ -377,12 +391,11 @@ pub async fn create_or_update(
                     preview.ttl_secs = ttl_secs.unwrap_or(preview.ttl_secs);
                     preview.updated_at = now_text.clone();
                     preview.expires_at = expiry(now, preview.ttl_secs);
-                    store::previews::update(&tx, &preview)?;
-                    audit::record(&tx, &actor, "preview.update", Some(&preview.id))?;
+                    store::previews::update(tx, &preview)?;
                     (preview, false)
                 }
                 None => {
-                    let count = store::previews::count_of_project(&tx, &project.id)?;
+                    let count = store::previews::count_of_project(tx, &project.id)?;
                     if count >= config.max_per_project {
                         return Err(Error::Conflict(format!(
                             "the project already has {count} previews, the limit (previews.max_per_project = {}); delete one first",
@@ -403,7 +416,9 @@ pub async fn create_or_update(
                         &format!("{}:{slug_source}", project.id),
                         max_len,
                     );
-                    let hostname = allocate_hostname(&tx, &base_domain, &label, max_len)?;
+                    let candidates = hostname_candidates(&base_domain, &label, max_len);
+                    let hostname = store::previews::first_free_hostname(tx, candidates)?
+                        .unwrap_or_else(|| random_hostname(&base_domain, &label, max_len));
                     // Belt and braces: the label rules above always give a valid name.
                     Hostname::parse(&hostname)?;
                     let ttl_secs = ttl_secs.unwrap_or(config.default_ttl_secs);
@@ -421,8 +436,7 @@ pub async fn create_or_update(
                         updated_at: now_text.clone(),
                         expires_at: expiry(now, ttl_secs),
                     };
-                    store::previews::insert(&tx, &preview)?;
-                    audit::record(&tx, &actor, "preview.create", Some(&preview.id))?;
+                    store::previews::insert(tx, &preview)?;
                     (preview, true)
                 }
             };
@@ -433,8 +447,7 @@ pub async fn create_or_update(
                 Some(git_ref),
                 &trigger,
             );
-            let superseded = deploy::queue_in(&tx, &actor, &deploy)?;
-            tx.commit()?;
+            let superseded = store::deploys::queue(tx, &deploy)?;
             Ok((preview, deploy, created, superseded))
         })
         .await?;
@@ -529,20 +542,19 @@ pub async fn delete(
 
 /// The removal behind `delete`, a closed pull request and the expiry sweep.
 async fn remove(app: &AppState, actor: &Actor, preview: Preview, why: &'static str) -> Result<()> {
-    let actor = actor.clone();
+    let audit = store::Audit::by(actor, "preview.delete", &preview.id);
     let id = preview.id.clone();
     let project_id = preview.project_id.clone();
     let (deploys, lines) = app
         .store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
-            if !store::previews::delete(&tx, &id)? {
+        .write_audited(audit, move |tx| {
+            if !store::previews::delete(tx, &id)? {
                 return Err(not_found(&id));
             }
             // Its runtime logs and metric points go with it; production's stay.
-            store::runtime_logs::delete_preview(&tx, &project_id, &id)?;
-            store::metrics::delete_preview(&tx, &project_id, &id)?;
-            let deploys = store::deploys::of_preview(&tx, &id, 1000)?;
+            store::runtime_logs::delete_preview(tx, &project_id, &id)?;
+            store::metrics::delete_preview(tx, &project_id, &id)?;
+            let deploys = store::deploys::of_preview(tx, &id, 1000)?;
             let now = clock::now();
             let mut lines = Vec::new();
             for deploy in &deploys {
@@ -556,19 +568,17 @@ async fn remove(app: &AppState, actor: &Actor, preview: Preview, why: &'static s
                     | DeployStatus::Canceled
                     | DeployStatus::Superseded => continue,
                 };
-                store::deploys::set_status(&tx, &deploy.id, ends_as, &now)?;
-                let seq = store::deploys::last_log_seq(&tx, &deploy.id)? + 1;
+                store::deploys::set_status(tx, &deploy.id, ends_as, &now)?;
+                let seq = store::deploys::last_log_seq(tx, &deploy.id)? + 1;
                 let line = LogLine {
                     seq,
                     at: now.clone(),
                     kind: "status".to_owned(),
                     text: format!("{} ({why})", ends_as.as_str()),
                 };
-                store::deploys::append_logs(&tx, &deploy.id, std::slice::from_ref(&line))?;
+                store::deploys::append_logs(tx, &deploy.id, std::slice::from_ref(&line))?;
                 lines.push((deploy.id.clone(), line));
             }
-            audit::record(&tx, &actor, "preview.delete", Some(&id))?;
-            tx.commit()?;
             Ok((deploys, lines))
         })
         .await?;
@@ -995,6 +1005,23 @@ mod tests {
                     .unwrap_or_else(|err| panic!("{source}: {label}: {err}"));
                 assert!(!(label.len() > 3 && &label[2..4] == "--"), "{label}");
             }
+        }
+    }
+
+    #[test]
+    fn hostname_candidates_number_the_label_and_keep_it_within_the_budget() {
+        let label = "feature-login--blog-ann";
+        let candidates: Vec<String> = hostname_candidates("apps.test", label, 24).collect();
+        assert_eq!(candidates.len(), 99);
+        assert_eq!(candidates[0], "feature-login--blog-ann.apps.test");
+        assert_eq!(candidates[1], "feature-login--blog-an-2.apps.test");
+        assert_eq!(candidates[98], "feature-login--blog-a-99.apps.test");
+        let fallback = random_hostname("apps.test", label, 24);
+        assert!(fallback.starts_with("feature-login--bl-") && fallback.ends_with(".apps.test"));
+        for hostname in candidates.iter().chain([&fallback]) {
+            let label = hostname.trim_end_matches(".apps.test");
+            assert!(label.len() <= 24, "{hostname}");
+            Hostname::parse(hostname).unwrap_or_else(|err| panic!("{hostname}: {err}"));
         }
     }
 

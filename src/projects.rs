@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     accounts::Actor,
-    audit, clock,
+    clock,
     error::{Error, Result},
     ids,
     names::{ProjectName, Runtime},
@@ -53,14 +53,11 @@ pub async fn create(app: &AppState, actor: &Actor, new: NewProject) -> Result<Pr
         preview_branches: Vec::new(),
         process_instances: BTreeMap::new(),
     };
-    let actor = actor.clone();
+    let audit = store::Audit::by(actor, "project.create", &project.id);
     let project = app
         .store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
-            store::projects::insert(&tx, &project)?;
-            audit::record(&tx, &actor, "project.create", Some(&project.id))?;
-            tx.commit()?;
+        .write_audited(audit, move |tx| {
+            store::projects::insert(tx, &project)?;
             Ok(project)
         })
         .await?;
@@ -125,13 +122,13 @@ pub async fn update(
     id: String,
     changes: ProjectChanges,
 ) -> Result<Project> {
-    let actor = actor.clone();
+    let audit = store::Audit::by(actor, "project.update", &id);
+    let account_id = actor.account_id.clone();
     let project = app
         .store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
-            let mut project = store::projects::by_id(&tx, &actor.account_id, &id)?
-                .ok_or_else(|| not_found(&id))?;
+        .write_audited(audit, move |tx| {
+            let mut project =
+                store::projects::by_id(tx, &account_id, &id)?.ok_or_else(|| not_found(&id))?;
             if let Some(name) = changes.name {
                 project.name = name;
             }
@@ -144,12 +141,10 @@ pub async fn update(
                     .then(|| serde_json::to_string(&project.preview_branches))
                     .transpose()
                     .map_err(|err| Error::Internal(err.to_string()))?;
-                store::previews::set_branch_patterns(&tx, &project.id, stored.as_deref())?;
+                store::previews::set_branch_patterns(tx, &project.id, stored.as_deref())?;
             }
             project.updated_at = clock::now();
-            store::projects::update(&tx, &project)?;
-            audit::record(&tx, &actor, "project.update", Some(&project.id))?;
-            tx.commit()?;
+            store::projects::update(tx, &project)?;
             Ok(project)
         })
         .await?;
@@ -164,7 +159,8 @@ pub async fn update(
 /// its rows go, and in the background its containers, published site and git mirror are
 /// removed.
 pub async fn delete(app: &AppState, actor: &Actor, id: String) -> Result<()> {
-    let actor = actor.clone();
+    let audit = store::Audit::by(actor, "project.delete", &id);
+    let account_id = actor.account_id.clone();
     let project_id = id.clone();
     // Production's deploys and its previews' alike.
     let active = app
@@ -178,22 +174,19 @@ pub async fn delete(app: &AppState, actor: &Actor, id: String) -> Result<()> {
         .await?;
     let project_id = id.clone();
     app.store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
-            if store::projects::by_id(&tx, &actor.account_id, &id)?.is_none() {
+        .write_audited(audit, move |tx| {
+            if store::projects::by_id(tx, &account_id, &id)?.is_none() {
                 return Err(not_found(&id));
             }
             // Data is never dropped as a side effect: it is deleted explicitly first.
-            if let Some(what) = store::volumes::holds_data(&tx, &id)? {
+            if let Some(what) = store::volumes::holds_data(tx, &id)? {
                 return Err(Error::Conflict(format!(
                     "project `{id}` holds {what}; delete its database and volumes first (DELETE /v1/projects/{id}/database, /volumes/:name)"
                 )));
             }
-            if !store::projects::delete(&tx, &actor.account_id, &id)? {
+            if !store::projects::delete(tx, &account_id, &id)? {
                 return Err(not_found(&id));
             }
-            audit::record(&tx, &actor, "project.delete", Some(&id))?;
-            tx.commit()?;
             Ok(())
         })
         .await?;

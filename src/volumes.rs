@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use crate::{
     accounts::Actor,
-    audit, clock,
+    clock,
     docker::{ContainerSpec, Engine, VolumeMount},
     error::{Error, Result},
     labels::{Filter, Labels},
@@ -101,20 +101,13 @@ pub(crate) async fn create_for(
         )
         .await?;
     let saved = volume.clone();
-    let actor = actor.clone();
+    let audit = store::Audit::by(
+        actor,
+        action,
+        format!("{}:{}", volume.project_id, volume.name),
+    );
     app.store
-        .call(move |c| {
-            let tx = c.transaction()?;
-            store::volumes::insert_volume(&tx, &saved)?;
-            audit::record(
-                &tx,
-                &actor,
-                action,
-                Some(&format!("{}:{}", saved.project_id, saved.name)),
-            )?;
-            tx.commit()?;
-            Ok(())
-        })
+        .write_audited(audit, move |tx| store::volumes::insert_volume(tx, &saved))
         .await?;
     Ok(volume)
 }
@@ -166,19 +159,14 @@ pub async fn delete(
         )));
     }
     engine.remove_volume(&volume.docker_name).await?;
-    let actor = actor.clone();
+    let audit = store::Audit::by(
+        actor,
+        "volume.delete",
+        format!("{}:{}", volume.project_id, volume.name),
+    );
     app.store
-        .call(move |c| {
-            let tx = c.transaction()?;
-            store::volumes::delete_volume(&tx, &volume.project_id, &volume.name)?;
-            audit::record(
-                &tx,
-                &actor,
-                "volume.delete",
-                Some(&format!("{}:{}", volume.project_id, volume.name)),
-            )?;
-            tx.commit()?;
-            Ok(())
+        .write_audited(audit, move |tx| {
+            store::volumes::delete_volume(tx, &volume.project_id, &volume.name)
         })
         .await?;
     Ok(())

@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 
 use crate::{
     accounts::Actor,
-    audit, clock,
+    clock,
     database::DatabaseEngine,
     error::{Error, Result},
     ids,
@@ -171,17 +171,10 @@ async fn begin(
         remote: None,
     };
     let saved = backup.clone();
-    let actor = actor.cloned();
+    // The daemon's own backups (scheduled, safety, final) are not audited here.
+    let audit = actor.map(|actor| store::Audit::by(actor, "backup.create", &backup.id));
     app.store
-        .call(move |c| {
-            let tx = c.transaction()?;
-            store::backups::insert(&tx, &saved)?;
-            if let Some(actor) = &actor {
-                audit::record(&tx, actor, "backup.create", Some(&saved.id))?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
+        .write_audited(audit, move |tx| store::backups::insert(tx, &saved))
         .await?;
     Ok(backup)
 }
@@ -369,15 +362,12 @@ pub async fn restore(
     .await
     .map_err(|err| Error::Internal(format!("restore task: {err}")))??;
     let id = backup.id.clone();
-    let actor = actor.clone();
+    let audit = store::Audit::by(actor, "backup.restore", &id);
     let backup = app
         .store
-        .call(move |c| {
-            let tx = c.transaction()?;
-            store::backups::set_restored(&tx, &id, &clock::now())?;
-            audit::record(&tx, &actor, "backup.restore", Some(&id))?;
-            let backup = store::backups::by_id(&tx, &id)?;
-            tx.commit()?;
+        .write_audited(audit, move |tx| {
+            store::backups::set_restored(tx, &id, &clock::now())?;
+            let backup = store::backups::by_id(tx, &id)?;
             Ok(backup)
         })
         .await?
@@ -510,14 +500,11 @@ pub async fn set_schedule(
         last_error: None,
     };
     let saved = schedule.clone();
-    let actor = actor.clone();
+    let audit = store::Audit::by(actor, "backup.schedule.set", &schedule.project_id);
     app.store
-        .call(move |c| {
-            let tx = c.transaction()?;
-            store::backups::put_schedule(&tx, &saved)?;
-            audit::record(&tx, &actor, "backup.schedule.set", Some(&saved.project_id))?;
-            let stored = store::backups::schedule_of(&tx, &saved.project_id)?;
-            tx.commit()?;
+        .write_audited(audit, move |tx| {
+            store::backups::put_schedule(tx, &saved)?;
+            let stored = store::backups::schedule_of(tx, &saved.project_id)?;
             Ok(stored)
         })
         .await?
@@ -527,18 +514,15 @@ pub async fn set_schedule(
 /// Removes the project's own schedule; the configured default (if any) applies again.
 pub async fn delete_schedule(app: &AppState, actor: &Actor, project_id: String) -> Result<()> {
     let project = projects::get(&app.store, actor, project_id).await?;
-    let actor = actor.clone();
+    let audit = store::Audit::by(actor, "backup.schedule.delete", &project.id);
     app.store
-        .call(move |c| {
-            let tx = c.transaction()?;
-            if !store::backups::delete_schedule(&tx, &project.id)? {
+        .write_audited(audit, move |tx| {
+            if !store::backups::delete_schedule(tx, &project.id)? {
                 return Err(Error::NotFound(format!(
                     "project `{}` has no backup schedule of its own",
                     project.id
                 )));
             }
-            audit::record(&tx, &actor, "backup.schedule.delete", Some(&project.id))?;
-            tx.commit()?;
             Ok(())
         })
         .await
@@ -635,24 +619,20 @@ async fn run_scheduled(app: &AppState, project: &Project, schedule: &Schedule) {
     } else {
         "completed"
     };
-    let (saved, account_id) = (schedule.clone(), project.account_id.clone());
+    let saved = schedule.clone();
+    let audit = error.is_some().then(|| {
+        store::Audit::by_daemon(
+            &project.account_id,
+            "scheduler",
+            "backup.scheduled.failed",
+            &schedule.project_id,
+        )
+    });
     let now = clock::now();
     let recorded = app
         .store
-        .call(move |c| {
-            let tx = c.transaction()?;
-            store::backups::record_schedule_run(&tx, &saved, &now, status, error.as_deref())?;
-            if error.is_some() {
-                audit::record_system(
-                    &tx,
-                    &account_id,
-                    "scheduler",
-                    "backup.scheduled.failed",
-                    Some(&saved.project_id),
-                )?;
-            }
-            tx.commit()?;
-            Ok(())
+        .write_audited(audit, move |tx| {
+            store::backups::record_schedule_run(tx, &saved, &now, status, error.as_deref())
         })
         .await;
     if let Err(err) = recorded {
@@ -699,15 +679,10 @@ async fn apply_retention(app: &AppState, project: &Project, schedule: &Schedule)
                 }
             }
             remote::delete_copy(app, backup).await;
-            let account_id = project.account_id.clone();
+            let audit =
+                store::Audit::by_daemon(&project.account_id, "scheduler", "backup.prune", &id);
             app.store
-                .call(move |c| {
-                    let tx = c.transaction()?;
-                    store::backups::delete(&tx, &id)?;
-                    audit::record_system(&tx, &account_id, "scheduler", "backup.prune", Some(&id))?;
-                    tx.commit()?;
-                    Ok(())
-                })
+                .write_audited(audit, move |tx| store::backups::delete(tx, &id))
                 .await?;
         }
     }

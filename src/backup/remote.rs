@@ -16,7 +16,7 @@ use std::{
 use tokio::sync::Semaphore;
 
 use crate::{
-    audit, clock,
+    clock,
     config::S3Config,
     error::{Error, Result},
     projects,
@@ -205,21 +205,31 @@ async fn record(
     };
     let id = backup.id.clone();
     let now = clock::now();
-    app.store
-        .call(move |c| {
-            let tx = c.transaction()?;
-            let before = store::backups::record_upload(&tx, &id, status, error.as_deref(), &now)?;
-            if before.is_some_and(|before| before != status) {
-                let action = match status {
-                    RemoteStatus::Uploaded => "backup.upload",
-                    RemoteStatus::Failed | RemoteStatus::Pending => "backup.upload.failed",
-                };
-                audit::record_system(&tx, &project.account_id, "uploader", action, Some(&id))?;
+    // Only a change of the copy's status is audited, which the transaction finds out.
+    let audit = {
+        let id = id.clone();
+        move |before: &Option<RemoteStatus>| {
+            if !before.is_some_and(|before| before != status) {
+                return Vec::new();
             }
-            tx.commit()?;
-            Ok(())
+            let action = match status {
+                RemoteStatus::Uploaded => "backup.upload",
+                RemoteStatus::Failed | RemoteStatus::Pending => "backup.upload.failed",
+            };
+            vec![store::Audit::by_daemon(
+                &project.account_id,
+                "uploader",
+                action,
+                &id,
+            )]
+        }
+    };
+    app.store
+        .write_audited(audit, move |tx| {
+            store::backups::record_upload(tx, &id, status, error.as_deref(), &now)
         })
-        .await
+        .await?;
+    Ok(())
 }
 
 /// Retries pending and failed uploads: once at start (uploads a stop interrupted), then

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     accounts::Actor,
-    audit, clock,
+    clock,
     error::{Error, Result},
     ids,
     labels::Filter,
@@ -89,21 +89,14 @@ pub async fn create(
         }
     };
     let saved = record.clone();
-    let actor = actor.clone();
+    let audit = store::Audit::by(
+        actor,
+        "database.create",
+        format!("{}:{}", record.project_id, record.engine.as_str()),
+    );
     let stored = app
         .store
-        .call(move |c| {
-            let tx = c.transaction()?;
-            store::volumes::insert_database(&tx, &saved)?;
-            audit::record(
-                &tx,
-                &actor,
-                "database.create",
-                Some(&format!("{}:{}", saved.project_id, saved.engine.as_str())),
-            )?;
-            tx.commit()?;
-            Ok(())
-        })
+        .write_audited(audit, move |tx| store::volumes::insert_database(tx, &saved))
         .await;
     if let Err(err) = stored {
         // A concurrent create won: undo the role and database made for this one.
@@ -352,18 +345,14 @@ pub async fn delete(
             engine.remove_volume(&docker_name).await?;
         }
     }
-    let actor = actor.clone();
     let id = project.id.clone();
     let engine = record.engine;
     app.store
-        .call(move |c| {
-            let tx = c.transaction()?;
-            store::volumes::delete_database(&tx, &id)?;
+        .write_audited(store::Audit::by(actor, "database.delete", &id), move |tx| {
+            store::volumes::delete_database(tx, &id)?;
             if engine == DatabaseEngine::Sqlite {
-                store::volumes::delete_volume(&tx, &id, SQLITE_VOLUME)?;
+                store::volumes::delete_volume(tx, &id, SQLITE_VOLUME)?;
             }
-            audit::record(&tx, &actor, "database.delete", Some(&id))?;
-            tx.commit()?;
             Ok(())
         })
         .await?;

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use crate::{
     accounts::Actor,
-    audit, clock,
+    clock,
     docker::{ContainerSpec, Engine},
     error::{Error, Result},
     ids,
@@ -571,7 +571,7 @@ pub async fn scale(
             converge(app, release, &process, count, wanted.size.as_deref(), &say).await?;
         }
     }
-    let actor = actor.clone();
+    let audit = store::Audit::by(actor, "project.scale", &project.id);
     let id = project.id.clone();
     let stored = wanted.clone();
     let changed: Vec<(String, u32)> = request
@@ -581,16 +581,13 @@ pub async fn scale(
         .map(|(p, c)| (p.to_string(), *c))
         .collect();
     app.store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
+        .write_audited(audit, move |tx| {
             let now = clock::now();
-            store::projects::set_scale(&tx, &id, stored.instances, stored.size.as_deref(), &now)?;
+            store::projects::set_scale(tx, &id, stored.instances, stored.size.as_deref(), &now)?;
             for (process, count) in &changed {
-                store::projects::set_process_instances(&tx, &id, process, *count)?;
+                store::projects::set_process_instances(tx, &id, process, *count)?;
             }
-            store::projects::set_status(&tx, &id, stored.status, &now)?;
-            audit::record(&tx, &actor, "project.scale", Some(&id))?;
-            tx.commit()?;
+            store::projects::set_status(tx, &id, stored.status, &now)?;
             Ok(())
         })
         .await?;

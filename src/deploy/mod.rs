@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, mpsc, watch, Notify};
 
 use crate::{
     accounts::Actor,
-    audit, clock,
+    clock,
     error::{Error, Result},
     ids, live,
     pagination::{Page, PageRequest},
@@ -206,16 +206,14 @@ pub fn start_log(app: &AppState, deploy_id: &str) -> (DeployLog, tokio::task::Jo
             let id = deploy_id.clone();
             let result = app
                 .store
-                .call(move |connection| {
-                    let tx = connection.transaction()?;
-                    store::deploys::append_logs(&tx, &id, &stored)?;
+                .write(move |tx| {
+                    store::deploys::append_logs(tx, &id, &stored)?;
                     for (_, status, failure, at) in &statuses {
-                        store::deploys::set_status(&tx, &id, *status, at)?;
+                        store::deploys::set_status(tx, &id, *status, at)?;
                         if let Some((step, error)) = failure {
-                            store::deploys::set_failure(&tx, &id, step, error)?;
+                            store::deploys::set_failure(tx, &id, step, error)?;
                         }
                     }
-                    tx.commit()?;
                     Ok(())
                 })
                 .await;
@@ -313,18 +311,16 @@ async fn enqueue_with(
         trigger,
     );
     deploy.rollback_of = rollback_of;
-    let actor = actor.clone();
+    let audit = store::Audit::by(actor, "deploy.create", &deploy.id);
+    let account_id = actor.account_id.clone();
     let queued = deploy.clone();
     let superseded = app
         .store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
-            if store::projects::by_id(&tx, &actor.account_id, &project_id)?.is_none() {
+        .write_audited(audit, move |tx| {
+            if store::projects::by_id(tx, &account_id, &project_id)?.is_none() {
                 return Err(Error::NotFound(format!("project `{project_id}` not found")));
             }
-            let superseded = queue_in(&tx, &actor, &queued)?;
-            tx.commit()?;
-            Ok(superseded)
+            store::deploys::queue(tx, &queued)
         })
         .await?;
     announce(app, &deploy.id, superseded);
@@ -359,50 +355,9 @@ pub(crate) fn new_deploy(
     }
 }
 
-/// A status line superseding a queued deploy, to publish once the transaction commits.
-pub(crate) type Superseded = Vec<(String, LogLine)>;
+pub(crate) use crate::store::deploys::Superseded;
 
-/// Queues `deploy` inside the caller's transaction: a deploy still queued for the same
-/// target is superseded, the new one is stored with its first log line, and audited.
-/// Call `announce` after the commit.
-pub(crate) fn queue_in(
-    tx: &rusqlite::Connection,
-    actor: &Actor,
-    deploy: &Deploy,
-) -> Result<Superseded> {
-    let older = store::deploys::of_target_with_status(
-        tx,
-        &deploy.project_id,
-        deploy.preview_id.as_deref(),
-        &[DeployStatus::Queued],
-    )?;
-    let now = clock::now();
-    let mut superseded = Vec::new();
-    for old in older {
-        store::deploys::set_status(tx, &old.id, DeployStatus::Superseded, &now)?;
-        let seq = store::deploys::last_log_seq(tx, &old.id)? + 1;
-        let line = LogLine {
-            seq,
-            at: now.clone(),
-            kind: "status".to_owned(),
-            text: DeployStatus::Superseded.as_str().to_owned(),
-        };
-        store::deploys::append_logs(tx, &old.id, std::slice::from_ref(&line))?;
-        superseded.push((old.id, line));
-    }
-    store::deploys::insert(tx, deploy)?;
-    let line = LogLine {
-        seq: 1,
-        at: deploy.created_at.clone(),
-        kind: "status".to_owned(),
-        text: DeployStatus::Queued.as_str().to_owned(),
-    };
-    store::deploys::append_logs(tx, &deploy.id, &[line])?;
-    audit::record(tx, actor, "deploy.create", Some(&deploy.id))?;
-    Ok(superseded)
-}
-
-/// After `queue_in`'s transaction committed: ends the superseded deploys' live streams,
+/// After `store::deploys::queue`'s transaction committed: ends the superseded deploys' live streams,
 /// opens the new one's and wakes the worker.
 pub(crate) fn announce(app: &AppState, deploy_id: &str, superseded: Superseded) {
     for (id, line) in superseded {
@@ -463,13 +418,8 @@ pub async fn cancel(app: &AppState, actor: &Actor, deploy_id: String) -> Result<
             deploy.status.as_str()
         )));
     }
-    let actor = actor.clone();
-    let id = deploy_id.clone();
     app.store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
-            audit::record(&tx, &actor, "deploy.cancel", Some(&id))?;
-            tx.commit()?;
+        .write_audited(store::Audit::by(actor, "deploy.cancel", &deploy_id), |_| {
             Ok(())
         })
         .await?;
@@ -478,20 +428,18 @@ pub async fn cancel(app: &AppState, actor: &Actor, deploy_id: String) -> Result<
     let id = deploy_id.clone();
     let canceled_in_queue = app
         .store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
+        .write(move |tx| {
             let now = clock::now();
-            if !store::deploys::claim_queued(&tx, &id, DeployStatus::Canceled, &now)? {
+            if !store::deploys::claim_queued(tx, &id, DeployStatus::Canceled, &now)? {
                 return Ok(None);
             }
             let line = LogLine {
-                seq: store::deploys::last_log_seq(&tx, &id)? + 1,
+                seq: store::deploys::last_log_seq(tx, &id)? + 1,
                 at: now,
                 kind: "status".to_owned(),
                 text: DeployStatus::Canceled.as_str().to_owned(),
             };
-            store::deploys::append_logs(&tx, &id, std::slice::from_ref(&line))?;
-            tx.commit()?;
+            store::deploys::append_logs(tx, &id, std::slice::from_ref(&line))?;
             Ok(Some(line))
         })
         .await?;

@@ -636,17 +636,15 @@ async fn prepare_rollback(
     let sha = target.commit_sha.clone().unwrap_or_default();
     let message = target.commit_message.clone().unwrap_or_default();
     app.store
-        .call(move |c| {
-            let tx = c.transaction()?;
-            store::deploys::set_source(&tx, &id, &sha, &message)?;
-            store::deploys::set_plan(&tx, &id, &plan_text)?;
+        .write(move |tx| {
+            store::deploys::set_source(tx, &id, &sha, &message)?;
+            store::deploys::set_plan(tx, &id, &plan_text)?;
             if let Some(image) = &image {
-                store::deploys::set_image(&tx, &id, image)?;
+                store::deploys::set_image(tx, &id, image)?;
             }
             if let Some(sealed) = &sealed_env {
-                store::deploys::set_env(&tx, &id, sealed)?;
+                store::deploys::set_env(tx, &id, sealed)?;
             }
-            tx.commit()?;
             Ok(())
         })
         .await
@@ -824,11 +822,10 @@ async fn switch_to(
     let target = deploy.target();
     let previous = app
         .store
-        .call(move |connection| {
-            let tx = connection.transaction()?;
+        .write(move |tx| {
             let now = clock::now();
             let previous: Vec<Deploy> = store::deploys::of_target_with_status(
-                &tx,
+                tx,
                 &project_id,
                 target.preview_id(),
                 &[DeployStatus::Running],
@@ -837,10 +834,10 @@ async fn switch_to(
             .filter(|d| d.id != new_id)
             .collect();
             for old in &previous {
-                store::deploys::set_status(&tx, &old.id, DeployStatus::Superseded, &now)?;
-                let seq = store::deploys::last_log_seq(&tx, &old.id)? + 1;
+                store::deploys::set_status(tx, &old.id, DeployStatus::Superseded, &now)?;
+                let seq = store::deploys::last_log_seq(tx, &old.id)? + 1;
                 store::deploys::append_logs(
-                    &tx,
+                    tx,
                     &old.id,
                     &[super::LogLine {
                         seq,
@@ -850,13 +847,12 @@ async fn switch_to(
                     }],
                 )?;
             }
-            store::deploys::set_status(&tx, &new_id, DeployStatus::Running, &now)?;
+            store::deploys::set_status(tx, &new_id, DeployStatus::Running, &now)?;
             // A preview never changes the project's status, and a project stopped by
             // `scale` stays stopped: the release waits for a scale-up.
             if target == ReleaseTarget::Production && project_status != ProjectStatus::Stopped {
-                store::projects::set_status(&tx, &project_id, ProjectStatus::Running, &now)?;
+                store::projects::set_status(tx, &project_id, ProjectStatus::Running, &now)?;
             }
-            tx.commit()?;
             Ok(previous)
         })
         .await;

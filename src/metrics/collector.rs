@@ -69,11 +69,10 @@ impl Collector {
         let fine_keep = app.config.metrics.fine_retention_mins as i64 * 60;
         let coarse_keep = app.config.metrics.coarse_retention_days as i64 * 86_400;
         app.store
-            .call(move |connection| {
-                let tx = connection.transaction()?;
-                store::metrics::insert(&tx, interval, &instances, &edges)?;
+            .write(move |tx| {
+                store::metrics::insert(tx, interval, &instances, &edges)?;
                 if interval < MINUTE {
-                    store::metrics::roll_up_minute(&tx, interval, at.div_euclid(MINUTE) * MINUTE)?;
+                    store::metrics::roll_up_minute(tx, interval, at.div_euclid(MINUTE) * MINUTE)?;
                 }
                 if (at + interval) % MINUTE == 0 {
                     let now = at + interval;
@@ -82,9 +81,8 @@ impl Collector {
                     } else {
                         now - coarse_keep
                     };
-                    store::metrics::prune(&tx, interval, fine_before, now - coarse_keep)?;
+                    store::metrics::prune(tx, interval, fine_before, now - coarse_keep)?;
                 }
-                tx.commit()?;
                 Ok(())
             })
             .await

@@ -1,6 +1,6 @@
 //! SQL for accounts and API tokens.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, OptionalExtension, Row};
 
 use crate::{
     error::{Error, Result},
@@ -8,7 +8,7 @@ use crate::{
     names::{Handle, Scope},
 };
 
-use super::is_unique_violation;
+use super::{is_unique_violation, Db, Tx};
 
 fn account_from_row(row: &Row<'_>) -> rusqlite::Result<(String, String, String)> {
     Ok((row.get(0)?, row.get(1)?, row.get(2)?))
@@ -23,36 +23,34 @@ fn to_account((id, handle, created_at): (String, String, String)) -> Result<Acco
     })
 }
 
-pub fn count_accounts(connection: &Connection) -> Result<i64> {
-    Ok(connection.query_row("SELECT COUNT(*) FROM accounts", [], |row| row.get(0))?)
+pub fn count_accounts(db: &Db) -> Result<i64> {
+    Ok(db.query_row("SELECT COUNT(*) FROM accounts", [], |row| row.get(0))?)
 }
 
-pub fn insert_account(connection: &Connection, account: &Account) -> Result<()> {
-    connection
-        .execute(
-            "INSERT INTO accounts (id, handle, created_at) VALUES (?1, ?2, ?3)",
-            params![account.id, account.handle.as_str(), account.created_at],
-        )
-        .map_err(|err| {
-            if is_unique_violation(&err) {
-                Error::Conflict(format!("handle `{}` is taken", account.handle))
-            } else {
-                err.into()
-            }
-        })?;
+pub fn insert_account(db: &Db, account: &Account) -> Result<()> {
+    db.execute(
+        "INSERT INTO accounts (id, handle, created_at) VALUES (?1, ?2, ?3)",
+        params![account.id, account.handle.as_str(), account.created_at],
+    )
+    .map_err(|err| {
+        if is_unique_violation(&err) {
+            Error::Conflict(format!("handle `{}` is taken", account.handle))
+        } else {
+            err.into()
+        }
+    })?;
     Ok(())
 }
 
-pub fn account_by_handle(connection: &Connection, handle: &str) -> Result<Option<Account>> {
-    connection
-        .query_row(
-            "SELECT id, handle, created_at FROM accounts WHERE handle = ?1",
-            [handle],
-            account_from_row,
-        )
-        .optional()?
-        .map(to_account)
-        .transpose()
+pub fn account_by_handle(db: &Db, handle: &str) -> Result<Option<Account>> {
+    db.query_row(
+        "SELECT id, handle, created_at FROM accounts WHERE handle = ?1",
+        [handle],
+        account_from_row,
+    )
+    .optional()?
+    .map(to_account)
+    .transpose()
 }
 
 const TOKEN_COLUMNS: &str =
@@ -73,12 +71,8 @@ fn token_from_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
     })
 }
 
-pub fn insert_token(
-    connection: &Connection,
-    token: &TokenRecord,
-    secret_hash: &[u8],
-) -> Result<()> {
-    connection.execute(
+pub fn insert_token(db: &Db, token: &TokenRecord, secret_hash: &[u8]) -> Result<()> {
+    db.execute(
         "INSERT INTO tokens (id, account_id, name, scope, prefix, secret_hash, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
@@ -95,11 +89,8 @@ pub fn insert_token(
 }
 
 /// The token with this secret hash, with its account's handle.
-pub fn token_by_hash(
-    connection: &Connection,
-    secret_hash: &[u8],
-) -> Result<Option<(TokenRecord, Handle)>> {
-    let found = connection
+pub fn token_by_hash(db: &Db, secret_hash: &[u8]) -> Result<Option<(TokenRecord, Handle)>> {
+    let found = db
         .query_row(
             &format!(
                 "SELECT {TOKEN_COLUMNS}, (SELECT handle FROM accounts WHERE accounts.id = tokens.account_id)
@@ -118,16 +109,16 @@ pub fn token_by_hash(
         .transpose()
 }
 
-pub fn touch_token(connection: &Connection, id: &str, at: &str) -> Result<()> {
-    connection.execute(
+pub fn touch_token(db: &Db, id: &str, at: &str) -> Result<()> {
+    db.execute(
         "UPDATE tokens SET last_used_at = ?2 WHERE id = ?1",
         params![id, at],
     )?;
     Ok(())
 }
 
-pub fn tokens_of_account(connection: &Connection, account_id: &str) -> Result<Vec<TokenRecord>> {
-    let mut statement = connection.prepare(&format!(
+pub fn tokens_of_account(db: &Db, account_id: &str) -> Result<Vec<TokenRecord>> {
+    let mut statement = db.prepare(&format!(
         "SELECT {TOKEN_COLUMNS} FROM tokens WHERE account_id = ?1 ORDER BY created_at, id"
     ))?;
     let tokens = statement
@@ -136,12 +127,8 @@ pub fn tokens_of_account(connection: &Connection, account_id: &str) -> Result<Ve
     Ok(tokens)
 }
 
-pub fn token_of_account(
-    connection: &Connection,
-    account_id: &str,
-    token_id: &str,
-) -> Result<Option<TokenRecord>> {
-    Ok(connection
+pub fn token_of_account(db: &Db, account_id: &str, token_id: &str) -> Result<Option<TokenRecord>> {
+    Ok(db
         .query_row(
             &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE account_id = ?1 AND id = ?2"),
             [account_id, token_id],
@@ -150,8 +137,35 @@ pub fn token_of_account(
         .optional()?)
 }
 
-pub fn revoke_token(connection: &Connection, token_id: &str, at: &str) -> Result<()> {
-    connection.execute(
+/// Revokes one of an account's tokens and returns it as it now stands; another account's
+/// token is not found. Revoking twice keeps the first revocation time.
+pub fn revoke_token_of_account(
+    tx: &Tx<'_>,
+    account_id: &str,
+    token_id: &str,
+    at: &str,
+) -> Result<TokenRecord> {
+    if token_of_account(tx, account_id, token_id)?.is_none() {
+        return Err(Error::NotFound(format!("token `{token_id}` not found")));
+    }
+    revoke_token(tx, token_id, at)?;
+    token_of_account(tx, account_id, token_id)?
+        .ok_or_else(|| Error::Internal("revoked token vanished".to_owned()))
+}
+
+/// How many tokens keep `text` as their hash or their prefix; a test's proof that no
+/// secret is stored.
+#[cfg(test)]
+pub fn tokens_storing(db: &Db, text: &str) -> Result<i64> {
+    Ok(db.query_row(
+        "SELECT COUNT(*) FROM tokens WHERE CAST(secret_hash AS TEXT) = ?1 OR prefix = ?1",
+        [text],
+        |r| r.get(0),
+    )?)
+}
+
+fn revoke_token(db: &Db, token_id: &str, at: &str) -> Result<()> {
+    db.execute(
         "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
         params![token_id, at],
     )?;

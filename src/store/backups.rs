@@ -1,6 +1,6 @@
 //! SQL for backups, their schedules and the asset index of releases.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, OptionalExtension, Row};
 
 use crate::{
     error::Result,
@@ -9,6 +9,8 @@ use crate::{
         backup::{Backup, BackupKind, BackupStatus, RemoteCopy, RemoteStatus, Schedule},
     },
 };
+
+use super::Db;
 
 const COLUMNS: &str = "seq, id, project_id, kind, subject, engine, trigger, status, error, file, size_bytes, sha256, started_at, finished_at, restored_at, remote_status, remote_key, remote_error, remote_attempts, remote_attempted_at, remote_uploaded_at";
 
@@ -53,8 +55,8 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Backup)> {
     ))
 }
 
-pub fn insert(connection: &Connection, backup: &Backup) -> Result<()> {
-    connection.execute(
+pub fn insert(db: &Db, backup: &Backup) -> Result<()> {
+    db.execute(
         "INSERT INTO backups (id, project_id, kind, subject, engine, trigger, status, error, started_at, finished_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
@@ -73,8 +75,8 @@ pub fn insert(connection: &Connection, backup: &Backup) -> Result<()> {
     Ok(())
 }
 
-pub fn by_id(connection: &Connection, id: &str) -> Result<Option<Backup>> {
-    Ok(connection
+pub fn by_id(db: &Db, id: &str) -> Result<Option<Backup>> {
+    Ok(db
         .query_row(
             &format!("SELECT {COLUMNS} FROM backups WHERE id = ?1"),
             [id],
@@ -86,12 +88,12 @@ pub fn by_id(connection: &Connection, id: &str) -> Result<Option<Backup>> {
 
 /// Newest first, strictly older than `before` when given.
 pub fn page(
-    connection: &Connection,
+    db: &Db,
     project_id: &str,
     before: Option<i64>,
     limit: u32,
 ) -> Result<Vec<(i64, Backup)>> {
-    let mut statement = connection.prepare_cached(&format!(
+    let mut statement = db.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM backups WHERE project_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
     ))?;
     let rows = statement
@@ -104,8 +106,8 @@ pub fn page(
 }
 
 /// Every backup of a project, oldest first.
-pub fn of_project(connection: &Connection, project_id: &str) -> Result<Vec<Backup>> {
-    let mut statement = connection.prepare_cached(&format!(
+pub fn of_project(db: &Db, project_id: &str) -> Result<Vec<Backup>> {
+    let mut statement = db.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM backups WHERE project_id = ?1 ORDER BY seq"
     ))?;
     let rows = statement
@@ -116,7 +118,7 @@ pub fn of_project(connection: &Connection, project_id: &str) -> Result<Vec<Backu
 
 /// Records a finished file; with `remote_key`, its copy is `pending` upload under that key.
 pub fn complete(
-    connection: &Connection,
+    db: &Db,
     id: &str,
     file: &str,
     size_bytes: i64,
@@ -124,7 +126,7 @@ pub fn complete(
     at: &str,
     remote_key: Option<&str>,
 ) -> Result<()> {
-    connection.execute(
+    db.execute(
         "UPDATE backups SET status = 'completed', file = ?2, size_bytes = ?3, sha256 = ?4, finished_at = ?5,
              remote_status = CASE WHEN ?6 IS NULL THEN NULL ELSE 'pending' END, remote_key = ?6
          WHERE id = ?1 AND status = 'running'",
@@ -136,13 +138,13 @@ pub fn complete(
 /// Records the outcome of one upload attempt (`uploaded` or `failed`); returns the status
 /// it had before, or `None` when the backup is gone.
 pub fn record_upload(
-    connection: &Connection,
+    db: &Db,
     id: &str,
     status: RemoteStatus,
     error: Option<&str>,
     at: &str,
 ) -> Result<Option<RemoteStatus>> {
-    let before: Option<Option<String>> = connection
+    let before: Option<Option<String>> = db
         .query_row(
             "SELECT remote_status FROM backups WHERE id = ?1",
             [id],
@@ -152,7 +154,7 @@ pub fn record_upload(
     let Some(Some(before)) = before else {
         return Ok(None);
     };
-    connection.execute(
+    db.execute(
         "UPDATE backups SET remote_status = ?2, remote_error = ?3, remote_attempts = remote_attempts + 1,
              remote_attempted_at = ?4,
              remote_uploaded_at = CASE WHEN ?2 = 'uploaded' THEN ?4 ELSE remote_uploaded_at END
@@ -164,8 +166,8 @@ pub fn record_upload(
 
 /// Completed backups whose copy is pending or failed, oldest first: what the retry pass
 /// uploads.
-pub fn uploads_due(connection: &Connection) -> Result<Vec<String>> {
-    let mut statement = connection.prepare_cached(
+pub fn uploads_due(db: &Db) -> Result<Vec<String>> {
+    let mut statement = db.prepare_cached(
         "SELECT id FROM backups WHERE remote_status IN ('pending', 'failed') AND status = 'completed'
          ORDER BY seq",
     )?;
@@ -175,16 +177,16 @@ pub fn uploads_due(connection: &Connection) -> Result<Vec<String>> {
     Ok(rows)
 }
 
-pub fn fail(connection: &Connection, id: &str, reason: &str, at: &str) -> Result<()> {
-    connection.execute(
+pub fn fail(db: &Db, id: &str, reason: &str, at: &str) -> Result<()> {
+    db.execute(
         "UPDATE backups SET status = 'failed', error = ?2, finished_at = ?3 WHERE id = ?1 AND status = 'running'",
         params![id, reason, at],
     )?;
     Ok(())
 }
 
-pub fn set_restored(connection: &Connection, id: &str, at: &str) -> Result<()> {
-    connection.execute(
+pub fn set_restored(db: &Db, id: &str, at: &str) -> Result<()> {
+    db.execute(
         "UPDATE backups SET restored_at = ?2 WHERE id = ?1",
         params![id, at],
     )?;
@@ -193,16 +195,16 @@ pub fn set_restored(connection: &Connection, id: &str, at: &str) -> Result<()> {
 
 /// Marks every `running` backup failed with `reason`; returns how many. Run at start-up,
 /// when no backup can still be running.
-pub fn fail_running(connection: &Connection, reason: &str, at: &str) -> Result<usize> {
-    Ok(connection.execute(
+pub fn fail_running(db: &Db, reason: &str, at: &str) -> Result<usize> {
+    Ok(db.execute(
         "UPDATE backups SET status = 'failed', error = ?1, finished_at = ?2 WHERE status = 'running'",
         params![reason, at],
     )?)
 }
 
 /// The files of completed backups, for sweeping files no backup owns.
-pub fn completed_files(connection: &Connection) -> Result<Vec<String>> {
-    let mut statement = connection.prepare_cached(
+pub fn completed_files(db: &Db) -> Result<Vec<String>> {
+    let mut statement = db.prepare_cached(
         "SELECT file FROM backups WHERE status = 'completed' AND file IS NOT NULL",
     )?;
     let rows = statement
@@ -211,8 +213,8 @@ pub fn completed_files(connection: &Connection) -> Result<Vec<String>> {
     Ok(rows)
 }
 
-pub fn delete(connection: &Connection, id: &str) -> Result<()> {
-    connection.execute("DELETE FROM backups WHERE id = ?1", [id])?;
+pub fn delete(db: &Db, id: &str) -> Result<()> {
+    db.execute("DELETE FROM backups WHERE id = ?1", [id])?;
     Ok(())
 }
 
@@ -233,8 +235,8 @@ fn schedule_from_row(row: &Row<'_>) -> rusqlite::Result<Schedule> {
 const SCHEDULE_COLUMNS: &str =
     "project_id, schedule, keep_daily, keep_weekly, explicit, updated_at, last_run_at, last_status, last_error";
 
-pub fn put_schedule(connection: &Connection, schedule: &Schedule) -> Result<()> {
-    connection.execute(
+pub fn put_schedule(db: &Db, schedule: &Schedule) -> Result<()> {
+    db.execute(
         "INSERT INTO backup_schedules (project_id, schedule, keep_daily, keep_weekly, explicit, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (project_id) DO UPDATE SET schedule = ?2, keep_daily = ?3, keep_weekly = ?4, explicit = ?5, updated_at = ?6",
@@ -250,8 +252,8 @@ pub fn put_schedule(connection: &Connection, schedule: &Schedule) -> Result<()> 
     Ok(())
 }
 
-pub fn schedule_of(connection: &Connection, project_id: &str) -> Result<Option<Schedule>> {
-    Ok(connection
+pub fn schedule_of(db: &Db, project_id: &str) -> Result<Option<Schedule>> {
+    Ok(db
         .query_row(
             &format!("SELECT {SCHEDULE_COLUMNS} FROM backup_schedules WHERE project_id = ?1"),
             [project_id],
@@ -260,17 +262,17 @@ pub fn schedule_of(connection: &Connection, project_id: &str) -> Result<Option<S
         .optional()?)
 }
 
-pub fn all_schedules(connection: &Connection) -> Result<Vec<Schedule>> {
+pub fn all_schedules(db: &Db) -> Result<Vec<Schedule>> {
     let mut statement =
-        connection.prepare_cached(&format!("SELECT {SCHEDULE_COLUMNS} FROM backup_schedules"))?;
+        db.prepare_cached(&format!("SELECT {SCHEDULE_COLUMNS} FROM backup_schedules"))?;
     let rows = statement
         .query_map([], schedule_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
-pub fn delete_schedule(connection: &Connection, project_id: &str) -> Result<bool> {
-    Ok(connection.execute(
+pub fn delete_schedule(db: &Db, project_id: &str) -> Result<bool> {
+    Ok(db.execute(
         "DELETE FROM backup_schedules WHERE project_id = ?1",
         [project_id],
     )? > 0)
@@ -279,13 +281,13 @@ pub fn delete_schedule(connection: &Connection, project_id: &str) -> Result<bool
 /// Records the outcome of a scheduled run. A project following the configured default
 /// schedule gets a row holding that default, so its outcome is visible too.
 pub fn record_schedule_run(
-    connection: &Connection,
+    db: &Db,
     schedule: &Schedule,
     at: &str,
     status: &str,
     error: Option<&str>,
 ) -> Result<()> {
-    connection.execute(
+    db.execute(
         "INSERT INTO backup_schedules (project_id, schedule, keep_daily, keep_weekly, explicit, updated_at, last_run_at, last_status, last_error)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT (project_id) DO UPDATE SET last_run_at = ?7, last_status = ?8, last_error = ?9",
@@ -304,9 +306,9 @@ pub fn record_schedule_run(
     Ok(())
 }
 
-pub fn replace_assets(connection: &Connection, deploy_id: &str, assets: &[Asset]) -> Result<()> {
-    connection.execute("DELETE FROM assets WHERE deploy_id = ?1", [deploy_id])?;
-    let mut statement = connection.prepare_cached(
+pub fn replace_assets(db: &Db, deploy_id: &str, assets: &[Asset]) -> Result<()> {
+    db.execute("DELETE FROM assets WHERE deploy_id = ?1", [deploy_id])?;
+    let mut statement = db.prepare_cached(
         "INSERT INTO assets (deploy_id, path, size_bytes, content_type, sha256) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     for asset in assets {
@@ -321,8 +323,8 @@ pub fn replace_assets(connection: &Connection, deploy_id: &str, assets: &[Asset]
     Ok(())
 }
 
-pub fn has_assets_index(connection: &Connection, deploy_id: &str) -> Result<bool> {
-    Ok(connection
+pub fn has_assets_index(db: &Db, deploy_id: &str) -> Result<bool> {
+    Ok(db
         .query_row(
             "SELECT 1 FROM assets WHERE deploy_id = ?1 LIMIT 1",
             [deploy_id],
@@ -334,13 +336,13 @@ pub fn has_assets_index(connection: &Connection, deploy_id: &str) -> Result<bool
 
 /// Assets of a deploy in path order whose path starts with `prefix`, after row `after`.
 pub fn assets_page(
-    connection: &Connection,
+    db: &Db,
     deploy_id: &str,
     prefix: &str,
     after: Option<i64>,
     limit: u32,
 ) -> Result<Vec<(i64, Asset)>> {
-    let mut statement = connection.prepare_cached(
+    let mut statement = db.prepare_cached(
         "SELECT rowid, path, size_bytes, content_type, sha256 FROM assets
          WHERE deploy_id = ?1 AND substr(path, 1, length(?2)) = ?2 AND rowid > ?3
          ORDER BY rowid LIMIT ?4",
@@ -365,9 +367,9 @@ pub fn assets_page(
 }
 
 /// Projects holding data (a database or a volume), which scheduled backups cover.
-pub fn projects_with_data(connection: &Connection) -> Result<Vec<String>> {
-    let mut statement = connection
-        .prepare_cached("SELECT project_id FROM databases UNION SELECT project_id FROM volumes")?;
+pub fn projects_with_data(db: &Db) -> Result<Vec<String>> {
+    let mut statement =
+        db.prepare_cached("SELECT project_id FROM databases UNION SELECT project_id FROM volumes")?;
     let rows = statement
         .query_map([], |row| row.get(0))?
         .collect::<rusqlite::Result<Vec<String>>>()?;

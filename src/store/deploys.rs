@@ -3,12 +3,15 @@
 //! below mean production unless their name says otherwise, so a preview's deploys never
 //! leak into production's history, rollbacks or release switches.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, OptionalExtension, Row};
 
 use crate::{
+    clock,
     error::Result,
     model::deploy::{Deploy, DeployStatus, LogLine},
 };
+
+use super::{Db, Tx};
 
 const COLUMNS: &str = "seq, id, project_id, status, trigger, git_ref, commit_sha, commit_message, plan, image, failed_step, error, created_at, building_at, releasing_at, finished_at, rollback_of, preview_id";
 
@@ -39,8 +42,8 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Deploy)> {
     ))
 }
 
-pub fn insert(connection: &Connection, deploy: &Deploy) -> Result<()> {
-    connection.execute(
+pub fn insert(db: &Db, deploy: &Deploy) -> Result<()> {
+    db.execute(
         "INSERT INTO deploys (id, project_id, status, trigger, git_ref, created_at, rollback_of, preview_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             deploy.id,
@@ -56,8 +59,8 @@ pub fn insert(connection: &Connection, deploy: &Deploy) -> Result<()> {
     Ok(())
 }
 
-pub fn by_id(connection: &Connection, id: &str) -> Result<Option<Deploy>> {
-    Ok(connection
+pub fn by_id(db: &Db, id: &str) -> Result<Option<Deploy>> {
+    Ok(db
         .query_row(
             &format!("SELECT {COLUMNS} FROM deploys WHERE id = ?1"),
             [id],
@@ -70,12 +73,12 @@ pub fn by_id(connection: &Connection, id: &str) -> Result<Option<Deploy>> {
 /// The project's production deploys, newest first, strictly older than `before` when
 /// given.
 pub fn page(
-    connection: &Connection,
+    db: &Db,
     project_id: &str,
     before: Option<i64>,
     limit: u32,
 ) -> Result<Vec<(i64, Deploy)>> {
-    let mut statement = connection.prepare_cached(&format!(
+    let mut statement = db.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM deploys WHERE project_id = ?1 AND preview_id IS NULL AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
     ))?;
     let rows = statement
@@ -87,9 +90,9 @@ pub fn page(
     Ok(rows)
 }
 
-pub fn with_status(connection: &Connection, statuses: &[DeployStatus]) -> Result<Vec<Deploy>> {
+pub fn with_status(db: &Db, statuses: &[DeployStatus]) -> Result<Vec<Deploy>> {
     let mut found = Vec::new();
-    let mut statement = connection.prepare_cached(&format!(
+    let mut statement = db.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM deploys WHERE status = ?1 ORDER BY seq"
     ))?;
     for status in statuses {
@@ -103,23 +106,23 @@ pub fn with_status(connection: &Connection, statuses: &[DeployStatus]) -> Result
 
 /// The project's production deploys in the given statuses, oldest first.
 pub fn of_project_with_status(
-    connection: &Connection,
+    db: &Db,
     project_id: &str,
     statuses: &[DeployStatus],
 ) -> Result<Vec<Deploy>> {
-    of_target_with_status(connection, project_id, None, statuses)
+    of_target_with_status(db, project_id, None, statuses)
 }
 
 /// The deploys of one release target (production when `preview_id` is `None`, else that
 /// preview) in the given statuses, oldest first.
 pub fn of_target_with_status(
-    connection: &Connection,
+    db: &Db,
     project_id: &str,
     preview_id: Option<&str>,
     statuses: &[DeployStatus],
 ) -> Result<Vec<Deploy>> {
     // `IS` compares NULL with NULL as equal, so one statement serves both targets.
-    let mut statement = connection.prepare_cached(&format!(
+    let mut statement = db.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM deploys WHERE project_id = ?1 AND preview_id IS ?2 AND status = ?3 ORDER BY seq"
     ))?;
     let mut found = Vec::new();
@@ -135,8 +138,8 @@ pub fn of_target_with_status(
 
 /// Every deploy of the project, production's and its previews', still queued, building
 /// or releasing; for deleting the project.
-pub fn in_progress_of_project(connection: &Connection, project_id: &str) -> Result<Vec<Deploy>> {
-    let mut statement = connection.prepare_cached(&format!(
+pub fn in_progress_of_project(db: &Db, project_id: &str) -> Result<Vec<Deploy>> {
+    let mut statement = db.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM deploys WHERE project_id = ?1 AND status IN ('queued', 'building', 'releasing') ORDER BY seq"
     ))?;
     let rows = statement
@@ -147,8 +150,8 @@ pub fn in_progress_of_project(connection: &Connection, project_id: &str) -> Resu
 }
 
 /// A preview's deploys, newest first.
-pub fn of_preview(connection: &Connection, preview_id: &str, limit: u32) -> Result<Vec<Deploy>> {
-    let mut statement = connection.prepare_cached(&format!(
+pub fn of_preview(db: &Db, preview_id: &str, limit: u32) -> Result<Vec<Deploy>> {
+    let mut statement = db.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM deploys WHERE preview_id = ?1 ORDER BY seq DESC LIMIT ?2"
     ))?;
     let rows = statement
@@ -160,8 +163,8 @@ pub fn of_preview(connection: &Connection, preview_id: &str, limit: u32) -> Resu
 
 /// The status of each preview's newest deploy, by preview id; for the route table's 503
 /// pages.
-pub fn newest_status_of_previews(connection: &Connection) -> Result<Vec<(String, DeployStatus)>> {
-    let mut statement = connection.prepare_cached(
+pub fn newest_status_of_previews(db: &Db) -> Result<Vec<(String, DeployStatus)>> {
+    let mut statement = db.prepare_cached(
         "SELECT preview_id, status FROM deploys WHERE seq IN
          (SELECT MAX(seq) FROM deploys WHERE preview_id IS NOT NULL GROUP BY preview_id)",
     )?;
@@ -179,19 +182,15 @@ pub fn newest_status_of_previews(connection: &Connection) -> Result<Vec<(String,
 
 /// Whether a deploy outside `preview_id` still names `image`, so removing the preview
 /// must keep it (production reuses images of the same commit and plan).
-pub fn image_used_outside_preview(
-    connection: &Connection,
-    image: &str,
-    preview_id: &str,
-) -> Result<bool> {
-    Ok(connection.query_row(
+pub fn image_used_outside_preview(db: &Db, image: &str, preview_id: &str) -> Result<bool> {
+    Ok(db.query_row(
         "SELECT EXISTS (SELECT 1 FROM deploys WHERE image = ?1 AND preview_id IS NOT ?2)",
         params![image, preview_id],
         |row| row.get(0),
     )?)
 }
 
-pub fn set_status(connection: &Connection, id: &str, status: DeployStatus, at: &str) -> Result<()> {
+pub fn set_status(db: &Db, id: &str, status: DeployStatus, at: &str) -> Result<()> {
     let column = match status {
         DeployStatus::Building => "building_at",
         DeployStatus::Releasing => "releasing_at",
@@ -201,7 +200,7 @@ pub fn set_status(connection: &Connection, id: &str, status: DeployStatus, at: &
         | DeployStatus::Canceled
         | DeployStatus::Superseded => "finished_at",
     };
-    connection.execute(
+    db.execute(
         &format!("UPDATE deploys SET status = ?2, {column} = COALESCE({column}, ?3) WHERE id = ?1"),
         params![id, status.as_str(), at],
     )?;
@@ -210,7 +209,7 @@ pub fn set_status(connection: &Connection, id: &str, status: DeployStatus, at: &
 
 /// Moves a deploy from `queued` to `to` if it is still queued; false when another party
 /// (the worker, a cancel, a newer deploy) got there first.
-pub fn claim_queued(connection: &Connection, id: &str, to: DeployStatus, at: &str) -> Result<bool> {
+pub fn claim_queued(db: &Db, id: &str, to: DeployStatus, at: &str) -> Result<bool> {
     let column = match to {
         DeployStatus::Building => "building_at",
         DeployStatus::Queued | DeployStatus::Releasing => "releasing_at",
@@ -219,7 +218,7 @@ pub fn claim_queued(connection: &Connection, id: &str, to: DeployStatus, at: &st
         | DeployStatus::Canceled
         | DeployStatus::Superseded => "finished_at",
     };
-    Ok(connection.execute(
+    Ok(db.execute(
         &format!(
             "UPDATE deploys SET status = ?2, {column} = ?3 WHERE id = ?1 AND status = 'queued'"
         ),
@@ -227,40 +226,40 @@ pub fn claim_queued(connection: &Connection, id: &str, to: DeployStatus, at: &st
     )? > 0)
 }
 
-pub fn set_failure(connection: &Connection, id: &str, step: &str, error: &str) -> Result<()> {
-    connection.execute(
+pub fn set_failure(db: &Db, id: &str, step: &str, error: &str) -> Result<()> {
+    db.execute(
         "UPDATE deploys SET failed_step = ?2, error = ?3 WHERE id = ?1",
         params![id, step, error],
     )?;
     Ok(())
 }
 
-pub fn set_source(connection: &Connection, id: &str, sha: &str, message: &str) -> Result<()> {
-    connection.execute(
+pub fn set_source(db: &Db, id: &str, sha: &str, message: &str) -> Result<()> {
+    db.execute(
         "UPDATE deploys SET commit_sha = ?2, commit_message = ?3 WHERE id = ?1",
         params![id, sha, message],
     )?;
     Ok(())
 }
 
-pub fn set_plan(connection: &Connection, id: &str, plan: &str) -> Result<()> {
-    connection.execute(
+pub fn set_plan(db: &Db, id: &str, plan: &str) -> Result<()> {
+    db.execute(
         "UPDATE deploys SET plan = ?2 WHERE id = ?1",
         params![id, plan],
     )?;
     Ok(())
 }
 
-pub fn set_image(connection: &Connection, id: &str, image: &str) -> Result<()> {
-    connection.execute(
+pub fn set_image(db: &Db, id: &str, image: &str) -> Result<()> {
+    db.execute(
         "UPDATE deploys SET image = ?2 WHERE id = ?1",
         params![id, image],
     )?;
     Ok(())
 }
 
-pub fn set_env(connection: &Connection, id: &str, sealed: &[u8]) -> Result<()> {
-    connection.execute(
+pub fn set_env(db: &Db, id: &str, sealed: &[u8]) -> Result<()> {
+    db.execute(
         "UPDATE deploys SET env = ?2 WHERE id = ?1",
         params![id, sealed],
     )?;
@@ -268,8 +267,8 @@ pub fn set_env(connection: &Connection, id: &str, sealed: &[u8]) -> Result<()> {
 }
 
 /// The sealed env snapshot of one deploy, if it has one.
-pub fn env_of(connection: &Connection, deploy_id: &str) -> Result<Option<Vec<u8>>> {
-    Ok(connection
+pub fn env_of(db: &Db, deploy_id: &str) -> Result<Option<Vec<u8>>> {
+    Ok(db
         .query_row(
             "SELECT env FROM deploys WHERE id = ?1",
             [deploy_id],
@@ -280,8 +279,8 @@ pub fn env_of(connection: &Connection, deploy_id: &str) -> Result<Option<Vec<u8>
 }
 
 /// The sealed env snapshot of the project's running production deploy, if any.
-pub fn running_env(connection: &Connection, project_id: &str) -> Result<Option<Vec<u8>>> {
-    Ok(connection
+pub fn running_env(db: &Db, project_id: &str) -> Result<Option<Vec<u8>>> {
+    Ok(db
         .query_row(
             "SELECT env FROM deploys WHERE project_id = ?1 AND preview_id IS NULL AND status = 'running' ORDER BY seq DESC LIMIT 1",
             [project_id],
@@ -293,12 +292,12 @@ pub fn running_env(connection: &Connection, project_id: &str) -> Result<Option<V
 
 /// A finished deploy of the same commit and plan whose image can be reused.
 pub fn reusable_image(
-    connection: &Connection,
+    db: &Db,
     project_id: &str,
     commit_sha: &str,
     plan: &str,
 ) -> Result<Option<String>> {
-    Ok(connection
+    Ok(db
         .query_row(
             "SELECT image FROM deploys WHERE project_id = ?1 AND commit_sha = ?2 AND plan = ?3
              AND image IS NOT NULL AND status IN ('running', 'superseded') ORDER BY seq DESC LIMIT 1",
@@ -308,8 +307,46 @@ pub fn reusable_image(
         .optional()?)
 }
 
-pub fn append_logs(connection: &Connection, deploy_id: &str, lines: &[LogLine]) -> Result<()> {
-    let mut statement = connection.prepare_cached(
+/// A status line superseding a queued deploy (its id, the line), to publish once the
+/// transaction commits.
+pub type Superseded = Vec<(String, LogLine)>;
+
+/// Queues `deploy` inside the caller's transaction: a deploy still queued for the same
+/// target is superseded, the new one is stored with its first log line.
+pub fn queue(tx: &Tx<'_>, deploy: &Deploy) -> Result<Superseded> {
+    let older = of_target_with_status(
+        tx,
+        &deploy.project_id,
+        deploy.preview_id.as_deref(),
+        &[DeployStatus::Queued],
+    )?;
+    let now = clock::now();
+    let mut superseded = Vec::new();
+    for old in older {
+        set_status(tx, &old.id, DeployStatus::Superseded, &now)?;
+        let seq = last_log_seq(tx, &old.id)? + 1;
+        let line = LogLine {
+            seq,
+            at: now.clone(),
+            kind: "status".to_owned(),
+            text: DeployStatus::Superseded.as_str().to_owned(),
+        };
+        append_logs(tx, &old.id, std::slice::from_ref(&line))?;
+        superseded.push((old.id, line));
+    }
+    insert(tx, deploy)?;
+    let line = LogLine {
+        seq: 1,
+        at: deploy.created_at.clone(),
+        kind: "status".to_owned(),
+        text: DeployStatus::Queued.as_str().to_owned(),
+    };
+    append_logs(tx, &deploy.id, &[line])?;
+    Ok(superseded)
+}
+
+pub fn append_logs(db: &Db, deploy_id: &str, lines: &[LogLine]) -> Result<()> {
+    let mut statement = db.prepare_cached(
         "INSERT INTO deploy_logs (deploy_id, seq, at, kind, line) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     for line in lines {
@@ -319,8 +356,8 @@ pub fn append_logs(connection: &Connection, deploy_id: &str, lines: &[LogLine]) 
 }
 
 /// Stored lines with `seq` greater than `after`, in order.
-pub fn logs_after(connection: &Connection, deploy_id: &str, after: i64) -> Result<Vec<LogLine>> {
-    let mut statement = connection.prepare_cached(
+pub fn logs_after(db: &Db, deploy_id: &str, after: i64) -> Result<Vec<LogLine>> {
+    let mut statement = db.prepare_cached(
         "SELECT seq, at, kind, line FROM deploy_logs WHERE deploy_id = ?1 AND seq > ?2 ORDER BY seq",
     )?;
     let lines = statement
@@ -336,8 +373,8 @@ pub fn logs_after(connection: &Connection, deploy_id: &str, after: i64) -> Resul
     Ok(lines)
 }
 
-pub fn last_log_seq(connection: &Connection, deploy_id: &str) -> Result<i64> {
-    Ok(connection.query_row(
+pub fn last_log_seq(db: &Db, deploy_id: &str) -> Result<i64> {
+    Ok(db.query_row(
         "SELECT COALESCE(MAX(seq), 0) FROM deploy_logs WHERE deploy_id = ?1",
         [deploy_id],
         |row| row.get(0),

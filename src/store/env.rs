@@ -1,8 +1,10 @@
 //! SQL for project env vars. Values are stored sealed (see `secrets`).
 
-use rusqlite::{params, Connection};
+use rusqlite::params;
 
 use crate::error::Result;
+
+use super::Db;
 
 /// One stored variable: key, sealed value, secret flag, last update.
 #[derive(Debug, Clone)]
@@ -13,8 +15,8 @@ pub struct StoredVar {
     pub updated_at: String,
 }
 
-pub fn all(connection: &Connection, project_id: &str) -> Result<Vec<StoredVar>> {
-    let mut statement = connection.prepare_cached(
+pub fn all(db: &Db, project_id: &str) -> Result<Vec<StoredVar>> {
+    let mut statement = db.prepare_cached(
         "SELECT key, value, secret, updated_at FROM env_vars WHERE project_id = ?1 ORDER BY key",
     )?;
     let vars = statement
@@ -30,8 +32,17 @@ pub fn all(connection: &Connection, project_id: &str) -> Result<Vec<StoredVar>> 
     Ok(vars)
 }
 
-pub fn upsert(connection: &Connection, project_id: &str, var: &StoredVar) -> Result<()> {
-    connection.execute(
+/// A project's variables and the sealed env its running release started with, read
+/// together so a listing compares like with like.
+pub fn with_running(db: &Db, project_id: &str) -> Result<(Vec<StoredVar>, Option<Vec<u8>>)> {
+    Ok((
+        all(db, project_id)?,
+        super::deploys::running_env(db, project_id)?,
+    ))
+}
+
+pub fn upsert(db: &Db, project_id: &str, var: &StoredVar) -> Result<()> {
+    db.execute(
         "INSERT INTO env_vars (project_id, key, value, secret, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (project_id, key) DO UPDATE SET value = excluded.value, secret = excluded.secret, updated_at = excluded.updated_at",
         params![project_id, var.key, var.sealed_value, var.secret, var.updated_at],
@@ -39,8 +50,8 @@ pub fn upsert(connection: &Connection, project_id: &str, var: &StoredVar) -> Res
     Ok(())
 }
 
-pub fn delete(connection: &Connection, project_id: &str, key: &str) -> Result<bool> {
-    Ok(connection.execute(
+pub fn delete(db: &Db, project_id: &str, key: &str) -> Result<bool> {
+    Ok(db.execute(
         "DELETE FROM env_vars WHERE project_id = ?1 AND key = ?2",
         params![project_id, key],
     )? > 0)

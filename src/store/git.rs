@@ -1,8 +1,10 @@
 //! SQL for git connections and webhook deliveries.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 
 use crate::error::Result;
+
+use super::{Db, Tx};
 
 /// A project's git connection as stored; secrets sealed.
 #[derive(Debug, Clone)]
@@ -19,8 +21,8 @@ pub struct StoredConnection {
     pub last_delivery_result: Option<String>,
 }
 
-pub fn get(connection: &Connection, project_id: &str) -> Result<Option<StoredConnection>> {
-    Ok(connection
+pub fn get(db: &Db, project_id: &str) -> Result<Option<StoredConnection>> {
+    Ok(db
         .query_row(
             "SELECT project_id, repo, branch, webhook_secret, access_token, created_at, updated_at,
                     last_delivery_at, last_delivery_event, last_delivery_result
@@ -44,8 +46,8 @@ pub fn get(connection: &Connection, project_id: &str) -> Result<Option<StoredCon
         .optional()?)
 }
 
-pub fn upsert(connection: &Connection, stored: &StoredConnection) -> Result<()> {
-    connection.execute(
+pub fn upsert(db: &Db, stored: &StoredConnection) -> Result<()> {
+    db.execute(
         "INSERT INTO git_connections (project_id, repo, branch, webhook_secret, access_token, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT (project_id) DO UPDATE SET repo = excluded.repo, branch = excluded.branch,
@@ -64,26 +66,21 @@ pub fn upsert(connection: &Connection, stored: &StoredConnection) -> Result<()> 
     Ok(())
 }
 
-pub fn set_secret(
-    connection: &Connection,
-    project_id: &str,
-    sealed: &[u8],
-    at: &str,
-) -> Result<bool> {
-    Ok(connection.execute(
+pub fn set_secret(db: &Db, project_id: &str, sealed: &[u8], at: &str) -> Result<bool> {
+    Ok(db.execute(
         "UPDATE git_connections SET webhook_secret = ?2, updated_at = ?3 WHERE project_id = ?1",
         params![project_id, sealed, at],
     )? > 0)
 }
 
 pub fn record_delivery(
-    connection: &Connection,
+    db: &Db,
     project_id: &str,
     at: &str,
     event: &str,
     result: &str,
 ) -> Result<()> {
-    connection.execute(
+    db.execute(
         "UPDATE git_connections SET last_delivery_at = ?2, last_delivery_event = ?3, last_delivery_result = ?4
          WHERE project_id = ?1",
         params![project_id, at, event, result],
@@ -115,12 +112,12 @@ pub struct DeliveryKey<'a> {
 /// Remembers a delivery by id and body digest in one transaction, unless either was seen
 /// since `since`; records older than that are forgotten first.
 pub fn remember_delivery(
-    connection: &mut Connection,
+    db: &mut Db,
     key: &DeliveryKey<'_>,
     at: &str,
     since: &str,
 ) -> Result<Seen> {
-    let tx = connection.transaction()?;
+    let tx = Tx::begin(db)?;
     tx.execute(
         "DELETE FROM webhook_deliveries WHERE received_at < ?1",
         [since],
@@ -163,14 +160,14 @@ pub fn remember_delivery(
 }
 
 /// Forgets a delivery whose handling failed, so the provider's redelivery is handled.
-pub fn forget_delivery(connection: &Connection, key: &DeliveryKey<'_>) -> Result<()> {
+pub fn forget_delivery(db: &Db, key: &DeliveryKey<'_>) -> Result<()> {
     if let Some(delivery_id) = key.delivery_id {
-        connection.execute(
+        db.execute(
             "DELETE FROM webhook_deliveries WHERE project_id = ?1 AND delivery_id = ?2",
             params![key.project_id, delivery_id],
         )?;
     }
-    connection.execute(
+    db.execute(
         "DELETE FROM webhook_bodies WHERE project_id = ?1 AND body_sha256 = ?2",
         params![key.project_id, key.body_sha256],
     )?;
@@ -180,9 +177,9 @@ pub fn forget_delivery(connection: &Connection, key: &DeliveryKey<'_>) -> Result
 /// Forgets the bodies of earlier pushes to the key's ref once this one was acted on: they
 /// are stale now (the head moved), and forgetting them lets the same push body, sent
 /// again later for a real push (GitLab's and Gitea's carry no push time), be handled.
-pub fn retire_earlier_bodies(connection: &Connection, key: &DeliveryKey<'_>) -> Result<()> {
+pub fn retire_earlier_bodies(db: &Db, key: &DeliveryKey<'_>) -> Result<()> {
     if let Some(subject) = key.subject {
-        connection.execute(
+        db.execute(
             "DELETE FROM webhook_bodies WHERE project_id = ?1 AND subject = ?2 AND body_sha256 != ?3",
             params![key.project_id, subject, key.body_sha256],
         )?;
@@ -192,11 +189,8 @@ pub fn retire_earlier_bodies(connection: &Connection, key: &DeliveryKey<'_>) -> 
 
 /// The repositories other accounts' projects are connected to, with the owning account's
 /// handle: what a local path is checked against, so one account cannot build another's.
-pub fn repos_of_other_accounts(
-    connection: &Connection,
-    account_id: &str,
-) -> Result<Vec<(String, String)>> {
-    let mut statement = connection.prepare(
+pub fn repos_of_other_accounts(db: &Db, account_id: &str) -> Result<Vec<(String, String)>> {
+    let mut statement = db.prepare(
         "SELECT accounts.handle, git_connections.repo
          FROM git_connections
          JOIN projects ON projects.id = git_connections.project_id

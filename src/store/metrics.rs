@@ -6,12 +6,14 @@
 //! concurrent delete drops the point, never fails the tick), and every read is scoped to
 //! one project id the caller has already authorized and to production or one preview.
 
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Row};
 
 use crate::{
     error::Result,
     model::metrics::{EdgePoint, InstancePoint},
 };
+
+use super::Db;
 
 /// Width of a coarse point, in seconds.
 pub const MINUTE: i64 = 60;
@@ -27,12 +29,12 @@ fn to_u64(value: i64) -> u64 {
 /// Writes one tick's points at `resolution` seconds; points of deleted projects and
 /// previews are skipped.
 pub fn insert(
-    connection: &Connection,
+    db: &Db,
     resolution: i64,
     instances: &[InstancePoint],
     edges: &[EdgePoint],
 ) -> Result<()> {
-    let mut instance_statement = connection.prepare_cached(
+    let mut instance_statement = db.prepare_cached(
         "INSERT OR REPLACE INTO metric_instance_points (project_id, resolution, at, instance_id,
             cpu_percent, cpu_limit_percent, memory_bytes, memory_limit_bytes, net_rx_bytes,
             net_tx_bytes, block_read_bytes, block_write_bytes, restarts, preview_id)
@@ -58,14 +60,14 @@ pub fn insert(
             point.preview_id,
         ])?;
     }
-    let mut edge_statement = connection.prepare_cached(
+    let mut edge_statement = db.prepare_cached(
         "INSERT OR REPLACE INTO metric_edge_points (project_id, resolution, at, requests,
             status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, bytes_in, bytes_out,
             latency)
          SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12
          WHERE EXISTS (SELECT 1 FROM projects WHERE id = ?1)",
     )?;
-    let mut preview_edge_statement = connection.prepare_cached(
+    let mut preview_edge_statement = db.prepare_cached(
         "INSERT OR REPLACE INTO metric_preview_edge_points (project_id, resolution, at,
             requests, status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, bytes_in,
             bytes_out, latency, preview_id)
@@ -112,10 +114,9 @@ pub fn insert(
 /// Rewrites the one-minute points of the minute starting at `minute` from the fine points
 /// inside it: gauges averaged, counters summed, histograms added bucket by bucket. Called
 /// on every tick, so the current minute's point is always up to date.
-pub fn roll_up_minute(connection: &Connection, fine_resolution: i64, minute: i64) -> Result<()> {
-    connection
-        .prepare_cached(
-            "INSERT OR REPLACE INTO metric_instance_points (project_id, resolution, at,
+pub fn roll_up_minute(db: &Db, fine_resolution: i64, minute: i64) -> Result<()> {
+    db.prepare_cached(
+        "INSERT OR REPLACE INTO metric_instance_points (project_id, resolution, at,
                 instance_id, cpu_percent, cpu_limit_percent, memory_bytes, memory_limit_bytes,
                 net_rx_bytes, net_tx_bytes, block_read_bytes, block_write_bytes, restarts,
                 preview_id)
@@ -126,16 +127,16 @@ pub fn roll_up_minute(connection: &Connection, fine_resolution: i64, minute: i64
              FROM metric_instance_points
              WHERE resolution = ?1 AND at >= ?2 AND at < ?2 + ?3
              GROUP BY project_id, instance_id, preview_id",
-        )?
-        .execute(params![fine_resolution, minute, MINUTE])?;
+    )?
+    .execute(params![fine_resolution, minute, MINUTE])?;
     let mut fine = edge_rows(
-        connection,
+        db,
         EdgeTable::Projects,
         "WHERE resolution = ?1 AND at >= ?2 AND at < ?2 + 60",
         params![fine_resolution, minute],
     )?;
     fine.extend(edge_rows(
-        connection,
+        db,
         EdgeTable::Previews,
         "WHERE resolution = ?1 AND at >= ?2 AND at < ?2 + 60",
         params![fine_resolution, minute],
@@ -153,23 +154,18 @@ pub fn roll_up_minute(connection: &Connection, fine_resolution: i64, minute: i64
             }),
         }
     }
-    insert(connection, MINUTE, &[], &minutes)
+    insert(db, MINUTE, &[], &minutes)
 }
 
 /// Deletes fine points older than `fine_before` and one-minute points older than
 /// `coarse_before` (Unix seconds).
-pub fn prune(
-    connection: &Connection,
-    fine_resolution: i64,
-    fine_before: i64,
-    coarse_before: i64,
-) -> Result<()> {
+pub fn prune(db: &Db, fine_resolution: i64, fine_before: i64, coarse_before: i64) -> Result<()> {
     for table in [
         "metric_instance_points",
         "metric_edge_points",
         "metric_preview_edge_points",
     ] {
-        connection
+        db
             .prepare_cached(&format!(
                 "DELETE FROM {table} WHERE (resolution = ?1 AND at < ?2) OR (resolution = ?3 AND at < ?4)"
             ))?
@@ -181,14 +177,14 @@ pub fn prune(
 /// A project's instance points at `resolution` from `from` (Unix seconds) on, by time:
 /// production's instances (`preview_id` `None`) or one preview's.
 pub fn instance_points(
-    connection: &Connection,
+    db: &Db,
     project_id: &str,
     preview_id: Option<&str>,
     resolution: i64,
     from: i64,
 ) -> Result<Vec<InstancePoint>> {
     // `IS` compares NULL with NULL as equal, so one statement serves both.
-    let mut statement = connection.prepare_cached(
+    let mut statement = db.prepare_cached(
         "SELECT project_id, at, instance_id, cpu_percent, cpu_limit_percent, memory_bytes,
             memory_limit_bytes, net_rx_bytes, net_tx_bytes, block_read_bytes, block_write_bytes,
             restarts, preview_id
@@ -221,7 +217,7 @@ pub fn instance_points(
 /// A project's edge points at `resolution` from `from` (Unix seconds) on, by time: its
 /// production hostnames' (`preview_id` `None`) or one preview's.
 pub fn edge_points(
-    connection: &Connection,
+    db: &Db,
     project_id: &str,
     preview_id: Option<&str>,
     resolution: i64,
@@ -229,13 +225,13 @@ pub fn edge_points(
 ) -> Result<Vec<EdgePoint>> {
     match preview_id {
         None => edge_rows(
-            connection,
+            db,
             EdgeTable::Projects,
             "WHERE project_id = ?1 AND resolution = ?2 AND at >= ?3",
             params![project_id, resolution, from],
         ),
         Some(preview_id) => edge_rows(
-            connection,
+            db,
             EdgeTable::Previews,
             "WHERE preview_id = ?4 AND project_id = ?1 AND resolution = ?2 AND at >= ?3",
             params![project_id, resolution, from, preview_id],
@@ -244,12 +240,12 @@ pub fn edge_points(
 }
 
 /// Drops every point of a removed preview, in the caller's transaction (the removal).
-pub fn delete_preview(connection: &Connection, project_id: &str, preview_id: &str) -> Result<()> {
-    connection.execute(
+pub fn delete_preview(db: &Db, project_id: &str, preview_id: &str) -> Result<()> {
+    db.execute(
         "DELETE FROM metric_instance_points WHERE project_id = ?1 AND preview_id = ?2",
         params![project_id, preview_id],
     )?;
-    connection.execute(
+    db.execute(
         "DELETE FROM metric_preview_edge_points WHERE preview_id = ?1",
         [preview_id],
     )?;
@@ -257,8 +253,8 @@ pub fn delete_preview(connection: &Connection, project_id: &str, preview_id: &st
 }
 
 /// How many points each table holds, for tests and diagnostics.
-pub fn point_counts(connection: &Connection) -> Result<(u64, u64)> {
-    Ok(connection.query_row(
+pub fn point_counts(db: &Db) -> Result<(u64, u64)> {
+    Ok(db.query_row(
         "SELECT (SELECT COUNT(*) FROM metric_instance_points),
                 (SELECT COUNT(*) FROM metric_edge_points)",
         [],
@@ -274,7 +270,7 @@ enum EdgeTable {
 }
 
 fn edge_rows(
-    connection: &Connection,
+    db: &Db,
     table: EdgeTable,
     filter: &str,
     values: impl rusqlite::Params,
@@ -283,7 +279,7 @@ fn edge_rows(
         EdgeTable::Projects => ("metric_edge_points", "NULL"),
         EdgeTable::Previews => ("metric_preview_edge_points", "preview_id"),
     };
-    let mut statement = connection.prepare_cached(&format!(
+    let mut statement = db.prepare_cached(&format!(
         "SELECT project_id, at, requests, status_1xx, status_2xx, status_3xx, status_4xx,
             status_5xx, bytes_in, bytes_out, latency, {preview_column}
          FROM {table} {filter} ORDER BY at"
@@ -345,7 +341,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         store
             .call_blocking(|c| {
-                c.execute_batch(
+                c.connection.execute_batch(
                     "INSERT INTO accounts (id, handle, created_at) VALUES ('acc_1', 'a', 'now');
                      INSERT INTO projects (id, account_id, name, status, created_at, updated_at)
                      VALUES ('prj_1', 'acc_1', 'web', 'running', 'now', 'now');",
@@ -480,7 +476,7 @@ mod tests {
         let (_dir, store) = store_with_project();
         store
             .call_blocking(|c| {
-                c.execute_batch(
+                c.connection.execute_batch(
                     "INSERT INTO previews (id, project_id, hostname, git_ref, ttl_secs, trigger,
                         created_at, updated_at, expires_at)
                      VALUES ('prv_1', 'prj_1', 'feature--web-a.test', 'feature', 60, 'api',

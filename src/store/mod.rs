@@ -3,6 +3,9 @@
 //! migrated to exactly `migrations::LATEST`; a newer schema is refused, never "fixed". The
 //! one exception is runtime log batches (`runtime_logs`), which commit without an fsync of
 //! their own because what a power cut could roll back is read from Docker again.
+//! Invariant: no rusqlite type leaves this module. Callers get a `Db` (statements that
+//! each commit on their own) or a `Tx` (one write transaction, begun immediate, committed
+//! when the work succeeds); every query function takes one of them.
 
 mod migrations;
 
@@ -27,9 +30,13 @@ use std::{
     time::Duration,
 };
 
-use rusqlite::{Connection, ErrorCode, OpenFlags};
+use rusqlite::{
+    CachedStatement, Connection, ErrorCode, OpenFlags, Params, Row, Statement, TransactionBehavior,
+};
 
 use crate::error::Error;
+
+pub use audit::{Audit, AuditOf};
 
 /// A failure inside SQLite or the file system under it. Opaque outside this module so no
 /// rusqlite type leaks; its message is logged, never sent to clients.
@@ -88,7 +95,7 @@ pub enum OpenError {
 /// writers anyway, and every call is short. Calls run on the blocking pool (`call`).
 #[derive(Clone)]
 pub struct Store {
-    connection: Arc<Mutex<Connection>>,
+    db: Arc<Mutex<Db>>,
     /// The database file, so a companion connection can be opened to it.
     path: Arc<PathBuf>,
 }
@@ -115,7 +122,7 @@ impl Store {
         })?;
         migrations::migrate(&mut connection, &path)?;
         Ok(Self {
-            connection: Arc::new(Mutex::new(connection)),
+            db: Arc::new(Mutex::new(Db { connection })),
             path: Arc::new(path),
         })
     }
@@ -126,17 +133,20 @@ impl Store {
     /// for each other (`busy_timeout`) for the milliseconds a transaction takes.
     pub fn companion(&self) -> Result<Self, OpenError> {
         Ok(Self {
-            connection: Arc::new(Mutex::new(connect(&self.path)?)),
+            db: Arc::new(Mutex::new(Db {
+                connection: connect(&self.path)?,
+            })),
             path: Arc::clone(&self.path),
         })
     }
 
     /// Runs `work` with the connection on the blocking pool, so SQLite never stalls the
-    /// async threads.
+    /// async threads. Each statement of `work` commits on its own; work that must commit
+    /// as a whole uses `write`.
     pub async fn call<T, F>(&self, work: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
+        F: FnOnce(&mut Db) -> Result<T, Error> + Send + 'static,
     {
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.call_blocking(work))
@@ -147,22 +157,61 @@ impl Store {
     /// Runs `work` on the current thread; for the CLI's `admin` commands and start-up.
     pub fn call_blocking<T>(
         &self,
-        work: impl FnOnce(&mut Connection) -> Result<T, Error>,
+        work: impl FnOnce(&mut Db) -> Result<T, Error>,
     ) -> Result<T, Error> {
         // A poisoned lock means a panic mid-call; SQLite rolled the transaction back, so
         // the connection itself is still sound.
-        let mut connection = self
-            .connection
+        let mut db = self
+            .db
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        work(&mut connection)
+        work(&mut db)
+    }
+
+    /// Runs `work` in one write transaction on the blocking pool: all of it commits when
+    /// it returns `Ok`, none of it when it returns `Err` (or panics).
+    pub async fn write<T, F>(&self, work: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Result<T, Error> + Send + 'static,
+    {
+        self.call(move |db| db.write(work)).await
+    }
+
+    /// `write` on the current thread; for the CLI's `admin` commands.
+    pub fn write_blocking<T>(
+        &self,
+        work: impl FnOnce(&Tx<'_>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        self.call_blocking(|db| db.write(work))
+    }
+
+    /// A change and its audit entries in one write transaction: `work`, then the entries
+    /// `audit` names (given up front, or read from what `work` returns), then the commit.
+    /// Every audited mutation goes through here, so the log and the state never disagree.
+    pub async fn write_audited<T, A, F>(&self, audit: A, work: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        A: AuditOf<T> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Result<T, Error> + Send + 'static,
+    {
+        self.write(move |tx| audited(tx, audit, work)).await
+    }
+
+    /// `write_audited` on the current thread; for the CLI's `admin` commands.
+    pub fn write_audited_blocking<T>(
+        &self,
+        audit: impl AuditOf<T>,
+        work: impl FnOnce(&Tx<'_>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        self.write_blocking(|tx| audited(tx, audit, work))
     }
 
     /// `PRAGMA integrity_check`: `Ok(())` when SQLite finds the file sound, otherwise its
     /// findings, one per line.
     pub fn integrity_check(&self) -> Result<(), Error> {
-        let findings = self.call_blocking(|connection| {
-            let mut statement = connection.prepare("PRAGMA integrity_check")?;
+        let findings = self.call_blocking(|db| {
+            let mut statement = db.prepare("PRAGMA integrity_check")?;
             let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })?;
@@ -178,13 +227,108 @@ impl Store {
 
     /// Checkpoints the WAL into the main file so a clean stop leaves one self-contained file.
     pub fn close(&self) {
-        let result = self.call_blocking(|connection| {
-            connection.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA optimize;")?;
+        let result = self.call_blocking(|db| {
+            db.connection
+                .execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA optimize;")?;
             Ok(())
         });
         if let Err(err) = result {
             tracing::warn!(error = %err, "closing the store");
         }
+    }
+}
+
+/// `work`, then its audit entries, inside the caller's transaction.
+fn audited<T>(
+    tx: &Tx<'_>,
+    audit: impl AuditOf<T>,
+    work: impl FnOnce(&Tx<'_>) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let outcome = work(tx)?;
+    audit::append(tx, audit.entries(&outcome))?;
+    Ok(outcome)
+}
+
+/// The store's connection, lent to the work of one call. Outside this module it is only
+/// handed on to query functions; their SQL runs through the methods below.
+pub struct Db {
+    connection: Connection,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").finish_non_exhaustive()
+    }
+}
+
+impl Db {
+    /// `work` in one transaction, committed when it returns `Ok`.
+    fn write<T>(&mut self, work: impl FnOnce(&Tx<'_>) -> Result<T, Error>) -> Result<T, Error> {
+        let tx = Tx::begin(self)?;
+        let outcome = work(&tx)?;
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    fn execute<P: Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.connection.execute(sql, params)
+    }
+
+    fn prepare(&self, sql: &str) -> rusqlite::Result<Statement<'_>> {
+        self.connection.prepare(sql)
+    }
+
+    fn prepare_cached(&self, sql: &str) -> rusqlite::Result<CachedStatement<'_>> {
+        self.connection.prepare_cached(sql)
+    }
+
+    fn query_row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: Params,
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.connection.query_row(sql, params, f)
+    }
+
+    fn last_insert_rowid(&self) -> i64 {
+        self.connection.last_insert_rowid()
+    }
+}
+
+/// One write transaction on the store's connection. Every query function takes a `Db`,
+/// which this derefs to, so a caller composes several of them into one commit. It begins
+/// immediate (see `connect`), commits only through `Store::write` (or a query function
+/// that owns its transaction) and rolls back when dropped uncommitted.
+pub struct Tx<'db> {
+    db: &'db Db,
+    transaction: rusqlite::Transaction<'db>,
+}
+
+impl<'db> Tx<'db> {
+    /// Takes the connection mutably so no transaction is begun inside another.
+    fn begin(db: &'db mut Db) -> rusqlite::Result<Self> {
+        let db: &'db Db = db;
+        let transaction =
+            rusqlite::Transaction::new_unchecked(&db.connection, TransactionBehavior::Immediate)?;
+        Ok(Self { db, transaction })
+    }
+
+    fn commit(self) -> rusqlite::Result<()> {
+        self.transaction.commit()
+    }
+}
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = Db;
+
+    fn deref(&self) -> &Db {
+        self.db
+    }
+}
+
+impl std::fmt::Debug for Tx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx").finish_non_exhaustive()
     }
 }
 
@@ -211,10 +355,11 @@ fn connect(path: &Path) -> Result<Connection, OpenError> {
              PRAGMA foreign_keys = ON;",
         )
         .map_err(sqlite_error)?;
-    // Transactions take the write lock when they begin. A deferred one that read first
+    // Transactions (`Tx::begin`, and the migrations' own) take the write lock when they
+    // begin. A deferred one that read first
     // would fail at once (SQLITE_BUSY_SNAPSHOT) if the companion connection committed in
     // between, where waiting on `busy_timeout` is what is wanted.
-    connection.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
+    connection.set_transaction_behavior(TransactionBehavior::Immediate);
     Ok(connection)
 }
 
@@ -255,7 +400,10 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let companion = store.companion().unwrap();
         store
-            .call_blocking(|c| Ok(c.execute_batch("CREATE TABLE scratch (n INTEGER)")?))
+            .call_blocking(|c| {
+                Ok(c.connection
+                    .execute_batch("CREATE TABLE scratch (n INTEGER)")?)
+            })
             .unwrap();
         let count = |store: &Store| {
             store
@@ -272,12 +420,10 @@ mod tests {
             let store = store.clone();
             std::thread::spawn(move || {
                 store
-                    .call_blocking(|c| {
-                        let tx = c.transaction()?;
+                    .write_blocking(|tx| {
                         tx.execute("INSERT INTO scratch VALUES (1)", [])?;
                         holding_tx.send(()).unwrap();
                         commit.recv().unwrap();
-                        tx.commit()?;
                         Ok(())
                     })
                     .unwrap();
@@ -291,12 +437,10 @@ mod tests {
             let companion = companion.clone();
             std::thread::spawn(move || {
                 companion
-                    .call_blocking(|c| {
-                        let tx = c.transaction()?;
+                    .write_blocking(|tx| {
                         let seen: i64 =
                             tx.query_row("SELECT count(*) FROM scratch", [], |row| row.get(0))?;
                         tx.execute("INSERT INTO scratch VALUES (?1)", [seen + 1])?;
-                        tx.commit()?;
                         Ok(())
                     })
                     .unwrap();
@@ -315,6 +459,74 @@ mod tests {
             })
             .unwrap();
         assert_eq!(rows, [1, 2]);
+    }
+
+    #[test]
+    fn an_audited_write_commits_its_change_with_its_entries_or_neither() {
+        use crate::{
+            model::account::{Account, Actor},
+            names::Handle,
+        };
+        let account = |handle: &str| Account {
+            id: format!("acc_{handle}"),
+            handle: Handle::parse(handle).unwrap(),
+            created_at: crate::clock::now(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let ada = account("ada");
+        let operator = Actor::operator(&ada);
+        store
+            .write_audited_blocking(Audit::by(&operator, "account.create", &ada.id), |tx| {
+                accounts::insert_account(tx, &ada)
+            })
+            .unwrap();
+        // A change that fails after its write leaves neither its rows nor its entry.
+        let bob = account("bob");
+        let refused =
+            store.write_audited_blocking(Audit::by(&operator, "account.create", &bob.id), |tx| {
+                accounts::insert_account(tx, &bob)?;
+                Err::<(), _>(Error::Conflict("refused after the write".to_owned()))
+            });
+        assert!(matches!(refused, Err(Error::Conflict(_))), "{refused:?}");
+        // Entries read from the outcome are written in order; none is none.
+        store
+            .write_audited_blocking(
+                |count: &i64| {
+                    vec![
+                        Audit::by(&operator, "accounts.counted", count.to_string()),
+                        Audit::by_daemon(&ada.id, "scheduler", "then.this", "t"),
+                    ]
+                },
+                |tx| accounts::count_accounts(tx),
+            )
+            .unwrap();
+        store
+            .write_audited_blocking(None::<Audit>, |_| Ok(()))
+            .unwrap();
+        let (count, entries) = store
+            .call_blocking(|db| {
+                Ok((
+                    accounts::count_accounts(db)?,
+                    audit::page(db, &ada.id, None, 10)?,
+                ))
+            })
+            .unwrap();
+        assert_eq!(count, 1);
+        let described: Vec<(String, String, Option<String>)> = entries
+            .into_iter()
+            .rev()
+            .map(|(_, entry)| (entry.actor, entry.action, entry.target))
+            .collect();
+        let expected = [
+            ("admin-cli", "account.create", ada.id.as_str()),
+            ("admin-cli", "accounts.counted", "1"),
+            ("scheduler", "then.this", "t"),
+        ]
+        .map(|(actor, action, target)| {
+            (actor.to_owned(), action.to_owned(), Some(target.to_owned()))
+        });
+        assert_eq!(described, expected);
     }
 
     #[test]
@@ -391,7 +603,10 @@ mod tests {
         drop(Store::open(dir.path()).unwrap());
         let store = Store::open(dir.path()).unwrap();
         let version: i64 = store
-            .call_blocking(|c| Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?))
+            .call_blocking(|c| {
+                Ok(c.connection
+                    .pragma_query_value(None, "user_version", |r| r.get(0))?)
+            })
             .unwrap();
         assert_eq!(version, migrations::LATEST);
     }

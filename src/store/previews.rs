@@ -1,9 +1,11 @@
 //! SQL for previews and the project's preview branch patterns. A preview's hostname is
 //! unique across all accounts; its rows go with its project.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, OptionalExtension, Row};
 
 use crate::{error::Result, model::preview::Preview};
+
+use super::Db;
 
 const COLUMNS: &str = "id, project_id, hostname, branch, git_ref, pull_request, env, ttl_secs, \
     trigger, created_at, updated_at, expires_at";
@@ -25,12 +27,8 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Preview> {
     })
 }
 
-fn many(
-    connection: &Connection,
-    condition: &str,
-    values: impl rusqlite::Params,
-) -> Result<Vec<Preview>> {
-    let mut statement = connection.prepare_cached(&format!(
+fn many(db: &Db, condition: &str, values: impl rusqlite::Params) -> Result<Vec<Preview>> {
+    let mut statement = db.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM previews {condition} ORDER BY seq"
     ))?;
     let rows = statement
@@ -39,12 +37,8 @@ fn many(
     Ok(rows)
 }
 
-fn one(
-    connection: &Connection,
-    condition: &str,
-    values: impl rusqlite::Params,
-) -> Result<Option<Preview>> {
-    Ok(connection
+fn one(db: &Db, condition: &str, values: impl rusqlite::Params) -> Result<Option<Preview>> {
+    Ok(db
         .query_row(
             &format!("SELECT {COLUMNS} FROM previews {condition} ORDER BY seq DESC LIMIT 1"),
             values,
@@ -53,8 +47,8 @@ fn one(
         .optional()?)
 }
 
-pub fn insert(connection: &Connection, preview: &Preview) -> Result<()> {
-    connection.execute(
+pub fn insert(db: &Db, preview: &Preview) -> Result<()> {
+    db.execute(
         "INSERT INTO previews (id, project_id, hostname, branch, git_ref, pull_request, env, ttl_secs, trigger, created_at, updated_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         params![
@@ -77,8 +71,8 @@ pub fn insert(connection: &Connection, preview: &Preview) -> Result<()> {
 
 /// Rewrites what a redeploy changes: the ref, the pull request, the env overrides, the
 /// TTL and the times.
-pub fn update(connection: &Connection, preview: &Preview) -> Result<()> {
-    connection.execute(
+pub fn update(db: &Db, preview: &Preview) -> Result<()> {
+    db.execute(
         "UPDATE previews SET git_ref = ?2, pull_request = ?3, env = ?4, ttl_secs = ?5,
          updated_at = ?6, expires_at = ?7 WHERE id = ?1",
         params![
@@ -95,65 +89,67 @@ pub fn update(connection: &Connection, preview: &Preview) -> Result<()> {
 }
 
 /// A preview of the project; another project's (so another account's) is `None`.
-pub fn by_id(connection: &Connection, project_id: &str, id: &str) -> Result<Option<Preview>> {
+pub fn by_id(db: &Db, project_id: &str, id: &str) -> Result<Option<Preview>> {
     one(
-        connection,
+        db,
         "WHERE project_id = ?1 AND id = ?2",
         params![project_id, id],
     )
 }
 
-pub fn of_project(connection: &Connection, project_id: &str) -> Result<Vec<Preview>> {
-    many(connection, "WHERE project_id = ?1", [project_id])
+pub fn of_project(db: &Db, project_id: &str) -> Result<Vec<Preview>> {
+    many(db, "WHERE project_id = ?1", [project_id])
 }
 
-pub fn count_of_project(connection: &Connection, project_id: &str) -> Result<u32> {
-    Ok(connection.query_row(
+pub fn count_of_project(db: &Db, project_id: &str) -> Result<u32> {
+    Ok(db.query_row(
         "SELECT COUNT(*) FROM previews WHERE project_id = ?1",
         [project_id],
         |row| row.get(0),
     )?)
 }
 
-pub fn for_pull_request(
-    connection: &Connection,
-    project_id: &str,
-    number: u32,
-) -> Result<Option<Preview>> {
+pub fn for_pull_request(db: &Db, project_id: &str, number: u32) -> Result<Option<Preview>> {
     one(
-        connection,
+        db,
         "WHERE project_id = ?1 AND pull_request = ?2",
         params![project_id, number],
     )
 }
 
-pub fn for_branch(
-    connection: &Connection,
-    project_id: &str,
-    branch: &str,
-) -> Result<Option<Preview>> {
+pub fn for_branch(db: &Db, project_id: &str, branch: &str) -> Result<Option<Preview>> {
     one(
-        connection,
+        db,
         "WHERE project_id = ?1 AND branch = ?2",
         params![project_id, branch],
     )
 }
 
 /// A preview of a ref that is not a branch (a tag or a commit), by the ref as asked for.
-pub fn for_ref(
-    connection: &Connection,
-    project_id: &str,
-    git_ref: &str,
-) -> Result<Option<Preview>> {
+pub fn for_ref(db: &Db, project_id: &str, git_ref: &str) -> Result<Option<Preview>> {
     one(
-        connection,
+        db,
         "WHERE project_id = ?1 AND branch IS NULL AND git_ref = ?2",
         params![project_id, git_ref],
     )
 }
 
-pub fn hostname_taken(connection: &Connection, hostname: &str) -> Result<bool> {
-    Ok(connection.query_row(
+/// The first of `candidates` no preview has, asking one at a time; `None` when all are
+/// taken. Run inside the transaction that inserts the preview.
+pub fn first_free_hostname(
+    db: &Db,
+    candidates: impl IntoIterator<Item = String>,
+) -> Result<Option<String>> {
+    for candidate in candidates {
+        if !hostname_taken(db, &candidate)? {
+            return Ok(Some(candidate));
+        }
+    }
+    Ok(None)
+}
+
+fn hostname_taken(db: &Db, hostname: &str) -> Result<bool> {
+    Ok(db.query_row(
         "SELECT EXISTS (SELECT 1 FROM previews WHERE hostname = ?1)",
         [hostname],
         |row| row.get(0),
@@ -161,26 +157,22 @@ pub fn hostname_taken(connection: &Connection, hostname: &str) -> Result<bool> {
 }
 
 /// Every preview of every account; for the route table and the reconciler.
-pub fn all(connection: &Connection) -> Result<Vec<Preview>> {
-    many(connection, "", [])
+pub fn all(db: &Db) -> Result<Vec<Preview>> {
+    many(db, "", [])
 }
 
 /// Previews whose expiry is at or before `now` (RFC 3339 text compares in time order).
-pub fn expired(connection: &Connection, now: &str) -> Result<Vec<Preview>> {
-    many(connection, "WHERE expires_at <= ?1", [now])
+pub fn expired(db: &Db, now: &str) -> Result<Vec<Preview>> {
+    many(db, "WHERE expires_at <= ?1", [now])
 }
 
-pub fn delete(connection: &Connection, id: &str) -> Result<bool> {
-    Ok(connection.execute("DELETE FROM previews WHERE id = ?1", [id])? > 0)
+pub fn delete(db: &Db, id: &str) -> Result<bool> {
+    Ok(db.execute("DELETE FROM previews WHERE id = ?1", [id])? > 0)
 }
 
 /// Sets the branch patterns whose pushes create previews (a JSON array; `None` clears).
-pub fn set_branch_patterns(
-    connection: &Connection,
-    project_id: &str,
-    patterns: Option<&str>,
-) -> Result<()> {
-    connection.execute(
+pub fn set_branch_patterns(db: &Db, project_id: &str, patterns: Option<&str>) -> Result<()> {
+    db.execute(
         "UPDATE projects SET preview_branches = ?2 WHERE id = ?1",
         params![project_id, patterns],
     )?;

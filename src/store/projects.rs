@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, OptionalExtension, Row};
 
 use crate::{
     error::{Error, Result},
@@ -11,7 +11,7 @@ use crate::{
     names::{Handle, ProjectName, Runtime},
 };
 
-use super::is_unique_violation;
+use super::{is_unique_violation, Db};
 
 const COLUMNS: &str = "p.seq, p.id, p.account_id, a.handle, p.name, p.runtime, p.status, \
     p.created_at, p.updated_at, p.instances, p.size, \
@@ -69,33 +69,32 @@ fn name_taken(name: &ProjectName) -> Error {
     ))
 }
 
-pub fn insert(connection: &Connection, project: &Project) -> Result<()> {
-    connection
-        .execute(
-            "INSERT INTO projects (id, account_id, name, runtime, status, created_at, updated_at)
+pub fn insert(db: &Db, project: &Project) -> Result<()> {
+    db.execute(
+        "INSERT INTO projects (id, account_id, name, runtime, status, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                project.id,
-                project.account_id,
-                project.name.as_str(),
-                project.runtime.map(Runtime::as_str),
-                project.status.as_str(),
-                project.created_at,
-                project.updated_at
-            ],
-        )
-        .map_err(|err| {
-            if is_unique_violation(&err) {
-                name_taken(&project.name)
-            } else {
-                err.into()
-            }
-        })?;
+        params![
+            project.id,
+            project.account_id,
+            project.name.as_str(),
+            project.runtime.map(Runtime::as_str),
+            project.status.as_str(),
+            project.created_at,
+            project.updated_at
+        ],
+    )
+    .map_err(|err| {
+        if is_unique_violation(&err) {
+            name_taken(&project.name)
+        } else {
+            err.into()
+        }
+    })?;
     Ok(())
 }
 
-pub fn by_id(connection: &Connection, account_id: &str, id: &str) -> Result<Option<Project>> {
-    Ok(connection
+pub fn by_id(db: &Db, account_id: &str, id: &str) -> Result<Option<Project>> {
+    Ok(db
         .query_row(
             &format!("SELECT {COLUMNS} FROM {FROM} WHERE p.account_id = ?1 AND p.id = ?2"),
             [account_id, id],
@@ -105,8 +104,15 @@ pub fn by_id(connection: &Connection, account_id: &str, id: &str) -> Result<Opti
         .map(|(_, project)| project))
 }
 
-pub fn by_name(connection: &Connection, account_id: &str, name: &str) -> Result<Option<Project>> {
-    Ok(connection
+/// `Ok` when the account owns the project; another account's project is not found either.
+pub fn check_owned(db: &Db, account_id: &str, id: &str) -> Result<()> {
+    by_id(db, account_id, id)?
+        .map(|_| ())
+        .ok_or_else(|| Error::NotFound(format!("project `{id}` not found")))
+}
+
+pub fn by_name(db: &Db, account_id: &str, name: &str) -> Result<Option<Project>> {
+    Ok(db
         .query_row(
             &format!("SELECT {COLUMNS} FROM {FROM} WHERE p.account_id = ?1 AND p.name = ?2"),
             [account_id, name],
@@ -118,12 +124,12 @@ pub fn by_name(connection: &Connection, account_id: &str, name: &str) -> Result<
 
 /// Up to `limit` projects of the account in creation order, after sequence `after`.
 pub fn page(
-    connection: &Connection,
+    db: &Db,
     account_id: &str,
     after: Option<i64>,
     limit: u32,
 ) -> Result<Vec<(i64, Project)>> {
-    let mut statement = connection.prepare_cached(&format!(
+    let mut statement = db.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM {FROM} WHERE p.account_id = ?1 AND p.seq > ?2 ORDER BY p.seq LIMIT ?3"
     ))?;
     let rows = statement
@@ -132,32 +138,31 @@ pub fn page(
     Ok(rows)
 }
 
-pub fn update(connection: &Connection, project: &Project) -> Result<()> {
-    connection
-        .execute(
-            "UPDATE projects SET name = ?3, runtime = ?4, status = ?5, updated_at = ?6
+pub fn update(db: &Db, project: &Project) -> Result<()> {
+    db.execute(
+        "UPDATE projects SET name = ?3, runtime = ?4, status = ?5, updated_at = ?6
              WHERE account_id = ?1 AND id = ?2",
-            params![
-                project.account_id,
-                project.id,
-                project.name.as_str(),
-                project.runtime.map(Runtime::as_str),
-                project.status.as_str(),
-                project.updated_at
-            ],
-        )
-        .map_err(|err| {
-            if is_unique_violation(&err) {
-                name_taken(&project.name)
-            } else {
-                err.into()
-            }
-        })?;
+        params![
+            project.account_id,
+            project.id,
+            project.name.as_str(),
+            project.runtime.map(Runtime::as_str),
+            project.status.as_str(),
+            project.updated_at
+        ],
+    )
+    .map_err(|err| {
+        if is_unique_violation(&err) {
+            name_taken(&project.name)
+        } else {
+            err.into()
+        }
+    })?;
     Ok(())
 }
 
-pub fn delete(connection: &Connection, account_id: &str, id: &str) -> Result<bool> {
-    let deleted = connection.execute(
+pub fn delete(db: &Db, account_id: &str, id: &str) -> Result<bool> {
+    let deleted = db.execute(
         "DELETE FROM projects WHERE account_id = ?1 AND id = ?2",
         [account_id, id],
     )?;
@@ -165,13 +170,8 @@ pub fn delete(connection: &Connection, account_id: &str, id: &str) -> Result<boo
 }
 
 /// Sets a project's status without an account check; for the deploy pipeline.
-pub fn set_status(
-    connection: &Connection,
-    id: &str,
-    status: ProjectStatus,
-    at: &str,
-) -> Result<()> {
-    connection.execute(
+pub fn set_status(db: &Db, id: &str, status: ProjectStatus, at: &str) -> Result<()> {
+    db.execute(
         "UPDATE projects SET status = ?2, updated_at = ?3 WHERE id = ?1",
         params![id, status.as_str(), at],
     )?;
@@ -180,8 +180,8 @@ pub fn set_status(
 
 /// A project by id without an account check; for webhooks (verified by signature) and
 /// the deploy pipeline.
-pub fn by_id_unscoped(connection: &Connection, id: &str) -> Result<Option<Project>> {
-    Ok(connection
+pub fn by_id_unscoped(db: &Db, id: &str) -> Result<Option<Project>> {
+    Ok(db
         .query_row(
             &format!("SELECT {COLUMNS} FROM {FROM} WHERE p.id = ?1"),
             [id],
@@ -192,9 +192,9 @@ pub fn by_id_unscoped(connection: &Connection, id: &str) -> Result<Option<Projec
 }
 
 /// Every project of every account; for building the edge's route table.
-pub fn all(connection: &Connection) -> Result<Vec<Project>> {
+pub fn all(db: &Db) -> Result<Vec<Project>> {
     let mut statement =
-        connection.prepare_cached(&format!("SELECT {COLUMNS} FROM {FROM} ORDER BY p.seq"))?;
+        db.prepare_cached(&format!("SELECT {COLUMNS} FROM {FROM} ORDER BY p.seq"))?;
     let rows = statement
         .query_map([], from_row)?
         .map(|row| row.map(|(_, project)| project))
@@ -203,13 +203,8 @@ pub fn all(connection: &Connection) -> Result<Vec<Project>> {
 }
 
 /// Records the desired instance count of one non-web process type.
-pub fn set_process_instances(
-    connection: &Connection,
-    id: &str,
-    process: &str,
-    instances: u32,
-) -> Result<()> {
-    connection.execute(
+pub fn set_process_instances(db: &Db, id: &str, process: &str, instances: u32) -> Result<()> {
+    db.execute(
         "INSERT INTO process_scale (project_id, process, instances) VALUES (?1, ?2, ?3)
          ON CONFLICT (project_id, process) DO UPDATE SET instances = excluded.instances",
         params![id, process, instances],
@@ -218,14 +213,8 @@ pub fn set_process_instances(
 }
 
 /// Records the desired instance count and size tier.
-pub fn set_scale(
-    connection: &Connection,
-    id: &str,
-    instances: u32,
-    size: Option<&str>,
-    at: &str,
-) -> Result<()> {
-    connection.execute(
+pub fn set_scale(db: &Db, id: &str, instances: u32, size: Option<&str>, at: &str) -> Result<()> {
+    db.execute(
         "UPDATE projects SET instances = ?2, size = ?3, updated_at = ?4 WHERE id = ?1",
         params![id, instances, size, at],
     )?;

@@ -5,12 +5,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rusqlite::{params, Connection, OptionalExtension, Row, ToSql};
+use rusqlite::{params, OptionalExtension, Row, ToSql};
 
 use crate::{
     error::Result,
     model::logs::{LineFilter, LogStream, NewLine, RuntimeLine, LINE_OVERHEAD_BYTES},
 };
+
+use super::{Db, Tx};
 
 const COLUMNS: &str = "seq, project_id, at_ns, instance, process, stream, line, preview_id";
 
@@ -45,35 +47,22 @@ pub struct Appended {
 /// or checkpoint syncs it): after a power loss the last batches may roll back, but together
 /// with their read positions, so those lines are read from Docker again. Edge lines of those
 /// batches would be lost; nothing else is.
-pub fn append(
-    connection: &mut Connection,
-    batch: Vec<NewLine>,
-    cap_bytes: u64,
-) -> Result<Appended> {
-    relaxed_sync(connection, |connection| {
-        append_batch(connection, batch, cap_bytes)
-    })
+pub fn append(db: &mut Db, batch: Vec<NewLine>, cap_bytes: u64) -> Result<Appended> {
+    relaxed_sync(db, |db| append_batch(db, batch, cap_bytes))
 }
 
 /// Runs `work` with `synchronous = NORMAL`, then restores FULL whatever happened.
-fn relaxed_sync<T>(
-    connection: &mut Connection,
-    work: impl FnOnce(&mut Connection) -> Result<T>,
-) -> Result<T> {
-    connection.pragma_update(None, "synchronous", "NORMAL")?;
-    let result = work(connection);
-    let restored = connection.pragma_update(None, "synchronous", "FULL");
+fn relaxed_sync<T>(db: &mut Db, work: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
+    db.connection.pragma_update(None, "synchronous", "NORMAL")?;
+    let result = work(db);
+    let restored = db.connection.pragma_update(None, "synchronous", "FULL");
     let value = result?;
     restored?;
     Ok(value)
 }
 
-fn append_batch(
-    connection: &mut Connection,
-    batch: Vec<NewLine>,
-    cap_bytes: u64,
-) -> Result<Appended> {
-    let tx = connection.transaction()?;
+fn append_batch(db: &mut Db, batch: Vec<NewLine>, cap_bytes: u64) -> Result<Appended> {
+    let tx = Tx::begin(db)?;
     let mut existing: HashSet<String> = HashSet::new();
     let mut missing: HashSet<String> = HashSet::new();
     // Previews by id: whether each still exists.
@@ -185,12 +174,8 @@ fn append_batch(
 
 /// Where the collector had read a container's stream up to: the Docker timestamp of the
 /// last stored line and how many stored lines carry exactly that timestamp.
-pub fn read_position(
-    connection: &Connection,
-    container_id: &str,
-    stream: LogStream,
-) -> Result<Option<(i64, i64)>> {
-    Ok(connection
+pub fn read_position(db: &Db, container_id: &str, stream: LogStream) -> Result<Option<(i64, i64)>> {
+    Ok(db
         .query_row(
             "SELECT last_ns, lines_at_last FROM runtime_log_cursors WHERE container_id = ?1 AND stream = ?2",
             params![container_id, stream.as_str()],
@@ -205,23 +190,13 @@ const PRUNE_CHUNK: i64 = 5_000;
 /// Drops up to `PRUNE_CHUNK` of a project's oldest lines, as many as its byte count is above
 /// `target_bytes`; returns how many went (0 once it is at or below the target). Called in a
 /// loop, one transaction per call.
-pub fn prune_chunk(
-    connection: &mut Connection,
-    project_id: &str,
-    target_bytes: u64,
-) -> Result<u64> {
+pub fn prune_chunk(db: &mut Db, project_id: &str, target_bytes: u64) -> Result<u64> {
     // A pruning lost to a power cut only brings old lines back, counted; no fsync needed.
-    relaxed_sync(connection, |connection| {
-        prune_chunk_synced(connection, project_id, target_bytes)
-    })
+    relaxed_sync(db, |db| prune_chunk_synced(db, project_id, target_bytes))
 }
 
-fn prune_chunk_synced(
-    connection: &mut Connection,
-    project_id: &str,
-    target_bytes: u64,
-) -> Result<u64> {
-    let tx = connection.transaction()?;
+fn prune_chunk_synced(db: &mut Db, project_id: &str, target_bytes: u64) -> Result<u64> {
+    let tx = Tx::begin(db)?;
     let current: Option<i64> = tx
         .query_row(
             "SELECT bytes FROM runtime_log_usage WHERE project_id = ?1",
@@ -266,8 +241,8 @@ fn prune_chunk_synced(
 }
 
 /// Projects with stored lines.
-pub fn projects_with_lines(connection: &Connection) -> Result<Vec<String>> {
-    let mut statement = connection.prepare_cached("SELECT project_id FROM runtime_log_usage")?;
+pub fn projects_with_lines(db: &Db) -> Result<Vec<String>> {
+    let mut statement = db.prepare_cached("SELECT project_id FROM runtime_log_usage")?;
     let rows = statement
         .query_map([], |row| row.get(0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -276,12 +251,8 @@ pub fn projects_with_lines(connection: &Connection) -> Result<Vec<String>> {
 
 /// Drops up to `PRUNE_CHUNK` of a project's lines older than `cutoff_ns`, oldest first in
 /// stored order (the scan stops at the first newer line); returns how many went.
-pub fn prune_old_chunk(
-    connection: &mut Connection,
-    project_id: &str,
-    cutoff_ns: i64,
-) -> Result<u64> {
-    let tx = connection.transaction()?;
+pub fn prune_old_chunk(db: &mut Db, project_id: &str, cutoff_ns: i64) -> Result<u64> {
+    let tx = Tx::begin(db)?;
     let mut freed = 0i64;
     let mut count = 0i64;
     let mut boundary = None;
@@ -309,8 +280,8 @@ pub fn prune_old_chunk(
 
 /// Drops every line of a removed preview and takes them off its project's byte count; in
 /// the caller's transaction (the preview's removal).
-pub fn delete_preview(connection: &Connection, project_id: &str, preview_id: &str) -> Result<()> {
-    let (bytes, lines): (i64, i64) = connection.query_row(
+pub fn delete_preview(db: &Db, project_id: &str, preview_id: &str) -> Result<()> {
+    let (bytes, lines): (i64, i64) = db.query_row(
         &format!(
             "SELECT COALESCE(SUM(length(CAST(line AS BLOB)) + {LINE_OVERHEAD_BYTES}), 0), COUNT(*) \
              FROM runtime_logs WHERE preview_id = ?1 AND project_id = ?2"
@@ -321,11 +292,11 @@ pub fn delete_preview(connection: &Connection, project_id: &str, preview_id: &st
     if lines == 0 {
         return Ok(());
     }
-    connection.execute(
+    db.execute(
         "DELETE FROM runtime_logs WHERE preview_id = ?1 AND project_id = ?2",
         params![preview_id, project_id],
     )?;
-    connection.execute(
+    db.execute(
         "UPDATE runtime_log_usage SET bytes = MAX(bytes - ?2, 0), lines = MAX(lines - ?3, 0) WHERE project_id = ?1",
         params![project_id, bytes, lines],
     )?;
@@ -333,26 +304,20 @@ pub fn delete_preview(connection: &Connection, project_id: &str, preview_id: &st
 }
 
 /// Forgets the read positions of containers not heard from since `cutoff_ns`.
-pub fn forget_positions_before(connection: &Connection, cutoff_ns: i64) -> Result<()> {
-    connection.execute(
+pub fn forget_positions_before(db: &Db, cutoff_ns: i64) -> Result<()> {
+    db.execute(
         "DELETE FROM runtime_log_cursors WHERE updated_ns < ?1",
         [cutoff_ns],
     )?;
     Ok(())
 }
 
-fn delete_through(
-    connection: &Connection,
-    project_id: &str,
-    boundary: i64,
-    freed: i64,
-    count: i64,
-) -> Result<()> {
-    connection.execute(
+fn delete_through(db: &Db, project_id: &str, boundary: i64, freed: i64, count: i64) -> Result<()> {
+    db.execute(
         "DELETE FROM runtime_logs WHERE project_id = ?1 AND seq <= ?2",
         params![project_id, boundary],
     )?;
-    connection.execute(
+    db.execute(
         "UPDATE runtime_log_usage SET bytes = MAX(bytes - ?2, 0), lines = MAX(lines - ?3, 0) WHERE project_id = ?1",
         params![project_id, freed, count],
     )?;
@@ -408,7 +373,7 @@ fn filtered(
 /// The newest `limit` lines in the window that pass the filter, oldest first, and whether
 /// older matching lines were left out.
 pub fn newest(
-    connection: &Connection,
+    db: &Db,
     project_id: &str,
     since_ns: Option<i64>,
     until_ns: Option<i64>,
@@ -418,7 +383,7 @@ pub fn newest(
     let (clause, mut values) = filtered(project_id, None, since_ns, until_ns, filter);
     values.push(Box::new(i64::from(limit) + 1));
     // Filters combine freely, so these statements are prepared per call, not cached.
-    let mut statement = connection.prepare(&format!(
+    let mut statement = db.prepare(&format!(
         "SELECT {COLUMNS} FROM runtime_logs WHERE {clause} ORDER BY seq DESC LIMIT ?{}",
         values.len()
     ))?;
@@ -434,7 +399,7 @@ pub fn newest(
 /// Up to `limit` lines after `after` that pass the filter, in stored order: the replay of a
 /// followed stream.
 pub fn after(
-    connection: &Connection,
+    db: &Db,
     project_id: &str,
     after: i64,
     filter: &LineFilter,
@@ -442,7 +407,7 @@ pub fn after(
 ) -> Result<Vec<RuntimeLine>> {
     let (clause, mut values) = filtered(project_id, Some(after), None, None, filter);
     values.push(Box::new(i64::from(limit)));
-    let mut statement = connection.prepare(&format!(
+    let mut statement = db.prepare(&format!(
         "SELECT {COLUMNS} FROM runtime_logs WHERE {clause} ORDER BY seq LIMIT ?{}",
         values.len()
     ))?;
@@ -454,8 +419,8 @@ pub fn after(
 
 /// The highest sequence number stored for any project: a follower starting "now" skips
 /// everything up to it.
-pub fn last_seq(connection: &Connection) -> Result<i64> {
-    Ok(connection.query_row(
+pub fn last_seq(db: &Db) -> Result<i64> {
+    Ok(db.query_row(
         "SELECT COALESCE(MAX(seq), 0) FROM runtime_logs",
         [],
         |row| row.get(0),
@@ -490,7 +455,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         store
             .call_blocking(|c| {
-                c.execute_batch(
+                c.connection.execute_batch(
                     "INSERT INTO accounts (id, handle, created_at) VALUES ('acc', 'a', 'now');
                      INSERT INTO projects (id, account_id, name, status, created_at, updated_at)
                      VALUES ('prj', 'acc', 'p', 'running', 'now', 'now');",
@@ -527,7 +492,10 @@ mod tests {
             .unwrap();
         assert_eq!(position, Some((9, 1)));
         let synchronous: i64 = store
-            .call_blocking(|c| Ok(c.pragma_query_value(None, "synchronous", |r| r.get(0))?))
+            .call_blocking(|c| {
+                Ok(c.connection
+                    .pragma_query_value(None, "synchronous", |r| r.get(0))?)
+            })
             .unwrap();
         assert_eq!(synchronous, 2, "FULL again after a log batch");
     }
@@ -538,7 +506,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         store
             .call_blocking(|c| {
-                c.execute_batch(
+                c.connection.execute_batch(
                     "INSERT INTO accounts (id, handle, created_at) VALUES ('acc', 'a', 'now');
                      INSERT INTO projects (id, account_id, name, status, created_at, updated_at)
                      VALUES ('prj', 'acc', 'p', 'running', 'now', 'now');

@@ -1,6 +1,6 @@
 //! SQL for persistent volumes and the database wired to a project.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, OptionalExtension, Row};
 
 use crate::{
     error::{Error, Result},
@@ -10,7 +10,7 @@ use crate::{
     },
 };
 
-use super::is_unique_violation;
+use super::{is_unique_violation, Db};
 
 fn volume_from_row(row: &Row<'_>) -> rusqlite::Result<Volume> {
     Ok(Volume {
@@ -24,34 +24,33 @@ fn volume_from_row(row: &Row<'_>) -> rusqlite::Result<Volume> {
 
 const VOLUME_COLUMNS: &str = "project_id, name, mount_path, docker_name, created_at";
 
-pub fn insert_volume(connection: &Connection, volume: &Volume) -> Result<()> {
-    connection
-        .execute(
-            "INSERT INTO volumes (project_id, name, mount_path, docker_name, created_at)
+pub fn insert_volume(db: &Db, volume: &Volume) -> Result<()> {
+    db.execute(
+        "INSERT INTO volumes (project_id, name, mount_path, docker_name, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                volume.project_id,
-                volume.name,
-                volume.mount_path,
-                volume.docker_name,
-                volume.created_at
-            ],
-        )
-        .map_err(|err| {
-            if is_unique_violation(&err) {
-                Error::Conflict(format!(
-                    "the project already has a volume named `{}` or one mounted at `{}`",
-                    volume.name, volume.mount_path
-                ))
-            } else {
-                err.into()
-            }
-        })?;
+        params![
+            volume.project_id,
+            volume.name,
+            volume.mount_path,
+            volume.docker_name,
+            volume.created_at
+        ],
+    )
+    .map_err(|err| {
+        if is_unique_violation(&err) {
+            Error::Conflict(format!(
+                "the project already has a volume named `{}` or one mounted at `{}`",
+                volume.name, volume.mount_path
+            ))
+        } else {
+            err.into()
+        }
+    })?;
     Ok(())
 }
 
-pub fn volumes_of(connection: &Connection, project_id: &str) -> Result<Vec<Volume>> {
-    let mut statement = connection.prepare_cached(&format!(
+pub fn volumes_of(db: &Db, project_id: &str) -> Result<Vec<Volume>> {
+    let mut statement = db.prepare_cached(&format!(
         "SELECT {VOLUME_COLUMNS} FROM volumes WHERE project_id = ?1 ORDER BY name"
     ))?;
     let found = statement
@@ -60,8 +59,8 @@ pub fn volumes_of(connection: &Connection, project_id: &str) -> Result<Vec<Volum
     Ok(found)
 }
 
-pub fn volume(connection: &Connection, project_id: &str, name: &str) -> Result<Option<Volume>> {
-    Ok(connection
+pub fn volume(db: &Db, project_id: &str, name: &str) -> Result<Option<Volume>> {
+    Ok(db
         .query_row(
             &format!("SELECT {VOLUME_COLUMNS} FROM volumes WHERE project_id = ?1 AND name = ?2"),
             params![project_id, name],
@@ -70,8 +69,8 @@ pub fn volume(connection: &Connection, project_id: &str, name: &str) -> Result<O
         .optional()?)
 }
 
-pub fn delete_volume(connection: &Connection, project_id: &str, name: &str) -> Result<bool> {
-    Ok(connection.execute(
+pub fn delete_volume(db: &Db, project_id: &str, name: &str) -> Result<bool> {
+    Ok(db.execute(
         "DELETE FROM volumes WHERE project_id = ?1 AND name = ?2",
         params![project_id, name],
     )? > 0)
@@ -99,8 +98,8 @@ fn database_from_row(row: &Row<'_>) -> rusqlite::Result<DatabaseRecord> {
     })
 }
 
-pub fn insert_database(connection: &Connection, record: &DatabaseRecord) -> Result<()> {
-    connection
+pub fn insert_database(db: &Db, record: &DatabaseRecord) -> Result<()> {
+    db
         .execute(
             "INSERT INTO databases (project_id, engine, host, port, name, user, password, volume, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -129,8 +128,8 @@ pub fn insert_database(connection: &Connection, record: &DatabaseRecord) -> Resu
     Ok(())
 }
 
-pub fn database_of(connection: &Connection, project_id: &str) -> Result<Option<DatabaseRecord>> {
-    Ok(connection
+pub fn database_of(db: &Db, project_id: &str) -> Result<Option<DatabaseRecord>> {
+    Ok(db
         .query_row(
             &format!("SELECT {DATABASE_COLUMNS} FROM databases WHERE project_id = ?1"),
             [project_id],
@@ -139,16 +138,16 @@ pub fn database_of(connection: &Connection, project_id: &str) -> Result<Option<D
         .optional()?)
 }
 
-pub fn delete_database(connection: &Connection, project_id: &str) -> Result<bool> {
-    Ok(connection.execute("DELETE FROM databases WHERE project_id = ?1", [project_id])? > 0)
+pub fn delete_database(db: &Db, project_id: &str) -> Result<bool> {
+    Ok(db.execute("DELETE FROM databases WHERE project_id = ?1", [project_id])? > 0)
 }
 
 /// Whether the project holds data Cantila must not drop with it: a database or a volume.
-pub fn holds_data(connection: &Connection, project_id: &str) -> Result<Option<&'static str>> {
-    if database_of(connection, project_id)?.is_some() {
+pub fn holds_data(db: &Db, project_id: &str) -> Result<Option<&'static str>> {
+    if database_of(db, project_id)?.is_some() {
         return Ok(Some("a database"));
     }
-    let volumes: i64 = connection.query_row(
+    let volumes: i64 = db.query_row(
         "SELECT COUNT(*) FROM volumes WHERE project_id = ?1",
         [project_id],
         |row| row.get(0),
