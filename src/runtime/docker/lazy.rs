@@ -244,3 +244,36 @@ impl ContainerRuntime for DockerRuntime {
         self.engine().await?.remove_volume(name).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without an engine the runtime still exists; asking it for something is a 503 that
+    /// says what to check, and every call tries to connect again.
+    #[tokio::test]
+    async fn without_an_engine_each_call_is_unavailable_and_tries_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = DockerRuntime::new(Some(dir.path().join("docker.sock")));
+        for _ in 0..2 {
+            let err = runtime.ready().await.unwrap_err();
+            assert!(matches!(err, RuntimeError::NotConnected(_)), "{err:?}");
+            match crate::error::Error::from(err) {
+                crate::error::Error::Unavailable(message) => assert!(
+                    message.starts_with("cannot reach the Docker engine: ")
+                        && message.ends_with(
+                            "; is Docker installed and running, and may Cantila use its socket?"
+                        ),
+                    "{message}"
+                ),
+                other => panic!("{other:?}"),
+            }
+            assert!(!runtime.engine.initialized());
+        }
+        let lines: Vec<_> = runtime.follow_logs("abc", 0).collect().await;
+        assert!(
+            matches!(lines.as_slice(), [Err(RuntimeError::NotConnected(_))]),
+            "{lines:?}"
+        );
+    }
+}
