@@ -13,7 +13,7 @@
 //! implementation's business; a named volume belongs to where the containers mounting it
 //! run.
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -52,7 +52,8 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
     // Images.
 
     /// Builds an image, handing every output line to `on_line` as it arrives. Returns the
-    /// image's id.
+    /// image's id. (`for<'line>` is spelled out because async-trait would otherwise tie
+    /// the line's lifetime to the call's, and no caller could pass a closure.)
     async fn build(
         &self,
         request: BuildRequest,
@@ -127,7 +128,7 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
         name: &str,
         image: &str,
         mounts: &[VolumeMount],
-        labels: std::collections::HashMap<String, String>,
+        labels: HashMap<String, String>,
         command: Option<Vec<String>>,
     ) -> Result<String, RuntimeError>;
 
@@ -173,7 +174,7 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
     async fn ensure_volume(
         &self,
         name: &str,
-        labels: std::collections::HashMap<String, String>,
+        labels: HashMap<String, String>,
     ) -> Result<(), RuntimeError>;
 
     async fn volume_exists(&self, name: &str) -> Result<bool, RuntimeError>;
