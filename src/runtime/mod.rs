@@ -52,8 +52,8 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
     // Images.
 
     /// Builds an image, handing every output line to `on_line` as it arrives. Returns the
-    /// image's id. (`for<'line>` is spelled out because async-trait would otherwise tie
-    /// the line's lifetime to the call's, and no caller could pass a closure.)
+    /// image's id. (`for<'line>` is spelled out: async-trait would otherwise name the
+    /// elided lifetime, and the callback would take lines of that one lifetime only.)
     async fn build(
         &self,
         request: BuildRequest,
