@@ -262,7 +262,7 @@ async fn extract(
         let mut stream = Box::pin(engine.download_tar(&helper, &source));
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|err| match err {
-                crate::docker::DockerError::NotFound(_) => {
+                crate::runtime::RuntimeError::NotFound(_) => {
                     Error::Invalid(format!("the image has no `{source}`"))
                 }
                 other => other.into(),

@@ -14,7 +14,6 @@ pub mod config;
 pub mod console;
 pub mod database;
 pub mod deploy;
-pub mod docker;
 pub mod domains;
 pub mod duration;
 pub mod edge;
@@ -34,6 +33,7 @@ pub mod plan;
 pub mod previews;
 pub mod projects;
 pub mod routing;
+pub mod runtime;
 pub mod s3;
 pub mod secrets;
 pub mod source;
@@ -170,6 +170,10 @@ pub async fn run(
     let uploads = backup::remote::Uploader::from_config(&config.backups.s3)
         .map_err(|err| anyhow::anyhow!("config: {err}"))?;
     let log_store = store.companion()?;
+    // The one place the runtime's implementation is chosen: the local Docker engine.
+    let runtime: runtime::Runtime = std::sync::Arc::new(runtime::docker::DockerRuntime::new(
+        config.deploy.docker_socket.clone(),
+    ));
     let app = AppState::new(
         config,
         store.clone(),
@@ -178,6 +182,7 @@ pub async fn run(
         tls.clone(),
         installation,
         uploads,
+        runtime,
     );
     // The edge starts with the table of what is already running, so a restart of the
     // daemon serves the apps again at once.

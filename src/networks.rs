@@ -12,9 +12,9 @@ use std::{collections::HashMap, net::IpAddr};
 use crate::{
     config::DeployConfig,
     deploy::ReleaseTarget,
-    docker::{Engine, NetworkRemoval, NetworkSpec},
     error::{Error, Result},
     labels::{Filter, Key, Kind, Labels},
+    runtime::{NetworkRemoval, NetworkSpec, Runtime},
     state::AppState,
     store,
 };
@@ -80,7 +80,7 @@ pub fn is_isolated(
 /// its own from `[deploy] network_pool`) and returns its name.
 pub async fn ensure(
     app: &AppState,
-    engine: &Engine,
+    engine: &Runtime,
     project_id: &str,
     target: &ReleaseTarget,
 ) -> Result<String> {
@@ -104,16 +104,16 @@ pub async fn ensure(
 
 /// Removes the networks of a deleted project (production's and its previews'), once its
 /// containers are gone. One still in use (a build being canceled) is left to `sweep`.
-pub async fn remove_of_project(app: &AppState, engine: &Engine, project_id: &str) {
+pub async fn remove_of_project(app: &AppState, engine: &Runtime, project_id: &str) {
     remove_labelled(app, engine, Filter::new().project(project_id)).await;
 }
 
 /// Removes a removed preview's network, once its containers are gone.
-pub async fn remove_of_preview(app: &AppState, engine: &Engine, preview_id: &str) {
+pub async fn remove_of_preview(app: &AppState, engine: &Runtime, preview_id: &str) {
     remove_labelled(app, engine, Filter::new().preview(preview_id)).await;
 }
 
-async fn remove_labelled(app: &AppState, engine: &Engine, owner: Filter<'_>) {
+async fn remove_labelled(app: &AppState, engine: &Runtime, owner: Filter<'_>) {
     let networks = match engine
         .networks_matching(&owner.installation(&app.installation).kind(Kind::Network))
         .await
@@ -129,7 +129,7 @@ async fn remove_labelled(app: &AppState, engine: &Engine, owner: Filter<'_>) {
     }
 }
 
-async fn remove(engine: &Engine, name: &str) -> NetworkRemoval {
+async fn remove(engine: &Runtime, name: &str) -> NetworkRemoval {
     match engine.remove_network(name).await {
         Ok(NetworkRemoval::Removed) => {
             tracing::info!(network = %name, "removed a network");
@@ -146,7 +146,7 @@ async fn remove(engine: &Engine, name: &str) -> NetworkRemoval {
 /// One reconciler pass over networks: removes this installation's networks that no
 /// project or preview wants and no container uses, and the legacy shared network once
 /// nothing is attached to it.
-pub async fn sweep(app: &AppState, engine: &Engine) -> Result<()> {
+pub async fn sweep(app: &AppState, engine: &Runtime) -> Result<()> {
     // Listed before the store is read: a network made after the read belongs to a project
     // or preview made before it, which the read then includes.
     let ours = engine

@@ -647,7 +647,7 @@ async fn free_resources(app: &AppState, preview: &Preview, deploys: &[Deploy]) {
 /// still uses.
 async fn remove_own_images(
     app: &AppState,
-    engine: &crate::docker::Engine,
+    engine: &crate::runtime::Runtime,
     preview_id: &str,
     mut images: Vec<String>,
 ) {

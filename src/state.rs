@@ -9,11 +9,11 @@ use crate::{
     api::auth::AuthThrottle,
     config::Config,
     deploy::DeployHub,
-    docker::Engine,
     edge::{EdgeMetrics, Routes},
     error::Error,
     logs::LogCollector,
     metrics::MetricsHub,
+    runtime::Runtime,
     secrets::SecretBox,
     store::Store,
     tls::Tls,
@@ -75,11 +75,14 @@ pub struct Inner {
     /// Copies of completed backups in S3-compatible storage; `None` when `[backups.s3]` is
     /// off.
     pub uploads: Option<crate::backup::remote::Uploader>,
-    /// The Docker engine, connected on first use so the API runs without one.
-    engine: AsyncMutex<Option<Engine>>,
+    /// The container runtime; it connects on first use, so the API runs without one.
+    runtime: Runtime,
 }
 
 impl AppState {
+    // One argument per handle the daemon shares; the composition root is the one caller,
+    // and the shared state is due to be split into service handles that each take a few.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Config,
         store: Store,
@@ -88,6 +91,7 @@ impl AppState {
         tls: Tls,
         installation: String,
         uploads: Option<crate::backup::remote::Uploader>,
+        runtime: Runtime,
     ) -> Self {
         let auth_throttle = AuthThrottle::new(config.api.auth_failures_per_minute);
         let backup_slots = tokio::sync::Semaphore::new(config.backups.concurrent);
@@ -111,7 +115,7 @@ impl AppState {
             project_locks: Default::default(),
             backup_slots,
             uploads,
-            engine: AsyncMutex::new(None),
+            runtime,
         }))
     }
 
@@ -168,20 +172,11 @@ impl AppState {
             .clone()
     }
 
-    /// The Docker engine, connecting (and negotiating the API version) on first use.
-    pub async fn engine(&self) -> Result<Engine, Error> {
-        let mut engine = self.0.engine.lock().await;
-        if let Some(engine) = engine.as_ref() {
-            return Ok(engine.clone());
-        }
-        let socket = self.0.config.deploy.docker_socket.as_deref();
-        let connected = Engine::connect_at(socket).await.map_err(|err| {
-            Error::Unavailable(format!(
-                "{err}; is Docker installed and running, and may Cantila use its socket?"
-            ))
-        })?;
-        *engine = Some(connected.clone());
-        Ok(connected)
+    /// The container runtime, once it answers (the first call connects): a runtime that
+    /// cannot be reached is `Unavailable`, with what to check.
+    pub async fn engine(&self) -> Result<Runtime, Error> {
+        self.0.runtime.ready().await?;
+        Ok(self.0.runtime.clone())
     }
 }
 

@@ -9,11 +9,11 @@ use std::collections::HashMap;
 use crate::{
     accounts::Actor,
     clock,
-    docker::{ContainerSpec, Engine, VolumeMount},
     error::{Error, Result},
     labels::{Filter, Labels},
     names::{MountPath, VolumeName},
     projects::{self, Project},
+    runtime::{ContainerSpec, Runtime, VolumeMount},
     state::AppState,
     store,
 };
@@ -174,7 +174,7 @@ pub async fn delete(
 
 /// Containers of the project (any kind, any state) that mount its volumes; backup helpers
 /// carry `cantila.helper-for` instead, and a preview's containers mount none of them.
-async fn containers_of(engine: &Engine, project_id: &str) -> Result<Vec<String>> {
+async fn containers_of(engine: &Runtime, project_id: &str) -> Result<Vec<String>> {
     Ok(engine
         .containers_matching(&Filter::production(project_id))
         .await?

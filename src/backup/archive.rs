@@ -25,10 +25,10 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     database::{self, postgres, DatabaseEngine, DatabaseRecord},
-    docker::{Engine, VolumeMount},
     error::{Error, Result},
     labels::{Filter, Kind, Labels},
     projects::Project,
+    runtime::{Runtime, VolumeMount},
     state::AppState,
     store,
 };
@@ -233,14 +233,14 @@ async fn dump_postgres(
 /// Helper containers: created with the volume mounted, never started (the archive API
 /// works on created containers), and removed afterwards.
 struct Helper {
-    engine: Engine,
+    engine: Runtime,
     id: String,
 }
 
 impl Helper {
     async fn create(
         app: &AppState,
-        engine: &Engine,
+        engine: &Runtime,
         project: &Project,
         name_suffix: &str,
         volume: &str,
@@ -349,7 +349,7 @@ enum Hold {
 /// project lock, and resumes them afterwards whatever `work` returned.
 async fn with_containers_held<T>(
     app: &AppState,
-    engine: &Engine,
+    engine: &Runtime,
     project: &Project,
     hold: Hold,
     work: impl std::future::Future<Output = Result<T>>,
@@ -406,7 +406,7 @@ async fn with_containers_held<T>(
 
 /// Streams a tar of `path` in the helper into `out`, returning bytes written.
 async fn download_into(
-    engine: &Engine,
+    engine: &Runtime,
     helper: &str,
     path: &str,
     out: &mut tokio::fs::File,
@@ -416,7 +416,7 @@ async fn download_into(
     let mut written = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|err| match err {
-            crate::docker::DockerError::NotFound(_) => {
+            crate::runtime::RuntimeError::NotFound(_) => {
                 Error::NotFound(format!("`{path}` does not exist"))
             }
             other => Error::Invalid(format!("reading `{path}` through the engine: {other}")),
@@ -599,7 +599,7 @@ pub async fn sqlite_file_exists(
     let mut stream = Box::pin(engine.download_tar(&helper.id, &path));
     let exists = match stream.next().await {
         Some(Ok(_)) => Ok(true),
-        Some(Err(crate::docker::DockerError::NotFound(_))) | None => Ok(false),
+        Some(Err(crate::runtime::RuntimeError::NotFound(_))) | None => Ok(false),
         Some(Err(other)) => Err(Error::from(other)),
     };
     drop(stream);
@@ -758,7 +758,7 @@ async fn restore_sqlite(
     .await?;
     let result = with_containers_held(app, &engine, project, Hold::Stop, async {
         engine
-            .upload_tar(&helper.id, database::SQLITE_MOUNT, tar_stream(tar))
+            .upload_tar(&helper.id, database::SQLITE_MOUNT, tar_stream(tar).boxed())
             .await
             .map_err(|err| Error::Invalid(format!("writing the database file: {err}")))
     })
@@ -817,7 +817,7 @@ async fn restore_volume(
         }
         // The archive's top entry is `volume/`, so it unpacks onto the mount at `/volume`.
         engine
-            .upload_tar(&wiper.id, "/", file_stream(archive))
+            .upload_tar(&wiper.id, "/", file_stream(archive).boxed())
             .await
             .map_err(|err| Error::Invalid(format!("writing the volume's files: {err}")))
     })

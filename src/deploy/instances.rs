@@ -8,13 +8,13 @@ use std::{collections::BTreeMap, time::Duration};
 use crate::{
     accounts::Actor,
     clock,
-    docker::{ContainerSpec, Engine},
     error::{Error, Result},
     ids,
     labels::{self, Filter, Key, Kind, Labels},
     names::ProcessType,
     plan::{self, HealthCheck, SourcePlan},
     projects::{self, Project, ProjectStatus},
+    runtime::{ContainerSpec, Runtime},
     state::AppState,
     store,
 };
@@ -96,7 +96,7 @@ pub(crate) fn desired_size(
 /// the container is removed and the reason returned (its last lines go to `say`).
 pub(crate) async fn start_healthy(
     app: &AppState,
-    engine: &Engine,
+    engine: &Runtime,
     release: &Release,
     process: &ProcessType,
     size: Option<&str>,
@@ -221,7 +221,7 @@ pub(crate) async fn start_healthy(
 const WORKER_SETTLE: Duration = Duration::from_secs(3);
 
 pub(crate) async fn wait_healthy(
-    engine: &Engine,
+    engine: &Runtime,
     container_id: &str,
     network: &str,
     port: u16,
@@ -378,10 +378,10 @@ fn release_of(
 /// production's, nor the other way round.
 async fn serving_instances(
     app: &AppState,
-    engine: &Engine,
+    engine: &Runtime,
     release: &Release,
     process: &ProcessType,
-) -> Vec<crate::docker::ContainerSummary> {
+) -> Vec<crate::runtime::ContainerSummary> {
     let draining = app.draining_snapshot();
     let target = release.target();
     let filter = Filter::new()
@@ -399,7 +399,7 @@ async fn serving_instances(
 }
 
 /// The process type a container runs; `None` when it is not an instance.
-fn process_of(container: &crate::docker::ContainerSummary) -> Option<ProcessType> {
+fn process_of(container: &crate::runtime::ContainerSummary) -> Option<ProcessType> {
     Labels::parse(&container.labels).process_type()
 }
 
@@ -647,7 +647,7 @@ pub async fn list(
         // instance any more.
         let status = match engine.inspect(&container.id).await {
             Ok(status) => status,
-            Err(crate::docker::DockerError::NotFound(_)) => continue,
+            Err(crate::runtime::RuntimeError::NotFound(_)) => continue,
             Err(err) => return Err(err.into()),
         };
         // Only web listens on the plan's port.
@@ -732,6 +732,33 @@ pub async fn run_reconciler(app: AppState, stopped: impl std::future::Future<Out
     }
 }
 
+/// Removes this installation's instances whose deploy is not `live` (no release wants
+/// it any more), except draining ones, which the switch that drains them stops. Other
+/// containers (release commands, build and backup helpers) are their starters' to remove.
+async fn remove_orphans(
+    engine: &Runtime,
+    installation: &str,
+    live: &std::collections::HashSet<&str>,
+    draining: &std::collections::HashSet<String>,
+) -> Result<()> {
+    for container in engine
+        .containers_matching(&Filter::new().installation(installation))
+        .await
+        .map_err(Error::from)?
+        .into_iter()
+        .filter(|c| process_of(c).is_some())
+    {
+        let owned = labels::get(&container.labels, Key::Deploy).is_some_and(|d| live.contains(d));
+        if !owned && !draining.contains(&container.id) {
+            tracing::info!(container = %container.name, "removing an orphan instance");
+            let _ = engine
+                .stop_and_remove(&container.id, Duration::from_secs(2))
+                .await;
+        }
+    }
+    Ok(())
+}
+
 /// One pass of the reconciler.
 pub async fn reconcile(app: &AppState) -> Result<()> {
     let Ok(engine) = app.engine().await else {
@@ -768,22 +795,7 @@ pub async fn reconcile(app: &AppState) -> Result<()> {
         .filter(wanted)
         .map(|d| d.id.as_str())
         .collect();
-    let draining = app.draining_snapshot();
-    for container in engine
-        .containers_matching(&Filter::new().installation(&app.installation))
-        .await
-        .map_err(Error::from)?
-        .into_iter()
-        .filter(|c| process_of(c).is_some())
-    {
-        let owned = labels::get(&container.labels, Key::Deploy).is_some_and(|d| live.contains(d));
-        if !owned && !draining.contains(&container.id) {
-            tracing::info!(container = %container.name, "removing an orphan instance");
-            let _ = engine
-                .stop_and_remove(&container.id, Duration::from_secs(2))
-                .await;
-        }
-    }
+    remove_orphans(&engine, &app.installation, &live, &app.draining_snapshot()).await?;
     // Each release target (production of each project, each preview) is repaired on its
     // own: a target's count never counts another target's instances.
     let mut changed = false;
@@ -897,4 +909,56 @@ pub async fn reconcile(app: &AppState) -> Result<()> {
     // again from where their stored logs end.
     crate::logs::follow_running(app, &engine).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashSet, sync::Arc};
+
+    use super::*;
+    use crate::runtime::{fake::FakeRuntime, ContainerSummary};
+
+    fn container(id: &str, labels: Labels) -> ContainerSummary {
+        ContainerSummary {
+            id: id.to_owned(),
+            name: format!("cantila-{id}"),
+            labels: labels.to_map(),
+            state: "running".to_owned(),
+            addresses: Default::default(),
+        }
+    }
+
+    /// The orphan sweep through the runtime seam: only this installation's instances of
+    /// deploys nobody wants go, and never a draining one or a one-off container.
+    #[tokio::test]
+    async fn the_orphan_sweep_removes_only_unwanted_instances_of_this_installation() {
+        let web = ProcessType::parse("web").unwrap();
+        let worker = ProcessType::parse("worker").unwrap();
+        let instance = |installation, deploy| {
+            Labels::instance(installation, "prj_a", deploy, "x1y2z3", &web, "small")
+        };
+        let fake = Arc::new(FakeRuntime::with_containers(vec![
+            container("live-web", instance("inst", "dep_live")),
+            container(
+                "live-worker",
+                Labels::instance("inst", "prj_a", "dep_live", "a1b2c3", &worker, "small"),
+            ),
+            container("orphan-web", instance("inst", "dep_gone")),
+            container(
+                "orphan-worker",
+                Labels::instance("inst", "prj_a", "dep_gone", "d4e5f6", &worker, "small"),
+            ),
+            container("draining-web", instance("inst", "dep_gone")),
+            container("release", Labels::release("inst", "prj_a", "dep_gone")),
+            container("helper", Labels::helper("inst", "prj_a")),
+            container("other-installation", instance("other", "dep_gone")),
+        ]));
+        let engine: Runtime = fake.clone();
+        let live = HashSet::from(["dep_live"]);
+        let draining = HashSet::from(["draining-web".to_owned()]);
+        remove_orphans(&engine, "inst", &live, &draining)
+            .await
+            .unwrap();
+        assert_eq!(fake.removed(), ["orphan-web", "orphan-worker"]);
+    }
 }

@@ -8,13 +8,12 @@ use std::{
 };
 
 use crate::{
-    clock,
-    docker::{BuildRequest, ContainerSpec},
-    env,
+    clock, env,
     error::Error,
     labels::{self, Filter, Key, Labels},
     plan::{self, Builder, PlanOptions, SourcePlan},
     projects::{Project, ProjectStatus},
+    runtime::{BuildRequest, ContainerSpec},
     source::{GitRef, Mirror, RepoLocation},
     state::AppState,
     store,
@@ -470,7 +469,7 @@ async fn build_image(
     };
     let build_log = log.clone();
     engine
-        .build(request, move |line| build_log.line(line))
+        .build(request, &mut move |line| build_log.line(line))
         .await
         .map_err(|err| Stop::Failed {
             step: "build",

@@ -17,10 +17,10 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     clock,
-    docker::{ContainerLogLine, Engine, OutputStream},
     edge::{AccessLogSink, AccessRecord},
     labels::{Filter, Labels},
     live::Topics,
+    runtime::{ContainerLogLine, OutputStream, Runtime},
     state::AppState,
     store::{self, Store},
 };
@@ -118,7 +118,7 @@ pub struct StartedContainer {
 
 impl StartedContainer {
     /// The instance of a listed container, when it is one of this installation's.
-    fn of(container: &crate::docker::ContainerSummary, installation: &str) -> Option<Self> {
+    fn of(container: &crate::runtime::ContainerSummary, installation: &str) -> Option<Self> {
         let labels = Labels::parse(&container.labels);
         if labels.installation.as_deref() != Some(installation) {
             return None;
@@ -146,7 +146,7 @@ pub fn instance_id(container_id: &str) -> String {
 }
 
 /// Starts following a container that was just started (a no-op when it is followed).
-pub fn follow_started(app: &AppState, engine: &Engine, container: StartedContainer) {
+pub fn follow_started(app: &AppState, engine: &Runtime, container: StartedContainer) {
     if !app.logs.claim(&container.id) {
         return;
     }
@@ -162,7 +162,7 @@ pub fn follow_started(app: &AppState, engine: &Engine, container: StartedContain
 /// Follows every running instance of this installation that has no follower: at start-up
 /// (resuming where the store left off) and on each reconciler pass (instances Docker
 /// restarted, or started while the daemon was down).
-pub async fn follow_running(app: &AppState, engine: &Engine) -> crate::error::Result<()> {
+pub async fn follow_running(app: &AppState, engine: &Runtime) -> crate::error::Result<()> {
     let containers = engine
         .containers_matching(&Filter::new().installation(&app.installation))
         .await
@@ -226,7 +226,7 @@ impl Resume {
 
 /// Reads one container until it stops for good (or the daemon stops), re-reading after
 /// an engine hiccup or a quick restart; every line goes to the writer once.
-async fn follow_container(app: &AppState, engine: &Engine, container: StartedContainer) {
+async fn follow_container(app: &AppState, engine: &Runtime, container: StartedContainer) {
     let id = container.id.clone();
     let positions = app
         .log_store

@@ -11,9 +11,9 @@ use std::{collections::HashMap, future::Future, time::Duration};
 use futures_util::StreamExt;
 
 use crate::{
-    docker::{ContainerSample, Engine},
     edge::ProjectMetrics,
     labels::{Filter, Kind, Labels},
+    runtime::{ContainerSample, Runtime},
     state::AppState,
     store::{self, metrics::MINUTE},
 };
@@ -141,7 +141,7 @@ impl Collector {
     async fn instance_points(
         &mut self,
         app: &AppState,
-        engine: &Engine,
+        engine: &Runtime,
         at: i64,
     ) -> Vec<InstancePoint> {
         let containers = match engine

@@ -164,7 +164,7 @@ pub(crate) async fn project_with_volume(
         tar.append_data(&mut header, path, *bytes).unwrap();
     }
     let tar = Bytes::from(tar.into_inner().unwrap());
-    let engine = cantila::docker::Engine::connect().await.unwrap();
+    let engine = cantila::runtime::docker::Engine::connect().await.unwrap();
     let helper = helper_on(&engine, &docker_volume).await;
     engine
         .upload_tar(
@@ -181,7 +181,7 @@ pub(crate) async fn project_with_volume(
     (id, docker_volume)
 }
 
-async fn helper_on(engine: &cantila::docker::Engine, volume: &str) -> String {
+async fn helper_on(engine: &cantila::runtime::docker::Engine, volume: &str) -> String {
     engine
         .create_helper(
             &format!(
@@ -189,7 +189,7 @@ async fn helper_on(engine: &cantila::docker::Engine, volume: &str) -> String {
                 cantila::ids::random_base62(8).to_ascii_lowercase()
             ),
             "busybox:latest",
-            &[cantila::docker::VolumeMount {
+            &[cantila::runtime::VolumeMount {
                 volume: volume.to_owned(),
                 target: "/volume".to_owned(),
             }],
@@ -202,7 +202,7 @@ async fn helper_on(engine: &cantila::docker::Engine, volume: &str) -> String {
 
 /// The bytes of `path` in the volume, read through the engine.
 async fn volume_file(volume: &str, path: &str) -> Vec<u8> {
-    let engine = cantila::docker::Engine::connect().await.unwrap();
+    let engine = cantila::runtime::docker::Engine::connect().await.unwrap();
     let helper = helper_on(&engine, volume).await;
     let mut tar = Vec::new();
     let mut stream = Box::pin(engine.download_tar(&helper, &format!("/volume/{path}")));
@@ -333,7 +333,7 @@ async fn backups_are_uploaded_verified_byte_equal_and_fetched_back_for_a_restore
         .join(&id)
         .join(format!("{backup_id}.tar"));
     std::fs::remove_file(&local).unwrap();
-    let engine = cantila::docker::Engine::connect().await.unwrap();
+    let engine = cantila::runtime::docker::Engine::connect().await.unwrap();
     let helper = helper_on(&engine, &volume).await;
     engine
         .upload_tar(

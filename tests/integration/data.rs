@@ -96,7 +96,7 @@ pub async fn connect_as(
 /// Removes what a test left in Docker and on the server: its containers, then (through
 /// the API, so nothing bypasses the rules) its databases and volumes.
 pub async fn clean_up(daemon: &TestDaemon, project_ids: &[&str]) {
-    let engine = cantila::docker::Engine::connect().await.unwrap();
+    let engine = cantila::runtime::docker::Engine::connect().await.unwrap();
     for id in project_ids {
         // Scaled to 0 first, so the reconciler does not replace what is removed next.
         daemon
@@ -151,7 +151,7 @@ pub async fn clean_up(daemon: &TestDaemon, project_ids: &[&str]) {
 /// pile volumes up on the shared engine.
 pub async fn remove_installation_volumes(daemon: &TestDaemon) {
     let installation = std::fs::read_to_string(daemon.data_dir().join("installation-id")).unwrap();
-    let engine = cantila::docker::Engine::connect().await.unwrap();
+    let engine = cantila::runtime::docker::Engine::connect().await.unwrap();
     let labels = [("cantila.installation", installation.trim())];
     for container in engine.containers(&labels).await.unwrap() {
         let _ = engine
@@ -649,7 +649,7 @@ async fn sqlite_database_and_volumes_survive_redeploys_scaling_restarts_and_rest
         .await
         .expect(409);
     clean_up(&daemon, &[&id]).await;
-    let engine = cantila::docker::Engine::connect().await.unwrap();
+    let engine = cantila::runtime::docker::Engine::connect().await.unwrap();
     assert!(!engine
         .volume_exists(volume["dockerVolume"].as_str().unwrap())
         .await
@@ -682,7 +682,7 @@ async fn a_crash_during_a_backup_leaves_it_failed_its_files_removed_and_the_app_
     assert_eq!(status, 201, "{volume}");
     let deploy_id = binary.deploy(&project_id).await;
     binary.wait_status(&deploy_id, "running").await;
-    let engine = cantila::docker::Engine::connect().await.unwrap();
+    let engine = cantila::runtime::docker::Engine::connect().await.unwrap();
     let app_containers = || async {
         engine
             .containers(&[("cantila.project", project_id.as_str())])

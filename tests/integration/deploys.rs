@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use cantila::docker::Engine;
+use cantila::runtime::docker::Engine;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;

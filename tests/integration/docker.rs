@@ -4,8 +4,11 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use cantila::docker::{
-    AddressPool, BuildRequest, ContainerSpec, DockerError, Engine, NetworkRemoval, NetworkSpec,
+use cantila::{
+    config::AddressPool,
+    runtime::{
+        docker::Engine, BuildRequest, ContainerSpec, NetworkRemoval, NetworkSpec, RuntimeError,
+    },
 };
 
 /// A build context tar holding the given files.
@@ -197,7 +200,7 @@ async fn a_broken_dockerfile_fails_with_the_builders_error() {
         .await
         .expect_err("the build must fail");
     match err {
-        DockerError::BuildFailed(message) => assert!(
+        RuntimeError::BuildFailed(message) => assert!(
             message.contains("exit") || message.contains("non-zero"),
             "{message}"
         ),

@@ -122,8 +122,8 @@ fn plain_client() -> reqwest::Client {
 }
 
 /// The web containers of a project.
-async fn web_containers(project_id: &str) -> Vec<cantila::docker::ContainerSummary> {
-    cantila::docker::Engine::connect()
+async fn web_containers(project_id: &str) -> Vec<cantila::runtime::ContainerSummary> {
+    cantila::runtime::docker::Engine::connect()
         .await
         .unwrap()
         .containers(&[("cantila.project", project_id), ("cantila.kind", "web")])

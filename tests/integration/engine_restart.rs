@@ -86,7 +86,7 @@ impl PrivateEngine {
             .expect("dockerd is installed (scripts/test.sh installs docker.io)");
         self.daemon = Some(child);
         for _ in 0..300 {
-            if cantila::docker::Engine::connect_at(Some(&self.socket()))
+            if cantila::runtime::docker::Engine::connect_at(Some(&self.socket()))
                 .await
                 .is_ok()
             {

@@ -875,7 +875,7 @@ async fn a_tenants_containers_reach_no_other_tenant_nor_the_api() {
         .next()
         .unwrap()
         .to_string();
-    let gateway = cantila::docker::Engine::connect()
+    let gateway = cantila::runtime::docker::Engine::connect()
         .await
         .unwrap()
         .network_gateway(hostile_instance.addresses.keys().next().unwrap())

@@ -18,9 +18,9 @@ use std::{
 
 use cantila::{
     deploy::ReleaseTarget,
-    docker::{ContainerSummary, Engine},
     names::Scope,
     networks,
+    runtime::{docker::Engine, ContainerSummary},
 };
 use serde_json::{json, Value};
 

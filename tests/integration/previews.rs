@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use cantila::{docker::Engine, names::Scope};
+use cantila::{names::Scope, runtime::docker::Engine};
 use serde_json::{json, Value};
 
 use crate::{

@@ -264,7 +264,7 @@ async fn a_redeploy_under_steady_traffic_fails_no_request() {
     }
     // Past the drain of the last release too: the one before it has drained and stopped,
     // and traffic went on after that.
-    let engine = cantila::docker::Engine::connect().await.unwrap();
+    let engine = cantila::runtime::docker::Engine::connect().await.unwrap();
     wait_until(
         Duration::from_secs(60),
         "the previous release drained and stopped",
@@ -511,7 +511,7 @@ async fn a_removed_instance_is_replaced_and_service_returns() {
     let repo = Repo::busybox("resilient\n");
     let (project_id, _) = daemon.connected_project("resilient", &repo).await;
     assert_eq!(daemon.deploy(&project_id, None).await["status"], "running");
-    let engine = cantila::docker::Engine::connect().await.unwrap();
+    let engine = cantila::runtime::docker::Engine::connect().await.unwrap();
     let before = engine
         .containers(&[("cantila.project", &project_id)])
         .await
@@ -646,7 +646,7 @@ async fn a_crash_during_a_release_keeps_the_previous_release_serving() {
     let second_id = binary.deploy(&project_id).await;
     binary.wait_status(&second_id, "releasing").await;
     // The crash comes while the new release's instance runs and is being health-checked.
-    let engine = cantila::docker::Engine::connect().await.unwrap();
+    let engine = cantila::runtime::docker::Engine::connect().await.unwrap();
     wait_until(
         Duration::from_secs(60),
         "the new release's instance runs",
@@ -706,7 +706,7 @@ async fn old_images_are_pruned_beyond_the_kept_releases() {
         repo.commit(&[("www/index.html", &format!("image {n}\n"))], "next");
         assert_eq!(daemon.deploy(&project_id, None).await["status"], "running");
     }
-    let engine = cantila::docker::Engine::connect().await.unwrap();
+    let engine = cantila::runtime::docker::Engine::connect().await.unwrap();
     let first_image = first["image"].as_str().unwrap();
     assert_eq!(
         engine.image_id(first_image).await.unwrap(),
@@ -780,7 +780,7 @@ async fn procfile_workers_run_beside_web_with_their_own_counts_and_are_never_rou
     assert_eq!(workers.len(), 1, "{workers:?}");
     assert_eq!(workers[0]["state"], "healthy");
     assert_eq!(of_process(&daemon, &project_id, "web").await.len(), 1);
-    let engine = cantila::docker::Engine::connect().await.unwrap();
+    let engine = cantila::runtime::docker::Engine::connect().await.unwrap();
     let worker_containers = engine
         .containers(&[
             ("cantila.project", &project_id),

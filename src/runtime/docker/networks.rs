@@ -9,8 +9,12 @@ use std::{collections::HashMap, net::Ipv4Addr};
 use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
 use ipnet::Ipv4Net;
 
-use super::{DockerError, Engine};
-use crate::{config::AddressPool, labels::Filter};
+use super::Engine;
+use crate::{
+    config::AddressPool,
+    labels::Filter,
+    runtime::{NetworkRemoval, NetworkSpec, NetworkSummary, RuntimeError},
+};
 
 /// The gateway (the host's address) on a network of `subnet`: its first address, as Docker
 /// would choose.
@@ -58,30 +62,6 @@ async fn host_routes() -> Vec<Ipv4Net> {
     }
 }
 
-/// A network to create: its name and labels.
-#[derive(Debug, Clone)]
-pub struct NetworkSpec {
-    pub name: String,
-    pub labels: HashMap<String, String>,
-}
-
-/// A network as listed: its name and labels.
-#[derive(Debug, Clone)]
-pub struct NetworkSummary {
-    pub name: String,
-    pub labels: HashMap<String, String>,
-}
-
-/// What removing a network did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NetworkRemoval {
-    Removed,
-    /// There was no such network.
-    Absent,
-    /// A container is still attached; the engine refused.
-    InUse,
-}
-
 /// Bounds the attempts when other creators keep taking the chosen subnet first.
 const MAX_CREATE_ATTEMPTS: usize = 64;
 
@@ -93,7 +73,7 @@ impl Engine {
         &self,
         spec: &NetworkSpec,
         pool: &AddressPool,
-    ) -> Result<(), DockerError> {
+    ) -> Result<(), RuntimeError> {
         // API 1.41 creates a second network of an existing name unless asked to check (a
         // field the typed request lacks), so this handle creates one network at a time.
         let _one_at_a_time = self.network_creation.lock().await;
@@ -104,7 +84,7 @@ impl Engine {
         taken.extend(host_routes().await);
         for _ in 0..MAX_CREATE_ATTEMPTS {
             let subnet = pool.next_free(&taken).ok_or_else(|| {
-                DockerError::Engine(format!(
+                RuntimeError::Engine(format!(
                     "the network pool ({pool}) has no free subnet left; widen [deploy] network_pool"
                 ))
             })?;
@@ -145,13 +125,13 @@ impl Engine {
                 Err(err) => return Err(err.into()),
             }
         }
-        Err(DockerError::Engine(format!(
+        Err(RuntimeError::Engine(format!(
             "could not create network `{}`: every subnet tried was taken meanwhile",
             spec.name
         )))
     }
 
-    async fn network_exists(&self, name: &str) -> Result<bool, DockerError> {
+    async fn network_exists(&self, name: &str) -> Result<bool, RuntimeError> {
         match self
             .client
             .inspect_network(
@@ -161,15 +141,15 @@ impl Engine {
             .await
         {
             Ok(_) => Ok(true),
-            Err(err) => match DockerError::from(err) {
-                DockerError::NotFound(_) => Ok(false),
+            Err(err) => match RuntimeError::from(err) {
+                RuntimeError::NotFound(_) => Ok(false),
                 other => Err(other),
             },
         }
     }
 
     /// The IPv4 subnets of every network the engine has, Cantila's or not.
-    async fn network_subnets(&self) -> Result<Vec<Ipv4Net>, DockerError> {
+    async fn network_subnets(&self) -> Result<Vec<Ipv4Net>, RuntimeError> {
         let networks = self
             .client
             .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
@@ -188,7 +168,7 @@ impl Engine {
     pub async fn networks_matching(
         &self,
         filter: &Filter<'_>,
-    ) -> Result<Vec<NetworkSummary>, DockerError> {
+    ) -> Result<Vec<NetworkSummary>, RuntimeError> {
         let mut found = self.networks(&filter.pairs()).await?;
         found.retain(|network| filter.matches(&network.labels));
         Ok(found)
@@ -198,7 +178,7 @@ impl Engine {
     pub async fn networks(
         &self,
         labels: &[(&str, &str)],
-    ) -> Result<Vec<NetworkSummary>, DockerError> {
+    ) -> Result<Vec<NetworkSummary>, RuntimeError> {
         let filters = HashMap::from([(
             "label".to_owned(),
             labels
@@ -222,12 +202,12 @@ impl Engine {
     }
 
     /// Removes a network unless a container is attached to it.
-    pub async fn remove_network(&self, name: &str) -> Result<NetworkRemoval, DockerError> {
+    pub async fn remove_network(&self, name: &str) -> Result<NetworkRemoval, RuntimeError> {
         match self.client.remove_network(name).await {
             Ok(()) => Ok(NetworkRemoval::Removed),
-            Err(err) => match DockerError::from(err) {
-                DockerError::NotFound(_) => Ok(NetworkRemoval::Absent),
-                DockerError::Engine(message) if message.contains("active endpoints") => {
+            Err(err) => match RuntimeError::from(err) {
+                RuntimeError::NotFound(_) => Ok(NetworkRemoval::Absent),
+                RuntimeError::Engine(message) if message.contains("active endpoints") => {
                     Ok(NetworkRemoval::InUse)
                 }
                 other => Err(other),

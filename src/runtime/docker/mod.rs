@@ -1,10 +1,11 @@
-//! The Docker engine: builds, containers, networks (`networks`), logs, resource samples
-//! (`stats`).
+//! The Docker engine, the runtime's implementation on one machine: builds, containers,
+//! networks (`networks`), logs, resource samples (`stats`), volumes and archives (`data`);
+//! `DockerRuntime` (`lazy`) is the `ContainerRuntime` services hold, connected on first use.
 //! Sole user of bollard.
 //! Invariant: no bollard type appears outside this module; the API version is negotiated
 //! with the engine (Debian's 20.10 speaks 1.41), never hard-wired.
 
-use std::{collections::HashMap, net::IpAddr, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use bollard::{
     container::LogOutput,
@@ -20,53 +21,32 @@ use bollard::{
 };
 use futures_util::StreamExt;
 
-use crate::labels::Filter;
+use crate::{
+    labels::Filter,
+    runtime::{
+        BuildRequest, ContainerLogLine, ContainerSpec, ContainerStatus, ContainerSummary,
+        OutputStream, RuntimeError,
+    },
+};
 
 mod data;
+mod lazy;
 mod networks;
 mod stats;
 
-pub use crate::config::AddressPool;
-pub use data::VolumeMount;
-pub use networks::{NetworkRemoval, NetworkSpec, NetworkSummary};
-pub use stats::ContainerSample;
+pub use lazy::DockerRuntime;
 
-/// A failure talking to the engine, or a failure the engine reports.
-#[derive(Debug, thiserror::Error)]
-pub enum DockerError {
-    #[error("cannot reach the Docker engine: {0}")]
-    Unreachable(String),
-    /// The build ran and failed; the message is the builder's own error line.
-    #[error("the image build failed: {0}")]
-    BuildFailed(String),
-    #[error("no such container or image: {0}")]
-    NotFound(String),
-    #[error("docker: {0}")]
-    Engine(String),
-}
-
-impl From<bollard::errors::Error> for DockerError {
+impl From<bollard::errors::Error> for RuntimeError {
     fn from(err: bollard::errors::Error) -> Self {
         match err {
             bollard::errors::Error::DockerResponseServerError {
                 status_code: 404,
                 message,
-            } => DockerError::NotFound(message),
+            } => RuntimeError::NotFound(message),
             bollard::errors::Error::DockerResponseServerError { message, .. } => {
-                DockerError::Engine(message)
+                RuntimeError::Engine(message)
             }
-            other => DockerError::Unreachable(other.to_string()),
-        }
-    }
-}
-
-impl From<DockerError> for crate::error::Error {
-    fn from(err: DockerError) -> Self {
-        match err {
-            DockerError::Unreachable(message) => crate::error::Error::Unavailable(format!(
-                "the Docker engine is unreachable ({message}); Cantila retries by itself"
-            )),
-            other => crate::error::Error::Internal(other.to_string()),
+            other => RuntimeError::Unreachable(other.to_string()),
         }
     }
 }
@@ -83,56 +63,6 @@ impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine").finish_non_exhaustive()
     }
-}
-
-/// What to build: a tar of the context, the Dockerfile's path inside it, the tag.
-#[derive(Debug)]
-pub struct BuildRequest {
-    pub context_tar: Vec<u8>,
-    pub dockerfile: String,
-    pub tag: String,
-    pub labels: HashMap<String, String>,
-    /// Memory limit of the build's containers, so a build cannot take the host down.
-    pub memory_bytes: Option<i64>,
-    /// CPU limit of the build's containers, in CPUs (1.5 = one and a half cores).
-    pub cpus: Option<f64>,
-    /// The network the build's RUN steps join (the classic builder takes a user-defined
-    /// network's name); `None` leaves them on the engine's default bridge.
-    pub network: Option<String>,
-}
-
-/// The container to start for an instance or a one-off command.
-#[derive(Debug, Clone)]
-pub struct ContainerSpec {
-    pub name: String,
-    pub image: String,
-    /// Overrides the image's CMD when set.
-    pub command: Option<Vec<String>>,
-    pub env: Vec<(String, String)>,
-    pub labels: HashMap<String, String>,
-    pub network: String,
-    pub memory_bytes: Option<i64>,
-    pub cpus: Option<f64>,
-    /// Restart on crash (instances) or never (one-off commands).
-    pub restart: bool,
-    /// Named volumes to mount (the project's volumes; see `volumes::attach`).
-    pub mounts: Vec<VolumeMount>,
-}
-
-/// Which output of a container a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputStream {
-    Stdout,
-    Stderr,
-}
-
-/// One line a container wrote, as the engine logged it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainerLogLine {
-    pub stream: OutputStream,
-    /// The engine's timestamp of the line, in nanoseconds since the epoch.
-    pub at_ns: i64,
-    pub text: String,
 }
 
 /// The frames of `GET /containers/:id/logs?follow&timestamps`, owning the client so the
@@ -182,30 +112,6 @@ fn split_log_frame(message: &[u8], stream: OutputStream) -> Vec<ContainerLogLine
     lines
 }
 
-/// A container as listed: id, name, labels, state.
-#[derive(Debug, Clone)]
-pub struct ContainerSummary {
-    pub id: String,
-    pub name: String,
-    pub labels: HashMap<String, String>,
-    /// Docker's state word: `created`, `running`, `exited`, ...
-    pub state: String,
-    /// The container's address on each network it is attached to.
-    pub addresses: HashMap<String, IpAddr>,
-}
-
-/// What `inspect` tells about one container.
-#[derive(Debug, Clone)]
-pub struct ContainerStatus {
-    pub id: String,
-    pub running: bool,
-    pub exit_code: Option<i64>,
-    pub restart_count: i64,
-    pub started_at: Option<String>,
-    /// The container's address on each network it is attached to.
-    pub addresses: HashMap<String, IpAddr>,
-}
-
 const CPU_PERIOD_MICROS: i64 = 100_000;
 
 /// How long one Engine API request may take, as bollard's local default does.
@@ -214,12 +120,12 @@ const REQUEST_TIMEOUT_SECS: u64 = 120;
 impl Engine {
     /// Connects to the local engine (`DOCKER_HOST` or the default socket) and negotiates the
     /// API version down to what the engine speaks.
-    pub async fn connect() -> Result<Self, DockerError> {
+    pub async fn connect() -> Result<Self, RuntimeError> {
         Self::connect_at(None).await
     }
 
     /// Connects to the engine on `socket`, or the local default when `None`.
-    pub async fn connect_at(socket: Option<&std::path::Path>) -> Result<Self, DockerError> {
+    pub async fn connect_at(socket: Option<&std::path::Path>) -> Result<Self, RuntimeError> {
         let client = match socket {
             Some(path) => Docker::connect_with_socket(
                 &path.to_string_lossy(),
@@ -228,15 +134,15 @@ impl Engine {
             ),
             None => Docker::connect_with_local_defaults(),
         }
-        .map_err(|err| DockerError::Unreachable(err.to_string()))?;
+        .map_err(|err| RuntimeError::Unreachable(err.to_string()))?;
         let client = client
             .negotiate_version()
             .await
-            .map_err(|err| DockerError::Unreachable(err.to_string()))?;
+            .map_err(|err| RuntimeError::Unreachable(err.to_string()))?;
         client
             .ping()
             .await
-            .map_err(|err| DockerError::Unreachable(err.to_string()))?;
+            .map_err(|err| RuntimeError::Unreachable(err.to_string()))?;
         Ok(Self {
             client,
             network_creation: Default::default(),
@@ -244,7 +150,7 @@ impl Engine {
     }
 
     /// The engine's version and API version, for logs and diagnostics.
-    pub async fn version(&self) -> Result<(String, String), DockerError> {
+    pub async fn version(&self) -> Result<(String, String), RuntimeError> {
         let version = self.client.version().await?;
         Ok((
             version.version.unwrap_or_default(),
@@ -258,7 +164,7 @@ impl Engine {
         &self,
         request: BuildRequest,
         mut on_line: impl FnMut(&str) + Send,
-    ) -> Result<String, DockerError> {
+    ) -> Result<String, RuntimeError> {
         let options = BuildImageOptions {
             dockerfile: request.dockerfile,
             t: Some(request.tag.clone()),
@@ -285,13 +191,13 @@ impl Engine {
             let info = match item {
                 Ok(info) => info,
                 Err(bollard::errors::Error::DockerStreamError { error }) => {
-                    return Err(DockerError::BuildFailed(error));
+                    return Err(RuntimeError::BuildFailed(error));
                 }
                 Err(err) => return Err(err.into()),
             };
             if let Some(error) = info.error.or(info.error_detail.and_then(|d| d.message)) {
                 on_line(&error);
-                return Err(DockerError::BuildFailed(error.trim().to_owned()));
+                return Err(RuntimeError::BuildFailed(error.trim().to_owned()));
             }
             if let Some(text) = info.stream {
                 for line in text.lines() {
@@ -310,23 +216,23 @@ impl Engine {
         match image_id {
             Some(id) => Ok(id),
             None => Ok(self.image_id(&request.tag).await?.ok_or_else(|| {
-                DockerError::BuildFailed("the build ended without producing an image".to_owned())
+                RuntimeError::BuildFailed("the build ended without producing an image".to_owned())
             })?),
         }
     }
 
     /// The id of an image by tag, or `None` when there is no such image.
-    pub async fn image_id(&self, tag: &str) -> Result<Option<String>, DockerError> {
+    pub async fn image_id(&self, tag: &str) -> Result<Option<String>, RuntimeError> {
         match self.client.inspect_image(tag).await {
             Ok(image) => Ok(image.id),
-            Err(err) => match DockerError::from(err) {
-                DockerError::NotFound(_) => Ok(None),
+            Err(err) => match RuntimeError::from(err) {
+                RuntimeError::NotFound(_) => Ok(None),
                 other => Err(other),
             },
         }
     }
 
-    pub async fn remove_image(&self, tag: &str) -> Result<(), DockerError> {
+    pub async fn remove_image(&self, tag: &str) -> Result<(), RuntimeError> {
         match self
             .client
             .remove_image(
@@ -340,15 +246,15 @@ impl Engine {
             .await
         {
             Ok(_) => Ok(()),
-            Err(err) => match DockerError::from(err) {
-                DockerError::NotFound(_) => Ok(()),
+            Err(err) => match RuntimeError::from(err) {
+                RuntimeError::NotFound(_) => Ok(()),
                 other => Err(other),
             },
         }
     }
 
     /// Creates and starts a container; returns its status (with its address).
-    pub async fn start(&self, spec: &ContainerSpec) -> Result<ContainerStatus, DockerError> {
+    pub async fn start(&self, spec: &ContainerSpec) -> Result<ContainerStatus, RuntimeError> {
         let env = spec
             .env
             .iter()
@@ -403,7 +309,7 @@ impl Engine {
     }
 
     /// The state and addresses of one container.
-    pub async fn inspect(&self, id: &str) -> Result<ContainerStatus, DockerError> {
+    pub async fn inspect(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
         let details = self
             .client
             .inspect_container(
@@ -431,7 +337,7 @@ impl Engine {
 
     /// Stops a container (SIGTERM, then SIGKILL after `grace`) and removes it. A container
     /// that is already gone is not an error.
-    pub async fn stop_and_remove(&self, id: &str, grace: Duration) -> Result<(), DockerError> {
+    pub async fn stop_and_remove(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
         let stopped = self
             .client
             .stop_container(
@@ -448,8 +354,8 @@ impl Engine {
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 304, ..
             }) => {}
-            Err(err) => match DockerError::from(err) {
-                DockerError::NotFound(_) => return Ok(()),
+            Err(err) => match RuntimeError::from(err) {
+                RuntimeError::NotFound(_) => return Ok(()),
                 other => return Err(other),
             },
         }
@@ -466,10 +372,10 @@ impl Engine {
             .await
         {
             Ok(()) => Ok(()),
-            Err(err) => match DockerError::from(err) {
-                DockerError::NotFound(_) => Ok(()),
+            Err(err) => match RuntimeError::from(err) {
+                RuntimeError::NotFound(_) => Ok(()),
                 // Removal already in progress (a concurrent stop): fine.
-                DockerError::Engine(message) if message.contains("already in progress") => Ok(()),
+                RuntimeError::Engine(message) if message.contains("already in progress") => Ok(()),
                 other => Err(other),
             },
         }
@@ -480,7 +386,7 @@ impl Engine {
     pub async fn containers_matching(
         &self,
         filter: &Filter<'_>,
-    ) -> Result<Vec<ContainerSummary>, DockerError> {
+    ) -> Result<Vec<ContainerSummary>, RuntimeError> {
         let mut found = self.containers(&filter.pairs()).await?;
         found.retain(|container| filter.matches(&container.labels));
         Ok(found)
@@ -490,7 +396,7 @@ impl Engine {
     pub async fn containers(
         &self,
         labels: &[(&str, &str)],
-    ) -> Result<Vec<ContainerSummary>, DockerError> {
+    ) -> Result<Vec<ContainerSummary>, RuntimeError> {
         let mut filters = HashMap::new();
         filters.insert(
             "label".to_owned(),
@@ -536,7 +442,7 @@ impl Engine {
     }
 
     /// The last `lines` lines a container wrote (stdout and stderr).
-    pub async fn tail_logs(&self, id: &str, lines: usize) -> Result<Vec<String>, DockerError> {
+    pub async fn tail_logs(&self, id: &str, lines: usize) -> Result<Vec<String>, RuntimeError> {
         let mut stream = self.client.logs(
             id,
             Some(LogsOptions {
@@ -564,7 +470,7 @@ impl Engine {
         &self,
         id: &str,
         since_secs: i64,
-    ) -> futures_util::stream::BoxStream<'static, Result<ContainerLogLine, DockerError>> {
+    ) -> futures_util::stream::BoxStream<'static, Result<ContainerLogLine, RuntimeError>> {
         let client = self.client.clone();
         let id = id.to_owned();
         let since = i32::try_from(since_secs.max(0)).unwrap_or(i32::MAX);
@@ -583,7 +489,7 @@ impl Engine {
                         Ok(split_log_frame(&message, OutputStream::Stdout))
                     }
                     Ok(LogOutput::StdIn { .. }) => Ok(Vec::new()),
-                    Err(err) => Err(DockerError::from(err)),
+                    Err(err) => Err(RuntimeError::from(err)),
                 };
                 futures_util::stream::iter(match lines {
                     Ok(lines) => lines.into_iter().map(Ok).collect::<Vec<_>>(),
@@ -594,7 +500,7 @@ impl Engine {
     }
 
     /// Waits for a one-off container to exit; returns its exit code.
-    pub async fn wait(&self, id: &str) -> Result<i64, DockerError> {
+    pub async fn wait(&self, id: &str) -> Result<i64, RuntimeError> {
         let mut stream = self
             .client
             .wait_container(id, None::<bollard::query_parameters::WaitContainerOptions>);

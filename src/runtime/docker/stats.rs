@@ -9,36 +9,13 @@ use bollard::{
 };
 use futures_util::StreamExt;
 
-use super::{DockerError, Engine};
-
-/// A container's cumulative counters and current gauges at one moment.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ContainerSample {
-    /// CPU time the container has used, in nanoseconds, since it started.
-    pub cpu_total_ns: u64,
-    /// CPU time of the whole host, in nanoseconds, read at the same moment (the
-    /// denominator `docker stats` uses).
-    pub system_cpu_ns: u64,
-    /// CPUs the host has online.
-    pub online_cpus: u32,
-    /// The CPU limit, in cores, when one is set.
-    pub cpu_limit_cores: Option<f64>,
-    /// Memory in use without the reclaimable page cache, as `docker stats` shows it.
-    pub memory_working_set_bytes: u64,
-    /// The memory limit (the host's memory when none is set).
-    pub memory_limit_bytes: u64,
-    pub net_rx_bytes: u64,
-    pub net_tx_bytes: u64,
-    pub block_read_bytes: u64,
-    pub block_write_bytes: u64,
-    /// How often the engine restarted the container after it exited.
-    pub restart_count: u64,
-}
+use super::Engine;
+use crate::runtime::{ContainerSample, RuntimeError};
 
 impl Engine {
     /// Samples one running container: its stats (one-shot) and, concurrently, its
     /// restart count and CPU limit.
-    pub async fn sample(&self, id: &str) -> Result<ContainerSample, DockerError> {
+    pub async fn sample(&self, id: &str) -> Result<ContainerSample, RuntimeError> {
         let stats = async {
             let mut stream = self.client.stats(
                 id,
@@ -49,8 +26,8 @@ impl Engine {
             );
             match stream.next().await {
                 Some(Ok(stats)) => Ok(stats),
-                Some(Err(err)) => Err(DockerError::from(err)),
-                None => Err(DockerError::Engine(format!(
+                Some(Err(err)) => Err(RuntimeError::from(err)),
+                None => Err(RuntimeError::Engine(format!(
                     "the engine sent no stats for container {id}"
                 ))),
             }

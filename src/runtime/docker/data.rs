@@ -16,16 +16,11 @@ use bollard::{
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
-use super::{DockerError, Engine};
-
-/// A named volume mounted at a path inside a container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VolumeMount {
-    /// The Docker volume's name.
-    pub volume: String,
-    /// The absolute path inside the container.
-    pub target: String,
-}
+use super::Engine;
+use crate::{
+    labels::Filter,
+    runtime::{RuntimeError, VolumeMount},
+};
 
 pub(super) fn to_mounts(mounts: &[VolumeMount]) -> Option<Vec<Mount>> {
     if mounts.is_empty() {
@@ -52,7 +47,7 @@ impl Engine {
         &self,
         name: &str,
         labels: HashMap<String, String>,
-    ) -> Result<(), DockerError> {
+    ) -> Result<(), RuntimeError> {
         if self.volume_exists(name).await? {
             return Ok(());
         }
@@ -67,8 +62,33 @@ impl Engine {
         Ok(())
     }
 
+    /// Names of the volumes the label filter selects: listed by its pairs, then checked
+    /// for the labels it wants absent.
+    pub async fn volumes_matching(&self, filter: &Filter<'_>) -> Result<Vec<String>, RuntimeError> {
+        Ok(self
+            .labelled_volumes(&filter.pairs())
+            .await?
+            .into_iter()
+            .filter(|(_, labels)| filter.matches(labels))
+            .map(|(name, _)| name)
+            .collect())
+    }
+
     /// Names of the volumes whose labels match every `key=value` given.
-    pub async fn volumes(&self, labels: &[(&str, &str)]) -> Result<Vec<String>, DockerError> {
+    pub async fn volumes(&self, labels: &[(&str, &str)]) -> Result<Vec<String>, RuntimeError> {
+        Ok(self
+            .labelled_volumes(labels)
+            .await?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect())
+    }
+
+    /// Names and labels of the volumes whose labels match every `key=value` given.
+    async fn labelled_volumes(
+        &self,
+        labels: &[(&str, &str)],
+    ) -> Result<Vec<(String, HashMap<String, String>)>, RuntimeError> {
         let mut filters = HashMap::new();
         filters.insert(
             "label".to_owned(),
@@ -87,15 +107,15 @@ impl Engine {
             .volumes
             .unwrap_or_default()
             .into_iter()
-            .map(|volume| volume.name)
+            .map(|volume| (volume.name, volume.labels))
             .collect())
     }
 
-    pub async fn volume_exists(&self, name: &str) -> Result<bool, DockerError> {
+    pub async fn volume_exists(&self, name: &str) -> Result<bool, RuntimeError> {
         match self.client.inspect_volume(name).await {
             Ok(_) => Ok(true),
-            Err(err) => match DockerError::from(err) {
-                DockerError::NotFound(_) => Ok(false),
+            Err(err) => match RuntimeError::from(err) {
+                RuntimeError::NotFound(_) => Ok(false),
                 other => Err(other),
             },
         }
@@ -103,22 +123,22 @@ impl Engine {
 
     /// Removes a named volume and its data. A volume still mounted by a container is an
     /// error (`Engine`), never forced.
-    pub async fn remove_volume(&self, name: &str) -> Result<(), DockerError> {
+    pub async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
         match self
             .client
             .remove_volume(name, Some(RemoveVolumeOptions { force: false }))
             .await
         {
             Ok(()) => Ok(()),
-            Err(err) => match DockerError::from(err) {
-                DockerError::NotFound(_) => Ok(()),
+            Err(err) => match RuntimeError::from(err) {
+                RuntimeError::NotFound(_) => Ok(()),
                 other => Err(other),
             },
         }
     }
 
     /// The gateway address of a network: how its containers reach services on the host.
-    pub async fn network_gateway(&self, network: &str) -> Result<Option<IpAddr>, DockerError> {
+    pub async fn network_gateway(&self, network: &str) -> Result<Option<IpAddr>, RuntimeError> {
         let details = self
             .client
             .inspect_network(
@@ -136,7 +156,7 @@ impl Engine {
     }
 
     /// The working directory an image's containers start in (`/` when it sets none).
-    pub async fn image_workdir(&self, image: &str) -> Result<String, DockerError> {
+    pub async fn image_workdir(&self, image: &str) -> Result<String, RuntimeError> {
         let details = self.client.inspect_image(image).await?;
         Ok(details
             .config
@@ -147,18 +167,18 @@ impl Engine {
 
     /// Freezes every process of a running container (cgroup freezer), so its files hold
     /// still while they are archived.
-    pub async fn pause(&self, id: &str) -> Result<(), DockerError> {
+    pub async fn pause(&self, id: &str) -> Result<(), RuntimeError> {
         self.client.pause_container(id).await?;
         Ok(())
     }
 
-    pub async fn unpause(&self, id: &str) -> Result<(), DockerError> {
+    pub async fn unpause(&self, id: &str) -> Result<(), RuntimeError> {
         self.client.unpause_container(id).await?;
         Ok(())
     }
 
     /// Stops a container without removing it (SIGTERM, then SIGKILL after `grace_secs`).
-    pub async fn stop(&self, id: &str, grace_secs: u64) -> Result<(), DockerError> {
+    pub async fn stop(&self, id: &str, grace_secs: u64) -> Result<(), RuntimeError> {
         match self
             .client
             .stop_container(
@@ -179,7 +199,7 @@ impl Engine {
     }
 
     /// Starts an existing, stopped container again.
-    pub async fn start_again(&self, id: &str) -> Result<(), DockerError> {
+    pub async fn start_again(&self, id: &str) -> Result<(), RuntimeError> {
         match self
             .client
             .start_container(id, None::<StartContainerOptions>)
@@ -203,7 +223,7 @@ impl Engine {
         mounts: &[VolumeMount],
         labels: HashMap<String, String>,
         command: Option<Vec<String>>,
-    ) -> Result<String, DockerError> {
+    ) -> Result<String, RuntimeError> {
         let body = ContainerCreateBody {
             image: Some(image.to_owned()),
             cmd: Some(command.unwrap_or_else(|| vec!["true".to_owned()])),
@@ -235,7 +255,7 @@ impl Engine {
         &self,
         id: &str,
         path: &str,
-    ) -> impl Stream<Item = Result<Bytes, DockerError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<Bytes, RuntimeError>> + Send + 'static {
         self.client
             .download_from_container(
                 id,
@@ -243,7 +263,7 @@ impl Engine {
                     path: path.to_owned(),
                 }),
             )
-            .map(|chunk| chunk.map_err(DockerError::from))
+            .map(|chunk| chunk.map_err(RuntimeError::from))
     }
 
     /// Extracts a tar stream into `path` inside the container.
@@ -252,7 +272,7 @@ impl Engine {
         id: &str,
         path: &str,
         tar: impl Stream<Item = Bytes> + Send + 'static,
-    ) -> Result<(), DockerError> {
+    ) -> Result<(), RuntimeError> {
         let body = bollard::body_stream(tar);
         self.client
             .upload_to_container(
