@@ -16,6 +16,8 @@
 pub mod access_log;
 mod body;
 pub mod console_host;
+mod dispatch;
+mod host;
 pub mod metrics;
 mod pages;
 mod proxy;
@@ -196,7 +198,7 @@ where
     let shared = Arc::new(edge.clone());
     let service = service_fn(move |request| {
         let edge = shared.clone();
-        async move { Ok::<_, Infallible>(proxy::handle(&edge, request, peer, https).await) }
+        async move { Ok::<_, Infallible>(dispatch::handle(&edge, request, peer, https).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

@@ -134,17 +134,7 @@ pub fn build(snapshot: &Snapshot) -> Built {
     };
     for project in &snapshot.projects {
         let serving = production.get(project.id.as_str()).copied();
-        let target = match serving {
-            Some(deploy) if project.instances == 0 && !is_static(deploy) => {
-                RouteTarget::Unavailable {
-                    state: "stopped".to_owned(),
-                }
-            }
-            Some(deploy) => target_of(snapshot, project, deploy, &instances),
-            None => RouteTarget::Unavailable {
-                state: project.status.as_str().to_owned(),
-            },
-        };
+        let target = production_target(snapshot, project, serving, &instances);
         let assets = assets_of(snapshot, project, &target, serving);
         let mut hosts = vec![project.default_hostname(&snapshot.base_domain)];
         hosts.extend(
@@ -175,17 +165,7 @@ pub fn build(snapshot: &Snapshot) -> Built {
             continue;
         };
         let serving = by_preview.get(preview.id.as_str()).copied();
-        let target = match (serving, snapshot.preview_statuses.get(&preview.id)) {
-            (Some(deploy), _) => target_of(snapshot, project, deploy, &instances),
-            (None, Some(DeployStatus::Failed | DeployStatus::Canceled)) => {
-                RouteTarget::Unavailable {
-                    state: "failed".to_owned(),
-                }
-            }
-            (None, _) => RouteTarget::Unavailable {
-                state: "building".to_owned(),
-            },
-        };
+        let target = preview_target(snapshot, project, preview, serving, &instances);
         let assets = assets_of(snapshot, project, &target, serving);
         let https_redirect = built.certify(snapshot, &preview.hostname, serving.is_some());
         let route = Route::new(
@@ -247,6 +227,46 @@ fn addresses_by_deploy<'a>(
             .push(instance.address);
     }
     by_deploy
+}
+
+/// Where a project's production requests go: its leading deploy's target; 503 "stopped"
+/// when it is scaled to zero (a static site has no instances to stop), or the project's
+/// status while nothing runs.
+fn production_target(
+    snapshot: &Snapshot,
+    project: &Project,
+    serving: Option<&Deploy>,
+    instances: &HashMap<&str, Vec<IpAddr>>,
+) -> RouteTarget {
+    match serving {
+        Some(deploy) if project.instances == 0 && !is_static(deploy) => RouteTarget::Unavailable {
+            state: "stopped".to_owned(),
+        },
+        Some(deploy) => target_of(snapshot, project, deploy, instances),
+        None => RouteTarget::Unavailable {
+            state: project.status.as_str().to_owned(),
+        },
+    }
+}
+
+/// Where a preview's requests go: its leading deploy's target; while nothing runs, 503
+/// "failed" when its newest deploy failed or was canceled, else "building".
+fn preview_target(
+    snapshot: &Snapshot,
+    project: &Project,
+    preview: &Preview,
+    serving: Option<&Deploy>,
+    instances: &HashMap<&str, Vec<IpAddr>>,
+) -> RouteTarget {
+    match (serving, snapshot.preview_statuses.get(&preview.id)) {
+        (Some(deploy), _) => target_of(snapshot, project, deploy, instances),
+        (None, Some(DeployStatus::Failed | DeployStatus::Canceled)) => RouteTarget::Unavailable {
+            state: "failed".to_owned(),
+        },
+        (None, _) => RouteTarget::Unavailable {
+            state: "building".to_owned(),
+        },
+    }
 }
 
 /// Where a leading deploy's requests go: its published site, or its running instances
