@@ -106,11 +106,11 @@ pub async fn list(
 
 /// Where the edge answers a container app's asset files for `deploy`: its extracted
 /// assets directory, when its plan names one. Static sites are served whole instead.
-pub fn mount_of(app: &AppState, project_id: &str, deploy: &Deploy) -> Option<AssetMount> {
+pub fn mount_of(assets_dir: &Path, project_id: &str, deploy: &Deploy) -> Option<AssetMount> {
     deploy.image.as_ref()?;
     let dir = deploy.plan.as_ref()?.get("assetsDir")?.as_str()?;
     Some(AssetMount {
-        root: release_dir(app, project_id, &deploy.id),
+        root: assets_dir.join(project_id).join(&deploy.id),
         url_prefix: url_prefix(dir),
     })
 }

@@ -205,7 +205,12 @@ pub async fn run(
         }
     };
 
-    let api_service = api::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    // One API router, so the API listener and the console's hostname share its throttle
+    // of failed token checks.
+    let api_router = api::router(app.clone());
+    let api_service = api_router
+        .clone()
+        .into_make_service_with_connect_info::<SocketAddr>();
     let api_graceful = stopped();
     let api_server = tokio::spawn(async move {
         axum::serve(listeners.api, api_service)
@@ -213,7 +218,8 @@ pub async fn run(
             .await
     });
     let edge_server = tokio::spawn(edge::serve(
-        app.clone(),
+        public_edge(&app, api_router),
+        app.tls.clone(),
         listeners.http,
         listeners.https,
         stopped(),
@@ -268,6 +274,27 @@ pub async fn run(
     tokio::task::spawn_blocking(move || store.close()).await?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The public edge as the daemon runs it: the live route table and counters, the config's
+/// limits, TLS's ACME answers, the log collector's access-log sink, and (when `[console]`
+/// is on) the console's hostname answered by `api_router`. The edge is handed values; it
+/// never reaches into the daemon's state.
+fn public_edge(app: &AppState, api_router: axum::Router) -> edge::Edge {
+    let edge = edge::Edge::new(
+        app.routing.routes().clone(),
+        app.edge_metrics.clone(),
+        edge::EdgeConfig::from(&app.config.edge),
+        app.tls.challenges(),
+    )
+    .with_access_log(app.logs.access_log_sink());
+    match app.config.console_hostname() {
+        Some(hostname) => edge.with_console(
+            edge::ConsoleHost::new(hostname, app.tls.mode() != tls::TlsMode::Off, api_router)
+                .with_certificates(app.tls.clone()),
+        ),
+        None => edge,
+    }
 }
 
 /// The id of this installation, made once and kept in `<data_dir>/installation-id`.

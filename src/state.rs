@@ -6,13 +6,13 @@ use std::{ops::Deref, sync::Arc};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::{
-    api::auth::AuthThrottle,
     config::Config,
     deploy::DeployHub,
-    edge::{EdgeMetrics, Routes},
+    edge::EdgeMetrics,
     error::Error,
     logs::LogCollector,
     metrics::MetricsHub,
+    routing::Routing,
     runtime::Runtime,
     secrets::SecretBox,
     store::Store,
@@ -32,14 +32,13 @@ pub struct Inner {
     /// batches, prunes and log queries queue on this one, so API requests on `store`
     /// never wait behind them.
     pub log_store: Store,
-    /// Counts failed token checks per client address, to slow down token guessing.
-    pub auth_throttle: AuthThrottle,
     /// Seals secrets at rest with the key in the data dir.
     pub secrets: SecretBox,
     /// Live deploy logs, cancel switches and the worker's wake-up.
     pub deploys: DeployHub,
-    /// The edge's route table, rebuilt by `routing` and read by every edge request.
-    pub routes: Arc<Routes>,
+    /// The edge's route table and routing's own side tables (draining instances,
+    /// deploys being switched to, certificate requests in flight).
+    pub routing: Routing,
     /// Runtime log collection: followers of instance output, the edge's access-log sink,
     /// the batching writer's queue and live followers of stored lines.
     pub logs: LogCollector,
@@ -53,20 +52,6 @@ pub struct Inner {
     /// This installation's id, labelled on everything it creates in Docker, so two
     /// installations sharing one engine never touch each other's containers.
     pub installation: String,
-    /// Instances taken out of the route table before they stop, so no request is sent to
-    /// an instance that is going away.
-    draining: std::sync::Mutex<std::collections::HashSet<String>>,
-    /// Deploys being switched to, by release target: the route table serves them before the store
-    /// records them `running`, so a deploy never reads `running` while the edge still
-    /// serves the release before it.
-    switching: std::sync::Mutex<
-        std::collections::HashMap<(String, Option<String>), crate::deploy::Deploy>,
-    >,
-    /// Route table rebuilds run one at a time: each reads the store and Docker and then
-    /// swaps the table, and an older read must never replace a newer table.
-    pub route_refresh: AsyncMutex<()>,
-    /// Hostnames with a certificate request in flight, so refreshes do not start another.
-    pub certificate_requests: std::sync::Mutex<std::collections::HashSet<String>>,
     /// One release change (deploy switch, scale, repair) per project at a time.
     project_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<AsyncMutex<()>>>>,
     /// Backups that may run at once (`backups.concurrent`), so dumps and archives do not
@@ -93,72 +78,24 @@ impl AppState {
         uploads: Option<crate::backup::remote::Uploader>,
         runtime: Runtime,
     ) -> Self {
-        let auth_throttle = AuthThrottle::new(config.api.auth_failures_per_minute);
         let backup_slots = tokio::sync::Semaphore::new(config.backups.concurrent);
         Self(Arc::new(Inner {
             config,
             store,
             log_store,
-            auth_throttle,
             secrets,
             deploys: DeployHub::default(),
-            routes: Arc::new(Routes::default()),
+            routing: Routing::new(),
             logs: LogCollector::default(),
             edge_metrics: Arc::new(EdgeMetrics::new()),
             metrics: MetricsHub::default(),
             tls,
             installation,
-            route_refresh: AsyncMutex::new(()),
-            certificate_requests: Default::default(),
-            draining: Default::default(),
-            switching: Default::default(),
             project_locks: Default::default(),
             backup_slots,
             uploads,
             runtime,
         }))
-    }
-
-    /// Marks containers as draining (out of the route table) or clears the mark.
-    pub fn set_draining(&self, ids: &[String], draining: bool) {
-        let mut set = self.0.draining.lock().unwrap_or_else(|p| p.into_inner());
-        for id in ids {
-            if draining {
-                set.insert(id.clone());
-            } else {
-                set.remove(id);
-            }
-        }
-    }
-
-    /// Marks `deploy` as the one its project's routes lead to, or clears the mark.
-    pub fn set_switching(&self, deploy: &crate::deploy::Deploy, switching: bool) {
-        let mut map = self.0.switching.lock().unwrap_or_else(|p| p.into_inner());
-        // Keyed by release target: production and each preview switch on their own.
-        let key = (deploy.project_id.clone(), deploy.preview_id.clone());
-        if switching {
-            map.insert(key, deploy.clone());
-        } else {
-            map.remove(&key);
-        }
-    }
-
-    pub fn switching_snapshot(&self) -> Vec<crate::deploy::Deploy> {
-        self.0
-            .switching
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    pub fn draining_snapshot(&self) -> std::collections::HashSet<String> {
-        self.0
-            .draining
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
     }
 
     /// The lock serialising release changes of one project.

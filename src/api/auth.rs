@@ -6,7 +6,7 @@ use std::{
     collections::HashMap,
     marker::PhantomData,
     net::{IpAddr, SocketAddr},
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -56,8 +56,12 @@ impl<S: RequiredScope + Send + Sync> FromRequestParts<AppState> for Auth<S> {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0.ip());
-        if let Some(addr) = client_addr {
-            if let Some(retry_after_secs) = app.auth_throttle.retry_after(addr) {
+        // `router` puts its throttle on every request; a client address is there on both
+        // the API listener and the console's hostname.
+        let throttle = parts.extensions.get::<Arc<AuthThrottle>>();
+        let throttled = client_addr.zip(throttle);
+        if let Some((addr, throttle)) = &throttled {
+            if let Some(retry_after_secs) = throttle.retry_after(*addr) {
                 return Err(Error::RateLimited { retry_after_secs }.into());
             }
         }
@@ -65,8 +69,8 @@ impl<S: RequiredScope + Send + Sync> FromRequestParts<AppState> for Auth<S> {
         let actor = match accounts::authenticate(&app.store, secret, client_addr).await {
             Ok(actor) => actor,
             Err(err) => {
-                if let (Error::Unauthenticated(_), Some(addr)) = (&err, client_addr) {
-                    app.auth_throttle.record_failure(addr);
+                if let (Error::Unauthenticated(_), Some((addr, throttle))) = (&err, &throttled) {
+                    throttle.record_failure(*addr);
                 }
                 return Err(err.into());
             }

@@ -25,7 +25,7 @@ pub mod volumes;
 
 use std::{
     net::SocketAddr,
-    sync::{LazyLock, Mutex, PoisonError},
+    sync::{Arc, LazyLock, Mutex, PoisonError},
     time::Duration,
 };
 
@@ -34,7 +34,7 @@ use axum::{
     http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    Router,
+    Extension, Router,
 };
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa_axum::router::OpenApiRouter;
@@ -77,15 +77,22 @@ pub fn openapi_document() -> &'static utoipa::openapi::OpenApi {
     &DOCUMENT
 }
 
-/// The API service: routes, then (outermost last) body limit, error fallbacks, request
-/// id, access log and timeout, and panic catching.
+/// The API service: routes, then (outermost last) body limit, the throttle of failed
+/// token checks, error fallbacks, request id, access log and timeout, and panic catching.
+/// The throttle belongs to this router: the daemon builds it once and serves the same
+/// router on the API listener and on the console's hostname, so both count one client's
+/// failures together.
 pub fn router(app: AppState) -> Router {
     let (router, _) = routes().split_for_parts();
     let max_body = app.config.api.max_body_bytes;
+    let throttle = Arc::new(auth::AuthThrottle::new(
+        app.config.api.auth_failures_per_minute,
+    ));
     router
         .fallback(outside_the_routes)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(Extension(throttle))
         .layer(middleware::from_fn_with_state(
             app.clone(),
             request_envelope,

@@ -382,7 +382,7 @@ async fn serving_instances(
     release: &Release,
     process: &ProcessType,
 ) -> Vec<crate::runtime::ContainerSummary> {
-    let draining = app.draining_snapshot();
+    let draining = app.routing.draining();
     let target = release.target();
     let filter = Filter::new()
         .deploy(&release.deploy_id)
@@ -447,7 +447,7 @@ async fn converge(
         return Ok(());
     }
     let ids: Vec<String> = leaving.iter().map(|c| c.id.clone()).collect();
-    app.set_draining(&ids, true);
+    app.routing.set_draining(&ids, true);
     // Only web instances carry requests that need time to finish.
     if process.is_web() {
         crate::routing::refresh(app).await?;
@@ -463,7 +463,7 @@ async fn converge(
             ));
         }
     }
-    app.set_draining(&ids, false);
+    app.routing.set_draining(&ids, false);
     if process.is_web() {
         crate::routing::refresh(app).await?;
     }
@@ -628,8 +628,8 @@ pub async fn list(
         None => ReleaseTarget::Production,
     };
     let engine = app.engine().await?;
-    let draining = app.draining_snapshot();
-    let routed = app.routes.load();
+    let draining = app.routing.draining();
+    let routed = app.routing.routes().load();
     let mut found = Vec::new();
     let containers = engine
         .containers_matching(
@@ -795,7 +795,7 @@ pub async fn reconcile(app: &AppState) -> Result<()> {
         .filter(wanted)
         .map(|d| d.id.as_str())
         .collect();
-    remove_orphans(&engine, &app.installation, &live, &app.draining_snapshot()).await?;
+    remove_orphans(&engine, &app.installation, &live, &app.routing.draining()).await?;
     // Each release target (production of each project, each preview) is repaired on its
     // own: a target's count never counts another target's instances.
     let mut changed = false;

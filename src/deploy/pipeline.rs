@@ -813,9 +813,9 @@ async fn switch_to(
         .call(move |connection| store::deploys::by_id(connection, &lookup))
         .await?
         .ok_or_else(|| Error::Internal(format!("deploy {} vanished", deploy.id)))?;
-    app.set_switching(&recorded, true);
+    app.routing.set_switching(&recorded, true);
     if let Err(err) = crate::routing::refresh(app).await {
-        app.set_switching(&recorded, false);
+        app.routing.set_switching(&recorded, false);
         return Err(err);
     }
     let target = deploy.target();
@@ -855,7 +855,7 @@ async fn switch_to(
             Ok(previous)
         })
         .await;
-    app.set_switching(&recorded, false);
+    app.routing.set_switching(&recorded, false);
     // On a failed commit this puts the routes back on the release the store still names.
     crate::routing::refresh(app).await?;
     let previous = previous?;
@@ -882,7 +882,7 @@ async fn switch_to(
     let ids: Vec<String> = leaving.iter().map(|c| c.id.clone()).collect();
     // Marked draining so no repair pass takes them for orphans while requests already on
     // their way finish.
-    app.set_draining(&ids, true);
+    app.routing.set_draining(&ids, true);
     tokio::time::sleep(Duration::from_secs(app.config.deploy.drain_secs)).await;
     let grace = Duration::from_secs(app.config.deploy.stop_grace_secs);
     for container in &leaving {
@@ -894,7 +894,7 @@ async fn switch_to(
             ));
         }
     }
-    app.set_draining(&ids, false);
+    app.routing.set_draining(&ids, false);
     Ok(())
 }
 

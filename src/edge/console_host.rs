@@ -1,6 +1,8 @@
 //! The console's public hostname (`[console]`, `console.<base_domain>` by default): the
-//! edge hands its requests to the API router in-process, the same service the API listener
-//! runs, so the console's files and the `/v1` API it talks to are one origin over HTTPS.
+//! edge hands its requests in-process to the service the daemon gave it (the API router,
+//! the same service the API listener runs), so the console's files and the `/v1` API it
+//! talks to are one origin over HTTPS. The edge knows the service only as an axum
+//! `Router` value, never the API module.
 //!
 //! Invariant: with TLS on, plain HTTP on this hostname only ever answers a redirect to
 //! HTTPS (ACME challenges excepted, which the edge answers before this), so a token is
@@ -23,7 +25,8 @@ pub struct ConsoleHost {
     pub hostname: String,
     /// Plain HTTP is redirected to HTTPS (TLS is on).
     pub https_only: bool,
-    /// The API router (console files and `/v1`), with its own limits, timeout and log.
+    /// The service answering the hostname (the API router: console files and `/v1`, with
+    /// its own limits, timeout and log), handed in by the daemon.
     router: Router,
     /// Where to ask whether the hostname has a certificate yet (for HSTS).
     certificates: Option<crate::tls::Tls>,
@@ -70,9 +73,9 @@ impl ConsoleHost {
         host == self.hostname
     }
 
-    /// Answers one request through the API router. The client's address goes along as
-    /// the API listener would give it, so the API's per-address throttle of bad tokens
-    /// and its access log see the real client.
+    /// Answers one request through the console's service. The client's address goes
+    /// along as the API listener would give it (axum's `ConnectInfo`), so the API's
+    /// per-address throttle of bad tokens and its access log see the real client.
     pub async fn serve(
         &self,
         mut request: Request<Incoming>,

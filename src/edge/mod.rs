@@ -7,10 +7,17 @@
 //! the static sites, `metrics` the counters, `access_log` the access-log records, `pages`
 //! the edge's own pages, `body` the streaming body types and `console_host` the web
 //! console's own hostname.
+//!
+//! Invariant: the edge is the data plane. It knows its route table, its counters, an
+//! access-log sink, TLS and the console host's service, all handed in by the daemon's
+//! composition root (`lib.rs`); it never imports the API, the shared state, the store or
+//! any service.
 
 pub mod access_log;
 mod body;
 pub mod console_host;
+mod dispatch;
+mod host;
 pub mod metrics;
 mod pages;
 mod proxy;
@@ -36,8 +43,6 @@ pub use body::{BoxError, EdgeBody};
 pub use console_host::ConsoleHost;
 pub use metrics::{EdgeMetrics, LatencySnapshot, ProjectCounters, ProjectMetrics};
 pub use routes::{normalize_host, Route, RouteTable, RouteTarget, Routes};
-
-use crate::state::AppState;
 
 /// A client gets this long to send a request's headers before its connection is closed,
 /// so idle or trickling connections cannot pile up.
@@ -76,6 +81,17 @@ pub struct EdgeConfig {
     pub hsts_max_age_secs: u64,
 }
 
+impl From<&crate::config::EdgeSettings> for EdgeConfig {
+    fn from(settings: &crate::config::EdgeSettings) -> Self {
+        Self {
+            request_timeout: Duration::from_secs(settings.request_timeout_secs),
+            max_body_bytes: settings.max_body_mb * 1024 * 1024,
+            drain_timeout: Duration::from_secs(settings.drain_timeout_secs),
+            hsts_max_age_secs: settings.hsts_max_age_secs,
+        }
+    }
+}
+
 impl Default for EdgeConfig {
     fn default() -> Self {
         Self {
@@ -98,7 +114,7 @@ pub struct Edge {
     static_files: Arc<static_files::StaticFiles>,
     /// Where each routed request's access-log record goes, when someone collects them.
     access_log: Option<AccessLogSink>,
-    /// The console's hostname, answered by the API router, when `[console]` is enabled.
+    /// The console's hostname and the service answering it, when the daemon hands one in.
     console: Option<Arc<ConsoleHost>>,
     /// The `Strict-Transport-Security` value, made once from the config; `None` when off.
     hsts: Option<HeaderValue>,
@@ -145,7 +161,8 @@ impl Edge {
         self
     }
 
-    /// Serves the web console and the API on `console`'s hostname.
+    /// Serves `console`'s hostname with its own service (the daemon's: the web console
+    /// and the API), before any route of the table.
     pub fn with_console(mut self, console: ConsoleHost) -> Self {
         self.console = Some(Arc::new(console));
         self
@@ -181,7 +198,7 @@ where
     let shared = Arc::new(edge.clone());
     let service = service_fn(move |request| {
         let edge = shared.clone();
-        async move { Ok::<_, Infallible>(proxy::handle(&edge, request, peer, https).await) }
+        async move { Ok::<_, Infallible>(dispatch::handle(&edge, request, peer, https).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -290,48 +307,21 @@ async fn serve_tls_connection(
     }
 }
 
-/// Serves both edge listeners with the daemon's routes, metrics and TLS until `stopped`
-/// completes.
+/// Serves both listeners of `edge` (plain HTTP on `http`, TLS through `tls` on `https`)
+/// until `stopped` completes, then drains both.
 pub async fn serve(
-    app: AppState,
+    edge: Edge,
+    tls: crate::tls::Tls,
     http: TcpListener,
     https: TcpListener,
     stopped: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let edge = Edge::new(
-        app.routes.clone(),
-        app.edge_metrics.clone(),
-        EdgeConfig {
-            request_timeout: Duration::from_secs(app.config.edge.request_timeout_secs),
-            max_body_bytes: app.config.edge.max_body_mb * 1024 * 1024,
-            drain_timeout: Duration::from_secs(app.config.edge.drain_timeout_secs),
-            hsts_max_age_secs: app.config.edge.hsts_max_age_secs,
-        },
-        app.tls.challenges(),
-    )
-    .with_access_log(app.logs.access_log_sink());
-    let edge = match app.config.console_hostname() {
-        Some(hostname) => edge.with_console(
-            ConsoleHost::new(
-                hostname,
-                app.tls.mode() != crate::tls::TlsMode::Off,
-                crate::api::router(app.clone()),
-            )
-            .with_certificates(app.tls.clone()),
-        ),
-        None => edge,
-    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_https = async move {
         let mut stop_rx = stop_rx;
         let _ = stop_rx.wait_for(|stop| *stop).await;
     };
-    let https_task = tokio::spawn(serve_https(
-        edge.clone(),
-        https,
-        app.tls.clone(),
-        stop_https,
-    ));
+    let https_task = tokio::spawn(serve_https(edge.clone(), https, tls, stop_https));
     serve_http(edge, http, stopped).await;
     let _ = stop_tx.send(true);
     let _ = https_task.await;

@@ -444,6 +444,8 @@ impl StaticFiles {
         }
     }
 
+    /// Answers with an open file: 304 when the client's copy is current, else the file
+    /// whole or one range of it, or compressed (once, then from the cache).
     async fn respond(&self, found: OpenFile, request: StaticRequest<'_>) -> Response<EdgeBody> {
         let OpenFile {
             path,
@@ -451,142 +453,235 @@ impl StaticFiles {
             meta,
             status,
         } = found;
+        let mut chosen = Representation::choose(&path, &meta, status, request.headers);
+        if status == StatusCode::OK && not_modified(request.headers, &chosen.tag, chosen.modified) {
+            return answer(StatusCode::NOT_MODIFIED, empty(), chosen.headers);
+        }
+        insert(
+            &mut chosen.headers,
+            header::CONTENT_TYPE,
+            &chosen.content_type,
+        );
+        if chosen.encoding == Encoding::Identity {
+            respond_identity(file, chosen, request).await
+        } else {
+            self.respond_compressed(path, file, chosen, request).await
+        }
+    }
+
+    /// The file compressed in its chosen coding, whole.
+    async fn respond_compressed(
+        &self,
+        path: PathBuf,
+        file: File,
+        chosen: Representation<'_>,
+        request: StaticRequest<'_>,
+    ) -> Response<EdgeBody> {
+        let Representation {
+            status,
+            size,
+            encoding,
+            tag,
+            mut headers,
+            ..
+        } = chosen;
+        let key = CacheKey {
+            path,
+            entity_tag: tag,
+        };
+        let compressed = match self.compressed(key, file, size, encoding).await {
+            Ok(bytes) => bytes,
+            Err(CompressionFailed::Io(err)) => {
+                tracing::warn!(error = %err, request_id = request.request_id, "static file could not be compressed");
+                return internal_error(request.request_id);
+            }
+            Err(CompressionFailed::Task(err)) => {
+                tracing::warn!(error = %err, request_id = request.request_id, "static file compression failed");
+                return internal_error(request.request_id);
+            }
+        };
+        if let Some(coding) = encoding.header_value() {
+            headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
+        }
+        headers.insert(
+            header::CONTENT_LENGTH,
+            HeaderValue::from(compressed.len() as u64),
+        );
+        let head_only = request.method == Method::HEAD;
+        answer(
+            status,
+            if head_only { empty() } else { full(compressed) },
+            headers,
+        )
+    }
+
+    /// The file's bytes in `encoding`: from the cache, or compressed on a blocking thread
+    /// and cached.
+    async fn compressed(
+        &self,
+        key: CacheKey,
+        file: File,
+        size: u64,
+        encoding: Encoding,
+    ) -> Result<Bytes, CompressionFailed> {
+        if let Some(bytes) = lock_cache(&self.compressed).get(&key) {
+            return Ok(bytes);
+        }
+        let bytes = tokio::task::spawn_blocking(move || compress(file, size, encoding)).await??;
+        lock_cache(&self.compressed).insert(key, bytes.clone());
+        Ok(bytes)
+    }
+}
+
+/// Why a compressed variant could not be made.
+#[derive(Debug, thiserror::Error)]
+enum CompressionFailed {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// What is decided about a file before its body is read: the coding it is sent in, its
+/// validators, the range asked for, and the headers every answer about it carries.
+struct Representation<'a> {
+    /// 200, or 404 for the site's own `404.html`.
+    status: StatusCode,
+    size: u64,
+    identity_tag: String,
+    /// The entity tag of the chosen coding.
+    tag: String,
+    modified: Option<SystemTime>,
+    encoding: Encoding,
+    /// The `Range` header, on a 200 only.
+    range: Option<&'a str>,
+    content_type: String,
+    /// `ETag`, `Last-Modified`, `Cache-Control` and, for a compressible file, `Vary`.
+    headers: HeaderMap,
+}
+
+impl<'a> Representation<'a> {
+    fn choose(
+        path: &Path,
+        meta: &Metadata,
+        status: StatusCode,
+        request_headers: &'a HeaderMap,
+    ) -> Self {
         let size = meta.len();
-        let identity_tag = entity_tag(&meta);
+        let identity_tag = entity_tag(meta);
         let modified = meta.modified().ok();
-        let mime = mime_guess::from_path(&path).first_or_octet_stream();
+        let mime = mime_guess::from_path(path).first_or_octet_stream();
         let is_html = mime.essence_str() == "text/html";
         let compressible = is_compressible(mime.essence_str())
             && (MIN_COMPRESSIBLE_BYTES..=MAX_COMPRESSIBLE_BYTES).contains(&size);
-        let headers = request.headers;
-        let range = headers
+        let range = request_headers
             .get(header::RANGE)
             .and_then(|value| value.to_str().ok())
             .filter(|_| status == StatusCode::OK);
         // A range always addresses the identity bytes; compressing would change what the
         // offsets mean.
         let encoding = if compressible && range.is_none() {
-            negotiate_encoding(headers)
+            negotiate_encoding(request_headers)
         } else {
             Encoding::Identity
         };
         let tag = encoding.entity_tag(&identity_tag);
 
-        let mut common = HeaderMap::new();
-        insert(&mut common, header::ETAG, &tag);
+        let mut headers = HeaderMap::new();
+        insert(&mut headers, header::ETAG, &tag);
         if let Some(modified) = modified {
             insert(
-                &mut common,
+                &mut headers,
                 header::LAST_MODIFIED,
                 &httpdate::fmt_http_date(modified),
             );
         }
-        common.insert(
+        headers.insert(
             header::CACHE_CONTROL,
             HeaderValue::from_static(if is_html { CACHE_HTML } else { CACHE_ASSETS }),
         );
         if compressible {
-            common.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+            headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
         }
-
-        if status == StatusCode::OK && not_modified(headers, &tag, modified) {
-            let mut response = Response::new(empty());
-            *response.status_mut() = StatusCode::NOT_MODIFIED;
-            *response.headers_mut() = common;
-            return response;
+        Self {
+            status,
+            size,
+            identity_tag,
+            tag,
+            modified,
+            encoding,
+            range,
+            content_type: content_type(&mime),
+            headers,
         }
-
-        insert(&mut common, header::CONTENT_TYPE, &content_type(&mime));
-        let head_only = request.method == Method::HEAD;
-
-        if encoding == Encoding::Identity {
-            if status == StatusCode::OK {
-                common.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-            }
-            let wanted = match range {
-                Some(range) if if_range_allows(headers, &identity_tag, modified) => {
-                    parse_range(range, size)
-                }
-                _ => ByteRange::Whole,
-            };
-            let (status, start, len) = match wanted {
-                ByteRange::Whole => (status, 0, size),
-                ByteRange::Part { start, end } => {
-                    insert(
-                        &mut common,
-                        header::CONTENT_RANGE,
-                        &format!("bytes {start}-{end}/{size}"),
-                    );
-                    (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
-                }
-                ByteRange::Unsatisfiable => {
-                    insert(
-                        &mut common,
-                        header::CONTENT_RANGE,
-                        &format!("bytes */{size}"),
-                    );
-                    common.remove(header::CONTENT_TYPE);
-                    let mut response = Response::new(empty());
-                    *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
-                    *response.headers_mut() = common;
-                    return response;
-                }
-            };
-            common.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-            let body = if head_only {
-                empty()
-            } else {
-                match stream_file(file, start, len).await {
-                    Ok(body) => body,
-                    Err(err) => {
-                        tracing::warn!(error = %err, request_id = request.request_id, "static file could not be read");
-                        return internal_error(request.request_id);
-                    }
-                }
-            };
-            let mut response = Response::new(body);
-            *response.status_mut() = status;
-            *response.headers_mut() = common;
-            return response;
-        }
-
-        let key = CacheKey {
-            path: path.clone(),
-            entity_tag: tag,
-        };
-        let cached = lock_cache(&self.compressed).get(&key);
-        let compressed = match cached {
-            Some(bytes) => bytes,
-            None => {
-                let job = tokio::task::spawn_blocking(move || compress(file, size, encoding)).await;
-                match job {
-                    Ok(Ok(bytes)) => {
-                        lock_cache(&self.compressed).insert(key, bytes.clone());
-                        bytes
-                    }
-                    Ok(Err(err)) => {
-                        tracing::warn!(error = %err, request_id = request.request_id, "static file could not be compressed");
-                        return internal_error(request.request_id);
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, request_id = request.request_id, "static file compression failed");
-                        return internal_error(request.request_id);
-                    }
-                }
-            }
-        };
-        if let Some(coding) = encoding.header_value() {
-            common.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
-        }
-        common.insert(
-            header::CONTENT_LENGTH,
-            HeaderValue::from(compressed.len() as u64),
-        );
-        let mut response = Response::new(if head_only { empty() } else { full(compressed) });
-        *response.status_mut() = status;
-        *response.headers_mut() = common;
-        response
     }
+}
+
+/// The file as it is on disk: whole, or the one range asked for (416 when it lies
+/// outside the file), streamed.
+async fn respond_identity(
+    file: File,
+    chosen: Representation<'_>,
+    request: StaticRequest<'_>,
+) -> Response<EdgeBody> {
+    let Representation {
+        status,
+        size,
+        identity_tag,
+        modified,
+        range,
+        mut headers,
+        ..
+    } = chosen;
+    if status == StatusCode::OK {
+        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    }
+    let wanted = match range {
+        Some(range) if if_range_allows(request.headers, &identity_tag, modified) => {
+            parse_range(range, size)
+        }
+        _ => ByteRange::Whole,
+    };
+    let (status, start, len) = match wanted {
+        ByteRange::Whole => (status, 0, size),
+        ByteRange::Part { start, end } => {
+            insert(
+                &mut headers,
+                header::CONTENT_RANGE,
+                &format!("bytes {start}-{end}/{size}"),
+            );
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        ByteRange::Unsatisfiable => {
+            insert(
+                &mut headers,
+                header::CONTENT_RANGE,
+                &format!("bytes */{size}"),
+            );
+            headers.remove(header::CONTENT_TYPE);
+            return answer(StatusCode::RANGE_NOT_SATISFIABLE, empty(), headers);
+        }
+    };
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    let body = if request.method == Method::HEAD {
+        empty()
+    } else {
+        match stream_file(file, start, len).await {
+            Ok(body) => body,
+            Err(err) => {
+                tracing::warn!(error = %err, request_id = request.request_id, "static file could not be read");
+                return internal_error(request.request_id);
+            }
+        }
+    };
+    answer(status, body, headers)
+}
+
+fn answer(status: StatusCode, body: EdgeBody, headers: HeaderMap) -> Response<EdgeBody> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
 }
 
 fn lock_cache(cache: &Mutex<CompressedCache>) -> std::sync::MutexGuard<'_, CompressedCache> {
