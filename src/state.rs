@@ -6,16 +6,8 @@ use std::{ops::Deref, sync::Arc};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::{
-    config::Config,
-    deploy::DeployHub,
-    edge::EdgeMetrics,
-    error::Error,
-    logs::LogCollector,
-    metrics::MetricsHub,
-    routing::Routing,
-    runtime::Runtime,
-    secrets::SecretBox,
-    store::Store,
+    config::Config, deploy::DeployHub, edge::EdgeMetrics, error::Error, logs::LogCollector,
+    metrics::MetricsHub, routing::Routing, runtime::Runtime, secrets::SecretBox, store::Store,
     tls::Tls,
 };
 
