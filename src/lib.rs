@@ -23,6 +23,7 @@ pub mod git_connection;
 pub mod ids;
 pub mod labels;
 pub mod live;
+pub mod locks;
 pub mod logs;
 pub mod metrics;
 pub mod model;
@@ -184,14 +185,15 @@ pub async fn run(
         uploads,
         runtime,
     );
+    // Backups a crash interrupted are failed before anything can list them as running
+    // (and containers a crash left paused mid-backup resumed, before the first table).
+    if let Err(err) = app.backups.recover().await {
+        tracing::warn!(error = %err, "recovering interrupted backups");
+    }
     // The edge starts with the table of what is already running, so a restart of the
     // daemon serves the apps again at once.
     if let Err(err) = routing::refresh(&app).await {
         tracing::warn!(error = %err, "building the first route table");
-    }
-    // Backups a crash interrupted are failed before anything can list them as running.
-    if let Err(err) = backup::recover(&app).await {
-        tracing::warn!(error = %err, "recovering interrupted backups");
     }
     let api_addr = listeners.api.local_addr()?;
     let http_addr = listeners.http.local_addr()?;
@@ -246,8 +248,8 @@ pub async fn run(
     let renewals = tokio::spawn(crate::tls::run_renewals(tls, stopped()));
     let preview_sweep = tokio::spawn(crate::previews::run_expiry_sweep(app.clone(), stopped()));
     let log_writer = tokio::spawn(logs::collector::run(app.clone(), stopped()));
-    let backup_scheduler = tokio::spawn(backup::run_scheduler(app.clone(), stopped()));
-    let upload_retries = tokio::spawn(backup::remote::run_retries(app.clone(), stopped()));
+    let backup_scheduler = tokio::spawn(app.backups.clone().run_scheduler(stopped()));
+    let upload_retries = tokio::spawn(app.backups.clone().run_retries(stopped()));
 
     tracing::info!(api = %api_addr, http = %http_addr, https = %https_addr, "cantila is listening");
     // Tell systemd (Type=notify) we are ready; a no-op when not run under systemd.

@@ -84,9 +84,27 @@ pub async fn ensure(
     project_id: &str,
     target: &ReleaseTarget,
 ) -> Result<String> {
-    let deploy = &app.config.deploy;
+    ensure_in(
+        &app.config.deploy,
+        &app.installation,
+        engine,
+        project_id,
+        target,
+    )
+    .await
+}
+
+/// `ensure` for a service that holds the `[deploy]` section and the installation id
+/// rather than the shared state (the database reads production's gateway through it).
+pub async fn ensure_in(
+    deploy: &DeployConfig,
+    installation: &str,
+    engine: &Runtime,
+    project_id: &str,
+    target: &ReleaseTarget,
+) -> Result<String> {
     let name = name_of(deploy, project_id, target);
-    let labels = Labels::network(&app.installation, project_id)
+    let labels = Labels::network(installation, project_id)
         .in_preview(target.preview_id())
         .to_map();
     let pool = deploy.address_pool().map_err(Error::Internal)?;

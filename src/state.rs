@@ -6,6 +6,12 @@ use std::{ops::Deref, sync::Arc};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::{
+    backup::{Backups, BackupsParts},
+    database::Databases,
+    locks::ProjectLocks,
+    volumes::Volumes,
+};
+use crate::{
     config::Config, deploy::DeployHub, edge::EdgeMetrics, error::Error, logs::LogCollector,
     metrics::MetricsHub, routing::Routing, runtime::Runtime, secrets::SecretBox, store::Store,
     tls::Tls,
@@ -44,14 +50,15 @@ pub struct Inner {
     /// This installation's id, labelled on everything it creates in Docker, so two
     /// installations sharing one engine never touch each other's containers.
     pub installation: String,
-    /// One release change (deploy switch, scale, repair) per project at a time.
-    project_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<AsyncMutex<()>>>>,
-    /// Backups that may run at once (`backups.concurrent`), so dumps and archives do not
-    /// starve the apps of disk and CPU.
-    pub backup_slots: tokio::sync::Semaphore,
-    /// Copies of completed backups in S3-compatible storage; `None` when `[backups.s3]` is
-    /// off.
-    pub uploads: Option<crate::backup::remote::Uploader>,
+    /// One release change (deploy switch, scale, repair) per project at a time; shared
+    /// with the volumes and backups handles.
+    project_locks: ProjectLocks,
+    /// Persistent volumes.
+    pub volumes: Volumes,
+    /// The databases wired to projects.
+    pub databases: Databases,
+    /// Backups, their schedules and their copies in S3-compatible storage.
+    pub backups: Backups,
     /// The container runtime; it connects on first use, so the API runs without one.
     runtime: Runtime,
 }
@@ -70,7 +77,34 @@ impl AppState {
         uploads: Option<crate::backup::remote::Uploader>,
         runtime: Runtime,
     ) -> Self {
-        let backup_slots = tokio::sync::Semaphore::new(config.backups.concurrent);
+        let project_locks = ProjectLocks::default();
+        let installation_id: Arc<str> = installation.as_str().into();
+        let volumes = Volumes::new(
+            store.clone(),
+            runtime.clone(),
+            installation_id.clone(),
+            project_locks.clone(),
+        );
+        let databases = Databases::new(
+            store.clone(),
+            runtime.clone(),
+            secrets.clone(),
+            config.database.clone(),
+            config.deploy.clone(),
+            installation_id.clone(),
+            volumes.clone(),
+        );
+        let backups = Backups::new(BackupsParts {
+            store: store.clone(),
+            runtime: runtime.clone(),
+            installation: installation_id,
+            config: config.backups.clone(),
+            backups_dir: config.backups_dir(),
+            stop_grace_secs: config.deploy.stop_grace_secs,
+            databases: databases.clone(),
+            locks: project_locks.clone(),
+            uploads,
+        });
         Self(Arc::new(Inner {
             config,
             store,
@@ -83,22 +117,17 @@ impl AppState {
             metrics: MetricsHub::default(),
             tls,
             installation,
-            project_locks: Default::default(),
-            backup_slots,
-            uploads,
+            project_locks,
+            volumes,
+            databases,
+            backups,
             runtime,
         }))
     }
 
     /// The lock serialising release changes of one project.
     pub fn project_lock(&self, project_id: &str) -> Arc<AsyncMutex<()>> {
-        self.0
-            .project_locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(project_id.to_owned())
-            .or_default()
-            .clone()
+        self.0.project_locks.of(project_id)
     }
 
     /// The container runtime, once it answers (the first call connects): a runtime that

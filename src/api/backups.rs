@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    backup::{self, remote::RemoteCopy, Backup, Schedule, Target},
+    backup::{remote::RemoteCopy, Backup, Schedule, Target},
     error::Error,
     state::AppState,
 };
@@ -232,7 +232,7 @@ async fn list(
     Path(id): Path<String>,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<BackupList>> {
-    let page = backup::list(&app, &auth.actor, id, query.page(&app)?).await?;
+    let page = app.backups.list(&auth.actor, id, query.page(&app)?).await?;
     Ok(Json(BackupList {
         backups: page.items.into_iter().map(BackupView::from).collect(),
         next_cursor: page.next_cursor,
@@ -252,7 +252,7 @@ async fn create(
     OptionalJson(body): OptionalJson<CreateBackup>,
 ) -> ApiResult<(StatusCode, Json<BackupsStarted>)> {
     let target = target_of(body.unwrap_or_default())?;
-    let started = backup::create(&app, &auth.actor, id, target).await?;
+    let started = app.backups.create(&auth.actor, id, target).await?;
     let backups: Vec<BackupView> = started.into_iter().map(BackupView::from).collect();
     Ok((
         StatusCode::ACCEPTED,
@@ -272,7 +272,7 @@ async fn get(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<BackupView>> {
-    let (backup, _) = backup::get(&app, &auth.actor, id).await?;
+    let (backup, _) = app.backups.get(&auth.actor, id).await?;
     Ok(Json(backup.into()))
 }
 
@@ -286,7 +286,7 @@ async fn download(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let (backup, project, path) = backup::file_of(&app, &auth.actor, id).await?;
+    let (backup, project, path) = app.backups.file_of(&auth.actor, id).await?;
     let file = tokio::fs::File::open(&path)
         .await
         .map_err(|_| Error::Conflict(format!("the file of backup `{}` is missing", backup.id)))?;
@@ -332,7 +332,12 @@ async fn restore(
     OptionalJson(body): OptionalJson<Confirm>,
 ) -> ApiResult<Json<RestoreView>> {
     let confirm = body.unwrap_or_default().confirm;
-    let restored = backup::restore(&app, &auth.actor, id, confirm).await?;
+    let restored = app.backups.restore(&auth.actor, id, confirm).await?;
+    // The restore stopped and started the project's containers: the route table follows
+    // them now, not at its next periodic refresh.
+    if let Err(err) = crate::routing::refresh(&app).await {
+        tracing::warn!(error = %err, "refreshing routes after a restore");
+    }
     Ok(Json(RestoreView {
         restored: restored.backup.into(),
         safety_backup: restored.safety_backup.into(),
@@ -349,7 +354,7 @@ async fn get_schedule(
     Path(id): Path<String>,
 ) -> ApiResult<Json<ScheduleView>> {
     Ok(Json(
-        backup::get_schedule(&app, &auth.actor, id).await?.into(),
+        app.backups.get_schedule(&auth.actor, id).await?.into(),
     ))
 }
 
@@ -364,15 +369,16 @@ async fn set_schedule(
     Path(id): Path<String>,
     Json(request): Json<SetSchedule>,
 ) -> ApiResult<Json<ScheduleView>> {
-    let schedule = backup::set_schedule(
-        &app,
-        &auth.actor,
-        id,
-        request.schedule,
-        request.keep_daily,
-        request.keep_weekly,
-    )
-    .await?;
+    let schedule = app
+        .backups
+        .set_schedule(
+            &auth.actor,
+            id,
+            request.schedule,
+            request.keep_daily,
+            request.keep_weekly,
+        )
+        .await?;
     Ok(Json(Some(schedule).into()))
 }
 
@@ -385,6 +391,6 @@ async fn delete_schedule(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    backup::delete_schedule(&app, &auth.actor, id).await?;
+    app.backups.delete_schedule(&auth.actor, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    database::{self, DatabaseEngine, DatabaseInfo},
+    database::{DatabaseEngine, DatabaseInfo},
     state::AppState,
 };
 
@@ -94,7 +94,7 @@ async fn get(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DatabaseView>> {
-    Ok(Json(database::get(&app, &auth.actor, id).await?.into()))
+    Ok(Json(app.databases.get(&auth.actor, id).await?.into()))
 }
 
 /// Wire a database to the project; its containers get `DATABASE_URL` from their next
@@ -110,7 +110,7 @@ async fn create(
     Json(request): Json<CreateDatabase>,
 ) -> ApiResult<(StatusCode, Json<DatabaseView>)> {
     let engine = DatabaseEngine::parse(&request.engine)?;
-    let info = database::create(&app, &auth.actor, id, engine).await?;
+    let info = app.databases.create(&auth.actor, id, engine).await?;
     Ok((StatusCode::CREATED, Json(info.into())))
 }
 
@@ -127,7 +127,10 @@ async fn delete(
     OptionalJson(body): OptionalJson<Confirm>,
 ) -> ApiResult<Json<DatabaseDeleted>> {
     let confirm = body.unwrap_or_default().confirm;
-    let final_backup = database::delete(&app, &auth.actor, id, confirm).await?;
+    let final_backup = app
+        .backups
+        .delete_database(&auth.actor, id, confirm)
+        .await?;
     Ok(Json(DatabaseDeleted {
         final_backup: final_backup.map(BackupView::from),
     }))
@@ -142,6 +145,6 @@ async fn credentials(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Credentials>> {
-    let env = database::credentials(&app, &auth.actor, id).await?;
+    let env = app.databases.credentials(&auth.actor, id).await?;
     Ok(Json(Credentials { env }))
 }

@@ -9,7 +9,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     names::{MountPath, VolumeName},
     state::AppState,
-    volumes::{self, Volume},
+    volumes::Volume,
 };
 
 use super::{
@@ -80,7 +80,7 @@ async fn list(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<VolumeList>> {
-    let volumes = volumes::list(&app, &auth.actor, id).await?;
+    let volumes = app.volumes.list(&auth.actor, id).await?;
     Ok(Json(VolumeList {
         volumes: volumes.into_iter().map(VolumeView::from).collect(),
     }))
@@ -100,7 +100,10 @@ async fn create(
 ) -> ApiResult<(StatusCode, Json<VolumeView>)> {
     let name = VolumeName::parse(&request.name)?;
     let mount_path = MountPath::parse(&request.mount_path)?;
-    let volume = volumes::create(&app, &auth.actor, id, name, mount_path).await?;
+    let volume = app
+        .volumes
+        .create(&auth.actor, id, name, mount_path)
+        .await?;
     Ok((StatusCode::CREATED, Json(volume.into())))
 }
 
@@ -119,6 +122,6 @@ async fn delete(
 ) -> ApiResult<StatusCode> {
     let name = VolumeName::parse(&name)?;
     let confirm = body.unwrap_or_default().confirm;
-    volumes::delete(&app, &auth.actor, id, name, confirm).await?;
+    app.volumes.delete(&auth.actor, id, name, confirm).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -29,11 +29,10 @@ use crate::{
     labels::{Filter, Kind, Labels},
     projects::Project,
     runtime::{Runtime, VolumeMount},
-    state::AppState,
     store,
 };
 
-use super::{Backup, BackupKind};
+use super::{Backup, BackupKind, Backups};
 
 /// A finished backup file.
 #[derive(Debug, Clone)]
@@ -50,28 +49,553 @@ fn io_error(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
     move |err| Error::Internal(format!("{what}: {err}"))
 }
 
-/// Takes the backup described by `backup`; returns its file.
-pub async fn take(app: &AppState, project: &Project, backup: &Backup) -> Result<Written> {
-    let dir = app.config.backups_dir().join(&project.id);
-    tokio::fs::create_dir_all(&dir)
-        .await
-        .map_err(io_error("creating the backups directory"))?;
-    match backup.kind {
-        BackupKind::Database => {
-            let id = project.id.clone();
-            let record = app
-                .store
-                .call(move |c| store::volumes::database_of(c, &id))
-                .await?
-                .ok_or_else(|| Error::Invalid("the project no longer has a database".to_owned()))?;
-            match record.engine {
-                DatabaseEngine::Postgres => {
-                    dump_postgres(app, project, backup, &record, &dir).await
+impl Backups {
+    /// Takes the backup described by `backup`; returns its file.
+    pub(super) async fn take(&self, project: &Project, backup: &Backup) -> Result<Written> {
+        let dir = self.backups_dir.to_path_buf().join(&project.id);
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(io_error("creating the backups directory"))?;
+        match backup.kind {
+            BackupKind::Database => {
+                let id = project.id.clone();
+                let record = self
+                    .store
+                    .call(move |c| store::volumes::database_of(c, &id))
+                    .await?
+                    .ok_or_else(|| {
+                        Error::Invalid("the project no longer has a database".to_owned())
+                    })?;
+                match record.engine {
+                    DatabaseEngine::Postgres => {
+                        self.dump_postgres(project, backup, &record, &dir).await
+                    }
+                    DatabaseEngine::Sqlite => {
+                        self.copy_sqlite(project, backup, &record, &dir).await
+                    }
                 }
-                DatabaseEngine::Sqlite => copy_sqlite(app, project, backup, &record, &dir).await,
+            }
+            BackupKind::Volume => self.archive_volume(project, backup, &dir).await,
+        }
+    }
+
+    fn pg_target(&self, record: &DatabaseRecord) -> Result<PgTarget> {
+        // The admin URL says where the server is now; the stored host is where it was.
+        let server = match self.databases.admin_url() {
+            Some(url) => postgres::server_address(url)?,
+            None => postgres::ServerAddress {
+                host: record
+                    .host
+                    .clone()
+                    .unwrap_or_else(|| "localhost".to_owned()),
+                port: record.port.unwrap_or(5432),
+            },
+        };
+        Ok(PgTarget {
+            host: server.host,
+            port: server.port,
+            user: record.user.clone().unwrap_or_default(),
+            database: record.name.clone(),
+            password: self.databases.password_of(record)?,
+        })
+    }
+
+    async fn dump_postgres(
+        &self,
+        project: &Project,
+        backup: &Backup,
+        record: &DatabaseRecord,
+        dir: &Path,
+    ) -> Result<Written> {
+        // A clear reason when the database was dropped behind Cantila's back.
+        if let Some(url) = self.databases.admin_url() {
+            if postgres::size(url, &record.name).await?.is_none() {
+                return Err(Error::Invalid(format!(
+                    "database `{}` no longer exists on the PostgreSQL server; nothing to back up",
+                    record.name
+                )));
             }
         }
-        BackupKind::Volume => archive_volume(app, project, backup, &dir).await,
+        let target = self.pg_target(record)?;
+        let partial = partial_path(dir, backup);
+        let args = vec![
+            "--format=custom".to_owned(),
+            "--no-password".to_owned(),
+            format!("--file={}", partial.display()),
+            format!("--host={}", target.host),
+            format!("--port={}", target.port),
+            format!("--username={}", target.user),
+            format!("--dbname={}", target.database),
+        ];
+        if let Err(err) = run_pg_tool(&self.config.pg_dump, &args, &target).await {
+            let _ = tokio::fs::remove_file(&partial).await;
+            return Err(err);
+        }
+        seal_file(partial, project, backup, "pgdump").await
+    }
+
+    /// Removes helper containers a crash left behind (at start-up), of backups and of asset
+    /// extraction alike.
+    pub(super) async fn remove_helpers(&self) {
+        let Ok(engine) = self.engine().await else {
+            return;
+        };
+        let leftovers = engine
+            .containers_matching(
+                &Filter::new()
+                    .kind(Kind::Helper)
+                    .installation(&self.installation),
+            )
+            .await
+            .unwrap_or_default();
+        for container in leftovers {
+            let _ = engine
+                .stop_and_remove(&container.id, Duration::from_secs(1))
+                .await;
+        }
+    }
+
+    /// Unpauses the containers a crash left paused while a backup copied their files (at
+    /// start-up). Only a backup's copy pauses containers, so every paused container of this
+    /// installation is one of those. The composition root builds the first route table
+    /// after this, which takes them back.
+    pub(super) async fn resume_paused(&self) {
+        let Ok(engine) = self.engine().await else {
+            return;
+        };
+        let paused: Vec<_> = engine
+            .containers_matching(&Filter::new().installation(&self.installation))
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|container| container.state == "paused")
+            .collect();
+        if paused.is_empty() {
+            return;
+        }
+        for container in &paused {
+            match engine.unpause(&container.id).await {
+                Ok(()) => {
+                    tracing::warn!(container = %container.name, "resumed a container a crash left paused mid-backup")
+                }
+                Err(err) => {
+                    tracing::error!(container = %container.name, error = %err, "resuming a container a crash left paused")
+                }
+            }
+        }
+    }
+
+    /// Runs `work` with the project's running containers paused or stopped, under the
+    /// project lock, and resumes them afterwards whatever `work` returned.
+    async fn with_containers_held<T>(
+        &self,
+        engine: &Runtime,
+        project: &Project,
+        hold: Hold,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let lock = self.locks.of(&project.id);
+        let _guard = lock.lock().await;
+        // A preview's containers mount none of the project's data, so they run on.
+        let running: Vec<String> = engine
+            .containers_matching(&Filter::production(&project.id))
+            .await?
+            .into_iter()
+            .filter(|c| c.state == "running")
+            .map(|c| c.id)
+            .collect();
+        let mut held = Vec::new();
+        let mut failure = None;
+        for id in &running {
+            let result = match hold {
+                Hold::Pause => engine.pause(id).await,
+                Hold::Stop => engine.stop(id, self.stop_grace_secs).await,
+            };
+            match result {
+                Ok(()) => held.push(id.clone()),
+                Err(err) => {
+                    failure = Some(Error::Invalid(format!(
+                        "cannot {} the project's container {id}: {err}",
+                        if hold == Hold::Pause { "pause" } else { "stop" }
+                    )));
+                    break;
+                }
+            }
+        }
+        let result = match failure {
+            Some(err) => Err(err),
+            None => work.await,
+        };
+        for id in &held {
+            let resumed = match hold {
+                Hold::Pause => engine.unpause(id).await,
+                Hold::Stop => engine.start_again(id).await,
+            };
+            if let Err(err) = resumed {
+                tracing::error!(project = %project.id, container = %id, error = %err, "resuming a container after a backup or restore");
+            }
+        }
+        result
+    }
+
+    async fn archive_volume(
+        &self,
+        project: &Project,
+        backup: &Backup,
+        dir: &Path,
+    ) -> Result<Written> {
+        let (id, name) = (project.id.clone(), backup.subject.clone());
+        let volume = self
+            .store
+            .call(move |c| store::volumes::volume(c, &id, &name))
+            .await?
+            .ok_or_else(|| {
+                Error::Invalid(format!("volume `{}` no longer exists", backup.subject))
+            })?;
+        let engine = self.engine().await?;
+        if !engine.volume_exists(&volume.docker_name).await? {
+            return Err(Error::Invalid(format!(
+                "the Docker volume `{}` is gone (removed outside Cantila); nothing to back up",
+                volume.docker_name
+            )));
+        }
+        let helper = Helper::create(
+            self,
+            &engine,
+            project,
+            &backup.id.to_ascii_lowercase(),
+            &volume.docker_name,
+            VOLUME_MOUNT,
+            None,
+        )
+        .await?;
+        let partial = partial_path(dir, backup);
+        let result = async {
+            let mut out = tokio::fs::File::create(&partial)
+                .await
+                .map_err(io_error("creating a backup file"))?;
+            self.with_containers_held(&engine, project, Hold::Pause, async {
+                download_into(&engine, &helper.id, VOLUME_MOUNT, &mut out).await
+            })
+            .await
+        }
+        .await;
+        helper.remove().await;
+        if let Err(err) = result {
+            let _ = tokio::fs::remove_file(&partial).await;
+            return Err(err);
+        }
+        seal_file(partial, project, backup, "tar").await
+    }
+
+    async fn copy_sqlite(
+        &self,
+        project: &Project,
+        backup: &Backup,
+        record: &DatabaseRecord,
+        dir: &Path,
+    ) -> Result<Written> {
+        let volume_name = record.volume.clone().unwrap_or_default();
+        let (id, name) = (project.id.clone(), volume_name.clone());
+        let volume = self
+            .store
+            .call(move |c| store::volumes::volume(c, &id, &name))
+            .await?
+            .ok_or_else(|| {
+                Error::Invalid(format!("the database's volume `{volume_name}` is gone"))
+            })?;
+        let engine = self.engine().await?;
+        if !engine.volume_exists(&volume.docker_name).await? {
+            return Err(Error::Invalid(format!(
+                "the database's Docker volume `{}` is gone (removed outside Cantila); nothing to back up",
+                volume.docker_name
+            )));
+        }
+        let helper = Helper::create(
+            self,
+            &engine,
+            project,
+            &backup.id.to_ascii_lowercase(),
+            &volume.docker_name,
+            database::SQLITE_MOUNT,
+            None,
+        )
+        .await?;
+        let work = dir.join(format!(".{}.work", backup.id));
+        let result = async {
+            tokio::fs::create_dir_all(&work)
+                .await
+                .map_err(io_error("creating a scratch directory"))?;
+            let file = format!("{}/{}", database::SQLITE_MOUNT, database::SQLITE_FILE);
+            let main_tar = work.join("main.tar");
+            let wal_tar = work.join("wal.tar");
+            let has_wal = self.with_containers_held(&engine, project, Hold::Pause, async {
+                let mut out = tokio::fs::File::create(&main_tar)
+                    .await
+                    .map_err(io_error("creating a scratch file"))?;
+                download_into(&engine, &helper.id, &file, &mut out)
+                    .await
+                    .map_err(|err| match err {
+                        Error::NotFound(_) => Error::Invalid(format!(
+                            "the SQLite database file {file} does not exist yet: the app has not created it"
+                        )),
+                        other => other,
+                    })?;
+                let mut out = tokio::fs::File::create(&wal_tar)
+                    .await
+                    .map_err(io_error("creating a scratch file"))?;
+                match download_into(&engine, &helper.id, &format!("{file}-wal"), &mut out).await {
+                    Ok(_) => Ok(true),
+                    Err(Error::NotFound(_)) => Ok(false),
+                    Err(other) => Err(other),
+                }
+            })
+            .await?;
+            let partial = partial_path(dir, backup);
+            let (work_dir, partial_copy) = (work.clone(), partial.clone());
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                unpack_single(&work_dir.join("main.tar"), &work_dir.join(database::SQLITE_FILE))?;
+                if has_wal {
+                    unpack_single(
+                        &work_dir.join("wal.tar"),
+                        &work_dir.join(format!("{}-wal", database::SQLITE_FILE)),
+                    )?;
+                }
+                store::app_sqlite::backup_file(&work_dir.join(database::SQLITE_FILE), &partial_copy)
+            })
+            .await
+            .map_err(|err| Error::Internal(err.to_string()))??;
+            Ok(partial)
+        }
+        .await;
+        helper.remove().await;
+        let _ = tokio::fs::remove_dir_all(&work).await;
+        match result {
+            Ok(partial) => seal_file(partial, project, backup, "sqlite").await,
+            Err(err) => {
+                let _ = tokio::fs::remove_file(partial_path(dir, backup)).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Whether the app has created its SQLite file yet (a database with no file has nothing to
+    /// back up before it is deleted).
+    pub(super) async fn sqlite_file_exists(
+        &self,
+        project: &Project,
+        record: &DatabaseRecord,
+    ) -> Result<bool> {
+        let docker_name = crate::volumes::docker_name(
+            &project.id,
+            &crate::names::VolumeName::parse(record.volume.as_deref().unwrap_or_default())?,
+        );
+        let engine = self.engine().await?;
+        if !engine.volume_exists(&docker_name).await? {
+            return Ok(false);
+        }
+        let helper = Helper::create(
+            self,
+            &engine,
+            project,
+            &format!(
+                "probe-{}",
+                crate::ids::random_base62(6).to_ascii_lowercase()
+            ),
+            &docker_name,
+            database::SQLITE_MOUNT,
+            None,
+        )
+        .await?;
+        let path = format!("{}/{}", database::SQLITE_MOUNT, database::SQLITE_FILE);
+        let mut stream = Box::pin(engine.download_tar(&helper.id, &path));
+        let exists = match stream.next().await {
+            Some(Ok(_)) => Ok(true),
+            Some(Err(crate::runtime::RuntimeError::NotFound(_))) | None => Ok(false),
+            Some(Err(other)) => Err(Error::from(other)),
+        };
+        drop(stream);
+        helper.remove().await;
+        exists
+    }
+
+    /// Restores a verified backup file over the project's current data.
+    pub(super) async fn restore_file(
+        &self,
+        project: &Project,
+        backup: &Backup,
+        file: &Path,
+    ) -> Result<()> {
+        match backup.kind {
+            BackupKind::Database => {
+                let id = project.id.clone();
+                let record = self
+                    .store
+                    .call(move |c| store::volumes::database_of(c, &id))
+                    .await?
+                    .ok_or_else(|| {
+                        Error::Invalid("the project no longer has a database".to_owned())
+                    })?;
+                match record.engine {
+                    DatabaseEngine::Postgres => self.restore_postgres(&record, file).await,
+                    DatabaseEngine::Sqlite => self.restore_sqlite(project, &record, file).await,
+                }
+            }
+            BackupKind::Volume => self.restore_volume(project, backup, file).await,
+        }
+    }
+
+    async fn restore_postgres(&self, record: &DatabaseRecord, file: &Path) -> Result<()> {
+        let target = self.pg_target(record)?;
+        if let Some(url) = self.databases.admin_url() {
+            if postgres::size(url, &record.name).await?.is_none() {
+                return Err(Error::Invalid(format!(
+                    "database `{}` no longer exists on the PostgreSQL server",
+                    record.name
+                )));
+            }
+            postgres::end_sessions(url, &record.name).await?;
+        }
+        let args = vec![
+            "--clean".to_owned(),
+            "--if-exists".to_owned(),
+            "--no-owner".to_owned(),
+            "--no-privileges".to_owned(),
+            "--single-transaction".to_owned(),
+            "--exit-on-error".to_owned(),
+            "--no-password".to_owned(),
+            format!("--host={}", target.host),
+            format!("--port={}", target.port),
+            format!("--username={}", target.user),
+            format!("--dbname={}", target.database),
+            file.display().to_string(),
+        ];
+        run_pg_tool(&self.config.pg_restore, &args, &target).await
+    }
+
+    async fn restore_sqlite(
+        &self,
+        project: &Project,
+        record: &DatabaseRecord,
+        file: &Path,
+    ) -> Result<()> {
+        let source = file.to_owned();
+        // A tar of the database and empty `-wal`, `-shm` and `-journal` files: a stale WAL
+        // beside a replaced database would be replayed onto it.
+        let tar = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
+            store::app_sqlite::check_file(&source)?;
+            let mut builder = tar::Builder::new(Vec::new());
+            let mut add = |name: &str, data: &[u8]| -> std::io::Result<()> {
+                let mut header = tar::Header::new_gnu();
+                header.set_size(data.len() as u64);
+                header.set_mode(0o644);
+                header.set_mtime(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0),
+                );
+                header.set_cksum();
+                builder.append_data(&mut header, name, data)
+            };
+            let data = std::fs::read(&source).map_err(io_error("reading a backup"))?;
+            add(database::SQLITE_FILE, &data).map_err(io_error("building an archive"))?;
+            for suffix in ["-wal", "-shm", "-journal"] {
+                add(&format!("{}{suffix}", database::SQLITE_FILE), &[])
+                    .map_err(io_error("building an archive"))?;
+            }
+            builder
+                .into_inner()
+                .map_err(io_error("building an archive"))
+        })
+        .await
+        .map_err(|err| Error::Internal(err.to_string()))??;
+        let volume_name = record.volume.clone().unwrap_or_default();
+        let docker_name = crate::volumes::docker_name(
+            &project.id,
+            &crate::names::VolumeName::parse(&volume_name)?,
+        );
+        let engine = self.engine().await?;
+        let helper = Helper::create(
+            self,
+            &engine,
+            project,
+            &format!(
+                "restore-{}",
+                crate::ids::random_base62(6).to_ascii_lowercase()
+            ),
+            &docker_name,
+            database::SQLITE_MOUNT,
+            None,
+        )
+        .await?;
+        let result = self
+            .with_containers_held(&engine, project, Hold::Stop, async {
+                engine
+                    .upload_tar(&helper.id, database::SQLITE_MOUNT, tar_stream(tar).boxed())
+                    .await
+                    .map_err(|err| Error::Invalid(format!("writing the database file: {err}")))
+            })
+            .await;
+        helper.remove().await;
+        result
+    }
+
+    async fn restore_volume(&self, project: &Project, backup: &Backup, file: &Path) -> Result<()> {
+        let (id, name) = (project.id.clone(), backup.subject.clone());
+        let volume = self
+            .store
+            .call(move |c| store::volumes::volume(c, &id, &name))
+            .await?
+            .ok_or_else(|| {
+                Error::Invalid(format!("volume `{}` no longer exists", backup.subject))
+            })?;
+        let engine = self.engine().await?;
+        // The volume is emptied first, so files made after the backup do not survive it.
+        let wiper = Helper::create(
+            self,
+            &engine,
+            project,
+            &format!(
+                "restore-{}",
+                crate::ids::random_base62(6).to_ascii_lowercase()
+            ),
+            &volume.docker_name,
+            VOLUME_MOUNT,
+            Some(vec![
+                "find".to_owned(),
+                VOLUME_MOUNT.to_owned(),
+                "-mindepth".to_owned(),
+                "1".to_owned(),
+                "-maxdepth".to_owned(),
+                "1".to_owned(),
+                "-exec".to_owned(),
+                "rm".to_owned(),
+                "-rf".to_owned(),
+                "{}".to_owned(),
+                "+".to_owned(),
+            ]),
+        )
+        .await?;
+        let archive = file.to_owned();
+        let result = self
+            .with_containers_held(&engine, project, Hold::Stop, async {
+                engine.start_again(&wiper.id).await?;
+                let code = engine.wait(&wiper.id).await?;
+                if code != 0 {
+                    return Err(Error::Invalid(format!(
+                        "emptying the volume before the restore failed (exit code {code})"
+                    )));
+                }
+                // The archive's top entry is `volume/`, so it unpacks onto the mount at `/volume`.
+                engine
+                    .upload_tar(&wiper.id, "/", file_stream(archive).boxed())
+                    .await
+                    .map_err(|err| Error::Invalid(format!("writing the volume's files: {err}")))
+            })
+            .await;
+        wiper.remove().await;
+        result
     }
 }
 
@@ -141,27 +665,6 @@ struct PgTarget {
     password: String,
 }
 
-fn pg_target(app: &AppState, record: &DatabaseRecord) -> Result<PgTarget> {
-    // The admin URL says where the server is now; the stored host is where it was.
-    let server = match app.config.database.postgres.admin_url.as_deref() {
-        Some(url) => postgres::server_address(url)?,
-        None => postgres::ServerAddress {
-            host: record
-                .host
-                .clone()
-                .unwrap_or_else(|| "localhost".to_owned()),
-            port: record.port.unwrap_or(5432),
-        },
-    };
-    Ok(PgTarget {
-        host: server.host,
-        port: server.port,
-        user: record.user.clone().unwrap_or_default(),
-        database: record.name.clone(),
-        password: database::password_of(app, record)?,
-    })
-}
-
 /// Runs a PostgreSQL tool with an argument array and the password in its environment;
 /// a failure carries the tool's last error lines.
 async fn run_pg_tool(program: &Path, args: &[String], target: &PgTarget) -> Result<()> {
@@ -196,40 +699,6 @@ async fn run_pg_tool(program: &Path, args: &[String], target: &PgTarget) -> Resu
     )))
 }
 
-async fn dump_postgres(
-    app: &AppState,
-    project: &Project,
-    backup: &Backup,
-    record: &DatabaseRecord,
-    dir: &Path,
-) -> Result<Written> {
-    // A clear reason when the database was dropped behind Cantila's back.
-    if let Some(url) = app.config.database.postgres.admin_url.as_deref() {
-        if postgres::size(url, &record.name).await?.is_none() {
-            return Err(Error::Invalid(format!(
-                "database `{}` no longer exists on the PostgreSQL server; nothing to back up",
-                record.name
-            )));
-        }
-    }
-    let target = pg_target(app, record)?;
-    let partial = partial_path(dir, backup);
-    let args = vec![
-        "--format=custom".to_owned(),
-        "--no-password".to_owned(),
-        format!("--file={}", partial.display()),
-        format!("--host={}", target.host),
-        format!("--port={}", target.port),
-        format!("--username={}", target.user),
-        format!("--dbname={}", target.database),
-    ];
-    if let Err(err) = run_pg_tool(&app.config.backups.pg_dump, &args, &target).await {
-        let _ = tokio::fs::remove_file(&partial).await;
-        return Err(err);
-    }
-    seal_file(partial, project, backup, "pgdump").await
-}
-
 /// Helper containers: created with the volume mounted, never started (the archive API
 /// works on created containers), and removed afterwards.
 struct Helper {
@@ -239,7 +708,7 @@ struct Helper {
 
 impl Helper {
     async fn create(
-        app: &AppState,
+        backups: &Backups,
         engine: &Runtime,
         project: &Project,
         name_suffix: &str,
@@ -247,11 +716,11 @@ impl Helper {
         target: &str,
         command: Option<Vec<String>>,
     ) -> Result<Self> {
-        let labels = Labels::helper(&app.installation, &project.id).to_map();
+        let labels = Labels::helper(&backups.installation, &project.id).to_map();
         let id = engine
             .create_helper(
                 &format!("cantila-{}-{name_suffix}", project.id.to_ascii_lowercase()),
-                &app.config.backups.helper_image,
+                &backups.config.helper_image,
                 &[VolumeMount {
                     volume: volume.to_owned(),
                     target: target.to_owned(),
@@ -263,7 +732,7 @@ impl Helper {
             .map_err(|err| {
                 Error::Invalid(format!(
                     "cannot create the helper container (image `{}`, [backups] helper_image): {err}",
-                    app.config.backups.helper_image
+                    backups.config.helper_image
                 ))
             })?;
         Ok(Self {
@@ -283,59 +752,6 @@ impl Helper {
     }
 }
 
-/// Removes helper containers a crash left behind (at start-up), of backups and of asset
-/// extraction alike.
-pub async fn remove_helpers(app: &AppState) {
-    let Ok(engine) = app.engine().await else {
-        return;
-    };
-    let leftovers = engine
-        .containers_matching(
-            &Filter::new()
-                .kind(Kind::Helper)
-                .installation(&app.installation),
-        )
-        .await
-        .unwrap_or_default();
-    for container in leftovers {
-        let _ = engine
-            .stop_and_remove(&container.id, Duration::from_secs(1))
-            .await;
-    }
-}
-
-/// Unpauses the containers a crash left paused while a backup copied their files (at
-/// start-up). Only a backup's copy pauses containers, so every paused container of this
-/// installation is one of those; the route table then takes them back.
-pub async fn resume_paused(app: &AppState) {
-    let Ok(engine) = app.engine().await else {
-        return;
-    };
-    let paused: Vec<_> = engine
-        .containers_matching(&Filter::new().installation(&app.installation))
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|container| container.state == "paused")
-        .collect();
-    if paused.is_empty() {
-        return;
-    }
-    for container in &paused {
-        match engine.unpause(&container.id).await {
-            Ok(()) => {
-                tracing::warn!(container = %container.name, "resumed a container a crash left paused mid-backup")
-            }
-            Err(err) => {
-                tracing::error!(container = %container.name, error = %err, "resuming a container a crash left paused")
-            }
-        }
-    }
-    if let Err(err) = crate::routing::refresh(app).await {
-        tracing::warn!(error = %err, "refreshing routes after resuming paused containers");
-    }
-}
-
 /// How the project's containers are held still.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hold {
@@ -343,65 +759,6 @@ enum Hold {
     Pause,
     /// Stopped: for replacing their files.
     Stop,
-}
-
-/// Runs `work` with the project's running containers paused or stopped, under the
-/// project lock, and resumes them afterwards whatever `work` returned.
-async fn with_containers_held<T>(
-    app: &AppState,
-    engine: &Runtime,
-    project: &Project,
-    hold: Hold,
-    work: impl std::future::Future<Output = Result<T>>,
-) -> Result<T> {
-    let lock = app.project_lock(&project.id);
-    let _guard = lock.lock().await;
-    // A preview's containers mount none of the project's data, so they run on.
-    let running: Vec<String> = engine
-        .containers_matching(&Filter::production(&project.id))
-        .await?
-        .into_iter()
-        .filter(|c| c.state == "running")
-        .map(|c| c.id)
-        .collect();
-    let mut held = Vec::new();
-    let mut failure = None;
-    for id in &running {
-        let result = match hold {
-            Hold::Pause => engine.pause(id).await,
-            Hold::Stop => engine.stop(id, app.config.deploy.stop_grace_secs).await,
-        };
-        match result {
-            Ok(()) => held.push(id.clone()),
-            Err(err) => {
-                failure = Some(Error::Invalid(format!(
-                    "cannot {} the project's container {id}: {err}",
-                    if hold == Hold::Pause { "pause" } else { "stop" }
-                )));
-                break;
-            }
-        }
-    }
-    let result = match failure {
-        Some(err) => Err(err),
-        None => work.await,
-    };
-    for id in &held {
-        let resumed = match hold {
-            Hold::Pause => engine.unpause(id).await,
-            Hold::Stop => engine.start_again(id).await,
-        };
-        if let Err(err) = resumed {
-            tracing::error!(project = %project.id, container = %id, error = %err, "resuming a container after a backup or restore");
-        }
-    }
-    if hold == Hold::Stop && !held.is_empty() {
-        drop(_guard);
-        if let Err(err) = crate::routing::refresh(app).await {
-            tracing::warn!(error = %err, "refreshing routes after a restore");
-        }
-    }
-    result
 }
 
 /// Streams a tar of `path` in the helper into `out`, returning bytes written.
@@ -430,183 +787,6 @@ async fn download_into(
     Ok(written)
 }
 
-async fn archive_volume(
-    app: &AppState,
-    project: &Project,
-    backup: &Backup,
-    dir: &Path,
-) -> Result<Written> {
-    let (id, name) = (project.id.clone(), backup.subject.clone());
-    let volume = app
-        .store
-        .call(move |c| store::volumes::volume(c, &id, &name))
-        .await?
-        .ok_or_else(|| Error::Invalid(format!("volume `{}` no longer exists", backup.subject)))?;
-    let engine = app.engine().await?;
-    if !engine.volume_exists(&volume.docker_name).await? {
-        return Err(Error::Invalid(format!(
-            "the Docker volume `{}` is gone (removed outside Cantila); nothing to back up",
-            volume.docker_name
-        )));
-    }
-    let helper = Helper::create(
-        app,
-        &engine,
-        project,
-        &backup.id.to_ascii_lowercase(),
-        &volume.docker_name,
-        VOLUME_MOUNT,
-        None,
-    )
-    .await?;
-    let partial = partial_path(dir, backup);
-    let result = async {
-        let mut out = tokio::fs::File::create(&partial)
-            .await
-            .map_err(io_error("creating a backup file"))?;
-        with_containers_held(app, &engine, project, Hold::Pause, async {
-            download_into(&engine, &helper.id, VOLUME_MOUNT, &mut out).await
-        })
-        .await
-    }
-    .await;
-    helper.remove().await;
-    if let Err(err) = result {
-        let _ = tokio::fs::remove_file(&partial).await;
-        return Err(err);
-    }
-    seal_file(partial, project, backup, "tar").await
-}
-
-async fn copy_sqlite(
-    app: &AppState,
-    project: &Project,
-    backup: &Backup,
-    record: &DatabaseRecord,
-    dir: &Path,
-) -> Result<Written> {
-    let volume_name = record.volume.clone().unwrap_or_default();
-    let (id, name) = (project.id.clone(), volume_name.clone());
-    let volume = app
-        .store
-        .call(move |c| store::volumes::volume(c, &id, &name))
-        .await?
-        .ok_or_else(|| Error::Invalid(format!("the database's volume `{volume_name}` is gone")))?;
-    let engine = app.engine().await?;
-    if !engine.volume_exists(&volume.docker_name).await? {
-        return Err(Error::Invalid(format!(
-            "the database's Docker volume `{}` is gone (removed outside Cantila); nothing to back up",
-            volume.docker_name
-        )));
-    }
-    let helper = Helper::create(
-        app,
-        &engine,
-        project,
-        &backup.id.to_ascii_lowercase(),
-        &volume.docker_name,
-        database::SQLITE_MOUNT,
-        None,
-    )
-    .await?;
-    let work = dir.join(format!(".{}.work", backup.id));
-    let result = async {
-        tokio::fs::create_dir_all(&work)
-            .await
-            .map_err(io_error("creating a scratch directory"))?;
-        let file = format!("{}/{}", database::SQLITE_MOUNT, database::SQLITE_FILE);
-        let main_tar = work.join("main.tar");
-        let wal_tar = work.join("wal.tar");
-        let has_wal = with_containers_held(app, &engine, project, Hold::Pause, async {
-            let mut out = tokio::fs::File::create(&main_tar)
-                .await
-                .map_err(io_error("creating a scratch file"))?;
-            download_into(&engine, &helper.id, &file, &mut out)
-                .await
-                .map_err(|err| match err {
-                    Error::NotFound(_) => Error::Invalid(format!(
-                        "the SQLite database file {file} does not exist yet: the app has not created it"
-                    )),
-                    other => other,
-                })?;
-            let mut out = tokio::fs::File::create(&wal_tar)
-                .await
-                .map_err(io_error("creating a scratch file"))?;
-            match download_into(&engine, &helper.id, &format!("{file}-wal"), &mut out).await {
-                Ok(_) => Ok(true),
-                Err(Error::NotFound(_)) => Ok(false),
-                Err(other) => Err(other),
-            }
-        })
-        .await?;
-        let partial = partial_path(dir, backup);
-        let (work_dir, partial_copy) = (work.clone(), partial.clone());
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            unpack_single(&work_dir.join("main.tar"), &work_dir.join(database::SQLITE_FILE))?;
-            if has_wal {
-                unpack_single(
-                    &work_dir.join("wal.tar"),
-                    &work_dir.join(format!("{}-wal", database::SQLITE_FILE)),
-                )?;
-            }
-            store::app_sqlite::backup_file(&work_dir.join(database::SQLITE_FILE), &partial_copy)
-        })
-        .await
-        .map_err(|err| Error::Internal(err.to_string()))??;
-        Ok(partial)
-    }
-    .await;
-    helper.remove().await;
-    let _ = tokio::fs::remove_dir_all(&work).await;
-    match result {
-        Ok(partial) => seal_file(partial, project, backup, "sqlite").await,
-        Err(err) => {
-            let _ = tokio::fs::remove_file(partial_path(dir, backup)).await;
-            Err(err)
-        }
-    }
-}
-
-/// Whether the app has created its SQLite file yet (a database with no file has nothing to
-/// back up before it is deleted).
-pub async fn sqlite_file_exists(
-    app: &AppState,
-    project: &Project,
-    record: &DatabaseRecord,
-) -> Result<bool> {
-    let docker_name = crate::volumes::docker_name(
-        &project.id,
-        &crate::names::VolumeName::parse(record.volume.as_deref().unwrap_or_default())?,
-    );
-    let engine = app.engine().await?;
-    if !engine.volume_exists(&docker_name).await? {
-        return Ok(false);
-    }
-    let helper = Helper::create(
-        app,
-        &engine,
-        project,
-        &format!(
-            "probe-{}",
-            crate::ids::random_base62(6).to_ascii_lowercase()
-        ),
-        &docker_name,
-        database::SQLITE_MOUNT,
-        None,
-    )
-    .await?;
-    let path = format!("{}/{}", database::SQLITE_MOUNT, database::SQLITE_FILE);
-    let mut stream = Box::pin(engine.download_tar(&helper.id, &path));
-    let exists = match stream.next().await {
-        Some(Ok(_)) => Ok(true),
-        Some(Err(crate::runtime::RuntimeError::NotFound(_))) | None => Ok(false),
-        Some(Err(other)) => Err(Error::from(other)),
-    };
-    drop(stream);
-    helper.remove().await;
-    exists
-}
-
 /// Writes the one regular file of a tar archive to `to`.
 fn unpack_single(tar_path: &Path, to: &Path) -> Result<()> {
     let file = std::fs::File::open(tar_path).map_err(io_error("reading a scratch file"))?;
@@ -622,58 +802,6 @@ fn unpack_single(tar_path: &Path, to: &Path) -> Result<()> {
     Err(Error::Invalid(
         "the engine returned an archive without the file".to_owned(),
     ))
-}
-
-/// Restores a verified backup file over the project's current data.
-pub async fn restore(
-    app: &AppState,
-    project: &Project,
-    backup: &Backup,
-    file: &Path,
-) -> Result<()> {
-    match backup.kind {
-        BackupKind::Database => {
-            let id = project.id.clone();
-            let record = app
-                .store
-                .call(move |c| store::volumes::database_of(c, &id))
-                .await?
-                .ok_or_else(|| Error::Invalid("the project no longer has a database".to_owned()))?;
-            match record.engine {
-                DatabaseEngine::Postgres => restore_postgres(app, &record, file).await,
-                DatabaseEngine::Sqlite => restore_sqlite(app, project, &record, file).await,
-            }
-        }
-        BackupKind::Volume => restore_volume(app, project, backup, file).await,
-    }
-}
-
-async fn restore_postgres(app: &AppState, record: &DatabaseRecord, file: &Path) -> Result<()> {
-    let target = pg_target(app, record)?;
-    if let Some(url) = app.config.database.postgres.admin_url.as_deref() {
-        if postgres::size(url, &record.name).await?.is_none() {
-            return Err(Error::Invalid(format!(
-                "database `{}` no longer exists on the PostgreSQL server",
-                record.name
-            )));
-        }
-        postgres::end_sessions(url, &record.name).await?;
-    }
-    let args = vec![
-        "--clean".to_owned(),
-        "--if-exists".to_owned(),
-        "--no-owner".to_owned(),
-        "--no-privileges".to_owned(),
-        "--single-transaction".to_owned(),
-        "--exit-on-error".to_owned(),
-        "--no-password".to_owned(),
-        format!("--host={}", target.host),
-        format!("--port={}", target.port),
-        format!("--username={}", target.user),
-        format!("--dbname={}", target.database),
-        file.display().to_string(),
-    ];
-    run_pg_tool(&app.config.backups.pg_restore, &args, &target).await
 }
 
 /// A tar stream in memory: small archives only (the SQLite restore builds one file).
@@ -700,130 +828,6 @@ fn file_stream(path: PathBuf) -> impl futures_util::Stream<Item = Bytes> + Send 
             Some((Bytes::from(buffer), Some(file)))
         }
     })
-}
-
-async fn restore_sqlite(
-    app: &AppState,
-    project: &Project,
-    record: &DatabaseRecord,
-    file: &Path,
-) -> Result<()> {
-    let source = file.to_owned();
-    // A tar of the database and empty `-wal`, `-shm` and `-journal` files: a stale WAL
-    // beside a replaced database would be replayed onto it.
-    let tar = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
-        store::app_sqlite::check_file(&source)?;
-        let mut builder = tar::Builder::new(Vec::new());
-        let mut add = |name: &str, data: &[u8]| -> std::io::Result<()> {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(data.len() as u64);
-            header.set_mode(0o644);
-            header.set_mtime(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0),
-            );
-            header.set_cksum();
-            builder.append_data(&mut header, name, data)
-        };
-        let data = std::fs::read(&source).map_err(io_error("reading a backup"))?;
-        add(database::SQLITE_FILE, &data).map_err(io_error("building an archive"))?;
-        for suffix in ["-wal", "-shm", "-journal"] {
-            add(&format!("{}{suffix}", database::SQLITE_FILE), &[])
-                .map_err(io_error("building an archive"))?;
-        }
-        builder
-            .into_inner()
-            .map_err(io_error("building an archive"))
-    })
-    .await
-    .map_err(|err| Error::Internal(err.to_string()))??;
-    let volume_name = record.volume.clone().unwrap_or_default();
-    let docker_name =
-        crate::volumes::docker_name(&project.id, &crate::names::VolumeName::parse(&volume_name)?);
-    let engine = app.engine().await?;
-    let helper = Helper::create(
-        app,
-        &engine,
-        project,
-        &format!(
-            "restore-{}",
-            crate::ids::random_base62(6).to_ascii_lowercase()
-        ),
-        &docker_name,
-        database::SQLITE_MOUNT,
-        None,
-    )
-    .await?;
-    let result = with_containers_held(app, &engine, project, Hold::Stop, async {
-        engine
-            .upload_tar(&helper.id, database::SQLITE_MOUNT, tar_stream(tar).boxed())
-            .await
-            .map_err(|err| Error::Invalid(format!("writing the database file: {err}")))
-    })
-    .await;
-    helper.remove().await;
-    result
-}
-
-async fn restore_volume(
-    app: &AppState,
-    project: &Project,
-    backup: &Backup,
-    file: &Path,
-) -> Result<()> {
-    let (id, name) = (project.id.clone(), backup.subject.clone());
-    let volume = app
-        .store
-        .call(move |c| store::volumes::volume(c, &id, &name))
-        .await?
-        .ok_or_else(|| Error::Invalid(format!("volume `{}` no longer exists", backup.subject)))?;
-    let engine = app.engine().await?;
-    // The volume is emptied first, so files made after the backup do not survive it.
-    let wiper = Helper::create(
-        app,
-        &engine,
-        project,
-        &format!(
-            "restore-{}",
-            crate::ids::random_base62(6).to_ascii_lowercase()
-        ),
-        &volume.docker_name,
-        VOLUME_MOUNT,
-        Some(vec![
-            "find".to_owned(),
-            VOLUME_MOUNT.to_owned(),
-            "-mindepth".to_owned(),
-            "1".to_owned(),
-            "-maxdepth".to_owned(),
-            "1".to_owned(),
-            "-exec".to_owned(),
-            "rm".to_owned(),
-            "-rf".to_owned(),
-            "{}".to_owned(),
-            "+".to_owned(),
-        ]),
-    )
-    .await?;
-    let archive = file.to_owned();
-    let result = with_containers_held(app, &engine, project, Hold::Stop, async {
-        engine.start_again(&wiper.id).await?;
-        let code = engine.wait(&wiper.id).await?;
-        if code != 0 {
-            return Err(Error::Invalid(format!(
-                "emptying the volume before the restore failed (exit code {code})"
-            )));
-        }
-        // The archive's top entry is `volume/`, so it unpacks onto the mount at `/volume`.
-        engine
-            .upload_tar(&wiper.id, "/", file_stream(archive).boxed())
-            .await
-            .map_err(|err| Error::Invalid(format!("writing the volume's files: {err}")))
-    })
-    .await;
-    wiper.remove().await;
-    result
 }
 
 /// Removes partial files and scratch directories, and backup files no completed backup

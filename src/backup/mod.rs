@@ -9,226 +9,756 @@ mod archive;
 pub mod remote;
 
 pub use crate::model::schedule;
-pub use archive::sqlite_file_exists;
-
-use std::path::PathBuf;
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use time::OffsetDateTime;
 
 use crate::{
     accounts::Actor,
     clock,
-    database::DatabaseEngine,
+    config::BackupConfig,
+    database::{DatabaseEngine, Databases},
     error::{Error, Result},
     ids,
+    locks::ProjectLocks,
     names::VolumeName,
     pagination::{Page, PageRequest},
     projects::{self, Project},
-    state::AppState,
-    store,
+    runtime::Runtime,
+    store::{self, Store},
 };
 
 pub use crate::model::backup::{
     Backup, BackupKind, BackupStatus, RemoteCopy, RemoteStatus, Schedule, Target, Trigger,
 };
 
-/// What a backup request names; `None` backs up everything the project holds.
-pub async fn create(
-    app: &AppState,
-    actor: &Actor,
-    project_id: String,
-    target: Option<Target>,
-) -> Result<Vec<Backup>> {
-    let project = projects::get(&app.store, actor, project_id).await?;
-    let targets = match target {
-        Some(target) => {
-            check_target(app, &project, &target).await?;
-            vec![target]
+/// The backups handle: cheap to clone (every field is), one per daemon. The scheduler
+/// and the uploader's retry timer run with a clone of it.
+#[derive(Clone)]
+pub struct Backups {
+    store: Store,
+    /// The container runtime; it connects on first use, so the API runs without one.
+    runtime: Runtime,
+    /// This installation's id, labelled on helper containers and used to find the ones a
+    /// crash left behind.
+    installation: Arc<str>,
+    /// `[backups]`: the tools, the helper image, the default schedule and retention.
+    config: Arc<BackupConfig>,
+    /// Where backup files live, one directory per project.
+    backups_dir: Arc<Path>,
+    /// `[deploy] stop_grace_secs`: a restore stops the project's containers with it.
+    stop_grace_secs: u64,
+    /// The database a backup dumps and a restore writes back, and its credentials.
+    databases: Databases,
+    /// Shared with deploys: containers are held still only while no release change runs.
+    locks: ProjectLocks,
+    /// Backups that may run at once (`backups.concurrent`), so dumps and archives do not
+    /// starve the apps of disk and CPU.
+    slots: Arc<tokio::sync::Semaphore>,
+    /// Copies of completed backups in S3-compatible storage; `None` when `[backups.s3]`
+    /// is off.
+    uploads: Option<Arc<remote::Uploader>>,
+}
+
+/// What `Backups` is made of, from the composition root.
+pub struct BackupsParts {
+    pub store: Store,
+    pub runtime: Runtime,
+    pub installation: Arc<str>,
+    pub config: BackupConfig,
+    pub backups_dir: PathBuf,
+    pub stop_grace_secs: u64,
+    pub databases: Databases,
+    pub locks: ProjectLocks,
+    pub uploads: Option<remote::Uploader>,
+}
+
+impl Backups {
+    pub fn new(parts: BackupsParts) -> Self {
+        Self {
+            slots: Arc::new(tokio::sync::Semaphore::new(parts.config.concurrent)),
+            store: parts.store,
+            runtime: parts.runtime,
+            installation: parts.installation,
+            config: Arc::new(parts.config),
+            backups_dir: parts.backups_dir.into(),
+            stop_grace_secs: parts.stop_grace_secs,
+            databases: parts.databases,
+            locks: parts.locks,
+            uploads: parts.uploads.map(Arc::new),
         }
-        None => targets_of(app, &project).await?,
-    };
-    if targets.is_empty() {
-        return Err(Error::Invalid(format!(
-            "project `{}` has no database and no volumes: there is nothing to back up",
-            project.id
-        )));
     }
-    let mut started = Vec::new();
-    for target in targets {
-        let backup = begin(app, &project, &target, Trigger::Manual, Some(actor)).await?;
-        let (app, project, task_backup) = (app.clone(), project.clone(), backup.clone());
+
+    /// The container runtime, once it answers (the first call connects).
+    async fn engine(&self) -> Result<Runtime> {
+        self.runtime.ready().await?;
+        Ok(self.runtime.clone())
+    }
+
+    /// What a backup request names; `None` backs up everything the project holds.
+    pub async fn create(
+        &self,
+        actor: &Actor,
+        project_id: String,
+        target: Option<Target>,
+    ) -> Result<Vec<Backup>> {
+        let project = projects::get(&self.store, actor, project_id).await?;
+        let targets = match target {
+            Some(target) => {
+                self.check_target(&project, &target).await?;
+                vec![target]
+            }
+            None => self.targets_of(&project).await?,
+        };
+        if targets.is_empty() {
+            return Err(Error::Invalid(format!(
+                "project `{}` has no database and no volumes: there is nothing to back up",
+                project.id
+            )));
+        }
+        let mut started = Vec::new();
+        for target in targets {
+            let backup = self
+                .begin(&project, &target, Trigger::Manual, Some(actor))
+                .await?;
+            let (backups, project, task_backup) = (self.clone(), project.clone(), backup.clone());
+            tokio::spawn(async move {
+                backups.finish(&project, task_backup).await;
+            });
+            started.push(backup);
+        }
+        Ok(started)
+    }
+
+    async fn check_target(&self, project: &Project, target: &Target) -> Result<()> {
+        let id = project.id.clone();
+        let (database, volumes) = self
+            .store
+            .call(move |c| {
+                Ok((
+                    store::volumes::database_of(c, &id)?,
+                    store::volumes::volumes_of(c, &id)?,
+                ))
+            })
+            .await?;
+        match target {
+            Target::Database if database.is_none() => Err(Error::Invalid(format!(
+                "project `{}` has no database to back up",
+                project.id
+            ))),
+            Target::Database => Ok(()),
+            Target::Volume(name) => {
+                VolumeName::parse(name)?;
+                if !volumes.iter().any(|v| &v.name == name) {
+                    return Err(Error::Invalid(format!(
+                        "project `{}` has no volume `{name}`",
+                        project.id
+                    )));
+                }
+                if database.is_some_and(|db| db.volume.as_deref() == Some(name.as_str())) {
+                    return Err(Error::Invalid(format!(
+                        "volume `{name}` holds the SQLite database; back up `kind: database` instead"
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Everything the project holds: its database, and each volume that is not the SQLite
+    /// database's own (that one is backed up as the database).
+    async fn targets_of(&self, project: &Project) -> Result<Vec<Target>> {
+        let id = project.id.clone();
+        let (database, volumes) = self
+            .store
+            .call(move |c| {
+                Ok((
+                    store::volumes::database_of(c, &id)?,
+                    store::volumes::volumes_of(c, &id)?,
+                ))
+            })
+            .await?;
+        let database_volume = database.as_ref().and_then(|db| db.volume.clone());
+        let mut targets = Vec::new();
+        if database.is_some() {
+            targets.push(Target::Database);
+        }
+        targets.extend(
+            volumes
+                .into_iter()
+                .filter(|v| Some(&v.name) != database_volume.as_ref())
+                .map(|v| Target::Volume(v.name)),
+        );
+        Ok(targets)
+    }
+
+    /// Records a `running` backup (audited when an actor asked for it).
+    async fn begin(
+        &self,
+        project: &Project,
+        target: &Target,
+        trigger: Trigger,
+        actor: Option<&Actor>,
+    ) -> Result<Backup> {
+        let id = project.id.clone();
+        let database = self
+            .store
+            .call(move |c| store::volumes::database_of(c, &id))
+            .await?;
+        let (kind, subject, engine) = match target {
+            Target::Database => {
+                let database = database.ok_or_else(|| {
+                    Error::Invalid(format!("project `{}` has no database", project.id))
+                })?;
+                (
+                    BackupKind::Database,
+                    database.name,
+                    Some(database.engine.as_str().to_owned()),
+                )
+            }
+            Target::Volume(name) => (BackupKind::Volume, name.clone(), None),
+        };
+        let backup = Backup {
+            id: ids::new_id("bak"),
+            project_id: project.id.clone(),
+            kind,
+            subject,
+            engine,
+            trigger: trigger.as_str().to_owned(),
+            status: BackupStatus::Running,
+            error: None,
+            file: None,
+            size_bytes: None,
+            sha256: None,
+            started_at: clock::now(),
+            finished_at: None,
+            restored_at: None,
+            remote: None,
+        };
+        let saved = backup.clone();
+        // The daemon's own backups (scheduled, safety, final) are not audited here.
+        let audit = actor.map(|actor| store::Audit::by(actor, "backup.create", &backup.id));
+        self.store
+            .write_audited(audit, move |tx| store::backups::insert(tx, &saved))
+            .await?;
+        Ok(backup)
+    }
+
+    /// Runs a recorded backup to its end and records the outcome; returns the final row.
+    async fn finish(&self, project: &Project, backup: Backup) -> Backup {
+        let permit = self.slots.acquire().await;
+        let outcome = self.take(project, &backup).await;
+        drop(permit);
+        let id = backup.id.clone();
+        let now = clock::now();
+        let recorded = match &outcome {
+            Ok(file) => {
+                tracing::info!(project = %project.id, backup = %backup.id, bytes = file.size_bytes, "backup completed");
+                let file = file.clone();
+                let remote_key = self.key_for(&file.relative);
+                self.store
+                    .call(move |c| {
+                        store::backups::complete(
+                            c,
+                            &id,
+                            &file.relative,
+                            file.size_bytes,
+                            &file.sha256,
+                            &now,
+                            remote_key.as_deref(),
+                        )
+                    })
+                    .await
+            }
+            Err(err) => {
+                let reason = reason_of(err);
+                tracing::warn!(project = %project.id, backup = %backup.id, reason = %reason, "backup failed");
+                self.store
+                    .call(move |c| store::backups::fail(c, &id, &reason, &now))
+                    .await
+            }
+        };
+        match recorded {
+            // In the background: the local backup is done, and a caller waiting for it (a
+            // restore's safety backup) never waits for the network.
+            Ok(()) if outcome.is_ok() => self.spawn_upload(backup.id.clone()),
+            Ok(()) => {}
+            Err(err) => {
+                tracing::error!(backup = %backup.id, error = %err, "recording a backup's outcome")
+            }
+        }
+        let id = backup.id.clone();
+        self.store
+            .call(move |c| store::backups::by_id(c, &id))
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(backup)
+    }
+
+    /// Takes a backup now and waits for it (final and safety backups, schedules).
+    pub async fn run_now(
+        &self,
+        project: &Project,
+        target: Target,
+        trigger: Trigger,
+    ) -> Result<Backup> {
+        let backup = self.begin(project, &target, trigger, None).await?;
+        // Spawned, so a caller that goes away (a timed-out request) never leaves it running.
+        let (backups, task_project) = (self.clone(), project.clone());
+        tokio::spawn(async move { backups.finish(&task_project, backup).await })
+            .await
+            .map_err(|err| Error::Internal(format!("backup task: {err}")))
+    }
+
+    pub async fn list(
+        &self,
+        actor: &Actor,
+        project_id: String,
+        page: PageRequest,
+    ) -> Result<Page<Backup>> {
+        let project = projects::get(&self.store, actor, project_id).await?;
+        let rows = self
+            .store
+            .call(move |c| store::backups::page(c, &project.id, page.after, page.limit + 1))
+            .await?;
+        Ok(page.finish(rows))
+    }
+
+    /// A backup of the actor's account, with its project; another account's is not found.
+    pub async fn get(&self, actor: &Actor, backup_id: String) -> Result<(Backup, Project)> {
+        let id = backup_id.clone();
+        let backup = self
+            .store
+            .call(move |c| store::backups::by_id(c, &id))
+            .await?;
+        let not_found = || Error::NotFound(format!("backup `{backup_id}` not found"));
+        let backup = backup.ok_or_else(not_found)?;
+        let project = projects::get(&self.store, actor, backup.project_id.clone())
+            .await
+            .map_err(|_| not_found())?;
+        Ok((backup, project))
+    }
+
+    /// The file of a completed backup, for download.
+    pub async fn file_of(
+        &self,
+        actor: &Actor,
+        backup_id: String,
+    ) -> Result<(Backup, Project, PathBuf)> {
+        let (backup, project) = self.get(actor, backup_id).await?;
+        let file = self.completed_file(&backup)?;
+        self.ensure_local_file(&backup, &file).await?;
+        Ok((backup, project, file))
+    }
+
+    fn completed_file(&self, backup: &Backup) -> Result<PathBuf> {
+        match (&backup.status, &backup.file) {
+            (BackupStatus::Completed, Some(file)) => Ok(self.backups_dir.to_path_buf().join(file)),
+            (BackupStatus::Running, _) => Err(Error::Conflict(format!(
+                "backup `{}` is still running",
+                backup.id
+            ))),
+            (BackupStatus::Failed, _) | (BackupStatus::Completed, None) => Err(Error::Conflict(
+                format!("backup `{}` did not complete, so it has no file", backup.id),
+            )),
+        }
+    }
+
+    /// Restores a completed backup over the project's current data, after taking a safety
+    /// backup of that data (a failed safety backup stops the restore).
+    pub async fn restore(
+        &self,
+        actor: &Actor,
+        backup_id: String,
+        confirm: Option<String>,
+    ) -> Result<Restored> {
+        let (backup, project) = self.get(actor, backup_id).await?;
+        crate::volumes::check_confirmation(&project, confirm.as_deref())?;
+        let file = self.completed_file(&backup)?;
+        let target = backup.target();
+        self.check_target(&project, &target).await?;
+        if let (Target::Database, Some(engine)) = (&target, &backup.engine) {
+            let id = project.id.clone();
+            let current = self
+                .store
+                .call(move |c| store::volumes::database_of(c, &id))
+                .await?;
+            if current.is_some_and(|db| db.engine.as_str() != engine) {
+                return Err(Error::Invalid(format!(
+                    "backup `{}` is of a {engine} database, but the project's database now uses another engine",
+                    backup.id
+                )));
+            }
+        }
+        self.ensure_local_file(&backup, &file).await?;
+        archive::verify(&file, &backup).await?;
+        let safety_backup = self.run_now(&project, target, Trigger::Safety).await?;
+        if safety_backup.status != BackupStatus::Completed {
+            return Err(Error::Conflict(format!(
+                "the safety backup before the restore failed ({}); nothing was restored",
+                safety_backup.error.clone().unwrap_or_default()
+            )));
+        }
+        // Spawned, so the restore runs to its end even if the request times out.
+        let (backups, task_project, task_backup) = (self.clone(), project.clone(), backup.clone());
         tokio::spawn(async move {
-            finish(&app, &project, task_backup).await;
-        });
-        started.push(backup);
-    }
-    Ok(started)
-}
-
-async fn check_target(app: &AppState, project: &Project, target: &Target) -> Result<()> {
-    let id = project.id.clone();
-    let (database, volumes) = app
-        .store
-        .call(move |c| {
-            Ok((
-                store::volumes::database_of(c, &id)?,
-                store::volumes::volumes_of(c, &id)?,
-            ))
-        })
-        .await?;
-    match target {
-        Target::Database if database.is_none() => Err(Error::Invalid(format!(
-            "project `{}` has no database to back up",
-            project.id
-        ))),
-        Target::Database => Ok(()),
-        Target::Volume(name) => {
-            VolumeName::parse(name)?;
-            if !volumes.iter().any(|v| &v.name == name) {
-                return Err(Error::Invalid(format!(
-                    "project `{}` has no volume `{name}`",
-                    project.id
-                )));
-            }
-            if database.is_some_and(|db| db.volume.as_deref() == Some(name.as_str())) {
-                return Err(Error::Invalid(format!(
-                    "volume `{name}` holds the SQLite database; back up `kind: database` instead"
-                )));
-            }
-            Ok(())
-        }
-    }
-}
-
-/// Everything the project holds: its database, and each volume that is not the SQLite
-/// database's own (that one is backed up as the database).
-async fn targets_of(app: &AppState, project: &Project) -> Result<Vec<Target>> {
-    let id = project.id.clone();
-    let (database, volumes) = app
-        .store
-        .call(move |c| {
-            Ok((
-                store::volumes::database_of(c, &id)?,
-                store::volumes::volumes_of(c, &id)?,
-            ))
-        })
-        .await?;
-    let database_volume = database.as_ref().and_then(|db| db.volume.clone());
-    let mut targets = Vec::new();
-    if database.is_some() {
-        targets.push(Target::Database);
-    }
-    targets.extend(
-        volumes
-            .into_iter()
-            .filter(|v| Some(&v.name) != database_volume.as_ref())
-            .map(|v| Target::Volume(v.name)),
-    );
-    Ok(targets)
-}
-
-/// Records a `running` backup (audited when an actor asked for it).
-async fn begin(
-    app: &AppState,
-    project: &Project,
-    target: &Target,
-    trigger: Trigger,
-    actor: Option<&Actor>,
-) -> Result<Backup> {
-    let id = project.id.clone();
-    let database = app
-        .store
-        .call(move |c| store::volumes::database_of(c, &id))
-        .await?;
-    let (kind, subject, engine) = match target {
-        Target::Database => {
-            let database = database.ok_or_else(|| {
-                Error::Invalid(format!("project `{}` has no database", project.id))
-            })?;
-            (
-                BackupKind::Database,
-                database.name,
-                Some(database.engine.as_str().to_owned()),
-            )
-        }
-        Target::Volume(name) => (BackupKind::Volume, name.clone(), None),
-    };
-    let backup = Backup {
-        id: ids::new_id("bak"),
-        project_id: project.id.clone(),
-        kind,
-        subject,
-        engine,
-        trigger: trigger.as_str().to_owned(),
-        status: BackupStatus::Running,
-        error: None,
-        file: None,
-        size_bytes: None,
-        sha256: None,
-        started_at: clock::now(),
-        finished_at: None,
-        restored_at: None,
-        remote: None,
-    };
-    let saved = backup.clone();
-    // The daemon's own backups (scheduled, safety, final) are not audited here.
-    let audit = actor.map(|actor| store::Audit::by(actor, "backup.create", &backup.id));
-    app.store
-        .write_audited(audit, move |tx| store::backups::insert(tx, &saved))
-        .await?;
-    Ok(backup)
-}
-
-/// Runs a recorded backup to its end and records the outcome; returns the final row.
-async fn finish(app: &AppState, project: &Project, backup: Backup) -> Backup {
-    let permit = app.backup_slots.acquire().await;
-    let outcome = archive::take(app, project, &backup).await;
-    drop(permit);
-    let id = backup.id.clone();
-    let now = clock::now();
-    let recorded = match &outcome {
-        Ok(file) => {
-            tracing::info!(project = %project.id, backup = %backup.id, bytes = file.size_bytes, "backup completed");
-            let file = file.clone();
-            let remote_key = remote::key_for(app, &file.relative);
-            app.store
-                .call(move |c| {
-                    store::backups::complete(
-                        c,
-                        &id,
-                        &file.relative,
-                        file.size_bytes,
-                        &file.sha256,
-                        &now,
-                        remote_key.as_deref(),
-                    )
-                })
+            backups
+                .restore_file(&task_project, &task_backup, &file)
                 .await
-        }
-        Err(err) => {
-            let reason = reason_of(err);
-            tracing::warn!(project = %project.id, backup = %backup.id, reason = %reason, "backup failed");
-            app.store
-                .call(move |c| store::backups::fail(c, &id, &reason, &now))
-                .await
-        }
-    };
-    match recorded {
-        // In the background: the local backup is done, and a caller waiting for it (a
-        // restore's safety backup) never waits for the network.
-        Ok(()) if outcome.is_ok() => remote::spawn_upload(app, backup.id.clone()),
-        Ok(()) => {}
-        Err(err) => {
-            tracing::error!(backup = %backup.id, error = %err, "recording a backup's outcome")
-        }
-    }
-    let id = backup.id.clone();
-    app.store
-        .call(move |c| store::backups::by_id(c, &id))
+        })
         .await
-        .ok()
-        .flatten()
-        .unwrap_or(backup)
+        .map_err(|err| Error::Internal(format!("restore task: {err}")))??;
+        let id = backup.id.clone();
+        let audit = store::Audit::by(actor, "backup.restore", &id);
+        let backup = self
+            .store
+            .write_audited(audit, move |tx| {
+                store::backups::set_restored(tx, &id, &clock::now())?;
+                let backup = store::backups::by_id(tx, &id)?;
+                Ok(backup)
+            })
+            .await?
+            .ok_or_else(|| Error::Internal("a restored backup vanished".to_owned()))?;
+        Ok(Restored {
+            backup,
+            safety_backup,
+        })
+    }
+
+    /// Unwires and destroys the project's database, after a final backup. A database
+    /// already gone (from its server, or a SQLite file the app never made) has nothing
+    /// left to back up and is unwired without one.
+    pub async fn delete_database(
+        &self,
+        actor: &Actor,
+        project_id: String,
+        confirm: Option<String>,
+    ) -> Result<Option<Backup>> {
+        let (project, record) = self
+            .databases
+            .prepare_delete(actor, project_id, confirm)
+            .await?;
+        let gone = match record.engine {
+            DatabaseEngine::Postgres => self.databases.postgres_gone(&record).await?,
+            DatabaseEngine::Sqlite => !self.sqlite_file_exists(&project, &record).await?,
+        };
+        let final_backup = if gone {
+            None
+        } else {
+            let backup = self
+                .run_now(&project, Target::Database, Trigger::Final)
+                .await?;
+            if backup.status != BackupStatus::Completed {
+                return Err(Error::Conflict(format!(
+                    "the final backup failed ({}); the database was kept",
+                    backup.error.unwrap_or_default()
+                )));
+            }
+            Some(backup)
+        };
+        self.databases.destroy(actor, &project, &record).await?;
+        Ok(final_backup)
+    }
+
+    /// At start-up: backups a crash interrupted are marked failed, their partial files and
+    /// helper containers removed, files no completed backup owns deleted, and the project
+    /// containers a crash left paused mid-copy resumed.
+    pub async fn recover(&self) -> Result<()> {
+        let now = clock::now();
+        let interrupted = self
+            .store
+            .call(move |c| {
+                store::backups::fail_running(
+                    c,
+                    "interrupted: the daemon stopped while the backup was running",
+                    &now,
+                )
+            })
+            .await?;
+        if interrupted > 0 {
+            tracing::warn!(interrupted, "marked interrupted backups failed");
+        }
+        let owned = self
+            .store
+            .call(|c| store::backups::completed_files(c))
+            .await?;
+        let root = self.backups_dir.to_path_buf();
+        tokio::task::spawn_blocking(move || archive::sweep(&root, &owned))
+            .await
+            .map_err(|err| Error::Internal(err.to_string()))?;
+        self.remove_helpers().await;
+        self.resume_paused().await;
+        Ok(())
+    }
+
+    /// The schedule the project follows: its own, or the configured default.
+    pub fn effective_schedule(&self, project_id: &str, own: Option<Schedule>) -> Option<Schedule> {
+        match own {
+            Some(schedule) if schedule.explicit => Some(schedule),
+            other => self.config.schedule.as_ref().map(|default| Schedule {
+                project_id: project_id.to_owned(),
+                schedule: default.clone(),
+                keep_daily: self.config.keep_daily,
+                keep_weekly: self.config.keep_weekly,
+                explicit: false,
+                updated_at: other
+                    .as_ref()
+                    .map(|s| s.updated_at.clone())
+                    .unwrap_or_else(clock::now),
+                last_run_at: other.as_ref().and_then(|s| s.last_run_at.clone()),
+                last_status: other.as_ref().and_then(|s| s.last_status.clone()),
+                last_error: other.and_then(|s| s.last_error),
+            }),
+        }
+    }
+
+    pub async fn get_schedule(
+        &self,
+        actor: &Actor,
+        project_id: String,
+    ) -> Result<Option<Schedule>> {
+        let project = projects::get(&self.store, actor, project_id).await?;
+        let id = project.id.clone();
+        let own = self
+            .store
+            .call(move |c| store::backups::schedule_of(c, &id))
+            .await?;
+        Ok(self.effective_schedule(&project.id, own))
+    }
+
+    /// Sets the project's own schedule and retention.
+    pub async fn set_schedule(
+        &self,
+        actor: &Actor,
+        project_id: String,
+        spec: String,
+        keep_daily: Option<u32>,
+        keep_weekly: Option<u32>,
+    ) -> Result<Schedule> {
+        schedule::Spec::parse(&spec).map_err(Error::Invalid)?;
+        let keep_daily = keep_daily.unwrap_or(self.config.keep_daily);
+        let keep_weekly = keep_weekly.unwrap_or(self.config.keep_weekly);
+        for (field, value, max) in [
+            ("keepDaily", keep_daily, MAX_KEEP_DAILY),
+            ("keepWeekly", keep_weekly, MAX_KEEP_WEEKLY),
+        ] {
+            if value > max {
+                return Err(Error::Invalid(format!(
+                    "{field} must be between 0 and {max}, got {value}"
+                )));
+            }
+        }
+        if keep_daily == 0 && keep_weekly == 0 {
+            return Err(Error::Invalid(
+                "keepDaily and keepWeekly are both 0: every scheduled backup would be pruned at once; keep at least one"
+                    .to_owned(),
+            ));
+        }
+        let project = projects::get(&self.store, actor, project_id).await?;
+        let schedule = Schedule {
+            project_id: project.id.clone(),
+            schedule: spec.trim().to_owned(),
+            keep_daily,
+            keep_weekly,
+            explicit: true,
+            updated_at: clock::now(),
+            last_run_at: None,
+            last_status: None,
+            last_error: None,
+        };
+        let saved = schedule.clone();
+        let audit = store::Audit::by(actor, "backup.schedule.set", &schedule.project_id);
+        self.store
+            .write_audited(audit, move |tx| {
+                store::backups::put_schedule(tx, &saved)?;
+                let stored = store::backups::schedule_of(tx, &saved.project_id)?;
+                Ok(stored)
+            })
+            .await?
+            .ok_or_else(|| Error::Internal("a saved schedule vanished".to_owned()))
+    }
+
+    /// Removes the project's own schedule; the configured default (if any) applies again.
+    pub async fn delete_schedule(&self, actor: &Actor, project_id: String) -> Result<()> {
+        let project = projects::get(&self.store, actor, project_id).await?;
+        let audit = store::Audit::by(actor, "backup.schedule.delete", &project.id);
+        self.store
+            .write_audited(audit, move |tx| {
+                if !store::backups::delete_schedule(tx, &project.id)? {
+                    return Err(Error::NotFound(format!(
+                        "project `{}` has no backup schedule of its own",
+                        project.id
+                    )));
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Runs due schedules every 20 seconds until `stopped`.
+    pub async fn run_scheduler(self, stopped: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stopped);
+        let started = OffsetDateTime::now_utc();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(20)) => {}
+                _ = &mut stopped => break,
+            }
+            if let Err(err) = self.run_due(started).await {
+                tracing::warn!(error = %err, "running backup schedules");
+            }
+        }
+    }
+
+    async fn run_due(&self, started: OffsetDateTime) -> Result<()> {
+        let (projects, schedules) = self
+            .store
+            .call(|c| {
+                Ok((
+                    store::backups::projects_with_data(c)?,
+                    store::backups::all_schedules(c)?,
+                ))
+            })
+            .await?;
+        let now = OffsetDateTime::now_utc();
+        for project_id in projects {
+            let own = schedules
+                .iter()
+                .find(|s| s.project_id == project_id)
+                .cloned();
+            let Some(schedule) = self.effective_schedule(&project_id, own) else {
+                continue;
+            };
+            let Ok(spec) = schedule::Spec::parse(&schedule.schedule) else {
+                continue;
+            };
+            // A default schedule counts from the daemon's start, an own one from when it was
+            // set; after that, from its last run.
+            let since = schedule
+                .last_run_at
+                .as_deref()
+                .and_then(parse_time)
+                .or_else(|| {
+                    if schedule.explicit {
+                        parse_time(&schedule.updated_at)
+                    } else {
+                        Some(started)
+                    }
+                })
+                .unwrap_or(started);
+            if !spec.due(since, now) {
+                continue;
+            }
+            let project = projects::get_unscoped(&self.store, project_id.clone()).await?;
+            self.run_scheduled(&project, &schedule).await;
+        }
+        Ok(())
+    }
+
+    /// One scheduled run: every target backed up, the outcome recorded on the schedule (and a
+    /// failure in the audit log), then retention applied.
+    async fn run_scheduled(&self, project: &Project, schedule: &Schedule) {
+        let mut failures = Vec::new();
+        match self.targets_of(project).await {
+            Ok(targets) => {
+                for target in targets {
+                    match self
+                        .run_now(project, target.clone(), Trigger::Scheduled)
+                        .await
+                    {
+                        Ok(backup) if backup.status == BackupStatus::Completed => {}
+                        Ok(backup) => failures.push(format!(
+                            "{} {}: {}",
+                            backup.kind.as_str(),
+                            backup.subject,
+                            backup.error.unwrap_or_default()
+                        )),
+                        Err(err) => failures.push(reason_of(&err)),
+                    }
+                }
+            }
+            Err(err) => failures.push(reason_of(&err)),
+        }
+        let error = (!failures.is_empty()).then(|| failures.join("; "));
+        let status = if error.is_some() {
+            "failed"
+        } else {
+            "completed"
+        };
+        let saved = schedule.clone();
+        let audit = error.is_some().then(|| {
+            store::Audit::by_daemon(
+                &project.account_id,
+                "scheduler",
+                "backup.scheduled.failed",
+                &schedule.project_id,
+            )
+        });
+        let now = clock::now();
+        let recorded = self
+            .store
+            .write_audited(audit, move |tx| {
+                store::backups::record_schedule_run(tx, &saved, &now, status, error.as_deref())
+            })
+            .await;
+        if let Err(err) = recorded {
+            tracing::error!(project = %project.id, error = %err, "recording a scheduled backup run");
+        }
+        if let Err(err) = self.apply_retention(project, schedule).await {
+            tracing::warn!(project = %project.id, error = %err, "pruning scheduled backups");
+        }
+    }
+
+    /// Deletes the scheduled backups the retention policy no longer keeps, per target.
+    async fn apply_retention(&self, project: &Project, schedule: &Schedule) -> Result<()> {
+        let id = project.id.clone();
+        let backups = self
+            .store
+            .call(move |c| store::backups::of_project(c, &id))
+            .await?;
+        let mut groups: std::collections::BTreeMap<(&str, &str), Vec<(String, OffsetDateTime)>> =
+            Default::default();
+        for backup in backups.iter().rev() {
+            if backup.trigger != Trigger::Scheduled.as_str()
+                || backup.status != BackupStatus::Completed
+            {
+                continue;
+            }
+            if let Some(at) = parse_time(&backup.started_at) {
+                groups
+                    .entry((backup.kind.as_str(), backup.subject.as_str()))
+                    .or_default()
+                    .push((backup.id.clone(), at));
+            }
+        }
+        for newest_first in groups.values() {
+            for id in schedule::prune(newest_first, schedule.keep_daily, schedule.keep_weekly) {
+                let Some(backup) = backups.iter().find(|b| b.id == id) else {
+                    continue;
+                };
+                if let Some(file) = &backup.file {
+                    let path = self.backups_dir.to_path_buf().join(file);
+                    if let Err(err) = tokio::fs::remove_file(&path).await {
+                        if err.kind() != std::io::ErrorKind::NotFound {
+                            tracing::warn!(file = %path.display(), error = %err, "removing a pruned backup");
+                            continue;
+                        }
+                    }
+                }
+                self.delete_copy(backup).await;
+                let audit =
+                    store::Audit::by_daemon(&project.account_id, "scheduler", "backup.prune", &id);
+                self.store
+                    .write_audited(audit, move |tx| store::backups::delete(tx, &id))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A failure as the backup row shows it: internal details stay in the server log.
@@ -242,75 +772,6 @@ fn reason_of(err: &Error) -> String {
     }
 }
 
-/// Takes a backup now and waits for it (final and safety backups, schedules).
-pub async fn run_now(
-    app: &AppState,
-    project: &Project,
-    target: Target,
-    trigger: Trigger,
-) -> Result<Backup> {
-    let backup = begin(app, project, &target, trigger, None).await?;
-    // Spawned, so a caller that goes away (a timed-out request) never leaves it running.
-    let (task_app, task_project) = (app.clone(), project.clone());
-    tokio::spawn(async move { finish(&task_app, &task_project, backup).await })
-        .await
-        .map_err(|err| Error::Internal(format!("backup task: {err}")))
-}
-
-pub async fn list(
-    app: &AppState,
-    actor: &Actor,
-    project_id: String,
-    page: PageRequest,
-) -> Result<Page<Backup>> {
-    let project = projects::get(&app.store, actor, project_id).await?;
-    let rows = app
-        .store
-        .call(move |c| store::backups::page(c, &project.id, page.after, page.limit + 1))
-        .await?;
-    Ok(page.finish(rows))
-}
-
-/// A backup of the actor's account, with its project; another account's is not found.
-pub async fn get(app: &AppState, actor: &Actor, backup_id: String) -> Result<(Backup, Project)> {
-    let id = backup_id.clone();
-    let backup = app
-        .store
-        .call(move |c| store::backups::by_id(c, &id))
-        .await?;
-    let not_found = || Error::NotFound(format!("backup `{backup_id}` not found"));
-    let backup = backup.ok_or_else(not_found)?;
-    let project = projects::get(&app.store, actor, backup.project_id.clone())
-        .await
-        .map_err(|_| not_found())?;
-    Ok((backup, project))
-}
-
-/// The file of a completed backup, for download.
-pub async fn file_of(
-    app: &AppState,
-    actor: &Actor,
-    backup_id: String,
-) -> Result<(Backup, Project, PathBuf)> {
-    let (backup, project) = get(app, actor, backup_id).await?;
-    let file = completed_file(app, &backup)?;
-    remote::ensure_local_file(app, &backup, &file).await?;
-    Ok((backup, project, file))
-}
-
-fn completed_file(app: &AppState, backup: &Backup) -> Result<PathBuf> {
-    match (&backup.status, &backup.file) {
-        (BackupStatus::Completed, Some(file)) => Ok(app.config.backups_dir().join(file)),
-        (BackupStatus::Running, _) => Err(Error::Conflict(format!(
-            "backup `{}` is still running",
-            backup.id
-        ))),
-        (BackupStatus::Failed, _) | (BackupStatus::Completed, None) => Err(Error::Conflict(
-            format!("backup `{}` did not complete, so it has no file", backup.id),
-        )),
-    }
-}
-
 /// What a restore did.
 #[derive(Debug, Clone)]
 pub struct Restored {
@@ -319,374 +780,14 @@ pub struct Restored {
     pub safety_backup: Backup,
 }
 
-/// Restores a completed backup over the project's current data, after taking a safety
-/// backup of that data (a failed safety backup stops the restore).
-pub async fn restore(
-    app: &AppState,
-    actor: &Actor,
-    backup_id: String,
-    confirm: Option<String>,
-) -> Result<Restored> {
-    let (backup, project) = get(app, actor, backup_id).await?;
-    crate::volumes::check_confirmation(&project, confirm.as_deref())?;
-    let file = completed_file(app, &backup)?;
-    let target = backup.target();
-    check_target(app, &project, &target).await?;
-    if let (Target::Database, Some(engine)) = (&target, &backup.engine) {
-        let id = project.id.clone();
-        let current = app
-            .store
-            .call(move |c| store::volumes::database_of(c, &id))
-            .await?;
-        if current.is_some_and(|db| db.engine.as_str() != engine) {
-            return Err(Error::Invalid(format!(
-                "backup `{}` is of a {engine} database, but the project's database now uses another engine",
-                backup.id
-            )));
-        }
-    }
-    remote::ensure_local_file(app, &backup, &file).await?;
-    archive::verify(&file, &backup).await?;
-    let safety_backup = run_now(app, &project, target, Trigger::Safety).await?;
-    if safety_backup.status != BackupStatus::Completed {
-        return Err(Error::Conflict(format!(
-            "the safety backup before the restore failed ({}); nothing was restored",
-            safety_backup.error.clone().unwrap_or_default()
-        )));
-    }
-    // Spawned, so the restore runs to its end even if the request times out.
-    let (task_app, task_project, task_backup) = (app.clone(), project.clone(), backup.clone());
-    tokio::spawn(
-        async move { archive::restore(&task_app, &task_project, &task_backup, &file).await },
-    )
-    .await
-    .map_err(|err| Error::Internal(format!("restore task: {err}")))??;
-    let id = backup.id.clone();
-    let audit = store::Audit::by(actor, "backup.restore", &id);
-    let backup = app
-        .store
-        .write_audited(audit, move |tx| {
-            store::backups::set_restored(tx, &id, &clock::now())?;
-            let backup = store::backups::by_id(tx, &id)?;
-            Ok(backup)
-        })
-        .await?
-        .ok_or_else(|| Error::Internal("a restored backup vanished".to_owned()))?;
-    Ok(Restored {
-        backup,
-        safety_backup,
-    })
-}
-
-/// At start-up: backups a crash interrupted are marked failed, their partial files and
-/// helper containers removed, files no completed backup owns deleted, and the project
-/// containers a crash left paused mid-copy resumed.
-pub async fn recover(app: &AppState) -> Result<()> {
-    let now = clock::now();
-    let interrupted = app
-        .store
-        .call(move |c| {
-            store::backups::fail_running(
-                c,
-                "interrupted: the daemon stopped while the backup was running",
-                &now,
-            )
-        })
-        .await?;
-    if interrupted > 0 {
-        tracing::warn!(interrupted, "marked interrupted backups failed");
-    }
-    let owned = app
-        .store
-        .call(|c| store::backups::completed_files(c))
-        .await?;
-    let root = app.config.backups_dir();
-    tokio::task::spawn_blocking(move || archive::sweep(&root, &owned))
-        .await
-        .map_err(|err| Error::Internal(err.to_string()))?;
-    archive::remove_helpers(app).await;
-    archive::resume_paused(app).await;
-    Ok(())
-}
-
-/// The schedule the project follows: its own, or the configured default.
-pub fn effective_schedule(
-    app: &AppState,
-    project_id: &str,
-    own: Option<Schedule>,
-) -> Option<Schedule> {
-    match own {
-        Some(schedule) if schedule.explicit => Some(schedule),
-        other => app
-            .config
-            .backups
-            .schedule
-            .as_ref()
-            .map(|default| Schedule {
-                project_id: project_id.to_owned(),
-                schedule: default.clone(),
-                keep_daily: app.config.backups.keep_daily,
-                keep_weekly: app.config.backups.keep_weekly,
-                explicit: false,
-                updated_at: other
-                    .as_ref()
-                    .map(|s| s.updated_at.clone())
-                    .unwrap_or_else(clock::now),
-                last_run_at: other.as_ref().and_then(|s| s.last_run_at.clone()),
-                last_status: other.as_ref().and_then(|s| s.last_status.clone()),
-                last_error: other.and_then(|s| s.last_error),
-            }),
-    }
-}
-
-pub async fn get_schedule(
-    app: &AppState,
-    actor: &Actor,
-    project_id: String,
-) -> Result<Option<Schedule>> {
-    let project = projects::get(&app.store, actor, project_id).await?;
-    let id = project.id.clone();
-    let own = app
-        .store
-        .call(move |c| store::backups::schedule_of(c, &id))
-        .await?;
-    Ok(effective_schedule(app, &project.id, own))
-}
-
 /// The most days of daily backups a schedule may keep (a year and a day); the API's
 /// `SetSchedule` documents the same bound.
 pub const MAX_KEEP_DAILY: u32 = 366;
 /// The most weeks of weekly backups a schedule may keep (ten years).
 pub const MAX_KEEP_WEEKLY: u32 = 520;
 
-/// Sets the project's own schedule and retention.
-pub async fn set_schedule(
-    app: &AppState,
-    actor: &Actor,
-    project_id: String,
-    spec: String,
-    keep_daily: Option<u32>,
-    keep_weekly: Option<u32>,
-) -> Result<Schedule> {
-    schedule::Spec::parse(&spec).map_err(Error::Invalid)?;
-    let keep_daily = keep_daily.unwrap_or(app.config.backups.keep_daily);
-    let keep_weekly = keep_weekly.unwrap_or(app.config.backups.keep_weekly);
-    for (field, value, max) in [
-        ("keepDaily", keep_daily, MAX_KEEP_DAILY),
-        ("keepWeekly", keep_weekly, MAX_KEEP_WEEKLY),
-    ] {
-        if value > max {
-            return Err(Error::Invalid(format!(
-                "{field} must be between 0 and {max}, got {value}"
-            )));
-        }
-    }
-    if keep_daily == 0 && keep_weekly == 0 {
-        return Err(Error::Invalid(
-            "keepDaily and keepWeekly are both 0: every scheduled backup would be pruned at once; keep at least one"
-                .to_owned(),
-        ));
-    }
-    let project = projects::get(&app.store, actor, project_id).await?;
-    let schedule = Schedule {
-        project_id: project.id.clone(),
-        schedule: spec.trim().to_owned(),
-        keep_daily,
-        keep_weekly,
-        explicit: true,
-        updated_at: clock::now(),
-        last_run_at: None,
-        last_status: None,
-        last_error: None,
-    };
-    let saved = schedule.clone();
-    let audit = store::Audit::by(actor, "backup.schedule.set", &schedule.project_id);
-    app.store
-        .write_audited(audit, move |tx| {
-            store::backups::put_schedule(tx, &saved)?;
-            let stored = store::backups::schedule_of(tx, &saved.project_id)?;
-            Ok(stored)
-        })
-        .await?
-        .ok_or_else(|| Error::Internal("a saved schedule vanished".to_owned()))
-}
-
-/// Removes the project's own schedule; the configured default (if any) applies again.
-pub async fn delete_schedule(app: &AppState, actor: &Actor, project_id: String) -> Result<()> {
-    let project = projects::get(&app.store, actor, project_id).await?;
-    let audit = store::Audit::by(actor, "backup.schedule.delete", &project.id);
-    app.store
-        .write_audited(audit, move |tx| {
-            if !store::backups::delete_schedule(tx, &project.id)? {
-                return Err(Error::NotFound(format!(
-                    "project `{}` has no backup schedule of its own",
-                    project.id
-                )));
-            }
-            Ok(())
-        })
-        .await
-}
-
-/// Runs due schedules every 20 seconds until `stopped`.
-pub async fn run_scheduler(app: AppState, stopped: impl std::future::Future<Output = ()>) {
-    tokio::pin!(stopped);
-    let started = OffsetDateTime::now_utc();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(20)) => {}
-            _ = &mut stopped => break,
-        }
-        if let Err(err) = run_due(&app, started).await {
-            tracing::warn!(error = %err, "running backup schedules");
-        }
-    }
-}
-
 fn parse_time(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
-}
-
-async fn run_due(app: &AppState, started: OffsetDateTime) -> Result<()> {
-    let (projects, schedules) = app
-        .store
-        .call(|c| {
-            Ok((
-                store::backups::projects_with_data(c)?,
-                store::backups::all_schedules(c)?,
-            ))
-        })
-        .await?;
-    let now = OffsetDateTime::now_utc();
-    for project_id in projects {
-        let own = schedules
-            .iter()
-            .find(|s| s.project_id == project_id)
-            .cloned();
-        let Some(schedule) = effective_schedule(app, &project_id, own) else {
-            continue;
-        };
-        let Ok(spec) = schedule::Spec::parse(&schedule.schedule) else {
-            continue;
-        };
-        // A default schedule counts from the daemon's start, an own one from when it was
-        // set; after that, from its last run.
-        let since = schedule
-            .last_run_at
-            .as_deref()
-            .and_then(parse_time)
-            .or_else(|| {
-                if schedule.explicit {
-                    parse_time(&schedule.updated_at)
-                } else {
-                    Some(started)
-                }
-            })
-            .unwrap_or(started);
-        if !spec.due(since, now) {
-            continue;
-        }
-        let project = projects::get_unscoped(&app.store, project_id.clone()).await?;
-        run_scheduled(app, &project, &schedule).await;
-    }
-    Ok(())
-}
-
-/// One scheduled run: every target backed up, the outcome recorded on the schedule (and a
-/// failure in the audit log), then retention applied.
-async fn run_scheduled(app: &AppState, project: &Project, schedule: &Schedule) {
-    let mut failures = Vec::new();
-    match targets_of(app, project).await {
-        Ok(targets) => {
-            for target in targets {
-                match run_now(app, project, target.clone(), Trigger::Scheduled).await {
-                    Ok(backup) if backup.status == BackupStatus::Completed => {}
-                    Ok(backup) => failures.push(format!(
-                        "{} {}: {}",
-                        backup.kind.as_str(),
-                        backup.subject,
-                        backup.error.unwrap_or_default()
-                    )),
-                    Err(err) => failures.push(reason_of(&err)),
-                }
-            }
-        }
-        Err(err) => failures.push(reason_of(&err)),
-    }
-    let error = (!failures.is_empty()).then(|| failures.join("; "));
-    let status = if error.is_some() {
-        "failed"
-    } else {
-        "completed"
-    };
-    let saved = schedule.clone();
-    let audit = error.is_some().then(|| {
-        store::Audit::by_daemon(
-            &project.account_id,
-            "scheduler",
-            "backup.scheduled.failed",
-            &schedule.project_id,
-        )
-    });
-    let now = clock::now();
-    let recorded = app
-        .store
-        .write_audited(audit, move |tx| {
-            store::backups::record_schedule_run(tx, &saved, &now, status, error.as_deref())
-        })
-        .await;
-    if let Err(err) = recorded {
-        tracing::error!(project = %project.id, error = %err, "recording a scheduled backup run");
-    }
-    if let Err(err) = apply_retention(app, project, schedule).await {
-        tracing::warn!(project = %project.id, error = %err, "pruning scheduled backups");
-    }
-}
-
-/// Deletes the scheduled backups the retention policy no longer keeps, per target.
-async fn apply_retention(app: &AppState, project: &Project, schedule: &Schedule) -> Result<()> {
-    let id = project.id.clone();
-    let backups = app
-        .store
-        .call(move |c| store::backups::of_project(c, &id))
-        .await?;
-    let mut groups: std::collections::BTreeMap<(&str, &str), Vec<(String, OffsetDateTime)>> =
-        Default::default();
-    for backup in backups.iter().rev() {
-        if backup.trigger != Trigger::Scheduled.as_str() || backup.status != BackupStatus::Completed
-        {
-            continue;
-        }
-        if let Some(at) = parse_time(&backup.started_at) {
-            groups
-                .entry((backup.kind.as_str(), backup.subject.as_str()))
-                .or_default()
-                .push((backup.id.clone(), at));
-        }
-    }
-    for newest_first in groups.values() {
-        for id in schedule::prune(newest_first, schedule.keep_daily, schedule.keep_weekly) {
-            let Some(backup) = backups.iter().find(|b| b.id == id) else {
-                continue;
-            };
-            if let Some(file) = &backup.file {
-                let path = app.config.backups_dir().join(file);
-                if let Err(err) = tokio::fs::remove_file(&path).await {
-                    if err.kind() != std::io::ErrorKind::NotFound {
-                        tracing::warn!(file = %path.display(), error = %err, "removing a pruned backup");
-                        continue;
-                    }
-                }
-            }
-            remote::delete_copy(app, backup).await;
-            let audit =
-                store::Audit::by_daemon(&project.account_id, "scheduler", "backup.prune", &id);
-            app.store
-                .write_audited(audit, move |tx| store::backups::delete(tx, &id))
-                .await?;
-        }
-    }
-    Ok(())
 }
 
 /// Whether the project's database is a `DatabaseEngine`, for callers that branch.

@@ -159,7 +159,8 @@ pub(crate) async fn start_healthy(
     };
     // Production's volumes and database are production's: a preview runs without them.
     if release.preview_id.is_none() {
-        crate::volumes::attach(app, &release.project.id, &mut spec)
+        app.databases
+            .attach(&release.project.id, &mut spec)
             .await
             .map_err(|err| err.to_string())?;
     }

@@ -699,7 +699,8 @@ async fn run_release_command(
     };
     // Production's volumes and database are production's: a preview runs without them.
     if deploy.preview_id.is_none() {
-        crate::volumes::attach(app, &project.id, &mut spec)
+        app.databases
+            .attach(&project.id, &mut spec)
             .await
             .map_err(failed("release"))?;
     }
