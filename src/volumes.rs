@@ -245,3 +245,103 @@ async fn containers_of(engine: &Runtime, project_id: &str) -> Result<Vec<String>
         .map(|c| c.id)
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        model::{
+            account::{Account, Actor},
+            project::ProjectStatus,
+        },
+        names::{Handle, ProcessType, ProjectName},
+        runtime::{fake::FakeRuntime, ContainerSummary},
+    };
+
+    fn container(id: &str, labels: Labels) -> ContainerSummary {
+        ContainerSummary {
+            id: id.to_owned(),
+            name: format!("cantila-{id}"),
+            labels: labels.to_map(),
+            state: "exited".to_owned(),
+            addresses: Default::default(),
+        }
+    }
+
+    /// The handle over a real store and a fake runtime: a volume is not deleted while a
+    /// production container of its project exists (stopped ones count; a backup helper
+    /// and a preview's instance do not), and the volume's row stays.
+    #[tokio::test]
+    async fn a_volume_is_kept_while_a_production_container_of_its_project_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let account = Account {
+            id: "acc_ada".to_owned(),
+            handle: Handle::parse("ada").unwrap(),
+            created_at: clock::now(),
+        };
+        let actor = Actor::operator(&account);
+        let project = Project {
+            id: "prj_a".to_owned(),
+            account_id: account.id.clone(),
+            handle: account.handle.clone(),
+            name: ProjectName::parse("shop").unwrap(),
+            runtime: None,
+            status: ProjectStatus::Running,
+            created_at: clock::now(),
+            updated_at: clock::now(),
+            instances: 1,
+            size: None,
+            preview_branches: Vec::new(),
+            process_instances: Default::default(),
+        };
+        let volume = Volume {
+            project_id: project.id.clone(),
+            name: "files".to_owned(),
+            mount_path: "/files".to_owned(),
+            docker_name: "cantila_prj_a_files".to_owned(),
+            created_at: clock::now(),
+        };
+        let rows = (account.clone(), project.clone(), volume.clone());
+        store
+            .write_audited(None::<store::Audit>, move |tx| {
+                store::accounts::insert_account(tx, &rows.0)?;
+                store::projects::insert(tx, &rows.1)?;
+                store::volumes::insert_volume(tx, &rows.2)
+            })
+            .await
+            .unwrap();
+        let web = ProcessType::parse("web").unwrap();
+        let fake = Arc::new(FakeRuntime::with_containers(vec![
+            container("helper", Labels::helper("inst", "prj_a")),
+            container(
+                "preview-web",
+                Labels::instance("inst", "prj_a", "dep_p", "p1q2r3", &web, "small")
+                    .in_preview(Some("pre_1")),
+            ),
+            container(
+                "stopped-web",
+                Labels::instance("inst", "prj_a", "dep_1", "x1y2z3", &web, "small"),
+            ),
+        ]));
+        let volumes = Volumes::new(
+            store.clone(),
+            fake.clone(),
+            "inst".into(),
+            ProjectLocks::default(),
+        );
+        let name = VolumeName::parse("files").unwrap();
+        let refused = volumes
+            .delete(&actor, project.id.clone(), name, Some("shop".to_owned()))
+            .await;
+        match refused {
+            Err(Error::Conflict(message)) => {
+                assert!(message.contains("1 container(s)"), "{message}")
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        let listed = volumes.list(&actor, project.id.clone()).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(fake.removed().is_empty());
+    }
+}
