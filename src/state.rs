@@ -5,6 +5,7 @@ use std::{ops::Deref, sync::Arc};
 
 use tokio::sync::Mutex as AsyncMutex;
 
+use crate::{assets::Assets, domains::Domains, env::Env, networks::Networks, projects::Projects};
 use crate::{
     config::Config, deploy::DeployHub, edge::EdgeMetrics, error::Error, logs::LogCollector,
     metrics::MetricsHub, routing::Routing, runtime::Runtime, secrets::SecretBox, store::Store,
@@ -54,6 +55,16 @@ pub struct Inner {
     pub uploads: Option<crate::backup::remote::Uploader>,
     /// The container runtime; it connects on first use, so the API runs without one.
     runtime: Runtime,
+    /// Projects' env vars.
+    pub env: Env,
+    /// Projects' hostnames: aliases and their certificate and DNS state.
+    pub domains: Domains,
+    /// Projects: creation, renaming, deletion of their rows.
+    pub projects: Projects,
+    /// Release targets' networks.
+    pub networks: Networks,
+    /// The static assets of live releases: extraction and the index.
+    pub assets: Assets,
 }
 
 impl AppState {
@@ -71,13 +82,37 @@ impl AppState {
         runtime: Runtime,
     ) -> Self {
         let backup_slots = tokio::sync::Semaphore::new(config.backups.concurrent);
+        let env = Env::new(store.clone(), secrets.clone());
+        let domains = Domains::new(
+            store.clone(),
+            tls.clone(),
+            config.base_domain.clone(),
+            config.console_hostname(),
+            config.domains.clone(),
+        );
+        let projects = Projects::new(store.clone());
+        let networks = Networks::new(store.clone(), config.deploy.clone(), &installation);
+        let assets = Assets::new(
+            store.clone(),
+            runtime.clone(),
+            &installation,
+            config.assets_dir(),
+            config.sites_dir(),
+        );
+        let routing = Routing::new(
+            store.clone(),
+            runtime.clone(),
+            tls.clone(),
+            installation.clone(),
+            crate::routing::Settings::from_config(&config),
+        );
         Self(Arc::new(Inner {
             config,
             store,
             log_store,
             secrets,
             deploys: DeployHub::default(),
-            routing: Routing::new(),
+            routing,
             logs: LogCollector::default(),
             edge_metrics: Arc::new(EdgeMetrics::new()),
             metrics: MetricsHub::default(),
@@ -87,6 +122,11 @@ impl AppState {
             backup_slots,
             uploads,
             runtime,
+            env,
+            domains,
+            projects,
+            networks,
+            assets,
         }))
     }
 
