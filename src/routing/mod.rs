@@ -287,3 +287,153 @@ impl Routing {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{net::SocketAddr, sync::Arc};
+
+    use super::*;
+    use crate::{
+        config::TlsConfig,
+        edge::RouteTarget,
+        labels::Labels,
+        model::account::{Account, Actor},
+        names::{Handle, ProcessType, ProjectName},
+        projects::{NewProject, Projects},
+        runtime::{fake::FakeRuntime, ContainerSummary},
+        tls::TlsMode,
+    };
+
+    /// A running web instance of `deploy` in `installation`, on production's network.
+    fn instance(
+        id: &str,
+        installation: &str,
+        project: &str,
+        deploy: &str,
+        ip: &str,
+    ) -> ContainerSummary {
+        let web = ProcessType::parse("web").unwrap();
+        ContainerSummary {
+            id: id.to_owned(),
+            name: format!("cantila-{id}"),
+            labels: Labels::instance(installation, project, deploy, "x1y2z3", &web, "small")
+                .to_map(),
+            state: "running".to_owned(),
+            addresses: HashMap::from([(format!("cantila-{project}"), ip.parse().unwrap())]),
+        }
+    }
+
+    fn running(id: &str, project_id: &str) -> Deploy {
+        Deploy {
+            id: id.to_owned(),
+            project_id: project_id.to_owned(),
+            status: DeployStatus::Running,
+            trigger: "api".to_owned(),
+            git_ref: None,
+            commit_sha: None,
+            commit_message: None,
+            plan: None,
+            image: Some(format!("cantila/{id}")),
+            failed_step: None,
+            error: None,
+            created_at: crate::clock::now(),
+            building_at: None,
+            releasing_at: None,
+            finished_at: None,
+            rollback_of: None,
+            preview_id: None,
+        }
+    }
+
+    /// The addresses `host` is proxied to in the live table, or `None` when it answers
+    /// otherwise (a state, a site) or not at all.
+    fn served(routing: &Routing, host: &str) -> Option<Vec<SocketAddr>> {
+        let table = routing.routes().load();
+        match &table.lookup(host)?.target {
+            RouteTarget::Instances(addresses) => Some(addresses.clone()),
+            _ => None,
+        }
+    }
+
+    /// A refresh through the handle: it reads the store and the runtime, routes the
+    /// project's hostname to this installation's instance of its running deploy only, and
+    /// a draining instance leaves the table with the next refresh.
+    #[tokio::test]
+    async fn a_refresh_routes_this_installations_running_instances_of_the_store_s_deploys() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let alice = Account {
+            id: "acc_alice".to_owned(),
+            handle: Handle::parse("alice").unwrap(),
+            created_at: crate::clock::now(),
+        };
+        let inserted = alice.clone();
+        store
+            .write(move |tx| store::accounts::insert_account(tx, &inserted))
+            .await
+            .unwrap();
+        let project = Projects::new(store.clone())
+            .create(
+                &Actor::operator(&alice),
+                NewProject {
+                    name: ProjectName::parse("web").unwrap(),
+                    runtime: None,
+                },
+            )
+            .await
+            .unwrap();
+        let deploy = running("dep_live", &project.id);
+        store
+            .write(move |tx| {
+                store::deploys::insert(tx, &deploy)?;
+                // The plan is recorded once detected, after the insert.
+                store::deploys::set_plan(tx, &deploy.id, r#"{"builder":"dockerfile","port":3000}"#)
+            })
+            .await
+            .unwrap();
+        let runtime: Runtime = Arc::new(FakeRuntime::with_containers(vec![
+            instance("ours", "inst", &project.id, "dep_live", "172.16.0.2"),
+            instance("theirs", "other", &project.id, "dep_live", "172.16.0.3"),
+        ]));
+        let tls = Tls::start(
+            dir.path(),
+            TlsConfig {
+                mode: TlsMode::Off,
+                ..TlsConfig::default()
+            },
+        )
+        .unwrap();
+        let routing = Routing::new(
+            store,
+            runtime,
+            tls,
+            "inst".to_owned(),
+            Settings {
+                base_domain: "apps.test".to_owned(),
+                sites_dir: dir.path().join("sites"),
+                assets_dir: dir.path().join("assets"),
+                console_hostname: None,
+                deploy: DeployConfig::default(),
+            },
+        );
+        let host = "web.alice.apps.test";
+        assert_eq!(
+            served(&routing, host),
+            None,
+            "nothing before the first refresh"
+        );
+        routing.refresh().await.unwrap();
+        assert_eq!(
+            served(&routing, host),
+            Some(vec!["172.16.0.2:3000".parse().unwrap()])
+        );
+        routing.set_draining(&["ours".to_owned()], true);
+        routing.refresh().await.unwrap();
+        assert!(routing.routes().load().lookup(host).is_some());
+        assert_eq!(
+            served(&routing, host),
+            None,
+            "a draining instance is not served"
+        );
+    }
+}
