@@ -5,6 +5,7 @@ use std::{ops::Deref, sync::Arc};
 
 use tokio::sync::Mutex as AsyncMutex;
 
+use crate::{assets::Assets, domains::Domains, env::Env, networks::Networks, projects::Projects};
 use crate::{
     backup::{Backups, BackupsParts},
     database::Databases,
@@ -61,6 +62,16 @@ pub struct Inner {
     pub backups: Backups,
     /// The container runtime; it connects on first use, so the API runs without one.
     runtime: Runtime,
+    /// Projects' env vars.
+    pub env: Env,
+    /// Projects' hostnames: aliases and their certificate and DNS state.
+    pub domains: Domains,
+    /// Projects: creation, renaming, deletion of their rows.
+    pub projects: Projects,
+    /// Release targets' networks.
+    pub networks: Networks,
+    /// The static assets of live releases: extraction and the index.
+    pub assets: Assets,
 }
 
 impl AppState {
@@ -77,6 +88,30 @@ impl AppState {
         uploads: Option<crate::backup::remote::Uploader>,
         runtime: Runtime,
     ) -> Self {
+        let env = Env::new(store.clone(), secrets.clone());
+        let domains = Domains::new(
+            store.clone(),
+            tls.clone(),
+            config.base_domain.clone(),
+            config.console_hostname(),
+            config.domains.clone(),
+        );
+        let projects = Projects::new(store.clone());
+        let networks = Networks::new(store.clone(), config.deploy.clone(), &installation);
+        let assets = Assets::new(
+            store.clone(),
+            runtime.clone(),
+            &installation,
+            config.assets_dir(),
+            config.sites_dir(),
+        );
+        let routing = Routing::new(
+            store.clone(),
+            runtime.clone(),
+            tls.clone(),
+            installation.clone(),
+            crate::routing::Settings::from_config(&config),
+        );
         let project_locks = ProjectLocks::default();
         let installation_id: Arc<str> = installation.as_str().into();
         let volumes = Volumes::new(
@@ -90,8 +125,7 @@ impl AppState {
             runtime.clone(),
             secrets.clone(),
             config.database.clone(),
-            config.deploy.clone(),
-            installation_id.clone(),
+            networks.clone(),
             volumes.clone(),
         );
         let backups = Backups::new(BackupsParts {
@@ -103,6 +137,7 @@ impl AppState {
             stop_grace_secs: config.deploy.stop_grace_secs,
             databases: databases.clone(),
             locks: project_locks.clone(),
+            routing: routing.clone(),
             uploads,
         });
         Self(Arc::new(Inner {
@@ -111,7 +146,7 @@ impl AppState {
             log_store,
             secrets,
             deploys: DeployHub::default(),
-            routing: Routing::new(),
+            routing,
             logs: LogCollector::default(),
             edge_metrics: Arc::new(EdgeMetrics::new()),
             metrics: MetricsHub::default(),
@@ -122,6 +157,11 @@ impl AppState {
             databases,
             backups,
             runtime,
+            env,
+            domains,
+            projects,
+            networks,
+            assets,
         }))
     }
 

@@ -333,11 +333,6 @@ async fn restore(
 ) -> ApiResult<Json<RestoreView>> {
     let confirm = body.unwrap_or_default().confirm;
     let restored = app.backups.restore(&auth.actor, id, confirm).await?;
-    // The restore stopped and started the project's containers: the route table follows
-    // them now, not at its next periodic refresh.
-    if let Err(err) = crate::routing::refresh(&app).await {
-        tracing::warn!(error = %err, "refreshing routes after a restore");
-    }
     Ok(Json(RestoreView {
         restored: restored.backup.into(),
         safety_backup: restored.safety_backup.into(),

@@ -157,8 +157,7 @@ impl Backups {
 
     /// Unpauses the containers a crash left paused while a backup copied their files (at
     /// start-up). Only a backup's copy pauses containers, so every paused container of this
-    /// installation is one of those. The composition root builds the first route table
-    /// after this, which takes them back.
+    /// installation is one of those; the route table then takes them back.
     pub(super) async fn resume_paused(&self) {
         let Ok(engine) = self.engine().await else {
             return;
@@ -182,6 +181,9 @@ impl Backups {
                     tracing::error!(container = %container.name, error = %err, "resuming a container a crash left paused")
                 }
             }
+        }
+        if let Err(err) = self.routing.refresh().await {
+            tracing::warn!(error = %err, "refreshing routes after resuming paused containers");
         }
     }
 
@@ -233,6 +235,12 @@ impl Backups {
             };
             if let Err(err) = resumed {
                 tracing::error!(project = %project.id, container = %id, error = %err, "resuming a container after a backup or restore");
+            }
+        }
+        if hold == Hold::Stop && !held.is_empty() {
+            drop(_guard);
+            if let Err(err) = self.routing.refresh().await {
+                tracing::warn!(error = %err, "refreshing routes after a restore");
             }
         }
         result

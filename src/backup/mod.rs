@@ -28,6 +28,7 @@ use crate::{
     names::VolumeName,
     pagination::{Page, PageRequest},
     projects::{self, Project},
+    routing::Routing,
     runtime::Runtime,
     store::{self, Store},
 };
@@ -56,6 +57,8 @@ pub struct Backups {
     databases: Databases,
     /// Shared with deploys: containers are held still only while no release change runs.
     locks: ProjectLocks,
+    /// The route table follows containers a restore restarted, or start-up resumed.
+    routing: Routing,
     /// Backups that may run at once (`backups.concurrent`), so dumps and archives do not
     /// starve the apps of disk and CPU.
     slots: Arc<tokio::sync::Semaphore>,
@@ -74,6 +77,7 @@ pub struct BackupsParts {
     pub stop_grace_secs: u64,
     pub databases: Databases,
     pub locks: ProjectLocks,
+    pub routing: Routing,
     pub uploads: Option<remote::Uploader>,
 }
 
@@ -89,6 +93,7 @@ impl Backups {
             stop_grace_secs: parts.stop_grace_secs,
             databases: parts.databases,
             locks: parts.locks,
+            routing: parts.routing,
             uploads: parts.uploads.map(Arc::new),
         }
     }
@@ -370,8 +375,7 @@ impl Backups {
     }
 
     /// Restores a completed backup over the project's current data, after taking a safety
-    /// backup of that data (a failed safety backup stops the restore). A restore of files
-    /// stops and starts the project's containers: the caller refreshes the route table.
+    /// backup of that data (a failed safety backup stops the restore).
     pub async fn restore(
         &self,
         actor: &Actor,

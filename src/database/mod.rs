@@ -5,7 +5,8 @@
 //! to a deploy-scope caller; the store holds it sealed and nothing logs it.
 //!
 //! `Databases` is the handle: the store, the runtime, the secret box, the `[database]`
-//! and `[deploy]` sections it reads, and the `Volumes` a SQLite database lives on.
+//! section, the `Networks` (production's gateway) and the `Volumes` a SQLite database
+//! lives on.
 //! Deleting a database takes a final backup first, so that orchestration lives above, in
 //! `backup` (`Backups::delete_database`), which calls the two halves here.
 
@@ -16,12 +17,13 @@ use std::{collections::BTreeMap, sync::Arc};
 use crate::{
     accounts::Actor,
     clock,
-    config::{DatabaseConfig, DeployConfig},
+    config::DatabaseConfig,
     error::{Error, Result},
     ids,
     labels::Filter,
     model::deploy::ReleaseTarget,
     names::{MountPath, VolumeName},
+    networks::Networks,
     projects::{self, Project},
     runtime::{ContainerSpec, Runtime},
     secrets::SecretBox,
@@ -65,10 +67,8 @@ struct Inner {
     secrets: SecretBox,
     /// `[database]`: the PostgreSQL server and the host containers reach it at.
     config: DatabaseConfig,
-    /// `[deploy]`: production's network, whose gateway is the default container host.
-    deploy: DeployConfig,
-    /// This installation's id, labelled on the network it may create.
-    installation: Arc<str>,
+    /// Production's network, whose gateway is the default container host.
+    networks: Networks,
     /// A SQLite database lives on a volume of the project.
     volumes: Volumes,
 }
@@ -79,8 +79,7 @@ impl Databases {
         runtime: Runtime,
         secrets: SecretBox,
         config: DatabaseConfig,
-        deploy: DeployConfig,
-        installation: Arc<str>,
+        networks: Networks,
         volumes: Volumes,
     ) -> Self {
         Self(Arc::new(Inner {
@@ -88,8 +87,7 @@ impl Databases {
             runtime,
             secrets,
             config,
-            deploy,
-            installation,
+            networks,
             volumes,
         }))
     }
@@ -260,14 +258,11 @@ impl Databases {
             return Ok(host.clone());
         }
         let engine = self.engine().await?;
-        let network = crate::networks::ensure_in(
-            &self.0.deploy,
-            &self.0.installation,
-            &engine,
-            project_id,
-            &ReleaseTarget::Production,
-        )
-        .await?;
+        let network = self
+            .0
+            .networks
+            .ensure(&engine, project_id, &ReleaseTarget::Production)
+            .await?;
         engine
             .network_gateway(&network)
             .await?
