@@ -52,7 +52,7 @@ fn io_error(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
 impl Backups {
     /// Takes the backup described by `backup`; returns its file.
     pub(super) async fn take(&self, project: &Project, backup: &Backup) -> Result<Written> {
-        let dir = self.backups_dir.to_path_buf().join(&project.id);
+        let dir = self.backups_dir.join(&project.id);
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(io_error("creating the backups directory"))?;

@@ -363,7 +363,7 @@ impl Backups {
 
     fn completed_file(&self, backup: &Backup) -> Result<PathBuf> {
         match (&backup.status, &backup.file) {
-            (BackupStatus::Completed, Some(file)) => Ok(self.backups_dir.to_path_buf().join(file)),
+            (BackupStatus::Completed, Some(file)) => Ok(self.backups_dir.join(file)),
             (BackupStatus::Running, _) => Err(Error::Conflict(format!(
                 "backup `{}` is still running",
                 backup.id

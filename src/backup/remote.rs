@@ -135,7 +135,7 @@ impl Backups {
         if remote.status == RemoteStatus::Uploaded || backup.status != BackupStatus::Completed {
             return;
         }
-        let path = self.backups_dir.to_path_buf().join(file);
+        let path = self.backups_dir.join(file);
         let started = std::time::Instant::now();
         let outcome = copy(uploader, &path, &backup, &remote.key).await;
         match &outcome {

@@ -272,7 +272,7 @@ impl Backups {
                     continue;
                 };
                 if let Some(file) = &backup.file {
-                    let path = self.backups_dir.to_path_buf().join(file);
+                    let path = self.backups_dir.join(file);
                     if let Err(err) = tokio::fs::remove_file(&path).await {
                         if err.kind() != std::io::ErrorKind::NotFound {
                             tracing::warn!(file = %path.display(), error = %err, "removing a pruned backup");
