@@ -6,9 +6,8 @@ use std::{ops::Deref, sync::Arc};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::{
-    config::Config, deploy::DeployHub, edge::EdgeMetrics, error::Error, logs::LogCollector,
-    metrics::MetricsHub, routing::Routing, runtime::Runtime, secrets::SecretBox, store::Store,
-    tls::Tls,
+    config::Config, deploy::DeployHub, error::Error, logs::Logs, metrics::Metrics,
+    routing::Routing, runtime::Runtime, secrets::SecretBox, store::Store, tls::Tls,
 };
 
 /// A cheap-clone handle (`Arc`) to everything the daemon shares.
@@ -20,10 +19,6 @@ pub struct Inner {
     pub config: Config,
     /// All desired state.
     pub store: Store,
-    /// A second connection to the same database for runtime log lines: a chatty app's
-    /// batches, prunes and log queries queue on this one, so API requests on `store`
-    /// never wait behind them.
-    pub log_store: Store,
     /// Seals secrets at rest with the key in the data dir.
     pub secrets: SecretBox,
     /// Live deploy logs, cancel switches and the worker's wake-up.
@@ -31,14 +26,12 @@ pub struct Inner {
     /// The edge's route table and routing's own side tables (draining instances,
     /// deploys being switched to, certificate requests in flight).
     pub routing: Routing,
-    /// Runtime log collection: followers of instance output, the edge's access-log sink,
-    /// the batching writer's queue and live followers of stored lines.
-    pub logs: LogCollector,
-    /// Per-project request counters kept by the edge.
-    pub edge_metrics: Arc<EdgeMetrics>,
-    /// The metrics collector's latest instance samples, for reports and Prometheus
-    /// scrapes that must not wait on Docker.
-    pub metrics: MetricsHub,
+    /// The logs service: runtime log lines (on their own connection), their collection
+    /// and the edge's access-log sink.
+    pub logs: Logs,
+    /// The metrics service: stored points, the latest instance samples and the edge's
+    /// per-project request counters.
+    pub metrics: Metrics,
     /// Certificates for the HTTPS listener.
     pub tls: Tls,
     /// This installation's id, labelled on everything it creates in Docker, so two
@@ -71,16 +64,27 @@ impl AppState {
         runtime: Runtime,
     ) -> Self {
         let backup_slots = tokio::sync::Semaphore::new(config.backups.concurrent);
+        let logs = Logs::new(
+            store.clone(),
+            log_store,
+            runtime.clone(),
+            &installation,
+            config.logs.clone(),
+        );
+        let metrics = Metrics::new(
+            store.clone(),
+            runtime.clone(),
+            &installation,
+            config.metrics.clone(),
+        );
         Self(Arc::new(Inner {
             config,
             store,
-            log_store,
             secrets,
             deploys: DeployHub::default(),
             routing: Routing::new(),
-            logs: LogCollector::default(),
-            edge_metrics: Arc::new(EdgeMetrics::new()),
-            metrics: MetricsHub::default(),
+            logs,
+            metrics,
             tls,
             installation,
             project_locks: Default::default(),

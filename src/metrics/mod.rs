@@ -4,6 +4,8 @@
 //! summary; `prometheus` renders the live figures in the Prometheus text format.
 //! A preview's instances and edge traffic are sampled like production's but kept under the
 //! preview: a report is production's or one preview's, never a mix.
+//! `Metrics` is the service's handle: the store, the runtime, the latest samples, the
+//! edge's counters and the `[metrics]` section.
 //! Invariant: points are only read for a project (and preview) the caller may see, and the
 //! series of a window is computed from stored points alone, so it survives daemon restarts.
 
@@ -19,11 +21,14 @@ use crate::{
     accounts::Actor,
     config::MetricsConfig,
     duration,
-    edge::metrics::{percentile_ms, LATENCY_BUCKETS},
+    edge::{
+        metrics::{percentile_ms, LATENCY_BUCKETS},
+        EdgeMetrics,
+    },
     error::{Error, Result},
-    projects,
-    state::AppState,
-    store::{self, metrics::MINUTE},
+    model::project::Project,
+    runtime::Runtime,
+    store::{self, metrics::MINUTE, Db, Store},
 };
 
 pub use crate::model::metrics::{EdgePoint, InstancePoint};
@@ -63,22 +68,74 @@ pub struct InstanceNow {
     pub preview_id: Option<String>,
 }
 
+/// The metrics service: a cheap-clone handle to what sampling, reports and Prometheus
+/// text use. The collector task holds a clone of it.
+#[derive(Clone)]
+pub struct Metrics {
+    /// All desired state: the points, and the projects and previews they belong to.
+    store: Store,
+    /// Where instances are sampled; it connects on first use.
+    runtime: Runtime,
+    /// This installation's id: only its own instances are sampled.
+    installation: Arc<str>,
+    /// The `[metrics]` section: the interval and the retention.
+    config: MetricsConfig,
+    /// The collector's latest instance samples.
+    hub: Arc<MetricsHub>,
+    /// The edge's per-project request counters (the edge counts; this service reads).
+    edge: Arc<EdgeMetrics>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("installation", &self.installation)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// The service with fresh edge counters and no samples yet.
+    pub fn new(store: Store, runtime: Runtime, installation: &str, config: MetricsConfig) -> Self {
+        Self {
+            store,
+            runtime,
+            installation: Arc::from(installation),
+            config,
+            hub: Arc::new(MetricsHub::default()),
+            edge: Arc::new(EdgeMetrics::new()),
+        }
+    }
+
+    /// The counters the edge keeps per project and preview, for the composition root to
+    /// hand to the edge.
+    pub fn edge_counters(&self) -> Arc<EdgeMetrics> {
+        self.edge.clone()
+    }
+
+    /// The collector's latest sample of every instance.
+    pub fn latest(&self) -> Arc<Vec<InstanceNow>> {
+        self.hub.latest()
+    }
+}
+
 /// The collector's latest samples, read by reports and Prometheus scrapes without
 /// touching Docker. A std mutex: it is held only to swap or clone an `Arc`.
 #[derive(Debug, Default)]
-pub struct MetricsHub {
+struct MetricsHub {
     latest: Mutex<Arc<Vec<InstanceNow>>>,
 }
 
 impl MetricsHub {
-    pub fn latest(&self) -> Arc<Vec<InstanceNow>> {
+    fn latest(&self) -> Arc<Vec<InstanceNow>> {
         self.latest
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    pub(crate) fn replace(&self, samples: Vec<InstanceNow>) {
+    fn replace(&self, samples: Vec<InstanceNow>) {
         *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(samples);
     }
 }
@@ -272,87 +329,104 @@ pub struct Summary {
     pub restarts: u64,
 }
 
-/// The metrics of one project of the caller's account over `window`: its production
-/// instances and hostnames, or with `preview` only that preview's (another project's or
-/// account's preview answers 404).
-pub async fn report(
-    app: &AppState,
-    actor: &Actor,
-    project_id: String,
-    preview: Option<String>,
-    window: Window,
-) -> Result<Report> {
-    let (project_id, preview_id) = target(app, actor, project_id, preview).await?;
-    let now = unix_now();
-    let first = (now - window.since_secs).div_euclid(window.step_secs) * window.step_secs;
-    let last = now.div_euclid(window.step_secs) * window.step_secs;
-    let interval = app.config.metrics.interval_secs as i64;
-    let id = project_id.clone();
-    let preview = preview_id.clone();
-    let (instance_points, edge_points, recent_edges) = app
-        .store
-        .call(move |c| {
-            let preview = preview.as_deref();
-            Ok((
-                store::metrics::instance_points(c, &id, preview, window.resolution, first)?,
-                store::metrics::edge_points(c, &id, preview, window.resolution, first)?,
-                store::metrics::edge_points(c, &id, preview, interval, now - MINUTE)?,
-            ))
+impl Metrics {
+    /// The metrics of one project of the caller's account over `window`: its production
+    /// instances and hostnames, or with `preview` only that preview's (another project's or
+    /// account's preview answers 404).
+    pub async fn report(
+        &self,
+        actor: &Actor,
+        project_id: String,
+        preview: Option<String>,
+        window: Window,
+    ) -> Result<Report> {
+        let (project_id, preview_id) = target(&self.store, actor, project_id, preview).await?;
+        let now = unix_now();
+        let first = (now - window.since_secs).div_euclid(window.step_secs) * window.step_secs;
+        let last = now.div_euclid(window.step_secs) * window.step_secs;
+        let interval = self.config.interval_secs as i64;
+        let id = project_id.clone();
+        let preview = preview_id.clone();
+        let (instance_points, edge_points, recent_edges) = self
+            .store
+            .call(move |c| {
+                let preview = preview.as_deref();
+                Ok((
+                    store::metrics::instance_points(c, &id, preview, window.resolution, first)?,
+                    store::metrics::edge_points(c, &id, preview, window.resolution, first)?,
+                    store::metrics::edge_points(c, &id, preview, interval, now - MINUTE)?,
+                ))
+            })
+            .await?;
+        let (series, instances) = build_series(
+            &instance_points,
+            &edge_points,
+            first,
+            last,
+            window.step_secs,
+        );
+        let live: Vec<InstanceNow> = self
+            .latest()
+            .iter()
+            .filter(|sample| sample.project_id == project_id && sample.preview_id == preview_id)
+            .cloned()
+            .collect();
+        let summary = summarize(live, &series, &recent_edges);
+        Ok(Report {
+            project_id,
+            preview_id,
+            window,
+            from: first,
+            to: last,
+            series,
+            instances,
+            summary,
         })
-        .await?;
-    let (series, instances) = build_series(
-        &instance_points,
-        &edge_points,
-        first,
-        last,
-        window.step_secs,
-    );
-    let live: Vec<InstanceNow> = app
-        .metrics
-        .latest()
-        .iter()
-        .filter(|sample| sample.project_id == project_id && sample.preview_id == preview_id)
-        .cloned()
-        .collect();
-    let summary = summarize(live, &series, &recent_edges);
-    Ok(Report {
-        project_id,
-        preview_id,
-        window,
-        from: first,
-        to: last,
-        series,
-        instances,
-        summary,
-    })
+    }
+
+    /// Checks that `preview` (when given) is a preview of the actor's project, for callers
+    /// that refuse a preview after that check (Prometheus text covers production only).
+    pub async fn check_preview(
+        &self,
+        actor: &Actor,
+        project_id: String,
+        preview: Option<String>,
+    ) -> Result<()> {
+        target(&self.store, actor, project_id, preview)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// The account's project `id`; another account's answers exactly like a missing one, in
+/// the words `projects` uses.
+fn owned_project(db: &Db, account_id: &str, id: &str) -> Result<Project> {
+    store::projects::by_id(db, account_id, id)?
+        .ok_or_else(|| Error::NotFound(format!("project `{id}` not found")))
 }
 
 /// The project's id and, when `preview` is given, the preview's, once both are known to
-/// be the actor's.
+/// be the actor's (another's answers exactly like a missing one, with the words
+/// `projects` and `previews` use). The preview row is read from the store: metrics sit
+/// below the previews service.
 async fn target(
-    app: &AppState,
+    store: &Store,
     actor: &Actor,
     project_id: String,
     preview: Option<String>,
 ) -> Result<(String, Option<String>)> {
-    match preview {
-        Some(preview_id) => {
-            let preview = crate::previews::get(app, actor, project_id, preview_id).await?;
+    let account_id = actor.account_id.clone();
+    store
+        .call(move |c| {
+            let project = owned_project(c, &account_id, &project_id)?;
+            let Some(preview_id) = preview else {
+                return Ok((project.id, None));
+            };
+            let preview = store::previews::by_id(c, &project.id, &preview_id)?
+                .ok_or_else(|| Error::NotFound(format!("preview `{preview_id}` not found")))?;
             Ok((preview.project_id, Some(preview.id)))
-        }
-        None => Ok((projects::get(&app.store, actor, project_id).await?.id, None)),
-    }
-}
-
-/// Checks that `preview` (when given) is a preview of the actor's project, for callers
-/// that refuse a preview after that check (Prometheus text covers production only).
-pub async fn check_preview(
-    app: &AppState,
-    actor: &Actor,
-    project_id: String,
-    preview: Option<String>,
-) -> Result<()> {
-    target(app, actor, project_id, preview).await.map(|_| ())
+        })
+        .await
 }
 
 /// Folds stored points into one series point per step from `first` to `last`.
@@ -523,46 +597,48 @@ fn summarize(
     }
 }
 
-/// Prometheus text of one project of the caller's account.
-pub async fn project_exposition(
-    app: &AppState,
-    actor: &Actor,
-    project_id: String,
-) -> Result<String> {
-    let project = projects::get(&app.store, actor, project_id).await?;
-    Ok(exposition(app, &[project]))
-}
+impl Metrics {
+    /// Prometheus text of one project of the caller's account.
+    pub async fn project_exposition(&self, actor: &Actor, project_id: String) -> Result<String> {
+        let account_id = actor.account_id.clone();
+        let project = self
+            .store
+            .call(move |c| owned_project(c, &account_id, &project_id))
+            .await?;
+        Ok(self.exposition(&[project]))
+    }
 
-/// Prometheus text of every project of the caller's account.
-pub async fn account_exposition(app: &AppState, actor: &Actor) -> Result<String> {
-    let account_id = actor.account_id.clone();
-    let projects = app
-        .store
-        .call(move |c| {
-            let mut all = store::projects::all(c)?;
-            all.retain(|p| p.account_id == account_id);
-            Ok(all)
-        })
-        .await?;
-    Ok(exposition(app, &projects))
-}
+    /// Prometheus text of every project of the caller's account.
+    pub async fn account_exposition(&self, actor: &Actor) -> Result<String> {
+        let account_id = actor.account_id.clone();
+        let projects = self
+            .store
+            .call(move |c| {
+                let mut all = store::projects::all(c)?;
+                all.retain(|p| p.account_id == account_id);
+                Ok(all)
+            })
+            .await?;
+        Ok(self.exposition(&projects))
+    }
 
-/// Prometheus text of every project of every account, for the operator's own listener.
-pub async fn installation_exposition(app: &AppState) -> Result<String> {
-    let projects = app.store.call(|c| store::projects::all(c)).await?;
-    Ok(exposition(app, &projects))
-}
+    /// Prometheus text of every project of every account, for the operator's own listener.
+    pub async fn installation_exposition(&self) -> Result<String> {
+        let projects = self.store.call(|c| store::projects::all(c)).await?;
+        Ok(self.exposition(&projects))
+    }
 
-fn exposition(app: &AppState, projects: &[projects::Project]) -> String {
-    let labels: Vec<prometheus::ProjectLabels> = projects
-        .iter()
-        .map(|p| prometheus::ProjectLabels {
-            id: p.id.clone(),
-            handle: p.handle.to_string(),
-            name: p.name.to_string(),
-        })
-        .collect();
-    prometheus::render(&labels, &app.edge_metrics, &app.metrics.latest())
+    fn exposition(&self, projects: &[Project]) -> String {
+        let labels: Vec<prometheus::ProjectLabels> = projects
+            .iter()
+            .map(|p| prometheus::ProjectLabels {
+                id: p.id.clone(),
+                handle: p.handle.to_string(),
+                name: p.name.to_string(),
+            })
+            .collect();
+        prometheus::render(&labels, &self.edge, &self.latest())
+    }
 }
 
 fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
