@@ -437,24 +437,67 @@ fn build_series(
     last: i64,
     step: i64,
 ) -> (Vec<SeriesPoint>, Vec<InstanceSeries>) {
-    let bucket_of = |at: i64| at.div_euclid(step) * step;
-    // Gauges: summed across instances at each sample time, then averaged over the step.
-    #[derive(Default)]
-    struct AtSum {
-        cpu: Option<f64>,
-        cpu_limit: Vec<f64>,
-        memory: Option<u64>,
-        memory_limit: Option<u64>,
-    }
-    let mut by_time: BTreeMap<i64, BTreeMap<i64, AtSum>> = BTreeMap::new();
-    let mut counters: BTreeMap<i64, InstancePoint> = BTreeMap::new();
-    let mut per_instance: BTreeMap<&str, BTreeMap<i64, Vec<&InstancePoint>>> = BTreeMap::new();
-    for point in instance_points {
-        let bucket = bucket_of(point.at);
-        if bucket < first || bucket > last {
-            continue;
+    let mut steps = Steps::gather(instance_points, edge_points, first, last, step);
+    let series = (0..)
+        .map(|n| first + n * step)
+        .take_while(|bucket| *bucket <= last)
+        .map(|bucket| steps.point(bucket, step))
+        .collect();
+    (series, instance_series(steps.per_instance))
+}
+
+/// Gauges summed across instances at one sample time (then averaged over the step).
+#[derive(Default)]
+struct AtSum {
+    cpu: Option<f64>,
+    cpu_limit: Vec<f64>,
+    memory: Option<u64>,
+    memory_limit: Option<u64>,
+}
+
+/// Stored points sorted into the steps (buckets) of a window; points outside it are left
+/// out.
+#[derive(Default)]
+struct Steps<'a> {
+    /// Gauges by bucket, then by sample time.
+    by_time: BTreeMap<i64, BTreeMap<i64, AtSum>>,
+    /// Counters summed across instances, by bucket.
+    counters: BTreeMap<i64, InstancePoint>,
+    /// Each instance's points, by bucket.
+    per_instance: BTreeMap<&'a str, BTreeMap<i64, Vec<&'a InstancePoint>>>,
+    /// Edge figures summed, by bucket.
+    edges: BTreeMap<i64, EdgePoint>,
+}
+
+impl<'a> Steps<'a> {
+    fn gather(
+        instance_points: &'a [InstancePoint],
+        edge_points: &[EdgePoint],
+        first: i64,
+        last: i64,
+        step: i64,
+    ) -> Self {
+        let bucket_of = |at: i64| {
+            let bucket = at.div_euclid(step) * step;
+            (first..=last).contains(&bucket).then_some(bucket)
+        };
+        let mut steps = Self::default();
+        for point in instance_points {
+            if let Some(bucket) = bucket_of(point.at) {
+                steps.add_instance(bucket, point);
+            }
         }
-        let sum = by_time
+        for point in edge_points {
+            if let Some(bucket) = bucket_of(point.at) {
+                steps.edges.entry(bucket).or_default().add(point);
+            }
+        }
+        steps
+    }
+
+    fn add_instance(&mut self, bucket: i64, point: &'a InstancePoint) {
+        let sum = self
+            .by_time
             .entry(bucket)
             .or_default()
             .entry(point.at)
@@ -471,35 +514,28 @@ fn build_series(
         if let Some(limit) = point.memory_limit_bytes {
             *sum.memory_limit.get_or_insert(0) += limit;
         }
-        let total = counters.entry(bucket).or_default();
+        let total = self.counters.entry(bucket).or_default();
         total.net_rx_bytes += point.net_rx_bytes;
         total.net_tx_bytes += point.net_tx_bytes;
         total.block_read_bytes += point.block_read_bytes;
         total.block_write_bytes += point.block_write_bytes;
         total.restarts += point.restarts;
-        per_instance
+        self.per_instance
             .entry(&point.instance_id)
             .or_default()
             .entry(bucket)
             .or_default()
             .push(point);
     }
-    let mut edges: BTreeMap<i64, EdgePoint> = BTreeMap::new();
-    for point in edge_points {
-        let bucket = bucket_of(point.at);
-        if bucket < first || bucket > last {
-            continue;
-        }
-        edges.entry(bucket).or_default().add(point);
-    }
-    let mut series = Vec::new();
-    let mut bucket = first;
-    while bucket <= last {
+
+    /// The series point of the step starting at `bucket` (a gap reads as no figure, not a
+    /// zero).
+    fn point(&mut self, bucket: i64, step: i64) -> SeriesPoint {
         let mut point = SeriesPoint {
             at: bucket,
             ..SeriesPoint::default()
         };
-        if let Some(times) = by_time.get(&bucket) {
+        if let Some(times) = self.by_time.get(&bucket) {
             point.cpu_percent = mean(times.values().filter_map(|s| s.cpu));
             point.cpu_limit_percent = mean(
                 times
@@ -515,14 +551,14 @@ fn build_series(
             )
             .map(|m| m as u64);
         }
-        if let Some(total) = counters.get(&bucket) {
+        if let Some(total) = self.counters.get(&bucket) {
             point.net_rx_bytes = total.net_rx_bytes;
             point.net_tx_bytes = total.net_tx_bytes;
             point.block_read_bytes = total.block_read_bytes;
             point.block_write_bytes = total.block_write_bytes;
             point.restarts = total.restarts;
         }
-        if let Some(edge) = edges.remove(&bucket) {
+        if let Some(edge) = self.edges.remove(&bucket) {
             point.p50_ms = edge.percentile_ms(0.50);
             point.p95_ms = edge.percentile_ms(0.95);
             point.p99_ms = edge.percentile_ms(0.99);
@@ -530,10 +566,15 @@ fn build_series(
             point.edge = edge;
         }
         point.edge.at = bucket;
-        series.push(point);
-        bucket += step;
+        point
     }
-    let instances = per_instance
+}
+
+/// Each instance's series: its points of a step averaged (gauges) or summed (counters).
+fn instance_series(
+    per_instance: BTreeMap<&str, BTreeMap<i64, Vec<&InstancePoint>>>,
+) -> Vec<InstanceSeries> {
+    per_instance
         .into_iter()
         .map(|(instance_id, buckets)| InstanceSeries {
             instance_id: instance_id.to_owned(),
@@ -561,8 +602,7 @@ fn build_series(
                 })
                 .collect(),
         })
-        .collect();
-    (series, instances)
+        .collect()
 }
 
 fn summarize(
