@@ -49,7 +49,8 @@ const LIVE_BUFFER: usize = 4096;
 
 /// The collector's shared half, held by the `Logs` handle.
 pub(super) struct LogCollector {
-    lines: mpsc::Sender<NewLine>,
+    /// The writer's queue of container lines (the handle's tests feed it directly).
+    pub(super) lines: mpsc::Sender<NewLine>,
     access_sink: AccessLogSink,
     receivers: Mutex<Option<(mpsc::Receiver<NewLine>, mpsc::Receiver<AccessRecord>)>>,
     /// Containers with a follower task, so a container is never followed twice.

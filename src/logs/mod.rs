@@ -9,6 +9,8 @@
 //! lines or one preview's, never both.
 
 pub mod collector;
+#[cfg(test)]
+pub(crate) mod fixtures;
 
 use std::sync::Arc;
 
@@ -443,6 +445,111 @@ mod tests {
             },
             false,
         );
+    }
+
+    fn line(preview_id: Option<&str>, text: &str) -> NewLine {
+        NewLine {
+            project_id: "prj_a".into(),
+            at_ns: crate::clock::now_nanos(),
+            instance: "abc123".into(),
+            process: "web".into(),
+            stream: LogStream::Stdout,
+            text: text.into(),
+            preview_id: preview_id.map(Into::into),
+            position: None,
+        }
+    }
+
+    fn everything(preview_id: Option<&str>) -> LogQuery {
+        LogQuery {
+            since_ns: None,
+            until_ns: None,
+            filter: LineFilter {
+                preview_id: preview_id.map(Into::into),
+                ..LineFilter::default()
+            },
+            limit: 100,
+        }
+    }
+
+    async fn next_text(lines: &mut mpsc::Receiver<Arc<RuntimeLine>>) -> String {
+        tokio::time::timeout(std::time::Duration::from_secs(10), lines.recv())
+            .await
+            .expect("a line within 10 s")
+            .expect("the stream is open")
+            .text
+            .clone()
+    }
+
+    /// The handle end to end on a real store and a fake runtime (no containers): reads
+    /// show production's lines or one preview's, another account's project or preview
+    /// answers 404, and a follower gets the window, then what the writer stores, filtered.
+    #[tokio::test]
+    async fn reads_and_follows_keep_to_the_callers_project_and_preview() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, alice, bob) = fixtures::two_accounts(dir.path());
+        let runtime: Runtime = Arc::new(crate::runtime::fake::FakeRuntime::default());
+        let lines = store.companion().unwrap();
+        let logs = Logs::new(store, lines, runtime, "inst", LogsConfig::default());
+        let batch = vec![line(None, "production"), line(Some("prv_a"), "preview")];
+        logs.lines
+            .call(move |c| store::runtime_logs::append(c, batch, u64::MAX))
+            .await
+            .unwrap();
+
+        async fn read(
+            logs: &Logs,
+            actor: &Actor,
+            project: &str,
+            preview: Option<&str>,
+        ) -> Result<Vec<String>> {
+            let page = logs
+                .read(actor, project.into(), everything(preview))
+                .await?;
+            Ok(page.lines.into_iter().map(|l| l.text).collect())
+        }
+        assert_eq!(
+            read(&logs, &alice, "prj_a", None).await.unwrap(),
+            ["production"]
+        );
+        assert_eq!(
+            read(&logs, &alice, "prj_a", Some("prv_a")).await.unwrap(),
+            ["preview"]
+        );
+        for (actor, project, preview, missing) in [
+            (&bob, "prj_a", None, "project `prj_a`"),
+            (&bob, "prj_a", Some("prv_a"), "project `prj_a`"),
+            (&alice, "prj_a", Some("prv_b"), "preview `prv_b`"),
+            (&alice, "prj_b", Some("prv_b"), "project `prj_b`"),
+        ] {
+            let err = read(&logs, actor, project, preview).await.unwrap_err();
+            assert!(
+                matches!(err, Error::NotFound(_)),
+                "{project} {preview:?}: {err}"
+            );
+            assert!(err.to_string().contains(missing), "{err}");
+        }
+
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let writer = tokio::spawn(collector::run(logs.clone(), async {
+            let _ = stopped.await;
+        }));
+        let mut followed = logs
+            .follow(&alice, "prj_a".into(), everything(None), FollowFrom::Window)
+            .await
+            .unwrap();
+        assert_eq!(next_text(&mut followed).await, "production");
+        for new in [
+            line(None, "live"),
+            line(Some("prv_a"), "preview live"),
+            line(None, "live 2"),
+        ] {
+            logs.collector.lines.send(new).await.unwrap();
+        }
+        assert_eq!(next_text(&mut followed).await, "live");
+        assert_eq!(next_text(&mut followed).await, "live 2");
+        stop.send(()).unwrap();
+        writer.await.unwrap();
     }
 
     #[test]

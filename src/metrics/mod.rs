@@ -799,69 +799,13 @@ mod tests {
         assert_eq!(summary.memory_bytes, None);
     }
 
-    /// A store with account `acc_a` (project `prj_a`, its preview `prv_a`) and account
-    /// `acc_b` (project `prj_b`, its preview `prv_b`).
-    fn two_accounts(dir: &std::path::Path) -> (Store, Actor, Actor) {
-        use crate::{
-            model::{account::Account, preview::Preview, project::ProjectStatus},
-            names::{Handle, ProjectName},
-        };
-        let store = Store::open(dir).unwrap();
-        let mut actors = Vec::new();
-        for side in ["a", "b"] {
-            let account = Account {
-                id: format!("acc_{side}"),
-                handle: Handle::parse(&format!("owner-{side}")).unwrap(),
-                created_at: String::new(),
-            };
-            let project = Project {
-                id: format!("prj_{side}"),
-                account_id: account.id.clone(),
-                handle: account.handle.clone(),
-                name: ProjectName::parse("web").unwrap(),
-                runtime: None,
-                status: ProjectStatus::Running,
-                created_at: String::new(),
-                updated_at: String::new(),
-                instances: 1,
-                size: None,
-                preview_branches: Vec::new(),
-                process_instances: Default::default(),
-            };
-            let preview = Preview {
-                id: format!("prv_{side}"),
-                project_id: project.id.clone(),
-                hostname: format!("preview-{side}"),
-                branch: Some("feature".into()),
-                git_ref: "feature".into(),
-                pull_request: None,
-                sealed_env: None,
-                ttl_secs: 3600,
-                trigger: "api".into(),
-                created_at: String::new(),
-                updated_at: String::new(),
-                expires_at: String::new(),
-            };
-            store
-                .call_blocking(|c| {
-                    store::accounts::insert_account(c, &account)?;
-                    store::projects::insert(c, &project)?;
-                    store::previews::insert(c, &preview)
-                })
-                .unwrap();
-            actors.push(Actor::operator(&account));
-        }
-        let b = actors.pop().unwrap();
-        (store, actors.pop().unwrap(), b)
-    }
-
     /// The handle end to end on a real store and a fake runtime: a collector tick stores
     /// the edge's figures of production and of a preview apart, a report shows one or the
     /// other, and another account's project or preview answers 404.
     #[tokio::test]
     async fn a_tick_keeps_production_and_a_preview_apart_and_reports_only_the_callers() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, alice, bob) = two_accounts(dir.path());
+        let (store, alice, bob) = crate::logs::fixtures::two_accounts(dir.path());
         let runtime: Runtime = Arc::new(crate::runtime::fake::FakeRuntime::default());
         let metrics = Metrics::new(store, runtime, "inst", config());
         let edge = metrics.edge_counters();
