@@ -2,8 +2,11 @@
 //! two accounts, each with one project and one preview of it.
 
 use crate::{
-    accounts::Actor,
-    model::{account::Account, preview::Preview, project::Project, project::ProjectStatus},
+    model::{
+        account::{Account, Actor},
+        preview::Preview,
+        project::{Project, ProjectStatus},
+    },
     names::{Handle, ProjectName},
     store::{self, Store},
 };

@@ -17,11 +17,11 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::{
-    accounts::Actor,
     config::LogsConfig,
     edge::AccessLogSink,
     error::{Error, Result},
     live,
+    model::account::Actor,
     runtime::Runtime,
     store::{self, Store},
 };

@@ -18,7 +18,6 @@ use std::{
 };
 
 use crate::{
-    accounts::Actor,
     config::MetricsConfig,
     duration,
     edge::{
@@ -26,7 +25,7 @@ use crate::{
         EdgeMetrics,
     },
     error::{Error, Result},
-    model::project::Project,
+    model::{account::Actor, project::Project},
     runtime::Runtime,
     store::{self, metrics::MINUTE, Db, Store},
 };
