@@ -20,8 +20,7 @@ use crate::{
     edge::{AccessLogSink, AccessRecord},
     labels::{Filter, Labels},
     live::Topics,
-    runtime::ContainerLogLine,
-    runtime::OutputStream,
+    runtime::{ContainerLogLine, OutputStream},
     store::{self, Store},
 };
 
