@@ -8,6 +8,7 @@
 
 use std::{
     path::{Component, Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -16,18 +17,31 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     accounts::Actor,
-    deploy::{Deploy, DeployStatus},
     edge::{routes::AssetMount, static_files},
     error::{Error, Result},
     labels::Labels,
+    model::deploy::{Deploy, DeployStatus},
     pagination::{Page, PageRequest},
     plan::SourcePlan,
     projects::{self, Project},
-    state::AppState,
-    store,
+    runtime::Runtime,
+    store::{self, Store},
 };
 
 pub use crate::model::asset::Asset;
+
+/// The assets service handle: the store the index lives in, the runtime images are
+/// copied out of, this installation's id for the helper's labels, and the directories
+/// assets are extracted into (`assets_dir`) and static sites are published in
+/// (`sites_dir`).
+#[derive(Clone)]
+pub struct Assets {
+    store: Store,
+    runtime: Runtime,
+    installation: Arc<str>,
+    assets_dir: PathBuf,
+    sites_dir: PathBuf,
+}
 
 /// The most bytes of assets copied out of one image.
 const MAX_EXTRACT_BYTES: u64 = 512 * 1024 * 1024;
@@ -54,54 +68,240 @@ pub struct AssetPage {
     pub page: Page<Asset>,
 }
 
-/// Lists the live release's assets whose path starts with `prefix`.
-pub async fn list(
-    app: &AppState,
-    actor: &Actor,
-    project_id: String,
-    prefix: Option<String>,
-    page: PageRequest,
-) -> Result<AssetPage> {
-    let prefix = prefix.unwrap_or_default();
-    if prefix.len() > 1024 || prefix.chars().any(char::is_control) {
-        return Err(Error::BadRequest(
-            "prefix must be at most 1024 characters without control characters".to_owned(),
-        ));
+impl Assets {
+    pub fn new(
+        store: Store,
+        runtime: Runtime,
+        installation: &str,
+        assets_dir: PathBuf,
+        sites_dir: PathBuf,
+    ) -> Self {
+        Self {
+            store,
+            runtime,
+            installation: installation.into(),
+            assets_dir,
+            sites_dir,
+        }
     }
-    let prefix = prefix.trim_start_matches('/').to_owned();
-    let project = projects::get(&app.store, actor, project_id).await?;
-    let id = project.id.clone();
-    let live = app
-        .store
-        .call(move |c| {
-            Ok(
-                store::deploys::of_project_with_status(c, &id, &[DeployStatus::Running])?
-                    .into_iter()
-                    .last(),
+
+    /// Lists the live release's assets whose path starts with `prefix`.
+    pub async fn list(
+        &self,
+        actor: &Actor,
+        project_id: String,
+        prefix: Option<String>,
+        page: PageRequest,
+    ) -> Result<AssetPage> {
+        let prefix = prefix.unwrap_or_default();
+        if prefix.len() > 1024 || prefix.chars().any(char::is_control) {
+            return Err(Error::BadRequest(
+                "prefix must be at most 1024 characters without control characters".to_owned(),
+            ));
+        }
+        let prefix = prefix.trim_start_matches('/').to_owned();
+        let project = projects::get(&self.store, actor, project_id).await?;
+        let id = project.id.clone();
+        let live = self
+            .store
+            .call(move |c| {
+                Ok(
+                    store::deploys::of_project_with_status(c, &id, &[DeployStatus::Running])?
+                        .into_iter()
+                        .last(),
+                )
+            })
+            .await?;
+        let Some(deploy) = live else {
+            return Ok(AssetPage {
+                deploy_id: None,
+                page: Page {
+                    items: Vec::new(),
+                    next_cursor: None,
+                },
+            });
+        };
+        self.ensure_index(&project, &deploy).await?;
+        let deploy_id = deploy.id.clone();
+        let rows = self
+            .store
+            .call(move |c| {
+                store::backups::assets_page(c, &deploy_id, &prefix, page.after, page.limit + 1)
+            })
+            .await?;
+        Ok(AssetPage {
+            deploy_id: Some(deploy.id),
+            page: page.finish(rows),
+        })
+    }
+
+    /// Removes the extracted assets of releases that can no longer be served (their image is
+    /// gone). Best effort: a directory left behind is removed with its project.
+    pub async fn forget(&self, project_id: &str, deploy_ids: &[String]) {
+        for deploy_id in deploy_ids {
+            match tokio::fs::remove_dir_all(self.release_dir(project_id, deploy_id)).await {
+                Ok(()) => {
+                    tracing::debug!(project = %project_id, deploy = %deploy_id, "removed old assets")
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => {
+                    tracing::warn!(project = %project_id, deploy = %deploy_id, error = %err, "removing old assets")
+                }
+            }
+        }
+    }
+
+    /// The directory a release's extracted assets live in.
+    pub fn release_dir(&self, project_id: &str, deploy_id: &str) -> PathBuf {
+        self.assets_dir.join(project_id).join(deploy_id)
+    }
+
+    /// Copies a freshly built image's assets out and indexes them. Best effort: a failure is
+    /// logged and listed later, when the index is built on demand.
+    pub async fn prepare(
+        &self,
+        project: &Project,
+        deploy: &Deploy,
+        plan: &SourcePlan,
+        image: &str,
+    ) {
+        let Some(dir) = &plan.assets_dir else {
+            return;
+        };
+        if let Err(err) = self.extract(project, &deploy.id, image, dir).await {
+            tracing::warn!(project = %project.id, deploy = %deploy.id, error = %err, "extracting assets");
+            return;
+        }
+        let root = self.release_dir(&project.id, &deploy.id);
+        if let Err(err) = self.store_index(&deploy.id, root, url_prefix(dir)).await {
+            tracing::warn!(project = %project.id, deploy = %deploy.id, error = %err, "indexing assets");
+        }
+    }
+
+    /// Builds the release's index when it has none yet.
+    async fn ensure_index(&self, project: &Project, deploy: &Deploy) -> Result<()> {
+        let id = deploy.id.clone();
+        if self
+            .store
+            .call(move |c| store::backups::has_assets_index(c, &id))
+            .await?
+        {
+            return Ok(());
+        }
+        let (root, prefix) = match &deploy.image {
+            None => (
+                self.sites_dir.join(&project.id).join(&deploy.id),
+                Vec::new(),
+            ),
+            Some(image) => {
+                let plan: Option<SourcePlan> = deploy
+                    .plan
+                    .clone()
+                    .and_then(|plan| serde_json::from_value(plan).ok());
+                let Some(dir) = plan.and_then(|plan| plan.assets_dir) else {
+                    return Ok(());
+                };
+                let root = self.release_dir(&project.id, &deploy.id);
+                if !tokio::fs::try_exists(&root).await.unwrap_or(false) {
+                    self.extract(project, &deploy.id, image, &dir).await?;
+                }
+                (root, url_prefix(&dir))
+            }
+        };
+        self.store_index(&deploy.id, root, prefix).await
+    }
+
+    /// Indexes the files under `root`, listed by the URL path the edge serves them at.
+    async fn store_index(
+        &self,
+        deploy_id: &str,
+        root: PathBuf,
+        url_prefix: Vec<String>,
+    ) -> Result<()> {
+        let mut assets = tokio::task::spawn_blocking(move || index_tree(&root))
+            .await
+            .map_err(|err| Error::Internal(err.to_string()))??;
+        if !url_prefix.is_empty() {
+            let prefix = url_prefix.join("/");
+            for asset in &mut assets {
+                asset.path = format!("{prefix}/{}", asset.path);
+            }
+        }
+        let id = deploy_id.to_owned();
+        self.store
+            .write(move |tx| {
+                store::backups::replace_assets(tx, &id, &assets)?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Copies `<workdir>/<dir>` out of the image into the release's assets directory.
+    async fn extract(
+        &self,
+        project: &Project,
+        deploy_id: &str,
+        image: &str,
+        dir: &str,
+    ) -> Result<()> {
+        self.runtime.ready().await?;
+        let engine = &self.runtime;
+        let workdir = engine.image_workdir(image).await?;
+        let source = format!("{}/{dir}", workdir.trim_end_matches('/'));
+        let labels = Labels::helper(&self.installation, &project.id).to_map();
+        let helper = engine
+            .create_helper(
+                &format!(
+                    "cantila-{}-assets-{}",
+                    project.id.to_ascii_lowercase(),
+                    crate::ids::random_base62(6).to_ascii_lowercase()
+                ),
+                image,
+                &[],
+                labels,
+                None,
             )
-        })
-        .await?;
-    let Some(deploy) = live else {
-        return Ok(AssetPage {
-            deploy_id: None,
-            page: Page {
-                items: Vec::new(),
-                next_cursor: None,
-            },
-        });
-    };
-    ensure_index(app, &project, &deploy).await?;
-    let deploy_id = deploy.id.clone();
-    let rows = app
-        .store
-        .call(move |c| {
-            store::backups::assets_page(c, &deploy_id, &prefix, page.after, page.limit + 1)
-        })
-        .await?;
-    Ok(AssetPage {
-        deploy_id: Some(deploy.id),
-        page: page.finish(rows),
-    })
+            .await?;
+        let target = self.release_dir(&project.id, deploy_id);
+        let partial = target.with_extension("partial");
+        let result = async {
+            let mut archive = Vec::new();
+            let mut stream = Box::pin(engine.download_tar(&helper, &source));
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|err| match err {
+                    crate::runtime::RuntimeError::NotFound(_) => {
+                        Error::Invalid(format!("the image has no `{source}`"))
+                    }
+                    other => other.into(),
+                })?;
+                archive.extend_from_slice(&chunk);
+                if archive.len() as u64 > MAX_EXTRACT_BYTES {
+                    return Err(Error::Invalid(format!(
+                        "the assets under `{source}` exceed {} MiB",
+                        MAX_EXTRACT_BYTES / 1024 / 1024
+                    )));
+                }
+            }
+            let (partial, target) = (partial.clone(), target.clone());
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                let _ = std::fs::remove_dir_all(&partial);
+                unpack(&archive, &partial)?;
+                let _ = std::fs::remove_dir_all(&target);
+                std::fs::rename(&partial, &target)
+                    .map_err(|err| Error::Internal(format!("placing assets: {err}")))
+            })
+            .await
+            .map_err(|err| Error::Internal(err.to_string()))?
+        }
+        .await;
+        let _ = engine
+            .stop_and_remove(&helper, Duration::from_secs(1))
+            .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_dir_all(&partial).await;
+        }
+        result
+    }
 }
 
 /// Where the edge answers a container app's asset files for `deploy`: its extracted
@@ -127,173 +327,6 @@ pub fn url_prefix(assets_dir: &str) -> Vec<String> {
         .filter(|segment| !segment.is_empty())
         .map(str::to_owned)
         .collect()
-}
-
-/// Removes the extracted assets of releases that can no longer be served (their image is
-/// gone). Best effort: a directory left behind is removed with its project.
-pub async fn forget(app: &AppState, project_id: &str, deploy_ids: &[String]) {
-    for deploy_id in deploy_ids {
-        match tokio::fs::remove_dir_all(release_dir(app, project_id, deploy_id)).await {
-            Ok(()) => {
-                tracing::debug!(project = %project_id, deploy = %deploy_id, "removed old assets")
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => {
-                tracing::warn!(project = %project_id, deploy = %deploy_id, error = %err, "removing old assets")
-            }
-        }
-    }
-}
-
-/// The directory a release's extracted assets live in.
-pub fn release_dir(app: &AppState, project_id: &str, deploy_id: &str) -> PathBuf {
-    app.config.assets_dir().join(project_id).join(deploy_id)
-}
-
-/// Copies a freshly built image's assets out and indexes them. Best effort: a failure is
-/// logged and listed later, when the index is built on demand.
-pub async fn prepare(
-    app: &AppState,
-    project: &Project,
-    deploy: &Deploy,
-    plan: &SourcePlan,
-    image: &str,
-) {
-    let Some(dir) = &plan.assets_dir else {
-        return;
-    };
-    if let Err(err) = extract(app, project, &deploy.id, image, dir).await {
-        tracing::warn!(project = %project.id, deploy = %deploy.id, error = %err, "extracting assets");
-        return;
-    }
-    let root = release_dir(app, &project.id, &deploy.id);
-    if let Err(err) = store_index(app, &deploy.id, root, url_prefix(dir)).await {
-        tracing::warn!(project = %project.id, deploy = %deploy.id, error = %err, "indexing assets");
-    }
-}
-
-/// Builds the release's index when it has none yet.
-async fn ensure_index(app: &AppState, project: &Project, deploy: &Deploy) -> Result<()> {
-    let id = deploy.id.clone();
-    if app
-        .store
-        .call(move |c| store::backups::has_assets_index(c, &id))
-        .await?
-    {
-        return Ok(());
-    }
-    let (root, prefix) = match &deploy.image {
-        None => (
-            app.config.sites_dir().join(&project.id).join(&deploy.id),
-            Vec::new(),
-        ),
-        Some(image) => {
-            let plan: Option<SourcePlan> = deploy
-                .plan
-                .clone()
-                .and_then(|plan| serde_json::from_value(plan).ok());
-            let Some(dir) = plan.and_then(|plan| plan.assets_dir) else {
-                return Ok(());
-            };
-            let root = release_dir(app, &project.id, &deploy.id);
-            if !tokio::fs::try_exists(&root).await.unwrap_or(false) {
-                extract(app, project, &deploy.id, image, &dir).await?;
-            }
-            (root, url_prefix(&dir))
-        }
-    };
-    store_index(app, &deploy.id, root, prefix).await
-}
-
-/// Indexes the files under `root`, listed by the URL path the edge serves them at.
-async fn store_index(
-    app: &AppState,
-    deploy_id: &str,
-    root: PathBuf,
-    url_prefix: Vec<String>,
-) -> Result<()> {
-    let mut assets = tokio::task::spawn_blocking(move || index_tree(&root))
-        .await
-        .map_err(|err| Error::Internal(err.to_string()))??;
-    if !url_prefix.is_empty() {
-        let prefix = url_prefix.join("/");
-        for asset in &mut assets {
-            asset.path = format!("{prefix}/{}", asset.path);
-        }
-    }
-    let id = deploy_id.to_owned();
-    app.store
-        .write(move |tx| {
-            store::backups::replace_assets(tx, &id, &assets)?;
-            Ok(())
-        })
-        .await
-}
-
-/// Copies `<workdir>/<dir>` out of the image into the release's assets directory.
-async fn extract(
-    app: &AppState,
-    project: &Project,
-    deploy_id: &str,
-    image: &str,
-    dir: &str,
-) -> Result<()> {
-    let engine = app.engine().await?;
-    let workdir = engine.image_workdir(image).await?;
-    let source = format!("{}/{dir}", workdir.trim_end_matches('/'));
-    let labels = Labels::helper(&app.installation, &project.id).to_map();
-    let helper = engine
-        .create_helper(
-            &format!(
-                "cantila-{}-assets-{}",
-                project.id.to_ascii_lowercase(),
-                crate::ids::random_base62(6).to_ascii_lowercase()
-            ),
-            image,
-            &[],
-            labels,
-            None,
-        )
-        .await?;
-    let target = release_dir(app, &project.id, deploy_id);
-    let partial = target.with_extension("partial");
-    let result = async {
-        let mut archive = Vec::new();
-        let mut stream = Box::pin(engine.download_tar(&helper, &source));
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|err| match err {
-                crate::runtime::RuntimeError::NotFound(_) => {
-                    Error::Invalid(format!("the image has no `{source}`"))
-                }
-                other => other.into(),
-            })?;
-            archive.extend_from_slice(&chunk);
-            if archive.len() as u64 > MAX_EXTRACT_BYTES {
-                return Err(Error::Invalid(format!(
-                    "the assets under `{source}` exceed {} MiB",
-                    MAX_EXTRACT_BYTES / 1024 / 1024
-                )));
-            }
-        }
-        let (partial, target) = (partial.clone(), target.clone());
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            let _ = std::fs::remove_dir_all(&partial);
-            unpack(&archive, &partial)?;
-            let _ = std::fs::remove_dir_all(&target);
-            std::fs::rename(&partial, &target)
-                .map_err(|err| Error::Internal(format!("placing assets: {err}")))
-        })
-        .await
-        .map_err(|err| Error::Internal(err.to_string()))?
-    }
-    .await;
-    let _ = engine
-        .stop_and_remove(&helper, Duration::from_secs(1))
-        .await;
-    if result.is_err() {
-        let _ = tokio::fs::remove_dir_all(&partial).await;
-    }
-    result
 }
 
 /// Unpacks regular files and directories of `archive` under `into`, dropping the

@@ -9,9 +9,16 @@ use crate::{
     clock,
     error::{Error, Result},
     names::{EnvKey, Scope},
-    state::AppState,
-    store::{self, env::StoredVar},
+    secrets::SecretBox,
+    store::{self, env::StoredVar, Store},
 };
+
+/// The env service handle: the store the variables live in and the box that seals them.
+#[derive(Clone)]
+pub struct Env {
+    store: Store,
+    secrets: SecretBox,
+}
 
 /// The longest value accepted, in bytes.
 const MAX_VALUE_BYTES: usize = 32 * 1024;
@@ -52,20 +59,98 @@ pub fn validate_value(key: &EnvKey, value: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn list(app: &AppState, actor: &Actor, project_id: String) -> Result<EnvListing> {
-    let actor = actor.clone();
-    let secrets = app.secrets.clone();
-    app.store
-        .call(move |db| {
-            store::projects::check_owned(db, &actor.account_id, &project_id)?;
-            listing(&secrets, &actor, store::env::with_running(db, &project_id)?)
-        })
-        .await
+impl Env {
+    pub fn new(store: Store, secrets: SecretBox) -> Self {
+        Self { store, secrets }
+    }
+
+    pub async fn list(&self, actor: &Actor, project_id: String) -> Result<EnvListing> {
+        let actor = actor.clone();
+        let secrets = self.secrets.clone();
+        self.store
+            .call(move |db| {
+                store::projects::check_owned(db, &actor.account_id, &project_id)?;
+                listing(&secrets, &actor, store::env::with_running(db, &project_id)?)
+            })
+            .await
+    }
+
+    /// Applies the changes in one transaction; they take effect on the next deploy.
+    pub async fn set(
+        &self,
+        actor: &Actor,
+        project_id: String,
+        changes: BTreeMap<EnvKey, EnvChange>,
+    ) -> Result<EnvListing> {
+        for (key, change) in &changes {
+            if let EnvChange::Set { value, .. } = change {
+                validate_value(key, value)?;
+            }
+        }
+        let audits: Vec<store::Audit> = changes
+            .keys()
+            .map(|key| store::Audit::by(actor, "env.set", format!("{project_id}:{}", key.as_str())))
+            .collect();
+        let actor = actor.clone();
+        let secrets = self.secrets.clone();
+        self.store
+            .write_audited(audits, move |tx| {
+                store::projects::check_owned(tx, &actor.account_id, &project_id)?;
+                apply(tx, &secrets, &project_id, changes)?;
+                listing(&secrets, &actor, store::env::with_running(tx, &project_id)?)
+            })
+            .await
+    }
+
+    /// The values a deploy starts its instances with.
+    pub async fn snapshot(&self, project_id: &str) -> Result<BTreeMap<String, String>> {
+        let project_id = project_id.to_owned();
+        let secrets = self.secrets.clone();
+        self.store
+            .call(move |connection| {
+                store::env::all(connection, &project_id)?
+                    .into_iter()
+                    .map(|var| Ok((var.key, secrets.open_string(&var.sealed_value)?)))
+                    .collect()
+            })
+            .await
+    }
+}
+
+/// Writes each change (sealed) inside the caller's transaction.
+fn apply(
+    tx: &store::Db,
+    secrets: &SecretBox,
+    project_id: &str,
+    changes: BTreeMap<EnvKey, EnvChange>,
+) -> Result<()> {
+    let now = clock::now();
+    for (key, change) in changes {
+        match change {
+            EnvChange::Set { value, secret } => {
+                let secret = secret.unwrap_or_else(|| key.looks_secret());
+                store::env::upsert(
+                    tx,
+                    project_id,
+                    &StoredVar {
+                        key: key.as_str().to_owned(),
+                        sealed_value: secrets.seal_str(&value),
+                        secret,
+                        updated_at: now.clone(),
+                    },
+                )?;
+            }
+            EnvChange::Remove => {
+                store::env::delete(tx, project_id, key.as_str())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The listing of the stored variables against the running release's sealed env.
 fn listing(
-    secrets: &crate::secrets::SecretBox,
+    secrets: &SecretBox,
     actor: &Actor,
     (stored, running): (Vec<StoredVar>, Option<Vec<u8>>),
 ) -> Result<EnvListing> {
@@ -102,65 +187,4 @@ fn listing(
         vars,
         pending_removals,
     })
-}
-
-/// Applies the changes in one transaction; they take effect on the next deploy.
-pub async fn set(
-    app: &AppState,
-    actor: &Actor,
-    project_id: String,
-    changes: BTreeMap<EnvKey, EnvChange>,
-) -> Result<EnvListing> {
-    for (key, change) in &changes {
-        if let EnvChange::Set { value, .. } = change {
-            validate_value(key, value)?;
-        }
-    }
-    let audits: Vec<store::Audit> = changes
-        .keys()
-        .map(|key| store::Audit::by(actor, "env.set", format!("{project_id}:{}", key.as_str())))
-        .collect();
-    let actor = actor.clone();
-    let secrets = app.secrets.clone();
-    app.store
-        .write_audited(audits, move |tx| {
-            store::projects::check_owned(tx, &actor.account_id, &project_id)?;
-            let now = clock::now();
-            for (key, change) in changes {
-                match change {
-                    EnvChange::Set { value, secret } => {
-                        let secret = secret.unwrap_or_else(|| key.looks_secret());
-                        store::env::upsert(
-                            tx,
-                            &project_id,
-                            &StoredVar {
-                                key: key.as_str().to_owned(),
-                                sealed_value: secrets.seal_str(&value),
-                                secret,
-                                updated_at: now.clone(),
-                            },
-                        )?;
-                    }
-                    EnvChange::Remove => {
-                        store::env::delete(tx, &project_id, key.as_str())?;
-                    }
-                }
-            }
-            listing(&secrets, &actor, store::env::with_running(tx, &project_id)?)
-        })
-        .await
-}
-
-/// The values a deploy starts its instances with.
-pub async fn snapshot(app: &AppState, project_id: &str) -> Result<BTreeMap<String, String>> {
-    let project_id = project_id.to_owned();
-    let secrets = app.secrets.clone();
-    app.store
-        .call(move |connection| {
-            store::env::all(connection, &project_id)?
-                .into_iter()
-                .map(|var| Ok((var.key, secrets.open_string(&var.sealed_value)?)))
-                .collect()
-        })
-        .await
 }

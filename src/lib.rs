@@ -186,7 +186,7 @@ pub async fn run(
     );
     // The edge starts with the table of what is already running, so a restart of the
     // daemon serves the apps again at once.
-    if let Err(err) = routing::refresh(&app).await {
+    if let Err(err) = app.routing.refresh().await {
         tracing::warn!(error = %err, "building the first route table");
     }
     // Backups a crash interrupted are failed before anything can list them as running.
@@ -241,7 +241,7 @@ pub async fn run(
     };
     let collector = tokio::spawn(metrics::collector::run(app.metrics.clone(), stopped()));
     let worker = tokio::spawn(deploy::worker::run(app.clone(), stopped()));
-    let router_task = tokio::spawn(routing::run(app.clone(), stopped()));
+    let router_task = tokio::spawn(app.routing.clone().run(stopped()));
     let reconciler = tokio::spawn(deploy::instances::run_reconciler(app.clone(), stopped()));
     let renewals = tokio::spawn(crate::tls::run_renewals(tls, stopped()));
     let preview_sweep = tokio::spawn(crate::previews::run_expiry_sweep(app.clone(), stopped()));

@@ -640,3 +640,79 @@ mod volume_tests {
         assert!(VolumeName::parse("a_b").is_err());
     }
 }
+
+/// A `previews.branches` pattern: a branch name where `*` matches within one path
+/// segment and `**` across segments (`feature/*`, `release-*`, `**`).
+#[derive(Debug, Clone)]
+pub struct BranchPattern {
+    text: String,
+    matcher: globset::GlobMatcher,
+}
+
+impl BranchPattern {
+    pub fn parse(value: &str) -> Result<Self, Error> {
+        let invalid = |why: &str| {
+            Error::Invalid(format!(
+                "branch pattern {value:?} is invalid: {why}; use a branch name with `*` wildcards such as `feature/*`"
+            ))
+        };
+        if value.is_empty() || value.len() > 200 {
+            return Err(invalid("it must be 1 to 200 characters"));
+        }
+        if !value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | '*'))
+        {
+            return Err(invalid(
+                "only letters, digits, `-`, `_`, `.`, `/` and `*` are allowed",
+            ));
+        }
+        let matcher = globset::GlobBuilder::new(value)
+            .literal_separator(true)
+            .build()
+            .map_err(|err| invalid(&err.kind().to_string()))?
+            .compile_matcher();
+        Ok(Self {
+            text: value.to_owned(),
+            matcher,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn matches(&self, branch: &str) -> bool {
+        self.matcher.is_match(branch)
+    }
+}
+
+#[cfg(test)]
+mod branch_pattern_tests {
+    use super::*;
+
+    #[test]
+    fn branch_patterns() {
+        let cases: [(&str, &str, bool); 8] = [
+            ("feature/*", "feature/login", true),
+            ("feature/*", "feature/a/b", false),
+            ("feature/**", "feature/a/b", true),
+            ("release-*", "release-1.2", true),
+            ("release-*", "main", false),
+            ("**", "anything/at/all", true),
+            ("main", "main", true),
+            ("main", "mainline", false),
+        ];
+        for (pattern, branch, expected) in cases {
+            assert_eq!(
+                BranchPattern::parse(pattern).unwrap().matches(branch),
+                expected,
+                "{pattern} vs {branch}"
+            );
+        }
+        for bad in ["", "feat ure", "a;b", "$(x)", &"a".repeat(201)] {
+            let err = BranchPattern::parse(bad).unwrap_err();
+            assert!(matches!(err, Error::Invalid(_)), "{bad:?}");
+        }
+    }
+}

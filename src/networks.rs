@@ -7,17 +7,26 @@
 //! project or preview of this installation wants it (the engine refuses while a container
 //! is attached).
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use crate::{
     config::DeployConfig,
-    deploy::ReleaseTarget,
     error::{Error, Result},
     labels::{Filter, Key, Kind, Labels},
+    model::deploy::ReleaseTarget,
     runtime::{NetworkRemoval, NetworkSpec, Runtime},
-    state::AppState,
-    store,
+    store::{self, Store},
 };
+
+/// The networks service handle: the `[deploy]` section (the network prefix and address
+/// pool), this installation's id for labels and listing, and the store `sweep` reads
+/// what is wanted from. Each operation is handed the runtime its caller made ready.
+#[derive(Clone)]
+pub struct Networks {
+    store: Store,
+    deploy: Arc<DeployConfig>,
+    installation: Arc<str>,
+}
 
 /// The network a release target's containers join: `<prefix>-<project id>` for
 /// production, `<prefix>-<preview id>` for a preview (ids are random, so names never clash
@@ -76,56 +85,113 @@ pub fn is_isolated(
         .is_some_and(|own| addresses.len() == 1 && addresses.contains_key(&own))
 }
 
-/// Creates the target's network when it does not exist yet (labelled, with a subnet of
-/// its own from `[deploy] network_pool`) and returns its name.
-pub async fn ensure(
-    app: &AppState,
-    engine: &Runtime,
-    project_id: &str,
-    target: &ReleaseTarget,
-) -> Result<String> {
-    let deploy = &app.config.deploy;
-    let name = name_of(deploy, project_id, target);
-    let labels = Labels::network(&app.installation, project_id)
-        .in_preview(target.preview_id())
-        .to_map();
-    let pool = deploy.address_pool().map_err(Error::Internal)?;
-    engine
-        .ensure_network(
-            &NetworkSpec {
-                name: name.clone(),
-                labels,
-            },
-            &pool,
-        )
-        .await?;
-    Ok(name)
-}
-
-/// Removes the networks of a deleted project (production's and its previews'), once its
-/// containers are gone. One still in use (a build being canceled) is left to `sweep`.
-pub async fn remove_of_project(app: &AppState, engine: &Runtime, project_id: &str) {
-    remove_labelled(app, engine, Filter::new().project(project_id)).await;
-}
-
-/// Removes a removed preview's network, once its containers are gone.
-pub async fn remove_of_preview(app: &AppState, engine: &Runtime, preview_id: &str) {
-    remove_labelled(app, engine, Filter::new().preview(preview_id)).await;
-}
-
-async fn remove_labelled(app: &AppState, engine: &Runtime, owner: Filter<'_>) {
-    let networks = match engine
-        .networks_matching(&owner.installation(&app.installation).kind(Kind::Network))
-        .await
-    {
-        Ok(networks) => networks,
-        Err(err) => {
-            tracing::warn!(error = %err, "listing networks to remove");
-            return;
+impl Networks {
+    pub fn new(store: Store, deploy: DeployConfig, installation: &str) -> Self {
+        Self {
+            store,
+            deploy: Arc::new(deploy),
+            installation: installation.into(),
         }
-    };
-    for network in networks {
-        remove(engine, &network.name).await;
+    }
+
+    /// Creates the target's network when it does not exist yet (labelled, with a subnet
+    /// of its own from `[deploy] network_pool`) and returns its name.
+    pub async fn ensure(
+        &self,
+        engine: &Runtime,
+        project_id: &str,
+        target: &ReleaseTarget,
+    ) -> Result<String> {
+        let name = name_of(&self.deploy, project_id, target);
+        let labels = Labels::network(&self.installation, project_id)
+            .in_preview(target.preview_id())
+            .to_map();
+        let pool = self.deploy.address_pool().map_err(Error::Internal)?;
+        engine
+            .ensure_network(
+                &NetworkSpec {
+                    name: name.clone(),
+                    labels,
+                },
+                &pool,
+            )
+            .await?;
+        Ok(name)
+    }
+
+    /// Removes the networks of a deleted project (production's and its previews'), once
+    /// its containers are gone. One still in use (a build being canceled) is left to
+    /// `sweep`.
+    pub async fn remove_of_project(&self, engine: &Runtime, project_id: &str) {
+        self.remove_labelled(engine, Filter::new().project(project_id))
+            .await;
+    }
+
+    /// Removes a removed preview's network, once its containers are gone.
+    pub async fn remove_of_preview(&self, engine: &Runtime, preview_id: &str) {
+        self.remove_labelled(engine, Filter::new().preview(preview_id))
+            .await;
+    }
+
+    async fn remove_labelled(&self, engine: &Runtime, owner: Filter<'_>) {
+        let networks = match engine
+            .networks_matching(&owner.installation(&self.installation).kind(Kind::Network))
+            .await
+        {
+            Ok(networks) => networks,
+            Err(err) => {
+                tracing::warn!(error = %err, "listing networks to remove");
+                return;
+            }
+        };
+        for network in networks {
+            remove(engine, &network.name).await;
+        }
+    }
+
+    /// One reconciler pass over networks: removes this installation's networks that no
+    /// project or preview wants and no container uses, and the legacy shared network once
+    /// nothing is attached to it.
+    pub async fn sweep(&self, engine: &Runtime) -> Result<()> {
+        // Listed before the store is read: a network made after the read belongs to a
+        // project or preview made before it, which the read then includes.
+        let ours = engine
+            .networks_matching(
+                &Filter::new()
+                    .installation(&self.installation)
+                    .kind(Kind::Network),
+            )
+            .await?;
+        let (projects, previews) = self
+            .store
+            .call(|c| Ok((store::projects::all(c)?, store::previews::all(c)?)))
+            .await?;
+        let wanted = |labels: &HashMap<String, String>| {
+            let labels = Labels::parse(labels);
+            let project_wanted = labels
+                .project
+                .is_some_and(|id| projects.iter().any(|p| p.id == id));
+            let preview_wanted = match labels.preview {
+                Some(id) => previews.iter().any(|p| p.id == id),
+                None => true,
+            };
+            project_wanted && preview_wanted
+        };
+        for network in ours.iter().filter(|n| !wanted(&n.labels)) {
+            remove(engine, &network.name).await;
+        }
+        // The shared network of 0.1 was labelled only with its kind.
+        let legacy = engine
+            .networks_matching(&Filter::new().kind(Kind::Network).without(Key::Installation))
+            .await?
+            .into_iter()
+            .find(|n| n.name == self.deploy.network);
+        if let Some(legacy) = legacy {
+            if remove(engine, &legacy.name).await == NetworkRemoval::Removed {
+                tracing::info!(network = %legacy.name, "the shared network of earlier versions is empty and was removed");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -141,51 +207,6 @@ async fn remove(engine: &Runtime, name: &str) -> NetworkRemoval {
             NetworkRemoval::InUse
         }
     }
-}
-
-/// One reconciler pass over networks: removes this installation's networks that no
-/// project or preview wants and no container uses, and the legacy shared network once
-/// nothing is attached to it.
-pub async fn sweep(app: &AppState, engine: &Runtime) -> Result<()> {
-    // Listed before the store is read: a network made after the read belongs to a project
-    // or preview made before it, which the read then includes.
-    let ours = engine
-        .networks_matching(
-            &Filter::new()
-                .installation(&app.installation)
-                .kind(Kind::Network),
-        )
-        .await?;
-    let (projects, previews) = app
-        .store
-        .call(|c| Ok((store::projects::all(c)?, store::previews::all(c)?)))
-        .await?;
-    let wanted = |labels: &HashMap<String, String>| {
-        let labels = Labels::parse(labels);
-        let project_wanted = labels
-            .project
-            .is_some_and(|id| projects.iter().any(|p| p.id == id));
-        let preview_wanted = match labels.preview {
-            Some(id) => previews.iter().any(|p| p.id == id),
-            None => true,
-        };
-        project_wanted && preview_wanted
-    };
-    for network in ours.iter().filter(|n| !wanted(&n.labels)) {
-        remove(engine, &network.name).await;
-    }
-    // The shared network of 0.1 was labelled only with its kind.
-    let legacy = engine
-        .networks_matching(&Filter::new().kind(Kind::Network).without(Key::Installation))
-        .await?
-        .into_iter()
-        .find(|n| n.name == app.config.deploy.network);
-    if let Some(legacy) = legacy {
-        if remove(engine, &legacy.name).await == NetworkRemoval::Removed {
-            tracing::info!(network = %legacy.name, "the shared network of earlier versions is empty and was removed");
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

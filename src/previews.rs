@@ -10,7 +10,6 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use globset::GlobMatcher;
 use sha2::{Digest, Sha256};
 
 use crate::{
@@ -49,51 +48,7 @@ pub const PREVIEW_ENV_KEYS: &[&str] = &[
     "CANTILA_PREVIEW_ID",
 ];
 
-/// A `previews.branches` pattern: a branch name where `*` matches within one path
-/// segment and `**` across segments (`feature/*`, `release-*`, `**`).
-#[derive(Debug, Clone)]
-pub struct BranchPattern {
-    text: String,
-    matcher: GlobMatcher,
-}
-
-impl BranchPattern {
-    pub fn parse(value: &str) -> Result<Self> {
-        let invalid = |why: &str| {
-            Error::Invalid(format!(
-                "branch pattern {value:?} is invalid: {why}; use a branch name with `*` wildcards such as `feature/*`"
-            ))
-        };
-        if value.is_empty() || value.len() > 200 {
-            return Err(invalid("it must be 1 to 200 characters"));
-        }
-        if !value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | '*'))
-        {
-            return Err(invalid(
-                "only letters, digits, `-`, `_`, `.`, `/` and `*` are allowed",
-            ));
-        }
-        let matcher = globset::GlobBuilder::new(value)
-            .literal_separator(true)
-            .build()
-            .map_err(|err| invalid(&err.kind().to_string()))?
-            .compile_matcher();
-        Ok(Self {
-            text: value.to_owned(),
-            matcher,
-        })
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
-    pub fn matches(&self, branch: &str) -> bool {
-        self.matcher.is_match(branch)
-    }
-}
+pub use crate::names::BranchPattern;
 
 /// A validated request to create (or update) a preview.
 #[derive(Debug, Clone)]
@@ -454,7 +409,7 @@ pub async fn create_or_update(
     deploy::announce(app, &deploy.id, superseded);
     if created {
         // The hostname answers 503 "building" at once rather than 404.
-        if let Err(err) = crate::routing::refresh(app).await {
+        if let Err(err) = app.routing.refresh().await {
             tracing::warn!(error = %err, "refreshing routes after a preview was created");
         }
     }
@@ -593,7 +548,7 @@ async fn remove(app: &AppState, actor: &Actor, preview: Preview, why: &'static s
     }
     tracing::info!(preview = %preview.id, host = %preview.hostname, reason = why, "removing a preview");
     // The hostname stops routing before anything is stopped.
-    if let Err(err) = crate::routing::refresh(app).await {
+    if let Err(err) = app.routing.refresh().await {
         tracing::warn!(error = %err, "refreshing routes after a preview was removed");
     }
     // Waits for a certificate request in flight for the name, then deletes the record.
@@ -624,7 +579,7 @@ async fn free_resources(app: &AppState, preview: &Preview, deploys: &[Deploy]) {
                 tracing::warn!(container = %container.name, error = %err, "removing a preview's container");
             }
         }
-        crate::networks::remove_of_preview(app, &engine, &preview.id).await;
+        app.networks.remove_of_preview(&engine, &preview.id).await;
         let images: Vec<String> = deploys.iter().filter_map(|d| d.image.clone()).collect();
         remove_own_images(app, &engine, &preview.id, images).await;
     }
@@ -713,7 +668,7 @@ pub async fn release_env(
     project: &Project,
     preview_id: &str,
 ) -> Result<BTreeMap<String, String>> {
-    let mut env = crate::env::snapshot(app, &project.id).await?;
+    let mut env = app.env.snapshot(&project.id).await?;
     for key in PRODUCTION_ONLY_ENV {
         env.remove(*key);
     }
@@ -1022,31 +977,6 @@ mod tests {
             let label = hostname.trim_end_matches(".apps.test");
             assert!(label.len() <= 24, "{hostname}");
             Hostname::parse(hostname).unwrap_or_else(|err| panic!("{hostname}: {err}"));
-        }
-    }
-
-    #[test]
-    fn branch_patterns() {
-        let cases: [(&str, &str, bool); 8] = [
-            ("feature/*", "feature/login", true),
-            ("feature/*", "feature/a/b", false),
-            ("feature/**", "feature/a/b", true),
-            ("release-*", "release-1.2", true),
-            ("release-*", "main", false),
-            ("**", "anything/at/all", true),
-            ("main", "main", true),
-            ("main", "mainline", false),
-        ];
-        for (pattern, branch, expected) in cases {
-            assert_eq!(
-                BranchPattern::parse(pattern).unwrap().matches(branch),
-                expected,
-                "{pattern} vs {branch}"
-            );
-        }
-        for bad in ["", "feat ure", "a;b", "$(x)", &"a".repeat(201)] {
-            let err = BranchPattern::parse(bad).unwrap_err();
-            assert!(matches!(err, Error::Invalid(_)), "{bad:?}");
         }
     }
 

@@ -1,4 +1,7 @@
 //! Projects: the unit Cantila deploys and runs. Creation, lookup, renaming, deletion.
+//! A project's hostnames follow its rows: the caller refreshes routing after a creation,
+//! a rename or a deletion, and a deletion's teardown (deploys canceled, containers and
+//! files removed) is `deploy::teardown`'s, since routing and deploys are later services.
 //! Invariant: a project is only ever visible to tokens of its own account.
 
 use std::collections::BTreeMap;
@@ -8,13 +11,19 @@ use crate::{
     clock,
     error::{Error, Result},
     ids,
-    names::{ProjectName, Runtime},
+    model::{deploy::Deploy, preview::Preview},
+    names::{BranchPattern, ProjectName, Runtime},
     pagination::{Page, PageRequest},
-    state::AppState,
     store::{self, Store},
 };
 
 pub use crate::model::project::{Project, ProjectStatus};
+
+/// The projects service handle: the store projects live in.
+#[derive(Clone)]
+pub struct Projects {
+    store: Store,
+}
 
 /// A validated request to create a project.
 #[derive(Debug)]
@@ -30,42 +39,126 @@ pub struct ProjectChanges {
     /// `Some(None)` clears the hint so the runtime is detected again.
     pub runtime: Option<Option<Runtime>>,
     /// New `previews.branches` patterns (validated); an empty list turns branch previews off.
-    pub preview_branches: Option<Vec<crate::previews::BranchPattern>>,
+    pub preview_branches: Option<Vec<BranchPattern>>,
 }
 
 fn not_found(id: &str) -> Error {
     Error::NotFound(format!("project `{id}` not found"))
 }
 
-pub async fn create(app: &AppState, actor: &Actor, new: NewProject) -> Result<Project> {
-    let now = clock::now();
-    let project = Project {
-        id: ids::new_id("prj"),
-        account_id: actor.account_id.clone(),
-        handle: actor.handle.clone(),
-        name: new.name,
-        runtime: new.runtime,
-        status: ProjectStatus::Created,
-        created_at: now.clone(),
-        updated_at: now,
-        instances: 1,
-        size: None,
-        preview_branches: Vec::new(),
-        process_instances: BTreeMap::new(),
-    };
-    let audit = store::Audit::by(actor, "project.create", &project.id);
-    let project = app
-        .store
-        .write_audited(audit, move |tx| {
-            store::projects::insert(tx, &project)?;
-            Ok(project)
-        })
-        .await?;
-    // Its hostname answers (503, "created") from now on rather than 404.
-    if let Err(err) = crate::routing::refresh(app).await {
-        tracing::warn!(error = %err, "refreshing routes after a project creation");
+/// What a deleted project left to tear down, read before its rows went.
+#[derive(Debug)]
+pub struct Deleted {
+    /// Its deploys in progress, production's and its previews' alike.
+    pub active: Vec<Deploy>,
+    /// Its previews, whose hostnames' certificate records go with them.
+    pub previews: Vec<Preview>,
+}
+
+impl Projects {
+    pub fn new(store: Store) -> Self {
+        Self { store }
     }
-    Ok(project)
+
+    /// Creates the project; its hostname answers (503, "created") rather than 404 once the
+    /// caller has refreshed routing.
+    pub async fn create(&self, actor: &Actor, new: NewProject) -> Result<Project> {
+        let now = clock::now();
+        let project = Project {
+            id: ids::new_id("prj"),
+            account_id: actor.account_id.clone(),
+            handle: actor.handle.clone(),
+            name: new.name,
+            runtime: new.runtime,
+            status: ProjectStatus::Created,
+            created_at: now.clone(),
+            updated_at: now,
+            instances: 1,
+            size: None,
+            preview_branches: Vec::new(),
+            process_instances: BTreeMap::new(),
+        };
+        let audit = store::Audit::by(actor, "project.create", &project.id);
+        self.store
+            .write_audited(audit, move |tx| {
+                store::projects::insert(tx, &project)?;
+                Ok(project)
+            })
+            .await
+    }
+
+    /// Applies the changes; a new name is a new hostname once the caller has refreshed
+    /// routing.
+    pub async fn update(
+        &self,
+        actor: &Actor,
+        id: String,
+        changes: ProjectChanges,
+    ) -> Result<Project> {
+        let audit = store::Audit::by(actor, "project.update", &id);
+        let account_id = actor.account_id.clone();
+        self.store
+            .write_audited(audit, move |tx| {
+                let mut project =
+                    store::projects::by_id(tx, &account_id, &id)?.ok_or_else(|| not_found(&id))?;
+                if let Some(name) = changes.name {
+                    project.name = name;
+                }
+                if let Some(runtime) = changes.runtime {
+                    project.runtime = runtime;
+                }
+                if let Some(patterns) = changes.preview_branches {
+                    project.preview_branches =
+                        patterns.iter().map(|p| p.as_str().to_owned()).collect();
+                    let stored = (!project.preview_branches.is_empty())
+                        .then(|| serde_json::to_string(&project.preview_branches))
+                        .transpose()
+                        .map_err(|err| Error::Internal(err.to_string()))?;
+                    store::previews::set_branch_patterns(tx, &project.id, stored.as_deref())?;
+                }
+                project.updated_at = clock::now();
+                store::projects::update(tx, &project)?;
+                Ok(project)
+            })
+            .await
+    }
+
+    /// Deletes the project's rows (and with them everything attached in the store), and
+    /// returns what is left to tear down outside it. A project still holding data (a
+    /// database, a volume) answers 409: data is never dropped as a side effect.
+    pub async fn delete(&self, actor: &Actor, id: String) -> Result<Deleted> {
+        let audit = store::Audit::by(actor, "project.delete", &id);
+        let account_id = actor.account_id.clone();
+        let project_id = id.clone();
+        // Production's deploys and its previews' alike.
+        let active = self
+            .store
+            .call(move |connection| store::deploys::in_progress_of_project(connection, &project_id))
+            .await?;
+        let project_id = id.clone();
+        let previews = self
+            .store
+            .call(move |connection| store::previews::of_project(connection, &project_id))
+            .await?;
+        self.store
+            .write_audited(audit, move |tx| {
+                if store::projects::by_id(tx, &account_id, &id)?.is_none() {
+                    return Err(not_found(&id));
+                }
+                // Data is never dropped as a side effect: it is deleted explicitly first.
+                if let Some(what) = store::volumes::holds_data(tx, &id)? {
+                    return Err(Error::Conflict(format!(
+                        "project `{id}` holds {what}; delete its database and volumes first (DELETE /v1/projects/{id}/database, /volumes/:name)"
+                    )));
+                }
+                if !store::projects::delete(tx, &account_id, &id)? {
+                    return Err(not_found(&id));
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(Deleted { active, previews })
+    }
 }
 
 pub async fn get(store: &Store, actor: &Actor, id: String) -> Result<Project> {
@@ -114,109 +207,4 @@ pub async fn list(store: &Store, actor: &Actor, page: PageRequest) -> Result<Pag
         })
         .await?;
     Ok(page.finish(rows))
-}
-
-pub async fn update(
-    app: &AppState,
-    actor: &Actor,
-    id: String,
-    changes: ProjectChanges,
-) -> Result<Project> {
-    let audit = store::Audit::by(actor, "project.update", &id);
-    let account_id = actor.account_id.clone();
-    let project = app
-        .store
-        .write_audited(audit, move |tx| {
-            let mut project =
-                store::projects::by_id(tx, &account_id, &id)?.ok_or_else(|| not_found(&id))?;
-            if let Some(name) = changes.name {
-                project.name = name;
-            }
-            if let Some(runtime) = changes.runtime {
-                project.runtime = runtime;
-            }
-            if let Some(patterns) = changes.preview_branches {
-                project.preview_branches = patterns.iter().map(|p| p.as_str().to_owned()).collect();
-                let stored = (!project.preview_branches.is_empty())
-                    .then(|| serde_json::to_string(&project.preview_branches))
-                    .transpose()
-                    .map_err(|err| Error::Internal(err.to_string()))?;
-                store::previews::set_branch_patterns(tx, &project.id, stored.as_deref())?;
-            }
-            project.updated_at = clock::now();
-            store::projects::update(tx, &project)?;
-            Ok(project)
-        })
-        .await?;
-    // A new name is a new hostname.
-    if let Err(err) = crate::routing::refresh(app).await {
-        tracing::warn!(error = %err, "refreshing routes after a project update");
-    }
-    Ok(project)
-}
-
-/// Deletes the project and everything attached to it: deploys in progress are canceled,
-/// its rows go, and in the background its containers, published site and git mirror are
-/// removed.
-pub async fn delete(app: &AppState, actor: &Actor, id: String) -> Result<()> {
-    let audit = store::Audit::by(actor, "project.delete", &id);
-    let account_id = actor.account_id.clone();
-    let project_id = id.clone();
-    // Production's deploys and its previews' alike.
-    let active = app
-        .store
-        .call(move |connection| store::deploys::in_progress_of_project(connection, &project_id))
-        .await?;
-    let project_id = id.clone();
-    let previews = app
-        .store
-        .call(move |connection| store::previews::of_project(connection, &project_id))
-        .await?;
-    let project_id = id.clone();
-    app.store
-        .write_audited(audit, move |tx| {
-            if store::projects::by_id(tx, &account_id, &id)?.is_none() {
-                return Err(not_found(&id));
-            }
-            // Data is never dropped as a side effect: it is deleted explicitly first.
-            if let Some(what) = store::volumes::holds_data(tx, &id)? {
-                return Err(Error::Conflict(format!(
-                    "project `{id}` holds {what}; delete its database and volumes first (DELETE /v1/projects/{id}/database, /volumes/:name)"
-                )));
-            }
-            if !store::projects::delete(tx, &account_id, &id)? {
-                return Err(not_found(&id));
-            }
-            Ok(())
-        })
-        .await?;
-    for deploy in active {
-        crate::deploy::request_cancel(app, &deploy.id);
-    }
-    // The hostname stops routing at once.
-    if let Err(err) = crate::routing::refresh(app).await {
-        tracing::warn!(error = %err, "refreshing routes after a project deletion");
-    }
-    // Previews' certificate records go with their hostnames.
-    for preview in previews {
-        if let Err(err) = app.tls.forget(&preview.hostname).await {
-            tracing::warn!(host = %preview.hostname, error = %err, "forgetting a deleted preview's certificate");
-        }
-    }
-    let app = app.clone();
-    tokio::spawn(async move {
-        crate::deploy::pipeline::remove_project_containers(&app, &project_id).await;
-        let sites = app.config.sites_dir().join(&project_id);
-        let mirror = app.config.repos_dir().join(format!("{project_id}.git"));
-        let backups = app.config.backups_dir().join(&project_id);
-        let assets = app.config.assets_dir().join(&project_id);
-        for dir in [sites, mirror, backups, assets] {
-            if let Err(err) = tokio::fs::remove_dir_all(&dir).await {
-                if err.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(dir = %dir.display(), error = %err, "removing a deleted project's files");
-                }
-            }
-        }
-    });
-    Ok(())
 }

@@ -5,6 +5,7 @@ use std::{ops::Deref, sync::Arc};
 
 use tokio::sync::Mutex as AsyncMutex;
 
+use crate::{assets::Assets, domains::Domains, env::Env, networks::Networks, projects::Projects};
 use crate::{
     config::Config, deploy::DeployHub, error::Error, logs::Logs, metrics::Metrics,
     routing::Routing, runtime::Runtime, secrets::SecretBox, store::Store, tls::Tls,
@@ -47,6 +48,16 @@ pub struct Inner {
     pub uploads: Option<crate::backup::remote::Uploader>,
     /// The container runtime; it connects on first use, so the API runs without one.
     runtime: Runtime,
+    /// Projects' env vars.
+    pub env: Env,
+    /// Projects' hostnames: aliases and their certificate and DNS state.
+    pub domains: Domains,
+    /// Projects: creation, renaming, deletion of their rows.
+    pub projects: Projects,
+    /// Release targets' networks.
+    pub networks: Networks,
+    /// The static assets of live releases: extraction and the index.
+    pub assets: Assets,
 }
 
 impl AppState {
@@ -77,12 +88,36 @@ impl AppState {
             &installation,
             config.metrics.clone(),
         );
+        let env = Env::new(store.clone(), secrets.clone());
+        let domains = Domains::new(
+            store.clone(),
+            tls.clone(),
+            config.base_domain.clone(),
+            config.console_hostname(),
+            config.domains.clone(),
+        );
+        let projects = Projects::new(store.clone());
+        let networks = Networks::new(store.clone(), config.deploy.clone(), &installation);
+        let assets = Assets::new(
+            store.clone(),
+            runtime.clone(),
+            &installation,
+            config.assets_dir(),
+            config.sites_dir(),
+        );
+        let routing = Routing::new(
+            store.clone(),
+            runtime.clone(),
+            tls.clone(),
+            installation.clone(),
+            crate::routing::Settings::from_config(&config),
+        );
         Self(Arc::new(Inner {
             config,
             store,
             secrets,
             deploys: DeployHub::default(),
-            routing: Routing::new(),
+            routing,
             logs,
             metrics,
             tls,
@@ -91,6 +126,11 @@ impl AppState {
             backup_slots,
             uploads,
             runtime,
+            env,
+            domains,
+            projects,
+            networks,
+            assets,
         }))
     }
 

@@ -82,7 +82,7 @@ async fn list(
         app.config.api.default_page_size,
         app.config.api.max_page_size,
     )?;
-    let listed = assets::list(&app, &auth.actor, id, query.prefix, page).await?;
+    let listed = app.assets.list(&auth.actor, id, query.prefix, page).await?;
     Ok(Json(AssetList {
         deploy_id: listed.deploy_id,
         assets: listed.page.items.into_iter().map(AssetView::from).collect(),

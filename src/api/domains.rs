@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    domains::{self, Alias, Domain, DomainKind},
+    domains::{Alias, Domain, DomainKind},
     names::Hostname,
     state::AppState,
 };
@@ -110,7 +110,7 @@ async fn list_aliases(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AliasList>> {
-    let aliases = domains::list_aliases(&app, &auth.actor, id).await?;
+    let aliases = app.domains.list_aliases(&auth.actor, id).await?;
     Ok(Json(AliasList {
         aliases: aliases.into_iter().map(AliasView::from).collect(),
     }))
@@ -128,7 +128,8 @@ async fn add_alias(
     Json(request): Json<AddAlias>,
 ) -> ApiResult<(StatusCode, Json<AliasView>)> {
     let hostname = Hostname::parse(&request.hostname)?;
-    let alias = domains::add_alias(&app, &auth.actor, id, hostname).await?;
+    let alias = app.domains.add_alias(&auth.actor, id, hostname).await?;
+    app.routing.refresh().await?;
     Ok((StatusCode::CREATED, Json(alias.into())))
 }
 
@@ -144,7 +145,12 @@ async fn remove_alias(
     Path((id, hostname)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let hostname = Hostname::parse(&hostname)?;
-    domains::remove_alias(&app, &auth.actor, id, hostname.as_str().to_owned()).await?;
+    let hostname = hostname.as_str().to_owned();
+    app.domains
+        .remove_alias(&auth.actor, id, hostname.clone())
+        .await?;
+    app.routing.refresh().await?;
+    app.domains.forget_certificate(hostname);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -158,7 +164,7 @@ async fn list_domains(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DomainList>> {
-    let domains = domains::list_domains(&app, &auth.actor, id).await?;
+    let domains = app.domains.list_domains(&auth.actor, id).await?;
     Ok(Json(DomainList {
         domains: domains.into_iter().map(DomainView::from).collect(),
     }))

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    env::{self, EnvChange, EnvListing},
+    env::{EnvChange, EnvListing},
     names::EnvKey,
     state::AppState,
 };
@@ -107,7 +107,7 @@ async fn list(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<EnvView>> {
-    Ok(Json(env::list(&app, &auth.actor, id).await?.into()))
+    Ok(Json(app.env.list(&auth.actor, id).await?.into()))
 }
 
 /// Set, update or delete environment variables. Changes apply on the next deploy.
@@ -139,5 +139,5 @@ async fn set(
         };
         changes.insert(key, change);
     }
-    Ok(Json(env::set(&app, &auth.actor, id, changes).await?.into()))
+    Ok(Json(app.env.set(&auth.actor, id, changes).await?.into()))
 }

@@ -237,7 +237,12 @@ async fn create(
     State(app): State<AppState>,
     Json(request): Json<CreateProject>,
 ) -> ApiResult<(StatusCode, Json<ProjectView>)> {
-    let project = projects::create(&app, &auth.actor, request.try_into()?).await?;
+    let project = app
+        .projects
+        .create(&auth.actor, request.try_into()?)
+        .await?;
+    // Its hostname answers (503, "created") from now on rather than 404.
+    app.routing.refresh_or_warn("a project creation").await;
     Ok((StatusCode::CREATED, Json(ProjectView::new(&project, &app))))
 }
 
@@ -265,7 +270,12 @@ async fn update(
     Path(id): Path<String>,
     Json(request): Json<UpdateProject>,
 ) -> ApiResult<Json<ProjectView>> {
-    let project = projects::update(&app, &auth.actor, id, request.try_into()?).await?;
+    let project = app
+        .projects
+        .update(&auth.actor, id, request.try_into()?)
+        .await?;
+    // A new name is a new hostname.
+    app.routing.refresh_or_warn("a project update").await;
     Ok(Json(ProjectView::new(&project, &app)))
 }
 
@@ -279,7 +289,7 @@ async fn delete(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    projects::delete(&app, &auth.actor, id).await?;
+    crate::deploy::teardown::delete_project(&app, &auth.actor, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -331,7 +331,7 @@ pub async fn resume_paused(app: &AppState) {
             }
         }
     }
-    if let Err(err) = crate::routing::refresh(app).await {
+    if let Err(err) = app.routing.refresh().await {
         tracing::warn!(error = %err, "refreshing routes after resuming paused containers");
     }
 }
@@ -397,7 +397,7 @@ async fn with_containers_held<T>(
     }
     if hold == Hold::Stop && !held.is_empty() {
         drop(_guard);
-        if let Err(err) = crate::routing::refresh(app).await {
+        if let Err(err) = app.routing.refresh().await {
             tracing::warn!(error = %err, "refreshing routes after a restore");
         }
     }

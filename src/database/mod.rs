@@ -194,13 +194,14 @@ async fn container_host(app: &AppState, project_id: &str) -> Result<String> {
         return Ok(host.clone());
     }
     let engine = app.engine().await?;
-    let network = crate::networks::ensure(
-        app,
-        &engine,
-        project_id,
-        &crate::deploy::ReleaseTarget::Production,
-    )
-    .await?;
+    let network = app
+        .networks
+        .ensure(
+            &engine,
+            project_id,
+            &crate::deploy::ReleaseTarget::Production,
+        )
+        .await?;
     engine
         .network_gateway(&network)
         .await?

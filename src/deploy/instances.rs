@@ -102,7 +102,9 @@ pub(crate) async fn start_healthy(
     size: Option<&str>,
     say: &(dyn Fn(String) + Sync),
 ) -> std::result::Result<String, String> {
-    let network = crate::networks::ensure(app, engine, &release.project.id, &release.target())
+    let network = app
+        .networks
+        .ensure(engine, &release.project.id, &release.target())
         .await
         .map_err(|err| err.to_string())?;
     let tier = app.config.scale.tier(size);
@@ -437,7 +439,7 @@ async fn converge(
         }
     }
     if !started.is_empty() && process.is_web() {
-        crate::routing::refresh(app).await?;
+        app.routing.refresh().await?;
     }
     if leaving.is_empty() {
         return Ok(());
@@ -446,7 +448,7 @@ async fn converge(
     app.routing.set_draining(&ids, true);
     // Only web instances carry requests that need time to finish.
     if process.is_web() {
-        crate::routing::refresh(app).await?;
+        app.routing.refresh().await?;
         tokio::time::sleep(Duration::from_secs(app.config.deploy.drain_secs)).await;
     }
     let grace = Duration::from_secs(app.config.deploy.stop_grace_secs);
@@ -461,7 +463,7 @@ async fn converge(
     }
     app.routing.set_draining(&ids, false);
     if process.is_web() {
-        crate::routing::refresh(app).await?;
+        app.routing.refresh().await?;
     }
     Ok(())
 }
@@ -587,7 +589,7 @@ pub async fn scale(
             Ok(())
         })
         .await?;
-    crate::routing::refresh(app).await?;
+    app.routing.refresh().await?;
     projects::get_unscoped(&app.store, project.id).await
 }
 
@@ -896,9 +898,9 @@ pub async fn reconcile(app: &AppState) -> Result<()> {
         }
     }
     if changed {
-        crate::routing::refresh(app).await?;
+        app.routing.refresh().await?;
     }
-    if let Err(err) = crate::networks::sweep(app, &engine).await {
+    if let Err(err) = app.networks.sweep(&engine).await {
         tracing::warn!(error = %err, "removing unused networks");
     }
     // Instances Docker restarted, or that ran on while the daemon was down, are followed

@@ -9,6 +9,7 @@ pub mod context;
 pub mod instances;
 pub mod pipeline;
 pub mod planning;
+pub mod teardown;
 pub mod worker;
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};

@@ -8,7 +8,7 @@ use std::{
 };
 
 use crate::{
-    clock, env,
+    clock,
     error::Error,
     labels::{self, Filter, Key, Labels},
     plan::{self, Builder, PlanOptions, SourcePlan},
@@ -205,7 +205,7 @@ async fn prune_images(app: &AppState, project_id: &str) {
             Ok(()) => {
                 tracing::info!(project = %project_id, %image, "removed an old image");
                 let deploys = deploys_of_image.remove(&image).unwrap_or_default();
-                crate::assets::forget(app, project_id, &deploys).await;
+                app.assets.forget(project_id, &deploys).await;
             }
             Err(err) => tracing::debug!(%image, error = %err, "keeping an image still in use"),
         }
@@ -254,7 +254,9 @@ async fn build_from_source(
                 log,
             )
             .await?;
-            crate::assets::prepare(app, project, deploy, &source_plan, &image).await;
+            app.assets
+                .prepare(project, deploy, &source_plan, &image)
+                .await;
             Some(image)
         }
     };
@@ -270,7 +272,7 @@ async fn snapshot_env(
     project: &Project,
 ) -> Result<std::collections::BTreeMap<String, String>, Stop> {
     let env_snapshot = match deploy.target() {
-        ReleaseTarget::Production => env::snapshot(app, &project.id).await,
+        ReleaseTarget::Production => app.env.snapshot(&project.id).await,
         ReleaseTarget::Preview(preview_id) => {
             crate::previews::release_env(app, project, &preview_id).await
         }
@@ -455,7 +457,9 @@ async fn build_image(
     // RUN steps join the release target's own network: they reach the internet (NAT) and
     // their own project's containers, never another project's, nor whatever else sits on
     // the engine's default bridge.
-    let network = crate::networks::ensure(app, &engine, &project.id, &deploy.target())
+    let network = app
+        .networks
+        .ensure(&engine, &project.id, &deploy.target())
         .await
         .map_err(failed("build"))?;
     let request = BuildRequest {
@@ -604,8 +608,8 @@ async fn prepare_rollback(
         }
         // The edge serves the release's assets from its own copy; without one the app
         // answers them, so a failed copy costs speed, never correctness.
-        let from = crate::assets::release_dir(app, &project.id, &target.id);
-        let to = crate::assets::release_dir(app, &project.id, &deploy.id);
+        let from = app.assets.release_dir(&project.id, &target.id);
+        let to = app.assets.release_dir(&project.id, &deploy.id);
         if tokio::fs::try_exists(&from).await.unwrap_or(false) {
             match tokio::task::spawn_blocking(move || copy_tree(&from, &to)).await {
                 Ok(Ok(copied)) => log.line(format!("restored {copied} asset files")),
@@ -666,7 +670,9 @@ async fn run_release_command(
     log: &DeployLog,
 ) -> Result<(), Stop> {
     let engine = app.engine().await.map_err(failed("release"))?;
-    let network = crate::networks::ensure(app, &engine, &project.id, &deploy.target())
+    let network = app
+        .networks
+        .ensure(&engine, &project.id, &deploy.target())
         .await
         .map_err(failed("release"))?;
     let mut env: Vec<(String, String)> = env_snapshot.clone().into_iter().collect();
@@ -814,7 +820,7 @@ async fn switch_to(
         .await?
         .ok_or_else(|| Error::Internal(format!("deploy {} vanished", deploy.id)))?;
     app.routing.set_switching(&recorded, true);
-    if let Err(err) = crate::routing::refresh(app).await {
+    if let Err(err) = app.routing.refresh().await {
         app.routing.set_switching(&recorded, false);
         return Err(err);
     }
@@ -857,7 +863,7 @@ async fn switch_to(
         .await;
     app.routing.set_switching(&recorded, false);
     // On a failed commit this puts the routes back on the release the store still names.
-    crate::routing::refresh(app).await?;
+    app.routing.refresh().await?;
     let previous = previous?;
     log.line("traffic switched to the new release");
     log.status(DeployStatus::Running);
@@ -932,7 +938,7 @@ pub(crate) async fn remove_project_containers(app: &AppState, project_id: &str) 
             tracing::warn!(container = %container.name, error = %err, "removing a deleted project's container");
         }
     }
-    crate::networks::remove_of_project(app, &engine, project_id).await;
+    app.networks.remove_of_project(&engine, project_id).await;
 }
 
 async fn set_project_status(

@@ -5,7 +5,8 @@
 
 use std::{collections::HashSet, sync::Mutex};
 
-use crate::{state::AppState, tls::TlsMode};
+use super::Routing;
+use crate::tls::TlsMode;
 
 /// The hostnames with a certificate request in flight, so refreshes do not start another.
 #[derive(Debug, Default)]
@@ -28,33 +29,38 @@ impl InFlight {
     }
 }
 
-/// Asks for a certificate for each of `hostnames` in the background when TLS is on; the
-/// TLS module keeps the outcome (and backs off after failures), visible on the project's
-/// domains.
-pub(super) fn request(app: &AppState, hostnames: Vec<String>) {
-    if app.tls.mode() == TlsMode::Off {
-        return;
-    }
-    for host in hostnames {
-        if !app.routing.shared.certificates.start(&host) {
-            continue;
+impl Routing {
+    /// Asks for a certificate for each of `hostnames` in the background when TLS is on;
+    /// the TLS module keeps the outcome (and backs off after failures), visible on the
+    /// project's domains.
+    pub(super) fn request_certificates(&self, hostnames: Vec<String>) {
+        if self.shared.tls.mode() == TlsMode::Off {
+            return;
         }
-        let app = app.clone();
-        tokio::spawn(async move {
-            match app.tls.ensure_certificate(&host).await {
-                Ok(_) => {
-                    tracing::info!(%host, "certificate ready");
-                    // The redirect to HTTPS starts with the next table.
-                    let refresh_app = app.clone();
-                    tokio::spawn(async move {
-                        let _ = super::refresh(&refresh_app).await;
-                    });
-                }
-                // `ensure_certificate` logged it, once per change of the hostname's state; a
-                // line per refresh would let one tenant's many hostnames flood the log.
-                Err(err) => tracing::debug!(%host, error = %err, "certificate request failed"),
+        for host in hostnames {
+            if !self.shared.certificates.start(&host) {
+                continue;
             }
-            app.routing.shared.certificates.finish(&host);
-        });
+            let routing = self.clone();
+            tokio::spawn(async move {
+                match routing.shared.tls.ensure_certificate(&host).await {
+                    Ok(_) => {
+                        tracing::info!(%host, "certificate ready");
+                        // The redirect to HTTPS starts with the next table.
+                        let refresh = routing.clone();
+                        tokio::spawn(async move {
+                            let _ = refresh.refresh().await;
+                        });
+                    }
+                    // `ensure_certificate` logged it, once per change of the hostname's
+                    // state; a line per refresh would let one tenant's many hostnames
+                    // flood the log.
+                    Err(err) => {
+                        tracing::debug!(%host, error = %err, "certificate request failed")
+                    }
+                }
+                routing.shared.certificates.finish(&host);
+            });
+        }
     }
 }

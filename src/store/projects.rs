@@ -106,9 +106,12 @@ pub fn by_id(db: &Db, account_id: &str, id: &str) -> Result<Option<Project>> {
 
 /// `Ok` when the account owns the project; another account's project is not found either.
 pub fn check_owned(db: &Db, account_id: &str, id: &str) -> Result<()> {
-    by_id(db, account_id, id)?
-        .map(|_| ())
-        .ok_or_else(|| Error::NotFound(format!("project `{id}` not found")))
+    owned(db, account_id, id).map(|_| ())
+}
+
+/// The project when the account owns it; another account's project is not found either.
+pub fn owned(db: &Db, account_id: &str, id: &str) -> Result<Project> {
+    by_id(db, account_id, id)?.ok_or_else(|| Error::NotFound(format!("project `{id}` not found")))
 }
 
 pub fn by_name(db: &Db, account_id: &str, name: &str) -> Result<Option<Project>> {
