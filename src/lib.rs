@@ -240,13 +240,13 @@ pub async fn run(
         }
         None => None,
     };
-    let collector = tokio::spawn(metrics::collector::run(app.clone(), stopped()));
+    let collector = tokio::spawn(metrics::collector::run(app.metrics.clone(), stopped()));
     let worker = tokio::spawn(deploy::worker::run(app.clone(), stopped()));
     let router_task = tokio::spawn(app.routing.clone().run(stopped()));
     let reconciler = tokio::spawn(deploy::instances::run_reconciler(app.clone(), stopped()));
     let renewals = tokio::spawn(crate::tls::run_renewals(tls, stopped()));
     let preview_sweep = tokio::spawn(crate::previews::run_expiry_sweep(app.clone(), stopped()));
-    let log_writer = tokio::spawn(logs::collector::run(app.clone(), stopped()));
+    let log_writer = tokio::spawn(logs::collector::run(app.logs.clone(), stopped()));
     let backup_scheduler = tokio::spawn(app.backups.clone().run_scheduler(stopped()));
     let upload_retries = tokio::spawn(app.backups.clone().run_retries(stopped()));
 
@@ -284,7 +284,7 @@ pub async fn run(
 fn public_edge(app: &AppState, api_router: axum::Router) -> edge::Edge {
     let edge = edge::Edge::new(
         app.routing.routes().clone(),
-        app.edge_metrics.clone(),
+        app.metrics.edge_counters(),
         edge::EdgeConfig::from(&app.config.edge),
         app.tls.challenges(),
     )

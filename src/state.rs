@@ -13,9 +13,8 @@ use crate::{
     volumes::Volumes,
 };
 use crate::{
-    config::Config, deploy::DeployHub, edge::EdgeMetrics, error::Error, logs::LogCollector,
-    metrics::MetricsHub, routing::Routing, runtime::Runtime, secrets::SecretBox, store::Store,
-    tls::Tls,
+    config::Config, deploy::DeployHub, error::Error, logs::Logs, metrics::Metrics,
+    routing::Routing, runtime::Runtime, secrets::SecretBox, store::Store, tls::Tls,
 };
 
 /// A cheap-clone handle (`Arc`) to everything the daemon shares.
@@ -27,10 +26,6 @@ pub struct Inner {
     pub config: Config,
     /// All desired state.
     pub store: Store,
-    /// A second connection to the same database for runtime log lines: a chatty app's
-    /// batches, prunes and log queries queue on this one, so API requests on `store`
-    /// never wait behind them.
-    pub log_store: Store,
     /// Seals secrets at rest with the key in the data dir.
     pub secrets: SecretBox,
     /// Live deploy logs, cancel switches and the worker's wake-up.
@@ -38,14 +33,12 @@ pub struct Inner {
     /// The edge's route table and routing's own side tables (draining instances,
     /// deploys being switched to, certificate requests in flight).
     pub routing: Routing,
-    /// Runtime log collection: followers of instance output, the edge's access-log sink,
-    /// the batching writer's queue and live followers of stored lines.
-    pub logs: LogCollector,
-    /// Per-project request counters kept by the edge.
-    pub edge_metrics: Arc<EdgeMetrics>,
-    /// The metrics collector's latest instance samples, for reports and Prometheus
-    /// scrapes that must not wait on Docker.
-    pub metrics: MetricsHub,
+    /// The logs service: runtime log lines (on their own connection), their collection
+    /// and the edge's access-log sink.
+    pub logs: Logs,
+    /// The metrics service: stored points, the latest instance samples and the edge's
+    /// per-project request counters.
+    pub metrics: Metrics,
     /// Certificates for the HTTPS listener.
     pub tls: Tls,
     /// This installation's id, labelled on everything it creates in Docker, so two
@@ -88,6 +81,19 @@ impl AppState {
         uploads: Option<crate::backup::remote::Uploader>,
         runtime: Runtime,
     ) -> Self {
+        let logs = Logs::new(
+            store.clone(),
+            log_store,
+            runtime.clone(),
+            &installation,
+            config.logs.clone(),
+        );
+        let metrics = Metrics::new(
+            store.clone(),
+            runtime.clone(),
+            &installation,
+            config.metrics.clone(),
+        );
         let env = Env::new(store.clone(), secrets.clone());
         let domains = Domains::new(
             store.clone(),
@@ -143,13 +149,11 @@ impl AppState {
         Self(Arc::new(Inner {
             config,
             store,
-            log_store,
             secrets,
             deploys: DeployHub::default(),
             routing,
-            logs: LogCollector::default(),
-            edge_metrics: Arc::new(EdgeMetrics::new()),
-            metrics: MetricsHub::default(),
+            logs,
+            metrics,
             tls,
             installation,
             project_locks,

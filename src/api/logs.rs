@@ -176,7 +176,7 @@ async fn read(
 ) -> ApiResult<Response> {
     let query = params.query(&app)?;
     if !wants_stream(&headers, params.follow) {
-        let page = logs::read(&app, &auth.actor, id, query).await?;
+        let page = app.logs.read(&auth.actor, id, query).await?;
         return Ok(Json(LogList {
             lines: page.lines.iter().map(LogLineView::from).collect(),
             truncated: page.truncated,
@@ -205,7 +205,7 @@ async fn read(
                 })?,
         ),
     };
-    let lines = logs::follow(&app, &auth.actor, id, query, from).await?;
+    let lines = app.logs.follow(&auth.actor, id, query, from).await?;
     let events = ReceiverStream::new(lines).map(|line| Ok::<_, Infallible>(event_of(&line)));
     Ok(Sse::new(events)
         .keep_alive(

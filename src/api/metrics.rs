@@ -316,13 +316,15 @@ async fn project_metrics(
     if wants_text(&headers) {
         if query.preview.is_some() {
             // Ownership first, so another account's preview answers 404 as everywhere.
-            metrics::check_preview(&app, &auth.actor, id, query.preview).await?;
+            app.metrics
+                .check_preview(&auth.actor, id, query.preview)
+                .await?;
             return Err(crate::error::Error::BadRequest(
                 "the Prometheus text format covers production only; drop `preview`, or ask for JSON (`Accept: application/json`) to see a preview's figures".to_owned(),
             )
             .into());
         }
-        let text = metrics::project_exposition(&app, &auth.actor, id).await?;
+        let text = app.metrics.project_exposition(&auth.actor, id).await?;
         return Ok(prometheus_response(text));
     }
     let window = Window::parse(
@@ -331,7 +333,10 @@ async fn project_metrics(
         &app.config.metrics,
         metrics::unix_now(),
     )?;
-    let report = metrics::report(&app, &auth.actor, id, query.preview, window).await?;
+    let report = app
+        .metrics
+        .report(&auth.actor, id, query.preview, window)
+        .await?;
     Ok(Json(MetricsView::from(report)).into_response())
 }
 
@@ -341,7 +346,7 @@ async fn project_metrics(
     security(("bearer" = ["admin"])),
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn scrape(auth: Auth<AdminScope>, State(app): State<AppState>) -> ApiResult<Response> {
-    let text = metrics::account_exposition(&app, &auth.actor).await?;
+    let text = app.metrics.account_exposition(&auth.actor).await?;
     Ok(prometheus_response(text))
 }
 
@@ -350,7 +355,7 @@ async fn scrape(auth: Auth<AdminScope>, State(app): State<AppState>) -> ApiResul
 #[utoipa::path(get, path = "/metrics", tag = "metrics",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn scrape_installation(State(app): State<AppState>) -> ApiResult<Response> {
-    let text = metrics::installation_exposition(&app).await?;
+    let text = app.metrics.installation_exposition().await?;
     Ok(prometheus_response(text))
 }
 

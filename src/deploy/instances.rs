@@ -169,17 +169,13 @@ pub(crate) async fn start_healthy(
     say(format!("starting {process} instance {}", spec.name));
     let status = engine.start(&spec).await.map_err(|err| err.to_string())?;
     // Followed from here on; the engine keeps what was written before the follower attaches.
-    crate::logs::follow_started(
-        app,
-        engine,
-        crate::logs::StartedContainer {
-            id: status.id.clone(),
-            project_id: release.project.id.clone(),
-            instance: crate::logs::instance_id(&status.id),
-            process: process.to_string(),
-            preview_id: release.preview_id.clone(),
-        },
-    );
+    app.logs.follow_started(crate::logs::StartedContainer {
+        id: status.id.clone(),
+        project_id: release.project.id.clone(),
+        instance: crate::logs::instance_id(&status.id),
+        process: process.to_string(),
+        preview_id: release.preview_id.clone(),
+    });
     // Only web answers on the port; other types are healthy when they stay up.
     let health = if process.is_web() {
         release.plan.health_check.clone()
@@ -910,7 +906,7 @@ pub async fn reconcile(app: &AppState) -> Result<()> {
     }
     // Instances Docker restarted, or that ran on while the daemon was down, are followed
     // again from where their stored logs end.
-    crate::logs::follow_running(app, &engine).await?;
+    app.logs.follow_running().await?;
     Ok(())
 }
 

@@ -20,12 +20,11 @@ use crate::{
     edge::{AccessLogSink, AccessRecord},
     labels::{Filter, Labels},
     live::Topics,
-    runtime::{ContainerLogLine, OutputStream, Runtime},
-    state::AppState,
+    runtime::{ContainerLogLine, OutputStream},
     store::{self, Store},
 };
 
-use super::{LogStream, NewLine, ReadPosition, RuntimeLine};
+use super::{LogStream, Logs, NewLine, ReadPosition, RuntimeLine};
 
 /// Lines waiting for the writer. When full, followers wait, and so does their read from
 /// Docker, which keeps the output in its own log meanwhile: nothing is lost, only later.
@@ -47,9 +46,10 @@ const PRUNE_TO_PERCENT: u64 = 90;
 /// up from the store.
 const LIVE_BUFFER: usize = 4096;
 
-/// The collector's shared half, held in `AppState`.
-pub struct LogCollector {
-    lines: mpsc::Sender<NewLine>,
+/// The collector's shared half, held by the `Logs` handle.
+pub(super) struct LogCollector {
+    /// The writer's queue of container lines (the handle's tests feed it directly).
+    pub(super) lines: mpsc::Sender<NewLine>,
     access_sink: AccessLogSink,
     receivers: Mutex<Option<(mpsc::Receiver<NewLine>, mpsc::Receiver<AccessRecord>)>>,
     /// Containers with a follower task, so a container is never followed twice.
@@ -145,37 +145,40 @@ pub fn instance_id(container_id: &str) -> String {
     container_id.chars().take(12).collect()
 }
 
-/// Starts following a container that was just started (a no-op when it is followed).
-pub fn follow_started(app: &AppState, engine: &Runtime, container: StartedContainer) {
-    if !app.logs.claim(&container.id) {
-        return;
+impl Logs {
+    /// Starts following a container that was just started (a no-op when it is followed).
+    pub fn follow_started(&self, container: StartedContainer) {
+        if !self.collector.claim(&container.id) {
+            return;
+        }
+        let logs = self.clone();
+        tokio::spawn(async move {
+            let id = container.id.clone();
+            logs.follow_container(container).await;
+            logs.collector.release(&id);
+        });
     }
-    let app = app.clone();
-    let engine = engine.clone();
-    tokio::spawn(async move {
-        let id = container.id.clone();
-        follow_container(&app, &engine, container).await;
-        app.logs.release(&id);
-    });
-}
 
-/// Follows every running instance of this installation that has no follower: at start-up
-/// (resuming where the store left off) and on each reconciler pass (instances Docker
-/// restarted, or started while the daemon was down).
-pub async fn follow_running(app: &AppState, engine: &Runtime) -> crate::error::Result<()> {
-    let containers = engine
-        .containers_matching(&Filter::new().installation(&app.installation))
-        .await
-        .map_err(crate::error::Error::from)?;
-    for container in containers {
-        if container.state != "running" {
-            continue;
+    /// Follows every running instance of this installation that has no follower: at
+    /// start-up (resuming where the store left off) and on each reconciler pass (instances
+    /// Docker restarted, or started while the daemon was down).
+    pub async fn follow_running(&self) -> crate::error::Result<()> {
+        self.runtime.ready().await?;
+        let containers = self
+            .runtime
+            .containers_matching(&Filter::new().installation(&self.installation))
+            .await
+            .map_err(crate::error::Error::from)?;
+        for container in containers {
+            if container.state != "running" {
+                continue;
+            }
+            if let Some(started) = StartedContainer::of(&container, &self.installation) {
+                self.follow_started(started);
+            }
         }
-        if let Some(started) = StartedContainer::of(&container, &app.installation) {
-            follow_started(app, engine, started);
-        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Decides which lines of a re-read stream are new: those after the stored position.
@@ -224,64 +227,66 @@ impl Resume {
     }
 }
 
-/// Reads one container until it stops for good (or the daemon stops), re-reading after
-/// an engine hiccup or a quick restart; every line goes to the writer once.
-async fn follow_container(app: &AppState, engine: &Runtime, container: StartedContainer) {
-    let id = container.id.clone();
-    let positions = app
-        .log_store
-        .call(move |c| {
-            Ok((
-                store::runtime_logs::read_position(c, &id, LogStream::Stdout)?,
-                store::runtime_logs::read_position(c, &id, LogStream::Stderr)?,
-            ))
-        })
-        .await;
-    let Ok((stdout, stderr)) = positions else {
-        tracing::warn!(container = %container.id, "cannot read the log position; not following");
-        return;
-    };
-    let mut resume = [Resume::new(stdout), Resume::new(stderr)];
-    let mut stopping = app.logs.stopping.subscribe();
-    tracing::debug!(container = %container.id, instance = %container.instance, "following instance output");
-    loop {
-        // Both streams come in one read; start at the older position (a stream never read
-        // yet means from the start).
-        let since_ns = resume.iter().map(|r| r.last_ns).min().unwrap_or(i64::MIN);
-        let since_secs = if since_ns == i64::MIN {
-            0
-        } else {
-            since_ns.div_euclid(1_000_000_000)
+impl Logs {
+    /// Reads one container until it stops for good (or the daemon stops), re-reading after
+    /// an engine hiccup or a quick restart; every line goes to the writer once.
+    async fn follow_container(&self, container: StartedContainer) {
+        let id = container.id.clone();
+        let positions = self
+            .lines
+            .call(move |c| {
+                Ok((
+                    store::runtime_logs::read_position(c, &id, LogStream::Stdout)?,
+                    store::runtime_logs::read_position(c, &id, LogStream::Stderr)?,
+                ))
+            })
+            .await;
+        let Ok((stdout, stderr)) = positions else {
+            tracing::warn!(container = %container.id, "cannot read the log position; not following");
+            return;
         };
-        for r in &mut resume {
-            r.restart();
-        }
-        let mut lines = engine.follow_logs(&container.id, since_secs);
+        let mut resume = [Resume::new(stdout), Resume::new(stderr)];
+        let mut stopping = self.collector.stopping.subscribe();
+        tracing::debug!(container = %container.id, instance = %container.instance, "following instance output");
         loop {
-            let next = tokio::select! {
-                next = lines.next() => next,
-                _ = stopping.wait_for(|stop| *stop) => return,
+            // Both streams come in one read; start at the older position (a stream never read
+            // yet means from the start).
+            let since_ns = resume.iter().map(|r| r.last_ns).min().unwrap_or(i64::MIN);
+            let since_secs = if since_ns == i64::MIN {
+                0
+            } else {
+                since_ns.div_euclid(1_000_000_000)
             };
-            let Some(next) = next else { break };
-            let line = match next {
-                Ok(line) => line,
-                Err(err) => {
-                    tracing::debug!(container = %container.id, error = %err, "log stream ended with an error");
-                    break;
-                }
-            };
-            if let Some(new_line) = admit(&container, &mut resume, line) {
-                if app.logs.lines.send(new_line).await.is_err() {
-                    return;
+            for r in &mut resume {
+                r.restart();
+            }
+            let mut lines = self.runtime.follow_logs(&container.id, since_secs);
+            loop {
+                let next = tokio::select! {
+                    next = lines.next() => next,
+                    _ = stopping.wait_for(|stop| *stop) => return,
+                };
+                let Some(next) = next else { break };
+                let line = match next {
+                    Ok(line) => line,
+                    Err(err) => {
+                        tracing::debug!(container = %container.id, error = %err, "log stream ended with an error");
+                        break;
+                    }
+                };
+                if let Some(new_line) = admit(&container, &mut resume, line) {
+                    if self.collector.lines.send(new_line).await.is_err() {
+                        return;
+                    }
                 }
             }
-        }
-        // The stream ends when the container stops. It may be back already (a restart by
-        // Docker); otherwise the reconciler follows it again when it is.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        match engine.inspect(&container.id).await {
-            Ok(status) if status.running => continue,
-            Ok(_) | Err(_) => return,
+            // The stream ends when the container stops. It may be back already (a restart by
+            // Docker); otherwise the reconciler follows it again when it is.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            match self.runtime.inspect(&container.id).await {
+                Ok(status) if status.running => continue,
+                Ok(_) | Err(_) => return,
+            }
         }
     }
 }
@@ -331,10 +336,10 @@ fn access_line(record: AccessRecord) -> NewLine {
 
 /// The writer: batches lines into the store, publishes them, enforces the caps. Also
 /// starts following what is already running. Ends when `stopped` completes, after storing
-/// what was already handed over.
-pub async fn run(app: AppState, stopped: impl Future<Output = ()>) {
-    let Some((mut lines, mut access)) = app
-        .logs
+/// what was already handed over. It gets only the logs service's handle.
+pub async fn run(logs: Logs, stopped: impl Future<Output = ()>) {
+    let Some((mut lines, mut access)) = logs
+        .collector
         .receivers
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -342,20 +347,20 @@ pub async fn run(app: AppState, stopped: impl Future<Output = ()>) {
     else {
         return;
     };
-    // One connection for everything: a second one would let a log batch commit between the
-    // read and the write of another transaction, which SQLite answers with SQLITE_BUSY. The
-    // writer keeps its transactions short instead (batches, pruning in chunks).
-    let store = app.log_store.clone();
-    let startup = app.clone();
+    // One connection for everything (`Logs::lines`): a second one would let a log batch
+    // commit between the read and the write of another transaction, which SQLite answers
+    // with SQLITE_BUSY. The writer keeps its transactions short instead (batches, pruning
+    // in chunks).
+    let startup = logs.clone();
     tokio::spawn(async move {
-        if let Ok(engine) = startup.engine().await {
-            if let Err(err) = follow_running(&startup, &engine).await {
+        if startup.runtime.ready().await.is_ok() {
+            if let Err(err) = startup.follow_running().await {
                 tracing::warn!(error = %err, "following running instances at start-up");
             }
         }
     });
     tokio::pin!(stopped);
-    let mut age_prune = tokio::time::interval(age_prune_interval(app.config.logs.max_age()));
+    let mut age_prune = tokio::time::interval(age_prune_interval(logs.config.max_age()));
     let mut batch: Vec<NewLine> = Vec::with_capacity(MAX_BATCH);
     loop {
         tokio::select! {
@@ -365,7 +370,7 @@ pub async fn run(app: AppState, stopped: impl Future<Output = ()>) {
             }
             Some(record) = access.recv() => batch.push(access_line(record)),
             _ = age_prune.tick() => {
-                prune_by_age(&app, &store).await;
+                logs.prune_by_age().await;
                 continue;
             }
         }
@@ -380,9 +385,9 @@ pub async fn run(app: AppState, stopped: impl Future<Output = ()>) {
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
-        store_batch(&app, &store, std::mem::take(&mut batch)).await;
+        logs.store_batch(std::mem::take(&mut batch)).await;
     }
-    app.logs.stopping.send_replace(true);
+    logs.collector.stopping.send_replace(true);
     while let Ok(line) = lines.try_recv() {
         batch.push(line);
     }
@@ -390,44 +395,48 @@ pub async fn run(app: AppState, stopped: impl Future<Output = ()>) {
         batch.push(access_line(record));
     }
     if !batch.is_empty() {
-        store_batch(&app, &store, batch).await;
+        logs.store_batch(batch).await;
     }
 }
 
-async fn store_batch(app: &AppState, store: &Store, batch: Vec<NewLine>) {
-    let cap = app.config.logs.max_bytes_per_project;
-    let count = batch.len();
-    let appended = match store
-        .call(move |c| store::runtime_logs::append(c, batch, cap))
-        .await
-    {
-        Ok(appended) => appended,
-        Err(err) => {
-            // The read positions were not advanced either: after a restart the container
-            // lines are read again. Edge lines of this batch are lost; say so.
-            tracing::error!(error = %err, lines = count, "storing runtime log lines");
-            return;
-        }
-    };
-    let mut listening: HashMap<String, bool> = HashMap::new();
-    for line in appended.lines {
-        let heard = *listening
-            .entry(line.project_id.clone())
-            .or_insert_with(|| app.logs.live.has_subscribers(&line.project_id));
-        if heard {
-            let project_id = line.project_id.clone();
-            app.logs.live.publish(&project_id, Arc::new(line));
-        }
-    }
-    let target = cap / 100 * PRUNE_TO_PERCENT;
-    for project_id in appended.over_cap {
-        let id = project_id.clone();
-        match prune_to(store, id, target).await {
-            Ok(dropped) => {
-                tracing::debug!(project = %project_id, dropped, "runtime logs over the size cap; dropped the oldest lines")
-            }
+impl Logs {
+    async fn store_batch(&self, batch: Vec<NewLine>) {
+        let cap = self.config.max_bytes_per_project;
+        let count = batch.len();
+        let appended = match self
+            .lines
+            .call(move |c| store::runtime_logs::append(c, batch, cap))
+            .await
+        {
+            Ok(appended) => appended,
             Err(err) => {
-                tracing::warn!(project = %project_id, error = %err, "pruning runtime logs")
+                // The read positions were not advanced either: after a restart the container
+                // lines are read again. Edge lines of this batch are lost; say so.
+                tracing::error!(error = %err, lines = count, "storing runtime log lines");
+                return;
+            }
+        };
+        let live = &self.collector.live;
+        let mut listening: HashMap<String, bool> = HashMap::new();
+        for line in appended.lines {
+            let heard = *listening
+                .entry(line.project_id.clone())
+                .or_insert_with(|| live.has_subscribers(&line.project_id));
+            if heard {
+                let project_id = line.project_id.clone();
+                live.publish(&project_id, Arc::new(line));
+            }
+        }
+        let target = cap / 100 * PRUNE_TO_PERCENT;
+        for project_id in appended.over_cap {
+            let id = project_id.clone();
+            match prune_to(&self.lines, id, target).await {
+                Ok(dropped) => {
+                    tracing::debug!(project = %project_id, dropped, "runtime logs over the size cap; dropped the oldest lines")
+                }
+                Err(err) => {
+                    tracing::warn!(project = %project_id, error = %err, "pruning runtime logs")
+                }
             }
         }
     }
@@ -450,43 +459,46 @@ async fn prune_to(store: &Store, project_id: String, target: u64) -> crate::erro
     }
 }
 
-async fn prune_by_age(app: &AppState, store: &Store) {
-    let cutoff = clock::now_nanos() - app.config.logs.max_age().as_nanos() as i64;
-    let result = async {
-        let projects = store
-            .call(|c| store::runtime_logs::projects_with_lines(c))
-            .await?;
-        let mut dropped = 0;
-        for project_id in projects {
-            loop {
-                let id = project_id.clone();
-                let went = store
-                    .call(move |c| store::runtime_logs::prune_old_chunk(c, &id, cutoff))
-                    .await?;
-                if went == 0 {
-                    break;
+impl Logs {
+    async fn prune_by_age(&self) {
+        let store = &self.lines;
+        let cutoff = clock::now_nanos() - self.config.max_age().as_nanos() as i64;
+        let result = async {
+            let projects = store
+                .call(|c| store::runtime_logs::projects_with_lines(c))
+                .await?;
+            let mut dropped = 0;
+            for project_id in projects {
+                loop {
+                    let id = project_id.clone();
+                    let went = store
+                        .call(move |c| store::runtime_logs::prune_old_chunk(c, &id, cutoff))
+                        .await?;
+                    if went == 0 {
+                        break;
+                    }
+                    dropped += went;
+                    tokio::task::yield_now().await;
                 }
-                dropped += went;
-                tokio::task::yield_now().await;
             }
+            store
+                .call(move |c| store::runtime_logs::forget_positions_before(c, cutoff))
+                .await?;
+            Ok::<_, crate::error::Error>(dropped)
+        };
+        match result.await {
+            Ok(0) => {}
+            Ok(dropped) => tracing::debug!(dropped, "dropped runtime log lines past the age limit"),
+            Err(err) => tracing::warn!(error = %err, "pruning old runtime logs"),
         }
-        store
-            .call(move |c| store::runtime_logs::forget_positions_before(c, cutoff))
-            .await?;
-        Ok::<_, crate::error::Error>(dropped)
-    };
-    match result.await {
-        Ok(0) => {}
-        Ok(dropped) => tracing::debug!(dropped, "dropped runtime log lines past the age limit"),
-        Err(err) => tracing::warn!(error = %err, "pruning old runtime logs"),
-    }
-    app.logs.live.close_unheard();
-    let dropped = app.logs.access_sink.dropped();
-    if dropped > 0 {
-        tracing::warn!(
-            dropped,
-            "edge access-log records dropped so far because the log writer was behind"
-        );
+        self.collector.live.close_unheard();
+        let dropped = self.collector.access_sink.dropped();
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "edge access-log records dropped so far because the log writer was behind"
+            );
+        }
     }
 }
 

@@ -2,27 +2,91 @@
 //! access lines for it, tagged with instance, process type, stream, time and the preview
 //! they belong to (none for production); kept under a per-project cap (bytes and age) that
 //! drops the oldest first; read by time window and filters, or followed live. `collector`
-//! follows the containers and writes the lines.
+//! follows the containers and writes the lines. `Logs` is the service's handle: the stores,
+//! the runtime, the collector's shared half and the `[logs]` section, nothing else.
 //! Invariants: a line is stored once (a daemon restart resumes each container stream after
 //! its last stored line) and published only after it is stored; a read shows production's
 //! lines or one preview's, never both.
 
 pub mod collector;
+#[cfg(test)]
+pub(crate) mod fixtures;
+
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
 use crate::{
-    accounts::Actor,
+    config::LogsConfig,
+    edge::AccessLogSink,
     error::{Error, Result},
     live,
-    state::AppState,
-    store,
+    model::account::Actor,
+    runtime::Runtime,
+    store::{self, Store},
 };
 
 pub use crate::model::logs::{
     LineFilter, LogStream, NewLine, ReadPosition, RuntimeLine, LINE_OVERHEAD_BYTES,
 };
-pub use collector::{follow_running, follow_started, instance_id, LogCollector, StartedContainer};
+pub use collector::{instance_id, StartedContainer};
+
+use collector::LogCollector;
+
+/// The logs service: a cheap-clone handle to what reading, following and collecting
+/// runtime logs use. Background tasks (the writer, the followers) hold a clone of it.
+#[derive(Clone)]
+pub struct Logs {
+    /// All desired state: the projects and previews a read is checked against.
+    store: Store,
+    /// A second connection to the same database for the lines themselves: a chatty app's
+    /// batches, prunes and log queries queue on this one, so API requests on `store`
+    /// never wait behind them.
+    lines: Store,
+    /// Where instance output is read from; it connects on first use.
+    runtime: Runtime,
+    /// This installation's id: only its own containers are followed.
+    installation: Arc<str>,
+    /// The `[logs]` section: caps and the age limit.
+    config: Arc<LogsConfig>,
+    /// Followers of instance output, the edge's access-log sink, the writer's queue and
+    /// live followers of stored lines.
+    collector: Arc<LogCollector>,
+}
+
+impl std::fmt::Debug for Logs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Logs")
+            .field("installation", &self.installation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Logs {
+    /// The service over `store` (desired state) and `lines` (the companion connection
+    /// the lines are written on).
+    pub fn new(
+        store: Store,
+        lines: Store,
+        runtime: Runtime,
+        installation: &str,
+        config: LogsConfig,
+    ) -> Self {
+        Self {
+            store,
+            lines,
+            runtime,
+            installation: Arc::from(installation),
+            config: Arc::new(config),
+            collector: Arc::new(LogCollector::default()),
+        }
+    }
+
+    /// Where the edge sends access records.
+    pub fn access_log_sink(&self) -> AccessLogSink {
+        self.collector.access_log_sink()
+    }
+}
 
 /// A validated read: a time window, filters and a line limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,47 +164,57 @@ pub struct LogPage {
 }
 
 /// Fails with 404 unless the project is the actor's and, when the filter names a preview,
-/// the preview is one of that project's (another's answers exactly like a missing one).
+/// the preview is one of that project's (another's answers exactly like a missing one, with
+/// the words `projects` and `previews` use). The preview row is read from the store: logs
+/// sit below the previews service.
 async fn check_target(
-    app: &AppState,
+    store: &Store,
     actor: &Actor,
     project_id: &str,
     filter: &LineFilter,
 ) -> Result<()> {
-    match &filter.preview_id {
-        Some(preview_id) => {
-            crate::previews::get(app, actor, project_id.to_owned(), preview_id.clone())
-                .await
-                .map(|_| ())
-        }
-        None => crate::projects::get(&app.store, actor, project_id.to_owned())
-            .await
-            .map(|_| ()),
-    }
+    let account_id = actor.account_id.clone();
+    let project_id = project_id.to_owned();
+    let preview_id = filter.preview_id.clone();
+    store
+        .call(move |c| {
+            if store::projects::by_id(c, &account_id, &project_id)?.is_none() {
+                return Err(Error::NotFound(format!("project `{project_id}` not found")));
+            }
+            if let Some(preview_id) = preview_id {
+                if store::previews::by_id(c, &project_id, &preview_id)?.is_none() {
+                    return Err(Error::NotFound(format!("preview `{preview_id}` not found")));
+                }
+            }
+            Ok(())
+        })
+        .await
 }
 
-/// The newest `limit` lines of the window that pass the filter, oldest first.
-pub async fn read(
-    app: &AppState,
-    actor: &Actor,
-    project_id: String,
-    query: LogQuery,
-) -> Result<LogPage> {
-    check_target(app, actor, &project_id, &query.filter).await?;
-    let (lines, truncated) = app
-        .log_store
-        .call(move |c| {
-            store::runtime_logs::newest(
-                c,
-                &project_id,
-                query.since_ns,
-                query.until_ns,
-                &query.filter,
-                query.limit,
-            )
-        })
-        .await?;
-    Ok(LogPage { lines, truncated })
+impl Logs {
+    /// The newest `limit` lines of the window that pass the filter, oldest first.
+    pub async fn read(
+        &self,
+        actor: &Actor,
+        project_id: String,
+        query: LogQuery,
+    ) -> Result<LogPage> {
+        check_target(&self.store, actor, &project_id, &query.filter).await?;
+        let (lines, truncated) = self
+            .lines
+            .call(move |c| {
+                store::runtime_logs::newest(
+                    c,
+                    &project_id,
+                    query.since_ns,
+                    query.until_ns,
+                    &query.filter,
+                    query.limit,
+                )
+            })
+            .await?;
+        Ok(LogPage { lines, truncated })
+    }
 }
 
 /// Lines read per store call while replaying or catching up.
@@ -155,89 +229,108 @@ pub enum FollowFrom {
     After(i64),
 }
 
-/// Follows the project's lines live: first the replay `from` asks for, then every new line
-/// that passes the filter, each once and in order, until the receiver is dropped.
-pub async fn follow(
-    app: &AppState,
-    actor: &Actor,
-    project_id: String,
-    query: LogQuery,
-    from: FollowFrom,
-) -> Result<mpsc::Receiver<std::sync::Arc<RuntimeLine>>> {
-    check_target(app, actor, &project_id, &query.filter).await?;
-    // Subscribed before the window is read, so no line falls between the two.
-    let early = app.logs.live.subscribe_or_open(&project_id);
-    let (window, after) = match from {
-        FollowFrom::After(after) => (Vec::new(), after),
-        FollowFrom::Window => {
-            let id = project_id.clone();
-            let window_query = query.clone();
-            app.log_store
-                .call(move |c| {
-                    // Everything stored so far is either in the window or left out on
-                    // purpose; the live part starts after the newest line of any project.
-                    let newest_overall = store::runtime_logs::last_seq(c)?;
-                    let (lines, _) = store::runtime_logs::newest(
-                        c,
-                        &id,
-                        window_query.since_ns,
-                        window_query.until_ns,
-                        &window_query.filter,
-                        window_query.limit,
-                    )?;
-                    Ok((lines, newest_overall))
-                })
-                .await?
-        }
-    };
-    let (tx, rx) = mpsc::channel(256);
-    let filter = query.filter.clone();
-    let fetch_app = app.clone();
-    let fetch_project = project_id.clone();
-    let fetch_filter = filter.clone();
-    let live_app = app.clone();
-    let live_project = project_id;
-    let early = std::sync::Mutex::new(Some(early));
-    let mut followed = live::replay_then_follow(live::FollowSource {
-        fetch_after: move |after| {
-            let store = fetch_app.log_store.clone();
-            let project_id = fetch_project.clone();
-            let filter = fetch_filter.clone();
-            async move {
-                store
-                    .call(move |c| {
-                        store::runtime_logs::after(c, &project_id, after, &filter, REPLAY_CHUNK)
-                    })
-                    .await
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(std::sync::Arc::new)
-                    .collect()
+impl Logs {
+    /// Follows the project's lines live: first the replay `from` asks for, then every new
+    /// line that passes the filter, each once and in order, until the receiver is dropped.
+    pub async fn follow(
+        &self,
+        actor: &Actor,
+        project_id: String,
+        query: LogQuery,
+        from: FollowFrom,
+    ) -> Result<mpsc::Receiver<Arc<RuntimeLine>>> {
+        check_target(&self.store, actor, &project_id, &query.filter).await?;
+        // Subscribed before the window is read, so no line falls between the two.
+        let early = self.collector.live.subscribe_or_open(&project_id);
+        let (window, after) = match from {
+            FollowFrom::After(after) => (Vec::new(), after),
+            FollowFrom::Window => self.window_and_newest(&project_id, &query).await?,
+        };
+        let mut followed = self.followed_after(project_id, query.filter, after, early);
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            for line in window {
+                if tx.send(Arc::new(line)).await.is_err() {
+                    return;
+                }
             }
-        },
-        subscribe: move || {
-            // The first subscription is the one taken before the window was read.
-            let taken = early.lock().unwrap_or_else(|p| p.into_inner()).take();
-            Some(taken.unwrap_or_else(|| live_app.logs.live.subscribe_or_open(&live_project)))
-        },
-        keep: move |line: &std::sync::Arc<RuntimeLine>| filter.matches(line),
-        is_last: |_: &std::sync::Arc<RuntimeLine>| false,
-        after,
-        _line: std::marker::PhantomData,
-    });
-    tokio::spawn(async move {
-        for line in window {
-            if tx.send(std::sync::Arc::new(line)).await.is_err() {
-                return;
+            while let Some(line) = followed.recv().await {
+                if tx.send(line).await.is_err() {
+                    return;
+                }
             }
-        }
-        while let Some(line) = followed.recv().await {
-            if tx.send(line).await.is_err() {
-                return;
-            }
-        }
-    });
-    Ok(rx)
+        });
+        Ok(rx)
+    }
+
+    /// The page a plain read returns, and the newest stored line of any project: everything
+    /// stored so far is either in the window or left out on purpose, so the live part
+    /// starts after it.
+    async fn window_and_newest(
+        &self,
+        project_id: &str,
+        query: &LogQuery,
+    ) -> Result<(Vec<RuntimeLine>, i64)> {
+        let id = project_id.to_owned();
+        let query = query.clone();
+        self.lines
+            .call(move |c| {
+                let newest_overall = store::runtime_logs::last_seq(c)?;
+                let (lines, _) = store::runtime_logs::newest(
+                    c,
+                    &id,
+                    query.since_ns,
+                    query.until_ns,
+                    &query.filter,
+                    query.limit,
+                )?;
+                Ok((lines, newest_overall))
+            })
+            .await
+    }
+
+    /// The project's stored lines after `after` that pass `filter`, then its live ones;
+    /// `early` is the subscription taken before anything was read.
+    fn followed_after(
+        &self,
+        project_id: String,
+        filter: LineFilter,
+        after: i64,
+        early: tokio::sync::broadcast::Receiver<Arc<RuntimeLine>>,
+    ) -> mpsc::Receiver<Arc<RuntimeLine>> {
+        let fetch_store = self.lines.clone();
+        let fetch_project = project_id.clone();
+        let fetch_filter = filter.clone();
+        let collector = self.collector.clone();
+        let early = std::sync::Mutex::new(Some(early));
+        live::replay_then_follow(live::FollowSource {
+            fetch_after: move |after| {
+                let store = fetch_store.clone();
+                let project_id = fetch_project.clone();
+                let filter = fetch_filter.clone();
+                async move {
+                    store
+                        .call(move |c| {
+                            store::runtime_logs::after(c, &project_id, after, &filter, REPLAY_CHUNK)
+                        })
+                        .await
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(Arc::new)
+                        .collect()
+                }
+            },
+            subscribe: move || {
+                // The first subscription is the one taken before the window was read.
+                let taken = early.lock().unwrap_or_else(|p| p.into_inner()).take();
+                Some(taken.unwrap_or_else(|| collector.live.subscribe_or_open(&project_id)))
+            },
+            keep: move |line: &Arc<RuntimeLine>| filter.matches(line),
+            is_last: |_: &Arc<RuntimeLine>| false,
+            after,
+            _line: std::marker::PhantomData,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -352,6 +445,111 @@ mod tests {
             },
             false,
         );
+    }
+
+    fn line(preview_id: Option<&str>, text: &str) -> NewLine {
+        NewLine {
+            project_id: "prj_a".into(),
+            at_ns: crate::clock::now_nanos(),
+            instance: "abc123".into(),
+            process: "web".into(),
+            stream: LogStream::Stdout,
+            text: text.into(),
+            preview_id: preview_id.map(Into::into),
+            position: None,
+        }
+    }
+
+    fn everything(preview_id: Option<&str>) -> LogQuery {
+        LogQuery {
+            since_ns: None,
+            until_ns: None,
+            filter: LineFilter {
+                preview_id: preview_id.map(Into::into),
+                ..LineFilter::default()
+            },
+            limit: 100,
+        }
+    }
+
+    async fn next_text(lines: &mut mpsc::Receiver<Arc<RuntimeLine>>) -> String {
+        tokio::time::timeout(std::time::Duration::from_secs(10), lines.recv())
+            .await
+            .expect("a line within 10 s")
+            .expect("the stream is open")
+            .text
+            .clone()
+    }
+
+    /// The handle end to end on a real store and a fake runtime (no containers): reads
+    /// show production's lines or one preview's, another account's project or preview
+    /// answers 404, and a follower gets the window, then what the writer stores, filtered.
+    #[tokio::test]
+    async fn reads_and_follows_keep_to_the_callers_project_and_preview() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, alice, bob) = fixtures::two_accounts(dir.path());
+        let runtime: Runtime = Arc::new(crate::runtime::fake::FakeRuntime::default());
+        let lines = store.companion().unwrap();
+        let logs = Logs::new(store, lines, runtime, "inst", LogsConfig::default());
+        let batch = vec![line(None, "production"), line(Some("prv_a"), "preview")];
+        logs.lines
+            .call(move |c| store::runtime_logs::append(c, batch, u64::MAX))
+            .await
+            .unwrap();
+
+        async fn read(
+            logs: &Logs,
+            actor: &Actor,
+            project: &str,
+            preview: Option<&str>,
+        ) -> Result<Vec<String>> {
+            let page = logs
+                .read(actor, project.into(), everything(preview))
+                .await?;
+            Ok(page.lines.into_iter().map(|l| l.text).collect())
+        }
+        assert_eq!(
+            read(&logs, &alice, "prj_a", None).await.unwrap(),
+            ["production"]
+        );
+        assert_eq!(
+            read(&logs, &alice, "prj_a", Some("prv_a")).await.unwrap(),
+            ["preview"]
+        );
+        for (actor, project, preview, missing) in [
+            (&bob, "prj_a", None, "project `prj_a`"),
+            (&bob, "prj_a", Some("prv_a"), "project `prj_a`"),
+            (&alice, "prj_a", Some("prv_b"), "preview `prv_b`"),
+            (&alice, "prj_b", Some("prv_b"), "project `prj_b`"),
+        ] {
+            let err = read(&logs, actor, project, preview).await.unwrap_err();
+            assert!(
+                matches!(err, Error::NotFound(_)),
+                "{project} {preview:?}: {err}"
+            );
+            assert!(err.to_string().contains(missing), "{err}");
+        }
+
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let writer = tokio::spawn(collector::run(logs.clone(), async {
+            let _ = stopped.await;
+        }));
+        let mut followed = logs
+            .follow(&alice, "prj_a".into(), everything(None), FollowFrom::Window)
+            .await
+            .unwrap();
+        assert_eq!(next_text(&mut followed).await, "production");
+        for new in [
+            line(None, "live"),
+            line(Some("prv_a"), "preview live"),
+            line(None, "live 2"),
+        ] {
+            logs.collector.lines.send(new).await.unwrap();
+        }
+        assert_eq!(next_text(&mut followed).await, "live");
+        assert_eq!(next_text(&mut followed).await, "live 2");
+        stop.send(()).unwrap();
+        writer.await.unwrap();
     }
 
     #[test]

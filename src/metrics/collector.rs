@@ -13,12 +13,11 @@ use futures_util::StreamExt;
 use crate::{
     edge::ProjectMetrics,
     labels::{Filter, Kind, Labels},
-    runtime::{ContainerSample, Runtime},
-    state::AppState,
+    runtime::ContainerSample,
     store::{self, metrics::MINUTE},
 };
 
-use super::{unix_now, EdgePoint, InstanceNow, InstancePoint};
+use super::{unix_now, EdgePoint, InstanceNow, InstancePoint, Metrics};
 
 /// Containers sampled at once: enough to hide the engine's latency, few enough not to
 /// flood it.
@@ -32,11 +31,12 @@ pub struct Collector {
 }
 
 /// Runs the collector until `stopped` completes. Does nothing when metrics are disabled.
-pub async fn run(app: AppState, stopped: impl Future<Output = ()>) {
-    if !app.config.metrics.enabled {
+/// It gets only the metrics service's handle.
+pub async fn run(metrics: Metrics, stopped: impl Future<Output = ()>) {
+    if !metrics.config.enabled {
         return;
     }
-    let interval = app.config.metrics.interval_secs as i64;
+    let interval = metrics.config.interval_secs as i64;
     let mut collector = Collector::default();
     tokio::pin!(stopped);
     loop {
@@ -50,7 +50,7 @@ pub async fn run(app: AppState, stopped: impl Future<Output = ()>) {
         }
         // The point covers the interval that just ended and is named by its start.
         let at = i64::try_from(next_ms / 1000).unwrap_or(0) - interval;
-        if let Err(err) = collector.tick(&app, at).await {
+        if let Err(err) = collector.tick(&metrics, at).await {
             tracing::warn!(error = %err, "collecting metrics");
         }
     }
@@ -58,17 +58,18 @@ pub async fn run(app: AppState, stopped: impl Future<Output = ()>) {
 
 impl Collector {
     /// Samples everything once and stores the points of the interval starting at `at`.
-    pub async fn tick(&mut self, app: &AppState, at: i64) -> crate::error::Result<()> {
-        let interval = app.config.metrics.interval_secs as i64;
-        let edges = self.edge_points(app, at);
-        let instances = match app.engine().await {
-            Ok(engine) => self.instance_points(app, &engine, at).await,
+    pub async fn tick(&mut self, metrics: &Metrics, at: i64) -> crate::error::Result<()> {
+        let interval = metrics.config.interval_secs as i64;
+        let edges = self.edge_points(metrics, at);
+        let instances = match metrics.runtime.ready().await {
+            Ok(()) => self.instance_points(metrics, at).await,
             // No engine (yet): the edge's figures still count.
             Err(_) => Vec::new(),
         };
-        let fine_keep = app.config.metrics.fine_retention_mins as i64 * 60;
-        let coarse_keep = app.config.metrics.coarse_retention_days as i64 * 86_400;
-        app.store
+        let fine_keep = metrics.config.fine_retention_mins as i64 * 60;
+        let coarse_keep = metrics.config.coarse_retention_days as i64 * 86_400;
+        metrics
+            .store
             .write(move |tx| {
                 store::metrics::insert(tx, interval, &instances, &edges)?;
                 if interval < MINUTE {
@@ -90,16 +91,17 @@ impl Collector {
 
     /// Each project's (and each preview's, on its own) edge figures since the previous
     /// tick; those without traffic store nothing (a missing point reads as zero requests).
-    fn edge_points(&mut self, app: &AppState, at: i64) -> Vec<EdgePoint> {
+    fn edge_points(&mut self, metrics: &Metrics, at: i64) -> Vec<EdgePoint> {
         let mut points = Vec::new();
         // Counters are kept by project id, or by preview id for a preview's hostname.
-        let owners = app
-            .edge_metrics
+        let owners = metrics
+            .edge
             .project_ids()
             .into_iter()
             .map(|project_id| (project_id.clone(), project_id, None))
             .chain(
-                app.edge_metrics
+                metrics
+                    .edge
                     .previews()
                     .into_iter()
                     .map(|(preview_id, project_id)| {
@@ -107,7 +109,7 @@ impl Collector {
                     }),
             );
         for (key, project_id, preview_id) in owners {
-            let now = app.edge_metrics.snapshot(&key);
+            let now = metrics.edge.snapshot(&key);
             let delta = match self.edge.get(&key) {
                 Some(before) => now.since(before),
                 None => now.clone(),
@@ -138,14 +140,10 @@ impl Collector {
 
     /// One point per running instance of this installation; also publishes the latest
     /// samples to the hub for reports and Prometheus.
-    async fn instance_points(
-        &mut self,
-        app: &AppState,
-        engine: &Runtime,
-        at: i64,
-    ) -> Vec<InstancePoint> {
+    async fn instance_points(&mut self, metrics: &Metrics, at: i64) -> Vec<InstancePoint> {
+        let engine = &metrics.runtime;
         let containers = match engine
-            .containers_matching(&Filter::new().installation(&app.installation))
+            .containers_matching(&Filter::new().installation(&metrics.installation))
             .await
         {
             Ok(containers) => containers,
@@ -200,7 +198,7 @@ impl Collector {
         self.containers = seen;
         latest
             .sort_by(|a, b| (&a.project_id, &a.instance_id).cmp(&(&b.project_id, &b.instance_id)));
-        app.metrics.replace(latest);
+        metrics.hub.replace(latest);
         points
     }
 }

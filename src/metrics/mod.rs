@@ -4,6 +4,8 @@
 //! summary; `prometheus` renders the live figures in the Prometheus text format.
 //! A preview's instances and edge traffic are sampled like production's but kept under the
 //! preview: a report is production's or one preview's, never a mix.
+//! `Metrics` is the service's handle: the store, the runtime, the latest samples, the
+//! edge's counters and the `[metrics]` section.
 //! Invariant: points are only read for a project (and preview) the caller may see, and the
 //! series of a window is computed from stored points alone, so it survives daemon restarts.
 
@@ -16,14 +18,16 @@ use std::{
 };
 
 use crate::{
-    accounts::Actor,
     config::MetricsConfig,
     duration,
-    edge::metrics::{percentile_ms, LATENCY_BUCKETS},
+    edge::{
+        metrics::{percentile_ms, LATENCY_BUCKETS},
+        EdgeMetrics,
+    },
     error::{Error, Result},
-    projects,
-    state::AppState,
-    store::{self, metrics::MINUTE},
+    model::{account::Actor, project::Project},
+    runtime::Runtime,
+    store::{self, metrics::MINUTE, Db, Store},
 };
 
 pub use crate::model::metrics::{EdgePoint, InstancePoint};
@@ -63,22 +67,74 @@ pub struct InstanceNow {
     pub preview_id: Option<String>,
 }
 
+/// The metrics service: a cheap-clone handle to what sampling, reports and Prometheus
+/// text use. The collector task holds a clone of it.
+#[derive(Clone)]
+pub struct Metrics {
+    /// All desired state: the points, and the projects and previews they belong to.
+    store: Store,
+    /// Where instances are sampled; it connects on first use.
+    runtime: Runtime,
+    /// This installation's id: only its own instances are sampled.
+    installation: Arc<str>,
+    /// The `[metrics]` section: the interval and the retention.
+    config: MetricsConfig,
+    /// The collector's latest instance samples.
+    hub: Arc<MetricsHub>,
+    /// The edge's per-project request counters (the edge counts; this service reads).
+    edge: Arc<EdgeMetrics>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("installation", &self.installation)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// The service with fresh edge counters and no samples yet.
+    pub fn new(store: Store, runtime: Runtime, installation: &str, config: MetricsConfig) -> Self {
+        Self {
+            store,
+            runtime,
+            installation: Arc::from(installation),
+            config,
+            hub: Arc::new(MetricsHub::default()),
+            edge: Arc::new(EdgeMetrics::new()),
+        }
+    }
+
+    /// The counters the edge keeps per project and preview, for the composition root to
+    /// hand to the edge.
+    pub fn edge_counters(&self) -> Arc<EdgeMetrics> {
+        self.edge.clone()
+    }
+
+    /// The collector's latest sample of every instance.
+    pub fn latest(&self) -> Arc<Vec<InstanceNow>> {
+        self.hub.latest()
+    }
+}
+
 /// The collector's latest samples, read by reports and Prometheus scrapes without
 /// touching Docker. A std mutex: it is held only to swap or clone an `Arc`.
 #[derive(Debug, Default)]
-pub struct MetricsHub {
+struct MetricsHub {
     latest: Mutex<Arc<Vec<InstanceNow>>>,
 }
 
 impl MetricsHub {
-    pub fn latest(&self) -> Arc<Vec<InstanceNow>> {
+    fn latest(&self) -> Arc<Vec<InstanceNow>> {
         self.latest
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    pub(crate) fn replace(&self, samples: Vec<InstanceNow>) {
+    fn replace(&self, samples: Vec<InstanceNow>) {
         *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(samples);
     }
 }
@@ -272,87 +328,104 @@ pub struct Summary {
     pub restarts: u64,
 }
 
-/// The metrics of one project of the caller's account over `window`: its production
-/// instances and hostnames, or with `preview` only that preview's (another project's or
-/// account's preview answers 404).
-pub async fn report(
-    app: &AppState,
-    actor: &Actor,
-    project_id: String,
-    preview: Option<String>,
-    window: Window,
-) -> Result<Report> {
-    let (project_id, preview_id) = target(app, actor, project_id, preview).await?;
-    let now = unix_now();
-    let first = (now - window.since_secs).div_euclid(window.step_secs) * window.step_secs;
-    let last = now.div_euclid(window.step_secs) * window.step_secs;
-    let interval = app.config.metrics.interval_secs as i64;
-    let id = project_id.clone();
-    let preview = preview_id.clone();
-    let (instance_points, edge_points, recent_edges) = app
-        .store
-        .call(move |c| {
-            let preview = preview.as_deref();
-            Ok((
-                store::metrics::instance_points(c, &id, preview, window.resolution, first)?,
-                store::metrics::edge_points(c, &id, preview, window.resolution, first)?,
-                store::metrics::edge_points(c, &id, preview, interval, now - MINUTE)?,
-            ))
+impl Metrics {
+    /// The metrics of one project of the caller's account over `window`: its production
+    /// instances and hostnames, or with `preview` only that preview's (another project's or
+    /// account's preview answers 404).
+    pub async fn report(
+        &self,
+        actor: &Actor,
+        project_id: String,
+        preview: Option<String>,
+        window: Window,
+    ) -> Result<Report> {
+        let (project_id, preview_id) = target(&self.store, actor, project_id, preview).await?;
+        let now = unix_now();
+        let first = (now - window.since_secs).div_euclid(window.step_secs) * window.step_secs;
+        let last = now.div_euclid(window.step_secs) * window.step_secs;
+        let interval = self.config.interval_secs as i64;
+        let id = project_id.clone();
+        let preview = preview_id.clone();
+        let (instance_points, edge_points, recent_edges) = self
+            .store
+            .call(move |c| {
+                let preview = preview.as_deref();
+                Ok((
+                    store::metrics::instance_points(c, &id, preview, window.resolution, first)?,
+                    store::metrics::edge_points(c, &id, preview, window.resolution, first)?,
+                    store::metrics::edge_points(c, &id, preview, interval, now - MINUTE)?,
+                ))
+            })
+            .await?;
+        let (series, instances) = build_series(
+            &instance_points,
+            &edge_points,
+            first,
+            last,
+            window.step_secs,
+        );
+        let live: Vec<InstanceNow> = self
+            .latest()
+            .iter()
+            .filter(|sample| sample.project_id == project_id && sample.preview_id == preview_id)
+            .cloned()
+            .collect();
+        let summary = summarize(live, &series, &recent_edges);
+        Ok(Report {
+            project_id,
+            preview_id,
+            window,
+            from: first,
+            to: last,
+            series,
+            instances,
+            summary,
         })
-        .await?;
-    let (series, instances) = build_series(
-        &instance_points,
-        &edge_points,
-        first,
-        last,
-        window.step_secs,
-    );
-    let live: Vec<InstanceNow> = app
-        .metrics
-        .latest()
-        .iter()
-        .filter(|sample| sample.project_id == project_id && sample.preview_id == preview_id)
-        .cloned()
-        .collect();
-    let summary = summarize(live, &series, &recent_edges);
-    Ok(Report {
-        project_id,
-        preview_id,
-        window,
-        from: first,
-        to: last,
-        series,
-        instances,
-        summary,
-    })
+    }
+
+    /// Checks that `preview` (when given) is a preview of the actor's project, for callers
+    /// that refuse a preview after that check (Prometheus text covers production only).
+    pub async fn check_preview(
+        &self,
+        actor: &Actor,
+        project_id: String,
+        preview: Option<String>,
+    ) -> Result<()> {
+        target(&self.store, actor, project_id, preview)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// The account's project `id`; another account's answers exactly like a missing one, in
+/// the words `projects` uses.
+fn owned_project(db: &Db, account_id: &str, id: &str) -> Result<Project> {
+    store::projects::by_id(db, account_id, id)?
+        .ok_or_else(|| Error::NotFound(format!("project `{id}` not found")))
 }
 
 /// The project's id and, when `preview` is given, the preview's, once both are known to
-/// be the actor's.
+/// be the actor's (another's answers exactly like a missing one, with the words
+/// `projects` and `previews` use). The preview row is read from the store: metrics sit
+/// below the previews service.
 async fn target(
-    app: &AppState,
+    store: &Store,
     actor: &Actor,
     project_id: String,
     preview: Option<String>,
 ) -> Result<(String, Option<String>)> {
-    match preview {
-        Some(preview_id) => {
-            let preview = crate::previews::get(app, actor, project_id, preview_id).await?;
+    let account_id = actor.account_id.clone();
+    store
+        .call(move |c| {
+            let project = owned_project(c, &account_id, &project_id)?;
+            let Some(preview_id) = preview else {
+                return Ok((project.id, None));
+            };
+            let preview = store::previews::by_id(c, &project.id, &preview_id)?
+                .ok_or_else(|| Error::NotFound(format!("preview `{preview_id}` not found")))?;
             Ok((preview.project_id, Some(preview.id)))
-        }
-        None => Ok((projects::get(&app.store, actor, project_id).await?.id, None)),
-    }
-}
-
-/// Checks that `preview` (when given) is a preview of the actor's project, for callers
-/// that refuse a preview after that check (Prometheus text covers production only).
-pub async fn check_preview(
-    app: &AppState,
-    actor: &Actor,
-    project_id: String,
-    preview: Option<String>,
-) -> Result<()> {
-    target(app, actor, project_id, preview).await.map(|_| ())
+        })
+        .await
 }
 
 /// Folds stored points into one series point per step from `first` to `last`.
@@ -363,24 +436,67 @@ fn build_series(
     last: i64,
     step: i64,
 ) -> (Vec<SeriesPoint>, Vec<InstanceSeries>) {
-    let bucket_of = |at: i64| at.div_euclid(step) * step;
-    // Gauges: summed across instances at each sample time, then averaged over the step.
-    #[derive(Default)]
-    struct AtSum {
-        cpu: Option<f64>,
-        cpu_limit: Vec<f64>,
-        memory: Option<u64>,
-        memory_limit: Option<u64>,
-    }
-    let mut by_time: BTreeMap<i64, BTreeMap<i64, AtSum>> = BTreeMap::new();
-    let mut counters: BTreeMap<i64, InstancePoint> = BTreeMap::new();
-    let mut per_instance: BTreeMap<&str, BTreeMap<i64, Vec<&InstancePoint>>> = BTreeMap::new();
-    for point in instance_points {
-        let bucket = bucket_of(point.at);
-        if bucket < first || bucket > last {
-            continue;
+    let mut steps = Steps::gather(instance_points, edge_points, first, last, step);
+    let series = (0..)
+        .map(|n| first + n * step)
+        .take_while(|bucket| *bucket <= last)
+        .map(|bucket| steps.point(bucket, step))
+        .collect();
+    (series, instance_series(steps.per_instance))
+}
+
+/// Gauges summed across instances at one sample time (then averaged over the step).
+#[derive(Default)]
+struct AtSum {
+    cpu: Option<f64>,
+    cpu_limit: Vec<f64>,
+    memory: Option<u64>,
+    memory_limit: Option<u64>,
+}
+
+/// Stored points sorted into the steps (buckets) of a window; points outside it are left
+/// out.
+#[derive(Default)]
+struct Steps<'a> {
+    /// Gauges by bucket, then by sample time.
+    by_time: BTreeMap<i64, BTreeMap<i64, AtSum>>,
+    /// Counters summed across instances, by bucket.
+    counters: BTreeMap<i64, InstancePoint>,
+    /// Each instance's points, by bucket.
+    per_instance: BTreeMap<&'a str, BTreeMap<i64, Vec<&'a InstancePoint>>>,
+    /// Edge figures summed, by bucket.
+    edges: BTreeMap<i64, EdgePoint>,
+}
+
+impl<'a> Steps<'a> {
+    fn gather(
+        instance_points: &'a [InstancePoint],
+        edge_points: &[EdgePoint],
+        first: i64,
+        last: i64,
+        step: i64,
+    ) -> Self {
+        let bucket_of = |at: i64| {
+            let bucket = at.div_euclid(step) * step;
+            (first..=last).contains(&bucket).then_some(bucket)
+        };
+        let mut steps = Self::default();
+        for point in instance_points {
+            if let Some(bucket) = bucket_of(point.at) {
+                steps.add_instance(bucket, point);
+            }
         }
-        let sum = by_time
+        for point in edge_points {
+            if let Some(bucket) = bucket_of(point.at) {
+                steps.edges.entry(bucket).or_default().add(point);
+            }
+        }
+        steps
+    }
+
+    fn add_instance(&mut self, bucket: i64, point: &'a InstancePoint) {
+        let sum = self
+            .by_time
             .entry(bucket)
             .or_default()
             .entry(point.at)
@@ -397,35 +513,28 @@ fn build_series(
         if let Some(limit) = point.memory_limit_bytes {
             *sum.memory_limit.get_or_insert(0) += limit;
         }
-        let total = counters.entry(bucket).or_default();
+        let total = self.counters.entry(bucket).or_default();
         total.net_rx_bytes += point.net_rx_bytes;
         total.net_tx_bytes += point.net_tx_bytes;
         total.block_read_bytes += point.block_read_bytes;
         total.block_write_bytes += point.block_write_bytes;
         total.restarts += point.restarts;
-        per_instance
+        self.per_instance
             .entry(&point.instance_id)
             .or_default()
             .entry(bucket)
             .or_default()
             .push(point);
     }
-    let mut edges: BTreeMap<i64, EdgePoint> = BTreeMap::new();
-    for point in edge_points {
-        let bucket = bucket_of(point.at);
-        if bucket < first || bucket > last {
-            continue;
-        }
-        edges.entry(bucket).or_default().add(point);
-    }
-    let mut series = Vec::new();
-    let mut bucket = first;
-    while bucket <= last {
+
+    /// The series point of the step starting at `bucket` (a gap reads as no figure, not a
+    /// zero).
+    fn point(&mut self, bucket: i64, step: i64) -> SeriesPoint {
         let mut point = SeriesPoint {
             at: bucket,
             ..SeriesPoint::default()
         };
-        if let Some(times) = by_time.get(&bucket) {
+        if let Some(times) = self.by_time.get(&bucket) {
             point.cpu_percent = mean(times.values().filter_map(|s| s.cpu));
             point.cpu_limit_percent = mean(
                 times
@@ -441,14 +550,14 @@ fn build_series(
             )
             .map(|m| m as u64);
         }
-        if let Some(total) = counters.get(&bucket) {
+        if let Some(total) = self.counters.get(&bucket) {
             point.net_rx_bytes = total.net_rx_bytes;
             point.net_tx_bytes = total.net_tx_bytes;
             point.block_read_bytes = total.block_read_bytes;
             point.block_write_bytes = total.block_write_bytes;
             point.restarts = total.restarts;
         }
-        if let Some(edge) = edges.remove(&bucket) {
+        if let Some(edge) = self.edges.remove(&bucket) {
             point.p50_ms = edge.percentile_ms(0.50);
             point.p95_ms = edge.percentile_ms(0.95);
             point.p99_ms = edge.percentile_ms(0.99);
@@ -456,10 +565,15 @@ fn build_series(
             point.edge = edge;
         }
         point.edge.at = bucket;
-        series.push(point);
-        bucket += step;
+        point
     }
-    let instances = per_instance
+}
+
+/// Each instance's series: its points of a step averaged (gauges) or summed (counters).
+fn instance_series(
+    per_instance: BTreeMap<&str, BTreeMap<i64, Vec<&InstancePoint>>>,
+) -> Vec<InstanceSeries> {
+    per_instance
         .into_iter()
         .map(|(instance_id, buckets)| InstanceSeries {
             instance_id: instance_id.to_owned(),
@@ -487,8 +601,7 @@ fn build_series(
                 })
                 .collect(),
         })
-        .collect();
-    (series, instances)
+        .collect()
 }
 
 fn summarize(
@@ -523,46 +636,48 @@ fn summarize(
     }
 }
 
-/// Prometheus text of one project of the caller's account.
-pub async fn project_exposition(
-    app: &AppState,
-    actor: &Actor,
-    project_id: String,
-) -> Result<String> {
-    let project = projects::get(&app.store, actor, project_id).await?;
-    Ok(exposition(app, &[project]))
-}
+impl Metrics {
+    /// Prometheus text of one project of the caller's account.
+    pub async fn project_exposition(&self, actor: &Actor, project_id: String) -> Result<String> {
+        let account_id = actor.account_id.clone();
+        let project = self
+            .store
+            .call(move |c| owned_project(c, &account_id, &project_id))
+            .await?;
+        Ok(self.exposition(&[project]))
+    }
 
-/// Prometheus text of every project of the caller's account.
-pub async fn account_exposition(app: &AppState, actor: &Actor) -> Result<String> {
-    let account_id = actor.account_id.clone();
-    let projects = app
-        .store
-        .call(move |c| {
-            let mut all = store::projects::all(c)?;
-            all.retain(|p| p.account_id == account_id);
-            Ok(all)
-        })
-        .await?;
-    Ok(exposition(app, &projects))
-}
+    /// Prometheus text of every project of the caller's account.
+    pub async fn account_exposition(&self, actor: &Actor) -> Result<String> {
+        let account_id = actor.account_id.clone();
+        let projects = self
+            .store
+            .call(move |c| {
+                let mut all = store::projects::all(c)?;
+                all.retain(|p| p.account_id == account_id);
+                Ok(all)
+            })
+            .await?;
+        Ok(self.exposition(&projects))
+    }
 
-/// Prometheus text of every project of every account, for the operator's own listener.
-pub async fn installation_exposition(app: &AppState) -> Result<String> {
-    let projects = app.store.call(|c| store::projects::all(c)).await?;
-    Ok(exposition(app, &projects))
-}
+    /// Prometheus text of every project of every account, for the operator's own listener.
+    pub async fn installation_exposition(&self) -> Result<String> {
+        let projects = self.store.call(|c| store::projects::all(c)).await?;
+        Ok(self.exposition(&projects))
+    }
 
-fn exposition(app: &AppState, projects: &[projects::Project]) -> String {
-    let labels: Vec<prometheus::ProjectLabels> = projects
-        .iter()
-        .map(|p| prometheus::ProjectLabels {
-            id: p.id.clone(),
-            handle: p.handle.to_string(),
-            name: p.name.to_string(),
-        })
-        .collect();
-    prometheus::render(&labels, &app.edge_metrics, &app.metrics.latest())
+    fn exposition(&self, projects: &[Project]) -> String {
+        let labels: Vec<prometheus::ProjectLabels> = projects
+            .iter()
+            .map(|p| prometheus::ProjectLabels {
+                id: p.id.clone(),
+                handle: p.handle.to_string(),
+                name: p.name.to_string(),
+            })
+            .collect();
+        prometheus::render(&labels, &self.edge, &self.latest())
+    }
 }
 
 fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
@@ -681,6 +796,74 @@ mod tests {
         assert_eq!(summary.edge.requests, 6);
         assert_eq!(summary.requests_per_second, 0.1);
         assert_eq!(summary.memory_bytes, None);
+    }
+
+    /// The handle end to end on a real store and a fake runtime: a collector tick stores
+    /// the edge's figures of production and of a preview apart, a report shows one or the
+    /// other, and another account's project or preview answers 404.
+    #[tokio::test]
+    async fn a_tick_keeps_production_and_a_preview_apart_and_reports_only_the_callers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, alice, bob) = crate::logs::fixtures::two_accounts(dir.path());
+        let runtime: Runtime = Arc::new(crate::runtime::fake::FakeRuntime::default());
+        let metrics = Metrics::new(store, runtime, "inst", config());
+        let edge = metrics.edge_counters();
+        for _ in 0..3 {
+            edge.project("prj_a")
+                .record_response(200, std::time::Duration::from_millis(2));
+        }
+        edge.preview("prj_a", "prv_a")
+            .record_response(503, std::time::Duration::from_millis(2));
+        let interval = config().interval_secs as i64;
+        let at = unix_now().div_euclid(interval) * interval - interval;
+        collector::Collector::default()
+            .tick(&metrics, at)
+            .await
+            .unwrap();
+
+        let window = Window::parse(Some("10m"), None, &config(), unix_now()).unwrap();
+        let production = metrics
+            .report(&alice, "prj_a".into(), None, window)
+            .await
+            .unwrap();
+        assert_eq!(production.summary.edge.requests, 3);
+        assert_eq!(production.summary.edge.status, [0, 3, 0, 0, 0]);
+        let preview = metrics
+            .report(&alice, "prj_a".into(), Some("prv_a".into()), window)
+            .await
+            .unwrap();
+        assert_eq!(preview.preview_id.as_deref(), Some("prv_a"));
+        assert_eq!(preview.summary.edge.requests, 1);
+        assert_eq!(preview.summary.edge.status, [0, 0, 0, 0, 1]);
+
+        for (project, preview) in [
+            ("prj_a", None),
+            ("prj_a", Some("prv_a")),
+            ("prj_b", Some("prv_a")),
+        ] {
+            let err = metrics
+                .report(&bob, project.into(), preview.map(Into::into), window)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, Error::NotFound(_)),
+                "{project} {preview:?}: {err}"
+            );
+        }
+        let err = metrics
+            .check_preview(&alice, "prj_a".into(), Some("prv_b".into()))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            Error::NotFound("preview `prv_b` not found".into()).to_string()
+        );
+        let text = metrics.account_exposition(&alice).await.unwrap();
+        assert!(
+            text.contains(r#"cantila_http_requests_total{project="prj_a",class="2xx"} 3"#),
+            "{text}"
+        );
+        assert!(!text.contains("prj_b"), "{text}");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use crate::edge::{metrics::LATENCY_BUCKET_BOUNDS_US, EdgeMetrics};
+use crate::edge::{metrics::LATENCY_BUCKET_BOUNDS_US, EdgeMetrics, ProjectMetrics};
 
 use super::InstanceNow;
 
@@ -30,16 +30,26 @@ pub fn render(projects: &[ProjectLabels], edge: &EdgeMetrics, instances: &[Insta
         .iter()
         .filter(|i| i.preview_id.is_none() && projects.iter().any(|p| p.id == i.project_id))
         .collect();
+    project_info(&mut out, projects);
+    edge_counters(&mut out, &edges);
+    latency_histogram(&mut out, &edges);
+    instance_samples(&mut out, &instances);
+    out
+}
 
+/// A project's production edge counters, as the families below read them.
+type ProjectEdge<'a> = (&'a ProjectLabels, ProjectMetrics);
+
+fn project_info(out: &mut String, projects: &[ProjectLabels]) {
     family(
-        &mut out,
+        out,
         "cantila_project_info",
         "gauge",
         "A project of Cantila, with its handle and name; always 1.",
     );
     for project in projects {
         sample(
-            &mut out,
+            out,
             "cantila_project_info",
             &[
                 ("project", &project.id),
@@ -49,14 +59,17 @@ pub fn render(projects: &[ProjectLabels], edge: &EdgeMetrics, instances: &[Insta
             1.0,
         );
     }
+}
 
+/// Requests by status class, and body bytes each way.
+fn edge_counters(out: &mut String, edges: &[ProjectEdge<'_>]) {
     family(
-        &mut out,
+        out,
         "cantila_http_requests_total",
         "counter",
         "Requests the edge answered for the project, by status class.",
     );
-    for (project, metrics) in &edges {
+    for (project, metrics) in edges {
         for (class, count) in [
             ("1xx", metrics.status_1xx),
             ("2xx", metrics.status_2xx),
@@ -65,49 +78,49 @@ pub fn render(projects: &[ProjectLabels], edge: &EdgeMetrics, instances: &[Insta
             ("5xx", metrics.status_5xx),
         ] {
             sample(
-                &mut out,
+                out,
                 "cantila_http_requests_total",
                 &[("project", &project.id), ("class", class)],
                 count as f64,
             );
         }
     }
-    family(
-        &mut out,
-        "cantila_http_request_bytes_total",
-        "counter",
-        "Request body bytes the edge received for the project.",
-    );
-    for (project, metrics) in &edges {
-        sample(
-            &mut out,
+    type Bytes = fn(&ProjectMetrics) -> u64;
+    let byte_families: [(&str, &str, Bytes); 2] = [
+        (
             "cantila_http_request_bytes_total",
-            &[("project", &project.id)],
-            metrics.bytes_in as f64,
-        );
-    }
-    family(
-        &mut out,
-        "cantila_http_response_bytes_total",
-        "counter",
-        "Response body bytes the edge sent for the project.",
-    );
-    for (project, metrics) in &edges {
-        sample(
-            &mut out,
+            "Request body bytes the edge received for the project.",
+            |m| m.bytes_in,
+        ),
+        (
             "cantila_http_response_bytes_total",
-            &[("project", &project.id)],
-            metrics.bytes_out as f64,
-        );
+            "Response body bytes the edge sent for the project.",
+            |m| m.bytes_out,
+        ),
+    ];
+    for (name, help, bytes) in byte_families {
+        family(out, name, "counter", help);
+        for (project, metrics) in edges {
+            sample(
+                out,
+                name,
+                &[("project", &project.id)],
+                bytes(metrics) as f64,
+            );
+        }
     }
+}
+
+/// The latency histogram: cumulative buckets, the sum and the count.
+fn latency_histogram(out: &mut String, edges: &[ProjectEdge<'_>]) {
     let histogram = "cantila_http_request_duration_seconds";
     family(
-        &mut out,
+        out,
         histogram,
         "histogram",
         "Time from a request's arrival at the edge to its response head.",
     );
-    for (project, metrics) in &edges {
+    for (project, metrics) in edges {
         let mut cumulative = 0u64;
         for (i, count) in metrics.latency_counts.iter().enumerate() {
             cumulative += count;
@@ -116,101 +129,113 @@ pub fn render(projects: &[ProjectLabels], edge: &EdgeMetrics, instances: &[Insta
                 None => "+Inf".to_owned(),
             };
             sample(
-                &mut out,
+                out,
                 &format!("{histogram}_bucket"),
                 &[("project", &project.id), ("le", &le)],
                 cumulative as f64,
             );
         }
         sample(
-            &mut out,
+            out,
             &format!("{histogram}_sum"),
             &[("project", &project.id)],
             metrics.latency_total_us as f64 / 1e6,
         );
         sample(
-            &mut out,
+            out,
             &format!("{histogram}_count"),
             &[("project", &project.id)],
             cumulative as f64,
         );
     }
+}
 
-    type Field = fn(&InstanceNow) -> Option<f64>;
-    let instance_families: [(&str, &str, &str, Field); 11] = [
-        (
-            "cantila_instance_cpu_seconds_total",
-            "counter",
-            "CPU time the instance has used since it started.",
-            |i| Some(i.cpu_seconds_total),
-        ),
-        (
-            "cantila_instance_cpu_percent",
-            "gauge",
-            "CPU used over the last sampling interval, in percent of one core.",
-            |i| i.cpu_percent,
-        ),
-        (
-            "cantila_instance_cpu_limit_percent",
-            "gauge",
-            "CPU used over the last sampling interval, in percent of the instance's CPU limit.",
-            |i| i.cpu_limit_percent,
-        ),
-        (
-            "cantila_instance_cpu_limit_cores",
-            "gauge",
-            "The instance's CPU limit, in cores.",
-            |i| i.cpu_limit_cores,
-        ),
-        (
-            "cantila_instance_memory_working_set_bytes",
-            "gauge",
-            "Memory in use without the page cache, as docker stats shows it.",
-            |i| Some(i.memory_bytes as f64),
-        ),
-        (
-            "cantila_instance_memory_limit_bytes",
-            "gauge",
-            "The instance's memory limit.",
-            |i| Some(i.memory_limit_bytes as f64),
-        ),
-        (
-            "cantila_instance_network_receive_bytes_total",
-            "counter",
-            "Bytes the instance received over the network since it started.",
-            |i| Some(i.net_rx_bytes_total as f64),
-        ),
-        (
-            "cantila_instance_network_transmit_bytes_total",
-            "counter",
-            "Bytes the instance sent over the network since it started.",
-            |i| Some(i.net_tx_bytes_total as f64),
-        ),
-        (
-            "cantila_instance_block_read_bytes_total",
-            "counter",
-            "Bytes the instance read from block devices since it started.",
-            |i| Some(i.block_read_bytes_total as f64),
-        ),
-        (
-            "cantila_instance_block_write_bytes_total",
-            "counter",
-            "Bytes the instance wrote to block devices since it started.",
-            |i| Some(i.block_write_bytes_total as f64),
-        ),
-        (
-            "cantila_instance_restarts_total",
-            "counter",
-            "Times the engine restarted the instance after it exited.",
-            |i| Some(i.restart_count as f64),
-        ),
-    ];
-    for (name, kind, help, field) in instance_families {
-        family(&mut out, name, kind, help);
-        for instance in &instances {
+/// One instance family: its name, type, help and the figure it reads (`None` leaves the
+/// instance out, so an absent gauge is not reported as zero).
+type InstanceFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&InstanceNow) -> Option<f64>,
+);
+
+const INSTANCE_FAMILIES: [InstanceFamily; 11] = [
+    (
+        "cantila_instance_cpu_seconds_total",
+        "counter",
+        "CPU time the instance has used since it started.",
+        |i| Some(i.cpu_seconds_total),
+    ),
+    (
+        "cantila_instance_cpu_percent",
+        "gauge",
+        "CPU used over the last sampling interval, in percent of one core.",
+        |i| i.cpu_percent,
+    ),
+    (
+        "cantila_instance_cpu_limit_percent",
+        "gauge",
+        "CPU used over the last sampling interval, in percent of the instance's CPU limit.",
+        |i| i.cpu_limit_percent,
+    ),
+    (
+        "cantila_instance_cpu_limit_cores",
+        "gauge",
+        "The instance's CPU limit, in cores.",
+        |i| i.cpu_limit_cores,
+    ),
+    (
+        "cantila_instance_memory_working_set_bytes",
+        "gauge",
+        "Memory in use without the page cache, as docker stats shows it.",
+        |i| Some(i.memory_bytes as f64),
+    ),
+    (
+        "cantila_instance_memory_limit_bytes",
+        "gauge",
+        "The instance's memory limit.",
+        |i| Some(i.memory_limit_bytes as f64),
+    ),
+    (
+        "cantila_instance_network_receive_bytes_total",
+        "counter",
+        "Bytes the instance received over the network since it started.",
+        |i| Some(i.net_rx_bytes_total as f64),
+    ),
+    (
+        "cantila_instance_network_transmit_bytes_total",
+        "counter",
+        "Bytes the instance sent over the network since it started.",
+        |i| Some(i.net_tx_bytes_total as f64),
+    ),
+    (
+        "cantila_instance_block_read_bytes_total",
+        "counter",
+        "Bytes the instance read from block devices since it started.",
+        |i| Some(i.block_read_bytes_total as f64),
+    ),
+    (
+        "cantila_instance_block_write_bytes_total",
+        "counter",
+        "Bytes the instance wrote to block devices since it started.",
+        |i| Some(i.block_write_bytes_total as f64),
+    ),
+    (
+        "cantila_instance_restarts_total",
+        "counter",
+        "Times the engine restarted the instance after it exited.",
+        |i| Some(i.restart_count as f64),
+    ),
+];
+
+/// Every instance family, each with one sample per instance that has the figure.
+fn instance_samples(out: &mut String, instances: &[&InstanceNow]) {
+    for (name, kind, help, field) in INSTANCE_FAMILIES {
+        family(out, name, kind, help);
+        for instance in instances {
             if let Some(value) = field(instance) {
                 sample(
-                    &mut out,
+                    out,
                     name,
                     &[
                         ("project", &instance.project_id),
@@ -221,7 +246,6 @@ pub fn render(projects: &[ProjectLabels], edge: &EdgeMetrics, instances: &[Insta
             }
         }
     }
-    out
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
