@@ -1,5 +1,5 @@
 //! A project's git connection: connect (verified by a real fetch), who may use which
-//! repository (`permit_repo`), the webhook signing secret (returned once, rotated on
+//! repository (`Deploys::permit_repo`), the webhook signing secret (returned once, rotated on
 //! demand), and handling of signed deliveries: a push to the connected branch deploys
 //! production; pull request events and pushes to other branches create, update or remove
 //! previews (`previews`).
@@ -8,23 +8,28 @@
 //! and never by two accounts; a delivery deploys only the branch's head as fetched when it
 //! arrived, and a replayed body is ignored whatever its delivery id.
 
-use std::{net::IpAddr, time::Duration};
+use std::{net::IpAddr, ops::Deref, path::PathBuf, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::{
     accounts::Actor,
-    clock, deploy,
+    clock,
+    deploy::Deploys,
     error::{Error, Result},
     ids,
-    previews::{self, HookOutcome},
+    previews::{HookOutcome, Previews},
     projects::Project,
-    source::{self, GitRef, Mirror, PullRequestAction, PullRequestEvent, PushEvent, RepoLocation},
-    state::AppState,
+    secrets::SecretBox,
+    source::{
+        self, EgressPolicy, GitRef, Mirror, PullRequestAction, PullRequestEvent, PushEvent,
+        RepoLocation,
+    },
     store::{
         self,
         git::{DeliveryKey, Seen, StoredConnection},
+        Store,
     },
 };
 
@@ -32,6 +37,56 @@ use crate::{
 /// whatever delivery id it carries. Older replays still deploy nothing but the branch's
 /// current head (`source::confirm_head`).
 pub const DELIVERY_MEMORY: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// The git connections handle: cheap to clone, one per daemon. Deliveries queue
+/// production deploys through `Deploys` and previews through `Previews`.
+#[derive(Clone)]
+pub struct GitConnections(Arc<Inner>);
+
+pub struct Inner {
+    deploys: Deploys,
+    previews: Previews,
+    store: Store,
+    /// Seals webhook secrets and access tokens, opens them to verify and fetch.
+    secrets: SecretBox,
+    /// Where the projects' mirrors live (`<data_dir>/repos`).
+    repos_dir: PathBuf,
+    /// `deploy.fetch_timeout_secs`: a connect's or a delivery's fetch gives up after it.
+    fetch_timeout: Duration,
+    /// Which networks a fetch may reach (`git.allowed_networks`).
+    egress: EgressPolicy,
+}
+
+impl GitConnections {
+    pub fn new(
+        deploys: Deploys,
+        previews: Previews,
+        store: Store,
+        secrets: SecretBox,
+        repos_dir: PathBuf,
+        fetch_timeout: Duration,
+        egress: EgressPolicy,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            deploys,
+            previews,
+            store,
+            secrets,
+            repos_dir,
+            fetch_timeout,
+            egress,
+        }))
+    }
+}
+
+// Private to this module: the handle's parts are read as fields.
+impl Deref for GitConnections {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
 
 /// A validated request to connect a repository.
 #[derive(Debug)]
@@ -77,127 +132,78 @@ fn new_webhook_secret() -> String {
     format!("whsec_{}", ids::random_base62(32))
 }
 
-/// Checks that the account may make the server fetch `repo`, as the operator's config says
-/// now: a local path only for an account `git.local_repo_accounts` allows, never inside
-/// the data directory, and never one that leads into a repository another account's
-/// project uses (symlinks resolved, worktrees and `.git` directories included). Called
-/// at connect, plan, webhook and deploy time, so a permission revoked later stops fetches.
-/// Remote URLs are checked at each connection instead (`source::EgressPolicy`).
-pub async fn permit_repo(
-    app: &AppState,
-    account_id: &str,
-    handle: &str,
-    repo: &RepoLocation,
-) -> Result<()> {
-    let RepoLocation::Local(local) = repo else {
-        return Ok(());
-    };
-    if !app.config.local_repos_allowed(handle) {
-        return Err(Error::Forbidden(format!(
-            "repositories on this server's disk are not allowed for account `{handle}`: the operator allows them per account (git.local_repo_accounts); connect an https URL instead"
-        )));
+impl GitConnections {
+    async fn owned_project(&self, actor: &Actor, project_id: &str) -> Result<()> {
+        let account_id = actor.account_id.clone();
+        let id = project_id.to_owned();
+        self.store
+            .call(move |c| store::projects::by_id(c, &account_id, &id))
+            .await?
+            .map(|_| ())
+            .ok_or_else(|| Error::NotFound(format!("project `{project_id}` not found")))
     }
-    repo.check_permitted(&app.config.data_dir)?;
-    let account = account_id.to_owned();
-    let others = app
-        .store
-        .call(move |c| store::git::repos_of_other_accounts(c, &account))
-        .await?;
-    // A connection its account may no longer use fetches nothing, so it claims nothing.
-    let claimed: Vec<String> = others
-        .into_iter()
-        .filter(|(other_handle, _)| app.config.local_repos_allowed(other_handle))
-        .map(|(_, other_repo)| other_repo)
-        .collect();
-    let local = local.clone();
-    let shared = tokio::task::spawn_blocking(move || {
-        let mine = local.identity();
-        claimed
-            .iter()
-            .any(|other_repo| match RepoLocation::parse(other_repo) {
-                Ok(RepoLocation::Local(theirs)) => theirs.identity().overlaps(&mine),
-                Ok(RepoLocation::Https(_)) | Err(_) => false,
-            })
-    })
-    .await
-    .map_err(|err| Error::Internal(err.to_string()))?;
-    if shared {
-        return Err(Error::Conflict(format!(
-            "repo {repo} leads into a repository another account's project uses; a repository on this server's disk belongs to one account"
-        )));
-    }
-    Ok(())
-}
 
-async fn owned_project(app: &AppState, actor: &Actor, project_id: &str) -> Result<()> {
-    let account_id = actor.account_id.clone();
-    let id = project_id.to_owned();
-    app.store
-        .call(move |c| store::projects::by_id(c, &account_id, &id))
-        .await?
-        .map(|_| ())
-        .ok_or_else(|| Error::NotFound(format!("project `{project_id}` not found")))
-}
-
-/// Connects (or reconnects) a repository after fetching it once, so a bad URL, an
-/// unreachable host or an unknown branch is a 422 now rather than a failed deploy later.
-/// Returns the view and the new webhook secret (shown once).
-pub async fn connect(
-    app: &AppState,
-    actor: &Actor,
-    project_id: String,
-    request: ConnectRequest,
-) -> Result<(ConnectionView, String)> {
-    owned_project(app, actor, &project_id).await?;
-    permit_repo(app, &actor.account_id, actor.handle.as_str(), &request.repo).await?;
-    let mirror_path = app.config.repos_dir().join(format!("{project_id}.git"));
-    let timeout = Duration::from_secs(app.config.deploy.fetch_timeout_secs);
-    let egress = crate::source::EgressPolicy::from_config(&app.config.git);
-    let location = request.repo.clone();
-    let branch = request.branch.clone();
-    let token = request.access_token.clone();
-    tokio::task::spawn_blocking(move || -> Result<()> {
-        let mirror = Mirror::open_or_init(&mirror_path)?;
-        mirror.fetch(&location, token.as_deref(), timeout, &egress)?;
-        mirror.resolve(&branch)?;
-        Ok(())
-    })
-    .await
-    .map_err(|err| Error::Internal(err.to_string()))??;
-
-    let secret = new_webhook_secret();
-    let now = clock::now();
-    let stored = StoredConnection {
-        project_id: project_id.clone(),
-        repo: request.repo.to_string(),
-        branch: request.branch.as_str().to_owned(),
-        webhook_secret: app.secrets.seal_str(&secret),
-        access_token: request
-            .access_token
-            .as_deref()
-            .map(|t| app.secrets.seal_str(t)),
-        created_at: now.clone(),
-        updated_at: now,
-        last_delivery_at: None,
-        last_delivery_event: None,
-        last_delivery_result: None,
-    };
-    let audit = store::Audit::by(actor, "git.connect", &stored.project_id);
-    let view = app
-        .store
-        .write_audited(audit, move |tx| {
-            store::git::upsert(tx, &stored)?;
-            let saved = store::git::get(tx, &stored.project_id)?
-                .ok_or_else(|| Error::Internal("the connection vanished".to_owned()))?;
-            Ok(ConnectionView::from(&saved))
+    /// Connects (or reconnects) a repository after fetching it once, so a bad URL, an
+    /// unreachable host or an unknown branch is a 422 now rather than a failed deploy later.
+    /// Returns the view and the new webhook secret (shown once).
+    pub async fn connect(
+        &self,
+        actor: &Actor,
+        project_id: String,
+        request: ConnectRequest,
+    ) -> Result<(ConnectionView, String)> {
+        self.owned_project(actor, &project_id).await?;
+        self.deploys
+            .permit_repo(&actor.account_id, actor.handle.as_str(), &request.repo)
+            .await?;
+        let mirror_path = self.repos_dir.join(format!("{project_id}.git"));
+        let timeout = self.fetch_timeout;
+        let egress = self.egress.clone();
+        let location = request.repo.clone();
+        let branch = request.branch.clone();
+        let token = request.access_token.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let mirror = Mirror::open_or_init(&mirror_path)?;
+            mirror.fetch(&location, token.as_deref(), timeout, &egress)?;
+            mirror.resolve(&branch)?;
+            Ok(())
         })
-        .await?;
-    Ok((view, secret))
-}
+        .await
+        .map_err(|err| Error::Internal(err.to_string()))??;
 
-pub async fn get(app: &AppState, actor: &Actor, project_id: String) -> Result<ConnectionView> {
-    owned_project(app, actor, &project_id).await?;
-    app.store
+        let secret = new_webhook_secret();
+        let now = clock::now();
+        let stored = StoredConnection {
+            project_id: project_id.clone(),
+            repo: request.repo.to_string(),
+            branch: request.branch.as_str().to_owned(),
+            webhook_secret: self.secrets.seal_str(&secret),
+            access_token: request
+                .access_token
+                .as_deref()
+                .map(|t| self.secrets.seal_str(t)),
+            created_at: now.clone(),
+            updated_at: now,
+            last_delivery_at: None,
+            last_delivery_event: None,
+            last_delivery_result: None,
+        };
+        let audit = store::Audit::by(actor, "git.connect", &stored.project_id);
+        let view = self
+            .store
+            .write_audited(audit, move |tx| {
+                store::git::upsert(tx, &stored)?;
+                let saved = store::git::get(tx, &stored.project_id)?
+                    .ok_or_else(|| Error::Internal("the connection vanished".to_owned()))?;
+                Ok(ConnectionView::from(&saved))
+            })
+            .await?;
+        Ok((view, secret))
+    }
+
+    pub async fn get(&self, actor: &Actor, project_id: String) -> Result<ConnectionView> {
+        self.owned_project(actor, &project_id).await?;
+        self.store
         .call(move |c| {
             store::git::get(c, &project_id)?
                 .map(|stored| ConnectionView::from(&stored))
@@ -208,15 +214,15 @@ pub async fn get(app: &AppState, actor: &Actor, project_id: String) -> Result<Co
                 })
         })
         .await
-}
+    }
 
-/// Replaces the webhook secret; the new one is returned once.
-pub async fn rotate_secret(app: &AppState, actor: &Actor, project_id: String) -> Result<String> {
-    owned_project(app, actor, &project_id).await?;
-    let secret = new_webhook_secret();
-    let sealed = app.secrets.seal_str(&secret);
-    let audit = store::Audit::by(actor, "git.rotate_secret", &project_id);
-    app.store
+    /// Replaces the webhook secret; the new one is returned once.
+    pub async fn rotate_secret(&self, actor: &Actor, project_id: String) -> Result<String> {
+        self.owned_project(actor, &project_id).await?;
+        let secret = new_webhook_secret();
+        let sealed = self.secrets.seal_str(&secret);
+        let audit = store::Audit::by(actor, "git.rotate_secret", &project_id);
+        self.store
         .write_audited(audit, move |tx| {
             if !store::git::set_secret(tx, &project_id, &sealed, &clock::now())? {
                 // The project exists (it was just checked), so this is a state the
@@ -228,7 +234,8 @@ pub async fn rotate_secret(app: &AppState, actor: &Actor, project_id: String) ->
             Ok(())
         })
         .await?;
-    Ok(secret)
+        Ok(secret)
+    }
 }
 
 /// The headers of a webhook delivery that matter.
@@ -283,48 +290,55 @@ impl DeliveryOutcome {
     }
 }
 
-/// Verifies and acts on a delivery. An unknown project, a project without a connection,
-/// and a bad signature all answer 401 alike, so the endpoint reveals nothing unsigned.
-pub async fn handle_delivery(
-    app: &AppState,
-    project_id: String,
-    delivery: Delivery,
-    body: Bytes,
-) -> Result<DeliveryOutcome> {
-    let rejected =
-        || Error::Unauthenticated("the webhook signature is missing or does not match".to_owned());
-    let id = project_id.clone();
-    let found = app
-        .store
-        .call(move |c| {
-            Ok((
-                store::projects::by_id_unscoped(c, &id)?,
-                store::git::get(c, &id)?,
-            ))
+impl GitConnections {
+    /// Verifies and acts on a delivery. An unknown project, a project without a connection,
+    /// and a bad signature all answer 401 alike, so the endpoint reveals nothing unsigned.
+    pub async fn handle_delivery(
+        &self,
+        project_id: String,
+        delivery: Delivery,
+        body: Bytes,
+    ) -> Result<DeliveryOutcome> {
+        let rejected = || {
+            Error::Unauthenticated("the webhook signature is missing or does not match".to_owned())
+        };
+        let id = project_id.clone();
+        let found = self
+            .store
+            .call(move |c| {
+                Ok((
+                    store::projects::by_id_unscoped(c, &id)?,
+                    store::git::get(c, &id)?,
+                ))
+            })
+            .await?;
+        let (Some(project), Some(stored)) = found else {
+            return Err(rejected());
+        };
+        let secret = self.secrets.open(&stored.webhook_secret)?;
+        let verified = if delivery.github_signature.is_some() {
+            source::verify_github(&secret, &body, delivery.github_signature.as_deref()).is_ok()
+        } else if delivery.gitea_signature.is_some() {
+            source::verify_gitea(&secret, &body, delivery.gitea_signature.as_deref()).is_ok()
+        } else if delivery.gitlab_token.is_some() {
+            source::verify_gitlab(&secret, delivery.gitlab_token.as_deref()).is_ok()
+        } else {
+            false
+        };
+        if !verified {
+            return Err(rejected());
+        }
+        // The rest runs as a task of its own: a provider that hangs up (GitHub waits 10 s,
+        // and the delivery now waits for a fetch) must not cancel a delivery half handled.
+        let connections = self.clone();
+        tokio::spawn(async move {
+            connections
+                .act_on_delivery(&project, &stored, &delivery, &body)
+                .await
         })
-        .await?;
-    let (Some(project), Some(stored)) = found else {
-        return Err(rejected());
-    };
-    let secret = app.secrets.open(&stored.webhook_secret)?;
-    let verified = if delivery.github_signature.is_some() {
-        source::verify_github(&secret, &body, delivery.github_signature.as_deref()).is_ok()
-    } else if delivery.gitea_signature.is_some() {
-        source::verify_gitea(&secret, &body, delivery.gitea_signature.as_deref()).is_ok()
-    } else if delivery.gitlab_token.is_some() {
-        source::verify_gitlab(&secret, delivery.gitlab_token.as_deref()).is_ok()
-    } else {
-        false
-    };
-    if !verified {
-        return Err(rejected());
-    }
-    // The rest runs as a task of its own: a provider that hangs up (GitHub waits 10 s,
-    // and the delivery now waits for a fetch) must not cancel a delivery half handled.
-    let app = app.clone();
-    tokio::spawn(async move { act_on_delivery(&app, &project, &stored, &delivery, &body).await })
         .await
         .map_err(|err| Error::Internal(format!("the delivery task failed: {err}")))?
+    }
 }
 
 /// The event a delivery carries, parsed before anything is recorded.
@@ -335,52 +349,53 @@ enum Event {
     Other(String),
 }
 
-async fn act_on_delivery(
-    app: &AppState,
-    project: &Project,
-    stored: &StoredConnection,
-    delivery: &Delivery,
-    body: &[u8],
-) -> Result<DeliveryOutcome> {
-    let event_name = delivery.event.clone().unwrap_or_else(|| "push".to_owned());
-    let now = clock::now();
-    let event = match Event::parse(&event_name, body) {
-        Ok(event) => event,
-        Err(err) => {
-            let (id, at, name) = (project.id.clone(), now.clone(), event_name.clone());
-            let result = failure(&err);
-            app.store
-                .call(move |c| store::git::record_delivery(c, &id, &at, &name, &result))
-                .await?;
-            return Err(err);
-        }
-    };
-    // The signature (GitHub, Gitea) covers the body but not the delivery id, and GitLab's
-    // token covers neither, so the body's digest is what recognises a replay.
-    let digest: [u8; 32] = Sha256::digest(body).into();
-    let subject = match &event {
-        Event::Push(push) => Some(push.git_ref.clone()),
-        _ => None,
-    };
-    let remembered = {
-        let project_id = project.id.clone();
-        let delivery_id = delivery.delivery_id.clone();
-        let subject = subject.clone();
-        let at = now.clone();
-        let since = clock::format(time::OffsetDateTime::now_utc() - DELIVERY_MEMORY);
-        app.store
-            .call(move |c| {
-                let key = DeliveryKey {
-                    project_id: &project_id,
-                    delivery_id: delivery_id.as_deref(),
-                    body_sha256: &digest,
-                    subject: subject.as_deref(),
-                };
-                store::git::remember_delivery(c, &key, &at, &since)
-            })
-            .await?
-    };
-    let outcome = match remembered {
+impl GitConnections {
+    async fn act_on_delivery(
+        &self,
+        project: &Project,
+        stored: &StoredConnection,
+        delivery: &Delivery,
+        body: &[u8],
+    ) -> Result<DeliveryOutcome> {
+        let event_name = delivery.event.clone().unwrap_or_else(|| "push".to_owned());
+        let now = clock::now();
+        let event = match Event::parse(&event_name, body) {
+            Ok(event) => event,
+            Err(err) => {
+                let (id, at, name) = (project.id.clone(), now.clone(), event_name.clone());
+                let result = failure(&err);
+                self.store
+                    .call(move |c| store::git::record_delivery(c, &id, &at, &name, &result))
+                    .await?;
+                return Err(err);
+            }
+        };
+        // The signature (GitHub, Gitea) covers the body but not the delivery id, and GitLab's
+        // token covers neither, so the body's digest is what recognises a replay.
+        let digest: [u8; 32] = Sha256::digest(body).into();
+        let subject = match &event {
+            Event::Push(push) => Some(push.git_ref.clone()),
+            _ => None,
+        };
+        let remembered = {
+            let project_id = project.id.clone();
+            let delivery_id = delivery.delivery_id.clone();
+            let subject = subject.clone();
+            let at = now.clone();
+            let since = clock::format(time::OffsetDateTime::now_utc() - DELIVERY_MEMORY);
+            self.store
+                .call(move |c| {
+                    let key = DeliveryKey {
+                        project_id: &project_id,
+                        delivery_id: delivery_id.as_deref(),
+                        body_sha256: &digest,
+                        subject: subject.as_deref(),
+                    };
+                    store::git::remember_delivery(c, &key, &at, &since)
+                })
+                .await?
+        };
+        let outcome = match remembered {
         Seen::DeliveryId(at) => Ok(DeliveryOutcome::Duplicate(format!(
             "delivery id `{}` was received at {at}",
             delivery.delivery_id.as_deref().unwrap_or_default()
@@ -388,40 +403,41 @@ async fn act_on_delivery(
         Seen::Body(at) => Ok(DeliveryOutcome::Duplicate(format!(
             "the same body was received at {at}; a replayed delivery is ignored whatever its delivery id"
         ))),
-        Seen::New => dispatch(app, project, stored, delivery, event).await,
+        Seen::New => self.dispatch(project, stored, delivery, event).await,
     };
-    let project_id = project.id.clone();
-    let delivery_id = delivery.delivery_id.clone();
-    let acted_on_push = matches!(
-        outcome,
-        Ok(DeliveryOutcome::Queued { .. } | DeliveryOutcome::PreviewRemoved { .. })
-    ) && subject.is_some();
-    let failed = outcome.is_err();
-    let result = match &outcome {
-        Ok(outcome) => outcome.describe(),
-        Err(err) => failure(err),
-    };
-    app.store
-        .call(move |c| {
-            let key = DeliveryKey {
-                project_id: &project_id,
-                delivery_id: delivery_id.as_deref(),
-                body_sha256: &digest,
-                subject: subject.as_deref(),
-            };
-            if failed {
-                // Forgotten, so the provider's redelivery of a delivery that failed here
-                // (the repository was unreachable) is handled rather than a duplicate.
-                store::git::forget_delivery(c, &key)?;
-            }
-            if acted_on_push {
-                store::git::retire_earlier_bodies(c, &key)?;
-            }
-            store::git::record_delivery(c, &project_id, &now, &event_name, &result)?;
-            Ok(())
-        })
-        .await?;
-    outcome
+        let project_id = project.id.clone();
+        let delivery_id = delivery.delivery_id.clone();
+        let acted_on_push = matches!(
+            outcome,
+            Ok(DeliveryOutcome::Queued { .. } | DeliveryOutcome::PreviewRemoved { .. })
+        ) && subject.is_some();
+        let failed = outcome.is_err();
+        let result = match &outcome {
+            Ok(outcome) => outcome.describe(),
+            Err(err) => failure(err),
+        };
+        self.store
+            .call(move |c| {
+                let key = DeliveryKey {
+                    project_id: &project_id,
+                    delivery_id: delivery_id.as_deref(),
+                    body_sha256: &digest,
+                    subject: subject.as_deref(),
+                };
+                if failed {
+                    // Forgotten, so the provider's redelivery of a delivery that failed here
+                    // (the repository was unreachable) is handled rather than a duplicate.
+                    store::git::forget_delivery(c, &key)?;
+                }
+                if acted_on_push {
+                    store::git::retire_earlier_bodies(c, &key)?;
+                }
+                store::git::record_delivery(c, &project_id, &now, &event_name, &result)?;
+                Ok(())
+            })
+            .await?;
+        outcome
+    }
 }
 
 impl Event {
@@ -448,26 +464,27 @@ fn failure(err: &Error) -> String {
     }
 }
 
-/// Acts on a new (not replayed) delivery.
-async fn dispatch(
-    app: &AppState,
-    project: &Project,
-    stored: &StoredConnection,
-    delivery: &Delivery,
-    event: Event,
-) -> Result<DeliveryOutcome> {
-    let actor = Actor::webhook(
-        project.account_id.clone(),
-        project.handle.clone(),
-        delivery.client_addr,
-    );
-    let mut heads = FetchedHeads {
-        app,
-        project,
-        stored,
-        fetched: false,
-    };
-    Ok(match event {
+impl GitConnections {
+    /// Acts on a new (not replayed) delivery.
+    async fn dispatch(
+        &self,
+        project: &Project,
+        stored: &StoredConnection,
+        delivery: &Delivery,
+        event: Event,
+    ) -> Result<DeliveryOutcome> {
+        let actor = Actor::webhook(
+            project.account_id.clone(),
+            project.handle.clone(),
+            delivery.client_addr,
+        );
+        let mut heads = FetchedHeads {
+            connections: self,
+            project,
+            stored,
+            fetched: false,
+        };
+        Ok(match event {
         Event::Ping => DeliveryOutcome::Pong,
         Event::Push(push) => match (&push.branch, push.deleted) {
             (Some(branch), true) if *branch == stored.branch => {
@@ -478,7 +495,7 @@ async fn dispatch(
                 match source::confirm_head(branch, push.after.as_deref(), head.as_deref()) {
                     Ok(head) => {
                         let deploy =
-                            deploy::enqueue(app, &actor, project.id.clone(), Some(head), "webhook")
+                            self.deploys.enqueue(&actor, project.id.clone(), Some(head), "webhook")
                                 .await?;
                         DeliveryOutcome::Queued {
                             deploy_id: deploy.id,
@@ -488,8 +505,7 @@ async fn dispatch(
                     Err(reason) => DeliveryOutcome::Stale(reason),
                 }
             }
-            (Some(branch), deleted) => previews::branch_pushed(
-                app,
+            (Some(branch), deleted) => self.previews.branch_pushed(
                 &actor,
                 project,
                 branch,
@@ -512,8 +528,7 @@ async fn dispatch(
                 let head = heads.head_of(&pull.branch).await?;
                 let named = pull.head_sha.as_deref();
                 match source::confirm_head(&pull.branch, named, head.as_deref()) {
-                    Ok(head) => previews::pull_request_updated(
-                        app,
+                    Ok(head) => self.previews.pull_request_updated(
                         &actor,
                         project,
                         pull.number,
@@ -526,7 +541,7 @@ async fn dispatch(
                 }
             }
             PullRequestAction::Closed => {
-                previews::pull_request_closed(app, &actor, project, pull.number)
+                self.previews.pull_request_closed(&actor, project, pull.number)
                     .await?
                     .into()
             }
@@ -536,12 +551,13 @@ async fn dispatch(
         },
         Event::Other(other) => DeliveryOutcome::Ignored(format!("event `{other}` is not acted on")),
     })
+    }
 }
 
 /// Branch heads as the repository has them when a delivery arrives: the project's mirror
 /// is fetched once, on the first question, under the same checks as a deploy's fetch.
 struct FetchedHeads<'a> {
-    app: &'a AppState,
+    connections: &'a GitConnections,
     project: &'a Project,
     stored: &'a StoredConnection,
     fetched: bool,
@@ -552,27 +568,27 @@ impl FetchedHeads<'_> {
     async fn head_of(&mut self, branch: &str) -> Result<Option<String>> {
         let location = RepoLocation::parse(&self.stored.repo)?;
         if !self.fetched {
-            permit_repo(
-                self.app,
-                &self.project.account_id,
-                self.project.handle.as_str(),
-                &location,
-            )
-            .await?;
+            self.connections
+                .deploys
+                .permit_repo(
+                    &self.project.account_id,
+                    self.project.handle.as_str(),
+                    &location,
+                )
+                .await?;
         }
         let token = self
             .stored
             .access_token
             .as_deref()
-            .map(|sealed| self.app.secrets.open_string(sealed))
+            .map(|sealed| self.connections.secrets.open_string(sealed))
             .transpose()?;
         let mirror_path = self
-            .app
-            .config
-            .repos_dir()
+            .connections
+            .repos_dir
             .join(format!("{}.git", self.project.id));
-        let timeout = Duration::from_secs(self.app.config.deploy.fetch_timeout_secs);
-        let egress = crate::source::EgressPolicy::from_config(&self.app.config.git);
+        let timeout = self.connections.fetch_timeout;
+        let egress = self.connections.egress.clone();
         let fetch = !self.fetched;
         let branch = GitRef::parse(&format!("refs/heads/{branch}"))?;
         let head = tokio::task::spawn_blocking(move || -> Result<Option<String>> {

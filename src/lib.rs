@@ -241,11 +241,11 @@ pub async fn run(
         None => None,
     };
     let collector = tokio::spawn(metrics::collector::run(app.metrics.clone(), stopped()));
-    let worker = tokio::spawn(deploy::worker::run(app.clone(), stopped()));
+    let worker = tokio::spawn(app.deploys.clone().run_worker(stopped()));
     let router_task = tokio::spawn(app.routing.clone().run(stopped()));
-    let reconciler = tokio::spawn(deploy::instances::run_reconciler(app.clone(), stopped()));
+    let reconciler = tokio::spawn(app.deploys.clone().run_reconciler(stopped()));
     let renewals = tokio::spawn(crate::tls::run_renewals(tls, stopped()));
-    let preview_sweep = tokio::spawn(crate::previews::run_expiry_sweep(app.clone(), stopped()));
+    let preview_sweep = tokio::spawn(app.previews.clone().run_expiry_sweep(stopped()));
     let log_writer = tokio::spawn(logs::collector::run(app.logs.clone(), stopped()));
     let backup_scheduler = tokio::spawn(app.backups.clone().run_scheduler(stopped()));
     let upload_retries = tokio::spawn(app.backups.clone().run_retries(stopped()));

@@ -8,45 +8,79 @@
 //! database); one hostname belongs to one preview across all accounts; a project never has
 //! more than `previews.max_per_project` previews.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, ops::Deref, sync::Arc, time::Duration};
 
 use sha2::{Digest, Sha256};
 
 use crate::{
     accounts::Actor,
     clock,
-    deploy::{self, Deploy, DeployStatus, LogLine, ReleaseTarget},
+    config::PreviewsConfig,
+    deploy::{self, Deploy, DeployStatus, Deploys, LogLine, ReleaseTarget},
     error::{Error, Result},
     ids,
-    labels::Filter,
     names::{EnvKey, Hostname},
     projects::{self, Project},
+    routing::Routing,
+    secrets::SecretBox,
     source::GitRef,
-    state::AppState,
-    store,
+    store::{self, Store},
+    tls::Tls,
 };
 
 pub use crate::model::preview::Preview;
 
-/// Env keys of production that a preview never inherits: a preview must never reach
-/// production's data. They are what a wired database sets (`DATABASE_URL`, which most
-/// frameworks read, and libpq's `PG*`), here also when set by hand; a preview that needs a
-/// database gets one through its own `env` overrides.
-pub const PRODUCTION_ONLY_ENV: &[&str] = &[
-    "DATABASE_URL",
-    "PGHOST",
-    "PGPORT",
-    "PGDATABASE",
-    "PGUSER",
-    "PGPASSWORD",
-];
+/// The previews handle: cheap to clone, one per daemon. A preview's deploys, its env and
+/// its containers go through `Deploys`; the rest is its rows, its route and its
+/// certificate.
+#[derive(Clone)]
+pub struct Previews(Arc<Inner>);
 
-/// Env keys Cantila sets in every preview; overrides may not name them.
-pub const PREVIEW_ENV_KEYS: &[&str] = &[
-    "CANTILA_PREVIEW",
-    "CANTILA_PREVIEW_URL",
-    "CANTILA_PREVIEW_ID",
-];
+pub struct Inner {
+    deploys: Deploys,
+    store: Store,
+    /// Seals the env overrides.
+    secrets: SecretBox,
+    /// Forgets a removed preview's certificate.
+    tls: Tls,
+    routing: Routing,
+    config: PreviewsConfig,
+    /// Previews are served under it.
+    base_domain: String,
+}
+
+impl Previews {
+    pub fn new(
+        deploys: Deploys,
+        store: Store,
+        secrets: SecretBox,
+        tls: Tls,
+        routing: Routing,
+        config: PreviewsConfig,
+        base_domain: String,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            deploys,
+            store,
+            secrets,
+            tls,
+            routing,
+            config,
+            base_domain,
+        }))
+    }
+}
+
+// Private to this module: the handle's parts are read as fields.
+impl Deref for Previews {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+pub use crate::deploy::preview_env::{PREVIEW_ENV_KEYS, PRODUCTION_ONLY_ENV};
 
 pub use crate::names::BranchPattern;
 
@@ -140,15 +174,6 @@ fn status_of(latest: Option<&Deploy>, serving: Option<&Deploy>) -> &'static str 
             "failed"
         }
     }
-}
-
-/// The URL a preview is reached at, as its env and the API give it.
-pub fn url_of(app: &AppState, hostname: &str) -> String {
-    let scheme = match app.tls.mode() {
-        crate::tls::TlsMode::Off => "http",
-        crate::tls::TlsMode::Acme | crate::tls::TlsMode::SelfSigned => "https",
-    };
-    format!("{scheme}://{hostname}")
 }
 
 /// Lowercase ASCII letters and digits, everything else one `-`, trimmed.
@@ -255,64 +280,65 @@ pub struct Queued {
     pub created: bool,
 }
 
-/// Creates a preview of the request's branch or ref and queues its deploy, or, when the
-/// project already has a preview of that pull request, branch or ref, queues a new deploy
-/// of it in place (same hostname). A new preview beyond `previews.max_per_project`
-/// answers 409 naming the limit.
-pub async fn create_or_update(
-    app: &AppState,
-    actor: &Actor,
-    project_id: String,
-    request: PreviewRequest,
-    trigger: &str,
-) -> Result<Queued> {
-    let config = app.config.previews.clone();
-    let ttl_secs = match request.ttl_secs {
-        Some(ttl) if ttl == 0 || ttl > config.max_ttl_secs => {
-            return Err(Error::Invalid(format!(
-                "ttl must be between 1 second and {} seconds (previews.max_ttl_secs)",
-                config.max_ttl_secs
-            )))
-        }
-        other => other,
-    };
-    if let Some(env) = &request.env {
-        for (key, value) in env {
-            if PREVIEW_ENV_KEYS.contains(&key.as_str()) {
+impl Previews {
+    /// Creates a preview of the request's branch or ref and queues its deploy, or, when the
+    /// project already has a preview of that pull request, branch or ref, queues a new deploy
+    /// of it in place (same hostname). A new preview beyond `previews.max_per_project`
+    /// answers 409 naming the limit.
+    pub async fn create_or_update(
+        &self,
+        actor: &Actor,
+        project_id: String,
+        request: PreviewRequest,
+        trigger: &str,
+    ) -> Result<Queued> {
+        let config = self.config.clone();
+        let ttl_secs = match request.ttl_secs {
+            Some(ttl) if ttl == 0 || ttl > config.max_ttl_secs => {
                 return Err(Error::Invalid(format!(
-                    "env key `{}` is set by Cantila in every preview and cannot be overridden",
-                    key.as_str()
-                )));
+                    "ttl must be between 1 second and {} seconds (previews.max_ttl_secs)",
+                    config.max_ttl_secs
+                )))
             }
-            crate::env::validate_value(key, value)?;
+            other => other,
+        };
+        if let Some(env) = &request.env {
+            for (key, value) in env {
+                if PREVIEW_ENV_KEYS.contains(&key.as_str()) {
+                    return Err(Error::Invalid(format!(
+                        "env key `{}` is set by Cantila in every preview and cannot be overridden",
+                        key.as_str()
+                    )));
+                }
+                crate::env::validate_value(key, value)?;
+            }
         }
-    }
-    let sealed_env = request.env.as_ref().map(|env| {
-        let plain: BTreeMap<&str, &str> =
-            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        app.secrets
-            .seal(&serde_json::to_vec(&plain).unwrap_or_default())
-    });
-    let base_domain = app.config.base_domain.clone();
-    let account_id = actor.account_id.clone();
-    let trigger = trigger.to_owned();
-    // The preview's entry says whether it was created or updated, which only the
-    // transaction finds out; the deploy's follows it.
-    let audit = {
-        let actor = actor.clone();
-        move |(preview, deploy, created, _): &(Preview, Deploy, bool, deploy::Superseded)| {
-            let action = if *created {
-                "preview.create"
-            } else {
-                "preview.update"
-            };
-            vec![
-                store::Audit::by(&actor, action, &preview.id),
-                store::Audit::by(&actor, "deploy.create", &deploy.id),
-            ]
-        }
-    };
-    let (preview, deploy, created, superseded) = app
+        let sealed_env = request.env.as_ref().map(|env| {
+            let plain: BTreeMap<&str, &str> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            self.secrets
+                .seal(&serde_json::to_vec(&plain).unwrap_or_default())
+        });
+        let base_domain = self.base_domain.clone();
+        let account_id = actor.account_id.clone();
+        let trigger = trigger.to_owned();
+        // The preview's entry says whether it was created or updated, which only the
+        // transaction finds out; the deploy's follows it.
+        let audit = {
+            let actor = actor.clone();
+            move |(preview, deploy, created, _): &(Preview, Deploy, bool, deploy::Superseded)| {
+                let action = if *created {
+                    "preview.create"
+                } else {
+                    "preview.update"
+                };
+                vec![
+                    store::Audit::by(&actor, action, &preview.id),
+                    store::Audit::by(&actor, "deploy.create", &deploy.id),
+                ]
+            }
+        };
+        let (preview, deploy, created, superseded) = self
         .store
         .write_audited(audit, move |tx| {
             let project = store::projects::by_id(tx, &account_id, &project_id)?
@@ -406,289 +432,162 @@ pub async fn create_or_update(
             Ok((preview, deploy, created, superseded))
         })
         .await?;
-    deploy::announce(app, &deploy.id, superseded);
-    if created {
-        // The hostname answers 503 "building" at once rather than 404.
-        if let Err(err) = app.routing.refresh().await {
-            tracing::warn!(error = %err, "refreshing routes after a preview was created");
+        self.deploys.announce(&deploy.id, superseded);
+        if created {
+            // The hostname answers 503 "building" at once rather than 404.
+            if let Err(err) = self.routing.refresh().await {
+                tracing::warn!(error = %err, "refreshing routes after a preview was created");
+            }
         }
-    }
-    let info = describe(app, preview).await?;
-    Ok(Queued {
-        info,
-        deploy,
-        created,
-    })
-}
-
-/// A preview with its status, from its deploys.
-async fn describe(app: &AppState, preview: Preview) -> Result<PreviewInfo> {
-    let id = preview.id.clone();
-    let deploys = app
-        .store
-        .call(move |c| store::deploys::of_preview(c, &id, 50))
-        .await?;
-    let latest = deploys.first().cloned();
-    let serving = deploys
-        .iter()
-        .find(|d| d.status == DeployStatus::Running)
-        .cloned();
-    let env_keys = match &preview.sealed_env {
-        Some(sealed) => overrides_of(app, sealed)?.into_keys().collect(),
-        None => Vec::new(),
-    };
-    Ok(PreviewInfo {
-        status: status_of(latest.as_ref(), serving.as_ref()),
-        url: url_of(app, &preview.hostname),
-        preview,
-        latest,
-        serving,
-        env_keys,
-    })
-}
-
-fn overrides_of(app: &AppState, sealed: &[u8]) -> Result<BTreeMap<String, String>> {
-    serde_json::from_slice(&app.secrets.open(sealed)?)
-        .map_err(|err| Error::Internal(format!("reading a preview's env overrides: {err}")))
-}
-
-/// The project's previews, oldest first.
-pub async fn list(app: &AppState, actor: &Actor, project_id: String) -> Result<Vec<PreviewInfo>> {
-    let project = projects::get(&app.store, actor, project_id).await?;
-    let previews = app
-        .store
-        .call(move |c| store::previews::of_project(c, &project.id))
-        .await?;
-    let mut found = Vec::with_capacity(previews.len());
-    for preview in previews {
-        found.push(describe(app, preview).await?);
-    }
-    Ok(found)
-}
-
-/// One preview of one of the actor's projects; another account's answers 404 alike.
-pub async fn get(
-    app: &AppState,
-    actor: &Actor,
-    project_id: String,
-    preview_id: String,
-) -> Result<Preview> {
-    let project = projects::get(&app.store, actor, project_id).await?;
-    app.store
-        .call(move |c| {
-            store::previews::by_id(c, &project.id, &preview_id)?
-                .ok_or_else(|| not_found(&preview_id))
+        let info = self.describe(preview).await?;
+        Ok(Queued {
+            info,
+            deploy,
+            created,
         })
-        .await
-}
+    }
 
-/// Removes a preview: its deploys stop (queued ones are canceled, building ones are asked
-/// to stop, the serving one is marked superseded), its route goes at once, and its
-/// containers, published sites, images only it used, and certificate record are removed.
-pub async fn delete(
-    app: &AppState,
-    actor: &Actor,
-    project_id: String,
-    preview_id: String,
-) -> Result<()> {
-    let preview = get(app, actor, project_id, preview_id).await?;
-    remove(app, actor, preview, "the preview was deleted").await
-}
-
-/// The removal behind `delete`, a closed pull request and the expiry sweep.
-async fn remove(app: &AppState, actor: &Actor, preview: Preview, why: &'static str) -> Result<()> {
-    let audit = store::Audit::by(actor, "preview.delete", &preview.id);
-    let id = preview.id.clone();
-    let project_id = preview.project_id.clone();
-    let (deploys, lines) = app
-        .store
-        .write_audited(audit, move |tx| {
-            if !store::previews::delete(tx, &id)? {
-                return Err(not_found(&id));
-            }
-            // Its runtime logs and metric points go with it; production's stay.
-            store::runtime_logs::delete_preview(tx, &project_id, &id)?;
-            store::metrics::delete_preview(tx, &project_id, &id)?;
-            let deploys = store::deploys::of_preview(tx, &id, 1000)?;
-            let now = clock::now();
-            let mut lines = Vec::new();
-            for deploy in &deploys {
-                let ends_as = match deploy.status {
-                    DeployStatus::Queued => DeployStatus::Canceled,
-                    DeployStatus::Running => DeployStatus::Superseded,
-                    // Building and releasing ones are stopped through their pipeline.
-                    DeployStatus::Building
-                    | DeployStatus::Releasing
-                    | DeployStatus::Failed
-                    | DeployStatus::Canceled
-                    | DeployStatus::Superseded => continue,
-                };
-                store::deploys::set_status(tx, &deploy.id, ends_as, &now)?;
-                let seq = store::deploys::last_log_seq(tx, &deploy.id)? + 1;
-                let line = LogLine {
-                    seq,
-                    at: now.clone(),
-                    kind: "status".to_owned(),
-                    text: format!("{} ({why})", ends_as.as_str()),
-                };
-                store::deploys::append_logs(tx, &deploy.id, std::slice::from_ref(&line))?;
-                lines.push((deploy.id.clone(), line));
-            }
-            Ok((deploys, lines))
-        })
-        .await?;
-    deploy::publish_final(app, lines);
-    for deploy in &deploys {
-        if matches!(
-            deploy.status,
-            DeployStatus::Building | DeployStatus::Releasing
-        ) {
-            deploy::request_cancel(app, &deploy.id);
-        }
-    }
-    tracing::info!(preview = %preview.id, host = %preview.hostname, reason = why, "removing a preview");
-    // The hostname stops routing before anything is stopped.
-    if let Err(err) = app.routing.refresh().await {
-        tracing::warn!(error = %err, "refreshing routes after a preview was removed");
-    }
-    // Waits for a certificate request in flight for the name, then deletes the record.
-    if let Err(err) = app.tls.forget(&preview.hostname).await {
-        tracing::warn!(host = %preview.hostname, error = %err, "forgetting a preview's certificate");
-    }
-    let app = app.clone();
-    tokio::spawn(async move { free_resources(&app, &preview, &deploys).await });
-    Ok(())
-}
-
-/// Stops and removes the preview's containers, its network, its published sites, and the
-/// images no other deploy uses.
-async fn free_resources(app: &AppState, preview: &Preview, deploys: &[Deploy]) {
-    // Under the project lock: a repair pass that read the preview before its removal
-    // finishes first (and one that reads after sees its deploy superseded), so no
-    // replacement it starts outlives the removal.
-    let lock = app.project_lock(&preview.project_id);
-    let _guard = lock.lock().await;
-    if let Ok(engine) = app.engine().await {
-        let grace = Duration::from_secs(app.config.deploy.stop_grace_secs);
-        for container in engine
-            .containers_matching(&Filter::new().preview(&preview.id))
-            .await
-            .unwrap_or_default()
-        {
-            if let Err(err) = engine.stop_and_remove(&container.id, grace).await {
-                tracing::warn!(container = %container.name, error = %err, "removing a preview's container");
-            }
-        }
-        app.networks.remove_of_preview(&engine, &preview.id).await;
-        let images: Vec<String> = deploys.iter().filter_map(|d| d.image.clone()).collect();
-        remove_own_images(app, &engine, &preview.id, images).await;
-    }
-    for deploy in deploys {
-        let site = app
-            .config
-            .sites_dir()
-            .join(&preview.project_id)
-            .join(&deploy.id);
-        if let Err(err) = tokio::fs::remove_dir_all(&site).await {
-            if err.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(dir = %site.display(), error = %err, "removing a preview's site");
-            }
-        }
-    }
-}
-
-/// Removes those of `images` no deploy outside the preview names (production reuses an
-/// image built for the same commit and plan); Docker refuses to remove one a container
-/// still uses.
-async fn remove_own_images(
-    app: &AppState,
-    engine: &crate::runtime::Runtime,
-    preview_id: &str,
-    mut images: Vec<String>,
-) {
-    images.sort();
-    images.dedup();
-    for image in images {
-        let (check_image, check_preview) = (image.clone(), preview_id.to_owned());
-        let shared = app
+    /// A preview with its status, from its deploys.
+    async fn describe(&self, preview: Preview) -> Result<PreviewInfo> {
+        let id = preview.id.clone();
+        let deploys = self
             .store
+            .call(move |c| store::deploys::of_preview(c, &id, 50))
+            .await?;
+        let latest = deploys.first().cloned();
+        let serving = deploys
+            .iter()
+            .find(|d| d.status == DeployStatus::Running)
+            .cloned();
+        let env_keys = match &preview.sealed_env {
+            Some(sealed) => self
+                .deploys
+                .preview_overrides(sealed)?
+                .into_keys()
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(PreviewInfo {
+            status: status_of(latest.as_ref(), serving.as_ref()),
+            url: self.deploys.preview_url(&preview.hostname),
+            preview,
+            latest,
+            serving,
+            env_keys,
+        })
+    }
+
+    /// The project's previews, oldest first.
+    pub async fn list(&self, actor: &Actor, project_id: String) -> Result<Vec<PreviewInfo>> {
+        let project = projects::get(&self.store, actor, project_id).await?;
+        let previews = self
+            .store
+            .call(move |c| store::previews::of_project(c, &project.id))
+            .await?;
+        let mut found = Vec::with_capacity(previews.len());
+        for preview in previews {
+            found.push(self.describe(preview).await?);
+        }
+        Ok(found)
+    }
+
+    /// One preview of one of the actor's projects; another account's answers 404 alike.
+    pub async fn get(
+        &self,
+        actor: &Actor,
+        project_id: String,
+        preview_id: String,
+    ) -> Result<Preview> {
+        let project = projects::get(&self.store, actor, project_id).await?;
+        self.store
             .call(move |c| {
-                store::deploys::image_used_outside_preview(c, &check_image, &check_preview)
+                store::previews::by_id(c, &project.id, &preview_id)?
+                    .ok_or_else(|| not_found(&preview_id))
             })
             .await
-            .unwrap_or(true);
-        if shared || engine.image_id(&image).await.ok().flatten().is_none() {
-            continue;
-        }
-        match engine.remove_image(&image).await {
-            Ok(()) => tracing::info!(preview = %preview_id, %image, "removed a preview image"),
-            Err(err) => {
-                tracing::debug!(%image, error = %err, "keeping a preview image still in use")
+    }
+
+    /// Removes a preview: its deploys stop (queued ones are canceled, building ones are asked
+    /// to stop, the serving one is marked superseded), its route goes at once, and its
+    /// containers, published sites, images only it used, and certificate record are removed.
+    pub async fn delete(
+        &self,
+        actor: &Actor,
+        project_id: String,
+        preview_id: String,
+    ) -> Result<()> {
+        let preview = self.get(actor, project_id, preview_id).await?;
+        self.remove(actor, preview, "the preview was deleted").await
+    }
+
+    /// The removal behind `delete`, a closed pull request and the expiry sweep.
+    async fn remove(&self, actor: &Actor, preview: Preview, why: &'static str) -> Result<()> {
+        let audit = store::Audit::by(actor, "preview.delete", &preview.id);
+        let id = preview.id.clone();
+        let project_id = preview.project_id.clone();
+        let (deploys, lines) = self
+            .store
+            .write_audited(audit, move |tx| {
+                if !store::previews::delete(tx, &id)? {
+                    return Err(not_found(&id));
+                }
+                // Its runtime logs and metric points go with it; production's stay.
+                store::runtime_logs::delete_preview(tx, &project_id, &id)?;
+                store::metrics::delete_preview(tx, &project_id, &id)?;
+                let deploys = store::deploys::of_preview(tx, &id, 1000)?;
+                let now = clock::now();
+                let mut lines = Vec::new();
+                for deploy in &deploys {
+                    let ends_as = match deploy.status {
+                        DeployStatus::Queued => DeployStatus::Canceled,
+                        DeployStatus::Running => DeployStatus::Superseded,
+                        // Building and releasing ones are stopped through their pipeline.
+                        DeployStatus::Building
+                        | DeployStatus::Releasing
+                        | DeployStatus::Failed
+                        | DeployStatus::Canceled
+                        | DeployStatus::Superseded => continue,
+                    };
+                    store::deploys::set_status(tx, &deploy.id, ends_as, &now)?;
+                    let seq = store::deploys::last_log_seq(tx, &deploy.id)? + 1;
+                    let line = LogLine {
+                        seq,
+                        at: now.clone(),
+                        kind: "status".to_owned(),
+                        text: format!("{} ({why})", ends_as.as_str()),
+                    };
+                    store::deploys::append_logs(tx, &deploy.id, std::slice::from_ref(&line))?;
+                    lines.push((deploy.id.clone(), line));
+                }
+                Ok((deploys, lines))
+            })
+            .await?;
+        self.deploys.publish_final(lines);
+        for deploy in &deploys {
+            if matches!(
+                deploy.status,
+                DeployStatus::Building | DeployStatus::Releasing
+            ) {
+                self.deploys.request_cancel(&deploy.id);
             }
         }
+        tracing::info!(preview = %preview.id, host = %preview.hostname, reason = why, "removing a preview");
+        // The hostname stops routing before anything is stopped.
+        if let Err(err) = self.routing.refresh().await {
+            tracing::warn!(error = %err, "refreshing routes after a preview was removed");
+        }
+        // Waits for a certificate request in flight for the name, then deletes the record.
+        if let Err(err) = self.tls.forget(&preview.hostname).await {
+            tracing::warn!(host = %preview.hostname, error = %err, "forgetting a preview's certificate");
+        }
+        let deploys_handle = self.deploys.clone();
+        tokio::spawn(async move {
+            deploys_handle
+                .remove_preview_files(&preview, &deploys)
+                .await
+        });
+        Ok(())
     }
-}
-
-/// After a preview's release switched: removes the images of its earlier deploys that
-/// only it used. A preview keeps no history to roll back to, so only the serving image
-/// stays.
-pub async fn prune_images(app: &AppState, preview_id: &str) {
-    let id = preview_id.to_owned();
-    let Ok(deploys) = app
-        .store
-        .call(move |c| store::deploys::of_preview(c, &id, 1000))
-        .await
-    else {
-        return;
-    };
-    let serving: Vec<&str> = deploys
-        .iter()
-        .filter(|d| !d.status.is_final() || d.status == DeployStatus::Running)
-        .filter_map(|d| d.image.as_deref())
-        .collect();
-    let old: Vec<String> = deploys
-        .iter()
-        .filter_map(|d| d.image.clone())
-        .filter(|image| !serving.contains(&image.as_str()))
-        .collect();
-    if old.is_empty() {
-        return;
-    }
-    let Ok(engine) = app.engine().await else {
-        return;
-    };
-    remove_own_images(app, &engine, preview_id, old).await;
-}
-
-/// The env a preview's release runs with: production's env without
-/// `PRODUCTION_ONLY_ENV`, then the preview's overrides, then `CANTILA_PREVIEW=1`, its URL
-/// and id.
-pub async fn release_env(
-    app: &AppState,
-    project: &Project,
-    preview_id: &str,
-) -> Result<BTreeMap<String, String>> {
-    let mut env = app.env.snapshot(&project.id).await?;
-    for key in PRODUCTION_ONLY_ENV {
-        env.remove(*key);
-    }
-    let project_id = project.id.clone();
-    let id = preview_id.to_owned();
-    let preview = app
-        .store
-        .call(move |c| store::previews::by_id(c, &project_id, &id))
-        .await?
-        .ok_or_else(|| not_found(preview_id))?;
-    if let Some(sealed) = &preview.sealed_env {
-        env.extend(overrides_of(app, sealed)?);
-    }
-    env.insert("CANTILA_PREVIEW".to_owned(), "1".to_owned());
-    env.insert(
-        "CANTILA_PREVIEW_URL".to_owned(),
-        url_of(app, &preview.hostname),
-    );
-    env.insert("CANTILA_PREVIEW_ID".to_owned(), preview.id.clone());
-    Ok(env)
 }
 
 /// What a webhook delivery did to previews.
@@ -706,189 +605,197 @@ pub enum HookOutcome {
     Stale(String),
 }
 
-/// A pull request was opened, reopened or pushed to: create or update its preview, at the
-/// head commit.
-pub async fn pull_request_updated(
-    app: &AppState,
-    actor: &Actor,
-    project: &Project,
-    number: u32,
-    branch: &str,
-    head_sha: Option<String>,
-) -> Result<HookOutcome> {
-    let request = PreviewRequest {
-        source: PreviewSource::Branch(GitRef::parse(branch)?),
-        pull_request: Some(number),
-        env: None,
-        ttl_secs: None,
-        commit: head_sha,
-    };
-    queue_from_hook(app, actor, project, request).await
-}
-
-/// Creates or updates a preview for a webhook. The cap is reported as the delivery's
-/// outcome (kept on the git connection's last delivery), not as a failed delivery.
-async fn queue_from_hook(
-    app: &AppState,
-    actor: &Actor,
-    project: &Project,
-    request: PreviewRequest,
-) -> Result<HookOutcome> {
-    match create_or_update(app, actor, project.id.clone(), request, "webhook").await {
-        Ok(queued) => Ok(HookOutcome::Queued {
-            deploy_id: queued.deploy.id,
-            preview_id: queued.info.preview.id,
-        }),
-        Err(Error::Conflict(reason)) => Ok(HookOutcome::Ignored(reason)),
-        Err(err) => Err(err),
+impl Previews {
+    /// A pull request was opened, reopened or pushed to: create or update its preview, at the
+    /// head commit.
+    pub async fn pull_request_updated(
+        &self,
+        actor: &Actor,
+        project: &Project,
+        number: u32,
+        branch: &str,
+        head_sha: Option<String>,
+    ) -> Result<HookOutcome> {
+        let request = PreviewRequest {
+            source: PreviewSource::Branch(GitRef::parse(branch)?),
+            pull_request: Some(number),
+            env: None,
+            ttl_secs: None,
+            commit: head_sha,
+        };
+        self.queue_from_hook(actor, project, request).await
     }
-}
 
-/// A pull request was closed (or merged): remove its preview.
-pub async fn pull_request_closed(
-    app: &AppState,
-    actor: &Actor,
-    project: &Project,
-    number: u32,
-) -> Result<HookOutcome> {
-    let project_id = project.id.clone();
-    let found = app
-        .store
-        .call(move |c| store::previews::for_pull_request(c, &project_id, number))
-        .await?;
-    match found {
-        Some(preview) => {
-            let preview_id = preview.id.clone();
-            remove(app, actor, preview, "its pull request was closed").await?;
-            Ok(HookOutcome::Removed { preview_id })
+    /// Creates or updates a preview for a webhook. The cap is reported as the delivery's
+    /// outcome (kept on the git connection's last delivery), not as a failed delivery.
+    async fn queue_from_hook(
+        &self,
+        actor: &Actor,
+        project: &Project,
+        request: PreviewRequest,
+    ) -> Result<HookOutcome> {
+        match self
+            .create_or_update(actor, project.id.clone(), request, "webhook")
+            .await
+        {
+            Ok(queued) => Ok(HookOutcome::Queued {
+                deploy_id: queued.deploy.id,
+                preview_id: queued.info.preview.id,
+            }),
+            Err(Error::Conflict(reason)) => Ok(HookOutcome::Ignored(reason)),
+            Err(err) => Err(err),
         }
-        None => Ok(HookOutcome::Ignored(format!(
-            "pull request #{number} has no preview"
-        ))),
     }
-}
 
-/// A push to a branch other than production's: update the branch's preview in place; or
-/// create one when the branch matches the project's `previews.branches`; or remove the
-/// branch's preview when the push deleted the branch. Previews of pull requests are left
-/// to the pull request's own `synchronize` event, so one push never builds twice.
-/// `fetched_head` fetches the repository and answers the branch's head now; it is asked
-/// only when the push would be acted on, and only that head is ever deployed
-/// (`source::confirm_head`): a stale or replayed push is reported, not acted on.
-pub async fn branch_pushed(
-    app: &AppState,
-    actor: &Actor,
-    project: &Project,
-    branch: &str,
-    after: Option<String>,
-    deleted: bool,
-    fetched_head: impl AsyncFnOnce() -> Result<Option<String>>,
-) -> Result<HookOutcome> {
-    let project_id = project.id.clone();
-    let lookup = branch.to_owned();
-    let existing = app
-        .store
-        .call(move |c| store::previews::for_branch(c, &project_id, &lookup))
-        .await?;
-    match (existing, deleted) {
-        (Some(preview), true) => {
-            // A replayed deletion must not remove the preview of a branch pushed again.
-            if let Some(head) = fetched_head().await? {
-                return Ok(HookOutcome::Stale(format!(
-                    "the push deleted `{branch}`, but the branch exists at {} now",
-                    &head[..head.len().min(12)]
-                )));
+    /// A pull request was closed (or merged): remove its preview.
+    pub async fn pull_request_closed(
+        &self,
+        actor: &Actor,
+        project: &Project,
+        number: u32,
+    ) -> Result<HookOutcome> {
+        let project_id = project.id.clone();
+        let found = self
+            .store
+            .call(move |c| store::previews::for_pull_request(c, &project_id, number))
+            .await?;
+        match found {
+            Some(preview) => {
+                let preview_id = preview.id.clone();
+                self.remove(actor, preview, "its pull request was closed")
+                    .await?;
+                Ok(HookOutcome::Removed { preview_id })
             }
-            let preview_id = preview.id.clone();
-            remove(app, actor, preview, "its branch was deleted").await?;
-            Ok(HookOutcome::Removed { preview_id })
+            None => Ok(HookOutcome::Ignored(format!(
+                "pull request #{number} has no preview"
+            ))),
         }
-        (None, true) => Ok(HookOutcome::Ignored(format!(
-            "the push deleted `{branch}`, which has no preview"
-        ))),
-        (Some(preview), false) if preview.pull_request.is_some() => {
-            Ok(HookOutcome::Ignored(format!(
+    }
+
+    /// A push to a branch other than production's: update the branch's preview in place; or
+    /// create one when the branch matches the project's `previews.branches`; or remove the
+    /// branch's preview when the push deleted the branch. Previews of pull requests are left
+    /// to the pull request's own `synchronize` event, so one push never builds twice.
+    /// `fetched_head` fetches the repository and answers the branch's head now; it is asked
+    /// only when the push would be acted on, and only that head is ever deployed
+    /// (`source::confirm_head`): a stale or replayed push is reported, not acted on.
+    pub async fn branch_pushed(
+        &self,
+        actor: &Actor,
+        project: &Project,
+        branch: &str,
+        after: Option<String>,
+        deleted: bool,
+        fetched_head: impl AsyncFnOnce() -> Result<Option<String>>,
+    ) -> Result<HookOutcome> {
+        let project_id = project.id.clone();
+        let lookup = branch.to_owned();
+        let existing = self
+            .store
+            .call(move |c| store::previews::for_branch(c, &project_id, &lookup))
+            .await?;
+        match (existing, deleted) {
+            (Some(preview), true) => {
+                // A replayed deletion must not remove the preview of a branch pushed again.
+                if let Some(head) = fetched_head().await? {
+                    return Ok(HookOutcome::Stale(format!(
+                        "the push deleted `{branch}`, but the branch exists at {} now",
+                        &head[..head.len().min(12)]
+                    )));
+                }
+                let preview_id = preview.id.clone();
+                self.remove(actor, preview, "its branch was deleted")
+                    .await?;
+                Ok(HookOutcome::Removed { preview_id })
+            }
+            (None, true) => Ok(HookOutcome::Ignored(format!(
+                "the push deleted `{branch}`, which has no preview"
+            ))),
+            (Some(preview), false) if preview.pull_request.is_some() => {
+                Ok(HookOutcome::Ignored(format!(
                 "`{branch}` has the preview of pull request #{}; its synchronize event updates it",
                 preview.pull_request.unwrap_or_default()
             )))
-        }
-        (existing, false) => {
-            let opted_in = project
-                .preview_branches
-                .iter()
-                .filter_map(|p| BranchPattern::parse(p).ok())
-                .any(|p| p.matches(branch));
-            if existing.is_none() && !opted_in {
-                return Ok(HookOutcome::Ignored(format!(
+            }
+            (existing, false) => {
+                let opted_in = project
+                    .preview_branches
+                    .iter()
+                    .filter_map(|p| BranchPattern::parse(p).ok())
+                    .any(|p| p.matches(branch));
+                if existing.is_none() && !opted_in {
+                    return Ok(HookOutcome::Ignored(format!(
                     "push to `{branch}`; this project deploys another branch and creates previews for none matching it (previews.branches)"
                 )));
-            }
-            let head = match crate::source::confirm_head(
-                branch,
-                after.as_deref(),
-                fetched_head().await?.as_deref(),
-            ) {
-                Ok(head) => head,
-                Err(reason) => return Ok(HookOutcome::Stale(reason)),
-            };
-            let request = PreviewRequest {
-                source: PreviewSource::Branch(GitRef::parse(branch)?),
-                pull_request: None,
-                env: None,
-                ttl_secs: None,
-                commit: Some(head),
-            };
-            queue_from_hook(app, actor, project, request).await
-        }
-    }
-}
-
-/// Removes previews idle past their TTL, every `previews.sweep_interval_secs`.
-pub async fn run_expiry_sweep(app: AppState, stopped: impl std::future::Future<Output = ()>) {
-    tokio::pin!(stopped);
-    let interval = Duration::from_secs(app.config.previews.sweep_interval_secs);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = &mut stopped => break,
-        }
-        if let Err(err) = sweep(&app).await {
-            tracing::warn!(error = %err, "sweeping expired previews");
-        }
-    }
-}
-
-/// One pass of the expiry sweep; returns the ids removed.
-pub async fn sweep(app: &AppState) -> Result<Vec<String>> {
-    let now = clock::now();
-    let expired = app
-        .store
-        .call(move |c| {
-            let mut found = Vec::new();
-            for preview in store::previews::expired(c, &now)? {
-                if let Some(project) = store::projects::by_id_unscoped(c, &preview.project_id)? {
-                    found.push((project, preview));
                 }
+                let head = match crate::source::confirm_head(
+                    branch,
+                    after.as_deref(),
+                    fetched_head().await?.as_deref(),
+                ) {
+                    Ok(head) => head,
+                    Err(reason) => return Ok(HookOutcome::Stale(reason)),
+                };
+                let request = PreviewRequest {
+                    source: PreviewSource::Branch(GitRef::parse(branch)?),
+                    pull_request: None,
+                    env: None,
+                    ttl_secs: None,
+                    commit: Some(head),
+                };
+                self.queue_from_hook(actor, project, request).await
             }
-            Ok(found)
-        })
-        .await?;
-    let mut removed = Vec::new();
-    for (project, preview) in expired {
-        let actor = Actor::background(
-            project.account_id.clone(),
-            project.handle.clone(),
-            "preview-expiry",
-        );
-        let id = preview.id.clone();
-        match remove(app, &actor, preview, "it expired").await {
-            Ok(()) => removed.push(id),
-            // Deleted meanwhile by someone else: nothing left to do.
-            Err(Error::NotFound(_)) => {}
-            Err(err) => return Err(err),
         }
     }
-    Ok(removed)
+
+    /// Removes previews idle past their TTL, every `previews.sweep_interval_secs`.
+    pub async fn run_expiry_sweep(self, stopped: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stopped);
+        let interval = Duration::from_secs(self.config.sweep_interval_secs);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = &mut stopped => break,
+            }
+            if let Err(err) = self.sweep().await {
+                tracing::warn!(error = %err, "sweeping expired previews");
+            }
+        }
+    }
+
+    /// One pass of the expiry sweep; returns the ids removed.
+    pub async fn sweep(&self) -> Result<Vec<String>> {
+        let now = clock::now();
+        let expired = self
+            .store
+            .call(move |c| {
+                let mut found = Vec::new();
+                for preview in store::previews::expired(c, &now)? {
+                    if let Some(project) = store::projects::by_id_unscoped(c, &preview.project_id)?
+                    {
+                        found.push((project, preview));
+                    }
+                }
+                Ok(found)
+            })
+            .await?;
+        let mut removed = Vec::new();
+        for (project, preview) in expired {
+            let actor = Actor::background(
+                project.account_id.clone(),
+                project.handle.clone(),
+                "preview-expiry",
+            );
+            let id = preview.id.clone();
+            match self.remove(&actor, preview, "it expired").await {
+                Ok(()) => removed.push(id),
+                // Deleted meanwhile by someone else: nothing left to do.
+                Err(Error::NotFound(_)) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(removed)
+    }
 }
 
 #[cfg(test)]

@@ -13,8 +13,18 @@ use crate::{
     volumes::Volumes,
 };
 use crate::{
-    config::Config, deploy::DeployHub, error::Error, logs::Logs, metrics::Metrics,
-    routing::Routing, runtime::Runtime, secrets::SecretBox, store::Store, tls::Tls,
+    config::Config,
+    deploy::{Deploys, DeploysParts},
+    error::Error,
+    git_connection::GitConnections,
+    logs::Logs,
+    metrics::Metrics,
+    previews::Previews,
+    routing::Routing,
+    runtime::Runtime,
+    secrets::SecretBox,
+    store::Store,
+    tls::Tls,
 };
 
 /// A cheap-clone handle (`Arc`) to everything the daemon shares.
@@ -28,8 +38,12 @@ pub struct Inner {
     pub store: Store,
     /// Seals secrets at rest with the key in the data dir.
     pub secrets: SecretBox,
-    /// Live deploy logs, cancel switches and the worker's wake-up.
-    pub deploys: DeployHub,
+    /// Deploys: the queue, the worker, releases, scaling and the reconciler.
+    pub deploys: Deploys,
+    /// Preview deployments of branches and pull requests.
+    pub previews: Previews,
+    /// Projects' git connections and their webhook deliveries.
+    pub git_connections: GitConnections,
     /// The edge's route table and routing's own side tables (draining instances,
     /// deploys being switched to, certificate requests in flight).
     pub routing: Routing,
@@ -137,7 +151,7 @@ impl AppState {
         let backups = Backups::new(BackupsParts {
             store: store.clone(),
             runtime: runtime.clone(),
-            installation: installation_id,
+            installation: installation_id.clone(),
             config: config.backups.clone(),
             backups_dir: config.backups_dir(),
             stop_grace_secs: config.deploy.stop_grace_secs,
@@ -146,11 +160,47 @@ impl AppState {
             routing: routing.clone(),
             uploads,
         });
+        let deploys = Deploys::new(DeploysParts {
+            store: store.clone(),
+            runtime: runtime.clone(),
+            secrets: secrets.clone(),
+            tls: tls.clone(),
+            installation: installation_id,
+            config: Arc::new(config.clone()),
+            locks: project_locks.clone(),
+            projects: projects.clone(),
+            env: env.clone(),
+            networks: networks.clone(),
+            databases: databases.clone(),
+            routing: routing.clone(),
+            logs: logs.clone(),
+            assets: assets.clone(),
+        });
+        let previews = Previews::new(
+            deploys.clone(),
+            store.clone(),
+            secrets.clone(),
+            tls.clone(),
+            routing.clone(),
+            config.previews.clone(),
+            config.base_domain.clone(),
+        );
+        let git_connections = GitConnections::new(
+            deploys.clone(),
+            previews.clone(),
+            store.clone(),
+            secrets.clone(),
+            config.repos_dir(),
+            std::time::Duration::from_secs(config.deploy.fetch_timeout_secs),
+            crate::source::EgressPolicy::from_config(&config.git),
+        );
         Self(Arc::new(Inner {
             config,
             store,
             secrets,
-            deploys: DeployHub::default(),
+            deploys,
+            previews,
+            git_connections,
             routing,
             logs,
             metrics,

@@ -61,7 +61,10 @@ async fn rollback(
     OptionalJson(body): OptionalJson<Rollback>,
 ) -> ApiResult<(StatusCode, Json<DeployCreated>)> {
     let request = body.unwrap_or_default();
-    let deploy = deploy::rollback(&app, &auth.actor, id, request.deploy_id).await?;
+    let deploy = app
+        .deploys
+        .rollback(&auth.actor, id, request.deploy_id)
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(DeployCreated::from(&deploy))))
 }
 
@@ -170,7 +173,10 @@ async fn create(
     OptionalJson(body): OptionalJson<CreateDeploy>,
 ) -> ApiResult<(StatusCode, Json<DeployCreated>)> {
     let request = body.unwrap_or_default();
-    let deploy = deploy::enqueue(&app, &auth.actor, id, parse_ref(&request)?, "api").await?;
+    let deploy = app
+        .deploys
+        .enqueue(&auth.actor, id, parse_ref(&request)?, "api")
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(DeployCreated::from(&deploy))))
 }
 
@@ -190,7 +196,10 @@ async fn create_streamed(
     OptionalJson(body): OptionalJson<CreateDeploy>,
 ) -> ApiResult<Response> {
     let request = body.unwrap_or_default();
-    let deploy = deploy::enqueue(&app, &auth.actor, id, parse_ref(&request)?, "api").await?;
+    let deploy = app
+        .deploys
+        .enqueue(&auth.actor, id, parse_ref(&request)?, "api")
+        .await?;
     let events_url = format!("/v1/deploys/{}/events", deploy.id);
     let mut response = sse(&app, deploy.id, 0).into_response();
     if let Ok(value) = HeaderValue::from_str(&events_url) {
@@ -239,7 +248,7 @@ async fn cancel(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DeployView>> {
-    Ok(Json(deploy::cancel(&app, &auth.actor, id).await?.into()))
+    Ok(Json(app.deploys.cancel(&auth.actor, id).await?.into()))
 }
 
 /// Replay a deploy's events from the start, or from `Last-Event-ID`, then follow it live.
@@ -294,7 +303,7 @@ fn sse(
     deploy_id: String,
     after: i64,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let lines = ReceiverStream::new(deploy::follow(app, deploy_id.clone(), after));
+    let lines = ReceiverStream::new(app.deploys.follow(deploy_id.clone(), after));
     let app = app.clone();
     let events = lines
         .map(|line| Ok(event_of(&line)))
@@ -349,7 +358,7 @@ async fn plan(
             .transpose()?,
         git_ref: request.git_ref.as_deref().map(GitRef::parse).transpose()?,
     };
-    Ok(Json(planning::preview(&app, &auth.actor, target).await?))
+    Ok(Json(app.deploys.plan(&auth.actor, target).await?))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    git_connection::{self, ConnectRequest, ConnectionView, Delivery, DeliveryOutcome},
+    git_connection::{ConnectRequest, ConnectionView, Delivery, DeliveryOutcome},
     source::{GitRef, RepoLocation},
     state::AppState,
 };
@@ -121,7 +121,7 @@ async fn get(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<GitView>> {
-    let view = git_connection::get(&app, &auth.actor, id.clone()).await?;
+    let view = app.git_connections.get(&auth.actor, id.clone()).await?;
     Ok(Json(GitView::new(&id, view)))
 }
 
@@ -143,7 +143,10 @@ async fn connect(
         branch: GitRef::parse(request.branch.as_deref().unwrap_or("main"))?,
         access_token: request.access_token.filter(|token| !token.is_empty()),
     };
-    let (view, secret) = git_connection::connect(&app, &auth.actor, id.clone(), request).await?;
+    let (view, secret) = app
+        .git_connections
+        .connect(&auth.actor, id.clone(), request)
+        .await?;
     Ok(Json(GitConnected {
         connection: GitView::new(&id, view),
         webhook_secret: secret,
@@ -160,7 +163,7 @@ async fn rotate_secret(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RotatedSecret>> {
-    let secret = git_connection::rotate_secret(&app, &auth.actor, id).await?;
+    let secret = app.git_connections.rotate_secret(&auth.actor, id).await?;
     Ok(Json(RotatedSecret {
         webhook_secret: secret,
     }))
@@ -232,7 +235,10 @@ async fn webhook(
         gitlab_token: header(&headers, "x-gitlab-token"),
         client_addr: Some(client.ip()),
     };
-    let outcome = git_connection::handle_delivery(&app, id, delivery, body).await?;
+    let outcome = app
+        .git_connections
+        .handle_delivery(id, delivery, body)
+        .await?;
     let answer = |status: &str, reason: Option<String>, deploy_id: Option<String>| WebhookAnswer {
         status: status.to_owned(),
         reason,

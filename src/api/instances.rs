@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    deploy::instances::{self, InstanceInfo, ScaleRequest},
+    deploy::instances::{InstanceInfo, ScaleRequest},
     names::ProcessType,
     state::AppState,
 };
@@ -104,17 +104,18 @@ async fn scale(
         )
         .into());
     }
-    let project = instances::scale(
-        &app,
-        &auth.actor,
-        id,
-        ScaleRequest {
-            instances: request.instances,
-            size: request.size,
-            processes,
-        },
-    )
-    .await?;
+    let project = app
+        .deploys
+        .scale(
+            &auth.actor,
+            id,
+            ScaleRequest {
+                instances: request.instances,
+                size: request.size,
+                processes,
+            },
+        )
+        .await?;
     Ok(Json(ProjectView::new(&project, &app)))
 }
 
@@ -136,7 +137,10 @@ async fn list(
     Path(id): Path<String>,
     Query(query): Query<InstancesQuery>,
 ) -> ApiResult<Json<InstanceList>> {
-    let found = instances::list(&app, &auth.actor, id, query.preview).await?;
+    let found = app
+        .deploys
+        .instances(&auth.actor, id, query.preview)
+        .await?;
     Ok(Json(InstanceList {
         instances: found.into_iter().map(InstanceView::from).collect(),
     }))

@@ -11,7 +11,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     error::Error,
     names::EnvKey,
-    previews::{self, PreviewInfo, PreviewRequest, PreviewSource},
+    previews::{PreviewInfo, PreviewRequest, PreviewSource},
     source::GitRef,
     state::AppState,
 };
@@ -197,7 +197,7 @@ async fn list(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<PreviewList>> {
-    let found = previews::list(&app, &auth.actor, id).await?;
+    let found = app.previews.list(&auth.actor, id).await?;
     Ok(Json(PreviewList {
         previews: found.into_iter().map(PreviewView::from).collect(),
     }))
@@ -218,8 +218,10 @@ async fn create(
     Path(id): Path<String>,
     Json(request): Json<CreatePreview>,
 ) -> ApiResult<(StatusCode, Json<PreviewView>)> {
-    let queued =
-        previews::create_or_update(&app, &auth.actor, id, request.try_into()?, "api").await?;
+    let queued = app
+        .previews
+        .create_or_update(&auth.actor, id, request.try_into()?, "api")
+        .await?;
     let status = if queued.created {
         StatusCode::CREATED
     } else {
@@ -238,7 +240,9 @@ async fn get(
     State(app): State<AppState>,
     Path((id, preview_id)): Path<(String, String)>,
 ) -> ApiResult<Json<PreviewView>> {
-    let found = previews::list(&app, &auth.actor, id)
+    let found = app
+        .previews
+        .list(&auth.actor, id)
         .await?
         .into_iter()
         .find(|info| info.preview.id == preview_id)
@@ -256,7 +260,7 @@ async fn delete(
     State(app): State<AppState>,
     Path((id, preview_id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    previews::delete(&app, &auth.actor, id, preview_id).await?;
+    app.previews.delete(&auth.actor, id, preview_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -289,7 +289,7 @@ async fn delete(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    crate::deploy::teardown::delete_project(&app, &auth.actor, id).await?;
+    app.deploys.delete_project(&auth.actor, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -15,11 +15,10 @@ use crate::{
     plan::{self, HealthCheck, SourcePlan},
     projects::{self, Project, ProjectStatus},
     runtime::{ContainerSpec, Runtime},
-    state::AppState,
     store,
 };
 
-use super::{Deploy, DeployStatus, ReleaseTarget};
+use super::{Deploy, DeployStatus, Deploys, ReleaseTarget};
 
 /// What instances of a release are made of.
 #[derive(Debug, Clone)]
@@ -78,140 +77,138 @@ pub fn desired_instances(project: &Project, target: &ReleaseTarget, process: &Pr
     }
 }
 
-/// The size tier every instance of a release of `target` runs: the project's for
-/// production; the smallest configured tier for a preview.
-pub(crate) fn desired_size(
-    app: &AppState,
-    project: &Project,
-    target: &ReleaseTarget,
-) -> Option<String> {
-    match target {
-        ReleaseTarget::Production => project.size.clone(),
-        ReleaseTarget::Preview(_) => Some(app.config.scale.smallest_size()),
-    }
-}
-
-/// Starts one instance of a process type of the release and waits until it is healthy:
-/// `web` passes the plan's health check, other types stay up for a few seconds. On failure
-/// the container is removed and the reason returned (its last lines go to `say`).
-pub(crate) async fn start_healthy(
-    app: &AppState,
-    engine: &Runtime,
-    release: &Release,
-    process: &ProcessType,
-    size: Option<&str>,
-    say: &(dyn Fn(String) + Sync),
-) -> std::result::Result<String, String> {
-    let network = app
-        .networks
-        .ensure(engine, &release.project.id, &release.target())
-        .await
-        .map_err(|err| err.to_string())?;
-    let tier = app.config.scale.tier(size);
-    let size_name = size.unwrap_or(&app.config.scale.default_size).to_owned();
-    let mut env: Vec<(String, String)> = release.env.clone().into_iter().collect();
-    env.push(("PORT".to_owned(), release.plan.port.to_string()));
-    let command = match release.plan.processes.get(process.as_str()) {
-        Some(command) => Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), command.clone()]),
-        // `web` without a Procfile line runs the image's CMD; any other type needs one.
-        None if process.is_web() => None,
-        None => {
-            return Err(format!(
-                "this release has no `{process}` process; its Procfile defines: {}",
-                process_types(&release.plan)
-                    .iter()
-                    .map(ProcessType::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
+impl Deploys {
+    /// The size tier every instance of a release of `target` runs: the project's for
+    /// production; the smallest configured tier for a preview.
+    pub(crate) fn desired_size(&self, project: &Project, target: &ReleaseTarget) -> Option<String> {
+        match target {
+            ReleaseTarget::Production => project.size.clone(),
+            ReleaseTarget::Preview(_) => Some(self.config.scale.smallest_size()),
         }
-    };
-    let suffix = ids::random_base62(6).to_ascii_lowercase();
-    let process_part = if process.is_web() {
-        String::new()
-    } else {
-        format!("-{process}")
-    };
-    let labels = Labels::instance(
-        &app.installation,
-        &release.project.id,
-        &release.deploy_id,
-        &suffix,
-        process,
-        &size_name,
-    )
-    .in_preview(release.preview_id.as_deref())
-    .to_map();
-    let mut spec = ContainerSpec {
-        name: format!(
-            "cantila-{}-{}-{}{process_part}-{suffix}",
-            release.project.handle,
-            release.project.name,
-            release.deploy_id.to_ascii_lowercase()
-        ),
-        image: release.image.clone(),
-        command,
-        env,
-        labels,
-        network: network.clone(),
-        memory_bytes: Some(i64::from(tier.memory_mb) * 1024 * 1024),
-        cpus: Some(tier.cpus),
-        restart: true,
-        mounts: Vec::new(),
-    };
-    // Production's volumes and database are production's: a preview runs without them.
-    if release.preview_id.is_none() {
-        app.databases
-            .attach(&release.project.id, &mut spec)
+    }
+
+    /// Starts one instance of a process type of the release and waits until it is healthy:
+    /// `web` passes the plan's health check, other types stay up for a few seconds. On failure
+    /// the container is removed and the reason returned (its last lines go to `say`).
+    pub(crate) async fn start_healthy(
+        &self,
+        engine: &Runtime,
+        release: &Release,
+        process: &ProcessType,
+        size: Option<&str>,
+        say: &(dyn Fn(String) + Sync),
+    ) -> std::result::Result<String, String> {
+        let network = self
+            .networks
+            .ensure(engine, &release.project.id, &release.target())
             .await
             .map_err(|err| err.to_string())?;
-    }
-    say(format!("starting {process} instance {}", spec.name));
-    let status = engine.start(&spec).await.map_err(|err| err.to_string())?;
-    // Followed from here on; the engine keeps what was written before the follower attaches.
-    app.logs.follow_started(crate::logs::StartedContainer {
-        id: status.id.clone(),
-        project_id: release.project.id.clone(),
-        instance: crate::logs::instance_id(&status.id),
-        process: process.to_string(),
-        preview_id: release.preview_id.clone(),
-    });
-    // Only web answers on the port; other types are healthy when they stay up.
-    let health = if process.is_web() {
-        release.plan.health_check.clone()
-    } else {
-        HealthCheck::none()
-    };
-    if health.kind == plan::HealthCheckKind::None {
-        say(format!(
-            "waiting for the {process} process to stay up for {} s",
-            WORKER_SETTLE.as_secs()
-        ));
-    } else {
-        say(format!(
-            "waiting for the app to answer on port {} (health check {}, up to {} s)",
+        let tier = self.config.scale.tier(size);
+        let size_name = size.unwrap_or(&self.config.scale.default_size).to_owned();
+        let mut env: Vec<(String, String)> = release.env.clone().into_iter().collect();
+        env.push(("PORT".to_owned(), release.plan.port.to_string()));
+        let command = match release.plan.processes.get(process.as_str()) {
+            Some(command) => Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), command.clone()]),
+            // `web` without a Procfile line runs the image's CMD; any other type needs one.
+            None if process.is_web() => None,
+            None => {
+                return Err(format!(
+                    "this release has no `{process}` process; its Procfile defines: {}",
+                    process_types(&release.plan)
+                        .iter()
+                        .map(ProcessType::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            }
+        };
+        let suffix = ids::random_base62(6).to_ascii_lowercase();
+        let process_part = if process.is_web() {
+            String::new()
+        } else {
+            format!("-{process}")
+        };
+        let labels = Labels::instance(
+            &self.installation,
+            &release.project.id,
+            &release.deploy_id,
+            &suffix,
+            process,
+            &size_name,
+        )
+        .in_preview(release.preview_id.as_deref())
+        .to_map();
+        let mut spec = ContainerSpec {
+            name: format!(
+                "cantila-{}-{}-{}{process_part}-{suffix}",
+                release.project.handle,
+                release.project.name,
+                release.deploy_id.to_ascii_lowercase()
+            ),
+            image: release.image.clone(),
+            command,
+            env,
+            labels,
+            network: network.clone(),
+            memory_bytes: Some(i64::from(tier.memory_mb) * 1024 * 1024),
+            cpus: Some(tier.cpus),
+            restart: true,
+            mounts: Vec::new(),
+        };
+        // Production's volumes and database are production's: a preview runs without them.
+        if release.preview_id.is_none() {
+            self.databases
+                .attach(&release.project.id, &mut spec)
+                .await
+                .map_err(|err| err.to_string())?;
+        }
+        say(format!("starting {process} instance {}", spec.name));
+        let status = engine.start(&spec).await.map_err(|err| err.to_string())?;
+        // Followed from here on; the engine keeps what was written before the follower attaches.
+        self.logs.follow_started(crate::logs::StartedContainer {
+            id: status.id.clone(),
+            project_id: release.project.id.clone(),
+            instance: crate::logs::instance_id(&status.id),
+            process: process.to_string(),
+            preview_id: release.preview_id.clone(),
+        });
+        // Only web answers on the port; other types are healthy when they stay up.
+        let health = if process.is_web() {
+            release.plan.health_check.clone()
+        } else {
+            HealthCheck::none()
+        };
+        if health.kind == plan::HealthCheckKind::None {
+            say(format!(
+                "waiting for the {process} process to stay up for {} s",
+                WORKER_SETTLE.as_secs()
+            ));
+        } else {
+            say(format!(
+                "waiting for the app to answer on port {} (health check {}, up to {} s)",
+                release.plan.port,
+                health.path.as_deref().unwrap_or("-"),
+                self.config.deploy.health_timeout_secs
+            ));
+        }
+        match wait_healthy(
+            engine,
+            &status.id,
+            &network,
             release.plan.port,
-            health.path.as_deref().unwrap_or("-"),
-            app.config.deploy.health_timeout_secs
-        ));
-    }
-    match wait_healthy(
-        engine,
-        &status.id,
-        &network,
-        release.plan.port,
-        &health,
-        app.config.deploy.health_timeout_secs,
-        say,
-    )
-    .await
-    {
-        Ok(()) => Ok(status.id),
-        Err(reason) => {
-            let _ = engine
-                .stop_and_remove(&status.id, Duration::from_secs(1))
-                .await;
-            Err(reason)
+            &health,
+            self.config.deploy.health_timeout_secs,
+            say,
+        )
+        .await
+        {
+            Ok(()) => Ok(status.id),
+            Err(reason) => {
+                let _ = engine
+                    .stop_and_remove(&status.id, Duration::from_secs(1))
+                    .await;
+                Err(reason)
+            }
         }
     }
 }
@@ -325,76 +322,81 @@ pub(crate) async fn wait_healthy(
     }
 }
 
-/// The release a running deploy was made of: its image, plan and env snapshot.
-async fn running_release(app: &AppState, project: &Project) -> Result<Option<Release>> {
-    let project_id = project.id.clone();
-    let running = app
-        .store
-        .call(move |c| {
-            let deploys =
-                store::deploys::of_project_with_status(c, &project_id, &[DeployStatus::Running])?;
-            let env = store::deploys::running_env(c, &project_id)?;
-            Ok((deploys.into_iter().last(), env))
-        })
-        .await?;
-    let (Some(deploy), sealed_env) = running else {
-        return Ok(None);
-    };
-    release_of(app, project, &deploy, sealed_env)
-}
+impl Deploys {
+    /// The release a running deploy was made of: its image, plan and env snapshot.
+    async fn running_release(&self, project: &Project) -> Result<Option<Release>> {
+        let project_id = project.id.clone();
+        let running = self
+            .store
+            .call(move |c| {
+                let deploys = store::deploys::of_project_with_status(
+                    c,
+                    &project_id,
+                    &[DeployStatus::Running],
+                )?;
+                let env = store::deploys::running_env(c, &project_id)?;
+                Ok((deploys.into_iter().last(), env))
+            })
+            .await?;
+        let (Some(deploy), sealed_env) = running else {
+            return Ok(None);
+        };
+        self.release_of(project, &deploy, sealed_env)
+    }
 
-fn release_of(
-    app: &AppState,
-    project: &Project,
-    deploy: &Deploy,
-    sealed_env: Option<Vec<u8>>,
-) -> Result<Option<Release>> {
-    let Some(image) = deploy.image.clone() else {
-        return Ok(None); // a static site: nothing runs
-    };
-    let plan: SourcePlan = deploy
-        .plan
-        .clone()
-        .and_then(|plan| serde_json::from_value(plan).ok())
-        .ok_or_else(|| Error::Internal(format!("deploy {} has no readable plan", deploy.id)))?;
-    let env = match sealed_env {
-        Some(sealed) => serde_json::from_slice(&app.secrets.open(&sealed)?)
-            .map_err(|err| Error::Internal(format!("env snapshot: {err}")))?,
-        None => BTreeMap::new(),
-    };
-    Ok(Some(Release {
-        project: project.clone(),
-        deploy_id: deploy.id.clone(),
-        image,
-        plan,
-        env,
-        preview_id: deploy.preview_id.clone(),
-    }))
-}
+    fn release_of(
+        &self,
+        project: &Project,
+        deploy: &Deploy,
+        sealed_env: Option<Vec<u8>>,
+    ) -> Result<Option<Release>> {
+        let Some(image) = deploy.image.clone() else {
+            return Ok(None); // a static site: nothing runs
+        };
+        let plan: SourcePlan = deploy
+            .plan
+            .clone()
+            .and_then(|plan| serde_json::from_value(plan).ok())
+            .ok_or_else(|| Error::Internal(format!("deploy {} has no readable plan", deploy.id)))?;
+        let env = match sealed_env {
+            Some(sealed) => serde_json::from_slice(&self.secrets.open(&sealed)?)
+                .map_err(|err| Error::Internal(format!("env snapshot: {err}")))?,
+            None => BTreeMap::new(),
+        };
+        Ok(Some(Release {
+            project: project.clone(),
+            deploy_id: deploy.id.clone(),
+            image,
+            plan,
+            env,
+            preview_id: deploy.preview_id.clone(),
+        }))
+    }
 
-/// Instances of one process type of a release that Docker reports running, oldest first,
-/// not draining. Only the release's own target counts: a preview's containers are never
-/// production's, nor the other way round.
-async fn serving_instances(
-    app: &AppState,
-    engine: &Runtime,
-    release: &Release,
-    process: &ProcessType,
-) -> Vec<crate::runtime::ContainerSummary> {
-    let draining = app.routing.draining();
-    let target = release.target();
-    let filter = Filter::new()
-        .deploy(&release.deploy_id)
-        .kind(Kind::of_process(process))
-        .target(target.preview_id());
-    engine
-        .containers_matching(&filter)
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|c| process_of(c).as_ref() == Some(process))
-        .filter(|c| c.state == "running" && !draining.contains(&c.id))
-        .collect()
+    /// Instances of one process type of a release that Docker reports running, oldest first,
+    /// not draining. Only the release's own target counts: a preview's containers are never
+    /// production's, nor the other way round.
+    async fn serving_instances(
+        &self,
+        engine: &Runtime,
+        release: &Release,
+        process: &ProcessType,
+    ) -> Vec<crate::runtime::ContainerSummary> {
+        let draining = self.routing.draining();
+        let target = release.target();
+        let filter = Filter::new()
+            .deploy(&release.deploy_id)
+            .kind(Kind::of_process(process))
+            .target(target.preview_id());
+        engine
+            .containers_matching(&filter)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| process_of(c).as_ref() == Some(process))
+            .filter(|c| c.state == "running" && !draining.contains(&c.id))
+            .collect()
+    }
 }
 
 /// The process type a container runs; `None` when it is not an instance.
@@ -402,71 +404,76 @@ fn process_of(container: &crate::runtime::ContainerSummary) -> Option<ProcessTyp
     Labels::parse(&container.labels).process_type()
 }
 
-/// Brings one process type of the running release to `instances` instances of `size`,
-/// each on its release target's own network: new instances start and become healthy
-/// first; the ones that go leave the route table, drain, then stop.
-async fn converge(
-    app: &AppState,
-    release: &Release,
-    process: &ProcessType,
-    instances: u32,
-    size: Option<&str>,
-    say: &(dyn Fn(String) + Sync),
-) -> Result<()> {
-    let engine = app.engine().await?;
-    let current = serving_instances(app, &engine, release, process).await;
-    let wanted_size = size.unwrap_or(&app.config.scale.default_size);
-    // An instance of another size, or one not isolated on its own network (started before
-    // networks were per project), is replaced.
-    let (keep, replace): (Vec<_>, Vec<_>) = current.into_iter().partition(|c| {
-        labels::get(&c.labels, Key::Size) == Some(wanted_size)
-            && crate::networks::is_isolated(&app.config.deploy, &c.labels, &c.addresses)
-    });
-    let keep_count = keep.len().min(instances as usize);
-    let mut leaving: Vec<_> = replace;
-    leaving.extend(keep[keep_count..].iter().cloned());
-    let mut started = Vec::new();
-    for _ in keep_count..instances as usize {
-        match start_healthy(app, &engine, release, process, size, say).await {
-            Ok(id) => started.push(id),
-            Err(reason) => {
-                for id in &started {
-                    let _ = engine.stop_and_remove(id, Duration::from_secs(1)).await;
+impl Deploys {
+    /// Brings one process type of the running release to `instances` instances of `size`,
+    /// each on its release target's own network: new instances start and become healthy
+    /// first; the ones that go leave the route table, drain, then stop.
+    async fn converge(
+        &self,
+        release: &Release,
+        process: &ProcessType,
+        instances: u32,
+        size: Option<&str>,
+        say: &(dyn Fn(String) + Sync),
+    ) -> Result<()> {
+        let engine = self.engine().await?;
+        let current = self.serving_instances(&engine, release, process).await;
+        let wanted_size = size.unwrap_or(&self.config.scale.default_size);
+        // An instance of another size, or one not isolated on its own network (started before
+        // networks were per project), is replaced.
+        let (keep, replace): (Vec<_>, Vec<_>) = current.into_iter().partition(|c| {
+            labels::get(&c.labels, Key::Size) == Some(wanted_size)
+                && crate::networks::is_isolated(&self.config.deploy, &c.labels, &c.addresses)
+        });
+        let keep_count = keep.len().min(instances as usize);
+        let mut leaving: Vec<_> = replace;
+        leaving.extend(keep[keep_count..].iter().cloned());
+        let mut started = Vec::new();
+        for _ in keep_count..instances as usize {
+            match self
+                .start_healthy(&engine, release, process, size, say)
+                .await
+            {
+                Ok(id) => started.push(id),
+                Err(reason) => {
+                    for id in &started {
+                        let _ = engine.stop_and_remove(id, Duration::from_secs(1)).await;
+                    }
+                    return Err(Error::Invalid(format!(
+                        "a new {process} instance did not become healthy: {reason}"
+                    )));
                 }
-                return Err(Error::Invalid(format!(
-                    "a new {process} instance did not become healthy: {reason}"
-                )));
             }
         }
-    }
-    if !started.is_empty() && process.is_web() {
-        app.routing.refresh().await?;
-    }
-    if leaving.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<String> = leaving.iter().map(|c| c.id.clone()).collect();
-    app.routing.set_draining(&ids, true);
-    // Only web instances carry requests that need time to finish.
-    if process.is_web() {
-        app.routing.refresh().await?;
-        tokio::time::sleep(Duration::from_secs(app.config.deploy.drain_secs)).await;
-    }
-    let grace = Duration::from_secs(app.config.deploy.stop_grace_secs);
-    for container in &leaving {
-        say(format!("stopping {process} instance {}", container.name));
-        if let Err(err) = engine.stop_and_remove(&container.id, grace).await {
-            say(format!(
-                "warning: could not remove instance {}: {err}",
-                container.name
-            ));
+        if !started.is_empty() && process.is_web() {
+            self.routing.refresh().await?;
         }
+        if leaving.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = leaving.iter().map(|c| c.id.clone()).collect();
+        self.routing.set_draining(&ids, true);
+        // Only web instances carry requests that need time to finish.
+        if process.is_web() {
+            self.routing.refresh().await?;
+            tokio::time::sleep(Duration::from_secs(self.config.deploy.drain_secs)).await;
+        }
+        let grace = Duration::from_secs(self.config.deploy.stop_grace_secs);
+        for container in &leaving {
+            say(format!("stopping {process} instance {}", container.name));
+            if let Err(err) = engine.stop_and_remove(&container.id, grace).await {
+                say(format!(
+                    "warning: could not remove instance {}: {err}",
+                    container.name
+                ));
+            }
+        }
+        self.routing.set_draining(&ids, false);
+        if process.is_web() {
+            self.routing.refresh().await?;
+        }
+        Ok(())
     }
-    app.routing.set_draining(&ids, false);
-    if process.is_web() {
-        app.routing.refresh().await?;
-    }
-    Ok(())
 }
 
 /// Validated scale request.
@@ -479,119 +486,129 @@ pub struct ScaleRequest {
     pub processes: BTreeMap<ProcessType, u32>,
 }
 
-/// Applies new instance counts and/or size without a rebuild, then records them. A
-/// project with no running release records them for its next deploy.
-pub async fn scale(
-    app: &AppState,
-    actor: &Actor,
-    project_id: String,
-    request: ScaleRequest,
-) -> Result<Project> {
-    let max = app.config.scale.max_instances;
-    let web = ProcessType::parse(ProcessType::WEB).expect("`web` is a process type");
-    if let (Some(instances), Some(web_count)) = (request.instances, request.processes.get(&web)) {
-        if instances != *web_count {
-            return Err(Error::Invalid(format!(
+impl Deploys {
+    /// Applies new instance counts and/or size without a rebuild, then records them. A
+    /// project with no running release records them for its next deploy.
+    pub async fn scale(
+        &self,
+        actor: &Actor,
+        project_id: String,
+        request: ScaleRequest,
+    ) -> Result<Project> {
+        let max = self.config.scale.max_instances;
+        let web = ProcessType::parse(ProcessType::WEB).expect("`web` is a process type");
+        if let (Some(instances), Some(web_count)) = (request.instances, request.processes.get(&web))
+        {
+            if instances != *web_count {
+                return Err(Error::Invalid(format!(
                 "`instances` ({instances}) and `processes.web` ({web_count}) disagree; pass one"
             )));
-        }
-    }
-    for (process, count) in request
-        .instances
-        .map(|count| (&web, count))
-        .into_iter()
-        .chain(request.processes.iter().map(|(p, c)| (p, *c)))
-    {
-        if count > max {
-            return Err(Error::Invalid(format!(
-                "instances of `{process}` must be between 0 and {max}, got {count}"
-            )));
-        }
-    }
-    if let Some(size) = &request.size {
-        if !app.config.scale.sizes.contains_key(size) {
-            let known: Vec<&str> = app.config.scale.sizes.keys().map(String::as_str).collect();
-            return Err(Error::Invalid(format!(
-                "size `{size}` is unknown; use one of: {}",
-                known.join(", ")
-            )));
-        }
-    }
-    let project = projects::get(&app.store, actor, project_id).await?;
-    let lock = app.project_lock(&project.id);
-    let _guard = lock.lock().await;
-    let release = running_release(app, &project).await?;
-    if let Some(release) = &release {
-        let known = process_types(&release.plan);
-        if let Some(unknown) = request.processes.keys().find(|p| !known.contains(p)) {
-            let names: Vec<&str> = known.iter().map(ProcessType::as_str).collect();
-            return Err(Error::Invalid(format!(
-                "the running release has no `{unknown}` process; it runs: {}",
-                names.join(", ")
-            )));
-        }
-    }
-    // The project as it will be: counts, size and whether it is stopped.
-    let mut wanted = project.clone();
-    if let Some(instances) = request.instances.or(request.processes.get(&web).copied()) {
-        wanted.instances = instances;
-    }
-    for (process, count) in request.processes.iter().filter(|(p, _)| !p.is_web()) {
-        wanted.process_instances.insert(process.to_string(), *count);
-    }
-    wanted.size = request.size.clone().or(project.size.clone());
-    let workers_idle = match &release {
-        Some(release) => process_types(&release.plan)
-            .iter()
-            .filter(|p| !p.is_web())
-            .all(|p| {
-                wanted
-                    .process_instances
-                    .get(p.as_str())
-                    .copied()
-                    .unwrap_or(1)
-                    == 0
-            }),
-        None => true,
-    };
-    // Plain `instances: 0` stops the whole project; counts per process stop only those.
-    let stops_project = request.processes.is_empty() || workers_idle;
-    wanted.status = match (wanted.instances, project.status) {
-        (0, ProjectStatus::Running) if stops_project => ProjectStatus::Stopped,
-        (_, ProjectStatus::Stopped) if wanted.instances > 0 || !workers_idle => {
-            ProjectStatus::Running
-        }
-        (_, status) => status,
-    };
-    if let Some(release) = &release {
-        let say = |line: String| tracing::info!(project = %project.id, "{line}");
-        for process in process_types(&release.plan) {
-            let count = desired_instances(&wanted, &ReleaseTarget::Production, &process);
-            converge(app, release, &process, count, wanted.size.as_deref(), &say).await?;
-        }
-    }
-    let audit = store::Audit::by(actor, "project.scale", &project.id);
-    let id = project.id.clone();
-    let stored = wanted.clone();
-    let changed: Vec<(String, u32)> = request
-        .processes
-        .iter()
-        .filter(|(p, _)| !p.is_web())
-        .map(|(p, c)| (p.to_string(), *c))
-        .collect();
-    app.store
-        .write_audited(audit, move |tx| {
-            let now = clock::now();
-            store::projects::set_scale(tx, &id, stored.instances, stored.size.as_deref(), &now)?;
-            for (process, count) in &changed {
-                store::projects::set_process_instances(tx, &id, process, *count)?;
             }
-            store::projects::set_status(tx, &id, stored.status, &now)?;
-            Ok(())
-        })
-        .await?;
-    app.routing.refresh().await?;
-    projects::get_unscoped(&app.store, project.id).await
+        }
+        for (process, count) in request
+            .instances
+            .map(|count| (&web, count))
+            .into_iter()
+            .chain(request.processes.iter().map(|(p, c)| (p, *c)))
+        {
+            if count > max {
+                return Err(Error::Invalid(format!(
+                    "instances of `{process}` must be between 0 and {max}, got {count}"
+                )));
+            }
+        }
+        if let Some(size) = &request.size {
+            if !self.config.scale.sizes.contains_key(size) {
+                let known: Vec<&str> = self.config.scale.sizes.keys().map(String::as_str).collect();
+                return Err(Error::Invalid(format!(
+                    "size `{size}` is unknown; use one of: {}",
+                    known.join(", ")
+                )));
+            }
+        }
+        let project = projects::get(&self.store, actor, project_id).await?;
+        let lock = self.project_lock(&project.id);
+        let _guard = lock.lock().await;
+        let release = self.running_release(&project).await?;
+        if let Some(release) = &release {
+            let known = process_types(&release.plan);
+            if let Some(unknown) = request.processes.keys().find(|p| !known.contains(p)) {
+                let names: Vec<&str> = known.iter().map(ProcessType::as_str).collect();
+                return Err(Error::Invalid(format!(
+                    "the running release has no `{unknown}` process; it runs: {}",
+                    names.join(", ")
+                )));
+            }
+        }
+        // The project as it will be: counts, size and whether it is stopped.
+        let mut wanted = project.clone();
+        if let Some(instances) = request.instances.or(request.processes.get(&web).copied()) {
+            wanted.instances = instances;
+        }
+        for (process, count) in request.processes.iter().filter(|(p, _)| !p.is_web()) {
+            wanted.process_instances.insert(process.to_string(), *count);
+        }
+        wanted.size = request.size.clone().or(project.size.clone());
+        let workers_idle = match &release {
+            Some(release) => process_types(&release.plan)
+                .iter()
+                .filter(|p| !p.is_web())
+                .all(|p| {
+                    wanted
+                        .process_instances
+                        .get(p.as_str())
+                        .copied()
+                        .unwrap_or(1)
+                        == 0
+                }),
+            None => true,
+        };
+        // Plain `instances: 0` stops the whole project; counts per process stop only those.
+        let stops_project = request.processes.is_empty() || workers_idle;
+        wanted.status = match (wanted.instances, project.status) {
+            (0, ProjectStatus::Running) if stops_project => ProjectStatus::Stopped,
+            (_, ProjectStatus::Stopped) if wanted.instances > 0 || !workers_idle => {
+                ProjectStatus::Running
+            }
+            (_, status) => status,
+        };
+        if let Some(release) = &release {
+            let say = |line: String| tracing::info!(project = %project.id, "{line}");
+            for process in process_types(&release.plan) {
+                let count = desired_instances(&wanted, &ReleaseTarget::Production, &process);
+                self.converge(release, &process, count, wanted.size.as_deref(), &say)
+                    .await?;
+            }
+        }
+        let audit = store::Audit::by(actor, "project.scale", &project.id);
+        let id = project.id.clone();
+        let stored = wanted.clone();
+        let changed: Vec<(String, u32)> = request
+            .processes
+            .iter()
+            .filter(|(p, _)| !p.is_web())
+            .map(|(p, c)| (p.to_string(), *c))
+            .collect();
+        self.store
+            .write_audited(audit, move |tx| {
+                let now = clock::now();
+                store::projects::set_scale(
+                    tx,
+                    &id,
+                    stored.instances,
+                    stored.size.as_deref(),
+                    &now,
+                )?;
+                for (process, count) in &changed {
+                    store::projects::set_process_instances(tx, &id, process, *count)?;
+                }
+                store::projects::set_status(tx, &id, stored.status, &now)?;
+                Ok(())
+            })
+            .await?;
+        self.routing.refresh().await?;
+        projects::get_unscoped(&self.store, project.id).await
+    }
 }
 
 /// One instance as the API shows it.
@@ -610,80 +627,94 @@ pub struct InstanceInfo {
     pub address: Option<String>,
 }
 
-/// The project's web instances: production's, or with `preview` only that preview's
-/// (another project's preview answers 404).
-pub async fn list(
-    app: &AppState,
-    actor: &Actor,
-    project_id: String,
-    preview: Option<String>,
-) -> Result<Vec<InstanceInfo>> {
-    let project = projects::get(&app.store, actor, project_id).await?;
-    let target = match preview {
-        Some(preview_id) => {
-            let preview = crate::previews::get(app, actor, project.id.clone(), preview_id).await?;
-            ReleaseTarget::Preview(preview.id)
+impl Deploys {
+    /// The project's web instances: production's, or with `preview` only that preview's
+    /// (another project's preview answers 404).
+    pub async fn instances(
+        &self,
+        actor: &Actor,
+        project_id: String,
+        preview: Option<String>,
+    ) -> Result<Vec<InstanceInfo>> {
+        let project = projects::get(&self.store, actor, project_id).await?;
+        let target = match preview {
+            Some(preview_id) => {
+                // Read from the store: previews is a later service than deploy.
+                let project_id = project.id.clone();
+                let preview = self
+                    .store
+                    .call(move |c| {
+                        store::previews::by_id(c, &project_id, &preview_id)?.ok_or_else(|| {
+                            Error::NotFound(format!("preview `{preview_id}` not found"))
+                        })
+                    })
+                    .await?;
+                ReleaseTarget::Preview(preview.id)
+            }
+            None => ReleaseTarget::Production,
+        };
+        let engine = self.engine().await?;
+        let draining = self.routing.draining();
+        let routed = self.routing.routes().load();
+        let mut found = Vec::new();
+        let containers = engine
+            .containers_matching(
+                &Filter::new()
+                    .project(&project.id)
+                    .target(target.preview_id()),
+            )
+            .await
+            .map_err(Error::from)?;
+        for container in containers {
+            let Some(process) = process_of(&container) else {
+                continue; // one-off release containers are the deploy's, not instances
+            };
+            // A container removed since it was listed (a replacement finishing) is not an
+            // instance any more.
+            let status = match engine.inspect(&container.id).await {
+                Ok(status) => status,
+                Err(crate::runtime::RuntimeError::NotFound(_)) => continue,
+                Err(err) => return Err(err.into()),
+            };
+            // Only web listens on the plan's port.
+            let port = container_port(&routed, &project, &target).filter(|_| process.is_web());
+            let ip = crate::networks::address_of(
+                &self.config.deploy,
+                &container.labels,
+                &status.addresses,
+            );
+            let address = ip.map(|ip| match port {
+                Some(port) => format!("{ip}:{port}"),
+                None => ip.to_string(),
+            });
+            let in_table = ip.zip(port).is_some_and(|(ip, port)| {
+                routed_addresses(&routed).contains(&std::net::SocketAddr::new(ip, port))
+            });
+            let state = if draining.contains(&container.id) {
+                "draining"
+            } else if !status.running {
+                "exited"
+            } else if in_table || !process.is_web() {
+                "healthy"
+            } else {
+                "starting"
+            };
+            found.push(InstanceInfo {
+                id: crate::logs::instance_id(&container.id),
+                name: container.name,
+                deploy_id: labels::get(&container.labels, Key::Deploy)
+                    .unwrap_or_default()
+                    .to_owned(),
+                process: process.to_string(),
+                state: state.to_owned(),
+                restart_count: status.restart_count,
+                started_at: status.started_at,
+                size: labels::get(&container.labels, Key::Size).map(str::to_owned),
+                address,
+            });
         }
-        None => ReleaseTarget::Production,
-    };
-    let engine = app.engine().await?;
-    let draining = app.routing.draining();
-    let routed = app.routing.routes().load();
-    let mut found = Vec::new();
-    let containers = engine
-        .containers_matching(
-            &Filter::new()
-                .project(&project.id)
-                .target(target.preview_id()),
-        )
-        .await
-        .map_err(Error::from)?;
-    for container in containers {
-        let Some(process) = process_of(&container) else {
-            continue; // one-off release containers are the deploy's, not instances
-        };
-        // A container removed since it was listed (a replacement finishing) is not an
-        // instance any more.
-        let status = match engine.inspect(&container.id).await {
-            Ok(status) => status,
-            Err(crate::runtime::RuntimeError::NotFound(_)) => continue,
-            Err(err) => return Err(err.into()),
-        };
-        // Only web listens on the plan's port.
-        let port = container_port(&routed, &project, &target).filter(|_| process.is_web());
-        let ip =
-            crate::networks::address_of(&app.config.deploy, &container.labels, &status.addresses);
-        let address = ip.map(|ip| match port {
-            Some(port) => format!("{ip}:{port}"),
-            None => ip.to_string(),
-        });
-        let in_table = ip.zip(port).is_some_and(|(ip, port)| {
-            routed_addresses(&routed).contains(&std::net::SocketAddr::new(ip, port))
-        });
-        let state = if draining.contains(&container.id) {
-            "draining"
-        } else if !status.running {
-            "exited"
-        } else if in_table || !process.is_web() {
-            "healthy"
-        } else {
-            "starting"
-        };
-        found.push(InstanceInfo {
-            id: crate::logs::instance_id(&container.id),
-            name: container.name,
-            deploy_id: labels::get(&container.labels, Key::Deploy)
-                .unwrap_or_default()
-                .to_owned(),
-            process: process.to_string(),
-            state: state.to_owned(),
-            restart_count: status.restart_count,
-            started_at: status.started_at,
-            size: labels::get(&container.labels, Key::Size).map(str::to_owned),
-            address,
-        });
+        Ok(found)
     }
-    Ok(found)
 }
 
 fn routed_addresses(table: &crate::edge::RouteTable) -> Vec<std::net::SocketAddr> {
@@ -716,17 +747,19 @@ fn container_port(
         })
 }
 
-/// Keeps every running release at its desired instance count (replacing instances that
-/// died or were removed) and removes containers no release owns, every few seconds.
-pub async fn run_reconciler(app: AppState, stopped: impl std::future::Future<Output = ()>) {
-    tokio::pin!(stopped);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-            _ = &mut stopped => break,
-        }
-        if let Err(err) = reconcile(&app).await {
-            tracing::warn!(error = %err, "reconciling instances");
+impl Deploys {
+    /// Keeps every running release at its desired instance count (replacing instances that
+    /// died or were removed) and removes containers no release owns, every few seconds.
+    pub async fn run_reconciler(self, stopped: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stopped);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = &mut stopped => break,
+            }
+            if let Err(err) = self.reconcile().await {
+                tracing::warn!(error = %err, "reconciling instances");
+            }
         }
     }
 }
@@ -758,156 +791,164 @@ async fn remove_orphans(
     Ok(())
 }
 
-/// One pass of the reconciler.
-pub async fn reconcile(app: &AppState) -> Result<()> {
-    let Ok(engine) = app.engine().await else {
-        return Ok(());
-    };
-    let (projects, deploys, previews) = app
-        .store
-        .call(|c| {
-            Ok((
-                store::projects::all(c)?,
-                store::deploys::with_status(
-                    c,
-                    &[
-                        DeployStatus::Running,
-                        DeployStatus::Building,
-                        DeployStatus::Releasing,
-                    ],
-                )?,
-                store::previews::all(c)?,
-            ))
-        })
-        .await?;
-    let preview_ids: std::collections::HashSet<&str> =
-        previews.iter().map(|p| p.id.as_str()).collect();
-    // A preview's deploy is only wanted while the preview exists.
-    let wanted = |d: &&Deploy| {
-        d.preview_id
-            .as_deref()
-            .is_none_or(|id| preview_ids.contains(id))
-    };
-    // Orphans: containers of projects or deploys that no longer want them.
-    let live: std::collections::HashSet<&str> = deploys
-        .iter()
-        .filter(wanted)
-        .map(|d| d.id.as_str())
-        .collect();
-    remove_orphans(&engine, &app.installation, &live, &app.routing.draining()).await?;
-    // Each release target (production of each project, each preview) is repaired on its
-    // own: a target's count never counts another target's instances.
-    let mut changed = false;
-    for deploy in deploys
-        .iter()
-        .filter(wanted)
-        .filter(|d| d.status == DeployStatus::Running)
-    {
-        let Some(project) = projects.iter().find(|p| p.id == deploy.project_id) else {
-            continue;
+impl Deploys {
+    /// One pass of the reconciler.
+    pub async fn reconcile(&self) -> Result<()> {
+        let Ok(engine) = self.engine().await else {
+            return Ok(());
         };
-        let target = deploy.target();
-        let busy = deploys.iter().any(|d| {
-            d.project_id == project.id && d.target() == target && d.status != DeployStatus::Running
-        });
-        if busy || deploy.image.is_none() {
-            continue;
-        }
-        let lock = app.project_lock(&project.id);
-        let Ok(_guard) = lock.try_lock() else {
-            continue;
-        };
-        // The view above may be stale: a deploy superseded since (a switch, or its preview
-        // removed) gets no replacements. Whoever superseded it stops its containers under
-        // this lock, so a pass that got here first finishes before they do.
-        // The project is read again under the lock too: a scale that finished meanwhile
-        // changed the counts and size this pass works toward.
-        let (id, project_id) = (deploy.id.clone(), project.id.clone());
-        let current = app
+        let (projects, deploys, previews) = self
             .store
-            .call(move |c| {
-                let running = store::deploys::by_id(c, &id)?
-                    .is_some_and(|current| current.status == DeployStatus::Running);
-                Ok(running
-                    .then(|| store::projects::by_id_unscoped(c, &project_id))
-                    .transpose()?
-                    .flatten())
+            .call(|c| {
+                Ok((
+                    store::projects::all(c)?,
+                    store::deploys::with_status(
+                        c,
+                        &[
+                            DeployStatus::Running,
+                            DeployStatus::Building,
+                            DeployStatus::Releasing,
+                        ],
+                    )?,
+                    store::previews::all(c)?,
+                ))
             })
             .await?;
-        let Some(project) = current else {
-            continue;
+        let preview_ids: std::collections::HashSet<&str> =
+            previews.iter().map(|p| p.id.as_str()).collect();
+        // A preview's deploy is only wanted while the preview exists.
+        let wanted = |d: &&Deploy| {
+            d.preview_id
+                .as_deref()
+                .is_none_or(|id| preview_ids.contains(id))
         };
-        let project = &project;
-        // Exited instances of the release are removed; Docker restarts crashed ones itself.
-        for container in engine
-            .containers_matching(&Filter::new().deploy(&deploy.id))
-            .await
-            .map_err(Error::from)?
+        // Orphans: containers of projects or deploys that no longer want them.
+        let live: std::collections::HashSet<&str> = deploys
+            .iter()
+            .filter(wanted)
+            .map(|d| d.id.as_str())
+            .collect();
+        remove_orphans(&engine, &self.installation, &live, &self.routing.draining()).await?;
+        // Each release target (production of each project, each preview) is repaired on its
+        // own: a target's count never counts another target's instances.
+        let mut changed = false;
+        for deploy in deploys
+            .iter()
+            .filter(wanted)
+            .filter(|d| d.status == DeployStatus::Running)
         {
-            let instance = process_of(&container).is_some();
-            if instance && (container.state == "exited" || container.state == "dead") {
-                let _ = engine
-                    .stop_and_remove(&container.id, Duration::from_secs(1))
-                    .await;
+            let Some(project) = projects.iter().find(|p| p.id == deploy.project_id) else {
+                continue;
+            };
+            let target = deploy.target();
+            let busy = deploys.iter().any(|d| {
+                d.project_id == project.id
+                    && d.target() == target
+                    && d.status != DeployStatus::Running
+            });
+            if busy || deploy.image.is_none() {
+                continue;
             }
-        }
-        let deploy_id = deploy.id.clone();
-        let sealed = app
-            .store
-            .call(move |c| store::deploys::env_of(c, &deploy_id))
-            .await?;
-        let Some(release) = release_of(app, project, deploy, sealed)? else {
-            continue;
-        };
-        let size = desired_size(app, project, &target);
-        let say = |line: String| tracing::info!(project = %release.project.id, "{line}");
-        for process in process_types(&release.plan) {
-            let wanted = desired_instances(project, &target, &process);
-            let serving = serving_instances(app, &engine, &release, &process).await;
-            let exposed = serving
-                .iter()
-                .filter(|c| {
-                    !crate::networks::is_isolated(&app.config.deploy, &c.labels, &c.addresses)
+            let lock = self.project_lock(&project.id);
+            let Ok(_guard) = lock.try_lock() else {
+                continue;
+            };
+            // The view above may be stale: a deploy superseded since (a switch, or its preview
+            // removed) gets no replacements. Whoever superseded it stops its containers under
+            // this lock, so a pass that got here first finishes before they do.
+            // The project is read again under the lock too: a scale that finished meanwhile
+            // changed the counts and size this pass works toward.
+            let (id, project_id) = (deploy.id.clone(), project.id.clone());
+            let current = self
+                .store
+                .call(move |c| {
+                    let running = store::deploys::by_id(c, &id)?
+                        .is_some_and(|current| current.status == DeployStatus::Running);
+                    Ok(running
+                        .then(|| store::projects::by_id_unscoped(c, &project_id))
+                        .transpose()?
+                        .flatten())
                 })
-                .count();
-            let serving = serving.len() as u32;
-            if serving >= wanted && exposed == 0 {
+                .await?;
+            let Some(project) = current else {
                 continue;
-            }
-            if serving >= wanted {
-                // Instances an earlier version started on the shared network (or attached
-                // to another by hand) are replaced the way a scale change replaces them:
-                // new ones on the target's own network first, then switch, drain, stop.
-                tracing::info!(project = %project.id, deploy = %deploy.id, %process, exposed, "moving instances to the release target's own network");
-                if let Err(err) =
-                    converge(app, &release, &process, wanted, size.as_deref(), &say).await
-                {
-                    tracing::warn!(project = %project.id, %process, error = %err, "moving instances to their own network");
+            };
+            let project = &project;
+            // Exited instances of the release are removed; Docker restarts crashed ones itself.
+            for container in engine
+                .containers_matching(&Filter::new().deploy(&deploy.id))
+                .await
+                .map_err(Error::from)?
+            {
+                let instance = process_of(&container).is_some();
+                if instance && (container.state == "exited" || container.state == "dead") {
+                    let _ = engine
+                        .stop_and_remove(&container.id, Duration::from_secs(1))
+                        .await;
                 }
-                continue;
             }
-            tracing::warn!(project = %project.id, deploy = %deploy.id, %process, serving, wanted, "replacing missing instances");
-            for _ in serving..wanted {
-                match start_healthy(app, &engine, &release, &process, size.as_deref(), &say).await {
-                    Ok(_) => changed |= process.is_web(),
-                    Err(reason) => {
-                        tracing::warn!(project = %project.id, %process, %reason, "a replacement instance did not become healthy");
-                        break;
+            let deploy_id = deploy.id.clone();
+            let sealed = self
+                .store
+                .call(move |c| store::deploys::env_of(c, &deploy_id))
+                .await?;
+            let Some(release) = self.release_of(project, deploy, sealed)? else {
+                continue;
+            };
+            let size = self.desired_size(project, &target);
+            let say = |line: String| tracing::info!(project = %release.project.id, "{line}");
+            for process in process_types(&release.plan) {
+                let wanted = desired_instances(project, &target, &process);
+                let serving = self.serving_instances(&engine, &release, &process).await;
+                let exposed = serving
+                    .iter()
+                    .filter(|c| {
+                        !crate::networks::is_isolated(&self.config.deploy, &c.labels, &c.addresses)
+                    })
+                    .count();
+                let serving = serving.len() as u32;
+                if serving >= wanted && exposed == 0 {
+                    continue;
+                }
+                if serving >= wanted {
+                    // Instances an earlier version started on the shared network (or attached
+                    // to another by hand) are replaced the way a scale change replaces them:
+                    // new ones on the target's own network first, then switch, drain, stop.
+                    tracing::info!(project = %project.id, deploy = %deploy.id, %process, exposed, "moving instances to the release target's own network");
+                    if let Err(err) = self
+                        .converge(&release, &process, wanted, size.as_deref(), &say)
+                        .await
+                    {
+                        tracing::warn!(project = %project.id, %process, error = %err, "moving instances to their own network");
+                    }
+                    continue;
+                }
+                tracing::warn!(project = %project.id, deploy = %deploy.id, %process, serving, wanted, "replacing missing instances");
+                for _ in serving..wanted {
+                    match self
+                        .start_healthy(&engine, &release, &process, size.as_deref(), &say)
+                        .await
+                    {
+                        Ok(_) => changed |= process.is_web(),
+                        Err(reason) => {
+                            tracing::warn!(project = %project.id, %process, %reason, "a replacement instance did not become healthy");
+                            break;
+                        }
                     }
                 }
             }
         }
+        if changed {
+            self.routing.refresh().await?;
+        }
+        if let Err(err) = self.networks.sweep(&engine).await {
+            tracing::warn!(error = %err, "removing unused networks");
+        }
+        // Instances Docker restarted, or that ran on while the daemon was down, are followed
+        // again from where their stored logs end.
+        self.logs.follow_running().await?;
+        Ok(())
     }
-    if changed {
-        app.routing.refresh().await?;
-    }
-    if let Err(err) = app.networks.sweep(&engine).await {
-        tracing::warn!(error = %err, "removing unused networks");
-    }
-    // Instances Docker restarted, or that ran on while the daemon was down, are followed
-    // again from where their stored logs end.
-    app.logs.follow_running().await?;
-    Ok(())
 }
 
 #[cfg(test)]

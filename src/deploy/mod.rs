@@ -5,59 +5,169 @@
 //! in order, to the store first and to live subscribers second, so a replay from the store
 //! followed by the live stream never loses or reorders a line.
 
+pub mod access;
 pub mod context;
+pub mod images;
 pub mod instances;
 pub mod pipeline;
 pub mod planning;
+pub mod preview_env;
 pub mod teardown;
 pub mod worker;
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{collections::HashMap, ops::Deref, sync::Arc, sync::Mutex, time::Duration};
 
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 
 use crate::{
     accounts::Actor,
+    assets::Assets,
     clock,
+    config::Config,
+    database::Databases,
+    env::Env,
     error::{Error, Result},
     ids, live,
+    locks::ProjectLocks,
+    logs::Logs,
+    networks::Networks,
     pagination::{Page, PageRequest},
-    state::AppState,
+    projects::Projects,
+    routing::Routing,
+    runtime::Runtime,
+    secrets::SecretBox,
     store::{self, Store},
+    tls::Tls,
 };
 
 pub use crate::model::deploy::{Deploy, DeployStatus, LogLine, ReleaseTarget};
 
-/// Follows a deploy's log from after `after`: stored lines first, then live ones, ending
-/// after the final status. Lines arrive exactly once and in order.
-pub fn follow(app: &AppState, deploy_id: String, after: i64) -> mpsc::Receiver<LogLine> {
-    let fetch_app = app.clone();
-    let fetch_id = deploy_id.clone();
-    let live_app = app.clone();
-    live::replay_then_follow(live::FollowSource {
-        fetch_after: move |after| {
-            let store = fetch_app.store.clone();
-            let deploy_id = fetch_id.clone();
-            async move {
-                logs_after(&store, deploy_id, after)
-                    .await
-                    .unwrap_or_default()
-            }
-        },
-        subscribe: move || live_app.deploys.subscribe(&deploy_id),
-        keep: |_: &LogLine| true,
-        is_last: |line: &LogLine| line.final_status().is_some(),
-        after,
-        _line: std::marker::PhantomData,
-    })
+/// The deploys handle: cheap to clone, one per daemon. Holds the queue's live side (the
+/// hub), the per-project locks and the lower services a release calls.
+#[derive(Clone)]
+pub struct Deploys(Arc<Inner>);
+
+/// What a deploy, a scale, a repair or a project's teardown uses.
+pub struct Inner {
+    store: Store,
+    /// The container runtime; it connects on first use, so the API runs without one.
+    runtime: Runtime,
+    /// Opens env snapshots and access tokens, seals new snapshots.
+    secrets: SecretBox,
+    /// The TLS mode (a preview's URL scheme) and forgetting deleted hostnames' certificates.
+    tls: Tls,
+    /// This installation's id, labelled on everything a deploy creates.
+    installation: Arc<str>,
+    /// The whole configuration: a deploy reads the `deploy`, `scale`, `build` and `git`
+    /// sections, the data directory's layout (repos, builds, sites, assets, backups), the
+    /// base domain and the local-repository policy (which spans `deploy`, `git` and the
+    /// default handle), so one shared copy is simpler than a struct of most of it.
+    config: Arc<Config>,
+    /// Live deploy logs, cancel switches and the worker's wake-up.
+    hub: DeployHub,
+    /// One release change (deploy switch, scale, repair) per project at a time; shared
+    /// with volumes, backups and previews.
+    locks: ProjectLocks,
+    projects: Projects,
+    env: Env,
+    networks: Networks,
+    databases: Databases,
+    routing: Routing,
+    logs: Logs,
+    assets: Assets,
+}
+
+/// What `Deploys::new` is made of; the composition root builds it.
+pub struct DeploysParts {
+    pub store: Store,
+    pub runtime: Runtime,
+    pub secrets: SecretBox,
+    pub tls: Tls,
+    pub installation: Arc<str>,
+    pub config: Arc<Config>,
+    pub locks: ProjectLocks,
+    pub projects: Projects,
+    pub env: Env,
+    pub networks: Networks,
+    pub databases: Databases,
+    pub routing: Routing,
+    pub logs: Logs,
+    pub assets: Assets,
+}
+
+impl Deploys {
+    pub fn new(parts: DeploysParts) -> Self {
+        Self(Arc::new(Inner {
+            store: parts.store,
+            runtime: parts.runtime,
+            secrets: parts.secrets,
+            tls: parts.tls,
+            installation: parts.installation,
+            config: parts.config,
+            hub: DeployHub::default(),
+            locks: parts.locks,
+            projects: parts.projects,
+            env: parts.env,
+            networks: parts.networks,
+            databases: parts.databases,
+            routing: parts.routing,
+            logs: parts.logs,
+            assets: parts.assets,
+        }))
+    }
+
+    /// The container runtime, once it answers (the first call connects): a runtime that
+    /// cannot be reached is `Unavailable`, with what to check.
+    async fn engine(&self) -> Result<Runtime> {
+        self.runtime.ready().await?;
+        Ok(self.runtime.clone())
+    }
+
+    /// The lock serialising release changes of one project.
+    fn project_lock(&self, project_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks.of(project_id)
+    }
+
+    /// Follows a deploy's log from after `after`: stored lines first, then live ones,
+    /// ending after the final status. Lines arrive exactly once and in order.
+    pub fn follow(&self, deploy_id: String, after: i64) -> mpsc::Receiver<LogLine> {
+        let store = self.store.clone();
+        let fetch_id = deploy_id.clone();
+        let live = self.clone();
+        live::replay_then_follow(live::FollowSource {
+            fetch_after: move |after| {
+                let store = store.clone();
+                let deploy_id = fetch_id.clone();
+                async move {
+                    logs_after(&store, deploy_id, after)
+                        .await
+                        .unwrap_or_default()
+                }
+            },
+            subscribe: move || live.hub.subscribe(&deploy_id),
+            keep: |_: &LogLine| true,
+            is_last: |line: &LogLine| line.final_status().is_some(),
+            after,
+            _line: std::marker::PhantomData,
+        })
+    }
+}
+
+// Private to `deploy` and its submodules: the handle's parts are read as fields.
+impl Deref for Deploys {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
 }
 
 /// Live channels and cancel switches of deploys in progress, and the worker's wake-up.
-pub struct DeployHub {
+struct DeployHub {
     live: live::Topics<LogLine>,
     cancels: Mutex<HashMap<String, watch::Sender<bool>>>,
     /// Wakes the worker when a deploy is queued.
-    pub wake: Notify,
+    wake: Notify,
 }
 
 impl Default for DeployHub {
@@ -77,7 +187,7 @@ impl DeployHub {
     }
 
     /// A receiver of the deploy's future lines, or `None` when it has finished.
-    pub fn subscribe(&self, deploy_id: &str) -> Option<broadcast::Receiver<LogLine>> {
+    fn subscribe(&self, deploy_id: &str) -> Option<broadcast::Receiver<LogLine>> {
         self.live.subscribe(deploy_id)
     }
 
@@ -153,108 +263,110 @@ impl DeployLog {
 const BATCH_LINES: usize = 200;
 const BATCH_WAIT: Duration = Duration::from_millis(150);
 
-/// Starts the writer of one deploy's log; the returned task ends when every `DeployLog`
-/// clone is dropped and all lines are stored.
-pub fn start_log(app: &AppState, deploy_id: &str) -> (DeployLog, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<LogMessage>();
-    let app = app.clone();
-    let deploy_id = deploy_id.to_owned();
-    app.deploys.open(&deploy_id);
-    let task = tokio::spawn(async move {
-        let deploy_for_seq = deploy_id.clone();
-        let mut next_seq = app
-            .store
-            .call(move |c| store::deploys::last_log_seq(c, &deploy_for_seq))
-            .await
-            .unwrap_or(0)
-            + 1;
-        let mut finished = false;
-        loop {
-            let Some(first) = rx.recv().await else { break };
-            let mut batch = vec![first];
-            let deadline = tokio::time::Instant::now() + BATCH_WAIT;
-            while batch.len() < BATCH_LINES {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(message)) => batch.push(message),
-                    Ok(None) | Err(_) => break,
+impl Deploys {
+    /// Starts the writer of one deploy's log; the returned task ends when every `DeployLog`
+    /// clone is dropped and all lines are stored.
+    pub(crate) fn start_log(&self, deploy_id: &str) -> (DeployLog, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<LogMessage>();
+        let app = self.clone();
+        let deploy_id = deploy_id.to_owned();
+        app.hub.open(&deploy_id);
+        let task = tokio::spawn(async move {
+            let deploy_for_seq = deploy_id.clone();
+            let mut next_seq = app
+                .store
+                .call(move |c| store::deploys::last_log_seq(c, &deploy_for_seq))
+                .await
+                .unwrap_or(0)
+                + 1;
+            let mut finished = false;
+            loop {
+                let Some(first) = rx.recv().await else { break };
+                let mut batch = vec![first];
+                let deadline = tokio::time::Instant::now() + BATCH_WAIT;
+                while batch.len() < BATCH_LINES {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(message)) => batch.push(message),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                let mut lines = Vec::with_capacity(batch.len());
+                let mut statuses = Vec::new();
+                for message in batch {
+                    let at = clock::now();
+                    let (kind, text) = match message {
+                        LogMessage::Line(text) => ("log", text),
+                        LogMessage::Status { status, failure } => {
+                            finished |= status.is_final();
+                            let text = match &failure {
+                                Some((step, error)) => format!("failed at {step}: {error}"),
+                                None => status.as_str().to_owned(),
+                            };
+                            statuses.push((lines.len(), status, failure, at.clone()));
+                            ("status", text)
+                        }
+                    };
+                    lines.push(LogLine {
+                        seq: next_seq,
+                        at,
+                        kind: kind.to_owned(),
+                        text,
+                    });
+                    next_seq += 1;
+                }
+                let stored = lines.clone();
+                let id = deploy_id.clone();
+                let result = app
+                    .store
+                    .write(move |tx| {
+                        store::deploys::append_logs(tx, &id, &stored)?;
+                        for (_, status, failure, at) in &statuses {
+                            store::deploys::set_status(tx, &id, *status, at)?;
+                            if let Some((step, error)) = failure {
+                                store::deploys::set_failure(tx, &id, step, error)?;
+                            }
+                        }
+                        Ok(())
+                    })
+                    .await;
+                if let Err(err) = result {
+                    tracing::error!(deploy = %deploy_id, error = %err, "storing deploy log lines");
+                }
+                for line in lines {
+                    app.hub.publish(&deploy_id, line);
                 }
             }
-            let mut lines = Vec::with_capacity(batch.len());
-            let mut statuses = Vec::new();
-            for message in batch {
-                let at = clock::now();
-                let (kind, text) = match message {
-                    LogMessage::Line(text) => ("log", text),
-                    LogMessage::Status { status, failure } => {
-                        finished |= status.is_final();
-                        let text = match &failure {
-                            Some((step, error)) => format!("failed at {step}: {error}"),
-                            None => status.as_str().to_owned(),
-                        };
-                        statuses.push((lines.len(), status, failure, at.clone()));
-                        ("status", text)
-                    }
-                };
-                lines.push(LogLine {
-                    seq: next_seq,
-                    at,
-                    kind: kind.to_owned(),
-                    text,
-                });
-                next_seq += 1;
+            if finished {
+                app.hub.close(&deploy_id);
             }
-            let stored = lines.clone();
-            let id = deploy_id.clone();
-            let result = app
-                .store
-                .write(move |tx| {
-                    store::deploys::append_logs(tx, &id, &stored)?;
-                    for (_, status, failure, at) in &statuses {
-                        store::deploys::set_status(tx, &id, *status, at)?;
-                        if let Some((step, error)) = failure {
-                            store::deploys::set_failure(tx, &id, step, error)?;
-                        }
-                    }
-                    Ok(())
-                })
-                .await;
-            if let Err(err) = result {
-                tracing::error!(deploy = %deploy_id, error = %err, "storing deploy log lines");
-            }
-            for line in lines {
-                app.deploys.publish(&deploy_id, line);
-            }
-        }
-        if finished {
-            app.deploys.close(&deploy_id);
-        }
-    });
-    (DeployLog { tx }, task)
-}
+        });
+        (DeployLog { tx }, task)
+    }
 
-/// Queues a deploy of the project at `git_ref` (or the connected branch's head). A deploy
-/// still queued for the project is superseded by this one.
-pub async fn enqueue(
-    app: &AppState,
-    actor: &Actor,
-    project_id: String,
-    git_ref: Option<String>,
-    trigger: &str,
-) -> Result<Deploy> {
-    enqueue_with(app, actor, project_id, git_ref, trigger, None).await
-}
+    /// Queues a deploy of the project at `git_ref` (or the connected branch's head). A deploy
+    /// still queued for the project is superseded by this one.
+    pub async fn enqueue(
+        &self,
+        actor: &Actor,
+        project_id: String,
+        git_ref: Option<String>,
+        trigger: &str,
+    ) -> Result<Deploy> {
+        self.enqueue_with(actor, project_id, git_ref, trigger, None)
+            .await
+    }
 
-/// Queues a rollback to `deploy_id`, or to the deploy that served before the current
-/// release. It runs through the same queue and release path, without a rebuild.
-pub async fn rollback(
-    app: &AppState,
-    actor: &Actor,
-    project_id: String,
-    deploy_id: Option<String>,
-) -> Result<Deploy> {
-    let account_id = actor.account_id.clone();
-    let id = project_id.clone();
-    let target = app
+    /// Queues a rollback to `deploy_id`, or to the deploy that served before the current
+    /// release. It runs through the same queue and release path, without a rebuild.
+    pub async fn rollback(
+        &self,
+        actor: &Actor,
+        project_id: String,
+        deploy_id: Option<String>,
+    ) -> Result<Deploy> {
+        let account_id = actor.account_id.clone();
+        let id = project_id.clone();
+        let target = self
         .store
         .call(move |connection| {
             if store::projects::by_id(connection, &account_id, &id)?.is_none() {
@@ -293,39 +405,41 @@ pub async fn rollback(
             }
         })
         .await?;
-    let git_ref = target.commit_sha.clone().or(target.git_ref.clone());
-    enqueue_with(app, actor, project_id, git_ref, "rollback", Some(target.id)).await
-}
+        let git_ref = target.commit_sha.clone().or(target.git_ref.clone());
+        self.enqueue_with(actor, project_id, git_ref, "rollback", Some(target.id))
+            .await
+    }
 
-async fn enqueue_with(
-    app: &AppState,
-    actor: &Actor,
-    project_id: String,
-    git_ref: Option<String>,
-    trigger: &str,
-    rollback_of: Option<String>,
-) -> Result<Deploy> {
-    let mut deploy = new_deploy(
-        project_id.clone(),
-        ReleaseTarget::Production,
-        git_ref,
-        trigger,
-    );
-    deploy.rollback_of = rollback_of;
-    let audit = store::Audit::by(actor, "deploy.create", &deploy.id);
-    let account_id = actor.account_id.clone();
-    let queued = deploy.clone();
-    let superseded = app
-        .store
-        .write_audited(audit, move |tx| {
-            if store::projects::by_id(tx, &account_id, &project_id)?.is_none() {
-                return Err(Error::NotFound(format!("project `{project_id}` not found")));
-            }
-            store::deploys::queue(tx, &queued)
-        })
-        .await?;
-    announce(app, &deploy.id, superseded);
-    Ok(deploy)
+    async fn enqueue_with(
+        &self,
+        actor: &Actor,
+        project_id: String,
+        git_ref: Option<String>,
+        trigger: &str,
+        rollback_of: Option<String>,
+    ) -> Result<Deploy> {
+        let mut deploy = new_deploy(
+            project_id.clone(),
+            ReleaseTarget::Production,
+            git_ref,
+            trigger,
+        );
+        deploy.rollback_of = rollback_of;
+        let audit = store::Audit::by(actor, "deploy.create", &deploy.id);
+        let account_id = actor.account_id.clone();
+        let queued = deploy.clone();
+        let superseded = self
+            .store
+            .write_audited(audit, move |tx| {
+                if store::projects::by_id(tx, &account_id, &project_id)?.is_none() {
+                    return Err(Error::NotFound(format!("project `{project_id}` not found")));
+                }
+                store::deploys::queue(tx, &queued)
+            })
+            .await?;
+        self.announce(&deploy.id, superseded);
+        Ok(deploy)
+    }
 }
 
 /// A new queued deploy of `target`, not yet stored.
@@ -358,23 +472,25 @@ pub(crate) fn new_deploy(
 
 pub(crate) use crate::store::deploys::Superseded;
 
-/// After `store::deploys::queue`'s transaction committed: ends the superseded deploys' live streams,
-/// opens the new one's and wakes the worker.
-pub(crate) fn announce(app: &AppState, deploy_id: &str, superseded: Superseded) {
-    for (id, line) in superseded {
-        app.deploys.publish(&id, line);
-        app.deploys.close(&id);
+impl Deploys {
+    /// After `store::deploys::queue`'s transaction committed: ends the superseded deploys' live streams,
+    /// opens the new one's and wakes the worker.
+    pub(crate) fn announce(&self, deploy_id: &str, superseded: Superseded) {
+        for (id, line) in superseded {
+            self.hub.publish(&id, line);
+            self.hub.close(&id);
+        }
+        self.hub.open(deploy_id);
+        self.hub.wake.notify_one();
     }
-    app.deploys.open(deploy_id);
-    app.deploys.wake.notify_one();
-}
 
-/// Publishes final status lines written by another party (a preview's removal) and ends
-/// those deploys' live streams.
-pub(crate) fn publish_final(app: &AppState, lines: Vec<(String, LogLine)>) {
-    for (id, line) in lines {
-        app.deploys.publish(&id, line);
-        app.deploys.close(&id);
+    /// Publishes final status lines written by another party (a preview's removal) and ends
+    /// those deploys' live streams.
+    pub(crate) fn publish_final(&self, lines: Vec<(String, LogLine)>) {
+        for (id, line) in lines {
+            self.hub.publish(&id, line);
+            self.hub.close(&id);
+        }
     }
 }
 
@@ -410,59 +526,62 @@ pub async fn list(
     Ok(page.finish(rows))
 }
 
-/// Cancels a queued or in-progress deploy. A finished deploy answers 409.
-pub async fn cancel(app: &AppState, actor: &Actor, deploy_id: String) -> Result<Deploy> {
-    let deploy = get(&app.store, actor, deploy_id.clone()).await?;
-    if deploy.status.is_final() {
-        return Err(Error::Conflict(format!(
+impl Deploys {
+    /// Cancels a queued or in-progress deploy. A finished deploy answers 409.
+    pub async fn cancel(&self, actor: &Actor, deploy_id: String) -> Result<Deploy> {
+        let app = self;
+        let deploy = get(&app.store, actor, deploy_id.clone()).await?;
+        if deploy.status.is_final() {
+            return Err(Error::Conflict(format!(
             "deploy `{deploy_id}` is already {}; only queued, building or releasing deploys can be canceled",
             deploy.status.as_str()
         )));
-    }
-    app.store
-        .write_audited(store::Audit::by(actor, "deploy.cancel", &deploy_id), |_| {
-            Ok(())
-        })
-        .await?;
-    // A queued deploy is canceled in the store, atomically against the worker claiming
-    // it; one already claimed is stopped through its pipeline's switch.
-    let id = deploy_id.clone();
-    let canceled_in_queue = app
-        .store
-        .write(move |tx| {
-            let now = clock::now();
-            if !store::deploys::claim_queued(tx, &id, DeployStatus::Canceled, &now)? {
-                return Ok(None);
+        }
+        app.store
+            .write_audited(store::Audit::by(actor, "deploy.cancel", &deploy_id), |_| {
+                Ok(())
+            })
+            .await?;
+        // A queued deploy is canceled in the store, atomically against the worker claiming
+        // it; one already claimed is stopped through its pipeline's switch.
+        let id = deploy_id.clone();
+        let canceled_in_queue = app
+            .store
+            .write(move |tx| {
+                let now = clock::now();
+                if !store::deploys::claim_queued(tx, &id, DeployStatus::Canceled, &now)? {
+                    return Ok(None);
+                }
+                let line = LogLine {
+                    seq: store::deploys::last_log_seq(tx, &id)? + 1,
+                    at: now,
+                    kind: "status".to_owned(),
+                    text: DeployStatus::Canceled.as_str().to_owned(),
+                };
+                store::deploys::append_logs(tx, &id, std::slice::from_ref(&line))?;
+                Ok(Some(line))
+            })
+            .await?;
+        match canceled_in_queue {
+            Some(line) => {
+                app.hub.publish(&deploy_id, line);
+                app.hub.close(&deploy_id);
             }
-            let line = LogLine {
-                seq: store::deploys::last_log_seq(tx, &id)? + 1,
-                at: now,
-                kind: "status".to_owned(),
-                text: DeployStatus::Canceled.as_str().to_owned(),
-            };
-            store::deploys::append_logs(tx, &id, std::slice::from_ref(&line))?;
-            Ok(Some(line))
-        })
-        .await?;
-    match canceled_in_queue {
-        Some(line) => {
-            app.deploys.publish(&deploy_id, line);
-            app.deploys.close(&deploy_id);
+            None => {
+                app.hub.request_cancel(&deploy_id);
+            }
         }
-        None => {
-            app.deploys.request_cancel(&deploy_id);
+        // Wait briefly for the pipeline to stop so the answer shows the outcome; ownership
+        // was checked above.
+        for _ in 0..100 {
+            let current = get_unscoped(&app.store, deploy_id.clone()).await?;
+            if current.status.is_final() {
+                return Ok(current);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        get_unscoped(&app.store, deploy_id).await
     }
-    // Wait briefly for the pipeline to stop so the answer shows the outcome; ownership
-    // was checked above.
-    for _ in 0..100 {
-        let current = get_unscoped(&app.store, deploy_id.clone()).await?;
-        if current.status.is_final() {
-            return Ok(current);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    get_unscoped(&app.store, deploy_id).await
 }
 
 /// A deploy by id without the account check; only for callers that did the check.
@@ -482,23 +601,25 @@ pub async fn logs_after(store: &Store, deploy_id: String, after: i64) -> Result<
         .await
 }
 
-/// Asks a running pipeline to stop; a no-op for deploys not in progress here.
-pub(crate) fn request_cancel(app: &AppState, deploy_id: &str) {
-    app.deploys.request_cancel(deploy_id);
-}
-
 /// Shared so tests and the worker agree on what a cancel looks like.
 pub type CancelSwitch = watch::Receiver<bool>;
 
-pub(crate) fn cancel_switch(app: &AppState, deploy_id: &str) -> CancelSwitch {
-    app.deploys.cancel_switch(deploy_id)
-}
+impl Deploys {
+    /// Asks a running pipeline to stop; a no-op for deploys not in progress here.
+    pub(crate) fn request_cancel(&self, deploy_id: &str) {
+        self.hub.request_cancel(deploy_id);
+    }
 
-/// Gives up a switch taken for a deploy the worker did not get to run.
-pub(crate) fn release_switch(app: &AppState, deploy_id: &str) {
-    app.deploys
-        .cancels
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(deploy_id);
+    fn cancel_switch(&self, deploy_id: &str) -> CancelSwitch {
+        self.hub.cancel_switch(deploy_id)
+    }
+
+    /// Gives up a switch taken for a deploy the worker did not get to run.
+    fn release_switch(&self, deploy_id: &str) {
+        self.hub
+            .cancels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(deploy_id);
+    }
 }

@@ -15,11 +15,10 @@ use crate::{
     projects::{Project, ProjectStatus},
     runtime::{BuildRequest, ContainerSpec},
     source::{GitRef, Mirror, RepoLocation},
-    state::AppState,
     store,
 };
 
-use super::{context, start_log, Deploy, DeployLog, DeployStatus, ReleaseTarget};
+use super::{context, Deploy, DeployLog, DeployStatus, Deploys, ReleaseTarget};
 
 /// Why a deploy stopped short of `running`.
 enum Stop {
@@ -41,478 +40,423 @@ fn failed(step: &'static str) -> impl Fn(Error) -> Stop {
     }
 }
 
-/// Runs the deploy to its end. Never panics the worker: every outcome is recorded.
-/// The deploy was claimed (`queued → building`) by the worker; `cancel` flips when a
-/// cancel is requested.
-pub async fn run(app: AppState, deploy: Deploy, mut cancel: super::CancelSwitch) {
-    let (log, writer) = start_log(&app, &deploy.id);
-    let scratch = app.config.builds_dir().join(&deploy.id);
-    let mut started: Vec<String> = Vec::new();
-    let outcome = tokio::select! {
-        outcome = steps(&app, &deploy, &log, &scratch, &mut started) => outcome,
-        _ = cancel.wait_for(|canceled| *canceled) => Err(Stop::Canceled),
-    };
-    if let Err(stop) = &outcome {
-        // The new release never took traffic: remove what it started.
-        remove_deploy_containers(&app, &deploy.id).await;
-        let (status, reason) = match stop {
-            Stop::Canceled => (DeployStatus::Canceled, None),
-            Stop::Failed { step, message } => {
-                (DeployStatus::Failed, Some((*step, message.clone())))
-            }
+impl Deploys {
+    /// Runs the deploy to its end. Never panics the worker: every outcome is recorded.
+    /// The deploy was claimed (`queued → building`) by the worker; `cancel` flips when a
+    /// cancel is requested.
+    pub(crate) async fn run_pipeline(&self, deploy: Deploy, mut cancel: super::CancelSwitch) {
+        let (log, writer) = self.start_log(&deploy.id);
+        let scratch = self.config.builds_dir().join(&deploy.id);
+        let mut started: Vec<String> = Vec::new();
+        let outcome = tokio::select! {
+            outcome = self.steps(&deploy, &log, &scratch, &mut started) => outcome,
+            _ = cancel.wait_for(|canceled| *canceled) => Err(Stop::Canceled),
         };
-        match reason {
-            Some((step, message)) => {
-                log.line(format!("deploy failed at {step}: {message}"));
-                log.failed(step, &message);
+        if let Err(stop) = &outcome {
+            // The new release never took traffic: remove what it started.
+            self.remove_deploy_containers(&deploy.id).await;
+            let (status, reason) = match stop {
+                Stop::Canceled => (DeployStatus::Canceled, None),
+                Stop::Failed { step, message } => {
+                    (DeployStatus::Failed, Some((*step, message.clone())))
+                }
+            };
+            match reason {
+                Some((step, message)) => {
+                    log.line(format!("deploy failed at {step}: {message}"));
+                    log.failed(step, &message);
+                }
+                None => {
+                    log.line("deploy canceled");
+                    log.status(status);
+                }
+            }
+            // A preview's failure never changes the project's status.
+            if deploy.preview_id.is_none() {
+                self.restore_project_status(&deploy.project_id).await;
+            }
+        }
+        drop(started);
+        let _ = tokio::fs::remove_dir_all(&scratch).await;
+        drop(log);
+        let _ = writer.await;
+    }
+
+    async fn steps(
+        &self,
+        deploy: &Deploy,
+        log: &DeployLog,
+        scratch: &Path,
+        started: &mut Vec<String>,
+    ) -> Result<(), Stop> {
+        let project_id = deploy.project_id.clone();
+        let project = self
+            .store
+            .call(move |c| {
+                store::projects::by_id_unscoped(c, &project_id)?
+                    .ok_or_else(|| Error::NotFound("the project was deleted".to_owned()))
+            })
+            .await
+            .map_err(failed("fetch"))?;
+        // A running or stopped project keeps its status while a new release builds; a
+        // preview's build never changes it.
+        if deploy.preview_id.is_none() {
+            self.set_project_status(&project, ProjectStatus::Building, true)
+                .await;
+        }
+        log.status(DeployStatus::Building);
+
+        // What to release: built from source now, or an earlier deploy's (a rollback).
+        let (source_plan, image, earlier_env) = match &deploy.rollback_of {
+            Some(target) => {
+                let (plan, image, env) =
+                    self.prepare_rollback(&project, deploy, target, log).await?;
+                (plan, image, Some(env))
             }
             None => {
-                log.line("deploy canceled");
-                log.status(status);
+                let (plan, image) = self
+                    .build_from_source(&project, deploy, log, scratch)
+                    .await?;
+                (plan, image, None)
             }
-        }
-        // A preview's failure never changes the project's status.
-        if deploy.preview_id.is_none() {
-            restore_project_status(&app, &deploy.project_id).await;
-        }
-    }
-    drop(started);
-    let _ = tokio::fs::remove_dir_all(&scratch).await;
-    drop(log);
-    let _ = writer.await;
-}
+        };
 
-async fn steps(
-    app: &AppState,
-    deploy: &Deploy,
-    log: &DeployLog,
-    scratch: &Path,
-    started: &mut Vec<String>,
-) -> Result<(), Stop> {
-    let project_id = deploy.project_id.clone();
-    let project = app
-        .store
-        .call(move |c| {
-            store::projects::by_id_unscoped(c, &project_id)?
-                .ok_or_else(|| Error::NotFound("the project was deleted".to_owned()))
-        })
-        .await
-        .map_err(failed("fetch"))?;
-    // A running or stopped project keeps its status while a new release builds; a
-    // preview's build never changes it.
-    if deploy.preview_id.is_none() {
-        set_project_status(app, &project, ProjectStatus::Building, true).await;
-    }
-    log.status(DeployStatus::Building);
-
-    // What to release: built from source now, or an earlier deploy's (a rollback).
-    let (source_plan, image, earlier_env) = match &deploy.rollback_of {
-        Some(target) => {
-            let (plan, image, env) = prepare_rollback(app, &project, deploy, target, log).await?;
-            (plan, image, Some(env))
-        }
-        None => {
-            let (plan, image) = build_from_source(app, &project, deploy, log, scratch).await?;
-            (plan, image, None)
-        }
-    };
-
-    // One release change per project at a time: a scale or a repair waits for this one.
-    let lock = app.project_lock(&project.id);
-    let _release_guard = lock.lock().await;
-    log.status(DeployStatus::Releasing);
-    let env_snapshot = match earlier_env {
-        Some(env) => env,
-        None => snapshot_env(app, deploy, &project).await?,
-    };
-    if let Some(image) = image {
-        // A rollback re-releases what already ran: its release command ran back then.
-        if let (Some(command), None) = (&source_plan.release_command, &deploy.rollback_of) {
-            run_release_command(
-                app,
+        // One release change per project at a time: a scale or a repair waits for this one.
+        let lock = self.project_lock(&project.id);
+        let _release_guard = lock.lock().await;
+        log.status(DeployStatus::Releasing);
+        let env_snapshot = match earlier_env {
+            Some(env) => env,
+            None => self.snapshot_env(deploy, &project).await?,
+        };
+        if let Some(image) = image {
+            // A rollback re-releases what already ran: its release command ran back then.
+            if let (Some(command), None) = (&source_plan.release_command, &deploy.rollback_of) {
+                self.run_release_command(
+                    &project,
+                    deploy,
+                    &source_plan,
+                    &image,
+                    &env_snapshot,
+                    command,
+                    log,
+                )
+                .await?;
+            }
+            self.release_containers(
                 &project,
                 deploy,
                 &source_plan,
                 &image,
-                &env_snapshot,
-                command,
+                env_snapshot,
                 log,
+                started,
             )
             .await?;
         }
-        release_containers(
-            app,
-            &project,
-            deploy,
-            &source_plan,
-            &image,
-            env_snapshot,
-            log,
-            started,
-        )
-        .await?;
+        self.switch_to(&project, deploy, log)
+            .await
+            .map_err(failed("release"))?;
+        match deploy.target() {
+            ReleaseTarget::Production => self.prune_images(&project.id).await,
+            ReleaseTarget::Preview(preview_id) => self.prune_preview_images(&preview_id).await,
+        }
+        Ok(())
     }
-    switch_to(app, &project, deploy, log)
-        .await
-        .map_err(failed("release"))?;
-    match deploy.target() {
-        ReleaseTarget::Production => prune_images(app, &project.id).await,
-        ReleaseTarget::Preview(preview_id) => crate::previews::prune_images(app, &preview_id).await,
-    }
-    Ok(())
-}
 
-/// Removes the images of releases older than the newest `deploy.keep_images` ones. An
-/// image still used by a container (or shared with a kept release) stays.
-async fn prune_images(app: &AppState, project_id: &str) {
-    let id = project_id.to_owned();
-    let history = app
-        .store
-        .call(move |c| store::deploys::page(c, &id, None, 1000))
-        .await
-        .unwrap_or_default();
-    let mut kept: Vec<String> = Vec::new();
-    let mut prunable: Vec<String> = Vec::new();
-    let mut deploys_of_image: std::collections::HashMap<String, Vec<String>> =
-        std::collections::HashMap::new();
-    for (_, deploy) in history {
-        let Some(image) = deploy.image else { continue };
-        deploys_of_image
-            .entry(image.clone())
-            .or_default()
-            .push(deploy.id.clone());
-        let released = matches!(
-            deploy.status,
-            DeployStatus::Running | DeployStatus::Superseded
-        );
-        if kept.contains(&image) || prunable.contains(&image) {
-            continue;
+    /// Fetch, plan and build (or publish a static site). Returns the plan and the image,
+    /// `None` for a static site.
+    async fn build_from_source(
+        &self,
+        project: &Project,
+        deploy: &Deploy,
+        log: &DeployLog,
+        scratch: &Path,
+    ) -> Result<(SourcePlan, Option<String>), Stop> {
+        let source_dir = scratch.join("source");
+        self.fetch(deploy, project, log, &source_dir).await?;
+        let source_plan = self.plan_source(project, log, &source_dir).await?;
+        let plan_json = serde_json::to_string(
+            &self
+                .deploy_plan(project, &source_plan)
+                .await
+                .map_err(failed("plan"))?,
+        )
+        .map_err(|err| failed("plan")(Error::Internal(err.to_string())))?;
+        {
+            let id = deploy.id.clone();
+            let plan_json = plan_json.clone();
+            self.store
+                .call(move |c| store::deploys::set_plan(c, &id, &plan_json))
+                .await
+                .map_err(failed("plan"))?;
         }
-        if released && kept.len() < app.config.deploy.keep_images {
-            kept.push(image);
-        } else {
-            prunable.push(image);
-        }
-    }
-    let Ok(engine) = app.engine().await else {
-        return;
-    };
-    for image in prunable {
-        if engine.image_id(&image).await.ok().flatten().is_none() {
-            continue;
-        }
-        match engine.remove_image(&image).await {
-            Ok(()) => {
-                tracing::info!(project = %project_id, %image, "removed an old image");
-                let deploys = deploys_of_image.remove(&image).unwrap_or_default();
-                app.assets.forget(project_id, &deploys).await;
+        let image = match source_plan.builder {
+            Builder::Static => {
+                self.publish_static_site(project, deploy, &source_plan, &source_dir, log)
+                    .await?;
+                None
             }
-            Err(err) => tracing::debug!(%image, error = %err, "keeping an image still in use"),
-        }
+            Builder::Dockerfile | Builder::Generated => {
+                let image = self
+                    .build_image(project, deploy, &source_plan, &plan_json, &source_dir, log)
+                    .await?;
+                self.assets
+                    .prepare(project, deploy, &source_plan, &image)
+                    .await;
+                Some(image)
+            }
+        };
+        Ok((source_plan, image))
     }
-}
 
-/// Fetch, plan and build (or publish a static site). Returns the plan and the image,
-/// `None` for a static site.
-async fn build_from_source(
-    app: &AppState,
-    project: &Project,
-    deploy: &Deploy,
-    log: &DeployLog,
-    scratch: &Path,
-) -> Result<(SourcePlan, Option<String>), Stop> {
-    let source_dir = scratch.join("source");
-    fetch(app, deploy, project, log, &source_dir).await?;
-    let source_plan = plan_source(app, project, log, &source_dir).await?;
-    let plan_json = serde_json::to_string(
-        &super::planning::deploy_plan(app, project, &source_plan)
-            .await
-            .map_err(failed("plan"))?,
-    )
-    .map_err(|err| failed("plan")(Error::Internal(err.to_string())))?;
-    {
-        let id = deploy.id.clone();
-        let plan_json = plan_json.clone();
-        app.store
-            .call(move |c| store::deploys::set_plan(c, &id, &plan_json))
-            .await
-            .map_err(failed("plan"))?;
-    }
-    let image = match source_plan.builder {
-        Builder::Static => {
-            publish_static_site(app, project, deploy, &source_plan, &source_dir, log).await?;
-            None
+    /// The env this release runs with, sealed onto the deploy for rollbacks and repairs: the
+    /// project's, or for a preview the project's without production-only keys plus the
+    /// preview's own (`Deploys::preview_release_env`).
+    async fn snapshot_env(
+        &self,
+        deploy: &Deploy,
+        project: &Project,
+    ) -> Result<std::collections::BTreeMap<String, String>, Stop> {
+        let env_snapshot = match deploy.target() {
+            ReleaseTarget::Production => self.env.snapshot(&project.id).await,
+            ReleaseTarget::Preview(preview_id) => {
+                self.preview_release_env(project, &preview_id).await
+            }
         }
-        Builder::Dockerfile | Builder::Generated => {
-            let image = build_image(
-                app,
-                project,
-                deploy,
-                &source_plan,
-                &plan_json,
-                &source_dir,
-                log,
-            )
-            .await?;
-            app.assets
-                .prepare(project, deploy, &source_plan, &image)
-                .await;
-            Some(image)
-        }
-    };
-    Ok((source_plan, image))
-}
-
-/// The env this release runs with, sealed onto the deploy for rollbacks and repairs: the
-/// project's, or for a preview the project's without production-only keys plus the
-/// preview's own (`previews::release_env`).
-async fn snapshot_env(
-    app: &AppState,
-    deploy: &Deploy,
-    project: &Project,
-) -> Result<std::collections::BTreeMap<String, String>, Stop> {
-    let env_snapshot = match deploy.target() {
-        ReleaseTarget::Production => app.env.snapshot(&project.id).await,
-        ReleaseTarget::Preview(preview_id) => {
-            crate::previews::release_env(app, project, &preview_id).await
-        }
-    }
-    .map_err(failed("release"))?;
-    let sealed = app
-        .secrets
-        .seal(&serde_json::to_vec(&env_snapshot).unwrap_or_default());
-    let id = deploy.id.clone();
-    app.store
-        .call(move |c| store::deploys::set_env(c, &id, &sealed))
-        .await
         .map_err(failed("release"))?;
-    Ok(env_snapshot)
-}
-
-async fn fetch(
-    app: &AppState,
-    deploy: &Deploy,
-    project: &Project,
-    log: &DeployLog,
-    source_dir: &Path,
-) -> Result<(), Stop> {
-    let project_id = project.id.clone();
-    let stored = app
-        .store
-        .call(move |c| store::git::get(c, &project_id))
-        .await
-        .map_err(failed("fetch"))?
-        .ok_or_else(|| {
-            failed("fetch")(Error::Invalid(format!(
-                "the project has no git repository; connect one with POST /v1/projects/{}/git",
-                project.id
-            )))
-        })?;
-    let location = RepoLocation::parse(&stored.repo).map_err(failed("fetch"))?;
-    // Checked again at every deploy: a permission the operator revoked after the
-    // repository was connected fails the deploy here, with the reason.
-    crate::git_connection::permit_repo(
-        app,
-        &project.account_id,
-        project.handle.as_str(),
-        &location,
-    )
-    .await
-    .map_err(failed("fetch"))?;
-    let token = match &stored.access_token {
-        Some(sealed) => Some(app.secrets.open_string(sealed).map_err(failed("fetch"))?),
-        None => None,
-    };
-    let wanted = deploy
-        .git_ref
-        .clone()
-        .unwrap_or_else(|| stored.branch.clone());
-    let git_ref = GitRef::parse(&wanted).map_err(failed("fetch"))?;
-    log.line(format!("fetching {location} ({wanted})"));
-    let mirror_path = app.config.repos_dir().join(format!("{}.git", project.id));
-    let timeout = Duration::from_secs(app.config.deploy.fetch_timeout_secs);
-    let egress = crate::source::EgressPolicy::from_config(&app.config.git);
-    let export_to = source_dir.to_owned();
-    let commit = tokio::task::spawn_blocking(move || -> Result<_, Error> {
-        let mirror = Mirror::open_or_init(&mirror_path)?;
-        mirror.fetch(&location, token.as_deref(), timeout, &egress)?;
-        let commit = mirror.resolve(&git_ref)?;
-        std::fs::create_dir_all(&export_to)
-            .map_err(|err| Error::Internal(format!("creating {}: {err}", export_to.display())))?;
-        mirror.export(&commit.sha, &export_to)?;
-        Ok(commit)
-    })
-    .await
-    .map_err(|err| failed("fetch")(Error::Internal(err.to_string())))?
-    .map_err(failed("fetch"))?;
-    log.line(format!(
-        "commit {} {}",
-        &commit.sha[..12.min(commit.sha.len())],
-        commit.message
-    ));
-    let id = deploy.id.clone();
-    app.store
-        .call(move |c| store::deploys::set_source(c, &id, &commit.sha, &commit.message))
-        .await
-        .map_err(failed("fetch"))?;
-    Ok(())
-}
-
-async fn plan_source(
-    app: &AppState,
-    project: &Project,
-    log: &DeployLog,
-    source_dir: &Path,
-) -> Result<SourcePlan, Stop> {
-    let tree = source_dir.to_owned();
-    let images = app.config.build.images.clone();
-    let hint = project.runtime;
-    let source_plan = tokio::task::spawn_blocking(move || {
-        plan::plan_tree(
-            &tree,
-            &PlanOptions {
-                runtime_hint: hint,
-                images: &images,
-            },
-        )
-    })
-    .await
-    .map_err(|err| failed("plan")(Error::Internal(err.to_string())))?
-    .map_err(failed("plan"))?;
-    log.line(format!(
-        "plan: runtime {}, builder {}, port {}",
-        source_plan.runtime.as_str(),
-        builder_name(source_plan.builder),
-        source_plan.port
-    ));
-    for warning in &source_plan.warnings {
-        log.line(format!("warning: {warning}"));
+        let sealed = self
+            .secrets
+            .seal(&serde_json::to_vec(&env_snapshot).unwrap_or_default());
+        let id = deploy.id.clone();
+        self.store
+            .call(move |c| store::deploys::set_env(c, &id, &sealed))
+            .await
+            .map_err(failed("release"))?;
+        Ok(env_snapshot)
     }
-    Ok(source_plan)
-}
 
-/// Builds the image, or reuses the image of an earlier deploy of the same commit and plan.
-async fn build_image(
-    app: &AppState,
-    project: &Project,
-    deploy: &Deploy,
-    source_plan: &SourcePlan,
-    plan_json: &str,
-    source_dir: &Path,
-    log: &DeployLog,
-) -> Result<String, Stop> {
-    let engine = app.engine().await.map_err(failed("build"))?;
-    let project_id = project.id.clone();
-    let deploy_id = deploy.id.clone();
-    let plan_key = plan_json.to_owned();
-    let reusable = app
-        .store
-        .call(move |c| {
-            let sha = store::deploys::by_id(c, &deploy_id)?
-                .and_then(|d| d.commit_sha)
-                .unwrap_or_default();
-            store::deploys::reusable_image(c, &project_id, &sha, &plan_key)
+    async fn fetch(
+        &self,
+        deploy: &Deploy,
+        project: &Project,
+        log: &DeployLog,
+        source_dir: &Path,
+    ) -> Result<(), Stop> {
+        let project_id = project.id.clone();
+        let stored = self
+            .store
+            .call(move |c| store::git::get(c, &project_id))
+            .await
+            .map_err(failed("fetch"))?
+            .ok_or_else(|| {
+                failed("fetch")(Error::Invalid(format!(
+                    "the project has no git repository; connect one with POST /v1/projects/{}/git",
+                    project.id
+                )))
+            })?;
+        let location = RepoLocation::parse(&stored.repo).map_err(failed("fetch"))?;
+        // Checked again at every deploy: a permission the operator revoked after the
+        // repository was connected fails the deploy here, with the reason.
+        self.permit_repo(&project.account_id, project.handle.as_str(), &location)
+            .await
+            .map_err(failed("fetch"))?;
+        let token = match &stored.access_token {
+            Some(sealed) => Some(self.secrets.open_string(sealed).map_err(failed("fetch"))?),
+            None => None,
+        };
+        let wanted = deploy
+            .git_ref
+            .clone()
+            .unwrap_or_else(|| stored.branch.clone());
+        let git_ref = GitRef::parse(&wanted).map_err(failed("fetch"))?;
+        log.line(format!("fetching {location} ({wanted})"));
+        let mirror_path = self.config.repos_dir().join(format!("{}.git", project.id));
+        let timeout = Duration::from_secs(self.config.deploy.fetch_timeout_secs);
+        let egress = crate::source::EgressPolicy::from_config(&self.config.git);
+        let export_to = source_dir.to_owned();
+        let commit = tokio::task::spawn_blocking(move || -> Result<_, Error> {
+            let mirror = Mirror::open_or_init(&mirror_path)?;
+            mirror.fetch(&location, token.as_deref(), timeout, &egress)?;
+            let commit = mirror.resolve(&git_ref)?;
+            std::fs::create_dir_all(&export_to).map_err(|err| {
+                Error::Internal(format!("creating {}: {err}", export_to.display()))
+            })?;
+            mirror.export(&commit.sha, &export_to)?;
+            Ok(commit)
         })
         .await
-        .map_err(failed("build"))?;
-    if let Some(image) = reusable {
-        if engine
-            .image_id(&image)
+        .map_err(|err| failed("fetch")(Error::Internal(err.to_string())))?
+        .map_err(failed("fetch"))?;
+        log.line(format!(
+            "commit {} {}",
+            &commit.sha[..12.min(commit.sha.len())],
+            commit.message
+        ));
+        let id = deploy.id.clone();
+        self.store
+            .call(move |c| store::deploys::set_source(c, &id, &commit.sha, &commit.message))
             .await
-            .map_err(|e| failed("build")(e.into()))?
-            .is_some()
-        {
-            log.line(format!(
-                "reusing image {image}: same commit and plan as an earlier deploy"
-            ));
-            record_image(app, deploy, &image).await?;
-            return Ok(image);
-        }
+            .map_err(failed("fetch"))?;
+        Ok(())
     }
-    let tag = format!("cantila/{}/{}:{}", project.handle, project.name, deploy.id);
-    let generated = match source_plan.builder {
-        Builder::Generated => source_plan.dockerfile.clone(),
-        Builder::Dockerfile | Builder::Static => None,
-    };
-    let dockerfile = if generated.is_some() {
-        context::GENERATED_DOCKERFILE.to_owned()
-    } else {
-        "Dockerfile".to_owned()
-    };
-    let root = source_dir.to_owned();
-    let max_bytes = app.config.deploy.max_context_mb * 1024 * 1024;
-    let built_context = tokio::task::spawn_blocking(move || {
-        context::build_context(&root, generated.as_deref(), max_bytes)
-    })
-    .await
-    .map_err(|err| failed("build")(Error::Internal(err.to_string())))?
-    .map_err(failed("build"))?;
-    log.line(format!(
-        "building {tag} ({} files, {} KiB context, {} excluded by .dockerignore)",
-        built_context.files,
-        built_context.tar.len() / 1024,
-        built_context.excluded
-    ));
-    let labels = Labels::image(&app.installation, &project.id, &deploy.id).to_map();
-    // RUN steps join the release target's own network: they reach the internet (NAT) and
-    // their own project's containers, never another project's, nor whatever else sits on
-    // the engine's default bridge.
-    let network = app
-        .networks
-        .ensure(&engine, &project.id, &deploy.target())
-        .await
-        .map_err(failed("build"))?;
-    let request = BuildRequest {
-        context_tar: built_context.tar,
-        dockerfile,
-        tag: tag.clone(),
-        labels,
-        memory_bytes: Some(i64::from(app.config.deploy.build_memory_mb) * 1024 * 1024),
-        cpus: Some(app.config.deploy.build_cpus),
-        network: Some(network),
-    };
-    let build_log = log.clone();
-    engine
-        .build(request, &mut move |line| build_log.line(line))
-        .await
-        .map_err(|err| Stop::Failed {
-            step: "build",
-            message: err.to_string(),
-        })?;
-    record_image(app, deploy, &tag).await?;
-    Ok(tag)
-}
 
-async fn record_image(app: &AppState, deploy: &Deploy, image: &str) -> Result<(), Stop> {
-    let id = deploy.id.clone();
-    let image = image.to_owned();
-    app.store
-        .call(move |c| store::deploys::set_image(c, &id, &image))
+    async fn plan_source(
+        &self,
+        project: &Project,
+        log: &DeployLog,
+        source_dir: &Path,
+    ) -> Result<SourcePlan, Stop> {
+        let tree = source_dir.to_owned();
+        let images = self.config.build.images.clone();
+        let hint = project.runtime;
+        let source_plan = tokio::task::spawn_blocking(move || {
+            plan::plan_tree(
+                &tree,
+                &PlanOptions {
+                    runtime_hint: hint,
+                    images: &images,
+                },
+            )
+        })
         .await
-        .map_err(failed("build"))
-}
+        .map_err(|err| failed("plan")(Error::Internal(err.to_string())))?
+        .map_err(failed("plan"))?;
+        log.line(format!(
+            "plan: runtime {}, builder {}, port {}",
+            source_plan.runtime.as_str(),
+            builder_name(source_plan.builder),
+            source_plan.port
+        ));
+        for warning in &source_plan.warnings {
+            log.line(format!("warning: {warning}"));
+        }
+        Ok(source_plan)
+    }
 
-/// Copies the site's root out of the scratch tree to where the edge serves it from.
-async fn publish_static_site(
-    app: &AppState,
-    project: &Project,
-    deploy: &Deploy,
-    source_plan: &SourcePlan,
-    source_dir: &Path,
-    log: &DeployLog,
-) -> Result<(), Stop> {
-    let root = source_dir.join(source_plan.static_root.as_deref().unwrap_or("."));
-    let target = app.config.sites_dir().join(&project.id).join(&deploy.id);
-    log.line(format!(
-        "publishing the static site from {}",
-        source_plan.static_root.as_deref().unwrap_or(".")
-    ));
-    let copied = tokio::task::spawn_blocking(move || copy_tree(&root, &target))
+    /// Builds the image, or reuses the image of an earlier deploy of the same commit and plan.
+    async fn build_image(
+        &self,
+        project: &Project,
+        deploy: &Deploy,
+        source_plan: &SourcePlan,
+        plan_json: &str,
+        source_dir: &Path,
+        log: &DeployLog,
+    ) -> Result<String, Stop> {
+        let engine = self.engine().await.map_err(failed("build"))?;
+        let project_id = project.id.clone();
+        let deploy_id = deploy.id.clone();
+        let plan_key = plan_json.to_owned();
+        let reusable = self
+            .store
+            .call(move |c| {
+                let sha = store::deploys::by_id(c, &deploy_id)?
+                    .and_then(|d| d.commit_sha)
+                    .unwrap_or_default();
+                store::deploys::reusable_image(c, &project_id, &sha, &plan_key)
+            })
+            .await
+            .map_err(failed("build"))?;
+        if let Some(image) = reusable {
+            if engine
+                .image_id(&image)
+                .await
+                .map_err(|e| failed("build")(e.into()))?
+                .is_some()
+            {
+                log.line(format!(
+                    "reusing image {image}: same commit and plan as an earlier deploy"
+                ));
+                self.record_image(deploy, &image).await?;
+                return Ok(image);
+            }
+        }
+        let tag = format!("cantila/{}/{}:{}", project.handle, project.name, deploy.id);
+        let generated = match source_plan.builder {
+            Builder::Generated => source_plan.dockerfile.clone(),
+            Builder::Dockerfile | Builder::Static => None,
+        };
+        let dockerfile = if generated.is_some() {
+            context::GENERATED_DOCKERFILE.to_owned()
+        } else {
+            "Dockerfile".to_owned()
+        };
+        let root = source_dir.to_owned();
+        let max_bytes = self.config.deploy.max_context_mb * 1024 * 1024;
+        let built_context = tokio::task::spawn_blocking(move || {
+            context::build_context(&root, generated.as_deref(), max_bytes)
+        })
         .await
         .map_err(|err| failed("build")(Error::Internal(err.to_string())))?
-        .map_err(|err| failed("build")(Error::Internal(format!("copying the site: {err}"))))?;
-    log.line(format!("published {copied} files"));
-    Ok(())
+        .map_err(failed("build"))?;
+        log.line(format!(
+            "building {tag} ({} files, {} KiB context, {} excluded by .dockerignore)",
+            built_context.files,
+            built_context.tar.len() / 1024,
+            built_context.excluded
+        ));
+        let labels = Labels::image(&self.installation, &project.id, &deploy.id).to_map();
+        // RUN steps join the release target's own network: they reach the internet (NAT) and
+        // their own project's containers, never another project's, nor whatever else sits on
+        // the engine's default bridge.
+        let network = self
+            .networks
+            .ensure(&engine, &project.id, &deploy.target())
+            .await
+            .map_err(failed("build"))?;
+        let request = BuildRequest {
+            context_tar: built_context.tar,
+            dockerfile,
+            tag: tag.clone(),
+            labels,
+            memory_bytes: Some(i64::from(self.config.deploy.build_memory_mb) * 1024 * 1024),
+            cpus: Some(self.config.deploy.build_cpus),
+            network: Some(network),
+        };
+        let build_log = log.clone();
+        engine
+            .build(request, &mut move |line| build_log.line(line))
+            .await
+            .map_err(|err| Stop::Failed {
+                step: "build",
+                message: err.to_string(),
+            })?;
+        self.record_image(deploy, &tag).await?;
+        Ok(tag)
+    }
+
+    async fn record_image(&self, deploy: &Deploy, image: &str) -> Result<(), Stop> {
+        let id = deploy.id.clone();
+        let image = image.to_owned();
+        self.store
+            .call(move |c| store::deploys::set_image(c, &id, &image))
+            .await
+            .map_err(failed("build"))
+    }
+
+    /// Copies the site's root out of the scratch tree to where the edge serves it from.
+    async fn publish_static_site(
+        &self,
+        project: &Project,
+        deploy: &Deploy,
+        source_plan: &SourcePlan,
+        source_dir: &Path,
+        log: &DeployLog,
+    ) -> Result<(), Stop> {
+        let root = source_dir.join(source_plan.static_root.as_deref().unwrap_or("."));
+        let target = self.config.sites_dir().join(&project.id).join(&deploy.id);
+        log.line(format!(
+            "publishing the static site from {}",
+            source_plan.static_root.as_deref().unwrap_or(".")
+        ));
+        let copied = tokio::task::spawn_blocking(move || copy_tree(&root, &target))
+            .await
+            .map_err(|err| failed("build")(Error::Internal(err.to_string())))?
+            .map_err(|err| failed("build")(Error::Internal(format!("copying the site: {err}"))))?;
+        log.line(format!("published {copied} files"));
+        Ok(())
+    }
 }
 
 /// Copies regular files and directories; symlinks are skipped so a site can never expose
@@ -537,464 +481,470 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<usize> {
     Ok(copied)
 }
 
-/// Takes the image, plan and env snapshot of an earlier deploy for a rollback: nothing is
-/// fetched or built. Returns what the release needs.
-async fn prepare_rollback(
-    app: &AppState,
-    project: &Project,
-    deploy: &Deploy,
-    target_id: &str,
-    log: &DeployLog,
-) -> Result<
-    (
-        SourcePlan,
-        Option<String>,
-        std::collections::BTreeMap<String, String>,
-    ),
-    Stop,
-> {
-    let id = target_id.to_owned();
-    let (target, sealed_env) = app
-        .store
-        .call(move |c| {
-            let target = store::deploys::by_id(c, &id)?
-                .ok_or_else(|| Error::Invalid(format!("deploy `{id}` no longer exists")))?;
-            let env = store::deploys::env_of(c, &id)?;
-            Ok((target, env))
-        })
-        .await
-        .map_err(failed("build"))?;
-    log.line(format!(
-        "rolling back to {} (commit {}): no rebuild",
-        target.id,
-        target
-            .commit_sha
-            .as_deref()
-            .map(|s| &s[..12.min(s.len())])
-            .unwrap_or("-")
-    ));
-    let plan_value = target.plan.clone().ok_or_else(|| {
-        failed("build")(Error::Invalid(format!(
-            "deploy `{}` has no plan to roll back to",
-            target.id
-        )))
-    })?;
-    let source_plan: SourcePlan = serde_json::from_value(plan_value.clone()).map_err(|err| {
-        failed("build")(Error::Internal(format!(
-            "reading the plan of {}: {err}",
-            target.id
-        )))
-    })?;
-    let env_snapshot: std::collections::BTreeMap<String, String> = match &sealed_env {
-        Some(sealed) => serde_json::from_slice(&app.secrets.open(sealed).map_err(failed("build"))?)
-            .map_err(|err| failed("build")(Error::Internal(err.to_string())))?,
-        None => std::collections::BTreeMap::new(),
-    };
-    if let Some(image) = &target.image {
-        let engine = app.engine().await.map_err(failed("build"))?;
-        if engine
-            .image_id(image)
+impl Deploys {
+    /// Takes the image, plan and env snapshot of an earlier deploy for a rollback: nothing is
+    /// fetched or built. Returns what the release needs.
+    async fn prepare_rollback(
+        &self,
+        project: &Project,
+        deploy: &Deploy,
+        target_id: &str,
+        log: &DeployLog,
+    ) -> Result<
+        (
+            SourcePlan,
+            Option<String>,
+            std::collections::BTreeMap<String, String>,
+        ),
+        Stop,
+    > {
+        let id = target_id.to_owned();
+        let (target, sealed_env) = self
+            .store
+            .call(move |c| {
+                let target = store::deploys::by_id(c, &id)?
+                    .ok_or_else(|| Error::Invalid(format!("deploy `{id}` no longer exists")))?;
+                let env = store::deploys::env_of(c, &id)?;
+                Ok((target, env))
+            })
             .await
-            .map_err(|e| failed("build")(e.into()))?
-            .is_none()
-        {
-            return Err(Stop::Failed {
-                step: "build",
-                message: format!(
-                    "the image of {} ({image}) was pruned; deploy its commit instead",
-                    target.id
-                ),
-            });
-        }
-        // The edge serves the release's assets from its own copy; without one the app
-        // answers them, so a failed copy costs speed, never correctness.
-        let from = app.assets.release_dir(&project.id, &target.id);
-        let to = app.assets.release_dir(&project.id, &deploy.id);
-        if tokio::fs::try_exists(&from).await.unwrap_or(false) {
-            match tokio::task::spawn_blocking(move || copy_tree(&from, &to)).await {
-                Ok(Ok(copied)) => log.line(format!("restored {copied} asset files")),
-                Ok(Err(err)) => {
-                    tracing::warn!(deploy = %deploy.id, error = %err, "restoring assets")
-                }
-                Err(err) => tracing::warn!(deploy = %deploy.id, error = %err, "restoring assets"),
-            }
-        }
-    } else {
-        let from = app.config.sites_dir().join(&project.id).join(&target.id);
-        let to = app.config.sites_dir().join(&project.id).join(&deploy.id);
-        let copied = tokio::task::spawn_blocking(move || copy_tree(&from, &to))
-            .await
-            .map_err(|err| failed("build")(Error::Internal(err.to_string())))?
-            .map_err(|err| {
-                failed("build")(Error::Invalid(format!(
-                    "the site of {} is gone: {err}",
+            .map_err(failed("build"))?;
+        log.line(format!(
+            "rolling back to {} (commit {}): no rebuild",
+            target.id,
+            target
+                .commit_sha
+                .as_deref()
+                .map(|s| &s[..12.min(s.len())])
+                .unwrap_or("-")
+        ));
+        let plan_value = target.plan.clone().ok_or_else(|| {
+            failed("build")(Error::Invalid(format!(
+                "deploy `{}` has no plan to roll back to",
+                target.id
+            )))
+        })?;
+        let source_plan: SourcePlan =
+            serde_json::from_value(plan_value.clone()).map_err(|err| {
+                failed("build")(Error::Internal(format!(
+                    "reading the plan of {}: {err}",
                     target.id
                 )))
             })?;
-        log.line(format!("restored {copied} site files"));
-    }
-    let id = deploy.id.clone();
-    let plan_text = plan_value.to_string();
-    let image = target.image.clone();
-    let sha = target.commit_sha.clone().unwrap_or_default();
-    let message = target.commit_message.clone().unwrap_or_default();
-    app.store
-        .write(move |tx| {
-            store::deploys::set_source(tx, &id, &sha, &message)?;
-            store::deploys::set_plan(tx, &id, &plan_text)?;
-            if let Some(image) = &image {
-                store::deploys::set_image(tx, &id, image)?;
+        let env_snapshot: std::collections::BTreeMap<String, String> = match &sealed_env {
+            Some(sealed) => {
+                serde_json::from_slice(&self.secrets.open(sealed).map_err(failed("build"))?)
+                    .map_err(|err| failed("build")(Error::Internal(err.to_string())))?
             }
-            if let Some(sealed) = &sealed_env {
-                store::deploys::set_env(tx, &id, sealed)?;
+            None => std::collections::BTreeMap::new(),
+        };
+        if let Some(image) = &target.image {
+            let engine = self.engine().await.map_err(failed("build"))?;
+            if engine
+                .image_id(image)
+                .await
+                .map_err(|e| failed("build")(e.into()))?
+                .is_none()
+            {
+                return Err(Stop::Failed {
+                    step: "build",
+                    message: format!(
+                        "the image of {} ({image}) was pruned; deploy its commit instead",
+                        target.id
+                    ),
+                });
             }
-            Ok(())
-        })
-        .await
-        .map_err(failed("build"))?;
-    Ok((source_plan, target.image, env_snapshot))
-}
-
-/// Runs the release command (migrations and the like) once, in a one-off container of the
-/// new image with the new env, before any instance starts. A non-zero exit fails the
-/// deploy and nothing is switched.
-#[allow(clippy::too_many_arguments)]
-async fn run_release_command(
-    app: &AppState,
-    project: &Project,
-    deploy: &Deploy,
-    source_plan: &SourcePlan,
-    image: &str,
-    env_snapshot: &std::collections::BTreeMap<String, String>,
-    command: &str,
-    log: &DeployLog,
-) -> Result<(), Stop> {
-    let engine = app.engine().await.map_err(failed("release"))?;
-    let network = app
-        .networks
-        .ensure(&engine, &project.id, &deploy.target())
-        .await
-        .map_err(failed("release"))?;
-    let mut env: Vec<(String, String)> = env_snapshot.clone().into_iter().collect();
-    env.push(("PORT".to_owned(), source_plan.port.to_string()));
-    let size = super::instances::desired_size(app, project, &deploy.target());
-    let tier = app.config.scale.tier(size.as_deref());
-    let labels = Labels::release(&app.installation, &project.id, &deploy.id)
-        .in_preview(deploy.preview_id.as_deref())
-        .to_map();
-    let mut spec = ContainerSpec {
-        name: format!(
-            "cantila-{}-{}-{}-release",
-            project.handle,
-            project.name,
-            deploy.id.to_ascii_lowercase()
-        ),
-        image: image.to_owned(),
-        command: Some(vec![
-            "/bin/sh".to_owned(),
-            "-c".to_owned(),
-            command.to_owned(),
-        ]),
-        env,
-        labels,
-        network,
-        memory_bytes: Some(i64::from(tier.memory_mb) * 1024 * 1024),
-        cpus: Some(tier.cpus),
-        restart: false,
-        mounts: Vec::new(),
-    };
-    // Production's volumes and database are production's: a preview runs without them.
-    if deploy.preview_id.is_none() {
-        app.databases
-            .attach(&project.id, &mut spec)
-            .await
-            .map_err(failed("release"))?;
-    }
-    log.line(format!("running the release command: {command}"));
-    let started = engine
-        .start(&spec)
-        .await
-        .map_err(|e| failed("release")(e.into()))?;
-    let code = engine
-        .wait(&started.id)
-        .await
-        .map_err(|e| failed("release")(e.into()));
-    // The command's output is shown, or why it cannot be; the exit code decides either way.
-    match engine.tail_logs(&started.id, 200).await {
-        Ok(output) => {
-            for line in &output {
-                log.line(format!("release: {line}"));
-            }
-        }
-        Err(error) => log.line(format!(
-            "the release command's output is unavailable: {error}"
-        )),
-    }
-    let _ = engine
-        .stop_and_remove(&started.id, Duration::from_secs(1))
-        .await;
-    match code? {
-        0 => {
-            log.line("the release command succeeded");
-            Ok(())
-        }
-        code => Err(Stop::Failed {
-            step: "release",
-            message: format!("the release command exited with code {code}; nothing was switched"),
-        }),
-    }
-}
-
-/// Starts the project's instances of the new release beside the old ones, each passing
-/// its health check. Nothing is switched here.
-#[allow(clippy::too_many_arguments)]
-async fn release_containers(
-    app: &AppState,
-    project: &Project,
-    deploy: &Deploy,
-    source_plan: &SourcePlan,
-    image: &str,
-    env_snapshot: std::collections::BTreeMap<String, String>,
-    log: &DeployLog,
-    started: &mut Vec<String>,
-) -> Result<(), Stop> {
-    let release = super::instances::Release {
-        project: project.clone(),
-        deploy_id: deploy.id.clone(),
-        image: image.to_owned(),
-        plan: source_plan.clone(),
-        env: env_snapshot,
-        preview_id: deploy.preview_id.clone(),
-    };
-    let engine = app.engine().await.map_err(failed("release"))?;
-    let say = |line: String| log.line(line);
-    let target = deploy.target();
-    let size = super::instances::desired_size(app, project, &target);
-    let mut total = 0;
-    for process in super::instances::process_types(source_plan) {
-        let count = super::instances::desired_instances(project, &target, &process);
-        total += count;
-        for _ in 0..count {
-            let id = super::instances::start_healthy(
-                app,
-                &engine,
-                &release,
-                &process,
-                size.as_deref(),
-                &say,
-            )
-            .await
-            .map_err(|message| Stop::Failed {
-                step: "release",
-                message,
-            })?;
-            started.push(id);
-        }
-    }
-    if total == 0 {
-        log.line(
-            "the project is scaled to 0 instances: the release is recorded, nothing is started",
-        );
-    }
-    Ok(())
-}
-
-/// Makes this deploy its target's release (the project's, or its preview's) without
-/// dropping a request: the store records it (older releases of the same target
-/// superseded) in one transaction, the edge's route table is swapped to the new
-/// instances, and only then are the old instances of that target drained and stopped.
-async fn switch_to(
-    app: &AppState,
-    project: &Project,
-    deploy: &Deploy,
-    log: &DeployLog,
-) -> Result<(), Error> {
-    let project_id = project.id.clone();
-    let project_status = project.status;
-    let new_id = deploy.id.clone();
-    // The edge moves first, then the store records it: whoever reads the deploy as
-    // `running` finds the edge already serving it.
-    let lookup = deploy.id.clone();
-    let recorded = app
-        .store
-        .call(move |connection| store::deploys::by_id(connection, &lookup))
-        .await?
-        .ok_or_else(|| Error::Internal(format!("deploy {} vanished", deploy.id)))?;
-    app.routing.set_switching(&recorded, true);
-    if let Err(err) = app.routing.refresh().await {
-        app.routing.set_switching(&recorded, false);
-        return Err(err);
-    }
-    let target = deploy.target();
-    let previous = app
-        .store
-        .write(move |tx| {
-            let now = clock::now();
-            let previous: Vec<Deploy> = store::deploys::of_target_with_status(
-                tx,
-                &project_id,
-                target.preview_id(),
-                &[DeployStatus::Running],
-            )?
-            .into_iter()
-            .filter(|d| d.id != new_id)
-            .collect();
-            for old in &previous {
-                store::deploys::set_status(tx, &old.id, DeployStatus::Superseded, &now)?;
-                let seq = store::deploys::last_log_seq(tx, &old.id)? + 1;
-                store::deploys::append_logs(
-                    tx,
-                    &old.id,
-                    &[super::LogLine {
-                        seq,
-                        at: now.clone(),
-                        kind: "status".to_owned(),
-                        text: DeployStatus::Superseded.as_str().to_owned(),
-                    }],
-                )?;
-            }
-            store::deploys::set_status(tx, &new_id, DeployStatus::Running, &now)?;
-            // A preview never changes the project's status, and a project stopped by
-            // `scale` stays stopped: the release waits for a scale-up.
-            if target == ReleaseTarget::Production && project_status != ProjectStatus::Stopped {
-                store::projects::set_status(tx, &project_id, ProjectStatus::Running, &now)?;
-            }
-            Ok(previous)
-        })
-        .await;
-    app.routing.set_switching(&recorded, false);
-    // On a failed commit this puts the routes back on the release the store still names.
-    app.routing.refresh().await?;
-    let previous = previous?;
-    log.line("traffic switched to the new release");
-    log.status(DeployStatus::Running);
-    if previous.is_empty() {
-        return Ok(());
-    }
-    let Ok(engine) = app.engine().await else {
-        return Ok(());
-    };
-    let target = deploy.target();
-    let leaving: Vec<_> = engine
-        .containers_matching(
-            &Filter::new()
-                .project(&project.id)
-                .target(target.preview_id()),
-        )
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|container| labels::get(&container.labels, Key::Deploy) != Some(&deploy.id))
-        .collect();
-    let ids: Vec<String> = leaving.iter().map(|c| c.id.clone()).collect();
-    // Marked draining so no repair pass takes them for orphans while requests already on
-    // their way finish.
-    app.routing.set_draining(&ids, true);
-    tokio::time::sleep(Duration::from_secs(app.config.deploy.drain_secs)).await;
-    let grace = Duration::from_secs(app.config.deploy.stop_grace_secs);
-    for container in &leaving {
-        log.line(format!("stopping the previous instance {}", container.name));
-        if let Err(err) = engine.stop_and_remove(&container.id, grace).await {
-            log.line(format!(
-                "warning: could not remove old instance {}: {err}",
-                container.name
-            ));
-        }
-    }
-    app.routing.set_draining(&ids, false);
-    Ok(())
-}
-
-/// Removes every container labelled with this deploy.
-pub(crate) async fn remove_deploy_containers(app: &AppState, deploy_id: &str) {
-    let Ok(engine) = app.engine().await else {
-        return;
-    };
-    let containers = engine
-        .containers_matching(&Filter::new().deploy(deploy_id))
-        .await
-        .unwrap_or_default();
-    for container in containers {
-        if let Err(err) = engine
-            .stop_and_remove(&container.id, Duration::from_secs(2))
-            .await
-        {
-            tracing::warn!(container = %container.name, error = %err, "removing a container of a stopped deploy");
-        }
-    }
-}
-
-/// Removes every container of a project, then its networks (on project deletion).
-pub(crate) async fn remove_project_containers(app: &AppState, project_id: &str) {
-    let Ok(engine) = app.engine().await else {
-        return;
-    };
-    let grace = Duration::from_secs(app.config.deploy.stop_grace_secs);
-    let containers = engine
-        .containers_matching(&Filter::new().project(project_id))
-        .await
-        .unwrap_or_default();
-    for container in containers {
-        if let Err(err) = engine.stop_and_remove(&container.id, grace).await {
-            tracing::warn!(container = %container.name, error = %err, "removing a deleted project's container");
-        }
-    }
-    app.networks.remove_of_project(&engine, project_id).await;
-}
-
-async fn set_project_status(
-    app: &AppState,
-    project: &Project,
-    status: ProjectStatus,
-    unless_settled: bool,
-) {
-    let id = project.id.clone();
-    let result = app
-        .store
-        .call(move |connection| {
-            if unless_settled {
-                if let Some(current) = store::projects::by_id_unscoped(connection, &id)? {
-                    if matches!(
-                        current.status,
-                        ProjectStatus::Running | ProjectStatus::Stopped
-                    ) {
-                        return Ok(());
+            // The edge serves the release's assets from its own copy; without one the app
+            // answers them, so a failed copy costs speed, never correctness.
+            let from = self.assets.release_dir(&project.id, &target.id);
+            let to = self.assets.release_dir(&project.id, &deploy.id);
+            if tokio::fs::try_exists(&from).await.unwrap_or(false) {
+                match tokio::task::spawn_blocking(move || copy_tree(&from, &to)).await {
+                    Ok(Ok(copied)) => log.line(format!("restored {copied} asset files")),
+                    Ok(Err(err)) => {
+                        tracing::warn!(deploy = %deploy.id, error = %err, "restoring assets")
+                    }
+                    Err(err) => {
+                        tracing::warn!(deploy = %deploy.id, error = %err, "restoring assets")
                     }
                 }
             }
-            store::projects::set_status(connection, &id, status, &clock::now())
-        })
-        .await;
-    if let Err(err) = result {
-        tracing::error!(project = %project.id, error = %err, "updating the project status");
+        } else {
+            let from = self.config.sites_dir().join(&project.id).join(&target.id);
+            let to = self.config.sites_dir().join(&project.id).join(&deploy.id);
+            let copied = tokio::task::spawn_blocking(move || copy_tree(&from, &to))
+                .await
+                .map_err(|err| failed("build")(Error::Internal(err.to_string())))?
+                .map_err(|err| {
+                    failed("build")(Error::Invalid(format!(
+                        "the site of {} is gone: {err}",
+                        target.id
+                    )))
+                })?;
+            log.line(format!("restored {copied} site files"));
+        }
+        let id = deploy.id.clone();
+        let plan_text = plan_value.to_string();
+        let image = target.image.clone();
+        let sha = target.commit_sha.clone().unwrap_or_default();
+        let message = target.commit_message.clone().unwrap_or_default();
+        self.store
+            .write(move |tx| {
+                store::deploys::set_source(tx, &id, &sha, &message)?;
+                store::deploys::set_plan(tx, &id, &plan_text)?;
+                if let Some(image) = &image {
+                    store::deploys::set_image(tx, &id, image)?;
+                }
+                if let Some(sealed) = &sealed_env {
+                    store::deploys::set_env(tx, &id, sealed)?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(failed("build"))?;
+        Ok((source_plan, target.image, env_snapshot))
     }
-}
 
-/// After a failed or canceled deploy: `running` if an earlier release still serves,
-/// else `failed`; a project stopped by `scale` stays stopped.
-pub(crate) async fn restore_project_status(app: &AppState, project_id: &str) {
-    let id = project_id.to_owned();
-    let result = app
-        .store
-        .call(move |connection| {
-            let stopped = store::projects::by_id_unscoped(connection, &id)?
-                .is_some_and(|project| project.status == ProjectStatus::Stopped);
-            if stopped {
-                return Ok(());
+    /// Runs the release command (migrations and the like) once, in a one-off container of the
+    /// new image with the new env, before any instance starts. A non-zero exit fails the
+    /// deploy and nothing is switched.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_release_command(
+        &self,
+        project: &Project,
+        deploy: &Deploy,
+        source_plan: &SourcePlan,
+        image: &str,
+        env_snapshot: &std::collections::BTreeMap<String, String>,
+        command: &str,
+        log: &DeployLog,
+    ) -> Result<(), Stop> {
+        let engine = self.engine().await.map_err(failed("release"))?;
+        let network = self
+            .networks
+            .ensure(&engine, &project.id, &deploy.target())
+            .await
+            .map_err(failed("release"))?;
+        let mut env: Vec<(String, String)> = env_snapshot.clone().into_iter().collect();
+        env.push(("PORT".to_owned(), source_plan.port.to_string()));
+        let size = self.desired_size(project, &deploy.target());
+        let tier = self.config.scale.tier(size.as_deref());
+        let labels = Labels::release(&self.installation, &project.id, &deploy.id)
+            .in_preview(deploy.preview_id.as_deref())
+            .to_map();
+        let mut spec = ContainerSpec {
+            name: format!(
+                "cantila-{}-{}-{}-release",
+                project.handle,
+                project.name,
+                deploy.id.to_ascii_lowercase()
+            ),
+            image: image.to_owned(),
+            command: Some(vec![
+                "/bin/sh".to_owned(),
+                "-c".to_owned(),
+                command.to_owned(),
+            ]),
+            env,
+            labels,
+            network,
+            memory_bytes: Some(i64::from(tier.memory_mb) * 1024 * 1024),
+            cpus: Some(tier.cpus),
+            restart: false,
+            mounts: Vec::new(),
+        };
+        // Production's volumes and database are production's: a preview runs without them.
+        if deploy.preview_id.is_none() {
+            self.databases
+                .attach(&project.id, &mut spec)
+                .await
+                .map_err(failed("release"))?;
+        }
+        log.line(format!("running the release command: {command}"));
+        let started = engine
+            .start(&spec)
+            .await
+            .map_err(|e| failed("release")(e.into()))?;
+        let code = engine
+            .wait(&started.id)
+            .await
+            .map_err(|e| failed("release")(e.into()));
+        // The command's output is shown, or why it cannot be; the exit code decides either way.
+        match engine.tail_logs(&started.id, 200).await {
+            Ok(output) => {
+                for line in &output {
+                    log.line(format!("release: {line}"));
+                }
             }
-            let serving =
-                !store::deploys::of_project_with_status(connection, &id, &[DeployStatus::Running])?
-                    .is_empty();
-            let status = if serving {
-                ProjectStatus::Running
-            } else {
-                ProjectStatus::Failed
-            };
-            store::projects::set_status(connection, &id, status, &clock::now())
-        })
-        .await;
-    if let Err(err) = result {
-        tracing::error!(project = %project_id, error = %err, "restoring the project status");
+            Err(error) => log.line(format!(
+                "the release command's output is unavailable: {error}"
+            )),
+        }
+        let _ = engine
+            .stop_and_remove(&started.id, Duration::from_secs(1))
+            .await;
+        match code? {
+            0 => {
+                log.line("the release command succeeded");
+                Ok(())
+            }
+            code => Err(Stop::Failed {
+                step: "release",
+                message: format!(
+                    "the release command exited with code {code}; nothing was switched"
+                ),
+            }),
+        }
+    }
+
+    /// Starts the project's instances of the new release beside the old ones, each passing
+    /// its health check. Nothing is switched here.
+    #[allow(clippy::too_many_arguments)]
+    async fn release_containers(
+        &self,
+        project: &Project,
+        deploy: &Deploy,
+        source_plan: &SourcePlan,
+        image: &str,
+        env_snapshot: std::collections::BTreeMap<String, String>,
+        log: &DeployLog,
+        started: &mut Vec<String>,
+    ) -> Result<(), Stop> {
+        let release = super::instances::Release {
+            project: project.clone(),
+            deploy_id: deploy.id.clone(),
+            image: image.to_owned(),
+            plan: source_plan.clone(),
+            env: env_snapshot,
+            preview_id: deploy.preview_id.clone(),
+        };
+        let engine = self.engine().await.map_err(failed("release"))?;
+        let say = |line: String| log.line(line);
+        let target = deploy.target();
+        let size = self.desired_size(project, &target);
+        let mut total = 0;
+        for process in super::instances::process_types(source_plan) {
+            let count = super::instances::desired_instances(project, &target, &process);
+            total += count;
+            for _ in 0..count {
+                let id = self
+                    .start_healthy(&engine, &release, &process, size.as_deref(), &say)
+                    .await
+                    .map_err(|message| Stop::Failed {
+                        step: "release",
+                        message,
+                    })?;
+                started.push(id);
+            }
+        }
+        if total == 0 {
+            log.line(
+                "the project is scaled to 0 instances: the release is recorded, nothing is started",
+            );
+        }
+        Ok(())
+    }
+
+    /// Makes this deploy its target's release (the project's, or its preview's) without
+    /// dropping a request: the store records it (older releases of the same target
+    /// superseded) in one transaction, the edge's route table is swapped to the new
+    /// instances, and only then are the old instances of that target drained and stopped.
+    async fn switch_to(
+        &self,
+        project: &Project,
+        deploy: &Deploy,
+        log: &DeployLog,
+    ) -> Result<(), Error> {
+        let project_id = project.id.clone();
+        let project_status = project.status;
+        let new_id = deploy.id.clone();
+        // The edge moves first, then the store records it: whoever reads the deploy as
+        // `running` finds the edge already serving it.
+        let lookup = deploy.id.clone();
+        let recorded = self
+            .store
+            .call(move |connection| store::deploys::by_id(connection, &lookup))
+            .await?
+            .ok_or_else(|| Error::Internal(format!("deploy {} vanished", deploy.id)))?;
+        self.routing.set_switching(&recorded, true);
+        if let Err(err) = self.routing.refresh().await {
+            self.routing.set_switching(&recorded, false);
+            return Err(err);
+        }
+        let target = deploy.target();
+        let previous = self
+            .store
+            .write(move |tx| {
+                let now = clock::now();
+                let previous: Vec<Deploy> = store::deploys::of_target_with_status(
+                    tx,
+                    &project_id,
+                    target.preview_id(),
+                    &[DeployStatus::Running],
+                )?
+                .into_iter()
+                .filter(|d| d.id != new_id)
+                .collect();
+                for old in &previous {
+                    store::deploys::set_status(tx, &old.id, DeployStatus::Superseded, &now)?;
+                    let seq = store::deploys::last_log_seq(tx, &old.id)? + 1;
+                    store::deploys::append_logs(
+                        tx,
+                        &old.id,
+                        &[super::LogLine {
+                            seq,
+                            at: now.clone(),
+                            kind: "status".to_owned(),
+                            text: DeployStatus::Superseded.as_str().to_owned(),
+                        }],
+                    )?;
+                }
+                store::deploys::set_status(tx, &new_id, DeployStatus::Running, &now)?;
+                // A preview never changes the project's status, and a project stopped by
+                // `scale` stays stopped: the release waits for a scale-up.
+                if target == ReleaseTarget::Production && project_status != ProjectStatus::Stopped {
+                    store::projects::set_status(tx, &project_id, ProjectStatus::Running, &now)?;
+                }
+                Ok(previous)
+            })
+            .await;
+        self.routing.set_switching(&recorded, false);
+        // On a failed commit this puts the routes back on the release the store still names.
+        self.routing.refresh().await?;
+        let previous = previous?;
+        log.line("traffic switched to the new release");
+        log.status(DeployStatus::Running);
+        if previous.is_empty() {
+            return Ok(());
+        }
+        let Ok(engine) = self.engine().await else {
+            return Ok(());
+        };
+        let target = deploy.target();
+        let leaving: Vec<_> = engine
+            .containers_matching(
+                &Filter::new()
+                    .project(&project.id)
+                    .target(target.preview_id()),
+            )
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|container| labels::get(&container.labels, Key::Deploy) != Some(&deploy.id))
+            .collect();
+        let ids: Vec<String> = leaving.iter().map(|c| c.id.clone()).collect();
+        // Marked draining so no repair pass takes them for orphans while requests already on
+        // their way finish.
+        self.routing.set_draining(&ids, true);
+        tokio::time::sleep(Duration::from_secs(self.config.deploy.drain_secs)).await;
+        let grace = Duration::from_secs(self.config.deploy.stop_grace_secs);
+        for container in &leaving {
+            log.line(format!("stopping the previous instance {}", container.name));
+            if let Err(err) = engine.stop_and_remove(&container.id, grace).await {
+                log.line(format!(
+                    "warning: could not remove old instance {}: {err}",
+                    container.name
+                ));
+            }
+        }
+        self.routing.set_draining(&ids, false);
+        Ok(())
+    }
+
+    /// Removes every container labelled with this deploy.
+    pub(crate) async fn remove_deploy_containers(&self, deploy_id: &str) {
+        let Ok(engine) = self.engine().await else {
+            return;
+        };
+        let containers = engine
+            .containers_matching(&Filter::new().deploy(deploy_id))
+            .await
+            .unwrap_or_default();
+        for container in containers {
+            if let Err(err) = engine
+                .stop_and_remove(&container.id, Duration::from_secs(2))
+                .await
+            {
+                tracing::warn!(container = %container.name, error = %err, "removing a container of a stopped deploy");
+            }
+        }
+    }
+
+    /// Removes every container of a project, then its networks (on project deletion).
+    pub(crate) async fn remove_project_containers(&self, project_id: &str) {
+        let Ok(engine) = self.engine().await else {
+            return;
+        };
+        let grace = Duration::from_secs(self.config.deploy.stop_grace_secs);
+        let containers = engine
+            .containers_matching(&Filter::new().project(project_id))
+            .await
+            .unwrap_or_default();
+        for container in containers {
+            if let Err(err) = engine.stop_and_remove(&container.id, grace).await {
+                tracing::warn!(container = %container.name, error = %err, "removing a deleted project's container");
+            }
+        }
+        self.networks.remove_of_project(&engine, project_id).await;
+    }
+
+    async fn set_project_status(
+        &self,
+        project: &Project,
+        status: ProjectStatus,
+        unless_settled: bool,
+    ) {
+        let id = project.id.clone();
+        let result = self
+            .store
+            .call(move |connection| {
+                if unless_settled {
+                    if let Some(current) = store::projects::by_id_unscoped(connection, &id)? {
+                        if matches!(
+                            current.status,
+                            ProjectStatus::Running | ProjectStatus::Stopped
+                        ) {
+                            return Ok(());
+                        }
+                    }
+                }
+                store::projects::set_status(connection, &id, status, &clock::now())
+            })
+            .await;
+        if let Err(err) = result {
+            tracing::error!(project = %project.id, error = %err, "updating the project status");
+        }
+    }
+
+    /// After a failed or canceled deploy: `running` if an earlier release still serves,
+    /// else `failed`; a project stopped by `scale` stays stopped.
+    pub(crate) async fn restore_project_status(&self, project_id: &str) {
+        let id = project_id.to_owned();
+        let result = self
+            .store
+            .call(move |connection| {
+                let stopped = store::projects::by_id_unscoped(connection, &id)?
+                    .is_some_and(|project| project.status == ProjectStatus::Stopped);
+                if stopped {
+                    return Ok(());
+                }
+                let serving = !store::deploys::of_project_with_status(
+                    connection,
+                    &id,
+                    &[DeployStatus::Running],
+                )?
+                .is_empty();
+                let status = if serving {
+                    ProjectStatus::Running
+                } else {
+                    ProjectStatus::Failed
+                };
+                store::projects::set_status(connection, &id, status, &clock::now())
+            })
+            .await;
+        if let Err(err) = result {
+            tracing::error!(project = %project_id, error = %err, "restoring the project status");
+        }
     }
 }
 

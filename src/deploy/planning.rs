@@ -4,7 +4,18 @@
 
 use serde::Serialize;
 
-use crate::{error::Result, plan::SourcePlan, projects::Project, state::AppState, store};
+use std::path::PathBuf;
+
+use crate::{
+    accounts::Actor,
+    error::{Error, Result},
+    plan::SourcePlan,
+    projects::Project,
+    source::{GitRef, Mirror, RepoLocation},
+    store,
+};
+
+use super::Deploys;
 
 /// A source plan plus how the project would run it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -34,52 +45,50 @@ pub struct InstanceSize {
     pub cpus: f64,
 }
 
-pub async fn deploy_plan(
-    app: &AppState,
-    project: &Project,
-    source: &SourcePlan,
-) -> Result<DeployPlan> {
-    let project_id = project.id.clone();
-    let (vars, database) = app
-        .store
-        .call(move |c| {
-            Ok((
-                store::env::all(c, &project_id)?,
-                store::volumes::database_of(c, &project_id)?,
-            ))
-        })
-        .await?;
-    let mut env_keys: Vec<String> = vars.into_iter().map(|var| var.key).collect();
-    env_keys.push("PORT".to_owned());
-    // The wired database's env is added when each container starts (`volumes::attach`).
-    if let Some(database) = &database {
-        env_keys.extend(
-            crate::database::env_keys(database.engine)
-                .iter()
-                .map(|k| (*k).to_owned()),
-        );
+impl Deploys {
+    pub async fn deploy_plan(&self, project: &Project, source: &SourcePlan) -> Result<DeployPlan> {
+        let project_id = project.id.clone();
+        let (vars, database) = self
+            .store
+            .call(move |c| {
+                Ok((
+                    store::env::all(c, &project_id)?,
+                    store::volumes::database_of(c, &project_id)?,
+                ))
+            })
+            .await?;
+        let mut env_keys: Vec<String> = vars.into_iter().map(|var| var.key).collect();
+        env_keys.push("PORT".to_owned());
+        // The wired database's env is added when each container starts (`volumes::attach`).
+        if let Some(database) = &database {
+            env_keys.extend(
+                crate::database::env_keys(database.engine)
+                    .iter()
+                    .map(|k| (*k).to_owned()),
+            );
+            env_keys.dedup();
+        }
+        env_keys.sort();
         env_keys.dedup();
-    }
-    env_keys.sort();
-    env_keys.dedup();
-    let tier = app.config.scale.tier(project.size.as_deref());
-    Ok(DeployPlan {
+        let tier = self.config.scale.tier(project.size.as_deref());
+        Ok(DeployPlan {
         source: source.clone(),
         instances: project.instances,
         size: InstanceSize {
             name: project
                 .size
                 .clone()
-                .unwrap_or_else(|| app.config.scale.default_size.clone()),
+                .unwrap_or_else(|| self.config.scale.default_size.clone()),
             memory_mb: tier.memory_mb,
             cpus: tier.cpus,
         },
         env_keys,
-        hostnames: vec![project.default_hostname(&app.config.base_domain)],
+        hostnames: vec![project.default_hostname(&self.config.base_domain)],
         database: database.map(|database| {
             serde_json::json!({ "engine": database.engine.as_str(), "volume": database.volume })
         }),
     })
+    }
 }
 
 /// What to plan: a project's connected repository, or any repository, at a ref.
@@ -90,120 +99,152 @@ pub struct PlanTarget {
     pub git_ref: Option<crate::source::GitRef>,
 }
 
-/// Fetches and plans without building or running anything.
-pub async fn preview(
-    app: &AppState,
-    actor: &crate::accounts::Actor,
-    target: PlanTarget,
-) -> Result<DeployPlan> {
-    use crate::{
-        error::Error,
-        source::{GitRef, Mirror},
-    };
-    let project = match &target.project_id {
-        Some(id) => Some(crate::projects::get(&app.store, actor, id.clone()).await?),
-        None => None,
-    };
-    let (location, token, default_branch, mirror_path) = match (&project, &target.repo) {
-        (_, Some(repo)) => {
-            crate::git_connection::permit_repo(app, &actor.account_id, actor.handle.as_str(), repo)
-                .await?;
-            let scratch = app
-                .config
-                .builds_dir()
-                .join(format!("plan-{}", crate::ids::random_base62(12)));
-            (
-                repo.clone(),
-                None,
-                "main".to_owned(),
-                scratch.join("mirror.git"),
-            )
-        }
-        (Some(project), None) => {
-            let id = project.id.clone();
-            let stored = app.store.call(move |c| store::git::get(c, &id)).await?.ok_or_else(|| {
-                Error::Invalid(format!(
-                    "project `{}` has no git repository; connect one, or pass `repo` to plan any repository",
-                    project.id
-                ))
-            })?;
-            let token = stored
-                .access_token
-                .as_deref()
-                .map(|sealed| app.secrets.open_string(sealed))
-                .transpose()?;
-            let location = crate::source::RepoLocation::parse(&stored.repo)?;
-            crate::git_connection::permit_repo(
-                app,
-                &project.account_id,
-                project.handle.as_str(),
-                &location,
-            )
+/// Where a plan's source comes from: the repository, the token to fetch it with, the
+/// branch when no ref is named, and the mirror to fetch into.
+struct PlanSource {
+    location: RepoLocation,
+    token: Option<String>,
+    default_branch: String,
+    mirror_path: PathBuf,
+    /// A mirror made for this plan alone (any repository), removed afterwards.
+    temporary: bool,
+}
+
+impl Deploys {
+    /// Fetches and plans without building or running anything.
+    pub async fn plan(&self, actor: &Actor, target: PlanTarget) -> Result<DeployPlan> {
+        let project = match &target.project_id {
+            Some(id) => Some(crate::projects::get(&self.store, actor, id.clone()).await?),
+            None => None,
+        };
+        let source = self
+            .plan_source_of(actor, project.as_ref(), target.repo.as_ref())
             .await?;
-            (
-                location,
-                token,
-                stored.branch,
-                app.config.repos_dir().join(format!("{}.git", project.id)),
-            )
+        let git_ref = match target.git_ref {
+            Some(git_ref) => git_ref,
+            None => GitRef::parse(&source.default_branch)?,
+        };
+        let hint = project.as_ref().and_then(|p| p.runtime);
+        let source = self.fetch_and_plan(source, git_ref, hint).await?;
+        match project {
+            Some(project) => self.deploy_plan(&project, &source).await,
+            None => Ok(DeployPlan {
+                source,
+                instances: 1,
+                size: {
+                    let tier = self.config.scale.tier(None);
+                    InstanceSize {
+                        name: self.config.scale.default_size.clone(),
+                        memory_mb: tier.memory_mb,
+                        cpus: tier.cpus,
+                    }
+                },
+                env_keys: vec!["PORT".to_owned()],
+                hostnames: Vec::new(),
+                database: None,
+            }),
         }
-        (None, None) => {
-            return Err(Error::Invalid(
-                "pass `projectId` or `repo` to plan".to_owned(),
-            ));
-        }
-    };
-    let git_ref = match target.git_ref {
-        Some(git_ref) => git_ref,
-        None => GitRef::parse(&default_branch)?,
-    };
-    let export_dir = app
-        .config
-        .builds_dir()
-        .join(format!("plan-{}", crate::ids::random_base62(12)));
-    let timeout = std::time::Duration::from_secs(app.config.deploy.fetch_timeout_secs);
-    let egress = crate::source::EgressPolicy::from_config(&app.config.git);
-    let images = app.config.build.images.clone();
-    let hint = project.as_ref().and_then(|p| p.runtime);
-    let temporary_mirror = target.repo.is_some().then(|| mirror_path.clone());
-    let work_dir = export_dir.clone();
-    let planned = tokio::task::spawn_blocking(move || -> Result<crate::plan::SourcePlan> {
-        let mirror = Mirror::open_or_init(&mirror_path)?;
-        mirror.fetch(&location, token.as_deref(), timeout, &egress)?;
-        let commit = mirror.resolve(&git_ref)?;
-        std::fs::create_dir_all(&work_dir).map_err(|err| Error::Internal(err.to_string()))?;
-        mirror.export(&commit.sha, &work_dir)?;
-        crate::plan::plan_tree(
-            &work_dir,
-            &crate::plan::PlanOptions {
-                runtime_hint: hint,
-                images: &images,
-            },
-        )
-    })
-    .await
-    .map_err(|err| Error::Internal(err.to_string()))?;
-    let _ = tokio::fs::remove_dir_all(&export_dir).await;
-    if let Some(mirror) = temporary_mirror.and_then(|m| m.parent().map(std::path::Path::to_owned)) {
-        let _ = tokio::fs::remove_dir_all(mirror).await;
     }
-    let source = planned?;
-    match project {
-        Some(project) => deploy_plan(app, &project, &source).await,
-        None => Ok(DeployPlan {
-            source,
-            instances: 1,
-            size: {
-                let tier = app.config.scale.tier(None);
-                InstanceSize {
-                    name: app.config.scale.default_size.clone(),
-                    memory_mb: tier.memory_mb,
-                    cpus: tier.cpus,
-                }
-            },
-            env_keys: vec!["PORT".to_owned()],
-            hostnames: Vec::new(),
-            database: None,
-        }),
+
+    /// The repository to plan: the one named (the actor must be allowed to fetch it), or
+    /// the project's connected one (its owner must still be allowed to).
+    async fn plan_source_of(
+        &self,
+        actor: &Actor,
+        project: Option<&Project>,
+        repo: Option<&RepoLocation>,
+    ) -> Result<PlanSource> {
+        match (project, repo) {
+            (_, Some(repo)) => {
+                self.permit_repo(&actor.account_id, actor.handle.as_str(), repo)
+                    .await?;
+                let scratch = self
+                    .config
+                    .builds_dir()
+                    .join(format!("plan-{}", crate::ids::random_base62(12)));
+                Ok(PlanSource {
+                    location: repo.clone(),
+                    token: None,
+                    default_branch: "main".to_owned(),
+                    mirror_path: scratch.join("mirror.git"),
+                    temporary: true,
+                })
+            }
+            (Some(project), None) => {
+                let id = project.id.clone();
+                let stored = self.store.call(move |c| store::git::get(c, &id)).await?.ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "project `{}` has no git repository; connect one, or pass `repo` to plan any repository",
+                        project.id
+                    ))
+                })?;
+                let token = stored
+                    .access_token
+                    .as_deref()
+                    .map(|sealed| self.secrets.open_string(sealed))
+                    .transpose()?;
+                let location = RepoLocation::parse(&stored.repo)?;
+                self.permit_repo(&project.account_id, project.handle.as_str(), &location)
+                    .await?;
+                Ok(PlanSource {
+                    location,
+                    token,
+                    default_branch: stored.branch,
+                    mirror_path: self.config.repos_dir().join(format!("{}.git", project.id)),
+                    temporary: false,
+                })
+            }
+            (None, None) => Err(Error::Invalid(
+                "pass `projectId` or `repo` to plan".to_owned(),
+            )),
+        }
+    }
+
+    /// Fetches `git_ref` into the mirror, exports it to a scratch directory and plans the
+    /// tree; the scratch directory (and a temporary mirror) are removed either way.
+    async fn fetch_and_plan(
+        &self,
+        source: PlanSource,
+        git_ref: GitRef,
+        hint: Option<crate::names::Runtime>,
+    ) -> Result<SourcePlan> {
+        let export_dir = self
+            .config
+            .builds_dir()
+            .join(format!("plan-{}", crate::ids::random_base62(12)));
+        let timeout = std::time::Duration::from_secs(self.config.deploy.fetch_timeout_secs);
+        let egress = crate::source::EgressPolicy::from_config(&self.config.git);
+        let images = self.config.build.images.clone();
+        let temporary_mirror = source.temporary.then(|| source.mirror_path.clone());
+        let work_dir = export_dir.clone();
+        let PlanSource {
+            location,
+            token,
+            mirror_path,
+            ..
+        } = source;
+        let planned = tokio::task::spawn_blocking(move || -> Result<SourcePlan> {
+            let mirror = Mirror::open_or_init(&mirror_path)?;
+            mirror.fetch(&location, token.as_deref(), timeout, &egress)?;
+            let commit = mirror.resolve(&git_ref)?;
+            std::fs::create_dir_all(&work_dir).map_err(|err| Error::Internal(err.to_string()))?;
+            mirror.export(&commit.sha, &work_dir)?;
+            crate::plan::plan_tree(
+                &work_dir,
+                &crate::plan::PlanOptions {
+                    runtime_hint: hint,
+                    images: &images,
+                },
+            )
+        })
+        .await
+        .map_err(|err| Error::Internal(err.to_string()))?;
+        let _ = tokio::fs::remove_dir_all(&export_dir).await;
+        if let Some(mirror) =
+            temporary_mirror.and_then(|m| m.parent().map(std::path::Path::to_owned))
+        {
+            let _ = tokio::fs::remove_dir_all(mirror).await;
+        }
+        planned
     }
 }

@@ -11,115 +11,119 @@ use std::{
 
 use tokio::sync::Semaphore;
 
-use crate::{clock, state::AppState, store};
+use crate::{clock, store};
 
-use super::{pipeline, start_log, DeployStatus};
+use super::{DeployStatus, Deploys};
 
-/// Runs until `stopped` completes. Pipelines in progress are abandoned at shutdown and
-/// recovered (failed, cleaned up) on the next start.
-pub async fn run(app: AppState, stopped: impl Future<Output = ()>) {
-    recover_interrupted(&app).await;
-    let permits = Arc::new(Semaphore::new(app.config.deploy.concurrent_builds));
-    let active: Arc<Mutex<HashSet<String>>> = Arc::default();
-    tokio::pin!(stopped);
-    loop {
+impl Deploys {
+    /// Runs until `stopped` completes. Pipelines in progress are abandoned at shutdown and
+    /// recovered (failed, cleaned up) on the next start.
+    pub async fn run_worker(self, stopped: impl Future<Output = ()>) {
+        let app = self;
+        app.recover_interrupted().await;
+        let permits = Arc::new(Semaphore::new(app.config.deploy.concurrent_builds));
+        let active: Arc<Mutex<HashSet<String>>> = Arc::default();
+        tokio::pin!(stopped);
+        loop {
+            let queued = app
+                .store
+                .call(|c| store::deploys::with_status(c, &[DeployStatus::Queued]))
+                .await
+                .unwrap_or_else(|err| {
+                    tracing::error!(error = %err, "reading the deploy queue");
+                    Vec::new()
+                });
+            for deploy in queued {
+                {
+                    let mut active = active.lock().unwrap_or_else(|p| p.into_inner());
+                    if !active.insert(deploy.project_id.clone()) {
+                        continue;
+                    }
+                }
+                let app = app.clone();
+                let permits = permits.clone();
+                let active = active.clone();
+                tokio::spawn(async move {
+                    let project_id = deploy.project_id.clone();
+                    if let Ok(_permit) = permits.acquire().await {
+                        // The switch exists before the claim, so a cancel that loses the race
+                        // to the claim still reaches the pipeline.
+                        let cancel = app.cancel_switch(&deploy.id);
+                        let id = deploy.id.clone();
+                        let claimed = app
+                            .store
+                            .call(move |c| {
+                                store::deploys::claim_queued(
+                                    c,
+                                    &id,
+                                    DeployStatus::Building,
+                                    &clock::now(),
+                                )
+                            })
+                            .await;
+                        match claimed {
+                            Ok(true) => {
+                                tracing::info!(deploy = %deploy.id, project = %project_id, "deploy started");
+                                app.run_pipeline(deploy, cancel).await;
+                            }
+                            Ok(false) => app.release_switch(&deploy.id),
+                            Err(err) => {
+                                app.release_switch(&deploy.id);
+                                tracing::error!(deploy = %deploy.id, error = %err, "claiming a queued deploy");
+                            }
+                        }
+                    }
+                    active
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&project_id);
+                    app.hub.wake.notify_one();
+                });
+            }
+            tokio::select! {
+                _ = app.hub.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = &mut stopped => break,
+            }
+        }
+    }
+
+    /// Deploys left `building` or `releasing` by a crash or stop are failed with the reason,
+    /// and whatever containers they started are removed; the previous release keeps serving.
+    async fn recover_interrupted(&self) {
+        let app = self;
+        let interrupted = app
+            .store
+            .call(|c| {
+                store::deploys::with_status(c, &[DeployStatus::Building, DeployStatus::Releasing])
+            })
+            .await
+            .unwrap_or_default();
+        for deploy in interrupted {
+            tracing::warn!(deploy = %deploy.id, status = deploy.status.as_str(), "failing a deploy interrupted by a restart");
+            app.remove_deploy_containers(&deploy.id).await;
+            let step = match deploy.status {
+                DeployStatus::Releasing => "release",
+                _ => "build",
+            };
+            let (log, writer) = app.start_log(&deploy.id);
+            log.failed(
+                step,
+                "interrupted: the daemon stopped while this deploy was in progress",
+            );
+            drop(log);
+            let _ = writer.await;
+            app.restore_project_status(&deploy.project_id).await;
+            let _ = tokio::fs::remove_dir_all(app.config.builds_dir().join(&deploy.id)).await;
+        }
+        // Queued deploys get their live channels back.
         let queued = app
             .store
             .call(|c| store::deploys::with_status(c, &[DeployStatus::Queued]))
             .await
-            .unwrap_or_else(|err| {
-                tracing::error!(error = %err, "reading the deploy queue");
-                Vec::new()
-            });
+            .unwrap_or_default();
         for deploy in queued {
-            {
-                let mut active = active.lock().unwrap_or_else(|p| p.into_inner());
-                if !active.insert(deploy.project_id.clone()) {
-                    continue;
-                }
-            }
-            let app = app.clone();
-            let permits = permits.clone();
-            let active = active.clone();
-            tokio::spawn(async move {
-                let project_id = deploy.project_id.clone();
-                if let Ok(_permit) = permits.acquire().await {
-                    // The switch exists before the claim, so a cancel that loses the race
-                    // to the claim still reaches the pipeline.
-                    let cancel = super::cancel_switch(&app, &deploy.id);
-                    let id = deploy.id.clone();
-                    let claimed = app
-                        .store
-                        .call(move |c| {
-                            store::deploys::claim_queued(
-                                c,
-                                &id,
-                                DeployStatus::Building,
-                                &clock::now(),
-                            )
-                        })
-                        .await;
-                    match claimed {
-                        Ok(true) => {
-                            tracing::info!(deploy = %deploy.id, project = %project_id, "deploy started");
-                            pipeline::run(app.clone(), deploy, cancel).await;
-                        }
-                        Ok(false) => super::release_switch(&app, &deploy.id),
-                        Err(err) => {
-                            super::release_switch(&app, &deploy.id);
-                            tracing::error!(deploy = %deploy.id, error = %err, "claiming a queued deploy");
-                        }
-                    }
-                }
-                active
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&project_id);
-                app.deploys.wake.notify_one();
-            });
+            app.hub.open(&deploy.id);
         }
-        tokio::select! {
-            _ = app.deploys.wake.notified() => {}
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-            _ = &mut stopped => break,
-        }
-    }
-}
-
-/// Deploys left `building` or `releasing` by a crash or stop are failed with the reason,
-/// and whatever containers they started are removed; the previous release keeps serving.
-async fn recover_interrupted(app: &AppState) {
-    let interrupted = app
-        .store
-        .call(|c| {
-            store::deploys::with_status(c, &[DeployStatus::Building, DeployStatus::Releasing])
-        })
-        .await
-        .unwrap_or_default();
-    for deploy in interrupted {
-        tracing::warn!(deploy = %deploy.id, status = deploy.status.as_str(), "failing a deploy interrupted by a restart");
-        pipeline::remove_deploy_containers(app, &deploy.id).await;
-        let step = match deploy.status {
-            DeployStatus::Releasing => "release",
-            _ => "build",
-        };
-        let (log, writer) = start_log(app, &deploy.id);
-        log.failed(
-            step,
-            "interrupted: the daemon stopped while this deploy was in progress",
-        );
-        drop(log);
-        let _ = writer.await;
-        pipeline::restore_project_status(app, &deploy.project_id).await;
-        let _ = tokio::fs::remove_dir_all(app.config.builds_dir().join(&deploy.id)).await;
-    }
-    // Queued deploys get their live channels back.
-    let queued = app
-        .store
-        .call(|c| store::deploys::with_status(c, &[DeployStatus::Queued]))
-        .await
-        .unwrap_or_default();
-    for deploy in queued {
-        app.deploys.open(&deploy.id);
     }
 }
