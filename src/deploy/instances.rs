@@ -1,5 +1,5 @@
-//! Instances of a release: starting them health-checked, scaling (count and size), listing,
-//! and the reconciler that keeps the desired instances running.
+//! Instances of a release: starting them health-checked, scaling (count and size) and
+//! listing. The reconciler that keeps them running is `reconcile`.
 //! Invariant: an instance takes traffic only after its health check passes, and leaves the
 //! route table (draining) before it is stopped; one change per project at a time.
 
@@ -98,6 +98,68 @@ impl Deploys {
         size: Option<&str>,
         say: &(dyn Fn(String) + Sync),
     ) -> std::result::Result<String, String> {
+        let spec = self.instance_spec(engine, release, process, size).await?;
+        let network = spec.network.clone();
+        say(format!("starting {process} instance {}", spec.name));
+        let status = engine.start(&spec).await.map_err(|err| err.to_string())?;
+        // Followed from here on; the engine keeps what was written before the follower attaches.
+        self.logs.follow_started(crate::logs::StartedContainer {
+            id: status.id.clone(),
+            project_id: release.project.id.clone(),
+            instance: crate::logs::instance_id(&status.id),
+            process: process.to_string(),
+            preview_id: release.preview_id.clone(),
+        });
+        // Only web answers on the port; other types are healthy when they stay up.
+        let health = if process.is_web() {
+            release.plan.health_check.clone()
+        } else {
+            HealthCheck::none()
+        };
+        if health.kind == plan::HealthCheckKind::None {
+            say(format!(
+                "waiting for the {process} process to stay up for {} s",
+                WORKER_SETTLE.as_secs()
+            ));
+        } else {
+            say(format!(
+                "waiting for the app to answer on port {} (health check {}, up to {} s)",
+                release.plan.port,
+                health.path.as_deref().unwrap_or("-"),
+                self.config.deploy.health_timeout_secs
+            ));
+        }
+        match wait_healthy(
+            engine,
+            &status.id,
+            &network,
+            release.plan.port,
+            &health,
+            self.config.deploy.health_timeout_secs,
+            say,
+        )
+        .await
+        {
+            Ok(()) => Ok(status.id),
+            Err(reason) => {
+                let _ = engine
+                    .stop_and_remove(&status.id, Duration::from_secs(1))
+                    .await;
+                Err(reason)
+            }
+        }
+    }
+
+    /// The container of one new instance: its name, labels, command, env, size tier and the
+    /// release target's own network (made if missing); production's also get the project's
+    /// volumes and database.
+    async fn instance_spec(
+        &self,
+        engine: &Runtime,
+        release: &Release,
+        process: &ProcessType,
+        size: Option<&str>,
+    ) -> std::result::Result<ContainerSpec, String> {
         let network = self
             .networks
             .ensure(engine, &release.project.id, &release.target())
@@ -149,7 +211,7 @@ impl Deploys {
             command,
             env,
             labels,
-            network: network.clone(),
+            network,
             memory_bytes: Some(i64::from(tier.memory_mb) * 1024 * 1024),
             cpus: Some(tier.cpus),
             restart: true,
@@ -162,54 +224,7 @@ impl Deploys {
                 .await
                 .map_err(|err| err.to_string())?;
         }
-        say(format!("starting {process} instance {}", spec.name));
-        let status = engine.start(&spec).await.map_err(|err| err.to_string())?;
-        // Followed from here on; the engine keeps what was written before the follower attaches.
-        self.logs.follow_started(crate::logs::StartedContainer {
-            id: status.id.clone(),
-            project_id: release.project.id.clone(),
-            instance: crate::logs::instance_id(&status.id),
-            process: process.to_string(),
-            preview_id: release.preview_id.clone(),
-        });
-        // Only web answers on the port; other types are healthy when they stay up.
-        let health = if process.is_web() {
-            release.plan.health_check.clone()
-        } else {
-            HealthCheck::none()
-        };
-        if health.kind == plan::HealthCheckKind::None {
-            say(format!(
-                "waiting for the {process} process to stay up for {} s",
-                WORKER_SETTLE.as_secs()
-            ));
-        } else {
-            say(format!(
-                "waiting for the app to answer on port {} (health check {}, up to {} s)",
-                release.plan.port,
-                health.path.as_deref().unwrap_or("-"),
-                self.config.deploy.health_timeout_secs
-            ));
-        }
-        match wait_healthy(
-            engine,
-            &status.id,
-            &network,
-            release.plan.port,
-            &health,
-            self.config.deploy.health_timeout_secs,
-            say,
-        )
-        .await
-        {
-            Ok(()) => Ok(status.id),
-            Err(reason) => {
-                let _ = engine
-                    .stop_and_remove(&status.id, Duration::from_secs(1))
-                    .await;
-                Err(reason)
-            }
-        }
+        Ok(spec)
     }
 }
 
@@ -344,7 +359,7 @@ impl Deploys {
         self.release_of(project, &deploy, sealed_env)
     }
 
-    fn release_of(
+    pub(super) fn release_of(
         &self,
         project: &Project,
         deploy: &Deploy,
@@ -376,7 +391,7 @@ impl Deploys {
     /// Instances of one process type of a release that Docker reports running, oldest first,
     /// not draining. Only the release's own target counts: a preview's containers are never
     /// production's, nor the other way round.
-    async fn serving_instances(
+    pub(super) async fn serving_instances(
         &self,
         engine: &Runtime,
         release: &Release,
@@ -400,7 +415,7 @@ impl Deploys {
 }
 
 /// The process type a container runs; `None` when it is not an instance.
-fn process_of(container: &crate::runtime::ContainerSummary) -> Option<ProcessType> {
+pub(super) fn process_of(container: &crate::runtime::ContainerSummary) -> Option<ProcessType> {
     Labels::parse(&container.labels).process_type()
 }
 
@@ -408,7 +423,7 @@ impl Deploys {
     /// Brings one process type of the running release to `instances` instances of `size`,
     /// each on its release target's own network: new instances start and become healthy
     /// first; the ones that go leave the route table, drain, then stop.
-    async fn converge(
+    pub(super) async fn converge(
         &self,
         release: &Release,
         process: &ProcessType,
@@ -745,260 +760,4 @@ fn container_port(
             crate::edge::RouteTarget::Static { .. }
             | crate::edge::RouteTarget::Unavailable { .. } => None,
         })
-}
-
-impl Deploys {
-    /// Keeps every running release at its desired instance count (replacing instances that
-    /// died or were removed) and removes containers no release owns, every few seconds.
-    pub async fn run_reconciler(self, stopped: impl std::future::Future<Output = ()>) {
-        tokio::pin!(stopped);
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                _ = &mut stopped => break,
-            }
-            if let Err(err) = self.reconcile().await {
-                tracing::warn!(error = %err, "reconciling instances");
-            }
-        }
-    }
-}
-
-/// Removes this installation's instances whose deploy is not `live` (no release wants
-/// it any more), except draining ones, which the switch that drains them stops. Other
-/// containers (release commands, build and backup helpers) are their starters' to remove.
-async fn remove_orphans(
-    engine: &Runtime,
-    installation: &str,
-    live: &std::collections::HashSet<&str>,
-    draining: &std::collections::HashSet<String>,
-) -> Result<()> {
-    for container in engine
-        .containers_matching(&Filter::new().installation(installation))
-        .await
-        .map_err(Error::from)?
-        .into_iter()
-        .filter(|c| process_of(c).is_some())
-    {
-        let owned = labels::get(&container.labels, Key::Deploy).is_some_and(|d| live.contains(d));
-        if !owned && !draining.contains(&container.id) {
-            tracing::info!(container = %container.name, "removing an orphan instance");
-            let _ = engine
-                .stop_and_remove(&container.id, Duration::from_secs(2))
-                .await;
-        }
-    }
-    Ok(())
-}
-
-impl Deploys {
-    /// One pass of the reconciler.
-    pub async fn reconcile(&self) -> Result<()> {
-        let Ok(engine) = self.engine().await else {
-            return Ok(());
-        };
-        let (projects, deploys, previews) = self
-            .store
-            .call(|c| {
-                Ok((
-                    store::projects::all(c)?,
-                    store::deploys::with_status(
-                        c,
-                        &[
-                            DeployStatus::Running,
-                            DeployStatus::Building,
-                            DeployStatus::Releasing,
-                        ],
-                    )?,
-                    store::previews::all(c)?,
-                ))
-            })
-            .await?;
-        let preview_ids: std::collections::HashSet<&str> =
-            previews.iter().map(|p| p.id.as_str()).collect();
-        // A preview's deploy is only wanted while the preview exists.
-        let wanted = |d: &&Deploy| {
-            d.preview_id
-                .as_deref()
-                .is_none_or(|id| preview_ids.contains(id))
-        };
-        // Orphans: containers of projects or deploys that no longer want them.
-        let live: std::collections::HashSet<&str> = deploys
-            .iter()
-            .filter(wanted)
-            .map(|d| d.id.as_str())
-            .collect();
-        remove_orphans(&engine, &self.installation, &live, &self.routing.draining()).await?;
-        // Each release target (production of each project, each preview) is repaired on its
-        // own: a target's count never counts another target's instances.
-        let mut changed = false;
-        for deploy in deploys
-            .iter()
-            .filter(wanted)
-            .filter(|d| d.status == DeployStatus::Running)
-        {
-            let Some(project) = projects.iter().find(|p| p.id == deploy.project_id) else {
-                continue;
-            };
-            let target = deploy.target();
-            let busy = deploys.iter().any(|d| {
-                d.project_id == project.id
-                    && d.target() == target
-                    && d.status != DeployStatus::Running
-            });
-            if busy || deploy.image.is_none() {
-                continue;
-            }
-            let lock = self.project_lock(&project.id);
-            let Ok(_guard) = lock.try_lock() else {
-                continue;
-            };
-            // The view above may be stale: a deploy superseded since (a switch, or its preview
-            // removed) gets no replacements. Whoever superseded it stops its containers under
-            // this lock, so a pass that got here first finishes before they do.
-            // The project is read again under the lock too: a scale that finished meanwhile
-            // changed the counts and size this pass works toward.
-            let (id, project_id) = (deploy.id.clone(), project.id.clone());
-            let current = self
-                .store
-                .call(move |c| {
-                    let running = store::deploys::by_id(c, &id)?
-                        .is_some_and(|current| current.status == DeployStatus::Running);
-                    Ok(running
-                        .then(|| store::projects::by_id_unscoped(c, &project_id))
-                        .transpose()?
-                        .flatten())
-                })
-                .await?;
-            let Some(project) = current else {
-                continue;
-            };
-            let project = &project;
-            // Exited instances of the release are removed; Docker restarts crashed ones itself.
-            for container in engine
-                .containers_matching(&Filter::new().deploy(&deploy.id))
-                .await
-                .map_err(Error::from)?
-            {
-                let instance = process_of(&container).is_some();
-                if instance && (container.state == "exited" || container.state == "dead") {
-                    let _ = engine
-                        .stop_and_remove(&container.id, Duration::from_secs(1))
-                        .await;
-                }
-            }
-            let deploy_id = deploy.id.clone();
-            let sealed = self
-                .store
-                .call(move |c| store::deploys::env_of(c, &deploy_id))
-                .await?;
-            let Some(release) = self.release_of(project, deploy, sealed)? else {
-                continue;
-            };
-            let size = self.desired_size(project, &target);
-            let say = |line: String| tracing::info!(project = %release.project.id, "{line}");
-            for process in process_types(&release.plan) {
-                let wanted = desired_instances(project, &target, &process);
-                let serving = self.serving_instances(&engine, &release, &process).await;
-                let exposed = serving
-                    .iter()
-                    .filter(|c| {
-                        !crate::networks::is_isolated(&self.config.deploy, &c.labels, &c.addresses)
-                    })
-                    .count();
-                let serving = serving.len() as u32;
-                if serving >= wanted && exposed == 0 {
-                    continue;
-                }
-                if serving >= wanted {
-                    // Instances an earlier version started on the shared network (or attached
-                    // to another by hand) are replaced the way a scale change replaces them:
-                    // new ones on the target's own network first, then switch, drain, stop.
-                    tracing::info!(project = %project.id, deploy = %deploy.id, %process, exposed, "moving instances to the release target's own network");
-                    if let Err(err) = self
-                        .converge(&release, &process, wanted, size.as_deref(), &say)
-                        .await
-                    {
-                        tracing::warn!(project = %project.id, %process, error = %err, "moving instances to their own network");
-                    }
-                    continue;
-                }
-                tracing::warn!(project = %project.id, deploy = %deploy.id, %process, serving, wanted, "replacing missing instances");
-                for _ in serving..wanted {
-                    match self
-                        .start_healthy(&engine, &release, &process, size.as_deref(), &say)
-                        .await
-                    {
-                        Ok(_) => changed |= process.is_web(),
-                        Err(reason) => {
-                            tracing::warn!(project = %project.id, %process, %reason, "a replacement instance did not become healthy");
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        if changed {
-            self.routing.refresh().await?;
-        }
-        if let Err(err) = self.networks.sweep(&engine).await {
-            tracing::warn!(error = %err, "removing unused networks");
-        }
-        // Instances Docker restarted, or that ran on while the daemon was down, are followed
-        // again from where their stored logs end.
-        self.logs.follow_running().await?;
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::{collections::HashSet, sync::Arc};
-
-    use super::*;
-    use crate::runtime::{fake::FakeRuntime, ContainerSummary};
-
-    fn container(id: &str, labels: Labels) -> ContainerSummary {
-        ContainerSummary {
-            id: id.to_owned(),
-            name: format!("cantila-{id}"),
-            labels: labels.to_map(),
-            state: "running".to_owned(),
-            addresses: Default::default(),
-        }
-    }
-
-    /// The orphan sweep through the runtime seam: only this installation's instances of
-    /// deploys nobody wants go, and never a draining one or a one-off container.
-    #[tokio::test]
-    async fn the_orphan_sweep_removes_only_unwanted_instances_of_this_installation() {
-        let web = ProcessType::parse("web").unwrap();
-        let worker = ProcessType::parse("worker").unwrap();
-        let instance = |installation, deploy| {
-            Labels::instance(installation, "prj_a", deploy, "x1y2z3", &web, "small")
-        };
-        let fake = Arc::new(FakeRuntime::with_containers(vec![
-            container("live-web", instance("inst", "dep_live")),
-            container(
-                "live-worker",
-                Labels::instance("inst", "prj_a", "dep_live", "a1b2c3", &worker, "small"),
-            ),
-            container("orphan-web", instance("inst", "dep_gone")),
-            container(
-                "orphan-worker",
-                Labels::instance("inst", "prj_a", "dep_gone", "d4e5f6", &worker, "small"),
-            ),
-            container("draining-web", instance("inst", "dep_gone")),
-            container("release", Labels::release("inst", "prj_a", "dep_gone")),
-            container("helper", Labels::helper("inst", "prj_a")),
-            container("other-installation", instance("other", "dep_gone")),
-        ]));
-        let engine: Runtime = fake.clone();
-        let live = HashSet::from(["dep_live"]);
-        let draining = HashSet::from(["draining-web".to_owned()]);
-        remove_orphans(&engine, "inst", &live, &draining)
-            .await
-            .unwrap();
-        assert_eq!(fake.removed(), ["orphan-web", "orphan-worker"]);
-    }
 }

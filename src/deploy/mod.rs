@@ -12,6 +12,7 @@ pub mod instances;
 pub mod pipeline;
 pub mod planning;
 pub mod preview_env;
+pub mod reconcile;
 pub mod teardown;
 pub mod worker;
 
