@@ -280,6 +280,146 @@ pub struct Queued {
     pub created: bool,
 }
 
+/// A checked create-or-update, run inside the store's transaction.
+struct Upsert {
+    config: PreviewsConfig,
+    base_domain: String,
+    trigger: String,
+    ttl_secs: Option<u64>,
+    sealed_env: Option<Vec<u8>>,
+    request: PreviewRequest,
+}
+
+impl Upsert {
+    /// Updates the project's preview of the same pull request, branch or ref, or creates
+    /// one, and queues its deploy.
+    fn run(
+        self,
+        tx: &store::Tx<'_>,
+        account_id: &str,
+        project_id: &str,
+    ) -> Result<(Preview, Deploy, bool, deploy::Superseded)> {
+        let project = store::projects::by_id(tx, account_id, project_id)?
+            .ok_or_else(|| Error::NotFound(format!("project `{project_id}` not found")))?;
+        if store::git::get(tx, &project.id)?.is_none() {
+            return Err(Error::Invalid(format!(
+                "the project has no git repository to build a preview from; connect one with POST /v1/projects/{}/git",
+                project.id
+            )));
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let (preview, created) = match self.existing(tx, &project.id)? {
+            Some(preview) => (self.update(tx, preview, now)?, false),
+            None => (self.insert(tx, &project, now)?, true),
+        };
+        let git_ref = self
+            .request
+            .commit
+            .clone()
+            .unwrap_or_else(|| self.request.source.deploy_ref());
+        let deploy = deploy::new_deploy(
+            project.id.clone(),
+            ReleaseTarget::Preview(preview.id.clone()),
+            Some(git_ref),
+            &self.trigger,
+        );
+        let superseded = store::deploys::queue(tx, &deploy)?;
+        Ok((preview, deploy, created, superseded))
+    }
+
+    /// The project's preview of the request's pull request (else its branch), branch or
+    /// ref.
+    fn existing(&self, tx: &store::Tx<'_>, project_id: &str) -> Result<Option<Preview>> {
+        let request = &self.request;
+        Ok(match (request.pull_request, request.source.branch()) {
+            (Some(number), branch) => {
+                match store::previews::for_pull_request(tx, project_id, number)? {
+                    Some(found) => Some(found),
+                    None => match branch {
+                        Some(branch) => store::previews::for_branch(tx, project_id, branch)?,
+                        None => None,
+                    },
+                }
+            }
+            (None, Some(branch)) => store::previews::for_branch(tx, project_id, branch)?,
+            (None, None) => store::previews::for_ref(tx, project_id, request.source.text())?,
+        })
+    }
+
+    /// An existing preview at the request's ref; its TTL restarts.
+    fn update(
+        &self,
+        tx: &store::Tx<'_>,
+        mut preview: Preview,
+        now: time::OffsetDateTime,
+    ) -> Result<Preview> {
+        preview.git_ref = self.request.source.text().to_owned();
+        preview.pull_request = self.request.pull_request.or(preview.pull_request);
+        if let Some(sealed) = &self.sealed_env {
+            preview.sealed_env = Some(sealed.clone());
+        }
+        preview.ttl_secs = self.ttl_secs.unwrap_or(preview.ttl_secs);
+        preview.updated_at = clock::format(now);
+        preview.expires_at = expiry(now, preview.ttl_secs);
+        store::previews::update(tx, &preview)?;
+        Ok(preview)
+    }
+
+    /// A new preview with the first free hostname, within `previews.max_per_project`.
+    fn insert(
+        &self,
+        tx: &store::Tx<'_>,
+        project: &Project,
+        now: time::OffsetDateTime,
+    ) -> Result<Preview> {
+        let request = &self.request;
+        let count = store::previews::count_of_project(tx, &project.id)?;
+        if count >= self.config.max_per_project {
+            return Err(Error::Conflict(format!(
+                "the project already has {count} previews, the limit (previews.max_per_project = {}); delete one first",
+                self.config.max_per_project
+            )));
+        }
+        let slug_source = match (request.source.branch(), request.pull_request) {
+            (Some(branch), _) => branch.to_owned(),
+            (None, Some(number)) => format!("pr-{number}"),
+            (None, None) => request.source.text().to_owned(),
+        };
+        let base_domain = &self.base_domain;
+        let max_len = label_budget(base_domain);
+        let label = preview_label(
+            &slug_source,
+            project.name.as_str(),
+            project.handle.as_str(),
+            &format!("{}:{slug_source}", project.id),
+            max_len,
+        );
+        let candidates = hostname_candidates(base_domain, &label, max_len);
+        let hostname = store::previews::first_free_hostname(tx, candidates)?
+            .unwrap_or_else(|| random_hostname(base_domain, &label, max_len));
+        // Belt and braces: the label rules above always give a valid name.
+        Hostname::parse(&hostname)?;
+        let ttl_secs = self.ttl_secs.unwrap_or(self.config.default_ttl_secs);
+        let now_text = clock::format(now);
+        let preview = Preview {
+            id: ids::new_id("prv"),
+            project_id: project.id.clone(),
+            hostname,
+            branch: request.source.branch().map(str::to_owned),
+            git_ref: request.source.text().to_owned(),
+            pull_request: request.pull_request,
+            sealed_env: self.sealed_env.clone(),
+            ttl_secs,
+            trigger: self.trigger.clone(),
+            created_at: now_text.clone(),
+            updated_at: now_text,
+            expires_at: expiry(now, ttl_secs),
+        };
+        store::previews::insert(tx, &preview)?;
+        Ok(preview)
+    }
+}
+
 impl Previews {
     /// Creates a preview of the request's branch or ref and queues its deploy, or, when the
     /// project already has a preview of that pull request, branch or ref, queues a new deploy
@@ -292,12 +432,58 @@ impl Previews {
         request: PreviewRequest,
         trigger: &str,
     ) -> Result<Queued> {
-        let config = self.config.clone();
+        let (ttl_secs, sealed_env) = self.check_request(&request)?;
+        let upsert = Upsert {
+            config: self.config.clone(),
+            base_domain: self.base_domain.clone(),
+            trigger: trigger.to_owned(),
+            ttl_secs,
+            sealed_env,
+            request,
+        };
+        let account_id = actor.account_id.clone();
+        // The preview's entry says whether it was created or updated, which only the
+        // transaction finds out; the deploy's follows it.
+        let audit = {
+            let actor = actor.clone();
+            move |(preview, deploy, created, _): &(Preview, Deploy, bool, deploy::Superseded)| {
+                let action = if *created {
+                    "preview.create"
+                } else {
+                    "preview.update"
+                };
+                vec![
+                    store::Audit::by(&actor, action, &preview.id),
+                    store::Audit::by(&actor, "deploy.create", &deploy.id),
+                ]
+            }
+        };
+        let (preview, deploy, created, superseded) = self
+            .store
+            .write_audited(audit, move |tx| upsert.run(tx, &account_id, &project_id))
+            .await?;
+        self.deploys.announce(&deploy.id, superseded);
+        if created {
+            // The hostname answers 503 "building" at once rather than 404.
+            if let Err(err) = self.routing.refresh().await {
+                tracing::warn!(error = %err, "refreshing routes after a preview was created");
+            }
+        }
+        let info = self.describe(preview).await?;
+        Ok(Queued {
+            info,
+            deploy,
+            created,
+        })
+    }
+
+    /// Checks a request's TTL and env overrides, and seals the overrides.
+    fn check_request(&self, request: &PreviewRequest) -> Result<(Option<u64>, Option<Vec<u8>>)> {
         let ttl_secs = match request.ttl_secs {
-            Some(ttl) if ttl == 0 || ttl > config.max_ttl_secs => {
+            Some(ttl) if ttl == 0 || ttl > self.config.max_ttl_secs => {
                 return Err(Error::Invalid(format!(
                     "ttl must be between 1 second and {} seconds (previews.max_ttl_secs)",
-                    config.max_ttl_secs
+                    self.config.max_ttl_secs
                 )))
             }
             other => other,
@@ -319,132 +505,7 @@ impl Previews {
             self.secrets
                 .seal(&serde_json::to_vec(&plain).unwrap_or_default())
         });
-        let base_domain = self.base_domain.clone();
-        let account_id = actor.account_id.clone();
-        let trigger = trigger.to_owned();
-        // The preview's entry says whether it was created or updated, which only the
-        // transaction finds out; the deploy's follows it.
-        let audit = {
-            let actor = actor.clone();
-            move |(preview, deploy, created, _): &(Preview, Deploy, bool, deploy::Superseded)| {
-                let action = if *created {
-                    "preview.create"
-                } else {
-                    "preview.update"
-                };
-                vec![
-                    store::Audit::by(&actor, action, &preview.id),
-                    store::Audit::by(&actor, "deploy.create", &deploy.id),
-                ]
-            }
-        };
-        let (preview, deploy, created, superseded) = self
-        .store
-        .write_audited(audit, move |tx| {
-            let project = store::projects::by_id(tx, &account_id, &project_id)?
-                .ok_or_else(|| Error::NotFound(format!("project `{project_id}` not found")))?;
-            if store::git::get(tx, &project.id)?.is_none() {
-                return Err(Error::Invalid(format!(
-                    "the project has no git repository to build a preview from; connect one with POST /v1/projects/{}/git",
-                    project.id
-                )));
-            }
-            let existing = match (request.pull_request, request.source.branch()) {
-                (Some(number), branch) => match store::previews::for_pull_request(tx, &project.id, number)? {
-                    Some(found) => Some(found),
-                    None => match branch {
-                        Some(branch) => store::previews::for_branch(tx, &project.id, branch)?,
-                        None => None,
-                    },
-                },
-                (None, Some(branch)) => store::previews::for_branch(tx, &project.id, branch)?,
-                (None, None) => store::previews::for_ref(tx, &project.id, request.source.text())?,
-            };
-            let now = time::OffsetDateTime::now_utc();
-            let now_text = clock::format(now);
-            let (preview, created) = match existing {
-                Some(mut preview) => {
-                    preview.git_ref = request.source.text().to_owned();
-                    preview.pull_request = request.pull_request.or(preview.pull_request);
-                    if let Some(sealed) = sealed_env {
-                        preview.sealed_env = Some(sealed);
-                    }
-                    preview.ttl_secs = ttl_secs.unwrap_or(preview.ttl_secs);
-                    preview.updated_at = now_text.clone();
-                    preview.expires_at = expiry(now, preview.ttl_secs);
-                    store::previews::update(tx, &preview)?;
-                    (preview, false)
-                }
-                None => {
-                    let count = store::previews::count_of_project(tx, &project.id)?;
-                    if count >= config.max_per_project {
-                        return Err(Error::Conflict(format!(
-                            "the project already has {count} previews, the limit (previews.max_per_project = {}); delete one first",
-                            config.max_per_project
-                        )));
-                    }
-                    let id = ids::new_id("prv");
-                    let slug_source = match (request.source.branch(), request.pull_request) {
-                        (Some(branch), _) => branch.to_owned(),
-                        (None, Some(number)) => format!("pr-{number}"),
-                        (None, None) => request.source.text().to_owned(),
-                    };
-                    let max_len = label_budget(&base_domain);
-                    let label = preview_label(
-                        &slug_source,
-                        project.name.as_str(),
-                        project.handle.as_str(),
-                        &format!("{}:{slug_source}", project.id),
-                        max_len,
-                    );
-                    let candidates = hostname_candidates(&base_domain, &label, max_len);
-                    let hostname = store::previews::first_free_hostname(tx, candidates)?
-                        .unwrap_or_else(|| random_hostname(&base_domain, &label, max_len));
-                    // Belt and braces: the label rules above always give a valid name.
-                    Hostname::parse(&hostname)?;
-                    let ttl_secs = ttl_secs.unwrap_or(config.default_ttl_secs);
-                    let preview = Preview {
-                        id,
-                        project_id: project.id.clone(),
-                        hostname,
-                        branch: request.source.branch().map(str::to_owned),
-                        git_ref: request.source.text().to_owned(),
-                        pull_request: request.pull_request,
-                        sealed_env,
-                        ttl_secs,
-                        trigger: trigger.clone(),
-                        created_at: now_text.clone(),
-                        updated_at: now_text.clone(),
-                        expires_at: expiry(now, ttl_secs),
-                    };
-                    store::previews::insert(tx, &preview)?;
-                    (preview, true)
-                }
-            };
-            let git_ref = request.commit.clone().unwrap_or_else(|| request.source.deploy_ref());
-            let deploy = deploy::new_deploy(
-                project.id.clone(),
-                ReleaseTarget::Preview(preview.id.clone()),
-                Some(git_ref),
-                &trigger,
-            );
-            let superseded = store::deploys::queue(tx, &deploy)?;
-            Ok((preview, deploy, created, superseded))
-        })
-        .await?;
-        self.deploys.announce(&deploy.id, superseded);
-        if created {
-            // The hostname answers 503 "building" at once rather than 404.
-            if let Err(err) = self.routing.refresh().await {
-                tracing::warn!(error = %err, "refreshing routes after a preview was created");
-            }
-        }
-        let info = self.describe(preview).await?;
-        Ok(Queued {
-            info,
-            deploy,
-            created,
-        })
+        Ok((ttl_secs, sealed_env))
     }
 
     /// A preview with its status, from its deploys.

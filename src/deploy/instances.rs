@@ -502,14 +502,9 @@ pub struct ScaleRequest {
 }
 
 impl Deploys {
-    /// Applies new instance counts and/or size without a rebuild, then records them. A
-    /// project with no running release records them for its next deploy.
-    pub async fn scale(
-        &self,
-        actor: &Actor,
-        project_id: String,
-        request: ScaleRequest,
-    ) -> Result<Project> {
+    /// Checks a scale request against the config: counts within `scale.max_instances`,
+    /// a known size, and `instances` agreeing with `processes.web`.
+    fn check_scale(&self, request: &ScaleRequest) -> Result<()> {
         let max = self.config.scale.max_instances;
         let web = ProcessType::parse(ProcessType::WEB).expect("`web` is a process type");
         if let (Some(instances), Some(web_count)) = (request.instances, request.processes.get(&web))
@@ -541,6 +536,18 @@ impl Deploys {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// Applies new instance counts and/or size without a rebuild, then records them. A
+    /// project with no running release records them for its next deploy.
+    pub async fn scale(
+        &self,
+        actor: &Actor,
+        project_id: String,
+        request: ScaleRequest,
+    ) -> Result<Project> {
+        self.check_scale(&request)?;
         let project = projects::get(&self.store, actor, project_id).await?;
         let lock = self.project_lock(&project.id);
         let _guard = lock.lock().await;
@@ -556,37 +563,7 @@ impl Deploys {
             }
         }
         // The project as it will be: counts, size and whether it is stopped.
-        let mut wanted = project.clone();
-        if let Some(instances) = request.instances.or(request.processes.get(&web).copied()) {
-            wanted.instances = instances;
-        }
-        for (process, count) in request.processes.iter().filter(|(p, _)| !p.is_web()) {
-            wanted.process_instances.insert(process.to_string(), *count);
-        }
-        wanted.size = request.size.clone().or(project.size.clone());
-        let workers_idle = match &release {
-            Some(release) => process_types(&release.plan)
-                .iter()
-                .filter(|p| !p.is_web())
-                .all(|p| {
-                    wanted
-                        .process_instances
-                        .get(p.as_str())
-                        .copied()
-                        .unwrap_or(1)
-                        == 0
-                }),
-            None => true,
-        };
-        // Plain `instances: 0` stops the whole project; counts per process stop only those.
-        let stops_project = request.processes.is_empty() || workers_idle;
-        wanted.status = match (wanted.instances, project.status) {
-            (0, ProjectStatus::Running) if stops_project => ProjectStatus::Stopped,
-            (_, ProjectStatus::Stopped) if wanted.instances > 0 || !workers_idle => {
-                ProjectStatus::Running
-            }
-            (_, status) => status,
-        };
+        let wanted = scaled(&project, release.as_ref(), &request);
         if let Some(release) = &release {
             let say = |line: String| tracing::info!(project = %project.id, "{line}");
             for process in process_types(&release.plan) {
@@ -624,6 +601,43 @@ impl Deploys {
         self.routing.refresh().await?;
         projects::get_unscoped(&self.store, project.id).await
     }
+}
+
+/// The project as a scale request leaves it: counts, size and whether it is stopped.
+fn scaled(project: &Project, release: Option<&Release>, request: &ScaleRequest) -> Project {
+    let web = ProcessType::parse(ProcessType::WEB).expect("`web` is a process type");
+    let mut wanted = project.clone();
+    if let Some(instances) = request.instances.or(request.processes.get(&web).copied()) {
+        wanted.instances = instances;
+    }
+    for (process, count) in request.processes.iter().filter(|(p, _)| !p.is_web()) {
+        wanted.process_instances.insert(process.to_string(), *count);
+    }
+    wanted.size = request.size.clone().or(project.size.clone());
+    let workers_idle = match release {
+        Some(release) => process_types(&release.plan)
+            .iter()
+            .filter(|p| !p.is_web())
+            .all(|p| {
+                wanted
+                    .process_instances
+                    .get(p.as_str())
+                    .copied()
+                    .unwrap_or(1)
+                    == 0
+            }),
+        None => true,
+    };
+    // Plain `instances: 0` stops the whole project; counts per process stop only those.
+    let stops_project = request.processes.is_empty() || workers_idle;
+    wanted.status = match (wanted.instances, project.status) {
+        (0, ProjectStatus::Running) if stops_project => ProjectStatus::Stopped,
+        (_, ProjectStatus::Stopped) if wanted.instances > 0 || !workers_idle => {
+            ProjectStatus::Running
+        }
+        (_, status) => status,
+    };
+    wanted
 }
 
 /// One instance as the API shows it.

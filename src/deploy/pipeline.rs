@@ -538,6 +538,40 @@ impl Deploys {
             }
             None => std::collections::BTreeMap::new(),
         };
+        self.restore_release_files(project, deploy, &target, log)
+            .await?;
+        let id = deploy.id.clone();
+        let plan_text = plan_value.to_string();
+        let image = target.image.clone();
+        let sha = target.commit_sha.clone().unwrap_or_default();
+        let message = target.commit_message.clone().unwrap_or_default();
+        self.store
+            .write(move |tx| {
+                store::deploys::set_source(tx, &id, &sha, &message)?;
+                store::deploys::set_plan(tx, &id, &plan_text)?;
+                if let Some(image) = &image {
+                    store::deploys::set_image(tx, &id, image)?;
+                }
+                if let Some(sealed) = &sealed_env {
+                    store::deploys::set_env(tx, &id, sealed)?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(failed("build"))?;
+        Ok((source_plan, target.image, env_snapshot))
+    }
+
+    /// What a rollback's release needs besides its image: the image must still exist, and
+    /// the earlier release's asset copy (a container app) or site (a static one) is copied
+    /// to the new deploy's place.
+    async fn restore_release_files(
+        &self,
+        project: &Project,
+        deploy: &Deploy,
+        target: &Deploy,
+        log: &DeployLog,
+    ) -> Result<(), Stop> {
         if let Some(image) = &target.image {
             let engine = self.engine().await.map_err(failed("build"))?;
             if engine
@@ -583,26 +617,7 @@ impl Deploys {
                 })?;
             log.line(format!("restored {copied} site files"));
         }
-        let id = deploy.id.clone();
-        let plan_text = plan_value.to_string();
-        let image = target.image.clone();
-        let sha = target.commit_sha.clone().unwrap_or_default();
-        let message = target.commit_message.clone().unwrap_or_default();
-        self.store
-            .write(move |tx| {
-                store::deploys::set_source(tx, &id, &sha, &message)?;
-                store::deploys::set_plan(tx, &id, &plan_text)?;
-                if let Some(image) = &image {
-                    store::deploys::set_image(tx, &id, image)?;
-                }
-                if let Some(sealed) = &sealed_env {
-                    store::deploys::set_env(tx, &id, sealed)?;
-                }
-                Ok(())
-            })
-            .await
-            .map_err(failed("build"))?;
-        Ok((source_plan, target.image, env_snapshot))
+        Ok(())
     }
 
     /// Runs the release command (migrations and the like) once, in a one-off container of the
