@@ -228,6 +228,75 @@ impl Deploys {
     }
 }
 
+/// One probe of a starting instance at `ip`: true when it passes `health` (an answer
+/// below 500, an open port, or for a worker having stayed up `WORKER_SETTLE`); otherwise
+/// `last_problem` says why not.
+async fn answers(
+    client: &reqwest::Client,
+    health: &HealthCheck,
+    ip: std::net::IpAddr,
+    port: u16,
+    started: tokio::time::Instant,
+    say: &(dyn Fn(String) + Sync),
+    last_problem: &mut String,
+) -> bool {
+    match health.kind {
+        plan::HealthCheckKind::Http => {
+            let url = format!(
+                "http://{ip}:{}{}",
+                port,
+                health.path.as_deref().unwrap_or("/")
+            );
+            match client.get(&url).send().await {
+                Ok(response) if response.status().as_u16() < 500 => {
+                    say(format!(
+                        "health check passed: HTTP {}",
+                        response.status().as_u16()
+                    ));
+                    true
+                }
+                Ok(response) => {
+                    *last_problem = format!("HTTP {}", response.status().as_u16());
+                    false
+                }
+                Err(err) => {
+                    *last_problem = if err.is_timeout() {
+                        "timed out".to_owned()
+                    } else {
+                        "connection refused".to_owned()
+                    };
+                    false
+                }
+            }
+        }
+        // Workers listen on nothing: staying up for a few seconds is the check.
+        plan::HealthCheckKind::None => {
+            let up = started.elapsed() >= WORKER_SETTLE;
+            if up {
+                say("the process stayed up: no health check to run".to_owned());
+            }
+            up
+        }
+        plan::HealthCheckKind::Tcp => {
+            match tokio::time::timeout(
+                Duration::from_secs(u64::from(health.timeout_secs.max(1))),
+                tokio::net::TcpStream::connect((ip, port)),
+            )
+            .await
+            {
+                Ok(Ok(_)) => {
+                    say("health check passed: port open".to_owned());
+                    true
+                }
+                _ => {
+                    *last_problem = "port closed".to_owned();
+                    false
+                }
+            }
+        }
+    }
+}
+
 /// How long a process without a health check must stay up to count as started.
 const WORKER_SETTLE: Duration = Duration::from_secs(3);
 
@@ -264,61 +333,8 @@ pub(crate) async fn wait_healthy(
                 ));
         }
         if let Some(&ip) = status.addresses.get(network) {
-            let answered = match health.kind {
-                plan::HealthCheckKind::Http => {
-                    let url = format!(
-                        "http://{ip}:{}{}",
-                        port,
-                        health.path.as_deref().unwrap_or("/")
-                    );
-                    match client.get(&url).send().await {
-                        Ok(response) if response.status().as_u16() < 500 => {
-                            say(format!(
-                                "health check passed: HTTP {}",
-                                response.status().as_u16()
-                            ));
-                            true
-                        }
-                        Ok(response) => {
-                            last_problem = format!("HTTP {}", response.status().as_u16());
-                            false
-                        }
-                        Err(err) => {
-                            last_problem = if err.is_timeout() {
-                                "timed out".to_owned()
-                            } else {
-                                "connection refused".to_owned()
-                            };
-                            false
-                        }
-                    }
-                }
-                // Workers listen on nothing: staying up for a few seconds is the check.
-                plan::HealthCheckKind::None => {
-                    let up = started.elapsed() >= WORKER_SETTLE;
-                    if up {
-                        say("the process stayed up: no health check to run".to_owned());
-                    }
-                    up
-                }
-                plan::HealthCheckKind::Tcp => {
-                    match tokio::time::timeout(
-                        Duration::from_secs(u64::from(health.timeout_secs.max(1))),
-                        tokio::net::TcpStream::connect((ip, port)),
-                    )
-                    .await
-                    {
-                        Ok(Ok(_)) => {
-                            say("health check passed: port open".to_owned());
-                            true
-                        }
-                        _ => {
-                            last_problem = "port closed".to_owned();
-                            false
-                        }
-                    }
-                }
-            };
+            let answered =
+                answers(&client, health, ip, port, started, say, &mut last_problem).await;
             if answered {
                 return Ok(());
             }

@@ -829,11 +829,17 @@ impl Deploys {
         let previous = previous?;
         log.line("traffic switched to the new release");
         log.status(DeployStatus::Running);
-        if previous.is_empty() {
-            return Ok(());
+        if !previous.is_empty() {
+            self.stop_previous(project, deploy, log).await;
         }
+        Ok(())
+    }
+
+    /// After a switch: the target's instances of earlier releases leave the route table,
+    /// drain for `deploy.drain_secs`, then stop.
+    async fn stop_previous(&self, project: &Project, deploy: &Deploy, log: &DeployLog) {
         let Ok(engine) = self.engine().await else {
-            return Ok(());
+            return;
         };
         let target = deploy.target();
         let leaving: Vec<_> = engine
@@ -863,7 +869,6 @@ impl Deploys {
             }
         }
         self.routing.set_draining(&ids, false);
-        Ok(())
     }
 
     /// Removes every container labelled with this deploy.
