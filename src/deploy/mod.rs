@@ -269,12 +269,12 @@ impl Deploys {
     /// clone is dropped and all lines are stored.
     pub(crate) fn start_log(&self, deploy_id: &str) -> (DeployLog, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::unbounded_channel::<LogMessage>();
-        let app = self.clone();
+        let deploys = self.clone();
         let deploy_id = deploy_id.to_owned();
-        app.hub.open(&deploy_id);
+        deploys.hub.open(&deploy_id);
         let task = tokio::spawn(async move {
             let deploy_for_seq = deploy_id.clone();
-            let mut next_seq = app
+            let mut next_seq = deploys
                 .store
                 .call(move |c| store::deploys::last_log_seq(c, &deploy_for_seq))
                 .await
@@ -317,7 +317,7 @@ impl Deploys {
                 }
                 let stored = lines.clone();
                 let id = deploy_id.clone();
-                let result = app
+                let result = deploys
                     .store
                     .write(move |tx| {
                         store::deploys::append_logs(tx, &id, &stored)?;
@@ -334,11 +334,11 @@ impl Deploys {
                     tracing::error!(deploy = %deploy_id, error = %err, "storing deploy log lines");
                 }
                 for line in lines {
-                    app.hub.publish(&deploy_id, line);
+                    deploys.hub.publish(&deploy_id, line);
                 }
             }
             if finished {
-                app.hub.close(&deploy_id);
+                deploys.hub.close(&deploy_id);
             }
         });
         (DeployLog { tx }, task)
@@ -530,15 +530,14 @@ pub async fn list(
 impl Deploys {
     /// Cancels a queued or in-progress deploy. A finished deploy answers 409.
     pub async fn cancel(&self, actor: &Actor, deploy_id: String) -> Result<Deploy> {
-        let app = self;
-        let deploy = get(&app.store, actor, deploy_id.clone()).await?;
+        let deploy = get(&self.store, actor, deploy_id.clone()).await?;
         if deploy.status.is_final() {
             return Err(Error::Conflict(format!(
             "deploy `{deploy_id}` is already {}; only queued, building or releasing deploys can be canceled",
             deploy.status.as_str()
         )));
         }
-        app.store
+        self.store
             .write_audited(store::Audit::by(actor, "deploy.cancel", &deploy_id), |_| {
                 Ok(())
             })
@@ -546,7 +545,7 @@ impl Deploys {
         // A queued deploy is canceled in the store, atomically against the worker claiming
         // it; one already claimed is stopped through its pipeline's switch.
         let id = deploy_id.clone();
-        let canceled_in_queue = app
+        let canceled_in_queue = self
             .store
             .write(move |tx| {
                 let now = clock::now();
@@ -565,23 +564,23 @@ impl Deploys {
             .await?;
         match canceled_in_queue {
             Some(line) => {
-                app.hub.publish(&deploy_id, line);
-                app.hub.close(&deploy_id);
+                self.hub.publish(&deploy_id, line);
+                self.hub.close(&deploy_id);
             }
             None => {
-                app.hub.request_cancel(&deploy_id);
+                self.hub.request_cancel(&deploy_id);
             }
         }
         // Wait briefly for the pipeline to stop so the answer shows the outcome; ownership
         // was checked above.
         for _ in 0..100 {
-            let current = get_unscoped(&app.store, deploy_id.clone()).await?;
+            let current = get_unscoped(&self.store, deploy_id.clone()).await?;
             if current.status.is_final() {
                 return Ok(current);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        get_unscoped(&app.store, deploy_id).await
+        get_unscoped(&self.store, deploy_id).await
     }
 }
 

@@ -19,13 +19,12 @@ impl Deploys {
     /// Runs until `stopped` completes. Pipelines in progress are abandoned at shutdown and
     /// recovered (failed, cleaned up) on the next start.
     pub async fn run_worker(self, stopped: impl Future<Output = ()>) {
-        let app = self;
-        app.recover_interrupted().await;
-        let permits = Arc::new(Semaphore::new(app.config.deploy.concurrent_builds));
+        self.recover_interrupted().await;
+        let permits = Arc::new(Semaphore::new(self.config.deploy.concurrent_builds));
         let active: Arc<Mutex<HashSet<String>>> = Arc::default();
         tokio::pin!(stopped);
         loop {
-            let queued = app
+            let queued = self
                 .store
                 .call(|c| store::deploys::with_status(c, &[DeployStatus::Queued]))
                 .await
@@ -40,7 +39,7 @@ impl Deploys {
                         continue;
                     }
                 }
-                let app = app.clone();
+                let deploys = self.clone();
                 let permits = permits.clone();
                 let active = active.clone();
                 tokio::spawn(async move {
@@ -48,9 +47,9 @@ impl Deploys {
                     if let Ok(_permit) = permits.acquire().await {
                         // The switch exists before the claim, so a cancel that loses the race
                         // to the claim still reaches the pipeline.
-                        let cancel = app.cancel_switch(&deploy.id);
+                        let cancel = deploys.cancel_switch(&deploy.id);
                         let id = deploy.id.clone();
-                        let claimed = app
+                        let claimed = deploys
                             .store
                             .call(move |c| {
                                 store::deploys::claim_queued(
@@ -64,11 +63,11 @@ impl Deploys {
                         match claimed {
                             Ok(true) => {
                                 tracing::info!(deploy = %deploy.id, project = %project_id, "deploy started");
-                                app.run_pipeline(deploy, cancel).await;
+                                deploys.run_pipeline(deploy, cancel).await;
                             }
-                            Ok(false) => app.release_switch(&deploy.id),
+                            Ok(false) => deploys.release_switch(&deploy.id),
                             Err(err) => {
-                                app.release_switch(&deploy.id);
+                                deploys.release_switch(&deploy.id);
                                 tracing::error!(deploy = %deploy.id, error = %err, "claiming a queued deploy");
                             }
                         }
@@ -77,11 +76,11 @@ impl Deploys {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .remove(&project_id);
-                    app.hub.wake.notify_one();
+                    deploys.hub.wake.notify_one();
                 });
             }
             tokio::select! {
-                _ = app.hub.wake.notified() => {}
+                _ = self.hub.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                 _ = &mut stopped => break,
             }
@@ -91,8 +90,7 @@ impl Deploys {
     /// Deploys left `building` or `releasing` by a crash or stop are failed with the reason,
     /// and whatever containers they started are removed; the previous release keeps serving.
     async fn recover_interrupted(&self) {
-        let app = self;
-        let interrupted = app
+        let interrupted = self
             .store
             .call(|c| {
                 store::deploys::with_status(c, &[DeployStatus::Building, DeployStatus::Releasing])
@@ -101,29 +99,29 @@ impl Deploys {
             .unwrap_or_default();
         for deploy in interrupted {
             tracing::warn!(deploy = %deploy.id, status = deploy.status.as_str(), "failing a deploy interrupted by a restart");
-            app.remove_deploy_containers(&deploy.id).await;
+            self.remove_deploy_containers(&deploy.id).await;
             let step = match deploy.status {
                 DeployStatus::Releasing => "release",
                 _ => "build",
             };
-            let (log, writer) = app.start_log(&deploy.id);
+            let (log, writer) = self.start_log(&deploy.id);
             log.failed(
                 step,
                 "interrupted: the daemon stopped while this deploy was in progress",
             );
             drop(log);
             let _ = writer.await;
-            app.restore_project_status(&deploy.project_id).await;
-            let _ = tokio::fs::remove_dir_all(app.config.builds_dir().join(&deploy.id)).await;
+            self.restore_project_status(&deploy.project_id).await;
+            let _ = tokio::fs::remove_dir_all(self.config.builds_dir().join(&deploy.id)).await;
         }
         // Queued deploys get their live channels back.
-        let queued = app
+        let queued = self
             .store
             .call(|c| store::deploys::with_status(c, &[DeployStatus::Queued]))
             .await
             .unwrap_or_default();
         for deploy in queued {
-            app.hub.open(&deploy.id);
+            self.hub.open(&deploy.id);
         }
     }
 }

@@ -88,7 +88,7 @@ impl RepoIdentity {
 impl RepoLocation {
     /// Refuses a local repository inside Cantila's data directory (other accounts'
     /// mirrors, the store, the keys), symlinks resolved. Which accounts may use local
-    /// repositories at all is the caller's question (`git_connection::permit_repo`).
+    /// repositories at all is the caller's question (`Deploys::permit_repo`).
     pub fn check_permitted(&self, data_dir: &Path) -> Result<(), Error> {
         let RepoLocation::Local(local) = self else {
             return Ok(());
