@@ -10,6 +10,7 @@ pub mod audit;
 pub mod backup;
 pub mod cli;
 pub mod clock;
+pub mod compose;
 pub mod config;
 pub mod console;
 pub mod database;
@@ -38,7 +39,6 @@ pub mod runtime;
 pub mod s3;
 pub mod secrets;
 pub mod source;
-pub mod state;
 pub mod store;
 pub mod tls;
 pub mod volumes;
@@ -48,7 +48,7 @@ use std::{future::Future, net::SocketAddr};
 use anyhow::Context;
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::{config::Config, state::AppState, store::Store};
+use crate::{config::Config, store::Store};
 
 /// The daemon's bound sockets. Binding is separate from `run` so a caller can bind port 0
 /// and learn the addresses first.
@@ -175,23 +175,23 @@ pub async fn run(
     let runtime: runtime::Runtime = std::sync::Arc::new(runtime::docker::DockerRuntime::new(
         config.deploy.docker_socket.clone(),
     ));
-    let app = AppState::new(
+    let services = compose::Services::build(compose::Adapters {
         config,
-        store.clone(),
+        store: store.clone(),
         log_store,
         secrets,
-        tls.clone(),
+        tls: tls.clone(),
         installation,
         uploads,
         runtime,
-    );
+    });
     // The edge starts with the table of what is already running, so a restart of the
     // daemon serves the apps again at once.
-    if let Err(err) = app.routing.refresh().await {
+    if let Err(err) = services.routing.refresh().await {
         tracing::warn!(error = %err, "building the first route table");
     }
     // Backups a crash interrupted are failed before anything can list them as running.
-    if let Err(err) = app.backups.recover().await {
+    if let Err(err) = services.backups.recover().await {
         tracing::warn!(error = %err, "recovering interrupted backups");
     }
     let api_addr = listeners.api.local_addr()?;
@@ -208,7 +208,7 @@ pub async fn run(
 
     // One API router, so the API listener and the console's hostname share its throttle
     // of failed token checks.
-    let api_router = api::router(app.clone());
+    let api_router = api::router(services.api_state());
     let api_service = api_router
         .clone()
         .into_make_service_with_connect_info::<SocketAddr>();
@@ -219,8 +219,8 @@ pub async fn run(
             .await
     });
     let edge_server = tokio::spawn(edge::serve(
-        public_edge(&app, api_router),
-        app.tls.clone(),
+        public_edge(&services, api_router),
+        services.tls.clone(),
         listeners.http,
         listeners.https,
         stopped(),
@@ -230,7 +230,7 @@ pub async fn run(
         Some(listener) => {
             let metrics_addr = listener.local_addr()?;
             tracing::info!(metrics = %metrics_addr, "serving GET /metrics without a token on this address");
-            let service = api::metrics::unauthenticated_router(app.clone());
+            let service = api::metrics::unauthenticated_router(services.api_state());
             let graceful = stopped();
             Some(tokio::spawn(async move {
                 axum::serve(listener, service)
@@ -240,15 +240,15 @@ pub async fn run(
         }
         None => None,
     };
-    let collector = tokio::spawn(metrics::collector::run(app.metrics.clone(), stopped()));
-    let worker = tokio::spawn(app.deploys.clone().run_worker(stopped()));
-    let router_task = tokio::spawn(app.routing.clone().run(stopped()));
-    let reconciler = tokio::spawn(app.deploys.clone().run_reconciler(stopped()));
+    let collector = tokio::spawn(metrics::collector::run(services.metrics.clone(), stopped()));
+    let worker = tokio::spawn(services.deploys.clone().run_worker(stopped()));
+    let router_task = tokio::spawn(services.routing.clone().run(stopped()));
+    let reconciler = tokio::spawn(services.deploys.clone().run_reconciler(stopped()));
     let renewals = tokio::spawn(crate::tls::run_renewals(tls, stopped()));
-    let preview_sweep = tokio::spawn(app.previews.clone().run_expiry_sweep(stopped()));
-    let log_writer = tokio::spawn(logs::collector::run(app.logs.clone(), stopped()));
-    let backup_scheduler = tokio::spawn(app.backups.clone().run_scheduler(stopped()));
-    let upload_retries = tokio::spawn(app.backups.clone().run_retries(stopped()));
+    let preview_sweep = tokio::spawn(services.previews.clone().run_expiry_sweep(stopped()));
+    let log_writer = tokio::spawn(logs::collector::run(services.logs.clone(), stopped()));
+    let backup_scheduler = tokio::spawn(services.backups.clone().run_scheduler(stopped()));
+    let upload_retries = tokio::spawn(services.backups.clone().run_retries(stopped()));
 
     tracing::info!(api = %api_addr, http = %http_addr, https = %https_addr, "cantila is listening");
     // Tell systemd (Type=notify) we are ready; a no-op when not run under systemd.
@@ -281,18 +281,22 @@ pub async fn run(
 /// limits, TLS's ACME answers, the log collector's access-log sink, and (when `[console]`
 /// is on) the console's hostname answered by `api_router`. The edge is handed values; it
 /// never reaches into the daemon's state.
-fn public_edge(app: &AppState, api_router: axum::Router) -> edge::Edge {
+fn public_edge(services: &compose::Services, api_router: axum::Router) -> edge::Edge {
     let edge = edge::Edge::new(
-        app.routing.routes().clone(),
-        app.metrics.edge_counters(),
-        edge::EdgeConfig::from(&app.config.edge),
-        app.tls.challenges(),
+        services.routing.routes().clone(),
+        services.metrics.edge_counters(),
+        edge::EdgeConfig::from(&services.config.edge),
+        services.tls.challenges(),
     )
-    .with_access_log(app.logs.access_log_sink());
-    match app.config.console_hostname() {
+    .with_access_log(services.logs.access_log_sink());
+    match services.config.console_hostname() {
         Some(hostname) => edge.with_console(
-            edge::ConsoleHost::new(hostname, app.tls.mode() != tls::TlsMode::Off, api_router)
-                .with_certificates(app.tls.clone()),
+            edge::ConsoleHost::new(
+                hostname,
+                services.tls.mode() != tls::TlsMode::Off,
+                api_router,
+            )
+            .with_certificates(services.tls.clone()),
         ),
         None => edge,
     }

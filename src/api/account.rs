@@ -4,14 +4,14 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{names::Scope, state::AppState};
+use crate::{api::ApiState, names::Scope};
 
 use super::{
     auth::{Auth, ReadScope},
     error::Json,
 };
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new().routes(routes!(whoami))
 }
 

@@ -5,14 +5,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{assets, pagination::PageRequest, state::AppState};
+use crate::{api::ApiState, assets, pagination::PageRequest};
 
 use super::{
     auth::{Auth, ReadScope},
     error::{ApiResult, Json, Path, Query},
 };
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new().routes(routes!(list))
 }
 
@@ -72,7 +72,7 @@ pub struct AssetList {
     responses((status = 200, body = AssetList)))]
 async fn list(
     auth: Auth<ReadScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
     Query(query): Query<AssetQuery>,
 ) -> ApiResult<Json<AssetList>> {

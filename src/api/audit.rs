@@ -5,7 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{audit, state::AppState};
+use crate::{api::ApiState, audit};
 
 use super::{
     auth::{AdminScope, Auth},
@@ -13,7 +13,7 @@ use super::{
     projects::ListQuery,
 };
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new().routes(routes!(list))
 }
 
@@ -42,7 +42,7 @@ pub struct AuditList {
     responses((status = 200, body = AuditList)))]
 async fn list(
     auth: Auth<AdminScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<AuditList>> {
     let page = audit::list(&app.store, &auth.actor, query.page(&app)?).await?;

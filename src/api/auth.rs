@@ -15,7 +15,7 @@ use axum::{
     http::{header, request::Parts},
 };
 
-use crate::{accounts, accounts::Actor, error::Error, names::Scope, state::AppState};
+use crate::{accounts, accounts::Actor, api::ApiState, error::Error, names::Scope};
 
 use super::error::ApiError;
 
@@ -48,10 +48,10 @@ pub struct Auth<S> {
     scope: PhantomData<S>,
 }
 
-impl<S: RequiredScope + Send + Sync> FromRequestParts<AppState> for Auth<S> {
+impl<S: RequiredScope + Send + Sync> FromRequestParts<ApiState> for Auth<S> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, app: &ApiState) -> Result<Self, ApiError> {
         let client_addr = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()

@@ -12,9 +12,9 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
+    api::ApiState,
     backup::{remote::RemoteCopy, Backup, Schedule, Target},
     error::Error,
-    state::AppState,
 };
 
 use super::{
@@ -24,7 +24,7 @@ use super::{
     volumes::Confirm,
 };
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(get_schedule, set_schedule, delete_schedule))
@@ -228,7 +228,7 @@ fn target_of(request: CreateBackup) -> Result<Option<Target>, Error> {
     responses((status = 200, body = BackupList)))]
 async fn list(
     auth: Auth<ReadScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<BackupList>> {
@@ -247,7 +247,7 @@ async fn list(
     responses((status = 202, body = BackupsStarted), (status = 422, description = "nothing to back up", body = super::error::ErrorBody)))]
 async fn create(
     auth: Auth<DeployScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
     OptionalJson(body): OptionalJson<CreateBackup>,
 ) -> ApiResult<(StatusCode, Json<BackupsStarted>)> {
@@ -269,7 +269,7 @@ async fn create(
     responses((status = 200, body = BackupView)))]
 async fn get(
     auth: Auth<ReadScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<BackupView>> {
     let (backup, _) = app.backups.get(&auth.actor, id).await?;
@@ -283,7 +283,7 @@ async fn get(
               (status = 409, description = "the backup has no file", body = super::error::ErrorBody)))]
 async fn download(
     auth: Auth<DeployScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let (backup, project, path) = app.backups.file_of(&auth.actor, id).await?;
@@ -327,7 +327,7 @@ async fn download(
     responses((status = 200, body = RestoreView), (status = 409, description = "the backup cannot be restored", body = super::error::ErrorBody)))]
 async fn restore(
     auth: Auth<AdminScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
     OptionalJson(body): OptionalJson<Confirm>,
 ) -> ApiResult<Json<RestoreView>> {
@@ -345,7 +345,7 @@ async fn restore(
     responses((status = 200, body = ScheduleView)))]
 async fn get_schedule(
     auth: Auth<ReadScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ScheduleView>> {
     Ok(Json(
@@ -360,7 +360,7 @@ async fn get_schedule(
     responses((status = 200, body = ScheduleView)))]
 async fn set_schedule(
     auth: Auth<DeployScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
     Json(request): Json<SetSchedule>,
 ) -> ApiResult<Json<ScheduleView>> {
@@ -383,7 +383,7 @@ async fn set_schedule(
     responses((status = 204, description = "removed")))]
 async fn delete_schedule(
     auth: Auth<DeployScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     app.backups.delete_schedule(&auth.actor, id).await?;

@@ -9,8 +9,8 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
+    api::ApiState,
     database::{DatabaseEngine, DatabaseInfo},
-    state::AppState,
 };
 
 use super::{
@@ -20,7 +20,7 @@ use super::{
     volumes::Confirm,
 };
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(get, create, delete))
         .routes(routes!(credentials))
@@ -91,7 +91,7 @@ pub struct DatabaseDeleted {
     responses((status = 200, body = DatabaseView), (status = 404, description = "no database", body = super::error::ErrorBody)))]
 async fn get(
     auth: Auth<ReadScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DatabaseView>> {
     Ok(Json(app.databases.get(&auth.actor, id).await?.into()))
@@ -105,7 +105,7 @@ async fn get(
     responses((status = 201, body = DatabaseView), (status = 409, description = "the project has a database", body = super::error::ErrorBody)))]
 async fn create(
     auth: Auth<DeployScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
     Json(request): Json<CreateDatabase>,
 ) -> ApiResult<(StatusCode, Json<DatabaseView>)> {
@@ -122,7 +122,7 @@ async fn create(
     responses((status = 200, body = DatabaseDeleted), (status = 409, description = "the final backup failed", body = super::error::ErrorBody)))]
 async fn delete(
     auth: Auth<AdminScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
     OptionalJson(body): OptionalJson<Confirm>,
 ) -> ApiResult<Json<DatabaseDeleted>> {
@@ -142,7 +142,7 @@ async fn delete(
     responses((status = 200, body = Credentials)))]
 async fn credentials(
     auth: Auth<DeployScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Credentials>> {
     let env = app.databases.credentials(&auth.actor, id).await?;

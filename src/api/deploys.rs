@@ -18,9 +18,9 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
+    api::ApiState,
     deploy::{self, planning, Deploy, LogLine},
     source::{GitRef, RepoLocation},
-    state::AppState,
 };
 
 use super::{
@@ -29,7 +29,7 @@ use super::{
     projects::ListQuery,
 };
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(create))
         .routes(routes!(create_streamed))
@@ -56,7 +56,7 @@ pub struct Rollback {
     responses((status = 202, body = DeployCreated)))]
 async fn rollback(
     auth: Auth<DeployScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
     OptionalJson(body): OptionalJson<Rollback>,
 ) -> ApiResult<(StatusCode, Json<DeployCreated>)> {
@@ -168,7 +168,7 @@ fn parse_ref(request: &CreateDeploy) -> Result<Option<String>, crate::error::Err
     responses((status = 202, body = DeployCreated)))]
 async fn create(
     auth: Auth<DeployScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
     OptionalJson(body): OptionalJson<CreateDeploy>,
 ) -> ApiResult<(StatusCode, Json<DeployCreated>)> {
@@ -191,7 +191,7 @@ async fn create(
         headers(("Content-Location" = String, description = "`/v1/deploys/{deployId}/events`: the same events, resumable with `Last-Event-ID`")))))]
 async fn create_streamed(
     auth: Auth<DeployScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
     OptionalJson(body): OptionalJson<CreateDeploy>,
 ) -> ApiResult<Response> {
@@ -216,7 +216,7 @@ async fn create_streamed(
     responses((status = 200, body = DeployList)))]
 async fn list(
     auth: Auth<ReadScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<DeployList>> {
@@ -233,7 +233,7 @@ async fn list(
     responses((status = 200, body = DeployView)))]
 async fn get(
     auth: Auth<ReadScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DeployView>> {
     Ok(Json(deploy::get(&app.store, &auth.actor, id).await?.into()))
@@ -245,7 +245,7 @@ async fn get(
     responses((status = 200, body = DeployView), (status = 409, description = "already finished", body = super::error::ErrorBody)))]
 async fn cancel(
     auth: Auth<DeployScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DeployView>> {
     Ok(Json(app.deploys.cancel(&auth.actor, id).await?.into()))
@@ -257,7 +257,7 @@ async fn cancel(
     responses((status = 200, description = "an SSE stream of the deploy", content_type = "text/event-stream")))]
 async fn events(
     auth: Auth<ReadScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
@@ -299,7 +299,7 @@ fn event_of(line: &LogLine) -> Event {
 
 /// The SSE stream of a deploy: replay, live lines, then `done` with the final status.
 fn sse(
-    app: &AppState,
+    app: &ApiState,
     deploy_id: String,
     after: i64,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
@@ -346,7 +346,7 @@ pub struct PlanRequest {
         (status = 409, description = "the local path leads into a repository another account's project uses", body = super::error::ErrorBody)))]
 async fn plan(
     auth: Auth<DeployScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Json(request): Json<PlanRequest>,
 ) -> ApiResult<Json<planning::DeployPlan>> {
     let target = planning::PlanTarget {

@@ -7,9 +7,9 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
+    api::ApiState,
     domains::{Alias, Domain, DomainKind},
     names::Hostname,
-    state::AppState,
 };
 
 use super::{
@@ -17,7 +17,7 @@ use super::{
     error::{ApiResult, Json, Path},
 };
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(list_aliases, add_alias))
         .routes(routes!(remove_alias))
@@ -107,7 +107,7 @@ pub struct DomainList {
     responses((status = 200, body = AliasList)))]
 async fn list_aliases(
     auth: Auth<ReadScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AliasList>> {
     let aliases = app.domains.list_aliases(&auth.actor, id).await?;
@@ -123,7 +123,7 @@ async fn list_aliases(
     responses((status = 201, body = AliasView), (status = 409, description = "the hostname is taken, or the project has `domains.max_aliases_per_project` aliases already", body = super::error::ErrorBody)))]
 async fn add_alias(
     auth: Auth<DeployScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
     Json(request): Json<AddAlias>,
 ) -> ApiResult<(StatusCode, Json<AliasView>)> {
@@ -141,7 +141,7 @@ async fn add_alias(
         (status = 422, description = "the hostname is not a valid DNS name", body = super::error::ErrorBody)))]
 async fn remove_alias(
     auth: Auth<DeployScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path((id, hostname)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let hostname = Hostname::parse(&hostname)?;
@@ -161,7 +161,7 @@ async fn remove_alias(
     responses((status = 200, body = DomainList)))]
 async fn list_domains(
     auth: Auth<ReadScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DomainList>> {
     let domains = app.domains.list_domains(&auth.actor, id).await?;

@@ -8,9 +8,9 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    env::{EnvChange, EnvListing},
+    api::ApiState,
+    env::{Env, EnvChange, EnvListing},
     names::EnvKey,
-    state::AppState,
 };
 
 use super::{
@@ -18,7 +18,7 @@ use super::{
     error::{ApiResult, Json, Path},
 };
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new().routes(routes!(list, set))
 }
 
@@ -104,10 +104,10 @@ pub struct SetEnv {
     responses((status = 200, body = EnvView)))]
 async fn list(
     auth: Auth<ReadScope>,
-    State(app): State<AppState>,
+    State(env): State<Env>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<EnvView>> {
-    Ok(Json(app.env.list(&auth.actor, id).await?.into()))
+    Ok(Json(env.list(&auth.actor, id).await?.into()))
 }
 
 /// Set, update or delete environment variables. Changes apply on the next deploy.
@@ -116,7 +116,7 @@ async fn list(
     request_body = SetEnv, responses((status = 200, body = EnvView)))]
 async fn set(
     auth: Auth<DeployScope>,
-    State(app): State<AppState>,
+    State(env): State<Env>,
     Path(id): Path<String>,
     Json(request): Json<SetEnv>,
 ) -> ApiResult<Json<EnvView>> {
@@ -139,5 +139,5 @@ async fn set(
         };
         changes.insert(key, change);
     }
-    Ok(Json(app.env.set(&auth.actor, id, changes).await?.into()))
+    Ok(Json(env.set(&auth.actor, id, changes).await?.into()))
 }

@@ -12,9 +12,9 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
+    api::ApiState,
     git_connection::{ConnectRequest, ConnectionView, Delivery, DeliveryOutcome},
     source::{GitRef, RepoLocation},
-    state::AppState,
 };
 
 use super::{
@@ -22,7 +22,7 @@ use super::{
     error::{ApiResult, Json, Path},
 };
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(get, connect))
         .routes(routes!(rotate_secret))
@@ -118,7 +118,7 @@ pub struct WebhookAnswer {
     responses((status = 200, body = GitView)))]
 async fn get(
     auth: Auth<ReadScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<GitView>> {
     let view = app.git_connections.get(&auth.actor, id.clone()).await?;
@@ -134,7 +134,7 @@ async fn get(
         (status = 409, description = "the local path leads into a repository another account's project uses", body = super::error::ErrorBody)))]
 async fn connect(
     auth: Auth<DeployScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
     Json(request): Json<ConnectGit>,
 ) -> ApiResult<Json<GitConnected>> {
@@ -160,7 +160,7 @@ async fn connect(
         (status = 409, description = "the project has no git connection", body = super::error::ErrorBody)))]
 async fn rotate_secret(
     auth: Auth<DeployScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RotatedSecret>> {
     let secret = app.git_connections.rotate_secret(&auth.actor, id).await?;
@@ -192,7 +192,7 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
         (status = 413, description = "the body is over `api.max_body_bytes`", body = super::error::ErrorBody),
         (status = 415, description = "the body is not JSON", body = super::error::ErrorBody)))]
 async fn webhook(
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,

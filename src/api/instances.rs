@@ -9,9 +9,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
+    api::ApiState,
     deploy::instances::{InstanceInfo, ScaleRequest},
     names::ProcessType,
-    state::AppState,
 };
 
 use super::{
@@ -20,7 +20,7 @@ use super::{
     projects::ProjectView,
 };
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(scale))
         .routes(routes!(list))
@@ -88,7 +88,7 @@ pub struct InstanceList {
     request_body = Scale, responses((status = 200, body = ProjectView)))]
 async fn scale(
     auth: Auth<DeployScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
     Json(request): Json<Scale>,
 ) -> ApiResult<Json<ProjectView>> {
@@ -133,7 +133,7 @@ pub struct InstancesQuery {
     responses((status = 200, body = InstanceList)))]
 async fn list(
     auth: Auth<ReadScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
     Query(query): Query<InstancesQuery>,
 ) -> ApiResult<Json<InstanceList>> {

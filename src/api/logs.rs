@@ -19,10 +19,10 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
+    api::ApiState,
     clock,
     error::Error,
     logs::{self, FollowFrom, LineFilter, LogQuery, RuntimeLine},
-    state::AppState,
 };
 
 use super::{
@@ -30,7 +30,7 @@ use super::{
     error::{ApiResult, Json, Path, Query},
 };
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new().routes(routes!(read))
 }
 
@@ -106,7 +106,7 @@ pub struct LogList {
 }
 
 impl LogParams {
-    fn query(&self, app: &AppState) -> Result<LogQuery, Error> {
+    fn query(&self, app: &ApiState) -> Result<LogQuery, Error> {
         let now = clock::now_nanos();
         let since_ns = self
             .since
@@ -169,7 +169,7 @@ fn wants_stream(headers: &HeaderMap, follow: Option<bool>) -> bool {
         (status = 400, description = "a bad `since`, `until`, `limit`, `instance`, `stream` or `q`", body = super::error::ErrorBody)))]
 async fn read(
     auth: Auth<ReadScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
     Query(params): Query<LogParams>,
     headers: HeaderMap,

@@ -13,11 +13,11 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
+    api::ApiState,
     clock, duration,
     metrics::{
         self, prometheus::CONTENT_TYPE, InstanceNow, InstancePoint, Report, SeriesPoint, Window,
     },
-    state::AppState,
 };
 
 use super::{
@@ -25,7 +25,7 @@ use super::{
     error::{ApiResult, Json, Path, Query},
 };
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(project_metrics))
         .routes(routes!(scrape))
@@ -33,7 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// The router of the `metrics_listen` listener: `GET /metrics` for every project, no
 /// token (the config only allows a loopback address for it).
-pub fn unauthenticated_router(app: AppState) -> Router {
+pub fn unauthenticated_router(app: ApiState) -> Router {
     let (router, _) = OpenApiRouter::new()
         .routes(routes!(scrape_installation))
         .split_for_parts();
@@ -308,7 +308,7 @@ impl From<Report> for MetricsView {
         (status = 400, description = "a bad `since` or `step` (the message lists the accepted forms), or `preview` with `Accept: text/plain`", body = super::error::ErrorBody)))]
 async fn project_metrics(
     auth: Auth<ReadScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
     Query(query): Query<MetricsQuery>,
     headers: HeaderMap,
@@ -345,7 +345,7 @@ async fn project_metrics(
 #[utoipa::path(get, path = "/metrics", tag = "metrics",
     security(("bearer" = ["admin"])),
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
-async fn scrape(auth: Auth<AdminScope>, State(app): State<AppState>) -> ApiResult<Response> {
+async fn scrape(auth: Auth<AdminScope>, State(app): State<ApiState>) -> ApiResult<Response> {
     let text = app.metrics.account_exposition(&auth.actor).await?;
     Ok(prometheus_response(text))
 }
@@ -354,7 +354,7 @@ async fn scrape(auth: Auth<AdminScope>, State(app): State<AppState>) -> ApiResul
 /// listener only).
 #[utoipa::path(get, path = "/metrics", tag = "metrics",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
-async fn scrape_installation(State(app): State<AppState>) -> ApiResult<Response> {
+async fn scrape_installation(State(app): State<ApiState>) -> ApiResult<Response> {
     let text = app.metrics.installation_exposition().await?;
     Ok(prometheus_response(text))
 }

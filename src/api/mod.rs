@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod previews;
 pub mod projects;
+pub mod state;
 pub mod tokens;
 pub mod volumes;
 
@@ -39,14 +40,16 @@ use axum::{
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::{ids, state::AppState};
+use crate::ids;
+
+pub use self::state::{ApiState, Handles};
 
 use self::error::{error_response, REQUEST_ID};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// All routes with their OpenAPI descriptions, before state and middleware.
-fn routes() -> OpenApiRouter<AppState> {
+fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::with_openapi(openapi::base())
         .merge(openapi::router())
         .merge(account::router())
@@ -82,7 +85,7 @@ pub fn openapi_document() -> &'static utoipa::openapi::OpenApi {
 /// The throttle belongs to this router: the daemon builds it once and serves the same
 /// router on the API listener and on the console's hostname, so both count one client's
 /// failures together.
-pub fn router(app: AppState) -> Router {
+pub fn router(app: ApiState) -> Router {
     let (router, _) = routes().split_for_parts();
     let max_body = app.config.api.max_body_bytes;
     let throttle = Arc::new(auth::AuthThrottle::new(
@@ -140,7 +143,7 @@ async fn method_not_allowed() -> Response {
 /// Gives each request an id (kept from the client when well-formed), bounds its duration,
 /// and writes one structured access-log line. Headers are never logged, so tokens
 /// cannot leak into logs.
-async fn request_envelope(State(app): State<AppState>, request: Request, next: Next) -> Response {
+async fn request_envelope(State(app): State<ApiState>, request: Request, next: Next) -> Response {
     let request_id = request
         .headers()
         .get(&X_REQUEST_ID)

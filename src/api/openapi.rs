@@ -14,7 +14,7 @@ use utoipa::{
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::state::AppState;
+use crate::api::ApiState;
 
 use super::error::{ErrorBody, ErrorDetail};
 
@@ -62,14 +62,14 @@ pub fn base() -> OpenApi {
     document
 }
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new().routes(routes!(openapi_json))
 }
 
 /// This OpenAPI document (no authentication).
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
     responses((status = 200, description = "the OpenAPI 3.1 document", content_type = "application/json")))]
-async fn openapi_json(State(app): State<AppState>) -> Response {
+async fn openapi_json(State(app): State<ApiState>) -> Response {
     super::openapi_json(&app.config)
 }
 

@@ -9,11 +9,11 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
+    api::ApiState,
     error::Error,
     names::EnvKey,
     previews::{PreviewInfo, PreviewRequest, PreviewSource},
     source::GitRef,
-    state::AppState,
 };
 
 use super::{
@@ -21,7 +21,7 @@ use super::{
     error::{ApiResult, Json, Path},
 };
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(get, delete))
@@ -194,7 +194,7 @@ impl TryFrom<CreatePreview> for PreviewRequest {
     responses((status = 200, body = PreviewList)))]
 async fn list(
     auth: Auth<ReadScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<PreviewList>> {
     let found = app.previews.list(&auth.actor, id).await?;
@@ -214,7 +214,7 @@ async fn list(
         (status = 409, description = "the project has as many previews as allowed", body = super::error::ErrorBody)))]
 async fn create(
     auth: Auth<DeployScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
     Json(request): Json<CreatePreview>,
 ) -> ApiResult<(StatusCode, Json<PreviewView>)> {
@@ -237,7 +237,7 @@ async fn create(
     responses((status = 200, body = PreviewView)))]
 async fn get(
     auth: Auth<ReadScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path((id, preview_id)): Path<(String, String)>,
 ) -> ApiResult<Json<PreviewView>> {
     let found = app
@@ -257,7 +257,7 @@ async fn get(
     responses((status = 204, description = "removed")))]
 async fn delete(
     auth: Auth<DeployScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path((id, preview_id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     app.previews.delete(&auth.actor, id, preview_id).await?;

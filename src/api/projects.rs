@@ -8,11 +8,11 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
+    api::ApiState,
     names::{ProcessType, ProjectName, Runtime},
     pagination::PageRequest,
     previews::BranchPattern,
     projects::{self, NewProject, Project, ProjectChanges},
-    state::AppState,
 };
 
 use super::{
@@ -20,7 +20,7 @@ use super::{
     error::{ApiResult, Json, Path, Query},
 };
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(get, update, delete))
@@ -70,7 +70,7 @@ pub struct PreviewSettings {
 }
 
 impl ProjectView {
-    pub fn new(project: &Project, app: &AppState) -> Self {
+    pub fn new(project: &Project, app: &ApiState) -> Self {
         Self {
             id: project.id.clone(),
             name: project.name.to_string(),
@@ -115,7 +115,7 @@ pub struct ListQuery {
 }
 
 impl ListQuery {
-    pub fn page(&self, app: &AppState) -> Result<PageRequest, crate::error::Error> {
+    pub fn page(&self, app: &ApiState) -> Result<PageRequest, crate::error::Error> {
         PageRequest::parse(
             self.limit,
             self.cursor.as_deref(),
@@ -214,7 +214,7 @@ impl TryFrom<UpdateProject> for ProjectChanges {
     responses((status = 200, body = ProjectList)))]
 async fn list(
     auth: Auth<ReadScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<ProjectList>> {
     let page = projects::list(&app.store, &auth.actor, query.page(&app)?).await?;
@@ -234,7 +234,7 @@ async fn list(
     responses((status = 201, body = ProjectView), (status = 409, description = "name taken", body = super::error::ErrorBody)))]
 async fn create(
     auth: Auth<DeployScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Json(request): Json<CreateProject>,
 ) -> ApiResult<(StatusCode, Json<ProjectView>)> {
     let project = app
@@ -252,7 +252,7 @@ async fn create(
     responses((status = 200, body = ProjectView)))]
 async fn get(
     auth: Auth<ReadScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ProjectView>> {
     let project = projects::get(&app.store, &auth.actor, id).await?;
@@ -266,7 +266,7 @@ async fn get(
     responses((status = 200, body = ProjectView), (status = 409, description = "name taken", body = super::error::ErrorBody)))]
 async fn update(
     auth: Auth<DeployScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
     Json(request): Json<UpdateProject>,
 ) -> ApiResult<Json<ProjectView>> {
@@ -286,7 +286,7 @@ async fn update(
         (status = 409, description = "the project still holds a database or volumes; delete them first", body = super::error::ErrorBody)))]
 async fn delete(
     auth: Auth<DeployScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     app.deploys.delete_project(&auth.actor, id).await?;
@@ -300,7 +300,7 @@ async fn delete(
     responses((status = 200, body = ProjectView)))]
 async fn get_by_handle(
     auth: Auth<ReadScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path((handle, name)): Path<(String, String)>,
 ) -> ApiResult<Json<ProjectView>> {
     let project = projects::get_by_handle(&app.store, &auth.actor, &handle, name).await?;

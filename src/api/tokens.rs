@@ -7,8 +7,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     accounts::{self, TokenRecord},
+    api::ApiState,
     names::{Scope, TokenName},
-    state::AppState,
 };
 
 use super::{
@@ -16,7 +16,7 @@ use super::{
     error::{ApiResult, Json, Path},
 };
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(revoke))
@@ -82,7 +82,7 @@ pub struct CreatedToken {
 /// List the account's tokens, revoked ones included.
 #[utoipa::path(get, path = "/v1/tokens", tag = "tokens",
     security(("bearer" = ["admin"])), responses((status = 200, body = TokenList)))]
-async fn list(auth: Auth<AdminScope>, State(app): State<AppState>) -> ApiResult<Json<TokenList>> {
+async fn list(auth: Auth<AdminScope>, State(app): State<ApiState>) -> ApiResult<Json<TokenList>> {
     let tokens = accounts::list_tokens(&app.store, &auth.actor).await?;
     Ok(Json(TokenList {
         tokens: tokens.iter().map(TokenView::from).collect(),
@@ -95,7 +95,7 @@ async fn list(auth: Auth<AdminScope>, State(app): State<AppState>) -> ApiResult<
     responses((status = 201, body = CreatedToken)))]
 async fn create(
     auth: Auth<AdminScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Json(request): Json<CreateToken>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
     let scope = Scope::parse(&request.scope)?;
@@ -116,7 +116,7 @@ async fn create(
     responses((status = 200, body = TokenView)))]
 async fn revoke(
     auth: Auth<AdminScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TokenView>> {
     let token = accounts::revoke_token(&app.store, &auth.actor, id).await?;

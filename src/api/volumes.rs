@@ -7,8 +7,8 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
+    api::ApiState,
     names::{MountPath, VolumeName},
-    state::AppState,
     volumes::Volume,
 };
 
@@ -17,7 +17,7 @@ use super::{
     error::{ApiResult, Json, OptionalJson, Path},
 };
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(delete))
@@ -77,7 +77,7 @@ pub struct Confirm {
     responses((status = 200, body = VolumeList)))]
 async fn list(
     auth: Auth<ReadScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<VolumeList>> {
     let volumes = app.volumes.list(&auth.actor, id).await?;
@@ -94,7 +94,7 @@ async fn list(
     responses((status = 201, body = VolumeView), (status = 409, description = "the name or mount path is taken", body = super::error::ErrorBody)))]
 async fn create(
     auth: Auth<DeployScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path(id): Path<String>,
     Json(request): Json<CreateVolume>,
 ) -> ApiResult<(StatusCode, Json<VolumeView>)> {
@@ -116,7 +116,7 @@ async fn create(
     responses((status = 204, description = "deleted"), (status = 409, description = "mounted, or holds the database", body = super::error::ErrorBody)))]
 async fn delete(
     auth: Auth<AdminScope>,
-    State(app): State<AppState>,
+    State(app): State<ApiState>,
     Path((id, name)): Path<(String, String)>,
     OptionalJson(body): OptionalJson<Confirm>,
 ) -> ApiResult<StatusCode> {

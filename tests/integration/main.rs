@@ -7,6 +7,7 @@ mod api_auth;
 mod api_contract;
 mod api_projects;
 mod api_tokens;
+mod architecture;
 mod backup_s3;
 mod backup_schedule;
 mod cleanup;

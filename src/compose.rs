@@ -1,100 +1,82 @@
-//! The daemon's shared state: one cheap-clone handle passed to every request handler and
-//! background task.
+//! The composition root's wiring: builds every service handle from the configuration and
+//! the adapters, lowest first, each holding only the handles and sections it uses. `run`
+//! spawns each background task with the one handle it runs and hands the API its state.
 
-use std::{ops::Deref, sync::Arc};
+use std::sync::Arc;
 
-use tokio::sync::Mutex as AsyncMutex;
-
-use crate::{assets::Assets, domains::Domains, env::Env, networks::Networks, projects::Projects};
 use crate::{
-    backup::{Backups, BackupsParts},
-    database::Databases,
-    locks::ProjectLocks,
-    volumes::Volumes,
-};
-use crate::{
+    api::ApiState,
+    assets::Assets,
+    backup::{remote::Uploader, Backups, BackupsParts},
     config::Config,
+    database::Databases,
     deploy::{Deploys, DeploysParts},
-    error::Error,
+    domains::Domains,
+    env::Env,
     git_connection::GitConnections,
+    locks::ProjectLocks,
     logs::Logs,
     metrics::Metrics,
+    networks::Networks,
     previews::Previews,
+    projects::Projects,
     routing::Routing,
     runtime::Runtime,
     secrets::SecretBox,
     store::Store,
     tls::Tls,
+    volumes::Volumes,
 };
 
-/// A cheap-clone handle (`Arc`) to everything the daemon shares.
-#[derive(Clone)]
-pub struct AppState(Arc<Inner>);
-
-pub struct Inner {
-    /// The configuration the daemon started with; read-only after start-up.
+/// What the services are built from: the configuration and the adapters `run` opened.
+pub struct Adapters {
     pub config: Config,
-    /// All desired state.
     pub store: Store,
-    /// Seals secrets at rest with the key in the data dir.
+    /// The second SQLite connection, the logs service's own.
+    pub log_store: Store,
     pub secrets: SecretBox,
-    /// Deploys: the queue, the worker, releases, scaling and the reconciler.
-    pub deploys: Deploys,
-    /// Preview deployments of branches and pull requests.
-    pub previews: Previews,
-    /// Projects' git connections and their webhook deliveries.
-    pub git_connections: GitConnections,
-    /// The edge's route table and routing's own side tables (draining instances,
-    /// deploys being switched to, certificate requests in flight).
-    pub routing: Routing,
-    /// The logs service: runtime log lines (on their own connection), their collection
-    /// and the edge's access-log sink.
-    pub logs: Logs,
-    /// The metrics service: stored points, the latest instance samples and the edge's
-    /// per-project request counters.
-    pub metrics: Metrics,
-    /// Certificates for the HTTPS listener.
     pub tls: Tls,
-    /// This installation's id, labelled on everything it creates in Docker, so two
-    /// installations sharing one engine never touch each other's containers.
     pub installation: String,
-    /// One release change (deploy switch, scale, repair) per project at a time; shared
-    /// with the volumes and backups handles.
-    project_locks: ProjectLocks,
-    /// Persistent volumes.
-    pub volumes: Volumes,
-    /// The databases wired to projects.
-    pub databases: Databases,
-    /// Backups, their schedules and their copies in S3-compatible storage.
-    pub backups: Backups,
-    /// The container runtime; it connects on first use, so the API runs without one.
-    runtime: Runtime,
-    /// Projects' env vars.
-    pub env: Env,
-    /// Projects' hostnames: aliases and their certificate and DNS state.
-    pub domains: Domains,
-    /// Projects: creation, renaming, deletion of their rows.
-    pub projects: Projects,
-    /// Release targets' networks.
-    pub networks: Networks,
-    /// The static assets of live releases: extraction and the index.
-    pub assets: Assets,
+    pub uploads: Option<Uploader>,
+    pub runtime: Runtime,
 }
 
-impl AppState {
-    // One argument per handle the daemon shares; the composition root is the one caller,
-    // and the shared state is due to be split into service handles that each take a few.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        config: Config,
-        store: Store,
-        log_store: Store,
-        secrets: SecretBox,
-        tls: Tls,
-        installation: String,
-        uploads: Option<crate::backup::remote::Uploader>,
-        runtime: Runtime,
-    ) -> Self {
+/// Every service handle of the daemon. Each is a cheap clone; `run` hands each background
+/// task the one it runs, and the API gets the ones its handlers call.
+pub struct Services {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub tls: Tls,
+    pub env: Env,
+    pub domains: Domains,
+    pub projects: Projects,
+    pub assets: Assets,
+    pub routing: Routing,
+    pub logs: Logs,
+    pub metrics: Metrics,
+    pub volumes: Volumes,
+    pub databases: Databases,
+    pub backups: Backups,
+    pub deploys: Deploys,
+    pub previews: Previews,
+    pub git_connections: GitConnections,
+}
+
+impl Services {
+    /// Builds the handles in dependency order: a handle is built after every handle it
+    /// holds.
+    pub fn build(adapters: Adapters) -> Self {
+        let Adapters {
+            config,
+            store,
+            log_store,
+            secrets,
+            tls,
+            installation,
+            uploads,
+            runtime,
+        } = adapters;
+        let config = Arc::new(config);
         let logs = Logs::new(
             store.clone(),
             log_store,
@@ -166,7 +148,7 @@ impl AppState {
             secrets: secrets.clone(),
             tls: tls.clone(),
             installation: installation_id,
-            config: Arc::new(config.clone()),
+            config: config.clone(),
             locks: project_locks.clone(),
             projects: projects.clone(),
             env: env.clone(),
@@ -194,48 +176,45 @@ impl AppState {
             std::time::Duration::from_secs(config.deploy.fetch_timeout_secs),
             crate::source::EgressPolicy::from_config(&config.git),
         );
-        Self(Arc::new(Inner {
+        Self {
             config,
             store,
-            secrets,
-            deploys,
-            previews,
-            git_connections,
-            routing,
-            logs,
-            metrics,
             tls,
-            installation,
-            project_locks,
-            volumes,
-            databases,
-            backups,
-            runtime,
             env,
             domains,
             projects,
-            networks,
             assets,
-        }))
+            routing,
+            logs,
+            metrics,
+            volumes,
+            databases,
+            backups,
+            deploys,
+            previews,
+            git_connections,
+        }
     }
 
-    /// The lock serialising release changes of one project.
-    pub fn project_lock(&self, project_id: &str) -> Arc<AsyncMutex<()>> {
-        self.0.project_locks.of(project_id)
-    }
-
-    /// The container runtime, once it answers (the first call connects): a runtime that
-    /// cannot be reached is `Unavailable`, with what to check.
-    pub async fn engine(&self) -> Result<Runtime, Error> {
-        self.0.runtime.ready().await?;
-        Ok(self.0.runtime.clone())
-    }
-}
-
-impl Deref for AppState {
-    type Target = Inner;
-
-    fn deref(&self) -> &Inner {
-        &self.0
+    /// The API's state: the handles its handlers call.
+    pub fn api_state(&self) -> ApiState {
+        ApiState::new(crate::api::Handles {
+            config: self.config.clone(),
+            store: self.store.clone(),
+            tls: self.tls.clone(),
+            env: self.env.clone(),
+            domains: self.domains.clone(),
+            projects: self.projects.clone(),
+            assets: self.assets.clone(),
+            routing: self.routing.clone(),
+            logs: self.logs.clone(),
+            metrics: self.metrics.clone(),
+            volumes: self.volumes.clone(),
+            databases: self.databases.clone(),
+            backups: self.backups.clone(),
+            deploys: self.deploys.clone(),
+            previews: self.previews.clone(),
+            git_connections: self.git_connections.clone(),
+        })
     }
 }
