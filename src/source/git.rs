@@ -1196,11 +1196,21 @@ mod tests {
             panic!("{error:?}");
         };
         assert!(why.contains("not trusted"), "{why}");
-        let mut reports: Vec<(usize, Vec<u8>)> = (0..2)
-            .map(|_| received.recv_timeout(GENEROUS).unwrap())
-            .collect();
-        reports.sort();
-        assert_eq!(reports, [(0, Vec::new()), (1, Vec::new())]);
+        // Each connection whose handshake completed reports what it received. Whether
+        // libgit2's handshake completes before the tunnel is cut depends on timing, so the
+        // reports are gathered until the server stops, and none may hold a byte.
+        let mut reports: Vec<(usize, Vec<u8>)> = Vec::new();
+        while let Ok(report) = received.recv_timeout(GENEROUS) {
+            reports.push(report);
+        }
+        assert!(
+            !reports.is_empty(),
+            "the proxy's own check reached the server"
+        );
+        assert!(
+            reports.iter().all(|(_, bytes)| bytes.is_empty()),
+            "nothing reached the server: {reports:?}"
+        );
     }
 
     #[test]
