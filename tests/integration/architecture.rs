@@ -4,74 +4,13 @@
 //! named outside its adapter. `ARCHITECTURE.md` states the same layers as invariants; this
 //! table is the one the build keeps.
 
+mod layers;
 mod reading;
 
 use std::{collections::BTreeSet, path::Path};
 
+use layers::{layer_of, ADAPTER_CRATES, LAYERS};
 use reading::{Import, SourceFile};
-
-/// The layers, lowest first. A module imports only modules of its own layer or lower ones;
-/// within a layer, no two modules may import each other.
-const LAYERS: &[(&str, &[&str])] = &[
-    (
-        "core",
-        &[
-            "ids",
-            "clock",
-            "duration",
-            "names",
-            "error",
-            "labels",
-            "model",
-            "pagination",
-            "live",
-            "config",
-            "locks",
-        ],
-    ),
-    (
-        "adapters",
-        &["store", "runtime", "source", "plan", "tls", "s3", "secrets"],
-    ),
-    ("edge", &["edge"]),
-    (
-        "services",
-        &[
-            "accounts",
-            "audit",
-            "env",
-            "domains",
-            "projects",
-            "networks",
-            "assets",
-            "routing",
-            "logs",
-            "metrics",
-            "volumes",
-            "database",
-            "backup",
-            "deploy",
-            "previews",
-            "git_connection",
-        ],
-    ),
-    ("api", &["api", "console"]),
-    ("composition root", &["lib", "main", "cli", "compose"]),
-];
-
-/// Outside systems' crates and the only directory of `src/` that may name each.
-const ADAPTER_CRATES: &[(&str, &str)] = &[
-    ("rusqlite", "store/"),
-    ("bollard", "runtime/docker/"),
-    ("git2", "source/"),
-    ("instant_acme", "tls/"),
-];
-
-fn layer_of(module: &str) -> Option<usize> {
-    LAYERS
-        .iter()
-        .position(|(_, modules)| modules.contains(&module))
-}
 
 /// What the check finds wrong in a set of source files.
 #[derive(Debug, Default)]

@@ -110,7 +110,7 @@ fn module_path(relative: &Path) -> Vec<String> {
     parts
 }
 
-fn is_ident_char(c: u8) -> bool {
+pub fn is_ident_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_'
 }
 
@@ -251,7 +251,7 @@ fn block_end(code: &str, open: usize) -> usize {
 }
 
 /// The end of the item starting at `from`: its `;`, or the end of its brace block.
-fn item_end(code: &str, from: usize) -> usize {
+pub fn item_end(code: &str, from: usize) -> usize {
     let mut depth = 0i32;
     for (offset, c) in code[from..].bytes().enumerate() {
         match c {
@@ -303,7 +303,7 @@ fn without_test_items(code: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn ident_at(code: &str, at: usize) -> String {
+pub fn ident_at(code: &str, at: usize) -> String {
     code[at..]
         .chars()
         .take_while(|c| c.is_alphanumeric() || *c == '_')
