@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::{
-    api::ApiState,
+    api::{ApiState, Handles},
     assets::Assets,
     backup::{remote::Uploader, Backups, BackupsParts},
     config::Config,
@@ -41,180 +41,136 @@ pub struct Adapters {
     pub runtime: Runtime,
 }
 
-/// Every service handle of the daemon. Each is a cheap clone; `run` hands each background
-/// task the one it runs, and the API gets the ones its handlers call.
-pub struct Services {
-    pub config: Arc<Config>,
-    pub store: Store,
-    pub tls: Tls,
-    pub env: Env,
-    pub domains: Domains,
-    pub projects: Projects,
-    pub assets: Assets,
-    pub routing: Routing,
-    pub logs: Logs,
-    pub metrics: Metrics,
-    pub volumes: Volumes,
-    pub databases: Databases,
-    pub backups: Backups,
-    pub deploys: Deploys,
-    pub previews: Previews,
-    pub git_connections: GitConnections,
-}
-
-impl Services {
-    /// Builds the handles in dependency order: a handle is built after every handle it
-    /// holds.
-    pub fn build(adapters: Adapters) -> Self {
-        let Adapters {
-            config,
-            store,
-            log_store,
-            secrets,
-            tls,
-            installation,
-            uploads,
-            runtime,
-        } = adapters;
-        let config = Arc::new(config);
-        let logs = Logs::new(
-            store.clone(),
-            log_store,
-            runtime.clone(),
-            &installation,
-            config.logs.clone(),
-        );
-        let metrics = Metrics::new(
-            store.clone(),
-            runtime.clone(),
-            &installation,
-            config.metrics.clone(),
-        );
-        let env = Env::new(store.clone(), secrets.clone());
-        let domains = Domains::new(
-            store.clone(),
-            tls.clone(),
-            config.base_domain.clone(),
-            config.console_hostname(),
-            config.domains.clone(),
-        );
-        let projects = Projects::new(store.clone());
-        let networks = Networks::new(store.clone(), config.deploy.clone(), &installation);
-        let assets = Assets::new(
-            store.clone(),
-            runtime.clone(),
-            &installation,
-            config.assets_dir(),
-            config.sites_dir(),
-        );
-        let routing = Routing::new(
-            store.clone(),
-            runtime.clone(),
-            tls.clone(),
-            installation.clone(),
-            crate::routing::Settings::from_config(&config),
-        );
-        let project_locks = ProjectLocks::default();
-        let installation_id: Arc<str> = installation.as_str().into();
-        let volumes = Volumes::new(
-            store.clone(),
-            runtime.clone(),
-            installation_id.clone(),
-            project_locks.clone(),
-        );
-        let databases = Databases::new(
-            store.clone(),
-            runtime.clone(),
-            secrets.clone(),
-            config.database.clone(),
-            networks.clone(),
-            volumes.clone(),
-        );
-        let backups = Backups::new(BackupsParts {
-            store: store.clone(),
-            runtime: runtime.clone(),
-            installation: installation_id.clone(),
-            config: config.backups.clone(),
-            backups_dir: config.backups_dir(),
-            stop_grace_secs: config.deploy.stop_grace_secs,
-            databases: databases.clone(),
-            locks: project_locks.clone(),
-            routing: routing.clone(),
-            uploads,
-        });
-        let deploys = Deploys::new(DeploysParts {
-            store: store.clone(),
-            runtime: runtime.clone(),
-            secrets: secrets.clone(),
-            tls: tls.clone(),
-            installation: installation_id,
-            config: config.clone(),
-            locks: project_locks.clone(),
-            projects: projects.clone(),
-            env: env.clone(),
-            networks: networks.clone(),
-            databases: databases.clone(),
-            routing: routing.clone(),
-            logs: logs.clone(),
-            assets: assets.clone(),
-        });
-        let previews = Previews::new(
-            deploys.clone(),
-            store.clone(),
-            secrets.clone(),
-            tls.clone(),
-            routing.clone(),
-            config.previews.clone(),
-            config.base_domain.clone(),
-        );
-        let git_connections = GitConnections::new(
-            deploys.clone(),
-            previews.clone(),
-            store.clone(),
-            secrets.clone(),
-            config.repos_dir(),
-            std::time::Duration::from_secs(config.deploy.fetch_timeout_secs),
-            crate::source::EgressPolicy::from_config(&config.git),
-        );
-        Self {
-            config,
-            store,
-            tls,
-            env,
-            domains,
-            projects,
-            assets,
-            routing,
-            logs,
-            metrics,
-            volumes,
-            databases,
-            backups,
-            deploys,
-            previews,
-            git_connections,
-        }
-    }
-
-    /// The API's state: the handles its handlers call.
-    pub fn api_state(&self) -> ApiState {
-        ApiState::new(crate::api::Handles {
-            config: self.config.clone(),
-            store: self.store.clone(),
-            tls: self.tls.clone(),
-            env: self.env.clone(),
-            domains: self.domains.clone(),
-            projects: self.projects.clone(),
-            assets: self.assets.clone(),
-            routing: self.routing.clone(),
-            logs: self.logs.clone(),
-            metrics: self.metrics.clone(),
-            volumes: self.volumes.clone(),
-            databases: self.databases.clone(),
-            backups: self.backups.clone(),
-            deploys: self.deploys.clone(),
-            previews: self.previews.clone(),
-            git_connections: self.git_connections.clone(),
-        })
-    }
+/// Builds every service handle in dependency order (a handle is built after every handle
+/// it holds) and returns them as the API's state, which `run` also reads to spawn each
+/// background task with the one handle it runs.
+pub fn build(adapters: Adapters) -> ApiState {
+    let Adapters {
+        config,
+        store,
+        log_store,
+        secrets,
+        tls,
+        installation,
+        uploads,
+        runtime,
+    } = adapters;
+    let config = Arc::new(config);
+    let logs = Logs::new(
+        store.clone(),
+        log_store,
+        runtime.clone(),
+        &installation,
+        config.logs.clone(),
+    );
+    let metrics = Metrics::new(
+        store.clone(),
+        runtime.clone(),
+        &installation,
+        config.metrics.clone(),
+    );
+    let env = Env::new(store.clone(), secrets.clone());
+    let domains = Domains::new(
+        store.clone(),
+        tls.clone(),
+        config.base_domain.clone(),
+        config.console_hostname(),
+        config.domains.clone(),
+    );
+    let projects = Projects::new(store.clone());
+    let networks = Networks::new(store.clone(), config.deploy.clone(), &installation);
+    let assets = Assets::new(
+        store.clone(),
+        runtime.clone(),
+        &installation,
+        config.assets_dir(),
+        config.sites_dir(),
+    );
+    let routing = Routing::new(
+        store.clone(),
+        runtime.clone(),
+        tls.clone(),
+        installation.clone(),
+        crate::routing::Settings::from_config(&config),
+    );
+    let project_locks = ProjectLocks::default();
+    let installation_id: Arc<str> = installation.as_str().into();
+    let volumes = Volumes::new(
+        store.clone(),
+        runtime.clone(),
+        installation_id.clone(),
+        project_locks.clone(),
+    );
+    let databases = Databases::new(
+        store.clone(),
+        runtime.clone(),
+        secrets.clone(),
+        config.database.clone(),
+        networks.clone(),
+        volumes.clone(),
+    );
+    let backups = Backups::new(BackupsParts {
+        store: store.clone(),
+        runtime: runtime.clone(),
+        installation: installation_id.clone(),
+        config: config.backups.clone(),
+        backups_dir: config.backups_dir(),
+        stop_grace_secs: config.deploy.stop_grace_secs,
+        databases: databases.clone(),
+        locks: project_locks.clone(),
+        routing: routing.clone(),
+        uploads,
+    });
+    let deploys = Deploys::new(DeploysParts {
+        store: store.clone(),
+        runtime: runtime.clone(),
+        secrets: secrets.clone(),
+        tls: tls.clone(),
+        installation: installation_id,
+        config: config.clone(),
+        locks: project_locks.clone(),
+        projects: projects.clone(),
+        env: env.clone(),
+        networks: networks.clone(),
+        databases: databases.clone(),
+        routing: routing.clone(),
+        logs: logs.clone(),
+        assets: assets.clone(),
+    });
+    let previews = Previews::new(
+        deploys.clone(),
+        store.clone(),
+        secrets.clone(),
+        tls.clone(),
+        routing.clone(),
+        config.previews.clone(),
+        config.base_domain.clone(),
+    );
+    let git_connections = GitConnections::new(
+        deploys.clone(),
+        previews.clone(),
+        store.clone(),
+        secrets.clone(),
+        config.repos_dir(),
+        std::time::Duration::from_secs(config.deploy.fetch_timeout_secs),
+        crate::source::EgressPolicy::from_config(&config.git),
+    );
+    ApiState::new(Handles {
+        config,
+        store,
+        tls,
+        env,
+        domains,
+        projects,
+        assets,
+        routing,
+        logs,
+        metrics,
+        volumes,
+        databases,
+        backups,
+        deploys,
+        previews,
+        git_connections,
+    })
 }

@@ -175,7 +175,7 @@ pub async fn run(
     let runtime: runtime::Runtime = std::sync::Arc::new(runtime::docker::DockerRuntime::new(
         config.deploy.docker_socket.clone(),
     ));
-    let services = compose::Services::build(compose::Adapters {
+    let services = compose::build(compose::Adapters {
         config,
         store: store.clone(),
         log_store,
@@ -208,7 +208,7 @@ pub async fn run(
 
     // One API router, so the API listener and the console's hostname share its throttle
     // of failed token checks.
-    let api_router = api::router(services.api_state());
+    let api_router = api::router(services.clone());
     let api_service = api_router
         .clone()
         .into_make_service_with_connect_info::<SocketAddr>();
@@ -230,7 +230,7 @@ pub async fn run(
         Some(listener) => {
             let metrics_addr = listener.local_addr()?;
             tracing::info!(metrics = %metrics_addr, "serving GET /metrics without a token on this address");
-            let service = api::metrics::unauthenticated_router(services.api_state());
+            let service = api::metrics::unauthenticated_router(services.clone());
             let graceful = stopped();
             Some(tokio::spawn(async move {
                 axum::serve(listener, service)
@@ -281,7 +281,7 @@ pub async fn run(
 /// limits, TLS's ACME answers, the log collector's access-log sink, and (when `[console]`
 /// is on) the console's hostname answered by `api_router`. The edge is handed values; it
 /// never reaches into the daemon's state.
-fn public_edge(services: &compose::Services, api_router: axum::Router) -> edge::Edge {
+fn public_edge(services: &api::ApiState, api_router: axum::Router) -> edge::Edge {
     let edge = edge::Edge::new(
         services.routing.routes().clone(),
         services.metrics.edge_counters(),
