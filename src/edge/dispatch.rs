@@ -368,20 +368,8 @@ fn https_redirect<B>(request: &Request<B>, host: Option<&str>) -> Response<EdgeB
 
 #[cfg(test)]
 mod tests {
-    use hyper::header::HeaderName;
-
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
+    use crate::edge::test_headers as headers;
 
     #[test]
     fn incoming_request_ids_are_kept_only_when_plain() {

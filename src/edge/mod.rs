@@ -24,6 +24,19 @@ mod proxy;
 pub mod routes;
 pub mod static_files;
 
+/// A header map from name-value pairs, for the edge's unit tests.
+#[cfg(test)]
+fn test_headers(pairs: &[(&str, &str)]) -> hyper::HeaderMap {
+    let mut map = hyper::HeaderMap::new();
+    for (name, value) in pairs {
+        map.append(
+            hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            hyper::header::HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    map
+}
+
 use std::{convert::Infallible, fmt, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use hyper::{header::HeaderValue, service::service_fn};
