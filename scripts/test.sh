@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: starts what the tests need (a Docker engine,
-# PostgreSQL, Chromium, an S3-compatible server), then checks formatting and lints, then
+# PostgreSQL, Chromium, an S3-compatible server, a container registry), then checks formatting and lints, then
 # runs every unit and integration test, then fuzzes the live API with schemathesis
 # (installed from PyPI into a venv when missing), and finally fails if anything of the
 # run's test installations is left on the Docker engine.
@@ -41,6 +41,14 @@ export CANTILA_TEST_PG_ADMIN_URL
 step "S3-compatible server (moto, PyPI, pinned, in a venv; for the backup-upload tests)"
 CANTILA_TEST_S3_ENDPOINT=$(scripts/ensure-s3.sh | tail -n 1)
 export CANTILA_TEST_S3_ENDPOINT
+
+step "container registry (Debian's docker-registry, htpasswd auth; for the image-source tests)"
+CANTILA_TEST_REGISTRY=$(scripts/ensure-registry.sh | tail -n 1)
+export CANTILA_TEST_REGISTRY
+registry_credentials="${REGISTRY_DIR:-/var/lib/cantila-test-registry}/credentials"
+CANTILA_TEST_REGISTRY_USER=$(cut -d: -f1 "$registry_credentials")
+CANTILA_TEST_REGISTRY_PASSWORD=$(cut -d: -f2- "$registry_credentials")
+export CANTILA_TEST_REGISTRY_USER CANTILA_TEST_REGISTRY_PASSWORD
 
 step "local base images (busybox, node:22-slim, python:3.12-slim)"
 scripts/base-images.sh

@@ -20,6 +20,7 @@ use crate::{
     networks::Networks,
     previews::Previews,
     projects::Projects,
+    registries::Registries,
     routing::Routing,
     runtime::Runtime,
     secrets::SecretBox,
@@ -78,6 +79,7 @@ pub fn build(adapters: Adapters) -> ApiState {
         config.domains.clone(),
     );
     let projects = Projects::new(store.clone());
+    let registries = Registries::new(store.clone(), secrets.clone());
     let networks = Networks::new(store.clone(), config.deploy.clone(), &installation);
     let assets = Assets::new(
         store.clone(),
@@ -136,6 +138,7 @@ pub fn build(adapters: Adapters) -> ApiState {
         routing: routing.clone(),
         logs: logs.clone(),
         assets: assets.clone(),
+        registries: registries.clone(),
     });
     let previews = Previews::new(
         deploys.clone(),
@@ -172,5 +175,6 @@ pub fn build(adapters: Adapters) -> ApiState {
         deploys,
         previews,
         git_connections,
+        registries,
     })
 }

@@ -34,6 +34,7 @@ pub mod pagination;
 pub mod plan;
 pub mod previews;
 pub mod projects;
+pub mod registries;
 pub mod routing;
 pub mod runtime;
 pub mod s3;

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod previews;
 pub mod projects;
+pub mod registries;
 pub mod state;
 pub mod tokens;
 pub mod volumes;
@@ -66,6 +67,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .merge(database::router())
         .merge(backups::router())
         .merge(assets::router())
+        .merge(registries::router())
         .merge(tokens::router())
         .merge(audit::router())
 }

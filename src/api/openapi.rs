@@ -38,6 +38,7 @@ use super::error::{ErrorBody, ErrorDetail};
         (name = "previews", description = "Preview deployments of branches and pull requests."),
         (name = "metrics", description = "CPU, memory and request metrics; Prometheus exposition."),
         (name = "logs", description = "Runtime logs of the project's instances and its edge traffic."),
+        (name = "registries", description = "The account's registry credentials, for image pulls."),
         (name = "tokens", description = "API tokens of the account."),
         (name = "audit", description = "The account's audit log."),
         (name = "account", description = "The calling token's account."),

@@ -10,8 +10,8 @@ use axum::extract::FromRef;
 use crate::{
     assets::Assets, backup::Backups, config::Config, database::Databases, deploy::Deploys,
     domains::Domains, env::Env, git_connection::GitConnections, logs::Logs, metrics::Metrics,
-    previews::Previews, projects::Projects, routing::Routing, store::Store, tls::Tls,
-    volumes::Volumes,
+    previews::Previews, projects::Projects, registries::Registries, routing::Routing, store::Store,
+    tls::Tls, volumes::Volumes,
 };
 
 #[derive(Clone)]
@@ -51,6 +51,8 @@ pub struct Handles {
     pub previews: Previews,
     /// Projects' git connections and their webhook deliveries.
     pub git_connections: GitConnections,
+    /// Accounts' registry credentials.
+    pub registries: Registries,
 }
 
 impl ApiState {
@@ -94,4 +96,5 @@ handle_from_state!(
     deploys: Deploys,
     previews: Previews,
     git_connections: GitConnections,
+    registries: Registries,
 );

@@ -12,6 +12,7 @@ pub mod instances;
 pub mod pipeline;
 pub mod planning;
 pub mod preview_env;
+pub mod pull;
 pub mod reconcile;
 pub mod teardown;
 pub mod worker;
@@ -34,6 +35,7 @@ use crate::{
     networks::Networks,
     pagination::{Page, PageRequest},
     projects::Projects,
+    registries::Registries,
     routing::Routing,
     runtime::Runtime,
     secrets::SecretBox,
@@ -76,6 +78,8 @@ pub struct Inner {
     routing: Routing,
     logs: Logs,
     assets: Assets,
+    /// The account's registry credentials, for image pulls.
+    registries: Registries,
 }
 
 /// What `Deploys::new` is made of; the composition root builds it.
@@ -94,6 +98,7 @@ pub struct DeploysParts {
     pub routing: Routing,
     pub logs: Logs,
     pub assets: Assets,
+    pub registries: Registries,
 }
 
 impl Deploys {
@@ -114,6 +119,7 @@ impl Deploys {
             routing: parts.routing,
             logs: parts.logs,
             assets: parts.assets,
+            registries: parts.registries,
         }))
     }
 
@@ -468,6 +474,8 @@ pub(crate) fn new_deploy(
         finished_at: None,
         rollback_of: None,
         preview_id: target.preview_id().map(str::to_owned),
+        image_digest: None,
+        outcome: None,
     }
 }
 

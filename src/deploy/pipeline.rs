@@ -21,12 +21,21 @@ use crate::{
 use super::{context, Deploy, DeployLog, DeployStatus, Deploys, ReleaseTarget};
 
 /// Why a deploy stopped short of `running`.
-enum Stop {
-    Failed { step: &'static str, message: String },
+pub(super) enum Stop {
+    Failed {
+        step: &'static str,
+        message: String,
+    },
     Canceled,
+    /// An image deploy pulled the digest the target's release already serves: nothing
+    /// to release (the deploy ends `canceled`, its outcome `unchanged`).
+    Unchanged {
+        serving: String,
+        digest: String,
+    },
 }
 
-fn failed(step: &'static str) -> impl Fn(Error) -> Stop {
+pub(super) fn failed(step: &'static str) -> impl Fn(Error) -> Stop {
     move |err| Stop::Failed {
         step,
         message: match err {
@@ -55,20 +64,28 @@ impl Deploys {
         if let Err(stop) = &outcome {
             // The new release never took traffic: remove what it started.
             self.remove_deploy_containers(&deploy.id).await;
-            let (status, reason) = match stop {
-                Stop::Canceled => (DeployStatus::Canceled, None),
+            match stop {
                 Stop::Failed { step, message } => {
-                    (DeployStatus::Failed, Some((*step, message.clone())))
-                }
-            };
-            match reason {
-                Some((step, message)) => {
                     log.line(format!("deploy failed at {step}: {message}"));
-                    log.failed(step, &message);
+                    log.failed(step, message);
                 }
-                None => {
+                Stop::Canceled => {
                     log.line("deploy canceled");
-                    log.status(status);
+                    log.status(DeployStatus::Canceled);
+                }
+                Stop::Unchanged { serving, digest } => {
+                    let id = deploy.id.clone();
+                    if let Err(err) = self
+                        .store
+                        .call(move |c| store::deploys::set_outcome(c, &id, "unchanged"))
+                        .await
+                    {
+                        tracing::error!(deploy = %deploy.id, error = %err, "recording the outcome");
+                    }
+                    log.line(format!(
+                        "nothing to deploy: the image digest {digest} is what {serving} already serves"
+                    ));
+                    log.status(DeployStatus::Canceled);
                 }
             }
             // A preview's failure never changes the project's status.
@@ -113,12 +130,19 @@ impl Deploys {
                     self.prepare_rollback(&project, deploy, target, log).await?;
                 (plan, image, Some(env))
             }
-            None => {
-                let (plan, image) = self
-                    .build_from_source(&project, deploy, log, scratch)
-                    .await?;
-                (plan, image, None)
-            }
+            None => match self.image_source_of(&project).await? {
+                Some(reference) => {
+                    let (plan, image) =
+                        self.pull_release(&project, deploy, &reference, log).await?;
+                    (plan, Some(image), None)
+                }
+                None => {
+                    let (plan, image) = self
+                        .build_from_source(&project, deploy, log, scratch)
+                        .await?;
+                    (plan, image, None)
+                }
+            },
         };
 
         // One release change per project at a time: a scale or a repair waits for this one.
@@ -196,6 +220,11 @@ impl Deploys {
                 self.publish_static_site(project, deploy, &source_plan, &source_dir, log)
                     .await?;
                 None
+            }
+            Builder::Image => {
+                return Err(failed("plan")(Error::Internal(
+                    "a source tree planned as a pulled image".to_owned(),
+                )))
             }
             Builder::Dockerfile | Builder::Generated => {
                 let image = self
@@ -372,10 +401,10 @@ impl Deploys {
                 return Ok(image);
             }
         }
-        let tag = format!("cantila/{}/{}:{}", project.handle, project.name, deploy.id);
+        let tag = self.release_tag(project, deploy);
         let generated = match source_plan.builder {
             Builder::Generated => source_plan.dockerfile.clone(),
-            Builder::Dockerfile | Builder::Static => None,
+            Builder::Dockerfile | Builder::Static | Builder::Image => None,
         };
         let dockerfile = if generated.is_some() {
             context::GENERATED_DOCKERFILE.to_owned()
@@ -426,7 +455,7 @@ impl Deploys {
         Ok(tag)
     }
 
-    async fn record_image(&self, deploy: &Deploy, image: &str) -> Result<(), Stop> {
+    pub(super) async fn record_image(&self, deploy: &Deploy, image: &str) -> Result<(), Stop> {
         let id = deploy.id.clone();
         let image = image.to_owned();
         self.store
@@ -509,15 +538,21 @@ impl Deploys {
             })
             .await
             .map_err(failed("build"))?;
-        log.line(format!(
-            "rolling back to {} (commit {}): no rebuild",
-            target.id,
-            target
-                .commit_sha
-                .as_deref()
-                .map(|s| &s[..12.min(s.len())])
-                .unwrap_or("-")
-        ));
+        match &target.image_digest {
+            Some(digest) => log.line(format!(
+                "rolling back to {} (image digest {digest}): no pull unless it was pruned",
+                target.id
+            )),
+            None => log.line(format!(
+                "rolling back to {} (commit {}): no rebuild",
+                target.id,
+                target
+                    .commit_sha
+                    .as_deref()
+                    .map(|s| &s[..12.min(s.len())])
+                    .unwrap_or("-")
+            )),
+        }
         let plan_value = target.plan.clone().ok_or_else(|| {
             failed("build")(Error::Invalid(format!(
                 "deploy `{}` has no plan to roll back to",
@@ -545,9 +580,16 @@ impl Deploys {
         let image = target.image.clone();
         let sha = target.commit_sha.clone().unwrap_or_default();
         let message = target.commit_message.clone().unwrap_or_default();
+        let digest = target.image_digest.clone();
         self.store
             .write(move |tx| {
-                store::deploys::set_source(tx, &id, &sha, &message)?;
+                // An image deploy has no commit; its digest is what it re-releases.
+                if !sha.is_empty() {
+                    store::deploys::set_source(tx, &id, &sha, &message)?;
+                }
+                if let Some(digest) = &digest {
+                    store::deploys::set_image_digest(tx, &id, digest)?;
+                }
                 store::deploys::set_plan(tx, &id, &plan_text)?;
                 if let Some(image) = &image {
                     store::deploys::set_image(tx, &id, image)?;
@@ -580,13 +622,18 @@ impl Deploys {
                 .map_err(|e| failed("build")(e.into()))?
                 .is_none()
             {
-                return Err(Stop::Failed {
-                    step: "build",
-                    message: format!(
-                        "the image of {} ({image}) was pruned; deploy its commit instead",
-                        target.id
-                    ),
-                });
+                if target.image_digest.is_some() {
+                    self.repull_for_rollback(project, target, image, log)
+                        .await?;
+                } else {
+                    return Err(Stop::Failed {
+                        step: "build",
+                        message: format!(
+                            "the image of {} ({image}) was pruned; deploy its commit instead",
+                            target.id
+                        ),
+                    });
+                }
             }
             // The edge serves the release's assets from its own copy; without one the app
             // answers them, so a failed copy costs speed, never correctness.
@@ -973,5 +1020,6 @@ fn builder_name(builder: Builder) -> &'static str {
         Builder::Dockerfile => "dockerfile",
         Builder::Generated => "generated",
         Builder::Static => "static",
+        Builder::Image => "image",
     }
 }

@@ -65,7 +65,9 @@ pub struct Deploy {
     pub status: DeployStatus,
     /// What asked for it: `api`, `webhook`, `cli`.
     pub trigger: String,
-    /// The ref asked for; `None` means the connected branch's head.
+    /// The ref asked for; `None` means the connected branch's head (or, for an image
+    /// source, the connected tag). For an image source it is a tag or digest of the
+    /// connected repository.
     pub git_ref: Option<String>,
     pub commit_sha: Option<String>,
     pub commit_message: Option<String>,
@@ -81,6 +83,11 @@ pub struct Deploy {
     pub rollback_of: Option<String>,
     /// The preview this deploy releases; `None` for the project's production release.
     pub preview_id: Option<String>,
+    /// For a deploy of an image source: the digest it pulled (`sha256:...`).
+    pub image_digest: Option<String>,
+    /// How the deploy ended besides its status: `unchanged` when the image it pulled was
+    /// what already served, so nothing was released.
+    pub outcome: Option<String>,
 }
 
 /// What a deploy releases: the project's production instances or one preview's. Every

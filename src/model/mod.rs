@@ -11,6 +11,7 @@ pub mod audit;
 pub mod backup;
 pub mod database;
 pub mod deploy;
+pub mod image;
 pub mod logs;
 pub mod metrics;
 pub mod preview;

@@ -46,6 +46,8 @@ pub enum Builder {
     Generated,
     /// No image: the edge serves `static_root` from disk.
     Static,
+    /// No build: the image is pulled from a registry (a project whose source is an image).
+    Image,
 }
 
 /// How a release decides that its containers are up.
@@ -125,6 +127,68 @@ pub struct SourcePlan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assets_dir: Option<String>,
     pub warnings: Vec<String>,
+    /// For a project whose source is an image: what is pulled and how it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImagePlan>,
+}
+
+/// What a pulled image is and says about running it (its config, read from the registry
+/// or the local image).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePlan {
+    /// The reference pulled: the connected one, or the tag or digest a deploy named.
+    pub reference: String,
+    /// The digest it resolved to (`sha256:...`), once known.
+    pub digest: Option<String>,
+    /// The TCP ports its `EXPOSE` lines name; the first is the one traffic goes to.
+    pub exposed_ports: Vec<u16>,
+    /// Its `HEALTHCHECK` test, when it sets one (Cantila's own HTTP check gates the
+    /// release either way).
+    pub healthcheck: Option<Vec<String>>,
+    /// The user its processes run as (empty: root).
+    pub user: String,
+    pub workdir: String,
+}
+
+/// The plan of a pulled image: its first exposed port (or `DEFAULT_PORT`, said in a
+/// warning), its own `CMD` as the web process, and an HTTP health check.
+pub fn plan_image(image: ImagePlan) -> SourcePlan {
+    let mut warnings = Vec::new();
+    let port = match image.exposed_ports.as_slice() {
+        [] => {
+            warnings.push(format!(
+                "the image has no EXPOSE; Cantila sets PORT={DEFAULT_PORT} and expects the app to listen on it"
+            ));
+            DEFAULT_PORT
+        }
+        [only] => *only,
+        [first, ..] => {
+            let listed: Vec<String> = image.exposed_ports.iter().map(u16::to_string).collect();
+            warnings.push(format!(
+                "the image exposes several ports ({}); Cantila routes traffic to the first, {first}",
+                listed.join(", ")
+            ));
+            *first
+        }
+    };
+    if image.user.is_empty() || image.user == "root" || image.user == "0" {
+        warnings.push("the image runs as root (it sets no USER)".to_owned());
+    }
+    SourcePlan {
+        runtime: Runtime::Dockerfile,
+        builder: Builder::Image,
+        dockerfile: None,
+        port,
+        start_command: None,
+        processes: BTreeMap::new(),
+        release_command: None,
+        health_check: HealthCheck::http(),
+        static_root: None,
+        assets_dir: None,
+        warnings,
+        image: Some(image),
+    }
 }
 
 /// Plans a source tree. Reads only files inside `tree` (symlinks leading out read as
@@ -380,6 +444,7 @@ fn plan_user_dockerfile(
         static_root: None,
         assets_dir: None,
         warnings: Vec::new(),
+        image: None,
     })
 }
 
@@ -407,6 +472,7 @@ fn plan_static(planner: &mut Planner<'_>, procfile: Option<Procfile>) -> Result<
         static_root: root,
         assets_dir: None,
         warnings: Vec::new(),
+        image: None,
     })
 }
 
@@ -501,6 +567,7 @@ fn plan_generated(
         static_root: None,
         assets_dir: None,
         warnings: Vec::new(),
+        image: None,
     })
 }
 

@@ -342,6 +342,8 @@ mod tests {
             finished_at: None,
             rollback_of: None,
             preview_id: None,
+            image_digest: None,
+            outcome: None,
         }
     }
 

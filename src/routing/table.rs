@@ -377,6 +377,8 @@ mod tests {
             finished_at: None,
             rollback_of: None,
             preview_id: preview_id.map(str::to_owned),
+            image_digest: None,
+            outcome: None,
         }
     }
 

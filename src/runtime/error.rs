@@ -16,6 +16,10 @@ pub enum RuntimeError {
     /// The build ran and failed; the message is the builder's own error line.
     #[error("the image build failed: {0}")]
     BuildFailed(String),
+    /// A pull the registry refused or could not serve; the message is the registry's own
+    /// reason (unauthorized, manifest unknown...), as the engine reported it.
+    #[error("the image pull failed: {0}")]
+    PullFailed(String),
     #[error("no such container or image: {0}")]
     NotFound(String),
     /// The runtime refused the request; the message is its own.
@@ -30,7 +34,12 @@ impl From<RuntimeError> for crate::error::Error {
                 "the Docker engine is unreachable ({message}); Cantila retries by itself"
             )),
             RuntimeError::NotConnected(message) => crate::error::Error::Unavailable(message),
-            other => crate::error::Error::Internal(other.to_string()),
+            // The registry's answer concerns what the caller asked for (a reference, its
+            // credentials): a 422 with the registry's reason.
+            pull @ RuntimeError::PullFailed(_) => crate::error::Error::Invalid(pull.to_string()),
+            other @ (RuntimeError::BuildFailed(_)
+            | RuntimeError::NotFound(_)
+            | RuntimeError::Engine(_)) => crate::error::Error::Internal(other.to_string()),
         }
     }
 }

@@ -10,8 +10,8 @@ use futures_util::{stream::BoxStream, StreamExt};
 
 use super::{
     BuildRequest, ContainerLogLine, ContainerRuntime, ContainerSample, ContainerSpec,
-    ContainerStatus, ContainerSummary, NetworkRemoval, NetworkSpec, NetworkSummary, RuntimeError,
-    VolumeMount,
+    ContainerStatus, ContainerSummary, ImageDetails, NetworkRemoval, NetworkSpec, NetworkSummary,
+    RegistryAuth, RuntimeError, VolumeMount,
 };
 use crate::{config::AddressPool, labels::Filter};
 
@@ -85,6 +85,23 @@ impl ContainerRuntime for FakeRuntime {
 
     async fn remove_image(&self, _reference: &str) -> Result<(), RuntimeError> {
         unsupported("remove_image")
+    }
+
+    async fn pull(
+        &self,
+        _reference: &str,
+        _auth: Option<&RegistryAuth>,
+        _on_line: &mut (dyn for<'line> FnMut(&'line str) + Send),
+    ) -> Result<(), RuntimeError> {
+        unsupported("pull")
+    }
+
+    async fn image_details(&self, _reference: &str) -> Result<Option<ImageDetails>, RuntimeError> {
+        unsupported("image_details")
+    }
+
+    async fn tag_image(&self, _reference: &str, _tag: &str) -> Result<(), RuntimeError> {
+        unsupported("tag_image")
     }
 
     async fn start(&self, _spec: &ContainerSpec) -> Result<ContainerStatus, RuntimeError> {

@@ -32,7 +32,7 @@ mod sample;
 
 pub use container::{ContainerSpec, ContainerStatus, ContainerSummary, VolumeMount};
 pub use error::RuntimeError;
-pub use image::BuildRequest;
+pub use image::{BuildRequest, ImageDetails, RegistryAuth};
 pub use network::{NetworkRemoval, NetworkSpec, NetworkSummary};
 pub use output::{ContainerLogLine, OutputStream};
 pub use sample::ContainerSample;
@@ -65,6 +65,24 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
 
     /// The working directory an image's containers start in (`/` when it sets none).
     async fn image_workdir(&self, reference: &str) -> Result<String, RuntimeError>;
+
+    /// Pulls `reference` (`repository:tag` or `repository@sha256:...`) with `auth` when
+    /// given, handing progress lines to `on_line`: one per layer and state change (with
+    /// the layer's size), download progress at most every few seconds per layer. A
+    /// refusal by the registry is `PullFailed` with its reason.
+    async fn pull(
+        &self,
+        reference: &str,
+        auth: Option<&RegistryAuth>,
+        on_line: &mut (dyn for<'line> FnMut(&'line str) + Send),
+    ) -> Result<(), RuntimeError>;
+
+    /// What the local image `reference` says about running it, or `None` when there is no
+    /// such image.
+    async fn image_details(&self, reference: &str) -> Result<Option<ImageDetails>, RuntimeError>;
+
+    /// Tags the local image `reference` as `tag` (`repository:tag`).
+    async fn tag_image(&self, reference: &str, tag: &str) -> Result<(), RuntimeError>;
 
     /// Removes an image (pruning); an absent one is not an error, one a container still
     /// uses is.

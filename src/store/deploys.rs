@@ -13,7 +13,7 @@ use crate::{
 
 use super::{Db, Tx};
 
-const COLUMNS: &str = "seq, id, project_id, status, trigger, git_ref, commit_sha, commit_message, plan, image, failed_step, error, created_at, building_at, releasing_at, finished_at, rollback_of, preview_id";
+const COLUMNS: &str = "seq, id, project_id, status, trigger, git_ref, commit_sha, commit_message, plan, image, failed_step, error, created_at, building_at, releasing_at, finished_at, rollback_of, preview_id, image_digest, outcome";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Deploy)> {
     let status: String = row.get(3)?;
@@ -38,6 +38,8 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Deploy)> {
             finished_at: row.get(15)?,
             rollback_of: row.get(16)?,
             preview_id: row.get(17)?,
+            image_digest: row.get(18)?,
+            outcome: row.get(19)?,
         },
     ))
 }
@@ -254,6 +256,24 @@ pub fn set_image(db: &Db, id: &str, image: &str) -> Result<()> {
     db.execute(
         "UPDATE deploys SET image = ?2 WHERE id = ?1",
         params![id, image],
+    )?;
+    Ok(())
+}
+
+/// Records the digest an image deploy pulled (and pinned).
+pub fn set_image_digest(db: &Db, id: &str, digest: &str) -> Result<()> {
+    db.execute(
+        "UPDATE deploys SET image_digest = ?2 WHERE id = ?1",
+        params![id, digest],
+    )?;
+    Ok(())
+}
+
+/// Records how a deploy ended besides its status (`unchanged`).
+pub fn set_outcome(db: &Db, id: &str, outcome: &str) -> Result<()> {
+    db.execute(
+        "UPDATE deploys SET outcome = ?2 WHERE id = ?1",
+        params![id, outcome],
     )?;
     Ok(())
 }

@@ -200,3 +200,11 @@ pub fn repos_of_other_accounts(db: &Db, account_id: &str) -> Result<Vec<(String,
     let rows = statement.query_map([account_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
+
+/// Removes the project's git connection (the project switched to an image source).
+pub fn delete(db: &Db, project_id: &str) -> Result<bool> {
+    Ok(db.execute(
+        "DELETE FROM git_connections WHERE project_id = ?1",
+        [project_id],
+    )? > 0)
+}

@@ -320,6 +320,31 @@ const STEPS: &[&str] = &[
     );
     CREATE INDEX webhook_bodies_by_age ON webhook_bodies(received_at);
     CREATE INDEX webhook_deliveries_by_age ON webhook_deliveries(received_at);",
+    // 13 (img: images as a source): an account's registry credentials (the password or
+    // token sealed), a project's image source (one reference; the webhook secret kept only
+    // as its SHA-256; the last registry delivery and what came of it), and on each deploy
+    // the digest it pulled and an outcome (`unchanged`: the pulled digest was already
+    // serving, so nothing was released).
+    "CREATE TABLE registry_credentials (
+        id          TEXT PRIMARY KEY,
+        account_id  TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        server      TEXT NOT NULL,
+        username    TEXT NOT NULL,
+        password    BLOB NOT NULL,
+        created_at  TEXT NOT NULL,
+        UNIQUE (account_id, server)
+    );
+    CREATE TABLE project_images (
+        project_id            TEXT PRIMARY KEY REFERENCES projects(id) ON DELETE CASCADE,
+        reference             TEXT NOT NULL,
+        webhook_secret_sha256 BLOB NOT NULL,
+        created_at            TEXT NOT NULL,
+        updated_at            TEXT NOT NULL,
+        last_delivery_at      TEXT,
+        last_delivery_result  TEXT
+    );
+    ALTER TABLE deploys ADD COLUMN image_digest TEXT;
+    ALTER TABLE deploys ADD COLUMN outcome TEXT;",
 ];
 
 /// The schema version this binary writes.

@@ -17,9 +17,11 @@ pub mod backups;
 pub mod deploys;
 pub mod env;
 pub mod git;
+pub mod images;
 pub mod metrics;
 pub mod previews;
 pub mod projects;
+pub mod registries;
 pub mod runtime_logs;
 pub mod volumes;
 

@@ -17,8 +17,8 @@ use crate::{
     labels::Filter,
     runtime::{
         BuildRequest, ContainerLogLine, ContainerRuntime, ContainerSample, ContainerSpec,
-        ContainerStatus, ContainerSummary, NetworkRemoval, NetworkSpec, NetworkSummary,
-        RuntimeError, VolumeMount,
+        ContainerStatus, ContainerSummary, ImageDetails, NetworkRemoval, NetworkSpec,
+        NetworkSummary, RegistryAuth, RuntimeError, VolumeMount,
     },
 };
 
@@ -111,6 +111,23 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError> {
         self.engine().await?.remove_image(reference).await
+    }
+
+    async fn pull(
+        &self,
+        reference: &str,
+        auth: Option<&RegistryAuth>,
+        on_line: &mut (dyn for<'line> FnMut(&'line str) + Send),
+    ) -> Result<(), RuntimeError> {
+        self.engine().await?.pull(reference, auth, on_line).await
+    }
+
+    async fn image_details(&self, reference: &str) -> Result<Option<ImageDetails>, RuntimeError> {
+        self.engine().await?.image_details(reference).await
+    }
+
+    async fn tag_image(&self, reference: &str, tag: &str) -> Result<(), RuntimeError> {
+        self.engine().await?.tag_image(reference, tag).await
     }
 
     async fn start(&self, spec: &ContainerSpec) -> Result<ContainerStatus, RuntimeError> {

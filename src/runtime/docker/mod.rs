@@ -1,5 +1,5 @@
 //! The Docker engine, the runtime's implementation on one machine: builds, containers,
-//! networks (`networks`), logs, resource samples (`stats`), volumes and archives (`data`);
+//! networks (`networks`), pulls (`pull`), logs, resource samples (`stats`), volumes and archives (`data`);
 //! `DockerRuntime` (`lazy`) is the `ContainerRuntime` services hold, connected on first use.
 //! Sole user of bollard.
 //! Invariant: no bollard type appears outside this module; the API version is negotiated
@@ -32,6 +32,7 @@ use crate::{
 mod data;
 mod lazy;
 mod networks;
+mod pull;
 mod stats;
 
 pub use lazy::DockerRuntime;

@@ -30,6 +30,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
         &[
             "accounts",
             "audit",
+            "registries",
             "env",
             "domains",
             "projects",

@@ -1,0 +1,139 @@
+//! The real container registry the image-source tests pull from: `TestRegistry` reads the
+//! loopback registry `scripts/ensure-registry.sh` started (`CANTILA_TEST_REGISTRY`, with
+//! `CANTILA_TEST_REGISTRY_USER` and `CANTILA_TEST_REGISTRY_PASSWORD`), and pushes images
+//! built locally from the busybox base to a repository unique to the test. The Docker CLI
+//! logs in with a config dir of its own (`docker --config <tempdir>`), so nothing global
+//! changes. A missing variable fails the test: it never skips.
+
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+};
+
+use tempfile::TempDir;
+
+pub struct TestRegistry {
+    /// `host:port` of the registry.
+    pub address: String,
+    pub user: String,
+    pub password: String,
+    /// The Docker CLI's config dir for this test (its login lives here only).
+    cli_config: TempDir,
+}
+
+fn required(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: run scripts/ensure-registry.sh and export what scripts/test.sh exports"
+        )
+    })
+}
+
+impl TestRegistry {
+    /// The test registry, logged in to with the test user.
+    pub fn from_env() -> Self {
+        let registry = Self {
+            address: required("CANTILA_TEST_REGISTRY"),
+            user: required("CANTILA_TEST_REGISTRY_USER"),
+            password: required("CANTILA_TEST_REGISTRY_PASSWORD"),
+            cli_config: tempfile::tempdir().expect("docker config dir"),
+        };
+        let mut login = Command::new("docker")
+            .arg("--config")
+            .arg(registry.cli_config.path())
+            .args([
+                "login",
+                "--username",
+                &registry.user,
+                "--password-stdin",
+                &registry.address,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run docker login");
+        {
+            use std::io::Write;
+            let mut stdin = login.stdin.take().unwrap();
+            stdin.write_all(registry.password.as_bytes()).unwrap();
+        }
+        let out = login.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "docker login {}: {}",
+            registry.address,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        registry
+    }
+
+    /// A repository name no other test uses: `<address>/t<random>/<name>`.
+    pub fn unique_repository(&self, name: &str) -> String {
+        format!(
+            "{}/t{}/{name}",
+            self.address,
+            cantila::ids::random_base62(10).to_ascii_lowercase()
+        )
+    }
+
+    /// Builds a busybox httpd image answering `body` on port 8080 (`EXPOSE 8080`),
+    /// labelled for `installation` (so the test's data dir removes it, and what the daemon
+    /// pulls of it, from the engine), pushes it as `repository:tag`, removes the local tag
+    /// (the daemon must pull it) and returns the digest the registry gave it.
+    pub fn push_app(&self, repository: &str, tag: &str, body: &str, installation: &str) -> String {
+        let context = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(context.path().join("www")).unwrap();
+        std::fs::write(context.path().join("www/index.html"), body).unwrap();
+        std::fs::write(
+            context.path().join("Dockerfile"),
+            "FROM busybox:latest\nCOPY www /www\nEXPOSE 8080\nUSER 65534\nWORKDIR /www\n\
+             CMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+        )
+        .unwrap();
+        self.push_context(repository, tag, context.path(), installation)
+    }
+
+    /// Builds `context`, pushes it as `repository:tag`, removes the local tag; the digest.
+    pub fn push_context(
+        &self,
+        repository: &str,
+        tag: &str,
+        context: &Path,
+        installation: &str,
+    ) -> String {
+        let reference = format!("{repository}:{tag}");
+        self.cli(&[
+            "build",
+            "--quiet",
+            "--label",
+            &format!("cantila.installation={installation}"),
+            "--tag",
+            &reference,
+            &context.display().to_string(),
+        ]);
+        let pushed = self.cli(&["push", &reference]);
+        self.cli(&["rmi", &reference]);
+        pushed
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("sha256:").map(|hex| format!("sha256:{hex}")))
+            .unwrap_or_else(|| panic!("no digest in the push output: {pushed}"))
+    }
+
+    /// Runs the Docker CLI with this test's config dir; stdout, or a panic with stderr.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("docker")
+            .arg("--config")
+            .arg(self.cli_config.path())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run docker");
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
