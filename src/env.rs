@@ -8,6 +8,7 @@ use crate::{
     accounts::Actor,
     clock,
     error::{Error, Result},
+    model::build::BuildName,
     names::{EnvKey, Scope},
     secrets::SecretBox,
     store::{self, env::StoredVar, Store},
@@ -111,6 +112,103 @@ impl Env {
                 store::env::all(connection, &project_id)?
                     .into_iter()
                     .map(|var| Ok((var.key, secrets.open_string(&var.sealed_value)?)))
+                    .collect()
+            })
+            .await
+    }
+}
+
+/// The most build secrets a project may have, and the longest value, in bytes.
+const MAX_BUILD_SECRETS: usize = 100;
+const MAX_BUILD_SECRET_BYTES: usize = 64 * 1024;
+
+pub use crate::store::build_secrets::SecretEntry as BuildSecretEntry;
+
+/// Build secrets: values a build may read (a BuildKit secret mount) that never become part
+/// of the image, the plan or a log. They live beside the env because they are sealed the
+/// same way; unlike secret env values they never leave the daemon except into a build.
+impl Env {
+    pub async fn build_secrets(
+        &self,
+        actor: &Actor,
+        project_id: String,
+    ) -> Result<Vec<BuildSecretEntry>> {
+        let account_id = actor.account_id.clone();
+        self.store
+            .call(move |db| {
+                store::projects::check_owned(db, &account_id, &project_id)?;
+                store::build_secrets::names(db, &project_id)
+            })
+            .await
+    }
+
+    /// Sets (creates or replaces) one build secret; returns its entry, never its value.
+    pub async fn set_build_secret(
+        &self,
+        actor: &Actor,
+        project_id: String,
+        name: BuildName,
+        value: String,
+    ) -> Result<BuildSecretEntry> {
+        if value.is_empty() || value.len() > MAX_BUILD_SECRET_BYTES {
+            return Err(Error::Invalid(format!(
+                "value: the value of build secret `{name}` must be 1 byte to 64 KiB"
+            )));
+        }
+        let audit = store::Audit::by(actor, "build_secret.set", format!("{project_id}:{name}"));
+        let account_id = actor.account_id.clone();
+        let sealed = self.secrets.seal_str(&value);
+        drop(value);
+        self.store
+            .write_audited(audit, move |tx| {
+                store::projects::check_owned(tx, &account_id, &project_id)?;
+                let exists = store::build_secrets::names(tx, &project_id)?
+                    .iter()
+                    .any(|entry| entry.name == name.as_str());
+                if !exists && store::build_secrets::count(tx, &project_id)? >= MAX_BUILD_SECRETS {
+                    return Err(Error::Invalid(format!(
+                        "name: a project has at most {MAX_BUILD_SECRETS} build secrets; remove one first"
+                    )));
+                }
+                store::build_secrets::upsert(tx, &project_id, name.as_str(), &sealed, &clock::now())?;
+                store::build_secrets::names(tx, &project_id)?
+                    .into_iter()
+                    .find(|entry| entry.name == name.as_str())
+                    .ok_or_else(|| Error::Internal("a build secret vanished as it was set".to_owned()))
+            })
+            .await
+    }
+
+    pub async fn remove_build_secret(
+        &self,
+        actor: &Actor,
+        project_id: String,
+        name: BuildName,
+    ) -> Result<()> {
+        let audit = store::Audit::by(actor, "build_secret.remove", format!("{project_id}:{name}"));
+        let account_id = actor.account_id.clone();
+        self.store
+            .write_audited(audit, move |tx| {
+                store::projects::check_owned(tx, &account_id, &project_id)?;
+                if !store::build_secrets::delete(tx, &project_id, name.as_str())? {
+                    return Err(Error::NotFound(format!(
+                        "build secret `{name}` not found in project `{project_id}`"
+                    )));
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// The project's build secrets, opened, for the build of a deploy (and nothing else).
+    pub async fn build_secrets_for_build(&self, project_id: &str) -> Result<Vec<(String, String)>> {
+        let project_id = project_id.to_owned();
+        let secrets = self.secrets.clone();
+        self.store
+            .call(move |db| {
+                store::build_secrets::sealed(db, &project_id)?
+                    .into_iter()
+                    .map(|(name, sealed)| Ok((name, secrets.open_string(&sealed)?)))
                     .collect()
             })
             .await

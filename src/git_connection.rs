@@ -19,6 +19,7 @@ use crate::{
     deploy::Deploys,
     error::{Error, Result},
     ids,
+    model::build::{RootDir, WatchPath},
     previews::{HookOutcome, Previews},
     projects::Project,
     secrets::SecretBox,
@@ -493,15 +494,19 @@ impl GitConnections {
             (Some(branch), false) if *branch == stored.branch => {
                 let head = heads.head_of(branch).await?;
                 match source::confirm_head(branch, push.after.as_deref(), head.as_deref()) {
-                    Ok(head) => {
-                        let deploy =
-                            self.deploys.enqueue(&actor, project.id.clone(), Some(head), "webhook")
+                    Ok(head) => match self.unwatched(project, &head).await? {
+                        Some(reason) => DeliveryOutcome::Ignored(reason),
+                        None => {
+                            let deploy = self
+                                .deploys
+                                .enqueue(&actor, project.id.clone(), Some(head), "webhook")
                                 .await?;
-                        DeliveryOutcome::Queued {
-                            deploy_id: deploy.id,
-                            preview_id: None,
+                            DeliveryOutcome::Queued {
+                                deploy_id: deploy.id,
+                                preview_id: None,
+                            }
                         }
-                    }
+                    },
                     Err(reason) => DeliveryOutcome::Stale(reason),
                 }
             }
@@ -552,6 +557,127 @@ impl GitConnections {
         Event::Other(other) => DeliveryOutcome::Ignored(format!("event `{other}` is not acted on")),
     })
     }
+}
+
+/// The most of a `cantila.toml` read for its watch paths.
+const SETTINGS_FILE_LIMIT: usize = 64 * 1024;
+
+impl GitConnections {
+    /// Why a push of `head` to production deploys nothing: the project has watch paths
+    /// (its API settings', else its `cantila.toml`'s at `head`) and no file changed since
+    /// the serving release's commit matches one. `None` means deploy: no watch paths,
+    /// nothing serving, a commit the mirror cannot compare, or a watched change (a change
+    /// of the settings file itself counts). A manual deploy never asks.
+    async fn unwatched(&self, project: &Project, head: &str) -> Result<Option<String>> {
+        let project_id = project.id.clone();
+        let serving = self
+            .store
+            .call(move |c| {
+                store::deploys::of_target_with_status(
+                    c,
+                    &project_id,
+                    None,
+                    &[crate::deploy::DeployStatus::Running],
+                )
+            })
+            .await?
+            .into_iter()
+            .find_map(|deploy| deploy.commit_sha);
+        let Some(serving) = serving else {
+            return Ok(None);
+        };
+        let api_paths = project.build.watch_paths.clone();
+        let root = project
+            .build
+            .root_dir
+            .clone()
+            .unwrap_or_else(RootDir::repository);
+        let settings_file = root.join(crate::plan::CONFIG_FILE);
+        let mirror_path = self.repos_dir.join(format!("{}.git", project.id));
+        let head_sha = head.to_owned();
+        let serving_commit = serving.clone();
+        let read_file = api_paths.is_empty();
+        let file = settings_file.clone();
+        let found = tokio::task::spawn_blocking(move || -> Result<_> {
+            let mirror = Mirror::open_or_init(&mirror_path)?;
+            let changed = match mirror.changed_paths(&serving, &head_sha) {
+                Ok(changed) => changed,
+                // The serving commit is gone (a force push): nothing to compare with.
+                Err(source::SourceError::RefNotFound(_)) => return Ok(None),
+                Err(error) => return Err(error.into()),
+            };
+            let file_text = if read_file {
+                mirror.read_file(&head_sha, &file, SETTINGS_FILE_LIMIT)?
+            } else {
+                None
+            };
+            Ok(Some((changed, file_text)))
+        })
+        .await
+        .map_err(|err| Error::Internal(err.to_string()))??;
+        let Some((changed, file_text)) = found else {
+            return Ok(None);
+        };
+        let (watch_paths, from) = if !api_paths.is_empty() {
+            (api_paths, "the project's watch paths")
+        } else {
+            // A file that does not parse decides nothing here: the deploy reports it.
+            let from_file = file_text
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .and_then(|text| crate::plan::parse_file_settings(&text, &settings_file).ok())
+                .map(|settings| settings.build.watch_paths)
+                .unwrap_or_default();
+            (from_file, "the watch paths of the settings file")
+        };
+        Ok(unwatched_reason(
+            &watch_paths,
+            from,
+            &changed,
+            &settings_file,
+            (head, &serving_commit),
+        ))
+    }
+}
+
+/// Why a change of `changed` paths deploys nothing under `watch_paths` (`from` says whose),
+/// or `None` when one is watched (or there are no watch paths). A change to the settings
+/// file always deploys: it may change the watch paths themselves.
+fn unwatched_reason(
+    watch_paths: &[WatchPath],
+    from: &str,
+    changed: &[String],
+    settings_file: &str,
+    (head, serving): (&str, &str),
+) -> Option<String> {
+    if watch_paths.is_empty() {
+        return None;
+    }
+    let watched = changed
+        .iter()
+        .any(|path| path == settings_file || watch_paths.iter().any(|watch| watch.matches(path)));
+    if watched {
+        return None;
+    }
+    let globs: Vec<&str> = watch_paths.iter().map(WatchPath::as_str).collect();
+    let shown: Vec<&str> = changed.iter().take(5).map(String::as_str).collect();
+    let more = changed.len().saturating_sub(shown.len());
+    let files = if changed.is_empty() {
+        "no file changed".to_owned()
+    } else if more > 0 {
+        format!("changed: {} and {more} more", shown.join(", "))
+    } else {
+        format!("changed: {}", shown.join(", "))
+    };
+    Some(format!(
+        "no changed file matches {from} ({}) between the serving commit {} and {}; {files}",
+        globs.join(", "),
+        short(serving),
+        short(head),
+    ))
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..12.min(sha.len())]
 }
 
 /// Branch heads as the repository has them when a delivery arrives: the project's mirror

@@ -11,7 +11,11 @@ use crate::{
     clock,
     error::{Error, Result},
     ids,
-    model::{deploy::Deploy, preview::Preview},
+    model::{
+        build::{BuildName, BuildSettings, BuildTarget, DockerfilePath, RootDir, WatchPath},
+        deploy::Deploy,
+        preview::Preview,
+    },
     names::{BranchPattern, ProjectName, Runtime},
     pagination::{Page, PageRequest},
     store::{self, Store},
@@ -40,6 +44,45 @@ pub struct ProjectChanges {
     pub runtime: Option<Option<Runtime>>,
     /// New `previews.branches` patterns (validated); an empty list turns branch previews off.
     pub preview_branches: Option<Vec<BranchPattern>>,
+    /// Changes to the build settings, field by field.
+    pub build: Option<BuildChanges>,
+}
+
+/// A validated change of the build settings: `None` leaves a field as it is, `Some(None)`
+/// (or an empty map or list) clears it so the repository's `cantila.toml` or detection
+/// decides again.
+#[derive(Debug, Default)]
+pub struct BuildChanges {
+    pub root_dir: Option<Option<RootDir>>,
+    pub dockerfile: Option<Option<DockerfilePath>>,
+    pub target: Option<Option<BuildTarget>>,
+    pub build_args: Option<BTreeMap<BuildName, String>>,
+    pub watch_paths: Option<Vec<WatchPath>>,
+}
+
+impl BuildChanges {
+    /// The settings after the changes, with their limits checked.
+    pub fn apply_to(self, settings: &BuildSettings) -> Result<BuildSettings> {
+        let mut changed = settings.clone();
+        if let Some(root_dir) = self.root_dir {
+            // The repository's root is the default, so setting it is clearing it.
+            changed.root_dir = root_dir.filter(|root| !root.is_repository());
+        }
+        if let Some(dockerfile) = self.dockerfile {
+            changed.dockerfile = dockerfile;
+        }
+        if let Some(target) = self.target {
+            changed.target = target;
+        }
+        if let Some(build_args) = self.build_args {
+            changed.build_args = build_args;
+        }
+        if let Some(watch_paths) = self.watch_paths {
+            changed.watch_paths = watch_paths;
+        }
+        changed.check_limits()?;
+        Ok(changed)
+    }
 }
 
 fn not_found(id: &str) -> Error {
@@ -77,6 +120,7 @@ impl Projects {
             size: None,
             preview_branches: Vec::new(),
             process_instances: BTreeMap::new(),
+            build: Default::default(),
         };
         let audit = store::Audit::by(actor, "project.create", &project.id);
         self.store
@@ -106,6 +150,14 @@ impl Projects {
                 }
                 if let Some(runtime) = changes.runtime {
                     project.runtime = runtime;
+                }
+                if let Some(build) = changes.build {
+                    project.build = build.apply_to(&project.build)?;
+                    let stored = (!project.build.is_empty())
+                        .then(|| serde_json::to_string(&project.build))
+                        .transpose()
+                        .map_err(|err| Error::Internal(err.to_string()))?;
+                    store::projects::set_build_settings(tx, &project.id, stored.as_deref())?;
                 }
                 if let Some(patterns) = changes.preview_branches {
                     project.preview_branches =

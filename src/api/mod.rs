@@ -8,6 +8,7 @@ pub mod assets;
 pub mod audit;
 pub mod auth;
 pub mod backups;
+pub mod build_secrets;
 pub mod database;
 pub mod deploys;
 pub mod domains;
@@ -58,6 +59,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .merge(git::router())
         .merge(deploys::router())
         .merge(env::router())
+        .merge(build_secrets::router())
         .merge(domains::router())
         .merge(instances::router())
         .merge(previews::router())

@@ -33,6 +33,7 @@ use super::error::{ErrorBody, ErrorDetail};
         (name = "deploys", description = "Deploys: build and release a project's source."),
         (name = "git", description = "The project's git connection and its webhook."),
         (name = "env", description = "The project's environment variables."),
+        (name = "build", description = "The project's build secrets (build settings are part of the project)."),
         (name = "domains", description = "Hostnames, aliases and their certificates."),
         (name = "instances", description = "Scaling and the running instances."),
         (name = "previews", description = "Preview deployments of branches and pull requests."),

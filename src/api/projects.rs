@@ -9,10 +9,14 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     api::ApiState,
+    model::build::{
+        check_arg_value, BuildName, BuildSettings, BuildTarget, DockerfilePath, RootDir, WatchPath,
+        MAX_BUILD_ARGS, MAX_WATCH_PATHS,
+    },
     names::{ProcessType, ProjectName, Runtime},
     pagination::PageRequest,
     previews::BranchPattern,
-    projects::{self, NewProject, Project, ProjectChanges},
+    projects::{self, BuildChanges, NewProject, Project, ProjectChanges},
 };
 
 use super::{
@@ -55,6 +59,9 @@ pub struct ProjectView {
     pub processes: BTreeMap<String, u32>,
     /// Preview settings.
     pub previews: PreviewSettings,
+    /// Build settings set through the API (null or empty: the repository's `cantila.toml`
+    /// or detection decides; the deploy plan shows what applies and where it came from).
+    pub build: BuildSettingsView,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -67,6 +74,156 @@ pub struct PreviewSettings {
     /// preview; empty = only pull requests and the API create previews.
     #[schema(example = json!(["feature/*"]))]
     pub branches: Vec<String>,
+}
+
+/// `build` of a project, as set through the API.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildSettingsView {
+    /// The directory of the repository the build runs in (its context), relative to the
+    /// repository's root; null = the root.
+    #[schema(example = "apps/web")]
+    pub root_dir: Option<String>,
+    /// The Dockerfile, relative to the root directory; null = `Dockerfile` there, or a
+    /// generated one.
+    #[schema(example = "docker/Dockerfile")]
+    pub dockerfile: Option<String>,
+    /// The stage of a multi-stage Dockerfile to build; null = the last stage.
+    #[schema(example = "prod")]
+    pub target: Option<String>,
+    /// Build-time variables (`ARG`s). Not for secrets: use build secrets.
+    #[schema(example = json!({"NODE_ENV": "production"}))]
+    pub build_args: BTreeMap<String, String>,
+    /// Globs of repository paths (relative to the repository's root); a push that changes
+    /// none of them is ignored. Empty = every push deploys.
+    #[schema(example = json!(["apps/web/**", "packages/**"]))]
+    pub watch_paths: Vec<String>,
+}
+
+impl From<&BuildSettings> for BuildSettingsView {
+    fn from(settings: &BuildSettings) -> Self {
+        Self {
+            root_dir: settings.root_dir.as_ref().map(|root| root.to_string()),
+            dockerfile: settings.dockerfile.as_ref().map(|path| path.to_string()),
+            target: settings.target.as_ref().map(|target| target.to_string()),
+            build_args: settings
+                .build_args
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.clone()))
+                .collect(),
+            watch_paths: settings
+                .watch_paths
+                .iter()
+                .map(|path| path.as_str().to_owned())
+                .collect(),
+        }
+    }
+}
+
+/// `build` of `PATCH /v1/projects/:id`: each field present replaces that setting; `null`
+/// (or `{}`, `[]`) clears it; absent fields stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpdateBuildSettings {
+    /// Relative to the repository's root, without `..`; `.` or null = the root.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, example = "apps/web", max_length = 255)]
+    pub root_dir: Option<Option<String>>,
+    /// Relative to the root directory, without `..`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, example = "docker/Dockerfile", max_length = 255)]
+    pub dockerfile: Option<Option<String>>,
+    /// A stage name of the Dockerfile.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, example = "prod", pattern = "^[A-Za-z][A-Za-z0-9_.-]{0,127}$")]
+    pub target: Option<Option<String>>,
+    /// At most 100; names are identifiers (`[A-Za-z_][A-Za-z0-9_]*`), values at most 32 KiB.
+    #[serde(default, deserialize_with = "present_map")]
+    #[schema(value_type = Option<BTreeMap<String, String>>, example = json!({"NODE_ENV": "production"}))]
+    pub build_args: Option<Option<BTreeMap<String, String>>>,
+    /// At most 50 globs of repository paths.
+    #[serde(default, deserialize_with = "present_list")]
+    #[schema(value_type = Option<Vec<String>>, example = json!(["apps/web/**"]), max_items = 50)]
+    pub watch_paths: Option<Option<Vec<String>>>,
+}
+
+/// Prefixes a validation message with the field it is about, so a 422 names it.
+fn in_field<T>(
+    field: &str,
+    result: Result<T, crate::error::Error>,
+) -> Result<T, crate::error::Error> {
+    result.map_err(|err| match err {
+        crate::error::Error::Invalid(message) => {
+            crate::error::Error::Invalid(format!("{field}: {message}"))
+        }
+        other => other,
+    })
+}
+
+impl TryFrom<UpdateBuildSettings> for BuildChanges {
+    type Error = crate::error::Error;
+
+    fn try_from(request: UpdateBuildSettings) -> Result<Self, Self::Error> {
+        Ok(BuildChanges {
+            root_dir: in_field(
+                "build.rootDir",
+                request
+                    .root_dir
+                    .map(|root| root.as_deref().map(RootDir::parse).transpose())
+                    .transpose(),
+            )?,
+            dockerfile: in_field(
+                "build.dockerfile",
+                request
+                    .dockerfile
+                    .map(|path| path.as_deref().map(DockerfilePath::parse).transpose())
+                    .transpose(),
+            )?,
+            target: in_field(
+                "build.target",
+                request
+                    .target
+                    .map(|target| target.as_deref().map(BuildTarget::parse).transpose())
+                    .transpose(),
+            )?,
+            build_args: in_field(
+                "build.buildArgs",
+                request
+                    .build_args
+                    .map(|args| {
+                        let args = args.unwrap_or_default();
+                        if args.len() > MAX_BUILD_ARGS {
+                            return Err(crate::error::Error::Invalid(format!(
+                                "at most {MAX_BUILD_ARGS} build args are accepted"
+                            )));
+                        }
+                        args.into_iter()
+                            .map(|(name, value)| {
+                                let name = BuildName::parse(&name)?;
+                                check_arg_value(&name, &value)?;
+                                Ok((name, value))
+                            })
+                            .collect()
+                    })
+                    .transpose(),
+            )?,
+            watch_paths: in_field(
+                "build.watchPaths",
+                request
+                    .watch_paths
+                    .map(|paths| {
+                        let paths = paths.unwrap_or_default();
+                        if paths.len() > MAX_WATCH_PATHS {
+                            return Err(crate::error::Error::Invalid(format!(
+                                "at most {MAX_WATCH_PATHS} watch paths are accepted"
+                            )));
+                        }
+                        paths.iter().map(|path| WatchPath::parse(path)).collect()
+                    })
+                    .transpose(),
+            )?,
+        })
+    }
 }
 
 impl ProjectView {
@@ -89,6 +246,7 @@ impl ProjectView {
             previews: PreviewSettings {
                 branches: project.preview_branches.clone(),
             },
+            build: BuildSettingsView::from(&project.build),
             created_at: project.created_at.clone(),
             updated_at: project.updated_at.clone(),
         }
@@ -168,11 +326,25 @@ pub struct UpdateProject {
     pub runtime: Option<Option<String>>,
     /// Preview settings: `{"branches": ["feature/*"]}`; `[]` turns branch previews off.
     pub previews: Option<PreviewSettings>,
+    /// Build settings: root directory, Dockerfile path, target, build args, watch paths.
+    pub build: Option<UpdateBuildSettings>,
 }
 
 /// Tells an explicit `null` (`Some(None)`) from an absent field (`None`).
 fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
     Option::<String>::deserialize(deserializer).map(Some)
+}
+
+fn present_map<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<BTreeMap<String, String>>>, D::Error> {
+    Option::<BTreeMap<String, String>>::deserialize(deserializer).map(Some)
+}
+
+fn present_list<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<Vec<String>>>, D::Error> {
+    Option::<Vec<String>>::deserialize(deserializer).map(Some)
 }
 
 impl TryFrom<UpdateProject> for ProjectChanges {
@@ -204,6 +376,7 @@ impl TryFrom<UpdateProject> for ProjectChanges {
                         .collect()
                 })
                 .transpose()?,
+            build: request.build.map(BuildChanges::try_from).transpose()?,
         })
     }
 }
@@ -259,7 +432,8 @@ async fn get(
     Ok(Json(ProjectView::new(&project, &app)))
 }
 
-/// Rename a project, change its runtime hint, or set which branches get previews.
+/// Rename a project, change its runtime hint, set which branches get previews, or change
+/// its build settings (the next deploy builds with them).
 #[utoipa::path(patch, path = "/v1/projects/{id}", tag = "projects",
     security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "project id")),
     request_body = UpdateProject,

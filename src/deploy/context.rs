@@ -85,10 +85,13 @@ pub struct Context {
 }
 
 /// Archives `root` for the build. `generated_dockerfile` is added as
-/// `GENERATED_DOCKERFILE`. Fails when the context would exceed `max_bytes`.
+/// `GENERATED_DOCKERFILE`; `dockerfile` (the path the build reads, relative to `root`) is
+/// kept whatever `.dockerignore` says, like Docker keeps it. Fails when the context would
+/// exceed `max_bytes`.
 pub fn build_context(
     root: &Path,
     generated_dockerfile: Option<&str>,
+    dockerfile: &str,
     max_bytes: u64,
 ) -> Result<Context> {
     let rules = match fs::read_to_string(root.join(".dockerignore")) {
@@ -114,7 +117,13 @@ pub fn build_context(
                 excluded += 1;
                 continue;
             };
-            let always_kept = relative_text == "Dockerfile" || relative_text == ".dockerignore";
+            // The Dockerfile and the directories leading to it are kept, or the build could
+            // not read it.
+            let always_kept = relative_text == dockerfile
+                || relative_text == ".dockerignore"
+                || dockerfile
+                    .strip_prefix(relative_text.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'));
             if !always_kept && rules.excludes(&relative_text) {
                 excluded += 1;
                 continue;
@@ -190,7 +199,7 @@ mod tests {
         fs::write(root.join(".dockerignore"), "*.log\n").unwrap();
         #[cfg(unix)]
         std::os::unix::fs::symlink("/etc/passwd", root.join("link")).unwrap();
-        let context = build_context(root, Some("FROM scratch\n"), 1 << 20).unwrap();
+        let context = build_context(root, Some("FROM scratch\n"), "Dockerfile", 1 << 20).unwrap();
         assert_eq!(context.excluded, 1);
         let mut archive = tar::Archive::new(context.tar.as_slice());
         let mut names = Vec::new();
@@ -210,7 +219,7 @@ mod tests {
         assert!(names.contains(&"src/app.js".to_owned()));
         assert!(names.contains(&GENERATED_DOCKERFILE.to_owned()));
         assert!(!names.contains(&"debug.log".to_owned()));
-        let err = build_context(root, None, 5).unwrap_err();
+        let err = build_context(root, None, "Dockerfile", 5).unwrap_err();
         assert!(err.to_string().contains(".dockerignore"), "{err}");
     }
 }

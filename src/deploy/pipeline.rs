@@ -11,7 +11,7 @@ use crate::{
     clock,
     error::Error,
     labels::{self, Filter, Key, Labels},
-    plan::{self, Builder, PlanOptions, SourcePlan},
+    plan::{self, BuildPlan, Builder, PlanOptions, SourcePlan},
     projects::{Project, ProjectStatus},
     runtime::{BuildRequest, ContainerSpec},
     source::{GitRef, Mirror, RepoLocation},
@@ -197,16 +197,19 @@ impl Deploys {
         log: &DeployLog,
         scratch: &Path,
     ) -> Result<(SourcePlan, Option<String>), Stop> {
-        let source_dir = scratch.join("source");
-        self.fetch(deploy, project, log, &source_dir).await?;
-        let source_plan = self.plan_source(project, log, &source_dir).await?;
-        let plan_json = serde_json::to_string(
-            &self
-                .deploy_plan(project, &source_plan)
-                .await
-                .map_err(failed("plan"))?,
-        )
-        .map_err(|err| failed("plan")(Error::Internal(err.to_string())))?;
+        let checkout = scratch.join("source");
+        self.fetch(deploy, project, log, &checkout).await?;
+        let (source_plan, build_plan) = self.plan_source(project, log, &checkout).await?;
+        // The build's context is the root directory, checked by the planner to be a real
+        // directory of the checkout.
+        let source_dir = checkout.join(&build_plan.root_dir);
+        let deploy_plan = self
+            .deploy_plan(project, &source_plan, &build_plan)
+            .await
+            .map_err(failed("plan"))?;
+        // The plan (settings included) keys image reuse: a settings change rebuilds.
+        let plan_json = serde_json::to_string(&deploy_plan)
+            .map_err(|err| failed("plan")(Error::Internal(err.to_string())))?;
         {
             let id = deploy.id.clone();
             let plan_json = plan_json.clone();
@@ -228,7 +231,15 @@ impl Deploys {
             }
             Builder::Dockerfile | Builder::Generated => {
                 let image = self
-                    .build_image(project, deploy, &source_plan, &plan_json, &source_dir, log)
+                    .build_image(
+                        project,
+                        deploy,
+                        &source_plan,
+                        &deploy_plan.build,
+                        &plan_json,
+                        &source_dir,
+                        log,
+                    )
                     .await?;
                 self.assets
                     .prepare(project, deploy, &source_plan, &image)
@@ -334,14 +345,16 @@ impl Deploys {
         &self,
         project: &Project,
         log: &DeployLog,
-        source_dir: &Path,
-    ) -> Result<SourcePlan, Stop> {
-        let tree = source_dir.to_owned();
+        checkout: &Path,
+    ) -> Result<(SourcePlan, BuildPlan), Stop> {
+        let tree = checkout.to_owned();
         let images = self.config.build.images.clone();
         let hint = project.runtime;
-        let source_plan = tokio::task::spawn_blocking(move || {
-            plan::plan_tree(
+        let settings = project.build.clone();
+        let (source_plan, build_plan) = tokio::task::spawn_blocking(move || {
+            plan::plan_with_settings(
                 &tree,
+                &settings,
                 &PlanOptions {
                     runtime_hint: hint,
                     images: &images,
@@ -357,18 +370,21 @@ impl Deploys {
             builder_name(source_plan.builder),
             source_plan.port
         ));
+        log.line(describe_build(&build_plan));
         for warning in &source_plan.warnings {
             log.line(format!("warning: {warning}"));
         }
-        Ok(source_plan)
+        Ok((source_plan, build_plan))
     }
 
     /// Builds the image, or reuses the image of an earlier deploy of the same commit and plan.
+    #[allow(clippy::too_many_arguments)]
     async fn build_image(
         &self,
         project: &Project,
         deploy: &Deploy,
         source_plan: &SourcePlan,
+        build_plan: &BuildPlan,
         plan_json: &str,
         source_dir: &Path,
         log: &DeployLog,
@@ -409,12 +425,36 @@ impl Deploys {
         let dockerfile = if generated.is_some() {
             context::GENERATED_DOCKERFILE.to_owned()
         } else {
-            "Dockerfile".to_owned()
+            build_plan
+                .dockerfile
+                .clone()
+                .unwrap_or_else(|| "Dockerfile".to_owned())
         };
+        // Build secrets reach a build only as BuildKit secrets, which this builder cannot
+        // pass; building without them would hand the Dockerfile an empty secret, so the
+        // deploy stops here and says why.
+        let secrets = self
+            .env
+            .build_secrets_for_build(&project.id)
+            .await
+            .map_err(failed("build"))?;
+        if !secrets.is_empty() {
+            let names: Vec<&str> = secrets.iter().map(|(name, _)| name.as_str()).collect();
+            return Err(Stop::Failed {
+                step: "build",
+                message: format!(
+                    "the project has build secrets ({}), which a build receives only through BuildKit, and the classic builder that builds this deploy has no way to pass them; remove them (DELETE /v1/projects/{}/build-secrets/NAME) to build without",
+                    names.join(", "),
+                    project.id
+                ),
+            });
+        }
+        drop(secrets);
         let root = source_dir.to_owned();
         let max_bytes = self.config.deploy.max_context_mb * 1024 * 1024;
+        let kept = dockerfile.clone();
         let built_context = tokio::task::spawn_blocking(move || {
-            context::build_context(&root, generated.as_deref(), max_bytes)
+            context::build_context(&root, generated.as_deref(), &kept, max_bytes)
         })
         .await
         .map_err(|err| failed("build")(Error::Internal(err.to_string())))?
@@ -442,6 +482,12 @@ impl Deploys {
             memory_bytes: Some(i64::from(self.config.deploy.build_memory_mb) * 1024 * 1024),
             cpus: Some(self.config.deploy.build_cpus),
             network: Some(network),
+            target: build_plan.target.clone(),
+            build_args: build_plan
+                .build_args
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
         };
         let build_log = log.clone();
         engine
@@ -1013,6 +1059,45 @@ impl Deploys {
             tracing::error!(project = %project_id, error = %err, "restoring the project status");
         }
     }
+}
+
+/// The deploy log's line about the build settings: each one's value (build args by name
+/// only) and where it came from.
+fn describe_build(build: &BuildPlan) -> String {
+    let source = |source: crate::model::build::SettingSource| match source {
+        crate::model::build::SettingSource::Api => "api",
+        crate::model::build::SettingSource::File => "file",
+        crate::model::build::SettingSource::Detection => "detection",
+    };
+    let mut parts = vec![format!(
+        "root directory {} ({})",
+        build.root_dir,
+        source(build.sources.root_dir)
+    )];
+    if let Some(dockerfile) = &build.dockerfile {
+        parts.push(format!(
+            "Dockerfile {dockerfile} ({})",
+            source(build.sources.dockerfile)
+        ));
+    }
+    if let Some(target) = &build.target {
+        parts.push(format!(
+            "target {target} ({})",
+            source(build.sources.target)
+        ));
+    }
+    if !build.build_args.is_empty() {
+        let names: Vec<&str> = build.build_args.keys().map(String::as_str).collect();
+        parts.push(format!(
+            "build args {} ({})",
+            names.join(", "),
+            source(build.sources.build_args)
+        ));
+    }
+    if let Some(file) = &build.config_file {
+        parts.push(format!("settings file {file}"));
+    }
+    format!("build settings: {}", parts.join(", "))
 }
 
 fn builder_name(builder: Builder) -> &'static str {

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use crate::{
     accounts::Actor,
     error::{Error, Result},
-    plan::SourcePlan,
+    model::build::BuildSettings,
+    plan::{BuildPlan, SourcePlan},
     projects::Project,
     source::{GitRef, Mirror, RepoLocation},
     store,
@@ -34,6 +35,9 @@ pub struct DeployPlan {
     /// The database wired to the project, if any.
     #[schema(value_type = Option<Object>)]
     pub database: Option<serde_json::Value>,
+    /// The build settings that apply (root directory, Dockerfile, target, build args,
+    /// watch paths, build secrets' names) and where each came from.
+    pub build: BuildPlan,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -46,17 +50,25 @@ pub struct InstanceSize {
 }
 
 impl Deploys {
-    pub async fn deploy_plan(&self, project: &Project, source: &SourcePlan) -> Result<DeployPlan> {
+    pub async fn deploy_plan(
+        &self,
+        project: &Project,
+        source: &SourcePlan,
+        build: &BuildPlan,
+    ) -> Result<DeployPlan> {
         let project_id = project.id.clone();
-        let (vars, database) = self
+        let (vars, database, secrets) = self
             .store
             .call(move |c| {
                 Ok((
                     store::env::all(c, &project_id)?,
                     store::volumes::database_of(c, &project_id)?,
+                    store::build_secrets::names(c, &project_id)?,
                 ))
             })
             .await?;
+        let mut build = build.clone();
+        build.secrets = secrets.into_iter().map(|entry| entry.name).collect();
         let mut env_keys: Vec<String> = vars.into_iter().map(|var| var.key).collect();
         env_keys.push("PORT".to_owned());
         // The wired database's env is added when each container starts (`volumes::attach`).
@@ -87,6 +99,7 @@ impl Deploys {
         database: database.map(|database| {
             serde_json::json!({ "engine": database.engine.as_str(), "volume": database.volume })
         }),
+        build,
     })
     }
 }
@@ -125,9 +138,13 @@ impl Deploys {
             None => GitRef::parse(&source.default_branch)?,
         };
         let hint = project.as_ref().and_then(|p| p.runtime);
-        let source = self.fetch_and_plan(source, git_ref, hint).await?;
+        let settings = project
+            .as_ref()
+            .map(|p| p.build.clone())
+            .unwrap_or_default();
+        let (source, build) = self.fetch_and_plan(source, git_ref, hint, settings).await?;
         match project {
-            Some(project) => self.deploy_plan(&project, &source).await,
+            Some(project) => self.deploy_plan(&project, &source, &build).await,
             None => Ok(DeployPlan {
                 source,
                 instances: 1,
@@ -142,6 +159,7 @@ impl Deploys {
                 env_keys: vec!["PORT".to_owned()],
                 hostnames: Vec::new(),
                 database: None,
+                build,
             }),
         }
     }
@@ -207,7 +225,8 @@ impl Deploys {
         source: PlanSource,
         git_ref: GitRef,
         hint: Option<crate::names::Runtime>,
-    ) -> Result<SourcePlan> {
+        settings: BuildSettings,
+    ) -> Result<(SourcePlan, BuildPlan)> {
         let export_dir = self
             .config
             .builds_dir()
@@ -223,14 +242,15 @@ impl Deploys {
             mirror_path,
             ..
         } = source;
-        let planned = tokio::task::spawn_blocking(move || -> Result<SourcePlan> {
+        let planned = tokio::task::spawn_blocking(move || -> Result<(SourcePlan, BuildPlan)> {
             let mirror = Mirror::open_or_init(&mirror_path)?;
             mirror.fetch(&location, token.as_deref(), timeout, &egress)?;
             let commit = mirror.resolve(&git_ref)?;
             std::fs::create_dir_all(&work_dir).map_err(|err| Error::Internal(err.to_string()))?;
             mirror.export(&commit.sha, &work_dir)?;
-            crate::plan::plan_tree(
+            crate::plan::plan_with_settings(
                 &work_dir,
+                &settings,
                 &crate::plan::PlanOptions {
                     runtime_hint: hint,
                     images: &images,

@@ -9,6 +9,7 @@ pub mod account;
 pub mod asset;
 pub mod audit;
 pub mod backup;
+pub mod build;
 pub mod database;
 pub mod deploy;
 pub mod image;

@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::names::{Handle, ProjectName, Runtime};
+use crate::{
+    model::build::BuildSettings,
+    names::{Handle, ProjectName, Runtime},
+};
 
 #[derive(Debug, Clone)]
 pub struct Project {
@@ -24,6 +27,9 @@ pub struct Project {
     /// Desired instances of non-web process types that were scaled explicitly; a type
     /// not listed runs one instance (see `deploy::instances::desired_instances`).
     pub process_instances: BTreeMap<String, u32>,
+    /// The build settings set through the API (`PATCH /v1/projects/:id`, `build`); the
+    /// repository's `cantila.toml` and detection fill in what is not set here.
+    pub build: BuildSettings,
 }
 
 impl Project {

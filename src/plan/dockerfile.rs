@@ -12,6 +12,37 @@ pub struct DockerfileFacts {
     /// TCP ports the final stage exposes, in order.
     pub ports: Vec<u16>,
     pub warnings: Vec<String>,
+    /// Every stage in order: its name (`FROM ... AS name`, lowercased like Docker) and
+    /// the TCP ports it exposes, so a build target's port can be read.
+    pub stages: Vec<Stage>,
+}
+
+/// One `FROM` stage of a Dockerfile.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stage {
+    pub name: Option<String>,
+    pub ports: Vec<u16>,
+}
+
+impl DockerfileFacts {
+    /// The stage a build target names, if the Dockerfile has it.
+    pub fn stage(&self, target: &str) -> Option<&Stage> {
+        self.stages
+            .iter()
+            .find(|stage| stage.name.as_deref() == Some(target))
+    }
+}
+
+/// The name a `FROM` line gives its stage (`FROM image AS name`), lowercased.
+fn stage_name(rest: &str) -> Option<String> {
+    let words: Vec<&str> = rest
+        .split_whitespace()
+        .filter(|word| !word.starts_with("--"))
+        .collect();
+    match words.as_slice() {
+        [_, keyword, name] if keyword.eq_ignore_ascii_case("as") => Some(name.to_ascii_lowercase()),
+        _ => None,
+    }
 }
 
 /// Reads the final stage's `EXPOSE` ports (with `ARG`/`ENV` values substituted) and notes
@@ -23,6 +54,7 @@ pub fn inspect(text: &str) -> DockerfileFacts {
     let mut stage_vars: HashMap<String, String> = HashMap::new();
     let mut in_stage = false;
     let mut buildkit_noted = false;
+    let mut stage: Option<String> = None;
     for line in logical_lines(text, escape) {
         let (instruction, rest) = match line.split_once(char::is_whitespace) {
             Some((instruction, rest)) => (instruction.to_ascii_uppercase(), rest.trim()),
@@ -32,6 +64,13 @@ pub fn inspect(text: &str) -> DockerfileFacts {
             "FROM" => {
                 // Each stage starts with no ports and sees only the global ARGs it
                 // redeclares, so the final image's ports are the last stage's.
+                if in_stage {
+                    facts.stages.push(Stage {
+                        name: stage.take(),
+                        ports: std::mem::take(&mut facts.ports),
+                    });
+                }
+                stage = stage_name(rest);
                 in_stage = true;
                 stage_vars.clear();
                 facts.ports.clear();
@@ -98,6 +137,12 @@ pub fn inspect(text: &str) -> DockerfileFacts {
             }
             _ => {}
         }
+    }
+    if in_stage {
+        facts.stages.push(Stage {
+            name: stage,
+            ports: facts.ports.clone(),
+        });
     }
     facts
 }
@@ -376,6 +421,19 @@ mod tests {
 
     fn ports(text: &str) -> Vec<u16> {
         inspect(text).ports
+    }
+
+    #[test]
+    fn stages_are_named_with_their_ports() {
+        let facts = inspect(
+            "FROM busybox AS Build\nEXPOSE 1000\nFROM --platform=linux/amd64 busybox as prod\nEXPOSE 2000\nFROM busybox\nEXPOSE 3000\n",
+        );
+        assert_eq!(facts.ports, vec![3000]);
+        assert_eq!(facts.stage("build").unwrap().ports, vec![1000]);
+        assert_eq!(facts.stage("prod").unwrap().ports, vec![2000]);
+        assert_eq!(facts.stages.len(), 3);
+        assert_eq!(facts.stages[2].name, None);
+        assert!(facts.stage("other").is_none());
     }
 
     #[test]

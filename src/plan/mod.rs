@@ -9,6 +9,7 @@ mod procfile;
 mod python;
 mod ruby;
 mod rust;
+mod settings;
 mod tree;
 
 use std::{collections::BTreeMap, path::Path};
@@ -23,6 +24,10 @@ use dockerfile::DockerfileWriter;
 // Public for the fuzz targets in `fuzz/`: both read files straight from a repository.
 pub use dockerfile::{inspect as inspect_dockerfile, DockerfileFacts};
 pub use procfile::{parse as parse_procfile, Procfile};
+pub use settings::{
+    parse_file_settings, plan_with_settings, read_file_settings, BuildPlan, BuildSources,
+    FileSettings, CONFIG_FILE,
+};
 use tree::{SourceTree, MANIFEST_LIMIT};
 
 /// The port generated images listen on (`ENV PORT`), and the port assumed for a
@@ -34,6 +39,14 @@ pub const DEFAULT_PORT: u16 = 8080;
 pub struct PlanOptions<'a> {
     pub runtime_hint: Option<Runtime>,
     pub images: &'a BuildImages,
+}
+
+/// The Dockerfile a project's build settings name, if any: its path inside the tree and
+/// the stage to build. Without a path, detection looks for `Dockerfile` at the tree's root.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DockerfileChoice<'a> {
+    pub path: Option<&'a str>,
+    pub target: Option<&'a str>,
 }
 
 /// How the image is made.
@@ -195,6 +208,15 @@ pub fn plan_image(image: ImagePlan) -> SourcePlan {
 /// absent), executes nothing, and fails with `Error::Invalid` (422) when the tree cannot
 /// be planned, saying what to add.
 pub fn plan_tree(tree: &Path, options: &PlanOptions<'_>) -> Result<SourcePlan, Error> {
+    plan_tree_with(tree, options, DockerfileChoice::default())
+}
+
+/// `plan_tree` with the Dockerfile and target the build settings chose.
+pub fn plan_tree_with(
+    tree: &Path,
+    options: &PlanOptions<'_>,
+    choice: DockerfileChoice<'_>,
+) -> Result<SourcePlan, Error> {
     options.images.validate()?;
     let mut planner = Planner {
         tree: SourceTree::open(tree)?,
@@ -204,9 +226,30 @@ pub fn plan_tree(tree: &Path, options: &PlanOptions<'_>) -> Result<SourcePlan, E
     };
     let procfile = planner.read_procfile()?;
     planner.has_procfile_web = procfile.as_ref().is_some_and(|p| p.web().is_some());
-    let runtime = choose_runtime(&mut planner, options.runtime_hint)?;
+    let runtime = match choice.path {
+        Some(path) => {
+            if !planner.tree.is_file(path) {
+                return Err(Error::Invalid(format!(
+                    "the build settings name the Dockerfile `{path}`, but the root directory has no such file; fix build.dockerfile"
+                )));
+            }
+            if let Some(hint) = options.runtime_hint.filter(|h| *h != Runtime::Dockerfile) {
+                planner.warn(format!(
+                    "the build settings name a Dockerfile, which overrides the project's runtime hint `{}`",
+                    hint.as_str()
+                ));
+            }
+            Runtime::Dockerfile
+        }
+        None => choose_runtime(&mut planner, options.runtime_hint)?,
+    };
+    if let (Some(target), false) = (choice.target, runtime == Runtime::Dockerfile) {
+        planner.warn(format!(
+            "the build target `{target}` was ignored: the image is built from a generated Dockerfile, which has no stages to choose"
+        ));
+    }
     let mut plan = match runtime {
-        Runtime::Dockerfile => plan_user_dockerfile(&mut planner, procfile)?,
+        Runtime::Dockerfile => plan_user_dockerfile(&mut planner, procfile, choice)?,
         Runtime::Static => plan_static(&mut planner, procfile)?,
         Runtime::Node => plan_generated(&mut planner, runtime, node::plan, procfile)?,
         Runtime::Python => plan_generated(&mut planner, runtime, python::plan, procfile)?,
@@ -401,11 +444,35 @@ fn choose_runtime(planner: &mut Planner<'_>, hint: Option<Runtime>) -> Result<Ru
 fn plan_user_dockerfile(
     planner: &mut Planner<'_>,
     procfile: Option<Procfile>,
+    choice: DockerfileChoice<'_>,
 ) -> Result<SourcePlan, Error> {
-    let text = planner.read_manifest("Dockerfile")?.unwrap_or_default();
-    let facts = dockerfile::inspect(&text);
-    planner.warnings.extend(facts.warnings);
-    let port = match facts.ports.as_slice() {
+    let path = choice.path.unwrap_or("Dockerfile");
+    let text = planner.read_manifest(path)?.unwrap_or_default();
+    let mut facts = dockerfile::inspect(&text);
+    planner.warnings.append(&mut facts.warnings);
+    // The image is the target stage when there is one, so its ports are that stage's.
+    let ports = match choice.target {
+        Some(target) => match facts.stage(target) {
+            Some(stage) => stage.ports.clone(),
+            None => {
+                let named: Vec<&str> = facts
+                    .stages
+                    .iter()
+                    .filter_map(|stage| stage.name.as_deref())
+                    .collect();
+                let known = if named.is_empty() {
+                    "it names no stages (`FROM image AS name`)".to_owned()
+                } else {
+                    format!("its stages are {}", named.join(", "))
+                };
+                return Err(Error::Invalid(format!(
+                    "the build target `{target}` is not a stage of {path}: {known}; fix build.target"
+                )));
+            }
+        },
+        None => facts.ports,
+    };
+    let port = match ports.as_slice() {
         [] => {
             planner.warn(format!(
                 "the Dockerfile has no EXPOSE; Cantila sets PORT={DEFAULT_PORT} and expects the app to listen on it"
@@ -414,7 +481,7 @@ fn plan_user_dockerfile(
         }
         [only] => *only,
         [first, ..] => {
-            let listed: Vec<String> = facts.ports.iter().map(u16::to_string).collect();
+            let listed: Vec<String> = ports.iter().map(u16::to_string).collect();
             planner.warn(format!(
                 "the Dockerfile exposes several ports ({}); Cantila routes traffic to the first, {first}",
                 listed.join(", ")

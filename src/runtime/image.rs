@@ -16,6 +16,11 @@ pub struct BuildRequest {
     /// The network the build's RUN steps join (the release target's); `None` leaves them
     /// on the runtime's default network.
     pub network: Option<String>,
+    /// The stage of a multi-stage Dockerfile to build; `None` builds the last one.
+    pub target: Option<String>,
+    /// Build-time variables for the Dockerfile's `ARG`s (not secrets: they are visible in
+    /// the image's history).
+    pub build_args: HashMap<String, String>,
 }
 
 /// Credentials a pull presents to a registry. `Debug` never shows the password.

@@ -380,6 +380,69 @@ impl Mirror {
     }
 }
 
+impl Mirror {
+    /// The commit `sha` (40 hex digits) of the mirror.
+    fn commit_of(&self, sha: &str) -> Result<git2::Commit<'_>, SourceError> {
+        let oid = Oid::from_str(sha)
+            .ok()
+            .filter(|_| sha.len() == 40 && is_sha_like(sha))
+            .ok_or_else(|| SourceError::RefNotFound(sha.to_owned()))?;
+        match self.repo.find_commit(oid) {
+            Ok(commit) => Ok(commit),
+            Err(error) if error.code() == ErrorCode::NotFound => {
+                Err(SourceError::RefNotFound(sha.to_owned()))
+            }
+            Err(error) => Err(git_failure(error)),
+        }
+    }
+
+    /// The repository paths a change from commit `from` to commit `to` adds, removes or
+    /// modifies (both sides of a move), sorted and without duplicates. Submodules count as
+    /// their path.
+    pub fn changed_paths(&self, from: &str, to: &str) -> Result<Vec<String>, SourceError> {
+        let old = self.commit_of(from)?.tree().map_err(git_failure)?;
+        let new = self.commit_of(to)?.tree().map_err(git_failure)?;
+        let diff = self
+            .repo
+            .diff_tree_to_tree(Some(&old), Some(&new), None)
+            .map_err(git_failure)?;
+        let mut paths = std::collections::BTreeSet::new();
+        for delta in diff.deltas() {
+            for file in [delta.old_file(), delta.new_file()] {
+                if let Some(path) = file.path_bytes() {
+                    paths.insert(String::from_utf8_lossy(path).into_owned());
+                }
+            }
+        }
+        Ok(paths.into_iter().collect())
+    }
+
+    /// The content of the regular file at `path` (a repository path) in commit `sha`:
+    /// `None` when there is none, or when it is larger than `limit` bytes.
+    pub fn read_file(
+        &self,
+        sha: &str,
+        path: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<u8>>, SourceError> {
+        let tree = self.commit_of(sha)?.tree().map_err(git_failure)?;
+        let entry = match tree.get_path(Path::new(path)) {
+            Ok(entry) => entry,
+            Err(error) if error.code() == ErrorCode::NotFound => return Ok(None),
+            Err(error) => return Err(git_failure(error)),
+        };
+        // Only a regular file: a symlink's blob is its target, not the file's content.
+        if !matches!(entry.filemode(), 0o100644 | 0o100755) {
+            return Ok(None);
+        }
+        let blob = self.repo.find_blob(entry.id()).map_err(git_failure)?;
+        if blob.size() > limit {
+            return Ok(None);
+        }
+        Ok(Some(blob.content().to_vec()))
+    }
+}
+
 /// One lock per mirror directory, so fetches of the same mirror (a deploy, a webhook's
 /// check of the head, a plan) run one after another: concurrent ref updates in one
 /// repository fail on each other's lock files.

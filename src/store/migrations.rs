@@ -345,6 +345,19 @@ const STEPS: &[&str] = &[
     );
     ALTER TABLE deploys ADD COLUMN image_digest TEXT;
     ALTER TABLE deploys ADD COLUMN outcome TEXT;",
+    // 14 (build: per-project build settings): the API's build settings of a project as
+    // JSON (rootDir, dockerfile, target, buildArgs, watchPaths; NULL = none set), and its
+    // build secrets, sealed (`secrets::SecretBox`) like secret env values and never shown
+    // after they are set.
+    "ALTER TABLE projects ADD COLUMN build_settings TEXT;
+    CREATE TABLE build_secrets (
+        project_id  TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        name        TEXT NOT NULL,
+        value       BLOB NOT NULL,
+        created_at  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (project_id, name)
+    );",
 ];
 
 /// The schema version this binary writes.

@@ -14,6 +14,7 @@ pub mod aliases;
 pub mod app_sqlite;
 pub mod audit;
 pub mod backups;
+pub mod build_secrets;
 pub mod deploys;
 pub mod env;
 pub mod git;

@@ -7,7 +7,10 @@ use rusqlite::{params, OptionalExtension, Row};
 
 use crate::{
     error::{Error, Result},
-    model::project::{Project, ProjectStatus},
+    model::{
+        build::BuildSettings,
+        project::{Project, ProjectStatus},
+    },
     names::{Handle, ProjectName, Runtime},
 };
 
@@ -16,7 +19,7 @@ use super::{is_unique_violation, Db};
 const COLUMNS: &str = "p.seq, p.id, p.account_id, a.handle, p.name, p.runtime, p.status, \
     p.created_at, p.updated_at, p.instances, p.size, \
     (SELECT json_group_object(s.process, s.instances) FROM process_scale s \
-     WHERE s.project_id = p.id), p.preview_branches";
+     WHERE s.project_id = p.id), p.preview_branches, p.build_settings";
 const FROM: &str = "projects p JOIN accounts a ON a.id = p.account_id";
 
 fn corrupt(what: &str, value: &str) -> rusqlite::Error {
@@ -33,6 +36,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Project)> {
     let runtime: Option<String> = row.get(5)?;
     let status: String = row.get(6)?;
     let preview_branches: Option<String> = row.get(12)?;
+    let build_settings: Option<String> = row.get(13)?;
     Ok((
         row.get(0)?,
         Project {
@@ -58,6 +62,12 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Project)> {
                 Some(text) => serde_json::from_str(&text)
                     .map_err(|_| corrupt("preview branch patterns", &text))?,
                 None => Vec::new(),
+            },
+            build: match build_settings {
+                Some(text) => {
+                    serde_json::from_str(&text).map_err(|_| corrupt("build settings", &text))?
+                }
+                None => BuildSettings::default(),
             },
         },
     ))
@@ -203,6 +213,15 @@ pub fn all(db: &Db) -> Result<Vec<Project>> {
         .map(|row| row.map(|(_, project)| project))
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
+}
+
+/// Records the build settings set through the API (`None` when none are set).
+pub fn set_build_settings(db: &Db, id: &str, settings: Option<&str>) -> Result<()> {
+    db.execute(
+        "UPDATE projects SET build_settings = ?2 WHERE id = ?1",
+        params![id, settings],
+    )?;
+    Ok(())
 }
 
 /// Records the desired instance count of one non-web process type.

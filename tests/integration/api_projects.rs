@@ -274,3 +274,222 @@ async fn mutations_are_audited() {
         .collect();
     assert_eq!(actions, ["token.create", "account.create"]);
 }
+
+#[tokio::test]
+async fn build_settings_are_validated_at_the_boundary_and_shown() {
+    let daemon = TestDaemon::start().await;
+    let token = daemon.token("deploy").await;
+    let project = daemon.create_project("mono").await;
+    let id = project["id"].as_str().unwrap();
+    assert_eq!(
+        project["build"],
+        json!({ "rootDir": null, "dockerfile": null, "target": null, "buildArgs": {}, "watchPaths": [] })
+    );
+    let settings = json!({
+        "rootDir": "./apps//web/",
+        "dockerfile": "docker/Dockerfile",
+        "target": "prod",
+        "buildArgs": { "NODE_ENV": "production" },
+        "watchPaths": ["apps/web/**", "packages/**"]
+    });
+    let updated = daemon
+        .patch(
+            &format!("/v1/projects/{id}"),
+            &token,
+            json!({ "build": settings }),
+        )
+        .await
+        .expect(200)
+        .body;
+    let expected = json!({
+        "rootDir": "apps/web",
+        "dockerfile": "docker/Dockerfile",
+        "target": "prod",
+        "buildArgs": { "NODE_ENV": "production" },
+        "watchPaths": ["apps/web/**", "packages/**"]
+    });
+    assert_eq!(updated["build"], expected);
+    let fetched = daemon
+        .get(&format!("/v1/projects/{id}"), &token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(fetched["build"], expected);
+
+    // Each bad value is a 4xx naming its field, and changes nothing.
+    for (build, field) in [
+        (json!({ "rootDir": "../other" }), "build.rootDir"),
+        (json!({ "rootDir": "/etc" }), "build.rootDir"),
+        (json!({ "rootDir": "apps/../../x" }), "build.rootDir"),
+        (json!({ "dockerfile": "../Dockerfile" }), "build.dockerfile"),
+        (json!({ "dockerfile": "/Dockerfile" }), "build.dockerfile"),
+        (json!({ "dockerfile": "docker/" }), "build.dockerfile"),
+        (json!({ "target": "1prod" }), "build.target"),
+        (json!({ "target": "prod; rm" }), "build.target"),
+        (json!({ "buildArgs": { "A-B": "x" } }), "build.buildArgs"),
+        (json!({ "buildArgs": { "1A": "x" } }), "build.buildArgs"),
+        (
+            json!({ "buildArgs": { "A": "x\u{0}y" } }),
+            "build.buildArgs",
+        ),
+        (json!({ "watchPaths": ["/abs/**"] }), "build.watchPaths"),
+        (json!({ "watchPaths": ["apps/[web"] }), "build.watchPaths"),
+        (json!({ "watchPaths": ["../x/**"] }), "build.watchPaths"),
+        (json!({ "context": "apps/web" }), "context"),
+    ] {
+        let res = daemon
+            .patch(
+                &format!("/v1/projects/{id}"),
+                &token,
+                json!({ "build": build }),
+            )
+            .await;
+        assert!(
+            (400..500).contains(&res.status) && res.error_message().contains(field),
+            "{build}: {} {}",
+            res.status,
+            res.text
+        );
+    }
+    let too_many: Vec<String> = (0..51).map(|i| format!("p{i}/**")).collect();
+    let res = daemon
+        .patch(
+            &format!("/v1/projects/{id}"),
+            &token,
+            json!({ "build": { "watchPaths": too_many } }),
+        )
+        .await
+        .expect(422);
+    assert!(
+        res.error_message().contains("build.watchPaths"),
+        "{}",
+        res.text
+    );
+    let unchanged = daemon
+        .get(&format!("/v1/projects/{id}"), &token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(unchanged["build"], expected);
+
+    // Fields change one by one; null and empty clear them.
+    let cleared = daemon
+        .patch(
+            &format!("/v1/projects/{id}"),
+            &token,
+            json!({ "build": { "target": null, "buildArgs": {}, "rootDir": "." } }),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(
+        cleared["build"],
+        json!({
+            "rootDir": null,
+            "dockerfile": "docker/Dockerfile",
+            "target": null,
+            "buildArgs": {},
+            "watchPaths": ["apps/web/**", "packages/**"]
+        })
+    );
+    // A read token cannot change settings; another account cannot see the project.
+    let reader = daemon.token("read").await;
+    daemon
+        .patch(
+            &format!("/v1/projects/{id}"),
+            &reader,
+            json!({ "build": { "target": "x" } }),
+        )
+        .await
+        .expect(403);
+}
+
+#[tokio::test]
+async fn build_secrets_are_set_listed_by_name_and_removed_never_shown() {
+    let daemon = TestDaemon::start().await;
+    let token = daemon.token("deploy").await;
+    let project = daemon.create_project("secretive").await;
+    let id = project["id"].as_str().unwrap();
+    let value = "npm_s3cr3t_value_4711";
+    let set = daemon
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/projects/{id}/build-secrets/NPM_TOKEN"),
+            Some(&token),
+            Some(json!({ "value": value })),
+        )
+        .await
+        .expect(200);
+    assert_eq!(set.body["name"], "NPM_TOKEN");
+    assert!(!set.text.contains(value), "{}", set.text);
+    let listed = daemon
+        .get(&format!("/v1/projects/{id}/build-secrets"), &token)
+        .await
+        .expect(200);
+    assert_eq!(listed.body["secrets"].as_array().unwrap().len(), 1);
+    assert_eq!(listed.body["secrets"][0]["name"], "NPM_TOKEN");
+    assert!(!listed.text.contains(value), "{}", listed.text);
+
+    for (path, body, field) in [
+        ("1BAD", json!({ "value": "x" }), "name"),
+        ("A-B", json!({ "value": "x" }), "name"),
+        ("GOOD", json!({ "value": "" }), "value"),
+    ] {
+        let res = daemon
+            .call(
+                reqwest::Method::PUT,
+                &format!("/v1/projects/{id}/build-secrets/{path}"),
+                Some(&token),
+                Some(body),
+            )
+            .await
+            .expect(422);
+        assert!(
+            res.error_message().starts_with(field),
+            "{path}: {}",
+            res.text
+        );
+    }
+    let reader = daemon.token("read").await;
+    daemon
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/projects/{id}/build-secrets/OTHER"),
+            Some(&reader),
+            Some(json!({ "value": "x" })),
+        )
+        .await
+        .expect(403);
+    let stranger = daemon.other_account_token("stranger", cantila::names::Scope::Deploy);
+    daemon
+        .get(&format!("/v1/projects/{id}/build-secrets"), &stranger)
+        .await
+        .expect(404);
+    daemon
+        .delete(
+            &format!("/v1/projects/{id}/build-secrets/NPM_TOKEN"),
+            &stranger,
+        )
+        .await
+        .expect(404);
+
+    daemon
+        .delete(
+            &format!("/v1/projects/{id}/build-secrets/NPM_TOKEN"),
+            &token,
+        )
+        .await
+        .expect(204);
+    daemon
+        .delete(
+            &format!("/v1/projects/{id}/build-secrets/NPM_TOKEN"),
+            &token,
+        )
+        .await
+        .expect(404);
+    let listed = daemon
+        .get(&format!("/v1/projects/{id}/build-secrets"), &token)
+        .await
+        .expect(200);
+    assert_eq!(listed.body["secrets"], json!([]));
+}

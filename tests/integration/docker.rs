@@ -71,6 +71,8 @@ async fn builds_runs_reaches_and_removes_a_container() {
                 memory_bytes: Some(256 * 1024 * 1024),
                 cpus: Some(1.0),
                 network: None,
+                target: None,
+                build_args: HashMap::new(),
             },
             |line| lines.push(line.to_owned()),
         )
@@ -194,6 +196,8 @@ async fn a_broken_dockerfile_fails_with_the_builders_error() {
                 memory_bytes: None,
                 cpus: None,
                 network: None,
+                target: None,
+                build_args: HashMap::new(),
             },
             |_| {},
         )

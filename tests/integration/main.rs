@@ -10,6 +10,7 @@ mod api_tokens;
 mod architecture;
 mod backup_s3;
 mod backup_schedule;
+mod build_settings;
 mod cleanup;
 mod cli;
 mod console;

@@ -1,5 +1,6 @@
 //! Secrets at rest: values set through the API (secret env vars, a preview's env, the
-//! webhook secret, a repository access token, a PostgreSQL database's password) reach
+//! webhook secret, a repository access token, a PostgreSQL database's password, a build
+//! secret) reach
 //! what uses them, yet their bytes are found nowhere in the SQLite file or its WAL, read
 //! as bytes while the daemon runs and again after it checkpointed on stop. A plain value
 //! written beside them (the project's name) is found, so the search reads what the store
@@ -130,7 +131,20 @@ async fn secrets_set_through_the_api_are_sealed_in_the_sqlite_file_and_its_wal()
         (200, format!("{preview_secret}\n"))
     );
 
+    // Set after the deploys: a build with build secrets needs BuildKit.
+    let build_secret = format!("build-{}", random());
+    daemon
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/projects/{project_id}/build-secrets/NPM_TOKEN"),
+            Some(&daemon.admin_token),
+            Some(json!({ "value": build_secret })),
+        )
+        .await
+        .expect(200);
+
     let secrets = [
+        ("the build secret", build_secret),
         ("the secret env value", greeting),
         ("the secret-looking env value", api_key),
         ("the preview's env value", preview_secret),

@@ -183,6 +183,8 @@ impl Engine {
                 .cpus
                 .map(|cpus| (cpus * CPU_PERIOD_MICROS as f64) as i32),
             networkmode: request.network,
+            target: request.target.unwrap_or_default(),
+            buildargs: (!request.build_args.is_empty()).then_some(request.build_args),
             ..Default::default()
         };
         let body = bollard::body_full(request.context_tar.into());
