@@ -3,6 +3,7 @@
 //! records the step and why, and leaves the previous release serving.
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -397,9 +398,11 @@ impl Deploys {
             built_context.excluded
         ));
         let labels = Labels::image(&self.installation, &project.id, &deploy.id).to_map();
-        // RUN steps join the release target's own network: they reach the internet (NAT) and
-        // their own project's containers, never another project's, nor whatever else sits on
-        // the engine's default bridge.
+        // The classic builder's RUN steps join the release target's own network: they reach
+        // the internet (NAT) and their own project's containers, never another project's,
+        // nor whatever else sits on the engine's default bridge. BuildKit's cannot join a
+        // network of ours: they run on the default bridge, which reaches the internet and
+        // no project's containers (the engine isolates its networks from each other).
         let network = self
             .networks
             .ensure(&engine, &project.id, &deploy.target())
@@ -413,6 +416,10 @@ impl Deploys {
             memory_bytes: Some(i64::from(self.config.deploy.build_memory_mb) * 1024 * 1024),
             cpus: Some(self.config.deploy.build_cpus),
             network: Some(network),
+            target: None,
+            build_args: HashMap::new(),
+            secrets: Vec::new(),
+            builder: self.config.build.builder,
         };
         let build_log = log.clone();
         engine

@@ -71,6 +71,10 @@ async fn builds_runs_reaches_and_removes_a_container() {
                 memory_bytes: Some(256 * 1024 * 1024),
                 cpus: Some(1.0),
                 network: None,
+                target: None,
+                build_args: HashMap::new(),
+                secrets: Vec::new(),
+                builder: cantila::config::BuilderKind::Auto,
             },
             |line| lines.push(line.to_owned()),
         )
@@ -78,7 +82,7 @@ async fn builds_runs_reaches_and_removes_a_container() {
         .expect("build");
     assert!(image.starts_with("sha256:"), "{image}");
     assert!(
-        lines.iter().any(|l| l.contains("Step 1/")),
+        lines.iter().any(|l| l.contains("COPY www /www")),
         "build output streamed: {lines:?}"
     );
     assert_eq!(
@@ -194,6 +198,10 @@ async fn a_broken_dockerfile_fails_with_the_builders_error() {
                 memory_bytes: None,
                 cpus: None,
                 network: None,
+                target: None,
+                build_args: HashMap::new(),
+                secrets: Vec::new(),
+                builder: cantila::config::BuilderKind::Auto,
             },
             |_| {},
         )

@@ -10,6 +10,7 @@ mod api_tokens;
 mod architecture;
 mod backup_s3;
 mod backup_schedule;
+mod buildkit;
 mod cleanup;
 mod cli;
 mod console;
