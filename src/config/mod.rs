@@ -487,8 +487,25 @@ impl Default for EdgeSettings {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BuildConfig {
+    /// Which builder images are built with: `auto` (BuildKit through the engine's API,
+    /// the classic builder where the engine cannot give BuildKit) or `classic`.
+    pub builder: BuilderKind,
     /// Base images of generated Dockerfiles, per runtime.
     pub images: BuildImages,
+}
+
+/// `[build] builder`: which builder images are built with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuilderKind {
+    /// BuildKit (cache and secret mounts, build cache kept between deploys), falling back
+    /// to the classic builder, with a line in the build log saying why, where the engine
+    /// cannot give it.
+    #[default]
+    Auto,
+    /// Always the classic builder: its RUN steps join the project's network; no
+    /// `RUN --mount`.
+    Classic,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -3,17 +3,19 @@
 //! records the step and why, and leaves the previous release serving.
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use crate::{
     clock,
+    config::BuilderKind,
     error::Error,
     labels::{self, Filter, Key, Labels},
     plan::{self, BuildPlan, Builder, PlanOptions, SourcePlan},
     projects::{Project, ProjectStatus},
-    runtime::{BuildRequest, ContainerSpec},
+    runtime::{BuildRequest, BuildSecret, ContainerSpec},
     source::{GitRef, Mirror, RepoLocation},
     store,
 };
@@ -430,26 +432,32 @@ impl Deploys {
                 .clone()
                 .unwrap_or_else(|| "Dockerfile".to_owned())
         };
-        // Build secrets reach a build only as BuildKit secrets, which this builder cannot
-        // pass; building without them would hand the Dockerfile an empty secret, so the
-        // deploy stops here and says why.
-        let secrets = self
+        // Build secrets reach a build only as BuildKit secrets (`RUN --mount=type=secret`),
+        // never as build args or files in the context, so they stay out of the image and its
+        // history. With the classic builder configured they cannot be passed at all, so the
+        // deploy stops here and says why rather than build with an empty secret.
+        let secrets: Vec<BuildSecret> = self
             .env
             .build_secrets_for_build(&project.id)
             .await
-            .map_err(failed("build"))?;
-        if !secrets.is_empty() {
-            let names: Vec<&str> = secrets.iter().map(|(name, _)| name.as_str()).collect();
+            .map_err(failed("build"))?
+            .into_iter()
+            .map(|(name, value)| BuildSecret {
+                id: name,
+                value: value.into_bytes(),
+            })
+            .collect();
+        if !secrets.is_empty() && self.config.build.builder == BuilderKind::Classic {
+            let names: Vec<&str> = secrets.iter().map(|secret| secret.id.as_str()).collect();
             return Err(Stop::Failed {
                 step: "build",
                 message: format!(
-                    "the project has build secrets ({}), which a build receives only through BuildKit, and the classic builder that builds this deploy has no way to pass them; remove them (DELETE /v1/projects/{}/build-secrets/NAME) to build without",
+                    "the project has build secrets ({}), which a build receives only through BuildKit, and this server builds with the classic builder ([build] builder = \"classic\"); remove them (DELETE /v1/projects/{}/build-secrets/NAME) to build without",
                     names.join(", "),
                     project.id
                 ),
             });
         }
-        drop(secrets);
         let root = source_dir.to_owned();
         let max_bytes = self.config.deploy.max_context_mb * 1024 * 1024;
         let kept = dockerfile.clone();
@@ -466,9 +474,11 @@ impl Deploys {
             built_context.excluded
         ));
         let labels = Labels::image(&self.installation, &project.id, &deploy.id).to_map();
-        // RUN steps join the release target's own network: they reach the internet (NAT) and
-        // their own project's containers, never another project's, nor whatever else sits on
-        // the engine's default bridge.
+        // The classic builder's RUN steps join the release target's own network: they reach
+        // the internet (NAT) and their own project's containers, never another project's,
+        // nor whatever else sits on the engine's default bridge. BuildKit's cannot join a
+        // network of ours: they run on the default bridge, which reaches the internet and
+        // no project's containers (the engine isolates its networks from each other).
         let network = self
             .networks
             .ensure(&engine, &project.id, &deploy.target())
@@ -488,6 +498,8 @@ impl Deploys {
                 .iter()
                 .map(|(name, value)| (name.clone(), value.clone()))
                 .collect(),
+            secrets,
+            builder: self.config.build.builder,
         };
         let build_log = log.clone();
         engine

@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use crate::config::BuilderKind;
+
 /// What to build: a tar of the context, the Dockerfile's path inside it, the tag.
 #[derive(Debug)]
 pub struct BuildRequest {
@@ -14,13 +16,35 @@ pub struct BuildRequest {
     /// CPU limit of the build's containers, in CPUs (1.5 = one and a half cores).
     pub cpus: Option<f64>,
     /// The network the build's RUN steps join (the release target's); `None` leaves them
-    /// on the runtime's default network.
+    /// on the runtime's default network. Only the classic builder can join one: BuildKit
+    /// steps always run on the default network.
     pub network: Option<String>,
     /// The stage of a multi-stage Dockerfile to build; `None` builds the last one.
     pub target: Option<String>,
-    /// Build-time variables for the Dockerfile's `ARG`s (not secrets: they are visible in
-    /// the image's history).
+    /// `ARG` values.
     pub build_args: HashMap<String, String>,
+    /// Secrets `RUN --mount=type=secret,id=<id>` steps may read; BuildKit only. Their
+    /// values never reach the build's output lines (masked) nor the image.
+    pub secrets: Vec<BuildSecret>,
+    /// Which builder the runtime should use.
+    pub builder: BuilderKind,
+}
+
+/// A build secret: the id a Dockerfile mounts it by, and its value.
+/// Invariant: `Debug` never shows the value.
+#[derive(Clone)]
+pub struct BuildSecret {
+    pub id: String,
+    pub value: Vec<u8>,
+}
+
+impl std::fmt::Debug for BuildSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildSecret")
+            .field("id", &self.id)
+            .field("value", &format_args!("<{} bytes>", self.value.len()))
+            .finish()
+    }
 }
 
 /// Credentials a pull presents to a registry. `Debug` never shows the password.
@@ -65,5 +89,21 @@ impl ImageDetails {
             let (repo, digest) = entry.split_once('@')?;
             (repo == repository).then(|| digest.to_owned())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secrets_debug_shows_its_id_and_never_its_value() {
+        let secret = BuildSecret {
+            id: "npm-token".into(),
+            value: b"s3cr3t-value".to_vec(),
+        };
+        let shown = format!("{secret:?}");
+        assert!(shown.contains("npm-token"), "{shown}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
     }
 }

@@ -1,6 +1,9 @@
 //! The suite's own hygiene: a test that panics still leaves nothing of its installation on
 //! the shared engine (containers, images, the intermediate images of a failed build,
 //! volumes), because `TestDaemon`'s drop stops the daemon and removes them by label.
+//! The classic builder makes the intermediate images (BuildKit keeps a failed build's
+//! finished steps in its build cache, which is no image and no leftover), so this test
+//! configures it.
 
 use serde_json::json;
 
@@ -15,7 +18,9 @@ async fn a_panicking_test_leaves_nothing_of_its_installation_on_the_engine() {
     let (tell, told) = tokio::sync::oneshot::channel::<String>();
     let step_marker = marker.clone();
     let test = tokio::spawn(async move {
-        let daemon = TestDaemon::start().await;
+        let daemon =
+            TestDaemon::start_with(|c| c.build.builder = cantila::config::BuilderKind::Classic)
+                .await;
         let installation = daemon.dir.as_ref().unwrap().installation().to_owned();
         let repo = Repo::busybox("left behind?\n");
         let (project_id, _) = daemon.connected_project("leaky", &repo).await;

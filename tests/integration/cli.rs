@@ -282,7 +282,7 @@ async fn deploy_commands_connect_deploy_follow_and_list() {
     let out = cantila(args(&["deploy", "clidemo", "--follow"]), env()).await;
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     assert!(
-        stdout(&out).contains("Step 1/"),
+        stdout(&out).contains("FROM "),
         "the build log is shown: {}",
         stdout(&out)
     );

@@ -579,7 +579,7 @@ async fn console_signs_in_creates_connects_deploys_sets_env_scales_and_rolls_bac
         "── queued",
         "fetching",
         "plan: runtime",
-        "Step 1/",
+        "FROM ",
         "traffic switched",
         "── running",
     ] {

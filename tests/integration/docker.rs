@@ -73,6 +73,8 @@ async fn builds_runs_reaches_and_removes_a_container() {
                 network: None,
                 target: None,
                 build_args: HashMap::new(),
+                secrets: Vec::new(),
+                builder: cantila::config::BuilderKind::Auto,
             },
             |line| lines.push(line.to_owned()),
         )
@@ -80,7 +82,7 @@ async fn builds_runs_reaches_and_removes_a_container() {
         .expect("build");
     assert!(image.starts_with("sha256:"), "{image}");
     assert!(
-        lines.iter().any(|l| l.contains("Step 1/")),
+        lines.iter().any(|l| l.contains("COPY www /www")),
         "build output streamed: {lines:?}"
     );
     assert_eq!(
@@ -198,6 +200,8 @@ async fn a_broken_dockerfile_fails_with_the_builders_error() {
                 network: None,
                 target: None,
                 build_args: HashMap::new(),
+                secrets: Vec::new(),
+                builder: cantila::config::BuilderKind::Auto,
             },
             |_| {},
         )

@@ -11,6 +11,7 @@ mod architecture;
 mod backup_s3;
 mod backup_schedule;
 mod build_settings;
+mod buildkit;
 mod cleanup;
 mod cli;
 mod console;

@@ -2,7 +2,8 @@
 //! has a Docker network of its own. From inside one project's containers (instances, a
 //! build's RUN step, the release command) no other project's instance answers, whichever
 //! account owns it, while the project's own containers reach each other and the edge
-//! serves every project. Also: networks go with their project or preview, and an instance
+//! serves every project. (A BuildKit build's RUN step runs on the engine's default bridge,
+//! which reaches no project at all; the classic builder's joins its project's network.) Also: networks go with their project or preview, and an instance
 //! left on the shared network of earlier versions moves to its own network under load
 //! without a failed request.
 
@@ -17,6 +18,7 @@ use std::{
 };
 
 use cantila::{
+    config::BuilderKind,
     deploy::ReleaseTarget,
     names::Scope,
     networks,
@@ -314,9 +316,25 @@ async fn containers_reach_their_own_project_and_no_other_whatever_the_account() 
 
 #[tokio::test]
 async fn builds_and_release_commands_reach_their_own_project_and_no_other() {
+    // BuildKit runs RUN steps on the engine's default bridge (it cannot join a network of
+    // ours): they reach that bridge and no project, their own included.
+    probe_from_a_build_and_a_release(BuilderKind::Auto, "own=no victim=no bridge=yes").await;
+}
+
+#[tokio::test]
+async fn the_classic_builders_steps_join_their_own_projects_network() {
+    probe_from_a_build_and_a_release(BuilderKind::Classic, "own=yes victim=no bridge=no").await;
+}
+
+/// Deploys a victim (another account's project) and a prober, then a release of the
+/// prober that probes the victim, itself and a server on the engine's default bridge from
+/// a RUN step (into a file it serves; `from_build` is what it must say) and from its
+/// release command (which runs on the project's network).
+async fn probe_from_a_build_and_a_release(builder: BuilderKind, from_build: &str) {
     // Both accounts build from repositories on this disk, which the operator allows.
     let daemon = TestDaemon::start_with(|c| {
         c.git.local_repo_accounts = Some(vec!["admin".into(), "victim".into()]);
+        c.build.builder = builder;
     })
     .await;
     let admin = daemon.admin_token.clone();
@@ -327,11 +345,31 @@ async fn builds_and_release_commands_reach_their_own_project_and_no_other() {
     let prober = deployed(&daemon, &admin, "prober", &repo).await;
     let victim_address = only_address(&daemon, &web_instances(id_of(&victim), None).await[0]);
     let own_address = only_address(&daemon, &web_instances(id_of(&prober), None).await[0]);
+    // A server on the default bridge, labelled as the test installation's (its drop
+    // removes it): a probe that reaches it shows the step's network works, so its "no"
+    // for a project is isolation, not a broken probe.
+    let installation = daemon.dir.as_ref().unwrap().installation().to_owned();
+    let bridge_server = docker(&[
+        "run",
+        "-d",
+        "--label",
+        &format!("cantila.installation={installation}"),
+        "busybox:latest",
+        "sh",
+        "-c",
+        "mkdir /www && echo bridge > /www/index.html && exec httpd -f -p 8080 -h /www",
+    ]);
+    let bridge_address = docker(&[
+        "inspect",
+        "--format",
+        "{{.NetworkSettings.IPAddress}}",
+        &bridge_server,
+    ]);
 
-    // The next release probes both addresses from a RUN step (into a file it serves) and
-    // from its release command (into the deploy log); its current instance is its own.
+    // The next release probes all three addresses from a RUN step (into a file it serves)
+    // and from its release command (into the deploy log); its current instance is its own.
     let probes = format!(
-        "{}; echo own=$(probe {own_address}) victim=$(probe {victim_address})",
+        "{}; echo own=$(probe {own_address}) victim=$(probe {victim_address}) bridge=$(probe {bridge_address})",
         probe_function()
     );
     let dockerfile = format!(
@@ -348,7 +386,7 @@ async fn builds_and_release_commands_reach_their_own_project_and_no_other() {
     let host = prober["hostname"].as_str().unwrap();
     assert_eq!(
         daemon.edge_get(host, "/build.txt").await,
-        (200, "own=yes victim=no\n".to_owned()),
+        (200, format!("{from_build}\n")),
         "the build's RUN step"
     );
     let log = events_text(&daemon, deploy["id"].as_str().unwrap()).await;
@@ -357,7 +395,7 @@ async fn builds_and_release_commands_reach_their_own_project_and_no_other() {
         .filter(|line| line.contains("release"))
         .collect();
     assert!(
-        log.contains("release: own=yes victim=no"),
+        log.contains("release: own=yes victim=no bridge=no"),
         "the release command's lines: {release_lines:#?}"
     );
 
@@ -368,6 +406,7 @@ async fn builds_and_release_commands_reach_their_own_project_and_no_other() {
             .expect(204);
         assert!(networks_gone("cantila.project", id_of(project)).await);
     }
+    docker(&["rm", "--force", &bridge_server]);
 }
 
 /// The docker CLI, for what an earlier version of Cantila left on the engine.

@@ -902,6 +902,33 @@ fn images_built_with_one_by_one(marker: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether a build step whose command contains `marker` runs on this machine: a classic
+/// build's step runs in a container (`containers_running_command`), a BuildKit step in no
+/// container the engine lists, as a process of its own (`processes_running_command`).
+pub fn build_step_running(marker: &str) -> bool {
+    !processes_running_command(marker).is_empty() || !containers_running_command(marker).is_empty()
+}
+
+/// The processes on this machine whose command line contains `marker` (the engine runs
+/// here, so its build steps' processes are visible in `/proc`).
+pub fn processes_running_command(marker: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != std::process::id())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                String::from_utf8_lossy(&cmdline)
+                    .replace('\0', " ")
+                    .contains(marker)
+            })
+        })
+        .collect()
+}
+
 /// Containers on the shared engine, in any state, whose command contains `marker` (a
 /// build's intermediate containers carry no labels).
 pub fn containers_running_command(marker: &str) -> Vec<String> {

@@ -22,6 +22,7 @@ use bollard::{
 use futures_util::StreamExt;
 
 use crate::{
+    config::BuilderKind,
     labels::Filter,
     runtime::{
         BuildRequest, ContainerLogLine, ContainerSpec, ContainerStatus, ContainerSummary,
@@ -29,10 +30,13 @@ use crate::{
     },
 };
 
+mod buildkit;
 mod data;
 mod lazy;
 mod networks;
+mod protobuf;
 mod pull;
+mod session;
 mod stats;
 
 pub use lazy::DockerRuntime;
@@ -58,6 +62,8 @@ pub struct Engine {
     client: Docker,
     /// Held while a network is created (see `ensure_network`).
     network_creation: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Where the engine listens, for the BuildKit requests bollard cannot make.
+    endpoint: session::Endpoint,
 }
 
 impl std::fmt::Debug for Engine {
@@ -147,6 +153,7 @@ impl Engine {
         Ok(Self {
             client,
             network_creation: Default::default(),
+            endpoint: session::Endpoint::of(socket),
         })
     }
 
@@ -159,11 +166,66 @@ impl Engine {
         ))
     }
 
-    /// Builds an image, handing every output line to `on_line` as it arrives. Returns the
-    /// image id.
+    /// Builds an image, handing every output line to `on_line` as it arrives (with every
+    /// build secret's value masked). Returns the image id. BuildKit builds it unless the
+    /// request asks for the classic builder or the engine cannot give BuildKit; the log
+    /// then says why the classic builder runs.
     pub async fn build(
         &self,
+        mut request: BuildRequest,
+        mut on_line: impl FnMut(&str) + Send,
+    ) -> Result<String, RuntimeError> {
+        let mask = buildkit::Mask::new(&request.secrets);
+        let mut on_line = move |line: &str| on_line(&mask.apply(line));
+        let masked = buildkit::Mask::new(&request.secrets);
+        let context = bytes::Bytes::from(std::mem::take(&mut request.context_tar));
+        let reason = match request.builder {
+            BuilderKind::Classic => "[build] builder = \"classic\" in the configuration".to_owned(),
+            BuilderKind::Auto => {
+                let api = self.client.client_version();
+                let built = buildkit::build(
+                    &self.endpoint,
+                    (api.major_version, api.minor_version),
+                    &request,
+                    context.clone(),
+                    &mut on_line,
+                )
+                .await;
+                match built {
+                    Ok(buildkit::Outcome::Built(id)) => return Ok(id),
+                    Ok(buildkit::Outcome::Unavailable(reason)) => {
+                        format!("BuildKit is not available from the Docker engine ({reason})")
+                    }
+                    Err(RuntimeError::BuildFailed(message)) => {
+                        return Err(RuntimeError::BuildFailed(
+                            masked.apply(&message).into_owned(),
+                        ))
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+        };
+        on_line(&format!("building with the classic builder: {reason}"));
+        if !request.secrets.is_empty() {
+            on_line(
+                "the classic builder cannot pass build secrets: RUN --mount=type=secret steps fail",
+            );
+        }
+        self.build_classic(request, context, on_line)
+            .await
+            .map_err(|err| match err {
+                RuntimeError::BuildFailed(message) => {
+                    RuntimeError::BuildFailed(masked.apply(&message).into_owned())
+                }
+                other => other,
+            })
+    }
+
+    /// The classic builder: RUN steps in containers, on the request's network.
+    async fn build_classic(
+        &self,
         request: BuildRequest,
+        context: bytes::Bytes,
         mut on_line: impl FnMut(&str) + Send,
     ) -> Result<String, RuntimeError> {
         let options = BuildImageOptions {
@@ -187,7 +249,7 @@ impl Engine {
             buildargs: (!request.build_args.is_empty()).then_some(request.build_args),
             ..Default::default()
         };
-        let body = bollard::body_full(request.context_tar.into());
+        let body = bollard::body_full(context);
         let mut stream = self.client.build_image(options, None, Some(body));
         let mut image_id = None;
         while let Some(item) = stream.next().await {
