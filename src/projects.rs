@@ -11,7 +11,7 @@ use crate::{
     clock,
     error::{Error, Result},
     ids,
-    model::{deploy::Deploy, preview::Preview},
+    model::{deploy::Deploy, health::HealthCheckSettings, preview::Preview},
     names::{BranchPattern, ProjectName, Runtime},
     pagination::{Page, PageRequest},
     store::{self, Store},
@@ -40,6 +40,8 @@ pub struct ProjectChanges {
     pub runtime: Option<Option<Runtime>>,
     /// New `previews.branches` patterns (validated); an empty list turns branch previews off.
     pub preview_branches: Option<Vec<BranchPattern>>,
+    /// New health check settings; `Some(None)` returns to the defaults.
+    pub health_check: Option<Option<HealthCheckSettings>>,
 }
 
 fn not_found(id: &str) -> Error {
@@ -77,6 +79,7 @@ impl Projects {
             size: None,
             preview_branches: Vec::new(),
             process_instances: BTreeMap::new(),
+            health_check: None,
         };
         let audit = store::Audit::by(actor, "project.create", &project.id);
         self.store
@@ -115,6 +118,10 @@ impl Projects {
                         .transpose()
                         .map_err(|err| Error::Internal(err.to_string()))?;
                     store::previews::set_branch_patterns(tx, &project.id, stored.as_deref())?;
+                }
+                if let Some(settings) = changes.health_check {
+                    store::projects::set_health_check(tx, &project.id, settings.as_ref())?;
+                    project.health_check = settings;
                 }
                 project.updated_at = clock::now();
                 store::projects::update(tx, &project)?;

@@ -294,6 +294,7 @@ mod tests {
             size: None,
             preview_branches: Vec::new(),
             process_instances: Default::default(),
+            health_check: None,
         };
         let volume = Volume {
             project_id: project.id.clone(),

@@ -9,6 +9,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     api::ApiState,
+    model::health::{HealthCheckFields, HealthCheckSettings},
     names::{ProcessType, ProjectName, Runtime},
     pagination::PageRequest,
     previews::BranchPattern,
@@ -55,6 +56,9 @@ pub struct ProjectView {
     pub processes: BTreeMap<String, u32>,
     /// Preview settings.
     pub previews: PreviewSettings,
+    /// The health check settings set through the API; null when the defaults apply. The
+    /// deploy plan (`POST /v1/deploy/plan`) shows the check a release would run.
+    pub health_check: Option<HealthCheckFields>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -89,6 +93,7 @@ impl ProjectView {
             previews: PreviewSettings {
                 branches: project.preview_branches.clone(),
             },
+            health_check: project.health_check.clone().map(HealthCheckFields::from),
             created_at: project.created_at.clone(),
             updated_at: project.updated_at.clone(),
         }
@@ -168,11 +173,20 @@ pub struct UpdateProject {
     pub runtime: Option<Option<String>>,
     /// Preview settings: `{"branches": ["feature/*"]}`; `[]` turns branch previews off.
     pub previews: Option<PreviewSettings>,
+    /// Health check settings for the next releases: `{"type": "http", "path": "/healthz",
+    /// "statusMax": 399}`, `{"type": "tcp"}` or `{"type": "none"}`; fields left out take
+    /// their defaults, and `null` returns to the defaults (an HTTP check of `/` on the app's
+    /// port that passes below 500).
+    #[serde(rename = "healthCheck", default, deserialize_with = "present")]
+    #[schema(value_type = Option<HealthCheckFields>)]
+    pub health_check: Option<Option<HealthCheckSettings>>,
 }
 
 /// Tells an explicit `null` (`Some(None)`) from an absent field (`None`).
-fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(deserializer).map(Some)
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 impl TryFrom<UpdateProject> for ProjectChanges {
@@ -204,6 +218,7 @@ impl TryFrom<UpdateProject> for ProjectChanges {
                         .collect()
                 })
                 .transpose()?,
+            health_check: request.health_check,
         })
     }
 }
@@ -259,7 +274,8 @@ async fn get(
     Ok(Json(ProjectView::new(&project, &app)))
 }
 
-/// Rename a project, change its runtime hint, or set which branches get previews.
+/// Rename a project, change its runtime hint, set which branches get previews, or set its
+/// health check.
 #[utoipa::path(patch, path = "/v1/projects/{id}", tag = "projects",
     security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "project id")),
     request_body = UpdateProject,

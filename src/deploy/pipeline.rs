@@ -175,14 +175,26 @@ impl Deploys {
     ) -> Result<(SourcePlan, Option<String>), Stop> {
         let source_dir = scratch.join("source");
         self.fetch(deploy, project, log, &source_dir).await?;
-        let source_plan = self.plan_source(project, log, &source_dir).await?;
-        let plan_json = serde_json::to_string(
-            &self
-                .deploy_plan(project, &source_plan)
-                .await
-                .map_err(failed("plan"))?,
-        )
-        .map_err(|err| failed("plan")(Error::Internal(err.to_string())))?;
+        let detected = self.plan_source(project, log, &source_dir).await?;
+        let deploy_plan = self
+            .deploy_plan(project, &detected)
+            .await
+            .map_err(failed("plan"))?;
+        // The deploy plan's own source plan is released: it carries the health check with
+        // the project's settings applied, exactly as the plan API shows it.
+        let source_plan = deploy_plan.source.clone();
+        if source_plan.builder != Builder::Static {
+            log.line(format!(
+                "health check: {} ({})",
+                source_plan.health_check.describe(source_plan.port),
+                match source_plan.health_check.source {
+                    Some(plan::HealthCheckSource::Api) => "the project's settings",
+                    Some(plan::HealthCheckSource::Detection) | None => "detected",
+                }
+            ));
+        }
+        let plan_json = serde_json::to_string(&deploy_plan)
+            .map_err(|err| failed("plan")(Error::Internal(err.to_string())))?;
         {
             let id = deploy.id.clone();
             let plan_json = plan_json.clone();

@@ -22,7 +22,8 @@ use super::Deploys;
 #[serde(rename_all = "camelCase")]
 pub struct DeployPlan {
     /// Runtime, builder, Dockerfile, port, start command, processes, health check,
-    /// static root and warnings, as detected from the source.
+    /// static root and warnings, as detected from the source; the health check with the
+    /// project's settings and the defaults applied (`healthCheck.source` says which).
     #[serde(flatten)]
     #[schema(value_type = Object)]
     pub source: SourcePlan,
@@ -72,7 +73,7 @@ impl Deploys {
         env_keys.dedup();
         let tier = self.config.scale.tier(project.size.as_deref());
         Ok(DeployPlan {
-        source: source.clone(),
+        source: self.with_health_check(source, project.health_check.as_ref()),
         instances: project.instances,
         size: InstanceSize {
             name: project
@@ -88,6 +89,25 @@ impl Deploys {
             serde_json::json!({ "engine": database.engine.as_str(), "volume": database.volume })
         }),
     })
+    }
+}
+
+impl Deploys {
+    /// The source plan with the health check its release runs: the project's settings,
+    /// else the detected check, with the defaults filled in.
+    fn with_health_check(
+        &self,
+        source: &SourcePlan,
+        settings: Option<&crate::model::health::HealthCheckSettings>,
+    ) -> SourcePlan {
+        SourcePlan {
+            health_check: source.health_check.resolve(
+                settings,
+                source.port,
+                self.config.deploy.health_timeout_secs,
+            ),
+            ..source.clone()
+        }
     }
 }
 
@@ -129,7 +149,7 @@ impl Deploys {
         match project {
             Some(project) => self.deploy_plan(&project, &source).await,
             None => Ok(DeployPlan {
-                source,
+                source: self.with_health_check(&source, None),
                 instances: 1,
                 size: {
                     let tier = self.config.scale.tier(None);

@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::names::{Handle, ProjectName, Runtime};
+use crate::{
+    model::health::HealthCheckSettings,
+    names::{Handle, ProjectName, Runtime},
+};
 
 #[derive(Debug, Clone)]
 pub struct Project {
@@ -24,6 +27,8 @@ pub struct Project {
     /// Desired instances of non-web process types that were scaled explicitly; a type
     /// not listed runs one instance (see `deploy::instances::desired_instances`).
     pub process_instances: BTreeMap<String, u32>,
+    /// The health check settings (`healthCheck`); `None` means the defaults.
+    pub health_check: Option<HealthCheckSettings>,
 }
 
 impl Project {

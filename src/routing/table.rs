@@ -355,6 +355,7 @@ mod tests {
             size: None,
             preview_branches: Vec::new(),
             process_instances: Default::default(),
+            health_check: None,
         }
     }
 

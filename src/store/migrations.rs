@@ -320,6 +320,9 @@ const STEPS: &[&str] = &[
     );
     CREATE INDEX webhook_bodies_by_age ON webhook_bodies(received_at);
     CREATE INDEX webhook_deliveries_by_age ON webhook_deliveries(received_at);",
+    // 15 (health: health check settings): a project's health check settings as the JSON
+    // object the API takes (`healthCheck`); NULL means the defaults.
+    "ALTER TABLE projects ADD COLUMN health_check TEXT;",
 ];
 
 /// The schema version this binary writes.

@@ -7,7 +7,10 @@ use rusqlite::{params, OptionalExtension, Row};
 
 use crate::{
     error::{Error, Result},
-    model::project::{Project, ProjectStatus},
+    model::{
+        health::HealthCheckSettings,
+        project::{Project, ProjectStatus},
+    },
     names::{Handle, ProjectName, Runtime},
 };
 
@@ -16,7 +19,7 @@ use super::{is_unique_violation, Db};
 const COLUMNS: &str = "p.seq, p.id, p.account_id, a.handle, p.name, p.runtime, p.status, \
     p.created_at, p.updated_at, p.instances, p.size, \
     (SELECT json_group_object(s.process, s.instances) FROM process_scale s \
-     WHERE s.project_id = p.id), p.preview_branches";
+     WHERE s.project_id = p.id), p.preview_branches, p.health_check";
 const FROM: &str = "projects p JOIN accounts a ON a.id = p.account_id";
 
 fn corrupt(what: &str, value: &str) -> rusqlite::Error {
@@ -33,6 +36,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Project)> {
     let runtime: Option<String> = row.get(5)?;
     let status: String = row.get(6)?;
     let preview_branches: Option<String> = row.get(12)?;
+    let health_check: Option<String> = row.get(13)?;
     Ok((
         row.get(0)?,
         Project {
@@ -59,6 +63,11 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Project)> {
                     .map_err(|_| corrupt("preview branch patterns", &text))?,
                 None => Vec::new(),
             },
+            health_check: health_check
+                .map(|json| {
+                    serde_json::from_str(&json).map_err(|_| corrupt("health check settings", &json))
+                })
+                .transpose()?,
         },
     ))
 }
@@ -203,6 +212,19 @@ pub fn all(db: &Db) -> Result<Vec<Project>> {
         .map(|row| row.map(|(_, project)| project))
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
+}
+
+/// Records a project's health check settings; `None` returns it to the defaults.
+pub fn set_health_check(db: &Db, id: &str, settings: Option<&HealthCheckSettings>) -> Result<()> {
+    let json = settings
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|err| Error::Internal(err.to_string()))?;
+    db.execute(
+        "UPDATE projects SET health_check = ?2 WHERE id = ?1",
+        params![id, json],
+    )?;
+    Ok(())
 }
 
 /// Records the desired instance count of one non-web process type.
