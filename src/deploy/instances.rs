@@ -347,6 +347,19 @@ pub(crate) async fn wait_healthy(
                     status.exit_code.unwrap_or(-1)
                 ));
         }
+        // Without a probe, staying up is the whole check: the engine's restart policy can
+        // bring an exited process back between two looks, so a restart counts as an exit.
+        if health.kind == plan::HealthCheckKind::None && status.restart_count > 0 {
+            let tail = engine.tail_logs(container_id, 20).await.unwrap_or_default();
+            for line in &tail {
+                say(format!("app: {line}"));
+            }
+            return Err(format!(
+                "the process exited and was restarted {} time(s) within its start period of {} s; its last lines are in the deploy log",
+                status.restart_count,
+                health.start_period().as_secs()
+            ));
+        }
         if let Some(&ip) = status.addresses.get(network) {
             let answered =
                 answers(&client, health, ip, port, started, say, &mut last_problem).await;
