@@ -13,8 +13,9 @@ use crate::{
     support::TestDaemon,
 };
 
-/// An HTTP server in busybox `nc` that answers `/healthz` with 204 and every other path
-/// with 500, so only a check of `/healthz` passes.
+/// An HTTP server in busybox `nc` that answers `/healthz` with 204, `/` with 500 and every
+/// other path with 404: the default check (`/`, below 500) fails, a check of `/healthz`
+/// passes, and a check of a wrong path passes only if 404 is in its range.
 fn healthz_app() -> Vec<(&'static str, &'static str)> {
     vec![
         (
@@ -23,7 +24,7 @@ fn healthz_app() -> Vec<(&'static str, &'static str)> {
         ),
         (
             "handler.sh",
-            "#!/bin/sh\nread -r method path version\nwhile read -r line; do [ \"${#line}\" -le 1 ] && break; done\nif [ \"$path\" = /healthz ]; then\n  printf 'HTTP/1.0 204 No Content\\r\\nConnection: close\\r\\n\\r\\n'\nelse\n  printf 'HTTP/1.0 500 Internal Server Error\\r\\nContent-Length: 4\\r\\nConnection: close\\r\\n\\r\\nbad\\n'\nfi\n",
+            "#!/bin/sh\nread -r method path version\nwhile read -r line; do [ \"${#line}\" -le 1 ] && break; done\ncase \"$path\" in\n  /healthz) printf 'HTTP/1.0 204 No Content\\r\\nConnection: close\\r\\n\\r\\n' ;;\n  /) printf 'HTTP/1.0 500 Internal Server Error\\r\\nContent-Length: 4\\r\\nConnection: close\\r\\n\\r\\nbad\\n' ;;\n  *) printf 'HTTP/1.0 404 Not Found\\r\\nContent-Length: 4\\r\\nConnection: close\\r\\n\\r\\nnah\\n' ;;\nesac\n",
         ),
     ]
 }
@@ -73,7 +74,7 @@ async fn a_custom_path_and_status_range_gate_the_release() {
     let repo = Repo::new(&healthz_app());
     let (project_id, _) = daemon.connected_project("healthz", &repo).await;
 
-    // The default check (GET / below 500) fails on this app's 500; the plan says so.
+    // The plan shows the default check: GET / passing below 500.
     let planned = daemon
         .post(
             "/v1/deploy/plan",
@@ -89,6 +90,22 @@ async fn a_custom_path_and_status_range_gate_the_release() {
                "startPeriodSecs": 0, "overallTimeoutSecs": 60, "timeoutSecs": 2, "intervalMs": 500,
                "intervalSecs": 1, "retries": 30, "source": "detection"}),
         "{planned}"
+    );
+
+    // The default check's path answers 500: the deploy fails, saying so.
+    set_health_check(&daemon, &project_id, json!({"overallTimeoutSecs": 2})).await;
+    let default = daemon.deploy(&project_id, None).await;
+    assert_eq!(
+        outcome(&default),
+        (Some("failed"), Some("release")),
+        "{default}"
+    );
+    assert!(
+        default["error"]
+            .as_str()
+            .unwrap()
+            .contains("the last answer was HTTP 500"),
+        "{default}"
     );
 
     let view = set_health_check(
@@ -125,8 +142,8 @@ async fn a_custom_path_and_status_range_gate_the_release() {
     let log = events_text(&daemon, good_id).await;
     assert!(log.contains("health check passed: HTTP 204"), "{log}");
 
-    // A path that answers 500: the deploy fails at release, says why, and the release that
-    // passed keeps serving.
+    // A wrong path answers 404, outside the range: the deploy fails at release, says why in
+    // its log, and the release that passed keeps serving.
     set_health_check(
         &daemon,
         &project_id,
@@ -142,7 +159,7 @@ async fn a_custom_path_and_status_range_gate_the_release() {
     let log = events_text(&daemon, wrong["id"].as_str().unwrap()).await;
     assert!(
         log.contains("failed its health check (HTTP GET /wrong on port 8080, passing 200-299)")
-            && log.contains("the last answer was HTTP 500"),
+            && log.contains("the last answer was HTTP 404"),
         "{log}"
     );
     let project = daemon
@@ -194,6 +211,25 @@ async fn a_tcp_check_releases_an_app_that_does_not_speak_http() {
     assert!(
         log.contains("TCP connect to port 8080") && log.contains("health check passed: port open"),
         "{log}"
+    );
+
+    // A preview of the project releases with the project's settings too.
+    let preview = daemon
+        .post(
+            &format!("/v1/projects/{project_id}/previews"),
+            &daemon.admin_token,
+            json!({"branch": "main"}),
+        )
+        .await
+        .expect(201)
+        .body;
+    let previewed = daemon
+        .wait_deploy(preview["deployId"].as_str().unwrap())
+        .await;
+    assert_eq!(outcome(&previewed), (Some("running"), None), "{previewed}");
+    assert_eq!(
+        previewed["plan"]["healthCheck"]["kind"], "tcp",
+        "{previewed}"
     );
     cleanup(&project_id).await;
 }
