@@ -14,6 +14,7 @@ use crate::{
     model::{
         build::{BuildName, BuildSettings, BuildTarget, DockerfilePath, RootDir, WatchPath},
         deploy::Deploy,
+        health::HealthCheckSettings,
         preview::Preview,
     },
     names::{BranchPattern, ProjectName, Runtime},
@@ -46,6 +47,8 @@ pub struct ProjectChanges {
     pub preview_branches: Option<Vec<BranchPattern>>,
     /// Changes to the build settings, field by field.
     pub build: Option<BuildChanges>,
+    /// New health check settings; `Some(None)` returns to the defaults.
+    pub health_check: Option<Option<HealthCheckSettings>>,
 }
 
 /// A validated change of the build settings: `None` leaves a field as it is, `Some(None)`
@@ -121,6 +124,7 @@ impl Projects {
             preview_branches: Vec::new(),
             process_instances: BTreeMap::new(),
             build: Default::default(),
+            health_check: None,
         };
         let audit = store::Audit::by(actor, "project.create", &project.id);
         self.store
@@ -167,6 +171,10 @@ impl Projects {
                         .transpose()
                         .map_err(|err| Error::Internal(err.to_string()))?;
                     store::previews::set_branch_patterns(tx, &project.id, stored.as_deref())?;
+                }
+                if let Some(settings) = changes.health_check {
+                    store::projects::set_health_check(tx, &project.id, settings.as_ref())?;
+                    project.health_check = settings;
                 }
                 project.updated_at = clock::now();
                 store::projects::update(tx, &project)?;

@@ -295,6 +295,7 @@ mod tests {
             preview_branches: Vec::new(),
             process_instances: Default::default(),
             build: Default::default(),
+            health_check: None,
         };
         let volume = Volume {
             project_id: project.id.clone(),

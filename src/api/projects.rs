@@ -13,6 +13,7 @@ use crate::{
         check_arg_value, BuildName, BuildSettings, BuildTarget, DockerfilePath, RootDir, WatchPath,
         MAX_BUILD_ARGS, MAX_WATCH_PATHS,
     },
+    model::health::{HealthCheckFields, HealthCheckSettings},
     names::{ProcessType, ProjectName, Runtime},
     pagination::PageRequest,
     previews::BranchPattern,
@@ -62,6 +63,9 @@ pub struct ProjectView {
     /// Build settings set through the API (null or empty: the repository's `cantila.toml`
     /// or detection decides; the deploy plan shows what applies and where it came from).
     pub build: BuildSettingsView,
+    /// The health check settings set through the API; null when the defaults apply. The
+    /// deploy plan (`POST /v1/deploy/plan`) shows the check a release would run.
+    pub health_check: Option<HealthCheckFields>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -247,6 +251,7 @@ impl ProjectView {
                 branches: project.preview_branches.clone(),
             },
             build: BuildSettingsView::from(&project.build),
+            health_check: project.health_check.clone().map(HealthCheckFields::from),
             created_at: project.created_at.clone(),
             updated_at: project.updated_at.clone(),
         }
@@ -328,11 +333,20 @@ pub struct UpdateProject {
     pub previews: Option<PreviewSettings>,
     /// Build settings: root directory, Dockerfile path, target, build args, watch paths.
     pub build: Option<UpdateBuildSettings>,
+    /// Health check settings for the next releases: `{"type": "http", "path": "/healthz",
+    /// "statusMax": 399}`, `{"type": "tcp"}` or `{"type": "none"}`; fields left out take
+    /// their defaults, and `null` returns to the defaults (an HTTP check of `/` on the app's
+    /// port that passes below 500).
+    #[serde(rename = "healthCheck", default, deserialize_with = "present")]
+    #[schema(value_type = Option<HealthCheckFields>)]
+    pub health_check: Option<Option<HealthCheckSettings>>,
 }
 
 /// Tells an explicit `null` (`Some(None)`) from an absent field (`None`).
-fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(deserializer).map(Some)
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 fn present_map<'de, D: Deserializer<'de>>(
@@ -377,6 +391,7 @@ impl TryFrom<UpdateProject> for ProjectChanges {
                 })
                 .transpose()?,
             build: request.build.map(BuildChanges::try_from).transpose()?,
+            health_check: request.health_check,
         })
     }
 }
@@ -434,6 +449,8 @@ async fn get(
 
 /// Rename a project, change its runtime hint, set which branches get previews, or change
 /// its build settings (the next deploy builds with them).
+/// Rename a project, change its runtime hint, set which branches get previews, or set its
+/// health check.
 #[utoipa::path(patch, path = "/v1/projects/{id}", tag = "projects",
     security(("bearer" = ["deploy"])), params(("id" = String, Path, description = "project id")),
     request_body = UpdateProject,

@@ -88,7 +88,8 @@ impl Deploys {
     }
 
     /// Starts one instance of a process type of the release and waits until it is healthy:
-    /// `web` passes the plan's health check, other types stay up for a few seconds. On failure
+    /// `web` passes the plan's health check (the project's settings applied when the plan
+    /// was made), other types stay up for a few seconds. On failure
     /// the container is removed and the reason returned (its last lines go to `say`).
     pub(crate) async fn start_healthy(
         &self,
@@ -119,14 +120,16 @@ impl Deploys {
         if health.kind == plan::HealthCheckKind::None {
             say(format!(
                 "waiting for the {process} process to stay up for {} s",
-                WORKER_SETTLE.as_secs()
+                health.start_period().as_secs()
             ));
         } else {
             say(format!(
-                "waiting for the app to answer on port {} (health check {}, up to {} s)",
-                release.plan.port,
-                health.path.as_deref().unwrap_or("-"),
-                self.config.deploy.health_timeout_secs
+                "waiting for the app to pass its health check: {}, start period {} s, then up to {} s",
+                health.describe(release.plan.port),
+                health.start_period().as_secs(),
+                health
+                    .overall_timeout(self.config.deploy.health_timeout_secs)
+                    .as_secs()
             ));
         }
         match wait_healthy(
@@ -228,9 +231,17 @@ impl Deploys {
     }
 }
 
-/// One probe of a starting instance at `ip`: true when it passes `health` (an answer
-/// below 500, an open port, or for a worker having stayed up `WORKER_SETTLE`); otherwise
-/// `last_problem` says why not.
+/// Why the last probe of a starting instance failed.
+enum Problem {
+    /// Nothing answered yet (refused, timed out): the app may still be starting.
+    NoAnswer(&'static str),
+    /// The app answered, with a status outside the range.
+    Status(u16),
+}
+
+/// One probe of a starting instance at `ip`: true when it passes `health` (a status in
+/// its range, an open port, or for `none` having stayed up for the start period);
+/// otherwise `last_problem` says why not.
 async fn answers(
     client: &reqwest::Client,
     health: &HealthCheck,
@@ -238,17 +249,19 @@ async fn answers(
     port: u16,
     started: tokio::time::Instant,
     say: &(dyn Fn(String) + Sync),
-    last_problem: &mut String,
+    last_problem: &mut Problem,
 ) -> bool {
     match health.kind {
         plan::HealthCheckKind::Http => {
+            // The path is a `HealthPath` (or `/`): visible ASCII, so the URL is as written.
             let url = format!(
                 "http://{ip}:{}{}",
                 port,
                 health.path.as_deref().unwrap_or("/")
             );
+            let (min, max) = health.status_range();
             match client.get(&url).send().await {
-                Ok(response) if response.status().as_u16() < 500 => {
+                Ok(response) if (min..=max).contains(&response.status().as_u16()) => {
                     say(format!(
                         "health check passed: HTTP {}",
                         response.status().as_u16()
@@ -256,22 +269,22 @@ async fn answers(
                     true
                 }
                 Ok(response) => {
-                    *last_problem = format!("HTTP {}", response.status().as_u16());
+                    *last_problem = Problem::Status(response.status().as_u16());
                     false
                 }
                 Err(err) => {
-                    *last_problem = if err.is_timeout() {
-                        "timed out".to_owned()
+                    *last_problem = Problem::NoAnswer(if err.is_timeout() {
+                        "timed out"
                     } else {
-                        "connection refused".to_owned()
-                    };
+                        "connection refused"
+                    });
                     false
                 }
             }
         }
-        // Workers listen on nothing: staying up for a few seconds is the check.
+        // Workers listen on nothing: staying up for the start period is the check.
         plan::HealthCheckKind::None => {
-            let up = started.elapsed() >= WORKER_SETTLE;
+            let up = started.elapsed() >= health.start_period();
             if up {
                 say("the process stayed up: no health check to run".to_owned());
             }
@@ -279,7 +292,7 @@ async fn answers(
         }
         plan::HealthCheckKind::Tcp => {
             match tokio::time::timeout(
-                Duration::from_secs(u64::from(health.timeout_secs.max(1))),
+                health.probe_timeout(),
                 tokio::net::TcpStream::connect((ip, port)),
             )
             .await
@@ -289,7 +302,7 @@ async fn answers(
                     true
                 }
                 _ => {
-                    *last_problem = "port closed".to_owned();
+                    *last_problem = Problem::NoAnswer("port closed");
                     false
                 }
             }
@@ -297,26 +310,28 @@ async fn answers(
     }
 }
 
-/// How long a process without a health check must stay up to count as started.
-const WORKER_SETTLE: Duration = Duration::from_secs(3);
-
+/// Waits until the instance passes `health`: probes every interval, failures not counting
+/// during the start period; fails when the container exits, or when the overall timeout
+/// (`default_overall_secs` unless the check has its own) runs out after the start period.
 pub(crate) async fn wait_healthy(
     engine: &Runtime,
     container_id: &str,
     network: &str,
-    port: u16,
+    app_port: u16,
     health: &HealthCheck,
-    timeout_secs: u64,
+    default_overall_secs: u64,
     say: &(dyn Fn(String) + Sync),
 ) -> Result<(), String> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_secs);
+    let port = health.effective_port(app_port);
+    let overall = health.overall_timeout(default_overall_secs);
+    let started = tokio::time::Instant::now();
+    let deadline = started + health.start_period() + overall;
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(u64::from(health.timeout_secs.max(1))))
+        .timeout(health.probe_timeout())
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|err| err.to_string())?;
-    let mut last_problem = String::from("no answer yet");
-    let started = tokio::time::Instant::now();
+    let mut last_problem = Problem::NoAnswer("no answer yet");
     loop {
         let status = engine
             .inspect(container_id)
@@ -332,6 +347,19 @@ pub(crate) async fn wait_healthy(
                     status.exit_code.unwrap_or(-1)
                 ));
         }
+        // Without a probe, staying up is the whole check: the engine's restart policy can
+        // bring an exited process back between two looks, so a restart counts as an exit.
+        if health.kind == plan::HealthCheckKind::None && status.restart_count > 0 {
+            let tail = engine.tail_logs(container_id, 20).await.unwrap_or_default();
+            for line in &tail {
+                say(format!("app: {line}"));
+            }
+            return Err(format!(
+                "the process exited and was restarted {} time(s) within its start period of {} s; its last lines are in the deploy log",
+                status.restart_count,
+                health.start_period().as_secs()
+            ));
+        }
         if let Some(&ip) = status.addresses.get(network) {
             let answered =
                 answers(&client, health, ip, port, started, say, &mut last_problem).await;
@@ -344,12 +372,23 @@ pub(crate) async fn wait_healthy(
             for line in &tail {
                 say(format!("app: {line}"));
             }
-            return Err(format!(
-                    "the app did not answer on port {} within {timeout_secs} s ({last_problem}); the previous release keeps serving",
-                    port
-                ));
+            let check = health.describe(app_port);
+            let waited = format!(
+                "within {} s after a start period of {} s",
+                overall.as_secs(),
+                health.start_period().as_secs()
+            );
+            return Err(match last_problem {
+                Problem::NoAnswer(why) => format!(
+                    "the app did not answer its health check ({check}) {waited} ({why}); the previous release keeps serving"
+                ),
+                Problem::Status(status) => format!(
+                    "the app failed its health check ({check}) {waited}: the last answer was HTTP {status}; the previous release keeps serving"
+                ),
+            });
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The probe interval: the loop checks the container and probes again.
+        tokio::time::sleep(health.interval()).await;
     }
 }
 

@@ -3,7 +3,6 @@
 //! records the step and why, and leaves the previous release serving.
 
 use std::{
-    collections::HashMap,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -201,14 +200,27 @@ impl Deploys {
     ) -> Result<(SourcePlan, Option<String>), Stop> {
         let checkout = scratch.join("source");
         self.fetch(deploy, project, log, &checkout).await?;
-        let (source_plan, build_plan) = self.plan_source(project, log, &checkout).await?;
+        let (detected, build_plan) = self.plan_source(project, log, &checkout).await?;
         // The build's context is the root directory, checked by the planner to be a real
         // directory of the checkout.
         let source_dir = checkout.join(&build_plan.root_dir);
         let deploy_plan = self
-            .deploy_plan(project, &source_plan, &build_plan)
+            .deploy_plan(project, &detected, Some(&build_plan))
             .await
             .map_err(failed("plan"))?;
+        // The deploy plan's own source plan is released: it carries the health check with
+        // the project's settings applied, exactly as the plan API shows it.
+        let source_plan = deploy_plan.source.clone();
+        if source_plan.builder != Builder::Static {
+            log.line(format!(
+                "health check: {} ({})",
+                source_plan.health_check.describe(source_plan.port),
+                match source_plan.health_check.source {
+                    Some(plan::HealthCheckSource::Api) => "the project's settings",
+                    Some(plan::HealthCheckSource::Detection) | None => "detected",
+                }
+            ));
+        }
         // The plan (settings included) keys image reuse: a settings change rebuilds.
         let plan_json = serde_json::to_string(&deploy_plan)
             .map_err(|err| failed("plan")(Error::Internal(err.to_string())))?;
@@ -237,7 +249,7 @@ impl Deploys {
                         project,
                         deploy,
                         &source_plan,
-                        &deploy_plan.build,
+                        deploy_plan.build.as_ref().unwrap_or(&build_plan),
                         &plan_json,
                         &source_dir,
                         log,

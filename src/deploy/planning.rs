@@ -23,7 +23,8 @@ use super::Deploys;
 #[serde(rename_all = "camelCase")]
 pub struct DeployPlan {
     /// Runtime, builder, Dockerfile, port, start command, processes, health check,
-    /// static root and warnings, as detected from the source.
+    /// static root and warnings, as detected from the source; the health check with the
+    /// project's settings and the defaults applied (`healthCheck.source` says which).
     #[serde(flatten)]
     #[schema(value_type = Object)]
     pub source: SourcePlan,
@@ -36,8 +37,9 @@ pub struct DeployPlan {
     #[schema(value_type = Option<Object>)]
     pub database: Option<serde_json::Value>,
     /// The build settings that apply (root directory, Dockerfile, target, build args,
-    /// watch paths, build secrets' names) and where each came from.
-    pub build: BuildPlan,
+    /// watch paths, build secrets' names) and where each came from; null for a project
+    /// whose releases are pulled images (nothing is built).
+    pub build: Option<BuildPlan>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -54,7 +56,7 @@ impl Deploys {
         &self,
         project: &Project,
         source: &SourcePlan,
-        build: &BuildPlan,
+        build: Option<&BuildPlan>,
     ) -> Result<DeployPlan> {
         let project_id = project.id.clone();
         let (vars, database, secrets) = self
@@ -67,8 +69,10 @@ impl Deploys {
                 ))
             })
             .await?;
-        let mut build = build.clone();
-        build.secrets = secrets.into_iter().map(|entry| entry.name).collect();
+        let build = build.map(|build| BuildPlan {
+            secrets: secrets.into_iter().map(|entry| entry.name).collect(),
+            ..build.clone()
+        });
         let mut env_keys: Vec<String> = vars.into_iter().map(|var| var.key).collect();
         env_keys.push("PORT".to_owned());
         // The wired database's env is added when each container starts (`volumes::attach`).
@@ -84,7 +88,7 @@ impl Deploys {
         env_keys.dedup();
         let tier = self.config.scale.tier(project.size.as_deref());
         Ok(DeployPlan {
-        source: source.clone(),
+        source: self.with_health_check(source, project.health_check.as_ref()),
         instances: project.instances,
         size: InstanceSize {
             name: project
@@ -101,6 +105,25 @@ impl Deploys {
         }),
         build,
     })
+    }
+}
+
+impl Deploys {
+    /// The source plan with the health check its release runs: the project's settings,
+    /// else the detected check, with the defaults filled in.
+    fn with_health_check(
+        &self,
+        source: &SourcePlan,
+        settings: Option<&crate::model::health::HealthCheckSettings>,
+    ) -> SourcePlan {
+        SourcePlan {
+            health_check: source.health_check.resolve(
+                settings,
+                source.port,
+                self.config.deploy.health_timeout_secs,
+            ),
+            ..source.clone()
+        }
     }
 }
 
@@ -144,9 +167,9 @@ impl Deploys {
             .unwrap_or_default();
         let (source, build) = self.fetch_and_plan(source, git_ref, hint, settings).await?;
         match project {
-            Some(project) => self.deploy_plan(&project, &source, &build).await,
+            Some(project) => self.deploy_plan(&project, &source, Some(&build)).await,
             None => Ok(DeployPlan {
-                source,
+                source: self.with_health_check(&source, None),
                 instances: 1,
                 size: {
                     let tier = self.config.scale.tier(None);
@@ -159,7 +182,7 @@ impl Deploys {
                 env_keys: vec!["PORT".to_owned()],
                 hostnames: Vec::new(),
                 database: None,
-                build,
+                build: Some(build),
             }),
         }
     }

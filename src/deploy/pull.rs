@@ -118,13 +118,19 @@ impl Deploys {
         for warning in &source_plan.warnings {
             log.line(format!("warning: {warning}"));
         }
-        let plan_json = serde_json::to_string(
-            &self
-                .deploy_plan(project, &source_plan)
-                .await
-                .map_err(failed("plan"))?,
-        )
-        .map_err(|err| failed("plan")(Error::Internal(err.to_string())))?;
+        // The deploy plan's source plan is what is released: it carries the health check
+        // with the project's settings applied over the image's, as the plan API shows it.
+        let deploy_plan = self
+            .deploy_plan(project, &source_plan, None)
+            .await
+            .map_err(failed("plan"))?;
+        let source_plan = deploy_plan.source.clone();
+        log.line(format!(
+            "health check: {}",
+            source_plan.health_check.describe(source_plan.port)
+        ));
+        let plan_json = serde_json::to_string(&deploy_plan)
+            .map_err(|err| failed("plan")(Error::Internal(err.to_string())))?;
         let id = deploy.id.clone();
         self.store
             .call(move |c| store::deploys::set_plan(c, &id, &plan_json))

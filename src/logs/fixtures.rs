@@ -35,6 +35,7 @@ pub(crate) fn two_accounts(dir: &std::path::Path) -> (Store, Actor, Actor) {
             preview_branches: Vec::new(),
             process_instances: Default::default(),
             build: Default::default(),
+            health_check: None,
         };
         let preview = Preview {
             id: format!("prv_{side}"),

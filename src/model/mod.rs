@@ -1,6 +1,6 @@
 //! Plain data types: the records the store reads and writes and the services hand each
 //! other (projects, deploys, previews, backups, accounts, audit entries, log lines, metric
-//! points, volume and database records, the asset index).
+//! points, volume and database records, the asset index, health check settings).
 //! Invariant: nothing here reads the store, the engine or the clock, or imports an adapter
 //! or a service; the methods kept with a type are pure functions of its value. The service
 //! modules re-export their types from here, so `crate::deploy::Deploy` still names them.
@@ -12,6 +12,7 @@ pub mod backup;
 pub mod build;
 pub mod database;
 pub mod deploy;
+pub mod health;
 pub mod image;
 pub mod logs;
 pub mod metrics;

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     model::build::BuildSettings,
+    model::health::HealthCheckSettings,
     names::{Handle, ProjectName, Runtime},
 };
 
@@ -30,6 +31,8 @@ pub struct Project {
     /// The build settings set through the API (`PATCH /v1/projects/:id`, `build`); the
     /// repository's `cantila.toml` and detection fill in what is not set here.
     pub build: BuildSettings,
+    /// The health check settings (`healthCheck`); `None` means the defaults.
+    pub health_check: Option<HealthCheckSettings>,
 }
 
 impl Project {

@@ -3,6 +3,7 @@
 
 mod dockerfile;
 mod golang;
+mod health;
 mod node;
 mod php;
 mod procfile;
@@ -29,6 +30,8 @@ pub use settings::{
     FileSettings, CONFIG_FILE,
 };
 use tree::{SourceTree, MANIFEST_LIMIT};
+
+pub use health::HealthCheckSource;
 
 /// The port generated images listen on (`ENV PORT`), and the port assumed for a
 /// Dockerfile without `EXPOSE`.
@@ -67,25 +70,54 @@ pub enum Builder {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthCheckKind {
-    /// An HTTP request to `path` on the port answers with a status below 500.
+    /// An HTTP request to `path` on the port answers with a status in the range (by
+    /// default, below 500).
     Http,
-    /// The port accepts TCP connections (for web processes that do not speak HTTP; the
-    /// planner does not choose it today).
+    /// The port accepts TCP connections (for web processes that do not speak HTTP; chosen
+    /// by the project's settings, never by detection).
     Tcp,
     /// Nothing listens (workers only, or a static site served by the edge): the
-    /// containers only have to keep running for `interval_secs * retries`.
+    /// containers only have to keep running for the start period.
     None,
 }
 
+/// The health check of a release's web process. Detection fills the first fields; the
+/// deploy plan resolves the rest from the project's settings and the defaults
+/// (`HealthCheck::resolve`, in `health.rs`), so a plan shows every value the release will
+/// use. Plans stored before those fields existed read them as `None`: the defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthCheck {
     pub kind: HealthCheckKind,
     /// The HTTP path, for `http` only.
     pub path: Option<String>,
+    /// The pause between probes rounded up to whole seconds (`intervalMs` is the one used).
     pub interval_secs: u32,
+    /// Each probe's own timeout.
     pub timeout_secs: u32,
+    /// Unused: a release waits `overallTimeoutSecs` rather than counting probes.
     pub retries: u32,
+    /// The port probed inside the instance; `None`: the app's port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// For `http`: the statuses that pass (`None`: 200 and 499, any answer below 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_min: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_max: Option<u16>,
+    /// Grace after the start before failures count (`None`: 0, or 3 s for `none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_period_secs: Option<u32>,
+    /// How long after the start period an instance may take to pass (`None`: the server's
+    /// `[deploy] health_timeout_secs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overall_timeout_secs: Option<u32>,
+    /// The pause between probes (`None`: 500 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u32>,
+    /// Where the check came from: `detection` or `api` (the project's settings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<HealthCheckSource>,
 }
 
 impl HealthCheck {
@@ -105,6 +137,13 @@ impl HealthCheck {
             interval_secs: 2,
             timeout_secs: 2,
             retries: 30,
+            port: None,
+            status_min: None,
+            status_max: None,
+            start_period_secs: None,
+            overall_timeout_secs: None,
+            interval_ms: None,
+            source: None,
         }
     }
 }

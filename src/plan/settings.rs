@@ -273,7 +273,7 @@ pub fn plan_with_settings(
                 .as_ref()
                 .map_or_else(|| "Dockerfile".to_owned(), |path| path.to_string()),
         ),
-        Builder::Generated | Builder::Static => None,
+        Builder::Generated | Builder::Static | Builder::Image => None,
     };
     let build = BuildPlan {
         root_dir: root_dir.to_string(),

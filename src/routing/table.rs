@@ -356,6 +356,7 @@ mod tests {
             preview_branches: Vec::new(),
             process_instances: Default::default(),
             build: Default::default(),
+            health_check: None,
         }
     }
 

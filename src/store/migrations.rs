@@ -358,6 +358,9 @@ const STEPS: &[&str] = &[
         updated_at  TEXT NOT NULL,
         PRIMARY KEY (project_id, name)
     );",
+    // 15 (health: health check settings): a project's health check settings as the JSON
+    // object the API takes (`healthCheck`); NULL means the defaults.
+    "ALTER TABLE projects ADD COLUMN health_check TEXT;",
 ];
 
 /// The schema version this binary writes.

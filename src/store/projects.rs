@@ -9,6 +9,7 @@ use crate::{
     error::{Error, Result},
     model::{
         build::BuildSettings,
+        health::HealthCheckSettings,
         project::{Project, ProjectStatus},
     },
     names::{Handle, ProjectName, Runtime},
@@ -19,7 +20,8 @@ use super::{is_unique_violation, Db};
 const COLUMNS: &str = "p.seq, p.id, p.account_id, a.handle, p.name, p.runtime, p.status, \
     p.created_at, p.updated_at, p.instances, p.size, \
     (SELECT json_group_object(s.process, s.instances) FROM process_scale s \
-     WHERE s.project_id = p.id), p.preview_branches, p.build_settings";
+     WHERE s.project_id = p.id), p.preview_branches, p.build_settings, \
+     p.health_check";
 const FROM: &str = "projects p JOIN accounts a ON a.id = p.account_id";
 
 fn corrupt(what: &str, value: &str) -> rusqlite::Error {
@@ -37,6 +39,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Project)> {
     let status: String = row.get(6)?;
     let preview_branches: Option<String> = row.get(12)?;
     let build_settings: Option<String> = row.get(13)?;
+    let health_check: Option<String> = row.get(14)?;
     Ok((
         row.get(0)?,
         Project {
@@ -69,6 +72,11 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Project)> {
                 }
                 None => BuildSettings::default(),
             },
+            health_check: health_check
+                .map(|json| {
+                    serde_json::from_str(&json).map_err(|_| corrupt("health check settings", &json))
+                })
+                .transpose()?,
         },
     ))
 }
@@ -220,6 +228,19 @@ pub fn set_build_settings(db: &Db, id: &str, settings: Option<&str>) -> Result<(
     db.execute(
         "UPDATE projects SET build_settings = ?2 WHERE id = ?1",
         params![id, settings],
+    )?;
+    Ok(())
+}
+
+/// Records a project's health check settings; `None` returns it to the defaults.
+pub fn set_health_check(db: &Db, id: &str, settings: Option<&HealthCheckSettings>) -> Result<()> {
+    let json = settings
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|err| Error::Internal(err.to_string()))?;
+    db.execute(
+        "UPDATE projects SET health_check = ?2 WHERE id = ?1",
+        params![id, json],
     )?;
     Ok(())
 }

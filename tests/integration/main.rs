@@ -24,6 +24,7 @@ mod edge_containers;
 mod engine_restart;
 mod git_providers;
 mod git_sources;
+mod health_checks;
 mod hostile;
 mod lifecycle;
 mod logs;
