@@ -3,7 +3,8 @@
 //! build args that reach the build; watch paths that make a push outside them deploy
 //! nothing (the delivery says why) while a push inside, or a manual deploy, deploys;
 //! `cantila.toml` settings applied under the API's, an unknown key named with its line;
-//! build secrets refused by the classic builder with the reason.
+//! build secrets mounted by a BuildKit step and found in neither the log nor the image's
+//! history, and refused with the reason when the classic builder is configured.
 
 use serde_json::{json, Value};
 
@@ -305,9 +306,79 @@ async fn cantila_toml_settings_apply_under_the_api_and_unknown_keys_are_named() 
     );
 }
 
+/// A build secret through the whole API path: set on the project, mounted by a
+/// `RUN --mount=type=secret` step of a BuildKit build (which serves its digest, proving it
+/// read it), and found neither in the deploy's log nor in the image's history.
+#[tokio::test]
+async fn build_secrets_reach_a_buildkit_step_and_never_the_log_or_the_image() {
+    let daemon = TestDaemon::start().await;
+    let value = format!("build-secret-{}", cantila::ids::random_base62(12));
+    let dockerfile = "FROM busybox:latest\nCOPY www /www\n\
+        RUN --mount=type=secret,id=NPM_TOKEN sha256sum /run/secrets/NPM_TOKEN | cut -d' ' -f1 > /www/secret.sha256 \
+        && echo \"the token is $(cat /run/secrets/NPM_TOKEN)\"\n\
+        EXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n";
+    let repo = Repo::new(&[
+        ("apps/web/Dockerfile", dockerfile),
+        ("apps/web/www/index.html", "web app\n"),
+    ]);
+    let (project, _) = daemon.connected_project("sealed", &repo).await;
+    daemon
+        .set_build(&project, json!({ "rootDir": "apps/web" }))
+        .await;
+    daemon
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/projects/{project}/build-secrets/NPM_TOKEN"),
+            Some(&daemon.admin_token),
+            Some(json!({ "value": value })),
+        )
+        .await
+        .expect(200);
+    let planned = daemon.plan_of(&project).await.expect(200);
+    assert_eq!(planned.body["build"]["secrets"], json!(["NPM_TOKEN"]));
+    assert!(!planned.text.contains(&value));
+
+    let deploy = daemon.deploy(&project, None).await;
+    assert_eq!(deploy["status"], "running", "{deploy}");
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(value.as_bytes()))
+    };
+    assert_eq!(
+        daemon.edge_get(&hostname("sealed"), "/secret.sha256").await,
+        (200, format!("{digest}\n")),
+        "the step read the secret"
+    );
+    let events = crate::deploys::events_text(&daemon, deploy["id"].as_str().unwrap()).await;
+    assert!(
+        events.contains("the token is"),
+        "the step's output is logged: {events}"
+    );
+    assert!(
+        !events.contains(&value),
+        "the secret's value is never logged: {events}"
+    );
+    let image = deploy["image"].as_str().expect("the deploy's image");
+    let history = std::process::Command::new("docker")
+        .args(["history", "--no-trunc", "--format", "{{.CreatedBy}}", image])
+        .output()
+        .expect("docker history");
+    let history = String::from_utf8_lossy(&history.stdout);
+    assert!(history.contains("/run/secrets/NPM_TOKEN"), "{history}");
+    assert!(
+        !history.contains(&value),
+        "the secret is in the image's history: {history}"
+    );
+}
+
+/// With the classic builder configured, a project with build secrets fails its build with
+/// the reason, before building with an empty secret, and never logs the value.
 #[tokio::test]
 async fn build_secrets_fail_a_classic_build_with_the_reason_and_never_reach_the_log() {
-    let daemon = TestDaemon::start().await;
+    let daemon = TestDaemon::start_with(|config| {
+        config.build.builder = cantila::config::BuilderKind::Classic;
+    })
+    .await;
     let repo = monorepo();
     let (project, _) = daemon.connected_project("sealed", &repo).await;
     daemon
@@ -323,14 +394,11 @@ async fn build_secrets_fail_a_classic_build_with_the_reason_and_never_reach_the_
         )
         .await
         .expect(200);
-    let planned = daemon.plan_of(&project).await.expect(200);
-    assert_eq!(planned.body["build"]["secrets"], json!(["NPM_TOKEN"]));
-    assert!(!planned.text.contains(value));
     let deploy = daemon.deploy(&project, None).await;
     assert_eq!(deploy["status"], "failed", "{deploy}");
     let error = deploy["error"].as_str().unwrap();
     assert!(
-        error.contains("NPM_TOKEN") && error.contains("BuildKit"),
+        error.contains("NPM_TOKEN") && error.contains("BuildKit") && error.contains("classic"),
         "{error}"
     );
     let events = crate::deploys::events_text(&daemon, deploy["id"].as_str().unwrap()).await;
