@@ -22,6 +22,7 @@ pub mod env;
 pub mod error;
 pub mod git_connection;
 pub mod ids;
+pub mod image_source;
 pub mod labels;
 pub mod live;
 pub mod locks;

@@ -14,6 +14,7 @@ pub mod domains;
 pub mod env;
 pub mod error;
 pub mod git;
+pub mod images;
 pub mod instances;
 pub mod logs;
 pub mod metrics;
@@ -56,6 +57,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .merge(account::router())
         .merge(projects::router())
         .merge(git::router())
+        .merge(images::router())
         .merge(deploys::router())
         .merge(env::router())
         .merge(domains::router())

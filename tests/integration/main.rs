@@ -1,6 +1,7 @@
 //! Integration tests: each starts the real daemon in-process on 127.0.0.1:0 against a temp
 //! data dir (see `support`) and talks HTTP to it, or runs the real `cantila` binary.
 
+mod registry_support;
 mod support;
 
 mod api_auth;
@@ -23,6 +24,7 @@ mod engine_restart;
 mod git_providers;
 mod git_sources;
 mod hostile;
+mod images;
 mod lifecycle;
 mod logs;
 mod metrics;

@@ -45,6 +45,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
             "deploy",
             "previews",
             "git_connection",
+            "image_source",
         ],
     ),
     ("api", &["api", "console"]),
