@@ -36,6 +36,7 @@ pub mod plan;
 pub mod previews;
 pub mod projects;
 pub mod registries;
+pub mod registry_api;
 pub mod routing;
 pub mod runtime;
 pub mod s3;

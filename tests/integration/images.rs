@@ -78,6 +78,31 @@ async fn a_pulled_image_serves_pins_its_digest_skips_an_unchanged_one_and_rolls_
     let (project_id, _) = image_project(&daemon, "pulled", &format!("{repository}:1")).await;
     let host = "pulled.admin.test.local";
 
+    // The plan reads the registry's manifest and config; nothing is pulled.
+    let planned = daemon
+        .post(
+            "/v1/deploy/plan",
+            &daemon.admin_token,
+            json!({ "projectId": project_id }),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(planned["builder"], "image", "{planned}");
+    assert_eq!(planned["port"], 8080);
+    assert_eq!(planned["image"]["digest"], first.as_str());
+    assert_eq!(
+        planned["image"]["reference"],
+        format!("{repository}@{first}")
+    );
+    assert_eq!(planned["image"]["user"], "65534");
+    assert_eq!(planned["image"]["workdir"], "/www");
+    assert_eq!(planned["image"]["exposedPorts"], json!([8080]));
+    assert!(
+        crate::support::docker(None, &["image", "inspect", &format!("{repository}:1")]).is_err(),
+        "planning pulled nothing"
+    );
+
     let deployed = deploy_with(&daemon, &project_id, json!({})).await;
     assert_eq!(deployed["status"], "running", "{deployed}");
     assert_eq!(deployed["imageDigest"], first.as_str());

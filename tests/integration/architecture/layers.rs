@@ -22,7 +22,16 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "adapters",
-        &["store", "runtime", "source", "plan", "tls", "s3", "secrets"],
+        &[
+            "store",
+            "runtime",
+            "source",
+            "plan",
+            "tls",
+            "s3",
+            "secrets",
+            "registry_api",
+        ],
     ),
     ("edge", &["edge"]),
     (
