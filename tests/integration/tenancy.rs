@@ -14,7 +14,11 @@ use serde_json::{json, Map, Value};
 use crate::{deploys::Repo, support::TestDaemon};
 
 /// Operations that are not account-scoped by design.
-const PUBLIC: &[&str] = &["/v1/openapi.json", "/v1/projects/{id}/git/webhook"];
+const PUBLIC: &[&str] = &[
+    "/v1/openapi.json",
+    "/v1/projects/{id}/git/webhook",
+    "/v1/projects/{id}/image/webhook",
+];
 
 /// Real resources of the first account, and lookalikes that do not exist.
 struct Fixtures {
@@ -35,6 +39,7 @@ impl Fixtures {
             ("deploys", "id") => "deploy",
             ("previews", "previewId") => "preview",
             ("tokens", "id") => "token",
+            ("registries", "id") => "registry",
             ("aliases", "hostname") => "alias",
             ("backups", "id") => "backup",
             ("volumes", "name") => "volume",
@@ -165,6 +170,11 @@ async fn snapshot(daemon: &TestDaemon, project_id: &str, deploy_id: &str) -> Val
         .expect(200)
         .body;
     let tokens = daemon.get("/v1/tokens", &daemon.admin_token).await.body;
+    let registries = daemon
+        .get("/v1/registries", &daemon.admin_token)
+        .await
+        .expect(200)
+        .body;
     let volumes = daemon
         .get(
             &format!("/v1/projects/{project_id}/volumes"),
@@ -189,7 +199,8 @@ async fn snapshot(daemon: &TestDaemon, project_id: &str, deploy_id: &str) -> Val
         tokens["tokens"].as_array().map(Vec::len),
         volumes,
         backups,
-        previews
+        previews,
+        registries
     ])
 }
 
@@ -261,6 +272,15 @@ async fn another_account_learns_nothing_from_any_endpoint() {
         .await
         .expect(201)
         .body;
+    let registry = daemon
+        .post(
+            "/v1/registries",
+            &daemon.admin_token,
+            json!({ "server": "registry.example.com", "username": "ci", "password": "registry-secret" }),
+        )
+        .await
+        .expect(201)
+        .body;
     let fixtures = Fixtures {
         real: BTreeMap::from([
             ("project", project_id.clone()),
@@ -272,6 +292,7 @@ async fn another_account_learns_nothing_from_any_endpoint() {
             ("name", "secret-plans".to_owned()),
             ("backup", backup_id.clone()),
             ("volume", "files".to_owned()),
+            ("registry", registry["id"].as_str().unwrap().to_owned()),
         ]),
         fake: BTreeMap::from([
             ("project", "prj_00000000000000000000".to_owned()),
@@ -283,6 +304,7 @@ async fn another_account_learns_nothing_from_any_endpoint() {
             ("name", "nothing".to_owned()),
             ("backup", "bak_00000000000000000000".to_owned()),
             ("volume", "nothing".to_owned()),
+            ("registry", "reg_00000000000000000000".to_owned()),
         ]),
     };
     let before = snapshot(&daemon, &project_id, &deploy_id).await;
