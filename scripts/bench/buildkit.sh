@@ -3,8 +3,8 @@
 # app (a dependency step that takes a few seconds and stays cached, then the app's files)
 # deployed by two daemons, one per builder ([build] builder = "auto" and "classic"); each
 # deploys it once to warm its cache, then the time of `cantila deploy --follow` for a
-# commit changing one line of the app's files is measured, with the build step's own time
-# from the deploy log's timestamps. One run, same machine, reported with the ratios.
+# commit changing one line of the app's files is measured, with the build's own time from
+# the deploy log's timestamps. One run, same machine, reported with the ratios.
 # Needs a Docker engine and the busybox base image (scripts/ensure-docker.sh,
 # scripts/base-images.sh). Loopback and the Docker bridge only.
 #
@@ -43,8 +43,8 @@ bench_cleanup_extra() {
     done
 }
 
-# The seconds between the deploy log's first build line and its last, from the stored
-# events (`at` of each log event).
+# The seconds from the deploy log's "building ..." line to the builder's "Successfully
+# tagged" (both builders print it), from the stored events (`at` of each log event).
 build_secs() {
     local deploy_id=$1
     curl -sf -H "Authorization: Bearer $CANTILA_TOKEN" "$CANTILA_URL/v1/deploys/$deploy_id/events" |
@@ -61,7 +61,7 @@ for line in sys.stdin:
         building = True
     if building and "at" in event:
         times.append(datetime.datetime.fromisoformat(event["at"].replace("Z", "+00:00")))
-    if building and "traffic switched" in text:
+    if building and text.startswith("Successfully tagged"):
         break
 print("%.2f" % ((times[-1] - times[0]).total_seconds() if len(times) > 1 else float("nan")))
 '
@@ -109,8 +109,8 @@ measure classic
 CLASSIC_MS=$DEPLOY_MS CLASSIC_BUILD_S=$BUILD_S
 
 printf '\nmachine: %s cores; engine %s; one run each\n' "$(nproc)" "$(docker version --format '{{.Server.Version}}')"
-printf 'rebuild after a one-line change, BuildKit: deploy %6d ms (build step %s s)\n' "$BUILDKIT_MS" "$BUILDKIT_BUILD_S"
-printf 'rebuild after a one-line change, classic:  deploy %6d ms (build step %s s)\n' "$CLASSIC_MS" "$CLASSIC_BUILD_S"
-printf 'ratio BuildKit/classic: deploy %.2f, build step %.2f\n' \
+printf 'rebuild after a one-line change, BuildKit: deploy %6d ms (build %s s)\n' "$BUILDKIT_MS" "$BUILDKIT_BUILD_S"
+printf 'rebuild after a one-line change, classic:  deploy %6d ms (build %s s)\n' "$CLASSIC_MS" "$CLASSIC_BUILD_S"
+printf 'ratio BuildKit/classic: deploy %.2f, build %.2f\n' \
     "$(awk "BEGIN{print $BUILDKIT_MS/$CLASSIC_MS}")" \
     "$(awk "BEGIN{print $BUILDKIT_BUILD_S/$CLASSIC_BUILD_S}")"
