@@ -257,13 +257,13 @@ async fn a_none_check_releases_a_worker_that_stays_up_and_fails_one_that_exits()
         "{log}"
     );
 
-    // A worker that exits within its start period is not healthy.
+    // A worker that exits within its start period (after being seen running) is not healthy.
     repo.commit(
         &[(
             "Dockerfile",
-            "FROM busybox:latest\nCMD [\"sh\", \"-c\", \"echo giving up; exit 4\"]\n",
+            "FROM busybox:latest\nCMD [\"sh\", \"-c\", \"echo giving up; sleep 2; exit 4\"]\n",
         )],
-        "exits at once",
+        "exits soon",
     );
     set_health_check(
         &daemon,
