@@ -158,7 +158,7 @@ impl Deploys {
                 .plan_image_source(project, target.git_ref.as_ref())
                 .await?
             {
-                return self.deploy_plan(project, &plan).await;
+                return self.deploy_plan(project, &plan, None).await;
             }
         }
         let source = self
