@@ -40,6 +40,7 @@ impl Fixtures {
             ("previews", "previewId") => "preview",
             ("tokens", "id") => "token",
             ("registries", "id") => "registry",
+            ("build-secrets", "name") => "build-secret",
             ("aliases", "hostname") => "alias",
             ("backups", "id") => "backup",
             ("volumes", "name") => "volume",
@@ -183,6 +184,14 @@ async fn snapshot(daemon: &TestDaemon, project_id: &str, deploy_id: &str) -> Val
         .await
         .expect(200)
         .body;
+    let build_secrets = daemon
+        .get(
+            &format!("/v1/projects/{project_id}/build-secrets"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
     let backups = daemon
         .get(
             &format!("/v1/projects/{project_id}/backups"),
@@ -200,7 +209,8 @@ async fn snapshot(daemon: &TestDaemon, project_id: &str, deploy_id: &str) -> Val
         volumes,
         backups,
         previews,
-        registries
+        registries,
+        build_secrets
     ])
 }
 
@@ -281,6 +291,15 @@ async fn another_account_learns_nothing_from_any_endpoint() {
         .await
         .expect(201)
         .body;
+    daemon
+        .call(
+            Method::PUT,
+            &format!("/v1/projects/{project_id}/build-secrets/NPM_TOKEN"),
+            Some(&daemon.admin_token),
+            Some(json!({ "value": "build-secret-value" })),
+        )
+        .await
+        .expect(200);
     let fixtures = Fixtures {
         real: BTreeMap::from([
             ("project", project_id.clone()),
@@ -293,6 +312,7 @@ async fn another_account_learns_nothing_from_any_endpoint() {
             ("backup", backup_id.clone()),
             ("volume", "files".to_owned()),
             ("registry", registry["id"].as_str().unwrap().to_owned()),
+            ("build-secret", "NPM_TOKEN".to_owned()),
         ]),
         fake: BTreeMap::from([
             ("project", "prj_00000000000000000000".to_owned()),
@@ -305,6 +325,7 @@ async fn another_account_learns_nothing_from_any_endpoint() {
             ("backup", "bak_00000000000000000000".to_owned()),
             ("volume", "nothing".to_owned()),
             ("registry", "reg_00000000000000000000".to_owned()),
+            ("build-secret", "NOTHING".to_owned()),
         ]),
     };
     let before = snapshot(&daemon, &project_id, &deploy_id).await;
