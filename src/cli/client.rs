@@ -651,6 +651,11 @@ pub fn plan(args: PlanArgs) -> anyhow::Result<()> {
         ] {
             println!("{field:<13} {}", output::cell(&plan, field));
         }
+        println!(
+            "{:<13} {}",
+            "healthCheck",
+            health::describe(&plan["healthCheck"])
+        );
         if let Some(dockerfile) = plan["dockerfile"].as_str() {
             println!("\n{dockerfile}");
         }

@@ -146,6 +146,30 @@ pub fn health(args: HealthArgs) -> anyhow::Result<()> {
     })
 }
 
+/// A plan's resolved health check in one line: `http GET /healthz on port 8080, passing
+/// 200-399, start period 10 s, up to 60 s (api)`.
+pub(super) fn describe(check: &Value) -> String {
+    let number = |field: &str| output::cell(check, field);
+    let mut text = match check["kind"].as_str() {
+        Some("http") => format!(
+            "http GET {} on port {}, passing {}-{}",
+            number("path"),
+            number("port"),
+            number("statusMin"),
+            number("statusMax")
+        ),
+        Some("tcp") => format!("tcp connect to port {}", number("port")),
+        Some("none") => "none".to_owned(),
+        _ => return "-".to_owned(),
+    };
+    text.push_str(&format!(", start period {} s", number("startPeriodSecs")));
+    if check["overallTimeoutSecs"].is_number() {
+        text.push_str(&format!(", up to {} s", number("overallTimeoutSecs")));
+    }
+    text.push_str(&format!(" ({})", number("source")));
+    text
+}
+
 /// Prints the project's settings: one `key: value` line each, or the defaults.
 fn show(view: &Value, json: bool) -> anyhow::Result<()> {
     let settings = &view["healthCheck"];
@@ -170,12 +194,29 @@ fn show(view: &Value, json: bool) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_status_range;
+    use super::{describe, parse_status_range};
+    use serde_json::json;
 
     #[test]
     fn status_ranges_parse() {
         assert_eq!(parse_status_range("200-399"), Ok((200, 399)));
         assert!(parse_status_range("200").is_err());
         assert!(parse_status_range("2xx-399").is_err());
+    }
+
+    #[test]
+    fn a_plans_check_reads_in_one_line() {
+        assert_eq!(
+            describe(
+                &json!({"kind": "http", "path": "/healthz", "port": 8080, "statusMin": 200,
+                "statusMax": 399, "startPeriodSecs": 10, "overallTimeoutSecs": 60, "source": "api"})
+            ),
+            "http GET /healthz on port 8080, passing 200-399, start period 10 s, up to 60 s (api)"
+        );
+        assert_eq!(
+            describe(&json!({"kind": "none", "startPeriodSecs": 3, "source": "detection"})),
+            "none, start period 3 s (detection)"
+        );
+        assert_eq!(describe(&serde_json::Value::Null), "-");
     }
 }
