@@ -10,7 +10,9 @@ use crate::config::Overrides;
 
 use super::{output, DataDirArgs};
 
+mod health;
 mod previews;
+pub use health::{health, HealthArgs};
 pub use previews::{previews, PreviewsArgs};
 
 /// How to reach the API: URL and token from flags, the environment, or, on the server,
@@ -649,6 +651,11 @@ pub fn plan(args: PlanArgs) -> anyhow::Result<()> {
         ] {
             println!("{field:<13} {}", output::cell(&plan, field));
         }
+        println!(
+            "{:<13} {}",
+            "healthCheck",
+            health::describe(&plan["healthCheck"])
+        );
         if let Some(dockerfile) = plan["dockerfile"].as_str() {
             println!("\n{dockerfile}");
         }

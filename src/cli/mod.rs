@@ -1,6 +1,6 @@
 //! The command line: `cantila serve`, `cantila admin ...` (direct on the data dir), and the
-//! API client commands (`projects`, `tokens`, `whoami`, `previews`, `logs`, `metrics`, `db`,
-//! `volumes`, `backups`, ...).
+//! API client commands (`projects`, `tokens`, `whoami`, `previews`, `health`, `logs`,
+//! `metrics`, `db`, `volumes`, `backups`, ...).
 
 mod admin;
 mod client;
@@ -45,6 +45,8 @@ enum Command {
     Env(client::EnvArgs),
     /// Change how many instances run, and their size, without a rebuild.
     Scale(client::ScaleArgs),
+    /// A project's health check settings: show, set, reset.
+    Health(client::HealthArgs),
     /// List a project's instances (or a preview's, with --preview).
     Instances(client::InstancesArgs),
     /// Re-release an earlier deploy (default: the one before the current release).
@@ -130,6 +132,7 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => client::plan(args),
         Command::Env(args) => client::env(args),
         Command::Scale(args) => client::scale(args),
+        Command::Health(args) => client::health(args),
         Command::Instances(args) => client::instances(args),
         Command::Rollback(args) => client::rollback(args),
         Command::Domains(args) => client::domains(args),
