@@ -35,6 +35,10 @@ enum Command {
     Whoami(client::ClientArgs),
     /// Connect a project to a git repository.
     Git(client::GitArgs),
+    /// Take a project's releases from an image instead of a repository.
+    Image(client::ImageArgs),
+    /// The account's registry credentials, for image pulls.
+    Registries(client::RegistriesArgs),
     /// Deploy a project (optionally following the live log).
     Deploy(client::DeployArgs),
     /// List a project's deploys.
@@ -127,6 +131,8 @@ pub fn main() -> ExitCode {
         Command::Tokens(args) => client::tokens(args),
         Command::Whoami(args) => client::whoami(args),
         Command::Git(args) => client::git(args),
+        Command::Image(args) => client::image(args),
+        Command::Registries(args) => client::registries(args),
         Command::Deploy(args) => client::deploy(args),
         Command::Deploys(args) => client::deploys(args),
         Command::Plan(args) => client::plan(args),
