@@ -234,6 +234,38 @@ async fn a_push_outside_the_watch_paths_deploys_nothing_and_says_why() {
     repo.commit(&[("docs/notes.md", "notes\n")], "docs");
     let manual = daemon.deploy(&web, None).await;
     assert_eq!(manual["status"], "running", "{manual}");
+
+    // Watch paths may come from the root directory's cantila.toml; a change of the file
+    // itself deploys.
+    daemon.set_build(&web, json!({ "watchPaths": [] })).await;
+    let settings = repo.commit(
+        &[(
+            "apps/web/cantila.toml",
+            "[build]\nwatch_paths = [\"apps/web/www/**\"]\n",
+        )],
+        "watch from the file",
+    );
+    let res = send_webhook(&daemon, &web, &secret, "push", "w4", push(&settings))
+        .await
+        .expect(202);
+    let deploy = daemon
+        .wait_deploy(res.body["deployId"].as_str().unwrap())
+        .await;
+    assert_eq!(deploy["status"], "running", "{deploy}");
+    assert_eq!(deploy["plan"]["build"]["sources"]["watchPaths"], "file");
+    let outside = repo.commit(
+        &[("packages/shared/lib.txt", "shared v3\n")],
+        "shared again",
+    );
+    let res = send_webhook(&daemon, &web, &secret, "push", "w5", push(&outside))
+        .await
+        .expect(200);
+    assert_eq!(res.body["status"], "ignored", "{}", res.text);
+    let reason = res.body["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("settings file") && reason.contains("apps/web/www/**"),
+        "{reason}"
+    );
 }
 
 #[tokio::test]

@@ -38,6 +38,7 @@ impl Fixtures {
             ("aliases", "hostname") => "alias",
             ("backups", "id") => "backup",
             ("volumes", "name") => "volume",
+            ("build-secrets", "name") => "build_secret",
             ("by-handle", "handle") => "handle",
             (_, "name") if path.contains("/by-handle/") => "name",
             (before, _) => panic!(
@@ -181,7 +182,16 @@ async fn snapshot(daemon: &TestDaemon, project_id: &str, deploy_id: &str) -> Val
         .await
         .expect(200)
         .body;
+    let build_secrets = daemon
+        .get(
+            &format!("/v1/projects/{project_id}/build-secrets"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
     json!([
+        build_secrets,
         project,
         env,
         aliases,
@@ -230,6 +240,16 @@ async fn another_account_learns_nothing_from_any_endpoint() {
         .wait_deploy(preview["deployId"].as_str().unwrap())
         .await;
     assert_eq!(preview_deploy["status"], "running", "{preview_deploy}");
+    // Set after the deploys: a build with build secrets needs BuildKit.
+    daemon
+        .call(
+            Method::PUT,
+            &format!("/v1/projects/{project_id}/build-secrets/NPM_TOKEN"),
+            Some(&daemon.admin_token),
+            Some(json!({ "value": "npm-secret" })),
+        )
+        .await
+        .expect(200);
     daemon
         .post(
             &format!("/v1/projects/{project_id}/volumes"),
@@ -272,6 +292,7 @@ async fn another_account_learns_nothing_from_any_endpoint() {
             ("name", "secret-plans".to_owned()),
             ("backup", backup_id.clone()),
             ("volume", "files".to_owned()),
+            ("build_secret", "NPM_TOKEN".to_owned()),
         ]),
         fake: BTreeMap::from([
             ("project", "prj_00000000000000000000".to_owned()),
@@ -283,6 +304,7 @@ async fn another_account_learns_nothing_from_any_endpoint() {
             ("name", "nothing".to_owned()),
             ("backup", "bak_00000000000000000000".to_owned()),
             ("volume", "nothing".to_owned()),
+            ("build_secret", "NOTHING".to_owned()),
         ]),
     };
     let before = snapshot(&daemon, &project_id, &deploy_id).await;
