@@ -10,7 +10,9 @@ use crate::config::Overrides;
 
 use super::{output, DataDirArgs};
 
+mod build;
 mod previews;
+pub use build::{build, build_secrets, BuildArgs, BuildSecretsArgs};
 pub use previews::{previews, PreviewsArgs};
 
 /// How to reach the API: URL and token from flags, the environment, or, on the server,
