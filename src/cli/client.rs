@@ -10,8 +10,10 @@ use crate::config::Overrides;
 
 use super::{output, DataDirArgs};
 
+mod build;
 mod health;
 mod previews;
+pub use build::{build, build_secrets, BuildArgs, BuildSecretsArgs};
 pub use health::{health, HealthArgs};
 pub use previews::{previews, PreviewsArgs};
 

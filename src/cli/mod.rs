@@ -47,6 +47,10 @@ enum Command {
     Plan(client::PlanArgs),
     /// A project's environment variables.
     Env(client::EnvArgs),
+    /// A project's build settings: root directory, Dockerfile, target, build args, watch paths.
+    Build(client::BuildArgs),
+    /// A project's build secrets (values read from stdin, never shown).
+    BuildSecrets(client::BuildSecretsArgs),
     /// Change how many instances run, and their size, without a rebuild.
     Scale(client::ScaleArgs),
     /// A project's health check settings: show, set, reset.
@@ -137,6 +141,8 @@ pub fn main() -> ExitCode {
         Command::Deploys(args) => client::deploys(args),
         Command::Plan(args) => client::plan(args),
         Command::Env(args) => client::env(args),
+        Command::Build(args) => client::build(args),
+        Command::BuildSecrets(args) => client::build_secrets(args),
         Command::Scale(args) => client::scale(args),
         Command::Health(args) => client::health(args),
         Command::Instances(args) => client::instances(args),

@@ -235,6 +235,38 @@ async fn a_push_outside_the_watch_paths_deploys_nothing_and_says_why() {
     repo.commit(&[("docs/notes.md", "notes\n")], "docs");
     let manual = daemon.deploy(&web, None).await;
     assert_eq!(manual["status"], "running", "{manual}");
+
+    // Watch paths may come from the root directory's cantila.toml; a change of the file
+    // itself deploys.
+    daemon.set_build(&web, json!({ "watchPaths": [] })).await;
+    let settings = repo.commit(
+        &[(
+            "apps/web/cantila.toml",
+            "[build]\nwatch_paths = [\"apps/web/www/**\"]\n",
+        )],
+        "watch from the file",
+    );
+    let res = send_webhook(&daemon, &web, &secret, "push", "w4", push(&settings))
+        .await
+        .expect(202);
+    let deploy = daemon
+        .wait_deploy(res.body["deployId"].as_str().unwrap())
+        .await;
+    assert_eq!(deploy["status"], "running", "{deploy}");
+    assert_eq!(deploy["plan"]["build"]["sources"]["watchPaths"], "file");
+    let outside = repo.commit(
+        &[("packages/shared/lib.txt", "shared v3\n")],
+        "shared again",
+    );
+    let res = send_webhook(&daemon, &web, &secret, "push", "w5", push(&outside))
+        .await
+        .expect(200);
+    assert_eq!(res.body["status"], "ignored", "{}", res.text);
+    let reason = res.body["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("settings file") && reason.contains("apps/web/www/**"),
+        "{reason}"
+    );
 }
 
 #[tokio::test]
@@ -406,4 +438,164 @@ async fn build_secrets_fail_a_classic_build_with_the_reason_and_never_reach_the_
         !events.contains(value),
         "the secret's value is never logged"
     );
+}
+
+/// Runs the real binary against the daemon with `stdin` as its input.
+async fn cantila_with_stdin(
+    daemon: &TestDaemon,
+    args: &[&str],
+    stdin: &str,
+) -> std::process::Output {
+    use std::io::Write;
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let url = format!("http://{}", daemon.api);
+    let token = daemon.admin_token.clone();
+    let stdin = stdin.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cantila"))
+            .args(&args)
+            .env_remove("CANTILA_CONFIG")
+            .env_remove("CANTILA_DATA_DIR")
+            .env("CANTILA_URL", url)
+            .env("CANTILA_TOKEN", token)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run cantila");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().expect("cantila ends")
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_cli_shows_and_sets_build_settings_and_secrets() {
+    let daemon = TestDaemon::start().await;
+    daemon.create_project("clibuild").await;
+    let out = cantila_with_stdin(
+        &daemon,
+        &[
+            "build",
+            "set",
+            "clibuild",
+            "--root-dir",
+            "apps/web",
+            "--dockerfile",
+            "docker/Dockerfile",
+            "--target",
+            "prod",
+            "--build-arg",
+            "NODE_ENV=production",
+            "--watch",
+            "apps/web/**",
+            "--watch",
+            "packages/**",
+            "--json",
+        ],
+        "",
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        shown,
+        json!({
+            "rootDir": "apps/web",
+            "dockerfile": "docker/Dockerfile",
+            "target": "prod",
+            "buildArgs": { "NODE_ENV": "production" },
+            "watchPaths": ["apps/web/**", "packages/**"]
+        })
+    );
+    let out = cantila_with_stdin(
+        &daemon,
+        &["build", "set", "clibuild", "--target", "", "--clear-watch"],
+        "",
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cantila_with_stdin(&daemon, &["build", "show", "clibuild"], "").await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let line = |field: &str| {
+        text.lines()
+            .find(|line| line.starts_with(field))
+            .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+    };
+    assert_eq!(
+        line("rootDir").as_deref(),
+        Some("rootDir apps/web"),
+        "{text}"
+    );
+    assert_eq!(line("target").as_deref(), Some("target -"), "{text}");
+    assert_eq!(
+        line("watchPaths").as_deref(),
+        Some("watchPaths []"),
+        "{text}"
+    );
+    let out = cantila_with_stdin(
+        &daemon,
+        &["build", "set", "clibuild", "--root-dir", "../up"],
+        "",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let error = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        error.contains("build.rootDir") && error.contains("422"),
+        "{error}"
+    );
+
+    let value = "cli-secret-value-5150";
+    let out = cantila_with_stdin(
+        &daemon,
+        &["build-secrets", "set", "clibuild", "NPM_TOKEN"],
+        &format!("{value}\n"),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(value));
+    let out = cantila_with_stdin(&daemon, &["build-secrets", "list", "clibuild"], "").await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains("NPM_TOKEN") && !text.contains(value),
+        "{text}"
+    );
+    let out = cantila_with_stdin(
+        &daemon,
+        &["build-secrets", "remove", "clibuild", "NPM_TOKEN"],
+        "",
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cantila_with_stdin(
+        &daemon,
+        &["build-secrets", "list", "clibuild", "--json"],
+        "",
+    )
+    .await;
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["secrets"], json!([]));
 }

@@ -40,10 +40,10 @@ impl Fixtures {
             ("previews", "previewId") => "preview",
             ("tokens", "id") => "token",
             ("registries", "id") => "registry",
-            ("build-secrets", "name") => "build-secret",
             ("aliases", "hostname") => "alias",
             ("backups", "id") => "backup",
             ("volumes", "name") => "volume",
+            ("build-secrets", "name") => "build_secret",
             ("by-handle", "handle") => "handle",
             (_, "name") if path.contains("/by-handle/") => "name",
             (before, _) => panic!(
@@ -201,6 +201,7 @@ async fn snapshot(daemon: &TestDaemon, project_id: &str, deploy_id: &str) -> Val
         .expect(200)
         .body;
     json!([
+        build_secrets,
         project,
         env,
         aliases,
@@ -209,8 +210,7 @@ async fn snapshot(daemon: &TestDaemon, project_id: &str, deploy_id: &str) -> Val
         volumes,
         backups,
         previews,
-        registries,
-        build_secrets
+        registries
     ])
 }
 
@@ -251,6 +251,16 @@ async fn another_account_learns_nothing_from_any_endpoint() {
         .wait_deploy(preview["deployId"].as_str().unwrap())
         .await;
     assert_eq!(preview_deploy["status"], "running", "{preview_deploy}");
+    // Set after the deploys: a build with build secrets needs BuildKit.
+    daemon
+        .call(
+            Method::PUT,
+            &format!("/v1/projects/{project_id}/build-secrets/NPM_TOKEN"),
+            Some(&daemon.admin_token),
+            Some(json!({ "value": "npm-secret" })),
+        )
+        .await
+        .expect(200);
     daemon
         .post(
             &format!("/v1/projects/{project_id}/volumes"),
@@ -291,15 +301,6 @@ async fn another_account_learns_nothing_from_any_endpoint() {
         .await
         .expect(201)
         .body;
-    daemon
-        .call(
-            Method::PUT,
-            &format!("/v1/projects/{project_id}/build-secrets/NPM_TOKEN"),
-            Some(&daemon.admin_token),
-            Some(json!({ "value": "build-secret-value" })),
-        )
-        .await
-        .expect(200);
     let fixtures = Fixtures {
         real: BTreeMap::from([
             ("project", project_id.clone()),
@@ -312,7 +313,7 @@ async fn another_account_learns_nothing_from_any_endpoint() {
             ("backup", backup_id.clone()),
             ("volume", "files".to_owned()),
             ("registry", registry["id"].as_str().unwrap().to_owned()),
-            ("build-secret", "NPM_TOKEN".to_owned()),
+            ("build_secret", "NPM_TOKEN".to_owned()),
         ]),
         fake: BTreeMap::from([
             ("project", "prj_00000000000000000000".to_owned()),
@@ -325,7 +326,7 @@ async fn another_account_learns_nothing_from_any_endpoint() {
             ("backup", "bak_00000000000000000000".to_owned()),
             ("volume", "nothing".to_owned()),
             ("registry", "reg_00000000000000000000".to_owned()),
-            ("build-secret", "NOTHING".to_owned()),
+            ("build_secret", "NOTHING".to_owned()),
         ]),
     };
     let before = snapshot(&daemon, &project_id, &deploy_id).await;
