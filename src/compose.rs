@@ -14,6 +14,7 @@ use crate::{
     domains::Domains,
     env::Env,
     git_connection::GitConnections,
+    image_source::ImageSources,
     locks::ProjectLocks,
     logs::Logs,
     metrics::Metrics,
@@ -158,6 +159,7 @@ pub fn build(adapters: Adapters) -> ApiState {
         std::time::Duration::from_secs(config.deploy.fetch_timeout_secs),
         crate::source::EgressPolicy::from_config(&config.git),
     );
+    let image_sources = ImageSources::new(store.clone(), deploys.clone());
     ApiState::new(Handles {
         config,
         store,
@@ -176,5 +178,6 @@ pub fn build(adapters: Adapters) -> ApiState {
         previews,
         git_connections,
         registries,
+        image_sources,
     })
 }

@@ -128,6 +128,14 @@ impl From<&StoredConnection> for ConnectionView {
     }
 }
 
+/// A project has one source at a time: connecting git to one that takes its releases from
+/// an image is refused, saying how to switch.
+fn image_source_conflict(project_id: &str) -> Error {
+    Error::Conflict(format!(
+        "project `{project_id}` takes its releases from an image; disconnect it first (DELETE /v1/projects/{project_id}/image), then connect the repository"
+    ))
+}
+
 /// A webhook secret: 32 random base62 characters prefixed for recognition.
 fn new_webhook_secret() -> String {
     format!("whsec_{}", ids::random_base62(32))
@@ -154,6 +162,12 @@ impl GitConnections {
         request: ConnectRequest,
     ) -> Result<(ConnectionView, String)> {
         self.owned_project(actor, &project_id).await?;
+        // Checked before the fetch (a quick answer) and again in the write (a race).
+        let id = project_id.clone();
+        let image = self.store.call(move |c| store::images::get(c, &id)).await?;
+        if image.is_some() {
+            return Err(image_source_conflict(&project_id));
+        }
         self.deploys
             .permit_repo(&actor.account_id, actor.handle.as_str(), &request.repo)
             .await?;
@@ -193,6 +207,9 @@ impl GitConnections {
         let view = self
             .store
             .write_audited(audit, move |tx| {
+                if store::images::get(tx, &stored.project_id)?.is_some() {
+                    return Err(image_source_conflict(&stored.project_id));
+                }
                 store::git::upsert(tx, &stored)?;
                 let saved = store::git::get(tx, &stored.project_id)?
                     .ok_or_else(|| Error::Internal("the connection vanished".to_owned()))?;

@@ -74,6 +74,10 @@ pub struct CreateDeploy {
     /// A branch, tag or commit; default the connected branch's head.
     #[serde(rename = "ref")]
     pub git_ref: Option<String>,
+    /// For a project whose source is an image: a tag or `sha256:` digest of the connected
+    /// repository (or a full reference of it) to deploy instead of the connected tag.
+    #[schema(example = "1.5", max_length = 512)]
+    pub image: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -111,6 +115,11 @@ pub struct DeployView {
     pub rollback_of: Option<String>,
     /// The preview this deploy releases; null for the project's production release.
     pub preview_id: Option<String>,
+    /// For an image source: the digest the deploy pulled and released (`sha256:...`).
+    pub image_digest: Option<String>,
+    /// How the deploy ended besides its status: `unchanged` (status `canceled`) when the
+    /// image it pulled is what already serves, so nothing was deployed.
+    pub outcome: Option<String>,
 }
 
 impl From<&Deploy> for DeployCreated {
@@ -142,6 +151,8 @@ impl From<Deploy> for DeployView {
             finished_at: deploy.finished_at,
             rollback_of: deploy.rollback_of,
             preview_id: deploy.preview_id,
+            image_digest: deploy.image_digest,
+            outcome: deploy.outcome,
         }
     }
 }
@@ -153,12 +164,27 @@ pub struct DeployList {
     pub next_cursor: Option<String>,
 }
 
-fn parse_ref(request: &CreateDeploy) -> Result<Option<String>, crate::error::Error> {
-    request
-        .git_ref
-        .as_deref()
-        .map(|r| GitRef::parse(r).map(|r| r.as_str().to_owned()))
-        .transpose()
+/// The ref (a git project) or image tag or digest (an image project) the deploy asks for.
+async fn requested_ref(
+    app: &ApiState,
+    actor: &crate::accounts::Actor,
+    project_id: &str,
+    request: &CreateDeploy,
+) -> Result<Option<String>, crate::error::Error> {
+    match (&request.git_ref, &request.image) {
+        (Some(_), Some(_)) => Err(crate::error::Error::Invalid(
+            "send `ref` (a git project) or `image` (an image project), not both".to_owned(),
+        )),
+        (None, Some(image)) => app
+            .image_sources
+            .selector(actor, project_id.to_owned(), image)
+            .await
+            .map(Some),
+        (git_ref, None) => git_ref
+            .as_deref()
+            .map(|r| GitRef::parse(r).map(|r| r.as_str().to_owned()))
+            .transpose(),
+    }
 }
 
 /// Trigger a deploy of the project's current source.
@@ -173,10 +199,8 @@ async fn create(
     OptionalJson(body): OptionalJson<CreateDeploy>,
 ) -> ApiResult<(StatusCode, Json<DeployCreated>)> {
     let request = body.unwrap_or_default();
-    let deploy = app
-        .deploys
-        .enqueue(&auth.actor, id, parse_ref(&request)?, "api")
-        .await?;
+    let git_ref = requested_ref(&app, &auth.actor, &id, &request).await?;
+    let deploy = app.deploys.enqueue(&auth.actor, id, git_ref, "api").await?;
     Ok((StatusCode::ACCEPTED, Json(DeployCreated::from(&deploy))))
 }
 
@@ -196,10 +220,8 @@ async fn create_streamed(
     OptionalJson(body): OptionalJson<CreateDeploy>,
 ) -> ApiResult<Response> {
     let request = body.unwrap_or_default();
-    let deploy = app
-        .deploys
-        .enqueue(&auth.actor, id, parse_ref(&request)?, "api")
-        .await?;
+    let git_ref = requested_ref(&app, &auth.actor, &id, &request).await?;
+    let deploy = app.deploys.enqueue(&auth.actor, id, git_ref, "api").await?;
     let events_url = format!("/v1/deploys/{}/events", deploy.id);
     let mut response = sse(&app, deploy.id, 0).into_response();
     if let Ok(value) = HeaderValue::from_str(&events_url) {
@@ -308,13 +330,13 @@ fn sse(
     let events = lines
         .map(|line| Ok(event_of(&line)))
         .chain(stream::once(async move {
-            let final_status = deploy::get_unscoped(&app.store, deploy_id)
+            let (final_status, outcome) = deploy::get_unscoped(&app.store, deploy_id)
                 .await
-                .map(|d| d.status.as_str().to_owned())
-                .unwrap_or_else(|_| "unknown".to_owned());
+                .map(|d| (d.status.as_str().to_owned(), d.outcome))
+                .unwrap_or_else(|_| ("unknown".to_owned(), None));
             Ok(Event::default()
                 .event("done")
-                .json_data(serde_json::json!({ "status": final_status }))
+                .json_data(serde_json::json!({ "status": final_status, "outcome": outcome }))
                 .unwrap_or_default())
         }));
     Sse::new(events).keep_alive(

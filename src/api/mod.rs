@@ -15,6 +15,7 @@ pub mod domains;
 pub mod env;
 pub mod error;
 pub mod git;
+pub mod images;
 pub mod instances;
 pub mod logs;
 pub mod metrics;
@@ -57,6 +58,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .merge(account::router())
         .merge(projects::router())
         .merge(git::router())
+        .merge(images::router())
         .merge(deploys::router())
         .merge(env::router())
         .merge(build_secrets::router())

@@ -32,6 +32,7 @@ use super::error::{ErrorBody, ErrorDetail};
         (name = "projects", description = "Projects are the unit Cantila deploys and runs."),
         (name = "deploys", description = "Deploys: build and release a project's source."),
         (name = "git", description = "The project's git connection and its webhook."),
+        (name = "images", description = "The project's image source and its registry webhook."),
         (name = "env", description = "The project's environment variables."),
         (name = "build", description = "The project's build secrets (build settings are part of the project)."),
         (name = "domains", description = "Hostnames, aliases and their certificates."),

@@ -9,9 +9,9 @@ use axum::extract::FromRef;
 
 use crate::{
     assets::Assets, backup::Backups, config::Config, database::Databases, deploy::Deploys,
-    domains::Domains, env::Env, git_connection::GitConnections, logs::Logs, metrics::Metrics,
-    previews::Previews, projects::Projects, registries::Registries, routing::Routing, store::Store,
-    tls::Tls, volumes::Volumes,
+    domains::Domains, env::Env, git_connection::GitConnections, image_source::ImageSources,
+    logs::Logs, metrics::Metrics, previews::Previews, projects::Projects, registries::Registries,
+    routing::Routing, store::Store, tls::Tls, volumes::Volumes,
 };
 
 #[derive(Clone)]
@@ -53,6 +53,8 @@ pub struct Handles {
     pub git_connections: GitConnections,
     /// Accounts' registry credentials.
     pub registries: Registries,
+    /// Projects' image sources and their registry webhooks.
+    pub image_sources: ImageSources,
 }
 
 impl ApiState {
@@ -97,4 +99,5 @@ handle_from_state!(
     previews: Previews,
     git_connections: GitConnections,
     registries: Registries,
+    image_sources: ImageSources,
 );

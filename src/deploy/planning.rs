@@ -10,7 +10,8 @@ use crate::{
     accounts::Actor,
     error::{Error, Result},
     model::build::BuildSettings,
-    plan::{BuildPlan, SourcePlan},
+    model::image::ImageReference,
+    plan::{BuildPlan, ImagePlan, SourcePlan},
     projects::Project,
     source::{GitRef, Mirror, RepoLocation},
     store,
@@ -153,6 +154,14 @@ impl Deploys {
             Some(id) => Some(crate::projects::get(&self.store, actor, id.clone()).await?),
             None => None,
         };
+        if let (Some(project), None) = (&project, &target.repo) {
+            if let Some(plan) = self
+                .plan_image_source(project, target.git_ref.as_ref())
+                .await?
+            {
+                return self.deploy_plan(project, &plan, None).await;
+            }
+        }
         let source = self
             .plan_source_of(actor, project.as_ref(), target.repo.as_ref())
             .await?;
@@ -185,6 +194,40 @@ impl Deploys {
                 build: Some(build),
             }),
         }
+    }
+
+    /// For a project whose source is an image: what a deploy would pull and run, read
+    /// from the registry's API (manifest and config) with the account's credentials;
+    /// nothing is pulled or started. `selector` is a tag or digest instead of the
+    /// connected tag. `None` for a git project.
+    async fn plan_image_source(
+        &self,
+        project: &Project,
+        selector: Option<&GitRef>,
+    ) -> Result<Option<SourcePlan>> {
+        let id = project.id.clone();
+        let Some(stored) = self.store.call(move |c| store::images::get(c, &id)).await? else {
+            return Ok(None);
+        };
+        let connected = ImageReference::parse(&stored.reference)?;
+        let reference = match selector {
+            Some(selector) => connected.with_selector(selector.as_str())?,
+            None => connected,
+        };
+        let credentials = self
+            .registries
+            .auth_for(&project.account_id, &reference.registry())
+            .await?
+            .map(|auth| (auth.username, auth.password));
+        let remote = crate::registry_api::inspect(&reference, credentials).await?;
+        Ok(Some(crate::plan::plan_image(ImagePlan {
+            reference: reference.pinned(&remote.digest),
+            digest: Some(remote.digest),
+            exposed_ports: remote.exposed_ports,
+            healthcheck: remote.healthcheck,
+            user: remote.user,
+            workdir: remote.workdir,
+        })))
     }
 
     /// The repository to plan: the one named (the actor must be allowed to fetch it), or

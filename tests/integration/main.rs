@@ -1,6 +1,7 @@
 //! Integration tests: each starts the real daemon in-process on 127.0.0.1:0 against a temp
 //! data dir (see `support`) and talks HTTP to it, or runs the real `cantila` binary.
 
+mod registry_support;
 mod support;
 
 mod api_auth;
@@ -26,6 +27,7 @@ mod git_providers;
 mod git_sources;
 mod health_checks;
 mod hostile;
+mod images;
 mod lifecycle;
 mod logs;
 mod metrics;

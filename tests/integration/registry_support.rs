@@ -116,7 +116,10 @@ impl TestRegistry {
         self.cli(&["rmi", &reference]);
         pushed
             .split_whitespace()
-            .find_map(|word| word.strip_prefix("sha256:").map(|hex| format!("sha256:{hex}")))
+            .find_map(|word| {
+                word.strip_prefix("sha256:")
+                    .map(|hex| format!("sha256:{hex}"))
+            })
             .unwrap_or_else(|| panic!("no digest in the push output: {pushed}"))
     }
 
@@ -135,5 +138,92 @@ impl TestRegistry {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// A registry of one test's own (no auth, storage in a temp dir) whose notifications go
+/// to a daemon's image webhook: `reserve` picks its loopback port (so the image reference
+/// can name it before the webhook secret exists), `start` runs it. Stopped on drop.
+pub struct NotifyingRegistry {
+    pub address: String,
+    dir: TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl NotifyingRegistry {
+    pub fn reserve() -> Self {
+        // The port is free now; the registry binds it a moment later.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self {
+            address: format!("127.0.0.1:{port}"),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        }
+    }
+
+    /// Starts the registry, notifying `url` with `Authorization: Bearer <secret>`, and
+    /// waits until it answers.
+    pub fn start(mut self, url: &str, secret: &str) -> Self {
+        let config = self.dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+                 http:\n  addr: {}\nnotifications:\n  endpoints:\n    - name: cantila\n      url: {url}\n\
+                 \x20     headers:\n        Authorization: [\"Bearer {secret}\"]\n      timeout: 5s\n\
+                 \x20     threshold: 3\n      backoff: 1s\n",
+                self.dir.path().join("storage").display(),
+                self.address
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(self.dir.path().join("registry.log")).unwrap();
+        self.child = Some(
+            Command::new("docker-registry")
+                .arg("serve")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("start docker-registry (scripts/ensure-registry.sh installs it)"),
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(&self.address).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the notifying registry did not listen within 20 s: {}",
+                std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+            );
+            // The poll interval while the registry starts.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        self
+    }
+
+    /// Pushes a busybox httpd app answering `body` (with `registry`'s Docker CLI config)
+    /// as `repository:tag`; returns its digest.
+    pub fn push_app(
+        &self,
+        registry: &TestRegistry,
+        repository: &str,
+        tag: &str,
+        body: &str,
+        installation: &str,
+    ) -> String {
+        registry.push_app(repository, tag, body, installation)
+    }
+}
+
+impl Drop for NotifyingRegistry {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

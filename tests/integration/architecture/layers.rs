@@ -22,7 +22,16 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "adapters",
-        &["store", "runtime", "source", "plan", "tls", "s3", "secrets"],
+        &[
+            "store",
+            "runtime",
+            "source",
+            "plan",
+            "tls",
+            "s3",
+            "secrets",
+            "registry_api",
+        ],
     ),
     ("edge", &["edge"]),
     (
@@ -45,6 +54,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
             "deploy",
             "previews",
             "git_connection",
+            "image_source",
         ],
     ),
     ("api", &["api", "console"]),

@@ -1,0 +1,524 @@
+//! Images as a source, on the real engine and the real registry (`registry_support`):
+//! a project connected to an image pulls it with the account's credentials, serves it over
+//! the edge, records and pins the digest, deploys nothing when the digest did not move,
+//! rolls back to an earlier digest (pulling it again once pruned), takes a tag or digest
+//! per deploy, fails at pull with the registry's reason on a wrong password, and
+//! redeploys on the registry's push notification.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::{
+    deploys::{containers_gone, events_text, Repo},
+    registry_support::{NotifyingRegistry, TestRegistry},
+    support::{wait_for, TestDaemon},
+};
+
+fn installation(daemon: &TestDaemon) -> String {
+    daemon.dir.as_ref().unwrap().installation().to_owned()
+}
+
+/// Stores the test registry's credentials in the admin's account (with `password`).
+async fn add_credentials(daemon: &TestDaemon, registry: &TestRegistry, password: &str) -> Value {
+    daemon
+        .post(
+            "/v1/registries",
+            &daemon.admin_token,
+            json!({ "server": registry.address, "username": registry.user, "password": password }),
+        )
+        .await
+        .expect(201)
+        .body
+}
+
+/// Creates a project connected to `image`; returns (project id, webhook secret).
+async fn image_project(daemon: &TestDaemon, name: &str, image: &str) -> (String, String) {
+    let project = daemon.create_project(name).await;
+    let id = project["id"].as_str().unwrap().to_owned();
+    let connected = daemon
+        .post(
+            &format!("/v1/projects/{id}/image"),
+            &daemon.admin_token,
+            json!({ "image": image }),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(connected["image"], image);
+    (id, connected["webhookSecret"].as_str().unwrap().to_owned())
+}
+
+async fn deploy_with(daemon: &TestDaemon, project_id: &str, body: Value) -> Value {
+    let created = daemon
+        .post(
+            &format!("/v1/projects/{project_id}/deploy"),
+            &daemon.admin_token,
+            body,
+        )
+        .await
+        .expect(202)
+        .body;
+    daemon
+        .wait_deploy(created["deployId"].as_str().unwrap())
+        .await
+}
+
+#[tokio::test]
+async fn a_pulled_image_serves_pins_its_digest_skips_an_unchanged_one_and_rolls_back() {
+    let registry = TestRegistry::from_env();
+    let daemon = TestDaemon::start().await;
+    let installation = installation(&daemon);
+    let repository = registry.unique_repository("app");
+    let first = registry.push_app(&repository, "1", "first\n", &installation);
+
+    let added = add_credentials(&daemon, &registry, &registry.password).await;
+    assert_eq!(added["server"], registry.address.as_str());
+    assert!(!added.to_string().contains(&registry.password));
+    let (project_id, _) = image_project(&daemon, "pulled", &format!("{repository}:1")).await;
+    let host = "pulled.admin.test.local";
+
+    // The plan reads the registry's manifest and config; nothing is pulled.
+    let planned = daemon
+        .post(
+            "/v1/deploy/plan",
+            &daemon.admin_token,
+            json!({ "projectId": project_id }),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(planned["builder"], "image", "{planned}");
+    assert_eq!(planned["port"], 8080);
+    assert_eq!(planned["image"]["digest"], first.as_str());
+    assert_eq!(
+        planned["image"]["reference"],
+        format!("{repository}@{first}")
+    );
+    assert_eq!(planned["image"]["user"], "65534");
+    assert_eq!(planned["image"]["workdir"], "/www");
+    assert_eq!(planned["image"]["exposedPorts"], json!([8080]));
+    assert!(
+        crate::support::docker(None, &["image", "inspect", &format!("{repository}:1")]).is_err(),
+        "planning pulled nothing"
+    );
+
+    let deployed = deploy_with(&daemon, &project_id, json!({})).await;
+    assert_eq!(deployed["status"], "running", "{deployed}");
+    assert_eq!(deployed["imageDigest"], first.as_str());
+    assert_eq!(deployed["plan"]["builder"], "image");
+    assert_eq!(deployed["plan"]["port"], 8080, "the port comes from EXPOSE");
+    assert_eq!(deployed["plan"]["image"]["user"], "65534");
+    assert_eq!(
+        daemon.edge_get(host, "/").await,
+        (200, "first\n".to_owned())
+    );
+    let log = events_text(&daemon, deployed["id"].as_str().unwrap()).await;
+    assert!(
+        log.contains(&format!("pulling {repository}:1 as {}", registry.user)),
+        "{log}"
+    );
+    assert!(log.contains("layer "), "per-layer progress: {log}");
+    assert!(
+        log.contains(&format!("resolved {repository}:1 to {first}")),
+        "{log}"
+    );
+    assert!(!log.contains(&registry.password));
+
+    // The same digest again: nothing is deployed, and the deploy says so.
+    let unchanged = deploy_with(&daemon, &project_id, json!({})).await;
+    assert_eq!(unchanged["status"], "canceled", "{unchanged}");
+    assert_eq!(unchanged["outcome"], "unchanged");
+    let log = events_text(&daemon, unchanged["id"].as_str().unwrap()).await;
+    assert!(log.contains("nothing to deploy"), "{log}");
+    assert_eq!(
+        daemon.edge_get(host, "/").await,
+        (200, "first\n".to_owned())
+    );
+
+    // The tag moves: the next deploy pulls the new digest.
+    let second = registry.push_app(&repository, "1", "second\n", &installation);
+    assert_ne!(first, second);
+    let moved = deploy_with(&daemon, &project_id, json!({})).await;
+    assert_eq!(moved["status"], "running", "{moved}");
+    assert_eq!(moved["imageDigest"], second.as_str());
+    assert_eq!(
+        daemon.edge_get(host, "/").await,
+        (200, "second\n".to_owned())
+    );
+
+    // The first release's image is pruned; a rollback pulls its exact digest again.
+    let first_image = deployed["image"].as_str().unwrap();
+    assert!(
+        containers_gone("cantila.deploy", deployed["id"].as_str().unwrap()).await,
+        "the first release's instance stops after draining"
+    );
+    registry.cli(&["rmi", first_image]);
+    let rollback = daemon
+        .post(
+            &format!("/v1/projects/{project_id}/rollback"),
+            &daemon.admin_token,
+            json!({ "deployId": deployed["id"] }),
+        )
+        .await
+        .expect(202)
+        .body;
+    let rolled = daemon
+        .wait_deploy(rollback["deployId"].as_str().unwrap())
+        .await;
+    assert_eq!(rolled["status"], "running", "{rolled}");
+    assert_eq!(rolled["imageDigest"], first.as_str());
+    let log = events_text(&daemon, rolled["id"].as_str().unwrap()).await;
+    assert!(log.contains("pulling its digest"), "{log}");
+    assert_eq!(
+        daemon.edge_get(host, "/").await,
+        (200, "first\n".to_owned())
+    );
+
+    // A deploy may name another tag of the connected repository.
+    let third = registry.push_app(&repository, "3", "third\n", &installation);
+    let overridden = deploy_with(&daemon, &project_id, json!({ "image": "3" })).await;
+    assert_eq!(overridden["status"], "running", "{overridden}");
+    assert_eq!(overridden["imageDigest"], third.as_str());
+    assert_eq!(overridden["ref"], "3");
+    assert_eq!(
+        daemon.edge_get(host, "/").await,
+        (200, "third\n".to_owned())
+    );
+    // ... or a digest of it.
+    let by_digest = deploy_with(&daemon, &project_id, json!({ "image": second })).await;
+    assert_eq!(by_digest["status"], "running", "{by_digest}");
+    assert_eq!(
+        daemon.edge_get(host, "/").await,
+        (200, "second\n".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_password_fails_the_deploy_at_pull_with_the_registrys_reason() {
+    let registry = TestRegistry::from_env();
+    let daemon = TestDaemon::start().await;
+    let repository = registry.unique_repository("private");
+    registry.push_app(&repository, "1", "private\n", &installation(&daemon));
+    let (project_id, _) = image_project(&daemon, "private", &format!("{repository}:1")).await;
+
+    // No credentials stored: the registry asks for them.
+    let anonymous = deploy_with(&daemon, &project_id, json!({})).await;
+    assert_eq!(anonymous["status"], "failed");
+    assert_eq!(anonymous["failedStep"], "pull");
+    let error = anonymous["error"].as_str().unwrap();
+    assert!(error.contains("no basic auth credentials"), "{error}");
+
+    add_credentials(&daemon, &registry, "not-the-password").await;
+    let wrong = deploy_with(&daemon, &project_id, json!({})).await;
+    assert_eq!(wrong["status"], "failed", "{wrong}");
+    assert_eq!(wrong["failedStep"], "pull");
+    let error = wrong["error"].as_str().unwrap();
+    assert!(
+        error.contains("unauthorized"),
+        "the registry's reason: {error}"
+    );
+    let log = events_text(&daemon, wrong["id"].as_str().unwrap()).await;
+    assert!(log.contains("deploy failed at pull"), "{log}");
+    assert!(!log.contains("not-the-password"));
+
+    // A later POST replaces the server's credentials: the right password deploys.
+    add_credentials(&daemon, &registry, &registry.password).await;
+    let listed = daemon
+        .get("/v1/registries", &daemon.admin_token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(
+        listed["registries"].as_array().unwrap().len(),
+        1,
+        "{listed}"
+    );
+    let right = deploy_with(&daemon, &project_id, json!({})).await;
+    assert_eq!(right["status"], "running", "{right}");
+}
+
+#[tokio::test]
+async fn bad_references_servers_and_a_second_source_get_clear_4xx() {
+    let daemon = TestDaemon::start().await;
+    let token = daemon.admin_token.clone();
+    let project = daemon.create_project("picky").await;
+    let id = project["id"].as_str().unwrap().to_owned();
+
+    for image in [
+        "Upper/Case:1",
+        "app:",
+        "a//b",
+        "app@sha256:abc",
+        "https://ghcr.io/a/b",
+    ] {
+        let res = daemon
+            .post(
+                &format!("/v1/projects/{id}/image"),
+                &token,
+                json!({ "image": image }),
+            )
+            .await
+            .expect(422);
+        assert!(
+            res.error_message().starts_with("image"),
+            "{image}: {}",
+            res.text
+        );
+    }
+    for server in [
+        "https://ghcr.io/team",
+        "https://user:pw@ghcr.io",
+        "ghcr.io?x=1",
+        "ftp://ghcr.io",
+        "",
+    ] {
+        let res = daemon
+            .post(
+                "/v1/registries",
+                &token,
+                json!({ "server": server, "username": "u", "password": "p" }),
+            )
+            .await
+            .expect(422);
+        assert!(
+            res.error_message().starts_with("server"),
+            "{server}: {}",
+            res.text
+        );
+    }
+    let res = daemon
+        .post(
+            "/v1/registries",
+            &token,
+            json!({ "server": "ghcr.io", "username": "u", "password": "" }),
+        )
+        .await
+        .expect(422);
+    assert!(res.error_message().starts_with("password"), "{}", res.text);
+
+    // A deploy's image must be of the connected repository, on an image project.
+    let res = daemon
+        .post(
+            &format!("/v1/projects/{id}/deploy"),
+            &token,
+            json!({ "image": "1" }),
+        )
+        .await
+        .expect(422);
+    assert!(res.error_message().starts_with("image"), "{}", res.text);
+    daemon
+        .post(
+            &format!("/v1/projects/{id}/image"),
+            &token,
+            json!({ "image": "127.0.0.1:5932/team/app:1" }),
+        )
+        .await
+        .expect(200);
+    let res = daemon
+        .post(
+            &format!("/v1/projects/{id}/deploy"),
+            &token,
+            json!({ "image": "127.0.0.1:5932/team/other:1" }),
+        )
+        .await
+        .expect(422);
+    assert!(
+        res.error_message()
+            .contains("not of the connected repository"),
+        "{}",
+        res.text
+    );
+
+    // One source at a time: git cannot join an image, and an image replaces git only
+    // when asked to.
+    let repo = Repo::busybox("git\n");
+    let res = daemon
+        .post(
+            &format!("/v1/projects/{id}/git"),
+            &token,
+            json!({ "repo": repo.path().display().to_string() }),
+        )
+        .await
+        .expect(409);
+    assert!(
+        res.error_message().contains("DELETE /v1/projects/"),
+        "{}",
+        res.text
+    );
+    let (git_project, _) = daemon.connected_project("gitty", &repo).await;
+    let res = daemon
+        .post(
+            &format!("/v1/projects/{git_project}/image"),
+            &token,
+            json!({ "image": "busybox:latest" }),
+        )
+        .await
+        .expect(409);
+    assert!(
+        res.error_message().contains("\"replace\": true"),
+        "{}",
+        res.text
+    );
+    daemon
+        .post(
+            &format!("/v1/projects/{git_project}/image"),
+            &token,
+            json!({ "image": "busybox:latest", "replace": true }),
+        )
+        .await
+        .expect(200);
+    daemon
+        .get(&format!("/v1/projects/{git_project}/git"), &token)
+        .await
+        .expect(404);
+    let removed = daemon
+        .delete(&format!("/v1/projects/{git_project}/image"), &token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(removed["image"], "busybox:latest");
+    daemon
+        .get(&format!("/v1/projects/{git_project}/image"), &token)
+        .await
+        .expect(404);
+}
+
+/// The project's deploys made by the registry webhook whose status is final.
+async fn webhook_deploys(daemon: &TestDaemon, project_id: &str) -> Vec<Value> {
+    let listed = daemon
+        .get(
+            &format!("/v1/projects/{project_id}/deploys"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
+    listed["deploys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["trigger"] == "webhook")
+        .filter(|d| {
+            ["running", "failed", "canceled", "superseded"].contains(&d["status"].as_str().unwrap())
+        })
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn a_registry_push_of_the_connected_tag_redeploys_through_the_webhook() {
+    let registry = TestRegistry::from_env();
+    let daemon = TestDaemon::start().await;
+    let installation = installation(&daemon);
+    // A registry of this test's own notifies the daemon of every push (distribution's
+    // `notifications`), with the secret in the header its `headers` setting sends.
+    let notifying = NotifyingRegistry::reserve();
+    let path = format!(
+        "t{}/hooked",
+        cantila::ids::random_base62(10).to_ascii_lowercase()
+    );
+    let repository = format!("{}/{path}", notifying.address);
+    let (project_id, secret) =
+        image_project(&daemon, "hooked", &format!("{repository}:live")).await;
+    let hook = format!("/v1/projects/{project_id}/image/webhook");
+    let notifying = notifying.start(&daemon.url(&hook), &secret);
+
+    let before = notifying.push_app(&registry, &repository, "live", "before\n", &installation);
+    let first = wait_for(
+        Duration::from_secs(120),
+        "a deploy queued by the first push's notification",
+        || async {
+            webhook_deploys(&daemon, &project_id)
+                .await
+                .into_iter()
+                .find(|d| d["imageDigest"] == before.as_str() && d["status"] == "running")
+        },
+    )
+    .await;
+    assert_eq!(
+        daemon.edge_get("hooked.admin.test.local", "/").await,
+        (200, "before\n".to_owned())
+    );
+
+    let after = notifying.push_app(&registry, &repository, "live", "after\n", &installation);
+    let second = wait_for(
+        Duration::from_secs(120),
+        "a deploy queued by the second push's notification",
+        || async {
+            webhook_deploys(&daemon, &project_id)
+                .await
+                .into_iter()
+                .find(|d| d["imageDigest"] == after.as_str() && d["status"] == "running")
+        },
+    )
+    .await;
+    assert_ne!(first["id"], second["id"]);
+    assert_eq!(
+        daemon.edge_get("hooked.admin.test.local", "/").await,
+        (200, "after\n".to_owned())
+    );
+    let image = daemon
+        .get(
+            &format!("/v1/projects/{project_id}/image"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert!(image["lastDeliveryAt"].is_string(), "{image}");
+
+    // Docker Hub's format with the secret in the query; another tag is ignored, saying why.
+    let hub = json!({ "push_data": { "tag": "other" }, "repository": { "repo_name": path } });
+    let res = daemon
+        .request(reqwest::Method::POST, &format!("{hook}?token={secret}"))
+        .json(&hub)
+        .send()
+        .await
+        .unwrap();
+    let answer = crate::support::read(res).await.expect(200);
+    assert_eq!(answer.body["status"], "ignored");
+    assert!(
+        answer.body["reason"].as_str().unwrap().contains(":live"),
+        "{}",
+        answer.text
+    );
+    let image = daemon
+        .get(
+            &format!("/v1/projects/{project_id}/image"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert!(
+        image["lastDeliveryResult"]
+            .as_str()
+            .unwrap()
+            .starts_with("ignored: "),
+        "{image}"
+    );
+    // The same delivery for the connected tag queues a deploy (which finds the digest
+    // unchanged and deploys nothing).
+    let hub = json!({ "push_data": { "tag": "live" }, "repository": { "repo_name": path } });
+    let res = daemon
+        .request(reqwest::Method::POST, &format!("{hook}?token={secret}"))
+        .json(&hub)
+        .send()
+        .await
+        .unwrap();
+    let answer = crate::support::read(res).await.expect(202);
+    let unchanged = daemon
+        .wait_deploy(answer.body["deployId"].as_str().unwrap())
+        .await;
+    assert_eq!(unchanged["outcome"], "unchanged", "{unchanged}");
+    // A wrong or missing secret is refused.
+    for auth in [Some("whsec_wrong"), None] {
+        let mut request = daemon.request(reqwest::Method::POST, &hook).json(&hub);
+        if let Some(token) = auth {
+            request = request.bearer_auth(token);
+        }
+        let res = crate::support::read(request.send().await.unwrap()).await;
+        assert_eq!(res.status, 401, "{}", res.text);
+    }
+}
