@@ -3111,13 +3111,8 @@ async fn console_health_check_settings_and_registries_are_set_and_reset() {
             Duration::from_secs(60),
         )
         .await;
-    let health = |daemon: &TestDaemon| {
-        let path = format!("/v1/projects/{id}");
-        let token = daemon.admin_token.clone();
-        async move { daemon.get(&path, &token).await.expect(200).body["healthCheck"].clone() }
-    };
     assert_eq!(
-        health(&daemon).await,
+        health_of(&daemon, &id).await,
         json!({ "type": "http", "path": "/healthz", "statusMin": 200, "statusMax": 399, "startPeriodSecs": 5 })
     );
     // tcp: the http-only fields are hidden and not sent.
@@ -3143,7 +3138,7 @@ async fn console_health_check_settings_and_registries_are_set_and_reset() {
         )
         .await;
     assert_eq!(
-        health(&daemon).await,
+        health_of(&daemon, &id).await,
         json!({ "type": "tcp", "port": 8080, "startPeriodSecs": 5 })
     );
     browser.screenshot("health-check").await;
@@ -3155,7 +3150,7 @@ async fn console_health_check_settings_and_registries_are_set_and_reset() {
             Duration::from_secs(60),
         )
         .await;
-    assert_eq!(health(&daemon).await, Value::Null);
+    assert_eq!(health_of(&daemon, &id).await, Value::Null);
 
     // Registries on the account page: the password goes in and never comes back.
     browser.goto("/account").await;
@@ -3236,4 +3231,14 @@ async fn console_health_check_settings_and_registries_are_set_and_reset() {
         .body;
     assert_eq!(listed["registries"], json!([]), "{listed}");
     browser.close().await;
+}
+
+/// The project's health check settings as the API shows them.
+async fn health_of(daemon: &TestDaemon, id: &str) -> Value {
+    daemon
+        .get(&format!("/v1/projects/{id}"), &daemon.admin_token)
+        .await
+        .expect(200)
+        .body["healthCheck"]
+        .clone()
 }
