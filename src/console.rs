@@ -65,6 +65,18 @@ const FILES: &[(&str, &[u8])] = &[
         include_bytes!("../assets/console/js/views/project.js"),
     ),
     (
+        "js/views/image.js",
+        include_bytes!("../assets/console/js/views/image.js"),
+    ),
+    (
+        "js/views/build-settings.js",
+        include_bytes!("../assets/console/js/views/build-settings.js"),
+    ),
+    (
+        "js/views/health.js",
+        include_bytes!("../assets/console/js/views/health.js"),
+    ),
+    (
         "js/views/overview.js",
         include_bytes!("../assets/console/js/views/overview.js"),
     ),

@@ -1034,7 +1034,22 @@ async fn console_read_token_sees_no_mutating_controls() {
             text_of("[data-testid=domain-list]", "read-only-view.admin.test.local"),
         ),
         ("/git", "document.querySelector('[data-testid=git-repo]')".to_owned()),
-        ("/settings", text_of("main dl.facts", "Created")),
+        ("/image", text_of("[data-testid=image-source]", "No image connected")),
+        (
+            "/build",
+            format!(
+                "{} && document.querySelector('[data-testid=build-settings]')",
+                text_of("[data-testid=build-secret-list]", "No build secrets")
+            ),
+        ),
+        (
+            "/settings",
+            format!(
+                "{} && {}",
+                text_of("main dl.facts", "Created"),
+                text_of("[data-testid=health-facts]", "Defaults")
+            ),
+        ),
     ];
     for (page, drawn) in pages {
         browser.goto(&format!("/projects/{id}{page}")).await;
@@ -1075,6 +1090,26 @@ async fn console_read_token_sees_no_mutating_controls() {
         )
         .await;
     assert_eq!(browser.count("[data-testid=rollback]").await, 0);
+    // The account's registries are listed, with nothing to add or remove.
+    browser.goto("/account").await;
+    browser
+        .wait_text(
+            "[data-testid=registry-list]",
+            "No registry credentials",
+            Duration::from_secs(60),
+        )
+        .await;
+    let controls = browser
+        .js(
+            "return [...document.querySelectorAll('main form, main button, main input, main select, main textarea')].map(e => e.outerHTML.slice(0, 80))",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        controls,
+        json!([]),
+        "the account page shows controls to a read token"
+    );
     browser.goto("/projects/new").await;
     browser
         .wait_text("main [role=alert]", "deploy token", Duration::from_secs(60))
@@ -2673,4 +2708,537 @@ async fn console_backups_show_their_off_site_copy_when_uploads_are_on() {
     browser.screenshot("backups-offsite").await;
     browser.close().await;
     crate::data::remove_installation_volumes(&daemon).await;
+}
+
+/// The page's markup and every form control's current value: what a screen could show.
+const PAGE_TEXT: &str = "return document.documentElement.outerHTML + [...document.querySelectorAll('input, textarea')].map(e => e.value).join('\\n')";
+
+#[tokio::test]
+async fn console_build_section_sets_build_settings_and_secrets_and_shows_where_they_come_from() {
+    let daemon = TestDaemon::start().await;
+    let repo = Repo::new(&[
+        ("README.md", "monorepo\n"),
+        (
+            "apps/web/docker/Dockerfile",
+            "FROM busybox AS prod\nCMD [\"true\"]\n\nFROM busybox\nCMD [\"true\"]\n",
+        ),
+    ]);
+    let (id, _) = daemon.connected_project("monorepo", &repo).await;
+    let browser = Browser::start(&daemon).await;
+    browser.sign_in(&daemon.admin_token).await;
+    browser
+        .wait_text("h1", "Projects", Duration::from_secs(60))
+        .await;
+    browser.goto(&format!("/projects/{id}/build")).await;
+    browser
+        .wait_text(
+            "[data-testid=build-secret-list]",
+            "No build secrets",
+            Duration::from_secs(60),
+        )
+        .await;
+
+    // Every setting from the form reaches the API.
+    browser.fill("input[name=rootDir]", "apps/web").await;
+    browser
+        .fill("input[name=dockerfile]", "docker/Dockerfile")
+        .await;
+    browser.fill("input[name=target]", "prod").await;
+    browser
+        .fill(
+            "textarea[name=buildArgs]",
+            "NODE_ENV=production\n# a comment\n\nGREETING=a=b",
+        )
+        .await;
+    browser
+        .fill("textarea[name=watchPaths]", "apps/web/**\n\npackages/**")
+        .await;
+    browser.click("Save build settings").await;
+    browser
+        .wait_text(
+            "[data-testid=build-form] .outcome",
+            "saved",
+            Duration::from_secs(60),
+        )
+        .await;
+    let project = daemon
+        .get(&format!("/v1/projects/{id}"), &daemon.admin_token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(
+        project["build"],
+        json!({
+            "rootDir": "apps/web",
+            "dockerfile": "docker/Dockerfile",
+            "target": "prod",
+            "buildArgs": { "NODE_ENV": "production", "GREETING": "a=b" },
+            "watchPaths": ["apps/web/**", "packages/**"],
+        }),
+        "{project}"
+    );
+
+    // A bad value: the API's message, naming the field, next to the form; nothing changes.
+    browser.fill("input[name=target]", "not a stage!").await;
+    browser.click("Save build settings").await;
+    browser
+        .wait_text(
+            "[data-testid=build-form] [role=alert]",
+            "build.target",
+            Duration::from_secs(60),
+        )
+        .await;
+    let project = daemon
+        .get(&format!("/v1/projects/{id}"), &daemon.admin_token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(project["build"]["target"], "prod", "{project}");
+    browser.fill("input[name=target]", "prod").await;
+
+    // Where each setting comes from, from the deploy plan.
+    browser.click("Show where each setting comes from").await;
+    browser
+        .wait_js(
+            "the plan's sources",
+            "return document.querySelectorAll('[data-testid=build-origins] tr[data-setting]').length === 5",
+            Duration::from_secs(120),
+        )
+        .await;
+    let sources = browser
+        .js(
+            "return Object.fromEntries([...document.querySelectorAll('[data-testid=build-origins] tr[data-setting]')].map(r => [r.dataset.setting, r.dataset.source]))",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        sources,
+        json!({ "rootDir": "api", "dockerfile": "api", "target": "api", "buildArgs": "api", "watchPaths": "api" })
+    );
+    browser.screenshot("build-settings").await;
+
+    // A build secret: listed by name, its value never in the page.
+    let value = "npm-secret-value-4242";
+    browser
+        .fill("[data-testid=build-secret-form] input[name=name]", "1BAD")
+        .await;
+    browser
+        .fill("[data-testid=build-secret-form] input[name=value]", value)
+        .await;
+    browser.click("Save secret").await;
+    browser
+        .wait_text(
+            "[data-testid=build-secret-form] [role=alert]",
+            "name",
+            Duration::from_secs(60),
+        )
+        .await;
+    browser
+        .fill(
+            "[data-testid=build-secret-form] input[name=name]",
+            "NPM_TOKEN",
+        )
+        .await;
+    browser
+        .fill("[data-testid=build-secret-form] input[name=value]", value)
+        .await;
+    browser.click("Save secret").await;
+    browser
+        .wait_text(
+            "[data-testid=build-secret-list]",
+            "NPM_TOKEN",
+            Duration::from_secs(60),
+        )
+        .await;
+    let secrets = daemon
+        .get(
+            &format!("/v1/projects/{id}/build-secrets"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(secrets["secrets"][0]["name"], "NPM_TOKEN", "{secrets}");
+    let page = browser.js(PAGE_TEXT, vec![]).await;
+    assert!(
+        !page.as_str().unwrap().contains(value),
+        "the secret's value is in the page"
+    );
+    browser.click("Remove NPM_TOKEN").await;
+    browser.click("Remove NPM_TOKEN").await;
+    browser
+        .wait_text(
+            "[data-testid=build-secret-list]",
+            "No build secrets",
+            Duration::from_secs(60),
+        )
+        .await;
+    let secrets = daemon
+        .get(
+            &format!("/v1/projects/{id}/build-secrets"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(secrets["secrets"], json!([]), "{secrets}");
+    browser.close().await;
+    cleanup(&id).await;
+}
+
+#[tokio::test]
+async fn console_image_section_connects_in_place_of_git_deploys_a_tag_and_disconnects() {
+    let daemon = TestDaemon::start().await;
+    let repo = Repo::busybox("from git\n");
+    let (id, _) = daemon.connected_project("pulled", &repo).await;
+    let browser = Browser::start(&daemon).await;
+    browser.sign_in(&daemon.admin_token).await;
+    browser
+        .wait_text("h1", "Projects", Duration::from_secs(60))
+        .await;
+    browser.goto(&format!("/projects/{id}/image")).await;
+    browser
+        .wait_text(
+            "[data-testid=image-source]",
+            "No image connected",
+            Duration::from_secs(60),
+        )
+        .await;
+    // Nothing listens on port 1: connecting pulls nothing, and the deploy below fails fast.
+    let reference = "127.0.0.1:1/team/app:1.0";
+    browser.fill("input[name=image]", reference).await;
+    // Without the explicit choice, the API refuses to drop the git connection: its message.
+    browser.click("Connect image").await;
+    browser
+        .wait_text(
+            "[data-testid=image-form] [role=alert]",
+            "git",
+            Duration::from_secs(60),
+        )
+        .await;
+    daemon
+        .get(&format!("/v1/projects/{id}/git"), &daemon.admin_token)
+        .await
+        .expect(200);
+    browser
+        .find("input[name=replace]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.click("Connect image").await;
+    browser
+        .wait_text(
+            "[data-testid=image-reference]",
+            reference,
+            Duration::from_secs(60),
+        )
+        .await;
+    let secret = browser
+        .js(
+            "return document.querySelector('[data-testid=image-webhook-secret]')?.value",
+            vec![],
+        )
+        .await;
+    let secret = secret
+        .as_str()
+        .expect("the webhook secret is shown once")
+        .to_owned();
+    let webhook_url = browser
+        .js(
+            "return document.querySelector('[data-testid=image-webhook-url]').value",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        url::Url::parse(webhook_url.as_str().unwrap())
+            .unwrap()
+            .path(),
+        format!("/v1/projects/{id}/image/webhook")
+    );
+    let image = daemon
+        .get(&format!("/v1/projects/{id}/image"), &daemon.admin_token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(image["image"], reference, "{image}");
+    daemon
+        .get(&format!("/v1/projects/{id}/git"), &daemon.admin_token)
+        .await
+        .expect(404);
+    // The secret shown is the one the webhook takes (a wrong one is refused).
+    for (presented, wanted) in [(secret.as_str(), 200), ("wrong-secret", 401)] {
+        let status = daemon
+            .request(Method::POST, &format!("/v1/projects/{id}/image/webhook"))
+            .bearer_auth(presented)
+            .json(&json!({ "events": [] }))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_eq!(status, wanted, "webhook with {presented}");
+    }
+    browser.screenshot("image-source").await;
+    // Shown once: a fresh visit shows no secret.
+    browser.goto(&format!("/projects/{id}/image")).await;
+    browser
+        .wait_text(
+            "[data-testid=image-reference]",
+            reference,
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(browser.count("[data-testid=image-webhook-secret]").await, 0);
+    let page = browser.js(PAGE_TEXT, vec![]).await;
+    assert!(
+        !page.as_str().unwrap().contains(&secret),
+        "the secret is shown again"
+    );
+
+    // Deploying one tag: a bad one is the API's message; a good one opens its deploy.
+    browser
+        .fill(
+            "[data-testid=image-deploy-form] input[name=image]",
+            "not a tag!",
+        )
+        .await;
+    browser.click("Deploy this tag").await;
+    browser
+        .wait_text(
+            "[data-testid=image-deploy-form] [role=alert]",
+            "tag",
+            Duration::from_secs(60),
+        )
+        .await;
+    browser
+        .fill("[data-testid=image-deploy-form] input[name=image]", "1.1")
+        .await;
+    browser.click("Deploy this tag").await;
+    browser
+        .wait_js(
+            "the deploy's page",
+            "return /\\/deploys\\/dep_/.test(location.pathname)",
+            Duration::from_secs(60),
+        )
+        .await;
+    let deploy_id = deploy_id_of(&browser.path().await);
+    let deploy = crate::support::wait_for(Duration::from_secs(120), "the deploy ends", || {
+        let daemon = &daemon;
+        let deploy_id = deploy_id.clone();
+        async move {
+            let deploy = daemon
+                .get(&format!("/v1/deploys/{deploy_id}"), &daemon.admin_token)
+                .await
+                .expect(200)
+                .body;
+            (deploy["finishedAt"].is_string()).then_some(deploy)
+        }
+    })
+    .await;
+    assert!(
+        deploy["ref"].as_str().unwrap_or_default().contains("1.1"),
+        "{deploy}"
+    );
+
+    browser.goto(&format!("/projects/{id}/image")).await;
+    browser.click("Disconnect image").await;
+    browser
+        .click("Disconnect: the running release keeps serving")
+        .await;
+    browser
+        .wait_text(
+            "[data-testid=image-source]",
+            "No image connected",
+            Duration::from_secs(60),
+        )
+        .await;
+    daemon
+        .get(&format!("/v1/projects/{id}/image"), &daemon.admin_token)
+        .await
+        .expect(404);
+    browser.close().await;
+    cleanup(&id).await;
+}
+
+#[tokio::test]
+async fn console_health_check_settings_and_registries_are_set_and_reset() {
+    let daemon = TestDaemon::start().await;
+    let project = daemon.create_project("checked").await;
+    let id = project["id"].as_str().unwrap().to_owned();
+    let browser = Browser::start(&daemon).await;
+    browser.sign_in(&daemon.admin_token).await;
+    browser
+        .wait_text("h1", "Projects", Duration::from_secs(60))
+        .await;
+    browser.goto(&format!("/projects/{id}/settings")).await;
+    browser
+        .wait_text(
+            "[data-testid=health-current]",
+            "Defaults",
+            Duration::from_secs(60),
+        )
+        .await;
+    // An http check with a status out of range: the API's message, naming the field.
+    browser
+        .fill("[data-testid=health-form] input[name=path]", "/healthz")
+        .await;
+    browser
+        .fill("[data-testid=health-form] input[name=statusMin]", "700")
+        .await;
+    browser.click("Save health check").await;
+    browser
+        .wait_text(
+            "[data-testid=health-form] [role=alert]",
+            "statusMin",
+            Duration::from_secs(60),
+        )
+        .await;
+    browser
+        .fill("[data-testid=health-form] input[name=statusMin]", "200")
+        .await;
+    browser
+        .fill("[data-testid=health-form] input[name=statusMax]", "399")
+        .await;
+    browser
+        .fill("[data-testid=health-form] input[name=startPeriodSecs]", "5")
+        .await;
+    browser.click("Save health check").await;
+    browser
+        .wait_text(
+            "[data-testid=health-current]",
+            "/healthz",
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(
+        health_of(&daemon, &id).await,
+        json!({ "type": "http", "path": "/healthz", "statusMin": 200, "statusMax": 399, "startPeriodSecs": 5 })
+    );
+    // tcp: the http-only fields are hidden and not sent.
+    let select = browser
+        .find("[data-testid=health-form] select[name=type]")
+        .await;
+    select.select_by_value("tcp").await.unwrap();
+    assert_eq!(
+        browser
+            .js("return document.querySelector('[data-testid=health-form] input[name=path]').closest('.field').hidden", vec![])
+            .await,
+        json!(true)
+    );
+    browser
+        .fill("[data-testid=health-form] input[name=port]", "8080")
+        .await;
+    browser.click("Save health check").await;
+    browser
+        .wait_text(
+            "[data-testid=health-current]",
+            "tcp",
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(
+        health_of(&daemon, &id).await,
+        json!({ "type": "tcp", "port": 8080, "startPeriodSecs": 5 })
+    );
+    browser.screenshot("health-check").await;
+    browser.click("Reset to defaults").await;
+    browser
+        .wait_text(
+            "[data-testid=health-current]",
+            "Defaults",
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(health_of(&daemon, &id).await, Value::Null);
+
+    // Registries on the account page: the password goes in and never comes back.
+    browser.goto("/account").await;
+    browser
+        .wait_text(
+            "[data-testid=registry-list]",
+            "No registry credentials",
+            Duration::from_secs(60),
+        )
+        .await;
+    let password = "registry-password-7781";
+    browser
+        .fill(
+            "[data-testid=registry-form] input[name=server]",
+            "https://registry.example.com/team",
+        )
+        .await;
+    browser
+        .fill("[data-testid=registry-form] input[name=username]", "robot")
+        .await;
+    browser
+        .fill("[data-testid=registry-form] input[name=password]", password)
+        .await;
+    browser.click("Add registry").await;
+    browser
+        .wait_text(
+            "[data-testid=registry-form] [role=alert]",
+            "server",
+            Duration::from_secs(60),
+        )
+        .await;
+    browser
+        .fill(
+            "[data-testid=registry-form] input[name=server]",
+            "registry.example.com:5000",
+        )
+        .await;
+    browser
+        .fill("[data-testid=registry-form] input[name=password]", password)
+        .await;
+    browser.click("Add registry").await;
+    browser
+        .wait_text(
+            "[data-testid=registry-list]",
+            "registry.example.com:5000",
+            Duration::from_secs(60),
+        )
+        .await;
+    let listed = daemon
+        .get("/v1/registries", &daemon.admin_token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(
+        listed["registries"][0]["server"], "registry.example.com:5000",
+        "{listed}"
+    );
+    assert_eq!(listed["registries"][0]["username"], "robot", "{listed}");
+    let page = browser.js(PAGE_TEXT, vec![]).await;
+    assert!(
+        !page.as_str().unwrap().contains(password),
+        "the password is in the page"
+    );
+    browser.screenshot("registries").await;
+    browser.click("Remove registry.example.com:5000").await;
+    browser.click("Remove registry.example.com:5000").await;
+    browser
+        .wait_text(
+            "[data-testid=registry-list]",
+            "No registry credentials",
+            Duration::from_secs(60),
+        )
+        .await;
+    let listed = daemon
+        .get("/v1/registries", &daemon.admin_token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(listed["registries"], json!([]), "{listed}");
+    browser.close().await;
+}
+
+/// The project's health check settings as the API shows them.
+async fn health_of(daemon: &TestDaemon, id: &str) -> Value {
+    daemon
+        .get(&format!("/v1/projects/{id}"), &daemon.admin_token)
+        .await
+        .expect(200)
+        .body["healthCheck"]
+        .clone()
 }

@@ -1,5 +1,6 @@
-// The account: who the token is; for admin tokens, the account's tokens (mint, revoke)
-// and its audit log.
+// The account: who the token is; its registry credentials (listed for every token, added
+// and removed by deploy tokens; a password is never shown back); for admin tokens, the
+// account's tokens (mint, revoke) and its audit log.
 
 import { api, session, seg } from "../api.js";
 import { h, field, outcome, onSubmit, replace, confirmButton, errorBox } from "../dom.js";
@@ -17,6 +18,7 @@ export async function accountView({ signal }) {
       h("dt", {}, "This token"), h("dd", { class: "mono" }, account.tokenId ?? "—"),
       h("dt", {}, "Scope"), h("dd", { "data-testid": "scope" }, account.scope)),
   ];
+  parts.push(await registriesCard(signal));
   if (session.can("admin")) {
     parts.push(await tokensCard(signal), await auditCard(signal));
   } else {
@@ -84,4 +86,45 @@ async function auditCard(signal) {
   await load(null);
   return h("section", { class: "card", "aria-labelledby": "audit-title" },
     h("h2", { id: "audit-title" }, "Audit log"), list, more);
+}
+
+async function registriesCard(signal) {
+  const canEdit = session.can("deploy");
+  const list = h("div", { "data-testid": "registry-list" });
+  const out = outcome();
+  const load = async () => {
+    const { registries } = await api.get("/v1/registries", { signal });
+    replace(list, table("Registries", ["Server", "Username", "Added", ...(canEdit ? ["Actions"] : [])],
+      registries.map((registry) => h("tr", { "data-registry": registry.server },
+        h("th", { scope: "row", class: "mono" }, registry.server),
+        h("td", { class: "mono" }, registry.username),
+        h("td", {}, ago(registry.createdAt)),
+        canEdit ? h("td", {}, confirmButton(["Remove", h("span", { class: "visually-hidden" }, ` ${registry.server}`)], `Remove ${registry.server}`, async () => {
+          try {
+            await api.delete(`/v1/registries/${seg(registry.id)}`, { signal });
+            await load();
+          } catch (error) { out.error(error); }
+        }, { class: "secondary" })) : null)),
+      "No registry credentials: images are pulled anonymously."));
+  };
+  await load();
+  let form = null;
+  if (canEdit) {
+    form = h("form", { class: "inline-form", "data-testid": "registry-form" },
+      field("Server", { name: "server", required: true, autocomplete: "off", spellcheck: "false", maxlength: 261, placeholder: "ghcr.io" }),
+      field("Username", { name: "username", required: true, autocomplete: "off", spellcheck: "false", maxlength: 255 }),
+      field("Password or token", { name: "password", type: "password", required: true, autocomplete: "new-password" }),
+      h("button", { type: "submit", class: "primary" }, "Add registry"),
+      out.node);
+    onSubmit(form, out, async ({ server, username, password }) => {
+      const added = await api.post("/v1/registries", { server: server.trim(), username: username.trim(), password }, { signal });
+      form.reset();
+      await load();
+      out.ok(`Credentials for ${added.server} saved; the password is not shown again.`);
+    });
+  }
+  return h("section", { class: "card", "aria-labelledby": "registries-title" },
+    h("h2", { id: "registries-title" }, "Registries"),
+    h("p", { class: "hint" }, "Credentials for pulling private images; credentials for a server replace the earlier ones."),
+    list, canEdit ? h("h3", {}, "Add credentials") : null, form ?? out.node);
 }

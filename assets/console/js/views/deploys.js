@@ -13,11 +13,14 @@ export const handoff = new Map();
  * the response's `Content-Location` (its events URL), and opens the build view on the
  * already-open stream.
  */
-export async function startDeploy(project, navigate, ref = null) {
+export async function startDeploy(project, navigate, request = null) {
+  // `request`: a git ref as a string, or the request body itself (`{ image }` for an image
+  // project's tag or digest).
+  const body = typeof request === "string" ? { ref: request } : request;
   const response = await fetch(`/v1/projects/${seg(project.id)}/deploy/stream`, {
     method: "POST",
-    headers: authHeaders({ accept: "text/event-stream", ...(ref ? { "content-type": "application/json" } : {}) }),
-    body: ref ? JSON.stringify({ ref }) : undefined,
+    headers: authHeaders({ accept: "text/event-stream", ...(body ? { "content-type": "application/json" } : {}) }),
+    body: body ? JSON.stringify(body) : undefined,
     cache: "no-store",
     credentials: "omit",
   });

@@ -78,7 +78,7 @@ export async function gitSection({ project, signal }) {
 }
 
 /** A value in a read-only field with a copy button; the field can also be selected by hand. */
-function copyable(value, testid) {
+export function copyable(value, testid) {
   const input = h("input", { type: "text", readonly: true, value, class: "mono", "aria-label": testid.replace("-", " "), "data-testid": testid,
     onfocus: (event) => event.target.select() });
   const button = h("button", { type: "button", class: "secondary copy-button", onclick: async () => {

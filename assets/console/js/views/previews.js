@@ -13,7 +13,7 @@ const TTLS = [["", "Server default"], ["1d", "1 day"], ["3d", "3 days"], ["7d", 
  * value is everything after the first `=`, kept as typed). Keys are the API's to judge;
  * only a line that cannot be a pair, or a key given twice, is refused here.
  */
-export function parseEnvLines(text) {
+export function parseEnvLines(text, what = "env") {
   const env = {};
   const lines = text.split("\n");
   for (const [index, raw] of lines.entries()) {
@@ -21,8 +21,8 @@ export function parseEnvLines(text) {
     if (line.trim() === "" || line.trimStart().startsWith("#")) continue;
     const at = line.indexOf("=");
     const key = at < 0 ? "" : line.slice(0, at).trim();
-    if (!key) throw new Error(`env line ${index + 1} is not KEY=value: “${line.trim()}”`);
-    if (Object.hasOwn(env, key)) throw new Error(`env line ${index + 1}: ${key} is given twice`);
+    if (!key) throw new Error(`${what} line ${index + 1} is not KEY=value: “${line.trim()}”`);
+    if (Object.hasOwn(env, key)) throw new Error(`${what} line ${index + 1}: ${key} is given twice`);
     env[key] = line.slice(at + 1);
   }
   return env;

@@ -11,6 +11,8 @@ import { buildView } from "./build.js";
 import { envSection } from "./env.js";
 import { domainsSection } from "./domains.js";
 import { gitSection } from "./git.js";
+import { imageSection } from "./image.js";
+import { buildSettingsSection } from "./build-settings.js";
 import { logsSection } from "./logs.js";
 import { metricsSection } from "./metrics.js";
 import { dataSection } from "./data.js";
@@ -32,6 +34,8 @@ export const SECTIONS = [
   { path: "assets", label: "Assets", render: assetsSection },
   { path: "domains", label: "Domains", render: domainsSection },
   { path: "git", label: "Git", render: gitSection },
+  { path: "image", label: "Image", render: imageSection },
+  { path: "build", label: "Build", render: buildSettingsSection },
   { path: "settings", label: "Settings", render: settingsSection },
 ];
 

@@ -1,8 +1,9 @@
-// Project settings: rename, the runtime hint, and deleting the project.
+// Project settings: rename, the runtime hint, the health check, and deleting the project.
 
 import { api, session, seg } from "../api.js";
 import { h, field, outcome, onSubmit, errorBox } from "../dom.js";
 import { RUNTIMES } from "./projects.js";
+import { healthCard } from "./health.js";
 
 export async function settingsSection({ project, signal, navigate }) {
   if (!session.can("deploy")) {
@@ -10,7 +11,8 @@ export async function settingsSection({ project, signal, navigate }) {
       h("dl", { class: "facts" },
         h("dt", {}, "Name"), h("dd", {}, project.name),
         h("dt", {}, "Runtime"), h("dd", {}, project.runtime ?? "detected from the source"),
-        h("dt", {}, "Created"), h("dd", {}, new Date(project.createdAt).toLocaleString())));
+        h("dt", {}, "Created"), h("dd", {}, new Date(project.createdAt).toLocaleString())),
+      healthCard(project, signal));
   }
   const out = outcome();
   const form = h("form", { class: "card narrow", "data-testid": "settings-form" },
@@ -41,5 +43,5 @@ export async function settingsSection({ project, signal, navigate }) {
     await navigate("/projects");
   });
   return h("section", { "aria-labelledby": "settings-title" },
-    h("h2", { id: "settings-title" }, "Settings"), form, deleteForm);
+    h("h2", { id: "settings-title" }, "Settings"), form, healthCard(project, signal), deleteForm);
 }
