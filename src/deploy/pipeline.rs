@@ -419,6 +419,7 @@ impl Deploys {
             target: None,
             build_args: HashMap::new(),
             secrets: Vec::new(),
+            registry_credentials: Vec::new(),
             builder: self.config.build.builder,
         };
         let build_log = log.clone();

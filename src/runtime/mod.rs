@@ -32,7 +32,7 @@ mod sample;
 
 pub use container::{ContainerSpec, ContainerStatus, ContainerSummary, VolumeMount};
 pub use error::RuntimeError;
-pub use image::{BuildRequest, BuildSecret};
+pub use image::{BuildRequest, BuildSecret, RegistryCredential};
 pub use network::{NetworkRemoval, NetworkSpec, NetworkSummary};
 pub use output::{ContainerLogLine, OutputStream};
 pub use sample::ContainerSample;
