@@ -1,7 +1,7 @@
 //! Registry credentials: an account's username and password (or token) per registry
 //! server, used for its image pulls. `Registries` is the handle (store and secret box).
 //! Invariants: the password is sealed at rest and never leaves this module except as the
-//! `RegistryAuth` a pull presents (whose `Debug` masks it); another account's credentials
+//! `RegistryCredential` a pull presents (whose `Debug` masks it); another account's credentials
 //! are never found (404); one set per server and account, a new one replacing the old.
 
 use crate::{
@@ -10,7 +10,7 @@ use crate::{
     error::{Error, Result},
     ids,
     model::image::RegistryServer,
-    runtime::RegistryAuth,
+    runtime::RegistryCredential,
     secrets::SecretBox,
     store::{self, registries::StoredCredential, Store},
 };
@@ -145,7 +145,7 @@ impl Registries {
         &self,
         account_id: &str,
         server: &RegistryServer,
-    ) -> Result<Option<RegistryAuth>> {
+    ) -> Result<Option<RegistryCredential>> {
         let (account_id, key) = (account_id.to_owned(), server.as_str().to_owned());
         let Some(stored) = self
             .store
@@ -154,11 +154,33 @@ impl Registries {
         else {
             return Ok(None);
         };
-        Ok(Some(RegistryAuth {
+        Ok(Some(RegistryCredential {
             server: stored.server,
             username: stored.username,
             password: self.secrets.open_string(&stored.password)?,
         }))
+    }
+}
+
+impl Registries {
+    /// Every credential of the account, opened, for a build: its base images may come
+    /// from any of the account's registries (the builder asks only for the ones it needs).
+    pub async fn all_for(&self, account_id: &str) -> Result<Vec<RegistryCredential>> {
+        let account_id = account_id.to_owned();
+        let stored = self
+            .store
+            .call(move |c| store::registries::list(c, &account_id))
+            .await?;
+        stored
+            .into_iter()
+            .map(|stored| {
+                Ok(RegistryCredential {
+                    server: stored.server,
+                    username: stored.username,
+                    password: self.secrets.open_string(&stored.password)?,
+                })
+            })
+            .collect()
     }
 }
 

@@ -470,6 +470,13 @@ impl Deploys {
                 ),
             });
         }
+        // Private base images: the builder may log in to any of the account's registries
+        // (BuildKit asks through the build session for the ones a FROM names).
+        let registry_credentials = self
+            .registries
+            .all_for(&project.account_id)
+            .await
+            .map_err(failed("build"))?;
         let root = source_dir.to_owned();
         let max_bytes = self.config.deploy.max_context_mb * 1024 * 1024;
         let kept = dockerfile.clone();
@@ -511,6 +518,7 @@ impl Deploys {
                 .map(|(name, value)| (name.clone(), value.clone()))
                 .collect(),
             secrets,
+            registry_credentials,
             builder: self.config.build.builder,
         };
         let build_log = log.clone();

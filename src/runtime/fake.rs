@@ -11,7 +11,7 @@ use futures_util::{stream::BoxStream, StreamExt};
 use super::{
     BuildRequest, ContainerLogLine, ContainerRuntime, ContainerSample, ContainerSpec,
     ContainerStatus, ContainerSummary, ImageDetails, NetworkRemoval, NetworkSpec, NetworkSummary,
-    RegistryAuth, RuntimeError, VolumeMount,
+    RegistryCredential, RuntimeError, VolumeMount,
 };
 use crate::{config::AddressPool, labels::Filter};
 
@@ -90,7 +90,7 @@ impl ContainerRuntime for FakeRuntime {
     async fn pull(
         &self,
         _reference: &str,
-        _auth: Option<&RegistryAuth>,
+        _auth: Option<&RegistryCredential>,
         _on_line: &mut (dyn for<'line> FnMut(&'line str) + Send),
     ) -> Result<(), RuntimeError> {
         unsupported("pull")

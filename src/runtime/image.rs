@@ -26,8 +26,55 @@ pub struct BuildRequest {
     /// Secrets `RUN --mount=type=secret,id=<id>` steps may read; BuildKit only. Their
     /// values never reach the build's output lines (masked) nor the image.
     pub secrets: Vec<BuildSecret>,
+    /// Logins for the registries base images are pulled from (private base images):
+    /// BuildKit asks for them through the build session, the classic builder takes them
+    /// with the request. Passwords are masked in the build's output like secrets.
+    pub registry_credentials: Vec<RegistryCredential>,
     /// Which builder the runtime should use.
     pub builder: BuilderKind,
+}
+
+/// A login for one registry (`server`: its host, and port when not 443, e.g.
+/// `registry.example.com` or `127.0.0.1:5000`; `docker.io` for Docker Hub).
+/// Invariant: `Debug` never shows the password.
+#[derive(Clone)]
+pub struct RegistryCredential {
+    pub server: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryCredential")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RegistryCredential {
+    /// The registry host a reference to it names, as BuildKit and Docker's auth configs
+    /// spell it in various ways (`https://index.docker.io/v1/`, `registry-1.docker.io`),
+    /// reduced to one: host and port, lowercase, Docker Hub as `docker.io`.
+    pub fn normalized_host(server: &str) -> String {
+        let host = server
+            .trim()
+            .trim_start_matches("https://")
+            .trim_start_matches("http://");
+        let host = host.split('/').next().unwrap_or(host).to_ascii_lowercase();
+        match host.as_str() {
+            "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
+                "docker.io".to_owned()
+            }
+            _ => host,
+        }
+    }
+
+    /// Whether this login is for `host` (as BuildKit asks for it).
+    pub fn is_for(&self, host: &str) -> bool {
+        Self::normalized_host(&self.server) == Self::normalized_host(host)
+    }
 }
 
 /// A build secret: the id a Dockerfile mounts it by, and its value.
@@ -43,25 +90,6 @@ impl std::fmt::Debug for BuildSecret {
         f.debug_struct("BuildSecret")
             .field("id", &self.id)
             .field("value", &format_args!("<{} bytes>", self.value.len()))
-            .finish()
-    }
-}
-
-/// Credentials a pull presents to a registry. `Debug` never shows the password.
-#[derive(Clone)]
-pub struct RegistryAuth {
-    /// The registry's `host[:port]` (`docker.io` for Docker Hub).
-    pub server: String,
-    pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for RegistryAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistryAuth")
-            .field("server", &self.server)
-            .field("username", &self.username)
-            .field("password", &"***")
             .finish()
     }
 }
@@ -95,6 +123,26 @@ impl ImageDetails {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_hosts_match_however_they_are_spelled() {
+        let login = |server: &str| RegistryCredential {
+            server: server.into(),
+            username: "me".into(),
+            password: "hunter2-pass".into(),
+        };
+        assert!(login("docker.io").is_for("registry-1.docker.io"));
+        assert!(login("https://index.docker.io/v1/").is_for("docker.io"));
+        assert!(login("127.0.0.1:5000").is_for("127.0.0.1:5000"));
+        assert!(login("Registry.Example.com").is_for("registry.example.com"));
+        assert!(!login("127.0.0.1:5000").is_for("127.0.0.1:5001"));
+        assert!(!login("registry.example.com").is_for("docker.io"));
+        let shown = format!("{:?}", login("docker.io"));
+        assert!(
+            shown.contains("docker.io") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn a_secrets_debug_shows_its_id_and_never_its_value() {

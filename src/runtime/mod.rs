@@ -32,7 +32,7 @@ mod sample;
 
 pub use container::{ContainerSpec, ContainerStatus, ContainerSummary, VolumeMount};
 pub use error::RuntimeError;
-pub use image::{BuildRequest, BuildSecret, ImageDetails, RegistryAuth};
+pub use image::{BuildRequest, BuildSecret, ImageDetails, RegistryCredential};
 pub use network::{NetworkRemoval, NetworkSpec, NetworkSummary};
 pub use output::{ContainerLogLine, OutputStream};
 pub use sample::ContainerSample;
@@ -73,7 +73,7 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
     async fn pull(
         &self,
         reference: &str,
-        auth: Option<&RegistryAuth>,
+        auth: Option<&RegistryCredential>,
         on_line: &mut (dyn for<'line> FnMut(&'line str) + Send),
     ) -> Result<(), RuntimeError>;
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use cantila::{
     config::BuilderKind,
-    runtime::{docker::Engine, BuildRequest, BuildSecret, RuntimeError},
+    runtime::{docker::Engine, BuildRequest, BuildSecret, RegistryCredential, RuntimeError},
 };
 use sha2::{Digest, Sha256};
 
@@ -37,6 +37,7 @@ fn request(installation: &TestDir, name: &str, files: &[(&str, &str, u32)]) -> B
         target: None,
         build_args: HashMap::new(),
         secrets: Vec::new(),
+        registry_credentials: Vec::new(),
         builder: BuilderKind::Auto,
     }
 }
@@ -285,4 +286,139 @@ async fn the_classic_builder_when_configured_says_so_in_the_log() {
         "{failed}"
     );
     super::deploys::cleanup(&project_id).await;
+}
+
+/// A registry of this test's own (Debian's `docker-registry`, the CNCF distribution
+/// registry) on a free loopback port, with one htpasswd login; stopped on drop.
+struct PrivateRegistry {
+    process: std::process::Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for PrivateRegistry {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+impl PrivateRegistry {
+    async fn start(username: &str, password: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let htpasswd = std::process::Command::new("htpasswd")
+            .args(["-Bbn", username, password])
+            .output()
+            .expect("htpasswd (apache2-utils)");
+        std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let config = format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\nhttp:\n  addr: {address}\nauth:\n  htpasswd:\n    realm: cantila-test\n    path: {root}/htpasswd\n",
+            root = dir.path().display()
+        );
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let process = std::process::Command::new("docker-registry")
+            .args([
+                "serve",
+                &dir.path().join("config.yml").display().to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry (Debian's docker-registry package)");
+        let registry = Self {
+            process,
+            address,
+            _dir: dir,
+        };
+        let url = format!("http://{}/v2/", registry.address);
+        crate::support::wait_until(
+            std::time::Duration::from_secs(20),
+            "the registry answers",
+            || {
+                let url = url.clone();
+                async move { reqwest::get(&url).await.is_ok_and(|r| r.status() == 401) }
+            },
+        )
+        .await;
+        registry
+    }
+}
+
+#[tokio::test]
+async fn a_private_base_image_builds_with_the_registrys_login_and_not_without() {
+    let engine = Engine::connect().await.expect("a Docker engine");
+    let installation = TestDir::new();
+    let password = format!("pw-{}", cantila::ids::random_base62(12));
+    let registry = PrivateRegistry::start("builder", &password).await;
+    // Push busybox there as a private image (with a docker CLI config of the test's own),
+    // then drop the local tag, so a build must pull it from the registry.
+    let cli_config = tempfile::tempdir().unwrap();
+    let config = cli_config.path().display().to_string();
+    let base = format!("{}/private/base:latest", registry.address);
+    docker(None, &["tag", "busybox:latest", &base]).unwrap();
+    let login = std::process::Command::new("docker")
+        .args([
+            "--config",
+            &config,
+            "login",
+            "--username",
+            "builder",
+            "--password-stdin",
+        ])
+        .arg(&registry.address)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(password.as_bytes())?;
+            child.wait()
+        })
+        .unwrap();
+    assert!(login.success(), "docker login to the test registry");
+    docker(None, &["--config", &config, "push", &base]).unwrap();
+    docker(None, &["rmi", &base]).unwrap();
+
+    let dockerfile = format!(
+        "FROM {base}\nRUN echo built on the private base {}\n",
+        installation.installation()
+    );
+    let files = [("Dockerfile", dockerfile.as_str(), 0o644)];
+    let mut lines = Vec::new();
+    let anonymous = engine
+        .build(request(&installation, "private-anon", &files), |line| {
+            lines.push(line.to_owned())
+        })
+        .await;
+    assert!(
+        matches!(anonymous, Err(RuntimeError::BuildFailed(_))),
+        "an anonymous pull of a private image must fail: {anonymous:?}; {lines:#?}"
+    );
+
+    let mut build = request(&installation, "private", &files);
+    build.registry_credentials = vec![RegistryCredential {
+        server: registry.address.clone(),
+        username: "builder".to_owned(),
+        password: password.clone(),
+    }];
+    let mut lines = Vec::new();
+    engine
+        .build(build, |line| lines.push(line.to_owned()))
+        .await
+        .unwrap_or_else(|err| panic!("build with the login: {err}; {lines:#?}"));
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("built on the private base")),
+        "{lines:#?}"
+    );
+    assert!(!lines.join("\n").contains(&password));
+    let _ = docker(None, &["rmi", &base]);
 }

@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 
 use super::{
     protobuf::StatusResponse,
-    session::{engine_message, Endpoint, Session, SessionError},
+    session::{engine_message, Endpoint, Served, Session, SessionError},
 };
 use crate::runtime::{BuildRequest, RuntimeError};
 
@@ -73,7 +73,10 @@ pub async fn build(
         }
     };
     let path = format!("/v{api_version}/build?{}", query(request, &session.id));
-    let serving = session.serve(Arc::new(request.secrets.clone()));
+    let serving = session.serve(Arc::new(Served {
+        secrets: request.secrets.clone(),
+        credentials: request.registry_credentials.clone(),
+    }));
     let building = post_build(endpoint, path, context, on_line);
     tokio::pin!(serving, building);
     // The session is served for as long as the build runs; should the engine close it
@@ -375,10 +378,19 @@ pub struct Mask {
 }
 
 impl Mask {
-    pub fn new(secrets: &[crate::runtime::BuildSecret]) -> Self {
+    pub fn new(request: &BuildRequest) -> Self {
+        let values = request
+            .secrets
+            .iter()
+            .map(|secret| String::from_utf8_lossy(&secret.value))
+            .chain(
+                request
+                    .registry_credentials
+                    .iter()
+                    .map(|login| std::borrow::Cow::Borrowed(login.password.as_str())),
+            );
         let mut texts = Vec::new();
-        for secret in secrets {
-            let value = String::from_utf8_lossy(&secret.value);
+        for value in values {
             texts.push(value.trim().to_owned());
             texts.extend(value.lines().map(|line| line.trim().to_owned()));
         }
@@ -402,7 +414,7 @@ impl Mask {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::{docker::protobuf::Writer, BuildSecret};
+    use crate::runtime::{docker::protobuf::Writer, BuildSecret, RegistryCredential};
 
     fn trace(response: Vec<u8>) -> String {
         serde_json::json!({
@@ -558,24 +570,41 @@ mod tests {
         assert_eq!(lines, vec!["#1 sha256:layer 2.0MB done"]);
     }
 
-    #[test]
-    fn the_query_names_the_session_target_args_and_labels() {
-        let request = BuildRequest {
+    /// A request with nothing but `secrets` and `logins` set.
+    fn request(secrets: Vec<BuildSecret>, logins: Vec<RegistryCredential>) -> BuildRequest {
+        BuildRequest {
             context_tar: Vec::new(),
             dockerfile: "Dockerfile".into(),
             tag: "cantila/a/b:1".into(),
-            labels: HashMap::from([("cantila.deploy".to_owned(), "d1".to_owned())]),
+            labels: HashMap::new(),
             memory_bytes: None,
             cpus: None,
-            network: Some("ignored".into()),
-            target: Some("runtime".into()),
-            build_args: HashMap::from([("MODE".to_owned(), "a b".to_owned())]),
-            secrets: vec![BuildSecret {
+            network: None,
+            target: None,
+            build_args: HashMap::new(),
+            secrets,
+            registry_credentials: logins,
+            builder: crate::config::BuilderKind::Auto,
+        }
+    }
+
+    #[test]
+    fn the_query_names_the_session_target_args_and_labels() {
+        let mut request = request(
+            vec![BuildSecret {
                 id: "token".into(),
                 value: b"never-in-a-query".to_vec(),
             }],
-            builder: crate::config::BuilderKind::Auto,
-        };
+            vec![RegistryCredential {
+                server: "docker.io".into(),
+                username: "me".into(),
+                password: "never-either".into(),
+            }],
+        );
+        request.labels = HashMap::from([("cantila.deploy".to_owned(), "d1".to_owned())]);
+        request.network = Some("ignored".into());
+        request.target = Some("runtime".into());
+        request.build_args = HashMap::from([("MODE".to_owned(), "a b".to_owned())]);
         let query = query(&request, "s1");
         assert_eq!(
             query,
@@ -586,23 +615,31 @@ mod tests {
     }
 
     #[test]
-    fn secret_values_are_masked_whole_and_line_by_line() {
-        let mask = Mask::new(&[
-            BuildSecret {
-                id: "token".into(),
-                value: b"tok-123\n".to_vec(),
-            },
-            BuildSecret {
-                id: "key".into(),
-                value: b"-----BEGIN-----\nAAAAsecret\n-----END-----".to_vec(),
-            },
-            BuildSecret {
-                id: "empty".into(),
-                value: Vec::new(),
-            },
-        ]);
+    fn secret_values_and_registry_passwords_are_masked_whole_and_line_by_line() {
+        let mask = Mask::new(&request(
+            vec![
+                BuildSecret {
+                    id: "token".into(),
+                    value: b"tok-123\n".to_vec(),
+                },
+                BuildSecret {
+                    id: "key".into(),
+                    value: b"-----BEGIN-----\nAAAAsecret\n-----END-----".to_vec(),
+                },
+                BuildSecret {
+                    id: "empty".into(),
+                    value: Vec::new(),
+                },
+            ],
+            vec![RegistryCredential {
+                server: "127.0.0.1:5000".into(),
+                username: "me".into(),
+                password: "hunter2-pass".into(),
+            }],
+        ));
         assert_eq!(mask.apply("#3 token is tok-123!"), "#3 token is ****!");
         assert_eq!(mask.apply("#3 AAAAsecret"), "#3 ****");
+        assert_eq!(mask.apply("login me:hunter2-pass"), "login me:****");
         assert_eq!(mask.apply("nothing secret here"), "nothing secret here");
         assert_eq!(Mask::default().apply("x"), "x");
     }

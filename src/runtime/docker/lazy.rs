@@ -18,7 +18,7 @@ use crate::{
     runtime::{
         BuildRequest, ContainerLogLine, ContainerRuntime, ContainerSample, ContainerSpec,
         ContainerStatus, ContainerSummary, ImageDetails, NetworkRemoval, NetworkSpec,
-        NetworkSummary, RegistryAuth, RuntimeError, VolumeMount,
+        NetworkSummary, RegistryCredential, RuntimeError, VolumeMount,
     },
 };
 
@@ -116,7 +116,7 @@ impl ContainerRuntime for DockerRuntime {
     async fn pull(
         &self,
         reference: &str,
-        auth: Option<&RegistryAuth>,
+        auth: Option<&RegistryCredential>,
         on_line: &mut (dyn for<'line> FnMut(&'line str) + Send),
     ) -> Result<(), RuntimeError> {
         self.engine().await?.pull(reference, auth, on_line).await

@@ -26,7 +26,7 @@ use crate::{
     labels::Filter,
     runtime::{
         BuildRequest, ContainerLogLine, ContainerSpec, ContainerStatus, ContainerSummary,
-        OutputStream, RuntimeError,
+        OutputStream, RegistryCredential, RuntimeError,
     },
 };
 
@@ -175,9 +175,9 @@ impl Engine {
         mut request: BuildRequest,
         mut on_line: impl FnMut(&str) + Send,
     ) -> Result<String, RuntimeError> {
-        let mask = buildkit::Mask::new(&request.secrets);
+        let mask = buildkit::Mask::new(&request);
         let mut on_line = move |line: &str| on_line(&mask.apply(line));
-        let masked = buildkit::Mask::new(&request.secrets);
+        let masked = buildkit::Mask::new(&request);
         let context = bytes::Bytes::from(std::mem::take(&mut request.context_tar));
         let reason = match request.builder {
             BuilderKind::Classic => "[build] builder = \"classic\" in the configuration".to_owned(),
@@ -250,7 +250,30 @@ impl Engine {
             ..Default::default()
         };
         let body = bollard::body_full(context);
-        let mut stream = self.client.build_image(options, None, Some(body));
+        // Registry logins go as the classic builder takes them (`X-Registry-Config`).
+        let credentials = (!request.registry_credentials.is_empty()).then(|| {
+            request
+                .registry_credentials
+                .iter()
+                .map(|login| {
+                    // The engine looks Docker Hub's login up by its old index address.
+                    let key = match RegistryCredential::normalized_host(&login.server).as_str() {
+                        "docker.io" => "https://index.docker.io/v1/".to_owned(),
+                        host => host.to_owned(),
+                    };
+                    (
+                        key,
+                        bollard::auth::DockerCredentials {
+                            username: Some(login.username.clone()),
+                            password: Some(login.password.clone()),
+                            serveraddress: Some(login.server.clone()),
+                            ..Default::default()
+                        },
+                    )
+                })
+                .collect()
+        });
+        let mut stream = self.client.build_image(options, credentials, Some(body));
         let mut image_id = None;
         while let Some(item) = stream.next().await {
             let info = match item {

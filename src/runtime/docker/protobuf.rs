@@ -212,6 +212,24 @@ impl VertexLog {
     }
 }
 
+/// The host a `moby.filesync.v1.CredentialsRequest` asks a login for (its field 1, as
+/// the secret request's id is).
+pub fn credentials_request_host(message: &[u8]) -> Option<String> {
+    secret_request_id(message)
+}
+
+/// A `moby.filesync.v1.CredentialsResponse`: empty fields mean "no login" (anonymous).
+pub fn credentials_response(username: &str, secret: &str) -> Vec<u8> {
+    let mut writer = Writer::default();
+    if !username.is_empty() {
+        writer = writer.bytes(1, username.as_bytes());
+    }
+    if !secret.is_empty() {
+        writer = writer.bytes(2, secret.as_bytes());
+    }
+    writer.finish()
+}
+
 /// The id a `moby.buildkit.secrets.v1.GetSecretRequest` asks for.
 pub fn secret_request_id(message: &[u8]) -> Option<String> {
     let mut id = String::new();
@@ -368,5 +386,16 @@ mod tests {
         assert_eq!(secret_request_id(&request).as_deref(), Some("token"));
         assert_eq!(secret_request_id(&[]).as_deref(), Some(""));
         assert_eq!(secret_request_id(&[0x0a, 0x01, 0xff]), None);
+        // CredentialsRequest { Host } and CredentialsResponse { Username, Secret }.
+        let request = Writer::default().bytes(1, b"127.0.0.1:5000").finish();
+        assert_eq!(
+            credentials_request_host(&request).as_deref(),
+            Some("127.0.0.1:5000")
+        );
+        assert_eq!(
+            credentials_response("me", "pw"),
+            vec![0x0a, 0x02, b'm', b'e', 0x12, 0x02, b'p', b'w']
+        );
+        assert_eq!(credentials_response("", ""), Vec::<u8>::new());
     }
 }

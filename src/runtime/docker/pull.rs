@@ -17,7 +17,7 @@ use bollard::{
 use futures_util::StreamExt;
 
 use super::Engine;
-use crate::runtime::{ImageDetails, RegistryAuth, RuntimeError};
+use crate::runtime::{ImageDetails, RegistryCredential, RuntimeError};
 
 /// How often one layer's download or extraction progress reaches the log at most.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
@@ -26,7 +26,7 @@ impl Engine {
     pub async fn pull(
         &self,
         reference: &str,
-        auth: Option<&RegistryAuth>,
+        auth: Option<&RegistryCredential>,
         on_line: &mut (dyn for<'line> FnMut(&'line str) + Send),
     ) -> Result<(), RuntimeError> {
         let options = CreateImageOptions {

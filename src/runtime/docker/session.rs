@@ -1,14 +1,15 @@
 //! A BuildKit build session: the engine's `/session` endpoint upgraded to HTTP/2 (h2c),
 //! on which the engine is the gRPC client and Cantila the server. It serves only what a
 //! build from an uploaded context needs: the health check the engine polls to keep the
-//! session, and the build's secrets (`RUN --mount=type=secret`). Everything else answers
-//! Unimplemented, which BuildKit treats as "this client does not offer it" (registry
-//! credentials, for one: base images are then pulled anonymously).
+//! session, the build's secrets (`RUN --mount=type=secret`) and registry logins (base
+//! images from private registries; a registry without one is pulled from anonymously).
+//! Everything else answers Unimplemented, which BuildKit treats as "this client does not
+//! offer it" (token-based registry auth, for one: it then uses the login).
 //! Also the raw connection to the engine (`Endpoint`), which the BuildKit build request
 //! shares, since bollard offers neither a session nor a `session` build parameter without
 //! its `buildkit` feature (about thirty more crates).
-//! Invariant: a secret's value leaves only in a GetSecret answer to the engine, for the
-//! id it was asked by; it is never logged nor put in an error.
+//! Invariant: a secret's value (or a registry password) leaves only in an answer to the
+//! engine, for the id (or host) it was asked by; it is never logged nor put in an error.
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -23,10 +24,18 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::protobuf;
-use crate::runtime::BuildSecret;
+use crate::runtime::{BuildSecret, RegistryCredential};
+
+/// What a session hands the engine when asked.
+#[derive(Debug, Default)]
+pub struct Served {
+    pub secrets: Vec<BuildSecret>,
+    pub credentials: Vec<RegistryCredential>,
+}
 
 const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
 const GET_SECRET: &str = "/moby.buildkit.secrets.v1.Secrets/GetSecret";
+const CREDENTIALS: &str = "/moby.filesync.v1.Auth/Credentials";
 
 /// gRPC status codes this server answers with.
 const INVALID_ARGUMENT: u32 = 3;
@@ -133,7 +142,7 @@ impl Session {
             .header("X-Docker-Expose-Session-Uuid", &id)
             .header("X-Docker-Expose-Session-Name", "cantila")
             .header("X-Docker-Expose-Session-Sharedkey", &id);
-        for method in [HEALTH_CHECK, GET_SECRET] {
+        for method in [HEALTH_CHECK, GET_SECRET, CREDENTIALS] {
             request = request.header("X-Docker-Expose-Session-Grpc-Method", method);
         }
         let request = request
@@ -164,7 +173,7 @@ impl Session {
 
     /// Serves the session until the engine closes it (or the caller drops this future,
     /// which closes it).
-    pub async fn serve(self, secrets: Arc<Vec<BuildSecret>>) {
+    pub async fn serve(self, served: Arc<Served>) {
         let Ok(mut connection) = h2::server::handshake(TokioIo::new(self.connection)).await else {
             return;
         };
@@ -173,7 +182,7 @@ impl Session {
             tokio::select! {
                 accepted = connection.accept() => match accepted {
                     Some(Ok((request, respond))) => {
-                        calls.push(answer(request, respond, secrets.clone()));
+                        calls.push(answer(request, respond, served.clone()));
                     }
                     Some(Err(_)) | None => return,
                 },
@@ -199,7 +208,7 @@ pub fn engine_message(body: &[u8]) -> String {
 async fn answer(
     request: Request<h2::RecvStream>,
     respond: h2::server::SendResponse<Bytes>,
-    secrets: Arc<Vec<BuildSecret>>,
+    served: Arc<Served>,
 ) {
     let path = request.uri().path().to_owned();
     let outcome = match read_message(request.into_body()).await {
@@ -207,12 +216,27 @@ async fn answer(
         Some(message) => match path.as_str() {
             HEALTH_CHECK => Ok(protobuf::health_serving()),
             GET_SECRET => match protobuf::secret_request_id(&message) {
-                Some(id) => secrets
+                Some(id) => served
+                    .secrets
                     .iter()
                     .find(|secret| secret.id == id)
                     .map(|secret| protobuf::secret_response(&secret.value))
                     .ok_or_else(|| (NOT_FOUND, format!("no build secret has the id {id}"))),
                 None => Err((INVALID_ARGUMENT, "a malformed secret request".to_owned())),
+            },
+            CREDENTIALS => match protobuf::credentials_request_host(&message) {
+                Some(host) => Ok(served
+                    .credentials
+                    .iter()
+                    .find(|login| login.is_for(&host))
+                    .map_or_else(
+                        || protobuf::credentials_response("", ""),
+                        |login| protobuf::credentials_response(&login.username, &login.password),
+                    )),
+                None => Err((
+                    INVALID_ARGUMENT,
+                    "a malformed credentials request".to_owned(),
+                )),
             },
             _ => Err((UNIMPLEMENTED, format!("{path} is not offered"))),
         },
