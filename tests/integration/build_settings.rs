@@ -345,12 +345,17 @@ async fn cantila_toml_settings_apply_under_the_api_and_unknown_keys_are_named() 
 async fn build_secrets_reach_a_buildkit_step_and_never_the_log_or_the_image() {
     let daemon = TestDaemon::start().await;
     let value = format!("build-secret-{}", cantila::ids::random_base62(12));
-    let dockerfile = "FROM busybox:latest\nCOPY www /www\n\
+    // BuildKit's cache key of a step holds no secret, so the step is made this run's own
+    // (an earlier run's cached layer would hold an earlier secret's digest).
+    let dockerfile = format!(
+        "FROM busybox:latest\nCOPY www /www\n\
         RUN --mount=type=secret,id=NPM_TOKEN sha256sum /run/secrets/NPM_TOKEN | cut -d' ' -f1 > /www/secret.sha256 \
-        && echo \"the token is $(cat /run/secrets/NPM_TOKEN)\"\n\
-        EXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n";
+        && echo \"the token is $(cat /run/secrets/NPM_TOKEN)\" && echo run {}\n\
+        EXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+        cantila::ids::random_base62(12)
+    );
     let repo = Repo::new(&[
-        ("apps/web/Dockerfile", dockerfile),
+        ("apps/web/Dockerfile", dockerfile.as_str()),
         ("apps/web/www/index.html", "web app\n"),
     ]);
     let (project, _) = daemon.connected_project("sealed", &repo).await;
