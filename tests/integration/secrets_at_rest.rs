@@ -1,7 +1,7 @@
 //! Secrets at rest: values set through the API (secret env vars, a preview's env, the
-//! webhook secret, a repository access token, a PostgreSQL database's password, a build
-//! secret) reach
-//! what uses them, yet their bytes are found nowhere in the SQLite file or its WAL, read
+//! webhook secret, a repository access token, a PostgreSQL database's password) reach
+//! what uses them, and a build secret is stored too, yet none of their bytes are found
+//! anywhere in the SQLite file or its WAL, read
 //! as bytes while the daemon runs and again after it checkpointed on stop. A plain value
 //! written beside them (the project's name) is found, so the search reads what the store
 //! holds.
