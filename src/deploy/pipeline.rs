@@ -1096,11 +1096,7 @@ impl Deploys {
 /// The deploy log's line about the build settings: each one's value (build args by name
 /// only) and where it came from.
 fn describe_build(build: &BuildPlan) -> String {
-    let source = |source: crate::model::build::SettingSource| match source {
-        crate::model::build::SettingSource::Api => "api",
-        crate::model::build::SettingSource::File => "file",
-        crate::model::build::SettingSource::Detection => "detection",
-    };
+    let source = crate::model::build::SettingSource::as_str;
     let mut parts = vec![format!(
         "root directory {} ({})",
         build.root_dir,

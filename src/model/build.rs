@@ -379,6 +379,16 @@ pub enum SettingSource {
     Detection,
 }
 
+impl SettingSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SettingSource::Api => "api",
+            SettingSource::File => "file",
+            SettingSource::Detection => "detection",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
