@@ -613,38 +613,36 @@ impl GitConnections {
         let mirror_path = self.repos_dir.join(format!("{}.git", project.id));
         let head_sha = head.to_owned();
         let serving_commit = serving.clone();
-        let read_file = api_paths.is_empty();
         let file = settings_file.clone();
         let found = tokio::task::spawn_blocking(move || -> Result<_> {
             let mirror = Mirror::open_or_init(&mirror_path)?;
-            let changed = match mirror.changed_paths(&serving, &head_sha) {
-                Ok(changed) => changed,
-                // The serving commit is gone (a force push): nothing to compare with.
-                Err(source::SourceError::RefNotFound(_)) => return Ok(None),
-                Err(error) => return Err(error.into()),
-            };
-            let file_text = if read_file {
-                mirror.read_file(&head_sha, &file, SETTINGS_FILE_LIMIT)?
+            let (watch_paths, from) = if api_paths.is_empty() {
+                // A file that does not parse decides nothing here: the deploy reports it.
+                let from_file = mirror
+                    .read_file(&head_sha, &file, SETTINGS_FILE_LIMIT)?
+                    .and_then(|bytes| String::from_utf8(bytes).ok())
+                    .and_then(|text| crate::plan::parse_file_settings(&text, &file).ok())
+                    .map(|settings| settings.build.watch_paths)
+                    .unwrap_or_default();
+                (from_file, "the watch paths of the settings file")
             } else {
-                None
+                (api_paths, "the project's watch paths")
             };
-            Ok(Some((changed, file_text)))
+            // Without watch paths every push deploys: nothing to compare.
+            if watch_paths.is_empty() {
+                return Ok(None);
+            }
+            match mirror.changed_paths(&serving, &head_sha) {
+                Ok(changed) => Ok(Some((watch_paths, from, changed))),
+                // The serving commit is gone (a force push): nothing to compare with.
+                Err(source::SourceError::RefNotFound(_)) => Ok(None),
+                Err(error) => Err(error.into()),
+            }
         })
         .await
         .map_err(|err| Error::Internal(err.to_string()))??;
-        let Some((changed, file_text)) = found else {
+        let Some((watch_paths, from, changed)) = found else {
             return Ok(None);
-        };
-        let (watch_paths, from) = if !api_paths.is_empty() {
-            (api_paths, "the project's watch paths")
-        } else {
-            // A file that does not parse decides nothing here: the deploy reports it.
-            let from_file = file_text
-                .and_then(|bytes| String::from_utf8(bytes).ok())
-                .and_then(|text| crate::plan::parse_file_settings(&text, &settings_file).ok())
-                .map(|settings| settings.build.watch_paths)
-                .unwrap_or_default();
-            (from_file, "the watch paths of the settings file")
         };
         Ok(unwatched_reason(
             &watch_paths,
@@ -766,5 +764,45 @@ impl From<HookOutcome> for DeliveryOutcome {
             HookOutcome::Ignored(reason) => DeliveryOutcome::Ignored(reason),
             HookOutcome::Stale(reason) => DeliveryOutcome::Stale(reason),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_change_outside_every_watch_path_is_ignored() {
+        let watch = [
+            WatchPath::parse("apps/web/**").unwrap(),
+            WatchPath::parse("packages/**").unwrap(),
+        ];
+        let check = |changed: &[&str]| {
+            let changed: Vec<String> = changed.iter().map(|p| (*p).to_owned()).collect();
+            unwatched_reason(
+                &watch,
+                "the project's watch paths",
+                &changed,
+                "apps/web/cantila.toml",
+                ("b".repeat(40).as_str(), "a".repeat(40).as_str()),
+            )
+        };
+        assert_eq!(check(&["apps/web/src/app.js"]), None);
+        assert_eq!(check(&["README.md", "packages/ui/button.js"]), None);
+        assert_eq!(check(&["apps/web/cantila.toml"]), None);
+        let reason = check(&["apps/api/main.go", "README.md"]).unwrap();
+        assert!(
+            reason.contains("apps/web/**, packages/**")
+                && reason.contains("apps/api/main.go, README.md")
+                && reason.contains(&"a".repeat(12)),
+            "{reason}"
+        );
+        let many: Vec<String> = (0..8).map(|i| format!("docs/{i}.md")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(check(&many).unwrap().contains("and 3 more"));
+        assert_eq!(
+            unwatched_reason(&[], "none", &["x".to_owned()], "cantila.toml", ("b", "a")),
+            None
+        );
     }
 }

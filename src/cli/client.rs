@@ -10,7 +10,11 @@ use crate::config::Overrides;
 
 use super::{output, DataDirArgs};
 
+mod build;
+mod health;
 mod previews;
+pub use build::{build, build_secrets, BuildArgs, BuildSecretsArgs};
+pub use health::{health, HealthArgs};
 pub use previews::{previews, PreviewsArgs};
 
 /// How to reach the API: URL and token from flags, the environment, or, on the server,
@@ -424,8 +428,12 @@ pub struct DeployArgs {
     /// Project id or name.
     project: String,
     /// Branch, tag or commit (default: the connected branch).
-    #[arg(long = "ref")]
+    #[arg(long = "ref", conflicts_with = "image")]
     git_ref: Option<String>,
+    /// For a project whose source is an image: a tag or sha256: digest of the connected
+    /// repository to deploy (default: the connected tag).
+    #[arg(long)]
+    image: Option<String>,
     /// Stream the build and release log until the deploy ends; the exit code is the outcome.
     #[arg(long, short)]
     follow: bool,
@@ -436,9 +444,10 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let json = args.client.json;
     block_on(async move {
         let id = client.resolve_project(&args.project).await?;
-        let body = match &args.git_ref {
-            Some(git_ref) => json!({ "ref": git_ref }),
-            None => json!({}),
+        let body = match (&args.git_ref, &args.image) {
+            (Some(git_ref), _) => json!({ "ref": git_ref }),
+            (None, Some(image)) => json!({ "image": image }),
+            (None, None) => json!({}),
         };
         if !args.follow {
             let created = client
@@ -461,7 +470,14 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         let status = client
             .follow(&format!("/v1/projects/{id}/deploy/stream"), body, json)
             .await?;
-        if status == "running" {
+        if status == "unchanged" {
+            if !json {
+                eprintln!(
+                    "==> unchanged: the image's digest is what already serves; nothing deployed"
+                );
+            }
+            Ok(())
+        } else if status == "running" {
             Ok(())
         } else {
             bail!("the deploy ended {status}")
@@ -545,7 +561,12 @@ impl Client {
                         );
                     }
                     "done" => {
-                        final_status = value["status"].as_str().unwrap_or("unknown").to_owned()
+                        final_status = value["status"].as_str().unwrap_or("unknown").to_owned();
+                        // A deploy that found nothing new ends `canceled` with this
+                        // outcome: it is a success for the caller.
+                        if value["outcome"] == "unchanged" {
+                            final_status = "unchanged".to_owned();
+                        }
                     }
                     _ => {}
                 }
@@ -649,6 +670,11 @@ pub fn plan(args: PlanArgs) -> anyhow::Result<()> {
         ] {
             println!("{field:<13} {}", output::cell(&plan, field));
         }
+        println!(
+            "{:<13} {}",
+            "healthCheck",
+            health::describe(&plan["healthCheck"])
+        );
         if let Some(dockerfile) = plan["dockerfile"].as_str() {
             println!("\n{dockerfile}");
         }
@@ -1242,4 +1268,187 @@ mod tests {
             "{table}"
         );
     }
+}
+
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    command: ImageCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCommand {
+    /// Take the project's releases from an image; prints the registry webhook secret once.
+    Connect {
+        /// Project id or name.
+        project: String,
+        /// [registry[:port]/]name[:tag][@sha256:<digest>]
+        image: String,
+        /// Switch a git-connected project to the image (its git connection is removed).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Show the connected image and the last registry delivery.
+    Show { project: String },
+    /// Disconnect the image (the running release keeps serving).
+    Disconnect { project: String },
+}
+
+pub fn image(args: ImageArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.client)?;
+    let json = args.client.json;
+    block_on(async move {
+        match args.command {
+            ImageCommand::Connect {
+                project,
+                image,
+                replace,
+            } => {
+                let id = client.resolve_project(&project).await?;
+                let connected = client
+                    .send(
+                        Method::POST,
+                        &format!("/v1/projects/{id}/image"),
+                        Some(json!({ "image": image, "replace": replace })),
+                    )
+                    .await?;
+                if json {
+                    return print_json(&connected);
+                }
+                println!("connected {}", output::cell(&connected, "image"));
+                println!(
+                    "registry webhook URL path: {}",
+                    output::cell(&connected, "webhookPath")
+                );
+                println!(
+                    "webhook secret (shown once; send it as `Authorization: Bearer <secret>`, or `?token=<secret>` for Docker Hub): {}",
+                    output::cell(&connected, "webhookSecret")
+                );
+                Ok(())
+            }
+            ImageCommand::Show { project } => {
+                let id = client.resolve_project(&project).await?;
+                let view = client
+                    .send(Method::GET, &format!("/v1/projects/{id}/image"), None)
+                    .await?;
+                print_json(&view)
+            }
+            ImageCommand::Disconnect { project } => {
+                let id = client.resolve_project(&project).await?;
+                let view = client
+                    .send(Method::DELETE, &format!("/v1/projects/{id}/image"), None)
+                    .await?;
+                if json {
+                    return print_json(&view);
+                }
+                println!("disconnected {}", output::cell(&view, "image"));
+                Ok(())
+            }
+        }
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct RegistriesArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    command: RegistriesCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum RegistriesCommand {
+    /// Store credentials for a registry (replacing earlier ones for that server).
+    Add {
+        /// The registry's host[:port], e.g. ghcr.io (docker.io for Docker Hub).
+        server: String,
+        #[arg(long)]
+        username: String,
+        /// The password or access token (prefer --password-stdin or the environment).
+        #[arg(long, env = "CANTILA_REGISTRY_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// Read the password or token from stdin.
+        #[arg(long, conflicts_with = "password")]
+        password_stdin: bool,
+    },
+    /// List the account's registry credentials (never their passwords).
+    List,
+    /// Remove registry credentials by id.
+    Remove { id: String },
+}
+
+pub fn registries(args: RegistriesArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.client)?;
+    let json = args.client.json;
+    block_on(async move {
+        match args.command {
+            RegistriesCommand::Add {
+                server,
+                username,
+                password,
+                password_stdin,
+            } => {
+                let password = match (password, password_stdin) {
+                    (Some(password), _) => password,
+                    (None, true) => {
+                        let mut text = String::new();
+                        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+                        text.trim_end_matches(['\n', '\r']).to_owned()
+                    }
+                    (None, false) => {
+                        bail!(
+                            "give the password with --password-stdin or CANTILA_REGISTRY_PASSWORD"
+                        )
+                    }
+                };
+                let added = client
+                    .send(
+                        Method::POST,
+                        "/v1/registries",
+                        Some(
+                            json!({ "server": server, "username": username, "password": password }),
+                        ),
+                    )
+                    .await?;
+                if json {
+                    return print_json(&added);
+                }
+                println!(
+                    "{} {} as {}",
+                    output::cell(&added, "id"),
+                    output::cell(&added, "server"),
+                    output::cell(&added, "username")
+                );
+                Ok(())
+            }
+            RegistriesCommand::List => {
+                let listed = client.send(Method::GET, "/v1/registries", None).await?;
+                if json {
+                    return print_json(&listed);
+                }
+                for registry in listed["registries"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}  {}  {}  {}",
+                        output::cell(registry, "id"),
+                        output::cell(registry, "server"),
+                        output::cell(registry, "username"),
+                        output::cell(registry, "createdAt")
+                    );
+                }
+                Ok(())
+            }
+            RegistriesCommand::Remove { id } => {
+                let removed = client
+                    .send(Method::DELETE, &format!("/v1/registries/{id}"), None)
+                    .await?;
+                if json {
+                    return print_json(&removed);
+                }
+                println!("removed {}", output::cell(&removed, "server"));
+                Ok(())
+            }
+        }
+    })
 }

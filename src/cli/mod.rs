@@ -1,6 +1,6 @@
 //! The command line: `cantila serve`, `cantila admin ...` (direct on the data dir), and the
-//! API client commands (`projects`, `tokens`, `whoami`, `previews`, `logs`, `metrics`, `db`,
-//! `volumes`, `backups`, ...).
+//! API client commands (`projects`, `tokens`, `whoami`, `previews`, `health`, `logs`,
+//! `metrics`, `db`, `volumes`, `backups`, ...).
 
 mod admin;
 mod client;
@@ -35,6 +35,10 @@ enum Command {
     Whoami(client::ClientArgs),
     /// Connect a project to a git repository.
     Git(client::GitArgs),
+    /// Take a project's releases from an image instead of a repository.
+    Image(client::ImageArgs),
+    /// The account's registry credentials, for image pulls.
+    Registries(client::RegistriesArgs),
     /// Deploy a project (optionally following the live log).
     Deploy(client::DeployArgs),
     /// List a project's deploys.
@@ -43,8 +47,14 @@ enum Command {
     Plan(client::PlanArgs),
     /// A project's environment variables.
     Env(client::EnvArgs),
+    /// A project's build settings: root directory, Dockerfile, target, build args, watch paths.
+    Build(client::BuildArgs),
+    /// A project's build secrets (values read from stdin, never shown).
+    BuildSecrets(client::BuildSecretsArgs),
     /// Change how many instances run, and their size, without a rebuild.
     Scale(client::ScaleArgs),
+    /// A project's health check settings: show, set, reset.
+    Health(client::HealthArgs),
     /// List a project's instances (or a preview's, with --preview).
     Instances(client::InstancesArgs),
     /// Re-release an earlier deploy (default: the one before the current release).
@@ -125,11 +135,16 @@ pub fn main() -> ExitCode {
         Command::Tokens(args) => client::tokens(args),
         Command::Whoami(args) => client::whoami(args),
         Command::Git(args) => client::git(args),
+        Command::Image(args) => client::image(args),
+        Command::Registries(args) => client::registries(args),
         Command::Deploy(args) => client::deploy(args),
         Command::Deploys(args) => client::deploys(args),
         Command::Plan(args) => client::plan(args),
         Command::Env(args) => client::env(args),
+        Command::Build(args) => client::build(args),
+        Command::BuildSecrets(args) => client::build_secrets(args),
         Command::Scale(args) => client::scale(args),
+        Command::Health(args) => client::health(args),
         Command::Instances(args) => client::instances(args),
         Command::Rollback(args) => client::rollback(args),
         Command::Domains(args) => client::domains(args),

@@ -9,8 +9,7 @@ use std::path::PathBuf;
 use crate::{
     accounts::Actor,
     error::{Error, Result},
-    model::build::BuildSettings,
-    model::image::ImageReference,
+    model::{build::BuildSettings, image::ImageReference},
     plan::{BuildPlan, ImagePlan, SourcePlan},
     projects::Project,
     source::{GitRef, Mirror, RepoLocation},

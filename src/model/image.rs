@@ -270,9 +270,12 @@ fn check_path(path: &str) -> Result<(), String> {
         let mut run = String::new();
         for c in bytes {
             if alnum(c) {
-                if !run.is_empty()
-                    && !(run == "." || run == "_" || run == "__" || run.chars().all(|c| c == '-'))
-                {
+                let separator_ok = run.is_empty()
+                    || run == "."
+                    || run == "_"
+                    || run == "__"
+                    || run.chars().all(|c| c == '-');
+                if !separator_ok {
                     return Err(format!(
                         "path component `{component}` has the separator `{run}`; use one `.`, one or two `_`, or hyphens"
                     ));
@@ -440,7 +443,8 @@ mod tests {
     #[test]
     fn references_parse_per_dockers_grammar() {
         let digest = format!("sha256:{HEX}");
-        let cases: Vec<(String, &str, Option<&str>, Option<&str>, &str)> = vec![
+        type Case<'a> = (String, &'a str, Option<&'a str>, Option<&'a str>, &'a str);
+        let cases: Vec<Case> = vec![
             ("nginx".into(), "nginx", None, None, "docker.io"),
             (
                 "nginx:1.27".into(),

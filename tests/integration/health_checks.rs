@@ -257,13 +257,13 @@ async fn a_none_check_releases_a_worker_that_stays_up_and_fails_one_that_exits()
         "{log}"
     );
 
-    // A worker that exits within its start period is not healthy.
+    // A worker that exits within its start period (after being seen running) is not healthy.
     repo.commit(
         &[(
             "Dockerfile",
-            "FROM busybox:latest\nCMD [\"sh\", \"-c\", \"echo giving up; exit 4\"]\n",
+            "FROM busybox:latest\nCMD [\"sh\", \"-c\", \"echo giving up; sleep 2; exit 4\"]\n",
         )],
-        "exits at once",
+        "exits soon",
     );
     set_health_check(
         &daemon,
@@ -402,4 +402,81 @@ async fn bad_health_check_settings_are_refused_naming_the_field_and_null_resets(
         .patch(&path, &reader, json!({"healthCheck": {"type": "none"}}))
         .await;
     assert_eq!(res.status, 403, "{}", res.error_message());
+}
+
+#[tokio::test]
+async fn the_cli_shows_sets_and_resets_the_settings() {
+    let daemon = TestDaemon::start().await;
+    daemon.create_project("clihealth").await;
+    let env = || {
+        vec![
+            ("CANTILA_URL", format!("http://{}", daemon.api)),
+            ("CANTILA_TOKEN", daemon.admin_token.clone()),
+        ]
+    };
+    let run =
+        |list: &[&str]| crate::cli::cantila(list.iter().map(|s| s.to_string()).collect(), env());
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+
+    let out = run(&["health", "show", "clihealth"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("the default health check"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = run(&[
+        "health",
+        "set",
+        "clihealth",
+        "--path",
+        "/healthz",
+        "--status",
+        "200-399",
+        "--start-period",
+        "5",
+        "--overall-timeout",
+        "90",
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("path: /healthz"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(&["health", "show", "clihealth", "--json"]).await;
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        shown,
+        json!({"type": "http", "path": "/healthz", "statusMin": 200, "statusMax": 399,
+               "startPeriodSecs": 5, "overallTimeoutSecs": 90})
+    );
+
+    // The server's refusal, naming the field, is the command's error.
+    let out = run(&[
+        "health",
+        "set",
+        "clihealth",
+        "--type",
+        "tcp",
+        "--path",
+        "/x",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("`path`"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(&["health", "reset", "clihealth"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("the default health check"),
+        "{}",
+        text(&out.stdout)
+    );
 }

@@ -522,3 +522,92 @@ async fn a_registry_push_of_the_connected_tag_redeploys_through_the_webhook() {
         assert_eq!(res.status, 401, "{}", res.text);
     }
 }
+
+#[tokio::test]
+async fn the_cli_adds_credentials_connects_an_image_and_deploys_it() {
+    use crate::cli::cantila;
+    let registry = TestRegistry::from_env();
+    let daemon = TestDaemon::start().await;
+    let repository = registry.unique_repository("cli");
+    let digest = registry.push_app(&repository, "1", "from the cli\n", &installation(&daemon));
+    let env = |extra: Option<(&'static str, String)>| {
+        let mut env = vec![
+            ("CANTILA_URL", format!("http://{}", daemon.api)),
+            ("CANTILA_TOKEN", daemon.admin_token.clone()),
+        ];
+        env.extend(extra);
+        env
+    };
+    let run = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+
+    let out = cantila(
+        run(&[
+            "registries",
+            "add",
+            &registry.address,
+            "--username",
+            &registry.user,
+        ]),
+        env(Some((
+            "CANTILA_REGISTRY_PASSWORD",
+            registry.password.clone(),
+        ))),
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = cantila(run(&["registries", "list"]), env(None)).await;
+    let listed = text(&out.stdout);
+    assert!(
+        listed.contains(&registry.address) && !listed.contains(&registry.password),
+        "{listed}"
+    );
+    let registry_id = listed.split_whitespace().next().unwrap().to_owned();
+
+    let out = cantila(run(&["projects", "create", "cliimage"]), env(None)).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let image = format!("{repository}:1");
+    let out = cantila(run(&["image", "connect", "cliimage", &image]), env(None)).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("whsec_"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = cantila(run(&["deploy", "cliimage", "--follow"]), env(None)).await;
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains(&format!("resolved {image} to {digest}")),
+        "{}",
+        text(&out.stdout)
+    );
+    // Again: the digest did not move; the command succeeds and says so.
+    let out = cantila(run(&["deploy", "cliimage", "--follow"]), env(None)).await;
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("unchanged"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = cantila(run(&["image", "show", "cliimage"]), env(None)).await;
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["image"], image.as_str());
+    let out = cantila(run(&["image", "disconnect", "cliimage"]), env(None)).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = cantila(run(&["registries", "remove", &registry_id]), env(None)).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = cantila(run(&["registries", "list"]), env(None)).await;
+    assert!(!text(&out.stdout).contains(&registry.address));
+}

@@ -34,6 +34,9 @@ const EXPECTED: &[(&str, &str)] = &[
     ("post", "/v1/deploy/plan"),
     ("get", "/v1/projects/{id}/env"),
     ("post", "/v1/projects/{id}/env"),
+    ("get", "/v1/projects/{id}/build-secrets"),
+    ("put", "/v1/projects/{id}/build-secrets/{name}"),
+    ("delete", "/v1/projects/{id}/build-secrets/{name}"),
     ("get", "/v1/projects/{id}/aliases"),
     ("post", "/v1/projects/{id}/aliases"),
     ("delete", "/v1/projects/{id}/aliases/{hostname}"),
@@ -64,11 +67,22 @@ const EXPECTED: &[(&str, &str)] = &[
     ("get", "/v1/backups/{id}/download"),
     ("post", "/v1/backups/{id}/restore"),
     ("get", "/v1/projects/{id}/assets"),
+    ("get", "/v1/projects/{id}/image"),
+    ("post", "/v1/projects/{id}/image"),
+    ("delete", "/v1/projects/{id}/image"),
+    ("post", "/v1/projects/{id}/image/webhook"),
+    ("get", "/v1/registries"),
+    ("post", "/v1/registries"),
+    ("delete", "/v1/registries/{id}"),
 ];
 
-/// Operations that take no API token: the document itself, and the webhook (verified by
-/// its signature instead).
-const PUBLIC: &[&str] = &["/v1/openapi.json", "/v1/projects/{id}/git/webhook"];
+/// Operations that take no API token: the document itself, and the webhooks (verified by
+/// their signature or secret instead).
+const PUBLIC: &[&str] = &[
+    "/v1/openapi.json",
+    "/v1/projects/{id}/git/webhook",
+    "/v1/projects/{id}/image/webhook",
+];
 
 async fn document(daemon: &TestDaemon) -> Value {
     let res = daemon

@@ -1,6 +1,6 @@
 //! Secrets at rest: values set through the API (secret env vars, a preview's env, the
 //! webhook secret, a repository access token, a PostgreSQL database's password, a build
-//! secret) reach
+//! secret, registry credentials' password, an image source's webhook secret) reach
 //! what uses them, yet their bytes are found nowhere in the SQLite file or its WAL, read
 //! as bytes while the daemon runs and again after it checkpointed on stop. A plain value
 //! written beside them (the project's name) is found, so the search reads what the store
@@ -66,6 +66,42 @@ async fn secrets_set_through_the_api_are_sealed_in_the_sqlite_file_and_its_wal()
     assert_eq!(connected.body["accessTokenSet"], true, "{}", connected.text);
     assert!(!connected.text.contains(&access_token));
     let webhook_secret = connected.body["webhookSecret"].as_str().unwrap().to_owned();
+
+    // Registry credentials, and the registry webhook secret of an image project (the
+    // images tests pull with such credentials).
+    let registry_password = format!("registry-{}", random());
+    let added = daemon
+        .post(
+            "/v1/registries",
+            &daemon.admin_token,
+            json!({ "server": "registry.example.com", "username": "ci", "password": registry_password }),
+        )
+        .await
+        .expect(201);
+    assert!(!added.text.contains(&registry_password));
+    let listed = daemon
+        .get("/v1/registries", &daemon.admin_token)
+        .await
+        .expect(200);
+    assert!(!listed.text.contains(&registry_password));
+    let image_project = daemon
+        .create_project(&format!("pulled-{}", random().to_ascii_lowercase()))
+        .await;
+    let image_webhook_secret = daemon
+        .post(
+            &format!(
+                "/v1/projects/{}/image",
+                image_project["id"].as_str().unwrap()
+            ),
+            &daemon.admin_token,
+            json!({ "image": "registry.example.com/team/app:1" }),
+        )
+        .await
+        .expect(200)
+        .body["webhookSecret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let greeting = format!("greeting-{}", random());
     let api_key = format!("sk_live_{}", random());
@@ -151,6 +187,8 @@ async fn secrets_set_through_the_api_are_sealed_in_the_sqlite_file_and_its_wal()
         ("the webhook secret", webhook_secret),
         ("the access token", access_token),
         ("the database password", password),
+        ("the registry password", registry_password),
+        ("the image webhook secret", image_webhook_secret),
     ];
     let data_dir = daemon.data_dir().to_owned();
     let running = store_bytes(&data_dir);

@@ -14,7 +14,11 @@ use serde_json::{json, Map, Value};
 use crate::{deploys::Repo, support::TestDaemon};
 
 /// Operations that are not account-scoped by design.
-const PUBLIC: &[&str] = &["/v1/openapi.json", "/v1/projects/{id}/git/webhook"];
+const PUBLIC: &[&str] = &[
+    "/v1/openapi.json",
+    "/v1/projects/{id}/git/webhook",
+    "/v1/projects/{id}/image/webhook",
+];
 
 /// Real resources of the first account, and lookalikes that do not exist.
 struct Fixtures {
@@ -35,9 +39,11 @@ impl Fixtures {
             ("deploys", "id") => "deploy",
             ("previews", "previewId") => "preview",
             ("tokens", "id") => "token",
+            ("registries", "id") => "registry",
             ("aliases", "hostname") => "alias",
             ("backups", "id") => "backup",
             ("volumes", "name") => "volume",
+            ("build-secrets", "name") => "build_secret",
             ("by-handle", "handle") => "handle",
             (_, "name") if path.contains("/by-handle/") => "name",
             (before, _) => panic!(
@@ -165,9 +171,22 @@ async fn snapshot(daemon: &TestDaemon, project_id: &str, deploy_id: &str) -> Val
         .expect(200)
         .body;
     let tokens = daemon.get("/v1/tokens", &daemon.admin_token).await.body;
+    let registries = daemon
+        .get("/v1/registries", &daemon.admin_token)
+        .await
+        .expect(200)
+        .body;
     let volumes = daemon
         .get(
             &format!("/v1/projects/{project_id}/volumes"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
+    let build_secrets = daemon
+        .get(
+            &format!("/v1/projects/{project_id}/build-secrets"),
             &daemon.admin_token,
         )
         .await
@@ -182,6 +201,7 @@ async fn snapshot(daemon: &TestDaemon, project_id: &str, deploy_id: &str) -> Val
         .expect(200)
         .body;
     json!([
+        build_secrets,
         project,
         env,
         aliases,
@@ -189,7 +209,8 @@ async fn snapshot(daemon: &TestDaemon, project_id: &str, deploy_id: &str) -> Val
         tokens["tokens"].as_array().map(Vec::len),
         volumes,
         backups,
-        previews
+        previews,
+        registries
     ])
 }
 
@@ -230,6 +251,16 @@ async fn another_account_learns_nothing_from_any_endpoint() {
         .wait_deploy(preview["deployId"].as_str().unwrap())
         .await;
     assert_eq!(preview_deploy["status"], "running", "{preview_deploy}");
+    // Set after the deploys: a build with build secrets needs BuildKit.
+    daemon
+        .call(
+            Method::PUT,
+            &format!("/v1/projects/{project_id}/build-secrets/NPM_TOKEN"),
+            Some(&daemon.admin_token),
+            Some(json!({ "value": "npm-secret" })),
+        )
+        .await
+        .expect(200);
     daemon
         .post(
             &format!("/v1/projects/{project_id}/volumes"),
@@ -261,6 +292,15 @@ async fn another_account_learns_nothing_from_any_endpoint() {
         .await
         .expect(201)
         .body;
+    let registry = daemon
+        .post(
+            "/v1/registries",
+            &daemon.admin_token,
+            json!({ "server": "registry.example.com", "username": "ci", "password": "registry-secret" }),
+        )
+        .await
+        .expect(201)
+        .body;
     let fixtures = Fixtures {
         real: BTreeMap::from([
             ("project", project_id.clone()),
@@ -272,6 +312,8 @@ async fn another_account_learns_nothing_from_any_endpoint() {
             ("name", "secret-plans".to_owned()),
             ("backup", backup_id.clone()),
             ("volume", "files".to_owned()),
+            ("registry", registry["id"].as_str().unwrap().to_owned()),
+            ("build_secret", "NPM_TOKEN".to_owned()),
         ]),
         fake: BTreeMap::from([
             ("project", "prj_00000000000000000000".to_owned()),
@@ -283,6 +325,8 @@ async fn another_account_learns_nothing_from_any_endpoint() {
             ("name", "nothing".to_owned()),
             ("backup", "bak_00000000000000000000".to_owned()),
             ("volume", "nothing".to_owned()),
+            ("registry", "reg_00000000000000000000".to_owned()),
+            ("build_secret", "NOTHING".to_owned()),
         ]),
     };
     let before = snapshot(&daemon, &project_id, &deploy_id).await;

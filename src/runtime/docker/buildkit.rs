@@ -53,7 +53,16 @@ pub async fn build(
         )));
     }
     let api_version = format!("{}.{}", api.0, api.1);
-    let session = match Session::open(endpoint, &api_version).await {
+    let opening = tokio::time::timeout(
+        std::time::Duration::from_secs(super::REQUEST_TIMEOUT_SECS),
+        Session::open(endpoint, &api_version),
+    );
+    let opened = opening.await.unwrap_or_else(|_| {
+        Err(SessionError::Unreachable(
+            "the engine did not open a build session in time".to_owned(),
+        ))
+    });
+    let session = match opened {
         Ok(session) => session,
         Err(SessionError::Refused(reason)) => return Ok(Outcome::Unavailable(reason)),
         Err(SessionError::Unreachable(reason)) => {
@@ -284,7 +293,9 @@ impl Progress {
                 shown.announced = true;
                 on_line(&format!("#{number} {}", shown.name));
             }
-            if vertex.cached && !shown.cached {
+            // A vertex reported done and then cached (BuildKit does so for the context's
+            // load) has said all there is.
+            if vertex.cached && !shown.cached && !shown.done {
                 shown.cached = true;
                 on_line(&format!("#{number} CACHED"));
             }
@@ -458,6 +469,12 @@ mod tests {
                 "sha256:a",
                 "[internal] load build definition from Dockerfile",
                 &[(5, STAMP), (6, STAMP)],
+            )),
+            // Reported cached after it was done: nothing more to say.
+            trace(vertex(
+                "sha256:a",
+                "[internal] load build definition from Dockerfile",
+                &[(4, b""), (6, STAMP)],
             )),
             trace(vertex(
                 "sha256:b",

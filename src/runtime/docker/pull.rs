@@ -186,7 +186,8 @@ impl PullProgress {
             state.total = total;
         }
         let changed = state.status != status;
-        if !changed && !(in_progress && now.duration_since(state.reported_at) >= PROGRESS_EVERY) {
+        let progress_due = in_progress && now.duration_since(state.reported_at) >= PROGRESS_EVERY;
+        if !(changed || progress_due) {
             return None;
         }
         state.status = status.to_owned();
