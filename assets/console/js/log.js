@@ -36,9 +36,11 @@ export function ansiSpans(text) {
 export function lineKind(text) {
   if (/^(deploy failed|error\b|ERROR\b|failed\b)/i.test(text) || /\berror:/i.test(text)) return "error";
   if (/^warning\b/i.test(text)) return "warning";
-  if (/^Step \d+\/\d+/.test(text)) return "step";
+  // The classic builder's "Step 2/5 : RUN …"; BuildKit's "#7 [2/5] RUN …" (a stage's name
+  // may come first: "#7 [build 2/5] RUN …").
+  if (/^Step \d+\/\d+/.test(text) || /^#\d+ \[(?:[\w.-]+ )?\d+\/\d+\]/.test(text)) return "step";
   if (/^(fetching|commit|plan:|building|reusing image|traffic switched|running the release command|published)/.test(text)) return "milestone";
-  if (/^ ?---> /.test(text)) return "dim";
+  if (/^ ?---> /.test(text) || /^#\d+ (DONE|CACHED)\b/.test(text)) return "dim";
   return "plain";
 }
 
