@@ -10,7 +10,7 @@ use crate::{
     accounts::Actor,
     error::{Error, Result},
     model::{build::BuildSettings, image::ImageReference},
-    plan::{BuildPlan, ImagePlan, SourcePlan},
+    plan::{BuildPlan, HealthCheckSource, ImagePlan, SourcePlan},
     projects::Project,
     source::{GitRef, Mirror, RepoLocation},
     store,
@@ -88,7 +88,11 @@ impl Deploys {
         env_keys.dedup();
         let tier = self.config.scale.tier(project.size.as_deref());
         Ok(DeployPlan {
-        source: self.with_health_check(source, project.health_check.as_ref()),
+        source: self.with_health_check(
+            source,
+            project.health_check.as_ref(),
+            build.as_ref(),
+        ),
         instances: project.instances,
         size: InstanceSize {
             name: project
@@ -109,19 +113,44 @@ impl Deploys {
 }
 
 impl Deploys {
-    /// The source plan with the health check its release runs: the project's settings,
-    /// else the detected check, with the defaults filled in.
+    /// The source plan with the health check its release runs: the project's settings
+    /// (the whole object), else the settings file's `[health]`, else the detected check,
+    /// with the defaults filled in. A file's table the project's settings override is
+    /// named in the warnings.
     fn with_health_check(
         &self,
         source: &SourcePlan,
-        settings: Option<&crate::model::health::HealthCheckSettings>,
+        api: Option<&crate::model::health::HealthCheckSettings>,
+        build: Option<&BuildPlan>,
     ) -> SourcePlan {
+        let file = build.and_then(|build| build.file_health.as_ref());
+        let mut warnings = source.warnings.clone();
+        let (settings, from) = match (api, file) {
+            (Some(api), file) => {
+                if file.is_some() {
+                    let shown = build
+                        .and_then(|build| build.config_file.as_deref())
+                        .unwrap_or(crate::plan::CONFIG_FILE);
+                    warnings.push(format!(
+                        "`[health]` in {shown} was ignored: the project's healthCheck is set"
+                    ));
+                }
+                (Some(api), HealthCheckSource::Api)
+            }
+            (None, Some(file)) => (Some(file), HealthCheckSource::File),
+            (None, None) => (None, HealthCheckSource::Detection),
+        };
+        let mut health_check = source.health_check.resolve(
+            settings,
+            source.port,
+            self.config.deploy.health_timeout_secs,
+        );
+        if settings.is_some() {
+            health_check.source = Some(from);
+        }
         SourcePlan {
-            health_check: source.health_check.resolve(
-                settings,
-                source.port,
-                self.config.deploy.health_timeout_secs,
-            ),
+            health_check,
+            warnings,
             ..source.clone()
         }
     }
@@ -177,7 +206,7 @@ impl Deploys {
         match project {
             Some(project) => self.deploy_plan(&project, &source, Some(&build)).await,
             None => Ok(DeployPlan {
-                source: self.with_health_check(&source, None),
+                source: self.with_health_check(&source, None, Some(&build)),
                 instances: 1,
                 size: {
                     let tier = self.config.scale.tier(None);
