@@ -409,17 +409,22 @@ impl Deploys {
         let engine = self.engine().await.map_err(failed("build"))?;
         let project_id = project.id.clone();
         let deploy_id = deploy.id.clone();
-        let plan_key = plan_json.to_owned();
+        let key = super::planning::build_key(plan_json);
         let reusable = self
             .store
             .call(move |c| {
                 let sha = store::deploys::by_id(c, &deploy_id)?
                     .and_then(|d| d.commit_sha)
                     .unwrap_or_default();
-                store::deploys::reusable_image(c, &project_id, &sha, &plan_key)
+                store::deploys::reusable_images(c, &project_id, &sha)
             })
             .await
-            .map_err(failed("build"))?;
+            .map_err(failed("build"))?
+            .into_iter()
+            .find(|(_, plan)| {
+                key.is_some() && plan.as_deref().and_then(super::planning::build_key) == key
+            })
+            .map(|(image, _)| image);
         if let Some(image) = reusable {
             if engine
                 .image_id(&image)

@@ -156,6 +156,30 @@ impl Deploys {
     }
 }
 
+/// The inputs of a build, out of a stored plan's JSON (`DeployPlan`): what a deploy of the
+/// same commit must share with an earlier one to reuse its image. The runtime and builder,
+/// the Dockerfile built (the generated one's whole text), the root directory, the
+/// Dockerfile's path, the target, the build args and the build secrets' names decide the
+/// image; the health check, instances, size, env names, hostnames, database, watch paths
+/// and warnings do not, so changing them alone reuses the image. `None` for a plan that is
+/// not JSON, which then matches nothing.
+pub fn build_key(plan_json: &str) -> Option<serde_json::Value> {
+    let plan: serde_json::Value = serde_json::from_str(plan_json).ok()?;
+    let build = &plan["build"];
+    Some(serde_json::json!({
+        "runtime": plan["runtime"],
+        "builder": plan["builder"],
+        "dockerfile": plan["dockerfile"],
+        "build": {
+            "rootDir": build["rootDir"],
+            "dockerfile": build["dockerfile"],
+            "target": build["target"],
+            "buildArgs": build["buildArgs"],
+            "secrets": build["secrets"],
+        },
+    }))
+}
+
 /// What to plan: a project's connected repository, or any repository, at a ref.
 #[derive(Debug)]
 pub struct PlanTarget {
@@ -360,5 +384,42 @@ impl Deploys {
             let _ = tokio::fs::remove_dir_all(mirror).await;
         }
         planned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::build_key;
+    use serde_json::json;
+
+    #[test]
+    fn the_build_key_ignores_the_health_check_and_keeps_every_build_input() {
+        let plan = json!({
+            "runtime": "node", "builder": "generated", "dockerfile": "FROM node:22-slim\n",
+            "port": 3000, "healthCheck": {"kind": "http", "path": "/", "source": "detection"},
+            "instances": 1, "envKeys": ["PORT"], "warnings": [],
+            "build": {"rootDir": ".", "dockerfile": null, "target": null, "buildArgs": {"A": "1"},
+                      "watchPaths": [], "secrets": ["NPM"], "configFile": null, "sources": {}}
+        });
+        let key = |plan: &serde_json::Value| build_key(&plan.to_string()).unwrap();
+        let mut other = plan.clone();
+        other["healthCheck"] = json!({"kind": "tcp", "port": 9, "source": "file"});
+        other["instances"] = json!(3);
+        other["warnings"] = json!(["`[health]` in cantila.toml was ignored"]);
+        other["build"]["watchPaths"] = json!(["apps/**"]);
+        assert_eq!(key(&plan), key(&other));
+        for (field, value) in [
+            ("/runtime", json!("python")),
+            ("/dockerfile", json!("FROM node:20\n")),
+            ("/build/rootDir", json!("apps/web")),
+            ("/build/target", json!("prod")),
+            ("/build/buildArgs", json!({"A": "2"})),
+            ("/build/secrets", json!([])),
+        ] {
+            let mut changed = plan.clone();
+            *changed.pointer_mut(field).unwrap() = value;
+            assert_ne!(key(&plan), key(&changed), "{field}");
+        }
+        assert_eq!(build_key("not json"), None);
     }
 }

@@ -185,7 +185,8 @@ async fn plan_of(daemon: &TestDaemon, project_id: &str) -> crate::support::Res {
 
 /// `[health]` in the repository's `cantila.toml` gates the release (the app's `/` answers
 /// 500, so only the file's `/healthz` lets it pass); the project's `healthCheck` wins over
-/// the file as a whole, with a warning; an unknown key is named with its line.
+/// the file as a whole, with a warning, and reuses the image (a health check is not an
+/// input of the build; a build arg is, and rebuilds); an unknown key is named with its line.
 #[tokio::test]
 async fn a_cantila_toml_health_table_applies_under_the_api_and_unknown_keys_are_named() {
     let daemon = TestDaemon::start().await;
@@ -244,16 +245,30 @@ async fn a_cantila_toml_health_table_applies_under_the_api_and_unknown_keys_are_
             .contains("the last answer was HTTP 500"),
         "{overridden}"
     );
+    // The health check is not an input of the build: the same commit's image is reused.
+    assert_eq!(overridden["image"], good["image"], "{overridden}");
+    let log = events_text(&daemon, overridden["id"].as_str().unwrap()).await;
+    assert!(log.contains("reusing image"), "{log}");
 
-    // An unknown key fails the plan and the deploy, named with the file and its line.
+    // A build arg is one: the next deploy builds again.
     daemon
         .patch(
             &format!("/v1/projects/{project_id}"),
             &daemon.admin_token,
-            json!({ "healthCheck": null }),
+            json!({ "healthCheck": null, "build": { "buildArgs": { "FLAVOUR": "plain" } } }),
         )
         .await
         .expect(200);
+    let rebuilt = daemon.deploy(&project_id, None).await;
+    assert_eq!(outcome(&rebuilt), (Some("running"), None), "{rebuilt}");
+    assert_ne!(rebuilt["image"], good["image"], "{rebuilt}");
+    let log = events_text(&daemon, rebuilt["id"].as_str().unwrap()).await;
+    assert!(
+        !log.contains("reusing image") && log.contains("building "),
+        "{log}"
+    );
+
+    // An unknown key fails the plan and the deploy, named with the file and its line.
     repo.commit(
         &[(
             "cantila.toml",
