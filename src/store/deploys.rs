@@ -183,7 +183,7 @@ pub fn newest_status_of_previews(db: &Db) -> Result<Vec<(String, DeployStatus)>>
 }
 
 /// Whether a deploy outside `preview_id` still names `image`, so removing the preview
-/// must keep it (production reuses images of the same commit and plan).
+/// must keep it (production reuses images of the same commit and build inputs).
 pub fn image_used_outside_preview(db: &Db, image: &str, preview_id: &str) -> Result<bool> {
     Ok(db.query_row(
         "SELECT EXISTS (SELECT 1 FROM deploys WHERE image = ?1 AND preview_id IS NOT ?2)",
