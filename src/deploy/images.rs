@@ -2,7 +2,7 @@
 //! a preview keeps only the image that serves it, and its removal takes the images only it
 //! used.
 //! Invariant: an image another deploy still names (production reuses an image built for
-//! the same commit and plan), or a container still uses, is never removed.
+//! the same commit and build inputs), or a container still uses, is never removed.
 
 use crate::{runtime::Runtime, store};
 
@@ -60,7 +60,7 @@ impl Deploys {
     }
 
     /// Removes those of `images` no deploy outside the preview names (production reuses an
-    /// image built for the same commit and plan); Docker refuses to remove one a container
+    /// image built for the same commit and build inputs); Docker refuses to remove one a container
     /// still uses.
     pub(crate) async fn remove_preview_images(
         &self,

@@ -217,11 +217,13 @@ impl Deploys {
                 source_plan.health_check.describe(source_plan.port),
                 match source_plan.health_check.source {
                     Some(plan::HealthCheckSource::Api) => "the project's settings",
+                    Some(plan::HealthCheckSource::File) => "the settings file's [health]",
                     Some(plan::HealthCheckSource::Detection) | None => "detected",
                 }
             ));
         }
-        // The plan (settings included) keys image reuse: a settings change rebuilds.
+        // The plan's build inputs key image reuse (`planning::build_key`): a change of a
+        // build setting rebuilds, a change of the health check alone does not.
         let plan_json = serde_json::to_string(&deploy_plan)
             .map_err(|err| failed("plan")(Error::Internal(err.to_string())))?;
         {
@@ -391,7 +393,8 @@ impl Deploys {
         Ok((source_plan, build_plan))
     }
 
-    /// Builds the image, or reuses the image of an earlier deploy of the same commit and plan.
+    /// Builds the image, or reuses the image of an earlier deploy of the same commit and
+    /// build inputs.
     #[allow(clippy::too_many_arguments)]
     async fn build_image(
         &self,
@@ -406,17 +409,22 @@ impl Deploys {
         let engine = self.engine().await.map_err(failed("build"))?;
         let project_id = project.id.clone();
         let deploy_id = deploy.id.clone();
-        let plan_key = plan_json.to_owned();
+        let key = super::planning::build_key(plan_json);
         let reusable = self
             .store
             .call(move |c| {
                 let sha = store::deploys::by_id(c, &deploy_id)?
                     .and_then(|d| d.commit_sha)
                     .unwrap_or_default();
-                store::deploys::reusable_image(c, &project_id, &sha, &plan_key)
+                store::deploys::reusable_images(c, &project_id, &sha)
             })
             .await
-            .map_err(failed("build"))?;
+            .map_err(failed("build"))?
+            .into_iter()
+            .find(|(_, plan)| {
+                key.is_some() && plan.as_deref().and_then(super::planning::build_key) == key
+            })
+            .map(|(image, _)| image);
         if let Some(image) = reusable {
             if engine
                 .image_id(&image)
@@ -425,7 +433,7 @@ impl Deploys {
                 .is_some()
             {
                 log.line(format!(
-                    "reusing image {image}: same commit and plan as an earlier deploy"
+                    "reusing image {image}: same commit and build inputs as an earlier deploy"
                 ));
                 self.record_image(deploy, &image).await?;
                 return Ok(image);

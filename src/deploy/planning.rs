@@ -10,7 +10,7 @@ use crate::{
     accounts::Actor,
     error::{Error, Result},
     model::{build::BuildSettings, image::ImageReference},
-    plan::{BuildPlan, ImagePlan, SourcePlan},
+    plan::{BuildPlan, HealthCheckSource, ImagePlan, SourcePlan},
     projects::Project,
     source::{GitRef, Mirror, RepoLocation},
     store,
@@ -88,7 +88,11 @@ impl Deploys {
         env_keys.dedup();
         let tier = self.config.scale.tier(project.size.as_deref());
         Ok(DeployPlan {
-        source: self.with_health_check(source, project.health_check.as_ref()),
+        source: self.with_health_check(
+            source,
+            project.health_check.as_ref(),
+            build.as_ref(),
+        ),
         instances: project.instances,
         size: InstanceSize {
             name: project
@@ -109,22 +113,71 @@ impl Deploys {
 }
 
 impl Deploys {
-    /// The source plan with the health check its release runs: the project's settings,
-    /// else the detected check, with the defaults filled in.
+    /// The source plan with the health check its release runs: the project's settings
+    /// (the whole object), else the settings file's `[health]`, else the detected check,
+    /// with the defaults filled in. A file's table the project's settings override is
+    /// named in the warnings.
     fn with_health_check(
         &self,
         source: &SourcePlan,
-        settings: Option<&crate::model::health::HealthCheckSettings>,
+        api: Option<&crate::model::health::HealthCheckSettings>,
+        build: Option<&BuildPlan>,
     ) -> SourcePlan {
+        let file = build.and_then(|build| build.file_health.as_ref());
+        let mut warnings = source.warnings.clone();
+        let (settings, from) = match (api, file) {
+            (Some(api), file) => {
+                if file.is_some() {
+                    let shown = build
+                        .and_then(|build| build.config_file.as_deref())
+                        .unwrap_or(crate::plan::CONFIG_FILE);
+                    warnings.push(format!(
+                        "`[health]` in {shown} was ignored: the project's healthCheck is set"
+                    ));
+                }
+                (Some(api), HealthCheckSource::Api)
+            }
+            (None, Some(file)) => (Some(file), HealthCheckSource::File),
+            (None, None) => (None, HealthCheckSource::Detection),
+        };
+        let mut health_check = source.health_check.resolve(
+            settings,
+            source.port,
+            self.config.deploy.health_timeout_secs,
+        );
+        if settings.is_some() {
+            health_check.source = Some(from);
+        }
         SourcePlan {
-            health_check: source.health_check.resolve(
-                settings,
-                source.port,
-                self.config.deploy.health_timeout_secs,
-            ),
+            health_check,
+            warnings,
             ..source.clone()
         }
     }
+}
+
+/// The inputs of a build, out of a stored plan's JSON (`DeployPlan`): what a deploy of the
+/// same commit must share with an earlier one to reuse its image. The runtime and builder,
+/// the Dockerfile built (the generated one's whole text), the root directory, the
+/// Dockerfile's path, the target, the build args and the build secrets' names decide the
+/// image; the health check, instances, size, env names, hostnames, database, watch paths
+/// and warnings do not, so changing them alone reuses the image. `None` for a plan that is
+/// not JSON, which then matches nothing.
+pub fn build_key(plan_json: &str) -> Option<serde_json::Value> {
+    let plan: serde_json::Value = serde_json::from_str(plan_json).ok()?;
+    let build = &plan["build"];
+    Some(serde_json::json!({
+        "runtime": plan["runtime"],
+        "builder": plan["builder"],
+        "dockerfile": plan["dockerfile"],
+        "build": {
+            "rootDir": build["rootDir"],
+            "dockerfile": build["dockerfile"],
+            "target": build["target"],
+            "buildArgs": build["buildArgs"],
+            "secrets": build["secrets"],
+        },
+    }))
 }
 
 /// What to plan: a project's connected repository, or any repository, at a ref.
@@ -177,7 +230,7 @@ impl Deploys {
         match project {
             Some(project) => self.deploy_plan(&project, &source, Some(&build)).await,
             None => Ok(DeployPlan {
-                source: self.with_health_check(&source, None),
+                source: self.with_health_check(&source, None, Some(&build)),
                 instances: 1,
                 size: {
                     let tier = self.config.scale.tier(None);
@@ -331,5 +384,42 @@ impl Deploys {
             let _ = tokio::fs::remove_dir_all(mirror).await;
         }
         planned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::build_key;
+    use serde_json::json;
+
+    #[test]
+    fn the_build_key_ignores_the_health_check_and_keeps_every_build_input() {
+        let plan = json!({
+            "runtime": "node", "builder": "generated", "dockerfile": "FROM node:22-slim\n",
+            "port": 3000, "healthCheck": {"kind": "http", "path": "/", "source": "detection"},
+            "instances": 1, "envKeys": ["PORT"], "warnings": [],
+            "build": {"rootDir": ".", "dockerfile": null, "target": null, "buildArgs": {"A": "1"},
+                      "watchPaths": [], "secrets": ["NPM"], "configFile": null, "sources": {}}
+        });
+        let key = |plan: &serde_json::Value| build_key(&plan.to_string()).unwrap();
+        let mut other = plan.clone();
+        other["healthCheck"] = json!({"kind": "tcp", "port": 9, "source": "file"});
+        other["instances"] = json!(3);
+        other["warnings"] = json!(["`[health]` in cantila.toml was ignored"]);
+        other["build"]["watchPaths"] = json!(["apps/**"]);
+        assert_eq!(key(&plan), key(&other));
+        for (field, value) in [
+            ("/runtime", json!("python")),
+            ("/dockerfile", json!("FROM node:20\n")),
+            ("/build/rootDir", json!("apps/web")),
+            ("/build/target", json!("prod")),
+            ("/build/buildArgs", json!({"A": "2"})),
+            ("/build/secrets", json!([])),
+        ] {
+            let mut changed = plan.clone();
+            *changed.pointer_mut(field).unwrap() = value;
+            assert_ne!(key(&plan), key(&changed), "{field}");
+        }
+        assert_eq!(build_key("not json"), None);
     }
 }

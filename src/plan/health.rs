@@ -20,6 +20,8 @@ pub enum HealthCheckSource {
     Detection,
     /// The project's settings (`PATCH /v1/projects/:id` `healthCheck`).
     Api,
+    /// The `[health]` table of the repository's `cantila.toml`.
+    File,
 }
 
 impl HealthCheck {

@@ -115,7 +115,8 @@ pub struct HealthCheck {
     /// The pause between probes (`None`: 500 ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval_ms: Option<u32>,
-    /// Where the check came from: `detection` or `api` (the project's settings).
+    /// Where the check came from: `detection`, `file` (`[health]` in `cantila.toml`) or
+    /// `api` (the project's settings, which win over the file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<HealthCheckSource>,
 }

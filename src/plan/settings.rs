@@ -14,8 +14,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::Error,
-    model::build::{
-        BuildName, BuildSettings, BuildTarget, DockerfilePath, RootDir, SettingSource, WatchPath,
+    model::{
+        build::{
+            BuildName, BuildSettings, BuildTarget, DockerfilePath, RootDir, SettingSource,
+            WatchPath,
+        },
+        health::{HealthCheckFields, HealthCheckSettings},
     },
 };
 
@@ -27,12 +31,11 @@ pub const CONFIG_FILE: &str = "cantila.toml";
 /// The most of `cantila.toml` that is read; a settings file is a few lines.
 const CONFIG_LIMIT: u64 = 64 * 1024;
 
-/// `cantila.toml` as read: its `[build]` settings, and its `[health]` table, accepted and
-/// passed on as it is until health-check settings read it.
+/// `cantila.toml` as read: its `[build]` settings and its `[health]` check settings.
 #[derive(Debug, Clone, Default)]
 pub struct FileSettings {
     pub build: BuildSettings,
-    pub health: Option<toml::Table>,
+    pub health: Option<HealthCheckSettings>,
 }
 
 /// The file's shape: keys are snake_case, and anything else is an error naming it.
@@ -42,7 +45,15 @@ struct FileDocument {
     #[serde(default)]
     build: Option<FileBuild>,
     #[serde(default)]
-    health: Option<toml::Table>,
+    health: Option<HealthCheckFields>,
+}
+
+/// The `[health]` table's keys with their places in the file, read again only to say
+/// where a value that parsed but is out of bounds was written.
+#[derive(Deserialize)]
+struct HealthKeys {
+    #[serde(default)]
+    health: BTreeMap<toml::Spanned<String>, toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -63,17 +74,23 @@ struct FileBuild {
 /// Parses `cantila.toml`; `shown` is its path in the repository, for messages. An unknown
 /// key or a bad value is a 422 naming the file, the line and the key or value.
 pub fn parse_file_settings(text: &str, shown: &str) -> Result<FileSettings, Error> {
+    let line_of = |at: usize| {
+        text.get(..at)
+            .map(|before| before.matches('\n').count() + 1)
+    };
     let document: FileDocument = toml::from_str(text).map_err(|err| {
-        let line = err
-            .span()
-            .and_then(|span| text.get(..span.start))
-            .map(|before| before.matches('\n').count() + 1);
+        let line = err.span().and_then(|span| line_of(span.start));
         let at = line.map(|line| format!(" line {line}")).unwrap_or_default();
         Error::Invalid(format!(
             "{shown}{at}: {}",
             err.message().trim_end().replace('\n', " ")
         ))
     })?;
+    let health = document
+        .health
+        .map(HealthCheckSettings::try_from)
+        .transpose()
+        .map_err(|err| health_error(err, text, shown, &line_of))?;
     let build = match document.build {
         Some(file) => BuildSettings {
             root_dir: file.root_dir.filter(|root| !root.is_repository()),
@@ -87,10 +104,63 @@ pub fn parse_file_settings(text: &str, shown: &str) -> Result<FileSettings, Erro
     build
         .check_limits()
         .map_err(|err| Error::Invalid(format!("{shown}: {err}")))?;
-    Ok(FileSettings {
-        build,
-        health: document.health,
-    })
+    Ok(FileSettings { build, health })
+}
+
+/// A `[health]` value out of bounds, said with the key as the file writes it and its line:
+/// the check's messages start with the field's API name (`statusMin`), which the file may
+/// spell `status_min`.
+fn health_error(
+    err: Error,
+    text: &str,
+    shown: &str,
+    line_of: &dyn Fn(usize) -> Option<usize>,
+) -> Error {
+    let message = match err {
+        Error::Invalid(message) => message,
+        other => return other,
+    };
+    let field = message
+        .strip_prefix('`')
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(field, _)| field.to_owned());
+    let written = field.as_deref().and_then(|field| {
+        toml::from_str::<HealthKeys>(text)
+            .ok()?
+            .health
+            .into_keys()
+            .find(|key| camel_case(key.get_ref()) == field)
+    });
+    match (field, written) {
+        (Some(field), Some(key)) => {
+            let at = line_of(key.span().start)
+                .map(|line| format!(" line {line}"))
+                .unwrap_or_default();
+            let rest = &message[field.len() + 2..];
+            Error::Invalid(format!(
+                "{shown}{at}: `{}`{rest} (in [health])",
+                key.get_ref()
+            ))
+        }
+        _ => Error::Invalid(format!("{shown} [health]: {message}")),
+    }
+}
+
+/// `status_min` as the API spells it: `statusMin`.
+fn camel_case(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    let mut upper = false;
+    for c in key.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Reads `cantila.toml` in `dir` (a checked directory of the checkout): `None` when there
@@ -126,6 +196,10 @@ pub struct BuildPlan {
     /// The settings file read, as a path of the repository; null when there is none.
     pub config_file: Option<String>,
     pub sources: BuildSources,
+    /// The settings file's `[health]` table: the deploy plan applies it to the health
+    /// check (unless the project's own settings win) and shows it there, not here.
+    #[serde(skip)]
+    pub file_health: Option<HealthCheckSettings>,
 }
 
 /// Where each build setting came from: `api`, `file` (`cantila.toml`) or `detection`.
@@ -209,7 +283,7 @@ pub fn plan_with_settings(
     let shown = api_root.join(CONFIG_FILE);
     let file = read_file_settings(&api_root_path, &shown)?;
     let config_file = file.as_ref().map(|_| shown.clone());
-    let file_build = file.map(|f| f.build).unwrap_or_default();
+    let (file_build, file_health) = file.map(|f| (f.build, f.health)).unwrap_or_default();
 
     if api.root_dir.is_some() {
         if let Some(ignored) = &file_build.root_dir {
@@ -300,6 +374,7 @@ pub fn plan_with_settings(
             build_args: args_source,
             watch_paths: watch_source,
         },
+        file_health,
     };
     Ok((source_plan, build))
 }
@@ -365,7 +440,49 @@ mod tests {
         .unwrap();
         assert_eq!(parsed.build.root_dir.unwrap().as_str(), "apps/web");
         assert_eq!(parsed.build.build_args.len(), 1);
-        assert!(parsed.health.unwrap().contains_key("path"));
+        assert_eq!(
+            parsed.health.unwrap().path.map(|p| p.as_str().to_owned()),
+            Some("/up".to_owned())
+        );
+    }
+
+    #[test]
+    fn the_health_table_is_checked_naming_the_key_and_line() {
+        let parsed = parse_file_settings(
+            "[health]\ntype = \"http\"\npath = \"/healthz\"\nstatus_max = 399\nstartPeriodSecs = 5\n",
+            "cantila.toml",
+        )
+        .unwrap()
+        .health
+        .unwrap();
+        assert_eq!(parsed.status_range(), (200, 399));
+        assert_eq!(parsed.start_period_secs, Some(5));
+        for (text, names) in [
+            (
+                "[health]\npath = \"/\"\n\npaht = \"/x\"\n",
+                ["line 4", "`paht`"],
+            ),
+            (
+                "[build]\n[health]\n\nstatus_min = 50\n",
+                ["line 4", "`status_min` 50"],
+            ),
+            ("[health]\nstatusMax = 600\n", ["line 2", "`statusMax` 600"]),
+            ("[health]\npath = \"healthz\"\n", ["line 2", "`path`"]),
+            (
+                "[health]\ntype = \"tcp\"\n\npath = \"/\"\n",
+                ["line 4", "`path` does not apply"],
+            ),
+            ("[health]\nport = \"80\"\n", ["line 2", "string"]),
+        ] {
+            let text_shown = message(parse_file_settings(text, "apps/cantila.toml").unwrap_err());
+            assert!(
+                text_shown.starts_with("apps/cantila.toml line"),
+                "{text_shown}"
+            );
+            for name in names {
+                assert!(text_shown.contains(name), "{text}: {text_shown}");
+            }
+        }
     }
 
     #[test]

@@ -183,7 +183,7 @@ pub fn newest_status_of_previews(db: &Db) -> Result<Vec<(String, DeployStatus)>>
 }
 
 /// Whether a deploy outside `preview_id` still names `image`, so removing the preview
-/// must keep it (production reuses images of the same commit and plan).
+/// must keep it (production reuses images of the same commit and build inputs).
 pub fn image_used_outside_preview(db: &Db, image: &str, preview_id: &str) -> Result<bool> {
     Ok(db.query_row(
         "SELECT EXISTS (SELECT 1 FROM deploys WHERE image = ?1 AND preview_id IS NOT ?2)",
@@ -310,21 +310,21 @@ pub fn running_env(db: &Db, project_id: &str) -> Result<Option<Vec<u8>>> {
         .flatten())
 }
 
-/// A finished deploy of the same commit and plan whose image can be reused.
-pub fn reusable_image(
+/// The finished deploys of a commit with an image, newest first, with their stored plans:
+/// the candidates whose image a deploy of the same build inputs can reuse.
+pub fn reusable_images(
     db: &Db,
     project_id: &str,
     commit_sha: &str,
-    plan: &str,
-) -> Result<Option<String>> {
-    Ok(db
-        .query_row(
-            "SELECT image FROM deploys WHERE project_id = ?1 AND commit_sha = ?2 AND plan = ?3
-             AND image IS NOT NULL AND status IN ('running', 'superseded') ORDER BY seq DESC LIMIT 1",
-            params![project_id, commit_sha, plan],
-            |row| row.get(0),
-        )
-        .optional()?)
+) -> Result<Vec<(String, Option<String>)>> {
+    let mut statement = db.prepare(
+        "SELECT image, plan FROM deploys WHERE project_id = ?1 AND commit_sha = ?2
+         AND image IS NOT NULL AND status IN ('running', 'superseded') ORDER BY seq DESC",
+    )?;
+    let rows = statement.query_map(params![project_id, commit_sha], |row| {
+        Ok((row.get(0)?, row.get(1)?))
+    })?;
+    Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
 }
 
 /// A status line superseding a queued deploy (its id, the line), to publish once the

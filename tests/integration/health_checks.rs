@@ -172,6 +172,126 @@ async fn a_custom_path_and_status_range_gate_the_release() {
     cleanup(&project_id).await;
 }
 
+/// The plan of the project's connected repository.
+async fn plan_of(daemon: &TestDaemon, project_id: &str) -> crate::support::Res {
+    daemon
+        .post(
+            "/v1/deploy/plan",
+            &daemon.admin_token,
+            json!({ "projectId": project_id }),
+        )
+        .await
+}
+
+/// `[health]` in the repository's `cantila.toml` gates the release (the app's `/` answers
+/// 500, so only the file's `/healthz` lets it pass); the project's `healthCheck` wins over
+/// the file as a whole, with a warning, and reuses the image (a health check is not an
+/// input of the build; a build arg is, and rebuilds); an unknown key is named with its line.
+#[tokio::test]
+async fn a_cantila_toml_health_table_applies_under_the_api_and_unknown_keys_are_named() {
+    let daemon = TestDaemon::start().await;
+    let mut files = healthz_app();
+    files.push(("cantila.toml", "# checks\n[health]\npath = \"/healthz\"\n"));
+    let repo = Repo::new(&files);
+    let (project_id, _) = daemon.connected_project("tomlhealth", &repo).await;
+
+    let planned = plan_of(&daemon, &project_id).await.expect(200).body;
+    assert_eq!(
+        (
+            &planned["healthCheck"]["path"],
+            &planned["healthCheck"]["source"]
+        ),
+        (&json!("/healthz"), &json!("file")),
+        "{planned}"
+    );
+    let good = daemon.deploy(&project_id, None).await;
+    assert_eq!(outcome(&good), (Some("running"), None), "{good}");
+    let log = events_text(&daemon, good["id"].as_str().unwrap()).await;
+    assert!(
+        log.contains(
+            "HTTP GET /healthz on port 8080, passing 200-499 (the settings file's [health])"
+        ) && log.contains("health check passed: HTTP 204"),
+        "{log}"
+    );
+
+    // The project's settings replace the file's table whole: `/` answers 500 and fails.
+    set_health_check(&daemon, &project_id, json!({"overallTimeoutSecs": 2})).await;
+    let planned = plan_of(&daemon, &project_id).await.expect(200).body;
+    assert_eq!(
+        (
+            &planned["healthCheck"]["path"],
+            &planned["healthCheck"]["source"]
+        ),
+        (&json!("/"), &json!("api")),
+        "{planned}"
+    );
+    assert!(
+        planned["warnings"].as_array().unwrap().iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .contains("`[health]` in cantila.toml was ignored")),
+        "{planned}"
+    );
+    let overridden = daemon.deploy(&project_id, None).await;
+    assert_eq!(
+        outcome(&overridden),
+        (Some("failed"), Some("release")),
+        "{overridden}"
+    );
+    assert!(
+        overridden["error"]
+            .as_str()
+            .unwrap()
+            .contains("the last answer was HTTP 500"),
+        "{overridden}"
+    );
+    // The health check is not an input of the build: the same commit's image is reused.
+    assert_eq!(overridden["image"], good["image"], "{overridden}");
+    let log = events_text(&daemon, overridden["id"].as_str().unwrap()).await;
+    assert!(log.contains("reusing image"), "{log}");
+
+    // A build arg is one: the next deploy builds again.
+    daemon
+        .patch(
+            &format!("/v1/projects/{project_id}"),
+            &daemon.admin_token,
+            json!({ "healthCheck": null, "build": { "buildArgs": { "FLAVOUR": "plain" } } }),
+        )
+        .await
+        .expect(200);
+    let rebuilt = daemon.deploy(&project_id, None).await;
+    assert_eq!(outcome(&rebuilt), (Some("running"), None), "{rebuilt}");
+    assert_ne!(rebuilt["image"], good["image"], "{rebuilt}");
+    let log = events_text(&daemon, rebuilt["id"].as_str().unwrap()).await;
+    assert!(
+        !log.contains("reusing image") && log.contains("building "),
+        "{log}"
+    );
+
+    // An unknown key fails the plan and the deploy, named with the file and its line.
+    repo.commit(
+        &[(
+            "cantila.toml",
+            "[health]\npath = \"/healthz\"\n\nintervall_ms = 100\n",
+        )],
+        "typo",
+    );
+    let res = plan_of(&daemon, &project_id).await.expect(422);
+    let message = res.error_message();
+    assert!(
+        message.contains("cantila.toml line 4") && message.contains("`intervall_ms`"),
+        "{message}"
+    );
+    let failed = daemon.deploy(&project_id, None).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("cantila.toml line 4") && error.contains("`intervall_ms`"),
+        "{failed}"
+    );
+    cleanup(&project_id).await;
+}
+
 #[tokio::test]
 async fn a_tcp_check_releases_an_app_that_does_not_speak_http() {
     let daemon = TestDaemon::start().await;
