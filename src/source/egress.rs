@@ -62,6 +62,32 @@ impl EgressPolicy {
         Self::new(&git.allowed_networks)
     }
 
+    /// The addresses of `host:port` this policy permits, resolved by the daemon itself (a
+    /// literal address is taken as is). Empty when the name does not resolve or resolves
+    /// only to refused addresses. Blocking: async callers use `permitted_addresses_of`.
+    pub fn permitted_addresses(&self, host: &str, port: u16) -> Vec<SocketAddr> {
+        permitted_addresses(&(host.to_owned(), port), self)
+    }
+
+    /// `permitted_addresses` resolving on tokio's resolver, for async callers.
+    pub async fn permitted_addresses_of(&self, host: &str, port: u16) -> Vec<SocketAddr> {
+        let host = host
+            .strip_prefix('[')
+            .and_then(|inner| inner.strip_suffix(']'))
+            .unwrap_or(host);
+        let resolved: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => tokio::net::lookup_host((host, port))
+                .await
+                .map(Iterator::collect)
+                .unwrap_or_default(),
+        };
+        resolved
+            .into_iter()
+            .filter(|address| self.permits(address.ip()))
+            .collect()
+    }
+
     pub fn permits(&self, address: IpAddr) -> bool {
         let address = canonical(address);
         if self.allowed.iter().any(|net| net.contains(address)) {
