@@ -129,7 +129,12 @@ impl ImageSources {
             })?;
         let connected = ImageReference::parse(&stored.reference)?;
         let chosen = connected.with_selector(requested)?;
-        crate::registry_api::check_host(&chosen.registry(), &self.egress).await?;
+        crate::registry_api::check_host(
+            &chosen.registry(),
+            &self.egress,
+            crate::registry_api::Unresolved::Allow,
+        )
+        .await?;
         Ok(chosen.pull_selector())
     }
 
@@ -145,7 +150,12 @@ impl ImageSources {
     ) -> Result<(ImageSourceView, String)> {
         self.owned_project(actor, &project_id).await?;
         // Refused up front: a host that only resolves inside would fail every deploy.
-        crate::registry_api::check_host(&reference.registry(), &self.egress).await?;
+        crate::registry_api::check_host(
+            &reference.registry(),
+            &self.egress,
+            crate::registry_api::Unresolved::Allow,
+        )
+        .await?;
         let secret = format!("whsec_{}", ids::random_base62(32));
         let now = clock::now();
         let stored = StoredImageSource {

@@ -59,13 +59,33 @@ fn api_host_port(registry: &RegistryServer) -> (String, u16) {
     }
 }
 
-/// Refuses (with `HOST_REFUSED`) a registry whose API host resolves to no address the
-/// policy permits. Checked when an image is connected, when a deploy names a tag or digest,
-/// and before every pull: the engine resolves the name again itself, so this narrows but
-/// does not close the gap a DNS server that changes its answer could use (README).
-pub async fn check_host(registry: &RegistryServer, egress: &EgressPolicy) -> Result<(), Error> {
+/// How strictly `check_host` judges a name that does not resolve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unresolved {
+    /// Refused: before a pull, nothing may be asked of the engine unchecked.
+    Refuse,
+    /// Let through: when an image is connected or a deploy names its tag, a name that does
+    /// not resolve yet (DNS down, a registry not set up yet) is not known to lead inside;
+    /// the plan and the pull check it again.
+    Allow,
+}
+
+/// Refuses (with `HOST_REFUSED`) a registry whose API host resolves only to addresses the
+/// policy refuses (or to none, per `unresolved`). Checked when an image is connected, when
+/// a deploy names a tag or digest, and before every pull: the engine resolves the name
+/// again itself, so this narrows but does not close the gap a DNS server that changes its
+/// answer could use (README).
+pub async fn check_host(
+    registry: &RegistryServer,
+    egress: &EgressPolicy,
+    unresolved: Unresolved,
+) -> Result<(), Error> {
     let (host, port) = api_host_port(registry);
-    if egress.permitted_addresses_of(&host, port).await.is_empty() {
+    let resolved = crate::source::resolve_host(&host, port).await;
+    if resolved.is_empty() && unresolved == Unresolved::Allow {
+        return Ok(());
+    }
+    if !resolved.iter().any(|address| egress.permits(address.ip())) {
         tracing::debug!(registry = %registry, "refused a registry: the host has no permitted address");
         return Err(host_refused());
     }
