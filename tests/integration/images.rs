@@ -86,10 +86,17 @@ async fn internal_registry_hosts_are_refused_alike_for_connect_plan_and_deploy()
     let daemon = TestDaemon::start_in(dir, config).await;
     let (local_id, _) = image_project(&daemon, "inside-local", &local).await;
     let (private_id, _) = image_project(&daemon, "inside-private", &private).await;
+    // A name, so the plan's HTTP client refuses it in its resolver, not as a literal.
+    let (named_id, _) = image_project(
+        &daemon,
+        "inside-named",
+        &format!("localhost:{port}/team/app:1"),
+    )
+    .await;
     let (dir, mut config) = daemon.stop().await;
     config.git.allowed_networks = Vec::new();
     let daemon = TestDaemon::start_in(dir, config).await;
-    for project_id in [&local_id, &private_id] {
+    for project_id in [&local_id, &private_id, &named_id] {
         let planned = daemon
             .post(
                 "/v1/deploy/plan",
