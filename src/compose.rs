@@ -159,7 +159,11 @@ pub fn build(adapters: Adapters) -> ApiState {
         std::time::Duration::from_secs(config.deploy.fetch_timeout_secs),
         crate::source::EgressPolicy::from_config(&config.git),
     );
-    let image_sources = ImageSources::new(store.clone(), deploys.clone());
+    let image_sources = ImageSources::new(
+        store.clone(),
+        deploys.clone(),
+        crate::source::EgressPolicy::from_config(&config.git),
+    );
     ApiState::new(Handles {
         config,
         store,

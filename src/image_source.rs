@@ -17,6 +17,7 @@ use crate::{
     error::{Error, Result},
     ids,
     model::image::ImageReference,
+    source::EgressPolicy,
     store::{self, images::StoredImageSource, Store},
 };
 
@@ -25,6 +26,8 @@ pub struct ImageSources {
     store: Store,
     /// Queues the deploys a registry push asks for.
     deploys: Deploys,
+    /// Where the registry of a connected image may be (`git.allowed_networks`).
+    egress: EgressPolicy,
 }
 
 /// The image source as shown: never the webhook secret.
@@ -73,8 +76,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl ImageSources {
-    pub fn new(store: Store, deploys: Deploys) -> Self {
-        Self { store, deploys }
+    pub fn new(store: Store, deploys: Deploys, egress: EgressPolicy) -> Self {
+        Self {
+            store,
+            deploys,
+            egress,
+        }
     }
 
     async fn owned_project(&self, actor: &Actor, project_id: &str) -> Result<()> {
@@ -122,6 +129,12 @@ impl ImageSources {
             })?;
         let connected = ImageReference::parse(&stored.reference)?;
         let chosen = connected.with_selector(requested)?;
+        crate::registry_api::check_host(
+            &chosen.registry(),
+            &self.egress,
+            crate::registry_api::Unresolved::Allow,
+        )
+        .await?;
         Ok(chosen.pull_selector())
     }
 
@@ -136,6 +149,13 @@ impl ImageSources {
         replace: bool,
     ) -> Result<(ImageSourceView, String)> {
         self.owned_project(actor, &project_id).await?;
+        // Refused up front: a host that only resolves inside would fail every deploy.
+        crate::registry_api::check_host(
+            &reference.registry(),
+            &self.egress,
+            crate::registry_api::Unresolved::Allow,
+        )
+        .await?;
         let secret = format!("whsec_{}", ids::random_base62(32));
         let now = clock::now();
         let stored = StoredImageSource {

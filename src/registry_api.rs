@@ -4,14 +4,158 @@
 //! bearer token flow when the registry asks for it (`WWW-Authenticate: Bearer`).
 //! Invariants: credentials go only to the registry's own host and the token realm it
 //! names (redirects across hosts drop them, as reqwest does); every body read is capped.
+//!
+//! Egress: a tenant names the registry, so every connection this module opens goes only
+//! to an address the git egress policy (`source::EgressPolicy`, `[git] allowed_networks`)
+//! permits: names are resolved by `PolicyResolver`, which hands reqwest only permitted
+//! addresses (so a DNS answer that changes between checks cannot lead inside), and a URL
+//! whose host is a literal address (the registry's, a redirect's, a token realm's) is
+//! checked before it is requested. `check_host` is the same check for the Docker engine's
+//! pulls, which resolve the name again themselves (see README).
 
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::{header, StatusCode};
+use reqwest::{header, StatusCode, Url};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::{error::Error, model::image::ImageReference};
+use crate::source::EgressPolicy;
+use crate::{
+    error::Error,
+    model::image::{ImageReference, RegistryServer},
+};
+
+/// The one answer to a registry host the egress policy refuses, whether the image is
+/// connected, planned or deployed: it says nothing about what listens there.
+pub const HOST_REFUSED: &str = "the registry's host is not allowed: images are read and pulled only from public internet addresses, and this host does not resolve to one (loopback, private, link-local and this server's own addresses are refused unless the operator allows them with git.allowed_networks)";
+
+fn host_refused() -> Error {
+    Error::Invalid(HOST_REFUSED.to_owned())
+}
+
+/// The host and port a registry's API listens on: the port it names, else HTTPS's (or
+/// HTTP's on loopback, where Docker speaks plain HTTP).
+fn api_host_port(registry: &RegistryServer) -> (String, u16) {
+    let host = registry.api_host();
+    let default = if registry.is_loopback() { 80 } else { 443 };
+    if let Some(inner) = host.strip_prefix('[') {
+        // `[v6]` or `[v6]:port`.
+        if let Some((address, rest)) = inner.split_once(']') {
+            let port = rest
+                .strip_prefix(':')
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(default);
+            return (address.to_owned(), port);
+        }
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') => {
+            (name.to_owned(), port.parse().unwrap_or(default))
+        }
+        _ => (host.to_owned(), default),
+    }
+}
+
+/// How strictly `check_host` judges a name that does not resolve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unresolved {
+    /// Refused: before a pull, nothing may be asked of the engine unchecked.
+    Refuse,
+    /// Let through: when an image is connected or a deploy names its tag, a name that does
+    /// not resolve yet (DNS down, a registry not set up yet) is not known to lead inside;
+    /// the plan and the pull check it again.
+    Allow,
+}
+
+/// Refuses (with `HOST_REFUSED`) a registry whose API host resolves only to addresses the
+/// policy refuses (or to none, per `unresolved`). Checked when an image is connected, when
+/// a deploy names a tag or digest, and before every pull: the engine resolves the name
+/// again itself, so this narrows but does not close the gap a DNS server that changes its
+/// answer could use (README).
+pub async fn check_host(
+    registry: &RegistryServer,
+    egress: &EgressPolicy,
+    unresolved: Unresolved,
+) -> Result<(), Error> {
+    let (host, port) = api_host_port(registry);
+    let resolved = crate::source::resolve_host(&host, port).await;
+    if resolved.is_empty() && unresolved == Unresolved::Allow {
+        return Ok(());
+    }
+    if !resolved.iter().any(|address| egress.permits(address.ip())) {
+        tracing::debug!(registry = %registry, "refused a registry: the host has no permitted address");
+        return Err(host_refused());
+    }
+    Ok(())
+}
+
+/// reqwest's resolver for registry requests: the system resolver's answer, less every
+/// address the policy refuses; a name left with none fails, and `refused` records it so
+/// the request reports `HOST_REFUSED` instead of a connection error.
+struct PolicyResolver {
+    egress: EgressPolicy,
+    refused: Arc<AtomicBool>,
+}
+
+impl reqwest::dns::Resolve for PolicyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let egress = self.egress.clone();
+        let refused = Arc::clone(&self.refused);
+        Box::pin(async move {
+            let permitted = egress.permitted_addresses_of(name.as_str(), 0).await;
+            if permitted.is_empty() {
+                refused.store(true, Ordering::SeqCst);
+                return Err("the host resolves to no permitted address".into());
+            }
+            let addresses: reqwest::dns::Addrs = Box::new(permitted.into_iter());
+            Ok(addresses)
+        })
+    }
+}
+
+/// Whether `url` may be requested: its host, when a literal address, must be permitted
+/// (a name goes through `PolicyResolver` instead, which reqwest skips for literals).
+fn literal_host_permitted(url: &Url, egress: &EgressPolicy) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(v4)) => egress.permits(IpAddr::V4(v4)),
+        Some(url::Host::Ipv6(v6)) => egress.permits(IpAddr::V6(v6)),
+        Some(url::Host::Domain(_)) => true,
+        None => false,
+    }
+}
+
+/// An HTTP client that connects only where `egress` permits (names through the resolver,
+/// literal addresses of redirects checked by the redirect policy), never through a proxy
+/// from the environment (which would resolve the names itself).
+fn egress_client(
+    egress: &EgressPolicy,
+    refused: &Arc<AtomicBool>,
+) -> Result<reqwest::Client, Error> {
+    let redirect_egress = egress.clone();
+    let redirect_refused = Arc::clone(refused);
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .no_proxy()
+        .dns_resolver(Arc::new(PolicyResolver {
+            egress: egress.clone(),
+            refused: Arc::clone(refused),
+        }))
+        .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= 10 {
+                attempt.error("too many redirects")
+            } else if literal_host_permitted(attempt.url(), &redirect_egress) {
+                attempt.follow()
+            } else {
+                redirect_refused.store(true, Ordering::SeqCst);
+                attempt.error("a redirect to a refused address")
+            }
+        }))
+        .build()
+        .map_err(|err| Error::Internal(err.to_string()))
+}
 
 /// Manifest kinds asked for, single-platform and multi-platform, Docker's and OCI's.
 const MANIFEST_TYPES: &str = "application/vnd.docker.distribution.manifest.v2+json, \
@@ -39,6 +183,9 @@ struct Client {
     credentials: Option<(String, String)>,
     /// The `Authorization` value that worked, reused for the next requests.
     authorization: Option<String>,
+    egress: EgressPolicy,
+    /// Set when the resolver or the redirect policy refused a host.
+    refused: Arc<AtomicBool>,
 }
 
 fn refused(reference: &ImageReference, why: impl std::fmt::Display) -> Error {
@@ -49,10 +196,11 @@ fn refused(reference: &ImageReference, why: impl std::fmt::Display) -> Error {
 }
 
 /// Reads the manifest and config of `reference` from its registry, with `credentials`
-/// (username, password) when given.
+/// (username, password) when given, connecting only where `egress` permits.
 pub async fn inspect(
     reference: &ImageReference,
     credentials: Option<(String, String)>,
+    egress: &EgressPolicy,
 ) -> Result<RemoteImage, Error> {
     let registry = reference.registry();
     let scheme = if registry.is_loopback() {
@@ -60,11 +208,9 @@ pub async fn inspect(
     } else {
         "https"
     };
+    let refused_host = Arc::new(AtomicBool::new(false));
     let mut client = Client {
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
-            .build()
-            .map_err(|err| Error::Internal(err.to_string()))?,
+        http: egress_client(egress, &refused_host)?,
         base: format!(
             "{scheme}://{}/v2/{}",
             registry.api_host(),
@@ -72,6 +218,8 @@ pub async fn inspect(
         ),
         credentials,
         authorization: None,
+        egress: egress.clone(),
+        refused: refused_host,
     };
     let (manifest, header_digest) = client
         .get(
@@ -205,6 +353,7 @@ impl Client {
         reference: &ImageReference,
         url: &str,
     ) -> Result<reqwest::Response, Error> {
+        self.check_literal(url)?;
         let mut request = self.http.get(url).header(header::ACCEPT, MANIFEST_TYPES);
         if let Some(authorization) = &self.authorization {
             request = request.header(header::AUTHORIZATION, authorization);
@@ -212,7 +361,26 @@ impl Client {
         request
             .send()
             .await
-            .map_err(|err| refused(reference, format!("cannot reach it ({err})")))
+            .map_err(|err| self.failure(refused(reference, format!("cannot reach it ({err})"))))
+    }
+
+    /// Refuses a URL whose host is a literal address the policy refuses (reqwest does not
+    /// resolve those, so `PolicyResolver` never sees them). A URL that does not parse is
+    /// left to reqwest, which refuses it.
+    fn check_literal(&self, url: &str) -> Result<(), Error> {
+        match Url::parse(url) {
+            Ok(parsed) if !literal_host_permitted(&parsed, &self.egress) => Err(host_refused()),
+            _ => Ok(()),
+        }
+    }
+
+    /// A request's error, or `HOST_REFUSED` when the policy stopped it.
+    fn failure(&self, error: Error) -> Error {
+        if self.refused.load(Ordering::SeqCst) {
+            host_refused()
+        } else {
+            error
+        }
     }
 
     /// The `Authorization` value the challenge asks for: basic auth, or a bearer token from
@@ -253,14 +421,17 @@ impl Client {
             .filter(|(k, _)| k == "service" || k == "scope")
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
+        self.check_literal(&realm)?;
         let mut request = self.http.get(&realm).query(&query);
         if let Some((user, password)) = &self.credentials {
             request = request.basic_auth(user, Some(password));
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|err| refused(reference, format!("its token service failed ({err})")))?;
+        let response = request.send().await.map_err(|err| {
+            self.failure(refused(
+                reference,
+                format!("its token service failed ({err})"),
+            ))
+        })?;
         let status = response.status();
         let body = read_capped(reference, response).await?;
         if !status.is_success() {

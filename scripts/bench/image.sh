@@ -54,7 +54,10 @@ bench_cleanup_extra() {
 BASE_DOMAIN=bench.test
 API_PORT=$(free_port)
 EDGE_PORT=$(free_port)
-"$BIN" serve --data-dir "$WORK/data" --base-domain "$BASE_DOMAIN" --api-listen "127.0.0.1:$API_PORT" \
+# The test registry is on loopback, which the egress policy refuses unless the operator
+# allows it (README, "What a tenant can make the server fetch").
+printf '[git]\nallowed_networks = ["127.0.0.1/32"]\n' >"$WORK/cantila.toml"
+"$BIN" serve --config "$WORK/cantila.toml" --data-dir "$WORK/data" --base-domain "$BASE_DOMAIN" --api-listen "127.0.0.1:$API_PORT" \
     --http-listen "127.0.0.1:$EDGE_PORT" --https-listen 127.0.0.1:0 >"$WORK/cantila.log" 2>&1 &
 PIDS+=("$!")
 bench_wait_api "http://127.0.0.1:$API_PORT" "$WORK/data"

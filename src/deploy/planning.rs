@@ -271,7 +271,8 @@ impl Deploys {
             .auth_for(&project.account_id, &reference.registry())
             .await?
             .map(|auth| (auth.username, auth.password));
-        let remote = crate::registry_api::inspect(&reference, credentials).await?;
+        let egress = crate::source::EgressPolicy::from_config(&self.config.git);
+        let remote = crate::registry_api::inspect(&reference, credentials, &egress).await?;
         Ok(Some(crate::plan::plan_image(ImagePlan {
             reference: reference.pinned(&remote.digest),
             digest: Some(remote.digest),

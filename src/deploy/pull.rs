@@ -149,6 +149,16 @@ impl Deploys {
         reference: &ImageReference,
         log: &DeployLog,
     ) -> Result<String, Stop> {
+        // The registry's host must pass the egress policy before the engine is asked to
+        // pull from it (the engine resolves the name again itself; README).
+        let egress = crate::source::EgressPolicy::from_config(&self.config.git);
+        crate::registry_api::check_host(
+            &reference.registry(),
+            &egress,
+            crate::registry_api::Unresolved::Refuse,
+        )
+        .await
+        .map_err(failed("pull"))?;
         let auth = self
             .registries
             .auth_for(&project.account_id, &reference.registry())

@@ -62,6 +62,40 @@ impl EgressPolicy {
         Self::new(&git.allowed_networks)
     }
 
+    /// The addresses of `host:port` this policy permits, resolved by the daemon itself (a
+    /// literal address is taken as is). Empty when the name does not resolve or resolves
+    /// only to refused addresses. Blocking: async callers use `permitted_addresses_of`.
+    pub fn permitted_addresses(&self, host: &str, port: u16) -> Vec<SocketAddr> {
+        permitted_addresses(&(host.to_owned(), port), self)
+    }
+
+    /// `permitted_addresses` resolving on tokio's resolver, for async callers.
+    pub async fn permitted_addresses_of(&self, host: &str, port: u16) -> Vec<SocketAddr> {
+        resolve(host, port)
+            .await
+            .into_iter()
+            .filter(|address| self.permits(address.ip()))
+            .collect()
+    }
+}
+
+/// Every address of `host:port` (a literal address as is, brackets allowed), on tokio's
+/// resolver; empty when the name does not resolve.
+pub async fn resolve(host: &str, port: u16) -> Vec<SocketAddr> {
+    let host = host
+        .strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+        .unwrap_or(host);
+    match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::net::lookup_host((host, port))
+            .await
+            .map(Iterator::collect)
+            .unwrap_or_default(),
+    }
+}
+
+impl EgressPolicy {
     pub fn permits(&self, address: IpAddr) -> bool {
         let address = canonical(address);
         if self.allowed.iter().any(|net| net.contains(address)) {

@@ -9,7 +9,7 @@ mod repo;
 mod webhook;
 
 pub use crate::config::AllowedNetwork;
-pub use egress::EgressPolicy;
+pub use egress::{resolve as resolve_host, EgressPolicy};
 pub use git::{Commit, ExportSummary, FetchOutcome, Mirror, SourceError};
 pub use refs::GitRef;
 pub use repo::{HttpsUrl, LocalPath, RepoIdentity, RepoLocation};

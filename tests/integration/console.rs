@@ -2888,7 +2888,11 @@ async fn console_build_section_sets_build_settings_and_secrets_and_shows_where_t
 
 #[tokio::test]
 async fn console_image_section_connects_in_place_of_git_deploys_a_tag_and_disconnects() {
-    let daemon = TestDaemon::start().await;
+    let daemon = TestDaemon::start_with(|c| {
+        // The image connected is on loopback, which the egress policy refuses by default.
+        c.git.allowed_networks = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
     let repo = Repo::busybox("from git\n");
     let (id, _) = daemon.connected_project("pulled", &repo).await;
     let browser = Browser::start(&daemon).await;

@@ -3,9 +3,17 @@
 //! the edge, records and pins the digest, deploys nothing when the digest did not move,
 //! rolls back to an earlier digest (pulling it again once pruned), takes a tag or digest
 //! per deploy, fails at pull with the registry's reason on a wrong password, and
-//! redeploys on the registry's push notification.
+//! redeploys on the registry's push notification. A registry on an internal address is
+//! refused for connect, plan and deploy alike without being contacted; the test registry
+//! (on loopback) is reached because these daemons allow loopback (`git.allowed_networks`).
 
+use std::io::Read;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use cantila::config::Config;
 
 use serde_json::{json, Value};
 
@@ -14,6 +22,116 @@ use crate::{
     registry_support::{NotifyingRegistry, TestRegistry},
     support::{wait_for, TestDaemon},
 };
+
+/// Opens loopback, where the test registry listens, to the daemon's egress policy.
+fn loopback_registry(config: &mut Config) {
+    config.git.allowed_networks = vec!["127.0.0.1/32".parse().unwrap()];
+}
+
+/// A loopback HTTP server that counts connections and answers each with an empty 404.
+fn counting_server() -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            let _ = std::io::Write::write_all(
+                &mut stream,
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    (port, accepted)
+}
+
+#[tokio::test]
+async fn internal_registry_hosts_are_refused_alike_for_connect_plan_and_deploy() {
+    let (port, seen) = counting_server();
+    let daemon = TestDaemon::start().await;
+    let token = daemon.admin_token.clone();
+    let project = daemon.create_project("inside").await;
+    let id = project["id"].as_str().unwrap().to_owned();
+    let local = format!("127.0.0.1:{port}/team/app:1");
+    let private = "10.255.0.1:5000/team/app:1".to_owned();
+    let own_api = format!("127.0.0.1:{}/team/app:1", daemon.api.port());
+    let mut messages = Vec::new();
+    for image in [&local, &private, &own_api] {
+        let res = daemon
+            .post(
+                &format!("/v1/projects/{id}/image"),
+                &token,
+                json!({ "image": image }),
+            )
+            .await
+            .expect(422);
+        messages.push(res.error_message().to_owned());
+    }
+    assert!(messages[0].contains("git.allowed_networks"), "{messages:?}");
+    assert!(messages.iter().all(|m| m == &messages[0]), "{messages:?}");
+    let refusal = messages[0].clone();
+
+    // Connected while the operator allowed these networks (connecting contacts nothing),
+    // then planned and deployed after the operator closed them again.
+    let (dir, mut config) = daemon.stop().await;
+    config.git.allowed_networks = vec![
+        "127.0.0.1/32".parse().unwrap(),
+        "10.255.0.0/16".parse().unwrap(),
+    ];
+    let daemon = TestDaemon::start_in(dir, config).await;
+    let (local_id, _) = image_project(&daemon, "inside-local", &local).await;
+    let (private_id, _) = image_project(&daemon, "inside-private", &private).await;
+    // A name, so the plan's HTTP client refuses it in its resolver, not as a literal.
+    let (named_id, _) = image_project(
+        &daemon,
+        "inside-named",
+        &format!("localhost:{port}/team/app:1"),
+    )
+    .await;
+    let (dir, mut config) = daemon.stop().await;
+    config.git.allowed_networks = Vec::new();
+    let daemon = TestDaemon::start_in(dir, config).await;
+    for project_id in [&local_id, &private_id, &named_id] {
+        let planned = daemon
+            .post(
+                "/v1/deploy/plan",
+                &daemon.admin_token,
+                json!({ "projectId": project_id }),
+            )
+            .await
+            .expect(422);
+        assert_eq!(planned.error_message(), refusal, "plan of {project_id}");
+        let overridden = daemon
+            .post(
+                &format!("/v1/projects/{project_id}/deploy"),
+                &daemon.admin_token,
+                json!({ "image": "2" }),
+            )
+            .await
+            .expect(422);
+        assert_eq!(
+            overridden.error_message(),
+            refusal,
+            "deploy image of {project_id}"
+        );
+        let deployed = deploy_with(&daemon, project_id, json!({})).await;
+        assert_eq!(deployed["status"], "failed", "{deployed}");
+        assert_eq!(deployed["failedStep"], "pull", "{deployed}");
+        assert_eq!(deployed["error"], refusal.as_str(), "{deployed}");
+        let log = events_text(&daemon, deployed["id"].as_str().unwrap()).await;
+        assert!(!log.contains("pulling"), "no pull was asked: {log}");
+    }
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        0,
+        "the local server was contacted"
+    );
+}
 
 fn installation(daemon: &TestDaemon) -> String {
     daemon.dir.as_ref().unwrap().installation().to_owned()
@@ -67,7 +185,7 @@ async fn deploy_with(daemon: &TestDaemon, project_id: &str, body: Value) -> Valu
 #[tokio::test]
 async fn a_pulled_image_serves_pins_its_digest_skips_an_unchanged_one_and_rolls_back() {
     let registry = TestRegistry::from_env();
-    let daemon = TestDaemon::start().await;
+    let daemon = TestDaemon::start_with(loopback_registry).await;
     let installation = installation(&daemon);
     let repository = registry.unique_repository("app");
     let first = registry.push_app(&repository, "1", "first\n", &installation);
@@ -197,7 +315,7 @@ async fn a_pulled_image_serves_pins_its_digest_skips_an_unchanged_one_and_rolls_
 #[tokio::test]
 async fn a_wrong_password_fails_the_deploy_at_pull_with_the_registrys_reason() {
     let registry = TestRegistry::from_env();
-    let daemon = TestDaemon::start().await;
+    let daemon = TestDaemon::start_with(loopback_registry).await;
     let repository = registry.unique_repository("private");
     registry.push_app(&repository, "1", "private\n", &installation(&daemon));
     let (project_id, _) = image_project(&daemon, "private", &format!("{repository}:1")).await;
@@ -240,7 +358,7 @@ async fn a_wrong_password_fails_the_deploy_at_pull_with_the_registrys_reason() {
 
 #[tokio::test]
 async fn bad_references_servers_and_a_second_source_get_clear_4xx() {
-    let daemon = TestDaemon::start().await;
+    let daemon = TestDaemon::start_with(loopback_registry).await;
     let token = daemon.admin_token.clone();
     let project = daemon.create_project("picky").await;
     let id = project["id"].as_str().unwrap().to_owned();
@@ -409,7 +527,7 @@ async fn webhook_deploys(daemon: &TestDaemon, project_id: &str) -> Vec<Value> {
 #[tokio::test]
 async fn a_registry_push_of_the_connected_tag_redeploys_through_the_webhook() {
     let registry = TestRegistry::from_env();
-    let daemon = TestDaemon::start().await;
+    let daemon = TestDaemon::start_with(loopback_registry).await;
     let installation = installation(&daemon);
     // A registry of this test's own notifies the daemon of every push (distribution's
     // `notifications`), with the secret in the header its `headers` setting sends.
@@ -527,7 +645,7 @@ async fn a_registry_push_of_the_connected_tag_redeploys_through_the_webhook() {
 async fn the_cli_adds_credentials_connects_an_image_and_deploys_it() {
     use crate::cli::cantila;
     let registry = TestRegistry::from_env();
-    let daemon = TestDaemon::start().await;
+    let daemon = TestDaemon::start_with(loopback_registry).await;
     let repository = registry.unique_repository("cli");
     let digest = registry.push_app(&repository, "1", "from the cli\n", &installation(&daemon));
     let env = |extra: Option<(&'static str, String)>| {
