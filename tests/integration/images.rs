@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use crate::{
     deploys::{containers_gone, events_text, Repo},
     registry_support::{NotifyingRegistry, TestRegistry},
-    support::{wait_for, TestDaemon},
+    support::TestDaemon,
 };
 
 /// Opens loopback, where the test registry listens, to the daemon's egress policy.
@@ -524,6 +524,49 @@ async fn webhook_deploys(daemon: &TestDaemon, project_id: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Waits for the running webhook deploy of `digest`; when none comes, the failure shows
+/// the image source's last delivery, every deploy and the registry's log.
+async fn webhook_deploy_of(
+    daemon: &TestDaemon,
+    project_id: &str,
+    digest: &str,
+    notifying: &NotifyingRegistry,
+    what: &str,
+) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(found) = webhook_deploys(daemon, project_id)
+            .await
+            .into_iter()
+            .find(|d| d["imageDigest"] == digest && d["status"] == "running")
+        {
+            return found;
+        }
+        if std::time::Instant::now() > deadline {
+            let image = daemon
+                .get(
+                    &format!("/v1/projects/{project_id}/image"),
+                    &daemon.admin_token,
+                )
+                .await
+                .text;
+            let deploys = daemon
+                .get(
+                    &format!("/v1/projects/{project_id}/deploys"),
+                    &daemon.admin_token,
+                )
+                .await
+                .text;
+            panic!(
+                "{what}: not within 120 s\nimage source: {image}\ndeploys: {deploys}\nregistry log:\n{}",
+                notifying.log_tail()
+            );
+        }
+        // The poll interval: the deploys are listed again.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_registry_push_of_the_connected_tag_redeploys_through_the_webhook() {
     let registry = TestRegistry::from_env();
@@ -543,15 +586,12 @@ async fn a_registry_push_of_the_connected_tag_redeploys_through_the_webhook() {
     let notifying = notifying.start(&daemon.url(&hook), &secret);
 
     let before = notifying.push_app(&registry, &repository, "live", "before\n", &installation);
-    let first = wait_for(
-        Duration::from_secs(120),
+    let first = webhook_deploy_of(
+        &daemon,
+        &project_id,
+        &before,
+        &notifying,
         "a deploy queued by the first push's notification",
-        || async {
-            webhook_deploys(&daemon, &project_id)
-                .await
-                .into_iter()
-                .find(|d| d["imageDigest"] == before.as_str() && d["status"] == "running")
-        },
     )
     .await;
     assert_eq!(
@@ -560,15 +600,12 @@ async fn a_registry_push_of_the_connected_tag_redeploys_through_the_webhook() {
     );
 
     let after = notifying.push_app(&registry, &repository, "live", "after\n", &installation);
-    let second = wait_for(
-        Duration::from_secs(120),
+    let second = webhook_deploy_of(
+        &daemon,
+        &project_id,
+        &after,
+        &notifying,
         "a deploy queued by the second push's notification",
-        || async {
-            webhook_deploys(&daemon, &project_id)
-                .await
-                .into_iter()
-                .find(|d| d["imageDigest"] == after.as_str() && d["status"] == "running")
-        },
     )
     .await;
     assert_ne!(first["id"], second["id"]);

@@ -219,6 +219,16 @@ impl NotifyingRegistry {
     }
 }
 
+impl NotifyingRegistry {
+    /// The last lines the registry wrote (its notification attempts among them), for a
+    /// failure's message.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
 impl Drop for NotifyingRegistry {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
