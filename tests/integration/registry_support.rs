@@ -82,6 +82,18 @@ impl TestRegistry {
     /// pulls of it, from the engine), pushes it as `repository:tag`, removes the local tag
     /// (the daemon must pull it) and returns the digest the registry gave it.
     pub fn push_app(&self, repository: &str, tag: &str, body: &str, installation: &str) -> String {
+        self.push_app_with(repository, tag, body, installation, RemoveLocal::Yes)
+    }
+
+    /// As `push_app`, choosing whether the local tag is removed after the push.
+    pub fn push_app_with(
+        &self,
+        repository: &str,
+        tag: &str,
+        body: &str,
+        installation: &str,
+        remove_local: RemoveLocal,
+    ) -> String {
         let context = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(context.path().join("www")).unwrap();
         std::fs::write(context.path().join("www/index.html"), body).unwrap();
@@ -91,16 +103,18 @@ impl TestRegistry {
              CMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
         )
         .unwrap();
-        self.push_context(repository, tag, context.path(), installation)
+        self.push_context(repository, tag, context.path(), installation, remove_local)
     }
 
-    /// Builds `context`, pushes it as `repository:tag`, removes the local tag; the digest.
+    /// Builds `context`, pushes it as `repository:tag`, removes the local tag unless told
+    /// not to; the digest.
     pub fn push_context(
         &self,
         repository: &str,
         tag: &str,
         context: &Path,
         installation: &str,
+        remove_local: RemoveLocal,
     ) -> String {
         let reference = format!("{repository}:{tag}");
         self.cli(&[
@@ -113,7 +127,9 @@ impl TestRegistry {
             &context.display().to_string(),
         ]);
         let pushed = self.cli(&["push", &reference]);
-        self.cli(&["rmi", &reference]);
+        if remove_local == RemoveLocal::Yes {
+            self.cli(&["rmi", &reference]);
+        }
         pushed
             .split_whitespace()
             .find_map(|word| {
@@ -139,6 +155,15 @@ impl TestRegistry {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+}
+
+/// Whether a push removes the local tag afterwards (so a deploy must really pull). A push
+/// that a registry notification turns into a deploy keeps it: removing it would race the
+/// deploy's own pull of that tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoveLocal {
+    Yes,
+    No,
 }
 
 /// A registry of one test's own (no auth, storage in a temp dir) whose notifications go
@@ -215,7 +240,9 @@ impl NotifyingRegistry {
         body: &str,
         installation: &str,
     ) -> String {
-        registry.push_app(repository, tag, body, installation)
+        // The notification may start the deploy's pull before the push command returns;
+        // the local tag stays (the test installation's cleanup removes it).
+        registry.push_app_with(repository, tag, body, installation, RemoveLocal::No)
     }
 }
 
