@@ -532,6 +532,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn registry_hosts_and_literal_urls_are_judged_by_the_egress_policy() {
+        let server = |text: &str| RegistryServer::parse(text).unwrap();
+        assert_eq!(
+            api_host_port(&server("docker.io")),
+            ("registry-1.docker.io".to_owned(), 443)
+        );
+        assert_eq!(
+            api_host_port(&server("127.0.0.1:5000")),
+            ("127.0.0.1".to_owned(), 5000)
+        );
+        assert_eq!(
+            api_host_port(&server("localhost")),
+            ("localhost".to_owned(), 80)
+        );
+        assert_eq!(
+            api_host_port(&server("ghcr.io")),
+            ("ghcr.io".to_owned(), 443)
+        );
+        let policy = EgressPolicy::default();
+        let url = |text: &str| Url::parse(text).unwrap();
+        for refused in [
+            "http://127.0.0.1:5000/v2/",
+            "https://169.254.169.254/token",
+            "https://[::1]/token",
+            "https://[::ffff:10.0.0.1]/token",
+        ] {
+            assert!(!literal_host_permitted(&url(refused), &policy), "{refused}");
+        }
+        for passed in ["https://1.1.1.1/token", "https://auth.docker.io/token"] {
+            assert!(literal_host_permitted(&url(passed), &policy), "{passed}");
+        }
+        let loopback = EgressPolicy::new(&["127.0.0.1/32".parse().unwrap()]);
+        assert!(literal_host_permitted(
+            &url("http://127.0.0.1:5000/v2/"),
+            &loopback
+        ));
+    }
+
+    #[test]
     fn bearer_challenges_and_configs_are_read() {
         assert_eq!(
             challenge_params(
