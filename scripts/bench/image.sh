@@ -45,7 +45,7 @@ docker rmi -f "$IMAGE" >/dev/null
 # Projects still there when the benchmark stops are deleted through the API (their
 # containers, networks and images go with them) while the daemon still answers.
 bench_cleanup_extra() {
-    for id in $(api GET /v1/projects | python3 -c 'import json,sys; print(" ".join(p["id"] for p in json.load(sys.stdin)["items"]))'); do
+    for id in $(api GET /v1/projects | python3 -c 'import json,sys; print(" ".join(p["id"] for p in json.load(sys.stdin)["items"]))' 2>/dev/null); do
         api DELETE "/v1/projects/$id" >/dev/null || true
     done
     docker rmi -f "$IMAGE" >/dev/null 2>&1 || true
@@ -73,10 +73,11 @@ deploy_times=()
 floor_times=()
 for run in $(seq 1 "$RUNS"); do
     name="bench-$run"
-    project=$("$BIN" projects create "$name" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+    created=$("$BIN" projects create "$name" --json)
+    project=$(printf '%s' "$created" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+    host=$(printf '%s' "$created" | python3 -c 'import json,sys; print(json.load(sys.stdin)["hostname"])')
     api POST "/v1/projects/$project/image" -d "{\"image\":\"$IMAGE\"}" >/dev/null
     docker rmi -f "$IMAGE" >/dev/null 2>&1 || true
-    host="$name.$BASE_DOMAIN"
     start=$(now_ms)
     "$BIN" deploy "$name" --follow >"$WORK/deploy-$run.log" 2>&1
     until [ "$(curl -s -H "Host: $host" "http://127.0.0.1:$EDGE_PORT/")" = "pulled" ]; do sleep 0.01; done
