@@ -109,7 +109,8 @@ async fn set(
     security(("bearer" = ["deploy"])),
     params(("id" = String, Path, description = "project id"),
         ("name" = String, Path, description = "secret name")),
-    responses((status = 204, description = "removed")))]
+    responses((status = 204, description = "removed"),
+        (status = 422, description = "the name is not a valid build secret name")))]
 async fn remove(
     auth: Auth<DeployScope>,
     State(env): State<Env>,

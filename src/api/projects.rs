@@ -330,14 +330,16 @@ pub struct UpdateProject {
     #[schema(value_type = Option<Runtime>)]
     pub runtime: Option<Option<String>>,
     /// Preview settings: `{"branches": ["feature/*"]}`; `[]` turns branch previews off.
+    #[serde(default, deserialize_with = "object")]
     pub previews: Option<PreviewSettings>,
     /// Build settings: root directory, Dockerfile path, target, build args, watch paths.
+    #[serde(default, deserialize_with = "object")]
     pub build: Option<UpdateBuildSettings>,
     /// Health check settings for the next releases: `{"type": "http", "path": "/healthz",
     /// "statusMax": 399}`, `{"type": "tcp"}` or `{"type": "none"}`; fields left out take
     /// their defaults, and `null` returns to the defaults (an HTTP check of `/` on the app's
     /// port that passes below 500).
-    #[serde(rename = "healthCheck", default, deserialize_with = "present")]
+    #[serde(rename = "healthCheck", default, deserialize_with = "present_object")]
     #[schema(value_type = Option<HealthCheckFields>)]
     pub health_check: Option<Option<HealthCheckSettings>>,
 }
@@ -347,6 +349,32 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     deserializer: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// A JSON object (or null) read into `T`. Serde would also read a struct from an array
+/// of its fields in order, which the API's schema does not allow, so anything but an
+/// object is refused here.
+fn object<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    match Option::<serde_json::Value>::deserialize(deserializer)? {
+        None => Ok(None),
+        // The inner path names the field at fault (`port: invalid value...`).
+        Some(value @ serde_json::Value::Object(_)) => serde_path_to_error::deserialize(value)
+            .map(Some)
+            .map_err(|err| {
+                let path = err.path().to_string();
+                serde::de::Error::custom(format!("{path}: {}", err.into_inner()))
+            }),
+        Some(_) => Err(serde::de::Error::custom("expected an object")),
+    }
+}
+
+/// `object`, telling an explicit `null` (`Some(None)`) from an absent field (`None`).
+fn present_object<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    object(deserializer).map(Some)
 }
 
 fn present_map<'de, D: Deserializer<'de>>(

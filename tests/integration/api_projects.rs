@@ -336,6 +336,8 @@ async fn build_settings_are_validated_at_the_boundary_and_shown() {
         (json!({ "watchPaths": ["apps/[web"] }), "build.watchPaths"),
         (json!({ "watchPaths": ["../x/**"] }), "build.watchPaths"),
         (json!({ "context": "apps/web" }), "context"),
+        // Serde reads a struct from an array of its fields too; the API takes objects only.
+        (json!([null, null, null, null, null]), "build"),
     ] {
         let res = daemon
             .patch(

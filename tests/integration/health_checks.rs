@@ -475,6 +475,8 @@ async fn bad_health_check_settings_are_refused_naming_the_field_and_null_resets(
         (json!({"type": "none", "port": 8080}), "port"),
         (json!({"retries": 3}), "retries"),
         (json!("http"), "healthCheck"),
+        // Serde reads a struct from an array of its fields too; the API takes objects only.
+        (json!([null, null]), "healthCheck"),
     ] {
         let res = daemon
             .patch(
