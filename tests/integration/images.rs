@@ -766,3 +766,43 @@ async fn the_cli_adds_credentials_connects_an_image_and_deploys_it() {
     let out = cantila(run(&["registries", "list"]), env(None)).await;
     assert!(!text(&out.stdout).contains(&registry.address));
 }
+
+/// A git project whose Dockerfile builds `FROM` a private image of the test registry: the
+/// build fails with the registry's refusal while the account has no login for it, and
+/// builds and serves once the account's credentials are added (the builder asks for them
+/// through the build session).
+#[tokio::test]
+async fn a_build_from_a_private_base_image_uses_the_accounts_registry_login() {
+    let registry = TestRegistry::from_env();
+    let daemon = TestDaemon::start().await;
+    let installation = installation(&daemon);
+    let repository = format!(
+        "{}/t{}/base",
+        registry.address,
+        cantila::ids::random_base62(10).to_ascii_lowercase()
+    );
+    registry.push_app(&repository, "1", "from a private base\n", &installation);
+    let repo = Repo::new(&[(
+        "Dockerfile",
+        format!("FROM {repository}:1\nRUN echo built on the base > /tmp/marker\nEXPOSE 8080\n")
+            .as_str(),
+    )]);
+    let (project, _) = daemon.connected_project("private-base", &repo).await;
+
+    let refused = daemon.deploy(&project, None).await;
+    assert_eq!(refused["status"], "failed", "{refused}");
+    assert_eq!(refused["failedStep"], "build", "{refused}");
+
+    add_credentials(&daemon, &registry, &registry.password).await;
+    let built = daemon.deploy(&project, None).await;
+    assert_eq!(built["status"], "running", "{built}");
+    assert_eq!(
+        daemon.edge_get("private-base.admin.test.local", "/").await,
+        (200, "from a private base\n".to_owned())
+    );
+    let events = events_text(&daemon, built["id"].as_str().unwrap()).await;
+    assert!(
+        !events.contains(&registry.password),
+        "the password is never logged"
+    );
+}
