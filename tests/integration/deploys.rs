@@ -784,12 +784,21 @@ async fn a_crash_mid_build_leaves_a_failed_deploy_and_no_orphans() {
         deploy["error"].as_str().unwrap().contains("interrupted"),
         "{deploy}"
     );
-    let project = daemon
-        .get(&format!("/v1/projects/{project_id}"), &daemon.admin_token)
-        .await
-        .expect(200)
-        .body;
-    assert_eq!(project["status"], "failed");
+    // The project's status follows its failed deploy a moment later (recovery records the
+    // deploy's failure, then the project's).
+    wait_until(
+        Duration::from_secs(30),
+        "the project's status is failed",
+        || async {
+            daemon
+                .get(&format!("/v1/projects/{project_id}"), &daemon.admin_token)
+                .await
+                .expect(200)
+                .body["status"]
+                == "failed"
+        },
+    )
+    .await;
     // The engine ends the build whose client died: its step's process goes, and the build
     // never completes into an image of the failed deploy.
     wait_until(
