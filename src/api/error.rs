@@ -3,7 +3,7 @@
 
 use axum::{
     extract::{
-        rejection::{JsonRejection, PathRejection, QueryRejection},
+        rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection},
         FromRequest, FromRequestParts,
     },
     http::{header, HeaderValue, StatusCode},
@@ -158,6 +158,20 @@ impl IntoResponse for ApiError {
                 response
             }
         }
+    }
+}
+
+/// A webhook delivery's raw body that could not be read (the git and registry webhooks
+/// take the bytes, to verify them before parsing).
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        let status = rejection.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "the delivery is larger than the configured limit (api.max_body_bytes)".to_owned()
+        } else {
+            rejection.body_text()
+        };
+        ApiError::Http { status, message }
     }
 }
 

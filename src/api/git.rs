@@ -198,14 +198,7 @@ async fn webhook(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<WebhookAnswer>)> {
-    let body = body.map_err(|rejection| super::error::ApiError::Http {
-        status: rejection.status(),
-        message: if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            "the delivery is larger than the configured limit (api.max_body_bytes)".to_owned()
-        } else {
-            rejection.body_text()
-        },
-    })?;
+    let body = body?;
     // The body limit has already refused oversized deliveries before any HMAC work; a form
     // encoded delivery is refused here rather than parsed as something it is not.
     let json = header(&headers, "content-type").is_some_and(|value| {

@@ -173,14 +173,7 @@ async fn webhook(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<ImageWebhookAnswer>)> {
-    let body = body.map_err(|rejection| super::error::ApiError::Http {
-        status: rejection.status(),
-        message: if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            "the delivery is larger than the configured limit (api.max_body_bytes)".to_owned()
-        } else {
-            rejection.body_text()
-        },
-    })?;
+    let body = body?;
     let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
