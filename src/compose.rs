@@ -23,6 +23,7 @@ use crate::{
     projects::Projects,
     registries::Registries,
     routing::Routing,
+    runs::{Runs, RunsParts},
     runtime::Runtime,
     secrets::SecretBox,
     store::Store,
@@ -165,6 +166,15 @@ pub fn build(adapters: Adapters) -> ApiState {
         deploys.clone(),
         crate::source::EgressPolicy::from_config(&config.git),
     );
+    let runs = Runs::new(RunsParts {
+        store: store.clone(),
+        runtime: runtime.clone(),
+        secrets: secrets.clone(),
+        networks: networks.clone(),
+        databases: databases.clone(),
+        config: config.clone(),
+        installation: installation_id.clone(),
+    });
     let terminals = Terminals::new(store.clone(), runtime.clone(), installation_id);
     ApiState::new(Handles {
         config,
@@ -185,6 +195,7 @@ pub fn build(adapters: Adapters) -> ApiState {
         git_connections,
         registries,
         image_sources,
+        runs,
         terminals,
     })
 }
