@@ -175,7 +175,12 @@ pub fn build(adapters: Adapters) -> ApiState {
         config: config.clone(),
         installation: installation_id.clone(),
     });
-    let terminals = Terminals::new(store.clone(), runtime.clone(), installation_id);
+    let terminals = Terminals::new(
+        store.clone(),
+        runtime.clone(),
+        installation_id,
+        runs.clone(),
+    );
     ApiState::new(Handles {
         config,
         store,
