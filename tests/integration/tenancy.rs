@@ -377,7 +377,7 @@ async fn another_account_learns_nothing_from_any_endpoint() {
             ("registry", "reg_00000000000000000000".to_owned()),
             ("build_secret", "NOTHING".to_owned()),
             ("run", "run_00000000000000000000".to_owned()),
-            ("instance", "000000000000".to_owned()),
+            ("instance", "abcdefabcdef".to_owned()),
             ("exec", "exe_00000000000000000000".to_owned()),
         ]),
     };
