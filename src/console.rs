@@ -132,6 +132,26 @@ const FILES: &[(&str, &[u8])] = &[
         "js/views/account.js",
         include_bytes!("../assets/console/js/views/account.js"),
     ),
+    (
+        "js/argv.js",
+        include_bytes!("../assets/console/js/argv.js"),
+    ),
+    (
+        "js/terminal.js",
+        include_bytes!("../assets/console/js/terminal.js"),
+    ),
+    (
+        "js/views/runs.js",
+        include_bytes!("../assets/console/js/views/runs.js"),
+    ),
+    (
+        "js/views/jobs.js",
+        include_bytes!("../assets/console/js/views/jobs.js"),
+    ),
+    (
+        "js/views/console.js",
+        include_bytes!("../assets/console/js/views/console.js"),
+    ),
     // xterm.js, as released on npm (see its README for versions and checksums). The
     // licence and README are served too: the licence asks to travel with every copy.
     (
