@@ -116,12 +116,14 @@ export class TerminalSession {
   constructor(label) {
     this.label = label;
     this.status = h("p", { class: "terminal-status", role: "status", "data-testid": "terminal-status", "data-state": "connecting" }, "Connecting…");
-    this.host = h("div", { class: "terminal-host", "data-testid": "terminal", "aria-label": label, role: "group" });
+    // xterm.js goes into `host`, inside a padded frame: the fit add-on sizes the terminal
+    // to its parent's content box.
+    this.host = h("div", { class: "terminal-screen" });
     this.disconnect = h("button", { type: "button", class: "secondary", "data-testid": "terminal-disconnect", onclick: () => this.close() }, "Disconnect");
     this.node = h("div", { class: "terminal-box" },
       this.status,
       h("p", { class: "hint" }, "Every key goes to the process (Ctrl-C included); the window's size follows this box."),
-      this.host,
+      h("div", { class: "terminal-host", "data-testid": "terminal", "aria-label": label, role: "group" }, this.host),
       h("div", { class: "actions" }, this.disconnect));
     this.exitCode = null;
     this.error = null;
@@ -230,7 +232,7 @@ export class TerminalSession {
   end({ error = null }) {
     if (this.ended) return;
     this.ended = true;
-    this.disconnect.hidden = true;
+    this.disconnect.remove();
     const term = this.disposed ? null : this.term;
     if (term) term.options.disableStdin = true;
     if (this.exitCode !== null) {
