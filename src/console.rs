@@ -132,10 +132,7 @@ const FILES: &[(&str, &[u8])] = &[
         "js/views/account.js",
         include_bytes!("../assets/console/js/views/account.js"),
     ),
-    (
-        "js/argv.js",
-        include_bytes!("../assets/console/js/argv.js"),
-    ),
+    ("js/argv.js", include_bytes!("../assets/console/js/argv.js")),
     (
         "js/terminal.js",
         include_bytes!("../assets/console/js/terminal.js"),

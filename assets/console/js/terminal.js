@@ -173,7 +173,13 @@ export class TerminalSession {
       frame.set(bytes, 1);
       send(frame);
     };
-    const resize = ({ cols, rows }) => send(JSON.stringify({ type: "resize", cols, rows }));
+    // The size is also kept on the terminal's frame, where a test (or a person's tools) reads it.
+    const frame = this.host.parentElement;
+    const resize = ({ cols, rows }) => {
+      frame.dataset.cols = String(cols);
+      frame.dataset.rows = String(rows);
+      send(JSON.stringify({ type: "resize", cols, rows }));
+    };
 
     const subscriptions = [
       term.onData((data) => stdin(encoder.encode(data))),
