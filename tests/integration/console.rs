@@ -1013,6 +1013,9 @@ async fn console_read_token_sees_no_mutating_controls() {
             "/metrics",
             "document.querySelector('[data-testid=metrics-summary] dl') && document.querySelector('[data-testid=metrics-charts] > *')".to_owned(),
         ),
+        ("/runs", text_of("[data-testid=run-history]", "No runs yet")),
+        ("/jobs", text_of("[data-testid=job-list]", "No jobs yet")),
+        ("/console", text_of("main section", "deploy scope")),
         ("/env", text_of("[data-testid=env-list]", "VISIBLE")),
         ("/previews", text_of("[data-testid=preview-list]", "No previews")),
         (
