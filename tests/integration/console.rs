@@ -373,6 +373,17 @@ async fn console_files_are_served_with_strict_headers_and_the_api_is_untouched()
         ("/assets/js/app.js", "text/javascript; charset=utf-8"),
         ("/assets/style.css", "text/css; charset=utf-8"),
         ("/assets/favicon.svg", "image/svg+xml"),
+        // The vendored terminal: a module script, its stylesheet and its licence.
+        (
+            "/assets/vendor/xterm/xterm.mjs",
+            "text/javascript; charset=utf-8",
+        ),
+        (
+            "/assets/vendor/xterm/addon-fit.mjs",
+            "text/javascript; charset=utf-8",
+        ),
+        ("/assets/vendor/xterm/xterm.css", "text/css; charset=utf-8"),
+        ("/assets/vendor/xterm/LICENSE", "text/plain; charset=utf-8"),
     ] {
         let res = get(path).send().await.unwrap();
         assert_eq!(res.status(), 200, "{path}");
