@@ -26,6 +26,7 @@ use crate::{
     runtime::Runtime,
     secrets::SecretBox,
     store::Store,
+    terminal::Terminals,
     tls::Tls,
     volumes::Volumes,
 };
@@ -129,7 +130,7 @@ pub fn build(adapters: Adapters) -> ApiState {
         runtime: runtime.clone(),
         secrets: secrets.clone(),
         tls: tls.clone(),
-        installation: installation_id,
+        installation: installation_id.clone(),
         config: config.clone(),
         locks: project_locks.clone(),
         projects: projects.clone(),
@@ -164,6 +165,7 @@ pub fn build(adapters: Adapters) -> ApiState {
         deploys.clone(),
         crate::source::EgressPolicy::from_config(&config.git),
     );
+    let terminals = Terminals::new(store.clone(), runtime.clone(), installation_id);
     ApiState::new(Handles {
         config,
         store,
@@ -183,5 +185,6 @@ pub fn build(adapters: Adapters) -> ApiState {
         git_connections,
         registries,
         image_sources,
+        terminals,
     })
 }

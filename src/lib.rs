@@ -43,6 +43,7 @@ pub mod s3;
 pub mod secrets;
 pub mod source;
 pub mod store;
+pub mod terminal;
 pub mod tls;
 pub mod volumes;
 

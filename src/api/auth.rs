@@ -52,42 +52,108 @@ impl<S: RequiredScope + Send + Sync> FromRequestParts<ApiState> for Auth<S> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &ApiState) -> Result<Self, ApiError> {
-        let client_addr = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0.ip());
-        // `router` puts its throttle on every request; a client address is there on both
-        // the API listener and the console's hostname.
-        let throttle = parts.extensions.get::<Arc<AuthThrottle>>();
-        let throttled = client_addr.zip(throttle);
-        if let Some((addr, throttle)) = &throttled {
-            if let Some(retry_after_secs) = throttle.retry_after(*addr) {
-                return Err(Error::RateLimited { retry_after_secs }.into());
-            }
-        }
-        let secret = bearer_secret(parts)?;
-        let actor = match accounts::authenticate(&app.store, secret, client_addr).await {
-            Ok(actor) => actor,
-            Err(err) => {
-                if let (Error::Unauthenticated(_), Some((addr, throttle))) = (&err, &throttled) {
-                    throttle.record_failure(*addr);
-                }
-                return Err(err.into());
-            }
-        };
-        if actor.scope < S::SCOPE {
-            return Err(Error::Forbidden(format!(
-                "this endpoint requires the `{}` scope; the token has `{}`",
-                S::SCOPE,
-                actor.scope
-            ))
-            .into());
-        }
+        let actor = authorized(parts, app, S::SCOPE, bearer_secret).await?;
         Ok(Auth {
             actor,
             scope: PhantomData,
         })
     }
+}
+
+/// An authenticated caller of a WebSocket endpoint holding at least scope `S`. The token
+/// comes from `Authorization: Bearer <token>`, or, since a browser cannot set headers on a
+/// WebSocket, from the subprotocol `cantila.token.<token>` offered beside `cantila.v1`
+/// (the handler answers with `cantila.v1`, never echoing the token). Either is checked
+/// like a bearer token and throttled alike.
+#[derive(Debug)]
+pub struct WsAuth<S> {
+    pub actor: Actor,
+    scope: PhantomData<S>,
+}
+
+/// The subprotocol a WebSocket endpoint answers with.
+pub const WS_PROTOCOL: &str = "cantila.v1";
+
+/// The prefix of the subprotocol that carries a token.
+const WS_TOKEN_PREFIX: &str = "cantila.token.";
+
+impl<S: RequiredScope + Send + Sync> FromRequestParts<ApiState> for WsAuth<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &ApiState) -> Result<Self, ApiError> {
+        let actor = authorized(parts, app, S::SCOPE, |parts| {
+            if parts.headers.contains_key(header::AUTHORIZATION) {
+                bearer_secret(parts)
+            } else {
+                subprotocol_secret(parts)
+            }
+        })
+        .await?;
+        Ok(WsAuth {
+            actor,
+            scope: PhantomData,
+        })
+    }
+}
+
+/// The caller behind the token `secret` reads from the request, when it holds `scope`;
+/// an address past its failed checks is refused before any token is read.
+async fn authorized(
+    parts: &Parts,
+    app: &ApiState,
+    scope: Scope,
+    secret: impl FnOnce(&Parts) -> Result<&str, Error>,
+) -> Result<Actor, ApiError> {
+    let client_addr = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    // `router` puts its throttle on every request; a client address is there on both
+    // the API listener and the console's hostname.
+    let throttle = parts.extensions.get::<Arc<AuthThrottle>>();
+    let throttled = client_addr.zip(throttle);
+    if let Some((addr, throttle)) = &throttled {
+        if let Some(retry_after_secs) = throttle.retry_after(*addr) {
+            return Err(Error::RateLimited { retry_after_secs }.into());
+        }
+    }
+    let secret = secret(parts)?;
+    let actor = match accounts::authenticate(&app.store, secret, client_addr).await {
+        Ok(actor) => actor,
+        Err(err) => {
+            if let (Error::Unauthenticated(_), Some((addr, throttle))) = (&err, &throttled) {
+                throttle.record_failure(*addr);
+            }
+            return Err(err.into());
+        }
+    };
+    if actor.scope < scope {
+        return Err(Error::Forbidden(format!(
+            "this endpoint requires the `{scope}` scope; the token has `{}`",
+            actor.scope
+        ))
+        .into());
+    }
+    Ok(actor)
+}
+
+/// The token from the subprotocol `cantila.token.<token>` of a WebSocket request
+/// (`Sec-WebSocket-Protocol`, a comma-separated list, possibly over several headers).
+fn subprotocol_secret(parts: &Parts) -> Result<&str, Error> {
+    parts
+        .headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .find_map(|protocol| protocol.trim().strip_prefix(WS_TOKEN_PREFIX))
+        .filter(|secret| !secret.is_empty())
+        .ok_or_else(|| {
+            Error::Unauthenticated(format!(
+                "this endpoint requires an `Authorization: Bearer <token>` header, or the \
+                 WebSocket subprotocols `{WS_PROTOCOL}` and `{WS_TOKEN_PREFIX}<token>`"
+            ))
+        })
 }
 
 /// The token from `Authorization: Bearer <token>`.
@@ -171,6 +237,31 @@ impl AuthThrottle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_websocket_token_comes_from_its_subprotocol() {
+        let parts = |protocols: &[&str]| {
+            let mut request = axum::http::Request::builder();
+            for protocol in protocols {
+                request = request.header(header::SEC_WEBSOCKET_PROTOCOL, *protocol);
+            }
+            request.body(()).unwrap().into_parts().0
+        };
+        for (protocols, secret) in [
+            (&["cantila.v1, cantila.token.cnt_abc"][..], Some("cnt_abc")),
+            (
+                &["cantila.v1", "cantila.token.cnt_abc"][..],
+                Some("cnt_abc"),
+            ),
+            (&["cantila.token.cnt_abc,cantila.v1"][..], Some("cnt_abc")),
+            (&["cantila.v1"][..], None),
+            (&["cantila.v1, cantila.token."][..], None),
+            (&[][..], None),
+        ] {
+            let parts = parts(protocols);
+            assert_eq!(subprotocol_secret(&parts).ok(), secret, "{protocols:?}");
+        }
+    }
 
     #[test]
     fn throttles_after_the_limit_per_address() {

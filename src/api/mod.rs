@@ -24,6 +24,7 @@ pub mod previews;
 pub mod projects;
 pub mod registries;
 pub mod state;
+pub mod terminal;
 pub mod tokens;
 pub mod volumes;
 
@@ -64,6 +65,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .merge(build_secrets::router())
         .merge(domains::router())
         .merge(instances::router())
+        .merge(terminal::router())
         .merge(previews::router())
         .merge(metrics::router())
         .merge(logs::router())

@@ -37,6 +37,7 @@ use super::error::{ErrorBody, ErrorDetail};
         (name = "build", description = "The project's build secrets (build settings are part of the project)."),
         (name = "domains", description = "Hostnames, aliases and their certificates."),
         (name = "instances", description = "Scaling and the running instances."),
+        (name = "terminal", description = "Commands run inside running instances (exec), over a WebSocket."),
         (name = "previews", description = "Preview deployments of branches and pull requests."),
         (name = "metrics", description = "CPU, memory and request metrics; Prometheus exposition."),
         (name = "logs", description = "Runtime logs of the project's instances and its edge traffic."),

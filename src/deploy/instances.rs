@@ -219,6 +219,8 @@ impl Deploys {
             cpus: Some(tier.cpus),
             restart: true,
             mounts: Vec::new(),
+            tty: false,
+            stdin: false,
         };
         // Production's volumes and database are production's: a preview runs without them.
         if release.preview_id.is_none() {

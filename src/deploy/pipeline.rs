@@ -800,6 +800,8 @@ impl Deploys {
             cpus: Some(tier.cpus),
             restart: false,
             mounts: Vec::new(),
+            tty: false,
+            stdin: false,
         };
         // Production's volumes and database are production's: a preview runs without them.
         if deploy.preview_id.is_none() {

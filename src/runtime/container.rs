@@ -20,6 +20,11 @@ pub struct ContainerSpec {
     pub restart: bool,
     /// Named volumes to mount (the project's volumes; see `volumes::attach`).
     pub mounts: Vec<VolumeMount>,
+    /// Gives the process a terminal (an interactive run); its output is then one stream.
+    pub tty: bool,
+    /// Keeps the process's stdin open for the one client that attaches
+    /// (`ContainerRuntime::attach_and_start`); it closes when that client leaves.
+    pub stdin: bool,
 }
 
 /// A named volume mounted at a path inside a container.

@@ -10,8 +10,9 @@ use futures_util::{stream::BoxStream, StreamExt};
 
 use super::{
     BuildRequest, ContainerLogLine, ContainerRuntime, ContainerSample, ContainerSpec,
-    ContainerStatus, ContainerSummary, ImageDetails, NetworkRemoval, NetworkSpec, NetworkSummary,
-    RegistryCredential, RuntimeError, VolumeMount,
+    ContainerStatus, ContainerSummary, ExecSpec, ImageDetails, NetworkRemoval, NetworkSpec,
+    NetworkSummary, RegistryCredential, RuntimeError, TerminalSession, TerminalSize,
+    TerminalTarget, VolumeMount,
 };
 use crate::{config::AddressPool, labels::Filter};
 
@@ -108,6 +109,10 @@ impl ContainerRuntime for FakeRuntime {
         unsupported("start")
     }
 
+    async fn create(&self, _spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        unsupported("create")
+    }
+
     async fn inspect(&self, _id: &str) -> Result<ContainerStatus, RuntimeError> {
         unsupported("inspect")
     }
@@ -174,6 +179,30 @@ impl ContainerRuntime for FakeRuntime {
         _tar: BoxStream<'static, Bytes>,
     ) -> Result<(), RuntimeError> {
         unsupported("upload_tar")
+    }
+
+    async fn attach_and_start(
+        &self,
+        _id: &str,
+        _size: Option<TerminalSize>,
+    ) -> Result<TerminalSession, RuntimeError> {
+        unsupported("attach_and_start")
+    }
+
+    async fn exec(&self, _id: &str, _spec: &ExecSpec) -> Result<TerminalSession, RuntimeError> {
+        unsupported("exec")
+    }
+
+    async fn resize_terminal(
+        &self,
+        _target: &TerminalTarget,
+        _size: TerminalSize,
+    ) -> Result<(), RuntimeError> {
+        unsupported("resize_terminal")
+    }
+
+    async fn hang_up(&self, _target: &TerminalTarget) -> Result<(), RuntimeError> {
+        unsupported("hang_up")
     }
 
     async fn ensure_network(

@@ -29,6 +29,7 @@ mod image;
 mod network;
 mod output;
 mod sample;
+mod terminal;
 
 pub use container::{ContainerSpec, ContainerStatus, ContainerSummary, VolumeMount};
 pub use error::RuntimeError;
@@ -36,6 +37,7 @@ pub use image::{BuildRequest, BuildSecret, ImageDetails, RegistryCredential};
 pub use network::{NetworkRemoval, NetworkSpec, NetworkSummary};
 pub use output::{ContainerLogLine, OutputStream};
 pub use sample::ContainerSample;
+pub use terminal::{ExecSpec, TerminalOutput, TerminalSession, TerminalSize, TerminalTarget};
 
 /// The runtime as services hold it: cheap to clone, shared by every task.
 pub type Runtime = Arc<dyn ContainerRuntime>;
@@ -92,6 +94,10 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
 
     /// Creates and starts a container; returns its status (with its address).
     async fn start(&self, spec: &ContainerSpec) -> Result<ContainerStatus, RuntimeError>;
+
+    /// Creates the container `spec` describes without starting it (an interactive run,
+    /// started by `attach_and_start` once its client is there); returns its id.
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError>;
 
     /// The state and addresses of one container.
     async fn inspect(&self, id: &str) -> Result<ContainerStatus, RuntimeError>;
@@ -162,6 +168,33 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
         path: &str,
         tar: BoxStream<'static, Bytes>,
     ) -> Result<(), RuntimeError>;
+
+    // Interactive sessions: exec into an instance, attach to an interactive run.
+
+    /// Attaches to the created container `id` (its stdin when the spec asked for one, and
+    /// its output) and then starts it, so nothing it writes is missed. The session's exit
+    /// code is the container's; `size` is its terminal's first size (with `tty`).
+    async fn attach_and_start(
+        &self,
+        id: &str,
+        size: Option<TerminalSize>,
+    ) -> Result<TerminalSession, RuntimeError>;
+
+    /// Runs `spec.command` inside the running container `id`, attached to its stdin and
+    /// output. The session's exit code is the command's.
+    async fn exec(&self, id: &str, spec: &ExecSpec) -> Result<TerminalSession, RuntimeError>;
+
+    /// Resizes a session's terminal; the process gets SIGWINCH.
+    async fn resize_terminal(
+        &self,
+        target: &TerminalTarget,
+        size: TerminalSize,
+    ) -> Result<(), RuntimeError>;
+
+    /// Hangs up a session's terminal whose client went away: its processes get SIGHUP, as
+    /// a closed terminal's would (the engine itself leaves them running). A process that
+    /// already ended is not an error.
+    async fn hang_up(&self, target: &TerminalTarget) -> Result<(), RuntimeError>;
 
     // Networks.
 

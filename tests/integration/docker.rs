@@ -132,6 +132,8 @@ async fn builds_runs_reaches_and_removes_a_container() {
         cpus: Some(0.5),
         restart: true,
         mounts: Vec::new(),
+        tty: false,
+        stdin: false,
     };
     let status = engine.start(&spec).await.expect("start");
     assert!(status.running);

@@ -40,5 +40,6 @@ mod private_repos;
 mod secrets_at_rest;
 mod serving;
 mod tenancy;
+mod terminal;
 mod tls_acme;
 mod tls_edge;

@@ -17,8 +17,9 @@ use crate::{
     labels::Filter,
     runtime::{
         BuildRequest, ContainerLogLine, ContainerRuntime, ContainerSample, ContainerSpec,
-        ContainerStatus, ContainerSummary, ImageDetails, NetworkRemoval, NetworkSpec,
-        NetworkSummary, RegistryCredential, RuntimeError, VolumeMount,
+        ContainerStatus, ContainerSummary, ExecSpec, ImageDetails, NetworkRemoval, NetworkSpec,
+        NetworkSummary, RegistryCredential, RuntimeError, TerminalSession, TerminalSize,
+        TerminalTarget, VolumeMount,
     },
 };
 
@@ -134,6 +135,10 @@ impl ContainerRuntime for DockerRuntime {
         self.engine().await?.start(spec).await
     }
 
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        self.engine().await?.create(spec).await
+    }
+
     async fn inspect(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
         self.engine().await?.inspect(id).await
     }
@@ -216,6 +221,30 @@ impl ContainerRuntime for DockerRuntime {
         tar: BoxStream<'static, Bytes>,
     ) -> Result<(), RuntimeError> {
         self.engine().await?.upload_tar(id, path, tar).await
+    }
+
+    async fn attach_and_start(
+        &self,
+        id: &str,
+        size: Option<TerminalSize>,
+    ) -> Result<TerminalSession, RuntimeError> {
+        self.engine().await?.attach_and_start(id, size).await
+    }
+
+    async fn exec(&self, id: &str, spec: &ExecSpec) -> Result<TerminalSession, RuntimeError> {
+        self.engine().await?.exec(id, spec).await
+    }
+
+    async fn resize_terminal(
+        &self,
+        target: &TerminalTarget,
+        size: TerminalSize,
+    ) -> Result<(), RuntimeError> {
+        self.engine().await?.resize_terminal(target, size).await
+    }
+
+    async fn hang_up(&self, target: &TerminalTarget) -> Result<(), RuntimeError> {
+        self.engine().await?.hang_up(target).await
     }
 
     async fn ensure_network(

@@ -30,6 +30,7 @@ use crate::{
     },
 };
 
+mod attach;
 mod buildkit;
 mod data;
 mod lazy;
@@ -343,6 +344,18 @@ impl Engine {
 
     /// Creates and starts a container; returns its status (with its address).
     pub async fn start(&self, spec: &ContainerSpec) -> Result<ContainerStatus, RuntimeError> {
+        let id = self.create(spec).await?;
+        self.client
+            .start_container(
+                &id,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await?;
+        self.inspect(&id).await
+    }
+
+    /// Creates a container without starting it; returns its id.
+    pub async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
         let env = spec
             .env
             .iter()
@@ -375,6 +388,12 @@ impl Engine {
             networking_config: Some(NetworkingConfig {
                 endpoints_config: Some(endpoints),
             }),
+            tty: Some(spec.tty),
+            // Stdin is open for the one client that attaches (`attach_and_start`), and
+            // closes when it leaves, as `docker run -i` does.
+            open_stdin: Some(spec.stdin),
+            stdin_once: Some(spec.stdin),
+            attach_stdin: Some(spec.stdin),
             ..Default::default()
         };
         let created = self
@@ -387,13 +406,7 @@ impl Engine {
                 body,
             )
             .await?;
-        self.client
-            .start_container(
-                &created.id,
-                None::<bollard::query_parameters::StartContainerOptions>,
-            )
-            .await?;
-        self.inspect(&created.id).await
+        Ok(created.id)
     }
 
     /// The state and addresses of one container.
