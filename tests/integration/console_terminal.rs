@@ -59,18 +59,6 @@ impl Browser {
         input.send_keys(text).await.unwrap();
     }
 
-    /// The terminal's screen, one line per row, trailing blanks trimmed.
-    async fn terminal_text(&self) -> String {
-        let text = self
-            .js(
-                "return [...document.querySelectorAll('[data-testid=terminal] .xterm-rows > div')]
-                   .map(r => r.textContent.trimEnd()).join('\\n')",
-                vec![],
-            )
-            .await;
-        text.as_str().unwrap_or_default().to_owned()
-    }
-
     /// The terminal's size as `stty size` prints it ("rows cols"), as the page last sent it.
     async fn terminal_size(&self) -> String {
         let got = self
@@ -225,9 +213,9 @@ async fn console_runs_start_from_the_page_stream_their_output_and_are_listed_wit
 }
 
 #[tokio::test]
-async fn console_terminal_runs_echo_interactively_follows_its_size_and_shows_the_exit_code() {
+async fn console_terminal_execs_into_an_instance_follows_its_size_and_shows_the_exit_code() {
     let daemon = TestDaemon::start().await;
-    let project_id = deployed_busybox(&daemon, "shell").await;
+    let project_id = deployed_busybox(&daemon, "inside").await;
     let browser = Browser::start(&daemon).await;
     open_signed_in(
         &browser,
@@ -237,9 +225,11 @@ async fn console_terminal_runs_echo_interactively_follows_its_size_and_shows_the
     .await;
     let long = Duration::from_secs(120);
 
-    // An interactive run of `sh` (the default command) in a new container.
-    browser.find("[data-testid=console-run-form]").await;
-    browser.click("Open console").await;
+    // `sh` (the default command) in the running web instance, picked from the list.
+    browser
+        .find("[data-testid=console-exec-form] select[name=instance] option")
+        .await;
+    browser.click("Exec in instance").await;
     browser
         .wait_js(
             "the terminal connects",
@@ -247,18 +237,15 @@ async fn console_terminal_runs_echo_interactively_follows_its_size_and_shows_the
             long,
         )
         .await;
-    let run_id = browser
-        .find("[data-testid=terminal-about] a")
-        .await
-        .text()
-        .await
-        .unwrap();
-    assert!(run_id.starts_with("run_"), "{run_id}");
 
     // Keys reach the shell and its output comes back (the shell computes 42, so this is
-    // the process's answer, not the terminal echoing what was typed).
-    browser.type_in_terminal("echo hello-$((6*7))\n").await;
+    // the process's answer, not the terminal echoing what was typed), from inside the
+    // instance (its page is there).
+    browser
+        .type_in_terminal("echo hello-$((6*7)); cat /www/index.html\n")
+        .await;
     browser.wait_terminal("hello-42", long).await;
+    browser.wait_terminal("runs from the console", long).await;
 
     // The TTY has the terminal's size, and follows the window.
     let before = browser.terminal_size().await;
@@ -292,11 +279,55 @@ async fn console_terminal_runs_echo_interactively_follows_its_size_and_shows_the
         .await;
     browser.screenshot("terminal").await;
 
-    // The exit code ends the session, on the page and in the run.
+    // The exit code ends the session.
     browser.type_in_terminal("exit 3\n").await;
     browser
         .wait_text("[data-testid=terminal-status]", "exited with code 3", long)
         .await;
+    browser.wait_terminal("[exited with code 3]", long).await;
+    assert_eq!(browser.count("[data-testid=terminal-disconnect]").await, 0);
+    browser.close().await;
+    cleanup(&project_id).await;
+}
+
+#[tokio::test]
+async fn console_terminal_runs_echo_in_an_interactive_run_and_records_its_exit_code() {
+    let daemon = TestDaemon::start().await;
+    let project_id = deployed_busybox(&daemon, "shell").await;
+    let browser = Browser::start(&daemon).await;
+    open_signed_in(
+        &browser,
+        &daemon,
+        &format!("/projects/{project_id}/console"),
+    )
+    .await;
+    let long = Duration::from_secs(120);
+
+    // An interactive run of `sh` (the default command) in a new container.
+    browser.find("[data-testid=console-run-form]").await;
+    browser.click("Open console").await;
+    browser
+        .wait_js(
+            "the terminal connects",
+            "return document.querySelector('[data-testid=terminal-status]')?.dataset.state === 'open'",
+            long,
+        )
+        .await;
+    let run_id = browser
+        .find("[data-testid=terminal-about] a")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(run_id.starts_with("run_"), "{run_id}");
+    browser.type_in_terminal("echo hello-$((6*7))\n").await;
+    browser.wait_terminal("hello-42", long).await;
+    browser.type_in_terminal("exit 3\n").await;
+    browser
+        .wait_text("[data-testid=terminal-status]", "exited with code 3", long)
+        .await;
+
+    // The run is recorded with its command and exit code, and listed.
     let run = run_json(&daemon, &run_id).await;
     assert_eq!(run["interactive"], true, "{run}");
     assert_eq!(run["command"], json!(["sh"]), "{run}");
@@ -304,33 +335,13 @@ async fn console_terminal_runs_echo_interactively_follows_its_size_and_shows_the
         run_json(&daemon, &run_id).await["exitCode"] == 3
     })
     .await;
-    assert!(
-        browser
-            .terminal_text()
-            .await
-            .contains("[exited with code 3]"),
-        "{}",
-        browser.terminal_text().await
-    );
-
-    // Exec into the running web instance: the same terminal, inside the instance.
+    browser.goto(&format!("/projects/{project_id}/runs")).await;
     browser
-        .goto(&format!("/projects/{project_id}/console"))
-        .await;
-    browser
-        .find("[data-testid=console-exec-form] select[name=instance] option")
-        .await;
-    browser
-        .fill(
-            "[data-testid=console-exec-form] input[name=command]",
-            "sh -c 'cat /www/index.html; exec sh'",
+        .wait_text(
+            &format!("[data-testid=run-history] tr[data-run='{run_id}']"),
+            "interactive",
+            Duration::from_secs(30),
         )
-        .await;
-    browser.click("Exec in instance").await;
-    browser.wait_terminal("runs from the console", long).await;
-    browser.type_in_terminal("exit 0\n").await;
-    browser
-        .wait_text("[data-testid=terminal-status]", "exited with code 0", long)
         .await;
     browser.close().await;
     cleanup(&project_id).await;

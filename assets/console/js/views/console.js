@@ -25,6 +25,7 @@ export async function consoleSection({ project, base, signal }) {
     current = terminal;
     replace(about, aboutNodes);
     replace(slot, terminal.node);
+    terminal.node.scrollIntoView({ block: "nearest" });
     terminal.connect(path, signal);
     return terminal;
   };
