@@ -23,6 +23,7 @@ use crate::{
     projects::Projects,
     registries::Registries,
     routing::Routing,
+    runs::{Runs, RunsParts},
     runtime::Runtime,
     secrets::SecretBox,
     store::Store,
@@ -165,7 +166,16 @@ pub fn build(adapters: Adapters) -> ApiState {
         deploys.clone(),
         crate::source::EgressPolicy::from_config(&config.git),
     );
-    let terminals = Terminals::new(store.clone(), runtime.clone(), installation_id);
+    let terminals = Terminals::new(store.clone(), runtime.clone(), installation_id.clone());
+    let runs = Runs::new(RunsParts {
+        store: store.clone(),
+        runtime: runtime.clone(),
+        secrets: secrets.clone(),
+        networks: networks.clone(),
+        databases: databases.clone(),
+        config: config.clone(),
+        installation: installation_id,
+    });
     ApiState::new(Handles {
         config,
         store,
@@ -186,5 +196,6 @@ pub fn build(adapters: Adapters) -> ApiState {
         registries,
         image_sources,
         terminals,
+        runs,
     })
 }

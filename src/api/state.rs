@@ -11,7 +11,7 @@ use crate::{
     assets::Assets, backup::Backups, config::Config, database::Databases, deploy::Deploys,
     domains::Domains, env::Env, git_connection::GitConnections, image_source::ImageSources,
     logs::Logs, metrics::Metrics, previews::Previews, projects::Projects, registries::Registries,
-    routing::Routing, store::Store, terminal::Terminals, tls::Tls, volumes::Volumes,
+    routing::Routing, runs::Runs, store::Store, terminal::Terminals, tls::Tls, volumes::Volumes,
 };
 
 #[derive(Clone)]
@@ -57,6 +57,8 @@ pub struct Handles {
     pub image_sources: ImageSources,
     /// Commands run inside instances (exec) and their terminals.
     pub terminals: Terminals,
+    /// One-off runs: start, cancel, their output.
+    pub runs: Runs,
 }
 
 impl ApiState {
@@ -103,4 +105,5 @@ handle_from_state!(
     registries: Registries,
     image_sources: ImageSources,
     terminals: Terminals,
+    runs: Runs,
 );
