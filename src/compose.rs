@@ -166,7 +166,6 @@ pub fn build(adapters: Adapters) -> ApiState {
         deploys.clone(),
         crate::source::EgressPolicy::from_config(&config.git),
     );
-    let terminals = Terminals::new(store.clone(), runtime.clone(), installation_id.clone());
     let runs = Runs::new(RunsParts {
         store: store.clone(),
         runtime: runtime.clone(),
@@ -174,8 +173,9 @@ pub fn build(adapters: Adapters) -> ApiState {
         networks: networks.clone(),
         databases: databases.clone(),
         config: config.clone(),
-        installation: installation_id,
+        installation: installation_id.clone(),
     });
+    let terminals = Terminals::new(store.clone(), runtime.clone(), installation_id);
     ApiState::new(Handles {
         config,
         store,
@@ -195,7 +195,7 @@ pub fn build(adapters: Adapters) -> ApiState {
         git_connections,
         registries,
         image_sources,
-        terminals,
         runs,
+        terminals,
     })
 }

@@ -55,10 +55,10 @@ pub struct Handles {
     pub registries: Registries,
     /// Projects' image sources and their registry webhooks.
     pub image_sources: ImageSources,
-    /// Commands run inside instances (exec) and their terminals.
-    pub terminals: Terminals,
     /// One-off runs: start, cancel, their output.
     pub runs: Runs,
+    /// Commands run inside instances (exec) and their terminals.
+    pub terminals: Terminals,
 }
 
 impl ApiState {
@@ -104,6 +104,6 @@ handle_from_state!(
     git_connections: GitConnections,
     registries: Registries,
     image_sources: ImageSources,
-    terminals: Terminals,
     runs: Runs,
+    terminals: Terminals,
 );

@@ -5,9 +5,11 @@
 mod admin;
 mod client;
 mod data;
+mod exec;
 mod logs;
 mod output;
 mod run;
+mod terminal;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
@@ -79,6 +81,8 @@ enum Command {
     Volumes(data::VolumesArgs),
     /// Backups: list, create, download, restore, schedule.
     Backups(data::BackupsArgs),
+    /// Run a command inside a running instance (-it for an interactive terminal).
+    Exec(exec::ExecArgs),
 }
 
 /// Where the configuration and data directory are; shared by `serve`, `admin` and the
@@ -163,9 +167,17 @@ pub fn main() -> ExitCode {
         Command::Db(args) => data::db(args),
         Command::Volumes(args) => data::volumes(args),
         Command::Backups(args) => data::backups(args),
+        Command::Exec(args) => exec::exec(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A remote command's exit code is this process's, with nothing printed.
+        Err(err) if err.downcast_ref::<terminal::CommandExit>().is_some() => {
+            let code = err
+                .downcast_ref::<terminal::CommandExit>()
+                .map_or(1, |e| e.0);
+            ExitCode::from(code)
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE

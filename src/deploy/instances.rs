@@ -271,7 +271,6 @@ pub async fn release_container(
         cpus: Some(tier.cpus),
         restart: container.restart,
         mounts: Vec::new(),
-        // Runs that want a terminal turn these on (`Runs::spec_for`).
         tty: false,
         stdin: false,
     };

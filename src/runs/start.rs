@@ -240,7 +240,7 @@ impl Runs {
             &run.id,
         )
         .to_map();
-        let spec = release_container(
+        let mut spec = release_container(
             &self.0.networks,
             &self.0.databases,
             &self.0.config.scale,
@@ -260,6 +260,8 @@ impl Runs {
             },
         )
         .await?;
+        spec.tty = run.interactive;
+        spec.stdin = run.interactive;
         Ok(spec)
     }
 

@@ -95,10 +95,10 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
     /// Creates and starts a container; returns its status (with its address).
     async fn start(&self, spec: &ContainerSpec) -> Result<ContainerStatus, RuntimeError>;
 
-    /// Creates the container `spec` describes without starting it; returns its id. A
-    /// one-off run's container is made first, so its id is recorded before anything runs
-    /// in it; `start_again` starts a plain one, `attach_and_start` an interactive one once
-    /// its client is there.
+    /// Creates a container without starting it; returns its id. A one-off run's container
+    /// is made first, so its id is recorded before anything runs in it; a plain run is
+    /// then started with `start_again`, an interactive one by `attach_and_start` once its
+    /// terminal is there.
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError>;
 
     /// The state and addresses of one container.

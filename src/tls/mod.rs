@@ -47,7 +47,7 @@ pub(crate) use origin::tests::{
     ca_and_leaf as test_ca_and_leaf, leaf_der as test_leaf_der, tls_client as test_tls_client,
     tls_server as test_tls_server,
 };
-pub use origin::{OriginVerifier, ServerChain};
+pub use origin::{ClientStream, OriginVerifier, ServerChain};
 pub use store::{CertSource, CertStatus, ManualProblem};
 
 use acme::{AcmeIssuer, Http01Challenges};

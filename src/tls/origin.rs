@@ -21,6 +21,11 @@ use rustls::{
 
 use super::crypto_provider;
 
+/// A TLS client connection as its users read and write it (no rustls type in sight).
+pub trait ClientStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> ClientStream for T {}
+
 /// Verifies git servers' certificates against one set of roots. Cheap to clone.
 #[derive(Clone)]
 pub struct OriginVerifier {
@@ -81,6 +86,22 @@ impl OriginVerifier {
             config,
             verifier: verifier.ok(),
         }
+    }
+
+    /// A TLS client connection to `host` over `stream`, its certificate verified against
+    /// these roots: the CLI's `wss://` WebSockets to an API behind HTTPS.
+    pub async fn connect(
+        &self,
+        stream: tokio::net::TcpStream,
+        host: &str,
+    ) -> io::Result<Box<dyn ClientStream>> {
+        let config = self.config.clone().map_err(io::Error::other)?;
+        let name = server_name(host).map_err(io::Error::other)?;
+        let connection = tokio_rustls::TlsConnector::from(config)
+            .connect(name, stream)
+            .await
+            .map_err(|err| io::Error::other(describe(host, &err)))?;
+        Ok(Box::new(connection))
     }
 
     /// Shakes hands as a TLS client with the server on `stream` for `host` (a DNS name or

@@ -452,3 +452,295 @@ async fn a_client_that_leaves_hangs_the_terminal_up_or_closes_stdin() {
     .await;
     cleanup(&project_id).await;
 }
+
+/// A pseudo-terminal: the test holds the master side (what a terminal emulator holds) and
+/// hands the slave side to the CLI as its stdin, stdout and stderr.
+struct Pty {
+    master: std::fs::File,
+    slave: std::fs::File,
+    /// What the CLI wrote to its terminal, as it comes.
+    output: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    /// Everything read so far.
+    seen: Vec<u8>,
+}
+
+impl Pty {
+    fn open(cols: u16, rows: u16) -> Self {
+        use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+        use std::os::unix::fs::OpenOptionsExt;
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+        grantpt(&master).unwrap();
+        unlockpt(&master).unwrap();
+        let name = ptsname(&master, Vec::new()).unwrap();
+        let slave = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(name.to_str().unwrap())
+            .unwrap();
+        let master = std::fs::File::from(master);
+        let pty = |cols, rows| rustix::termios::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        rustix::termios::tcsetwinsize(&master, pty(cols, rows)).unwrap();
+        let (sender, output) = tokio::sync::mpsc::channel(64);
+        let mut reader = master.try_clone().unwrap();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buffer = [0u8; 4096];
+            // Ends when the slave side is closed everywhere (EIO) or the test is done.
+            while let Ok(n @ 1..) = reader.read(&mut buffer) {
+                if sender.blocking_send(buffer[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            master,
+            slave,
+            output,
+            seen: Vec::new(),
+        }
+    }
+
+    fn resize(&self, cols: u16, rows: u16) {
+        rustix::termios::tcsetwinsize(
+            &self.master,
+            rustix::termios::Winsize {
+                ws_row: rows,
+                ws_col: cols,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            },
+        )
+        .unwrap();
+    }
+
+    /// Types `keys` as a user would.
+    fn type_keys(&mut self, keys: &[u8]) {
+        use std::io::Write;
+        self.master.write_all(keys).unwrap();
+    }
+
+    /// Reads until the output since `from` holds `needle`; returns where it ends.
+    async fn expect(&mut self, from: usize, needle: &str) -> usize {
+        let found = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let text =
+                    String::from_utf8_lossy(&self.seen[from.min(self.seen.len())..]).into_owned();
+                if let Some(at) = text.find(needle) {
+                    return Some(from + at + needle.len());
+                }
+                match self.output.recv().await {
+                    Some(bytes) => self.seen.extend_from_slice(&bytes),
+                    None => return None,
+                }
+            }
+        })
+        .await;
+        match found {
+            Ok(Some(at)) => at,
+            Ok(None) | Err(_) => panic!(
+                "`{needle}` did not show on the terminal; it showed: {:?}",
+                String::from_utf8_lossy(&self.seen)
+            ),
+        }
+    }
+
+    fn mode(&self) -> rustix::termios::Termios {
+        rustix::termios::tcgetattr(&self.slave).unwrap()
+    }
+}
+
+/// The CLI binary's command with the daemon's URL and token.
+fn cli(daemon: &TestDaemon, program: &str, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(program);
+    command
+        .args(args)
+        .env_remove("CANTILA_DATA_DIR")
+        .env_remove("CANTILA_CONFIG")
+        .env("CANTILA_URL", format!("http://{}", daemon.api))
+        .env("CANTILA_TOKEN", &daemon.admin_token);
+    command
+}
+
+#[tokio::test]
+async fn cli_exec_pipes_stdio_and_exits_with_the_command_code() {
+    let daemon = TestDaemon::start().await;
+    let (project_id, instance) = deployed(&daemon, "exec-cli").await;
+    let run = |args: Vec<String>, input: &'static [u8]| {
+        let mut command = cli(&daemon, env!("CARGO_BIN_EXE_cantila"), &[]);
+        command
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut child = command.spawn().unwrap();
+            child.stdin.take().unwrap().write_all(input).unwrap();
+            child.wait_with_output().unwrap()
+        })
+    };
+    let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    let out = run(
+        args(&[
+            "exec",
+            "exec-cli",
+            "--",
+            "sh",
+            "-c",
+            "cat /etc/hostname; echo err >&2; exit 3",
+        ]),
+        b"",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{instance}\n")
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    assert_eq!(out.status.code(), Some(3));
+
+    // -i sends stdin, to its end.
+    let out = run(
+        args(&[
+            "exec",
+            "-i",
+            "exec-cli",
+            "--instance",
+            &instance,
+            "--",
+            "wc",
+            "-c",
+        ]),
+        b"twelve bytes",
+    )
+    .await
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "12");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The API's refusal is the CLI's error.
+    let out = run(
+        args(&["exec", "exec-cli", "--instance", "nosuch", "--", "true"]),
+        b"",
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("instance `nosuch` not found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cleanup(&project_id).await;
+}
+
+#[tokio::test]
+async fn cli_exec_it_in_a_pseudo_terminal_echoes_resizes_interrupts_and_restores_the_terminal() {
+    let daemon = TestDaemon::start().await;
+    let (project_id, instance) = deployed(&daemon, "exec-tty").await;
+    let mut pty = Pty::open(80, 24);
+    let before = pty.mode();
+    assert!(
+        before
+            .local_modes
+            .contains(rustix::termios::LocalModes::ICANON),
+        "a fresh terminal is cooked"
+    );
+    // `setsid -c` makes the terminal the CLI's controlling terminal, as a login shell's
+    // child has it, so the kernel sends it SIGWINCH on a resize.
+    let mut command = cli(
+        &daemon,
+        "setsid",
+        &[
+            "-w",
+            "-c",
+            env!("CARGO_BIN_EXE_cantila"),
+            "exec",
+            "-it",
+            "exec-tty",
+            "--instance",
+            &instance,
+            "--",
+            "sh",
+        ],
+    );
+    command
+        .stdin(pty.slave.try_clone().unwrap())
+        .stdout(pty.slave.try_clone().unwrap())
+        .stderr(pty.slave.try_clone().unwrap());
+    let mut child = command.spawn().unwrap();
+
+    // The remote shell's prompt, then typed input echoed by the remote terminal and run.
+    let at = pty.expect(0, "# ").await;
+    assert!(
+        !pty.mode()
+            .local_modes
+            .contains(rustix::termios::LocalModes::ICANON),
+        "raw mode while the session runs"
+    );
+    pty.type_keys(b"echo typed-$((6*7))\r");
+    let at = pty.expect(at, "echo typed-$((6*7))").await;
+    let at = pty.expect(at, "typed-42").await;
+
+    // The terminal's size at the start, then a resize reaching the process.
+    pty.type_keys(b"stty size\r");
+    let at = pty.expect(at, "24 80").await;
+    pty.resize(132, 50);
+    let mut at = at;
+    within(
+        Duration::from_secs(60),
+        "the resize to reach the shell",
+        async {
+            loop {
+                pty.type_keys(b"stty size\r");
+                let shown = pty.expect(at, "# ").await;
+                let text = String::from_utf8_lossy(&pty.seen[at..shown]).into_owned();
+                at = shown;
+                if text.contains("50 132") {
+                    break;
+                }
+            }
+        },
+    )
+    .await;
+
+    // Ctrl-C is a byte for the remote terminal: it interrupts the remote command, and the
+    // session goes on.
+    // (`sleep-2` shows once the command runs in the terminal's foreground.)
+    pty.type_keys(b"sh -c 'echo sleep-$((1+1)); exec sleep 1000'\r");
+    let at = pty.expect(at, "sleep-2").await;
+    pty.type_keys(&[0x03]);
+    let at = pty.expect(at, "# ").await;
+    pty.type_keys(b"echo still-here\r");
+    let at = pty.expect(at, "still-here").await;
+
+    // The shell's exit code is the CLI's, and the terminal is as it was.
+    pty.type_keys(b"exit 7\r");
+    let _ = pty.expect(at, "exit 7").await;
+    let status = within(
+        Duration::from_secs(60),
+        "the CLI's exit",
+        tokio::task::spawn_blocking(move || child.wait().unwrap()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(7));
+    let after = pty.mode();
+    assert_eq!(after.local_modes, before.local_modes);
+    assert_eq!(after.input_modes, before.input_modes);
+    assert_eq!(after.output_modes, before.output_modes);
+    cleanup(&project_id).await;
+}
