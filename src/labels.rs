@@ -36,10 +36,12 @@ pub enum Key {
     HelperFor,
     /// The name of a project's volume.
     Volume,
+    /// The one-off run a `run` container executes.
+    Run,
 }
 
 impl Key {
-    pub const ALL: [Key; 10] = [
+    pub const ALL: [Key; 11] = [
         Key::Installation,
         Key::Kind,
         Key::Project,
@@ -50,6 +52,7 @@ impl Key {
         Key::Size,
         Key::HelperFor,
         Key::Volume,
+        Key::Run,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -64,6 +67,7 @@ impl Key {
             Key::Size => "cantila.size",
             Key::HelperFor => "cantila.helper-for",
             Key::Volume => "cantila.volume",
+            Key::Run => "cantila.run",
         }
     }
 }
@@ -85,10 +89,12 @@ pub enum Kind {
     Network,
     /// A short-lived helper container (backups, restores, asset extraction).
     Helper,
+    /// A one-off run's container (`runs`): never routed, never an instance.
+    Run,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Web,
         Kind::Worker,
         Kind::Release,
@@ -96,6 +102,7 @@ impl Kind {
         Kind::Volume,
         Kind::Network,
         Kind::Helper,
+        Kind::Run,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -107,6 +114,7 @@ impl Kind {
             Kind::Volume => "volume",
             Kind::Network => "network",
             Kind::Helper => "helper",
+            Kind::Run => "run",
         }
     }
 
@@ -146,6 +154,7 @@ pub struct Labels {
     pub size: Option<String>,
     pub helper_for: Option<String>,
     pub volume: Option<String>,
+    pub run: Option<String>,
 }
 
 impl Labels {
@@ -174,6 +183,17 @@ impl Labels {
     /// The one-off container that runs a release's release command.
     pub fn release(installation: &str, project: &str, deploy: &str) -> Self {
         Self::of_deploy(Kind::Release, installation, project, deploy)
+    }
+
+    /// The container of a one-off run of a deploy's image. It carries the project and
+    /// the deploy like the release's instances (so a project's deletion and the volume
+    /// checks see it) but no instance or process label, so nothing that manages instances
+    /// (routing, scaling, the reconciler, metrics, runtime logs) takes it for one.
+    pub fn run(installation: &str, project: &str, deploy: &str, run: &str) -> Self {
+        Self {
+            run: Some(run.to_owned()),
+            ..Self::of_deploy(Kind::Run, installation, project, deploy)
+        }
     }
 
     /// An image a deploy built. Images carry no preview label: a preview's image is told
@@ -254,6 +274,7 @@ impl Labels {
             size: read(Key::Size),
             helper_for: read(Key::HelperFor),
             volume: read(Key::Volume),
+            run: read(Key::Run),
         }
     }
 
@@ -269,6 +290,7 @@ impl Labels {
             Key::Size => self.size.as_deref(),
             Key::HelperFor => self.helper_for.as_deref(),
             Key::Volume => self.volume.as_deref(),
+            Key::Run => self.run.as_deref(),
         }
     }
 
@@ -455,6 +477,16 @@ mod tests {
                     ("cantila.kind", "helper"),
                 ]),
             ),
+            (
+                Labels::run("ins", "prj_a", "dep_b", "run_c"),
+                map(&[
+                    ("cantila.installation", "ins"),
+                    ("cantila.project", "prj_a"),
+                    ("cantila.deploy", "dep_b"),
+                    ("cantila.kind", "run"),
+                    ("cantila.run", "run_c"),
+                ]),
+            ),
         ];
         for (labels, written) in cases {
             assert_eq!(labels.to_map(), written, "{labels:?}");
@@ -493,6 +525,10 @@ mod tests {
         assert_eq!(instance(&[("cantila.kind", "web")]), Some(process("web")));
         assert_eq!(instance(&[("cantila.kind", "release")]), None);
         assert_eq!(instance(&[("cantila.kind", "helper")]), None);
+        assert_eq!(
+            Labels::run("ins", "prj_a", "dep_b", "run_c").process_type(),
+            None
+        );
     }
 
     #[test]

@@ -361,6 +361,46 @@ const STEPS: &[&str] = &[
     // 15 (health: health check settings): a project's health check settings as the JSON
     // object the API takes (`healthCheck`); NULL means the defaults.
     "ALTER TABLE projects ADD COLUMN health_check TEXT;",
+    // 16 (runs: one-off runs): each run of a command in a container of a release's image
+    // (the command as a JSON array; the env given with it is never stored), who or which
+    // job started it, its size, timeout, status, exit code and times; and the lines it
+    // wrote, numbered per run and capped (`output_bytes` is what the kept lines weigh).
+    // Finished runs beyond `runs.history_per_project` are pruned with their lines.
+    "CREATE TABLE runs (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        id            TEXT NOT NULL UNIQUE,
+        account_id    TEXT NOT NULL,
+        project_id    TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        deploy_id     TEXT NOT NULL,
+        command       TEXT NOT NULL,
+        status        TEXT NOT NULL CHECK (status IN
+            ('pending', 'running', 'succeeded', 'failed', 'canceled', 'timed_out', 'interrupted')),
+        exit_code     INTEGER,
+        error         TEXT,
+        trigger       TEXT NOT NULL CHECK (trigger IN ('manual', 'job')),
+        job_id        TEXT,
+        started_by    TEXT NOT NULL,
+        size          TEXT NOT NULL,
+        timeout_secs  INTEGER NOT NULL,
+        interactive   INTEGER NOT NULL,
+        container_id  TEXT,
+        output_bytes  INTEGER NOT NULL DEFAULT 0,
+        created_at    TEXT NOT NULL,
+        started_at    TEXT,
+        finished_at   TEXT,
+        duration_ms   INTEGER
+    );
+    CREATE INDEX runs_by_project ON runs(project_id, seq);
+    CREATE INDEX runs_active ON runs(status) WHERE status IN ('pending', 'running');
+    CREATE INDEX runs_by_job ON runs(job_id, seq) WHERE job_id IS NOT NULL;
+    CREATE TABLE run_output (
+        run_id  TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        seq     INTEGER NOT NULL,
+        at      TEXT NOT NULL,
+        stream  TEXT NOT NULL CHECK (stream IN ('stdout', 'stderr')),
+        line    TEXT NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID;",
 ];
 
 /// The schema version this binary writes.

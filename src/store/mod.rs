@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod previews;
 pub mod projects;
 pub mod registries;
+pub mod runs;
 pub mod runtime_logs;
 pub mod volumes;
 
