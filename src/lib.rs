@@ -23,6 +23,7 @@ pub mod error;
 pub mod git_connection;
 pub mod ids;
 pub mod image_source;
+pub mod jobs;
 pub mod labels;
 pub mod live;
 pub mod locks;

@@ -117,6 +117,23 @@ impl Spec {
             Self::Cron(cron) => next_cron(&cron.cron, after, zone),
         }
     }
+
+    /// The last time at or before `at` when the schedule fires in `zone`, or `None` if it
+    /// never fired before (within the search's reach).
+    pub fn last_at_or_before(&self, at: OffsetDateTime, zone: &Zone) -> Option<OffsetDateTime> {
+        match self {
+            Self::Every { minutes } => {
+                let step = i128::from(*minutes) * 60 * 1_000_000_000;
+                let last = at.unix_timestamp_nanos().div_euclid(step) * step;
+                OffsetDateTime::from_unix_timestamp_nanos(last).ok()
+            }
+            Self::Daily { hour, minute } => {
+                previous_cron(&cron_of(&format!("{minute} {hour} * * *"))?, at, zone)
+            }
+            Self::Hourly => previous_cron(&cron_of("0 * * * *")?, at, zone),
+            Self::Cron(cron) => previous_cron(&cron.cron, at, zone),
+        }
+    }
 }
 
 impl fmt::Display for Spec {
@@ -242,6 +259,15 @@ fn next_cron(cron: &croner::Cron, after: OffsetDateTime, zone: &Zone) -> Option<
         .find_next_occurrence(&timestamp.to_zoned(zone.zone.clone()), false)
         .ok()?;
     OffsetDateTime::from_unix_timestamp_nanos(next.timestamp().as_nanosecond()).ok()
+}
+
+fn previous_cron(cron: &croner::Cron, at: OffsetDateTime, zone: &Zone) -> Option<OffsetDateTime> {
+    // Firings fall on whole seconds; croner compares whole seconds too.
+    let timestamp = jiff::Timestamp::from_second(at.unix_timestamp()).ok()?;
+    let previous = cron
+        .find_previous_occurrence(&timestamp.to_zoned(zone.zone.clone()), true)
+        .ok()?;
+    OffsetDateTime::from_unix_timestamp_nanos(previous.timestamp().as_nanosecond()).ok()
 }
 
 impl FromStr for Zone {
@@ -475,6 +501,26 @@ mod tests {
         assert_eq!(
             next("every 15m", datetime!(2026-03-01 10:15 UTC), &paris),
             Some(datetime!(2026-03-01 10:30 UTC))
+        );
+        // The last firing at or before a time includes that time.
+        let last = |text: &str, at: OffsetDateTime, zone: &Zone| {
+            Spec::parse_job(text).unwrap().last_at_or_before(at, zone)
+        };
+        assert_eq!(
+            last("hourly", datetime!(2026-03-01 10:00 UTC), &Zone::utc()),
+            Some(datetime!(2026-03-01 10:00 UTC))
+        );
+        assert_eq!(
+            last("daily at 03:00", datetime!(2026-01-11 07:59:59 UTC), &paris),
+            Some(datetime!(2026-01-11 02:00 UTC))
+        );
+        assert_eq!(
+            last(
+                "every 15m",
+                datetime!(2026-03-01 10:29:59.9 UTC),
+                &Zone::utc()
+            ),
+            Some(datetime!(2026-03-01 10:15 UTC))
         );
         // February 30th never comes.
         assert_eq!(

@@ -202,47 +202,31 @@ pub fn record_fired(db: &Db, id: &str, due: &str, fired: &str, next: Option<&str
     )? > 0)
 }
 
-/// Records skipped firings (`count` of them, the latest described by `skip`) and, when
-/// `next` is given, the next firing time; compare-and-set on `due` like `record_fired`.
-pub fn record_skip(
-    db: &Db,
-    id: &str,
-    due: &str,
-    skip: &Skip,
-    count: u64,
-    next: Option<Option<&str>>,
-) -> Result<bool> {
+/// Records skipped firings (`count` of them, the latest described by `skip`), leaving the
+/// next firing time alone; compare-and-set on `due` like `record_fired`.
+pub fn record_skip(db: &Db, id: &str, due: &str, skip: &Skip, count: u64) -> Result<bool> {
     let count = i64::try_from(count).unwrap_or(i64::MAX);
-    let changed = match next {
-        Some(next) => db.execute(
-            "UPDATE jobs SET last_skip_at = ?3, last_skip_recorded_at = ?4, last_skip_reason = ?5,
-                 skipped_count = skipped_count + ?6, next_fire_at = ?7
-             WHERE id = ?1 AND next_fire_at = ?2",
-            params![
-                id,
-                due,
-                skip.scheduled_at,
-                skip.recorded_at,
-                skip.reason,
-                count,
-                next
-            ],
-        )?,
-        None => db.execute(
-            "UPDATE jobs SET last_skip_at = ?3, last_skip_recorded_at = ?4, last_skip_reason = ?5,
-                 skipped_count = skipped_count + ?6
-             WHERE id = ?1 AND next_fire_at = ?2",
-            params![
-                id,
-                due,
-                skip.scheduled_at,
-                skip.recorded_at,
-                skip.reason,
-                count
-            ],
-        )?,
-    };
-    Ok(changed > 0)
+    Ok(db.execute(
+        "UPDATE jobs SET last_skip_at = ?3, last_skip_recorded_at = ?4, last_skip_reason = ?5,
+             skipped_count = skipped_count + ?6
+         WHERE id = ?1 AND next_fire_at = ?2",
+        params![
+            id,
+            due,
+            skip.scheduled_at,
+            skip.recorded_at,
+            skip.reason,
+            count
+        ],
+    )? > 0)
+}
+
+/// Moves a job's next firing from `due` to `next` (compare-and-set on `due`).
+pub fn set_next(db: &Db, id: &str, due: &str, next: Option<&str>) -> Result<bool> {
+    Ok(db.execute(
+        "UPDATE jobs SET next_fire_at = ?3 WHERE id = ?1 AND next_fire_at = ?2",
+        params![id, due, next],
+    )? > 0)
 }
 
 /// The newest run a job started, if any is still kept.
@@ -330,7 +314,8 @@ mod tests {
                     recorded_at: "2026-03-01T10:30:00.010Z".to_owned(),
                     reason: "a run is still running".to_owned(),
                 };
-                assert!(record_skip(db, "job_1", "2026-03-01T10:30:00.000Z", &skip, 2, Some(Some("2026-03-01T10:45:00.000Z")))?);
+                assert!(record_skip(db, "job_1", "2026-03-01T10:30:00.000Z", &skip, 2)?);
+                assert!(set_next(db, "job_1", "2026-03-01T10:30:00.000Z", Some("2026-03-01T10:45:00.000Z"))?);
                 let read = by_id(db, "job_1")?.unwrap();
                 assert_eq!(read.last_skip, Some(skip));
                 assert_eq!(read.skipped_count, 2);
