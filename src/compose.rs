@@ -23,6 +23,7 @@ use crate::{
     projects::Projects,
     registries::Registries,
     routing::Routing,
+    runs::{Runs, RunsParts},
     runtime::Runtime,
     secrets::SecretBox,
     store::Store,
@@ -129,7 +130,7 @@ pub fn build(adapters: Adapters) -> ApiState {
         runtime: runtime.clone(),
         secrets: secrets.clone(),
         tls: tls.clone(),
-        installation: installation_id,
+        installation: installation_id.clone(),
         config: config.clone(),
         locks: project_locks.clone(),
         projects: projects.clone(),
@@ -164,6 +165,15 @@ pub fn build(adapters: Adapters) -> ApiState {
         deploys.clone(),
         crate::source::EgressPolicy::from_config(&config.git),
     );
+    let runs = Runs::new(RunsParts {
+        store: store.clone(),
+        runtime: runtime.clone(),
+        secrets: secrets.clone(),
+        networks: networks.clone(),
+        databases: databases.clone(),
+        config: config.clone(),
+        installation: installation_id,
+    });
     ApiState::new(Handles {
         config,
         store,
@@ -183,5 +193,6 @@ pub fn build(adapters: Adapters) -> ApiState {
         git_connections,
         registries,
         image_sources,
+        runs,
     })
 }

@@ -39,6 +39,7 @@ pub mod projects;
 pub mod registries;
 pub mod registry_api;
 pub mod routing;
+pub mod runs;
 pub mod runtime;
 pub mod s3;
 pub mod secrets;
@@ -198,6 +199,11 @@ pub async fn run(
     if let Err(err) = services.backups.recover().await {
         tracing::warn!(error = %err, "recovering interrupted backups");
     }
+    // Runs the previous process left going are recorded interrupted and their containers
+    // removed before the API can start new ones.
+    if let Err(err) = services.runs.recover().await {
+        tracing::warn!(error = %err, "recovering interrupted runs");
+    }
     let api_addr = listeners.api.local_addr()?;
     let http_addr = listeners.http.local_addr()?;
     let https_addr = listeners.https.local_addr()?;
@@ -253,6 +259,9 @@ pub async fn run(
     let log_writer = tokio::spawn(logs::collector::run(services.logs.clone(), stopped()));
     let backup_scheduler = tokio::spawn(services.backups.clone().run_scheduler(stopped()));
     let upload_retries = tokio::spawn(services.backups.clone().run_retries(stopped()));
+    // At shutdown it ends the runs still going (so their live streams close and the API
+    // can finish its in-flight requests).
+    let run_sweeper = tokio::spawn(services.runs.clone().run_sweeper(stopped()));
 
     tracing::info!(api = %api_addr, http = %http_addr, https = %https_addr, "cantila is listening");
     // Tell systemd (Type=notify) we are ready; a no-op when not run under systemd.
@@ -276,6 +285,7 @@ pub async fn run(
     let _ = log_writer.await;
     let _ = backup_scheduler.await;
     let _ = upload_retries.await;
+    let _ = run_sweeper.await;
     tokio::task::spawn_blocking(move || store.close()).await?;
     tracing::info!("stopped cleanly");
     Ok(())

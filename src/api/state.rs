@@ -11,7 +11,7 @@ use crate::{
     assets::Assets, backup::Backups, config::Config, database::Databases, deploy::Deploys,
     domains::Domains, env::Env, git_connection::GitConnections, image_source::ImageSources,
     logs::Logs, metrics::Metrics, previews::Previews, projects::Projects, registries::Registries,
-    routing::Routing, store::Store, tls::Tls, volumes::Volumes,
+    routing::Routing, runs::Runs, store::Store, tls::Tls, volumes::Volumes,
 };
 
 #[derive(Clone)]
@@ -55,6 +55,8 @@ pub struct Handles {
     pub registries: Registries,
     /// Projects' image sources and their registry webhooks.
     pub image_sources: ImageSources,
+    /// One-off runs: start, cancel, their output.
+    pub runs: Runs,
 }
 
 impl ApiState {
@@ -100,4 +102,5 @@ handle_from_state!(
     git_connections: GitConnections,
     registries: Registries,
     image_sources: ImageSources,
+    runs: Runs,
 );

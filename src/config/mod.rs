@@ -70,6 +70,37 @@ pub struct Config {
     pub backups: BackupConfig,
     /// The web console on the public edge.
     pub console: ConsoleConfig,
+    /// One-off runs: how many at once, how much output and history is kept.
+    pub runs: RunsConfig,
+}
+
+/// One-off runs (`POST /v1/projects/{id}/runs`, `cantila run`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunsConfig {
+    /// The most runs of one project that may be pending or running at once; one more
+    /// answers 409. Each run is a container with its size tier's memory and CPUs.
+    pub max_concurrent_per_project: u32,
+    /// Finished runs kept per project (with their output); older ones are pruned.
+    pub history_per_project: u32,
+    /// Output lines kept per run: the newest, older ones dropped first.
+    pub output_max_lines: u32,
+    /// Output bytes kept per run, likewise.
+    pub output_max_bytes: u64,
+    /// Seconds between SIGTERM and SIGKILL when a run is canceled or times out.
+    pub stop_grace_secs: u64,
+}
+
+impl Default for RunsConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_per_project: 3,
+            history_per_project: 200,
+            output_max_lines: 10_000,
+            output_max_bytes: 4 * 1024 * 1024,
+            stop_grace_secs: 10,
+        }
+    }
 }
 
 /// Serving the web console (and the `/v1` API it talks to) on a hostname of the public
@@ -669,6 +700,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             backups: BackupConfig::default(),
             console: ConsoleConfig::default(),
+            runs: RunsConfig::default(),
         }
     }
 }
@@ -833,6 +865,20 @@ impl Config {
                 "previews.default_ttl_secs must be between 1 and previews.max_ttl_secs ({})",
                 self.previews.max_ttl_secs
             )));
+        }
+        if self.runs.max_concurrent_per_project == 0
+            || self.runs.history_per_project == 0
+            || self.runs.output_max_lines == 0
+            || self.runs.output_max_bytes == 0
+        {
+            return Err(ConfigError::Invalid(
+                "runs.max_concurrent_per_project, runs.history_per_project, runs.output_max_lines and runs.output_max_bytes must be at least 1".to_owned(),
+            ));
+        }
+        if self.runs.stop_grace_secs > 3600 {
+            return Err(ConfigError::Invalid(
+                "runs.stop_grace_secs must be at most 3600".to_owned(),
+            ));
         }
         if self.previews.sweep_interval_secs == 0 {
             return Err(ConfigError::Invalid(

@@ -163,15 +163,7 @@ impl Deploys {
         process: &ProcessType,
         size: Option<&str>,
     ) -> std::result::Result<ContainerSpec, String> {
-        let network = self
-            .networks
-            .ensure(engine, &release.project.id, &release.target())
-            .await
-            .map_err(|err| err.to_string())?;
-        let tier = self.config.scale.tier(size);
         let size_name = size.unwrap_or(&self.config.scale.default_size).to_owned();
-        let mut env: Vec<(String, String)> = release.env.clone().into_iter().collect();
-        env.push(("PORT".to_owned(), release.plan.port.to_string()));
         let command = match release.plan.processes.get(process.as_str()) {
             Some(command) => Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), command.clone()]),
             // `web` without a Procfile line runs the image's CMD; any other type needs one.
@@ -203,32 +195,119 @@ impl Deploys {
         )
         .in_preview(release.preview_id.as_deref())
         .to_map();
-        let mut spec = ContainerSpec {
-            name: format!(
-                "cantila-{}-{}-{}{process_part}-{suffix}",
-                release.project.handle,
-                release.project.name,
-                release.deploy_id.to_ascii_lowercase()
-            ),
-            image: release.image.clone(),
-            command,
-            env,
-            labels,
-            network,
-            memory_bytes: Some(i64::from(tier.memory_mb) * 1024 * 1024),
-            cpus: Some(tier.cpus),
-            restart: true,
-            mounts: Vec::new(),
-        };
-        // Production's volumes and database are production's: a preview runs without them.
-        if release.preview_id.is_none() {
-            self.databases
-                .attach(&release.project.id, &mut spec)
-                .await
-                .map_err(|err| err.to_string())?;
-        }
-        Ok(spec)
+        release_container(
+            &self.networks,
+            &self.databases,
+            &self.config.scale,
+            engine,
+            ReleaseContainer {
+                project_id: &release.project.id,
+                target: release.target(),
+                image: &release.image,
+                port: release.plan.port,
+                env: &release.env,
+                size,
+                name: format!(
+                    "cantila-{}-{}-{}{process_part}-{suffix}",
+                    release.project.handle,
+                    release.project.name,
+                    release.deploy_id.to_ascii_lowercase()
+                ),
+                labels,
+                command,
+                restart: true,
+            },
+        )
+        .await
+        .map_err(|err| err.to_string())
     }
+}
+
+/// One container of a release, whatever it runs (an instance, the release command, a
+/// one-off run): what is its own. `release_container` adds what they all share.
+pub struct ReleaseContainer<'a> {
+    pub project_id: &'a str,
+    pub target: ReleaseTarget,
+    pub image: &'a str,
+    /// The plan's port, handed to the app as `PORT`.
+    pub port: u16,
+    /// The release's env (its snapshot, plus whatever the caller adds).
+    pub env: &'a BTreeMap<String, String>,
+    /// The size tier; `None` is the configured default.
+    pub size: Option<&'a str>,
+    pub name: String,
+    pub labels: std::collections::HashMap<String, String>,
+    /// Overrides the image's CMD when set.
+    pub command: Option<Vec<String>>,
+    /// Restarted on crash (instances) or never (one-off commands).
+    pub restart: bool,
+}
+
+/// The spec of a release's container: the env with `PORT`, the size tier's limits, the
+/// release target's own network (made if missing), and for production the project's
+/// volumes and database. Every container that runs a release's image is made here, so an
+/// instance, the release command and a one-off run never differ in their wiring.
+pub async fn release_container(
+    networks: &crate::networks::Networks,
+    databases: &crate::database::Databases,
+    scale: &crate::config::ScaleConfig,
+    engine: &Runtime,
+    container: ReleaseContainer<'_>,
+) -> Result<ContainerSpec> {
+    let network = networks
+        .ensure(engine, container.project_id, &container.target)
+        .await?;
+    let tier = scale.tier(container.size);
+    let mut env: Vec<(String, String)> = container.env.clone().into_iter().collect();
+    env.push(("PORT".to_owned(), container.port.to_string()));
+    let mut spec = ContainerSpec {
+        name: container.name,
+        image: container.image.to_owned(),
+        command: container.command,
+        env,
+        labels: container.labels,
+        network,
+        memory_bytes: Some(i64::from(tier.memory_mb) * 1024 * 1024),
+        cpus: Some(tier.cpus),
+        restart: container.restart,
+        mounts: Vec::new(),
+    };
+    // Production's volumes and database are production's: a preview runs without them.
+    if container.target == ReleaseTarget::Production {
+        databases.attach(container.project_id, &mut spec).await?;
+    }
+    Ok(spec)
+}
+
+/// The release a deploy made: its image, plan and env snapshot (`sealed_env`, opened
+/// here); `None` for a static site, which runs no container.
+pub fn release_from(
+    secrets: &crate::secrets::SecretBox,
+    project: &Project,
+    deploy: &Deploy,
+    sealed_env: Option<Vec<u8>>,
+) -> Result<Option<Release>> {
+    let Some(image) = deploy.image.clone() else {
+        return Ok(None); // a static site: nothing runs
+    };
+    let plan: SourcePlan = deploy
+        .plan
+        .clone()
+        .and_then(|plan| serde_json::from_value(plan).ok())
+        .ok_or_else(|| Error::Internal(format!("deploy {} has no readable plan", deploy.id)))?;
+    let env = match sealed_env {
+        Some(sealed) => serde_json::from_slice(&secrets.open(&sealed)?)
+            .map_err(|err| Error::Internal(format!("env snapshot: {err}")))?,
+        None => BTreeMap::new(),
+    };
+    Ok(Some(Release {
+        project: project.clone(),
+        deploy_id: deploy.id.clone(),
+        image,
+        plan,
+        env,
+        preview_id: deploy.preview_id.clone(),
+    }))
 }
 
 /// Why the last probe of a starting instance failed.
@@ -420,27 +499,7 @@ impl Deploys {
         deploy: &Deploy,
         sealed_env: Option<Vec<u8>>,
     ) -> Result<Option<Release>> {
-        let Some(image) = deploy.image.clone() else {
-            return Ok(None); // a static site: nothing runs
-        };
-        let plan: SourcePlan = deploy
-            .plan
-            .clone()
-            .and_then(|plan| serde_json::from_value(plan).ok())
-            .ok_or_else(|| Error::Internal(format!("deploy {} has no readable plan", deploy.id)))?;
-        let env = match sealed_env {
-            Some(sealed) => serde_json::from_slice(&self.secrets.open(&sealed)?)
-                .map_err(|err| Error::Internal(format!("env snapshot: {err}")))?,
-            None => BTreeMap::new(),
-        };
-        Ok(Some(Release {
-            project: project.clone(),
-            deploy_id: deploy.id.clone(),
-            image,
-            plan,
-            env,
-            preview_id: deploy.preview_id.clone(),
-        }))
+        release_from(&self.secrets, project, deploy, sealed_env)
     }
 
     /// Instances of one process type of a release that Docker reports running, oldest first,

@@ -14,7 +14,7 @@ use crate::{
     labels::{self, Filter, Key, Labels},
     plan::{self, BuildPlan, Builder, PlanOptions, SourcePlan},
     projects::{Project, ProjectStatus},
-    runtime::{BuildRequest, BuildSecret, ContainerSpec},
+    runtime::{BuildRequest, BuildSecret},
     source::{GitRef, Mirror, RepoLocation},
     store,
 };
@@ -768,46 +768,39 @@ impl Deploys {
         log: &DeployLog,
     ) -> Result<(), Stop> {
         let engine = self.engine().await.map_err(failed("release"))?;
-        let network = self
-            .networks
-            .ensure(&engine, &project.id, &deploy.target())
-            .await
-            .map_err(failed("release"))?;
-        let mut env: Vec<(String, String)> = env_snapshot.clone().into_iter().collect();
-        env.push(("PORT".to_owned(), source_plan.port.to_string()));
         let size = self.desired_size(project, &deploy.target());
-        let tier = self.config.scale.tier(size.as_deref());
         let labels = Labels::release(&self.installation, &project.id, &deploy.id)
             .in_preview(deploy.preview_id.as_deref())
             .to_map();
-        let mut spec = ContainerSpec {
-            name: format!(
-                "cantila-{}-{}-{}-release",
-                project.handle,
-                project.name,
-                deploy.id.to_ascii_lowercase()
-            ),
-            image: image.to_owned(),
-            command: Some(vec![
-                "/bin/sh".to_owned(),
-                "-c".to_owned(),
-                command.to_owned(),
-            ]),
-            env,
-            labels,
-            network,
-            memory_bytes: Some(i64::from(tier.memory_mb) * 1024 * 1024),
-            cpus: Some(tier.cpus),
-            restart: false,
-            mounts: Vec::new(),
-        };
-        // Production's volumes and database are production's: a preview runs without them.
-        if deploy.preview_id.is_none() {
-            self.databases
-                .attach(&project.id, &mut spec)
-                .await
-                .map_err(failed("release"))?;
-        }
+        let spec = super::instances::release_container(
+            &self.networks,
+            &self.databases,
+            &self.config.scale,
+            &engine,
+            super::instances::ReleaseContainer {
+                project_id: &project.id,
+                target: deploy.target(),
+                image,
+                port: source_plan.port,
+                env: env_snapshot,
+                size: size.as_deref(),
+                name: format!(
+                    "cantila-{}-{}-{}-release",
+                    project.handle,
+                    project.name,
+                    deploy.id.to_ascii_lowercase()
+                ),
+                labels,
+                command: Some(vec![
+                    "/bin/sh".to_owned(),
+                    "-c".to_owned(),
+                    command.to_owned(),
+                ]),
+                restart: false,
+            },
+        )
+        .await
+        .map_err(failed("release"))?;
         log.line(format!("running the release command: {command}"));
         let started = engine
             .start(&spec)
@@ -968,8 +961,9 @@ impl Deploys {
         Ok(())
     }
 
-    /// After a switch: the target's instances of earlier releases leave the route table,
-    /// drain for `deploy.drain_secs`, then stop.
+    /// After a switch: the target's instances (and release containers) of earlier
+    /// releases leave the route table, drain for `deploy.drain_secs`, then stop; one-off
+    /// runs of those releases run on.
     async fn stop_previous(&self, project: &Project, deploy: &Deploy, log: &DeployLog) {
         let Ok(engine) = self.engine().await else {
             return;
@@ -985,6 +979,11 @@ impl Deploys {
             .unwrap_or_default()
             .into_iter()
             .filter(|container| labels::get(&container.labels, Key::Deploy) != Some(&deploy.id))
+            // A one-off run of an earlier release finishes on its own (or at its timeout):
+            // a deploy never kills a migration or a console someone is in.
+            .filter(|container| {
+                labels::get(&container.labels, Key::Kind) != Some(labels::Kind::Run.as_str())
+            })
             .collect();
         let ids: Vec<String> = leaving.iter().map(|c| c.id.clone()).collect();
         // Marked draining so no repair pass takes them for orphans while requests already on

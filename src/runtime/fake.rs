@@ -108,6 +108,10 @@ impl ContainerRuntime for FakeRuntime {
         unsupported("start")
     }
 
+    async fn create(&self, _spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        unsupported("create")
+    }
+
     async fn inspect(&self, _id: &str) -> Result<ContainerStatus, RuntimeError> {
         unsupported("inspect")
     }

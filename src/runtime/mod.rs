@@ -93,6 +93,11 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
     /// Creates and starts a container; returns its status (with its address).
     async fn start(&self, spec: &ContainerSpec) -> Result<ContainerStatus, RuntimeError>;
 
+    /// Creates a container without starting it (`start_again` starts it); returns its
+    /// id. A one-off run's container is made first, so its id is recorded before anything
+    /// runs in it.
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError>;
+
     /// The state and addresses of one container.
     async fn inspect(&self, id: &str) -> Result<ContainerStatus, RuntimeError>;
 

@@ -134,6 +134,10 @@ impl ContainerRuntime for DockerRuntime {
         self.engine().await?.start(spec).await
     }
 
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        self.engine().await?.create(spec).await
+    }
+
     async fn inspect(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
         self.engine().await?.inspect(id).await
     }

@@ -343,6 +343,18 @@ impl Engine {
 
     /// Creates and starts a container; returns its status (with its address).
     pub async fn start(&self, spec: &ContainerSpec) -> Result<ContainerStatus, RuntimeError> {
+        let id = self.create(spec).await?;
+        self.client
+            .start_container(
+                &id,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await?;
+        self.inspect(&id).await
+    }
+
+    /// Creates a container without starting it; returns its id.
+    pub async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
         let env = spec
             .env
             .iter()
@@ -387,13 +399,7 @@ impl Engine {
                 body,
             )
             .await?;
-        self.client
-            .start_container(
-                &created.id,
-                None::<bollard::query_parameters::StartContainerOptions>,
-            )
-            .await?;
-        self.inspect(&created.id).await
+        Ok(created.id)
     }
 
     /// The state and addresses of one container.

@@ -55,6 +55,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
             "previews",
             "git_connection",
             "image_source",
+            "runs",
             "jobs",
         ],
     ),
