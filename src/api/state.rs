@@ -10,8 +10,8 @@ use axum::extract::FromRef;
 use crate::{
     assets::Assets, backup::Backups, config::Config, database::Databases, deploy::Deploys,
     domains::Domains, env::Env, git_connection::GitConnections, image_source::ImageSources,
-    logs::Logs, metrics::Metrics, previews::Previews, projects::Projects, registries::Registries,
-    routing::Routing, runs::Runs, store::Store, tls::Tls, volumes::Volumes,
+    jobs::Jobs, logs::Logs, metrics::Metrics, previews::Previews, projects::Projects,
+    registries::Registries, routing::Routing, runs::Runs, store::Store, tls::Tls, volumes::Volumes,
 };
 
 #[derive(Clone)]
@@ -57,6 +57,8 @@ pub struct Handles {
     pub image_sources: ImageSources,
     /// One-off runs: start, cancel, their output.
     pub runs: Runs,
+    /// Scheduled jobs: their declarations and run-now.
+    pub jobs: Jobs,
 }
 
 impl ApiState {
@@ -103,4 +105,5 @@ handle_from_state!(
     registries: Registries,
     image_sources: ImageSources,
     runs: Runs,
+    jobs: Jobs,
 );

@@ -11,7 +11,7 @@
 
 mod scheduler;
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use time::OffsetDateTime;
 use tokio::sync::Notify;
@@ -23,6 +23,7 @@ use crate::{
     error::{Error, Result},
     ids,
     projects::{self, Project},
+    runs::{RunRequest, RunTrigger, Runs},
     store::{self, Store},
 };
 
@@ -331,5 +332,38 @@ fn refuse_file_job(job: &Job, what: &str) -> Result<()> {
             "job `{}` is declared in cantila.toml and cannot be {what} through the API; change the file and deploy",
             job.name()
         ))),
+    }
+}
+
+/// The daemon's launcher: each firing is `Runs::start` with the job's command, size and
+/// timeout, trigger `job`, on the project's serving release; a cancel for `replace` is
+/// audited as the scheduler's.
+#[async_trait::async_trait]
+impl Launcher for Runs {
+    async fn start(&self, job: &Job, actor: &str) -> Result<Run> {
+        let request = RunRequest {
+            command: job.spec.command.clone(),
+            size: job.spec.size.clone(),
+            timeout: Duration::from_secs(job.spec.timeout_secs),
+            env: BTreeMap::new(),
+            deploy_id: None,
+            trigger: RunTrigger::Job {
+                job_id: job.id.clone(),
+            },
+            interactive: false,
+        };
+        Runs::start(self, &job.account_id, actor, &job.project_id, request).await
+    }
+
+    async fn active(&self, job_id: &str) -> Result<Vec<Run>> {
+        self.active_for_job(job_id).await
+    }
+
+    async fn cancel(&self, account_id: &str, run_id: &str) -> Result<()> {
+        match self.cancel_by(account_id, scheduler::ACTOR, run_id).await {
+            // Ended on its own meanwhile: nothing left to replace.
+            Ok(_) | Err(Error::Conflict(_)) => Ok(()),
+            Err(err) => Err(err),
+        }
     }
 }
