@@ -106,7 +106,7 @@ pub struct JobFields {
     #[schema(example = "Europe/Paris")]
     pub time_zone: Option<String>,
     /// The program and its arguments (no shell unless the command names one).
-    #[schema(example = json!(["python", "manage.py", "send_digest"]))]
+    #[schema(example = json!(["python", "manage.py", "send_digest"]), min_items = 1, max_items = 1024)]
     pub command: Vec<String>,
     /// Each run's timeout in seconds (default 3600).
     #[serde(
