@@ -89,10 +89,7 @@ fn not_found(project: &Project, name: &str) -> Error {
 /// The job's next firing strictly after `after`, formatted for the store; `None` while it
 /// is disabled.
 pub fn next_fire_at(spec: &JobSpec, after: OffsetDateTime) -> Option<String> {
-    if !spec.enabled {
-        return None;
-    }
-    spec.next_after(after).map(clock::format)
+    spec.scheduled_after(after).map(clock::format)
 }
 
 impl Jobs {

@@ -236,6 +236,16 @@ impl JobSpec {
         self.schedule.next_after(after, &self.zone())
     }
 
+    /// The first firing strictly after `after` while the job is enabled; `None` while it
+    /// is disabled (what the store's `next_fire_at` holds).
+    pub fn scheduled_after(&self, after: OffsetDateTime) -> Option<OffsetDateTime> {
+        if self.enabled {
+            self.next_after(after)
+        } else {
+            None
+        }
+    }
+
     /// A schedule that never fires (`0 0 30 2 *`) is refused rather than kept silent.
     fn check_fires(&self, field: &str) -> Result<(), Error> {
         // From a fixed instant, so checking reads no clock: a pattern that fires at all

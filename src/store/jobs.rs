@@ -229,6 +229,84 @@ pub fn set_next(db: &Db, id: &str, due: &str, next: Option<&str>) -> Result<bool
     )? > 0)
 }
 
+/// What a release changed of a project's `cantila.toml` jobs, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileSync {
+    pub created: Vec<String>,
+    pub updated: Vec<String>,
+    pub removed: Vec<String>,
+    /// Declared in the file but the name is an API job's, which stays as it is.
+    pub taken: Vec<String>,
+}
+
+impl FileSync {
+    pub fn changed(&self) -> bool {
+        !(self.created.is_empty() && self.updated.is_empty() && self.removed.is_empty())
+    }
+}
+
+/// Makes the project's `cantila.toml` jobs match `declared` (a release's file): new names
+/// are created, changed declarations updated in place (so their history stays theirs),
+/// names no longer declared removed; jobs made through the API are never touched, and a
+/// declared name one of them holds is reported as `taken`. `next` gives a job's first
+/// firing; an unchanged declaration keeps its own.
+pub fn sync_file(
+    db: &Db,
+    account_id: &str,
+    project_id: &str,
+    declared: &[JobSpec],
+    now: &str,
+    next: impl Fn(&JobSpec) -> Option<String>,
+) -> Result<FileSync> {
+    let existing = of_project(db, project_id)?;
+    let mut sync = FileSync::default();
+    for spec in declared {
+        match existing.iter().find(|job| job.spec.name == spec.name) {
+            Some(job) if job.source == JobSource::Api => sync.taken.push(spec.name.to_string()),
+            Some(job) if job.spec == *spec => {}
+            Some(job) => {
+                let keeps_time = job.spec.schedule == spec.schedule
+                    && job.spec.zone == spec.zone
+                    && job.spec.enabled == spec.enabled;
+                let next_fire_at = if keeps_time {
+                    job.next_fire_at.clone()
+                } else {
+                    next(spec)
+                };
+                update_spec(db, &job.id, spec, next_fire_at.as_deref(), now)?;
+                sync.updated.push(spec.name.to_string());
+            }
+            None => {
+                insert(
+                    db,
+                    &Job {
+                        id: crate::ids::new_id("job"),
+                        account_id: account_id.to_owned(),
+                        project_id: project_id.to_owned(),
+                        spec: spec.clone(),
+                        source: JobSource::File,
+                        next_fire_at: next(spec),
+                        last_fire_at: None,
+                        last_skip: None,
+                        skipped_count: 0,
+                        created_at: now.to_owned(),
+                        updated_at: now.to_owned(),
+                    },
+                )?;
+                sync.created.push(spec.name.to_string());
+            }
+        }
+    }
+    for job in existing {
+        if job.source == JobSource::File && !declared.iter().any(|spec| spec.name == job.spec.name)
+        {
+            delete(db, &job.id)?;
+            sync.removed.push(job.spec.name.to_string());
+        }
+    }
+    Ok(sync)
+}
+
 /// The newest run a job started, if any is still kept.
 pub fn last_run(db: &Db, job_id: &str) -> Result<Option<Run>> {
     let id: Option<String> = db
@@ -322,6 +400,24 @@ mod tests {
                 assert_eq!(read.last_fire_at.as_deref(), Some("2026-03-01T10:15:00.000Z"));
                 assert_eq!(read.next_fire_at.as_deref(), Some("2026-03-01T10:45:00.000Z"));
                 assert!(last_run(db, "job_1")?.is_none());
+                // A release's file: `backup` is an API job's name (kept), `report` is new.
+                let next = |_: &JobSpec| Some("2026-03-02T00:00:00.000Z".to_owned());
+                let declared = vec![spec("backup", "hourly"), spec("report", "hourly")];
+                let sync = sync_file(db, "acc_1", "prj_1", &declared, "2026-03-01T12:00:00.000Z", next)?;
+                assert_eq!(sync.created, vec!["report"]);
+                assert_eq!(sync.taken, vec!["backup"]);
+                assert_eq!(by_name(db, "prj_1", "backup")?.unwrap().spec.schedule.to_string(), "0 3 * * *");
+                // The same file again changes nothing; a changed one updates in place.
+                let report_id = by_name(db, "prj_1", "report")?.unwrap().id;
+                assert!(!sync_file(db, "acc_1", "prj_1", &declared, "2026-03-01T12:00:00.000Z", next)?.changed());
+                let changed = vec![spec("report", "every 2h")];
+                let sync = sync_file(db, "acc_1", "prj_1", &changed, "2026-03-01T12:00:00.000Z", next)?;
+                assert_eq!(sync.updated, vec!["report"]);
+                assert_eq!(by_name(db, "prj_1", "report")?.unwrap().id, report_id);
+                // A file without it removes it; the API's jobs stay.
+                let sync = sync_file(db, "acc_1", "prj_1", &[], "2026-03-01T12:00:00.000Z", next)?;
+                assert_eq!(sync.removed, vec!["report"]);
+                assert!(by_name(db, "prj_1", "backup")?.is_some());
                 assert!(delete(db, "job_1")?);
                 assert_eq!(count(db, "prj_1")?, 1);
                 Ok(())
