@@ -23,6 +23,7 @@ pub mod openapi;
 pub mod previews;
 pub mod projects;
 pub mod registries;
+pub mod runs;
 pub mod state;
 pub mod tokens;
 pub mod volumes;
@@ -60,6 +61,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .merge(git::router())
         .merge(images::router())
         .merge(deploys::router())
+        .merge(runs::router())
         .merge(env::router())
         .merge(build_secrets::router())
         .merge(domains::router())

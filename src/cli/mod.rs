@@ -1,12 +1,13 @@
 //! The command line: `cantila serve`, `cantila admin ...` (direct on the data dir), and the
 //! API client commands (`projects`, `tokens`, `whoami`, `previews`, `health`, `logs`,
-//! `metrics`, `db`, `volumes`, `backups`, ...).
+//! `metrics`, `db`, `volumes`, `backups`, `run`, `runs`, ...).
 
 mod admin;
 mod client;
 mod data;
 mod logs;
 mod output;
+mod run;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
@@ -43,6 +44,11 @@ enum Command {
     Deploy(client::DeployArgs),
     /// List a project's deploys.
     Deploys(client::DeploysArgs),
+    /// Run a one-off command in a project's release (`cantila run APP -- CMD ARGS...`),
+    /// print its output and exit with its exit code.
+    Run(run::RunArgs),
+    /// A project's one-off runs: list, cancel.
+    Runs(run::RunsArgs),
     /// Show what a deploy would build and run, without deploying.
     Plan(client::PlanArgs),
     /// A project's environment variables.
@@ -139,6 +145,9 @@ pub fn main() -> ExitCode {
         Command::Registries(args) => client::registries(args),
         Command::Deploy(args) => client::deploy(args),
         Command::Deploys(args) => client::deploys(args),
+        // Exits with the run's own exit code, so it reports its errors itself.
+        Command::Run(args) => return run::run(args),
+        Command::Runs(args) => run::runs(args),
         Command::Plan(args) => client::plan(args),
         Command::Env(args) => client::env(args),
         Command::Build(args) => client::build(args),

@@ -271,7 +271,8 @@ mod tests {
     }
 
     /// The orphan sweep through the runtime seam: only this installation's instances of
-    /// deploys nobody wants go, and never a draining one or a one-off container.
+    /// deploys nobody wants go, and never a draining one or a one-off container (a release
+    /// command, a helper, a run, which outlives the release it was started from).
     #[tokio::test]
     async fn the_orphan_sweep_removes_only_unwanted_instances_of_this_installation() {
         let web = ProcessType::parse("web").unwrap();
@@ -293,6 +294,7 @@ mod tests {
             container("draining-web", instance("inst", "dep_gone")),
             container("release", Labels::release("inst", "prj_a", "dep_gone")),
             container("helper", Labels::helper("inst", "prj_a")),
+            container("run", Labels::run("inst", "prj_a", "dep_gone", "run_a")),
             container("other-installation", instance("other", "dep_gone")),
         ]));
         let engine: Runtime = fake.clone();

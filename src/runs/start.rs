@@ -153,8 +153,13 @@ impl Runs {
                 )));
             }
         }
-        for key in request.env.keys() {
+        for (key, value) in &request.env {
             EnvKey::parse(key).map_err(|err| Error::Invalid(format!("`env`: {err}")))?;
+            if value.contains('\0') {
+                return Err(Error::Invalid(format!(
+                    "`env`: the value of `{key}` contains a NUL character, which no process can receive"
+                )));
+            }
         }
         Ok(())
     }

@@ -36,6 +36,7 @@ mod openapi;
 mod previews;
 mod private_network;
 mod private_repos;
+mod runs;
 mod secrets_at_rest;
 mod serving;
 mod tenancy;

@@ -32,6 +32,11 @@ const EXPECTED: &[(&str, &str)] = &[
     ("post", "/v1/deploys/{id}/cancel"),
     ("get", "/v1/deploys/{id}/events"),
     ("post", "/v1/deploy/plan"),
+    ("post", "/v1/projects/{id}/runs"),
+    ("get", "/v1/projects/{id}/runs"),
+    ("get", "/v1/runs/{id}"),
+    ("post", "/v1/runs/{id}/cancel"),
+    ("get", "/v1/runs/{id}/events"),
     ("get", "/v1/projects/{id}/env"),
     ("post", "/v1/projects/{id}/env"),
     ("get", "/v1/projects/{id}/build-secrets"),
@@ -198,6 +203,16 @@ const BASE_BODIES: &[(&str, &str)] = &[
     // The schema's example names a branch the fixture repository does not have.
     ("post /v1/projects/{id}/previews", r#"{"branch": "main"}"#),
 ];
+
+/// Operations whose in-range values the bounds project cannot take to a 2xx, with the
+/// one refusal they get instead: a refusal that comes after every field was checked (the
+/// message must not name the field under test).
+const REFUSED_AFTER_CHECKS: &[(&str, u16, &str)] = &[(
+    "post /v1/projects/{id}/runs",
+    409,
+    // The bounds project never deploys: a run needs a serving release.
+    "has no serving release",
+)];
 
 /// Where a bounded integer goes in a request.
 #[derive(Debug, Clone)]
@@ -473,6 +488,7 @@ async fn every_documented_integer_bound_holds_on_the_server() {
         "worker",
         "statusMin",
         "startPeriodSecs",
+        "timeoutSecs",
     ] {
         assert!(
             integers.iter().any(|integer| integer.field == expected),
@@ -488,7 +504,14 @@ async fn every_documented_integer_bound_holds_on_the_server() {
         for bound in [integer.minimum, integer.maximum] {
             let (status, message) =
                 send_with(&daemon, &document, integer, &project_id, bound).await;
-            if !(200..300).contains(&status) {
+            let operation = format!("{} {}", integer.method, integer.path);
+            let refused_after_checks = REFUSED_AFTER_CHECKS.iter().any(|(op, code, why)| {
+                *op == operation
+                    && status == *code
+                    && message.contains(why)
+                    && !message.contains(&integer.field)
+            });
+            if !(200..300).contains(&status) && !refused_after_checks {
                 problems.push(format!("{what}: the bound {bound} got {status}: {message}"));
             }
         }

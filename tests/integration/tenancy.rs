@@ -37,6 +37,7 @@ impl Fixtures {
         match (segments[at - 1], parameter) {
             ("projects", "id") => "project",
             ("deploys", "id") => "deploy",
+            ("runs", "id") => "run",
             ("previews", "previewId") => "preview",
             ("tokens", "id") => "token",
             ("registries", "id") => "registry",
@@ -200,7 +201,16 @@ async fn snapshot(daemon: &TestDaemon, project_id: &str, deploy_id: &str) -> Val
         .await
         .expect(200)
         .body;
+    let runs = daemon
+        .get(
+            &format!("/v1/projects/{project_id}/runs"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
     json!([
+        runs,
         build_secrets,
         project,
         env,
@@ -292,6 +302,21 @@ async fn another_account_learns_nothing_from_any_endpoint() {
         .await
         .expect(201)
         .body;
+    // A finished run of the project: its output, record and cancel are probed.
+    let run = daemon
+        .post(
+            &format!("/v1/projects/{project_id}/runs"),
+            &daemon.admin_token,
+            json!({ "command": ["echo", "run output"] }),
+        )
+        .await
+        .expect(201)
+        .body;
+    let run_id = run["runId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        crate::runs::wait_run(&daemon, &run_id).await["status"],
+        "succeeded"
+    );
     let registry = daemon
         .post(
             "/v1/registries",
@@ -314,6 +339,7 @@ async fn another_account_learns_nothing_from_any_endpoint() {
             ("volume", "files".to_owned()),
             ("registry", registry["id"].as_str().unwrap().to_owned()),
             ("build_secret", "NPM_TOKEN".to_owned()),
+            ("run", run_id.clone()),
         ]),
         fake: BTreeMap::from([
             ("project", "prj_00000000000000000000".to_owned()),
@@ -327,6 +353,7 @@ async fn another_account_learns_nothing_from_any_endpoint() {
             ("volume", "nothing".to_owned()),
             ("registry", "reg_00000000000000000000".to_owned()),
             ("build_secret", "NOTHING".to_owned()),
+            ("run", "run_00000000000000000000".to_owned()),
         ]),
     };
     let before = snapshot(&daemon, &project_id, &deploy_id).await;
