@@ -212,7 +212,9 @@ async fn update(
         size: request.size,
         enabled: request.enabled,
     };
-    Ok(Json(jobs.update(&auth.actor, id, &name, patch).await?.into()))
+    Ok(Json(
+        jobs.update(&auth.actor, id, &name, patch).await?.into(),
+    ))
 }
 
 /// Delete a job made through the API; its runs stay in the project's run history.
