@@ -38,6 +38,7 @@ impl Fixtures {
             ("projects", "id") => "project",
             ("deploys", "id") => "deploy",
             ("runs", "id") => "run",
+            ("jobs", "name") => "job",
             ("previews", "previewId") => "preview",
             ("tokens", "id") => "token",
             ("registries", "id") => "registry",
@@ -209,8 +210,17 @@ async fn snapshot(daemon: &TestDaemon, project_id: &str, deploy_id: &str) -> Val
         .await
         .expect(200)
         .body;
+    let jobs = daemon
+        .get(
+            &format!("/v1/projects/{project_id}/jobs"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
     json!([
         runs,
+        jobs,
         build_secrets,
         project,
         env,
@@ -317,6 +327,15 @@ async fn another_account_learns_nothing_from_any_endpoint() {
         crate::runs::wait_run(&daemon, &run_id).await["status"],
         "succeeded"
     );
+    // A job of the project, disabled so the snapshot does not move while the test probes.
+    daemon
+        .post(
+            &format!("/v1/projects/{project_id}/jobs"),
+            &daemon.admin_token,
+            json!({ "name": "nightly", "schedule": "daily at 03:00", "command": ["true"], "enabled": false }),
+        )
+        .await
+        .expect(201);
     let registry = daemon
         .post(
             "/v1/registries",
@@ -340,6 +359,7 @@ async fn another_account_learns_nothing_from_any_endpoint() {
             ("registry", registry["id"].as_str().unwrap().to_owned()),
             ("build_secret", "NPM_TOKEN".to_owned()),
             ("run", run_id.clone()),
+            ("job", "nightly".to_owned()),
         ]),
         fake: BTreeMap::from([
             ("project", "prj_00000000000000000000".to_owned()),
@@ -354,6 +374,7 @@ async fn another_account_learns_nothing_from_any_endpoint() {
             ("registry", "reg_00000000000000000000".to_owned()),
             ("build_secret", "NOTHING".to_owned()),
             ("run", "run_00000000000000000000".to_owned()),
+            ("job", "nothing".to_owned()),
         ]),
     };
     let before = snapshot(&daemon, &project_id, &deploy_id).await;
