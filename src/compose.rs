@@ -15,6 +15,7 @@ use crate::{
     env::Env,
     git_connection::GitConnections,
     image_source::ImageSources,
+    jobs::Jobs,
     locks::ProjectLocks,
     logs::Logs,
     metrics::Metrics,
@@ -99,6 +100,9 @@ pub fn build(adapters: Adapters) -> ApiState {
         crate::routing::Settings::from_config(&config),
     );
     let project_locks = ProjectLocks::default();
+    // Jobs sit above deploys; a release that applies a `cantila.toml`'s jobs wakes the
+    // scheduler through this, as the jobs API does.
+    let jobs_changed = Arc::new(tokio::sync::Notify::new());
     let installation_id: Arc<str> = installation.as_str().into();
     let volumes = Volumes::new(
         store.clone(),
@@ -142,6 +146,7 @@ pub fn build(adapters: Adapters) -> ApiState {
         logs: logs.clone(),
         assets: assets.clone(),
         registries: registries.clone(),
+        jobs_changed: jobs_changed.clone(),
     });
     let previews = Previews::new(
         deploys.clone(),
@@ -181,6 +186,12 @@ pub fn build(adapters: Adapters) -> ApiState {
         installation_id,
         runs.clone(),
     );
+    let jobs = Jobs::new(
+        store.clone(),
+        Arc::new(runs.clone()),
+        config.scale.clone(),
+        jobs_changed,
+    );
     ApiState::new(Handles {
         config,
         store,
@@ -202,5 +213,6 @@ pub fn build(adapters: Adapters) -> ApiState {
         image_sources,
         runs,
         terminals,
+        jobs,
     })
 }

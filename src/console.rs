@@ -132,6 +132,45 @@ const FILES: &[(&str, &[u8])] = &[
         "js/views/account.js",
         include_bytes!("../assets/console/js/views/account.js"),
     ),
+    ("js/argv.js", include_bytes!("../assets/console/js/argv.js")),
+    (
+        "js/terminal.js",
+        include_bytes!("../assets/console/js/terminal.js"),
+    ),
+    (
+        "js/views/runs.js",
+        include_bytes!("../assets/console/js/views/runs.js"),
+    ),
+    (
+        "js/views/jobs.js",
+        include_bytes!("../assets/console/js/views/jobs.js"),
+    ),
+    (
+        "js/views/console.js",
+        include_bytes!("../assets/console/js/views/console.js"),
+    ),
+    // xterm.js, as released on npm (see its README for versions and checksums). The
+    // licence and README are served too: the licence asks to travel with every copy.
+    (
+        "vendor/xterm/xterm.mjs",
+        include_bytes!("../assets/console/vendor/xterm/xterm.mjs"),
+    ),
+    (
+        "vendor/xterm/xterm.css",
+        include_bytes!("../assets/console/vendor/xterm/xterm.css"),
+    ),
+    (
+        "vendor/xterm/addon-fit.mjs",
+        include_bytes!("../assets/console/vendor/xterm/addon-fit.mjs"),
+    ),
+    (
+        "vendor/xterm/LICENSE",
+        include_bytes!("../assets/console/vendor/xterm/LICENSE"),
+    ),
+    (
+        "vendor/xterm/README.md",
+        include_bytes!("../assets/console/vendor/xterm/README.md"),
+    ),
 ];
 
 /// Where the files are served from; `index.html` is also served for the console's routes.
@@ -194,12 +233,18 @@ fn gzip(bytes: &[u8]) -> Option<Vec<u8>> {
     encoder.finish().ok()
 }
 
-/// The media type of a console file, by its extension.
+/// The media type of a console file, by its extension (a vendored licence has none).
 fn content_type(path: &str) -> &'static str {
-    match path.rsplit_once('.').map(|(_, ext)| ext) {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    if name == "LICENSE" {
+        return "text/plain; charset=utf-8";
+    }
+    match name.rsplit_once('.').map(|(_, ext)| ext) {
         Some("html") => "text/html; charset=utf-8",
         Some("css") => "text/css; charset=utf-8",
-        Some("js") => "text/javascript; charset=utf-8",
+        // A module script needs a JavaScript type; `.mjs` is how npm names ES modules.
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("md") => "text/markdown; charset=utf-8",
         Some("svg") => "image/svg+xml",
         Some("json") => "application/json",
         Some(_) | None => "application/octet-stream",
@@ -384,13 +429,64 @@ mod tests {
                     assert!(!text.contains(forbidden), "{path} contains {forbidden}");
                 }
             }
-            if path.ends_with(".js") {
+            if path.ends_with(".js") || path.ends_with(".mjs") {
                 // Trusted Types would refuse these at run time; refuse them here first.
                 for forbidden in ["innerHTML", "outerHTML", "insertAdjacentHTML", "eval("] {
                     assert!(!text.contains(forbidden), "{path} uses {forbidden}");
                 }
             }
         }
+    }
+
+    #[test]
+    fn vendored_files_are_the_released_bytes_their_readme_names() {
+        // The README's table is the record of what was copied from npm; a file edited in
+        // place (or upgraded without updating the record) fails here.
+        let readme = FILES
+            .iter()
+            .find(|(path, _)| *path == "vendor/xterm/README.md")
+            .map(|(_, bytes)| std::str::from_utf8(bytes).unwrap())
+            .unwrap();
+        let mut checked = 0;
+        for (path, bytes) in FILES {
+            let Some(name) = path.strip_prefix("vendor/xterm/") else {
+                continue;
+            };
+            if !name.ends_with(".mjs") && !name.ends_with(".css") {
+                continue;
+            }
+            let digest = hex::encode(Sha256::digest(bytes));
+            let row = readme
+                .lines()
+                .find(|line| line.starts_with(&format!("| `{name}` |")))
+                .unwrap_or_else(|| panic!("README.md has no row for {name}"));
+            assert!(
+                row.contains(&digest),
+                "{name} is not the file the README names"
+            );
+            checked += 1;
+        }
+        assert_eq!(checked, 3);
+    }
+
+    #[test]
+    fn content_types_of_vendored_files() {
+        assert_eq!(
+            content_type("vendor/xterm/xterm.mjs"),
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(
+            content_type("vendor/xterm/xterm.css"),
+            "text/css; charset=utf-8"
+        );
+        assert_eq!(
+            content_type("vendor/xterm/LICENSE"),
+            "text/plain; charset=utf-8"
+        );
+        assert_eq!(
+            content_type("js/views/x.js"),
+            "text/javascript; charset=utf-8"
+        );
     }
 
     #[test]

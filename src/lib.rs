@@ -23,6 +23,7 @@ pub mod error;
 pub mod git_connection;
 pub mod ids;
 pub mod image_source;
+pub mod jobs;
 pub mod labels;
 pub mod live;
 pub mod locks;
@@ -262,6 +263,9 @@ pub async fn run(
     // At shutdown it ends the runs still going (so their live streams close and the API
     // can finish its in-flight requests).
     let run_sweeper = tokio::spawn(services.runs.clone().run_sweeper(stopped()));
+    // Started after the runs' recovery above, so a run the last daemon left `running` is
+    // already `interrupted` when a `forbid` job looks for its running runs.
+    let job_scheduler = tokio::spawn(services.jobs.clone().run_scheduler(stopped()));
 
     tracing::info!(api = %api_addr, http = %http_addr, https = %https_addr, "cantila is listening");
     // Tell systemd (Type=notify) we are ready; a no-op when not run under systemd.
@@ -286,6 +290,7 @@ pub async fn run(
     let _ = backup_scheduler.await;
     let _ = upload_retries.await;
     let _ = run_sweeper.await;
+    let _ = job_scheduler.await;
     tokio::task::spawn_blocking(move || store.close()).await?;
     tracing::info!("stopped cleanly");
     Ok(())

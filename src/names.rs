@@ -524,6 +524,29 @@ impl fmt::Display for VolumeName {
     }
 }
 
+/// The name of a project's scheduled job. Invariant: a lowercase DNS label (1-63 of
+/// `a-z0-9-`, no leading or trailing hyphen), unique within its project.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct JobName(String);
+
+impl JobName {
+    pub fn parse(value: &str) -> Result<Self, Error> {
+        check_dns_label("job name", value)?;
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Directories a volume may not be mounted on or under: the kernel's and the image's own.
 const SYSTEM_DIRS: &[&str] = &[
     "/proc", "/sys", "/dev", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",

@@ -17,6 +17,7 @@ pub mod error;
 pub mod git;
 pub mod images;
 pub mod instances;
+pub mod jobs;
 pub mod logs;
 pub mod metrics;
 pub mod openapi;
@@ -63,6 +64,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .merge(images::router())
         .merge(deploys::router())
         .merge(runs::router())
+        .merge(jobs::router())
         .merge(env::router())
         .merge(build_secrets::router())
         .merge(domains::router())

@@ -10,8 +10,9 @@ use axum::extract::FromRef;
 use crate::{
     assets::Assets, backup::Backups, config::Config, database::Databases, deploy::Deploys,
     domains::Domains, env::Env, git_connection::GitConnections, image_source::ImageSources,
-    logs::Logs, metrics::Metrics, previews::Previews, projects::Projects, registries::Registries,
-    routing::Routing, runs::Runs, store::Store, terminal::Terminals, tls::Tls, volumes::Volumes,
+    jobs::Jobs, logs::Logs, metrics::Metrics, previews::Previews, projects::Projects,
+    registries::Registries, routing::Routing, runs::Runs, store::Store, terminal::Terminals,
+    tls::Tls, volumes::Volumes,
 };
 
 #[derive(Clone)]
@@ -59,6 +60,8 @@ pub struct Handles {
     pub runs: Runs,
     /// Commands run inside instances (exec) and their terminals.
     pub terminals: Terminals,
+    /// Scheduled jobs: their declarations and run-now.
+    pub jobs: Jobs,
 }
 
 impl ApiState {
@@ -106,4 +109,5 @@ handle_from_state!(
     image_sources: ImageSources,
     runs: Runs,
     terminals: Terminals,
+    jobs: Jobs,
 );

@@ -80,6 +80,9 @@ pub struct Inner {
     assets: Assets,
     /// The account's registry credentials, for image pulls.
     registries: Registries,
+    /// Wakes the job scheduler after a release wrote the project's `cantila.toml` jobs
+    /// (`jobs` sits above `deploy`, so it hands this down rather than being called).
+    jobs_changed: Arc<tokio::sync::Notify>,
 }
 
 /// What `Deploys::new` is made of; the composition root builds it.
@@ -99,6 +102,7 @@ pub struct DeploysParts {
     pub logs: Logs,
     pub assets: Assets,
     pub registries: Registries,
+    pub jobs_changed: Arc<tokio::sync::Notify>,
 }
 
 impl Deploys {
@@ -120,6 +124,7 @@ impl Deploys {
             logs: parts.logs,
             assets: parts.assets,
             registries: parts.registries,
+            jobs_changed: parts.jobs_changed,
         }))
     }
 

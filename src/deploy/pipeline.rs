@@ -913,10 +913,29 @@ impl Deploys {
             return Err(err);
         }
         let target = deploy.target();
-        let previous = self
+        // A production release makes the project's `cantila.toml` jobs match its file (a
+        // rollback's, the file of the release it re-releases); previews run no jobs.
+        let file_jobs = (target == ReleaseTarget::Production)
+            .then(|| released_jobs(recorded.plan.as_ref(), &deploy.id));
+        let account_id = project.account_id.clone();
+        let released = self
             .store
             .write(move |tx| {
                 let now = clock::now();
+                let jobs = match &file_jobs {
+                    Some(declared) => {
+                        let after = time::OffsetDateTime::now_utc();
+                        Some(store::jobs::sync_file(
+                            tx,
+                            &account_id,
+                            &project_id,
+                            declared,
+                            &now,
+                            |spec| spec.scheduled_after(after).map(clock::format),
+                        )?)
+                    }
+                    None => None,
+                };
                 let previous: Vec<Deploy> = store::deploys::of_target_with_status(
                     tx,
                     &project_id,
@@ -946,14 +965,20 @@ impl Deploys {
                 if target == ReleaseTarget::Production && project_status != ProjectStatus::Stopped {
                     store::projects::set_status(tx, &project_id, ProjectStatus::Running, &now)?;
                 }
-                Ok(previous)
+                Ok((previous, jobs))
             })
             .await;
         self.routing.set_switching(&recorded, false);
         // On a failed commit this puts the routes back on the release the store still names.
         self.routing.refresh().await?;
-        let previous = previous?;
+        let (previous, jobs) = released?;
         log.line("traffic switched to the new release");
+        if let Some(jobs) = jobs {
+            log_file_jobs(log, &jobs);
+            if jobs.changed() {
+                self.jobs_changed.notify_one();
+            }
+        }
         log.status(DeployStatus::Running);
         if !previous.is_empty() {
             self.stop_previous(project, deploy, log).await;
@@ -1141,5 +1166,49 @@ fn builder_name(builder: Builder) -> &'static str {
         Builder::Generated => "generated",
         Builder::Static => "static",
         Builder::Image => "image",
+    }
+}
+
+/// The `[[jobs]]` a release's stored plan declares (`DeployPlan::jobs`), checked again; a
+/// plan without the key (an image, or a release planned before jobs existed) declares none.
+fn released_jobs(
+    plan: Option<&serde_json::Value>,
+    deploy_id: &str,
+) -> Vec<crate::model::job::JobSpec> {
+    let declared: Vec<crate::model::job::JobFields> = plan
+        .and_then(|plan| plan.get("jobs"))
+        .and_then(|jobs| serde_json::from_value(jobs.clone()).ok())
+        .unwrap_or_default();
+    declared
+        .into_iter()
+        .enumerate()
+        .filter_map(|(index, fields)| {
+            crate::model::job::JobSpec::check(fields, &format!("jobs[{}].", index + 1))
+                .map_err(|err| {
+                    // Checked when planned; only a time zone gone from the system's
+                    // database since then can fail here.
+                    tracing::warn!(deploy = %deploy_id, error = %err, "a released job no longer checks");
+                })
+                .ok()
+        })
+        .collect()
+}
+
+/// Says in the deploy's log what the release changed of the project's jobs.
+fn log_file_jobs(log: &DeployLog, jobs: &store::jobs::FileSync) {
+    for (what, names) in [
+        ("created", &jobs.created),
+        ("updated", &jobs.updated),
+        ("removed", &jobs.removed),
+    ] {
+        if !names.is_empty() {
+            log.line(format!("cantila.toml jobs {what}: {}", names.join(", ")));
+        }
+    }
+    if !jobs.taken.is_empty() {
+        log.line(format!(
+            "cantila.toml jobs not applied (a job made through the API has the name): {}",
+            jobs.taken.join(", ")
+        ));
     }
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use crate::{
     accounts::Actor,
     error::{Error, Result},
-    model::{build::BuildSettings, image::ImageReference},
+    model::{build::BuildSettings, image::ImageReference, job::JobSource},
     plan::{BuildPlan, HealthCheckSource, ImagePlan, SourcePlan},
     projects::Project,
     source::{GitRef, Mirror, RepoLocation},
@@ -40,6 +40,11 @@ pub struct DeployPlan {
     /// watch paths, build secrets' names) and where each came from; null for a project
     /// whose releases are pulled images (nothing is built).
     pub build: Option<BuildPlan>,
+    /// The scheduled jobs the repository's `cantila.toml` declares (`[[jobs]]`), defaults
+    /// filled in: a production release makes the project's `cantila.toml` jobs match this
+    /// list (jobs made through the API are left alone). Empty without a file.
+    #[serde(default)]
+    pub jobs: Vec<crate::model::job::JobFields>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -87,12 +92,12 @@ impl Deploys {
         env_keys.sort();
         env_keys.dedup();
         let tier = self.config.scale.tier(project.size.as_deref());
+        let (jobs, job_warnings) = self.file_jobs(project, build.as_ref()).await?;
+        let mut source =
+            self.with_health_check(source, project.health_check.as_ref(), build.as_ref());
+        source.warnings.extend(job_warnings);
         Ok(DeployPlan {
-        source: self.with_health_check(
-            source,
-            project.health_check.as_ref(),
-            build.as_ref(),
-        ),
+        source,
         instances: project.instances,
         size: InstanceSize {
             name: project
@@ -108,7 +113,62 @@ impl Deploys {
             serde_json::json!({ "engine": database.engine.as_str(), "volume": database.volume })
         }),
         build,
+        jobs,
     })
+    }
+
+    /// The file's `[[jobs]]` as the plan shows them, with a warning for each name a job
+    /// made through the API already holds (that job stays; the file's is not applied). A
+    /// size that is not a configured tier fails the plan, naming the job's table.
+    async fn file_jobs(
+        &self,
+        project: &Project,
+        build: Option<&BuildPlan>,
+    ) -> Result<(Vec<crate::model::job::JobFields>, Vec<String>)> {
+        let Some(build) = build else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let shown = build
+            .config_file
+            .as_deref()
+            .unwrap_or(crate::plan::CONFIG_FILE);
+        for (index, job) in build.file_jobs.iter().enumerate() {
+            if let Some(size) = job.size.as_deref() {
+                if !self.config.scale.sizes.contains_key(size) {
+                    let known: Vec<&str> =
+                        self.config.scale.sizes.keys().map(String::as_str).collect();
+                    return Err(Error::Invalid(format!(
+                        "{shown}: `jobs[{}].size` `{size}` is not a size tier; use one of {}",
+                        index + 1,
+                        known.join(", ")
+                    )));
+                }
+            }
+        }
+        let project_id = project.id.clone();
+        let existing = self
+            .store
+            .call(move |c| store::jobs::of_project(c, &project_id))
+            .await?;
+        let warnings = build
+            .file_jobs
+            .iter()
+            .filter(|job| {
+                existing
+                    .iter()
+                    .any(|other| other.spec.name == job.name && other.source == JobSource::Api)
+            })
+            .map(|job| {
+                format!(
+                    "job `{}` in {shown} is not applied: a job of that name was made through the API (delete it to let the file's apply)",
+                    job.name
+                )
+            })
+            .collect();
+        Ok((
+            build.file_jobs.iter().map(|job| job.to_fields()).collect(),
+            warnings,
+        ))
     }
 }
 
@@ -243,6 +303,7 @@ impl Deploys {
                 env_keys: vec!["PORT".to_owned()],
                 hostnames: Vec::new(),
                 database: None,
+                jobs: build.file_jobs.iter().map(|job| job.to_fields()).collect(),
                 build: Some(build),
             }),
         }

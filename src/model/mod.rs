@@ -15,6 +15,7 @@ pub mod database;
 pub mod deploy;
 pub mod health;
 pub mod image;
+pub mod job;
 pub mod logs;
 pub mod metrics;
 pub mod preview;

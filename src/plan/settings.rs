@@ -20,6 +20,7 @@ use crate::{
             WatchPath,
         },
         health::{HealthCheckFields, HealthCheckSettings},
+        job::{JobFields, JobSpec, MAX_JOBS_PER_PROJECT},
     },
 };
 
@@ -31,11 +32,13 @@ pub const CONFIG_FILE: &str = "cantila.toml";
 /// The most of `cantila.toml` that is read; a settings file is a few lines.
 const CONFIG_LIMIT: u64 = 64 * 1024;
 
-/// `cantila.toml` as read: its `[build]` settings and its `[health]` check settings.
+/// `cantila.toml` as read: its `[build]` settings, its `[health]` check settings and its
+/// `[[jobs]]` (scheduled jobs, in the file's order).
 #[derive(Debug, Clone, Default)]
 pub struct FileSettings {
     pub build: BuildSettings,
     pub health: Option<HealthCheckSettings>,
+    pub jobs: Vec<JobSpec>,
 }
 
 /// The file's shape: keys are snake_case, and anything else is an error naming it.
@@ -46,6 +49,8 @@ struct FileDocument {
     build: Option<FileBuild>,
     #[serde(default)]
     health: Option<HealthCheckFields>,
+    #[serde(default)]
+    jobs: Vec<JobFields>,
 }
 
 /// The `[health]` table's keys with their places in the file, read again only to say
@@ -104,7 +109,39 @@ pub fn parse_file_settings(text: &str, shown: &str) -> Result<FileSettings, Erro
     build
         .check_limits()
         .map_err(|err| Error::Invalid(format!("{shown}: {err}")))?;
-    Ok(FileSettings { build, health })
+    let jobs = check_jobs(document.jobs, shown)?;
+    Ok(FileSettings {
+        build,
+        health,
+        jobs,
+    })
+}
+
+/// Checks the file's `[[jobs]]`: each as the API checks a job (messages name the table by
+/// its place, `jobs[2].schedule`), names unique, at most `MAX_JOBS_PER_PROJECT`.
+fn check_jobs(declared: Vec<JobFields>, shown: &str) -> Result<Vec<JobSpec>, Error> {
+    if declared.len() > MAX_JOBS_PER_PROJECT {
+        return Err(Error::Invalid(format!(
+            "{shown}: {} [[jobs]] are declared; a project may have at most {MAX_JOBS_PER_PROJECT}",
+            declared.len()
+        )));
+    }
+    let mut jobs: Vec<JobSpec> = Vec::with_capacity(declared.len());
+    for (index, fields) in declared.into_iter().enumerate() {
+        let place = format!("jobs[{}].", index + 1);
+        let job = JobSpec::check(fields, &place).map_err(|err| match err {
+            Error::Invalid(message) => Error::Invalid(format!("{shown}: {message}")),
+            other => other,
+        })?;
+        if jobs.iter().any(|other| other.name == job.name) {
+            return Err(Error::Invalid(format!(
+                "{shown}: `{place}name` `{}` is declared twice; job names are unique within a project",
+                job.name
+            )));
+        }
+        jobs.push(job);
+    }
+    Ok(jobs)
 }
 
 /// A `[health]` value out of bounds, said with the key as the file writes it and its line:
@@ -200,6 +237,10 @@ pub struct BuildPlan {
     /// check (unless the project's own settings win) and shows it there, not here.
     #[serde(skip)]
     pub file_health: Option<HealthCheckSettings>,
+    /// The settings file's `[[jobs]]`: the deploy plan shows them (`jobs`), and a
+    /// production release makes the project's `cantila.toml` jobs match them.
+    #[serde(skip)]
+    pub file_jobs: Vec<JobSpec>,
 }
 
 /// Where each build setting came from: `api`, `file` (`cantila.toml`) or `detection`.
@@ -283,7 +324,9 @@ pub fn plan_with_settings(
     let shown = api_root.join(CONFIG_FILE);
     let file = read_file_settings(&api_root_path, &shown)?;
     let config_file = file.as_ref().map(|_| shown.clone());
-    let (file_build, file_health) = file.map(|f| (f.build, f.health)).unwrap_or_default();
+    let (file_build, file_health, file_jobs) = file
+        .map(|f| (f.build, f.health, f.jobs))
+        .unwrap_or_default();
 
     if api.root_dir.is_some() {
         if let Some(ignored) = &file_build.root_dir {
@@ -375,6 +418,7 @@ pub fn plan_with_settings(
             watch_paths: watch_source,
         },
         file_health,
+        file_jobs,
     };
     Ok((source_plan, build))
 }
@@ -409,6 +453,62 @@ mod tests {
             Error::Invalid(message) => message,
             other => panic!("expected a 422, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn jobs_tables_are_read_and_each_fault_names_the_table_and_key() {
+        let file = parse_file_settings(
+            r#"
+[[jobs]]
+name = "digest"
+schedule = "daily at 03:00"
+time_zone = "Europe/Paris"
+command = ["python", "manage.py", "send_digest"]
+timeout_secs = 600
+
+[[jobs]]
+name = "sweep"
+schedule = "every 15m"
+command = ["sh", "-c", "echo sweep"]
+concurrency = "allow"
+"#,
+            "cantila.toml",
+        )
+        .unwrap();
+        let names: Vec<&str> = file.jobs.iter().map(|job| job.name.as_str()).collect();
+        assert_eq!(names, ["digest", "sweep"]);
+        assert_eq!(file.jobs[0].timeout_secs, 600);
+        assert_eq!(file.jobs[0].zone.as_ref().unwrap().as_str(), "Europe/Paris");
+        let check = |text: &str, expected: &[&str]| {
+            let shown = message(parse_file_settings(text, "apps/cantila.toml").unwrap_err());
+            for part in expected {
+                assert!(shown.contains(part), "{shown} lacks {part}");
+            }
+        };
+        let job = |extra: &str| {
+            format!("[[jobs]]\nname = \"a\"\nschedule = \"hourly\"\ncommand = [\"true\"]\n{extra}")
+        };
+        check(
+            &job("[[jobs]]\nname = \"b\"\nschedule = \"every 5s\"\ncommand = [\"true\"]\n"),
+            &[
+                "apps/cantila.toml",
+                "`jobs[2].schedule`",
+                "every 15m",
+                "daily at HH:MM",
+            ],
+        );
+        check(
+            &job("[[jobs]]\nname = \"b\"\nschedule = \"hourly\"\ncommand = []\n"),
+            &["apps/cantila.toml", "`jobs[2].command`", "empty"],
+        );
+        check(
+            &job("[[jobs]]\nname = \"a\"\nschedule = \"hourly\"\ncommand = [\"true\"]\n"),
+            &["`jobs[2].name`", "declared twice"],
+        );
+        check(
+            &job("shell = \"bash\"\n"),
+            &["apps/cantila.toml line 5", "`shell`"],
+        );
     }
 
     #[test]

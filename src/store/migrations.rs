@@ -401,6 +401,36 @@ const STEPS: &[&str] = &[
         line    TEXT NOT NULL,
         PRIMARY KEY (run_id, seq)
     ) WITHOUT ROWID;",
+    // 17 (jobs: scheduled jobs): a project's commands run on a schedule (cron, `daily at`,
+    // `hourly`, `every N`; an optional IANA time zone), the command as a JSON array, each
+    // run's timeout, size and concurrency policy, where the job was declared (`api` or the
+    // repository's `cantila.toml`, which releases keep in step with the file), when it
+    // fires next (NULL while disabled), its latest firing, and its latest skipped firing
+    // with the reason and how many were skipped in all.
+    "CREATE TABLE jobs (
+        id                TEXT PRIMARY KEY,
+        account_id        TEXT NOT NULL,
+        project_id        TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        name              TEXT NOT NULL,
+        schedule          TEXT NOT NULL,
+        time_zone         TEXT,
+        command           TEXT NOT NULL,
+        timeout_secs      INTEGER NOT NULL,
+        concurrency       TEXT NOT NULL CHECK (concurrency IN ('forbid', 'allow', 'replace')),
+        size              TEXT,
+        enabled           INTEGER NOT NULL,
+        source            TEXT NOT NULL CHECK (source IN ('api', 'cantila.toml')),
+        next_fire_at      TEXT,
+        last_fire_at      TEXT,
+        last_skip_at      TEXT,
+        last_skip_recorded_at TEXT,
+        last_skip_reason  TEXT,
+        skipped_count     INTEGER NOT NULL DEFAULT 0,
+        created_at        TEXT NOT NULL,
+        updated_at        TEXT NOT NULL,
+        UNIQUE (project_id, name)
+    );
+    CREATE INDEX jobs_due ON jobs(next_fire_at) WHERE next_fire_at IS NOT NULL;",
 ];
 
 /// The schema version this binary writes.

@@ -46,7 +46,7 @@ impl Drop for Driver {
 }
 
 /// A headless Chromium session on the daemon's console.
-struct Browser {
+pub(crate) struct Browser {
     client: Client,
     base: String,
     _driver: Driver,
@@ -90,12 +90,12 @@ fn screenshot_dir() -> PathBuf {
 }
 
 impl Browser {
-    async fn start(daemon: &TestDaemon) -> Self {
+    pub(crate) async fn start(daemon: &TestDaemon) -> Self {
         Self::start_on(format!("http://{}", daemon.api), &[]).await
     }
 
     /// A browser whose pages are under `base`, with extra Chromium flags.
-    async fn start_on(base: String, extra_args: &[String]) -> Self {
+    pub(crate) async fn start_on(base: String, extra_args: &[String]) -> Self {
         let turn = BROWSER_TURN.acquire().await.unwrap();
         for binary in [CHROMEDRIVER, CHROMIUM] {
             assert!(
@@ -152,19 +152,24 @@ impl Browser {
         }
     }
 
-    async fn goto(&self, path: &str) {
+    /// The WebDriver session, for what these helpers do not wrap (window size).
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(crate) async fn goto(&self, path: &str) {
         self.client
             .goto(&format!("{}{path}", self.base))
             .await
             .unwrap();
     }
 
-    async fn path(&self) -> String {
+    pub(crate) async fn path(&self) -> String {
         self.client.current_url().await.unwrap().path().to_owned()
     }
 
     /// The first element matching `css`, waiting up to 60 s for it to appear.
-    async fn find(&self, css: &str) -> Element {
+    pub(crate) async fn find(&self, css: &str) -> Element {
         match self
             .client
             .wait()
@@ -204,7 +209,7 @@ impl Browser {
     }
 
     /// A button or link by its visible words.
-    async fn control(&self, words: &str) -> Element {
+    pub(crate) async fn control(&self, words: &str) -> Element {
         let xpath = format!(
             "//*[(self::button or self::a) and normalize-space()='{words}' and not(ancestor::*[@hidden])]"
         );
@@ -216,21 +221,21 @@ impl Browser {
             .unwrap_or_else(|err| panic!("no button or link '{words}': {err}"))
     }
 
-    async fn click(&self, words: &str) {
+    pub(crate) async fn click(&self, words: &str) {
         self.control(words).await.click().await.unwrap();
     }
 
-    async fn fill(&self, css: &str, text: &str) {
+    pub(crate) async fn fill(&self, css: &str, text: &str) {
         let input = self.find(css).await;
         input.clear().await.unwrap();
         input.send_keys(text).await.unwrap();
     }
 
-    async fn count(&self, css: &str) -> usize {
+    pub(crate) async fn count(&self, css: &str) -> usize {
         self.client.find_all(Locator::Css(css)).await.unwrap().len()
     }
 
-    async fn js(&self, script: &str, args: Vec<Value>) -> Value {
+    pub(crate) async fn js(&self, script: &str, args: Vec<Value>) -> Value {
         self.client
             .execute(script, args)
             .await
@@ -238,7 +243,7 @@ impl Browser {
     }
 
     /// Waits until the text of `css` contains `wanted`; returns the text.
-    async fn wait_text(&self, css: &str, wanted: &str, timeout: Duration) -> String {
+    pub(crate) async fn wait_text(&self, css: &str, wanted: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         let mut last = String::new();
         while Instant::now() < deadline {
@@ -260,14 +265,14 @@ impl Browser {
         );
     }
 
-    async fn screenshot(&self, name: &str) -> PathBuf {
+    pub(crate) async fn screenshot(&self, name: &str) -> PathBuf {
         let png = self.client.screenshot().await.unwrap();
         let path = screenshot_dir().join(format!("{name}.png"));
         std::fs::write(&path, png).unwrap();
         path
     }
 
-    async fn sign_in(&self, token: &str) {
+    pub(crate) async fn sign_in(&self, token: &str) {
         self.goto("/").await;
         let input = self.find("input[name=token]").await;
         // Keyboard only: type the token and press Enter.
@@ -295,7 +300,7 @@ impl Browser {
             .collect())
     }
 
-    async fn close(self) {
+    pub(crate) async fn close(self) {
         let errors = self.script_errors().await;
         let _ = self.client.clone().close().await;
         let errors = errors.unwrap_or_else(|err| panic!("the browser's log is unreadable: {err}"));
@@ -368,6 +373,17 @@ async fn console_files_are_served_with_strict_headers_and_the_api_is_untouched()
         ("/assets/js/app.js", "text/javascript; charset=utf-8"),
         ("/assets/style.css", "text/css; charset=utf-8"),
         ("/assets/favicon.svg", "image/svg+xml"),
+        // The vendored terminal: a module script, its stylesheet and its licence.
+        (
+            "/assets/vendor/xterm/xterm.mjs",
+            "text/javascript; charset=utf-8",
+        ),
+        (
+            "/assets/vendor/xterm/addon-fit.mjs",
+            "text/javascript; charset=utf-8",
+        ),
+        ("/assets/vendor/xterm/xterm.css", "text/css; charset=utf-8"),
+        ("/assets/vendor/xterm/LICENSE", "text/plain; charset=utf-8"),
     ] {
         let res = get(path).send().await.unwrap();
         assert_eq!(res.status(), 200, "{path}");
@@ -1008,6 +1024,9 @@ async fn console_read_token_sees_no_mutating_controls() {
             "/metrics",
             "document.querySelector('[data-testid=metrics-summary] dl') && document.querySelector('[data-testid=metrics-charts] > *')".to_owned(),
         ),
+        ("/runs", text_of("[data-testid=run-history]", "No runs yet")),
+        ("/jobs", text_of("[data-testid=job-list]", "No jobs yet")),
+        ("/console", text_of("main section", "deploy scope")),
         ("/env", text_of("[data-testid=env-list]", "VISIBLE")),
         ("/previews", text_of("[data-testid=preview-list]", "No previews")),
         (
@@ -1211,7 +1230,7 @@ async fn edge_get(daemon: &TestDaemon, host: &str, path: &str) -> u16 {
 
 impl Browser {
     /// Waits until `script` (a function body) returns true.
-    async fn wait_js(&self, what: &str, script: &str, timeout: Duration) {
+    pub(crate) async fn wait_js(&self, what: &str, script: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if self.js(script, vec![]).await == Value::Bool(true) {
@@ -1225,7 +1244,7 @@ impl Browser {
     }
 
     /// Each shown log line as `[instance, stream, colour class, text]`.
-    async fn log_lines(&self) -> Vec<Value> {
+    pub(crate) async fn log_lines(&self) -> Vec<Value> {
         let lines = self
             .js(
                 "return [...document.querySelectorAll('ol.log li.line')].map(l => [

@@ -37,6 +37,12 @@ const EXPECTED: &[(&str, &str)] = &[
     ("get", "/v1/runs/{id}"),
     ("post", "/v1/runs/{id}/cancel"),
     ("get", "/v1/runs/{id}/events"),
+    ("post", "/v1/projects/{id}/jobs"),
+    ("get", "/v1/projects/{id}/jobs"),
+    ("get", "/v1/projects/{id}/jobs/{name}"),
+    ("patch", "/v1/projects/{id}/jobs/{name}"),
+    ("delete", "/v1/projects/{id}/jobs/{name}"),
+    ("post", "/v1/projects/{id}/jobs/{name}/run"),
     ("get", "/v1/projects/{id}/env"),
     ("post", "/v1/projects/{id}/env"),
     ("get", "/v1/projects/{id}/build-secrets"),
@@ -222,12 +228,25 @@ const BASE_BODIES: &[(&str, &str)] = &[
 /// Operations whose in-range values the bounds project cannot take to a 2xx, with the
 /// one refusal they get instead: a refusal that comes after every field was checked (the
 /// message must not name the field under test).
-const REFUSED_AFTER_CHECKS: &[(&str, u16, &str)] = &[(
-    "post /v1/projects/{id}/runs",
-    409,
-    // The bounds project never deploys: a run needs a serving release.
-    "has no serving release",
-)];
+const REFUSED_AFTER_CHECKS: &[(&str, u16, &str)] = &[
+    (
+        "post /v1/projects/{id}/runs",
+        409,
+        // The bounds project never deploys: a run needs a serving release.
+        "has no serving release",
+    ),
+    (
+        "post /v1/projects/{id}/jobs",
+        409,
+        // The schema's example names one job: the first bound creates it.
+        "already has a job named",
+    ),
+];
+
+/// Path parameters other than a project's `{id}`, by path: the resource the bounds test
+/// makes for them before it starts.
+const PATH_RESOURCES: &[(&str, &str, &str)] =
+    &[("/v1/projects/{id}/jobs/{name}", "{name}", "bounds-job")];
 
 /// Where a bounded integer goes in a request.
 #[derive(Debug, Clone)]
@@ -429,18 +448,24 @@ async fn send_with(
     project_id: &str,
     value: i128,
 ) -> (u16, String) {
+    let named = PATH_RESOURCES
+        .iter()
+        .find(|(path, _, _)| *path == integer.path);
     assert!(
         integer
             .path
             .split('/')
             .filter(|s| s.starts_with('{'))
-            .all(|s| s == "{id}")
+            .all(|s| s == "{id}" || named.is_some_and(|(_, parameter, _)| *parameter == s))
             && (!integer.path.contains("{id}") || integer.path.starts_with("/v1/projects/{id}")),
         "{} {}: the bounds test has no resource for this path's parameters; teach it",
         integer.method,
         integer.path
     );
     let mut url = integer.path.replace("{id}", project_id);
+    if let Some((_, parameter, value)) = named {
+        url = url.replace(parameter, value);
+    }
     let mut body = None;
     match &integer.place {
         Place::Query(name) => {
@@ -498,6 +523,15 @@ async fn every_documented_integer_bound_holds_on_the_server() {
     // build, so their deploys fail at planning without starting a container.
     let repo = crate::deploys::Repo::from_fixture("empty");
     let (project_id, _) = daemon.connected_project("bounds", &repo).await;
+    // The job `PATH_RESOURCES` names, for the integers of `/jobs/{name}`.
+    daemon
+        .post(
+            &format!("/v1/projects/{project_id}/jobs"),
+            &daemon.admin_token,
+            json!({ "name": "bounds-job", "schedule": "hourly", "command": ["true"] }),
+        )
+        .await
+        .expect(201);
 
     let integers = bounded_integers(&document);
     for expected in [

@@ -40,6 +40,7 @@ impl Fixtures {
             ("runs", "id") => "run",
             ("instances", "instance") => "instance",
             ("execs", "id") => "exec",
+            ("jobs", "name") => "job",
             ("previews", "previewId") => "preview",
             ("tokens", "id") => "token",
             ("registries", "id") => "registry",
@@ -211,8 +212,17 @@ async fn snapshot(daemon: &TestDaemon, project_id: &str, deploy_id: &str) -> Val
         .await
         .expect(200)
         .body;
+    let jobs = daemon
+        .get(
+            &format!("/v1/projects/{project_id}/jobs"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
     json!([
         runs,
+        jobs,
         build_secrets,
         project,
         env,
@@ -338,6 +348,15 @@ async fn another_account_learns_nothing_from_any_endpoint() {
         .await
         .expect(201)
         .body;
+    // A job of the project, disabled so the snapshot does not move while the test probes.
+    daemon
+        .post(
+            &format!("/v1/projects/{project_id}/jobs"),
+            &daemon.admin_token,
+            json!({ "name": "nightly", "schedule": "daily at 03:00", "command": ["true"], "enabled": false }),
+        )
+        .await
+        .expect(201);
     let registry = daemon
         .post(
             "/v1/registries",
@@ -363,6 +382,7 @@ async fn another_account_learns_nothing_from_any_endpoint() {
             ("run", run_id.clone()),
             ("instance", instance),
             ("exec", exec["execId"].as_str().unwrap().to_owned()),
+            ("job", "nightly".to_owned()),
         ]),
         fake: BTreeMap::from([
             ("project", "prj_00000000000000000000".to_owned()),
@@ -379,6 +399,7 @@ async fn another_account_learns_nothing_from_any_endpoint() {
             ("run", "run_00000000000000000000".to_owned()),
             ("instance", "abcdefabcdef".to_owned()),
             ("exec", "exe_00000000000000000000".to_owned()),
+            ("job", "nothing".to_owned()),
         ]),
     };
     let before = snapshot(&daemon, &project_id, &deploy_id).await;

@@ -10,6 +10,8 @@ const TONE = {
   updating: "busy", unreachable: "bad", missing: "bad",
   failed: "bad", exited: "bad", canceled: "muted", superseded: "muted", stopped: "muted",
   created: "muted", none: "muted",
+  // Runs and jobs.
+  succeeded: "good", timed_out: "bad", interrupted: "bad", enabled: "good", disabled: "muted", skipped: "muted",
 };
 
 /** A badge naming a status; the word carries the meaning, the colour only echoes it. */
@@ -36,6 +38,15 @@ export function duration(fromIso, toIso) {
   if (!fromIso || !toIso) return "—";
   const seconds = Math.max(0, Math.round((new Date(toIso) - new Date(fromIso)) / 1000));
   return seconds < 60 ? `${seconds} s` : `${Math.floor(seconds / 60)} min ${seconds % 60} s`;
+}
+
+/** A duration in milliseconds as "850 ms", "12.3 s" or "2 min 5 s". */
+export function millis(ms) {
+  if (ms === null || ms === undefined) return "—";
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
+  const seconds = Math.round(ms / 1000);
+  return `${Math.floor(seconds / 60)} min ${seconds % 60} s`;
 }
 
 export const shortSha = (sha) => (sha ? sha.slice(0, 12) : "—");

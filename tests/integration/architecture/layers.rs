@@ -57,6 +57,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
             "image_source",
             "runs",
             "terminal",
+            "jobs",
         ],
     ),
     ("api", &["api", "console"]),

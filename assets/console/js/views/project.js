@@ -14,6 +14,9 @@ import { gitSection } from "./git.js";
 import { imageSection } from "./image.js";
 import { buildSettingsSection } from "./build-settings.js";
 import { logsSection } from "./logs.js";
+import { runsSection, runView } from "./runs.js";
+import { jobsSection } from "./jobs.js";
+import { consoleSection } from "./console.js";
 import { metricsSection } from "./metrics.js";
 import { dataSection } from "./data.js";
 import { backupsSection } from "./backups.js";
@@ -25,6 +28,9 @@ import { settingsSection } from "./settings.js";
 export const SECTIONS = [
   { path: "", label: "Overview", render: overviewSection },
   { path: "deploys", label: "Deploys", render: deploysSection, item: buildView },
+  { path: "runs", label: "Runs", render: runsSection, item: runView },
+  { path: "jobs", label: "Jobs", render: jobsSection },
+  { path: "console", label: "Console", render: consoleSection },
   { path: "logs", label: "Logs", render: logsSection },
   { path: "metrics", label: "Metrics", render: metricsSection },
   { path: "env", label: "Environment", render: envSection },
