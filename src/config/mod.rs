@@ -1115,6 +1115,49 @@ mod tests {
     }
 
     #[test]
+    fn run_limits_are_validated() {
+        let check = |toml: &str, error: Option<&str>| {
+            let result = Config::parse(toml).and_then(|c| c.validate().map_err(|e| e.to_string()));
+            match (result, error) {
+                (Ok(()), None) => {}
+                (Err(err), Some(wanted)) => assert!(err.contains(wanted), "{toml}: {err}"),
+                (result, wanted) => panic!("{toml}: got {result:?}, wanted {wanted:?}"),
+            }
+        };
+        check(
+            "[runs]
+max_concurrent_per_project = 1
+stop_grace_secs = 0
+",
+            None,
+        );
+        check(
+            "[runs]
+max_concurrent_per_project = 0
+",
+            Some("runs.max_concurrent_per_project"),
+        );
+        check(
+            "[runs]
+output_max_bytes = 0
+",
+            Some("runs.output_max_bytes"),
+        );
+        check(
+            "[runs]
+stop_grace_secs = 3601
+",
+            Some("runs.stop_grace_secs"),
+        );
+        check(
+            "[runs]
+max_parallel = 2
+",
+            Some("max_parallel"),
+        );
+    }
+
+    #[test]
     fn network_keys_are_validated() {
         let check = |toml: &str, error: Option<&str>| {
             let result = Config::parse(toml).and_then(|c| c.validate().map_err(|e| e.to_string()));

@@ -33,7 +33,10 @@ impl Deploys {
         Ok(())
     }
 
-    /// Removes a deleted project's containers and networks, then its directories on disk.
+    /// Removes a deleted project's containers (instances, release commands and one-off
+    /// runs alike: all carry the project's label) and networks, then its directories on
+    /// disk. A run's waiter then finds its container gone and its record deleted with the
+    /// project, and ends.
     async fn remove_project_files(&self, project_id: &str) {
         self.remove_project_containers(project_id).await;
         let sites = self.config.sites_dir().join(project_id);
