@@ -180,7 +180,12 @@ pub fn build(adapters: Adapters) -> ApiState {
         config: config.clone(),
         installation: installation_id.clone(),
     });
-    let terminals = Terminals::new(store.clone(), runtime.clone(), installation_id);
+    let terminals = Terminals::new(
+        store.clone(),
+        runtime.clone(),
+        installation_id,
+        runs.clone(),
+    );
     let jobs = Jobs::new(
         store.clone(),
         Arc::new(runs.clone()),

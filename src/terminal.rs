@@ -1,7 +1,8 @@
 //! Terminals: commands run inside a project's running instances (exec), from the request
-//! that names the instance and the command to the session the API bridges to its client.
-//! An exec is created (checked, audited, held) by one request and started by the client's
-//! WebSocket attach, so a client that cannot attach leaves nothing running.
+//! that names the instance and the command to the session the API bridges to its client,
+//! and the terminal of an interactive run (attached to its created container, which it
+//! then starts). An exec is created (checked, audited, held) by one request and started by
+//! the client's WebSocket attach, so a client that cannot attach leaves nothing running.
 //! Invariants: an exec reaches only an instance of its caller's account's project (another
 //! account's project or instance is not found, never revealed); every exec is in the audit
 //! log with its command before anything runs; an exec nobody attaches to within
@@ -18,9 +19,11 @@ use crate::{
     error::{Error, Result},
     ids,
     labels::{Filter, Labels},
+    model::run::RunCommand,
     names::ProcessType,
     projects,
-    runtime::{ExecSpec, Runtime, TerminalSession, TerminalSize, TerminalTarget},
+    runs::Runs,
+    runtime::{ExecSpec, Runtime, RuntimeError, TerminalSession, TerminalSize, TerminalTarget},
     store::{self, Store},
 };
 
@@ -30,10 +33,6 @@ pub const PENDING_TTL: Duration = Duration::from_secs(60);
 /// Execs one account may have waiting for an attach at once, so a client that creates
 /// them without attaching cannot grow the daemon's memory.
 pub const MAX_PENDING_PER_ACCOUNT: usize = 32;
-
-/// The most arguments a command takes, and the most bytes they hold together.
-pub const MAX_COMMAND_ARGS: usize = 256;
-pub const MAX_COMMAND_BYTES: usize = 16 * 1024;
 
 /// The largest terminal side accepted, in cells.
 pub const MAX_TERMINAL_SIDE: u16 = 1000;
@@ -51,63 +50,16 @@ pub struct Terminals {
     installation: Arc<str>,
     /// Created execs waiting for their attach, by exec id.
     pending: Arc<Mutex<HashMap<String, PendingExec>>>,
+    /// Interactive runs: the pending one a terminal takes, and how it ended.
+    runs: Runs,
 }
 
-/// A command to run in an instance: its arguments, never read by a shell.
-/// Invariant: 1..=`MAX_COMMAND_ARGS` arguments of at most `MAX_COMMAND_BYTES` together,
-/// a non-empty program, no NUL byte.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Command(Vec<String>);
-
-impl Command {
-    pub fn parse(args: Vec<String>) -> Result<Self> {
-        let invalid = |why: &str| {
-            Error::Invalid(format!(
-                "`command` {why}; give the program and its arguments as an array of strings, \
-                 e.g. [\"sh\", \"-c\", \"echo hi\"] (1 to {MAX_COMMAND_ARGS} arguments, \
-                 {MAX_COMMAND_BYTES} bytes in all)"
-            ))
-        };
-        match args.first() {
-            None => return Err(invalid("is empty")),
-            Some(program) if program.is_empty() => return Err(invalid("names no program")),
-            Some(_) => {}
-        }
-        if args.len() > MAX_COMMAND_ARGS {
-            return Err(invalid("has too many arguments"));
-        }
-        if args.iter().map(String::len).sum::<usize>() > MAX_COMMAND_BYTES {
-            return Err(invalid("is too long"));
-        }
-        if args.iter().any(|arg| arg.contains('\0')) {
-            return Err(invalid("holds a NUL byte, which no program can take"));
-        }
-        Ok(Self(args))
-    }
-
-    pub fn args(&self) -> &[String] {
-        &self.0
-    }
-
-    /// The command as a shell would show it, for the audit log: arguments with anything
-    /// beyond plain characters single-quoted. Only ever displayed, never run.
-    pub fn display(&self) -> String {
-        self.0
-            .iter()
-            .map(|arg| {
-                let plain = !arg.is_empty()
-                    && arg
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"_-./:=@%+,".contains(&b));
-                if plain {
-                    arg.clone()
-                } else {
-                    format!("'{}'", arg.replace('\'', r"'\''"))
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
+/// An interactive run a terminal took, to start.
+#[derive(Debug, Clone)]
+pub struct RunTarget {
+    pub run_id: String,
+    account_id: String,
+    container_id: String,
 }
 
 /// Checks a terminal size from a client: each side 1..=`MAX_TERMINAL_SIDE`.
@@ -125,7 +77,7 @@ pub fn terminal_size(cols: u16, rows: u16) -> Result<TerminalSize> {
 /// What a client asks to run.
 #[derive(Debug, Clone)]
 pub struct ExecRequest {
-    pub command: Command,
+    pub command: RunCommand,
     pub tty: bool,
     /// The process type the instance must run (`web` when the instance is `any`).
     pub process: Option<ProcessType>,
@@ -152,13 +104,72 @@ impl PendingExec {
 }
 
 impl Terminals {
-    pub fn new(store: Store, runtime: Runtime, installation: Arc<str>) -> Self {
+    pub fn new(store: Store, runtime: Runtime, installation: Arc<str>, runs: Runs) -> Self {
         Self {
             store,
             runtime,
             installation,
             pending: Arc::default(),
+            runs,
         }
+    }
+
+    /// Takes the account's pending interactive run for a terminal: from here on it is
+    /// running, and its timeout counts. Another account's run is not found; a run that is
+    /// not interactive, or not pending any more, is a conflict.
+    pub async fn take_run(&self, actor: &Actor, run_id: &str) -> Result<RunTarget> {
+        let (run, container_id) = self.runs.attach_target(&actor.account_id, run_id).await?;
+        Ok(RunTarget {
+            run_id: run.id,
+            account_id: actor.account_id.clone(),
+            container_id,
+        })
+    }
+
+    /// Attaches to a taken run's container and starts it. Its exit code is read from the
+    /// run once it is over: the run's waiter records the end and then removes the
+    /// container, so the container itself may be gone by the time its output ended.
+    pub async fn start_run(
+        &self,
+        target: RunTarget,
+        size: Option<TerminalSize>,
+    ) -> Result<TerminalSession> {
+        let started = self
+            .runtime
+            .attach_and_start(&target.container_id, size)
+            .await;
+        let mut session = match started {
+            Ok(session) => session,
+            Err(err) => {
+                // The run would otherwise wait for a start that never comes.
+                if let Err(cancel) = self.runs.cancel(&target.account_id, &target.run_id).await {
+                    tracing::warn!(run = %target.run_id, error = %cancel, "ending a run whose terminal could not start it");
+                }
+                return Err(err.into());
+            }
+        };
+        tracing::info!(run = %target.run_id, "interactive run started by its terminal");
+        let runs = self.runs.clone();
+        session.exit = Box::pin(async move {
+            // The run's output stream ends once the run is over and recorded.
+            let mut over = runs.follow(&target.run_id, i64::MAX);
+            while over.recv().await.is_some() {}
+            let run = runs
+                .get(&target.account_id, &target.run_id)
+                .await
+                .map_err(|err| RuntimeError::Engine(err.to_string()))?;
+            run.exit_code.ok_or_else(|| {
+                RuntimeError::Engine(format!(
+                    "run `{}` ended {} without an exit code{}",
+                    run.id,
+                    run.status.as_str(),
+                    run.error
+                        .map(|error| format!(": {error}"))
+                        .unwrap_or_default()
+                ))
+            })
+        });
+        Ok(session)
     }
 
     /// Checks and audits an exec of `request.command` in the project's `instance` (an
@@ -343,36 +354,6 @@ impl Terminals {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn command(args: &[&str]) -> Result<Command> {
-        Command::parse(args.iter().map(|a| a.to_string()).collect())
-    }
-
-    #[test]
-    fn commands_are_checked_and_shown_quoted() {
-        for (args, shown) in [
-            (
-                &["sh", "-c", "cat /etc/hostname; exit 4"][..],
-                "sh -c 'cat /etc/hostname; exit 4'",
-            ),
-            (&["echo", "it's", ""][..], r"echo 'it'\''s' ''"),
-            (&["env"][..], "env"),
-        ] {
-            assert_eq!(command(args).unwrap().display(), shown);
-        }
-        for (args, why) in [
-            (&[][..], "is empty"),
-            (&[""][..], "names no program"),
-            (&["echo", "a\0b"][..], "NUL"),
-        ] {
-            let err = command(args).unwrap_err().to_string();
-            assert!(err.contains("`command`") && err.contains(why), "{err}");
-        }
-        let many = vec!["x".to_owned(); MAX_COMMAND_ARGS + 1];
-        assert!(Command::parse(many).is_err());
-        let long = vec!["x".repeat(MAX_COMMAND_BYTES + 1)];
-        assert!(Command::parse(long).is_err());
-    }
 
     #[test]
     fn terminal_sizes_are_bounded_and_name_the_side() {

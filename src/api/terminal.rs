@@ -1,7 +1,7 @@
 //! `POST /v1/projects/:id/instances/:instance/exec` and `GET /v1/execs/:id/attach`: a
 //! command run inside a running instance, with or without a terminal, over a WebSocket;
-//! and the bridge between a WebSocket and a process's session that every attach
-//! endpoint speaks (exec, interactive runs).
+//! `GET /v1/runs/:id/attach`: the terminal of an interactive run, which it starts; and the
+//! bridge between a WebSocket and a process's session that every attach endpoint speaks.
 //!
 //! The protocol (`cantila.v1`). Server to client: binary frames whose first byte is the
 //! channel (1 stdout, 2 stderr; a terminal's output is all 1) and the rest the bytes; text
@@ -24,7 +24,7 @@ use axum::{
     response::Response,
 };
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::{future::BoxFuture, SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::{io::AsyncWriteExt, sync::mpsc};
 use utoipa::ToSchema;
@@ -33,9 +33,10 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     api::ApiState,
     error::Error,
+    model::run::RunCommand,
     names::ProcessType,
-    runtime::{RuntimeError, TerminalOutput, TerminalSession, TerminalSize},
-    terminal::{self, Command, ExecRequest, Terminals},
+    runtime::{TerminalOutput, TerminalSession, TerminalSize},
+    terminal::{self, ExecRequest, Terminals},
 };
 
 use super::{
@@ -62,14 +63,15 @@ pub fn router() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(create_exec))
         .routes(routes!(attach_exec))
+        .routes(routes!(attach_run))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateExec {
-    /// The program and its arguments, run as given (no shell reads them): 1 to 256
-    /// arguments, 16 KiB in all.
-    #[schema(example = json!(["sh", "-c", "cat /etc/hostname"]), min_items = 1, max_items = 256)]
+    /// The program and its arguments, run as given (no shell reads them): 1 to 1024
+    /// arguments, each at most 64 KiB, 256 KiB in all (as a run's).
+    #[schema(example = json!(["sh", "-c", "cat /etc/hostname"]), min_items = 1, max_items = 1024)]
     pub command: Vec<String>,
     /// Give the command a terminal (its output is then one stream); default false.
     pub tty: Option<bool>,
@@ -117,7 +119,7 @@ async fn create_exec(
     Path((project_id, instance)): Path<(String, String)>,
     Json(request): Json<CreateExec>,
 ) -> ApiResult<(axum::http::StatusCode, Json<ExecCreated>)> {
-    let command = Command::parse(request.command)?;
+    let command = RunCommand::parse("command", request.command)?;
     let process = request
         .process
         .as_deref()
@@ -180,7 +182,39 @@ async fn attach_exec(
                     tracing::info!(exec = %exec_id, exit_code, "exec ended");
                 }
                 // Nobody is left to tell the exit code to.
-                Ended::Detached(_) => tracing::info!(exec = %exec_id, "exec's client left"),
+                Ended::Detached => tracing::info!(exec = %exec_id, "exec's client left"),
+            },
+            Err(err) => refuse(&mut socket, &err).await,
+        }
+    }))
+}
+
+/// Attach a terminal to a pending interactive run (`"interactive": true` at its start) and
+/// start it, over a WebSocket speaking the same protocol as an exec's attach. The run's
+/// exit code is the last message; a client that leaves hangs the run's terminal up.
+#[utoipa::path(get, path = "/v1/runs/{id}/attach", tag = "terminal",
+    security(("bearer" = ["deploy"])),
+    params(("id" = String, Path, description = "run id (run_...)")),
+    responses((status = 101, description = "switching to the WebSocket protocol `cantila.v1`"),
+        (status = 404, description = "no such run in this account"),
+        (status = 409, description = "the run is not interactive, or not pending (attached already, started or over)"),
+        (status = 426, description = "the request is not a WebSocket upgrade")))]
+async fn attach_run(
+    auth: WsAuth<DeployScope>,
+    State(terminals): State<Terminals>,
+    Path(run_id): Path<String>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    let upgrade = websocket(upgrade)?;
+    let target = terminals.take_run(&auth.actor, &run_id).await?;
+    Ok(upgrade.on_upgrade(move |mut socket| async move {
+        match terminals.start_run(target, None).await {
+            Ok(session) => match bridge(socket, session, &terminals).await {
+                Ended::Exited(exit_code) => {
+                    tracing::info!(run = %run_id, exit_code, "a run's terminal saw it end");
+                }
+                // The run's waiter records how it ends.
+                Ended::Detached => tracing::info!(run = %run_id, "a run's terminal left"),
             },
             Err(err) => refuse(&mut socket, &err).await,
         }
@@ -209,9 +243,8 @@ pub(super) fn websocket(
 pub(super) enum Ended {
     /// The process exited and the client was told its code.
     Exited(i64),
-    /// The client left (or the session failed) first; the exit code is still to come.
-    #[allow(dead_code)] // The run attach reports it when its client left.
-    Detached(BoxFuture<'static, Result<i64, RuntimeError>>),
+    /// The client left (or the session failed) before the process exited.
+    Detached,
 }
 
 /// A message from the client.
@@ -288,7 +321,7 @@ pub(super) async fn bridge(
         tty,
         input,
         mut output,
-        mut exit,
+        exit,
     } = session;
     let (mut sink, mut stream) = socket.split();
     // Answers to the client's bad messages, sent by the output side (which owns the
@@ -375,7 +408,7 @@ pub(super) async fn bridge(
                 }
             }
         }
-        let control = match (&mut exit).await {
+        let control = match exit.await {
             Ok(exit_code) => ServerControl::Exit { exit_code },
             Err(err) => ServerControl::Error {
                 message: client_message(&Error::from(err)),
@@ -407,7 +440,7 @@ pub(super) async fn bridge(
         let _ = input.shutdown().await;
     }
     drop(output);
-    Ended::Detached(exit)
+    Ended::Detached
 }
 
 /// A frame of output: the channel byte, then the bytes.

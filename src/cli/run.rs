@@ -35,6 +35,12 @@ pub struct RunArgs {
     /// Run in this deploy's image and env instead of the serving release's.
     #[arg(long)]
     pub deploy: Option<String>,
+    /// Interactive: send stdin to the command over its terminal (with -t for a shell).
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the command a terminal, this one in raw mode meanwhile (with -i).
+    #[arg(short, long)]
+    pub tty: bool,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -64,6 +70,9 @@ enum RunsCommand {
 
 /// `cantila run`: the command's exit code, or 1 with the error on stderr.
 pub fn run(args: RunArgs) -> ExitCode {
+    if args.interactive || args.tty {
+        return run_attached(&args);
+    }
     let result = Client::new(&args.client).and_then(|client| {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -72,6 +81,39 @@ pub fn run(args: RunArgs) -> ExitCode {
     });
     match result {
         Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `cantila run -it`: an interactive run, joined to this terminal over its attach
+/// WebSocket (`cli::terminal`), exiting with the command's exit code.
+fn run_attached(args: &RunArgs) -> ExitCode {
+    let result = super::terminal::run_blocking(async {
+        let client = Client::new(&args.client)?;
+        let project = client.resolve_project(&args.project).await?;
+        let mut body = run_body(args)?;
+        body["interactive"] = json!(true);
+        let created = client
+            .send(
+                Method::POST,
+                &format!("/v1/projects/{project}/runs"),
+                Some(body),
+            )
+            .await?;
+        let run_id = created["runId"]
+            .as_str()
+            .ok_or_else(|| anyhow!("the API returned a run without an id"))?;
+        let options = super::terminal::Options {
+            interactive: args.interactive,
+            tty: args.tty,
+        };
+        super::terminal::attach(&client, &format!("/v1/runs/{run_id}/attach"), options).await
+    });
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE

@@ -87,6 +87,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("delete", "/v1/registries/{id}"),
     ("post", "/v1/projects/{id}/instances/{instance}/exec"),
     ("get", "/v1/execs/{id}/attach"),
+    ("get", "/v1/runs/{id}/attach"),
 ];
 
 /// Operations that take no API token: the document itself, and the webhooks (verified by

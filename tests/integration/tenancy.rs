@@ -39,6 +39,8 @@ impl Fixtures {
             ("deploys", "id") => "deploy",
             ("runs", "id") => "run",
             ("jobs", "name") => "job",
+            ("instances", "instance") => "instance",
+            ("execs", "id") => "exec",
             ("previews", "previewId") => "preview",
             ("tokens", "id") => "token",
             ("registries", "id") => "registry",
@@ -336,6 +338,25 @@ async fn another_account_learns_nothing_from_any_endpoint() {
         )
         .await
         .expect(201);
+    // An instance of the project, and an exec in it waiting for its attach.
+    let instances = daemon
+        .get(
+            &format!("/v1/projects/{project_id}/instances"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
+    let instance = instances["instances"][0]["id"].as_str().unwrap().to_owned();
+    let exec = daemon
+        .post(
+            &format!("/v1/projects/{project_id}/instances/{instance}/exec"),
+            &daemon.admin_token,
+            json!({ "command": ["true"] }),
+        )
+        .await
+        .expect(201)
+        .body;
     let registry = daemon
         .post(
             "/v1/registries",
@@ -360,6 +381,8 @@ async fn another_account_learns_nothing_from_any_endpoint() {
             ("build_secret", "NPM_TOKEN".to_owned()),
             ("run", run_id.clone()),
             ("job", "nightly".to_owned()),
+            ("instance", instance),
+            ("exec", exec["execId"].as_str().unwrap().to_owned()),
         ]),
         fake: BTreeMap::from([
             ("project", "prj_00000000000000000000".to_owned()),
@@ -375,6 +398,8 @@ async fn another_account_learns_nothing_from_any_endpoint() {
             ("build_secret", "NOTHING".to_owned()),
             ("run", "run_00000000000000000000".to_owned()),
             ("job", "nothing".to_owned()),
+            ("instance", "abcdefabcdef".to_owned()),
+            ("exec", "exe_00000000000000000000".to_owned()),
         ]),
     };
     let before = snapshot(&daemon, &project_id, &deploy_id).await;

@@ -4,6 +4,7 @@
 //! project and exec not found, a client that leaves hanging the terminal up (or closing
 //! stdin), and the CLI's `exec -it` driven inside a pseudo-terminal: typed input echoed,
 //! a resize reaching the process, the exit code returned, the local terminal restored.
+//! Interactive runs the same way (`run -it`, `GET /v1/runs/{id}/attach`).
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use tokio_tungstenite::{
 
 use crate::{
     deploys::{cleanup, Repo},
+    runs::wait_run,
     support::{wait_until, within, TestDaemon},
 };
 
@@ -261,7 +263,7 @@ async fn exec_runs_in_a_named_instance_with_output_by_channel_stdin_and_its_exit
         .collect();
     assert!(
         targets.iter().any(|t| t.contains(&instance)
-            && t.ends_with("sh -c 'cat /etc/hostname; echo oops >&2; exit 4'")),
+            && t.ends_with(r#"sh -c "cat /etc/hostname; echo oops >&2; exit 4""#)),
         "{targets:?}"
     );
 
@@ -742,5 +744,154 @@ async fn cli_exec_it_in_a_pseudo_terminal_echoes_resizes_interrupts_and_restores
     assert_eq!(after.local_modes, before.local_modes);
     assert_eq!(after.input_modes, before.input_modes);
     assert_eq!(after.output_modes, before.output_modes);
+    cleanup(&project_id).await;
+}
+
+/// Starts an interactive run; returns its attach path.
+async fn interactive_run(
+    daemon: &TestDaemon,
+    project_id: &str,
+    command: &[&str],
+) -> (String, String) {
+    let run = daemon
+        .post(
+            &format!("/v1/projects/{project_id}/runs"),
+            &daemon.admin_token,
+            json!({"command": command, "interactive": true}),
+        )
+        .await
+        .expect(201)
+        .body;
+    assert_eq!(run["status"], "pending", "{run}");
+    let run_id = run["runId"].as_str().unwrap().to_owned();
+    (format!("/v1/runs/{run_id}/attach"), run_id)
+}
+
+#[tokio::test]
+async fn cli_run_it_in_a_pseudo_terminal_starts_the_run_and_returns_its_exit_code() {
+    let daemon = TestDaemon::start().await;
+    let (project_id, _) = deployed(&daemon, "run-tty").await;
+    let mut pty = Pty::open(100, 30);
+    let before = pty.mode();
+    let mut command = cli(
+        &daemon,
+        "setsid",
+        &[
+            "-w",
+            "-c",
+            env!("CARGO_BIN_EXE_cantila"),
+            "run",
+            "-it",
+            "run-tty",
+            "--",
+            "sh",
+        ],
+    );
+    command
+        .stdin(pty.slave.try_clone().unwrap())
+        .stdout(pty.slave.try_clone().unwrap())
+        .stderr(pty.slave.try_clone().unwrap());
+    let mut child = command.spawn().unwrap();
+
+    // The run's shell in the release's image, with the project's env, sized like this
+    // terminal (the first resize goes before any key).
+    let at = pty.expect(0, "# ").await;
+    pty.type_keys(b"echo typed-$((6*7)) $PORT\r");
+    let at = pty.expect(at, "echo typed-$((6*7)) $PORT").await;
+    let at = pty.expect(at, "typed-42 8080").await;
+    pty.type_keys(b"stty size\r");
+    let at = pty.expect(at, "30 100").await;
+    pty.type_keys(b"exit 5\r");
+    let _ = pty.expect(at, "exit 5").await;
+    let status = within(
+        Duration::from_secs(60),
+        "the CLI's exit",
+        tokio::task::spawn_blocking(move || child.wait().unwrap()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(5));
+    assert_eq!(pty.mode().local_modes, before.local_modes);
+
+    // The run is recorded like any other, interactive.
+    let runs = daemon
+        .get(
+            &format!("/v1/projects/{project_id}/runs"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
+    let run = &runs["runs"][0];
+    assert_eq!(run["interactive"], true, "{run}");
+    let ended = wait_run(&daemon, run["id"].as_str().unwrap()).await;
+    assert_eq!(ended["status"], "failed", "{ended}");
+    assert_eq!(ended["exitCode"], 5, "{ended}");
+    cleanup(&project_id).await;
+}
+
+#[tokio::test]
+async fn a_run_attach_is_for_its_account_once_and_a_leaving_client_hangs_the_run_up() {
+    let daemon = TestDaemon::start().await;
+    let (project_id, _) = deployed(&daemon, "run-attach").await;
+
+    // Another account finds nothing; a plain run has no terminal.
+    let (path, _) = interactive_run(&daemon, &project_id, &["sh", "-c", "sleep 1001"]).await;
+    let other = daemon.other_account_token("mallory", Scope::Deploy);
+    assert_eq!(
+        attach(&daemon, &path, Credential::Bearer(&other))
+            .await
+            .err(),
+        Some(404)
+    );
+    let plain = daemon
+        .post(
+            &format!("/v1/projects/{project_id}/runs"),
+            &daemon.admin_token,
+            json!({"command": ["true"]}),
+        )
+        .await
+        .expect(201)
+        .body;
+    let plain_path = format!("/v1/runs/{}/attach", plain["runId"].as_str().unwrap());
+    assert_eq!(
+        attach(
+            &daemon,
+            &plain_path,
+            Credential::Bearer(&daemon.admin_token)
+        )
+        .await
+        .err(),
+        Some(409)
+    );
+
+    // The browser's form attaches once; a second terminal is refused.
+    let (mut socket, protocol) =
+        attach(&daemon, &path, Credential::Subprotocol(&daemon.admin_token))
+            .await
+            .unwrap();
+    assert_eq!(protocol.as_deref(), Some("cantila.v1"));
+    assert_eq!(
+        attach(&daemon, &path, Credential::Bearer(&daemon.admin_token))
+            .await
+            .err(),
+        Some(409)
+    );
+
+    // The client leaves: the run's terminal is hung up, so the sleep ends long before
+    // its 1001 s, and the run with it.
+    socket.close(None).await.unwrap();
+    drop(socket);
+    let run_id = path
+        .trim_start_matches("/v1/runs/")
+        .trim_end_matches("/attach");
+    let ended = within(
+        Duration::from_secs(120),
+        "the hung-up run's end",
+        wait_run(&daemon, run_id),
+    )
+    .await;
+    assert_eq!(ended["status"], "failed", "{ended}");
+    assert_eq!(ended["exitCode"], 128 + 1, "SIGHUP: {ended}");
     cleanup(&project_id).await;
 }
