@@ -1,11 +1,12 @@
 //! The command line: `cantila serve`, `cantila admin ...` (direct on the data dir), and the
 //! API client commands (`projects`, `tokens`, `whoami`, `previews`, `health`, `logs`,
-//! `metrics`, `db`, `volumes`, `backups`, `run`, `runs`, ...).
+//! `metrics`, `db`, `volumes`, `backups`, `run`, `runs`, `jobs`, ...).
 
 mod admin;
 mod client;
 mod data;
 mod exec;
+mod jobs;
 mod logs;
 mod output;
 mod run;
@@ -51,6 +52,8 @@ enum Command {
     Run(run::RunArgs),
     /// A project's one-off runs: list, cancel.
     Runs(run::RunsArgs),
+    /// A project's scheduled jobs: list, add, remove, run-now.
+    Jobs(jobs::JobsArgs),
     /// Show what a deploy would build and run, without deploying.
     Plan(client::PlanArgs),
     /// A project's environment variables.
@@ -152,6 +155,7 @@ pub fn main() -> ExitCode {
         // Exits with the run's own exit code, so it reports its errors itself.
         Command::Run(args) => return run::run(args),
         Command::Runs(args) => run::runs(args),
+        Command::Jobs(args) => jobs::jobs(args),
         Command::Plan(args) => client::plan(args),
         Command::Env(args) => client::env(args),
         Command::Build(args) => client::build(args),

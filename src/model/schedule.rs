@@ -166,10 +166,18 @@ impl Zone {
     /// An IANA name, looked up in the system's time zone database.
     pub fn parse(name: &str) -> Result<Self, String> {
         let name = name.trim();
+        // A name is looked up in a database of files: only the characters IANA names use,
+        // in segments that are neither empty nor start with a sign (no absolute path).
         let known = name.len() <= 64
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+'));
+            && name.split('/').all(|segment| {
+                segment
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphanumeric())
+                    && segment
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+'))
+            });
         let zone = known
             .then(|| jiff::tz::db().get(name).ok())
             .flatten()
@@ -536,7 +544,14 @@ mod tests {
             "America/New_York"
         );
         assert_eq!(Zone::parse("UTC").unwrap().name(), "UTC");
-        for bad in ["Mars/Olympus", "../../etc/passwd", "", "Europe/Paris/x"] {
+        for bad in [
+            "Mars/Olympus",
+            "../../etc/passwd",
+            "/etc/passwd",
+            "Europe//Paris",
+            "",
+            "Europe/Paris/x",
+        ] {
             let err = Zone::parse(bad).map(|z| z.name().to_owned()).unwrap_err();
             assert!(err.contains("IANA"), "{bad}: {err}");
         }

@@ -29,6 +29,7 @@ mod git_sources;
 mod health_checks;
 mod hostile;
 mod images;
+mod jobs;
 mod lifecycle;
 mod logs;
 mod metrics;
