@@ -110,10 +110,17 @@ impl Runs {
         };
         run.container_id = Some(container_id.clone());
         let (id, container) = (run.id.clone(), container_id.clone());
-        self.0
+        // From here on a failure still ends the run, so no registered run is left waiting.
+        if let Err(err) = self
+            .0
             .store
             .call(move |c| store::runs::set_container(c, &id, &container))
-            .await?;
+            .await
+        {
+            return self
+                .fail_to_start(run, Some(container_id), err.to_string())
+                .await;
+        }
         if !run.interactive {
             if let Err(err) = engine.start_again(&container_id).await {
                 return self
@@ -123,10 +130,16 @@ impl Runs {
             let at = clock::now();
             let id = run.id.clone();
             let marked = at.clone();
-            self.0
+            if let Err(err) = self
+                .0
                 .store
                 .call(move |c| store::runs::set_running(c, &id, &marked))
-                .await?;
+                .await
+            {
+                return self
+                    .fail_to_start(run, Some(container_id), err.to_string())
+                    .await;
+            }
             run.status = RunStatus::Running;
             run.started_at = Some(at);
         }
