@@ -374,7 +374,7 @@ async fn another_account_learns_nothing_from_any_endpoint() {
             ("registry", "reg_00000000000000000000".to_owned()),
             ("build_secret", "NOTHING".to_owned()),
             ("run", "run_00000000000000000000".to_owned()),
-            ("job", "nothing".to_owned()),
+            ("job", "no-such-job".to_owned()),
         ]),
     };
     let before = snapshot(&daemon, &project_id, &deploy_id).await;
