@@ -399,7 +399,7 @@ async fn another_account_learns_nothing_from_any_endpoint() {
             ("run", "run_00000000000000000000".to_owned()),
             ("instance", "abcdefabcdef".to_owned()),
             ("exec", "exe_00000000000000000000".to_owned()),
-            ("job", "nothing".to_owned()),
+            ("job", "no-such-job".to_owned()),
         ]),
     };
     let before = snapshot(&daemon, &project_id, &deploy_id).await;
