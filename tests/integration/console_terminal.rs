@@ -343,6 +343,59 @@ async fn console_terminal_runs_echo_in_an_interactive_run_and_records_its_exit_c
             Duration::from_secs(30),
         )
         .await;
+
+    // An interactive run started elsewhere waits for its terminal; its page attaches one.
+    let start_pending = |command: Value| {
+        let daemon = &daemon;
+        let project_id = &project_id;
+        async move {
+            let run = daemon
+                .post(
+                    &format!("/v1/projects/{project_id}/runs"),
+                    &daemon.admin_token,
+                    json!({ "command": command, "interactive": true }),
+                )
+                .await
+                .expect(201)
+                .body;
+            assert_eq!(run["status"], "pending", "{run}");
+            run["runId"].as_str().unwrap().to_owned()
+        }
+    };
+    let waiting = start_pending(json!(["sh", "-c", "echo attached-from-its-page; exit 5"])).await;
+    browser
+        .goto(&format!("/projects/{project_id}/runs/{waiting}"))
+        .await;
+    browser.click("Attach a terminal").await;
+    browser.wait_terminal("attached-from-its-page", long).await;
+    browser
+        .wait_text("[data-testid=terminal-status]", "exited with code 5", long)
+        .await;
+
+    // A waiting run canceled elsewhere: its page follows, and offers no terminal any more.
+    let gone = start_pending(json!(["sh"])).await;
+    browser
+        .goto(&format!("/projects/{project_id}/runs/{gone}"))
+        .await;
+    browser.control("Attach a terminal").await;
+    daemon
+        .post(
+            &format!("/v1/runs/{gone}/cancel"),
+            &daemon.admin_token,
+            json!({}),
+        )
+        .await
+        .expect(200);
+    browser
+        .wait_text("[data-testid=run-status]", "canceled", long)
+        .await;
+    browser
+        .wait_js(
+            "the attach button leaves",
+            "return ![...document.querySelectorAll('main button')].some(b => b.textContent === 'Attach a terminal')",
+            Duration::from_secs(15),
+        )
+        .await;
     browser.close().await;
     cleanup(&project_id).await;
 }

@@ -138,7 +138,11 @@ export class TerminalSession {
     this.status.textContent = text;
   }
 
-  async connect(path, signal) {
+  /**
+   * `explain`: asked when the API refused the connection, since a browser hides a refused
+   * WebSocket upgrade's status and message; resolves to a sentence saying why (or null).
+   */
+  async connect(path, signal, { explain = null } = {}) {
     let xterm;
     try {
       xterm = await loadXterm();
@@ -196,6 +200,7 @@ export class TerminalSession {
         socket.close(1002, "unexpected subprotocol");
         return;
       }
+      this.opened = true;
       this.setStatus("open", "Connected.");
       resize({ cols: term.cols, rows: term.rows });
       term.focus();
@@ -219,8 +224,11 @@ export class TerminalSession {
         this.end({ error: this.error });
       } else if (this.closedByUs) {
         this.end({ error: "disconnected" });
+      } else if (!this.opened && explain) {
+        const why = Promise.resolve().then(explain).catch((error) => error?.message ?? null);
+        why.then((reason) => this.end({ error: `the API refused the connection: ${reason ?? "no reason given"}` }));
       } else {
-        this.end({ error: `the connection closed before the process ended (WebSocket code ${event.code}${event.reason ? `: ${event.reason}` : ""}); a run that already started cannot be attached again, and a session needs a deploy-scope token` });
+        this.end({ error: `the connection closed before the process ended (WebSocket code ${event.code}${event.reason ? `: ${event.reason}` : ""})` });
       }
     });
     // Leaving the page ends the session and takes the terminal's style sheets with it.

@@ -6,7 +6,7 @@ import { api, session, seg } from "../api.js";
 import { h, field, outcome, onSubmit, replace } from "../dom.js";
 import { splitCommand } from "../argv.js";
 import { TerminalSession } from "../terminal.js";
-import { runIdOf, SIZES } from "./runs.js";
+import { runIdOf, whyNotAttached, SIZES } from "./runs.js";
 
 export async function consoleSection({ project, base, signal }) {
   const heading = h("h2", { id: "console-title" }, "Console");
@@ -19,14 +19,14 @@ export async function consoleSection({ project, base, signal }) {
   const about = h("p", { class: "subtle", "data-testid": "terminal-about" });
   let current = null;
 
-  const open = (label, path, aboutNodes) => {
+  const open = (label, path, aboutNodes, explain) => {
     current?.dispose();
     const terminal = new TerminalSession(label);
     current = terminal;
     replace(about, aboutNodes);
     replace(slot, terminal.node);
     terminal.node.scrollIntoView({ block: "nearest" });
-    terminal.connect(path, signal);
+    terminal.connect(path, signal, { explain });
     return terminal;
   };
 
@@ -44,7 +44,8 @@ export async function consoleSection({ project, base, signal }) {
     const run = await api.post(`/v1/projects/${seg(project.id)}/runs`, body, { signal });
     const runId = runIdOf(run);
     open(`Terminal of run ${runId}`, `/v1/runs/${seg(runId)}/attach`,
-      ["Interactive run ", h("a", { class: "mono", href: `${base}/runs/${seg(runId)}` }, runId), " in a new container."]);
+      ["Interactive run ", h("a", { class: "mono", href: `${base}/runs/${seg(runId)}` }, runId), " in a new container."],
+      () => whyNotAttached(runId, signal));
   });
 
   const execOut = outcome();
@@ -60,7 +61,8 @@ export async function consoleSection({ project, base, signal }) {
       { command: splitCommand(command), tty: true }, { signal });
     const path = exec.attachUrl ?? `/v1/execs/${seg(exec.execId)}/attach`;
     open(`Terminal in instance ${instance}`, path,
-      ["Exec ", h("span", { class: "mono" }, exec.execId), " in instance ", h("span", { class: "mono" }, instance), "."]);
+      ["Exec ", h("span", { class: "mono" }, exec.execId), " in instance ", h("span", { class: "mono" }, instance), "."],
+      () => "an exec is attached once, within 60 s of its creation, by a deploy-scope token of its account; start another");
   });
 
   return h("section", { "aria-labelledby": "console-title" },

@@ -30,6 +30,14 @@ export function startedBy(run) {
   return [run.trigger === "job" ? h("span", { class: "tag", title: run.jobId ?? "" }, "job") : null, run.startedBy ?? "—"];
 }
 
+/** Why a run's terminal could not attach, as far as the run itself tells. */
+export async function whyNotAttached(runId, signal) {
+  const run = await api.get(`/v1/runs/${seg(runId)}`, { signal });
+  if (!run.interactive) return `run ${runId} is not interactive; its output is on its page`;
+  if (run.status !== "pending") return `run ${runId} is ${run.status}; a terminal attaches only to a pending interactive run, once`;
+  return "a terminal needs a deploy-scope token of the run's account";
+}
+
 /** A run's status with its error, if it has one. */
 function statusCell(run) {
   return [badge(run.status), run.error ? h("span", { class: "error-text" }, ` ${run.error}`) : null];
@@ -156,7 +164,7 @@ export async function runView({ base, itemId, signal }) {
   const attach = () => {
     const terminal = new TerminalSession(`Terminal of ${runId}`);
     replace(terminalSlot, terminal.node);
-    terminal.connect(`/v1/runs/${seg(runId)}/attach`, signal);
+    terminal.connect(`/v1/runs/${seg(runId)}/attach`, signal, { explain: () => whyNotAttached(runId, signal) });
   };
   draw();
 
