@@ -31,6 +31,12 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     apt-get install -y chromium chromium-driver || { apt-get update && apt-get install -y chromium chromium-driver; }
 fi
 
+step "tzdata (the IANA time zones of scheduled jobs)"
+if [ ! -f /usr/share/zoneinfo/Europe/Paris ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y tzdata || { apt-get update && apt-get install -y tzdata; }
+fi
+
 step "schemathesis (PyPI, pinned, in a venv)"
 scripts/ensure-schemathesis.sh >/dev/null
 
