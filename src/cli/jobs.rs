@@ -76,11 +76,16 @@ enum JobsCommand {
         project: String,
         name: String,
     },
-    /// Start a run of the job now; prints the run's id (follow it with `cantila runs`).
+    /// Start a run of the job now; prints the run's id, or with `--follow` its output, and
+    /// then exits with the command's exit code.
     RunNow {
         /// Project id or name.
         project: String,
         name: String,
+        /// Print the run's output until it ends and exit with its exit code (Ctrl-C
+        /// cancels the run, a second Ctrl-C leaves it running).
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
 }
 
@@ -210,7 +215,11 @@ pub fn jobs(args: JobsArgs) -> anyhow::Result<()> {
                 }
                 Ok(())
             }
-            JobsCommand::RunNow { project, name } => {
+            JobsCommand::RunNow {
+                project,
+                name,
+                follow,
+            } => {
                 let id = client.resolve_project(&project).await?;
                 let run = client
                     .send(
@@ -227,7 +236,19 @@ pub fn jobs(args: JobsArgs) -> anyhow::Result<()> {
                     output::cell(&run, "runId"),
                     output::cell(&run, "status")
                 );
-                Ok(())
+                if !follow {
+                    return Ok(());
+                }
+                let run_id = run["runId"]
+                    .as_str()
+                    .ok_or_else(|| anyhow::anyhow!("the API returned a run without an id"))?;
+                match super::run::follow_to_end(&client, run_id).await? {
+                    Some(ended) => match super::run::exit_status_of(&ended) {
+                        0 => Ok(()),
+                        code => Err(super::terminal::CommandExit(code).into()),
+                    },
+                    None => Err(super::terminal::CommandExit(130).into()),
+                }
             }
         }
     })

@@ -165,6 +165,17 @@ async fn run_and_follow(client: &Client, args: &RunArgs) -> anyhow::Result<ExitC
         .as_str()
         .ok_or_else(|| anyhow!("the API returned a run without an id"))?
         .to_owned();
+    match follow_to_end(client, &run_id).await? {
+        Some(ended) => Ok(exit_code_of(&ended)),
+        None => Ok(ExitCode::from(130)),
+    }
+}
+
+/// Prints a run's output until it ends and returns the run as it ended. A first Ctrl-C
+/// cancels the run (its output keeps coming while it stops); a second leaves it running
+/// and answers `None`. `cantila jobs run-now --follow` follows a job's run the same way.
+pub(super) async fn follow_to_end(client: &Client, run_id: &str) -> anyhow::Result<Option<Value>> {
+    let run_id = run_id.to_owned();
     let mut interrupted = false;
     // Kept across the loop: following again after a Ctrl-C resumes after the last line.
     let mut last_id: Option<String> = None;
@@ -174,7 +185,7 @@ async fn run_and_follow(client: &Client, args: &RunArgs) -> anyhow::Result<ExitC
             _ = tokio::signal::ctrl_c() => {
                 if interrupted {
                     eprintln!("(left run {run_id} running; `cantila runs cancel {run_id}` stops it)");
-                    return Ok(ExitCode::from(130));
+                    return Ok(None);
                 }
                 interrupted = true;
                 eprintln!("(canceling run {run_id}; Ctrl-C again to leave it running)");
@@ -192,12 +203,18 @@ async fn run_and_follow(client: &Client, args: &RunArgs) -> anyhow::Result<ExitC
             }
         }
     };
-    Ok(exit_code_of(&ended))
+    Ok(Some(ended))
 }
 
 /// What the run's final status means for this process: the command's exit code when it
 /// has one (a note on stderr when it did not simply exit), otherwise 1.
 fn exit_code_of(run: &Value) -> ExitCode {
+    ExitCode::from(exit_status_of(run))
+}
+
+/// The exit status `exit_code_of` stands for, as a number (`cantila jobs run-now
+/// --follow` hands it to `main` as a `CommandExit`).
+pub(super) fn exit_status_of(run: &Value) -> u8 {
     let status = run["status"].as_str().unwrap_or("unknown");
     if status != "succeeded" && status != "failed" || run["error"].is_string() {
         eprintln!(
@@ -210,8 +227,8 @@ fn exit_code_of(run: &Value) -> ExitCode {
         );
     }
     match run["exitCode"].as_i64() {
-        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
-        None => ExitCode::FAILURE,
+        Some(code) => u8::try_from(code).unwrap_or(1),
+        None => 1,
     }
 }
 

@@ -460,6 +460,40 @@ async fn jobs_are_checked_run_now_works_and_another_account_sees_nothing() {
         crate::runs::wait_run(&daemon, &run_id).await["status"],
         "succeeded"
     );
+    // `--follow` prints the run's output and exits with the command's exit code.
+    let (ok, out, err) = cli(&["jobs", "run-now", "--follow", "nightly", "sweep"]).await;
+    assert!(ok && out.contains("swept"), "{out} {err}");
+    let (ok, out, err) = cli(&[
+        "jobs",
+        "add",
+        "nightly",
+        "broken",
+        "--schedule",
+        "daily at 04:00",
+        "--disabled",
+        "--",
+        "sh",
+        "-c",
+        "echo broke; exit 6",
+    ])
+    .await;
+    assert!(ok, "{out} {err}");
+    let failed = crate::cli::cantila(
+        ["jobs", "run-now", "-f", "nightly", "broken"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        vec![
+            ("CANTILA_URL", url.clone()),
+            ("CANTILA_TOKEN", token.clone()),
+        ],
+    )
+    .await;
+    let out = String::from_utf8_lossy(&failed.stdout);
+    assert_eq!(failed.status.code(), Some(6), "{out}");
+    assert!(out.contains("broke"), "{out}");
+    let (ok, out, err) = cli(&["jobs", "remove", "nightly", "broken"]).await;
+    assert!(ok, "{out} {err}");
     let (ok, out, err) = cli(&["jobs", "remove", "nightly", "sweep"]).await;
     assert!(ok, "{out} {err}");
     daemon
