@@ -146,11 +146,7 @@ impl Client {
             }
             return serde_json::from_str(&text).context("the API answered with invalid JSON");
         }
-        let message = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-            .unwrap_or(text);
-        bail!("{message} (HTTP {})", status.as_u16())
+        Err(refusal(status.as_u16(), &text))
     }
 
     /// A project id for an id or a name in the token's account.
@@ -512,11 +508,7 @@ impl Client {
         if !response.status().is_success() {
             let status = response.status().as_u16();
             let text = response.text().await.unwrap_or_default();
-            let message = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-                .unwrap_or(text);
-            bail!("{message} (HTTP {status})");
+            return Err(refusal(status, &text));
         }
         let mut buffer = String::new();
         let mut final_status = String::from("unknown");
@@ -1230,6 +1222,16 @@ fn metrics_table(report: &Value) -> String {
         }
     }
     out
+}
+
+/// The error an API refusal stands for: the message of its JSON error body (`{"error":
+/// {"message": ...}}`), or the body itself when it has none, with the HTTP status.
+pub(super) fn refusal(status: u16, body: &str) -> anyhow::Error {
+    let message = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| body.to_owned());
+    anyhow::anyhow!("{message} (HTTP {status})")
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Args;
 use reqwest::Method;
 use serde_json::Value;
@@ -153,11 +153,7 @@ async fn follow(
         if !response.status().is_success() {
             let status = response.status().as_u16();
             let text = response.text().await.unwrap_or_default();
-            let message = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-                .unwrap_or(text);
-            bail!("{message} (HTTP {status})");
+            return Err(super::client::refusal(status, &text));
         }
         failures = 0;
         match print_events(response, &mut last_id, json, colour).await {

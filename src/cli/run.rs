@@ -6,7 +6,7 @@
 
 use std::{collections::BTreeMap, io::Write, process::ExitCode, time::Duration};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -268,11 +268,7 @@ async fn follow(
         if !response.status().is_success() {
             let status = response.status().as_u16();
             let text = response.text().await.unwrap_or_default();
-            let message = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-                .unwrap_or(text);
-            bail!("{message} (HTTP {status})");
+            return Err(super::client::refusal(status, &text));
         }
         failures = 0;
         if let Some(ended) = print_events(response, last_id).await {

@@ -169,11 +169,10 @@ async fn connect(client: &Client, path: &str) -> anyhow::Result<Socket> {
         Err(tungstenite::Error::Http(response)) => {
             let status = response.status().as_u16();
             let body = response.body().as_deref().unwrap_or_default();
-            let message = serde_json::from_slice::<Value>(body)
-                .ok()
-                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
-            bail!("{message} (HTTP {status})")
+            Err(super::client::refusal(
+                status,
+                &String::from_utf8_lossy(body),
+            ))
         }
         Err(err) => Err(err).with_context(unreachable),
     }
