@@ -113,6 +113,10 @@ const FILES: &[(&str, &[u8])] = &[
         include_bytes!("../assets/console/js/views/data.js"),
     ),
     (
+        "js/views/services.js",
+        include_bytes!("../assets/console/js/views/services.js"),
+    ),
+    (
         "js/views/backups.js",
         include_bytes!("../assets/console/js/views/backups.js"),
     ),

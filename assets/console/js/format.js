@@ -12,6 +12,8 @@ const TONE = {
   created: "muted", none: "muted",
   // Runs and jobs.
   succeeded: "good", timed_out: "bad", interrupted: "bad", enabled: "good", disabled: "muted", skipped: "muted",
+  // Services and their instances.
+  ready: "good", pulling: "busy", unhealthy: "bad", crashed: "bad", restarting: "bad",
 };
 
 /** A badge naming a status; the word carries the meaning, the colour only echoes it. */

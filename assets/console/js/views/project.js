@@ -19,6 +19,7 @@ import { jobsSection } from "./jobs.js";
 import { consoleSection } from "./console.js";
 import { metricsSection } from "./metrics.js";
 import { dataSection } from "./data.js";
+import { servicesSection } from "./services.js";
 import { backupsSection } from "./backups.js";
 import { previewsSection } from "./previews.js";
 import { assetsSection } from "./assets.js";
@@ -35,6 +36,7 @@ export const SECTIONS = [
   { path: "metrics", label: "Metrics", render: metricsSection },
   { path: "env", label: "Environment", render: envSection },
   { path: "previews", label: "Previews", render: previewsSection },
+  { path: "services", label: "Services", render: servicesSection },
   { path: "data", label: "Data", render: dataSection },
   { path: "backups", label: "Backups", render: backupsSection },
   { path: "assets", label: "Assets", render: assetsSection },
