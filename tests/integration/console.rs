@@ -1029,6 +1029,7 @@ async fn console_read_token_sees_no_mutating_controls() {
         ("/console", text_of("main section", "deploy scope")),
         ("/env", text_of("[data-testid=env-list]", "VISIBLE")),
         ("/previews", text_of("[data-testid=preview-list]", "No previews")),
+        ("/services", text_of("[data-testid=service-list]", "No services yet")),
         (
             "/data",
             format!(

@@ -16,6 +16,7 @@ mod buildkit;
 mod cleanup;
 mod cli;
 mod console;
+mod console_services;
 mod console_terminal;
 mod data;
 mod deploys;

@@ -7,7 +7,7 @@
 
 import { api, session, seg } from "../api.js";
 import { h, field, outcome, onSubmit, replace, confirmButton, errorBox, notice } from "../dom.js";
-import { badge, ago, table } from "../format.js";
+import { badge, table } from "../format.js";
 import { splitCommand, joinCommand } from "../argv.js";
 import { parseEnvLines } from "./previews.js";
 
@@ -70,7 +70,7 @@ export async function servicesSection({ project, base, signal }) {
     const count = Number(form.elements.count.value);
     await api.patch(servicePath(service.name), { count }, { signal });
     out.ok(count === 0 ? `${service.name} is stopping (count 0).` : `${service.name} runs ${count} instance${count === 1 ? "" : "s"}.`);
-    await load();
+    await load({ force: true });
   });
 
   // A service whose volume holds data is refused (409) unless its data goes too: the
@@ -90,11 +90,11 @@ export async function servicesSection({ project, base, signal }) {
           `Yes: delete ${service.name} and its volumes`, () => act(async () => {
             await api.delete(`${servicePath(service.name)}?deleteData=true`, { signal });
             out.ok(`${service.name} and its data were deleted.`);
-            await load();
+            await load({ force: true });
           }), { class: "danger" }))));
       return;
     }
-    await load();
+    await load({ force: true });
   });
 
   const countForm = (service) => {
@@ -120,7 +120,6 @@ export async function servicesSection({ project, base, signal }) {
       (service.envKeys ?? []).length
         ? h("div", { class: "subtle" }, "own env: ", service.envKeys.map((key, i) => [i ? ", " : null, h("span", { class: "mono" }, key)]))
         : null),
-    h("td", {}, ago(service.updatedAt ?? service.createdAt)),
     canEdit ? h("td", {}, h("div", { class: "confirm" },
       countForm(service),
       // Compose's services are the repository's: the next deploy would bring one back.
@@ -128,13 +127,18 @@ export async function servicesSection({ project, base, signal }) {
         : confirmButton(["Remove", h("span", { class: "visually-hidden" }, ` ${service.name}`)], `Remove ${service.name}`,
           () => remove(service), { class: "secondary" }))) : null);
 
-  const headings = ["Service", "Source", "Image or engine", "State", "Instances", "Wires into the app", "Updated", ...(canEdit ? ["Actions"] : [])];
-  const load = async () => {
+  const headings = ["Service", "Source", "Image or engine", "State", "Instances", "Wires into the app", ...(canEdit ? ["Actions"] : [])];
+  // The list is redrawn only when something in it changed, and never under a count being
+  // typed, so a refresh neither throws away input nor moves the controls under a click.
+  let drawn = null;
+  const load = async ({ force = false } = {}) => {
     const page = await api.get(path, { signal });
-    // A count being typed is not thrown away by the refresh: the list redraws around it.
+    const services = page.services ?? [];
+    const fresh = JSON.stringify(services);
     const typing = list.contains(document.activeElement) && document.activeElement.name === "count";
-    if (typing) return;
-    replace(list, table("Services", headings, (page.services ?? []).map(row), "No services yet."));
+    if (!force && (fresh === drawn || typing)) return;
+    drawn = fresh;
+    replace(list, table("Services", headings, services.map(row), "No services yet."));
   };
   try {
     await load();
@@ -154,8 +158,8 @@ export async function servicesSection({ project, base, signal }) {
         h("code", {}, "redis"), ", ", h("code", {}, "db"), "). They survive the app's deploys; a change restarts only that service. ",
         "Logs: ", h("a", { href: `${base}/logs` }, "Logs"), "; add-on backups: ", h("a", { href: `${base}/backups` }, "Backups"), "."),
       out.node, list),
-    canEdit ? addonCard(path, signal, load) : null,
-    canEdit ? imageCard(path, signal, load) : null);
+    canEdit ? addonCard(path, signal, () => load({ force: true })) : null,
+    canEdit ? imageCard(path, signal, () => load({ force: true })) : null);
 }
 
 const SOURCE_HINT = {
