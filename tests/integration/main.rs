@@ -42,6 +42,7 @@ mod private_repos;
 mod runs;
 mod secrets_at_rest;
 mod serving;
+mod services;
 mod tenancy;
 mod terminal;
 mod tls_acme;
