@@ -43,6 +43,10 @@ pub mod runs;
 pub mod runtime;
 pub mod s3;
 pub mod secrets;
+// Until the services module lands (slice A): only the add-on definitions.
+pub mod services {
+    pub mod addons;
+}
 pub mod source;
 pub mod store;
 pub mod terminal;
