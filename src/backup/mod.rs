@@ -5,6 +5,7 @@
 //! a temporary name, fsynced, checksummed, renamed); a crash leaves it `failed` with the
 //! reason "interrupted", never `completed`.
 
+mod addon;
 mod archive;
 pub mod remote;
 mod scheduling;
