@@ -27,6 +27,7 @@ use crate::{
     runs::{Runs, RunsParts},
     runtime::Runtime,
     secrets::SecretBox,
+    services::{Services, ServicesParts},
     store::Store,
     terminal::Terminals,
     tls::Tls,
@@ -118,6 +119,16 @@ pub fn build(adapters: Adapters) -> ApiState {
         networks.clone(),
         volumes.clone(),
     );
+    let services = Services::new(ServicesParts {
+        store: store.clone(),
+        runtime: runtime.clone(),
+        secrets: secrets.clone(),
+        networks: networks.clone(),
+        volumes: volumes.clone(),
+        registries: registries.clone(),
+        config: config.clone(),
+        installation: installation_id.clone(),
+    });
     let backups = Backups::new(BackupsParts {
         store: store.clone(),
         runtime: runtime.clone(),
@@ -126,6 +137,7 @@ pub fn build(adapters: Adapters) -> ApiState {
         backups_dir: config.backups_dir(),
         stop_grace_secs: config.deploy.stop_grace_secs,
         databases: databases.clone(),
+        services: services.clone(),
         locks: project_locks.clone(),
         routing: routing.clone(),
         uploads,
@@ -214,5 +226,6 @@ pub fn build(adapters: Adapters) -> ApiState {
         runs,
         terminals,
         jobs,
+        services,
     })
 }

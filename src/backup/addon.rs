@@ -17,7 +17,7 @@ use crate::{
     error::{Error, Result},
     projects::Project,
     runtime::{ExecSpec, Runtime, TerminalOutput},
-    services::addons::{self, Engine, Restore},
+    services::addons::{self, AddonData, Restore},
 };
 
 use super::{
@@ -28,14 +28,6 @@ use super::{
 /// How much of a failing tool's stderr a backup's error keeps.
 const STDERR_KEPT: usize = 4096;
 
-/// Where an add-on lives: its running container and its data volume.
-pub(super) struct AddonTarget {
-    pub engine: Engine,
-    /// The id of a running container of the add-on.
-    pub container: String,
-    /// The Docker name of its data volume (an offline restore mounts it).
-    pub volume: Option<String>,
-}
 
 impl Backups {
     /// Dumps an add-on into the backup's file.
@@ -43,21 +35,22 @@ impl Backups {
         &self,
         project: &Project,
         backup: &Backup,
-        target: &AddonTarget,
+        addon: &AddonData,
         dir: &Path,
     ) -> Result<Written> {
         let (Some(command), Some(extension)) = (
-            addons::dump_command(target.engine),
-            addons::backup_extension(target.engine),
+            addons::dump_command(addon.engine),
+            addons::backup_extension(addon.engine),
         ) else {
             return Err(Error::Invalid(format!(
                 "a {} add-on holds no data to back up",
-                target.engine
+                addon.engine
             )));
         };
+        let container = running(addon)?;
         let engine = self.engine().await?;
         let partial = archive::partial_path(dir, backup);
-        let outcome = exec_into_file(&engine, &target.container, command, &partial).await;
+        let outcome = exec_into_file(&engine, container, command, &partial).await;
         if let Err(err) = outcome {
             let _ = tokio::fs::remove_file(&partial).await;
             return Err(err);
@@ -69,23 +62,23 @@ impl Backups {
     pub(super) async fn restore_addon(
         &self,
         project: &Project,
-        target: &AddonTarget,
+        addon: &AddonData,
         file: &Path,
     ) -> Result<()> {
         let engine = self.engine().await?;
-        match addons::restore(target.engine) {
+        match addons::restore(addon.engine) {
             None => Err(Error::Invalid(format!(
                 "a {} add-on has no data to restore",
-                target.engine
+                addon.engine
             ))),
             Some(Restore::Stdin(command)) => {
-                exec_from_file(&engine, &target.container, command, file).await
+                exec_from_file(&engine, running(addon)?, command, file).await
             }
             Some(Restore::Offline { upload, command }) => {
-                let volume = target.volume.clone().ok_or_else(|| {
-                    Error::Internal(format!("a {} add-on without a volume", target.engine))
+                let volume = addon.volume.clone().ok_or_else(|| {
+                    Error::Internal(format!("a {} add-on without a volume", addon.engine))
                 })?;
-                self.restore_offline(&engine, project, target, &volume, upload, command, file)
+                self.restore_offline(&engine, project, addon, &volume, upload, command, file)
                     .await
             }
         }
@@ -98,14 +91,15 @@ impl Backups {
         &self,
         engine: &Runtime,
         project: &Project,
-        target: &AddonTarget,
+        addon: &AddonData,
         volume: &str,
         upload: &str,
         command: Vec<String>,
         file: &Path,
     ) -> Result<()> {
-        let lock = self.locks.of(&project.id);
-        let _guard = lock.lock().await;
+        // The services' own lock: their reconciler leaves the stopped add-on alone.
+        let _guard = self.services.hold(&project.id).await;
+        let container = running(addon)?;
         let helper = archive::Helper::create(
             self,
             engine,
@@ -122,7 +116,7 @@ impl Backups {
         let tar = single_file_tar(file, upload).await?;
         let result = async {
             engine
-                .stop(&target.container, self.stop_grace_secs)
+                .stop(container, self.stop_grace_secs)
                 .await
                 .map_err(|err| Error::Invalid(format!("cannot stop the add-on: {err}")))?;
             let written = async {
@@ -147,7 +141,7 @@ impl Backups {
             }
             .await;
             // Started again whatever happened: a failed restore leaves the data as it was.
-            let started = engine.start_again(&target.container).await;
+            let started = engine.start_again(container).await;
             written?;
             started.map_err(|err| Error::Invalid(format!("cannot start the add-on again: {err}")))
         }
@@ -155,6 +149,16 @@ impl Backups {
         helper.remove().await;
         result
     }
+}
+
+/// The add-on's running container: a stopped add-on can neither be dumped nor restored.
+fn running(addon: &AddonData) -> Result<&str> {
+    addon.container.as_deref().ok_or_else(|| {
+        Error::Conflict(format!(
+            "add-on `{}` has no running container (it is stopped or still starting); start it and retry",
+            addon.name
+        ))
+    })
 }
 
 /// A tar holding `file` as `name`, for the engine's archive upload.

@@ -76,6 +76,10 @@ impl Backups {
                 }
             }
             BackupKind::Volume => self.archive_volume(project, backup, &dir).await,
+            BackupKind::Service => {
+                let addon = self.addon_of(project, &backup.subject).await?;
+                self.dump_addon(project, backup, &addon, &dir).await
+            }
         }
     }
 
@@ -450,6 +454,10 @@ impl Backups {
                 }
             }
             BackupKind::Volume => self.restore_volume(project, backup, file).await,
+            BackupKind::Service => {
+                let addon = self.addon_of(project, &backup.subject).await?;
+                self.restore_addon(project, &addon, file).await
+            }
         }
     }
 

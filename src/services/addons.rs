@@ -11,7 +11,20 @@ use std::{collections::BTreeMap, fmt, time::Duration};
 
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
-use crate::{error::Error, ids};
+use crate::{
+    accounts::Actor,
+    error::{Error, Result},
+    ids,
+    labels::{self, Key},
+    names::{MountPath, ServiceName, VolumeName},
+    projects,
+    store,
+};
+
+use super::{
+    AddonRef, RestartPolicy, Service, ServiceEnv, ServiceHealth, ServiceHealthType, ServiceSpec,
+    ServiceVolume, Services,
+};
 
 /// The database and user name of the SQL add-ons: one application database per add-on.
 pub const APP_DATABASE: &str = "app";
@@ -38,7 +51,7 @@ impl Engine {
     ];
 
     /// The engine an API or CLI word names; `field` is the request field, for the message.
-    pub fn parse(value: &str, field: &str) -> Result<Self, Error> {
+    pub fn parse(value: &str, field: &str) -> std::result::Result<Self, Error> {
         match value {
             "redis" => Ok(Self::Redis),
             "postgres" | "postgresql" => Ok(Self::Postgres),
@@ -162,7 +175,7 @@ impl fmt::Display for Engine {
 pub struct AddonVersion(String);
 
 impl AddonVersion {
-    pub fn parse(value: &str) -> Result<Self, Error> {
+    pub fn parse(value: &str) -> std::result::Result<Self, Error> {
         let valid = !value.is_empty()
             && value.len() <= 64
             && value
@@ -488,6 +501,216 @@ const REDIS_RESTORE_FILE: &str = "cantila-restore.rdb";
 /// A fixed script for `sh -c`: never built from user input.
 fn shell(script: &str) -> Vec<String> {
     vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()]
+}
+
+/// The name of an add-on's data volume: `<service>-data`.
+pub fn volume_name(service: &ServiceName) -> Result<VolumeName, Error> {
+    VolumeName::parse(&format!("{service}-data")).map_err(|_| {
+        Error::Invalid(format!(
+            "add-on name `{service}` is too long for its volume `{service}-data` (at most 32 characters); use at most 27 characters"
+        ))
+    })
+}
+
+/// The spec of an add-on's service named `name`, with freshly generated passwords.
+pub fn service_spec(
+    name: ServiceName,
+    addon: &Addon,
+    passwords: &Passwords,
+) -> Result<ServiceSpec, Error> {
+    let definition = definition(addon, passwords);
+    let volumes = match definition.data_path {
+        Some(path) => vec![ServiceVolume {
+            name: volume_name(&name)?,
+            path: MountPath::parse(path)?,
+        }],
+        None => Vec::new(),
+    };
+    let health = match definition.readiness {
+        Readiness::Command(script) => ServiceHealth {
+            kind: ServiceHealthType::Command,
+            command: Some(shell(&script)),
+            ..ready_timing()
+        },
+        Readiness::Tcp(port) => ServiceHealth {
+            kind: ServiceHealthType::Tcp,
+            port: Some(port),
+            ..ready_timing()
+        },
+    };
+    Ok(ServiceSpec {
+        name,
+        image: definition.image,
+        addon: Some(AddonRef {
+            engine: addon.engine.as_str().to_owned(),
+            version: addon.version.as_str().to_owned(),
+        }),
+        command: definition.command,
+        entrypoint: None,
+        env: ServiceEnv(definition.env.into_iter().collect()),
+        volumes,
+        health,
+        restart: RestartPolicy::Always,
+        size: None,
+        count: 1,
+        port: Some(definition.port),
+        depends_on: Vec::new(),
+    })
+}
+
+fn ready_timing() -> ServiceHealth {
+    ServiceHealth {
+        interval_secs: Some(READY_INTERVAL.as_secs() as u32),
+        timeout_secs: Some(READY_TIMEOUT.as_secs() as u32),
+        retries: Some(READY_RETRIES),
+        start_period_secs: Some(READY_START_PERIOD.as_secs() as u32),
+        ..ServiceHealth::default()
+    }
+}
+
+/// The engine of a stored service, when it is an add-on Cantila knows.
+pub fn engine_of(service: &Service) -> Option<Engine> {
+    let addon = service.spec.addon.as_ref()?;
+    Engine::parse(&addon.engine, "addon").ok()
+}
+
+/// Why an add-on of `engine` cannot join a project with these add-ons and database: its
+/// connection env would overwrite theirs. `None` when it can.
+pub fn clash(engine: Engine, existing: &[(String, Engine)], has_database: bool) -> Option<String> {
+    if let Some((name, other)) = existing.iter().find(|(_, other)| engine.clashes_with(*other)) {
+        let keys: Vec<&str> = engine
+            .env_keys()
+            .iter()
+            .copied()
+            .filter(|key| other.env_keys().contains(key))
+            .collect();
+        return Some(format!(
+            "the project already has the {other} add-on `{name}`, wired as {}; a project has one add-on setting each variable, so delete `{name}` first",
+            keys.join(", ")
+        ));
+    }
+    if has_database && engine.claims_database_url() {
+        return Some(format!(
+            "the project already has a database wired as DATABASE_URL; a {engine} add-on would replace it, so delete the database first"
+        ));
+    }
+    None
+}
+
+/// Where an add-on's data is, for its backups.
+#[derive(Debug, Clone)]
+pub struct AddonData {
+    pub name: ServiceName,
+    pub engine: Engine,
+    /// A running container of it; `None` when none runs (nothing can be dumped).
+    pub container: Option<String>,
+    /// The Docker name of its data volume.
+    pub volume: Option<String>,
+}
+
+impl Services {
+    /// Declares an add-on: its service (named after the engine unless `name` is given)
+    /// with generated passwords sealed in its env and a volume for its data; the reconciler
+    /// starts it. Refused (409) when its connection env would overwrite another add-on's
+    /// or the project database's.
+    pub async fn create_addon(
+        &self,
+        actor: &Actor,
+        project_id: &str,
+        name: Option<ServiceName>,
+        addon: Addon,
+    ) -> Result<Service> {
+        let project = projects::get(&self.0.store, actor, project_id.to_owned()).await?;
+        let name = match name {
+            Some(name) => name,
+            None => ServiceName::parse(addon.engine.as_str())?,
+        };
+        let existing = self.addons_of(&project.id).await?;
+        let id = project.id.clone();
+        let has_database = self
+            .0
+            .store
+            .call(move |c| store::volumes::database_of(c, &id))
+            .await?
+            .is_some();
+        let existing: Vec<(String, Engine)> = existing
+            .into_iter()
+            .map(|(service, engine)| (service.name().to_string(), engine))
+            .collect();
+        if let Some(reason) = clash(addon.engine, &existing, has_database) {
+            return Err(Error::Conflict(reason));
+        }
+        let spec = service_spec(name, &addon, &Passwords::generate())?;
+        self.create(actor, &project.id, spec).await
+    }
+
+    /// The project's add-on services with their engines.
+    pub async fn addons_of(&self, project_id: &str) -> Result<Vec<(Service, Engine)>> {
+        Ok(self
+            .services_of(project_id)
+            .await?
+            .into_iter()
+            .filter_map(|service| engine_of(&service).map(|engine| (service, engine)))
+            .collect())
+    }
+
+    /// The connection env of the project's add-ons, for its containers.
+    pub(super) async fn addon_env(&self, project_id: &str) -> Result<Vec<(String, String)>> {
+        let mut env = Vec::new();
+        for (service, engine) in self.addons_of(project_id).await? {
+            env.extend(connection_env(
+                engine,
+                service.name().as_str(),
+                &service.spec.env.0,
+            )?);
+        }
+        Ok(env)
+    }
+
+    /// An add-on's engine, running container and data volume, for a backup or restore;
+    /// `None` when the project has no add-on of that name.
+    pub async fn addon_data(&self, project_id: &str, name: &str) -> Result<Option<AddonData>> {
+        let (id, lookup) = (project_id.to_owned(), name.to_owned());
+        let Some(stored) = self
+            .0
+            .store
+            .call(move |db| store::services::by_name(db, &id, &lookup))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let service = stored.service;
+        let Some(engine) = engine_of(&service) else {
+            return Ok(None);
+        };
+        let engine_handle = self.engine().await?;
+        let container = self
+            .containers_of(&engine_handle, project_id, service.name().as_str())
+            .await?
+            .into_iter()
+            .find(|c| {
+                c.state == "running"
+                    && labels::get(&c.labels, Key::SpecHash) == Some(service.spec_hash.as_str())
+            })
+            .map(|c| c.id);
+        let volume = service
+            .spec
+            .volumes
+            .first()
+            .map(|v| crate::volumes::docker_name(project_id, &v.name));
+        Ok(Some(AddonData {
+            name: service.spec.name.clone(),
+            engine,
+            container,
+            volume,
+        }))
+    }
+
+    /// Holds the project's services still: neither the reconciler nor a compose release
+    /// touches them until the guard drops (an offline restore stops an add-on meanwhile).
+    pub async fn hold(&self, project_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        self.0.locks.of(project_id).lock_owned().await
+    }
 }
 
 #[cfg(test)]

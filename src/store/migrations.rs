@@ -431,6 +431,92 @@ const STEPS: &[&str] = &[
         UNIQUE (project_id, name)
     );
     CREATE INDEX jobs_due ON jobs(next_fire_at) WHERE next_fire_at IS NOT NULL;",
+    // 19 (services: containers beside the app): a project's services (an image with its
+    // command, entrypoint, env sealed as one JSON map, mounts, health check, restart
+    // policy, size, count, port and dependencies; `spec_hash` is what its containers are
+    // labelled with). Volumes gain `service`, the service that owns and alone mounts one
+    // ('' for the app's volumes); a mount path is unique per owner, so the rebuilt table
+    // lets a service mount `/data` beside an app volume at `/data`.
+    "CREATE TABLE services (
+        id             TEXT PRIMARY KEY,
+        account_id     TEXT NOT NULL,
+        project_id     TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        name           TEXT NOT NULL,
+        source         TEXT NOT NULL CHECK (source IN ('api', 'addon', 'compose')),
+        image          TEXT NOT NULL,
+        addon_engine   TEXT,
+        addon_version  TEXT,
+        command        TEXT,
+        entrypoint     TEXT,
+        env            BLOB NOT NULL,
+        mounts         TEXT NOT NULL,
+        health         TEXT NOT NULL,
+        restart        TEXT NOT NULL CHECK (restart IN ('always', 'on-failure', 'no')),
+        size           TEXT,
+        count          INTEGER NOT NULL CHECK (count BETWEEN 0 AND 10),
+        port           INTEGER,
+        depends_on     TEXT NOT NULL,
+        spec_hash      TEXT NOT NULL,
+        created_at     TEXT NOT NULL,
+        updated_at     TEXT NOT NULL,
+        UNIQUE (project_id, name)
+    );
+    CREATE TABLE volumes_new (
+        project_id   TEXT NOT NULL REFERENCES projects(id),
+        name         TEXT NOT NULL,
+        mount_path   TEXT NOT NULL,
+        docker_name  TEXT NOT NULL UNIQUE,
+        created_at   TEXT NOT NULL,
+        service      TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (project_id, name),
+        UNIQUE (project_id, service, mount_path)
+    );
+    INSERT INTO volumes_new (project_id, name, mount_path, docker_name, created_at)
+        SELECT project_id, name, mount_path, docker_name, created_at FROM volumes;
+    DROP TABLE volumes;
+    ALTER TABLE volumes_new RENAME TO volumes;",
+    // 20 (addons: backups of add-ons): backups gain the kind `service`, an add-on's data
+    // dumped with its engine's own tools (subject: the service's name; engine: its
+    // engine). SQLite cannot change a CHECK constraint in place, so the table is rebuilt
+    // with its rows, sequence numbers and indexes.
+    "CREATE TABLE backups_new (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        id           TEXT NOT NULL UNIQUE,
+        project_id   TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        kind         TEXT NOT NULL CHECK (kind IN ('database', 'volume', 'service')),
+        subject      TEXT NOT NULL,
+        engine       TEXT,
+        trigger      TEXT NOT NULL,
+        status       TEXT NOT NULL CHECK (status IN ('running', 'completed', 'failed')),
+        error        TEXT,
+        file         TEXT,
+        size_bytes   INTEGER,
+        sha256       TEXT,
+        started_at   TEXT NOT NULL,
+        finished_at  TEXT,
+        restored_at  TEXT,
+        remote_status TEXT CHECK (remote_status IN ('pending', 'uploaded', 'failed')),
+        remote_key   TEXT,
+        remote_error TEXT,
+        remote_attempts INTEGER NOT NULL DEFAULT 0,
+        remote_attempted_at TEXT,
+        remote_uploaded_at TEXT
+    );
+    INSERT INTO backups_new (seq, id, project_id, kind, subject, engine, trigger, status,
+            error, file, size_bytes, sha256, started_at, finished_at, restored_at,
+            remote_status, remote_key, remote_error, remote_attempts, remote_attempted_at,
+            remote_uploaded_at)
+        SELECT seq, id, project_id, kind, subject, engine, trigger, status,
+            error, file, size_bytes, sha256, started_at, finished_at, restored_at,
+            remote_status, remote_key, remote_error, remote_attempts, remote_attempted_at,
+            remote_uploaded_at
+        FROM backups;
+    DROP TABLE backups;
+    ALTER TABLE backups_new RENAME TO backups;
+    CREATE INDEX backups_by_project ON backups(project_id, seq);
+    CREATE INDEX backups_by_status ON backups(status);
+    CREATE INDEX backups_by_remote_status ON backups(remote_status)
+        WHERE remote_status IN ('pending', 'failed');",
 ];
 
 /// The schema version this binary writes.

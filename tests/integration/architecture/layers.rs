@@ -50,6 +50,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
             "metrics",
             "volumes",
             "database",
+            "services",
             "backup",
             "deploy",
             "previews",
