@@ -28,7 +28,6 @@ use super::{
 /// How much of a failing tool's stderr a backup's error keeps.
 const STDERR_KEPT: usize = 4096;
 
-
 impl Backups {
     /// Dumps an add-on into the backup's file.
     pub(super) async fn dump_addon(

@@ -30,8 +30,8 @@ use crate::{
     pagination::{Page, PageRequest},
     projects::{self, Project},
     routing::Routing,
-    services::{addons::AddonData, Services},
     runtime::Runtime,
+    services::{addons::AddonData, Services},
     store::{self, Store},
 };
 

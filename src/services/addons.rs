@@ -17,8 +17,7 @@ use crate::{
     ids,
     labels::{self, Key},
     names::{MountPath, ServiceName, VolumeName},
-    projects,
-    store,
+    projects, store,
 };
 
 use super::{
@@ -151,12 +150,8 @@ impl Engine {
 
     fn backup_format(self) -> Option<BackupFormat> {
         match self {
-            Self::Redis => Some(BackupFormat {
-                extension: "rdb",
-            }),
-            Self::Postgres => Some(BackupFormat {
-                extension: "dump",
-            }),
+            Self::Redis => Some(BackupFormat { extension: "rdb" }),
+            Self::Postgres => Some(BackupFormat { extension: "dump" }),
             Self::Mariadb => Some(BackupFormat { extension: "sql" }),
             Self::Memcached => None,
         }
@@ -577,7 +572,10 @@ pub fn engine_of(service: &Service) -> Option<Engine> {
 /// Why an add-on of `engine` cannot join a project with these add-ons and database: its
 /// connection env would overwrite theirs. `None` when it can.
 pub fn clash(engine: Engine, existing: &[(String, Engine)], has_database: bool) -> Option<String> {
-    if let Some((name, other)) = existing.iter().find(|(_, other)| engine.clashes_with(*other)) {
+    if let Some((name, other)) = existing
+        .iter()
+        .find(|(_, other)| engine.clashes_with(*other))
+    {
         let keys: Vec<&str> = engine
             .env_keys()
             .iter()
@@ -779,8 +777,7 @@ mod tests {
             let definition = definition(&Addon::of(engine), &passwords());
             let mut lines: Vec<String> = definition.command.clone().unwrap_or_default();
             lines.extend(dump_command(engine).unwrap_or_default());
-            if let Some(Restore::Stdin(c) | Restore::Offline { command: c, .. }) = restore(engine)
-            {
+            if let Some(Restore::Stdin(c) | Restore::Offline { command: c, .. }) = restore(engine) {
                 lines.extend(c);
             }
             if let Readiness::Command(c) = &definition.readiness {
@@ -904,7 +901,10 @@ mod tests {
         }
         assert!(matches!(
             restore(Engine::Redis),
-            Some(Restore::Offline { upload: "cantila-restore.rdb", .. })
+            Some(Restore::Offline {
+                upload: "cantila-restore.rdb",
+                ..
+            })
         ));
     }
 }
