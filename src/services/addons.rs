@@ -565,8 +565,12 @@ fn ready_timing() -> ServiceHealth {
 
 /// The engine of a stored service, when it is an add-on Cantila knows.
 pub fn engine_of(service: &Service) -> Option<Engine> {
-    let addon = service.spec.addon.as_ref()?;
-    Engine::parse(&addon.engine, "addon").ok()
+    engine_of_spec(service.spec.addon.as_ref())
+}
+
+/// The engine an add-on reference names, when Cantila knows it.
+pub fn engine_of_spec(addon: Option<&AddonRef>) -> Option<Engine> {
+    Engine::parse(&addon?.engine, "addon").ok()
 }
 
 /// Why an add-on of `engine` cannot join a project with these add-ons and database: its
