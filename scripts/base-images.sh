@@ -6,6 +6,15 @@
 #   busybox:latest                                          FROM scratch + busybox-static
 #   node:22-slim                                            Debian nodejs/npm (Node 18) stand-in
 #   python:3.12-slim                                        Debian python3 (3.11) stand-in
+#   redis:7                                                 Debian redis-server (7.0) stand-in
+#   postgres:16                                             Debian postgresql-15 stand-in
+#   mariadb:11                                              Debian mariadb-server (10.11) stand-in
+#   memcached:1                                             Debian memcached (1.6) stand-in
+#
+# The add-on stand-ins take the environment, command, paths and entrypoint
+# contract of the official images that Cantila's add-ons use (their
+# entrypoints are in scripts/stand-ins/), so the same add-on definitions run
+# on the real images.
 #
 # Every image is skipped when it already exists, unless --force is given.
 # Needs root (debootstrap, apt-get) and a running Docker engine.
@@ -22,6 +31,11 @@ DEBIAN_ALIAS="debian:${SUITE}-slim"
 BUSYBOX_IMAGE="busybox:latest"
 NODE_IMAGE="node:22-slim"
 PYTHON_IMAGE="python:3.12-slim"
+REDIS_IMAGE="redis:7"
+POSTGRES_IMAGE="postgres:16"
+MARIADB_IMAGE="mariadb:11"
+MEMCACHED_IMAGE="memcached:1"
+STANDIN_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/stand-ins"
 CA_BUNDLE="/etc/ssl/certs/ca-certificates.crt"
 STANDIN_LABEL="io.cantila.stand-in"
 
@@ -318,10 +332,84 @@ EOF
     log "python: done"
 }
 
+# ---------------------------------------------------------------------------
+# build_addon IMAGE NAME DOCKERFILE-BODY: build an add-on stand-in from the
+# Debian image with its entrypoint (scripts/stand-ins/NAME-entrypoint.sh) as
+# /usr/local/bin/docker-entrypoint.sh, where the official images have it.
+# Services are kept from starting during the package install (policy-rc.d),
+# as in Debian's own container images.
+build_addon() {
+    local image="$1" name="$2" body="$3" tmp
+    want "$image" || return 0
+    image_exists "$DEBIAN_IMAGE" || die "$DEBIAN_IMAGE is missing"
+    [ -f "$STANDIN_DIR/$name-entrypoint.sh" ] || die "$STANDIN_DIR/$name-entrypoint.sh is missing"
+    mktemp_dir "$name"; tmp="$TMP_DIR"
+    install -m 0755 "$STANDIN_DIR/$name-entrypoint.sh" "$tmp/docker-entrypoint.sh"
+    cat >"$tmp/Dockerfile" <<EOF
+FROM $DEBIAN_IMAGE
+LABEL $STANDIN_LABEL="locally made stand-in for $image from Debian $SUITE packages, NOT the official image (cantila scripts/base-images.sh)"
+$body
+COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
+ENTRYPOINT ["docker-entrypoint.sh"]
+EOF
+    log "$name: docker build $image"
+    docker build -t "$image" "$tmp" >&2
+    log "$name: done"
+}
+
+# apt_install PACKAGES...: the RUN line installing Debian packages in a stand-in.
+apt_install() {
+    printf '%s' "RUN set -eux; \\
+    printf '#!/bin/sh\\nexit 101\\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; \\
+    mkdir -p /etc/postgresql-common; echo 'create_main_cluster = false' >/etc/postgresql-common/createcluster.conf; \\
+    apt-get update; \\
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $* gosu; \\
+    apt-get clean; rm -rf /var/lib/apt/lists/* /usr/sbin/policy-rc.d"
+}
+
+build_redis() {
+    build_addon "$REDIS_IMAGE" redis "$(apt_install redis-server redis-tools)
+RUN mkdir /data && chown redis:redis /data
+VOLUME /data
+WORKDIR /data
+EXPOSE 6379
+CMD [\"redis-server\"]"
+}
+
+build_postgres() {
+    build_addon "$POSTGRES_IMAGE" postgres "$(apt_install postgresql-15 postgresql-client-15)
+ENV PATH=/usr/lib/postgresql/15/bin:\$PATH PGDATA=/var/lib/postgresql/data
+RUN mkdir -p /var/lib/postgresql/data /var/run/postgresql /docker-entrypoint-initdb.d \\
+ && chown -R postgres:postgres /var/lib/postgresql /var/run/postgresql && chmod 03775 /var/run/postgresql
+VOLUME /var/lib/postgresql/data
+STOPSIGNAL SIGINT
+EXPOSE 5432
+CMD [\"postgres\"]"
+}
+
+build_mariadb() {
+    build_addon "$MARIADB_IMAGE" mariadb "$(apt_install mariadb-server mariadb-client)
+RUN set -eux; \\
+    sed -ri 's/^(bind-address|skip-networking)/#&/' /etc/mysql/mariadb.conf.d/50-server.cnf; \\
+    printf '[mariadbd]\\nskip-host-cache\\nskip-name-resolve\\n' >/etc/mysql/mariadb.conf.d/05-docker.cnf; \\
+    rm -rf /var/lib/mysql; mkdir -p /var/lib/mysql /run/mysqld /docker-entrypoint-initdb.d; \\
+    chown -R mysql:mysql /var/lib/mysql /run/mysqld
+VOLUME /var/lib/mysql
+EXPOSE 3306
+CMD [\"mariadbd\"]"
+}
+
+build_memcached() {
+    build_addon "$MEMCACHED_IMAGE" memcached "$(apt_install memcached)
+USER memcache
+EXPOSE 11211
+CMD [\"memcached\"]"
+}
+
 command -v docker >/dev/null || die "docker CLI not found"
 docker info >/dev/null 2>&1 || die "cannot talk to the Docker engine"
 
-for step in debian busybox node python; do
+for step in debian busybox node python redis postgres mariadb memcached; do
     start=$SECONDS
     "build_$step"
     log "step $step finished in $((SECONDS - start))s"

@@ -137,6 +137,7 @@ pub fn build(adapters: Adapters) -> ApiState {
         backups_dir: config.backups_dir(),
         stop_grace_secs: config.deploy.stop_grace_secs,
         databases: databases.clone(),
+        services: services.clone(),
         locks: project_locks.clone(),
         routing: routing.clone(),
         uploads,

@@ -15,6 +15,7 @@ use crate::{
     api::ApiState,
     backup::{remote::RemoteCopy, Backup, Schedule, Target},
     error::Error,
+    names::ServiceName,
 };
 
 use super::{
@@ -39,11 +40,12 @@ pub struct BackupView {
     #[schema(example = "bak_9f2c")]
     pub id: String,
     pub project_id: String,
-    /// `database` or `volume`.
+    /// `database`, `volume` or `service` (an add-on, dumped with its engine's tools).
     pub kind: String,
-    /// The database's or the volume's name.
+    /// The database's or the volume's name, or the add-on's service name.
     pub subject: String,
-    /// `postgres` or `sqlite`, for database backups.
+    /// `postgres` or `sqlite` for database backups; `redis`, `postgres` or `mariadb` for
+    /// service backups.
     pub engine: Option<String>,
     /// `manual`, `scheduled`, `safety` (before a restore) or `final` (before a delete).
     pub trigger: String,
@@ -123,10 +125,13 @@ pub struct BackupList {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBackup {
-    /// `database` or `volume`; omitted: the database and every volume.
+    /// `database`, `volume` or `service`; omitted: the database, every volume and every
+    /// add-on with data.
     pub kind: Option<String>,
     /// The volume's name, with `kind: volume`.
     pub volume: Option<String>,
+    /// The add-on's service name, with `kind: service`.
+    pub service: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -206,18 +211,29 @@ pub struct SetSchedule {
 }
 
 fn target_of(request: CreateBackup) -> Result<Option<Target>, Error> {
-    match (request.kind.as_deref(), request.volume) {
-        (None, None) => Ok(None),
-        (Some("database"), None) => Ok(Some(Target::Database)),
-        (Some("volume"), Some(volume)) => Ok(Some(Target::Volume(volume))),
-        (Some("volume"), None) => Err(Error::Invalid(
+    match (request.kind.as_deref(), request.volume, request.service) {
+        (None, None, None) => Ok(None),
+        (Some("database"), None, None) => Ok(Some(Target::Database)),
+        (Some("volume"), Some(volume), None) => Ok(Some(Target::Volume(volume))),
+        (Some("service"), None, Some(service)) => {
+            ServiceName::parse(&service)
+                .map_err(|err| Error::Invalid(format!("`service`: {err}")))?;
+            Ok(Some(Target::Service(service)))
+        }
+        (Some("volume"), None, _) => Err(Error::Invalid(
             "`kind: volume` needs `volume`, the volume's name".to_owned(),
         )),
-        (Some("database") | None, Some(_)) => Err(Error::Invalid(
+        (Some("service"), _, None) => Err(Error::Invalid(
+            "`kind: service` needs `service`, the add-on's service name".to_owned(),
+        )),
+        (Some("database" | "service") | None, Some(_), _) => Err(Error::Invalid(
             "`volume` goes with `kind: volume` only".to_owned(),
         )),
-        (Some(other), _) => Err(Error::Invalid(format!(
-            "kind `{other}` is unknown; use `database` or `volume`"
+        (Some("database" | "volume") | None, _, Some(_)) => Err(Error::Invalid(
+            "`service` goes with `kind: service` only".to_owned(),
+        )),
+        (Some(other), _, _) => Err(Error::Invalid(format!(
+            "kind `{other}` is unknown; use `database`, `volume` or `service`"
         ))),
     }
 }

@@ -13,6 +13,7 @@ use crate::{
     error::Error,
     names::{MountPath, ServiceName, VolumeName},
     services::{
+        addons::{self, Addon, AddonVersion, Engine},
         AddonRef, RestartPolicy, ServiceEnv, ServiceHealth, ServicePatch, ServiceSource,
         ServiceSpec, ServiceState, ServiceView as Live, ServiceVolume, Services,
     },
@@ -118,13 +119,14 @@ impl From<Live> for ServiceView {
     fn from(live: Live) -> Self {
         let service = live.service;
         let spec = service.spec;
+        let spec_addon = spec.addon.clone();
         Self {
             id: service.id,
             project_id: service.project_id,
             name: spec.name.to_string(),
             source: service.source,
             image: spec.image,
-            addon: spec.addon,
+            addon: spec.addon.clone(),
             command: spec.command,
             entrypoint: spec.entrypoint,
             env_keys: live.env_keys,
@@ -154,7 +156,9 @@ impl From<Live> for ServiceView {
                     started_at: i.started_at,
                 })
                 .collect(),
-            connection: None,
+            connection: addons::engine_of_spec(spec_addon.as_ref()).map(|engine| ConnectionView {
+                env_keys: engine.env_keys().iter().map(|k| (*k).to_owned()).collect(),
+            }),
             created_at: service.created_at,
             updated_at: service.updated_at,
         }
@@ -172,8 +176,9 @@ pub struct ServiceList {
 pub struct CreateService {
     /// 1-40 lowercase letters, digits and hyphens, starting with a letter; the host name
     /// the project's containers reach it at. Not `web` nor one of the app's process types.
+    /// Required with `image`; an add-on is named after its engine when absent.
     #[schema(example = "redis")]
-    pub name: String,
+    pub name: Option<String>,
     /// The image its containers start from; pulled (with the account's registry
     /// credentials) when not present.
     #[schema(example = "redis:7")]
@@ -294,13 +299,15 @@ impl TryFrom<CreateService> for ServiceSpec {
     type Error = Error;
 
     fn try_from(request: CreateService) -> Result<Self, Error> {
-        let name = ServiceName::parse(&request.name)
-            .map_err(|err| Error::Invalid(format!("`name`: {err}")))?;
+        let name = ServiceName::parse(request.name.as_deref().ok_or_else(|| {
+            Error::Invalid("`name` is required with `image`".to_owned())
+        })?)
+        .map_err(|err| Error::Invalid(format!("`name`: {err}")))?;
         let image = match (request.image, request.addon) {
             (Some(image), None) => image,
             (None, Some(_)) => {
-                return Err(Error::Invalid(
-                    "`addon` is not available in this build yet; give `image`".to_owned(),
+                return Err(Error::Internal(
+                    "an add-on request reached the image path".to_owned(),
                 ))
             }
             (Some(_), Some(_)) => {
@@ -332,6 +339,39 @@ impl TryFrom<CreateService> for ServiceSpec {
     }
 }
 
+/// The add-on a request names: an engine word, or `{engine, version}`.
+fn addon_of(field: &AddonField) -> Result<Addon, Error> {
+    match field {
+        AddonField::Engine(engine) => Ok(Addon::of(Engine::parse(engine, "addon")?)),
+        AddonField::Versioned { engine, version } => {
+            let engine = Engine::parse(engine, "addon.engine")?;
+            Ok(match version {
+                Some(version) => Addon {
+                    engine,
+                    version: AddonVersion::parse(version)?,
+                },
+                None => Addon::of(engine),
+            })
+        }
+    }
+}
+
+/// The first field of a create request that an add-on sets itself.
+fn addon_refuses(request: &CreateService) -> Option<&'static str> {
+    [
+        ("command", request.command.is_some()),
+        ("entrypoint", request.entrypoint.is_some()),
+        ("env", request.env.is_some()),
+        ("volumes", request.volumes.is_some()),
+        ("health", request.health.is_some()),
+        ("port", request.port.is_some()),
+        ("dependsOn", request.depends_on.is_some()),
+    ]
+    .into_iter()
+    .find(|(_, given)| *given)
+    .map(|(field, _)| field)
+}
+
 /// List the project's services with their live state.
 #[utoipa::path(get, path = "/v1/projects/{id}/services", tag = "services",
     security(("bearer" = ["read"])), params(("id" = String, Path, description = "project id")),
@@ -360,8 +400,31 @@ async fn create(
     Path(id): Path<String>,
     Json(request): Json<CreateService>,
 ) -> ApiResult<(StatusCode, Json<ServiceView>)> {
-    let spec = ServiceSpec::try_from(request)?;
-    let created = services.create(&auth.actor, &id, spec).await?;
+    let created = match (&request.addon, &request.image) {
+        (Some(addon), None) => {
+            let addon = addon_of(addon)?;
+            let name = request
+                .name
+                .as_deref()
+                .map(|name| {
+                    ServiceName::parse(name).map_err(|err| Error::Invalid(format!("`name`: {err}")))
+                })
+                .transpose()?;
+            if let Some(field) = addon_refuses(&request) {
+                return Err(Error::Invalid(format!(
+                    "`{field}` does not go with `addon`: an add-on's image, command, env, volumes and health check are Cantila's; change them afterwards with PATCH if you must"
+                ))
+                .into());
+            }
+            services
+                .create_addon(&auth.actor, &id, name, addon)
+                .await?
+        }
+        _ => {
+            let spec = ServiceSpec::try_from(request)?;
+            services.create(&auth.actor, &id, spec).await?
+        }
+    };
     let view = services.get(&auth.actor, &id, created.name()).await?;
     Ok((StatusCode::CREATED, Json(view.into())))
 }

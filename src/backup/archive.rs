@@ -43,7 +43,7 @@ pub struct Written {
     pub sha256: String,
 }
 
-const VOLUME_MOUNT: &str = "/volume";
+pub(super) const VOLUME_MOUNT: &str = "/volume";
 
 fn io_error(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
     move |err| Error::Internal(format!("{what}: {err}"))
@@ -76,6 +76,10 @@ impl Backups {
                 }
             }
             BackupKind::Volume => self.archive_volume(project, backup, &dir).await,
+            BackupKind::Service => {
+                let addon = self.addon_of(project, &backup.subject).await?;
+                self.dump_addon(project, backup, &addon, &dir).await
+            }
         }
     }
 
@@ -450,6 +454,10 @@ impl Backups {
                 }
             }
             BackupKind::Volume => self.restore_volume(project, backup, file).await,
+            BackupKind::Service => {
+                let addon = self.addon_of(project, &backup.subject).await?;
+                self.restore_addon(project, &addon, file).await
+            }
         }
     }
 
@@ -607,12 +615,12 @@ impl Backups {
     }
 }
 
-fn partial_path(dir: &Path, backup: &Backup) -> PathBuf {
+pub(super) fn partial_path(dir: &Path, backup: &Backup) -> PathBuf {
     dir.join(format!(".{}.partial", backup.id))
 }
 
 /// fsyncs the file, checksums it, renames it to its final name and fsyncs the directory.
-async fn seal_file(
+pub(super) async fn seal_file(
     partial: PathBuf,
     project: &Project,
     backup: &Backup,
@@ -709,13 +717,13 @@ async fn run_pg_tool(program: &Path, args: &[String], target: &PgTarget) -> Resu
 
 /// Helper containers: created with the volume mounted, never started (the archive API
 /// works on created containers), and removed afterwards.
-struct Helper {
+pub(super) struct Helper {
     engine: Runtime,
-    id: String,
+    pub(super) id: String,
 }
 
 impl Helper {
-    async fn create(
+    pub(super) async fn create(
         backups: &Backups,
         engine: &Runtime,
         project: &Project,
@@ -749,7 +757,7 @@ impl Helper {
         })
     }
 
-    async fn remove(self) {
+    pub(super) async fn remove(self) {
         if let Err(err) = self
             .engine
             .stop_and_remove(&self.id, Duration::from_secs(1))

@@ -5,6 +5,7 @@
 //! a temporary name, fsynced, checksummed, renamed); a crash leaves it `failed` with the
 //! reason "interrupted", never `completed`.
 
+mod addon;
 mod archive;
 pub mod remote;
 mod scheduling;
@@ -30,6 +31,7 @@ use crate::{
     projects::{self, Project},
     routing::Routing,
     runtime::Runtime,
+    services::{addons::AddonData, Services},
     store::{self, Store},
 };
 
@@ -55,6 +57,8 @@ pub struct Backups {
     stop_grace_secs: u64,
     /// The database a backup dumps and a restore writes back, and its credentials.
     databases: Databases,
+    /// The add-ons a `service` backup dumps and a restore writes back.
+    services: Services,
     /// Shared with deploys: containers are held still only while no release change runs.
     locks: ProjectLocks,
     /// The route table follows containers a restore restarted, or start-up resumed.
@@ -76,6 +80,7 @@ pub struct BackupsParts {
     pub backups_dir: PathBuf,
     pub stop_grace_secs: u64,
     pub databases: Databases,
+    pub services: Services,
     pub locks: ProjectLocks,
     pub routing: Routing,
     pub uploads: Option<remote::Uploader>,
@@ -92,6 +97,7 @@ impl Backups {
             backups_dir: parts.backups_dir.into(),
             stop_grace_secs: parts.stop_grace_secs,
             databases: parts.databases,
+            services: parts.services,
             locks: parts.locks,
             routing: parts.routing,
             uploads: parts.uploads.map(Arc::new),
@@ -121,7 +127,7 @@ impl Backups {
         };
         if targets.is_empty() {
             return Err(Error::Invalid(format!(
-                "project `{}` has no database and no volumes: there is nothing to back up",
+                "project `{}` has no database, no volumes and no add-ons with data: there is nothing to back up",
                 project.id
             )));
         }
@@ -156,13 +162,21 @@ impl Backups {
                 project.id
             ))),
             Target::Database => Ok(()),
+            Target::Service(name) => self.addon_of(project, name).await.map(|_| ()),
             Target::Volume(name) => {
                 VolumeName::parse(name)?;
-                if !volumes.iter().any(|v| &v.name == name) {
+                let Some(volume) = volumes.iter().find(|v| &v.name == name) else {
                     return Err(Error::Invalid(format!(
                         "project `{}` has no volume `{name}`",
                         project.id
                     )));
+                };
+                if let Some(owner) = &volume.service {
+                    if self.addon_of(project, owner).await.is_ok() {
+                        return Err(Error::Invalid(format!(
+                            "volume `{name}` holds the data of add-on `{owner}`; back up `kind: service` (`{owner}`) instead, with the engine's own tools"
+                        )));
+                    }
                 }
                 if database.is_some_and(|db| db.volume.as_deref() == Some(name.as_str())) {
                     return Err(Error::Invalid(format!(
@@ -188,15 +202,29 @@ impl Backups {
             })
             .await?;
         let database_volume = database.as_ref().and_then(|db| db.volume.clone());
+        let addons = self.services.addons_of(&project.id).await?;
         let mut targets = Vec::new();
         if database.is_some() {
             targets.push(Target::Database);
         }
+        // An add-on's volume is backed up as the add-on, with its engine's tools; a cache's
+        // (which has none) not at all.
+        let addon_volume = |v: &crate::volumes::Volume| {
+            v.service
+                .as_deref()
+                .is_some_and(|owner| addons.iter().any(|(s, _)| s.name().as_str() == owner))
+        };
         targets.extend(
             volumes
                 .into_iter()
-                .filter(|v| Some(&v.name) != database_volume.as_ref())
+                .filter(|v| Some(&v.name) != database_volume.as_ref() && !addon_volume(v))
                 .map(|v| Target::Volume(v.name)),
+        );
+        targets.extend(
+            addons
+                .iter()
+                .filter(|(_, engine)| engine.backs_up())
+                .map(|(service, _)| Target::Service(service.name().to_string())),
         );
         Ok(targets)
     }
@@ -226,6 +254,14 @@ impl Backups {
                 )
             }
             Target::Volume(name) => (BackupKind::Volume, name.clone(), None),
+            Target::Service(name) => {
+                let addon = self.addon_of(project, name).await?;
+                (
+                    BackupKind::Service,
+                    name.clone(),
+                    Some(addon.engine.as_str().to_owned()),
+                )
+            }
         };
         let backup = Backup {
             id: ids::new_id("bak"),
@@ -400,6 +436,15 @@ impl Backups {
                 )));
             }
         }
+        if let (Target::Service(name), Some(engine)) = (&target, &backup.engine) {
+            let current = self.addon_of(&project, name).await?;
+            if current.engine.as_str() != engine {
+                return Err(Error::Invalid(format!(
+                    "backup `{}` is of a {engine} add-on, but add-on `{name}` now runs {}",
+                    backup.id, current.engine
+                )));
+            }
+        }
         self.ensure_local_file(&backup, &file).await?;
         archive::verify(&file, &backup).await?;
         let safety_backup = self.run_now(&project, target, Trigger::Safety).await?;
@@ -499,6 +544,29 @@ impl Backups {
         self.remove_helpers().await;
         self.resume_paused().await;
         Ok(())
+    }
+}
+
+impl Backups {
+    /// The project's add-on `name`, when it is one whose data is backed up.
+    pub(crate) async fn addon_of(&self, project: &Project, name: &str) -> Result<AddonData> {
+        let addon = self
+            .services
+            .addon_data(&project.id, name)
+            .await?
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "project `{}` has no add-on named `{name}`",
+                    project.id
+                ))
+            })?;
+        if !addon.engine.backs_up() {
+            return Err(Error::Invalid(format!(
+                "add-on `{name}` is a {} cache: it holds no data to back up",
+                addon.engine
+            )));
+        }
+        Ok(addon)
     }
 }
 

@@ -117,6 +117,26 @@ impl Databases {
                 "the project already has a database; delete it first to change engines".to_owned(),
             ));
         }
+        let id = project.id.clone();
+        let services = self
+            .0
+            .store
+            .call(move |c| store::services::of_project(c, &id))
+            .await?;
+        // The SQL add-ons (services::addons, a layer above) wire DATABASE_URL too: one
+        // project has one DATABASE_URL.
+        if let Some(addon) = services.iter().find(|s| {
+            s.service
+                .spec
+                .addon
+                .as_ref()
+                .is_some_and(|a| matches!(a.engine.as_str(), "postgres" | "mariadb"))
+        }) {
+            return Err(Error::Conflict(format!(
+                "the project's add-on `{}` is wired as DATABASE_URL; delete it first to wire a database",
+                addon.service.spec.name
+            )));
+        }
         let record = match engine {
             DatabaseEngine::Postgres => self.create_postgres(&project).await?,
             DatabaseEngine::Sqlite => self.create_sqlite(actor, &project).await?,

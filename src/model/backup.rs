@@ -5,6 +5,8 @@
 pub enum BackupKind {
     Database,
     Volume,
+    /// An add-on's data, dumped with its engine's own tools.
+    Service,
 }
 
 impl BackupKind {
@@ -12,6 +14,7 @@ impl BackupKind {
         match self {
             Self::Database => "database",
             Self::Volume => "volume",
+            Self::Service => "service",
         }
     }
 }
@@ -70,6 +73,8 @@ impl Trigger {
 pub enum Target {
     Database,
     Volume(String),
+    /// An add-on, by its service name.
+    Service(String),
 }
 
 #[derive(Debug, Clone)]
@@ -77,9 +82,10 @@ pub struct Backup {
     pub id: String,
     pub project_id: String,
     pub kind: BackupKind,
-    /// The database's name or the volume's name.
+    /// The database's name, the volume's name or the add-on's service name.
     pub subject: String,
-    /// `postgres` or `sqlite` for database backups.
+    /// `postgres` or `sqlite` for database backups; the add-on's engine (`redis`,
+    /// `postgres`, `mariadb`) for service backups.
     pub engine: Option<String>,
     pub trigger: String,
     pub status: BackupStatus,
@@ -101,6 +107,7 @@ impl Backup {
         match self.kind {
             BackupKind::Database => Target::Database,
             BackupKind::Volume => Target::Volume(self.subject.clone()),
+            BackupKind::Service => Target::Service(self.subject.clone()),
         }
     }
 }

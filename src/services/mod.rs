@@ -9,6 +9,7 @@
 //! hash changed: a release of the app, a scale, a preview or a run never touches them.
 //! Services run on production's network only; previews never reach them.
 
+pub mod addons;
 mod containers;
 mod reconcile;
 
@@ -39,8 +40,8 @@ use crate::{
 };
 
 pub use crate::model::service::{
-    AddonRef, RestartPolicy, Service, ServiceEnv, ServiceHealth, ServiceHealthType,
-    ServiceSource, ServiceSpec, ServiceState, ServiceVolume, MAX_SERVICES_PER_PROJECT,
+    AddonRef, RestartPolicy, Service, ServiceEnv, ServiceHealth, ServiceHealthType, ServiceSource,
+    ServiceSpec, ServiceState, ServiceVolume, MAX_SERVICES_PER_PROJECT,
 };
 pub use containers::ServiceInstance;
 
@@ -238,7 +239,10 @@ impl Services {
         } else {
             let json = self.0.secrets.open_string(&stored.sealed_env)?;
             serde_json::from_str(&json).map_err(|err| {
-                Error::Internal(format!("service {} has an unreadable env: {err}", service.id))
+                Error::Internal(format!(
+                    "service {} has an unreadable env: {err}",
+                    service.id
+                ))
             })?
         };
         service.spec.env = ServiceEnv(env);
@@ -603,7 +607,11 @@ impl Services {
                             .volume_rows(&service)
                             .into_iter()
                             .filter(|row| {
-                                !current.spec.volumes.iter().any(|v| v.name.as_str() == row.name)
+                                !current
+                                    .spec
+                                    .volumes
+                                    .iter()
+                                    .any(|v| v.name.as_str() == row.name)
                             })
                             .collect();
                         let saved = service.clone();
@@ -669,9 +677,12 @@ impl Services {
         if *target != ReleaseTarget::Production {
             return Ok(());
         }
-        // The add-ons' connection env is filled in by `addons` (issue 19, slice B); plain
-        // services wire nothing: the app reaches them by name.
-        let _ = (project_id, spec);
+        // Plain services wire nothing (the app reaches them by name); add-ons wire their
+        // connection env, which replaces any same-named variable of the project's env.
+        let env = self.addon_env(project_id).await?;
+        spec.env
+            .retain(|(key, _)| !env.iter().any(|(wired, _)| wired == key));
+        spec.env.extend(env);
         Ok(())
     }
 
@@ -710,9 +721,7 @@ impl Services {
                     "service `{name}` is {} after {}s{}",
                     last.as_str(),
                     timeout.as_secs(),
-                    last_error
-                        .map(|e| format!(" ({e})"))
-                        .unwrap_or_default()
+                    last_error.map(|e| format!(" ({e})")).unwrap_or_default()
                 )));
             }
             // The state is polled: readiness of a TCP or HTTP check is a probe from here,
@@ -787,7 +796,14 @@ pub fn start_order(specs: &[ServiceSpec]) -> Result<Vec<usize>> {
         }
         visiting[i] = true;
         for dependency in &specs[i].depends_on {
-            visit(index[dependency.as_str()], specs, index, done, visiting, order)?;
+            visit(
+                index[dependency.as_str()],
+                specs,
+                index,
+                done,
+                visiting,
+                order,
+            )?;
         }
         visiting[i] = false;
         done[i] = true;
@@ -842,7 +858,10 @@ mod tests {
             .collect();
         assert_eq!(order, ["cache", "db", "worker"]);
         let cycle = [spec("a", &["b"]), spec("b", &["a"])];
-        assert!(start_order(&cycle).unwrap_err().to_string().contains("cycle"));
+        assert!(start_order(&cycle)
+            .unwrap_err()
+            .to_string()
+            .contains("cycle"));
         let missing = [spec("a", &["nope"])];
         assert!(start_order(&missing)
             .unwrap_err()

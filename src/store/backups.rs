@@ -34,10 +34,10 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Backup)> {
         Backup {
             id: row.get(1)?,
             project_id: row.get(2)?,
-            kind: if kind == "database" {
-                BackupKind::Database
-            } else {
-                BackupKind::Volume
+            kind: match kind.as_str() {
+                "database" => BackupKind::Database,
+                "service" => BackupKind::Service,
+                _ => BackupKind::Volume,
             },
             subject: row.get(4)?,
             engine: row.get(5)?,

@@ -475,6 +475,48 @@ const STEPS: &[&str] = &[
         SELECT project_id, name, mount_path, docker_name, created_at FROM volumes;
     DROP TABLE volumes;
     ALTER TABLE volumes_new RENAME TO volumes;",
+    // 20 (addons: backups of add-ons): backups gain the kind `service`, an add-on's data
+    // dumped with its engine's own tools (subject: the service's name; engine: its
+    // engine). SQLite cannot change a CHECK constraint in place, so the table is rebuilt
+    // with its rows, sequence numbers and indexes.
+    "CREATE TABLE backups_new (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        id           TEXT NOT NULL UNIQUE,
+        project_id   TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        kind         TEXT NOT NULL CHECK (kind IN ('database', 'volume', 'service')),
+        subject      TEXT NOT NULL,
+        engine       TEXT,
+        trigger      TEXT NOT NULL,
+        status       TEXT NOT NULL CHECK (status IN ('running', 'completed', 'failed')),
+        error        TEXT,
+        file         TEXT,
+        size_bytes   INTEGER,
+        sha256       TEXT,
+        started_at   TEXT NOT NULL,
+        finished_at  TEXT,
+        restored_at  TEXT,
+        remote_status TEXT CHECK (remote_status IN ('pending', 'uploaded', 'failed')),
+        remote_key   TEXT,
+        remote_error TEXT,
+        remote_attempts INTEGER NOT NULL DEFAULT 0,
+        remote_attempted_at TEXT,
+        remote_uploaded_at TEXT
+    );
+    INSERT INTO backups_new (seq, id, project_id, kind, subject, engine, trigger, status,
+            error, file, size_bytes, sha256, started_at, finished_at, restored_at,
+            remote_status, remote_key, remote_error, remote_attempts, remote_attempted_at,
+            remote_uploaded_at)
+        SELECT seq, id, project_id, kind, subject, engine, trigger, status,
+            error, file, size_bytes, sha256, started_at, finished_at, restored_at,
+            remote_status, remote_key, remote_error, remote_attempts, remote_attempted_at,
+            remote_uploaded_at
+        FROM backups;
+    DROP TABLE backups;
+    ALTER TABLE backups_new RENAME TO backups;
+    CREATE INDEX backups_by_project ON backups(project_id, seq);
+    CREATE INDEX backups_by_status ON backups(status);
+    CREATE INDEX backups_by_remote_status ON backups(remote_status)
+        WHERE remote_status IN ('pending', 'failed');",
 ];
 
 /// The schema version this binary writes.
