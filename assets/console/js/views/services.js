@@ -19,7 +19,7 @@ const ENGINES = [
   ["memcached", "Memcached (MEMCACHED_URL)"],
 ];
 
-const HEALTH = [["tcp", "tcp: the port accepts a connection"], ["none", "none: running is ready"]];
+const HEALTH = [["none", "none: running is ready"], ["tcp", "tcp: the port accepts a connection"]];
 
 /** A service's count is 0..=10 (the API's bound). */
 const MAX_COUNT = 10;
@@ -228,6 +228,9 @@ function imageCard(path, signal, after) {
     }
     const service = await api.post(path, body, { signal });
     form.reset();
+    // `reset` returns fields to their markup defaults; these two have defaults of ours.
+    form.elements.count.value = "1";
+    form.elements.health.value = "none";
     out.ok(`${service.name} added; it starts now.`);
     await after();
   });
