@@ -44,6 +44,7 @@ pub mod runtime;
 pub mod s3;
 pub mod secrets;
 pub mod source;
+pub mod stack;
 pub mod store;
 pub mod terminal;
 pub mod tls;
