@@ -151,7 +151,7 @@ pub struct StackService {
 }
 
 /// A compose file, checked and ordered.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Stack {
     /// The file's path in the repository.
     pub file: String,

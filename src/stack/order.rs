@@ -18,9 +18,9 @@ pub fn dependency_order(
     while placed.len() < names.len() {
         let next = names.iter().find(|name| {
             !placed.contains(name)
-                && deps.get(*name).map_or(true, |wanted| {
-                    wanted.iter().all(|d| !known(d) || placed.contains(d))
-                })
+                && deps
+                    .get(*name)
+                    .is_none_or(|wanted| wanted.iter().all(|d| !known(d) || placed.contains(d)))
         });
         match next {
             Some(name) => placed.push(name.clone()),
@@ -44,11 +44,7 @@ fn describe_cycle(
         let current = path.last().cloned().unwrap_or_default();
         let next = deps
             .get(&current)
-            .and_then(|wanted| {
-                wanted
-                    .iter()
-                    .find(|d| known(d) && left.iter().any(|l| *l == *d))
-            })
+            .and_then(|wanted| wanted.iter().find(|d| known(d) && left.contains(d)))
             .cloned();
         let Some(next) = next else {
             return format!("the services {} depend on each other", path.join(", "));

@@ -314,7 +314,7 @@ fn read_service(file: &mut RawFile, name: &str, value: &Value) -> RawService {
             "network_mode" => match value.as_str().unwrap_or_default() {
                 "" | "bridge" | "default" => {}
                 "none" => file.ignore(path, "services always join the project's private network"),
-                mode if mode == "host" => file.refuse(
+                "host" => file.refuse(
                     path,
                     "the host's network lets a container bind any port of the host and reach every local service, other projects' included",
                 ),
