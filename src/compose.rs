@@ -27,6 +27,7 @@ use crate::{
     runs::{Runs, RunsParts},
     runtime::Runtime,
     secrets::SecretBox,
+    services::{Services, ServicesParts},
     store::Store,
     terminal::Terminals,
     tls::Tls,
@@ -118,6 +119,16 @@ pub fn build(adapters: Adapters) -> ApiState {
         networks.clone(),
         volumes.clone(),
     );
+    let services = Services::new(ServicesParts {
+        store: store.clone(),
+        runtime: runtime.clone(),
+        secrets: secrets.clone(),
+        networks: networks.clone(),
+        volumes: volumes.clone(),
+        registries: registries.clone(),
+        config: config.clone(),
+        installation: installation_id.clone(),
+    });
     let backups = Backups::new(BackupsParts {
         store: store.clone(),
         runtime: runtime.clone(),
@@ -214,5 +225,6 @@ pub fn build(adapters: Adapters) -> ApiState {
         runs,
         terminals,
         jobs,
+        services,
     })
 }

@@ -38,10 +38,15 @@ pub enum Key {
     Volume,
     /// The one-off run a `run` container executes.
     Run,
+    /// The name of the project's service a `service` container runs.
+    Service,
+    /// The hash of everything a service's container was made from: one whose hash differs
+    /// from the service's is replaced.
+    SpecHash,
 }
 
 impl Key {
-    pub const ALL: [Key; 11] = [
+    pub const ALL: [Key; 13] = [
         Key::Installation,
         Key::Kind,
         Key::Project,
@@ -53,6 +58,8 @@ impl Key {
         Key::HelperFor,
         Key::Volume,
         Key::Run,
+        Key::Service,
+        Key::SpecHash,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -68,6 +75,8 @@ impl Key {
             Key::HelperFor => "cantila.helper-for",
             Key::Volume => "cantila.volume",
             Key::Run => "cantila.run",
+            Key::Service => "cantila.service",
+            Key::SpecHash => "cantila.spec-hash",
         }
     }
 }
@@ -91,10 +100,13 @@ pub enum Kind {
     Helper,
     /// A one-off run's container (`runs`): never routed, never an instance.
     Run,
+    /// A container of a project's service (`services`): never routed, never an instance,
+    /// replaced only when its own spec changes.
+    Service,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Web,
         Kind::Worker,
         Kind::Release,
@@ -103,6 +115,7 @@ impl Kind {
         Kind::Network,
         Kind::Helper,
         Kind::Run,
+        Kind::Service,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -115,6 +128,7 @@ impl Kind {
             Kind::Network => "network",
             Kind::Helper => "helper",
             Kind::Run => "run",
+            Kind::Service => "service",
         }
     }
 
@@ -155,6 +169,8 @@ pub struct Labels {
     pub helper_for: Option<String>,
     pub volume: Option<String>,
     pub run: Option<String>,
+    pub service: Option<String>,
+    pub spec_hash: Option<String>,
 }
 
 impl Labels {
@@ -193,6 +209,21 @@ impl Labels {
         Self {
             run: Some(run.to_owned()),
             ..Self::of_deploy(Kind::Run, installation, project, deploy)
+        }
+    }
+
+    /// A container of a project's service: production's (a preview never runs services),
+    /// carrying the project (so the project's deletion and volume checks see it) but no
+    /// deploy, instance or process label, so nothing that manages releases takes it for
+    /// one of theirs.
+    pub fn service(installation: &str, project: &str, service: &str, spec_hash: &str) -> Self {
+        Self {
+            installation: Some(installation.to_owned()),
+            kind: Some(Kind::Service),
+            project: Some(project.to_owned()),
+            service: Some(service.to_owned()),
+            spec_hash: Some(spec_hash.to_owned()),
+            ..Self::default()
         }
     }
 
@@ -275,6 +306,8 @@ impl Labels {
             helper_for: read(Key::HelperFor),
             volume: read(Key::Volume),
             run: read(Key::Run),
+            service: read(Key::Service),
+            spec_hash: read(Key::SpecHash),
         }
     }
 
@@ -291,6 +324,8 @@ impl Labels {
             Key::HelperFor => self.helper_for.as_deref(),
             Key::Volume => self.volume.as_deref(),
             Key::Run => self.run.as_deref(),
+            Key::Service => self.service.as_deref(),
+            Key::SpecHash => self.spec_hash.as_deref(),
         }
     }
 
@@ -344,6 +379,10 @@ impl<'a> Filter<'a> {
 
     pub fn helper_for(self, project: &'a str) -> Self {
         self.with(Key::HelperFor, project)
+    }
+
+    pub fn service(self, service: &'a str) -> Self {
+        self.with(Key::Service, service)
     }
 
     pub fn kind(self, kind: Kind) -> Self {
@@ -487,6 +526,16 @@ mod tests {
                     ("cantila.run", "run_c"),
                 ]),
             ),
+            (
+                Labels::service("ins", "prj_a", "redis", "abc"),
+                map(&[
+                    ("cantila.installation", "ins"),
+                    ("cantila.project", "prj_a"),
+                    ("cantila.kind", "service"),
+                    ("cantila.service", "redis"),
+                    ("cantila.spec-hash", "abc"),
+                ]),
+            ),
         ];
         for (labels, written) in cases {
             assert_eq!(labels.to_map(), written, "{labels:?}");
@@ -525,6 +574,7 @@ mod tests {
         assert_eq!(instance(&[("cantila.kind", "web")]), Some(process("web")));
         assert_eq!(instance(&[("cantila.kind", "release")]), None);
         assert_eq!(instance(&[("cantila.kind", "helper")]), None);
+        assert_eq!(instance(&[("cantila.kind", "service"), ("cantila.service", "redis")]), None);
         assert_eq!(
             Labels::run("ins", "prj_a", "dep_b", "run_c").process_type(),
             None

@@ -43,6 +43,7 @@ pub mod runs;
 pub mod runtime;
 pub mod s3;
 pub mod secrets;
+pub mod services;
 pub mod source;
 pub mod stack;
 pub mod store;
@@ -267,6 +268,7 @@ pub async fn run(
     // Started after the runs' recovery above, so a run the last daemon left `running` is
     // already `interrupted` when a `forbid` job looks for its running runs.
     let job_scheduler = tokio::spawn(services.jobs.clone().run_scheduler(stopped()));
+    let services_reconciler = tokio::spawn(services.services.clone().run_reconciler(stopped()));
 
     tracing::info!(api = %api_addr, http = %http_addr, https = %https_addr, "cantila is listening");
     // Tell systemd (Type=notify) we are ready; a no-op when not run under systemd.
@@ -292,6 +294,7 @@ pub async fn run(
     let _ = upload_retries.await;
     let _ = run_sweeper.await;
     let _ = job_scheduler.await;
+    let _ = services_reconciler.await;
     tokio::task::spawn_blocking(move || store.close()).await?;
     tracing::info!("stopped cleanly");
     Ok(())

@@ -498,9 +498,23 @@ mod hostname_tests {
 
 /// The name of a project's persistent volume. Invariant: a lowercase DNS label of at most
 /// 32 characters, so `cantila_<project id>_<name>` is a valid Docker volume name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct VolumeName(String);
+
+impl TryFrom<String> for VolumeName {
+    type Error = Error;
+
+    fn try_from(value: String) -> Result<Self, Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<VolumeName> for String {
+    fn from(value: VolumeName) -> String {
+        value.0
+    }
+}
 
 impl VolumeName {
     pub fn parse(value: &str) -> Result<Self, Error> {
@@ -547,6 +561,99 @@ impl fmt::Display for JobName {
     }
 }
 
+/// The name of a project's service (`redis`, `db`). Invariant: a DNS label of 1-40
+/// lowercase letters, digits and hyphens, starting with a letter and not ending with a
+/// hyphen, so it is the host name other containers of the project reach the service at,
+/// and it fits in a container name and a label as it is. `web` and the project's process
+/// types are refused by the services API (they name the app's own containers); the
+/// type itself accepts them, so compose can map its public service.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ServiceName(String);
+
+impl ServiceName {
+    /// The longest name, in characters.
+    pub const MAX_LEN: usize = 40;
+
+    pub fn parse(value: &str) -> Result<Self, Error> {
+        let invalid = |why: &str| {
+            Error::Invalid(format!(
+                "service name `{value}` is invalid: {why}; use 1-40 lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen"
+            ))
+        };
+        if value.is_empty() {
+            return Err(invalid("it is empty"));
+        }
+        if value.len() > Self::MAX_LEN {
+            return Err(invalid("it is longer than 40 characters"));
+        }
+        if let Some(bad) = value
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+        {
+            return Err(invalid(&format!("`{bad}` is not allowed")));
+        }
+        if !value.starts_with(|c: char| c.is_ascii_lowercase()) {
+            return Err(invalid("it does not start with a letter"));
+        }
+        if value.ends_with('-') {
+            return Err(invalid("it ends with a hyphen"));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for ServiceName {
+    type Error = Error;
+
+    fn try_from(value: String) -> Result<Self, Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<ServiceName> for String {
+    fn from(name: ServiceName) -> String {
+        name.0
+    }
+}
+
+#[cfg(test)]
+mod service_name_tests {
+    use super::ServiceName;
+
+    #[test]
+    fn service_names() {
+        for (input, valid) in [
+            ("redis", true),
+            ("db", true),
+            ("cache-2", true),
+            ("a", true),
+            ("web", true),
+            (&"a".repeat(40), true),
+            (&"a".repeat(41), false),
+            ("", false),
+            ("2db", false),
+            ("-db", false),
+            ("db-", false),
+            ("Redis", false),
+            ("my_db", false),
+            ("db.local", false),
+        ] {
+            assert_eq!(ServiceName::parse(input).is_ok(), valid, "{input:?}");
+        }
+    }
+}
+
 /// Directories a volume may not be mounted on or under: the kernel's and the image's own.
 const SYSTEM_DIRS: &[&str] = &[
     "/proc", "/sys", "/dev", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
@@ -557,9 +664,23 @@ const SYSTEM_DIRS: &[&str] = &[
 /// `.` or `..` components, no repeated or trailing slash), not `/`, not on or under a
 /// system directory (`/proc`, `/sys`, `/dev`, `/etc`, `/usr`, ...), made of letters,
 /// digits, `.`, `_`, `-` and `/`, at most 255 bytes.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct MountPath(String);
+
+impl TryFrom<String> for MountPath {
+    type Error = Error;
+
+    fn try_from(value: String) -> Result<Self, Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<MountPath> for String {
+    fn from(value: MountPath) -> String {
+        value.0
+    }
+}
 
 impl MountPath {
     pub fn parse(value: &str) -> Result<Self, Error> {

@@ -114,7 +114,9 @@ impl Volumes {
                     "the project already has a volume named `{name}`"
                 )));
             }
-            if other_path.overlaps(&mount_path) {
+            // A service's volume is mounted in its containers only, so it never shadows
+            // an app volume's path.
+            if other.service.is_none() && other_path.overlaps(&mount_path) {
                 return Err(Error::Conflict(format!(
                     "`{mount_path}` overlaps the mount path `{other_path}` of volume `{}`",
                     other.name
@@ -127,6 +129,7 @@ impl Volumes {
             mount_path: mount_path.as_str().to_owned(),
             docker_name: docker_name(&project.id, &name),
             created_at: clock::now(),
+            service: None,
         };
         // Docker first: a volume the store lists always exists (or is recreated empty by
         // `attach` if someone removed it behind Cantila's back).
@@ -209,14 +212,14 @@ impl Volumes {
         Ok(())
     }
 
-    /// Adds the project's volumes to a container spec as mounts, recreating (empty) any
-    /// Docker volume removed behind Cantila's back. `Databases::attach` calls it for every
-    /// project container it builds.
+    /// Adds the project's app volumes (not those a service owns) to a container spec as
+    /// mounts, recreating (empty) any Docker volume removed behind Cantila's back.
+    /// `Databases::attach` calls it for every project container it builds.
     pub async fn mount_into(&self, project_id: &str, spec: &mut ContainerSpec) -> Result<()> {
         let id = project_id.to_owned();
         let volumes = self
             .store
-            .call(move |c| store::volumes::volumes_of(c, &id))
+            .call(move |c| store::volumes::app_volumes_of(c, &id))
             .await?;
         if volumes.is_empty() {
             return Ok(());
@@ -303,6 +306,7 @@ mod tests {
             mount_path: "/files".to_owned(),
             docker_name: "cantila_prj_a_files".to_owned(),
             created_at: clock::now(),
+            service: None,
         };
         let rows = (account.clone(), project.clone(), volume.clone());
         store

@@ -11,7 +11,8 @@ use crate::{
     assets::Assets, backup::Backups, config::Config, database::Databases, deploy::Deploys,
     domains::Domains, env::Env, git_connection::GitConnections, image_source::ImageSources,
     jobs::Jobs, logs::Logs, metrics::Metrics, previews::Previews, projects::Projects,
-    registries::Registries, routing::Routing, runs::Runs, store::Store, terminal::Terminals,
+    registries::Registries, routing::Routing, runs::Runs, services::Services, store::Store,
+    terminal::Terminals,
     tls::Tls, volumes::Volumes,
 };
 
@@ -62,6 +63,8 @@ pub struct Handles {
     pub terminals: Terminals,
     /// Scheduled jobs: their declarations and run-now.
     pub jobs: Jobs,
+    /// Projects' services: containers beside the app.
+    pub services: Services,
 }
 
 impl ApiState {
@@ -110,4 +113,5 @@ handle_from_state!(
     runs: Runs,
     terminals: Terminals,
     jobs: Jobs,
+    services: Services,
 );

@@ -260,16 +260,30 @@ pub async fn release_container(
     let tier = scale.tier(container.size);
     let mut env: Vec<(String, String)> = container.env.clone().into_iter().collect();
     env.push(("PORT".to_owned(), container.port.to_string()));
+    // A production instance is reached by its process type (`web`, `worker`) from the
+    // project's services and other containers; a preview's network has nothing to reach
+    // it, and a one-off container is no instance.
+    let aliases = match (&container.target, Labels::parse(&container.labels).process_type()) {
+        (ReleaseTarget::Production, Some(process)) => vec![process.to_string()],
+        _ => Vec::new(),
+    };
     let mut spec = ContainerSpec {
         name: container.name,
         image: container.image.to_owned(),
         command: container.command,
+        entrypoint: None,
         env,
         labels: container.labels,
         network,
+        aliases,
         memory_bytes: Some(i64::from(tier.memory_mb) * 1024 * 1024),
         cpus: Some(tier.cpus),
-        restart: container.restart,
+        restart: if container.restart {
+            crate::runtime::RestartPolicy::Always
+        } else {
+            crate::runtime::RestartPolicy::No
+        },
+        health: None,
         mounts: Vec::new(),
         tty: false,
         stdin: false,

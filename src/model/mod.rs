@@ -1,7 +1,7 @@
 //! Plain data types: the records the store reads and writes and the services hand each
 //! other (projects, deploys, previews, backups, accounts, audit entries, log lines, metric
 //! points, volume and database records, the asset index, health check settings, one-off
-//! runs).
+//! runs, services).
 //! Invariant: nothing here reads the store, the engine or the clock, or imports an adapter
 //! or a service; the methods kept with a type are pure functions of its value. The service
 //! modules re-export their types from here, so `crate::deploy::Deploy` still names them.
@@ -22,4 +22,5 @@ pub mod preview;
 pub mod project;
 pub mod run;
 pub mod schedule;
+pub mod service;
 pub mod volume;

@@ -8,4 +8,7 @@ pub struct Volume {
     /// The Docker volume: `cantila_<project id>_<name>`.
     pub docker_name: String,
     pub created_at: String,
+    /// The service that owns and alone mounts it; `None` for the app's volumes, which
+    /// every app container mounts.
+    pub service: Option<String>,
 }

@@ -31,7 +31,9 @@ mod output;
 mod sample;
 mod terminal;
 
-pub use container::{ContainerSpec, ContainerStatus, ContainerSummary, VolumeMount};
+pub use container::{
+    ContainerSpec, ContainerStatus, ContainerSummary, HealthCheck, RestartPolicy, VolumeMount,
+};
 pub use error::RuntimeError;
 pub use image::{BuildRequest, BuildSecret, ImageDetails, RegistryCredential};
 pub use network::{NetworkRemoval, NetworkSpec, NetworkSummary};

@@ -431,6 +431,50 @@ const STEPS: &[&str] = &[
         UNIQUE (project_id, name)
     );
     CREATE INDEX jobs_due ON jobs(next_fire_at) WHERE next_fire_at IS NOT NULL;",
+    // 19 (services: containers beside the app): a project's services (an image with its
+    // command, entrypoint, env sealed as one JSON map, mounts, health check, restart
+    // policy, size, count, port and dependencies; `spec_hash` is what its containers are
+    // labelled with). Volumes gain `service`, the service that owns and alone mounts one
+    // ('' for the app's volumes); a mount path is unique per owner, so the rebuilt table
+    // lets a service mount `/data` beside an app volume at `/data`.
+    "CREATE TABLE services (
+        id             TEXT PRIMARY KEY,
+        account_id     TEXT NOT NULL,
+        project_id     TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        name           TEXT NOT NULL,
+        source         TEXT NOT NULL CHECK (source IN ('api', 'addon', 'compose')),
+        image          TEXT NOT NULL,
+        addon_engine   TEXT,
+        addon_version  TEXT,
+        command        TEXT,
+        entrypoint     TEXT,
+        env            BLOB NOT NULL,
+        mounts         TEXT NOT NULL,
+        health         TEXT NOT NULL,
+        restart        TEXT NOT NULL CHECK (restart IN ('always', 'on-failure', 'no')),
+        size           TEXT,
+        count          INTEGER NOT NULL CHECK (count BETWEEN 0 AND 10),
+        port           INTEGER,
+        depends_on     TEXT NOT NULL,
+        spec_hash      TEXT NOT NULL,
+        created_at     TEXT NOT NULL,
+        updated_at     TEXT NOT NULL,
+        UNIQUE (project_id, name)
+    );
+    CREATE TABLE volumes_new (
+        project_id   TEXT NOT NULL REFERENCES projects(id),
+        name         TEXT NOT NULL,
+        mount_path   TEXT NOT NULL,
+        docker_name  TEXT NOT NULL UNIQUE,
+        created_at   TEXT NOT NULL,
+        service      TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (project_id, name),
+        UNIQUE (project_id, service, mount_path)
+    );
+    INSERT INTO volumes_new (project_id, name, mount_path, docker_name, created_at)
+        SELECT project_id, name, mount_path, docker_name, created_at FROM volumes;
+    DROP TABLE volumes;
+    ALTER TABLE volumes_new RENAME TO volumes;",
 ];
 
 /// The schema version this binary writes.

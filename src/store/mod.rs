@@ -26,6 +26,7 @@ pub mod projects;
 pub mod registries;
 pub mod runs;
 pub mod runtime_logs;
+pub mod services;
 pub mod volumes;
 
 use std::{

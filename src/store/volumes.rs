@@ -19,21 +19,25 @@ fn volume_from_row(row: &Row<'_>) -> rusqlite::Result<Volume> {
         mount_path: row.get(2)?,
         docker_name: row.get(3)?,
         created_at: row.get(4)?,
+        service: row
+            .get::<_, String>(5)
+            .map(|owner| Some(owner).filter(|owner| !owner.is_empty()))?,
     })
 }
 
-const VOLUME_COLUMNS: &str = "project_id, name, mount_path, docker_name, created_at";
+const VOLUME_COLUMNS: &str = "project_id, name, mount_path, docker_name, created_at, service";
 
 pub fn insert_volume(db: &Db, volume: &Volume) -> Result<()> {
     db.execute(
-        "INSERT INTO volumes (project_id, name, mount_path, docker_name, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO volumes (project_id, name, mount_path, docker_name, created_at, service)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
             volume.project_id,
             volume.name,
             volume.mount_path,
             volume.docker_name,
-            volume.created_at
+            volume.created_at,
+            volume.service.as_deref().unwrap_or_default()
         ],
     )
     .map_err(|err| {
@@ -55,6 +59,28 @@ pub fn volumes_of(db: &Db, project_id: &str) -> Result<Vec<Volume>> {
     ))?;
     let found = statement
         .query_map([project_id], volume_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(found)
+}
+
+/// The app's volumes: the ones no service owns, which every app container mounts.
+pub fn app_volumes_of(db: &Db, project_id: &str) -> Result<Vec<Volume>> {
+    let mut statement = db.prepare_cached(&format!(
+        "SELECT {VOLUME_COLUMNS} FROM volumes WHERE project_id = ?1 AND service = '' ORDER BY name"
+    ))?;
+    let found = statement
+        .query_map([project_id], volume_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(found)
+}
+
+/// The volumes one service owns.
+pub fn volumes_of_service(db: &Db, project_id: &str, service: &str) -> Result<Vec<Volume>> {
+    let mut statement = db.prepare_cached(&format!(
+        "SELECT {VOLUME_COLUMNS} FROM volumes WHERE project_id = ?1 AND service = ?2 ORDER BY name"
+    ))?;
+    let found = statement
+        .query_map(params![project_id, service], volume_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(found)
 }

@@ -10,7 +10,7 @@ use std::{collections::HashMap, time::Duration};
 use bollard::{
     container::LogOutput,
     models::{
-        ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig, RestartPolicy,
+        ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, NetworkingConfig, RestartPolicy,
         RestartPolicyNameEnum,
     },
     query_parameters::{
@@ -362,16 +362,24 @@ impl Engine {
             .map(|(key, value)| format!("{key}={value}"))
             .collect();
         let mut endpoints = HashMap::new();
-        endpoints.insert(spec.network.clone(), EndpointSettings::default());
+        endpoints.insert(
+            spec.network.clone(),
+            EndpointSettings {
+                aliases: (!spec.aliases.is_empty()).then(|| spec.aliases.clone()),
+                ..Default::default()
+            },
+        );
         let host_config = HostConfig {
             network_mode: Some(spec.network.clone()),
             memory: spec.memory_bytes,
             nano_cpus: spec.cpus.map(|cpus| (cpus * 1e9) as i64),
             restart_policy: Some(RestartPolicy {
-                name: Some(if spec.restart {
-                    RestartPolicyNameEnum::UNLESS_STOPPED
-                } else {
-                    RestartPolicyNameEnum::NO
+                // `always` is `unless-stopped` here: a container Cantila stopped (a backup's
+                // hold, a replacement) stays stopped when the engine restarts.
+                name: Some(match spec.restart {
+                    crate::runtime::RestartPolicy::Always => RestartPolicyNameEnum::UNLESS_STOPPED,
+                    crate::runtime::RestartPolicy::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
+                    crate::runtime::RestartPolicy::No => RestartPolicyNameEnum::NO,
                 }),
                 maximum_retry_count: None,
             }),
@@ -382,6 +390,21 @@ impl Engine {
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             cmd: spec.command.clone(),
+            entrypoint: spec.entrypoint.clone(),
+            healthcheck: spec.health.as_ref().map(|check| {
+                let nanos = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+                // `CMD` runs the arguments as they are: no shell sees them.
+                let mut test = vec!["CMD".to_owned()];
+                test.extend(check.command.iter().cloned());
+                HealthConfig {
+                    test: Some(test),
+                    interval: Some(nanos(check.interval)),
+                    timeout: Some(nanos(check.timeout)),
+                    retries: Some(i64::from(check.retries)),
+                    start_period: Some(nanos(check.start_period)),
+                    ..Default::default()
+                }
+            }),
             env: Some(env),
             labels: Some(spec.labels.clone()),
             host_config: Some(host_config),
@@ -432,6 +455,12 @@ impl Engine {
             exit_code: state.exit_code,
             restart_count: details.restart_count.unwrap_or(0),
             started_at: state.started_at,
+            health: state
+                .health
+                .and_then(|health| health.status)
+                .map(|status| status.to_string())
+                .filter(|status| !status.is_empty() && status != "none"),
+            restarting: state.restarting.unwrap_or(false),
             addresses,
         })
     }

@@ -51,6 +51,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
             "metrics",
             "volumes",
             "database",
+            "services",
             "backup",
             "deploy",
             "previews",
