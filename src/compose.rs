@@ -153,6 +153,7 @@ pub fn build(adapters: Adapters) -> ApiState {
         env: env.clone(),
         networks: networks.clone(),
         databases: databases.clone(),
+        services: services.clone(),
         routing: routing.clone(),
         logs: logs.clone(),
         assets: assets.clone(),
@@ -188,6 +189,7 @@ pub fn build(adapters: Adapters) -> ApiState {
         secrets: secrets.clone(),
         networks: networks.clone(),
         databases: databases.clone(),
+        services: services.clone(),
         config: config.clone(),
         installation: installation_id.clone(),
     });

@@ -12,7 +12,7 @@ use crate::{
     accounts::Actor,
     clock,
     error::{Error, Result},
-    labels::{Filter, Labels},
+    labels::{Filter, Key, Labels},
     locks::ProjectLocks,
     names::{MountPath, VolumeName},
     projects::{self, Project},
@@ -183,6 +183,11 @@ impl Volumes {
         let volume = volume.ok_or_else(|| {
             Error::NotFound(format!("project `{}` has no volume `{name}`", project.id))
         })?;
+        if let Some(service) = &volume.service {
+            return Err(Error::Conflict(format!(
+                "volume `{name}` belongs to service `{service}`; delete the service with `deleteData=true` to remove it"
+            )));
+        }
         if database.is_some_and(|db| db.volume.as_deref() == Some(volume.name.as_str())) {
             return Err(Error::Conflict(format!(
                 "volume `{name}` holds the project's SQLite database; delete the database instead"
@@ -238,11 +243,12 @@ impl Volumes {
     }
 }
 
-/// Containers of the project (any kind, any state) that mount its volumes; backup helpers
-/// carry `cantila.helper-for` instead, and a preview's containers mount none of them.
+/// Containers of the project (any kind, any state) that mount its app volumes; backup
+/// helpers carry `cantila.helper-for` instead, a preview's containers mount none of them,
+/// and a service's mount only its own.
 async fn containers_of(engine: &Runtime, project_id: &str) -> Result<Vec<String>> {
     Ok(engine
-        .containers_matching(&Filter::production(project_id))
+        .containers_matching(&Filter::production(project_id).without(Key::Service))
         .await?
         .into_iter()
         .map(|c| c.id)

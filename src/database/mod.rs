@@ -20,7 +20,7 @@ use crate::{
     config::DatabaseConfig,
     error::{Error, Result},
     ids,
-    labels::Filter,
+    labels::{Filter, Key},
     model::deploy::ReleaseTarget,
     names::{MountPath, VolumeName},
     networks::Networks,
@@ -418,7 +418,8 @@ impl Databases {
         // Helpers carry `cantila.helper-for`, not `cantila.project`: they are not counted,
         // nor are a preview's containers, which mount no volume of the project.
         Ok(!engine
-            .containers_matching(&Filter::production(&project.id))
+            // A service mounts only its own volumes, never the database's.
+            .containers_matching(&Filter::production(&project.id).without(Key::Service))
             .await?
             .is_empty())
     }

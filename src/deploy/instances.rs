@@ -198,6 +198,7 @@ impl Deploys {
         release_container(
             &self.networks,
             &self.databases,
+            &self.services,
             &self.config.scale,
             engine,
             ReleaseContainer {
@@ -245,11 +246,12 @@ pub struct ReleaseContainer<'a> {
 
 /// The spec of a release's container: the env with `PORT`, the size tier's limits, the
 /// release target's own network (made if missing), and for production the project's
-/// volumes and database. Every container that runs a release's image is made here, so an
+/// volumes, database and services' wiring. Every container that runs a release's image is made here, so an
 /// instance, the release command and a one-off run never differ in their wiring.
 pub async fn release_container(
     networks: &crate::networks::Networks,
     databases: &crate::database::Databases,
+    services: &crate::services::Services,
     scale: &crate::config::ScaleConfig,
     engine: &Runtime,
     container: ReleaseContainer<'_>,
@@ -291,6 +293,9 @@ pub async fn release_container(
     // Production's volumes and database are production's: a preview runs without them.
     if container.target == ReleaseTarget::Production {
         databases.attach(container.project_id, &mut spec).await?;
+        services
+            .wire(container.project_id, &container.target, &mut spec)
+            .await?;
     }
     Ok(spec)
 }

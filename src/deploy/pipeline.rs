@@ -775,6 +775,7 @@ impl Deploys {
         let spec = super::instances::release_container(
             &self.networks,
             &self.databases,
+            &self.services,
             &self.config.scale,
             &engine,
             super::instances::ReleaseContainer {
@@ -996,9 +997,12 @@ impl Deploys {
         let target = deploy.target();
         let leaving: Vec<_> = engine
             .containers_matching(
+                // A project's services outlive its releases: only their own changes
+                // replace them.
                 &Filter::new()
                     .project(&project.id)
-                    .target(target.preview_id()),
+                    .target(target.preview_id())
+                    .without(Key::Service),
             )
             .await
             .unwrap_or_default()

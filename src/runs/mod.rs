@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::{
     config::Config,
     database::Databases,
+    services::Services,
     error::{Error, Result},
     live,
     networks::Networks,
@@ -75,6 +76,8 @@ struct Inner {
     networks: Networks,
     /// The project's volumes and database wiring, for production runs.
     databases: Databases,
+    /// The project's services' wiring (add-ons' env), for production runs.
+    services: Services,
     /// The `[runs]` section, the size tiers (`[scale]`) and the deploy network's settings.
     config: Arc<Config>,
     /// This installation's id, labelled on every run's container.
@@ -90,6 +93,7 @@ pub struct RunsParts {
     pub secrets: SecretBox,
     pub networks: Networks,
     pub databases: Databases,
+    pub services: Services,
     pub config: Arc<Config>,
     pub installation: Arc<str>,
 }
@@ -102,6 +106,7 @@ impl Runs {
             secrets: parts.secrets,
             networks: parts.networks,
             databases: parts.databases,
+            services: parts.services,
             config: parts.config,
             installation: parts.installation,
             hub: Hub::default(),

@@ -256,6 +256,7 @@ impl Runs {
         let mut spec = release_container(
             &self.0.networks,
             &self.0.databases,
+            &self.0.services,
             &self.0.config.scale,
             engine,
             ReleaseContainer {
