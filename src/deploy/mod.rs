@@ -14,6 +14,7 @@ pub mod planning;
 pub mod preview_env;
 pub mod pull;
 pub mod reconcile;
+pub mod stack;
 pub mod teardown;
 pub mod worker;
 
@@ -27,7 +28,6 @@ use crate::{
     clock,
     config::Config,
     database::Databases,
-    services::Services,
     env::Env,
     error::{Error, Result},
     ids, live,
@@ -40,6 +40,7 @@ use crate::{
     routing::Routing,
     runtime::Runtime,
     secrets::SecretBox,
+    services::Services,
     store::{self, Store},
     tls::Tls,
 };

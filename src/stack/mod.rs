@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use crate::{
     config::ScaleConfig,
     error::Error,
-    names::{EnvKey, MountPath, VolumeName},
+    names::{EnvKey, MountPath, ServiceName, VolumeName},
 };
 
 pub use order::dependency_order;
@@ -255,23 +255,11 @@ pub fn refusal(file: &str, refused: &[RefusedKey]) -> Error {
     ))
 }
 
-/// Checks a service name: a DNS label of `a-z`, `0-9` and `-`, starting with a letter, at
-/// most 40 characters, not ending in `-` (other services reach it at that name).
+/// Checks a service name: other services reach it at that name (`ServiceName`).
 pub fn check_service_name(name: &str) -> Result<(), String> {
-    let valid = !name.is_empty()
-        && name.len() <= 40
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && !name.ends_with('-')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "service name `{name}` is not a DNS label: use lowercase letters, digits and `-`, starting with a letter, at most 40 characters (other services reach it at that name)"
-        ))
-    }
+    ServiceName::parse(name)
+        .map(|_| ())
+        .map_err(|err| err.to_string())
 }
 
 /// A compose volume name as a project volume's: lowercase, `_` and `.` as `-`.

@@ -319,7 +319,7 @@ fn names_dependencies_and_values_are_checked() {
     let web = "  web: {image: app, ports: ['80']}\n";
     check(
         &format!("services:\n{web}  My_DB: {{image: x}}\n"),
-        "service name `My_DB` is not a DNS label",
+        "service name `My_DB` is invalid",
     );
     check(
         &format!("services:\n{web}  a: {{image: x, depends_on: [ghost]}}\n"),
