@@ -25,6 +25,7 @@ pub mod previews;
 pub mod projects;
 pub mod registries;
 pub mod runs;
+pub mod services;
 pub mod state;
 pub mod terminal;
 pub mod tokens;
@@ -65,6 +66,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .merge(deploys::router())
         .merge(runs::router())
         .merge(jobs::router())
+        .merge(services::router())
         .merge(env::router())
         .merge(build_secrets::router())
         .merge(domains::router())

@@ -33,6 +33,7 @@ use super::error::{ErrorBody, ErrorDetail};
         (name = "deploys", description = "Deploys: build and release a project's source."),
         (name = "runs", description = "One-off runs of a command in a release's image."),
         (name = "jobs", description = "Scheduled jobs: a command run on a schedule, each firing a one-off run."),
+        (name = "services", description = "Services: containers beside the app (datastores, queues), reached by name on the project's private network."),
         (name = "git", description = "The project's git connection and its webhook."),
         (name = "images", description = "The project's image source and its registry webhook."),
         (name = "env", description = "The project's environment variables."),

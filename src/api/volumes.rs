@@ -32,6 +32,10 @@ pub struct VolumeView {
     pub mount_path: String,
     /// The Docker named volume holding the files.
     pub docker_volume: String,
+    /// The service that owns and alone mounts it (`/v1/projects/{id}/services`); null for
+    /// the app's volumes, which every app container mounts.
+    #[schema(example = "redis")]
+    pub service: Option<String>,
     pub created_at: String,
 }
 
@@ -41,6 +45,7 @@ impl From<Volume> for VolumeView {
             name: volume.name,
             mount_path: volume.mount_path,
             docker_volume: volume.docker_name,
+            service: volume.service,
             created_at: volume.created_at,
         }
     }
