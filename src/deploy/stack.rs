@@ -11,13 +11,9 @@ use crate::{
     config::ScaleConfig,
     error::Error,
     labels::{Kind, Labels},
-    model::service::{
-        RestartPolicy, ServiceEnv, ServiceHealth, ServiceHealthType, ServiceSource, ServiceSpec,
-        ServiceVolume,
-    },
-    names::{MountPath, ServiceName, VolumeName},
+    model::service::{ServiceSource, ServiceSpec},
     projects::Project,
-    stack::{self, Health, Restart, Stack, StackService},
+    stack::{self, Stack, StackService},
 };
 
 use super::{
@@ -131,85 +127,37 @@ impl Deploys {
     }
 }
 
-/// A compose service as a service spec: its image (or built image id), command,
-/// entrypoint, env, volumes, health check, restart policy, size (from its limits), count
-/// and the services it waits for.
+/// A compose service as a service spec, with its image (the built image id for a build)
+/// and the size tier its limits fit.
 pub(super) fn service_spec(
     service: &StackService,
     images: &StackImages,
     scale: &ScaleConfig,
 ) -> Result<ServiceSpec, Error> {
-    let at = |field: &str| format!("compose service `{}`: {field}", service.name);
     let image = match (&service.build, &service.image) {
         (Some(_), _) => images
             .get(&service.name)
             .cloned()
             .ok_or_else(|| Error::Internal(format!("service {} was not built", service.name)))?,
         (None, Some(image)) => image.clone(),
-        (None, None) => return Err(Error::Invalid(at("neither an image nor a build"))),
+        (None, None) => {
+            return Err(Error::Internal(format!(
+                "service {} has neither an image nor a build",
+                service.name
+            )))
+        }
     };
-    let volumes = service
-        .volumes
-        .iter()
-        .map(|mount| {
-            Ok(ServiceVolume {
-                name: VolumeName::parse(&mount.volume)?,
-                path: MountPath::parse(&mount.path)?,
-            })
-        })
-        .collect::<Result<Vec<_>, Error>>()?;
-    let health = match &service.health {
-        None | Some(Health::Disabled) => ServiceHealth::default(),
-        Some(Health::Command {
-            test,
-            interval_secs,
-            timeout_secs,
-            start_period_secs,
-            retries,
-        }) => ServiceHealth {
-            kind: ServiceHealthType::Command,
-            command: Some(test.clone()),
-            interval_secs: *interval_secs,
-            timeout_secs: *timeout_secs,
-            retries: *retries,
-            start_period_secs: *start_period_secs,
-            ..ServiceHealth::default()
-        },
-    };
-    let mut ignored = Vec::new();
-    let size = stack::fit_size(&service.limits, scale, &mut |warning| ignored.push(warning));
-    let spec = ServiceSpec {
-        name: ServiceName::parse(&service.name)?,
-        image,
-        addon: None,
-        command: service.command.clone(),
-        entrypoint: service.entrypoint.clone(),
-        env: ServiceEnv(service.env.clone()),
-        volumes,
-        health,
-        restart: match service.restart {
-            Restart::Always => RestartPolicy::Always,
-            Restart::OnFailure => RestartPolicy::OnFailure,
-            Restart::No => RestartPolicy::No,
-        },
-        size,
-        count: service.replicas,
-        port: service.port,
-        depends_on: service
-            .depends_on
-            .iter()
-            .map(|dependency| ServiceName::parse(&dependency.service))
-            .collect::<Result<_, _>>()?,
-    };
-    spec.check()
-        .map_err(|err| Error::Invalid(format!("{}: {err}", at("its settings"))))?;
-    Ok(spec)
+    let size = stack::fit_size(&service.limits, scale, &mut |_| {});
+    service.spec(image, size)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::{Build, Condition, Dependency, Limits, Mount};
+    use crate::{
+        model::service::{RestartPolicy, ServiceHealthType},
+        stack::{Build, Condition, Dependency, Health, Limits, Mount, Restart},
+    };
 
     #[test]
     fn a_compose_service_becomes_a_service_spec() {
@@ -263,7 +211,7 @@ mod tests {
         };
         let err = service_spec(&many, &images, &ScaleConfig::default()).unwrap_err();
         assert!(
-            err.to_string().contains("compose service `worker`"),
+            err.to_string().contains("`services.worker`: `count` is 50"),
             "{err}"
         );
         assert!(service_spec(&service, &StackImages::new(), &ScaleConfig::default()).is_err());

@@ -18,6 +18,9 @@ use utoipa::ToSchema;
 use crate::{
     config::ScaleConfig,
     error::Error,
+    model::service::{
+        RestartPolicy, ServiceEnv, ServiceHealth, ServiceHealthType, ServiceSpec, ServiceVolume,
+    },
     names::{EnvKey, MountPath, ServiceName, VolumeName},
 };
 
@@ -433,6 +436,17 @@ fn check(
         .iter()
         .filter_map(|name| checked.remove(name))
         .collect();
+    // Each service is checked as the services API checks one, before anything is built:
+    // a value out of bounds is a 422 here rather than a failed deploy.
+    for service in &services {
+        let image = service
+            .image
+            .clone()
+            .unwrap_or_else(|| "built-image:compose".to_owned());
+        service
+            .spec(image, None)
+            .map_err(|err| Error::Invalid(format!("{file}: {err}")))?;
+    }
     Ok(Stack {
         file: file.to_owned(),
         public,
@@ -702,6 +716,74 @@ pub struct ComposeServicePlan {
     pub size: Option<String>,
     #[schema(minimum = 1, maximum = 65535)]
     pub port: Option<u16>,
+}
+
+impl StackService {
+    /// This service as a service spec running `image` at `size`, checked as the services
+    /// API checks one; a value out of bounds is a 422 naming the service.
+    pub fn spec(&self, image: String, size: Option<String>) -> Result<ServiceSpec, Error> {
+        let named = |err: Error| match err {
+            Error::Invalid(message) => {
+                Error::Invalid(format!("`services.{}`: {message}", self.name))
+            }
+            other => other,
+        };
+        let volumes = self
+            .volumes
+            .iter()
+            .map(|mount| {
+                Ok(ServiceVolume {
+                    name: VolumeName::parse(&mount.volume)?,
+                    path: MountPath::parse(&mount.path)?,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()
+            .map_err(named)?;
+        let health = match &self.health {
+            None | Some(Health::Disabled) => ServiceHealth::default(),
+            Some(Health::Command {
+                test,
+                interval_secs,
+                timeout_secs,
+                start_period_secs,
+                retries,
+            }) => ServiceHealth {
+                kind: ServiceHealthType::Command,
+                command: Some(test.clone()),
+                interval_secs: *interval_secs,
+                timeout_secs: *timeout_secs,
+                retries: *retries,
+                start_period_secs: *start_period_secs,
+                ..ServiceHealth::default()
+            },
+        };
+        let spec = ServiceSpec {
+            name: ServiceName::parse(&self.name).map_err(named)?,
+            image,
+            addon: None,
+            command: self.command.clone(),
+            entrypoint: self.entrypoint.clone(),
+            env: ServiceEnv(self.env.clone()),
+            volumes,
+            health,
+            restart: match self.restart {
+                Restart::Always => RestartPolicy::Always,
+                Restart::OnFailure => RestartPolicy::OnFailure,
+                Restart::No => RestartPolicy::No,
+            },
+            size,
+            count: self.replicas,
+            port: self.port,
+            depends_on: self
+                .depends_on
+                .iter()
+                .map(|dependency| ServiceName::parse(&dependency.service))
+                .collect::<Result<_, _>>()
+                .map_err(named)?,
+        };
+        spec.check().map_err(named)?;
+        Ok(spec)
+    }
 }
 
 impl Stack {

@@ -348,6 +348,14 @@ fn names_dependencies_and_values_are_checked() {
         "`services.a.healthcheck.interval`",
     );
     check(
+        &format!("services:\n{web}  a: {{image: x, healthcheck: {{test: [CMD, ok], retries: 120}}}}\n"),
+        "`services.a`: `health.retries` is 120",
+    );
+    check(
+        &format!("services:\n{web}  a: {{image: x, deploy: {{replicas: 11}}}}\n"),
+        "`services.a`: `count` is 11",
+    );
+    check(
         &format!("services:\n{web}  a: {{image: x, restart: sometimes}}\n"),
         "`services.a.restart`",
     );

@@ -64,7 +64,7 @@ services:
       test: ["CMD-SHELL", "pg_isready -U postgres -h 127.0.0.1"]
       interval: 1s
       timeout: 2s
-      retries: 120
+      retries: 100
     shm_size: 256m
 volumes:
   redis_data:
