@@ -574,7 +574,10 @@ mod tests {
         assert_eq!(instance(&[("cantila.kind", "web")]), Some(process("web")));
         assert_eq!(instance(&[("cantila.kind", "release")]), None);
         assert_eq!(instance(&[("cantila.kind", "helper")]), None);
-        assert_eq!(instance(&[("cantila.kind", "service"), ("cantila.service", "redis")]), None);
+        assert_eq!(
+            instance(&[("cantila.kind", "service"), ("cantila.service", "redis")]),
+            None
+        );
         assert_eq!(
             Labels::run("ins", "prj_a", "dep_b", "run_c").process_type(),
             None

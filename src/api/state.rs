@@ -12,8 +12,7 @@ use crate::{
     domains::Domains, env::Env, git_connection::GitConnections, image_source::ImageSources,
     jobs::Jobs, logs::Logs, metrics::Metrics, previews::Previews, projects::Projects,
     registries::Registries, routing::Routing, runs::Runs, services::Services, store::Store,
-    terminal::Terminals,
-    tls::Tls, volumes::Volumes,
+    terminal::Terminals, tls::Tls, volumes::Volumes,
 };
 
 #[derive(Clone)]

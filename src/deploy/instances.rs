@@ -265,7 +265,10 @@ pub async fn release_container(
     // A production instance is reached by its process type (`web`, `worker`) from the
     // project's services and other containers; a preview's network has nothing to reach
     // it, and a one-off container is no instance.
-    let aliases = match (&container.target, Labels::parse(&container.labels).process_type()) {
+    let aliases = match (
+        &container.target,
+        Labels::parse(&container.labels).process_type(),
+    ) {
         (ReleaseTarget::Production, Some(process)) => vec![process.to_string()],
         _ => Vec::new(),
     };

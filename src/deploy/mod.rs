@@ -27,7 +27,6 @@ use crate::{
     clock,
     config::Config,
     database::Databases,
-    services::Services,
     env::Env,
     error::{Error, Result},
     ids, live,
@@ -40,6 +39,7 @@ use crate::{
     routing::Routing,
     runtime::Runtime,
     secrets::SecretBox,
+    services::Services,
     store::{self, Store},
     tls::Tls,
 };

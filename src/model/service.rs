@@ -572,7 +572,10 @@ mod tests {
             (Box::new(|_| {}), None),
             (Box::new(|s| s.count = 11), Some("`count`")),
             (Box::new(|s| s.port = Some(0)), Some("`port`")),
-            (Box::new(|s| s.image = "Redis 7".to_owned()), Some("`image`")),
+            (
+                Box::new(|s| s.image = "Redis 7".to_owned()),
+                Some("`image`"),
+            ),
             (Box::new(|s| s.image = String::new()), Some("`image`")),
             (Box::new(|s| s.command = Some(vec![])), Some("`command`")),
             (

@@ -24,13 +24,13 @@ use tokio::sync::{mpsc, Notify};
 use crate::{
     config::Config,
     database::Databases,
-    services::Services,
     error::{Error, Result},
     live,
     networks::Networks,
     pagination::{Page, PageRequest},
     runtime::Runtime,
     secrets::SecretBox,
+    services::Services,
     store::{self, Store},
 };
 

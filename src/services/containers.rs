@@ -146,7 +146,9 @@ impl Services {
             return Ok(());
         }
         let reference = ImageReference::parse(image).map_err(|err| {
-            Error::Invalid(format!("image `{image}` is not present and cannot be pulled: {err}"))
+            Error::Invalid(format!(
+                "image `{image}` is not present and cannot be pulled: {err}"
+            ))
         })?;
         let egress = crate::source::EgressPolicy::from_config(&self.0.config.git);
         crate::registry_api::check_host(

@@ -39,8 +39,8 @@ use crate::{
 };
 
 pub use crate::model::service::{
-    AddonRef, RestartPolicy, Service, ServiceEnv, ServiceHealth, ServiceHealthType,
-    ServiceSource, ServiceSpec, ServiceState, ServiceVolume, MAX_SERVICES_PER_PROJECT,
+    AddonRef, RestartPolicy, Service, ServiceEnv, ServiceHealth, ServiceHealthType, ServiceSource,
+    ServiceSpec, ServiceState, ServiceVolume, MAX_SERVICES_PER_PROJECT,
 };
 pub use containers::ServiceInstance;
 
@@ -238,7 +238,10 @@ impl Services {
         } else {
             let json = self.0.secrets.open_string(&stored.sealed_env)?;
             serde_json::from_str(&json).map_err(|err| {
-                Error::Internal(format!("service {} has an unreadable env: {err}", service.id))
+                Error::Internal(format!(
+                    "service {} has an unreadable env: {err}",
+                    service.id
+                ))
             })?
         };
         service.spec.env = ServiceEnv(env);
@@ -603,7 +606,11 @@ impl Services {
                             .volume_rows(&service)
                             .into_iter()
                             .filter(|row| {
-                                !current.spec.volumes.iter().any(|v| v.name.as_str() == row.name)
+                                !current
+                                    .spec
+                                    .volumes
+                                    .iter()
+                                    .any(|v| v.name.as_str() == row.name)
                             })
                             .collect();
                         let saved = service.clone();
@@ -710,9 +717,7 @@ impl Services {
                     "service `{name}` is {} after {}s{}",
                     last.as_str(),
                     timeout.as_secs(),
-                    last_error
-                        .map(|e| format!(" ({e})"))
-                        .unwrap_or_default()
+                    last_error.map(|e| format!(" ({e})")).unwrap_or_default()
                 )));
             }
             // The state is polled: readiness of a TCP or HTTP check is a probe from here,
@@ -787,7 +792,14 @@ pub fn start_order(specs: &[ServiceSpec]) -> Result<Vec<usize>> {
         }
         visiting[i] = true;
         for dependency in &specs[i].depends_on {
-            visit(index[dependency.as_str()], specs, index, done, visiting, order)?;
+            visit(
+                index[dependency.as_str()],
+                specs,
+                index,
+                done,
+                visiting,
+                order,
+            )?;
         }
         visiting[i] = false;
         done[i] = true;
@@ -842,7 +854,10 @@ mod tests {
             .collect();
         assert_eq!(order, ["cache", "db", "worker"]);
         let cycle = [spec("a", &["b"]), spec("b", &["a"])];
-        assert!(start_order(&cycle).unwrap_err().to_string().contains("cycle"));
+        assert!(start_order(&cycle)
+            .unwrap_err()
+            .to_string()
+            .contains("cycle"));
         let missing = [spec("a", &["nope"])];
         assert!(start_order(&missing)
             .unwrap_err()

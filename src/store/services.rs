@@ -178,8 +178,9 @@ pub fn of_project(db: &Db, project_id: &str) -> Result<Vec<StoredService>> {
 
 /// Every service of the installation (the reconciler's desired state).
 pub fn all(db: &Db) -> Result<Vec<StoredService>> {
-    let mut statement =
-        db.prepare_cached(&format!("SELECT {COLUMNS} FROM services ORDER BY project_id, name"))?;
+    let mut statement = db.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM services ORDER BY project_id, name"
+    ))?;
     let found = statement
         .query_map([], from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;

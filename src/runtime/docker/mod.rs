@@ -10,8 +10,8 @@ use std::{collections::HashMap, time::Duration};
 use bollard::{
     container::LogOutput,
     models::{
-        ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, NetworkingConfig, RestartPolicy,
-        RestartPolicyNameEnum,
+        ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, NetworkingConfig,
+        RestartPolicy, RestartPolicyNameEnum,
     },
     query_parameters::{
         BuildImageOptions, CreateContainerOptions, ListContainersOptions, LogsOptions,
@@ -392,7 +392,8 @@ impl Engine {
             cmd: spec.command.clone(),
             entrypoint: spec.entrypoint.clone(),
             healthcheck: spec.health.as_ref().map(|check| {
-                let nanos = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+                let nanos =
+                    |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
                 // `CMD` runs the arguments as they are: no shell sees them.
                 let mut test = vec!["CMD".to_owned()];
                 test.extend(check.command.iter().cloned());
