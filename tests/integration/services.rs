@@ -36,14 +36,18 @@ const FETCH_CACHE: &str =
 
 /// Waits until the service reads `ready`; returns its view.
 async fn ready(daemon: &TestDaemon, token: &str, project_id: &str, name: &str) -> Value {
-    wait_for(Duration::from_secs(90), "the service to be ready", || async {
-        let view = daemon
-            .get(&format!("/v1/projects/{project_id}/services/{name}"), token)
-            .await
-            .expect(200)
-            .body;
-        (view["state"] == "ready").then_some(view)
-    })
+    wait_for(
+        Duration::from_secs(90),
+        "the service to be ready",
+        || async {
+            let view = daemon
+                .get(&format!("/v1/projects/{project_id}/services/{name}"), token)
+                .await
+                .expect(200)
+                .body;
+            (view["state"] == "ready").then_some(view)
+        },
+    )
     .await
 }
 
@@ -179,10 +183,14 @@ async fn a_service_is_reached_by_name_from_its_project_only_and_outlives_release
         .expect(200)
         .body;
     assert_eq!(patched["envKeys"], json!(["MAXMEMORY", "SECRET_TOKEN"]));
-    let replaced = wait_for(Duration::from_secs(60), "the cache's replacement", || async {
-        let now = containers_of(&project_id, "cache");
-        (now.len() == 1 && now != first).then_some(now)
-    })
+    let replaced = wait_for(
+        Duration::from_secs(60),
+        "the cache's replacement",
+        || async {
+            let now = containers_of(&project_id, "cache");
+            (now.len() == 1 && now != first).then_some(now)
+        },
+    )
     .await;
     ready(&daemon, &token, &project_id, "cache").await;
     assert_eq!(containers_of(&project_id, "queue"), queue);
@@ -264,12 +272,20 @@ async fn a_service_volume_keeps_its_data_and_goes_only_on_purpose() {
             &token,
         )
         .await;
-    assert!(refused.status == 409 || refused.status == 422, "{}", refused.text);
+    assert!(
+        refused.status == 409 || refused.status == 422,
+        "{}",
+        refused.text
+    );
     let refused = daemon
         .delete(&format!("/v1/projects/{project_id}/services/store"), &token)
         .await
         .expect(409);
-    assert!(refused.error_message().contains("deleteData"), "{}", refused.text);
+    assert!(
+        refused.error_message().contains("deleteData"),
+        "{}",
+        refused.text
+    );
     // The project keeps its data from deletion as any volume does.
     daemon
         .delete(&format!("/v1/projects/{project_id}"), &token)
@@ -285,7 +301,13 @@ async fn a_service_volume_keeps_its_data_and_goes_only_on_purpose() {
     assert!(containers_of(&project_id, "store").is_empty());
     let volume = crate::support::docker(
         None,
-        &["volume", "ls", "-q", "--filter", "label=cantila.volume=store-data"],
+        &[
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            "label=cantila.volume=store-data",
+        ],
     )
     .unwrap();
     assert!(volume.trim().is_empty(), "{volume}");
@@ -313,8 +335,14 @@ async fn bad_service_input_is_a_4xx_naming_the_field_and_other_accounts_see_404(
             "addon",
         ),
         (json!({ "name": "cache", "image": "bad image!" }), "image"),
-        (json!({ "name": "cache", "image": "busybox", "count": 11 }), "count"),
-        (json!({ "name": "cache", "image": "busybox", "port": 70000 }), "port"),
+        (
+            json!({ "name": "cache", "image": "busybox", "count": 11 }),
+            "count",
+        ),
+        (
+            json!({ "name": "cache", "image": "busybox", "port": 70000 }),
+            "port",
+        ),
         (
             json!({ "name": "cache", "image": "busybox", "health": { "type": "command" } }),
             "health.command",
@@ -339,7 +367,10 @@ async fn bad_service_input_is_a_4xx_naming_the_field_and_other_accounts_see_404(
             json!({ "name": "cache", "image": "busybox", "size": "gigantic" }),
             "size",
         ),
-        (json!({ "name": "cache", "image": "busybox", "privileged": true }), "privileged"),
+        (
+            json!({ "name": "cache", "image": "busybox", "privileged": true }),
+            "privileged",
+        ),
     ];
     for (body, needle) in cases {
         let res = daemon.post(&path, &token, body.clone()).await;
@@ -364,15 +395,25 @@ async fn bad_service_input_is_a_4xx_naming_the_field_and_other_accounts_see_404(
         .await
         .expect(201);
     daemon
-        .post(&path, &token, json!({ "name": "cache", "image": "busybox" }))
+        .post(
+            &path,
+            &token,
+            json!({ "name": "cache", "image": "busybox" }),
+        )
         .await
         .expect(409);
     daemon
         .patch(&format!("{path}/cache"), &token, json!({ "count": 11 }))
         .await
         .expect(422);
-    daemon.get(&format!("{path}/nope"), &token).await.expect(404);
-    daemon.get(&format!("{path}/NOPE"), &token).await.expect(404);
+    daemon
+        .get(&format!("{path}/nope"), &token)
+        .await
+        .expect(404);
+    daemon
+        .get(&format!("{path}/NOPE"), &token)
+        .await
+        .expect(404);
 
     // A read token reads and does not change.
     let read = daemon.token("read").await;
@@ -385,7 +426,10 @@ async fn bad_service_input_is_a_4xx_naming_the_field_and_other_accounts_see_404(
     // Another account's token sees none of it.
     let stranger = daemon.other_account_token("stranger", cantila::names::Scope::Admin);
     daemon.get(&path, &stranger).await.expect(404);
-    daemon.get(&format!("{path}/cache"), &stranger).await.expect(404);
+    daemon
+        .get(&format!("{path}/cache"), &stranger)
+        .await
+        .expect(404);
     daemon
         .patch(&format!("{path}/cache"), &stranger, json!({ "count": 1 }))
         .await
@@ -395,7 +439,11 @@ async fn bad_service_input_is_a_4xx_naming_the_field_and_other_accounts_see_404(
         .await
         .expect(404);
     daemon
-        .post(&path, &stranger, json!({ "name": "mine", "image": "busybox" }))
+        .post(
+            &path,
+            &stranger,
+            json!({ "name": "mine", "image": "busybox" }),
+        )
         .await
         .expect(404);
 }
