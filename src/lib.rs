@@ -45,6 +45,7 @@ pub mod s3;
 pub mod secrets;
 pub mod services;
 pub mod source;
+pub mod stack;
 pub mod store;
 pub mod terminal;
 pub mod tls;

@@ -14,6 +14,7 @@ pub mod planning;
 pub mod preview_env;
 pub mod pull;
 pub mod reconcile;
+pub mod stack;
 pub mod teardown;
 pub mod worker;
 

@@ -19,7 +19,22 @@ use crate::{
     store,
 };
 
-use super::{context, Deploy, DeployLog, DeployStatus, Deploys, ReleaseTarget};
+use super::{context, stack::StackImages, Deploy, DeployLog, DeployStatus, Deploys, ReleaseTarget};
+use crate::stack::Stack;
+
+/// What one image build is made of.
+pub(super) struct BuildJob<'a> {
+    /// The build context: a checked directory of the checkout.
+    pub context_dir: &'a Path,
+    /// A generated Dockerfile's text, added to the context.
+    pub generated: Option<String>,
+    /// The Dockerfile's path in the context.
+    pub dockerfile: String,
+    pub target: Option<String>,
+    pub build_args: Vec<(String, String)>,
+    pub tag: String,
+    pub labels: std::collections::HashMap<String, String>,
+}
 
 /// Why a deploy stopped short of `running`.
 pub(super) enum Stop {
@@ -125,23 +140,23 @@ impl Deploys {
         log.status(DeployStatus::Building);
 
         // What to release: built from source now, or an earlier deploy's (a rollback).
-        let (source_plan, image, earlier_env) = match &deploy.rollback_of {
+        let (source_plan, image, earlier_env, stack) = match &deploy.rollback_of {
             Some(target) => {
                 let (plan, image, env) =
                     self.prepare_rollback(&project, deploy, target, log).await?;
-                (plan, image, Some(env))
+                (plan, image, Some(env), None)
             }
             None => match self.image_source_of(&project).await? {
                 Some(reference) => {
                     let (plan, image) =
                         self.pull_release(&project, deploy, &reference, log).await?;
-                    (plan, Some(image), None)
+                    (plan, Some(image), None, None)
                 }
                 None => {
-                    let (plan, image) = self
+                    let (plan, image, stack) = self
                         .build_from_source(&project, deploy, log, scratch)
                         .await?;
-                    (plan, image, None)
+                    (plan, image, None, stack)
                 }
             },
         };
@@ -150,10 +165,23 @@ impl Deploys {
         let lock = self.project_lock(&project.id);
         let _release_guard = lock.lock().await;
         log.status(DeployStatus::Releasing);
+        let compose_env = stack.as_ref().map(|(stack, _)| &stack.public.env);
         let env_snapshot = match earlier_env {
             Some(env) => env,
-            None => self.snapshot_env(deploy, &project).await?,
+            None => self.snapshot_env(deploy, &project, compose_env).await?,
         };
+        // A compose project's other services are made to match the file before its public
+        // service is released (and before its release command, which may need them).
+        if let Some((stack, images)) = &stack {
+            match deploy.target() {
+                ReleaseTarget::Production => {
+                    self.apply_stack(&project, stack, images, log).await?;
+                }
+                ReleaseTarget::Preview(_) => log.line(
+                    "compose: a preview releases the public service only; the other services run for production",
+                ),
+            }
+        }
         if let Some(image) = image {
             // A rollback re-releases what already ran: its release command ran back then.
             if let (Some(command), None) = (&source_plan.release_command, &deploy.rollback_of) {
@@ -197,7 +225,7 @@ impl Deploys {
         deploy: &Deploy,
         log: &DeployLog,
         scratch: &Path,
-    ) -> Result<(SourcePlan, Option<String>), Stop> {
+    ) -> Result<(SourcePlan, Option<String>, Option<(Stack, StackImages)>), Stop> {
         let checkout = scratch.join("source");
         self.fetch(deploy, project, log, &checkout).await?;
         let (detected, build_plan) = self.plan_source(project, log, &checkout).await?;
@@ -263,7 +291,17 @@ impl Deploys {
                 Some(image)
             }
         };
-        Ok((source_plan, image))
+        // Every image of a compose stack is built before any of it starts.
+        let stack = match build_plan.stack {
+            Some(stack) => {
+                let images = self
+                    .build_stack_images(project, deploy, &stack, &checkout, log)
+                    .await?;
+                Some((stack, images))
+            }
+            None => None,
+        };
+        Ok((source_plan, image, stack))
     }
 
     /// The env this release runs with, sealed onto the deploy for rollbacks and repairs: the
@@ -273,14 +311,21 @@ impl Deploys {
         &self,
         deploy: &Deploy,
         project: &Project,
+        compose_env: Option<&std::collections::BTreeMap<String, String>>,
     ) -> Result<std::collections::BTreeMap<String, String>, Stop> {
-        let env_snapshot = match deploy.target() {
+        let mut env_snapshot = match deploy.target() {
             ReleaseTarget::Production => self.env.snapshot(&project.id).await,
             ReleaseTarget::Preview(preview_id) => {
                 self.preview_release_env(project, &preview_id).await
             }
         }
         .map_err(failed("release"))?;
+        // A compose file's env for its public service; the project's own env wins.
+        for (key, value) in compose_env.into_iter().flatten() {
+            env_snapshot
+                .entry(key.clone())
+                .or_insert_with(|| value.clone());
+        }
         let sealed = self
             .secrets
             .seal(&serde_json::to_vec(&env_snapshot).unwrap_or_default());
@@ -367,14 +412,21 @@ impl Deploys {
         let images = self.config.build.images.clone();
         let hint = project.runtime;
         let settings = project.build.clone();
+        // A compose file's `${VAR}`s read the project's env.
+        let env = self
+            .env
+            .snapshot(&project.id)
+            .await
+            .map_err(failed("plan"))?;
         let (source_plan, build_plan) = tokio::task::spawn_blocking(move || {
-            plan::plan_with_settings(
+            plan::plan_repository(
                 &tree,
                 &settings,
                 &PlanOptions {
                     runtime_hint: hint,
                     images: &images,
                 },
+                &env,
             )
         })
         .await
@@ -452,6 +504,39 @@ impl Deploys {
                 .clone()
                 .unwrap_or_else(|| "Dockerfile".to_owned())
         };
+        self.run_build(
+            project,
+            deploy,
+            BuildJob {
+                context_dir: source_dir,
+                generated,
+                dockerfile,
+                target: build_plan.target.clone(),
+                build_args: build_plan
+                    .build_args
+                    .iter()
+                    .map(|(name, value)| (name.clone(), value.clone()))
+                    .collect(),
+                tag: tag.clone(),
+                labels: Labels::image(&self.installation, &project.id, &deploy.id).to_map(),
+            },
+            log,
+        )
+        .await?;
+        self.record_image(deploy, &tag).await?;
+        Ok(tag)
+    }
+
+    /// Runs one image build (the release's, or a compose service's) with the project's
+    /// build secrets, the account's registry credentials and the release target's network.
+    pub(super) async fn run_build(
+        &self,
+        project: &Project,
+        deploy: &Deploy,
+        job: BuildJob<'_>,
+        log: &DeployLog,
+    ) -> Result<(), Stop> {
+        let engine = self.engine().await.map_err(failed("build"))?;
         // Build secrets reach a build only as BuildKit secrets (`RUN --mount=type=secret`),
         // never as build args or files in the context, so they stay out of the image and its
         // history. With the classic builder configured they cannot be passed at all, so the
@@ -485,9 +570,10 @@ impl Deploys {
             .all_for(&project.account_id)
             .await
             .map_err(failed("build"))?;
-        let root = source_dir.to_owned();
+        let root = job.context_dir.to_owned();
         let max_bytes = self.config.deploy.max_context_mb * 1024 * 1024;
-        let kept = dockerfile.clone();
+        let kept = job.dockerfile.clone();
+        let generated = job.generated.clone();
         let built_context = tokio::task::spawn_blocking(move || {
             context::build_context(&root, generated.as_deref(), &kept, max_bytes)
         })
@@ -495,12 +581,12 @@ impl Deploys {
         .map_err(|err| failed("build")(Error::Internal(err.to_string())))?
         .map_err(failed("build"))?;
         log.line(format!(
-            "building {tag} ({} files, {} KiB context, {} excluded by .dockerignore)",
+            "building {} ({} files, {} KiB context, {} excluded by .dockerignore)",
+            job.tag,
             built_context.files,
             built_context.tar.len() / 1024,
             built_context.excluded
         ));
-        let labels = Labels::image(&self.installation, &project.id, &deploy.id).to_map();
         // The classic builder's RUN steps join the release target's own network: they reach
         // the internet (NAT) and their own project's containers, never another project's,
         // nor whatever else sits on the engine's default bridge. BuildKit's cannot join a
@@ -513,18 +599,14 @@ impl Deploys {
             .map_err(failed("build"))?;
         let request = BuildRequest {
             context_tar: built_context.tar,
-            dockerfile,
-            tag: tag.clone(),
-            labels,
+            dockerfile: job.dockerfile,
+            tag: job.tag,
+            labels: job.labels,
             memory_bytes: Some(i64::from(self.config.deploy.build_memory_mb) * 1024 * 1024),
             cpus: Some(self.config.deploy.build_cpus),
             network: Some(network),
-            target: build_plan.target.clone(),
-            build_args: build_plan
-                .build_args
-                .iter()
-                .map(|(name, value)| (name.clone(), value.clone()))
-                .collect(),
+            target: job.target,
+            build_args: job.build_args.into_iter().collect(),
             secrets,
             registry_credentials,
             builder: self.config.build.builder,
@@ -537,8 +619,7 @@ impl Deploys {
                 step: "build",
                 message: err.to_string(),
             })?;
-        self.record_image(deploy, &tag).await?;
-        Ok(tag)
+        Ok(())
     }
 
     pub(super) async fn record_image(&self, deploy: &Deploy, image: &str) -> Result<(), Stop> {

@@ -45,6 +45,11 @@ pub struct DeployPlan {
     /// list (jobs made through the API are left alone). Empty without a file.
     #[serde(default)]
     pub jobs: Vec<crate::model::job::JobFields>,
+    /// For a project deployed from a compose file: its services in the order they start
+    /// (the public one, released as the web, last), what each runs or is built from, its
+    /// volumes, and the keys ignored; null otherwise. A file with a refused key is
+    /// answered 422 naming each key and why, before anything runs.
+    pub compose: Option<crate::stack::ComposePlan>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -80,6 +85,10 @@ impl Deploys {
         });
         let mut env_keys: Vec<String> = vars.into_iter().map(|var| var.key).collect();
         env_keys.push("PORT".to_owned());
+        // A compose file's public service brings its own env (the project's wins).
+        if let Some(stack) = build.as_ref().and_then(|build| build.stack.as_ref()) {
+            env_keys.extend(stack.public.env.keys().cloned());
+        }
         // The wired database's env is added when each container starts (`volumes::attach`).
         if let Some(database) = &database {
             env_keys.extend(
@@ -112,6 +121,10 @@ impl Deploys {
         database: database.map(|database| {
             serde_json::json!({ "engine": database.engine.as_str(), "volume": database.volume })
         }),
+        compose: build
+            .as_ref()
+            .and_then(|build| build.stack.as_ref())
+            .map(|stack| stack.plan(&self.config.scale)),
         build,
         jobs,
     })
@@ -286,7 +299,14 @@ impl Deploys {
             .as_ref()
             .map(|p| p.build.clone())
             .unwrap_or_default();
-        let (source, build) = self.fetch_and_plan(source, git_ref, hint, settings).await?;
+        // A compose file's `${VAR}`s read the project's env.
+        let env = match &project {
+            Some(project) => self.env.snapshot(&project.id).await?,
+            None => std::collections::BTreeMap::new(),
+        };
+        let (source, build) = self
+            .fetch_and_plan(source, git_ref, hint, settings, env)
+            .await?;
         match project {
             Some(project) => self.deploy_plan(&project, &source, Some(&build)).await,
             None => Ok(DeployPlan {
@@ -304,6 +324,10 @@ impl Deploys {
                 hostnames: Vec::new(),
                 database: None,
                 jobs: build.file_jobs.iter().map(|job| job.to_fields()).collect(),
+                compose: build
+                    .stack
+                    .as_ref()
+                    .map(|stack| stack.plan(&self.config.scale)),
                 build: Some(build),
             }),
         }
@@ -406,6 +430,7 @@ impl Deploys {
         git_ref: GitRef,
         hint: Option<crate::names::Runtime>,
         settings: BuildSettings,
+        env: std::collections::BTreeMap<String, String>,
     ) -> Result<(SourcePlan, BuildPlan)> {
         let export_dir = self
             .config
@@ -428,13 +453,14 @@ impl Deploys {
             let commit = mirror.resolve(&git_ref)?;
             std::fs::create_dir_all(&work_dir).map_err(|err| Error::Internal(err.to_string()))?;
             mirror.export(&commit.sha, &work_dir)?;
-            crate::plan::plan_with_settings(
+            crate::plan::plan_repository(
                 &work_dir,
                 &settings,
                 &crate::plan::PlanOptions {
                     runtime_hint: hint,
                     images: &images,
                 },
+                &env,
             )
         })
         .await

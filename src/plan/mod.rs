@@ -1,6 +1,7 @@
 //! Planning: turns a source tree into a deploy plan (runtime detection, generated
 //! Dockerfiles). It reads files and executes nothing: no build, no shell, no network.
 
+mod compose;
 mod dockerfile;
 mod golang;
 mod health;
@@ -26,11 +27,12 @@ use dockerfile::DockerfileWriter;
 pub use dockerfile::{inspect as inspect_dockerfile, DockerfileFacts};
 pub use procfile::{parse as parse_procfile, Procfile};
 pub use settings::{
-    parse_file_settings, plan_with_settings, read_file_settings, BuildPlan, BuildSources,
-    FileSettings, CONFIG_FILE,
+    parse_file_settings, plan_repository, plan_with_settings, read_file_settings, BuildPlan,
+    BuildSources, FileSettings, CONFIG_FILE,
 };
 use tree::{SourceTree, MANIFEST_LIMIT};
 
+pub use compose::shell_line;
 pub use health::HealthCheckSource;
 
 /// The port generated images listen on (`ENV PORT`), and the port assumed for a

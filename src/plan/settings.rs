@@ -37,6 +37,8 @@ const CONFIG_LIMIT: u64 = 64 * 1024;
 #[derive(Debug, Clone, Default)]
 pub struct FileSettings {
     pub build: BuildSettings,
+    /// `compose = "..."` under `[build]`: the compose file of the root directory to deploy.
+    pub compose: Option<String>,
     pub health: Option<HealthCheckSettings>,
     pub jobs: Vec<JobSpec>,
 }
@@ -74,6 +76,8 @@ struct FileBuild {
     build_args: BTreeMap<BuildName, String>,
     #[serde(default)]
     watch_paths: Vec<WatchPath>,
+    #[serde(default)]
+    compose: Option<DockerfilePath>,
 }
 
 /// Parses `cantila.toml`; `shown` is its path in the repository, for messages. An unknown
@@ -96,6 +100,11 @@ pub fn parse_file_settings(text: &str, shown: &str) -> Result<FileSettings, Erro
         .map(HealthCheckSettings::try_from)
         .transpose()
         .map_err(|err| health_error(err, text, shown, &line_of))?;
+    let compose = document
+        .build
+        .as_ref()
+        .and_then(|file| file.compose.as_ref())
+        .map(|path| path.as_str().to_owned());
     let build = match document.build {
         Some(file) => BuildSettings {
             root_dir: file.root_dir.filter(|root| !root.is_repository()),
@@ -112,6 +121,7 @@ pub fn parse_file_settings(text: &str, shown: &str) -> Result<FileSettings, Erro
     let jobs = check_jobs(document.jobs, shown)?;
     Ok(FileSettings {
         build,
+        compose,
         health,
         jobs,
     })
@@ -241,6 +251,11 @@ pub struct BuildPlan {
     /// production release makes the project's `cantila.toml` jobs match them.
     #[serde(skip)]
     pub file_jobs: Vec<JobSpec>,
+    /// For a compose project: the checked stack. The public service is what this plan
+    /// builds; the deploy builds and runs the others (the deploy plan shows them all
+    /// under `compose`).
+    #[serde(skip)]
+    pub stack: Option<crate::stack::Stack>,
 }
 
 /// Where each build setting came from: `api`, `file` (`cantila.toml`) or `detection`.
@@ -273,7 +288,7 @@ fn setting(source: SettingSource, api: &str, file: &str, config_file: Option<&st
 
 /// Checks that `relative` leads from `base` through real directories (no symlink, which
 /// could lead outside the checkout) to a directory (`want_dir`) or a regular file.
-fn checked_path(base: &Path, relative: &str, want_dir: bool) -> Result<PathBuf, String> {
+pub(super) fn checked_path(base: &Path, relative: &str, want_dir: bool) -> Result<PathBuf, String> {
     let mut path = base.to_owned();
     let parts: Vec<&str> = relative.split('/').filter(|p| !p.is_empty()).collect();
     for (index, part) in parts.iter().enumerate() {
@@ -313,6 +328,17 @@ pub fn plan_with_settings(
     api: &BuildSettings,
     options: &PlanOptions<'_>,
 ) -> Result<(SourcePlan, BuildPlan), Error> {
+    plan_repository(repo_tree, api, options, &BTreeMap::new())
+}
+
+/// `plan_with_settings`, with the project's env for a compose file's `${VAR}`s. A root
+/// directory whose compose file is deployed (`compose::choose`) is planned as a stack.
+pub fn plan_repository(
+    repo_tree: &Path,
+    api: &BuildSettings,
+    options: &PlanOptions<'_>,
+    env: &BTreeMap<String, String>,
+) -> Result<(SourcePlan, BuildPlan), Error> {
     let mut warnings = Vec::new();
     // The file is read where the API puts the root, or at the repository's root.
     let api_root = api.root_dir.clone().unwrap_or_else(RootDir::repository);
@@ -324,8 +350,8 @@ pub fn plan_with_settings(
     let shown = api_root.join(CONFIG_FILE);
     let file = read_file_settings(&api_root_path, &shown)?;
     let config_file = file.as_ref().map(|_| shown.clone());
-    let (file_build, file_health, file_jobs) = file
-        .map(|f| (f.build, f.health, f.jobs))
+    let (file_build, file_health, file_jobs, file_compose) = file
+        .map(|f| (f.build, f.health, f.jobs, f.compose))
         .unwrap_or_default();
 
     if api.root_dir.is_some() {
@@ -346,6 +372,41 @@ pub fn plan_with_settings(
     } else {
         api_root_path
     };
+    let compose_file = super::compose::choose(
+        &root_path,
+        &root_dir,
+        file_compose.as_deref(),
+        options.runtime_hint,
+        api.dockerfile.is_some() || file_build.dockerfile.is_some(),
+        &mut warnings,
+    )?;
+    if let Some(compose_file) = compose_file {
+        let watch_paths = api
+            .watch_paths
+            .iter()
+            .chain(
+                file_build
+                    .watch_paths
+                    .iter()
+                    .filter(|_| api.watch_paths.is_empty()),
+            )
+            .map(|path| path.as_str().to_owned())
+            .collect();
+        return super::compose::plan(
+            super::compose::ComposeInputs {
+                repo_tree,
+                root_dir: &root_dir,
+                file: &compose_file,
+                env,
+                watch_paths,
+                config_file,
+                file_health,
+                file_jobs,
+                warnings,
+            },
+            options,
+        );
+    }
     let named =
         |source, api_key, file_key| setting(source, api_key, file_key, config_file.as_deref());
 
@@ -419,6 +480,7 @@ pub fn plan_with_settings(
         },
         file_health,
         file_jobs,
+        stack: None,
     };
     Ok((source_plan, build))
 }

@@ -16,6 +16,7 @@ mod build_settings;
 mod buildkit;
 mod cleanup;
 mod cli;
+mod compose;
 mod console;
 mod console_services;
 mod console_terminal;

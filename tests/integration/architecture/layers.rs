@@ -27,6 +27,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
             "runtime",
             "source",
             "plan",
+            "stack",
             "tls",
             "s3",
             "secrets",
