@@ -109,7 +109,7 @@ export async function servicesSection({ project, base, signal }) {
 
   const row = (service) => h("tr", { "data-service": service.name, "data-state": service.state, "data-source": service.source },
     h("th", { scope: "row", class: "mono" }, service.name,
-      service.port ? h("span", { class: "subtle" }, `:${service.port}`) : null),
+      service.port ? h("div", { class: "subtle" }, `port ${service.port}`) : null),
     h("td", {}, h("span", { class: "tag", title: SOURCE_HINT[service.source] ?? "" }, service.source)),
     h("td", {}, runsFrom(service),
       service.command?.length ? h("div", { class: "mono subtle" }, joinCommand(service.command)) : null),
