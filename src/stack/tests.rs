@@ -348,7 +348,9 @@ fn names_dependencies_and_values_are_checked() {
         "`services.a.healthcheck.interval`",
     );
     check(
-        &format!("services:\n{web}  a: {{image: x, healthcheck: {{test: [CMD, ok], retries: 120}}}}\n"),
+        &format!(
+            "services:\n{web}  a: {{image: x, healthcheck: {{test: [CMD, ok], retries: 120}}}}\n"
+        ),
         "`services.a`: `health.retries` is 120",
     );
     check(
