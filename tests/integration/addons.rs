@@ -261,6 +261,22 @@ async fn a_redis_addon_keeps_the_visit_count_across_a_redeploy_and_a_daemon_rest
         .body;
     assert_eq!(after["state"], "ready", "{after}");
 
+    // Backed up as an RDB snapshot; restored with Redis stopped, as the base of its
+    // append-only files (which win over a dump.rdb at start).
+    let backups = backed_up(&daemon, &id, json!({})).await;
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    assert_eq!(backups[0]["engine"], "redis");
+    assert_eq!(ask(&deploy_id, "/visits").await, "5");
+    daemon
+        .post(
+            &format!("/v1/backups/{}/restore", backups[0]["id"].as_str().unwrap()),
+            &daemon.admin_token,
+            json!({ "confirm": "counter" }),
+        )
+        .await
+        .expect(200);
+    assert_eq!(ask(&deploy_id, "/visits").await, "5", "the count as backed up, plus one");
+
     delete_addons(&daemon, &id, &["redis"]).await;
     remove_installation_volumes(&daemon).await;
 }
