@@ -275,7 +275,11 @@ async fn a_redis_addon_keeps_the_visit_count_across_a_redeploy_and_a_daemon_rest
         )
         .await
         .expect(200);
-    assert_eq!(ask(&deploy_id, "/visits").await, "5", "the count as backed up, plus one");
+    assert_eq!(
+        ask(&deploy_id, "/visits").await,
+        "5",
+        "the count as backed up, plus one"
+    );
 
     delete_addons(&daemon, &id, &["redis"]).await;
     remove_installation_volumes(&daemon).await;
