@@ -27,6 +27,7 @@ use crate::{
     error::{Error, Result},
     ids,
     locks::ProjectLocks,
+    logs::Logs,
     model::deploy::ReleaseTarget,
     names::ServiceName,
     networks::Networks,
@@ -52,6 +53,8 @@ pub struct ServicesParts {
     pub networks: Networks,
     pub volumes: Volumes,
     pub registries: Registries,
+    /// Follows each container's output from its start.
+    pub logs: Logs,
     /// `[deploy]` (network, stop grace), `[scale]` (size tiers), `[git]` (the egress
     /// policy a pull's registry host passes).
     pub config: Arc<Config>,
@@ -74,6 +77,9 @@ struct Inner {
     volumes: Volumes,
     /// The account's credentials for pulling an image that is not present.
     registries: Registries,
+    /// Follows each container's output from its start (the collector's own pass picks up
+    /// the ones already running at start-up).
+    logs: Logs,
     config: Arc<Config>,
     installation: Arc<str>,
     /// Wakes the reconciler after each change, so a change takes effect at once rather than
@@ -140,6 +146,7 @@ impl Services {
             networks: parts.networks,
             volumes: parts.volumes,
             registries: parts.registries,
+            logs: parts.logs,
             config: parts.config,
             installation: parts.installation,
             wake: Notify::new(),

@@ -41,6 +41,7 @@ mod private_network;
 mod private_repos;
 mod runs;
 mod secrets_at_rest;
+mod services;
 mod serving;
 mod tenancy;
 mod terminal;

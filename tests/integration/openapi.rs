@@ -88,6 +88,11 @@ const EXPECTED: &[(&str, &str)] = &[
     ("post", "/v1/projects/{id}/instances/{instance}/exec"),
     ("get", "/v1/execs/{id}/attach"),
     ("get", "/v1/runs/{id}/attach"),
+    ("get", "/v1/projects/{id}/services"),
+    ("post", "/v1/projects/{id}/services"),
+    ("get", "/v1/projects/{id}/services/{name}"),
+    ("patch", "/v1/projects/{id}/services/{name}"),
+    ("delete", "/v1/projects/{id}/services/{name}"),
 ];
 
 /// Operations that take no API token: the document itself, and the webhooks (verified by
@@ -223,6 +228,15 @@ const NOT_EXERCISED: &[(&str, &str, &str)] = &[
 const BASE_BODIES: &[(&str, &str)] = &[
     // The schema's example names a branch the fixture repository does not have.
     ("post /v1/projects/{id}/previews", r#"{"branch": "main"}"#),
+    // A service needs an image; a tcp check takes every `health` integer.
+    (
+        "post /v1/projects/{id}/services",
+        r#"{"name": "bounds-new", "image": "busybox", "command": ["sleep", "600"], "count": 0, "health": {"type": "tcp", "port": 6379}}"#,
+    ),
+    (
+        "patch /v1/projects/{id}/services/{name}",
+        r#"{"health": {"type": "tcp", "port": 6379}}"#,
+    ),
 ];
 
 /// Operations whose in-range values the bounds project cannot take to a 2xx, with the
@@ -241,12 +255,20 @@ const REFUSED_AFTER_CHECKS: &[(&str, u16, &str)] = &[
         // The schema's example names one job: the first bound creates it.
         "already has a job named",
     ),
+    (
+        "post /v1/projects/{id}/services",
+        409,
+        // The base body names one service: the first bound creates it.
+        "already has a service named",
+    ),
 ];
 
 /// Path parameters other than a project's `{id}`, by path: the resource the bounds test
 /// makes for them before it starts.
-const PATH_RESOURCES: &[(&str, &str, &str)] =
-    &[("/v1/projects/{id}/jobs/{name}", "{name}", "bounds-job")];
+const PATH_RESOURCES: &[(&str, &str, &str)] = &[
+    ("/v1/projects/{id}/jobs/{name}", "{name}", "bounds-job"),
+    ("/v1/projects/{id}/services/{name}", "{name}", "bounds-svc"),
+];
 
 /// Where a bounded integer goes in a request.
 #[derive(Debug, Clone)]
@@ -529,6 +551,16 @@ async fn every_documented_integer_bound_holds_on_the_server() {
             &format!("/v1/projects/{project_id}/jobs"),
             &daemon.admin_token,
             json!({ "name": "bounds-job", "schedule": "hourly", "command": ["true"] }),
+        )
+        .await
+        .expect(201);
+
+    // The service `PATH_RESOURCES` names, for the integers of `/services/{name}`.
+    daemon
+        .post(
+            &format!("/v1/projects/{project_id}/services"),
+            &daemon.admin_token,
+            json!({ "name": "bounds-svc", "image": "busybox", "command": ["sleep", "600"], "count": 0 }),
         )
         .await
         .expect(201);

@@ -41,6 +41,7 @@ impl Fixtures {
             ("instances", "instance") => "instance",
             ("execs", "id") => "exec",
             ("jobs", "name") => "job",
+            ("services", "name") => "service",
             ("previews", "previewId") => "preview",
             ("tokens", "id") => "token",
             ("registries", "id") => "registry",
@@ -220,9 +221,18 @@ async fn snapshot(daemon: &TestDaemon, project_id: &str, deploy_id: &str) -> Val
         .await
         .expect(200)
         .body;
+    let services = daemon
+        .get(
+            &format!("/v1/projects/{project_id}/services"),
+            &daemon.admin_token,
+        )
+        .await
+        .expect(200)
+        .body;
     json!([
         runs,
         jobs,
+        services,
         build_secrets,
         project,
         env,
@@ -357,6 +367,15 @@ async fn another_account_learns_nothing_from_any_endpoint() {
         )
         .await
         .expect(201);
+    // A service of the project, stopped (count 0) so the snapshot does not move.
+    daemon
+        .post(
+            &format!("/v1/projects/{project_id}/services"),
+            &daemon.admin_token,
+            json!({ "name": "cache", "image": "busybox", "count": 0, "env": { "PASSWORD": "service-secret" } }),
+        )
+        .await
+        .expect(201);
     let registry = daemon
         .post(
             "/v1/registries",
@@ -383,6 +402,7 @@ async fn another_account_learns_nothing_from_any_endpoint() {
             ("instance", instance),
             ("exec", exec["execId"].as_str().unwrap().to_owned()),
             ("job", "nightly".to_owned()),
+            ("service", "cache".to_owned()),
         ]),
         fake: BTreeMap::from([
             ("project", "prj_00000000000000000000".to_owned()),
@@ -400,6 +420,7 @@ async fn another_account_learns_nothing_from_any_endpoint() {
             ("instance", "abcdefabcdef".to_owned()),
             ("exec", "exe_00000000000000000000".to_owned()),
             ("job", "no-such-job".to_owned()),
+            ("service", "no-such-service".to_owned()),
         ]),
     };
     let before = snapshot(&daemon, &project_id, &deploy_id).await;
