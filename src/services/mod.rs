@@ -95,6 +95,18 @@ struct Inner {
     conditions: Mutex<HashMap<String, Condition>>,
 }
 
+/// What removing a service does with the volumes it owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Data {
+    /// Refuses (409) while it owns any: the API's delete without `deleteData`.
+    Refuse,
+    /// Removes them with their data.
+    Delete,
+    /// Leaves them (a compose service dropped from the file): a service of the same name
+    /// adopts them again; the volumes API deletes them.
+    Keep,
+}
+
 /// A service's condition the reconciler knows and the engine does not show.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Condition {
@@ -516,14 +528,19 @@ impl Services {
             "service.delete",
             format!("{}:{}", service.project_id, service.name()),
         );
-        self.remove(&service, delete_data, Some(audit)).await
+        let data = if delete_data {
+            Data::Delete
+        } else {
+            Data::Refuse
+        };
+        self.remove(&service, data, Some(audit)).await
     }
 
-    /// Removes a service's containers, then its volumes (with `delete_data`) and its row.
+    /// Removes a service's containers, then its row, and its volumes as `data` says.
     async fn remove(
         &self,
         service: &Service,
-        delete_data: bool,
+        data: Data,
         audit: Option<store::Audit>,
     ) -> Result<()> {
         let (project_id, name) = (service.project_id.clone(), service.name().to_string());
@@ -534,7 +551,7 @@ impl Services {
                 .call(move |c| store::volumes::volumes_of_service(c, &id, &name))
                 .await?
         };
-        if !owned.is_empty() && !delete_data {
+        if !owned.is_empty() && data == Data::Refuse {
             return Err(Error::Conflict(format!(
                 "service `{name}` owns the volume(s) {} holding its data; delete with `deleteData=true` to remove them too",
                 owned
@@ -548,12 +565,17 @@ impl Services {
         let _guard = lock.lock().await;
         let engine = self.engine().await?;
         self.remove_containers(&engine, &project_id, &name).await?;
-        for volume in &owned {
-            engine.remove_volume(&volume.docker_name).await?;
+        let delete_data = data == Data::Delete;
+        if delete_data {
+            for volume in &owned {
+                engine.remove_volume(&volume.docker_name).await?;
+            }
         }
         let id = service.id.clone();
         let work = move |tx: &store::Tx<'_>| {
-            store::services::delete_volumes_of(tx, &project_id, &name)?;
+            if delete_data {
+                store::services::delete_volumes_of(tx, &project_id, &name)?;
+            }
             store::services::delete(tx, &id)?;
             Ok(())
         };
@@ -589,8 +611,13 @@ impl Services {
             .iter()
             .filter(|s| s.source == source && !specs.iter().any(|spec| spec.name == s.spec.name))
         {
-            on_line(&format!("removing service {}", service.name()));
-            self.remove(service, false, None).await?;
+            // Its volumes stay (listed, backed up): a service put back in the file adopts
+            // them with their data; `DELETE /volumes/{name}` removes them for good.
+            on_line(&format!(
+                "removing service {} (its volumes are kept)",
+                service.name()
+            ));
+            self.remove(service, Data::Keep, None).await?;
         }
         let mut services = Vec::new();
         for spec in specs {
