@@ -566,9 +566,12 @@ mod tests {
         }
     }
 
+    /// A change made to a valid spec before it is checked.
+    type Change = Box<dyn Fn(&mut ServiceSpec)>;
+
     #[test]
     fn checks_name_the_field() {
-        let cases: Vec<(Box<dyn Fn(&mut ServiceSpec)>, Option<&str>)> = vec![
+        let cases: Vec<(Change, Option<&str>)> = vec![
             (Box::new(|_| {}), None),
             (Box::new(|s| s.count = 11), Some("`count`")),
             (Box::new(|s| s.port = Some(0)), Some("`port`")),
