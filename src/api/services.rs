@@ -10,6 +10,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     api::ApiState,
+    backup::Backups,
     error::Error,
     names::{MountPath, ServiceName, VolumeName},
     services::{
@@ -317,9 +318,12 @@ impl TryFrom<CreateService> for ServiceSpec {
                 ))
             }
         };
-        let name = ServiceName::parse(request.name.as_deref().ok_or_else(|| {
-            Error::Invalid("`name` is required with `image`".to_owned())
-        })?)
+        let name = ServiceName::parse(
+            request
+                .name
+                .as_deref()
+                .ok_or_else(|| Error::Invalid("`name` is required with `image`".to_owned()))?,
+        )
         .map_err(|err| Error::Invalid(format!("`name`: {err}")))?;
         Ok(ServiceSpec {
             name,
@@ -416,9 +420,7 @@ async fn create(
                 ))
                 .into());
             }
-            services
-                .create_addon(&auth.actor, &id, name, addon)
-                .await?
+            services.create_addon(&auth.actor, &id, name, addon).await?
         }
         _ => {
             let spec = ServiceSpec::try_from(request)?;
@@ -476,20 +478,22 @@ async fn update(
 }
 
 /// Delete a service: its containers stop and go. One owning a volume answers 409 unless
-/// `deleteData=true`, which removes its volumes and their data too.
+/// `deleteData=true`, which removes its volumes and their data too, after a `final`
+/// backup of an add-on's data (a failed final backup keeps the add-on: 409).
 #[utoipa::path(delete, path = "/v1/projects/{id}/services/{name}", tag = "services",
     security(("bearer" = ["deploy"])),
     params(("id" = String, Path, description = "project id"), ("name" = String, Path, description = "service name"), DeleteQuery),
     responses((status = 204, description = "deleted"), (status = 409, description = "the service owns a volume (add deleteData=true), or comes from a compose file", body = super::error::ErrorBody)))]
 async fn delete(
     auth: Auth<DeployScope>,
-    State(services): State<Services>,
+    State(backups): State<Backups>,
     Path((id, name)): Path<(String, String)>,
     Query(query): Query<DeleteQuery>,
 ) -> ApiResult<StatusCode> {
     let name = path_name(&name)?;
-    services
-        .delete(&auth.actor, &id, &name, query.delete_data.unwrap_or(false))
+    // Through the backups: an add-on's data gets a final backup before it goes.
+    backups
+        .delete_service(&auth.actor, &id, &name, query.delete_data.unwrap_or(false))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -548,6 +548,50 @@ impl Backups {
 }
 
 impl Backups {
+    /// Deletes a service; with `delete_data`, an add-on holding data is backed up first
+    /// (a `final` backup with its engine's tools, or of its volume when it is not running
+    /// to dump from), and a failed final backup keeps the add-on.
+    pub async fn delete_service(
+        &self,
+        actor: &Actor,
+        project_id: &str,
+        name: &crate::names::ServiceName,
+        delete_data: bool,
+    ) -> Result<Option<Backup>> {
+        let project = projects::get(&self.store, actor, project_id.to_owned()).await?;
+        let addon = match delete_data {
+            true => self.services.addon_data(&project.id, name.as_str()).await?,
+            false => None,
+        };
+        let final_backup = match addon {
+            Some(addon) if addon.engine.backs_up() => {
+                let target = match (&addon.container, &addon.volume_name) {
+                    (Some(_), _) => Some(Target::Service(name.to_string())),
+                    (None, Some(volume)) => Some(Target::Volume(volume.clone())),
+                    (None, None) => None,
+                };
+                match target {
+                    Some(target) => {
+                        let backup = self.run_now(&project, target, Trigger::Final).await?;
+                        if backup.status != BackupStatus::Completed {
+                            return Err(Error::Conflict(format!(
+                                "the final backup of add-on `{name}` failed ({}); the add-on was kept",
+                                backup.error.unwrap_or_default()
+                            )));
+                        }
+                        Some(backup)
+                    }
+                    None => None,
+                }
+            }
+            Some(_) | None => None,
+        };
+        self.services
+            .delete(actor, &project.id, name, delete_data)
+            .await?;
+        Ok(final_backup)
+    }
+
     /// The project's add-on `name`, when it is one whose data is backed up.
     pub(crate) async fn addon_of(&self, project: &Project, name: &str) -> Result<AddonData> {
         let addon = self

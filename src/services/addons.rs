@@ -608,6 +608,8 @@ pub struct AddonData {
     pub container: Option<String>,
     /// The Docker name of its data volume.
     pub volume: Option<String>,
+    /// The project's name for that volume.
+    pub volume_name: Option<String>,
 }
 
 impl Services {
@@ -705,6 +707,7 @@ impl Services {
             engine,
             container,
             volume,
+            volume_name: service.spec.volumes.first().map(|v| v.name.to_string()),
         }))
     }
 

@@ -183,15 +183,26 @@ async fn a_redis_addon_keeps_the_visit_count_across_a_redeploy_and_a_daemon_rest
     assert_eq!(redis["image"], "redis:7");
     assert_eq!(redis["addon"], json!({ "engine": "redis", "version": "7" }));
     assert_eq!(redis["connection"], json!({ "envKeys": ["REDIS_URL"] }));
-    assert_eq!(redis["volumes"], json!([{ "name": "redis-data", "path": "/data" }]));
+    assert_eq!(
+        redis["volumes"],
+        json!([{ "name": "redis-data", "path": "/data" }])
+    );
     assert_eq!(redis["health"]["type"], "command");
 
     // A second Redis would overwrite REDIS_URL; bad engines and versions name the field.
     let second = daemon
-        .post(&services, &token, json!({ "addon": "redis", "name": "cache" }))
+        .post(
+            &services,
+            &token,
+            json!({ "addon": "redis", "name": "cache" }),
+        )
         .await
         .expect(409);
-    assert!(second.error_message().contains("REDIS_URL"), "{}", second.text);
+    assert!(
+        second.error_message().contains("REDIS_URL"),
+        "{}",
+        second.text
+    );
     for (body, field) in [
         (json!({ "addon": "mongodb" }), "addon `mongodb`"),
         (
@@ -204,7 +215,10 @@ async fn a_redis_addon_keeps_the_visit_count_across_a_redeploy_and_a_daemon_rest
         ),
         (json!({ "addon": "redis", "image": "redis:7" }), "not both"),
     ] {
-        let res = daemon.post(&services, &token, body.clone()).await.expect(422);
+        let res = daemon
+            .post(&services, &token, body.clone())
+            .await
+            .expect(422);
         assert!(res.error_message().contains(field), "{body}: {}", res.text);
     }
 
@@ -221,7 +235,10 @@ async fn a_redis_addon_keeps_the_visit_count_across_a_redeploy_and_a_daemon_rest
         .and_then(|rest| rest.strip_suffix("@redis:6379"))
         .unwrap_or_else(|| panic!("REDIS_URL {url}"));
     assert_eq!(password.len(), 32, "{url}");
-    assert!(!store_contains(&daemon, password), "the password is in the store in clear");
+    assert!(
+        !store_contains(&daemon, password),
+        "the password is in the store in clear"
+    );
     let listed = daemon.get(&services, &token).await.expect(200);
     assert!(!listed.text.contains(password), "{}", listed.text);
 
@@ -235,12 +252,273 @@ async fn a_redis_addon_keeps_the_visit_count_across_a_redeploy_and_a_daemon_rest
     let daemon = daemon.restart().await;
     assert_eq!(ask(&deploy_id, "/visits").await, "4");
     let after = daemon
-        .get(&format!("/v1/projects/{id}/services/redis"), &daemon.admin_token)
+        .get(
+            &format!("/v1/projects/{id}/services/redis"),
+            &daemon.admin_token,
+        )
         .await
         .expect(200)
         .body;
     assert_eq!(after["state"], "ready", "{after}");
 
+    // Backed up as an RDB snapshot; restored with Redis stopped, as the base of its
+    // append-only files (which win over a dump.rdb at start).
+    let backups = backed_up(&daemon, &id, json!({})).await;
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    assert_eq!(backups[0]["engine"], "redis");
+    assert_eq!(ask(&deploy_id, "/visits").await, "5");
+    daemon
+        .post(
+            &format!("/v1/backups/{}/restore", backups[0]["id"].as_str().unwrap()),
+            &daemon.admin_token,
+            json!({ "confirm": "counter" }),
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        ask(&deploy_id, "/visits").await,
+        "5",
+        "the count as backed up, plus one"
+    );
+
     delete_addons(&daemon, &id, &["redis"]).await;
+    remove_installation_volumes(&daemon).await;
+}
+
+async fn rows(deploy_id: &str) -> Vec<(i64, String)> {
+    serde_json::from_str(&ask(deploy_id, "/rows").await).expect("rows as JSON")
+}
+
+/// Starts the project's backups (`body` says which) and waits for each; returns them.
+async fn backed_up(daemon: &TestDaemon, project_id: &str, body: Value) -> Vec<Value> {
+    let started = daemon
+        .post(
+            &format!("/v1/projects/{project_id}/backups"),
+            &daemon.admin_token,
+            body,
+        )
+        .await
+        .expect(202)
+        .body;
+    let mut finished = Vec::new();
+    for backup in started["backups"].as_array().unwrap() {
+        let backup = wait_backup(daemon, backup["id"].as_str().unwrap()).await;
+        assert_eq!(backup["status"], "completed", "{backup}");
+        finished.push(backup);
+    }
+    finished
+}
+
+#[tokio::test]
+async fn a_postgres_addon_is_backed_up_changed_restored_and_compared() {
+    let daemon = TestDaemon::start().await;
+    let repo = Repo::from_fixture("data-app");
+    let (id, _) = daemon.connected_project("pgaddon", &repo).await;
+    let token = daemon.admin_token.clone();
+
+    let db = add_ready(
+        &daemon,
+        &id,
+        json!({ "addon": { "engine": "postgres", "version": "16" }, "name": "db" }),
+    )
+    .await;
+    assert_eq!(db["image"], "postgres:16");
+    assert_eq!(
+        db["connection"]["envKeys"],
+        json!([
+            "DATABASE_URL",
+            "PGHOST",
+            "PGPORT",
+            "PGDATABASE",
+            "PGUSER",
+            "PGPASSWORD"
+        ])
+    );
+    // One DATABASE_URL per project: neither a database nor a MariaDB add-on beside it.
+    let database = daemon
+        .post(
+            &format!("/v1/projects/{id}/database"),
+            &token,
+            json!({ "engine": "sqlite" }),
+        )
+        .await
+        .expect(409);
+    assert!(
+        database.error_message().contains("`db`"),
+        "{}",
+        database.text
+    );
+    let mariadb = daemon
+        .post(
+            &format!("/v1/projects/{id}/services"),
+            &token,
+            json!({ "addon": "mysql" }),
+        )
+        .await
+        .expect(409);
+    assert!(
+        mariadb.error_message().contains("DATABASE_URL"),
+        "{}",
+        mariadb.text
+    );
+
+    let deploy = daemon.deploy(&id, None).await;
+    assert_eq!(deploy["status"], "running", "{deploy}");
+    let deploy_id = deploy["id"].as_str().unwrap().to_owned();
+    for value in ["one", "two"] {
+        assert_eq!(
+            ask(&deploy_id, &format!("/rows/add?value={value}")).await,
+            "added"
+        );
+    }
+    let before = rows(&deploy_id).await;
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    // Backed up with pg_dump inside the add-on; its volume is not archived beside it.
+    let everything = backed_up(&daemon, &id, json!({})).await;
+    assert_eq!(everything.len(), 1, "{everything:?}");
+    let backup = &everything[0];
+    assert_eq!(backup["kind"], "service", "{backup}");
+    assert_eq!(backup["subject"], "db");
+    assert_eq!(backup["engine"], "postgres");
+    assert!(backup["sizeBytes"].as_i64().unwrap() > 0, "{backup}");
+    assert_eq!(backup["sha256"].as_str().unwrap().len(), 64);
+    let by_name = backed_up(&daemon, &id, json!({ "kind": "service", "service": "db" })).await;
+    assert_eq!(by_name[0]["subject"], "db");
+    let volume = daemon
+        .post(
+            &format!("/v1/projects/{id}/backups"),
+            &token,
+            json!({ "kind": "volume", "volume": "db-data" }),
+        )
+        .await
+        .expect(422);
+    assert!(
+        volume.error_message().contains("kind: service"),
+        "{}",
+        volume.text
+    );
+
+    // Changed, restored, compared row by row.
+    ask(&deploy_id, "/rows/add?value=three").await;
+    assert_eq!(rows(&deploy_id).await.len(), 3);
+    let restored = daemon
+        .post(
+            &format!("/v1/backups/{}/restore", backup["id"].as_str().unwrap()),
+            &token,
+            json!({ "confirm": "pgaddon" }),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(restored["safetyBackup"]["kind"], "service", "{restored}");
+    assert_eq!(
+        restored["safetyBackup"]["status"], "completed",
+        "{restored}"
+    );
+    assert_eq!(rows(&deploy_id).await, before, "row by row as backed up");
+
+    // Its data goes only on request, after a final backup.
+    let kept = daemon
+        .delete(&format!("/v1/projects/{id}/services/db"), &token)
+        .await
+        .expect(409);
+    assert!(kept.error_message().contains("db-data"), "{}", kept.text);
+    delete_addons(&daemon, &id, &["db"]).await;
+    let listed = daemon
+        .get(&format!("/v1/projects/{id}/backups"), &token)
+        .await
+        .expect(200)
+        .body;
+    let last = &listed["backups"][0];
+    assert_eq!(
+        (&last["trigger"], &last["kind"], &last["status"]),
+        (&json!("final"), &json!("service"), &json!("completed")),
+        "{listed}"
+    );
+    remove_installation_volumes(&daemon).await;
+}
+
+#[tokio::test]
+async fn a_mariadb_addon_becomes_ready_and_its_database_url_works_from_a_run() {
+    let daemon = TestDaemon::start().await;
+    let repo = app_repo();
+    let (id, _) = daemon.connected_project("shop", &repo).await;
+    let token = daemon.admin_token.clone();
+
+    let mariadb = add_ready(&daemon, &id, json!({ "addon": "mysql" })).await;
+    assert_eq!(mariadb["name"], "mariadb", "{mariadb}");
+    assert_eq!(mariadb["image"], "mariadb:11");
+    assert_eq!(
+        mariadb["connection"]["envKeys"],
+        json!([
+            "DATABASE_URL",
+            "MYSQL_HOST",
+            "MYSQL_PORT",
+            "MYSQL_DATABASE",
+            "MYSQL_USER",
+            "MYSQL_PASSWORD"
+        ])
+    );
+    // A cache beside it: no password, no volume, ready when its port answers.
+    let memcached = add_ready(&daemon, &id, json!({ "addon": "memcached" })).await;
+    assert_eq!(memcached["volumes"], json!([]));
+    assert_eq!(memcached["health"]["type"], "tcp");
+
+    let deploy = daemon.deploy(&id, None).await;
+    assert_eq!(deploy["status"], "running", "{deploy}");
+    let script =
+        "python3 /app/app.py mariadb && echo \"${DATABASE_URL#*@}\" && echo \"$MEMCACHE_SERVERS\"";
+    let created = daemon
+        .post(
+            &format!("/v1/projects/{id}/runs"),
+            &token,
+            json!({ "command": ["sh", "-c", script], "timeoutSecs": 120 }),
+        )
+        .await
+        .expect(201)
+        .body;
+    let followed = follow(&daemon, created["runId"].as_str().unwrap(), None).await;
+    let stdout: Vec<&str> = followed
+        .lines
+        .iter()
+        .filter(|(_, stream, _)| stream == "stdout")
+        .map(|(_, _, line)| line.as_str())
+        .collect();
+    assert_eq!(
+        stdout,
+        [
+            "mariadb says ['from a run']",
+            "mariadb:3306/app",
+            "memcached:11211"
+        ],
+        "{:?}",
+        followed.lines
+    );
+    assert_eq!(followed.ended["exitCode"], 0, "{}", followed.ended);
+
+    // Backed up with mariadb-dump; the cache is not backed up.
+    let backups = backed_up(&daemon, &id, json!({})).await;
+    let kinds: Vec<(&str, &str)> = backups
+        .iter()
+        .map(|b| {
+            (
+                b["subject"].as_str().unwrap(),
+                b["engine"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(kinds, [("mariadb", "mariadb")], "{backups:?}");
+    let cache = daemon
+        .post(
+            &format!("/v1/projects/{id}/backups"),
+            &token,
+            json!({ "kind": "service", "service": "memcached" }),
+        )
+        .await
+        .expect(422);
+    assert!(cache.error_message().contains("cache"), "{}", cache.text);
+
+    delete_addons(&daemon, &id, &["mariadb", "memcached"]).await;
     remove_installation_volumes(&daemon).await;
 }
