@@ -56,6 +56,7 @@ pub struct IgnoredKey {
 
 /// A service's build: a directory of the repository and what to build in it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = ComposeBuild)]
 pub struct Build {
     /// The build context, as a path of the repository (`.` = its root).
     pub context: String,
@@ -69,6 +70,7 @@ pub struct Build {
 /// When a dependent may start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = ComposeCondition)]
 pub enum Condition {
     /// Once the dependency runs (or, with a health check, once it is ready: Cantila waits
     /// for readiness either way).
@@ -80,6 +82,7 @@ pub enum Condition {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = ComposeDependency)]
 pub struct Dependency {
     pub service: String,
     pub condition: Condition,
@@ -88,6 +91,7 @@ pub struct Dependency {
 /// A named volume mounted into a service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ComposeMount)]
 pub struct Mount {
     /// The project's volume (the file's name, lowercased with `_` and `.` as `-`).
     pub volume: String,
@@ -98,6 +102,7 @@ pub struct Mount {
 /// A compose health check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", tag = "type")]
+#[schema(as = ComposeHealth)]
 pub enum Health {
     /// `disable: true` or `test: ["NONE"]`.
     #[serde(rename = "none")]
@@ -115,6 +120,7 @@ pub enum Health {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
+#[schema(as = ComposeRestart)]
 pub enum Restart {
     /// Compose's default is `no`; a service here restarts unless told otherwise, since
     /// nobody is at the terminal to start it again.
@@ -127,6 +133,7 @@ pub enum Restart {
 /// `deploy.resources.limits`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ComposeLimits)]
 pub struct Limits {
     pub cpus: Option<f64>,
     pub memory_bytes: Option<u64>,

@@ -348,7 +348,9 @@ fn names_dependencies_and_values_are_checked() {
         "`services.a.healthcheck.interval`",
     );
     check(
-        &format!("services:\n{web}  a: {{image: x, healthcheck: {{test: [CMD, ok], retries: 120}}}}\n"),
+        &format!(
+            "services:\n{web}  a: {{image: x, healthcheck: {{test: [CMD, ok], retries: 120}}}}\n"
+        ),
         "`services.a`: `health.retries` is 120",
     );
     check(
@@ -434,4 +436,28 @@ fn sizes_words_durations_and_paths() {
     assert!(warned.is_empty());
     let huge = fit_size(&limits(1 << 20, 64.0), &scale, &mut |w| warned.push(w));
     assert!(huge.is_some() && warned.len() == 1, "{warned:?}");
+}
+
+#[test]
+fn the_compose_plan_is_in_the_served_document() {
+    let document = serde_json::to_value(crate::api::openapi_document()).unwrap();
+    let schemas = &document["components"]["schemas"];
+    for name in [
+        "ComposePlan",
+        "ComposeServicePlan",
+        "IgnoredKey",
+        "RefusedKey",
+        "ComposeHealth",
+        "ComposeBuild",
+        "ComposeMount",
+    ] {
+        assert!(schemas.get(name).is_some(), "{name} is not in the document");
+    }
+    assert!(
+        schemas["DeployPlan"]
+            .to_string()
+            .contains("#/components/schemas/ComposePlan"),
+        "{}",
+        schemas["DeployPlan"]
+    );
 }
