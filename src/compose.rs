@@ -126,6 +126,7 @@ pub fn build(adapters: Adapters) -> ApiState {
         networks: networks.clone(),
         volumes: volumes.clone(),
         registries: registries.clone(),
+        logs: logs.clone(),
         config: config.clone(),
         installation: installation_id.clone(),
     });

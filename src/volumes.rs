@@ -183,10 +183,21 @@ impl Volumes {
         let volume = volume.ok_or_else(|| {
             Error::NotFound(format!("project `{}` has no volume `{name}`", project.id))
         })?;
-        if let Some(service) = &volume.service {
-            return Err(Error::Conflict(format!(
-                "volume `{name}` belongs to service `{service}`; delete the service with `deleteData=true` to remove it"
-            )));
+        if let Some(service) = volume.service.clone() {
+            let id = project.id.clone();
+            let owner = service.clone();
+            let exists = self
+                .store
+                .call(move |c| store::services::by_name(c, &id, &owner))
+                .await?
+                .is_some();
+            // The volume of a service that is gone (dropped from a compose file) is the
+            // project's to delete like any other.
+            if exists {
+                return Err(Error::Conflict(format!(
+                    "volume `{name}` belongs to service `{service}`; delete the service with `deleteData=true` to remove it"
+                )));
+            }
         }
         if database.is_some_and(|db| db.volume.as_deref() == Some(volume.name.as_str())) {
             return Err(Error::Conflict(format!(

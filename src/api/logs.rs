@@ -58,6 +58,8 @@ pub struct LogParams {
     pub follow: Option<bool>,
     /// A preview of the project (`prv_...`): its lines instead of production's.
     pub preview: Option<String>,
+    /// Only this service's lines (`GET /v1/projects/{id}/services`).
+    pub service: Option<String>,
 }
 
 /// One runtime log line.
@@ -73,9 +75,12 @@ pub struct LogLineView {
     /// The instance that wrote it, or `edge`.
     #[schema(example = "k3j9xq")]
     pub instance: String,
-    /// The process type: `web`, or `edge`.
+    /// The process type: `web`, `edge`, or `service` for a service's line.
     #[schema(example = "web")]
     pub process: String,
+    /// The service that wrote it; null for the app's lines.
+    #[schema(example = "redis")]
+    pub service: Option<String>,
     /// `stdout`, `stderr` or `edge`.
     #[schema(example = "stdout")]
     pub stream: String,
@@ -90,6 +95,7 @@ impl From<&RuntimeLine> for LogLineView {
             at: clock::format_nanos(line.at_ns),
             instance: line.instance.clone(),
             process: line.process.clone(),
+            service: line.service.clone(),
             stream: line.stream.as_str().to_owned(),
             line: line.text.clone(),
         }
@@ -138,6 +144,15 @@ impl LogParams {
                     .transpose()?,
                 stream: self.stream.as_deref().map(logs::parse_stream).transpose()?,
                 contains: self.q.as_deref().map(logs::parse_contains).transpose()?,
+                service: self
+                    .service
+                    .as_deref()
+                    .map(|name| {
+                        crate::names::ServiceName::parse(name)
+                            .map(|name| name.to_string())
+                            .map_err(|err| Error::BadRequest(format!("`service`: {err}")))
+                    })
+                    .transpose()?,
             },
         })
     }

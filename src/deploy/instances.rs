@@ -110,6 +110,7 @@ impl Deploys {
             instance: crate::logs::instance_id(&status.id),
             process: process.to_string(),
             preview_id: release.preview_id.clone(),
+            service: None,
         });
         // Only web answers on the port; other types are healthy when they stay up.
         let health = if process.is_web() {

@@ -114,14 +114,28 @@ pub struct StartedContainer {
     pub process: String,
     /// The preview it runs (`cantila.preview`); `None` for production.
     pub preview_id: Option<String>,
+    /// The service it runs (`cantila.service`); `None` for the app's instances.
+    pub service: Option<String>,
 }
 
 impl StartedContainer {
-    /// The instance of a listed container, when it is one of this installation's.
+    /// The instance (or service container) of a listed container, when it is one of this
+    /// installation's.
     fn of(container: &crate::runtime::ContainerSummary, installation: &str) -> Option<Self> {
         let labels = Labels::parse(&container.labels);
         if labels.installation.as_deref() != Some(installation) {
             return None;
+        }
+        if labels.kind == Some(crate::labels::Kind::Service) {
+            // A service's lines carry its name; `process` says `service`.
+            return Some(Self {
+                id: container.id.clone(),
+                project_id: labels.project?,
+                instance: instance_id(&container.id),
+                process: crate::labels::Kind::Service.as_str().to_owned(),
+                preview_id: None,
+                service: labels.service,
+            });
         }
         labels.instance.as_ref()?;
         Some(Self {
@@ -135,6 +149,7 @@ impl StartedContainer {
                 .or_else(|| labels.kind.map(|kind| kind.as_str().to_owned()))
                 .unwrap_or_else(|| "web".to_owned()),
             preview_id: labels.preview,
+            service: None,
         })
     }
 }
@@ -313,6 +328,7 @@ fn admit(
         stream,
         text: line.text,
         preview_id: container.preview_id.clone(),
+        service: container.service.clone(),
         position: Some(ReadPosition {
             container_id: container.id.clone(),
             last_ns: position.last_ns,
@@ -326,6 +342,7 @@ fn access_line(record: AccessRecord) -> NewLine {
         text: record.line(),
         project_id: record.project_id,
         preview_id: record.preview_id,
+        service: None,
         at_ns: record.at_ns,
         instance: "edge".to_owned(),
         process: "edge".to_owned(),

@@ -387,6 +387,7 @@ mod tests {
             stream: LogStream::Stderr,
             text: "GET /health took 3ms".into(),
             preview_id: None,
+            service: None,
         };
         let check = |filter: LineFilter, expected: bool| {
             assert_eq!(filter.matches(&line), expected, "{filter:?}");
@@ -398,6 +399,7 @@ mod tests {
                 instance: Some("abc123".into()),
                 stream: Some(LogStream::Stderr),
                 contains: Some("/health".into()),
+                service: None,
             },
             true,
         );
@@ -456,6 +458,7 @@ mod tests {
             stream: LogStream::Stdout,
             text: text.into(),
             preview_id: preview_id.map(Into::into),
+            service: None,
             position: None,
         }
     }

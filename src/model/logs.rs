@@ -50,6 +50,8 @@ pub struct RuntimeLine {
     pub text: String,
     /// The preview whose container or hostname the line came from; `None` for production.
     pub preview_id: Option<String>,
+    /// The project's service whose container wrote it; `None` for the app's lines.
+    pub service: Option<String>,
 }
 
 impl live::Sequenced for std::sync::Arc<RuntimeLine> {
@@ -69,6 +71,8 @@ pub struct NewLine {
     pub text: String,
     /// The preview the line belongs to; `None` for production.
     pub preview_id: Option<String>,
+    /// The service whose container wrote it; `None` for the app's lines.
+    pub service: Option<String>,
     /// For container lines: the stream's read position once this line is stored.
     pub position: Option<ReadPosition>,
 }
@@ -92,6 +96,8 @@ pub struct LineFilter {
     pub stream: Option<LogStream>,
     /// A case-sensitive substring of the line.
     pub contains: Option<String>,
+    /// Only this service's lines.
+    pub service: Option<String>,
 }
 
 impl LineFilter {
@@ -102,6 +108,10 @@ impl LineFilter {
                 .as_deref()
                 .is_none_or(|instance| line.instance == instance)
             && self.stream.is_none_or(|stream| line.stream == stream)
+            && self
+                .service
+                .as_deref()
+                .is_none_or(|service| line.service.as_deref() == Some(service))
             && self
                 .contains
                 .as_deref()

@@ -228,7 +228,15 @@ impl Services {
             for _ in current.len()..wanted {
                 let spec = self.container_spec(&engine, service).await?;
                 tracing::info!(service = %service.name(), project = %service.project_id, container = %spec.name, "starting a service container");
-                engine.start(&spec).await?;
+                let status = engine.start(&spec).await?;
+                self.0.logs.follow_started(crate::logs::StartedContainer {
+                    id: status.id.clone(),
+                    project_id: service.project_id.clone(),
+                    instance: crate::logs::instance_id(&status.id),
+                    process: Kind::Service.as_str().to_owned(),
+                    preview_id: None,
+                    service: Some(service.name().to_string()),
+                });
             }
         }
         for extra in current.iter().skip(wanted) {

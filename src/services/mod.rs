@@ -28,6 +28,7 @@ use crate::{
     error::{Error, Result},
     ids,
     locks::ProjectLocks,
+    logs::Logs,
     model::deploy::ReleaseTarget,
     names::ServiceName,
     networks::Networks,
@@ -53,6 +54,8 @@ pub struct ServicesParts {
     pub networks: Networks,
     pub volumes: Volumes,
     pub registries: Registries,
+    /// Follows each container's output from its start.
+    pub logs: Logs,
     /// `[deploy]` (network, stop grace), `[scale]` (size tiers), `[git]` (the egress
     /// policy a pull's registry host passes).
     pub config: Arc<Config>,
@@ -75,6 +78,9 @@ struct Inner {
     volumes: Volumes,
     /// The account's credentials for pulling an image that is not present.
     registries: Registries,
+    /// Follows each container's output from its start (the collector's own pass picks up
+    /// the ones already running at start-up).
+    logs: Logs,
     config: Arc<Config>,
     installation: Arc<str>,
     /// Wakes the reconciler after each change, so a change takes effect at once rather than
@@ -87,6 +93,18 @@ struct Inner {
     /// What the containers cannot tell: a service whose image is being pulled, or that
     /// cannot start, with why; by service id.
     conditions: Mutex<HashMap<String, Condition>>,
+}
+
+/// What removing a service does with the volumes it owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Data {
+    /// Refuses (409) while it owns any: the API's delete without `deleteData`.
+    Refuse,
+    /// Removes them with their data.
+    Delete,
+    /// Leaves them (a compose service dropped from the file): a service of the same name
+    /// adopts them again; the volumes API deletes them.
+    Keep,
 }
 
 /// A service's condition the reconciler knows and the engine does not show.
@@ -141,6 +159,7 @@ impl Services {
             networks: parts.networks,
             volumes: parts.volumes,
             registries: parts.registries,
+            logs: parts.logs,
             config: parts.config,
             installation: parts.installation,
             wake: Notify::new(),
@@ -509,14 +528,15 @@ impl Services {
             "service.delete",
             format!("{}:{}", service.project_id, service.name()),
         );
-        self.remove(&service, delete_data, Some(audit)).await
+        let data = if delete_data { Data::Delete } else { Data::Refuse };
+        self.remove(&service, data, Some(audit)).await
     }
 
-    /// Removes a service's containers, then its volumes (with `delete_data`) and its row.
+    /// Removes a service's containers, then its row, and its volumes as `data` says.
     async fn remove(
         &self,
         service: &Service,
-        delete_data: bool,
+        data: Data,
         audit: Option<store::Audit>,
     ) -> Result<()> {
         let (project_id, name) = (service.project_id.clone(), service.name().to_string());
@@ -527,7 +547,7 @@ impl Services {
                 .call(move |c| store::volumes::volumes_of_service(c, &id, &name))
                 .await?
         };
-        if !owned.is_empty() && !delete_data {
+        if !owned.is_empty() && data == Data::Refuse {
             return Err(Error::Conflict(format!(
                 "service `{name}` owns the volume(s) {} holding its data; delete with `deleteData=true` to remove them too",
                 owned
@@ -541,12 +561,17 @@ impl Services {
         let _guard = lock.lock().await;
         let engine = self.engine().await?;
         self.remove_containers(&engine, &project_id, &name).await?;
-        for volume in &owned {
-            engine.remove_volume(&volume.docker_name).await?;
+        let delete_data = data == Data::Delete;
+        if delete_data {
+            for volume in &owned {
+                engine.remove_volume(&volume.docker_name).await?;
+            }
         }
         let id = service.id.clone();
         let work = move |tx: &store::Tx<'_>| {
-            store::services::delete_volumes_of(tx, &project_id, &name)?;
+            if delete_data {
+                store::services::delete_volumes_of(tx, &project_id, &name)?;
+            }
             store::services::delete(tx, &id)?;
             Ok(())
         };
@@ -582,8 +607,10 @@ impl Services {
             .iter()
             .filter(|s| s.source == source && !specs.iter().any(|spec| spec.name == s.spec.name))
         {
-            on_line(&format!("removing service {}", service.name()));
-            self.remove(service, false, None).await?;
+            // Its volumes stay (listed, backed up): a service put back in the file adopts
+            // them with their data; `DELETE /volumes/{name}` removes them for good.
+            on_line(&format!("removing service {} (its volumes are kept)", service.name()));
+            self.remove(service, Data::Keep, None).await?;
         }
         let mut services = Vec::new();
         for spec in specs {

@@ -14,7 +14,8 @@ use crate::{
 
 use super::{Db, Tx};
 
-const COLUMNS: &str = "seq, project_id, at_ns, instance, process, stream, line, preview_id";
+const COLUMNS: &str =
+    "seq, project_id, at_ns, instance, process, stream, line, preview_id, service";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<RuntimeLine> {
     let stream: String = row.get(5)?;
@@ -27,6 +28,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<RuntimeLine> {
         stream: LogStream::parse(&stream).unwrap_or(LogStream::Stdout),
         text: row.get(6)?,
         preview_id: row.get(7)?,
+        service: row.get(8)?,
     })
 }
 
@@ -74,8 +76,8 @@ fn append_batch(db: &mut Db, batch: Vec<NewLine>, cap_bytes: u64) -> Result<Appe
         let mut preview_exists =
             tx.prepare_cached("SELECT 1 FROM previews WHERE id = ?1 AND project_id = ?2")?;
         let mut insert = tx.prepare_cached(
-            "INSERT INTO runtime_logs (project_id, at_ns, instance, process, stream, line, preview_id) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO runtime_logs (project_id, at_ns, instance, process, stream, line, preview_id, service) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         let mut cursor = tx.prepare_cached(
             "INSERT INTO runtime_log_cursors (container_id, stream, project_id, last_ns, lines_at_last, updated_ns) \
@@ -122,7 +124,8 @@ fn append_batch(db: &mut Db, batch: Vec<NewLine>, cap_bytes: u64) -> Result<Appe
                 line.process,
                 line.stream.as_str(),
                 line.text,
-                line.preview_id
+                line.preview_id,
+                line.service
             ])?;
             let seq = tx.last_insert_rowid();
             if let Some(position) = &line.position {
@@ -147,6 +150,7 @@ fn append_batch(db: &mut Db, batch: Vec<NewLine>, cap_bytes: u64) -> Result<Appe
                 stream: line.stream,
                 text: line.text,
                 preview_id: line.preview_id,
+                service: line.service,
             });
         }
     }
@@ -362,6 +366,9 @@ fn filtered(
     if let Some(stream) = filter.stream {
         add("stream =", Box::new(stream.as_str()));
     }
+    if let Some(service) = &filter.service {
+        add("service =", Box::new(service.clone()));
+    }
     if let Some(contains) = &filter.contains {
         // instr is a plain, case-sensitive substring test: no LIKE wildcards to escape.
         values.push(Box::new(contains.clone()));
@@ -441,6 +448,7 @@ mod tests {
             stream: LogStream::Stdout,
             text: text.to_owned(),
             preview_id: None,
+            service: None,
             position: Some(ReadPosition {
                 container_id: "c1".to_owned(),
                 last_ns: at_ns,

@@ -22,7 +22,7 @@ fn pong_service(name: &str) -> Value {
     json!({
         "name": name,
         "image": "busybox",
-        "command": ["sh", "-c", "mkdir -p /www && echo pong > /www/index.html && exec httpd -f -p 6379 -h /www"],
+        "command": ["sh", "-c", format!("echo {name} is up; mkdir -p /www && echo pong > /www/index.html && exec httpd -f -p 6379 -h /www")],
         "env": { "SECRET_TOKEN": "s3cr3t-value" },
         "health": { "type": "tcp" },
         "port": 6379
@@ -128,6 +128,35 @@ async fn a_service_is_reached_by_name_from_its_project_only_and_outlives_release
     assert_eq!(view["instances"][0]["health"], "healthy", "{view}");
     let first = containers_of(&project_id, "cache");
     assert_eq!(first.len(), 1);
+
+    // Its output is in the project's logs, tagged with its name.
+    let logged = wait_for(
+        Duration::from_secs(30),
+        "the service's log line",
+        || async {
+            let logs = daemon
+                .get(
+                    &format!("/v1/projects/{project_id}/logs?service=cache&since=1h"),
+                    &token,
+                )
+                .await
+                .expect(200)
+                .body;
+            let lines = logs["lines"].as_array().cloned().unwrap_or_default();
+            (!lines.is_empty()).then_some(lines)
+        },
+    )
+    .await;
+    assert_eq!(logged[0]["line"], "cache is up", "{logged:?}");
+    assert_eq!(logged[0]["service"], "cache", "{logged:?}");
+    assert_eq!(logged[0]["process"], "service", "{logged:?}");
+    daemon
+        .get(
+            &format!("/v1/projects/{project_id}/logs?service=Bad_Name"),
+            &token,
+        )
+        .await
+        .expect(400);
 
     // A one-off run of the project reaches it by name.
     let (lines, code) = run(&daemon, &project_id, FETCH_CACHE).await;
