@@ -528,7 +528,11 @@ impl Services {
             "service.delete",
             format!("{}:{}", service.project_id, service.name()),
         );
-        let data = if delete_data { Data::Delete } else { Data::Refuse };
+        let data = if delete_data {
+            Data::Delete
+        } else {
+            Data::Refuse
+        };
         self.remove(&service, data, Some(audit)).await
     }
 
@@ -609,7 +613,10 @@ impl Services {
         {
             // Its volumes stay (listed, backed up): a service put back in the file adopts
             // them with their data; `DELETE /volumes/{name}` removes them for good.
-            on_line(&format!("removing service {} (its volumes are kept)", service.name()));
+            on_line(&format!(
+                "removing service {} (its volumes are kept)",
+                service.name()
+            ));
             self.remove(service, Data::Keep, None).await?;
         }
         let mut services = Vec::new();
