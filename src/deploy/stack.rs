@@ -21,8 +21,13 @@ use super::{
     Deploy, DeployLog, Deploys,
 };
 
-/// The images of a stack's built services, by service name (image ids).
-pub(super) type StackImages = BTreeMap<String, String>;
+/// The images of a stack's built services, by service name (image ids), and the images
+/// their tags named before this build (removed once the services moved off them).
+#[derive(Debug, Clone, Default)]
+pub(super) struct StackImages {
+    pub built: BTreeMap<String, String>,
+    pub replaced: Vec<String>,
+}
 
 impl Deploys {
     /// Builds every service of the stack that has a `build` (the public one is the
@@ -36,7 +41,8 @@ impl Deploys {
         checkout: &Path,
         log: &DeployLog,
     ) -> Result<StackImages, Stop> {
-        let mut images = StackImages::new();
+        let mut images = StackImages::default();
+        let engine = self.engine().await.map_err(failed("build"))?;
         for service in &stack.services {
             let Some(build) = &service.build else {
                 continue;
@@ -53,6 +59,7 @@ impl Deploys {
                 ..Labels::default()
             }
             .to_map();
+            let previous = engine.image_id(&tag).await.ok().flatten();
             log.line(format!(
                 "building service {} from {}",
                 service.name, build.context
@@ -79,7 +86,6 @@ impl Deploys {
                 log,
             )
             .await?;
-            let engine = self.engine().await.map_err(failed("build"))?;
             let id = engine
                 .image_id(&tag)
                 .await
@@ -87,7 +93,10 @@ impl Deploys {
                 .ok_or_else(|| {
                     failed("build")(Error::Internal(format!("the built image {tag} is missing")))
                 })?;
-            images.insert(service.name.clone(), id);
+            images
+                .replaced
+                .extend(previous.filter(|previous| *previous != id));
+            images.built.insert(service.name.clone(), id);
         }
         Ok(images)
     }
@@ -123,7 +132,17 @@ impl Deploys {
                 &mut move |line: &str| line_log.line(line.to_owned()),
             )
             .await
-            .map_err(failed("services"))
+            .map_err(failed("services"))?;
+        // The services moved to their new images; an old one nothing runs goes (the engine
+        // refuses to remove one a container still uses, which then stays).
+        if let Ok(engine) = self.engine().await {
+            for image in &images.replaced {
+                if let Err(err) = engine.remove_image(image).await {
+                    tracing::debug!(%image, error = %err, "keeping a replaced service image");
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -134,19 +153,19 @@ pub(super) fn service_spec(
     images: &StackImages,
     scale: &ScaleConfig,
 ) -> Result<ServiceSpec, Error> {
-    let image = match (&service.build, &service.image) {
-        (Some(_), _) => images
-            .get(&service.name)
-            .cloned()
-            .ok_or_else(|| Error::Internal(format!("service {} was not built", service.name)))?,
-        (None, Some(image)) => image.clone(),
-        (None, None) => {
-            return Err(Error::Internal(format!(
-                "service {} has neither an image nor a build",
-                service.name
-            )))
-        }
-    };
+    let image =
+        match (&service.build, &service.image) {
+            (Some(_), _) => images.built.get(&service.name).cloned().ok_or_else(|| {
+                Error::Internal(format!("service {} was not built", service.name))
+            })?,
+            (None, Some(image)) => image.clone(),
+            (None, None) => {
+                return Err(Error::Internal(format!(
+                    "service {} has neither an image nor a build",
+                    service.name
+                )))
+            }
+        };
     let size = stack::fit_size(&service.limits, scale, &mut |_| {});
     service.spec(image, size)
 }
@@ -195,7 +214,10 @@ mod tests {
             },
             port: None,
         };
-        let images = StackImages::from([("worker".to_owned(), "sha256:abc".to_owned())]);
+        let images = StackImages {
+            built: BTreeMap::from([("worker".to_owned(), "sha256:abc".to_owned())]),
+            replaced: Vec::new(),
+        };
         let spec = service_spec(&service, &images, &ScaleConfig::default()).unwrap();
         assert_eq!(spec.image, "sha256:abc");
         assert_eq!(spec.count, 2);
@@ -214,6 +236,6 @@ mod tests {
             err.to_string().contains("`services.worker`: `count` is 50"),
             "{err}"
         );
-        assert!(service_spec(&service, &StackImages::new(), &ScaleConfig::default()).is_err());
+        assert!(service_spec(&service, &StackImages::default(), &ScaleConfig::default()).is_err());
     }
 }

@@ -587,11 +587,25 @@ fn check_service(
         };
         let path = MountPath::parse(&mount.path)
             .map_err(|err| invalid(format!("`services.{name}.volumes`: {err}")))?;
+        if mount.read_only {
+            ignored.push(IgnoredKey {
+                key: format!("services.{name}.volumes ({})", mount.volume),
+                reason: "read-only mounts are not supported: the volume is mounted read-write"
+                    .to_owned(),
+            });
+        }
         volumes.push(Mount {
             volume: volume.clone(),
             path: path.as_str().to_owned(),
-            read_only: mount.read_only,
+            read_only: false,
         });
+    }
+    if public && !volumes.is_empty() {
+        ignored.push(IgnoredKey {
+            key: format!("services.{name}.volumes"),
+            reason: "the public service's instances mount the project's own volumes: add them with POST /v1/projects/:id/volumes".to_owned(),
+        });
+        volumes.clear();
     }
     if public && raw.replicas.is_some() {
         warnings.push(format!(
