@@ -43,9 +43,35 @@ pub struct LogsArgs {
     /// A preview's id (prv_...): its lines instead of production's.
     #[arg(long)]
     preview: Option<String>,
+    /// Only this service's lines (`cantila services list`).
+    #[arg(long)]
+    service: Option<String>,
 }
 
 impl LogsArgs {
+    /// `cantila services logs APP NAME`: the project's logs of one service.
+    pub(super) fn of_service(
+        client: ClientArgs,
+        project: String,
+        service: String,
+        follow: bool,
+        since: Option<String>,
+    ) -> Self {
+        Self {
+            client,
+            project,
+            since,
+            until: None,
+            follow,
+            instance: None,
+            stream: None,
+            grep: None,
+            limit: None,
+            preview: None,
+            service: Some(service),
+        }
+    }
+
     fn query(&self) -> Vec<(&'static str, String)> {
         let mut query = Vec::new();
         let mut add = |key: &'static str, value: &Option<String>| {
@@ -59,6 +85,7 @@ impl LogsArgs {
         add("stream", &self.stream);
         add("q", &self.grep);
         add("preview", &self.preview);
+        add("service", &self.service);
         if let Some(limit) = self.limit {
             query.push(("limit", limit.to_string()));
         }

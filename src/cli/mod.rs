@@ -1,6 +1,6 @@
 //! The command line: `cantila serve`, `cantila admin ...` (direct on the data dir), and the
 //! API client commands (`projects`, `tokens`, `whoami`, `previews`, `health`, `logs`,
-//! `metrics`, `db`, `volumes`, `backups`, `run`, `runs`, `jobs`, ...).
+//! `metrics`, `db`, `volumes`, `backups`, `run`, `runs`, `jobs`, `services`, ...).
 
 mod admin;
 mod client;
@@ -10,6 +10,7 @@ mod jobs;
 mod logs;
 mod output;
 mod run;
+mod services;
 mod terminal;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
@@ -54,6 +55,9 @@ enum Command {
     Runs(run::RunsArgs),
     /// A project's scheduled jobs: list, add, remove, run-now.
     Jobs(jobs::JobsArgs),
+    /// A project's services (datastores, queues, any image) beside the app: list, add,
+    /// rm, logs.
+    Services(services::ServicesArgs),
     /// Show what a deploy would build and run, without deploying.
     Plan(client::PlanArgs),
     /// A project's environment variables.
@@ -156,6 +160,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => return run::run(args),
         Command::Runs(args) => run::runs(args),
         Command::Jobs(args) => jobs::jobs(args),
+        Command::Services(args) => services::services(args),
         Command::Plan(args) => client::plan(args),
         Command::Env(args) => client::env(args),
         Command::Build(args) => client::build(args),

@@ -476,3 +476,97 @@ async fn bad_service_input_is_a_4xx_naming_the_field_and_other_accounts_see_404(
         .await
         .expect(404);
 }
+
+#[tokio::test]
+async fn the_cli_adds_lists_shows_the_logs_of_and_removes_a_service() {
+    use crate::cli::cantila;
+    let daemon = TestDaemon::start().await;
+    daemon.create_project("clied").await;
+    let env = || {
+        vec![
+            ("CANTILA_URL", format!("http://{}", daemon.api)),
+            ("CANTILA_TOKEN", daemon.admin_token.clone()),
+        ]
+    };
+    let run = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let out = cantila(
+        run(&[
+            "services",
+            "add",
+            "clied",
+            "--image",
+            "busybox",
+            "--name",
+            "echo",
+            "--env",
+            "GREETING=hello",
+            "--port",
+            "7000",
+            "--health",
+            "tcp",
+            "--wait",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$GREETING from echo\"; exec httpd -f -p 7000",
+        ]),
+        env(),
+    )
+    .await;
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("service echo is ready"), "{said}");
+
+    let out = cantila(run(&["services", "list", "clied"]), env()).await;
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(
+        table.contains("echo") && table.contains("ready") && table.contains("1/1"),
+        "{table}"
+    );
+
+    let logged = wait_for(Duration::from_secs(30), "the service's line", || async {
+        let out = cantila(run(&["services", "logs", "clied", "echo"]), env()).await;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.contains("hello from echo").then_some(text)
+    })
+    .await;
+    assert!(!logged.contains("error"), "{logged}");
+
+    // A bad flag is refused before anything is sent; an API refusal exits non-zero.
+    let out = cantila(
+        run(&[
+            "services", "add", "clied", "--image", "busybox", "--name", "x", "--env", "NOEQUALS",
+        ]),
+        env(),
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("KEY=VALUE"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cantila(
+        run(&[
+            "services", "add", "clied", "--image", "busybox", "--name", "web",
+        ]),
+        env(),
+    )
+    .await;
+    assert!(!out.status.success());
+
+    let out = cantila(run(&["services", "rm", "clied", "echo"]), env()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cantila(run(&["services", "list", "clied", "--json"]), env()).await;
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["services"], json!([]));
+}
