@@ -393,9 +393,9 @@ fn names_dependencies_and_values_are_checked() {
         .any(|w| w.contains("`a` depends on the public service")));
     // A read-only mount is mounted read-write, and said; the public service's volumes are
     // the project's own.
-    let stack = load_text(&format!(
-        "services:\n  web: {{image: app, ports: ['80'], volumes: ['v:/v']}}\n  a: {{image: x, volumes: ['v:/data:ro']}}\nvolumes: {{v: {{}}}}\n"
-    ))
+    let stack = load_text(
+        "services:\n  web: {image: app, ports: ['80'], volumes: ['v:/v']}\n  a: {image: x, volumes: ['v:/data:ro']}\nvolumes: {v: {}}\n",
+    )
     .unwrap();
     assert!(!stack.services[0].volumes[0].read_only);
     assert!(stack.public.volumes.is_empty());
