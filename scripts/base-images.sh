@@ -338,22 +338,38 @@ EOF
 # /usr/local/bin/docker-entrypoint.sh, where the official images have it.
 # Services are kept from starting during the package install (policy-rc.d),
 # as in Debian's own container images.
+# The image is labelled with the hash of what it is built from, so a changed entrypoint or
+# Dockerfile rebuilds it and an unchanged one is skipped.
 build_addon() {
-    local image="$1" name="$2" body="$3" tmp
-    want "$image" || return 0
-    image_exists "$DEBIAN_IMAGE" || die "$DEBIAN_IMAGE is missing"
+    local image="$1" name="$2" body="$3" tmp inputs
     [ -f "$STANDIN_DIR/$name-entrypoint.sh" ] || die "$STANDIN_DIR/$name-entrypoint.sh is missing"
+    inputs="$( { printf '%s\n' "$body"; cat "$STANDIN_DIR/$name-entrypoint.sh"; } | sha256sum | cut -c1-16)"
+    if [ "$FORCE" = 0 ] && image_exists "$image"; then
+        if [ "$(docker image inspect -f '{{ index .Config.Labels "io.cantila.stand-in-inputs" }}' "$image" 2>/dev/null)" = "$inputs" ]; then
+            log "$image: already present, skipping (use --force to rebuild)"
+            return 0
+        fi
+        log "$image: built from other inputs, rebuilding"
+    fi
+    image_exists "$DEBIAN_IMAGE" || die "$DEBIAN_IMAGE is missing"
     mktemp_dir "$name"; tmp="$TMP_DIR"
     install -m 0755 "$STANDIN_DIR/$name-entrypoint.sh" "$tmp/docker-entrypoint.sh"
     cat >"$tmp/Dockerfile" <<EOF
 FROM $DEBIAN_IMAGE
 LABEL $STANDIN_LABEL="locally made stand-in for $image from Debian $SUITE packages, NOT the official image (cantila scripts/base-images.sh)"
+LABEL io.cantila.stand-in-inputs="$inputs"
 $body
 COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
 ENTRYPOINT ["docker-entrypoint.sh"]
 EOF
+    local previous
+    previous="$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)"
     log "$name: docker build $image"
     docker build -t "$image" "$tmp" >&2
+    # The image it replaced, unless a container still uses it.
+    if [ -n "$previous" ] && [ "$previous" != "$(docker image inspect -f '{{.Id}}' "$image")" ]; then
+        docker rmi "$previous" >/dev/null 2>&1 || true
+    fi
     log "$name: done"
 }
 

@@ -56,7 +56,7 @@ CANTILA_TEST_REGISTRY_USER=$(cut -d: -f1 "$registry_credentials")
 CANTILA_TEST_REGISTRY_PASSWORD=$(cut -d: -f2- "$registry_credentials")
 export CANTILA_TEST_REGISTRY_USER CANTILA_TEST_REGISTRY_PASSWORD
 
-step "local base images (busybox, node:22-slim, python:3.12-slim)"
+step "local base images (busybox, node:22-slim, python:3.12-slim, redis:7, postgres:16, mariadb:11, memcached:1)"
 scripts/base-images.sh
 
 step "cargo fmt --check"

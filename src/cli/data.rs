@@ -84,15 +84,18 @@ pub struct BackupsArgs {
 enum BackupsCommand {
     /// List a project's backups, newest first.
     List { project: String },
-    /// Back up the database and volumes now (or one of them) and wait for the result.
+    /// Back up the database, volumes and add-ons now (or one of them) and wait for the result.
     Create {
         project: String,
         /// Only the database.
-        #[arg(long, conflicts_with = "volume")]
+        #[arg(long, conflicts_with_all = ["volume", "service"])]
         database: bool,
         /// Only this volume.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "service")]
         volume: Option<String>,
+        /// Only this add-on (a service such as `redis`), with its engine's own tools.
+        #[arg(long)]
+        service: Option<String>,
         /// Return at once instead of waiting.
         #[arg(long)]
         no_wait: bool,
@@ -336,13 +339,17 @@ pub fn backups(args: BackupsArgs) -> anyhow::Result<()> {
                 project,
                 database,
                 volume,
+                service,
                 no_wait,
             } => {
                 let id = client.resolve_project(&project).await?;
-                let body = match (database, volume) {
-                    (true, _) => json!({ "kind": "database" }),
-                    (false, Some(volume)) => json!({ "kind": "volume", "volume": volume }),
-                    (false, None) => json!({}),
+                let body = match (database, volume, service) {
+                    (true, _, _) => json!({ "kind": "database" }),
+                    (false, Some(volume), _) => json!({ "kind": "volume", "volume": volume }),
+                    (false, None, Some(service)) => {
+                        json!({ "kind": "service", "service": service })
+                    }
+                    (false, None, None) => json!({}),
                 };
                 let started = client
                     .send(

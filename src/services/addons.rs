@@ -914,4 +914,66 @@ mod tests {
             })
         ));
     }
+
+    #[test]
+    fn clashes_name_the_other_addon_and_the_variables() {
+        let existing = vec![("db".to_owned(), Engine::Postgres)];
+        let check = |engine: Engine,
+                     existing: &[(String, Engine)],
+                     database: bool,
+                     needles: &[&str]| {
+            match (clash(engine, existing, database), needles.is_empty()) {
+                (None, true) => {}
+                (Some(reason), false) => {
+                    for needle in needles {
+                        assert!(reason.contains(needle), "{engine}: {reason}");
+                    }
+                }
+                (got, _) => panic!("{engine}: {got:?}, expected {needles:?}"),
+            }
+        };
+        check(Engine::Mariadb, &existing, false, &["`db`", "DATABASE_URL"]);
+        check(
+            Engine::Postgres,
+            &existing,
+            false,
+            &["postgres add-on `db`", "PGHOST"],
+        );
+        check(Engine::Redis, &existing, false, &[]);
+        check(Engine::Redis, &[], true, &[]);
+        check(Engine::Postgres, &[], true, &["already has a database"]);
+        check(Engine::Memcached, &[], true, &[]);
+    }
+
+    #[test]
+    fn service_specs_pass_the_services_checks() {
+        for engine in Engine::ALL {
+            let name = ServiceName::parse(engine.as_str()).unwrap();
+            let spec = service_spec(name, &Addon::of(engine), &passwords()).unwrap();
+            spec.check().unwrap_or_else(|err| panic!("{engine}: {err}"));
+            assert_eq!(
+                spec.volumes.len(),
+                usize::from(engine.data_path().is_some())
+            );
+            assert_eq!(spec.count, 1);
+            assert_eq!(
+                engine_of(&crate::model::service::Service {
+                    id: "svc_x".to_owned(),
+                    account_id: "acc_x".to_owned(),
+                    project_id: "prj_x".to_owned(),
+                    source: crate::model::service::ServiceSource::Addon,
+                    spec_hash: spec.hash(),
+                    spec: spec.clone(),
+                    created_at: String::new(),
+                    updated_at: String::new(),
+                }),
+                Some(engine)
+            );
+        }
+        let long = ServiceName::parse(&"a".repeat(28)).unwrap();
+        let err = service_spec(long, &Addon::of(Engine::Redis), &passwords()).unwrap_err();
+        assert!(err.to_string().contains("at most 27 characters"), "{err}");
+        let fits = ServiceName::parse(&"a".repeat(27)).unwrap();
+        assert!(service_spec(fits, &Addon::of(Engine::Redis), &passwords()).is_ok());
+    }
 }

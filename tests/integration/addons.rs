@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use sha2::{Digest, Sha256};
+
 use crate::{
+    backup_s3::{s3_config, s3_endpoint, TestBucket},
     data::{remove_installation_volumes, wait_backup},
     deploys::{app_answer, Repo},
     runs::follow,
@@ -311,7 +314,10 @@ async fn backed_up(daemon: &TestDaemon, project_id: &str, body: Value) -> Vec<Va
 
 #[tokio::test]
 async fn a_postgres_addon_is_backed_up_changed_restored_and_compared() {
-    let daemon = TestDaemon::start().await;
+    let bucket = TestBucket::create().await;
+    let bucket_name = bucket.name();
+    let daemon =
+        TestDaemon::start_with(|config| s3_config(config, s3_endpoint(), bucket_name)).await;
     let repo = Repo::from_fixture("data-app");
     let (id, _) = daemon.connected_project("pgaddon", &repo).await;
     let token = daemon.admin_token.clone();
@@ -383,6 +389,21 @@ async fn a_postgres_addon_is_backed_up_changed_restored_and_compared() {
     assert_eq!(backup["engine"], "postgres");
     assert!(backup["sizeBytes"].as_i64().unwrap() > 0, "{backup}");
     assert_eq!(backup["sha256"].as_str().unwrap().len(), 64);
+    // Copied to S3 like the others, byte for byte.
+    let backup_id = backup["id"].as_str().unwrap().to_owned();
+    let uploaded = wait_for(Duration::from_secs(60), "the dump's copy in S3", || async {
+        let seen = wait_backup(&daemon, &backup_id).await;
+        (seen["remote"]["status"] == "uploaded").then_some(seen)
+    })
+    .await;
+    let copy = bucket
+        .get(uploaded["remote"]["key"].as_str().unwrap())
+        .await
+        .expect("the object");
+    assert_eq!(
+        hex::encode(Sha256::digest(&copy)),
+        backup["sha256"].as_str().unwrap()
+    );
     let by_name = backed_up(&daemon, &id, json!({ "kind": "service", "service": "db" })).await;
     assert_eq!(by_name[0]["subject"], "db");
     let volume = daemon

@@ -175,7 +175,9 @@ async fn console_services_add_an_addon_and_an_image_service_scale_and_remove_one
             Duration::from_secs(30),
         )
         .await;
-    browser.js("window.scrollTo(0, 0); return true", vec![]).await;
+    browser
+        .js("window.scrollTo(0, 0); return true", vec![])
+        .await;
     browser.screenshot("services").await;
 
     // Two instances, then none.
