@@ -150,8 +150,12 @@ impl From<&InstancePoint> for InstancePointView {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceSeriesView {
-    /// The instance id, as `GET /v1/projects/:id/instances` lists it.
+    /// The instance id, as `GET /v1/projects/:id/instances` lists it (a service's container
+    /// id for a service).
     pub id: String,
+    /// The service the container runs; null for the app's instances.
+    #[schema(example = "redis")]
+    pub service: Option<String>,
     pub series: Vec<InstancePointView>,
 }
 
@@ -160,6 +164,8 @@ pub struct InstanceSeriesView {
 #[serde(rename_all = "camelCase")]
 pub struct InstanceNowView {
     pub id: String,
+    /// The service the container runs; null for the app's instances.
+    pub service: Option<String>,
     pub sampled_at: String,
     pub cpu_percent: Option<f64>,
     pub cpu_limit_percent: Option<f64>,
@@ -178,6 +184,7 @@ impl From<&InstanceNow> for InstanceNowView {
     fn from(now: &InstanceNow) -> Self {
         Self {
             id: now.instance_id.clone(),
+            service: now.service.clone(),
             sampled_at: timestamp(now.sampled_at),
             cpu_percent: now.cpu_percent.map(round),
             cpu_limit_percent: now.cpu_limit_percent.map(round),
@@ -283,6 +290,7 @@ impl From<Report> for MetricsView {
                 .iter()
                 .map(|instance| InstanceSeriesView {
                     id: instance.instance_id.clone(),
+                    service: instance.service.clone(),
                     series: instance
                         .points
                         .iter()

@@ -152,18 +152,20 @@ impl Collector {
                 return Vec::new();
             }
         };
-        // Each running instance with its owner: the project, and the preview it runs.
-        type Owner = (String, Option<String>);
+        // Each running instance with its owner: the project, the preview it runs, and the
+        // service for a service's container.
+        type Owner = (String, Option<String>, Option<String>);
         let running: Vec<(String, Owner)> = containers
             .into_iter()
             .filter(|c| c.state == "running")
             .filter_map(|c| {
                 let labels = Labels::parse(&c.labels);
-                // Instances of every process type (web and workers), not one-off containers.
-                if !matches!(labels.kind, Some(Kind::Web | Kind::Worker)) {
+                // Instances of every process type (web and workers) and services' containers,
+                // not one-off containers.
+                if !matches!(labels.kind, Some(Kind::Web | Kind::Worker | Kind::Service)) {
                     return None;
                 }
-                Some((c.id, (labels.project?, labels.preview)))
+                Some((c.id, (labels.project?, labels.preview, labels.service)))
             })
             .collect();
         let samples: Vec<(String, Owner, ContainerSample)> = futures_util::stream::iter(running)
@@ -185,11 +187,13 @@ impl Collector {
         let mut points = Vec::with_capacity(samples.len());
         let mut latest = Vec::with_capacity(samples.len());
         let mut seen = HashMap::with_capacity(samples.len());
-        for (id, (project_id, preview_id), sample) in samples {
+        for (id, (project_id, preview_id, service), sample) in samples {
             let previous = self.containers.get(&id);
             let (mut point, mut now) = figures(&id, project_id, at, sampled_at, &sample, previous);
             point.preview_id.clone_from(&preview_id);
             now.preview_id = preview_id;
+            point.service.clone_from(&service);
+            now.service = service;
             points.push(point);
             latest.push(now);
             seen.insert(id, sample);
@@ -250,6 +254,7 @@ fn figures(
         ),
         restarts: grown(sample.restart_count, previous.map(|p| p.restart_count)),
         preview_id: None,
+        service: None,
     };
     let now = InstanceNow {
         project_id,
@@ -267,6 +272,7 @@ fn figures(
         block_write_bytes_total: sample.block_write_bytes,
         restart_count: sample.restart_count,
         preview_id: None,
+        service: None,
     };
     (point, now)
 }

@@ -65,6 +65,8 @@ pub struct InstanceNow {
     pub restart_count: u64,
     /// The preview the instance runs; `None` for production.
     pub preview_id: Option<String>,
+    /// The project's service the container runs; `None` for the app's instances.
+    pub service: Option<String>,
 }
 
 /// The metrics service: a cheap-clone handle to what sampling, reports and Prometheus
@@ -305,6 +307,8 @@ pub struct SeriesPoint {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct InstanceSeries {
     pub instance_id: String,
+    /// The service the container runs; `None` for the app's instances.
+    pub service: Option<String>,
     pub points: Vec<InstancePoint>,
 }
 
@@ -577,6 +581,10 @@ fn instance_series(
         .into_iter()
         .map(|(instance_id, buckets)| InstanceSeries {
             instance_id: instance_id.to_owned(),
+            service: buckets
+                .values()
+                .flatten()
+                .find_map(|point| point.service.clone()),
             points: buckets
                 .into_iter()
                 .map(|(at, points)| InstancePoint {
@@ -598,6 +606,7 @@ fn instance_series(
                     block_write_bytes: points.iter().map(|p| p.block_write_bytes).sum(),
                     restarts: points.iter().map(|p| p.restarts).sum(),
                     preview_id: points[0].preview_id.clone(),
+                    service: points[0].service.clone(),
                 })
                 .collect(),
         })

@@ -234,15 +234,14 @@ fn instance_samples(out: &mut String, instances: &[&InstanceNow]) {
         family(out, name, kind, help);
         for instance in instances {
             if let Some(value) = field(instance) {
-                sample(
-                    out,
-                    name,
-                    &[
-                        ("project", &instance.project_id),
-                        ("instance", &instance.instance_id),
-                    ],
-                    value,
-                );
+                let mut labels = vec![
+                    ("project", instance.project_id.as_str()),
+                    ("instance", instance.instance_id.as_str()),
+                ];
+                if let Some(service) = &instance.service {
+                    labels.push(("service", service.as_str()));
+                }
+                sample(out, name, &labels, value);
             }
         }
     }

@@ -25,6 +25,8 @@ pub struct InstancePoint {
     pub restarts: u64,
     /// The preview the instance runs; `None` for production.
     pub preview_id: Option<String>,
+    /// The project's service the container runs; `None` for the app's instances.
+    pub service: Option<String>,
 }
 
 /// One project's edge figures over one point's interval.

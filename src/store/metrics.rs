@@ -37,8 +37,8 @@ pub fn insert(
     let mut instance_statement = db.prepare_cached(
         "INSERT OR REPLACE INTO metric_instance_points (project_id, resolution, at, instance_id,
             cpu_percent, cpu_limit_percent, memory_bytes, memory_limit_bytes, net_rx_bytes,
-            net_tx_bytes, block_read_bytes, block_write_bytes, restarts, preview_id)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14
+            net_tx_bytes, block_read_bytes, block_write_bytes, restarts, preview_id, service)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15
          WHERE EXISTS (SELECT 1 FROM projects WHERE id = ?1)
            AND (?14 IS NULL OR EXISTS (SELECT 1 FROM previews WHERE id = ?14 AND project_id = ?1))",
     )?;
@@ -58,6 +58,7 @@ pub fn insert(
             to_i64(point.block_write_bytes),
             to_i64(point.restarts),
             point.preview_id,
+            point.service,
         ])?;
     }
     let mut edge_statement = db.prepare_cached(
@@ -119,11 +120,11 @@ pub fn roll_up_minute(db: &Db, fine_resolution: i64, minute: i64) -> Result<()> 
         "INSERT OR REPLACE INTO metric_instance_points (project_id, resolution, at,
                 instance_id, cpu_percent, cpu_limit_percent, memory_bytes, memory_limit_bytes,
                 net_rx_bytes, net_tx_bytes, block_read_bytes, block_write_bytes, restarts,
-                preview_id)
+                preview_id, service)
              SELECT project_id, ?3, ?2, instance_id, AVG(cpu_percent), AVG(cpu_limit_percent),
                 CAST(AVG(memory_bytes) AS INTEGER), MAX(memory_limit_bytes), SUM(net_rx_bytes),
                 SUM(net_tx_bytes), SUM(block_read_bytes), SUM(block_write_bytes), SUM(restarts),
-                preview_id
+                preview_id, MAX(service)
              FROM metric_instance_points
              WHERE resolution = ?1 AND at >= ?2 AND at < ?2 + ?3
              GROUP BY project_id, instance_id, preview_id",
@@ -187,7 +188,7 @@ pub fn instance_points(
     let mut statement = db.prepare_cached(
         "SELECT project_id, at, instance_id, cpu_percent, cpu_limit_percent, memory_bytes,
             memory_limit_bytes, net_rx_bytes, net_tx_bytes, block_read_bytes, block_write_bytes,
-            restarts, preview_id
+            restarts, preview_id, service
          FROM metric_instance_points
          WHERE project_id = ?1 AND resolution = ?2 AND at >= ?3 AND preview_id IS ?4
          ORDER BY at, instance_id",
@@ -208,6 +209,7 @@ pub fn instance_points(
                 block_write_bytes: to_u64(row.get(10)?),
                 restarts: to_u64(row.get(11)?),
                 preview_id: row.get(12)?,
+                service: row.get(13)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;

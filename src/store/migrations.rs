@@ -437,7 +437,8 @@ const STEPS: &[&str] = &[
     // labelled with). Volumes gain `service`, the service that owns and alone mounts one
     // ('' for the app's volumes); a mount path is unique per owner, so the rebuilt table
     // lets a service mount `/data` beside an app volume at `/data`. Runtime log lines gain
-    // the service that wrote them (NULL for the app's).
+    // the service that wrote them, and instances' metric points the service sampled (NULL
+    // for the app's).
     "CREATE TABLE services (
         id             TEXT PRIMARY KEY,
         account_id     TEXT NOT NULL,
@@ -476,7 +477,8 @@ const STEPS: &[&str] = &[
         SELECT project_id, name, mount_path, docker_name, created_at FROM volumes;
     DROP TABLE volumes;
     ALTER TABLE volumes_new RENAME TO volumes;
-    ALTER TABLE runtime_logs ADD COLUMN service TEXT;",
+    ALTER TABLE runtime_logs ADD COLUMN service TEXT;
+    ALTER TABLE metric_instance_points ADD COLUMN service TEXT;",
     // 20 (addons: backups of add-ons): backups gain the kind `service`, an add-on's data
     // dumped with its engine's own tools (subject: the service's name; engine: its
     // engine). SQLite cannot change a CHECK constraint in place, so the table is rebuilt

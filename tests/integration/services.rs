@@ -255,7 +255,7 @@ async fn a_service_is_reached_by_name_from_its_project_only_and_outlives_release
 
 #[tokio::test]
 async fn a_service_volume_keeps_its_data_and_goes_only_on_purpose() {
-    let daemon = TestDaemon::start().await;
+    let daemon = TestDaemon::start_with(|config| config.metrics.interval_secs = 1).await;
     let token = daemon.admin_token.clone();
     let project = daemon.create_project("keeper").await;
     let project_id = project["id"].as_str().unwrap().to_owned();
@@ -274,6 +274,27 @@ async fn a_service_volume_keeps_its_data_and_goes_only_on_purpose() {
         .body;
     assert_eq!(volumes["volumes"][0]["name"], "store-data", "{volumes}");
     assert_eq!(volumes["volumes"][0]["service"], "store", "{volumes}");
+
+    // Its container is sampled beside the app's instances, tagged with its name.
+    let sampled = wait_for(Duration::from_secs(30), "the service's metrics", || async {
+        let metrics = daemon
+            .get(
+                &format!("/v1/projects/{project_id}/metrics?since=5m&step=1m"),
+                &token,
+            )
+            .await
+            .expect(200)
+            .body;
+        let series = metrics["instances"].as_array().cloned().unwrap_or_default();
+        let now = metrics["summary"]["instances"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        (!series.is_empty() && !now.is_empty()).then_some((series, now))
+    })
+    .await;
+    assert_eq!(sampled.0[0]["service"], "store", "{sampled:?}");
+    assert_eq!(sampled.1[0]["service"], "store", "{sampled:?}");
 
     // A change restarts it on the same volume: the first start's line is still there.
     let first = containers_of(&project_id, "store");
