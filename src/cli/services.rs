@@ -100,12 +100,13 @@ fn add_body(
     count: Option<u32>,
     command: Vec<String>,
 ) -> anyhow::Result<Value> {
-    let name = match (&name, &engine) {
-        (Some(name), _) => name.clone(),
-        (None, Some(engine)) => engine.clone(),
+    // An add-on without --name is named by the server after its engine (`mysql` is
+    // MariaDB's alias, so that one is named `mariadb`).
+    let mut body = match (&name, &engine) {
+        (Some(name), _) => json!({ "name": name }),
+        (None, Some(_)) => json!({}),
         (None, None) => anyhow::bail!("give --name with --image"),
     };
-    let mut body = json!({ "name": name });
     match (engine, image) {
         (Some(engine), None) => body["addon"] = json!(engine),
         (None, Some(image)) => body["image"] = json!(image),

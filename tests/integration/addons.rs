@@ -543,3 +543,77 @@ async fn a_mariadb_addon_becomes_ready_and_its_database_url_works_from_a_run() {
     delete_addons(&daemon, &id, &["mariadb", "memcached"]).await;
     remove_installation_volumes(&daemon).await;
 }
+
+#[tokio::test]
+async fn the_cli_adds_an_addon_waits_until_ready_backs_it_up_and_removes_it() {
+    use crate::cli::cantila;
+    let daemon = TestDaemon::start().await;
+    daemon.create_project("clia").await;
+    let env = || {
+        vec![
+            ("CANTILA_URL", format!("http://{}", daemon.api)),
+            ("CANTILA_TOKEN", daemon.admin_token.clone()),
+        ]
+    };
+    let run = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+
+    let started = std::time::Instant::now();
+    let out = cantila(run(&["services", "add", "clia", "redis"]), env()).await;
+    // The closing note's figure: `cantila services add APP redis` until ready.
+    eprintln!(
+        "cantila services add clia redis: ready after {:?}",
+        started.elapsed()
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(said.contains("service redis is ready"), "{said}");
+    assert!(said.contains("REDIS_URL"), "{said}");
+
+    let out = cantila(run(&["services", "add", "clia", "mysql"]), env()).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("service mariadb is ready"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = cantila(run(&["services", "add", "clia", "mongodb"]), env()).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("mongodb"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = cantila(
+        run(&["backups", "create", "clia", "--service", "mariadb"]),
+        env(),
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("completed"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    for name in ["mariadb", "redis"] {
+        let out = cantila(
+            run(&["services", "rm", "clia", name, "--delete-data"]),
+            env(),
+        )
+        .await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let out = cantila(run(&["backups", "list", "clia", "--json"]), env()).await;
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let finals: Vec<&str> = listed["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["trigger"] == "final")
+        .map(|b| b["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(finals, ["redis", "mariadb"], "{listed}");
+    remove_installation_volumes(&daemon).await;
+}
