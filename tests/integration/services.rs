@@ -444,6 +444,12 @@ async fn bad_service_input_is_a_4xx_naming_the_field_and_other_accounts_see_404(
         )
         .await
         .expect(201);
+    let stopped = daemon
+        .get(&format!("{path}/cache"), &token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(stopped["state"], "stopped", "{stopped}");
     daemon
         .post(
             &path,
@@ -452,6 +458,35 @@ async fn bad_service_input_is_a_4xx_naming_the_field_and_other_accounts_see_404(
         )
         .await
         .expect(409);
+    // An image that is not here and cannot be pulled: the service reads failed, with why.
+    daemon
+        .post(
+            &path,
+            &token,
+            json!({ "name": "ghost", "image": "registry.invalid/cantila/no-such-image:1" }),
+        )
+        .await
+        .expect(201);
+    let failed = wait_for(Duration::from_secs(60), "the service to fail", || async {
+        let view = daemon
+            .get(&format!("{path}/ghost"), &token)
+            .await
+            .expect(200)
+            .body;
+        (view["state"] == "failed").then_some(view)
+    })
+    .await;
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("registry.invalid"),
+        "{failed}"
+    );
+    daemon
+        .delete(&format!("{path}/ghost"), &token)
+        .await
+        .expect(204);
     daemon
         .patch(&format!("{path}/cache"), &token, json!({ "count": 11 }))
         .await
