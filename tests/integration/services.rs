@@ -626,3 +626,57 @@ async fn the_cli_adds_lists_shows_the_logs_of_and_removes_a_service() {
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list["services"], json!([]));
 }
+
+#[tokio::test]
+async fn a_missing_image_is_pulled_with_the_accounts_registry_credentials() {
+    let registry = crate::registry_support::TestRegistry::from_env();
+    // The test registry listens on loopback, which these daemons allow.
+    let daemon = TestDaemon::start_with(|config| {
+        config.git.allowed_networks = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let token = daemon.admin_token.clone();
+    let installation = daemon.dir.as_ref().unwrap().installation().to_owned();
+    let repository = registry.unique_repository("service");
+    registry.push_app(&repository, "1", "from the registry\n", &installation);
+    let project = daemon.create_project("pulled").await;
+    let project_id = project["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/projects/{project_id}/services");
+    daemon
+        .post(
+            &path,
+            &token,
+            json!({
+                "name": "app",
+                "image": format!("{repository}:1"),
+                "health": { "type": "http", "port": 8080, "path": "/" }
+            }),
+        )
+        .await
+        .expect(201);
+    // Without credentials the registry refuses the pull.
+    let failed = wait_for(Duration::from_secs(60), "the refused pull", || async {
+        let view = daemon
+            .get(&format!("{path}/app"), &token)
+            .await
+            .expect(200)
+            .body;
+        (view["state"] == "failed").then_some(view)
+    })
+    .await;
+    assert!(
+        failed["error"].as_str().unwrap().contains(&repository),
+        "{failed}"
+    );
+    // With the account's credentials stored, the reconciler's next pass pulls and starts it.
+    daemon
+        .post(
+            "/v1/registries",
+            &token,
+            json!({ "server": registry.address, "username": registry.user, "password": registry.password }),
+        )
+        .await
+        .expect(201);
+    let view = ready(&daemon, &token, &project_id, "app").await;
+    assert_eq!(view["instances"][0]["health"], "healthy", "{view}");
+}
