@@ -156,7 +156,8 @@ impl Services {
             &egress,
             crate::registry_api::Unresolved::Refuse,
         )
-        .await?;
+        .await
+        .map_err(|err| Error::Invalid(format!("image `{image}` cannot be pulled: {err}")))?;
         let auth = self
             .0
             .registries

@@ -444,6 +444,12 @@ async fn bad_service_input_is_a_4xx_naming_the_field_and_other_accounts_see_404(
         )
         .await
         .expect(201);
+    let stopped = daemon
+        .get(&format!("{path}/cache"), &token)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(stopped["state"], "stopped", "{stopped}");
     daemon
         .post(
             &path,
@@ -452,6 +458,35 @@ async fn bad_service_input_is_a_4xx_naming_the_field_and_other_accounts_see_404(
         )
         .await
         .expect(409);
+    // An image that is not here and cannot be pulled: the service reads failed, with why.
+    daemon
+        .post(
+            &path,
+            &token,
+            json!({ "name": "ghost", "image": "registry.invalid/cantila/no-such-image:1" }),
+        )
+        .await
+        .expect(201);
+    let failed = wait_for(Duration::from_secs(60), "the service to fail", || async {
+        let view = daemon
+            .get(&format!("{path}/ghost"), &token)
+            .await
+            .expect(200)
+            .body;
+        (view["state"] == "failed").then_some(view)
+    })
+    .await;
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("registry.invalid"),
+        "{failed}"
+    );
+    daemon
+        .delete(&format!("{path}/ghost"), &token)
+        .await
+        .expect(204);
     daemon
         .patch(&format!("{path}/cache"), &token, json!({ "count": 11 }))
         .await
@@ -590,4 +625,58 @@ async fn the_cli_adds_lists_shows_the_logs_of_and_removes_a_service() {
     let out = cantila(run(&["services", "list", "clied", "--json"]), env()).await;
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list["services"], json!([]));
+}
+
+#[tokio::test]
+async fn a_missing_image_is_pulled_with_the_accounts_registry_credentials() {
+    let registry = crate::registry_support::TestRegistry::from_env();
+    // The test registry listens on loopback, which these daemons allow.
+    let daemon = TestDaemon::start_with(|config| {
+        config.git.allowed_networks = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let token = daemon.admin_token.clone();
+    let installation = daemon.dir.as_ref().unwrap().installation().to_owned();
+    let repository = registry.unique_repository("service");
+    registry.push_app(&repository, "1", "from the registry\n", &installation);
+    let project = daemon.create_project("pulled").await;
+    let project_id = project["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/projects/{project_id}/services");
+    daemon
+        .post(
+            &path,
+            &token,
+            json!({
+                "name": "app",
+                "image": format!("{repository}:1"),
+                "health": { "type": "http", "port": 8080, "path": "/" }
+            }),
+        )
+        .await
+        .expect(201);
+    // Without credentials the registry refuses the pull.
+    let failed = wait_for(Duration::from_secs(60), "the refused pull", || async {
+        let view = daemon
+            .get(&format!("{path}/app"), &token)
+            .await
+            .expect(200)
+            .body;
+        (view["state"] == "failed").then_some(view)
+    })
+    .await;
+    assert!(
+        failed["error"].as_str().unwrap().contains(&repository),
+        "{failed}"
+    );
+    // With the account's credentials stored, the reconciler's next pass pulls and starts it.
+    daemon
+        .post(
+            "/v1/registries",
+            &token,
+            json!({ "server": registry.address, "username": registry.user, "password": registry.password }),
+        )
+        .await
+        .expect(201);
+    let view = ready(&daemon, &token, &project_id, "app").await;
+    assert_eq!(view["instances"][0]["health"], "healthy", "{view}");
 }
