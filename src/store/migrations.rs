@@ -431,7 +431,7 @@ const STEPS: &[&str] = &[
         UNIQUE (project_id, name)
     );
     CREATE INDEX jobs_due ON jobs(next_fire_at) WHERE next_fire_at IS NOT NULL;",
-    // 19 (services: containers beside the app): a project's services (an image with its
+    // 18 (services: containers beside the app): a project's services (an image with its
     // command, entrypoint, env sealed as one JSON map, mounts, health check, restart
     // policy, size, count, port and dependencies; `spec_hash` is what its containers are
     // labelled with). Volumes gain `service`, the service that owns and alone mounts one
@@ -479,7 +479,7 @@ const STEPS: &[&str] = &[
     ALTER TABLE volumes_new RENAME TO volumes;
     ALTER TABLE runtime_logs ADD COLUMN service TEXT;
     ALTER TABLE metric_instance_points ADD COLUMN service TEXT;",
-    // 20 (addons: backups of add-ons): backups gain the kind `service`, an add-on's data
+    // 19 (addons: backups of add-ons): backups gain the kind `service`, an add-on's data
     // dumped with its engine's own tools (subject: the service's name; engine: its
     // engine). SQLite cannot change a CHECK constraint in place, so the table is rebuilt
     // with its rows, sequence numbers and indexes.
