@@ -350,10 +350,7 @@ fn addon_of(field: &AddonField) -> Result<Addon, Error> {
         AddonField::Versioned { engine, version } => {
             let engine = Engine::parse(engine, "addon.engine")?;
             Ok(match version {
-                Some(version) => Addon {
-                    engine,
-                    version: AddonVersion::parse(version)?,
-                },
+                Some(version) => Addon::at(engine, AddonVersion::parse(version)?)?,
                 None => Addon::of(engine),
             })
         }

@@ -199,6 +199,34 @@ pub struct Addon {
 }
 
 impl Addon {
+    /// The engine at `version`, refused when a numbered version is older than the oldest
+    /// whose tools the definitions use: Redis 7 (its restore writes Redis 7's append-only
+    /// file manifest) and MariaDB 10.5 (the `mariadb-*` tool names). Named tags (`latest`,
+    /// `alpine`) are the engine's to resolve.
+    pub fn at(engine: Engine, version: AddonVersion) -> Result<Self> {
+        let minimum = match engine {
+            Engine::Redis => Some((7, 0)),
+            Engine::Mariadb => Some((10, 5)),
+            Engine::Postgres | Engine::Memcached => None,
+        };
+        let mut numbers = version
+            .as_str()
+            .split(['.', '-'])
+            .map_while(|part| part.parse::<u32>().ok());
+        if let (Some(minimum), Some(major)) = (minimum, numbers.next()) {
+            let minor = numbers.next().unwrap_or(u32::MAX);
+            if (major, minor) < minimum {
+                return Err(Error::Invalid(format!(
+                    "addon.version `{}` is too old for the {engine} add-on; use {}.{} or newer",
+                    version.as_str(),
+                    minimum.0,
+                    minimum.1
+                )));
+            }
+        }
+        Ok(Self { engine, version })
+    }
+
     /// The engine at its default version.
     pub fn of(engine: Engine) -> Self {
         Self {
@@ -975,5 +1003,26 @@ mod tests {
         assert!(err.to_string().contains("at most 27 characters"), "{err}");
         let fits = ServiceName::parse(&"a".repeat(27)).unwrap();
         assert!(service_spec(fits, &Addon::of(Engine::Redis), &passwords()).is_ok());
+    }
+
+    #[test]
+    fn numbered_versions_older_than_the_tools_are_refused() {
+        let check = |engine: Engine, version: &str, ok: bool| {
+            let version = AddonVersion::parse(version).unwrap();
+            assert_eq!(
+                Addon::at(engine, version.clone()).is_ok(),
+                ok,
+                "{engine} {version:?}"
+            );
+        };
+        check(Engine::Redis, "7", true);
+        check(Engine::Redis, "7.2-alpine", true);
+        check(Engine::Redis, "6.2", false);
+        check(Engine::Redis, "latest", true);
+        check(Engine::Mariadb, "11", true);
+        check(Engine::Mariadb, "10.11", true);
+        check(Engine::Mariadb, "10.4", false);
+        check(Engine::Mariadb, "10", true);
+        check(Engine::Postgres, "9.6", true);
     }
 }

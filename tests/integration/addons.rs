@@ -213,6 +213,10 @@ async fn a_redis_addon_keeps_the_visit_count_across_a_redeploy_and_a_daemon_rest
             "addon.version",
         ),
         (
+            json!({ "addon": { "engine": "redis", "version": "6.2" } }),
+            "too old",
+        ),
+        (
             json!({ "addon": "postgres", "command": ["sh"] }),
             "`command`",
         ),
