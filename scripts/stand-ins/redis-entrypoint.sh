@@ -14,4 +14,14 @@ if [ "$1" = 'redis-server' ] && [ "$(id -u)" = '0' ]; then
     exec gosu redis "$0" "$@"
 fi
 
+# The official image builds redis-server with protected mode off by default (a container's
+# network is its boundary), so a Redis without a password answers its neighbours; the
+# packaged binary has it on, so it is turned off here unless the command says otherwise.
+if [ "$1" = 'redis-server' ]; then
+    case " $* " in
+        *protected-mode*) ;;
+        *) set -- "$@" --protected-mode no ;;
+    esac
+fi
+
 exec "$@"
