@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::{
     error::{Error, Result},
     projects::Project,
-    runtime::{ExecSpec, Runtime, TerminalOutput},
+    runtime::{ExecSpec, Runtime, TerminalOutput, TerminalSession},
     services::addons::{self, AddonData, Restore},
 };
 
@@ -180,15 +180,15 @@ async fn single_file_tar(file: &Path, name: &str) -> Result<Vec<u8>> {
     .map_err(|err| Error::Internal(err.to_string()))?
 }
 
-/// Runs `command` in the container, its stdout written to `path`; a non-zero exit is an
-/// error carrying the end of its stderr.
-async fn exec_into_file(
+/// Starts `command` (without a terminal) in the add-on's container; `what` names it in the
+/// error when the engine refuses.
+async fn start_exec(
     engine: &Runtime,
     container: &str,
     command: Vec<String>,
-    path: &Path,
-) -> Result<()> {
-    let session = engine
+    what: &str,
+) -> Result<TerminalSession> {
+    engine
         .exec(
             container,
             &ExecSpec {
@@ -198,7 +198,18 @@ async fn exec_into_file(
             },
         )
         .await
-        .map_err(|err| Error::Invalid(format!("cannot run the backup in the add-on: {err}")))?;
+        .map_err(|err| Error::Invalid(format!("cannot run {what} in the add-on: {err}")))
+}
+
+/// Runs `command` in the container, its stdout written to `path`; a non-zero exit is an
+/// error carrying the end of its stderr.
+async fn exec_into_file(
+    engine: &Runtime,
+    container: &str,
+    command: Vec<String>,
+    path: &Path,
+) -> Result<()> {
+    let session = start_exec(engine, container, command, "the backup").await?;
     let mut input = session.input;
     // Nothing is read from stdin: closing it at once ends any tool that would wait on it.
     let _ = input.shutdown().await;
@@ -232,17 +243,7 @@ async fn exec_from_file(
     command: Vec<String>,
     file: &Path,
 ) -> Result<()> {
-    let session = engine
-        .exec(
-            container,
-            &ExecSpec {
-                command,
-                tty: false,
-                size: None,
-            },
-        )
-        .await
-        .map_err(|err| Error::Invalid(format!("cannot run the restore in the add-on: {err}")))?;
+    let session = start_exec(engine, container, command, "the restore").await?;
     let mut input = session.input;
     let mut source = tokio::fs::File::open(file)
         .await
