@@ -1,10 +1,11 @@
 // The account: who the token is; its registry credentials (listed for every token, added
 // and removed by deploy tokens; a password is never shown back); for admin tokens, the
-// account's tokens (mint, revoke) and its audit log.
+// account's tokens (mint, revoke) and its audit log; and, for the installation's own
+// account only, Cantila's state backups with their off-site copies and "Back up now".
 
 import { api, session, seg } from "../api.js";
 import { h, field, outcome, onSubmit, replace, confirmButton, errorBox } from "../dom.js";
-import { ago, table } from "../format.js";
+import { ago, badge, bytes, duration, table } from "../format.js";
 
 export async function accountView({ signal }) {
   // Read afresh: the scope shown is the token's scope now.
@@ -21,6 +22,10 @@ export async function accountView({ signal }) {
   parts.push(await registriesCard(signal));
   if (session.can("admin")) {
     parts.push(await tokensCard(signal), await auditCard(signal));
+    // The section exists only where the API answers: any account but the installation's
+    // own gets a 404 there, and then the page says nothing about state backups at all.
+    const stateBackups = await stateBackupsCard(signal);
+    if (stateBackups) parts.push(stateBackups);
   } else {
     parts.push(h("p", { class: "hint" }, "Tokens and the audit log need an admin token."));
   }
@@ -127,4 +132,76 @@ async function registriesCard(signal) {
     h("h2", { id: "registries-title" }, "Registries"),
     h("p", { class: "hint" }, "Credentials for pulling private images; credentials for a server replace the earlier ones."),
     list, canEdit ? h("h3", {}, "Add credentials") : null, form ?? out.node);
+}
+
+/**
+ * Cantila's own state backups (the database, the installation id, the certificates and,
+ * when encrypted, the sealing key), newest first, each with its copy in S3-compatible
+ * storage. Returns null when the API does not answer 200 for this account.
+ */
+async function stateBackupsCard(signal) {
+  let first;
+  try {
+    first = await api.get("/v1/admin/state-backups", { signal });
+  } catch (error) {
+    if (error?.name === "AbortError") throw error;
+    return null;
+  }
+  const list = h("div", { "data-testid": "state-backup-list" });
+  const out = outcome();
+  out.node.dataset.testid = "state-backups-outcome";
+  let timer = null;
+
+  const remoteCell = (remote) => h("td", { "data-testid": "state-backup-remote" },
+    !remote || remote.status === "none" ? "—" : [
+      badge(remote.status),
+      remote.key ? h("p", { class: "mono subtle" }, remote.key) : null,
+      remote.error ? h("p", { class: "error-text" }, remote.error) : null,
+    ]);
+
+  const row = (backup) => h("tr", { "data-state-backup": backup.id, "data-status": backup.status },
+    h("th", { scope: "row", class: "mono" }, backup.id),
+    h("td", {}, backup.trigger),
+    h("td", {}, badge(backup.status), backup.error ? h("p", { class: "error-text" }, backup.error) : null),
+    h("td", { "data-testid": "state-backup-encrypted" }, backup.encrypted ? "encrypted"
+      : backup.status === "completed" ? h("span", { class: "warning-text" }, "unencrypted: secret.key and certificates left out") : "—"),
+    h("td", {}, bytes(backup.sizeBytes)),
+    h("td", { class: "mono", title: backup.sha256 ?? undefined }, backup.sha256 ? `${backup.sha256.slice(0, 12)}…` : "—"),
+    h("td", {}, ago(backup.createdAt)),
+    h("td", {}, duration(backup.createdAt, backup.finishedAt)),
+    remoteCell(backup.remote));
+
+  const draw = (stateBackups) => {
+    replace(list, table("State backups",
+      ["Backup", "Trigger", "Status", "Contents", "Size", "SHA-256", "Started", "Took", "Off-site copy"],
+      stateBackups.map(row), "No state backups yet."));
+    // While one runs or its copy uploads, the list follows it.
+    clearTimeout(timer);
+    if (stateBackups.some((b) => b.status === "running" || b.remote?.status === "pending") && !signal.aborted) {
+      timer = setTimeout(() => load().catch((error) => out.error(error)), 1000);
+    }
+  };
+  const load = async () => draw((await api.get("/v1/admin/state-backups", { signal })).stateBackups);
+  signal.addEventListener("abort", () => clearTimeout(timer));
+  draw(first.stateBackups);
+
+  const now = h("button", { type: "button", class: "primary", "data-testid": "state-backup-now", onclick: async () => {
+    now.disabled = true;
+    out.clear();
+    try {
+      const started = await api.post("/v1/admin/state-backups", {}, { signal });
+      out.ok(`Started ${started.id}.`);
+      await load();
+    } catch (error) {
+      if (error?.name !== "AbortError") out.error(error);
+    } finally {
+      now.disabled = false;
+    }
+  } }, "Back up now");
+
+  return h("section", { class: "card", "aria-labelledby": "state-backups-title", "data-testid": "state-backups" },
+    h("h2", { id: "state-backups-title" }, "State backups"),
+    h("p", { class: "hint" }, "Cantila's own state: every account, project, env var (still sealed), domain and certificate. ",
+      h("code", {}, "cantila admin restore"), " on a new server brings it back (the README's “Moving to a new server”)."),
+    list, h("div", { class: "actions" }, now), out.node);
 }
