@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The disaster drill's time: runs tests/integration/drill.rs (an installation with three
+# projects and uploaded backups destroyed, then `cantila admin restore s3://BUCKET/latest`
+# on a new data dir, `cantila serve` and `cantila backups restore-latest --wait`) and prints
+# the time from the restore's start to every project serving with its data, with the
+# restore and the rebuild on their own. Needs Docker, the base images, PostgreSQL and the
+# S3-compatible test server: it starts PostgreSQL and moto as `scripts/test.sh` does (run
+# scripts/ensure-docker.sh and base-images.sh first). The figures are one run's, on this
+# machine.
+#
+#   scripts/bench/drill.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+CANTILA_TEST_PG_ADMIN_URL=$(scripts/ensure-postgres.sh | tail -n 1)
+CANTILA_TEST_S3_ENDPOINT=$(scripts/ensure-s3.sh | tail -n 1)
+export CANTILA_TEST_PG_ADMIN_URL CANTILA_TEST_S3_ENDPOINT
+export CANTILA_TEST_RUN=${CANTILA_TEST_RUN:-benchdrill}
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
+
+# The test's own output (with the `drill:` figures) goes to the log; the last lines of it
+# are shown when it fails.
+if ! cargo test -q --test integration drill::drill_ -- --nocapture >"$LOG" 2>&1; then
+    tail -n 60 "$LOG" >&2
+    echo "the drill failed" >&2
+    exit 1
+fi
+scripts/leftovers.sh check "$CANTILA_TEST_RUN" >/dev/null
+
+printf 'machine: %s cores\n' "$(nproc)"
+grep '^drill: restore ' "$LOG"
