@@ -22,7 +22,7 @@ use crate::{
     backup_s3::{project_with_volume, s3_config, s3_endpoint, wait_remote, TestBucket},
     data::{clean_up, connect_as, pg_admin_url, wait_backup},
     deploys::Repo,
-    support::{remove_installation, test_config, wait_for, TestDaemon, TestDir},
+    support::{remove_installation, test_config, TestDaemon, TestDir},
 };
 
 /// The secret of the moto server the tests use (see `backup_s3`).
@@ -96,19 +96,19 @@ fn succeeded(what: &str, output: &Output) -> String {
 
 /// Waits until GET `path` on `project`'s hostname answers 200 with exactly `body`.
 async fn serves(daemon: &TestDaemon, project: &str, path: &str, body: &str) {
-    let mut last = (0, String::new());
-    wait_for(
-        REBUILT,
-        &format!("{project}{path} answers {body:?} through the edge"),
-        || {
-            let last = &mut last;
-            async move {
-                *last = daemon.edge_get(&host(project), path).await;
-                (last.0 == 200 && last.1 == body).then_some(())
-            }
-        },
-    )
-    .await;
+    let deadline = Instant::now() + REBUILT;
+    loop {
+        let (status, text) = daemon.edge_get(&host(project), path).await;
+        if status == 200 && text == body {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{project}{path} never answered {body:?} through the edge within {REBUILT:?}; last: {status} {text:?}"
+        );
+        // The poll interval: the loop checks its condition again.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// One GET through the edge that must answer 200; its body.
@@ -306,12 +306,13 @@ async fn drill_an_installation_destroyed_is_restored_from_s3_on_a_new_data_dir_a
         .await
         .unwrap();
     tokio::spawn(connection);
-    admin
-        .batch_execute(&format!(
-            "DROP DATABASE \"{pg_database}\" WITH (FORCE); DROP ROLE \"{pg_user}\""
-        ))
-        .await
-        .unwrap();
+    // One statement each: DROP DATABASE cannot run inside the transaction a batch makes.
+    for statement in [
+        format!("DROP DATABASE \"{pg_database}\" WITH (FORCE)"),
+        format!("DROP ROLE \"{pg_user}\""),
+    ] {
+        admin.batch_execute(&statement).await.unwrap();
+    }
 
     // ---- A new server: a new, empty data directory. ----
     let new_dir = TestDir::new();
