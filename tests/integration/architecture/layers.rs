@@ -53,6 +53,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
             "database",
             "services",
             "backup",
+            "state_backup",
             "deploy",
             "previews",
             "git_connection",
