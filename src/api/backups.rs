@@ -13,7 +13,11 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     api::ApiState,
-    backup::{remote::RemoteCopy, Backup, Schedule, Target},
+    backup::{
+        latest::{LatestRestore, LatestRun},
+        remote::RemoteCopy,
+        Backup, Schedule, Target,
+    },
     error::Error,
     names::ServiceName,
 };
@@ -32,6 +36,8 @@ pub fn router() -> OpenApiRouter<ApiState> {
         .routes(routes!(get))
         .routes(routes!(download))
         .routes(routes!(restore))
+        .routes(routes!(restore_latest))
+        .routes(routes!(restore_latest_progress))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -404,4 +410,109 @@ async fn delete_schedule(
 ) -> ApiResult<StatusCode> {
     app.backups.delete_schedule(&auth.actor, id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreLatest {
+    /// The project ids to restore; omitted: every project of the account.
+    pub projects: Option<Vec<String>>,
+}
+
+/// One target of a project and the backup restored onto it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LatestRestoreView {
+    pub project_id: String,
+    /// `database`, `volume:<name>` or `service:<name>`; null for a project that holds
+    /// nothing to back up.
+    #[schema(example = "volume:uploads")]
+    pub target: Option<String>,
+    /// The newest completed backup of the target (safety backups left out); null when
+    /// there is none.
+    pub backup_id: Option<String>,
+    /// `queued`, `restoring`, `restored`, `failed` or `nothing-to-restore`.
+    pub status: String,
+    /// Why the restore failed.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LatestRunView {
+    /// The run's id, for `GET /v1/backups/restore-latest/{id}`.
+    #[schema(example = "rst_4c1d")]
+    pub id: String,
+    /// Whether every row has reached `restored`, `failed` or `nothing-to-restore`.
+    pub done: bool,
+    pub restores: Vec<LatestRestoreView>,
+}
+
+fn target_name(target: &Target) -> String {
+    match target {
+        Target::Database => "database".to_owned(),
+        Target::Volume(name) => format!("volume:{name}"),
+        Target::Service(name) => format!("service:{name}"),
+    }
+}
+
+impl From<LatestRestore> for LatestRestoreView {
+    fn from(row: LatestRestore) -> Self {
+        Self {
+            project_id: row.project_id,
+            target: row.target.as_ref().map(target_name),
+            backup_id: row.backup_id,
+            status: row.status.as_str().to_owned(),
+            error: row.error,
+        }
+    }
+}
+
+impl From<LatestRun> for LatestRunView {
+    fn from(run: LatestRun) -> Self {
+        Self {
+            done: run.done(),
+            id: run.id,
+            restores: run
+                .restores
+                .into_iter()
+                .map(LatestRestoreView::from)
+                .collect(),
+        }
+    }
+}
+
+/// Restore the newest completed backup of every database, volume and add-on of the
+/// named projects (default: all of the account's), each through the restore path of
+/// `POST /v1/backups/{id}/restore` (a copy only in S3 is fetched and checked first; a
+/// safety backup is taken). For bringing the data back after an installation was moved
+/// to a new server. Runs in the background: follow it with
+/// `GET /v1/backups/restore-latest/{id}`.
+#[utoipa::path(post, path = "/v1/backups/restore-latest", tag = "backups",
+    security(("bearer" = ["admin"])),
+    request_body(content = Option<RestoreLatest>, description = "optional: which projects"),
+    responses((status = 202, body = LatestRunView),
+              (status = 404, description = "a named project is not found", body = super::error::ErrorBody),
+              (status = 422, description = "`projects` is empty", body = super::error::ErrorBody)))]
+async fn restore_latest(
+    auth: Auth<AdminScope>,
+    State(app): State<ApiState>,
+    OptionalJson(body): OptionalJson<RestoreLatest>,
+) -> ApiResult<(StatusCode, Json<LatestRunView>)> {
+    let projects = body.unwrap_or_default().projects;
+    let run = app.backups.restore_latest(&auth.actor, projects).await?;
+    Ok((StatusCode::ACCEPTED, Json(run.into())))
+}
+
+/// Where a `restore-latest` run stands, row by row. Runs are kept in memory by the
+/// daemon that runs them.
+#[utoipa::path(get, path = "/v1/backups/restore-latest/{id}", tag = "backups",
+    security(("bearer" = ["read"])), params(("id" = String, Path, description = "run id")),
+    responses((status = 200, body = LatestRunView)))]
+async fn restore_latest_progress(
+    auth: Auth<ReadScope>,
+    State(app): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<LatestRunView>> {
+    Ok(Json(app.backups.latest_run(&auth.actor, &id)?.into()))
 }

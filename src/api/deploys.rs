@@ -96,6 +96,10 @@ pub struct DeployView {
     pub project_id: String,
     /// queued, building, releasing, running, failed, canceled or superseded.
     pub status: String,
+    /// What queued it: `api`, `cli`, `webhook`, `rollback`, or `restore` (the daemon
+    /// rebuilding the live release after the engine lost its image or the disk its site:
+    /// a state restored onto a new server).
+    #[schema(example = "api")]
     pub trigger: String,
     #[serde(rename = "ref")]
     pub git_ref: Option<String>,

@@ -7,6 +7,7 @@
 
 mod addon;
 mod archive;
+pub mod latest;
 pub mod remote;
 mod scheduling;
 
@@ -69,6 +70,8 @@ pub struct Backups {
     /// Copies of completed backups in S3-compatible storage; `None` when `[backups.s3]`
     /// is off.
     uploads: Option<Arc<remote::Uploader>>,
+    /// `restore_latest`'s runs in progress and recently finished, for their progress.
+    latest_runs: latest::LatestRuns,
 }
 
 /// What `Backups` is made of, from the composition root.
@@ -101,6 +104,7 @@ impl Backups {
             locks: parts.locks,
             routing: parts.routing,
             uploads: parts.uploads.map(Arc::new),
+            latest_runs: latest::new_runs(),
         }
     }
 

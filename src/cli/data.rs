@@ -114,6 +114,16 @@ enum BackupsCommand {
         #[arg(long)]
         confirm: String,
     },
+    /// Restore the newest backup of every database, volume and add-on of the account's
+    /// projects (or of the ones named): after moving the installation to a new server.
+    RestoreLatest {
+        /// A project (name or id) to restore; repeat for several; omitted: every project.
+        #[arg(long = "project")]
+        projects: Vec<String>,
+        /// Wait until every restore has finished, printing each as it ends.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Show or set the project's backup schedule.
     Schedule {
         project: String,
@@ -453,6 +463,52 @@ pub fn backups(args: BackupsArgs) -> anyhow::Result<()> {
                 );
                 Ok(())
             }
+            BackupsCommand::RestoreLatest { projects, wait } => {
+                let body = if projects.is_empty() {
+                    json!({})
+                } else {
+                    let mut ids = Vec::new();
+                    for project in &projects {
+                        ids.push(client.resolve_project(project).await?);
+                    }
+                    json!({ "projects": ids })
+                };
+                let mut run = client
+                    .send(Method::POST, "/v1/backups/restore-latest", Some(body))
+                    .await?;
+                let run_id = output::cell(&run, "id");
+                if !json {
+                    println!("restore run {run_id}:");
+                    print_latest_rows(&run);
+                }
+                if wait {
+                    let mut shown: Vec<String> = Vec::new();
+                    while run["done"] != true {
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        run = client
+                            .send(
+                                Method::GET,
+                                &format!("/v1/backups/restore-latest/{run_id}"),
+                                None,
+                            )
+                            .await?;
+                        if !json {
+                            print_latest_progress(&run, &mut shown);
+                        }
+                    }
+                }
+                if json {
+                    print_json(&run)?;
+                }
+                let rows = run["restores"].as_array().cloned().unwrap_or_default();
+                if rows.iter().any(|r| r["status"] == "failed") {
+                    bail!("a restore failed");
+                }
+                if wait && !json {
+                    println!("done");
+                }
+                Ok(())
+            }
             BackupsCommand::Schedule {
                 project,
                 set,
@@ -496,4 +552,37 @@ pub fn backups(args: BackupsArgs) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// Each row of a restore-latest run: project, target, backup and status.
+fn print_latest_rows(run: &Value) {
+    for row in run["restores"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        println!("  {}", latest_row(row));
+    }
+}
+
+/// The rows of a run that reached their end since the last call, once each.
+fn print_latest_progress(run: &Value, shown: &mut Vec<String>) {
+    for row in run["restores"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        let key = format!("{}/{}", output::cell(row, "projectId"), output::cell(row, "target"));
+        let status = row["status"].as_str().unwrap_or_default();
+        if matches!(status, "restored" | "failed") && !shown.contains(&key) {
+            println!("  {}", latest_row(row));
+            shown.push(key);
+        }
+    }
+}
+
+fn latest_row(row: &Value) -> String {
+    let mut line = format!(
+        "{} {} {} {}",
+        output::cell(row, "projectId"),
+        row["target"].as_str().unwrap_or("(nothing)"),
+        row["backupId"].as_str().unwrap_or("-"),
+        output::cell(row, "status"),
+    );
+    if let Some(error) = row["error"].as_str() {
+        line.push_str(&format!(": {error}"));
+    }
+    line
 }

@@ -213,6 +213,60 @@ impl Databases {
         })
     }
 
+    /// Makes the project's PostgreSQL role and database exist on the operator's server
+    /// with the recorded name and (sealed) password, when either is missing: a state
+    /// restored onto a new server, or a server that lost them. Called before a release
+    /// and at start, so an app never starts against a database that is not there. A
+    /// SQLite database needs nothing: its volume is made when a container mounts it.
+    /// True when something was made.
+    pub async fn ensure_present(&self, project_id: &str) -> Result<bool> {
+        let id = project_id.to_owned();
+        let Some(record) = self
+            .0
+            .store
+            .call(move |c| store::volumes::database_of(c, &id))
+            .await?
+        else {
+            return Ok(false);
+        };
+        match record.engine {
+            DatabaseEngine::Sqlite => Ok(false),
+            DatabaseEngine::Postgres => {
+                let Some(url) = self.admin_url() else {
+                    return Ok(false);
+                };
+                let password = self.password_of(&record)?;
+                let ensured = postgres::ensure(url, &record.name, &password).await?;
+                let made = ensured != postgres::Ensured::default();
+                if made {
+                    tracing::info!(
+                        project = %record.project_id,
+                        database = %record.name,
+                        role_created = ensured.role_created,
+                        database_created = ensured.database_created,
+                        "recreated a missing PostgreSQL database with its recorded credentials"
+                    );
+                }
+                Ok(made)
+            }
+        }
+    }
+
+    /// `ensure_present` for every project with a PostgreSQL database (at start). A failure
+    /// is logged per project and does not stop the others.
+    pub async fn ensure_all_present(&self) -> Result<()> {
+        if self.admin_url().is_none() {
+            return Ok(());
+        }
+        let projects = self.0.store.call(|c| store::projects::all(c)).await?;
+        for project in projects {
+            if let Err(err) = self.ensure_present(&project.id).await {
+                tracing::warn!(project = %project.id, error = %err, "recreating the project's PostgreSQL database");
+            }
+        }
+        Ok(())
+    }
+
     pub async fn record_of(&self, project: &Project) -> Result<DatabaseRecord> {
         let id = project.id.clone();
         self.0

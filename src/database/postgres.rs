@@ -117,6 +117,61 @@ pub async fn create(admin_url: &str, name: &str, password: &str) -> Result<()> {
     Ok(())
 }
 
+/// What `ensure` found missing on the server and made again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ensured {
+    pub role_created: bool,
+    pub database_created: bool,
+}
+
+/// Makes the role and the database exist as `create` makes them, with `password`: on a
+/// new server (a rebuilt machine, a server that lost them) the recorded role and database
+/// come back under their recorded names and password, so the sealed credentials the
+/// project's containers get still open them. A role that exists gets the password set
+/// again (it is the recorded one); a database that exists is left as it is.
+pub async fn ensure(admin_url: &str, name: &str, password: &str) -> Result<Ensured> {
+    check_identifier(name)?;
+    check_password(password)?;
+    let client = connect(admin_url).await?;
+    let role_exists = client
+        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&name])
+        .await
+        .map_err(unreachable)?
+        .is_some();
+    let mut ensured = Ensured::default();
+    if role_exists {
+        client
+            .batch_execute(&format!("ALTER ROLE \"{name}\" WITH LOGIN PASSWORD '{password}'"))
+            .await
+            .map_err(unreachable)?;
+    } else {
+        client
+            .batch_execute(&format!(
+                "CREATE ROLE \"{name}\" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD '{password}'"
+            ))
+            .await
+            .map_err(unreachable)?;
+        ensured.role_created = true;
+    }
+    let database_exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .map_err(unreachable)?
+        .is_some();
+    if !database_exists {
+        // As in `create`: membership first, so a CREATEROLE admin may hand the database over.
+        for step in [
+            format!("GRANT \"{name}\" TO CURRENT_USER"),
+            format!("CREATE DATABASE \"{name}\" OWNER \"{name}\""),
+            format!("REVOKE ALL ON DATABASE \"{name}\" FROM PUBLIC"),
+        ] {
+            client.batch_execute(&step).await.map_err(unreachable)?;
+        }
+        ensured.database_created = true;
+    }
+    Ok(ensured)
+}
+
 /// Drops the database (closing its connections) and its role. Missing ones are fine.
 pub async fn drop(admin_url: &str, name: &str) -> Result<()> {
     check_identifier(name)?;

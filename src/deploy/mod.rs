@@ -13,6 +13,7 @@ pub mod pipeline;
 pub mod planning;
 pub mod preview_env;
 pub mod pull;
+pub mod rebuild;
 pub mod reconcile;
 pub mod stack;
 pub mod teardown;

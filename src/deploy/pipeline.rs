@@ -165,6 +165,19 @@ impl Deploys {
         let lock = self.project_lock(&project.id);
         let _release_guard = lock.lock().await;
         log.status(DeployStatus::Releasing);
+        // The database the release connects to must be there before anything of it starts
+        // (a state restored onto a new PostgreSQL server has the records but no role or
+        // database yet). An unreachable server does not stop the release: the app may not
+        // need it to start, and the failure is in the log.
+        match self.databases.ensure_present(&project.id).await {
+            Ok(true) => log.line(
+                "the project's PostgreSQL database was missing on the server: made again (empty) with its recorded credentials",
+            ),
+            Ok(false) => {}
+            Err(err) => log.line(format!(
+                "warning: could not check the project's PostgreSQL database: {err}"
+            )),
+        }
         let compose_env = stack.as_ref().map(|(stack, _)| &stack.public.env);
         let env_snapshot = match earlier_env {
             Some(env) => env,

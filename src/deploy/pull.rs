@@ -79,7 +79,9 @@ impl Deploys {
             .call(move |c| store::deploys::set_image_digest(c, &id, &recorded))
             .await
             .map_err(failed("pull"))?;
-        if let Some(serving) = self.serving_digest(deploy).await? {
+        // A rebuild pulls the very digest the live release names: that is the point.
+        let rebuild = deploy.trigger == crate::model::deploy::RESTORE_TRIGGER;
+        if let Some(serving) = self.serving_digest(deploy).await?.filter(|_| !rebuild) {
             if serving.1 == digest {
                 // The pulled tag is not kept: the serving release's tag holds the image.
                 if reference.digest().is_none() {

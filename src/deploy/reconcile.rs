@@ -70,6 +70,11 @@ impl Deploys {
         let Ok(engine) = self.engine().await else {
             return Ok(());
         };
+        // A live release whose image or site is gone gets a rebuild queued first, so the
+        // repair below sees its project busy and does not try to start a missing image.
+        if let Err(err) = self.rebuild_missing().await {
+            tracing::warn!(error = %err, "looking for live releases the engine lost");
+        }
         let (projects, deploys, previews) = self
             .store
             .call(|c| {

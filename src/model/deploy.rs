@@ -5,6 +5,12 @@ use serde::Serialize;
 
 use crate::live;
 
+/// The trigger of a deploy the daemon queued itself to make a live release again whose
+/// image or static site went missing (`deploy::rebuild`): shown in the deploy list, and
+/// what tells the pipeline to release the pulled digest even though the live release
+/// names the same one.
+pub const RESTORE_TRIGGER: &str = "restore";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeployStatus {
@@ -63,7 +69,8 @@ pub struct Deploy {
     pub id: String,
     pub project_id: String,
     pub status: DeployStatus,
-    /// What asked for it: `api`, `webhook`, `cli`.
+    /// What asked for it: `api`, `webhook`, `cli`, `rollback`, or `restore` (the daemon
+    /// rebuilding a live release the engine lost).
     pub trigger: String,
     /// The ref asked for; `None` means the connected branch's head (or, for an image
     /// source, the connected tag). For an image source it is a tag or digest of the
