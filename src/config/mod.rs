@@ -72,6 +72,11 @@ pub struct Config {
     pub console: ConsoleConfig,
     /// One-off runs: how many at once, how much output and history is kept.
     pub runs: RunsConfig,
+    /// Start even when a restored data directory's installation already has containers on
+    /// the engine (`--take-over`, `CANTILA_TAKE_OVER=1`): a choice for this start only,
+    /// never read from the file.
+    #[serde(skip)]
+    pub take_over: bool,
 }
 
 /// One-off runs (`POST /v1/projects/{id}/runs`, `cantila run`).
@@ -701,6 +706,7 @@ impl Default for Config {
             backups: BackupConfig::default(),
             console: ConsoleConfig::default(),
             runs: RunsConfig::default(),
+            take_over: false,
         }
     }
 }
@@ -736,6 +742,8 @@ pub struct Overrides {
     pub base_domain: Option<String>,
     /// `CANTILA_BACKUP_S3_SECRET_ACCESS_KEY`: the secret need not sit in the file.
     pub s3_secret_access_key: Option<String>,
+    /// `--take-over` / `CANTILA_TAKE_OVER`: see `Config::take_over`.
+    pub take_over: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -782,6 +790,7 @@ impl Config {
         if let Some(domain) = overrides.base_domain {
             config.base_domain = domain;
         }
+        config.take_over = overrides.take_over;
         if let Some(secret) = overrides.s3_secret_access_key.filter(|s| !s.is_empty()) {
             config.backups.s3.secret_access_key = Some(secret);
         }

@@ -60,6 +60,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
             "runs",
             "terminal",
             "jobs",
+            "state_restore",
         ],
     ),
     ("api", &["api", "console"]),
