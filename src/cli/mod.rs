@@ -134,7 +134,8 @@ struct ServeArgs {
     base_domain: Option<String>,
     /// After `cantila admin restore`: start even though the engine still has containers of
     /// the restored installation (the original server's), and adopt them.
-    #[arg(long, env = "CANTILA_TAKE_OVER")]
+    /// `CANTILA_TAKE_OVER` takes 1/0, true/false, yes/no, on/off.
+    #[arg(long, env = "CANTILA_TAKE_OVER", value_parser = clap::builder::BoolishValueParser::new())]
     take_over: bool,
 }
 
