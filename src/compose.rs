@@ -45,6 +45,9 @@ pub struct Adapters {
     pub installation: String,
     pub uploads: Option<Uploader>,
     pub runtime: Runtime,
+    /// This start is the first after `cantila admin restore` (the takeover guard passed
+    /// and renamed `restored.json`): what should run is to be rebuilt.
+    pub restored: bool,
 }
 
 /// Builds every service handle in dependency order (a handle is built after every handle
@@ -60,7 +63,11 @@ pub fn build(adapters: Adapters) -> ApiState {
         installation,
         uploads,
         runtime,
+        restored,
     } = adapters;
+    if restored {
+        tracing::info!("restored installation: releases come back through the reconciler");
+    }
     let config = Arc::new(config);
     let logs = Logs::new(
         store.clone(),

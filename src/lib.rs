@@ -47,6 +47,7 @@ pub mod services;
 pub mod source;
 pub mod stack;
 pub mod state_backup;
+pub mod state_restore;
 pub mod store;
 pub mod terminal;
 pub mod tls;
@@ -177,13 +178,18 @@ pub async fn run(
     let installation = tokio::task::spawn_blocking(move || installation_id(&id_dir))
         .await?
         .context("reading the installation id")?;
-    let uploads = backup::remote::Uploader::from_config(&config.backups.s3)
-        .map_err(|err| anyhow::anyhow!("config: {err}"))?;
-    let log_store = store.companion()?;
     // The one place the runtime's implementation is chosen: the local Docker engine.
     let runtime: runtime::Runtime = std::sync::Arc::new(runtime::docker::DockerRuntime::new(
         config.deploy.docker_socket.clone(),
     ));
+    // Before anything can start or adopt a container: a restored data directory must not
+    // drive the containers its original installation may still be running.
+    let restored =
+        state_restore::check_at_start(&config.data_dir, &installation, &runtime, config.take_over)
+            .await?;
+    let uploads = backup::remote::Uploader::from_config(&config.backups.s3)
+        .map_err(|err| anyhow::anyhow!("config: {err}"))?;
+    let log_store = store.companion()?;
     let services = compose::build(compose::Adapters {
         config,
         store: store.clone(),
@@ -193,6 +199,7 @@ pub async fn run(
         installation,
         uploads,
         runtime,
+        restored,
     });
     // The edge starts with the table of what is already running, so a restart of the
     // daemon serves the apps again at once.

@@ -132,6 +132,11 @@ struct ServeArgs {
     /// Projects are served at <name>.<handle>.<base-domain> [default: localhost].
     #[arg(long, env = "CANTILA_BASE_DOMAIN")]
     base_domain: Option<String>,
+    /// After `cantila admin restore`: start even though the engine still has containers of
+    /// the restored installation (the original server's), and adopt them.
+    /// `CANTILA_TAKE_OVER` takes 1/0, true/false, yes/no, on/off.
+    #[arg(long, env = "CANTILA_TAKE_OVER", value_parser = clap::builder::BoolishValueParser::new())]
+    take_over: bool,
 }
 
 #[derive(Debug, Args)]
@@ -202,6 +207,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         https_listen: args.https_listen,
         base_domain: args.base_domain,
         s3_secret_access_key: None,
+        take_over: args.take_over,
     })?;
     crate::init_logging(&config.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()

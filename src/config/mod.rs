@@ -78,6 +78,11 @@ pub struct Config {
     /// so a new server can start from the same settings. Never read from the file itself.
     #[serde(skip)]
     pub file: Option<PathBuf>,
+    /// Start even when a restored data directory's installation already has containers on
+    /// the engine (`--take-over`, `CANTILA_TAKE_OVER=1`): a choice for this start only,
+    /// never read from the file.
+    #[serde(skip)]
+    pub take_over: bool,
 }
 
 /// Backups of Cantila's own state: the store, the installation id and, when a passphrase
@@ -739,6 +744,7 @@ impl Default for Config {
             runs: RunsConfig::default(),
             state_backup: StateBackupConfig::default(),
             file: None,
+            take_over: false,
         }
     }
 }
@@ -774,6 +780,8 @@ pub struct Overrides {
     pub base_domain: Option<String>,
     /// `CANTILA_BACKUP_S3_SECRET_ACCESS_KEY`: the secret need not sit in the file.
     pub s3_secret_access_key: Option<String>,
+    /// `--take-over` / `CANTILA_TAKE_OVER`: see `Config::take_over`.
+    pub take_over: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -821,6 +829,7 @@ impl Config {
         if let Some(domain) = overrides.base_domain {
             config.base_domain = domain;
         }
+        config.take_over = overrides.take_over;
         if let Some(secret) = overrides.s3_secret_access_key.filter(|s| !s.is_empty()) {
             config.backups.s3.secret_access_key = Some(secret);
         }

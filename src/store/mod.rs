@@ -19,6 +19,7 @@ pub mod deploys;
 pub mod env;
 pub mod git;
 pub mod images;
+pub mod inspect;
 pub mod jobs;
 pub mod metrics;
 pub mod previews;

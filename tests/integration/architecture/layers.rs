@@ -61,6 +61,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
             "runs",
             "terminal",
             "jobs",
+            "state_restore",
         ],
     ),
     ("api", &["api", "console"]),
