@@ -29,8 +29,8 @@ async fn state_backups(daemon: &TestDaemon) -> Vec<Value> {
 }
 
 #[tokio::test]
-async fn console_account_page_lists_state_backups_backs_up_now_and_hides_them_from_other_accounts(
-) {
+async fn console_account_page_lists_state_backups_backs_up_now_and_hides_them_from_other_accounts()
+{
     let bucket = TestBucket::create().await;
     let passphrase_dir = tempfile::tempdir().unwrap();
     let passphrase_file = passphrase_dir.path().join("passphrase");

@@ -151,8 +151,8 @@ async fn back_up_and_upload(daemon: &TestDaemon, id: &str) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn drill_an_installation_destroyed_is_restored_from_s3_on_a_new_data_dir_and_serves_its_data(
-) {
+async fn drill_an_installation_destroyed_is_restored_from_s3_on_a_new_data_dir_and_serves_its_data()
+{
     // Fail loudly, not skip, when PostgreSQL is missing (moto is checked by the bucket).
     if let Err(err) = tokio_postgres::connect(&pg_admin_url(), tokio_postgres::NoTls).await {
         panic!("PostgreSQL is not reachable ({err}); run scripts/ensure-postgres.sh");
@@ -234,7 +234,13 @@ async fn drill_an_installation_destroyed_is_restored_from_s3_on_a_new_data_dir_a
     }
     serves(&original, "drill-app", "/", &marker).await;
     serves(&original, "drill-app", "/env.txt", &format!("{greeting}\n")).await;
-    serves(&original, "drill-app", "/files/note.txt", "a note on the volume").await;
+    serves(
+        &original,
+        "drill-app",
+        "/files/note.txt",
+        "a note on the volume",
+    )
+    .await;
     serves(&original, "drill-site", "/", &site_index).await;
     for value in ["alpha", "beta", "gamma"] {
         serves(
@@ -258,7 +264,11 @@ async fn drill_an_installation_destroyed_is_restored_from_s3_on_a_new_data_dir_a
     // The projects' backups, uploaded; then a state backup in the bucket.
     let mut backups = back_up_and_upload(&original, &app_id).await;
     backups.extend(back_up_and_upload(&original, &data_id).await);
-    assert_eq!(backups.len(), 3, "the app's volume, the database and the data volume");
+    assert_eq!(
+        backups.len(),
+        3,
+        "the app's volume, the database and the data volume"
+    );
     // Written after the backups: the drill brings back what the backups hold.
     serves(&original, "drill-data", "/rows/add?value=lost", "added").await;
     let state = cantila(
@@ -286,7 +296,10 @@ async fn drill_an_installation_destroyed_is_restored_from_s3_on_a_new_data_dir_a
     assert_eq!(newest["encrypted"], true, "{listed}");
     assert_eq!(newest["remote"]["status"], "uploaded", "{listed}");
     let state_key = newest["remote"]["key"].as_str().unwrap().to_owned();
-    assert!(bucket.get(&state_key).await.is_some(), "{state_key} is in the bucket");
+    assert!(
+        bucket.get(&state_key).await.is_some(),
+        "{state_key} is in the bucket"
+    );
     let database = original
         .get(&format!("/v1/projects/{data_id}/database"), &token)
         .await
@@ -368,11 +381,7 @@ async fn drill_an_installation_destroyed_is_restored_from_s3_on_a_new_data_dir_a
 
     // The projects' data comes back from the bucket.
     let data_restored = cantila(
-        vec![
-            "backups".into(),
-            "restore-latest".into(),
-            "--wait".into(),
-        ],
+        vec!["backups".into(), "restore-latest".into(), "--wait".into()],
         vec![
             ("CANTILA_URL", format!("http://{}", daemon.api)),
             ("CANTILA_TOKEN", token.clone()),
@@ -380,11 +389,20 @@ async fn drill_an_installation_destroyed_is_restored_from_s3_on_a_new_data_dir_a
     )
     .await;
     let data_restored = succeeded("cantila backups restore-latest --wait", &data_restored);
-    eprintln!("drill: cantila backups restore-latest said:\n{}", data_restored.trim());
+    eprintln!(
+        "drill: cantila backups restore-latest said:\n{}",
+        data_restored.trim()
+    );
 
     // Every project answers through the edge with its data as it was.
     serves(&daemon, "drill-app", "/env.txt", &format!("{greeting}\n")).await;
-    serves(&daemon, "drill-app", "/files/note.txt", "a note on the volume").await;
+    serves(
+        &daemon,
+        "drill-app",
+        "/files/note.txt",
+        "a note on the volume",
+    )
+    .await;
     serves(&daemon, "drill-data", "/rows", &rows_before).await;
     serves(
         &daemon,
