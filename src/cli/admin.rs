@@ -21,6 +21,17 @@ pub enum AdminCommand {
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Back up Cantila's own state now (safe while the daemon runs): the database, the
+    /// installation id and, with a passphrase (CANTILA_STATE_BACKUP_PASSPHRASE or
+    /// [state_backup] passphrase_file), secret.key, the certificates and the config file;
+    /// copied to S3 and verified when [backups.s3] is on.
+    Backup {
+        /// Write the archive here instead of <data_dir>/state-backups/<id>.cstate.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,6 +103,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                 output::print_tokens(&serde_json::to_value(&views)?);
             }
         }
+        AdminCommand::Backup { out, json } => super::state_backup::backup(&config, store, out, json)?,
         AdminCommand::Token(TokenCommand::Revoke { account, id }) => {
             let account = accounts::account_by_handle(&store, &Handle::parse(&account)?)?;
             accounts::revoke_token_blocking(&store, &Actor::operator(&account), &id)?;

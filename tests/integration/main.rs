@@ -46,6 +46,7 @@ mod private_repos;
 mod runs;
 mod secrets_at_rest;
 mod services;
+mod state_backup;
 mod serving;
 mod state_restore;
 mod tenancy;
