@@ -46,6 +46,7 @@ pub mod secrets;
 pub mod services;
 pub mod source;
 pub mod stack;
+pub mod state_backup;
 pub mod state_restore;
 pub mod store;
 pub mod terminal;

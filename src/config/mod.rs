@@ -77,6 +77,42 @@ pub struct Config {
     /// never read from the file.
     #[serde(skip)]
     pub take_over: bool,
+    /// Backups of Cantila's own state (`cantila admin backup`, and on a schedule).
+    pub state_backup: StateBackupConfig,
+    /// The file this configuration was read from, if any: a state backup carries its text
+    /// so a new server can start from the same settings. Never read from the file itself.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
+}
+
+/// Backups of Cantila's own state: the store, the installation id and, when a passphrase
+/// is set, the sealing key, the certificates and this file, in one archive under
+/// `<data_dir>/state-backups/` (copied to `[backups.s3]` when that is on).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateBackupConfig {
+    /// Scheduled state backups; `cantila admin backup` works either way.
+    pub enabled: bool,
+    /// When they run: `daily at HH:MM` (UTC), `hourly`, `every 6h` or five cron fields.
+    pub schedule: String,
+    /// The newest this many completed state backups are kept, here and in S3; older ones
+    /// are deleted (1 to 1000).
+    pub keep: u32,
+    /// A file holding the passphrase the archive is encrypted with (its first line);
+    /// `CANTILA_STATE_BACKUP_PASSPHRASE` wins over it. Without either, archives are
+    /// unencrypted and leave out `secret.key`, the certificates and this config file.
+    pub passphrase_file: Option<PathBuf>,
+}
+
+impl Default for StateBackupConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            schedule: "daily at 03:30".to_owned(),
+            keep: 7,
+            passphrase_file: None,
+        }
+    }
 }
 
 /// One-off runs (`POST /v1/projects/{id}/runs`, `cantila run`).
@@ -707,6 +743,8 @@ impl Default for Config {
             console: ConsoleConfig::default(),
             runs: RunsConfig::default(),
             take_over: false,
+            state_backup: StateBackupConfig::default(),
+            file: None,
         }
     }
 }
@@ -775,6 +813,7 @@ impl Config {
             }
             None => Self::default(),
         };
+        config.file = path.map(Path::to_owned);
         if let Some(data_dir) = overrides.data_dir {
             config.data_dir = data_dir;
         }
@@ -934,6 +973,13 @@ impl Config {
                 "logs.default_limit must be between 1 and logs.max_limit ({})",
                 self.logs.max_limit
             )));
+        }
+        crate::model::schedule::Spec::parse_job(&self.state_backup.schedule)
+            .map_err(|err| ConfigError::Invalid(format!("state_backup.schedule: {err}")))?;
+        if !(1..=1000).contains(&self.state_backup.keep) {
+            return Err(ConfigError::Invalid(
+                "state_backup.keep must be between 1 and 1000".to_owned(),
+            ));
         }
         if let Some(schedule) = &self.backups.schedule {
             crate::model::schedule::Spec::parse(schedule)

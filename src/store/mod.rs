@@ -15,11 +15,11 @@ pub mod app_sqlite;
 pub mod audit;
 pub mod backups;
 pub mod build_secrets;
+pub mod copy_summary;
 pub mod deploys;
 pub mod env;
 pub mod git;
 pub mod images;
-pub mod inspect;
 pub mod jobs;
 pub mod metrics;
 pub mod previews;
@@ -232,6 +232,47 @@ impl Store {
         }
     }
 
+    /// Copies the whole database, as one consistent point in time, into a new file at
+    /// `dest` with SQLite's online backup API, and returns the copy's schema version. It
+    /// reads on a connection of its own, in one step (one read transaction), so the
+    /// daemon's writers keep going meanwhile (WAL) and the copy never restarts. The copy
+    /// is switched out of WAL mode (one self-contained file) and integrity-checked.
+    pub fn snapshot_to(&self, dest: &Path) -> Result<i64, Error> {
+        let source = connect(&self.path).map_err(|err| Error::Internal(err.to_string()))?;
+        let mut copy = Connection::open(dest)?;
+        {
+            use rusqlite::backup::{Backup, StepResult};
+            let backup = Backup::new(&source, &mut copy)?;
+            // -1: every page in one step. A busy or locked step (a checkpoint holding a
+            // lock for a moment) is retried for as long as `busy_timeout` would wait.
+            let mut retries = 0;
+            loop {
+                match backup.step(-1)? {
+                    StepResult::Done => break,
+                    StepResult::More => {}
+                    // `Busy` and `Locked`; the enum is non-exhaustive, so a later kind
+                    // is treated the same way.
+                    _ if retries < 100 => {
+                        retries += 1;
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    _ => {
+                        return Err(Error::Internal(
+                            "the database stayed locked; the snapshot was not taken".to_owned(),
+                        ))
+                    }
+                }
+            }
+        }
+        copy.query_row("PRAGMA journal_mode = DELETE", [], |row| {
+            row.get::<_, String>(0)
+        })?;
+        drop(source);
+        let checked = check_file(&copy)?;
+        restrict_to_owner(dest).map_err(|err| Error::Internal(format!("snapshot: {err}")))?;
+        Ok(checked)
+    }
+
     /// Checkpoints the WAL into the main file so a clean stop leaves one self-contained file.
     pub fn close(&self) {
         let result = self.call_blocking(|db| {
@@ -243,6 +284,43 @@ impl Store {
             tracing::warn!(error = %err, "closing the store");
         }
     }
+}
+
+/// What `inspect` found in a database file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inspection {
+    /// Its `user_version`: how many migrations it has.
+    pub schema_version: i64,
+    /// The schema version this binary migrates to; a file above it is refused by `open`.
+    pub latest: i64,
+}
+
+/// Opens a database file read-only, without migrating it, and checks it whole
+/// (`PRAGMA integrity_check`); for restores, before a file is moved into a data directory.
+pub fn inspect(path: &Path) -> Result<Inspection, Error> {
+    let connection = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    Ok(Inspection {
+        schema_version: check_file(&connection)?,
+        latest: migrations::LATEST,
+    })
+}
+
+/// `PRAGMA integrity_check`, then the schema version.
+fn check_file(connection: &Connection) -> Result<i64, Error> {
+    let mut statement = connection.prepare("PRAGMA integrity_check")?;
+    let findings = statement
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    if findings != ["ok"] {
+        return Err(Error::Internal(format!(
+            "integrity check failed: {}",
+            findings.join("; ")
+        )));
+    }
+    Ok(connection.pragma_query_value(None, "user_version", |row| row.get(0))?)
 }
 
 /// `work`, then its audit entries, inside the caller's transaction.
@@ -400,6 +478,42 @@ fn restrict_to_owner(_path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_is_a_sound_self_contained_copy_taken_beside_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .call_blocking(|db| {
+                db.execute("CREATE TABLE t (x INTEGER)", [])?;
+                db.execute("INSERT INTO t VALUES (1)", [])?;
+                Ok(())
+            })
+            .unwrap();
+        // An open write transaction on the daemon's connection does not block the copy,
+        // and its uncommitted row is not in it.
+        let dest = dir.path().join("copy.db");
+        let version = store
+            .call_blocking(|db| {
+                let tx = Tx::begin(db)?;
+                tx.execute("INSERT INTO t VALUES (2)", [])?;
+                let version = store.snapshot_to(&dest);
+                tx.commit()?;
+                version
+            })
+            .unwrap();
+        assert_eq!(version, migrations::LATEST);
+        assert!(!dir.path().join("copy.db-wal").exists());
+        let inspection = inspect(&dest).unwrap();
+        assert_eq!(inspection.schema_version, migrations::LATEST);
+        let copy = Connection::open(&dest).unwrap();
+        let rows: i64 = copy
+            .query_row("SELECT count(*) FROM t", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(rows, 1);
+        std::fs::write(dir.path().join("junk.db"), vec![7u8; 4096]).unwrap();
+        assert!(inspect(&dir.path().join("junk.db")).is_err());
+    }
 
     #[test]
     fn a_companion_reads_beside_a_writer_and_its_writes_wait_their_turn() {
