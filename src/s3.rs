@@ -13,7 +13,9 @@ use std::{
 use base64::Engine as _;
 use md5::{Digest as _, Md5};
 use reqwest::{header, StatusCode};
-use rusty_s3::{actions::CreateMultipartUpload, Bucket, Credentials, S3Action, UrlStyle};
+use rusty_s3::{
+    actions::{CreateMultipartUpload, ListObjectsV2},
+    Bucket, Credentials, S3Action, UrlStyle};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
@@ -136,6 +138,17 @@ pub struct ObjectHead {
     /// The `sha256` metadata the upload stored.
     pub sha256: Option<String>,
 }
+
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    pub size: u64,
+}
+
+/// A page of a listing holds at most 1000 keys of at most 1 KiB each, with some XML
+/// around them.
+const LIST_BODY_LIMIT: usize = 4 * 1024 * 1024;
 
 /// A bucket and the credentials to use it.
 pub struct ObjectStore {
@@ -458,6 +471,42 @@ impl ObjectStore {
         }
         file.sync_all().await.map_err(local)?;
         Ok(written)
+    }
+
+    /// The keys of every object whose key begins with `prefix` (ListObjectsV2, every page),
+    /// in the service's order (ascending by key).
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ListedObject>, S3Error> {
+        let mut listed = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut action = self.bucket.list_objects_v2(Some(&self.credentials));
+            action.with_prefix(prefix);
+            if let Some(token) = &token {
+                action.with_continuation_token(token.clone());
+            }
+            let response = self
+                .client
+                .get(action.sign(SIGNATURE_TTL))
+                .send()
+                .await
+                .map_err(|err| self.unreachable(err))?;
+            let response = self.expect_success("ListObjectsV2", response).await?;
+            let text = read_limited(response, LIST_BODY_LIMIT).await;
+            let page = ListObjectsV2::parse_response(&text).map_err(|err| S3Error::Refused {
+                operation: "ListObjectsV2",
+                status: "an answer that is not a listing".to_owned(),
+                detail: format!(" ({err})"),
+            })?;
+            listed.extend(page.contents.into_iter().map(|object| ListedObject {
+                key: object.key,
+                size: object.size,
+            }));
+            match page.next_continuation_token {
+                Some(next) if token.as_deref() != Some(next.as_str()) => token = Some(next),
+                Some(_) | None => break,
+            }
+        }
+        Ok(listed)
     }
 
     /// Deletes the object; one already gone counts as deleted.

@@ -1103,6 +1103,11 @@ impl Config {
         self.data_dir.join("backups")
     }
 
+    /// Archives of Cantila's own state (`<id>.cstate`).
+    pub fn state_backups_dir(&self) -> PathBuf {
+        self.data_dir.join("state-backups")
+    }
+
     /// Static assets extracted from container apps' images, one directory per deploy.
     pub fn assets_dir(&self) -> PathBuf {
         self.data_dir.join("assets")

@@ -23,4 +23,5 @@ pub mod project;
 pub mod run;
 pub mod schedule;
 pub mod service;
+pub mod state_backup;
 pub mod volume;

@@ -1,11 +1,19 @@
 //! Backups of Cantila's own state: the store, the installation id and, with a passphrase,
 //! the sealing key, the certificates and the config file, in one archive per backup
-//! (`archive`), encrypted when a passphrase is set (`sealed`).
+//! (`archive`), encrypted when a passphrase is set (`sealed`); taken, recorded, copied
+//! to S3 (`remote`), pruned and scheduled by `StateBackups` (`service`).
 //! Invariant: `secret.key` and private keys are only ever written into an encrypted
 //! archive; an unencrypted one leaves them out and says so in its manifest.
 
 pub mod archive;
+pub mod remote;
 mod sealed;
+mod service;
+
+pub use crate::model::state_backup::{
+    StateBackup, StateBackupStatus, StateBackupTrigger, StateRemoteStatus,
+};
+pub use service::{StateBackups, StateBackupsParts};
 
 use crate::error::Error;
 

@@ -521,6 +521,27 @@ const STEPS: &[&str] = &[
     CREATE INDEX backups_by_status ON backups(status);
     CREATE INDEX backups_by_remote_status ON backups(remote_status)
         WHERE remote_status IN ('pending', 'failed');",
+    // 20 (statearchive: backups of Cantila's own state): one row per archive under
+    // `<data_dir>/state-backups/`, with its checksum and its copy in S3.
+    "CREATE TABLE state_backups (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        id            TEXT NOT NULL UNIQUE,
+        created_at    TEXT NOT NULL,
+        finished_at   TEXT,
+        status        TEXT NOT NULL CHECK (status IN ('running', 'completed', 'failed')),
+        error         TEXT,
+        trigger       TEXT NOT NULL CHECK (trigger IN ('manual', 'scheduled')),
+        file          TEXT,
+        size_bytes    INTEGER,
+        sha256        TEXT,
+        encrypted     INTEGER NOT NULL DEFAULT 0,
+        remote_status TEXT NOT NULL DEFAULT 'none'
+            CHECK (remote_status IN ('none', 'pending', 'uploaded', 'failed')),
+        remote_key    TEXT,
+        remote_error  TEXT
+    );
+    CREATE INDEX state_backups_by_remote_status ON state_backups(remote_status)
+        WHERE remote_status IN ('pending', 'failed');",
 ];
 
 /// The schema version this binary writes.

@@ -28,6 +28,7 @@ pub mod registries;
 pub mod runs;
 pub mod runtime_logs;
 pub mod services;
+pub mod state_backups;
 pub mod volumes;
 
 use std::{
