@@ -14,7 +14,10 @@ use crate::{
     config::Config,
     s3::ObjectStore,
     secrets::SecretBox,
-    state_backup::archive::{self, Manifest, Passphrase},
+    state_backup::{
+        archive::{self, Manifest, Passphrase},
+        remote,
+    },
     store::{self, copy_summary},
 };
 
@@ -247,8 +250,8 @@ fn open_archive(
     Ok((sha256, manifest, summary))
 }
 
-/// Downloads the object (the newest state backup for `latest`) to `dest` and checks it
-/// against the SHA-256 its upload recorded. Returns the object's key.
+/// Downloads the object (the newest state backup for `latest`) to `dest`, checked against
+/// the SHA-256 its upload recorded. Returns the object's key.
 async fn fetch(
     config: &Config,
     bucket: &str,
@@ -270,42 +273,20 @@ async fn fetch(
     let store = ObjectStore::new(s3).map_err(RestoreError::S3)?;
     let key = match key {
         S3Object::Key(key) => key.clone(),
-        S3Object::Latest => latest(&store, &s3.prefix).await?,
-    };
-    let head = store
-        .head(&key)
-        .await
-        .map_err(|err| RestoreError::S3(format!("looking up s3://{bucket}/{key}: {err}")))?
-        .ok_or_else(|| RestoreError::S3(format!("there is no object s3://{bucket}/{key}")))?;
-    store
-        .download(&key, dest)
-        .await
-        .map_err(|err| RestoreError::S3(format!("downloading s3://{bucket}/{key}: {err}")))?;
-    if let Some(expected) = head.sha256.as_deref() {
-        let path = dest.to_owned();
-        let found = tokio::task::spawn_blocking(move || archive::sha256_of(&path))
+        S3Object::Latest => remote::latest(&store, &s3.prefix)
             .await
-            .map_err(|join| {
-                RestoreError::io(
-                    "hashing the download".to_owned(),
-                    std::io::Error::other(join.to_string()),
-                )
-            })?
-            .map_err(|source| RestoreError::io("hashing the download".to_owned(), source))?;
-        if found != expected {
-            return Err(RestoreError::S3(format!(
-                "the download of s3://{bucket}/{key} does not match the SHA-256 its upload recorded"
-            )));
-        }
-    }
+            .map_err(|err| RestoreError::S3(format!("listing s3://{bucket}/{}: {err}", s3.prefix)))?
+            .ok_or_else(|| {
+                RestoreError::S3(format!(
+                    "there is no state backup under s3://{bucket}/{}state/",
+                    s3.prefix
+                ))
+            })?,
+    };
+    remote::download(&store, &key, dest)
+        .await
+        .map_err(|err| RestoreError::S3(format!("fetching s3://{bucket}/{key}: {err}")))?;
     Ok(key)
-}
-
-/// The key of the newest state backup under `prefix`.
-async fn latest(_store: &ObjectStore, prefix: &str) -> Result<String, RestoreError> {
-    Err(RestoreError::S3(format!(
-        "finding the newest state backup under `{prefix}state/` is not available yet"
-    )))
 }
 
 /// A 32-byte key file.

@@ -13,11 +13,16 @@ use std::{
     },
 };
 
-use cantila::{state_backup::archive, store::Store};
+use cantila::{
+    s3::ObjectStore,
+    state_backup::{archive, remote},
+    store::Store,
+};
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::{
+    backup_s3::{s3_config, s3_endpoint, TestBucket},
     cli::cantila,
     support::{docker, test_config, BinaryDaemon, TestDaemon, TestDir},
 };
@@ -668,4 +673,130 @@ async fn a_failed_restore_writes_nothing_and_says_why() {
     );
     assert!(!data_dir.join("restored-config.toml").exists());
     drop(original_dir);
+}
+
+#[tokio::test]
+async fn the_newest_state_backup_in_the_bucket_restores_from_s3_latest() {
+    let bucket = TestBucket::create().await;
+    let daemon = TestDaemon::start().await;
+    daemon.create_project("first").await;
+    let archives = tempfile::tempdir().unwrap();
+    let older = state_backup(
+        daemon.data_dir(),
+        &archives.path().join("older.cstate"),
+        Some(PASSPHRASE),
+    )
+    .await;
+    daemon.create_project("second").await;
+    let newer = state_backup(
+        daemon.data_dir(),
+        &archives.path().join("newer.cstate"),
+        Some(PASSPHRASE),
+    )
+    .await;
+    let (original_dir, _) = daemon.stop().await;
+
+    // Uploaded as the state backup service uploads them, the older one last.
+    let mut s3 = cantila::config::Config::default();
+    s3_config(&mut s3, s3_endpoint(), bucket.name());
+    let store = ObjectStore::new(&s3.backups.s3).unwrap();
+    for (id, path) in [
+        ("sb_20261207T030000Z_newer", &newer),
+        ("sb_20261207T010000Z_older", &older),
+    ] {
+        let sha256 = archive::sha256_of(path).unwrap();
+        remote::upload(
+            &store,
+            &remote::key_for(&s3.backups.s3.prefix, id),
+            path,
+            &sha256,
+        )
+        .await
+        .unwrap();
+    }
+
+    let new_dir = TestDir::new();
+    let data_dir = test_config(new_dir.path()).data_dir;
+    // The new server's config file names the bucket; the secret comes from the
+    // environment, as the daemon takes it.
+    let config_file = new_dir.path().join("cantila.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "data_dir = {:?}\n[backups.s3]\nenabled = true\nendpoint = {:?}\nbucket = {:?}\npath_style = true\naccess_key_id = {:?}\n",
+            data_dir.display().to_string(),
+            s3.backups.s3.endpoint,
+            s3.backups.s3.bucket,
+            s3.backups.s3.access_key_id,
+        ),
+    )
+    .unwrap();
+    let s3_secret = s3.backups.s3.secret_access_key.clone().unwrap();
+    let restore = |source: String| {
+        let config_file = config_file.display().to_string();
+        let s3_secret = s3_secret.clone();
+        async move {
+            cantila(
+                vec![
+                    "admin".into(),
+                    "restore".into(),
+                    "--config".into(),
+                    config_file,
+                    source,
+                    "--json".into(),
+                ],
+                vec![
+                    ("CANTILA_STATE_BACKUP_PASSPHRASE", PASSPHRASE.to_owned()),
+                    ("CANTILA_BACKUP_S3_SECRET_ACCESS_KEY", s3_secret),
+                ],
+            )
+            .await
+        }
+    };
+
+    let before = snapshot_of(&data_dir);
+    let out = restore("s3://another-bucket/latest".to_owned()).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bucket `another-bucket`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(snapshot_of(&data_dir), before);
+
+    let out = restore(format!("s3://{}/latest", bucket.name())).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["archive"],
+        format!(
+            "s3://{}/{}",
+            bucket.name(),
+            remote::key_for(&s3.backups.s3.prefix, "sb_20261207T030000Z_newer")
+        )
+    );
+    assert_eq!(report["projects"], json!(["admin/first", "admin/second"]));
+    assert_eq!(report["sha256"], archive::sha256_of(&newer).unwrap());
+    assert_eq!(
+        tables(&data_dir.join("cantila.db"))["projects"],
+        tables(&newer_database(&newer, archives.path()))["projects"]
+    );
+    drop(original_dir);
+}
+
+/// The database inside an encrypted archive, extracted beside it.
+fn newer_database(archive_path: &Path, dir: &Path) -> PathBuf {
+    let into = dir.join("extracted");
+    std::fs::create_dir_all(&into).unwrap();
+    archive::extract(
+        archive_path,
+        Some(&archive::Passphrase::new(PASSPHRASE).unwrap()),
+        &into,
+    )
+    .unwrap();
+    into.join("cantila.db")
 }
