@@ -72,17 +72,17 @@ pub struct Config {
     pub console: ConsoleConfig,
     /// One-off runs: how many at once, how much output and history is kept.
     pub runs: RunsConfig,
+    /// Start even when a restored data directory's installation already has containers on
+    /// the engine (`--take-over`, `CANTILA_TAKE_OVER=1`): a choice for this start only,
+    /// never read from the file.
+    #[serde(skip)]
+    pub take_over: bool,
     /// Backups of Cantila's own state (`cantila admin backup`, and on a schedule).
     pub state_backup: StateBackupConfig,
     /// The file this configuration was read from, if any: a state backup carries its text
     /// so a new server can start from the same settings. Never read from the file itself.
     #[serde(skip)]
     pub file: Option<PathBuf>,
-    /// Start even when a restored data directory's installation already has containers on
-    /// the engine (`--take-over`, `CANTILA_TAKE_OVER=1`): a choice for this start only,
-    /// never read from the file.
-    #[serde(skip)]
-    pub take_over: bool,
 }
 
 /// Backups of Cantila's own state: the store, the installation id and, when a passphrase
@@ -742,9 +742,9 @@ impl Default for Config {
             backups: BackupConfig::default(),
             console: ConsoleConfig::default(),
             runs: RunsConfig::default(),
+            take_over: false,
             state_backup: StateBackupConfig::default(),
             file: None,
-            take_over: false,
         }
     }
 }

@@ -3,14 +3,16 @@
 //! Invariant: a restore that fails at any step leaves the data directory exactly as it was
 //! (everything is staged beside it and renamed in, `cantila.db` last; see `target`).
 
+mod run;
 pub mod source;
 pub mod takeover;
 pub mod target;
 
 use std::path::PathBuf;
 
-use crate::store::inspect::InspectError;
+use crate::state_backup::StateBackupError;
 
+pub use run::{restore, RestoreRequest, Restored};
 pub use source::{S3Object, Source};
 pub use takeover::{check_at_start, TakeoverError};
 
@@ -38,8 +40,11 @@ pub enum RestoreError {
     Source(String),
     #[error("{0}")]
     S3(String),
+    /// The archive could not be opened: a wrong or missing passphrase, a damaged file.
     #[error("{0}")]
-    Database(#[from] InspectError),
+    Archive(#[from] StateBackupError),
+    #[error("{0}")]
+    Database(String),
     #[error("{0}")]
     SecretKey(String),
     #[error("{what}: {source}")]

@@ -6,10 +6,26 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::Path,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
 };
 
-use crate::support::{docker, test_config, BinaryDaemon, TestDaemon, TestDir};
+use cantila::{
+    s3::ObjectStore,
+    state_backup::{archive, remote},
+    store::Store,
+};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::{
+    backup_s3::{s3_config, s3_endpoint, TestBucket},
+    cli::cantila,
+    support::{docker, test_config, BinaryDaemon, TestDaemon, TestDir},
+};
 
 /// Every table of the SQLite file at `path` (all of `sqlite_master`'s tables, SQLite's
 /// own `sqlite_sequence` included), each as the set of its rows, each row its columns'
@@ -192,4 +208,595 @@ async fn a_restored_data_dir_refuses_to_start_beside_the_originals_containers_un
         .get("/v1/account", &daemon.admin_token)
         .await
         .expect(200);
+}
+
+const PASSPHRASE: &str = "correct horse battery staple";
+
+/// A state backup of the daemon's data directory, taken as `cantila admin backup` takes it
+/// (a second connection to the live store, SQLite's online backup, the archive beside it),
+/// encrypted with `passphrase`. Returns the archive's path.
+async fn state_backup(data_dir: &Path, out: &Path, passphrase: Option<&str>) -> PathBuf {
+    let (data_dir, out) = (data_dir.to_owned(), out.to_owned());
+    let passphrase = passphrase.map(|p| archive::Passphrase::new(p).unwrap());
+    tokio::task::spawn_blocking(move || {
+        let store = Store::open(&data_dir).unwrap();
+        let copy = out.with_extension("db");
+        let schema_version = store.snapshot_to(&copy).unwrap();
+        archive::write(
+            &out,
+            &archive::ArchiveInputs {
+                data_dir: data_dir.clone(),
+                database: copy.clone(),
+                schema_version,
+                config_text: Some("base_domain = \"restored.example\"\n".to_owned()),
+                created_at: time::OffsetDateTime::now_utc(),
+            },
+            passphrase.as_ref(),
+        )
+        .unwrap();
+        std::fs::remove_file(&copy).unwrap();
+        out
+    })
+    .await
+    .unwrap()
+}
+
+/// Runs `cantila admin restore` on `data_dir` with the passphrase in its environment.
+async fn admin_restore(
+    data_dir: &Path,
+    args: &[&str],
+    passphrase: Option<&str>,
+) -> std::process::Output {
+    let mut all = vec![
+        "admin".to_owned(),
+        "restore".to_owned(),
+        "--data-dir".to_owned(),
+        data_dir.display().to_string(),
+    ];
+    all.extend(args.iter().map(|a| (*a).to_owned()));
+    let envs = passphrase
+        .map(|p| vec![("CANTILA_STATE_BACKUP_PASSPHRASE", p.to_owned())])
+        .unwrap_or_default();
+    cantila(all, envs).await
+}
+
+/// Everything under `dir`: each path with its bytes (directories with none), sorted.
+fn snapshot_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.strip_prefix(root).unwrap().display().to_string();
+            if path.is_dir() {
+                out.push((format!("{name}/"), Vec::new()));
+                walk(root, &path, out);
+            } else {
+                out.push((name, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if dir.exists() {
+        walk(dir, dir, &mut out);
+    }
+    out.sort();
+    out
+}
+
+/// The writers' marker: every project the load creates is named `load-<writer>-<n>`.
+const LOAD: &str = "load-";
+
+/// True when a row was written by the load: one of its values names a load project (by
+/// name or id).
+fn is_load_row(row: &[String], load_ids: &BTreeSet<String>) -> bool {
+    row.iter()
+        .any(|value| value.contains(LOAD) || load_ids.iter().any(|id| value.contains(id)))
+}
+
+#[tokio::test]
+async fn a_state_backup_taken_under_write_load_restores_every_table_row_by_row() {
+    let daemon = TestDaemon::start().await;
+    let admin = daemon.admin_token.clone();
+    // What the operator set up: projects with env (secret and plain), an alias, a volume,
+    // a backup schedule, tokens, a second account, and a certificate on disk.
+    let project = daemon.create_project("keeper").await;
+    let id = project["id"].as_str().unwrap().to_owned();
+    daemon
+        .post(
+            &format!("/v1/projects/{id}/env"),
+            &admin,
+            json!({ "vars": { "GREETING": { "value": "hello from before", "secret": true }, "PLAIN": "kept" } }),
+        )
+        .await
+        .expect(200);
+    daemon
+        .post(
+            &format!("/v1/projects/{id}/aliases"),
+            &admin,
+            json!({ "hostname": "keeper.example.com" }),
+        )
+        .await
+        .expect(201);
+    daemon
+        .post(
+            &format!("/v1/projects/{id}/volumes"),
+            &admin,
+            json!({ "name": "uploads", "mountPath": "/srv/uploads" }),
+        )
+        .await
+        .expect(201);
+    daemon
+        .request(Method::PUT, &format!("/v1/projects/{id}/backups/schedule"))
+        .bearer_auth(&admin)
+        .json(&json!({ "schedule": "daily at 03:00" }))
+        .send()
+        .await
+        .unwrap();
+    let deploy_token = daemon.token("deploy").await;
+    let other = daemon.other_account_token("ada", cantila::names::Scope::Admin);
+    daemon
+        .post("/v1/projects", &other, json!({ "name": "adas" }))
+        .await
+        .expect(201);
+    let manual = daemon.data_dir().join("certs/manual");
+    std::fs::create_dir_all(&manual).unwrap();
+    std::fs::write(
+        manual.join("keeper.example.com.pem"),
+        "-----BEGIN test-----\n",
+    )
+    .unwrap();
+
+    // The load: writers create projects and set their env, each in order, until told to
+    // stop; the backup starts once some of their writes are in.
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicUsize::new(0));
+    let (first_writes_tx, mut first_writes) = tokio::sync::watch::channel(0usize);
+    let first_writes_tx = Arc::new(first_writes_tx);
+    let mut writers = Vec::new();
+    for writer in 0..4 {
+        let (url, token) = (daemon.url(""), admin.clone());
+        let (stop, written, notify) = (stop.clone(), written.clone(), first_writes_tx.clone());
+        writers.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut ids = Vec::new();
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let created: Value = client
+                    .post(format!("{url}/v1/projects"))
+                    .bearer_auth(&token)
+                    .json(&json!({ "name": format!("{LOAD}{writer}-{n}") }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let project = created["id"]
+                    .as_str()
+                    .expect("load project created")
+                    .to_owned();
+                let status = client
+                    .post(format!("{url}/v1/projects/{project}/env"))
+                    .bearer_auth(&token)
+                    .json(&json!({ "vars": { "N": n.to_string() } }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status();
+                assert_eq!(status, 200);
+                ids.push(project);
+                n += 1;
+                let total = written.fetch_add(1, Ordering::SeqCst) + 1;
+                notify.send_replace(total);
+            }
+            ids
+        }));
+    }
+    first_writes.wait_for(|n| *n >= 8).await.unwrap();
+    let archives = tempfile::tempdir().unwrap();
+    let archive_path = state_backup(
+        daemon.data_dir(),
+        &archives.path().join("state.cstate"),
+        Some(PASSPHRASE),
+    )
+    .await;
+    let during = written.load(Ordering::SeqCst);
+    stop.store(true, Ordering::SeqCst);
+    let mut load_ids = BTreeSet::new();
+    for writer in writers {
+        load_ids.extend(writer.await.unwrap());
+    }
+    eprintln!(
+        "load: {during} writes in when the backup finished, {} in all",
+        load_ids.len()
+    );
+    let original_key = std::fs::read(daemon.data_dir().join("secret.key")).unwrap();
+    let original_token = std::fs::read(daemon.config.admin_token_path()).unwrap();
+    let (original_dir, original_config) = daemon.stop().await;
+    let original = tables(&original_config.database_path());
+
+    // The new server: a fresh data directory (with only an installation id in it).
+    let new_dir = TestDir::new();
+    let mut config = test_config(new_dir.path());
+    let restored = admin_restore(
+        &config.data_dir,
+        &[archive_path.to_str().unwrap(), "--json"],
+        Some(PASSPHRASE),
+    )
+    .await;
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    let report: Value = serde_json::from_slice(&restored.stdout).unwrap();
+    assert_eq!(report["installationId"], original_dir.installation());
+    assert!(report["accounts"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("ada")));
+    assert!(report["projects"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("admin/keeper")));
+
+    let copy = tables(&config.database_path());
+    let differences = table_differences(&original, &copy);
+    let mut load_rows_restored = 0;
+    for (table, (only_original, only_copy)) in &differences {
+        if table == "sqlite_sequence" {
+            // AUTOINCREMENT counters: the copy's may only trail the original's.
+            for row in only_copy {
+                let newer = original["sqlite_sequence"]
+                    .iter()
+                    .find(|r| r[0] == row[0])
+                    .unwrap_or_else(|| panic!("{row:?} has no counter in the original"));
+                let number = |v: &str| v.trim_start_matches("int:").parse::<i64>().unwrap();
+                assert!(number(&row[1]) <= number(&newer[1]), "{row:?} vs {newer:?}");
+            }
+            continue;
+        }
+        if table.starts_with("sqlite_stat") {
+            // The query planner's statistics, which `PRAGMA optimize` rewrites when the
+            // daemon stops: SQLite's notes about the data, not data.
+            continue;
+        }
+        for row in only_original.iter().chain(only_copy) {
+            assert!(
+                is_load_row(row, &load_ids),
+                "table {table}: a row that is not the load's differs: {row:?}"
+            );
+        }
+        assert!(
+            only_copy.is_empty() || table == "projects",
+            "table {table}: rows only in the copy: {only_copy:?}"
+        );
+    }
+    // The copy is one point in time: each writer's projects and env writes that made it
+    // are a prefix of what it wrote, and each env write's project is there.
+    let names: BTreeSet<String> = copy["projects"]
+        .iter()
+        .filter_map(|row| row.iter().find(|v| v.starts_with(&format!("text:{LOAD}"))))
+        .map(|v| v.trim_start_matches("text:").to_owned())
+        .collect();
+    for writer in 0..4 {
+        let count = names
+            .iter()
+            .filter(|name| name.starts_with(&format!("{LOAD}{writer}-")))
+            .count();
+        load_rows_restored += count;
+        for n in 0..count {
+            assert!(
+                names.contains(&format!("{LOAD}{writer}-{n}")),
+                "writer {writer}: project {n} is missing below {count}: {names:?}"
+            );
+        }
+    }
+    assert!(
+        load_rows_restored >= 8,
+        "the writes before the backup are in the copy"
+    );
+    eprintln!(
+        "restored {load_rows_restored} of {} load projects; {} tables compared",
+        load_ids.len(),
+        original.len()
+    );
+
+    // The files beside the database: the key, the certificate, the config, the markers.
+    assert_eq!(
+        std::fs::read(config.data_dir.join("secret.key")).unwrap(),
+        original_key
+    );
+    assert_eq!(
+        std::fs::read_to_string(config.data_dir.join("certs/manual/keeper.example.com.pem"))
+            .unwrap(),
+        "-----BEGIN test-----\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(config.data_dir.join("restored-config.toml")).unwrap(),
+        "base_domain = \"restored.example\"\n"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&config.data_dir.join("restored-config.toml")), 0o600);
+    assert_eq!(mode(&config.data_dir.join("secret.key")), 0o600);
+    let marker: Value =
+        serde_json::from_slice(&std::fs::read(config.data_dir.join("restored.json")).unwrap())
+            .unwrap();
+    assert_eq!(marker["sha256"], report["sha256"]);
+    let leftovers: Vec<_> = std::fs::read_dir(new_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(".restore-"))
+        .collect();
+    assert!(leftovers.is_empty(), "scratch left behind: {leftovers:?}");
+
+    // The restored daemon starts (no container of the installation runs) and serves the
+    // old tokens and the sealed env.
+    std::fs::write(config.admin_token_path(), &original_token).unwrap();
+    config.base_domain = original_config.base_domain.clone();
+    let daemon = TestDaemon::start_in(new_dir, config).await;
+    assert!(daemon.data_dir().join("restored-done.json").exists());
+    let env = daemon
+        .get(&format!("/v1/projects/{id}/env"), &deploy_token)
+        .await
+        .expect(200)
+        .body;
+    assert!(env.to_string().contains("kept"), "{env}");
+    daemon
+        .get("/v1/projects/by-handle/ada/adas", &other)
+        .await
+        .expect(200);
+    drop(daemon);
+    drop(original_dir);
+}
+
+/// No `.restore-` scratch directory is left beside `data_dir`.
+fn assert_no_scratch_beside(data_dir: &Path) {
+    let left: Vec<_> = std::fs::read_dir(data_dir.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(".restore-"))
+        .collect();
+    assert!(left.is_empty(), "scratch left behind: {left:?}");
+}
+
+#[tokio::test]
+async fn a_failed_restore_writes_nothing_and_says_why() {
+    let daemon = TestDaemon::start().await;
+    let project = daemon.create_project("precious").await;
+    let id = project["id"].as_str().unwrap();
+    daemon
+        .post(
+            &format!("/v1/projects/{id}/env"),
+            &daemon.admin_token,
+            json!({ "vars": { "TOKEN": { "value": "s3cr3t", "secret": true } } }),
+        )
+        .await
+        .expect(200);
+    let archives = tempfile::tempdir().unwrap();
+    let sealed = state_backup(
+        daemon.data_dir(),
+        &archives.path().join("sealed.cstate"),
+        Some(PASSPHRASE),
+    )
+    .await;
+    let plain = state_backup(
+        daemon.data_dir(),
+        &archives.path().join("plain.cstate"),
+        None,
+    )
+    .await;
+    let key = daemon.data_dir().join("secret.key");
+    let (original_dir, original_config) = daemon.stop().await;
+
+    let new_dir = TestDir::new();
+    let data_dir = test_config(new_dir.path()).data_dir;
+    let before = snapshot_of(&data_dir);
+    let sealed_arg = sealed.to_str().unwrap();
+    let refused = |out: &std::process::Output, expected: &str| {
+        assert!(!out.status.success(), "the restore must fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(expected),
+            "expected `{expected}` in: {stderr}"
+        );
+        assert_eq!(snapshot_of(&data_dir), before, "the data directory changed");
+        assert_no_scratch_beside(&data_dir);
+    };
+
+    let out = admin_restore(&data_dir, &[sealed_arg], Some("not the passphrase")).await;
+    refused(&out, "wrong passphrase");
+    let out = admin_restore(&data_dir, &[sealed_arg], None).await;
+    refused(
+        &out,
+        "the archive is encrypted: set CANTILA_STATE_BACKUP_PASSPHRASE",
+    );
+
+    // One byte altered in the middle of the sealed file.
+    let mut bytes = std::fs::read(&sealed).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    let altered = archives.path().join("altered.cstate");
+    std::fs::write(&altered, &bytes).unwrap();
+    let out = admin_restore(&data_dir, &[altered.to_str().unwrap()], Some(PASSPHRASE)).await;
+    refused(&out, "damaged");
+
+    // An unencrypted archive needs the old key, and only the right one.
+    let plain_arg = plain.to_str().unwrap();
+    let out = admin_restore(&data_dir, &[plain_arg], None).await;
+    refused(&out, "--secret-key FILE");
+    let wrong_key = archives.path().join("wrong.key");
+    std::fs::write(&wrong_key, [7u8; 32]).unwrap();
+    let out = admin_restore(
+        &data_dir,
+        &[plain_arg, "--secret-key", wrong_key.to_str().unwrap()],
+        None,
+    )
+    .await;
+    refused(&out, "does not open the archive's sealed values");
+
+    // A data directory with state is never written over.
+    let original_before = snapshot_of(&original_config.data_dir);
+    let out = admin_restore(&original_config.data_dir, &[sealed_arg], Some(PASSPHRASE)).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refusing to restore into")
+            && stderr.contains("cantila.db")
+            && stderr.contains("secret.key"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot_of(&original_config.data_dir), original_before);
+
+    // With the right key the unencrypted archive restores, without certificates.
+    let out = admin_restore(
+        &data_dir,
+        &[plain_arg, "--secret-key", key.to_str().unwrap()],
+        None,
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("projects (1): admin/precious")
+            && stdout.contains("certificates:  not in the archive")
+            && stdout.contains("cantila backups restore-latest"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read(data_dir.join("secret.key")).unwrap(),
+        std::fs::read(&key).unwrap()
+    );
+    assert!(!data_dir.join("restored-config.toml").exists());
+    drop(original_dir);
+}
+
+#[tokio::test]
+async fn the_newest_state_backup_in_the_bucket_restores_from_s3_latest() {
+    let bucket = TestBucket::create().await;
+    let daemon = TestDaemon::start().await;
+    daemon.create_project("first").await;
+    let archives = tempfile::tempdir().unwrap();
+    let older = state_backup(
+        daemon.data_dir(),
+        &archives.path().join("older.cstate"),
+        Some(PASSPHRASE),
+    )
+    .await;
+    daemon.create_project("second").await;
+    let newer = state_backup(
+        daemon.data_dir(),
+        &archives.path().join("newer.cstate"),
+        Some(PASSPHRASE),
+    )
+    .await;
+    let (original_dir, _) = daemon.stop().await;
+
+    // Uploaded as the state backup service uploads them, the older one last.
+    let mut s3 = cantila::config::Config::default();
+    s3_config(&mut s3, s3_endpoint(), bucket.name());
+    let store = ObjectStore::new(&s3.backups.s3).unwrap();
+    for (id, path) in [
+        ("sb_20261207T030000Z_newer", &newer),
+        ("sb_20261207T010000Z_older", &older),
+    ] {
+        let sha256 = archive::sha256_of(path).unwrap();
+        remote::upload(
+            &store,
+            &remote::key_for(&s3.backups.s3.prefix, id),
+            path,
+            &sha256,
+        )
+        .await
+        .unwrap();
+    }
+
+    let new_dir = TestDir::new();
+    let data_dir = test_config(new_dir.path()).data_dir;
+    // The new server's config file names the bucket; the secret comes from the
+    // environment, as the daemon takes it.
+    let config_file = new_dir.path().join("cantila.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "data_dir = {:?}\n[backups.s3]\nenabled = true\nendpoint = {:?}\nbucket = {:?}\npath_style = true\naccess_key_id = {:?}\n",
+            data_dir.display().to_string(),
+            s3.backups.s3.endpoint,
+            s3.backups.s3.bucket,
+            s3.backups.s3.access_key_id,
+        ),
+    )
+    .unwrap();
+    let s3_secret = s3.backups.s3.secret_access_key.clone().unwrap();
+    let restore = |source: String| {
+        let config_file = config_file.display().to_string();
+        let s3_secret = s3_secret.clone();
+        async move {
+            cantila(
+                vec![
+                    "admin".into(),
+                    "restore".into(),
+                    "--config".into(),
+                    config_file,
+                    source,
+                    "--json".into(),
+                ],
+                vec![
+                    ("CANTILA_STATE_BACKUP_PASSPHRASE", PASSPHRASE.to_owned()),
+                    ("CANTILA_BACKUP_S3_SECRET_ACCESS_KEY", s3_secret),
+                ],
+            )
+            .await
+        }
+    };
+
+    let before = snapshot_of(&data_dir);
+    let out = restore("s3://another-bucket/latest".to_owned()).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bucket `another-bucket`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(snapshot_of(&data_dir), before);
+
+    let out = restore(format!("s3://{}/latest", bucket.name())).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["archive"],
+        format!(
+            "s3://{}/{}",
+            bucket.name(),
+            remote::key_for(&s3.backups.s3.prefix, "sb_20261207T030000Z_newer")
+        )
+    );
+    assert_eq!(report["projects"], json!(["admin/first", "admin/second"]));
+    assert_eq!(report["sha256"], archive::sha256_of(&newer).unwrap());
+    assert_eq!(
+        tables(&data_dir.join("cantila.db"))["projects"],
+        tables(&newer_database(&newer, archives.path()))["projects"]
+    );
+    drop(original_dir);
+}
+
+/// The database inside an encrypted archive, extracted beside it.
+fn newer_database(archive_path: &Path, dir: &Path) -> PathBuf {
+    let into = dir.join("extracted");
+    std::fs::create_dir_all(&into).unwrap();
+    archive::extract(
+        archive_path,
+        Some(&archive::Passphrase::new(PASSPHRASE).unwrap()),
+        &into,
+    )
+    .unwrap();
+    into.join("cantila.db")
 }
