@@ -210,7 +210,10 @@ pub async fn run(
     }
     match services.deploys.rebuild_missing().await {
         Ok(queued) if !queued.is_empty() => {
-            tracing::info!(rebuilds = queued.len(), "queued rebuilds of live releases the engine lost")
+            tracing::info!(
+                rebuilds = queued.len(),
+                "queued rebuilds of live releases the engine lost"
+            )
         }
         Ok(_) => {}
         Err(err) => tracing::warn!(error = %err, "looking for live releases the engine lost"),

@@ -218,13 +218,19 @@ async fn an_engine_that_lost_everything_gets_its_releases_databases_and_data_bac
     let database_name = database["database"].as_str().unwrap().to_owned();
     deployed(&daemon, &data_id).await;
     let credentials = daemon
-        .get(&format!("/v1/projects/{data_id}/database/credentials"), &token)
+        .get(
+            &format!("/v1/projects/{data_id}/database/credentials"),
+            &token,
+        )
         .await
         .expect(200)
         .body;
     let (user, password) = (
         credentials["env"]["PGUSER"].as_str().unwrap().to_owned(),
-        credentials["env"]["PGPASSWORD"].as_str().unwrap().to_owned(),
+        credentials["env"]["PGPASSWORD"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
     );
     {
         let client = connect_as(&user, &password, &database_name).await.unwrap();
@@ -251,7 +257,11 @@ async fn an_engine_that_lost_everything_gets_its_releases_databases_and_data_bac
     )
     .unwrap();
     let backups = daemon
-        .post(&format!("/v1/projects/{data_id}/backups"), &token, json!({}))
+        .post(
+            &format!("/v1/projects/{data_id}/backups"),
+            &token,
+            json!({}),
+        )
         .await
         .expect(202)
         .body;
@@ -334,7 +344,13 @@ async fn an_engine_that_lost_everything_gets_its_releases_databases_and_data_bac
         serves(&daemon, host, path, (200, body)).await;
     }
     // The volume came back empty.
-    serves(&daemon, "dataapp.admin.test.local", "/data/note.txt", (404, "")).await;
+    serves(
+        &daemon,
+        "dataapp.admin.test.local",
+        "/data/note.txt",
+        (404, ""),
+    )
+    .await;
     // The service came back through its own reconciler.
     let service_after = wait_for(
         Duration::from_secs(120),
@@ -357,7 +373,11 @@ async fn an_engine_that_lost_everything_gets_its_releases_databases_and_data_bac
         )
         .await
         .expect(404);
-    assert!(refused.error_message().contains(&data_id), "{}", refused.text);
+    assert!(
+        refused.error_message().contains(&data_id),
+        "{}",
+        refused.text
+    );
     daemon
         .post(
             "/v1/backups/restore-latest",
@@ -407,6 +427,41 @@ async fn an_engine_that_lost_everything_gets_its_releases_databases_and_data_bac
         (200, "kept note"),
     )
     .await;
+
+    // The CLI does the same for one project, and waits with progress.
+    let out = crate::cli::cantila(
+        [
+            "backups",
+            "restore-latest",
+            "--project",
+            "dataapp",
+            "--wait",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+        vec![
+            ("CANTILA_URL", daemon.url("")),
+            ("CANTILA_TOKEN", token.clone()),
+        ],
+    )
+    .await;
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains(&format!("{data_id} volume:files"))
+            && printed.contains("restored")
+            && printed.trim_end().ends_with("done"),
+        "{printed}"
+    );
+    assert_eq!(
+        rows_of(&user, &password, &database_name).await.unwrap(),
+        ["also kept", "kept"],
+        "the newest backup is still the one taken before the loss, not a safety backup"
+    );
 
     // Each lost release was rebuilt once; the one that could not be is not tried again.
     for project_id in [&git_id, &image_id, &site_id, &data_id, &gone_id] {
