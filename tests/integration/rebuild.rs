@@ -314,13 +314,20 @@ async fn an_engine_that_lost_everything_gets_its_releases_databases_and_data_bac
     drop(gone_repo);
 
     let daemon = TestDaemon::start_in(dir, config).await;
-    // The database is back before anything is released, with the recorded credentials
-    // (empty: its data comes back with restore-latest).
-    let empty = rows_of(&user, &password, &database_name).await;
-    assert!(
-        empty.as_ref().is_err_and(|e| e.contains("items")),
-        "a new, empty database: {empty:?}"
-    );
+    // The database is back, with the recorded credentials (empty: its data comes back
+    // with restore-latest).
+    wait_for(
+        Duration::from_secs(60),
+        "the database to be made again, empty",
+        || async {
+            let empty = rows_of(&user, &password, &database_name).await;
+            empty
+                .as_ref()
+                .is_err_and(|e| e.contains("\"items\" does not exist"))
+                .then_some(())
+        },
+    )
+    .await;
 
     for project_id in [&git_id, &image_id, &site_id, &data_id] {
         let rebuild = rebuilt(&daemon, project_id).await;
