@@ -223,18 +223,27 @@ pub async fn run(
         tracing::warn!(error = %err, "recovering interrupted state backups");
     }
     // What should run comes back on an engine (or a PostgreSQL server) that lost it: the
-    // projects' databases are made again first, so the rebuilds queued next release onto
-    // them (the reconciler repeats the rebuild check on every pass).
-    if let Err(err) = services.databases.ensure_all_present().await {
-        tracing::warn!(error = %err, "recreating missing PostgreSQL databases");
-    }
-    match services.deploys.rebuild_missing().await {
-        Ok(queued) if !queued.is_empty() => {
-            tracing::info!(rebuilds = queued.len(), "queued rebuilds of live releases the engine lost")
+    // projects' databases are made again first, then rebuilds are queued for live releases
+    // whose image or site is gone (the reconciler repeats that check on every pass, and
+    // every release makes sure of its database itself). In the background: an unreachable
+    // server or engine never delays the API.
+    let startup_databases = services.databases.clone();
+    let startup_deploys = services.deploys.clone();
+    tokio::spawn(async move {
+        if let Err(err) = startup_databases.ensure_all_present().await {
+            tracing::warn!(error = %err, "recreating missing PostgreSQL databases");
         }
-        Ok(_) => {}
-        Err(err) => tracing::warn!(error = %err, "looking for live releases the engine lost"),
-    }
+        match startup_deploys.rebuild_missing().await {
+            Ok(queued) if !queued.is_empty() => {
+                tracing::info!(
+                    rebuilds = queued.len(),
+                    "queued rebuilds of live releases the engine lost"
+                )
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "looking for live releases the engine lost"),
+        }
+    });
     // Runs the previous process left going are recorded interrupted and their containers
     // removed before the API can start new ones.
     if let Err(err) = services.runs.recover().await {

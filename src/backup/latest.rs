@@ -226,13 +226,15 @@ impl Backups {
                     if let Err(err) = &outcome {
                         tracing::warn!(project = %project.id, backup = %backup_id, error = %err, "restoring the newest backup");
                     }
-                    backups.latest_runs.update(&run_id, index, |row| match outcome {
-                        Ok(_) => row.status = LatestStatus::Restored,
-                        Err(err) => {
-                            row.status = LatestStatus::Failed;
-                            row.error = Some(err.to_string());
-                        }
-                    });
+                    backups
+                        .latest_runs
+                        .update(&run_id, index, |row| match outcome {
+                            Ok(_) => row.status = LatestStatus::Restored,
+                            Err(err) => {
+                                row.status = LatestStatus::Failed;
+                                row.error = Some(err.to_string());
+                            }
+                        });
                 }
             });
         }
@@ -282,12 +284,24 @@ mod tests {
         let mut failed = backup("bak_f", BackupKind::Volume, "files", "manual", "2026-05-04");
         failed.status = BackupStatus::Failed;
         let backups = vec![
-            backup("bak_1", BackupKind::Volume, "files", "scheduled", "2026-05-01"),
+            backup(
+                "bak_1",
+                BackupKind::Volume,
+                "files",
+                "scheduled",
+                "2026-05-01",
+            ),
             backup("bak_2", BackupKind::Volume, "files", "manual", "2026-05-02"),
             backup("bak_3", BackupKind::Volume, "files", "safety", "2026-05-03"),
             failed,
             backup("bak_o", BackupKind::Volume, "other", "manual", "2026-05-05"),
-            backup("bak_d", BackupKind::Database, "cantila_x", "final", "2026-05-01"),
+            backup(
+                "bak_d",
+                BackupKind::Database,
+                "cantila_x",
+                "final",
+                "2026-05-01",
+            ),
         ];
         let pick = |target: Target| newest_of(&backups, &target).map(|b| b.id.as_str());
         assert_eq!(pick(Target::Volume("files".to_owned())), Some("bak_2"));
@@ -322,9 +336,18 @@ mod tests {
                 },
             );
         }
-        assert!(runs.get("acc_1", "rst_going").is_some(), "in progress: kept");
-        assert!(runs.get("acc_1", "rst_0").is_none(), "oldest finished: dropped");
-        assert!(runs.get("acc_2", "rst_going").is_none(), "another account's");
+        assert!(
+            runs.get("acc_1", "rst_going").is_some(),
+            "in progress: kept"
+        );
+        assert!(
+            runs.get("acc_1", "rst_0").is_none(),
+            "oldest finished: dropped"
+        );
+        assert!(
+            runs.get("acc_2", "rst_going").is_none(),
+            "another account's"
+        );
         runs.update("rst_going", 0, |r| r.status = LatestStatus::Failed);
         assert!(runs.get("acc_1", "rst_going").unwrap().done());
     }

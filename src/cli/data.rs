@@ -556,15 +556,27 @@ pub fn backups(args: BackupsArgs) -> anyhow::Result<()> {
 
 /// Each row of a restore-latest run: project, target, backup and status.
 fn print_latest_rows(run: &Value) {
-    for row in run["restores"].as_array().map(Vec::as_slice).unwrap_or_default() {
+    for row in run["restores"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
         println!("  {}", latest_row(row));
     }
 }
 
 /// The rows of a run that reached their end since the last call, once each.
 fn print_latest_progress(run: &Value, shown: &mut Vec<String>) {
-    for row in run["restores"].as_array().map(Vec::as_slice).unwrap_or_default() {
-        let key = format!("{}/{}", output::cell(row, "projectId"), output::cell(row, "target"));
+    for row in run["restores"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let key = format!(
+            "{}/{}",
+            output::cell(row, "projectId"),
+            output::cell(row, "target")
+        );
         let status = row["status"].as_str().unwrap_or_default();
         if matches!(status, "restored" | "failed") && !shown.contains(&key) {
             println!("  {}", latest_row(row));

@@ -252,17 +252,16 @@ impl Databases {
         }
     }
 
-    /// `ensure_present` for every project with a PostgreSQL database (at start). A failure
-    /// is logged per project and does not stop the others.
+    /// `ensure_present` for every project with a PostgreSQL database (at start). The first
+    /// failure ends the pass (the server is most likely unreachable, and each attempt would
+    /// wait for its connect timeout); each release checks its own database again.
     pub async fn ensure_all_present(&self) -> Result<()> {
         if self.admin_url().is_none() {
             return Ok(());
         }
         let projects = self.0.store.call(|c| store::projects::all(c)).await?;
         for project in projects {
-            if let Err(err) = self.ensure_present(&project.id).await {
-                tracing::warn!(project = %project.id, error = %err, "recreating the project's PostgreSQL database");
-            }
+            self.ensure_present(&project.id).await?;
         }
         Ok(())
     }

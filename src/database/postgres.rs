@@ -141,7 +141,9 @@ pub async fn ensure(admin_url: &str, name: &str, password: &str) -> Result<Ensur
     let mut ensured = Ensured::default();
     if role_exists {
         client
-            .batch_execute(&format!("ALTER ROLE \"{name}\" WITH LOGIN PASSWORD '{password}'"))
+            .batch_execute(&format!(
+                "ALTER ROLE \"{name}\" WITH LOGIN PASSWORD '{password}'"
+            ))
             .await
             .map_err(unreachable)?;
     } else {

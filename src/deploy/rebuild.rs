@@ -202,12 +202,7 @@ mod tests {
     use super::*;
 
     fn deploy(id: &str, status: DeployStatus, trigger: &str) -> Deploy {
-        let mut deploy = new_deploy(
-            "prj_1".to_owned(),
-            ReleaseTarget::Production,
-            None,
-            trigger,
-        );
+        let mut deploy = new_deploy("prj_1".to_owned(), ReleaseTarget::Production, None, trigger);
         deploy.id = id.to_owned();
         deploy.status = status;
         deploy
@@ -256,7 +251,9 @@ mod tests {
             ),
             (
                 "a rebuild a stop interrupted",
-                vec![failed("interrupted: the daemon stopped while this deploy was in progress")],
+                vec![failed(
+                    "interrupted: the daemon stopped while this deploy was in progress",
+                )],
                 true,
                 true,
             ),

@@ -43,6 +43,7 @@ mod openapi;
 mod previews;
 mod private_network;
 mod private_repos;
+mod rebuild;
 mod runs;
 mod secrets_at_rest;
 mod services;

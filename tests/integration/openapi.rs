@@ -79,6 +79,8 @@ const EXPECTED: &[(&str, &str)] = &[
     ("get", "/v1/backups/{id}"),
     ("get", "/v1/backups/{id}/download"),
     ("post", "/v1/backups/{id}/restore"),
+    ("post", "/v1/backups/restore-latest"),
+    ("get", "/v1/backups/restore-latest/{id}"),
     ("get", "/v1/projects/{id}/assets"),
     ("get", "/v1/projects/{id}/image"),
     ("post", "/v1/projects/{id}/image"),

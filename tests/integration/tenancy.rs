@@ -47,6 +47,7 @@ impl Fixtures {
             ("registries", "id") => "registry",
             ("aliases", "hostname") => "alias",
             ("backups", "id") => "backup",
+            ("restore-latest", "id") => "restore_run",
             ("volumes", "name") => "volume",
             ("build-secrets", "name") => "build_secret",
             ("by-handle", "handle") => "handle",
@@ -315,6 +316,19 @@ async fn another_account_learns_nothing_from_any_endpoint() {
         crate::data::wait_backup(&daemon, &backup_id).await["status"],
         "completed"
     );
+    // A finished restore-latest run of the project (its progress is probed); the project
+    // named in a body by another account answers as a missing one does.
+    let restore_run = daemon
+        .post(
+            "/v1/backups/restore-latest",
+            &daemon.admin_token,
+            json!({ "projects": [project_id] }),
+        )
+        .await
+        .expect(202)
+        .body;
+    let restore_run_id = restore_run["id"].as_str().unwrap().to_owned();
+    crate::rebuild::wait_restore_run(&daemon, &daemon.admin_token, &restore_run_id).await;
     let token = daemon
         .post(
             "/v1/tokens",
@@ -403,6 +417,7 @@ async fn another_account_learns_nothing_from_any_endpoint() {
             ("exec", exec["execId"].as_str().unwrap().to_owned()),
             ("job", "nightly".to_owned()),
             ("service", "cache".to_owned()),
+            ("restore_run", restore_run_id.clone()),
         ]),
         fake: BTreeMap::from([
             ("project", "prj_00000000000000000000".to_owned()),
@@ -421,6 +436,7 @@ async fn another_account_learns_nothing_from_any_endpoint() {
             ("exec", "exe_00000000000000000000".to_owned()),
             ("job", "no-such-job".to_owned()),
             ("service", "no-such-service".to_owned()),
+            ("restore_run", "rst_00000000000000000000".to_owned()),
         ]),
     };
     let before = snapshot(&daemon, &project_id, &deploy_id).await;
@@ -467,6 +483,20 @@ async fn another_account_learns_nothing_from_any_endpoint() {
         }
     }
     assert!(covered >= 20, "only {covered} operations were checked");
+    // An operation that names projects in its body: another account's look missing.
+    let mut answers = Vec::new();
+    for id in [project_id.as_str(), "prj_00000000000000000000"] {
+        let res = daemon
+            .post(
+                "/v1/backups/restore-latest",
+                &intruder,
+                json!({ "projects": [id] }),
+            )
+            .await;
+        answers.push((res.status, res.text.replace(id, "<id>")));
+    }
+    assert_eq!(answers[0].0, 404, "{answers:?}");
+    assert_eq!(answers[0], answers[1]);
     assert_eq!(
         snapshot(&daemon, &project_id, &deploy_id).await,
         before,
