@@ -92,6 +92,12 @@ async fn console_account_page_lists_state_backups_backs_up_now_and_hides_them_fr
     assert!(row.contains(&sha[..12]), "the SHA-256 is shown: {row}");
     assert!(row.contains("encrypted"), "{row}");
     assert!(!row.contains("unencrypted"), "{row}");
+    browser
+        .js(
+            "document.querySelector('[data-testid=state-backups]').scrollIntoView()",
+            vec![],
+        )
+        .await;
     browser.screenshot("account-state-backups").await;
     browser.close().await;
 
