@@ -31,6 +31,9 @@ const PASSPHRASE: &str = "drill: correct horse battery staple";
 /// Far above what a rebuild takes on a loaded 2-core machine (the data app's image
 /// installs a package), so a slow machine never fails the drill and a hang always does.
 const REBUILT: Duration = Duration::from_secs(900);
+/// Once `restore-latest --wait` has returned, the data is back; the apps only need to
+/// answer again (a volume restore restarts their containers).
+const ANSWERS: Duration = Duration::from_secs(120);
 
 /// The git-built app: busybox httpd serving `/srv`, where a volume is mounted at
 /// `/srv/files` and the start writes the secret `$GREETING` to `/srv/env.txt`.
@@ -96,7 +99,18 @@ fn succeeded(what: &str, output: &Output) -> String {
 
 /// Waits until GET `path` on `project`'s hostname answers 200 with exactly `body`.
 async fn serves(daemon: &TestDaemon, project: &str, path: &str, body: &str) {
-    let deadline = Instant::now() + REBUILT;
+    serves_within(REBUILT, daemon, project, path, body).await
+}
+
+/// `serves`, failing after `within`.
+async fn serves_within(
+    within: Duration,
+    daemon: &TestDaemon,
+    project: &str,
+    path: &str,
+    body: &str,
+) {
+    let deadline = Instant::now() + within;
     loop {
         let (status, text) = daemon.edge_get(&host(project), path).await;
         if status == 200 && text == body {
@@ -104,7 +118,7 @@ async fn serves(daemon: &TestDaemon, project: &str, path: &str, body: &str) {
         }
         assert!(
             Instant::now() < deadline,
-            "{project}{path} never answered {body:?} through the edge within {REBUILT:?}; last: {status} {text:?}"
+            "{project}{path} never answered {body:?} through the edge within {within:?}; last: {status} {text:?}"
         );
         // The poll interval: the loop checks its condition again.
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -395,16 +409,25 @@ async fn drill_an_installation_destroyed_is_restored_from_s3_on_a_new_data_dir_a
     );
 
     // Every project answers through the edge with its data as it was.
-    serves(&daemon, "drill-app", "/env.txt", &format!("{greeting}\n")).await;
-    serves(
+    serves_within(
+        ANSWERS,
+        &daemon,
+        "drill-app",
+        "/env.txt",
+        &format!("{greeting}\n"),
+    )
+    .await;
+    serves_within(
+        ANSWERS,
         &daemon,
         "drill-app",
         "/files/note.txt",
         "a note on the volume",
     )
     .await;
-    serves(&daemon, "drill-data", "/rows", &rows_before).await;
-    serves(
+    serves_within(ANSWERS, &daemon, "drill-data", "/rows", &rows_before).await;
+    serves_within(
+        ANSWERS,
         &daemon,
         "drill-data",
         "/files/get?name=ledger",
