@@ -27,10 +27,17 @@ use crate::{
     support::{docker, test_config, BinaryDaemon, TestDaemon, TestDir},
 };
 
+/// A table's rows, each its values spelled out (see `tables`).
+pub type Rows = BTreeSet<Vec<String>>;
+/// Every table by name.
+pub type Tables = BTreeMap<String, Rows>;
+/// The rows of one table found on one side only: `(only in a, only in b)`.
+pub type OneSided = (Vec<Vec<String>>, Vec<Vec<String>>);
+
 /// Every table of the SQLite file at `path` (all of `sqlite_master`'s tables, SQLite's
 /// own `sqlite_sequence` included), each as the set of its rows, each row its columns'
 /// values spelled with their storage class so `1` and `'1'` differ.
-pub fn tables(path: &Path) -> BTreeMap<String, BTreeSet<Vec<String>>> {
+pub fn tables(path: &Path) -> Tables {
     let connection =
         rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .unwrap_or_else(|err| panic!("open {}: {err}", path.display()));
@@ -48,7 +55,7 @@ pub fn tables(path: &Path) -> BTreeMap<String, BTreeSet<Vec<String>>> {
                 .prepare(&format!("SELECT * FROM \"{name}\""))
                 .unwrap();
             let width = statement.column_count();
-            let rows: BTreeSet<Vec<String>> = statement
+            let rows: Rows = statement
                 .query_map([], |row| {
                     (0..width)
                         .map(|i| {
@@ -76,10 +83,7 @@ pub fn tables(path: &Path) -> BTreeMap<String, BTreeSet<Vec<String>>> {
 
 /// The rows that differ between two table sets, per table: `(only in a, only in b)`.
 /// Tables present on one side only count all their rows.
-pub fn table_differences(
-    a: &BTreeMap<String, BTreeSet<Vec<String>>>,
-    b: &BTreeMap<String, BTreeSet<Vec<String>>>,
-) -> BTreeMap<String, (Vec<Vec<String>>, Vec<Vec<String>>)> {
+pub fn table_differences(a: &Tables, b: &Tables) -> BTreeMap<String, OneSided> {
     let empty = BTreeSet::new();
     let names: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
     names
