@@ -15,7 +15,8 @@ use md5::{Digest as _, Md5};
 use reqwest::{header, StatusCode};
 use rusty_s3::{
     actions::{CreateMultipartUpload, ListObjectsV2},
-    Bucket, Credentials, S3Action, UrlStyle};
+    Bucket, Credentials, S3Action, UrlStyle,
+};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 

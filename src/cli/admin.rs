@@ -103,7 +103,9 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                 output::print_tokens(&serde_json::to_value(&views)?);
             }
         }
-        AdminCommand::Backup { out, json } => super::state_backup::backup(&config, store, out, json)?,
+        AdminCommand::Backup { out, json } => {
+            super::state_backup::backup(&config, store, out, json)?
+        }
         AdminCommand::Token(TokenCommand::Revoke { account, id }) => {
             let account = accounts::account_by_handle(&store, &Handle::parse(&account)?)?;
             accounts::revoke_token_blocking(&store, &Actor::operator(&account), &id)?;

@@ -310,15 +310,16 @@ impl StateBackups {
             let snapshot = dir.join(format!(".{id}.db"));
             let taken = (|| {
                 let schema_version = store.snapshot_to(&snapshot)?;
-                let config_text = match &config_file {
-                    Some(file) => Some(std::fs::read_to_string(file).map_err(|err| {
-                        StateBackupError::Io {
-                            what: format!("reading the config file {}", file.display()),
-                            source: err,
-                        }
-                    })?),
-                    None => None,
-                };
+                let config_text =
+                    match &config_file {
+                        Some(file) => Some(std::fs::read_to_string(file).map_err(|err| {
+                            StateBackupError::Io {
+                                what: format!("reading the config file {}", file.display()),
+                                source: err,
+                            }
+                        })?),
+                        None => None,
+                    };
                 let inputs = ArchiveInputs {
                     data_dir,
                     database: snapshot.clone(),
@@ -385,7 +386,12 @@ impl StateBackups {
         let outcome = remote::upload(&remote.store, key, &self.path_of(file), sha256).await;
         let (status, error) = match outcome {
             Ok(()) => {
-                tracing::info!(state_backup = id, bucket = remote.store.bucket_name(), key, "state backup uploaded and verified");
+                tracing::info!(
+                    state_backup = id,
+                    bucket = remote.store.bucket_name(),
+                    key,
+                    "state backup uploaded and verified"
+                );
                 (StateRemoteStatus::Uploaded, None)
             }
             Err(reason) => {
@@ -537,7 +543,9 @@ impl StateBackups {
 
     async fn scheduled(&self) {
         match self.run(StateBackupTrigger::Scheduled, None).await {
-            Ok(record) => tracing::info!(state_backup = %record.id, status = record.status.as_str(), "scheduled state backup"),
+            Ok(record) => {
+                tracing::info!(state_backup = %record.id, status = record.status.as_str(), "scheduled state backup")
+            }
             Err(err) => tracing::warn!(error = %err, "scheduled state backup could not begin"),
         }
     }

@@ -57,8 +57,9 @@ pub fn by_id(db: &Db, id: &str) -> Result<Option<StateBackup>> {
 
 /// All state backups, newest first.
 pub fn list(db: &Db) -> Result<Vec<StateBackup>> {
-    let mut statement =
-        db.prepare(&format!("SELECT {COLUMNS} FROM state_backups ORDER BY seq DESC"))?;
+    let mut statement = db.prepare(&format!(
+        "SELECT {COLUMNS} FROM state_backups ORDER BY seq DESC"
+    ))?;
     let rows = statement.query_map([], from_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -101,7 +102,12 @@ pub fn fail_running(db: &Db, reason: &str, at: &str) -> Result<usize> {
 }
 
 /// The outcome of an upload: `uploaded`, or `failed` with the reason.
-pub fn record_upload(db: &Db, id: &str, status: StateRemoteStatus, error: Option<&str>) -> Result<()> {
+pub fn record_upload(
+    db: &Db,
+    id: &str,
+    status: StateRemoteStatus,
+    error: Option<&str>,
+) -> Result<()> {
     db.execute(
         "UPDATE state_backups SET remote_status = ?2, remote_error = ?3 WHERE id = ?1",
         params![id, status.as_str(), error],
