@@ -28,6 +28,7 @@ use crate::{
     runtime::Runtime,
     secrets::SecretBox,
     services::{Services, ServicesParts},
+    state_backup::StateBackups,
     store::Store,
     terminal::Terminals,
     tls::Tls,
@@ -44,6 +45,8 @@ pub struct Adapters {
     pub tls: Tls,
     pub installation: String,
     pub uploads: Option<Uploader>,
+    /// Backups of Cantila's own state; built by `run`, which reports a bad S3 setting.
+    pub state_backups: StateBackups,
     pub runtime: Runtime,
     /// This start is the first after `cantila admin restore` (the takeover guard passed
     /// and renamed `restored.json`): what should run is to be rebuilt.
@@ -62,6 +65,7 @@ pub fn build(adapters: Adapters) -> ApiState {
         tls,
         installation,
         uploads,
+        state_backups,
         runtime,
         restored,
     } = adapters;
@@ -237,5 +241,6 @@ pub fn build(adapters: Adapters) -> ApiState {
         terminals,
         jobs,
         services,
+        state_backups,
     })
 }

@@ -189,6 +189,14 @@ pub async fn run(
             .await?;
     let uploads = backup::remote::Uploader::from_config(&config.backups.s3)
         .map_err(|err| anyhow::anyhow!("config: {err}"))?;
+    let state_backups = state_backup::StateBackups::new(state_backup::StateBackupsParts {
+        store: store.clone(),
+        data_dir: config.data_dir.clone(),
+        config: config.state_backup.clone(),
+        config_file: config.file.clone(),
+        s3: config.backups.s3.clone(),
+    })
+    .map_err(|err| anyhow::anyhow!("config: {err}"))?;
     let log_store = store.companion()?;
     let services = compose::build(compose::Adapters {
         config,
@@ -198,6 +206,7 @@ pub async fn run(
         tls: tls.clone(),
         installation,
         uploads,
+        state_backups,
         runtime,
         restored,
     });
@@ -209,6 +218,9 @@ pub async fn run(
     // Backups a crash interrupted are failed before anything can list them as running.
     if let Err(err) = services.backups.recover().await {
         tracing::warn!(error = %err, "recovering interrupted backups");
+    }
+    if let Err(err) = services.state_backups.recover().await {
+        tracing::warn!(error = %err, "recovering interrupted state backups");
     }
     // Runs the previous process left going are recorded interrupted and their containers
     // removed before the API can start new ones.
@@ -270,6 +282,8 @@ pub async fn run(
     let log_writer = tokio::spawn(logs::collector::run(services.logs.clone(), stopped()));
     let backup_scheduler = tokio::spawn(services.backups.clone().run_scheduler(stopped()));
     let upload_retries = tokio::spawn(services.backups.clone().run_retries(stopped()));
+    let state_backup_scheduler =
+        tokio::spawn(services.state_backups.clone().run_scheduler(stopped()));
     // At shutdown it ends the runs still going (so their live streams close and the API
     // can finish its in-flight requests).
     let run_sweeper = tokio::spawn(services.runs.clone().run_sweeper(stopped()));
@@ -300,6 +314,7 @@ pub async fn run(
     let _ = log_writer.await;
     let _ = backup_scheduler.await;
     let _ = upload_retries.await;
+    let _ = state_backup_scheduler.await;
     let _ = run_sweeper.await;
     let _ = job_scheduler.await;
     let _ = services_reconciler.await;

@@ -27,6 +27,7 @@ pub mod registries;
 pub mod runs;
 pub mod services;
 pub mod state;
+pub mod state_backups;
 pub mod terminal;
 pub mod tokens;
 pub mod volumes;
@@ -82,6 +83,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .merge(registries::router())
         .merge(tokens::router())
         .merge(audit::router())
+        .merge(state_backups::router())
 }
 
 /// The OpenAPI document of every route the router serves.

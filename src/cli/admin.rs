@@ -35,6 +35,17 @@ pub enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Back up Cantila's own state now (safe while the daemon runs): the database, the
+    /// installation id and, with a passphrase (CANTILA_STATE_BACKUP_PASSPHRASE or
+    /// [state_backup] passphrase_file), secret.key, the certificates and the config file;
+    /// copied to S3 and verified when [backups.s3] is on.
+    Backup {
+        /// Write the archive here instead of <data_dir>/state-backups/<id>.cstate.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,6 +126,9 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             } else {
                 output::print_tokens(&serde_json::to_value(&views)?);
             }
+        }
+        AdminCommand::Backup { out, json } => {
+            super::state_backup::backup(&config, open()?, out, json)?
         }
         AdminCommand::Token(TokenCommand::Revoke { account, id }) => {
             let store = open()?;

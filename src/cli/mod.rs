@@ -11,6 +11,7 @@ mod logs;
 mod output;
 mod run;
 mod services;
+mod state_backup;
 mod terminal;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};

@@ -68,9 +68,12 @@ impl StateBackupError {
 impl From<StateBackupError> for Error {
     fn from(err: StateBackupError) -> Self {
         match err {
-            StateBackupError::Passphrase(_)
-            | StateBackupError::PassphraseNeeded
-            | StateBackupError::WrongPassphrase => Error::Invalid(err.to_string()),
+            // The server's own setting is wrong: not the client's doing, but shown so the
+            // operator reading the answer can fix it.
+            StateBackupError::Passphrase(_) => Error::Conflict(err.to_string()),
+            StateBackupError::PassphraseNeeded | StateBackupError::WrongPassphrase => {
+                Error::Invalid(err.to_string())
+            }
             StateBackupError::Damaged(_) | StateBackupError::UnsupportedFormat { .. } => {
                 Error::Conflict(err.to_string())
             }

@@ -12,6 +12,9 @@ use crate::support::TestDaemon;
 enum Target {
     /// Nothing: the path is used as is.
     None,
+    /// The path as is, for the installation's operator account only (another account's
+    /// admin gets 404).
+    Operator,
     /// A fresh project of the bootstrap account: `{id}`, `{handle}`, `{name}` substituted.
     Project,
     /// A fresh token of the bootstrap account: `{token}` substituted.
@@ -148,6 +151,22 @@ fn endpoints() -> Vec<Endpoint> {
             Target::None,
             None,
             200,
+        ),
+        e(
+            Method::GET,
+            "/v1/admin/state-backups",
+            Scope::Admin,
+            Target::Operator,
+            None,
+            200,
+        ),
+        e(
+            Method::POST,
+            "/v1/admin/state-backups",
+            Scope::Admin,
+            Target::Operator,
+            None,
+            202,
         ),
         e(
             Method::GET,
@@ -525,7 +544,7 @@ async fn every_endpoint_enforces_authentication_scope_and_account() {
             let mut path = endpoint.path.to_owned();
             let mut project_id = String::new();
             match endpoint.target {
-                Target::None => {}
+                Target::None | Target::Operator => {}
                 Target::Project => {
                     let project = daemon.create_project(&format!("p{counter}")).await;
                     project_id = project["id"].as_str().unwrap().to_owned();

@@ -45,6 +45,7 @@ mod runs;
 mod secrets_at_rest;
 mod services;
 mod serving;
+mod state_backup;
 mod state_restore;
 mod tenancy;
 mod terminal;

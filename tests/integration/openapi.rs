@@ -21,6 +21,8 @@ const EXPECTED: &[(&str, &str)] = &[
     ("post", "/v1/tokens"),
     ("delete", "/v1/tokens/{id}"),
     ("get", "/v1/audit"),
+    ("get", "/v1/admin/state-backups"),
+    ("post", "/v1/admin/state-backups"),
     ("get", "/v1/projects/{id}/git"),
     ("post", "/v1/projects/{id}/git"),
     ("post", "/v1/projects/{id}/git/rotate-secret"),
