@@ -11,8 +11,8 @@ use crate::{
     assets::Assets, backup::Backups, config::Config, database::Databases, deploy::Deploys,
     domains::Domains, env::Env, git_connection::GitConnections, image_source::ImageSources,
     jobs::Jobs, logs::Logs, metrics::Metrics, previews::Previews, projects::Projects,
-    registries::Registries, routing::Routing, runs::Runs, services::Services, state_backup::StateBackups, store::Store,
-    terminal::Terminals, tls::Tls, volumes::Volumes,
+    registries::Registries, routing::Routing, runs::Runs, services::Services,
+    state_backup::StateBackups, store::Store, terminal::Terminals, tls::Tls, volumes::Volumes,
 };
 
 #[derive(Clone)]

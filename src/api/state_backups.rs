@@ -107,7 +107,10 @@ fn operator_only(auth: &Auth<AdminScope>, app: &ApiState) -> Result<(), Error> {
     security(("bearer" = ["admin"])),
     responses((status = 200, body = StateBackupList),
         (status = 404, description = "not the installation's default account")))]
-async fn list(auth: Auth<AdminScope>, State(app): State<ApiState>) -> ApiResult<Json<StateBackupList>> {
+async fn list(
+    auth: Auth<AdminScope>,
+    State(app): State<ApiState>,
+) -> ApiResult<Json<StateBackupList>> {
     operator_only(&auth, &app)?;
     let note = app.state_backups.unencrypted_note();
     let backups = app.state_backups.list().await?;

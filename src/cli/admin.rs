@@ -23,17 +23,6 @@ pub enum AdminCommand {
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Back up Cantila's own state now (safe while the daemon runs): the database, the
-    /// installation id and, with a passphrase (CANTILA_STATE_BACKUP_PASSPHRASE or
-    /// [state_backup] passphrase_file), secret.key, the certificates and the config file;
-    /// copied to S3 and verified when [backups.s3] is on.
-    Backup {
-        /// Write the archive here instead of <data_dir>/state-backups/<id>.cstate.
-        #[arg(long)]
-        out: Option<std::path::PathBuf>,
-        #[arg(long)]
-        json: bool,
-    },
     /// Restore Cantila's own state from a state backup onto an empty data directory (a
     /// new server), with the daemon stopped. ARCHIVE is a .cstate file, s3://BUCKET/KEY or
     /// s3://BUCKET/latest (the bucket of [backups.s3]). The passphrase comes from
@@ -43,6 +32,17 @@ pub enum AdminCommand {
         /// The old server's secret.key, needed when the archive is unencrypted.
         #[arg(long, value_name = "FILE")]
         secret_key: Option<std::path::PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Back up Cantila's own state now (safe while the daemon runs): the database, the
+    /// installation id and, with a passphrase (CANTILA_STATE_BACKUP_PASSPHRASE or
+    /// [state_backup] passphrase_file), secret.key, the certificates and the config file;
+    /// copied to S3 and verified when [backups.s3] is on.
+    Backup {
+        /// Write the archive here instead of <data_dir>/state-backups/<id>.cstate.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
         #[arg(long)]
         json: bool,
     },

@@ -15,7 +15,12 @@ use crate::{
     store::Store,
 };
 
-pub fn backup(config: &Config, store: Store, out: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+pub fn backup(
+    config: &Config,
+    store: Store,
+    out: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<()> {
     // The record keeps the path, and a bare name would read as one under state-backups/.
     let out = out
         .map(|path| std::path::absolute(&path).with_context(|| format!("--out {}", path.display())))
@@ -57,7 +62,10 @@ pub fn backup(config: &Config, store: Store, out: Option<PathBuf>, json: bool) -
             println!("file:      {}", path.display());
         }
         println!("size:      {} bytes", backup.size_bytes.unwrap_or_default());
-        println!("sha256:    {}", backup.sha256.as_deref().unwrap_or_default());
+        println!(
+            "sha256:    {}",
+            backup.sha256.as_deref().unwrap_or_default()
+        );
         if backup.encrypted {
             println!("encrypted: yes");
         } else {
@@ -68,7 +76,9 @@ pub fn backup(config: &Config, store: Store, out: Option<PathBuf>, json: bool) -
                 StateRemoteStatus::Uploaded => {
                     println!("s3:        s3://{bucket}/{key} (uploaded and verified)")
                 }
-                StateRemoteStatus::None | StateRemoteStatus::Pending | StateRemoteStatus::Failed => {
+                StateRemoteStatus::None
+                | StateRemoteStatus::Pending
+                | StateRemoteStatus::Failed => {
                     println!("s3:        s3://{bucket}/{key} (not uploaded)")
                 }
             }

@@ -50,7 +50,11 @@ async fn projects_count(daemon: &TestDaemon) -> usize {
             Some(cursor) => format!("/v1/projects?limit=200&cursor={cursor}"),
             None => "/v1/projects?limit=200".to_owned(),
         };
-        let page = daemon.get(&path, &daemon.admin_token).await.expect(200).body;
+        let page = daemon
+            .get(&path, &daemon.admin_token)
+            .await
+            .expect(200)
+            .body;
         count += page["projects"].as_array().unwrap().len();
         match page["nextCursor"].as_str() {
             Some(next) => cursor = Some(next.to_owned()),
@@ -93,10 +97,14 @@ async fn admin_backup_under_write_load_is_sound_encrypted_and_copied_to_s3() {
         }));
     }
     // The backup starts once the writers are going.
-    wait_for(Duration::from_secs(60), "the writers' first projects", || {
-        let written = written.clone();
-        async move { (written.load(Ordering::SeqCst) >= 4).then_some(()) }
-    })
+    wait_for(
+        Duration::from_secs(60),
+        "the writers' first projects",
+        || {
+            let written = written.clone();
+            async move { (written.load(Ordering::SeqCst) >= 4).then_some(()) }
+        },
+    )
     .await;
     let before = projects_count(&daemon).await;
 
@@ -149,7 +157,10 @@ async fn admin_backup_under_write_load_is_sound_encrypted_and_copied_to_s3() {
     let path = std::path::PathBuf::from(shown["path"].as_str().unwrap());
     assert_eq!(
         path,
-        daemon.data_dir().join("state-backups").join(format!("{id}.cstate"))
+        daemon
+            .data_dir()
+            .join("state-backups")
+            .join(format!("{id}.cstate"))
     );
 
     // The file is what the record says, and the copy in the bucket is byte-equal.
@@ -293,17 +304,21 @@ async fn scheduled_state_backups_fire_and_keep_prunes_here_and_in_s3() {
     .await;
     assert_eq!(scheduled["encrypted"], true, "{scheduled}");
     // Retention ran after it: the manual one is gone from the list, the disk and S3.
-    wait_for(Duration::from_secs(30), "the manual state backup pruned", || {
-        let daemon = &daemon;
-        let manual = manual.clone();
-        async move {
-            (!listed(daemon)
-                .await
-                .iter()
-                .any(|b| b["id"] == manual.as_str()))
-            .then_some(())
-        }
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "the manual state backup pruned",
+        || {
+            let daemon = &daemon;
+            let manual = manual.clone();
+            async move {
+                (!listed(daemon)
+                    .await
+                    .iter()
+                    .any(|b| b["id"] == manual.as_str()))
+                .then_some(())
+            }
+        },
+    )
     .await;
     assert!(!manual_file.exists());
     assert_eq!(bucket.get(&manual_key).await, None);

@@ -27,10 +27,17 @@ use crate::{
     support::{docker, test_config, BinaryDaemon, TestDaemon, TestDir},
 };
 
+/// A table's rows, each its values spelled out (see `tables`).
+pub type Rows = BTreeSet<Vec<String>>;
+/// Every table by name.
+pub type Tables = BTreeMap<String, Rows>;
+/// The rows of one table found on one side only: `(only in a, only in b)`.
+pub type OneSided = (Vec<Vec<String>>, Vec<Vec<String>>);
+
 /// Every table of the SQLite file at `path` (all of `sqlite_master`'s tables, SQLite's
 /// own `sqlite_sequence` included), each as the set of its rows, each row its columns'
 /// values spelled with their storage class so `1` and `'1'` differ.
-pub fn tables(path: &Path) -> BTreeMap<String, BTreeSet<Vec<String>>> {
+pub fn tables(path: &Path) -> Tables {
     let connection =
         rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .unwrap_or_else(|err| panic!("open {}: {err}", path.display()));
@@ -48,7 +55,7 @@ pub fn tables(path: &Path) -> BTreeMap<String, BTreeSet<Vec<String>>> {
                 .prepare(&format!("SELECT * FROM \"{name}\""))
                 .unwrap();
             let width = statement.column_count();
-            let rows: BTreeSet<Vec<String>> = statement
+            let rows: Rows = statement
                 .query_map([], |row| {
                     (0..width)
                         .map(|i| {
@@ -76,10 +83,7 @@ pub fn tables(path: &Path) -> BTreeMap<String, BTreeSet<Vec<String>>> {
 
 /// The rows that differ between two table sets, per table: `(only in a, only in b)`.
 /// Tables present on one side only count all their rows.
-pub fn table_differences(
-    a: &BTreeMap<String, BTreeSet<Vec<String>>>,
-    b: &BTreeMap<String, BTreeSet<Vec<String>>>,
-) -> BTreeMap<String, (Vec<Vec<String>>, Vec<Vec<String>>)> {
+pub fn table_differences(a: &Tables, b: &Tables) -> BTreeMap<String, OneSided> {
     let empty = BTreeSet::new();
     let names: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
     names
@@ -392,13 +396,34 @@ async fn a_state_backup_taken_under_write_load_restores_every_table_row_by_row()
         }));
     }
     first_writes.wait_for(|n| *n >= 8).await.unwrap();
+    // `cantila admin backup`, the real command, beside the running daemon and its writers.
     let archives = tempfile::tempdir().unwrap();
-    let archive_path = state_backup(
-        daemon.data_dir(),
-        &archives.path().join("state.cstate"),
-        Some(PASSPHRASE),
+    let archive_path = archives.path().join("state.cstate");
+    let config_text = "# the original server's settings\nbase_domain = \"test.local\"\n";
+    let config_file = archives.path().join("cantila.toml");
+    std::fs::write(&config_file, config_text).unwrap();
+    let backup = cantila(
+        vec![
+            "admin".into(),
+            "backup".into(),
+            "--config".into(),
+            config_file.display().to_string(),
+            "--data-dir".into(),
+            daemon.data_dir().display().to_string(),
+            "--out".into(),
+            archive_path.display().to_string(),
+            "--json".into(),
+        ],
+        vec![("CANTILA_STATE_BACKUP_PASSPHRASE", PASSPHRASE.to_owned())],
     )
     .await;
+    assert!(
+        backup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&backup.stderr)
+    );
+    let backup: Value = serde_json::from_slice(&backup.stdout).unwrap();
+    let backup_id = format!("text:{}", backup["id"].as_str().unwrap());
     let during = written.load(Ordering::SeqCst);
     stop.store(true, Ordering::SeqCst);
     let mut load_ids = BTreeSet::new();
@@ -453,6 +478,15 @@ async fn a_state_backup_taken_under_write_load_restores_every_table_row_by_row()
                 let number = |v: &str| v.trim_start_matches("int:").parse::<i64>().unwrap();
                 assert!(number(&row[1]) <= number(&newer[1]), "{row:?} vs {newer:?}");
             }
+            continue;
+        }
+        if table == "state_backups" {
+            // The backup's own record: `running` in the copy it was taken into, completed
+            // (with size and SHA-256) in the original. No other state backup differs.
+            for row in only_original.iter().chain(only_copy) {
+                assert!(row.contains(&backup_id), "state_backups: {row:?}");
+            }
+            assert_eq!((only_original.len(), only_copy.len()), (1, 1));
             continue;
         }
         if table.starts_with("sqlite_stat") {
@@ -513,7 +547,7 @@ async fn a_state_backup_taken_under_write_load_restores_every_table_row_by_row()
     );
     assert_eq!(
         std::fs::read_to_string(config.data_dir.join("restored-config.toml")).unwrap(),
-        "base_domain = \"restored.example\"\n"
+        config_text
     );
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
