@@ -19,6 +19,7 @@ use crate::{
     error::Error,
     ids,
     model::{
+        account::Actor,
         schedule::{Spec, Zone},
         state_backup::{StateBackup, StateBackupStatus, StateBackupTrigger, StateRemoteStatus},
     },
@@ -131,13 +132,19 @@ impl StateBackups {
     }
 
     /// Begins a state backup in the background and returns its `running` record (the
-    /// API's 202); refused while another one runs in this process.
-    pub async fn start(&self, trigger: StateBackupTrigger) -> Result<StateBackup, Error> {
+    /// API's 202), audited as `actor`'s; refused while another one runs in this process.
+    pub async fn start(&self, actor: &Actor) -> Result<StateBackup, Error> {
         let guard = Arc::clone(&self.inner.running)
             .try_lock_owned()
             .map_err(|_| Error::Conflict("a state backup is already running".to_owned()))?;
         let passphrase = self.passphrase().map_err(Error::from)?;
-        let record = self.begin(trigger, passphrase.is_some()).await?;
+        let record = self
+            .begin(
+                StateBackupTrigger::Manual,
+                passphrase.is_some(),
+                Some(actor),
+            )
+            .await?;
         let service = self.clone();
         let started = record.clone();
         tokio::spawn(async move {
@@ -158,7 +165,7 @@ impl StateBackups {
     ) -> Result<StateBackup, Error> {
         let _guard = self.inner.running.lock().await;
         let passphrase = self.passphrase().map_err(Error::from)?;
-        let record = self.begin(trigger, passphrase.is_some()).await?;
+        let record = self.begin(trigger, passphrase.is_some(), None).await?;
         Ok(self.finish(record, passphrase, out).await)
     }
 
@@ -166,10 +173,12 @@ impl StateBackups {
         Passphrase::from_env_or_file(&self.inner.config)
     }
 
+    /// Records a `running` state backup; one an API caller asked for is audited with it.
     async fn begin(
         &self,
         trigger: StateBackupTrigger,
         encrypted: bool,
+        actor: Option<&Actor>,
     ) -> Result<StateBackup, Error> {
         let now = OffsetDateTime::now_utc();
         let record = StateBackup {
@@ -188,9 +197,10 @@ impl StateBackups {
             remote_error: None,
         };
         let inserted = record.clone();
+        let audit = actor.map(|actor| store::Audit::by(actor, "state_backup.create", &record.id));
         self.inner
             .store
-            .call(move |db| store::state_backups::insert(db, &inserted))
+            .write_audited(audit, move |tx| store::state_backups::insert(tx, &inserted))
             .await?;
         Ok(record)
     }
