@@ -119,8 +119,21 @@ impl StateBackups {
             .await
     }
 
-    /// Marks the state backups a stopped process left `running` as failed; at start.
+    /// Marks the state backups a stopped process left `running` as failed, and removes
+    /// what they left half-written (the snapshot, the partial archive); at start.
     pub async fn recover(&self) -> Result<(), Error> {
+        for record in self.list().await? {
+            if record.status != StateBackupStatus::Running {
+                continue;
+            }
+            let dir = self.dir();
+            for leftover in [
+                dir.join(format!(".{}.db", record.id)),
+                dir.join(format!("{}{}.partial", record.id, remote::EXTENSION)),
+            ] {
+                let _ = tokio::fs::remove_file(leftover).await;
+            }
+        }
         let now = clock::now();
         self.inner
             .store
@@ -646,6 +659,85 @@ mod tests {
         check(2, &["f2", "c1"]);
         check(3, &[]);
         check(7, &[]);
+    }
+
+    fn service(data_dir: &Path, keep: u32) -> StateBackups {
+        std::fs::write(data_dir.join("installation-id"), "inst-1\n").unwrap();
+        StateBackups::new(StateBackupsParts {
+            store: Store::open(data_dir).unwrap(),
+            data_dir: data_dir.to_owned(),
+            config: StateBackupConfig {
+                keep,
+                ..StateBackupConfig::default()
+            },
+            config_file: None,
+            s3: S3Config::default(),
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_run_records_a_completed_archive_and_keep_prunes_the_older_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let backups = service(dir.path(), 1);
+        let first = backups.run(StateBackupTrigger::Manual, None).await.unwrap();
+        assert_eq!(first.status, StateBackupStatus::Completed, "{first:?}");
+        assert!(!first.encrypted);
+        assert_eq!(first.remote_status, StateRemoteStatus::None);
+        let first_path = backups.dir().join(first.file.as_deref().unwrap());
+        assert_eq!(
+            first.sha256.as_deref(),
+            Some(archive::sha256_of(&first_path).unwrap().as_str())
+        );
+        // Nothing but the archive is left in the directory.
+        let names = |dir: &Path| {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(&backups.dir()), [format!("{}.cstate", first.id)]);
+
+        let second = backups
+            .run(StateBackupTrigger::Scheduled, None)
+            .await
+            .unwrap();
+        assert_eq!(second.status, StateBackupStatus::Completed);
+        let listed: Vec<String> = backups
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.id)
+            .collect();
+        assert_eq!(listed, [second.id.clone()]);
+        assert!(!first_path.exists());
+        assert_eq!(names(&backups.dir()), [format!("{}.cstate", second.id)]);
+    }
+
+    #[tokio::test]
+    async fn recovery_fails_what_a_stop_left_running_and_removes_its_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let backups = service(dir.path(), 7);
+        let running = backups
+            .begin(StateBackupTrigger::Scheduled, true, None)
+            .await
+            .unwrap();
+        std::fs::create_dir_all(backups.dir()).unwrap();
+        let snapshot = backups.dir().join(format!(".{}.db", running.id));
+        let partial = backups.dir().join(format!("{}.cstate.partial", running.id));
+        std::fs::write(&snapshot, "x").unwrap();
+        std::fs::write(&partial, "x").unwrap();
+        backups.recover().await.unwrap();
+        let after = backups.list().await.unwrap();
+        assert_eq!(after[0].status, StateBackupStatus::Failed);
+        assert_eq!(
+            after[0].error.as_deref(),
+            Some("interrupted: the daemon stopped")
+        );
+        assert!(!snapshot.exists() && !partial.exists());
     }
 
     #[test]
