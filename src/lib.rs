@@ -234,9 +234,9 @@ pub async fn run(
             tracing::warn!(error = %err, "recreating missing PostgreSQL databases");
         }
         match startup_deploys.rebuild_missing().await {
-            Ok(queued) if !queued.is_empty() => {
+            Ok(rebuilds) if !rebuilds.queued.is_empty() => {
                 tracing::info!(
-                    rebuilds = queued.len(),
+                    rebuilds = rebuilds.queued.len(),
                     "queued rebuilds of live releases the engine lost"
                 )
             }

@@ -220,9 +220,13 @@ impl Backups {
                     });
                     // The request named the projects (or all of them): that is the
                     // confirmation a single restore asks for by the project's name.
-                    let outcome = backups
-                        .restore(&actor, backup_id.clone(), Some(project.name.to_string()))
-                        .await;
+                    let outcome = match backups.prepare_target(&project, &backup_id).await {
+                        Ok(()) => backups
+                            .restore(&actor, backup_id.clone(), Some(project.name.to_string()))
+                            .await
+                            .map(|_| ()),
+                        Err(err) => Err(err),
+                    };
                     if let Err(err) = &outcome {
                         tracing::warn!(project = %project.id, backup = %backup_id, error = %err, "restoring the newest backup");
                     }
@@ -239,6 +243,30 @@ impl Backups {
             });
         }
         Ok(run)
+    }
+
+    /// On an engine that lost it (a new server), a volume no container has mounted yet
+    /// does not exist: it is made with its labels before the restore's helper mounts it,
+    /// or the engine would make it unlabelled, invisible to this installation.
+    async fn prepare_target(&self, project: &Project, backup_id: &str) -> Result<()> {
+        let id = backup_id.to_owned();
+        let Some(backup) = self
+            .store
+            .call(move |c| store::backups::by_id(c, &id))
+            .await?
+        else {
+            return Ok(());
+        };
+        if let Target::Volume(name) = backup.target() {
+            let docker_name =
+                crate::volumes::docker_name(&project.id, &crate::names::VolumeName::parse(&name)?);
+            let labels = crate::labels::Labels::volume(&self.installation, &project.id, &name);
+            self.engine()
+                .await?
+                .ensure_volume(&docker_name, labels.to_map())
+                .await?;
+        }
+        Ok(())
     }
 
     /// A run of the actor's account, as it stands; another account's is not found.

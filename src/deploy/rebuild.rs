@@ -10,7 +10,7 @@
 //! that failed (or was canceled) stays visible in the deploy list and is not queued again
 //! until the project's live release changes; only one a daemon stop interrupted is retried.
 
-use std::path::Path;
+use std::{collections::HashSet, path::Path};
 
 use crate::{
     error::{Error, Result},
@@ -81,33 +81,55 @@ fn decide(live: &Deploy, newer: &[Deploy], missing: bool) -> std::result::Result
     Ok(())
 }
 
+/// What one pass of `rebuild_missing` found.
+#[derive(Debug, Default)]
+pub struct Rebuilds {
+    /// The rebuilds it queued.
+    pub queued: Vec<Deploy>,
+    /// The live deploys whose image or site is missing (rebuilt now or not): the
+    /// reconciler does not try to start instances of an image that is not there.
+    pub missing: HashSet<String>,
+}
+
 impl Deploys {
     /// Queues a `restore` deploy for each project whose live production release is missing
-    /// from the engine (its image) or the disk (its static site). Returns the queued
-    /// deploys. Does nothing while the engine cannot be reached.
-    pub async fn rebuild_missing(&self) -> Result<Vec<Deploy>> {
+    /// from the engine (its image) or the disk (its static site). Does nothing while the
+    /// engine cannot be reached.
+    pub async fn rebuild_missing(&self) -> Result<Rebuilds> {
+        let mut found = Rebuilds::default();
         let Ok(engine) = self.engine().await else {
-            return Ok(Vec::new());
+            return Ok(found);
         };
         let running = self
             .store
             .call(|c| store::deploys::with_status(c, &[DeployStatus::Running]))
             .await?;
-        let mut queued = Vec::new();
         for live in running.into_iter().filter(|d| d.preview_id.is_none()) {
-            match self.rebuild_if_missing(&engine, &live).await {
-                Ok(Some(deploy)) => queued.push(deploy),
+            let missing = match self.is_missing(&engine, &live).await {
+                Ok(missing) => missing,
+                Err(err) => {
+                    tracing::warn!(project = %live.project_id, deploy = %live.id, error = %err, "checking whether a live release is on the engine");
+                    continue;
+                }
+            };
+            if !missing {
+                continue;
+            }
+            found.missing.insert(live.id.clone());
+            match self.rebuild(&live).await {
+                Ok(Some(deploy)) => found.queued.push(deploy),
                 Ok(None) => {}
                 Err(err) => {
-                    tracing::warn!(project = %live.project_id, deploy = %live.id, error = %err, "checking a live release for a rebuild")
+                    tracing::warn!(project = %live.project_id, deploy = %live.id, error = %err, "queueing the rebuild of a live release")
                 }
             }
         }
-        Ok(queued)
+        Ok(found)
     }
 
-    async fn rebuild_if_missing(&self, engine: &Runtime, live: &Deploy) -> Result<Option<Deploy>> {
-        let missing = match release_of(live) {
+    /// Whether the live release's image is gone from the engine, or its site from disk.
+    async fn is_missing(&self, engine: &Runtime, live: &Deploy) -> Result<bool> {
+        Ok(match release_of(live) {
             Release::Image(image) => engine.image_id(&image).await?.is_none(),
             Release::StaticSite => {
                 let site = self
@@ -118,10 +140,11 @@ impl Deploys {
                 !exists(&site).await
             }
             Release::Nothing => false,
-        };
-        if !missing {
-            return Ok(None);
-        }
+        })
+    }
+
+    /// Queues the rebuild of a live release found missing, unless `decide` says not to.
+    async fn rebuild(&self, live: &Deploy) -> Result<Option<Deploy>> {
         let (project_id, live_id) = (live.project_id.clone(), live.id.clone());
         let (project, newer) = self
             .store
@@ -136,7 +159,7 @@ impl Deploys {
                 Ok((project, newer))
             })
             .await?;
-        if let Err(why) = decide(live, &newer, missing) {
+        if let Err(why) = decide(live, &newer, true) {
             tracing::debug!(project = %live.project_id, deploy = %live.id, why, "not rebuilding a missing release");
             return Ok(None);
         }

@@ -72,9 +72,13 @@ impl Deploys {
         };
         // A live release whose image or site is gone gets a rebuild queued first, so the
         // repair below sees its project busy and does not try to start a missing image.
-        if let Err(err) = self.rebuild_missing().await {
-            tracing::warn!(error = %err, "looking for live releases the engine lost");
-        }
+        let missing = match self.rebuild_missing().await {
+            Ok(rebuilds) => rebuilds.missing,
+            Err(err) => {
+                tracing::warn!(error = %err, "looking for live releases the engine lost");
+                HashSet::new()
+            }
+        };
         let (projects, deploys, previews) = self
             .store
             .call(|c| {
@@ -123,7 +127,9 @@ impl Deploys {
                     && d.target() == target
                     && d.status != DeployStatus::Running
             });
-            if busy || deploy.image.is_none() {
+            // A release whose image is gone has nothing to start: it is rebuilt instead (or
+            // its failed rebuild is shown), never retried here every pass.
+            if busy || deploy.image.is_none() || missing.contains(&deploy.id) {
                 continue;
             }
             changed |= self.repair_release(&engine, project, deploy).await?;

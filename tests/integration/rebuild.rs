@@ -114,6 +114,41 @@ fn service_containers(project_id: &str, name: &str) -> Vec<String> {
     .collect()
 }
 
+/// Writes `note` to `note.txt` in the Docker volume.
+fn write_note(volume: &str, note: &str) {
+    docker(
+        None,
+        &[
+            "run",
+            "--rm",
+            "--volume",
+            &format!("{volume}:/files"),
+            "busybox:latest",
+            "sh",
+            "-c",
+            &format!("echo {note} > /files/note.txt"),
+        ],
+    )
+    .unwrap();
+}
+
+/// What `note.txt` in the Docker volume says.
+fn read_note(volume: &str) -> String {
+    docker(
+        None,
+        &[
+            "run",
+            "--rm",
+            "--volume",
+            &format!("{volume}:/files:ro"),
+            "busybox:latest",
+            "cat",
+            "/files/note.txt",
+        ],
+    )
+    .unwrap_or_else(|err| err)
+}
+
 async fn rows_of(user: &str, password: &str, database: &str) -> Result<Vec<String>, String> {
     let client = connect_as(user, password, database).await?;
     let rows = client
@@ -241,21 +276,7 @@ async fn an_engine_that_lost_everything_gets_its_releases_databases_and_data_bac
             .await
             .unwrap();
     }
-    let volume = format!("cantila_{data_id}_files");
-    docker(
-        None,
-        &[
-            "run",
-            "--rm",
-            "--volume",
-            &format!("{volume}:/files"),
-            "busybox:latest",
-            "sh",
-            "-c",
-            "echo kept note > /files/note.txt",
-        ],
-    )
-    .unwrap();
+    write_note(&format!("cantila_{data_id}_files"), "kept note");
     let backups = daemon
         .post(
             &format!("/v1/projects/{data_id}/backups"),
@@ -274,6 +295,29 @@ async fn an_engine_that_lost_everything_gets_its_releases_databases_and_data_bac
     let gone_repo = Repo::busybox("gone\n");
     let (gone_id, _) = daemon.connected_project("gone", &gone_repo).await;
     deployed(&daemon, &gone_id).await;
+    // Its volume is backed up; as no release of it will run again, nothing mounts the
+    // volume before restore-latest puts its data back.
+    daemon
+        .post(
+            &format!("/v1/projects/{gone_id}/volumes"),
+            &token,
+            json!({ "name": "files", "mountPath": "/www/data" }),
+        )
+        .await
+        .expect(201);
+    let gone_volume = format!("cantila_{gone_id}_files");
+    write_note(&gone_volume, "gone note");
+    let backup = daemon
+        .post(
+            &format!("/v1/projects/{gone_id}/backups"),
+            &token,
+            json!({}),
+        )
+        .await
+        .expect(202)
+        .body;
+    let done = crate::data::wait_backup(&daemon, backup["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "completed", "{done}");
 
     let hosts = [
         ("gitapp.admin.test.local", "/", "git app"),
@@ -414,15 +458,35 @@ async fn an_engine_that_lost_everything_gets_its_releases_databases_and_data_bac
             .unwrap_or_else(|| panic!("no row for {project} {target:?}: {run}"))
             .clone()
     };
-    for project in [&git_id, &image_id, &site_id, &gone_id] {
+    for project in [&git_id, &image_id, &site_id] {
         assert_eq!(row(&run, project, None)["status"], "nothing-to-restore");
     }
     let run = wait_restore_run(&daemon, &token, &run_id).await;
-    for target in ["database", "volume:files"] {
-        let restored = row(&run, &data_id, Some(target));
+    for (project, target) in [
+        (&data_id, "database"),
+        (&data_id, "volume:files"),
+        (&gone_id, "volume:files"),
+    ] {
+        let restored = row(&run, project, Some(target));
         assert_eq!(restored["status"], "restored", "{run}");
         assert!(restored["backupId"].is_string());
     }
+    // A volume nothing mounted yet was made with the installation's labels, then filled.
+    assert_eq!(read_note(&gone_volume).trim(), "gone note");
+    let labelled = docker(
+        None,
+        &[
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=cantila.installation={installation}"),
+            "--filter",
+            &format!("label=cantila.project={gone_id}"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(labelled.trim(), gone_volume);
     assert_eq!(
         rows_of(&user, &password, &database_name).await.unwrap(),
         ["also kept", "kept"]
@@ -486,5 +550,5 @@ async fn an_engine_that_lost_everything_gets_its_releases_databases_and_data_bac
         );
     }
 
-    crate::data::clean_up(&daemon, &[&data_id]).await;
+    crate::data::clean_up(&daemon, &[&data_id, &gone_id]).await;
 }
