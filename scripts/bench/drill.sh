@@ -26,7 +26,11 @@ if ! cargo test -q --test integration drill::drill_ -- --nocapture >"$LOG" 2>&1;
     echo "the drill failed" >&2
     exit 1
 fi
-scripts/leftovers.sh check "$CANTILA_TEST_RUN" >/dev/null
+# What the drill's installations left (other runs' are only named, so quiet unless it fails).
+if ! LEFT=$(scripts/leftovers.sh check "$CANTILA_TEST_RUN" 2>&1); then
+    echo "$LEFT" >&2
+    exit 1
+fi
 
 printf 'machine: %s cores\n' "$(nproc)"
 grep '^drill: restore ' "$LOG"
