@@ -7,11 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{
-    api::ApiState,
-    error::Error,
-    state_backup::{StateBackup, StateBackupTrigger},
-};
+use crate::{api::ApiState, error::Error, state_backup::StateBackup};
 
 use super::{
     auth::{AdminScope, Auth},
@@ -133,7 +129,7 @@ async fn create(
     State(app): State<ApiState>,
 ) -> ApiResult<(StatusCode, Json<StateBackupView>)> {
     operator_only(&auth, &app)?;
-    let backup = app.state_backups.start(StateBackupTrigger::Manual).await?;
+    let backup = app.state_backups.start(&auth.actor).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(StateBackupView::new(

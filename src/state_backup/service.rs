@@ -19,6 +19,7 @@ use crate::{
     error::Error,
     ids,
     model::{
+        account::Actor,
         schedule::{Spec, Zone},
         state_backup::{StateBackup, StateBackupStatus, StateBackupTrigger, StateRemoteStatus},
     },
@@ -118,8 +119,21 @@ impl StateBackups {
             .await
     }
 
-    /// Marks the state backups a stopped process left `running` as failed; at start.
+    /// Marks the state backups a stopped process left `running` as failed, and removes
+    /// what they left half-written (the snapshot, the partial archive); at start.
     pub async fn recover(&self) -> Result<(), Error> {
+        for record in self.list().await? {
+            if record.status != StateBackupStatus::Running {
+                continue;
+            }
+            let dir = self.dir();
+            for leftover in [
+                dir.join(format!(".{}.db", record.id)),
+                dir.join(format!("{}{}.partial", record.id, remote::EXTENSION)),
+            ] {
+                let _ = tokio::fs::remove_file(leftover).await;
+            }
+        }
         let now = clock::now();
         self.inner
             .store
@@ -131,13 +145,19 @@ impl StateBackups {
     }
 
     /// Begins a state backup in the background and returns its `running` record (the
-    /// API's 202); refused while another one runs in this process.
-    pub async fn start(&self, trigger: StateBackupTrigger) -> Result<StateBackup, Error> {
+    /// API's 202), audited as `actor`'s; refused while another one runs in this process.
+    pub async fn start(&self, actor: &Actor) -> Result<StateBackup, Error> {
         let guard = Arc::clone(&self.inner.running)
             .try_lock_owned()
             .map_err(|_| Error::Conflict("a state backup is already running".to_owned()))?;
         let passphrase = self.passphrase().map_err(Error::from)?;
-        let record = self.begin(trigger, passphrase.is_some()).await?;
+        let record = self
+            .begin(
+                StateBackupTrigger::Manual,
+                passphrase.is_some(),
+                Some(actor),
+            )
+            .await?;
         let service = self.clone();
         let started = record.clone();
         tokio::spawn(async move {
@@ -158,7 +178,7 @@ impl StateBackups {
     ) -> Result<StateBackup, Error> {
         let _guard = self.inner.running.lock().await;
         let passphrase = self.passphrase().map_err(Error::from)?;
-        let record = self.begin(trigger, passphrase.is_some()).await?;
+        let record = self.begin(trigger, passphrase.is_some(), None).await?;
         Ok(self.finish(record, passphrase, out).await)
     }
 
@@ -166,10 +186,12 @@ impl StateBackups {
         Passphrase::from_env_or_file(&self.inner.config)
     }
 
+    /// Records a `running` state backup; one an API caller asked for is audited with it.
     async fn begin(
         &self,
         trigger: StateBackupTrigger,
         encrypted: bool,
+        actor: Option<&Actor>,
     ) -> Result<StateBackup, Error> {
         let now = OffsetDateTime::now_utc();
         let record = StateBackup {
@@ -188,9 +210,10 @@ impl StateBackups {
             remote_error: None,
         };
         let inserted = record.clone();
+        let audit = actor.map(|actor| store::Audit::by(actor, "state_backup.create", &record.id));
         self.inner
             .store
-            .call(move |db| store::state_backups::insert(db, &inserted))
+            .write_audited(audit, move |tx| store::state_backups::insert(tx, &inserted))
             .await?;
         Ok(record)
     }
@@ -636,6 +659,85 @@ mod tests {
         check(2, &["f2", "c1"]);
         check(3, &[]);
         check(7, &[]);
+    }
+
+    fn service(data_dir: &Path, keep: u32) -> StateBackups {
+        std::fs::write(data_dir.join("installation-id"), "inst-1\n").unwrap();
+        StateBackups::new(StateBackupsParts {
+            store: Store::open(data_dir).unwrap(),
+            data_dir: data_dir.to_owned(),
+            config: StateBackupConfig {
+                keep,
+                ..StateBackupConfig::default()
+            },
+            config_file: None,
+            s3: S3Config::default(),
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_run_records_a_completed_archive_and_keep_prunes_the_older_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let backups = service(dir.path(), 1);
+        let first = backups.run(StateBackupTrigger::Manual, None).await.unwrap();
+        assert_eq!(first.status, StateBackupStatus::Completed, "{first:?}");
+        assert!(!first.encrypted);
+        assert_eq!(first.remote_status, StateRemoteStatus::None);
+        let first_path = backups.dir().join(first.file.as_deref().unwrap());
+        assert_eq!(
+            first.sha256.as_deref(),
+            Some(archive::sha256_of(&first_path).unwrap().as_str())
+        );
+        // Nothing but the archive is left in the directory.
+        let names = |dir: &Path| {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(&backups.dir()), [format!("{}.cstate", first.id)]);
+
+        let second = backups
+            .run(StateBackupTrigger::Scheduled, None)
+            .await
+            .unwrap();
+        assert_eq!(second.status, StateBackupStatus::Completed);
+        let listed: Vec<String> = backups
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.id)
+            .collect();
+        assert_eq!(listed, [second.id.clone()]);
+        assert!(!first_path.exists());
+        assert_eq!(names(&backups.dir()), [format!("{}.cstate", second.id)]);
+    }
+
+    #[tokio::test]
+    async fn recovery_fails_what_a_stop_left_running_and_removes_its_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let backups = service(dir.path(), 7);
+        let running = backups
+            .begin(StateBackupTrigger::Scheduled, true, None)
+            .await
+            .unwrap();
+        std::fs::create_dir_all(backups.dir()).unwrap();
+        let snapshot = backups.dir().join(format!(".{}.db", running.id));
+        let partial = backups.dir().join(format!("{}.cstate.partial", running.id));
+        std::fs::write(&snapshot, "x").unwrap();
+        std::fs::write(&partial, "x").unwrap();
+        backups.recover().await.unwrap();
+        let after = backups.list().await.unwrap();
+        assert_eq!(after[0].status, StateBackupStatus::Failed);
+        assert_eq!(
+            after[0].error.as_deref(),
+            Some("interrupted: the daemon stopped")
+        );
+        assert!(!snapshot.exists() && !partial.exists());
     }
 
     #[test]

@@ -354,6 +354,19 @@ async fn state_backups_are_the_operators_and_plain_ones_leave_secrets_out() {
         .body;
     assert_eq!(started["encrypted"], false);
     let id = started["id"].as_str().unwrap().to_owned();
+    let audit = daemon
+        .get("/v1/audit", &daemon.admin_token)
+        .await
+        .expect(200)
+        .body;
+    assert!(
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "state_backup.create" && e["target"] == id.as_str()),
+        "{audit}"
+    );
     let done = wait_for(Duration::from_secs(60), "the state backup", || {
         let daemon = &daemon;
         let id = id.clone();
