@@ -196,6 +196,6 @@ fn restore(
     println!("next steps:");
     println!("  1. start the daemon (`cantila serve`): releases are pulled again or rebuilt from their recorded commits");
     println!("  2. then `cantila backups restore-latest` restores the projects' data from their newest backups");
-    println!("  the API tokens of the old server work again; point DNS at this server");
+    println!("  the API tokens of the old server work again (none at hand: `cantila admin token create --account HANDLE --scope admin`); point DNS at this server");
     Ok(())
 }

@@ -712,7 +712,7 @@ mod tests {
             .into_iter()
             .map(|b| b.id)
             .collect();
-        assert_eq!(listed, [second.id.clone()]);
+        assert_eq!(listed, std::slice::from_ref(&second.id));
         assert!(!first_path.exists());
         assert_eq!(names(&backups.dir()), [format!("{}.cstate", second.id)]);
     }

@@ -314,3 +314,57 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), RestoreError> {
     file.write_all(bytes).map_err(writing)?;
     file.sync_all().map_err(writing)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plain archive of a data directory whose database claims its schema version plus
+    /// `bump`.
+    fn archive_with_schema(root: &Path, bump: i64) -> PathBuf {
+        let data_dir = root.join("data");
+        let store = store::Store::open(&data_dir).unwrap();
+        let copy = root.join("copy.db");
+        let version = store.snapshot_to(&copy).unwrap();
+        let connection = rusqlite::Connection::open(&copy).unwrap();
+        connection
+            .pragma_update(None, "user_version", version + bump)
+            .unwrap();
+        drop(connection);
+        std::fs::write(data_dir.join(INSTALLATION_ID), "old-server").unwrap();
+        let out = root.join("state.cstate");
+        archive::write(
+            &out,
+            &archive::ArchiveInputs {
+                data_dir,
+                database: copy,
+                schema_version: version + bump,
+                config_text: None,
+                created_at: time::OffsetDateTime::now_utc(),
+            },
+            None,
+        )
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_database_newer_than_this_binary_is_refused_and_a_known_one_summarised() {
+        let dir = tempfile::tempdir().unwrap();
+        let newer = archive_with_schema(dir.path(), 1);
+        let err = open_archive(&newer, None, &dir.path().join("newer")).unwrap_err();
+        assert!(
+            matches!(&err, RestoreError::Database(message) if message.contains("newer than this binary knows")),
+            "{err}"
+        );
+
+        let other = tempfile::tempdir().unwrap();
+        let known = archive_with_schema(other.path(), 0);
+        let (sha256, manifest, summary) =
+            open_archive(&known, None, &other.path().join("known")).unwrap();
+        assert_eq!(sha256, archive::sha256_of(&known).unwrap());
+        assert_eq!(manifest.installation_id, "old-server");
+        assert!(!manifest.encrypted);
+        assert_eq!(summary.accounts, Vec::<String>::new());
+    }
+}
