@@ -33,4 +33,11 @@ if ! LEFT=$(scripts/leftovers.sh check "$CANTILA_TEST_RUN" 2>&1); then
 fi
 
 printf 'machine: %s cores\n' "$(nproc)"
+grep '^drill: first deploys ' "$LOG"
 grep '^drill: restore ' "$LOG"
+# The ratio: from the restore's start to every project serving with its data, over the same
+# three projects' first deploys on the original installation (the floor: what setting them
+# up again by hand would at least take, without re-entering anything).
+FLOOR=$(sed -n 's/^drill: first deploys of the three projects \([0-9.]*\) s.*/\1/p' "$LOG")
+RESTORE=$(sed -n 's/.*all projects serving with their data \([0-9.]*\) s.*/\1/p' "$LOG")
+awk -v r="$RESTORE" -v f="$FLOOR" 'BEGIN { printf "ratio (restore to all serving / first deploys): %.2f\n", r / f }'

@@ -384,19 +384,25 @@ async fn probe_from_a_build_and_a_release(builder: BuilderKind, from_build: &str
     assert_eq!(deploy["status"], "running", "{deploy}");
 
     let host = prober["hostname"].as_str().unwrap();
+    let log = events_text(&daemon, deploy["id"].as_str().unwrap()).await;
+    // Which builder ran, and every address involved, so a failure here says whether the
+    // answer is an isolation fault or a builder other than the one expected.
+    let builder_lines: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("builder") || line.contains("BuildKit"))
+        .collect();
     assert_eq!(
         daemon.edge_get(host, "/build.txt").await,
         (200, format!("{from_build}\n")),
-        "the build's RUN step"
+        "the build's RUN step (own {own_address}, victim {victim_address}, bridge {bridge_address}); builder lines: {builder_lines:#?}"
     );
-    let log = events_text(&daemon, deploy["id"].as_str().unwrap()).await;
     let release_lines: Vec<&str> = log
         .lines()
         .filter(|line| line.contains("release"))
         .collect();
     assert!(
         log.contains("release: own=yes victim=no bridge=no"),
-        "the release command's lines: {release_lines:#?}"
+        "the release command's lines (own {own_address}, victim {victim_address}, bridge {bridge_address}): {release_lines:#?}"
     );
 
     for (project, token) in [(&victim, &rival), (&prober, &admin)] {
