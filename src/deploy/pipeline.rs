@@ -1108,6 +1108,11 @@ impl Deploys {
                 labels::get(&container.labels, Key::Kind) != Some(labels::Kind::Run.as_str())
             })
             .collect();
+        // Nothing to drain (a first release, or one rebuilt after the engine lost the old
+        // one's containers): the deploy ends now rather than after an empty wait.
+        if leaving.is_empty() {
+            return;
+        }
         let ids: Vec<String> = leaving.iter().map(|c| c.id.clone()).collect();
         // Marked draining so no repair pass takes them for orphans while requests already on
         // their way finish.

@@ -401,6 +401,14 @@ async fn drill_an_installation_destroyed_is_restored_from_s3_on_a_new_data_dir_a
             .collect();
         assert_eq!(rebuilds.len(), 1, "one rebuild of {id}: {deploys:?}");
         assert_eq!(rebuilds[0]["status"], "running", "{deploys:?}");
+        // Where a rebuild's time goes, for the figures the drill reports.
+        eprintln!(
+            "drill: rebuild of {id}: queued {}, building {}, releasing {}, finished {}",
+            rebuilds[0]["createdAt"],
+            rebuilds[0]["buildingAt"],
+            rebuilds[0]["releasingAt"],
+            rebuilds[0]["finishedAt"]
+        );
     }
 
     // The projects' data comes back from the bucket.
