@@ -222,28 +222,6 @@ pub async fn run(
     if let Err(err) = services.state_backups.recover().await {
         tracing::warn!(error = %err, "recovering interrupted state backups");
     }
-    // What should run comes back on an engine (or a PostgreSQL server) that lost it: the
-    // projects' databases are made again first, then rebuilds are queued for live releases
-    // whose image or site is gone (the reconciler repeats that check on every pass, and
-    // every release makes sure of its database itself). In the background: an unreachable
-    // server or engine never delays the API.
-    let startup_databases = services.databases.clone();
-    let startup_deploys = services.deploys.clone();
-    tokio::spawn(async move {
-        if let Err(err) = startup_databases.ensure_all_present().await {
-            tracing::warn!(error = %err, "recreating missing PostgreSQL databases");
-        }
-        match startup_deploys.rebuild_missing().await {
-            Ok(rebuilds) if !rebuilds.queued.is_empty() => {
-                tracing::info!(
-                    rebuilds = rebuilds.queued.len(),
-                    "queued rebuilds of live releases the engine lost"
-                )
-            }
-            Ok(_) => {}
-            Err(err) => tracing::warn!(error = %err, "looking for live releases the engine lost"),
-        }
-    });
     // Runs the previous process left going are recorded interrupted and their containers
     // removed before the API can start new ones.
     if let Err(err) = services.runs.recover().await {
@@ -313,6 +291,37 @@ pub async fn run(
     // already `interrupted` when a `forbid` job looks for its running runs.
     let job_scheduler = tokio::spawn(services.jobs.clone().run_scheduler(stopped()));
     let services_reconciler = tokio::spawn(services.services.clone().run_reconciler(stopped()));
+    // What should run comes back on an engine (or a PostgreSQL server) that lost it: the
+    // projects' databases are made again first, then rebuilds are queued for live releases
+    // whose image or site is gone (the reconciler repeats that check on every pass, and
+    // every release makes sure of its database itself). In the background: an unreachable
+    // server or engine never delays the API.
+    let startup_databases = services.databases.clone();
+    let startup_deploys = services.deploys.clone();
+    let startup_stopped = stopped();
+    let startup_pass = async move {
+        if let Err(err) = startup_databases.ensure_all_present().await {
+            tracing::warn!(error = %err, "recreating missing PostgreSQL databases");
+        }
+        match startup_deploys.rebuild_missing().await {
+            Ok(rebuilds) if !rebuilds.queued.is_empty() => {
+                tracing::info!(
+                    rebuilds = rebuilds.queued.len(),
+                    "queued rebuilds of live releases the engine lost"
+                )
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "looking for live releases the engine lost"),
+        }
+    };
+    // Spawned once the listeners serve, and cut short by shutdown, so it never outlives the
+    // daemon (a store closing under it, or a rebuild queued after the worker stopped).
+    let startup = tokio::spawn(async move {
+        tokio::select! {
+            () = startup_pass => {}
+            () = startup_stopped => {}
+        }
+    });
 
     tracing::info!(api = %api_addr, http = %http_addr, https = %https_addr, "cantila is listening");
     // Tell systemd (Type=notify) we are ready; a no-op when not run under systemd.
@@ -340,6 +349,7 @@ pub async fn run(
     let _ = run_sweeper.await;
     let _ = job_scheduler.await;
     let _ = services_reconciler.await;
+    let _ = startup.await;
     tokio::task::spawn_blocking(move || store.close()).await?;
     tracing::info!("stopped cleanly");
     Ok(())
