@@ -48,9 +48,6 @@ pub struct Adapters {
     /// Backups of Cantila's own state; built by `run`, which reports a bad S3 setting.
     pub state_backups: StateBackups,
     pub runtime: Runtime,
-    /// This start is the first after `cantila admin restore` (the takeover guard passed
-    /// and renamed `restored.json`): what should run is to be rebuilt.
-    pub restored: bool,
 }
 
 /// Builds every service handle in dependency order (a handle is built after every handle
@@ -67,11 +64,7 @@ pub fn build(adapters: Adapters) -> ApiState {
         uploads,
         state_backups,
         runtime,
-        restored,
     } = adapters;
-    if restored {
-        tracing::info!("restored installation: releases come back through the reconciler");
-    }
     let config = Arc::new(config);
     let logs = Logs::new(
         store.clone(),

@@ -187,6 +187,9 @@ pub async fn run(
     let restored =
         state_restore::check_at_start(&config.data_dir, &installation, &runtime, config.take_over)
             .await?;
+    if restored {
+        tracing::info!("restored installation: releases come back through the reconciler");
+    }
     let uploads = backup::remote::Uploader::from_config(&config.backups.s3)
         .map_err(|err| anyhow::anyhow!("config: {err}"))?;
     let state_backups = state_backup::StateBackups::new(state_backup::StateBackupsParts {
@@ -208,7 +211,6 @@ pub async fn run(
         uploads,
         state_backups,
         runtime,
-        restored,
     });
     // The edge starts with the table of what is already running, so a restart of the
     // daemon serves the apps again at once.

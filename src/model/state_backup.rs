@@ -1,33 +1,9 @@
 //! State backups as stored: one archive of Cantila's own state, its outcome and its copy
 //! in S3.
 
-/// Whether a state backup is still being written, done, or gave up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StateBackupStatus {
-    Running,
-    Completed,
-    Failed,
-}
-
-impl StateBackupStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Completed => "completed",
-            Self::Failed => "failed",
-        }
-    }
-
-    /// The column's CHECK constraint admits only the three names; anything else would be
-    /// a damaged row, shown as failed rather than as done.
-    pub fn parse(value: &str) -> Self {
-        match value {
-            "running" => Self::Running,
-            "completed" => Self::Completed,
-            _ => Self::Failed,
-        }
-    }
-}
+/// A state backup runs, completes or fails as a project backup does (the same three
+/// names in its column).
+pub use super::backup::BackupStatus as StateBackupStatus;
 
 /// Why a state backup was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
