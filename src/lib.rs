@@ -1,7 +1,7 @@
 //! Cantila: a self-hosted PaaS in one binary. `run` starts the whole daemon on listeners
 //! the caller has already bound, so tests run the real daemon in-process on port 0.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod accounts;
 pub mod api;
@@ -21,6 +21,7 @@ pub mod edge;
 pub mod env;
 pub mod error;
 pub mod git_connection;
+pub mod handoff;
 pub mod ids;
 pub mod image_source;
 pub mod jobs;
@@ -53,15 +54,23 @@ pub mod terminal;
 pub mod tls;
 pub mod volumes;
 
-use std::{future::Future, net::SocketAddr};
+use std::{
+    future::Future,
+    net::{SocketAddr, TcpListener},
+};
 
 use anyhow::Context;
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{sync::watch, task::JoinHandle};
 
-use crate::{config::Config, store::Store};
+use crate::{
+    config::Config,
+    handoff::{Inherited, Lifecycle, Predecessor, Role, Upgrader},
+    store::Store,
+};
 
-/// The daemon's bound sockets. Binding is separate from `run` so a caller can bind port 0
-/// and learn the addresses first.
+/// The daemon's listening sockets, nonblocking. Binding is separate from `run` so a
+/// caller can bind port 0 and learn the addresses first, and so they can come from
+/// systemd or from the process a hand-off replaces (`Listeners::inherit_or_bind`).
 #[derive(Debug)]
 pub struct Listeners {
     pub api: TcpListener,
@@ -73,66 +82,111 @@ pub struct Listeners {
 
 impl Listeners {
     /// Binds every listener the config names. A failure names the address and the flag
-    /// that changes it.
+    /// that changes it. (Async only so that its callers need not change: binding is
+    /// immediate.)
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        Self::inherit_or_bind(config, &mut Inherited::default())
+    }
+
+    /// Takes each listener from `inherited` (socket activation, a hand-off) and binds the
+    /// ones it lacks. A passed socket wins over the config's address; a difference is
+    /// logged, since the socket unit is then what decides.
+    pub fn inherit_or_bind(config: &Config, inherited: &mut Inherited) -> anyhow::Result<Self> {
+        let mut one = |role: Role, addr: SocketAddr, what: &str, flag: &str| match inherited
+            .take(role)
+        {
+            Some(listener) => {
+                let at = listener.local_addr()?;
+                if at != addr {
+                    tracing::info!(socket = role.name(), passed = %at, config = %addr, "serving on the passed socket, not the configured address");
+                }
+                Ok(listener)
+            }
+            None => bind_one(addr, what, flag),
+        };
+        let api = one(
+            Role::Api,
+            config.api_listen,
+            "the API",
+            "--api-listen / CANTILA_API_LISTEN",
+        )?;
+        let http = one(
+            Role::Http,
+            config.http_listen,
+            "the HTTP edge",
+            "--http-listen / CANTILA_HTTP_LISTEN",
+        )?;
+        let https = one(
+            Role::Https,
+            config.https_listen,
+            "the HTTPS edge",
+            "--https-listen / CANTILA_HTTPS_LISTEN",
+        )?;
+        let metrics = match (inherited.take(Role::Metrics), config.metrics_listen) {
+            (Some(listener), _) => Some(listener),
+            (None, Some(addr)) => Some(bind_one(
+                addr,
+                "the metrics listener",
+                "metrics_listen in the config file",
+            )?),
+            (None, None) => None,
+        };
         Ok(Self {
-            api: bind_one(
-                config.api_listen,
-                "the API",
-                "--api-listen / CANTILA_API_LISTEN",
-            )
-            .await?,
-            http: bind_one(
-                config.http_listen,
-                "the HTTP edge",
-                "--http-listen / CANTILA_HTTP_LISTEN",
-            )
-            .await?,
-            https: bind_one(
-                config.https_listen,
-                "the HTTPS edge",
-                "--https-listen / CANTILA_HTTPS_LISTEN",
-            )
-            .await?,
-            metrics: match config.metrics_listen {
-                Some(addr) => Some(
-                    bind_one(
-                        addr,
-                        "the metrics listener",
-                        "metrics_listen in the config file",
-                    )
-                    .await?,
-                ),
-                None => None,
-            },
+            api,
+            http,
+            https,
+            metrics,
         })
     }
 
     /// Binds all three on `127.0.0.1:0`, for tests.
     pub async fn ephemeral() -> anyhow::Result<Self> {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let bind = || -> std::io::Result<TcpListener> {
+            let listener = TcpListener::bind(any)?;
+            listener.set_nonblocking(true)?;
+            Ok(listener)
+        };
         Ok(Self {
-            api: TcpListener::bind(any).await?,
-            http: TcpListener::bind(any).await?,
-            https: TcpListener::bind(any).await?,
+            api: bind()?,
+            http: bind()?,
+            https: bind()?,
             metrics: None,
         })
     }
+
+    /// Each listener with its role, for the hand-off's copies.
+    fn roles(&self) -> Vec<(Role, &TcpListener)> {
+        let mut roles = vec![
+            (Role::Api, &self.api),
+            (Role::Http, &self.http),
+            (Role::Https, &self.https),
+        ];
+        if let Some(metrics) = &self.metrics {
+            roles.push((Role::Metrics, metrics));
+        }
+        roles
+    }
 }
 
-async fn bind_one(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|err| {
-        let hint = match err.kind() {
-            std::io::ErrorKind::PermissionDenied => {
-                " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
-            }
-            std::io::ErrorKind::AddrInUse => " (another program is using this port)",
-            _ => "",
-        };
-        anyhow::anyhow!(
-            "cannot listen on {addr} for {what}: {err}{hint}; choose another address with {flag}"
-        )
-    })
+fn bind_one(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .and_then(|listener| {
+            listener.set_nonblocking(true)?;
+            Ok(listener)
+        })
+        .map_err(|err| {
+            let hint = match err.kind() {
+                std::io::ErrorKind::PermissionDenied => {
+                    " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+                }
+                std::io::ErrorKind::AddrInUse => " (another program is using this port)",
+                _ => "",
+            };
+            anyhow::anyhow!(
+                "cannot listen on {addr} for {what}: {err}{hint}; choose another address with {flag}"
+            )
+        })
 }
 
 /// Runs the daemon until `shutdown` completes, then stops accepting, lets in-flight
@@ -142,6 +196,43 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_with(config, listeners, Lifecycle::plain(shutdown)).await
+}
+
+/// One stop signal for a group of tasks.
+struct StopSignal(watch::Sender<bool>);
+
+impl StopSignal {
+    fn new() -> Self {
+        Self(watch::channel(false).0)
+    }
+
+    fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stop_rx = self.0.subscribe();
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        }
+    }
+
+    fn stop(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+/// `run`, driven by a `Lifecycle`: `cantila serve` upgrades on SIGHUP, and a process a
+/// hand-off started waits for the old one before it starts each part (see `handoff`).
+pub async fn run_with(
+    config: Config,
+    listeners: Listeners,
+    lifecycle: Lifecycle,
+) -> anyhow::Result<()> {
+    let Lifecycle {
+        shutdown,
+        upgrade_on_sighup,
+        predecessor,
+    } = lifecycle;
+    let mut shutdown = shutdown;
+    let mut predecessor = predecessor.map(Predecessor::new).transpose()?;
     for note in config.deprecations() {
         tracing::warn!("config: {note}");
     }
@@ -217,82 +308,228 @@ pub async fn run(
     if let Err(err) = services.routing.refresh().await {
         tracing::warn!(error = %err, "building the first route table");
     }
-    // Backups a crash interrupted are failed before anything can list them as running.
+    let api_addr = listeners.api.local_addr()?;
+    let http_addr = listeners.http.local_addr()?;
+    let https_addr = listeners.https.local_addr()?;
+    let upgrader = if upgrade_on_sighup {
+        Some(Upgrader::new(&listeners.roles())?)
+    } else {
+        None
+    };
+    // SIGHUP is taken over from its default (ending the process) only where it upgrades.
+    let mut sighup = if upgrade_on_sighup {
+        Some(tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::hangup(),
+        )?)
+    } else {
+        None
+    };
+
+    // Two groups, stopped apart in a hand-off: the servers (accepting, then draining), and
+    // the background work that must never run in two processes at once.
+    let serving = StopSignal::new();
+    let working = StopSignal::new();
+    let mut servers: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
+    let mut background: Vec<JoinHandle<()>> = Vec::new();
+
+    if predecessor.is_none() {
+        recover_interrupted(&services).await;
+    }
+    // One API router, so the API listener and the console's hostname share its throttle
+    // of failed token checks.
+    let api_router = api::router(services.clone());
+    let edge_stopped = serving.stopped();
+    let edge = public_edge(&services, api_router.clone());
+    let edge_tls = services.tls.clone();
+    let (http, https) = (listeners.http, listeners.https);
+    servers.push((
+        "edge",
+        tokio::spawn(async move {
+            let http = tokio::net::TcpListener::from_std(http)?;
+            let https = tokio::net::TcpListener::from_std(https)?;
+            edge::serve(edge, edge_tls, http, https, edge_stopped).await?;
+            Ok(())
+        }),
+    ));
+    if let Some(listener) = listeners.metrics {
+        let metrics_addr = listener.local_addr()?;
+        tracing::info!(metrics = %metrics_addr, "serving GET /metrics without a token on this address");
+        let service = api::metrics::unauthenticated_router(services.clone());
+        let graceful = serving.stopped();
+        servers.push((
+            "metrics listener",
+            tokio::spawn(async move {
+                axum::serve(tokio::net::TcpListener::from_std(listener)?, service)
+                    .with_graceful_shutdown(graceful)
+                    .await?;
+                Ok(())
+            }),
+        ));
+    }
+    // The route table follows the store in every process that serves; it only reads.
+    background.push(tokio::spawn(
+        services.routing.clone().run(serving.stopped()),
+    ));
+
+    // A hand-off: the edge serves beside the old process; the API waits until the old one
+    // stopped accepting and its background work ended (runs it left are then recovered
+    // before this API can start new ones); background work waits until it exited.
+    let mut stopping = false;
+    if let Some(predecessor) = &mut predecessor {
+        predecessor.serving().await?;
+        tracing::info!(
+            pid = std::process::id(),
+            "hand-off: serving; waiting for the old process to release"
+        );
+        tokio::select! {
+            () = predecessor.released() => recover_interrupted(&services).await,
+            () = &mut shutdown => stopping = true,
+        }
+    }
+    let api_service = api_router.into_make_service_with_connect_info::<SocketAddr>();
+    let api_graceful = serving.stopped();
+    let api_listener = listeners.api;
+    servers.insert(
+        0,
+        (
+            "API server",
+            tokio::spawn(async move {
+                axum::serve(
+                    tokio::net::TcpListener::from_std(api_listener)?,
+                    api_service,
+                )
+                .with_graceful_shutdown(api_graceful)
+                .await?;
+                Ok(())
+            }),
+        ),
+    );
+    if !stopping {
+        if let Some(predecessor) = &mut predecessor {
+            tokio::select! {
+                () = predecessor.exited() => {
+                    tracing::info!("hand-off: the old process exited; starting background work");
+                    // What the old process released in its last moments is served too.
+                    if let Err(err) = services.routing.refresh().await {
+                        tracing::warn!(error = %err, "refreshing the route table");
+                    }
+                }
+                () = &mut shutdown => stopping = true,
+            }
+        }
+    }
+    if !stopping {
+        background.extend(start_background(&services, &working));
+    }
+
+    tracing::info!(api = %api_addr, http = %http_addr, https = %https_addr, pid = std::process::id(), "cantila is listening");
+    // Tell systemd (Type=notify) we are ready; a no-op when not run under systemd.
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+
+    // Until shutdown, or a hand-off whose new process serves.
+    let mut successor = None;
+    while !stopping {
+        let hangup = async {
+            match &mut sighup {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = &mut shutdown => stopping = true,
+            _ = hangup => {
+                let Some(upgrader) = &upgrader else { continue };
+                tracing::info!("upgrade requested (SIGHUP): starting the binary on disk with the listening sockets");
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+                match upgrader.start_successor().await {
+                    Ok(next) => {
+                        tracing::info!(new_pid = next.pid, "hand-off: the new process serves; this one stops accepting and hands over its work");
+                        successor = Some(next);
+                        stopping = true;
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, "upgrade failed; this process keeps serving");
+                        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+                    }
+                }
+            }
+        }
+    }
+
+    match &mut successor {
+        Some(successor) => {
+            // Background work first, so the new process can start its own while this one
+            // still drains its connections.
+            serving.stop();
+            working.stop();
+            for task in background.drain(..) {
+                let _ = task.await;
+            }
+            if let Err(err) = successor.release().await {
+                tracing::warn!(error = %err, "hand-off: telling the new process its turn came");
+            }
+            tracing::info!("hand-off: background work handed over; finishing in-flight requests");
+        }
+        None => {
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+            serving.stop();
+            working.stop();
+        }
+    }
+    for (what, server) in servers {
+        server.await?.context(what)?;
+    }
+    for task in background {
+        let _ = task.await;
+    }
+    tokio::task::spawn_blocking(move || store.close()).await?;
+    match successor {
+        Some(successor) => {
+            tracing::info!(new_pid = successor.pid, "hand-off done; this process exits")
+        }
+        None => tracing::info!("stopped cleanly"),
+    }
+    Ok(())
+}
+
+/// What a process that stopped mid-way left behind, recovered before the API can start
+/// anything new: backups a crash interrupted are failed before anything can list them as
+/// running, and runs left going are recorded interrupted and their containers removed.
+async fn recover_interrupted(services: &api::ApiState) {
     if let Err(err) = services.backups.recover().await {
         tracing::warn!(error = %err, "recovering interrupted backups");
     }
     if let Err(err) = services.state_backups.recover().await {
         tracing::warn!(error = %err, "recovering interrupted state backups");
     }
-    // Runs the previous process left going are recorded interrupted and their containers
-    // removed before the API can start new ones.
     if let Err(err) = services.runs.recover().await {
         tracing::warn!(error = %err, "recovering interrupted runs");
     }
-    let api_addr = listeners.api.local_addr()?;
-    let http_addr = listeners.http.local_addr()?;
-    let https_addr = listeners.https.local_addr()?;
+}
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut stop_rx = stop_rx.clone();
-        async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
-        }
-    };
-
-    // One API router, so the API listener and the console's hostname share its throttle
-    // of failed token checks.
-    let api_router = api::router(services.clone());
-    let api_service = api_router
-        .clone()
-        .into_make_service_with_connect_info::<SocketAddr>();
-    let api_graceful = stopped();
-    let api_server = tokio::spawn(async move {
-        axum::serve(listeners.api, api_service)
-            .with_graceful_shutdown(api_graceful)
-            .await
-    });
-    let edge_server = tokio::spawn(edge::serve(
-        public_edge(&services, api_router),
-        services.tls.clone(),
-        listeners.http,
-        listeners.https,
-        stopped(),
-    ));
-
-    let metrics_server = match listeners.metrics {
-        Some(listener) => {
-            let metrics_addr = listener.local_addr()?;
-            tracing::info!(metrics = %metrics_addr, "serving GET /metrics without a token on this address");
-            let service = api::metrics::unauthenticated_router(services.clone());
-            let graceful = stopped();
-            Some(tokio::spawn(async move {
-                axum::serve(listener, service)
-                    .with_graceful_shutdown(graceful)
-                    .await
-            }))
-        }
-        None => None,
-    };
-    let collector = tokio::spawn(metrics::collector::run(services.metrics.clone(), stopped()));
-    let worker = tokio::spawn(services.deploys.clone().run_worker(stopped()));
-    let router_task = tokio::spawn(services.routing.clone().run(stopped()));
-    let reconciler = tokio::spawn(services.deploys.clone().run_reconciler(stopped()));
-    let renewals = tokio::spawn(crate::tls::run_renewals(tls, stopped()));
-    let preview_sweep = tokio::spawn(services.previews.clone().run_expiry_sweep(stopped()));
-    let log_writer = tokio::spawn(logs::collector::run(services.logs.clone(), stopped()));
-    let backup_scheduler = tokio::spawn(services.backups.clone().run_scheduler(stopped()));
-    let upload_retries = tokio::spawn(services.backups.clone().run_retries(stopped()));
-    let state_backup_scheduler =
-        tokio::spawn(services.state_backups.clone().run_scheduler(stopped()));
-    // At shutdown it ends the runs still going (so their live streams close and the API
-    // can finish its in-flight requests).
-    let run_sweeper = tokio::spawn(services.runs.clone().run_sweeper(stopped()));
-    // Started after the runs' recovery above, so a run the last daemon left `running` is
-    // already `interrupted` when a `forbid` job looks for its running runs.
-    let job_scheduler = tokio::spawn(services.jobs.clone().run_scheduler(stopped()));
-    let services_reconciler = tokio::spawn(services.services.clone().run_reconciler(stopped()));
+/// Starts the background work (each task with only the handle it runs), which ends when
+/// `working` stops. Exactly one process runs it at a time.
+fn start_background(services: &api::ApiState, working: &StopSignal) -> Vec<JoinHandle<()>> {
+    let stopped = || working.stopped();
+    let mut tasks = vec![
+        tokio::spawn(metrics::collector::run(services.metrics.clone(), stopped())),
+        tokio::spawn(services.deploys.clone().run_worker(stopped())),
+        tokio::spawn(services.deploys.clone().run_reconciler(stopped())),
+        tokio::spawn(crate::tls::run_renewals(services.tls.clone(), stopped())),
+        tokio::spawn(services.previews.clone().run_expiry_sweep(stopped())),
+        tokio::spawn(logs::collector::run(services.logs.clone(), stopped())),
+        tokio::spawn(services.backups.clone().run_scheduler(stopped())),
+        tokio::spawn(services.backups.clone().run_retries(stopped())),
+        tokio::spawn(services.state_backups.clone().run_scheduler(stopped())),
+        // At shutdown it ends the runs still going (so their live streams close and the
+        // API can finish its in-flight requests).
+        tokio::spawn(services.runs.clone().run_sweeper(stopped())),
+        // Started after the runs' recovery, so a run the last daemon left `running` is
+        // already `interrupted` when a `forbid` job looks for its running runs.
+        tokio::spawn(services.jobs.clone().run_scheduler(stopped())),
+        tokio::spawn(services.services.clone().run_reconciler(stopped())),
+    ];
     // What should run comes back on an engine (or a PostgreSQL server) that lost it: the
     // projects' databases are made again first, then rebuilds are queued for live releases
     // whose image or site is gone (the reconciler repeats that check on every pass, and
@@ -316,45 +553,15 @@ pub async fn run(
             Err(err) => tracing::warn!(error = %err, "looking for live releases the engine lost"),
         }
     };
-    // Spawned once the listeners serve, and cut short by shutdown, so it never outlives the
-    // daemon (a store closing under it, or a rebuild queued after the worker stopped).
-    let startup = tokio::spawn(async move {
+    // Cut short by shutdown, so it never outlives the daemon (a store closing under it, or
+    // a rebuild queued after the worker stopped).
+    tasks.push(tokio::spawn(async move {
         tokio::select! {
             () = startup_pass => {}
             () = startup_stopped => {}
         }
-    });
-
-    tracing::info!(api = %api_addr, http = %http_addr, https = %https_addr, "cantila is listening");
-    // Tell systemd (Type=notify) we are ready; a no-op when not run under systemd.
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-
-    shutdown.await;
-    tracing::info!("shutting down: finishing in-flight requests");
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    let _ = stop_tx.send(true);
-    api_server.await?.context("API server")?;
-    edge_server.await?.context("edge")?;
-    if let Some(server) = metrics_server {
-        server.await?.context("metrics listener")?;
-    }
-    let _ = collector.await;
-    let _ = worker.await;
-    let _ = router_task.await;
-    let _ = reconciler.await;
-    let _ = renewals.await;
-    let _ = preview_sweep.await;
-    let _ = log_writer.await;
-    let _ = backup_scheduler.await;
-    let _ = upload_retries.await;
-    let _ = state_backup_scheduler.await;
-    let _ = run_sweeper.await;
-    let _ = job_scheduler.await;
-    let _ = services_reconciler.await;
-    let _ = startup.await;
-    tokio::task::spawn_blocking(move || store.close()).await?;
-    tracing::info!("stopped cleanly");
-    Ok(())
+    }));
+    tasks
 }
 
 /// The public edge as the daemon runs it: the live route table and counters, the config's

@@ -211,12 +211,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         take_over: args.take_over,
     })?;
     crate::init_logging(&config.log);
+    // Before any thread starts: it takes the passed descriptors and clears their variables.
+    let mut inherited = crate::handoff::Inherited::from_env()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let listeners = crate::Listeners::bind(&config).await?;
-        crate::run(config, listeners, shutdown_signal()).await
+        let listeners = crate::Listeners::inherit_or_bind(&config, &mut inherited)?;
+        let lifecycle = crate::handoff::Lifecycle {
+            shutdown: Box::pin(shutdown_signal()),
+            upgrade_on_sighup: true,
+            predecessor: inherited.take_control(),
+        };
+        crate::run_with(config, listeners, lifecycle).await
     })
 }
 

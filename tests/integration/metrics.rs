@@ -151,7 +151,7 @@ fn counter(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)
 
 #[tokio::test]
 async fn busy_instances_move_cpu_and_memory_and_edge_requests_are_counted_exactly() {
-    let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_listener = crate::support::listener("127.0.0.1:0");
     let metrics_addr = metrics_listener.local_addr().unwrap();
     let dir = crate::support::TestDir::new();
     let mut config = crate::support::test_config(dir.path());

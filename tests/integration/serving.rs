@@ -316,11 +316,9 @@ async fn an_alias_gets_a_certificate_from_an_acme_ca_and_serves_https() {
     };
     let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let listeners = cantila::Listeners {
-        api: tokio::net::TcpListener::bind(any).await.unwrap(),
-        http: tokio::net::TcpListener::bind(("127.0.0.1", http_port))
-            .await
-            .unwrap(),
-        https: tokio::net::TcpListener::bind(any).await.unwrap(),
+        api: crate::support::listener(any),
+        http: crate::support::listener(("127.0.0.1", http_port)),
+        https: crate::support::listener(any),
         metrics: None,
     };
     let daemon = TestDaemon::start_on(dir, config, listeners).await;

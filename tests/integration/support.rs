@@ -323,13 +323,6 @@ struct DaemonThread {
 
 impl DaemonThread {
     fn spawn(config: Config, listeners: Listeners) -> Self {
-        // Listeners belong to the runtime that registered them: they cross to the daemon's
-        // runtime as std sockets.
-        let to_std = |listener: tokio::net::TcpListener| listener.into_std().expect("listener");
-        let api = to_std(listeners.api);
-        let http = to_std(listeners.http);
-        let https = to_std(listeners.https);
-        let metrics = listeners.metrics.map(to_std);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (done_tx, done) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -341,13 +334,6 @@ impl DaemonThread {
                     .build()
                     .expect("the daemon's runtime");
                 let result = runtime.block_on(async move {
-                    let from_std = |listener| tokio::net::TcpListener::from_std(listener);
-                    let listeners = Listeners {
-                        api: from_std(api)?,
-                        http: from_std(http)?,
-                        https: from_std(https)?,
-                        metrics: metrics.map(from_std).transpose()?,
-                    };
                     cantila::run(config, listeners, async move {
                         let _ = stop_rx.await;
                     })
@@ -614,6 +600,15 @@ impl BinaryDaemon {
         assert!(status.success());
         let _ = self.child.0.wait();
     }
+}
+
+/// A nonblocking listening socket, as `cantila::Listeners` holds them.
+pub fn listener(addr: impl std::net::ToSocketAddrs) -> std::net::TcpListener {
+    let listener = std::net::TcpListener::bind(addr).expect("bind a test listener");
+    listener
+        .set_nonblocking(true)
+        .expect("nonblocking listener");
+    listener
 }
 
 /// The start of every test installation's id: `test-<run>-<random>`, where `<run>` is

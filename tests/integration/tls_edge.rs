@@ -160,7 +160,7 @@ async fn operator_certificates_dropped_into_the_manual_dir_are_served_without_a_
 async fn a_certificate_is_obtained_over_tls_alpn_01_through_the_daemons_edge() {
     // Pebble validates TLS-ALPN-01 on the daemon's HTTPS port, bound first; its HTTP-01
     // port is one nothing listens on.
-    let https = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let https = crate::support::listener("127.0.0.1:0");
     let pebble = Pebble::start(free_tcp_port(), https.local_addr().unwrap().port()).await;
     let dir = TestDir::new();
     let mut config = test_config(dir.path());
@@ -174,8 +174,8 @@ async fn a_certificate_is_obtained_over_tls_alpn_01_through_the_daemons_edge() {
     };
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     let listeners = cantila::Listeners {
-        api: tokio::net::TcpListener::bind(any).await.unwrap(),
-        http: tokio::net::TcpListener::bind(any).await.unwrap(),
+        api: crate::support::listener(any),
+        http: crate::support::listener(any),
         https,
         metrics: None,
     };

@@ -65,7 +65,10 @@ pub const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("api", &["api", "console"]),
-    ("composition root", &["lib", "main", "cli", "compose"]),
+    (
+        "composition root",
+        &["lib", "main", "cli", "compose", "handoff"],
+    ),
 ];
 
 /// Outside systems' crates and the only directory of `src/` that may name each.
