@@ -31,6 +31,7 @@ mod edge_containers;
 mod engine_restart;
 mod git_providers;
 mod git_sources;
+mod handoff;
 mod health_checks;
 mod hostile;
 mod images;
