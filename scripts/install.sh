@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs Cantila on a Debian or Ubuntu VPS: the binary, a config, a system user, the
-# systemd unit, and Docker when missing; then starts the service.
+# systemd units (the socket unit holds the listening sockets), and Docker when missing;
+# then starts the service.
 #
 #   sudo scripts/install.sh [--binary PATH] [--base-domain apps.example.com] [--no-start]
 #
 # Without --binary it builds target/release/cantila with cargo first. Re-running upgrades
-# the binary and unit and keeps the existing config and data.
+# the binary and units and keeps the existing config and data; a running daemon is
+# upgraded with a hand-off (`systemctl reload cantila`), which refuses no connection.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,14 +62,29 @@ else
     log "keeping the existing /etc/cantila/config.toml"
 fi
 
-log "installing the systemd unit"
+log "installing the systemd units"
+install -m 0644 systemd/cantila.socket /etc/systemd/system/cantila.socket
 install -m 0644 systemd/cantila.service /etc/systemd/system/cantila.service
 systemctl daemon-reload
 if [ "$START" -eq 1 ]; then
-    systemctl enable --now docker.service cantila.service
-    systemctl restart cantila.service
+    systemctl enable docker.service cantila.socket cantila.service
+    systemctl start docker.service
+    if systemctl is-active --quiet cantila.socket; then
+        if systemctl is-active --quiet cantila.service; then
+            log "upgrading the running daemon with a hand-off (systemctl reload cantila)"
+            systemctl reload cantila.service
+        else
+            systemctl start cantila.service
+        fi
+    else
+        # The first install of the socket unit: a daemon of an earlier install holds the
+        # ports itself, so it stops once; every later upgrade is a hand-off.
+        systemctl stop cantila.service 2>/dev/null || true
+        systemctl start cantila.socket
+        systemctl start cantila.service
+    fi
     log "started; the admin token is in /var/lib/cantila/admin-token (readable by root and cantila)"
     log "try: sudo cantila whoami --data-dir /var/lib/cantila"
 else
-    log "installed; start with: systemctl enable --now cantila"
+    log "installed; start with: systemctl enable --now cantila.socket cantila.service"
 fi
