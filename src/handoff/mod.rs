@@ -273,7 +273,7 @@ impl Upgrader {
                 let status = child
                     .wait()
                     .await
-                    .map_or_else(|err| err.to_string(), |status| describe(status));
+                    .map_or_else(|err| err.to_string(), describe);
                 Err(UpgradeError::Exited { pid, status })
             }
             Err(_) => {

@@ -399,7 +399,9 @@ async fn a_sighup_hands_over_to_the_binary_on_disk_without_failing_a_request() {
     // Background work moved, never ran twice: the new process started its own only after
     // the old one had closed its store (both log to one file, in order).
     let text = log_text(&log);
-    let old_done = text.find("hand-off done").expect("the old process logged its end");
+    let old_done = text
+        .find("hand-off done")
+        .expect("the old process logged its end");
     let new_started = text
         .find("the old process exited; starting background work")
         .expect("the new process logged its start of background work");
