@@ -29,8 +29,9 @@ use super::{LogStream, Logs, NewLine, ReadPosition, RuntimeLine};
 /// Lines waiting for the writer. When full, followers wait, and so does their read from
 /// Docker, which keeps the output in its own log meanwhile: nothing is lost, only later.
 const LINE_QUEUE: usize = 20_000;
-/// Access records waiting for the writer. When full, the edge drops records rather than wait.
-const ACCESS_QUEUE: usize = 10_000;
+/// Access-record batches waiting for the writer (the edge sends up to 256 records a batch).
+/// When full, the edge drops batches rather than wait.
+const ACCESS_QUEUE: usize = 512;
 /// The most lines stored in one transaction.
 const MAX_BATCH: usize = 2_000;
 /// How long the writer gathers lines before storing them, so a chatty app costs one
@@ -51,7 +52,7 @@ pub(super) struct LogCollector {
     /// The writer's queue of container lines (the handle's tests feed it directly).
     pub(super) lines: mpsc::Sender<NewLine>,
     access_sink: AccessLogSink,
-    receivers: Mutex<Option<(mpsc::Receiver<NewLine>, mpsc::Receiver<AccessRecord>)>>,
+    receivers: Mutex<Option<(mpsc::Receiver<NewLine>, mpsc::Receiver<Vec<AccessRecord>>)>>,
     /// Containers with a follower task, so a container is never followed twice.
     followed: Mutex<HashSet<String>>,
     /// Flipped on shutdown; followers stop reading.
@@ -385,7 +386,7 @@ pub async fn run(logs: Logs, stopped: impl Future<Output = ()>) {
             received = lines.recv_many(&mut batch, MAX_BATCH) => {
                 if received == 0 { break; }
             }
-            Some(record) = access.recv() => batch.push(access_line(record)),
+            Some(records) = access.recv() => batch.extend(records.into_iter().map(access_line)),
             _ = age_prune.tick() => {
                 logs.prune_by_age().await;
                 continue;
@@ -398,7 +399,9 @@ pub async fn run(logs: Logs, stopped: impl Future<Output = ()>) {
                 received = lines.recv_many(&mut batch, room) => {
                     if received == 0 { break; }
                 }
-                Some(record) = access.recv() => batch.push(access_line(record)),
+                // A batch of the edge is never split: the transaction may go a little past
+                // MAX_BATCH rather than store one batch in two.
+                Some(records) = access.recv() => batch.extend(records.into_iter().map(access_line)),
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
@@ -408,8 +411,8 @@ pub async fn run(logs: Logs, stopped: impl Future<Output = ()>) {
     while let Ok(line) = lines.try_recv() {
         batch.push(line);
     }
-    while let Ok(record) = access.try_recv() {
-        batch.push(access_line(record));
+    while let Ok(records) = access.try_recv() {
+        batch.extend(records.into_iter().map(access_line));
     }
     if !batch.is_empty() {
         logs.store_batch(batch).await;
