@@ -1,8 +1,11 @@
-//! The store: the one SQLite file holding all desired state. Sole user of rusqlite.
+//! The store: the SQLite file holding all desired state (`cantila.db`), and beside it
+//! `logs.db` (`logs`: runtime log lines and metric points, with a schema of its own). Sole
+//! user of rusqlite.
 //! Invariant: every connection runs WAL, `synchronous=FULL` and foreign keys, on a schema
-//! migrated to exactly `migrations::LATEST`; a newer schema is refused, never "fixed". The
-//! one exception is runtime log batches (`runtime_logs`), which commit without an fsync of
-//! their own because what a power cut could roll back is read from Docker again.
+//! migrated to exactly `migrations::LATEST` (`logs::LATEST` for `logs.db`); a newer schema is
+//! refused, never "fixed". The one exception is runtime log batches (`runtime_logs`), which
+//! commit without an fsync of their own because what a power cut could roll back is read
+//! from Docker again.
 //! Invariant: no rusqlite type leaves this module. Callers get a `Db` (statements that
 //! each commit on their own) or a `Tx` (one write transaction, begun immediate, committed
 //! when the work succeeds); every query function takes one of them.
@@ -21,6 +24,7 @@ pub mod env;
 pub mod git;
 pub mod images;
 pub mod jobs;
+pub mod logs;
 pub mod metrics;
 pub mod previews;
 pub mod projects;
@@ -106,6 +110,8 @@ pub struct Store {
     db: Arc<Mutex<Db>>,
     /// The database file, so a companion connection can be opened to it.
     path: Arc<PathBuf>,
+    /// For `logs.db`: the `cantila.db` its connections attach read-only.
+    attached: Option<Arc<PathBuf>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -132,6 +138,7 @@ impl Store {
         Ok(Self {
             db: Arc::new(Mutex::new(Db { connection })),
             path: Arc::new(path),
+            attached: None,
         })
     }
 
@@ -140,12 +147,20 @@ impl Store {
     /// admits one writer at a time, but in WAL mode readers run beside it, and writes wait
     /// for each other (`busy_timeout`) for the milliseconds a transaction takes.
     pub fn companion(&self) -> Result<Self, OpenError> {
+        let connection = match &self.attached {
+            Some(state) => logs::connect(&self.path, state)?,
+            None => connect(&self.path)?,
+        };
         Ok(Self {
-            db: Arc::new(Mutex::new(Db {
-                connection: connect(&self.path)?,
-            })),
+            db: Arc::new(Mutex::new(Db { connection })),
             path: Arc::clone(&self.path),
+            attached: self.attached.clone(),
         })
+    }
+
+    /// The database file this store opened.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Runs `work` with the connection on the blocking pool, so SQLite never stalls the

@@ -1,5 +1,6 @@
-//! SQL for runtime logs: batched appends with each container stream's read position and the
-//! project's byte count in the same transaction, filtered reads, and the cap's pruning.
+//! SQL for runtime logs (in `logs.db`, see `store::logs`): batched appends with each
+//! container stream's read position and the project's byte count in the same transaction,
+//! filtered reads, and the caps' pruning (per project, and over all projects together).
 //! A line of a preview carries its id (`preview_id`; production's lines have none) and
 //! counts toward its project's cap; a read names production or one preview, never both.
 
@@ -32,12 +33,13 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<RuntimeLine> {
     })
 }
 
-/// What one append stored: the lines with their sequence numbers, and the projects whose
-/// byte count is now above `cap_bytes`.
+/// What one append stored: the lines with their sequence numbers, the projects whose
+/// byte count is now above `cap_bytes`, and the byte count of all projects together.
 #[derive(Debug, Default)]
 pub struct Appended {
     pub lines: Vec<RuntimeLine>,
     pub over_cap: Vec<String>,
+    pub total_bytes: u64,
 }
 
 /// Stores a batch in one transaction: lines of projects and previews that still exist (a
@@ -169,11 +171,76 @@ fn append_batch(db: &mut Db, batch: Vec<NewLine>, cap_bytes: u64) -> Result<Appe
             }
         }
     }
+    let total_bytes = total_bytes(&tx)?;
     tx.commit()?;
     Ok(Appended {
         lines: stored,
         over_cap,
+        total_bytes,
     })
+}
+
+/// The byte count of all projects' lines together (one row per project is summed).
+pub fn total_bytes(db: &Db) -> Result<u64> {
+    let total: i64 = db.query_row(
+        "SELECT COALESCE(SUM(bytes), 0) FROM runtime_log_usage",
+        [],
+        |row| row.get(0),
+    )?;
+    Ok(total.max(0) as u64)
+}
+
+/// Drops up to `PRUNE_CHUNK` of the oldest lines of all projects together (stored order),
+/// as many as the total byte count is above `target_bytes`; returns how many went (0 once
+/// the total is at or below the target). Called in a loop, one transaction per call.
+pub fn prune_total_chunk(db: &mut Db, target_bytes: u64) -> Result<u64> {
+    relaxed_sync(db, |db| prune_total_chunk_synced(db, target_bytes))
+}
+
+fn prune_total_chunk_synced(db: &mut Db, target_bytes: u64) -> Result<u64> {
+    let tx = Tx::begin(db)?;
+    let excess = total_bytes(&tx)? as i64 - target_bytes as i64;
+    if excess <= 0 {
+        return Ok(0);
+    }
+    let mut freed = 0i64;
+    let mut boundary = None;
+    let mut by_project: HashMap<String, (i64, i64)> = HashMap::new();
+    {
+        let mut oldest = tx.prepare_cached(&format!(
+            "SELECT seq, project_id, length(CAST(line AS BLOB)) + {LINE_OVERHEAD_BYTES} \
+             FROM runtime_logs ORDER BY seq LIMIT {PRUNE_CHUNK}"
+        ))?;
+        let mut rows = oldest.query([])?;
+        while let Some(row) = rows.next()? {
+            let bytes: i64 = row.get(2)?;
+            let entry = by_project.entry(row.get(1)?).or_default();
+            entry.0 += bytes;
+            entry.1 += 1;
+            freed += bytes;
+            boundary = Some(row.get::<_, i64>(0)?);
+            if freed >= excess {
+                break;
+            }
+        }
+    }
+    let Some(boundary) = boundary else {
+        // No lines but a total above the target: the counts were off; make them true.
+        tx.execute("UPDATE runtime_log_usage SET bytes = 0, lines = 0", [])?;
+        tx.commit()?;
+        return Ok(0);
+    };
+    tx.execute("DELETE FROM runtime_logs WHERE seq <= ?1", [boundary])?;
+    let mut count = 0;
+    for (project_id, (bytes, lines)) in by_project {
+        tx.execute(
+            "UPDATE runtime_log_usage SET bytes = MAX(bytes - ?2, 0), lines = MAX(lines - ?3, 0) WHERE project_id = ?1",
+            params![project_id, bytes, lines],
+        )?;
+        count += lines;
+    }
+    tx.commit()?;
+    Ok(count as u64)
 }
 
 /// Where the collector had read a container's stream up to: the Docker timestamp of the
