@@ -824,7 +824,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, alice, bob) = crate::logs::fixtures::two_accounts(dir.path());
         let runtime: Runtime = Arc::new(crate::runtime::fake::FakeRuntime::default());
-        let metrics = Metrics::new(store, runtime, "inst", config());
+        let points = store.open_logs().unwrap();
+        let metrics = Metrics::new(store, points, runtime, "inst", config());
         let edge = metrics.edge_counters();
         for _ in 0..3 {
             edge.project("prj_a")

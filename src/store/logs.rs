@@ -509,3 +509,163 @@ pub fn inspect(path: &Path) -> std::result::Result<super::Inspection, Error> {
         latest: LATEST,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `cantila.db` as schema 20 left it, with lines, counts, a read position and points
+    /// of one project and its preview.
+    fn database_at_schema_20(dir: &Path) -> PathBuf {
+        let path = dir.join("cantila.db");
+        let mut connection = Connection::open(&path).unwrap();
+        connection
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")
+            .unwrap();
+        super::super::migrations::migrate_to(&mut connection, 20).unwrap();
+        connection
+            .execute_batch(
+                "INSERT INTO accounts (id, handle, created_at) VALUES ('acc', 'a', 'now');
+                 INSERT INTO projects (id, account_id, name, status, created_at, updated_at)
+                 VALUES ('prj', 'acc', 'p', 'running', 'now', 'now');
+                 INSERT INTO previews (id, project_id, hostname, git_ref, ttl_secs, trigger,
+                    created_at, updated_at, expires_at)
+                 VALUES ('prv', 'prj', 'b--p-a.test', 'b', 60, 'api', 'now', 'now', 'later');
+                 INSERT INTO runtime_logs (seq, project_id, at_ns, instance, process, stream, line, preview_id, service)
+                 VALUES (7, 'prj', 1, 'abc', 'web', 'stdout', 'first', NULL, NULL),
+                        (8, 'prj', 2, 'edge', 'edge', 'edge', 'GET / 200', 'prv', NULL),
+                        (9, 'prj', 3, 'def', 'service', 'stderr', 'from redis', NULL, 'redis');
+                 INSERT INTO runtime_log_usage (project_id, bytes, lines) VALUES ('prj', 123, 3);
+                 INSERT INTO runtime_log_cursors (container_id, stream, project_id, last_ns, lines_at_last, updated_ns)
+                 VALUES ('c1', 'stdout', 'prj', 1, 1, 1);
+                 INSERT INTO metric_instance_points (project_id, resolution, at, instance_id,
+                    net_rx_bytes, net_tx_bytes, block_read_bytes, block_write_bytes, restarts, preview_id, service)
+                 VALUES ('prj', 60, 600, 'abc', 1, 2, 3, 4, 0, NULL, NULL),
+                        ('prj', 60, 600, 'def', 1, 2, 3, 4, 0, 'prv', NULL);
+                 INSERT INTO metric_edge_points (project_id, resolution, at, requests, status_1xx,
+                    status_2xx, status_3xx, status_4xx, status_5xx, bytes_in, bytes_out, latency)
+                 VALUES ('prj', 60, 600, 5, 0, 5, 0, 0, 0, 10, 20, '1,2');
+                 INSERT INTO metric_preview_edge_points (preview_id, project_id, resolution, at,
+                    requests, status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, bytes_in,
+                    bytes_out, latency)
+                 VALUES ('prv', 'prj', 60, 600, 1, 0, 1, 0, 0, 0, 1, 2, '1');",
+            )
+            .unwrap();
+        path
+    }
+
+    fn counts(logs: &Store) -> Vec<i64> {
+        logs.call_blocking(|c| {
+            let mut found = Vec::new();
+            for (table, _) in MOVED {
+                found.push(c.query_row(
+                    &format!("SELECT count(*) FROM main.{table}"),
+                    [],
+                    |row| row.get(0),
+                )?);
+            }
+            Ok(found)
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn migration_21_moves_every_line_and_point_to_logs_db_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = database_at_schema_20(dir.path());
+        // A first start that copied, then stopped before step 21 committed: the copy is
+        // recorded, so the next start does not copy again.
+        {
+            let connection = Connection::open(&path).unwrap();
+            import_from_state(&connection, &path).unwrap();
+        }
+        let state = Store::open(dir.path()).unwrap();
+        let logs = state.open_logs().unwrap();
+        assert_eq!(counts(&logs), [3, 1, 1, 2, 1, 1]);
+        let lines: Vec<(i64, String, Option<String>, Option<String>)> = logs
+            .call_blocking(|c| {
+                let mut statement = c.prepare(
+                    "SELECT seq, line, preview_id, service FROM runtime_logs ORDER BY seq",
+                )?;
+                let rows = statement
+                    .query_map([], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(rows)
+            })
+            .unwrap();
+        assert_eq!(
+            lines,
+            [
+                (7, "first".to_owned(), None, None),
+                (8, "GET / 200".to_owned(), Some("prv".to_owned()), None),
+                (9, "from redis".to_owned(), None, Some("redis".to_owned())),
+            ],
+            "sequence numbers (followers' positions) and tags survive"
+        );
+        // New lines number on from the copied ones.
+        let next: i64 = logs
+            .call_blocking(|c| {
+                c.execute(
+                    "INSERT INTO runtime_logs (project_id, at_ns, instance, process, stream, line) \
+                     VALUES ('prj', 4, 'abc', 'web', 'stdout', 'new')",
+                    [],
+                )?;
+                Ok(c.last_insert_rowid())
+            })
+            .unwrap();
+        assert_eq!(next, 10);
+        // cantila.db no longer has the tables, and is at schema 21.
+        let left: i64 = state
+            .call_blocking(|c| {
+                Ok(c.query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
+                     AND (name LIKE 'runtime_log%' OR name LIKE 'metric_%')",
+                    [],
+                    |row| row.get(0),
+                )?)
+            })
+            .unwrap();
+        assert_eq!(left, 0);
+        assert_eq!(super::super::inspect(&path).unwrap().schema_version, 21);
+        // logs.db vacuums incrementally and is owner-only.
+        let auto_vacuum: i64 = logs
+            .call_blocking(|c| Ok(c.query_row("PRAGMA main.auto_vacuum", [], |row| row.get(0))?))
+            .unwrap();
+        assert_eq!(auto_vacuum, 2, "incremental");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // Reopening changes nothing.
+        drop((logs, state));
+        let state = Store::open(dir.path()).unwrap();
+        assert_eq!(counts(&state.open_logs().unwrap()), [4, 1, 1, 2, 1, 1]);
+    }
+
+    #[test]
+    fn a_fresh_installation_copies_nothing_and_its_logs_db_vacuums_incrementally() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = Store::open(dir.path()).unwrap();
+        assert!(
+            !dir.path().join(FILE).exists(),
+            "nothing to copy: no file yet"
+        );
+        let logs = state.open_logs().unwrap();
+        assert_eq!(counts(&logs), [0; 6]);
+        let auto_vacuum: i64 = logs
+            .call_blocking(|c| Ok(c.query_row("PRAGMA main.auto_vacuum", [], |row| row.get(0))?))
+            .unwrap();
+        assert_eq!(auto_vacuum, 2);
+        // An odd data directory path still attaches cantila.db.
+        let odd = dir.path().join("a dir?with#odd%chars");
+        let state = Store::open(&odd).unwrap();
+        state.open_logs().unwrap();
+    }
+}

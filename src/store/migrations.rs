@@ -599,3 +599,16 @@ pub(super) fn migrate(connection: &mut Connection, path: &Path) -> Result<(), Op
     }
     Ok(())
 }
+
+/// Brings a database to `version` exactly, as an older binary left it; for tests of later
+/// steps on files made by earlier ones.
+#[cfg(test)]
+pub(super) fn migrate_to(connection: &mut Connection, version: i64) -> rusqlite::Result<()> {
+    for (index, step) in STEPS.iter().enumerate().take(version as usize) {
+        let tx = connection.transaction()?;
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -524,20 +524,29 @@ mod tests {
         }
     }
 
-    #[test]
-    fn batches_are_stored_counted_pruned_oldest_first_and_fully_synced_after() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        store
+    /// A state store with projects `prj` and `other` (account `acc`), and its `logs.db`.
+    fn stores(dir: &std::path::Path) -> (Store, Store) {
+        let state = Store::open(dir).unwrap();
+        state
             .call_blocking(|c| {
                 c.connection.execute_batch(
                     "INSERT INTO accounts (id, handle, created_at) VALUES ('acc', 'a', 'now');
                      INSERT INTO projects (id, account_id, name, status, created_at, updated_at)
-                     VALUES ('prj', 'acc', 'p', 'running', 'now', 'now');",
+                     VALUES ('prj', 'acc', 'p', 'running', 'now', 'now');
+                     INSERT INTO projects (id, account_id, name, status, created_at, updated_at)
+                     VALUES ('other', 'acc', 'o', 'running', 'now', 'now');",
                 )?;
                 Ok(())
             })
             .unwrap();
+        let logs = state.open_logs().unwrap();
+        (state, logs)
+    }
+
+    #[test]
+    fn batches_are_stored_counted_pruned_oldest_first_and_fully_synced_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_state, store) = stores(dir.path());
         let batch: Vec<NewLine> = (0..10)
             .map(|n| line("prj", n, &format!("line {n:02}")))
             .chain([line("gone", 99, "of a deleted project")])
@@ -578,14 +587,11 @@ mod tests {
     #[test]
     fn a_previews_lines_are_read_apart_and_leave_with_it() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        store
+        let (state, store) = stores(dir.path());
+        state
             .call_blocking(|c| {
                 c.connection.execute_batch(
-                    "INSERT INTO accounts (id, handle, created_at) VALUES ('acc', 'a', 'now');
-                     INSERT INTO projects (id, account_id, name, status, created_at, updated_at)
-                     VALUES ('prj', 'acc', 'p', 'running', 'now', 'now');
-                     INSERT INTO previews (id, project_id, hostname, git_ref, ttl_secs, trigger,
+                    "INSERT INTO previews (id, project_id, hostname, git_ref, ttl_secs, trigger,
                         created_at, updated_at, expires_at)
                      VALUES ('prv_a', 'prj', 'a--p-a.test', 'a', 60, 'api', 'now', 'now', 'later');",
                 )?;
@@ -647,6 +653,95 @@ mod tests {
             usage,
             (("production".len() + LINE_OVERHEAD_BYTES) as i64, 1),
             "the preview's bytes are off the project's count"
+        );
+    }
+
+    /// The total cap drops the oldest lines of all projects together (not one project's
+    /// oldest first), keeps the counts true, and the file gives the space back.
+    #[test]
+    fn the_total_cap_drops_the_oldest_lines_across_projects_and_the_file_shrinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_state, store) = stores(dir.path());
+        let text = "x".repeat(968); // 968 + 32 = 1000 bytes counted per line.
+                                    // Old lines alternate between the projects, then newer ones: 4000 lines, 4 MB.
+        for round in 0..40 {
+            let batch: Vec<NewLine> = (0..100)
+                .map(|n| {
+                    let project = if n % 2 == 0 { "prj" } else { "other" };
+                    NewLine {
+                        position: None,
+                        ..line(project, round * 100 + n, &text)
+                    }
+                })
+                .collect();
+            store.call_blocking(|c| append(c, batch, u64::MAX)).unwrap();
+        }
+        let logs_db = dir.path().join(super::super::logs::FILE);
+        let file_size = |store: &Store| {
+            store
+                .call_blocking(|c| Ok(super::super::logs::checkpoint(c)?))
+                .unwrap();
+            std::fs::metadata(&logs_db).unwrap().len()
+        };
+        let before = file_size(&store);
+        assert!(before > 4_000_000, "{before}");
+        assert_eq!(store.call_blocking(|c| total_bytes(c)).unwrap(), 4_000_000);
+        // Down to 1 MB: the 3000 oldest lines go, whichever project wrote them.
+        let mut dropped = 0;
+        loop {
+            let went = store
+                .call_blocking(|c| prune_total_chunk(c, 1_000_000))
+                .unwrap();
+            if went == 0 {
+                break;
+            }
+            dropped += went;
+        }
+        assert_eq!(dropped, 3000);
+        assert_eq!(store.call_blocking(|c| total_bytes(c)).unwrap(), 1_000_000);
+        for project in ["prj", "other"] {
+            let (kept, truncated) = store
+                .call_blocking(move |c| {
+                    newest(c, project, None, None, &LineFilter::default(), 5000)
+                })
+                .unwrap();
+            assert!(!truncated);
+            assert_eq!(
+                kept.len(),
+                500,
+                "{project} keeps its newest half of the last 1000"
+            );
+            assert!(
+                kept.iter().all(|l| l.at_ns >= 3000),
+                "{project}: only the newest lines"
+            );
+            let usage: i64 = store
+                .call_blocking(move |c| {
+                    Ok(c.query_row(
+                        "SELECT bytes FROM runtime_log_usage WHERE project_id = ?1",
+                        [project],
+                        |row| row.get(0),
+                    )?)
+                })
+                .unwrap();
+            assert_eq!(usage, 500_000);
+        }
+        let pages = store
+            .call_blocking(|c| super::super::logs::page_use(c))
+            .unwrap();
+        assert!(
+            pages.free > 500,
+            "the pruned lines' pages are free: {pages:?}"
+        );
+        while store
+            .call_blocking(|c| super::super::logs::reclaim_step(c))
+            .unwrap()
+            > 0
+        {}
+        let after = file_size(&store);
+        assert!(
+            after < before / 2,
+            "logs.db shrank from {before} to {after} bytes"
         );
     }
 }
