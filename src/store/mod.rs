@@ -254,39 +254,17 @@ impl Store {
     /// daemon's writers keep going meanwhile (WAL) and the copy never restarts. The copy
     /// is switched out of WAL mode (one self-contained file) and integrity-checked.
     pub fn snapshot_to(&self, dest: &Path) -> Result<i64, Error> {
-        let source = connect(&self.path).map_err(|err| Error::Internal(err.to_string()))?;
-        let mut copy = Connection::open(dest)?;
-        {
-            use rusqlite::backup::{Backup, StepResult};
-            let backup = Backup::new(&source, &mut copy)?;
-            // -1: every page in one step. A busy or locked step (a checkpoint holding a
-            // lock for a moment) is retried for as long as `busy_timeout` would wait.
-            let mut retries = 0;
-            loop {
-                match backup.step(-1)? {
-                    StepResult::Done => break,
-                    StepResult::More => {}
-                    // `Busy` and `Locked`; the enum is non-exhaustive, so a later kind
-                    // is treated the same way.
-                    _ if retries < 100 => {
-                        retries += 1;
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                    _ => {
-                        return Err(Error::Internal(
-                            "the database stayed locked; the snapshot was not taken".to_owned(),
-                        ))
-                    }
-                }
-            }
+        snapshot_file(&self.path, dest)
+    }
+
+    /// `snapshot_to` for the `logs.db` beside this store's file; `None` when there is none
+    /// (a data directory the daemon has not started on since the logs store came).
+    pub fn snapshot_logs_to(&self, dest: &Path) -> Result<Option<i64>, Error> {
+        let path = logs::path_beside(&self.path);
+        if !path.exists() {
+            return Ok(None);
         }
-        copy.query_row("PRAGMA journal_mode = DELETE", [], |row| {
-            row.get::<_, String>(0)
-        })?;
-        drop(source);
-        let checked = check_file(&copy)?;
-        restrict_to_owner(dest).map_err(|err| Error::Internal(format!("snapshot: {err}")))?;
-        Ok(checked)
+        snapshot_file(&path, dest).map(Some)
     }
 
     /// Checkpoints the WAL into the main file so a clean stop leaves one self-contained file.
@@ -300,6 +278,43 @@ impl Store {
             tracing::warn!(error = %err, "closing the store");
         }
     }
+}
+
+/// The copy behind `Store::snapshot_to`, of the database file at `path`.
+fn snapshot_file(path: &Path, dest: &Path) -> Result<i64, Error> {
+    let source = connect(path).map_err(|err| Error::Internal(err.to_string()))?;
+    let mut copy = Connection::open(dest)?;
+    {
+        use rusqlite::backup::{Backup, StepResult};
+        let backup = Backup::new(&source, &mut copy)?;
+        // -1: every page in one step. A busy or locked step (a checkpoint holding a
+        // lock for a moment) is retried for as long as `busy_timeout` would wait.
+        let mut retries = 0;
+        loop {
+            match backup.step(-1)? {
+                StepResult::Done => break,
+                StepResult::More => {}
+                // `Busy` and `Locked`; the enum is non-exhaustive, so a later kind
+                // is treated the same way.
+                _ if retries < 100 => {
+                    retries += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                _ => {
+                    return Err(Error::Internal(
+                        "the database stayed locked; the snapshot was not taken".to_owned(),
+                    ))
+                }
+            }
+        }
+    }
+    copy.query_row("PRAGMA journal_mode = DELETE", [], |row| {
+        row.get::<_, String>(0)
+    })?;
+    drop(source);
+    let checked = check_file(&copy)?;
+    restrict_to_owner(dest).map_err(|err| Error::Internal(format!("snapshot: {err}")))?;
+    Ok(checked)
 }
 
 /// What `inspect` found in a database file.
