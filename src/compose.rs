@@ -39,7 +39,7 @@ use crate::{
 pub struct Adapters {
     pub config: Config,
     pub store: Store,
-    /// The second SQLite connection, the logs service's own.
+    /// `logs.db`: runtime log lines and metric points (`Store::open_logs`).
     pub log_store: Store,
     pub secrets: SecretBox,
     pub tls: Tls,
@@ -68,13 +68,14 @@ pub fn build(adapters: Adapters) -> ApiState {
     let config = Arc::new(config);
     let logs = Logs::new(
         store.clone(),
-        log_store,
+        log_store.clone(),
         runtime.clone(),
         &installation,
         config.logs.clone(),
     );
     let metrics = Metrics::new(
         store.clone(),
+        log_store.clone(),
         runtime.clone(),
         &installation,
         config.metrics.clone(),
@@ -87,7 +88,7 @@ pub fn build(adapters: Adapters) -> ApiState {
         config.console_hostname(),
         config.domains.clone(),
     );
-    let projects = Projects::new(store.clone());
+    let projects = Projects::new(store.clone(), log_store.clone());
     let registries = Registries::new(store.clone(), secrets.clone());
     let networks = Networks::new(store.clone(), config.deploy.clone(), &installation);
     let assets = Assets::new(
@@ -169,6 +170,7 @@ pub fn build(adapters: Adapters) -> ApiState {
     let previews = Previews::new(
         deploys.clone(),
         store.clone(),
+        log_store.clone(),
         secrets.clone(),
         tls.clone(),
         routing.clone(),

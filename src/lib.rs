@@ -291,7 +291,8 @@ pub async fn run_with(
         s3: config.backups.s3.clone(),
     })
     .map_err(|err| anyhow::anyhow!("config: {err}"))?;
-    let log_store = store.companion()?;
+    // Log lines and metric points live in `logs.db` beside the state (`store::logs`).
+    let log_store = store.open_logs()?;
     let services = compose::build(compose::Adapters {
         config,
         store: store.clone(),

@@ -39,6 +39,8 @@ pub struct Previews(Arc<Inner>);
 pub struct Inner {
     deploys: Deploys,
     store: Store,
+    /// `logs.db`: a removed preview's runtime log lines and metric points are deleted there.
+    log_store: Store,
     /// Seals the env overrides.
     secrets: SecretBox,
     /// Forgets a removed preview's certificate.
@@ -53,6 +55,7 @@ impl Previews {
     pub fn new(
         deploys: Deploys,
         store: Store,
+        log_store: Store,
         secrets: SecretBox,
         tls: Tls,
         routing: Routing,
@@ -62,6 +65,7 @@ impl Previews {
         Self(Arc::new(Inner {
             deploys,
             store,
+            log_store,
             secrets,
             tls,
             routing,
@@ -592,9 +596,6 @@ impl Previews {
                 if !store::previews::delete(tx, &id)? {
                     return Err(not_found(&id));
                 }
-                // Its runtime logs and metric points go with it; production's stay.
-                store::runtime_logs::delete_preview(tx, &project_id, &id)?;
-                store::metrics::delete_preview(tx, &project_id, &id)?;
                 let deploys = store::deploys::of_preview(tx, &id, 1000)?;
                 let now = clock::now();
                 let mut lines = Vec::new();
@@ -624,6 +625,17 @@ impl Previews {
             })
             .await?;
         self.deploys.publish_final(lines);
+        // Its runtime logs and metric points (in `logs.db`, another file, so after the
+        // commit) go with it; production's stay. Should this fail, the log writer's sweep of
+        // removed previews deletes them within a minute.
+        let (logs_of, preview_id) = (project_id, preview.id.clone());
+        if let Err(err) = self
+            .log_store
+            .call(move |c| store::logs::sweep_preview(c, &logs_of, &preview_id))
+            .await
+        {
+            tracing::warn!(preview = %preview.id, error = %err, "deleting a removed preview's logs");
+        }
         for deploy in &deploys {
             if matches!(
                 deploy.status,

@@ -28,6 +28,8 @@ pub use crate::model::project::{Project, ProjectStatus};
 #[derive(Clone)]
 pub struct Projects {
     store: Store,
+    /// `logs.db`: a deleted project's runtime log lines and metric points are deleted there.
+    log_store: Store,
 }
 
 /// A validated request to create a project.
@@ -102,8 +104,8 @@ pub struct Deleted {
 }
 
 impl Projects {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, log_store: Store) -> Self {
+        Self { store, log_store }
     }
 
     /// Creates the project; its hostname answers (503, "created") rather than 404 once the
@@ -188,6 +190,7 @@ impl Projects {
     /// database, a volume) answers 409: data is never dropped as a side effect.
     pub async fn delete(&self, actor: &Actor, id: String) -> Result<Deleted> {
         let audit = store::Audit::by(actor, "project.delete", &id);
+        let deleted_id = id.clone();
         let account_id = actor.account_id.clone();
         let project_id = id.clone();
         // Production's deploys and its previews' alike.
@@ -217,6 +220,24 @@ impl Projects {
                 Ok(())
             })
             .await?;
+        // Its lines and points are in `logs.db`, another file: deleted after the commit,
+        // chunk by chunk. Should this fail, the log writer's sweep of removed projects
+        // finishes it within a minute.
+        loop {
+            let id = deleted_id.clone();
+            match self
+                .log_store
+                .call(move |c| store::logs::sweep_project_step(c, &id))
+                .await
+            {
+                Ok(0) => break,
+                Ok(_) => tokio::task::yield_now().await,
+                Err(err) => {
+                    tracing::warn!(project = %deleted_id, error = %err, "deleting a deleted project's logs");
+                    break;
+                }
+            }
+        }
         Ok(Deleted { active, previews })
     }
 }

@@ -260,6 +260,10 @@ pub struct LogsConfig {
     /// The most runtime log bytes kept per project (line text plus 32 bytes of tags per
     /// line); past it the oldest lines are dropped.
     pub max_bytes_per_project: u64,
+    /// The most runtime log bytes kept for all projects together, in MiB (counted like
+    /// `max_bytes_per_project`); past it the oldest lines of any project are dropped and
+    /// `logs.db` gives the freed space back.
+    pub max_total_mb: u64,
     /// Lines older than this are dropped: a window such as `12h` or `7d`.
     pub max_age: String,
     /// Lines a read returns when it names no `limit`.
@@ -272,6 +276,7 @@ impl Default for LogsConfig {
     fn default() -> Self {
         Self {
             max_bytes_per_project: 64 * 1024 * 1024,
+            max_total_mb: 1024,
             max_age: "7d".to_owned(),
             default_limit: 500,
             max_limit: 5000,
@@ -283,6 +288,11 @@ impl LogsConfig {
     /// `max_age` as a duration (validated at load; a week if it were somehow unreadable).
     pub fn max_age(&self) -> std::time::Duration {
         crate::duration::parse(&self.max_age).unwrap_or(std::time::Duration::from_secs(7 * 86_400))
+    }
+
+    /// `max_total_mb` in bytes.
+    pub fn max_total_bytes(&self) -> u64 {
+        self.max_total_mb.saturating_mul(1024 * 1024)
     }
 }
 
@@ -962,6 +972,11 @@ impl Config {
                 "logs.max_age `{}` must be a window such as 12h or 7d (a whole number and s, m, h, d or w)",
                 self.logs.max_age
             )));
+        }
+        if self.logs.max_total_mb == 0 || self.logs.max_total_mb > 1 << 30 {
+            return Err(ConfigError::Invalid(
+                "logs.max_total_mb must be between 1 and 1073741824".to_owned(),
+            ));
         }
         if self.logs.max_bytes_per_project < 4096 {
             return Err(ConfigError::Invalid(

@@ -1,6 +1,7 @@
 //! The edge's access log: one record per request routed to a project, handed to the log
-//! collector through a bounded channel. Invariant: recording never waits; when the
-//! collector is behind, records are counted as dropped instead of slowing the request.
+//! collector in batches through a bounded channel (the collector stores each batch in one
+//! transaction). Invariant: recording never waits; when the collector is behind, whole
+//! batches are counted as dropped (record by record) instead of slowing the request.
 
 use std::{
     net::IpAddr,
@@ -61,13 +62,13 @@ impl AccessRecord {
 /// The sending side, held by the edge; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AccessLogSink {
-    tx: mpsc::Sender<AccessRecord>,
+    tx: mpsc::Sender<Vec<AccessRecord>>,
     dropped: Arc<AtomicU64>,
 }
 
 impl AccessLogSink {
-    /// A sink and the receiver the collector reads, holding up to `capacity` records.
-    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<AccessRecord>) {
+    /// A sink and the receiver the collector reads, holding up to `capacity` batches.
+    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<Vec<AccessRecord>>) {
         let (tx, rx) = mpsc::channel(capacity);
         (
             Self {
@@ -78,11 +79,24 @@ impl AccessLogSink {
         )
     }
 
-    /// Hands a record over, or counts it as dropped when the channel is full or closed.
-    pub fn record(&self, record: AccessRecord) {
-        if self.tx.try_send(record).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+    /// Hands a batch over, or counts its records as dropped when the channel is full or
+    /// closed. An empty batch is not sent.
+    pub fn send_batch(&self, batch: Vec<AccessRecord>) {
+        if batch.is_empty() {
+            return;
         }
+        if let Err(err) = self.tx.try_send(batch) {
+            let lost = match err {
+                mpsc::error::TrySendError::Full(batch)
+                | mpsc::error::TrySendError::Closed(batch) => batch.len(),
+            };
+            self.dropped.fetch_add(lost as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Hands one record over as a batch of one (a caller without a batch of its own).
+    pub fn record(&self, record: AccessRecord) {
+        self.send_batch(vec![record]);
     }
 
     /// Records dropped so far because the collector was behind.
@@ -126,9 +140,14 @@ mod tests {
     #[test]
     fn a_full_channel_drops_and_counts_instead_of_waiting() {
         let (sink, mut rx) = AccessLogSink::channel(1);
-        sink.record(record("/1"));
-        sink.record(record("/2"));
-        assert_eq!(sink.dropped(), 1);
-        assert_eq!(rx.try_recv().unwrap().path, "/1");
+        sink.send_batch(vec![record("/1"), record("/2")]);
+        sink.send_batch(vec![record("/3"), record("/4"), record("/5")]);
+        sink.record(record("/6"));
+        assert_eq!(sink.dropped(), 4, "every record of a dropped batch counts");
+        let batch = rx.try_recv().unwrap();
+        let paths: Vec<&str> = batch.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(paths, ["/1", "/2"]);
+        sink.send_batch(Vec::new());
+        assert!(rx.try_recv().is_err(), "an empty batch is not sent");
     }
 }

@@ -1,6 +1,9 @@
 //! The log collector: one follower task per running instance reads its output from Docker,
-//! the edge hands over access records, and one writer stores both in batches, publishes
-//! them to live followers, and keeps every project under its cap.
+//! the edge hands over access records in batches, and one writer stores both in batches
+//! (an edge batch is never split across transactions), publishes them to live followers,
+//! keeps every project under its cap and all of them under the total cap, sweeps the lines
+//! and points of removed projects and previews, and gives freed space back (`logs.db`
+//! shrinks).
 //! Invariant: a container stream is followed by at most one task, which resumes after the
 //! last line it (or, after a restart, the store) has seen, so no line is stored twice; lines
 //! reach live followers only after they are stored.
@@ -29,8 +32,9 @@ use super::{LogStream, Logs, NewLine, ReadPosition, RuntimeLine};
 /// Lines waiting for the writer. When full, followers wait, and so does their read from
 /// Docker, which keeps the output in its own log meanwhile: nothing is lost, only later.
 const LINE_QUEUE: usize = 20_000;
-/// Access records waiting for the writer. When full, the edge drops records rather than wait.
-const ACCESS_QUEUE: usize = 10_000;
+/// Access-record batches waiting for the writer (the edge sends up to 256 records a batch).
+/// When full, the edge drops batches rather than wait.
+const ACCESS_QUEUE: usize = 512;
 /// The most lines stored in one transaction.
 const MAX_BATCH: usize = 2_000;
 /// How long the writer gathers lines before storing them, so a chatty app costs one
@@ -51,7 +55,7 @@ pub(super) struct LogCollector {
     /// The writer's queue of container lines (the handle's tests feed it directly).
     pub(super) lines: mpsc::Sender<NewLine>,
     access_sink: AccessLogSink,
-    receivers: Mutex<Option<(mpsc::Receiver<NewLine>, mpsc::Receiver<AccessRecord>)>>,
+    receivers: Mutex<Option<(mpsc::Receiver<NewLine>, mpsc::Receiver<Vec<AccessRecord>>)>>,
     /// Containers with a follower task, so a container is never followed twice.
     followed: Mutex<HashSet<String>>,
     /// Flipped on shutdown; followers stop reading.
@@ -385,7 +389,7 @@ pub async fn run(logs: Logs, stopped: impl Future<Output = ()>) {
             received = lines.recv_many(&mut batch, MAX_BATCH) => {
                 if received == 0 { break; }
             }
-            Some(record) = access.recv() => batch.push(access_line(record)),
+            Some(records) = access.recv() => batch.extend(records.into_iter().map(access_line)),
             _ = age_prune.tick() => {
                 logs.prune_by_age().await;
                 continue;
@@ -398,7 +402,9 @@ pub async fn run(logs: Logs, stopped: impl Future<Output = ()>) {
                 received = lines.recv_many(&mut batch, room) => {
                     if received == 0 { break; }
                 }
-                Some(record) = access.recv() => batch.push(access_line(record)),
+                // A batch of the edge is never split: the transaction may go a little past
+                // MAX_BATCH rather than store one batch in two.
+                Some(records) = access.recv() => batch.extend(records.into_iter().map(access_line)),
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
@@ -408,8 +414,8 @@ pub async fn run(logs: Logs, stopped: impl Future<Output = ()>) {
     while let Ok(line) = lines.try_recv() {
         batch.push(line);
     }
-    while let Ok(record) = access.try_recv() {
-        batch.push(access_line(record));
+    while let Ok(records) = access.try_recv() {
+        batch.extend(records.into_iter().map(access_line));
     }
     if !batch.is_empty() {
         logs.store_batch(batch).await;
@@ -445,6 +451,8 @@ impl Logs {
             }
         }
         let target = cap / 100 * PRUNE_TO_PERCENT;
+        let total_cap = self.config.max_total_bytes();
+        let over_total = appended.total_bytes > total_cap;
         for project_id in appended.over_cap {
             let id = project_id.clone();
             match prune_to(&self.lines, id, target).await {
@@ -456,6 +464,57 @@ impl Logs {
                 }
             }
         }
+        if over_total {
+            match prune_total_to(&self.lines, total_cap / 100 * PRUNE_TO_PERCENT).await {
+                Ok(dropped) => {
+                    tracing::info!(dropped, total_cap, "runtime logs of all projects over logs.max_total_mb; dropped the oldest lines");
+                    reclaim(&self.lines).await;
+                }
+                Err(err) => tracing::warn!(error = %err, "pruning runtime logs to the total cap"),
+            }
+        }
+    }
+}
+
+/// Prunes all projects together to `target` bytes, oldest lines first, one chunk per store
+/// call.
+async fn prune_total_to(store: &Store, target: u64) -> crate::error::Result<u64> {
+    let mut total = 0;
+    loop {
+        let dropped = store
+            .call(move |c| store::runtime_logs::prune_total_chunk(c, target))
+            .await?;
+        if dropped == 0 {
+            return Ok(total);
+        }
+        total += dropped;
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Gives `logs.db`'s free pages back to the file system, one short step per store call,
+/// then checkpoints so the file itself is cut (in WAL mode the vacuum's truncation reaches
+/// the file at the checkpoint).
+pub(super) async fn reclaim(store: &Store) {
+    let result = async {
+        let before = store.call(|c| store::logs::page_use(c)).await?;
+        if before.free == 0 {
+            return Ok(None);
+        }
+        loop {
+            let left = store.call(|c| store::logs::reclaim_step(c)).await?;
+            if left == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        store.call(|c| store::logs::checkpoint(c)).await?;
+        Ok::<_, crate::error::Error>(Some(before.free * before.page_size))
+    };
+    match result.await {
+        Ok(Some(bytes)) => tracing::debug!(bytes, "logs.db gave freed space back"),
+        Ok(None) => {}
+        Err(err) => tracing::warn!(error = %err, "giving logs.db's free space back"),
     }
 }
 
@@ -508,6 +567,8 @@ impl Logs {
             Ok(dropped) => tracing::debug!(dropped, "dropped runtime log lines past the age limit"),
             Err(err) => tracing::warn!(error = %err, "pruning old runtime logs"),
         }
+        self.sweep_removed().await;
+        reclaim(store).await;
         self.collector.live.close_unheard();
         let dropped = self.collector.access_sink.dropped();
         if dropped > 0 {
@@ -515,6 +576,44 @@ impl Logs {
                 dropped,
                 "edge access-log records dropped so far because the log writer was behind"
             );
+        }
+    }
+}
+
+impl Logs {
+    /// Deletes the lines and metric points of projects and previews removed from the
+    /// desired state (`logs.db` has no foreign keys to cascade from `cantila.db`).
+    async fn sweep_removed(&self) {
+        let store = &self.lines;
+        let result = async {
+            let orphans = store.call(|c| store::logs::orphans(c)).await?;
+            for project_id in &orphans.projects {
+                loop {
+                    let id = project_id.clone();
+                    let went = store
+                        .call(move |c| store::logs::sweep_project_step(c, &id))
+                        .await?;
+                    if went == 0 {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }
+            for (project_id, preview_id) in orphans.previews.clone() {
+                store
+                    .call(move |c| store::logs::sweep_preview(c, &project_id, &preview_id))
+                    .await?;
+            }
+            Ok::<_, crate::error::Error>(orphans)
+        };
+        match result.await {
+            Ok(orphans) if orphans == store::logs::Orphans::default() => {}
+            Ok(orphans) => tracing::debug!(
+                projects = orphans.projects.len(),
+                previews = orphans.previews.len(),
+                "swept the logs and metric points of removed projects and previews"
+            ),
+            Err(err) => tracing::warn!(error = %err, "sweeping logs of removed projects"),
         }
     }
 }

@@ -39,10 +39,13 @@ use collector::LogCollector;
 pub struct Logs {
     /// All desired state: the projects and previews a read is checked against.
     store: Store,
-    /// A second connection to the same database for the lines themselves: a chatty app's
-    /// batches, prunes and log queries queue on this one, so API requests on `store`
-    /// never wait behind them.
+    /// `logs.db` (`Store::open_logs`), another file than `store`'s: a chatty app's
+    /// batches, prunes and vacuums queue on this connection and lock that file only, so API
+    /// requests on `store` never wait behind them.
     lines: Store,
+    /// A second connection to `logs.db` for reads (API log pages, follows): in WAL mode
+    /// they run beside the writer instead of queueing behind its batches and prunes.
+    reads: Store,
     /// Where instance output is read from; it connects on first use.
     runtime: Runtime,
     /// This installation's id: only its own containers are followed.
@@ -63,8 +66,8 @@ impl std::fmt::Debug for Logs {
 }
 
 impl Logs {
-    /// The service over `store` (desired state) and `lines` (the companion connection
-    /// the lines are written on).
+    /// The service over `store` (desired state) and `lines` (`logs.db`, where the lines
+    /// are written; reads get a connection of their own to it).
     pub fn new(
         store: Store,
         lines: Store,
@@ -72,9 +75,14 @@ impl Logs {
         installation: &str,
         config: LogsConfig,
     ) -> Self {
+        let reads = lines.companion().unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "a read connection to logs.db; reads share the writer's");
+            lines.clone()
+        });
         Self {
             store,
             lines,
+            reads,
             runtime,
             installation: Arc::from(installation),
             config: Arc::new(config),
@@ -201,7 +209,7 @@ impl Logs {
     ) -> Result<LogPage> {
         check_target(&self.store, actor, &project_id, &query.filter).await?;
         let (lines, truncated) = self
-            .lines
+            .reads
             .call(move |c| {
                 store::runtime_logs::newest(
                     c,
@@ -273,7 +281,7 @@ impl Logs {
     ) -> Result<(Vec<RuntimeLine>, i64)> {
         let id = project_id.to_owned();
         let query = query.clone();
-        self.lines
+        self.reads
             .call(move |c| {
                 let newest_overall = store::runtime_logs::last_seq(c)?;
                 let (lines, _) = store::runtime_logs::newest(
@@ -298,7 +306,7 @@ impl Logs {
         after: i64,
         early: tokio::sync::broadcast::Receiver<Arc<RuntimeLine>>,
     ) -> mpsc::Receiver<Arc<RuntimeLine>> {
-        let fetch_store = self.lines.clone();
+        let fetch_store = self.reads.clone();
         let fetch_project = project_id.clone();
         let fetch_filter = filter.clone();
         let collector = self.collector.clone();
@@ -492,7 +500,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, alice, bob) = fixtures::two_accounts(dir.path());
         let runtime: Runtime = Arc::new(crate::runtime::fake::FakeRuntime::default());
-        let lines = store.companion().unwrap();
+        let lines = store.open_logs().unwrap();
         let logs = Logs::new(store, lines, runtime, "inst", LogsConfig::default());
         let batch = vec![line(None, "production"), line(Some("prv_a"), "preview")];
         logs.lines

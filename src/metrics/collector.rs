@@ -69,7 +69,7 @@ impl Collector {
         let fine_keep = metrics.config.fine_retention_mins as i64 * 60;
         let coarse_keep = metrics.config.coarse_retention_days as i64 * 86_400;
         metrics
-            .store
+            .points
             .write(move |tx| {
                 store::metrics::insert(tx, interval, &instances, &edges)?;
                 if interval < MINUTE {

@@ -73,8 +73,10 @@ pub struct InstanceNow {
 /// text use. The collector task holds a clone of it.
 #[derive(Clone)]
 pub struct Metrics {
-    /// All desired state: the points, and the projects and previews they belong to.
+    /// All desired state: the projects and previews the points belong to.
     store: Store,
+    /// `logs.db`, where the points are kept (`Store::open_logs`).
+    points: Store,
     /// Where instances are sampled; it connects on first use.
     runtime: Runtime,
     /// This installation's id: only its own instances are sampled.
@@ -98,9 +100,16 @@ impl std::fmt::Debug for Metrics {
 
 impl Metrics {
     /// The service with fresh edge counters and no samples yet.
-    pub fn new(store: Store, runtime: Runtime, installation: &str, config: MetricsConfig) -> Self {
+    pub fn new(
+        store: Store,
+        points: Store,
+        runtime: Runtime,
+        installation: &str,
+        config: MetricsConfig,
+    ) -> Self {
         Self {
             store,
+            points,
             runtime,
             installation: Arc::from(installation),
             config,
@@ -351,7 +360,7 @@ impl Metrics {
         let id = project_id.clone();
         let preview = preview_id.clone();
         let (instance_points, edge_points, recent_edges) = self
-            .store
+            .points
             .call(move |c| {
                 let preview = preview.as_deref();
                 Ok((
@@ -815,7 +824,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, alice, bob) = crate::logs::fixtures::two_accounts(dir.path());
         let runtime: Runtime = Arc::new(crate::runtime::fake::FakeRuntime::default());
-        let metrics = Metrics::new(store, runtime, "inst", config());
+        let points = store.open_logs().unwrap();
+        let metrics = Metrics::new(store, points, runtime, "inst", config());
         let edge = metrics.edge_counters();
         for _ in 0..3 {
             edge.project("prj_a")

@@ -374,7 +374,7 @@ mod tests {
             .write(move |tx| store::accounts::insert_account(tx, &inserted))
             .await
             .unwrap();
-        let project = Projects::new(store.clone())
+        let project = Projects::new(store.clone(), store.open_logs().unwrap())
             .create(
                 &Actor::operator(&alice),
                 NewProject {

@@ -1,6 +1,8 @@
 //! The state backup archive (`<id>.cstate`): a tar of `cantila.db` (a consistent copy of
-//! the store), `installation-id`, and, only when encrypted, `secret.key`, `certs/` and
-//! `config.toml`, closed by `manifest.json` (what it holds, with each file's SHA-256).
+//! the store), `logs.db` (a consistent copy of the logs store, when there is one; archives
+//! made before it existed have none), `installation-id`, and, only when encrypted,
+//! `secret.key`, `certs/` and `config.toml`, closed by `manifest.json` (what it holds, with
+//! each file's SHA-256).
 //! Encrypted archives wrap the tar in `sealed`'s envelope; plain ones are a bare tar.
 //! Invariant: `extract` writes only regular files under the directory it is given, and
 //! succeeds only when every byte was authenticated (encrypted) and every file matches the
@@ -33,6 +35,7 @@ pub const MIN_PASSPHRASE_CHARS: usize = 8;
 
 /// The members' names in the archive (and in the data directory they come from).
 pub const DATABASE: &str = "cantila.db";
+pub const LOGS_DATABASE: &str = crate::store::logs::FILE;
 pub const INSTALLATION_ID: &str = "installation-id";
 pub const SECRET_KEY: &str = "secret.key";
 pub const CERTS: &str = "certs";
@@ -118,6 +121,9 @@ pub struct ArchiveInputs {
     pub database: PathBuf,
     /// The copy's schema version (`Store::snapshot_to` returns it).
     pub schema_version: i64,
+    /// A consistent copy of `logs.db` and its schema version, archived as `logs.db`; none
+    /// when the data directory has no logs store yet.
+    pub logs_database: Option<(PathBuf, i64)>,
     /// The text of the config file the daemon runs with, if any; archived only encrypted.
     pub config_text: Option<String>,
     pub created_at: OffsetDateTime,
@@ -134,8 +140,12 @@ pub struct Manifest {
     pub created_at: String,
     /// The store's schema version (`PRAGMA user_version`) in `cantila.db`.
     pub schema_version: i64,
+    /// The logs store's schema version in `logs.db`; absent when the archive has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs_schema_version: Option<i64>,
     pub encrypted: bool,
-    /// The top-level members: `cantila.db`, `installation-id`, and when encrypted
+    /// The top-level members: `cantila.db`, `logs.db` (when there was one),
+    /// `installation-id`, and when encrypted
     /// `secret.key`, `certs` (when the data directory has one) and `config.toml` (when the
     /// daemon had a config file).
     pub includes: Vec<String>,
@@ -244,6 +254,16 @@ fn write_tar<W: Write>(
     files.insert(DATABASE.to_owned(), hashing.hex());
     includes.push(DATABASE.to_owned());
 
+    if let Some((logs, _)) = &inputs.logs_database {
+        let file = fs::File::open(logs).map_err(reading(logs))?;
+        let size = file.metadata().map_err(reading(logs))?.len();
+        let mut hashing = HashingReader::new(BufReader::new(file));
+        tar.append_data(&mut file_header(size, mtime), LOGS_DATABASE, &mut hashing)
+            .map_err(&writing)?;
+        files.insert(LOGS_DATABASE.to_owned(), hashing.hex());
+        includes.push(LOGS_DATABASE.to_owned());
+    }
+
     let id_path = inputs.data_dir.join(INSTALLATION_ID);
     let installation_id = fs::read(&id_path).map_err(reading(&id_path))?;
     append_small(
@@ -286,6 +306,7 @@ fn write_tar<W: Write>(
         installation_id: String::from_utf8_lossy(&installation_id).trim().to_owned(),
         created_at: crate::clock::format(inputs.created_at),
         schema_version: inputs.schema_version,
+        logs_schema_version: inputs.logs_database.as_ref().map(|(_, version)| *version),
         encrypted,
         includes,
         files,
@@ -480,7 +501,15 @@ fn member_path(name: &str) -> Result<PathBuf, StateBackupError> {
     let plain = path
         .components()
         .all(|component| matches!(component, Component::Normal(_)));
-    let known = [DATABASE, INSTALLATION_ID, SECRET_KEY, CONFIG, MANIFEST].contains(&name)
+    let known = [
+        DATABASE,
+        LOGS_DATABASE,
+        INSTALLATION_ID,
+        SECRET_KEY,
+        CONFIG,
+        MANIFEST,
+    ]
+    .contains(&name)
         || path.starts_with(CERTS) && path.components().count() > 1;
     if !plain || !known {
         return Err(StateBackupError::Damaged(format!(
@@ -665,6 +694,7 @@ mod tests {
             data_dir: root.to_owned(),
             database: root.join("snapshot.db"),
             schema_version: 20,
+            logs_database: None,
             config_text: Some("default_handle = \"ops\"\n".to_owned()),
             created_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
         }

@@ -331,8 +331,15 @@ impl StateBackups {
             // The snapshot sits beside the archives (same disk, owner-only) while it
             // is archived, under a name the listing never shows.
             let snapshot = dir.join(format!(".{id}.db"));
+            let logs_snapshot = dir.join(format!(".{id}.logs.db"));
             let taken = (|| {
                 let schema_version = store.snapshot_to(&snapshot)?;
+                // The logs store is copied the same way, at its own point in time (lines
+                // and points of a project removed in between are swept after a restore).
+                let logs_database = match store.snapshot_logs_to(&logs_snapshot)? {
+                    Some(version) => Some((logs_snapshot.clone(), version)),
+                    None => None,
+                };
                 let config_text =
                     match &config_file {
                         Some(file) => Some(std::fs::read_to_string(file).map_err(|err| {
@@ -347,12 +354,14 @@ impl StateBackups {
                     data_dir,
                     database: snapshot.clone(),
                     schema_version,
+                    logs_database,
                     config_text,
                     created_at: OffsetDateTime::now_utc(),
                 };
                 archive::write(&path, &inputs, passphrase.as_ref())
             })();
             let _ = std::fs::remove_file(&snapshot);
+            let _ = std::fs::remove_file(&logs_snapshot);
             let summary = taken?;
             Ok(Written {
                 file,

@@ -22,7 +22,7 @@ use crate::{
 };
 
 use super::{
-    target::{Staged, Target, CERTS, DATABASE, INSTALLATION_ID},
+    target::{Staged, Target, CERTS, DATABASE, INSTALLATION_ID, LOGS_DATABASE},
     RestoreError, S3Object, Source, RESTORED, RESTORED_CONFIG,
 };
 
@@ -195,6 +195,14 @@ pub async fn restore(config: &Config, request: RestoreRequest) -> Result<Restore
         from: extracted.join(RESTORED),
         name: RESTORED,
     });
+    // The logs store goes in before the database (which must be last); an archive made
+    // before it existed has none, and the first start copies the lines out of cantila.db.
+    if extracted.join(LOGS_DATABASE).is_file() {
+        staged.push(Staged {
+            from: extracted.join(LOGS_DATABASE),
+            name: LOGS_DATABASE,
+        });
+    }
     staged.push(Staged {
         from: extracted.join(DATABASE),
         name: DATABASE,
@@ -243,6 +251,20 @@ fn open_archive(
             "the database in the archive has schema version {}, newer than this binary knows ({}); restore it with the Cantila version that made it ({}) or a newer one",
             inspection.schema_version, inspection.latest, manifest.cantila_version
         )));
+    }
+    let logs = into.join(LOGS_DATABASE);
+    if logs.is_file() {
+        let inspection = store::logs::inspect(&logs).map_err(|err| {
+            RestoreError::Database(format!(
+                "the logs database in the archive fails its check: {err}"
+            ))
+        })?;
+        if inspection.schema_version > inspection.latest {
+            return Err(RestoreError::Database(format!(
+                "the logs database in the archive has schema version {}, newer than this binary knows ({}); restore it with the Cantila version that made it ({}) or a newer one",
+                inspection.schema_version, inspection.latest, manifest.cantila_version
+            )));
+        }
     }
     let summary = copy_summary::summarize(&database).map_err(|err| {
         RestoreError::Database(format!("reading the database in the archive: {err}"))
@@ -339,6 +361,7 @@ mod tests {
                 data_dir,
                 database: copy,
                 schema_version: version + bump,
+                logs_database: None,
                 config_text: None,
                 created_at: time::OffsetDateTime::now_utc(),
             },

@@ -11,13 +11,18 @@ use super::RestoreError;
 /// The database file: its presence is what makes a data directory hold state, so it is
 /// always the last thing a restore moves into place.
 pub const DATABASE: &str = "cantila.db";
+/// The logs store (`store::logs`), restored when the archive has one.
+pub const LOGS_DATABASE: &str = crate::store::logs::FILE;
 /// Files a restore writes that an existing data directory must not already have: each one
 /// means a daemon (or an earlier restore) has been there, and overwriting it would lose
 /// what it holds.
-const STATE_FILES: [&str; 7] = [
+const STATE_FILES: [&str; 10] = [
     DATABASE,
     "cantila.db-wal",
     "cantila.db-shm",
+    LOGS_DATABASE,
+    "logs.db-wal",
+    "logs.db-shm",
     "secret.key",
     super::RESTORED,
     super::RESTORED_DONE,

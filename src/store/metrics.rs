@@ -338,7 +338,9 @@ mod tests {
     use super::*;
     use crate::store::Store;
 
-    fn store_with_project() -> (tempfile::TempDir, Store) {
+    /// A data directory with one project, its state store, and its `logs.db` (where the
+    /// points are).
+    fn store_with_project() -> (tempfile::TempDir, Store, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store
@@ -351,7 +353,8 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        (dir, store)
+        let points = store.open_logs().unwrap();
+        (dir, store, points)
     }
 
     fn instance(at: i64, cpu: Option<f64>, memory: u64, rx: u64) -> InstancePoint {
@@ -383,7 +386,7 @@ mod tests {
 
     #[test]
     fn fine_points_roll_up_into_their_minute() {
-        let (_dir, store) = store_with_project();
+        let (_dir, _state, store) = store_with_project();
         store
             .call_blocking(|c| {
                 insert(
@@ -428,7 +431,7 @@ mod tests {
 
     #[test]
     fn pruning_keeps_each_resolution_for_its_own_retention() {
-        let (_dir, store) = store_with_project();
+        let (_dir, _state, store) = store_with_project();
         store
             .call_blocking(|c| {
                 insert(
@@ -454,7 +457,7 @@ mod tests {
 
     #[test]
     fn points_of_unknown_projects_are_dropped_and_deleting_a_project_drops_its_points() {
-        let (_dir, store) = store_with_project();
+        let (_dir, state, store) = store_with_project();
         store
             .call_blocking(|c| {
                 let mut ghost = instance(10, None, 1, 0);
@@ -466,8 +469,21 @@ mod tests {
                     &[edge(10, 1, vec![1])],
                 )?;
                 assert_eq!(point_counts(c)?, (1, 1));
-                c.execute("DELETE FROM projects WHERE id = 'prj_1'", [])?;
+                Ok(())
+            })
+            .unwrap();
+        // Deleting the project (in cantila.db) makes its points orphans, which the sweep
+        // deletes.
+        state
+            .call_blocking(|c| Ok(c.execute("DELETE FROM projects WHERE id = 'prj_1'", [])?))
+            .unwrap();
+        store
+            .call_blocking(|c| {
+                let orphans = super::super::logs::orphans(c)?;
+                assert_eq!(orphans.projects, ["prj_1"]);
+                while super::super::logs::sweep_project_step(c, "prj_1")? > 0 {}
                 assert_eq!(point_counts(c)?, (0, 0));
+                assert_eq!(super::super::logs::orphans(c)?, Default::default());
                 Ok(())
             })
             .unwrap();
@@ -475,8 +491,8 @@ mod tests {
 
     #[test]
     fn a_previews_points_are_kept_apart_from_production_and_go_with_it() {
-        let (_dir, store) = store_with_project();
-        store
+        let (_dir, state, store) = store_with_project();
+        state
             .call_blocking(|c| {
                 c.connection.execute_batch(
                     "INSERT INTO previews (id, project_id, hostname, git_ref, ttl_secs, trigger,
@@ -484,6 +500,11 @@ mod tests {
                      VALUES ('prv_1', 'prj_1', 'feature--web-a.test', 'feature', 60, 'api',
                         'now', 'now', 'later');",
                 )?;
+                Ok(())
+            })
+            .unwrap();
+        store
+            .call_blocking(|c| {
                 let mut preview_instance = instance(600, Some(50.0), 10, 1);
                 preview_instance.instance_id = "def".into();
                 preview_instance.preview_id = Some("prv_1".into());

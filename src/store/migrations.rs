@@ -542,7 +542,20 @@ const STEPS: &[&str] = &[
     );
     CREATE INDEX state_backups_by_remote_status ON state_backups(remote_status)
         WHERE remote_status IN ('pending', 'failed');",
+    // 21 (logstore: logs and metric points in their own file): runtime log lines, their
+    // byte counts and read positions, and metric points move to `logs.db`
+    // (`store::logs`). `migrate` copies them there just before this step
+    // (`logs::import_from_state`), which then drops them here.
+    "DROP TABLE runtime_logs;
+    DROP TABLE runtime_log_usage;
+    DROP TABLE runtime_log_cursors;
+    DROP TABLE metric_instance_points;
+    DROP TABLE metric_edge_points;
+    DROP TABLE metric_preview_edge_points;",
 ];
+
+/// The step that drops the tables moved to `logs.db`; their rows are copied there first.
+const MOVE_TO_LOGS_STEP: i64 = 21;
 
 /// The schema version this binary writes.
 pub const LATEST: i64 = STEPS.len() as i64;
@@ -564,12 +577,38 @@ pub(super) fn migrate(connection: &mut Connection, path: &Path) -> Result<(), Op
     }
     for (index, step) in STEPS.iter().enumerate().skip(found as usize) {
         let version = index as i64 + 1;
+        if version == MOVE_TO_LOGS_STEP {
+            super::logs::import_from_state(connection, path)?;
+        }
         let tx = connection.transaction().map_err(sqlite_error)?;
         tx.execute_batch(step).map_err(sqlite_error)?;
         tx.pragma_update(None, "user_version", version)
             .map_err(sqlite_error)?;
         tx.commit().map_err(sqlite_error)?;
         tracing::info!(version, "migrated database schema");
+        if version == MOVE_TO_LOGS_STEP {
+            // The dropped tables' pages are free but still in the file: a one-time VACUUM
+            // gives them back (it rewrites what is left, the desired state, which is small).
+            let free: i64 = connection
+                .pragma_query_value(None, "freelist_count", |row| row.get(0))
+                .map_err(sqlite_error)?;
+            if free > 0 {
+                connection.execute_batch("VACUUM").map_err(sqlite_error)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Brings a database to `version` exactly, as an older binary left it; for tests of later
+/// steps on files made by earlier ones.
+#[cfg(test)]
+pub(super) fn migrate_to(connection: &mut Connection, version: i64) -> rusqlite::Result<()> {
+    for (index, step) in STEPS.iter().enumerate().take(version as usize) {
+        let tx = connection.transaction()?;
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
     }
     Ok(())
 }

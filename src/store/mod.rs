@@ -1,8 +1,11 @@
-//! The store: the one SQLite file holding all desired state. Sole user of rusqlite.
+//! The store: the SQLite file holding all desired state (`cantila.db`), and beside it
+//! `logs.db` (`logs`: runtime log lines and metric points, with a schema of its own). Sole
+//! user of rusqlite.
 //! Invariant: every connection runs WAL, `synchronous=FULL` and foreign keys, on a schema
-//! migrated to exactly `migrations::LATEST`; a newer schema is refused, never "fixed". The
-//! one exception is runtime log batches (`runtime_logs`), which commit without an fsync of
-//! their own because what a power cut could roll back is read from Docker again.
+//! migrated to exactly `migrations::LATEST` (`logs::LATEST` for `logs.db`); a newer schema is
+//! refused, never "fixed". The one exception is runtime log batches (`runtime_logs`), which
+//! commit without an fsync of their own because what a power cut could roll back is read
+//! from Docker again.
 //! Invariant: no rusqlite type leaves this module. Callers get a `Db` (statements that
 //! each commit on their own) or a `Tx` (one write transaction, begun immediate, committed
 //! when the work succeeds); every query function takes one of them.
@@ -21,6 +24,7 @@ pub mod env;
 pub mod git;
 pub mod images;
 pub mod jobs;
+pub mod logs;
 pub mod metrics;
 pub mod previews;
 pub mod projects;
@@ -106,6 +110,8 @@ pub struct Store {
     db: Arc<Mutex<Db>>,
     /// The database file, so a companion connection can be opened to it.
     path: Arc<PathBuf>,
+    /// For `logs.db`: the `cantila.db` its connections attach read-only.
+    attached: Option<Arc<PathBuf>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -132,6 +138,7 @@ impl Store {
         Ok(Self {
             db: Arc::new(Mutex::new(Db { connection })),
             path: Arc::new(path),
+            attached: None,
         })
     }
 
@@ -140,12 +147,20 @@ impl Store {
     /// admits one writer at a time, but in WAL mode readers run beside it, and writes wait
     /// for each other (`busy_timeout`) for the milliseconds a transaction takes.
     pub fn companion(&self) -> Result<Self, OpenError> {
+        let connection = match &self.attached {
+            Some(state) => logs::connect(&self.path, state)?,
+            None => connect(&self.path)?,
+        };
         Ok(Self {
-            db: Arc::new(Mutex::new(Db {
-                connection: connect(&self.path)?,
-            })),
+            db: Arc::new(Mutex::new(Db { connection })),
             path: Arc::clone(&self.path),
+            attached: self.attached.clone(),
         })
+    }
+
+    /// The database file this store opened.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Runs `work` with the connection on the blocking pool, so SQLite never stalls the
@@ -239,39 +254,17 @@ impl Store {
     /// daemon's writers keep going meanwhile (WAL) and the copy never restarts. The copy
     /// is switched out of WAL mode (one self-contained file) and integrity-checked.
     pub fn snapshot_to(&self, dest: &Path) -> Result<i64, Error> {
-        let source = connect(&self.path).map_err(|err| Error::Internal(err.to_string()))?;
-        let mut copy = Connection::open(dest)?;
-        {
-            use rusqlite::backup::{Backup, StepResult};
-            let backup = Backup::new(&source, &mut copy)?;
-            // -1: every page in one step. A busy or locked step (a checkpoint holding a
-            // lock for a moment) is retried for as long as `busy_timeout` would wait.
-            let mut retries = 0;
-            loop {
-                match backup.step(-1)? {
-                    StepResult::Done => break,
-                    StepResult::More => {}
-                    // `Busy` and `Locked`; the enum is non-exhaustive, so a later kind
-                    // is treated the same way.
-                    _ if retries < 100 => {
-                        retries += 1;
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                    _ => {
-                        return Err(Error::Internal(
-                            "the database stayed locked; the snapshot was not taken".to_owned(),
-                        ))
-                    }
-                }
-            }
+        snapshot_file(&self.path, dest)
+    }
+
+    /// `snapshot_to` for the `logs.db` beside this store's file; `None` when there is none
+    /// (a data directory the daemon has not started on since the logs store came).
+    pub fn snapshot_logs_to(&self, dest: &Path) -> Result<Option<i64>, Error> {
+        let path = logs::path_beside(&self.path);
+        if !path.exists() {
+            return Ok(None);
         }
-        copy.query_row("PRAGMA journal_mode = DELETE", [], |row| {
-            row.get::<_, String>(0)
-        })?;
-        drop(source);
-        let checked = check_file(&copy)?;
-        restrict_to_owner(dest).map_err(|err| Error::Internal(format!("snapshot: {err}")))?;
-        Ok(checked)
+        snapshot_file(&path, dest).map(Some)
     }
 
     /// Checkpoints the WAL into the main file so a clean stop leaves one self-contained file.
@@ -285,6 +278,43 @@ impl Store {
             tracing::warn!(error = %err, "closing the store");
         }
     }
+}
+
+/// The copy behind `Store::snapshot_to`, of the database file at `path`.
+fn snapshot_file(path: &Path, dest: &Path) -> Result<i64, Error> {
+    let source = connect(path).map_err(|err| Error::Internal(err.to_string()))?;
+    let mut copy = Connection::open(dest)?;
+    {
+        use rusqlite::backup::{Backup, StepResult};
+        let backup = Backup::new(&source, &mut copy)?;
+        // -1: every page in one step. A busy or locked step (a checkpoint holding a
+        // lock for a moment) is retried for as long as `busy_timeout` would wait.
+        let mut retries = 0;
+        loop {
+            match backup.step(-1)? {
+                StepResult::Done => break,
+                StepResult::More => {}
+                // `Busy` and `Locked`; the enum is non-exhaustive, so a later kind
+                // is treated the same way.
+                _ if retries < 100 => {
+                    retries += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                _ => {
+                    return Err(Error::Internal(
+                        "the database stayed locked; the snapshot was not taken".to_owned(),
+                    ))
+                }
+            }
+        }
+    }
+    copy.query_row("PRAGMA journal_mode = DELETE", [], |row| {
+        row.get::<_, String>(0)
+    })?;
+    drop(source);
+    let checked = check_file(&copy)?;
+    restrict_to_owner(dest).map_err(|err| Error::Internal(format!("snapshot: {err}")))?;
+    Ok(checked)
 }
 
 /// What `inspect` found in a database file.

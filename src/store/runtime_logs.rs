@@ -1,5 +1,6 @@
-//! SQL for runtime logs: batched appends with each container stream's read position and the
-//! project's byte count in the same transaction, filtered reads, and the cap's pruning.
+//! SQL for runtime logs (in `logs.db`, see `store::logs`): batched appends with each
+//! container stream's read position and the project's byte count in the same transaction,
+//! filtered reads, and the caps' pruning (per project, and over all projects together).
 //! A line of a preview carries its id (`preview_id`; production's lines have none) and
 //! counts toward its project's cap; a read names production or one preview, never both.
 
@@ -32,12 +33,13 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<RuntimeLine> {
     })
 }
 
-/// What one append stored: the lines with their sequence numbers, and the projects whose
-/// byte count is now above `cap_bytes`.
+/// What one append stored: the lines with their sequence numbers, the projects whose
+/// byte count is now above `cap_bytes`, and the byte count of all projects together.
 #[derive(Debug, Default)]
 pub struct Appended {
     pub lines: Vec<RuntimeLine>,
     pub over_cap: Vec<String>,
+    pub total_bytes: u64,
 }
 
 /// Stores a batch in one transaction: lines of projects and previews that still exist (a
@@ -169,11 +171,76 @@ fn append_batch(db: &mut Db, batch: Vec<NewLine>, cap_bytes: u64) -> Result<Appe
             }
         }
     }
+    let total_bytes = total_bytes(&tx)?;
     tx.commit()?;
     Ok(Appended {
         lines: stored,
         over_cap,
+        total_bytes,
     })
+}
+
+/// The byte count of all projects' lines together (one row per project is summed).
+pub fn total_bytes(db: &Db) -> Result<u64> {
+    let total: i64 = db.query_row(
+        "SELECT COALESCE(SUM(bytes), 0) FROM runtime_log_usage",
+        [],
+        |row| row.get(0),
+    )?;
+    Ok(total.max(0) as u64)
+}
+
+/// Drops up to `PRUNE_CHUNK` of the oldest lines of all projects together (stored order),
+/// as many as the total byte count is above `target_bytes`; returns how many went (0 once
+/// the total is at or below the target). Called in a loop, one transaction per call.
+pub fn prune_total_chunk(db: &mut Db, target_bytes: u64) -> Result<u64> {
+    relaxed_sync(db, |db| prune_total_chunk_synced(db, target_bytes))
+}
+
+fn prune_total_chunk_synced(db: &mut Db, target_bytes: u64) -> Result<u64> {
+    let tx = Tx::begin(db)?;
+    let excess = total_bytes(&tx)? as i64 - target_bytes as i64;
+    if excess <= 0 {
+        return Ok(0);
+    }
+    let mut freed = 0i64;
+    let mut boundary = None;
+    let mut by_project: HashMap<String, (i64, i64)> = HashMap::new();
+    {
+        let mut oldest = tx.prepare_cached(&format!(
+            "SELECT seq, project_id, length(CAST(line AS BLOB)) + {LINE_OVERHEAD_BYTES} \
+             FROM runtime_logs ORDER BY seq LIMIT {PRUNE_CHUNK}"
+        ))?;
+        let mut rows = oldest.query([])?;
+        while let Some(row) = rows.next()? {
+            let bytes: i64 = row.get(2)?;
+            let entry = by_project.entry(row.get(1)?).or_default();
+            entry.0 += bytes;
+            entry.1 += 1;
+            freed += bytes;
+            boundary = Some(row.get::<_, i64>(0)?);
+            if freed >= excess {
+                break;
+            }
+        }
+    }
+    let Some(boundary) = boundary else {
+        // No lines but a total above the target: the counts were off; make them true.
+        tx.execute("UPDATE runtime_log_usage SET bytes = 0, lines = 0", [])?;
+        tx.commit()?;
+        return Ok(0);
+    };
+    tx.execute("DELETE FROM runtime_logs WHERE seq <= ?1", [boundary])?;
+    let mut count = 0;
+    for (project_id, (bytes, lines)) in by_project {
+        tx.execute(
+            "UPDATE runtime_log_usage SET bytes = MAX(bytes - ?2, 0), lines = MAX(lines - ?3, 0) WHERE project_id = ?1",
+            params![project_id, bytes, lines],
+        )?;
+        count += lines;
+    }
+    tx.commit()?;
+    Ok(count as u64)
 }
 
 /// Where the collector had read a container's stream up to: the Docker timestamp of the
@@ -457,20 +524,29 @@ mod tests {
         }
     }
 
-    #[test]
-    fn batches_are_stored_counted_pruned_oldest_first_and_fully_synced_after() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        store
+    /// A state store with projects `prj` and `other` (account `acc`), and its `logs.db`.
+    fn stores(dir: &std::path::Path) -> (Store, Store) {
+        let state = Store::open(dir).unwrap();
+        state
             .call_blocking(|c| {
                 c.connection.execute_batch(
                     "INSERT INTO accounts (id, handle, created_at) VALUES ('acc', 'a', 'now');
                      INSERT INTO projects (id, account_id, name, status, created_at, updated_at)
-                     VALUES ('prj', 'acc', 'p', 'running', 'now', 'now');",
+                     VALUES ('prj', 'acc', 'p', 'running', 'now', 'now');
+                     INSERT INTO projects (id, account_id, name, status, created_at, updated_at)
+                     VALUES ('other', 'acc', 'o', 'running', 'now', 'now');",
                 )?;
                 Ok(())
             })
             .unwrap();
+        let logs = state.open_logs().unwrap();
+        (state, logs)
+    }
+
+    #[test]
+    fn batches_are_stored_counted_pruned_oldest_first_and_fully_synced_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_state, store) = stores(dir.path());
         let batch: Vec<NewLine> = (0..10)
             .map(|n| line("prj", n, &format!("line {n:02}")))
             .chain([line("gone", 99, "of a deleted project")])
@@ -511,14 +587,11 @@ mod tests {
     #[test]
     fn a_previews_lines_are_read_apart_and_leave_with_it() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        store
+        let (state, store) = stores(dir.path());
+        state
             .call_blocking(|c| {
                 c.connection.execute_batch(
-                    "INSERT INTO accounts (id, handle, created_at) VALUES ('acc', 'a', 'now');
-                     INSERT INTO projects (id, account_id, name, status, created_at, updated_at)
-                     VALUES ('prj', 'acc', 'p', 'running', 'now', 'now');
-                     INSERT INTO previews (id, project_id, hostname, git_ref, ttl_secs, trigger,
+                    "INSERT INTO previews (id, project_id, hostname, git_ref, ttl_secs, trigger,
                         created_at, updated_at, expires_at)
                      VALUES ('prv_a', 'prj', 'a--p-a.test', 'a', 60, 'api', 'now', 'now', 'later');",
                 )?;
@@ -580,6 +653,95 @@ mod tests {
             usage,
             (("production".len() + LINE_OVERHEAD_BYTES) as i64, 1),
             "the preview's bytes are off the project's count"
+        );
+    }
+
+    /// The total cap drops the oldest lines of all projects together (not one project's
+    /// oldest first), keeps the counts true, and the file gives the space back.
+    #[test]
+    fn the_total_cap_drops_the_oldest_lines_across_projects_and_the_file_shrinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_state, store) = stores(dir.path());
+        let text = "x".repeat(968); // 968 + 32 = 1000 bytes counted per line.
+                                    // Old lines alternate between the projects, then newer ones: 4000 lines, 4 MB.
+        for round in 0..40 {
+            let batch: Vec<NewLine> = (0..100)
+                .map(|n| {
+                    let project = if n % 2 == 0 { "prj" } else { "other" };
+                    NewLine {
+                        position: None,
+                        ..line(project, round * 100 + n, &text)
+                    }
+                })
+                .collect();
+            store.call_blocking(|c| append(c, batch, u64::MAX)).unwrap();
+        }
+        let logs_db = dir.path().join(super::super::logs::FILE);
+        let file_size = |store: &Store| {
+            store
+                .call_blocking(|c| Ok(super::super::logs::checkpoint(c)?))
+                .unwrap();
+            std::fs::metadata(&logs_db).unwrap().len()
+        };
+        let before = file_size(&store);
+        assert!(before > 4_000_000, "{before}");
+        assert_eq!(store.call_blocking(|c| total_bytes(c)).unwrap(), 4_000_000);
+        // Down to 1 MB: the 3000 oldest lines go, whichever project wrote them.
+        let mut dropped = 0;
+        loop {
+            let went = store
+                .call_blocking(|c| prune_total_chunk(c, 1_000_000))
+                .unwrap();
+            if went == 0 {
+                break;
+            }
+            dropped += went;
+        }
+        assert_eq!(dropped, 3000);
+        assert_eq!(store.call_blocking(|c| total_bytes(c)).unwrap(), 1_000_000);
+        for project in ["prj", "other"] {
+            let (kept, truncated) = store
+                .call_blocking(move |c| {
+                    newest(c, project, None, None, &LineFilter::default(), 5000)
+                })
+                .unwrap();
+            assert!(!truncated);
+            assert_eq!(
+                kept.len(),
+                500,
+                "{project} keeps its newest half of the last 1000"
+            );
+            assert!(
+                kept.iter().all(|l| l.at_ns >= 3000),
+                "{project}: only the newest lines"
+            );
+            let usage: i64 = store
+                .call_blocking(move |c| {
+                    Ok(c.query_row(
+                        "SELECT bytes FROM runtime_log_usage WHERE project_id = ?1",
+                        [project],
+                        |row| row.get(0),
+                    )?)
+                })
+                .unwrap();
+            assert_eq!(usage, 500_000);
+        }
+        let pages = store
+            .call_blocking(|c| super::super::logs::page_use(c))
+            .unwrap();
+        assert!(
+            pages.free > 500,
+            "the pruned lines' pages are free: {pages:?}"
+        );
+        while store
+            .call_blocking(|c| super::super::logs::reclaim_step(c))
+            .unwrap()
+            > 0
+        {}
+        let after = file_size(&store);
+        assert!(
+            after < before / 2,
+            "logs.db shrank from {before} to {after} bytes"
         );
     }
 }
