@@ -2,7 +2,14 @@
 //! first-start bootstrap. Invariant: a token's secret exists only in the caller's hands;
 //! the store keeps its SHA-256 and a short non-secret prefix.
 
-use std::{io::Write, net::IpAddr, path::Path};
+use std::{
+    collections::HashMap,
+    io::Write,
+    net::IpAddr,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -114,50 +121,226 @@ pub fn create_token_blocking(
     })
 }
 
-/// Resolves a presented bearer secret to its actor. Unknown, malformed and revoked tokens
-/// all fail with 401; the message says which, without echoing the secret.
-pub async fn authenticate(
-    store: &Store,
-    secret: &str,
-    client_addr: Option<IpAddr>,
-) -> Result<Actor> {
+/// Why a presented secret is refused before any lookup: it cannot be a Cantila token.
+fn check_shape(secret: &str) -> Result<()> {
     if !secret.starts_with(TOKEN_PREFIX) || secret.len() > 200 {
         return Err(Error::Unauthenticated(format!(
             "the bearer token is not a Cantila token (they start with `{TOKEN_PREFIX}`)"
         )));
     }
-    let hash = hash_secret(secret);
-    store
-        .call(move |connection| {
-            let (token, handle) =
-                store::accounts::token_by_hash(connection, &hash)?.ok_or_else(|| {
-                    Error::Unauthenticated("the bearer token is not valid".to_owned())
-                })?;
-            if token.revoked_at.is_some() {
-                return Err(Error::Unauthenticated(
-                    "the bearer token has been revoked".to_owned(),
-                ));
+    Ok(())
+}
+
+/// The token behind `hash` as an actor with the `last_used_at` the store holds; unknown
+/// and revoked tokens fail with 401, the message saying which, without echoing the secret.
+fn lookup(connection: &store::Db, hash: &[u8]) -> Result<(Actor, Option<String>)> {
+    let (token, handle) = store::accounts::token_by_hash(connection, hash)?
+        .ok_or_else(|| Error::Unauthenticated("the bearer token is not valid".to_owned()))?;
+    if token.revoked_at.is_some() {
+        return Err(Error::Unauthenticated(
+            "the bearer token has been revoked".to_owned(),
+        ));
+    }
+    let actor = Actor {
+        account_id: token.account_id,
+        handle,
+        token_id: Some(token.id),
+        scope: token.scope,
+        client_addr: None,
+        via_webhook: false,
+        background: None,
+    };
+    Ok((actor, token.last_used_at))
+}
+
+/// A cached token is read from the store again after this long, so a revocation made by
+/// another process (`cantila admin token revoke` beside a running daemon) takes effect
+/// within it; one made through this daemon's API takes effect at once.
+const REVALIDATE_AFTER: Duration = Duration::from_secs(5);
+/// Past this many cached tokens the cache starts afresh, so memory stays bounded.
+const MAX_CACHED_TOKENS: usize = 4096;
+
+/// The API's token check: a cheap-clone handle over the store and an in-memory cache from
+/// a secret's SHA-256 to its token's actor, so a request with a known token pays neither a
+/// store call nor a write. Invariant: an entry is dropped when its token is revoked
+/// through this handle (before the revocation's answer is sent), and no lookup that began
+/// before a revocation can put its answer back afterwards (`generation`).
+#[derive(Clone, Default)]
+pub struct Tokens {
+    cache: Arc<Mutex<TokenCache>>,
+}
+
+#[derive(Default)]
+struct TokenCache {
+    by_hash: HashMap<[u8; 32], CachedToken>,
+    /// Bumped by every invalidation; a lookup stores its answer only if none happened
+    /// since it began.
+    generation: u64,
+}
+
+struct CachedToken {
+    actor: Actor,
+    /// When the store last confirmed the token.
+    checked: Instant,
+    /// The `last_used_at` the store holds or this daemon scheduled to write (fixed-width
+    /// RFC 3339, so text order is time order): it is written at most once a minute, and
+    /// listings show it before the write lands.
+    last_used_at: Option<String>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens").finish_non_exhaustive()
+    }
+}
+
+impl Tokens {
+    fn cache(&self) -> std::sync::MutexGuard<'_, TokenCache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resolves a presented bearer secret to its actor: from the cache when the store
+    /// confirmed the token less than `REVALIDATE_AFTER` ago, otherwise from the store.
+    /// `last_used_at` is written at most once a minute per token, by a task of its own,
+    /// never by the request. Unknown, malformed and revoked tokens fail with 401.
+    pub async fn authenticate(
+        &self,
+        store: &Store,
+        secret: &str,
+        client_addr: Option<IpAddr>,
+    ) -> Result<Actor> {
+        check_shape(secret)?;
+        let hash: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let now = OffsetDateTime::now_utc();
+        let cached = {
+            let mut cache = self.cache();
+            match cache.by_hash.get_mut(&hash) {
+                Some(entry) if entry.checked.elapsed() < REVALIDATE_AFTER => {
+                    let touch = take_touch(entry, now);
+                    Some((entry.actor.clone(), touch))
+                }
+                _ => None,
             }
-            let now = OffsetDateTime::now_utc();
-            let stale = clock::format(now - TOUCH_INTERVAL);
-            if token
-                .last_used_at
-                .as_deref()
-                .is_none_or(|last| last < stale.as_str())
+        };
+        let (mut actor, touch) = match cached {
+            Some(found) => found,
+            None => self.load(store, hash, now).await?,
+        };
+        if let Some((token_id, at)) = touch {
+            // The write runs beside the request; a failure only delays the record.
+            let store = store.clone();
+            tokio::spawn(async move {
+                if let Err(err) = store
+                    .call(move |connection| {
+                        store::accounts::touch_token(connection, &token_id, &at)
+                    })
+                    .await
+                {
+                    tracing::warn!(error = %err, "recording a token's last use");
+                }
+            });
+        }
+        actor.client_addr = client_addr;
+        Ok(actor)
+    }
+
+    /// Reads the token from the store and caches it, unless a revocation happened while
+    /// it was being read.
+    async fn load(
+        &self,
+        store: &Store,
+        hash: [u8; 32],
+        now: OffsetDateTime,
+    ) -> Result<(Actor, Option<(String, String)>)> {
+        let generation = self.cache().generation;
+        let (actor, stored_last_use) = store
+            .call(move |connection| lookup(connection, &hash))
+            .await?;
+        let mut cache = self.cache();
+        let known_last_use = cache
+            .by_hash
+            .get(&hash)
+            .and_then(|entry| entry.last_used_at.clone())
+            .max(stored_last_use);
+        let mut entry = CachedToken {
+            actor: actor.clone(),
+            checked: Instant::now(),
+            last_used_at: known_last_use,
+        };
+        let touch = take_touch(&mut entry, now);
+        if cache.generation == generation {
+            if cache.by_hash.len() >= MAX_CACHED_TOKENS {
+                cache.by_hash.clear();
+            }
+            cache.by_hash.insert(hash, entry);
+        }
+        Ok((actor, touch))
+    }
+
+    /// Revokes one of the actor's account's tokens (see `revoke_token`) and forgets it,
+    /// so the next request with it is refused.
+    pub async fn revoke(
+        &self,
+        store: &Store,
+        actor: &Actor,
+        token_id: String,
+    ) -> Result<TokenRecord> {
+        let revoked = revoke_token(store, actor, token_id).await?;
+        self.forget(|cached| cached.token_id.as_deref() == Some(revoked.id.as_str()));
+        Ok(revoked)
+    }
+
+    /// Forgets every cached token of an account; for changes to the account itself.
+    pub fn forget_account(&self, account_id: &str) {
+        self.forget(|cached| cached.account_id == account_id);
+    }
+
+    fn forget(&self, matches: impl Fn(&Actor) -> bool) {
+        let mut cache = self.cache();
+        cache.generation += 1;
+        cache.by_hash.retain(|_, entry| !matches(&entry.actor));
+    }
+
+    /// The account's tokens, revoked ones included, with the last use this daemon
+    /// recorded even when its write has not landed yet.
+    pub async fn list(&self, store: &Store, actor: &Actor) -> Result<Vec<TokenRecord>> {
+        let mut tokens = list_tokens(store, actor).await?;
+        let cache = self.cache();
+        for entry in cache.by_hash.values() {
+            let Some(recorded) = &entry.last_used_at else {
+                continue;
+            };
+            if let Some(token) = tokens
+                .iter_mut()
+                .find(|token| entry.actor.token_id.as_deref() == Some(token.id.as_str()))
             {
-                store::accounts::touch_token(connection, &token.id, &clock::format(now))?;
+                if token
+                    .last_used_at
+                    .as_deref()
+                    .is_none_or(|stored| stored < recorded.as_str())
+                {
+                    token.last_used_at = Some(recorded.clone());
+                }
             }
-            Ok(Actor {
-                account_id: token.account_id,
-                handle,
-                token_id: Some(token.id),
-                scope: token.scope,
-                client_addr,
-                via_webhook: false,
-                background: None,
-            })
-        })
-        .await
+        }
+        Ok(tokens)
+    }
+}
+
+/// The `last_used_at` write a use at `now` calls for, if the last one is a minute old;
+/// marks it as done so concurrent requests do not repeat it.
+fn take_touch(entry: &mut CachedToken, now: OffsetDateTime) -> Option<(String, String)> {
+    let stale = clock::format(now - TOUCH_INTERVAL);
+    if entry
+        .last_used_at
+        .as_deref()
+        .is_some_and(|last| last >= stale.as_str())
+    {
+        return None;
+    }
+    let at = clock::format(now);
+    entry.last_used_at = Some(at.clone());
+    entry.actor.token_id.clone().map(|id| (id, at))
 }
 
 pub async fn list_tokens(store: &Store, actor: &Actor) -> Result<Vec<TokenRecord>> {
@@ -251,15 +434,87 @@ mod tests {
         assert_eq!(token.secret.len(), TOKEN_PREFIX.len() + TOKEN_RANDOM_LENGTH);
         assert!(token.secret.starts_with(&token.record.prefix));
 
-        let actor = authenticate(&store, &token.secret, None).await.unwrap();
-        assert_eq!(actor.scope, Scope::Deploy);
-        assert_eq!(actor.handle.as_str(), "ada");
-
-        revoke_token(&store, &operator, token.record.id.clone())
+        let tokens = Tokens::default();
+        let actor = tokens
+            .authenticate(&store, &token.secret, None)
             .await
             .unwrap();
-        let err = authenticate(&store, &token.secret, None).await.unwrap_err();
+        assert_eq!(actor.scope, Scope::Deploy);
+        assert_eq!(actor.handle.as_str(), "ada");
+        // Cached now; the revocation through the handle still refuses it at once.
+        tokens
+            .authenticate(&store, &token.secret, None)
+            .await
+            .unwrap();
+        tokens
+            .revoke(&store, &operator, token.record.id.clone())
+            .await
+            .unwrap();
+        let err = tokens
+            .authenticate(&store, &token.secret, None)
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("revoked"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_revocation_forgets_only_the_revoked_token_and_bad_secrets_fail() {
+        let (_dir, store) = store();
+        let account = create_account(&store, Handle::parse("ada").unwrap()).unwrap();
+        let operator = Actor::operator(&account);
+        let kept = create_token_blocking(&store, &operator, Scope::Read, None).unwrap();
+        let revoked = create_token_blocking(&store, &operator, Scope::Read, None).unwrap();
+        let tokens = Tokens::default();
+        for token in [&kept, &revoked] {
+            tokens
+                .authenticate(&store, &token.secret, None)
+                .await
+                .unwrap();
+        }
+        tokens
+            .revoke(&store, &operator, revoked.record.id.clone())
+            .await
+            .unwrap();
+        assert!(tokens
+            .authenticate(&store, &revoked.secret, None)
+            .await
+            .is_err());
+        let actor = tokens
+            .authenticate(&store, &kept.secret, "10.0.0.7".parse().ok())
+            .await
+            .unwrap();
+        assert_eq!(actor.token_id.as_deref(), Some(kept.record.id.as_str()));
+        assert_eq!(actor.client_addr, "10.0.0.7".parse().ok());
+        for secret in ["nope", "sk_live_unknown"] {
+            let err = tokens.authenticate(&store, secret, None).await.unwrap_err();
+            assert!(matches!(err, Error::Unauthenticated(_)), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_use_is_listed_at_once_and_written_at_most_once_a_minute() {
+        let (_dir, store) = store();
+        let account = create_account(&store, Handle::parse("ada").unwrap()).unwrap();
+        let operator = Actor::operator(&account);
+        let token = create_token_blocking(&store, &operator, Scope::Read, None).unwrap();
+        let tokens = Tokens::default();
+        let mut entry = CachedToken {
+            actor: operator.clone(),
+            checked: Instant::now(),
+            last_used_at: None,
+        };
+        entry.actor.token_id = Some(token.record.id.clone());
+        let now = OffsetDateTime::now_utc();
+        assert!(take_touch(&mut entry, now).is_some(), "never used: written");
+        assert!(take_touch(&mut entry, now + time::Duration::seconds(59)).is_none());
+        assert!(take_touch(&mut entry, now + time::Duration::seconds(61)).is_some());
+
+        tokens
+            .authenticate(&store, &token.secret, None)
+            .await
+            .unwrap();
+        let listed = tokens.list(&store, &operator).await.unwrap();
+        assert!(listed[0].last_used_at.is_some(), "{listed:?}");
     }
 
     #[tokio::test]

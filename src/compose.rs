@@ -216,6 +216,7 @@ pub fn build(adapters: Adapters) -> ApiState {
     ApiState::new(Handles {
         config,
         store,
+        tokens: crate::accounts::Tokens::default(),
         tls,
         env,
         domains,

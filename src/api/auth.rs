@@ -15,7 +15,7 @@ use axum::{
     http::{header, request::Parts},
 };
 
-use crate::{accounts, accounts::Actor, api::ApiState, error::Error, names::Scope};
+use crate::{accounts::Actor, api::ApiState, error::Error, names::Scope};
 
 use super::error::ApiError;
 
@@ -118,7 +118,11 @@ async fn authorized(
         }
     }
     let secret = secret(parts)?;
-    let actor = match accounts::authenticate(&app.store, secret, client_addr).await {
+    let actor = match app
+        .tokens
+        .authenticate(&app.store, secret, client_addr)
+        .await
+    {
         Ok(actor) => actor,
         Err(err) => {
             if let (Error::Unauthenticated(_), Some((addr, throttle))) = (&err, &throttled) {

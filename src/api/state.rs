@@ -8,10 +8,10 @@ use std::{ops::Deref, sync::Arc};
 use axum::extract::FromRef;
 
 use crate::{
-    assets::Assets, backup::Backups, config::Config, database::Databases, deploy::Deploys,
-    domains::Domains, env::Env, git_connection::GitConnections, image_source::ImageSources,
-    jobs::Jobs, logs::Logs, metrics::Metrics, previews::Previews, projects::Projects,
-    registries::Registries, routing::Routing, runs::Runs, services::Services,
+    accounts::Tokens, assets::Assets, backup::Backups, config::Config, database::Databases,
+    deploy::Deploys, domains::Domains, env::Env, git_connection::GitConnections,
+    image_source::ImageSources, jobs::Jobs, logs::Logs, metrics::Metrics, previews::Previews,
+    projects::Projects, registries::Registries, routing::Routing, runs::Runs, services::Services,
     state_backup::StateBackups, store::Store, terminal::Terminals, tls::Tls, volumes::Volumes,
 };
 
@@ -24,6 +24,8 @@ pub struct Handles {
     pub config: Arc<Config>,
     /// Accounts, tokens and the lookups handlers make before calling a service.
     pub store: Store,
+    /// The token check's cache, and the revocations that must empty it.
+    pub tokens: Tokens,
     /// Certificates, for the domains handlers' certificate state.
     pub tls: Tls,
     /// Projects' env vars.

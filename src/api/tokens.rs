@@ -83,7 +83,7 @@ pub struct CreatedToken {
 #[utoipa::path(get, path = "/v1/tokens", tag = "tokens",
     security(("bearer" = ["admin"])), responses((status = 200, body = TokenList)))]
 async fn list(auth: Auth<AdminScope>, State(app): State<ApiState>) -> ApiResult<Json<TokenList>> {
-    let tokens = accounts::list_tokens(&app.store, &auth.actor).await?;
+    let tokens = app.tokens.list(&app.store, &auth.actor).await?;
     Ok(Json(TokenList {
         tokens: tokens.iter().map(TokenView::from).collect(),
     }))
@@ -119,6 +119,6 @@ async fn revoke(
     State(app): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TokenView>> {
-    let token = accounts::revoke_token(&app.store, &auth.actor, id).await?;
+    let token = app.tokens.revoke(&app.store, &auth.actor, id).await?;
     Ok(Json(TokenView::from(&token)))
 }
