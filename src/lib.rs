@@ -576,7 +576,14 @@ fn public_edge(services: &api::ApiState, api_router: axum::Router) -> edge::Edge
         edge::EdgeConfig::from(&services.config.edge),
         services.tls.challenges(),
     )
-    .with_access_log(services.logs.access_log_sink());
+    .with_access_log(services.logs.access_log_sink())
+    .with_static_memory(
+        services
+            .config
+            .edge
+            .static_memory_mb
+            .saturating_mul(1024 * 1024),
+    );
     match services.config.console_hostname() {
         Some(hostname) => edge.with_console(
             edge::ConsoleHost::new(

@@ -553,6 +553,9 @@ pub struct EdgeSettings {
     /// `Strict-Transport-Security: max-age=<this>` on HTTPS responses of hostnames that
     /// have a certificate (and so redirect plain HTTP); 0 sends none.
     pub hsts_max_age_secs: u64,
+    /// MiB of static sites' files (and their compressed forms) the edge holds in memory,
+    /// all sites together, smallest files first; the rest are read from disk.
+    pub static_memory_mb: u64,
 }
 
 impl Default for EdgeSettings {
@@ -562,6 +565,7 @@ impl Default for EdgeSettings {
             max_body_mb: 100,
             drain_timeout_secs: 10,
             hsts_max_age_secs: 365 * 24 * 60 * 60,
+            static_memory_mb: 64,
         }
     }
 }

@@ -664,7 +664,29 @@ impl Deploys {
             .map_err(|err| failed("build")(Error::Internal(err.to_string())))?
             .map_err(|err| failed("build")(Error::Internal(format!("copying the site: {err}"))))?;
         log.line(format!("published {copied} files"));
+        let site = self.config.sites_dir().join(&project.id).join(&deploy.id);
+        index_static_site(site, log).await;
         Ok(())
+    }
+}
+
+/// Writes the index the edge serves the site at `site` from (its files' compressed forms,
+/// made once here rather than on requests). Without it the edge still serves the site,
+/// making what it needs when the site is first asked for, so a failure is logged and the
+/// release goes on.
+async fn index_static_site(site: PathBuf, log: &DeployLog) {
+    match tokio::task::spawn_blocking(move || crate::edge::static_site::index::publish(&site)).await
+    {
+        Ok(Ok(published)) => log.line(format!(
+            "indexed the site: {} files, {} with gzip and brotli forms",
+            published.files, published.compressed
+        )),
+        Ok(Err(err)) => log.line(format!(
+            "indexing the site failed ({err}); the edge indexes it when first asked"
+        )),
+        Err(err) => log.line(format!(
+            "indexing the site failed ({err}); the edge indexes it when first asked"
+        )),
     }
 }
 
@@ -833,6 +855,7 @@ impl Deploys {
         } else {
             let from = self.config.sites_dir().join(&project.id).join(&target.id);
             let to = self.config.sites_dir().join(&project.id).join(&deploy.id);
+            let to_site = to.clone();
             let copied = tokio::task::spawn_blocking(move || copy_tree(&from, &to))
                 .await
                 .map_err(|err| failed("build")(Error::Internal(err.to_string())))?
@@ -843,6 +866,7 @@ impl Deploys {
                     )))
                 })?;
             log.line(format!("restored {copied} site files"));
+            index_static_site(to_site, log).await;
         }
         Ok(())
     }

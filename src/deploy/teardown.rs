@@ -82,9 +82,12 @@ impl Deploys {
                 .sites_dir()
                 .join(&preview.project_id)
                 .join(&deploy.id);
-            if let Err(err) = tokio::fs::remove_dir_all(&site).await {
-                if err.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(dir = %site.display(), error = %err, "removing a preview's site");
+            let index = crate::edge::static_site::index::index_dir(&site);
+            for dir in [site, index] {
+                if let Err(err) = tokio::fs::remove_dir_all(&dir).await {
+                    if err.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(dir = %dir.display(), error = %err, "removing a preview's site");
+                    }
                 }
             }
         }

@@ -4,7 +4,7 @@
 //! record of each to the log collector.
 //!
 //! `routes` is the atomically swapped route table, `proxy` the request path, `static_files`
-//! the static sites, `metrics` the counters, `access_log` the access-log records, `pages`
+//! the static sites (answered from the indexes `static_site` loads), `metrics` the counters, `access_log` the access-log records, `pages`
 //! the edge's own pages, `body` the streaming body types and `console_host` the web
 //! console's own hostname.
 //!
@@ -23,6 +23,7 @@ mod pages;
 mod proxy;
 pub mod routes;
 pub mod static_files;
+pub mod static_site;
 
 /// A header map from name-value pairs, for the edge's unit tests.
 #[cfg(test)]
@@ -172,6 +173,18 @@ impl Edge {
     pub fn with_access_log(mut self, sink: AccessLogSink) -> Self {
         self.access_log = Some(sink);
         self
+    }
+
+    /// Lets static sites hold up to `bytes` of their files in memory, all together
+    /// (`[edge] static_memory_mb`).
+    pub fn with_static_memory(mut self, bytes: u64) -> Self {
+        self.static_files = Arc::new(static_files::StaticFiles::with_memory(bytes));
+        self
+    }
+
+    /// The static sites' server, for figures (memory held) and tests.
+    pub fn static_files(&self) -> &Arc<static_files::StaticFiles> {
+        &self.static_files
     }
 
     /// Serves `console`'s hostname with its own service (the daemon's: the web console

@@ -64,7 +64,9 @@ pub async fn build(
     });
     let session = match opened {
         Ok(session) => session,
-        Err(SessionError::Refused(reason)) => return Ok(Outcome::Unavailable(reason)),
+        Err(SessionError::Refused { status, message }) => {
+            return refusal(Asked::Session, status, &message)
+        }
         Err(SessionError::Unreachable(reason)) => {
             return match endpoint {
                 Endpoint::Unsupported(_) => Ok(Outcome::Unavailable(reason)),
@@ -72,6 +74,9 @@ pub async fn build(
             }
         }
     };
+    on_line(&format!(
+        "building with BuildKit (the Docker engine's API {api_version})"
+    ));
     let path = format!("/v{api_version}/build?{}", query(request, &session.id));
     let serving = session.serve(Arc::new(Served {
         secrets: request.secrets.clone(),
@@ -84,6 +89,78 @@ pub async fn build(
     tokio::select! {
         outcome = &mut building => outcome,
         () = &mut serving => building.await,
+    }
+}
+
+/// Which of BuildKit's requests the engine refused.
+#[derive(Debug, Clone, Copy)]
+enum Asked {
+    /// `POST /session`, which opens the build session.
+    Session,
+    /// `POST /build?version=2`.
+    Build,
+}
+
+/// What an engine's refusal of a BuildKit request says about the engine.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    /// The engine has no BuildKit to give: the classic builder may stand in.
+    NoBuildKit,
+    /// The engine has BuildKit and refused this build (a request it found wrong, a failure
+    /// on its side). The classic builder must not stand in: its RUN steps would join the
+    /// project's network, which BuildKit's never do, so a passing failure would quietly
+    /// change what a build can reach.
+    Failed,
+}
+
+/// Reads an engine's refusal (`status`, and its `message`) of the request `asked`. Only an
+/// answer that says the engine lacks BuildKit counts as such: a missing `/session`
+/// endpoint (engines before 18.09 outside experimental mode, other engines speaking
+/// Docker's API), a build endpoint that does not know `version=2`, or an engine that says
+/// its BuildKit is not supported, disabled or not implemented. Anything else fails.
+fn classify(asked: Asked, status: StatusCode, message: &str) -> Refusal {
+    let message = message.to_ascii_lowercase();
+    let absent_endpoint = match asked {
+        Asked::Session => status == StatusCode::NOT_FOUND,
+        Asked::Build => status == StatusCode::NOT_FOUND && message.contains("page not found"),
+    };
+    let says_unsupported = message.contains("buildkit")
+        && [
+            "not supported",
+            "not enabled",
+            "disabled",
+            "not implemented",
+        ]
+        .iter()
+        .any(|words| message.contains(words));
+    let unknown_version = matches!(asked, Asked::Build) && message.contains("invalid version");
+    if absent_endpoint
+        || status == StatusCode::NOT_IMPLEMENTED
+        || says_unsupported
+        || unknown_version
+    {
+        Refusal::NoBuildKit
+    } else {
+        Refusal::Failed
+    }
+}
+
+/// The outcome of a refusal: the classic builder where the engine has no BuildKit, a
+/// failed build otherwise, saying why it does not fall back.
+fn refusal(asked: Asked, status: StatusCode, message: &str) -> Result<Outcome, RuntimeError> {
+    let what = match asked {
+        Asked::Session => "a BuildKit build session",
+        Asked::Build => "a BuildKit build",
+    };
+    match classify(asked, status, message) {
+        Refusal::NoBuildKit => Ok(Outcome::Unavailable(format!(
+            "the engine answered {status} to {what}: {message}"
+        ))),
+        Refusal::Failed => Err(RuntimeError::BuildFailed(format!(
+            "the Docker engine refused {what} ({status}: {message}); the classic builder does \
+             not stand in for BuildKit here, since its RUN steps would join the project's \
+             network (set [build] builder = \"classic\" to build with it)"
+        ))),
     }
 }
 
@@ -147,10 +224,7 @@ async fn post_build(
                 .await
                 .map(|body| body.to_bytes())
                 .unwrap_or_default();
-            return Ok(Outcome::Unavailable(format!(
-                "the engine answered {status} to a BuildKit build: {}",
-                engine_message(&text)
-            )));
+            return refusal(Asked::Build, status, &engine_message(&text));
         }
         let mut progress = Progress::default();
         let mut pending = Vec::new();
@@ -586,6 +660,84 @@ mod tests {
             registry_credentials: logins,
             builder: crate::config::BuilderKind::Auto,
         }
+    }
+
+    #[test]
+    fn only_an_engine_without_buildkit_falls_back_to_the_classic_builder() {
+        fn check(asked: Asked, status: u16, message: &str, expected: Refusal) {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert_eq!(
+                classify(asked, status, message),
+                expected,
+                "{asked:?} {status} {message}"
+            );
+        }
+        use Asked::{Build, Session};
+        use Refusal::{Failed, NoBuildKit};
+        // Engines without BuildKit, as they answer.
+        check(Session, 404, "page not found", NoBuildKit);
+        check(Session, 404, "", NoBuildKit);
+        check(Build, 400, r#"invalid version "2""#, NoBuildKit);
+        check(Build, 500, r#"invalid version "2""#, NoBuildKit);
+        check(Build, 400, "buildkit not supported by daemon", NoBuildKit);
+        check(
+            Build,
+            500,
+            "BuildKit is disabled on this engine",
+            NoBuildKit,
+        );
+        check(Build, 501, "not implemented", NoBuildKit);
+        check(Build, 404, "page not found", NoBuildKit);
+        // Engines with BuildKit refusing this build (answers of Docker 20.10), or failing.
+        check(
+            Build,
+            500,
+            "invalid reference format: repository name must be lowercase",
+            Failed,
+        );
+        check(
+            Build,
+            400,
+            "error reading build args: invalid character 'o'",
+            Failed,
+        );
+        check(
+            Build,
+            500,
+            "no active session for abc: context deadline exceeded",
+            Failed,
+        );
+        check(
+            Build,
+            500,
+            "write /var/lib/docker/tmp: operation not supported",
+            Failed,
+        );
+        check(Build, 404, "no such image: busybox", Failed);
+        check(Build, 503, "", Failed);
+        check(Session, 400, "no upgrade proto in request", Failed);
+        check(Session, 500, "session already exists", Failed);
+    }
+
+    #[test]
+    fn a_refusal_says_why_the_classic_builder_does_not_stand_in() {
+        let failed = refusal(Asked::Build, StatusCode::INTERNAL_SERVER_ERROR, "boom");
+        let Err(RuntimeError::BuildFailed(message)) = failed else {
+            panic!("{failed:?}");
+        };
+        assert!(
+            message.contains("500 Internal Server Error: boom"),
+            "{message}"
+        );
+        assert!(message.contains("builder = \"classic\""), "{message}");
+        let unavailable = refusal(Asked::Session, StatusCode::NOT_FOUND, "page not found");
+        let Ok(Outcome::Unavailable(reason)) = unavailable else {
+            panic!("{unavailable:?}");
+        };
+        assert_eq!(
+            reason,
+            "the engine answered 404 Not Found to a BuildKit build session: page not found"
+        );
     }
 
     #[test]

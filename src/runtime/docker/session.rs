@@ -108,8 +108,9 @@ impl Endpoint {
 /// Why a session could not be had.
 #[derive(Debug)]
 pub enum SessionError {
-    /// The engine answered and would not open one (an engine without BuildKit).
-    Refused(String),
+    /// The engine answered `status` and would not open one; `message` is its reason.
+    /// Whether that means "no BuildKit here" is the caller's call (`buildkit::refusal`).
+    Refused { status: StatusCode, message: String },
     /// The engine could not be reached.
     Unreachable(String),
 }
@@ -160,10 +161,10 @@ impl Session {
                 .await
                 .map(|body| body.to_bytes())
                 .unwrap_or_default();
-            return Err(SessionError::Refused(format!(
-                "the engine answered {status} to a build session: {}",
-                engine_message(&body)
-            )));
+            return Err(SessionError::Refused {
+                status,
+                message: engine_message(&body),
+            });
         }
         let connection = hyper::upgrade::on(response)
             .await
