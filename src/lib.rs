@@ -256,8 +256,8 @@ pub async fn run(
     let edge_server = tokio::spawn(edge::serve(
         public_edge(&services, api_router),
         services.tls.clone(),
-        listeners.http,
-        listeners.https,
+        listeners.http.into_std()?,
+        listeners.https.into_std()?,
         stopped(),
     ));
 

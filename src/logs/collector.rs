@@ -51,7 +51,7 @@ pub(super) struct LogCollector {
     /// The writer's queue of container lines (the handle's tests feed it directly).
     pub(super) lines: mpsc::Sender<NewLine>,
     access_sink: AccessLogSink,
-    receivers: Mutex<Option<(mpsc::Receiver<NewLine>, mpsc::Receiver<AccessRecord>)>>,
+    receivers: Mutex<Option<(mpsc::Receiver<NewLine>, mpsc::Receiver<Vec<AccessRecord>>)>>,
     /// Containers with a follower task, so a container is never followed twice.
     followed: Mutex<HashSet<String>>,
     /// Flipped on shutdown; followers stop reading.
@@ -385,7 +385,7 @@ pub async fn run(logs: Logs, stopped: impl Future<Output = ()>) {
             received = lines.recv_many(&mut batch, MAX_BATCH) => {
                 if received == 0 { break; }
             }
-            Some(record) = access.recv() => batch.push(access_line(record)),
+            Some(records) = access.recv() => batch.extend(records.into_iter().map(access_line)),
             _ = age_prune.tick() => {
                 logs.prune_by_age().await;
                 continue;
@@ -398,7 +398,7 @@ pub async fn run(logs: Logs, stopped: impl Future<Output = ()>) {
                 received = lines.recv_many(&mut batch, room) => {
                     if received == 0 { break; }
                 }
-                Some(record) = access.recv() => batch.push(access_line(record)),
+                Some(records) = access.recv() => batch.extend(records.into_iter().map(access_line)),
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
@@ -408,8 +408,8 @@ pub async fn run(logs: Logs, stopped: impl Future<Output = ()>) {
     while let Ok(line) = lines.try_recv() {
         batch.push(line);
     }
-    while let Ok(record) = access.try_recv() {
-        batch.push(access_line(record));
+    while let Ok(records) = access.try_recv() {
+        batch.extend(records.into_iter().map(access_line));
     }
     if !batch.is_empty() {
         logs.store_batch(batch).await;
