@@ -346,8 +346,6 @@ pub async fn run_with(
     servers.push((
         "edge",
         tokio::spawn(async move {
-            let http = tokio::net::TcpListener::from_std(http)?;
-            let https = tokio::net::TcpListener::from_std(https)?;
             edge::serve(edge, edge_tls, http, https, edge_stopped).await?;
             Ok(())
         }),

@@ -1,11 +1,10 @@
 //! Body types on the edge's request path: the boxed response body, the capped and counted
-//! request body, the wrapper that lets an unsent request body be retried on another
-//! instance, and the counted response body. Bodies are streamed frame by frame, never
+//! request body, and the counted response body. Bodies are streamed frame by frame, never
 //! gathered in memory.
 
 use std::{
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -46,12 +45,6 @@ pub struct BodyTooLarge {
 #[derive(Debug, thiserror::Error)]
 #[error("the request body could not be read")]
 pub struct ClientBodyError(#[source] pub BoxError);
-
-/// The request body was taken back for a retry after the client had already handed it
-/// out; only reachable if the upstream client polled a body it had given up on.
-#[derive(Debug, thiserror::Error)]
-#[error("the request body was reclaimed for a retry")]
-pub struct BodyReclaimed;
 
 /// At most this much of an unwanted request body is read and thrown away after a 413, so
 /// the client reads the answer instead of a connection reset; past it, the connection
@@ -158,91 +151,6 @@ where
     }
 }
 
-/// A request body that can be taken back if the upstream client gives up before reading
-/// it (a connect failure), so the request can be retried on another instance. The body
-/// sits in a shared slot until its first poll; from then on it belongs to the client and
-/// a retry is no longer safe.
-pub struct ReclaimableBody<B> {
-    slot: Arc<Mutex<Option<B>>>,
-    taken: Option<B>,
-    size_hint: SizeHint,
-    end_stream: bool,
-}
-
-/// The proxy's side of a `ReclaimableBody`.
-pub struct BodyReclaim<B> {
-    slot: Arc<Mutex<Option<B>>>,
-}
-
-impl<B: Body> ReclaimableBody<B> {
-    pub fn new(inner: B) -> (Self, BodyReclaim<B>) {
-        let size_hint = inner.size_hint();
-        let end_stream = inner.is_end_stream();
-        let slot = Arc::new(Mutex::new(Some(inner)));
-        (
-            Self {
-                slot: slot.clone(),
-                taken: None,
-                size_hint,
-                end_stream,
-            },
-            BodyReclaim { slot },
-        )
-    }
-}
-
-impl<B> BodyReclaim<B> {
-    /// The body, if no byte of it was read yet.
-    pub fn reclaim(self) -> Option<B> {
-        lock_slot(&self.slot).take()
-    }
-}
-
-fn lock_slot<B>(slot: &Mutex<Option<B>>) -> std::sync::MutexGuard<'_, Option<B>> {
-    // A panic while holding this lock cannot leave the Option half-written, so a
-    // poisoned lock is still sound to use.
-    slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-impl<B> Body for ReclaimableBody<B>
-where
-    B: Body<Data = Bytes, Error = BoxError> + Unpin,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        if this.taken.is_none() {
-            match lock_slot(&this.slot).take() {
-                Some(inner) => this.taken = Some(inner),
-                None => return Poll::Ready(Some(Err(Box::new(BodyReclaimed)))),
-            }
-        }
-        match this.taken.as_mut() {
-            Some(inner) => Pin::new(inner).poll_frame(cx),
-            None => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.taken {
-            Some(inner) => inner.is_end_stream(),
-            None => self.end_stream,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.taken {
-            Some(inner) => inner.size_hint(),
-            None => self.size_hint,
-        }
-    }
-}
-
 /// A response body counted into the project's `bytes_out` as it streams to the client.
 pub struct CountedBody<B> {
     inner: B,
@@ -311,25 +219,6 @@ mod tests {
         );
         let err = over.collect().await.err().unwrap();
         assert!(err.downcast_ref::<BodyTooLarge>().is_some(), "{err}");
-    }
-
-    #[tokio::test]
-    async fn an_unread_body_can_be_reclaimed_but_a_started_one_cannot() {
-        let body: UnsyncBoxBody<Bytes, BoxError> = Full::new(Bytes::from_static(b"hello"))
-            .map_err(|never| match never {})
-            .boxed_unsync();
-        let (wrapper, reclaim) = ReclaimableBody::new(body);
-        drop(wrapper);
-        let back = reclaim.reclaim().unwrap();
-        assert_eq!(back.collect().await.unwrap().to_bytes(), "hello");
-
-        let body: UnsyncBoxBody<Bytes, BoxError> = Full::new(Bytes::from_static(b"hello"))
-            .map_err(|never| match never {})
-            .boxed_unsync();
-        let (mut wrapper, reclaim) = ReclaimableBody::new(body);
-        let first = wrapper.frame().await.unwrap().unwrap();
-        assert_eq!(first.into_data().unwrap(), "hello");
-        assert!(reclaim.reclaim().is_none());
     }
 
     #[tokio::test]

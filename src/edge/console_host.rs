@@ -18,6 +18,13 @@ use tower::ServiceExt;
 
 use super::body::{BoxError, EdgeBody};
 
+/// The answer when the control plane could not run the request (it is stopping).
+fn unavailable() -> Response<EdgeBody> {
+    let mut response = Response::new(super::body::full("The console is restarting."));
+    *response.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+    response
+}
+
 /// The console's hostname and the service that answers it.
 #[derive(Clone)]
 pub struct ConsoleHost {
@@ -30,6 +37,10 @@ pub struct ConsoleHost {
     router: Router,
     /// Where to ask whether the hostname has a certificate yet (for HSTS).
     certificates: Option<crate::tls::Tls>,
+    /// The control plane's runtime, where the service's work runs: the edge's threads
+    /// only relay, so console and API requests never queue behind proxied traffic (nor
+    /// proxied traffic behind them). `None` outside a runtime: served where it arrives.
+    control_plane: Option<tokio::runtime::Handle>,
 }
 
 impl std::fmt::Debug for ConsoleHost {
@@ -48,6 +59,7 @@ impl ConsoleHost {
             https_only,
             router,
             certificates: None,
+            control_plane: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
@@ -82,9 +94,18 @@ impl ConsoleHost {
         peer: SocketAddr,
     ) -> Response<EdgeBody> {
         request.extensions_mut().insert(ConnectInfo(peer));
-        let response = match self.router.clone().oneshot(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
+        let answer = self.router.clone().oneshot(request);
+        let response = match &self.control_plane {
+            Some(runtime) => match runtime.spawn(answer).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(never)) => match never {},
+                // The control plane is shutting down (or the service panicked).
+                Err(_) => return unavailable(),
+            },
+            None => match answer.await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            },
         };
         response.map(|body| body.map_err(BoxError::from).boxed_unsync())
     }

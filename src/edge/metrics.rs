@@ -1,13 +1,16 @@
 //! Per-project request counters kept by the edge: requests by status class, body bytes in
 //! and out, and a fixed-bucket latency histogram with percentile estimates.
-//! Invariant: recording is a handful of relaxed atomic adds (no lock, no allocation), and
-//! the bucket bounds never change meaning, because stored series keep raw bucket counts.
+//! Invariant: recording is a handful of relaxed atomic adds (no lock, no allocation) on the
+//! recording thread's own shard, so edge threads on different cores never write the same
+//! cache line; a snapshot sums the shards, so totals stay exact. The bucket bounds never
+//! change meaning, because stored series keep raw bucket counts.
 
 use std::{
+    cell::Cell,
     collections::HashMap,
     sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, OnceLock,
     },
     time::Duration,
 };
@@ -25,9 +28,44 @@ pub const LATENCY_BUCKET_BOUNDS_US: [u64; 16] = [
 /// Buckets of the histogram: one per bound plus the open-ended last one.
 pub const LATENCY_BUCKETS: usize = LATENCY_BUCKET_BOUNDS_US.len() + 1;
 
-/// One project's live counters. Every field is an atomic, so recording never blocks.
+/// How many shards each set of per-thread state (counters, access-log batches) has: one
+/// per core the process may use, so each edge thread has its own.
+pub(crate) fn shard_count() -> usize {
+    static SHARDS: OnceLock<usize> = OnceLock::new();
+    *SHARDS.get_or_init(|| {
+        std::thread::available_parallelism().map_or(1, |cores| cores.get().min(64))
+    })
+}
+
+thread_local! {
+    /// This thread's shard, once it has one.
+    static THREAD_SHARD: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Gives the calling thread shard `index` (modulo the count): the edge numbers its threads,
+/// so no two of them share a shard.
+pub(crate) fn pin_thread_shard(index: usize) {
+    THREAD_SHARD.with(|shard| shard.set(Some(index % shard_count())));
+}
+
+/// The calling thread's shard: the one it was pinned to, else one handed out round-robin on
+/// its first use (threads other than the edge's record rarely: tests, the console).
+pub(crate) fn thread_shard() -> usize {
+    THREAD_SHARD.with(|shard| match shard.get() {
+        Some(index) => index,
+        None => {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let index = NEXT.fetch_add(1, Ordering::Relaxed) % shard_count();
+            shard.set(Some(index));
+            index
+        }
+    })
+}
+
+/// One thread shard of a project's counters, on cache lines of its own.
 #[derive(Debug, Default)]
-pub struct ProjectCounters {
+#[repr(align(128))]
+struct CounterShard {
     status_classes: [AtomicU64; 5],
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
@@ -35,41 +73,65 @@ pub struct ProjectCounters {
     latency_total_us: AtomicU64,
 }
 
+/// One project's live counters. Every field is an atomic, so recording never blocks.
+#[derive(Debug)]
+pub struct ProjectCounters {
+    shards: Box<[CounterShard]>,
+}
+
+impl Default for ProjectCounters {
+    fn default() -> Self {
+        Self {
+            shards: (0..shard_count()).map(|_| CounterShard::default()).collect(),
+        }
+    }
+}
+
 impl ProjectCounters {
+    /// The calling thread's shard.
+    fn shard(&self) -> &CounterShard {
+        &self.shards[thread_shard() % self.shards.len()]
+    }
+
     /// Counts one response by its status class and the time until its head was ready.
     /// Latency stops at the head because a streamed body (a download, a WebSocket) can
     /// last as long as the client wants.
     pub fn record_response(&self, status: u16, latency: Duration) {
+        let shard = self.shard();
         let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.status_classes[class].fetch_add(1, Ordering::Relaxed);
+        shard.status_classes[class].fetch_add(1, Ordering::Relaxed);
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         // A binary search over 16 sorted bounds: four comparisons, no branch on the data
         // beyond them; the index past the last bound is the open-ended bucket.
         let bucket = LATENCY_BUCKET_BOUNDS_US.partition_point(|&bound| bound < micros);
-        self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.latency_total_us.fetch_add(micros, Ordering::Relaxed);
+        shard.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        shard.latency_total_us.fetch_add(micros, Ordering::Relaxed);
     }
 
     /// Request body bytes received from the client.
     pub fn add_bytes_in(&self, bytes: u64) {
-        self.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+        self.shard().bytes_in.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Response body bytes sent to the client.
     pub fn add_bytes_out(&self, bytes: u64) {
-        self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+        self.shard().bytes_out.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The sum over the shards of one counter.
+    fn total(&self, counter: impl Fn(&CounterShard) -> &AtomicU64) -> u64 {
+        self.shards
+            .iter()
+            .map(|shard| counter(shard).load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
     }
 
     /// A point-in-time copy of these counters.
     pub fn snapshot(&self) -> ProjectMetrics {
-        let classes: Vec<u64> = self
-            .status_classes
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .collect();
+        let classes: [u64; 5] = std::array::from_fn(|i| self.total(|s| &s.status_classes[i]));
         let latency_counts: [u64; LATENCY_BUCKETS] =
-            std::array::from_fn(|i| self.latency_buckets[i].load(Ordering::Relaxed));
-        let latency_total_us = self.latency_total_us.load(Ordering::Relaxed);
+            std::array::from_fn(|i| self.total(|s| &s.latency_buckets[i]));
+        let latency_total_us = self.total(|s| &s.latency_total_us);
         let latency = LatencySnapshot::from_buckets(&latency_counts, latency_total_us);
         ProjectMetrics {
             requests: classes.iter().sum(),
@@ -78,8 +140,8 @@ impl ProjectCounters {
             status_3xx: classes[2],
             status_4xx: classes[3],
             status_5xx: classes[4],
-            bytes_in: self.bytes_in.load(Ordering::Relaxed),
-            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            bytes_in: self.total(|s| &s.bytes_in),
+            bytes_out: self.total(|s| &s.bytes_out),
             latency,
             latency_counts,
             latency_total_us,
@@ -322,6 +384,31 @@ mod tests {
             metrics.previews(),
             vec![("prv_b".to_owned(), "prj_a".to_owned())]
         );
+    }
+
+    #[test]
+    fn counts_from_many_threads_sum_exactly() {
+        let counters = Arc::new(ProjectCounters::default());
+        let threads: Vec<_> = (0..8)
+            .map(|index| {
+                let counters = counters.clone();
+                std::thread::spawn(move || {
+                    pin_thread_shard(index);
+                    for _ in 0..1000 {
+                        counters.record_response(200, Duration::from_micros(50));
+                        counters.add_bytes_out(3);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let snap = counters.snapshot();
+        assert_eq!((snap.requests, snap.status_2xx), (8000, 8000));
+        assert_eq!(snap.bytes_out, 24_000);
+        assert_eq!(snap.latency_counts[0], 8000);
+        assert_eq!(snap.latency_total_us, 400_000);
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! answers ACME HTTP-01 challenges, counts requests per project and hands an access-log
 //! record of each to the log collector.
 //!
-//! `routes` is the atomically swapped route table, `proxy` the request path, `static_files`
-//! the static sites (answered from the indexes `static_site` loads), `metrics` the counters, `access_log` the access-log records, `pages`
+//! `routes` is the atomically swapped route table, `proxy` the request path, `upstream`
+//! the per-thread connections to instances, `static_files` the static sites (answered
+//! from the indexes `static_site` loads), `metrics` the counters, `access_log` the
+//! access-log records, `pages`
 //! the edge's own pages, `body` the streaming body types and `console_host` the web
 //! console's own hostname.
 //!
@@ -24,6 +26,7 @@ mod proxy;
 pub mod routes;
 pub mod static_files;
 pub mod static_site;
+mod upstream;
 
 /// A header map from name-value pairs, for the edge's unit tests.
 #[cfg(test)]
@@ -124,7 +127,6 @@ pub struct Edge {
     metrics: Arc<EdgeMetrics>,
     config: EdgeConfig,
     challenges: Arc<dyn ChallengeResponder>,
-    client: proxy::UpstreamClient,
     static_files: Arc<static_files::StaticFiles>,
     /// Where each routed request's access-log record goes, when someone collects them.
     access_log: Option<AccessLogSink>,
@@ -161,7 +163,6 @@ impl Edge {
             metrics,
             config,
             challenges,
-            client: proxy::upstream_client(),
             static_files: Arc::new(static_files::StaticFiles::new()),
             access_log: None,
             console: None,
@@ -333,23 +334,100 @@ async fn serve_tls_connection(
     }
 }
 
+/// How many edge threads `serve` runs: one per core the process may use.
+fn edge_thread_count() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
 /// Serves both listeners of `edge` (plain HTTP on `http`, TLS through `tls` on `https`)
 /// until `stopped` completes, then drains both.
+///
+/// The edge runs on threads of its own, one per core, each with a `current_thread`
+/// runtime accepting on both listeners: a connection and everything its requests do
+/// (upstream connections, bodies, TLS) stay on the thread that accepted it, never hopping
+/// cores or queueing behind the control plane's tasks, and each thread keeps its own
+/// upstream pool and counter shard. The caller's runtime only waits for `stopped`. The
+/// listeners are closed (every clone dropped) when this returns.
 pub async fn serve(
     edge: Edge,
     tls: crate::tls::Tls,
-    http: TcpListener,
-    https: TcpListener,
+    http: std::net::TcpListener,
+    https: std::net::TcpListener,
     stopped: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    http.set_nonblocking(true)?;
+    https.set_nonblocking(true)?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let stop_https = async move {
-        let mut stop_rx = stop_rx;
-        let _ = stop_rx.wait_for(|stop| *stop).await;
-    };
-    let https_task = tokio::spawn(serve_https(edge.clone(), https, tls, stop_https));
-    serve_http(edge, http, stopped).await;
+    let mut threads = Vec::new();
+    for index in 0..edge_thread_count() {
+        let (http, https) = (http.try_clone()?, https.try_clone()?);
+        let (edge, tls, stop_rx) = (edge.clone(), tls.clone(), stop_rx.clone());
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name(format!("cantila-edge-{index}"))
+            .spawn(move || {
+                metrics::pin_thread_shard(index);
+                let _ = done_tx.send(run_edge_thread(edge, tls, http, https, stop_rx));
+            });
+        match spawned {
+            Ok(_) => threads.push(done_rx),
+            Err(err) => {
+                // The threads already started stop with the others' listeners closed.
+                let _ = stop_tx.send(true);
+                for done in threads {
+                    let _ = done.await;
+                }
+                return Err(err);
+            }
+        }
+    }
+    drop((http, https));
+    stopped.await;
     let _ = stop_tx.send(true);
-    let _ = https_task.await;
-    Ok(())
+    let mut result = Ok(());
+    for done in threads {
+        match done.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => result = Err(err),
+            Err(_) => {
+                result = Err(std::io::Error::other("an edge thread ended without a word"));
+            }
+        }
+    }
+    result
+}
+
+/// One edge thread: its own runtime serving both listeners until `stop` turns true, then
+/// draining its connections and handing over its last access-log batch.
+fn run_edge_thread(
+    edge: Edge,
+    tls: crate::tls::Tls,
+    http: std::net::TcpListener,
+    https: std::net::TcpListener,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let http = TcpListener::from_std(http)?;
+        let https = TcpListener::from_std(https)?;
+        let until_stopped = |mut stop: watch::Receiver<bool>| async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
+        let flusher = tokio::spawn(access_log::flush_every_interval(edge.access_log.clone()));
+        let https_task = tokio::spawn(serve_https(
+            edge.clone(),
+            https,
+            tls,
+            until_stopped(stop.clone()),
+        ));
+        serve_http(edge.clone(), http, until_stopped(stop)).await;
+        let _ = https_task.await;
+        flusher.abort();
+        if let Some(sink) = &edge.access_log {
+            sink.flush();
+        }
+        Ok(())
+    })
 }

@@ -1,63 +1,38 @@
-//! The reverse proxy to a project's instances: the pooled upstream client, round-robin
-//! with one retry on another instance after a connect failure (only while the body is
-//! unread), hop-by-hop stripping, the forwarding headers, WebSocket tunnels, the body
+//! The reverse proxy to a project's instances: round-robin over the thread's pooled
+//! upstream connections (`upstream`), with one retry on another instance after a connect
+//! failure (the body is only handed to a connection once it is made), hop-by-hop stripping, the forwarding headers, WebSocket tunnels, the body
 //! limit (413) and the request timeout (504).
 //!
 //! Invariant: the host an instance sees (`Host`, `X-Forwarded-Host`, `Forwarded`'s
 //! `host=`) is the host the edge routed by, and `X-Real-IP`, `Forwarded`,
 //! `X-Forwarded-Proto` and `X-Forwarded-Host` are the edge's own word, never the client's.
 
-use std::{error::Error as StdError, net::SocketAddr, sync::Arc, time::Duration};
+use std::{error::Error as StdError, net::SocketAddr, sync::Arc};
 
 use http_body_util::BodyExt;
 use hyper::{
     body::Incoming,
     header::{self, HeaderMap, HeaderName, HeaderValue},
     upgrade::OnUpgrade,
-    Method, Request, Response, StatusCode, Uri, Version,
+    Request, Response, StatusCode, Uri, Version,
 };
-use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-};
+use hyper_util::rt::TokioIo;
 
 use super::{
-    body::{self, BodyTooLarge, BoxError, CappedBody, ClientBodyError, EdgeBody, ReclaimableBody},
+    body::{self, BodyTooLarge, BoxError, CappedBody, ClientBodyError, EdgeBody},
     metrics::ProjectCounters,
     pages,
     routes::Route,
+    upstream::{self, PooledBody, Sender},
     Edge,
 };
 
-/// The body type the upstream client sends: the client's body, capped and counted, and
-/// reclaimable until its first byte is read so a connect failure can be retried.
-pub(crate) type UpstreamBody = ReclaimableBody<CappedBody<Incoming>>;
-/// The pooled keep-alive client to instances.
-pub(crate) type UpstreamClient = Client<HttpConnector, UpstreamBody>;
-
-/// An instance that does not accept a connection within this time counts as down, and the
-/// request moves on to another one.
-const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Idle keep-alive connections to instances are closed after this long, below the common
-/// 75 s default of app servers so the edge never reuses a connection they just closed.
-const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub(super) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-
-/// The client to instances: HTTP/1.1 with a keep-alive pool, no Nagle delay.
-pub(crate) fn upstream_client() -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(UPSTREAM_CONNECT_TIMEOUT));
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(UPSTREAM_IDLE_TIMEOUT)
-        .build(connector)
-}
 
 /// Everything the proxy needs to know about one request besides the request itself.
 pub(super) struct ProxyContext<'a> {
@@ -75,10 +50,10 @@ pub(super) struct ProxyContext<'a> {
 /// Why forwarding ended without an upstream response.
 #[derive(Debug, thiserror::Error)]
 enum ForwardError {
-    #[error("the upstream request could not be built: {0}")]
-    BadUri(#[from] hyper::http::Error),
     #[error(transparent)]
-    Upstream(#[from] hyper_util::client::legacy::Error),
+    Connect(#[from] upstream::ConnectError),
+    #[error(transparent)]
+    Upstream(#[from] hyper::Error),
 }
 
 /// Proxies one request to the route's instances: refused at once when it announces a
@@ -96,31 +71,31 @@ pub(super) async fn proxy(
     let client_upgrade = is_upgrade_request(&request).then(|| hyper::upgrade::on(&mut request));
     let (parts, incoming) = request.into_parts();
     let headers = upstream_headers(parts.headers, client_upgrade.is_some(), &context);
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |path_and_query| path_and_query.as_str());
-    let upstream = Upstream {
-        method: &parts.method,
-        path_and_query,
-        headers,
-        first: context.route.next_instance_index(context.instances.len()),
-    };
-    let forwarded = forward(&context, upstream, incoming);
-    let response = match tokio::time::timeout(context.edge.config.request_timeout, forwarded).await
-    {
-        Ok(Ok(response)) => response,
-        Ok(Err(err)) => return forward_failure(&context, &err),
-        Err(_elapsed) => {
-            tracing::warn!(project = %context.route.project_name, request_id = context.request_id, timeout = ?context.edge.config.request_timeout, "upstream timed out");
-            return pages::error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "The app did not answer in time.",
-                context.request_id,
-            );
-        }
-    };
-    relay(&context, response, client_upgrade)
+    let mut upstream_request = Request::new(CappedBody::new(
+        incoming,
+        limit,
+        context.counters.clone(),
+    ));
+    *upstream_request.method_mut() = parts.method;
+    *upstream_request.uri_mut() = origin_form(parts.uri);
+    *upstream_request.version_mut() = Version::HTTP_11;
+    *upstream_request.headers_mut() = headers;
+    let first = context.route.next_instance_index(context.instances.len());
+    let forwarded = forward(&context, upstream_request, first);
+    let (response, instance, sender) =
+        match tokio::time::timeout(context.edge.config.request_timeout, forwarded).await {
+            Ok(Ok(answered)) => answered,
+            Ok(Err(err)) => return forward_failure(&context, &err),
+            Err(_elapsed) => {
+                tracing::warn!(project = %context.route.project_name, request_id = context.request_id, timeout = ?context.edge.config.request_timeout, "upstream timed out");
+                return pages::error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "The app did not answer in time.",
+                    context.request_id,
+                );
+            }
+        };
+    relay(&context, response, instance, sender, client_upgrade)
 }
 
 /// The request's headers as the instance gets them: hop-by-hop ones stripped (the
@@ -150,54 +125,74 @@ fn upstream_headers(
     headers
 }
 
-/// The request as sent upstream, but for its body.
-struct Upstream<'a> {
-    method: &'a Method,
-    path_and_query: &'a str,
-    headers: HeaderMap,
-    /// The instance tried first, from the route's rotation.
-    first: usize,
-}
-
-/// Sends the request to its first instance; after a connect failure, while the body is
-/// still unread, once more to the next one.
+/// Sends the request to its first instance (`first` in the rotation) on a pooled
+/// connection, or a new one; after a connect failure, once more to the next instance.
+/// The body is only handed over once a connection is there, so a retry never lacks it; a
+/// pooled connection that closed before taking the request gives it back, and the request
+/// goes out on a new connection instead.
 async fn forward(
     context: &ProxyContext<'_>,
-    mut upstream: Upstream<'_>,
-    incoming: Incoming,
-) -> Result<Response<Incoming>, ForwardError> {
+    mut request: Request<upstream::UpstreamBody>,
+    first: usize,
+) -> Result<(Response<Incoming>, SocketAddr, Sender), ForwardError> {
     let instances = context.instances;
     let attempts = instances.len().min(2);
-    let limit = context.edge.config.max_body_bytes;
-    let mut body = CappedBody::new(incoming, limit, context.counters.clone());
     let mut attempt = 0;
+    let mut pooled_allowed = true;
     loop {
-        let instance = instances[(upstream.first + attempt) % instances.len()];
+        let instance = instances[(first + attempt) % instances.len()];
         let is_last = attempt + 1 >= attempts;
-        let attempt_headers = if is_last {
-            std::mem::take(&mut upstream.headers)
+        let pooled = if pooled_allowed {
+            upstream::checkout(instance)
         } else {
-            upstream.headers.clone()
+            None
         };
-        let (upstream_body, reclaim) = ReclaimableBody::new(body);
-        let mut request = Request::new(upstream_body);
-        *request.method_mut() = upstream.method.clone();
-        *request.uri_mut() = upstream_uri(instance, upstream.path_and_query)?;
-        *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = attempt_headers;
-        match context.edge.client.request(request).await {
-            Ok(response) => return Ok(response),
-            Err(err) if err.is_connect() && !is_last => match reclaim.reclaim() {
-                Some(unsent) => {
+        let fresh = pooled.is_none();
+        let mut sender = match pooled {
+            Some(sender) => sender,
+            None => match upstream::connect(instance).await {
+                Ok(sender) => sender,
+                Err(err) if !is_last => {
                     tracing::debug!(%instance, error = %err, project = %context.route.project_name, "instance refused the connection; trying another");
-                    body = unsent;
                     attempt += 1;
+                    pooled_allowed = true;
+                    continue;
                 }
-                None => return Err(ForwardError::Upstream(err)),
+                Err(err) => return Err(ForwardError::Connect(err)),
             },
-            Err(err) => return Err(ForwardError::Upstream(err)),
+        };
+        match sender.try_send_request(request).await {
+            Ok(response) => return Ok((response, instance, sender)),
+            Err(mut err) => match err.take_message() {
+                // A pooled connection the instance had closed: the same instance, anew.
+                Some(unsent) if !fresh => {
+                    request = unsent;
+                    pooled_allowed = false;
+                }
+                Some(unsent) if !is_last => {
+                    tracing::debug!(%instance, error = %err.error(), project = %context.route.project_name, "new connection closed before the request; trying another instance");
+                    request = unsent;
+                    attempt += 1;
+                    pooled_allowed = true;
+                }
+                Some(_) | None => return Err(ForwardError::Upstream(err.into_error())),
+            },
         }
     }
+}
+
+/// The request target as an origin server expects it: `/path?query`, whatever form the
+/// client used (HTTP/2 and absolute-form requests carry a scheme and authority, which the
+/// `Host` header carries upstream instead).
+fn origin_form(uri: Uri) -> Uri {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return uri;
+    }
+    let path_and_query = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
+    Uri::from(path_and_query)
 }
 
 /// The page for a request forwarding could not complete: 413 past the body limit, 400
@@ -229,6 +224,8 @@ fn forward_failure(context: &ProxyContext<'_>, err: &ForwardError) -> Response<E
 fn relay(
     context: &ProxyContext<'_>,
     mut response: Response<Incoming>,
+    instance: SocketAddr,
+    sender: Sender,
     client_upgrade: Option<OnUpgrade>,
 ) -> Response<EdgeBody> {
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -257,7 +254,14 @@ fn relay(
     }
     // The client's protocol is the edge's business, whatever the instance spoke.
     parts.version = Version::HTTP_11;
-    Response::from_parts(parts, incoming.map_err(BoxError::from).boxed_unsync())
+    let body = if switching {
+        // The connection now belongs to the tunnel; it never goes back to the pool.
+        drop(sender);
+        incoming.map_err(BoxError::from).boxed_unsync()
+    } else {
+        PooledBody::new(incoming, instance, sender).boxed_unsync()
+    };
+    Response::from_parts(parts, body)
 }
 
 /// Relays an upgraded connection (WebSocket) both ways until either side closes.
@@ -278,14 +282,6 @@ async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, counters: Arc<ProjectCou
         }
         Err(err) => tracing::debug!(error = %err, "upgraded connection ended with an error"),
     }
-}
-
-fn upstream_uri(instance: SocketAddr, path_and_query: &str) -> Result<Uri, hyper::http::Error> {
-    Uri::builder()
-        .scheme("http")
-        .authority(instance.to_string())
-        .path_and_query(path_and_query)
-        .build()
 }
 
 fn too_large(limit: u64, request_id: &str) -> Response<EdgeBody> {
