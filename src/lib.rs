@@ -476,8 +476,39 @@ pub async fn run_with(
             working.stop();
         }
     }
-    for (what, server) in servers {
-        server.await?.context(what)?;
+    if successor.is_some() {
+        // The new process waits for this one's exit to start background work, so a
+        // connection that never ends (a followed log stream on the API) must not hold the
+        // exit: past the edge's drain time (and a margin for the API's own), what is left
+        // is closed.
+        let drain = services.config.edge.drain_timeout_secs;
+        let limit = std::time::Duration::from_secs(drain.saturating_add(5));
+        let aborts: Vec<_> = servers
+            .iter()
+            .map(|(_, server)| server.abort_handle())
+            .collect();
+        let drained = tokio::time::timeout(limit, async {
+            for (what, server) in servers {
+                match server.await {
+                    Ok(Err(err)) => tracing::warn!(error = %format!("{err:#}"), "hand-off: {what} ended with an error"),
+                    Ok(Ok(())) | Err(_) => {}
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                after_secs = limit.as_secs(),
+                "hand-off: connections still open after the drain; closing them"
+            );
+            for abort in aborts {
+                abort.abort();
+            }
+        }
+    } else {
+        for (what, server) in servers {
+            server.await?.context(what)?;
+        }
     }
     for task in background {
         let _ = task.await;

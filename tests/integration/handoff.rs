@@ -428,7 +428,7 @@ async fn a_sighup_hands_over_to_the_binary_on_disk_without_failing_a_request() {
 async fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
     let dir = TestDir::new();
     let mut processes = Processes::default();
-    let config = write_config(&dir, "");
+    let config = write_config(&dir, "[edge]\ndrain_timeout_secs = 1\n");
     let log = dir.path().join("cantila.log");
     let old = serve(Path::new(env!("CARGO_BIN_EXE_cantila")), &config, &log);
     let old_pid = old.id();
@@ -463,7 +463,23 @@ async fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
         .unwrap();
     assert_eq!(edge.status(), 404, "and its edge");
 
-    // Fixed, the next SIGHUP hands over.
+    // Fixed, the next SIGHUP hands over, even with a followed log stream open on the old
+    // process's API (a connection that never ends by itself): it is closed after the drain.
+    let (status, project) = api
+        .call(Method::POST, "/v1/projects", json!({ "name": "quiet" }))
+        .await;
+    assert_eq!(status, 201, "{project}");
+    let follow = reqwest::Client::new()
+        .get(format!(
+            "http://{}/v1/projects/{}/logs?follow=true",
+            first.api,
+            project["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(follow.status(), 200);
     std::fs::write(&config, good).unwrap();
     signal(old_pid, "HUP");
     let second = wait_for(Duration::from_secs(60), "the second hand-off", || async {
@@ -473,6 +489,27 @@ async fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
     })
     .await;
     processes.pids.push(second.pid);
+    let mut old = processes.children.remove(0);
+    let status = within(
+        Duration::from_secs(60),
+        "the old process exits despite the open stream",
+        tokio::task::spawn_blocking(move || old.wait().unwrap()),
+    )
+    .await
+    .unwrap();
+    assert!(status.success(), "{status}");
+    let text = log_text(&log);
+    assert!(
+        text.contains("hand-off: connections still open after the drain; closing them"),
+        "{text}"
+    );
+    within(
+        Duration::from_secs(10),
+        "the stream ends with the old process",
+        follow.bytes(),
+    )
+    .await
+    .ok();
     let (status, _) = api.call(Method::GET, "/v1/projects", Value::Null).await;
     assert_eq!(status, 200);
     signal(second.pid, "TERM");
