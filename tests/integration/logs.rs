@@ -501,11 +501,11 @@ async fn the_size_cap_drops_the_oldest_lines_first() {
     cleanup(&project_id).await;
 }
 
-/// How many of the project's stored lines contain `needle`, read from the SQLite file
-/// beside the running daemon: what pruning left, whatever a read would show.
+/// How many of the project's stored lines contain `needle`, read from `logs.db` beside
+/// the running daemon: what pruning left, whatever a read would show.
 fn stored_lines(daemon: &TestDaemon, project_id: &str, needle: &str) -> i64 {
     let connection = rusqlite::Connection::open_with_flags(
-        daemon.data_dir().join("cantila.db"),
+        daemon.data_dir().join("logs.db"),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
     .unwrap();
