@@ -226,12 +226,18 @@ async fn state_backup(data_dir: &Path, out: &Path, passphrase: Option<&str>) -> 
         let store = Store::open(&data_dir).unwrap();
         let copy = out.with_extension("db");
         let schema_version = store.snapshot_to(&copy).unwrap();
+        let logs_copy = out.with_extension("logs.db");
+        let logs_database = store
+            .snapshot_logs_to(&logs_copy)
+            .unwrap()
+            .map(|version| (logs_copy.clone(), version));
         archive::write(
             &out,
             &archive::ArchiveInputs {
                 data_dir: data_dir.clone(),
                 database: copy.clone(),
                 schema_version,
+                logs_database,
                 config_text: Some("base_domain = \"restored.example\"\n".to_owned()),
                 created_at: time::OffsetDateTime::now_utc(),
             },
@@ -239,6 +245,7 @@ async fn state_backup(data_dir: &Path, out: &Path, passphrase: Option<&str>) -> 
         )
         .unwrap();
         std::fs::remove_file(&copy).unwrap();
+        let _ = std::fs::remove_file(&logs_copy);
         out
     })
     .await
