@@ -420,6 +420,9 @@ pub async fn run(logs: Logs, stopped: impl Future<Output = ()>) {
     if !batch.is_empty() {
         logs.store_batch(batch).await;
     }
+    // A clean stop leaves `logs.db` one self-contained file, as `cantila.db` is left.
+    let lines = logs.lines.clone();
+    let _ = tokio::task::spawn_blocking(move || lines.close()).await;
 }
 
 impl Logs {
@@ -494,22 +497,17 @@ async fn prune_total_to(store: &Store, target: u64) -> crate::error::Result<u64>
 
 /// Gives `logs.db`'s free pages back to the file system, one short step per store call,
 /// then checkpoints so the file itself is cut (in WAL mode the vacuum's truncation reaches
-/// the file at the checkpoint).
+/// the file at the checkpoint; one that a reader held back is completed by the next call).
 pub(super) async fn reclaim(store: &Store) {
     let result = async {
         let before = store.call(|c| store::logs::page_use(c)).await?;
-        if before.free == 0 {
-            return Ok(None);
-        }
-        loop {
-            let left = store.call(|c| store::logs::reclaim_step(c)).await?;
-            if left == 0 {
-                break;
-            }
+        let mut left = before.free;
+        while left > 0 {
+            left = store.call(|c| store::logs::reclaim_step(c)).await?;
             tokio::task::yield_now().await;
         }
         store.call(|c| store::logs::checkpoint(c)).await?;
-        Ok::<_, crate::error::Error>(Some(before.free * before.page_size))
+        Ok::<_, crate::error::Error>((before.free > 0).then_some(before.free * before.page_size))
     };
     match result.await {
         Ok(Some(bytes)) => tracing::debug!(bytes, "logs.db gave freed space back"),

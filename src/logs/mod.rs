@@ -563,6 +563,69 @@ mod tests {
         writer.await.unwrap();
     }
 
+    /// The edge's batches reach the store whole: every record of every batch is stored,
+    /// once, in order, as an `edge` line of its project (or preview).
+    #[tokio::test]
+    async fn every_access_record_of_a_batch_is_stored() {
+        use crate::edge::AccessRecord;
+        let dir = tempfile::tempdir().unwrap();
+        let (store, alice, _bob) = fixtures::two_accounts(dir.path());
+        let runtime: Runtime = Arc::new(crate::runtime::fake::FakeRuntime::default());
+        let lines = store.open_logs().unwrap();
+        let logs = Logs::new(store, lines, runtime, "inst", LogsConfig::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let writer = tokio::spawn(collector::run(logs.clone(), async {
+            let _ = stopped.await;
+        }));
+        // Recent times: the writer's first pass drops lines past `max_age`.
+        let now = crate::clock::now_nanos();
+        let record = |n: usize, preview: Option<&str>| AccessRecord {
+            project_id: "prj_a".into(),
+            preview_id: preview.map(str::to_owned),
+            at_ns: now + n as i64,
+            method: "GET".into(),
+            host: "web.owner-a.test".into(),
+            path: format!("/r{n:04}"),
+            status: 200,
+            latency: std::time::Duration::from_micros(100),
+            client: "127.0.0.1".parse().unwrap(),
+            request_id: format!("req_{n}"),
+        };
+        let sink = logs.access_log_sink();
+        // Three batches of 256 (the edge's flush size) and a preview's batch, more records
+        // than one transaction of container lines holds.
+        for first in [0, 256, 512] {
+            sink.send_batch((first..first + 256).map(|n| record(n, None)).collect());
+        }
+        sink.send_batch((768..800).map(|n| record(n, Some("prv_a"))).collect());
+        stop.send(()).unwrap();
+        writer.await.unwrap();
+        assert_eq!(sink.dropped(), 0);
+        let everything = |preview: Option<&str>| LogQuery {
+            limit: 5000,
+            ..everything(preview)
+        };
+        let production = logs
+            .read(&alice, "prj_a".into(), everything(None))
+            .await
+            .unwrap();
+        let paths: Vec<String> = production
+            .lines
+            .iter()
+            .map(|l| {
+                assert_eq!((l.stream, l.instance.as_str()), (LogStream::Edge, "edge"));
+                l.text.split(' ').nth(1).unwrap().to_owned()
+            })
+            .collect();
+        let expected: Vec<String> = (0..768).map(|n| format!("/r{n:04}")).collect();
+        assert_eq!(paths, expected);
+        let preview = logs
+            .read(&alice, "prj_a".into(), everything(Some("prv_a")))
+            .await
+            .unwrap();
+        assert_eq!(preview.lines.len(), 32);
+    }
+
     #[test]
     fn parameters_are_validated() {
         assert!(parse_stream("stdout").is_ok());

@@ -1,10 +1,13 @@
 //! Runtime logs end to end on the real engine: an app that prints lines at start and on
 //! request (a CGI script writing to the container's stdout and stderr), its lines collected
 //! with their tags, filtered by time, instance, stream and text, followed over SSE and
-//! resumed with `Last-Event-ID`, kept exactly once across daemon restarts, capped, and
-//! dropped once older than `[logs] max_age`.
+//! resumed with `Last-Event-ID`, kept exactly once across daemon restarts, capped (per
+//! project, and all projects together in `logs.db`, which shrinks), and dropped once older
+//! than `[logs] max_age`.
 
 use std::time::Duration;
+
+use futures_util::StreamExt;
 
 use cantila::names::Scope;
 use serde_json::{json, Value};
@@ -501,11 +504,11 @@ async fn the_size_cap_drops_the_oldest_lines_first() {
     cleanup(&project_id).await;
 }
 
-/// How many of the project's stored lines contain `needle`, read from the SQLite file
-/// beside the running daemon: what pruning left, whatever a read would show.
+/// How many of the project's stored lines contain `needle`, read from `logs.db` beside
+/// the running daemon: what pruning left, whatever a read would show.
 fn stored_lines(daemon: &TestDaemon, project_id: &str, needle: &str) -> i64 {
     let connection = rusqlite::Connection::open_with_flags(
-        daemon.data_dir().join("cantila.db"),
+        daemon.data_dir().join("logs.db"),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
     .unwrap();
@@ -653,4 +656,133 @@ async fn wait_line(
     })
     .await
     .unwrap_or_else(|_| panic!("no `{needle}` within 20 s"))
+}
+
+/// Requests `count` paths of about 900 bytes (`/ppp…/tag-NNNN`) on `host` through the edge,
+/// eight at a time. A created project's hostname answers (its status page) through the
+/// edge, which writes an access line of about 1 KB for each.
+async fn long_requests(daemon: &TestDaemon, host: &str, tag: &str, count: usize) {
+    let client = reqwest::Client::new();
+    let long = "p".repeat(900);
+    let mut requests = futures_util::stream::iter(0..count)
+        .map(|n| {
+            let request = client
+                .get(format!("http://{}/{long}/{tag}-{n:04}", daemon.http))
+                .header("host", host)
+                .timeout(Duration::from_secs(10))
+                .send();
+            async move { request.await.expect("the edge answers") }
+        })
+        .buffer_unordered(8);
+    while requests.next().await.is_some() {}
+}
+
+/// `logs.db` beside the running daemon, read-only: the lines of `project_id` (their
+/// paths' tags, oldest first) and the bytes counted for all projects.
+fn stored_tags(daemon: &TestDaemon, project_id: &str, tag: &str) -> (Vec<usize>, i64) {
+    let connection = rusqlite::Connection::open_with_flags(
+        daemon.data_dir().join("logs.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut statement = connection
+        .prepare("SELECT line FROM runtime_logs WHERE project_id = ?1 ORDER BY seq")
+        .unwrap();
+    let marker = format!("/{tag}-");
+    let tags = statement
+        .query_map([project_id], |row| row.get::<_, String>(0))
+        .unwrap()
+        .map(|line| {
+            let line = line.unwrap();
+            let at = line.find(&marker).expect("an access line of the test");
+            line[at + marker.len()..at + marker.len() + 4]
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let total = connection
+        .query_row(
+            "SELECT COALESCE(SUM(bytes), 0) FROM runtime_log_usage",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    (tags, total)
+}
+
+/// `[logs] max_total_mb`: every access line the edge sends is stored, once; past the total
+/// cap the oldest lines of any project go first (here only the older project's, though it
+/// is far under its own cap), and `logs.db` gives the space back: the file ends smaller
+/// than the lines written into it.
+#[tokio::test]
+async fn the_total_cap_drops_the_oldest_lines_of_all_projects_and_logs_db_shrinks() {
+    let daemon = TestDaemon::start_with(|c| c.logs.max_total_mb = 1).await;
+    let older = daemon.create_project("older").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let newer = daemon.create_project("newer").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // 900 lines of about 1 KB: under the 1 MiB total, all kept.
+    long_requests(&daemon, "older.admin.test.local", "old", 900).await;
+    wait_until(
+        Duration::from_secs(30),
+        "the 900 access lines of `older` are stored",
+        || async { stored_tags(&daemon, &older, "old").0.len() >= 900 },
+    )
+    .await;
+    let (tags, before_total) = stored_tags(&daemon, &older, "old");
+    let mut sorted = tags.clone();
+    sorted.sort();
+    assert_eq!(sorted, (0..900).collect::<Vec<_>>(), "each line once");
+    assert!(before_total < 1 << 20, "under the cap: {before_total}");
+    let line_bytes = before_total as u64 / 900;
+
+    // 800 more of the newer project: about 1.7 MB written in all.
+    long_requests(&daemon, "newer.admin.test.local", "new", 800).await;
+    wait_until(
+        Duration::from_secs(30),
+        "the 800 access lines of `newer` are stored",
+        || async { stored_tags(&daemon, &newer, "new").0.len() >= 800 },
+    )
+    .await;
+    let written = line_bytes * 1700;
+    let logs_db = daemon.data_dir().join("logs.db");
+    // The vacuum's cut reaches the file at the checkpoint after it (at once, or on the
+    // writer's next pass when a reader held it back).
+    wait_until(
+        Duration::from_secs(90),
+        "logs.db is smaller than the lines written into it",
+        || async { std::fs::metadata(&logs_db).unwrap().len() < written },
+    )
+    .await;
+    let (old_kept, total) = stored_tags(&daemon, &older, "old");
+    let (new_kept, _) = stored_tags(&daemon, &newer, "new");
+    let size = std::fs::metadata(&logs_db).unwrap().len();
+    eprintln!(
+        "written {written} bytes of lines; kept {total} ({} + {} lines); logs.db {size} bytes",
+        old_kept.len(),
+        new_kept.len()
+    );
+    assert!(total <= 1 << 20, "all projects within 1 MiB: {total}");
+    assert_eq!(
+        new_kept.len(),
+        800,
+        "the newer project's lines are all kept"
+    );
+    assert!(
+        !old_kept.is_empty() && old_kept.len() < 900,
+        "the older project lost lines: {}",
+        old_kept.len()
+    );
+    // What the older project keeps is its newest lines: the oldest went first (requests
+    // ran eight at a time, so arrival order is request order give or take eight).
+    let oldest_kept = *old_kept.iter().min().unwrap();
+    assert!(
+        oldest_kept + old_kept.len() + 8 >= 900,
+        "kept {} lines from tag {oldest_kept} on",
+        old_kept.len()
+    );
 }

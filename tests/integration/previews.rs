@@ -1288,8 +1288,9 @@ async fn a_preview_runs_every_process_type_and_keeps_its_logs_and_metrics_to_its
     assert!(production_lines
         .iter()
         .any(|t| t == "said: from-production"));
-    // Read beside the running daemon (WAL allows it), as the lifecycle tests do.
-    let connection = rusqlite::Connection::open(daemon.data_dir().join("cantila.db")).unwrap();
+    // Read beside the running daemon (WAL allows it), as the lifecycle tests do; lines and
+    // points are in `logs.db`.
+    let connection = rusqlite::Connection::open(daemon.data_dir().join("logs.db")).unwrap();
     let (lines, points, edge_points): (i64, i64, i64) = connection
         .query_row(
             "SELECT (SELECT COUNT(*) FROM runtime_logs WHERE preview_id = ?1),

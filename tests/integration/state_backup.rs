@@ -393,7 +393,13 @@ async fn state_backups_are_the_operators_and_plain_ones_leave_secrets_out() {
     let into = tempfile::tempdir().unwrap();
     let manifest = archive::extract(&path, None, into.path()).unwrap();
     assert!(!manifest.encrypted);
-    assert_eq!(manifest.includes, ["cantila.db", "installation-id"]);
+    // The logs store is carried too (its own schema version in the manifest).
+    assert_eq!(
+        manifest.includes,
+        ["cantila.db", "logs.db", "installation-id"]
+    );
+    assert_eq!(manifest.logs_schema_version, Some(1));
+    assert!(into.path().join("logs.db").is_file());
     assert!(!into.path().join("secret.key").exists());
     assert!(!into.path().join("certs").exists());
     // The other account's 404 is not for lack of state backups.

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use crate::{
     backup_s3::{s3_config, s3_endpoint, TestBucket},
     cli::cantila,
-    support::{docker, test_config, BinaryDaemon, TestDaemon, TestDir},
+    support::{docker, test_config, wait_until, BinaryDaemon, TestDaemon, TestDir},
 };
 
 /// A table's rows, each its values spelled out (see `tables`).
@@ -226,12 +226,18 @@ async fn state_backup(data_dir: &Path, out: &Path, passphrase: Option<&str>) -> 
         let store = Store::open(&data_dir).unwrap();
         let copy = out.with_extension("db");
         let schema_version = store.snapshot_to(&copy).unwrap();
+        let logs_copy = out.with_extension("logs.db");
+        let logs_database = store
+            .snapshot_logs_to(&logs_copy)
+            .unwrap()
+            .map(|version| (logs_copy.clone(), version));
         archive::write(
             &out,
             &archive::ArchiveInputs {
                 data_dir: data_dir.clone(),
                 database: copy.clone(),
                 schema_version,
+                logs_database,
                 config_text: Some("base_domain = \"restored.example\"\n".to_owned()),
                 created_at: time::OffsetDateTime::now_utc(),
             },
@@ -239,6 +245,7 @@ async fn state_backup(data_dir: &Path, out: &Path, passphrase: Option<&str>) -> 
         )
         .unwrap();
         std::fs::remove_file(&copy).unwrap();
+        let _ = std::fs::remove_file(&logs_copy);
         out
     })
     .await
@@ -341,6 +348,25 @@ async fn a_state_backup_taken_under_write_load_restores_every_table_row_by_row()
         .post("/v1/projects", &other, json!({ "name": "adas" }))
         .await
         .expect(201);
+    // An access line of the edge (the project's status page answers its hostname), kept in
+    // `logs.db`: the restored server shows it.
+    reqwest::Client::new()
+        .get(format!("http://{}/before-the-backup", daemon.http))
+        .header("host", "keeper.admin.test.local")
+        .send()
+        .await
+        .unwrap();
+    let logs_path = format!("/v1/projects/{id}/logs?q=before-the-backup");
+    wait_until(
+        std::time::Duration::from_secs(30),
+        "the access line is stored",
+        || async {
+            daemon.get(&logs_path, &admin).await.expect(200).body["lines"]
+                .as_array()
+                .is_some_and(|lines| !lines.is_empty())
+        },
+    )
+    .await;
     let manual = daemon.data_dir().join("certs/manual");
     std::fs::create_dir_all(&manual).unwrap();
     std::fs::write(
@@ -580,6 +606,19 @@ async fn a_state_backup_taken_under_write_load_restores_every_table_row_by_row()
         .get("/v1/projects/by-handle/ada/adas", &other)
         .await
         .expect(200);
+    // The logs came back with the state: the line from before the backup is read.
+    let lines = daemon.get(&logs_path, &deploy_token).await.expect(200).body;
+    let texts: Vec<&str> = lines["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|line| line["line"].as_str())
+        .collect();
+    assert!(
+        texts.len() == 1 && texts[0].starts_with("GET /before-the-backup "),
+        "{lines}"
+    );
+    assert!(daemon.data_dir().join("logs.db").is_file());
     drop(daemon);
     drop(original_dir);
 }
