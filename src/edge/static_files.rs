@@ -32,7 +32,7 @@ use super::{
     routes::AssetMount,
     static_site::{
         index::{open_checked, MAX_COMPRESSIBLE_BYTES, MIN_COMPRESSIBLE_BYTES},
-        Body, Coding, Entry, IndexedFile, Site, Sites, Variant,
+        Body, Coding, Entry, IndexedFile, LoadFailed, Site, Sites, Variant,
     },
 };
 
@@ -333,6 +333,11 @@ impl StaticFiles {
         }
         match self.sites.load(root).await {
             Ok(site) => answer_from(&site, lookup, request),
+            Err(LoadFailed::Missing) => pages::error(
+                StatusCode::NOT_FOUND,
+                "There is no file at this path.",
+                request.request_id,
+            ),
             Err(err) => {
                 tracing::warn!(error = %err, root = %root.display(), request_id = request.request_id, "static site could not be loaded");
                 internal_error(request.request_id)

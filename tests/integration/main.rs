@@ -51,6 +51,7 @@ mod services;
 mod serving;
 mod state_backup;
 mod state_restore;
+mod static_sites;
 mod tenancy;
 mod terminal;
 mod tls_acme;

@@ -3,8 +3,8 @@
 //! `<site>.index/`) and read back by the edge (`load`), which keeps the small files in
 //! memory and the rest as paths to stream from.
 //! Invariant: what the index says about a file is what the disk held when the index was
-//! loaded; a manifest that no longer matches the site (or none at all) is ignored and the
-//! compressed forms are made again in memory.
+//! loaded; a manifest that no longer matches the site (or none at all) is ignored, and the
+//! compressed forms of the files held in memory are made again there.
 
 use std::{
     collections::HashMap,
@@ -402,9 +402,9 @@ fn matching_manifest(root: &Path, tree: &Tree) -> Option<HashMap<String, (usize,
     all_match.then_some(by_path)
 }
 
-/// Loads the site at `root` for the edge: walks it, takes the compressed forms from its
-/// index when that still matches (else makes them in memory, for files that fit the
-/// budget), and holds files in memory smallest first while `budget` lasts. Runs on a
+/// Loads the site at `root` for the edge: walks it, holds files in memory smallest first
+/// while `budget` lasts, and takes the compressed forms from its index when that still
+/// matches (else makes them in memory for the files held there). Runs on a
 /// blocking thread, once per site.
 pub fn load(root: &Path, budget: &std::sync::Arc<MemoryBudget>) -> io::Result<Site> {
     let tree = walk(root)?;
@@ -476,7 +476,7 @@ fn index_file(
         .map(|(_, gzip, brotli)| gzip.unwrap_or(0) + brotli.unwrap_or(0))
         .unwrap_or(0);
     let in_memory = len <= MAX_IN_MEMORY_BYTES && reservation.take(len + published_total);
-    let original = if in_memory || (compressible && published_lengths.is_none()) {
+    let original = if in_memory {
         Some(read_exact_file(full_path, meta)?)
     } else {
         None
@@ -518,9 +518,12 @@ fn index_file(
                     Some(Variant { len, tag, body })
                 }
                 None => {
-                    // Without a published index the compressed forms are made now, and
-                    // only kept when they fit the budget: otherwise the file goes as it is.
-                    let original = original.as_deref().unwrap_or_default();
+                    // Without a published index the compressed forms of the files held in
+                    // memory are made now, and kept when they fit the budget too; other
+                    // files go as they are.
+                    let Some(original) = original.as_deref() else {
+                        continue;
+                    };
                     let compressed = coding.compress(original)?;
                     let len = compressed.len() as u64;
                     reservation.take(len).then(|| Variant {

@@ -52,6 +52,10 @@ pub enum LoadFailed {
     Io(#[from] std::io::Error),
     #[error("the loading task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The site's directory is not there (yet: a release being rebuilt after a restore).
+    /// Not kept, so the site is served once it appears.
+    #[error("the site's directory is missing")]
+    Missing,
 }
 
 impl Sites {
@@ -98,6 +102,9 @@ impl Sites {
                 let started = Instant::now();
                 let site =
                     tokio::task::spawn_blocking(move || index::load(&owned, &budget)).await??;
+                if !site.entries.contains_key("") {
+                    return Err(LoadFailed::Missing);
+                }
                 tracing::debug!(
                     root = %root.display(),
                     paths = site.entries.len(),
