@@ -29,8 +29,9 @@ use super::{LogStream, Logs, NewLine, ReadPosition, RuntimeLine};
 /// Lines waiting for the writer. When full, followers wait, and so does their read from
 /// Docker, which keeps the output in its own log meanwhile: nothing is lost, only later.
 const LINE_QUEUE: usize = 20_000;
-/// Access records waiting for the writer. When full, the edge drops records rather than wait.
-const ACCESS_QUEUE: usize = 10_000;
+/// Access-record batches waiting for the writer (the edge sends up to 256 records a batch).
+/// When full, the edge drops batches rather than wait.
+const ACCESS_QUEUE: usize = 512;
 /// The most lines stored in one transaction.
 const MAX_BATCH: usize = 2_000;
 /// How long the writer gathers lines before storing them, so a chatty app costs one
@@ -398,6 +399,8 @@ pub async fn run(logs: Logs, stopped: impl Future<Output = ()>) {
                 received = lines.recv_many(&mut batch, room) => {
                     if received == 0 { break; }
                 }
+                // A batch of the edge is never split: the transaction may go a little past
+                // MAX_BATCH rather than store one batch in two.
                 Some(records) = access.recv() => batch.extend(records.into_iter().map(access_line)),
                 () = tokio::time::sleep_until(deadline) => break,
             }
