@@ -140,7 +140,9 @@ impl AccessLogSink {
 fn lock(batch: &Mutex<Vec<AccessRecord>>) -> std::sync::MutexGuard<'_, Vec<AccessRecord>> {
     // A panic while holding the lock leaves at worst a batch missing a record, still a
     // sound Vec, so a poisoned lock is used as it is.
-    batch.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    batch
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Flushes `sink`'s batches every `FLUSH_INTERVAL`, forever (an edge thread runs one and
