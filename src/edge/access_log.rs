@@ -106,7 +106,7 @@ impl AccessLogSink {
             (batch.len() >= BATCH_RECORDS).then(|| std::mem::take(&mut *batch))
         };
         if let Some(full) = full {
-            self.send(full);
+            self.send_batch(full);
         }
     }
 
@@ -115,15 +115,16 @@ impl AccessLogSink {
     pub fn flush(&self) {
         for shard in self.batches.iter() {
             let batch = std::mem::take(&mut *lock(shard));
-            if !batch.is_empty() {
-                self.send(batch);
-            }
+            self.send_batch(batch);
         }
     }
 
     /// Hands a batch over, or counts its records as dropped when the channel is full or
-    /// closed.
-    fn send(&self, batch: Vec<AccessRecord>) {
+    /// closed. An empty batch is not sent.
+    pub fn send_batch(&self, batch: Vec<AccessRecord>) {
+        if batch.is_empty() {
+            return;
+        }
         let records = batch.len() as u64;
         if self.tx.try_send(batch).is_err() {
             self.dropped.fetch_add(records, Ordering::Relaxed);
@@ -139,7 +140,9 @@ impl AccessLogSink {
 fn lock(batch: &Mutex<Vec<AccessRecord>>) -> std::sync::MutexGuard<'_, Vec<AccessRecord>> {
     // A panic while holding the lock leaves at worst a batch missing a record, still a
     // sound Vec, so a poisoned lock is used as it is.
-    batch.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    batch
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Flushes `sink`'s batches every `FLUSH_INTERVAL`, forever (an edge thread runs one and
@@ -217,6 +220,7 @@ mod tests {
         assert_eq!(rest.len(), 3);
         assert_eq!(rest[2].path, format!("/{}", BATCH_RECORDS + 2));
         sink.flush();
+        sink.send_batch(Vec::new());
         assert!(rx.try_recv().is_err(), "an empty batch is never sent");
         assert_eq!(sink.dropped(), 0);
     }

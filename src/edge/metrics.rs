@@ -32,9 +32,8 @@ pub const LATENCY_BUCKETS: usize = LATENCY_BUCKET_BOUNDS_US.len() + 1;
 /// per core the process may use, so each edge thread has its own.
 pub(crate) fn shard_count() -> usize {
     static SHARDS: OnceLock<usize> = OnceLock::new();
-    *SHARDS.get_or_init(|| {
-        std::thread::available_parallelism().map_or(1, |cores| cores.get().min(64))
-    })
+    *SHARDS
+        .get_or_init(|| std::thread::available_parallelism().map_or(1, |cores| cores.get().min(64)))
 }
 
 thread_local! {
@@ -82,7 +81,9 @@ pub struct ProjectCounters {
 impl Default for ProjectCounters {
     fn default() -> Self {
         Self {
-            shards: (0..shard_count()).map(|_| CounterShard::default()).collect(),
+            shards: (0..shard_count())
+                .map(|_| CounterShard::default())
+                .collect(),
         }
     }
 }

@@ -71,30 +71,31 @@ pub(super) async fn proxy(
     let client_upgrade = is_upgrade_request(&request).then(|| hyper::upgrade::on(&mut request));
     let (parts, incoming) = request.into_parts();
     let headers = upstream_headers(parts.headers, client_upgrade.is_some(), &context);
-    let mut upstream_request = Request::new(CappedBody::new(
-        incoming,
-        limit,
-        context.counters.clone(),
-    ));
+    let mut upstream_request =
+        Request::new(CappedBody::new(incoming, limit, context.counters.clone()));
     *upstream_request.method_mut() = parts.method;
     *upstream_request.uri_mut() = origin_form(parts.uri);
     *upstream_request.version_mut() = Version::HTTP_11;
     *upstream_request.headers_mut() = headers;
     let first = context.route.next_instance_index(context.instances.len());
     let forwarded = forward(&context, upstream_request, first);
-    let (response, instance, sender) =
-        match tokio::time::timeout(context.edge.config.request_timeout, forwarded).await {
-            Ok(Ok(answered)) => answered,
-            Ok(Err(err)) => return forward_failure(&context, &err),
-            Err(_elapsed) => {
-                tracing::warn!(project = %context.route.project_name, request_id = context.request_id, timeout = ?context.edge.config.request_timeout, "upstream timed out");
-                return pages::error(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "The app did not answer in time.",
-                    context.request_id,
-                );
-            }
-        };
+    let (response, instance, sender) = match tokio::time::timeout(
+        context.edge.config.request_timeout,
+        forwarded,
+    )
+    .await
+    {
+        Ok(Ok(answered)) => answered,
+        Ok(Err(err)) => return forward_failure(&context, &err),
+        Err(_elapsed) => {
+            tracing::warn!(project = %context.route.project_name, request_id = context.request_id, timeout = ?context.edge.config.request_timeout, "upstream timed out");
+            return pages::error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "The app did not answer in time.",
+                context.request_id,
+            );
+        }
+    };
     relay(&context, response, instance, sender, client_upgrade)
 }
 

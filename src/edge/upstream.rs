@@ -112,16 +112,13 @@ pub(super) fn checkout(instance: SocketAddr) -> Option<Sender> {
 /// Opens a new connection to `instance` (within `CONNECT_TIMEOUT`) and drives it on a task
 /// of the calling thread's runtime.
 pub(super) async fn connect(instance: SocketAddr) -> Result<Sender, ConnectError> {
-    let stream = match tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        tokio::net::TcpStream::connect(instance),
-    )
-    .await
-    {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(source)) => return Err(ConnectError::Io { instance, source }),
-        Err(_elapsed) => return Err(ConnectError::TimedOut { instance }),
-    };
+    let stream =
+        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(instance)).await
+        {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(source)) => return Err(ConnectError::Io { instance, source }),
+            Err(_elapsed) => return Err(ConnectError::TimedOut { instance }),
+        };
     // Small requests go out at once instead of waiting on Nagle.
     let _ = stream.set_nodelay(true);
     let (sender, connection) = http1::Builder::new()

@@ -673,6 +673,96 @@ async fn a_refused_connection_is_retried_on_another_instance() {
     assert_eq!(live.hits.load(Ordering::SeqCst), 10);
 }
 
+/// An instance that counts the connections it accepted and those that ended, and drops
+/// every open connection when `close_all` is notified (as an app restarting its server or
+/// closing idle keep-alive connections would), without a word to the edge.
+struct CountingUpstream {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    ended: Arc<AtomicUsize>,
+    close_all: Arc<tokio::sync::watch::Sender<u32>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for CountingUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn start_counting_upstream() -> CountingUpstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let ended = Arc::new(AtomicUsize::new(0));
+    let close_all = Arc::new(tokio::sync::watch::Sender::new(0u32));
+    let (task_accepted, task_ended, task_close) =
+        (accepted.clone(), ended.clone(), close_all.clone());
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            task_accepted.fetch_add(1, Ordering::SeqCst);
+            let ended = task_ended.clone();
+            let mut close = task_close.subscribe();
+            close.mark_unchanged();
+            tokio::spawn(async move {
+                let service = service_fn(|_request: Request<Incoming>| async {
+                    Ok::<_, Infallible>(Response::new(full_body("kept alive")))
+                });
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::select! {
+                    _ = connection => {}
+                    _ = close.changed() => {}
+                }
+                ended.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    CountingUpstream {
+        addr,
+        accepted,
+        ended,
+        close_all,
+        task,
+    }
+}
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_a_closed_one_is_replaced() {
+    let upstream = start_counting_upstream().await;
+    let edge = start_edge(table(&[("app.test", proxied("prj_app", &[upstream.addr]))])).await;
+    let get = || async {
+        let response = client()
+            .get(edge.url("/"))
+            .header("host", "app.test")
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.text().await.unwrap())
+    };
+    for _ in 0..10 {
+        assert_eq!(get().await, (StatusCode::OK, "kept alive".to_owned()));
+    }
+    assert_eq!(
+        upstream.accepted.load(Ordering::SeqCst),
+        1,
+        "ten requests one after the other reuse one upstream connection"
+    );
+
+    // The instance drops the idle connection: the next request goes out on a new one.
+    upstream.close_all.send_modify(|round| *round += 1);
+    wait_until(
+        Duration::from_secs(10),
+        "the instance closed its connection",
+        || async { upstream.ended.load(Ordering::SeqCst) == 1 },
+    )
+    .await;
+    for _ in 0..5 {
+        assert_eq!(get().await, (StatusCode::OK, "kept alive".to_owned()));
+    }
+    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 2);
+}
+
 #[tokio::test]
 async fn all_instances_down_is_a_502_page() {
     let edge = start_edge(table(&[(
