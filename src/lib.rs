@@ -489,9 +489,8 @@ pub async fn run_with(
             .collect();
         let drained = tokio::time::timeout(limit, async {
             for (what, server) in servers {
-                match server.await {
-                    Ok(Err(err)) => tracing::warn!(error = %format!("{err:#}"), "hand-off: {what} ended with an error"),
-                    Ok(Ok(())) | Err(_) => {}
+                if let Ok(Err(err)) = server.await {
+                    tracing::warn!(error = %format!("{err:#}"), "hand-off: {what} ended with an error");
                 }
             }
         })
