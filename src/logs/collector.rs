@@ -344,6 +344,12 @@ fn admit(
     })
 }
 
+/// Adds one batch of the edge to the writer's batch, whole: it is stored in the same
+/// transaction as the lines around it.
+fn add_access(batch: &mut Vec<NewLine>, records: Vec<AccessRecord>) {
+    batch.extend(records.into_iter().map(access_line));
+}
+
 fn access_line(record: AccessRecord) -> NewLine {
     NewLine {
         text: record.line(),
@@ -392,7 +398,7 @@ pub async fn run(logs: Logs, stopped: impl Future<Output = ()>) {
             received = lines.recv_many(&mut batch, MAX_BATCH) => {
                 if received == 0 { break; }
             }
-            Some(records) = access.recv() => batch.extend(records.into_iter().map(access_line)),
+            Some(records) = access.recv() => add_access(&mut batch, records),
             _ = age_prune.tick() => {
                 logs.prune_by_age().await;
                 continue;
@@ -407,7 +413,7 @@ pub async fn run(logs: Logs, stopped: impl Future<Output = ()>) {
                 }
                 // A batch of the edge is never split: the transaction may go a little past
                 // MAX_BATCH rather than store one batch in two.
-                Some(records) = access.recv() => batch.extend(records.into_iter().map(access_line)),
+                Some(records) = access.recv() => add_access(&mut batch, records),
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
@@ -418,7 +424,7 @@ pub async fn run(logs: Logs, stopped: impl Future<Output = ()>) {
         batch.push(line);
     }
     while let Ok(records) = access.try_recv() {
-        batch.extend(records.into_iter().map(access_line));
+        add_access(&mut batch, records);
     }
     if !batch.is_empty() {
         logs.store_batch(batch).await;
