@@ -52,6 +52,8 @@ pub struct Inner {
 }
 
 impl Previews {
+    // One handle per part it drives, as the composition root hands them over.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         deploys: Deploys,
         store: Store,

@@ -50,12 +50,15 @@ const PRUNE_TO_PERCENT: u64 = 90;
 /// up from the store.
 const LIVE_BUFFER: usize = 4096;
 
+/// The writer's two queues: container lines, and the edge's access-record batches.
+type Receivers = (mpsc::Receiver<NewLine>, mpsc::Receiver<Vec<AccessRecord>>);
+
 /// The collector's shared half, held by the `Logs` handle.
 pub(super) struct LogCollector {
     /// The writer's queue of container lines (the handle's tests feed it directly).
     pub(super) lines: mpsc::Sender<NewLine>,
     access_sink: AccessLogSink,
-    receivers: Mutex<Option<(mpsc::Receiver<NewLine>, mpsc::Receiver<Vec<AccessRecord>>)>>,
+    receivers: Mutex<Option<Receivers>>,
     /// Containers with a follower task, so a container is never followed twice.
     followed: Mutex<HashSet<String>>,
     /// Flipped on shutdown; followers stop reading.
@@ -341,6 +344,12 @@ fn admit(
     })
 }
 
+/// Adds one batch of the edge to the writer's batch, whole: it is stored in the same
+/// transaction as the lines around it.
+fn add_access(batch: &mut Vec<NewLine>, records: Vec<AccessRecord>) {
+    batch.extend(records.into_iter().map(access_line));
+}
+
 fn access_line(record: AccessRecord) -> NewLine {
     NewLine {
         text: record.line(),
@@ -389,7 +398,7 @@ pub async fn run(logs: Logs, stopped: impl Future<Output = ()>) {
             received = lines.recv_many(&mut batch, MAX_BATCH) => {
                 if received == 0 { break; }
             }
-            Some(records) = access.recv() => batch.extend(records.into_iter().map(access_line)),
+            Some(records) = access.recv() => add_access(&mut batch, records),
             _ = age_prune.tick() => {
                 logs.prune_by_age().await;
                 continue;
@@ -404,7 +413,7 @@ pub async fn run(logs: Logs, stopped: impl Future<Output = ()>) {
                 }
                 // A batch of the edge is never split: the transaction may go a little past
                 // MAX_BATCH rather than store one batch in two.
-                Some(records) = access.recv() => batch.extend(records.into_iter().map(access_line)),
+                Some(records) = access.recv() => add_access(&mut batch, records),
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
@@ -415,7 +424,7 @@ pub async fn run(logs: Logs, stopped: impl Future<Output = ()>) {
         batch.push(line);
     }
     while let Ok(records) = access.try_recv() {
-        batch.extend(records.into_iter().map(access_line));
+        add_access(&mut batch, records);
     }
     if !batch.is_empty() {
         logs.store_batch(batch).await;
@@ -503,7 +512,7 @@ pub(super) async fn reclaim(store: &Store) {
         let before = store.call(|c| store::logs::page_use(c)).await?;
         let mut left = before.free;
         while left > 0 {
-            left = store.call(|c| store::logs::reclaim_step(c)).await?;
+            left = store.call(store::logs::reclaim_step).await?;
             tokio::task::yield_now().await;
         }
         store.call(|c| store::logs::checkpoint(c)).await?;

@@ -336,10 +336,9 @@ impl StateBackups {
                 let schema_version = store.snapshot_to(&snapshot)?;
                 // The logs store is copied the same way, at its own point in time (lines
                 // and points of a project removed in between are swept after a restore).
-                let logs_database = match store.snapshot_logs_to(&logs_snapshot)? {
-                    Some(version) => Some((logs_snapshot.clone(), version)),
-                    None => None,
-                };
+                let logs_database = store
+                    .snapshot_logs_to(&logs_snapshot)?
+                    .map(|version| (logs_snapshot.clone(), version));
                 let config_text =
                     match &config_file {
                         Some(file) => Some(std::fs::read_to_string(file).map_err(|err| {

@@ -679,7 +679,7 @@ mod tests {
         let logs_db = dir.path().join(super::super::logs::FILE);
         let file_size = |store: &Store| {
             store
-                .call_blocking(|c| Ok(super::super::logs::checkpoint(c)?))
+                .call_blocking(|c| super::super::logs::checkpoint(c))
                 .unwrap();
             std::fs::metadata(&logs_db).unwrap().len()
         };
@@ -734,7 +734,7 @@ mod tests {
             "the pruned lines' pages are free: {pages:?}"
         );
         while store
-            .call_blocking(|c| super::super::logs::reclaim_step(c))
+            .call_blocking(super::super::logs::reclaim_step)
             .unwrap()
             > 0
         {}
