@@ -222,3 +222,121 @@ async fn a_broken_dockerfile_fails_with_the_builders_error() {
         other => panic!("expected BuildFailed, got {other:?}"),
     }
 }
+
+/// A container sampled from its cgroup files (the engine's own host, cgroup v1 or v2)
+/// reads what the engine's stats API reports: the same memory within 10%, CPU time of the
+/// same order, the same limits; and no stats call is made for it.
+#[tokio::test]
+async fn a_sample_from_the_cgroup_files_matches_the_engines_stats() {
+    let engine = Engine::connect().await.expect("a Docker engine");
+    let installation = crate::support::TestDir::new();
+    let name = format!("cantila-test-sample-{}", std::process::id());
+    // Some CPU time, then 16 MiB held in a tmpfs (charged to the container's memory).
+    let script = "dd if=/dev/zero of=/dev/null bs=64k count=20000 2>/dev/null; \
+                  head -c 16777216 /dev/zero > /dev/shm/held; echo held; exec sleep 3600";
+    let spec = ContainerSpec {
+        name: name.clone(),
+        image: "busybox:latest".to_owned(),
+        command: Some(vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()]),
+        entrypoint: None,
+        env: Vec::new(),
+        labels: HashMap::from([
+            ("cantila.kind".to_owned(), "test".to_owned()),
+            ("cantila.test".to_owned(), name.clone()),
+            (
+                "cantila.installation".to_owned(),
+                installation.installation().to_owned(),
+            ),
+        ]),
+        network: "bridge".to_owned(),
+        aliases: Vec::new(),
+        memory_bytes: Some(64 * 1024 * 1024),
+        cpus: Some(0.5),
+        restart: cantila::runtime::RestartPolicy::No,
+        health: None,
+        mounts: Vec::new(),
+        tty: false,
+        stdin: false,
+    };
+    let status = engine.start(&spec).await.expect("start");
+    let id = status.id.clone();
+    // The script says when its memory is held.
+    let mut held = false;
+    for _ in 0..300 {
+        if engine
+            .tail_logs(&id, 5)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .any(|line| line.contains("held"))
+        {
+            held = true;
+            break;
+        }
+        // The poll interval: the loop checks its condition again.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let from_files = engine.sample(&id).await.expect("a sample");
+    let from_engine = engine
+        .sample_from_engine(&id)
+        .await
+        .expect("the engine's stats");
+    engine
+        .stop_and_remove(&id, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(held, "the container's script ran");
+    assert!(
+        engine.sampled_from_kernel(&id),
+        "the engine runs on this host, so its cgroup files are read"
+    );
+
+    let memory = (
+        from_files.memory_working_set_bytes as f64,
+        from_engine.memory_working_set_bytes as f64,
+    );
+    assert!(memory.1 >= 16.0 * 1024.0 * 1024.0, "{from_engine:?}");
+    assert!(
+        (memory.0 - memory.1).abs() <= memory.1 * 0.1,
+        "memory within 10%: {from_files:?} vs {from_engine:?}"
+    );
+    let cpu = (
+        from_files.cpu_total_ns as f64,
+        from_engine.cpu_total_ns as f64,
+    );
+    assert!(
+        cpu.1 > 0.0 && cpu.0 > 0.0,
+        "{from_files:?} vs {from_engine:?}"
+    );
+    assert!(
+        cpu.0 <= cpu.1 && cpu.0 * 2.0 >= cpu.1,
+        "CPU time of the same order, read before the engine's: {from_files:?} vs {from_engine:?}"
+    );
+    let system = (
+        from_files.system_cpu_ns as f64,
+        from_engine.system_cpu_ns as f64,
+    );
+    assert!(
+        (system.0 - system.1).abs() <= system.1 * 0.01,
+        "the host's CPU time as the engine counts it: {from_files:?} vs {from_engine:?}"
+    );
+    assert_eq!(
+        (
+            from_files.memory_limit_bytes,
+            from_files.online_cpus,
+            from_files.cpu_limit_cores,
+            from_files.restart_count
+        ),
+        (
+            from_engine.memory_limit_bytes,
+            from_engine.online_cpus,
+            from_engine.cpu_limit_cores,
+            from_engine.restart_count
+        )
+    );
+    assert!(
+        from_files.net_rx_bytes <= from_engine.net_rx_bytes
+            && from_files.net_tx_bytes <= from_engine.net_tx_bytes,
+        "network counters only grow: {from_files:?} vs {from_engine:?}"
+    );
+}

@@ -32,6 +32,7 @@ use crate::{
 
 mod attach;
 mod buildkit;
+mod cgroup;
 mod data;
 mod lazy;
 mod networks;
@@ -65,6 +66,8 @@ pub struct Engine {
     network_creation: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Where the engine listens, for the BuildKit requests bollard cannot make.
     endpoint: session::Endpoint,
+    /// Samples containers from their cgroup files, remembering what inspect told.
+    kernel: std::sync::Arc<stats::KernelSampler>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -155,6 +158,7 @@ impl Engine {
             client,
             network_creation: Default::default(),
             endpoint: session::Endpoint::of(socket),
+            kernel: Default::default(),
         })
     }
 

@@ -1,21 +1,171 @@
-//! One resource sample of a container from the engine's stats API (one-shot, so the engine
-//! answers at once instead of waiting a second for a second reading) plus the restart
-//! count and CPU limit from inspect. Raw cumulative counters only: rates are computed by
-//! the caller from two samples, over its own interval.
+//! One resource sample of a container: from its cgroup files when this process can read
+//! them (`cgroup`; the restart count and CPU limit from one inspect, repeated only when
+//! the container restarts), otherwise from the engine's stats API (one-shot, so the
+//! engine answers at once instead of waiting a second for a second reading) plus inspect.
+//! Raw cumulative counters only: rates are computed by the caller from two samples, over
+//! its own interval.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use bollard::{
-    models::{ContainerBlkioStats, ContainerMemoryStats, ContainerStatsResponse},
+    models::{
+        ContainerBlkioStats, ContainerInspectResponse, ContainerMemoryStats, ContainerStatsResponse,
+    },
     query_parameters::StatsOptions,
 };
 use futures_util::StreamExt;
 
-use super::Engine;
+use super::{
+    cgroup::{KernelFiles, Located},
+    Engine,
+};
 use crate::runtime::{ContainerSample, RuntimeError};
 
+/// What the kernel's files cannot tell about a container, from the engine's inspect; read
+/// again only when the container's init process changes (a restart).
+#[derive(Debug, Clone)]
+struct Known {
+    /// `None` when the kernel's files do not show the container: ask the engine.
+    located: Option<Located>,
+    restart_count: u64,
+    cpu_limit_cores: Option<f64>,
+    /// When a sample last used it, so entries of removed containers are dropped.
+    used: Instant,
+}
+
+/// Entries unused this long belong to removed containers (samples come every 60 s at most).
+const FORGET_AFTER: Duration = Duration::from_secs(300);
+
+/// The kernel's files and what inspect told about each container sampled from them.
+#[derive(Debug, Default)]
+pub(super) struct KernelSampler {
+    files: KernelFiles,
+    known: Mutex<HashMap<String, Known>>,
+}
+
+enum FromKernel {
+    Sampled(ContainerSample),
+    /// The container's init process changed: inspect it again.
+    Restarted,
+    /// The kernel's files do not show it: ask the engine.
+    NotVisible,
+}
+
 impl Engine {
-    /// Samples one running container: its stats (one-shot) and, concurrently, its
-    /// restart count and CPU limit.
+    /// Samples one running container: from its cgroup and `/proc` when this process can
+    /// read them (see `cgroup`), otherwise from the engine's stats API.
     pub async fn sample(&self, id: &str) -> Result<ContainerSample, RuntimeError> {
+        for _ in 0..2 {
+            match self.sample_from_kernel(id).await? {
+                FromKernel::Sampled(sample) => return Ok(sample),
+                FromKernel::Restarted => continue,
+                FromKernel::NotVisible => break,
+            }
+        }
+        self.sample_from_engine(id).await
+    }
+
+    /// The kernel's files for a container, inspecting it first when it is new or was
+    /// restarted since the last sample.
+    async fn sample_from_kernel(&self, id: &str) -> Result<FromKernel, RuntimeError> {
+        let sampler = &self.kernel;
+        let cached = {
+            let mut known = sampler.known.lock().unwrap_or_else(|p| p.into_inner());
+            known.get_mut(id).map(|entry| {
+                entry.used = Instant::now();
+                entry.clone()
+            })
+        };
+        let (known, fresh) = match cached {
+            Some(known) => (known, false),
+            None => {
+                let details = self.client.inspect_container(
+                    id,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                );
+                let details = details.await?;
+                let pid = details
+                    .state
+                    .as_ref()
+                    .and_then(|state| state.pid)
+                    .and_then(|pid| u32::try_from(pid).ok())
+                    .unwrap_or(0);
+                let (restart_count, cpu_limit_cores) = inspected(&details);
+                let full_id = details.id.unwrap_or_else(|| id.to_owned());
+                let files = sampler.files.clone();
+                let located = tokio::task::spawn_blocking(move || files.locate(&full_id, pid))
+                    .await
+                    .ok()
+                    .flatten();
+                let known = Known {
+                    located,
+                    restart_count,
+                    cpu_limit_cores,
+                    used: Instant::now(),
+                };
+                let mut all = sampler.known.lock().unwrap_or_else(|p| p.into_inner());
+                all.retain(|_, entry| entry.used.elapsed() < FORGET_AFTER);
+                all.insert(id.to_owned(), known.clone());
+                (known, true)
+            }
+        };
+        let Some(located) = known.located.clone() else {
+            return Ok(FromKernel::NotVisible);
+        };
+        let files = sampler.files.clone();
+        let id_owned = id.to_owned();
+        let read = tokio::task::spawn_blocking(move || {
+            // A fresh location was just checked; a cached one may be a previous run's.
+            if !fresh && !files.still_runs(&id_owned, &located) {
+                return None;
+            }
+            Some(files.read(&located))
+        })
+        .await
+        .map_err(|err| RuntimeError::Engine(format!("sampling container {id}: {err}")))?;
+        match read {
+            Some(Ok(mut sample)) => {
+                sample.restart_count = known.restart_count;
+                sample.cpu_limit_cores = known.cpu_limit_cores;
+                Ok(FromKernel::Sampled(sample))
+            }
+            Some(Err(err)) => {
+                // Unreadable files stay unreadable: this container is sampled through the
+                // engine from now on.
+                tracing::debug!(container = %id, error = %err, "reading a container's cgroup; asking the engine");
+                if let Some(entry) = self
+                    .kernel
+                    .known
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_mut(id)
+                {
+                    entry.located = None;
+                }
+                Ok(FromKernel::NotVisible)
+            }
+            None => {
+                self.forget_sampled(id);
+                Ok(FromKernel::Restarted)
+            }
+        }
+    }
+
+    fn forget_sampled(&self, id: &str) {
+        self.kernel
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    /// Samples one running container through the engine's API: its stats (one-shot) and,
+    /// concurrently, its restart count and CPU limit.
+    pub async fn sample_from_engine(&self, id: &str) -> Result<ContainerSample, RuntimeError> {
         let stats = async {
             let mut stream = self.client.stats(
                 id,
@@ -39,17 +189,35 @@ impl Engine {
         let (stats, details) = tokio::join!(stats, inspect);
         let details = details?;
         let mut sample = sample_of(&stats?);
-        sample.restart_count = details
-            .restart_count
-            .and_then(|count| u64::try_from(count).ok())
-            .unwrap_or(0);
-        sample.cpu_limit_cores = details
-            .host_config
-            .and_then(|host| host.nano_cpus)
-            .filter(|&nano| nano > 0)
-            .map(|nano| nano as f64 / 1e9);
+        (sample.restart_count, sample.cpu_limit_cores) = inspected(&details);
         Ok(sample)
     }
+
+    /// Whether the last sample of container `id` came from the kernel's files; for tests.
+    pub fn sampled_from_kernel(&self, id: &str) -> bool {
+        self.kernel
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .is_some_and(|known| known.located.is_some())
+    }
+}
+
+/// The restart count and the CPU limit (in cores) of an inspected container.
+fn inspected(details: &ContainerInspectResponse) -> (u64, Option<f64>) {
+    (
+        details
+            .restart_count
+            .and_then(|count| u64::try_from(count).ok())
+            .unwrap_or(0),
+        details
+            .host_config
+            .as_ref()
+            .and_then(|host| host.nano_cpus)
+            .filter(|&nano| nano > 0)
+            .map(|nano| nano as f64 / 1e9),
+    )
 }
 
 /// The counters of one stats answer.
