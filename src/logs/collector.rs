@@ -47,12 +47,15 @@ const PRUNE_TO_PERCENT: u64 = 90;
 /// up from the store.
 const LIVE_BUFFER: usize = 4096;
 
+/// The writer's two queues: container lines, and the edge's access-record batches.
+type Receivers = (mpsc::Receiver<NewLine>, mpsc::Receiver<Vec<AccessRecord>>);
+
 /// The collector's shared half, held by the `Logs` handle.
 pub(super) struct LogCollector {
     /// The writer's queue of container lines (the handle's tests feed it directly).
     pub(super) lines: mpsc::Sender<NewLine>,
     access_sink: AccessLogSink,
-    receivers: Mutex<Option<(mpsc::Receiver<NewLine>, mpsc::Receiver<Vec<AccessRecord>>)>>,
+    receivers: Mutex<Option<Receivers>>,
     /// Containers with a follower task, so a container is never followed twice.
     followed: Mutex<HashSet<String>>,
     /// Flipped on shutdown; followers stop reading.
