@@ -233,8 +233,7 @@ http {
     }
     server {
         listen 127.0.0.1:$NGINX_HTTP_PORT;
-        listen 127.0.0.1:$NGINX_HTTPS_PORT ssl;
-        http2 on;
+        listen 127.0.0.1:$NGINX_HTTPS_PORT ssl http2;
         ssl_certificate $WORK/nginx.pem;
         ssl_certificate_key $WORK/nginx.key;
         location / {
