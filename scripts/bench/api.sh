@@ -175,7 +175,7 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 p50() { awk '/ 50%/ {print $2}' "$1"; }
 to_ms() { # wrk's latency (850.00us, 1.20ms, 1.01s) in milliseconds
-    awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
+    awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.2f\n", n }'
 }
 requests() { awk '/requests in/ {print $1}' "$1"; }
 # `round NAME PID URL [wrk args]`: one short run, its CPU per request (µs) appended beside.
