@@ -4,9 +4,9 @@
 //! boxed client future and no connection shared between cores. A connection goes back to
 //! its thread's pool when the response body it carried has been read to its end.
 //!
-//! Invariant: a pooled connection is only reused when hyper says it is ready for a new
-//! request; one that closed, went idle past `IDLE_TIMEOUT` or is still busy is dropped,
-//! never waited on.
+//! Invariant: a connection enters the pool only once hyper says it is ready for a new
+//! request, and is reused only while it still is; one that closed or went idle past
+//! `IDLE_TIMEOUT` is dropped, and a request never waits on a pooled connection.
 
 use std::{
     cell::RefCell,
@@ -141,11 +141,29 @@ pub(super) async fn connect(instance: SocketAddr) -> Result<Sender, ConnectError
     Ok(sender)
 }
 
-/// Puts a connection whose exchange is over back in this thread's pool.
-fn checkin(instance: SocketAddr, sender: Sender) {
+/// Puts a connection whose exchange is over back in this thread's pool, once hyper says
+/// it takes a new request. Usually it already does; when its connection task has not run
+/// since the body's last frame (a busy thread), a small task on this thread waits for it,
+/// so a good connection is never closed for being a moment late, and one that never gets
+/// ready (a request body still trickling in) is never handed to another request.
+fn checkin(instance: SocketAddr, mut sender: Sender) {
     if sender.is_closed() {
         return;
     }
+    if sender.is_ready() {
+        pool_idle(instance, sender);
+        return;
+    }
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            if sender.ready().await.is_ok() {
+                pool_idle(instance, sender);
+            }
+        });
+    }
+}
+
+fn pool_idle(instance: SocketAddr, sender: Sender) {
     // `try_with`: a body dropped while its thread shuts down just closes its connection.
     let _ = POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
