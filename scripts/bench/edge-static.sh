@@ -155,6 +155,12 @@ echo "== deploying the site (project $PROJECT_ID)" >&2
 timeout 300 "$BIN" deploy site --follow >"$WORK/deploy.log" 2>&1 || { tail -n 20 "$WORK/deploy.log" >&2; exit 1; }
 SITE_DIR=$(find "$WORK/data/sites/$PROJECT_ID" -mindepth 1 -maxdepth 1 -type d ! -name '*.index' | head -n 1)
 [ -f "$SITE_DIR/big.bin" ] || { echo "no published site under $WORK/data/sites/$PROJECT_ID" >&2; exit 1; }
+# The data directory is owner-only and nginx's workers run as another user, so nginx serves
+# a copy of the published directory (the same bytes), readable by them.
+cp -a "$SITE_DIR" "$WORK/nginx-site"
+chmod -R a+rX "$WORK/nginx-site"
+chmod a+x "$WORK"
+SITE_DIR="$WORK/nginx-site"
 grep -h 'indexed the site' "$WORK/deploy.log" | sed 's/^/  deploy log: /' >&2 || true
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
