@@ -576,36 +576,16 @@ async fn respond_identity(
         mut headers,
         ..
     } = chosen;
-    if status == StatusCode::OK {
-        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    }
     let wanted = match range {
         Some(range) if if_range_allows(request.headers, &identity_tag, modified) => {
             parse_range(range, size)
         }
         _ => ByteRange::Whole,
     };
-    let (status, start, len) = match wanted {
-        ByteRange::Whole => (status, 0, size),
-        ByteRange::Part { start, end } => {
-            insert(
-                &mut headers,
-                header::CONTENT_RANGE,
-                &format!("bytes {start}-{end}/{size}"),
-            );
-            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
-        }
-        ByteRange::Unsatisfiable => {
-            insert(
-                &mut headers,
-                header::CONTENT_RANGE,
-                &format!("bytes */{size}"),
-            );
-            headers.remove(header::CONTENT_TYPE);
-            return answer(StatusCode::RANGE_NOT_SATISFIABLE, empty(), headers);
-        }
+    let (status, start, len) = match ranged(status, size, wanted, &mut headers) {
+        Ok(part) => part,
+        Err(()) => return answer(StatusCode::RANGE_NOT_SATISFIABLE, empty(), headers),
     };
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     let body = if request.method == Method::HEAD {
         empty()
     } else {
@@ -766,36 +746,16 @@ fn respond_indexed(
         };
     }
     let size = variant.len;
-    if status == StatusCode::OK {
-        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    }
     let wanted = match range {
         Some(range) if if_range_allows(request.headers, variant.tag_text(), file.modified) => {
             parse_range(range, size)
         }
         _ => ByteRange::Whole,
     };
-    let (status, start, len) = match wanted {
-        ByteRange::Whole => (status, 0, size),
-        ByteRange::Part { start, end } => {
-            insert(
-                &mut headers,
-                header::CONTENT_RANGE,
-                &format!("bytes {start}-{end}/{size}"),
-            );
-            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
-        }
-        ByteRange::Unsatisfiable => {
-            insert(
-                &mut headers,
-                header::CONTENT_RANGE,
-                &format!("bytes */{size}"),
-            );
-            headers.remove(header::CONTENT_TYPE);
-            return answer(StatusCode::RANGE_NOT_SATISFIABLE, empty(), headers);
-        }
+    let (status, start, len) = match ranged(status, size, wanted, &mut headers) {
+        Ok(part) => part,
+        Err(()) => return answer(StatusCode::RANGE_NOT_SATISFIABLE, empty(), headers),
     };
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     match body_of(variant, start, len, head_only) {
         Ok(body) => answer(status, body, headers),
         Err(err) => unreadable(&err, request),
@@ -863,6 +823,39 @@ fn read_at_stream(file: File, start: u64, len: u64) -> EdgeBody {
         })
     });
     StreamBody::new(chunks).boxed_unsync()
+}
+
+/// What a response sends of a file of `size` identity bytes, given the range `wanted`:
+/// sets `Accept-Ranges` (on a 200), `Content-Range` and `Content-Length`, and returns the
+/// status, the first byte and the length; `Err` when the range lies outside the file
+/// (`headers` then hold the 416's `Content-Range`).
+fn ranged(
+    status: StatusCode,
+    size: u64,
+    wanted: ByteRange,
+    headers: &mut HeaderMap,
+) -> Result<(StatusCode, u64, u64), ()> {
+    if status == StatusCode::OK {
+        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    }
+    let (status, start, len) = match wanted {
+        ByteRange::Whole => (status, 0, size),
+        ByteRange::Part { start, end } => {
+            insert(
+                headers,
+                header::CONTENT_RANGE,
+                &format!("bytes {start}-{end}/{size}"),
+            );
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        ByteRange::Unsatisfiable => {
+            insert(headers, header::CONTENT_RANGE, &format!("bytes */{size}"));
+            headers.remove(header::CONTENT_TYPE);
+            return Err(());
+        }
+    };
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    Ok((status, start, len))
 }
 
 fn answer(status: StatusCode, body: EdgeBody, headers: HeaderMap) -> Response<EdgeBody> {
